@@ -1,0 +1,1 @@
+//! The operator's configuration: TOML file shape turned into a validated `Config`.

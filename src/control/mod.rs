@@ -1,0 +1,1 @@
+//! The local control socket: answers the operator's show / clear commands.

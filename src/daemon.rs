@@ -1,0 +1,1 @@
+//! `lqagent run`: wires snooping, requestor, cache and route installer together.

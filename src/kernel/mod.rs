@@ -1,0 +1,1 @@
+//! Route programming over rtnetlink: makes the kernel's routes agree with the cache.

@@ -1,0 +1,31 @@
+//! lqagent — a DHCPv6 leasequery requestor and binding-cache agent for access concentrators.
+//!
+//! The agent runs beside a DHCPv6 relay on a CMTS or BNG. It learns which subscriber holds which
+//! IPv6 address and delegated prefix (by snooping relayed replies, by asking servers with RFC 5007
+//! leasequery when unknown traffic shows up, and by RFC 5460 bulk leasequery after a reboot),
+//! merges what several servers say into one cache, and keeps the kernel's routes in step with it.
+//!
+//! Architecture: protocol logic lives in pure, sans-IO cores that are fed bytes and time and
+//! return actions; thin tokio shells own the sockets. Module map (each one sentence):
+//!
+//! - [`wire`] turns bytes into values and back.
+//! - [`requestor`] decides what to ask and when (UDP leasequery).
+//! - [`bulk`] does the same over TCP (bulk leasequery).
+//! - [`cache`] decides what is true.
+//! - [`kernel`] makes the kernel agree with the cache.
+//! - [`snoop`] notices traffic.
+//! - [`control`] answers the operator.
+//! - [`config`] says what the operator wants.
+//! - [`metrics`] says what happened.
+//! - [`daemon`] connects them.
+
+pub mod bulk;
+pub mod cache;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod kernel;
+pub mod metrics;
+pub mod requestor;
+pub mod snoop;
+pub mod wire;

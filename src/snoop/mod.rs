@@ -1,0 +1,1 @@
+//! Snooping of relayed DHCPv6 traffic and detection of unknown subscriber sources.

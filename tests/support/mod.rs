@@ -1,0 +1,4 @@
+//! Shared test support. Each integration test file does `mod support;` and uses what it needs.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod netns;

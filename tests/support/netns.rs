@@ -1,0 +1,156 @@
+//! Network namespaces for privileged tests: unique per test, torn down on drop.
+//!
+//! Names are `lqa-<tag>-<pid>-<n>` so parallel tests and parallel test binaries never collide,
+//! and leftovers of a crashed earlier run with the same name are removed first.
+//!
+//! Root handling: `require_root()` returns `true` when the test may go on. Without root it panics
+//! under `CI=true` (a privileged test must never pass silently in CI) and otherwise prints a loud
+//! SKIP line and returns `false`.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True when running as root; panics under CI=true when not.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY-free: geteuid via `id -u` keeps tests free of unsafe.
+    let out = Command::new("id").arg("-u").output().expect("run id -u");
+    let root = String::from_utf8_lossy(&out.stdout).trim() == "0";
+    if root {
+        return true;
+    }
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!("{test}: needs root (network namespaces, netlink) and CI=true: refusing to skip");
+    }
+    eprintln!("SKIP {test}: needs root; run tests/run.sh as root");
+    false
+}
+
+/// Run a command, panicking with its stderr when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// A network namespace that exists for the lifetime of this value.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Create a fresh namespace with loopback up. `tag` is a short word naming the test.
+    pub fn new(tag: &str) -> NetNs {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("lqa-{tag}-{}-{n}", std::process::id());
+        assert!(name.len() <= 64, "namespace name too long: {name}");
+        // Leftover from a crashed run with the same pid and counter: remove it first.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = NetNs { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Run a command inside the namespace (`ip netns exec`), panicking on failure.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Like `exec`, but returns the output whatever the exit status.
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("spawn ip netns exec")
+    }
+
+    /// A `Command` that runs `program` inside the namespace, for spawning daemons.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Path of the namespace handle, for `setns(2)`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Run `f` on a new OS thread that has entered this namespace (setns is per-thread), so
+    /// sockets it opens — netlink, UDP — live in the namespace. Build a current-thread tokio
+    /// runtime inside `f` if it needs async.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = std::fs::File::open(self.path()).expect("open netns handle");
+        std::thread::spawn(move || {
+            nix_setns(&file);
+            f()
+        })
+        .join()
+        .expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Kill anything still running inside, then delete the namespace.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Create a veth pair with one end in `a` and the other in `b`, both up.
+pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]);
+    a.exec(&["ip", "link", "set", a_if, "up"]);
+    b.exec(&["ip", "link", "set", b_if, "up"]);
+}
+
+#[allow(unsafe_code)]
+fn nix_setns(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid, open namespace fd affects only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
