@@ -26,6 +26,7 @@ pub mod control;
 pub mod daemon;
 pub mod kernel;
 pub mod metrics;
+pub mod prefix;
 pub mod requestor;
 pub mod snoop;
 pub mod wire;
