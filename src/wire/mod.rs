@@ -1,1 +1,55 @@
 //! DHCPv6 wire format (RFC 8415, 5007, 5460, 7653): pure decode and encode, no I/O.
+//!
+//! Two faces, named so the split shows:
+//! - the **owned representation** — [`Message`] (`Client(ClientMessage)` | `Relay(RelayMessage)`),
+//!   [`Options`], [`DhcpOption`] — with `parse`, `buffer_len`, `emit` and `to_vec`: what we build
+//!   and send, and what tests and tools compare;
+//! - the **borrowed view** (the hot path; `view` module) that walks a received message's
+//!   options in place without allocating.
+//!
+//! Typed options: CLIENTID, SERVERID, RELAY_ID (as [`Duid`]), IA_NA, IA_TA, IA_PD, IAADDR,
+//! IAPREFIX, ORO, ELAPSED_TIME, RELAY_MSG, STATUS_CODE, INTERFACE_ID, REMOTE_ID, SUBSCRIBER_ID,
+//! CLIENT_LINKLAYER_ADDR, LQ_QUERY, CLIENT_DATA, CLT_TIME, LQ_RELAY_DATA, LQ_CLIENT_LINK,
+//! LQ_BASE_TIME, LQ_START_TIME, LQ_END_TIME. Every other option is kept as code + bytes, in order,
+//! so `emit(parse(b)) == b` for every message that parses.
+//!
+//! No-panic contract: `parse` and every accessor take any bytes and return a typed [`Error`]
+//! with the offset of the fault; lengths from the wire are checked before use, allocation is
+//! bounded by the input size, recursion by [`MAX_NESTING`] and [`MAX_RELAY_DEPTH`]. `emit`
+//! needs a buffer of at least `buffer_len()` bytes and reports a short one as an error.
+//!
+//! [`bulk`] holds the RFC 5460 TCP framing.
+
+mod buf;
+pub mod bulk;
+mod codes;
+mod duid;
+mod error;
+mod ia;
+mod lq;
+mod message;
+mod option;
+mod status;
+
+pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
+pub use duid::Duid;
+pub use error::Error;
+pub use ia::{INFINITY, Ia, IaAddr, IaPrefix, IaTa};
+pub use lq::{ClientData, LqQuery, LqRelayData};
+pub use message::{ClientMessage, MAX_TRANSACTION_ID, Message, RelayMessage};
+pub use option::{DhcpOption, MAX_NESTING, MAX_RELAY_DEPTH, Options};
+pub use status::Status;
+
+/// UDP port clients listen on (RFC 8415 §7.2).
+pub const CLIENT_PORT: u16 = 546;
+/// UDP port servers and relays listen on; also the bulk/active leasequery TCP port.
+pub const SERVER_PORT: u16 = 547;
+/// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
+pub const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+/// All_DHCP_Servers (RFC 8415 §7.1).
+pub const ALL_DHCP_SERVERS: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);
+
+#[cfg(test)]
+mod tests;
