@@ -1,0 +1,204 @@
+//! The server's use of the agent's own codec (`lqagent::wire`): pulling a [`Query`] out of a
+//! LEASEQUERY and building LEASEQUERY-REPLY/-DATA/-DONE. No DHCPv6 encoding of its own.
+
+use std::net::Ipv6Addr;
+
+use lqagent::wire::{
+    ClientData, ClientMessage, DhcpOption, Duid, IaAddr, IaPrefix, LqRelayData, Message,
+    MessageType, OptionCode, Options, RelayMessage, Status, StatusCode,
+};
+
+use super::answer::Query;
+use super::table::{HexBytes, LeaseTable, RemoteId};
+
+/// A LEASEQUERY worth answering.
+#[derive(Debug)]
+pub struct Incoming {
+    pub xid: u32,
+    /// The requestor's CLIENTID, echoed in the reply.
+    pub requestor: Duid,
+    /// The query, or why it is malformed (answered MalformedQuery).
+    pub query: Result<Query, &'static str>,
+}
+
+/// Why a message is discarded without an answer.
+#[derive(Debug)]
+pub enum Reject {
+    Parse(lqagent::wire::Error),
+    NotLeasequery(MessageType),
+    /// RFC 5007 §4.3.1: a LEASEQUERY without CLIENTID is discarded.
+    NoClientId,
+}
+
+pub fn parse_leasequery(bytes: &[u8]) -> Result<Incoming, Reject> {
+    let msg = Message::parse(bytes).map_err(Reject::Parse)?;
+    let Message::Client(m) = msg else {
+        return Err(Reject::NotLeasequery(msg.msg_type()));
+    };
+    if m.msg_type != MessageType::LEASEQUERY {
+        return Err(Reject::NotLeasequery(m.msg_type));
+    }
+    let requestor = m.options.client_id().ok_or(Reject::NoClientId)?.clone();
+    let query = match m.options.lq_query() {
+        None => Err("LEASEQUERY without LQ_QUERY"),
+        Some(lq) => {
+            let o = &lq.options;
+            Ok(Query {
+                query_type: lq.query_type.0,
+                link: lq.link_address,
+                addr: o.ia_addrs().next().map(|a| a.addr),
+                client_id: o.client_id().map(Duid::to_vec),
+                relay_id: o.relay_id().map(Duid::to_vec),
+                remote_id: o.remote_id().map(|(enterprise, id)| RemoteId {
+                    enterprise,
+                    id: HexBytes(id.to_vec()),
+                }),
+                oro: o
+                    .oro()
+                    .map(|v| v.iter().map(|c| c.0).collect())
+                    .unwrap_or_default(),
+            })
+        }
+    };
+    Ok(Incoming {
+        xid: m.transaction_id,
+        requestor,
+        query,
+    })
+}
+
+/// What a LEASEQUERY-REPLY carries besides the identifiers.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplyBody<'a> {
+    Status(u16, &'a str),
+    Empty,
+    ClientLinks(&'a [Ipv6Addr]),
+    /// CLIENT_DATA for this table entry.
+    Client(usize),
+}
+
+fn srsn_option(srsn: Option<(u16, u32)>) -> Option<DhcpOption> {
+    srsn.map(|(code, n)| DhcpOption::Unknown {
+        code: OptionCode(code),
+        data: n.to_be_bytes().to_vec(),
+    })
+}
+
+fn to_bytes(msg_type: MessageType, xid: u32, options: Vec<DhcpOption>) -> Vec<u8> {
+    Message::Client(ClientMessage {
+        msg_type,
+        transaction_id: xid,
+        options: Options(options),
+    })
+    .to_vec()
+    .expect("reference server builds only encodable messages")
+}
+
+/// CLIENT_DATA for one table entry (RFC 5007 §4.1.2.2): CLIENTID, each live IAADDR and
+/// IAPREFIX, CLT_TIME, and LQ_RELAY_DATA when the query's ORO asked for it.
+pub fn client_data(table: &LeaseTable, i: usize, oro: &[u16]) -> ClientData {
+    let e = table.entry(i);
+    let mut o = vec![DhcpOption::ClientId(Duid::parse(&e.duid.0))];
+    for a in e.addrs.iter().filter(|a| a.valid != 0) {
+        o.push(DhcpOption::IaAddr(IaAddr::new(
+            a.addr,
+            a.preferred,
+            a.valid,
+        )));
+    }
+    for p in e.prefixes.iter().filter(|p| p.valid != 0) {
+        o.push(DhcpOption::IaPrefix(IaPrefix::new(
+            p.prefix,
+            p.preferred,
+            p.valid,
+        )));
+    }
+    o.push(DhcpOption::CltTime(e.clt_time));
+    if oro.contains(&OptionCode::LQ_RELAY_DATA.0) {
+        let mut ro = Vec::new();
+        if let Some(id) = &e.interface_id {
+            ro.push(DhcpOption::InterfaceId(id.0.clone()));
+        }
+        if let Some(r) = &e.remote_id {
+            ro.push(DhcpOption::RemoteId {
+                enterprise: r.enterprise,
+                remote_id: r.id.0.clone(),
+            });
+        }
+        if let Some(r) = &e.relay_id {
+            ro.push(DhcpOption::RelayId(Duid::parse(&r.0)));
+        }
+        o.push(DhcpOption::LqRelayData(Box::new(LqRelayData {
+            peer_address: e.relay_address.unwrap_or(e.link),
+            relay: RelayMessage {
+                msg_type: MessageType::RELAY_FORW,
+                hop_count: 0,
+                link_address: e.link,
+                peer_address: e.peer_address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                options: Options(ro),
+            },
+        })));
+    }
+    ClientData {
+        options: Options(o),
+    }
+}
+
+/// LEASEQUERY-REPLY: SERVERID, the requestor's CLIENTID, then the body.
+pub fn emit_reply(
+    xid: u32,
+    server_duid: &[u8],
+    requestor: &Duid,
+    table: &LeaseTable,
+    body: ReplyBody<'_>,
+    oro: &[u16],
+    srsn: Option<(u16, u32)>,
+) -> Vec<u8> {
+    let mut o = vec![
+        DhcpOption::ServerId(Duid::parse(server_duid)),
+        DhcpOption::ClientId(requestor.clone()),
+    ];
+    match body {
+        ReplyBody::Status(code, msg) => {
+            o.push(DhcpOption::StatusCode(Status::new(StatusCode(code), msg)))
+        }
+        ReplyBody::Empty => {}
+        ReplyBody::ClientLinks(links) => o.push(DhcpOption::LqClientLink(links.to_vec())),
+        ReplyBody::Client(i) => o.push(DhcpOption::ClientData(client_data(table, i, oro))),
+    }
+    o.extend(srsn_option(srsn));
+    to_bytes(MessageType::LEASEQUERY_REPLY, xid, o)
+}
+
+/// LEASEQUERY-DATA with one client's CLIENT_DATA (RFC 5460 §5.2).
+pub fn emit_data(
+    xid: u32,
+    table: &LeaseTable,
+    i: usize,
+    oro: &[u16],
+    srsn: Option<(u16, u32)>,
+) -> Vec<u8> {
+    let mut o = vec![DhcpOption::ClientData(client_data(table, i, oro))];
+    o.extend(srsn_option(srsn));
+    to_bytes(MessageType::LEASEQUERY_DATA, xid, o)
+}
+
+/// LEASEQUERY-DONE, with a status when the query ended in error (RFC 5460 §7.3).
+pub fn emit_done(xid: u32, status: Option<(u16, &str)>, srsn: Option<(u16, u32)>) -> Vec<u8> {
+    let mut o = Vec::new();
+    if let Some((code, msg)) = status {
+        o.push(DhcpOption::StatusCode(Status::new(StatusCode(code), msg)));
+    }
+    o.extend(srsn_option(srsn));
+    to_bytes(MessageType::LEASEQUERY_DONE, xid, o)
+}
+
+/// The 2-byte length prefix plus the message (RFC 5460 §5.1); `msg` may be corrupted bytes.
+pub fn frame(msg: &[u8]) -> Vec<u8> {
+    let header = lqagent::wire::bulk::frame_header(msg.len())
+        .expect("reference server messages fit a frame");
+    let mut v = Vec::with_capacity(2 + msg.len());
+    v.extend_from_slice(&header);
+    v.extend_from_slice(msg);
+    v
+}
