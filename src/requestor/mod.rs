@@ -1,1 +1,365 @@
 //! RFC 5007 leasequery requestor: a sans-IO core deciding what to ask and when, and its UDP shell.
+//!
+//! - [`core`]: the state machine. Fed queries, datagrams and the current time; returns
+//!   datagrams to send, the next timer, and finished [`QueryOutcome`]s. No I/O, no clock.
+//! - [`retransmit`]: the RFC 8415 §15 schedule with LQ_TIMEOUT / LQ_MAX_RT / LQ_MAX_RC.
+//! - [`limiter`]: token buckets and the negative cache that keep query volume low (RFC 5007 §5).
+//! - [`udp`]: the tokio shell owning the socket (default `[::]:546`, because ISC dhcpd sends
+//!   LEASEQUERY-REPLY to port 546 whatever port the query came from).
+//!
+//! Results are this module's own typed [`Binding`]s; merging them is the cache's job. Counters
+//! are the plain [`RequestorStats`], labelled by [`DropReason::as_str`] and
+//! [`RefuseReason::as_str`], for `metrics` to export.
+
+pub mod core;
+#[cfg(test)]
+mod core_tests;
+pub mod limiter;
+mod msg;
+pub mod retransmit;
+pub mod udp;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::prefix::Ipv6Prefix;
+
+pub use self::core::{Requestor, Submit};
+pub use limiter::Rate;
+pub use retransmit::RetransmitParams;
+
+/// What to look up (RFC 5007 §4.1.2.1 query types 1 and 2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum QueryKind {
+    /// QUERY_BY_ADDRESS: who leases this address, or was delegated a prefix holding it.
+    ByAddress(Ipv6Addr),
+    /// QUERY_BY_CLIENTID: what this client (DUID) holds.
+    ByClientId(Vec<u8>),
+}
+
+/// One lookup. Equal queries in flight at once share one transaction (deduplication), and a
+/// query that found no binding is answered from the negative cache for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Query {
+    pub kind: QueryKind,
+    /// The link-address in OPTION_LQ_QUERY; `::` lets the server search every link.
+    pub link: Ipv6Addr,
+    /// Ask for OPTION_LQ_RELAY_DATA with an ORO inside OPTION_LQ_QUERY.
+    pub relay_data: bool,
+}
+
+impl Query {
+    pub fn by_address(addr: Ipv6Addr) -> Self {
+        Query {
+            kind: QueryKind::ByAddress(addr),
+            link: Ipv6Addr::UNSPECIFIED,
+            relay_data: false,
+        }
+    }
+
+    pub fn by_client_id(duid: Vec<u8>) -> Self {
+        Query {
+            kind: QueryKind::ByClientId(duid),
+            link: Ipv6Addr::UNSPECIFIED,
+            relay_data: false,
+        }
+    }
+
+    pub fn with_link(mut self, link: Ipv6Addr) -> Self {
+        self.link = link;
+        self
+    }
+
+    pub fn with_relay_data(mut self, yes: bool) -> Self {
+        self.relay_data = yes;
+        self
+    }
+}
+
+/// Which kind of IA a lease was in, when the server wrapped it in one (RFC 5007's
+/// OPTION_CLIENT_DATA carries bare IAADDR/IAPREFIX options, without IA or IAID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum IaType {
+    Na,
+    Ta,
+    Pd,
+}
+
+/// What a lease is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leased {
+    /// An address (OPTION_IAADDR).
+    Address(Ipv6Addr),
+    /// A delegated prefix (OPTION_IAPREFIX).
+    Prefix(Ipv6Prefix),
+}
+
+/// One address or prefix of a binding, with the lifetimes the server sent (seconds from when
+/// the reply arrived; 0xffffffff is infinite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// (IA type, IAID) when the server put the lease inside an IA option.
+    pub ia: Option<(IaType, u32)>,
+    pub leased: Leased,
+    pub preferred: u32,
+    pub valid: u32,
+}
+
+/// OPTION_LQ_RELAY_DATA (RFC 5007 §4.1.2.4): the peer-address and the last RELAY-FORW the
+/// server saw for the client (the client's own message removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayData {
+    pub peer: Ipv6Addr,
+    pub relay: crate::wire::RelayMessage,
+}
+
+/// A binding as one server reported it in OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub client_duid: Vec<u8>,
+    /// The link-address of the query that found it (`::` unless asked per link).
+    pub link: Ipv6Addr,
+    pub leases: Vec<Lease>,
+    /// OPTION_CLT_TIME: seconds since the server last heard from the client.
+    pub clt_time: u32,
+    pub server_duid: Vec<u8>,
+    pub server: SocketAddr,
+    pub relay_data: Option<RelayData>,
+    /// When the reply arrived: lifetimes and CLT_TIME count from here.
+    pub received: Instant,
+}
+
+/// What one server said for one exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Success with OPTION_CLIENT_DATA.
+    Bound(Binding),
+    /// Success without client data or client links: the server knows no binding.
+    NoBinding,
+    /// Success with OPTION_LQ_CLIENT_LINK: the client is on these links; follow-up queries,
+    /// one per link, were sent to the same server (their answers follow in the list).
+    ClientLinks(Vec<Ipv6Addr>),
+    /// An error status (RFC 5007 §4.1.2.7, RFC 8415 §21.13) and its message.
+    Status { code: u16, message: String },
+    /// No valid reply after every transmission.
+    NoAnswer,
+}
+
+/// One server's answer to one exchange of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAnswer {
+    pub server: SocketAddr,
+    /// The server's DUID (OPTION_SERVERID), when it answered.
+    pub server_duid: Option<Vec<u8>>,
+    /// The link-address this exchange asked with.
+    pub link: Ipv6Addr,
+    pub answer: Answer,
+    /// Transmissions of this exchange.
+    pub attempts: u32,
+    /// From the first transmission to the reply (or to giving up).
+    pub elapsed: Duration,
+}
+
+/// The query's overall result, strongest first: any binding beats "no binding", which beats an
+/// error status, which beats silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Bound,
+    NoBinding,
+    Error,
+    NoAnswer,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Bound => "bound",
+            Verdict::NoBinding => "no_binding",
+            Verdict::Error => "error",
+            Verdict::NoAnswer => "no_answer",
+        }
+    }
+}
+
+/// A finished query: every answer collected, in the order they came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOutcome {
+    pub query: Query,
+    pub verdict: Verdict,
+    pub answers: Vec<ServerAnswer>,
+}
+
+impl QueryOutcome {
+    /// Every binding any server returned.
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.answers.iter().filter_map(|a| match &a.answer {
+            Answer::Bound(b) => Some(b),
+            _ => None,
+        })
+    }
+}
+
+/// How to use several servers (RFC 5007 §4.3.2 leaves it to local policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// One server at a time in configured order; the next after exhausted retransmissions or
+    /// NotAllowed / NotConfigured / UnknownQueryType.
+    #[default]
+    Failover,
+    /// All servers at once; collect every answer until all replied or gave up.
+    Parallel,
+}
+
+/// Requestor settings (composed into the daemon's config by `config`).
+#[derive(Debug, Clone)]
+pub struct RequestorConfig {
+    /// Servers, in failover order.
+    pub servers: Vec<SocketAddr>,
+    pub policy: Policy,
+    /// Our DUID, sent in OPTION_CLIENTID of every LEASEQUERY.
+    pub duid: Vec<u8>,
+    pub retransmit: RetransmitParams,
+    /// Queries (not exchanges) in flight at once; beyond it new queries are refused.
+    pub max_pending: usize,
+    /// How many links of one OPTION_LQ_CLIENT_LINK are followed up.
+    pub max_client_links: usize,
+    /// How long "no binding" answers are remembered (zero disables).
+    pub negative_ttl: Duration,
+    pub negative_capacity: usize,
+    /// Cap on new queries per second, all links together (`None`: no cap).
+    pub global_rate: Option<Rate>,
+    /// Cap on new queries per second per link-address (`None`: no cap).
+    pub link_rate: Option<Rate>,
+    /// How many links' buckets are kept at most.
+    pub max_links: usize,
+    /// Replies to a query sent to a multicast destination are accepted from these sources
+    /// (a configured server's unicast address).
+    pub multicast_sources: Vec<SocketAddr>,
+}
+
+impl Default for RequestorConfig {
+    fn default() -> Self {
+        RequestorConfig {
+            servers: Vec::new(),
+            policy: Policy::Failover,
+            duid: Vec::new(),
+            retransmit: RetransmitParams::LEASEQUERY,
+            max_pending: 4096,
+            max_client_links: 16,
+            negative_ttl: Duration::from_secs(30),
+            negative_capacity: 65536,
+            global_rate: Some(Rate {
+                per_sec: 500.0,
+                burst: 1000.0,
+            }),
+            link_rate: Some(Rate {
+                per_sec: 50.0,
+                burst: 100.0,
+            }),
+            max_links: 65536,
+            multicast_sources: Vec::new(),
+        }
+    }
+}
+
+macro_rules! labelled {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $label:expr),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            /// Every value, for pre-registering metric labels.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The metric label.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $label),* }
+            }
+        }
+    };
+}
+
+labelled! {
+    /// Why a received datagram was dropped (RFC 5007 §4.2, §4.3.3).
+    DropReason {
+        Malformed => "malformed",
+        NotReply => "not_reply",
+        LeasequeryReceived => "leasequery_received",
+        UnknownXid => "unknown_xid",
+        Duplicate => "duplicate",
+        WrongSource => "wrong_source",
+        NoServerId => "no_serverid",
+        NoClientId => "no_clientid",
+        ForeignClientId => "foreign_clientid",
+        NoCltTime => "client_data_without_clt_time",
+    }
+}
+
+labelled! {
+    /// Why a new query was refused without being sent.
+    RefuseReason {
+        PendingFull => "pending_full",
+        GlobalRate => "global_rate",
+        LinkRate => "link_rate",
+        LinkTableFull => "link_table_full",
+        NoServers => "no_servers",
+    }
+}
+
+/// The requestor's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestorStats {
+    /// Queries started (each may use several exchanges).
+    pub queries: u64,
+    /// Submissions that joined an equal query already in flight.
+    pub deduplicated: u64,
+    /// Submissions answered by the negative cache.
+    pub negative_hits: u64,
+    /// Datagrams sent, first transmissions and retransmissions.
+    pub sent: u64,
+    pub retransmits: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// Exchanges that ended without a valid reply.
+    pub timeouts: u64,
+    /// Replies accepted.
+    pub replies: u64,
+    /// Links of an OPTION_LQ_CLIENT_LINK left out over `max_client_links`.
+    pub client_links_dropped: u64,
+    dropped: [u64; DropReason::ALL.len()],
+    refused: [u64; RefuseReason::ALL.len()],
+    verdicts: [u64; 4],
+}
+
+impl RequestorStats {
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+
+    pub fn refused(&self, r: RefuseReason) -> u64 {
+        self.refused[r as usize]
+    }
+
+    pub fn verdicts(&self, v: Verdict) -> u64 {
+        self.verdicts[v as usize]
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, r: DropReason) {
+        self.dropped[r as usize] += 1;
+    }
+
+    pub(crate) fn refuse(&mut self, r: RefuseReason) {
+        self.refused[r as usize] += 1;
+    }
+
+    pub(crate) fn verdict(&mut self, v: Verdict) {
+        self.verdicts[v as usize] += 1;
+    }
+}

@@ -1,0 +1,147 @@
+//! The requestor's two uses of the codec: emit one LEASEQUERY, and read a received datagram
+//! into the few facts the core decides on. Pure; the layouts live in `crate::wire`.
+//!
+//! ```text
+//! LEASEQUERY (RFC 5007 §4.3.1): msg-type 14, xid, OPTION_CLIENTID (our DUID),
+//!   OPTION_LQ_QUERY { query-type, link-address,
+//!                     OPTION_IAADDR (by address) | OPTION_CLIENTID (by client id),
+//!                     [OPTION_ORO { OPTION_LQ_RELAY_DATA }] }
+//! ```
+
+use std::net::Ipv6Addr;
+
+use crate::prefix::Ipv6Prefix;
+use crate::wire::{
+    ClientData, ClientMessage, DhcpOption, Duid, IaAddr, IaPrefix, LqQuery, Message, MessageType,
+    OptionCode, Options, QueryType,
+};
+
+use super::{IaType, Lease, Leased, Query, QueryKind, RelayData};
+
+/// The LEASEQUERY for `query` asked on `link`, as bytes.
+pub(crate) fn emit_leasequery(xid: u32, our_duid: &[u8], query: &Query, link: Ipv6Addr) -> Vec<u8> {
+    let (qtype, qopt) = match &query.kind {
+        QueryKind::ByAddress(a) => (
+            QueryType::BY_ADDRESS,
+            DhcpOption::IaAddr(IaAddr::new(*a, 0, 0)),
+        ),
+        QueryKind::ByClientId(d) => (QueryType::BY_CLIENTID, DhcpOption::ClientId(Duid::parse(d))),
+    };
+    let mut lq = LqQuery::new(qtype, link);
+    lq.options.push(qopt);
+    if query.relay_data {
+        lq.options
+            .push(DhcpOption::Oro(vec![OptionCode::LQ_RELAY_DATA]));
+    }
+    let mut m = ClientMessage::new(MessageType::LEASEQUERY, xid);
+    m.options.push(DhcpOption::ClientId(Duid::parse(our_duid)));
+    m.options.push(DhcpOption::LqQuery(lq));
+    // Cannot fail: xid is masked to 24 bits and every option is far below 64 KiB
+    // (a DUID is at most 130 bytes by RFC 8415 §11; config validates it).
+    m.to_vec().unwrap_or_default()
+}
+
+/// What the core needs from one OPTION_CLIENT_DATA.
+#[derive(Debug)]
+pub(crate) struct ClientDataView {
+    pub(crate) client_duid: Option<Vec<u8>>,
+    pub(crate) leases: Vec<Lease>,
+    pub(crate) clt_time: Option<u32>,
+    pub(crate) relay_data: Option<RelayData>,
+}
+
+/// What the core needs from one LEASEQUERY-REPLY.
+#[derive(Debug)]
+pub(crate) struct ReplyView {
+    pub(crate) xid: u32,
+    pub(crate) server_duid: Option<Vec<u8>>,
+    pub(crate) client_id: Option<Vec<u8>>,
+    /// (code, message) from a top-level OPTION_STATUS_CODE.
+    pub(crate) status: Option<(u16, String)>,
+    pub(crate) client_data: Option<ClientDataView>,
+    pub(crate) client_links: Option<Vec<Ipv6Addr>>,
+}
+
+/// A received datagram, classified.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Reply(Box<ReplyView>),
+    /// A LEASEQUERY: a requestor discards it (RFC 5007 §4.2).
+    Leasequery,
+    Other,
+}
+
+/// Read `bytes`; any codec error makes the datagram malformed.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, crate::wire::Error> {
+    let m = match Message::parse(bytes)? {
+        Message::Client(m) => m,
+        Message::Relay(_) => return Ok(Parsed::Other),
+    };
+    if m.msg_type == MessageType::LEASEQUERY {
+        return Ok(Parsed::Leasequery);
+    }
+    if m.msg_type != MessageType::LEASEQUERY_REPLY {
+        return Ok(Parsed::Other);
+    }
+    let o = &m.options;
+    Ok(Parsed::Reply(Box::new(ReplyView {
+        xid: m.transaction_id,
+        server_duid: o.server_id().map(Duid::to_vec),
+        client_id: o.client_id().map(Duid::to_vec),
+        status: o.status().map(|s| (s.code.value(), s.text().into_owned())),
+        client_data: o.client_data().map(client_data),
+        client_links: o.lq_client_link().map(<[Ipv6Addr]>::to_vec),
+    })))
+}
+
+fn address(ia: Option<(IaType, u32)>, a: &IaAddr) -> Lease {
+    Lease {
+        ia,
+        leased: Leased::Address(a.addr),
+        preferred: a.preferred,
+        valid: a.valid,
+    }
+}
+
+fn prefix(ia: Option<(IaType, u32)>, p: &IaPrefix) -> Lease {
+    // Servers sometimes send host bits past the length: keep the network.
+    let net = Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len.min(128))
+        .unwrap_or_else(|_| Ipv6Prefix::host(p.prefix_addr));
+    Lease {
+        ia,
+        leased: Leased::Prefix(net),
+        preferred: p.preferred,
+        valid: p.valid,
+    }
+}
+
+fn leases_in(opts: &Options, ia: Option<(IaType, u32)>, out: &mut Vec<Lease>) {
+    out.extend(opts.ia_addrs().map(|a| address(ia, a)));
+    out.extend(opts.ia_prefixes().map(|p| prefix(ia, p)));
+}
+
+fn client_data(cd: &ClientData) -> ClientDataView {
+    let o = &cd.options;
+    let mut leases = Vec::new();
+    // RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX directly in CLIENT_DATA; accept them inside
+    // IA_NA / IA_TA / IA_PD too, keeping the IAID, in case a server wraps them.
+    leases_in(o, None, &mut leases);
+    for ia in o.ia_nas() {
+        leases_in(&ia.options, Some((IaType::Na, ia.iaid)), &mut leases);
+    }
+    for ia in o.ia_tas() {
+        leases_in(&ia.options, Some((IaType::Ta, ia.iaid)), &mut leases);
+    }
+    for ia in o.ia_pds() {
+        leases_in(&ia.options, Some((IaType::Pd, ia.iaid)), &mut leases);
+    }
+    ClientDataView {
+        client_duid: cd.client_id().map(Duid::to_vec),
+        leases,
+        clt_time: cd.clt_time(),
+        relay_data: cd.relay_data().map(|r| RelayData {
+            peer: r.peer_address,
+            relay: r.relay.clone(),
+        }),
+    }
+}

@@ -1,0 +1,210 @@
+//! The tokio shell around [`Requestor`]: owns the UDP socket and the clock, feeds the core,
+//! sends what it returns and hands outcomes back to callers through a bounded channel.
+//!
+//! The socket binds `[::]:546` by default: ISC dhcpd 4.4 sends LEASEQUERY-REPLY to UDP port
+//! 546 whatever port the query came from, so a requestor must send from and listen on 546.
+//! Tests and benches bind other ports (or their own namespaces) so they never collide.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::core::{QueryId, Requestor, Submit};
+use super::{Query, QueryOutcome, RefuseReason, RequestorConfig, RequestorStats, Verdict};
+
+/// The shell's own settings.
+#[derive(Debug, Clone)]
+pub struct UdpConfig {
+    /// Where to bind; the source address of every LEASEQUERY.
+    pub bind: SocketAddr,
+    /// Bound of the caller → shell channel; a full channel refuses the query.
+    pub queue: usize,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 546, 0, 0)),
+            queue: 1024,
+        }
+    }
+}
+
+/// Why a query got no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error("query refused: {}", .0.as_str())]
+    Refused(RefuseReason),
+    #[error("requestor queue full")]
+    Busy,
+    #[error("requestor task has stopped")]
+    Stopped,
+}
+
+enum Cmd {
+    Query(Query, oneshot::Sender<Result<QueryOutcome, QueryError>>),
+    Stats(oneshot::Sender<RequestorStats>),
+}
+
+/// A cheap, cloneable handle to a running requestor task.
+#[derive(Debug, Clone)]
+pub struct RequestorHandle {
+    tx: mpsc::Sender<Cmd>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cmd::Query(q, _) => write!(f, "Query({q:?})"),
+            Cmd::Stats(_) => write!(f, "Stats"),
+        }
+    }
+}
+
+impl RequestorHandle {
+    /// Ask `query` and wait for its outcome. A negative-cache hit comes back at once as a
+    /// "no binding" outcome without answers.
+    ///
+    /// CANCEL-SAFETY: dropping the future abandons only this caller's interest; the query
+    /// itself runs to its end inside the task.
+    pub async fn query(&self, query: Query) -> Result<QueryOutcome, QueryError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .try_send(Cmd::Query(query, tx))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => QueryError::Busy,
+                mpsc::error::TrySendError::Closed(_) => QueryError::Stopped,
+            })?;
+        rx.await.map_err(|_| QueryError::Stopped)?
+    }
+
+    /// Like [`query`](Self::query) but waits for room in the queue instead of refusing.
+    pub async fn query_wait(&self, query: Query) -> Result<QueryOutcome, QueryError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Query(query, tx))
+            .await
+            .map_err(|_| QueryError::Stopped)?;
+        rx.await.map_err(|_| QueryError::Stopped)?
+    }
+
+    /// A copy of the counters.
+    pub async fn stats(&self) -> Result<RequestorStats, QueryError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Stats(tx))
+            .await
+            .map_err(|_| QueryError::Stopped)?;
+        rx.await.map_err(|_| QueryError::Stopped)
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Bind the socket and start the requestor task. The task ends when every handle is dropped
+/// and no query is left in flight.
+pub async fn spawn(
+    cfg: RequestorConfig,
+    udp: UdpConfig,
+) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(udp.bind).await?;
+    let local = socket.local_addr()?;
+    let core = Requestor::new(cfg, StdRng::from_os_rng(), Instant::now());
+    let (tx, rx) = mpsc::channel(udp.queue.max(1));
+    let task = tokio::spawn(run(socket, core, rx));
+    Ok((RequestorHandle { tx, local }, task))
+}
+
+type Waiters = HashMap<QueryId, Vec<oneshot::Sender<Result<QueryOutcome, QueryError>>>>;
+
+/// How many datagrams or commands are taken in one go before the core is polled again.
+const BATCH: usize = 256;
+
+async fn run(socket: UdpSocket, mut core: Requestor, mut rx: mpsc::Receiver<Cmd>) {
+    let mut waiters: Waiters = HashMap::new();
+    let mut buf = vec![0u8; 65535];
+    let mut open = true;
+    loop {
+        core.handle_timeout(Instant::now());
+        while let Some(t) = core.poll_transmit() {
+            if socket.send_to(&t.payload, t.dst).await.is_err() {
+                core.note_send_error();
+            }
+        }
+        while let Some(ev) = core.poll_event() {
+            for w in waiters.remove(&ev.id).unwrap_or_default() {
+                let _ = w.send(Ok(ev.outcome.clone()));
+            }
+        }
+        if !open && core.pending() == 0 {
+            break;
+        }
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            biased;
+            r = socket.recv_from(&mut buf) => {
+                if let Ok((n, src)) = r {
+                    core.handle_datagram(Instant::now(), src, &buf[..n]);
+                    for _ in 0..BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, src)) => core.handle_datagram(Instant::now(), src, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            cmd = rx.recv(), if open => match cmd {
+                None => open = false,
+                Some(c) => {
+                    submit(&mut core, &mut waiters, c);
+                    for _ in 0..BATCH {
+                        match rx.try_recv() {
+                            Ok(c) => submit(&mut core, &mut waiters, c),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
+    match cmd {
+        Cmd::Stats(tx) => {
+            let _ = tx.send(core.stats().clone());
+        }
+        Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
+            Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),
+            Submit::Unbound => {
+                let _ = tx.send(Ok(QueryOutcome {
+                    query: q,
+                    verdict: Verdict::NoBinding,
+                    answers: Vec::new(),
+                }));
+            }
+            Submit::Refused(r) => {
+                let _ = tx.send(Err(QueryError::Refused(r)));
+            }
+        },
+    }
+}
