@@ -17,11 +17,21 @@ struct Cli {
 enum Command {
     /// Print the version and the build's pinned netlink crates.
     Version,
+    /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
+    /// Exit status: 0 bound, 1 no binding, 2 error/refused, 3 no answer.
+    Query(cli::query::QueryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => cli::version::run(),
+        Command::Query(args) => match cli::query::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("lqagent query: {e:#}");
+                std::process::exit(cli::query::EXIT_ERROR)
+            }
+        },
     }
 }

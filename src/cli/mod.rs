@@ -1,3 +1,4 @@
 //! One file per subcommand; each exposes `run(args) -> anyhow::Result<...>`.
 
+pub(crate) mod query;
 pub(crate) mod version;

@@ -62,7 +62,7 @@ impl Script {
     }
 
     /// Run the clock to the next timer.
-    fn to_next_timer(&mut self) -> Option<Instant> {
+    fn advance_to_timer(&mut self) -> Option<Instant> {
         let t = self.r.poll_timeout()?;
         self.now = t;
         self.r.handle_timeout(t);
@@ -170,7 +170,7 @@ fn retransmits_same_xid_on_rfc_schedule_then_gives_up() {
     s.submit(Query::by_address(addr("2001:db8::10")));
     let (first, m0) = only(s.sent());
     let mut times = vec![0.0];
-    while let Some(t) = s.to_next_timer() {
+    while let Some(t) = s.advance_to_timer() {
         for (tx, m) in s.sent() {
             assert_eq!(
                 m.transaction_id, m0.transaction_id,
@@ -210,7 +210,7 @@ fn attempts_and_timeout_overrides() {
     let mut s = Script::new(c);
     s.submit(Query::by_address(addr("2001:db8::10")));
     let mut n = s.sent().len();
-    while s.to_next_timer().is_some() {
+    while s.advance_to_timer().is_some() {
         n += s.sent().len();
     }
     assert_eq!(n, 2, "1 s, then cut short by the 2 s limit before a third");
@@ -227,7 +227,7 @@ fn reply_after_retransmit_binds() {
     let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
     s.submit(Query::by_address(addr("2001:db8::10")));
     let (_, m) = only(s.sent());
-    s.to_next_timer();
+    s.advance_to_timer();
     assert_eq!(s.sent().len(), 1, "one retransmission");
     s.at(1.5);
     s.deliver(
@@ -325,7 +325,7 @@ fn failover_in_order_on_silence_and_on_each_retryable_status() {
     // Server 1 stays silent: after its attempts, server 2 is asked with a new xid.
     let mut seen = Vec::new();
     loop {
-        s.to_next_timer().unwrap();
+        s.advance_to_timer().unwrap();
         let out = s.sent();
         if let Some((t, m)) = out.into_iter().find(|(t, _)| t.dst != server(1)) {
             seen.push((t.dst, m));
@@ -399,7 +399,7 @@ fn each_status_code_handling() {
         s.deliver(server(1), &reply(m.transaction_id, 1, vec![status(*code)]));
         let asked: Vec<SocketAddr> = s.sent().into_iter().map(|(t, _)| t.dst).collect();
         assert_eq!(!asked.is_empty(), *next, "{code}: second server asked?");
-        while s.to_next_timer().is_some() {
+        while s.advance_to_timer().is_some() {
             s.sent();
         }
         let ev = only(s.events());
@@ -437,7 +437,7 @@ fn parallel_asks_all_and_collects_every_answer() {
         ),
     );
     assert!(s.events().is_empty(), "server 3 has not answered yet");
-    while s.to_next_timer().is_some() {
+    while s.advance_to_timer().is_some() {
         for (t, _) in s.sent() {
             assert_eq!(t.dst, server(3), "only the silent server is retried");
         }

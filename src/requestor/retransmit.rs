@@ -172,14 +172,9 @@ mod tests {
             let mut r = Retransmit::start(RetransmitParams::LEASEQUERY, t0, &mut rng);
             let mut waits = vec![r.deadline() - t0];
             let mut now = r.deadline();
-            loop {
-                match r.on_timeout(now, &mut rng) {
-                    Step::Retransmit { deadline } => {
-                        waits.push(deadline - now);
-                        now = deadline;
-                    }
-                    Step::GiveUp => break,
-                }
+            while let Step::Retransmit { deadline } = r.on_timeout(now, &mut rng) {
+                waits.push(deadline - now);
+                now = deadline;
             }
             assert_eq!(waits.len(), 5, "LQ_MAX_RC transmissions, seed {seed}");
             assert_eq!(r.sent(), 5);

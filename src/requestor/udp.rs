@@ -208,3 +208,50 @@ fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
         },
     }
 }
+
+/// Our DUID when none is configured (RFC 8415 §11.4): DUID-LL (type 3, hardware type 1) from
+/// `iface`'s MAC address, or from the first interface with a non-zero one; a random DUID-UUID
+/// (RFC 6355) on a machine without any.
+pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
+    let names: Vec<String> = match iface {
+        Some(i) => vec![i.to_string()],
+        None => {
+            let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for name in &names {
+        let path = format!("/sys/class/net/{name}/address");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            if iface.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no such interface {name}"),
+                ));
+            }
+            continue;
+        };
+        let mac: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        if mac.len() == 6 && mac.iter().any(|b| *b != 0) {
+            let mut duid = vec![0, 3, 0, 1];
+            duid.extend_from_slice(&mac);
+            return Ok(duid);
+        }
+    }
+    if let Some(name) = iface {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface {name} has no Ethernet address for a DUID-LL"),
+        ));
+    }
+    let mut duid = vec![0, 4];
+    duid.extend_from_slice(&rand::random::<[u8; 16]>());
+    Ok(duid)
+}
