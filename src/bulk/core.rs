@@ -1,0 +1,570 @@
+//! The sans-IO RFC 5460 requestor for one TCP connection: fed received bytes and the time,
+//! it produces bytes to send, a timer deadline and events (client data, finished queries).
+//!
+//! Per query (RFC 5460 §6.2): exactly one LEASEQUERY-REPLY — with a status and nothing else
+//! it ends the query; with a CLIENT_DATA it starts a stream — then one LEASEQUERY-DATA per
+//! further client, then LEASEQUERY-DONE (its status, if not Success, is the query's outcome,
+//! e.g. QueryTerminated = retry later). A DONE for an unknown transaction id, a frame that does
+//! not parse, or a length prefix that cannot be right means the stream cannot be trusted: the
+//! connection is closed and whatever was in flight ends as [`Outcome::Lost`]. No progress for
+//! [`ConnConfig::data_timeout`] (BULK_LQ_DATA_TIMEOUT, §6.3) ends what is in flight as
+//! [`Outcome::TimedOut`] and closes too.
+//!
+//! One query is in flight at a time unless [`ConnConfig::pipelining`] is on: some deployed
+//! servers drop queries pipelined behind another on one connection.
+//!
+//! ```text
+//! submit(q) ─► [queue] ─send─► [in flight: xid] ──REPLY(data)──► streaming ──DONE──► Finished
+//!                                       └──REPLY(status | no data)──────────────────► Finished
+//! ```
+
+use std::collections::VecDeque;
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
+use crate::wire::{
+    ClientData, ClientMessage, DhcpOption, Duid, LqQuery, MAX_TRANSACTION_ID, Message, MessageType,
+    OptionCode, QueryType, StatusCode,
+};
+
+/// Our handle for one query, unique per requestor (not the wire transaction id).
+pub type QueryId = u64;
+
+/// What to ask a server for (RFC 5460 §5.3 query types).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BulkQuery {
+    /// QUERY_BY_RELAY_ID: bindings a relay with this DUID relayed; `link` `::` = all links.
+    RelayId { relay_id: Duid, link: Ipv6Addr },
+    /// QUERY_BY_LINK_ADDRESS: bindings on the link the relay identified by this address.
+    LinkAddress(Ipv6Addr),
+    /// QUERY_BY_REMOTE_ID: bindings whose relay added this remote-id (RFC 4649).
+    RemoteId {
+        enterprise: u32,
+        remote_id: Vec<u8>,
+        link: Ipv6Addr,
+    },
+}
+
+impl BulkQuery {
+    /// The link this query is restricted to, if any.
+    pub fn link(&self) -> Option<Ipv6Addr> {
+        let l = match self {
+            BulkQuery::RelayId { link, .. } | BulkQuery::RemoteId { link, .. } => *link,
+            BulkQuery::LinkAddress(l) => *l,
+        };
+        (!l.is_unspecified()).then_some(l)
+    }
+
+    /// Label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BulkQuery::RelayId { .. } => "relay_id",
+            BulkQuery::LinkAddress(_) => "link_address",
+            BulkQuery::RemoteId { .. } => "remote_id",
+        }
+    }
+
+    /// The LQ_QUERY option, asking for LQ_RELAY_DATA so each binding's link and the client's
+    /// peer-address (the route's next hop) are known even for queries over every link.
+    pub fn lq_query(&self) -> LqQuery {
+        let (qt, link) = match self {
+            BulkQuery::RelayId { link, .. } => (QueryType::BY_RELAY_ID, *link),
+            BulkQuery::LinkAddress(l) => (QueryType::BY_LINK_ADDRESS, *l),
+            BulkQuery::RemoteId { link, .. } => (QueryType::BY_REMOTE_ID, *link),
+        };
+        let mut q = LqQuery::new(qt, link);
+        match self {
+            BulkQuery::RelayId { relay_id, .. } => {
+                q.options.push(DhcpOption::RelayId(relay_id.clone()))
+            }
+            BulkQuery::RemoteId {
+                enterprise,
+                remote_id,
+                ..
+            } => q.options.push(DhcpOption::RemoteId {
+                enterprise: *enterprise,
+                remote_id: remote_id.clone(),
+            }),
+            BulkQuery::LinkAddress(_) => {}
+        }
+        q.options
+            .push(DhcpOption::Oro(vec![OptionCode::LQ_RELAY_DATA]));
+        q
+    }
+}
+
+/// Settings for one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Our DUID, sent as CLIENTID; replies must echo it.
+    pub requestor_duid: Duid,
+    /// Send every submitted query at once (opt-in) instead of one at a time.
+    pub pipelining: bool,
+    /// BULK_LQ_DATA_TIMEOUT: longest wait for the next message of a query in flight.
+    pub data_timeout: Duration,
+    /// First transaction id used; later ones count up (mod 2^24).
+    pub first_xid: u32,
+}
+
+/// One client's data as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkBinding {
+    pub query: QueryId,
+    /// The server's DUID (from the query's REPLY).
+    pub server_duid: Option<Duid>,
+    /// The link the binding is on: LQ_RELAY_DATA's link-address, else the query's link.
+    pub link: Option<Ipv6Addr>,
+    /// The client's address as the relay saw it (the next hop for a delegated prefix).
+    pub peer_address: Option<Ipv6Addr>,
+    pub data: ClientData,
+    /// When the message carrying it arrived; CLT_TIME and lifetimes count from here.
+    pub received: Instant,
+}
+
+/// How a query ended on this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// DONE with success, or a REPLY without data (no bindings).
+    Complete { bindings: u64 },
+    /// The server answered with an error status (in the REPLY or the DONE).
+    Status {
+        code: StatusCode,
+        message: String,
+        bindings: u64,
+    },
+    /// The connection closed or broke before the query completed.
+    Lost { bindings: u64 },
+    /// No progress for the data timeout.
+    TimedOut { bindings: u64 },
+    /// Never sent: the connection ended first (no attempt used).
+    NotSent,
+}
+
+impl Outcome {
+    pub fn bindings(&self) -> u64 {
+        match self {
+            Outcome::Complete { bindings }
+            | Outcome::Status { bindings, .. }
+            | Outcome::Lost { bindings }
+            | Outcome::TimedOut { bindings } => *bindings,
+            Outcome::NotSent => 0,
+        }
+    }
+
+    /// Whether asking again may help (RFC 5460 §6.3; RFC 5007 §4.3.3 for the statuses).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Outcome::Complete { .. } => false,
+            Outcome::Status { code, .. } => {
+                *code == StatusCode::QUERY_TERMINATED || *code == StatusCode::UNSPEC_FAIL
+            }
+            Outcome::Lost { .. } | Outcome::TimedOut { .. } | Outcome::NotSent => true,
+        }
+    }
+}
+
+/// Why a received message was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// A message type that has no business on a bulk connection.
+    WrongType,
+    /// REPLY or DATA for a transaction id not in flight, or DATA before the REPLY.
+    UnknownXid,
+    /// REPLY without SERVERID, or with a CLIENTID that is not ours (RFC 5007 §4.3.3).
+    BadIdentifiers,
+    /// DATA without CLIENT_DATA (RFC 5460 §6.2).
+    NoClientData,
+    /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
+    NoCltTime,
+}
+
+impl Discard {
+    pub const ALL: [Discard; 5] = [
+        Discard::WrongType,
+        Discard::UnknownXid,
+        Discard::BadIdentifiers,
+        Discard::NoClientData,
+        Discard::NoCltTime,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discard::WrongType => "wrong_type",
+            Discard::UnknownXid => "unknown_xid",
+            Discard::BadIdentifiers => "bad_identifiers",
+            Discard::NoClientData => "no_client_data",
+            Discard::NoCltTime => "no_clt_time",
+        }
+    }
+}
+
+/// Why the connection is being closed by us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A frame or message that cannot be trusted, or a DONE for an unknown query.
+    Protocol(&'static str),
+    DataTimeout,
+}
+
+/// What the connection reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    Binding(Box<BulkBinding>),
+    Finished {
+        id: QueryId,
+        query: BulkQuery,
+        outcome: Outcome,
+    },
+    Discarded(Discard),
+    /// The connection must be closed (after sending nothing more).
+    Close(CloseReason),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    id: QueryId,
+    query: BulkQuery,
+    xid: u32,
+    server_duid: Option<Duid>,
+    replied: bool,
+    bindings: u64,
+}
+
+/// One bulk leasequery connection's protocol state.
+#[derive(Debug)]
+pub struct BulkConnection {
+    cfg: ConnConfig,
+    queue: VecDeque<(QueryId, BulkQuery)>,
+    inflight: Vec<InFlight>,
+    next_xid: u32,
+    frames: FrameDecoder,
+    tx: Vec<u8>,
+    events: VecDeque<ConnEvent>,
+    deadline: Option<Instant>,
+    closed: bool,
+}
+
+impl BulkConnection {
+    pub fn new(cfg: ConnConfig) -> Self {
+        let next_xid = cfg.first_xid & MAX_TRANSACTION_ID;
+        BulkConnection {
+            cfg,
+            queue: VecDeque::new(),
+            inflight: Vec::new(),
+            next_xid,
+            frames: FrameDecoder::new(FrameConfig::default()),
+            tx: Vec::new(),
+            events: VecDeque::new(),
+            deadline: None,
+            closed: false,
+        }
+    }
+
+    /// Queue a query; it is sent now or when the one in flight completes.
+    pub fn submit(&mut self, id: QueryId, query: BulkQuery, now: Instant) {
+        if self.closed {
+            self.events.push_back(ConnEvent::Finished {
+                id,
+                query,
+                outcome: Outcome::NotSent,
+            });
+            return;
+        }
+        self.queue.push_back((id, query));
+        self.send_queued(now);
+    }
+
+    /// Queries submitted and not finished yet.
+    pub fn outstanding(&self) -> usize {
+        self.queue.len() + self.inflight.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// How many received bytes [`BulkConnection::handle_bytes`] accepts now (read at most
+    /// this much from the socket).
+    pub fn room(&self) -> usize {
+        self.frames.room()
+    }
+
+    fn send_queued(&mut self, now: Instant) {
+        while !self.closed && (self.cfg.pipelining || self.inflight.is_empty()) {
+            let Some((id, query)) = self.queue.pop_front() else {
+                break;
+            };
+            let xid = self.next_xid;
+            self.next_xid = (self.next_xid + 1) & MAX_TRANSACTION_ID;
+            let mut m = ClientMessage::new(MessageType::LEASEQUERY, xid);
+            m.options
+                .push(DhcpOption::ClientId(self.cfg.requestor_duid.clone()));
+            m.options.push(DhcpOption::LqQuery(query.lq_query()));
+            match frame_to_vec(&m.into()) {
+                Ok(bytes) => self.tx.extend_from_slice(&bytes),
+                Err(_) => {
+                    // Only an oversized remote-id or relay-id can get here: not retryable.
+                    self.events.push_back(ConnEvent::Finished {
+                        id,
+                        query,
+                        outcome: Outcome::Status {
+                            code: StatusCode::MALFORMED_QUERY,
+                            message: "query does not fit a frame".into(),
+                            bindings: 0,
+                        },
+                    });
+                    continue;
+                }
+            }
+            self.inflight.push(InFlight {
+                id,
+                query,
+                xid,
+                server_duid: None,
+                replied: false,
+                bindings: 0,
+            });
+            if self.deadline.is_none() {
+                self.deadline = Some(now + self.cfg.data_timeout);
+            }
+        }
+    }
+
+    /// Bytes to write to the socket, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        (!self.tx.is_empty()).then(|| std::mem::take(&mut self.tx))
+    }
+
+    /// When [`BulkConnection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed { None } else { self.deadline }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ConnEvent> {
+        self.events.pop_front()
+    }
+
+    /// Feed bytes read from the socket (at most [`BulkConnection::room`]).
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.frames.push(bytes).is_err() {
+            self.close(CloseReason::Protocol("receive buffer overrun"), false);
+            return;
+        }
+        loop {
+            let msg = match self.frames.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => Message::parse(f),
+                Err(_) => {
+                    self.close(CloseReason::Protocol("bad frame length"), false);
+                    return;
+                }
+            };
+            match msg {
+                Ok(Message::Client(m)) => self.handle_message(m, now),
+                Ok(Message::Relay(_)) => self
+                    .events
+                    .push_back(ConnEvent::Discarded(Discard::WrongType)),
+                Err(_) => {
+                    self.close(CloseReason::Protocol("message does not parse"), false);
+                    return;
+                }
+            }
+            if self.closed {
+                return;
+            }
+        }
+        self.send_queued(now);
+    }
+
+    fn position(&self, xid: u32) -> Option<usize> {
+        self.inflight.iter().position(|q| q.xid == xid)
+    }
+
+    fn progress(&mut self, now: Instant) {
+        self.deadline = Some(now + self.cfg.data_timeout);
+    }
+
+    fn finish(&mut self, idx: usize, outcome_of: impl FnOnce(u64) -> Outcome, now: Instant) {
+        let q = self.inflight.remove(idx);
+        self.events.push_back(ConnEvent::Finished {
+            id: q.id,
+            query: q.query,
+            outcome: outcome_of(q.bindings),
+        });
+        if self.inflight.is_empty() {
+            self.deadline = None;
+        }
+        self.send_queued(now);
+    }
+
+    fn emit_binding(&mut self, idx: usize, data: &ClientData, now: Instant) {
+        if data.clt_time().is_none() {
+            self.events
+                .push_back(ConnEvent::Discarded(Discard::NoCltTime));
+            return;
+        }
+        let q = &mut self.inflight[idx];
+        q.bindings += 1;
+        let relay = data.relay_data();
+        let link = relay
+            .map(|r| r.relay.link_address)
+            .filter(|l| !l.is_unspecified())
+            .or_else(|| q.query.link());
+        self.events
+            .push_back(ConnEvent::Binding(Box::new(BulkBinding {
+                query: q.id,
+                server_duid: q.server_duid.clone(),
+                link,
+                peer_address: relay.map(|r| r.relay.peer_address),
+                data: data.clone(),
+                received: now,
+            })));
+    }
+
+    fn handle_message(&mut self, m: ClientMessage, now: Instant) {
+        let xid = m.transaction_id;
+        match m.msg_type {
+            MessageType::LEASEQUERY_REPLY => {
+                let Some(idx) = self.position(xid).filter(|&i| !self.inflight[i].replied) else {
+                    self.events
+                        .push_back(ConnEvent::Discarded(Discard::UnknownXid));
+                    return;
+                };
+                let ours = m.options.client_id() == Some(&self.cfg.requestor_duid);
+                let Some(server) = m.options.server_id().filter(|_| ours) else {
+                    self.events
+                        .push_back(ConnEvent::Discarded(Discard::BadIdentifiers));
+                    return;
+                };
+                self.progress(now);
+                let q = &mut self.inflight[idx];
+                q.replied = true;
+                q.server_duid = Some(server.clone());
+                if let Some(st) = m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
+                    let (code, message) = (st.code, st.text().into_owned());
+                    if code == StatusCode::NO_BINDING {
+                        self.finish(idx, |b| Outcome::Complete { bindings: b }, now);
+                    } else {
+                        self.finish(
+                            idx,
+                            |b| Outcome::Status {
+                                code,
+                                message,
+                                bindings: b,
+                            },
+                            now,
+                        );
+                    }
+                    return;
+                }
+                match m.options.client_data() {
+                    Some(cd) => self.emit_binding(idx, cd, now),
+                    // §6.2: a REPLY without client data completes the query.
+                    None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
+                }
+            }
+            MessageType::LEASEQUERY_DATA => {
+                let Some(idx) = self.position(xid).filter(|&i| self.inflight[i].replied) else {
+                    self.events
+                        .push_back(ConnEvent::Discarded(Discard::UnknownXid));
+                    return;
+                };
+                self.progress(now);
+                match m.options.client_data() {
+                    Some(cd) => self.emit_binding(idx, cd, now),
+                    None => self
+                        .events
+                        .push_back(ConnEvent::Discarded(Discard::NoClientData)),
+                }
+            }
+            MessageType::LEASEQUERY_DONE => {
+                let Some(idx) = self.position(xid) else {
+                    // §6.2: a DONE for an unknown query: close the connection.
+                    self.close(
+                        CloseReason::Protocol("LEASEQUERY-DONE for an unknown query"),
+                        false,
+                    );
+                    return;
+                };
+                self.progress(now);
+                match m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
+                    Some(st) => {
+                        let (code, message) = (st.code, st.text().into_owned());
+                        self.finish(
+                            idx,
+                            |b| Outcome::Status {
+                                code,
+                                message,
+                                bindings: b,
+                            },
+                            now,
+                        );
+                    }
+                    None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
+                }
+            }
+            _ => self
+                .events
+                .push_back(ConnEvent::Discarded(Discard::WrongType)),
+        }
+    }
+
+    /// Call at (or after) [`BulkConnection::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.deadline.is_some_and(|d| now >= d) && !self.inflight.is_empty() {
+            self.close(CloseReason::DataTimeout, true);
+        }
+    }
+
+    /// The socket closed or failed: every query in flight is lost, queued ones were not sent.
+    pub fn handle_closed(&mut self) {
+        if !self.closed {
+            self.fail_all(false);
+            self.closed = true;
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason, timed_out: bool) {
+        self.events.push_back(ConnEvent::Close(reason));
+        self.fail_all(timed_out);
+        self.closed = true;
+    }
+
+    fn fail_all(&mut self, timed_out: bool) {
+        for q in self.inflight.drain(..) {
+            let outcome = if timed_out {
+                Outcome::TimedOut {
+                    bindings: q.bindings,
+                }
+            } else {
+                Outcome::Lost {
+                    bindings: q.bindings,
+                }
+            };
+            self.events.push_back(ConnEvent::Finished {
+                id: q.id,
+                query: q.query,
+                outcome,
+            });
+        }
+        for (id, query) in self.queue.drain(..) {
+            self.events.push_back(ConnEvent::Finished {
+                id,
+                query,
+                outcome: Outcome::NotSent,
+            });
+        }
+        self.deadline = None;
+        self.tx.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

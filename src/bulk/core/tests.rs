@@ -1,0 +1,375 @@
+//! Scripts in virtual time: bytes in, bytes and events out.
+
+use super::*;
+use crate::wire::{IaAddr, LqRelayData, Options, RelayMessage, Status};
+
+fn a(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn us() -> Duid {
+    Duid::ll_ethernet([2, 0, 0, 0, 0, 1])
+}
+
+fn server() -> Duid {
+    Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])
+}
+
+fn cfg(pipelining: bool) -> ConnConfig {
+    ConnConfig {
+        requestor_duid: us(),
+        pipelining,
+        data_timeout: Duration::from_secs(300),
+        first_xid: 100,
+    }
+}
+
+fn client_data(n: u8, clt: bool) -> ClientData {
+    let mut o = vec![
+        DhcpOption::ClientId(Duid::ll_ethernet([0x0a, 0, 0, 0, 0, n])),
+        DhcpOption::IaAddr(IaAddr::new(a(&format!("2001:db8:1::{n}")), 100, 200)),
+    ];
+    if clt {
+        o.push(DhcpOption::CltTime(5));
+    }
+    o.push(DhcpOption::LqRelayData(Box::new(LqRelayData {
+        peer_address: a("2001:db8:1::1"),
+        relay: RelayMessage::new(
+            MessageType::RELAY_FORW,
+            0,
+            a("2001:db8:1::1"),
+            a(&format!("fe80::{n}")),
+        ),
+    })));
+    ClientData {
+        options: Options(o),
+    }
+}
+
+fn msg(t: MessageType, xid: u32, opts: Vec<DhcpOption>) -> Vec<u8> {
+    let mut m = ClientMessage::new(t, xid);
+    m.options = Options(opts);
+    frame_to_vec(&m.into()).unwrap()
+}
+
+fn reply(xid: u32, extra: Vec<DhcpOption>) -> Vec<u8> {
+    let mut o = vec![DhcpOption::ServerId(server()), DhcpOption::ClientId(us())];
+    o.extend(extra);
+    msg(MessageType::LEASEQUERY_REPLY, xid, o)
+}
+
+fn data(xid: u32, n: u8) -> Vec<u8> {
+    msg(
+        MessageType::LEASEQUERY_DATA,
+        xid,
+        vec![DhcpOption::ClientData(client_data(n, true))],
+    )
+}
+
+fn done(xid: u32, status: Option<StatusCode>) -> Vec<u8> {
+    let o = status
+        .map(|c| vec![DhcpOption::StatusCode(Status::new(c, "x"))])
+        .unwrap_or_default();
+    msg(MessageType::LEASEQUERY_DONE, xid, o)
+}
+
+fn sent_queries(c: &mut BulkConnection) -> Vec<(u32, LqQuery)> {
+    let bytes = c.poll_transmit().unwrap_or_default();
+    let mut dec = FrameDecoder::new(FrameConfig::default());
+    dec.push(&bytes).unwrap();
+    let mut out = Vec::new();
+    while let Some(f) = dec.next_frame().unwrap() {
+        let Message::Client(m) = Message::parse(f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.msg_type, MessageType::LEASEQUERY);
+        assert_eq!(m.options.client_id(), Some(&us()));
+        out.push((m.transaction_id, m.options.lq_query().unwrap().clone()));
+    }
+    out
+}
+
+fn events(c: &mut BulkConnection) -> Vec<ConnEvent> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn link_q(l: &str) -> BulkQuery {
+    BulkQuery::LinkAddress(a(l))
+}
+
+#[test]
+fn reply_data_done_streams_bindings_in_order() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:1::1"), t0);
+    let q = sent_queries(&mut c);
+    assert_eq!(q.len(), 1);
+    let (xid, lq) = &q[0];
+    assert_eq!(*xid, 100);
+    assert_eq!(lq.query_type, QueryType::BY_LINK_ADDRESS);
+    assert_eq!(lq.link_address, a("2001:db8:1::1"));
+    assert_eq!(lq.options.oro().unwrap(), &vec![OptionCode::LQ_RELAY_DATA]);
+    let t1 = t0 + Duration::from_millis(5);
+    let mut bytes = reply(100, vec![DhcpOption::ClientData(client_data(1, true))]);
+    bytes.extend(data(100, 2));
+    // Split the stream at an awkward place: frames must reassemble.
+    let (x, y) = bytes.split_at(7);
+    c.handle_bytes(x, t1);
+    c.handle_bytes(y, t1);
+    c.handle_bytes(&done(100, None), t1);
+    let ev = events(&mut c);
+    assert_eq!(ev.len(), 3);
+    let ConnEvent::Binding(b) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(b.query, 1);
+    assert_eq!(b.server_duid, Some(server()));
+    assert_eq!(b.link, Some(a("2001:db8:1::1")));
+    assert_eq!(b.peer_address, Some(a("fe80::1")));
+    assert_eq!(b.received, t1);
+    assert!(matches!(&ev[1], ConnEvent::Binding(b) if b.data == client_data(2, true)));
+    assert_eq!(
+        ev[2],
+        ConnEvent::Finished {
+            id: 1,
+            query: link_q("2001:db8:1::1"),
+            outcome: Outcome::Complete { bindings: 2 }
+        }
+    );
+    assert_eq!(c.outstanding(), 0);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn one_query_in_flight_unless_pipelining() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.submit(2, link_q("2001:db8:2::1"), t0);
+    assert_eq!(sent_queries(&mut c).len(), 1, "second waits");
+    // REPLY with no client data completes query 1 and releases query 2.
+    c.handle_bytes(&reply(100, vec![]), t0);
+    let q = sent_queries(&mut c);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].0, 101);
+    assert_eq!(q[0].1.link_address, a("2001:db8:2::1"));
+    assert_eq!(
+        events(&mut c),
+        [ConnEvent::Finished {
+            id: 1,
+            query: link_q("2001:db8:1::1"),
+            outcome: Outcome::Complete { bindings: 0 }
+        }]
+    );
+
+    let mut p = BulkConnection::new(cfg(true));
+    p.submit(1, link_q("2001:db8:1::1"), t0);
+    p.submit(2, link_q("2001:db8:2::1"), t0);
+    assert_eq!(sent_queries(&mut p).len(), 2, "pipelined");
+    // Interleaved answers are demultiplexed by xid.
+    let mut b = reply(101, vec![DhcpOption::ClientData(client_data(7, true))]);
+    b.extend(reply(
+        100,
+        vec![DhcpOption::ClientData(client_data(1, true))],
+    ));
+    b.extend(done(101, None));
+    b.extend(data(100, 2));
+    b.extend(done(100, None));
+    p.handle_bytes(&b, t0);
+    let fin: Vec<(QueryId, u64)> = events(&mut p)
+        .into_iter()
+        .filter_map(|e| match e {
+            ConnEvent::Finished { id, outcome, .. } => Some((id, outcome.bindings())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fin, [(2, 1), (1, 2)]);
+}
+
+#[test]
+fn statuses_end_queries_and_classify_retry() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.handle_bytes(
+        &reply(
+            100,
+            vec![DhcpOption::StatusCode(Status::new(
+                StatusCode::NOT_CONFIGURED,
+                "no such link",
+            ))],
+        ),
+        t0,
+    );
+    let ev = events(&mut c);
+    let ConnEvent::Finished { outcome, .. } = &ev[0] else {
+        panic!()
+    };
+    assert!(matches!(outcome, Outcome::Status { code, message, .. }
+        if *code == StatusCode::NOT_CONFIGURED && message == "no such link"));
+    assert!(!outcome.retryable());
+    // QueryTerminated in the DONE after some data: data stays delivered, query retryable.
+    c.submit(2, link_q("2001:db8:1::1"), t0);
+    let mut b = reply(101, vec![DhcpOption::ClientData(client_data(1, true))]);
+    b.extend(done(101, Some(StatusCode::QUERY_TERMINATED)));
+    c.handle_bytes(&b, t0);
+    let ev = events(&mut c);
+    assert!(matches!(ev[0], ConnEvent::Binding(_)));
+    let ConnEvent::Finished { outcome, .. } = &ev[1] else {
+        panic!()
+    };
+    assert_eq!(outcome.bindings(), 1);
+    assert!(outcome.retryable());
+}
+
+#[test]
+fn bad_messages_are_discarded_or_close_the_connection() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.submit(2, link_q("2001:db8:2::1"), t0);
+    // DATA before REPLY, a REPLY for another xid, a REPLY with someone else's CLIENTID.
+    c.handle_bytes(&data(100, 1), t0);
+    c.handle_bytes(&reply(555, vec![]), t0);
+    c.handle_bytes(
+        &msg(
+            MessageType::LEASEQUERY_REPLY,
+            100,
+            vec![
+                DhcpOption::ServerId(server()),
+                DhcpOption::ClientId(server()),
+            ],
+        ),
+        t0,
+    );
+    // A REPLY whose CLIENT_DATA lacks CLT_TIME: the query goes on, the data is dropped.
+    c.handle_bytes(
+        &reply(100, vec![DhcpOption::ClientData(client_data(1, false))]),
+        t0,
+    );
+    assert_eq!(
+        events(&mut c),
+        [
+            ConnEvent::Discarded(Discard::UnknownXid),
+            ConnEvent::Discarded(Discard::UnknownXid),
+            ConnEvent::Discarded(Discard::BadIdentifiers),
+            ConnEvent::Discarded(Discard::NoCltTime),
+        ]
+    );
+    c.handle_bytes(&data(100, 2), t0);
+    assert!(matches!(events(&mut c)[..], [ConnEvent::Binding(_)]));
+    // DONE for an unknown xid: close; in-flight lost, queued not sent.
+    c.handle_bytes(&done(999, None), t0);
+    assert_eq!(
+        events(&mut c),
+        [
+            ConnEvent::Close(CloseReason::Protocol(
+                "LEASEQUERY-DONE for an unknown query"
+            )),
+            ConnEvent::Finished {
+                id: 1,
+                query: link_q("2001:db8:1::1"),
+                outcome: Outcome::Lost { bindings: 1 }
+            },
+            ConnEvent::Finished {
+                id: 2,
+                query: link_q("2001:db8:2::1"),
+                outcome: Outcome::NotSent
+            },
+        ]
+    );
+    assert!(c.is_closed());
+    // Garbage with a valid frame length closes too.
+    let mut g = BulkConnection::new(cfg(false));
+    g.submit(1, link_q("2001:db8:1::1"), t0);
+    g.handle_bytes(&[0, 3, 15, 0, 0], t0);
+    assert!(matches!(
+        events(&mut g)[0],
+        ConnEvent::Close(CloseReason::Protocol(_))
+    ));
+    // A zero length prefix closes.
+    let mut z = BulkConnection::new(cfg(false));
+    z.submit(1, link_q("2001:db8:1::1"), t0);
+    z.handle_bytes(&[0, 0], t0);
+    assert!(z.is_closed());
+}
+
+#[test]
+fn data_timeout_counts_from_last_progress() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(ConnConfig {
+        data_timeout: Duration::from_secs(10),
+        ..cfg(false)
+    });
+    c.submit(1, link_q("2001:db8:1::1"), t0);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    let t1 = t0 + Duration::from_secs(8);
+    c.handle_bytes(
+        &reply(100, vec![DhcpOption::ClientData(client_data(1, true))]),
+        t1,
+    );
+    assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    c.handle_timeout(t0 + Duration::from_secs(12));
+    assert!(!c.is_closed(), "progress moved the deadline");
+    c.handle_timeout(t1 + Duration::from_secs(10));
+    let ev = events(&mut c);
+    assert_eq!(ev[1], ConnEvent::Close(CloseReason::DataTimeout));
+    assert!(matches!(
+        &ev[2],
+        ConnEvent::Finished {
+            outcome: Outcome::TimedOut { bindings: 1 },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn connection_loss_ends_in_flight_as_lost() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(
+        1,
+        BulkQuery::RelayId {
+            relay_id: us(),
+            link: Ipv6Addr::UNSPECIFIED,
+        },
+        t0,
+    );
+    let q = sent_queries(&mut c);
+    assert_eq!(q[0].1.query_type, QueryType::BY_RELAY_ID);
+    assert_eq!(q[0].1.options.relay_id(), Some(&us()));
+    c.handle_closed();
+    let ev = events(&mut c);
+    assert!(matches!(
+        &ev[0],
+        ConnEvent::Finished {
+            outcome: Outcome::Lost { bindings: 0 },
+            ..
+        }
+    ));
+    // After close, a submit comes straight back unsent.
+    c.submit(2, link_q("2001:db8:1::1"), t0);
+    assert!(matches!(
+        &events(&mut c)[0],
+        ConnEvent::Finished {
+            outcome: Outcome::NotSent,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn binding_link_falls_back_to_query_link() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:9::1"), t0);
+    let mut cd = client_data(1, true);
+    cd.options
+        .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
+    c.handle_bytes(&reply(100, vec![DhcpOption::ClientData(cd)]), t0);
+    let ConnEvent::Binding(b) = &events(&mut c)[0] else {
+        panic!()
+    };
+    assert_eq!(b.link, Some(a("2001:db8:9::1")));
+    assert_eq!(b.peer_address, None);
+}
