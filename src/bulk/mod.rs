@@ -1,7 +1,56 @@
 //! RFC 5460 bulk leasequery requestor over TCP: a sans-IO core and its TCP shell.
 //!
-//! [`core`] holds one connection's protocol state (queries, REPLY → DATA* → DONE, timeouts);
-//! [`tcp`] drives one connection per server with attempts and backoff, all servers in
-//! parallel, streaming each binding out through a bounded channel as it arrives.
+//! [`core`] holds one connection's protocol state (queries, REPLY → DATA* → DONE, statuses,
+//! BULK_LQ_DATA_TIMEOUT); [`tcp`] drives one connection per server with attempts and
+//! backoff, every server in parallel, streaming each binding out through a bounded channel
+//! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start and on link-up.
 
 pub mod core;
+pub mod stats;
+pub mod tcp;
+
+use std::time::Duration;
+
+use crate::wire::Duid;
+
+/// RFC 5460 §6.3 BULK_LQ_DATA_TIMEOUT.
+pub const BULK_LQ_DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// RFC 5460 §7.1 BULK_LQ_MAX_CONNS (we use one connection per server at a time).
+pub const BULK_LQ_MAX_CONNS: usize = 10;
+
+/// Bulk leasequery settings (composed into the daemon's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkConfig {
+    /// Our DUID, sent as CLIENTID in every query.
+    pub requestor_duid: Duid,
+    /// Send all of a server's queries at once on its connection (off by default: some
+    /// servers silently drop queries pipelined behind another).
+    pub pipelining: bool,
+    /// Longest wait for the next message of a query in flight.
+    pub data_timeout: Duration,
+    /// Longest wait for a TCP connection to a server.
+    pub connect_timeout: Duration,
+    /// Attempts per query before giving up (operators use hundreds at boot).
+    pub max_attempts: u32,
+    /// First wait between attempts; doubles after each attempt without progress.
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    pub retry_max: Duration,
+    /// Bindings in flight between the TCP readers and the cache.
+    pub channel_capacity: usize,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            requestor_duid: Duid::Other(Vec::new()),
+            pipelining: false,
+            data_timeout: BULK_LQ_DATA_TIMEOUT,
+            connect_timeout: Duration::from_secs(5),
+            max_attempts: 120,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            channel_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Bulk leasequery progress counters: plain atomics here, exported by `metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::core::Discard;
+
+/// What the bulk requestor counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Connects,
+    ConnectFailures,
+    ConnectionsLost,
+    DataTimeouts,
+    ProtocolErrors,
+    /// QueryTerminated / UnspecFail: asked again later.
+    StatusRetryable,
+    Retries,
+    QueriesCompleted,
+    QueriesFailed,
+    QueriesGivenUp,
+    Bindings,
+    BytesSent,
+    BytesReceived,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 13] = [
+        Counter::Connects,
+        Counter::ConnectFailures,
+        Counter::ConnectionsLost,
+        Counter::DataTimeouts,
+        Counter::ProtocolErrors,
+        Counter::StatusRetryable,
+        Counter::Retries,
+        Counter::QueriesCompleted,
+        Counter::QueriesFailed,
+        Counter::QueriesGivenUp,
+        Counter::Bindings,
+        Counter::BytesSent,
+        Counter::BytesReceived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counter::Connects => "connects",
+            Counter::ConnectFailures => "connect_failures",
+            Counter::ConnectionsLost => "connections_lost",
+            Counter::DataTimeouts => "data_timeouts",
+            Counter::ProtocolErrors => "protocol_errors",
+            Counter::StatusRetryable => "status_retryable",
+            Counter::Retries => "retries",
+            Counter::QueriesCompleted => "queries_completed",
+            Counter::QueriesFailed => "queries_failed",
+            Counter::QueriesGivenUp => "queries_given_up",
+            Counter::Bindings => "bindings",
+            Counter::BytesSent => "bytes_sent",
+            Counter::BytesReceived => "bytes_received",
+        }
+    }
+}
+
+/// Shared by every server's task; read at any time for progress logs and metrics.
+#[derive(Debug, Default)]
+pub struct BulkStats {
+    counters: [AtomicU64; Counter::ALL.len()],
+    discards: [AtomicU64; Discard::ALL.len()],
+}
+
+impl BulkStats {
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    pub fn add(&self, c: Counter, n: u64) {
+        self.counters[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn discard(&self, d: Discard) {
+        self.discards[d as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages dropped for reason `d`.
+    pub fn discarded(&self, d: Discard) -> u64 {
+        self.discards[d as usize].load(Ordering::Relaxed)
+    }
+}

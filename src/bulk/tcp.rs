@@ -1,0 +1,370 @@
+//! The tokio shell around [`BulkConnection`]: one connection per server at a time, attempts
+//! with exponential backoff, every server in parallel, bindings streamed out through a bounded
+//! channel as they arrive (a slow consumer slows the reads: backpressure, nothing dropped).
+//!
+//! A query's attempt is used when it was sent and did not complete (connection lost, data
+//! timeout, QueryTerminated/UnspecFail), or when the connection to its server could not be
+//! made. After [`BulkConfig::max_attempts`] the query is given up. Other error statuses
+//! (NotAllowed, NotConfigured, UnknownQueryType, MalformedQuery, …) are final at once: asking
+//! the same server again would get the same answer (RFC 5007 §4.3.3).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::BulkConfig;
+use super::core::{
+    BulkBinding, BulkConnection, BulkQuery, CloseReason, ConnConfig, ConnEvent, Outcome, QueryId,
+};
+use super::stats::{BulkStats, Counter};
+use crate::wire::StatusCode;
+
+/// What the bulk requestor reports, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkEvent {
+    /// One client's data from `server`.
+    Binding {
+        server: SocketAddr,
+        binding: Box<BulkBinding>,
+    },
+    /// A query is over for good.
+    QueryFinished {
+        server: SocketAddr,
+        query: BulkQuery,
+        result: QueryResult,
+    },
+    /// Every query to `server` is over: it answered DONE or was given up on.
+    ServerFinished {
+        server: SocketAddr,
+        report: ServerReport,
+    },
+}
+
+/// How a query ended after all attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryResult {
+    Complete {
+        bindings: u64,
+    },
+    /// An error status that asking again would not change.
+    Failed {
+        code: StatusCode,
+        message: String,
+    },
+    /// Out of attempts.
+    GaveUp {
+        attempts: u32,
+    },
+}
+
+/// Totals for one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerReport {
+    pub completed: usize,
+    pub failed: usize,
+    pub gave_up: usize,
+    pub bindings: u64,
+    pub connections: u32,
+}
+
+impl ServerReport {
+    /// Whether every query completed.
+    pub fn all_complete(&self) -> bool {
+        self.failed == 0 && self.gave_up == 0
+    }
+}
+
+/// One server and what to ask it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerQueries {
+    pub server: SocketAddr,
+    pub queries: Vec<BulkQuery>,
+}
+
+/// Ask every server its queries in parallel; returns when all are finished (answered DONE
+/// or given up), which is when recovery may signal readiness. Returns early with what it
+/// has if `out` is closed.
+pub async fn run(
+    servers: Vec<ServerQueries>,
+    cfg: Arc<BulkConfig>,
+    out: mpsc::Sender<BulkEvent>,
+    stats: Arc<BulkStats>,
+) -> Vec<(SocketAddr, ServerReport)> {
+    let runs = servers.into_iter().enumerate().map(|(i, s)| {
+        let (cfg, out, stats) = (cfg.clone(), out.clone(), stats.clone());
+        async move {
+            let server = s.server;
+            // Query ids unique across servers: the server's index in the high bits.
+            let base = (i as u64) << 32;
+            let report = run_server(s, base, &cfg, &out, &stats).await;
+            let _ = out
+                .send(BulkEvent::ServerFinished {
+                    server,
+                    report: report.clone(),
+                })
+                .await;
+            (server, report)
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+struct Pending {
+    id: QueryId,
+    query: BulkQuery,
+    attempts: u32,
+}
+
+/// The receiver is gone: stop.
+struct Closed;
+
+struct ServerRun<'a> {
+    server: SocketAddr,
+    cfg: &'a BulkConfig,
+    out: &'a mpsc::Sender<BulkEvent>,
+    stats: &'a BulkStats,
+    todo: VecDeque<Pending>,
+    attempts: std::collections::HashMap<QueryId, u32>,
+    report: ServerReport,
+    progressed: bool,
+}
+
+/// All of one server's queries, attempt after attempt, until each is over.
+pub async fn run_server(
+    s: ServerQueries,
+    first_id: QueryId,
+    cfg: &BulkConfig,
+    out: &mpsc::Sender<BulkEvent>,
+    stats: &BulkStats,
+) -> ServerReport {
+    let mut run = ServerRun {
+        server: s.server,
+        cfg,
+        out,
+        stats,
+        todo: s
+            .queries
+            .into_iter()
+            .enumerate()
+            .map(|(i, query)| Pending {
+                id: first_id + i as u64,
+                query,
+                attempts: 0,
+            })
+            .collect(),
+        attempts: Default::default(),
+        report: ServerReport::default(),
+        progressed: false,
+    };
+    let mut backoff = cfg.retry_initial;
+    while !run.todo.is_empty() {
+        run.progressed = false;
+        let connected =
+            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(s.server)).await;
+        let result = match connected {
+            Ok(Ok(stream)) => {
+                stats.inc(Counter::Connects);
+                run.report.connections += 1;
+                run.connection(stream).await
+            }
+            _ => {
+                stats.inc(Counter::ConnectFailures);
+                tracing::debug!(server = %s.server, "bulk leasequery: connect failed");
+                let failed: Vec<Pending> = run.todo.drain(..).collect();
+                let mut r = Ok(());
+                for p in failed {
+                    r = r.and(run.retry_or_give_up(p.id, p.query, p.attempts + 1).await);
+                }
+                r
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+        if run.todo.is_empty() {
+            break;
+        }
+        if run.progressed {
+            backoff = cfg.retry_initial;
+        }
+        tracing::info!(
+            server = %s.server,
+            pending = run.todo.len(),
+            backoff_ms = backoff.as_millis() as u64,
+            "bulk leasequery: retrying"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(cfg.retry_max);
+    }
+    run.report
+}
+
+impl ServerRun<'_> {
+    async fn retry_or_give_up(
+        &mut self,
+        id: QueryId,
+        query: BulkQuery,
+        attempts: u32,
+    ) -> Result<(), Closed> {
+        if attempts >= self.cfg.max_attempts {
+            self.stats.inc(Counter::QueriesGivenUp);
+            self.report.gave_up += 1;
+            tracing::warn!(server = %self.server, query = query.kind(), attempts, "bulk leasequery: giving up");
+            return self.finish(query, QueryResult::GaveUp { attempts }).await;
+        }
+        self.stats.inc(Counter::Retries);
+        self.todo.push_back(Pending {
+            id,
+            query,
+            attempts,
+        });
+        Ok(())
+    }
+
+    async fn finish(&mut self, query: BulkQuery, result: QueryResult) -> Result<(), Closed> {
+        self.out
+            .send(BulkEvent::QueryFinished {
+                server: self.server,
+                query,
+                result,
+            })
+            .await
+            .map_err(|_| Closed)
+    }
+
+    async fn on_finished(
+        &mut self,
+        id: QueryId,
+        query: BulkQuery,
+        outcome: Outcome,
+    ) -> Result<(), Closed> {
+        let attempts = self.attempts.remove(&id).unwrap_or(0);
+        match outcome {
+            Outcome::Complete { bindings } => {
+                self.progressed = true;
+                self.stats.inc(Counter::QueriesCompleted);
+                self.report.completed += 1;
+                self.finish(query, QueryResult::Complete { bindings }).await
+            }
+            Outcome::NotSent => {
+                self.todo.push_back(Pending {
+                    id,
+                    query,
+                    attempts,
+                });
+                Ok(())
+            }
+            o if o.retryable() => {
+                match &o {
+                    Outcome::Lost { .. } => self.stats.inc(Counter::ConnectionsLost),
+                    Outcome::TimedOut { .. } => self.stats.inc(Counter::DataTimeouts),
+                    _ => self.stats.inc(Counter::StatusRetryable),
+                }
+                self.retry_or_give_up(id, query, attempts + 1).await
+            }
+            Outcome::Status { code, message, .. } => {
+                self.stats.inc(Counter::QueriesFailed);
+                self.report.failed += 1;
+                tracing::warn!(server = %self.server, query = query.kind(), status = code.0, %message, "bulk leasequery: query failed");
+                self.finish(query, QueryResult::Failed { code, message })
+                    .await
+            }
+            // retryable() covers every other outcome.
+            Outcome::Lost { .. } | Outcome::TimedOut { .. } => {
+                self.retry_or_give_up(id, query, attempts + 1).await
+            }
+        }
+    }
+
+    /// Run the pending queries on one connection until each is finished on it.
+    async fn connection(&mut self, mut stream: TcpStream) -> Result<(), Closed> {
+        let _ = stream.set_nodelay(true);
+        let mut conn = BulkConnection::new(ConnConfig {
+            requestor_duid: self.cfg.requestor_duid.clone(),
+            pipelining: self.cfg.pipelining,
+            data_timeout: self.cfg.data_timeout,
+            first_xid: rand::random(),
+        });
+        let now = Instant::now().into_std();
+        for p in std::mem::take(&mut self.todo) {
+            self.attempts.insert(p.id, p.attempts);
+            conn.submit(p.id, p.query, now);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(bytes) = conn.poll_transmit() {
+                self.stats.add(Counter::BytesSent, bytes.len() as u64);
+                if stream.write_all(&bytes).await.is_err() {
+                    conn.handle_closed();
+                }
+            }
+            while let Some(ev) = conn.poll_event() {
+                self.on_event(ev).await?;
+            }
+            if conn.is_closed() || conn.outstanding() == 0 {
+                return Ok(());
+            }
+            let room = conn.room().min(buf.len());
+            let deadline = conn.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                // CANCEL-SAFETY: `read` is cancel-safe; nothing is lost if the timer wins.
+                r = stream.read(&mut buf[..room]) => match r {
+                    Ok(0) | Err(_) => conn.handle_closed(),
+                    Ok(n) => {
+                        self.stats.add(Counter::BytesReceived, n as u64);
+                        conn.handle_bytes(&buf[..n], Instant::now().into_std());
+                    }
+                },
+                _ = sleep_until(deadline) => conn.handle_timeout(Instant::now().into_std()),
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: ConnEvent) -> Result<(), Closed> {
+        match ev {
+            ConnEvent::Binding(b) => {
+                self.progressed = true;
+                self.stats.inc(Counter::Bindings);
+                self.report.bindings += 1;
+                self.out
+                    .send(BulkEvent::Binding {
+                        server: self.server,
+                        binding: b,
+                    })
+                    .await
+                    .map_err(|_| Closed)
+            }
+            ConnEvent::Finished { id, query, outcome } => {
+                self.on_finished(id, query, outcome).await
+            }
+            ConnEvent::Discarded(d) => {
+                self.stats.discard(d);
+                Ok(())
+            }
+            ConnEvent::Close(reason) => {
+                match reason {
+                    CloseReason::Protocol(why) => {
+                        self.stats.inc(Counter::ProtocolErrors);
+                        tracing::warn!(server = %self.server, why, "bulk leasequery: closing connection");
+                    }
+                    CloseReason::DataTimeout => {
+                        tracing::warn!(server = %self.server, "bulk leasequery: data timeout");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
