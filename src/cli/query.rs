@@ -280,7 +280,14 @@ fn print_binding(b: &Binding) {
     );
     println!("client-duid   {}", hexs(&b.client_duid));
     println!("link          {}", b.link);
-    println!("clt-time      {}s", b.clt_time);
+    if b.last_transaction().is_some() {
+        println!("clt-time      {}s", b.clt_time);
+    } else {
+        println!(
+            "clt-time      {} (implausible as seconds since; an absolute time? ignored)",
+            b.clt_time
+        );
+    }
     for l in &b.leases {
         print_lease(l, b.received);
     }
@@ -367,6 +374,7 @@ fn binding_json(b: &Binding) -> Value {
         "client_duid": hexs(&b.client_duid),
         "link": b.link.to_string(),
         "clt_time": b.clt_time,
+        "clt_time_plausible": b.last_transaction().is_some(),
         "server": b.server.to_string(),
         "server_duid": hexs(&b.server_duid),
         "leases": leases,

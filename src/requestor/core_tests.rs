@@ -744,3 +744,29 @@ fn refused_without_servers() {
         Submit::Refused(RefuseReason::NoServers)
     );
 }
+
+#[test]
+fn implausible_clt_time_gives_no_last_transaction() {
+    let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
+    s.submit(Query::by_address(addr("2001:db8::10")));
+    let (_, m) = only(s.sent());
+    s.at(100.0);
+    // ISC dhcpd 4.4 puts the absolute time (seconds since 1970) in CLT_TIME.
+    s.deliver(
+        server(1),
+        &reply(
+            m.transaction_id,
+            1,
+            vec![client_data("2001:db8::10", Some(1_795_875_086))],
+        ),
+    );
+    let ev = only(s.events());
+    let b = only(ev.outcome.bindings().cloned().collect());
+    assert_eq!(b.clt_time, 1_795_875_086, "kept as sent");
+    assert_eq!(b.last_transaction(), None);
+    let sane = Binding { clt_time: 30, ..b };
+    assert_eq!(
+        sane.last_transaction(),
+        Some(s.now - Duration::from_secs(30))
+    );
+}

@@ -129,6 +129,23 @@ pub struct Binding {
     pub received: Instant,
 }
 
+/// A CLT_TIME above this is not a plausible "seconds since": ISC dhcpd 4.4 sends the absolute
+/// time of the last transaction (seconds since 1970) there instead (docs/interop.md).
+pub const MAX_PLAUSIBLE_CLT_TIME: u32 = 365 * 24 * 3600;
+
+impl Binding {
+    /// When the server last heard from the client: arrival − CLT_TIME (RFC 5007 §4.1.2.3).
+    /// `None` when CLT_TIME is implausible (over [`MAX_PLAUSIBLE_CLT_TIME`]): then the
+    /// caller has no trustworthy recency for this binding and should rank it by arrival.
+    pub fn last_transaction(&self) -> Option<Instant> {
+        if self.clt_time > MAX_PLAUSIBLE_CLT_TIME {
+            return None;
+        }
+        self.received
+            .checked_sub(Duration::from_secs(u64::from(self.clt_time)))
+    }
+}
+
 /// What one server said for one exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
