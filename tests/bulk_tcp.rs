@@ -329,3 +329,85 @@ async fn pipelining_is_opt_in() {
     assert!(srv.stats().tcp_pipelined_dropped >= 1);
     assert!(out.stats.get(Counter::Retries) >= 1);
 }
+
+#[tokio::test]
+async fn recovery_plan_startup_then_link_up_asks_that_link_only() {
+    use lqagent::bulk::recovery::{RecoveryPlan, recover};
+    let (ta, tb) = (table(0..300, 3), table(200..400, 3));
+    let (sa, aa) = serve(ta.clone(), FaultPlan::default());
+    let (sb, ab) = serve(tb.clone(), FaultPlan::default());
+    let plan = RecoveryPlan {
+        servers: vec![aa, ab],
+        relay_id: Some(Duid::parse(&RELAY)),
+        links: vec![link(1), link(2), link(3)],
+        remote_ids: vec![(4491, vec![1, 2])],
+    };
+    let cfg = Arc::new(cfg());
+    let stats = Arc::new(BulkStats::default());
+    let (tx, mut rx) = mpsc::channel(16);
+    let collect = tokio::spawn(async move {
+        let mut seen = Seen::new();
+        while let Some((server, b)) = rx.recv().await {
+            let b: lqagent::bulk::core::BulkBinding = b;
+            let duid = b.data.client_id().unwrap().to_vec();
+            for a in b.data.addresses() {
+                seen.insert((server, duid.clone(), a.addr.to_string(), b.link.unwrap()));
+            }
+            for p in b.data.prefixes() {
+                seen.insert((
+                    server,
+                    duid.clone(),
+                    p.prefix().unwrap().to_string(),
+                    b.link.unwrap(),
+                ));
+            }
+        }
+        seen
+    });
+    let report = recover(plan.startup(), cfg.clone(), stats.clone(), tx).await;
+    let seen = collect.await.unwrap();
+    let mut want = expected(aa, &ta);
+    want.extend(expected(ab, &tb));
+    assert_eq!(seen, want);
+    assert_eq!(report.complete_servers(), 2);
+    // relay-id (300 / 200) + the three links (300 / 200 again) per server.
+    assert_eq!(report.bindings, 2 * 300 + 2 * 200);
+    let kinds: Vec<(u8, Ipv6Addr)> = sa
+        .queries()
+        .iter()
+        .map(|q| (q.query_type, q.link))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (3, Ipv6Addr::UNSPECIFIED),
+            (4, link(1)),
+            (4, link(2)),
+            (4, link(3)),
+            (5, Ipv6Addr::UNSPECIFIED)
+        ]
+    );
+    // Link 2 comes up: one by-link query per server, for link 2 only.
+    let (tx, mut rx) = mpsc::channel(16);
+    let count = tokio::spawn(async move {
+        let mut links = BTreeSet::new();
+        let mut n = 0;
+        while let Some((_, b)) = rx.recv().await {
+            let b: lqagent::bulk::core::BulkBinding = b;
+            links.insert(b.link.unwrap());
+            n += 1;
+        }
+        (n, links)
+    });
+    let report = recover(plan.link_up(link(2)), cfg, stats, tx).await;
+    let (n, links) = count.await.unwrap();
+    assert_eq!(links, BTreeSet::from([link(2)]));
+    let on2 = |t: &LeaseTable| t.entries().iter().filter(|e| e.link == link(2)).count();
+    assert_eq!(n, on2(&ta) + on2(&tb));
+    assert_eq!(report.bindings, n as u64);
+    for s in [&sa, &sb] {
+        let q = s.queries();
+        assert_eq!(q.len(), 6);
+        assert_eq!((q[5].query_type, q[5].link), (4, link(2)));
+    }
+}

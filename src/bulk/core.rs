@@ -105,6 +105,9 @@ pub struct ConnConfig {
     pub data_timeout: Duration,
     /// First transaction id used; later ones count up (mod 2^24).
     pub first_xid: u32,
+    /// Option code of the server reply sequence number (a local extension, see
+    /// docs/protocol.md): a 4-byte unsigned counter at the top level of REPLY/DATA.
+    pub srsn_option: Option<u16>,
 }
 
 /// One client's data as received.
@@ -118,6 +121,8 @@ pub struct BulkBinding {
     /// The client's address as the relay saw it (the next hop for a delegated prefix).
     pub peer_address: Option<Ipv6Addr>,
     pub data: ClientData,
+    /// The server reply sequence number of the message carrying it, when configured.
+    pub srsn: Option<u32>,
     /// When the message carrying it arrived; CLT_TIME and lifetimes count from here.
     pub received: Instant,
 }
@@ -401,7 +406,20 @@ impl BulkConnection {
         self.send_queued(now);
     }
 
-    fn emit_binding(&mut self, idx: usize, data: &ClientData, now: Instant) {
+    fn srsn(&self, m: &ClientMessage) -> Option<u32> {
+        let code = self.cfg.srsn_option?;
+        m.options.iter().find_map(|o| match o {
+            DhcpOption::Unknown { code: c, data } if c.0 == code => {
+                <[u8; 4]>::try_from(data.as_slice())
+                    .ok()
+                    .map(u32::from_be_bytes)
+            }
+            _ => None,
+        })
+    }
+
+    fn emit_binding(&mut self, idx: usize, m: &ClientMessage, data: &ClientData, now: Instant) {
+        let srsn = self.srsn(m);
         if data.clt_time().is_none() {
             self.events
                 .push_back(ConnEvent::Discarded(Discard::NoCltTime));
@@ -421,6 +439,7 @@ impl BulkConnection {
                 link,
                 peer_address: relay.map(|r| r.relay.peer_address),
                 data: data.clone(),
+                srsn,
                 received: now,
             })));
     }
@@ -462,7 +481,7 @@ impl BulkConnection {
                     return;
                 }
                 match m.options.client_data() {
-                    Some(cd) => self.emit_binding(idx, cd, now),
+                    Some(cd) => self.emit_binding(idx, &m, cd, now),
                     // §6.2: a REPLY without client data completes the query.
                     None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
                 }
@@ -475,7 +494,7 @@ impl BulkConnection {
                 };
                 self.progress(now);
                 match m.options.client_data() {
-                    Some(cd) => self.emit_binding(idx, cd, now),
+                    Some(cd) => self.emit_binding(idx, &m, cd, now),
                     None => self
                         .events
                         .push_back(ConnEvent::Discarded(Discard::NoClientData)),

@@ -6,6 +6,7 @@
 //! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start and on link-up.
 
 pub mod core;
+pub mod recovery;
 pub mod stats;
 pub mod tcp;
 
@@ -38,6 +39,8 @@ pub struct BulkConfig {
     pub retry_max: Duration,
     /// Bindings in flight between the TCP readers and the cache.
     pub channel_capacity: usize,
+    /// Server reply sequence number option code (local extension; off when `None`).
+    pub srsn_option: Option<u16>,
 }
 
 impl Default for BulkConfig {
@@ -51,6 +54,7 @@ impl Default for BulkConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             channel_capacity: 1024,
+            srsn_option: None,
         }
     }
 }

@@ -289,6 +289,7 @@ impl ServerRun<'_> {
             pipelining: self.cfg.pipelining,
             data_timeout: self.cfg.data_timeout,
             first_xid: rand::random(),
+            srsn_option: self.cfg.srsn_option,
         });
         let now = Instant::now().into_std();
         for p in std::mem::take(&mut self.todo) {

@@ -21,6 +21,7 @@ fn cfg(pipelining: bool) -> ConnConfig {
         pipelining,
         data_timeout: Duration::from_secs(300),
         first_xid: 100,
+        srsn_option: Some(65001),
     }
 }
 
@@ -62,7 +63,13 @@ fn data(xid: u32, n: u8) -> Vec<u8> {
     msg(
         MessageType::LEASEQUERY_DATA,
         xid,
-        vec![DhcpOption::ClientData(client_data(n, true))],
+        vec![
+            DhcpOption::ClientData(client_data(n, true)),
+            DhcpOption::Unknown {
+                code: OptionCode(65001),
+                data: vec![0, 0, 1, n],
+            },
+        ],
     )
 }
 
@@ -127,7 +134,9 @@ fn reply_data_done_streams_bindings_in_order() {
     assert_eq!(b.link, Some(a("2001:db8:1::1")));
     assert_eq!(b.peer_address, Some(a("fe80::1")));
     assert_eq!(b.received, t1);
-    assert!(matches!(&ev[1], ConnEvent::Binding(b) if b.data == client_data(2, true)));
+    assert_eq!(b.srsn, None);
+    assert!(matches!(&ev[1], ConnEvent::Binding(b)
+        if b.data == client_data(2, true) && b.srsn == Some(258)));
     assert_eq!(
         ev[2],
         ConnEvent::Finished {
