@@ -1,0 +1,350 @@
+//! Pure route planning: what we want in the kernel vs what is there → a [`RoutePlan`] of
+//! [`RouteOp`]s; plus how to react to a kernel error and how long to back off.
+//!
+//! Invariants: a plan never holds the same op twice, and never an add and a replace of the same
+//! route (so a kernel error, which quotes the refused message, maps back to exactly one op); only routes of ours are ever in `actual` (the shell dumps with our
+//! protocol number, table and family and filters again itself), so a `Delete` or `Replace` can
+//! never hit another protocol's route; deletes come first, then replaces, then adds.
+//! No I/O, no clock: time comes in as arguments.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use crate::prefix::Ipv6Prefix;
+
+/// A route as the kernel holds it (our protocol and table are implied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelRoute {
+    pub dst: Ipv6Prefix,
+    /// RTA_GATEWAY; `None` for a route straight onto the link.
+    pub gateway: Option<Ipv6Addr>,
+    /// RTA_OIF.
+    pub oif: u32,
+    /// RTA_PRIORITY.
+    pub metric: u32,
+}
+
+/// What to do to one route (`ip -6 route add|replace|del`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOp {
+    /// Create, failing with EEXIST when a route with the same destination and metric exists.
+    Add(KernelRoute),
+    /// Overwrite our route with the same destination and metric.
+    Replace(KernelRoute),
+    /// Delete our route (matched by destination, metric, table and protocol).
+    Delete(KernelRoute),
+}
+
+/// The kind of a [`RouteOp`], for error classification and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Add,
+    Replace,
+    Delete,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Add => "add",
+            OpKind::Replace => "replace",
+            OpKind::Delete => "del",
+        }
+    }
+}
+
+impl RouteOp {
+    pub fn route(&self) -> &KernelRoute {
+        match self {
+            RouteOp::Add(r) | RouteOp::Replace(r) | RouteOp::Delete(r) => r,
+        }
+    }
+
+    pub fn kind(&self) -> OpKind {
+        match self {
+            RouteOp::Add(_) => OpKind::Add,
+            RouteOp::Replace(_) => OpKind::Replace,
+            RouteOp::Delete(_) => OpKind::Delete,
+        }
+    }
+
+    pub fn dst(&self) -> Ipv6Prefix {
+        self.route().dst
+    }
+}
+
+/// An ordered list of ops, none twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub ops: Vec<RouteOp>,
+}
+
+impl RoutePlan {
+    /// A plan of `ops` in execution order (see [`RoutePlan::sort`]).
+    pub fn new(ops: Vec<RouteOp>) -> RoutePlan {
+        let mut p = RoutePlan { ops };
+        p.sort();
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// How many ops of `kind` the plan holds.
+    pub fn count(&self, kind: OpKind) -> usize {
+        self.ops.iter().filter(|o| o.kind() == kind).count()
+    }
+
+    /// Deletes first (they free destinations), then replaces, then adds; within each kind
+    /// longer prefixes first, so a /128 precedes a prefix routed via it.
+    fn sort(&mut self) {
+        self.ops.sort_by_key(|op| {
+            let rank = match op.kind() {
+                OpKind::Delete => 0,
+                OpKind::Replace => 1,
+                OpKind::Add => 2,
+            };
+            let r = op.route();
+            (
+                rank,
+                std::cmp::Reverse(r.dst.len()),
+                r.dst,
+                r.metric,
+                r.gateway,
+                r.oif,
+            )
+        });
+    }
+}
+
+/// The op that turns `installed` (our route in the kernel for a destination, if any) into `want`.
+pub fn plan_change(installed: Option<&KernelRoute>, want: Option<&KernelRoute>) -> Option<RouteOp> {
+    match (installed, want) {
+        (None, None) => None,
+        (Some(old), None) => Some(RouteOp::Delete(*old)),
+        (None, Some(new)) => Some(RouteOp::Add(*new)),
+        (Some(old), Some(new)) if old == new => None,
+        // Same metric: replace in place. Another metric: the replace would leave the old one, so
+        // add the new route; the reconcile deletes the stale one with its own metric.
+        (Some(old), Some(new)) if old.metric == new.metric => Some(RouteOp::Replace(*new)),
+        (Some(_), Some(new)) => Some(RouteOp::Add(*new)),
+    }
+}
+
+/// The result of a reconcile plan: the ops, and the routes already right (our new belief).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub plan: RoutePlan,
+    /// Desired routes the kernel already holds exactly.
+    pub unchanged: HashMap<Ipv6Prefix, KernelRoute>,
+}
+
+/// Diff the whole desired set against a dump of our routes.
+///
+/// `keep` are destinations that are desired but cannot be resolved right now (link unknown): a
+/// route of ours for them is left alone (RFC 8987 S-2: keep routes while the next hop is away)
+/// rather than deleted. Every other route of ours not desired exactly — wrong next hop, interface,
+/// metric, or a duplicate — is replaced or deleted. Deletes name the exact route (gateway and
+/// interface too), so deleting a duplicate never hits its wanted sibling.
+pub fn plan_reconcile(
+    desired: &HashMap<Ipv6Prefix, KernelRoute>,
+    actual: &[KernelRoute],
+    keep: &HashSet<Ipv6Prefix>,
+) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    // Group the dump by destination, keeping the kernel's order (a replace hits the first route
+    // with the same metric, which is the first one the dump shows).
+    let mut groups: HashMap<Ipv6Prefix, Vec<KernelRoute>> = HashMap::new();
+    for r in actual {
+        groups.entry(r.dst).or_default().push(*r);
+    }
+    for (dst, group) in &groups {
+        let Some(want) = desired.get(dst) else {
+            if !keep.contains(dst) {
+                out.plan
+                    .ops
+                    .extend(group.iter().map(|r| RouteOp::Delete(*r)));
+            }
+            continue;
+        };
+        let survivor = if let Some(exact) = group.iter().position(|r| r == want) {
+            out.unchanged.insert(*dst, *want);
+            Some(exact)
+        } else if let Some(same) = group.iter().position(|r| r.metric == want.metric) {
+            out.plan.ops.push(RouteOp::Replace(*want));
+            Some(same)
+        } else {
+            out.plan.ops.push(RouteOp::Add(*want));
+            None
+        };
+        for (i, r) in group.iter().enumerate() {
+            if Some(i) != survivor && r != want {
+                out.plan.ops.push(RouteOp::Delete(*r));
+            }
+        }
+    }
+    for (dst, want) in desired {
+        if !groups.contains_key(dst) {
+            out.plan.ops.push(RouteOp::Add(*want));
+        }
+    }
+    out.plan.sort();
+    out
+}
+
+/// How to react when the kernel refuses an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// EEXIST on add: replace it — if a dump shows the existing route is ours.
+    ReplaceIfOurs,
+    /// ENODEV: the interface is gone; park until it appears.
+    Park,
+    /// Delete of a route that is not there (ESRCH/ENOENT): the goal is reached.
+    AlreadyDone,
+    /// Anything else: retry later with backoff.
+    Retry,
+}
+
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+
+/// Classify a kernel error (a positive errno) for an op of `kind`.
+pub fn classify(kind: OpKind, errno: i32) -> ErrorAction {
+    match (kind, errno.abs()) {
+        (OpKind::Add, EEXIST) => ErrorAction::ReplaceIfOurs,
+        (OpKind::Add | OpKind::Replace, ENODEV) => ErrorAction::Park,
+        (OpKind::Delete, ESRCH | ENOENT | ENODEV) => ErrorAction::AlreadyDone,
+        _ => ErrorAction::Retry,
+    }
+}
+
+/// Delay before retry number `attempt` (0-based): `base · 2^attempt`, capped at `max`.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(dst: &str, gw: Option<&str>, oif: u32, metric: u32) -> KernelRoute {
+        KernelRoute {
+            dst: dst.parse().unwrap(),
+            gateway: gw.map(|g| g.parse().unwrap()),
+            oif,
+            metric,
+        }
+    }
+
+    #[test]
+    fn change_table() {
+        let a = r("2001:db8::1/128", None, 2, 1024);
+        let b = r("2001:db8::1/128", None, 3, 1024);
+        let c = r("2001:db8::1/128", None, 2, 100);
+        assert_eq!(plan_change(None, None), None);
+        assert_eq!(plan_change(None, Some(&a)), Some(RouteOp::Add(a)));
+        assert_eq!(plan_change(Some(&a), None), Some(RouteOp::Delete(a)));
+        assert_eq!(plan_change(Some(&a), Some(&a)), None);
+        assert_eq!(plan_change(Some(&a), Some(&b)), Some(RouteOp::Replace(b)));
+        assert_eq!(plan_change(Some(&a), Some(&c)), Some(RouteOp::Add(c)));
+    }
+
+    #[test]
+    fn reconcile_adds_missing_deletes_stale_replaces_changed() {
+        let keep_me = r("2001:db8:1::/56", Some("fe80::1"), 2, 1024);
+        let changed_old = r("2001:db8:2::/56", Some("fe80::1"), 2, 1024);
+        let changed_new = r("2001:db8:2::/56", Some("fe80::2"), 2, 1024);
+        let stale = r("2001:db8:3::/56", Some("fe80::1"), 2, 1024);
+        let missing = r("2001:db8::5/128", None, 2, 1024);
+        let other_metric = r("2001:db8:1::/56", Some("fe80::1"), 2, 7);
+        let desired: HashMap<_, _> = [keep_me, changed_new, missing]
+            .into_iter()
+            .map(|x| (x.dst, x))
+            .collect();
+        let actual = [keep_me, changed_old, stale, other_metric];
+        let rec = plan_reconcile(&desired, &actual, &HashSet::new());
+        assert_eq!(
+            rec.plan.ops,
+            vec![
+                RouteOp::Delete(other_metric),
+                RouteOp::Delete(stale),
+                RouteOp::Replace(changed_new),
+                RouteOp::Add(missing),
+            ]
+        );
+        assert_eq!(rec.unchanged.len(), 1);
+        assert_eq!(rec.unchanged.get(&keep_me.dst), Some(&keep_me));
+    }
+
+    #[test]
+    fn reconcile_deletes_duplicates_and_keeps_parked() {
+        let want = r("2001:db8:1::/56", Some("fe80::1"), 2, 1024);
+        // Two routes of ours at the same destination and metric (multipath siblings).
+        let dup = r("2001:db8:1::/56", Some("fe80::9"), 2, 1024);
+        let parked = r("2001:db8:9::/56", Some("fe80::1"), 4, 1024);
+        let desired: HashMap<_, _> = [(want.dst, want)].into_iter().collect();
+        let keep: HashSet<_> = [parked.dst].into_iter().collect();
+        let rec = plan_reconcile(&desired, &[dup, want, parked], &keep);
+        // The exact route stays, its sibling goes, the parked destination is left alone.
+        assert_eq!(rec.plan.ops, vec![RouteOp::Delete(dup)]);
+        assert_eq!(rec.unchanged.get(&want.dst), Some(&want));
+        // Without an exact match the first same-metric route is replaced, the rest deleted.
+        let dup2 = r("2001:db8:1::/56", Some("fe80::8"), 2, 1024);
+        let rec = plan_reconcile(&desired, &[dup, dup2], &keep);
+        assert_eq!(
+            rec.plan.ops,
+            vec![RouteOp::Delete(dup2), RouteOp::Replace(want)]
+        );
+        // And the kept destination goes once it is neither desired nor kept.
+        let rec = plan_reconcile(&desired, &[want, parked], &HashSet::new());
+        assert_eq!(rec.plan.ops, vec![RouteOp::Delete(parked)]);
+    }
+
+    #[test]
+    fn reconcile_of_empty_kernel_adds_everything_longest_first() {
+        let a = r("2001:db8:1::/56", Some("2001:db8::5"), 2, 1024);
+        let b = r("2001:db8::5/128", None, 2, 1024);
+        let desired: HashMap<_, _> = [(a.dst, a), (b.dst, b)].into_iter().collect();
+        let rec = plan_reconcile(&desired, &[], &HashSet::new());
+        assert_eq!(rec.plan.ops, vec![RouteOp::Add(b), RouteOp::Add(a)]);
+        assert_eq!(rec.plan.count(OpKind::Add), 2);
+        // Nothing desired, nothing there: nothing to do.
+        assert!(
+            plan_reconcile(&HashMap::new(), &[], &HashSet::new())
+                .plan
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(classify(OpKind::Add, 17), ErrorAction::ReplaceIfOurs);
+        assert_eq!(classify(OpKind::Add, -17), ErrorAction::ReplaceIfOurs);
+        assert_eq!(classify(OpKind::Replace, 17), ErrorAction::Retry);
+        assert_eq!(classify(OpKind::Add, 19), ErrorAction::Park);
+        assert_eq!(classify(OpKind::Replace, 19), ErrorAction::Park);
+        assert_eq!(classify(OpKind::Delete, 3), ErrorAction::AlreadyDone);
+        assert_eq!(classify(OpKind::Add, 101), ErrorAction::Retry);
+        assert_eq!(classify(OpKind::Delete, 1), ErrorAction::Retry);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(0, base, max), base);
+        assert_eq!(backoff(1, base, max), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, max), Duration::from_secs(4));
+        assert_eq!(backoff(10, base, max), max);
+        assert_eq!(backoff(u32::MAX, base, max), max);
+    }
+}

@@ -1,0 +1,175 @@
+//! Reconcile — make the kernel's routes of our protocol exactly the desired set — and the task
+//! that keeps doing it: applying changes, following link notifications, retrying, and
+//! reconciling at start and every [`super::InstallerConfig::reconcile_interval`].
+//!
+//! Reconcile dumps only routes with our protocol number in our table (kernel-side filtering via
+//! NETLINK_GET_STRICT_CHK, re-checked locally), diffs them against the desired set with
+//! [`super::plan::plan_reconcile`], adds the missing and deletes the stale. A route of another
+//! protocol is never in the dump, so it is never touched, even on the same prefix.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::install::Installer;
+use super::plan::{self, OpKind};
+use super::stats::RouteCounter;
+use super::watch::{LinkEvent, LinkWatch};
+use super::{KernelError, RouteChange, RouteSpec};
+
+/// What one reconcile found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Routes of ours the dump showed.
+    pub found: usize,
+    pub unchanged: usize,
+    pub added: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    /// Desired routes whose link is unknown.
+    pub parked: usize,
+}
+
+impl Installer {
+    /// Replace the whole desired set (e.g. after loading the cache) and reconcile.
+    pub async fn set_desired(
+        &mut self,
+        specs: impl IntoIterator<Item = RouteSpec>,
+    ) -> Result<ReconcileReport, KernelError> {
+        self.desired.clear();
+        for spec in specs {
+            if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.cfg.max_routes {
+                self.stats.add(RouteCounter::Dropped, 1);
+                continue;
+            }
+            self.desired.insert(spec.dst, spec);
+        }
+        let desired = &self.desired;
+        self.parked.retain(|d| desired.contains_key(d));
+        self.reconcile().await
+    }
+
+    /// Dump our routes, diff against the desired set, add the missing and delete the stale.
+    pub async fn reconcile(&mut self) -> Result<ReconcileReport, KernelError> {
+        self.stats.add(RouteCounter::Reconcile, 1);
+        self.clear_resync();
+        let actual = self.dump_ours().await?;
+        let mut want = HashMap::new();
+        let mut keep = HashSet::new();
+        let mut unresolved = Vec::new();
+        for (dst, spec) in &self.desired {
+            match self.resolve(spec) {
+                Some(r) => {
+                    want.insert(*dst, r);
+                }
+                None => {
+                    keep.insert(*dst);
+                    unresolved.push((*dst, spec.link.to_string()));
+                }
+            }
+        }
+        for (dst, link) in unresolved {
+            self.park(dst, &link, "no interface for it (yet)");
+        }
+        let unparked: Vec<_> = self
+            .parked
+            .iter()
+            .filter(|d| want.contains_key(*d))
+            .copied()
+            .collect();
+        for d in unparked {
+            self.parked.remove(&d);
+            self.stats.add(RouteCounter::Unparked, 1);
+        }
+        let rec = plan::plan_reconcile(&want, &actual, &keep);
+        // Belief = what the kernel showed (first route of ours per destination at our metric).
+        self.installed.clear();
+        for r in &actual {
+            if r.metric == self.cfg.metric {
+                self.installed.entry(r.dst).or_insert(*r);
+            }
+        }
+        let report = ReconcileReport {
+            found: actual.len(),
+            unchanged: rec.unchanged.len(),
+            added: rec.plan.count(OpKind::Add),
+            replaced: rec.plan.count(OpKind::Replace),
+            deleted: rec.plan.count(OpKind::Delete),
+            parked: self.parked.len(),
+        };
+        if report.added + report.replaced + report.deleted > 0 {
+            info!(?report, "reconcile: correcting the kernel");
+        }
+        self.run_ops(rec.plan.ops).await?;
+        Ok(report)
+    }
+}
+
+/// What the daemon sends the route task.
+#[derive(Debug)]
+pub enum RouteCommand {
+    /// Changes from the cache.
+    Apply(Vec<RouteChange>),
+    /// The whole desired set (after a cache load); reconciles.
+    Desired(Vec<RouteSpec>),
+}
+
+/// Run the installer until `commands` closes: reconcile at start with the current desired set,
+/// then apply changes as they come, follow link notifications, retry failed ops at their time,
+/// and reconcile periodically and after any netlink overrun.
+pub async fn run(
+    mut installer: Installer,
+    mut commands: mpsc::Receiver<RouteCommand>,
+) -> Result<(), KernelError> {
+    let mut watch = LinkWatch::open(installer.config().recv_buffer)?;
+    // The watch is open: a re-dump now misses nothing.
+    installer.refresh_links().await?;
+    installer.reconcile().await?;
+    let period = installer.config().reconcile_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let retry_at = installer
+            .next_retry()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + period);
+        let result = tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return Ok(()),
+                Some(RouteCommand::Apply(mut changes)) => {
+                    // Gather what is already queued so it shares batches.
+                    while let Ok(RouteCommand::Apply(more)) = commands.try_recv() {
+                        changes.extend(more);
+                    }
+                    installer.apply(changes).await
+                }
+                Some(RouteCommand::Desired(specs)) => installer.set_desired(specs).await.map(|_| ()),
+            },
+            ev = watch.next() => match ev {
+                Some(LinkEvent::Changed(m)) => installer.link_event(&m).await,
+                Some(LinkEvent::Overrun) => {
+                    installer.stats().add(RouteCounter::Overrun, 1);
+                    warn!("link notifications overran: re-dumping links and addresses");
+                    installer.refresh_links().await
+                }
+                None => {
+                    warn!("link notification socket closed: reopening");
+                    watch = LinkWatch::open(installer.config().recv_buffer)?;
+                    installer.refresh_links().await
+                }
+            },
+            _ = tick.tick() => installer.reconcile().await.map(|_| ()),
+            _ = tokio::time::sleep_until(retry_at) => installer.retry_due(Instant::now()).await,
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "route programming step failed; the next reconcile repairs it");
+        }
+        if installer.resync_needed() {
+            if let Err(e) = installer.reconcile().await {
+                warn!(error = %e, "reconcile after overrun failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! What the installer did, as plain counters the metrics module reads.
+//!
+//! Shared as `Arc<InstallerStats>`: the installer bumps atomics, `metrics.rs` takes a
+//! [`StatsSnapshot`]. Counter labels come from [`RouteCounter::as_str`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Monotonic counters, one per event kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteCounter {
+    /// Routes added.
+    Installed,
+    /// Routes replaced (changed next hop or interface, or EEXIST on a route of ours).
+    Replaced,
+    /// Routes deleted (or found already gone).
+    Withdrawn,
+    /// Routes parked because their link had no interface.
+    Parked,
+    /// Parked routes whose interface appeared.
+    Unparked,
+    /// Ops the kernel refused or left unanswered (each is retried).
+    Failed,
+    /// Retries sent.
+    Retried,
+    /// EEXIST from a route of another protocol at our destination and metric: left alone.
+    Conflict,
+    /// Batches whose acknowledgement did not come within the ack timeout.
+    AckTimeout,
+    /// Netlink receive overruns (ENOBUFS); each triggers a re-dump.
+    Overrun,
+    /// Full reconciles run.
+    Reconcile,
+    /// Ops only logged because of dry-run.
+    DryRun,
+    /// Upserts dropped because the desired set was at its bound.
+    Dropped,
+}
+
+impl RouteCounter {
+    pub const ALL: [RouteCounter; 13] = [
+        RouteCounter::Installed,
+        RouteCounter::Replaced,
+        RouteCounter::Withdrawn,
+        RouteCounter::Parked,
+        RouteCounter::Unparked,
+        RouteCounter::Failed,
+        RouteCounter::Retried,
+        RouteCounter::Conflict,
+        RouteCounter::AckTimeout,
+        RouteCounter::Overrun,
+        RouteCounter::Reconcile,
+        RouteCounter::DryRun,
+        RouteCounter::Dropped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteCounter::Installed => "installed",
+            RouteCounter::Replaced => "replaced",
+            RouteCounter::Withdrawn => "withdrawn",
+            RouteCounter::Parked => "parked",
+            RouteCounter::Unparked => "unparked",
+            RouteCounter::Failed => "failed",
+            RouteCounter::Retried => "retried",
+            RouteCounter::Conflict => "conflict",
+            RouteCounter::AckTimeout => "ack_timeout",
+            RouteCounter::Overrun => "overrun",
+            RouteCounter::Reconcile => "reconcile",
+            RouteCounter::DryRun => "dry_run",
+            RouteCounter::Dropped => "dropped",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters and gauges of one installer.
+#[derive(Debug, Default)]
+pub struct InstallerStats {
+    counters: [AtomicU64; 13],
+    installed_now: AtomicU64,
+    parked_now: AtomicU64,
+    batches: AtomicU64,
+    batch_latency_us_sum: AtomicU64,
+    batch_latency_us_max: AtomicU64,
+}
+
+/// A copy of the stats at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub counters: Vec<(RouteCounter, u64)>,
+    /// Routes of ours the installer believes are in the kernel.
+    pub installed_now: u64,
+    /// Routes waiting for their link.
+    pub parked_now: u64,
+    /// Batches sent and acknowledged (or timed out).
+    pub batches: u64,
+    /// Sum and maximum of send-to-acknowledgement time per batch.
+    pub batch_latency_sum: Duration,
+    pub batch_latency_max: Duration,
+}
+
+impl StatsSnapshot {
+    pub fn get(&self, c: RouteCounter) -> u64 {
+        self.counters
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+impl InstallerStats {
+    pub fn add(&self, c: RouteCounter, n: u64) {
+        self.counters[c.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: RouteCounter) -> u64 {
+        self.counters[c.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_gauges(&self, installed: usize, parked: usize) {
+        self.installed_now
+            .store(installed as u64, Ordering::Relaxed);
+        self.parked_now.store(parked as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch_done(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_latency_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.batch_latency_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            counters: RouteCounter::ALL
+                .iter()
+                .map(|c| (*c, self.get(*c)))
+                .collect(),
+            installed_now: self.installed_now.load(Ordering::Relaxed),
+            parked_now: self.parked_now.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batch_latency_sum: Duration::from_micros(
+                self.batch_latency_us_sum.load(Ordering::Relaxed),
+            ),
+            batch_latency_max: Duration::from_micros(
+                self.batch_latency_us_max.load(Ordering::Relaxed),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_labels() {
+        let s = InstallerStats::default();
+        s.add(RouteCounter::Parked, 2);
+        s.add(RouteCounter::Dropped, 1);
+        s.batch_done(Duration::from_millis(3));
+        s.batch_done(Duration::from_millis(1));
+        let snap = s.snapshot();
+        assert_eq!(snap.get(RouteCounter::Parked), 2);
+        assert_eq!(snap.get(RouteCounter::Dropped), 1);
+        assert_eq!(snap.get(RouteCounter::Installed), 0);
+        assert_eq!(snap.batches, 2);
+        assert_eq!(snap.batch_latency_max, Duration::from_millis(3));
+        let labels: std::collections::HashSet<_> =
+            RouteCounter::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels.len(), RouteCounter::ALL.len());
+        for (i, c) in RouteCounter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+}
