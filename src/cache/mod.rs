@@ -1,1 +1,68 @@
 //! The binding cache: what is true about which subscriber holds which address and prefix.
+//!
+//! Inputs are [`Observation`]s (from the snooper, the requestor, bulk leasequery and the state
+//! file) and [`Withdrawal`]s (released/declined leases, operator `clear`). The pure merge rules in
+//! [`merge`] decide what is true (RFC 5007 §4.3.4 plus our documented extensions); the
+//! [`store::BindingStore`] holds the result in concurrent indexes; [`expiry`] removes what lapses;
+//! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
+//! stream for the route installer; [`persist`] keeps a crash-safe state file.
+
+pub mod binding;
+pub mod expiry;
+pub mod merge;
+pub mod persist;
+pub mod store;
+pub mod task;
+
+pub use binding::{
+    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Link, ObservedLease, Observation,
+    RelayData, RouteView, ServerId, Source, Timestamp, WithdrawReason, Withdrawal,
+    INFINITE_LIFETIME,
+};
+pub use merge::{CltCheck, MergeConfig, Verdict};
+pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The agent clock: Unix time read once at start, advanced by the monotonic clock.
+///
+/// It never steps backwards while the agent runs (NTP steps do not move deadlines), and its
+/// values are Unix milliseconds, so deadlines written to the state file mean the same after a
+/// reboot (up to the wall-clock error at the two starts).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentClock {
+    start: Instant,
+    unix_ms_at_start: i64,
+}
+
+impl AgentClock {
+    pub fn new() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        AgentClock {
+            start: Instant::now(),
+            unix_ms_at_start: unix_ms,
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.at(Instant::now())
+    }
+
+    /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
+    pub fn at(&self, t: Instant) -> Timestamp {
+        let elapsed = t.saturating_duration_since(self.start).as_millis();
+        Timestamp::from_millis(
+            self.unix_ms_at_start
+                .saturating_add(i64::try_from(elapsed).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+impl Default for AgentClock {
+    fn default() -> Self {
+        AgentClock::new()
+    }
+}

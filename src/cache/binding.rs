@@ -1,0 +1,351 @@
+//! The cache's data model: what one observation says, and what the cache remembers per lease.
+//!
+//! The unit of truth is the **lease**: one address (IA_NA/IA_TA, routed as a /128) or one delegated
+//! prefix (IA_PD), keyed by [`LeaseKey`]. RFC 5007 §4.3.4 decides conflicts per address/prefix
+//! ("overlapping data"), so that is the unit the merge rules and the route installer both work on.
+//! The client (DUID, link, relay data) is shared by its leases through an `Arc<ClientInfo>`.
+//!
+//! Time: every instant is a [`Timestamp`], milliseconds on the *agent clock*. The daemon defines
+//! that clock as "Unix time read once at start + monotonic time elapsed since" (see
+//! [`AgentClock`](super::AgentClock)), so it never steps backwards while running, yet its values
+//! stay meaningful after a restart — which is what lets the state file store them directly as
+//! wall-clock milliseconds. Nothing in this module or in `merge.rs` reads a clock: time is passed in.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use crate::prefix::Ipv6Prefix;
+
+/// The lifetime value meaning "infinite" (RFC 8415 §7.7).
+pub const INFINITE_LIFETIME: u32 = 0xffff_ffff;
+
+/// An instant on the agent clock, in milliseconds (Unix-aligned, see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The instant that never comes: deadline of an infinite lifetime.
+    pub const NEVER: Timestamp = Timestamp(i64::MAX);
+
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub const fn from_secs(s: i64) -> Self {
+        Timestamp(s.saturating_mul(1000))
+    }
+
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// Whole seconds (floor), e.g. for comparing with a server's Unix-seconds value.
+    pub const fn secs(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// `self + lifetime`, where `0xffffffff` means [`Timestamp::NEVER`].
+    pub fn after_lifetime(self, lifetime: u32) -> Timestamp {
+        if lifetime == INFINITE_LIFETIME {
+            Timestamp::NEVER
+        } else {
+            Timestamp(self.0.saturating_add(i64::from(lifetime) * 1000))
+        }
+    }
+
+    /// `self - secs` seconds.
+    pub fn minus_secs(self, secs: u32) -> Timestamp {
+        Timestamp(self.0.saturating_sub(i64::from(secs) * 1000))
+    }
+
+    pub fn plus_millis(self, ms: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    /// Seconds left until `self`, seen from `now` (0 when past; `INFINITE_LIFETIME` for NEVER).
+    pub fn remaining_secs(self, now: Timestamp) -> u32 {
+        if self == Timestamp::NEVER {
+            return INFINITE_LIFETIME;
+        }
+        let left = (self.0.saturating_sub(now.0)).max(0) / 1000;
+        u32::try_from(left).unwrap_or(INFINITE_LIFETIME - 1).min(INFINITE_LIFETIME - 1)
+    }
+}
+
+/// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IaType {
+    Na,
+    Ta,
+    Pd,
+}
+
+impl IaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IaType::Na => "ia_na",
+            IaType::Ta => "ia_ta",
+            IaType::Pd => "ia_pd",
+        }
+    }
+}
+
+/// What a lease is: an address (routed as /128) or a delegated prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaseKey {
+    Address(Ipv6Addr),
+    Prefix(Ipv6Prefix),
+}
+
+impl LeaseKey {
+    /// The network a route for this lease covers (/128 for an address).
+    pub fn network(&self) -> Ipv6Prefix {
+        match *self {
+            LeaseKey::Address(a) => Ipv6Prefix::host(a),
+            LeaseKey::Prefix(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseKey::Address(a) => write!(f, "{a}"),
+            LeaseKey::Prefix(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// Where a piece of data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// A relayed REPLY seen on the wire: first-hand, recency = arrival time.
+    Snoop,
+    /// An RFC 5007 LEASEQUERY-REPLY (UDP).
+    Leasequery,
+    /// An RFC 5460 bulk LEASEQUERY-REPLY/-DATA (TCP).
+    Bulk,
+    /// Loaded from our own state file after a restart.
+    StateFile,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Snoop => "snoop",
+            Source::Leasequery => "leasequery",
+            Source::Bulk => "bulk",
+            Source::StateFile => "state_file",
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Source::Snoop => 0,
+            Source::Leasequery => 1,
+            Source::Bulk => 2,
+            Source::StateFile => 3,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Source::Snoop,
+            1 => Source::Leasequery,
+            2 => Source::Bulk,
+            3 => Source::StateFile,
+            _ => return None,
+        })
+    }
+}
+
+/// A DHCPv6 server as the cache tells servers apart: its DUID (SERVERID) and the address it
+/// answered from. Two answers are "from the same server" (RFC 5007 §4.3.4) when the DUIDs match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId {
+    pub duid: Box<[u8]>,
+    pub address: Ipv6Addr,
+}
+
+/// Relay data for a client: from LQ_RELAY_DATA (RFC 5007 §4.1.2.4) or from the snooped relay
+/// level nearest the client (RFC 8415 §19).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RelayData {
+    /// The client's address as the nearest relay saw it (usually link-local): the PD next hop.
+    pub peer_address: Option<Ipv6Addr>,
+    pub interface_id: Option<Box<[u8]>>,
+    pub remote_id: Option<Box<[u8]>>,
+}
+
+/// The link a client sits on: the relay's link-address and, when known, the local interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    pub address: Ipv6Addr,
+    /// Local interface name (from configuration or the snooped Interface-Id mapping).
+    pub interface: Option<Arc<str>>,
+}
+
+/// Who holds a lease: shared by all leases the same client holds on the same link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientInfo {
+    pub duid: Box<[u8]>,
+    pub link: Link,
+    pub relay: Option<RelayData>,
+}
+
+/// What the cache remembers about one lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub client: Arc<ClientInfo>,
+    pub server: Arc<ServerId>,
+    pub ia: IaType,
+    pub iaid: u32,
+    pub preferred_until: Timestamp,
+    pub valid_until: Timestamp,
+    /// The client's last transaction with `server` (RFC 5007 CLT_TIME made absolute).
+    pub last_transaction: Timestamp,
+    /// When the data that set this lease arrived here.
+    pub arrival: Timestamp,
+    pub source: Source,
+    /// Server reply sequence number of that data, when configured and present (local extension).
+    pub srsn: Option<u32>,
+    /// For delegated prefixes: where the route points (relay peer-address, else the client's
+    /// IA_NA address on that link). `None` for addresses, or when nothing is known yet.
+    pub next_hop: Option<Ipv6Addr>,
+}
+
+/// One address or prefix inside an observation, lifetimes as the wire carried them (seconds,
+/// `0xffffffff` infinite). A zero valid lifetime means "no longer held" (RFC 8415 §18.2.10.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObservedLease {
+    pub key: LeaseKey,
+    pub ia: IaType,
+    pub iaid: u32,
+    pub preferred: u32,
+    pub valid: u32,
+}
+
+/// Everything one answer says about one client on one link: the cache's input.
+///
+/// Made by the snooper from a relayed REPLY, by the requestor from a CLIENT_DATA, by bulk from each
+/// LEASEQUERY-REPLY/-DATA, and by the state loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub client_duid: Box<[u8]>,
+    pub link: Link,
+    pub relay: Option<RelayData>,
+    pub server: Arc<ServerId>,
+    pub source: Source,
+    /// CLT_TIME (RFC 5007 §4.1.2.3): seconds since the server last heard from the client.
+    /// `None` for snooped REPLYs: their recency is `arrival`.
+    pub clt_time: Option<u32>,
+    /// LQ_BASE_TIME (RFC 7653 §5.2): the server's time (Unix seconds) the data refers to.
+    pub base_time: Option<u32>,
+    pub srsn: Option<u32>,
+    /// True when the answer is a complete CLIENT_DATA: RFC 5007 §4.1.2.2 makes the server include
+    /// every lease of that client on that link, so a lease it reported before and now omits is gone.
+    /// False for snooped REPLYs, which only speak about the IAs they carry.
+    pub complete: bool,
+    pub leases: Vec<ObservedLease>,
+    pub arrival: Timestamp,
+}
+
+/// Why a lease is taken away without a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WithdrawReason {
+    /// A snooped REPLY to RELEASE (RFC 8415 §18.3.7) or DECLINE (§18.3.8).
+    Released,
+    /// An operator `clear` (RFC 8987 O-2).
+    Operator,
+}
+
+impl WithdrawReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithdrawReason::Released => "released",
+            WithdrawReason::Operator => "operator",
+        }
+    }
+}
+
+/// An instruction to drop leases: released/declined ones or an operator `clear`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub keys: Vec<LeaseKey>,
+    /// When set, only leases held by this client are withdrawn (a RELEASE speaks for its sender).
+    pub client_duid: Option<Box<[u8]>>,
+    pub reason: WithdrawReason,
+    pub arrival: Timestamp,
+}
+
+/// What happened to one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Added,
+    Updated,
+    Removed,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Removed => "removed",
+        }
+    }
+}
+
+/// What a route needs to know about one lease, before or after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    /// The /128 of an address or the delegated prefix.
+    pub network: Ipv6Prefix,
+    pub link_address: Ipv6Addr,
+    pub interface: Option<Arc<str>>,
+    /// For prefixes: the next hop; `None` for addresses (on-link /128) or when unknown.
+    pub next_hop: Option<Ipv6Addr>,
+    pub client_duid: Box<[u8]>,
+    pub valid_until: Timestamp,
+}
+
+impl RouteView {
+    pub fn of(key: &LeaseKey, lease: &Lease) -> Self {
+        RouteView {
+            network: key.network(),
+            link_address: lease.client.link.address,
+            interface: lease.client.link.interface.clone(),
+            next_hop: lease.next_hop,
+            client_duid: lease.client.duid.clone(),
+            valid_until: lease.valid_until,
+        }
+    }
+}
+
+/// One entry of the change stream: per lease, in the order the cache decided them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub key: LeaseKey,
+    /// The lease before (for `Updated`/`Removed`).
+    pub old: Option<RouteView>,
+    /// The lease after (for `Added`/`Updated`).
+    pub new: Option<RouteView>,
+}
+
+impl Change {
+    /// Whether this change alters anything a route depends on (network, link, interface, next
+    /// hop). Lifetime-only refreshes are `Updated` but need no kernel work.
+    pub fn route_affecting(&self) -> bool {
+        match (&self.old, &self.new) {
+            (Some(o), Some(n)) => {
+                o.link_address != n.link_address
+                    || o.interface != n.interface
+                    || o.next_hop != n.next_hop
+                    || o.client_duid != n.client_duid
+            }
+            _ => true,
+        }
+    }
+}

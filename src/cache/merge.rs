@@ -1,0 +1,566 @@
+//! The merge rules: one pure function from (current leases, one observation) to (new leases,
+//! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
+//!
+//! Rules (each has a named test in `tests/merge_table.rs`; sources in docs/protocol.md):
+//!
+//! - **R1 disjoint → union** (RFC 5007 §4.3.4): leases with a key the cache does not hold are
+//!   added; leases of the client that the answer does not mention stay, except under R7.
+//! - **R2 overlapping, different servers → newest client-last-transaction wins** (RFC 5007
+//!   §4.3.4). CLT_TIME becomes an absolute instant: `reference − CLT_TIME`, where `reference` is the
+//!   arrival time, or LQ_BASE_TIME (RFC 7653 §5.2) when present and not after arrival.
+//! - **R3 tie between servers**: equal instants are broken by the larger server DUID (bytes), so the
+//!   outcome does not depend on arrival order.
+//! - **R4 same server with sequence numbers** (local extension after
+//!   draft-ietf-dhc-dhcpv6-srsn-option): the larger number in RFC 1982 serial arithmetic wins, so a
+//!   late-arriving older reply never overwrites a newer one.
+//! - **R5 server restart**: a sequence number that looks older is only trusted inside
+//!   [`MergeConfig::srsn_reorder_window_ms`] of the stored data's arrival. Replies reordered in the
+//!   network arrive seconds apart; a server that restarted and reset its counter is believed again
+//!   once the window has passed, so it cannot freeze a binding forever.
+//! - **R6 same server without sequence numbers**: the newer client-last-transaction wins, ties
+//!   by later arrival. (docs/protocol.md proposed plain arrival order; the property test found that
+//!   arrival order for one server plus CLT order across servers is not transitive — A beats B by
+//!   CLT, B beats C by arrival, C beats A by CLT — so replays were not idempotent. One server's
+//!   CLT only moves forward unless it lost its state, so for a sane server this equals arrival
+//!   order, and the rules become one total order.)
+//! - **R7 omission**: a complete CLIENT_DATA (RFC 5007 §4.1.2.2: the server includes every lease of
+//!   the client on that link) from server S that omits a lease S reported before, for the same
+//!   client and link, means S no longer holds it — removed, if the answer is newer by R4–R6.
+//! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update.
+//! - **R9 snooped data competes by recency**: a snooped REPLY has no CLT_TIME; its
+//!   client-last-transaction is its arrival time (the client just talked to the server).
+//! - **R10 delegated-prefix cap** (RFC 8987 G-5): a client holds at most
+//!   [`MergeConfig::max_prefixes_per_client`] prefixes; new prefixes past the cap are refused and
+//!   counted, prefixes already held are always refreshed (first come, first kept: a misbehaving
+//!   client cannot push out its own routes, nor grow the table).
+//! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
+//!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
+//! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
+//! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
+//!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
+//!   as that absolute time (capped at the reference instant), flagged `UnixTimestamp`. A CLT_TIME
+//!   above every finite valid lifetime in the answer is flagged `ExceedsValid` but kept: servers
+//!   that report *remaining* lifetimes (as Kea does) make it legitimate, and if it is nonsense it only
+//!   makes that server's data look older — it can lose a conflict, never win one wrongly. Lifetime
+//!   deadlines never depend on CLT_TIME, so neither case makes a binding look decades old.
+//! - **R14 withdrawal**: a snooped RELEASE/DECLINE reply removes the named leases of that client
+//!   unless newer data about them arrived after it; an operator `clear` removes unconditionally.
+//! - **R15 tombstones**: a removal by data (zero lifetime, omission, release) is remembered for
+//!   a while (the store keeps it for `tombstone_ttl_ms`, bounded in number) and competes like the
+//!   lease it removed, so a late, older answer cannot resurrect a released lease and removals
+//!   commute with additions. Expiry and operator `clear` leave no tombstone: fresh data may re-add.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use super::binding::{
+    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Observation, RouteView, Timestamp,
+    WithdrawReason, Withdrawal, INFINITE_LIFETIME,
+};
+
+/// Tunables of the merge rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeConfig {
+    /// R5: how long after the stored data an apparently older sequence number is still believed.
+    pub srsn_reorder_window_ms: i64,
+    /// R10: RFC 8987 G-5 cap on delegated prefixes per client DUID (default 8).
+    pub max_prefixes_per_client: usize,
+    /// R13: CLT_TIME values at or above this are read as Unix timestamps.
+    pub clt_unix_threshold: u32,
+    /// R13: how far ahead of us a server clock may be before its absolute time is ignored.
+    pub clock_skew_ms: i64,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        MergeConfig {
+            srsn_reorder_window_ms: 30_000,
+            max_prefixes_per_client: 8,
+            clt_unix_threshold: 1_000_000_000,
+            clock_skew_ms: 300_000,
+        }
+    }
+}
+
+/// What R13 concluded about an observation's CLT_TIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CltCheck {
+    Sane,
+    /// No CLT_TIME: a snooped reply, recency = arrival (R9).
+    Absent,
+    UnixTimestamp,
+    ExceedsValid,
+}
+
+impl CltCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CltCheck::Sane => "sane",
+            CltCheck::Absent => "absent",
+            CltCheck::UnixTimestamp => "unix_timestamp",
+            CltCheck::ExceedsValid => "exceeds_valid",
+        }
+    }
+
+    pub fn is_anomaly(self) -> bool {
+        matches!(self, CltCheck::UnixTimestamp | CltCheck::ExceedsValid)
+    }
+}
+
+/// The fate of one lease the observation spoke about (or omitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Added,
+    Updated,
+    /// R12: equal to what is stored.
+    Unchanged,
+    /// R8: zero/past valid lifetime removed a stored lease.
+    Removed,
+    /// R8: zero/past valid lifetime about a lease we did not hold.
+    AlreadyGone,
+    /// R7: omitted from a complete answer of the server that held it.
+    RemovedOmitted,
+    /// R2: another server's data has a newer client-last-transaction.
+    LostToNewerClt,
+    /// R4: the same server's stored data has a newer sequence number.
+    LostToNewerSrsn,
+    /// R6: the same server's stored data arrived later.
+    LostToLaterArrival,
+    /// R10: past the per-client prefix cap.
+    OverPrefixCap,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Added => "added",
+            Verdict::Updated => "updated",
+            Verdict::Unchanged => "unchanged",
+            Verdict::Removed => "removed",
+            Verdict::AlreadyGone => "already_gone",
+            Verdict::RemovedOmitted => "removed_omitted",
+            Verdict::LostToNewerClt => "lost_to_newer_clt",
+            Verdict::LostToNewerSrsn => "lost_to_newer_srsn",
+            Verdict::LostToLaterArrival => "lost_to_later_arrival",
+            Verdict::OverPrefixCap => "over_prefix_cap",
+        }
+    }
+}
+
+/// The result of one merge: what to write, what to tell the route installer, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// New state per key: `Some` = insert/replace, `None` = remove. In key order.
+    pub writes: Vec<(LeaseKey, Option<Lease>)>,
+    /// The change stream entries, one per written key, same order as `writes`.
+    pub changes: Vec<Change>,
+    pub verdicts: Vec<(LeaseKey, Verdict)>,
+    pub clt: Option<CltCheck>,
+    /// R15: evidence of removals to remember for a while (key, the removing data).
+    pub tombstones: Vec<(LeaseKey, Lease)>,
+}
+
+/// RFC 1982 serial-number "newer or equal" for 32-bit counters.
+pub fn serial_ge(a: u32, b: u32) -> bool {
+    a == b || (a.wrapping_sub(b) as i32) > 0
+}
+
+/// The instant the observation's data refers to (arrival, or LQ_BASE_TIME if earlier).
+fn reference_time(obs: &Observation) -> Timestamp {
+    match obs.base_time {
+        Some(b) => Timestamp::from_secs(i64::from(b)).min(obs.arrival),
+        None => obs.arrival,
+    }
+}
+
+/// R9/R13: the absolute client-last-transaction instant and what we thought of CLT_TIME.
+pub fn last_transaction(obs: &Observation, cfg: &MergeConfig) -> (Timestamp, CltCheck) {
+    let reference = reference_time(obs);
+    let Some(clt) = obs.clt_time else {
+        return (reference, CltCheck::Absent);
+    };
+    if clt >= cfg.clt_unix_threshold {
+        let abs = Timestamp::from_secs(i64::from(clt));
+        let t = if abs > obs.arrival.plus_millis(cfg.clock_skew_ms) {
+            reference
+        } else {
+            abs.min(reference)
+        };
+        return (t, CltCheck::UnixTimestamp);
+    }
+    let max_valid = obs
+        .leases
+        .iter()
+        .filter(|l| l.valid != 0)
+        .map(|l| l.valid)
+        .max();
+    let check = match max_valid {
+        Some(v) if v != INFINITE_LIFETIME && clt > v => CltCheck::ExceedsValid,
+        _ => CltCheck::Sane,
+    };
+    (reference.minus_secs(clt), check)
+}
+
+/// Why the stored lease keeps its place, or `None` when the incoming data takes precedence.
+fn precedence(stored: &Lease, incoming: &Lease, cfg: &MergeConfig) -> Option<Verdict> {
+    if stored.server.duid == incoming.server.duid {
+        if let (Some(s), Some(i)) = (stored.srsn, incoming.srsn) {
+            if s != i {
+                let newer = serial_ge(i, s);
+                let restarted = incoming.arrival.millis() - stored.arrival.millis()
+                    > cfg.srsn_reorder_window_ms;
+                return if newer || restarted {
+                    None
+                } else {
+                    Some(Verdict::LostToNewerSrsn)
+                };
+            }
+        }
+        return if total_order(incoming, stored) == Ordering::Less {
+            Some(Verdict::LostToLaterArrival)
+        } else {
+            None
+        };
+    }
+    if total_order(incoming, stored) == Ordering::Less {
+        Some(Verdict::LostToNewerClt)
+    } else {
+        None
+    }
+}
+
+/// R2/R3/R6: client-last-transaction, then server DUID, then arrival, then valid deadline.
+/// One total order for every source without sequence numbers, so the rules are transitive:
+/// answers commute and replays change nothing.
+fn total_order(a: &Lease, b: &Lease) -> Ordering {
+    a.last_transaction
+        .cmp(&b.last_transaction)
+        .then_with(|| a.server.duid.cmp(&b.server.duid))
+        .then_with(|| a.arrival.cmp(&b.arrival))
+        .then_with(|| a.valid_until.cmp(&b.valid_until))
+}
+
+/// The client record for this observation, reusing a stored `Arc` when equal.
+fn client_info(obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> Arc<ClientInfo> {
+    let same_client = |l: &&Lease| {
+        l.client.duid == obs.client_duid && l.client.link.address == obs.link.address
+    };
+    let stored = current.values().find(same_client).map(|l| l.client.clone());
+    let relay = obs
+        .relay
+        .clone()
+        .or_else(|| stored.as_ref().and_then(|c| c.relay.clone()));
+    let link = match (&obs.link.interface, &stored) {
+        (None, Some(c)) => c.link.clone(),
+        _ => obs.link.clone(),
+    };
+    let fresh = ClientInfo {
+        duid: obs.client_duid.clone(),
+        link,
+        relay,
+    };
+    match stored {
+        Some(c) if *c == fresh => c,
+        _ => Arc::new(fresh),
+    }
+}
+
+/// Merge one observation into the leases it concerns.
+///
+/// `current` must hold every stored lease at the observation's keys and every stored lease of
+/// the same client DUID, and of the clients holding those keys (all links): R7, R10 and R11 look
+/// at them. Leases not in `current` are treated as absent. `tombstones` holds the evidence of
+/// recent removals at the observation's keys (R15).
+pub fn merge(
+    current: &BTreeMap<LeaseKey, Lease>,
+    tombstones: &BTreeMap<LeaseKey, Lease>,
+    obs: &Observation,
+    cfg: &MergeConfig,
+) -> MergeOutcome {
+    let (last_tx, clt) = last_transaction(obs, cfg);
+    let reference = reference_time(obs);
+    let client = client_info(obs, current);
+    let mut next: BTreeMap<LeaseKey, Option<Lease>> = BTreeMap::new();
+    let mut verdicts = Vec::new();
+    let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
+    let mut displaced: Vec<Arc<ClientInfo>> = Vec::new();
+
+    // Removals first (R8, R7) so that prefixes given up free room under the cap (R10).
+    let mut incoming: Vec<_> = obs.leases.iter().collect();
+    incoming.sort_by_key(|l| (l.valid != 0, l.key));
+    let mut mentioned = std::collections::BTreeSet::new();
+    for ol in incoming {
+        mentioned.insert(ol.key);
+        let valid_until = reference.after_lifetime(ol.valid);
+        let candidate = Lease {
+            client: client.clone(),
+            server: obs.server.clone(),
+            ia: ol.ia,
+            iaid: ol.iaid,
+            preferred_until: reference.after_lifetime(ol.preferred.min(ol.valid)),
+            valid_until,
+            last_transaction: last_tx,
+            arrival: obs.arrival,
+            source: obs.source,
+            srsn: obs.srsn,
+            next_hop: None,
+        };
+        let stored = state_of(&next, current, &ol.key);
+        let gone = ol.valid == 0 || valid_until <= obs.arrival;
+        let tomb_wins = match stored {
+            Some(_) => None,
+            None => tombstones
+                .get(&ol.key)
+                .and_then(|t| precedence(t, &candidate, cfg)),
+        };
+        let verdict = match (stored, tomb_wins) {
+            (Some(s), _) => match precedence(s, &candidate, cfg) {
+                Some(lost) => lost,
+                None if gone => {
+                    if s.client.duid != client.duid {
+                        displaced.push(s.client.clone());
+                    }
+                    next.insert(ol.key, None);
+                    tombs.push((ol.key, candidate));
+                    Verdict::Removed
+                }
+                None => {
+                    if s.client.duid != client.duid || s.client.link.address != client.link.address {
+                        displaced.push(s.client.clone());
+                    }
+                    next.insert(ol.key, Some(candidate));
+                    Verdict::Updated
+                }
+            },
+            (None, Some(lost)) => lost,
+            (None, None) if gone => {
+                tombs.push((ol.key, candidate));
+                Verdict::AlreadyGone
+            }
+            (None, None) => {
+                if ol.ia == IaType::Pd && prefixes_held(&next, current, &obs.client_duid) >= cfg.max_prefixes_per_client {
+                    Verdict::OverPrefixCap
+                } else {
+                    next.insert(ol.key, Some(candidate));
+                    Verdict::Added
+                }
+            }
+        };
+        verdicts.push((ol.key, verdict));
+    }
+
+    if obs.complete {
+        let probe = Lease {
+            client: client.clone(),
+            server: obs.server.clone(),
+            ia: IaType::Na,
+            iaid: 0,
+            preferred_until: reference,
+            valid_until: reference,
+            last_transaction: last_tx,
+            arrival: obs.arrival,
+            source: obs.source,
+            srsn: obs.srsn,
+            next_hop: None,
+        };
+        for (key, l) in current {
+            let omitted = !mentioned.contains(key)
+                && l.client.duid == obs.client_duid
+                && l.client.link.address == obs.link.address
+                && l.server.duid == obs.server.duid;
+            if omitted && precedence(l, &probe, cfg).is_none() {
+                next.insert(*key, None);
+                verdicts.push((*key, Verdict::RemovedOmitted));
+                let mut t = probe.clone();
+                t.ia = l.ia;
+                t.iaid = l.iaid;
+                tombs.push((*key, t));
+            }
+        }
+    }
+
+    assign_next_hops(&mut next, current, &client);
+    for c in displaced {
+        assign_next_hops(&mut next, current, &c);
+    }
+    let mut out = finish(current, next, verdicts, Some(clt));
+    out.tombstones = tombs;
+    out
+}
+
+/// The lease at `key` as it stands after the writes decided so far.
+fn state_of<'a>(
+    next: &'a BTreeMap<LeaseKey, Option<Lease>>,
+    current: &'a BTreeMap<LeaseKey, Lease>,
+    key: &LeaseKey,
+) -> Option<&'a Lease> {
+    match next.get(key) {
+        Some(v) => v.as_ref(),
+        None => current.get(key),
+    }
+}
+
+fn prefixes_held(
+    next: &BTreeMap<LeaseKey, Option<Lease>>,
+    current: &BTreeMap<LeaseKey, Lease>,
+    duid: &[u8],
+) -> usize {
+    let keys = current.keys().chain(next.keys());
+    let mut seen = std::collections::BTreeSet::new();
+    for k in keys {
+        if let Some(l) = state_of(next, current, k) {
+            if l.ia == IaType::Pd && &*l.client.duid == duid {
+                seen.insert(*k);
+            }
+        }
+    }
+    seen.len()
+}
+
+/// R11: recompute the next hop of the client's prefixes on this link.
+fn assign_next_hops(
+    next: &mut BTreeMap<LeaseKey, Option<Lease>>,
+    current: &BTreeMap<LeaseKey, Lease>,
+    client: &Arc<ClientInfo>,
+) {
+    let on_link = |l: &Lease| {
+        l.client.duid == client.duid && l.client.link.address == client.link.address
+    };
+    let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
+    let mut na: Option<Ipv6Addr> = None;
+    for k in &keys {
+        if let (LeaseKey::Address(a), Some(l)) = (k, state_of(next, current, k)) {
+            if l.ia == IaType::Na && on_link(l) {
+                na = Some(na.map_or(*a, |b| b.min(*a)));
+            }
+        }
+    }
+    let peer = client
+        .relay
+        .as_ref()
+        .and_then(|r| r.peer_address)
+        .filter(|p| !p.is_unspecified());
+    let hop = peer.or(na);
+    for k in keys {
+        if !matches!(k, LeaseKey::Prefix(_)) {
+            continue;
+        }
+        let Some(l) = state_of(next, current, &k) else {
+            continue;
+        };
+        if !on_link(l) || l.next_hop == hop {
+            continue;
+        }
+        let mut updated = l.clone();
+        updated.next_hop = hop;
+        next.insert(k, Some(updated));
+    }
+}
+
+/// Turn the decided writes into `writes` + `changes`, dropping no-ops (R12).
+fn finish(
+    current: &BTreeMap<LeaseKey, Lease>,
+    next: BTreeMap<LeaseKey, Option<Lease>>,
+    mut verdicts: Vec<(LeaseKey, Verdict)>,
+    clt: Option<CltCheck>,
+) -> MergeOutcome {
+    let mut out = MergeOutcome {
+        clt,
+        ..MergeOutcome::default()
+    };
+    for (key, new) in next {
+        let old = current.get(&key);
+        if old == new.as_ref() {
+            for v in verdicts.iter_mut().filter(|(k, _)| *k == key) {
+                if v.1 == Verdict::Updated {
+                    v.1 = Verdict::Unchanged;
+                }
+            }
+            continue;
+        }
+        let kind = match (old, &new) {
+            (None, Some(_)) => ChangeKind::Added,
+            (Some(_), Some(_)) => ChangeKind::Updated,
+            (Some(_), None) => ChangeKind::Removed,
+            (None, None) => continue,
+        };
+        out.changes.push(Change {
+            kind,
+            key,
+            old: old.map(|l| RouteView::of(&key, l)),
+            new: new.as_ref().map(|l| RouteView::of(&key, l)),
+        });
+        out.writes.push((key, new));
+    }
+    out.verdicts = verdicts;
+    out
+}
+
+/// R14: apply a withdrawal to the leases it names (`current` holds the stored ones and the
+/// other leases of their clients, for R11).
+pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOutcome {
+    let mut gone = Vec::new();
+    let mut tombs = Vec::new();
+    let mut verdicts = Vec::new();
+    for key in &w.keys {
+        let Some(l) = current.get(key) else {
+            verdicts.push((*key, Verdict::AlreadyGone));
+            continue;
+        };
+        let applies = match w.reason {
+            WithdrawReason::Operator => true,
+            WithdrawReason::Released => {
+                w.client_duid.as_ref().is_none_or(|d| *d == l.client.duid) && l.arrival <= w.arrival
+            }
+        };
+        if applies {
+            gone.push(*key);
+            verdicts.push((*key, Verdict::Removed));
+            if w.reason == WithdrawReason::Released {
+                let mut t = l.clone();
+                t.arrival = w.arrival;
+                t.last_transaction = w.arrival;
+                t.srsn = None;
+                t.valid_until = w.arrival;
+                tombs.push((*key, t));
+            }
+        } else {
+            verdicts.push((*key, Verdict::LostToLaterArrival));
+        }
+    }
+    let mut out = remove_keys(current, &gone, verdicts);
+    out.tombstones = tombs;
+    out
+}
+
+/// Expiry (RFC 8987 G-8): the leases in `current` whose valid deadline is at or before `now`.
+pub fn expire(current: &BTreeMap<LeaseKey, Lease>, now: Timestamp) -> MergeOutcome {
+    let gone: Vec<LeaseKey> = current
+        .iter()
+        .filter(|(_, l)| l.valid_until <= now)
+        .map(|(k, _)| *k)
+        .collect();
+    let verdicts = gone.iter().map(|k| (*k, Verdict::Removed)).collect();
+    remove_keys(current, &gone, verdicts)
+}
+
+/// Remove `gone` and re-derive next hops of prefixes whose IA_NA address went away (R11).
+fn remove_keys(
+    current: &BTreeMap<LeaseKey, Lease>,
+    gone: &[LeaseKey],
+    verdicts: Vec<(LeaseKey, Verdict)>,
+) -> MergeOutcome {
+    let mut next: BTreeMap<LeaseKey, Option<Lease>> = gone.iter().map(|k| (*k, None)).collect();
+    let clients: Vec<Arc<ClientInfo>> = gone
+        .iter()
+        .filter_map(|k| current.get(k))
+        .filter(|l| l.ia == IaType::Na)
+        .map(|l| l.client.clone())
+        .collect();
+    for c in clients {
+        assign_next_hops(&mut next, current, &c);
+    }
+    finish(current, next, verdicts, None)
+}

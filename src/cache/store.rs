@@ -1,0 +1,506 @@
+//! The binding store: concurrent indexes over the leases, and the one write path through the
+//! merge rules.
+//!
+//! Readers (the snooper asking "do we know this source?", the control socket, snapshots) use the
+//! dashmaps directly and concurrently. Writers are serialised by one `std::sync::Mutex` held only
+//! inside the synchronous [`BindingStore::apply`]/[`withdraw`](BindingStore::withdraw)/
+//! [`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every dashmap guard
+//! also stays inside these small functions). Serialising writers is what makes the change stream
+//! ordered per lease: changes come out in the order the writes were decided.
+//!
+//! Indexes:
+//! - `leases`: [`LeaseKey`] → [`Lease`]; addresses and prefixes alike.
+//! - prefix lengths present, one counter per length: a covering-prefix lookup probes one hash per
+//!   length present (typically 2–4), longest first — O(number of prefix lengths), never a scan.
+//! - `by_client`: DUID → keys; `by_link`: link-address → keys.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+use super::binding::{Change, Lease, LeaseKey, Observation, RouteView, ChangeKind, Timestamp, Withdrawal};
+use super::expiry::ExpiryQueue;
+use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
+use crate::prefix::Ipv6Prefix;
+
+/// Settings of the binding cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub merge: MergeConfig,
+    /// Most leases removed by one expiry pass (the rest follow on the next pass).
+    pub expiry_batch: usize,
+    /// How long a removal is remembered against late, older answers (merge R15).
+    pub tombstone_ttl_ms: i64,
+    /// Most tombstones kept; past it the oldest is forgotten early (counted).
+    pub max_tombstones: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            merge: MergeConfig::default(),
+            expiry_batch: 4096,
+            tombstone_ttl_ms: 600_000,
+            max_tombstones: 65_536,
+        }
+    }
+}
+
+const VERDICTS: [Verdict; 10] = [
+    Verdict::Added,
+    Verdict::Updated,
+    Verdict::Unchanged,
+    Verdict::Removed,
+    Verdict::AlreadyGone,
+    Verdict::RemovedOmitted,
+    Verdict::LostToNewerClt,
+    Verdict::LostToNewerSrsn,
+    Verdict::LostToLaterArrival,
+    Verdict::OverPrefixCap,
+];
+
+fn verdict_index(v: Verdict) -> usize {
+    VERDICTS.iter().position(|x| *x == v).unwrap_or(0)
+}
+
+/// Counters the cache keeps; `metrics.rs` exports them with the `as_str()` labels.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    verdicts: [AtomicU64; 10],
+    clt_unix_timestamp: AtomicU64,
+    clt_exceeds_valid: AtomicU64,
+    expired: AtomicU64,
+    withdrawn: AtomicU64,
+    observations: AtomicU64,
+    tombstones_evicted: AtomicU64,
+}
+
+impl CacheStats {
+    /// Leases handled, by merge verdict label.
+    pub fn verdicts(&self) -> Vec<(&'static str, u64)> {
+        VERDICTS
+            .iter()
+            .zip(self.verdicts.iter())
+            .map(|(v, c)| (v.as_str(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn verdict(&self, v: Verdict) -> u64 {
+        self.verdicts[verdict_index(v)].load(Ordering::Relaxed)
+    }
+
+    /// CLT_TIME anomalies by label (`unix_timestamp`, `exceeds_valid`).
+    pub fn clt_anomalies(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            (CltCheck::UnixTimestamp.as_str(), self.clt_unix_timestamp.load(Ordering::Relaxed)),
+            (CltCheck::ExceedsValid.as_str(), self.clt_exceeds_valid.load(Ordering::Relaxed)),
+        ]
+    }
+
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    pub fn withdrawn(&self) -> u64 {
+        self.withdrawn.load(Ordering::Relaxed)
+    }
+
+    pub fn observations(&self) -> u64 {
+        self.observations.load(Ordering::Relaxed)
+    }
+
+    /// Tombstones forgotten before their TTL because the table was full.
+    pub fn tombstones_evicted(&self) -> u64 {
+        self.tombstones_evicted.load(Ordering::Relaxed)
+    }
+}
+
+/// The result of one write: the change stream entries and the raw writes (for the journal).
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    pub writes: Vec<(LeaseKey, Option<Lease>)>,
+    pub verdicts: Vec<(LeaseKey, Verdict)>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    expiry: ExpiryQueue,
+    /// Servers already logged for a CLT_TIME anomaly (logged once per server DUID).
+    clt_logged: HashSet<Box<[u8]>>,
+    tombstones: HashMap<LeaseKey, Lease>,
+    /// (forget-at, key) in insertion order; entries whose tombstone was replaced are skipped.
+    tomb_order: VecDeque<(Timestamp, LeaseKey)>,
+}
+
+/// The concurrent binding cache.
+#[derive(Debug)]
+pub struct BindingStore {
+    cfg: CacheConfig,
+    leases: DashMap<LeaseKey, Lease>,
+    prefix_lens: [AtomicU32; 129],
+    by_client: DashMap<Box<[u8]>, Vec<LeaseKey>>,
+    by_link: DashMap<Ipv6Addr, HashSet<LeaseKey>>,
+    writer: Mutex<WriterState>,
+    stats: CacheStats,
+}
+
+impl Default for BindingStore {
+    fn default() -> Self {
+        BindingStore::new(CacheConfig::default())
+    }
+}
+
+impl BindingStore {
+    pub fn new(cfg: CacheConfig) -> Self {
+        BindingStore {
+            cfg,
+            leases: DashMap::new(),
+            prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
+            by_client: DashMap::new(),
+            by_link: DashMap::new(),
+            writer: Mutex::new(WriterState::default()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Number of leases held.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // A panic while holding the lock leaves the maps consistent (each write is applied
+        // key by key); keep going rather than poisoning the whole cache.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merge one observation (RFC 5007 §4.3.4 and our rules, see `merge.rs`).
+    pub fn apply(&self, obs: &Observation) -> Applied {
+        let mut w = self.lock();
+        self.forget_tombstones(&mut w, obs.arrival);
+        let mut current = BTreeMap::new();
+        let mut tombs = BTreeMap::new();
+        let mut holders = Vec::new();
+        for l in &obs.leases {
+            if let Some(v) = self.get(&l.key) {
+                if v.client.duid != obs.client_duid {
+                    holders.push(v.client.duid.clone());
+                }
+                current.insert(l.key, v);
+            } else if let Some(t) = w.tombstones.get(&l.key) {
+                tombs.insert(l.key, t.clone());
+            }
+        }
+        self.gather_client(&obs.client_duid, &mut current);
+        for d in holders {
+            self.gather_client(&d, &mut current);
+        }
+        let out = merge::merge(&current, &tombs, obs, &self.cfg.merge);
+        self.stats.observations.fetch_add(1, Ordering::Relaxed);
+        if let Some(check) = out.clt {
+            self.note_clt(&mut w, obs, check);
+        }
+        self.commit(&mut w, &current, out)
+    }
+
+    /// Withdraw leases (released/declined, or operator `clear`).
+    pub fn withdraw(&self, wd: &Withdrawal) -> Applied {
+        let mut w = self.lock();
+        let mut current = BTreeMap::new();
+        for k in &wd.keys {
+            if let Some(v) = self.get(k) {
+                let duid = v.client.duid.clone();
+                current.insert(*k, v);
+                self.gather_client(&duid, &mut current);
+            }
+        }
+        let out = merge::withdraw(&current, wd);
+        let n = out.writes.iter().filter(|(k, v)| v.is_none() && wd.keys.contains(k)).count();
+        self.stats.withdrawn.fetch_add(n as u64, Ordering::Relaxed);
+        self.commit(&mut w, &current, out)
+    }
+
+    /// Remove every lease whose valid lifetime has run out by `now` (RFC 8987 G-8), at most
+    /// `expiry_batch` deadlines per call.
+    pub fn expire_due(&self, now: Timestamp) -> Applied {
+        let mut w = self.lock();
+        let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
+        let mut current = BTreeMap::new();
+        for (deadline, key) in due {
+            match self.get(&key) {
+                Some(l) if l.valid_until == deadline => {
+                    let duid = l.client.duid.clone();
+                    current.insert(key, l);
+                    self.gather_client(&duid, &mut current);
+                }
+                _ => {} // stale entry: the lease was refreshed or removed since
+            }
+        }
+        let out = merge::expire(&current, now);
+        let n = out.writes.iter().filter(|(_, v)| v.is_none()).count();
+        self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
+        let applied = self.commit(&mut w, &current, out);
+        if w.expiry.needs_rebuild(self.leases.len()) {
+            let live: Vec<_> = self.leases.iter().map(|e| (e.valid_until, *e.key())).collect();
+            w.expiry.rebuild(live);
+        }
+        applied
+    }
+
+    /// The earliest time [`expire_due`](Self::expire_due) may have work.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.lock().expiry.next_deadline()
+    }
+
+    /// Put back a lease loaded from the state file, unless it has expired by `now`.
+    /// Returns the `Added` change to hand to the installer.
+    pub fn restore(&self, key: LeaseKey, lease: Lease, now: Timestamp) -> Option<Change> {
+        if lease.valid_until <= now {
+            return None;
+        }
+        let mut w = self.lock();
+        let change = Change {
+            kind: ChangeKind::Added,
+            key,
+            old: self.get(&key).map(|o| RouteView::of(&key, &o)),
+            new: Some(RouteView::of(&key, &lease)),
+        };
+        self.put(&mut w, key, Some(lease));
+        Some(change)
+    }
+
+    /// Drop tombstones whose time is up by `now`.
+    fn forget_tombstones(&self, w: &mut WriterState, now: Timestamp) {
+        while let Some((at, k)) = w.tomb_order.front().copied() {
+            if at > now && w.tomb_order.len() <= 2 * self.cfg.max_tombstones {
+                break;
+            }
+            w.tomb_order.pop_front();
+            let expired = w
+                .tombstones
+                .get(&k)
+                .is_some_and(|t| t.arrival.plus_millis(self.cfg.tombstone_ttl_ms) <= at);
+            if expired {
+                w.tombstones.remove(&k);
+            }
+        }
+    }
+
+    fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
+        let keys = self.by_client.get(duid).map(|v| v.clone()).unwrap_or_default();
+        for k in keys {
+            if let Some(v) = self.get(&k) {
+                into.insert(k, v);
+            }
+        }
+    }
+
+    fn note_clt(&self, w: &mut WriterState, obs: &Observation, check: CltCheck) {
+        let counter = match check {
+            CltCheck::UnixTimestamp => &self.stats.clt_unix_timestamp,
+            CltCheck::ExceedsValid => &self.stats.clt_exceeds_valid,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if w.clt_logged.len() < 4096 && w.clt_logged.insert(obs.server.duid.clone()) {
+            tracing::warn!(
+                server = %obs.server.address,
+                server_duid = %hex::encode(&obs.server.duid),
+                clt_time = obs.clt_time.unwrap_or(0),
+                anomaly = check.as_str(),
+                "server sends a CLT_TIME that is not seconds since the last transaction; \
+                 handled per cache::merge R13 (logged once per server)"
+            );
+        }
+    }
+
+    fn commit(
+        &self,
+        w: &mut WriterState,
+        current: &BTreeMap<LeaseKey, Lease>,
+        out: MergeOutcome,
+    ) -> Applied {
+        for (_, v) in &out.verdicts {
+            self.stats.verdicts[verdict_index(*v)].fetch_add(1, Ordering::Relaxed);
+        }
+        for (k, v) in &out.writes {
+            debug_assert!(current.contains_key(k) || v.is_some());
+            self.put(w, *k, v.clone());
+        }
+        for (k, t) in out.tombstones {
+            let forget_at = t.arrival.plus_millis(self.cfg.tombstone_ttl_ms);
+            w.tombstones.insert(k, t);
+            w.tomb_order.push_back((forget_at, k));
+        }
+        while w.tombstones.len() > self.cfg.max_tombstones {
+            let Some((_, k)) = w.tomb_order.pop_front() else {
+                break;
+            };
+            if w.tombstones.remove(&k).is_some() {
+                self.stats.tombstones_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Applied {
+            changes: out.changes,
+            writes: out.writes,
+            verdicts: out.verdicts,
+        }
+    }
+
+    /// Write one key into every index.
+    fn put(&self, w: &mut WriterState, key: LeaseKey, new: Option<Lease>) {
+        let old = match &new {
+            Some(l) => {
+                w.expiry.push(l.valid_until, key);
+                self.leases.insert(key, l.clone())
+            }
+            None => self.leases.remove(&key).map(|(_, v)| v),
+        };
+        let moved = match (&old, &new) {
+            (Some(o), Some(n)) => {
+                o.client.duid != n.client.duid || o.client.link.address != n.client.link.address
+            }
+            _ => true,
+        };
+        if !moved {
+            return;
+        }
+        if let Some(o) = &old {
+            self.unindex(key, o);
+        }
+        if let Some(n) = &new {
+            self.index(key, n);
+        }
+    }
+
+    fn index(&self, key: LeaseKey, l: &Lease) {
+        if let LeaseKey::Prefix(p) = key {
+            self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed);
+        }
+        self.by_client.entry(l.client.duid.clone()).or_default().push(key);
+        self.by_link.entry(l.client.link.address).or_default().insert(key);
+    }
+
+    fn unindex(&self, key: LeaseKey, l: &Lease) {
+        if let LeaseKey::Prefix(p) = key {
+            self.prefix_lens[usize::from(p.len())].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.by_client.remove_if_mut(&l.client.duid, |_, v| {
+            v.retain(|k| *k != key);
+            v.is_empty()
+        });
+        self.by_link.remove_if_mut(&l.client.link.address, |_, v| {
+            v.remove(&key);
+            v.is_empty()
+        });
+    }
+
+    /// The lease at `key`.
+    pub fn get(&self, key: &LeaseKey) -> Option<Lease> {
+        self.leases.get(key).map(|e| e.value().clone())
+    }
+
+    /// The lease for an address: an IA_NA/IA_TA lease of exactly it, else the delegated prefix
+    /// covering it (RFC 5007 §4.1.2.5 matches both the same way).
+    pub fn lookup_address(&self, addr: Ipv6Addr) -> Option<(LeaseKey, Lease)> {
+        let k = LeaseKey::Address(addr);
+        if let Some(l) = self.get(&k) {
+            return Some((k, l));
+        }
+        self.covering_prefix(addr).map(|(p, l)| (LeaseKey::Prefix(p), l))
+    }
+
+    /// Whether any lease is known for `addr` (address or covering prefix), without cloning.
+    pub fn knows(&self, addr: Ipv6Addr) -> bool {
+        self.leases.contains_key(&LeaseKey::Address(addr)) || self.covering_len(addr).is_some()
+    }
+
+    fn covering_len(&self, addr: Ipv6Addr) -> Option<Ipv6Prefix> {
+        for len in (0..=128u8).rev() {
+            if self.prefix_lens[usize::from(len)].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
+                continue;
+            };
+            if self.leases.contains_key(&LeaseKey::Prefix(p)) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// The longest delegated prefix covering `addr`: one hash probe per prefix length present.
+    pub fn covering_prefix(&self, addr: Ipv6Addr) -> Option<(Ipv6Prefix, Lease)> {
+        for len in (0..=128u8).rev() {
+            if self.prefix_lens[usize::from(len)].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
+                continue;
+            };
+            if let Some(l) = self.get(&LeaseKey::Prefix(p)) {
+                return Some((p, l));
+            }
+        }
+        None
+    }
+
+    /// Every lease of a client DUID (all links).
+    pub fn by_client(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
+        let keys = self.by_client.get(duid).map(|v| v.clone()).unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|k| self.get(&k).map(|l| (k, l)))
+            .collect()
+    }
+
+    /// Every lease on a link (by relay link-address).
+    pub fn by_link(&self, link: Ipv6Addr) -> Vec<(LeaseKey, Lease)> {
+        let keys: Vec<LeaseKey> = self
+            .by_link
+            .get(&link)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|k| self.get(&k).map(|l| (k, l)))
+            .collect()
+    }
+
+    /// A copy of every lease (for `show bindings`, snapshots and reconcile), sorted by key.
+    pub fn all(&self) -> Vec<(LeaseKey, Lease)> {
+        let mut v: Vec<_> = self
+            .leases
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Visit every lease without collecting (each shard is read-locked while visited; `f` must
+    /// not call back into the store).
+    pub fn for_each(&self, mut f: impl FnMut(&LeaseKey, &Lease)) {
+        for e in self.leases.iter() {
+            f(e.key(), e.value());
+        }
+    }
+}
+
+/// Shared handle type used across tasks.
+pub type SharedStore = Arc<BindingStore>;

@@ -1,0 +1,614 @@
+//! One named, table-driven test per merge rule of `cache::merge` (R1–R14), plus property tests:
+//! answers from different servers applied in any order give the same cache, and replaying an
+//! answer changes nothing.
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use lqagent::cache::{
+    BindingStore, CacheConfig, ChangeKind, CltCheck, IaType, LeaseKey, Link, MergeConfig,
+    ObservedLease, Observation, RelayData, ServerId, Source, Timestamp, Verdict, WithdrawReason,
+    Withdrawal, INFINITE_LIFETIME,
+};
+use lqagent::prefix::Ipv6Prefix;
+use proptest::prelude::*;
+
+const T0: i64 = 1_795_000_000; // Unix seconds, Nov 2026
+
+fn addr(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)
+}
+fn pfx(n: u16, len: u8) -> Ipv6Prefix {
+    Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100 + n, 0, 0, 0, 0, 0), len).unwrap()
+}
+fn server(n: u8) -> Arc<ServerId> {
+    Arc::new(ServerId {
+        duid: vec![0, 3, 0, 1, n].into(),
+        address: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, u16::from(n)),
+    })
+}
+fn link() -> Link {
+    Link {
+        address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
+        interface: Some("cm0".into()),
+    }
+}
+fn na(n: u16, valid: u32) -> ObservedLease {
+    ObservedLease {
+        key: LeaseKey::Address(addr(n)),
+        ia: IaType::Na,
+        iaid: 1,
+        preferred: valid / 2,
+        valid,
+    }
+}
+fn pd(n: u16, valid: u32) -> ObservedLease {
+    ObservedLease {
+        key: LeaseKey::Prefix(pfx(n, 56)),
+        ia: IaType::Pd,
+        iaid: 2,
+        preferred: valid / 2,
+        valid,
+    }
+}
+
+/// An answer: client `c`, from server `s`, arriving at T0+`at` s, CLT `clt`.
+fn obs(c: u8, s: u8, at: i64, clt: Option<u32>, leases: Vec<ObservedLease>) -> Observation {
+    Observation {
+        client_duid: vec![0, 1, 0, 1, c].into(),
+        link: link(),
+        relay: None,
+        server: server(s),
+        source: if clt.is_some() {
+            Source::Leasequery
+        } else {
+            Source::Snoop
+        },
+        clt_time: clt,
+        base_time: None,
+        srsn: None,
+        complete: clt.is_some(),
+        leases,
+        arrival: Timestamp::from_secs(T0 + at),
+    }
+}
+
+fn store() -> BindingStore {
+    BindingStore::new(CacheConfig::default())
+}
+
+/// Apply each step; check the verdict for `key` in the last step and who holds it at the end.
+struct Case {
+    name: &'static str,
+    steps: Vec<Observation>,
+    key: LeaseKey,
+    last_verdict: Verdict,
+    /// (client byte, server byte) holding `key` at the end, or None when absent.
+    holder: Option<(u8, u8)>,
+}
+
+fn run(cases: Vec<Case>) {
+    for c in cases {
+        let s = store();
+        let mut last = Vec::new();
+        for o in &c.steps {
+            last = s.apply(o).verdicts;
+        }
+        let v = last.iter().find(|(k, _)| *k == c.key).map(|(_, v)| *v);
+        assert_eq!(v, Some(c.last_verdict), "case {}: verdict", c.name);
+        let held = s
+            .get(&c.key)
+            .map(|l| (*l.client.duid.last().unwrap(), *l.server.duid.last().unwrap()));
+        assert_eq!(held, c.holder, "case {}: holder", c.name);
+    }
+}
+
+#[test]
+fn r1_disjoint_data_is_merged_as_union() {
+    let s = store();
+    let a = s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600)]));
+    assert_eq!(a.changes.len(), 1);
+    // Another server (not complete for server 1's data) adds a prefix: union, NA stays.
+    let b = s.apply(&obs(1, 2, 1, Some(10), vec![pd(1, 3600)]));
+    assert_eq!(b.verdicts, vec![(LeaseKey::Prefix(pfx(1, 56)), Verdict::Added)]);
+    assert!(s.get(&LeaseKey::Address(addr(1))).is_some());
+    assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
+    // Same type, different address from a third server: union too.
+    s.apply(&obs(1, 3, 2, Some(10), vec![na(2, 3600)]));
+    assert_eq!(s.by_client(&[0, 1, 0, 1, 1]).len(), 3);
+}
+
+#[test]
+fn r2_overlapping_from_different_servers_newest_clt_wins() {
+    run(vec![
+        Case {
+            name: "newer arrives second",
+            steps: vec![
+                obs(1, 1, 0, Some(500), vec![na(1, 3600)]),
+                obs(2, 2, 0, Some(100), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 2)),
+        },
+        Case {
+            name: "older arrives second",
+            steps: vec![
+                obs(2, 2, 0, Some(100), vec![na(1, 3600)]),
+                obs(1, 1, 0, Some(500), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToNewerClt,
+            holder: Some((2, 2)),
+        },
+        Case {
+            name: "older CLT but later arrival still older",
+            steps: vec![
+                obs(2, 2, 0, Some(100), vec![na(1, 3600)]),
+                obs(1, 1, 300, Some(500), vec![na(1, 3600)]), // T0+300-500 < T0-100
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToNewerClt,
+            holder: Some((2, 2)),
+        },
+    ]);
+}
+
+#[test]
+fn r3_tie_between_servers_is_broken_by_server_duid_not_order() {
+    for order in [[1u8, 2], [2, 1]] {
+        let s = store();
+        for sv in order {
+            s.apply(&obs(sv, sv, 0, Some(100), vec![na(1, 3600)]));
+        }
+        let l = s.get(&LeaseKey::Address(addr(1))).unwrap();
+        assert_eq!(*l.server.duid.last().unwrap(), 2, "order {order:?}");
+    }
+}
+
+fn with_srsn(mut o: Observation, n: u32) -> Observation {
+    o.srsn = Some(n);
+    o
+}
+
+#[test]
+fn r4_same_server_older_sequence_number_never_overwrites_newer() {
+    run(vec![
+        Case {
+            name: "srsn 7 after 9 within window",
+            steps: vec![
+                with_srsn(obs(2, 1, 0, Some(0), vec![na(1, 3600)]), 9),
+                with_srsn(obs(1, 1, 5, Some(0), vec![na(1, 3600)]), 7),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToNewerSrsn,
+            holder: Some((2, 1)),
+        },
+        Case {
+            name: "srsn newer even though it arrived earlier in wall time order",
+            steps: vec![
+                with_srsn(obs(1, 1, 5, Some(0), vec![na(1, 3600)]), 7),
+                with_srsn(obs(2, 1, 3, Some(0), vec![na(1, 3600)]), 9),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 1)),
+        },
+        Case {
+            name: "serial arithmetic across wrap",
+            steps: vec![
+                with_srsn(obs(1, 1, 0, Some(0), vec![na(1, 3600)]), u32::MAX - 1),
+                with_srsn(obs(2, 1, 1, Some(0), vec![na(1, 3600)]), 3),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 1)),
+        },
+    ]);
+}
+
+#[test]
+fn r5_server_restart_resets_sequence_history_after_the_window() {
+    let window = MergeConfig::default().srsn_reorder_window_ms / 1000;
+    run(vec![Case {
+        name: "restarted server counting from 1 is believed after the window",
+        steps: vec![
+            with_srsn(obs(1, 1, 0, Some(0), vec![na(1, 3600)]), 50_000),
+            with_srsn(obs(2, 1, window + 1, Some(0), vec![na(1, 3600)]), 1),
+        ],
+        key: LeaseKey::Address(addr(1)),
+        last_verdict: Verdict::Updated,
+        holder: Some((2, 1)),
+    }]);
+}
+
+#[test]
+fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_wins() {
+    run(vec![
+        Case {
+            name: "later arrival with newer transaction replaces",
+            steps: vec![
+                obs(1, 1, 0, Some(10), vec![na(1, 3600)]),
+                obs(2, 1, 5, Some(1), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 1)),
+        },
+        Case {
+            name: "same transaction instant: later arrival wins",
+            steps: vec![
+                obs(1, 1, 0, Some(10), vec![na(1, 3600)]),
+                obs(2, 1, 5, Some(15), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 1)),
+        },
+        Case {
+            name: "earlier arrival applied late loses",
+            steps: vec![
+                obs(2, 1, 5, Some(10), vec![na(1, 3600)]),
+                obs(1, 1, 0, Some(10), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToLaterArrival,
+            holder: Some((2, 1)),
+        },
+        Case {
+            name: "a later answer claiming an older transaction loses",
+            steps: vec![
+                obs(1, 1, 0, Some(10), vec![na(1, 3600)]),
+                obs(2, 1, 5, Some(900), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToLaterArrival,
+            holder: Some((1, 1)),
+        },
+    ]);
+}
+
+#[test]
+fn r7_complete_answer_omitting_a_lease_removes_it() {
+    let s = store();
+    s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]));
+    // A snoop of another server's lease for the same client is not touched by server 1's omission.
+    s.apply(&obs(1, 2, 1, None, vec![na(9, 3600)]));
+    let out = s.apply(&obs(1, 1, 10, Some(10), vec![na(1, 3600)]));
+    assert!(out
+        .verdicts
+        .contains(&(LeaseKey::Prefix(pfx(1, 56)), Verdict::RemovedOmitted)));
+    assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_none());
+    assert!(s.get(&LeaseKey::Address(addr(9))).is_some());
+    let removed: Vec<_> = out
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed)
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(removed, vec![LeaseKey::Prefix(pfx(1, 56))]);
+    // An incomplete (snooped) answer never implies omission.
+    let s2 = store();
+    s2.apply(&obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]));
+    s2.apply(&obs(1, 1, 5, None, vec![na(1, 3600)]));
+    assert!(s2.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
+    // An omission older than the stored data does not remove it.
+    let s3 = store();
+    s3.apply(&obs(1, 1, 10, Some(1), vec![na(1, 3600), pd(1, 3600)]));
+    s3.apply(&obs(1, 1, 0, Some(1), vec![na(1, 3600)]));
+    assert!(s3.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
+}
+
+#[test]
+fn r8_zero_valid_lifetime_removes_subject_to_precedence() {
+    run(vec![
+        Case {
+            name: "same server, later, zero lifetime",
+            steps: vec![
+                obs(1, 1, 0, None, vec![na(1, 3600)]),
+                obs(1, 1, 5, None, vec![na(1, 0)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Removed,
+            holder: None,
+        },
+        Case {
+            name: "other server, older CLT, zero lifetime loses",
+            steps: vec![
+                obs(1, 1, 0, Some(5), vec![na(1, 3600)]),
+                obs(1, 2, 1, Some(500), vec![na(1, 0)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::LostToNewerClt,
+            holder: Some((1, 1)),
+        },
+        Case {
+            name: "unknown lease with zero lifetime",
+            steps: vec![obs(1, 1, 0, None, vec![na(1, 0)])],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::AlreadyGone,
+            holder: None,
+        },
+    ]);
+}
+
+#[test]
+fn r9_snooped_reply_competes_by_arrival_recency() {
+    run(vec![
+        Case {
+            name: "snoop (recency = arrival) beats an older leasequery answer of another server",
+            steps: vec![
+                obs(1, 1, 0, Some(60), vec![na(1, 3600)]),
+                obs(2, 2, 0, None, vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((2, 2)),
+        },
+        Case {
+            name: "leasequery with CLT newer than the snoop beats it",
+            steps: vec![
+                obs(2, 2, 0, None, vec![na(1, 3600)]),
+                obs(1, 1, 100, Some(10), vec![na(1, 3600)]),
+            ],
+            key: LeaseKey::Address(addr(1)),
+            last_verdict: Verdict::Updated,
+            holder: Some((1, 1)),
+        },
+    ]);
+}
+
+#[test]
+fn r10_prefix_cap_per_client_refuses_new_prefixes_keeps_old() {
+    let cfg = CacheConfig {
+        merge: MergeConfig {
+            max_prefixes_per_client: 2,
+            ..MergeConfig::default()
+        },
+        ..CacheConfig::default()
+    };
+    let s = BindingStore::new(cfg);
+    let out = s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600), pd(2, 3600), pd(3, 3600)]));
+    let over: Vec<_> = out
+        .verdicts
+        .iter()
+        .filter(|(_, v)| *v == Verdict::OverPrefixCap)
+        .collect();
+    assert_eq!(over.len(), 1);
+    assert!(s.get(&LeaseKey::Prefix(pfx(3, 56))).is_none());
+    // Refreshing a held prefix always works; releasing one frees room for a new one.
+    let out = s.apply(&obs(1, 1, 5, None, vec![pd(1, 7200)]));
+    assert_eq!(out.verdicts[0].1, Verdict::Updated);
+    let out = s.apply(&obs(1, 1, 6, None, vec![pd(2, 0), pd(3, 3600)]));
+    assert!(out.verdicts.contains(&(LeaseKey::Prefix(pfx(3, 56)), Verdict::Added)));
+    assert_eq!(s.stats().verdict(Verdict::OverPrefixCap), 1);
+}
+
+#[test]
+fn r11_prefix_next_hop_is_peer_address_else_client_na_address() {
+    let s = store();
+    // No relay data: the prefix routes via the client's IA_NA address.
+    let out = s.apply(&obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]));
+    let p = out
+        .changes
+        .iter()
+        .find(|c| c.key == LeaseKey::Prefix(pfx(1, 56)))
+        .unwrap();
+    assert_eq!(p.new.as_ref().unwrap().next_hop, Some(addr(1)));
+    assert_eq!(p.new.as_ref().unwrap().interface.as_deref(), Some("cm0"));
+    // Relay data arrives with a peer-address: the prefix is Updated with old and new next hop.
+    let mut o = obs(1, 1, 5, None, vec![pd(1, 3600)]);
+    let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+    o.relay = Some(RelayData {
+        peer_address: Some(ll),
+        ..RelayData::default()
+    });
+    let out = s.apply(&o);
+    let c = &out.changes[0];
+    assert_eq!(c.kind, ChangeKind::Updated);
+    assert_eq!(c.old.as_ref().unwrap().next_hop, Some(addr(1)));
+    assert_eq!(c.new.as_ref().unwrap().next_hop, Some(ll));
+    assert!(c.route_affecting());
+    // Another client: NA removal moves the next hop off the gone address.
+    let s = store();
+    s.apply(&obs(2, 1, 0, None, vec![na(2, 3600), na(3, 3600), pd(2, 3600)]));
+    assert_eq!(s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop, Some(addr(2)));
+    let out = s.apply(&obs(2, 1, 5, None, vec![na(2, 0)]));
+    assert_eq!(out.changes.len(), 2, "{:?}", out.changes);
+    assert_eq!(s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop, Some(addr(3)));
+}
+
+#[test]
+fn r12_replaying_an_answer_changes_nothing() {
+    let s = store();
+    let o = obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]);
+    assert_eq!(s.apply(&o).changes.len(), 2);
+    let before = s.all();
+    let again = s.apply(&o);
+    assert!(again.changes.is_empty());
+    assert!(again.writes.is_empty());
+    assert!(again.verdicts.iter().all(|(_, v)| *v == Verdict::Unchanged));
+    assert_eq!(s.all(), before);
+}
+
+#[test]
+fn r13_clt_time_sanity() {
+    // ISC dhcpd 4.4: CLT_TIME carries its absolute Unix time of the last transaction.
+    let s = store();
+    let mut o = obs(1, 1, 0, Some((T0 - 120) as u32), vec![na(1, 3600)]);
+    o.complete = true;
+    s.apply(&o);
+    let l = s.get(&LeaseKey::Address(addr(1))).unwrap();
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 120));
+    assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 3600));
+    assert_eq!(s.stats().clt_anomalies()[0], ("unix_timestamp", 1));
+    // A Unix time in the future is not believed: recency = arrival.
+    let mut o = obs(2, 2, 0, Some((T0 + 86_400) as u32), vec![na(2, 3600)]);
+    o.complete = true;
+    s.apply(&o);
+    let l = s.get(&LeaseKey::Address(addr(2))).unwrap();
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0));
+    // CLT_TIME larger than the valid lifetime: flagged, kept (it only makes that data older).
+    s.apply(&obs(3, 3, 0, Some(5000), vec![na(3, 600)]));
+    let l = s.get(&LeaseKey::Address(addr(3))).unwrap();
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 5000));
+    assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 600));
+    assert_eq!(s.stats().clt_anomalies()[1], ("exceeds_valid", 1));
+    // The check itself, for the record.
+    let (_, c) = lqagent::cache::merge::last_transaction(
+        &obs(1, 1, 0, Some(30), vec![na(1, INFINITE_LIFETIME)]),
+        &MergeConfig::default(),
+    );
+    assert_eq!(c, CltCheck::Sane);
+    // LQ_BASE_TIME: lifetimes and CLT count from the server's base time.
+    let mut o = obs(4, 4, 0, Some(10), vec![na(4, 3600)]);
+    o.base_time = Some((T0 - 100) as u32);
+    s.apply(&o);
+    let l = s.get(&LeaseKey::Address(addr(4))).unwrap();
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 110));
+    assert_eq!(l.valid_until, Timestamp::from_secs(T0 - 100 + 3600));
+}
+
+#[test]
+fn r14_withdrawal_release_and_operator_clear() {
+    let s = store();
+    s.apply(&obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]));
+    // A RELEASE reply older than the stored data does not remove it.
+    let w = |at: i64, reason, duid: Option<u8>| Withdrawal {
+        keys: vec![LeaseKey::Prefix(pfx(1, 56))],
+        client_duid: duid.map(|c| vec![0, 1, 0, 1, c].into()),
+        reason,
+        arrival: Timestamp::from_secs(T0 + at),
+    };
+    let out = s.withdraw(&w(-5, WithdrawReason::Released, Some(1)));
+    assert_eq!(out.verdicts[0].1, Verdict::LostToLaterArrival);
+    // Another client's release does not remove it either.
+    let out = s.withdraw(&w(5, WithdrawReason::Released, Some(7)));
+    assert!(out.changes.is_empty());
+    let out = s.withdraw(&w(5, WithdrawReason::Released, Some(1)));
+    assert_eq!(out.changes[0].kind, ChangeKind::Removed);
+    // Operator clear removes unconditionally.
+    let out = s.withdraw(&Withdrawal {
+        keys: vec![LeaseKey::Address(addr(1))],
+        client_duid: None,
+        reason: WithdrawReason::Operator,
+        arrival: Timestamp::from_secs(T0 - 1000),
+    });
+    assert_eq!(out.changes.len(), 1);
+    assert!(s.is_empty());
+    assert_eq!(s.stats().withdrawn(), 2);
+}
+
+#[test]
+fn r15_tombstone_stops_a_late_older_answer_resurrecting_a_removed_lease() {
+    let s = store();
+    s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600)]));
+    s.apply(&obs(1, 1, 10, None, vec![na(1, 0)])); // released at T0+10
+    // A leasequery answer sent before the release but arriving late (other server, older CLT).
+    let out = s.apply(&obs(1, 2, 12, Some(30), vec![na(1, 3600)]));
+    assert_eq!(out.verdicts[0].1, Verdict::LostToNewerClt);
+    assert!(s.get(&LeaseKey::Address(addr(1))).is_none());
+    // Data newer than the removal re-adds it.
+    let out = s.apply(&obs(1, 2, 20, Some(1), vec![na(1, 3600)]));
+    assert_eq!(out.verdicts[0].1, Verdict::Added);
+    // Expired tombstones are forgotten: after the TTL older data is accepted again.
+    let s = store();
+    s.apply(&obs(1, 1, 0, None, vec![na(2, 0)]));
+    let ttl = CacheConfig::default().tombstone_ttl_ms / 1000;
+    let out = s.apply(&obs(1, 2, ttl + 1, Some(ttl as u32 + 10), vec![na(2, 3600)]));
+    assert_eq!(out.verdicts[0].1, Verdict::Added);
+}
+
+#[test]
+fn expiry_removes_lapsed_leases_and_emits_removal() {
+    let s = store();
+    s.apply(&obs(1, 1, 0, None, vec![na(1, 60), pd(1, 120), na(2, INFINITE_LIFETIME)]));
+    assert_eq!(s.next_deadline(), Some(Timestamp::from_secs(T0 + 60)));
+    assert!(s.expire_due(Timestamp::from_secs(T0 + 59)).changes.is_empty());
+    let out = s.expire_due(Timestamp::from_secs(T0 + 60));
+    assert_eq!(out.changes.len(), 2, "NA removed, PD next hop moves to the other NA");
+    assert!(s.get(&LeaseKey::Address(addr(1))).is_none());
+    // Refresh extends: the old deadline entry is stale and ignored.
+    s.apply(&obs(1, 1, 100, None, vec![pd(1, 3600)]));
+    assert!(s.expire_due(Timestamp::from_secs(T0 + 120)).changes.is_empty());
+    let out = s.expire_due(Timestamp::from_secs(T0 + 3700));
+    assert_eq!(out.changes[0].kind, ChangeKind::Removed);
+    assert_eq!(s.len(), 1, "infinite lifetime never expires");
+    assert_eq!(s.stats().expired(), 2);
+}
+
+#[test]
+fn lookups_by_address_prefix_client_and_link() {
+    let s = store();
+    let mut o = obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]);
+    o.leases.push(ObservedLease {
+        key: LeaseKey::Prefix(pfx(1, 64)),
+        ia: IaType::Pd,
+        iaid: 3,
+        preferred: 10,
+        valid: 10,
+    });
+    s.apply(&o);
+    let inside = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, 0, 7);
+    let (k, _) = s.lookup_address(inside).unwrap();
+    assert_eq!(k, LeaseKey::Prefix(pfx(1, 64)), "longest match wins");
+    let inside56 = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0x55, 0, 0, 0, 7);
+    assert_eq!(s.covering_prefix(inside56).unwrap().0, pfx(1, 56));
+    assert!(s.knows(addr(1)));
+    assert!(!s.knows(addr(99)));
+    assert_eq!(s.by_client(&[0, 1, 0, 1, 1]).len(), 3);
+    assert_eq!(s.by_link(link().address).len(), 3);
+    assert!(s.by_link(addr(5)).is_empty());
+}
+
+fn arb_answer() -> impl Strategy<Value = Observation> {
+    (1u8..4, 0i64..50, 0u32..1000, proptest::collection::vec((0u16..6, any::<bool>(), 0u32..4000), 1..4))
+        .prop_map(|(srv, at, clt, leases)| {
+            let ls = leases
+                .into_iter()
+                .map(|(n, is_pd, v)| if is_pd { pd(n, v) } else { na(n, v) })
+                .collect();
+            let mut o = obs(srv, srv, at, Some(clt), ls);
+            o.complete = false;
+            o
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// One answer per server (RFC 5007 §4.3.4 is order-free between servers): any order, same cache.
+    #[test]
+    fn answers_from_different_servers_commute(answers in proptest::collection::vec(arb_answer(), 1..4), seed in any::<u64>()) {
+        let mut by_server = std::collections::BTreeMap::new();
+        for a in answers { by_server.insert(a.server.duid.clone(), a); }
+        let list: Vec<_> = by_server.into_values().collect();
+        let a = store();
+        for o in &list { a.apply(o); }
+        let mut shuffled = list.clone();
+        let mut x = seed;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let b = store();
+        for o in &shuffled { b.apply(o); }
+        let strip = |s: &BindingStore| s.all().into_iter()
+            .map(|(k, l)| (k, l.server.duid.clone(), l.valid_until, l.last_transaction, l.next_hop))
+            .collect::<Vec<_>>();
+        prop_assert_eq!(strip(&a), strip(&b));
+    }
+
+    /// Replaying any answer a second time changes nothing (answers and replays in any order).
+    #[test]
+    fn replay_is_idempotent(answers in proptest::collection::vec(arb_answer(), 1..6)) {
+        let s = store();
+        for o in &answers { s.apply(o); }
+        let before = s.all();
+        for o in &answers {
+            let out = s.apply(o);
+            prop_assert!(out.changes.is_empty(), "replay changed {:?}", out.changes);
+        }
+        prop_assert_eq!(s.all(), before);
+    }
+}
