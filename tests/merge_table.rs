@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use lqagent::cache::{
-    BindingStore, CacheConfig, ChangeKind, CltCheck, IaType, LeaseKey, Link, MergeConfig,
-    ObservedLease, Observation, RelayData, ServerId, Source, Timestamp, Verdict, WithdrawReason,
-    Withdrawal, INFINITE_LIFETIME,
+    BindingStore, CacheConfig, ChangeKind, CltCheck, INFINITE_LIFETIME, IaType, LeaseKey, Link,
+    MergeConfig, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp, Verdict,
+    WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
 use proptest::prelude::*;
@@ -96,9 +96,12 @@ fn run(cases: Vec<Case>) {
         }
         let v = last.iter().find(|(k, _)| *k == c.key).map(|(_, v)| *v);
         assert_eq!(v, Some(c.last_verdict), "case {}: verdict", c.name);
-        let held = s
-            .get(&c.key)
-            .map(|l| (*l.client.duid.last().unwrap(), *l.server.duid.last().unwrap()));
+        let held = s.get(&c.key).map(|l| {
+            (
+                *l.client.duid.last().unwrap(),
+                *l.server.duid.last().unwrap(),
+            )
+        });
         assert_eq!(held, c.holder, "case {}: holder", c.name);
     }
 }
@@ -110,7 +113,10 @@ fn r1_disjoint_data_is_merged_as_union() {
     assert_eq!(a.changes.len(), 1);
     // Another server (not complete for server 1's data) adds a prefix: union, NA stays.
     let b = s.apply(&obs(1, 2, 1, Some(10), vec![pd(1, 3600)]));
-    assert_eq!(b.verdicts, vec![(LeaseKey::Prefix(pfx(1, 56)), Verdict::Added)]);
+    assert_eq!(
+        b.verdicts,
+        vec![(LeaseKey::Prefix(pfx(1, 56)), Verdict::Added)]
+    );
     assert!(s.get(&LeaseKey::Address(addr(1))).is_some());
     assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
     // Same type, different address from a third server: union too.
@@ -275,9 +281,10 @@ fn r7_complete_answer_omitting_a_lease_removes_it() {
     // A snoop of another server's lease for the same client is not touched by server 1's omission.
     s.apply(&obs(1, 2, 1, None, vec![na(9, 3600)]));
     let out = s.apply(&obs(1, 1, 10, Some(10), vec![na(1, 3600)]));
-    assert!(out
-        .verdicts
-        .contains(&(LeaseKey::Prefix(pfx(1, 56)), Verdict::RemovedOmitted)));
+    assert!(
+        out.verdicts
+            .contains(&(LeaseKey::Prefix(pfx(1, 56)), Verdict::RemovedOmitted))
+    );
     assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_none());
     assert!(s.get(&LeaseKey::Address(addr(9))).is_some());
     let removed: Vec<_> = out
@@ -368,7 +375,13 @@ fn r10_prefix_cap_per_client_refuses_new_prefixes_keeps_old() {
         ..CacheConfig::default()
     };
     let s = BindingStore::new(cfg);
-    let out = s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600), pd(2, 3600), pd(3, 3600)]));
+    let out = s.apply(&obs(
+        1,
+        1,
+        0,
+        None,
+        vec![pd(1, 3600), pd(2, 3600), pd(3, 3600)],
+    ));
     let over: Vec<_> = out
         .verdicts
         .iter()
@@ -380,7 +393,10 @@ fn r10_prefix_cap_per_client_refuses_new_prefixes_keeps_old() {
     let out = s.apply(&obs(1, 1, 5, None, vec![pd(1, 7200)]));
     assert_eq!(out.verdicts[0].1, Verdict::Updated);
     let out = s.apply(&obs(1, 1, 6, None, vec![pd(2, 0), pd(3, 3600)]));
-    assert!(out.verdicts.contains(&(LeaseKey::Prefix(pfx(3, 56)), Verdict::Added)));
+    assert!(
+        out.verdicts
+            .contains(&(LeaseKey::Prefix(pfx(3, 56)), Verdict::Added))
+    );
     assert_eq!(s.stats().verdict(Verdict::OverPrefixCap), 1);
 }
 
@@ -411,11 +427,23 @@ fn r11_prefix_next_hop_is_peer_address_else_client_na_address() {
     assert!(c.route_affecting());
     // Another client: NA removal moves the next hop off the gone address.
     let s = store();
-    s.apply(&obs(2, 1, 0, None, vec![na(2, 3600), na(3, 3600), pd(2, 3600)]));
-    assert_eq!(s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop, Some(addr(2)));
+    s.apply(&obs(
+        2,
+        1,
+        0,
+        None,
+        vec![na(2, 3600), na(3, 3600), pd(2, 3600)],
+    ));
+    assert_eq!(
+        s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop,
+        Some(addr(2))
+    );
     let out = s.apply(&obs(2, 1, 5, None, vec![na(2, 0)]));
     assert_eq!(out.changes.len(), 2, "{:?}", out.changes);
-    assert_eq!(s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop, Some(addr(3)));
+    assert_eq!(
+        s.get(&LeaseKey::Prefix(pfx(2, 56))).unwrap().next_hop,
+        Some(addr(3))
+    );
 }
 
 #[test]
@@ -515,22 +543,46 @@ fn r15_tombstone_stops_a_late_older_answer_resurrecting_a_removed_lease() {
     let s = store();
     s.apply(&obs(1, 1, 0, None, vec![na(2, 0)]));
     let ttl = CacheConfig::default().tombstone_ttl_ms / 1000;
-    let out = s.apply(&obs(1, 2, ttl + 1, Some(ttl as u32 + 10), vec![na(2, 3600)]));
+    let out = s.apply(&obs(
+        1,
+        2,
+        ttl + 1,
+        Some(ttl as u32 + 10),
+        vec![na(2, 3600)],
+    ));
     assert_eq!(out.verdicts[0].1, Verdict::Added);
 }
 
 #[test]
 fn expiry_removes_lapsed_leases_and_emits_removal() {
     let s = store();
-    s.apply(&obs(1, 1, 0, None, vec![na(1, 60), pd(1, 120), na(2, INFINITE_LIFETIME)]));
+    s.apply(&obs(
+        1,
+        1,
+        0,
+        None,
+        vec![na(1, 60), pd(1, 120), na(2, INFINITE_LIFETIME)],
+    ));
     assert_eq!(s.next_deadline(), Some(Timestamp::from_secs(T0 + 60)));
-    assert!(s.expire_due(Timestamp::from_secs(T0 + 59)).changes.is_empty());
+    assert!(
+        s.expire_due(Timestamp::from_secs(T0 + 59))
+            .changes
+            .is_empty()
+    );
     let out = s.expire_due(Timestamp::from_secs(T0 + 60));
-    assert_eq!(out.changes.len(), 2, "NA removed, PD next hop moves to the other NA");
+    assert_eq!(
+        out.changes.len(),
+        2,
+        "NA removed, PD next hop moves to the other NA"
+    );
     assert!(s.get(&LeaseKey::Address(addr(1))).is_none());
     // Refresh extends: the old deadline entry is stale and ignored.
     s.apply(&obs(1, 1, 100, None, vec![pd(1, 3600)]));
-    assert!(s.expire_due(Timestamp::from_secs(T0 + 120)).changes.is_empty());
+    assert!(
+        s.expire_due(Timestamp::from_secs(T0 + 120))
+            .changes
+            .is_empty()
+    );
     let out = s.expire_due(Timestamp::from_secs(T0 + 3700));
     assert_eq!(out.changes[0].kind, ChangeKind::Removed);
     assert_eq!(s.len(), 1, "infinite lifetime never expires");
@@ -562,7 +614,12 @@ fn lookups_by_address_prefix_client_and_link() {
 }
 
 fn arb_answer() -> impl Strategy<Value = Observation> {
-    (1u8..4, 0i64..50, 0u32..1000, proptest::collection::vec((0u16..6, any::<bool>(), 0u32..4000), 1..4))
+    (
+        1u8..4,
+        0i64..50,
+        0u32..1000,
+        proptest::collection::vec((0u16..6, any::<bool>(), 0u32..4000), 1..4),
+    )
         .prop_map(|(srv, at, clt, leases)| {
             let ls = leases
                 .into_iter()

@@ -69,7 +69,9 @@ impl Timestamp {
             return INFINITE_LIFETIME;
         }
         let left = (self.0.saturating_sub(now.0)).max(0) / 1000;
-        u32::try_from(left).unwrap_or(INFINITE_LIFETIME - 1).min(INFINITE_LIFETIME - 1)
+        u32::try_from(left)
+            .unwrap_or(INFINITE_LIFETIME - 1)
+            .min(INFINITE_LIFETIME - 1)
     }
 }
 
@@ -140,6 +142,7 @@ impl Source {
         }
     }
 
+    #[allow(dead_code)]
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             Source::Snoop => 0,
@@ -149,6 +152,7 @@ impl Source {
         }
     }
 
+    #[allow(dead_code)]
     pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Source::Snoop,

@@ -93,7 +93,13 @@ mod tests {
         assert_eq!(q.next_deadline(), Some(Timestamp::from_secs(10)));
         assert!(q.pop_due(Timestamp::from_secs(5), 10).is_empty());
         let due = q.pop_due(Timestamp::from_secs(20), 10);
-        assert_eq!(due, vec![(Timestamp::from_secs(10), k(1)), (Timestamp::from_secs(20), k(2))]);
+        assert_eq!(
+            due,
+            vec![
+                (Timestamp::from_secs(10), k(1)),
+                (Timestamp::from_secs(20), k(2))
+            ]
+        );
         assert_eq!(q.pop_due(Timestamp::from_secs(99), 0), vec![]);
         assert_eq!(q.pop_due(Timestamp::from_secs(99), 10).len(), 1);
         assert!(q.is_empty());

@@ -56,8 +56,8 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Observation, RouteView, Timestamp,
-    WithdrawReason, Withdrawal, INFINITE_LIFETIME,
+    Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Observation,
+    RouteView, Timestamp, WithdrawReason, Withdrawal,
 };
 
 /// Tunables of the merge rules.
@@ -244,9 +244,8 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
 
 /// The client record for this observation, reusing a stored `Arc` when equal.
 fn client_info(obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> Arc<ClientInfo> {
-    let same_client = |l: &&Lease| {
-        l.client.duid == obs.client_duid && l.client.link.address == obs.link.address
-    };
+    let same_client =
+        |l: &&Lease| l.client.duid == obs.client_duid && l.client.link.address == obs.link.address;
     let stored = current.values().find(same_client).map(|l| l.client.clone());
     let relay = obs
         .relay
@@ -327,7 +326,8 @@ pub fn merge(
                     Verdict::Removed
                 }
                 None => {
-                    if s.client.duid != client.duid || s.client.link.address != client.link.address {
+                    if s.client.duid != client.duid || s.client.link.address != client.link.address
+                    {
                         displaced.push(s.client.clone());
                     }
                     next.insert(ol.key, Some(candidate));
@@ -340,7 +340,10 @@ pub fn merge(
                 Verdict::AlreadyGone
             }
             (None, None) => {
-                if ol.ia == IaType::Pd && prefixes_held(&next, current, &obs.client_duid) >= cfg.max_prefixes_per_client {
+                if ol.ia == IaType::Pd
+                    && prefixes_held(&next, current, &obs.client_duid)
+                        >= cfg.max_prefixes_per_client
+                {
                     Verdict::OverPrefixCap
                 } else {
                     next.insert(ol.key, Some(candidate));
@@ -425,9 +428,8 @@ fn assign_next_hops(
     current: &BTreeMap<LeaseKey, Lease>,
     client: &Arc<ClientInfo>,
 ) {
-    let on_link = |l: &Lease| {
-        l.client.duid == client.duid && l.client.link.address == client.link.address
-    };
+    let on_link =
+        |l: &Lease| l.client.duid == client.duid && l.client.link.address == client.link.address;
     let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
     let mut na: Option<Ipv6Addr> = None;
     for k in &keys {

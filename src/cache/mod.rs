@@ -15,9 +15,8 @@ pub mod store;
 pub mod task;
 
 pub use binding::{
-    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Link, ObservedLease, Observation,
-    RelayData, RouteView, ServerId, Source, Timestamp, WithdrawReason, Withdrawal,
-    INFINITE_LIFETIME,
+    Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation,
+    ObservedLease, RelayData, RouteView, ServerId, Source, Timestamp, WithdrawReason, Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, Verdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
-use super::binding::{Change, Lease, LeaseKey, Observation, RouteView, ChangeKind, Timestamp, Withdrawal};
+use super::binding::{
+    Change, ChangeKind, Lease, LeaseKey, Observation, RouteView, Timestamp, Withdrawal,
+};
 use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
 use crate::prefix::Ipv6Prefix;
@@ -95,8 +97,14 @@ impl CacheStats {
     /// CLT_TIME anomalies by label (`unix_timestamp`, `exceeds_valid`).
     pub fn clt_anomalies(&self) -> Vec<(&'static str, u64)> {
         vec![
-            (CltCheck::UnixTimestamp.as_str(), self.clt_unix_timestamp.load(Ordering::Relaxed)),
-            (CltCheck::ExceedsValid.as_str(), self.clt_exceeds_valid.load(Ordering::Relaxed)),
+            (
+                CltCheck::UnixTimestamp.as_str(),
+                self.clt_unix_timestamp.load(Ordering::Relaxed),
+            ),
+            (
+                CltCheck::ExceedsValid.as_str(),
+                self.clt_exceeds_valid.load(Ordering::Relaxed),
+            ),
         ]
     }
 
@@ -231,7 +239,11 @@ impl BindingStore {
             }
         }
         let out = merge::withdraw(&current, wd);
-        let n = out.writes.iter().filter(|(k, v)| v.is_none() && wd.keys.contains(k)).count();
+        let n = out
+            .writes
+            .iter()
+            .filter(|(k, v)| v.is_none() && wd.keys.contains(k))
+            .count();
         self.stats.withdrawn.fetch_add(n as u64, Ordering::Relaxed);
         self.commit(&mut w, &current, out)
     }
@@ -257,7 +269,11 @@ impl BindingStore {
         self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
         let applied = self.commit(&mut w, &current, out);
         if w.expiry.needs_rebuild(self.leases.len()) {
-            let live: Vec<_> = self.leases.iter().map(|e| (e.valid_until, *e.key())).collect();
+            let live: Vec<_> = self
+                .leases
+                .iter()
+                .map(|e| (e.valid_until, *e.key()))
+                .collect();
             w.expiry.rebuild(live);
         }
         applied
@@ -303,7 +319,11 @@ impl BindingStore {
     }
 
     fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
-        let keys = self.by_client.get(duid).map(|v| v.clone()).unwrap_or_default();
+        let keys = self
+            .by_client
+            .get(duid)
+            .map(|v| v.clone())
+            .unwrap_or_default();
         for k in keys {
             if let Some(v) = self.get(&k) {
                 into.insert(k, v);
@@ -353,7 +373,9 @@ impl BindingStore {
                 break;
             };
             if w.tombstones.remove(&k).is_some() {
-                self.stats.tombstones_evicted.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .tombstones_evicted
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         Applied {
@@ -393,8 +415,14 @@ impl BindingStore {
         if let LeaseKey::Prefix(p) = key {
             self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed);
         }
-        self.by_client.entry(l.client.duid.clone()).or_default().push(key);
-        self.by_link.entry(l.client.link.address).or_default().insert(key);
+        self.by_client
+            .entry(l.client.duid.clone())
+            .or_default()
+            .push(key);
+        self.by_link
+            .entry(l.client.link.address)
+            .or_default()
+            .insert(key);
     }
 
     fn unindex(&self, key: LeaseKey, l: &Lease) {
@@ -423,7 +451,8 @@ impl BindingStore {
         if let Some(l) = self.get(&k) {
             return Some((k, l));
         }
-        self.covering_prefix(addr).map(|(p, l)| (LeaseKey::Prefix(p), l))
+        self.covering_prefix(addr)
+            .map(|(p, l)| (LeaseKey::Prefix(p), l))
     }
 
     /// Whether any lease is known for `addr` (address or covering prefix), without cloning.
@@ -464,7 +493,11 @@ impl BindingStore {
 
     /// Every lease of a client DUID (all links).
     pub fn by_client(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
-        let keys = self.by_client.get(duid).map(|v| v.clone()).unwrap_or_default();
+        let keys = self
+            .by_client
+            .get(duid)
+            .map(|v| v.clone())
+            .unwrap_or_default();
         keys.into_iter()
             .filter_map(|k| self.get(&k).map(|l| (k, l)))
             .collect()
@@ -489,7 +522,7 @@ impl BindingStore {
             .iter()
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|e| e.0);
         v
     }
 
