@@ -30,6 +30,7 @@ mod lq;
 mod message;
 mod option;
 mod status;
+pub mod view;
 
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
@@ -39,6 +40,7 @@ pub use lq::{ClientData, LqQuery, LqRelayData};
 pub use message::{ClientMessage, MAX_TRANSACTION_ID, Message, RelayMessage};
 pub use option::{DhcpOption, MAX_NESTING, MAX_RELAY_DEPTH, Options};
 pub use status::Status;
+pub use view::{ClientView, MessageView, OptionRef, OptionView, OptionsIter, RelayView};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
 pub const CLIENT_PORT: u16 = 546;

@@ -1,7 +1,7 @@
 //! Whole-message tests: round trips, relay chains, errors, bulk framing.
 
-use super::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
-use super::*;
+use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
+use crate::wire::*;
 use std::net::Ipv6Addr;
 
 fn a(s: &str) -> Ipv6Addr {

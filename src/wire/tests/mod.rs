@@ -1,0 +1,4 @@
+//! Unit tests for the codec against fixed bytes (style.md habit 4).
+
+mod messages;
+mod options;

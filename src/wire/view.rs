@@ -1,0 +1,641 @@
+//! The borrowed read path: views over a received message that walk its options in place.
+//!
+//! This is the hot path (snooped replies, leasequery replies, bulk streams): nothing here
+//! allocates. [`MessageView::new_checked`] checks the fixed header once; [`OptionsIter`] then
+//! yields `Result<OptionView, Error>` per option and **stops for good after the first error**
+//! (a truncated or overrunning option poisons the rest of its list, which must be dropped and
+//! counted, not silently cut short). [`OptionView::kind`] checks one option's layout and gives
+//! its typed borrowed form, [`OptionRef`], whose nested lists are again `OptionsIter`s.
+//!
+//! No-panic contract: for any input bytes, no constructor, accessor or iterator in this module
+//! panics; every failure is a [`wire::Error`](super::Error) with the offset from the start of the
+//! buffer given to `new_checked`. Nesting follows the same limits as the owned parser
+//! ([`MAX_NESTING`](super::MAX_NESTING), [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH)), and a
+//! message accepted by a full walk here is accepted by [`Message::parse`](super::Message::parse)
+//! and vice versa (a property test pins this).
+
+use super::buf::Reader;
+use super::codes::{MessageType, OptionCode, QueryType, StatusCode};
+use super::error::Error;
+use super::ia::bad_len;
+use super::message::{ClientMessage, RelayMessage};
+use super::option::{Ctx, MAX_RELAY_DEPTH};
+use crate::prefix::{Ipv6Prefix, PrefixError};
+use std::net::Ipv6Addr;
+
+/// A checked view of a message of either layout.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageView<'a> {
+    Client(ClientView<'a>),
+    Relay(RelayView<'a>),
+}
+
+impl<'a> MessageView<'a> {
+    /// Checks the header of the message in `bytes`.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::checked_in(Reader::new(bytes, 0), Ctx::top())
+    }
+
+    fn checked_in(r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
+        let t = MessageType(r.clone().u8("message type")?);
+        if t.is_relay() {
+            Ok(MessageView::Relay(RelayView::checked_in(r, ctx)?))
+        } else {
+            Ok(MessageView::Client(ClientView::checked_in(r, ctx)?))
+        }
+    }
+
+    pub fn msg_type(&self) -> MessageType {
+        match self {
+            MessageView::Client(c) => c.msg_type(),
+            MessageView::Relay(r) => r.msg_type(),
+        }
+    }
+
+    pub fn options(&self) -> OptionsIter<'a> {
+        match self {
+            MessageView::Client(c) => c.options(),
+            MessageView::Relay(r) => r.options(),
+        }
+    }
+}
+
+/// A checked view of a client/server message.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientView<'a> {
+    msg_type: MessageType,
+    transaction_id: u32,
+    options: OptionsIter<'a>,
+}
+
+impl<'a> ClientView<'a> {
+    /// Checks the header; a relay type is `Error::WrongKind`.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::checked_in(Reader::new(bytes, 0), Ctx::top())
+    }
+
+    fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
+        let at = r.offset();
+        let have = r.remaining();
+        if have < ClientMessage::HEADER_LEN {
+            return Err(Error::Truncated {
+                at,
+                what: "message header",
+                need: ClientMessage::HEADER_LEN,
+                have,
+            });
+        }
+        let msg_type = MessageType(r.u8("message type")?);
+        if msg_type.is_relay() {
+            return Err(Error::WrongKind {
+                at,
+                what: "relay message where a client/server message was expected",
+            });
+        }
+        let [a, b, c] = r.array::<3>("transaction id")?;
+        Ok(ClientView {
+            msg_type,
+            transaction_id: u32::from_be_bytes([0, a, b, c]),
+            options: OptionsIter::new(
+                r,
+                Ctx {
+                    in_relay: false,
+                    ..ctx
+                },
+            ),
+        })
+    }
+
+    pub fn msg_type(&self) -> MessageType {
+        self.msg_type
+    }
+
+    pub fn transaction_id(&self) -> u32 {
+        self.transaction_id
+    }
+
+    pub fn options(&self) -> OptionsIter<'a> {
+        self.options
+    }
+}
+
+/// A checked view of a RELAY-FORW / RELAY-REPL message.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayView<'a> {
+    msg_type: MessageType,
+    hop_count: u8,
+    link_address: Ipv6Addr,
+    peer_address: Ipv6Addr,
+    options: OptionsIter<'a>,
+}
+
+impl<'a> RelayView<'a> {
+    /// Checks the header; a client/server type is `Error::WrongKind`.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::checked_in(Reader::new(bytes, 0), Ctx::top())
+    }
+
+    fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
+        let at = r.offset();
+        let have = r.remaining();
+        let t = MessageType(r.clone().u8("message type")?);
+        if !t.is_relay() {
+            return Err(Error::WrongKind {
+                at,
+                what: "client/server message where a relay message was expected",
+            });
+        }
+        if have < RelayMessage::HEADER_LEN {
+            return Err(Error::Truncated {
+                at,
+                what: "relay message header",
+                need: RelayMessage::HEADER_LEN,
+                have,
+            });
+        }
+        if ctx.relay_depth >= MAX_RELAY_DEPTH {
+            return Err(Error::TooDeep {
+                at,
+                what: "relay chain",
+                limit: MAX_RELAY_DEPTH,
+            });
+        }
+        let msg_type = MessageType(r.u8("message type")?);
+        let hop_count = r.u8("hop-count")?;
+        let link_address = r.addr("link-address")?;
+        let peer_address = r.addr("peer-address")?;
+        let inner = Ctx {
+            relay_depth: ctx.relay_depth + 1,
+            in_relay: true,
+            nesting: ctx.nesting,
+        };
+        Ok(RelayView {
+            msg_type,
+            hop_count,
+            link_address,
+            peer_address,
+            options: OptionsIter::new(r, inner),
+        })
+    }
+
+    pub fn msg_type(&self) -> MessageType {
+        self.msg_type
+    }
+
+    pub fn hop_count(&self) -> u8 {
+        self.hop_count
+    }
+
+    pub fn link_address(&self) -> Ipv6Addr {
+        self.link_address
+    }
+
+    pub fn peer_address(&self) -> Ipv6Addr {
+        self.peer_address
+    }
+
+    pub fn options(&self) -> OptionsIter<'a> {
+        self.options
+    }
+
+    /// The next level (the first RELAY_MSG), `Ok(None)` if there is none; an error in the
+    /// options before it is returned.
+    pub fn relay_message(&self) -> Result<Option<MessageView<'a>>, Error> {
+        for o in self.options() {
+            let o = o?;
+            if o.code() == OptionCode::RELAY_MSG {
+                return match o.kind()? {
+                    OptionRef::RelayMsg(m) => Ok(Some(m)),
+                    _ => Ok(None),
+                };
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Iterator over an option list; yields each option or the first error, then stops.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionsIter<'a> {
+    rest: &'a [u8],
+    at: usize,
+    ctx: Ctx,
+}
+
+impl<'a> OptionsIter<'a> {
+    fn new(mut r: Reader<'a>, ctx: Ctx) -> Self {
+        let at = r.offset();
+        OptionsIter {
+            rest: r.rest(),
+            at,
+            ctx,
+        }
+    }
+
+    /// Iterates a bare option list (e.g. one option's bytes) that sits outside any message.
+    pub fn over(bytes: &'a [u8]) -> Self {
+        OptionsIter::new(Reader::new(bytes, 0), Ctx::top())
+    }
+
+    fn nested(r: Reader<'a>, at: usize, ctx: Ctx) -> Result<Self, Error> {
+        Ok(OptionsIter::new(r, ctx.nested(at)?))
+    }
+
+    /// The first option with `code` (errors before it are returned).
+    pub fn find(self, code: OptionCode) -> Result<Option<OptionView<'a>>, Error> {
+        for o in self {
+            let o = o?;
+            if o.code() == code {
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Walks the list and, recursively, every option nested in it, checking every layout.
+    /// `Ok(n)` is the number of options seen; no allocation.
+    pub fn walk(self) -> Result<usize, Error> {
+        let mut n = 0;
+        for o in self {
+            n += 1 + o?.kind()?.walk()?;
+        }
+        Ok(n)
+    }
+}
+
+impl<'a> Iterator for OptionsIter<'a> {
+    type Item = Result<OptionView<'a>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let at = self.at;
+        let item = match *self.rest {
+            [c0, c1, l0, l1, ref tail @ ..] => {
+                let code = u16::from_be_bytes([c0, c1]);
+                let len = usize::from(u16::from_be_bytes([l0, l1]));
+                match tail.split_at_checked(len) {
+                    Some((data, next)) => {
+                        self.rest = next;
+                        self.at = at + 4 + len;
+                        return Some(Ok(OptionView {
+                            code: OptionCode(code),
+                            data,
+                            at,
+                            ctx: self.ctx,
+                        }));
+                    }
+                    None => Error::OptionOverrun {
+                        at,
+                        code,
+                        len,
+                        room: tail.len(),
+                    },
+                }
+            }
+            _ => Error::Truncated {
+                at,
+                what: "option header",
+                need: 4,
+                have: self.rest.len(),
+            },
+        };
+        self.rest = &[];
+        Some(Err(item))
+    }
+}
+
+/// One option: code, body and where it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionView<'a> {
+    code: OptionCode,
+    data: &'a [u8],
+    at: usize,
+    ctx: Ctx,
+}
+
+fn fixed_u32(code: OptionCode, data: &[u8], at: usize) -> Result<u32, Error> {
+    <[u8; 4]>::try_from(data)
+        .map(u32::from_be_bytes)
+        .map_err(|_| bad_len(at, code, data.len(), "4"))
+}
+
+impl<'a> OptionView<'a> {
+    pub fn code(&self) -> OptionCode {
+        self.code
+    }
+
+    /// The option body (after the 4-byte header).
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Offset of the option header in the outermost buffer.
+    pub fn offset(&self) -> usize {
+        self.at
+    }
+
+    fn body(&self) -> Reader<'a> {
+        Reader::new(self.data, self.at + 4)
+    }
+
+    /// Checks the layout for this option's code and returns its typed borrowed form.
+    pub fn kind(&self) -> Result<OptionRef<'a>, Error> {
+        let (code, data, at, ctx) = (self.code, self.data, self.at, self.ctx);
+        let len = data.len();
+        let mut r = self.body();
+        Ok(match code {
+            OptionCode::CLIENTID => OptionRef::ClientId(data),
+            OptionCode::SERVERID => OptionRef::ServerId(data),
+            OptionCode::RELAY_ID => OptionRef::RelayId(data),
+            OptionCode::IA_NA | OptionCode::IA_PD => {
+                if len < 12 {
+                    return Err(bad_len(at, code, len, "at least 12"));
+                }
+                let ia = IaView {
+                    iaid: r.u32("IAID")?,
+                    t1: r.u32("T1")?,
+                    t2: r.u32("T2")?,
+                    options: OptionsIter::nested(r, at, ctx)?,
+                };
+                if code == OptionCode::IA_NA {
+                    OptionRef::IaNa(ia)
+                } else {
+                    OptionRef::IaPd(ia)
+                }
+            }
+            OptionCode::IA_TA => {
+                if len < 4 {
+                    return Err(bad_len(at, code, len, "at least 4"));
+                }
+                OptionRef::IaTa {
+                    iaid: r.u32("IAID")?,
+                    options: OptionsIter::nested(r, at, ctx)?,
+                }
+            }
+            OptionCode::IAADDR => {
+                if len < 24 {
+                    return Err(bad_len(at, code, len, "at least 24"));
+                }
+                OptionRef::IaAddr(IaAddrView {
+                    addr: r.addr("IAADDR address")?,
+                    preferred: r.u32("preferred-lifetime")?,
+                    valid: r.u32("valid-lifetime")?,
+                    options: OptionsIter::nested(r, at, ctx)?,
+                })
+            }
+            OptionCode::IAPREFIX => {
+                if len < 25 {
+                    return Err(bad_len(at, code, len, "at least 25"));
+                }
+                OptionRef::IaPrefix(IaPrefixView {
+                    preferred: r.u32("preferred-lifetime")?,
+                    valid: r.u32("valid-lifetime")?,
+                    prefix_len: r.u8("prefix-length")?,
+                    prefix_addr: r.addr("IAPREFIX prefix")?,
+                    options: OptionsIter::nested(r, at, ctx)?,
+                })
+            }
+            OptionCode::ORO => {
+                if len % 2 != 0 {
+                    return Err(bad_len(at, code, len, "a multiple of 2"));
+                }
+                OptionRef::Oro(OroView { data })
+            }
+            OptionCode::ELAPSED_TIME => {
+                let v = <[u8; 2]>::try_from(data).map_err(|_| bad_len(at, code, len, "2"))?;
+                OptionRef::ElapsedTime(u16::from_be_bytes(v))
+            }
+            OptionCode::RELAY_MSG => {
+                if !ctx.in_relay {
+                    return Err(Error::WrongKind {
+                        at,
+                        what: "RELAY_MSG outside a relay message",
+                    });
+                }
+                OptionRef::RelayMsg(MessageView::checked_in(r, ctx.nested(at)?)?)
+            }
+            OptionCode::STATUS_CODE => {
+                if len < 2 {
+                    return Err(bad_len(at, code, len, "at least 2"));
+                }
+                OptionRef::StatusCode(StatusView {
+                    code: StatusCode(r.u16("status-code")?),
+                    message: r.rest(),
+                })
+            }
+            OptionCode::INTERFACE_ID => OptionRef::InterfaceId(data),
+            OptionCode::SUBSCRIBER_ID => OptionRef::SubscriberId(data),
+            OptionCode::REMOTE_ID => {
+                if len < 4 {
+                    return Err(bad_len(at, code, len, "at least 4"));
+                }
+                OptionRef::RemoteId {
+                    enterprise: r.u32("enterprise-number")?,
+                    remote_id: r.rest(),
+                }
+            }
+            OptionCode::CLIENT_LINKLAYER_ADDR => {
+                if len < 2 {
+                    return Err(bad_len(at, code, len, "at least 2"));
+                }
+                OptionRef::ClientLinklayerAddr {
+                    hw_type: r.u16("link-layer type")?,
+                    addr: r.rest(),
+                }
+            }
+            OptionCode::LQ_QUERY => {
+                if len < 17 {
+                    return Err(bad_len(at, code, len, "at least 17"));
+                }
+                OptionRef::LqQuery(LqQueryView {
+                    query_type: QueryType(r.u8("query-type")?),
+                    link_address: r.addr("link-address")?,
+                    options: OptionsIter::nested(r, at, ctx)?,
+                })
+            }
+            OptionCode::CLIENT_DATA => OptionRef::ClientData(OptionsIter::nested(r, at, ctx)?),
+            OptionCode::CLT_TIME => OptionRef::CltTime(fixed_u32(code, data, at)?),
+            OptionCode::LQ_RELAY_DATA => {
+                if len < 16 + RelayMessage::HEADER_LEN {
+                    return Err(bad_len(
+                        at,
+                        code,
+                        len,
+                        "at least 50 (peer-address and a relay header)",
+                    ));
+                }
+                let peer_address = r.addr("peer-address")?;
+                OptionRef::LqRelayData(LqRelayDataView {
+                    peer_address,
+                    relay: RelayView::checked_in(r, ctx.nested(at)?.new_relay_chain())?,
+                })
+            }
+            OptionCode::LQ_CLIENT_LINK => {
+                if len % 16 != 0 {
+                    return Err(bad_len(at, code, len, "a multiple of 16"));
+                }
+                OptionRef::LqClientLink(ClientLinkView { data })
+            }
+            OptionCode::LQ_BASE_TIME => OptionRef::LqBaseTime(fixed_u32(code, data, at)?),
+            OptionCode::LQ_START_TIME => OptionRef::LqStartTime(fixed_u32(code, data, at)?),
+            OptionCode::LQ_END_TIME => OptionRef::LqEndTime(fixed_u32(code, data, at)?),
+            _ => OptionRef::Unknown(*self),
+        })
+    }
+}
+
+/// The typed borrowed form of one option (see [`OptionView::kind`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum OptionRef<'a> {
+    /// DUID bytes (parse with [`Duid::parse`](super::Duid::parse) if the type matters).
+    ClientId(&'a [u8]),
+    ServerId(&'a [u8]),
+    RelayId(&'a [u8]),
+    IaNa(IaView<'a>),
+    IaPd(IaView<'a>),
+    IaTa {
+        iaid: u32,
+        options: OptionsIter<'a>,
+    },
+    IaAddr(IaAddrView<'a>),
+    IaPrefix(IaPrefixView<'a>),
+    Oro(OroView<'a>),
+    ElapsedTime(u16),
+    RelayMsg(MessageView<'a>),
+    StatusCode(StatusView<'a>),
+    InterfaceId(&'a [u8]),
+    SubscriberId(&'a [u8]),
+    RemoteId {
+        enterprise: u32,
+        remote_id: &'a [u8],
+    },
+    ClientLinklayerAddr {
+        hw_type: u16,
+        addr: &'a [u8],
+    },
+    LqQuery(LqQueryView<'a>),
+    ClientData(OptionsIter<'a>),
+    CltTime(u32),
+    LqRelayData(LqRelayDataView<'a>),
+    LqClientLink(ClientLinkView<'a>),
+    LqBaseTime(u32),
+    LqStartTime(u32),
+    LqEndTime(u32),
+    /// Any option without a typed form.
+    Unknown(OptionView<'a>),
+}
+
+impl OptionRef<'_> {
+    /// Walks whatever this option encapsulates; returns the number of nested options.
+    fn walk(self) -> Result<usize, Error> {
+        match self {
+            OptionRef::IaNa(ia) | OptionRef::IaPd(ia) => ia.options.walk(),
+            OptionRef::IaTa { options, .. }
+            | OptionRef::ClientData(options)
+            | OptionRef::IaAddr(IaAddrView { options, .. })
+            | OptionRef::IaPrefix(IaPrefixView { options, .. })
+            | OptionRef::LqQuery(LqQueryView { options, .. }) => options.walk(),
+            OptionRef::RelayMsg(m) => m.options().walk(),
+            OptionRef::LqRelayData(d) => d.relay.options().walk(),
+            _ => Ok(0),
+        }
+    }
+}
+
+/// IA_NA or IA_PD.
+#[derive(Debug, Clone, Copy)]
+pub struct IaView<'a> {
+    pub iaid: u32,
+    pub t1: u32,
+    pub t2: u32,
+    pub options: OptionsIter<'a>,
+}
+
+/// IAADDR.
+#[derive(Debug, Clone, Copy)]
+pub struct IaAddrView<'a> {
+    pub addr: Ipv6Addr,
+    pub preferred: u32,
+    pub valid: u32,
+    pub options: OptionsIter<'a>,
+}
+
+/// IAPREFIX.
+#[derive(Debug, Clone, Copy)]
+pub struct IaPrefixView<'a> {
+    pub preferred: u32,
+    pub valid: u32,
+    pub prefix_len: u8,
+    pub prefix_addr: Ipv6Addr,
+    pub options: OptionsIter<'a>,
+}
+
+impl IaPrefixView<'_> {
+    /// The delegated network, host bits cleared; an error if the length is over 128.
+    pub fn prefix(&self) -> Result<Ipv6Prefix, PrefixError> {
+        Ipv6Prefix::new_truncating(self.prefix_addr, self.prefix_len)
+    }
+}
+
+/// STATUS_CODE.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusView<'a> {
+    pub code: StatusCode,
+    /// Message bytes as sent (meant to be UTF-8).
+    pub message: &'a [u8],
+}
+
+/// LQ_QUERY.
+#[derive(Debug, Clone, Copy)]
+pub struct LqQueryView<'a> {
+    pub query_type: QueryType,
+    pub link_address: Ipv6Addr,
+    pub options: OptionsIter<'a>,
+}
+
+/// LQ_RELAY_DATA.
+#[derive(Debug, Clone, Copy)]
+pub struct LqRelayDataView<'a> {
+    pub peer_address: Ipv6Addr,
+    pub relay: RelayView<'a>,
+}
+
+/// ORO: a list of option codes (length checked even).
+#[derive(Debug, Clone, Copy)]
+pub struct OroView<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> OroView<'a> {
+    pub fn codes(&self) -> impl Iterator<Item = OptionCode> + 'a {
+        self.data
+            .chunks_exact(2)
+            .filter_map(|c| <[u8; 2]>::try_from(c).ok())
+            .map(|c| OptionCode(u16::from_be_bytes(c)))
+    }
+}
+
+/// LQ_CLIENT_LINK: a list of link-addresses (length checked a multiple of 16).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLinkView<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> ClientLinkView<'a> {
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv6Addr> + 'a {
+        self.data
+            .chunks_exact(16)
+            .filter_map(|c| <[u8; 16]>::try_from(c).ok())
+            .map(Ipv6Addr::from)
+    }
+}
+
+impl<'a> MessageView<'a> {
+    /// Checks every option at every depth (relay levels included); no allocation.
+    pub fn walk(&self) -> Result<usize, Error> {
+        self.options().walk()
+    }
+}
