@@ -1,0 +1,230 @@
+//! Route programming speed: lqagent's installer against `ip -6 -batch`, same routes, same run.
+//!
+//! In a fresh namespace pair (veth `va`/`vb`, 2001:db8:ffff::1/64 on `va`): install then delete
+//! N /128 routes (`dev va`) and N /56 routes via a next hop on `va`, first with `ip -6 -batch`,
+//! then with [`lqagent::kernel::Installer`]. Identical routes both ways (proto 211, metric 1024,
+//! next hops `onlink`). Every phase is checked against the kernel (`ip -6 route show proto 211`).
+//!
+//! `cargo bench --bench routes` (root): N = 100 000. Without `--bench` in argv (as under
+//! `cargo test --all-targets`): a smoke run with N = 200. Last line:
+//! `routes: install <x>x ip-batch (<n>/s vs <m>/s), delete <y>x`.
+
+#[path = "../tests/support/netns.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod netns;
+
+use std::io::Write;
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use lqagent::kernel::{
+    DEFAULT_PROTOCOL, Installer, InstallerConfig, LinkRef, RouteChange, RouteSpec,
+};
+use lqagent::prefix::Ipv6Prefix;
+use netns::{NetNs, require_root, sh, veth};
+
+fn host(i: u32) -> Ipv6Prefix {
+    let a = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (i >> 16) as u16, i as u16);
+    Ipv6Prefix::host(a)
+}
+
+fn pd(i: u32) -> (Ipv6Prefix, Ipv6Addr) {
+    let p = Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x4000 + (i >> 8) as u16,
+        ((i & 0xff) << 8) as u16,
+        0,
+        0,
+        0,
+        0,
+    );
+    let gw = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, (i % 1000 + 2) as u16);
+    (Ipv6Prefix::new(p, 56).expect("aligned /56"), gw)
+}
+
+fn count_ours(ns: &str) -> usize {
+    let out = sh(&[
+        "ip",
+        "-n",
+        ns,
+        "-6",
+        "route",
+        "show",
+        "proto",
+        &DEFAULT_PROTOCOL.to_string(),
+    ]);
+    out.stdout.iter().filter(|b| **b == b'\n').count()
+}
+
+/// Time `ip -6 -batch` over `lines`.
+fn ip_batch(ns: &str, lines: impl Iterator<Item = String>) -> Duration {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    for l in lines {
+        writeln!(f, "{l}").expect("write batch");
+    }
+    f.flush().expect("flush");
+    let path = f.path().to_str().expect("utf-8 path").to_string();
+    let t = Instant::now();
+    sh(&["ip", "-n", ns, "-6", "-batch", &path]);
+    t.elapsed()
+}
+
+struct Times {
+    add128: Duration,
+    add56: Duration,
+    del128: Duration,
+    del56: Duration,
+}
+
+impl Times {
+    fn install(&self) -> Duration {
+        self.add128 + self.add56
+    }
+    fn delete(&self) -> Duration {
+        self.del128 + self.del56
+    }
+}
+
+fn run_ip(ns: &str, n: u32) -> Times {
+    let p = DEFAULT_PROTOCOL;
+    let add128 = ip_batch(
+        ns,
+        (0..n).map(|i| format!("route add {} dev va proto {p} metric 1024", host(i))),
+    );
+    let add56 = ip_batch(
+        ns,
+        (0..n).map(|i| {
+            let (d, gw) = pd(i);
+            format!("route add {d} via {gw} dev va onlink proto {p} metric 1024")
+        }),
+    );
+    assert_eq!(
+        count_ours(ns),
+        2 * n as usize,
+        "ip -batch installed everything"
+    );
+    let del128 = ip_batch(
+        ns,
+        (0..n).map(|i| format!("route del {} dev va proto {p} metric 1024", host(i))),
+    );
+    let del56 = ip_batch(
+        ns,
+        (0..n).map(|i| {
+            let (d, gw) = pd(i);
+            format!("route del {d} via {gw} dev va proto {p} metric 1024")
+        }),
+    );
+    assert_eq!(count_ours(ns), 0, "ip -batch deleted everything");
+    Times {
+        add128,
+        add56,
+        del128,
+        del56,
+    }
+}
+
+fn run_ours(ns: &NetNs, n: u32) -> Times {
+    let name = ns.name().to_string();
+    ns.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut inst = Installer::new(InstallerConfig::default())
+                .await
+                .expect("installer");
+            let link = LinkRef::Interface("va".into());
+            let hosts: Vec<_> = (0..n)
+                .map(|i| RouteChange::Upsert(RouteSpec::address(host(i).addr(), link.clone())))
+                .collect();
+            let pds: Vec<_> = (0..n)
+                .map(|i| {
+                    let (d, gw) = pd(i);
+                    RouteChange::Upsert(RouteSpec::delegated(d, gw, link.clone()))
+                })
+                .collect();
+            let t = Instant::now();
+            inst.apply(hosts).await.expect("install /128");
+            let add128 = t.elapsed();
+            let t = Instant::now();
+            inst.apply(pds).await.expect("install /56");
+            let add56 = t.elapsed();
+            let n2 = name.clone();
+            let count = tokio::task::spawn_blocking(move || count_ours(&n2))
+                .await
+                .expect("count");
+            assert_eq!(count, 2 * n as usize, "lqagent installed everything");
+            let snap = inst.stats().snapshot();
+            assert_eq!(snap.get(lqagent::kernel::RouteCounter::Failed), 0);
+            let t = Instant::now();
+            inst.apply((0..n).map(|i| RouteChange::Withdraw(host(i))))
+                .await
+                .expect("delete /128");
+            let del128 = t.elapsed();
+            let t = Instant::now();
+            inst.apply((0..n).map(|i| RouteChange::Withdraw(pd(i).0)))
+                .await
+                .expect("delete /56");
+            let del56 = t.elapsed();
+            let count = tokio::task::spawn_blocking(move || count_ours(&name))
+                .await
+                .expect("count");
+            assert_eq!(count, 0, "lqagent deleted everything");
+            Times {
+                add128,
+                add56,
+                del128,
+                del56,
+            }
+        })
+    })
+}
+
+fn report(who: &str, n: u32, t: &Times) {
+    let rate = |d: Duration| (f64::from(n) / d.as_secs_f64()) as u64;
+    println!(
+        "{who:9} add /128 {:>8.3} s ({:>7}/s)  add /56 {:>8.3} s ({:>7}/s)  del /128 {:>8.3} s  del /56 {:>8.3} s",
+        t.add128.as_secs_f64(),
+        rate(t.add128),
+        t.add56.as_secs_f64(),
+        rate(t.add56),
+        t.del128.as_secs_f64(),
+        t.del56.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !require_root("bench routes") {
+        return;
+    }
+    let n: u32 = if full { 100_000 } else { 200 };
+    let ns = NetNs::new("bench");
+    let peer = NetNs::new("bench");
+    veth(&ns, "va", &peer, "vb");
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:ffff::1/64",
+        "dev",
+        "va",
+        "nodad",
+    ]);
+
+    let ip = run_ip(ns.name(), n);
+    let ours = run_ours(&ns, n);
+    report("ip -batch", n, &ip);
+    report("lqagent", n, &ours);
+    let total = f64::from(2 * n);
+    let ours_rate = (total / ours.install().as_secs_f64()) as u64;
+    let ip_rate = (total / ip.install().as_secs_f64()) as u64;
+    println!(
+        "routes: install {:.2}x ip-batch ({ours_rate}/s vs {ip_rate}/s), delete {:.2}x",
+        ip.install().as_secs_f64() / ours.install().as_secs_f64(),
+        ip.delete().as_secs_f64() / ours.delete().as_secs_f64(),
+    );
+}
