@@ -17,8 +17,7 @@
 //! Invariants: no two live exchanges share a transaction id; the pending table never holds more
 //! than `max_pending` queries; every dropped datagram and refused query is counted.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
@@ -100,7 +99,8 @@ pub struct Requestor {
     pending: HashMap<QueryId, Pending>,
     by_query: HashMap<Query, QueryId>,
     exchanges: HashMap<u32, Exchange>,
-    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// (deadline, xid) of every live exchange, exactly one entry each.
+    timers: BTreeSet<(Instant, u32)>,
     recent: VecDeque<u32>,
     recent_set: HashSet<u32>,
     transmits: VecDeque<Transmit>,
@@ -126,7 +126,7 @@ impl Requestor {
             pending: HashMap::new(),
             by_query: HashMap::new(),
             exchanges: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
             transmits: VecDeque::new(),
@@ -263,7 +263,7 @@ impl Requestor {
         let payload = msg::emit_leasequery(xid, &self.cfg.duid, &p.query, link);
         p.live += 1;
         let retransmit = Retransmit::start(self.cfg.retransmit, now, &mut self.rng);
-        self.timers.push(Reverse((retransmit.deadline(), xid)));
+        self.timers.insert((retransmit.deadline(), xid));
         self.transmits.push_back(Transmit {
             dst,
             payload: payload.clone(),
@@ -293,34 +293,23 @@ impl Requestor {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, xid))) = self.timers.peek().copied() {
-            match self.exchanges.get(&xid) {
-                Some(x) if x.retransmit.deadline() == at => return Some(at),
-                _ => {
-                    self.timers.pop();
-                }
-            }
-        }
-        None
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
     }
 
     /// Time has reached `now`: retransmit or give up on every exchange that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, xid))) = self.timers.peek().copied() {
+        while let Some(&(at, xid)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.pop_first();
             let Some(x) = self.exchanges.get_mut(&xid) else {
                 continue;
             };
-            if x.retransmit.deadline() != at {
-                continue;
-            }
             match x.retransmit.on_timeout(now, &mut self.rng) {
                 Step::Retransmit { deadline } => {
-                    self.timers.push(Reverse((deadline, xid)));
+                    self.timers.insert((deadline, xid));
                     self.transmits.push_back(Transmit {
                         dst: x.dst,
                         payload: x.payload.clone(),
@@ -425,6 +414,7 @@ impl Requestor {
         let Some(x) = self.exchanges.remove(&xid) else {
             return;
         };
+        self.timers.remove(&(x.retransmit.deadline(), xid));
         self.remember_xid(xid);
         let id = x.query;
         let Some(p) = self.pending.get_mut(&id) else {

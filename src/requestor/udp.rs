@@ -26,6 +26,11 @@ pub struct UdpConfig {
     pub bind: SocketAddr,
     /// Bound of the caller → shell channel; a full channel refuses the query.
     pub queue: usize,
+    /// SO_RCVBUF asked for (the kernel caps it at net.core.rmem_max): room for a burst of
+    /// replies to every query in flight, so a busy moment does not cost a retransmission.
+    pub recv_buffer: usize,
+    /// Interface index for queries sent to a multicast address (IPV6_MULTICAST_IF).
+    pub multicast_if: Option<u32>,
 }
 
 impl Default for UdpConfig {
@@ -33,6 +38,8 @@ impl Default for UdpConfig {
         UdpConfig {
             bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 546, 0, 0)),
             queue: 1024,
+            recv_buffer: 4 << 20,
+            multicast_if: None,
         }
     }
 }
@@ -119,12 +126,32 @@ pub async fn spawn(
     cfg: RequestorConfig,
     udp: UdpConfig,
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
-    let socket = UdpSocket::bind(udp.bind).await?;
+    let socket = bind(&udp)?;
     let local = socket.local_addr()?;
     let core = Requestor::new(cfg, StdRng::from_os_rng(), Instant::now());
     let (tx, rx) = mpsc::channel(udp.queue.max(1));
     let task = tokio::spawn(run(socket, core, rx));
     Ok((RequestorHandle { tx, local }, task))
+}
+
+fn bind(udp: &UdpConfig) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(
+        Domain::for_address(udp.bind),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if udp.bind.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer still works, it only drops more under bursts.
+    let _ = s.set_recv_buffer_size(udp.recv_buffer);
+    if let Some(idx) = udp.multicast_if {
+        s.set_multicast_if_v6(idx)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&udp.bind.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 type Waiters = HashMap<QueryId, Vec<oneshot::Sender<Result<QueryOutcome, QueryError>>>>;
@@ -144,8 +171,13 @@ async fn run(socket: UdpSocket, mut core: Requestor, mut rx: mpsc::Receiver<Cmd>
             }
         }
         while let Some(ev) = core.poll_event() {
-            for w in waiters.remove(&ev.id).unwrap_or_default() {
+            let mut ws = waiters.remove(&ev.id).unwrap_or_default();
+            let last = ws.pop();
+            for w in ws {
                 let _ = w.send(Ok(ev.outcome.clone()));
+            }
+            if let Some(w) = last {
+                let _ = w.send(Ok(ev.outcome));
             }
         }
         if !open && core.pending() == 0 {
