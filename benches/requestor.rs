@@ -9,7 +9,6 @@
 //! 2,000 queries with 100 in flight and checks every answer.
 
 #[path = "../tests/refserver/mod.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
 mod refserver;
 
 use std::collections::HashMap;
