@@ -1,1 +1,294 @@
-//! The operator's configuration: TOML file shape turned into a validated `Config`.
+//! The operator's configuration: one TOML file turned, in two stages, into a validated [`Config`].
+//!
+//! Stage one (`file`) is the file's shape with serde and `deny_unknown_fields`, so a misspelt key
+//! is an error; stage two (`validate`) turns strings into addresses, prefixes, DUIDs and
+//! durations and checks ranges and cross-references. Every error names the key path it is about
+//! (`servers[1].address: not an IPv6 address`), in both stages. Defaults live in one place
+//! (`file`'s `Default` impls) and [`Config::to_toml`] prints the effective configuration, which
+//! `lqagent check-config` shows. The per-module settings (`RequestorSection` and friends) are
+//! plain data: the daemon maps them onto each module's own `...Config`.
+//!
+//! Reference of every key: `docs/config.md`. Sample: `deploy/lqagent.toml`.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::prefix::Ipv6Prefix;
+
+mod file;
+mod validate;
+
+pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR};
+
+/// Where `lqagent` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/lqagent/lqagent.toml";
+
+/// Why a configuration was refused. The `key` is a path such as `links[0].link_address`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key (stage one).
+    #[error("{key}: {message} (line {line})")]
+    Syntax {
+        key: String,
+        message: String,
+        line: usize,
+    },
+    /// A value of the right type that is not acceptable (stage two).
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    /// The key path the error is about (`(file)` for read errors).
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "(file)",
+            ConfigError::Syntax { key, .. } | ConfigError::Invalid { key, .. } => key,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where persisted state lives (binding snapshot). Default `/var/lib/lqagent`.
+    pub state_dir: PathBuf,
+    /// Leasequery servers, in failover order. At least one.
+    pub servers: Vec<Server>,
+    /// How queries are spread over `servers`.
+    pub policy: ServerPolicy,
+    pub identity: IdentitySection,
+    pub requestor: RequestorSection,
+    pub limits: LimitsSection,
+    pub bulk: BulkSection,
+    pub routes: RoutesSection,
+    pub snoop: SnoopSection,
+    pub trigger: TriggerSection,
+    pub links: Vec<Link>,
+    pub metrics: MetricsSection,
+    pub control: ControlSection,
+    pub log: LogSection,
+}
+
+/// One DHCPv6 server that answers leasequery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub address: Ipv6Addr,
+    /// Label for logs and metrics; defaults to the address.
+    pub name: String,
+}
+
+/// Which servers a query goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerPolicy {
+    /// Ask the first server; on timeout go to the next (RFC 5007 section 4.1.1 leaves the choice open).
+    Failover,
+    /// Ask every server at once and merge the answers.
+    Parallel,
+}
+
+impl ServerPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerPolicy::Failover => "failover",
+            ServerPolicy::Parallel => "parallel",
+        }
+    }
+}
+
+/// Our own DUID (CLIENTID in queries) and the relay's (bulk query by relay-id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentitySection {
+    /// None: the daemon derives a DUID-LL from the first snoop interface.
+    pub client_duid: Option<Vec<u8>>,
+    /// The relay DUID for RFC 5460 QUERY_BY_RELAY_ID; needed when `bulk.queries` has `relay-id`.
+    pub relay_duid: Option<Vec<u8>>,
+}
+
+/// RFC 5007 section 4.1.1 retransmission: LQ_TIMEOUT, LQ_MAX_RT, LQ_MAX_RC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestorSection {
+    /// First retransmission timeout (LQ_TIMEOUT, default 1 s), 1–10 s.
+    pub timeout: Duration,
+    /// Cap on the doubling timeout (LQ_MAX_RT, default 10 s), 1–10 s, not below `timeout`.
+    pub max_timeout: Duration,
+    /// Transmissions per server (LQ_MAX_RC, default 5), 1–10.
+    pub attempts: u8,
+}
+
+/// Rate limits and table bounds for on-demand queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSection {
+    /// Leasequeries per second over all links.
+    pub global_qps: u32,
+    /// Leasequeries per second per link.
+    pub per_link_qps: u32,
+    /// Most queries in flight at once (pending table size).
+    pub pending_max: usize,
+    /// How long a "no binding" answer is remembered.
+    pub negative_ttl: Duration,
+}
+
+/// One RFC 5460 bulk query kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkQuery {
+    /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
+    RelayId,
+    /// QUERY_BY_LINK_ADDRESS, once per configured link.
+    LinkAddress,
+    /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
+    RemoteId,
+}
+
+impl BulkQuery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkQuery::RelayId => "relay-id",
+            BulkQuery::LinkAddress => "link-address",
+            BulkQuery::RemoteId => "remote-id",
+        }
+    }
+}
+
+/// An RFC 4649 remote-id: enterprise number and the relay's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteId {
+    pub enterprise: u32,
+    pub id: Vec<u8>,
+}
+
+/// RFC 5460 bulk leasequery over TCP, run at start-up to recover the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkSection {
+    pub enabled: bool,
+    pub queries: Vec<BulkQuery>,
+    /// Connection attempts per server, 1–10.
+    pub attempts: u8,
+    pub connect_timeout: Duration,
+    /// BULK_LQ_DATA_TIMEOUT (RFC 5460 section 6.3, default 300 s).
+    pub data_timeout: Duration,
+    /// Queries sent on one connection before the first answer is complete (1 = no pipelining).
+    pub pipeline_depth: u8,
+    pub remote_ids: Vec<RemoteId>,
+}
+
+/// How bindings become kernel routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesSection {
+    /// Routing table (254 = main).
+    pub table: u32,
+    /// Route metric (priority).
+    pub metric: u32,
+    /// rtm_protocol stamped on our routes so we can find exactly ours after a restart.
+    pub protocol: u8,
+    /// Give routes a kernel expiry equal to the lease's valid lifetime.
+    pub mirror_expiry: bool,
+    /// How often the kernel's routes are compared with the cache.
+    pub reconcile_interval: Duration,
+    /// Plan and log route changes without making them.
+    pub dry_run: bool,
+}
+
+/// Where relayed DHCPv6 is snooped (empty: snooping off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnoopSection {
+    pub interfaces: Vec<String>,
+}
+
+/// Unknown-source trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSection {
+    pub enabled: bool,
+    /// NFLOG group the nftables `log group N` rule sends unknown sources to.
+    pub nflog_group: u16,
+    /// Drop packets from unknown sources until a binding confirms them.
+    pub enforcement: bool,
+}
+
+/// One subscriber-facing link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub interface: String,
+    /// The link-address put in leasequery (RFC 5007 section 4.1.2.1) for sources on this link.
+    pub link_address: Ipv6Addr,
+    /// Address space subscribers on this link use; only sources in it trigger queries.
+    pub subscriber_prefixes: Vec<Ipv6Prefix>,
+    /// Whether unknown sources on this link trigger queries.
+    pub trigger: bool,
+}
+
+/// Prometheus `/metrics` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSection {
+    pub listen: SocketAddr,
+}
+
+/// Control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSection {
+    pub socket: PathBuf,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// A `tracing` filter directive (`info`, `lqagent=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Config {
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file = validate::parse_file(text)?;
+        validate::validate(&file)
+    }
+
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// The effective configuration, every default filled in, as TOML that parses back to `self`.
+    pub fn to_toml(&self) -> String {
+        let file = validate::to_file(self);
+        toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// The link a subscriber-facing interface belongs to, for the trigger and snooping.
+    pub fn links_on(&self, interface: &str) -> impl Iterator<Item = &Link> {
+        self.links.iter().filter(move |l| l.interface == interface)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,8 @@
 //! The `lqagent` command line: parses arguments and hands off to library code.
 //! `anyhow` is used here only, at the binary edge.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 mod cli;
@@ -20,6 +22,12 @@ enum Command {
     /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
     /// Exit status: 0 bound, 1 no binding, 2 error/refused, 3 no answer.
     Query(cli::query::QueryArgs),
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short, default_value = lqagent::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +41,6 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(cli::query::EXIT_ERROR)
             }
         },
+        Command::CheckConfig { config } => cli::check_config::run(&config),
     }
 }

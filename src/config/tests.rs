@@ -1,0 +1,236 @@
+//! Config tests: the sample loads, defaults fill in, effective TOML round-trips, and every broken
+//! config is refused with a message naming its key.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[servers]]
+address = "2001:db8::547"
+"#;
+
+fn sample_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/lqagent.toml")
+}
+
+#[test]
+fn sample_config_loads() {
+    let c = Config::load(&sample_path()).expect("deploy/lqagent.toml must validate");
+    assert_eq!(c.servers.len(), 2);
+    assert_eq!(c.servers[1].name, "dhcp-b");
+    assert_eq!(
+        c.links[0].link_address,
+        "2001:db8:100::1".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(c.links[1].subscriber_prefixes.len(), 2);
+    assert!(c.links[1].trigger, "trigger defaults to true per link");
+    assert_eq!(
+        c.bulk.queries,
+        vec![BulkQuery::LinkAddress, BulkQuery::RelayId]
+    );
+    assert_eq!(c.routes.protocol, 197);
+    assert_eq!(c.identity.relay_duid.as_ref().map(Vec::len), Some(10));
+}
+
+#[test]
+fn minimal_config_takes_documented_defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.metrics.listen, "127.0.0.1:9567".parse().unwrap());
+    assert_eq!(c.control.socket, PathBuf::from("/run/lqagent/control.sock"));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/lqagent"));
+    assert_eq!(c.policy, ServerPolicy::Failover);
+    assert_eq!(c.requestor.timeout, Duration::from_secs(1));
+    assert_eq!(c.requestor.max_timeout, Duration::from_secs(10));
+    assert_eq!(c.requestor.attempts, 5);
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.routes.table, 254);
+    assert!(!c.trigger.enforcement);
+    assert_eq!(
+        c.servers[0].name, "2001:db8::547",
+        "name defaults to the address"
+    );
+    assert!(c.bulk.enabled);
+    assert_eq!(c.bulk.queries, vec![BulkQuery::LinkAddress]);
+    assert!(c.links.is_empty());
+}
+
+#[test]
+fn effective_toml_round_trips() {
+    for text in [
+        std::fs::read_to_string(sample_path()).unwrap(),
+        MINIMAL.to_string(),
+    ] {
+        let c = Config::parse(&text).unwrap();
+        let printed = c.to_toml();
+        let again = Config::parse(&printed)
+            .unwrap_or_else(|e| panic!("effective config does not parse: {e}\n{printed}"));
+        assert_eq!(c, again);
+        assert!(printed.contains("listen = \"127.0.0.1:9567\""), "{printed}");
+    }
+}
+
+/// Each broken config, the key its error must name, and a word the message must contain.
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[servers]]\naddress = \"10.0.0.1\"\n",
+        "servers[1].address",
+        "not an IPv6 address",
+    ),
+    ("", "servers", "at least one"),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "servers[1].address",
+        "same address",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\nport = 547\n",
+        "servers[0].port",
+        "unknown field `port`",
+    ),
+    (
+        "bogus = 1\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bogus",
+        "unknown field `bogus`",
+    ),
+    (
+        "[requestor]\nattempts = 11\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.attempts",
+        "out of range 1..=10",
+    ),
+    (
+        "[requestor]\nattempts = \"five\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.attempts",
+        "invalid type",
+    ),
+    (
+        "[requestor]\ntimeout_secs = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.timeout_secs",
+        "out of range",
+    ),
+    (
+        "[requestor]\ntimeout_secs = 5\nmax_timeout_secs = 2\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.max_timeout_secs",
+        "below",
+    ),
+    (
+        "[requestor]\npolicy = \"random\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.policy",
+        "failover",
+    ),
+    (
+        "[limits]\nglobal_qps = 10\nper_link_qps = 20\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "limits.per_link_qps",
+        "above limits.global_qps",
+    ),
+    (
+        "[metrics]\nlisten = \"localhost\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "metrics.listen",
+        "not a socket address",
+    ),
+    (
+        "[control]\nsocket = \"control.sock\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "control.socket",
+        "absolute",
+    ),
+    (
+        "[log]\nformat = \"xml\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "log.format",
+        "json",
+    ),
+    (
+        "[log]\nlevel = \"lqagent=loud\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "log.level",
+        "tracing filter",
+    ),
+    (
+        "[routes]\ntable = 255\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "routes.table",
+        "local",
+    ),
+    (
+        "[routes]\nprotocol = 4\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "routes.protocol",
+        "out of range 5..=255",
+    ),
+    (
+        "[trigger]\nnflog_group = 70000\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "trigger.nflog_group",
+        "out of range",
+    ),
+    (
+        "[trigger]\nenabled = false\nenforcement = true\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "trigger.enforcement",
+        "trigger.enabled",
+    ),
+    (
+        "[snoop]\ninterfaces = [\"eth0\", \"a/b\"]\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "snoop.interfaces[1]",
+        "interface name",
+    ),
+    (
+        "[identity]\nrelay_duid = \"zz\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "identity.relay_duid",
+        "hex",
+    ),
+    (
+        "[bulk]\nqueries = [\"relay-id\"]\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.queries",
+        "identity.relay_duid",
+    ),
+    (
+        "[bulk]\nqueries = [\"by-mac\"]\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.queries[0]",
+        "link-address",
+    ),
+    (
+        "[bulk]\npipeline_depth = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.pipeline_depth",
+        "out of range",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"ff02::1\"\nsubscriber_prefixes = [\"2001:db8:1::/48\"]\n",
+        "links[0].link_address",
+        "unicast",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::1/48\"]\n",
+        "links[0].subscriber_prefixes[0]",
+        "host bits",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\n",
+        "links[0].subscriber_prefixes",
+        "at least one",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::/48\"]\n[[links]]\nname = \"l1\"\ninterface = \"eth2\"\nlink_address = \"2001:db8:2::1\"\nsubscriber_prefixes = [\"2001:db8:2::/48\"]\n",
+        "links[1].name",
+        "used by another link",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\nlink_address = \"2001:db8:1::1\"\n",
+        "links[0]",
+        "missing field `interface`",
+    ),
+    ("[[servers]\naddress = 1\n", "(top level)", "line 1"),
+];
+
+#[test]
+fn broken_configs_name_the_key() {
+    for (text, key, word) in BROKEN {
+        let err = Config::parse(text).expect_err(&format!("accepted broken config:\n{text}"));
+        let msg = err.to_string();
+        assert_eq!(err.key(), *key, "wrong key for:\n{text}\nmessage: {msg}");
+        assert!(
+            msg.starts_with(&format!("{key}: ")),
+            "message must start with the key: {msg}"
+        );
+        assert!(msg.contains(word), "message {msg:?} lacks {word:?}");
+    }
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let err = Config::load(Path::new("/nonexistent/lqagent.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/lqagent.toml"));
+}

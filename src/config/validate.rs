@@ -1,0 +1,570 @@
+//! Stage two: the file's strings and integers turned into typed values, every range and
+//! cross-reference checked, every error naming its key path. Also the way back ([`to_file`]) for
+//! printing the effective configuration.
+
+use std::collections::HashSet;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::file::{self, File};
+use super::{
+    BulkQuery, BulkSection, Config, ConfigError, ControlSection, IdentitySection, LimitsSection,
+    Link, LogFormat, LogSection, MetricsSection, RemoteId, RequestorSection, RoutesSection, Server,
+    ServerPolicy, SnoopSection, TriggerSection,
+};
+use crate::prefix::Ipv6Prefix;
+
+/// Bounds that keep a config from asking for unbounded tables.
+const MAX_SERVERS: usize = 16;
+const MAX_LINKS: usize = 4096;
+const MAX_PREFIXES_PER_LINK: usize = 256;
+/// A DUID is a 2-octet type plus at most 128 octets (RFC 8415 section 11.1).
+const DUID_LEN: (usize, usize) = (3, 130);
+/// `sun_path` is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Stage one: TOML → [`File`], with the key path of any type error or unknown key.
+pub(super) fn parse_file(text: &str) -> Result<File> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = match e.path().to_string() {
+            p if p == "." || p.is_empty() => "(top level)".to_string(),
+            p => p,
+        };
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        ConfigError::Syntax {
+            key,
+            message: inner.message().trim().to_string(),
+            line,
+        }
+    })
+}
+
+fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<u64> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(key, format!("{v} is out of range {lo}..={hi}")))
+    }
+}
+
+fn secs(key: &str, v: u64, lo: u64, hi: u64) -> Result<Duration> {
+    range(key, v, lo, hi).map(Duration::from_secs)
+}
+
+fn ipv6(key: &str, s: &str) -> Result<Ipv6Addr> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("not an IPv6 address: {s:?}")))
+}
+
+fn hex_bytes(key: &str, s: &str, (lo, hi): (usize, usize)) -> Result<Vec<u8>> {
+    let digits: String = s.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&digits).map_err(|_| {
+        invalid(
+            key,
+            format!("not hex octets (like 000300010242ac110002 or 00:03:00:01:...): {s:?}"),
+        )
+    })?;
+    if !(lo..=hi).contains(&bytes.len()) {
+        return Err(invalid(
+            key,
+            format!("{} octets, want {lo}..={hi}", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Linux `dev_valid_name`: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
+fn interface(key: &str, s: &str) -> Result<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(invalid(
+            key,
+            format!("not a valid interface name (1-15 bytes, no '/', ':' or spaces): {s:?}"),
+        ))
+    }
+}
+
+fn label(key: &str, s: &str) -> Result<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(invalid(
+            key,
+            format!("want 1-64 characters of [A-Za-z0-9._:-]: {s:?}"),
+        ))
+    }
+}
+
+fn absolute(key: &str, s: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(invalid(key, format!("not an absolute path: {s:?}")))
+    }
+}
+
+/// Stage two: [`File`] → [`Config`].
+pub(super) fn validate(f: &File) -> Result<Config> {
+    let identity = identity(&f.identity)?;
+    let (policy, requestor) = requestor(&f.requestor)?;
+    let links = links(&f.links, f.trigger.enabled)?;
+    let bulk = bulk(&f.bulk, &identity)?;
+    Ok(Config {
+        state_dir: absolute("state_dir", &f.state_dir)?,
+        servers: servers(&f.servers)?,
+        policy,
+        identity,
+        requestor,
+        limits: limits(&f.limits)?,
+        bulk,
+        routes: routes(&f.routes)?,
+        snoop: snoop(&f.snoop)?,
+        trigger: trigger(&f.trigger)?,
+        links,
+        metrics: MetricsSection {
+            listen: f.metrics.listen.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!(
+                        "not a socket address (want IP:PORT, [IPv6]:PORT): {:?}",
+                        f.metrics.listen
+                    ),
+                )
+            })?,
+        },
+        control: control(&f.control)?,
+        log: log(&f.log)?,
+    })
+}
+
+fn servers(list: &[file::Server]) -> Result<Vec<Server>> {
+    if list.is_empty() {
+        return Err(invalid(
+            "servers",
+            "at least one [[servers]] entry with an address is required",
+        ));
+    }
+    if list.len() > MAX_SERVERS {
+        return Err(invalid(
+            "servers",
+            format!("{} servers, at most {MAX_SERVERS}", list.len()),
+        ));
+    }
+    let mut out: Vec<Server> = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let key = format!("servers[{i}].address");
+        let address = ipv6(&key, &s.address)?;
+        if address.is_unspecified() {
+            return Err(invalid(key, "the unspecified address :: is not a server"));
+        }
+        if let Some(j) = out.iter().position(|o| o.address == address) {
+            return Err(invalid(key, format!("same address as servers[{j}]")));
+        }
+        let name = match &s.name {
+            Some(n) => label(&format!("servers[{i}].name"), n)?,
+            None => address.to_string(),
+        };
+        out.push(Server { address, name });
+    }
+    Ok(out)
+}
+
+fn identity(f: &file::Identity) -> Result<IdentitySection> {
+    Ok(IdentitySection {
+        client_duid: f
+            .client_duid
+            .as_deref()
+            .map(|s| hex_bytes("identity.client_duid", s, DUID_LEN))
+            .transpose()?,
+        relay_duid: f
+            .relay_duid
+            .as_deref()
+            .map(|s| hex_bytes("identity.relay_duid", s, DUID_LEN))
+            .transpose()?,
+    })
+}
+
+fn requestor(f: &file::Requestor) -> Result<(ServerPolicy, RequestorSection)> {
+    let policy = match f.policy.as_str() {
+        "failover" => ServerPolicy::Failover,
+        "parallel" => ServerPolicy::Parallel,
+        other => {
+            return Err(invalid(
+                "requestor.policy",
+                format!("want \"failover\" or \"parallel\", not {other:?}"),
+            ));
+        }
+    };
+    let timeout = secs("requestor.timeout_secs", f.timeout_secs, 1, 10)?;
+    let max_timeout = secs("requestor.max_timeout_secs", f.max_timeout_secs, 1, 10)?;
+    if max_timeout < timeout {
+        return Err(invalid(
+            "requestor.max_timeout_secs",
+            format!(
+                "{} is below requestor.timeout_secs ({})",
+                f.max_timeout_secs, f.timeout_secs
+            ),
+        ));
+    }
+    let attempts = range("requestor.attempts", f.attempts, 1, 10)? as u8;
+    Ok((
+        policy,
+        RequestorSection {
+            timeout,
+            max_timeout,
+            attempts,
+        },
+    ))
+}
+
+fn limits(f: &file::Limits) -> Result<LimitsSection> {
+    let global_qps = range("limits.global_qps", f.global_qps, 1, 100_000)? as u32;
+    let per_link_qps = range("limits.per_link_qps", f.per_link_qps, 1, 100_000)? as u32;
+    if per_link_qps > global_qps {
+        return Err(invalid(
+            "limits.per_link_qps",
+            format!("{per_link_qps} is above limits.global_qps ({global_qps})"),
+        ));
+    }
+    Ok(LimitsSection {
+        global_qps,
+        per_link_qps,
+        pending_max: range("limits.pending_max", f.pending_max, 1, 1_000_000)? as usize,
+        negative_ttl: secs("limits.negative_ttl_secs", f.negative_ttl_secs, 0, 3600)?,
+    })
+}
+
+fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
+    let mut queries = Vec::new();
+    for (i, q) in f.queries.iter().enumerate() {
+        let key = format!("bulk.queries[{i}]");
+        let q = match q.as_str() {
+            "relay-id" => BulkQuery::RelayId,
+            "link-address" => BulkQuery::LinkAddress,
+            "remote-id" => BulkQuery::RemoteId,
+            other => {
+                return Err(invalid(
+                    key,
+                    format!("want \"relay-id\", \"link-address\" or \"remote-id\", not {other:?}"),
+                ));
+            }
+        };
+        if queries.contains(&q) {
+            return Err(invalid(key, format!("{:?} listed twice", q.as_str())));
+        }
+        queries.push(q);
+    }
+    let mut remote_ids = Vec::new();
+    for (i, r) in f.remote_ids.iter().enumerate() {
+        remote_ids.push(RemoteId {
+            enterprise: range(
+                &format!("bulk.remote_ids[{i}].enterprise"),
+                r.enterprise,
+                0,
+                u64::from(u32::MAX),
+            )? as u32,
+            id: hex_bytes(&format!("bulk.remote_ids[{i}].id"), &r.id, (1, 128))?,
+        });
+    }
+    if f.enabled {
+        if queries.is_empty() {
+            return Err(invalid(
+                "bulk.queries",
+                "bulk is enabled but no query kind is listed",
+            ));
+        }
+        if queries.contains(&BulkQuery::RelayId) && id.relay_duid.is_none() {
+            return Err(invalid(
+                "bulk.queries",
+                "\"relay-id\" needs identity.relay_duid",
+            ));
+        }
+        if queries.contains(&BulkQuery::RemoteId) && remote_ids.is_empty() {
+            return Err(invalid(
+                "bulk.queries",
+                "\"remote-id\" needs at least one bulk.remote_ids entry",
+            ));
+        }
+    }
+    Ok(BulkSection {
+        enabled: f.enabled,
+        queries,
+        attempts: range("bulk.attempts", f.attempts, 1, 10)? as u8,
+        connect_timeout: secs("bulk.connect_timeout_secs", f.connect_timeout_secs, 1, 60)?,
+        data_timeout: secs("bulk.data_timeout_secs", f.data_timeout_secs, 1, 3600)?,
+        pipeline_depth: range("bulk.pipeline_depth", f.pipeline_depth, 1, 16)? as u8,
+        remote_ids,
+    })
+}
+
+fn routes(f: &file::Routes) -> Result<RoutesSection> {
+    let table = range("routes.table", f.table, 1, u64::from(u32::MAX))? as u32;
+    if table == 255 {
+        return Err(invalid(
+            "routes.table",
+            "255 is the kernel's local table; pick 254 (main) or your own",
+        ));
+    }
+    Ok(RoutesSection {
+        table,
+        metric: range("routes.metric", f.metric, 0, u64::from(u32::MAX))? as u32,
+        // 0..=4 are the kernel's own (unspec, redirect, kernel, boot, static).
+        protocol: range("routes.protocol", f.protocol, 5, 255)? as u8,
+        mirror_expiry: f.mirror_expiry,
+        reconcile_interval: secs(
+            "routes.reconcile_interval_secs",
+            f.reconcile_interval_secs,
+            1,
+            86_400,
+        )?,
+        dry_run: f.dry_run,
+    })
+}
+
+fn snoop(f: &file::Snoop) -> Result<SnoopSection> {
+    let mut interfaces: Vec<String> = Vec::new();
+    for (i, name) in f.interfaces.iter().enumerate() {
+        let key = format!("snoop.interfaces[{i}]");
+        let name = interface(&key, name)?;
+        if interfaces.contains(&name) {
+            return Err(invalid(key, format!("{name:?} listed twice")));
+        }
+        interfaces.push(name);
+    }
+    Ok(SnoopSection { interfaces })
+}
+
+fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
+    if f.enforcement && !f.enabled {
+        return Err(invalid(
+            "trigger.enforcement",
+            "enforcement needs trigger.enabled = true",
+        ));
+    }
+    Ok(TriggerSection {
+        enabled: f.enabled,
+        nflog_group: range("trigger.nflog_group", f.nflog_group, 0, 65_535)? as u16,
+        enforcement: f.enforcement,
+    })
+}
+
+fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
+    if list.len() > MAX_LINKS {
+        return Err(invalid(
+            "links",
+            format!("{} links, at most {MAX_LINKS}", list.len()),
+        ));
+    }
+    let mut out: Vec<Link> = Vec::with_capacity(list.len());
+    let mut names = HashSet::new();
+    for (i, l) in list.iter().enumerate() {
+        let name = label(&format!("links[{i}].name"), &l.name)?;
+        if !names.insert(name.clone()) {
+            return Err(invalid(
+                format!("links[{i}].name"),
+                format!("{name:?} is used by another link"),
+            ));
+        }
+        let key = format!("links[{i}].link_address");
+        let link_address = ipv6(&key, &l.link_address)?;
+        if link_address.is_unspecified() || link_address.is_multicast() {
+            return Err(invalid(
+                key,
+                "must be a unicast address of the link (RFC 5007 section 4.1.2.1)",
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.link_address == link_address) {
+            return Err(invalid(key, format!("same link_address as links[{j}]")));
+        }
+        if l.subscriber_prefixes.len() > MAX_PREFIXES_PER_LINK {
+            return Err(invalid(
+                format!("links[{i}].subscriber_prefixes"),
+                format!("at most {MAX_PREFIXES_PER_LINK} prefixes"),
+            ));
+        }
+        let mut subscriber_prefixes = Vec::with_capacity(l.subscriber_prefixes.len());
+        for (k, p) in l.subscriber_prefixes.iter().enumerate() {
+            let p: Ipv6Prefix = p.trim().parse().map_err(|e| {
+                invalid(
+                    format!("links[{i}].subscriber_prefixes[{k}]"),
+                    format!("{e}"),
+                )
+            })?;
+            subscriber_prefixes.push(p);
+        }
+        if l.trigger && trigger_on && subscriber_prefixes.is_empty() {
+            return Err(invalid(
+                format!("links[{i}].subscriber_prefixes"),
+                "a link with trigger = true needs at least one subscriber prefix",
+            ));
+        }
+        out.push(Link {
+            name,
+            interface: interface(&format!("links[{i}].interface"), &l.interface)?,
+            link_address,
+            subscriber_prefixes,
+            trigger: l.trigger,
+        });
+    }
+    Ok(out)
+}
+
+fn control(f: &file::Control) -> Result<ControlSection> {
+    let socket = absolute("control.socket", &f.socket)?;
+    if f.socket.len() > MAX_SOCKET_PATH {
+        return Err(invalid(
+            "control.socket",
+            format!(
+                "{} bytes, a Unix socket path has at most {MAX_SOCKET_PATH}",
+                f.socket.len()
+            ),
+        ));
+    }
+    Ok(ControlSection { socket })
+}
+
+fn log(f: &file::Log) -> Result<LogSection> {
+    let format = match f.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("want \"text\" or \"json\", not {other:?}"),
+            ));
+        }
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&f.level)
+        .map_err(|e| {
+            invalid(
+                "log.level",
+                format!("not a tracing filter ({e}): {:?}", f.level),
+            )
+        })?;
+    Ok(LogSection {
+        format,
+        level: f.level.clone(),
+    })
+}
+
+/// The way back, for printing: every value as the file would spell it.
+pub(super) fn to_file(c: &Config) -> File {
+    File {
+        state_dir: c.state_dir.display().to_string(),
+        identity: file::Identity {
+            client_duid: c.identity.client_duid.as_ref().map(hex::encode),
+            relay_duid: c.identity.relay_duid.as_ref().map(hex::encode),
+        },
+        requestor: file::Requestor {
+            policy: c.policy.as_str().to_string(),
+            timeout_secs: c.requestor.timeout.as_secs(),
+            max_timeout_secs: c.requestor.max_timeout.as_secs(),
+            attempts: c.requestor.attempts.into(),
+        },
+        limits: file::Limits {
+            global_qps: c.limits.global_qps.into(),
+            per_link_qps: c.limits.per_link_qps.into(),
+            pending_max: c.limits.pending_max as u64,
+            negative_ttl_secs: c.limits.negative_ttl.as_secs(),
+        },
+        bulk: file::Bulk {
+            enabled: c.bulk.enabled,
+            queries: c
+                .bulk
+                .queries
+                .iter()
+                .map(|q| q.as_str().to_string())
+                .collect(),
+            attempts: c.bulk.attempts.into(),
+            connect_timeout_secs: c.bulk.connect_timeout.as_secs(),
+            data_timeout_secs: c.bulk.data_timeout.as_secs(),
+            pipeline_depth: c.bulk.pipeline_depth.into(),
+            remote_ids: c
+                .bulk
+                .remote_ids
+                .iter()
+                .map(|r| file::RemoteId {
+                    enterprise: r.enterprise.into(),
+                    id: hex::encode(&r.id),
+                })
+                .collect(),
+        },
+        routes: file::Routes {
+            table: c.routes.table.into(),
+            metric: c.routes.metric.into(),
+            protocol: c.routes.protocol.into(),
+            mirror_expiry: c.routes.mirror_expiry,
+            reconcile_interval_secs: c.routes.reconcile_interval.as_secs(),
+            dry_run: c.routes.dry_run,
+        },
+        snoop: file::Snoop {
+            interfaces: c.snoop.interfaces.clone(),
+        },
+        trigger: file::Trigger {
+            enabled: c.trigger.enabled,
+            nflog_group: c.trigger.nflog_group.into(),
+            enforcement: c.trigger.enforcement,
+        },
+        metrics: file::Metrics {
+            listen: c.metrics.listen.to_string(),
+        },
+        control: file::Control {
+            socket: c.control.socket.display().to_string(),
+        },
+        log: file::Log {
+            format: c.log.format.as_str().to_string(),
+            level: c.log.level.clone(),
+        },
+        servers: c
+            .servers
+            .iter()
+            .map(|s| file::Server {
+                address: s.address.to_string(),
+                name: Some(s.name.clone()),
+            })
+            .collect(),
+        links: c
+            .links
+            .iter()
+            .map(|l| file::Link {
+                name: l.name.clone(),
+                interface: l.interface.clone(),
+                link_address: l.link_address.to_string(),
+                subscriber_prefixes: l
+                    .subscriber_prefixes
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                trigger: l.trigger,
+            })
+            .collect(),
+    }
+}
