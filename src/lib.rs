@@ -18,6 +18,7 @@
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
+//! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
 pub mod bulk;
 pub mod cache;
@@ -25,7 +26,9 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod kernel;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;

@@ -1,0 +1,146 @@
+//! Log setup: `tracing` events to stderr (journald picks them up under systemd) as human text
+//! or one JSON object per line, filtered by `RUST_LOG` when set, else by `log.level` from the
+//! config. One function for the daemon to call once at start-up; the subscriber builder is
+//! separate so tests can point it at a buffer.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{LogFormat, LogSection};
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("RUST_LOG: not a tracing filter ({0})")]
+    BadEnvFilter(String),
+    #[error("log.level: not a tracing filter ({0})")]
+    BadLevel(String),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadySet,
+}
+
+/// The filter: `RUST_LOG` when set and non-empty, else `level`.
+pub fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, LogError> {
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(env) => EnvFilter::builder()
+            .parse(env)
+            .map_err(|e| LogError::BadEnvFilter(e.to_string())),
+        None => EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| LogError::BadLevel(e.to_string())),
+    }
+}
+
+/// A subscriber writing to `writer` in the configured format.
+pub fn subscriber<W>(
+    section: &LogSection,
+    rust_log: Option<&str>,
+    writer: W,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, LogError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = filter(&section.level, rust_log)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(true);
+    Ok(match section.format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    })
+}
+
+/// Install the global subscriber (stderr). Call once, before anything logs.
+pub fn init(section: &LogSection) -> Result<(), LogError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let sub = subscriber(section, rust_log.as_deref(), std::io::stderr)?;
+    tracing::subscriber::set_global_default(sub).map_err(|_| LogError::AlreadySet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    fn section(format: LogFormat, level: &str) -> LogSection {
+        LogSection {
+            format,
+            level: level.to_string(),
+        }
+    }
+
+    fn lines(buf: &Buf) -> Vec<String> {
+        String::from_utf8(buf.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_carry_fields_and_respect_level() {
+        let buf = Buf::default();
+        let sub = subscriber(&section(LogFormat::Json, "info"), None, buf.clone()).unwrap();
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(server = "2001:db8::547", "leasequery sent");
+            tracing::debug!("filtered out at info");
+        });
+        let lines = lines(&buf);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "leasequery sent");
+        assert_eq!(v["server"], "2001:db8::547");
+    }
+
+    #[test]
+    fn rust_log_overrides_config_level() {
+        let buf = Buf::default();
+        let sub = subscriber(
+            &section(LogFormat::Text, "warn"),
+            Some("debug"),
+            buf.clone(),
+        )
+        .unwrap();
+        tracing::subscriber::with_default(sub, || tracing::debug!("visible via RUST_LOG"));
+        let lines = lines(&buf);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("DEBUG") && lines[0].contains("visible via RUST_LOG"));
+    }
+
+    #[test]
+    fn bad_filters_name_their_source() {
+        assert!(matches!(
+            filter("info", Some("x=nonsense")),
+            Err(LogError::BadEnvFilter(_))
+        ));
+        assert!(matches!(
+            filter("x=nonsense", None),
+            Err(LogError::BadLevel(_))
+        ));
+        assert!(filter("lqagent=debug,warn", Some("  ")).is_ok());
+    }
+}
