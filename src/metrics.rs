@@ -1,1 +1,532 @@
-//! Prometheus metrics (prometheus-client): what happened, served over HTTP.
+//! Prometheus metrics: what happened, as API.
+//!
+//! One [`Metrics`] value holds the registry and a handle to every family. Handles are cheap
+//! clones around atomics (`Family`, `Counter`, `Histogram` are `Arc` inside), so the daemon hands
+//! `metrics.leasequeries.clone()` to whichever task counts queries and that task calls `inc()`
+//! without locks. Modules that keep their own plain stats struct (drops by reason, …) are
+//! exported without a dependency on this crate's types: [`Metrics::register_stats`] takes a
+//! closure that snapshots `(label, value)` pairs at scrape time.
+//!
+//! Names follow the Prometheus conventions: `lqagent_` prefix, base units (`_seconds`), counters
+//! exposed with `_total`. Each name is a constant here, every label set is a type with enum
+//! values (or `&'static str` where another module owns the vocabulary, which keeps cardinality
+//! bounded by construction). Every family is documented in `docs/metrics.md`; the test
+//! `tests/metrics_http.rs` fails when one lacks HELP text or is missing there.
+//!
+//! [`http`] serves the registry on `GET /metrics` (default `127.0.0.1:9567`).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub mod http;
+
+/// A label enum: `as_str()` gives the label value, which is also how it is exposed.
+macro_rules! label_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident => $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+        pub enum $name { $($(#[$vm])* $var,)+ }
+
+        impl $name {
+            /// Every value, for docs and tests.
+            pub const ALL: &'static [$name] = &[$($name::$var,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $s,)+ }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&self.as_str(), encoder)
+            }
+        }
+    };
+}
+
+/// Family names as they appear after `# TYPE` (counters get `_total` on their samples).
+pub mod names {
+    pub const LEASEQUERIES: &str = "lqagent_leasequeries";
+    pub const LEASEQUERY_RTT_SECONDS: &str = "lqagent_leasequery_rtt_seconds";
+    pub const LEASEQUERY_RETRANSMISSIONS: &str = "lqagent_leasequery_retransmissions";
+    pub const REPLIES_DROPPED: &str = "lqagent_replies_dropped";
+    pub const BINDINGS: &str = "lqagent_bindings";
+    pub const ROUTE_EVENTS: &str = "lqagent_route_events";
+    pub const ROUTES: &str = "lqagent_routes";
+    pub const NETLINK_BATCH_SECONDS: &str = "lqagent_netlink_batch_seconds";
+    pub const SNOOPED_MESSAGES: &str = "lqagent_snooped_messages";
+    pub const TRIGGER_EVENTS: &str = "lqagent_trigger_events";
+    pub const RATE_LIMITED_DROPS: &str = "lqagent_rate_limited_drops";
+    pub const RECOVERY_IN_PROGRESS: &str = "lqagent_recovery_in_progress";
+    pub const RECOVERY_BINDINGS: &str = "lqagent_recovery_bindings";
+    pub const RECOVERY_DURATION_SECONDS: &str = "lqagent_recovery_duration_seconds";
+    pub const BUILD_INFO: &str = "lqagent_build_info";
+    pub const METRICS_SCRAPES: &str = "lqagent_metrics_scrapes";
+    pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
+
+    /// Every family registered by [`super::Metrics::new`].
+    pub const ALL: &[&str] = &[
+        LEASEQUERIES,
+        LEASEQUERY_RTT_SECONDS,
+        LEASEQUERY_RETRANSMISSIONS,
+        REPLIES_DROPPED,
+        BINDINGS,
+        ROUTE_EVENTS,
+        ROUTES,
+        NETLINK_BATCH_SECONDS,
+        SNOOPED_MESSAGES,
+        TRIGGER_EVENTS,
+        RATE_LIMITED_DROPS,
+        RECOVERY_IN_PROGRESS,
+        RECOVERY_BINDINGS,
+        RECOVERY_DURATION_SECONDS,
+        BUILD_INFO,
+        METRICS_SCRAPES,
+        METRICS_CONNECTIONS_REJECTED,
+    ];
+}
+
+label_enum! {
+    /// Leasequery query type (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3).
+    pub enum QueryType {
+        Address => "address",
+        ClientId => "client_id",
+        RelayId => "relay_id",
+        LinkAddress => "link_address",
+        RemoteId => "remote_id",
+    }
+}
+
+label_enum! {
+    /// How one leasequery ended.
+    pub enum QueryOutcome {
+        /// The server answered with a binding (or, for bulk, the query completed with data).
+        Binding => "binding",
+        /// The server answered that it has no binding (a LEASEQUERY-REPLY without CLIENT_DATA, RFC 5007).
+        NoBinding => "no_binding",
+        /// The server answered with another error status (NotAllowed, MalformedQuery, …).
+        ServerError => "server_error",
+        /// No answer after all retransmissions.
+        Timeout => "timeout",
+        /// The query could not be sent (socket error, connection refused).
+        SendError => "send_error",
+    }
+}
+
+/// Labels of [`names::LEASEQUERIES`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub query_type: QueryType,
+    /// The server's configured name.
+    pub server: String,
+    pub outcome: QueryOutcome,
+}
+
+/// A label set with just the server's configured name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
+/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::reason()`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+label_enum! {
+    /// What kind of lease a binding is.
+    pub enum BindingType {
+        /// IA_NA address (a /128 route).
+        Address => "address",
+        /// IA_PD delegated prefix (a route via the client's link-local address).
+        Prefix => "prefix",
+    }
+}
+
+/// Labels of [`names::BINDINGS`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingLabels {
+    pub r#type: BindingType,
+    /// The link's configured name.
+    pub link: String,
+}
+
+label_enum! {
+    /// Something that happened to a kernel route.
+    pub enum RouteEvent {
+        Installed => "installed",
+        Withdrawn => "withdrawn",
+        /// Kept aside because it cannot be installed yet (interface down, next hop unknown).
+        Parked => "parked",
+        /// The kernel refused it.
+        Failed => "failed",
+    }
+}
+
+/// Labels of [`names::ROUTE_EVENTS`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteEventLabels {
+    pub event: RouteEvent,
+}
+
+label_enum! {
+    /// State of a route the agent owns.
+    pub enum RouteState {
+        Installed => "installed",
+        Parked => "parked",
+    }
+}
+
+/// Labels of [`names::ROUTES`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStateLabels {
+    pub state: RouteState,
+}
+
+/// Labels of [`names::SNOOPED_MESSAGES`]: the DHCPv6 message type name (snoop owns it).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageTypeLabels {
+    pub message_type: &'static str,
+}
+
+label_enum! {
+    /// What the trigger did with a packet from a source it saw.
+    pub enum TriggerOutcome {
+        /// A leasequery was started for it.
+        Queried => "queried",
+        /// A query for it is already in flight.
+        Deduplicated => "deduplicated",
+        /// A recent answer said "no binding"; not asked again yet.
+        NegativeCached => "negative_cached",
+        /// Dropped by a rate limit or a full pending table (see `lqagent_rate_limited_drops_total`).
+        RateLimited => "rate_limited",
+        /// The source is outside every subscriber prefix of its link.
+        OutsidePrefixes => "outside_prefixes",
+        /// Already covered by a cached binding (raced with the kernel set update).
+        Known => "known",
+    }
+}
+
+/// Labels of [`names::TRIGGER_EVENTS`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub outcome: TriggerOutcome,
+}
+
+label_enum! {
+    /// Which limit dropped an on-demand query.
+    pub enum LimitScope {
+        Global => "global",
+        Link => "link",
+        /// The pending-query table was full.
+        PendingFull => "pending_full",
+    }
+}
+
+/// Labels of [`names::RATE_LIMITED_DROPS`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub scope: LimitScope,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    rtnetlink: &'static str,
+}
+
+/// A float gauge (seconds).
+pub type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The registry and a handle to every family. Clone freely: clones share the same metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Locked only to register a collector and to encode a scrape (never across `.await`).
+    registry: Arc<Mutex<Registry>>,
+    pub leasequeries: Family<QueryLabels, Counter>,
+    pub leasequery_rtt: Family<ServerLabels, Histogram>,
+    pub leasequery_retransmissions: Family<ServerLabels, Counter>,
+    pub replies_dropped: Family<ReasonLabels, Counter>,
+    pub bindings: Family<BindingLabels, Gauge>,
+    pub route_events: Family<RouteEventLabels, Counter>,
+    pub routes: Family<RouteStateLabels, Gauge>,
+    pub netlink_batch: Histogram,
+    pub snooped_messages: Family<MessageTypeLabels, Counter>,
+    pub trigger_events: Family<TriggerLabels, Counter>,
+    pub rate_limited_drops: Family<LimitLabels, Counter>,
+    pub recovery_in_progress: Gauge,
+    pub recovery_bindings: Counter,
+    pub recovery_duration: GaugeF64,
+    pub(crate) scrapes: Counter,
+    pub(crate) connections_rejected: Counter,
+}
+
+fn rtt_histogram() -> Histogram {
+    // 1 ms .. ~16 s: a leasequery answer from a local server up to the full LQ_MAX_RT schedule.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn netlink_histogram() -> Histogram {
+    // 50 µs .. ~0.8 s per netlink batch.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family of [`names::ALL`] registered and `build_info` set.
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            leasequeries: Family::default(),
+            leasequery_rtt: Family::new_with_constructor(rtt_histogram),
+            leasequery_retransmissions: Family::default(),
+            replies_dropped: Family::default(),
+            bindings: Family::default(),
+            route_events: Family::default(),
+            routes: Family::default(),
+            netlink_batch: netlink_histogram(),
+            snooped_messages: Family::default(),
+            trigger_events: Family::default(),
+            rate_limited_drops: Family::default(),
+            recovery_in_progress: Gauge::default(),
+            recovery_bindings: Counter::default(),
+            recovery_duration: GaugeF64::default(),
+            scrapes: Counter::default(),
+            connections_rejected: Counter::default(),
+        };
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                rtnetlink: "0.24.0",
+            })
+            .set(1);
+        {
+            let mut r = m.lock();
+            use names::*;
+            r.register(
+                LEASEQUERIES,
+                "Leasequeries sent, by query type, server and how they ended",
+                m.leasequeries.clone(),
+            );
+            r.register(
+                LEASEQUERY_RTT_SECONDS,
+                "Time from a leasequery's first transmission to its answer, by server",
+                m.leasequery_rtt.clone(),
+            );
+            r.register(
+                LEASEQUERY_RETRANSMISSIONS,
+                "Leasequery retransmissions after a timeout, by server",
+                m.leasequery_retransmissions.clone(),
+            );
+            r.register(
+                REPLIES_DROPPED,
+                "Replies from servers dropped unprocessed, by reason",
+                m.replies_dropped.clone(),
+            );
+            r.register(
+                BINDINGS,
+                "Bindings in the cache, by type (address, prefix) and link",
+                m.bindings.clone(),
+            );
+            r.register(
+                ROUTE_EVENTS,
+                "Kernel route changes: installed, withdrawn, parked, failed",
+                m.route_events.clone(),
+            );
+            r.register(
+                ROUTES,
+                "Routes the agent currently owns, by state",
+                m.routes.clone(),
+            );
+            r.register(
+                NETLINK_BATCH_SECONDS,
+                "Time to apply one batch of route operations over rtnetlink",
+                m.netlink_batch.clone(),
+            );
+            r.register(
+                SNOOPED_MESSAGES,
+                "Relayed DHCPv6 messages seen by snooping, by message type",
+                m.snooped_messages.clone(),
+            );
+            r.register(
+                TRIGGER_EVENTS,
+                "Packets from unknown sources seen by the trigger, by what was done",
+                m.trigger_events.clone(),
+            );
+            r.register(
+                RATE_LIMITED_DROPS,
+                "On-demand leasequeries not sent because a limit was reached, by limit",
+                m.rate_limited_drops.clone(),
+            );
+            r.register(
+                RECOVERY_IN_PROGRESS,
+                "1 while bulk leasequery recovery runs, else 0",
+                m.recovery_in_progress.clone(),
+            );
+            r.register(
+                RECOVERY_BINDINGS,
+                "Bindings learned by bulk leasequery recovery",
+                m.recovery_bindings.clone(),
+            );
+            r.register(
+                RECOVERY_DURATION_SECONDS,
+                "Duration of the last completed bulk leasequery recovery",
+                m.recovery_duration.clone(),
+            );
+            r.register(BUILD_INFO, "Build information; always 1", build);
+            r.register(
+                METRICS_SCRAPES,
+                "Scrapes of /metrics served",
+                m.scrapes.clone(),
+            );
+            r.register(
+                METRICS_CONNECTIONS_REJECTED,
+                "Connections to the metrics listener refused because too many were open",
+                m.connections_rejected.clone(),
+            );
+        }
+        m
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the registry half-updated in a way that
+        // matters for reading it, so a poisoned lock is still used.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Export a module's plain stats struct as a counter family `name` with one label `label`:
+    /// `snapshot` is called at each scrape and returns `(label value, count)` pairs, e.g. from a
+    /// drop-reason enum's `as_str()`. Document `name` in `docs/metrics.md`.
+    pub fn register_stats<F>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        snapshot: F,
+    ) where
+        F: Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    {
+        self.lock().register_collector(Box::new(StatsCollector {
+            name,
+            help,
+            label,
+            snapshot: Box::new(snapshot),
+        }));
+    }
+
+    /// The OpenMetrics text exposition of everything registered.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.lock()) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+type Snapshot = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
+/// A counter family read from a closure at scrape time.
+struct StatsCollector {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsCollector")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let pairs = (self.snapshot)();
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (value, count) in pairs {
+            let labels = [(Cow::Borrowed(self.label), Cow::Borrowed(value))];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_shared_clones() {
+        let m = Metrics::new();
+        let counter = m.leasequeries.clone();
+        counter
+            .get_or_create(&QueryLabels {
+                query_type: QueryType::Address,
+                server: "dhcp-a".into(),
+                outcome: QueryOutcome::NoBinding,
+            })
+            .inc_by(3);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "lqagent_leasequeries_total{query_type=\"address\",server=\"dhcp-a\",outcome=\"no_binding\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("lqagent_build_info{version=\""), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn stats_structs_export_at_scrape_time() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let m = Metrics::new();
+        let truncated = Arc::new(AtomicU64::new(0));
+        let t = truncated.clone();
+        m.register_stats(
+            "lqagent_test_drops",
+            "Test drops by reason",
+            "reason",
+            move || vec![("truncated", t.load(Ordering::Relaxed)), ("bad_xid", 0)],
+        );
+        truncated.store(7, Ordering::Relaxed);
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP lqagent_test_drops Test drops by reason"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lqagent_test_drops_total{reason=\"truncated\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lqagent_test_drops_total{reason=\"bad_xid\"} 0"),
+            "{text}"
+        );
+    }
+}

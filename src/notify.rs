@@ -52,7 +52,7 @@ pub fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, if systemd set it for this process.
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.parse::<u32>().ok()? != std::process::id() {
             return None;
         }
