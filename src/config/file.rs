@@ -185,7 +185,7 @@ impl Default for Routes {
         Routes {
             table: 254,
             metric: 1024,
-            protocol: 197,
+            protocol: 211,
             mirror_expiry: true,
             reconcile_interval_secs: 60,
             dry_run: false,

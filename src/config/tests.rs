@@ -27,7 +27,7 @@ fn sample_config_loads() {
         c.bulk.queries,
         vec![BulkQuery::LinkAddress, BulkQuery::RelayId]
     );
-    assert_eq!(c.routes.protocol, 197);
+    assert_eq!(c.routes.protocol, 211);
     assert_eq!(c.identity.relay_duid.as_ref().map(Vec::len), Some(10));
 }
 
