@@ -1,5 +1,5 @@
 //! One file per subcommand; each exposes `run(args) -> anyhow::Result<...>`.
 
-pub(crate) mod query;
 pub(crate) mod check_config;
+pub(crate) mod query;
 pub(crate) mod version;
