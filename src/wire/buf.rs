@@ -18,24 +18,29 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub(crate) fn new(buf: &'a [u8], base: usize) -> Self {
         Reader { buf, pos: 0, base }
     }
 
     /// Absolute offset of the next byte.
+    #[inline]
     pub(crate) fn offset(&self) -> usize {
         self.base + self.pos
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
 
     /// The next `n` bytes, or `Truncated` naming `what`.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Error> {
         let have = self.remaining();
         if n > have {
@@ -60,12 +65,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Everything not read yet.
+    #[inline]
     pub(crate) fn rest(&mut self) -> &'a [u8] {
         let out = self.buf.get(self.pos..).unwrap_or(&[]);
         self.pos = self.buf.len();
         out
     }
 
+    #[inline]
     pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], Error> {
         let s = self.take(N, what)?;
         let mut out = [0u8; N];
@@ -73,18 +80,22 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Error> {
         Ok(self.array::<1>(what)?[0])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, Error> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, Error> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
+    #[inline]
     pub(crate) fn addr(&mut self, what: &'static str) -> Result<Ipv6Addr, Error> {
         Ok(Ipv6Addr::from(self.array::<16>(what)?))
     }
@@ -98,14 +109,17 @@ pub(crate) struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    #[inline]
     pub(crate) fn new(buf: &'a mut [u8]) -> Self {
         Writer { buf, pos: 0 }
     }
 
+    #[inline]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub(crate) fn put(&mut self, data: &[u8]) -> Result<(), Error> {
         let have = self.buf.len();
         let end = self.pos + data.len();
@@ -119,24 +133,29 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, v: u8) -> Result<(), Error> {
         self.put(&[v])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self, v: u16) -> Result<(), Error> {
         self.put(&v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, v: u32) -> Result<(), Error> {
         self.put(&v.to_be_bytes())
     }
 
+    #[inline]
     pub(crate) fn addr(&mut self, a: &Ipv6Addr) -> Result<(), Error> {
         self.put(&a.octets())
     }
 
     /// Writes an option header with a placeholder length; returns the body start for
     /// [`Writer::end_option`].
+    #[inline]
     pub(crate) fn begin_option(&mut self, code: u16) -> Result<usize, Error> {
         self.u16(code)?;
         self.u16(0)?;
@@ -144,6 +163,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Back-patches the length of the option whose body started at `body_start`.
+    #[inline]
     pub(crate) fn end_option(&mut self, body_start: usize) -> Result<(), Error> {
         let len = self.pos - body_start;
         let len16 = u16::try_from(len).map_err(|_| Error::TooLong {

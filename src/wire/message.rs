@@ -6,12 +6,12 @@
 //! ```
 //! RELAY-FORW (12) and RELAY-REPL (13) use the relay layout; every other type, known or not,
 //! uses the client/server layout. A relay message's RELAY_MSG holds the next level, up to
-//! [`MAX_RELAY_DEPTH`] relay headers; RELAY_MSG anywhere else is `Error::WrongKind`.
+//! [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH) relay headers; RELAY_MSG anywhere else is `Error::WrongKind`.
 
 use super::buf::{Reader, Writer};
 use super::codes::MessageType;
 use super::error::Error;
-use super::option::{Ctx, MAX_RELAY_DEPTH, Options};
+use super::option::{Ctx, Options};
 use std::net::Ipv6Addr;
 
 /// Largest transaction id (24 bits).
@@ -185,13 +185,7 @@ impl ClientMessage {
         }
         let [a, b, c] = r.array::<3>("transaction id")?;
         let transaction_id = u32::from_be_bytes([0, a, b, c]);
-        let options = Options::parse_in(
-            r,
-            Ctx {
-                in_relay: false,
-                ..ctx
-            },
-        )?;
+        let options = Options::parse_in(r, ctx.enter_client())?;
         Ok(ClientMessage {
             msg_type,
             transaction_id,
@@ -289,21 +283,10 @@ impl RelayMessage {
                 what: "client/server message where a relay message was expected",
             });
         }
-        if ctx.relay_depth >= MAX_RELAY_DEPTH {
-            return Err(Error::TooDeep {
-                at,
-                what: "relay chain",
-                limit: MAX_RELAY_DEPTH,
-            });
-        }
+        let inner = ctx.enter_relay(at)?;
         let hop_count = r.u8("hop-count")?;
         let link_address = r.addr("link-address")?;
         let peer_address = r.addr("peer-address")?;
-        let inner = Ctx {
-            relay_depth: ctx.relay_depth + 1,
-            in_relay: true,
-            nesting: ctx.nesting,
-        };
         let options = Options::parse_in(r, inner)?;
         Ok(RelayMessage {
             msg_type,

@@ -31,11 +31,12 @@ pub const MAX_RELAY_DEPTH: usize = 32;
 /// for a maximal relay chain plus a full leasequery reply, and a bound on recursion.
 pub const MAX_NESTING: usize = 64;
 
-/// Where an option list sits: how deep, and whether RELAY_MSG is allowed there.
+/// Where an option list sits: how deep, and whether RELAY_MSG is allowed there. Small and
+/// `Copy` because every borrowed view carries one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ctx {
-    pub(crate) nesting: usize,
-    pub(crate) relay_depth: usize,
+    nesting: u8,
+    relay_depth: u8,
     pub(crate) in_relay: bool,
 }
 
@@ -50,7 +51,7 @@ impl Ctx {
 
     /// The context for options encapsulated in the option at `at`.
     pub(crate) fn nested(self, at: usize) -> Result<Ctx, Error> {
-        if self.nesting >= MAX_NESTING {
+        if usize::from(self.nesting) >= MAX_NESTING {
             return Err(Error::TooDeep {
                 at,
                 what: "option encapsulation",
@@ -62,6 +63,30 @@ impl Ctx {
             relay_depth: self.relay_depth,
             in_relay: false,
         })
+    }
+
+    /// The context for the options of a relay message starting at `at` (one more relay level).
+    pub(crate) fn enter_relay(self, at: usize) -> Result<Ctx, Error> {
+        if usize::from(self.relay_depth) >= MAX_RELAY_DEPTH {
+            return Err(Error::TooDeep {
+                at,
+                what: "relay chain",
+                limit: MAX_RELAY_DEPTH,
+            });
+        }
+        Ok(Ctx {
+            nesting: self.nesting,
+            relay_depth: self.relay_depth + 1,
+            in_relay: true,
+        })
+    }
+
+    /// The context for a client/server message's options.
+    pub(crate) fn enter_client(self) -> Ctx {
+        Ctx {
+            in_relay: false,
+            ..self
+        }
     }
 
     /// LQ_RELAY_DATA starts a relay chain of its own.

@@ -19,7 +19,7 @@ use super::codes::{MessageType, OptionCode, QueryType, StatusCode};
 use super::error::Error;
 use super::ia::bad_len;
 use super::message::{ClientMessage, RelayMessage};
-use super::option::{Ctx, MAX_RELAY_DEPTH};
+use super::option::Ctx;
 use crate::prefix::{Ipv6Prefix, PrefixError};
 use std::net::Ipv6Addr;
 
@@ -32,10 +32,12 @@ pub enum MessageView<'a> {
 
 impl<'a> MessageView<'a> {
     /// Checks the header of the message in `bytes`.
+    #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
         Self::checked_in(Reader::new(bytes, 0), Ctx::top())
     }
 
+    #[inline]
     fn checked_in(r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
         let t = MessageType(r.clone().u8("message type")?);
         if t.is_relay() {
@@ -45,6 +47,7 @@ impl<'a> MessageView<'a> {
         }
     }
 
+    #[inline]
     pub fn msg_type(&self) -> MessageType {
         match self {
             MessageView::Client(c) => c.msg_type(),
@@ -52,6 +55,7 @@ impl<'a> MessageView<'a> {
         }
     }
 
+    #[inline]
     pub fn options(&self) -> OptionsIter<'a> {
         match self {
             MessageView::Client(c) => c.options(),
@@ -70,10 +74,12 @@ pub struct ClientView<'a> {
 
 impl<'a> ClientView<'a> {
     /// Checks the header; a relay type is `Error::WrongKind`.
+    #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
         Self::checked_in(Reader::new(bytes, 0), Ctx::top())
     }
 
+    #[inline]
     fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
         let at = r.offset();
         let have = r.remaining();
@@ -96,24 +102,21 @@ impl<'a> ClientView<'a> {
         Ok(ClientView {
             msg_type,
             transaction_id: u32::from_be_bytes([0, a, b, c]),
-            options: OptionsIter::new(
-                r,
-                Ctx {
-                    in_relay: false,
-                    ..ctx
-                },
-            ),
+            options: OptionsIter::new(r, ctx.enter_client()),
         })
     }
 
+    #[inline]
     pub fn msg_type(&self) -> MessageType {
         self.msg_type
     }
 
+    #[inline]
     pub fn transaction_id(&self) -> u32 {
         self.transaction_id
     }
 
+    #[inline]
     pub fn options(&self) -> OptionsIter<'a> {
         self.options
     }
@@ -131,10 +134,12 @@ pub struct RelayView<'a> {
 
 impl<'a> RelayView<'a> {
     /// Checks the header; a client/server type is `Error::WrongKind`.
+    #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, Error> {
         Self::checked_in(Reader::new(bytes, 0), Ctx::top())
     }
 
+    #[inline]
     fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
         let at = r.offset();
         let have = r.remaining();
@@ -153,22 +158,11 @@ impl<'a> RelayView<'a> {
                 have,
             });
         }
-        if ctx.relay_depth >= MAX_RELAY_DEPTH {
-            return Err(Error::TooDeep {
-                at,
-                what: "relay chain",
-                limit: MAX_RELAY_DEPTH,
-            });
-        }
+        let inner = ctx.enter_relay(at)?;
         let msg_type = MessageType(r.u8("message type")?);
         let hop_count = r.u8("hop-count")?;
         let link_address = r.addr("link-address")?;
         let peer_address = r.addr("peer-address")?;
-        let inner = Ctx {
-            relay_depth: ctx.relay_depth + 1,
-            in_relay: true,
-            nesting: ctx.nesting,
-        };
         Ok(RelayView {
             msg_type,
             hop_count,
@@ -178,22 +172,27 @@ impl<'a> RelayView<'a> {
         })
     }
 
+    #[inline]
     pub fn msg_type(&self) -> MessageType {
         self.msg_type
     }
 
+    #[inline]
     pub fn hop_count(&self) -> u8 {
         self.hop_count
     }
 
+    #[inline]
     pub fn link_address(&self) -> Ipv6Addr {
         self.link_address
     }
 
+    #[inline]
     pub fn peer_address(&self) -> Ipv6Addr {
         self.peer_address
     }
 
+    #[inline]
     pub fn options(&self) -> OptionsIter<'a> {
         self.options
     }
@@ -233,15 +232,13 @@ impl<'a> OptionsIter<'a> {
     }
 
     /// Iterates a bare option list (e.g. one option's bytes) that sits outside any message.
+    #[inline]
     pub fn over(bytes: &'a [u8]) -> Self {
         OptionsIter::new(Reader::new(bytes, 0), Ctx::top())
     }
 
-    fn nested(r: Reader<'a>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        Ok(OptionsIter::new(r, ctx.nested(at)?))
-    }
-
     /// The first option with `code` (errors before it are returned).
+    #[inline]
     pub fn find(self, code: OptionCode) -> Result<Option<OptionView<'a>>, Error> {
         for o in self {
             let o = o?;
@@ -254,6 +251,7 @@ impl<'a> OptionsIter<'a> {
 
     /// Walks the list and, recursively, every option nested in it, checking every layout.
     /// `Ok(n)` is the number of options seen; no allocation.
+    #[inline]
     pub fn walk(self) -> Result<usize, Error> {
         let mut n = 0;
         for o in self {
@@ -266,6 +264,7 @@ impl<'a> OptionsIter<'a> {
 impl<'a> Iterator for OptionsIter<'a> {
     type Item = Result<OptionView<'a>, Error>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
@@ -315,175 +314,271 @@ pub struct OptionView<'a> {
     ctx: Ctx,
 }
 
-fn fixed_u32(code: OptionCode, data: &[u8], at: usize) -> Result<u32, Error> {
-    <[u8; 4]>::try_from(data)
-        .map(u32::from_be_bytes)
-        .map_err(|_| bad_len(at, code, data.len(), "4"))
-}
-
 impl<'a> OptionView<'a> {
+    #[inline]
     pub fn code(&self) -> OptionCode {
         self.code
     }
 
     /// The option body (after the 4-byte header).
+    #[inline]
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
 
     /// Offset of the option header in the outermost buffer.
+    #[inline]
     pub fn offset(&self) -> usize {
         self.at
     }
 
-    fn body(&self) -> Reader<'a> {
-        Reader::new(self.data, self.at + 4)
+    /// The nested option list that starts `used` bytes into this option's body.
+    #[inline]
+    fn nested(&self, rest: &'a [u8]) -> Result<OptionsIter<'a>, Error> {
+        Ok(OptionsIter {
+            rest,
+            at: self.at + 4 + (self.data.len() - rest.len()),
+            ctx: self.ctx.nested(self.at)?,
+        })
+    }
+
+    fn bad_len(&self, expected: &'static str) -> Error {
+        bad_len(self.at, self.code, self.data.len(), expected)
+    }
+
+    /// `WrongKind` unless this option has `code` (the typed accessors check before reading).
+    #[inline]
+    fn expect(&self, code: OptionCode, what: &'static str) -> Result<(), Error> {
+        if self.code == code {
+            Ok(())
+        } else {
+            Err(Error::WrongKind { at: self.at, what })
+        }
+    }
+
+    /// CLIENTID / SERVERID / RELAY_ID: the DUID bytes.
+    #[inline]
+    pub fn duid(&self) -> Result<&'a [u8], Error> {
+        match self.code {
+            OptionCode::CLIENTID | OptionCode::SERVERID | OptionCode::RELAY_ID => Ok(self.data),
+            _ => Err(Error::WrongKind {
+                at: self.at,
+                what: "option does not carry a DUID",
+            }),
+        }
+    }
+
+    /// IA_NA or IA_PD.
+    #[inline]
+    pub fn ia(&self) -> Result<IaView<'a>, Error> {
+        if self.code != OptionCode::IA_NA && self.code != OptionCode::IA_PD {
+            return Err(Error::WrongKind {
+                at: self.at,
+                what: "option is not IA_NA or IA_PD",
+            });
+        }
+        let mut s = self.data;
+        let (Some(iaid), Some(t1), Some(t2)) = (be32(&mut s), be32(&mut s), be32(&mut s)) else {
+            return Err(self.bad_len("at least 12"));
+        };
+        Ok(IaView {
+            iaid,
+            t1,
+            t2,
+            options: self.nested(s)?,
+        })
+    }
+
+    /// IAADDR.
+    #[inline]
+    pub fn ia_addr(&self) -> Result<IaAddrView<'a>, Error> {
+        self.expect(OptionCode::IAADDR, "option is not IAADDR")?;
+        let mut s = self.data;
+        let (Some(addr), Some(preferred), Some(valid)) = (addr(&mut s), be32(&mut s), be32(&mut s))
+        else {
+            return Err(self.bad_len("at least 24"));
+        };
+        Ok(IaAddrView {
+            addr,
+            preferred,
+            valid,
+            options: self.nested(s)?,
+        })
+    }
+
+    /// IAPREFIX.
+    #[inline]
+    pub fn ia_prefix(&self) -> Result<IaPrefixView<'a>, Error> {
+        self.expect(OptionCode::IAPREFIX, "option is not IAPREFIX")?;
+        let mut s = self.data;
+        let (Some(preferred), Some(valid), Some([prefix_len]), Some(prefix_addr)) =
+            (be32(&mut s), be32(&mut s), chunk::<1>(&mut s), addr(&mut s))
+        else {
+            return Err(self.bad_len("at least 25"));
+        };
+        Ok(IaPrefixView {
+            preferred,
+            valid,
+            prefix_len,
+            prefix_addr,
+            options: self.nested(s)?,
+        })
+    }
+
+    /// STATUS_CODE.
+    #[inline]
+    pub fn status(&self) -> Result<StatusView<'a>, Error> {
+        self.expect(OptionCode::STATUS_CODE, "option is not STATUS_CODE")?;
+        match self.data.split_first_chunk::<2>() {
+            Some((code, message)) => Ok(StatusView {
+                code: StatusCode(u16::from_be_bytes(*code)),
+                message,
+            }),
+            None => Err(self.bad_len("at least 2")),
+        }
+    }
+
+    /// CLIENT_DATA: its options.
+    #[inline]
+    pub fn client_data(&self) -> Result<OptionsIter<'a>, Error> {
+        self.expect(OptionCode::CLIENT_DATA, "option is not CLIENT_DATA")?;
+        self.nested(self.data)
+    }
+
+    /// CLT_TIME.
+    #[inline]
+    pub fn clt_time(&self) -> Result<u32, Error> {
+        self.expect(OptionCode::CLT_TIME, "option is not CLT_TIME")?;
+        self.fixed_u32()
+    }
+
+    /// LQ_RELAY_DATA.
+    #[inline]
+    pub fn lq_relay_data(&self) -> Result<LqRelayDataView<'a>, Error> {
+        self.expect(OptionCode::LQ_RELAY_DATA, "option is not LQ_RELAY_DATA")?;
+        let mut s = self.data;
+        let Some(peer_address) = addr(&mut s).filter(|_| s.len() >= RelayMessage::HEADER_LEN)
+        else {
+            return Err(self.bad_len("at least 50 (peer-address and a relay header)"));
+        };
+        let r = Reader::new(s, self.at + 4 + 16);
+        let ctx = self.ctx.nested(self.at)?.new_relay_chain();
+        Ok(LqRelayDataView {
+            peer_address,
+            relay: RelayView::checked_in(r, ctx)?,
+        })
     }
 
     /// Checks the layout for this option's code and returns its typed borrowed form.
     pub fn kind(&self) -> Result<OptionRef<'a>, Error> {
-        let (code, data, at, ctx) = (self.code, self.data, self.at, self.ctx);
-        let len = data.len();
-        let mut r = self.body();
-        Ok(match code {
+        let data = self.data;
+        let mut s = data;
+        Ok(match self.code {
             OptionCode::CLIENTID => OptionRef::ClientId(data),
             OptionCode::SERVERID => OptionRef::ServerId(data),
             OptionCode::RELAY_ID => OptionRef::RelayId(data),
-            OptionCode::IA_NA | OptionCode::IA_PD => {
-                if len < 12 {
-                    return Err(bad_len(at, code, len, "at least 12"));
-                }
-                let ia = IaView {
-                    iaid: r.u32("IAID")?,
-                    t1: r.u32("T1")?,
-                    t2: r.u32("T2")?,
-                    options: OptionsIter::nested(r, at, ctx)?,
-                };
-                if code == OptionCode::IA_NA {
-                    OptionRef::IaNa(ia)
-                } else {
-                    OptionRef::IaPd(ia)
-                }
-            }
+            OptionCode::IA_NA => OptionRef::IaNa(self.ia()?),
+            OptionCode::IA_PD => OptionRef::IaPd(self.ia()?),
             OptionCode::IA_TA => {
-                if len < 4 {
-                    return Err(bad_len(at, code, len, "at least 4"));
-                }
+                let Some(iaid) = be32(&mut s) else {
+                    return Err(self.bad_len("at least 4"));
+                };
                 OptionRef::IaTa {
-                    iaid: r.u32("IAID")?,
-                    options: OptionsIter::nested(r, at, ctx)?,
+                    iaid,
+                    options: self.nested(s)?,
                 }
             }
-            OptionCode::IAADDR => {
-                if len < 24 {
-                    return Err(bad_len(at, code, len, "at least 24"));
-                }
-                OptionRef::IaAddr(IaAddrView {
-                    addr: r.addr("IAADDR address")?,
-                    preferred: r.u32("preferred-lifetime")?,
-                    valid: r.u32("valid-lifetime")?,
-                    options: OptionsIter::nested(r, at, ctx)?,
-                })
-            }
-            OptionCode::IAPREFIX => {
-                if len < 25 {
-                    return Err(bad_len(at, code, len, "at least 25"));
-                }
-                OptionRef::IaPrefix(IaPrefixView {
-                    preferred: r.u32("preferred-lifetime")?,
-                    valid: r.u32("valid-lifetime")?,
-                    prefix_len: r.u8("prefix-length")?,
-                    prefix_addr: r.addr("IAPREFIX prefix")?,
-                    options: OptionsIter::nested(r, at, ctx)?,
-                })
-            }
+            OptionCode::IAADDR => OptionRef::IaAddr(self.ia_addr()?),
+            OptionCode::IAPREFIX => OptionRef::IaPrefix(self.ia_prefix()?),
             OptionCode::ORO => {
-                if len % 2 != 0 {
-                    return Err(bad_len(at, code, len, "a multiple of 2"));
+                if data.len() % 2 != 0 {
+                    return Err(self.bad_len("a multiple of 2"));
                 }
                 OptionRef::Oro(OroView { data })
             }
-            OptionCode::ELAPSED_TIME => {
-                let v = <[u8; 2]>::try_from(data).map_err(|_| bad_len(at, code, len, "2"))?;
-                OptionRef::ElapsedTime(u16::from_be_bytes(v))
-            }
+            OptionCode::ELAPSED_TIME => match *data {
+                [a, b] => OptionRef::ElapsedTime(u16::from_be_bytes([a, b])),
+                _ => return Err(self.bad_len("2")),
+            },
             OptionCode::RELAY_MSG => {
-                if !ctx.in_relay {
+                if !self.ctx.in_relay {
                     return Err(Error::WrongKind {
-                        at,
+                        at: self.at,
                         what: "RELAY_MSG outside a relay message",
                     });
                 }
-                OptionRef::RelayMsg(MessageView::checked_in(r, ctx.nested(at)?)?)
+                let r = Reader::new(data, self.at + 4);
+                OptionRef::RelayMsg(MessageView::checked_in(r, self.ctx.nested(self.at)?)?)
             }
-            OptionCode::STATUS_CODE => {
-                if len < 2 {
-                    return Err(bad_len(at, code, len, "at least 2"));
-                }
-                OptionRef::StatusCode(StatusView {
-                    code: StatusCode(r.u16("status-code")?),
-                    message: r.rest(),
-                })
-            }
+            OptionCode::STATUS_CODE => OptionRef::StatusCode(self.status()?),
             OptionCode::INTERFACE_ID => OptionRef::InterfaceId(data),
             OptionCode::SUBSCRIBER_ID => OptionRef::SubscriberId(data),
-            OptionCode::REMOTE_ID => {
-                if len < 4 {
-                    return Err(bad_len(at, code, len, "at least 4"));
-                }
-                OptionRef::RemoteId {
-                    enterprise: r.u32("enterprise-number")?,
-                    remote_id: r.rest(),
-                }
-            }
-            OptionCode::CLIENT_LINKLAYER_ADDR => {
-                if len < 2 {
-                    return Err(bad_len(at, code, len, "at least 2"));
-                }
-                OptionRef::ClientLinklayerAddr {
-                    hw_type: r.u16("link-layer type")?,
-                    addr: r.rest(),
-                }
-            }
+            OptionCode::REMOTE_ID => match be32(&mut s) {
+                Some(enterprise) => OptionRef::RemoteId {
+                    enterprise,
+                    remote_id: s,
+                },
+                None => return Err(self.bad_len("at least 4")),
+            },
+            OptionCode::CLIENT_LINKLAYER_ADDR => match data.split_first_chunk::<2>() {
+                Some((t, addr)) => OptionRef::ClientLinklayerAddr {
+                    hw_type: u16::from_be_bytes(*t),
+                    addr,
+                },
+                None => return Err(self.bad_len("at least 2")),
+            },
             OptionCode::LQ_QUERY => {
-                if len < 17 {
-                    return Err(bad_len(at, code, len, "at least 17"));
-                }
+                let (Some([query_type]), Some(link_address)) = (chunk::<1>(&mut s), addr(&mut s))
+                else {
+                    return Err(self.bad_len("at least 17"));
+                };
                 OptionRef::LqQuery(LqQueryView {
-                    query_type: QueryType(r.u8("query-type")?),
-                    link_address: r.addr("link-address")?,
-                    options: OptionsIter::nested(r, at, ctx)?,
+                    query_type: QueryType(query_type),
+                    link_address,
+                    options: self.nested(s)?,
                 })
             }
-            OptionCode::CLIENT_DATA => OptionRef::ClientData(OptionsIter::nested(r, at, ctx)?),
-            OptionCode::CLT_TIME => OptionRef::CltTime(fixed_u32(code, data, at)?),
-            OptionCode::LQ_RELAY_DATA => {
-                if len < 16 + RelayMessage::HEADER_LEN {
-                    return Err(bad_len(
-                        at,
-                        code,
-                        len,
-                        "at least 50 (peer-address and a relay header)",
-                    ));
-                }
-                let peer_address = r.addr("peer-address")?;
-                OptionRef::LqRelayData(LqRelayDataView {
-                    peer_address,
-                    relay: RelayView::checked_in(r, ctx.nested(at)?.new_relay_chain())?,
-                })
-            }
+            OptionCode::CLIENT_DATA => OptionRef::ClientData(self.client_data()?),
+            OptionCode::CLT_TIME => OptionRef::CltTime(self.fixed_u32()?),
+            OptionCode::LQ_RELAY_DATA => OptionRef::LqRelayData(self.lq_relay_data()?),
             OptionCode::LQ_CLIENT_LINK => {
-                if len % 16 != 0 {
-                    return Err(bad_len(at, code, len, "a multiple of 16"));
+                if data.len() % 16 != 0 {
+                    return Err(self.bad_len("a multiple of 16"));
                 }
                 OptionRef::LqClientLink(ClientLinkView { data })
             }
-            OptionCode::LQ_BASE_TIME => OptionRef::LqBaseTime(fixed_u32(code, data, at)?),
-            OptionCode::LQ_START_TIME => OptionRef::LqStartTime(fixed_u32(code, data, at)?),
-            OptionCode::LQ_END_TIME => OptionRef::LqEndTime(fixed_u32(code, data, at)?),
+            OptionCode::LQ_BASE_TIME => OptionRef::LqBaseTime(self.fixed_u32()?),
+            OptionCode::LQ_START_TIME => OptionRef::LqStartTime(self.fixed_u32()?),
+            OptionCode::LQ_END_TIME => OptionRef::LqEndTime(self.fixed_u32()?),
             _ => OptionRef::Unknown(*self),
         })
     }
+
+    #[inline]
+    fn fixed_u32(&self) -> Result<u32, Error> {
+        match *self.data {
+            [a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d])),
+            _ => Err(self.bad_len("4")),
+        }
+    }
+}
+
+/// Takes the first `N` bytes off `s`.
+#[inline]
+fn chunk<const N: usize>(s: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = s.split_first_chunk::<N>()?;
+    *s = tail;
+    Some(*head)
+}
+
+#[inline]
+fn be32(s: &mut &[u8]) -> Option<u32> {
+    chunk::<4>(s).map(u32::from_be_bytes)
+}
+
+#[inline]
+fn addr(s: &mut &[u8]) -> Option<Ipv6Addr> {
+    chunk::<16>(s).map(Ipv6Addr::from)
 }
 
 /// The typed borrowed form of one option (see [`OptionView::kind`]).
@@ -530,6 +625,7 @@ pub enum OptionRef<'a> {
 
 impl OptionRef<'_> {
     /// Walks whatever this option encapsulates; returns the number of nested options.
+    #[inline]
     fn walk(self) -> Result<usize, Error> {
         match self {
             OptionRef::IaNa(ia) | OptionRef::IaPd(ia) => ia.options.walk(),
@@ -635,6 +731,7 @@ impl<'a> ClientLinkView<'a> {
 
 impl<'a> MessageView<'a> {
     /// Checks every option at every depth (relay levels included); no allocation.
+    #[inline]
     pub fn walk(&self) -> Result<usize, Error> {
         self.options().walk()
     }

@@ -637,3 +637,47 @@ fn emit_refuses_values_the_wire_cannot_carry() {
         Err(Error::TooLong { len: 70_000, .. })
     ));
 }
+
+#[test]
+fn typed_accessors_match_kind_and_check_the_code() {
+    let addr = iaaddr_bytes();
+    let o = OptionsIter::over(&addr).next().unwrap().unwrap();
+    let v = o.ia_addr().unwrap();
+    assert_eq!((v.addr, v.valid), (a("2001:db8::10"), 7200));
+    let st = v
+        .options
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!((st.code, st.message), (StatusCode::SUCCESS, &b"ok"[..]));
+    for wrong in [
+        o.ia_prefix().err(),
+        o.status().err(),
+        o.client_data().err(),
+        o.clt_time().err(),
+        o.lq_relay_data().err(),
+        o.ia().err(),
+        o.duid().err(),
+    ] {
+        assert!(
+            matches!(wrong, Some(Error::WrongKind { at: 0, .. })),
+            "{wrong:?}"
+        );
+    }
+    let pfx = iaprefix_bytes();
+    let o = OptionsIter::over(&pfx).next().unwrap().unwrap();
+    assert_eq!(o.ia_prefix().unwrap().prefix_len, 56);
+    assert!(o.ia_addr().is_err());
+    let clt = [0, 46, 0, 4, 0, 0, 1, 0];
+    let o = OptionsIter::over(&clt).next().unwrap().unwrap();
+    assert_eq!(o.clt_time().unwrap(), 256);
+    let short = [0, 46, 0, 2, 0, 0];
+    let o = OptionsIter::over(&short).next().unwrap().unwrap();
+    assert_eq!(o.clt_time().unwrap_err().reason(), "bad_length");
+    let duid = [0, 2, 0, 2, 0xab, 0xcd];
+    let o = OptionsIter::over(&duid).next().unwrap().unwrap();
+    assert_eq!(o.duid().unwrap(), &[0xab, 0xcd]);
+}
