@@ -142,7 +142,6 @@ impl Source {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             Source::Snoop => 0,
@@ -152,7 +151,6 @@ impl Source {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Source::Snoop,

@@ -1,1 +1,929 @@
+//! The crash-safe state file: a snapshot plus an append-only journal, both with per-record
+//! checksums, so that after a crash or reboot the agent knows its bindings before any server
+//! answers (RFC 8987 S-1).
+//!
+//! Files in the state directory:
+//!
+//! ```text
+//! bindings.snap     header(kind=snapshot, generation G) · Upsert* · End(count)
+//! bindings.journal  header(kind=journal,  generation G) · (Upsert | Remove)*
+//!
+//! header  = magic "LQAGSTAT" (8) · version u16 · kind u8 · 0 u8 · generation u64 · crc32 u32
+//! record  = length u32 · crc32(length ‖ payload) u32 · payload (≤ 64 KiB)
+//! ```
+//!
+//! All integers little-endian. Times are agent-clock milliseconds, i.e. Unix milliseconds (see
+//! [`AgentClock`](super::AgentClock)), so deadlines keep their meaning across a reboot; leases whose
+//! valid lifetime ended while the agent was down are dropped on load.
+//!
+//! Writing (one background thread, [`StateWriter`]; the cache task only does a non-blocking
+//! `try_send`, so writes never block the hot path — a full queue drops the record, counts it, and
+//! asks for a snapshot, which supersedes it):
+//! - journal records are appended and handed to the kernel after each batch; `fdatasync` at most
+//!   every `sync_interval_ms` and on shutdown — a power cut loses at most that window;
+//! - a snapshot is written to `bindings.snap.tmp`, fsynced, renamed over `bindings.snap`, the
+//!   directory fsynced; then a fresh journal with the same generation replaces the old one the same
+//!   way. A crash between the two renames leaves a journal of the older generation, which the loader
+//!   ignores (its records are in the snapshot).
+//!
+//! Loading: a snapshot with a bad header, bad record or missing/short `End` is corrupt — it is moved
+//! aside (`*.corrupt-<unix-secs>`) with an error log, and the agent starts empty (bulk leasequery
+//! fills it). A journal record that is cut short or fails its checksum is a torn tail: the journal
+//! is truncated there with a warning and everything before it is kept.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::binding::{
+    ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
+};
+use crate::prefix::Ipv6Prefix;
+
+pub const SNAPSHOT_FILE: &str = "bindings.snap";
+pub const JOURNAL_FILE: &str = "bindings.journal";
+const MAGIC: &[u8; 8] = b"LQAGSTAT";
+pub const FORMAT_VERSION: u16 = 1;
+const KIND_SNAPSHOT: u8 = 1;
+const KIND_JOURNAL: u8 = 2;
+const HEADER_LEN: usize = 24;
+/// Largest record payload accepted (a lease with maximal DUIDs and relay ids is far below).
+pub const MAX_RECORD: usize = 64 * 1024;
+
+const TAG_UPSERT: u8 = 1;
+const TAG_REMOVE: u8 = 2;
+const TAG_END: u8 = 3;
+
+/// Why the state file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state file record malformed at byte {at}: {what}")]
+    Malformed { at: usize, what: &'static str },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Settings of the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistConfig {
+    pub dir: PathBuf,
+    /// Bound of the queue between the cache task and the writer thread.
+    pub queue: usize,
+    /// Longest time between journal `fdatasync`s while records keep coming.
+    pub sync_interval_ms: u64,
+    /// Journal records after which the cache task should send a snapshot.
+    pub snapshot_after_records: u64,
+    /// Largest single `write(2)`; only tests lower it, to make torn records likely under SIGKILL.
+    pub max_write_chunk: usize,
+}
+
+impl PersistConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PersistConfig {
+            dir: dir.into(),
+            queue: 8192,
+            sync_interval_ms: 1000,
+            snapshot_after_records: 200_000,
+            max_write_chunk: usize::MAX,
+        }
+    }
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Upsert(LeaseKey, Lease),
+    Remove(LeaseKey),
+}
+
+// ---------------------------------------------------------------- encoding
+
+fn put_key(b: &mut Vec<u8>, k: &LeaseKey) {
+    match k {
+        LeaseKey::Address(a) => {
+            b.push(0);
+            b.extend_from_slice(&a.octets());
+            b.push(128);
+        }
+        LeaseKey::Prefix(p) => {
+            b.push(1);
+            b.extend_from_slice(&p.addr().octets());
+            b.push(p.len());
+        }
+    }
+}
+
+fn put_bytes16(b: &mut Vec<u8>, v: &[u8]) {
+    let n = v.len().min(usize::from(u16::MAX));
+    b.extend_from_slice(&(n as u16).to_le_bytes());
+    b.extend_from_slice(&v[..n]);
+}
+
+fn put_opt_bytes(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            b.push(1);
+            put_bytes16(b, v);
+        }
+        None => b.push(0),
+    }
+}
+
+fn put_opt_addr(b: &mut Vec<u8>, a: Option<Ipv6Addr>) {
+    match a {
+        Some(a) => {
+            b.push(1);
+            b.extend_from_slice(&a.octets());
+        }
+        None => b.push(0),
+    }
+}
+
+fn ia_to_u8(ia: IaType) -> u8 {
+    match ia {
+        IaType::Na => 0,
+        IaType::Ta => 1,
+        IaType::Pd => 2,
+    }
+}
+
+/// Append the payload of `rec` to `b`.
+pub fn encode_record(rec: &Record, b: &mut Vec<u8>) {
+    match rec {
+        Record::Remove(k) => {
+            b.push(TAG_REMOVE);
+            put_key(b, k);
+        }
+        Record::Upsert(k, l) => {
+            b.push(TAG_UPSERT);
+            put_key(b, k);
+            b.push(ia_to_u8(l.ia));
+            b.extend_from_slice(&l.iaid.to_le_bytes());
+            for t in [
+                l.preferred_until,
+                l.valid_until,
+                l.last_transaction,
+                l.arrival,
+            ] {
+                b.extend_from_slice(&t.millis().to_le_bytes());
+            }
+            b.push(l.source.to_u8());
+            match l.srsn {
+                Some(s) => {
+                    b.push(1);
+                    b.extend_from_slice(&s.to_le_bytes());
+                }
+                None => b.push(0),
+            }
+            put_opt_addr(b, l.next_hop);
+            let c = &l.client;
+            put_bytes16(b, &c.duid);
+            b.extend_from_slice(&c.link.address.octets());
+            put_opt_bytes(b, c.link.interface.as_deref().map(str::as_bytes));
+            match &c.relay {
+                Some(r) => {
+                    b.push(1);
+                    put_opt_addr(b, r.peer_address);
+                    put_opt_bytes(b, r.interface_id.as_deref());
+                    put_opt_bytes(b, r.remote_id.as_deref());
+                }
+                None => b.push(0),
+            }
+            put_bytes16(b, &l.server.duid);
+            b.extend_from_slice(&l.server.address.octets());
+        }
+    }
+}
+
+/// Frame a payload: length, checksum, payload.
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn header(kind: u8, generation: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10] = kind;
+    h[12..20].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// `Some(generation)` when `bytes` starts with a valid header of `kind`.
+fn parse_header(bytes: &[u8], kind: u8) -> Option<u64> {
+    let h = bytes.get(..HEADER_LEN)?;
+    let crc = u32::from_le_bytes(h[20..24].try_into().ok()?);
+    if &h[..8] != MAGIC || crc32fast::hash(&h[..20]) != crc {
+        return None;
+    }
+    if u16::from_le_bytes([h[8], h[9]]) != FORMAT_VERSION || h[10] != kind {
+        return None;
+    }
+    Some(u64::from_le_bytes(h[12..20].try_into().ok()?))
+}
+
+// ---------------------------------------------------------------- decoding
+
+/// Interns clients and servers while loading, so leases share them as in the live cache.
+#[derive(Default)]
+struct Interner {
+    clients: HashMap<ClientInfo, Arc<ClientInfo>>,
+    servers: HashMap<ServerId, Arc<ServerId>>,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PersistError> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());
+        let Some(end) = end else {
+            return Err(PersistError::Malformed { at: self.at, what });
+        };
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, PersistError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, PersistError> {
+        let s = self.take(2, what)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, PersistError> {
+        let s = self.take(4, what)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn i64(&mut self, what: &'static str) -> Result<i64, PersistError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8, what)?);
+        Ok(i64::from_le_bytes(a))
+    }
+    fn addr(&mut self, what: &'static str) -> Result<Ipv6Addr, PersistError> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16, what)?);
+        Ok(Ipv6Addr::from(a))
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, PersistError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(PersistError::Malformed {
+                at: self.at - 1,
+                what,
+            }),
+        }
+    }
+    fn bytes16(&mut self, what: &'static str) -> Result<Box<[u8]>, PersistError> {
+        let n = usize::from(self.u16(what)?);
+        Ok(self.take(n, what)?.into())
+    }
+    fn opt_bytes(&mut self, what: &'static str) -> Result<Option<Box<[u8]>>, PersistError> {
+        Ok(if self.flag(what)? {
+            Some(self.bytes16(what)?)
+        } else {
+            None
+        })
+    }
+    fn opt_addr(&mut self, what: &'static str) -> Result<Option<Ipv6Addr>, PersistError> {
+        Ok(if self.flag(what)? {
+            Some(self.addr(what)?)
+        } else {
+            None
+        })
+    }
+    fn key(&mut self) -> Result<LeaseKey, PersistError> {
+        let kind = self.u8("key kind")?;
+        let a = self.addr("key address")?;
+        let len = self.u8("key length")?;
+        let at = self.at;
+        match kind {
+            0 if len == 128 => Ok(LeaseKey::Address(a)),
+            1 => Ipv6Prefix::new(a, len)
+                .map(LeaseKey::Prefix)
+                .map_err(|_| PersistError::Malformed { at, what: "prefix" }),
+            _ => Err(PersistError::Malformed {
+                at,
+                what: "key kind",
+            }),
+        }
+    }
+}
+
+enum Decoded {
+    Rec(Record),
+    End(u64),
+}
+
+fn decode_payload(p: &[u8], intern: &mut Interner) -> Result<Decoded, PersistError> {
+    let mut c = Cursor { b: p, at: 0 };
+    let d = match c.u8("tag")? {
+        TAG_REMOVE => Decoded::Rec(Record::Remove(c.key()?)),
+        TAG_END => {
+            let n = c.i64("end count")?;
+            Decoded::End(n as u64)
+        }
+        TAG_UPSERT => {
+            let key = c.key()?;
+            let ia = match c.u8("ia")? {
+                0 => IaType::Na,
+                1 => IaType::Ta,
+                2 => IaType::Pd,
+                _ => {
+                    return Err(PersistError::Malformed {
+                        at: c.at - 1,
+                        what: "ia",
+                    });
+                }
+            };
+            let iaid = c.u32("iaid")?;
+            let preferred_until = Timestamp::from_millis(c.i64("preferred")?);
+            let valid_until = Timestamp::from_millis(c.i64("valid")?);
+            let last_transaction = Timestamp::from_millis(c.i64("last transaction")?);
+            let arrival = Timestamp::from_millis(c.i64("arrival")?);
+            let source = Source::from_u8(c.u8("source")?).ok_or(PersistError::Malformed {
+                at: c.at - 1,
+                what: "source",
+            })?;
+            let srsn = if c.flag("srsn")? {
+                Some(c.u32("srsn")?)
+            } else {
+                None
+            };
+            let next_hop = c.opt_addr("next hop")?;
+            let duid = c.bytes16("client duid")?;
+            let link_addr = c.addr("link address")?;
+            let interface = match c.opt_bytes("interface")? {
+                Some(b) => Some(Arc::<str>::from(std::str::from_utf8(&b).map_err(|_| {
+                    PersistError::Malformed {
+                        at: c.at,
+                        what: "interface",
+                    }
+                })?)),
+                None => None,
+            };
+            let relay = if c.flag("relay")? {
+                Some(RelayData {
+                    peer_address: c.opt_addr("peer address")?,
+                    interface_id: c.opt_bytes("interface-id")?,
+                    remote_id: c.opt_bytes("remote-id")?,
+                })
+            } else {
+                None
+            };
+            let sduid = c.bytes16("server duid")?;
+            let saddr = c.addr("server address")?;
+            let client = ClientInfo {
+                duid,
+                link: Link {
+                    address: link_addr,
+                    interface,
+                },
+                relay,
+            };
+            let client = intern
+                .clients
+                .entry(client.clone())
+                .or_insert_with(|| Arc::new(client))
+                .clone();
+            let server = ServerId {
+                duid: sduid,
+                address: saddr,
+            };
+            let server = intern
+                .servers
+                .entry(server.clone())
+                .or_insert_with(|| Arc::new(server))
+                .clone();
+            Decoded::Rec(Record::Upsert(
+                key,
+                Lease {
+                    client,
+                    server,
+                    ia,
+                    iaid,
+                    preferred_until,
+                    valid_until,
+                    last_transaction,
+                    arrival,
+                    source,
+                    srsn,
+                    next_hop,
+                },
+            ))
+        }
+        _ => return Err(PersistError::Malformed { at: 0, what: "tag" }),
+    };
+    if c.at != p.len() {
+        return Err(PersistError::Malformed {
+            at: c.at,
+            what: "trailing bytes",
+        });
+    }
+    Ok(d)
+}
+
+/// Decode one record payload (for tests and tools).
+pub fn decode_record(p: &[u8]) -> Result<Record, PersistError> {
+    match decode_payload(p, &mut Interner::default())? {
+        Decoded::Rec(r) => Ok(r),
+        Decoded::End(_) => Err(PersistError::Malformed {
+            at: 0,
+            what: "end marker",
+        }),
+    }
+}
+
+/// Walk framed records from `at`; stops at the first bad one and says where.
+fn walk(
+    bytes: &[u8],
+    mut at: usize,
+    intern: &mut Interner,
+    mut f: impl FnMut(Decoded),
+) -> Result<(), (usize, &'static str)> {
+    while at < bytes.len() {
+        let Some(h) = bytes.get(at..at + 8) else {
+            return Err((at, "truncated record header"));
+        };
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        if len > MAX_RECORD {
+            return Err((at, "record length over limit"));
+        }
+        let Some(p) = bytes.get(at + 8..at + 8 + len) else {
+            return Err((at, "truncated record"));
+        };
+        let mut hs = crc32fast::Hasher::new();
+        hs.update(&h[..4]);
+        hs.update(p);
+        if hs.finalize() != crc {
+            return Err((at, "checksum mismatch"));
+        }
+        match decode_payload(p, intern) {
+            Ok(d) => f(d),
+            Err(_) => return Err((at, "undecodable record")),
+        }
+        at += 8 + len;
+    }
+    Ok(())
+}
+
+/// What loading found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The live leases (expired ones dropped), in key order.
+    pub leases: Vec<(LeaseKey, Lease)>,
+    /// Generation of the snapshot loaded (0 when none).
+    pub generation: u64,
+    pub journal_records: u64,
+    /// Leases dropped because their valid lifetime ended before `now`.
+    pub expired: u64,
+    /// Bytes cut off the journal's torn tail.
+    pub truncated_bytes: u64,
+    /// Where a corrupt file was moved.
+    pub moved_aside: Vec<PathBuf>,
+}
+
+fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".corrupt-{secs}"));
+    let to = PathBuf::from(to);
+    fs::rename(path, &to).map_err(io_err(path))?;
+    loaded.moved_aside.push(to);
+    Ok(())
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(io_err(path))?;
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Load the state directory (see the module doc for what happens to damaged files).
+pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
+    let mut out = Loaded::default();
+    let mut map: BTreeMap<LeaseKey, Lease> = BTreeMap::new();
+    let mut intern = Interner::default();
+    let snap_path = dir.join(SNAPSHOT_FILE);
+    let journal_path = dir.join(JOURNAL_FILE);
+
+    let mut snap_ok = false;
+    if let Some(bytes) = read_opt(&snap_path)? {
+        let mut end = None;
+        let mut count = 0u64;
+        let result = match parse_header(&bytes, KIND_SNAPSHOT) {
+            None => Err((0, "bad header")),
+            Some(g) => {
+                out.generation = g;
+                walk(&bytes, HEADER_LEN, &mut intern, |d| match d {
+                    Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
+                        count += 1;
+                        map.insert(k, l);
+                    }
+                    Decoded::End(n) if end.is_none() => end = Some(n),
+                    _ => end = Some(u64::MAX), // anything after End, or a Remove: corrupt
+                })
+            }
+        };
+        let verdict = match result {
+            Err((at, why)) => Err(format!("{why} at byte {at}")),
+            Ok(()) if end != Some(count) => Err("missing or wrong end marker".to_string()),
+            Ok(()) => Ok(()),
+        };
+        match verdict {
+            Ok(()) => snap_ok = true,
+            Err(why) => {
+                map.clear();
+                out.generation = 0;
+                move_aside(&snap_path, &mut out)?;
+                tracing::error!(file = %snap_path.display(), reason = %why,
+                    "state snapshot is corrupt; moved aside, starting with an empty cache");
+            }
+        }
+    }
+
+    if let Some(bytes) = read_opt(&journal_path)? {
+        match parse_header(&bytes, KIND_JOURNAL) {
+            Some(g) if snap_ok && g == out.generation => {
+                let mut n = 0u64;
+                let r = walk(&bytes, HEADER_LEN, &mut intern, |d| {
+                    if let Decoded::Rec(rec) = d {
+                        n += 1;
+                        match rec {
+                            Record::Upsert(k, l) => {
+                                map.insert(k, l);
+                            }
+                            Record::Remove(k) => {
+                                map.remove(&k);
+                            }
+                        }
+                    }
+                });
+                out.journal_records = n;
+                if let Err((at, why)) = r {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&journal_path)
+                        .map_err(io_err(&journal_path))?;
+                    f.set_len(at as u64).map_err(io_err(&journal_path))?;
+                    f.sync_all().map_err(io_err(&journal_path))?;
+                    out.truncated_bytes = (bytes.len() - at) as u64;
+                    tracing::warn!(file = %journal_path.display(), at, reason = why,
+                        dropped_bytes = out.truncated_bytes,
+                        "state journal has a torn tail; truncated, earlier records kept");
+                }
+            }
+            Some(_) if snap_ok => {
+                tracing::info!(file = %journal_path.display(),
+                    "state journal is from an older snapshot generation; ignored");
+            }
+            Some(_) => {} // no usable snapshot: the journal alone is not the whole state
+            None => {
+                move_aside(&journal_path, &mut out)?;
+                tracing::error!(file = %journal_path.display(),
+                    "state journal header is corrupt; moved aside");
+            }
+        }
+    }
+
+    for (k, l) in map {
+        if l.valid_until <= now {
+            out.expired += 1;
+        } else {
+            out.leases.push((k, l));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Counters of the state writer (exported by `metrics.rs`).
+#[derive(Debug, Default)]
+pub struct PersistStats {
+    pub records_written: AtomicU64,
+    /// Records dropped because the writer queue was full (a snapshot then covers them).
+    pub records_dropped: AtomicU64,
+    pub snapshots_written: AtomicU64,
+    pub syncs: AtomicU64,
+    pub write_errors: AtomicU64,
+    /// Set when a record was dropped or the journal grew long: the cache task should snapshot.
+    pub snapshot_wanted: AtomicBool,
+    pub records_since_snapshot: AtomicU64,
+}
+
+enum Msg {
+    Record(Record),
+    Snapshot(Vec<(LeaseKey, Lease)>),
+    Sync(SyncSender<()>),
+    Shutdown,
+}
+
+/// The cache task's side of the writer: cheap, non-blocking sends.
+#[derive(Debug, Clone)]
+pub struct JournalHandle {
+    tx: SyncSender<Msg>,
+    stats: Arc<PersistStats>,
+    snapshot_after: u64,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl JournalHandle {
+    /// Queue a record without blocking; on a full queue it is dropped, counted, and a snapshot
+    /// is requested. Returns whether it was queued.
+    pub fn record(&self, rec: Record) -> bool {
+        match self.tx.try_send(Msg::Record(rec)) {
+            Ok(()) => {
+                let n = self
+                    .stats
+                    .records_since_snapshot
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if n >= self.snapshot_after {
+                    self.stats.snapshot_wanted.store(true, Ordering::Relaxed);
+                }
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.snapshot_wanted.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queue a record, waiting for room (for loaders and tests, not the hot path).
+    pub fn record_blocking(&self, rec: Record) -> bool {
+        self.stats
+            .records_since_snapshot
+            .fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Msg::Record(rec)).is_ok()
+    }
+
+    /// Whether the cache task should send a snapshot now.
+    pub fn wants_snapshot(&self) -> bool {
+        self.stats.snapshot_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Hand a full copy of the cache to the writer (waits for queue room; the copy was taken
+    /// from the store after every record already queued, so it supersedes them).
+    pub fn snapshot(&self, all: Vec<(LeaseKey, Lease)>) -> bool {
+        self.stats.snapshot_wanted.store(false, Ordering::Relaxed);
+        self.stats
+            .records_since_snapshot
+            .store(0, Ordering::Relaxed);
+        self.tx.send(Msg::Snapshot(all)).is_ok()
+    }
+
+    /// Wait until everything queued so far is written and fsynced.
+    pub fn sync(&self) -> bool {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(Msg::Sync(tx)).is_ok() && rx.recv().is_ok()
+    }
+
+    pub fn stats(&self) -> &Arc<PersistStats> {
+        &self.stats
+    }
+}
+
+/// The writer thread.
+#[derive(Debug)]
+pub struct StateWriter {
+    handle: JournalHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StateWriter {
+    /// Write `initial` as a fresh snapshot of generation `generation + 1`, start a journal, and
+    /// run the writer thread.
+    pub fn start(
+        cfg: PersistConfig,
+        initial: Vec<(LeaseKey, Lease)>,
+        generation: u64,
+    ) -> Result<StateWriter, PersistError> {
+        fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
+        let mut files = Files {
+            dir: cfg.dir.clone(),
+            generation,
+            journal: None,
+            buf: Vec::with_capacity(64 * 1024),
+            chunk: cfg.max_write_chunk.max(1),
+        };
+        files.write_snapshot(&initial)?;
+        let stats = Arc::new(PersistStats::default());
+        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let st = stats.clone();
+        let interval = Duration::from_millis(cfg.sync_interval_ms);
+        let thread = std::thread::Builder::new()
+            .name("lqagent-state".into())
+            .spawn(move || writer_loop(files, rx, st, interval))
+            .map_err(io_err(&cfg.dir))?;
+        Ok(StateWriter {
+            handle: JournalHandle {
+                tx,
+                stats,
+                snapshot_after: cfg.snapshot_after_records.max(1),
+            },
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> JournalHandle {
+        self.handle.clone()
+    }
+
+    /// Flush, fsync and stop the thread.
+    pub fn shutdown(mut self) {
+        let _ = self.handle.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Files {
+    dir: PathBuf,
+    generation: u64,
+    journal: Option<File>,
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+fn write_chunked(f: &mut File, bytes: &[u8], chunk: usize) -> io::Result<()> {
+    for c in bytes.chunks(chunk) {
+        f.write_all(c)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Files {
+    /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory).
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<File, PersistError> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let dst = self.dir.join(name);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        write_chunked(&mut f, bytes, self.chunk).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(f)
+    }
+
+    fn write_snapshot(&mut self, all: &[(LeaseKey, Lease)]) -> Result<(), PersistError> {
+        self.flush()?;
+        let generation = self.generation + 1;
+        let mut out = Vec::with_capacity(HEADER_LEN + all.len() * 120);
+        out.extend_from_slice(&header(KIND_SNAPSHOT, generation));
+        let mut p = Vec::with_capacity(256);
+        for (k, l) in all {
+            p.clear();
+            encode_record(&Record::Upsert(*k, l.clone()), &mut p);
+            frame(&p, &mut out);
+        }
+        p.clear();
+        p.push(TAG_END);
+        p.extend_from_slice(&(all.len() as i64).to_le_bytes());
+        frame(&p, &mut out);
+        self.replace(SNAPSHOT_FILE, &out)?;
+        let journal = self.replace(JOURNAL_FILE, &header(KIND_JOURNAL, generation))?;
+        self.journal = Some(journal);
+        self.generation = generation;
+        Ok(())
+    }
+
+    fn append(&mut self, rec: &Record) {
+        let mut p = Vec::with_capacity(256);
+        encode_record(rec, &mut p);
+        frame(&p, &mut self.buf);
+    }
+
+    fn flush(&mut self) -> Result<(), PersistError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        if let Some(f) = self.journal.as_mut() {
+            write_chunked(f, &self.buf, self.chunk).map_err(io_err(&path))?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), PersistError> {
+        self.flush()?;
+        let path = self.dir.join(JOURNAL_FILE);
+        if let Some(f) = self.journal.as_ref() {
+            f.sync_data().map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+}
+
+fn writer_loop(mut files: Files, rx: Receiver<Msg>, stats: Arc<PersistStats>, interval: Duration) {
+    let mut last_sync = Instant::now();
+    let mut dirty = false;
+    let report = |r: Result<(), PersistError>, stats: &PersistStats| {
+        if let Err(e) = r {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "state file write failed");
+        }
+    };
+    loop {
+        let first = match rx.recv_timeout(interval) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Msg::Shutdown),
+        };
+        let mut batch: Vec<Msg> = first.into_iter().collect();
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut stop = false;
+        for m in batch {
+            match m {
+                Msg::Record(r) => {
+                    files.append(&r);
+                    stats.records_written.fetch_add(1, Ordering::Relaxed);
+                    dirty = true;
+                }
+                Msg::Snapshot(all) => {
+                    let r = files.write_snapshot(&all);
+                    if r.is_ok() {
+                        stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                        dirty = false;
+                    }
+                    report(r, &stats);
+                }
+                Msg::Sync(ack) => {
+                    report(files.sync(), &stats);
+                    stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    dirty = false;
+                    let _ = ack.send(());
+                }
+                Msg::Shutdown => stop = true,
+            }
+        }
+        report(files.flush(), &stats);
+        if stop || (dirty && last_sync.elapsed() >= interval) {
+            report(files.sync(), &stats);
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            last_sync = Instant::now();
+            dirty = false;
+        }
+        if stop {
+            return;
+        }
+    }
+}
