@@ -21,13 +21,16 @@ pub use binding::{
 pub use merge::{CltCheck, MergeConfig, Verdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 /// The agent clock: Unix time read once at start, advanced by the monotonic clock.
 ///
 /// It never steps backwards while the agent runs (NTP steps do not move deadlines), and its
 /// values are Unix milliseconds, so deadlines written to the state file mean the same after a
-/// reboot (up to the wall-clock error at the two starts).
+/// reboot (up to the wall-clock error at the two starts). It reads tokio's clock, so tests with
+/// paused time move it too.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentClock {
     start: Instant,
@@ -48,6 +51,21 @@ impl AgentClock {
 
     pub fn now(&self) -> Timestamp {
         self.at(Instant::now())
+    }
+
+    /// The monotonic instant of an agent-clock value (e.g. to sleep until a deadline, or for
+    /// `RouteSpec::valid_until`); `None` for [`Timestamp::NEVER`], `start` for the past.
+    pub fn instant_of(&self, t: Timestamp) -> Option<Instant> {
+        if t == Timestamp::NEVER {
+            return None;
+        }
+        let ms = t.millis().saturating_sub(self.unix_ms_at_start).max(0);
+        Some(self.start + Duration::from_millis(ms as u64))
+    }
+
+    /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
+    pub fn at_std(&self, t: std::time::Instant) -> Timestamp {
+        self.at(Instant::from_std(t))
     }
 
     /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).

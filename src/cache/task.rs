@@ -1,1 +1,317 @@
+//! The cache task: the tokio shell that owns the write path of the binding store.
+//!
+//! One task receives [`CacheInput`]s from a bounded queue, applies them with the synchronous
+//! store calls, journals the writes (non-blocking), and sends the resulting [`Change`]s into a
+//! bounded channel for the route installer. Because one task decides and sends, changes are in
+//! order per lease; because it awaits room in the change channel, a slow installer slows the task,
+//! the input queue fills, and producers feel back-pressure (`observe().await`) or see `Full`
+//! (`try_observe`) — nothing grows without bound. Expiry runs in the same loop, woken at the
+//! earliest deadline; snapshots are taken when the journal asks or on a timer.
+//!
+//! Readers do not go through the task: they use [`CacheHandle::store`] directly.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::AgentClock;
+use super::binding::{Change, Lease, LeaseKey, Observation, Withdrawal};
+use super::persist::{JournalHandle, Record};
+use super::store::{Applied, BindingStore};
+
+/// What the cache task accepts.
+#[derive(Debug, Clone)]
+pub enum CacheInput {
+    Observe(Observation),
+    Withdraw(Withdrawal),
+}
+
+/// Settings of the cache task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTaskConfig {
+    /// Bound of the input queue (observations and withdrawals).
+    pub input_queue: usize,
+    /// Bound of the change stream to the route installer.
+    pub change_queue: usize,
+    /// Snapshot at least this often (also when the journal asks, e.g. after drops).
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for CacheTaskConfig {
+    fn default() -> Self {
+        CacheTaskConfig {
+            input_queue: 4096,
+            change_queue: 4096,
+            snapshot_interval_ms: 300_000,
+        }
+    }
+}
+
+/// Why an input was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("cache input queue full")]
+    Full,
+    #[error("cache task stopped")]
+    Closed,
+}
+
+/// Counters of the task's queues.
+#[derive(Debug, Default)]
+pub struct TaskStats {
+    /// Inputs refused by `try_observe`/`try_withdraw` because the queue was full.
+    pub inputs_dropped_full: AtomicU64,
+    pub changes_sent: AtomicU64,
+    /// Changes computed after the installer closed its end (nothing to send them to).
+    pub changes_unsent: AtomicU64,
+}
+
+/// The producers' and readers' side of the cache.
+#[derive(Debug, Clone)]
+pub struct CacheHandle {
+    tx: mpsc::Sender<CacheInput>,
+    store: Arc<BindingStore>,
+    stats: Arc<TaskStats>,
+}
+
+impl CacheHandle {
+    /// The store, for lookups (never held across `.await` by the store itself).
+    pub fn store(&self) -> &Arc<BindingStore> {
+        &self.store
+    }
+
+    pub fn stats(&self) -> &Arc<TaskStats> {
+        &self.stats
+    }
+
+    /// Queue an input, waiting for room (back-pressure).
+    /// CANCEL-SAFETY: cancel-safe; a cancelled send queued nothing.
+    pub async fn send(&self, input: CacheInput) -> Result<(), SendError> {
+        self.tx.send(input).await.map_err(|_| SendError::Closed)
+    }
+
+    pub async fn observe(&self, obs: Observation) -> Result<(), SendError> {
+        self.send(CacheInput::Observe(obs)).await
+    }
+
+    /// Queue an input without waiting; a full queue is counted.
+    pub fn try_send(&self, input: CacheInput) -> Result<(), SendError> {
+        self.tx.try_send(input).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.inputs_dropped_full.fetch_add(1, Ordering::Relaxed);
+                SendError::Full
+            }
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+}
+
+/// Start the cache task. `restored` (from [`persist::load`](super::persist::load)) is put into
+/// the store first and its `Added` changes lead the change stream, so the installer rebuilds
+/// routes before anything new arrives.
+pub fn spawn(
+    store: Arc<BindingStore>,
+    clock: AgentClock,
+    journal: Option<JournalHandle>,
+    cfg: CacheTaskConfig,
+    restored: Vec<(LeaseKey, Lease)>,
+) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
+    let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
+    let stats = Arc::new(TaskStats::default());
+    let handle = CacheHandle {
+        tx,
+        store: store.clone(),
+        stats: stats.clone(),
+    };
+    let task = CacheTask {
+        store,
+        clock,
+        journal,
+        inputs: rx,
+        changes: ctx,
+        stats,
+        snapshot_every: Duration::from_millis(cfg.snapshot_interval_ms.max(1)),
+    };
+    let join = tokio::spawn(task.run(restored));
+    (handle, crx, join)
+}
+
+struct CacheTask {
+    store: Arc<BindingStore>,
+    clock: AgentClock,
+    journal: Option<JournalHandle>,
+    inputs: mpsc::Receiver<CacheInput>,
+    changes: mpsc::Sender<Change>,
+    stats: Arc<TaskStats>,
+    snapshot_every: Duration,
+}
+
+impl CacheTask {
+    async fn run(mut self, restored: Vec<(LeaseKey, Lease)>) {
+        let now = self.clock.now();
+        for (k, l) in restored {
+            if let Some(c) = self.store.restore(k, l, now) {
+                self.emit_change(c).await;
+            }
+        }
+        let mut snap = tokio::time::interval(self.snapshot_every);
+        snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snap.tick().await; // the first tick is immediate; the writer just wrote one at start
+        loop {
+            let wake = self
+                .store
+                .next_deadline()
+                .and_then(|t| self.clock.instant_of(t));
+            tokio::select! {
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { break };
+                    let applied = match &input {
+                        CacheInput::Observe(o) => self.store.apply(o),
+                        CacheInput::Withdraw(w) => self.store.withdraw(w),
+                    };
+                    self.emit(applied).await;
+                }
+                _ = sleep_until_opt(wake) => {
+                    let applied = self.store.expire_due(self.clock.now());
+                    self.emit(applied).await;
+                }
+                _ = snap.tick() => self.snapshot(),
+            }
+            if self.journal.as_ref().is_some_and(|j| j.wants_snapshot()) {
+                self.snapshot();
+            }
+        }
+        if let Some(j) = &self.journal {
+            self.snapshot();
+            j.sync();
+        }
+    }
+
+    fn snapshot(&self) {
+        if let Some(j) = &self.journal {
+            j.snapshot(self.store.all());
+        }
+    }
+
+    async fn emit(&self, applied: Applied) {
+        if let Some(j) = &self.journal {
+            for (k, v) in applied.writes {
+                j.record(match v {
+                    Some(l) => Record::Upsert(k, l),
+                    None => Record::Remove(k),
+                });
+            }
+        }
+        for c in applied.changes {
+            self.emit_change(c).await;
+        }
+    }
+
+    async fn emit_change(&self, c: Change) {
+        if self.changes.send(c).await.is_ok() {
+            self.stats.changes_sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.changes_unsent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{
+        ChangeKind, IaType, Link, ObservedLease, ServerId, Source, store::CacheConfig,
+    };
+    use std::net::Ipv6Addr;
+    use std::sync::atomic::AtomicUsize;
+
+    fn obs(n: u16, valid: u32, clock: &AgentClock) -> Observation {
+        Observation {
+            client_duid: vec![0, 1, n as u8].into(),
+            link: Link {
+                address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
+                interface: None,
+            },
+            relay: None,
+            server: Arc::new(ServerId {
+                duid: vec![0, 3, 1].into(),
+                address: Ipv6Addr::LOCALHOST,
+            }),
+            source: Source::Snoop,
+            clt_time: None,
+            base_time: None,
+            srsn: None,
+            complete: false,
+            leases: vec![ObservedLease {
+                key: LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)),
+                ia: IaType::Na,
+                iaid: 1,
+                preferred: valid,
+                valid,
+            }],
+            arrival: clock.now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_installer_back_pressures_producers_and_order_is_kept() {
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let cfg = CacheTaskConfig {
+            input_queue: 1,
+            change_queue: 1,
+            snapshot_interval_ms: 3_600_000,
+        };
+        let (h, mut changes, join) = spawn(store, clock, None, cfg, Vec::new());
+        let done = Arc::new(AtomicUsize::new(0));
+        let (h2, d2) = (h.clone(), done.clone());
+        let producer = tokio::spawn(async move {
+            for n in 1..=20 {
+                h2.observe(obs(n, 3600, &clock)).await.unwrap();
+                d2.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let sent_while_stalled = done.load(Ordering::SeqCst);
+        assert!(sent_while_stalled < 20, "bounded queues must stall the producer");
+        assert!(h.try_send(CacheInput::Observe(obs(99, 1, &clock))).is_err());
+        for n in 1..=20u16 {
+            let c = changes.recv().await.unwrap();
+            assert_eq!(c.kind, ChangeKind::Added);
+            assert_eq!(c.key, LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)));
+        }
+        producer.await.unwrap();
+        assert_eq!(h.stats().inputs_dropped_full.load(Ordering::Relaxed), 1);
+        drop(h);
+        join.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn expiry_emits_removal_at_the_deadline() {
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (h, mut changes, _join) =
+            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        h.observe(obs(1, 1, &clock)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        let t = tokio::time::Instant::now();
+        let c = changes.recv().await.unwrap();
+        assert_eq!(c.kind, ChangeKind::Removed);
+        assert!(t.elapsed() >= Duration::from_millis(900), "removed only once the lifetime ran out");
+        assert!(h.store().is_empty());
+        assert_eq!(h.store().stats().expired(), 1);
+    }
+}

@@ -1,0 +1,188 @@
+//! Binding cache benchmark: memory per binding, lookups per second on 2 threads, snapshot write
+//! and load time. `cargo bench --bench cache` runs 1M bindings (500k clients × one IA_NA address
+//! and one /56 IA_PD prefix), inserted through the real merge path (`BindingStore::apply`).
+//! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
+//! The last line is `cache: <bytes> B/binding, <n> lookups/s`.
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lqagent::cache::persist::{self, PersistConfig, StateWriter};
+use lqagent::cache::{
+    BindingStore, CacheConfig, IaType, LeaseKey, Link, ObservedLease, Observation, ServerId,
+    Source, Timestamp,
+};
+use lqagent::prefix::Ipv6Prefix;
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn na_addr(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, (i >> 16) as u16, i as u16)
+}
+
+fn pd_prefix(i: u32) -> Ipv6Prefix {
+    Ipv6Prefix::new(
+        Ipv6Addr::new(0x2001, 0xdb8, (i >> 8) as u16, ((i & 0xff) << 8) as u16, 0, 0, 0, 0),
+        56,
+    )
+    .unwrap()
+}
+
+fn observation(i: u32, servers: &[Arc<ServerId>], now: Timestamp) -> Observation {
+    let mac = i.to_be_bytes();
+    Observation {
+        client_duid: vec![0, 3, 0, 1, 0x02, 0x42, mac[0], mac[1], mac[2], mac[3]].into(),
+        link: Link {
+            address: Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, (i % 1000) as u16 + 1),
+            interface: None,
+        },
+        relay: None,
+        server: servers[(i % 2) as usize].clone(),
+        source: Source::Bulk,
+        clt_time: Some(i % 600),
+        base_time: None,
+        srsn: None,
+        complete: true,
+        leases: vec![
+            ObservedLease {
+                key: LeaseKey::Address(na_addr(i)),
+                ia: IaType::Na,
+                iaid: 1,
+                preferred: 1800,
+                valid: 3600,
+            },
+            ObservedLease {
+                key: LeaseKey::Prefix(pd_prefix(i)),
+                ia: IaType::Pd,
+                iaid: 2,
+                preferred: 1800,
+                valid: 3600,
+            },
+        ],
+        arrival: now,
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let clients: u32 = if full { 500_000 } else { 1_000 };
+    let lookup_time = if full {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(50)
+    };
+    let servers: Vec<Arc<ServerId>> = (1..=2u8)
+        .map(|n| {
+            Arc::new(ServerId {
+                duid: vec![0, 1, 0, 1, 0x30, 0x39, 0, n].into(),
+                address: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0xffff, 0, 0, 0, u16::from(n)),
+            })
+        })
+        .collect();
+    let now = Timestamp::from_secs(1_795_000_000);
+
+    let store = Arc::new(BindingStore::new(CacheConfig::default()));
+    let before = rss_bytes();
+    let t = Instant::now();
+    for i in 0..clients {
+        store.apply(&observation(i, &servers, now));
+    }
+    let insert = t.elapsed();
+    let after = rss_bytes();
+    let bindings = store.len() as u64;
+    assert_eq!(bindings, u64::from(clients) * 2);
+    let per_binding = after.saturating_sub(before) / bindings.max(1);
+    println!(
+        "insert: {bindings} bindings via apply() in {:.2} s ({:.0} bindings/s); RSS {} -> {} MiB",
+        insert.as_secs_f64(),
+        bindings as f64 / insert.as_secs_f64(),
+        before >> 20,
+        after >> 20
+    );
+
+    // Query sets prepared before timing: half exact addresses, half addresses inside prefixes.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut queries = Vec::with_capacity(1 << 20);
+    for q in 0..(1u32 << 20) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % u64::from(clients)) as u32;
+        queries.push(if q % 2 == 0 {
+            na_addr(i)
+        } else {
+            let p = u128::from(pd_prefix(i).addr()) | u128::from((x >> 20) as u64 & 0xffff_ffff);
+            Ipv6Addr::from(p)
+        });
+    }
+    let queries = Arc::new(queries);
+    let threads = 2;
+    let t = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|n| {
+            let store = store.clone();
+            let queries = queries.clone();
+            std::thread::spawn(move || {
+                let mut done = 0u64;
+                let mut hits = 0u64;
+                let start = Instant::now();
+                let mut j = n * 4096;
+                while start.elapsed() < lookup_time {
+                    for _ in 0..4096 {
+                        let a = queries[j & (queries.len() - 1)];
+                        if store.lookup_address(a).is_some() {
+                            hits += 1;
+                        }
+                        j += 1;
+                    }
+                    done += 4096;
+                }
+                (done, hits)
+            })
+        })
+        .collect();
+    let (mut total, mut hits) = (0u64, 0u64);
+    for h in handles {
+        let (d, k) = h.join().unwrap();
+        total += d;
+        hits += k;
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(hits, total, "every query address is covered by a binding");
+    let per_sec = (total as f64 / elapsed.as_secs_f64()) as u64;
+    println!(
+        "lookup_address (exact /128 or covering /56) on {threads} threads: {total} in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let all = store.all();
+    let t = Instant::now();
+    let w = StateWriter::start(PersistConfig::new(dir.path()), all, 0).unwrap();
+    let write = t.elapsed();
+    w.shutdown();
+    let size = std::fs::metadata(dir.path().join(persist::SNAPSHOT_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let t = Instant::now();
+    let loaded = persist::load(dir.path(), now).unwrap();
+    let load = t.elapsed();
+    assert_eq!(loaded.leases.len() as u64, bindings);
+    println!(
+        "snapshot: write {:.2} s (incl. fsync), load {:.2} s, {} MiB, {} bindings",
+        write.as_secs_f64(),
+        load.as_secs_f64(),
+        size >> 20,
+        loaded.leases.len()
+    );
+    println!("cache: {per_binding} B/binding, {per_sec} lookups/s");
+}
