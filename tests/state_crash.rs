@@ -44,7 +44,7 @@ fn op(i: u64) -> Record {
     if i % 7 == 3 {
         return Record::Remove(k);
     }
-    let duid: Box<[u8]> = (0..(i % 40) as u8 + 4).map(|b| b ^ (i as u8)).collect();
+    let duid: Arc<[u8]> = (0..(i % 40) as u8 + 4).map(|b| b ^ (i as u8)).collect();
     Record::Upsert(
         k,
         Lease {
@@ -54,10 +54,12 @@ fn op(i: u64) -> Record {
                     address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
                     interface: (i % 2 == 0).then(|| Arc::from(format!("cm{}", i % 5))),
                 },
-                relay: (i % 3 == 0).then(|| RelayData {
-                    peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, i as u16)),
-                    interface_id: Some(vec![1, 2, (i % 251) as u8].into()),
-                    remote_id: None,
+                relay: (i % 3 == 0).then(|| {
+                    Box::new(RelayData {
+                        peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, i as u16)),
+                        interface_id: Some(vec![1, 2, (i % 251) as u8].into()),
+                        remote_id: None,
+                    })
                 }),
             }),
             server: Arc::new(ServerId {

@@ -94,10 +94,22 @@ impl IaType {
 }
 
 /// What a lease is: an address (routed as /128) or a delegated prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LeaseKey {
     Address(Ipv6Addr),
     Prefix(Ipv6Prefix),
+}
+
+/// Hashes as two 64-bit words and a length: cheap with the cache's word hasher.
+impl std::hash::Hash for LeaseKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let (a, len) = match self {
+            LeaseKey::Address(a) => (*a, 128u8),
+            LeaseKey::Prefix(p) => (p.addr(), p.len()),
+        };
+        h.write_u128(u128::from(a));
+        h.write_u8(len);
+    }
 }
 
 impl LeaseKey {
@@ -189,11 +201,13 @@ pub struct Link {
 }
 
 /// Who holds a lease: shared by all leases the same client holds on the same link.
+/// (The DUID is an `Arc` so the by-client index shares it; relay data is boxed because most of
+/// the time it is absent and the struct is kept per client.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientInfo {
-    pub duid: Box<[u8]>,
+    pub duid: Arc<[u8]>,
     pub link: Link,
-    pub relay: Option<RelayData>,
+    pub relay: Option<Box<RelayData>>,
 }
 
 /// What the cache remembers about one lease.
@@ -308,7 +322,7 @@ pub struct RouteView {
     pub interface: Option<Arc<str>>,
     /// For prefixes: the next hop; `None` for addresses (on-link /128) or when unknown.
     pub next_hop: Option<Ipv6Addr>,
-    pub client_duid: Box<[u8]>,
+    pub client_duid: Arc<[u8]>,
     pub valid_until: Timestamp,
 }
 

@@ -244,22 +244,24 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
 
 /// The client record for this observation, reusing a stored `Arc` when equal.
 fn client_info(obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> Arc<ClientInfo> {
-    let same_client =
-        |l: &&Lease| l.client.duid == obs.client_duid && l.client.link.address == obs.link.address;
+    let same_client = |l: &&Lease| {
+        *l.client.duid == *obs.client_duid && l.client.link.address == obs.link.address
+    };
     let stored = current.values().find(same_client).map(|l| l.client.clone());
     let relay = obs
         .relay
         .clone()
+        .map(Box::new)
         .or_else(|| stored.as_ref().and_then(|c| c.relay.clone()));
     let link = match (&obs.link.interface, &stored) {
         (None, Some(c)) => c.link.clone(),
         _ => obs.link.clone(),
     };
-    let fresh = ClientInfo {
-        duid: obs.client_duid.clone(),
-        link,
-        relay,
+    let duid: Arc<[u8]> = match &stored {
+        Some(c) => c.duid.clone(),
+        None => Arc::from(&*obs.client_duid),
     };
+    let fresh = ClientInfo { duid, link, relay };
     match stored {
         Some(c) if *c == fresh => c,
         _ => Arc::new(fresh),
@@ -370,7 +372,7 @@ pub fn merge(
         };
         for (key, l) in current {
             let omitted = !mentioned.contains(key)
-                && l.client.duid == obs.client_duid
+                && *l.client.duid == *obs.client_duid
                 && l.client.link.address == obs.link.address
                 && l.server.duid == obs.server.duid;
             if omitted && precedence(l, &probe, cfg).is_none() {
@@ -514,7 +516,8 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
         let applies = match w.reason {
             WithdrawReason::Operator => true,
             WithdrawReason::Released => {
-                w.client_duid.as_ref().is_none_or(|d| *d == l.client.duid) && l.arrival <= w.arrival
+                w.client_duid.as_ref().is_none_or(|d| **d == *l.client.duid)
+                    && l.arrival <= w.arrival
             }
         };
         if applies {

@@ -9,6 +9,7 @@
 
 pub mod binding;
 pub mod expiry;
+pub mod hash;
 pub mod merge;
 pub mod persist;
 pub mod store;

@@ -393,18 +393,18 @@ fn decode_payload(p: &[u8], intern: &mut Interner) -> Result<Decoded, PersistErr
                 None => None,
             };
             let relay = if c.flag("relay")? {
-                Some(RelayData {
+                Some(Box::new(RelayData {
                     peer_address: c.opt_addr("peer address")?,
                     interface_id: c.opt_bytes("interface-id")?,
                     remote_id: c.opt_bytes("remote-id")?,
-                })
+                }))
             } else {
                 None
             };
             let sduid = c.bytes16("server duid")?;
             let saddr = c.addr("server address")?;
             let client = ClientInfo {
-                duid,
+                duid: duid.into(),
                 link: Link {
                     address: link_addr,
                     interface,

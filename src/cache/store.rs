@@ -9,12 +9,21 @@
 //! ordered per lease: changes come out in the order the writes were decided.
 //!
 //! Indexes:
-//! - `leases`: [`LeaseKey`] → [`Lease`]; addresses and prefixes alike.
-//! - prefix lengths present, one counter per length: a covering-prefix lookup probes one hash per
-//!   length present (typically 2–4), longest first — O(number of prefix lengths), never a scan.
-//! - `by_client`: DUID → keys; `by_link`: link-address → keys.
+//! - `leases`: a set of boxed (key, lease) slots looked up by [`LeaseKey`] (the slot borrows as
+//!   its key), addresses and prefixes alike. A set of pointers rather than a key→value map keeps
+//!   the table's empty buckets at 8 bytes: at 1M leases hashbrown sits at ~48 % load, so bucket
+//!   size dominates memory. An update swaps the slot in place under the shard lock
+//!   (`replace_entry`), so readers never see the key missing.
+//! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
+//!   probes one hash per length present (typically 1–3), longest first — O(number of prefix
+//!   lengths), never a scan.
+//! - `by_client`: DUID → its lease keys; `by_link`: link-address → DUIDs of clients on it.
+//!
+//! All maps use the seeded word hasher of [`super::hash`].
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +34,7 @@ use super::binding::{
     Change, ChangeKind, Lease, LeaseKey, Observation, RouteView, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
+use super::hash::KeyHashBuilder;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
 use crate::prefix::Ipv6Prefix;
 
@@ -144,14 +154,48 @@ struct WriterState {
     tomb_order: VecDeque<(Timestamp, LeaseKey)>,
 }
 
+/// One lease in the table: found by its key, owning its data.
+#[derive(Debug)]
+struct Slot(Box<(LeaseKey, Lease)>);
+
+impl Slot {
+    fn lease(&self) -> &Lease {
+        &self.0.1
+    }
+}
+
+impl Borrow<LeaseKey> for Slot {
+    fn borrow(&self) -> &LeaseKey {
+        &self.0.0
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, o: &Slot) -> bool {
+        self.0.0 == o.0.0
+    }
+}
+
+impl Eq for Slot {}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.0.hash(h)
+    }
+}
+
+type Map<K, V> = DashMap<K, V, KeyHashBuilder>;
+
 /// The concurrent binding cache.
 #[derive(Debug)]
 pub struct BindingStore {
     cfg: CacheConfig,
-    leases: DashMap<LeaseKey, Lease>,
+    leases: Map<Slot, ()>,
     prefix_lens: [AtomicU32; 129],
-    by_client: DashMap<Box<[u8]>, Vec<LeaseKey>>,
-    by_link: DashMap<Ipv6Addr, HashSet<LeaseKey>>,
+    /// Bit `len` set ⇔ some prefix of that length is held.
+    len_mask: [AtomicU64; 3],
+    by_client: Map<Arc<[u8]>, Box<[LeaseKey]>>,
+    by_link: Map<Ipv6Addr, HashSet<Arc<[u8]>, KeyHashBuilder>>,
     writer: Mutex<WriterState>,
     stats: CacheStats,
 }
@@ -166,10 +210,11 @@ impl BindingStore {
     pub fn new(cfg: CacheConfig) -> Self {
         BindingStore {
             cfg,
-            leases: DashMap::new(),
+            leases: DashMap::with_hasher(KeyHashBuilder::default()),
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
-            by_client: DashMap::new(),
-            by_link: DashMap::new(),
+            len_mask: std::array::from_fn(|_| AtomicU64::new(0)),
+            by_client: DashMap::with_hasher(KeyHashBuilder::default()),
+            by_link: DashMap::with_hasher(KeyHashBuilder::default()),
             writer: Mutex::new(WriterState::default()),
             stats: CacheStats::default(),
         }
@@ -207,7 +252,7 @@ impl BindingStore {
         let mut holders = Vec::new();
         for l in &obs.leases {
             if let Some(v) = self.get(&l.key) {
-                if v.client.duid != obs.client_duid {
+                if *v.client.duid != *obs.client_duid {
                     holders.push(v.client.duid.clone());
                 }
                 current.insert(l.key, v);
@@ -267,16 +312,7 @@ impl BindingStore {
         let out = merge::expire(&current, now);
         let n = out.writes.iter().filter(|(_, v)| v.is_none()).count();
         self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
-        let applied = self.commit(&mut w, &current, out);
-        if w.expiry.needs_rebuild(self.leases.len()) {
-            let live: Vec<_> = self
-                .leases
-                .iter()
-                .map(|e| (e.valid_until, *e.key()))
-                .collect();
-            w.expiry.rebuild(live);
-        }
-        applied
+        self.commit(&mut w, &current, out)
     }
 
     /// The earliest time [`expire_due`](Self::expire_due) may have work.
@@ -368,6 +404,16 @@ impl BindingStore {
             w.tombstones.insert(k, t);
             w.tomb_order.push_back((forget_at, k));
         }
+        if w.expiry.needs_rebuild(self.leases.len()) {
+            // Refreshes leave stale deadlines behind; bound them (amortised: at most once per
+            // `len` pushes).
+            let live: Vec<_> = self
+                .leases
+                .iter()
+                .map(|e| (e.key().lease().valid_until, e.key().0.0))
+                .collect();
+            w.expiry.rebuild(live);
+        }
         while w.tombstones.len() > self.cfg.max_tombstones {
             let Some((_, k)) = w.tomb_order.pop_front() else {
                 break;
@@ -390,9 +436,15 @@ impl BindingStore {
         let old = match &new {
             Some(l) => {
                 w.expiry.push(l.valid_until, key);
-                self.leases.insert(key, l.clone())
+                match self.leases.entry(Slot(Box::new((key, l.clone())))) {
+                    dashmap::Entry::Occupied(o) => Some(o.replace_entry(()).0.0.1),
+                    dashmap::Entry::Vacant(v) => {
+                        v.insert(());
+                        None
+                    }
+                }
             }
-            None => self.leases.remove(&key).map(|(_, v)| v),
+            None => self.leases.remove(&key).map(|(s, ())| s.0.1),
         };
         let moved = match (&old, &new) {
             (Some(o), Some(n)) => {
@@ -411,81 +463,115 @@ impl BindingStore {
         }
     }
 
+    fn set_len_bit(&self, len: u8, on: bool) {
+        let (word, bit) = (usize::from(len / 64), 1u64 << (len % 64));
+        if on {
+            self.len_mask[word].fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.len_mask[word].fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
     fn index(&self, key: LeaseKey, l: &Lease) {
         if let LeaseKey::Prefix(p) = key {
-            self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed);
+            if self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed) == 0 {
+                self.set_len_bit(p.len(), true);
+            }
         }
-        self.by_client
-            .entry(l.client.duid.clone())
-            .or_default()
-            .push(key);
+        let mut e = self.by_client.entry(l.client.duid.clone()).or_default();
+        let mut v = e.value().to_vec();
+        v.push(key);
+        *e.value_mut() = v.into_boxed_slice();
+        drop(e);
         self.by_link
             .entry(l.client.link.address)
             .or_default()
-            .insert(key);
+            .insert(l.client.duid.clone());
     }
 
     fn unindex(&self, key: LeaseKey, l: &Lease) {
         if let LeaseKey::Prefix(p) = key {
-            self.prefix_lens[usize::from(p.len())].fetch_sub(1, Ordering::Relaxed);
+            if self.prefix_lens[usize::from(p.len())].fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.set_len_bit(p.len(), false);
+            }
         }
+        let mut rest: Box<[LeaseKey]> = Box::new([]);
         self.by_client.remove_if_mut(&l.client.duid, |_, v| {
-            v.retain(|k| *k != key);
+            *v = v.iter().copied().filter(|k| *k != key).collect();
+            rest = v.clone();
             v.is_empty()
         });
-        self.by_link.remove_if_mut(&l.client.link.address, |_, v| {
-            v.remove(&key);
-            v.is_empty()
+        let link = l.client.link.address;
+        let still_on_link = rest.iter().any(|k| {
+            self.leases
+                .get(k)
+                .is_some_and(|s| s.key().lease().client.link.address == link)
         });
+        if !still_on_link {
+            self.by_link.remove_if_mut(&link, |_, v| {
+                v.remove(&l.client.duid);
+                v.is_empty()
+            });
+        }
     }
 
     /// The lease at `key`.
     pub fn get(&self, key: &LeaseKey) -> Option<Lease> {
-        self.leases.get(key).map(|e| e.value().clone())
+        self.leases.get(key).map(|e| e.key().lease().clone())
+    }
+
+    /// Look at the lease at `key` without copying it (the shard stays read-locked during `f`,
+    /// which must not call back into the store).
+    pub fn with<R>(&self, key: &LeaseKey, f: impl FnOnce(&Lease) -> R) -> Option<R> {
+        self.leases.get(key).map(|e| f(e.key().lease()))
     }
 
     /// The lease for an address: an IA_NA/IA_TA lease of exactly it, else the delegated prefix
     /// covering it (RFC 5007 §4.1.2.5 matches both the same way).
     pub fn lookup_address(&self, addr: Ipv6Addr) -> Option<(LeaseKey, Lease)> {
+        self.lookup_with(addr, |k, l| (*k, l.clone()))
+    }
+
+    /// [`lookup_address`](Self::lookup_address) without copying: `f` sees the key and lease.
+    pub fn lookup_with<R>(
+        &self,
+        addr: Ipv6Addr,
+        f: impl FnOnce(&LeaseKey, &Lease) -> R,
+    ) -> Option<R> {
         let k = LeaseKey::Address(addr);
-        if let Some(l) = self.get(&k) {
-            return Some((k, l));
+        if let Some(e) = self.leases.get(&k) {
+            return Some(f(&k, e.key().lease()));
         }
-        self.covering_prefix(addr)
-            .map(|(p, l)| (LeaseKey::Prefix(p), l))
+        self.covering_with(addr, |p, l| f(&LeaseKey::Prefix(p), l))
     }
 
     /// Whether any lease is known for `addr` (address or covering prefix), without cloning.
     pub fn knows(&self, addr: Ipv6Addr) -> bool {
-        self.leases.contains_key(&LeaseKey::Address(addr)) || self.covering_len(addr).is_some()
-    }
-
-    fn covering_len(&self, addr: Ipv6Addr) -> Option<Ipv6Prefix> {
-        for len in (0..=128u8).rev() {
-            if self.prefix_lens[usize::from(len)].load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
-                continue;
-            };
-            if self.leases.contains_key(&LeaseKey::Prefix(p)) {
-                return Some(p);
-            }
-        }
-        None
+        self.lookup_with(addr, |_, _| ()).is_some()
     }
 
     /// The longest delegated prefix covering `addr`: one hash probe per prefix length present.
     pub fn covering_prefix(&self, addr: Ipv6Addr) -> Option<(Ipv6Prefix, Lease)> {
-        for len in (0..=128u8).rev() {
-            if self.prefix_lens[usize::from(len)].load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
-                continue;
-            };
-            if let Some(l) = self.get(&LeaseKey::Prefix(p)) {
-                return Some((p, l));
+        self.covering_with(addr, |p, l| (p, l.clone()))
+    }
+
+    fn covering_with<R>(
+        &self,
+        addr: Ipv6Addr,
+        f: impl FnOnce(Ipv6Prefix, &Lease) -> R,
+    ) -> Option<R> {
+        for word in (0..3).rev() {
+            let mut bits = self.len_mask[word].load(Ordering::Relaxed);
+            while bits != 0 {
+                let top = 63 - bits.leading_zeros();
+                bits &= !(1u64 << top);
+                let len = (word * 64) as u32 + top;
+                let Ok(p) = Ipv6Prefix::new_truncating(addr, len as u8) else {
+                    continue;
+                };
+                if let Some(e) = self.leases.get(&LeaseKey::Prefix(p)) {
+                    return Some(f(p, e.key().lease()));
+                }
             }
         }
         None
@@ -505,14 +591,18 @@ impl BindingStore {
 
     /// Every lease on a link (by relay link-address).
     pub fn by_link(&self, link: Ipv6Addr) -> Vec<(LeaseKey, Lease)> {
-        let keys: Vec<LeaseKey> = self
+        let duids: Vec<Arc<[u8]>> = self
             .by_link
             .get(&link)
-            .map(|v| v.iter().copied().collect())
+            .map(|v| v.iter().cloned().collect())
             .unwrap_or_default();
-        keys.into_iter()
-            .filter_map(|k| self.get(&k).map(|l| (k, l)))
-            .collect()
+        let mut out: Vec<_> = duids
+            .iter()
+            .flat_map(|d| self.by_client(d))
+            .filter(|(_, l)| l.client.link.address == link)
+            .collect();
+        out.sort_by_key(|e| e.0);
+        out
     }
 
     /// A copy of every lease (for `show bindings`, snapshots and reconcile), sorted by key.
@@ -520,7 +610,7 @@ impl BindingStore {
         let mut v: Vec<_> = self
             .leases
             .iter()
-            .map(|e| (*e.key(), e.value().clone()))
+            .map(|e| (e.key().0.0, e.key().lease().clone()))
             .collect();
         v.sort_by_key(|e| e.0);
         v
@@ -530,7 +620,7 @@ impl BindingStore {
     /// not call back into the store).
     pub fn for_each(&self, mut f: impl FnMut(&LeaseKey, &Lease)) {
         for e in self.leases.iter() {
-            f(e.key(), e.value());
+            f(&e.key().0.0, e.key().lease());
         }
     }
 }

@@ -101,7 +101,9 @@ impl CacheHandle {
     pub fn try_send(&self, input: CacheInput) -> Result<(), SendError> {
         self.tx.try_send(input).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                self.stats.inputs_dropped_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .inputs_dropped_full
+                    .fetch_add(1, Ordering::Relaxed);
                 SendError::Full
             }
             mpsc::error::TrySendError::Closed(_) => SendError::Closed,
@@ -286,12 +288,18 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let sent_while_stalled = done.load(Ordering::SeqCst);
-        assert!(sent_while_stalled < 20, "bounded queues must stall the producer");
+        assert!(
+            sent_while_stalled < 20,
+            "bounded queues must stall the producer"
+        );
         assert!(h.try_send(CacheInput::Observe(obs(99, 1, &clock))).is_err());
         for n in 1..=20u16 {
             let c = changes.recv().await.unwrap();
             assert_eq!(c.kind, ChangeKind::Added);
-            assert_eq!(c.key, LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)));
+            assert_eq!(
+                c.key,
+                LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n))
+            );
         }
         producer.await.unwrap();
         assert_eq!(h.stats().inputs_dropped_full.load(Ordering::Relaxed), 1);
@@ -310,7 +318,10 @@ mod tests {
         let t = tokio::time::Instant::now();
         let c = changes.recv().await.unwrap();
         assert_eq!(c.kind, ChangeKind::Removed);
-        assert!(t.elapsed() >= Duration::from_millis(900), "removed only once the lifetime ran out");
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "removed only once the lifetime ran out"
+        );
         assert!(h.store().is_empty());
         assert_eq!(h.store().stats().expired(), 1);
     }
