@@ -129,7 +129,7 @@ fn main() {
         queries.push(if q % 2 == 0 {
             na_addr(i)
         } else {
-            let p = u128::from(pd_prefix(i).addr()) | u128::from((x >> 20) as u64 & 0xffff_ffff);
+            let p = u128::from(pd_prefix(i).addr()) | u128::from((x >> 20) & 0xffff_ffff);
             Ipv6Addr::from(p)
         });
     }
