@@ -6,6 +6,7 @@
 //! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start and on link-up.
 
 pub mod core;
+pub mod observe;
 pub mod recovery;
 pub mod stats;
 pub mod tcp;
