@@ -80,8 +80,13 @@ fn reset_mid_stream_is_retried_and_exact() {
     assert_eq!(lab.refservers[0].stats().tcp_resets, 1);
     assert_eq!(run.stats.get(Counter::ConnectionsLost), 1);
     assert_eq!(run.report.complete_servers(), 1);
-    // 1001 bindings before the reset, then all 3000 again.
-    assert_eq!(run.report.bindings, 4001);
+    // Up to 1001 bindings before the reset (an RST discards what the socket had not yet
+    // read), then all 3000 again.
+    assert!(
+        (3000..=4001).contains(&run.report.bindings),
+        "{}",
+        run.report.bindings
+    );
     assert!(kernel_routes(&lab.agent) == want, "exact after the retry");
     assert_eq!(store.len(), want.len());
 }

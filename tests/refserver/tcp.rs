@@ -23,6 +23,8 @@ use super::{QueryRecord, Shared};
 
 /// RFC 5460 QueryTerminated.
 const STATUS_QUERY_TERMINATED: u16 = 11;
+/// Pause between the last message and a fault-injected reset.
+const RESET_GRACE: Duration = Duration::from_millis(50);
 /// Queries read but not yet answered, per connection.
 const QUEUE: usize = 64;
 
@@ -128,6 +130,9 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     match end {
         End::Reset => {
             shared.counters.tcp_resets.fetch_add(1, Ordering::Relaxed);
+            // An RST makes the peer's kernel drop what it has not read yet: give the data
+            // sent before the reset a moment to be read, so "reset after N" means N arrived.
+            tokio::time::sleep(RESET_GRACE).await;
             let half: &OwnedWriteHalf = w.get_ref();
             let _ = socket2::SockRef::from(half.as_ref()).set_linger(Some(Duration::ZERO));
             // Dropping a write half sends FIN; forget it so the close (when the reader's
