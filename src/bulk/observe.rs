@@ -37,7 +37,7 @@ impl Unusable {
 }
 
 /// The cache input for `b`, received from `server`; `arrival` is `b.received` on the agent
-/// clock (`AgentClock::at`).
+/// clock (`AgentClock::at_std`).
 pub fn observation(
     server: SocketAddr,
     b: &BulkBinding,

@@ -287,7 +287,7 @@ pub fn via_cache(
 ) -> impl FnMut(SocketAddr, BulkBinding) -> Vec<RouteChange> + Send + 'static {
     let clock = AgentClock::new();
     move |server, b| {
-        let Ok(obs) = observation(server, &b, clock.at(b.received)) else {
+        let Ok(obs) = observation(server, &b, clock.at_std(b.received)) else {
             return Vec::new();
         };
         store
