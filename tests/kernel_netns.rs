@@ -275,6 +275,40 @@ fn parked_route_is_installed_when_its_link_appears() {
             assert!(got, "parked routes installed: {:?}", ours(&name));
             assert_eq!(stats.get(RouteCounter::Unparked), 2);
 
+            // Admin down: the kernel flushes the interface's routes (and IPv6 addresses); they
+            // come back once it is up and the relay's address is on it again.
+            sh(&["ip", "-n", &name, "link", "set", "late0", "down"]);
+            let n = name.clone();
+            assert!(
+                tokio::task::spawn_blocking(move || wait_for(Duration::from_secs(5), || {
+                    ours(&n).is_empty()
+                }))
+                .await
+                .unwrap()
+            );
+            sh(&["ip", "-n", &name, "link", "set", "late0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &name,
+                "-6",
+                "addr",
+                "replace",
+                "2001:db8:20::1/64",
+                "dev",
+                "late0",
+                "nodad",
+            ]);
+            let n = name.clone();
+            let e = expect2.clone();
+            let got = tokio::task::spawn_blocking(move || {
+                wait_for(Duration::from_secs(5), || ours(&n) == e)
+            })
+            .await
+            .unwrap();
+            assert!(got, "re-installed after link up: {:?}", ours(&name));
+            assert_eq!(stats.get(RouteCounter::Unparked), 4);
+
             // The interface goes away (the kernel drops its routes), then comes back.
             sh(&["ip", "-n", &name, "link", "del", "late0"]);
             let n = name.clone();
@@ -494,4 +528,88 @@ fn dry_run_changes_nothing_and_expiry_mirrors_lifetime() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let exp = v[0]["expires"].as_u64().expect("route has an expiry");
     assert!((590..=600).contains(&exp), "expires {exp}");
+}
+
+#[test]
+fn notification_overrun_triggers_a_redump() {
+    if !require_root("notification_overrun_triggers_a_redump") {
+        return;
+    }
+    let (agent, sub) = lab("kovr");
+    let name = agent.name().to_string();
+    let sub_name = sub.name().to_string();
+    let spec = RouteSpec::address(
+        a("2001:db8:30::100"),
+        LinkRef::LinkAddress(a("2001:db8:30::1")),
+    );
+    // A tiny receive buffer so a burst of notifications overruns it.
+    let cfg = InstallerConfig {
+        recv_buffer: 4096,
+        ..InstallerConfig::default()
+    };
+    let n = name.clone();
+    let (overruns, installed) = agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let inst = Installer::new(cfg).await.unwrap();
+            let stats = inst.stats();
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let task = tokio::spawn(reconcile::run(inst, rx));
+            tx.send(RouteCommand::Apply(vec![RouteChange::Upsert(spec)]))
+                .await
+                .unwrap();
+            while stats.get(RouteCounter::Parked) < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Block the runtime (so nobody reads the notification socket) while 300 addresses
+            // and then the subscriber link with the relay's address appear.
+            let n2 = n.clone();
+            let burst = std::thread::spawn(move || {
+                let mut f = tempfile::NamedTempFile::new().unwrap();
+                for i in 0..300 {
+                    use std::io::Write;
+                    writeln!(f, "addr add 2001:db8:31::{i:x}/128 dev sub0 nodad").unwrap();
+                }
+                sh(&["ip", "-n", &n2, "-6", "-batch", f.path().to_str().unwrap()]);
+                sh(&[
+                    "ip", "link", "add", "late0", "netns", &n2, "type", "veth", "peer", "name",
+                    "late1", "netns", &sub_name,
+                ]);
+                sh(&["ip", "-n", &n2, "link", "set", "late0", "up"]);
+                sh(&[
+                    "ip",
+                    "-n",
+                    &n2,
+                    "-6",
+                    "addr",
+                    "add",
+                    "2001:db8:30::1/64",
+                    "dev",
+                    "late0",
+                    "nodad",
+                ]);
+            });
+            // Deliberately blocking join on the runtime's only thread.
+            burst.join().unwrap();
+            let n3 = n.clone();
+            let want = [row("2001:db8:30::100/128", None, "late0", 1024)].into();
+            let installed = tokio::task::spawn_blocking(move || {
+                wait_for(Duration::from_secs(5), || ours(&n3) == want)
+            })
+            .await
+            .unwrap();
+            drop(tx);
+            task.await.unwrap().unwrap();
+            (stats.get(RouteCounter::Overrun), installed)
+        })
+    });
+    assert!(overruns >= 1, "the notification socket overran");
+    assert!(
+        installed,
+        "route installed after the re-dump: {:?}",
+        ours(&name)
+    );
 }

@@ -258,8 +258,8 @@ impl Installer {
                 _ => None,
             })
             .await?;
-        for (i, name) in links {
-            table.set_link(i, &name);
+        for (i, name, up) in links {
+            table.set_link(i, &name, up);
         }
         let addrs = self
             .dump(
@@ -282,13 +282,12 @@ impl Installer {
     pub async fn link_event(&mut self, msg: &RouteNetlinkMessage) -> Result<(), KernelError> {
         match msg {
             RouteNetlinkMessage::NewLink(l) => {
-                let Some((i, name)) = netlink::link_of(l) else {
+                let Some((i, name, up)) = netlink::link_of(l) else {
                     return Ok(());
                 };
-                if self.links.name_of(i) == Some(name.as_str()) {
+                if !self.links.set_link(i, &name, up) {
                     return Ok(());
                 }
-                self.links.set_link(i, &name);
             }
             RouteNetlinkMessage::DelLink(l) => self.links.remove_link(l.header.index),
             RouteNetlinkMessage::NewAddress(a) => match netlink::addr_of(a) {
@@ -304,13 +303,14 @@ impl Installer {
         self.links_changed().await
     }
 
-    /// Routes on vanished interfaces are gone from the kernel (it deletes them with the device):
-    /// forget them and re-plan; retry parked routes.
+    /// Routes on vanished or downed interfaces are gone from the kernel (it flushes them with the
+    /// device, and on admin down): forget them and re-plan (parking them until the link is
+    /// usable again); retry parked routes.
     async fn links_changed(&mut self) -> Result<(), KernelError> {
         let vanished: Vec<Ipv6Prefix> = self
             .installed
             .iter()
-            .filter(|(_, r)| self.links.name_of(r.oif).is_none())
+            .filter(|(_, r)| !self.links.is_usable(r.oif))
             .map(|(d, _)| *d)
             .collect();
         for dst in &vanished {
@@ -436,7 +436,7 @@ impl Installer {
                     self.installed.remove(&op.dst());
                     if let Some(spec) = self.desired.get(&op.dst()) {
                         let link = spec.link.to_string();
-                        self.park(op.dst(), &link, "interface vanished (ENODEV)");
+                        self.park(op.dst(), &link, "interface gone or down (ENODEV/ENETDOWN)");
                     }
                 }
                 ErrorAction::Retry => {

@@ -7,6 +7,9 @@
 //!    address on that link lies in the link's prefix; the longest prefix wins, and a tie between
 //!    two interfaces (e.g. a link-local link-address) resolves to nothing rather than a guess.
 //!
+//! Only interfaces that are administratively up resolve: the kernel flushes a down interface's
+//! IPv6 routes and refuses new ones (ENETDOWN), so routes for it wait, parked, until it is up.
+//!
 //! No I/O: the shell feeds [`LinkTable::set_link`] & co. from rtnetlink.
 
 use std::collections::HashMap;
@@ -27,6 +30,8 @@ pub struct LinkMapping {
 pub struct LinkTable {
     by_name: HashMap<String, u32>,
     by_index: HashMap<u32, String>,
+    /// Administratively up (IFF_UP).
+    up: HashMap<u32, bool>,
     /// (ifindex, address, prefix length) as the kernel reports them.
     addrs: Vec<(u32, Ipv6Addr, u8)>,
 }
@@ -36,18 +41,27 @@ impl LinkTable {
         LinkTable::default()
     }
 
-    /// Record (or rename) interface `index`.
-    pub fn set_link(&mut self, index: u32, name: &str) {
-        if let Some(old) = self.by_index.insert(index, name.to_string()) {
-            if old != name {
-                self.by_name.remove(&old);
+    /// Record (or rename, or bring up/down) interface `index`; true when anything changed.
+    pub fn set_link(&mut self, index: u32, name: &str, up: bool) -> bool {
+        let was_up = self.up.insert(index, up);
+        let old = self.by_index.insert(index, name.to_string());
+        if let Some(old) = &old {
+            if old != name && self.by_name.get(old) == Some(&index) {
+                self.by_name.remove(old);
             }
         }
         self.by_name.insert(name.to_string(), index);
+        old.as_deref() != Some(name) || was_up != Some(up)
+    }
+
+    /// Whether `index` exists and is up: routes on it can be installed.
+    pub fn is_usable(&self, index: u32) -> bool {
+        self.up.get(&index).copied().unwrap_or(false)
     }
 
     /// Forget interface `index` and its addresses.
     pub fn remove_link(&mut self, index: u32) {
+        self.up.remove(&index);
         if let Some(name) = self.by_index.remove(&index) {
             if self.by_name.get(&name) == Some(&index) {
                 self.by_name.remove(&name);
@@ -85,14 +99,14 @@ impl LinkTable {
     /// The interface index `link` leaves by, if it can be told now.
     pub fn resolve(&self, link: &LinkRef, mappings: &[LinkMapping]) -> Option<u32> {
         match link {
-            LinkRef::Interface(name) => self.index_of(name),
+            LinkRef::Interface(name) => self.index_of(name).filter(|i| self.is_usable(*i)),
             LinkRef::LinkAddress(a) => {
                 if let Some(m) = mappings
                     .iter()
                     .filter(|m| m.link.contains(*a))
                     .max_by_key(|m| m.link.len())
                 {
-                    return self.index_of(&m.interface);
+                    return self.index_of(&m.interface).filter(|i| self.is_usable(*i));
                 }
                 self.by_address(*a)
             }
@@ -106,7 +120,7 @@ impl LinkTable {
             let Ok(net) = Ipv6Prefix::new_truncating(addr, len) else {
                 continue;
             };
-            if !net.contains(a) || !self.by_index.contains_key(&index) {
+            if !net.contains(a) || !self.is_usable(index) {
                 continue;
             }
             match best {
@@ -128,8 +142,9 @@ mod tests {
 
     fn table() -> LinkTable {
         let mut t = LinkTable::new();
-        t.set_link(2, "sub0");
-        t.set_link(3, "sub1");
+        assert!(t.set_link(2, "sub0", true));
+        assert!(t.set_link(3, "sub1", true));
+        assert!(!t.set_link(3, "sub1", true));
         t.add_addr(2, "2001:db8:1::1".parse().unwrap(), 64);
         t.add_addr(3, "2001:db8:2::1".parse().unwrap(), 64);
         t.add_addr(3, "2001:db8:1:0:8000::1".parse().unwrap(), 65);
@@ -168,14 +183,22 @@ mod tests {
         t.remove_link(2);
         assert_eq!(t.resolve(&la("2001:db8:1::1"), &[]), None);
         assert_eq!(t.index_of("sub0"), None);
-        t.set_link(7, "sub0");
+        t.set_link(7, "sub0", true);
         assert_eq!(t.resolve(&LinkRef::Interface("sub0".into()), &[]), Some(7));
         t.add_addr(7, "2001:db8:1::1".parse().unwrap(), 64);
         assert_eq!(t.resolve(&la("2001:db8:1::5"), &[]), Some(7));
         t.remove_addr(7, "2001:db8:1::1".parse().unwrap(), 64);
         assert_eq!(t.resolve(&la("2001:db8:1::5"), &[]), None);
+        // Down: nothing resolves to it until it is up again.
+        t.add_addr(7, "2001:db8:1::1".parse().unwrap(), 64);
+        assert!(t.set_link(7, "sub0", false));
+        assert!(!t.is_usable(7));
+        assert_eq!(t.resolve(&la("2001:db8:1::5"), &[]), None);
+        assert_eq!(t.resolve(&LinkRef::Interface("sub0".into()), &[]), None);
+        assert!(t.set_link(7, "sub0", true));
+        assert_eq!(t.resolve(&la("2001:db8:1::5"), &[]), Some(7));
         // Rename.
-        t.set_link(7, "sub9");
+        assert!(t.set_link(7, "sub9", true));
         assert_eq!(t.index_of("sub0"), None);
         assert_eq!(t.name_of(7), Some("sub9"));
         assert_eq!(t.len(), 2);

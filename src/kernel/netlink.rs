@@ -15,7 +15,7 @@ use netlink_packet_core::{
     NetlinkMessage, Parseable,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
 };
@@ -173,10 +173,11 @@ pub fn parse_refused(e: &ErrorMessage) -> Option<(bool, KernelRoute)> {
     Some((delete, route_of(&m)?))
 }
 
-/// Interface index and name from a link message.
-pub fn link_of(m: &LinkMessage) -> Option<(u32, String)> {
+/// Interface index, name and administrative state (IFF_UP) from a link message.
+pub fn link_of(m: &LinkMessage) -> Option<(u32, String, bool)> {
+    let up = m.header.flags.contains(LinkFlags::Up);
     m.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some((m.header.index, n.clone())),
+        LinkAttribute::IfName(n) => Some((m.header.index, n.clone(), up)),
         _ => None,
     })
 }

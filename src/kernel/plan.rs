@@ -203,7 +203,7 @@ pub fn plan_reconcile(
 pub enum ErrorAction {
     /// EEXIST on add: replace it — if a dump shows the existing route is ours.
     ReplaceIfOurs,
-    /// ENODEV: the interface is gone; park until it appears.
+    /// ENODEV / ENETDOWN: the interface is gone or down; park until it is usable.
     Park,
     /// Delete of a route that is not there (ESRCH/ENOENT): the goal is reached.
     AlreadyDone,
@@ -215,12 +215,13 @@ const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
+const ENETDOWN: i32 = 100;
 
 /// Classify a kernel error (a positive errno) for an op of `kind`.
 pub fn classify(kind: OpKind, errno: i32) -> ErrorAction {
     match (kind, errno.abs()) {
         (OpKind::Add, EEXIST) => ErrorAction::ReplaceIfOurs,
-        (OpKind::Add | OpKind::Replace, ENODEV) => ErrorAction::Park,
+        (OpKind::Add | OpKind::Replace, ENODEV | ENETDOWN) => ErrorAction::Park,
         (OpKind::Delete, ESRCH | ENOENT | ENODEV) => ErrorAction::AlreadyDone,
         _ => ErrorAction::Retry,
     }
@@ -332,6 +333,7 @@ mod tests {
         assert_eq!(classify(OpKind::Replace, 17), ErrorAction::Retry);
         assert_eq!(classify(OpKind::Add, 19), ErrorAction::Park);
         assert_eq!(classify(OpKind::Replace, 19), ErrorAction::Park);
+        assert_eq!(classify(OpKind::Add, 100), ErrorAction::Park);
         assert_eq!(classify(OpKind::Delete, 3), ErrorAction::AlreadyDone);
         assert_eq!(classify(OpKind::Add, 101), ErrorAction::Retry);
         assert_eq!(classify(OpKind::Delete, 1), ErrorAction::Retry);
