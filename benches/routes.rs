@@ -5,6 +5,9 @@
 //! then with [`lqagent::kernel::Installer`]. Identical routes both ways (proto 211, metric 1024,
 //! next hops `onlink`). Every phase is checked against the kernel (`ip -6 route show proto 211`).
 //!
+//! Wall-clock times decide the last line; CPU times (user + system, from `/proc`) are printed too,
+//! since on a busy machine wall time also measures the other load.
+//!
 //! `cargo bench --bench routes` (root): N = 100 000. Without `--bench` in argv (as under
 //! `cargo test --all-targets`): a smoke run with N = 200. Last line:
 //! `routes: install <x>x ip-batch (<n>/s vs <m>/s), delete <y>x`.
@@ -43,6 +46,21 @@ fn pd(i: u32) -> (Ipv6Prefix, Ipv6Addr) {
     (Ipv6Prefix::new(p, 56).expect("aligned /56"), gw)
 }
 
+/// CPU seconds from a `/proc/.../stat` line: (utime + stime) of the thread, or
+/// (cutime + cstime) of waited-for children. USER_HZ is 100 on Linux.
+fn cpu(path: &str, children: bool) -> f64 {
+    let s = std::fs::read_to_string(path).expect("read stat");
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .expect("stat format")
+        .split_whitespace()
+        .collect();
+    let (u, k) = if children { (13, 14) } else { (11, 12) };
+    let ticks: u64 = f[u].parse::<u64>().expect("ticks") + f[k].parse::<u64>().expect("ticks");
+    ticks as f64 / 100.0
+}
+
 fn count_ours(ns: &str) -> usize {
     let out = sh(&[
         "ip",
@@ -65,9 +83,17 @@ fn ip_batch(ns: &str, lines: impl Iterator<Item = String>) -> Duration {
     }
     f.flush().expect("flush");
     let path = f.path().to_str().expect("utf-8 path").to_string();
+    let c = cpu("/proc/self/stat", true);
     let t = Instant::now();
     sh(&["ip", "-n", ns, "-6", "-batch", &path]);
-    t.elapsed()
+    let wall = t.elapsed();
+    IP_CPU.with(|x| x.set(x.get() + cpu("/proc/self/stat", true) - c));
+    wall
+}
+
+thread_local! {
+    /// CPU seconds spent by `ip` children, per phase group.
+    static IP_CPU: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
 }
 
 struct Times {
@@ -75,6 +101,9 @@ struct Times {
     add56: Duration,
     del128: Duration,
     del56: Duration,
+    /// CPU seconds (user + system) for the installs and for the deletes.
+    cpu_install: f64,
+    cpu_delete: f64,
 }
 
 impl Times {
@@ -88,6 +117,7 @@ impl Times {
 
 fn run_ip(ns: &str, n: u32) -> Times {
     let p = DEFAULT_PROTOCOL;
+    IP_CPU.with(|x| x.set(0.0));
     let add128 = ip_batch(
         ns,
         (0..n).map(|i| format!("route add {} dev va proto {p} metric 1024", host(i))),
@@ -99,6 +129,7 @@ fn run_ip(ns: &str, n: u32) -> Times {
             format!("route add {d} via {gw} dev va onlink proto {p} metric 1024")
         }),
     );
+    let cpu_install = IP_CPU.with(|x| x.replace(0.0));
     assert_eq!(
         count_ours(ns),
         2 * n as usize,
@@ -115,13 +146,30 @@ fn run_ip(ns: &str, n: u32) -> Times {
             format!("route del {d} via {gw} dev va proto {p} metric 1024")
         }),
     );
+    let cpu_delete = IP_CPU.with(|x| x.get());
     assert_eq!(count_ours(ns), 0, "ip -batch deleted everything");
     Times {
         add128,
         add56,
         del128,
         del56,
+        cpu_install,
+        cpu_delete,
     }
+}
+
+/// The default installer settings; `LQA_BENCH_BATCH` / `LQA_BENCH_IN_FLIGHT` override the batch
+/// size and the batches in flight, for tuning.
+fn bench_config() -> InstallerConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    let mut cfg = InstallerConfig::default();
+    if let Some(b) = env("LQA_BENCH_BATCH") {
+        cfg.batch_size = b;
+    }
+    if let Some(f) = env("LQA_BENCH_IN_FLIGHT") {
+        cfg.max_in_flight = f;
+    }
+    cfg
 }
 
 fn run_ours(ns: &NetNs, n: u32) -> Times {
@@ -132,9 +180,7 @@ fn run_ours(ns: &NetNs, n: u32) -> Times {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut inst = Installer::new(InstallerConfig::default())
-                .await
-                .expect("installer");
+            let mut inst = Installer::new(bench_config()).await.expect("installer");
             let link = LinkRef::Interface("va".into());
             let hosts: Vec<_> = (0..n)
                 .map(|i| RouteChange::Upsert(RouteSpec::address(host(i).addr(), link.clone())))
@@ -145,12 +191,16 @@ fn run_ours(ns: &NetNs, n: u32) -> Times {
                     RouteChange::Upsert(RouteSpec::delegated(d, gw, link.clone()))
                 })
                 .collect();
+            // This thread runs the installer and its netlink connection (current-thread runtime).
+            let me = "/proc/thread-self/stat";
+            let c = cpu(me, false);
             let t = Instant::now();
             inst.apply(hosts).await.expect("install /128");
             let add128 = t.elapsed();
             let t = Instant::now();
             inst.apply(pds).await.expect("install /56");
             let add56 = t.elapsed();
+            let cpu_install = cpu(me, false) - c;
             let n2 = name.clone();
             let count = tokio::task::spawn_blocking(move || count_ours(&n2))
                 .await
@@ -158,6 +208,7 @@ fn run_ours(ns: &NetNs, n: u32) -> Times {
             assert_eq!(count, 2 * n as usize, "lqagent installed everything");
             let snap = inst.stats().snapshot();
             assert_eq!(snap.get(lqagent::kernel::RouteCounter::Failed), 0);
+            let c = cpu(me, false);
             let t = Instant::now();
             inst.apply((0..n).map(|i| RouteChange::Withdraw(host(i))))
                 .await
@@ -168,6 +219,7 @@ fn run_ours(ns: &NetNs, n: u32) -> Times {
                 .await
                 .expect("delete /56");
             let del56 = t.elapsed();
+            let cpu_delete = cpu(me, false) - c;
             let count = tokio::task::spawn_blocking(move || count_ours(&name))
                 .await
                 .expect("count");
@@ -177,12 +229,18 @@ fn run_ours(ns: &NetNs, n: u32) -> Times {
                 add56,
                 del128,
                 del56,
+                cpu_install,
+                cpu_delete,
             }
         })
     })
 }
 
 fn report(who: &str, n: u32, t: &Times) {
+    println!(
+        "{who:9} CPU (user+sys): install {:.2} s, delete {:.2} s",
+        t.cpu_install, t.cpu_delete
+    );
     let rate = |d: Duration| (f64::from(n) / d.as_secs_f64()) as u64;
     println!(
         "{who:9} add /128 {:>8.3} s ({:>7}/s)  add /56 {:>8.3} s ({:>7}/s)  del /128 {:>8.3} s  del /56 {:>8.3} s",
@@ -219,6 +277,13 @@ fn main() {
     let ours = run_ours(&ns, n);
     report("ip -batch", n, &ip);
     report("lqagent", n, &ours);
+    if ours.cpu_install > 0.0 && ours.cpu_delete > 0.0 {
+        println!(
+            "CPU ratio (load-independent): install {:.2}x, delete {:.2}x",
+            ip.cpu_install / ours.cpu_install,
+            ip.cpu_delete / ours.cpu_delete
+        );
+    }
     let total = f64::from(2 * n);
     let ours_rate = (total / ours.install().as_secs_f64()) as u64;
     let ip_rate = (total / ip.install().as_secs_f64()) as u64;

@@ -145,8 +145,11 @@ impl Installer {
         &mut self,
         changes: impl IntoIterator<Item = RouteChange>,
     ) -> Result<(), KernelError> {
-        let mut touched = Vec::new();
-        let mut seen = HashSet::new();
+        let changes = changes.into_iter();
+        let hint = changes.size_hint().0;
+        let mut touched = Vec::with_capacity(hint);
+        let mut seen = HashSet::with_capacity(hint);
+        self.desired.reserve(hint.min(self.cfg.max_routes));
         for change in changes {
             let dst = match change {
                 RouteChange::Upsert(spec) => {
@@ -169,9 +172,11 @@ impl Installer {
                 touched.push(dst);
             }
         }
-        let mut ops = Vec::new();
+        let mut ops = Vec::with_capacity(touched.len());
         for dst in touched {
-            self.retry.remove(&dst);
+            if !self.retry.is_empty() {
+                self.retry.remove(&dst);
+            }
             ops.extend(self.op_for(dst));
         }
         self.run_ops(ops).await
@@ -224,7 +229,7 @@ impl Installer {
             }
             Some(spec) => match self.resolve(spec) {
                 Some(r) => {
-                    if self.parked.remove(&dst) {
+                    if !self.parked.is_empty() && self.parked.remove(&dst) {
                         self.stats.add(RouteCounter::Unparked, 1);
                         info!(%dst, link = %spec.link, "parked route's link appeared: installing");
                     }
@@ -501,7 +506,9 @@ impl Installer {
                 }
             }
         }
-        self.retry.remove(&r.dst);
+        if !self.retry.is_empty() {
+            self.retry.remove(&r.dst);
+        }
     }
 
     fn schedule_retry(&mut self, dst: Ipv6Prefix) {
@@ -527,7 +534,7 @@ impl Installer {
     /// Send ops in batches with many in flight; one outcome per op.
     async fn execute(&mut self, ops: &[RouteOp]) -> Result<Vec<Outcome>, KernelError> {
         // Errors of an earlier, timed-out batch may still sit in the queue: they are stale.
-        self.drain_unsolicited(&HashMap::new(), &mut []);
+        self.drain_unsolicited(&[], &mut []);
         let mut outcomes = vec![Outcome::Unanswered; ops.len()];
         let size = self.cfg.batch_size.max(1);
         let window = self.cfg.max_in_flight.max(1);
@@ -570,12 +577,7 @@ impl Installer {
         while let Some(done) = inflight.next().await {
             self.batch_answered(done, size, &mut outcomes);
         }
-        let index: HashMap<(bool, KernelRoute), usize> = ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| ((op.kind() == OpKind::Delete, *op.route()), i))
-            .collect();
-        self.drain_unsolicited(&index, &mut outcomes);
+        self.drain_unsolicited(ops, &mut outcomes);
         Ok(outcomes)
     }
 
@@ -610,19 +612,17 @@ impl Installer {
         }
     }
 
-    /// Move errors from the unsolicited queue onto their ops; note overruns.
-    fn drain_unsolicited(
-        &mut self,
-        index: &HashMap<(bool, KernelRoute), usize>,
-        outcomes: &mut [Outcome],
-    ) {
+    /// Move errors from the unsolicited queue onto their ops (matched by the quoted request);
+    /// note overruns.
+    fn drain_unsolicited(&mut self, ops: &[RouteOp], outcomes: &mut [Outcome]) {
+        let mut refused = Vec::new();
         while let Ok((msg, _)) = self.unsolicited.try_recv() {
             match msg.payload {
                 NetlinkPayload::Error(e) => {
                     let Some(code) = e.code else { continue };
-                    match netlink::parse_refused(&e).and_then(|k| index.get(&k)) {
-                        Some(&i) => outcomes[i] = Outcome::Refused(-code.get()),
-                        None => debug!(code = code.get(), "netlink error for no pending route op"),
+                    match netlink::parse_refused(&e) {
+                        Some(key) => refused.push((key, -code.get())),
+                        None => debug!(code = code.get(), "netlink error quoting no route request"),
                     }
                 }
                 NetlinkPayload::Overrun(_) => {
@@ -631,6 +631,21 @@ impl Installer {
                     self.resync_needed = true;
                 }
                 _ => {}
+            }
+        }
+        if refused.is_empty() {
+            return;
+        }
+        // Only built when something failed: the common case stays allocation-free.
+        let index: HashMap<(bool, KernelRoute), usize> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| ((op.kind() == OpKind::Delete, *op.route()), i))
+            .collect();
+        for (key, errno) in refused {
+            match index.get(&key) {
+                Some(&i) => outcomes[i] = Outcome::Refused(errno),
+                None => debug!(dst = %key.1.dst, errno, "netlink error for no pending route op"),
             }
         }
     }

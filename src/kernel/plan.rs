@@ -102,9 +102,10 @@ impl RoutePlan {
     }
 
     /// Deletes first (they free destinations), then replaces, then adds; within each kind
-    /// longer prefixes first, so a /128 precedes a prefix routed via it.
+    /// longer prefixes first, so a /128 precedes a prefix routed via it. The key covers every
+    /// field, and ops are unique, so the order is total and the unstable sort deterministic.
     fn sort(&mut self) {
-        self.ops.sort_by_key(|op| {
+        self.ops.sort_unstable_by_key(|op| {
             let rank = match op.kind() {
                 OpKind::Delete => 0,
                 OpKind::Replace => 1,
