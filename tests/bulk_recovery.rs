@@ -7,11 +7,16 @@ mod refserver;
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use lqagent::bulk::linkup;
+use lqagent::bulk::stats::BulkStats;
+use tokio::sync::mpsc;
 
 use lqagent::bulk::stats::Counter;
 use lqagent::cache::BindingStore;
 use recovery_support::{
-    Lab, bulk_config, expected_routes, kernel_routes, run_recovery, table, via_cache,
+    Lab, bulk_config, expected_routes, ifname, kernel_routes, link, run_recovery, table, via_cache,
 };
 use refserver::{FaultPlan, FaultRule, Faults};
 use support::netns::require_root;
@@ -124,4 +129,72 @@ fn dead_server_is_given_up_while_the_others_data_is_installed() {
     assert_eq!(run.stats.get(Counter::DataTimeouts), u64::from(attempts));
     assert!(run.report.servers[0].1.all_complete());
     assert!(kernel_routes(&lab.agent) == want);
+}
+
+#[test]
+fn link_up_triggers_a_by_link_query_for_that_link_only() {
+    if !require_root("link_up_triggers_a_by_link_query_for_that_link_only") {
+        return;
+    }
+    let (ta, tb) = (table(0..900, 3), table(600..1200, 3));
+    let on_link2 = [&ta, &tb]
+        .iter()
+        .map(|t| t.entries().iter().filter(|e| e.link == link(2)).count())
+        .sum::<usize>();
+    let lab = Lab::new("reclinkup", 3, vec![ta, tb], Vec::new());
+    let plan = lab.plan();
+    let interfaces: Vec<(String, std::net::Ipv6Addr)> =
+        (1..=3).map(|l| (ifname(l), link(l))).collect();
+    let ns = lab.agent.name().to_string();
+    let got = lab.agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = mpsc::channel(256);
+            let watcher = tokio::spawn(linkup::watch(
+                plan,
+                interfaces,
+                Arc::new(bulk_config()),
+                Arc::new(BulkStats::default()),
+                tx,
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let ip = |state: &str| {
+                let s = std::process::Command::new("ip")
+                    .args(["-n", &ns, "link", "set", "sub2", state])
+                    .status()
+                    .unwrap();
+                assert!(s.success());
+            };
+            ip("down");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ip("up");
+            let mut links = std::collections::BTreeSet::new();
+            let mut n = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while n < on_link2 {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some((_, b))) => {
+                        let b: lqagent::bulk::core::BulkBinding = b;
+                        links.insert(b.link);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            // Nothing more arrives: no other link was asked for.
+            let extra = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+            watcher.abort();
+            (n, links, extra.is_ok())
+        })
+    });
+    assert_eq!(got.0, on_link2, "every binding of link 2 from both servers");
+    assert_eq!(got.1, std::collections::BTreeSet::from([Some(link(2))]));
+    assert!(!got.2, "no bindings beyond link 2");
+    for s in &lab.refservers {
+        let q: Vec<_> = s.queries().iter().map(|q| (q.query_type, q.link)).collect();
+        assert_eq!(q, [(4, link(2))], "one by-link query, for link 2 only");
+    }
 }

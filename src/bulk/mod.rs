@@ -3,9 +3,11 @@
 //! [`core`] holds one connection's protocol state (queries, REPLY → DATA* → DONE, statuses,
 //! BULK_LQ_DATA_TIMEOUT); [`tcp`] drives one connection per server with attempts and
 //! backoff, every server in parallel, streaming each binding out through a bounded channel
-//! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start and on link-up.
+//! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start, [`linkup`] when a
+//! subscriber link comes up; [`observe`] turns each binding into the cache's input.
 
 pub mod core;
+pub mod linkup;
 pub mod observe;
 pub mod recovery;
 pub mod stats;
