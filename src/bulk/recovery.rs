@@ -12,14 +12,18 @@
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::BulkConfig;
 use super::core::{BulkBinding, BulkQuery};
+use super::observe::observation;
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
+use crate::cache::AgentClock;
+use crate::cache::task::CacheHandle;
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.
@@ -97,6 +101,48 @@ impl BindingSink for mpsc::Sender<(SocketAddr, BulkBinding)> {
         binding: BulkBinding,
     ) -> Result<(), SinkClosed> {
         self.send((server, binding)).await.map_err(|_| SinkClosed)
+    }
+}
+
+/// The daemon's sink: each binding becomes a `Source::Bulk` observation queued to the cache
+/// task (awaiting room: back-pressure reaches the TCP reads). Bindings that cannot be placed
+/// (no link) are counted in [`CacheSink::unusable`] and skipped.
+#[derive(Debug, Clone)]
+pub struct CacheSink {
+    cache: CacheHandle,
+    clock: AgentClock,
+    unusable: Arc<AtomicU64>,
+}
+
+impl CacheSink {
+    pub fn new(cache: CacheHandle, clock: AgentClock) -> Self {
+        CacheSink {
+            cache,
+            clock,
+            unusable: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bindings skipped because they could not become observations.
+    pub fn unusable(&self) -> u64 {
+        self.unusable.load(Ordering::Relaxed)
+    }
+}
+
+impl BindingSink for CacheSink {
+    async fn deliver(
+        &mut self,
+        server: SocketAddr,
+        binding: BulkBinding,
+    ) -> Result<(), SinkClosed> {
+        match observation(server, &binding, self.clock.at_std(binding.received)) {
+            Ok(obs) => self.cache.observe(obs).await.map_err(|_| SinkClosed),
+            Err(why) => {
+                self.unusable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%server, reason = why.as_str(), "bulk binding skipped");
+                Ok(())
+            }
+        }
     }
 }
 

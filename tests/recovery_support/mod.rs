@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use lqagent::bulk::BulkConfig;
 use lqagent::bulk::core::BulkBinding;
 use lqagent::bulk::observe::observation;
-use lqagent::bulk::recovery::{BindingSink, RecoveryPlan, RecoveryReport, SinkClosed, recover};
+use lqagent::bulk::recovery::{
+    BindingSink, CacheSink, RecoveryPlan, RecoveryReport, SinkClosed, recover,
+};
 use lqagent::bulk::stats::BulkStats;
 use lqagent::cache::persist::{self, PersistConfig, StateWriter};
 use lqagent::cache::{AgentClock, BindingStore, Change, ChangeKind, LeaseKey};
@@ -411,6 +413,65 @@ pub fn recover_from_state(lab: &Lab, dir: std::path::PathBuf) -> (Duration, usiz
     })
 }
 
+/// The daemon's path: recovery → [`CacheSink`] → cache task → change stream → installer.
+/// Returns the run and the store the cache task filled.
+pub fn run_recovery_via_cache_task(
+    lab: &Lab,
+    queries: Vec<lqagent::bulk::tcp::ServerQueries>,
+    cfg: BulkConfig,
+) -> (Run, Arc<BindingStore>) {
+    lab.agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut inst = lqagent::kernel::Installer::new(InstallerConfig::default())
+                .await
+                .expect("installer");
+            let clock = AgentClock::new();
+            let store = Arc::new(BindingStore::default());
+            let (handle, mut changes, task) = lqagent::cache::task::spawn(
+                store.clone(),
+                clock,
+                None,
+                Default::default(),
+                Vec::new(),
+            );
+            let started = Instant::now();
+            let installer = tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(4096);
+                while changes.recv_many(&mut batch, 4096).await > 0 {
+                    let routes: Vec<RouteChange> =
+                        batch.drain(..).filter_map(|c| route_change(&c)).collect();
+                    inst.apply(routes).await.expect("kernel apply");
+                }
+                started.elapsed()
+            });
+            let stats = Arc::new(BulkStats::default());
+            let report = recover(
+                queries,
+                Arc::new(cfg),
+                stats.clone(),
+                CacheSink::new(handle, clock),
+            )
+            .await;
+            // The sink (the last cache handle) is gone: the task drains and closes the stream.
+            let _ = task.await;
+            let to_last_route = installer.await.unwrap();
+            (
+                Run {
+                    report,
+                    to_last_route,
+                    stats,
+                },
+                store,
+            )
+        })
+    })
+}
+
 /// What the bench reports.
 pub struct Measured {
     pub bindings: u64,
@@ -418,19 +479,14 @@ pub struct Measured {
     pub state_file: Duration,
 }
 
-/// The bench: `n` bindings on one reference server over 8 links, recovered by relay-id.
+/// The bench: `n` bindings on one reference server over 8 links, recovered by relay-id along
+/// the daemon's path (cache task, change stream, installer); then the same from the state file.
 pub fn measure(n: u32) -> Measured {
     let links = 8;
     let t = table(0..n, links);
     let want = expected_routes([&t]);
     let lab = Lab::new("bench", links, vec![t], Vec::new());
-    let store = Arc::new(BindingStore::default());
-    let run = run_recovery(
-        &lab,
-        lab.plan().startup(),
-        bulk_config(),
-        via_cache(store.clone()),
-    );
+    let (run, store) = run_recovery_via_cache_task(&lab, lab.plan().startup(), bulk_config());
     assert_eq!(store.len(), want.len(), "every lease in the cache");
     let got = kernel_routes(&lab.agent);
     assert_eq!(got.len(), want.len(), "every route in the kernel");
