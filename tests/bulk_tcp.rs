@@ -411,3 +411,37 @@ async fn recovery_plan_startup_then_link_up_asks_that_link_only() {
         assert_eq!((q[5].query_type, q[5].link), (4, link(2)));
     }
 }
+
+#[tokio::test]
+async fn a_slow_consumer_is_not_mistaken_for_a_silent_server() {
+    // Far more than one 64 KiB read, so the stream is still running when the consumer stalls.
+    let t = table(0..6000, 1);
+    let (srv, addr) = serve(t.clone(), FaultPlan::default());
+    let cfg = BulkConfig {
+        data_timeout: Duration::from_millis(150),
+        channel_capacity: 2,
+        ..cfg()
+    };
+    let (tx, mut rx) = mpsc::channel(cfg.channel_capacity);
+    let stats = Arc::new(BulkStats::default());
+    let task = tokio::spawn(tcp::run(
+        vec![by_links(addr, 1)],
+        Arc::new(cfg),
+        tx,
+        stats.clone(),
+    ));
+    let mut n = 0;
+    while let Some(ev) = rx.recv().await {
+        if let BulkEvent::Binding { .. } = ev {
+            n += 1;
+            if n % 1500 == 0 {
+                // The cache is busy for longer than the data timeout.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    task.await.unwrap();
+    assert_eq!(n, 6000);
+    assert_eq!(stats.get(Counter::DataTimeouts), 0);
+    assert_eq!(srv.stats().tcp_queries, 1);
+}

@@ -313,6 +313,9 @@ impl ServerRun<'_> {
             let room = conn.room().min(buf.len());
             let deadline = conn.poll_timeout().map(Instant::from_std);
             tokio::select! {
+                // Reading first: time spent waiting for our own consumer (back-pressure) must
+                // not look like a silent server when its data is already waiting.
+                biased;
                 // CANCEL-SAFETY: `read` is cancel-safe; nothing is lost if the timer wins.
                 r = stream.read(&mut buf[..room]) => match r {
                     Ok(0) | Err(_) => conn.handle_closed(),
