@@ -22,6 +22,10 @@ enum Command {
     /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
     /// Exit status: 0 bound, 1 no binding, 2 error/refused, 3 no answer.
     Query(cli::query::QueryArgs),
+    /// Show the running daemon's bindings or stats (over the control socket).
+    Show(cli::control::ShowArgs),
+    /// Clear a binding in the running daemon, withdrawing its route.
+    Clear(cli::control::ClearArgs),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         /// The configuration file.
@@ -42,5 +46,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::CheckConfig { config } => cli::check_config::run(&config),
+        Command::Show(args) => cli::control::show(args),
+        Command::Clear(args) => cli::control::clear(args),
     }
 }

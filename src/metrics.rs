@@ -73,6 +73,8 @@ pub mod names {
     pub const BUILD_INFO: &str = "lqagent_build_info";
     pub const METRICS_SCRAPES: &str = "lqagent_metrics_scrapes";
     pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
+    /// Registered by [`crate::control::ControlStats::register`], not by `Metrics::new`.
+    pub const CONTROL_EVENTS: &str = "lqagent_control_events";
 
     /// Every family registered by [`super::Metrics::new`].
     pub const ALL: &[&str] = &[

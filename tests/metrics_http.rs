@@ -89,6 +89,11 @@ fn documented(docs: &str, family: &str) -> bool {
 fn every_family_has_help_and_is_documented() {
     let m = Metrics::new();
     exercise(&m);
+    let control = std::sync::Arc::new(lqagent::control::ControlStats::default());
+    control.register(&m);
+    control
+        .requests
+        .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
     let (addr, _rt) = start(m);
     let resp = get(addr, "GET", "/metrics");
     assert_eq!(resp.status, 200);

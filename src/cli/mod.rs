@@ -1,5 +1,6 @@
 //! One file per subcommand; each exposes `run(args) -> anyhow::Result<...>`.
 
 pub(crate) mod check_config;
+pub(crate) mod control;
 pub(crate) mod query;
 pub(crate) mod version;

@@ -1,0 +1,179 @@
+//! The control socket's tokio shell: accept, read bounded JSON lines, ask the [`Responder`],
+//! write the answer.
+//!
+//! Bounds: [`MAX_CLIENTS`] connections at once (more are closed and counted), lines up to
+//! [`MAX_LINE`] bytes (a longer one gets an error and the connection is closed), each request
+//! answered within [`REQUEST_TIMEOUT`], and a connection idle for [`IDLE_TIMEOUT`] is closed.
+//! The socket file is created with mode 0660 (root and the service's group), a stale socket
+//! left by a crash is replaced, and anything else at that path is left alone.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use super::{ControlError, ControlStats, Request, Responder, Response};
+
+pub const MAX_CLIENTS: usize = 8;
+pub const MAX_LINE: usize = 64 * 1024;
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A bound control socket; the file is removed on drop.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
+    move |source| ControlError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl ControlSocket {
+    /// Bind `path`, replacing a stale socket file; the parent directory must exist
+    /// (systemd's `RuntimeDirectory=lqagent` makes `/run/lqagent`).
+    pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                std::fs::remove_file(path).map_err(io_err(path))?;
+            }
+            Ok(meta) => {
+                return Err(ControlError::NotASocket {
+                    path: path.display().to_string(),
+                    what: if meta.is_dir() {
+                        "a directory"
+                    } else {
+                        "a file"
+                    },
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_err(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .map_err(io_err(path))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serve until `shutdown` completes.
+    ///
+    /// CANCEL-SAFETY: dropping the future stops accepting; open connections are detached tasks
+    /// bounded by [`IDLE_TIMEOUT`].
+    pub async fn serve<R: Responder>(
+        self,
+        responder: Arc<R>,
+        stats: Arc<ControlStats>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                stats.rejected_connections.fetch_add(1, Relaxed);
+                continue;
+            };
+            let (responder, stats) = (responder.clone(), stats.clone());
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, &*responder, &stats).await {
+                    tracing::debug!(error = %e, "control connection ended");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn connection<R: Responder>(
+    stream: UnixStream,
+    responder: &R,
+    stats: &ControlStats,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut rd).take(MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            // Over MAX_LINE, or EOF in the middle of a line.
+            let message = if line.len() > MAX_LINE {
+                stats.oversized.fetch_add(1, Relaxed);
+                format!("request longer than {MAX_LINE} bytes")
+            } else {
+                stats.bad_requests.fetch_add(1, Relaxed);
+                "request not terminated by a newline".to_string()
+            };
+            write(&mut wr, &Response::Error { message }).await?;
+            return Ok(());
+        }
+        stats.requests.fetch_add(1, Relaxed);
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, responder.handle(req)).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    stats.timeouts.fetch_add(1, Relaxed);
+                    Response::Error {
+                        message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    }
+                }
+            },
+            Err(e) => {
+                stats.bad_requests.fetch_add(1, Relaxed);
+                Response::Error {
+                    message: format!("bad request: {e}"),
+                }
+            }
+        };
+        write(&mut wr, &response).await?;
+    }
+}
+
+async fn write(wr: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    wr.write_all(&bytes).await?;
+    wr.flush().await
+}

@@ -1,0 +1,303 @@
+//! The control socket end to end: a fake responder standing in for the daemon, the real server
+//! on a Unix socket in a temp dir, the blocking client, and the `lqagent show|clear` CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lqagent::control::client::Client;
+use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
+use lqagent::control::{
+    BindingView, ControlError, ControlStats, Request, Responder, Response, StatsView,
+};
+use lqagent::prefix::Ipv6Prefix;
+
+/// Stands in for the daemon: a list of bindings; clear removes what the target covers.
+struct Fake {
+    bindings: Mutex<Vec<BindingView>>,
+}
+
+impl Responder for Fake {
+    async fn handle(&self, request: Request) -> Response {
+        let mut b = self.bindings.lock().unwrap();
+        match request {
+            Request::ShowBindings { link } => Response::Bindings {
+                bindings: b
+                    .iter()
+                    .filter(|v| link.is_none() || v.link == link)
+                    .cloned()
+                    .collect(),
+            },
+            Request::ShowStats => Response::Stats {
+                stats: StatsView::from_exposition(
+                    42,
+                    &format!(
+                        "# TYPE lqagent_bindings gauge\nlqagent_bindings{{type=\"address\",link=\"cable1\"}} {}\n# EOF\n",
+                        b.len()
+                    ),
+                ),
+            },
+            Request::ClearBinding { target } => {
+                let (gone, kept): (Vec<_>, Vec<_>) =
+                    b.drain(..).partition(|v| target.covers(&v.network));
+                *b = kept;
+                Response::Cleared {
+                    removed: gone.into_iter().map(|v| v.network).collect(),
+                }
+            }
+        }
+    }
+}
+
+fn binding(network: &str, ia: &str, link: &str, next_hop: Option<&str>) -> BindingView {
+    BindingView {
+        network: network.parse().unwrap(),
+        ia_type: ia.to_string(),
+        link: Some(link.to_string()),
+        interface: Some(format!("{link}-if")),
+        client_duid: "000300010200000000c1".to_string(),
+        iaid: 1,
+        next_hop: next_hop.map(|a| a.parse().unwrap()),
+        preferred_secs: 1800,
+        valid_secs: 3600,
+        source: "snoop".to_string(),
+        route: "installed".to_string(),
+    }
+}
+
+struct Running {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    stats: Arc<ControlStats>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    let fake = Arc::new(Fake {
+        bindings: Mutex::new(vec![
+            binding("2001:db8:100::1a/128", "na", "cable1", None),
+            binding("2001:db8:f100:100::/56", "pd", "cable1", Some("fe80::1a")),
+            binding("2001:db8:200::2b/128", "na", "cable2", None),
+        ]),
+    });
+    let stats = Arc::new(ControlStats::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    rt.spawn(sock.serve(fake, stats.clone(), std::future::pending()));
+    Running {
+        _dir: dir,
+        path,
+        stats,
+        _rt: rt,
+    }
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lqagent"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn client_shows_filters_and_clears() {
+    let r = start();
+    let mut c = Client::connect(&r.path).unwrap();
+    let Response::Bindings { bindings } = c.request(&Request::ShowBindings { link: None }).unwrap()
+    else {
+        panic!("not bindings")
+    };
+    assert_eq!(bindings.len(), 3);
+    let Response::Bindings { bindings } = c
+        .request(&Request::ShowBindings {
+            link: Some("cable2".into()),
+        })
+        .unwrap()
+    else {
+        panic!("not bindings")
+    };
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0].network.to_string(), "2001:db8:200::2b/128");
+
+    let target: Ipv6Prefix = "2001:db8:f100:100::/56".parse().unwrap();
+    let resp = c.request(&Request::ClearBinding { target }).unwrap();
+    assert_eq!(
+        resp,
+        Response::Cleared {
+            removed: vec![target]
+        }
+    );
+    let Response::Stats { stats } = c.request(&Request::ShowStats).unwrap() else {
+        panic!("not stats")
+    };
+    assert_eq!(stats.uptime_secs, 42);
+    assert_eq!(stats.stats[0].value, 2.0, "two bindings left");
+    assert_eq!(r.stats.requests.load(Relaxed), 4);
+}
+
+#[test]
+fn cli_prints_tables_json_and_clears() {
+    let r = start();
+    let out = cli(&r.path, &["show", "bindings"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("NETWORK") && header.contains("NEXT-HOP"),
+        "{text}"
+    );
+    assert!(text.contains("2001:db8:f100:100::/56  pd"), "{text}");
+    assert!(text.contains("fe80::1a"), "{text}");
+    assert!(text.contains("3 binding(s)"), "{text}");
+
+    let out = cli(&r.path, &["show", "bindings", "--link", "cable2", "--json"]);
+    assert!(out.status.success());
+    let parsed: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed.len(), 1);
+    assert_eq!(parsed[0].link.as_deref(), Some("cable2"));
+
+    let out = cli(&r.path, &["show", "stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("uptime 42s"), "{text}");
+    assert!(
+        text.contains("lqagent_bindings{type=\"address\",link=\"cable1\"}  3"),
+        "{text}"
+    );
+
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::1a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cleared 2001:db8:100::1a/128\n"
+    );
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::1a"]);
+    assert!(!out.status.success(), "clearing twice fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding for 2001:db8:100::1a/128"));
+
+    let out = cli(&r.path, &["clear", "binding", "not-an-address"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn cli_without_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&dir.path().join("none.sock"), &["show", "stats"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is lqagent running?"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn raw(path: &Path) -> (BufReader<UnixStream>, UnixStream) {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (BufReader::new(s.try_clone().unwrap()), s)
+}
+
+#[test]
+fn hostile_input_gets_errors_not_crashes() {
+    let r = start();
+    let (mut rd, mut wr) = raw(&r.path);
+    let mut answer = String::new();
+    wr.write_all(b"{\"command\":\"reboot\"}\n").unwrap();
+    rd.read_line(&mut answer).unwrap();
+    let resp: Response = serde_json::from_str(&answer).unwrap();
+    assert!(
+        matches!(resp, Response::Error { ref message } if message.contains("bad request")),
+        "{answer}"
+    );
+    // The connection stays usable after a bad request.
+    answer.clear();
+    wr.write_all(b"{\"command\":\"show_stats\"}\n").unwrap();
+    rd.read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("{\"status\":\"stats\""), "{answer}");
+
+    // A line over the limit: an error, then the server closes.
+    let (mut rd, mut wr) = raw(&r.path);
+    let big = vec![b'x'; MAX_LINE + 10];
+    let _ = wr.write_all(&big);
+    answer.clear();
+    rd.read_line(&mut answer).unwrap();
+    assert!(answer.contains("longer than"), "{answer}");
+    answer.clear();
+    assert_eq!(
+        rd.read_line(&mut answer).unwrap_or(0),
+        0,
+        "closed after oversize"
+    );
+    assert_eq!(r.stats.bad_requests.load(Relaxed), 1);
+    assert_eq!(r.stats.oversized.load(Relaxed), 1);
+}
+
+#[test]
+fn connections_are_bounded() {
+    let r = start();
+    let idle: Vec<_> = (0..MAX_CLIENTS).map(|_| raw(&r.path)).collect();
+    // Make sure the server has taken all of them.
+    for (rd, wr) in &idle {
+        let mut wr = wr.try_clone().unwrap();
+        wr.write_all(b"{\"command\":\"show_stats\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(rd.get_ref().try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
+    let err = Client::connect(&r.path)
+        .and_then(|mut c| c.request(&Request::ShowStats))
+        .unwrap_err();
+    assert!(
+        matches!(err, ControlError::Protocol(_) | ControlError::Io { .. }),
+        "{err}"
+    );
+    assert_eq!(r.stats.rejected_connections.load(Relaxed), 1);
+    drop(idle);
+}
+
+#[test]
+fn bind_replaces_stale_socket_but_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    // A socket file left by a crashed daemon.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    drop(sock);
+    assert!(!path.exists(), "socket file removed on drop");
+
+    let file = dir.path().join("precious");
+    std::fs::write(&file, b"keep me").unwrap();
+    let err = rt
+        .block_on(async { ControlSocket::bind(&file) })
+        .unwrap_err();
+    assert!(matches!(err, ControlError::NotASocket { .. }), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
