@@ -1,5 +1,6 @@
 //! Shared test support. Each integration test file does `mod support;` and uses what it needs.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod isc;
 pub mod netns;
 pub mod scrape;
