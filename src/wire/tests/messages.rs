@@ -151,3 +151,127 @@ fn zero_and_oversize_frames_fail_for_good() {
         })
     ));
 }
+
+#[test]
+fn view_follows_relay_chains_to_the_same_limit() {
+    for depth in [1, 2, MAX_RELAY_DEPTH] {
+        let bytes = relay_chain(depth).to_vec().unwrap();
+        let mut v = MessageView::new_checked(&bytes).unwrap();
+        assert!(v.walk().is_ok());
+        let mut levels = 0;
+        while let MessageView::Relay(r) = v {
+            levels += 1;
+            v = r.relay_message().unwrap().unwrap();
+        }
+        assert_eq!(levels, depth);
+        assert_eq!(v.msg_type(), MessageType::SOLICIT);
+    }
+    let bytes = relay_chain(MAX_RELAY_DEPTH + 1).to_vec().unwrap();
+    let owned = Message::parse(&bytes).unwrap_err();
+    assert_eq!(
+        MessageView::new_checked(&bytes)
+            .unwrap()
+            .walk()
+            .unwrap_err(),
+        owned
+    );
+    // Following the chain by hand meets the same error at the 33rd header.
+    let mut v = MessageView::new_checked(&bytes).unwrap();
+    let mut err = None;
+    while let MessageView::Relay(r) = v {
+        match r.relay_message() {
+            Ok(Some(next)) => v = next,
+            Ok(None) => break,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(err, Some(owned));
+}
+
+#[test]
+fn option_nesting_is_bounded() {
+    fn nest(levels: usize) -> Vec<u8> {
+        let mut opt = DhcpOption::ClientData(ClientData::default());
+        for _ in 1..levels {
+            opt = DhcpOption::ClientData(ClientData {
+                options: Options(vec![opt]),
+            });
+        }
+        let mut m = ClientMessage::new(MessageType::LEASEQUERY_REPLY, 1);
+        m.options.push(opt);
+        Message::from(m).to_vec().unwrap()
+    }
+    let ok = nest(MAX_NESTING);
+    assert!(Message::parse(&ok).is_ok());
+    assert!(MessageView::new_checked(&ok).unwrap().walk().is_ok());
+    let deep = nest(MAX_NESTING + 1);
+    let err = Message::parse(&deep).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TooDeep {
+            at: 4 + 4 * MAX_NESTING,
+            what: "option encapsulation",
+            limit: MAX_NESTING
+        }
+    );
+    assert_eq!(
+        MessageView::new_checked(&deep).unwrap().walk().unwrap_err(),
+        err
+    );
+}
+
+#[test]
+fn lq_relay_data_starts_its_own_relay_chain() {
+    // A LEASEQUERY-REPLY relayed through 32 levels whose CLIENT_DATA holds a relay chain of 3.
+    let mut inner = RelayMessage::new(MessageType::RELAY_FORW, 0, a("2001:db8:1::1"), a("fe80::9"));
+    for _ in 0..2 {
+        let mut outer = RelayMessage::new(
+            MessageType::RELAY_FORW,
+            1,
+            Ipv6Addr::UNSPECIFIED,
+            a("2001:db8:1::2"),
+        );
+        outer
+            .options
+            .push(DhcpOption::RelayMsg(Box::new(inner.into())));
+        inner = outer;
+    }
+    let cd = ClientData {
+        options: Options(vec![
+            DhcpOption::CltTime(5),
+            DhcpOption::LqRelayData(Box::new(LqRelayData {
+                peer_address: a("2001:db8:1::2"),
+                relay: inner,
+            })),
+        ]),
+    };
+    let mut reply = ClientMessage::new(MessageType::LEASEQUERY_REPLY, 7);
+    reply.options.push(DhcpOption::ClientData(cd));
+    let mut m: Message = reply.into();
+    for _ in 0..MAX_RELAY_DEPTH {
+        let mut r = RelayMessage::new(
+            MessageType::RELAY_REPL,
+            0,
+            Ipv6Addr::UNSPECIFIED,
+            a("2001:db8::1"),
+        );
+        r.options.push(DhcpOption::RelayMsg(Box::new(m)));
+        m = r.into();
+    }
+    let bytes = m.to_vec().unwrap();
+    let back = Message::parse(&bytes).unwrap();
+    assert_eq!(back, m);
+    let rd = back
+        .innermost()
+        .unwrap()
+        .options
+        .client_data()
+        .unwrap()
+        .relay_data()
+        .unwrap();
+    assert_eq!(Message::from(rd.relay.clone()).relay_chain().len(), 3);
+    assert!(MessageView::new_checked(&bytes).unwrap().walk().is_ok());
+}
