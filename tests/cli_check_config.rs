@@ -42,7 +42,7 @@ fn broken_config_exits_non_zero_naming_the_key() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("servers[1].address: not an IPv6 address"),

@@ -1,21 +1,28 @@
 //! `lqagent check-config [--config FILE]`: validate the file and print the effective
-//! configuration (every default filled in) as TOML; on error, exit non-zero with the message
-//! that names the key.
+//! configuration (every default filled in) as TOML; on error, print the message that names the
+//! key on stderr and exit with status 1.
 
 use std::path::Path;
 
-use lqagent::config::Config;
+use lqagent::config::{Config, ConfigError};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| match e {
-        // The read error already names the file.
-        e @ lqagent::config::ConfigError::Read { .. } => anyhow::anyhow!("{e}"),
-        e => anyhow::anyhow!("{}: {e}", path.display()),
-    })?;
-    print!(
-        "# effective configuration of {}\n{}",
-        path.display(),
-        config.to_toml()
-    );
-    Ok(())
+    match Config::load(path) {
+        Ok(config) => {
+            print!(
+                "# effective configuration of {}\n{}",
+                path.display(),
+                config.to_toml()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            match e {
+                // The read error already names the file.
+                e @ ConfigError::Read { .. } => eprintln!("lqagent check-config: {e}"),
+                e => eprintln!("lqagent check-config: {}: {e}", path.display()),
+            }
+            std::process::exit(1)
+        }
+    }
 }

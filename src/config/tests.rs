@@ -234,3 +234,48 @@ fn missing_file_is_a_read_error() {
     assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/lqagent.toml"));
 }
+
+/// Every key of the effective configuration has a row in docs/config.md, and the minimal
+/// example there validates.
+#[test]
+fn docs_config_md_covers_every_key() {
+    let docs =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/config.md"))
+            .unwrap();
+    let sample = Config::load(&sample_path()).unwrap();
+    let value: toml::Value = toml::from_str(&sample.to_toml()).unwrap();
+    let mut keys = Vec::new();
+    fn walk(v: &toml::Value, keys: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    if !v.is_table()
+                        && !v.as_array().is_some_and(|a| a.iter().any(|e| e.is_table()))
+                    {
+                        keys.push(k.clone());
+                    }
+                    walk(v, keys);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|e| walk(e, keys)),
+            _ => {}
+        }
+    }
+    walk(&value, &mut keys);
+    assert!(keys.len() > 30, "{keys:?}");
+    for k in keys {
+        assert!(
+            docs.contains(&format!("| `{k}` |")),
+            "docs/config.md has no row for `{k}`"
+        );
+    }
+    let minimal = docs
+        .split("## A minimal file")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Config::parse(&minimal).expect("the minimal file in docs/config.md validates");
+}
