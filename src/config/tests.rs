@@ -279,3 +279,17 @@ fn docs_config_md_covers_every_key() {
         .join("\n");
     Config::parse(&minimal).expect("the minimal file in docs/config.md validates");
 }
+
+#[test]
+fn readme_config_example_validates() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README has a ```toml block");
+    let c = Config::parse(block).expect("README's config example validates");
+    assert_eq!(c.log.format, LogFormat::Json);
+}

@@ -114,7 +114,7 @@ pub fn parse_lease(text: &str) -> Option<Lease> {
     let address = field("iaaddr ")?.parse().ok()?;
     let prefix = field("iaprefix ")?;
     let (pa, pl) = prefix.split_once('/')?;
-    // The client-id is outside the lease6 block (an `option dhcp6.client-id` line before it).
+    // The client-id: the last `option dhcp6.client-id` line (colon-separated hex octets).
     let duid = text.lines().rev().find_map(|l| {
         l.trim()
             .strip_prefix("option dhcp6.client-id ")
