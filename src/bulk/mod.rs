@@ -10,6 +10,7 @@ pub mod core;
 pub mod linkup;
 pub mod observe;
 pub mod recovery;
+pub mod settings;
 pub mod stats;
 pub mod tcp;
 
