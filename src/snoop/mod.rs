@@ -1,4 +1,9 @@
 //! Snooping of relayed DHCPv6 traffic and detection of unknown subscriber sources.
 //!
+//! - [`capture`] copies DHCPv6 off the relay's server-facing interfaces (AF_PACKET + a kernel
+//!   BPF filter from [`bpf`]; headers read by [`datagram`]);
 //! - [`classify`] (pure) turns snooped RELAY-FORW / RELAY-REPL pairs into cache input.
+pub mod bpf;
+pub mod capture;
 pub mod classify;
+pub mod datagram;

@@ -1,0 +1,344 @@
+//! AF_PACKET capture of DHCPv6 on the relay's server-facing interfaces: the one module allowed
+//! `unsafe` (raw socket calls, each with a `SAFETY:` note).
+//!
+//! Where to listen: ISC `dhcrelay -6` on this box receives client messages on the subscriber
+//! side and sends them upstream as RELAY-FORW; the server answers with RELAY-REPL. Both cross the
+//! **server-facing** (upstream) interface with their whole relay chain — link-address,
+//! peer-address (the client's link-local address, the PD next hop), Interface-Id, Remote-Id — so
+//! that is where the snooper listens. The subscriber side only shows bare client messages. We
+//! never sit in the forwarding path: a packet socket gets a copy.
+//!
+//! The socket is `AF_PACKET`/`SOCK_DGRAM` bound to `ETH_P_ALL` on one interface: `ETH_P_ALL`,
+//! because packet sockets bound to one protocol do not see outgoing frames, and the relay's
+//! RELAY-FORW is outgoing. The classic-BPF program of [`super::bpf`] runs in the kernel, so only
+//! UDP to ports 546/547 is copied to user space. It is attached before the socket is bound, so
+//! not one unfiltered frame is queued. Drops are counted at both ends: the kernel's
+//! `PACKET_STATISTICS` (receive queue overflow) and our bounded channel being full.
+
+use std::io;
+use std::mem::size_of;
+use std::net::Ipv6Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::bpf;
+use super::datagram;
+
+/// Capture settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Interfaces to snoop (the relay's server-facing ones).
+    pub interfaces: Vec<String>,
+    /// Captured messages queued for the classifier; more are dropped and counted.
+    pub queue: usize,
+    /// Kernel receive buffer per socket (`SO_RCVBUF`), bytes.
+    pub receive_buffer: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            interfaces: Vec::new(),
+            queue: 4096,
+            receive_buffer: 4 << 20,
+        }
+    }
+}
+
+/// A DHCPv6 message copied off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snooped {
+    pub interface: Arc<str>,
+    /// Sent by this box (`PACKET_OUTGOING`), e.g. the relay's RELAY-FORW.
+    pub outgoing: bool,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The UDP payload: one DHCPv6 message.
+    pub payload: Vec<u8>,
+    pub at: Instant,
+}
+
+/// What the capture counts, by [`CaptureCounter::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureCounter {
+    /// Frames the filter let through.
+    Received,
+    /// Dropped by the kernel: socket receive queue full (`PACKET_STATISTICS` tp_drops).
+    KernelDrop,
+    /// Dropped here: the classifier's queue was full.
+    QueueFull,
+    /// Not a readable UDP-in-IPv6 datagram.
+    Malformed,
+}
+
+impl CaptureCounter {
+    pub const ALL: [CaptureCounter; 4] = [
+        CaptureCounter::Received,
+        CaptureCounter::KernelDrop,
+        CaptureCounter::QueueFull,
+        CaptureCounter::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureCounter::Received => "received",
+            CaptureCounter::KernelDrop => "kernel_drop",
+            CaptureCounter::QueueFull => "queue_full",
+            CaptureCounter::Malformed => "malformed",
+        }
+    }
+}
+
+/// Shared counters of all capture sockets.
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    counts: [AtomicU64; 4],
+}
+
+impl CaptureStats {
+    pub fn get(&self, c: CaptureCounter) -> u64 {
+        self.counts[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        CaptureCounter::ALL
+            .iter()
+            .map(|c| (c.as_str(), self.get(*c)))
+            .collect()
+    }
+
+    fn add(&self, c: CaptureCounter, n: u64) {
+        self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One filtered packet socket on one interface.
+#[derive(Debug)]
+pub struct CaptureSocket {
+    fd: AsyncFd<OwnedFd>,
+    interface: Arc<str>,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+
+impl CaptureSocket {
+    /// Opens, filters and binds a packet socket on `interface` (needs CAP_NET_RAW). Must be
+    /// called inside a tokio runtime.
+    pub fn open(interface: &str, receive_buffer: usize) -> io::Result<CaptureSocket> {
+        let index = if_index(interface)?;
+        // Protocol 0: the socket receives nothing until bound, so the filter is in place first.
+        // SAFETY: plain socket(2) call; the result is checked and owned at once.
+        #[allow(unsafe_code)]
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        #[allow(unsafe_code)]
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        attach_filter(&fd, &bpf::dhcpv6_filter())?;
+        let rcvbuf = libc::c_int::try_from(receive_buffer).unwrap_or(libc::c_int::MAX);
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        #[allow(unsafe_code)]
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = index;
+        // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast::<libc::sockaddr>(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is an owned, open socket; AsyncFd takes ownership and deregisters it
+        // before closing it, so the registered descriptor stays valid while registered.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(CaptureSocket {
+            fd,
+            interface: interface.into(),
+        })
+    }
+
+    pub fn interface(&self) -> &Arc<str> {
+        &self.interface
+    }
+
+    /// Receives one filtered packet into `buf`: its length and whether it was outgoing.
+    ///
+    /// CANCEL-SAFETY: a packet is either left in the kernel queue or returned whole.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_from(fd.get_ref(), buf)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Packets and drops the kernel counted since the last call (`PACKET_STATISTICS` resets).
+    pub fn take_kernel_stats(&self) -> io::Result<(u32, u32)> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` is a valid tpacket_stats and `len` its size; the kernel writes at most that.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.get_ref().as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast::<libc::c_void>(),
+                &raw mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.tp_packets, st.tp_drops))
+    }
+}
+
+/// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx` without waiting:
+/// a full queue drops the packet and counts it. Ends when `tx` is closed or the socket fails.
+pub async fn run(sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
+    let mut buf = vec![0u8; 65_536];
+    let mut since_stats = 0u32;
+    loop {
+        let (n, outgoing) = match sock.recv(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(interface = %sock.interface, error = %e, "capture socket failed");
+                return;
+            }
+        };
+        stats.add(CaptureCounter::Received, 1);
+        since_stats += 1;
+        if since_stats >= 256 {
+            since_stats = 0;
+            if let Ok((_, drops)) = sock.take_kernel_stats() {
+                stats.add(CaptureCounter::KernelDrop, u64::from(drops));
+            }
+        }
+        let Some(pkt) = buf.get(..n) else { continue };
+        let d = match datagram::parse(pkt) {
+            Ok(d) => d,
+            Err(e) => {
+                stats.add(CaptureCounter::Malformed, 1);
+                tracing::debug!(interface = %sock.interface, reason = e.reason(), "unreadable packet");
+                continue;
+            }
+        };
+        let msg = Snooped {
+            interface: sock.interface.clone(),
+            outgoing,
+            src: d.src,
+            dst: d.dst,
+            payload: d.payload.to_vec(),
+            at: Instant::now(),
+        };
+        match tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => stats.add(CaptureCounter::QueueFull, 1),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+fn if_index(name: &str) -> io::Result<i32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    #[allow(unsafe_code)]
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name:?}"),
+        ));
+    }
+    i32::try_from(i).map_err(|_| io::Error::other("interface index out of range"))
+}
+
+fn attach_filter(fd: &OwnedFd, prog: &[bpf::Insn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(insns.len()).map_err(|_| io::Error::other("BPF program too long"))?,
+        filter: insns.as_mut_ptr(),
+    };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T and the length passed is its size; the kernel copies it.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast::<libc::c_void>(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    #[allow(unsafe_code)]
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of its length; `sll`/`len` describe a valid address buffer.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_TRUNC,
+            (&raw mut sll).cast::<libc::sockaddr>(),
+            &raw mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // MSG_TRUNC returns the real length: a longer packet than `buf` is cut to `buf`.
+    let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+    Ok((n, sll.sll_pkttype == libc::PACKET_OUTGOING))
+}
