@@ -613,3 +613,91 @@ fn notification_overrun_triggers_a_redump() {
         ours(&name)
     );
 }
+
+#[test]
+fn a_refused_route_fails_alone_and_is_retried() {
+    if !require_root("a_refused_route_fails_alone_and_is_retried") {
+        return;
+    }
+    let (agent, _sub) = lab("kfail");
+    let name = agent.name().to_string();
+    let link = LinkRef::Interface("sub0".into());
+    let dst = |i: u16| p(&format!("2001:db8:a0{i:02x}::/56"));
+    // 16 prefixes in two batches of 8 (the plan orders them by prefix). Two get a multicast next
+    // hop, which the kernel refuses (EINVAL): #3 in the middle of the first batch (its error
+    // arrives on its own) and #15, the last of the second (its error is the batch's ack).
+    let bad = [3u16, 15];
+    let specs: Vec<RouteSpec> = (0..16)
+        .map(|i| {
+            let gw = if bad.contains(&i) {
+                "ff02::5"
+            } else {
+                "fe80::2"
+            };
+            RouteSpec::delegated(dst(i), a(gw), link.clone())
+        })
+        .collect();
+    let cfg = InstallerConfig {
+        batch_size: 8,
+        ..InstallerConfig::default()
+    };
+    let n = name.clone();
+    let (first, s1, s2, fixed, s3, pending) = with_installer(&agent, cfg, async move |i| {
+        i.apply(specs.into_iter().map(RouteChange::Upsert))
+            .await
+            .unwrap();
+        let first = ours(&n);
+        let s1 = i.stats().snapshot();
+        // Their backoff elapses: retried, refused again.
+        assert!(i.next_retry().is_some());
+        i.retry_due(Instant::now() + Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let s2 = i.stats().snapshot();
+        // The cache corrects the next hops: installed, nothing left to retry.
+        i.apply(bad.map(|b| {
+            RouteChange::Upsert(RouteSpec::delegated(dst(b), a("fe80::3"), link.clone()))
+        }))
+        .await
+        .unwrap();
+        (
+            first,
+            s1,
+            s2,
+            ours(&n),
+            i.stats().snapshot(),
+            i.next_retry(),
+        )
+    });
+    let good: BTreeSet<Row> = (0..16u16)
+        .filter(|i| !bad.contains(i))
+        .map(|i| {
+            (
+                dst(i).to_string(),
+                Some("fe80::2".into()),
+                "sub0".into(),
+                1024,
+            )
+        })
+        .collect();
+    assert_eq!(
+        first, good,
+        "the 14 good routes are in, the 2 refused are not"
+    );
+    assert_eq!(s1.get(RouteCounter::Installed), 14);
+    assert_eq!(s1.get(RouteCounter::Failed), 2);
+    assert_eq!(s2.get(RouteCounter::Retried), 2);
+    assert_eq!(s2.get(RouteCounter::Failed), 4);
+    let mut all = good;
+    for b in bad {
+        all.insert((
+            dst(b).to_string(),
+            Some("fe80::3".into()),
+            "sub0".into(),
+            1024,
+        ));
+    }
+    assert_eq!(fixed, all);
+    assert_eq!(s3.get(RouteCounter::Installed), 16);
+    assert_eq!(pending, None, "no retry left");
+}
