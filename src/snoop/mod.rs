@@ -2,8 +2,10 @@
 //!
 //! - [`capture`] copies DHCPv6 off the relay's server-facing interfaces (AF_PACKET + a kernel
 //!   BPF filter from [`bpf`]; headers read by [`datagram`]);
-//! - [`classify`] (pure) turns snooped RELAY-FORW / RELAY-REPL pairs into cache input.
+//! - [`classify`] (pure) turns snooped RELAY-FORW / RELAY-REPL pairs into cache input;
+//! - [`shell`] runs both and feeds the cache task.
 pub mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;
+pub mod shell;

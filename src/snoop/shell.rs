@@ -1,0 +1,68 @@
+//! The snooper's tokio shell: capture sockets on every configured interface feed one bounded
+//! queue; one task parses each DHCPv6 message, runs the pure [`Classifier`] and hands what it
+//! learnt to the cache task. Nothing here decides anything.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats};
+use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Learned};
+use crate::cache::AgentClock;
+use crate::cache::task::{CacheHandle, CacheInput};
+use crate::wire::Message;
+
+/// What the running snooper exposes: counters of both halves.
+#[derive(Debug, Clone, Default)]
+pub struct SnoopStats {
+    pub capture: Arc<CaptureStats>,
+    pub classify: Arc<std::sync::Mutex<ClassifyStats>>,
+    /// Captured payloads that did not parse as DHCPv6, and observations the cache queue refused.
+    pub unparsable: Arc<std::sync::atomic::AtomicU64>,
+    pub cache_full: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`.
+/// Fails if any interface cannot be opened (missing interface, no CAP_NET_RAW).
+pub fn spawn(
+    cfg: &CaptureConfig,
+    classify: ClassifyConfig,
+    clock: AgentClock,
+    cache: CacheHandle,
+    tasks: &mut JoinSet<()>,
+) -> std::io::Result<SnoopStats> {
+    let stats = SnoopStats::default();
+    let (tx, mut rx) = mpsc::channel(cfg.queue.max(1));
+    for ifname in &cfg.interfaces {
+        let sock = CaptureSocket::open(ifname, cfg.receive_buffer)?;
+        tasks.spawn(capture::run(sock, tx.clone(), stats.capture.clone()));
+    }
+    drop(tx);
+    let st = stats.clone();
+    tasks.spawn(async move {
+        let mut classifier = Classifier::new(classify);
+        while let Some(m) = rx.recv().await {
+            let Ok(msg) = Message::parse(&m.payload) else {
+                st.unparsable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            };
+            let learned = classifier.on_message(&msg, m.src, clock.at(m.at.into()));
+            // Short critical section, never held across an await.
+            if let Ok(mut s) = st.classify.lock() {
+                *s = classifier.stats().clone();
+            }
+            let input = match learned {
+                Some(Learned::Bind(o)) => CacheInput::Observe(o),
+                Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
+                None => continue,
+            };
+            if cache.try_send(input).is_err() {
+                st.cache_full
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(stats)
+}
