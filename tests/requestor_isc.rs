@@ -348,6 +348,10 @@ fn isc_dhcpd_leasequery_interop() {
     assert_eq!(answers[0]["server"], "[2001:db8::dead]:547");
     assert_eq!(answers[0]["result"], "no_answer");
     let dead_ms = answers[0]["elapsed_ms"].as_f64().unwrap();
+    eprintln!(
+        "dead server given up after {dead_ms} ms; whole query {:?}",
+        q.took
+    );
     assert!(
         (1990.0..2500.0).contains(&dead_ms),
         "given up after the 2 s timeout: {dead_ms}"
@@ -355,6 +359,26 @@ fn isc_dhcpd_leasequery_interop() {
     assert_eq!(answers[1]["result"], "bound");
     assert_eq!(q.json["bindings"][0]["client_duid"], client_id);
     assert!(q.took < Duration::from_secs(4), "took {:?}", q.took);
+
+    // 7. Multicast to All_DHCP_Servers out of r0, accepting dhcpd's unicast address.
+    let q = lqagent_query(
+        &rly,
+        &[
+            "--multicast",
+            "r0",
+            "--accept-from",
+            "2001:db8::1",
+            "--timeout",
+            "3",
+            "--address",
+            &addr,
+        ],
+    );
+    eprintln!("multicast query: {}", q.json["answers"]);
+    assert_eq!(q.code, 0, "{:#}", q.json);
+    assert_eq!(q.json["answers"][0]["server"], "[ff05::1:3]:547");
+    assert_eq!(q.json["bindings"][0]["server"], "[2001:db8::1]:547");
+    assert_eq!(q.json["bindings"][0]["client_duid"], client_id);
 
     // dhcpd logged our queries and its replies to port 546.
     let log = std::fs::read_to_string(d("dhcpd.log")).unwrap();

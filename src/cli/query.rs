@@ -35,8 +35,19 @@ pub(crate) enum PolicyArg {
 pub(crate) struct QueryArgs {
     /// A leasequery server: ADDR, [ADDR]:PORT or ADDR%IFACE (port 547). Repeat for several;
     /// failover asks them in this order.
-    #[arg(long = "server", required = true, value_name = "ADDR")]
+    #[arg(
+        long = "server",
+        value_name = "ADDR",
+        required_unless_present = "multicast"
+    )]
     servers: Vec<String>,
+    /// Also ask All_DHCP_Servers (ff05::1:3) out of this interface, after the --server list.
+    #[arg(long, value_name = "IFACE")]
+    multicast: Option<String>,
+    /// With --multicast: a server whose reply to the multicast query is accepted (its unicast
+    /// address; the --server addresses count too). Repeat for several.
+    #[arg(long = "accept-from", value_name = "ADDR")]
+    accept_from: Vec<String>,
     /// QUERY_BY_ADDRESS: who leases this address (or a delegated prefix holding it).
     #[arg(long, value_name = "A")]
     address: Option<Ipv6Addr>,
@@ -133,11 +144,34 @@ fn exit_code(v: Verdict) -> i32 {
 
 /// Run the query; returns the exit status.
 pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
-    let servers = args
+    let mut servers = args
         .servers
         .iter()
         .map(|s| parse_server(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut multicast_sources = args
+        .accept_from
+        .iter()
+        .map(|s| parse_server(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let multicast_if = match &args.multicast {
+        Some(iface) => {
+            if servers.is_empty() && multicast_sources.is_empty() {
+                bail!("--multicast needs --accept-from (or --server) to know whose replies count");
+            }
+            multicast_sources.extend(servers.iter().copied());
+            let idx = ifindex(iface)?;
+            servers.push(SocketAddr::V6(SocketAddrV6::new(
+                lqagent::wire::ALL_DHCP_SERVERS,
+                lqagent::wire::SERVER_PORT,
+                0,
+                // ff05:: is site scope: the interface goes in IPV6_MULTICAST_IF instead.
+                0,
+            )));
+            Some(idx)
+        }
+        None => None,
+    };
     let kind = match (&args.address, &args.client_id) {
         (Some(a), _) => QueryKind::ByAddress(*a),
         (None, Some(c)) => QueryKind::ByClientId(parse_hex(c)?),
@@ -173,6 +207,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
         },
         duid,
         retransmit,
+        multicast_sources,
         negative_ttl: Duration::ZERO,
         global_rate: None,
         link_rate: None,
@@ -187,6 +222,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
             cfg.clone(),
             UdpConfig {
                 bind: args.bind,
+                multicast_if,
                 ..UdpConfig::default()
             },
         )
