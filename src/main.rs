@@ -21,7 +21,7 @@ enum Command {
     Version,
     /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
     /// Exit status: 0 bound, 1 no binding, 2 error/refused, 3 no answer.
-    Query(cli::query::QueryArgs),
+    Query(Box<cli::query::QueryArgs>),
     /// Show the running daemon's bindings or stats (over the control socket).
     Show(cli::control::ShowArgs),
     /// Clear a binding in the running daemon, withdrawing its route.
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => cli::version::run(),
-        Command::Query(args) => match cli::query::run(args) {
+        Command::Query(args) => match cli::query::run(*args) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
                 eprintln!("lqagent query: {e:#}");
