@@ -1,10 +1,11 @@
 //! Expiry without a timer per lease: one min-heap of (valid deadline, key).
 //!
 //! Entries are never removed from the middle. When a lease is refreshed its new deadline is pushed
-//! and the old entry goes stale; a popped entry counts only if the lease still has exactly that
-//! deadline (the store checks). Stale entries are bounded: when the heap holds more than twice the
+//! and the old entry goes stale; a popped key counts only if its lease's valid deadline has passed
+//! (the merge's `expire` checks). Stale entries are bounded: when the heap holds more than twice the
 //! live leases (plus slack), the store rebuilds it from the live set. Infinite lifetimes are never
-//! queued.
+//! queued. Deadlines are kept as whole Unix seconds, rounded up (24-byte entries instead of 32 —
+//! this heap holds one entry per lease), so a lease goes at most one second after its deadline.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,7 +15,17 @@ use super::binding::{LeaseKey, Timestamp};
 /// A deadline-ordered queue of lease keys.
 #[derive(Debug, Default)]
 pub struct ExpiryQueue {
-    heap: BinaryHeap<Reverse<(Timestamp, LeaseKey)>>,
+    heap: BinaryHeap<Reverse<(u32, LeaseKey)>>,
+}
+
+/// Whole seconds, rounded up, saturating to the u32 range.
+fn ceil_secs(t: Timestamp) -> u32 {
+    let s = t.millis().div_euclid(1000) + i64::from(t.millis().rem_euclid(1000) != 0);
+    u32::try_from(s.max(0)).unwrap_or(u32::MAX)
+}
+
+fn from_secs(s: u32) -> Timestamp {
+    Timestamp::from_secs(i64::from(s))
 }
 
 impl ExpiryQueue {
@@ -25,13 +36,13 @@ impl ExpiryQueue {
     /// Queue `key` to be checked at `deadline` (ignored for [`Timestamp::NEVER`]).
     pub fn push(&mut self, deadline: Timestamp, key: LeaseKey) {
         if deadline != Timestamp::NEVER {
-            self.heap.push(Reverse((deadline, key)));
+            self.heap.push(Reverse((ceil_secs(deadline), key)));
         }
     }
 
     /// The earliest queued deadline (possibly stale).
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+        self.heap.peek().map(|Reverse((t, _))| from_secs(*t))
     }
 
     /// Pop every entry due at or before `now`, at most `limit` of them.
@@ -39,9 +50,9 @@ impl ExpiryQueue {
         let mut out = Vec::new();
         while out.len() < limit {
             match self.heap.peek() {
-                Some(Reverse((t, _))) if *t <= now => {
-                    if let Some(Reverse(e)) = self.heap.pop() {
-                        out.push(e);
+                Some(Reverse((t, _))) if from_secs(*t) <= now => {
+                    if let Some(Reverse((t, k))) = self.heap.pop() {
+                        out.push((from_secs(t), k));
                     }
                 }
                 _ => break,
@@ -68,7 +79,7 @@ impl ExpiryQueue {
         let v: Vec<_> = live
             .into_iter()
             .filter(|(t, _)| *t != Timestamp::NEVER)
-            .map(Reverse)
+            .map(|(t, k)| Reverse((ceil_secs(t), k)))
             .collect();
         self.heap = BinaryHeap::from(v);
     }
@@ -103,6 +114,15 @@ mod tests {
         assert_eq!(q.pop_due(Timestamp::from_secs(99), 0), vec![]);
         assert_eq!(q.pop_due(Timestamp::from_secs(99), 10).len(), 1);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn deadlines_round_up_to_whole_seconds() {
+        let mut q = ExpiryQueue::new();
+        q.push(Timestamp::from_millis(10_500), k(1));
+        assert_eq!(q.next_deadline(), Some(Timestamp::from_secs(11)));
+        assert!(q.pop_due(Timestamp::from_millis(10_999), 10).is_empty());
+        assert_eq!(q.pop_due(Timestamp::from_secs(11), 10).len(), 1);
     }
 
     #[test]

@@ -210,7 +210,9 @@ impl BindingStore {
     pub fn new(cfg: CacheConfig) -> Self {
         BindingStore {
             cfg,
-            leases: DashMap::with_hasher(KeyHashBuilder::default()),
+            // Many shards: a lookup read-locks one, and two cores hammering the same few lock
+            // words would bounce their cache lines.
+            leases: DashMap::with_hasher_and_shard_amount(KeyHashBuilder::default(), 256),
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
             len_mask: std::array::from_fn(|_| AtomicU64::new(0)),
             by_client: DashMap::with_hasher(KeyHashBuilder::default()),
@@ -299,9 +301,9 @@ impl BindingStore {
         let mut w = self.lock();
         let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
         let mut current = BTreeMap::new();
-        for (deadline, key) in due {
+        for (_, key) in due {
             match self.get(&key) {
-                Some(l) if l.valid_until == deadline => {
+                Some(l) if l.valid_until <= now => {
                     let duid = l.client.duid.clone();
                     current.insert(key, l);
                     self.gather_client(&duid, &mut current);
