@@ -25,6 +25,17 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of the calling thread in seconds (utime+stime from /proc/thread-self/stat, in
+/// USER_HZ = 100 ticks; coarse, but the lookup phase runs for seconds).
+fn thread_cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn na_addr(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, (i >> 16) as u16, i as u16)
 }
@@ -143,6 +154,7 @@ fn main() {
             std::thread::spawn(move || {
                 let mut done = 0u64;
                 let mut hits = 0u64;
+                let cpu0 = thread_cpu_secs();
                 let start = Instant::now();
                 let mut j = n * 4096;
                 while start.elapsed() < lookup_time {
@@ -156,22 +168,31 @@ fn main() {
                     }
                     done += 4096;
                 }
-                (done, hits)
+                (done, hits, thread_cpu_secs() - cpu0)
             })
         })
         .collect();
-    let (mut total, mut hits) = (0u64, 0u64);
+    let (mut total, mut hits, mut cpu) = (0u64, 0u64, 0f64);
     for h in handles {
-        let (d, k) = h.join().unwrap();
+        let (d, k, c) = h.join().unwrap();
         total += d;
         hits += k;
+        cpu += c;
     }
     let elapsed = t.elapsed();
     assert_eq!(hits, total, "every query address is covered by a binding");
     let per_sec = (total as f64 / elapsed.as_secs_f64()) as u64;
     println!(
-        "lookup_with (exact /128, else covering /56) on {threads} threads: {total} in {:.2} s",
-        elapsed.as_secs_f64()
+        "lookup_with (exact /128, else covering /56) on {threads} threads: {total} in {:.2} s wall, \
+         {:.2} s CPU ({:.0} lookups per CPU-second; the machine's load average was {})",
+        elapsed.as_secs_f64(),
+        cpu,
+        total as f64 / cpu.max(0.01),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
     );
 
     let dir = tempfile::tempdir().unwrap();
