@@ -9,6 +9,7 @@
 
 pub mod binding;
 pub mod expiry;
+pub mod from_wire;
 pub mod hash;
 pub mod merge;
 pub mod persist;

@@ -1,0 +1,228 @@
+//! Turning the codec's CLIENT_DATA (RFC 5007 §4.1.2.2) into the cache's [`Observation`].
+//!
+//! CLIENT_DATA carries IAADDR and IAPREFIX options directly, not inside IA_NA/IA_PD, so the IAID
+//! is not known (recorded as 0) and an address is taken to be an IA_NA address. The relay data
+//! (LQ_RELAY_DATA, §4.1.2.4) holds the RELAY-FORW chain the server last saw; the level nearest the
+//! client (the innermost) gives the client's own address (`peer-address`, the delegated-prefix
+//! next hop), its link-address and its Interface-Id/Remote-Id (RFC 8415 §19; RFC 6221 for a
+//! lightweight relay in front, whose level has link-address `::` — then the next level out
+//! names the link).
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use super::binding::{
+    IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
+};
+use crate::wire::{ClientData, Message, RelayMessage};
+
+/// Why a CLIENT_DATA cannot become an observation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FromWireError {
+    #[error("CLIENT_DATA without CLIENTID")]
+    NoClientId,
+    /// RFC 5007 §4.3.3: a CLIENT_DATA without CLT_TIME is silently discarded.
+    #[error("CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3: discarded)")]
+    NoCltTime,
+    #[error("IAPREFIX with prefix length {0} over 128")]
+    BadPrefixLength(u8),
+}
+
+impl FromWireError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FromWireError::NoClientId => "no_client_id",
+            FromWireError::NoCltTime => "no_clt_time",
+            FromWireError::BadPrefixLength(_) => "bad_prefix_length",
+        }
+    }
+}
+
+/// What the answer's envelope says about the CLIENT_DATA inside it.
+#[derive(Debug, Clone)]
+pub struct ClientDataContext {
+    pub server: Arc<ServerId>,
+    pub source: Source,
+    /// The link the query was about (used when the relay data does not name one; `::` if unknown).
+    pub link: Link,
+    pub srsn: Option<u32>,
+    pub arrival: Timestamp,
+}
+
+/// The innermost relay level and the first non-`::` link-address walking outwards.
+fn nearest_relay(r: &RelayMessage) -> (&RelayMessage, Option<Ipv6Addr>) {
+    let mut chain = vec![r];
+    let mut cur = r;
+    // Bounded by the codec's nesting limit; stop early anyway.
+    while chain.len() < 64 {
+        match cur.options.relay_msg() {
+            Some(Message::Relay(inner)) => {
+                chain.push(inner);
+                cur = inner;
+            }
+            _ => break,
+        }
+    }
+    let link = chain
+        .iter()
+        .rev()
+        .map(|l| l.link_address)
+        .find(|a| !a.is_unspecified());
+    (cur, link)
+}
+
+/// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
+/// lease of the client on that link).
+pub fn observation_from_client_data(
+    cd: &ClientData,
+    ctx: &ClientDataContext,
+) -> Result<Observation, FromWireError> {
+    let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
+    let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
+    let mut leases = Vec::new();
+    for a in cd.addresses() {
+        leases.push(ObservedLease {
+            key: LeaseKey::Address(a.addr),
+            ia: IaType::Na,
+            iaid: 0,
+            preferred: a.preferred,
+            valid: a.valid,
+        });
+    }
+    for p in cd.prefixes() {
+        let prefix = crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
+            .map_err(|_| FromWireError::BadPrefixLength(p.prefix_len))?;
+        leases.push(ObservedLease {
+            key: LeaseKey::Prefix(prefix),
+            ia: IaType::Pd,
+            iaid: 0,
+            preferred: p.preferred,
+            valid: p.valid,
+        });
+    }
+    let mut link = ctx.link.clone();
+    let relay = cd.relay_data().map(|rd| {
+        let (near, link_addr) = nearest_relay(&rd.relay);
+        if let Some(a) = link_addr {
+            link.address = a;
+        }
+        RelayData {
+            peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
+            interface_id: near.options.interface_id().map(Box::from),
+            remote_id: near.options.remote_id().map(|(_, id)| Box::from(id)),
+        }
+    });
+    Ok(Observation {
+        client_duid: duid.into(),
+        link,
+        relay,
+        server: ctx.server.clone(),
+        source: ctx.source,
+        clt_time: Some(clt),
+        base_time: cd.options.lq_base_time(),
+        srsn: ctx.srsn,
+        complete: true,
+        leases,
+        arrival: ctx.arrival,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DhcpOption;
+
+    fn opt(code: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = code.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn a(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    /// CLIENT_DATA with CLIENTID, IAADDR, IAPREFIX, CLT_TIME and LQ_RELAY_DATA holding an LDRA
+    /// level (link `::`, Interface-Id) inside a relay level that names the link.
+    fn client_data(with_clt: bool) -> ClientData {
+        let duid = [0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7];
+        let mut iaaddr = a("2001:db8:1::7").to_vec();
+        iaaddr.extend_from_slice(&1800u32.to_be_bytes());
+        iaaddr.extend_from_slice(&3600u32.to_be_bytes());
+        let mut iapfx = 1800u32.to_be_bytes().to_vec();
+        iapfx.extend_from_slice(&3600u32.to_be_bytes());
+        iapfx.push(56);
+        iapfx.extend_from_slice(&a("2001:db8:100::"));
+        let mut ldra = vec![12, 0];
+        ldra.extend_from_slice(&a("::"));
+        ldra.extend_from_slice(&a("fe80::7"));
+        ldra.extend(opt(18, b"port-3"));
+        let mut relay = vec![12, 1];
+        relay.extend_from_slice(&a("2001:db8:1::1"));
+        relay.extend_from_slice(&a("2001:db8:1::2"));
+        relay.extend(opt(9, &ldra));
+        let mut lqrd = a("2001:db8:ffff::9").to_vec();
+        lqrd.extend(relay);
+        let mut body = opt(1, &duid);
+        body.extend(opt(5, &iaaddr));
+        body.extend(opt(26, &iapfx));
+        if with_clt {
+            body.extend(opt(46, &30u32.to_be_bytes()));
+        }
+        body.extend(opt(47, &lqrd));
+        match DhcpOption::parse(&opt(45, &body)).unwrap() {
+            DhcpOption::ClientData(cd) => cd,
+            other => panic!("not CLIENT_DATA: {other:?}"),
+        }
+    }
+
+    fn ctx() -> ClientDataContext {
+        ClientDataContext {
+            server: Arc::new(ServerId {
+                duid: vec![0, 1].into(),
+                address: "2001:db8:ffff::1".parse().unwrap(),
+            }),
+            source: Source::Leasequery,
+            link: Link {
+                address: Ipv6Addr::UNSPECIFIED,
+                interface: None,
+            },
+            srsn: None,
+            arrival: Timestamp::from_secs(1_795_000_000),
+        }
+    }
+
+    #[test]
+    fn client_data_becomes_a_complete_observation() {
+        let o = observation_from_client_data(&client_data(true), &ctx()).unwrap();
+        assert_eq!(&*o.client_duid, &[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7]);
+        assert_eq!(o.clt_time, Some(30));
+        assert!(o.complete);
+        assert_eq!(o.leases.len(), 2);
+        assert_eq!(
+            o.leases[0].key,
+            LeaseKey::Address("2001:db8:1::7".parse().unwrap())
+        );
+        assert_eq!(
+            o.leases[1].key,
+            LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
+        );
+        assert_eq!((o.leases[1].preferred, o.leases[1].valid), (1800, 3600));
+        // The LDRA level is nearest the client: its peer-address and Interface-Id; the link
+        // comes from the next level out because the LDRA's link-address is `::`.
+        assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
+        let r = o.relay.unwrap();
+        assert_eq!(r.peer_address, Some("fe80::7".parse().unwrap()));
+        assert_eq!(r.interface_id.as_deref(), Some(&b"port-3"[..]));
+    }
+
+    #[test]
+    fn client_data_without_clt_time_is_refused() {
+        let e = observation_from_client_data(&client_data(false), &ctx()).unwrap_err();
+        assert_eq!(e, FromWireError::NoCltTime);
+        assert_eq!(e.reason(), "no_clt_time");
+    }
+}
