@@ -4,11 +4,11 @@
 //! BULK_LQ_DATA_TIMEOUT); [`tcp`] drives one connection per server with attempts and
 //! backoff, every server in parallel, streaming each binding out through a bounded channel
 //! as it arrives; [`stats`] counts progress; [`recovery`] runs it at start, [`linkup`] when a
-//! subscriber link comes up; [`observe`] turns each binding into the cache's input.
+//! subscriber link comes up, and turns each binding into the cache's input with the cache's
+//! own CLIENT_DATA conversion (`cache::from_wire`).
 
 pub mod core;
 pub mod linkup;
-pub mod observe;
 pub mod recovery;
 pub mod settings;
 pub mod stats;

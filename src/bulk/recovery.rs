@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 
 use super::BulkConfig;
 use super::core::{BulkBinding, BulkQuery};
-use super::observe::observation;
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
-use crate::cache::AgentClock;
+use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
 use crate::cache::task::CacheHandle;
+use crate::cache::{AgentClock, Link, Observation, ServerId, Source, Timestamp};
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.
@@ -102,6 +102,63 @@ impl BindingSink for mpsc::Sender<(SocketAddr, BulkBinding)> {
     ) -> Result<(), SinkClosed> {
         self.send((server, binding)).await.map_err(|_| SinkClosed)
     }
+}
+
+/// Why a recovered binding did not become a cache observation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unusable {
+    #[error("no SERVERID seen for the query")]
+    NoServerId,
+    #[error("no link: neither LQ_RELAY_DATA nor the query names one")]
+    NoLink,
+    #[error(transparent)]
+    Data(#[from] FromWireError),
+}
+
+impl Unusable {
+    /// Log and metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unusable::NoServerId => "no_server_id",
+            Unusable::NoLink => "no_link",
+            Unusable::Data(e) => e.reason(),
+        }
+    }
+}
+
+/// The cache input for `b`, received from `server` at `arrival` (agent clock): the cache's own
+/// CLIENT_DATA conversion ([`observation_from_client_data`]; RFC 5007 §4.1.2.2 makes it
+/// `complete`), tagged `Source::Bulk`, with the query's link when the relay data names none.
+/// A binding whose link is still unknown cannot be routed and is refused.
+pub fn observation(
+    server: SocketAddr,
+    b: &BulkBinding,
+    arrival: Timestamp,
+) -> Result<Observation, Unusable> {
+    let server_duid = b.server_duid.as_ref().ok_or(Unusable::NoServerId)?;
+    let address = match server.ip() {
+        std::net::IpAddr::V6(a) => a,
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+    };
+    let ctx = ClientDataContext {
+        server: Arc::new(ServerId {
+            duid: server_duid.to_vec().into_boxed_slice(),
+            address,
+        }),
+        source: Source::Bulk,
+        link: Link {
+            address: b.link.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            interface: None,
+        },
+        srsn: b.srsn,
+        arrival,
+    };
+    let obs = observation_from_client_data(&b.data, &ctx)?;
+    if obs.link.address.is_unspecified() {
+        return Err(Unusable::NoLink);
+    }
+    Ok(obs)
 }
 
 /// The daemon's sink: each binding becomes a `Source::Bulk` observation queued to the cache
@@ -236,4 +293,109 @@ pub async fn recover(
         "bulk recovery finished"
     );
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{IaType, LeaseKey};
+    use crate::wire::{
+        ClientData, DhcpOption, IaAddr, IaPrefix, LqRelayData, Message, MessageType, Options,
+        RelayMessage,
+    };
+
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// A CLIENT_DATA whose LQ_RELAY_DATA holds two relay levels: the outer one (link
+    /// 2001:db8:9::1, peer = the inner relay) and the inner one nearest the client (link
+    /// 2001:db8:1::1, peer = the client's link-local address, Interface-Id, Remote-Id).
+    fn binding() -> BulkBinding {
+        let mut inner =
+            RelayMessage::new(MessageType::RELAY_FORW, 0, a("2001:db8:1::1"), a("fe80::7"));
+        inner
+            .options
+            .push(DhcpOption::InterfaceId(b"sub1".to_vec()));
+        inner.options.push(DhcpOption::RemoteId {
+            enterprise: 9,
+            remote_id: vec![1],
+        });
+        let mut outer = RelayMessage::new(
+            MessageType::RELAY_FORW,
+            1,
+            a("2001:db8:9::1"),
+            a("2001:db8:1::2"),
+        );
+        outer
+            .options
+            .push(DhcpOption::RelayMsg(Box::new(Message::Relay(inner))));
+        let data = ClientData {
+            options: Options(vec![
+                DhcpOption::ClientId(Duid::ll_ethernet([0xa, 0, 0, 0, 0, 7])),
+                DhcpOption::IaAddr(IaAddr::new(a("2001:db8:1::7"), 10, 20)),
+                DhcpOption::IaPrefix(IaPrefix::new("2001:db8:700::/56".parse().unwrap(), 30, 40)),
+                DhcpOption::CltTime(3),
+                DhcpOption::LqRelayData(Box::new(LqRelayData {
+                    peer_address: a("2001:db8:9::1"),
+                    relay: outer,
+                })),
+            ]),
+        };
+        BulkBinding {
+            query: 1,
+            server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
+            link: Some(a("2001:db8:1::1")),
+            peer_address: Some(a("fe80::7")),
+            data,
+            srsn: Some(9),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn bulk_binding_becomes_a_complete_observation_from_the_nearest_relay_level() {
+        let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
+        let o = observation(server, &binding(), Timestamp::from_secs(1000)).unwrap();
+        assert_eq!(o.source, Source::Bulk);
+        assert!(o.complete);
+        // The nearest level names the client's link and address, not the outer relay's.
+        assert_eq!(o.link.address, a("2001:db8:1::1"));
+        let r = o.relay.as_ref().unwrap();
+        assert_eq!(r.peer_address, Some(a("fe80::7")));
+        assert_eq!(r.interface_id.as_deref(), Some(&b"sub1"[..]));
+        assert_eq!(r.remote_id.as_deref(), Some(&[1][..]));
+        assert_eq!(o.server.address, a("2001:db8:ff::2"));
+        assert_eq!(o.clt_time, Some(3));
+        assert_eq!(o.srsn, Some(9));
+        assert_eq!(o.leases.len(), 2);
+        assert_eq!(o.leases[0].key, LeaseKey::Address(a("2001:db8:1::7")));
+        assert_eq!((o.leases[1].ia, o.leases[1].valid), (IaType::Pd, 40));
+    }
+
+    #[test]
+    fn bindings_without_link_or_server_id_are_refused_with_a_reason() {
+        let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
+        let mut b = binding();
+        b.server_duid = None;
+        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
+        assert_eq!(e.as_str(), "no_server_id");
+
+        let mut b = binding();
+        b.link = None;
+        b.data
+            .options
+            .0
+            .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
+        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
+        assert_eq!((e.clone(), e.as_str()), (Unusable::NoLink, "no_link"));
+
+        let mut b = binding();
+        b.data
+            .options
+            .0
+            .retain(|o| !matches!(o, DhcpOption::CltTime(_)));
+        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
+        assert_eq!(e.as_str(), "no_clt_time");
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::binding::{
     IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
 };
-use crate::wire::{ClientData, Message, RelayMessage};
+use crate::wire::{ClientData, LqRelayData, Message, RelayMessage};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +73,27 @@ fn nearest_relay(r: &RelayMessage) -> (&RelayMessage, Option<Ipv6Addr>) {
     (cur, link)
 }
 
+/// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): the level
+/// nearest the client gives its own address, the first non-`::` link-address walking outwards
+/// from there gives its link. The outermost level would name the relay nearest the *server*,
+/// which is wrong for both as soon as relays are chained (or an LDRA sits in front, RFC 6221).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPlacement {
+    /// The nearest level's peer-address (`None` when `::`): the delegated-prefix next hop.
+    pub peer_address: Option<Ipv6Addr>,
+    /// The link the client is on (`None` when every level says `::`).
+    pub link_address: Option<Ipv6Addr>,
+}
+
+/// The [`RelayPlacement`] of a CLIENT_DATA's relay data.
+pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
+    let (near, link_address) = nearest_relay(&rd.relay);
+    RelayPlacement {
+        peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
+        link_address,
+    }
+}
+
 /// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
 /// lease of the client on that link).
 pub fn observation_from_client_data(
@@ -104,12 +125,13 @@ pub fn observation_from_client_data(
     }
     let mut link = ctx.link.clone();
     let relay = cd.relay_data().map(|rd| {
-        let (near, link_addr) = nearest_relay(&rd.relay);
-        if let Some(a) = link_addr {
+        let (near, _) = nearest_relay(&rd.relay);
+        let place = relay_placement(rd);
+        if let Some(a) = place.link_address {
             link.address = a;
         }
         RelayData {
-            peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
+            peer_address: place.peer_address,
             interface_id: near.options.interface_id().map(Box::from),
             remote_id: near.options.remote_id().map(|(_, id)| Box::from(id)),
         }

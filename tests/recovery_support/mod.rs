@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lqagent::bulk::BulkConfig;
 use lqagent::bulk::core::BulkBinding;
-use lqagent::bulk::observe::observation;
+use lqagent::bulk::recovery::observation;
 use lqagent::bulk::recovery::{
     BindingSink, CacheSink, RecoveryPlan, RecoveryReport, SinkClosed, recover,
 };

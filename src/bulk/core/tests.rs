@@ -382,3 +382,33 @@ fn binding_link_falls_back_to_query_link() {
     assert_eq!(b.link, Some(a("2001:db8:9::1")));
     assert_eq!(b.peer_address, None);
 }
+
+#[test]
+fn binding_link_and_peer_come_from_the_relay_level_nearest_the_client() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(1, link_q("2001:db8:9::1"), t0);
+    let mut cd = client_data(1, true);
+    // Wrap the single level (link 2001:db8:1::1, peer fe80::1) in an outer relay.
+    for o in cd.options.0.iter_mut() {
+        if let DhcpOption::LqRelayData(rd) = o {
+            let inner = rd.relay.clone();
+            let mut outer = RelayMessage::new(
+                MessageType::RELAY_FORW,
+                1,
+                a("2001:db8:9::1"),
+                a("2001:db8:1::2"),
+            );
+            outer
+                .options
+                .push(DhcpOption::RelayMsg(Box::new(Message::Relay(inner))));
+            rd.relay = outer;
+        }
+    }
+    c.handle_bytes(&reply(100, vec![DhcpOption::ClientData(cd)]), t0);
+    let ConnEvent::Binding(b) = &events(&mut c)[0] else {
+        panic!()
+    };
+    assert_eq!(b.link, Some(a("2001:db8:1::1")));
+    assert_eq!(b.peer_address, Some(a("fe80::1")));
+}
