@@ -3,9 +3,12 @@
 //! - [`capture`] copies DHCPv6 off the relay's server-facing interfaces (AF_PACKET + a kernel
 //!   BPF filter from [`bpf`]; headers read by [`datagram`]);
 //! - [`classify`] (pure) turns snooped RELAY-FORW / RELAY-REPL pairs into cache input;
-//! - [`shell`] runs both and feeds the cache task.
+//! - [`shell`] runs both and feeds the cache task;
+//! - [`trigger`] notices subscriber traffic from sources the cache does not know (nftables +
+//!   NFLOG), for on-demand leasequery.
 pub mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;
 pub mod shell;
+pub mod trigger;

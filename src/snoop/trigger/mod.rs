@@ -1,0 +1,230 @@
+//! The unknown-source trigger: packets arriving on a subscriber-facing interface from a source
+//! inside the link's subscriber prefixes that no cached address or delegated prefix covers become
+//! [`UnknownSource`] events, which the daemon turns into leasequeries by address (RFC 5007 §4.1.2.1,
+//! with the link's link-address).
+//!
+//! Detection stays in the kernel, so normal traffic is never copied to user space: lqagent installs
+//! an nftables table of its own ([`ruleset`]) with, per trigger interface, sets of known sources and
+//! a rule sending anything else to `log group N` behind an nft `limit rate` — the kernel caps how
+//! many reach us — and, in enforcement mode (RFC 8987 R-3 source verification, off by default),
+//! dropping it. Link-local sources, DHCPv6 and ND are exempt. The logged packets (only their IPv6
+//! header) are read over NFLOG netlink ([`nflog`], parsed here, bounds-checked). The sets follow the
+//! cache through [`known`] in bounded batches, one `nft -f -` transaction each.
+//!
+//! Why `nft -f -` and not nf_tables netlink: the rule set is a handful of statements written once
+//! and element batches; `nft` is the stable, documented interface to nf_tables (its netlink
+//! messages — expression lists, set element keys, batch begin/end — are libnftnl's business), it
+//! gives atomic transactions and readable errors, and it is what operators use to inspect the
+//! result. The cost, one short process per batch, is bounded by the batch interval.
+//!
+//! [`shell`] is the tokio side: it owns the table (replaced on start, removed on shutdown), the
+//! NFLOG socket and the set-sync task.
+
+pub mod known;
+pub mod nflog;
+pub mod nft;
+pub mod ruleset;
+pub mod shell;
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config;
+use crate::prefix::Ipv6Prefix;
+
+pub use shell::{Trigger, TriggerError, TriggerHandle};
+
+/// Trigger settings (the `[trigger]` section supplies group and enforcement; the rest are defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerConfig {
+    pub nflog_group: u16,
+    /// Drop packets from unknown sources (source verification).
+    pub enforcement: bool,
+    /// Logged packets per second per link that the kernel lets through to us (`limit rate`).
+    pub log_rate_per_sec: u32,
+    pub log_burst: u32,
+    /// Bytes copied per logged packet: the IPv6 header is all we read.
+    pub snaplen: u32,
+    /// NFLOG flush timeout, hundredths of a second (latency of an event).
+    pub nflog_flush_cs: u32,
+    /// NFLOG messages the kernel batches before a flush.
+    pub nflog_queue_threshold: u32,
+    /// Receive buffer of the NFLOG socket, bytes.
+    pub receive_buffer: usize,
+    /// Events queued for the daemon; more are dropped and counted.
+    pub event_queue: usize,
+    /// The same (link, source) is reported at most once per window, milliseconds.
+    pub dedupe_window_ms: u64,
+    /// Slots of the dedupe table (fixed size: a flood of distinct sources overwrites, never grows).
+    pub dedupe_slots: usize,
+    /// Most element changes per `nft` transaction.
+    pub batch_max: usize,
+    /// At least this long between `nft` runs, milliseconds (coalesces bursts of cache changes).
+    pub batch_interval_ms: u64,
+    /// Dirty entries kept before falling back to a full resync.
+    pub dirty_max: usize,
+    /// An `nft` run taking longer is killed and counted as an error, milliseconds.
+    pub nft_timeout_ms: u64,
+    /// The `nft` program.
+    pub nft_program: String,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig {
+            nflog_group: 547,
+            enforcement: false,
+            log_rate_per_sec: 200,
+            log_burst: 50,
+            snaplen: 40,
+            nflog_flush_cs: 1,
+            nflog_queue_threshold: 32,
+            receive_buffer: 1 << 20,
+            event_queue: 1024,
+            dedupe_window_ms: 1000,
+            dedupe_slots: 4096,
+            batch_max: 2048,
+            batch_interval_ms: 50,
+            dirty_max: 65_536,
+            nft_timeout_ms: 10_000,
+            nft_program: "nft".to_string(),
+        }
+    }
+}
+
+impl TriggerConfig {
+    /// Defaults with the operator's `[trigger]` settings.
+    pub fn from_section(s: &config::TriggerSection) -> Self {
+        TriggerConfig {
+            nflog_group: s.nflog_group,
+            enforcement: s.enforcement,
+            ..TriggerConfig::default()
+        }
+    }
+}
+
+/// One subscriber link the trigger watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerLink {
+    pub name: Arc<str>,
+    pub interface: Arc<str>,
+    pub link_address: Ipv6Addr,
+    pub subscriber_prefixes: Vec<Ipv6Prefix>,
+}
+
+impl TriggerLink {
+    /// The configured links with `trigger = true` (none when `[trigger] enabled = false`).
+    pub fn from_config(c: &config::Config) -> Vec<TriggerLink> {
+        if !c.trigger.enabled {
+            return Vec::new();
+        }
+        c.links
+            .iter()
+            .filter(|l| l.trigger && !l.subscriber_prefixes.is_empty())
+            .map(|l| TriggerLink {
+                name: l.name.as_str().into(),
+                interface: l.interface.as_str().into(),
+                link_address: l.link_address,
+                subscriber_prefixes: l.subscriber_prefixes.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A packet from a source nothing in the cache covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSource {
+    /// Index into the trigger's links.
+    pub link: usize,
+    pub link_name: Arc<str>,
+    pub interface: Arc<str>,
+    /// The link-address to put in the leasequery.
+    pub link_address: Ipv6Addr,
+    pub source: Ipv6Addr,
+    pub at: std::time::Instant,
+}
+
+/// What the trigger counts, by [`TriggerCounter::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerCounter {
+    /// Unknown sources handed to the daemon.
+    Events,
+    /// Reported again within the dedupe window: not passed on.
+    Deduped,
+    /// Logged, but the cache knew the source by then (the kernel set lagged): not passed on.
+    Known,
+    /// The event queue was full: dropped.
+    Dropped,
+    /// NFLOG messages that did not parse.
+    Malformed,
+    /// Logged packets not from one of our rules (unknown prefix, other group, outside the link).
+    Foreign,
+    /// The kernel could not queue NFLOG messages for us (socket buffer overrun, ENOBUFS).
+    Overrun,
+    /// Elements added to / removed from the known sets.
+    SetAdds,
+    SetRemoves,
+    /// Full resyncs of the known sets.
+    Resyncs,
+    /// `nft` runs, and those that failed or timed out.
+    NftRuns,
+    NftErrors,
+}
+
+impl TriggerCounter {
+    pub const ALL: [TriggerCounter; 12] = [
+        TriggerCounter::Events,
+        TriggerCounter::Deduped,
+        TriggerCounter::Known,
+        TriggerCounter::Dropped,
+        TriggerCounter::Malformed,
+        TriggerCounter::Foreign,
+        TriggerCounter::Overrun,
+        TriggerCounter::SetAdds,
+        TriggerCounter::SetRemoves,
+        TriggerCounter::Resyncs,
+        TriggerCounter::NftRuns,
+        TriggerCounter::NftErrors,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerCounter::Events => "events",
+            TriggerCounter::Deduped => "deduped",
+            TriggerCounter::Known => "known",
+            TriggerCounter::Dropped => "dropped",
+            TriggerCounter::Malformed => "malformed",
+            TriggerCounter::Foreign => "foreign",
+            TriggerCounter::Overrun => "overrun",
+            TriggerCounter::SetAdds => "set_adds",
+            TriggerCounter::SetRemoves => "set_removes",
+            TriggerCounter::Resyncs => "resyncs",
+            TriggerCounter::NftRuns => "nft_runs",
+            TriggerCounter::NftErrors => "nft_errors",
+        }
+    }
+}
+
+/// The trigger's counters.
+#[derive(Debug, Default)]
+pub struct TriggerStats {
+    counts: [AtomicU64; 12],
+}
+
+impl TriggerStats {
+    pub fn get(&self, c: TriggerCounter) -> u64 {
+        self.counts[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        TriggerCounter::ALL
+            .iter()
+            .map(|c| (c.as_str(), self.get(*c)))
+            .collect()
+    }
+
+    pub(crate) fn add(&self, c: TriggerCounter, n: u64) {
+        self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}

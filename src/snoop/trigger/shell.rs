@@ -1,0 +1,388 @@
+//! The trigger's tokio shell: installs the table, reads NFLOG, keeps the sets in step with the
+//! cache, removes the table on shutdown. Decisions live in [`super::known`], [`super::ruleset`]
+//! and [`super::nflog`].
+//!
+//! Call [`Trigger::start`] on a thread inside the network namespace the rules belong to: the
+//! NFLOG socket and the `nft` child processes take that thread's namespace.
+
+use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket, protocols::NETLINK_NETFILTER};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use super::known::{Batch, KnownSets};
+use super::nflog::{self, GroupConfig, Item};
+use super::nft::{self, NftError};
+use super::ruleset::{self, RuleParams, RulesetError};
+use super::{TriggerConfig, TriggerCounter, TriggerLink, TriggerStats, UnknownSource};
+use crate::cache::{Change, LeaseKey, RouteView};
+
+/// Why the trigger could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TriggerError {
+    #[error("trigger rule set: {0}")]
+    Ruleset(#[from] RulesetError),
+    #[error("installing the trigger table: {0}")]
+    Nft(#[from] NftError),
+    #[error("NFLOG socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("binding NFLOG group {group} refused: {source}")]
+    Bind { group: u16, source: std::io::Error },
+    #[error("no answer binding NFLOG group {group}")]
+    BindTimeout { group: u16 },
+}
+
+#[derive(Debug)]
+struct Shared {
+    sets: Mutex<KnownSets>,
+    wake: Notify,
+    stats: Arc<TriggerStats>,
+}
+
+impl Shared {
+    /// Short critical sections only, never across an `.await`; a poisoned lock still holds
+    /// consistent sets (every method leaves them whole), so it is used as is.
+    fn sets(&self) -> MutexGuard<'_, KnownSets> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the daemon keeps to feed the trigger and read its counters.
+#[derive(Debug, Clone)]
+pub struct TriggerHandle {
+    shared: Arc<Shared>,
+}
+
+impl TriggerHandle {
+    /// Follow one cache change (non-blocking: the set-sync task batches the `nft` work).
+    pub fn on_change(&self, c: &Change) {
+        let pending = {
+            let mut s = self.shared.sets();
+            s.on_change(c);
+            s.pending()
+        };
+        if pending {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Whether the cache covers `source` on trigger link `link`.
+    pub fn knows(&self, link: usize, source: Ipv6Addr) -> bool {
+        self.shared.sets().knows(link, source)
+    }
+
+    pub fn stats(&self) -> &Arc<TriggerStats> {
+        &self.shared.stats
+    }
+
+    /// Whether set changes are still waiting for an `nft` run.
+    pub fn sync_pending(&self) -> bool {
+        self.shared.sets().pending()
+    }
+}
+
+/// The running trigger: its table is in the kernel while this lives.
+#[derive(Debug)]
+pub struct Trigger {
+    handle: TriggerHandle,
+    tasks: JoinSet<()>,
+    program: String,
+    installed: bool,
+}
+
+impl Trigger {
+    /// Binds the NFLOG group, installs the table (replacing a stale one) with the sets filled
+    /// from `initial`, and spawns the NFLOG reader and the set-sync task. Events arrive on the
+    /// returned receiver.
+    pub async fn start(
+        cfg: TriggerConfig,
+        links: Vec<TriggerLink>,
+        initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
+    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+        let params = RuleParams {
+            group: cfg.nflog_group,
+            enforcement: cfg.enforcement,
+            rate_per_sec: cfg.log_rate_per_sec,
+            burst: cfg.log_burst,
+            snaplen: cfg.snaplen,
+        };
+        let mut sets = KnownSets::new(&links, cfg.dirty_max);
+        for (k, v) in initial {
+            sets.insert(&k, &v);
+        }
+        let contents = sets.initial();
+        let script = ruleset::install(&params, &links, &contents)?;
+        let sock = bind(&cfg).await?;
+        let timeout = Duration::from_millis(cfg.nft_timeout_ms);
+        nft::run(&cfg.nft_program, &script, timeout).await?;
+        let stats = Arc::new(TriggerStats::default());
+        stats.add(TriggerCounter::NftRuns, 1);
+        let shared = Arc::new(Shared {
+            sets: Mutex::new(sets),
+            wake: Notify::new(),
+            stats,
+        });
+        let (tx, rx) = mpsc::channel(cfg.event_queue.max(1));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(listen(sock, shared.clone(), links.into(), tx, cfg.clone()));
+        tasks.spawn(sync(shared.clone(), cfg.clone()));
+        let trigger = Trigger {
+            handle: TriggerHandle { shared },
+            tasks,
+            program: cfg.nft_program,
+            installed: true,
+        };
+        Ok((trigger, rx))
+    }
+
+    pub fn handle(&self) -> TriggerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the tasks and removes the table.
+    pub async fn shutdown(mut self) -> Result<(), NftError> {
+        self.tasks.shutdown().await;
+        self.installed = false;
+        nft::run(&self.program, &ruleset::remove(), Duration::from_secs(10)).await
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+        if self.installed {
+            // Not shut down properly (error path, panic): still leave no rules behind.
+            if let Err(e) = nft::run_blocking(&self.program, &ruleset::remove()) {
+                tracing::warn!(error = %e, "removing the trigger table");
+            }
+        }
+    }
+}
+
+/// Opens the NFLOG socket and binds the group, waiting for the kernel's ack.
+async fn bind(cfg: &TriggerConfig) -> Result<TokioSocket, TriggerError> {
+    let mut sock = TokioSocket::new(NETLINK_NETFILTER)?;
+    sock.socket_mut().bind_auto()?;
+    sock.socket_ref().set_rx_buf_sz(cfg.receive_buffer)?;
+    let group = cfg.nflog_group;
+    let seq = 1;
+    let msg = nflog::emit_bind(
+        &GroupConfig {
+            group,
+            copy_range: cfg.snaplen,
+            flush_timeout_cs: cfg.nflog_flush_cs,
+            queue_threshold: cfg.nflog_queue_threshold,
+        },
+        seq,
+    );
+    sock.send(&msg).await?;
+    let mut buf = Vec::with_capacity(8192);
+    let ack = async {
+        loop {
+            buf.clear();
+            sock.recv(&mut buf).await?;
+            for item in nflog::messages(&buf).flatten() {
+                if let Item::Ack { seq: s, errno } = item
+                    && s == seq
+                {
+                    return if errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(TriggerError::Bind {
+                            group,
+                            source: std::io::Error::from_raw_os_error(errno.saturating_neg()),
+                        })
+                    };
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), ack)
+        .await
+        .map_err(|_| TriggerError::BindTimeout { group })??;
+    Ok(sock)
+}
+
+/// Reports a (link, source) at most once per window, in a fixed table: a flood of distinct
+/// sources overwrites slots and never allocates.
+struct Dedupe {
+    slots: Vec<Option<(Ipv6Addr, usize, Instant)>>,
+    window: Duration,
+}
+
+impl Dedupe {
+    fn new(slots: usize, window: Duration) -> Self {
+        Dedupe {
+            slots: vec![None; slots.max(1)],
+            window,
+        }
+    }
+
+    fn fresh(&mut self, link: usize, src: Ipv6Addr, now: Instant) -> bool {
+        let x = u128::from(src) ^ (link as u128).rotate_left(64);
+        let h = ((x as u64) ^ ((x >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let i = (h >> 32) as usize % self.slots.len();
+        let slot = &mut self.slots[i];
+        if let Some((a, l, t)) = *slot
+            && a == src
+            && l == link
+            && now.saturating_duration_since(t) < self.window
+        {
+            return false;
+        }
+        *slot = Some((src, link, now));
+        true
+    }
+}
+
+async fn listen(
+    sock: TokioSocket,
+    shared: Arc<Shared>,
+    links: Arc<[TriggerLink]>,
+    tx: mpsc::Sender<UnknownSource>,
+    cfg: TriggerConfig,
+) {
+    let stats = shared.stats.clone();
+    let mut dedupe = Dedupe::new(
+        cfg.dedupe_slots,
+        Duration::from_millis(cfg.dedupe_window_ms),
+    );
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        match sock.recv(&mut buf).await {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                stats.add(TriggerCounter::Overrun, 1);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "NFLOG socket failed; trigger stops reading");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for item in nflog::messages(&buf) {
+            let p = match item {
+                Ok(Item::Packet(p)) => p,
+                Ok(_) => continue,
+                Err(e) => {
+                    stats.add(TriggerCounter::Malformed, 1);
+                    tracing::debug!(reason = e.reason(), error = %e, "malformed NFLOG message");
+                    continue;
+                }
+            };
+            let source = match nflog::source_of(p.payload) {
+                Ok(s) => s,
+                Err(e) => {
+                    stats.add(TriggerCounter::Malformed, 1);
+                    tracing::debug!(reason = e.reason(), error = %e, "malformed NFLOG payload");
+                    continue;
+                }
+            };
+            let link = p.prefix.and_then(ruleset::link_of_prefix);
+            let Some((l, link)) = link.and_then(|l| links.get(l).map(|k| (l, k))) else {
+                stats.add(TriggerCounter::Foreign, 1);
+                continue;
+            };
+            if p.group != cfg.nflog_group
+                || !link.subscriber_prefixes.iter().any(|n| n.contains(source))
+            {
+                stats.add(TriggerCounter::Foreign, 1);
+                continue;
+            }
+            if shared.sets().knows(l, source) {
+                stats.add(TriggerCounter::Known, 1);
+                continue;
+            }
+            if !dedupe.fresh(l, source, now) {
+                stats.add(TriggerCounter::Deduped, 1);
+                continue;
+            }
+            let ev = UnknownSource {
+                link: l,
+                link_name: link.name.clone(),
+                interface: link.interface.clone(),
+                link_address: link.link_address,
+                source,
+                at: now,
+            };
+            match tx.try_send(ev) {
+                Ok(()) => stats.add(TriggerCounter::Events, 1),
+                Err(mpsc::error::TrySendError::Full(_)) => stats.add(TriggerCounter::Dropped, 1),
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+/// Applies dirty set entries in batches: at most one `nft` process at a time and one run per
+/// `batch_interval_ms`; a failed run makes the next one a full resync (after a pause).
+async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
+    let interval = Duration::from_millis(cfg.batch_interval_ms);
+    let timeout = Duration::from_millis(cfg.nft_timeout_ms);
+    let stats = shared.stats.clone();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        shared.wake.notified().await;
+        loop {
+            tokio::time::sleep(interval).await;
+            let batch = shared.sets().take_batch(cfg.batch_max);
+            let (script, adds, removes) = match &batch {
+                Batch::Idle => break,
+                Batch::Update(ops) => {
+                    let adds = ops.iter().filter(|o| o.add).count() as u64;
+                    (ruleset::update(ops), adds, ops.len() as u64 - adds)
+                }
+                Batch::Resync(c) => {
+                    stats.add(TriggerCounter::Resyncs, 1);
+                    let n = c
+                        .iter()
+                        .map(|s| s.addresses.len() + s.prefixes.len())
+                        .sum::<usize>();
+                    (ruleset::resync(c), n as u64, 0)
+                }
+            };
+            stats.add(TriggerCounter::NftRuns, 1);
+            match nft::run(&cfg.nft_program, &script, timeout).await {
+                Ok(()) => {
+                    stats.add(TriggerCounter::SetAdds, adds);
+                    stats.add(TriggerCounter::SetRemoves, removes);
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    stats.add(TriggerCounter::NftErrors, 1);
+                    tracing::warn!(error = %e, "updating the trigger sets failed; resyncing");
+                    shared.sets().failed();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_passes_once_per_window_and_never_grows() {
+        let mut d = Dedupe::new(64, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let a: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        assert!(d.fresh(0, a, t0));
+        assert!(!d.fresh(0, a, t0 + Duration::from_millis(500)));
+        assert!(d.fresh(1, a, t0 + Duration::from_millis(500)), "other link");
+        assert!(d.fresh(0, a, t0 + Duration::from_millis(1600)));
+        for n in 0..10_000u32 {
+            let s = Ipv6Addr::from(u128::from(a) + u128::from(n));
+            d.fresh(0, s, t0);
+        }
+        assert_eq!(d.slots.len(), 64);
+    }
+}
