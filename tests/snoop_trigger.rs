@@ -358,3 +358,101 @@ fn enforcement_drops_unknown_and_passes_known_sources() {
         })
     });
 }
+
+/// Sends `n` IPv6 packets (no next header, 40 bytes) from random sources in 2001:db8:1::/64
+/// (interface ids with the top bit set: never a test or lab address) to the box, through a raw
+/// socket with the header included. Returns how long it took.
+pub fn flood(cli: &NetNs, dst: Ipv6Addr, prefix64: [u16; 4], n: usize) -> Duration {
+    cli.run_in(move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
+            .expect("raw IPv6 socket (IPPROTO_RAW: header included)");
+        let to = SockAddr::from(SocketAddrV6::new(dst, 0, 0, 0));
+        let mut pkt = [0u8; 40];
+        pkt[0] = 0x60;
+        pkt[6] = 59; // no next header
+        pkt[7] = 64;
+        for (i, w) in prefix64.iter().enumerate() {
+            pkt[8 + 2 * i..10 + 2 * i].copy_from_slice(&w.to_be_bytes());
+        }
+        pkt[24..40].copy_from_slice(&dst.octets());
+        let t0 = std::time::Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            let iid = rand::random::<u64>() | (1 << 63);
+            pkt[16..24].copy_from_slice(&iid.to_be_bytes());
+            match s.send_to(&pkt, &to) {
+                Ok(_) => sent += 1,
+                // The veth queue is full for a moment: try again.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
+                Err(e) => panic!("raw send: {e}"),
+            }
+        }
+        t0.elapsed()
+    })
+}
+
+#[test]
+fn a_spoofed_flood_reaches_us_only_at_the_kernel_rate() {
+    if !require_root("a_spoofed_flood_reaches_us_only_at_the_kernel_rate") {
+        return;
+    }
+    let Lab { boxns, cli } = lab("trf");
+    // Resolve the neighbour first, so the flood is not held back by ND.
+    assert!(ping_ok(&cli, KNOWN));
+    boxns.run_in(move || {
+        runtime().block_on(async move {
+            let cfg = TriggerConfig {
+                log_rate_per_sec: 100,
+                log_burst: 20,
+                event_queue: 64,
+                ..config(false)
+            };
+            let (trigger, mut rx) = Trigger::start(cfg, vec![link()], [])
+                .await
+                .expect("trigger starts");
+            let h = trigger.handle();
+            let c = cli.clone();
+            let took = tokio::task::spawn_blocking(move || {
+                flood(
+                    &c,
+                    BOX_ADDR.parse().unwrap(),
+                    [0x2001, 0xdb8, 1, 0],
+                    100_000,
+                )
+            })
+            .await
+            .unwrap();
+            // Let the last NFLOG batch arrive, then count what reached user space.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let s = h.stats();
+            let logged = s.get(TriggerCounter::Events)
+                + s.get(TriggerCounter::Dropped)
+                + s.get(TriggerCounter::Deduped)
+                + s.get(TriggerCounter::Known);
+            let cap = 20 + (100.0 * (took.as_secs_f64() + 0.5)) as u64;
+            eprintln!(
+                "flood: 100000 packets in {took:?} ({:.0}/s); reached user space {logged} \
+                 (cap {cap}); stats {:?}",
+                100_000.0 / took.as_secs_f64(),
+                s.snapshot()
+            );
+            assert!(logged >= 20, "the burst at least is logged: {logged}");
+            assert!(logged <= cap, "kernel limit holds: {logged} > {cap}");
+            assert_eq!(
+                s.get(TriggerCounter::Events),
+                64,
+                "queue bound, the rest counted"
+            );
+            assert_eq!(s.get(TriggerCounter::Dropped), logged - 64);
+            assert_eq!(s.get(TriggerCounter::Malformed), 0);
+            let mut n = 0;
+            while let Ok(ev) = rx.try_recv() {
+                assert!(ev.source.segments()[..4] == [0x2001, 0xdb8, 1, 0]);
+                n += 1;
+            }
+            assert_eq!(n, 64);
+            trigger.shutdown().await.unwrap();
+        })
+    });
+}
