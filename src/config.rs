@@ -170,8 +170,9 @@ pub struct RemoteId {
 pub struct BulkSection {
     pub enabled: bool,
     pub queries: Vec<BulkQuery>,
-    /// Connection attempts per server, 1–10.
-    pub attempts: u8,
+    /// Attempts per bulk query before it is given up, 1–1000 (operators use hundreds at boot,
+    /// while the servers come up too).
+    pub attempts: u16,
     pub connect_timeout: Duration,
     /// BULK_LQ_DATA_TIMEOUT (RFC 5460 section 6.3, default 300 s).
     pub data_timeout: Duration,

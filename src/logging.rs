@@ -18,6 +18,8 @@ pub enum LogError {
     BadLevel(String),
     #[error("a global tracing subscriber is already installed")]
     AlreadySet,
+    #[error("log filter reload failed: {0}")]
+    Reload(String),
 }
 
 /// The filter: `RUST_LOG` when set and non-empty, else `level`.
@@ -57,6 +59,68 @@ pub fn init(section: &LogSection) -> Result<(), LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let sub = subscriber(section, rust_log.as_deref(), std::io::stderr)?;
     tracing::subscriber::set_global_default(sub).map_err(|_| LogError::AlreadySet)
+}
+
+/// Swaps the filter of the installed subscriber.
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Changes the running filter on a configuration reload.
+pub struct LogReload {
+    /// `None` when `RUST_LOG` set the filter: it wins over `log.level`, also on reload.
+    set: Option<SetFilter>,
+}
+
+impl std::fmt::Debug for LogReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReload")
+            .field("pinned_by_rust_log", &self.set.is_none())
+            .finish()
+    }
+}
+
+impl LogReload {
+    /// Apply a new `log.level`; Ok(false) when `RUST_LOG` pins the filter (nothing changed).
+    pub fn set_level(&self, level: &str) -> Result<bool, LogError> {
+        let Some(set) = &self.set else {
+            return Ok(false);
+        };
+        let f = filter(level, None)?;
+        set(f).map_err(LogError::Reload)?;
+        Ok(true)
+    }
+}
+
+/// Like [`init`], keeping a handle to change the level later (the daemon's SIGHUP).
+pub fn init_reloadable(section: &LogSection) -> Result<LogReload, LogError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let pinned = rust_log.as_deref().is_some_and(|s| !s.trim().is_empty());
+    let f = filter(&section.level, rust_log.as_deref())?;
+    let base = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let set: SetFilter = match section.format {
+        LogFormat::Text => {
+            let b = base.with_env_filter(f).with_filter_reloading();
+            let h = b.reload_handle();
+            tracing::subscriber::set_global_default(b.finish())
+                .map_err(|_| LogError::AlreadySet)?;
+            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let b = base
+                .json()
+                .flatten_event(true)
+                .with_env_filter(f)
+                .with_filter_reloading();
+            let h = b.reload_handle();
+            tracing::subscriber::set_global_default(b.finish())
+                .map_err(|_| LogError::AlreadySet)?;
+            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
+        }
+    };
+    Ok(LogReload {
+        set: (!pinned).then_some(set),
+    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: snoop, query, cache, keep the kernel's routes (until SIGTERM).
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = lqagent::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Print the version and the build's pinned netlink crates.
     Version,
     /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
@@ -37,6 +43,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => cli::run::run(&config),
         Command::Version => cli::version::run(),
         Command::Query(args) => match cli::query::run(*args) {
             Ok(code) => std::process::exit(code),

@@ -75,6 +75,11 @@ pub mod names {
     pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
     /// Registered by [`crate::control::ControlStats::register`], not by `Metrics::new`.
     pub const CONTROL_EVENTS: &str = "lqagent_control_events";
+    /// Registered by the daemon (`daemon::export`) from the modules' own stats.
+    pub const ON_DEMAND: &str = "lqagent_on_demand";
+    pub const CACHE_MERGES: &str = "lqagent_cache_merges";
+    pub const SNOOP_CAPTURE: &str = "lqagent_snoop_capture";
+    pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
 
     /// Every family registered by [`super::Metrics::new`].
     pub const ALL: &[&str] = &[
@@ -272,6 +277,17 @@ pub struct Metrics {
     pub recovery_duration: GaugeF64,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
+    /// Run before each encoding: bring push-style families up to date from modules' stats.
+    refresh: Arc<Mutex<Vec<Refresh>>>,
+}
+
+/// A hook run at scrape time (see [`Metrics::on_scrape`]).
+struct Refresh(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refresh")
+    }
 }
 
 fn rtt_histogram() -> Histogram {
@@ -311,6 +327,7 @@ impl Metrics {
             recovery_duration: GaugeF64::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
+            refresh: Arc::new(Mutex::new(Vec::new())),
         };
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -433,8 +450,26 @@ impl Metrics {
         }));
     }
 
+    /// Run `f` before every encoding (each scrape and `show stats`): it brings families the
+    /// daemon keeps in step with a module's own stats (deltas into counters, gauges set) up to
+    /// date. Keep it short and lock-free towards the registry (it runs outside its lock).
+    pub fn on_scrape(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Refresh(Box::new(f)));
+    }
+
     /// The OpenMetrics text exposition of everything registered.
     pub fn encode(&self) -> String {
+        for r in self
+            .refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            (r.0)();
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.lock()) {
             tracing::error!(error = %e, "encoding metrics failed");

@@ -151,6 +151,74 @@ pub fn observation_from_client_data(
     })
 }
 
+/// Build the observation for one binding the UDP requestor returned (RFC 5007 §4.1.2.2: complete
+/// for its link). `ctx.link` is the link the query asked about (its interface when known); the
+/// relay data, when the server sent it, names the link and the peer-address as for
+/// [`observation_from_client_data`]. A CLT_TIME the requestor found implausible (ISC dhcpd sends
+/// an absolute time there, docs/interop.md) is not passed on: recency is then the arrival.
+pub fn observation_from_binding(
+    b: &crate::requestor::Binding,
+    ctx: &ClientDataContext,
+) -> Result<Observation, FromWireError> {
+    use crate::requestor::{IaType as ReqIa, Leased};
+    if b.client_duid.is_empty() {
+        return Err(FromWireError::NoClientId);
+    }
+    let leases = b
+        .leases
+        .iter()
+        .map(|l| {
+            let (ia, iaid) = match (l.ia, l.leased) {
+                (Some((ReqIa::Na, id)), _) => (IaType::Na, id),
+                (Some((ReqIa::Ta, id)), _) => (IaType::Ta, id),
+                (Some((ReqIa::Pd, id)), _) => (IaType::Pd, id),
+                (None, Leased::Address(_)) => (IaType::Na, 0),
+                (None, Leased::Prefix(_)) => (IaType::Pd, 0),
+            };
+            let key = match l.leased {
+                Leased::Address(a) => LeaseKey::Address(a),
+                Leased::Prefix(p) => LeaseKey::Prefix(p),
+            };
+            ObservedLease {
+                key,
+                ia,
+                iaid,
+                preferred: l.preferred,
+                valid: l.valid,
+            }
+        })
+        .collect();
+    let mut link = ctx.link.clone();
+    let relay = b.relay_data.as_ref().map(|rd| {
+        let (near, link_addr) = nearest_relay(&rd.relay);
+        if let Some(a) = link_addr {
+            if a != link.address {
+                // Another link than the one asked about: the interface we knew is not it.
+                link.interface = None;
+            }
+            link.address = a;
+        }
+        RelayData {
+            peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
+            interface_id: near.options.interface_id().map(Box::from),
+            remote_id: near.options.remote_id().map(|(_, id)| Box::from(id)),
+        }
+    });
+    Ok(Observation {
+        client_duid: b.client_duid.clone().into_boxed_slice(),
+        link,
+        relay,
+        server: ctx.server.clone(),
+        source: ctx.source,
+        clt_time: Some(b.clt_time).filter(|c| *c <= crate::requestor::MAX_PLAUSIBLE_CLT_TIME),
+        base_time: None,
+        srsn: ctx.srsn,
+        complete: true,
+        leases,
+        arrival: ctx.arrival,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,4 +3,5 @@
 pub(crate) mod check_config;
 pub(crate) mod control;
 pub(crate) mod query;
+pub(crate) mod run;
 pub(crate) mod version;

@@ -49,6 +49,9 @@ fn minimal_config_takes_documented_defaults() {
         "name defaults to the address"
     );
     assert!(c.bulk.enabled);
+    let many = Config::parse("[bulk]\nattempts = 500\n[[servers]]\naddress = \"2001:db8::1\"\n")
+        .expect("hundreds of bulk attempts are fine");
+    assert_eq!(many.bulk.attempts, 500);
     assert_eq!(c.bulk.queries, vec![BulkQuery::LinkAddress]);
     assert!(c.links.is_empty());
 }
@@ -184,6 +187,16 @@ const BROKEN: &[(&str, &str, &str)] = &[
     (
         "[bulk]\npipeline_depth = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
         "bulk.pipeline_depth",
+        "out of range",
+    ),
+    (
+        "[bulk]\nattempts = 1001\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.attempts",
+        "1..=1000",
+    ),
+    (
+        "[bulk]\nattempts = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.attempts",
         "out of range",
     ),
     (

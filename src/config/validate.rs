@@ -316,7 +316,7 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
     Ok(BulkSection {
         enabled: f.enabled,
         queries,
-        attempts: range("bulk.attempts", f.attempts, 1, 10)? as u8,
+        attempts: range("bulk.attempts", f.attempts, 1, 1000)? as u16,
         connect_timeout: secs("bulk.connect_timeout_secs", f.connect_timeout_secs, 1, 60)?,
         data_timeout: secs("bulk.data_timeout_secs", f.data_timeout_secs, 1, 3600)?,
         pipeline_depth: range("bulk.pipeline_depth", f.pipeline_depth, 1, 16)? as u8,

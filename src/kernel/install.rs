@@ -149,22 +149,29 @@ impl Installer {
         let hint = changes.size_hint().0;
         let mut touched = Vec::with_capacity(hint);
         let mut seen = HashSet::with_capacity(hint);
+        // Routes whose only change is the lifetime: with expiry mirrored into the kernel they
+        // are replaced so RTA_EXPIRES moves with the lease (otherwise the old deadline fires).
+        let mut refresh = HashSet::new();
         self.desired.reserve(hint.min(self.cfg.max_routes));
         for change in changes {
             let dst = match change {
                 RouteChange::Upsert(spec) => {
                     let dst = spec.dst;
-                    if !self.desired.contains_key(&dst) && self.desired.len() >= self.cfg.max_routes
-                    {
+                    let old = self.desired.get(&dst);
+                    if old.is_none() && self.desired.len() >= self.cfg.max_routes {
                         self.stats.add(RouteCounter::Dropped, 1);
                         warn!(%dst, max = self.cfg.max_routes, "route dropped: desired set full");
                         continue;
+                    }
+                    if self.cfg.expiry && old.is_some_and(|o| o.valid_until != spec.valid_until) {
+                        refresh.insert(dst);
                     }
                     self.desired.insert(dst, spec);
                     dst
                 }
                 RouteChange::Withdraw(dst) => {
                     self.desired.remove(&dst);
+                    refresh.remove(&dst);
                     dst
                 }
             };
@@ -177,7 +184,15 @@ impl Installer {
             if !self.retry.is_empty() {
                 self.retry.remove(&dst);
             }
-            ops.extend(self.op_for(dst));
+            match self.op_for(dst) {
+                Some(op) => ops.push(op),
+                None if refresh.contains(&dst) => {
+                    if let Some(r) = self.installed.get(&dst) {
+                        ops.push(RouteOp::Replace(*r));
+                    }
+                }
+                None => {}
+            }
         }
         self.run_ops(ops).await
     }

@@ -114,6 +114,83 @@ pub enum RouteCommand {
     Apply(Vec<RouteChange>),
     /// The whole desired set (after a cache load); reconciles.
     Desired(Vec<RouteSpec>),
+    /// Where each destination stands (for `lqagent show bindings`).
+    States(
+        Vec<crate::prefix::Ipv6Prefix>,
+        tokio::sync::oneshot::Sender<Vec<RouteState>>,
+    ),
+    /// A new period for the full reconcile (configuration reload).
+    SetReconcileInterval(std::time::Duration),
+}
+
+/// Where one destination stands with the installer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteState {
+    /// In the kernel as desired.
+    Installed,
+    /// Desired, but its link has no interface yet.
+    Parked,
+    /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
+    Pending,
+    /// Not desired: no route.
+    None,
+}
+
+impl RouteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteState::Installed => "installed",
+            RouteState::Parked => "parked",
+            RouteState::Pending => "pending",
+            RouteState::None => "none",
+        }
+    }
+}
+
+impl Installer {
+    /// Where `dst` stands: installed, parked, pending or not desired.
+    pub fn route_state(&self, dst: &crate::prefix::Ipv6Prefix) -> RouteState {
+        if !self.desired.contains_key(dst) {
+            RouteState::None
+        } else if self.parked.contains(dst) {
+            RouteState::Parked
+        } else if self.installed.contains_key(dst) {
+            RouteState::Installed
+        } else {
+            RouteState::Pending
+        }
+    }
+}
+
+/// One command other than a gathered `Apply`.
+async fn command(
+    installer: &mut Installer,
+    cmd: RouteCommand,
+    period: &mut std::time::Duration,
+    tick: &mut tokio::time::Interval,
+) -> Result<(), KernelError> {
+    match cmd {
+        RouteCommand::Apply(changes) => installer.apply(changes).await,
+        RouteCommand::Desired(specs) => installer.set_desired(specs).await.map(|_| ()),
+        RouteCommand::States(dsts, reply) => {
+            let _ = reply.send(dsts.iter().map(|d| installer.route_state(d)).collect());
+            Ok(())
+        }
+        RouteCommand::SetReconcileInterval(p) => {
+            if p != *period && !p.is_zero() {
+                info!(from = ?*period, to = ?p, "reconcile interval changed");
+                *period = p;
+                *tick = reconcile_timer(p);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn reconcile_timer(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 /// Run the installer until `commands` closes: reconcile at start with the current desired set,
@@ -127,9 +204,8 @@ pub async fn run(
     // The watch is open: a re-dump now misses nothing.
     installer.refresh_links().await?;
     installer.reconcile().await?;
-    let period = installer.config().reconcile_interval;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period = installer.config().reconcile_interval;
+    let mut tick = reconcile_timer(period);
     loop {
         let retry_at = installer
             .next_retry()
@@ -139,13 +215,25 @@ pub async fn run(
             cmd = commands.recv() => match cmd {
                 None => return Ok(()),
                 Some(RouteCommand::Apply(mut changes)) => {
-                    // Gather what is already queued so it shares batches.
-                    while let Ok(RouteCommand::Apply(more)) = commands.try_recv() {
-                        changes.extend(more);
+                    // Gather what is already queued so it shares batches; another command met
+                    // on the way is handled right after.
+                    let mut held = None;
+                    while let Ok(more) = commands.try_recv() {
+                        match more {
+                            RouteCommand::Apply(more) => changes.extend(more),
+                            other => {
+                                held = Some(other);
+                                break;
+                            }
+                        }
                     }
-                    installer.apply(changes).await
+                    let r = installer.apply(changes).await;
+                    match held {
+                        Some(cmd) => r.and(command(&mut installer, cmd, &mut period, &mut tick).await),
+                        None => r,
+                    }
                 }
-                Some(RouteCommand::Desired(specs)) => installer.set_desired(specs).await.map(|_| ()),
+                Some(cmd) => command(&mut installer, cmd, &mut period, &mut tick).await,
             },
             ev = watch.next() => match ev {
                 Some(LinkEvent::Changed(m)) => installer.link_event(&m).await,

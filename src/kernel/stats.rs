@@ -86,6 +86,21 @@ pub struct InstallerStats {
     batches: AtomicU64,
     batch_latency_us_sum: AtomicU64,
     batch_latency_us_max: AtomicU64,
+    batch_observer: BatchObserver,
+}
+
+/// Called with each batch's latency (the daemon feeds its netlink histogram with it).
+#[derive(Default)]
+struct BatchObserver(std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>);
+
+impl std::fmt::Debug for BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "BatchObserver(set)"
+        } else {
+            "BatchObserver(none)"
+        })
+    }
 }
 
 /// A copy of the stats at one moment.
@@ -132,6 +147,15 @@ impl InstallerStats {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batch_latency_us_sum.fetch_add(us, Ordering::Relaxed);
         self.batch_latency_us_max.fetch_max(us, Ordering::Relaxed);
+        if let Some(f) = self.batch_observer.0.get() {
+            f(latency);
+        }
+    }
+
+    /// Have `f` see every batch's send-to-acknowledgement time (set once; later calls are
+    /// ignored and return false).
+    pub fn observe_batches(&self, f: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.batch_observer.0.set(Box::new(f)).is_ok()
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

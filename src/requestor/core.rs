@@ -28,7 +28,7 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, Binding, DropReason, Policy, Query, QueryOutcome, RefuseReason, RequestorConfig,
+    Answer, Binding, DropReason, Policy, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig,
     RequestorStats, ServerAnswer, Verdict,
 };
 
@@ -135,6 +135,14 @@ impl Requestor {
             links,
             stats: RequestorStats::default(),
         }
+    }
+
+    /// New rate limits (configuration reload): the buckets start afresh (full) at `now`.
+    pub fn set_rates(&mut self, global: Option<Rate>, link: Option<Rate>, now: Instant) {
+        self.global = global.map(|r| TokenBucket::new(r, now));
+        self.links = link.map(|r| LinkBuckets::new(r, self.cfg.max_links));
+        self.cfg.global_rate = global;
+        self.cfg.link_rate = link;
     }
 
     pub fn config(&self) -> &RequestorConfig {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::core::{QueryId, Requestor, Submit};
-use super::{Query, QueryOutcome, RefuseReason, RequestorConfig, RequestorStats, Verdict};
+use super::{Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats, Verdict};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ pub enum QueryError {
 enum Cmd {
     Query(Query, oneshot::Sender<Result<QueryOutcome, QueryError>>),
     Stats(oneshot::Sender<RequestorStats>),
+    SetRates(Option<Rate>, Option<Rate>),
 }
 
 /// A cheap, cloneable handle to a running requestor task.
@@ -73,6 +74,7 @@ impl std::fmt::Debug for Cmd {
         match self {
             Cmd::Query(q, _) => write!(f, "Query({q:?})"),
             Cmd::Stats(_) => write!(f, "Stats"),
+            Cmd::SetRates(g, l) => write!(f, "SetRates({g:?}, {l:?})"),
         }
     }
 }
@@ -112,6 +114,18 @@ impl RequestorHandle {
             .await
             .map_err(|_| QueryError::Stopped)?;
         rx.await.map_err(|_| QueryError::Stopped)
+    }
+
+    /// Change the global and per-link rate limits of the running requestor (reload).
+    pub async fn set_rates(
+        &self,
+        global: Option<Rate>,
+        link: Option<Rate>,
+    ) -> Result<(), QueryError> {
+        self.tx
+            .send(Cmd::SetRates(global, link))
+            .await
+            .map_err(|_| QueryError::Stopped)
     }
 
     /// The address the socket is bound to.
@@ -225,6 +239,7 @@ fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
         Cmd::Stats(tx) => {
             let _ = tx.send(core.stats().clone());
         }
+        Cmd::SetRates(global, link) => core.set_rates(global, link, Instant::now()),
         Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
             Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),
             Submit::Unbound => {

@@ -21,6 +21,47 @@ pub struct SnoopStats {
     /// Captured payloads that did not parse as DHCPv6, and observations the cache queue refused.
     pub unparsable: Arc<std::sync::atomic::AtomicU64>,
     pub cache_full: Arc<std::sync::atomic::AtomicU64>,
+    /// Parsed messages by the type of the message inside the relay chain (a RELAY-REPL
+    /// carrying a REPLY counts as `REPLY`).
+    pub messages: Arc<MessageCounts>,
+}
+
+/// Counts per DHCPv6 message type (the wire's one-byte code).
+#[derive(Debug)]
+pub struct MessageCounts([std::sync::atomic::AtomicU64; 256]);
+
+impl Default for MessageCounts {
+    fn default() -> Self {
+        MessageCounts(std::array::from_fn(|_| {
+            std::sync::atomic::AtomicU64::new(0)
+        }))
+    }
+}
+
+impl MessageCounts {
+    pub fn count(&self, t: crate::wire::MessageType) {
+        self.0[usize::from(t.value())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(type name, count)` for every type seen; unnamed types are summed as `unknown`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        let mut unknown = 0;
+        for (code, c) in self.0.iter().enumerate() {
+            let n = c.load(std::sync::atomic::Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            match crate::wire::MessageType(code as u8).name() {
+                Some(name) => out.push((name, n)),
+                None => unknown += n,
+            }
+        }
+        if unknown > 0 {
+            out.push(("unknown", unknown));
+        }
+        out
+    }
 }
 
 /// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`.
@@ -48,6 +89,8 @@ pub fn spawn(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             };
+            let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
+            st.messages.count(inner);
             let learned = classifier.on_message(&msg, m.src, clock.at(m.at.into()));
             // Short critical section, never held across an await.
             if let Ok(mut s) = st.classify.lock() {

@@ -17,7 +17,8 @@ use lqagent::bulk::recovery::{
 };
 use lqagent::bulk::stats::BulkStats;
 use lqagent::cache::persist::{self, PersistConfig, StateWriter};
-use lqagent::cache::{AgentClock, BindingStore, Change, ChangeKind, LeaseKey};
+use lqagent::cache::{AgentClock, BindingStore, Change};
+use lqagent::daemon::routes::RouteMapper;
 use lqagent::kernel::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::wire::Duid;
@@ -264,24 +265,10 @@ pub fn direct_routes(b: &BulkBinding) -> Vec<RouteChange> {
     out
 }
 
-/// The kernel change for one cache change (what the daemon's change-stream consumer does).
+/// The kernel change for one cache change: the daemon's own mapping (`daemon::routes`), with
+/// links left to the kernel's addresses and no lifetime mirrored.
 pub fn route_change(c: &Change) -> Option<RouteChange> {
-    if c.kind == ChangeKind::Updated && !c.route_affecting() {
-        return None;
-    }
-    let Some(v) = &c.new else {
-        return Some(RouteChange::Withdraw(c.key.network()));
-    };
-    let link = match &v.interface {
-        Some(i) => LinkRef::Interface(i.to_string()),
-        None => LinkRef::LinkAddress(v.link_address),
-    };
-    match c.key {
-        LeaseKey::Address(a) => Some(RouteChange::Upsert(RouteSpec::address(a, link))),
-        LeaseKey::Prefix(p) => v
-            .next_hop
-            .map(|h| RouteChange::Upsert(RouteSpec::delegated(p, h, link))),
-    }
+    RouteMapper::new([], None).route_change(c)
 }
 
 /// Bindings through the cache (merge rules, duplicates idempotent) into route changes.

@@ -23,11 +23,30 @@ use std::time::{Duration, Instant};
 
 use super::netns::{NetNs, require_root, veth};
 
+/// Lease lifetimes dhcpd hands out (seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// `default-lease-time`: the valid lifetime.
+    pub valid: u32,
+    /// `preferred-lifetime`.
+    pub preferred: u32,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            valid: 600,
+            preferred: 300,
+        }
+    }
+}
+
 /// dhcpd's own leases, per client link, with `allow leasequery;`.
-fn dhcpd_conf(links: usize) -> String {
-    let mut c = String::from(
-        "default-lease-time 600;\npreferred-lifetime 300;\nmax-lease-time 7200;\n\
-         allow leasequery;\nsubnet6 2001:db8::/64 { }\n",
+fn dhcpd_conf(links: usize, life: Lifetimes) -> String {
+    let mut c = format!(
+        "default-lease-time {};\npreferred-lifetime {};\nmax-lease-time 7200;\n\
+         allow leasequery;\nsubnet6 2001:db8::/64 {{ }}\n",
+        life.valid, life.preferred
     );
     for i in 1..=links {
         c.push_str(&format!(
@@ -66,6 +85,33 @@ impl Daemon {
     /// True while the process has not exited.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` (e.g. "TERM", "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let out = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .output()
+            .expect("run kill");
+        assert!(out.status.success(), "kill -{signal}: {out:?}");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, or None if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if t0.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -284,6 +330,15 @@ impl IscLab {
     /// Build the topology with `clients` client links and wait until every client is bound.
     /// Returns None (after a SKIP line) when not root outside CI; panics under CI=true.
     pub fn start(test: &str, clients: usize) -> Option<IscLab> {
+        let mut lab = IscLab::without_clients(test, clients, Lifetimes::default())?;
+        lab.start_clients();
+        Some(lab)
+    }
+
+    /// Build the topology and start dhcpd (with `life` lifetimes) and dhcrelay, but no client
+    /// yet: something that must watch the clients bind (lqagent) can start first. Then call
+    /// [`start_clients`](Self::start_clients).
+    pub fn without_clients(test: &str, clients: usize, life: Lifetimes) -> Option<IscLab> {
         if !require_root(test) {
             return None;
         }
@@ -332,7 +387,7 @@ impl IscLab {
         }
 
         let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
-        std::fs::write(p("dhcpd6.conf"), dhcpd_conf(clients)).unwrap();
+        std::fs::write(p("dhcpd6.conf"), dhcpd_conf(clients, life)).unwrap();
         std::fs::write(p("dhcpd6.leases"), "").unwrap();
         let mut dhcpd = Daemon::spawn(
             &server,
@@ -376,7 +431,7 @@ impl IscLab {
             read(&relay_log).contains("Sending on")
         });
 
-        let mut lab = IscLab {
+        Some(IscLab {
             relay: Some(relay),
             dhcpd: Some(dhcpd),
             clients: lab_clients,
@@ -386,12 +441,17 @@ impl IscLab {
             ac_upstream: "up0".to_string(),
             ac_address: "2001:db8::2".parse().unwrap(),
             dir,
-        };
-        for c in &mut lab.clients {
+        })
+    }
+
+    /// Start dhclient in every client namespace and wait until each is bound; then give each
+    /// client its address and a default route via the access concentrator.
+    pub fn start_clients(&mut self) {
+        for c in &mut self.clients {
             c.start_dhclient();
         }
-        lab.wait_bound(Duration::from_secs(30));
-        for c in &lab.clients {
+        self.wait_bound(Duration::from_secs(30));
+        for c in &self.clients {
             let lease = c.lease().unwrap();
             // dhclient -sf /bin/true configures nothing: put the leased address on the
             // interface and route via the access concentrator, as the real script and an RA would.
@@ -409,7 +469,6 @@ impl IscLab {
                 "onlink",
             ]);
         }
-        Some(lab)
     }
 
     /// Wait until every running client has an address and a prefix.

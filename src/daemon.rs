@@ -1,1 +1,0 @@
-//! `lqagent run`: wires snooping, requestor, cache and route installer together.

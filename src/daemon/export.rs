@@ -1,0 +1,202 @@
+//! Every module's own stats, exported through `metrics` at scrape time.
+//!
+//! Two ways in: modules whose counters are plain `(label, count)` snapshots become their own
+//! families with [`Metrics::register_stats`] (read at each scrape); the families `metrics`
+//! defines up front (`lqagent_route_events_total`, `lqagent_bindings`, …) are brought up to
+//! date by an [`Metrics::on_scrape`] hook that adds each counter's growth since the last scrape
+//! and sets gauges. Per-batch netlink latency is observed as it happens.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex};
+
+use crate::bulk::stats::BulkStats;
+use crate::cache::{BindingStore, IaType, LeaseKey};
+use crate::control::ControlStats;
+use crate::kernel::{InstallerStats, RouteCounter};
+use crate::metrics::{
+    BindingLabels, BindingType, MessageTypeLabels, Metrics, ReasonLabels, RouteEvent,
+    RouteEventLabels, RouteState, RouteStateLabels, names,
+};
+use crate::requestor::{DropReason, RequestorStats};
+use crate::snoop::shell::SnoopStats;
+
+use super::ondemand::OnDemandStats;
+
+/// Growth of monotonic counters since the last look, per label.
+#[derive(Debug, Default)]
+struct Deltas(Mutex<HashMap<&'static str, u64>>);
+
+impl Deltas {
+    /// `(label, increase)` for each `(label, current value)`.
+    fn take(&self, now: Vec<(&'static str, u64)>) -> Vec<(&'static str, u64)> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        now.into_iter()
+            .filter_map(|(k, v)| {
+                let prev = last.insert(k, v).unwrap_or(0);
+                (v > prev).then(|| (k, v - prev))
+            })
+            .collect()
+    }
+}
+
+/// What the daemon hands over to be exported.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub installer: Arc<InstallerStats>,
+    pub store: Arc<BindingStore>,
+    pub snoop: Option<SnoopStats>,
+    pub bulk: Arc<BulkStats>,
+    pub on_demand: Arc<OnDemandStats>,
+    /// The requestor's counters as last fetched from its task.
+    pub requestor: Arc<Mutex<RequestorStats>>,
+    pub control: Arc<ControlStats>,
+    /// Configured link-address → link name (`lqagent_bindings{link}`); others are `other`.
+    pub links: HashMap<Ipv6Addr, String>,
+}
+
+/// Register everything in `m`.
+pub fn register(m: &Metrics, s: Sources) {
+    s.bulk.register(m);
+    s.control.register(m);
+    let od = s.on_demand.clone();
+    m.register_stats(
+        names::ON_DEMAND,
+        "On-demand leasequeries for unknown sources, by event",
+        "event",
+        move || od.snapshot(),
+    );
+    let store = s.store.clone();
+    m.register_stats(
+        names::CACHE_MERGES,
+        "Leases merged into the cache, by merge verdict",
+        "verdict",
+        move || store.stats().verdicts(),
+    );
+    if let Some(snoop) = &s.snoop {
+        let cap = snoop.capture.clone();
+        m.register_stats(
+            names::SNOOP_CAPTURE,
+            "Snoop capture sockets: packets received and dropped, by event",
+            "event",
+            move || cap.snapshot(),
+        );
+        let cls = snoop.classify.clone();
+        m.register_stats(
+            names::SNOOP_CLASSIFIED,
+            "Snooped messages by what the classifier made of them",
+            "event",
+            move || {
+                cls.lock()
+                    .map(|c| c.snapshot())
+                    .unwrap_or_else(|e| e.into_inner().snapshot())
+            },
+        );
+    }
+    // SEAM(trigger): the trigger registers its own stats here too (`lqagent_trigger_events_total`
+    // via `m.trigger_events`, `lqagent_rate_limited_drops_total` via `m.rate_limited_drops`).
+
+    let hist = m.netlink_batch.clone();
+    s.installer
+        .observe_batches(move |d| hist.observe(d.as_secs_f64()));
+
+    let m2 = m.clone();
+    let routes = Deltas::default();
+    let snooped = Deltas::default();
+    let dropped = Deltas::default();
+    m.on_scrape(move || {
+        let k = s.installer.snapshot();
+        let events = routes.take(vec![
+            ("installed", k.get(RouteCounter::Installed)),
+            ("withdrawn", k.get(RouteCounter::Withdrawn)),
+            ("parked", k.get(RouteCounter::Parked)),
+            ("failed", k.get(RouteCounter::Failed)),
+        ]);
+        for (label, n) in events {
+            let event = match label {
+                "installed" => RouteEvent::Installed,
+                "withdrawn" => RouteEvent::Withdrawn,
+                "parked" => RouteEvent::Parked,
+                _ => RouteEvent::Failed,
+            };
+            m2.route_events
+                .get_or_create(&RouteEventLabels { event })
+                .inc_by(n);
+        }
+        set_route_gauges(&m2, k.installed_now, k.parked_now);
+        if let Some(snoop) = &s.snoop {
+            for (t, n) in snooped.take(snoop.messages.snapshot()) {
+                m2.snooped_messages
+                    .get_or_create(&MessageTypeLabels { message_type: t })
+                    .inc_by(n);
+            }
+        }
+        let req = s
+            .requestor
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let now: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), req.dropped(*r)))
+            .collect();
+        for (reason, n) in dropped.take(now) {
+            m2.replies_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(n);
+        }
+        set_binding_gauges(&m2, &s.store, &s.links);
+    });
+}
+
+fn set_route_gauges(m: &Metrics, installed: u64, parked: u64) {
+    for (state, v) in [
+        (RouteState::Installed, installed),
+        (RouteState::Parked, parked),
+    ] {
+        m.routes
+            .get_or_create(&RouteStateLabels { state })
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+}
+
+/// `lqagent_bindings{type,link}`: one pass over the cache (O(bindings) per scrape).
+fn set_binding_gauges(m: &Metrics, store: &BindingStore, links: &HashMap<Ipv6Addr, String>) {
+    let mut counts: HashMap<(BindingType, &str), i64> = HashMap::new();
+    for name in links.values().map(String::as_str).chain(["other"]) {
+        for t in BindingType::ALL {
+            counts.insert((*t, name), 0);
+        }
+    }
+    store.for_each(|k, l| {
+        let t = match (k, l.ia) {
+            (LeaseKey::Prefix(_), _) | (_, IaType::Pd) => BindingType::Prefix,
+            _ => BindingType::Address,
+        };
+        let link = links
+            .get(&l.client.link.address)
+            .map_or("other", String::as_str);
+        *counts.entry((t, link)).or_insert(0) += 1;
+    });
+    for ((t, link), n) in counts {
+        m.bindings
+            .get_or_create(&BindingLabels {
+                r#type: t,
+                link: link.to_string(),
+            })
+            .set(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_report_growth_once() {
+        let d = Deltas::default();
+        assert_eq!(d.take(vec![("a", 3), ("b", 0)]), vec![("a", 3)]);
+        assert_eq!(d.take(vec![("a", 5), ("b", 1)]), vec![("a", 2), ("b", 1)]);
+        assert!(d.take(vec![("a", 5), ("b", 1)]).is_empty());
+    }
+}

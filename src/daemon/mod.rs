@@ -1,0 +1,486 @@
+//! `lqagent run`: connects the parts, in a fixed start-up order, with bounded channels only.
+//!
+//! ```text
+//!  config → logging → /metrics + control socket → state file (expired leases dropped)
+//!  → cache task ─changes─► routes::feed ─RouteCommand─► kernel::reconcile::run (installer,
+//!    reconciled against the loaded cache before anything new arrives)
+//!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
+//!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
+//!  → READY=1 once every server answered DONE or was given up on (at once without bulk)
+//!  → WATCHDOG=1 every WatchdogSec/2 · reconcile every routes.reconcile_interval_secs
+//!  · link-up of a subscriber interface → bulk query for that link
+//! ```
+//!
+//! Expiry is driven by the cache task (woken at the earliest deadline); its `Removed` changes
+//! withdraw the routes. SIGTERM/SIGINT: intake stops, a state snapshot is written and synced,
+//! routes stay in the kernel (RFC 8987: forwarding survives an agent restart), exit 0 within
+//! [`SHUTDOWN_DEADLINE`]. SIGHUP: the file is read again; what can change live is applied
+//! ([`reload`]), what needs a restart is logged by key, and a bad file changes nothing.
+
+pub mod control;
+pub mod export;
+pub mod ondemand;
+pub mod reload;
+pub mod routes;
+pub mod setup;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use crate::bulk::recovery::{CacheSink, recover};
+use crate::bulk::stats::BulkStats;
+use crate::cache::persist::{self, PersistConfig, StateWriter};
+use crate::cache::task::{self as cache_task, CacheTaskConfig};
+use crate::cache::{AgentClock, BindingStore, CacheConfig, RouteView};
+use crate::config::{Config, ConfigError};
+use crate::control::ControlStats;
+use crate::control::server::ControlSocket;
+use crate::kernel::reconcile::{self, RouteCommand};
+use crate::kernel::{Installer, KernelError};
+use crate::logging::LogReload;
+use crate::metrics::Metrics;
+use crate::notify::{self, Notify};
+use crate::requestor::udp::{self, RequestorHandle, UdpConfig};
+use crate::snoop::capture::CaptureConfig;
+use crate::snoop::classify::ClassifyConfig;
+use crate::wire::Duid;
+
+pub use ondemand::{OnDemand, UnknownSource};
+
+/// Longest time from SIGTERM to exit.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Bound of the cache → route task and control → route task command channel.
+const ROUTE_COMMANDS: usize = 256;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("logging: {0}")]
+    Log(#[from] crate::logging::LogError),
+    #[error("metrics listener: {0}")]
+    Metrics(#[from] crate::metrics::http::HttpError),
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
+    #[error("{0}")]
+    State(#[from] persist::PersistError),
+    #[error("route installer: {0}")]
+    Kernel(#[from] KernelError),
+    #[error("leasequery socket {addr}: {source}")]
+    Requestor {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("our DUID: {0}")]
+    Duid(std::io::Error),
+    #[error("snooping on {interfaces:?}: {source}")]
+    Snoop {
+        interfaces: Vec<String>,
+        source: std::io::Error,
+    },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> Result<(), DaemonError> {
+    let cfg = Config::load(path)?;
+    let log = crate::logging::init_reloadable(&cfg.log)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("lqagent")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let r = rt.block_on(serve(cfg, path.to_path_buf(), log));
+    // Detached tasks (open control/metrics connections) must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    r
+}
+
+/// What runs, for shutdown and reload.
+struct Running {
+    cfg: Config,
+    path: PathBuf,
+    log: LogReload,
+    requestor: RequestorHandle,
+    routes: mpsc::Sender<RouteCommand>,
+    /// Intake: snoop, recovery, link-up, on-demand, control and metrics servers.
+    intake: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    cache_task: JoinHandle<()>,
+    route_task: JoinHandle<()>,
+    store: Arc<BindingStore>,
+    writer: StateWriter,
+    on_demand: OnDemand,
+}
+
+async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonError> {
+    info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "lqagent starting");
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut intake = JoinSet::new();
+
+    // /metrics and the control socket.
+    let metrics = Metrics::new();
+    let listener = crate::metrics::http::bind(cfg.metrics.listen).await?;
+    intake.spawn(crate::metrics::http::serve(
+        listener,
+        metrics.clone(),
+        stopped(),
+    ));
+    if let Some(dir) = cfg.control.socket.parent() {
+        // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let control_socket = ControlSocket::bind(&cfg.control.socket)?;
+
+    // The state file: leases as they were, expired ones dropped.
+    let clock = AgentClock::new();
+    let loaded = match persist::load(&cfg.state_dir, clock.now()) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
+            persist::Loaded::default()
+        }
+    };
+    info!(
+        leases = loaded.leases.len(),
+        expired = loaded.expired,
+        "state file loaded"
+    );
+    let writer = StateWriter::start(
+        PersistConfig::new(&cfg.state_dir),
+        loaded.leases.clone(),
+        loaded.generation,
+    )?;
+
+    // Routes: the installer reconciles the kernel against the loaded cache first.
+    let mapper = routes::RouteMapper::new(
+        cfg.links
+            .iter()
+            .map(|l| (l.link_address, l.interface.clone())),
+        cfg.routes.mirror_expiry.then_some(clock),
+    );
+    let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
+    let installer_stats = installer.stats();
+    let specs = loaded
+        .leases
+        .iter()
+        .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
+    let report = installer.set_desired(specs).await?;
+    info!(?report, "kernel reconciled against the loaded cache");
+    let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
+    let route_task = tokio::spawn(async move {
+        if let Err(e) = reconcile::run(installer, route_rx).await {
+            error!(error = %e, "route task stopped");
+        }
+    });
+
+    // The cache, its change stream feeding the route task.
+    let store = Arc::new(BindingStore::new(CacheConfig::default()));
+    let (cache, changes, cache_task) = cache_task::spawn(
+        store.clone(),
+        clock,
+        Some(writer.handle()),
+        CacheTaskConfig::default(),
+        loaded.leases,
+    );
+    tokio::spawn(routes::feed(mapper, changes, route_tx.clone()));
+
+    // Leasequery: the requestor and the on-demand path.
+    let duid = match &cfg.identity.client_duid {
+        Some(d) => d.clone(),
+        None => udp::system_duid(cfg.snoop.interfaces.first().map(String::as_str))
+            .or_else(|_| udp::system_duid(None))
+            .map_err(DaemonError::Duid)?,
+    };
+    let udp_cfg = UdpConfig::default();
+    let (requestor, _requestor_task) =
+        udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
+            .await
+            .map_err(|source| DaemonError::Requestor {
+                addr: udp_cfg.bind,
+                source,
+            })?;
+    let server_names: HashMap<_, _> = cfg
+        .servers
+        .iter()
+        .map(|s| (s.address, s.name.clone()))
+        .collect();
+    let (on_demand, od_task) = ondemand::spawn(
+        ondemand::Lookup {
+            requestor: requestor.clone(),
+            cache: cache.clone(),
+            clock,
+            server_names: Arc::new(server_names),
+            metrics: Some(metrics.clone()),
+            relay_data: true,
+        },
+        &ondemand::OnDemandConfig::default(),
+    );
+    intake.spawn(async move {
+        let _ = od_task.await;
+    });
+    let requestor_stats = Arc::new(Mutex::new(Default::default()));
+    intake.spawn(poll_requestor_stats(
+        requestor.clone(),
+        requestor_stats.clone(),
+    ));
+
+    // Bulk recovery (started now, awaited for readiness) and link-up queries.
+    let bulk_stats = Arc::new(BulkStats::default());
+    let recovery = crate::bulk::settings::from_config(&cfg, Duid::parse(&duid));
+    let bulk_cfg = Arc::new(recovery.bulk.clone());
+    let sink = CacheSink::new(cache.clone(), clock);
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    if recovery.plan.servers.is_empty() {
+        let _ = ready_tx.send(true);
+    } else {
+        let (m, st, q, c, s) = (
+            metrics.clone(),
+            bulk_stats.clone(),
+            recovery.plan.startup(),
+            bulk_cfg.clone(),
+            sink.clone(),
+        );
+        intake.spawn(async move {
+            m.recovery_in_progress.set(1);
+            let report = recover(q, c, st, s).await;
+            m.recovery_in_progress.set(0);
+            m.recovery_bindings.inc_by(report.bindings);
+            m.recovery_duration.set(report.elapsed.as_secs_f64());
+            let _ = ready_tx.send(true);
+        });
+        if !recovery.interfaces.is_empty() {
+            let (plan, ifs, st) = (
+                recovery.plan.clone(),
+                recovery.interfaces.clone(),
+                bulk_stats.clone(),
+            );
+            intake.spawn(async move {
+                if let Err(e) = crate::bulk::linkup::watch(plan, ifs, bulk_cfg, st, sink).await {
+                    warn!(error = %e, "link-up watch stopped");
+                }
+            });
+        }
+    }
+
+    // Snooping.
+    let snoop = if cfg.snoop.interfaces.is_empty() {
+        None
+    } else {
+        let capture = CaptureConfig {
+            interfaces: cfg.snoop.interfaces.clone(),
+            ..CaptureConfig::default()
+        };
+        let stats = crate::snoop::shell::spawn(
+            &capture,
+            ClassifyConfig::default(),
+            clock,
+            cache.clone(),
+            &mut intake,
+        )
+        .map_err(|source| DaemonError::Snoop {
+            interfaces: cfg.snoop.interfaces.clone(),
+            source,
+        })?;
+        info!(interfaces = ?cfg.snoop.interfaces, "snooping");
+        Some(stats)
+    };
+
+    // Metrics of every module, and the control socket's answers.
+    let control_stats = Arc::new(ControlStats::default());
+    export::register(
+        &metrics,
+        export::Sources {
+            installer: installer_stats,
+            store: store.clone(),
+            snoop,
+            bulk: bulk_stats,
+            on_demand: on_demand.stats().clone(),
+            requestor: requestor_stats,
+            control: control_stats.clone(),
+            links: cfg
+                .links
+                .iter()
+                .map(|l| (l.link_address, l.name.clone()))
+                .collect(),
+        },
+    );
+    let responder = Arc::new(control::LiveResponder {
+        cache: cache.clone(),
+        routes: route_tx.clone(),
+        metrics: metrics.clone(),
+        clock,
+        links: control::link_names(&cfg),
+        started: tokio::time::Instant::now(),
+        dry_run: cfg.routes.dry_run,
+    });
+    intake.spawn(control_socket.serve(responder, control_stats, stopped()));
+    drop(cache);
+
+    let mut running = Running {
+        cfg,
+        path,
+        log,
+        requestor,
+        routes: route_tx,
+        intake,
+        stop,
+        cache_task,
+        route_task,
+        store,
+        writer,
+        on_demand,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
+    let watchdog = notify::watchdog_interval();
+    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => running.reload().await,
+            r = ready_rx.wait_for(|r| *r), if !ready => {
+                ready = true;
+                if r.is_ok() {
+                    info!(bindings = running.store.len(), "ready");
+                    if let Err(e) = notify::notify(Notify::Ready) {
+                        warn!(error = %e, "sd_notify READY failed");
+                    }
+                }
+            }
+            _ = dog.tick(), if watchdog.is_some() => {
+                let _ = notify::notify(Notify::Watchdog);
+            }
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Keep a copy of the requestor's counters for the scrape-time export.
+async fn poll_requestor_stats(
+    requestor: RequestorHandle,
+    into: Arc<Mutex<crate::requestor::RequestorStats>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(s) = requestor.stats().await else {
+            return;
+        };
+        *into.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
+
+impl Running {
+    /// SIGHUP: re-read the file; apply what can change live, name what needs a restart.
+    async fn reload(&mut self) {
+        let _ = notify::notify(Notify::Reloading);
+        info!(config = %self.path.display(), "SIGHUP: reloading configuration");
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "reload: configuration refused; keeping the running one");
+                let _ = notify::notify(Notify::Ready);
+                return;
+            }
+        };
+        let plan = reload::plan(&self.cfg, &new);
+        for change in &plan.live {
+            match change {
+                reload::Live::LogLevel(level) => match self.log.set_level(level) {
+                    Ok(true) => info!(key = "log.level", %level, "applied"),
+                    Ok(false) => info!(key = "log.level", "RUST_LOG is set and wins; unchanged"),
+                    Err(e) => warn!(key = "log.level", error = %e, "not applied"),
+                },
+                reload::Live::Rates(g, l) => match self.requestor.set_rates(*g, *l).await {
+                    Ok(()) => info!(
+                        key = "limits.global_qps/per_link_qps",
+                        global = ?g.map(|r| r.per_sec),
+                        link = ?l.map(|r| r.per_sec),
+                        "applied"
+                    ),
+                    Err(e) => warn!(error = %e, "rate limits not applied"),
+                },
+                reload::Live::ReconcileInterval(d) => {
+                    let _ = self
+                        .routes
+                        .send(RouteCommand::SetReconcileInterval(*d))
+                        .await;
+                    info!(key = "routes.reconcile_interval_secs", interval = ?d, "applied");
+                }
+            }
+        }
+        for key in &plan.restart {
+            warn!(key, "changed in the file; takes effect after a restart");
+        }
+        // Keep what runs as the base of the next comparison: applied keys are new, the rest old.
+        let mut kept = self.cfg.clone();
+        kept.log.level = new.log.level.clone();
+        kept.limits.global_qps = new.limits.global_qps;
+        kept.limits.per_link_qps = new.limits.per_link_qps;
+        kept.routes.reconcile_interval = new.routes.reconcile_interval;
+        self.cfg = kept;
+        let _ = notify::notify(Notify::Ready);
+    }
+
+    /// Stop intake, write the state, leave the routes, all within [`SHUTDOWN_DEADLINE`].
+    async fn shutdown(self) {
+        info!("shutting down: routes stay in place, writing state");
+        let _ = notify::notify(Notify::Stopping);
+        let Running {
+            mut intake,
+            stop,
+            cache_task,
+            route_task,
+            store,
+            writer,
+            on_demand,
+            requestor,
+            routes,
+            ..
+        } = self;
+        let work = async move {
+            let _ = stop.send(true);
+            drop(on_demand);
+            intake.abort_all();
+            while intake.join_next().await.is_some() {}
+            // Nothing feeds the cache any more: freeze it, then write what it holds.
+            cache_task.abort();
+            let _ = cache_task.await;
+            drop(routes);
+            route_task.abort();
+            let _ = route_task.await;
+            drop(requestor);
+            let leases = store.all();
+            let n = leases.len();
+            let journal = writer.handle();
+            journal.snapshot(leases);
+            let _ = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+            info!(leases = n, "state written; exiting");
+        };
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {
+            error!(deadline = ?SHUTDOWN_DEADLINE, "shutdown deadline passed; exiting anyway");
+        }
+    }
+}

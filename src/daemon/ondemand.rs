@@ -1,0 +1,320 @@
+//! The on-demand path: a source address seen on a subscriber link that no cached address or
+//! delegated prefix covers → an RFC 5007 leasequery by address, with that link's link-address
+//! (§4.1.2.1: the server then answers for that link) → each CLIENT_DATA turned into a cache
+//! observation (`cache::from_wire`) → the cache task → routes follow through the change stream.
+//!
+//! Whoever detects unknown sources (the trigger's NFLOG reader) calls [`OnDemand::try_submit`];
+//! it never blocks: a full queue is counted and the source dropped (it will be seen again).
+//! Between a flood of spoofed sources and the servers stand, in order: the known-source check
+//! here, this bounded queue, the bound on queries in flight, and the requestor's own
+//! deduplication, negative cache and rate limits (`requestor::limiter`). Every refusal is counted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::cache::from_wire::{ClientDataContext, observation_from_binding};
+use crate::cache::task::CacheHandle;
+use crate::cache::{AgentClock, Link, ServerId, Source};
+use crate::metrics::{
+    LimitLabels, LimitScope, Metrics, QueryLabels, QueryOutcome, QueryType, ServerLabels,
+};
+use crate::requestor::udp::{QueryError, RequestorHandle};
+use crate::requestor::{Answer, Query, RefuseReason, ServerAnswer};
+
+/// A packet's source that no binding covers, and where it was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSource {
+    pub source: Ipv6Addr,
+    /// The link-address of the subscriber link (the `[[links]]` entry's `link_address`).
+    pub link_address: Ipv6Addr,
+    /// The local interface it arrived on, when known.
+    pub interface: Option<Arc<str>>,
+}
+
+impl UnknownSource {
+    /// A source seen on the configured link `link`.
+    pub fn on_link(link: &crate::config::Link, source: Ipv6Addr) -> Self {
+        UnknownSource {
+            source,
+            link_address: link.link_address,
+            interface: Some(Arc::from(link.interface.as_str())),
+        }
+    }
+}
+
+/// Settings of the on-demand path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDemandConfig {
+    /// Sources waiting to be looked up; more are dropped and counted.
+    pub queue: usize,
+    /// Lookups in flight at once (each waits for its leasequery's outcome).
+    pub max_in_flight: usize,
+    /// Ask for OPTION_LQ_RELAY_DATA (the peer-address is the delegated-prefix next hop).
+    pub relay_data: bool,
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> Self {
+        OnDemandConfig {
+            queue: 4096,
+            max_in_flight: 4096,
+            relay_data: true,
+        }
+    }
+}
+
+/// What the on-demand path counts (exported as `lqagent_on_demand_total{event}`).
+#[derive(Debug, Default)]
+pub struct OnDemandStats {
+    pub submitted: AtomicU64,
+    pub queue_full: AtomicU64,
+    /// Covered by the cache by the time it was looked at.
+    pub known: AtomicU64,
+    pub in_flight_full: AtomicU64,
+    pub queried: AtomicU64,
+    pub bound: AtomicU64,
+    pub no_binding: AtomicU64,
+    /// Refused by the requestor (rate limit, pending table) or its queue.
+    pub refused: AtomicU64,
+    /// Error status or no answer from every server.
+    pub failed: AtomicU64,
+    /// Observations handed to the cache.
+    pub observations: AtomicU64,
+    /// CLIENT_DATA that could not become an observation.
+    pub unusable: AtomicU64,
+}
+
+impl OnDemandStats {
+    /// `(event, count)` pairs.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("submitted", self.submitted.load(Relaxed)),
+            ("queue_full", self.queue_full.load(Relaxed)),
+            ("known", self.known.load(Relaxed)),
+            ("in_flight_full", self.in_flight_full.load(Relaxed)),
+            ("queried", self.queried.load(Relaxed)),
+            ("bound", self.bound.load(Relaxed)),
+            ("no_binding", self.no_binding.load(Relaxed)),
+            ("refused", self.refused.load(Relaxed)),
+            ("failed", self.failed.load(Relaxed)),
+            ("observations", self.observations.load(Relaxed)),
+            ("unusable", self.unusable.load(Relaxed)),
+        ]
+    }
+}
+
+/// The submitting side; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OnDemand {
+    tx: mpsc::Sender<UnknownSource>,
+    stats: Arc<OnDemandStats>,
+}
+
+impl OnDemand {
+    /// Queue a source for lookup without waiting; false (counted) when the queue is full or
+    /// the path has stopped.
+    pub fn try_submit(&self, s: UnknownSource) -> bool {
+        self.stats.submitted.fetch_add(1, Relaxed);
+        match self.tx.try_send(s) {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats.queue_full.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<OnDemandStats> {
+        &self.stats
+    }
+}
+
+/// What a lookup needs.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub requestor: RequestorHandle,
+    pub cache: CacheHandle,
+    pub clock: AgentClock,
+    /// Server address → configured name (metric label); unknown servers are labelled by address.
+    pub server_names: Arc<HashMap<Ipv6Addr, String>>,
+    pub metrics: Option<Metrics>,
+    pub relay_data: bool,
+}
+
+/// How one lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    /// The cache already covers the source.
+    Known,
+    /// Observations (one per CLIENT_DATA) went to the cache.
+    Bound(usize),
+    NoBinding,
+    Refused,
+    Failed,
+}
+
+impl Lookup {
+    /// Look `s` up: skip it if the cache covers it, else ask and feed the cache.
+    pub async fn resolve(&self, s: &UnknownSource, stats: &OnDemandStats) -> Looked {
+        if self.cache.store().knows(s.source) {
+            stats.known.fetch_add(1, Relaxed);
+            return Looked::Known;
+        }
+        stats.queried.fetch_add(1, Relaxed);
+        let q = Query::by_address(s.source)
+            .with_link(s.link_address)
+            .with_relay_data(self.relay_data);
+        let outcome = match self.requestor.query(q).await {
+            Ok(o) => o,
+            Err(e) => {
+                stats.refused.fetch_add(1, Relaxed);
+                self.count_refusal(&e);
+                tracing::debug!(source = %s.source, error = %e, "on-demand leasequery not sent");
+                return Looked::Refused;
+            }
+        };
+        for a in &outcome.answers {
+            self.count_answer(a);
+        }
+        let link = Link {
+            address: s.link_address,
+            interface: s.interface.clone(),
+        };
+        let mut sent = 0;
+        for b in outcome.bindings() {
+            let ctx = ClientDataContext {
+                server: Arc::new(ServerId {
+                    duid: b.server_duid.clone().into_boxed_slice(),
+                    address: v6(b.server),
+                }),
+                source: Source::Leasequery,
+                link: link.clone(),
+                srsn: None,
+                arrival: self.clock.at_std(b.received),
+            };
+            match observation_from_binding(b, &ctx) {
+                Ok(obs) => {
+                    if self.cache.observe(obs).await.is_err() {
+                        break;
+                    }
+                    stats.observations.fetch_add(1, Relaxed);
+                    sent += 1;
+                }
+                Err(e) => {
+                    stats.unusable.fetch_add(1, Relaxed);
+                    tracing::debug!(source = %s.source, reason = e.reason(), "leasequery answer unusable");
+                }
+            }
+        }
+        use crate::requestor::Verdict;
+        match outcome.verdict {
+            Verdict::Bound => {
+                stats.bound.fetch_add(1, Relaxed);
+                tracing::info!(source = %s.source, link = %s.link_address, observations = sent, "on-demand leasequery: bound");
+                Looked::Bound(sent)
+            }
+            Verdict::NoBinding => {
+                stats.no_binding.fetch_add(1, Relaxed);
+                Looked::NoBinding
+            }
+            Verdict::Error | Verdict::NoAnswer => {
+                stats.failed.fetch_add(1, Relaxed);
+                Looked::Failed
+            }
+        }
+    }
+
+    fn server_name(&self, a: SocketAddr) -> String {
+        let ip = v6(a);
+        self.server_names
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| ip.to_string())
+    }
+
+    fn count_answer(&self, a: &ServerAnswer) {
+        let Some(m) = &self.metrics else { return };
+        let outcome = match a.answer {
+            Answer::Bound(_) | Answer::ClientLinks(_) => QueryOutcome::Binding,
+            Answer::NoBinding => QueryOutcome::NoBinding,
+            Answer::Status { .. } => QueryOutcome::ServerError,
+            Answer::NoAnswer => QueryOutcome::Timeout,
+        };
+        let server = self.server_name(a.server);
+        m.leasequeries
+            .get_or_create(&QueryLabels {
+                query_type: QueryType::Address,
+                server: server.clone(),
+                outcome,
+            })
+            .inc();
+        let labels = ServerLabels { server };
+        if a.answer != Answer::NoAnswer {
+            m.leasequery_rtt
+                .get_or_create(&labels)
+                .observe(a.elapsed.as_secs_f64());
+        }
+        if a.attempts > 1 {
+            m.leasequery_retransmissions
+                .get_or_create(&labels)
+                .inc_by(u64::from(a.attempts - 1));
+        }
+    }
+
+    fn count_refusal(&self, e: &QueryError) {
+        let Some(m) = &self.metrics else { return };
+        let scope = match e {
+            QueryError::Refused(RefuseReason::GlobalRate) => LimitScope::Global,
+            QueryError::Refused(RefuseReason::LinkRate | RefuseReason::LinkTableFull) => {
+                LimitScope::Link
+            }
+            QueryError::Refused(RefuseReason::PendingFull) | QueryError::Busy => {
+                LimitScope::PendingFull
+            }
+            _ => return,
+        };
+        m.rate_limited_drops
+            .get_or_create(&LimitLabels { scope })
+            .inc();
+    }
+}
+
+fn v6(a: SocketAddr) -> Ipv6Addr {
+    match a.ip() {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    }
+}
+
+/// Start the on-demand task: sources from the returned [`OnDemand`] are looked up, up to
+/// `cfg.max_in_flight` at once (more are dropped and counted). Ends when every `OnDemand` is
+/// dropped and the lookups in flight are done.
+pub fn spawn(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<UnknownSource>(cfg.queue.max(1));
+    let stats = Arc::new(OnDemandStats::default());
+    let st = stats.clone();
+    let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+    let lookup = Arc::new(lookup);
+    let join = tokio::spawn(async move {
+        let mut running = tokio::task::JoinSet::new();
+        while let Some(s) = rx.recv().await {
+            while running.try_join_next().is_some() {}
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                st.in_flight_full.fetch_add(1, Relaxed);
+                continue;
+            };
+            let (lookup, st) = (lookup.clone(), st.clone());
+            running.spawn(async move {
+                lookup.resolve(&s, &st).await;
+                drop(permit);
+            });
+        }
+        while running.join_next().await.is_some() {}
+    });
+    (OnDemand { tx, stats }, join)
+}

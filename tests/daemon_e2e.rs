@@ -1,0 +1,395 @@
+//! `lqagent run` end to end: the built binary in the access-concentrator namespace of a real ISC
+//! topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P; tests/support/isc.rs), with a config the
+//! test writes. What the kernel holds is read with `ip -6 -j route show proto N`, never from the
+//! agent's own bookkeeping.
+//!
+//! - `clients_bind_release_expire_and_survive_a_restart`: issue 6 scenarios (1) three clients
+//!   bind → their /128 and delegated-prefix routes appear (next hop = the client's link-local
+//!   address, protocol from the config); (3) a released client's routes go, and a client left
+//!   to expire (short lifetimes) loses its routes at the end of the valid lifetime; (4) /metrics
+//!   scraped and parsed agrees with that; then SIGTERM leaves the routes and writes the state,
+//!   and a restart from the state file alone (routes flushed, no client traffic) puts them back.
+//! - `on_demand_lookup_fills_the_cache_from_dhcpd`: the on-demand path (an unknown source → a
+//!   leasequery by address with the link's link-address → the cache) against the real dhcpd.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
+use support::netns::NetNs;
+use support::scrape::{Exposition, http};
+
+const PROTO: &str = "213";
+
+/// (destination, gateway, device) of our routes in `ns`.
+type Route = (String, Option<String>, String);
+
+fn routes(ns: &NetNs) -> BTreeSet<Route> {
+    let out = ns.exec(&["ip", "-6", "-j", "route", "show", "proto", PROTO]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    v.as_array()
+        .expect("array of routes")
+        .iter()
+        .map(|r| {
+            let dst = r["dst"].as_str().expect("dst").to_string();
+            let dst = if dst.contains('/') {
+                dst
+            } else {
+                format!("{dst}/128")
+            };
+            (
+                dst,
+                r["gateway"].as_str().map(str::to_string),
+                r["dev"].as_str().expect("dev").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The routes client `i` of `lab` calls for.
+fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<Route> {
+    let c = &lab.clients[i];
+    let lease = c.lease().expect("bound");
+    let pfx: lqagent::prefix::Ipv6Prefix = lease.prefix.parse().expect("prefix");
+    BTreeSet::from([
+        (
+            format!("{}/128", lease.address),
+            None,
+            c.ac_interface.clone(),
+        ),
+        (
+            pfx.to_string(),
+            Some(c.link_local().to_string()),
+            c.ac_interface.clone(),
+        ),
+    ])
+}
+
+fn config(lab: &IscLab) -> PathBuf {
+    let text = format!(
+        "{}\n[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = {PROTO}\nreconcile_interval_secs = 5\n\n\
+         [log]\nlevel = \"info\"\n",
+        lab.lqagent_toml()
+    );
+    // The generated config puts [snoop]/[control] first; append-only keys above are new tables.
+    let path = lab.dir().join("lqagent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
+    let bin = env!("CARGO_BIN_EXE_lqagent");
+    let log = lab.dir().join(log);
+    let mut d = Daemon::spawn(
+        &lab.ac,
+        "lqagent",
+        &[bin, "run", "--config", &cfg.to_string_lossy()],
+        &log,
+    );
+    wait_for("lqagent to be ready", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(d.running(), "lqagent exited:\n{text}");
+        text.contains(" ready")
+    });
+    d
+}
+
+fn scrape(lab: &IscLab) -> Exposition {
+    let resp = lab.ac.run_in(|| {
+        http(
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
+            "GET",
+            "/metrics",
+        )
+    });
+    assert_eq!(resp.status, 200);
+    Exposition::parse(&resp.body)
+}
+
+fn show_bindings(lab: &IscLab) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lqagent"))
+        .args(["show", "bindings", "--json", "--socket"])
+        .arg(lab.dir().join("control.sock"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "show bindings: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("JSON bindings")
+}
+
+#[test]
+fn clients_bind_release_expire_and_survive_a_restart() {
+    let t0 = Instant::now();
+    let life = Lifetimes {
+        valid: 14,
+        preferred: 8,
+    };
+    let test = "clients_bind_release_expire_and_survive_a_restart";
+    let Some(mut lab) = IscLab::without_clients(test, 3, life) else {
+        return;
+    };
+    let cfg = config(&lab);
+    let mut agent = start_agent(&lab, &cfg, "lqagent.log");
+    let log_path = lab.dir().join("lqagent.log");
+    let agent_log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // (1) Three clients bind through the relay: their routes appear in the kernel.
+    lab.start_clients();
+    let want: BTreeSet<Route> = (0..3).flat_map(|i| client_routes(&lab, i)).collect();
+    assert_eq!(want.len(), 6);
+    wait_for("every client's routes", Duration::from_secs(10), || {
+        routes(&lab.ac) == want
+    });
+    eprintln!("(1) 3 clients bound, 6 routes at {:?}", t0.elapsed());
+    let b = show_bindings(&lab);
+    assert_eq!(b.as_array().map(Vec::len), Some(6), "{b}");
+    assert!(
+        b.as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["route"] == "installed" && v["source"] == "snoop"),
+        "{b}"
+    );
+
+    // (3a) A client releases: its routes go, the others stay.
+    let released = client_routes(&lab, 0);
+    lab.clients[0].release();
+    let rest: BTreeSet<Route> = want.difference(&released).cloned().collect();
+    wait_for(
+        "the released client's routes to go",
+        Duration::from_secs(5),
+        || routes(&lab.ac) == rest,
+    );
+    eprintln!("(3) release withdrew 2 routes at {:?}", t0.elapsed());
+
+    // (3b) A client stops without releasing: its lease runs out (valid 14 s) and its routes go.
+    let expiring = client_routes(&lab, 1);
+    let stopped = Instant::now();
+    lab.clients[1].stop();
+    let last: BTreeSet<Route> = rest.difference(&expiring).cloned().collect();
+    wait_for(
+        "the lapsed client's routes to go",
+        Duration::from_secs(20),
+        || routes(&lab.ac) == last,
+    );
+    let lapsed_after = stopped.elapsed();
+    assert!(
+        lapsed_after >= Duration::from_secs(2),
+        "gone after {lapsed_after:?}: too early for a lease that was renewed"
+    );
+    eprintln!("(3) expiry withdrew 2 routes {lapsed_after:?} after the client stopped");
+    // The remaining client keeps renewing (every ~4 s): its routes stay across renewals.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(routes(&lab.ac), last, "renewing client keeps its routes");
+
+    // (4) /metrics agrees with what the kernel saw.
+    let m = scrape(&lab);
+    let installed = m
+        .value("lqagent_route_events_total", &[("event", "installed")])
+        .unwrap_or(0.0);
+    let withdrawn = m
+        .value("lqagent_route_events_total", &[("event", "withdrawn")])
+        .unwrap_or(0.0);
+    assert!(installed >= 6.0, "routes installed {installed}");
+    assert!(withdrawn >= 4.0, "routes withdrawn {withdrawn}");
+    assert_eq!(
+        m.value("lqagent_routes", &[("state", "installed")]),
+        Some(2.0)
+    );
+    let replies = m
+        .value(
+            "lqagent_snooped_messages_total",
+            &[("message_type", "REPLY")],
+        )
+        .unwrap_or(0.0);
+    assert!(replies >= 4.0, "snooped REPLYs {replies}");
+    let requests = m
+        .value(
+            "lqagent_snooped_messages_total",
+            &[("message_type", "REQUEST")],
+        )
+        .unwrap_or(0.0);
+    assert!(requests >= 3.0, "snooped REQUESTs {requests}");
+    assert!(
+        m.value(
+            "lqagent_snooped_messages_total",
+            &[("message_type", "RELEASE")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        m.value("lqagent_bindings", &[("link", "link2")]),
+        Some(2.0),
+        "one address and one prefix on link2"
+    );
+    assert_eq!(m.value("lqagent_bindings", &[("link", "link0")]), Some(0.0));
+    assert!(
+        m.value("lqagent_netlink_batch_seconds_count", &[])
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        installed >= withdrawn + 2.0,
+        "installed {installed} = withdrawn {withdrawn} + routes left 2 (+ replaces)"
+    );
+    eprintln!(
+        "(4) metrics: installed {installed}, withdrawn {withdrawn}, REPLY {replies}, at {:?}",
+        t0.elapsed()
+    );
+
+    // SIGTERM: exit 0, routes left in place, state written.
+    agent.signal("TERM");
+    let st = agent
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit within 10 s of SIGTERM");
+    assert!(st.success(), "exit status {st:?}\n{}", agent_log());
+    assert_eq!(routes(&lab.ac), last, "SIGTERM leaves routes in place");
+    assert!(agent_log().contains("state written"), "{}", agent_log());
+    let state: Vec<_> = std::fs::read_dir(lab.dir().join("state"))
+        .expect("state dir")
+        .collect();
+    assert!(!state.is_empty(), "state files written");
+
+    // Restart from the state file alone: routes flushed, the last client silent.
+    lab.clients[2].stop();
+    lab.ac.exec(&["ip", "-6", "route", "flush", "proto", PROTO]);
+    assert!(routes(&lab.ac).is_empty());
+    let restarted = Instant::now();
+    let _agent = start_agent(&lab, &cfg, "lqagent2.log");
+    wait_for(
+        "routes restored from the state file",
+        Duration::from_secs(2),
+        || routes(&lab.ac) == last,
+    );
+    eprintln!(
+        "restart: routes back {:?} after start, from the state file",
+        restarted.elapsed()
+    );
+    let b = show_bindings(&lab);
+    let b = b.as_array().expect("bindings");
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert!(b.iter().all(|v| v["route"] == "installed"), "{b:?}");
+    eprintln!("whole test {:?}", t0.elapsed());
+}
+
+#[test]
+fn on_demand_lookup_fills_the_cache_from_dhcpd() {
+    use lqagent::cache::task::{self, CacheTaskConfig};
+    use lqagent::cache::{AgentClock, BindingStore, LeaseKey, Source};
+    use lqagent::daemon::ondemand::{self, Looked, Lookup, OnDemandConfig, OnDemandStats};
+    use lqagent::requestor::RequestorConfig;
+    use lqagent::requestor::udp::{self, UdpConfig};
+    use std::sync::Arc;
+
+    let Some(lab) = IscLab::start("on_demand_lookup_fills_the_cache_from_dhcpd", 1) else {
+        return;
+    };
+    let c = &lab.clients[0];
+    let lease = c.lease().unwrap();
+    let link_address = c.link_address;
+    let interface = c.ac_interface.clone();
+    let server = lab.server_address;
+    lab.ac.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = Arc::new(BindingStore::default());
+            let clock = AgentClock::new();
+            let (cache, mut changes, _t) = task::spawn(
+                store.clone(),
+                clock,
+                None,
+                CacheTaskConfig::default(),
+                Vec::new(),
+            );
+            let (requestor, _r) = udp::spawn(
+                RequestorConfig {
+                    servers: vec![SocketAddr::from((server, 547))],
+                    duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 9],
+                    ..RequestorConfig::default()
+                },
+                UdpConfig::default(),
+            )
+            .await
+            .expect("bind [::]:546 in the namespace");
+            let lookup = Lookup {
+                requestor,
+                cache: cache.clone(),
+                clock,
+                server_names: Arc::new([(server, "dhcpd".to_string())].into()),
+                metrics: None,
+                relay_data: true,
+            };
+            let src = ondemand::UnknownSource {
+                source: lease.address,
+                link_address,
+                interface: Some(Arc::from(interface.as_str())),
+            };
+            // Directly: the lookup reports what it did.
+            let stats = OnDemandStats::default();
+            assert_eq!(lookup.resolve(&src, &stats).await, Looked::Bound(1));
+            let ch = changes.recv().await.expect("a change for the new binding");
+            assert_eq!(ch.key, LeaseKey::Address(lease.address));
+            let l = store
+                .get(&LeaseKey::Address(lease.address))
+                .expect("cached");
+            assert_eq!(l.source, Source::Leasequery);
+            assert_eq!(l.client.link.address, link_address);
+            assert_eq!(l.client.link.interface.as_deref(), Some(interface.as_str()));
+            assert_eq!(hex::encode(&l.client.duid[..]), lease.client_duid);
+            assert!(l.valid_until > clock.now(), "a live lease");
+            // Known now: a second sighting asks nobody.
+            assert_eq!(lookup.resolve(&src, &stats).await, Looked::Known);
+            // A free address of the range nobody leased: "no binding", nothing cached.
+            let free = if lease.address.segments()[7] == 0x1fe {
+                0x1fd
+            } else {
+                0x1fe
+            };
+            let nobody = ondemand::UnknownSource {
+                source: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, free),
+                ..src.clone()
+            };
+            assert_eq!(lookup.resolve(&nobody, &stats).await, Looked::NoBinding);
+            assert_eq!(store.len(), 1);
+
+            // Through the task, as the trigger submits: a fresh cache fills up.
+            let store2 = Arc::new(BindingStore::default());
+            let (cache2, _changes2, _t2) = task::spawn(
+                store2.clone(),
+                clock,
+                None,
+                CacheTaskConfig::default(),
+                Vec::new(),
+            );
+            let (od, _task) = ondemand::spawn(
+                Lookup {
+                    cache: cache2,
+                    ..lookup
+                },
+                &OnDemandConfig::default(),
+            );
+            assert!(od.try_submit(src));
+            let t = tokio::time::Instant::now();
+            while !store2.knows(lease.address) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "on-demand task filled the cache"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let snap = od.stats().snapshot();
+            let get = |k: &str| snap.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            assert_eq!(get("submitted"), Some(1));
+            assert_eq!(get("bound"), Some(1));
+            assert_eq!(get("observations"), Some(1));
+        });
+    });
+}
