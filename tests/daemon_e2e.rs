@@ -7,8 +7,10 @@
 //!   bind → their /128 and delegated-prefix routes appear (next hop = the client's link-local
 //!   address, protocol from the config); (3) a released client's routes go, and a client left
 //!   to expire (short lifetimes) loses its routes at the end of the valid lifetime; (4) /metrics
-//!   scraped and parsed agrees with that; then SIGTERM leaves the routes and writes the state,
-//!   and a restart from the state file alone (routes flushed, no client traffic) puts them back.
+//!   scraped and parsed agrees with that; sd_notify READY=1 at start; SIGHUP applies the live
+//!   keys, names the restart-only ones and survives a bad file; then SIGTERM (STOPPING=1) leaves
+//!   the routes and writes the state, and a restart from the state file alone (routes flushed,
+//!   no client traffic) puts them back.
 //! - `on_demand_lookup_fills_the_cache_from_dhcpd`: the on-demand path (an unknown source → a
 //!   leasequery by address with the link's link-address → the cache) against the real dhcpd.
 
@@ -83,13 +85,18 @@ fn config(lab: &IscLab) -> PathBuf {
 }
 
 fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
+    start_agent_env(lab, cfg, log, &[])
+}
+
+fn start_agent_env(lab: &IscLab, cfg: &Path, log: &str, env: &[(&str, &str)]) -> Daemon {
     let bin = env!("CARGO_BIN_EXE_lqagent");
     let log = lab.dir().join(log);
-    let mut d = Daemon::spawn(
+    let mut d = Daemon::spawn_env(
         &lab.ac,
         "lqagent",
         &[bin, "run", "--config", &cfg.to_string_lossy()],
         &log,
+        env,
     );
     wait_for("lqagent to be ready", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -133,7 +140,28 @@ fn clients_bind_release_expire_and_survive_a_restart() {
         return;
     };
     let cfg = config(&lab);
-    let mut agent = start_agent(&lab, &cfg, "lqagent.log");
+    // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET.
+    let notify_path = lab.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let next_notice = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("an sd_notify datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut agent = start_agent_env(
+        &lab,
+        &cfg,
+        "lqagent.log",
+        &[("NOTIFY_SOCKET", &notify_path.to_string_lossy())],
+    );
+    assert_eq!(
+        next_notice(),
+        "READY=1",
+        "readiness at once without bulk recovery"
+    );
     let log_path = lab.dir().join("lqagent.log");
     let agent_log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
 
@@ -242,8 +270,42 @@ fn clients_bind_release_expire_and_survive_a_restart() {
         t0.elapsed()
     );
 
+    // SIGHUP: live keys applied, restart-only keys named, a bad file changes nothing.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let changed = good
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replace("reconcile_interval_secs = 5", "reconcile_interval_secs = 7")
+        .replace(&format!("protocol = {PROTO}"), "protocol = 214");
+    std::fs::write(&cfg, changed).unwrap();
+    agent.signal("HUP");
+    assert_eq!(next_notice(), "RELOADING=1");
+    assert_eq!(next_notice(), "READY=1");
+    let log = agent_log();
+    assert!(
+        log.contains("\"log.level\"") && log.contains("applied"),
+        "{log}"
+    );
+    assert!(log.contains("\"routes.reconcile_interval_secs\""), "{log}");
+    assert!(
+        log.contains("\"routes.protocol\"") && log.contains("takes effect after a restart"),
+        "{log}"
+    );
+    std::fs::write(&cfg, "[routes]\nprotocol = \"two hundred\"\n").unwrap();
+    agent.signal("HUP");
+    assert_eq!(next_notice(), "RELOADING=1");
+    assert_eq!(next_notice(), "READY=1");
+    assert!(
+        agent_log().contains("configuration refused"),
+        "{}",
+        agent_log()
+    );
+    assert!(agent.running(), "a bad file does not stop the agent");
+    std::fs::write(&cfg, good).unwrap();
+    assert_eq!(routes(&lab.ac), last, "reload left the routes alone");
+
     // SIGTERM: exit 0, routes left in place, state written.
     agent.signal("TERM");
+    assert_eq!(next_notice(), "STOPPING=1");
     let st = agent
         .wait_exit(Duration::from_secs(10))
         .expect("exit within 10 s of SIGTERM");

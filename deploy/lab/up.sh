@@ -7,6 +7,11 @@
 #                                              sub1 2001:db8:2::1/64 ── c0  lqlab-cl1: dhclient
 #                                              sub2 2001:db8:3::1/64 ── c0  lqlab-cl2: dhclient
 #
+# lqagent runs in lqlab-ac beside dhcrelay: it snoops the relayed exchanges on up0 and installs
+# a /128 per leased address and a route per delegated prefix (proto 211). The script starts it
+# before the clients, waits for them to bind, then prints the routes, `lqagent show bindings`
+# and a few metrics.
+#
 # Run as root. On a fresh Debian machine it installs what is missing (apt packages, the Rust
 # release build; LQAGENT=/path/to/lqagent skips it). Files live in /tmp/lqlab (LQLAB_DIR). deploy/lab/down.sh
 # removes everything.
@@ -100,6 +105,46 @@ nsx lqlab-ac dhcrelay -6 -q -I -pf "$DIR/dhcrelay.pid" "${relay_l[@]}" -u 2001:d
   >"$DIR/dhcrelay.log" 2>&1
 sleep 0.5
 
+log "lqagent configuration for the access concentrator ($DIR/lqagent.toml)"
+{
+  echo "state_dir = \"$DIR/state\""
+  echo
+  echo "[snoop]"
+  echo "interfaces = [\"up0\"]"
+  echo
+  echo "[control]"
+  echo "socket = \"$DIR/control.sock\""
+  echo
+  echo "# dhcpd 4.4 has no bulk leasequery (RFC 5460): recovery after a restart uses the state file."
+  echo "[bulk]"
+  echo "enabled = false"
+  echo
+  echo "[[servers]]"
+  echo "name = \"dhcpd\""
+  echo "address = \"2001:db8::1\""
+  for i in $(seq 0 $((CLIENTS - 1))); do
+    n=$((i + 1))
+    echo
+    echo "[[links]]"
+    echo "name = \"link$i\""
+    echo "interface = \"sub$i\""
+    echo "link_address = \"2001:db8:$n::1\""
+    echo "subscriber_prefixes = [\"2001:db8:$n::/64\", \"2001:db8:${n}00::/40\"]"
+  done
+} >"$DIR/lqagent.toml"
+"$LQAGENT" check-config --config "$DIR/lqagent.toml" >/dev/null && echo "  valid"
+
+log "lqagent run in lqlab-ac (log: $DIR/lqagent.log)"
+setsid ip netns exec lqlab-ac "$LQAGENT" run --config "$DIR/lqagent.toml" \
+  >"$DIR/lqagent.log" 2>&1 </dev/null &
+for _ in $(seq 1 100); do
+  grep -q ' ready' "$DIR/lqagent.log" 2>/dev/null && break
+  kill -0 $! 2>/dev/null || { cat "$DIR/lqagent.log" >&2; echo "lqagent exited" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q ' ready' "$DIR/lqagent.log" || { cat "$DIR/lqagent.log" >&2; echo "lqagent not ready" >&2; exit 1; }
+echo "  ready (pid $!)"
+
 log "dhclient -6 -N -P in $CLIENTS client namespaces"
 for i in $(seq 0 $((CLIENTS - 1))); do
   nsx "lqlab-cl$i" dhclient -6 -N -P -nw -sf /bin/true -lf "$DIR/dhclient$i.leases" \
@@ -122,35 +167,31 @@ done
 log "dhcpd's leases ($DIR/dhcpd6.leases)"
 grep -E '^(ia-na|ia-pd)|iaaddr|iaprefix|binding state|ends' "$DIR/dhcpd6.leases" | sed 's/^/  /'
 
-log "lqagent configuration for the access concentrator ($DIR/lqagent.toml)"
-{
-  echo "state_dir = \"$DIR/state\""
-  echo
-  echo "[snoop]"
-  echo "interfaces = [\"up0\"]"
-  echo
-  echo "[control]"
-  echo "socket = \"$DIR/control.sock\""
-  echo
-  echo "[[servers]]"
-  echo "name = \"dhcpd\""
-  echo "address = \"2001:db8::1\""
-  for i in $(seq 0 $((CLIENTS - 1))); do
-    n=$((i + 1))
-    echo
-    echo "[[links]]"
-    echo "name = \"link$i\""
-    echo "interface = \"sub$i\""
-    echo "link_address = \"2001:db8:$n::1\""
-    echo "subscriber_prefixes = [\"2001:db8:$n::/64\", \"2001:db8:${n}00::/40\"]"
-  done
-} >"$DIR/lqagent.toml"
-"$LQAGENT" check-config --config "$DIR/lqagent.toml" >/dev/null && echo "  valid"
+
+log "routes lqagent installed in lqlab-ac (ip -6 route show proto 211)"
+want=$((2 * CLIENTS))
+for _ in $(seq 1 100); do
+  [ "$(nsx lqlab-ac ip -6 route show proto 211 | wc -l)" -ge "$want" ] && break
+  sleep 0.1
+done
+nsx lqlab-ac ip -6 route show proto 211 | sed 's/^/  /'
+[ "$(nsx lqlab-ac ip -6 route show proto 211 | wc -l)" -ge "$want" ] ||
+  { echo "expected $want routes; see $DIR/lqagent.log" >&2; exit 1; }
+
+log "lqagent show bindings"
+"$LQAGENT" show bindings --socket "$DIR/control.sock"
+
+log "a few metrics (lqagent show stats; also http://127.0.0.1:9567/metrics inside lqlab-ac)"
+"$LQAGENT" show stats --socket "$DIR/control.sock" |
+  grep -E 'lqagent_(route_events_total|routes|bindings|snooped_messages_total)' | sort | sed 's/^/  /'
 
 cat <<EOF_MSG
 
 The lab is up. Look around:
   ip netns exec lqlab-ac ip -6 route          # the access concentrator's routes
+  $LQAGENT show bindings --socket $DIR/control.sock
+  ip netns exec lqlab-cl0 dhclient -6 -N -P -r -sf /bin/true -lf $DIR/dhclient0.leases -pf $DIR/dhclient0.pid c0
+                                              # release client 0: its routes go
   ip netns exec lqlab-cl0 ping -6 -I \$(grep -o 'iaaddr [0-9a-f:]*' $DIR/dhclient0.leases | tail -1 | cut -d' ' -f2) 2001:db8::1
   $LQAGENT check-config --config $DIR/lqagent.toml
 Remove it with: deploy/lab/down.sh

@@ -67,10 +67,22 @@ pub struct Daemon {
 impl Daemon {
     /// Spawn `args` in `ns`, stdout and stderr to `log`.
     pub fn spawn(ns: &NetNs, name: &str, args: &[&str], log: &Path) -> Daemon {
+        Daemon::spawn_env(ns, name, args, log, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_env(
+        ns: &NetNs,
+        name: &str,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = std::fs::File::create(log).expect("create daemon log");
         let child = ns
             .command(args[0])
             .args(&args[1..])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
