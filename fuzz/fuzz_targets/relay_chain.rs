@@ -1,0 +1,88 @@
+//! Any bytes as a relay chain, read two ways: the borrowed path (`RelayView::relay_message`
+//! level by level) and the owned path (`Message::relay_chain` / `innermost`). Whenever the
+//! owned parse accepts the message, both see the same levels (type, hop-count, link-address,
+//! peer-address, first Interface-Id) and the same innermost message; whenever the borrowed
+//! full walk accepts it, so does the owned parse, and the other way round.
+#![no_main]
+
+use std::net::Ipv6Addr;
+
+use libfuzzer_sys::fuzz_target;
+use lqagent::wire::{Error, Message, MessageType, MessageView, OptionCode, OptionRef};
+
+#[derive(Debug, PartialEq, Eq)]
+struct Level {
+    msg_type: MessageType,
+    hop_count: u8,
+    link: Ipv6Addr,
+    peer: Ipv6Addr,
+    interface_id: Option<Vec<u8>>,
+}
+
+/// (relay levels outermost first, innermost client message type and xid if any)
+type Chain = (Vec<Level>, Option<(MessageType, u32)>);
+
+fn borrowed(data: &[u8]) -> Result<Chain, Error> {
+    let mut levels = Vec::new();
+    let mut m = MessageView::new_checked(data)?;
+    loop {
+        match m {
+            MessageView::Client(c) => {
+                return Ok((levels, Some((c.msg_type(), c.transaction_id()))));
+            }
+            MessageView::Relay(r) => {
+                let interface_id = match r.options().find(OptionCode::INTERFACE_ID)? {
+                    Some(o) => match o.kind()? {
+                        OptionRef::InterfaceId(id) => Some(id.to_vec()),
+                        other => panic!("INTERFACE_ID read as {other:?}"),
+                    },
+                    None => None,
+                };
+                levels.push(Level {
+                    msg_type: r.msg_type(),
+                    hop_count: r.hop_count(),
+                    link: r.link_address(),
+                    peer: r.peer_address(),
+                    interface_id,
+                });
+                match r.relay_message()? {
+                    Some(next) => m = next,
+                    None => return Ok((levels, None)),
+                }
+            }
+        }
+    }
+}
+
+fn owned(msg: &Message) -> Chain {
+    let levels = msg
+        .relay_chain()
+        .into_iter()
+        .map(|r| Level {
+            msg_type: r.msg_type,
+            hop_count: r.hop_count,
+            link: r.link_address,
+            peer: r.peer_address,
+            interface_id: r.options.interface_id().map(<[u8]>::to_vec),
+        })
+        .collect();
+    let inner = msg
+        .innermost()
+        .map(|c| (c.msg_type, c.transaction_id));
+    (levels, inner)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = Message::parse(data);
+    let walked = MessageView::new_checked(data).and_then(|v| v.walk());
+    assert_eq!(
+        parsed.is_ok(),
+        walked.is_ok(),
+        "parse {parsed:?} vs full walk {walked:?}"
+    );
+    let chain = borrowed(data);
+    if let Ok(msg) = parsed {
+        let chain = chain.expect("owned parse accepted, borrowed chain walk failed");
+        assert_eq!(chain, owned(&msg), "owned and borrowed relay chains differ");
+    }
+});
