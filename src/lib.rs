@@ -18,6 +18,7 @@
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
+//! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
 pub mod bulk;
@@ -29,6 +30,7 @@ pub mod kernel;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod pcap;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;

@@ -28,6 +28,9 @@ enum Command {
     /// Ask DHCPv6 servers by leasequery (RFC 5007) and print the answer.
     /// Exit status: 0 bound, 1 no binding, 2 error/refused, 3 no answer.
     Query(Box<cli::query::QueryArgs>),
+    /// Decode DHCPv6 messages (one in hex, or every one in a capture file) as a tree or JSON.
+    /// Exit status: 0 all decoded, 1 something malformed, 2 input unreadable.
+    Decode(cli::decode::DecodeArgs),
     /// Show the running daemon's bindings or stats (over the control socket).
     Show(cli::control::ShowArgs),
     /// Clear a binding in the running daemon, withdrawing its route.
@@ -50,6 +53,13 @@ fn main() -> anyhow::Result<()> {
             Err(e) => {
                 eprintln!("lqagent query: {e:#}");
                 std::process::exit(cli::query::EXIT_ERROR)
+            }
+        },
+        Command::Decode(args) => match cli::decode::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("lqagent decode: {e:#}");
+                std::process::exit(cli::decode::EXIT_ERROR)
             }
         },
         Command::CheckConfig { config } => cli::check_config::run(&config),

@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use lqagent::wire::pretty::Decoded;
 use lqagent::wire::{Message, MessageView};
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
         parsed.is_ok(),
         "view walk {walked:?} vs parse {parsed:?}"
     );
+    // The operator's view (`lqagent decode`) finds a malformed part exactly when parse fails.
+    let shown = Decoded::new(data);
+    assert_eq!(shown.malformed == 0, parsed.is_ok(), "{}", shown.to_text());
+    let json = serde_json::to_string(&shown).expect("the tree serializes");
+    assert!(json.starts_with('{'));
     let Ok(msg) = parsed else { return };
     assert_eq!(msg.buffer_len(), data.len(), "buffer_len of a parsed message");
     let bytes = msg.to_vec().expect("a parsed message emits");

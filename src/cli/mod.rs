@@ -2,6 +2,7 @@
 
 pub(crate) mod check_config;
 pub(crate) mod control;
+pub(crate) mod decode;
 pub(crate) mod query;
 pub(crate) mod run;
 pub(crate) mod version;

@@ -18,7 +18,7 @@
 //! bounded by the input size, recursion by [`MAX_NESTING`] and [`MAX_RELAY_DEPTH`]. `emit`
 //! needs a buffer of at least `buffer_len()` bytes and reports a short one as an error.
 //!
-//! [`bulk`] holds the RFC 5460 TCP framing.
+//! [`bulk`] holds the RFC 5460 TCP framing; [`pretty`] renders a message for people (text, JSON).
 
 mod buf;
 pub mod bulk;
@@ -29,6 +29,7 @@ mod ia;
 mod lq;
 mod message;
 mod option;
+pub mod pretty;
 mod status;
 pub mod view;
 

@@ -237,6 +237,12 @@ impl<'a> OptionsIter<'a> {
         OptionsIter::new(Reader::new(bytes, 0), Ctx::top())
     }
 
+    /// The bytes not yet yielded (after an error: none).
+    #[inline]
+    pub fn remaining(&self) -> &'a [u8] {
+        self.rest
+    }
+
     /// The first option with `code` (errors before it are returned).
     #[inline]
     pub fn find(self, code: OptionCode) -> Result<Option<OptionView<'a>>, Error> {

@@ -2,3 +2,4 @@
 
 mod messages;
 mod options;
+mod pretty;
