@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let json = serde_json::to_string(&shown).expect("the tree serializes");
     assert!(json.starts_with('{'));
     let Ok(msg) = parsed else { return };
-    assert_eq!(msg.buffer_len(), data.len(), "buffer_len of a parsed message");
+    assert_eq!(
+        msg.buffer_len(),
+        data.len(),
+        "buffer_len of a parsed message"
+    );
     let bytes = msg.to_vec().expect("a parsed message emits");
     assert_eq!(bytes, data, "emit(parse(b)) != b");
     let again = Message::parse(&bytes).expect("emitted bytes re-parse");

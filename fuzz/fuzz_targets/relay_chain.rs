@@ -66,9 +66,7 @@ fn owned(msg: &Message) -> Chain {
             interface_id: r.options.interface_id().map(<[u8]>::to_vec),
         })
         .collect();
-    let inner = msg
-        .innermost()
-        .map(|c| (c.msg_type, c.transaction_id));
+    let inner = msg.innermost().map(|c| (c.msg_type, c.transaction_id));
     (levels, inner)
 }
 

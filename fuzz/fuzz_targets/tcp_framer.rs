@@ -48,15 +48,23 @@ fuzz_target!(|data: &[u8]| {
         buffer_capacity: 0,
     };
 
-    let mut whole = Outcome { frames: Vec::new(), error: None };
+    let mut whole = Outcome {
+        frames: Vec::new(),
+        error: None,
+    };
     let mut one_shot = FrameDecoder::new(FrameConfig {
         max_frame,
         buffer_capacity: stream.len(),
     });
-    one_shot.push(stream).expect("capacity covers the whole stream");
+    one_shot
+        .push(stream)
+        .expect("capacity covers the whole stream");
     drain(&mut one_shot, &mut whole);
 
-    let mut chunked = Outcome { frames: Vec::new(), error: None };
+    let mut chunked = Outcome {
+        frames: Vec::new(),
+        error: None,
+    };
     let mut dec = FrameDecoder::new(tight);
     let mut rng = u32::from(*seed) | 0x100;
     let mut rest = stream;
@@ -68,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(room > 0, "the decoder must always make room after a drain");
         if rest.len() > room && rng % 4 == 0 {
             let before = dec.buffered();
-            assert!(matches!(dec.push(rest), Err(Error::StreamBufferFull { .. })));
+            assert!(matches!(
+                dec.push(rest),
+                Err(Error::StreamBufferFull { .. })
+            ));
             assert_eq!(dec.buffered(), before, "a refused push took bytes");
         }
         let n = (1 + rng as usize % 97).min(room).min(rest.len());

@@ -1,6 +1,7 @@
 //! Building capture files: classic libpcap (little-endian, microsecond timestamps) around
-//! IPv6/UDP datagrams, with a correct UDP checksum (RFC 8200 §8.1) so dissectors accept them.
-//! For tests and tools that need a capture of messages we built (e.g. the tshark cross-check).
+//! IPv6/UDP datagrams and IPv6/TCP segments, with correct checksums (RFC 8200 §8.1) so
+//! dissectors accept them. For tests and tools that need a capture of messages we built (e.g.
+//! the tshark cross-check, which puts bulk leasequery on a TCP stream).
 
 use std::net::Ipv6Addr;
 
@@ -56,12 +57,58 @@ pub fn ipv6_udp(
     p.extend([17, 64]);
     p.extend(src.octets());
     p.extend(dst.octets());
-    p.extend(src_port.to_be_bytes());
-    p.extend(dst_port.to_be_bytes());
-    p.extend(udp_len.to_be_bytes());
-    let sum = udp_checksum(&src, &dst, udp_len, src_port, dst_port, payload);
-    p.extend(sum.to_be_bytes());
-    p.extend(payload);
+    let mut udp = Vec::with_capacity(8 + payload.len());
+    udp.extend(src_port.to_be_bytes());
+    udp.extend(dst_port.to_be_bytes());
+    udp.extend(udp_len.to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(payload);
+    // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
+    let sum = match checksum(&src, &dst, 17, &udp) {
+        0 => 0xffff,
+        s => s,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    p.extend(udp);
+    Some(p)
+}
+
+/// TCP flags for [`ipv6_tcp`].
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_PSH: u8 = 0x08;
+
+/// One TCP segment (no options, window 65535) of a stream in an IPv6 packet; `None` if too big.
+#[allow(clippy::too_many_arguments)]
+pub fn ipv6_tcp(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let tcp_len = u16::try_from(20 + payload.len()).ok()?;
+    let mut seg = Vec::with_capacity(20 + payload.len());
+    seg.extend(src_port.to_be_bytes());
+    seg.extend(dst_port.to_be_bytes());
+    seg.extend(seq.to_be_bytes());
+    seg.extend(ack.to_be_bytes());
+    seg.extend([5 << 4, flags]);
+    seg.extend(u16::MAX.to_be_bytes());
+    seg.extend([0, 0, 0, 0]);
+    seg.extend(payload);
+    let sum = checksum(&src, &dst, 6, &seg);
+    seg[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut p = Vec::with_capacity(40 + seg.len());
+    p.extend([0x60, 0, 0, 0]);
+    p.extend(tcp_len.to_be_bytes());
+    p.extend([6, 64]);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(seg);
     Some(p)
 }
 
@@ -95,14 +142,8 @@ pub fn frame(link_type: u16, ipv6: &[u8]) -> Option<Vec<u8>> {
     Some(f)
 }
 
-fn udp_checksum(
-    src: &Ipv6Addr,
-    dst: &Ipv6Addr,
-    udp_len: u16,
-    src_port: u16,
-    dst_port: u16,
-    payload: &[u8],
-) -> u16 {
+/// The Internet checksum of `upper` (checksum field zeroed) with the IPv6 pseudo-header.
+fn checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, upper: &[u8]) -> u16 {
     let mut sum: u64 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {
@@ -113,18 +154,11 @@ fn udp_checksum(
     };
     add(&src.octets());
     add(&dst.octets());
-    add(&u32::from(udp_len).to_be_bytes());
-    add(&[0, 0, 0, 17]);
-    add(&src_port.to_be_bytes());
-    add(&dst_port.to_be_bytes());
-    add(&udp_len.to_be_bytes());
-    add(payload);
+    add(&u32::try_from(upper.len()).unwrap_or(u32::MAX).to_be_bytes());
+    add(&[0, 0, 0, next_header]);
+    add(upper);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    // RFC 768: a computed zero is sent as all ones.
-    match !(sum as u16) {
-        0 => 0xffff,
-        s => s,
-    }
+    !(sum as u16)
 }
