@@ -77,6 +77,7 @@ pub mod names {
     pub const CONTROL_EVENTS: &str = "lqagent_control_events";
     /// Registered by the daemon (`daemon::export`) from the modules' own stats.
     pub const ON_DEMAND: &str = "lqagent_on_demand";
+    pub const TRIGGER: &str = "lqagent_trigger";
     pub const CACHE_MERGES: &str = "lqagent_cache_merges";
     pub const SNOOP_CAPTURE: &str = "lqagent_snoop_capture";
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";

@@ -16,10 +16,11 @@ use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
 use crate::metrics::{
     BindingLabels, BindingType, MessageTypeLabels, Metrics, ReasonLabels, RouteEvent,
-    RouteEventLabels, RouteState, RouteStateLabels, names,
+    RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels, TriggerOutcome, names,
 };
 use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::shell::SnoopStats;
+use crate::snoop::trigger::{TriggerCounter, TriggerStats};
 
 use super::ondemand::OnDemandStats;
 
@@ -48,6 +49,8 @@ pub struct Sources {
     pub snoop: Option<SnoopStats>,
     pub bulk: Arc<BulkStats>,
     pub on_demand: Arc<OnDemandStats>,
+    /// The unknown-source trigger's counters, when it runs.
+    pub trigger: Option<Arc<TriggerStats>>,
     /// The requestor's counters as last fetched from its task.
     pub requestor: Arc<Mutex<RequestorStats>>,
     pub control: Arc<ControlStats>,
@@ -93,8 +96,15 @@ pub fn register(m: &Metrics, s: Sources) {
             },
         );
     }
-    // SEAM(trigger): the trigger registers its own stats here too (`lqagent_trigger_events_total`
-    // via `m.trigger_events`, `lqagent_rate_limited_drops_total` via `m.rate_limited_drops`).
+    if let Some(t) = &s.trigger {
+        let t = t.clone();
+        m.register_stats(
+            names::TRIGGER,
+            "Unknown-source trigger (nftables + NFLOG): events, drops and set updates, by event",
+            "event",
+            move || t.snapshot(),
+        );
+    }
 
     let hist = m.netlink_batch.clone();
     s.installer
@@ -104,6 +114,7 @@ pub fn register(m: &Metrics, s: Sources) {
     let routes = Deltas::default();
     let snooped = Deltas::default();
     let dropped = Deltas::default();
+    let triggered = Deltas::default();
     m.on_scrape(move || {
         let k = s.installer.snapshot();
         let events = routes.take(vec![
@@ -144,6 +155,38 @@ pub fn register(m: &Metrics, s: Sources) {
             m2.replies_dropped
                 .get_or_create(&ReasonLabels { reason })
                 .inc_by(n);
+        }
+        if let Some(t) = &s.trigger {
+            // What happened to logged packets from unknown sources: the trigger's own verdicts,
+            // then the on-demand path's and the requestor's (every on-demand query comes from
+            // the trigger; the requestor's dedup and negative cache only see those).
+            let od = &s.on_demand;
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let now = vec![
+                ("queried", req.queries),
+                (
+                    "deduplicated",
+                    t.get(TriggerCounter::Deduped) + req.deduplicated,
+                ),
+                ("negative_cached", req.negative_hits),
+                ("rate_limited", load(&od.refused)),
+                ("outside_prefixes", t.get(TriggerCounter::Foreign)),
+                ("known", t.get(TriggerCounter::Known) + load(&od.known)),
+            ];
+            for (label, n) in triggered.take(now) {
+                let outcome = match label {
+                    "queried" => TriggerOutcome::Queried,
+                    "deduplicated" => TriggerOutcome::Deduplicated,
+                    "negative_cached" => TriggerOutcome::NegativeCached,
+                    "rate_limited" => TriggerOutcome::RateLimited,
+                    "outside_prefixes" => TriggerOutcome::OutsidePrefixes,
+                    _ => TriggerOutcome::Known,
+                };
+                m2.trigger_events
+                    .get_or_create(&TriggerLabels { outcome })
+                    .inc_by(n);
+            }
         }
         set_binding_gauges(&m2, &s.store, &s.links);
     });

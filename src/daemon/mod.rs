@@ -50,6 +50,7 @@ use crate::notify::{self, Notify};
 use crate::requestor::udp::{self, RequestorHandle, UdpConfig};
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::ClassifyConfig;
+use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
 use crate::wire::Duid;
 
 pub use ondemand::{OnDemand, UnknownSource};
@@ -87,6 +88,8 @@ pub enum DaemonError {
         interfaces: Vec<String>,
         source: std::io::Error,
     },
+    #[error("unknown-source trigger: {0}")]
+    Trigger(#[from] TriggerError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -122,6 +125,8 @@ struct Running {
     store: Arc<BindingStore>,
     writer: StateWriter,
     on_demand: OnDemand,
+    /// The unknown-source trigger (its table is removed at shutdown).
+    trigger: Option<Trigger>,
 }
 
 async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonError> {
@@ -191,6 +196,28 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         }
     });
 
+    // The trigger's table, its known-source sets filled from the state file before any packet
+    // is judged (in enforcement mode a known subscriber is never dropped for an empty set).
+    let trigger_links = TriggerLink::from_config(&cfg);
+    let (trigger, trigger_events) = if trigger_links.is_empty() {
+        (None, None)
+    } else {
+        let initial = loaded.leases.iter().map(|(k, l)| (*k, RouteView::of(k, l)));
+        let (t, rx) = Trigger::start(
+            TriggerConfig::from_section(&cfg.trigger),
+            trigger_links.clone(),
+            initial,
+        )
+        .await?;
+        info!(
+            links = trigger_links.len(),
+            group = cfg.trigger.nflog_group,
+            enforcement = cfg.trigger.enforcement,
+            "unknown-source trigger installed (nft table ip6 lqagent)"
+        );
+        (Some(t), Some(rx))
+    };
+
     // The cache, its change stream feeding the route task.
     let store = Arc::new(BindingStore::new(CacheConfig::default()));
     let (cache, changes, cache_task) = cache_task::spawn(
@@ -200,7 +227,12 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         CacheTaskConfig::default(),
         loaded.leases,
     );
-    tokio::spawn(routes::feed(mapper, changes, route_tx.clone()));
+    tokio::spawn(routes::feed(
+        mapper,
+        changes,
+        route_tx.clone(),
+        trigger.as_ref().map(Trigger::handle),
+    ));
 
     // Leasequery: the requestor and the on-demand path.
     let duid = match &cfg.identity.client_duid {
@@ -236,6 +268,19 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     intake.spawn(async move {
         let _ = od_task.await;
     });
+    if let Some(mut events) = trigger_events {
+        // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
+        let od = on_demand.clone();
+        intake.spawn(async move {
+            while let Some(ev) = events.recv().await {
+                od.try_submit(UnknownSource {
+                    source: ev.source,
+                    link_address: ev.link_address,
+                    interface: Some(ev.interface),
+                });
+            }
+        });
+    }
     let requestor_stats = Arc::new(Mutex::new(Default::default()));
     intake.spawn(poll_requestor_stats(
         requestor.clone(),
@@ -313,6 +358,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             snoop,
             bulk: bulk_stats,
             on_demand: on_demand.stats().clone(),
+            trigger: trigger.as_ref().map(|t| t.handle().stats().clone()),
             requestor: requestor_stats,
             control: control_stats.clone(),
             links: cfg
@@ -347,6 +393,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         store,
         writer,
         on_demand,
+        trigger,
     };
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
@@ -458,6 +505,7 @@ impl Running {
             on_demand,
             requestor,
             routes,
+            trigger,
             ..
         } = self;
         let work = async move {
@@ -465,6 +513,12 @@ impl Running {
             drop(on_demand);
             intake.abort_all();
             while intake.join_next().await.is_some() {}
+            // Our nftables table goes (routes stay); the next start installs it afresh.
+            if let Some(t) = trigger
+                && let Err(e) = t.shutdown().await
+            {
+                warn!(error = %e, "removing the trigger table");
+            }
             // Nothing feeds the cache any more: freeze it, then write what it holds.
             cache_task.abort();
             let _ = cache_task.await;

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::cache::{AgentClock, Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use crate::kernel::reconcile::RouteCommand;
 use crate::kernel::{LinkRef, RouteChange, RouteSpec};
+use crate::snoop::trigger::TriggerHandle;
 
 /// How cache changes become route changes.
 #[derive(Debug, Clone)]
@@ -103,15 +104,21 @@ impl RouteMapper {
 }
 
 /// Carry the change stream into the route task: gather what is queued, map it, send one
-/// `Apply` per gathering. Ends when the cache task closes the stream or the route task is gone.
+/// `Apply` per gathering; the trigger's known-source sets follow the same changes (non-blocking:
+/// it batches its own `nft` work). Ends when the cache task closes the stream or the route task
+/// is gone.
 pub async fn feed(
     mapper: RouteMapper,
     mut changes: mpsc::Receiver<Change>,
     routes: mpsc::Sender<RouteCommand>,
+    trigger: Option<TriggerHandle>,
 ) {
     const GATHER: usize = 4096;
     let mut batch = Vec::with_capacity(GATHER);
     while changes.recv_many(&mut batch, GATHER).await > 0 {
+        if let Some(t) = &trigger {
+            t.on_changes(&batch);
+        }
         let out: Vec<RouteChange> = batch
             .drain(..)
             .filter_map(|c| mapper.route_change(&c))

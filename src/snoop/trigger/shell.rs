@@ -70,6 +70,20 @@ impl TriggerHandle {
         }
     }
 
+    /// Follow a batch of cache changes under one lock.
+    pub fn on_changes(&self, changes: &[Change]) {
+        let pending = {
+            let mut s = self.shared.sets();
+            for c in changes {
+                s.on_change(c);
+            }
+            s.pending()
+        };
+        if pending {
+            self.shared.wake.notify_one();
+        }
+    }
+
     /// Whether the cache covers `source` on trigger link `link`.
     pub fn knows(&self, link: usize, source: Ipv6Addr) -> bool {
         self.shared.sets().knows(link, source)

@@ -1,0 +1,310 @@
+//! The unknown-source trigger end to end: `lqagent run` (the built binary) in the access
+//! concentrator of a real ISC topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P;
+//! tests/support/isc.rs), issue 6 scenarios (2) and (5):
+//!
+//! - (2) lqagent stopped (its nft table goes with it), its routes flushed and its state removed,
+//!   restarted: no route for the clients; a ping from a client's address crosses the box → the
+//!   nft rule logs it → an on-demand leasequery by address to dhcpd → the client's /128 route is
+//!   back, measured from the ping and asserted under 1 s.
+//! - (5) 100k packets from random spoofed sources inside a subscriber prefix, written fast
+//!   through a raw socket in the client's namespace: leasequeries stay within the configured
+//!   per-link rate (read from /metrics and dhcpd's own log), lqagent's RSS (from /proc) stays
+//!   bounded, and the legitimate clients keep their routes.
+//!
+//! Routes are read with `ip -6 -j route show proto N`, never from the agent's bookkeeping.
+
+mod support;
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
+use support::netns::NetNs;
+use support::scrape::{Exposition, http};
+
+const PROTO: &str = "214";
+/// `[limits] per_link_qps` (and `global_qps`) for this test: low, so the bound is visible.
+const LINK_QPS: f64 = 10.0;
+
+/// Destinations of our routes in `ns` (`/128` spelled out).
+fn routes(ns: &NetNs) -> Vec<String> {
+    let out = ns.exec(&["ip", "-6", "-j", "route", "show", "proto", PROTO]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    v.as_array()
+        .expect("array of routes")
+        .iter()
+        .map(|r| {
+            let dst = r["dst"].as_str().expect("dst").to_string();
+            if dst.contains('/') {
+                dst
+            } else {
+                format!("{dst}/128")
+            }
+        })
+        .collect()
+}
+
+fn has_route(ns: &NetNs, dst: &str) -> bool {
+    routes(ns).iter().any(|r| r == dst)
+}
+
+fn config(lab: &IscLab) -> PathBuf {
+    let text = format!(
+        "{}\n[bulk]\nenabled = false\n\n[limits]\nglobal_qps = {q}\nper_link_qps = {q}\n\n\
+         [routes]\nprotocol = {PROTO}\n\n[log]\nlevel = \"info\"\n",
+        lab.lqagent_toml(),
+        q = LINK_QPS as u32,
+    );
+    let path = lab.dir().join("lqagent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
+    let bin = env!("CARGO_BIN_EXE_lqagent");
+    let log = lab.dir().join(log);
+    let mut d = Daemon::spawn(
+        &lab.ac,
+        "lqagent",
+        &[bin, "run", "--config", &cfg.to_string_lossy()],
+        &log,
+    );
+    wait_for("lqagent to be ready", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(d.running(), "lqagent exited:\n{text}");
+        text.contains(" ready")
+    });
+    d
+}
+
+fn scrape(lab: &IscLab) -> Exposition {
+    let resp = lab.ac.run_in(|| {
+        http(
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
+            "GET",
+            "/metrics",
+        )
+    });
+    assert_eq!(resp.status, 200);
+    Exposition::parse(&resp.body)
+}
+
+fn metric(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    e.value(name, labels).unwrap_or(0.0)
+}
+
+fn nft_table_exists(ns: &NetNs) -> bool {
+    ns.try_exec(&["nft", "-j", "list", "table", "ip6", "lqagent"])
+        .status
+        .success()
+}
+
+/// Resident set size of `pid`, KiB (VmRSS in /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// How many leasequeries dhcpd received, from its log (`dhcpd -d` writes "Leasequery message
+/// from ADDR port 546, transaction ID ..." per message, retransmissions included).
+fn dhcpd_leasequeries(lab: &IscLab) -> usize {
+    lab.log("dhcpd")
+        .lines()
+        .filter(|l| l.contains("Leasequery message from"))
+        .count()
+}
+
+/// `n` packets (IPv6, no next header) from random sources in `prefix64::/64` whose interface id
+/// has the top bit set (never a dhcpd lease: those are ::100-::1ff) to `dst`, through a raw
+/// socket with the header included. Returns how long the sending took.
+fn flood(ns: &NetNs, dst: Ipv6Addr, prefix64: [u16; 4], n: usize) -> Duration {
+    ns.run_in(move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
+            .expect("raw IPv6 socket (IPPROTO_RAW: header included)");
+        let to = SockAddr::from(SocketAddrV6::new(dst, 0, 0, 0));
+        let mut pkt = [0u8; 40];
+        pkt[0] = 0x60;
+        pkt[6] = 59;
+        pkt[7] = 64;
+        for (i, w) in prefix64.iter().enumerate() {
+            pkt[8 + 2 * i..10 + 2 * i].copy_from_slice(&w.to_be_bytes());
+        }
+        pkt[24..40].copy_from_slice(&dst.octets());
+        let t0 = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            let iid = rand::random::<u64>() | (1 << 63);
+            pkt[16..24].copy_from_slice(&iid.to_be_bytes());
+            match s.send_to(&pkt, &to) {
+                Ok(_) => sent += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
+                Err(e) => panic!("raw send: {e}"),
+            }
+        }
+        t0.elapsed()
+    })
+}
+
+/// Ping from client `i`'s leased address across the box (to dhcpd) and time how long its /128
+/// route takes to appear in the access concentrator.
+fn ping_until_route(lab: &IscLab, i: usize) -> Duration {
+    let c = &lab.clients[i];
+    let addr = c.lease().expect("bound").address;
+    let dst = format!("{addr}/128");
+    assert!(
+        !has_route(&lab.ac, &dst),
+        "no route for {addr} before the ping"
+    );
+    let (ns, server) = (c.ns.path(), lab.server_address);
+    let t0 = Instant::now();
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(ns.trim_start_matches("/run/netns/"))
+            .args(["ping", "-6", "-c", "1", "-W", "2", "-I"])
+            .arg(addr.to_string())
+            .arg(server.to_string())
+            .output()
+            .expect("ping")
+    });
+    while !has_route(&lab.ac, &dst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "route for {addr} not back 5 s after the ping"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = t0.elapsed();
+    let out = pinger.join().unwrap();
+    assert!(out.status.success(), "the ping crossed the box: {out:?}");
+    took
+}
+
+#[test]
+fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
+    let Some(mut lab) = IscLab::without_clients(
+        "unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded",
+        2,
+        Lifetimes::default(),
+    ) else {
+        return;
+    };
+    let t_all = Instant::now();
+    let cfg = config(&lab);
+    let mut agent = start_agent(&lab, &cfg, "lqagent1.log");
+    assert!(nft_table_exists(&lab.ac), "trigger table installed");
+    lab.start_clients();
+    let addrs: Vec<String> = lab
+        .clients
+        .iter()
+        .map(|c| format!("{}/128", c.lease().unwrap().address))
+        .collect();
+    wait_for("snooped routes", Duration::from_secs(10), || {
+        addrs.iter().all(|a| has_route(&lab.ac, a))
+    });
+
+    // (2) Stop (table goes, routes stay), flush the routes, remove the state, restart.
+    agent.signal("TERM");
+    let st = agent.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(st.success(), "exit status {st:?}");
+    assert!(!nft_table_exists(&lab.ac), "table removed at exit");
+    lab.ac.exec(&["ip", "-6", "route", "flush", "proto", PROTO]);
+    std::fs::remove_dir_all(lab.dir().join("state")).expect("remove state");
+    let agent = start_agent(&lab, &cfg, "lqagent2.log");
+    assert!(nft_table_exists(&lab.ac), "table installed again");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(routes(&lab.ac).is_empty(), "nothing to restore from");
+    let took0 = ping_until_route(&lab, 0);
+    let took1 = ping_until_route(&lab, 1);
+    eprintln!("(2) /128 route back after the ping: client0 {took0:?}, client1 {took1:?}");
+    assert!(took0 < Duration::from_secs(1), "client0 route in {took0:?}");
+    assert!(took1 < Duration::from_secs(1), "client1 route in {took1:?}");
+    // The requestor's counters reach /metrics once a second.
+    wait_for("trigger outcome queried", Duration::from_secs(3), || {
+        let m = scrape(&lab);
+        metric(
+            &m,
+            "lqagent_trigger_events_total",
+            &[("outcome", "queried")],
+        ) >= 2.0
+    });
+    let m = scrape(&lab);
+    let events = metric(&m, "lqagent_trigger_total", &[("event", "events")]);
+    let bound = metric(&m, "lqagent_on_demand_total", &[("event", "bound")]);
+    assert!(events >= 2.0, "trigger events: {events}");
+    assert!(bound >= 2.0, "on-demand bound: {bound}");
+    let before_routes = routes(&lab.ac);
+
+    // (5) The flood, from client 0's link.
+    let pid = agent.pid();
+    let rss0 = rss_kib(pid);
+    let q0 = metric(&m, "lqagent_on_demand_total", &[("event", "queried")]);
+    let lq0 = metric(&m, "lqagent_leasequeries_total", &[]);
+    let d0 = dhcpd_leasequeries(&lab);
+    let t_flood = Instant::now();
+    let sent_in = flood(
+        &lab.clients[0].ns,
+        lab.clients[0].link_address,
+        [0x2001, 0xdb8, 1, 0],
+        100_000,
+    );
+    // Let the queries of the flood's last events finish (dhcpd answers in milliseconds).
+    std::thread::sleep(Duration::from_secs(2));
+    let window = t_flood.elapsed().as_secs_f64();
+    let m = scrape(&lab);
+    let rss1 = rss_kib(pid);
+    let queried = metric(&m, "lqagent_on_demand_total", &[("event", "queried")]) - q0;
+    let answered = metric(&m, "lqagent_leasequeries_total", &[]) - lq0;
+    let at_server = dhcpd_leasequeries(&lab) - d0;
+    let cap = LINK_QPS + LINK_QPS * window;
+    let snapshot: Vec<String> = m
+        .samples
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("lqagent_trigger") || n.starts_with("lqagent_rate_lim"))
+        .map(|(n, l, v)| format!("{n}{l:?}={v}"))
+        .collect();
+    eprintln!(
+        "(5) 100000 spoofed packets sent in {sent_in:?}; over {window:.2} s: {queried} queries \
+         handed to the requestor, {answered} answered, {at_server} seen in dhcpd's log (cap {cap:.0}); \
+         RSS {rss0} KiB -> {rss1} KiB\n{}",
+        snapshot.join("\n")
+    );
+    // `queried` counts sources handed to the requestor, which refuses what is over its rate.
+    assert!(queried >= 1.0, "the flood did reach the on-demand path");
+    assert!(at_server >= 1, "some leasequeries went out");
+    assert!(
+        answered <= cap,
+        "answers {answered} over the rate cap {cap}"
+    );
+    assert!(
+        (at_server as f64) <= cap,
+        "dhcpd saw {at_server} leasequeries, cap {cap}"
+    );
+    assert!(
+        metric(&m, "lqagent_rate_limited_drops_total", &[]) >= 1.0,
+        "the limiter dropped some"
+    );
+    assert!(
+        rss1 < rss0 + 16 * 1024,
+        "RSS grew from {rss0} KiB to {rss1} KiB"
+    );
+    let after = routes(&lab.ac);
+    for r in &before_routes {
+        assert!(after.contains(r), "legitimate route {r} kept: {after:?}");
+    }
+    for (i, a) in addrs.iter().enumerate() {
+        assert!(after.contains(a), "client {i} keeps {a}");
+    }
+    assert!(
+        lab.clients[1].ping_from_lease(lab.server_address),
+        "client 1 still reaches the server"
+    );
+    drop(agent);
+    eprintln!("whole test {:?}", t_all.elapsed());
+}
