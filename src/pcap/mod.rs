@@ -375,7 +375,9 @@ impl<'a> Packets<'a> {
     fn simple(&mut self, body: &[u8], at: usize) -> Result<Packet<'a>, PcapError> {
         let iface = self.iface(0, at)?;
         let orig_len = u32_at(body, 0, self.be, "simple packet block")?;
-        let cap = (orig_len as usize).min(body.len() - 4).min(MAX_PACKET);
+        let cap = (orig_len as usize)
+            .min(body.len().saturating_sub(4))
+            .min(MAX_PACKET);
         let start = at + 8 + 4;
         let data = self
             .bytes
