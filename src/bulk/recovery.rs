@@ -256,14 +256,17 @@ pub async fn recover(
                 server,
                 query,
                 result,
-            } => match result {
-                QueryResult::Complete { bindings } => {
-                    tracing::debug!(%server, query = query.kind(), bindings, "bulk query done")
+            } => {
+                stats.query_finished(server, query.kind(), &result);
+                match result {
+                    QueryResult::Complete { bindings } => {
+                        tracing::debug!(%server, query = query.kind(), bindings, "bulk query done")
+                    }
+                    other => {
+                        tracing::warn!(%server, query = query.kind(), result = ?other, "bulk query not complete")
+                    }
                 }
-                other => {
-                    tracing::warn!(%server, query = query.kind(), result = ?other, "bulk query not complete")
-                }
-            },
+            }
             BulkEvent::ServerFinished { server, report } => {
                 finished += 1;
                 tracing::info!(

@@ -1,8 +1,10 @@
 //! Bulk leasequery progress counters: plain atomics here, exported by `metrics`.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::core::Discard;
+use super::tcp::QueryResult;
 
 /// What the bulk requestor counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,19 @@ impl Counter {
 pub struct BulkStats {
     counters: [AtomicU64; Counter::ALL.len()],
     discards: [AtomicU64; Discard::ALL.len()],
+    queries: QueryObserver,
+}
+
+/// Sees each finished query: (server, query kind as `BulkQuery::kind`, result).
+type QueryFn = Box<dyn Fn(SocketAddr, &'static str, &QueryResult) + Send + Sync>;
+
+#[derive(Default)]
+struct QueryObserver(std::sync::OnceLock<QueryFn>);
+
+impl std::fmt::Debug for QueryObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryObserver")
+    }
 }
 
 impl BulkStats {
@@ -86,6 +101,21 @@ impl BulkStats {
     /// Messages dropped for reason `d`.
     pub fn discarded(&self, d: Discard) -> u64 {
         self.discards[d as usize].load(Ordering::Relaxed)
+    }
+
+    /// Have `f` see every finished query (the daemon counts them by type, server and outcome).
+    /// Set once; later calls are ignored and return false.
+    pub fn observe_queries(
+        &self,
+        f: impl Fn(SocketAddr, &'static str, &QueryResult) + Send + Sync + 'static,
+    ) -> bool {
+        self.queries.0.set(Box::new(f)).is_ok()
+    }
+
+    pub(crate) fn query_finished(&self, server: SocketAddr, kind: &'static str, r: &QueryResult) {
+        if let Some(f) = self.queries.0.get() {
+            f(server, kind, r);
+        }
     }
 }
 

@@ -11,12 +11,14 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
 use crate::bulk::stats::BulkStats;
+use crate::bulk::tcp::QueryResult;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
 use crate::metrics::{
-    BindingLabels, BindingType, MessageTypeLabels, Metrics, ReasonLabels, RouteEvent,
-    RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels, TriggerOutcome, names,
+    BindingLabels, BindingType, MessageTypeLabels, Metrics, QueryLabels, QueryOutcome, QueryType,
+    ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels,
+    TriggerOutcome, names,
 };
 use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::shell::SnoopStats;
@@ -56,6 +58,8 @@ pub struct Sources {
     pub control: Arc<ControlStats>,
     /// Configured link-address → link name (`lqagent_bindings{link}`); others are `other`.
     pub links: HashMap<Ipv6Addr, String>,
+    /// Server address → configured name (`lqagent_leasequeries_total{server}`).
+    pub servers: HashMap<Ipv6Addr, String>,
 }
 
 /// Register everything in `m`.
@@ -105,6 +109,33 @@ pub fn register(m: &Metrics, s: Sources) {
             move || t.snapshot(),
         );
     }
+
+    // Bulk queries, counted as they finish (on-demand ones are counted by `ondemand`).
+    let (lq, servers) = (m.leasequeries.clone(), s.servers.clone());
+    s.bulk.observe_queries(move |server, kind, result| {
+        let query_type = match kind {
+            "relay_id" => QueryType::RelayId,
+            "remote_id" => QueryType::RemoteId,
+            _ => QueryType::LinkAddress,
+        };
+        let outcome = match result {
+            QueryResult::Complete { bindings: 0 } => QueryOutcome::NoBinding,
+            QueryResult::Complete { .. } => QueryOutcome::Binding,
+            QueryResult::Failed { .. } => QueryOutcome::ServerError,
+            QueryResult::GaveUp { .. } => QueryOutcome::Timeout,
+        };
+        let ip = match server.ip() {
+            std::net::IpAddr::V6(a) => a,
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+        };
+        let server = servers.get(&ip).cloned().unwrap_or_else(|| ip.to_string());
+        lq.get_or_create(&QueryLabels {
+            query_type,
+            server,
+            outcome,
+        })
+        .inc();
+    });
 
     let hist = m.netlink_batch.clone();
     s.installer

@@ -249,7 +249,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
                 addr: udp_cfg.bind,
                 source,
             })?;
-    let server_names: HashMap<_, _> = cfg
+    let server_names: HashMap<std::net::Ipv6Addr, String> = cfg
         .servers
         .iter()
         .map(|s| (s.address, s.name.clone()))
@@ -259,7 +259,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             requestor: requestor.clone(),
             cache: cache.clone(),
             clock,
-            server_names: Arc::new(server_names),
+            server_names: Arc::new(server_names.clone()),
             metrics: Some(metrics.clone()),
             relay_data: true,
         },
@@ -366,6 +366,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
                 .iter()
                 .map(|l| (l.link_address, l.name.clone()))
                 .collect(),
+            servers: server_names,
         },
     );
     let responder = Arc::new(control::LiveResponder {
