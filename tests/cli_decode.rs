@@ -209,3 +209,24 @@ fn hex_input_and_errors() {
         "{o:?}"
     );
 }
+
+/// The same captures converted by Wireshark's editcap (an independent writer) to pcapng and to
+/// nanosecond libpcap read exactly as the originals: same messages, same times.
+#[test]
+fn editcap_conversions_read_the_same() {
+    for (orig, conv, format) in [
+        ("leasequery.pcap", "leasequery.pcapng", "pcapng"),
+        ("relay-server.pcap", "relay-server-ns.pcap", "pcap"),
+    ] {
+        let read = |f: &str| {
+            let o = decode(&["--pcap", &data(f), "--json"]);
+            assert_eq!(o.status.code(), Some(0), "{f}: {o:?}");
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+        };
+        let (a, b) = (read(orig), read(conv));
+        assert_eq!(b["format"], format);
+        assert!(!a["messages"].as_array().unwrap().is_empty());
+        assert_eq!(a["messages"], b["messages"], "{orig} vs {conv}");
+        assert_eq!(a["packets"], b["packets"]);
+    }
+}
