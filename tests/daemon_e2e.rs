@@ -22,34 +22,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
-use support::netns::NetNs;
-use support::scrape::{Exposition, http};
+use support::netns::{NetNs, Route, proto_routes};
+use support::scrape::scrape_in;
 
 const PROTO: &str = "213";
 
-/// (destination, gateway, device) of our routes in `ns`.
-type Route = (String, Option<String>, String);
-
 fn routes(ns: &NetNs) -> BTreeSet<Route> {
-    let out = ns.exec(&["ip", "-6", "-j", "route", "show", "proto", PROTO]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array of routes")
-        .iter()
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            let dst = if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            };
-            (
-                dst,
-                r["gateway"].as_str().map(str::to_string),
-                r["dev"].as_str().expect("dev").to_string(),
-            )
-        })
-        .collect()
+    proto_routes(ns, PROTO)
 }
 
 /// The routes client `i` of `lab` calls for.
@@ -104,18 +83,6 @@ fn start_agent_env(lab: &IscLab, cfg: &Path, log: &str, env: &[(&str, &str)]) ->
         text.contains(" ready")
     });
     d
-}
-
-fn scrape(lab: &IscLab) -> Exposition {
-    let resp = lab.ac.run_in(|| {
-        http(
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
-            "GET",
-            "/metrics",
-        )
-    });
-    assert_eq!(resp.status, 200);
-    Exposition::parse(&resp.body)
 }
 
 fn show_bindings(lab: &IscLab) -> serde_json::Value {
@@ -215,7 +182,7 @@ fn clients_bind_release_expire_and_survive_a_restart() {
     assert_eq!(routes(&lab.ac), last, "renewing client keeps its routes");
 
     // (4) /metrics agrees with what the kernel saw.
-    let m = scrape(&lab);
+    let m = scrape_in(&lab.ac);
     let installed = m
         .value("lqagent_route_events_total", &[("event", "installed")])
         .unwrap_or(0.0);

@@ -10,25 +10,12 @@ mod recovery_support;
 mod refserver;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use recovery_support::{Lab, expected_routes, ifname, kernel_routes, link, table};
 use support::isc::{Daemon, wait_for};
 use support::netns::require_root;
-use support::scrape::{Exposition, http};
-
-fn scrape(lab: &Lab) -> Exposition {
-    let resp = lab.agent.run_in(|| {
-        http(
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
-            "GET",
-            "/metrics",
-        )
-    });
-    assert_eq!(resp.status, 200);
-    Exposition::parse(&resp.body)
-}
+use support::scrape::scrape_in;
 
 #[test]
 fn run_recovers_by_bulk_then_signals_ready() {
@@ -108,7 +95,7 @@ fn run_recovers_by_bulk_then_signals_ready() {
         300
     );
 
-    let m = scrape(&lab);
+    let m = scrape_in(&lab.agent);
     let get = |name: &str, labels: &[(&str, &str)]| m.value(name, labels).unwrap_or(-1.0);
     assert_eq!(get("lqagent_recovery_bindings_total", &[]), 300.0);
     assert_eq!(get("lqagent_recovery_in_progress", &[]), 0.0);
@@ -154,7 +141,7 @@ fn run_recovers_by_bulk_then_signals_ready() {
         "a bulk query for the link that came up",
         Duration::from_secs(10),
         || {
-            scrape(&lab).value(
+            scrape_in(&lab.agent).value(
                 "lqagent_bulk_events_total",
                 &[("event", "queries_completed")],
             ) == Some(f64::from(links) + 1.0)

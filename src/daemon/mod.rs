@@ -23,6 +23,7 @@ pub mod ondemand;
 pub mod reload;
 pub mod routes;
 pub mod setup;
+mod signals;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,10 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{error, info, warn};
+
+use signals::{Running, poll_requestor_stats};
 
 use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
@@ -42,12 +45,12 @@ use crate::cache::{AgentClock, BindingStore, CacheConfig, RouteView};
 use crate::config::{Config, ConfigError};
 use crate::control::ControlStats;
 use crate::control::server::ControlSocket;
-use crate::kernel::reconcile::{self, RouteCommand};
+use crate::kernel::reconcile;
 use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
-use crate::requestor::udp::{self, RequestorHandle, UdpConfig};
+use crate::requestor::udp::{self, UdpConfig};
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::ClassifyConfig;
 use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
@@ -108,25 +111,6 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     // Detached tasks (open control/metrics connections) must not hold up the exit.
     rt.shutdown_timeout(Duration::from_millis(200));
     r
-}
-
-/// What runs, for shutdown and reload.
-struct Running {
-    cfg: Config,
-    path: PathBuf,
-    log: LogReload,
-    requestor: RequestorHandle,
-    routes: mpsc::Sender<RouteCommand>,
-    /// Intake: snoop, recovery, link-up, on-demand, control and metrics servers.
-    intake: JoinSet<()>,
-    stop: watch::Sender<bool>,
-    cache_task: JoinHandle<()>,
-    route_task: JoinHandle<()>,
-    store: Arc<BindingStore>,
-    writer: StateWriter,
-    on_demand: OnDemand,
-    /// The unknown-source trigger (its table is removed at shutdown).
-    trigger: Option<Trigger>,
 }
 
 async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonError> {
@@ -423,119 +407,4 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     }
     running.shutdown().await;
     Ok(())
-}
-
-/// Keep a copy of the requestor's counters for the scrape-time export.
-async fn poll_requestor_stats(
-    requestor: RequestorHandle,
-    into: Arc<Mutex<crate::requestor::RequestorStats>>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let Ok(s) = requestor.stats().await else {
-            return;
-        };
-        *into.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
-}
-
-impl Running {
-    /// SIGHUP: re-read the file; apply what can change live, name what needs a restart.
-    async fn reload(&mut self) {
-        let _ = notify::notify(Notify::Reloading);
-        info!(config = %self.path.display(), "SIGHUP: reloading configuration");
-        let new = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!(error = %e, "reload: configuration refused; keeping the running one");
-                let _ = notify::notify(Notify::Ready);
-                return;
-            }
-        };
-        let plan = reload::plan(&self.cfg, &new);
-        for change in &plan.live {
-            match change {
-                reload::Live::LogLevel(level) => match self.log.set_level(level) {
-                    Ok(true) => info!(key = "log.level", %level, "applied"),
-                    Ok(false) => info!(key = "log.level", "RUST_LOG is set and wins; unchanged"),
-                    Err(e) => warn!(key = "log.level", error = %e, "not applied"),
-                },
-                reload::Live::Rates(g, l) => match self.requestor.set_rates(*g, *l).await {
-                    Ok(()) => info!(
-                        key = "limits.global_qps/per_link_qps",
-                        global = ?g.map(|r| r.per_sec),
-                        link = ?l.map(|r| r.per_sec),
-                        "applied"
-                    ),
-                    Err(e) => warn!(error = %e, "rate limits not applied"),
-                },
-                reload::Live::ReconcileInterval(d) => {
-                    let _ = self
-                        .routes
-                        .send(RouteCommand::SetReconcileInterval(*d))
-                        .await;
-                    info!(key = "routes.reconcile_interval_secs", interval = ?d, "applied");
-                }
-            }
-        }
-        for key in &plan.restart {
-            warn!(key, "changed in the file; takes effect after a restart");
-        }
-        // Keep what runs as the base of the next comparison: applied keys are new, the rest old.
-        let mut kept = self.cfg.clone();
-        kept.log.level = new.log.level.clone();
-        kept.limits.global_qps = new.limits.global_qps;
-        kept.limits.per_link_qps = new.limits.per_link_qps;
-        kept.routes.reconcile_interval = new.routes.reconcile_interval;
-        self.cfg = kept;
-        let _ = notify::notify(Notify::Ready);
-    }
-
-    /// Stop intake, write the state, leave the routes, all within [`SHUTDOWN_DEADLINE`].
-    async fn shutdown(self) {
-        info!("shutting down: routes stay in place, writing state");
-        let _ = notify::notify(Notify::Stopping);
-        let Running {
-            mut intake,
-            stop,
-            cache_task,
-            route_task,
-            store,
-            writer,
-            on_demand,
-            requestor,
-            routes,
-            trigger,
-            ..
-        } = self;
-        let work = async move {
-            let _ = stop.send(true);
-            drop(on_demand);
-            intake.abort_all();
-            while intake.join_next().await.is_some() {}
-            // Our nftables table goes (routes stay); the next start installs it afresh.
-            if let Some(t) = trigger
-                && let Err(e) = t.shutdown().await
-            {
-                warn!(error = %e, "removing the trigger table");
-            }
-            // Nothing feeds the cache any more: freeze it, then write what it holds.
-            cache_task.abort();
-            let _ = cache_task.await;
-            drop(routes);
-            route_task.abort();
-            let _ = route_task.await;
-            drop(requestor);
-            let leases = store.all();
-            let n = leases.len();
-            let journal = writer.handle();
-            journal.snapshot(leases);
-            let _ = tokio::task::spawn_blocking(move || writer.shutdown()).await;
-            info!(leases = n, "state written; exiting");
-        };
-        if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {
-            error!(deadline = ?SHUTDOWN_DEADLINE, "shutdown deadline passed; exiting anyway");
-        }
-    }
 }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::refserver::{
     AddrLease, FaultPlan, HexBytes, LeaseEntry, LeaseTable, PrefixLease, RefServer, ServerConfig,
 };
-use super::support::netns::{NetNs, sh, veth};
+use super::support::netns::{NetNs, proto_routes, veth};
 
 /// Our relay's DUID, as the servers recorded it.
 pub const RELAY: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0xaa, 1];
@@ -91,8 +91,7 @@ pub fn table(range: std::ops::Range<u32>, links: u16) -> LeaseTable {
     t
 }
 
-/// (destination, gateway, device) as the kernel shows it.
-pub type Route = (String, Option<String>, String);
+pub use super::support::netns::Route;
 
 /// The routes the tables call for (RFC 8987 ): a /128 per address on the link's
 /// interface, a route per delegated prefix via the client's peer-address.
@@ -115,36 +114,7 @@ pub fn expected_routes<'a>(tables: impl IntoIterator<Item = &'a LeaseTable>) -> 
 
 /// Our routes (protocol 211) in `ns`, read with `ip -j`.
 pub fn kernel_routes(ns: &NetNs) -> BTreeSet<Route> {
-    let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
-    let out = sh(&[
-        "ip",
-        "-n",
-        ns.name(),
-        "-6",
-        "-j",
-        "route",
-        "show",
-        "proto",
-        &proto,
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array of routes")
-        .iter()
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            let dst = if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            };
-            (
-                dst,
-                r["gateway"].as_str().map(str::to_string),
-                r["dev"].as_str().expect("dev").to_string(),
-            )
-        })
-        .collect()
+    proto_routes(ns, &lqagent::kernel::DEFAULT_PROTOCOL.to_string())
 }
 
 /// Agent and server namespaces, subscriber links, reference servers.

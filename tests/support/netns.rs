@@ -154,3 +154,40 @@ fn nix_setns(file: &std::fs::File) {
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
+
+/// A route as `ip -6 -j route` shows it: (destination with its length, gateway, device).
+pub type Route = (String, Option<String>, String);
+
+/// The IPv6 routes of protocol `proto` in `ns`, read with `ip -6 -j route show proto N`
+/// (the kernel's view, never the agent's bookkeeping).
+pub fn proto_routes(ns: &NetNs, proto: &str) -> std::collections::BTreeSet<Route> {
+    let out = sh(&[
+        "ip",
+        "-n",
+        ns.name(),
+        "-6",
+        "-j",
+        "route",
+        "show",
+        "proto",
+        proto,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    v.as_array()
+        .expect("array of routes")
+        .iter()
+        .map(|r| {
+            let dst = r["dst"].as_str().expect("dst").to_string();
+            let dst = if dst.contains('/') {
+                dst
+            } else {
+                format!("{dst}/128")
+            };
+            (
+                dst,
+                r["gateway"].as_str().map(str::to_string),
+                r["dev"].as_str().expect("dev").to_string(),
+            )
+        })
+        .collect()
+}

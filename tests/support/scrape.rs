@@ -53,6 +53,19 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
     }
 }
 
+/// Scrape `/metrics` of an agent listening on the default 127.0.0.1:9567 inside `ns`.
+pub fn scrape_in(ns: &super::netns::NetNs) -> Exposition {
+    let resp = ns.run_in(|| {
+        http(
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
+            "GET",
+            "/metrics",
+        )
+    });
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    Exposition::parse(&resp.body)
+}
+
 /// One family's metadata.
 #[derive(Debug, Default, Clone)]
 pub struct FamilyMeta {
