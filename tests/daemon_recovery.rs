@@ -1,7 +1,7 @@
 //! `lqagent run` recovering by bulk leasequery (RFC 5460) at start, as the built binary in the
 //! agent namespace of the recovery lab (tests/recovery_support: reference servers over TCP in a
 //! server namespace, veth subscriber links): the bindings stream into the cache and routes
-//! into the kernel; READY=1 comes only once every server finished — the live one with DONE,
+//! into the kernel; WATCHDOG=1 comes every WatchdogSec/2; READY=1 comes only once every server finished — the live one with DONE,
 //! a refusing one given up after its attempts; the recovery metrics say so; a subscriber link
 //! going down and up asks the servers for that link again (link-up trigger); and
 //! `lqagent clear binding` withdraws a route, `lqagent show bindings --link` lists one link.
@@ -74,10 +74,21 @@ fn run_recovers_by_bulk_then_signals_ready() {
             &cfg_path.to_string_lossy(),
         ],
         &log,
-        &[("NOTIFY_SOCKET", &notify_path.to_string_lossy())],
+        &[
+            ("NOTIFY_SOCKET", &notify_path.to_string_lossy()),
+            // systemd's WatchdogSec=0.3s: a ping every 150 ms.
+            ("WATCHDOG_USEC", "300000"),
+        ],
     );
     let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+    let mut pings = 0;
+    let n = loop {
+        let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+        if &buf[..n] != b"WATCHDOG=1" {
+            break n;
+        }
+        pings += 1;
+    };
     let ready_after = started.elapsed();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(agent.running(), "{text}");
@@ -85,6 +96,18 @@ fn run_recovers_by_bulk_then_signals_ready() {
     assert!(
         text.contains("bulk recovery finished"),
         "ready only after recovery: {text}"
+    );
+    // Watchdog pings keep coming after readiness, at half of WatchdogSec.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(500) {
+        let n = notify.recv(&mut buf).expect("watchdog pings");
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        pings += 1;
+    }
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in {:?}",
+        started.elapsed()
     );
     wait_for("every recovered route", Duration::from_secs(5), || {
         kernel_routes(&lab.agent) == want
