@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
-use crate::bulk::stats::BulkStats;
+use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
@@ -145,6 +145,7 @@ pub fn register(m: &Metrics, s: Sources) {
     let routes = Deltas::default();
     let snooped = Deltas::default();
     let dropped = Deltas::default();
+    let recovered = Deltas::default();
     let triggered = Deltas::default();
     m.on_scrape(move || {
         let k = s.installer.snapshot();
@@ -166,6 +167,10 @@ pub fn register(m: &Metrics, s: Sources) {
                 .inc_by(n);
         }
         set_route_gauges(&m2, k.installed_now, k.parked_now);
+        // Recovery progress while it runs (start-up and link-up queries alike).
+        for (_, n) in recovered.take(vec![("bindings", s.bulk.get(BulkCounter::Bindings))]) {
+            m2.recovery_bindings.inc_by(n);
+        }
         if let Some(snoop) = &s.snoop {
             for (t, n) in snooped.take(snoop.messages.snapshot()) {
                 m2.snooped_messages

@@ -291,7 +291,6 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             m.recovery_in_progress.set(1);
             let report = recover(q, c, st, s).await;
             m.recovery_in_progress.set(0);
-            m.recovery_bindings.inc_by(report.bindings);
             m.recovery_duration.set(report.elapsed.as_secs_f64());
             let _ = ready_tx.send(true);
         });
