@@ -55,6 +55,8 @@ pub enum NflogError {
     HeaderTruncated { at: usize },
     #[error("netlink message at byte {at} claims {len} bytes, {left} left")]
     BadMessageLength { at: usize, len: usize, left: usize },
+    #[error("packet message at byte {at} is too short for its nfgenmsg header")]
+    PacketTruncated { at: usize },
     #[error("attribute at byte {at} of a packet message claims {len} bytes, {left} left")]
     BadAttributeLength { at: usize, len: usize, left: usize },
     #[error("packet message has no payload attribute")]
@@ -70,6 +72,7 @@ impl NflogError {
         match self {
             NflogError::HeaderTruncated { .. } => "header_truncated",
             NflogError::BadMessageLength { .. } => "bad_message_length",
+            NflogError::PacketTruncated { .. } => "packet_truncated",
             NflogError::BadAttributeLength { .. } => "bad_attribute_length",
             NflogError::NoPayload => "no_payload",
             NflogError::PayloadTruncated { .. } => "payload_truncated",
@@ -227,7 +230,7 @@ fn ack(body: &[u8]) -> Item<'static> {
 
 fn packet(body: &[u8], base: usize) -> Result<Logged<'_>, NflogError> {
     let Some(nfgen) = body.get(..NFGEN_HDRLEN) else {
-        return Err(NflogError::HeaderTruncated { at: base });
+        return Err(NflogError::PacketTruncated { at: base });
     };
     let group = u16::from_be_bytes([nfgen[2], nfgen[3]]);
     let mut prefix = None;
