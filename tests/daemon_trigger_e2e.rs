@@ -15,13 +15,13 @@
 
 mod support;
 
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::flood::spoofed_flood;
 use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
-use support::netns::NetNs;
-use support::scrape::{Exposition, http};
+use support::netns::{NetNs, proto_routes};
+use support::scrape::{Exposition, scrape_in};
 
 const PROTO: &str = "214";
 /// `[limits] per_link_qps` (and `global_qps`) for this test: low, so the bound is visible.
@@ -29,20 +29,7 @@ const LINK_QPS: f64 = 10.0;
 
 /// Destinations of our routes in `ns` (`/128` spelled out).
 fn routes(ns: &NetNs) -> Vec<String> {
-    let out = ns.exec(&["ip", "-6", "-j", "route", "show", "proto", PROTO]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array of routes")
-        .iter()
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            }
-        })
-        .collect()
+    proto_routes(ns, PROTO).into_iter().map(|r| r.0).collect()
 }
 
 fn has_route(ns: &NetNs, dst: &str) -> bool {
@@ -78,18 +65,6 @@ fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
     d
 }
 
-fn scrape(lab: &IscLab) -> Exposition {
-    let resp = lab.ac.run_in(|| {
-        http(
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9567)),
-            "GET",
-            "/metrics",
-        )
-    });
-    assert_eq!(resp.status, 200);
-    Exposition::parse(&resp.body)
-}
-
 fn metric(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
     e.value(name, labels).unwrap_or(0.0)
 }
@@ -117,38 +92,6 @@ fn dhcpd_leasequeries(lab: &IscLab) -> usize {
         .lines()
         .filter(|l| l.contains("Leasequery message from"))
         .count()
-}
-
-/// `n` packets (IPv6, no next header) from random sources in `prefix64::/64` whose interface id
-/// has the top bit set (never a dhcpd lease: those are ::100-::1ff) to `dst`, through a raw
-/// socket with the header included. Returns how long the sending took.
-fn flood(ns: &NetNs, dst: Ipv6Addr, prefix64: [u16; 4], n: usize) -> Duration {
-    ns.run_in(move || {
-        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
-            .expect("raw IPv6 socket (IPPROTO_RAW: header included)");
-        let to = SockAddr::from(SocketAddrV6::new(dst, 0, 0, 0));
-        let mut pkt = [0u8; 40];
-        pkt[0] = 0x60;
-        pkt[6] = 59;
-        pkt[7] = 64;
-        for (i, w) in prefix64.iter().enumerate() {
-            pkt[8 + 2 * i..10 + 2 * i].copy_from_slice(&w.to_be_bytes());
-        }
-        pkt[24..40].copy_from_slice(&dst.octets());
-        let t0 = Instant::now();
-        let mut sent = 0;
-        while sent < n {
-            let iid = rand::random::<u64>() | (1 << 63);
-            pkt[16..24].copy_from_slice(&iid.to_be_bytes());
-            match s.send_to(&pkt, &to) {
-                Ok(_) => sent += 1,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
-                Err(e) => panic!("raw send: {e}"),
-            }
-        }
-        t0.elapsed()
-    })
 }
 
 /// Ping from client `i`'s leased address across the box (to dhcpd) and time how long its /128
@@ -227,14 +170,14 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     assert!(took1 < Duration::from_secs(1), "client1 route in {took1:?}");
     // The requestor's counters reach /metrics once a second.
     wait_for("trigger outcome queried", Duration::from_secs(3), || {
-        let m = scrape(&lab);
+        let m = scrape_in(&lab.ac);
         metric(
             &m,
             "lqagent_trigger_events_total",
             &[("outcome", "queried")],
         ) >= 2.0
     });
-    let m = scrape(&lab);
+    let m = scrape_in(&lab.ac);
     let events = metric(&m, "lqagent_trigger_total", &[("event", "events")]);
     let bound = metric(&m, "lqagent_on_demand_total", &[("event", "bound")]);
     assert!(events >= 2.0, "trigger events: {events}");
@@ -248,7 +191,7 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     let lq0 = metric(&m, "lqagent_leasequeries_total", &[]);
     let d0 = dhcpd_leasequeries(&lab);
     let t_flood = Instant::now();
-    let sent_in = flood(
+    let sent_in = spoofed_flood(
         &lab.clients[0].ns,
         lab.clients[0].link_address,
         [0x2001, 0xdb8, 1, 0],
@@ -257,7 +200,7 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     // Let the queries of the flood's last events finish (dhcpd answers in milliseconds).
     std::thread::sleep(Duration::from_secs(2));
     let window = t_flood.elapsed().as_secs_f64();
-    let m = scrape(&lab);
+    let m = scrape_in(&lab.ac);
     let rss1 = rss_kib(pid);
     let queried = metric(&m, "lqagent_on_demand_total", &[("event", "queried")]) - q0;
     let answered = metric(&m, "lqagent_leasequeries_total", &[]) - lq0;

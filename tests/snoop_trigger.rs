@@ -14,6 +14,7 @@ use lqagent::snoop::trigger::{
     Trigger, TriggerConfig, TriggerCounter, TriggerHandle, TriggerLink, UnknownSource,
 };
 use serde_json::Value;
+use support::flood::spoofed_flood;
 use support::netns::{NetNs, require_root, veth};
 use tokio::sync::mpsc;
 
@@ -359,39 +360,6 @@ fn enforcement_drops_unknown_and_passes_known_sources() {
     });
 }
 
-/// Sends `n` IPv6 packets (no next header, 40 bytes) from random sources in 2001:db8:1::/64
-/// (interface ids with the top bit set: never a test or lab address) to the box, through a raw
-/// socket with the header included. Returns how long it took.
-pub fn flood(cli: &NetNs, dst: Ipv6Addr, prefix64: [u16; 4], n: usize) -> Duration {
-    cli.run_in(move || {
-        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
-            .expect("raw IPv6 socket (IPPROTO_RAW: header included)");
-        let to = SockAddr::from(SocketAddrV6::new(dst, 0, 0, 0));
-        let mut pkt = [0u8; 40];
-        pkt[0] = 0x60;
-        pkt[6] = 59; // no next header
-        pkt[7] = 64;
-        for (i, w) in prefix64.iter().enumerate() {
-            pkt[8 + 2 * i..10 + 2 * i].copy_from_slice(&w.to_be_bytes());
-        }
-        pkt[24..40].copy_from_slice(&dst.octets());
-        let t0 = std::time::Instant::now();
-        let mut sent = 0;
-        while sent < n {
-            let iid = rand::random::<u64>() | (1 << 63);
-            pkt[16..24].copy_from_slice(&iid.to_be_bytes());
-            match s.send_to(&pkt, &to) {
-                Ok(_) => sent += 1,
-                // The veth queue is full for a moment: try again.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
-                Err(e) => panic!("raw send: {e}"),
-            }
-        }
-        t0.elapsed()
-    })
-}
-
 #[test]
 fn a_spoofed_flood_reaches_us_only_at_the_kernel_rate() {
     if !require_root("a_spoofed_flood_reaches_us_only_at_the_kernel_rate") {
@@ -414,7 +382,7 @@ fn a_spoofed_flood_reaches_us_only_at_the_kernel_rate() {
             let h = trigger.handle();
             let c = cli.clone();
             let took = tokio::task::spawn_blocking(move || {
-                flood(
+                spoofed_flood(
                     &c,
                     BOX_ADDR.parse().unwrap(),
                     [0x2001, 0xdb8, 1, 0],
