@@ -425,3 +425,83 @@ fn a_spoofed_flood_reaches_us_only_at_the_kernel_rate() {
         })
     });
 }
+
+/// Element count of set `name` (from `nft -j`) once it reaches `want` (5 s at most).
+async fn set_len(ns: &NetNs, name: &str, want: usize) -> usize {
+    let mut n = 0;
+    for _ in 0..50 {
+        n = set_elements(ns, name).len();
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n
+}
+
+#[test]
+fn a_flood_of_cache_changes_costs_few_nft_runs() {
+    if !require_root("a_flood_of_cache_changes_costs_few_nft_runs") {
+        return;
+    }
+    let Lab { boxns, .. } = lab("trc");
+    let b2 = boxns.clone();
+    boxns.run_in(move || {
+        runtime().block_on(async move {
+            const N: u16 = 20_000;
+            let added = |n: u16| {
+                let a = format!("2001:db8:1:7::{n:x}");
+                Change {
+                    kind: ChangeKind::Added,
+                    key: key(&a),
+                    old: None,
+                    new: Some(view(&a)),
+                }
+            };
+            // Incremental path: 20k additions in batches of at most 2048 elements.
+            let (trigger, _rx) = Trigger::start(config(false), vec![link()], [])
+                .await
+                .expect("trigger starts");
+            let h = trigger.handle();
+            let changes: Vec<Change> = (0..N).map(added).collect();
+            for chunk in changes.chunks(4096) {
+                h.on_changes(chunk);
+            }
+            synced(&h).await;
+            let runs = h.stats().get(TriggerCounter::NftRuns);
+            eprintln!(
+                "incremental: {N} additions, {runs} nft runs: {:?}",
+                h.stats().snapshot()
+            );
+            assert_eq!(
+                set_len(&b2, "known_a0", usize::from(N)).await,
+                usize::from(N)
+            );
+            assert_eq!(h.stats().get(TriggerCounter::SetAdds), u64::from(N));
+            assert!(runs <= 1 + u64::from(N).div_ceil(2048), "{runs} nft runs");
+            trigger.shutdown().await.unwrap();
+
+            // Overflow path: more dirty entries than allowed → one full resync.
+            let cfg = TriggerConfig {
+                dirty_max: 1000,
+                ..config(false)
+            };
+            let (trigger, _rx) = Trigger::start(cfg, vec![link()], [])
+                .await
+                .expect("trigger starts");
+            let h = trigger.handle();
+            h.on_changes(&changes);
+            synced(&h).await;
+            let s = h.stats();
+            eprintln!("overflow: {:?}", s.snapshot());
+            assert_eq!(s.get(TriggerCounter::Resyncs), 1);
+            assert_eq!(s.get(TriggerCounter::NftRuns), 2, "install + one resync");
+            assert_eq!(s.get(TriggerCounter::NftErrors), 0);
+            assert_eq!(
+                set_len(&b2, "known_a0", usize::from(N)).await,
+                usize::from(N)
+            );
+            trigger.shutdown().await.unwrap();
+        })
+    });
+}
