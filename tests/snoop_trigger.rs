@@ -177,15 +177,13 @@ async fn next_event(rx: &mut mpsc::Receiver<UnknownSource>) -> UnknownSource {
 }
 
 async fn synced(h: &TriggerHandle) {
-    for _ in 0..300 {
+    for _ in 0..500 {
         if !h.sync_pending() {
-            // The task took the batch; give nft a moment to commit it.
-            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("set sync did not finish");
+    panic!("set sync did not finish in 5 s");
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -41,6 +41,8 @@ struct Shared {
     sets: Mutex<KnownSets>,
     wake: Notify,
     stats: Arc<TriggerStats>,
+    /// An `nft` run of the set-sync task is under way.
+    applying: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -93,9 +95,12 @@ impl TriggerHandle {
         &self.shared.stats
     }
 
-    /// Whether set changes are still waiting for an `nft` run.
+    /// Whether set changes are still waiting for, or in, an `nft` run.
     pub fn sync_pending(&self) -> bool {
-        self.shared.sets().pending()
+        self.shared
+            .applying
+            .load(std::sync::atomic::Ordering::Acquire)
+            || self.shared.sets().pending()
     }
 }
 
@@ -139,6 +144,7 @@ impl Trigger {
             sets: Mutex::new(sets),
             wake: Notify::new(),
             stats,
+            applying: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(cfg.event_queue.max(1));
         let mut tasks = JoinSet::new();
@@ -345,9 +351,21 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
         shared.wake.notified().await;
         loop {
             tokio::time::sleep(interval).await;
-            let batch = shared.sets().take_batch(cfg.batch_max);
+            let batch = {
+                let mut sets = shared.sets();
+                // Set under the lock that took the batch: `sync_pending` never sees a gap.
+                shared
+                    .applying
+                    .store(true, std::sync::atomic::Ordering::Release);
+                sets.take_batch(cfg.batch_max)
+            };
             let (script, adds, removes) = match &batch {
-                Batch::Idle => break,
+                Batch::Idle => {
+                    shared
+                        .applying
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    break;
+                }
                 Batch::Update(ops) => {
                     let adds = ops.iter().filter(|o| o.add).count() as u64;
                     (ruleset::update(ops), adds, ops.len() as u64 - adds)
@@ -362,19 +380,28 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
                 }
             };
             stats.add(TriggerCounter::NftRuns, 1);
-            match nft::run(&cfg.nft_program, &script, timeout).await {
+            let result = nft::run(&cfg.nft_program, &script, timeout).await;
+            let failed = match result {
                 Ok(()) => {
                     stats.add(TriggerCounter::SetAdds, adds);
                     stats.add(TriggerCounter::SetRemoves, removes);
                     backoff = Duration::from_millis(200);
+                    false
                 }
                 Err(e) => {
                     stats.add(TriggerCounter::NftErrors, 1);
                     tracing::warn!(error = %e, "updating the trigger sets failed; resyncing");
                     shared.sets().failed();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    true
                 }
+            };
+            // Counters first, so whoever sees the sync settled sees them too.
+            shared
+                .applying
+                .store(false, std::sync::atomic::Ordering::Release);
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
