@@ -722,6 +722,28 @@ fn tcp_pipelining_sequential_interleaved_and_dropped() {
 }
 
 #[test]
+fn stats_after_tcp_counts_queries_the_server_reads_after_the_requestor_left() {
+    // A requestor that gives up closes its connection; the server reads the query still
+    // waiting in the socket when it gets to it, maybe after the requestor's side has finished.
+    let (srv, addr) = tcp_server(ServerConfig::default());
+    srv.set_faults(FaultPlan::always(Faults {
+        drop: true,
+        ..Faults::default()
+    }));
+    for xid in 1..=8 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        send_query(
+            &mut s,
+            xid,
+            LqQuery::new(QueryType::BY_LINK_ADDRESS, a(LINK1)),
+        );
+    }
+    let st = srv.stats_after_tcp(8, Duration::from_secs(10));
+    assert_eq!((st.tcp_connections, st.tcp_queries), (8, 8), "{st:?}");
+    assert_eq!(srv.queries().len(), 8);
+}
+
+#[test]
 fn tcp_connection_limit() {
     let (srv, addr) = tcp_server(ServerConfig {
         max_tcp_conns: 1,

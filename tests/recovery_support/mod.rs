@@ -179,6 +179,9 @@ impl Lab {
             servers.push(addr);
             refservers.push(rs);
         }
+        for s in &servers {
+            wait_reachable(&agent, s.ip());
+        }
         Lab {
             agent,
             srv,
@@ -195,6 +198,29 @@ impl Lab {
             links: Vec::new(),
             remote_ids: Vec::new(),
         }
+    }
+}
+
+/// Wait until `addr` answers a ping from `ns`, at most 10 s. A server address is not reachable
+/// the moment `ip addr add` returns: the kernel joins its solicited-node multicast group later,
+/// from a work queue that waits for the RTNL lock (busy when parallel tests install routes), and
+/// until then neighbour discovery for it goes unanswered and is only repeated a second later —
+/// longer than a requestor's connect timeout. The ping also leaves both neighbour entries
+/// resolved. ICMP, so the reference servers count nothing.
+pub fn wait_reachable(ns: &NetNs, addr: std::net::IpAddr) {
+    let dst = addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ping = ns.try_exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", &dst]);
+        if ping.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dst} not reachable from {} within 10 s: {}",
+            ns.name(),
+            String::from_utf8_lossy(&ping.stdout)
+        );
     }
 }
 

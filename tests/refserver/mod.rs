@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use answer::{Decision, Query, Transport};
 pub use faults::{Corrupt, FaultPlan, FaultRule, Faults, RuleTransport};
@@ -254,6 +255,31 @@ impl RefServer {
             tcp_data_sent: g(&c.tcp_data_sent),
             tcp_done_sent: g(&c.tcp_done_sent),
             tcp_resets: g(&c.tcp_resets),
+        }
+    }
+
+    /// The counters once the server is done with `connections` TCP connections: each one
+    /// accepted, read to its end and closed, none still open. The server counts a query when
+    /// its reader gets to it, which can be after the requestor has timed out and closed (the
+    /// bytes wait in the socket), so a test comparing the counters with what a requestor did
+    /// asks here rather than [`RefServer::stats`]. Panics if that has not happened `within`.
+    pub fn stats_after_tcp(&self, connections: u64, within: Duration) -> Stats {
+        let c = &self.shared.counters;
+        let deadline = Instant::now() + within;
+        loop {
+            // Acquire pairs with the release in `tcp::serve` after a connection's tasks end:
+            // what they counted is visible to the loads in `stats`.
+            let active = c.tcp_active.load(Ordering::Acquire);
+            let stats = self.stats();
+            if active == 0 && stats.tcp_connections >= connections {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "refserver not settled within {within:?}: {active} connections open, \
+                 {stats:?}, waiting for {connections} connections"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
