@@ -18,10 +18,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
+use support::agent::{start_agent, start_agent_env, write_config};
+use support::isc::{IscLab, Lifetimes, wait_for};
 use support::netns::{NetNs, Route, proto_routes};
 use support::scrape::scrape_in;
 
@@ -51,38 +52,14 @@ fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<Route> {
 }
 
 fn config(lab: &IscLab) -> PathBuf {
-    let text = format!(
-        "{}\n[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
-         [routes]\nprotocol = {PROTO}\nreconcile_interval_secs = 5\n\n\
-         [log]\nlevel = \"info\"\n",
-        lab.lqagent_toml()
-    );
-    // The generated config puts [snoop]/[control] first; append-only keys above are new tables.
-    let path = lab.dir().join("lqagent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
-    start_agent_env(lab, cfg, log, &[])
-}
-
-fn start_agent_env(lab: &IscLab, cfg: &Path, log: &str, env: &[(&str, &str)]) -> Daemon {
-    let bin = env!("CARGO_BIN_EXE_lqagent");
-    let log = lab.dir().join(log);
-    let mut d = Daemon::spawn_env(
-        &lab.ac,
-        "lqagent",
-        &[bin, "run", "--config", &cfg.to_string_lossy()],
-        &log,
-        env,
-    );
-    wait_for("lqagent to be ready", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(d.running(), "lqagent exited:\n{text}");
-        text.contains(" ready")
-    });
-    d
+    write_config(
+        lab,
+        &format!(
+            "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+             [routes]\nprotocol = {PROTO}\nreconcile_interval_secs = 5\n\n\
+             [log]\nlevel = \"info\"\n"
+        ),
+    )
 }
 
 fn show_bindings(lab: &IscLab) -> serde_json::Value {
@@ -183,39 +160,29 @@ fn clients_bind_release_expire_and_survive_a_restart() {
 
     // (4) /metrics agrees with what the kernel saw.
     let m = scrape_in(&lab.ac);
-    let installed = m
-        .value("lqagent_route_events_total", &[("event", "installed")])
-        .unwrap_or(0.0);
-    let withdrawn = m
-        .value("lqagent_route_events_total", &[("event", "withdrawn")])
-        .unwrap_or(0.0);
+    let installed = m.value_or_zero("lqagent_route_events_total", &[("event", "installed")]);
+    let withdrawn = m.value_or_zero("lqagent_route_events_total", &[("event", "withdrawn")]);
     assert!(installed >= 6.0, "routes installed {installed}");
     assert!(withdrawn >= 4.0, "routes withdrawn {withdrawn}");
     assert_eq!(
         m.value("lqagent_routes", &[("state", "installed")]),
         Some(2.0)
     );
-    let replies = m
-        .value(
-            "lqagent_snooped_messages_total",
-            &[("message_type", "REPLY")],
-        )
-        .unwrap_or(0.0);
+    let replies = m.value_or_zero(
+        "lqagent_snooped_messages_total",
+        &[("message_type", "REPLY")],
+    );
     assert!(replies >= 4.0, "snooped REPLYs {replies}");
-    let requests = m
-        .value(
-            "lqagent_snooped_messages_total",
-            &[("message_type", "REQUEST")],
-        )
-        .unwrap_or(0.0);
+    let requests = m.value_or_zero(
+        "lqagent_snooped_messages_total",
+        &[("message_type", "REQUEST")],
+    );
     assert!(requests >= 3.0, "snooped REQUESTs {requests}");
     assert!(
-        m.value(
+        m.value_or_zero(
             "lqagent_snooped_messages_total",
             &[("message_type", "RELEASE")]
-        )
-        .unwrap_or(0.0)
-            >= 1.0
+        ) >= 1.0
     );
     assert_eq!(
         m.value("lqagent_bindings", &[("link", "link2")]),
@@ -223,11 +190,7 @@ fn clients_bind_release_expire_and_survive_a_restart() {
         "one address and one prefix on link2"
     );
     assert_eq!(m.value("lqagent_bindings", &[("link", "link0")]), Some(0.0));
-    assert!(
-        m.value("lqagent_netlink_batch_seconds_count", &[])
-            .unwrap_or(0.0)
-            >= 1.0
-    );
+    assert!(m.value_or_zero("lqagent_netlink_batch_seconds_count", &[]) >= 1.0);
     assert!(
         installed >= withdrawn + 2.0,
         "installed {installed} = withdrawn {withdrawn} + routes left 2 (+ replaces)"

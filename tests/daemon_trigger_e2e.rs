@@ -15,58 +15,28 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::agent::{has_route, route_dsts, start_agent, write_config};
 use support::flood::spoofed_flood;
-use support::isc::{Daemon, IscLab, Lifetimes, wait_for};
-use support::netns::{NetNs, proto_routes};
-use support::scrape::{Exposition, scrape_in};
+use support::isc::{IscLab, Lifetimes, wait_for};
+use support::netns::NetNs;
+use support::scrape::scrape_in;
 
 const PROTO: &str = "214";
 /// `[limits] per_link_qps` (and `global_qps`) for this test: low, so the bound is visible.
 const LINK_QPS: f64 = 10.0;
 
-/// Destinations of our routes in `ns` (`/128` spelled out).
-fn routes(ns: &NetNs) -> Vec<String> {
-    proto_routes(ns, PROTO).into_iter().map(|r| r.0).collect()
-}
-
-fn has_route(ns: &NetNs, dst: &str) -> bool {
-    routes(ns).iter().any(|r| r == dst)
-}
-
 fn config(lab: &IscLab) -> PathBuf {
-    let text = format!(
-        "{}\n[bulk]\nenabled = false\n\n[limits]\nglobal_qps = {q}\nper_link_qps = {q}\n\n\
-         [routes]\nprotocol = {PROTO}\n\n[log]\nlevel = \"info\"\n",
-        lab.lqagent_toml(),
-        q = LINK_QPS as u32,
-    );
-    let path = lab.dir().join("lqagent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn start_agent(lab: &IscLab, cfg: &Path, log: &str) -> Daemon {
-    let bin = env!("CARGO_BIN_EXE_lqagent");
-    let log = lab.dir().join(log);
-    let mut d = Daemon::spawn(
-        &lab.ac,
-        "lqagent",
-        &[bin, "run", "--config", &cfg.to_string_lossy()],
-        &log,
-    );
-    wait_for("lqagent to be ready", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(d.running(), "lqagent exited:\n{text}");
-        text.contains(" ready")
-    });
-    d
-}
-
-fn metric(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
-    e.value(name, labels).unwrap_or(0.0)
+    write_config(
+        lab,
+        &format!(
+            "[bulk]\nenabled = false\n\n[limits]\nglobal_qps = {q}\nper_link_qps = {q}\n\n\
+             [routes]\nprotocol = {PROTO}\n\n[log]\nlevel = \"info\"\n",
+            q = LINK_QPS as u32,
+        ),
+    )
 }
 
 fn nft_table_exists(ns: &NetNs) -> bool {
@@ -101,7 +71,7 @@ fn ping_until_route(lab: &IscLab, i: usize) -> Duration {
     let addr = c.lease().expect("bound").address;
     let dst = format!("{addr}/128");
     assert!(
-        !has_route(&lab.ac, &dst),
+        !has_route(&lab.ac, PROTO, &dst),
         "no route for {addr} before the ping"
     );
     let (ns, server) = (c.ns.path(), lab.server_address);
@@ -116,7 +86,7 @@ fn ping_until_route(lab: &IscLab, i: usize) -> Duration {
             .output()
             .expect("ping")
     });
-    while !has_route(&lab.ac, &dst) {
+    while !has_route(&lab.ac, PROTO, &dst) {
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "route for {addr} not back 5 s after the ping"
@@ -149,7 +119,7 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
         .map(|c| format!("{}/128", c.lease().unwrap().address))
         .collect();
     wait_for("snooped routes", Duration::from_secs(10), || {
-        addrs.iter().all(|a| has_route(&lab.ac, a))
+        addrs.iter().all(|a| has_route(&lab.ac, PROTO, a))
     });
 
     // (2) Stop (table goes, routes stay), flush the routes, remove the state, restart.
@@ -162,7 +132,10 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     let agent = start_agent(&lab, &cfg, "lqagent2.log");
     assert!(nft_table_exists(&lab.ac), "table installed again");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(routes(&lab.ac).is_empty(), "nothing to restore from");
+    assert!(
+        route_dsts(&lab.ac, PROTO).is_empty(),
+        "nothing to restore from"
+    );
     let took0 = ping_until_route(&lab, 0);
     let took1 = ping_until_route(&lab, 1);
     eprintln!("(2) /128 route back after the ping: client0 {took0:?}, client1 {took1:?}");
@@ -171,24 +144,20 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     // The requestor's counters reach /metrics once a second.
     wait_for("trigger outcome queried", Duration::from_secs(3), || {
         let m = scrape_in(&lab.ac);
-        metric(
-            &m,
-            "lqagent_trigger_events_total",
-            &[("outcome", "queried")],
-        ) >= 2.0
+        m.value_or_zero("lqagent_trigger_events_total", &[("outcome", "queried")]) >= 2.0
     });
     let m = scrape_in(&lab.ac);
-    let events = metric(&m, "lqagent_trigger_total", &[("event", "events")]);
-    let bound = metric(&m, "lqagent_on_demand_total", &[("event", "bound")]);
+    let events = m.value_or_zero("lqagent_trigger_total", &[("event", "events")]);
+    let bound = m.value_or_zero("lqagent_on_demand_total", &[("event", "bound")]);
     assert!(events >= 2.0, "trigger events: {events}");
     assert!(bound >= 2.0, "on-demand bound: {bound}");
-    let before_routes = routes(&lab.ac);
+    let before_routes = route_dsts(&lab.ac, PROTO);
 
     // (5) The flood, from client 0's link.
     let pid = agent.pid();
     let rss0 = rss_kib(pid);
-    let q0 = metric(&m, "lqagent_on_demand_total", &[("event", "queried")]);
-    let lq0 = metric(&m, "lqagent_leasequeries_total", &[]);
+    let q0 = m.value_or_zero("lqagent_on_demand_total", &[("event", "queried")]);
+    let lq0 = m.value_or_zero("lqagent_leasequeries_total", &[]);
     let d0 = dhcpd_leasequeries(&lab);
     let t_flood = Instant::now();
     let sent_in = spoofed_flood(
@@ -202,8 +171,8 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     let window = t_flood.elapsed().as_secs_f64();
     let m = scrape_in(&lab.ac);
     let rss1 = rss_kib(pid);
-    let queried = metric(&m, "lqagent_on_demand_total", &[("event", "queried")]) - q0;
-    let answered = metric(&m, "lqagent_leasequeries_total", &[]) - lq0;
+    let queried = m.value_or_zero("lqagent_on_demand_total", &[("event", "queried")]) - q0;
+    let answered = m.value_or_zero("lqagent_leasequeries_total", &[]) - lq0;
     let at_server = dhcpd_leasequeries(&lab) - d0;
     let cap = LINK_QPS + LINK_QPS * window;
     let snapshot: Vec<String> = m
@@ -230,14 +199,14 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
         "dhcpd saw {at_server} leasequeries, cap {cap}"
     );
     assert!(
-        metric(&m, "lqagent_rate_limited_drops_total", &[]) >= 1.0,
+        m.value_or_zero("lqagent_rate_limited_drops_total", &[]) >= 1.0,
         "the limiter dropped some"
     );
     assert!(
         rss1 < rss0 + 16 * 1024,
         "RSS grew from {rss0} KiB to {rss1} KiB"
     );
-    let after = routes(&lab.ac);
+    let after = route_dsts(&lab.ac, PROTO);
     for r in &before_routes {
         assert!(after.contains(r), "legitimate route {r} kept: {after:?}");
     }

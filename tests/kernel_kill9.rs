@@ -18,7 +18,7 @@ use lqagent::kernel::{
     DEFAULT_PROTOCOL, Installer, InstallerConfig, LinkRef, RouteChange, RouteSpec,
 };
 use lqagent::prefix::Ipv6Prefix;
-use support::netns::{NetNs, require_root, sh, veth};
+use support::netns::{MetricRoute, NetNs, proto_routes_with_metric, require_root, sh, veth};
 
 const CHILD_ENV: &str = "LQA_KILL9_CHILD";
 const HALF: u32 = 25_000;
@@ -53,30 +53,8 @@ fn desired() -> Vec<RouteSpec> {
     v
 }
 
-type Row = (String, Option<String>, String, u64);
-
-fn kernel_routes(ns: &str, proto: &str) -> BTreeSet<Row> {
-    let out = sh(&["ip", "-n", ns, "-6", "-j", "route", "show", "proto", proto]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            let dst = if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            };
-            (
-                dst,
-                r["gateway"].as_str().map(str::to_string),
-                r["dev"].as_str().expect("dev").to_string(),
-                r["metric"].as_u64().expect("metric"),
-            )
-        })
-        .collect()
-}
+/// (dst, gateway, dev, metric) as the kernel shows it.
+type Row = MetricRoute;
 
 fn expected() -> BTreeSet<Row> {
     desired()
@@ -176,7 +154,7 @@ fn installer_killed_mid_way_converges_on_restart() {
         "-batch",
         batch.path().to_str().unwrap(),
     ]);
-    let statics = kernel_routes(&name, "static");
+    let statics = proto_routes_with_metric(&name, "static");
     assert_eq!(statics.len(), 3);
 
     let exe = std::env::current_exe().unwrap();
@@ -219,7 +197,7 @@ fn installer_killed_mid_way_converges_on_restart() {
     );
 
     let expect = expected();
-    let after_kill = kernel_routes(&name, &DEFAULT_PROTOCOL.to_string());
+    let after_kill = proto_routes_with_metric(&name, &DEFAULT_PROTOCOL.to_string());
     let present = after_kill.intersection(&expect).count();
     eprintln!(
         "killed after progress {killed_at:?}: {present} of {} desired routes in the kernel, {} routes of ours in all",
@@ -248,7 +226,7 @@ fn installer_killed_mid_way_converges_on_restart() {
             inst.set_desired(desired()).await.unwrap()
         })
     });
-    let after = kernel_routes(&name, &DEFAULT_PROTOCOL.to_string());
+    let after = proto_routes_with_metric(&name, &DEFAULT_PROTOCOL.to_string());
     let missing = expect.difference(&after).count();
     let extra = after.difference(&expect).count();
     eprintln!("after restart: {report:?}; missing {missing}, extra {extra}");
@@ -256,7 +234,7 @@ fn installer_killed_mid_way_converges_on_restart() {
     assert_eq!(report.deleted, 300, "the stale routes of ours went");
     assert_eq!(report.added, expect.len() - present);
     assert_eq!(
-        kernel_routes(&name, "static"),
+        proto_routes_with_metric(&name, "static"),
         statics,
         "other protocol untouched"
     );

@@ -14,37 +14,13 @@ use lqagent::kernel::{
     DEFAULT_PROTOCOL, Installer, InstallerConfig, LinkRef, RouteChange, RouteCounter, RouteSpec,
 };
 use lqagent::prefix::Ipv6Prefix;
-use support::netns::{NetNs, require_root, sh, veth};
+use support::netns::{MetricRoute, NetNs, proto_routes_with_metric, require_root, sh, veth};
 
 /// (dst, gateway, dev, metric) as the kernel shows it.
-type Row = (String, Option<String>, String, u64);
-
-/// Routes of protocol `proto` (number or name) in the main table of `ns`, via `ip -j`.
-fn kernel_routes(ns: &str, proto: &str) -> BTreeSet<Row> {
-    let out = sh(&["ip", "-n", ns, "-6", "-j", "route", "show", "proto", proto]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array of routes")
-        .iter()
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            let dst = if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            };
-            (
-                dst,
-                r["gateway"].as_str().map(str::to_string),
-                r["dev"].as_str().expect("dev").to_string(),
-                r["metric"].as_u64().expect("metric"),
-            )
-        })
-        .collect()
-}
+type Row = MetricRoute;
 
 fn ours(ns: &str) -> BTreeSet<Row> {
-    kernel_routes(ns, &DEFAULT_PROTOCOL.to_string())
+    proto_routes_with_metric(ns, &DEFAULT_PROTOCOL.to_string())
 }
 
 fn row(dst: &str, gw: Option<&str>, dev: &str, metric: u64) -> Row {
@@ -431,7 +407,7 @@ fn reconcile_fixes_ours_and_never_touches_another_protocol() {
         row("2001:db8:7000::/56", Some("fe80::7"), "sub0", 1024),
     ]
     .into();
-    assert_eq!(kernel_routes(&name, "static"), statics);
+    assert_eq!(proto_routes_with_metric(&name, "static"), statics);
 
     let n = name.clone();
     let (first, second, conflict, report2, snap) =
@@ -478,7 +454,7 @@ fn reconcile_fixes_ours_and_never_touches_another_protocol() {
         "no route of ours for the conflicting prefix"
     );
     assert_eq!(
-        kernel_routes(&name, "static"),
+        proto_routes_with_metric(&name, "static"),
         statics,
         "static routes untouched"
     );

@@ -158,20 +158,21 @@ fn nix_setns(file: &std::fs::File) {
 /// A route as `ip -6 -j route` shows it: (destination with its length, gateway, device).
 pub type Route = (String, Option<String>, String);
 
-/// The IPv6 routes of protocol `proto` in `ns`, read with `ip -6 -j route show proto N`
-/// (the kernel's view, never the agent's bookkeeping).
+/// A route with its metric: (destination with its length, gateway, device, metric).
+pub type MetricRoute = (String, Option<String>, String, u64);
+
+/// The IPv6 routes of protocol `proto` (number or name) in `ns`, read with
+/// `ip -6 -j route show proto N` (the kernel's view, never the agent's bookkeeping).
 pub fn proto_routes(ns: &NetNs, proto: &str) -> std::collections::BTreeSet<Route> {
-    let out = sh(&[
-        "ip",
-        "-n",
-        ns.name(),
-        "-6",
-        "-j",
-        "route",
-        "show",
-        "proto",
-        proto,
-    ]);
+    proto_routes_with_metric(ns.name(), proto)
+        .into_iter()
+        .map(|(dst, gw, dev, _)| (dst, gw, dev))
+        .collect()
+}
+
+/// [`proto_routes`] with each route's metric, in the namespace named `ns`.
+pub fn proto_routes_with_metric(ns: &str, proto: &str) -> std::collections::BTreeSet<MetricRoute> {
+    let out = sh(&["ip", "-n", ns, "-6", "-j", "route", "show", "proto", proto]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
     v.as_array()
         .expect("array of routes")
@@ -187,6 +188,7 @@ pub fn proto_routes(ns: &NetNs, proto: &str) -> std::collections::BTreeSet<Route
                 dst,
                 r["gateway"].as_str().map(str::to_string),
                 r["dev"].as_str().expect("dev").to_string(),
+                r["metric"].as_u64().expect("metric"),
             )
         })
         .collect()

@@ -114,6 +114,11 @@ impl Exposition {
             .collect();
         (!matching.is_empty()).then(|| matching.iter().sum())
     }
+
+    /// [`value`](Self::value), 0 when there is no such sample (a counter not yet exported).
+    pub fn value_or_zero(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
 }
 
 fn parse_sample(line: &str) -> (String, BTreeMap<String, String>, f64) {
