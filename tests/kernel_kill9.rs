@@ -18,7 +18,9 @@ use lqagent::kernel::{
     DEFAULT_PROTOCOL, Installer, InstallerConfig, LinkRef, RouteChange, RouteSpec,
 };
 use lqagent::prefix::Ipv6Prefix;
-use support::netns::{MetricRoute, NetNs, proto_routes_with_metric, require_root, sh, veth};
+use support::netns::{
+    MetricRoute, agent_and_subscriber, proto_routes_with_metric, require_root, sh,
+};
 
 const CHILD_ENV: &str = "LQA_KILL9_CHILD";
 const HALF: u32 = 25_000;
@@ -104,19 +106,7 @@ fn installer_killed_mid_way_converges_on_restart() {
     if !require_root("installer_killed_mid_way_converges_on_restart") {
         return;
     }
-    let agent = NetNs::new("kill9");
-    let sub = NetNs::new("kill9");
-    veth(&agent, "sub0", &sub, "cpe0");
-    agent.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:10::1/64",
-        "dev",
-        "sub0",
-        "nodad",
-    ]);
+    let (agent, _sub) = agent_and_subscriber("kill9");
     let name = agent.name().to_string();
 
     // Left behind by an earlier life: stale routes of ours; and static routes on a stale and on

@@ -14,7 +14,9 @@ use lqagent::kernel::{
     DEFAULT_PROTOCOL, Installer, InstallerConfig, LinkRef, RouteChange, RouteCounter, RouteSpec,
 };
 use lqagent::prefix::Ipv6Prefix;
-use support::netns::{MetricRoute, NetNs, proto_routes_with_metric, require_root, sh, veth};
+use support::netns::{
+    MetricRoute, NetNs, agent_and_subscriber, proto_routes_with_metric, require_root, sh,
+};
 
 /// (dst, gateway, dev, metric) as the kernel shows it.
 type Row = MetricRoute;
@@ -33,24 +35,6 @@ fn p(s: &str) -> Ipv6Prefix {
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
-}
-
-/// Agent namespace with `sub0` (2001:db8:10::1/64) towards a subscriber namespace.
-fn lab(tag: &str) -> (NetNs, NetNs) {
-    let agent = NetNs::new(tag);
-    let sub = NetNs::new(tag);
-    veth(&agent, "sub0", &sub, "cpe0");
-    agent.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:10::1/64",
-        "dev",
-        "sub0",
-        "nodad",
-    ]);
-    (agent, sub)
 }
 
 /// Run `f` with a fresh installer inside `ns` on a current-thread runtime.
@@ -78,7 +62,7 @@ fn install_and_withdraw_ia_na_and_several_pds() {
     if !require_root("install_and_withdraw_ia_na_and_several_pds") {
         return;
     }
-    let (agent, _sub) = lab("kinst");
+    let (agent, _sub) = agent_and_subscriber("kinst");
     let name = agent.name().to_string();
     let link = LinkRef::LinkAddress(a(LINK));
     let na = RouteSpec::address(a("2001:db8:10::100"), link.clone());
@@ -130,7 +114,7 @@ fn changed_next_hop_replaces_the_route() {
     if !require_root("changed_next_hop_replaces_the_route") {
         return;
     }
-    let (agent, _sub) = lab("krepl");
+    let (agent, _sub) = agent_and_subscriber("krepl");
     let name = agent.name().to_string();
     let link = LinkRef::Interface("sub0".into());
     let (before, after, snap) =
@@ -183,7 +167,7 @@ fn parked_route_is_installed_when_its_link_appears() {
     if !require_root("parked_route_is_installed_when_its_link_appears") {
         return;
     }
-    let (agent, sub) = lab("kpark");
+    let (agent, sub) = agent_and_subscriber("kpark");
     let name = agent.name().to_string();
     let sub_name = sub.name().to_string();
     // A link-address on no interface yet: the relay's address on a link that is not up.
@@ -331,7 +315,7 @@ fn reconcile_fixes_ours_and_never_touches_another_protocol() {
     if !require_root("reconcile_fixes_ours_and_never_touches_another_protocol") {
         return;
     }
-    let (agent, _sub) = lab("krec");
+    let (agent, _sub) = agent_and_subscriber("krec");
     let name = agent.name().to_string();
     let link = LinkRef::LinkAddress(a(LINK));
     let desired = vec![
@@ -466,7 +450,7 @@ fn dry_run_changes_nothing_and_expiry_mirrors_lifetime() {
     if !require_root("dry_run_changes_nothing_and_expiry_mirrors_lifetime") {
         return;
     }
-    let (agent, _sub) = lab("kdry");
+    let (agent, _sub) = agent_and_subscriber("kdry");
     let name = agent.name().to_string();
     let link = LinkRef::Interface("sub0".into());
     let l2 = link.clone();
@@ -511,7 +495,7 @@ fn notification_overrun_triggers_a_redump() {
     if !require_root("notification_overrun_triggers_a_redump") {
         return;
     }
-    let (agent, sub) = lab("kovr");
+    let (agent, sub) = agent_and_subscriber("kovr");
     let name = agent.name().to_string();
     let sub_name = sub.name().to_string();
     let spec = RouteSpec::address(
@@ -595,7 +579,7 @@ fn a_refused_route_fails_alone_and_is_retried() {
     if !require_root("a_refused_route_fails_alone_and_is_retried") {
         return;
     }
-    let (agent, _sub) = lab("kfail");
+    let (agent, _sub) = agent_and_subscriber("kfail");
     let name = agent.name().to_string();
     let link = LinkRef::Interface("sub0".into());
     let dst = |i: u16| p(&format!("2001:db8:a0{i:02x}::/56"));

@@ -155,6 +155,25 @@ fn nix_setns(file: &std::fs::File) {
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
+/// The kernel tests' pair: an agent namespace whose `sub0` holds the relay's subscriber-link
+/// address 2001:db8:10::1/64, veth'd to a subscriber namespace (`cpe0`).
+pub fn agent_and_subscriber(tag: &str) -> (NetNs, NetNs) {
+    let agent = NetNs::new(tag);
+    let sub = NetNs::new(tag);
+    veth(&agent, "sub0", &sub, "cpe0");
+    agent.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:10::1/64",
+        "dev",
+        "sub0",
+        "nodad",
+    ]);
+    (agent, sub)
+}
+
 /// A route as `ip -6 -j route` shows it: (destination with its length, gateway, device).
 pub type Route = (String, Option<String>, String);
 
