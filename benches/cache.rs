@@ -15,6 +15,17 @@ use lqagent::cache::{
 };
 use lqagent::prefix::Ipv6Prefix;
 
+/// AnonHugePages of this process (transparent huge pages backing anonymous memory), bytes.
+fn huge_page_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -122,11 +133,13 @@ fn main() {
     assert_eq!(bindings, u64::from(clients) * 2);
     let per_binding = after.saturating_sub(before) / bindings.max(1);
     println!(
-        "insert: {bindings} bindings via apply() in {:.2} s ({:.0} bindings/s); RSS {} -> {} MiB",
+        "insert: {bindings} bindings via apply() in {:.2} s ({:.0} bindings/s); RSS {} -> {} MiB, \
+         {} MiB of it in transparent huge pages",
         insert.as_secs_f64(),
         bindings as f64 / insert.as_secs_f64(),
         before >> 20,
-        after >> 20
+        after >> 20,
+        huge_page_bytes() >> 20
     );
 
     // Query sets prepared before timing: half exact addresses, half addresses inside prefixes.

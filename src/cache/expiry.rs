@@ -1,21 +1,35 @@
-//! Expiry without a timer per lease: one min-heap of (valid deadline, key).
+//! Expiry without a timer per lease: one min-heap of (valid deadline, where the lease sits).
 //!
 //! Entries are never removed from the middle. When a lease is refreshed its new deadline is pushed
-//! and the old entry goes stale; a popped key counts only if its lease's valid deadline has passed
-//! (the merge's `expire` checks). Stale entries are bounded: when the heap holds more than twice the
-//! live leases (plus slack), the store rebuilds it from the live set. Infinite lifetimes are never
-//! queued. Deadlines are kept as whole Unix seconds, rounded up (24-byte entries instead of 32 —
-//! this heap holds one entry per lease), so a lease goes at most one second after its deadline.
+//! and the old entry goes stale; when a lease is removed its table slot may later hold another
+//! lease. So a popped entry only says "look at this slot": whatever lease is there counts only if
+//! its own valid deadline has passed (the store and the merge's `expire` check). Every live lease
+//! with a finite lifetime has an entry at its current deadline, so none is missed. Stale entries
+//! are bounded: when the heap holds more than twice the live leases (plus slack), the store
+//! rebuilds it from the live set. Infinite lifetimes are never queued.
+//!
+//! An entry is one `u64`, whole Unix seconds (rounded up) above a 32-bit [`SlotRef`]: this heap
+//! holds at least one entry per lease, so 8 bytes instead of a 24-byte (seconds, key) pair save
+//! ~16 bytes per lease. A lease goes at most one second after its deadline.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::binding::{LeaseKey, Timestamp};
+use super::binding::Timestamp;
+use super::table::SlotRef;
 
-/// A deadline-ordered queue of lease keys.
+/// A deadline-ordered queue of lease slots.
 #[derive(Debug, Default)]
-pub struct ExpiryQueue {
-    heap: BinaryHeap<Reverse<(u32, LeaseKey)>>,
+pub(crate) struct ExpiryQueue {
+    heap: BinaryHeap<Reverse<u64>>,
+}
+
+fn entry(deadline: Timestamp, r: SlotRef) -> Reverse<u64> {
+    Reverse((u64::from(ceil_secs(deadline)) << 32) | u64::from(r.0))
+}
+
+fn unpack(e: u64) -> (Timestamp, SlotRef) {
+    (from_secs((e >> 32) as u32), SlotRef(e as u32))
 }
 
 /// Whole seconds, rounded up, saturating to the u32 range.
@@ -29,30 +43,26 @@ fn from_secs(s: u32) -> Timestamp {
 }
 
 impl ExpiryQueue {
-    pub fn new() -> Self {
-        ExpiryQueue::default()
-    }
-
-    /// Queue `key` to be checked at `deadline` (ignored for [`Timestamp::NEVER`]).
-    pub fn push(&mut self, deadline: Timestamp, key: LeaseKey) {
+    /// Queue slot `r` to be checked at `deadline` (ignored for [`Timestamp::NEVER`]).
+    pub(crate) fn push(&mut self, deadline: Timestamp, r: SlotRef) {
         if deadline != Timestamp::NEVER {
-            self.heap.push(Reverse((ceil_secs(deadline), key)));
+            self.heap.push(entry(deadline, r));
         }
     }
 
     /// The earliest queued deadline (possibly stale).
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.heap.peek().map(|Reverse((t, _))| from_secs(*t))
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
+        self.heap.peek().map(|Reverse(e)| unpack(*e).0)
     }
 
     /// Pop every entry due at or before `now`, at most `limit` of them.
-    pub fn pop_due(&mut self, now: Timestamp, limit: usize) -> Vec<(Timestamp, LeaseKey)> {
+    pub(crate) fn pop_due(&mut self, now: Timestamp, limit: usize) -> Vec<(Timestamp, SlotRef)> {
         let mut out = Vec::new();
         while out.len() < limit {
             match self.heap.peek() {
-                Some(Reverse((t, _))) if from_secs(*t) <= now => {
-                    if let Some(Reverse((t, k))) = self.heap.pop() {
-                        out.push((from_secs(t), k));
+                Some(Reverse(e)) if unpack(*e).0 <= now => {
+                    if let Some(Reverse(e)) = self.heap.pop() {
+                        out.push(unpack(e));
                     }
                 }
                 _ => break,
@@ -61,25 +71,27 @@ impl ExpiryQueue {
         out
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
 
     /// Whether stale entries have piled up beyond twice `live`.
-    pub fn needs_rebuild(&self, live: usize) -> bool {
+    pub(crate) fn needs_rebuild(&self, live: usize) -> bool {
         self.heap.len() > 2 * live + 1024
     }
 
-    /// Replace the contents with exactly `live` (key, deadline) pairs.
-    pub fn rebuild(&mut self, live: impl IntoIterator<Item = (Timestamp, LeaseKey)>) {
+    /// Replace the contents with exactly `live` (deadline, slot) pairs.
+    pub(crate) fn rebuild(&mut self, live: impl IntoIterator<Item = (Timestamp, SlotRef)>) {
         let v: Vec<_> = live
             .into_iter()
             .filter(|(t, _)| *t != Timestamp::NEVER)
-            .map(|(t, k)| Reverse((ceil_secs(t), k)))
+            .map(|(t, r)| entry(t, r))
             .collect();
         self.heap = BinaryHeap::from(v);
     }
@@ -89,13 +101,13 @@ impl ExpiryQueue {
 mod tests {
     use super::*;
 
-    fn k(n: u16) -> LeaseKey {
-        LeaseKey::Address(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n))
+    fn k(n: u32) -> SlotRef {
+        SlotRef(n)
     }
 
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {
-        let mut q = ExpiryQueue::new();
+        let mut q = ExpiryQueue::default();
         q.push(Timestamp::from_secs(30), k(3));
         q.push(Timestamp::from_secs(10), k(1));
         q.push(Timestamp::NEVER, k(9));
@@ -118,7 +130,7 @@ mod tests {
 
     #[test]
     fn deadlines_round_up_to_whole_seconds() {
-        let mut q = ExpiryQueue::new();
+        let mut q = ExpiryQueue::default();
         q.push(Timestamp::from_millis(10_500), k(1));
         assert_eq!(q.next_deadline(), Some(Timestamp::from_secs(11)));
         assert!(q.pop_due(Timestamp::from_millis(10_999), 10).is_empty());
@@ -127,7 +139,7 @@ mod tests {
 
     #[test]
     fn rebuild_drops_stale_entries() {
-        let mut q = ExpiryQueue::new();
+        let mut q = ExpiryQueue::default();
         for i in 0..3000 {
             q.push(Timestamp::from_secs(i), k(1));
         }

@@ -11,9 +11,13 @@ pub mod binding;
 pub mod expiry;
 pub mod from_wire;
 pub mod hash;
+mod hugemem;
 pub mod merge;
 pub mod persist;
+mod slab;
 pub mod store;
+mod table;
+mod tagindex;
 pub mod task;
 
 pub use binding::{

@@ -1,29 +1,29 @@
 //! The binding store: concurrent indexes over the leases, and the one write path through the
 //! merge rules.
 //!
-//! Readers (the snooper asking "do we know this source?", the control socket, snapshots) use the
-//! dashmaps directly and concurrently. Writers are serialised by one `std::sync::Mutex` held only
-//! inside the synchronous [`BindingStore::apply`]/[`withdraw`](BindingStore::withdraw)/
-//! [`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every dashmap guard
+//! Readers (the snooper asking "do we know this source?", the control socket, snapshots) read
+//! concurrently, each holding one shard read lock for the length of one probe. Writers are
+//! serialised by one `std::sync::Mutex` held only inside the synchronous
+//! [`BindingStore::apply`]/[`withdraw`](BindingStore::withdraw)/
+//! [`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every shard guard
 //! also stays inside these small functions). Serialising writers is what makes the change stream
 //! ordered per lease: changes come out in the order the writes were decided.
 //!
 //! Indexes:
-//! - `leases`: a set of boxed (key, lease) slots looked up by [`LeaseKey`] (the slot borrows as
-//!   its key), addresses and prefixes alike. A set of pointers rather than a key→value map keeps
-//!   the table's empty buckets at 8 bytes: at 1M leases hashbrown sits at ~48 % load, so bucket
-//!   size dominates memory. An update swaps the slot in place under the shard lock
-//!   (`replace_entry`), so readers never see the key missing.
+//! - `leases`: the [`LeaseTable`] (see `table.rs` for why it is our own): addresses and prefixes
+//!   alike by [`LeaseKey`], each lease at a stable [`SlotRef`]. An update replaces the lease in
+//!   place under the shard's write lock, so readers never see the key missing.
 //! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
 //!   probes one hash per length present (typically 1–3), longest first — O(number of prefix
 //!   lengths), never a scan.
-//! - `by_client`: DUID → its lease keys; `by_link`: link-address → DUIDs of clients on it.
+//! - `by_client` (dashmap): DUID → the slots of its leases (two inline, as most clients hold an
+//!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
+//!   slot may be reused after its lease is gone, so readers check what they find there against
+//!   the DUID/link they asked for.
 //!
 //! All maps use the seeded word hasher of [`super::hash`].
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,11 +31,12 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::binding::{
-    Change, ChangeKind, Lease, LeaseKey, Observation, RouteView, Timestamp, Withdrawal,
+    Change, ChangeKind, ClientInfo, Lease, LeaseKey, Observation, RouteView, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
 use super::hash::KeyHashBuilder;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
+use super::table::{LeaseTable, SlotRef};
 use crate::prefix::Ipv6Prefix;
 
 /// Settings of the binding cache.
@@ -154,33 +155,63 @@ struct WriterState {
     tomb_order: VecDeque<(Timestamp, LeaseKey)>,
 }
 
-/// One lease in the table: found by its key, owning its data.
+/// The table slots of one client's leases: two inline (most clients hold one address and one
+/// delegated prefix), any more in a spill vector. 16 bytes per client instead of a boxed list.
 #[derive(Debug)]
-struct Slot(Box<(LeaseKey, Lease)>);
-
-impl Slot {
-    fn lease(&self) -> &Lease {
-        &self.0.1
-    }
+struct ClientRefs {
+    inline: [u32; 2],
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin 8-byte pointer: a Vec inline would make every client's entry 16 bytes bigger for the rare client with more than two leases"
+    )]
+    more: Option<Box<Vec<SlotRef>>>,
 }
 
-impl Borrow<LeaseKey> for Slot {
-    fn borrow(&self) -> &LeaseKey {
-        &self.0.0
+impl ClientRefs {
+    /// An empty inline place (no slot number reaches it: slots stop far below 2^29 per shard).
+    const NONE: u32 = u32::MAX;
+
+    fn new() -> Self {
+        ClientRefs {
+            inline: [Self::NONE; 2],
+            more: None,
+        }
     }
-}
 
-impl PartialEq for Slot {
-    fn eq(&self, o: &Slot) -> bool {
-        self.0.0 == o.0.0
+    fn push(&mut self, r: SlotRef) {
+        if let Some(x) = self.inline.iter_mut().find(|x| **x == Self::NONE) {
+            *x = r.0;
+        } else {
+            self.more.get_or_insert_with(Box::default).push(r);
+        }
     }
-}
 
-impl Eq for Slot {}
+    fn remove(&mut self, r: SlotRef) {
+        if let Some(x) = self.inline.iter_mut().find(|x| **x == r.0) {
+            *x = Self::NONE;
+        } else if let Some(m) = &mut self.more {
+            m.retain(|x| *x != r);
+            if m.is_empty() {
+                self.more = None;
+            }
+        }
+    }
 
-impl Hash for Slot {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.0.hash(h)
+    fn is_empty(&self) -> bool {
+        self.inline.iter().all(|x| *x == Self::NONE) && self.more.is_none()
+    }
+
+    fn to_vec(&self) -> Vec<SlotRef> {
+        let mut v: Vec<SlotRef> = self
+            .inline
+            .iter()
+            .filter(|x| **x != Self::NONE)
+            .map(|x| SlotRef(*x))
+            .collect();
+        if let Some(m) = &self.more {
+            v.extend(m.iter().copied());
+        }
+        v
     }
 }
 
@@ -190,12 +221,12 @@ type Map<K, V> = DashMap<K, V, KeyHashBuilder>;
 #[derive(Debug)]
 pub struct BindingStore {
     cfg: CacheConfig,
-    leases: Map<Slot, ()>,
+    leases: LeaseTable,
     prefix_lens: [AtomicU32; 129],
     /// Bit `len` set ⇔ some prefix of that length is held.
     len_mask: [AtomicU64; 3],
-    by_client: Map<Arc<[u8]>, Box<[LeaseKey]>>,
-    by_link: Map<Ipv6Addr, HashSet<Arc<[u8]>, KeyHashBuilder>>,
+    by_client: Map<Arc<[u8]>, ClientRefs>,
+    by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
     writer: Mutex<WriterState>,
     stats: CacheStats,
 }
@@ -210,9 +241,7 @@ impl BindingStore {
     pub fn new(cfg: CacheConfig) -> Self {
         BindingStore {
             cfg,
-            // Many shards: a lookup read-locks one, and two cores hammering the same few lock
-            // words would bounce their cache lines.
-            leases: DashMap::with_hasher_and_shard_amount(KeyHashBuilder::default(), 256),
+            leases: LeaseTable::default(),
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
             len_mask: std::array::from_fn(|_| AtomicU64::new(0)),
             by_client: DashMap::with_hasher(KeyHashBuilder::default()),
@@ -236,7 +265,7 @@ impl BindingStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.leases.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -301,14 +330,16 @@ impl BindingStore {
         let mut w = self.lock();
         let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
         let mut current = BTreeMap::new();
-        for (_, key) in due {
-            match self.get(&key) {
-                Some(l) if l.valid_until <= now => {
-                    let duid = l.client.duid.clone();
-                    current.insert(key, l);
-                    self.gather_client(&duid, &mut current);
-                }
-                _ => {} // stale entry: the lease was refreshed or removed since
+        for (_, r) in due {
+            // Whatever lease sits in the slot now counts only if its own deadline has passed
+            // (else the entry is stale: refreshed, or removed and the slot reused).
+            let found = self
+                .leases
+                .at(r, |k, l| (l.valid_until <= now).then(|| (*k, l.clone())));
+            if let Some(Some((key, l))) = found {
+                let duid = l.client.duid.clone();
+                current.insert(key, l);
+                self.gather_client(&duid, &mut current);
             }
         }
         let out = merge::expire(&current, now);
@@ -356,17 +387,28 @@ impl BindingStore {
         }
     }
 
-    fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
-        let keys = self
-            .by_client
+    /// The slots filed under `duid`.
+    fn client_refs(&self, duid: &[u8]) -> Vec<SlotRef> {
+        self.by_client
             .get(duid)
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        for k in keys {
-            if let Some(v) = self.get(&k) {
-                into.insert(k, v);
-            }
-        }
+            .map(|v| v.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Every lease of `duid` (checked: a slot holds that client's lease).
+    fn client_leases(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
+        self.client_refs(duid)
+            .into_iter()
+            .filter_map(|r| {
+                self.leases
+                    .at(r, |k, l| (*l.client.duid == *duid).then(|| (*k, l.clone())))
+                    .flatten()
+            })
+            .collect()
+    }
+
+    fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
+        into.extend(self.client_leases(duid));
     }
 
     fn note_clt(&self, w: &mut WriterState, obs: &Observation, check: CltCheck) {
@@ -409,11 +451,9 @@ impl BindingStore {
         if w.expiry.needs_rebuild(self.leases.len()) {
             // Refreshes leave stale deadlines behind; bound them (amortised: at most once per
             // `len` pushes).
-            let live: Vec<_> = self
-                .leases
-                .iter()
-                .map(|e| (e.key().lease().valid_until, e.key().0.0))
-                .collect();
+            let mut live = Vec::with_capacity(self.leases.len());
+            self.leases
+                .for_each(|r, _, l| live.push((l.valid_until, r)));
             w.expiry.rebuild(live);
         }
         while w.tombstones.len() > self.cfg.max_tombstones {
@@ -435,22 +475,22 @@ impl BindingStore {
 
     /// Write one key into every index.
     fn put(&self, w: &mut WriterState, key: LeaseKey, new: Option<Lease>) {
-        let old = match &new {
+        let (old, new_client, r) = match new {
             Some(l) => {
-                w.expiry.push(l.valid_until, key);
-                match self.leases.entry(Slot(Box::new((key, l.clone())))) {
-                    dashmap::Entry::Occupied(o) => Some(o.replace_entry(()).0.0.1),
-                    dashmap::Entry::Vacant(v) => {
-                        v.insert(());
-                        None
-                    }
-                }
+                let deadline = l.valid_until;
+                let client = l.client.clone();
+                let (old, r) = self.leases.upsert(key, l);
+                w.expiry.push(deadline, r);
+                (old, Some(client), r)
             }
-            None => self.leases.remove(&key).map(|(s, ())| s.0.1),
+            None => match self.leases.remove(&key) {
+                Some((old, r)) => (Some(old), None, r),
+                None => return,
+            },
         };
-        let moved = match (&old, &new) {
+        let moved = match (&old, &new_client) {
             (Some(o), Some(n)) => {
-                o.client.duid != n.client.duid || o.client.link.address != n.client.link.address
+                o.client.duid != n.duid || o.client.link.address != n.link.address
             }
             _ => true,
         };
@@ -458,10 +498,10 @@ impl BindingStore {
             return;
         }
         if let Some(o) = &old {
-            self.unindex(key, o);
+            self.unindex(key, r, &o.client);
         }
-        if let Some(n) = &new {
-            self.index(key, n);
+        if let Some(n) = &new_client {
+            self.index(key, r, n);
         }
     }
 
@@ -474,58 +514,44 @@ impl BindingStore {
         }
     }
 
-    fn index(&self, key: LeaseKey, l: &Lease) {
+    fn index(&self, key: LeaseKey, r: SlotRef, c: &ClientInfo) {
         if let LeaseKey::Prefix(p) = key {
             if self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed) == 0 {
                 self.set_len_bit(p.len(), true);
             }
         }
-        let mut e = self.by_client.entry(l.client.duid.clone()).or_default();
-        let mut v = e.value().to_vec();
-        v.push(key);
-        *e.value_mut() = v.into_boxed_slice();
-        drop(e);
-        self.by_link
-            .entry(l.client.link.address)
-            .or_default()
-            .insert(l.client.duid.clone());
+        self.by_client
+            .entry(c.duid.clone())
+            .or_insert_with(ClientRefs::new)
+            .push(r);
+        self.by_link.entry(c.link.address).or_default().insert(r);
     }
 
-    fn unindex(&self, key: LeaseKey, l: &Lease) {
+    fn unindex(&self, key: LeaseKey, r: SlotRef, c: &ClientInfo) {
         if let LeaseKey::Prefix(p) = key {
             if self.prefix_lens[usize::from(p.len())].fetch_sub(1, Ordering::Relaxed) == 1 {
                 self.set_len_bit(p.len(), false);
             }
         }
-        let mut rest: Box<[LeaseKey]> = Box::new([]);
-        self.by_client.remove_if_mut(&l.client.duid, |_, v| {
-            *v = v.iter().copied().filter(|k| *k != key).collect();
-            rest = v.clone();
+        self.by_client.remove_if_mut(&c.duid, |_, v| {
+            v.remove(r);
             v.is_empty()
         });
-        let link = l.client.link.address;
-        let still_on_link = rest.iter().any(|k| {
-            self.leases
-                .get(k)
-                .is_some_and(|s| s.key().lease().client.link.address == link)
+        self.by_link.remove_if_mut(&c.link.address, |_, v| {
+            v.remove(&r);
+            v.is_empty()
         });
-        if !still_on_link {
-            self.by_link.remove_if_mut(&link, |_, v| {
-                v.remove(&l.client.duid);
-                v.is_empty()
-            });
-        }
     }
 
     /// The lease at `key`.
     pub fn get(&self, key: &LeaseKey) -> Option<Lease> {
-        self.leases.get(key).map(|e| e.key().lease().clone())
+        self.leases.with(key, |l| l.clone())
     }
 
     /// Look at the lease at `key` without copying it (the shard stays read-locked during `f`,
     /// which must not call back into the store).
     pub fn with<R>(&self, key: &LeaseKey, f: impl FnOnce(&Lease) -> R) -> Option<R> {
-        self.leases.get(key).map(|e| f(e.key().lease()))
+        self.leases.with(key, f)
     }
 
     /// The lease for an address: an IA_NA/IA_TA lease of exactly it, else the delegated prefix
@@ -540,11 +566,10 @@ impl BindingStore {
         addr: Ipv6Addr,
         f: impl FnOnce(&LeaseKey, &Lease) -> R,
     ) -> Option<R> {
-        let k = LeaseKey::Address(addr);
-        if let Some(e) = self.leases.get(&k) {
-            return Some(f(&k, e.key().lease()));
+        match self.leases.try_with(&LeaseKey::Address(addr), f) {
+            Ok(r) => Some(r),
+            Err(f) => self.covering_with(addr, f),
         }
-        self.covering_with(addr, |p, l| f(&LeaseKey::Prefix(p), l))
     }
 
     /// Whether any lease is known for `addr` (address or covering prefix), without cloning.
@@ -554,14 +579,13 @@ impl BindingStore {
 
     /// The longest delegated prefix covering `addr`: one hash probe per prefix length present.
     pub fn covering_prefix(&self, addr: Ipv6Addr) -> Option<(Ipv6Prefix, Lease)> {
-        self.covering_with(addr, |p, l| (p, l.clone()))
+        self.covering_with(addr, |k, l| (k.network(), l.clone()))
     }
 
-    fn covering_with<R>(
-        &self,
-        addr: Ipv6Addr,
-        f: impl FnOnce(Ipv6Prefix, &Lease) -> R,
-    ) -> Option<R> {
+    fn covering_with<R, F>(&self, addr: Ipv6Addr, mut f: F) -> Option<R>
+    where
+        F: FnOnce(&LeaseKey, &Lease) -> R,
+    {
         for word in (0..3).rev() {
             let mut bits = self.len_mask[word].load(Ordering::Relaxed);
             while bits != 0 {
@@ -571,8 +595,9 @@ impl BindingStore {
                 let Ok(p) = Ipv6Prefix::new_truncating(addr, len as u8) else {
                     continue;
                 };
-                if let Some(e) = self.leases.get(&LeaseKey::Prefix(p)) {
-                    return Some(f(p, e.key().lease()));
+                match self.leases.try_with(&LeaseKey::Prefix(p), f) {
+                    Ok(r) => return Some(r),
+                    Err(back) => f = back,
                 }
             }
         }
@@ -581,27 +606,27 @@ impl BindingStore {
 
     /// Every lease of a client DUID (all links).
     pub fn by_client(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
-        let keys = self
-            .by_client
-            .get(duid)
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        keys.into_iter()
-            .filter_map(|k| self.get(&k).map(|l| (k, l)))
-            .collect()
+        let mut v = self.client_leases(duid);
+        v.sort_by_key(|e| e.0);
+        v
     }
 
     /// Every lease on a link (by relay link-address).
     pub fn by_link(&self, link: Ipv6Addr) -> Vec<(LeaseKey, Lease)> {
-        let duids: Vec<Arc<[u8]>> = self
+        let refs: Vec<SlotRef> = self
             .by_link
             .get(&link)
-            .map(|v| v.iter().cloned().collect())
+            .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
-        let mut out: Vec<_> = duids
-            .iter()
-            .flat_map(|d| self.by_client(d))
-            .filter(|(_, l)| l.client.link.address == link)
+        let mut out: Vec<_> = refs
+            .into_iter()
+            .filter_map(|r| {
+                self.leases
+                    .at(r, |k, l| {
+                        (l.client.link.address == link).then(|| (*k, l.clone()))
+                    })
+                    .flatten()
+            })
             .collect();
         out.sort_by_key(|e| e.0);
         out
@@ -609,11 +634,8 @@ impl BindingStore {
 
     /// A copy of every lease (for `show bindings`, snapshots and reconcile), sorted by key.
     pub fn all(&self) -> Vec<(LeaseKey, Lease)> {
-        let mut v: Vec<_> = self
-            .leases
-            .iter()
-            .map(|e| (e.key().0.0, e.key().lease().clone()))
-            .collect();
+        let mut v = Vec::with_capacity(self.leases.len());
+        self.leases.for_each(|_, k, l| v.push((*k, l.clone())));
         v.sort_by_key(|e| e.0);
         v
     }
@@ -621,11 +643,97 @@ impl BindingStore {
     /// Visit every lease without collecting (each shard is read-locked while visited; `f` must
     /// not call back into the store).
     pub fn for_each(&self, mut f: impl FnMut(&LeaseKey, &Lease)) {
-        for e in self.leases.iter() {
-            f(&e.key().0.0, e.key().lease());
-        }
+        self.leases.for_each(|_, k, l| f(k, l));
     }
 }
 
 /// Shared handle type used across tasks.
 pub type SharedStore = Arc<BindingStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::binding::{IaType, Link, ObservedLease, ServerId, Source, WithdrawReason};
+
+    fn obs(client: u8, link: u16, keys: &[LeaseKey], at: i64) -> Observation {
+        Observation {
+            client_duid: vec![0, 3, 0, 1, client].into(),
+            link: Link {
+                address: Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, link),
+                interface: None,
+            },
+            relay: None,
+            server: Arc::new(ServerId {
+                duid: vec![0, 1, 0, 1, 9].into(),
+                address: Ipv6Addr::LOCALHOST,
+            }),
+            source: Source::Snoop,
+            clt_time: None,
+            base_time: None,
+            srsn: None,
+            complete: false,
+            leases: keys
+                .iter()
+                .map(|k| ObservedLease {
+                    key: *k,
+                    ia: IaType::Na,
+                    iaid: 1,
+                    preferred: 100,
+                    valid: 200,
+                })
+                .collect(),
+            arrival: Timestamp::from_secs(at),
+        }
+    }
+
+    fn addr(n: u16) -> LeaseKey {
+        LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n))
+    }
+
+    /// Entries in by_client and by_link (slots filed), which `by_client()`/`by_link()` cannot
+    /// show: they skip stale slots, so a leak would only show as memory.
+    fn filed(s: &BindingStore) -> (usize, usize) {
+        let c = s.by_client.iter().map(|e| e.value().to_vec().len()).sum();
+        let l = s.by_link.iter().map(|e| e.value().len()).sum();
+        (c, l)
+    }
+
+    #[test]
+    fn secondary_indexes_file_each_lease_once_and_forget_it_when_it_goes() {
+        let s = BindingStore::default();
+        // 50 clients with 3 leases each (one spills past the two inline slots) on 5 links.
+        for c in 0..50u8 {
+            let keys: Vec<_> = (0..3).map(|i| addr(u16::from(c) * 3 + i + 1)).collect();
+            s.apply(&obs(c, u16::from(c % 5) + 1, &keys, 1000));
+        }
+        assert_eq!(s.len(), 150);
+        assert_eq!(filed(&s), (150, 150));
+        // Every client moves to another link: each lease is re-filed, none twice.
+        for c in 0..50u8 {
+            let keys: Vec<_> = (0..3).map(|i| addr(u16::from(c) * 3 + i + 1)).collect();
+            s.apply(&obs(c, u16::from(c % 5) + 2, &keys, 1001));
+        }
+        assert_eq!(filed(&s), (150, 150));
+        assert_eq!(
+            s.by_link(Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, 1)),
+            vec![]
+        );
+        // Half the leases released, the rest expire.
+        let keys: Vec<_> = (1..=75).map(addr).collect();
+        s.withdraw(&Withdrawal {
+            keys,
+            client_duid: None,
+            reason: WithdrawReason::Operator,
+            arrival: Timestamp::from_secs(1002),
+        });
+        assert_eq!(filed(&s), (75, 75));
+        s.expire_due(Timestamp::from_secs(5000));
+        assert!(s.is_empty());
+        assert_eq!(filed(&s), (0, 0));
+        assert_eq!(
+            (s.by_client.len(), s.by_link.len()),
+            (0, 0),
+            "empty entries removed"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Fixed-length arrays for the lease table, backed by transparent huge pages when they are big.
+//!
+//! Why: a lookup in a cache of a million leases touches two random places in ~250 MB. With
+//! 4 KiB pages each of them is also a TLB miss and a page walk (two-dimensional, and so dearer,
+//! under a hypervisor); with 2 MiB pages the whole table is a few hundred TLB entries. Measured
+//! with `cargo bench --bench cache` on our 2-core VM, four interleaved runs each: median
+//! 6.43M lookups/s with these arrays in huge pages, 5.88M/s with the `madvise` below disabled.
+//! The machine's run-to-run noise is ±15 %, so read that as "about 10 %", not more.
+//!
+//! Most kernels ship THP in `madvise` mode, so the memory has to ask: arrays of (nearly) 2 MiB or
+//! more are allocated 2 MiB-aligned, their size rounded up to whole huge pages, and marked
+//! `MADV_HUGEPAGE`. Smaller arrays use the ordinary allocator (a huge page would be mostly
+//! empty). If the kernel has THP off, `madvise` fails and the array simply uses small pages.
+//!
+//! This is the crate's one module with `unsafe` code: an allocation with our own layout, its
+//! initialisation, and the matching drop. Everything else sees a safe `&[T]` / `&mut [T]`.
+#![allow(unsafe_code)]
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// The x86-64 / aarch64 (4 KiB granule) PMD huge page size.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// A heap array of exactly `len` initialised `T`s whose memory is huge-page backed when large.
+pub(crate) struct HugeArray<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    layout: Layout,
+}
+
+// SAFETY: HugeArray owns its elements exactly like a Box<[T]> does.
+unsafe impl<T: Send> Send for HugeArray<T> {}
+// SAFETY: shared access only hands out &T, like Box<[T]>.
+unsafe impl<T: Sync> Sync for HugeArray<T> {}
+
+impl<T> HugeArray<T> {
+    /// `len` elements, each made by `fill`. Panics only if the size overflows `isize` (a
+    /// capacity bug in the caller, never a network input) and aborts on allocation failure like
+    /// every std collection.
+    pub(crate) fn new(len: usize, mut fill: impl FnMut() -> T) -> Self {
+        let elem = std::mem::size_of::<T>().max(1);
+        let bytes = elem
+            .checked_mul(len.max(1))
+            .expect("HugeArray size overflow");
+        // A slab chunk is a few bytes short of 2 MiB (a whole number of entries): anything within
+        // 1/8 of a huge page still gets one, the rest of the page left unused.
+        let huge = bytes >= HUGE_PAGE - HUGE_PAGE / 8;
+        let layout = if huge {
+            Layout::from_size_align(bytes.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
+        } else {
+            Layout::from_size_align(bytes, std::mem::align_of::<T>())
+        }
+        .expect("HugeArray layout");
+        // SAFETY: layout has a non-zero size (bytes ≥ 1).
+        let raw = unsafe { alloc(layout) }.cast::<T>();
+        let Some(ptr) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
+        if huge {
+            advise_huge(ptr.as_ptr().cast(), layout.size());
+        }
+        for i in 0..len {
+            // SAFETY: i < len and the allocation holds len elements (size ≥ len·size_of::<T>(),
+            // alignment ≥ align_of::<T>()); each slot is written exactly once. If `fill` panics,
+            // the elements written so far and the allocation leak, which is safe.
+            unsafe { ptr.as_ptr().add(i).write(fill()) };
+        }
+        HugeArray { ptr, len, layout }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge(p: *mut u8, len: usize) {
+    // SAFETY: [p, p+len) is a mapping we just allocated and own; MADV_HUGEPAGE only changes how
+    // the kernel backs it. Failure (THP compiled out or disabled) leaves small pages: ignored.
+    let _ = unsafe { libc::madvise(p.cast(), len, libc::MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge(_: *mut u8, _: usize) {}
+
+impl<T> Deref for HugeArray<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: ptr points to len initialised elements owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for HugeArray<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in deref, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for HugeArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: the len elements are initialised and dropped once here; the memory was
+        // allocated with exactly self.layout.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ));
+            dealloc(self.ptr.as_ptr().cast(), self.layout);
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for HugeArray<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HugeArray")
+            .field("len", &self.len)
+            .field("bytes", &self.layout.size())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn small_and_huge_arrays_hold_and_drop_their_elements() {
+        let probe = Arc::new(());
+        {
+            let mut small = HugeArray::new(10, || Some(probe.clone()));
+            assert_eq!(small.len(), 10);
+            small[3] = None;
+            assert_eq!(Arc::strong_count(&probe), 10);
+            let big = HugeArray::new(HUGE_PAGE / 8 + 1, || 7u64);
+            assert_eq!(
+                big.as_ptr() as usize % HUGE_PAGE,
+                0,
+                "huge arrays are aligned"
+            );
+            assert!(big.iter().all(|v| *v == 7));
+        }
+        assert_eq!(Arc::strong_count(&probe), 1, "every element was dropped");
+        let empty: HugeArray<u64> = HugeArray::new(0, || 0);
+        assert!(empty.is_empty());
+    }
+}
