@@ -15,11 +15,11 @@ use lqagent::cache::{
 };
 use lqagent::prefix::Ipv6Prefix;
 
-/// AnonHugePages of this process (transparent huge pages backing anonymous memory), bytes.
-fn huge_page_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+/// A "Key:   N kB" value from a /proc file of this process, in bytes (0 if absent).
+fn proc_kb(file: &str, key: &str) -> u64 {
+    let s = std::fs::read_to_string(file).unwrap_or_default();
     s.lines()
-        .find(|l| l.starts_with("AnonHugePages:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok())
         .map(|kb| kb * 1024)
@@ -27,13 +27,12 @@ fn huge_page_bytes() -> u64 {
 }
 
 fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    proc_kb("/proc/self/status", "VmRSS:")
+}
+
+/// Anonymous memory backed by transparent huge pages.
+fn huge_page_bytes() -> u64 {
+    proc_kb("/proc/self/smaps_rollup", "AnonHugePages:")
 }
 
 /// CPU time of the calling thread in seconds (utime+stime from /proc/thread-self/stat, in

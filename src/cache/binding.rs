@@ -365,3 +365,33 @@ impl Change {
         }
     }
 }
+
+/// A snooped REPLY's observation for unit tests: one fixed server, no relay data, each lease as
+/// given (shared by the store's and the cache task's tests).
+#[cfg(test)]
+pub(crate) fn snooped(
+    client_duid: Vec<u8>,
+    link: Ipv6Addr,
+    leases: Vec<ObservedLease>,
+    arrival: Timestamp,
+) -> Observation {
+    Observation {
+        client_duid: client_duid.into(),
+        link: Link {
+            address: link,
+            interface: None,
+        },
+        relay: None,
+        server: Arc::new(ServerId {
+            duid: vec![0, 1, 0, 1, 9].into(),
+            address: Ipv6Addr::LOCALHOST,
+        }),
+        source: Source::Snoop,
+        clt_time: None,
+        base_time: None,
+        srsn: None,
+        complete: false,
+        leases,
+        arrival,
+    }
+}

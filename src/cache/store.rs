@@ -387,24 +387,30 @@ impl BindingStore {
         }
     }
 
-    /// The slots filed under `duid`.
-    fn client_refs(&self, duid: &[u8]) -> Vec<SlotRef> {
-        self.by_client
-            .get(duid)
-            .map(|v| v.to_vec())
-            .unwrap_or_default()
-    }
-
-    /// Every lease of `duid` (checked: a slot holds that client's lease).
-    fn client_leases(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
-        self.client_refs(duid)
-            .into_iter()
+    /// The leases now in slots `refs` that `keep` accepts (a slot may have been reused by another
+    /// client's or link's lease since it was filed).
+    fn leases_at(
+        &self,
+        refs: impl IntoIterator<Item = SlotRef>,
+        keep: impl Fn(&Lease) -> bool,
+    ) -> Vec<(LeaseKey, Lease)> {
+        refs.into_iter()
             .filter_map(|r| {
                 self.leases
-                    .at(r, |k, l| (*l.client.duid == *duid).then(|| (*k, l.clone())))
+                    .at(r, |k, l| keep(l).then(|| (*k, l.clone())))
                     .flatten()
             })
             .collect()
+    }
+
+    /// Every lease of `duid`.
+    fn client_leases(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
+        let refs = self
+            .by_client
+            .get(duid)
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        self.leases_at(refs, |l| *l.client.duid == *duid)
     }
 
     fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
@@ -618,16 +624,7 @@ impl BindingStore {
             .get(&link)
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
-        let mut out: Vec<_> = refs
-            .into_iter()
-            .filter_map(|r| {
-                self.leases
-                    .at(r, |k, l| {
-                        (l.client.link.address == link).then(|| (*k, l.clone()))
-                    })
-                    .flatten()
-            })
-            .collect();
+        let mut out = self.leases_at(refs, |l| l.client.link.address == link);
         out.sort_by_key(|e| e.0);
         out
     }
@@ -653,37 +650,25 @@ pub type SharedStore = Arc<BindingStore>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::binding::{IaType, Link, ObservedLease, ServerId, Source, WithdrawReason};
+    use crate::cache::binding::{IaType, ObservedLease, WithdrawReason, snooped};
 
     fn obs(client: u8, link: u16, keys: &[LeaseKey], at: i64) -> Observation {
-        Observation {
-            client_duid: vec![0, 3, 0, 1, client].into(),
-            link: Link {
-                address: Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, link),
-                interface: None,
-            },
-            relay: None,
-            server: Arc::new(ServerId {
-                duid: vec![0, 1, 0, 1, 9].into(),
-                address: Ipv6Addr::LOCALHOST,
-            }),
-            source: Source::Snoop,
-            clt_time: None,
-            base_time: None,
-            srsn: None,
-            complete: false,
-            leases: keys
-                .iter()
-                .map(|k| ObservedLease {
-                    key: *k,
-                    ia: IaType::Na,
-                    iaid: 1,
-                    preferred: 100,
-                    valid: 200,
-                })
-                .collect(),
-            arrival: Timestamp::from_secs(at),
-        }
+        let leases = keys
+            .iter()
+            .map(|k| ObservedLease {
+                key: *k,
+                ia: IaType::Na,
+                iaid: 1,
+                preferred: 100,
+                valid: 200,
+            })
+            .collect();
+        snooped(
+            vec![0, 3, 0, 1, client],
+            Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, link),
+            leases,
+            Timestamp::from_secs(at),
+        )
     }
 
     fn addr(n: u16) -> LeaseKey {

@@ -232,38 +232,24 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{
-        ChangeKind, IaType, Link, ObservedLease, ServerId, Source, store::CacheConfig,
-    };
+    use crate::cache::binding::snooped;
+    use crate::cache::{ChangeKind, IaType, ObservedLease, store::CacheConfig};
     use std::net::Ipv6Addr;
     use std::sync::atomic::AtomicUsize;
 
     fn obs(n: u16, valid: u32, clock: &AgentClock) -> Observation {
-        Observation {
-            client_duid: vec![0, 1, n as u8].into(),
-            link: Link {
-                address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
-                interface: None,
-            },
-            relay: None,
-            server: Arc::new(ServerId {
-                duid: vec![0, 3, 1].into(),
-                address: Ipv6Addr::LOCALHOST,
-            }),
-            source: Source::Snoop,
-            clt_time: None,
-            base_time: None,
-            srsn: None,
-            complete: false,
-            leases: vec![ObservedLease {
+        snooped(
+            vec![0, 1, n as u8],
+            Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
+            vec![ObservedLease {
                 key: LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)),
                 ia: IaType::Na,
                 iaid: 1,
                 preferred: valid,
                 valid,
             }],
-            arrival: clock.now(),
-        }
+            clock.now(),
+        )
     }
 
     #[tokio::test]
