@@ -70,6 +70,7 @@ fn obs(c: u8, s: u8, at: i64, clt: Option<u32>, leases: Vec<ObservedLease>) -> O
         complete: clt.is_some(),
         leases,
         arrival: Timestamp::from_secs(T0 + at),
+        query_address: None,
     }
 }
 

@@ -148,6 +148,7 @@ pub fn observation_from_client_data(
         complete: true,
         leases,
         arrival: ctx.arrival,
+        query_address: None,
     })
 }
 
@@ -216,6 +217,7 @@ pub fn observation_from_binding(
         complete: true,
         leases,
         arrival: ctx.arrival,
+        query_address: None,
     })
 }
 

@@ -75,6 +75,15 @@ pub(crate) struct Link {
     pub(crate) subscriber_prefixes: Vec<String>,
     #[serde(default = "yes")]
     pub(crate) trigger: bool,
+    #[serde(default = "default_delegated_length")]
+    pub(crate) delegated_length: [u8; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) interface_id: Option<String>,
+}
+
+fn default_delegated_length() -> [u8; 2] {
+    let (min, max) = crate::admission::DEFAULT_DELEGATED_LENGTH;
+    [min, max]
 }
 
 fn yes() -> bool {
@@ -198,6 +207,8 @@ impl Default for Routes {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Snoop {
     pub(crate) interfaces: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) trusted_sources: Vec<String>,
 }
 
 /// `[trigger]`: unknown-source detection (nftables `log group N` read over NFLOG).

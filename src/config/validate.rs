@@ -358,7 +358,22 @@ fn snoop(f: &file::Snoop) -> Result<SnoopSection> {
         }
         interfaces.push(name);
     }
-    Ok(SnoopSection { interfaces })
+    let mut trusted_sources = Vec::new();
+    for (i, a) in f.trusted_sources.iter().enumerate() {
+        let key = format!("snoop.trusted_sources[{i}]");
+        let a = ipv6(&key, a)?;
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(invalid(
+                key,
+                "must be a unicast address of a relay or server",
+            ));
+        }
+        trusted_sources.push(a);
+    }
+    Ok(SnoopSection {
+        interfaces,
+        trusted_sources,
+    })
 }
 
 fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
@@ -400,8 +415,33 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
                 "must be a unicast address of the link (RFC 5007 section 4.1.2.1)",
             ));
         }
-        if let Some(j) = out.iter().position(|o| o.link_address == link_address) {
-            return Err(invalid(key, format!("same link_address as links[{j}]")));
+        let interface_id = match &l.interface_id {
+            Some(s) => Some(interface_id(&format!("links[{i}].interface_id"), s)?),
+            None => None,
+        };
+        // Links may share a link-address (unnumbered subscriber VLANs) when the relay's
+        // Interface-Id tells them apart: each needs its own, or one of them none (the fallback).
+        if let Some(j) = out.iter().position(|o| {
+            o.link_address == link_address
+                && (o.interface_id == interface_id
+                    || o.interface_id.is_none() && interface_id.is_none())
+        }) {
+            return Err(invalid(
+                key,
+                format!(
+                    "same link_address as links[{j}]; links sharing one need distinct interface_id"
+                ),
+            ));
+        }
+        let [dmin, dmax] = l.delegated_length;
+        if dmin < crate::admission::SHORTEST_DELEGATED_LENGTH || dmin > dmax || dmax > 128 {
+            return Err(invalid(
+                format!("links[{i}].delegated_length"),
+                format!(
+                    "[min, max] with {} <= min <= max <= 128",
+                    crate::admission::SHORTEST_DELEGATED_LENGTH
+                ),
+            ));
         }
         if l.subscriber_prefixes.len() > MAX_PREFIXES_PER_LINK {
             return Err(invalid(
@@ -431,6 +471,8 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
             link_address,
             subscriber_prefixes,
             trigger: l.trigger,
+            delegated_length: (dmin, dmax),
+            interface_id,
         });
     }
     Ok(out)
@@ -527,6 +569,12 @@ pub(super) fn to_file(c: &Config) -> File {
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),
+            trusted_sources: c
+                .snoop
+                .trusted_sources
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         },
         trigger: file::Trigger {
             enabled: c.trigger.enabled,
@@ -564,7 +612,30 @@ pub(super) fn to_file(c: &Config) -> File {
                     .map(|p| p.to_string())
                     .collect(),
                 trigger: l.trigger,
+                delegated_length: [l.delegated_length.0, l.delegated_length.1],
+                interface_id: l.interface_id.as_ref().map(|id| interface_id_text(id)),
             })
             .collect(),
     }
+}
+
+/// An Interface-Id as the operator writes it: its text when it is printable ASCII (ISC
+/// dhcrelay sends the interface name), else `hex:` and its bytes.
+fn interface_id_text(id: &[u8]) -> String {
+    if !id.is_empty() && id.iter().all(|b| b.is_ascii_graphic()) && !id.starts_with(b"hex:") {
+        String::from_utf8_lossy(id).into_owned()
+    } else {
+        format!("hex:{}", hex::encode(id))
+    }
+}
+
+fn interface_id(key: &str, s: &str) -> Result<Vec<u8>> {
+    let id = match s.strip_prefix("hex:") {
+        Some(h) => hex_bytes(key, h, (1, 128))?,
+        None => s.as_bytes().to_vec(),
+    };
+    if id.is_empty() || id.len() > 128 {
+        return Err(invalid(key, "1 to 128 bytes (text, or hex:... for binary)"));
+    }
+    Ok(id)
 }

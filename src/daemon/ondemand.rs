@@ -198,7 +198,9 @@ impl Lookup {
                 arrival: self.clock.at_std(b.received),
             };
             match observation_from_binding(b, &ctx) {
-                Ok(obs) => {
+                Ok(mut obs) => {
+                    // Admission drops an answer that does not cover what was asked (rule A6).
+                    obs.query_address = Some(s.source);
                     if self.cache.observe(obs).await.is_err() {
                         break;
                     }

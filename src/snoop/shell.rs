@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats};
-use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Learned};
+use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache::AgentClock;
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::wire::Message;
@@ -69,6 +69,7 @@ impl MessageCounts {
 pub fn spawn(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
+    trust: SnoopTrust,
     clock: AgentClock,
     cache: CacheHandle,
     tasks: &mut JoinSet<()>,
@@ -82,7 +83,7 @@ pub fn spawn(
     drop(tx);
     let st = stats.clone();
     tasks.spawn(async move {
-        let mut classifier = Classifier::new(classify);
+        let mut classifier = Classifier::new(classify, trust);
         while let Some(m) = rx.recv().await {
             let Ok(msg) = Message::parse(&m.payload) else {
                 st.unparsable
@@ -91,7 +92,14 @@ pub fn spawn(
             };
             let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
             st.messages.count(inner);
-            let learned = classifier.on_message(&msg, m.src, clock.at(m.at.into()));
+            let env = Envelope {
+                outgoing: m.outgoing,
+                src: m.src,
+                dst: m.dst,
+                src_port: m.src_port,
+                dst_port: m.dst_port,
+            };
+            let learned = classifier.on_message(&msg, &env, clock.at(m.at.into()));
             // Short critical section, never held across an await.
             if let Ok(mut s) = st.classify.lock() {
                 *s = classifier.stats().clone();
