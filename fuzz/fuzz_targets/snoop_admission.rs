@@ -24,13 +24,19 @@ fn a(s: &str) -> Ipv6Addr {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let own = Arc::new(OwnAddresses::new([a("2001:db8:ffff::1"), a("2001:db8:1::1")]));
+    let own = Arc::new(OwnAddresses::new([
+        a("2001:db8:ffff::1"),
+        a("2001:db8:1::1"),
+    ]));
     let rule = LinkRule {
         name: Arc::from("cable1"),
         interface: Arc::from("sub0"),
         link_address: a("2001:db8:1::1"),
         interface_id: None,
-        subscriber_prefixes: vec!["2001:db8:1::/64".parse().unwrap(), "2001:db8:100::/40".parse().unwrap()],
+        subscriber_prefixes: vec![
+            "2001:db8:1::/64".parse().unwrap(),
+            "2001:db8:100::/40".parse().unwrap(),
+        ],
         delegated_length: (48, 64),
     };
     let admission = Admission::new(vec![rule.clone()], [a("2001:db8:ffff::2")], own.clone());
@@ -53,8 +59,12 @@ fuzz_target!(|data: &[u8]| {
         let pkt = &rest[3..3 + len];
         rest = &rest[3 + len..];
         now += i64::from(flags >> 1) * 10;
-        let Ok(d) = datagram::parse(pkt) else { continue };
-        let Ok(msg) = Message::parse(d.payload) else { continue };
+        let Ok(d) = datagram::parse(pkt) else {
+            continue;
+        };
+        let Ok(msg) = Message::parse(d.payload) else {
+            continue;
+        };
         let env = Envelope {
             outgoing: flags & 1 == 1,
             src: d.src,
@@ -64,7 +74,9 @@ fuzz_target!(|data: &[u8]| {
         };
         let learned = classifier.on_message(&msg, &env, Timestamp::from_millis(now));
         assert!(classifier.memory_len() <= 2 * (CAP + 2 * CAP + 1));
-        let Some(Learned::Bind(obs)) = learned else { continue };
+        let Some(Learned::Bind(obs)) = learned else {
+            continue;
+        };
         let admitted = match admission.admit(obs) {
             Admitted::Whole(o) | Admitted::Partial(o, _) => o,
             Admitted::Refused(_) => continue,
@@ -73,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!admitted.leases.is_empty());
         for l in &admitted.leases {
             let net = l.key.network();
-            assert!(rule.subscriber_prefixes.iter().any(|p| p.covers(&net)), "{net}");
+            assert!(
+                rule.subscriber_prefixes.iter().any(|p| p.covers(&net)),
+                "{net}"
+            );
             assert!(!net.addr().is_unicast_link_local() && !net.addr().is_multicast());
             if let LeaseKey::Prefix(p) = l.key {
                 assert!((48..=64).contains(&p.len()), "{p}");

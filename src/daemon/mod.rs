@@ -238,7 +238,11 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .or_else(|_| udp::system_duid(None))
             .map_err(DaemonError::Duid)?,
     };
-    let udp_cfg = UdpConfig::default();
+    let udp_cfg = UdpConfig {
+        // Servers sit upstream: a reply arriving on a subscriber link is a forgery.
+        refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
+        ..UdpConfig::default()
+    };
     let (requestor, _requestor_task) =
         udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .await

@@ -153,6 +153,12 @@ impl Requestor {
         &self.stats
     }
 
+    /// The shell dropped a datagram before the core saw it (e.g. it arrived on a
+    /// subscriber-facing interface).
+    pub fn drop_datagram(&mut self, reason: DropReason) {
+        self.stats.drop(reason);
+    }
+
     /// The shell could not send a datagram (counted; retransmission covers it).
     pub fn note_send_error(&mut self) {
         self.stats.send_errors += 1;

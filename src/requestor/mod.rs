@@ -16,6 +16,7 @@ pub mod core;
 mod core_tests;
 pub mod limiter;
 mod msg;
+mod pktinfo;
 pub mod retransmit;
 pub mod udp;
 
@@ -312,6 +313,7 @@ labelled! {
         NoClientId => "no_clientid",
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
+        WrongInterface => "wrong_interface",
     }
 }
 

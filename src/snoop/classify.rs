@@ -316,6 +316,8 @@ pub struct Classifier {
     /// push them out.
     releases: PendingTable,
     stats: ClassifyStats,
+    /// Why the last message was refused for its origin, if it was (for the shell's log line).
+    refusal: Option<ClassifyCounter>,
 }
 
 impl Classifier {
@@ -326,6 +328,7 @@ impl Classifier {
             pending: PendingTable::new(cfg.pending_capacity),
             releases: PendingTable::new(cfg.release_capacity),
             stats: ClassifyStats::default(),
+            refusal: None,
         }
     }
 
@@ -349,6 +352,7 @@ impl Classifier {
     /// Feeds one snooped DHCPv6 message with its envelope (see the module doc for what is
     /// believed from where).
     pub fn on_message(&mut self, msg: &Message, env: &Envelope, now: Timestamp) -> Option<Learned> {
+        self.refusal = None;
         self.pending.expire(now, self.cfg.pending_ttl_ms);
         self.releases.expire(now, self.cfg.pending_ttl_ms);
         let Message::Relay(outer) = msg else {
@@ -363,7 +367,7 @@ impl Classifier {
         match outer.msg_type {
             MessageType::RELAY_FORW => {
                 if let Err(c) = self.forw_trusted(env) {
-                    self.stats.bump(c);
+                    self.refuse(c);
                     return None;
                 }
                 self.on_forw(&chain, client, now);
@@ -371,7 +375,7 @@ impl Classifier {
             }
             MessageType::RELAY_REPL if client.msg_type == MessageType::REPLY => {
                 if let Err(c) = self.repl_trusted(env) {
-                    self.stats.bump(c);
+                    self.refuse(c);
                     return None;
                 }
                 self.on_reply(&chain, client, env.src, now)
@@ -381,6 +385,17 @@ impl Classifier {
                 None
             }
         }
+    }
+
+    /// Why the last message passed to [`on_message`](Self::on_message) was refused for where
+    /// it came from (direction, source, destination, ports, or a REPLY without its FORW).
+    pub fn refusal(&self) -> Option<ClassifyCounter> {
+        self.refusal
+    }
+
+    fn refuse(&mut self, c: ClassifyCounter) {
+        self.stats.bump(c);
+        self.refusal = Some(c);
     }
 
     fn ports_ok(env: &Envelope) -> bool {
@@ -484,7 +499,7 @@ impl Classifier {
             .remove(&key)
             .or_else(|| self.pending.remove(&key))
         else {
-            self.stats.bump(ClassifyCounter::ReplyUnmatched);
+            self.refuse(ClassifyCounter::ReplyUnmatched);
             return None;
         };
         if matches!(
