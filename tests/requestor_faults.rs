@@ -7,6 +7,7 @@
 //! none needs port 546). Retransmission is sped up (IRT 100 ms) to keep the suite quick.
 
 mod refserver;
+mod support;
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -563,4 +564,95 @@ fn cli_exit_codes_text_and_json() {
 
     let (code, _) = lqagent(&["--server", "nonsense", "--address", "2001:db8::1"]);
     assert_eq!(code, 2, "bad arguments are errors");
+}
+
+/// A subscriber forging the server's address: its "reply" arrives on the subscriber link and is
+/// dropped there (IPV6_PKTINFO) before anything reads it; the same bytes from the uplink side
+/// (here: loopback) reach the core and are judged there.
+#[test]
+fn a_reply_arriving_on_a_subscriber_link_is_dropped() {
+    use support::netns::{agent_and_subscriber, require_root};
+    if !require_root("a_reply_arriving_on_a_subscriber_link_is_dropped") {
+        return;
+    }
+    let (agent, sub) = agent_and_subscriber("rqif");
+    // The forger takes the server's address and a route back to the relay.
+    sub.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:ff::547/128",
+        "dev",
+        "cpe0",
+        "nodad",
+    ]);
+    sub.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:10::/64",
+        "dev",
+        "cpe0",
+    ]);
+    agent.exec(&["ip", "link", "set", "lo", "up"]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let stats = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            agent.run_in(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (h, _task) = udp::spawn(
+                        config(
+                            &[SocketAddr::new(a("2001:db8:ff::547").into(), 547)],
+                            Policy::Failover,
+                        ),
+                        UdpConfig {
+                            bind: "[::]:546".parse().unwrap(),
+                            refuse_interfaces: vec!["sub0".into()],
+                            ..UdpConfig::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    ready_tx.send(()).unwrap();
+                    tokio::task::spawn_blocking(move || sent_rx.recv().unwrap())
+                        .await
+                        .unwrap();
+                    // The loopback copy is judged by the core (an unknown transaction id).
+                    let lo = UdpSocket::bind("[::1]:547").unwrap();
+                    lo.send_to(&forged(), "[::1]:546").unwrap();
+                    let end = Instant::now() + Duration::from_secs(5);
+                    loop {
+                        let st = h.stats().await.unwrap();
+                        if st.dropped(DropReason::UnknownXid) >= 1 || Instant::now() > end {
+                            return st;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })
+        });
+        ready_rx.recv().unwrap();
+        sub.run_in(|| {
+            let s = UdpSocket::bind("[2001:db8:ff::547]:547").unwrap();
+            for _ in 0..3 {
+                s.send_to(&forged(), "[2001:db8:10::1]:546").unwrap();
+            }
+        });
+        sent_tx.send(()).unwrap();
+        worker.join().unwrap()
+    });
+    assert_eq!(stats.dropped(DropReason::WrongInterface), 3, "{stats:?}");
+    assert_eq!(stats.dropped(DropReason::UnknownXid), 1, "{stats:?}");
+}
+
+/// A LEASEQUERY-REPLY-shaped datagram (type 15, some transaction id, no options).
+fn forged() -> Vec<u8> {
+    vec![15, 0x12, 0x34, 0x56]
 }

@@ -101,13 +101,14 @@ pub(super) fn pktinfo_ifindex(control: &[u8]) -> Option<u32> {
     None
 }
 
-/// The index of interface `name` now (`None` when it does not exist).
+/// The index of interface `name` now (`None` when it does not exist), in this thread's network
+/// namespace (`/sys/class/net` would show the namespace sysfs was mounted in).
 pub(super) fn ifindex(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    #[allow(unsafe_code)]
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
 }
 
 #[cfg(test)]
