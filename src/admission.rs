@@ -274,19 +274,32 @@ impl Admission {
         &self.own
     }
 
-    /// A1: the configured link an input on `link_address` with `interface_id` belongs to.
-    /// Links that share a link-address are told apart by Interface-Id; a link without one
-    /// configured is the fallback for that address.
-    pub fn link(&self, link_address: Ipv6Addr, interface_id: Option<&[u8]>) -> Option<&LinkRule> {
+    /// A1: the configured link an input on `link_address` belongs to. Links that share a
+    /// link-address are told apart by the relay's Interface-Id, else by the interface the input
+    /// arrived on (an on-demand answer carries the interface its query came from); a link
+    /// without an `interface_id` is the fallback for its address.
+    pub fn link(
+        &self,
+        link_address: Ipv6Addr,
+        interface_id: Option<&[u8]>,
+        interface: Option<&str>,
+    ) -> Option<&LinkRule> {
+        let mut by_interface = None;
         let mut fallback = None;
         for l in self.links.iter().filter(|l| l.link_address == link_address) {
             match (&l.interface_id, interface_id) {
                 (Some(want), Some(got)) if **want == *got => return Some(l),
-                (None, _) => fallback = fallback.or(Some(l)),
+                (Some(_), Some(_)) => continue,
                 _ => {}
             }
+            if interface.is_some_and(|i| *l.interface == *i) {
+                by_interface = by_interface.or(Some(l));
+            }
+            if l.interface_id.is_none() {
+                fallback = fallback.or(Some(l));
+            }
         }
-        fallback
+        by_interface.or(fallback)
     }
 
     /// Check `obs` (rules A1–A6), count and log what is refused, and return what may go on.
@@ -294,7 +307,11 @@ impl Admission {
         let origin = Origin::of(obs.source);
         let interface_id = obs.relay.as_ref().and_then(|r| r.interface_id.as_deref());
         let whole = |reason| vec![Refused { key: None, reason }];
-        let Some(link) = self.link(obs.link.address, interface_id) else {
+        let Some(link) = self.link(
+            obs.link.address,
+            interface_id,
+            obs.link.interface.as_deref(),
+        ) else {
             return self.refuse(&obs, origin, whole(Rejection::UnknownLink));
         };
         if let Some(asked) = obs.query_address {
@@ -343,7 +360,11 @@ impl Admission {
             .as_ref()
             .and_then(|r| r.interface_id.as_deref());
         let r = self
-            .link(lease.client.link.address, interface_id)
+            .link(
+                lease.client.link.address,
+                interface_id,
+                lease.client.link.interface.as_deref(),
+            )
             .ok_or(Rejection::UnknownLink)
             .and_then(|link| {
                 if let Some(hop) = lease

@@ -369,6 +369,22 @@ fn links_sharing_a_link_address_are_told_apart_by_interface_id() {
         };
         assert_eq!(got.as_deref(), want);
     }
+    // Without relay data (an on-demand answer that carried none), the interface the query
+    // came from decides; with neither, nothing does.
+    for (iface, want) in [
+        (Some("sub20"), Some("sub20")),
+        (Some("up0"), None),
+        (None, None),
+    ] {
+        let mut o = obs(Source::Leasequery, LINK1, None, vec![na("2001:db8:1::100")]);
+        o.relay = None;
+        o.link.interface = iface.map(Arc::from);
+        let got = match ad.admit(o) {
+            Admitted::Whole(o) => o.link.interface.map(|i| i.to_string()),
+            _ => None,
+        };
+        assert_eq!(got.as_deref(), want, "{iface:?}");
+    }
 }
 
 #[test]
