@@ -50,7 +50,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
-use crate::requestor::udp::{self, UdpConfig};
+use crate::requestor::udp;
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::ClassifyConfig;
 use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
@@ -225,7 +225,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .or_else(|_| udp::system_duid(None))
             .map_err(DaemonError::Duid)?,
     };
-    let udp_cfg = UdpConfig::default();
+    let udp_cfg = setup::udp_config(&cfg);
     let (requestor, _requestor_task) =
         udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .await
