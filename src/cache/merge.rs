@@ -23,9 +23,16 @@
 //!   CLT, B beats C by arrival, C beats A by CLT — so replays were not idempotent. One server's
 //!   CLT only moves forward unless it lost its state, so for a sane server this equals arrival
 //!   order, and the rules become one total order.)
-//! - **R7 omission**: a complete CLIENT_DATA (RFC 5007 §4.1.2.2: the server includes every lease of
-//!   the client on that link) from server S that omits a lease S reported before, for the same
-//!   client and link, means S no longer holds it — removed, if the answer is newer by R4–R6.
+//! - **R7 omission**: completeness is a fact about a server and a query, not an assumption. RFC
+//!   5007 §4.1.2.2 says a CLIENT_DATA lists every lease of the client on that link, but deployed
+//!   servers do not: asked by address, ISC dhcpd 4.4 and Kea 3 both return only the lease asked
+//!   about (Kea: the address, or the one prefix containing it), and in bulk replies Kea 3 sends one
+//!   CLIENT_DATA per lease. So an answer that omits a lease removes it only when the observation
+//!   claims completeness (`Observation::complete`: a leasequery CLIENT_DATA) **and** the operator
+//!   said the answering server means it ([`MergeConfig::complete_servers`], the per-server
+//!   `complete_answers` key, off by default). Then a lease S reported before and now omits, for
+//!   the same client and link, is gone — removed, if the answer is newer by R4–R6. A bulk
+//!   LEASEQUERY-DATA never implies omission; the end of a whole bulk query may (R16).
 //! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update.
 //! - **R9 snooped data competes by recency**: a snooped REPLY has no CLT_TIME; its
 //!   client-last-transaction is its arrival time (the client just talked to the server).
@@ -49,6 +56,12 @@
 //!   a while (the store keeps it for `tombstone_ttl_ms`, bounded in number) and competes like the
 //!   lease it removed, so a late, older answer cannot resurrect a released lease and removals
 //!   commute with additions. Expiry and operator `clear` leave no tombstone: fresh data may re-add.
+//! - **R16 end of a bulk query** (RFC 5460 §7.2/§7.3): a query by link-address, or by relay-id,
+//!   that finished with LEASEQUERY-DONE has listed every binding server S holds in its scope (that
+//!   link; every link of the relay). A lease of S in that scope that no message of the query
+//!   mentioned, and whose data arrived before the query started, is gone: removed (`sweep`), with
+//!   a tombstone (R15). Only S's leases: another server's silence says nothing about them, and
+//!   data that arrived while the query ran is newer than the server's listing.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -57,7 +70,7 @@ use std::sync::Arc;
 
 use super::binding::{
     Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Observation,
-    RouteView, Timestamp, WithdrawReason, Withdrawal,
+    RouteView, ServerId, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 
 /// Tunables of the merge rules.
@@ -71,6 +84,9 @@ pub struct MergeConfig {
     pub clt_unix_threshold: u32,
     /// R13: how far ahead of us a server clock may be before its absolute time is ignored.
     pub clock_skew_ms: i64,
+    /// R7: addresses of the servers whose leasequery answers list every lease of the client on
+    /// the link (`servers[].complete_answers`). Empty by default: silence removes nothing.
+    pub complete_servers: Vec<Ipv6Addr>,
 }
 
 impl Default for MergeConfig {
@@ -80,7 +96,15 @@ impl Default for MergeConfig {
             max_prefixes_per_client: 8,
             clt_unix_threshold: 1_000_000_000,
             clock_skew_ms: 300_000,
+            complete_servers: Vec::new(),
         }
+    }
+}
+
+impl MergeConfig {
+    /// R7: whether an answer from `server` that claims completeness is believed.
+    pub fn believes_complete(&self, server: &ServerId) -> bool {
+        self.complete_servers.contains(&server.address)
     }
 }
 
@@ -356,7 +380,7 @@ pub fn merge(
         verdicts.push((ol.key, verdict));
     }
 
-    if obs.complete {
+    if obs.complete && cfg.believes_complete(&obs.server) {
         let probe = Lease {
             client: client.clone(),
             server: obs.server.clone(),
@@ -534,6 +558,37 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
         } else {
             verdicts.push((*key, Verdict::LostToLaterArrival));
         }
+    }
+    let mut out = remove_keys(current, &gone, verdicts);
+    out.tombstones = tombs;
+    out
+}
+
+/// R16: the end of a bulk query. `current` holds the stored leases in the query's scope (the
+/// caller picks them: that link, or every link) and the other leases of their clients (R11);
+/// those of `sweep.server_duid` that the query did not mention and whose data arrived before
+/// it started are removed, each leaving a tombstone (R15).
+pub fn sweep(current: &BTreeMap<LeaseKey, Lease>, sweep: &Sweep) -> MergeOutcome {
+    let mut gone = Vec::new();
+    let mut tombs = Vec::new();
+    let mut verdicts = Vec::new();
+    for (key, l) in current {
+        let in_scope = sweep.link.is_none_or(|a| a == l.client.link.address);
+        if !in_scope
+            || *l.server.duid != *sweep.server_duid
+            || sweep.mentioned.contains(key)
+            || l.arrival >= sweep.started
+        {
+            continue;
+        }
+        gone.push(*key);
+        verdicts.push((*key, Verdict::RemovedOmitted));
+        let mut t = l.clone();
+        t.arrival = sweep.finished;
+        t.last_transaction = sweep.started;
+        t.srsn = None;
+        t.valid_until = sweep.finished;
+        tombs.push((*key, t));
     }
     let mut out = remove_keys(current, &gone, verdicts);
     out.tombstones = tombs;

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AgentClock;
-use super::binding::{Change, Lease, LeaseKey, Observation, Withdrawal};
+use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
 use super::persist::{JournalHandle, Record};
 use super::store::{Applied, BindingStore};
 
@@ -27,6 +27,8 @@ use super::store::{Applied, BindingStore};
 pub enum CacheInput {
     Observe(Observation),
     Withdraw(Withdrawal),
+    /// The end of a bulk query (merge rule R16).
+    Sweep(Sweep),
 }
 
 /// Settings of the cache task.
@@ -174,6 +176,7 @@ impl CacheTask {
                     let applied = match &input {
                         CacheInput::Observe(o) => self.store.apply(o),
                         CacheInput::Withdraw(w) => self.store.withdraw(w),
+                        CacheInput::Sweep(s) => self.store.sweep(s),
                     };
                     self.emit(applied).await;
                 }
