@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::cache::CacheConfig;
 use crate::config::{Config, ServerPolicy};
 use crate::kernel::{InstallerConfig, LinkMapping};
 use crate::prefix::Ipv6Prefix;
@@ -39,6 +40,18 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
 
 /// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
 /// so no second ever sees more than twice the configured rate.
+/// The cache's settings: merge rule R7 believes the servers marked `complete_answers`.
+pub fn cache_config(cfg: &Config) -> CacheConfig {
+    let mut c = CacheConfig::default();
+    c.merge.complete_servers = cfg
+        .servers
+        .iter()
+        .filter(|s| s.complete_answers)
+        .map(|s| s.address)
+        .collect();
+    c
+}
+
 pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
     let rate = |qps: u32| {
         let q = f64::from(qps.max(1));

@@ -43,6 +43,8 @@ pub struct ClassifyConfig {
     pub pending_capacity: usize,
     /// How long a RELAY-FORW waits for its RELAY-REPL, in milliseconds.
     pub pending_ttl_ms: i64,
+    /// Option code of the server reply sequence number in a REPLY (`[leasequery] srsn_option`).
+    pub srsn_option: Option<u16>,
 }
 
 impl Default for ClassifyConfig {
@@ -50,6 +52,7 @@ impl Default for ClassifyConfig {
         ClassifyConfig {
             pending_capacity: 8192,
             pending_ttl_ms: 60_000,
+            srsn_option: None,
         }
     }
 }
@@ -323,7 +326,7 @@ impl Classifier {
             source: Source::Snoop,
             clt_time: None,
             base_time: None,
-            srsn: None,
+            srsn: self.cfg.srsn_option.and_then(|c| reply.options.srsn(c)),
             complete: false,
             leases,
             arrival: now,

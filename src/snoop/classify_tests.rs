@@ -309,6 +309,7 @@ fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
     let cfg = ClassifyConfig {
         pending_capacity: 3,
         pending_ttl_ms: 1_000,
+        ..ClassifyConfig::default()
     };
     let mut c = Classifier::new(cfg);
     for xid in 0..10 {
@@ -337,4 +338,25 @@ fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
     );
     assert_eq!(late, None);
     assert_eq!(c.pending_len(), 0);
+}
+
+#[test]
+fn snooped_reply_carries_the_server_reply_sequence_number_when_configured() {
+    let srsn = DhcpOption::Unknown {
+        code: crate::wire::OptionCode(65001),
+        data: 7u32.to_be_bytes().to_vec(),
+    };
+    for (code, want) in [(Some(65001), Some(7)), (None, None), (Some(65002), None)] {
+        let mut c = Classifier::new(ClassifyConfig {
+            srsn_option: code,
+            ..ClassifyConfig::default()
+        });
+        let reply = client_msg(
+            MessageType::REPLY,
+            9,
+            vec![ia_na(1, "2001:db8:1::100", 3600), srsn.clone()],
+        );
+        let o = bind(c.on_message(&repl(reply), a(SRV), ts(0)));
+        assert_eq!(o.srsn, want, "option code {code:?}");
+    }
 }
