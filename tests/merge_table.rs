@@ -214,6 +214,35 @@ fn r4_same_server_older_sequence_number_never_overwrites_newer() {
 }
 
 #[test]
+fn r4_r11_a_late_older_answer_does_not_move_the_next_hop() {
+    let via = |o: Observation, peer: &str| Observation {
+        relay: Some(RelayData {
+            peer_address: Some(peer.parse().unwrap()),
+            ..RelayData::default()
+        }),
+        ..o
+    };
+    // Same server: newer sequence number first, the older one (other relay peer) arrives later
+    // with the same CLT_TIME; then another server with an older CLT (R2).
+    let s = store();
+    s.apply(&via(
+        with_srsn(obs(1, 1, 0, Some(5), vec![pd(1, 3600)]), 1000),
+        "fe80::a",
+    ));
+    let late = s.apply(&via(
+        with_srsn(obs(1, 1, 2, Some(5), vec![pd(1, 3600)]), 1),
+        "fe80::b",
+    ));
+    assert_eq!(late.verdicts[0].1, Verdict::LostToNewerSrsn);
+    assert!(late.changes.is_empty(), "{:?}", late.changes);
+    let older = s.apply(&via(obs(1, 2, 3, Some(500), vec![pd(1, 3600)]), "fe80::c"));
+    assert_eq!(older.verdicts[0].1, Verdict::LostToNewerClt);
+    assert!(older.changes.is_empty());
+    let l = s.get(&LeaseKey::Prefix(pfx(1, 56))).unwrap();
+    assert_eq!(l.next_hop, Some("fe80::a".parse().unwrap()));
+}
+
+#[test]
 fn r5_server_restart_resets_sequence_history_after_the_window() {
     let window = MergeConfig::default().srsn_reorder_window_ms / 1000;
     run(vec![Case {

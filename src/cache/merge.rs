@@ -42,6 +42,8 @@
 //!   client cannot push out its own routes, nor grow the table).
 //! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
 //!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
+//!   Only data that won at least one lease may change it: an answer that lost everything (a late,
+//!   older one) leaves the routes where they are.
 //! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
 //! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
 //!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
@@ -410,7 +412,17 @@ pub fn merge(
         }
     }
 
-    assign_next_hops(&mut next, current, &client);
+    // R11 only for data that won somewhere: a late, older answer (R2/R4/R6) must not move the
+    // client's prefixes to the relay peer-address it remembered.
+    let won = verdicts.iter().any(|(_, v)| {
+        matches!(
+            v,
+            Verdict::Added | Verdict::Updated | Verdict::Removed | Verdict::RemovedOmitted
+        )
+    });
+    if won {
+        assign_next_hops(&mut next, current, &client);
+    }
     for c in displaced {
         assign_next_hops(&mut next, current, &c);
     }
