@@ -9,6 +9,10 @@
 //!   `[leasequery] srsn_option` the newer number decides the kernel's route; without it, arrival
 //!   order does (the control run).
 //!
+//! - ISC dhcpd 4.4 answers a query by address with that lease only: a client whose /128 was
+//!   cleared sends again, the on-demand query brings the /128 back, and its delegated prefix —
+//!   which that answer does not mention — keeps its route.
+//!
 //! Routes are read from the kernel with `ip -j`, never from the agent's bookkeeping.
 
 mod recovery_support;
@@ -316,4 +320,157 @@ fn newer_sequence_number_wins_over_a_late_older_answer_in_the_kernel() {
         lab.agent
             .exec(&["ip", "-6", "route", "flush", "proto", &proto]);
     }
+}
+
+#[test]
+fn isc_answer_by_address_brings_the_address_back_and_keeps_the_prefix_route() {
+    if !require_root("isc_answer_by_address_brings_the_address_back_and_keeps_the_prefix_route") {
+        return;
+    }
+    use lqagent::cache::{
+        AgentClock, BindingStore, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData,
+        ServerId, Source,
+    };
+    let addr: Ipv6Addr = "2001:db8:1::c".parse().unwrap();
+    let prefix: lqagent::prefix::Ipv6Prefix = "2001:db8:c00::/56".parse().unwrap();
+    let client_duid = vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 0x0c];
+    let mut e = LeaseEntry::new(client_duid.clone(), link(1));
+    e.addrs.push(refserver::AddrLease {
+        addr,
+        preferred: 3000,
+        valid: 6000,
+    });
+    e.prefixes.push(PrefixLease {
+        prefix,
+        preferred: 3000,
+        valid: 6000,
+    });
+    e.clt_time = 20;
+    e.peer_address = Some("fe80::c".parse().unwrap());
+    let mut t = LeaseTable::from_entries([e]);
+    t.add_link(link(1));
+    let isc = ServerConfig::profiled(Profile::Isc, 3);
+    let isc_duid = isc.server_duid.clone();
+    let lab = Lab::with_servers("isc", 1, vec![(t, isc)], Vec::new());
+    let server = named(&lab, &["dhcpd"]);
+    // What snooping learnt before the restart, from this server: the /128 and the /56 via the
+    // client's link-local address — left in the state file.
+    let dir = tempfile::tempdir().unwrap();
+    let store = BindingStore::default();
+    let lease = |key, ia| ObservedLease {
+        key,
+        ia,
+        iaid: 1,
+        preferred: 3000,
+        valid: 6000,
+    };
+    store.apply(&Observation {
+        client_duid: client_duid.into(),
+        link: Link {
+            address: link(1),
+            interface: None,
+        },
+        relay: Some(RelayData {
+            peer_address: Some("fe80::c".parse().unwrap()),
+            ..RelayData::default()
+        }),
+        server: std::sync::Arc::new(ServerId {
+            duid: isc_duid.into(),
+            address: server[0].1,
+        }),
+        source: Source::Snoop,
+        clt_time: None,
+        base_time: None,
+        srsn: None,
+        complete: false,
+        leases: vec![
+            lease(LeaseKey::Address(addr), IaType::Na),
+            lease(LeaseKey::Prefix(prefix), IaType::Pd),
+        ],
+        arrival: AgentClock::new().now(),
+    });
+    recovery_support::save_state(&store, &dir.path().join("state"));
+    // The client's own namespace behind sub1, with the lease's address, routed via the agent.
+    let client = support::netns::NetNs::new("iscc");
+    lab.agent
+        .exec(&["ip", "link", "set", "sub1p", "netns", client.name()]);
+    client.exec(&["ip", "link", "set", "sub1p", "up"]);
+    client.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::c/64",
+        "dev",
+        "sub1p",
+        "nodad",
+    ]);
+    client.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:1::1",
+    ]);
+    lab.agent
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let mut cfg = format!(
+        "state_dir = \"{}\"\n[bulk]\nenabled = false\n\n[control]\nsocket = \"{}\"\n\n\
+         [[servers]]\nname = \"dhcpd\"\naddress = \"{}\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("control.sock").display(),
+        server[0].1,
+    );
+    cfg.push_str(&format!(
+        "\n[[links]]\nname = \"l1\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
+         subscriber_prefixes = [\"2001:db8:1::/64\", \"2001:db8:c00::/40\"]\n",
+        ifname(1),
+        link(1)
+    ));
+    let agent = start(&lab, dir.path(), &cfg, "isc");
+    let both: BTreeSet<Route> = [
+        ("2001:db8:1::c/128".to_string(), None, ifname(1)),
+        (prefix.to_string(), Some("fe80::c".to_string()), ifname(1)),
+    ]
+    .into();
+    wait_for("the state file's routes", Duration::from_secs(10), || {
+        kernel_routes(&lab.agent) == both
+    });
+    // The operator clears the /128 (no tombstone: fresh data may bring it back).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lqagent"))
+        .args(["clear", "binding", "2001:db8:1::c", "--socket"])
+        .arg(dir.path().join("control.sock"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the /128 route gone", Duration::from_secs(5), || {
+        kernel_routes(&lab.agent).len() == 1
+    });
+    // The client sends: the trigger sees an unknown source, the agent asks dhcpd by address,
+    // dhcpd answers with that address only (absolute CLT_TIME, to port 546).
+    wait_for(
+        "the /128 back after the client sent",
+        Duration::from_secs(15),
+        || {
+            let _ = client.try_exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", "2001:db8:ff::2"]);
+            kernel_routes(&lab.agent) == both
+        },
+    );
+    assert!(lab.refservers[0].stats().udp_queries >= 1);
+    let bound = metric(&lab, "lqagent_on_demand_total", &[("event", "bound")]);
+    assert!(bound >= 1.0, "on-demand bound: {bound}");
+    assert_eq!(
+        metric(
+            &lab,
+            "lqagent_cache_merges_total",
+            &[("verdict", "removed_omitted")]
+        ),
+        0.0,
+        "the prefix the answer did not mention was not removed"
+    );
+    // And it stays so (the answer is merged by the time the /128 route is back; look again).
+    assert_eq!(kernel_routes(&lab.agent), both);
+    stop(agent);
 }
