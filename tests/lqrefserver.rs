@@ -902,6 +902,10 @@ fn isc_profile_answers_port_546_with_absolute_clt_and_configured_lifetimes() {
     };
     let cd = m.options.client_data().unwrap();
     assert_eq!(cd.prefixes().count(), 0, "only the lease asked about");
+    assert!(
+        cd.relay_data().is_none(),
+        "no relay data although the ORO asked"
+    );
     let addrs: Vec<_> = cd.addresses().map(|x| (x.preferred, x.valid)).collect();
     assert_eq!(addrs, [(3600, 7200)], "configured lifetimes");
     let now = std::time::SystemTime::now()

@@ -15,7 +15,8 @@
 //! That is the `ideal` [`Profile`]. [`decide_as`] narrows or refuses the same answer the way a
 //! deployed server does (per the real servers' code and behaviour, not the RFC):
 //! - `isc` (ISC dhcpd 4.4): by address, only an IA_NA address is found and only that lease is
-//!   returned; an address inside a delegated prefix is NotConfigured ("Address not in a pool");
+//!   returned, whatever link-address the query named, without relay data even when asked; an
+//!   address inside a delegated prefix is NotConfigured ("Address not in a pool");
 //!   QUERY_BY_CLIENTID is UnknownQueryType; no bulk leasequery at all.
 //! - `kea` (Kea 3 lease_query hook): by address, the IA_NA lease or the one delegated prefix
 //!   containing the address, alone; by client-id every lease of the client (LQ_CLIENT_LINK when
@@ -166,7 +167,13 @@ pub fn decide_as(
             if !table.has_address(addr) && table.find_address(addr).is_some() {
                 return Decision::Status(STATUS_NOT_CONFIGURED, "Address not in a pool");
             }
-            narrow_by_address(decide(table, q, transport), addr, table)
+            // dhcpd 4.4 ignores the query's link-address: the lease is returned whatever link
+            // was named.
+            let anywhere = Query {
+                link: Ipv6Addr::UNSPECIFIED,
+                ..q.clone()
+            };
+            narrow_by_address(decide(table, &anywhere, transport), addr, table)
         }
         Profile::Kea => {
             let d = decide(table, q, transport);

@@ -135,7 +135,9 @@ impl Shape {
             // Kea ignores the ORO and sends what it stored with the lease.
             Profile::Kea if has_relay => Some(self.transport == Transport::Tcp),
             Profile::Kea => None,
-            _ => oro.contains(&OptionCode::LQ_RELAY_DATA.0).then_some(true),
+            // ISC dhcpd 4.4 does not return relay data even when the ORO asks for it.
+            Profile::Isc => None,
+            Profile::Ideal => oro.contains(&OptionCode::LQ_RELAY_DATA.0).then_some(true),
         }
     }
 
