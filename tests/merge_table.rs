@@ -863,8 +863,84 @@ fn arb_answer() -> impl Strategy<Value = Observation> {
         })
 }
 
+/// An answer from server 1–3 about client 1–2 (several servers answer for the same client, with
+/// different data), claiming completeness or not.
+fn arb_shared_answer() -> impl Strategy<Value = Observation> {
+    (
+        1u8..4,
+        1u8..3,
+        0i64..50,
+        0u32..1000,
+        any::<bool>(),
+        proptest::collection::vec((0u16..6, any::<bool>(), 0u32..4000), 1..4),
+    )
+        .prop_map(|(srv, client, at, clt, complete, leases)| {
+            let ls = leases
+                .into_iter()
+                .map(|(n, is_pd, v)| if is_pd { pd(n, v) } else { na(n, v) })
+                .collect();
+            let mut o = obs(client, srv, at, Some(clt), ls);
+            o.complete = complete;
+            o
+        })
+}
+
+/// A store believing every server complete (`complete_answers = true` for all) or none.
+fn store_completeness(on: bool) -> BindingStore {
+    let mut cfg = CacheConfig::default();
+    if on {
+        cfg.merge.complete_servers = (1..4).map(|n| server(n).address).collect();
+    }
+    BindingStore::new(cfg)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Servers answering for the same clients with different data, completeness on and off: one
+    /// answer per server in any order gives the same cache.
+    #[test]
+    fn shared_clients_answers_from_different_servers_commute(
+        answers in proptest::collection::vec(arb_shared_answer(), 1..4),
+        on in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut by_server = std::collections::BTreeMap::new();
+        for a in answers { by_server.insert(a.server.duid.clone(), a); }
+        let list: Vec<_> = by_server.into_values().collect();
+        let a = store_completeness(on);
+        for o in &list { a.apply(o); }
+        let mut shuffled = list.clone();
+        let mut x = seed;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let b = store_completeness(on);
+        for o in &shuffled { b.apply(o); }
+        let strip = |s: &BindingStore| s.all().into_iter()
+            .map(|(k, l)| (k, l.client.duid.clone(), l.server.duid.clone(), l.valid_until, l.last_transaction, l.next_hop))
+            .collect::<Vec<_>>();
+        prop_assert_eq!(strip(&a), strip(&b));
+    }
+
+    /// Replaying answers (several per server, shared clients) changes nothing. Completeness off
+    /// only: with it on, an older answer applied after a newer complete one can add a lease the
+    /// newer one left out (nothing remembers an omission of a lease we never held), and replaying
+    /// the newer one then removes it — one reason `complete_answers` is off by default.
+    #[test]
+    fn shared_clients_replay_is_idempotent(
+        answers in proptest::collection::vec(arb_shared_answer(), 1..6),
+    ) {
+        let s = store_completeness(false);
+        for o in &answers { s.apply(o); }
+        let before = s.all();
+        for o in &answers {
+            let out = s.apply(o);
+            prop_assert!(out.changes.is_empty(), "replay changed {:?}", out.changes);
+        }
+        prop_assert_eq!(s.all(), before);
+    }
 
     /// One answer per server (RFC 5007 §4.3.4 is order-free between servers): any order, same cache.
     #[test]
