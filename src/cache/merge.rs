@@ -43,7 +43,11 @@
 //! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
 //!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
 //!   Only data that won at least one lease may change it: an answer that lost everything (a late,
-//!   older one) leaves the routes where they are.
+//!   older one) leaves the routes where they are. The relay data comes from the newest data about
+//!   the client on that link (by R2/R3's order), and every lease of the client on the link carries
+//!   that one client record, so answers from several servers give the same next hop in any order.
+//!   Known limit: the record does not keep its own recency, so once the newest lease is gone an
+//!   older answer from another relay peer can move the next hop again.
 //! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
 //! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
 //!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
@@ -268,17 +272,32 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
         .then_with(|| a.valid_until.cmp(&b.valid_until))
 }
 
-/// The client record for this observation, reusing a stored `Arc` when equal.
-fn client_info(obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> Arc<ClientInfo> {
+/// The client record for this observation, reusing a stored `Arc` when equal. Relay data (the
+/// prefixes' next hop, R11) comes from the newest data about the client on that link — by
+/// client-last-transaction, then server DUID, then arrival, as [`total_order`] — so answers from
+/// several servers about one client give the same next hop in any order.
+fn client_info(
+    obs: &Observation,
+    current: &BTreeMap<LeaseKey, Lease>,
+    last_tx: Timestamp,
+) -> Arc<ClientInfo> {
     let same_client = |l: &&Lease| {
         *l.client.duid == *obs.client_duid && l.client.link.address == obs.link.address
     };
-    let stored = current.values().find(same_client).map(|l| l.client.clone());
-    let relay = obs
-        .relay
-        .clone()
-        .map(Box::new)
-        .or_else(|| stored.as_ref().and_then(|c| c.relay.clone()));
+    let recency = |l: &Lease| (l.last_transaction, l.server.duid.clone(), l.arrival);
+    let newest = current
+        .values()
+        .filter(same_client)
+        .max_by_key(|l| recency(l));
+    let stored = newest.map(|l| l.client.clone());
+    let obs_newest =
+        newest.is_none_or(|l| recency(l) <= (last_tx, obs.server.duid.clone(), obs.arrival));
+    let stored_relay = stored.as_ref().and_then(|c| c.relay.clone());
+    let relay = if obs_newest {
+        obs.relay.clone().map(Box::new).or(stored_relay)
+    } else {
+        stored_relay.or_else(|| obs.relay.clone().map(Box::new))
+    };
     let link = match (&obs.link.interface, &stored) {
         (None, Some(c)) => c.link.clone(),
         _ => obs.link.clone(),
@@ -308,7 +327,7 @@ pub fn merge(
 ) -> MergeOutcome {
     let (last_tx, clt) = last_transaction(obs, cfg);
     let reference = reference_time(obs);
-    let client = client_info(obs, current);
+    let client = client_info(obs, current, last_tx);
     let mut next: BTreeMap<LeaseKey, Option<Lease>> = BTreeMap::new();
     let mut verdicts = Vec::new();
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
@@ -424,7 +443,7 @@ pub fn merge(
         assign_next_hops(&mut next, current, &client);
     }
     for c in displaced {
-        assign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c);
     }
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
@@ -484,18 +503,46 @@ fn assign_next_hops(
         .filter(|p| !p.is_unspecified());
     let hop = peer.or(na);
     for k in keys {
-        if !matches!(k, LeaseKey::Prefix(_)) {
-            continue;
-        }
         let Some(l) = state_of(next, current, &k) else {
             continue;
         };
-        if !on_link(l) || l.next_hop == hop {
+        if !on_link(l) {
+            continue;
+        }
+        // Every lease of the client on the link carries the same (newest) client record, so a
+        // replay of older data finds nothing to change; prefixes also get the next hop.
+        let want_hop = match k {
+            LeaseKey::Prefix(_) => hop,
+            LeaseKey::Address(_) => l.next_hop,
+        };
+        let same_client = Arc::ptr_eq(&l.client, client) || *l.client == **client;
+        if l.next_hop == want_hop && same_client {
             continue;
         }
         let mut updated = l.clone();
-        updated.next_hop = hop;
+        updated.next_hop = want_hop;
+        updated.client = client.clone();
         next.insert(k, Some(updated));
+    }
+}
+
+/// R11 after some of `c`'s leases went (removed, or taken by another client): the relay data of
+/// the newest lease the client still holds on that link decides — not the record the removed
+/// lease carried, which may be older.
+fn reassign_next_hops(
+    next: &mut BTreeMap<LeaseKey, Option<Lease>>,
+    current: &BTreeMap<LeaseKey, Lease>,
+    c: &Arc<ClientInfo>,
+) {
+    let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
+    let newest = keys
+        .iter()
+        .filter_map(|k| state_of(next, current, k))
+        .filter(|l| l.client.duid == c.duid && l.client.link.address == c.link.address)
+        .max_by_key(|l| (l.last_transaction, l.server.duid.clone(), l.arrival))
+        .map(|l| l.client.clone());
+    if let Some(client) = newest {
+        assign_next_hops(next, current, &client);
     }
 }
 
@@ -632,7 +679,7 @@ fn remove_keys(
         .map(|l| l.client.clone())
         .collect();
     for c in clients {
-        assign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c);
     }
     finish(current, next, verdicts, None)
 }
