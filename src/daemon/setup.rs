@@ -105,6 +105,17 @@ mod tests {
             r.global_rate.map(|g| g.per_sec),
             Some(f64::from(cfg.limits.global_qps))
         );
+        let c = cache_config(&cfg);
+        assert_eq!(
+            c.merge.complete_servers.len(),
+            cfg.servers.iter().filter(|s| s.complete_answers).count()
+        );
+        let mut believed = cfg.clone();
+        believed.servers[1].complete_answers = true;
+        assert_eq!(
+            cache_config(&believed).merge.complete_servers,
+            vec![cfg.servers[1].address]
+        );
         let i = installer_config(&cfg);
         assert_eq!(i.protocol, cfg.routes.protocol);
         assert_eq!(i.expiry, cfg.routes.mirror_expiry);
