@@ -76,6 +76,7 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub control: ControlSection,
     pub log: LogSection,
+    pub leasequery: LeasequerySection,
 }
 
 /// One DHCPv6 server that answers leasequery.
@@ -84,6 +85,10 @@ pub struct Server {
     pub address: Ipv6Addr,
     /// Label for logs and metrics; defaults to the address.
     pub name: String,
+    /// Whether this server's leasequery answers list every lease of the client on the link (RFC
+    /// 5007 §4.1.2.2), so that a lease it omits is gone (merge rule R7). Off by default: ISC
+    /// dhcpd 4.4 and Kea 3 answer a query by address with that lease only.
+    pub complete_answers: bool,
 }
 
 /// Which servers a query goes to.
@@ -272,6 +277,14 @@ pub struct LogSection {
     pub format: LogFormat,
     /// A `tracing` filter directive (`info`, `lqagent=debug,warn`); `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// How leasequery answers are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasequerySection {
+    /// Option code of the server reply sequence number (a local extension: the draft never got
+    /// an IANA code), read from LEASEQUERY-REPLY/-DATA and snooped REPLYs. `None`: off.
+    pub srsn_option: Option<u16>,
 }
 
 impl Config {

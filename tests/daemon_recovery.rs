@@ -12,7 +12,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use recovery_support::{Lab, expected_routes, ifname, kernel_routes, link, table};
+use recovery_support::{
+    Lab, expected_routes, ifname, kernel_routes, link, subscriber_prefixes, table,
+};
 use support::isc::{Daemon, wait_for};
 use support::netns::require_root;
 use support::scrape::scrape_in;
@@ -51,9 +53,10 @@ fn run_recovers_by_bulk_then_signals_ready() {
     for l in 1..=links {
         cfg.push_str(&format!(
             "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
-             subscriber_prefixes = [\"2001:db8:{l:x}::/64\", \"2001:db8:8000::/33\"]\n",
+             subscriber_prefixes = {}\n",
             ifname(l),
-            link(l)
+            link(l),
+            subscriber_prefixes(l)
         ));
     }
     let cfg_path = dir.path().join("lqagent.toml");

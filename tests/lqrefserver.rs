@@ -807,3 +807,185 @@ fn cli_binary_serves_a_table_file() {
     let cd = m.options.client_data().expect("CLIENT_DATA");
     assert_eq!(cd.client_id().unwrap().to_vec(), duid(3));
 }
+
+#[test]
+fn profiles_narrow_and_refuse_like_isc_and_kea() {
+    use answer::{Only, Pick, Profile, decide_as};
+    let t = table();
+    let by_addr = |addr: &str| Query {
+        addr: Some(a(addr)),
+        ..Query::new(answer::QUERY_BY_ADDRESS, Ipv6Addr::UNSPECIFIED)
+    };
+    let by_cid = |n: u8, link: &str| Query {
+        client_id: Some(duid(n)),
+        ..Query::new(answer::QUERY_BY_CLIENTID, a(link))
+    };
+    let only = |entry: usize, o: Only| {
+        Decision::Leases(vec![Pick {
+            entry,
+            only: Some(o),
+        }])
+    };
+    let pfx2: Ipv6Prefix = "2001:db8:102::/56".parse().unwrap();
+    // By address: the ideal server returns the whole client; ISC and Kea only the lease asked.
+    let q = by_addr("2001:db8:1::2");
+    assert_eq!(decide(&t, &q, Transport::Udp), Decision::Bindings(vec![1]));
+    for p in [Profile::Isc, Profile::Kea] {
+        assert_eq!(
+            decide_as(p, &t, &q, Transport::Udp),
+            only(1, Only::Addr(a("2001:db8:1::2"))),
+            "{p:?}"
+        );
+    }
+    // An address inside a delegated prefix: Kea finds the prefix, ISC says NotConfigured.
+    let q = by_addr("2001:db8:102:ff::9");
+    assert_eq!(
+        decide_as(Profile::Kea, &t, &q, Transport::Udp),
+        only(1, Only::Prefix(pfx2))
+    );
+    assert!(matches!(
+        decide_as(Profile::Isc, &t, &q, Transport::Udp),
+        Decision::Status(9, "Address not in a pool")
+    ));
+    // By client-id: ISC does not know the query type; Kea answers like the RFC.
+    assert!(matches!(
+        decide_as(Profile::Isc, &t, &by_cid(2, LINK1), Transport::Udp),
+        Decision::Status(7, _)
+    ));
+    assert_eq!(
+        decide_as(Profile::Kea, &t, &by_cid(1, "::"), Transport::Udp),
+        Decision::ClientLinks(vec![a(LINK1), a(LINK2)])
+    );
+    // Bulk: Kea sends one CLIENT_DATA per lease, address and prefix apart.
+    let by_link = Query::new(answer::QUERY_BY_LINK_ADDRESS, a(LINK1));
+    let picks = decide_as(Profile::Kea, &t, &by_link, Transport::Tcp).picks();
+    assert_eq!(picks.len(), 6, "{picks:?}");
+    assert!(picks.iter().all(|p| p.only.is_some()));
+    assert_eq!(
+        picks[..2],
+        [
+            Pick {
+                entry: 0,
+                only: Some(Only::Addr(a("2001:db8:1::1")))
+            },
+            Pick {
+                entry: 0,
+                only: Some(Only::Prefix("2001:db8:101::/56".parse().unwrap()))
+            }
+        ]
+    );
+}
+
+#[test]
+fn isc_profile_answers_port_546_with_absolute_clt_and_configured_lifetimes() {
+    use refserver::Profile;
+    // Our client socket sits on port 546 (as a requestor facing ISC dhcpd must).
+    let srv = RefServer::new(table(), ServerConfig::profiled(Profile::Isc, 1));
+    let server = srv
+        .serve_udp(UdpSocket::bind("[::1]:0").unwrap(), None)
+        .unwrap();
+    let listener = UdpSocket::bind("[::1]:546").unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let sender = UdpSocket::bind("[::1]:0").unwrap();
+    sender
+        .send_to(
+            &leasequery(5, by_address("2001:db8:1::2", "::", true)),
+            server,
+        )
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = listener.recv_from(&mut buf).expect("reply on port 546");
+    let Message::Client(m) = Message::parse(&buf[..n]).unwrap() else {
+        panic!("not a client message")
+    };
+    let cd = m.options.client_data().unwrap();
+    assert_eq!(cd.prefixes().count(), 0, "only the lease asked about");
+    assert!(
+        cd.relay_data().is_none(),
+        "no relay data although the ORO asked"
+    );
+    let addrs: Vec<_> = cd.addresses().map(|x| (x.preferred, x.valid)).collect();
+    assert_eq!(addrs, [(3600, 7200)], "configured lifetimes");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let clt = u64::from(cd.clt_time().unwrap());
+    assert!(
+        clt.abs_diff(now - 12) <= 5,
+        "absolute Unix CLT_TIME: {clt} vs {now}"
+    );
+    assert_ne!(srv.server_duid(), ServerConfig::default().server_duid);
+    // No bulk leasequery: the TCP listener is closed.
+    let addr = srv
+        .serve_tcp(std::net::TcpListener::bind("[::1]:0").unwrap())
+        .unwrap();
+    assert!(TcpStream::connect(addr).is_err(), "connection refused");
+}
+
+#[test]
+fn kea_profile_relay_data_top_level_remaining_lifetimes_silence_and_one_lease_per_data() {
+    use refserver::Profile;
+    let mut cfg = ServerConfig::profiled(Profile::Kea, 2);
+    cfg.requesters = Some(vec!["::1".parse().unwrap()]);
+    let u = udp_server(cfg, false);
+    // ORO or not, relay data comes at the top level, beside CLIENT_DATA, with a Success status.
+    u.ask(9, by_address("2001:db8:102::77", "::", false));
+    let (m, _) = u.recv().expect("reply");
+    let cd = m.options.client_data().unwrap();
+    assert!(cd.relay_data().is_none());
+    assert_eq!(
+        cd.addresses().count(),
+        0,
+        "only the prefix containing the address"
+    );
+    let p: Vec<_> = cd.prefixes().map(|p| (p.preferred, p.valid)).collect();
+    assert_eq!(p, [(1800 - 12, 3600 - 12)], "remaining lifetimes");
+    assert_eq!(cd.clt_time(), Some(12), "elapsed CLT_TIME");
+    let top = m.options.iter().find_map(|o| match o {
+        DhcpOption::LqRelayData(r) => Some(r.relay.peer_address),
+        _ => None,
+    });
+    assert_eq!(top, Some(a("fe80::2")));
+    assert_eq!(m.options.status_code(), Some(StatusCode::SUCCESS));
+    // Bulk by link: one DATA per lease, relay data inside each CLIENT_DATA.
+    let mut tcfg = ServerConfig::profiled(Profile::Kea, 2);
+    tcfg.requesters = Some(vec!["::1".parse().unwrap()]);
+    let (srv, addr) = tcp_server(tcfg);
+    let mut s = TcpStream::connect(addr).unwrap();
+    send_query(
+        &mut s,
+        3,
+        LqQuery::new(QueryType::BY_LINK_ADDRESS, a(LINK1)),
+    );
+    let (msgs, _) = read_msgs(&mut s, done);
+    assert_eq!(types(&msgs), [15, 17, 17, 17, 17, 17, 16]);
+    for m in &msgs[..6] {
+        let cd = m.options.client_data().unwrap();
+        assert_eq!(cd.addresses().count() + cd.prefixes().count(), 1);
+        assert!(cd.relay_data().is_some(), "relay data inside in bulk");
+    }
+    assert_eq!(srv.stats().tcp_data_sent, 5);
+    // An unlisted requester gets silence: no reply at all.
+    let mut other = ServerConfig::profiled(Profile::Kea, 2);
+    other.requesters = Some(vec!["2001:db8::99".parse().unwrap()]);
+    let u = udp_server(other, false);
+    u.ask(10, by_address("2001:db8:1::2", "::", true));
+    assert!(u.recv().is_none(), "silence, not NotAllowed");
+    assert_eq!(u.srv.stats().udp_discarded, 1);
+}
+
+#[test]
+fn srsn_start_sets_the_first_sequence_number() {
+    let cfg = ServerConfig {
+        srsn_option: Some(65001),
+        srsn_start: 100,
+        ..ServerConfig::default()
+    };
+    let u = udp_server(cfg, false);
+    u.ask(1, by_address("2001:db8:1::2", "::", false));
+    let (m, _) = u.recv().unwrap();
+    assert_eq!(m.options.srsn(65001), Some(101));
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use lqagent::cache::{
     BindingStore, CacheConfig, ChangeKind, CltCheck, INFINITE_LIFETIME, IaType, LeaseKey, Link,
-    MergeConfig, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp, Verdict,
-    WithdrawReason, Withdrawal,
+    MergeConfig, Observation, ObservedLease, RelayData, ServerId, Source, Sweep, Timestamp,
+    Verdict, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
 use proptest::prelude::*;
@@ -215,6 +215,35 @@ fn r4_same_server_older_sequence_number_never_overwrites_newer() {
 }
 
 #[test]
+fn r4_r11_a_late_older_answer_does_not_move_the_next_hop() {
+    let via = |o: Observation, peer: &str| Observation {
+        relay: Some(RelayData {
+            peer_address: Some(peer.parse().unwrap()),
+            ..RelayData::default()
+        }),
+        ..o
+    };
+    // Same server: newer sequence number first, the older one (other relay peer) arrives later
+    // with the same CLT_TIME; then another server with an older CLT (R2).
+    let s = store();
+    s.apply(&via(
+        with_srsn(obs(1, 1, 0, Some(5), vec![pd(1, 3600)]), 1000),
+        "fe80::a",
+    ));
+    let late = s.apply(&via(
+        with_srsn(obs(1, 1, 2, Some(5), vec![pd(1, 3600)]), 1),
+        "fe80::b",
+    ));
+    assert_eq!(late.verdicts[0].1, Verdict::LostToNewerSrsn);
+    assert!(late.changes.is_empty(), "{:?}", late.changes);
+    let older = s.apply(&via(obs(1, 2, 3, Some(500), vec![pd(1, 3600)]), "fe80::c"));
+    assert_eq!(older.verdicts[0].1, Verdict::LostToNewerClt);
+    assert!(older.changes.is_empty());
+    let l = s.get(&LeaseKey::Prefix(pfx(1, 56))).unwrap();
+    assert_eq!(l.next_hop, Some("fe80::a".parse().unwrap()));
+}
+
+#[test]
 fn r5_server_restart_resets_sequence_history_after_the_window() {
     let window = MergeConfig::default().srsn_reorder_window_ms / 1000;
     run(vec![Case {
@@ -275,9 +304,16 @@ fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_
     ]);
 }
 
+/// A store that believes server `n`'s answers list every lease (`complete_answers = true`).
+fn store_believing(n: u8) -> BindingStore {
+    let mut cfg = CacheConfig::default();
+    cfg.merge.complete_servers = vec![server(n).address];
+    BindingStore::new(cfg)
+}
+
 #[test]
 fn r7_complete_answer_omitting_a_lease_removes_it() {
-    let s = store();
+    let s = store_believing(1);
     s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]));
     // A snoop of another server's lease for the same client is not touched by server 1's omission.
     s.apply(&obs(1, 2, 1, None, vec![na(9, 3600)]));
@@ -296,15 +332,211 @@ fn r7_complete_answer_omitting_a_lease_removes_it() {
         .collect();
     assert_eq!(removed, vec![LeaseKey::Prefix(pfx(1, 56))]);
     // An incomplete (snooped) answer never implies omission.
-    let s2 = store();
+    let s2 = store_believing(1);
     s2.apply(&obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]));
     s2.apply(&obs(1, 1, 5, None, vec![na(1, 3600)]));
     assert!(s2.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
     // An omission older than the stored data does not remove it.
-    let s3 = store();
+    let s3 = store_believing(1);
     s3.apply(&obs(1, 1, 10, Some(1), vec![na(1, 3600), pd(1, 3600)]));
     s3.apply(&obs(1, 1, 0, Some(1), vec![na(1, 3600)]));
     assert!(s3.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
+}
+
+/// R7 as a table: whether an answer that omits the client's prefix removes it depends on the
+/// answer claiming completeness (a leasequery CLIENT_DATA, not a snoop or a bulk DATA) and on the
+/// operator believing that server (`complete_answers`); never on anything else.
+#[test]
+fn r7_omission_removes_only_where_the_server_is_known_complete() {
+    // (case, servers believed complete, the omitting answer's server, it claims completeness,
+    //  prefix still held afterwards)
+    let cases: [(&str, &[u8], u8, bool, bool); 6] = [
+        (
+            "default: no server believed (ISC/Kea by address)",
+            &[],
+            1,
+            true,
+            true,
+        ),
+        ("server 1 believed complete", &[1], 1, true, false),
+        ("another server believed, not this one", &[2], 1, true, true),
+        (
+            "believed server, but a bulk DATA / snoop",
+            &[1],
+            1,
+            false,
+            true,
+        ),
+        (
+            "believed server 2 omits server 1's lease",
+            &[2],
+            2,
+            true,
+            true,
+        ),
+        (
+            "both believed, server 2 omits server 1's lease",
+            &[1, 2],
+            2,
+            true,
+            true,
+        ),
+    ];
+    for (name, believed, by, claims, held) in cases {
+        let mut cfg = CacheConfig::default();
+        cfg.merge.complete_servers = believed.iter().map(|n| server(*n).address).collect();
+        let s = BindingStore::new(cfg);
+        s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]));
+        let mut o = obs(1, by, 10, Some(5), vec![na(1, 3600)]);
+        o.complete = claims;
+        let out = s.apply(&o);
+        let key = LeaseKey::Prefix(pfx(1, 56));
+        assert_eq!(s.get(&key).is_some(), held, "case {name}: prefix held");
+        assert_eq!(
+            out.verdicts.contains(&(key, Verdict::RemovedOmitted)),
+            !held,
+            "case {name}: verdict"
+        );
+        assert!(s.get(&LeaseKey::Address(addr(1))).is_some(), "case {name}");
+    }
+}
+
+/// The lab symptom: a client's /128 is re-learnt by a query by address to ISC dhcpd (which
+/// answers with that address only); its delegated prefix, learnt before, keeps its route.
+#[test]
+fn r7_isc_answer_by_address_keeps_the_clients_prefix() {
+    let s = store();
+    let mut first = obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]);
+    first.relay = Some(RelayData {
+        peer_address: Some("fe80::1".parse().unwrap()),
+        ..RelayData::default()
+    });
+    s.apply(&first);
+    s.apply(&Observation {
+        leases: vec![na(1, 0)],
+        ..obs(1, 1, 5, None, vec![])
+    }); // the /128 cleared (released)
+    let out = s.apply(&obs(1, 1, 20, Some(1), vec![na(1, 3600)]));
+    assert_eq!(
+        out.verdicts,
+        vec![(LeaseKey::Address(addr(1)), Verdict::Added)]
+    );
+    let p = s.get(&LeaseKey::Prefix(pfx(1, 56))).expect("prefix kept");
+    assert_eq!(p.next_hop, Some("fe80::1".parse().unwrap()));
+}
+
+/// A bulk recovery from a server that sends one CLIENT_DATA per lease (Kea 3): the address and
+/// the prefix of one client arrive in separate DATA messages; both are kept.
+#[test]
+fn bulk_data_one_lease_per_message_keeps_every_lease() {
+    let s = store_believing(1);
+    let relay = Some(RelayData {
+        peer_address: Some("fe80::7".parse().unwrap()),
+        ..RelayData::default()
+    });
+    for leases in [vec![na(1, 3600)], vec![pd(1, 3600)], vec![pd(2, 3600)]] {
+        let mut o = obs(1, 1, 0, Some(10), leases);
+        o.source = Source::Bulk;
+        o.complete = false;
+        o.relay = relay.clone();
+        s.apply(&o);
+    }
+    assert_eq!(s.by_client(&[0, 1, 0, 1, 1]).len(), 3);
+    for p in [pfx(1, 56), pfx(2, 56)] {
+        let l = s.get(&LeaseKey::Prefix(p)).unwrap();
+        assert_eq!(l.next_hop, Some("fe80::7".parse().unwrap()));
+    }
+}
+
+fn listing(server_n: u8, link: Option<Ipv6Addr>, mentioned: &[LeaseKey], started: i64) -> Sweep {
+    Sweep {
+        server_duid: server(server_n).duid.clone(),
+        link,
+        mentioned: mentioned.iter().copied().collect(),
+        started: Timestamp::from_secs(T0 + started),
+        finished: Timestamp::from_secs(T0 + started + 1),
+    }
+}
+
+fn other_link() -> Link {
+    Link {
+        address: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1),
+        interface: Some("cm1".into()),
+    }
+}
+
+#[test]
+fn r16_end_of_a_bulk_query_removes_what_that_server_did_not_list() {
+    let s = store();
+    // Server 1: client 1 (address 1 + prefix 1) and client 2 (address 2) on the link, client 3
+    // (address 3) on another link; server 2: client 4 (address 4) on the link; client 5's
+    // address 5 from server 1 arrives while the query runs.
+    s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]));
+    s.apply(&obs(2, 1, 0, Some(10), vec![na(2, 3600)]));
+    s.apply(&Observation {
+        link: other_link(),
+        ..obs(3, 1, 0, Some(10), vec![na(3, 3600)])
+    });
+    s.apply(&obs(4, 2, 0, Some(10), vec![na(4, 3600)]));
+    s.apply(&obs(5, 1, 30, Some(1), vec![na(5, 3600)]));
+    let a = |n| LeaseKey::Address(addr(n));
+    // A query by link-address, started at T0+20, listed only address 1.
+    let out = s.sweep(&listing(1, Some(link().address), &[a(1)], 20));
+    let mut removed: Vec<_> = out
+        .verdicts
+        .iter()
+        .filter(|(_, v)| *v == Verdict::RemovedOmitted)
+        .map(|(k, _)| *k)
+        .collect();
+    removed.sort();
+    assert_eq!(removed, vec![a(2), LeaseKey::Prefix(pfx(1, 56))]);
+    for kept in [a(1), a(3), a(4), a(5)] {
+        assert!(s.get(&kept).is_some(), "{kept} kept");
+    }
+    assert!(
+        out.changes
+            .iter()
+            .all(|c| c.kind == ChangeKind::Removed && removed.contains(&c.key))
+    );
+    // Tombstone (R15): a late, older answer of server 1 about address 2 does not bring it back.
+    let late = s.apply(&obs(2, 1, 22, Some(20), vec![na(2, 3600)]));
+    assert_eq!(late.verdicts[0].1, Verdict::LostToLaterArrival);
+    assert!(s.get(&a(2)).is_none());
+    // A query over every link of the relay (relay-id, link `::`) also covers the other link.
+    let out = s.sweep(&listing(1, None, &[a(1)], 40));
+    let removed: Vec<_> = out.verdicts.iter().map(|(k, _)| *k).collect();
+    assert!(removed.contains(&a(3)) && removed.contains(&a(5)));
+    assert!(
+        s.get(&a(4)).is_some(),
+        "server 2's lease is not server 1's to list"
+    );
+    assert!(s.get(&a(1)).is_some());
+}
+
+#[test]
+fn r16_removing_an_address_moves_the_prefix_next_hop() {
+    // No relay data: the prefix routes via the client's address (R11); when the sweep removes
+    // that address, the prefix loses its next hop (an update, not a stale route).
+    let s = store();
+    s.apply(&obs(1, 1, 0, Some(10), vec![na(1, 3600), pd(1, 3600)]));
+    assert_eq!(
+        s.get(&LeaseKey::Prefix(pfx(1, 56))).unwrap().next_hop,
+        Some(addr(1))
+    );
+    let out = s.sweep(&listing(
+        1,
+        Some(link().address),
+        &[LeaseKey::Prefix(pfx(1, 56))],
+        5,
+    ));
+    assert!(
+        out.changes
+            .iter()
+            .any(|c| c.key == LeaseKey::Prefix(pfx(1, 56))
+                && c.kind == ChangeKind::Updated
+                && c.new.as_ref().unwrap().next_hop.is_none())
+    );
+    assert!(s.get(&LeaseKey::Address(addr(1))).is_none());
 }
 
 #[test]
@@ -421,7 +653,11 @@ fn r11_prefix_next_hop_is_peer_address_else_client_na_address() {
         ..RelayData::default()
     });
     let out = s.apply(&o);
-    let c = &out.changes[0];
+    let c = out
+        .changes
+        .iter()
+        .find(|c| c.key == LeaseKey::Prefix(pfx(1, 56)))
+        .unwrap();
     assert_eq!(c.kind, ChangeKind::Updated);
     assert_eq!(c.old.as_ref().unwrap().next_hop, Some(addr(1)));
     assert_eq!(c.new.as_ref().unwrap().next_hop, Some(ll));
@@ -643,8 +879,97 @@ fn arb_answer() -> impl Strategy<Value = Observation> {
         })
 }
 
+/// An answer from server 1–3 about client 1–2 (several servers answer for the same client, with
+/// different data), claiming completeness or not.
+fn arb_shared_answer() -> impl Strategy<Value = Observation> {
+    (
+        1u8..4,
+        1u8..3,
+        0i64..50,
+        0u32..1000,
+        any::<bool>(),
+        proptest::collection::vec((0u16..6, any::<bool>(), 0u32..4000), 1..4),
+    )
+        .prop_map(|(srv, client, at, clt, complete, leases)| {
+            let ls = leases
+                .into_iter()
+                .map(|(n, is_pd, v)| if is_pd { pd(n, v) } else { na(n, v) })
+                .collect();
+            let mut o = obs(client, srv, at, Some(clt), ls);
+            o.complete = complete;
+            // Each server saw the client behind another relay peer: the next hop depends on
+            // which answer is newest, never on the order they are applied in.
+            o.relay = Some(RelayData {
+                peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(srv))),
+                ..RelayData::default()
+            });
+            o
+        })
+}
+
+/// A store believing every server complete (`complete_answers = true` for all) or none.
+fn store_completeness(on: bool) -> BindingStore {
+    let mut cfg = CacheConfig::default();
+    if on {
+        cfg.merge.complete_servers = (1..4).map(|n| server(n).address).collect();
+    }
+    BindingStore::new(cfg)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Servers answering for the same clients with different data, completeness on and off: one
+    /// answer per server in any order gives the same cache.
+    #[test]
+    fn shared_clients_answers_from_different_servers_commute(
+        answers in proptest::collection::vec(arb_shared_answer(), 1..4),
+        on in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut by_server = std::collections::BTreeMap::new();
+        for a in answers { by_server.insert(a.server.duid.clone(), a); }
+        let list: Vec<_> = by_server.into_values().collect();
+        let a = store_completeness(on);
+        for o in &list { a.apply(o); }
+        let mut shuffled = list.clone();
+        let mut x = seed;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let b = store_completeness(on);
+        for o in &shuffled { b.apply(o); }
+        let strip = |s: &BindingStore| s.all().into_iter()
+            .map(|(k, l)| (k, l.client.duid.clone(), l.server.duid.clone(), l.valid_until, l.last_transaction, l.next_hop))
+            .collect::<Vec<_>>();
+        prop_assert_eq!(strip(&a), strip(&b));
+    }
+
+    /// Replaying answers (several per server, shared clients) changes nothing. Completeness off
+    /// only: with it on, an older answer applied after a newer complete one can add a lease the
+    /// newer one left out (nothing remembers an omission of a lease we never held), and replaying
+    /// the newer one then removes it — one reason `complete_answers` is off by default.
+    #[test]
+    fn shared_clients_replay_is_idempotent(
+        answers in proptest::collection::vec(arb_shared_answer(), 1..6),
+    ) {
+        let s = store_completeness(false);
+        // Without relay data: which relay peer-address a client is behind is remembered per
+        // client, not with its recency, so replaying an older answer from another relay peer
+        // can still move the next hop (a known limit of R11; see the module docs).
+        let answers: Vec<Observation> = answers
+            .into_iter()
+            .map(|o| Observation { relay: None, ..o })
+            .collect();
+        for o in &answers { s.apply(o); }
+        let before = s.all();
+        for o in &answers {
+            let out = s.apply(o);
+            prop_assert!(out.changes.is_empty(), "replay changed {:?}", out.changes);
+        }
+        prop_assert_eq!(s.all(), before);
+    }
 
     /// One answer per server (RFC 5007 §4.3.4 is order-free between servers): any order, same cache.
     #[test]

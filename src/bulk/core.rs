@@ -409,15 +409,7 @@ impl BulkConnection {
     }
 
     fn srsn(&self, m: &ClientMessage) -> Option<u32> {
-        let code = self.cfg.srsn_option?;
-        m.options.iter().find_map(|o| match o {
-            DhcpOption::Unknown { code: c, data } if c.0 == code => {
-                <[u8; 4]>::try_from(data.as_slice())
-                    .ok()
-                    .map(u32::from_be_bytes)
-            }
-            _ => None,
-        })
+        m.options.srsn(self.cfg.srsn_option?)
     }
 
     fn emit_binding(&mut self, idx: usize, m: &ClientMessage, data: &ClientData, now: Instant) {

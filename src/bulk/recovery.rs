@@ -9,6 +9,7 @@
 //! follow while the stream is still running. [`recover`] returns when every server answered
 //! DONE or was given up on: that is the moment to signal readiness.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,12 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::BulkConfig;
-use super::core::{BulkBinding, BulkQuery};
+use super::core::{BulkBinding, BulkQuery, QueryId};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
 use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
-use crate::cache::task::CacheHandle;
-use crate::cache::{AgentClock, Link, Observation, ServerId, Source, Timestamp};
+use crate::cache::task::{CacheHandle, CacheInput};
+use crate::cache::{AgentClock, LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.
@@ -83,6 +84,26 @@ impl RecoveryPlan {
 #[error("binding sink closed")]
 pub struct SinkClosed;
 
+/// What one bulk query by link-address or relay-id listed, once it finished with
+/// LEASEQUERY-DONE: the server's whole holding in its scope (merge rule R16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The answering server's SERVERID.
+    pub server_duid: Duid,
+    /// The link the query covered; `None` = every link of our relay.
+    pub link: Option<Ipv6Addr>,
+    /// Every address and prefix its messages carried (usable or not).
+    pub mentioned: HashSet<LeaseKey>,
+    /// When the recovery run that asked it started (before its first attempt).
+    pub started: Instant,
+    /// When the query finished.
+    pub finished: Instant,
+}
+
+/// Most keys one query's [`Listing`] collects; a larger answer is not swept (counted in the
+/// log), which keeps the memory a listing takes bounded.
+pub const MAX_LISTED: usize = 4 << 20;
+
 /// Where recovered bindings go (the daemon: the cache, whose change stream drives routes).
 pub trait BindingSink: Send {
     /// Take one binding from `server`. Awaiting here slows the TCP reads (backpressure).
@@ -91,6 +112,17 @@ pub trait BindingSink: Send {
         server: SocketAddr,
         binding: BulkBinding,
     ) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+
+    /// A query by link-address or relay-id finished with LEASEQUERY-DONE: what it listed is all
+    /// `server` holds in its scope. The default ignores it (no removal from silence).
+    fn listed(
+        &mut self,
+        server: SocketAddr,
+        listing: Listing,
+    ) -> impl Future<Output = Result<(), SinkClosed>> + Send {
+        let _ = (server, listing);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// A channel is a sink.
@@ -128,9 +160,12 @@ impl Unusable {
 }
 
 /// The cache input for `b`, received from `server` at `arrival` (agent clock): the cache's own
-/// CLIENT_DATA conversion ([`observation_from_client_data`]; RFC 5007 §4.1.2.2 makes it
-/// `complete`), tagged `Source::Bulk`, with the query's link when the relay data names none.
-/// A binding whose link is still unknown cannot be routed and is refused.
+/// CLIENT_DATA conversion ([`observation_from_client_data`]), tagged `Source::Bulk`, with the
+/// query's link when the relay data names none. Never `complete`: a bulk LEASEQUERY-DATA says
+/// nothing about leases it does not carry (Kea 3 sends one CLIENT_DATA per lease, so a client's
+/// address and prefix come in separate messages); only the end of the whole query does
+/// ([`Listing`], merge rule R16). A binding whose link is still unknown cannot be routed and is
+/// refused.
 pub fn observation(
     server: SocketAddr,
     b: &BulkBinding,
@@ -154,7 +189,8 @@ pub fn observation(
         srsn: b.srsn,
         arrival,
     };
-    let obs = observation_from_client_data(&b.data, &ctx)?;
+    let mut obs = observation_from_client_data(&b.data, &ctx)?;
+    obs.complete = false;
     if obs.link.address.is_unspecified() {
         return Err(Unusable::NoLink);
     }
@@ -201,6 +237,76 @@ impl BindingSink for CacheSink {
             }
         }
     }
+
+    async fn listed(&mut self, server: SocketAddr, l: Listing) -> Result<(), SinkClosed> {
+        tracing::debug!(%server, link = ?l.link, mentioned = l.mentioned.len(), "bulk query listed its scope: sweeping what it did not mention");
+        let sweep = Sweep {
+            server_duid: l.server_duid.to_vec().into_boxed_slice(),
+            link: l.link,
+            mentioned: l.mentioned,
+            started: self.clock.at_std(l.started),
+            finished: self.clock.at_std(l.finished),
+        };
+        self.cache
+            .send(CacheInput::Sweep(sweep))
+            .await
+            .map_err(|_| SinkClosed)
+    }
+}
+
+/// The addresses and prefixes one binding carries.
+fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> + '_ {
+    let addrs = b.data.addresses().map(|a| LeaseKey::Address(a.addr));
+    let prefixes = b.data.prefixes().filter_map(|p| {
+        crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
+            .ok()
+            .map(LeaseKey::Prefix)
+    });
+    addrs.chain(prefixes)
+}
+
+/// What one query has listed so far (across its attempts).
+#[derive(Debug, Default)]
+struct Listed {
+    server_duid: Option<Duid>,
+    keys: HashSet<LeaseKey>,
+    overflow: bool,
+}
+
+impl Listed {
+    fn add(&mut self, b: &BulkBinding) {
+        if self.server_duid.is_none() {
+            self.server_duid = b.server_duid.clone();
+        }
+        for k in keys_of(b) {
+            if self.keys.len() >= MAX_LISTED {
+                self.overflow = true;
+                return;
+            }
+            self.keys.insert(k);
+        }
+    }
+
+    /// The listing to sweep by, when `query` finished with `result` and may sweep (R16).
+    fn listing(self, query: &BulkQuery, result: &QueryResult, started: Instant) -> Option<Listing> {
+        let link = match query {
+            BulkQuery::LinkAddress(l) => Some(*l),
+            BulkQuery::RelayId { .. } => query.link(),
+            BulkQuery::RemoteId { .. } => return None,
+        };
+        // Bindings > 0 means the stream ended with DONE (a REPLY with data starts a stream).
+        let done = matches!(result, QueryResult::Complete { bindings } if *bindings > 0);
+        if !done || self.overflow {
+            return None;
+        }
+        Some(Listing {
+            server_duid: self.server_duid?,
+            link,
+            mentioned: self.keys,
+            started,
+            finished: Instant::now(),
+        })
+    }
 }
 
 /// How a recovery run went.
@@ -237,9 +343,14 @@ pub async fn recover(
     let run = tokio::spawn(tcp::run(queries, cfg, tx, stats.clone()));
     let mut bindings = 0u64;
     let mut finished = 0usize;
+    let mut listed: HashMap<(SocketAddr, QueryId), Listed> = HashMap::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             BulkEvent::Binding { server, binding } => {
+                listed
+                    .entry((server, binding.query))
+                    .or_default()
+                    .add(&binding);
                 if sink.deliver(server, *binding).await.is_err() {
                     break;
                 }
@@ -254,10 +365,20 @@ pub async fn recover(
             }
             BulkEvent::QueryFinished {
                 server,
+                id,
                 query,
                 result,
             } => {
                 stats.query_finished(server, query.kind(), &result);
+                let l = listed.remove(&(server, id)).unwrap_or_default();
+                if l.overflow {
+                    tracing::warn!(%server, query = query.kind(), "bulk query listed more than MAX_LISTED leases: not swept");
+                }
+                if let Some(listing) = l.listing(&query, &result, started) {
+                    if sink.listed(server, listing).await.is_err() {
+                        break;
+                    }
+                }
                 match result {
                     QueryResult::Complete { bindings } => {
                         tracing::debug!(%server, query = query.kind(), bindings, "bulk query done")
@@ -357,11 +478,12 @@ mod tests {
     }
 
     #[test]
-    fn bulk_binding_becomes_a_complete_observation_from_the_nearest_relay_level() {
+    fn bulk_binding_becomes_an_incomplete_observation_from_the_nearest_relay_level() {
         let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
         let o = observation(server, &binding(), Timestamp::from_secs(1000)).unwrap();
         assert_eq!(o.source, Source::Bulk);
-        assert!(o.complete);
+        // One LEASEQUERY-DATA never implies that what it does not carry is gone (R7, R16).
+        assert!(!o.complete);
         // The nearest level names the client's link and address, not the outer relay's.
         assert_eq!(o.link.address, a("2001:db8:1::1"));
         let r = o.relay.as_ref().unwrap();

@@ -29,6 +29,7 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
         connect_timeout: b.connect_timeout,
         max_attempts: u32::from(b.attempts).max(1),
         source_address: cfg.requestor.source_address,
+        srsn_option: cfg.leasequery.srsn_option,
         ..BulkConfig::default()
     };
     let mut plan = RecoveryPlan {

@@ -35,6 +35,8 @@ pub enum BulkEvent {
     /// A query is over for good.
     QueryFinished {
         server: SocketAddr,
+        /// The id its bindings carry ([`BulkBinding::query`]).
+        id: QueryId,
         query: BulkQuery,
         result: QueryResult,
     },
@@ -48,18 +50,13 @@ pub enum BulkEvent {
 /// How a query ended after all attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryResult {
-    Complete {
-        bindings: u64,
-    },
+    /// Every binding was listed: LEASEQUERY-DONE with success (`bindings` > 0), or a REPLY
+    /// without client data (RFC 5460 §6.2; `bindings` == 0).
+    Complete { bindings: u64 },
     /// An error status that asking again would not change.
-    Failed {
-        code: StatusCode,
-        message: String,
-    },
+    Failed { code: StatusCode, message: String },
     /// Out of attempts.
-    GaveUp {
-        attempts: u32,
-    },
+    GaveUp { attempts: u32 },
 }
 
 /// Totals for one server.
@@ -231,7 +228,9 @@ impl ServerRun<'_> {
             self.stats.inc(Counter::QueriesGivenUp);
             self.report.gave_up += 1;
             tracing::warn!(server = %self.server, query = query.kind(), attempts, "bulk leasequery: giving up");
-            return self.finish(query, QueryResult::GaveUp { attempts }).await;
+            return self
+                .finish(id, query, QueryResult::GaveUp { attempts })
+                .await;
         }
         self.stats.inc(Counter::Retries);
         self.todo.push_back(Pending {
@@ -242,10 +241,16 @@ impl ServerRun<'_> {
         Ok(())
     }
 
-    async fn finish(&mut self, query: BulkQuery, result: QueryResult) -> Result<(), Closed> {
+    async fn finish(
+        &mut self,
+        id: QueryId,
+        query: BulkQuery,
+        result: QueryResult,
+    ) -> Result<(), Closed> {
         self.out
             .send(BulkEvent::QueryFinished {
                 server: self.server,
+                id,
                 query,
                 result,
             })
@@ -265,7 +270,8 @@ impl ServerRun<'_> {
                 self.progressed = true;
                 self.stats.inc(Counter::QueriesCompleted);
                 self.report.completed += 1;
-                self.finish(query, QueryResult::Complete { bindings }).await
+                self.finish(id, query, QueryResult::Complete { bindings })
+                    .await
             }
             Outcome::NotSent => {
                 self.todo.push_back(Pending {
@@ -287,7 +293,7 @@ impl ServerRun<'_> {
                 self.stats.inc(Counter::QueriesFailed);
                 self.report.failed += 1;
                 tracing::warn!(server = %self.server, query = query.kind(), status = code.0, %message, "bulk leasequery: query failed");
-                self.finish(query, QueryResult::Failed { code, message })
+                self.finish(id, query, QueryResult::Failed { code, message })
                     .await
             }
             // retryable() covers every other outcome.

@@ -270,6 +270,22 @@ pub struct Observation {
     pub query_address: Option<Ipv6Addr>,
 }
 
+/// The end of one bulk query by link-address or relay-id that finished with LEASEQUERY-DONE
+/// (merge rule R16): what the server listed, so what it did not list can go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// The server that answered (its SERVERID).
+    pub server_duid: Box<[u8]>,
+    /// The link the query covered; `None` = every link (a relay-id query with link `::`).
+    pub link: Option<Ipv6Addr>,
+    /// Every address and prefix the query's messages mentioned.
+    pub mentioned: std::collections::HashSet<LeaseKey>,
+    /// When the query was started: data that arrived later is newer than the server's listing.
+    pub started: Timestamp,
+    /// When the DONE arrived.
+    pub finished: Timestamp,
+}
+
 /// Why a lease is taken away without a successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WithdrawReason {

@@ -26,9 +26,16 @@
 //!   CLT, B beats C by arrival, C beats A by CLT — so replays were not idempotent. One server's
 //!   CLT only moves forward unless it lost its state, so for a sane server this equals arrival
 //!   order, and the rules become one total order.)
-//! - **R7 omission**: a complete CLIENT_DATA (RFC 5007 §4.1.2.2: the server includes every lease of
-//!   the client on that link) from server S that omits a lease S reported before, for the same
-//!   client and link, means S no longer holds it — removed, if the answer is newer by R4–R6.
+//! - **R7 omission**: completeness is a fact about a server and a query, not an assumption. RFC
+//!   5007 §4.1.2.2 says a CLIENT_DATA lists every lease of the client on that link, but deployed
+//!   servers do not: asked by address, ISC dhcpd 4.4 and Kea 3 both return only the lease asked
+//!   about (Kea: the address, or the one prefix containing it), and in bulk replies Kea 3 sends one
+//!   CLIENT_DATA per lease. So an answer that omits a lease removes it only when the observation
+//!   claims completeness (`Observation::complete`: a leasequery CLIENT_DATA) **and** the operator
+//!   said the answering server means it ([`MergeConfig::complete_servers`], the per-server
+//!   `complete_answers` key, off by default). Then a lease S reported before and now omits, for
+//!   the same client and link, is gone — removed, if the answer is newer by R4–R6. A bulk
+//!   LEASEQUERY-DATA never implies omission; the end of a whole bulk query may (R16).
 //! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update.
 //! - **R9 snooped data competes by recency**: a snooped REPLY has no CLT_TIME; its
 //!   client-last-transaction is its arrival time (the client just talked to the server).
@@ -38,6 +45,12 @@
 //!   client cannot push out its own routes, nor grow the table).
 //! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
 //!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
+//!   Only data that won at least one lease may change it: an answer that lost everything (a late,
+//!   older one) leaves the routes where they are. The relay data comes from the newest data about
+//!   the client on that link (by R2/R3's order), and every lease of the client on the link carries
+//!   that one client record, so answers from several servers give the same next hop in any order.
+//!   Known limit: the record does not keep its own recency, so once the newest lease is gone an
+//!   older answer from another relay peer can move the next hop again.
 //! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
 //! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
 //!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
@@ -55,6 +68,12 @@
 //!   a while (the store keeps it for `tombstone_ttl_ms`, bounded in number) and competes like the
 //!   lease it removed, so a late, older answer cannot resurrect a released lease and removals
 //!   commute with additions. Expiry and operator `clear` leave no tombstone: fresh data may re-add.
+//! - **R16 end of a bulk query** (RFC 5460 §7.2/§7.3): a query by link-address, or by relay-id,
+//!   that finished with LEASEQUERY-DONE has listed every binding server S holds in its scope (that
+//!   link; every link of the relay). A lease of S in that scope that no message of the query
+//!   mentioned, and whose data arrived before the query started, is gone: removed (`sweep`), with
+//!   a tombstone (R15). Only S's leases: another server's silence says nothing about them, and
+//!   data that arrived while the query ran is newer than the server's listing.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -63,7 +82,7 @@ use std::sync::Arc;
 
 use super::binding::{
     Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Observation,
-    RouteView, Timestamp, WithdrawReason, Withdrawal,
+    RouteView, ServerId, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 
 /// Tunables of the merge rules.
@@ -77,6 +96,9 @@ pub struct MergeConfig {
     pub clt_unix_threshold: u32,
     /// R13: how far ahead of us a server clock may be before its absolute time is ignored.
     pub clock_skew_ms: i64,
+    /// R7: addresses of the servers whose leasequery answers list every lease of the client on
+    /// the link (`servers[].complete_answers`). Empty by default: silence removes nothing.
+    pub complete_servers: Vec<Ipv6Addr>,
 }
 
 impl Default for MergeConfig {
@@ -86,7 +108,15 @@ impl Default for MergeConfig {
             max_prefixes_per_client: 8,
             clt_unix_threshold: 1_000_000_000,
             clock_skew_ms: 300_000,
+            complete_servers: Vec::new(),
         }
+    }
+}
+
+impl MergeConfig {
+    /// R7: whether an answer from `server` that claims completeness is believed.
+    pub fn believes_complete(&self, server: &ServerId) -> bool {
+        self.complete_servers.contains(&server.address)
     }
 }
 
@@ -251,17 +281,32 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
         .then_with(|| a.valid_until.cmp(&b.valid_until))
 }
 
-/// The client record for this observation, reusing a stored `Arc` when equal.
-fn client_info(obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> Arc<ClientInfo> {
+/// The client record for this observation, reusing a stored `Arc` when equal. Relay data (the
+/// prefixes' next hop, R11) comes from the newest data about the client on that link — by
+/// client-last-transaction, then server DUID, then arrival, as [`total_order`] — so answers from
+/// several servers about one client give the same next hop in any order.
+fn client_info(
+    obs: &Observation,
+    current: &BTreeMap<LeaseKey, Lease>,
+    last_tx: Timestamp,
+) -> Arc<ClientInfo> {
     let same_client = |l: &&Lease| {
         *l.client.duid == *obs.client_duid && l.client.link.address == obs.link.address
     };
-    let stored = current.values().find(same_client).map(|l| l.client.clone());
-    let relay = obs
-        .relay
-        .clone()
-        .map(Box::new)
-        .or_else(|| stored.as_ref().and_then(|c| c.relay.clone()));
+    let recency = |l: &Lease| (l.last_transaction, l.server.duid.clone(), l.arrival);
+    let newest = current
+        .values()
+        .filter(same_client)
+        .max_by_key(|l| recency(l));
+    let stored = newest.map(|l| l.client.clone());
+    let obs_newest =
+        newest.is_none_or(|l| recency(l) <= (last_tx, obs.server.duid.clone(), obs.arrival));
+    let stored_relay = stored.as_ref().and_then(|c| c.relay.clone());
+    let relay = if obs_newest {
+        obs.relay.clone().map(Box::new).or(stored_relay)
+    } else {
+        stored_relay.or_else(|| obs.relay.clone().map(Box::new))
+    };
     let link = match (&obs.link.interface, &stored) {
         (None, Some(c)) => c.link.clone(),
         _ => obs.link.clone(),
@@ -291,7 +336,7 @@ pub fn merge(
 ) -> MergeOutcome {
     let (last_tx, clt) = last_transaction(obs, cfg);
     let reference = reference_time(obs);
-    let client = client_info(obs, current);
+    let client = client_info(obs, current, last_tx);
     let mut next: BTreeMap<LeaseKey, Option<Lease>> = BTreeMap::new();
     let mut verdicts = Vec::new();
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
@@ -365,7 +410,7 @@ pub fn merge(
         verdicts.push((ol.key, verdict));
     }
 
-    if obs.complete {
+    if obs.complete && cfg.believes_complete(&obs.server) {
         let probe = Lease {
             client: client.clone(),
             server: obs.server.clone(),
@@ -395,9 +440,19 @@ pub fn merge(
         }
     }
 
-    assign_next_hops(&mut next, current, &client);
+    // R11 only for data that won somewhere: a late, older answer (R2/R4/R6) must not move the
+    // client's prefixes to the relay peer-address it remembered.
+    let won = verdicts.iter().any(|(_, v)| {
+        matches!(
+            v,
+            Verdict::Added | Verdict::Updated | Verdict::Removed | Verdict::RemovedOmitted
+        )
+    });
+    if won {
+        assign_next_hops(&mut next, current, &client);
+    }
     for c in displaced {
-        assign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c);
     }
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
@@ -457,18 +512,46 @@ fn assign_next_hops(
         .filter(|p| !p.is_unspecified());
     let hop = peer.or(na);
     for k in keys {
-        if !matches!(k, LeaseKey::Prefix(_)) {
-            continue;
-        }
         let Some(l) = state_of(next, current, &k) else {
             continue;
         };
-        if !on_link(l) || l.next_hop == hop {
+        if !on_link(l) {
+            continue;
+        }
+        // Every lease of the client on the link carries the same (newest) client record, so a
+        // replay of older data finds nothing to change; prefixes also get the next hop.
+        let want_hop = match k {
+            LeaseKey::Prefix(_) => hop,
+            LeaseKey::Address(_) => l.next_hop,
+        };
+        let same_client = Arc::ptr_eq(&l.client, client) || *l.client == **client;
+        if l.next_hop == want_hop && same_client {
             continue;
         }
         let mut updated = l.clone();
-        updated.next_hop = hop;
+        updated.next_hop = want_hop;
+        updated.client = client.clone();
         next.insert(k, Some(updated));
+    }
+}
+
+/// R11 after some of `c`'s leases went (removed, or taken by another client): the relay data of
+/// the newest lease the client still holds on that link decides — not the record the removed
+/// lease carried, which may be older.
+fn reassign_next_hops(
+    next: &mut BTreeMap<LeaseKey, Option<Lease>>,
+    current: &BTreeMap<LeaseKey, Lease>,
+    c: &Arc<ClientInfo>,
+) {
+    let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
+    let newest = keys
+        .iter()
+        .filter_map(|k| state_of(next, current, k))
+        .filter(|l| l.client.duid == c.duid && l.client.link.address == c.link.address)
+        .max_by_key(|l| (l.last_transaction, l.server.duid.clone(), l.arrival))
+        .map(|l| l.client.clone());
+    if let Some(client) = newest {
+        assign_next_hops(next, current, &client);
     }
 }
 
@@ -549,6 +632,37 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
     out
 }
 
+/// R16: the end of a bulk query. `current` holds the stored leases in the query's scope (the
+/// caller picks them: that link, or every link) and the other leases of their clients (R11);
+/// those of `sweep.server_duid` that the query did not mention and whose data arrived before
+/// it started are removed, each leaving a tombstone (R15).
+pub fn sweep(current: &BTreeMap<LeaseKey, Lease>, sweep: &Sweep) -> MergeOutcome {
+    let mut gone = Vec::new();
+    let mut tombs = Vec::new();
+    let mut verdicts = Vec::new();
+    for (key, l) in current {
+        let in_scope = sweep.link.is_none_or(|a| a == l.client.link.address);
+        if !in_scope
+            || *l.server.duid != *sweep.server_duid
+            || sweep.mentioned.contains(key)
+            || l.arrival >= sweep.started
+        {
+            continue;
+        }
+        gone.push(*key);
+        verdicts.push((*key, Verdict::RemovedOmitted));
+        let mut t = l.clone();
+        t.arrival = sweep.finished;
+        t.last_transaction = sweep.started;
+        t.srsn = None;
+        t.valid_until = sweep.finished;
+        tombs.push((*key, t));
+    }
+    let mut out = remove_keys(current, &gone, verdicts);
+    out.tombstones = tombs;
+    out
+}
+
 /// Expiry (RFC 8987 G-8): the leases in `current` whose valid deadline is at or before `now`.
 pub fn expire(current: &BTreeMap<LeaseKey, Lease>, now: Timestamp) -> MergeOutcome {
     let gone: Vec<LeaseKey> = current
@@ -574,7 +688,7 @@ fn remove_keys(
         .map(|l| l.client.clone())
         .collect();
     for c in clients {
-        assign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c);
     }
     finish(current, next, verdicts, None)
 }

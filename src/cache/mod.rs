@@ -22,7 +22,8 @@ pub mod task;
 
 pub use binding::{
     Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation,
-    ObservedLease, RelayData, RouteView, ServerId, Source, Timestamp, WithdrawReason, Withdrawal,
+    ObservedLease, RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
+    Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, Verdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};

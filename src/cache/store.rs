@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, Lease, LeaseKey, Observation, RouteView, Timestamp, Withdrawal,
+    Change, ChangeKind, ClientInfo, Lease, LeaseKey, Observation, RouteView, Sweep, Timestamp,
+    Withdrawal,
 };
 use super::expiry::ExpiryQueue;
 use super::hash::KeyHashBuilder;
@@ -343,6 +344,31 @@ impl BindingStore {
             .filter(|(k, v)| v.is_none() && wd.keys.contains(k))
             .count();
         self.stats.withdrawn.fetch_add(n as u64, Ordering::Relaxed);
+        self.commit(&mut w, &current, out)
+    }
+
+    /// The end of a bulk query (merge rule R16): remove the server's leases in the query's
+    /// scope that the query did not mention.
+    pub fn sweep(&self, sw: &Sweep) -> Applied {
+        let mut w = self.lock();
+        let in_scope = match sw.link {
+            Some(l) => self.by_link(l),
+            None => self.all(),
+        };
+        let mut current = BTreeMap::new();
+        let mut clients = Vec::new();
+        for (k, l) in in_scope {
+            if *l.server.duid == *sw.server_duid && !sw.mentioned.contains(&k) {
+                clients.push(l.client.duid.clone());
+                current.insert(k, l);
+            }
+        }
+        clients.sort();
+        clients.dedup();
+        for d in clients {
+            self.gather_client(&d, &mut current);
+        }
+        let out = merge::sweep(&current, sw);
         self.commit(&mut w, &current, out)
     }
 

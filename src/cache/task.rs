@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AgentClock;
-use super::binding::{Change, Lease, LeaseKey, Observation, Withdrawal};
+use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
 use super::persist::{JournalHandle, Record};
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
@@ -28,6 +28,8 @@ use crate::admission::{Admission, Admitted};
 pub enum CacheInput {
     Observe(Observation),
     Withdraw(Withdrawal),
+    /// The end of a bulk query (merge rule R16).
+    Sweep(Sweep),
 }
 
 /// Settings of the cache task.
@@ -197,6 +199,7 @@ impl CacheTask {
                         // A withdrawal only removes what the named client holds (merge R14) or
                         // is the operator's own word: it claims nothing new.
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
+                        CacheInput::Sweep(s) => self.store.sweep(&s),
                     };
                     self.emit(applied).await;
                 }

@@ -29,6 +29,7 @@ pub(crate) struct File {
     pub(crate) metrics: Metrics,
     pub(crate) control: Control,
     pub(crate) log: Log,
+    pub(crate) leasequery: Leasequery,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) servers: Vec<Server>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -49,6 +50,7 @@ impl Default for File {
             metrics: Metrics::default(),
             control: Control::default(),
             log: Log::default(),
+            leasequery: Leasequery::default(),
             servers: Vec::new(),
             links: Vec::new(),
         }
@@ -62,6 +64,9 @@ pub(crate) struct Server {
     pub(crate) address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
+    /// The server's leasequery answers list every lease of the client on the link.
+    #[serde(default)]
+    pub(crate) complete_answers: bool,
 }
 
 /// `[[links]]`: one subscriber-facing link of the access concentrator.
@@ -278,4 +283,12 @@ impl Default for Log {
             level: "info".to_string(),
         }
     }
+}
+
+/// `[leasequery]`: what every leasequery answer (UDP, bulk, snooped) is read with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Leasequery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) srsn_option: Option<u16>,
 }

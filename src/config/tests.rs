@@ -57,6 +57,26 @@ fn minimal_config_takes_documented_defaults() {
 }
 
 #[test]
+fn completeness_and_sequence_number_keys() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert!(
+        !c.servers[0].complete_answers,
+        "silence removes nothing by default"
+    );
+    assert_eq!(c.leasequery.srsn_option, None, "off by default");
+    let c = Config::parse(
+        "[leasequery]\nsrsn_option = 65001\n\
+         [[servers]]\naddress = \"2001:db8::1\"\ncomplete_answers = true\n\
+         [[servers]]\naddress = \"2001:db8::2\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.leasequery.srsn_option, Some(65001));
+    assert!(c.servers[0].complete_answers && !c.servers[1].complete_answers);
+    let again = Config::parse(&c.to_toml()).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
 fn effective_toml_round_trips() {
     for text in [
         std::fs::read_to_string(sample_path()).unwrap(),
@@ -73,6 +93,16 @@ fn effective_toml_round_trips() {
 
 /// Each broken config, the key its error must name, and a word the message must contain.
 const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "[leasequery]\nsrsn_option = 45\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "leasequery.srsn_option",
+        "not free",
+    ),
+    (
+        "[leasequery]\nsrsn_option = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "leasequery.srsn_option",
+        "reserved",
+    ),
     (
         "[[servers]]\naddress = \"2001:db8::1\"\n[[servers]]\naddress = \"10.0.0.1\"\n",
         "servers[1].address",

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::file::{self, File};
 use super::{
-    BulkQuery, BulkSection, Config, ConfigError, ControlSection, IdentitySection, LimitsSection,
-    Link, LogFormat, LogSection, MetricsSection, RemoteId, RequestorSection, RoutesSection, Server,
-    ServerPolicy, SnoopSection, TriggerSection,
+    BulkQuery, BulkSection, Config, ConfigError, ControlSection, IdentitySection,
+    LeasequerySection, LimitsSection, Link, LogFormat, LogSection, MetricsSection, RemoteId,
+    RequestorSection, RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
 };
 use crate::prefix::Ipv6Prefix;
 
@@ -161,6 +161,25 @@ pub(super) fn validate(f: &File) -> Result<Config> {
         },
         control: control(&f.control)?,
         log: log(&f.log)?,
+        leasequery: leasequery(&f.leasequery)?,
+    })
+}
+
+fn leasequery(f: &file::Leasequery) -> Result<LeasequerySection> {
+    if let Some(code) = f.srsn_option {
+        let known = crate::wire::OptionCode(code).name();
+        if code == 0 || known.is_some() {
+            return Err(invalid(
+                "leasequery.srsn_option",
+                format!(
+                    "{code} is {}, not free for a local extension",
+                    known.unwrap_or("reserved")
+                ),
+            ));
+        }
+    }
+    Ok(LeasequerySection {
+        srsn_option: f.srsn_option,
     })
 }
 
@@ -191,7 +210,11 @@ fn servers(list: &[file::Server]) -> Result<Vec<Server>> {
             Some(n) => label(&format!("servers[{i}].name"), n)?,
             None => address.to_string(),
         };
-        out.push(Server { address, name });
+        out.push(Server {
+            address,
+            name,
+            complete_answers: s.complete_answers,
+        });
     }
     Ok(out)
 }
@@ -606,12 +629,16 @@ pub(super) fn to_file(c: &Config) -> File {
             format: c.log.format.as_str().to_string(),
             level: c.log.level.clone(),
         },
+        leasequery: file::Leasequery {
+            srsn_option: c.leasequery.srsn_option,
+        },
         servers: c
             .servers
             .iter()
             .map(|s| file::Server {
                 address: s.address.to_string(),
                 name: Some(s.name.clone()),
+                complete_answers: s.complete_answers,
             })
             .collect(),
         links: c

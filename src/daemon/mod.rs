@@ -42,7 +42,7 @@ use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
 use crate::cache::persist::{self, PersistConfig, StateWriter};
 use crate::cache::task::{self as cache_task, CacheTaskConfig};
-use crate::cache::{AgentClock, BindingStore, CacheConfig, RouteView};
+use crate::cache::{AgentClock, BindingStore, RouteView};
 use crate::config::{Config, ConfigError};
 use crate::control::ControlStats;
 use crate::control::server::ControlSocket;
@@ -215,7 +215,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // The cache, its change stream feeding the route task.
-    let store = Arc::new(BindingStore::new(CacheConfig::default()));
+    let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
     let (cache, changes, cache_task) = cache_task::spawn_admitted(
         store.clone(),
         clock,
@@ -340,7 +340,10 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         };
         let stats = crate::snoop::shell::spawn(
             &capture,
-            ClassifyConfig::default(),
+            ClassifyConfig {
+                srsn_option: cfg.leasequery.srsn_option,
+                ..ClassifyConfig::default()
+            },
             trust,
             clock,
             cache.clone(),

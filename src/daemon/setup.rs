@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, SocketAddrV6};
 
+use crate::cache::CacheConfig;
 use crate::config::{Config, ServerPolicy};
 use crate::kernel::{InstallerConfig, LinkMapping};
 use crate::prefix::Ipv6Prefix;
@@ -55,6 +56,18 @@ pub fn udp_config(cfg: &Config) -> UdpConfig {
 
 /// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
 /// so no second ever sees more than twice the configured rate.
+/// The cache's settings: merge rule R7 believes the servers marked `complete_answers`.
+pub fn cache_config(cfg: &Config) -> CacheConfig {
+    let mut c = CacheConfig::default();
+    c.merge.complete_servers = cfg
+        .servers
+        .iter()
+        .filter(|s| s.complete_answers)
+        .map(|s| s.address)
+        .collect();
+    c
+}
+
 pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
     let rate = |qps: u32| {
         let q = f64::from(qps.max(1));
@@ -107,6 +120,17 @@ mod tests {
         assert_eq!(
             r.global_rate.map(|g| g.per_sec),
             Some(f64::from(cfg.limits.global_qps))
+        );
+        let c = cache_config(&cfg);
+        assert_eq!(
+            c.merge.complete_servers.len(),
+            cfg.servers.iter().filter(|s| s.complete_answers).count()
+        );
+        let mut believed = cfg.clone();
+        believed.servers[1].complete_answers = true;
+        assert_eq!(
+            cache_config(&believed).merge.complete_servers,
+            vec![cfg.servers[1].address]
         );
         let i = installer_config(&cfg);
         assert_eq!(i.protocol, cfg.routes.protocol);

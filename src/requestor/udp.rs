@@ -20,9 +20,7 @@ use std::os::fd::AsFd;
 
 use super::core::{QueryId, Requestor, Submit};
 use super::pktinfo;
-use super::{
-    DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats,
-};
+use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]

@@ -70,6 +70,8 @@ pub struct ClassifyConfig {
     pub release_capacity: usize,
     /// How long a RELAY-FORW waits for its RELAY-REPL, in milliseconds.
     pub pending_ttl_ms: i64,
+    /// Option code of the server reply sequence number in a REPLY (`[leasequery] srsn_option`).
+    pub srsn_option: Option<u16>,
 }
 
 impl Default for ClassifyConfig {
@@ -78,6 +80,7 @@ impl Default for ClassifyConfig {
             pending_capacity: 8192,
             release_capacity: 4096,
             pending_ttl_ms: 60_000,
+            srsn_option: None,
         }
     }
 }
@@ -547,7 +550,7 @@ impl Classifier {
             source: Source::Snoop,
             clt_time: None,
             base_time: None,
-            srsn: None,
+            srsn: self.cfg.srsn_option.and_then(|c| reply.options.srsn(c)),
             complete: false,
             leases,
             arrival: now,

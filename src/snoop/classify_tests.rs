@@ -392,6 +392,7 @@ fn repeated_relay_forws_refresh_one_entry_and_expire() {
         pending_capacity: 4,
         release_capacity: 4,
         pending_ttl_ms: 1_000,
+        ..ClassifyConfig::default()
     };
     let mut c = classifier(cfg);
     // A client retransmitting (same xid and DUID) 1000 times, and a relay forwarding to
@@ -436,6 +437,7 @@ fn a_flood_of_forws_cannot_push_out_a_pending_release() {
         pending_capacity: 16,
         release_capacity: 16,
         pending_ttl_ms: 60_000,
+        ..ClassifyConfig::default()
     };
     let mut c = classifier(cfg);
     let rel = client_msg(
@@ -478,6 +480,7 @@ fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
         pending_capacity: 3,
         release_capacity: 3,
         pending_ttl_ms: 1_000,
+        ..ClassifyConfig::default()
     };
     let mut c = classifier(cfg);
     for xid in 0..10 {
@@ -636,4 +639,30 @@ fn non_replies_errors_and_unrelayed_messages_teach_nothing() {
     );
     let empty = client_msg(MessageType::REPLY, 4, vec![]);
     assert_eq!(c.on_message(&repl(empty), &down(), ts(0)), None);
+}
+
+#[test]
+fn snooped_reply_carries_the_server_reply_sequence_number_when_configured() {
+    let srsn = DhcpOption::Unknown {
+        code: crate::wire::OptionCode(65001),
+        data: 7u32.to_be_bytes().to_vec(),
+    };
+    for (code, want) in [(Some(65001), Some(7)), (None, None), (Some(65002), None)] {
+        let mut c = classifier(ClassifyConfig {
+            srsn_option: code,
+            ..ClassifyConfig::default()
+        });
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, 9, vec![])),
+            &up(),
+            ts(0),
+        );
+        let reply = client_msg(
+            MessageType::REPLY,
+            9,
+            vec![ia_na(1, "2001:db8:1::100", 3600), srsn.clone()],
+        );
+        let o = bind(c.on_message(&repl(reply), &down(), ts(0)));
+        assert_eq!(o.srsn, want, "option code {code:?}");
+    }
 }

@@ -584,6 +584,20 @@ impl Options {
         self.u32_of(OptionCode::LQ_BASE_TIME)
     }
 
+    /// The server reply sequence number carried in option `code` (a local extension after the
+    /// expired draft-ietf-dhc-dhcpv6-srsn-option, which never got an IANA code): a 4-byte
+    /// unsigned counter at the top level of the message. `None` when absent or not 4 bytes.
+    pub fn srsn(&self, code: u16) -> Option<u32> {
+        self.iter().find_map(|o| match o {
+            DhcpOption::Unknown { code: c, data } if c.0 == code => {
+                <[u8; 4]>::try_from(data.as_slice())
+                    .ok()
+                    .map(u32::from_be_bytes)
+            }
+            _ => None,
+        })
+    }
+
     /// LQ_START_TIME.
     pub fn lq_start_time(&self) -> Option<u32> {
         self.u32_of(OptionCode::LQ_START_TIME)

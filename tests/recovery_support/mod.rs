@@ -25,7 +25,8 @@ use lqagent::wire::Duid;
 use tokio::sync::mpsc;
 
 use super::refserver::{
-    AddrLease, FaultPlan, HexBytes, LeaseEntry, LeaseTable, PrefixLease, RefServer, ServerConfig,
+    AddrLease, FaultPlan, HexBytes, LeaseEntry, LeaseTable, PrefixLease, Profile, RefServer,
+    ServerConfig,
 };
 use super::support::netns::{NetNs, proto_routes, veth};
 
@@ -34,6 +35,20 @@ pub const RELAY: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0xaa, 1];
 
 pub fn link(i: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 1)
+}
+
+/// The delegated-prefix space of link `i` (1 ≤ i ≤ 31): 2001:db8:(8000 + i·400)::/38.
+pub fn pd_space(i: u16) -> Ipv6Prefix {
+    Ipv6Prefix::new(
+        Ipv6Addr::new(0x2001, 0xdb8, 0x8000 | (i << 10), 0, 0, 0, 0, 0),
+        38,
+    )
+    .unwrap()
+}
+
+/// The `subscriber_prefixes` of link `i`: its /64 for addresses and its delegated-prefix space.
+pub fn subscriber_prefixes(i: u16) -> String {
+    format!("[\"2001:db8:{i:x}::/64\", \"{}\"]", pd_space(i))
 }
 
 pub fn ifname(i: u16) -> String {
@@ -57,12 +72,13 @@ pub fn client(n: u32, links: u16) -> LeaseEntry {
     }
     if n % 3 != 0 {
         e.prefixes.push(PrefixLease {
-            // 2001:db8:8000::/33 holds one /56 per client.
+            // Each link's own /38 (`pd_space`) holds one /56 per client of that link, so links'
+            // subscriber prefixes never overlap.
             prefix: Ipv6Prefix::new(
                 Ipv6Addr::new(
                     0x2001,
                     0xdb8,
-                    0x8000 | (n >> 8) as u16,
+                    pd_space(l).addr().segments()[2] | ((n >> 8) as u16 & 0x3ff),
                     (lo & 0xff) << 8,
                     0,
                     0,
@@ -128,8 +144,25 @@ pub struct Lab {
 
 impl Lab {
     /// One reference server per table, at 2001:db8:ff::2, ::3, … port 547 in the server
-    /// namespace; the agent is 2001:db8:ff::1 with links sub1..=subN.
+    /// namespace; the agent is 2001:db8:ff::1 with links sub1..=subN. Each server has its own
+    /// DUID and behaves as the RFCs say (profile `ideal`).
     pub fn new(tag: &str, links: u16, tables: Vec<LeaseTable>, faults: Vec<FaultPlan>) -> Lab {
+        let servers = tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, ServerConfig::profiled(Profile::Ideal, i as u8)))
+            .collect();
+        Lab::with_servers(tag, links, servers, faults)
+    }
+
+    /// As [`Lab::new`], each server with its own settings (profile, DUID, sequence numbers),
+    /// answering over TCP (bulk) and UDP (RFC 5007) on port 547.
+    pub fn with_servers(
+        tag: &str,
+        links: u16,
+        servers_cfg: Vec<(LeaseTable, ServerConfig)>,
+        faults: Vec<FaultPlan>,
+    ) -> Lab {
         let agent = NetNs::new(tag);
         let srv = NetNs::new(tag);
         veth(&agent, "lqa0", &srv, "lqs0");
@@ -159,7 +192,7 @@ impl Lab {
         let mut servers = Vec::new();
         let mut refservers = Vec::new();
         let mut faults = faults.into_iter();
-        for (i, t) in tables.into_iter().enumerate() {
+        for (i, (t, config)) in servers_cfg.into_iter().enumerate() {
             let ip = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2 + i as u16);
             srv.exec(&[
                 "ip",
@@ -172,10 +205,16 @@ impl Lab {
                 "nodad",
             ]);
             let addr = SocketAddr::from((ip, 547));
-            let listener = srv.run_in(move || std::net::TcpListener::bind(addr).expect("bind 547"));
-            let rs = RefServer::new(t, ServerConfig::default());
+            let (listener, udp) = srv.run_in(move || {
+                (
+                    std::net::TcpListener::bind(addr).expect("bind tcp 547"),
+                    std::net::UdpSocket::bind(addr).expect("bind udp 547"),
+                )
+            });
+            let rs = RefServer::new(t, config);
             rs.set_faults(faults.next().unwrap_or_default());
             rs.serve_tcp(listener).unwrap();
+            rs.serve_udp(udp, None).unwrap();
             servers.push(addr);
             refservers.push(rs);
         }

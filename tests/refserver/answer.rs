@@ -11,10 +11,68 @@
 //! - a missing mandatory query option → MalformedQuery; an unknown query type →
 //!   UnknownQueryType;
 //! - only leases with a non-zero valid lifetime are reported; a client with none is no binding.
+//!
+//! That is the `ideal` [`Profile`]. [`decide_as`] narrows or refuses the same answer the way a
+//! deployed server does (per the real servers' code and behaviour, not the RFC):
+//! - `isc` (ISC dhcpd 4.4): by address, only an IA_NA address is found and only that lease is
+//!   returned, whatever link-address the query named, without relay data even when asked; an
+//!   address inside a delegated prefix is NotConfigured ("Address not in a pool");
+//!   QUERY_BY_CLIENTID is UnknownQueryType; no bulk leasequery at all.
+//! - `kea` (Kea 3 lease_query hook): by address, the IA_NA lease or the one delegated prefix
+//!   containing the address, alone; by client-id every lease of the client (LQ_CLIENT_LINK when
+//!   on several links); in bulk one CLIENT_DATA per lease, so a client's address and prefix go
+//!   out in separate messages.
 
 use std::net::Ipv6Addr;
 
+use lqagent::prefix::Ipv6Prefix;
+
 use super::table::{LeaseTable, RemoteId};
+
+/// Which deployed server the reference server behaves like (see the module docs and
+/// [`super::codec`] for what each changes on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// What RFC 5007 and RFC 5460 say.
+    #[default]
+    Ideal,
+    /// ISC dhcpd 4.4.
+    Isc,
+    /// Kea 3 with the lease_query hook.
+    Kea,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ideal" => Ok(Profile::Ideal),
+            "isc" => Ok(Profile::Isc),
+            "kea" => Ok(Profile::Kea),
+            other => Err(format!("unknown profile {other:?} (ideal, isc, kea)")),
+        }
+    }
+}
+
+/// One lease of a table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    Addr(Ipv6Addr),
+    Prefix(Ipv6Prefix),
+}
+
+/// One CLIENT_DATA to send: a table entry, all its live leases or only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub entry: usize,
+    pub only: Option<Only>,
+}
+
+impl Pick {
+    pub fn all(entry: usize) -> Self {
+        Pick { entry, only: None }
+    }
+}
 
 pub const QUERY_BY_ADDRESS: u8 = 1;
 pub const QUERY_BY_CLIENTID: u8 = 2;
@@ -72,6 +130,113 @@ pub enum Decision {
     ClientLinks(Vec<Ipv6Addr>),
     /// One CLIENT_DATA per table entry (UDP: exactly one).
     Bindings(Vec<usize>),
+    /// One CLIENT_DATA per pick (a profile narrowed the answer; UDP: exactly one).
+    Leases(Vec<Pick>),
+}
+
+impl Decision {
+    /// The CLIENT_DATAs to send, in order (empty for a status, no binding or client links).
+    pub fn picks(&self) -> Vec<Pick> {
+        match self {
+            Decision::Bindings(v) => v.iter().map(|&i| Pick::all(i)).collect(),
+            Decision::Leases(v) => v.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Decide the answer to `q` as `profile` does (see the module docs).
+pub fn decide_as(
+    profile: Profile,
+    table: &LeaseTable,
+    q: &Query,
+    transport: Transport,
+) -> Decision {
+    match profile {
+        Profile::Ideal => decide(table, q, transport),
+        Profile::Isc => {
+            if q.query_type == QUERY_BY_CLIENTID {
+                return Decision::Status(STATUS_UNKNOWN_QUERY_TYPE, "unknown query type");
+            }
+            if q.query_type != QUERY_BY_ADDRESS {
+                return decide(table, q, transport);
+            }
+            let Some(addr) = q.addr else {
+                return decide(table, q, transport);
+            };
+            if !table.has_address(addr) && table.find_address(addr).is_some() {
+                return Decision::Status(STATUS_NOT_CONFIGURED, "Address not in a pool");
+            }
+            // dhcpd 4.4 ignores the query's link-address: the lease is returned whatever link
+            // was named.
+            let anywhere = Query {
+                link: Ipv6Addr::UNSPECIFIED,
+                ..q.clone()
+            };
+            narrow_by_address(decide(table, &anywhere, transport), addr, table)
+        }
+        Profile::Kea => {
+            let d = decide(table, q, transport);
+            match (q.query_type, q.addr, transport) {
+                (QUERY_BY_ADDRESS, Some(addr), _) => narrow_by_address(d, addr, table),
+                (_, _, Transport::Tcp) => match d {
+                    Decision::Bindings(v) => Decision::Leases(one_per_lease(table, &v)),
+                    other => other,
+                },
+                _ => d,
+            }
+        }
+    }
+}
+
+/// Only the lease the address names: the IA_NA address, else the prefix containing it.
+fn narrow_by_address(d: Decision, addr: Ipv6Addr, table: &LeaseTable) -> Decision {
+    let Decision::Bindings(v) = d else { return d };
+    let picks = v
+        .into_iter()
+        .filter_map(|i| {
+            let e = table.entry(i);
+            let only = if e.addrs.iter().any(|a| a.addr == addr && a.valid != 0) {
+                Only::Addr(addr)
+            } else {
+                let p = e
+                    .prefixes
+                    .iter()
+                    .find(|p| p.valid != 0 && p.prefix.contains(addr))?;
+                Only::Prefix(p.prefix)
+            };
+            Some(Pick {
+                entry: i,
+                only: Some(only),
+            })
+        })
+        .collect::<Vec<_>>();
+    if picks.is_empty() {
+        Decision::NoBinding
+    } else {
+        Decision::Leases(picks)
+    }
+}
+
+/// Kea's bulk answers: one CLIENT_DATA per live lease.
+fn one_per_lease(table: &LeaseTable, entries: &[usize]) -> Vec<Pick> {
+    let mut out = Vec::new();
+    for &i in entries {
+        let e = table.entry(i);
+        for a in e.addrs.iter().filter(|a| a.valid != 0) {
+            out.push(Pick {
+                entry: i,
+                only: Some(Only::Addr(a.addr)),
+            });
+        }
+        for p in e.prefixes.iter().filter(|p| p.valid != 0) {
+            out.push(Pick {
+                entry: i,
+                only: Some(Only::Prefix(p.prefix)),
+            });
+        }
+    }
+    out
 }
 
 /// Decide the answer to `q` from `table`.

@@ -59,6 +59,18 @@ struct Args {
     /// Drop queries pipelined behind the first one in the same read (buggy-server emulation).
     #[arg(long)]
     drop_pipelined: bool,
+    /// Behave like a deployed server: ideal (the RFCs), isc (ISC dhcpd 4.4), kea (Kea 3).
+    #[arg(long, default_value = "ideal")]
+    profile: refserver::Profile,
+    /// Answer only these requestor addresses (others get silence, as Kea does); repeatable.
+    #[arg(long = "requester")]
+    requesters: Vec<std::net::IpAddr>,
+    /// Server number: a distinct server DUID per instance (ignored with --server-duid).
+    #[arg(long, default_value_t = 0)]
+    instance: u8,
+    /// First server reply sequence number minus one.
+    #[arg(long, default_value_t = 0)]
+    srsn_start: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,12 +79,15 @@ fn main() -> anyhow::Result<()> {
     for l in &args.links {
         table.add_link(*l);
     }
+    let base = ServerConfig::profiled(args.profile, args.instance);
     let mut config = ServerConfig {
         srsn_option: args.srsn_option,
         max_tcp_conns: args.max_conns,
         tcp_interleave: args.pipelining,
-        tcp_drop_pipelined: args.drop_pipelined,
-        ..ServerConfig::default()
+        tcp_drop_pipelined: args.drop_pipelined || base.tcp_drop_pipelined,
+        requesters: (!args.requesters.is_empty()).then_some(args.requesters),
+        srsn_start: args.srsn_start,
+        ..base
     };
     if let Some(d) = &args.server_duid {
         config.server_duid = hex::decode(d).context("--server-duid is not hex")?;

@@ -8,7 +8,9 @@ use lqagent::wire::{
     MessageType, OptionCode, Options, RelayMessage, Status, StatusCode,
 };
 
-use super::answer::Query;
+use lqagent::prefix::Ipv6Prefix;
+
+use super::answer::{Only, Pick, Profile, Query, Transport};
 use super::table::{HexBytes, LeaseTable, RemoteId};
 
 /// A LEASEQUERY worth answering.
@@ -73,8 +75,8 @@ pub enum ReplyBody<'a> {
     Status(u16, &'a str),
     Empty,
     ClientLinks(&'a [Ipv6Addr]),
-    /// CLIENT_DATA for this table entry.
-    Client(usize),
+    /// CLIENT_DATA for this table entry (or one of its leases).
+    Client(Pick),
 }
 
 fn srsn_option(srsn: Option<(u16, u32)>) -> Option<DhcpOption> {
@@ -94,57 +96,163 @@ fn to_bytes(msg_type: MessageType, xid: u32, options: Vec<DhcpOption>) -> Vec<u8
     .expect("reference server builds only encodable messages")
 }
 
-/// CLIENT_DATA for one table entry (RFC 5007 §4.1.2.2): CLIENTID, each live IAADDR and
-/// IAPREFIX, CLT_TIME, and LQ_RELAY_DATA when the query's ORO asked for it.
-pub fn client_data(table: &LeaseTable, i: usize, oro: &[u16]) -> ClientData {
-    let e = table.entry(i);
-    let mut o = vec![DhcpOption::ClientId(Duid::parse(&e.duid.0))];
-    for a in e.addrs.iter().filter(|a| a.valid != 0) {
-        o.push(DhcpOption::IaAddr(IaAddr::new(
-            a.addr,
-            a.preferred,
-            a.valid,
-        )));
-    }
-    for p in e.prefixes.iter().filter(|p| p.valid != 0) {
-        o.push(DhcpOption::IaPrefix(IaPrefix::new(
-            p.prefix,
-            p.preferred,
-            p.valid,
-        )));
-    }
-    o.push(DhcpOption::CltTime(e.clt_time));
-    if oro.contains(&OptionCode::LQ_RELAY_DATA.0) {
-        let mut ro = Vec::new();
-        if let Some(id) = &e.interface_id {
-            ro.push(DhcpOption::InterfaceId(id.0.clone()));
+/// How the answering server shapes its messages: its [`Profile`], the transport, and its clock
+/// (ISC dhcpd 4.4 puts an absolute Unix time in CLT_TIME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub profile: Profile,
+    pub transport: Transport,
+    /// The server's time, Unix seconds.
+    pub now_unix: u64,
+}
+
+impl Shape {
+    /// RFC behaviour over UDP.
+    pub fn ideal() -> Self {
+        Shape {
+            profile: Profile::Ideal,
+            transport: Transport::Udp,
+            now_unix: 0,
         }
-        if let Some(r) = &e.remote_id {
-            ro.push(DhcpOption::RemoteId {
-                enterprise: r.enterprise,
-                remote_id: r.id.0.clone(),
-            });
-        }
-        if let Some(r) = &e.relay_id {
-            ro.push(DhcpOption::RelayId(Duid::parse(&r.0)));
-        }
-        o.push(DhcpOption::LqRelayData(Box::new(LqRelayData {
-            peer_address: e.relay_address.unwrap_or(e.link),
-            relay: RelayMessage {
-                msg_type: MessageType::RELAY_FORW,
-                hop_count: 0,
-                link_address: e.link,
-                peer_address: e.peer_address.unwrap_or(Ipv6Addr::UNSPECIFIED),
-                options: Options(ro),
-            },
-        })));
     }
-    ClientData {
-        options: Options(o),
+
+    pub fn now(profile: Profile, transport: Transport) -> Self {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Shape {
+            profile,
+            transport,
+            now_unix,
+        }
+    }
+
+    /// Where LQ_RELAY_DATA goes: `Some(true)` inside CLIENT_DATA, `Some(false)` at the top level
+    /// of the message (Kea 3 over UDP), `None` not sent.
+    fn relay_inside(&self, oro: &[u16], has_relay: bool) -> Option<bool> {
+        match self.profile {
+            // Kea ignores the ORO and sends what it stored with the lease.
+            Profile::Kea if has_relay => Some(self.transport == Transport::Tcp),
+            Profile::Kea => None,
+            // ISC dhcpd 4.4 does not return relay data even when the ORO asks for it.
+            Profile::Isc => None,
+            Profile::Ideal => oro.contains(&OptionCode::LQ_RELAY_DATA.0).then_some(true),
+        }
+    }
+
+    /// CLT_TIME as this server sends it: elapsed seconds, or (ISC dhcpd 4.4) the absolute Unix
+    /// time of the last transaction.
+    fn clt_time(&self, elapsed: u32) -> u32 {
+        match self.profile {
+            Profile::Isc => {
+                u32::try_from(self.now_unix.saturating_sub(u64::from(elapsed))).unwrap_or(u32::MAX)
+            }
+            _ => elapsed,
+        }
+    }
+
+    /// A lifetime as this server sends it: as configured (ideal, ISC), or what remains (Kea 3:
+    /// configured − elapsed, left as configured when that would not be positive — as Kea does).
+    fn lifetime(&self, configured: u32, elapsed: u32) -> u32 {
+        match self.profile {
+            Profile::Kea if elapsed < configured => configured - elapsed,
+            _ => configured,
+        }
     }
 }
 
-/// LEASEQUERY-REPLY: SERVERID, the requestor's CLIENTID, then the body.
+/// CLIENT_DATA for one table entry (RFC 5007 §4.1.2.2): CLIENTID, each live IAADDR and
+/// IAPREFIX, CLT_TIME, and LQ_RELAY_DATA when the query's ORO asked for it (ideal shape).
+pub fn client_data(table: &LeaseTable, i: usize, oro: &[u16]) -> ClientData {
+    client_data_as(table, Pick::all(i), oro, &Shape::ideal()).0
+}
+
+/// CLIENT_DATA for `pick` shaped by `shape`, and the LQ_RELAY_DATA to put at the top level of
+/// the message when the shape puts it there.
+pub fn client_data_as(
+    table: &LeaseTable,
+    pick: Pick,
+    oro: &[u16],
+    shape: &Shape,
+) -> (ClientData, Option<DhcpOption>) {
+    let e = table.entry(pick.entry);
+    let wanted_addr = |a: Ipv6Addr| match pick.only {
+        None => true,
+        Some(Only::Addr(x)) => x == a,
+        Some(Only::Prefix(_)) => false,
+    };
+    let wanted_prefix = |p: Ipv6Prefix| match pick.only {
+        None => true,
+        Some(Only::Prefix(x)) => x == p,
+        Some(Only::Addr(_)) => false,
+    };
+    let mut o = vec![DhcpOption::ClientId(Duid::parse(&e.duid.0))];
+    for a in e
+        .addrs
+        .iter()
+        .filter(|a| a.valid != 0 && wanted_addr(a.addr))
+    {
+        o.push(DhcpOption::IaAddr(IaAddr::new(
+            a.addr,
+            shape.lifetime(a.preferred, e.clt_time),
+            shape.lifetime(a.valid, e.clt_time),
+        )));
+    }
+    for p in e
+        .prefixes
+        .iter()
+        .filter(|p| p.valid != 0 && wanted_prefix(p.prefix))
+    {
+        o.push(DhcpOption::IaPrefix(IaPrefix::new(
+            p.prefix,
+            shape.lifetime(p.preferred, e.clt_time),
+            shape.lifetime(p.valid, e.clt_time),
+        )));
+    }
+    o.push(DhcpOption::CltTime(shape.clt_time(e.clt_time)));
+    let mut top = None;
+    match shape.relay_inside(oro, e.peer_address.is_some()) {
+        Some(true) => o.push(relay_data(e)),
+        Some(false) => top = Some(relay_data(e)),
+        None => {}
+    }
+    (
+        ClientData {
+            options: Options(o),
+        },
+        top,
+    )
+}
+
+/// LQ_RELAY_DATA (RFC 5007 §4.1.2.4) for an entry: the RELAY-FORW the server last saw.
+fn relay_data(e: &super::table::LeaseEntry) -> DhcpOption {
+    let mut ro = Vec::new();
+    if let Some(id) = &e.interface_id {
+        ro.push(DhcpOption::InterfaceId(id.0.clone()));
+    }
+    if let Some(r) = &e.remote_id {
+        ro.push(DhcpOption::RemoteId {
+            enterprise: r.enterprise,
+            remote_id: r.id.0.clone(),
+        });
+    }
+    if let Some(r) = &e.relay_id {
+        ro.push(DhcpOption::RelayId(Duid::parse(&r.0)));
+    }
+    DhcpOption::LqRelayData(Box::new(LqRelayData {
+        peer_address: e.relay_address.unwrap_or(e.link),
+        relay: RelayMessage {
+            msg_type: MessageType::RELAY_FORW,
+            hop_count: 0,
+            link_address: e.link,
+            peer_address: e.peer_address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            options: Options(ro),
+        },
+    }))
+}
+
+/// LEASEQUERY-REPLY: SERVERID, the requestor's CLIENTID, then the body (ideal shape).
 pub fn emit_reply(
     xid: u32,
     server_duid: &[u8],
@@ -153,6 +261,31 @@ pub fn emit_reply(
     body: ReplyBody<'_>,
     oro: &[u16],
     srsn: Option<(u16, u32)>,
+) -> Vec<u8> {
+    emit_reply_as(
+        xid,
+        server_duid,
+        requestor,
+        table,
+        body,
+        oro,
+        srsn,
+        &Shape::ideal(),
+    )
+}
+
+/// LEASEQUERY-REPLY shaped by `shape`: Kea 3 adds LQ_RELAY_DATA at the top level (UDP) and a
+/// Success status beside client data.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_reply_as(
+    xid: u32,
+    server_duid: &[u8],
+    requestor: &Duid,
+    table: &LeaseTable,
+    body: ReplyBody<'_>,
+    oro: &[u16],
+    srsn: Option<(u16, u32)>,
+    shape: &Shape,
 ) -> Vec<u8> {
     let mut o = vec![
         DhcpOption::ServerId(Duid::parse(server_duid)),
@@ -164,13 +297,23 @@ pub fn emit_reply(
         }
         ReplyBody::Empty => {}
         ReplyBody::ClientLinks(links) => o.push(DhcpOption::LqClientLink(links.to_vec())),
-        ReplyBody::Client(i) => o.push(DhcpOption::ClientData(client_data(table, i, oro))),
+        ReplyBody::Client(pick) => {
+            let (cd, top) = client_data_as(table, pick, oro, shape);
+            o.push(DhcpOption::ClientData(cd));
+            o.extend(top);
+            if shape.profile == Profile::Kea {
+                o.push(DhcpOption::StatusCode(Status::new(
+                    StatusCode::SUCCESS,
+                    "active lease found",
+                )));
+            }
+        }
     }
     o.extend(srsn_option(srsn));
     to_bytes(MessageType::LEASEQUERY_REPLY, xid, o)
 }
 
-/// LEASEQUERY-DATA with one client's CLIENT_DATA (RFC 5460 §5.2).
+/// LEASEQUERY-DATA with one client's CLIENT_DATA (RFC 5460 §5.2), ideal shape.
 pub fn emit_data(
     xid: u32,
     table: &LeaseTable,
@@ -178,7 +321,21 @@ pub fn emit_data(
     oro: &[u16],
     srsn: Option<(u16, u32)>,
 ) -> Vec<u8> {
-    let mut o = vec![DhcpOption::ClientData(client_data(table, i, oro))];
+    emit_data_as(xid, table, Pick::all(i), oro, srsn, &Shape::ideal())
+}
+
+/// LEASEQUERY-DATA for `pick` shaped by `shape`.
+pub fn emit_data_as(
+    xid: u32,
+    table: &LeaseTable,
+    pick: Pick,
+    oro: &[u16],
+    srsn: Option<(u16, u32)>,
+    shape: &Shape,
+) -> Vec<u8> {
+    let (cd, top) = client_data_as(table, pick, oro, shape);
+    let mut o = vec![DhcpOption::ClientData(cd)];
+    o.extend(top);
     o.extend(srsn_option(srsn));
     to_bytes(MessageType::LEASEQUERY_DATA, xid, o)
 }

@@ -2,8 +2,19 @@
 //!
 //! It answers RFC 5007 LEASEQUERY over UDP and RFC 5460 bulk leasequery over TCP from a lease
 //! table ([`table`]), can stamp a server-reply-sequence-number option (a local extension, see
-//! docs/protocol.md), and injects faults on request ([`faults`]). Tests, benches and the lab
+//! docs/interop.md), and injects faults on request ([`faults`]). Tests, benches and the lab
 //! use it; the lab also because ISC dhcpd cannot answer leasequeries for delegated prefixes.
+//!
+//! A [`Profile`] makes it answer like a deployed server rather than like the RFCs: `isc` (ISC
+//! dhcpd 4.4: absolute Unix CLT_TIME, configured lifetimes, by address only the asked lease,
+//! NotConfigured inside a delegated prefix, UnknownQueryType for QUERY_BY_CLIENTID, replies to
+//! port 546, no bulk) or `kea` (Kea 3 lease_query hook: elapsed CLT_TIME, remaining lifetimes,
+//! one CLIENT_DATA per lease in bulk, LQ_RELAY_DATA at the top level over UDP and inside
+//! CLIENT_DATA in bulk, a prefix found by an address inside it, LQ_CLIENT_LINK for a client on
+//! several links, queries pipelined behind the first dropped, silence to requesters not in
+//! [`ServerConfig::requesters`]). [`ServerConfig::profiled`] also gives each instance its own
+//! server DUID, so tests can run several servers answering for the *same* clients with
+//! different data.
 //!
 //! Use from a Rust test: bind the sockets yourself (in the namespace you want: a socket stays
 //! in the namespace of the thread that created it), then hand them over:
@@ -34,7 +45,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-pub use answer::{Decision, Query, Transport};
+pub use answer::{Decision, Pick, Profile, Query, Transport};
 pub use faults::{Corrupt, FaultPlan, FaultRule, Faults, RuleTransport};
 pub use table::{AddrLease, HexBytes, LeaseEntry, LeaseTable, PrefixLease, RemoteId};
 
@@ -57,6 +68,35 @@ pub struct ServerConfig {
     /// TCP: emulate servers that process one query per read and silently drop the others
     /// that arrived in the same read.
     pub tcp_drop_pipelined: bool,
+    /// Which deployed server to behave like (see [`answer`] and [`codec::Shape`]).
+    pub profile: Profile,
+    /// Requestor addresses answered; others get nothing at all, not even NotAllowed (Kea 3).
+    /// `None`: everyone.
+    pub requesters: Option<Vec<std::net::IpAddr>>,
+    /// The sequence number before the first one sent (the first reply carries this + 1).
+    pub srsn_start: u32,
+}
+
+impl ServerConfig {
+    /// Settings that make the server behave like `profile`, with DUID number `n` (instances
+    /// with different `n` are different servers: RFC 5007 §4.3.4 tells them apart by DUID).
+    pub fn profiled(profile: Profile, n: u8) -> Self {
+        let mut c = ServerConfig {
+            profile,
+            server_duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 5, 0x47u8.wrapping_add(n)],
+            ..ServerConfig::default()
+        };
+        if profile == Profile::Kea {
+            // Kea 3 answers one query per connection read; queries pipelined behind it vanish.
+            c.tcp_drop_pipelined = true;
+        }
+        c
+    }
+
+    /// Whether a query from `peer` gets any answer.
+    pub fn answers(&self, peer: std::net::IpAddr) -> bool {
+        self.requesters.as_ref().is_none_or(|r| r.contains(&peer))
+    }
 }
 
 impl Default for ServerConfig {
@@ -68,6 +108,9 @@ impl Default for ServerConfig {
             max_tcp_conns: 10,
             tcp_interleave: false,
             tcp_drop_pipelined: false,
+            profile: Profile::Ideal,
+            requesters: None,
+            srsn_start: 0,
         }
     }
 }
@@ -162,6 +205,7 @@ pub struct RefServer {
 
 impl RefServer {
     pub fn new(table: LeaseTable, config: ServerConfig) -> Self {
+        let srsn_start = config.srsn_start;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lqrefserver")
@@ -175,7 +219,7 @@ impl RefServer {
                 faults: Mutex::new(FaultPlan::default()),
                 counters: Counters::default(),
                 log: Mutex::new(VecDeque::new()),
-                srsn: AtomicU32::new(0),
+                srsn: AtomicU32::new(srsn_start),
             }),
             rt: Some(rt),
         }
@@ -206,10 +250,14 @@ impl RefServer {
         Ok(local)
     }
 
-    /// Answer RFC 5460 bulk queries on connections accepted from `listener`.
+    /// Answer RFC 5460 bulk queries on connections accepted from `listener`. The `isc` profile
+    /// has no bulk leasequery: it closes the listener (connections are refused).
     pub fn serve_tcp(&self, listener: std::net::TcpListener) -> std::io::Result<SocketAddr> {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        if self.shared.config.profile == Profile::Isc {
+            return Ok(local);
+        }
         let shared = self.shared.clone();
         self.rt().spawn(async move {
             if let Err(e) = tcp::serve(shared, listener).await {

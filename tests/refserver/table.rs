@@ -313,6 +313,11 @@ impl LeaseTable {
             .map(|&(_, i)| i)
     }
 
+    /// Whether `addr` is leased as an IA_NA address (not merely inside a delegated prefix).
+    pub fn has_address(&self, addr: Ipv6Addr) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
     pub fn by_duid(&self, duid: &[u8]) -> &[usize] {
         self.by_duid.get(duid).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use lqagent::wire::bulk::{FrameConfig, FrameDecoder};
 
-use super::answer::{Decision, Query, Transport, decide};
-use super::codec::{self, ReplyBody};
+use super::answer::{Decision, Pick, Query, Transport, decide_as};
+use super::codec::{self, ReplyBody, Shape};
 use super::faults::Faults;
 use super::table::LeaseTable;
 use super::{QueryRecord, Shared};
@@ -34,9 +34,14 @@ pub(super) async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let c = &shared.counters;
         c.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        if !shared.config.answers(peer.ip()) {
+            c.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
         let active = c.tcp_active.fetch_add(1, Ordering::AcqRel);
         if active as usize >= shared.config.max_tcp_conns {
             c.tcp_active.fetch_sub(1, Ordering::AcqRel);
@@ -170,6 +175,8 @@ struct Stream {
     oro: Vec<u16>,
     faults: Faults,
     decision: Decision,
+    picks: Vec<Pick>,
+    shape: Shape,
     table: Arc<LeaseTable>,
     /// Next binding to send; 0 = the REPLY is still to go.
     pos: usize,
@@ -193,7 +200,7 @@ impl Stream {
         let decision = match (&job.query, faults.status) {
             (_, Some(code)) => Decision::Status(code, "injected status"),
             (Err(why), None) => Decision::Status(super::answer::STATUS_MALFORMED_QUERY, why),
-            (Ok(q), None) => decide(&table, q, Transport::Tcp),
+            (Ok(q), None) => decide_as(shared.config.profile, &table, q, Transport::Tcp),
         };
         let oro = job.query.map(|q| q.oro).unwrap_or_default();
         Stream {
@@ -201,6 +208,8 @@ impl Stream {
             requestor: job.requestor,
             oro,
             faults,
+            picks: decision.picks(),
+            shape: Shape::now(shared.config.profile, Transport::Tcp),
             decision,
             table,
             pos: 0,
@@ -216,12 +225,12 @@ impl Stream {
         let srsn = shared.next_srsn();
         if self.pos == 0 {
             self.pos = 1;
-            let body = match &self.decision {
-                Decision::Status(code, msg) => ReplyBody::Status(*code, msg),
-                Decision::NoBinding | Decision::ClientLinks(_) => ReplyBody::Empty,
-                Decision::Bindings(v) => ReplyBody::Client(v[0]),
+            let body = match (&self.decision, self.picks.first()) {
+                (Decision::Status(code, msg), _) => ReplyBody::Status(*code, msg),
+                (_, Some(p)) => ReplyBody::Client(*p),
+                (_, None) => ReplyBody::Empty,
             };
-            let mut msg = codec::emit_reply(
+            let mut msg = codec::emit_reply_as(
                 self.xid,
                 &shared.config.server_duid,
                 &self.requestor,
@@ -229,19 +238,20 @@ impl Stream {
                 body,
                 &self.oro,
                 srsn,
+                &self.shape,
             );
             if let Some(c) = self.faults.corrupt {
                 c.apply(&mut msg);
             }
-            if !matches!(self.decision, Decision::Bindings(_)) {
+            if self.picks.is_empty() {
                 self.finished = true;
             }
             return Step::Send(msg, self.faults.delay());
         }
-        let Decision::Bindings(v) = &self.decision else {
+        if self.picks.is_empty() {
             self.finished = true;
             return Step::Silent;
-        };
+        }
         if Some(self.data_sent) == self.faults.reset_after_data {
             self.finished = true;
             return Step::Reset;
@@ -259,14 +269,14 @@ impl Stream {
                 .fetch_add(1, Ordering::Relaxed);
             return Step::SendClose(msg);
         }
-        if let Some(&i) = v.get(self.pos) {
+        if let Some(&p) = self.picks.get(self.pos) {
             self.pos += 1;
             self.data_sent += 1;
             shared
                 .counters
                 .tcp_data_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let msg = codec::emit_data(self.xid, &self.table, i, &self.oro, srsn);
+            let msg = codec::emit_data_as(self.xid, &self.table, p, &self.oro, srsn, &self.shape);
             return Step::Send(msg, self.faults.data_delay());
         }
         self.finished = true;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use super::answer::{Decision, Transport, decide};
-use super::codec::{self, ReplyBody};
+use super::answer::{Decision, Profile, Transport, decide_as};
+use super::codec::{self, ReplyBody, Shape};
 use super::faults::Faults;
 use super::{QueryRecord, Shared};
 
@@ -32,6 +32,11 @@ pub(super) async fn serve(
     loop {
         let (n, peer) = sock.recv_from(&mut buf).await?;
         let c = &shared.counters;
+        if !shared.config.answers(peer.ip()) {
+            // Kea 3: an unlisted requester gets nothing, not even NotAllowed.
+            c.udp_discarded.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let incoming = match codec::parse_leasequery(&buf[..n]) {
             Ok(i) => i,
             Err(_) => {
@@ -60,20 +65,22 @@ pub(super) async fn serve(
         let decision = match (&incoming.query, faults.status) {
             (_, Some(code)) => Decision::Status(code, "injected status"),
             (Err(why), None) => Decision::Status(super::answer::STATUS_MALFORMED_QUERY, why),
-            (Ok(q), None) => decide(&table, q, Transport::Udp),
+            (Ok(q), None) => decide_as(shared.config.profile, &table, q, Transport::Udp),
         };
-        let body = match &decision {
-            Decision::Status(code, msg) => ReplyBody::Status(*code, msg),
-            Decision::NoBinding => ReplyBody::Empty,
-            Decision::ClientLinks(links) => ReplyBody::ClientLinks(links),
-            Decision::Bindings(v) => ReplyBody::Client(v[0]),
+        let picks = decision.picks();
+        let body = match (&decision, picks.first()) {
+            (Decision::Status(code, msg), _) => ReplyBody::Status(*code, msg),
+            (Decision::ClientLinks(links), _) => ReplyBody::ClientLinks(links),
+            (_, Some(p)) => ReplyBody::Client(*p),
+            (_, None) => ReplyBody::Empty,
         };
+        let shape = Shape::now(shared.config.profile, Transport::Udp);
         let oro = incoming
             .query
             .as_ref()
             .map(|q| q.oro.clone())
             .unwrap_or_default();
-        let mut bytes = codec::emit_reply(
+        let mut bytes = codec::emit_reply_as(
             incoming.xid,
             &shared.config.server_duid,
             &incoming.requestor,
@@ -81,11 +88,16 @@ pub(super) async fn serve(
             body,
             &oro,
             shared.next_srsn(),
+            &shape,
         );
         if let Some(c) = faults.corrupt {
             c.apply(&mut bytes);
         }
         let mut dest = peer;
+        if shared.config.profile == Profile::Isc {
+            // ISC dhcpd 4.4 answers to the client port whatever port the query came from.
+            dest.set_port(546);
+        }
         if let Some(p) = faults.reply_port {
             dest.set_port(p);
         }
