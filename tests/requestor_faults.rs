@@ -12,12 +12,15 @@ mod support;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use lqagent::cache::LeaseKey;
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{
-    Answer, DropReason, Leased, Policy, Query, QueryOutcome, RequestorConfig, RetransmitParams,
-    Verdict,
+    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
+    RetransmitParams, Verdict,
 };
+use lqagent::wire::StatusCode;
 use refserver::{
     AddrLease, Corrupt, FaultPlan, FaultRule, Faults, HexBytes, LeaseEntry, LeaseTable,
     PrefixLease, RefServer, ServerConfig,
@@ -126,7 +129,16 @@ fn first(nth: u64, f: Faults) -> FaultPlan {
     FaultPlan::default().with_rule(FaultRule::nth(1, nth, f))
 }
 
-fn only_binding(o: &QueryOutcome) -> &lqagent::requestor::Binding {
+/// The leases of a binding as the cache's one conversion reads them.
+fn leased(b: &ClientReply) -> Vec<LeaseKey> {
+    observed_leases(&b.data)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
+}
+
+fn only_binding(o: &QueryOutcome) -> &ClientReply {
     let v: Vec<_> = o.bindings().collect();
     assert_eq!(v.len(), 1, "one binding expected: {o:#?}");
     v[0]
@@ -142,25 +154,26 @@ async fn query_by_address_binds_with_everything_the_server_sent() {
         .unwrap();
     assert_eq!(o.verdict, Verdict::Bound);
     let b = only_binding(&o);
-    assert_eq!(b.client_duid, duid(2));
+    assert_eq!(b.client_duid(), duid(2));
     assert_eq!(b.server, s.addr);
     assert_eq!(b.server_duid, s.srv.server_duid());
-    assert_eq!(b.clt_time, 12);
-    let mut leased: Vec<Leased> = b.leases.iter().map(|l| l.leased).collect();
-    leased.sort_by_key(|l| format!("{l:?}"));
+    assert_eq!(b.clt_time(), 12);
+    let mut keys = leased(b);
+    keys.sort();
     assert_eq!(
-        leased,
+        keys,
         vec![
-            Leased::Address(a("2001:db8:1::2")),
-            Leased::Prefix("2001:db8:102::/56".parse::<Ipv6Prefix>().unwrap()),
+            LeaseKey::Address(a("2001:db8:1::2")),
+            LeaseKey::Prefix("2001:db8:102::/56".parse::<Ipv6Prefix>().unwrap()),
         ]
     );
     assert!(
-        b.leases
+        observed_leases(&b.data)
+            .unwrap()
             .iter()
             .all(|l| l.valid >= l.preferred && l.valid > 0)
     );
-    let rd = b.relay_data.as_ref().expect("relay data asked and sent");
+    let rd = b.relay_data().expect("relay data asked and sent");
     assert_eq!(rd.relay.peer_address, a("fe80::2"));
     assert_eq!(rd.relay.options.interface_id(), Some(&b"port2"[..]));
     // The query the server saw: type 1, link ::, from our socket.
@@ -287,8 +300,8 @@ async fn reordered_replies_match_their_own_queries() {
         .await
         .unwrap();
     let o1 = q1.await.unwrap().unwrap();
-    assert_eq!(only_binding(&o1).client_duid, duid(1));
-    assert_eq!(only_binding(&o2).client_duid, duid(2));
+    assert_eq!(only_binding(&o1).client_duid(), duid(1));
+    assert_eq!(only_binding(&o2).client_duid(), duid(2));
     assert_eq!(h.stats().await.unwrap().dropped_total(), 0);
 }
 
@@ -350,7 +363,7 @@ async fn retryable_statuses_fail_over_and_malformed_query_stops() {
             .await
             .unwrap();
         assert!(
-            matches!(o.answers[0].answer, Answer::Status { code: c, .. } if c == code),
+            matches!(o.answers[0].answer, Answer::Status { code: c, .. } if c == StatusCode(code)),
             "{code}: {o:?}"
         );
         if fails_over {
@@ -433,16 +446,14 @@ async fn client_link_follow_ups_combine_both_links() {
     let mut links = links.clone();
     links.sort();
     assert_eq!(links, vec![a(LINK1), a(LINK2)]);
-    let mut got: Vec<(Ipv6Addr, Vec<Leased>)> = o
-        .bindings()
-        .map(|b| (b.link, b.leases.iter().map(|l| l.leased).collect()))
-        .collect();
+    let mut got: Vec<(Ipv6Addr, Vec<LeaseKey>)> =
+        o.bindings().map(|b| (b.link, leased(b))).collect();
     got.sort_by_key(|g| g.0);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, a(LINK1));
-    assert!(got[0].1.contains(&Leased::Address(a("2001:db8:1::1"))));
+    assert!(got[0].1.contains(&LeaseKey::Address(a("2001:db8:1::1"))));
     assert_eq!(got[1].0, a(LINK2));
-    assert_eq!(got[1].1, vec![Leased::Address(a("2001:db8:2::1:1"))]);
+    assert_eq!(got[1].1, vec![LeaseKey::Address(a("2001:db8:2::1:1"))]);
     let seen: Vec<Ipv6Addr> = s.srv.queries().iter().map(|q| q.link).collect();
     assert_eq!(seen.len(), 3, "one query, then one per link: {seen:?}");
 }
@@ -458,7 +469,10 @@ async fn unknown_link_gets_not_configured() {
     assert_eq!(o.verdict, Verdict::Error);
     assert!(matches!(
         o.answers[0].answer,
-        Answer::Status { code: 9, .. }
+        Answer::Status {
+            code: StatusCode::NOT_CONFIGURED,
+            ..
+        }
     ));
 }
 

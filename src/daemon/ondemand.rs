@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cache::from_wire::{ClientDataContext, observation_from_binding};
+use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
 use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
 use crate::metrics::{
@@ -197,7 +197,8 @@ impl Lookup {
                 srsn: None,
                 arrival: self.clock.at_std(b.received),
             };
-            match observation_from_binding(b, &ctx) {
+            match observation_from_reply(&b.data, b.top_relay_data.as_ref(), b.top_base_time, &ctx)
+            {
                 Ok(mut obs) => {
                     // Admission drops an answer that does not cover what was asked (rule A6).
                     obs.query_address = Some(s.source);

@@ -20,9 +20,7 @@ use std::os::fd::AsFd;
 
 use super::core::{QueryId, Requestor, Submit};
 use super::pktinfo;
-use super::{
-    DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats, Verdict,
-};
+use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -89,8 +87,8 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl RequestorHandle {
-    /// Ask `query` and wait for its outcome. A negative-cache hit comes back at once as a
-    /// "no binding" outcome without answers.
+    /// Ask `query` and wait for its outcome. A negative-cache hit comes back at once as an
+    /// outcome without answers, with the verdict the lookup last ended with.
     ///
     /// CANCEL-SAFETY: dropping the future abandons only this caller's interest; the query
     /// itself runs to its end inside the task.
@@ -315,10 +313,10 @@ fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
         Cmd::SetRates(global, link) => core.set_rates(global, link, Instant::now()),
         Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
             Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),
-            Submit::Unbound => {
+            Submit::Negative(verdict) => {
                 let _ = tx.send(Ok(QueryOutcome {
                     query: q,
-                    verdict: Verdict::NoBinding,
+                    verdict,
                     answers: Vec::new(),
                 }));
             }
