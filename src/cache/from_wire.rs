@@ -316,6 +316,98 @@ mod tests {
         assert_eq!(r.interface_id.as_deref(), Some(&b"port-3"[..]));
     }
 
+    /// CLIENT_DATA with a delegated prefix and no relay data inside, as Kea sends over UDP.
+    fn bare_client_data(clt: u32) -> ClientData {
+        let mut body = opt(1, &[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 8]);
+        let mut iaaddr = a("2001:db8:1::8").to_vec();
+        iaaddr.extend_from_slice(&1800u32.to_be_bytes());
+        iaaddr.extend_from_slice(&3600u32.to_be_bytes());
+        body.extend(opt(5, &iaaddr));
+        let mut iapfx = 1800u32.to_be_bytes().to_vec();
+        iapfx.extend_from_slice(&3600u32.to_be_bytes());
+        iapfx.push(56);
+        iapfx.extend_from_slice(&a("2001:db8:200::"));
+        body.extend(opt(26, &iapfx));
+        body.extend(opt(46, &clt.to_be_bytes()));
+        match DhcpOption::parse(&opt(45, &body)).unwrap() {
+            DhcpOption::ClientData(cd) => cd,
+            other => panic!("not CLIENT_DATA: {other:?}"),
+        }
+    }
+
+    /// LQ_RELAY_DATA: one relay level on link 2001:db8:1::1 that saw the client at fe80::8,
+    /// with a Remote-Id (enterprise 4491, "cm-8").
+    fn top_level_relay_data() -> LqRelayData {
+        let mut relay = vec![12, 0];
+        relay.extend_from_slice(&a("2001:db8:1::1"));
+        relay.extend_from_slice(&a("fe80::8"));
+        let mut rid = 4491u32.to_be_bytes().to_vec();
+        rid.extend_from_slice(b"cm-8");
+        relay.extend(opt(37, &rid));
+        let mut lqrd = a("2001:db8:1::1").to_vec();
+        lqrd.extend(relay);
+        match DhcpOption::parse(&opt(47, &lqrd)).unwrap() {
+            DhcpOption::LqRelayData(rd) => *rd,
+            other => panic!("not LQ_RELAY_DATA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn top_level_relay_data_gives_the_link_local_next_hop() {
+        let rd = top_level_relay_data();
+        let mut c = ctx();
+        c.link = Link {
+            address: "2001:db8:1::1".parse().unwrap(),
+            interface: Some(Arc::from("sub0")),
+        };
+        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
+        let r = o.relay.as_ref().expect("relay data from the top level");
+        assert_eq!(r.peer_address, Some("fe80::8".parse().unwrap()));
+        // Remote-Id stored as the whole option body, as the snooper stores it.
+        let mut rid = 4491u32.to_be_bytes().to_vec();
+        rid.extend_from_slice(b"cm-8");
+        assert_eq!(r.remote_id.as_deref(), Some(&rid[..]));
+        assert_eq!(o.link.interface.as_deref(), Some("sub0"), "same link kept");
+        // Through the merge rules: the prefix routes via the link-local address (R11), exactly
+        // as when the relay data sits inside CLIENT_DATA.
+        let mut inside = bare_client_data(5);
+        inside
+            .options
+            .push(DhcpOption::LqRelayData(Box::new(rd.clone())));
+        let o2 = observation_from_reply(&inside, None, None, &c).unwrap();
+        assert_eq!(o.relay, o2.relay);
+        assert_eq!(o.link, o2.link);
+        let m = crate::cache::merge::merge(
+            &Default::default(),
+            &Default::default(),
+            &o,
+            &crate::cache::MergeConfig::default(),
+        );
+        let pfx = LeaseKey::Prefix("2001:db8:200::/56".parse().unwrap());
+        let hop = m
+            .changes
+            .iter()
+            .find(|ch| ch.key == pfx)
+            .and_then(|ch| ch.new.as_ref())
+            .and_then(|v| v.next_hop);
+        assert_eq!(hop, Some("fe80::8".parse().unwrap()));
+        // Relay data inside CLIENT_DATA wins over a top-level one.
+        let o3 = observation_from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
+        assert_eq!(
+            o3.relay.unwrap().peer_address,
+            Some("fe80::7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn clt_time_and_base_time_pass_through_for_merge_rule_r13() {
+        // ISC dhcpd's absolute CLT_TIME is not filtered here: R13 decides, on every path.
+        let o = observation_from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx())
+            .unwrap();
+        assert_eq!(o.clt_time, Some(1_795_875_086));
+        assert_eq!(o.base_time, Some(7), "top-level LQ_BASE_TIME");
+    }
+
     #[test]
     fn client_data_without_clt_time_is_refused() {
         let e = observation_from_client_data(&client_data(false), &ctx()).unwrap_err();

@@ -1070,3 +1070,41 @@ fn absolute_clt_time_is_passed_on_as_sent_for_merge_rule_r13() {
     let b = only(ev.outcome.bindings().cloned().collect());
     assert_eq!(b.clt_time(), 1_795_875_086, "kept as sent");
 }
+
+#[test]
+fn top_level_relay_data_and_base_time_are_kept_beside_client_data() {
+    let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
+    s.submit(Query::by_address(addr("2001:db8::10")).with_relay_data(true));
+    let (_, m) = only(s.sent());
+    let rd = LqRelayData {
+        peer_address: addr("2001:db8:1::1"),
+        relay: RelayMessage::new(
+            MessageType::RELAY_FORW,
+            0,
+            addr("2001:db8:1::1"),
+            addr("fe80::10"),
+        ),
+    };
+    // Kea over UDP: LQ_RELAY_DATA at the top level, beside CLIENT_DATA.
+    s.deliver(
+        server(1),
+        &reply(
+            m.transaction_id,
+            1,
+            vec![
+                client_data("2001:db8::10", Some(3)),
+                DhcpOption::LqRelayData(Box::new(rd.clone())),
+                DhcpOption::LqBaseTime(1_000_000),
+            ],
+        ),
+    );
+    let ev = only(s.events());
+    let b = only(ev.outcome.bindings().cloned().collect());
+    assert_eq!(b.top_relay_data.as_ref(), Some(&rd));
+    assert_eq!(
+        b.relay_data(),
+        Some(&rd),
+        "found although not inside CLIENT_DATA"
+    );
+    assert_eq!(b.top_base_time, Some(1_000_000));
+}
