@@ -122,6 +122,9 @@ pub struct RequestorSection {
     pub max_timeout: Duration,
     /// Transmissions per server (LQ_MAX_RC, default 5), 1–10.
     pub attempts: u8,
+    /// The address leasequeries come from (UDP and bulk TCP sockets bind to it). Servers
+    /// authorize requesters by address; `None`: the kernel picks per route.
+    pub source_address: Option<std::net::Ipv6Addr>,
 }
 
 /// Rate limits and table bounds for on-demand queries.

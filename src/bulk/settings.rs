@@ -28,6 +28,7 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
         data_timeout: b.data_timeout,
         connect_timeout: b.connect_timeout,
         max_attempts: u32::from(b.attempts).max(1),
+        source_address: cfg.requestor.source_address,
         ..BulkConfig::default()
     };
     let mut plan = RecoveryPlan {

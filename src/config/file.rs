@@ -108,6 +108,8 @@ pub(crate) struct Requestor {
     pub(crate) timeout_secs: u64,
     pub(crate) max_timeout_secs: u64,
     pub(crate) attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) source_address: Option<String>,
 }
 
 impl Default for Requestor {
@@ -117,6 +119,7 @@ impl Default for Requestor {
             timeout_secs: 1,
             max_timeout_secs: 10,
             attempts: 5,
+            source_address: None,
         }
     }
 }

@@ -234,12 +234,26 @@ fn requestor(f: &file::Requestor) -> Result<(ServerPolicy, RequestorSection)> {
         ));
     }
     let attempts = range("requestor.attempts", f.attempts, 1, 10)? as u8;
+    let source_address = match &f.source_address {
+        None => None,
+        Some(s) => {
+            let a = ipv6("requestor.source_address", s)?;
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(invalid(
+                    "requestor.source_address",
+                    format!("{a} cannot be a source address (unset it to let the kernel choose)"),
+                ));
+            }
+            Some(a)
+        }
+    };
     Ok((
         policy,
         RequestorSection {
             timeout,
             max_timeout,
             attempts,
+            source_address,
         },
     ))
 }
@@ -530,6 +544,7 @@ pub(super) fn to_file(c: &Config) -> File {
             timeout_secs: c.requestor.timeout.as_secs(),
             max_timeout_secs: c.requestor.max_timeout.as_secs(),
             attempts: c.requestor.attempts.into(),
+            source_address: c.requestor.source_address.map(|a| a.to_string()),
         },
         limits: file::Limits {
             global_qps: c.limits.global_qps.into(),

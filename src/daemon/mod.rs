@@ -51,7 +51,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
-use crate::requestor::udp::{self, UdpConfig};
+use crate::requestor::udp;
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
 use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
@@ -238,11 +238,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .or_else(|_| udp::system_duid(None))
             .map_err(DaemonError::Duid)?,
     };
-    let udp_cfg = UdpConfig {
-        // Servers sit upstream: a reply arriving on a subscriber link is a forgery.
-        refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
-        ..UdpConfig::default()
-    };
+    let udp_cfg = setup::udp_config(&cfg);
     let (requestor, _requestor_task) =
         udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .await
