@@ -408,6 +408,40 @@ async fn dead_first_server_is_failed_over_within_the_timeout() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
+/// Split pools: server 1 holds client 1 only, server 2 client 2 only. "No binding" from the
+/// first is an answer about that server; failover asks the second, which has it.
+#[tokio::test]
+async fn failover_finds_the_binding_on_the_second_of_two_disjoint_servers() {
+    let s1 = server(1);
+    let s2 = server(2);
+    s1.srv
+        .set_table(LeaseTable::from_entries([entry(1, LINK1)]));
+    s2.srv
+        .set_table(LeaseTable::from_entries([entry(2, LINK1)]));
+    assert_ne!(s1.srv.server_duid(), s2.srv.server_duid());
+    let h = requestor(config(&[s1.addr, s2.addr], Policy::Failover)).await;
+    let o = h
+        .query(Query::by_address(a("2001:db8:1::2")))
+        .await
+        .unwrap();
+    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.answers.len(), 2);
+    assert_eq!(o.answers[0].server, s1.addr);
+    assert_eq!(o.answers[0].answer, Answer::NoBinding);
+    let b = only_binding(&o);
+    assert_eq!(b.server, s2.addr);
+    assert_eq!(b.server_duid, s2.srv.server_duid());
+    assert_eq!(b.client_duid(), duid(2));
+    // Client 1: the first server has it and the second is not asked.
+    let o = h
+        .query(Query::by_address(a("2001:db8:1::1")))
+        .await
+        .unwrap();
+    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.answers.len(), 1);
+    assert_eq!(s2.srv.stats().udp_queries, 1);
+}
+
 #[tokio::test]
 async fn parallel_collects_every_server() {
     let s1 = server(1);

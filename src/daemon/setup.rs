@@ -41,10 +41,10 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
 
 /// The requestor socket: port 546 (ISC dhcpd replies there whatever port the query came from),
 /// on `requestor.source_address` when set — servers authorize requesters by address, and Kea
-/// answers nothing at all to one it does not list.
+/// answers nothing at all to one it does not list. Replies arriving on a subscriber link are
+/// refused: servers sit upstream, so such a reply is a forgery.
 pub fn udp_config(cfg: &Config) -> UdpConfig {
     let mut udp = UdpConfig {
-        // Servers sit upstream: a reply arriving on a subscriber link is a forgery.
         refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
         ..UdpConfig::default()
     };
@@ -54,8 +54,6 @@ pub fn udp_config(cfg: &Config) -> UdpConfig {
     udp
 }
 
-/// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
-/// so no second ever sees more than twice the configured rate.
 /// The cache's settings: merge rule R7 believes the servers marked `complete_answers`.
 pub fn cache_config(cfg: &Config) -> CacheConfig {
     let mut c = CacheConfig::default();
@@ -68,6 +66,8 @@ pub fn cache_config(cfg: &Config) -> CacheConfig {
     c
 }
 
+/// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
+/// so no second ever sees more than twice the configured rate.
 pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
     let rate = |qps: u32| {
         let q = f64::from(qps.max(1));

@@ -49,6 +49,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::admission::OwnAddresses;
+use crate::cache::from_wire::relay_data_of;
 use crate::cache::{
     IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
     WithdrawReason, Withdrawal,
@@ -465,7 +466,7 @@ impl Classifier {
         );
         let entry = Pending {
             client_type: client.msg_type,
-            relay: relay_data(chain),
+            relay: relay_data_of(chain),
             named,
             at: now,
         };
@@ -531,7 +532,7 @@ impl Classifier {
             return None;
         }
         // The REPL echoes the link/peer addresses and Interface-Id; the FORW adds Remote-Id.
-        let mut relay = relay_data(chain);
+        let mut relay = relay_data_of(chain);
         relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
         relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
         relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
@@ -567,35 +568,6 @@ fn link_address(chain: &[&crate::wire::RelayMessage]) -> Ipv6Addr {
         .map(|r| r.link_address)
         .find(|a| !a.is_unspecified())
         .unwrap_or(Ipv6Addr::UNSPECIFIED)
-}
-
-/// Relay data from the level nearest the client outwards: its peer-address, and the
-/// Interface-Id and Remote-Id found nearest the client.
-fn relay_data(chain: &[&crate::wire::RelayMessage]) -> RelayData {
-    let mut out = RelayData {
-        peer_address: chain.last().map(|r| r.peer_address),
-        interface_id: None,
-        remote_id: None,
-    };
-    for r in chain.iter().rev() {
-        if out.interface_id.is_none() {
-            out.interface_id = r.options.interface_id().map(Into::into);
-        }
-        if out.remote_id.is_none() {
-            out.remote_id = r.options.iter().find_map(|o| match o {
-                DhcpOption::RemoteId {
-                    enterprise,
-                    remote_id,
-                } => {
-                    let mut v = enterprise.to_be_bytes().to_vec();
-                    v.extend_from_slice(remote_id);
-                    Some(v.into_boxed_slice())
-                }
-                _ => None,
-            });
-        }
-    }
-    out
 }
 
 /// Every address and prefix in the IA_NA, IA_TA and IA_PD options of `opts`.
