@@ -1048,3 +1048,118 @@ fn forw_flood_does_not_keep_a_release_from_withdrawing() {
     assert!(evicted >= 1.0, "the flood overflowed the FORW memory");
     assert_eq!(routes(&lab.ac), rest, "the other client's routes stay");
 }
+
+/// Send one IPv6 packet with a header we write (any source address) from inside `ns`.
+fn send_spoofed(ns: &NetNs, src: SocketAddrV6, dst: SocketAddrV6, payload: Vec<u8>) {
+    ns.run_in(move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
+            .expect("raw IPv6 socket (IPPROTO_RAW: header included)");
+        let udp = udp_datagram(&src, &dst, &payload);
+        let mut pkt = vec![0x60, 0, 0, 0];
+        pkt.extend_from_slice(&u16::try_from(udp.len()).unwrap().to_be_bytes());
+        pkt.extend_from_slice(&[17, 64]);
+        pkt.extend_from_slice(&src.ip().octets());
+        pkt.extend_from_slice(&dst.ip().octets());
+        pkt.extend_from_slice(&udp);
+        s.send_to(&pkt, &SockAddr::from(SocketAddrV6::new(*dst.ip(), 0, 0, 0)))
+            .expect("raw send");
+    });
+}
+
+/// Colon-separated hex octets as dhclient writes them (`0:1:0:1:32:a7`, `6e:7f:00:a7`).
+fn colon_hex(text: &str) -> Vec<u8> {
+    text.split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex octet"))
+        .collect()
+}
+
+/// From client `i`'s dhclient lease file: its IA_PD's IAID and the server's DUID.
+fn pd_iaid_and_server(lab: &IscLab, i: usize) -> (u32, Duid) {
+    let text = std::fs::read_to_string(lab.clients[i].lease_file()).expect("lease file");
+    let last = text.rsplit("lease6 {").next().expect("a lease");
+    let field = |key: &str| {
+        last.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().trim_end_matches(['{', ';']).trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} in {last}"))
+    };
+    let iaid = colon_hex(&field("ia-pd "));
+    let iaid = u32::from_be_bytes(iaid.try_into().expect("4-octet IAID"));
+    (iaid, duid(&colon_hex(&field("option dhcp6.server-id "))))
+}
+
+/// Known gap, kept as the test of the fix (run with `--ignored`): a subscriber sends a RELAY-FORW
+/// whose IPv6 source is this box's own upstream address. The kernel forwards it out of the
+/// uplink, where the capture sees it leave from our address, 547 → 547, to the server: exactly
+/// the relay's own traffic, so the snooper remembers it. It carries a RENEW in the neighbour's
+/// name (its DUID, IAID and prefix, the server's DUID — what the victim's own exchanges show)
+/// with peer-address `fe80::bad`; dhcpd renews and answers this box, and the matched REPLY moves
+/// the neighbour's prefix to `via fe80::bad`. Defence needed: drop packets arriving on a
+/// subscriber interface whose source is one of the box's own addresses (e.g. an nftables
+/// `fib saddr type local drop` on the subscriber interfaces), or some other way to tell the
+/// relay's own FORW from a forwarded one.
+#[test]
+#[ignore = "issue 13 gap: a FORW with a spoofed own source address from a subscriber is believed"]
+fn forw_spoofing_this_boxs_address_does_not_move_a_neighbours_prefix() {
+    let test = "forw_spoofing_this_boxs_address_does_not_move_a_neighbours_prefix";
+    let Some((lab, _agent)) = bound_lab(test, 2, |lab| plain_config(lab, false)) else {
+        return;
+    };
+    let before = routes(&lab.ac);
+    let (attacker, victim) = (0, 1);
+    let v = &lab.clients[victim];
+    let lease = v.lease().unwrap();
+    let (iaid, server_duid) = pd_iaid_and_server(&lab, victim);
+    let mut renew = ClientMessage::new(MessageType::RENEW, 0x13_5000);
+    renew
+        .options
+        .push(DhcpOption::ClientId(hex_duid(&lease.client_duid)));
+    renew.options.push(DhcpOption::ServerId(server_duid));
+    let mut ia = Ia::new(iaid, 0, 0);
+    ia.options.push(DhcpOption::IaPrefix(IaPrefix::new(
+        prefix(&lease.prefix),
+        0,
+        0,
+    )));
+    renew.options.push(DhcpOption::IaPd(ia));
+    let mut forw = RelayMessage::new(
+        MessageType::RELAY_FORW,
+        0,
+        v.link_address,
+        "fe80::bad".parse().unwrap(),
+    );
+    forw.options
+        .push(DhcpOption::RelayMsg(Box::new(Message::Client(renew))));
+    let forw = Message::Relay(forw).to_vec().unwrap();
+    let f0 = classified(&lab.ac, "relay_forw");
+    let u0 = classified(&lab.ac, "untrusted_source");
+    let binds0 = classified(&lab.ac, "reply_bind");
+    send_spoofed(
+        &lab.clients[attacker].ns,
+        SocketAddrV6::new(lab.ac_address, DHCP_SERVER_PORT, 0, 0),
+        SocketAddrV6::new(lab.server_address, DHCP_SERVER_PORT, 0, 0),
+        forw,
+    );
+    // Refused at the snooper, or believed and answered (then wait for the route to move), or
+    // dropped before it reached the uplink (a kernel-side fix): nothing counted for 5 s.
+    let t0 = Instant::now();
+    let (mut f, mut u, mut b);
+    loop {
+        (f, u, b) = (
+            classified(&lab.ac, "relay_forw") - f0,
+            classified(&lab.ac, "untrusted_source") - u0,
+            classified(&lab.ac, "reply_bind") - binds0,
+        );
+        let settled = u > 0.0 || (b > 0.0 && routes(&lab.ac) != before);
+        if settled || t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = routes(&lab.ac);
+    eprintln!(
+        "relay_forw +{f}, untrusted_source +{u}, reply_bind +{b}\nbefore {before:?}\nnow {now:?}"
+    );
+    assert_eq!(now, before, "a subscriber's spoofed FORW moved a route");
+}
