@@ -22,6 +22,13 @@
 //! - `forw_flood_does_not_keep_a_release_from_withdrawing`: 20 000 RELAY-FORWs leave the box
 //!   from its own address (as many clients' requests would, overflowing the classifier's
 //!   memory) while a real dhclient RELEASEs: its routes still go.
+//! - `forw_spoofing_this_boxs_address_does_not_move_a_neighbours_prefix` (ignored: an open
+//!   gap, kept as the test of its fix): a subscriber's RELAY-FORW with this box's own address
+//!   as source is forwarded out of the uplink and believed as the relay's own.
+//!
+//! The hostile server's extra addresses are deprecated (`preferred_lft 0`): dhcpd binds the
+//! wildcard address and would otherwise answer the relay from the newest address on its
+//! interface, which the snooper rightly does not trust.
 //!
 //! Datagrams are written through a raw IPv6 UDP socket (UDP header and checksum built here), so a
 //! test can send from port 547 where dhcpd or dhcrelay already own it.
