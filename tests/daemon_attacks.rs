@@ -48,7 +48,7 @@ use lqagent::wire::{
     MessageType, RelayMessage,
 };
 use support::agent::{route_dsts, start_agent, write_config};
-use support::isc::{IscLab, Lifetimes, wait_for};
+use support::isc::{IscLab, Lifetimes};
 use support::netns::{NetNs, Route, proto_routes};
 use support::scrape::{Exposition, scrape_in};
 
@@ -104,10 +104,29 @@ fn bound_lab(
     lab.start_clients();
     let want = all_client_routes(&lab);
     assert_eq!(want.len(), 2 * clients);
-    wait_for("every client's routes", Duration::from_secs(15), || {
-        routes(&lab.ac) == want
-    });
+    wait_routes(
+        &lab,
+        "every client's routes",
+        Duration::from_secs(15),
+        || routes(&lab.ac) == want,
+    );
     Some((lab, agent))
+}
+
+/// Wait up to `timeout` for `f`; on timeout, panic naming `what` with the kernel's routes and
+/// the agent's log (what a reader of a failure needs).
+fn wait_routes(lab: &IscLab, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        if t0.elapsed() >= timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\nroutes: {:?}\n{}",
+                routes(&lab.ac),
+                lab.log("lqagent")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn plain_config(lab: &IscLab, trigger: bool) -> PathBuf {
@@ -304,7 +323,7 @@ fn forged_relay_replies_from_either_side_are_refused() {
     };
     let wait_counted = |what: &str, reason: &str, base: &Exposition| {
         let b = rejected(base, "snoop", reason);
-        wait_for(what, Duration::from_secs(10), || {
+        wait_routes(&lab, what, Duration::from_secs(10), || {
             rejected(&scrape_in(&lab.ac), "snoop", reason) >= b + n
         });
         let got = rejected(&scrape_in(&lab.ac), "snoop", reason) - b;
@@ -381,7 +400,8 @@ fn forged_relay_replies_from_either_side_are_refused() {
     // Still working: the victim releases for real and its routes go; the attacker keeps its own.
     lab.clients[victim].release();
     let rest = client_routes(&lab, attacker);
-    wait_for(
+    wait_routes(
+        &lab,
         "the released client's routes to go",
         Duration::from_secs(10),
         || routes(&lab.ac) == rest,
@@ -643,16 +663,12 @@ fn hostile_leasequery_server_is_refused() {
     let _agent = start_agent(&lab, &cfg, "lqagent.log");
     lab.start_clients();
     let want = all_client_routes(&lab);
-    let t0 = Instant::now();
-    while routes(&lab.ac) != want {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "every client's routes: want {want:?}, have {:?}\n{}",
-            routes(&lab.ac),
-            lab.log("lqagent")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_routes(
+        &lab,
+        "every client's routes",
+        Duration::from_secs(15),
+        || routes(&lab.ac) == want,
+    );
     let before = routes(&lab.ac);
 
     let c0 = &lab.clients[0];
@@ -770,9 +786,12 @@ fn hostile_leasequery_server_is_refused() {
         None,
         c0.ac_interface.clone(),
     ));
-    wait_for("the admitted part of (b)", Duration::from_secs(5), || {
-        routes(&lab.ac) == expect
-    });
+    wait_routes(
+        &lab,
+        "the admitted part of (b)",
+        Duration::from_secs(10),
+        || routes(&lab.ac) == expect,
+    );
     assert!(!route_dsts(&lab.ac, PROTO).contains("fd00::1/128"));
     eprintln!("(3b) hostile fd00::1: refused as outside_link, the asked address kept");
 
@@ -786,9 +805,12 @@ fn hostile_leasequery_server_is_refused() {
         None,
         c0.ac_interface.clone(),
     ));
-    wait_for("the admitted part of (c)", Duration::from_secs(5), || {
-        routes(&lab.ac) == expect
-    });
+    wait_routes(
+        &lab,
+        "the admitted part of (c)",
+        Duration::from_secs(10),
+        || routes(&lab.ac) == expect,
+    );
     eprintln!("(3c) hostile re-homing of {other_pfx}: refused as outside_link");
 
     // (d) not covering: dropped whole.
@@ -864,7 +886,8 @@ fn hostile_leasequery_server_is_refused() {
     // Still working: a real RELEASE withdraws.
     let gone = client_routes(&lab, 1);
     lab.clients[1].release();
-    wait_for(
+    wait_routes(
+        &lab,
         "the released client's routes to go",
         Duration::from_secs(10),
         || {
@@ -1000,7 +1023,8 @@ fn forw_flood_does_not_keep_a_release_from_withdrawing() {
     };
     // Once the flood has filled the memory, hold dhcpd (SIGSTOP) so the RELEASE waits for its
     // answer while more than a whole memory of FORWs goes past it, then let dhcpd answer.
-    wait_for(
+    wait_routes(
+        &lab,
         "the flood to fill the FORW memory",
         Duration::from_secs(10),
         || classified(&lab.ac, "relay_forw") >= forw0 + FORW_MEMORY + 500.0,
@@ -1033,7 +1057,8 @@ fn forw_flood_does_not_keep_a_release_from_withdrawing() {
         (forws_past, last.0 - releases0)
     });
     let sent_at_answer = sent.load(Ordering::Relaxed);
-    wait_for(
+    wait_routes(
+        &lab,
         "the released client's routes to go",
         Duration::from_secs(10),
         || routes(&lab.ac) == rest,
