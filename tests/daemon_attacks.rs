@@ -18,7 +18,10 @@
 //!   subscriber, `2000::/3`, `fd00::1` (outside the link), another link's delegated prefix, an
 //!   answer that does not cover the asked address, an answer whose relay data re-homes another
 //!   link's prefix to `fe80::bad`, and right-xid answers sent from addresses that are not the
-//!   queried server (`lqagent_replies_dropped_total{reason="wrong_source"}`).
+//!   queried server (`lqagent_replies_dropped_total{reason="wrong_source"}`). Last, what a
+//!   configured server may do: give a prefix of the asking link to another client (the merge
+//!   rules believe it), which is counted (`lqagent_binding_moves_total{source="leasequery"}`)
+//!   and logged with both clients.
 //! - `forw_flood_does_not_keep_a_release_from_withdrawing`: 20 000 RELAY-FORWs leave the box
 //!   from its own address (as many clients' requests would, overflowing the classifier's
 //!   memory) while a real dhclient RELEASEs: its routes still go.
@@ -743,6 +746,17 @@ fn hostile_leasequery_server_is_refused() {
             ),
         ),
     ]);
+    // (f) this link's own client's prefix, given to another client (via fe80::bad).
+    let own_pfx = prefix(&c0.lease().unwrap().prefix);
+    let mut answers = answers;
+    answers.insert(
+        asked(0x78),
+        Answer::ClientData(vec![
+            iaaddr(asked(0x78)),
+            DhcpOption::IaPrefix(IaPrefix::new(own_pfx, 300, 600)),
+            lq_relay_data(link0, bad),
+        ]),
+    );
     let hostile = Hostile::start(&lab.server, hostile_addr, answers);
 
     let m0 = scrape_in(&lab.ac);
@@ -881,6 +895,29 @@ fn hostile_leasequery_server_is_refused() {
         before.iter().all(|r| routes(&lab.ac).contains(r)),
         "victims' routes as before"
     );
+
+    // (f) Inside the link, a configured server may say a prefix changed hands (the merge rules
+    // decide), but never silently: counted by source and logged with both clients.
+    let moved = |m: &Exposition| m.value_or_zero(MOVES, &[("source", "leasequery")]);
+    let mv0 = moved(&scrape_in(&lab.ac));
+    ping_from_until(&lab, 0, asked(0x78), "a counted move", || {
+        moved(&scrape_in(&lab.ac)) >= mv0 + 1.0
+    });
+    let log = lab.log("lqagent");
+    let line = log
+        .lines()
+        .find(|l| l.contains("lease changed hands") && l.contains(&own_pfx.to_string()))
+        .unwrap_or_else(|| panic!("no log line for the move of {own_pfx}:\n{log}"));
+    assert!(
+        line.contains(&c0.lease().unwrap().client_duid)
+            && line.contains(&hex::encode(hostile_client_duid().to_vec())),
+        "the move names both clients: {line}"
+    );
+    eprintln!(
+        "(3f) {own_pfx} given to another client on its own link: counted as a move and logged; \
+         routes now {:?}",
+        routes(&lab.ac)
+    );
     drop(hostile);
 
     // Still working: a real RELEASE withdraws.
@@ -895,10 +932,14 @@ fn hostile_leasequery_server_is_refused() {
             gone.iter().all(|r| !now.contains(r))
         },
     );
+    let c0 = &lab.clients[0];
     assert!(
-        client_routes(&lab, 0)
-            .iter()
-            .all(|r| routes(&lab.ac).contains(r))
+        routes(&lab.ac).contains(&(
+            format!("{}/128", c0.lease().unwrap().address),
+            None,
+            c0.ac_interface.clone()
+        )),
+        "client 0 keeps its address route"
     );
     eprintln!("after: a real RELEASE still withdraws");
 }
