@@ -26,8 +26,10 @@
 //!   or inside the link's subscriber prefixes, and not special, not ours (`bad_next_hop`;
 //!   the whole observation is refused: every prefix of the client would follow it).
 //! - **A6 an answer covers its question.** A leasequery answer to a query by address must
-//!   contain the address asked about in one of its leases, or it is dropped whole
-//!   (`not_covering`): a reply that talks about something else was not asked for.
+//!   contain the address asked about in one of its leases, and that lease must itself pass
+//!   A2–A4, or it is dropped whole (`not_covering`): a reply that talks about something else
+//!   was not asked for (an answer whose relay data names another link, where the asked address
+//!   is refused, cannot carry that link's prefixes in with it).
 //!
 //! A2–A4 refuse single leases: the rest of the observation is admitted, but no longer counts
 //! as a complete answer (merge rule R7), so a refused lease never turns into the removal of one
@@ -335,6 +337,22 @@ impl Admission {
                 false
             }
         });
+        // A6 again, on what is left: the lease that answered the question may itself be refused
+        // (relay data in the answer can move it to another link), and the rest of such an
+        // answer was not asked for — e.g. a neighbour's prefix re-homed to a next hop of the
+        // server's choosing.
+        if let Some(asked) = obs.query_address {
+            if !obs.leases.iter().any(|l| l.key.network().contains(asked)) {
+                refused.insert(
+                    0,
+                    Refused {
+                        key: None,
+                        reason: Rejection::NotCovering,
+                    },
+                );
+                return self.refuse(&obs, origin, refused);
+            }
+        }
         obs.link.interface = Some(link.interface.clone());
         if obs.leases.is_empty() {
             return self.refuse(&obs, origin, refused);

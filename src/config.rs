@@ -207,12 +207,15 @@ pub struct RoutesSection {
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnoopSection {
     pub interfaces: Vec<String>,
     /// Sources trusted besides the configured servers: a RELAY-REPL is believed from them, a
     /// RELAY-FORW towards them (anycast servers, chained relays upstream).
     pub trusted_sources: Vec<Ipv6Addr>,
+    /// Drop packets arriving on a subscriber interface with one of this box's addresses as
+    /// source (nftables table `ip6 lqagent_guard`), so no subscriber can pass for the relay.
+    pub spoof_guard: bool,
 }
 
 /// Unknown-source trigger.

@@ -143,6 +143,15 @@ fn whole_observation_rules() {
         vec![pd("2001:db8:100::/56")],
     );
     covering_prefix.query_address = Some(a("2001:db8:100::99"));
+    // The answer's relay data names link 2, where the asked address (on link 1) is refused:
+    // the neighbour's prefix it carries must not come in with a next hop of its choosing.
+    let mut rehomed = obs(
+        Source::Leasequery,
+        LINK2,
+        Some("fe80::bad"),
+        vec![na("2001:db8:1::76"), pd("2001:db8:200::/56")],
+    );
+    rehomed.query_address = Some(a("2001:db8:1::76"));
     let rows: Vec<(&str, Observation, Option<Rejection>)> = vec![
         (
             "A1 unknown link-address",
@@ -162,6 +171,11 @@ fn whole_observation_rules() {
         (
             "A6 answer does not cover the asked address",
             not_covering,
+            Some(Rejection::NotCovering),
+        ),
+        (
+            "A6 the covering lease is itself refused (relay data moved it to another link)",
+            rehomed,
             Some(Rejection::NotCovering),
         ),
         (

@@ -211,12 +211,23 @@ impl Default for Routes {
 }
 
 /// `[snoop]`: where relayed DHCPv6 is watched.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Snoop {
     pub(crate) interfaces: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) trusted_sources: Vec<String>,
+    pub(crate) spoof_guard: bool,
+}
+
+impl Default for Snoop {
+    fn default() -> Self {
+        Snoop {
+            interfaces: Vec::new(),
+            trusted_sources: Vec::new(),
+            spoof_guard: true,
+        }
+    }
 }
 
 /// `[trigger]`: unknown-source detection (nftables `log group N` read over NFLOG).

@@ -410,6 +410,7 @@ fn snoop(f: &file::Snoop) -> Result<SnoopSection> {
     Ok(SnoopSection {
         interfaces,
         trusted_sources,
+        spoof_guard: f.spoof_guard,
     })
 }
 
@@ -613,6 +614,7 @@ pub(super) fn to_file(c: &Config) -> File {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+            spoof_guard: c.snoop.spoof_guard,
         },
         trigger: file::Trigger {
             enabled: c.trigger.enabled,

@@ -96,6 +96,10 @@ pub enum DaemonError {
     Trigger(#[from] TriggerError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
+    )]
+    Guard(crate::snoop::trigger::nft::NftError),
 }
 
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
@@ -146,6 +150,17 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let own = Arc::new(OwnAddresses::default());
     installer.publish_addresses(own.clone());
     let admission = Arc::new(Admission::from_config(&cfg, own.clone()));
+
+    // The spoof guard, before anything is snooped: no subscriber may pass for this box.
+    if cfg.snoop.spoof_guard {
+        let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
+        if let Some(script) = crate::snoop::guard::install(&ifaces) {
+            crate::snoop::trigger::nft::run("nft", &script, Duration::from_secs(10))
+                .await
+                .map_err(DaemonError::Guard)?;
+            info!(interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
+        }
+    }
 
     // The state file: leases as they were, expired ones dropped, and each one admitted again
     // (the configuration may have changed since it was written).

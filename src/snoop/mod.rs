@@ -4,11 +4,13 @@
 //!   BPF filter from [`bpf`]; headers read by [`datagram`]);
 //! - [`classify`] (pure) turns snooped RELAY-FORW / RELAY-REPL pairs into cache input;
 //! - [`shell`] runs both and feeds the cache task;
+//! - [`guard`] keeps subscribers from passing for this box (nftables ingress rule);
 //! - [`trigger`] notices subscriber traffic from sources the cache does not know (nftables +
 //!   NFLOG), for on-demand leasequery.
 pub mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;
+pub mod guard;
 pub mod shell;
 pub mod trigger;
