@@ -99,6 +99,7 @@ fn observation(i: u32, servers: &[Arc<ServerId>], now: Timestamp) -> Observation
             },
         ],
         arrival: now,
+        query_address: None,
     }
 }
 

@@ -127,6 +127,9 @@ pub struct RequestorSection {
     pub max_timeout: Duration,
     /// Transmissions per server (LQ_MAX_RC, default 5), 1–10.
     pub attempts: u8,
+    /// The address leasequeries come from (UDP and bulk TCP sockets bind to it). Servers
+    /// authorize requesters by address; `None`: the kernel picks per route.
+    pub source_address: Option<std::net::Ipv6Addr>,
 }
 
 /// Rate limits and table bounds for on-demand queries.
@@ -207,6 +210,9 @@ pub struct RoutesSection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnoopSection {
     pub interfaces: Vec<String>,
+    /// Sources trusted besides the configured servers: a RELAY-REPL is believed from them, a
+    /// RELAY-FORW towards them (anycast servers, chained relays upstream).
+    pub trusted_sources: Vec<Ipv6Addr>,
 }
 
 /// Unknown-source trigger.
@@ -230,6 +236,11 @@ pub struct Link {
     pub subscriber_prefixes: Vec<Ipv6Prefix>,
     /// Whether unknown sources on this link trigger queries.
     pub trigger: bool,
+    /// Inclusive range of delegated prefix lengths admitted on this link (default 48–64).
+    pub delegated_length: (u8, u8),
+    /// The relay's Interface-Id for this link (RFC 8415 §21.18), to tell apart links that share
+    /// a link-address; `None` matches any.
+    pub interface_id: Option<Vec<u8>>,
 }
 
 /// Prometheus `/metrics` listener.

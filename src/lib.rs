@@ -11,6 +11,7 @@
 //! - [`wire`] turns bytes into values and back.
 //! - [`requestor`] decides what to ask and when (UDP leasequery).
 //! - [`bulk`] does the same over TCP (bulk leasequery).
+//! - [`admission`] decides what may be believed: every binding passes it before the cache.
 //! - [`cache`] decides what is true.
 //! - [`kernel`] makes the kernel agree with the cache.
 //! - [`snoop`] notices traffic.
@@ -21,6 +22,7 @@
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
+pub mod admission;
 pub mod bulk;
 pub mod cache;
 pub mod config;

@@ -81,6 +81,8 @@ pub mod names {
     pub const CACHE_MERGES: &str = "lqagent_cache_merges";
     pub const SNOOP_CAPTURE: &str = "lqagent_snoop_capture";
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
+    pub const ADMISSION_REJECTED: &str = "lqagent_admission_rejected";
+    pub const BINDING_MOVES: &str = "lqagent_binding_moves";
 
     /// Every family registered by [`super::Metrics::new`].
     pub const ALL: &[&str] = &[
@@ -451,6 +453,25 @@ impl Metrics {
         }));
     }
 
+    /// Like [`register_stats`](Self::register_stats) with two labels: `snapshot` returns
+    /// `(first label value, second label value, count)`.
+    pub fn register_stats2<F>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: (&'static str, &'static str),
+        snapshot: F,
+    ) where
+        F: Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync + 'static,
+    {
+        self.lock().register_collector(Box::new(StatsCollector2 {
+            name,
+            help,
+            labels,
+            snapshot: Box::new(snapshot),
+        }));
+    }
+
     /// Run `f` before every encoding (each scrape and `show stats`): it brings families the
     /// daemon keeps in step with a module's own stats (deltas into counters, gauges set) up to
     /// date. Keep it short and lock-free towards the registry (it runs outside its lock).
@@ -508,6 +529,44 @@ impl Collector for StatsCollector {
         )?;
         for (value, count) in pairs {
             let labels = [(Cow::Borrowed(self.label), Cow::Borrowed(value))];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+type Snapshot2 = Box<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
+
+/// A two-label counter family read from a closure at scrape time.
+struct StatsCollector2 {
+    name: &'static str,
+    help: &'static str,
+    labels: (&'static str, &'static str),
+    snapshot: Snapshot2,
+}
+
+impl std::fmt::Debug for StatsCollector2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsCollector2")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for StatsCollector2 {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let rows = (self.snapshot)();
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (a, b, count) in rows {
+            let labels = [
+                (Cow::Borrowed(self.labels.0), Cow::Borrowed(a)),
+                (Cow::Borrowed(self.labels.1), Cow::Borrowed(b)),
+            ];
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())

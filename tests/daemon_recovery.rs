@@ -50,7 +50,8 @@ fn run_recovers_by_bulk_then_signals_ready() {
     );
     for l in 1..=links {
         cfg.push_str(&format!(
-            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n",
+            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
+             subscriber_prefixes = [\"2001:db8:{l:x}::/64\", \"2001:db8:8000::/33\"]\n",
             ifname(l),
             link(l)
         ));

@@ -70,6 +70,7 @@ fn obs(c: u8, s: u8, at: i64, clt: Option<u32>, leases: Vec<ObservedLease>) -> O
         complete: clt.is_some(),
         leases,
         arrival: Timestamp::from_secs(T0 + at),
+        query_address: None,
     }
 }
 
@@ -724,13 +725,24 @@ fn r13_clt_time_sanity() {
         &MergeConfig::default(),
     );
     assert_eq!(c, CltCheck::Sane);
-    // LQ_BASE_TIME: lifetimes and CLT count from the server's base time.
+    // LQ_BASE_TIME is the server's clock when it answered (here 100 s behind ours): relative
+    // CLT_TIME and lifetimes count from arrival on our clock, so a slow server clock shortens
+    // nothing.
     let mut o = obs(4, 4, 0, Some(10), vec![na(4, 3600)]);
     o.base_time = Some((T0 - 100) as u32);
     s.apply(&o);
     let l = s.get(&LeaseKey::Address(addr(4))).unwrap();
-    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 110));
-    assert_eq!(l.valid_until, Timestamp::from_secs(T0 - 100 + 3600));
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 10));
+    assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 3600));
+    // An absolute (ISC) CLT_TIME with a base time: the difference between the server's clocks
+    // is what counts, shifted to ours — 30 s before arrival although the server's clock says
+    // T0 − 130.
+    let mut o = obs(5, 5, 0, Some((T0 - 130) as u32), vec![na(5, 3600)]);
+    o.base_time = Some((T0 - 100) as u32);
+    s.apply(&o);
+    let l = s.get(&LeaseKey::Address(addr(5))).unwrap();
+    assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 30));
+    assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 3600));
 }
 
 #[test]

@@ -7,16 +7,20 @@
 //! none needs port 546). Retransmission is sped up (IRT 100 ms) to keep the suite quick.
 
 mod refserver;
+mod support;
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use lqagent::cache::LeaseKey;
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{
-    Answer, DropReason, Leased, Policy, Query, QueryOutcome, RequestorConfig, RetransmitParams,
-    Verdict,
+    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
+    RetransmitParams, Verdict,
 };
+use lqagent::wire::StatusCode;
 use refserver::{
     AddrLease, Corrupt, FaultPlan, FaultRule, Faults, HexBytes, LeaseEntry, LeaseTable,
     PrefixLease, RefServer, ServerConfig,
@@ -125,7 +129,16 @@ fn first(nth: u64, f: Faults) -> FaultPlan {
     FaultPlan::default().with_rule(FaultRule::nth(1, nth, f))
 }
 
-fn only_binding(o: &QueryOutcome) -> &lqagent::requestor::Binding {
+/// The leases of a binding as the cache's one conversion reads them.
+fn leased(b: &ClientReply) -> Vec<LeaseKey> {
+    observed_leases(&b.data)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
+}
+
+fn only_binding(o: &QueryOutcome) -> &ClientReply {
     let v: Vec<_> = o.bindings().collect();
     assert_eq!(v.len(), 1, "one binding expected: {o:#?}");
     v[0]
@@ -141,25 +154,26 @@ async fn query_by_address_binds_with_everything_the_server_sent() {
         .unwrap();
     assert_eq!(o.verdict, Verdict::Bound);
     let b = only_binding(&o);
-    assert_eq!(b.client_duid, duid(2));
+    assert_eq!(b.client_duid(), duid(2));
     assert_eq!(b.server, s.addr);
     assert_eq!(b.server_duid, s.srv.server_duid());
-    assert_eq!(b.clt_time, 12);
-    let mut leased: Vec<Leased> = b.leases.iter().map(|l| l.leased).collect();
-    leased.sort_by_key(|l| format!("{l:?}"));
+    assert_eq!(b.clt_time(), 12);
+    let mut keys = leased(b);
+    keys.sort();
     assert_eq!(
-        leased,
+        keys,
         vec![
-            Leased::Address(a("2001:db8:1::2")),
-            Leased::Prefix("2001:db8:102::/56".parse::<Ipv6Prefix>().unwrap()),
+            LeaseKey::Address(a("2001:db8:1::2")),
+            LeaseKey::Prefix("2001:db8:102::/56".parse::<Ipv6Prefix>().unwrap()),
         ]
     );
     assert!(
-        b.leases
+        observed_leases(&b.data)
+            .unwrap()
             .iter()
             .all(|l| l.valid >= l.preferred && l.valid > 0)
     );
-    let rd = b.relay_data.as_ref().expect("relay data asked and sent");
+    let rd = b.relay_data().expect("relay data asked and sent");
     assert_eq!(rd.relay.peer_address, a("fe80::2"));
     assert_eq!(rd.relay.options.interface_id(), Some(&b"port2"[..]));
     // The query the server saw: type 1, link ::, from our socket.
@@ -286,8 +300,8 @@ async fn reordered_replies_match_their_own_queries() {
         .await
         .unwrap();
     let o1 = q1.await.unwrap().unwrap();
-    assert_eq!(only_binding(&o1).client_duid, duid(1));
-    assert_eq!(only_binding(&o2).client_duid, duid(2));
+    assert_eq!(only_binding(&o1).client_duid(), duid(1));
+    assert_eq!(only_binding(&o2).client_duid(), duid(2));
     assert_eq!(h.stats().await.unwrap().dropped_total(), 0);
 }
 
@@ -349,7 +363,7 @@ async fn retryable_statuses_fail_over_and_malformed_query_stops() {
             .await
             .unwrap();
         assert!(
-            matches!(o.answers[0].answer, Answer::Status { code: c, .. } if c == code),
+            matches!(o.answers[0].answer, Answer::Status { code: c, .. } if c == StatusCode(code)),
             "{code}: {o:?}"
         );
         if fails_over {
@@ -432,16 +446,14 @@ async fn client_link_follow_ups_combine_both_links() {
     let mut links = links.clone();
     links.sort();
     assert_eq!(links, vec![a(LINK1), a(LINK2)]);
-    let mut got: Vec<(Ipv6Addr, Vec<Leased>)> = o
-        .bindings()
-        .map(|b| (b.link, b.leases.iter().map(|l| l.leased).collect()))
-        .collect();
+    let mut got: Vec<(Ipv6Addr, Vec<LeaseKey>)> =
+        o.bindings().map(|b| (b.link, leased(b))).collect();
     got.sort_by_key(|g| g.0);
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, a(LINK1));
-    assert!(got[0].1.contains(&Leased::Address(a("2001:db8:1::1"))));
+    assert!(got[0].1.contains(&LeaseKey::Address(a("2001:db8:1::1"))));
     assert_eq!(got[1].0, a(LINK2));
-    assert_eq!(got[1].1, vec![Leased::Address(a("2001:db8:2::1:1"))]);
+    assert_eq!(got[1].1, vec![LeaseKey::Address(a("2001:db8:2::1:1"))]);
     let seen: Vec<Ipv6Addr> = s.srv.queries().iter().map(|q| q.link).collect();
     assert_eq!(seen.len(), 3, "one query, then one per link: {seen:?}");
 }
@@ -457,7 +469,10 @@ async fn unknown_link_gets_not_configured() {
     assert_eq!(o.verdict, Verdict::Error);
     assert!(matches!(
         o.answers[0].answer,
-        Answer::Status { code: 9, .. }
+        Answer::Status {
+            code: StatusCode::NOT_CONFIGURED,
+            ..
+        }
     ));
 }
 
@@ -563,4 +578,95 @@ fn cli_exit_codes_text_and_json() {
 
     let (code, _) = lqagent(&["--server", "nonsense", "--address", "2001:db8::1"]);
     assert_eq!(code, 2, "bad arguments are errors");
+}
+
+/// A subscriber forging the server's address: its "reply" arrives on the subscriber link and is
+/// dropped there (IPV6_PKTINFO) before anything reads it; the same bytes from the uplink side
+/// (here: loopback) reach the core and are judged there.
+#[test]
+fn a_reply_arriving_on_a_subscriber_link_is_dropped() {
+    use support::netns::{agent_and_subscriber, require_root};
+    if !require_root("a_reply_arriving_on_a_subscriber_link_is_dropped") {
+        return;
+    }
+    let (agent, sub) = agent_and_subscriber("rqif");
+    // The forger takes the server's address and a route back to the relay.
+    sub.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:ff::547/128",
+        "dev",
+        "cpe0",
+        "nodad",
+    ]);
+    sub.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:10::/64",
+        "dev",
+        "cpe0",
+    ]);
+    agent.exec(&["ip", "link", "set", "lo", "up"]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let stats = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            agent.run_in(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (h, _task) = udp::spawn(
+                        config(
+                            &[SocketAddr::new(a("2001:db8:ff::547").into(), 547)],
+                            Policy::Failover,
+                        ),
+                        UdpConfig {
+                            bind: "[::]:546".parse().unwrap(),
+                            refuse_interfaces: vec!["sub0".into()],
+                            ..UdpConfig::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    ready_tx.send(()).unwrap();
+                    tokio::task::spawn_blocking(move || sent_rx.recv().unwrap())
+                        .await
+                        .unwrap();
+                    // The loopback copy is judged by the core (an unknown transaction id).
+                    let lo = UdpSocket::bind("[::1]:547").unwrap();
+                    lo.send_to(&forged(), "[::1]:546").unwrap();
+                    let end = Instant::now() + Duration::from_secs(5);
+                    loop {
+                        let st = h.stats().await.unwrap();
+                        if st.dropped(DropReason::UnknownXid) >= 1 || Instant::now() > end {
+                            return st;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })
+        });
+        ready_rx.recv().unwrap();
+        sub.run_in(|| {
+            let s = UdpSocket::bind("[2001:db8:ff::547]:547").unwrap();
+            for _ in 0..3 {
+                s.send_to(&forged(), "[2001:db8:10::1]:546").unwrap();
+            }
+        });
+        sent_tx.send(()).unwrap();
+        worker.join().unwrap()
+    });
+    assert_eq!(stats.dropped(DropReason::WrongInterface), 3, "{stats:?}");
+    assert_eq!(stats.dropped(DropReason::UnknownXid), 1, "{stats:?}");
+}
+
+/// A LEASEQUERY-REPLY-shaped datagram (type 15, some transaction id, no options).
+fn forged() -> Vec<u8> {
+    vec![15, 0x12, 0x34, 0x56]
 }

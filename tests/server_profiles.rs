@@ -47,7 +47,9 @@ fn agent_config(dir: &Path, lab: &Lab, servers: &[(&str, Ipv6Addr)], extra: &str
     }
     for l in 1..=lab.links {
         cfg.push_str(&format!(
-            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n",
+            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
+             subscriber_prefixes = [\"2001:db8:{l:x}::/64\", \"2001:db8:8000::/33\", \
+             \"2001:db8:7f00::/40\"]\n",
             ifname(l),
             link(l)
         ));
@@ -383,6 +385,7 @@ fn isc_answer_by_address_brings_the_address_back_and_keeps_the_prefix_route() {
         base_time: None,
         srsn: None,
         complete: false,
+        query_address: None,
         leases: vec![
             lease(LeaseKey::Address(addr), IaType::Na),
             lease(LeaseKey::Prefix(prefix), IaType::Pd),
@@ -522,6 +525,7 @@ fn snooped_state(
         base_time: None,
         srsn: None,
         complete: false,
+        query_address: None,
         leases,
         arrival: AgentClock::new().now(),
     });

@@ -7,10 +7,11 @@ use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lqagent::admission::OwnAddresses;
 use lqagent::cache::task::{self, CacheTaskConfig};
 use lqagent::cache::{AgentClock, BindingStore, LeaseKey};
 use lqagent::snoop::capture::CaptureConfig;
-use lqagent::snoop::classify::{ClassifyConfig, ClassifyCounter};
+use lqagent::snoop::classify::{ClassifyConfig, ClassifyCounter, SnoopTrust};
 use lqagent::snoop::shell;
 use lqagent::wire::{
     ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, Message, MessageType, RelayMessage,
@@ -56,7 +57,8 @@ fn ias(valid: u32) -> Vec<DhcpOption> {
 fn send(ns: &NetNs, from: &str, to: &str, payload: Vec<u8>) {
     let (from, to) = (a(from), a(to));
     ns.run_in(move || {
-        let s = UdpSocket::bind(SocketAddrV6::new(from, 0, 0, 0)).unwrap();
+        // Relay and server both speak from port 547 (RFC 8415 §7.2): the snooper checks it.
+        let s = UdpSocket::bind(SocketAddrV6::new(from, 547, 0, 0)).unwrap();
         s.send_to(&payload, SocketAddrV6::new(to, 547, 0, 0))
             .unwrap();
     });
@@ -119,8 +121,19 @@ fn relayed_exchange_binds_then_release_withdraws() {
                 interfaces: vec!["up0".into()],
                 ..CaptureConfig::default()
             };
-            let stats =
-                shell::spawn(&cfg, ClassifyConfig::default(), clock, cache, &mut tasks).unwrap();
+            let trust = SnoopTrust {
+                servers: [a("2001:db8:f::2")].into_iter().collect(),
+                own: Arc::new(OwnAddresses::new([a("2001:db8:f::1")])),
+            };
+            let stats = shell::spawn(
+                &cfg,
+                ClassifyConfig::default(),
+                trust,
+                clock,
+                cache,
+                &mut tasks,
+            )
+            .unwrap();
             stats_tx.send(stats).unwrap();
             while stop_rx.try_recv().is_err() {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -108,6 +108,7 @@ fn observation(
             })
             .collect(),
         arrival: now,
+        query_address: None,
     }
 }
 

@@ -45,6 +45,9 @@ pub struct BulkConfig {
     pub channel_capacity: usize,
     /// Server reply sequence number option code (local extension; off when `None`).
     pub srsn_option: Option<u16>,
+    /// The local address connections come from (`[requestor] source_address`); `None`: the
+    /// kernel picks per route.
+    pub source_address: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for BulkConfig {
@@ -59,6 +62,7 @@ impl Default for BulkConfig {
             retry_max: Duration::from_secs(30),
             channel_capacity: 1024,
             srsn_option: None,
+            source_address: None,
         }
     }
 }

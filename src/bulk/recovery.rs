@@ -493,7 +493,8 @@ mod tests {
         let r = o.relay.as_ref().unwrap();
         assert_eq!(r.peer_address, Some(a("fe80::7")));
         assert_eq!(r.interface_id.as_deref(), Some(&b"sub1"[..]));
-        assert_eq!(r.remote_id.as_deref(), Some(&[1][..]));
+        // Remote-Id as the snooper stores it: enterprise-number then remote-id.
+        assert_eq!(r.remote_id.as_deref(), Some(&[0, 0, 0, 9, 1][..]));
         assert_eq!(o.server.address, a("2001:db8:ff::2"));
         assert_eq!(o.clt_time, Some(3));
         assert_eq!(o.srsn, Some(9));

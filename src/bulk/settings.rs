@@ -29,6 +29,7 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
         connect_timeout: b.connect_timeout,
         max_attempts: u32::from(b.attempts).max(1),
         srsn_option: cfg.leasequery.srsn_option,
+        source_address: cfg.requestor.source_address,
         ..BulkConfig::default()
     };
     let mut plan = RecoveryPlan {

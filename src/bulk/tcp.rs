@@ -9,7 +9,7 @@
 //! the same server again would get the same answer (RFC 5007 §4.3.3).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,6 +131,22 @@ struct ServerRun<'a> {
     progressed: bool,
 }
 
+/// Connect to `server`, from `source` when set: bind before connect, so a server that
+/// authorizes requesters by address (Kea answers nothing to an unlisted one) sees the configured
+/// address rather than whichever one the route picks.
+async fn connect(server: SocketAddr, source: Option<Ipv6Addr>) -> std::io::Result<TcpStream> {
+    let Some(src) = source else {
+        return TcpStream::connect(server).await;
+    };
+    let sock = if server.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    sock.bind(SocketAddr::from((src, 0)))?;
+    sock.connect(server).await
+}
+
 /// All of one server's queries, attempt after attempt, until each is over.
 pub async fn run_server(
     s: ServerQueries,
@@ -162,7 +178,7 @@ pub async fn run_server(
     while !run.todo.is_empty() {
         run.progressed = false;
         let connected =
-            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(s.server)).await;
+            tokio::time::timeout(cfg.connect_timeout, connect(s.server, cfg.source_address)).await;
         let result = match connected {
             Ok(Ok(stream)) => {
                 stats.inc(Counter::Connects);
@@ -376,5 +392,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_come_from_the_source_address() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let lo = Ipv6Addr::LOCALHOST;
+        let stream = connect(server, Some(lo)).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), std::net::IpAddr::V6(lo));
+        assert_eq!(stream.local_addr().unwrap(), peer);
+        // An address this host does not have: the bind fails, nothing is sent from elsewhere.
+        let foreign: Ipv6Addr = "2001:db8:ffff::dead".parse().unwrap();
+        let err = connect(server, Some(foreign)).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable, "{err}");
     }
 }

@@ -265,6 +265,9 @@ pub struct Observation {
     pub complete: bool,
     pub leases: Vec<ObservedLease>,
     pub arrival: Timestamp,
+    /// For an answer to a leasequery by address: the address asked about. Admission refuses an
+    /// answer none of whose leases contains it (a reply about something that was not asked).
+    pub query_address: Option<Ipv6Addr>,
 }
 
 /// The end of one bulk query by link-address or relay-id that finished with LEASEQUERY-DONE
@@ -409,5 +412,6 @@ pub(crate) fn snooped(
         complete: false,
         leases,
         arrival,
+        query_address: None,
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::binding::{
     IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
 };
-use crate::wire::{ClientData, LqRelayData, Message, RelayMessage};
+use crate::wire::{ClientData, IaPrefix, LqRelayData, Message, Options, RelayMessage};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +51,8 @@ pub struct ClientDataContext {
     pub arrival: Timestamp,
 }
 
-/// The innermost relay level and the first non-`::` link-address walking outwards.
-fn nearest_relay(r: &RelayMessage) -> (&RelayMessage, Option<Ipv6Addr>) {
+/// The relay chain from the outermost level (the one LQ_RELAY_DATA holds) to the innermost.
+fn relay_chain(r: &RelayMessage) -> Vec<&RelayMessage> {
     let mut chain = vec![r];
     let mut cur = r;
     // Bounded by the codec's nesting limit; stop early anyway.
@@ -65,12 +65,7 @@ fn nearest_relay(r: &RelayMessage) -> (&RelayMessage, Option<Ipv6Addr>) {
             _ => break,
         }
     }
-    let link = chain
-        .iter()
-        .rev()
-        .map(|l| l.link_address)
-        .find(|a| !a.is_unspecified());
-    (cur, link)
+    chain
 }
 
 /// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): the level
@@ -87,54 +82,133 @@ pub struct RelayPlacement {
 
 /// The [`RelayPlacement`] of a CLIENT_DATA's relay data.
 pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
-    let (near, link_address) = nearest_relay(&rd.relay);
+    let chain = relay_chain(&rd.relay);
     RelayPlacement {
-        peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
-        link_address,
+        peer_address: chain
+            .last()
+            .map(|near| near.peer_address)
+            .filter(|p| !p.is_unspecified()),
+        link_address: chain
+            .iter()
+            .rev()
+            .map(|l| l.link_address)
+            .find(|a| !a.is_unspecified()),
     }
 }
 
-/// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
-/// lease of the client on that link).
-pub fn observation_from_client_data(
-    cd: &ClientData,
-    ctx: &ClientDataContext,
-) -> Result<Observation, FromWireError> {
-    let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
-    let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
-    let mut leases = Vec::new();
-    for a in cd.addresses() {
-        leases.push(ObservedLease {
-            key: LeaseKey::Address(a.addr),
-            ia: IaType::Na,
-            iaid: 0,
-            preferred: a.preferred,
-            valid: a.valid,
-        });
+/// The cache's [`RelayData`] of a relay chain (outermost first): the innermost level's
+/// peer-address, and the Interface-Id and Remote-Id found nearest the client walking outwards
+/// (an LDRA adds only an Interface-Id; the relay above it may add the Remote-Id). Remote-Id is
+/// stored as the whole OPTION_REMOTE_ID body, enterprise-number (4 bytes) then remote-id
+/// (RFC 4649 §3), as the snooper stores it.
+pub fn relay_data_of(chain: &[&RelayMessage]) -> RelayData {
+    let mut out = RelayData {
+        peer_address: chain
+            .last()
+            .map(|near| near.peer_address)
+            .filter(|p| !p.is_unspecified()),
+        interface_id: None,
+        remote_id: None,
+    };
+    for r in chain.iter().rev() {
+        if out.interface_id.is_none() {
+            out.interface_id = r.options.interface_id().map(Box::from);
+        }
+        if out.remote_id.is_none() {
+            out.remote_id = r.options.remote_id().map(|(enterprise, id)| {
+                let mut v = enterprise.to_be_bytes().to_vec();
+                v.extend_from_slice(id);
+                v.into_boxed_slice()
+            });
+        }
     }
-    for p in cd.prefixes() {
-        let prefix = crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
-            .map_err(|_| FromWireError::BadPrefixLength(p.prefix_len))?;
+    out
+}
+
+fn prefix_of(p: &IaPrefix) -> Result<crate::prefix::Ipv6Prefix, FromWireError> {
+    crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
+        .map_err(|_| FromWireError::BadPrefixLength(p.prefix_len))
+}
+
+/// The leases of a CLIENT_DATA. RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX directly inside it
+/// (no IA, so the IAID is unknown: 0, an address taken as IA_NA); leases a server wraps in
+/// IA_NA / IA_TA / IA_PD are taken too, with their IA type and IAID.
+pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireError> {
+    let o = &cd.options;
+    let mut leases = Vec::new();
+    let mut push_addrs = |opts: &Options, ia: IaType, iaid: u32| {
+        for a in opts.ia_addrs() {
+            leases.push(ObservedLease {
+                key: LeaseKey::Address(a.addr),
+                ia,
+                iaid,
+                preferred: a.preferred,
+                valid: a.valid,
+            });
+        }
+    };
+    push_addrs(o, IaType::Na, 0);
+    for ia in o.ia_nas() {
+        push_addrs(&ia.options, IaType::Na, ia.iaid);
+    }
+    for ia in o.ia_tas() {
+        push_addrs(&ia.options, IaType::Ta, ia.iaid);
+    }
+    let direct = o.ia_prefixes().map(|p| (0, p));
+    let wrapped = o
+        .ia_pds()
+        .flat_map(|ia| ia.options.ia_prefixes().map(move |p| (ia.iaid, p)));
+    for (iaid, p) in direct.chain(wrapped) {
         leases.push(ObservedLease {
-            key: LeaseKey::Prefix(prefix),
+            key: LeaseKey::Prefix(prefix_of(p)?),
             ia: IaType::Pd,
-            iaid: 0,
+            iaid,
             preferred: p.preferred,
             valid: p.valid,
         });
     }
+    Ok(leases)
+}
+
+/// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
+/// lease of the client on that link) whose reply carried no relay data or base time beside it:
+/// every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
+pub fn observation_from_client_data(
+    cd: &ClientData,
+    ctx: &ClientDataContext,
+) -> Result<Observation, FromWireError> {
+    observation_from_reply(cd, None, None, ctx)
+}
+
+/// The one conversion of a server's CLIENT_DATA into a cache observation, for UDP and bulk.
+///
+/// - Relay data wherever the server put it: inside CLIENT_DATA (RFC 5007, bulk), else at the
+///   top level of the reply beside it (`top_relay`; Kea over UDP). Either way the innermost
+///   relay level's peer-address is the next hop and the first non-`::` link-address walking
+///   outwards names the link; a link other than `ctx.link` drops the interface known for it.
+/// - CLT_TIME is passed on as sent: merge rule R13 (`cache::merge`) decides what it means (an
+///   ISC absolute time included), on every path alike.
+/// - LQ_BASE_TIME (inside CLIENT_DATA, else `top_base_time`) is the server's clock when it
+///   answered: merge uses it only as the offset between that clock and ours.
+pub fn observation_from_reply(
+    cd: &ClientData,
+    top_relay: Option<&LqRelayData>,
+    top_base_time: Option<u32>,
+    ctx: &ClientDataContext,
+) -> Result<Observation, FromWireError> {
+    let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
+    let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
+    let leases = observed_leases(cd)?;
     let mut link = ctx.link.clone();
-    let relay = cd.relay_data().map(|rd| {
-        let (near, _) = nearest_relay(&rd.relay);
-        let place = relay_placement(rd);
-        if let Some(a) = place.link_address {
+    let relay = cd.relay_data().or(top_relay).map(|rd| {
+        if let Some(a) = relay_placement(rd).link_address {
+            if a != link.address {
+                // Another link than the one asked about: the interface we knew is not it.
+                link.interface = None;
+            }
             link.address = a;
         }
-        RelayData {
-            peer_address: place.peer_address,
-            interface_id: near.options.interface_id().map(Box::from),
-            remote_id: near.options.remote_id().map(|(_, id)| Box::from(id)),
-        }
+        relay_data_of(&relay_chain(&rd.relay))
     });
     Ok(Observation {
         client_duid: duid.into(),
@@ -143,79 +217,12 @@ pub fn observation_from_client_data(
         server: ctx.server.clone(),
         source: ctx.source,
         clt_time: Some(clt),
-        base_time: cd.options.lq_base_time(),
+        base_time: cd.options.lq_base_time().or(top_base_time),
         srsn: ctx.srsn,
         complete: true,
         leases,
         arrival: ctx.arrival,
-    })
-}
-
-/// Build the observation for one binding the UDP requestor returned (RFC 5007 §4.1.2.2: complete
-/// for its link). `ctx.link` is the link the query asked about (its interface when known); the
-/// relay data, when the server sent it, names the link and the peer-address as for
-/// [`observation_from_client_data`]. A CLT_TIME the requestor found implausible (ISC dhcpd sends
-/// an absolute time there, docs/interop.md) is not passed on: recency is then the arrival.
-pub fn observation_from_binding(
-    b: &crate::requestor::Binding,
-    ctx: &ClientDataContext,
-) -> Result<Observation, FromWireError> {
-    use crate::requestor::{IaType as ReqIa, Leased};
-    if b.client_duid.is_empty() {
-        return Err(FromWireError::NoClientId);
-    }
-    let leases = b
-        .leases
-        .iter()
-        .map(|l| {
-            let (ia, iaid) = match (l.ia, l.leased) {
-                (Some((ReqIa::Na, id)), _) => (IaType::Na, id),
-                (Some((ReqIa::Ta, id)), _) => (IaType::Ta, id),
-                (Some((ReqIa::Pd, id)), _) => (IaType::Pd, id),
-                (None, Leased::Address(_)) => (IaType::Na, 0),
-                (None, Leased::Prefix(_)) => (IaType::Pd, 0),
-            };
-            let key = match l.leased {
-                Leased::Address(a) => LeaseKey::Address(a),
-                Leased::Prefix(p) => LeaseKey::Prefix(p),
-            };
-            ObservedLease {
-                key,
-                ia,
-                iaid,
-                preferred: l.preferred,
-                valid: l.valid,
-            }
-        })
-        .collect();
-    let mut link = ctx.link.clone();
-    let relay = b.relay_data.as_ref().map(|rd| {
-        let (near, link_addr) = nearest_relay(&rd.relay);
-        if let Some(a) = link_addr {
-            if a != link.address {
-                // Another link than the one asked about: the interface we knew is not it.
-                link.interface = None;
-            }
-            link.address = a;
-        }
-        RelayData {
-            peer_address: Some(near.peer_address).filter(|p| !p.is_unspecified()),
-            interface_id: near.options.interface_id().map(Box::from),
-            remote_id: near.options.remote_id().map(|(_, id)| Box::from(id)),
-        }
-    });
-    Ok(Observation {
-        client_duid: b.client_duid.clone().into_boxed_slice(),
-        link,
-        relay,
-        server: ctx.server.clone(),
-        source: ctx.source,
-        clt_time: Some(b.clt_time).filter(|c| *c <= crate::requestor::MAX_PLAUSIBLE_CLT_TIME),
-        base_time: None,
-        srsn: ctx.srsn,
-        complete: true,
-        leases,
-        arrival: ctx.arrival,
+        query_address: None,
     })
 }
 
@@ -307,6 +314,98 @@ mod tests {
         let r = o.relay.unwrap();
         assert_eq!(r.peer_address, Some("fe80::7".parse().unwrap()));
         assert_eq!(r.interface_id.as_deref(), Some(&b"port-3"[..]));
+    }
+
+    /// CLIENT_DATA with a delegated prefix and no relay data inside, as Kea sends over UDP.
+    fn bare_client_data(clt: u32) -> ClientData {
+        let mut body = opt(1, &[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 8]);
+        let mut iaaddr = a("2001:db8:1::8").to_vec();
+        iaaddr.extend_from_slice(&1800u32.to_be_bytes());
+        iaaddr.extend_from_slice(&3600u32.to_be_bytes());
+        body.extend(opt(5, &iaaddr));
+        let mut iapfx = 1800u32.to_be_bytes().to_vec();
+        iapfx.extend_from_slice(&3600u32.to_be_bytes());
+        iapfx.push(56);
+        iapfx.extend_from_slice(&a("2001:db8:200::"));
+        body.extend(opt(26, &iapfx));
+        body.extend(opt(46, &clt.to_be_bytes()));
+        match DhcpOption::parse(&opt(45, &body)).unwrap() {
+            DhcpOption::ClientData(cd) => cd,
+            other => panic!("not CLIENT_DATA: {other:?}"),
+        }
+    }
+
+    /// LQ_RELAY_DATA: one relay level on link 2001:db8:1::1 that saw the client at fe80::8,
+    /// with a Remote-Id (enterprise 4491, "cm-8").
+    fn top_level_relay_data() -> LqRelayData {
+        let mut relay = vec![12, 0];
+        relay.extend_from_slice(&a("2001:db8:1::1"));
+        relay.extend_from_slice(&a("fe80::8"));
+        let mut rid = 4491u32.to_be_bytes().to_vec();
+        rid.extend_from_slice(b"cm-8");
+        relay.extend(opt(37, &rid));
+        let mut lqrd = a("2001:db8:1::1").to_vec();
+        lqrd.extend(relay);
+        match DhcpOption::parse(&opt(47, &lqrd)).unwrap() {
+            DhcpOption::LqRelayData(rd) => *rd,
+            other => panic!("not LQ_RELAY_DATA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn top_level_relay_data_gives_the_link_local_next_hop() {
+        let rd = top_level_relay_data();
+        let mut c = ctx();
+        c.link = Link {
+            address: "2001:db8:1::1".parse().unwrap(),
+            interface: Some(Arc::from("sub0")),
+        };
+        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
+        let r = o.relay.as_ref().expect("relay data from the top level");
+        assert_eq!(r.peer_address, Some("fe80::8".parse().unwrap()));
+        // Remote-Id stored as the whole option body, as the snooper stores it.
+        let mut rid = 4491u32.to_be_bytes().to_vec();
+        rid.extend_from_slice(b"cm-8");
+        assert_eq!(r.remote_id.as_deref(), Some(&rid[..]));
+        assert_eq!(o.link.interface.as_deref(), Some("sub0"), "same link kept");
+        // Through the merge rules: the prefix routes via the link-local address (R11), exactly
+        // as when the relay data sits inside CLIENT_DATA.
+        let mut inside = bare_client_data(5);
+        inside
+            .options
+            .push(DhcpOption::LqRelayData(Box::new(rd.clone())));
+        let o2 = observation_from_reply(&inside, None, None, &c).unwrap();
+        assert_eq!(o.relay, o2.relay);
+        assert_eq!(o.link, o2.link);
+        let m = crate::cache::merge::merge(
+            &Default::default(),
+            &Default::default(),
+            &o,
+            &crate::cache::MergeConfig::default(),
+        );
+        let pfx = LeaseKey::Prefix("2001:db8:200::/56".parse().unwrap());
+        let hop = m
+            .changes
+            .iter()
+            .find(|ch| ch.key == pfx)
+            .and_then(|ch| ch.new.as_ref())
+            .and_then(|v| v.next_hop);
+        assert_eq!(hop, Some("fe80::8".parse().unwrap()));
+        // Relay data inside CLIENT_DATA wins over a top-level one.
+        let o3 = observation_from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
+        assert_eq!(
+            o3.relay.unwrap().peer_address,
+            Some("fe80::7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn clt_time_and_base_time_pass_through_for_merge_rule_r13() {
+        // ISC dhcpd's absolute CLT_TIME is not filtered here: R13 decides, on every path.
+        let o = observation_from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx())
+            .unwrap();
+        assert_eq!(o.clt_time, Some(1_795_875_086));
+        assert_eq!(o.base_time, Some(7), "top-level LQ_BASE_TIME");
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! - **R1 disjoint → union** (RFC 5007 §4.3.4): leases with a key the cache does not hold are
 //!   added; leases of the client that the answer does not mention stay, except under R7.
 //! - **R2 overlapping, different servers → newest client-last-transaction wins** (RFC 5007
-//!   §4.3.4). CLT_TIME becomes an absolute instant: `reference − CLT_TIME`, where `reference` is the
-//!   arrival time, or LQ_BASE_TIME (RFC 7653 §5.2) when present and not after arrival.
+//!   §4.3.4). CLT_TIME becomes an absolute instant on our clock: `arrival − CLT_TIME`, and lifetimes
+//!   count from arrival. LQ_BASE_TIME (RFC 7653) is the server's clock when it answered — what its
+//!   CLT_TIME and lifetimes are relative to — so it is used only as the offset between the
+//!   server's clock and ours (R13), never as an instant on ours: a server whose clock runs behind
+//!   does not shorten lifetimes.
 //! - **R3 tie between servers**: equal instants are broken by the larger server DUID (bytes), so the
 //!   outcome does not depend on arrival order.
 //! - **R4 same server with sequence numbers** (local extension after
@@ -51,7 +54,10 @@
 //! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
 //! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
 //!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
-//!   as that absolute time (capped at the reference instant), flagged `UnixTimestamp`. A CLT_TIME
+//!   as that absolute time on the server's clock: with LQ_BASE_TIME, `arrival − (base − CLT_TIME)`
+//!   (the server's clock shifted to ours); without, as is (capped at arrival; ignored when
+//!   more than [`MergeConfig::clock_skew_ms`] ahead of us), flagged `UnixTimestamp`. The same on every
+//!   path — UDP, bulk, persisted. A CLT_TIME
 //!   above every finite valid lifetime in the answer is flagged `ExceedsValid` but kept: servers
 //!   that report *remaining* lifetimes (as Kea does) make it legitimate, and if it is nonsense it only
 //!   makes that server's data look older — it can lose a conflict, never win one wrongly. Lifetime
@@ -197,12 +203,10 @@ pub fn serial_ge(a: u32, b: u32) -> bool {
     a == b || (a.wrapping_sub(b) as i32) > 0
 }
 
-/// The instant the observation's data refers to (arrival, or LQ_BASE_TIME if earlier).
+/// The instant on our clock the observation's relative times (CLT_TIME, lifetimes) count from:
+/// its arrival. LQ_BASE_TIME names the same instant on the server's clock (see R2, R13).
 fn reference_time(obs: &Observation) -> Timestamp {
-    match obs.base_time {
-        Some(b) => Timestamp::from_secs(i64::from(b)).min(obs.arrival),
-        None => obs.arrival,
-    }
+    obs.arrival
 }
 
 /// R9/R13: the absolute client-last-transaction instant and what we thought of CLT_TIME.
@@ -212,6 +216,11 @@ pub fn last_transaction(obs: &Observation, cfg: &MergeConfig) -> (Timestamp, Clt
         return (reference, CltCheck::Absent);
     };
     if clt >= cfg.clt_unix_threshold {
+        if let Some(base) = obs.base_time {
+            // The server's clock says the client talked `base − clt` seconds before it answered.
+            let ago = u32::try_from(i64::from(base) - i64::from(clt)).unwrap_or(0);
+            return (reference.minus_secs(ago), CltCheck::UnixTimestamp);
+        }
         let abs = Timestamp::from_secs(i64::from(clt));
         let t = if abs > obs.arrival.plus_millis(cfg.clock_skew_ms) {
             reference

@@ -90,6 +90,8 @@ pub struct CacheStats {
     withdrawn: AtomicU64,
     observations: AtomicU64,
     tombstones_evicted: AtomicU64,
+    /// Leases that changed hands (another client or link), by the source of the new data.
+    moves: [AtomicU64; 4],
 }
 
 impl CacheStats {
@@ -100,6 +102,24 @@ impl CacheStats {
             .zip(self.verdicts.iter())
             .map(|(v, c)| (v.as_str(), c.load(Ordering::Relaxed)))
             .collect()
+    }
+
+    /// Leases that moved to another client or link, by source label.
+    pub fn moves(&self) -> Vec<(&'static str, u64)> {
+        [
+            super::Source::Snoop,
+            super::Source::Leasequery,
+            super::Source::Bulk,
+            super::Source::StateFile,
+        ]
+        .iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                self.moves[usize::from(s.to_u8())].load(Ordering::Relaxed),
+            )
+        })
+        .collect()
     }
 
     pub fn verdict(&self, v: Verdict) -> u64 {
@@ -154,6 +174,8 @@ struct WriterState {
     tombstones: HashMap<LeaseKey, Lease>,
     /// (forget-at, key) in insertion order; entries whose tombstone was replaced are skipped.
     tomb_order: VecDeque<(Timestamp, LeaseKey)>,
+    /// Rate limit of move log lines: (second, lines logged in it).
+    move_log: (i64, u32),
 }
 
 /// The table slots of one client's leases: two inline (most clients hold one address and one
@@ -462,6 +484,35 @@ impl BindingStore {
         }
     }
 
+    /// A lease that changes hands is never silent: counted by source and logged (rate limited)
+    /// with both clients, so a prefix moving between subscribers can be alerted on.
+    fn note_move(&self, w: &mut WriterState, key: &LeaseKey, old: &Lease, new: &Lease) {
+        let other_client = old.client.duid != new.client.duid;
+        let other_link = old.client.link.address != new.client.link.address;
+        if !(other_client || other_link) {
+            return;
+        }
+        self.stats.moves[usize::from(new.source.to_u8())].fetch_add(1, Ordering::Relaxed);
+        let sec = new.arrival.secs();
+        if w.move_log.0 != sec {
+            w.move_log = (sec, 0);
+        }
+        if w.move_log.1 >= 10 {
+            return;
+        }
+        w.move_log.1 += 1;
+        tracing::warn!(
+            lease = %key,
+            from_client = %hex::encode(&old.client.duid),
+            to_client = %hex::encode(&new.client.duid),
+            from_link = %old.client.link.address,
+            to_link = %new.client.link.address,
+            source = new.source.as_str(),
+            server = %new.server.address,
+            "lease changed hands"
+        );
+    }
+
     fn commit(
         &self,
         w: &mut WriterState,
@@ -473,6 +524,9 @@ impl BindingStore {
         }
         for (k, v) in &out.writes {
             debug_assert!(current.contains_key(k) || v.is_some());
+            if let (Some(old), Some(new)) = (current.get(k), v) {
+                self.note_move(w, k, old, new);
+            }
             self.put(w, *k, v.clone());
         }
         for (k, t) in out.tombstones {

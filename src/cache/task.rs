@@ -21,6 +21,7 @@ use super::AgentClock;
 use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
 use super::persist::{JournalHandle, Record};
 use super::store::{Applied, BindingStore};
+use crate::admission::{Admission, Admitted};
 
 /// What the cache task accepts.
 #[derive(Debug, Clone)]
@@ -123,6 +124,21 @@ pub fn spawn(
     cfg: CacheTaskConfig,
     restored: Vec<(LeaseKey, Lease)>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
+    spawn_admitted(store, clock, journal, cfg, restored, None)
+}
+
+/// [`spawn`] with an admission stage: every observation passes
+/// [`Admission::admit`](crate::admission::Admission::admit) before the store sees it, whoever
+/// sent it (the daemon always runs with one; `restored` must already have passed
+/// [`Admission::admit_restored`](crate::admission::Admission::admit_restored)).
+pub fn spawn_admitted(
+    store: Arc<BindingStore>,
+    clock: AgentClock,
+    journal: Option<JournalHandle>,
+    cfg: CacheTaskConfig,
+    restored: Vec<(LeaseKey, Lease)>,
+    admission: Option<Arc<Admission>>,
+) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
     let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
     let stats = Arc::new(TaskStats::default());
@@ -138,6 +154,7 @@ pub fn spawn(
         inputs: rx,
         changes: ctx,
         stats,
+        admission,
         snapshot_every: Duration::from_millis(cfg.snapshot_interval_ms.max(1)),
     };
     let join = tokio::spawn(task.run(restored));
@@ -152,6 +169,7 @@ struct CacheTask {
     changes: mpsc::Sender<Change>,
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
+    admission: Option<Arc<Admission>>,
 }
 
 impl CacheTask {
@@ -173,10 +191,16 @@ impl CacheTask {
             tokio::select! {
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
-                    let applied = match &input {
-                        CacheInput::Observe(o) => self.store.apply(o),
-                        CacheInput::Withdraw(w) => self.store.withdraw(w),
-                        CacheInput::Sweep(s) => self.store.sweep(s),
+                    let applied = match input {
+                        CacheInput::Observe(o) => match self.admit(o) {
+                            Some(o) => self.store.apply(&o),
+                            None => continue,
+                        },
+                        // A withdrawal only removes what the named client holds (merge R14) or
+                        // is the operator's own word: it claims nothing new.
+                        CacheInput::Withdraw(w) => self.store.withdraw(&w),
+                        // A sweep only removes the answering server's own leases (merge R16).
+                        CacheInput::Sweep(s) => self.store.sweep(&s),
                     };
                     self.emit(applied).await;
                 }
@@ -193,6 +217,17 @@ impl CacheTask {
         if let Some(j) = &self.journal {
             self.snapshot();
             j.sync();
+        }
+    }
+
+    /// The admission stage, when there is one: what it refuses never reaches the store.
+    fn admit(&self, obs: Observation) -> Option<Observation> {
+        let Some(a) = &self.admission else {
+            return Some(obs);
+        };
+        match a.admit(obs) {
+            Admitted::Whole(o) | Admitted::Partial(o, _) => Some(o),
+            Admitted::Refused(_) => None,
         }
     }
 

@@ -9,10 +9,12 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::{Value, json};
 
+use lqagent::cache::from_wire::{observed_leases, relay_placement};
+use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
-    Answer, Binding, Lease, Leased, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
-    RetransmitParams, ServerAnswer, Verdict,
+    Answer, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig, RetransmitParams,
+    ServerAnswer, Verdict,
 };
 use lqagent::wire::StatusCode;
 
@@ -127,10 +129,20 @@ fn hexs(b: &[u8]) -> String {
     hex::encode(b)
 }
 
-fn status_name(code: u16) -> String {
-    StatusCode(code)
-        .name()
-        .map_or_else(|| format!("status {code}"), str::to_string)
+fn status_name(code: StatusCode) -> String {
+    code.name()
+        .map_or_else(|| format!("status {}", code.0), str::to_string)
+}
+
+/// The leases as the cache would take them (one conversion, `cache::from_wire`); a CLIENT_DATA
+/// the cache would refuse (an IAPREFIX longer than 128) shows none.
+fn leases(b: &ClientReply) -> Vec<ObservedLease> {
+    observed_leases(&b.data).unwrap_or_default()
+}
+
+/// Whether merge rule R13 reads this CLT_TIME as an absolute Unix time (ISC dhcpd 4.4).
+fn clt_is_absolute(clt: u32) -> bool {
+    clt >= MergeConfig::default().clt_unix_threshold
 }
 
 fn exit_code(v: Verdict) -> i32 {
@@ -283,13 +295,14 @@ fn ms(d: Duration) -> f64 {
 
 fn answer_line(a: &ServerAnswer) -> String {
     let what = match &a.answer {
-        Answer::Bound(b) => format!("Success, binding ({} leases)", b.leases.len()),
+        Answer::Bound(b) => format!("Success, binding ({} leases)", leases(b).len()),
         Answer::NoBinding => "Success, no binding".to_string(),
         Answer::ClientLinks(l) => format!("Success, client on {} links (asked each)", l.len()),
         Answer::Status { code, message } => {
             format!(
-                "{} ({code}) \"{}\"",
+                "{} ({}) \"{}\"",
                 status_name(*code),
+                code.0,
                 message.escape_default()
             )
         }
@@ -308,44 +321,60 @@ fn answer_line(a: &ServerAnswer) -> String {
     )
 }
 
-fn print_binding(b: &Binding) {
+fn print_binding(b: &ClientReply) {
     println!(
         ";; BINDING from {} (server-duid {})",
         b.server,
         hexs(&b.server_duid)
     );
-    println!("client-duid   {}", hexs(&b.client_duid));
+    println!("client-duid   {}", hexs(&b.client_duid()));
     println!("link          {}", b.link);
-    if b.last_transaction().is_some() {
-        println!("clt-time      {}s", b.clt_time);
-    } else {
+    if clt_is_absolute(b.clt_time()) {
         println!(
-            "clt-time      {} (implausible as seconds since; an absolute time? ignored)",
-            b.clt_time
+            "clt-time      {} (an absolute Unix time, as ISC dhcpd sends; merge rule R13)",
+            b.clt_time()
         );
+    } else {
+        println!("clt-time      {}s", b.clt_time());
     }
-    for l in &b.leases {
-        print_lease(l, b.received);
+    for l in leases(b) {
+        print_lease(&l, b.received);
     }
-    if let Some(r) = &b.relay_data {
+    if let Some(r) = b.relay_data() {
+        let place = relay_placement(r);
+        let at = if b.data.relay_data().is_some() {
+            "client-data"
+        } else {
+            "top-level"
+        };
         println!(
-            "relay-data    peer {}  relay link-address {}  peer-address {}",
-            r.peer, r.relay.link_address, r.relay.peer_address
+            "relay-data    ({at}) peer {}  link {}  next-hop {}",
+            r.peer_address,
+            place
+                .link_address
+                .map_or("::".to_string(), |a| a.to_string()),
+            place
+                .peer_address
+                .map_or("-".to_string(), |a| a.to_string()),
         );
     }
 }
 
-fn print_lease(l: &Lease, received: Instant) {
-    let (kind, what) = match l.leased {
-        Leased::Address(a) => ("address", a.to_string()),
-        Leased::Prefix(p) => ("prefix", p.to_string()),
-    };
-    let ia =
-        l.ia.map_or(String::new(), |(t, id)| format!("  ia {t:?} iaid {id}"));
+fn lease_kind(l: &ObservedLease) -> (&'static str, String) {
+    match l.key {
+        LeaseKey::Address(a) => ("address", a.to_string()),
+        LeaseKey::Prefix(p) => ("prefix", p.to_string()),
+    }
+}
+
+fn print_lease(l: &ObservedLease, received: Instant) {
+    let (kind, what) = lease_kind(l);
     println!(
-        "{kind:<13} {what}  preferred {}  valid {} remaining{ia}",
+        "{kind:<13} {what}  preferred {}  valid {} remaining  ia {} iaid {}",
         life(l.preferred, received),
-        life(l.valid, received)
+        life(l.valid, received),
+        l.ia.as_str(),
+        l.iaid
     );
 }
 
@@ -386,19 +415,15 @@ fn print_text(cfg: &RequestorConfig, args: &QueryArgs, o: &QueryOutcome, total: 
     );
 }
 
-fn binding_json(b: &Binding) -> Value {
-    let leases: Vec<Value> = b
-        .leases
+fn binding_json(b: &ClientReply) -> Value {
+    let leases: Vec<Value> = leases(b)
         .iter()
         .map(|l| {
-            let (kind, what) = match l.leased {
-                Leased::Address(a) => ("address", a.to_string()),
-                Leased::Prefix(p) => ("prefix", p.to_string()),
-            };
+            let (kind, what) = lease_kind(l);
             json!({
                 "type": kind,
                 kind: what,
-                "ia": l.ia.map(|(t, id)| json!({"type": t, "iaid": id})),
+                "ia": {"type": l.ia.as_str(), "iaid": l.iaid},
                 "preferred": l.preferred,
                 "valid": l.valid,
                 "preferred_remaining": remaining(l.preferred, b.received),
@@ -407,19 +432,23 @@ fn binding_json(b: &Binding) -> Value {
         })
         .collect();
     json!({
-        "client_duid": hexs(&b.client_duid),
+        "client_duid": hexs(&b.client_duid()),
         "link": b.link.to_string(),
-        "clt_time": b.clt_time,
-        "clt_time_plausible": b.last_transaction().is_some(),
+        "clt_time": b.clt_time(),
+        "clt_time_absolute": clt_is_absolute(b.clt_time()),
         "server": b.server.to_string(),
         "server_duid": hexs(&b.server_duid),
         "leases": leases,
-        "relay_data": b.relay_data.as_ref().map(|r| json!({
-            "peer": r.peer.to_string(),
-            "link_address": r.relay.link_address.to_string(),
-            "peer_address": r.relay.peer_address.to_string(),
-            "interface_id": r.relay.options.interface_id().map(hexs),
-        })),
+        "relay_data": b.relay_data().map(|r| {
+            let place = relay_placement(r);
+            json!({
+                "top_level": b.data.relay_data().is_none(),
+                "peer": r.peer_address.to_string(),
+                "link_address": place.link_address.map(|a| a.to_string()),
+                "next_hop": place.peer_address.map(|a| a.to_string()),
+                "interface_id": r.relay.options.interface_id().map(hexs),
+            })
+        }),
     })
 }
 
@@ -448,7 +477,7 @@ fn to_json(cfg: &RequestorConfig, o: &QueryOutcome, total: Duration) -> Value {
                 ),
                 Answer::Status { code, message } => (
                     "status",
-                    json!({"status": {"code": code, "name": status_name(*code), "message": message}}),
+                    json!({"status": {"code": code.0, "name": status_name(*code), "message": message}}),
                 ),
                 Answer::NoAnswer => ("no_answer", json!({})),
             };

@@ -80,6 +80,15 @@ pub(crate) struct Link {
     pub(crate) subscriber_prefixes: Vec<String>,
     #[serde(default = "yes")]
     pub(crate) trigger: bool,
+    #[serde(default = "default_delegated_length")]
+    pub(crate) delegated_length: [u8; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) interface_id: Option<String>,
+}
+
+fn default_delegated_length() -> [u8; 2] {
+    let (min, max) = crate::admission::DEFAULT_DELEGATED_LENGTH;
+    [min, max]
 }
 
 fn yes() -> bool {
@@ -104,6 +113,8 @@ pub(crate) struct Requestor {
     pub(crate) timeout_secs: u64,
     pub(crate) max_timeout_secs: u64,
     pub(crate) attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) source_address: Option<String>,
 }
 
 impl Default for Requestor {
@@ -113,6 +124,7 @@ impl Default for Requestor {
             timeout_secs: 1,
             max_timeout_secs: 10,
             attempts: 5,
+            source_address: None,
         }
     }
 }
@@ -203,6 +215,8 @@ impl Default for Routes {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Snoop {
     pub(crate) interfaces: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) trusted_sources: Vec<String>,
 }
 
 /// `[trigger]`: unknown-source detection (nftables `log group N` read over NFLOG).

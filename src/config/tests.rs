@@ -150,6 +150,16 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "failover",
     ),
     (
+        "[requestor]\nsource_address = \"10.0.0.1\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.source_address",
+        "not an IPv6 address",
+    ),
+    (
+        "[requestor]\nsource_address = \"::\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "requestor.source_address",
+        "cannot be a source address",
+    ),
+    (
         "[limits]\nglobal_qps = 10\nper_link_qps = 20\n[[servers]]\naddress = \"2001:db8::1\"\n",
         "limits.per_link_qps",
         "above limits.global_qps",

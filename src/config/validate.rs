@@ -257,12 +257,26 @@ fn requestor(f: &file::Requestor) -> Result<(ServerPolicy, RequestorSection)> {
         ));
     }
     let attempts = range("requestor.attempts", f.attempts, 1, 10)? as u8;
+    let source_address = match &f.source_address {
+        None => None,
+        Some(s) => {
+            let a = ipv6("requestor.source_address", s)?;
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(invalid(
+                    "requestor.source_address",
+                    format!("{a} cannot be a source address (unset it to let the kernel choose)"),
+                ));
+            }
+            Some(a)
+        }
+    };
     Ok((
         policy,
         RequestorSection {
             timeout,
             max_timeout,
             attempts,
+            source_address,
         },
     ))
 }
@@ -381,7 +395,22 @@ fn snoop(f: &file::Snoop) -> Result<SnoopSection> {
         }
         interfaces.push(name);
     }
-    Ok(SnoopSection { interfaces })
+    let mut trusted_sources = Vec::new();
+    for (i, a) in f.trusted_sources.iter().enumerate() {
+        let key = format!("snoop.trusted_sources[{i}]");
+        let a = ipv6(&key, a)?;
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(invalid(
+                key,
+                "must be a unicast address of a relay or server",
+            ));
+        }
+        trusted_sources.push(a);
+    }
+    Ok(SnoopSection {
+        interfaces,
+        trusted_sources,
+    })
 }
 
 fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
@@ -423,8 +452,33 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
                 "must be a unicast address of the link (RFC 5007 section 4.1.2.1)",
             ));
         }
-        if let Some(j) = out.iter().position(|o| o.link_address == link_address) {
-            return Err(invalid(key, format!("same link_address as links[{j}]")));
+        let interface_id = match &l.interface_id {
+            Some(s) => Some(interface_id(&format!("links[{i}].interface_id"), s)?),
+            None => None,
+        };
+        // Links may share a link-address (unnumbered subscriber VLANs) when the relay's
+        // Interface-Id tells them apart: each needs its own, or one of them none (the fallback).
+        if let Some(j) = out.iter().position(|o| {
+            o.link_address == link_address
+                && (o.interface_id == interface_id
+                    || o.interface_id.is_none() && interface_id.is_none())
+        }) {
+            return Err(invalid(
+                key,
+                format!(
+                    "same link_address as links[{j}]; links sharing one need distinct interface_id"
+                ),
+            ));
+        }
+        let [dmin, dmax] = l.delegated_length;
+        if dmin < crate::admission::SHORTEST_DELEGATED_LENGTH || dmin > dmax || dmax > 128 {
+            return Err(invalid(
+                format!("links[{i}].delegated_length"),
+                format!(
+                    "[min, max] with {} <= min <= max <= 128",
+                    crate::admission::SHORTEST_DELEGATED_LENGTH
+                ),
+            ));
         }
         if l.subscriber_prefixes.len() > MAX_PREFIXES_PER_LINK {
             return Err(invalid(
@@ -454,6 +508,8 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
             link_address,
             subscriber_prefixes,
             trigger: l.trigger,
+            delegated_length: (dmin, dmax),
+            interface_id,
         });
     }
     Ok(out)
@@ -511,6 +567,7 @@ pub(super) fn to_file(c: &Config) -> File {
             timeout_secs: c.requestor.timeout.as_secs(),
             max_timeout_secs: c.requestor.max_timeout.as_secs(),
             attempts: c.requestor.attempts.into(),
+            source_address: c.requestor.source_address.map(|a| a.to_string()),
         },
         limits: file::Limits {
             global_qps: c.limits.global_qps.into(),
@@ -550,6 +607,12 @@ pub(super) fn to_file(c: &Config) -> File {
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),
+            trusted_sources: c
+                .snoop
+                .trusted_sources
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         },
         trigger: file::Trigger {
             enabled: c.trigger.enabled,
@@ -591,7 +654,30 @@ pub(super) fn to_file(c: &Config) -> File {
                     .map(|p| p.to_string())
                     .collect(),
                 trigger: l.trigger,
+                delegated_length: [l.delegated_length.0, l.delegated_length.1],
+                interface_id: l.interface_id.as_ref().map(|id| interface_id_text(id)),
             })
             .collect(),
     }
+}
+
+/// An Interface-Id as the operator writes it: its text when it is printable ASCII (ISC
+/// dhcrelay sends the interface name), else `hex:` and its bytes.
+fn interface_id_text(id: &[u8]) -> String {
+    if !id.is_empty() && id.iter().all(|b| b.is_ascii_graphic()) && !id.starts_with(b"hex:") {
+        String::from_utf8_lossy(id).into_owned()
+    } else {
+        format!("hex:{}", hex::encode(id))
+    }
+}
+
+fn interface_id(key: &str, s: &str) -> Result<Vec<u8>> {
+    let id = match s.strip_prefix("hex:") {
+        Some(h) => hex_bytes(key, h, (1, 128))?,
+        None => s.as_bytes().to_vec(),
+    };
+    if id.is_empty() || id.len() > 128 {
+        return Err(invalid(key, "1 to 128 bytes (text, or hex:... for binary)"));
+    }
+    Ok(id)
 }

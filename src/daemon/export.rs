@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
 
+use crate::admission::Admission;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
 use crate::cache::{BindingStore, IaType, LeaseKey};
@@ -21,6 +22,7 @@ use crate::metrics::{
     TriggerOutcome, names,
 };
 use crate::requestor::{DropReason, RequestorStats};
+use crate::snoop::classify::ClassifyCounter;
 use crate::snoop::shell::SnoopStats;
 use crate::snoop::trigger::{TriggerCounter, TriggerStats};
 
@@ -48,6 +50,7 @@ impl Deltas {
 pub struct Sources {
     pub installer: Arc<InstallerStats>,
     pub store: Arc<BindingStore>,
+    pub admission: Arc<Admission>,
     pub snoop: Option<SnoopStats>,
     pub bulk: Arc<BulkStats>,
     pub on_demand: Arc<OnDemandStats>,
@@ -62,8 +65,41 @@ pub struct Sources {
     pub servers: HashMap<Ipv6Addr, String>,
 }
 
+/// `lqagent_admission_rejected_total{source,reason}`: what admission refused, and the snooped
+/// messages refused for where they came from (source `snoop`, reason the classifier's label).
+fn register_admission(m: &Metrics, s: &Sources) {
+    let admission = s.admission.clone();
+    let classify = s.snoop.as_ref().map(|sn| sn.classify.clone());
+    m.register_stats2(
+        names::ADMISSION_REJECTED,
+        "Bindings and snooped messages refused at the trust boundary, by source and reason",
+        ("source", "reason"),
+        move || {
+            let mut rows = admission.stats().snapshot();
+            if let Some(c) = &classify {
+                let c = c.lock().unwrap_or_else(|e| e.into_inner());
+                for k in ClassifyCounter::ALL.iter().filter(|k| k.is_untrusted()) {
+                    let n = c.get(*k);
+                    if n > 0 {
+                        rows.push(("snoop", k.as_str(), n));
+                    }
+                }
+            }
+            rows
+        },
+    );
+    let store = s.store.clone();
+    m.register_stats(
+        names::BINDING_MOVES,
+        "Addresses and prefixes that changed hands to another client or link, by source",
+        "source",
+        move || store.stats().moves(),
+    );
+}
+
 /// Register everything in `m`.
 pub fn register(m: &Metrics, s: Sources) {
+    register_admission(m, &s);
     s.bulk.register(m);
     s.control.register(m);
     let od = s.on_demand.clone();

@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 
 use signals::{Running, poll_requestor_stats};
 
+use crate::admission::{Admission, OwnAddresses};
 use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
 use crate::cache::persist::{self, PersistConfig, StateWriter};
@@ -50,9 +51,9 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
-use crate::requestor::udp::{self, UdpConfig};
+use crate::requestor::udp;
 use crate::snoop::capture::CaptureConfig;
-use crate::snoop::classify::ClassifyConfig;
+use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
 use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
 use crate::wire::Duid;
 
@@ -138,18 +139,31 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     }
     let control_socket = ControlSocket::bind(&cfg.control.socket)?;
 
-    // The state file: leases as they were, expired ones dropped.
+    // Routes: the installer learns the interfaces and the box's own addresses first (the
+    // snooper and admission need them), then reconciles the kernel against the loaded cache.
     let clock = AgentClock::new();
-    let loaded = match persist::load(&cfg.state_dir, clock.now()) {
+    let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
+    let own = Arc::new(OwnAddresses::default());
+    installer.publish_addresses(own.clone());
+    let admission = Arc::new(Admission::from_config(&cfg, own.clone()));
+
+    // The state file: leases as they were, expired ones dropped, and each one admitted again
+    // (the configuration may have changed since it was written).
+    let mut loaded = match persist::load(&cfg.state_dir, clock.now()) {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
             persist::Loaded::default()
         }
     };
+    let before = loaded.leases.len();
+    loaded
+        .leases
+        .retain_mut(|(k, l)| admission.admit_restored(k, l).is_ok());
     info!(
         leases = loaded.leases.len(),
         expired = loaded.expired,
+        refused = before - loaded.leases.len(),
         "state file loaded"
     );
     let writer = StateWriter::start(
@@ -158,14 +172,12 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         loaded.generation,
     )?;
 
-    // Routes: the installer reconciles the kernel against the loaded cache first.
     let mapper = routes::RouteMapper::new(
         cfg.links
             .iter()
             .map(|l| (l.link_address, l.interface.clone())),
         cfg.routes.mirror_expiry.then_some(clock),
     );
-    let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
     let installer_stats = installer.stats();
     let specs = loaded
         .leases
@@ -204,12 +216,13 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 
     // The cache, its change stream feeding the route task.
     let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
-    let (cache, changes, cache_task) = cache_task::spawn(
+    let (cache, changes, cache_task) = cache_task::spawn_admitted(
         store.clone(),
         clock,
         Some(writer.handle()),
         CacheTaskConfig::default(),
         loaded.leases,
+        Some(admission.clone()),
     );
     tokio::spawn(routes::feed(
         mapper,
@@ -225,7 +238,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .or_else(|_| udp::system_duid(None))
             .map_err(DaemonError::Duid)?,
     };
-    let udp_cfg = UdpConfig::default();
+    let udp_cfg = setup::udp_config(&cfg);
     let (requestor, _requestor_task) =
         udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .await
@@ -316,12 +329,22 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             interfaces: cfg.snoop.interfaces.clone(),
             ..CaptureConfig::default()
         };
+        let trust = SnoopTrust {
+            servers: cfg
+                .servers
+                .iter()
+                .map(|s| s.address)
+                .chain(cfg.snoop.trusted_sources.iter().copied())
+                .collect(),
+            own: own.clone(),
+        };
         let stats = crate::snoop::shell::spawn(
             &capture,
             ClassifyConfig {
                 srsn_option: cfg.leasequery.srsn_option,
                 ..ClassifyConfig::default()
             },
+            trust,
             clock,
             cache.clone(),
             &mut intake,
@@ -341,6 +364,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         export::Sources {
             installer: installer_stats,
             store: store.clone(),
+            admission: admission.clone(),
             snoop,
             bulk: bulk_stats,
             on_demand: on_demand.stats().clone(),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cache::from_wire::{ClientDataContext, observation_from_binding};
+use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
 use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
 use crate::metrics::{
@@ -197,8 +197,11 @@ impl Lookup {
                 srsn: None,
                 arrival: self.clock.at_std(b.received),
             };
-            match observation_from_binding(b, &ctx) {
-                Ok(obs) => {
+            match observation_from_reply(&b.data, b.top_relay_data.as_ref(), b.top_base_time, &ctx)
+            {
+                Ok(mut obs) => {
+                    // Admission drops an answer that does not cover what was asked (rule A6).
+                    obs.query_address = Some(s.source);
                     if self.cache.observe(obs).await.is_err() {
                         break;
                     }

@@ -1,12 +1,13 @@
 //! From the operator's [`Config`] to each module's own settings (`...Config` structs). Pure:
 //! the daemon calls these at start and, for what may change live, on reload.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV6};
 
 use crate::cache::CacheConfig;
 use crate::config::{Config, ServerPolicy};
 use crate::kernel::{InstallerConfig, LinkMapping};
 use crate::prefix::Ipv6Prefix;
+use crate::requestor::udp::UdpConfig;
 use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
 use crate::wire::SERVER_PORT;
 
@@ -36,6 +37,21 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
         link_rate,
         ..RequestorConfig::default()
     }
+}
+
+/// The requestor socket: port 546 (ISC dhcpd replies there whatever port the query came from),
+/// on `requestor.source_address` when set — servers authorize requesters by address, and Kea
+/// answers nothing at all to one it does not list.
+pub fn udp_config(cfg: &Config) -> UdpConfig {
+    let mut udp = UdpConfig {
+        // Servers sit upstream: a reply arriving on a subscriber link is a forgery.
+        refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
+        ..UdpConfig::default()
+    };
+    if let Some(src) = cfg.requestor.source_address {
+        udp.bind = SocketAddr::V6(SocketAddrV6::new(src, udp.bind.port(), 0, 0));
+    }
+    udp
 }
 
 /// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
@@ -122,5 +138,26 @@ mod tests {
         assert_eq!(i.links.len(), cfg.links.len());
         assert_eq!(i.links[0].interface, cfg.links[0].interface);
         assert_eq!(i.links[0].link.len(), 128);
+    }
+
+    #[test]
+    fn source_address_is_where_the_requestor_socket_binds() {
+        let base = "[[servers]]\naddress = \"2001:db8::1\"\n";
+        let cfg = Config::parse(base).unwrap();
+        assert_eq!(cfg.requestor.source_address, None);
+        assert_eq!(udp_config(&cfg).bind, "[::]:546".parse().unwrap());
+        let cfg = Config::parse(&format!(
+            "[requestor]\nsource_address = \"2001:db8:5::7\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(
+            udp_config(&cfg).bind,
+            "[2001:db8:5::7]:546".parse().unwrap()
+        );
+        let bulk = crate::bulk::settings::from_config(&cfg, crate::wire::Duid::parse(&[0, 1]));
+        assert_eq!(
+            bulk.bulk.source_address,
+            Some("2001:db8:5::7".parse().unwrap())
+        );
     }
 }

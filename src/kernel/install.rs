@@ -31,6 +31,7 @@ use super::netlink;
 use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, RoutePlan};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, KernelError, RouteChange, RouteSpec};
+use crate::admission::OwnAddresses;
 use crate::prefix::Ipv6Prefix;
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
@@ -63,6 +64,9 @@ pub struct Installer {
     retry: HashMap<Ipv6Prefix, Retry>,
     pub(super) stats: Arc<InstallerStats>,
     resync_needed: bool,
+    /// Where the box's addresses are published for the snooper and admission (they follow
+    /// every address dump and notification this installer sees).
+    own: Option<Arc<OwnAddresses>>,
 }
 
 impl Drop for Installer {
@@ -99,9 +103,16 @@ impl Installer {
             retry: HashMap::new(),
             stats: Arc::new(InstallerStats::default()),
             resync_needed: false,
+            own: None,
         };
         me.refresh_links().await?;
         Ok(me)
+    }
+
+    /// Keep `own` equal to the box's IPv6 addresses from now on.
+    pub fn publish_addresses(&mut self, own: Arc<OwnAddresses>) {
+        own.replace(self.links.addresses().collect());
+        self.own = Some(own);
     }
 
     pub fn config(&self) -> &InstallerConfig {
@@ -327,6 +338,9 @@ impl Installer {
     /// device, and on admin down): forget them and re-plan (parking them until the link is
     /// usable again); retry parked routes.
     async fn links_changed(&mut self) -> Result<(), KernelError> {
+        if let Some(own) = &self.own {
+            own.replace(self.links.addresses().collect());
+        }
         let vanished: Vec<Ipv6Prefix> = self
             .installed
             .iter()

@@ -70,6 +70,11 @@ impl LinkTable {
         self.addrs.retain(|(i, _, _)| *i != index);
     }
 
+    /// Every IPv6 address on any interface (the box's own addresses).
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.addrs.iter().map(|(_, a, _)| *a)
+    }
+
     pub fn add_addr(&mut self, index: u32, addr: Ipv6Addr, len: u8) {
         if !self.addrs.contains(&(index, addr, len)) {
             self.addrs.push((index, addr, len.min(128)));

@@ -8,10 +8,20 @@
 //!
 //! ```text
 //!  submit(q) ─► dedup join? ─► negative cache? ─► pending bound? ─► rate limits? ─► exchange(s)
-//!  failover:  server 1 ──(no answer | NotAllowed | NotConfigured | UnknownQueryType)──► server 2 ...
+//!  failover:  server 1 ──(no binding | no answer | NotAllowed | NotConfigured |
+//!                          UnknownQueryType)──► server 2 ...   (a binding ends the search)
 //!  parallel:  every server at once, every answer collected
 //!  a reply with OPTION_LQ_CLIENT_LINK ─► one follow-up exchange per listed link, same server
-//!  all exchanges of a query done ─► QueryOutcome (answers + verdict); "no binding" is cached
+//!  all exchanges of a query done ─► QueryOutcome (answers + verdict)
+//!  verdict without a binding (no binding | error | no answer) ─► negative cache, backing off
+//! ```
+//!
+//! Failover asks on after "no binding" because servers with split pools hold disjoint bindings:
+//! "no binding" is an answer about one server, and the verdict is negative only when no server
+//! asked had the binding. A CLIENT_DATA without CLT_TIME is discarded (RFC 5007 §4.3.3) and ends
+//! its exchange as "no binding" from that server: retransmitting would get the same answer.
+//!
+//! ```text
 //! ```
 //!
 //! Invariants: no two live exchanges share a transaction id; the pending table never holds more
@@ -28,9 +38,10 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, Binding, DropReason, Policy, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig,
-    RequestorStats, ServerAnswer, Verdict,
+    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, Rate, RefuseReason,
+    RequestorConfig, RequestorStats, ServerAnswer, Verdict,
 };
+use crate::wire::StatusCode;
 
 /// RFC 8415 §8: the transaction id is 24 bits.
 const XID_MASK: u32 = 0x00ff_ffff;
@@ -48,8 +59,9 @@ pub enum Submit {
     Started(QueryId),
     /// An equal query was already in flight; its outcome (same id) answers this one too.
     Joined(QueryId),
-    /// The negative cache knows this lookup found no binding a short while ago.
-    Unbound,
+    /// The negative cache knows this lookup ended without a binding a short while ago (the
+    /// verdict it ended with: no binding, error or no answer).
+    Negative(Verdict),
     /// Not sent, and counted.
     Refused(RefuseReason),
 }
@@ -105,7 +117,7 @@ pub struct Requestor {
     recent_set: HashSet<u32>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    negative: NegativeCache<Query>,
+    negative: NegativeCache<Query, Verdict>,
     global: Option<TokenBucket>,
     links: Option<LinkBuckets>,
     stats: RequestorStats,
@@ -119,7 +131,11 @@ impl Requestor {
         let global = cfg.global_rate.map(|r| TokenBucket::new(r, now));
         let links = cfg.link_rate.map(|r| LinkBuckets::new(r, cfg.max_links));
         Requestor {
-            negative: NegativeCache::new(cfg.negative_ttl, cfg.negative_capacity),
+            negative: NegativeCache::new(
+                cfg.negative_ttl,
+                cfg.negative_max_factor,
+                cfg.negative_capacity,
+            ),
             cfg,
             rng,
             next_id: 0,
@@ -153,6 +169,17 @@ impl Requestor {
         &self.stats
     }
 
+    /// The shell dropped a datagram before the core saw it (e.g. it arrived on a
+    /// subscriber-facing interface).
+    pub fn drop_datagram(&mut self, reason: DropReason) {
+        self.stats.drop(reason);
+    }
+
+    /// How many failures in a row the negative cache remembers for `query` (0: none).
+    pub fn negative_strikes(&self, query: &Query, now: Instant) -> u32 {
+        self.negative.strikes(query, now)
+    }
+
     /// The shell could not send a datagram (counted; retransmission covers it).
     pub fn note_send_error(&mut self) {
         self.stats.send_errors += 1;
@@ -169,9 +196,9 @@ impl Requestor {
             self.stats.deduplicated += 1;
             return Submit::Joined(*id);
         }
-        if self.negative.contains(&query, now) {
+        if let Some(v) = self.negative.get(&query, now) {
             self.stats.negative_hits += 1;
-            return Submit::Unbound;
+            return Submit::Negative(v);
         }
         if let Err(r) = self.admit(now, &query) {
             self.stats.refuse(r);
@@ -366,25 +393,26 @@ impl Requestor {
             Some(_) => {}
         }
         let answer = match reply.status {
-            Some((code, message)) if code != 0 => Answer::Status { code, message },
+            Some((code, message)) if code != StatusCode::SUCCESS => {
+                Answer::Status { code, message }
+            }
             _ => match (reply.client_data, reply.client_links) {
-                (Some(cd), _) => {
-                    // RFC 5007 §4.3.3: CLIENT_DATA without CLT_TIME is discarded. We drop the
-                    // whole reply (and keep waiting) rather than call it "no binding".
-                    let Some(clt_time) = cd.clt_time else {
-                        return Err(DropReason::NoCltTime);
-                    };
-                    Answer::Bound(Binding {
-                        client_duid: cd.client_duid.unwrap_or_default(),
-                        link: x.link,
-                        leases: cd.leases,
-                        clt_time,
-                        server_duid: server_duid.clone(),
-                        server: src,
-                        relay_data: cd.relay_data,
-                        received: now,
-                    })
+                // RFC 5007 §4.3.3: a CLIENT_DATA without CLT_TIME is discarded (counted). What
+                // is left is a Success without client data: this server's "no binding", and
+                // the exchange ends — the server would answer a retransmission the same way.
+                (Some(cd), _) if cd.clt_time().is_none() => {
+                    self.stats.drop(DropReason::NoCltTime);
+                    Answer::NoBinding
                 }
+                (Some(data), _) => Answer::Bound(Box::new(ClientReply {
+                    data,
+                    top_relay_data: reply.relay_data,
+                    top_base_time: reply.base_time,
+                    link: x.link,
+                    server_duid: server_duid.clone(),
+                    server: src,
+                    received: now,
+                })),
                 (None, Some(links)) if !links.is_empty() => Answer::ClientLinks(links),
                 (None, _) => Answer::NoBinding,
             },
@@ -437,14 +465,16 @@ impl Requestor {
                 self.stats.client_links_dropped += (links.len() - take) as u64;
                 followups.extend_from_slice(&links[..take]);
             }
-            Answer::Status { code, .. } => match *code {
-                // RFC 5007 §4.3.3: another server may know (failover only).
-                7 | 9 | 10 => failover = !x.followup,
-                // MalformedQuery: change the query; asking elsewhere will not help.
-                8 => p.stop = true,
-                _ => {}
-            },
-            Answer::NoAnswer => failover = !x.followup,
+            Answer::Status { code, .. } => {
+                if failover_status(*code) {
+                    failover = !x.followup;
+                } else if *code == StatusCode::MALFORMED_QUERY {
+                    // Change the query; asking elsewhere will not help.
+                    p.stop = true;
+                }
+            }
+            // Another server may hold it (split pools), or answer at all.
+            Answer::NoBinding | Answer::NoAnswer => failover = !x.followup,
             _ => {}
         }
         p.answers.push(ServerAnswer {
@@ -472,8 +502,11 @@ impl Requestor {
         };
         self.by_query.remove(&p.query);
         let verdict = verdict(&p.answers);
-        if verdict == Verdict::NoBinding {
-            self.negative.insert(p.query.clone(), now);
+        if verdict == Verdict::Bound {
+            self.negative.remove(&p.query);
+        } else {
+            self.negative.record(p.query.clone(), verdict, now);
+            self.stats.negative_evicted = self.negative.evicted();
         }
         self.stats.verdict(verdict);
         self.events.push_back(Event {
@@ -485,6 +518,13 @@ impl Requestor {
             },
         });
     }
+}
+
+/// RFC 5007 §4.3.3: statuses after which another server may help.
+fn failover_status(code: StatusCode) -> bool {
+    code == StatusCode::UNKNOWN_QUERY_TYPE
+        || code == StatusCode::NOT_CONFIGURED
+        || code == StatusCode::NOT_ALLOWED
 }
 
 /// Strongest answer wins: a binding, then "no binding", then an error status, then silence.

@@ -1,6 +1,7 @@
 //! Scripts for the sans-IO requestor in virtual time (style.md habit 7): "t=0 query to A;
 //! t≈1 s retransmit; reply; expect binding". The clock is an `Instant` we advance by hand.
 
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -245,25 +246,20 @@ fn reply_after_retransmit_binds() {
     assert_eq!(a.elapsed, Duration::from_millis(1500));
     assert_eq!(a.server_duid.as_deref(), Some(&server_duid(1)[..]));
     let b = only(ev.outcome.bindings().cloned().collect());
-    assert_eq!(b.client_duid, CLIENT_DUID);
-    assert_eq!(b.clt_time, 7);
+    assert_eq!(b.client_duid(), CLIENT_DUID);
+    assert_eq!(b.clt_time(), 7);
     assert_eq!(b.server, server(1));
     assert_eq!(b.server_duid, server_duid(1));
     assert_eq!(b.received, s.now);
-    assert_eq!(
-        b.leases,
-        vec![Lease {
-            ia: None,
-            leased: Leased::Address(addr("2001:db8::10")),
-            preferred: 3000,
-            valid: 4000
-        }]
-    );
+    let DhcpOption::ClientData(sent) = client_data("2001:db8::10", Some(7)) else {
+        unreachable!()
+    };
+    assert_eq!(b.data, sent, "the wire's CLIENT_DATA, untouched");
     assert_eq!(s.r.poll_timeout(), None, "no timer left once answered");
 }
 
 #[test]
-fn binding_carries_prefixes_ia_wrapped_leases_and_relay_data() {
+fn binding_is_the_client_data_as_sent_with_its_relay_data() {
     let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
     s.submit(Query::by_client_id(CLIENT_DUID.to_vec()).with_relay_data(true));
     let (_, m) = only(s.sent());
@@ -293,26 +289,29 @@ fn binding_carries_prefixes_ia_wrapped_leases_and_relay_data() {
         })));
     s.deliver(
         server(1),
-        &reply(m.transaction_id, 1, vec![DhcpOption::ClientData(cd)]),
+        &reply(
+            m.transaction_id,
+            1,
+            vec![DhcpOption::ClientData(cd.clone())],
+        ),
     );
     let ev = only(s.events());
     let b = only(ev.outcome.bindings().cloned().collect());
-    assert_eq!(b.leases.len(), 2);
-    assert!(b.leases.contains(&Lease {
-        ia: None,
-        leased: Leased::Prefix("2001:db8:100::/56".parse().unwrap()),
-        preferred: 100,
-        valid: 200
-    }));
-    assert!(b.leases.contains(&Lease {
-        ia: Some((IaType::Na, 77)),
-        leased: Leased::Address(addr("2001:db8::77")),
-        preferred: 5,
-        valid: 6
-    }));
-    let rd = b.relay_data.unwrap();
-    assert_eq!(rd.peer, addr("2001:db8:1::1"));
+    assert_eq!(b.data, cd);
+    assert_eq!(b.top_relay_data, None);
+    let rd = b.relay_data().unwrap();
+    assert_eq!(rd.peer_address, addr("2001:db8:1::1"));
     assert_eq!(rd.relay, relay);
+    // The leases as the cache's one conversion reads them, IA-wrapped ones with their IAID.
+    let leases = crate::cache::from_wire::observed_leases(&b.data).unwrap();
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().any(|l| l.ia == crate::cache::IaType::Na
+        && l.iaid == 77
+        && l.key == crate::cache::LeaseKey::Address(addr("2001:db8::77"))
+        && (l.preferred, l.valid) == (5, 6)));
+    assert!(leases.iter().any(|l| l.ia == crate::cache::IaType::Pd
+        && l.key == crate::cache::LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
+        && (l.preferred, l.valid) == (100, 200)));
 }
 
 #[test]
@@ -372,8 +371,12 @@ fn failover_in_order_on_silence_and_on_each_retryable_status() {
         .map(|a| (a.server, &a.answer))
         .collect();
     assert!(matches!(kinds[0], (a, Answer::NoAnswer) if a == server(1)));
-    assert!(matches!(kinds[1], (a, Answer::Status { code: 9, .. }) if a == server(2)));
-    assert!(matches!(kinds[2], (a, Answer::Status { code: 10, .. }) if a == server(3)));
+    assert!(
+        matches!(kinds[1], (a, Answer::Status { code: StatusCode::NOT_CONFIGURED, .. }) if a == server(2))
+    );
+    assert!(
+        matches!(kinds[2], (a, Answer::Status { code: StatusCode::NOT_ALLOWED, .. }) if a == server(3))
+    );
     assert!(matches!(kinds[3], (a, Answer::Bound(_)) if a == server(4)));
 }
 
@@ -382,7 +385,8 @@ fn failover_in_order_on_silence_and_on_each_retryable_status() {
 #[test]
 fn each_status_code_handling() {
     let table: &[(StatusCode, bool, Verdict)] = &[
-        (StatusCode::SUCCESS, false, Verdict::NoBinding),
+        // Success without CLIENT_DATA: "no binding" from this server; the next may hold it.
+        (StatusCode::SUCCESS, true, Verdict::NoBinding),
         (StatusCode::UNSPEC_FAIL, false, Verdict::Error),
         (StatusCode::NO_BINDING, false, Verdict::Error),
         (StatusCode::UNKNOWN_QUERY_TYPE, true, Verdict::Error),
@@ -407,7 +411,7 @@ fn each_status_code_handling() {
         if *code != StatusCode::SUCCESS {
             assert!(matches!(
                 ev.outcome.answers[0].answer,
-                Answer::Status { code: c, ref message } if c == code.0 && message == "from the script"
+                Answer::Status { code: c, ref message } if c == *code && message == "from the script"
             ));
         }
     }
@@ -503,7 +507,7 @@ fn client_link_triggers_one_follow_up_per_link_and_combines() {
     );
     let ev = only(s.events());
     assert_eq!(ev.outcome.verdict, Verdict::Bound);
-    let bs: Vec<&Binding> = ev.outcome.bindings().collect();
+    let bs: Vec<&ClientReply> = ev.outcome.bindings().collect();
     assert_eq!(bs.len(), 2);
     assert_eq!(bs[0].link, links[0]);
     assert_eq!(bs[1].link, links[1]);
@@ -550,11 +554,6 @@ fn validation_drops_and_counts_every_bad_reply() {
         }
     }
     s.deliver(server(1), &foreign);
-    // CLIENT_DATA without CLT_TIME.
-    s.deliver(
-        server(1),
-        &reply(xid, 1, vec![client_data("2001:db8::10", None)]),
-    );
     // Not a reply: a LEASEQUERY, and a REPLY (7).
     let mut lq = good();
     lq.msg_type = MessageType::LEASEQUERY;
@@ -572,7 +571,6 @@ fn validation_drops_and_counts_every_bad_reply() {
     assert_eq!(st.dropped(DropReason::NoServerId), 1);
     assert_eq!(st.dropped(DropReason::NoClientId), 1);
     assert_eq!(st.dropped(DropReason::ForeignClientId), 1);
-    assert_eq!(st.dropped(DropReason::NoCltTime), 1);
     assert_eq!(st.dropped(DropReason::LeasequeryReceived), 1);
     assert_eq!(st.dropped(DropReason::NotReply), 1);
     assert_eq!(st.dropped(DropReason::Malformed), 2);
@@ -584,7 +582,7 @@ fn validation_drops_and_counts_every_bad_reply() {
     // The same reply again (a duplicate) is recognised as such.
     s.deliver(server(1), &good());
     assert_eq!(s.r.stats().dropped(DropReason::Duplicate), 1);
-    assert_eq!(s.r.stats().dropped_total(), 12);
+    assert_eq!(s.r.stats().dropped_total(), 11);
 }
 
 #[test]
@@ -619,33 +617,341 @@ fn equal_queries_in_flight_share_one_transaction() {
     assert_eq!(s.r.pending(), 2);
 }
 
-#[test]
-fn negative_cache_answers_until_ttl() {
-    let mut c = cfg(&[server(1)], Policy::Failover);
-    c.negative_ttl = Duration::from_secs(30);
+/// One step of a failover / negative-cache script in virtual time.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    /// The clock moves to this many seconds after the start.
+    At(f64),
+    /// Submit the script's query; `Some(v)`: answered by the negative cache with verdict `v`.
+    Ask(Option<Verdict>),
+    /// Server n answers its live exchange.
+    Says(u16, Said),
+    /// Server n never answers: its exchange's one transmission times out.
+    Silent(u16),
+    /// The last step sent exactly one datagram, to server n.
+    Asks(u16),
+    /// The last step sent nothing.
+    AsksNobody,
+    /// The query ended with this verdict.
+    Done(Verdict),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    NoBinding,
+    Bound,
+    Status(StatusCode),
+    /// A CLIENT_DATA without CLT_TIME.
+    NoCltTime,
+}
+
+/// Run `script` against `servers` servers in failover order (negative TTL 10 s, at most 4×;
+/// one transmission per exchange, so silence costs about 1 s).
+fn run_script(name: &str, servers: u16, script: &[Act]) -> Requestor {
+    let list: Vec<SocketAddr> = (1..=servers).map(server).collect();
+    let mut c = cfg(&list, Policy::Failover);
+    c.negative_ttl = Duration::from_secs(10);
+    c.negative_max_factor = 4;
+    c.retransmit.mrc = 1;
     let mut s = Script::new(c);
-    let q = Query::by_address(addr("2001:db8::99"));
-    s.submit(q.clone());
-    let (_, m) = only(s.sent());
-    s.deliver(server(1), &reply(m.transaction_id, 1, vec![]));
-    assert_eq!(only(s.events()).outcome.verdict, Verdict::NoBinding);
-    s.at(29.9);
-    assert_eq!(s.submit(q.clone()), Submit::Unbound);
-    assert!(s.sent().is_empty(), "answered without asking");
-    assert_eq!(s.r.stats().negative_hits, 1);
-    s.at(30.0);
-    assert!(matches!(s.submit(q.clone()), Submit::Started(_)), "expired");
-    assert_eq!(s.sent().len(), 1);
-    // Errors and silence are not cached.
-    let q2 = Query::by_address(addr("2001:db8::98"));
-    s.submit(q2.clone());
-    let (_, m) = only(s.sent());
-    s.deliver(
-        server(1),
-        &reply(m.transaction_id, 1, vec![status(StatusCode::UNSPEC_FAIL)]),
+    let q = Query::by_address(addr("2001:db8::77"));
+    let mut live: HashMap<SocketAddr, u32> = HashMap::new();
+    let mut last: Vec<SocketAddr> = Vec::new();
+    for (i, act) in script.iter().enumerate() {
+        let at = format!("{name}, step {i} {act:?}");
+        let mut step_sent = true;
+        match *act {
+            Act::At(t) => s.at(t),
+            Act::Ask(cached) => {
+                let got = s.submit(q.clone());
+                match cached {
+                    Some(v) => assert_eq!(got, Submit::Negative(v), "{at}"),
+                    None => assert!(matches!(got, Submit::Started(_)), "{at}: {got:?}"),
+                }
+            }
+            Act::Says(n, what) => {
+                let xid = live
+                    .remove(&server(n))
+                    .unwrap_or_else(|| panic!("{at}: not asked"));
+                let n8 = u8::try_from(n).unwrap();
+                let extra = match what {
+                    Said::NoBinding => vec![],
+                    Said::Bound => vec![client_data("2001:db8::77", Some(5))],
+                    Said::Status(code) => vec![status(code)],
+                    Said::NoCltTime => vec![client_data("2001:db8::77", None)],
+                };
+                s.deliver(server(n), &reply(xid, n8, extra));
+            }
+            Act::Silent(n) => {
+                assert!(live.contains_key(&server(n)), "{at}: not asked");
+                let before = s.r.stats().timeouts;
+                s.advance_to_timer().expect("a timer");
+                assert_eq!(s.r.stats().timeouts, before + 1, "{at}");
+                live.remove(&server(n));
+            }
+            Act::Asks(n) => {
+                assert_eq!(last, vec![server(n)], "{at}");
+                step_sent = false;
+            }
+            Act::AsksNobody => {
+                assert!(last.is_empty(), "{at}: sent to {last:?}");
+                step_sent = false;
+            }
+            Act::Done(v) => {
+                let ev = only(s.events());
+                assert_eq!(ev.outcome.verdict, v, "{at}");
+                step_sent = false;
+            }
+        }
+        if step_sent {
+            last = s
+                .sent()
+                .into_iter()
+                .map(|(t, m)| {
+                    live.insert(t.dst, m.transaction_id);
+                    t.dst
+                })
+                .collect();
+        }
+    }
+    assert!(s.events().is_empty(), "{name}: unexpected events");
+    s.r
+}
+
+/// Failover and negative caching, as scripts: "t=0 query; server 1 says no binding; server 2
+/// is asked; ...". Every script's server list is in failover order.
+#[test]
+fn failover_and_negative_cache_scripts() {
+    use Act::*;
+    let nb = Said::NoBinding;
+    let cases: &[(&str, u16, &[Act])] = &[
+        (
+            "no binding on the first server, the binding on the second",
+            2,
+            &[
+                Ask(None),
+                Asks(1),
+                Says(1, nb),
+                Asks(2),
+                Says(2, Said::Bound),
+                AsksNobody,
+                Done(Verdict::Bound),
+                // A binding found is not cached: asked again at once.
+                At(0.5),
+                Ask(None),
+                Asks(1),
+            ],
+        ),
+        (
+            "every server says no binding: negative, cached 10 s then 20 s",
+            2,
+            &[
+                Ask(None),
+                Says(1, nb),
+                Says(2, nb),
+                Done(Verdict::NoBinding),
+                At(9.9),
+                Ask(Some(Verdict::NoBinding)),
+                AsksNobody,
+                At(10.0),
+                Ask(None),
+                Asks(1),
+                Says(1, nb),
+                Says(2, nb),
+                Done(Verdict::NoBinding),
+                At(29.9),
+                Ask(Some(Verdict::NoBinding)),
+                At(30.0),
+                Ask(None),
+            ],
+        ),
+        (
+            "error statuses are cached per lookup",
+            2,
+            &[
+                Ask(None),
+                Says(1, Said::Status(StatusCode::NOT_CONFIGURED)),
+                Asks(2),
+                Says(2, Said::Status(StatusCode::NOT_ALLOWED)),
+                Done(Verdict::Error),
+                At(9.9),
+                Ask(Some(Verdict::Error)),
+                At(10.0),
+                Ask(None),
+            ],
+        ),
+        (
+            "one server says no binding, the other NotConfigured: no binding",
+            2,
+            &[
+                Ask(None),
+                Says(1, Said::Status(StatusCode::NOT_CONFIGURED)),
+                Says(2, nb),
+                Done(Verdict::NoBinding),
+                At(5.0),
+                Ask(Some(Verdict::NoBinding)),
+            ],
+        ),
+        (
+            "silence is cached too",
+            2,
+            &[
+                Ask(None),
+                Silent(1),
+                Asks(2),
+                Silent(2),
+                AsksNobody,
+                Done(Verdict::NoAnswer),
+                At(11.5),
+                Ask(Some(Verdict::NoAnswer)),
+                At(12.5),
+                Ask(None),
+                Asks(1),
+            ],
+        ),
+        (
+            "a CLIENT_DATA without CLT_TIME ends the exchange: the next server at once",
+            2,
+            &[
+                Ask(None),
+                Says(1, Said::NoCltTime),
+                Asks(2),
+                Says(2, nb),
+                Done(Verdict::NoBinding),
+            ],
+        ),
+        (
+            "MalformedQuery: no other server is asked",
+            2,
+            &[
+                Ask(None),
+                Says(1, Said::Status(StatusCode::MALFORMED_QUERY)),
+                AsksNobody,
+                Done(Verdict::Error),
+                At(9.0),
+                Ask(Some(Verdict::Error)),
+            ],
+        ),
+        (
+            "backoff doubles per repeated failure up to 4x (10, 20, 40, 40 s)",
+            1,
+            &[
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(10.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(30.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(69.9),
+                Ask(Some(Verdict::NoBinding)),
+                At(70.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(109.9),
+                Ask(Some(Verdict::NoBinding)),
+                At(110.0),
+                Ask(None),
+            ],
+        ),
+        (
+            "a binding found resets the backoff",
+            1,
+            &[
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(10.0),
+                Ask(None),
+                Says(1, Said::Bound),
+                Done(Verdict::Bound),
+                At(11.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(20.9),
+                Ask(Some(Verdict::NoBinding)),
+                At(21.0),
+                Ask(None),
+            ],
+        ),
+        (
+            "quiet for the cap after expiry: the backoff starts afresh",
+            1,
+            &[
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(10.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                // Cached until 30 s, strikes remembered until 30 + 40 s.
+                At(70.0),
+                Ask(None),
+                Says(1, nb),
+                Done(Verdict::NoBinding),
+                At(79.9),
+                Ask(Some(Verdict::NoBinding)),
+                At(80.0),
+                Ask(None),
+            ],
+        ),
+    ];
+    for (name, servers, script) in cases {
+        run_script(name, *servers, script);
+    }
+}
+
+#[test]
+fn negative_cache_hits_and_discarded_client_data_are_counted() {
+    use Act::*;
+    let r = run_script(
+        "counts",
+        2,
+        &[
+            Ask(None),
+            Says(1, Said::NoCltTime),
+            Says(2, Said::NoBinding),
+            Done(Verdict::NoBinding),
+            Ask(Some(Verdict::NoBinding)),
+            Ask(Some(Verdict::NoBinding)),
+        ],
     );
-    s.events();
-    assert!(matches!(s.submit(q2), Submit::Started(_)));
+    let st = r.stats();
+    assert_eq!(st.negative_hits, 2);
+    assert_eq!(st.dropped(DropReason::NoCltTime), 1);
+    assert_eq!(st.verdicts(Verdict::NoBinding), 1);
+    assert_eq!(st.timeouts, 0, "no exchange waited for a retransmission");
+    assert_eq!(st.sent, 2, "one datagram per server");
+}
+
+#[test]
+fn negative_cache_is_bounded_in_the_requestor() {
+    let mut c = cfg(&[server(1)], Policy::Failover);
+    c.negative_capacity = 2;
+    let mut s = Script::new(c);
+    for n in 1..=3u16 {
+        let q = Query::by_address(addr(&format!("2001:db8::{n}")));
+        s.submit(q);
+        let (_, m) = only(s.sent());
+        s.deliver(server(1), &reply(m.transaction_id, 1, vec![]));
+        only(s.events());
+    }
+    assert_eq!(s.r.stats().negative_evicted, 1, "the oldest made room");
+    assert!(matches!(
+        s.submit(Query::by_address(addr("2001:db8::1"))),
+        Submit::Started(_)
+    ));
+    assert_eq!(
+        s.submit(Query::by_address(addr("2001:db8::3"))),
+        Submit::Negative(Verdict::NoBinding)
+    );
 }
 
 #[test]
@@ -746,7 +1052,7 @@ fn refused_without_servers() {
 }
 
 #[test]
-fn implausible_clt_time_gives_no_last_transaction() {
+fn absolute_clt_time_is_passed_on_as_sent_for_merge_rule_r13() {
     let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
     s.submit(Query::by_address(addr("2001:db8::10")));
     let (_, m) = only(s.sent());
@@ -762,11 +1068,43 @@ fn implausible_clt_time_gives_no_last_transaction() {
     );
     let ev = only(s.events());
     let b = only(ev.outcome.bindings().cloned().collect());
-    assert_eq!(b.clt_time, 1_795_875_086, "kept as sent");
-    assert_eq!(b.last_transaction(), None);
-    let sane = Binding { clt_time: 30, ..b };
-    assert_eq!(
-        sane.last_transaction(),
-        Some(s.now - Duration::from_secs(30))
+    assert_eq!(b.clt_time(), 1_795_875_086, "kept as sent");
+}
+
+#[test]
+fn top_level_relay_data_and_base_time_are_kept_beside_client_data() {
+    let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
+    s.submit(Query::by_address(addr("2001:db8::10")).with_relay_data(true));
+    let (_, m) = only(s.sent());
+    let rd = LqRelayData {
+        peer_address: addr("2001:db8:1::1"),
+        relay: RelayMessage::new(
+            MessageType::RELAY_FORW,
+            0,
+            addr("2001:db8:1::1"),
+            addr("fe80::10"),
+        ),
+    };
+    // Kea over UDP: LQ_RELAY_DATA at the top level, beside CLIENT_DATA.
+    s.deliver(
+        server(1),
+        &reply(
+            m.transaction_id,
+            1,
+            vec![
+                client_data("2001:db8::10", Some(3)),
+                DhcpOption::LqRelayData(Box::new(rd.clone())),
+                DhcpOption::LqBaseTime(1_000_000),
+            ],
+        ),
     );
+    let ev = only(s.events());
+    let b = only(ev.outcome.bindings().cloned().collect());
+    assert_eq!(b.top_relay_data.as_ref(), Some(&rd));
+    assert_eq!(
+        b.relay_data(),
+        Some(&rd),
+        "found although not inside CLIENT_DATA"
+    );
+    assert_eq!(b.top_base_time, Some(1_000_000));
 }

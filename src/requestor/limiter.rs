@@ -1,7 +1,8 @@
 //! What keeps the requestor's query volume low on a box that sees hostile traffic
 //! (RFC 5007 §5: "the requestor SHOULD limit the rate of leasequery messages", negative caching):
-//! token buckets (one global, one per link) and a negative cache of lookups that found no
-//! binding. Every structure here is bounded; time comes in as an argument.
+//! token buckets (one global, one per link) and a negative cache, with exponential backoff, of
+//! lookups that ended without a binding. Every structure here is bounded; time comes in as an
+//! argument.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -122,90 +123,155 @@ impl LinkBuckets {
     }
 }
 
-/// Remembers keys (lookups that found no binding) for `ttl`, at most `capacity` of them; the
-/// oldest entry is evicted to make room. Entries all live the same `ttl`, so insertion order
-/// is expiry order and a queue indexes it.
+/// The negative cache (RFC 5007 §5): lookups that ended without a binding — "no binding" from
+/// every server asked, an error status, or silence — are answered locally for a while instead of
+/// being asked again for every packet a flood of unknown sources brings.
+///
+/// Backoff: the first failure of a key is remembered for `base`; each further failure that comes
+/// while the key is still known (within `base × max_factor` of its last expiry) doubles that, up
+/// to `base × max_factor`. A key quiet for that long starts again from `base`; a binding found
+/// for it forgets it at once ([`remove`](Self::remove)).
+///
+/// Bounded: at most `capacity` keys. Making room evicts the least recently failed key (the
+/// front of a recording-order queue) and counts it in [`evicted`](Self::evicted); the queue's
+/// stale entries (keys recorded again later) are compacted so it stays within `2 × capacity`.
 #[derive(Debug)]
-pub struct NegativeCache<K> {
-    ttl: Duration,
+pub struct NegativeCache<K, V> {
+    base: Duration,
+    max_factor: u32,
     capacity: usize,
-    expiry: HashMap<K, Instant>,
-    order: VecDeque<(Instant, K)>,
+    entries: HashMap<K, Negative<V>>,
+    /// (recording sequence, key), oldest first; an entry is current when its sequence matches.
+    order: VecDeque<(u64, K)>,
+    seq: u64,
+    evicted: u64,
 }
 
-impl<K: Hash + Eq + Clone> NegativeCache<K> {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+#[derive(Debug, Clone, Copy)]
+struct Negative<V> {
+    value: V,
+    /// Answered locally until then.
+    until: Instant,
+    /// The failure count is forgotten after then (a quiet key starts afresh).
+    forget: Instant,
+    /// Failures in a row (1 for the first).
+    strikes: u32,
+    seq: u64,
+}
+
+impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
+    /// `base` is the first failure's time (zero disables the cache), doubled per repeated
+    /// failure up to `base × max_factor` (at least 1×).
+    pub fn new(base: Duration, max_factor: u32, capacity: usize) -> Self {
         NegativeCache {
-            ttl,
+            base,
+            max_factor: max_factor.max(1),
             capacity,
-            expiry: HashMap::new(),
+            entries: HashMap::new(),
             order: VecDeque::new(),
+            seq: 0,
+            evicted: 0,
         }
     }
 
-    /// Drop entries whose time is up.
+    fn cap(&self) -> Duration {
+        self.base.saturating_mul(self.max_factor)
+    }
+
+    /// Forget keys quiet for long enough, oldest first (stops at the first one still known:
+    /// recording order is close to expiry order, and capacity bounds the rest).
     pub fn purge(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if *at > now {
-                break;
+        while let Some((seq, key)) = self.order.front() {
+            match self.entries.get(key) {
+                Some(e) if e.seq == *seq && e.forget > now => break,
+                Some(e) if e.seq == *seq => {
+                    self.entries.remove(key);
+                }
+                _ => {}
             }
-            let Some((at, key)) = self.order.pop_front() else {
-                break;
-            };
-            // Only remove when this queue entry is the key's current one (it may be re-inserted).
-            if self.expiry.get(&key) == Some(&at) {
-                self.expiry.remove(&key);
-            }
+            self.order.pop_front();
         }
     }
 
-    /// Remember `key` as unbound until `now + ttl`. A zero TTL or capacity disables the cache.
-    pub fn insert(&mut self, key: K, now: Instant) {
-        if self.ttl.is_zero() || self.capacity == 0 {
-            return;
+    /// `key` failed again at `now` with `value`: remember it and return for how long it is
+    /// answered locally (zero when the cache is disabled).
+    pub fn record(&mut self, key: K, value: V, now: Instant) -> Duration {
+        if self.base.is_zero() || self.capacity == 0 {
+            return Duration::ZERO;
         }
         self.purge(now);
-        while self.expiry.len() >= self.capacity && !self.expiry.contains_key(&key) {
-            let Some((at, old)) = self.order.pop_front() else {
+        let strikes = match self.entries.get(&key) {
+            Some(e) if e.forget > now => e.strikes.saturating_add(1),
+            _ => 1,
+        };
+        while self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            let Some((seq, old)) = self.order.pop_front() else {
                 break;
             };
-            if self.expiry.get(&old) == Some(&at) {
-                self.expiry.remove(&old);
+            if self.entries.get(&old).is_some_and(|e| e.seq == seq) {
+                self.entries.remove(&old);
+                self.evicted += 1;
             }
         }
-        let at = now + self.ttl;
-        self.expiry.insert(key.clone(), at);
-        self.order.push_back((at, key));
-        // Re-inserted keys leave stale queue entries behind; keep the queue bounded too.
+        let factor = 1u32
+            .checked_shl(strikes.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX)
+            .min(self.max_factor);
+        let ttl = self.base.saturating_mul(factor);
+        self.seq += 1;
+        let until = now + ttl;
+        self.entries.insert(
+            key.clone(),
+            Negative {
+                value,
+                until,
+                forget: until + self.cap(),
+                strikes,
+                seq: self.seq,
+            },
+        );
+        self.order.push_back((self.seq, key));
         if self.order.len() > 2 * self.capacity {
-            let expiry = &self.expiry;
-            self.order.retain(|(at, k)| expiry.get(k) == Some(at));
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, k)| entries.get(k).is_some_and(|e| e.seq == *seq));
         }
+        ttl
     }
 
-    /// Whether `key` is known unbound at `now`.
-    pub fn contains(&mut self, key: &K, now: Instant) -> bool {
-        match self.expiry.get(key) {
-            Some(at) if *at > now => true,
-            Some(_) => {
-                self.purge(now);
-                false
-            }
-            None => false,
-        }
+    /// The remembered failure for `key` when it is still answered locally at `now`.
+    pub fn get(&self, key: &K, now: Instant) -> Option<V> {
+        self.entries
+            .get(key)
+            .filter(|e| e.until > now)
+            .map(|e| e.value)
     }
 
-    /// Forget `key` (e.g. a binding for it was learnt some other way).
+    /// Failures in a row remembered for `key` (0 when none).
+    pub fn strikes(&self, key: &K, now: Instant) -> u32 {
+        self.entries
+            .get(key)
+            .filter(|e| e.forget > now)
+            .map_or(0, |e| e.strikes)
+    }
+
+    /// Forget `key` (a binding for it was found).
     pub fn remove(&mut self, key: &K) {
-        self.expiry.remove(key);
+        self.entries.remove(key);
     }
 
+    /// Keys held now (answered locally or still counting strikes).
     pub fn len(&self) -> usize {
-        self.expiry.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.expiry.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// Keys evicted to make room since the start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
@@ -256,35 +322,82 @@ mod tests {
         assert!(l.len() <= 2);
     }
 
+    /// One step of a backoff script: at `t` ms, key `k` either fails (`Fail`, expecting the
+    /// returned time in ms) or is looked up (`Hit`/`Miss`).
+    enum Step {
+        Fail(u64, u32, u64),
+        Hit(u64, u32),
+        Miss(u64, u32),
+        Found(u32),
+    }
+
     #[test]
-    fn negative_cache_expires_and_is_bounded() {
+    fn negative_cache_backs_off_per_key_and_caps() {
+        use Step::*;
+        // base 1 s, cap 4×: 1, 2, 4, 4 s; a key quiet for 4 s past its expiry starts afresh;
+        // a binding found forgets it; another key has its own count.
+        let script = [
+            Fail(0, 1, 1000),
+            Hit(999, 1),
+            Miss(1000, 1),
+            Fail(1000, 1, 2000),
+            Hit(2999, 1),
+            Miss(3000, 1),
+            Fail(3000, 1, 4000),
+            Fail(7000, 1, 4000),
+            Fail(11_000, 1, 4000),
+            Fail(11_000, 2, 1000),
+            Hit(14_999, 1),
+            Miss(15_000, 1),
+            Fail(19_000, 1, 1000), // quiet 4 s (cap) after expiry at 15 s: forgotten
+            Found(1),
+            Miss(19_001, 1),
+            Fail(19_001, 1, 1000),
+        ];
         let t0 = Instant::now();
-        let mut n = NegativeCache::new(ms(1000), 2);
-        n.insert(1u32, t0);
-        assert!(n.contains(&1, t0 + ms(999)));
-        assert!(!n.contains(&1, t0 + ms(1000)), "expired at ttl");
-        assert!(n.is_empty());
-        n.insert(1, t0);
-        n.insert(2, t0 + ms(10));
-        n.insert(3, t0 + ms(20));
-        assert_eq!(n.len(), 2, "capacity 2: oldest evicted");
-        assert!(!n.contains(&1, t0 + ms(20)));
-        assert!(n.contains(&3, t0 + ms(20)));
-        // Re-inserting refreshes the expiry and the stale queue entry does not evict it.
-        n.insert(2, t0 + ms(900));
-        n.purge(t0 + ms(1015));
-        assert!(n.contains(&2, t0 + ms(1015)));
-        for i in 0..100 {
-            n.insert(2, t0 + ms(1000 + i));
+        let mut n: NegativeCache<u32, &str> = NegativeCache::new(ms(1000), 4, 16);
+        for (i, step) in script.iter().enumerate() {
+            match *step {
+                Fail(t, k, want) => {
+                    assert_eq!(n.record(k, "x", t0 + ms(t)), ms(want), "step {i}");
+                }
+                Hit(t, k) => assert_eq!(n.get(&k, t0 + ms(t)), Some("x"), "step {i}"),
+                Miss(t, k) => assert_eq!(n.get(&k, t0 + ms(t)), None, "step {i}"),
+                Found(k) => n.remove(&k),
+            }
         }
+    }
+
+    #[test]
+    fn negative_cache_is_bounded_and_counts_evictions() {
+        let t0 = Instant::now();
+        let mut n = NegativeCache::new(ms(1000), 16, 2);
+        n.record(1u32, (), t0);
+        n.record(2, (), t0 + ms(10));
+        n.record(3, (), t0 + ms(20));
+        assert_eq!(n.len(), 2, "capacity 2: oldest evicted");
+        assert_eq!(n.evicted(), 1);
+        assert_eq!(n.get(&1, t0 + ms(20)), None);
+        assert_eq!(n.get(&3, t0 + ms(20)), Some(()));
+        // Re-recording refreshes a key: its stale queue entry does not evict it, and the queue
+        // stays bounded.
+        for i in 0..100 {
+            n.record(2, (), t0 + ms(30 + i));
+        }
+        assert_eq!(n.get(&2, t0 + ms(200)), Some(()));
+        assert_eq!(n.get(&3, t0 + ms(200)), Some(()));
         assert!(n.order.len() <= 4, "queue stays bounded: {}", n.order.len());
+        assert_eq!(n.evicted(), 1);
+        // Quiet keys are purged once their strikes are forgotten.
+        n.purge(t0 + ms(1_000_000));
+        assert!(n.is_empty());
     }
 
     #[test]
     fn zero_ttl_disables() {
         let t0 = Instant::now();
-        let mut n = NegativeCache::new(Duration::ZERO, 10);
-        n.insert(1u8, t0);
-        assert!(!n.contains(&1, t0));
+        let mut n = NegativeCache::new(Duration::ZERO, 16, 10);
+        assert_eq!(n.record(1u8, (), t0), Duration::ZERO);
+        assert_eq!(n.get(&1, t0), None);
     }
 }

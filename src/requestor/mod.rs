@@ -7,7 +7,8 @@
 //! - [`udp`]: the tokio shell owning the socket (default `[::]:546`, because ISC dhcpd sends
 //!   LEASEQUERY-REPLY to port 546 whatever port the query came from).
 //!
-//! Results are this module's own typed [`Binding`]s; merging them is the cache's job. Counters
+//! Results are the wire's CLIENT_DATA with its context ([`ClientReply`]); turning them into cache
+//! observations is `cache::from_wire`'s job, merging them the cache's. Counters
 //! are the plain [`RequestorStats`], labelled by [`DropReason::as_str`] and
 //! [`RefuseReason::as_str`], for `metrics` to export.
 
@@ -16,13 +17,14 @@ pub mod core;
 mod core_tests;
 pub mod limiter;
 mod msg;
+mod pktinfo;
 pub mod retransmit;
 pub mod udp;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::prefix::Ipv6Prefix;
+use crate::wire::{ClientData, LqRelayData, StatusCode};
 
 pub use self::core::{Requestor, Submit};
 pub use limiter::Rate;
@@ -38,7 +40,7 @@ pub enum QueryKind {
 }
 
 /// One lookup. Equal queries in flight at once share one transaction (deduplication), and a
-/// query that found no binding is answered from the negative cache for a while.
+/// query that ended without a binding is answered from the negative cache for a while.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Query {
     pub kind: QueryKind,
@@ -76,73 +78,43 @@ impl Query {
     }
 }
 
-/// Which kind of IA a lease was in, when the server wrapped it in one (RFC 5007's
-/// OPTION_CLIENT_DATA carries bare IAADDR/IAPREFIX options, without IA or IAID).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum IaType {
-    Na,
-    Ta,
-    Pd,
-}
-
-/// What a lease is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Leased {
-    /// An address (OPTION_IAADDR).
-    Address(Ipv6Addr),
-    /// A delegated prefix (OPTION_IAPREFIX).
-    Prefix(Ipv6Prefix),
-}
-
-/// One address or prefix of a binding, with the lifetimes the server sent (seconds from when
-/// the reply arrived; 0xffffffff is infinite).
+/// One OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2) as a server sent it, with what the reply around it
+/// said — the same shape the bulk core returns. The requestor does not interpret the leases:
+/// `cache::from_wire` is the one conversion into cache observations for UDP, bulk and snoop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// (IA type, IAID) when the server put the lease inside an IA option.
-    pub ia: Option<(IaType, u32)>,
-    pub leased: Leased,
-    pub preferred: u32,
-    pub valid: u32,
-}
-
-/// OPTION_LQ_RELAY_DATA (RFC 5007 §4.1.2.4): the peer-address and the last RELAY-FORW the
-/// server saw for the client (the client's own message removed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayData {
-    pub peer: Ipv6Addr,
-    pub relay: crate::wire::RelayMessage,
-}
-
-/// A binding as one server reported it in OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    pub client_duid: Vec<u8>,
-    /// The link-address of the query that found it (`::` unless asked per link).
+pub struct ClientReply {
+    /// The CLIENT_DATA, with CLT_TIME (the core discards one without, RFC 5007 §4.3.3).
+    pub data: ClientData,
+    /// OPTION_LQ_RELAY_DATA found at the top level of the LEASEQUERY-REPLY, beside CLIENT_DATA
+    /// (Kea 3 puts it there over UDP; RFC 5007 and bulk replies put it inside CLIENT_DATA).
+    pub top_relay_data: Option<LqRelayData>,
+    /// OPTION_LQ_BASE_TIME at the top level of the reply (the server's clock when it answered).
+    pub top_base_time: Option<u32>,
+    /// The link-address of the exchange that found it (`::` unless asked per link).
     pub link: Ipv6Addr,
-    pub leases: Vec<Lease>,
-    /// OPTION_CLT_TIME: seconds since the server last heard from the client.
-    pub clt_time: u32,
     pub server_duid: Vec<u8>,
     pub server: SocketAddr,
-    pub relay_data: Option<RelayData>,
     /// When the reply arrived: lifetimes and CLT_TIME count from here.
     pub received: Instant,
 }
 
-/// A CLT_TIME above this is not a plausible "seconds since": ISC dhcpd 4.4 sends the absolute
-/// time of the last transaction (seconds since 1970) there instead (docs/interop.md).
-pub const MAX_PLAUSIBLE_CLT_TIME: u32 = 365 * 24 * 3600;
+impl ClientReply {
+    /// The relay data wherever the server put it: inside CLIENT_DATA, else at the top level.
+    pub fn relay_data(&self) -> Option<&LqRelayData> {
+        self.data.relay_data().or(self.top_relay_data.as_ref())
+    }
 
-impl Binding {
-    /// When the server last heard from the client: arrival − CLT_TIME (RFC 5007 §4.1.2.3).
-    /// `None` when CLT_TIME is implausible (over [`MAX_PLAUSIBLE_CLT_TIME`]): then the
-    /// caller has no trustworthy recency for this binding and should rank it by arrival.
-    pub fn last_transaction(&self) -> Option<Instant> {
-        if self.clt_time > MAX_PLAUSIBLE_CLT_TIME {
-            return None;
-        }
-        self.received
-            .checked_sub(Duration::from_secs(u64::from(self.clt_time)))
+    /// The client's DUID bytes (empty when the server sent none).
+    pub fn client_duid(&self) -> Vec<u8> {
+        self.data
+            .client_id()
+            .map(crate::wire::Duid::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// CLT_TIME as sent (0 only if the core's check was bypassed).
+    pub fn clt_time(&self) -> u32 {
+        self.data.clt_time().unwrap_or(0)
     }
 }
 
@@ -150,14 +122,15 @@ impl Binding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Success with OPTION_CLIENT_DATA.
-    Bound(Binding),
-    /// Success without client data or client links: the server knows no binding.
+    Bound(Box<ClientReply>),
+    /// Success without client data or client links (or with a CLIENT_DATA lacking CLT_TIME,
+    /// which RFC 5007 §4.3.3 makes us discard): this server knows no binding.
     NoBinding,
     /// Success with OPTION_LQ_CLIENT_LINK: the client is on these links; follow-up queries,
     /// one per link, were sent to the same server (their answers follow in the list).
     ClientLinks(Vec<Ipv6Addr>),
     /// An error status (RFC 5007 §4.1.2.7, RFC 8415 §21.13) and its message.
-    Status { code: u16, message: String },
+    Status { code: StatusCode, message: String },
     /// No valid reply after every transmission.
     NoAnswer,
 }
@@ -209,9 +182,9 @@ pub struct QueryOutcome {
 
 impl QueryOutcome {
     /// Every binding any server returned.
-    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+    pub fn bindings(&self) -> impl Iterator<Item = &ClientReply> {
         self.answers.iter().filter_map(|a| match &a.answer {
-            Answer::Bound(b) => Some(b),
+            Answer::Bound(b) => Some(&**b),
             _ => None,
         })
     }
@@ -221,8 +194,9 @@ impl QueryOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// One server at a time in configured order; the next after exhausted retransmissions or
-    /// NotAllowed / NotConfigured / UnknownQueryType.
+    /// One server at a time in configured order; the next after "no binding", exhausted
+    /// retransmissions, or NotAllowed / NotConfigured / UnknownQueryType. Servers with split
+    /// pools hold disjoint bindings: one server's "no binding" is an answer about that server.
     #[default]
     Failover,
     /// All servers at once; collect every answer until all replied or gave up.
@@ -242,8 +216,11 @@ pub struct RequestorConfig {
     pub max_pending: usize,
     /// How many links of one OPTION_LQ_CLIENT_LINK are followed up.
     pub max_client_links: usize,
-    /// How long "no binding" answers are remembered (zero disables).
+    /// How long a lookup that ended without a binding ("no binding" from every server, an
+    /// error status, silence) is answered locally the first time (zero disables); doubled per
+    /// repeated failure of the same lookup up to `negative_ttl × negative_max_factor`.
     pub negative_ttl: Duration,
+    pub negative_max_factor: u32,
     pub negative_capacity: usize,
     /// Cap on new queries per second, all links together (`None`: no cap).
     pub global_rate: Option<Rate>,
@@ -266,6 +243,7 @@ impl Default for RequestorConfig {
             max_pending: 4096,
             max_client_links: 16,
             negative_ttl: Duration::from_secs(30),
+            negative_max_factor: 16,
             negative_capacity: 65536,
             global_rate: Some(Rate {
                 per_sec: 500.0,
@@ -312,6 +290,7 @@ labelled! {
         NoClientId => "no_clientid",
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
+        WrongInterface => "wrong_interface",
     }
 }
 
@@ -335,6 +314,8 @@ pub struct RequestorStats {
     pub deduplicated: u64,
     /// Submissions answered by the negative cache.
     pub negative_hits: u64,
+    /// Negative-cache entries evicted to make room.
+    pub negative_evicted: u64,
     /// Datagrams sent, first transmissions and retransmissions.
     pub sent: u64,
     pub retransmits: u64,

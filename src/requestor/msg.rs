@@ -10,13 +10,12 @@
 
 use std::net::Ipv6Addr;
 
-use crate::prefix::Ipv6Prefix;
 use crate::wire::{
-    ClientData, ClientMessage, DhcpOption, Duid, IaAddr, IaPrefix, LqQuery, Message, MessageType,
-    OptionCode, Options, QueryType,
+    ClientData, ClientMessage, DhcpOption, Duid, IaAddr, LqQuery, LqRelayData, Message,
+    MessageType, OptionCode, QueryType, StatusCode,
 };
 
-use super::{IaType, Lease, Leased, Query, QueryKind, RelayData};
+use super::{Query, QueryKind};
 
 /// The LEASEQUERY for `query` asked on `link`, as bytes.
 pub(crate) fn emit_leasequery(xid: u32, our_duid: &[u8], query: &Query, link: Ipv6Addr) -> Vec<u8> {
@@ -41,15 +40,6 @@ pub(crate) fn emit_leasequery(xid: u32, our_duid: &[u8], query: &Query, link: Ip
     m.to_vec().unwrap_or_default()
 }
 
-/// What the core needs from one OPTION_CLIENT_DATA.
-#[derive(Debug)]
-pub(crate) struct ClientDataView {
-    pub(crate) client_duid: Option<Vec<u8>>,
-    pub(crate) leases: Vec<Lease>,
-    pub(crate) clt_time: Option<u32>,
-    pub(crate) relay_data: Option<RelayData>,
-}
-
 /// What the core needs from one LEASEQUERY-REPLY.
 #[derive(Debug)]
 pub(crate) struct ReplyView {
@@ -57,8 +47,11 @@ pub(crate) struct ReplyView {
     pub(crate) server_duid: Option<Vec<u8>>,
     pub(crate) client_id: Option<Vec<u8>>,
     /// (code, message) from a top-level OPTION_STATUS_CODE.
-    pub(crate) status: Option<(u16, String)>,
-    pub(crate) client_data: Option<ClientDataView>,
+    pub(crate) status: Option<(StatusCode, String)>,
+    pub(crate) client_data: Option<ClientData>,
+    /// OPTION_LQ_RELAY_DATA beside CLIENT_DATA (where Kea puts it over UDP).
+    pub(crate) relay_data: Option<LqRelayData>,
+    pub(crate) base_time: Option<u32>,
     pub(crate) client_links: Option<Vec<Ipv6Addr>>,
 }
 
@@ -88,60 +81,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, crate::wire::Error> {
         xid: m.transaction_id,
         server_duid: o.server_id().map(Duid::to_vec),
         client_id: o.client_id().map(Duid::to_vec),
-        status: o.status().map(|s| (s.code.value(), s.text().into_owned())),
-        client_data: o.client_data().map(client_data),
+        status: o.status().map(|s| (s.code, s.text().into_owned())),
+        client_data: o.client_data().cloned(),
+        relay_data: o.lq_relay_data().cloned(),
+        base_time: o.lq_base_time(),
         client_links: o.lq_client_link().map(<[Ipv6Addr]>::to_vec),
     })))
-}
-
-fn address(ia: Option<(IaType, u32)>, a: &IaAddr) -> Lease {
-    Lease {
-        ia,
-        leased: Leased::Address(a.addr),
-        preferred: a.preferred,
-        valid: a.valid,
-    }
-}
-
-fn prefix(ia: Option<(IaType, u32)>, p: &IaPrefix) -> Lease {
-    // Servers sometimes send host bits past the length: keep the network.
-    let net = Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len.min(128))
-        .unwrap_or_else(|_| Ipv6Prefix::host(p.prefix_addr));
-    Lease {
-        ia,
-        leased: Leased::Prefix(net),
-        preferred: p.preferred,
-        valid: p.valid,
-    }
-}
-
-fn leases_in(opts: &Options, ia: Option<(IaType, u32)>, out: &mut Vec<Lease>) {
-    out.extend(opts.ia_addrs().map(|a| address(ia, a)));
-    out.extend(opts.ia_prefixes().map(|p| prefix(ia, p)));
-}
-
-fn client_data(cd: &ClientData) -> ClientDataView {
-    let o = &cd.options;
-    let mut leases = Vec::new();
-    // RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX directly in CLIENT_DATA; accept them inside
-    // IA_NA / IA_TA / IA_PD too, keeping the IAID, in case a server wraps them.
-    leases_in(o, None, &mut leases);
-    for ia in o.ia_nas() {
-        leases_in(&ia.options, Some((IaType::Na, ia.iaid)), &mut leases);
-    }
-    for ia in o.ia_tas() {
-        leases_in(&ia.options, Some((IaType::Ta, ia.iaid)), &mut leases);
-    }
-    for ia in o.ia_pds() {
-        leases_in(&ia.options, Some((IaType::Pd, ia.iaid)), &mut leases);
-    }
-    ClientDataView {
-        client_duid: cd.client_id().map(Duid::to_vec),
-        leases,
-        clt_time: cd.clt_time(),
-        relay_data: cd.relay_data().map(|r| RelayData {
-            peer: r.peer_address,
-            relay: r.relay.clone(),
-        }),
-    }
 }

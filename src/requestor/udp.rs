@@ -16,8 +16,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use std::os::fd::AsFd;
+
 use super::core::{QueryId, Requestor, Submit};
-use super::{Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats, Verdict};
+use super::pktinfo;
+use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -31,6 +34,9 @@ pub struct UdpConfig {
     pub recv_buffer: usize,
     /// Interface index for queries sent to a multicast address (IPV6_MULTICAST_IF).
     pub multicast_if: Option<u32>,
+    /// Subscriber-facing interfaces: a reply arriving on one of them cannot be a server's
+    /// (it would be a subscriber forging the server's address) and is dropped (IPV6_PKTINFO).
+    pub refuse_interfaces: Vec<String>,
 }
 
 impl Default for UdpConfig {
@@ -40,6 +46,7 @@ impl Default for UdpConfig {
             queue: 1024,
             recv_buffer: 4 << 20,
             multicast_if: None,
+            refuse_interfaces: Vec::new(),
         }
     }
 }
@@ -80,8 +87,8 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl RequestorHandle {
-    /// Ask `query` and wait for its outcome. A negative-cache hit comes back at once as a
-    /// "no binding" outcome without answers.
+    /// Ask `query` and wait for its outcome. A negative-cache hit comes back at once as an
+    /// outcome without answers, with the verdict the lookup last ended with.
     ///
     /// CANCEL-SAFETY: dropping the future abandons only this caller's interest; the query
     /// itself runs to its end inside the task.
@@ -142,9 +149,15 @@ pub async fn spawn(
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
     let socket = bind(&udp)?;
     let local = socket.local_addr()?;
+    if local.is_ipv6() {
+        pktinfo::enable(socket.as_fd())?;
+    }
+    // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
+    // them unpredictable: a guessed id is how a forged reply would win).
     let core = Requestor::new(cfg, StdRng::from_os_rng(), Instant::now());
     let (tx, rx) = mpsc::channel(udp.queue.max(1));
-    let task = tokio::spawn(run(socket, core, rx));
+    let refused = RefusedInterfaces::new(udp.refuse_interfaces.clone());
+    let task = tokio::spawn(run(socket, core, rx, refused));
     Ok((RequestorHandle { tx, local }, task))
 }
 
@@ -173,7 +186,71 @@ type Waiters = HashMap<QueryId, Vec<oneshot::Sender<Result<QueryOutcome, QueryEr
 /// How many datagrams or commands are taken in one go before the core is polled again.
 const BATCH: usize = 256;
 
-async fn run(socket: UdpSocket, mut core: Requestor, mut rx: mpsc::Receiver<Cmd>) {
+/// The subscriber-facing interfaces' indexes, re-read every few seconds (an interface can be
+/// deleted and created again with a new index).
+struct RefusedInterfaces {
+    names: Vec<String>,
+    indexes: Vec<u32>,
+    read_at: Option<Instant>,
+}
+
+impl RefusedInterfaces {
+    fn new(names: Vec<String>) -> Self {
+        RefusedInterfaces {
+            names,
+            indexes: Vec::new(),
+            read_at: None,
+        }
+    }
+
+    fn contains(&mut self, ifindex: Option<u32>, now: Instant) -> bool {
+        let Some(i) = ifindex else { return false };
+        if self.names.is_empty() {
+            return false;
+        }
+        if self
+            .read_at
+            .is_none_or(|t| now.saturating_duration_since(t) > std::time::Duration::from_secs(5))
+        {
+            self.indexes = self
+                .names
+                .iter()
+                .filter_map(|n| pktinfo::ifindex(n))
+                .collect();
+            self.read_at = Some(now);
+        }
+        self.indexes.contains(&i)
+    }
+}
+
+/// Hand every queued datagram (up to a batch) to the core; one arriving on a refused
+/// interface is counted and dropped.
+fn drain(
+    socket: &UdpSocket,
+    core: &mut Requestor,
+    buf: &mut [u8],
+    refused: &mut RefusedInterfaces,
+) {
+    for _ in 0..BATCH {
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            pktinfo::recv(socket.as_fd(), buf)
+        });
+        let Ok((n, src, ifindex)) = r else { break };
+        let now = Instant::now();
+        if refused.contains(ifindex, now) {
+            core.drop_datagram(DropReason::WrongInterface);
+            continue;
+        }
+        core.handle_datagram(now, src, &buf[..n]);
+    }
+}
+
+async fn run(
+    socket: UdpSocket,
+    mut core: Requestor,
+    mut rx: mpsc::Receiver<Cmd>,
+    mut refused: RefusedInterfaces,
+) {
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut open = true;
@@ -200,15 +277,9 @@ async fn run(socket: UdpSocket, mut core: Requestor, mut rx: mpsc::Receiver<Cmd>
         let deadline = core.poll_timeout();
         tokio::select! {
             biased;
-            r = socket.recv_from(&mut buf) => {
-                if let Ok((n, src)) = r {
-                    core.handle_datagram(Instant::now(), src, &buf[..n]);
-                    for _ in 0..BATCH {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, src)) => core.handle_datagram(Instant::now(), src, &buf[..n]),
-                            Err(_) => break,
-                        }
-                    }
+            r = socket.readable() => {
+                if r.is_ok() {
+                    drain(&socket, &mut core, &mut buf, &mut refused);
                 }
             }
             cmd = rx.recv(), if open => match cmd {
@@ -242,10 +313,10 @@ fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
         Cmd::SetRates(global, link) => core.set_rates(global, link, Instant::now()),
         Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
             Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),
-            Submit::Unbound => {
+            Submit::Negative(verdict) => {
                 let _ = tx.send(Ok(QueryOutcome {
                     query: q,
-                    verdict: Verdict::NoBinding,
+                    verdict,
                     answers: Vec::new(),
                 }));
             }

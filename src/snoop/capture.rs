@@ -59,6 +59,8 @@ pub struct Snooped {
     pub outgoing: bool,
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
     /// The UDP payload: one DHCPv6 message.
     pub payload: Vec<u8>,
     pub at: Instant,
@@ -257,6 +259,8 @@ pub async fn run(sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<Capt
             outgoing,
             src: d.src,
             dst: d.dst,
+            src_port: d.src_port,
+            dst_port: d.dst_port,
             payload: d.payload.to_vec(),
             at: Instant::now(),
         };

@@ -10,37 +10,64 @@
 //!                   RELAY_MSG = [RELAY-REPL ...] REPLY)
 //! ```
 //!
+//! **Trust (where a message can come from).** The capture sees every DHCPv6 datagram that
+//! crosses a snoop interface, including ones a subscriber or an upstream host forged. So:
+//!
+//! - a RELAY-FORW counts only when this box sent it: outgoing, from one of the box's own
+//!   addresses, UDP 547 → 547, towards a configured server, a trusted source or the
+//!   All_DHCP_Servers multicast group;
+//! - a RELAY-REPL counts only when it arrives: incoming, from a configured server or trusted
+//!   source, UDP 547 → 547, addressed to one of the box's own addresses. A forged RELAY-REPL a
+//!   subscriber sends towards the server crosses the uplink *outgoing*; one an upstream host
+//!   sends to a subscriber's port 546 is not addressed to us: both are counted and dropped;
+//! - a REPLY binds only when the RELAY-FORW of its exchange (same transaction id, client DUID
+//!   and link) was seen: an unmatched REPLY is counted and dropped, never bound.
+//!
+//! **What is learnt.**
 //! - A RELAY-FORW is remembered (bounded, with a time-to-live) under the client's transaction
-//!   id and DUID: it tells which message the client sent (so a REPLY to RELEASE/DECLINE is
-//!   known as one, RFC 8415 §18.3.7–18.3.8) and carries the relay options only the forward
-//!   direction has (Remote-Id, RFC 4649).
-//! - A RELAY-REPL carrying a REPLY yields an [`Observation`] with every IA_NA/IA_TA address and
-//!   IA_PD prefix and its lifetimes, whatever the exchange was (REQUEST, RENEW, REBIND,
-//!   rapid-commit SOLICIT, or one whose RELAY-FORW we missed: the REPLY alone is enough). A zero
-//!   valid lifetime stays in the observation: the cache reads it as "no longer held"
-//!   (RFC 8415 §18.2.10.1).
+//!   id, DUID and link: it tells which message the client sent (so a REPLY to RELEASE/DECLINE
+//!   is known as one, RFC 8415 §18.3.7–18.3.8) and carries the relay options only the forward
+//!   direction has (Remote-Id, RFC 4649). A retransmitted FORW refreshes its entry; RELEASE and
+//!   DECLINE are remembered in a memory of their own, so a flood of other FORWs cannot push a
+//!   pending RELEASE out.
+//! - A matched RELAY-REPL carrying a REPLY yields an [`Observation`] with every IA_NA/IA_TA
+//!   address and IA_PD prefix and its lifetimes (REQUEST, RENEW, REBIND, rapid-commit SOLICIT,
+//!   CONFIRM...). A zero valid lifetime stays in the observation: the cache reads it as "no
+//!   longer held" (RFC 8415 §18.2.10.1).
 //! - A REPLY to a RELEASE or DECLINE yields a [`Withdrawal`] of the leases the client named.
+//!
+//! What the bindings themselves claim (inside the link's prefixes, sane lengths...) is the
+//! admission stage's job (`crate::admission`), after this.
 //!
 //! The relay level nearest the client gives the peer-address (the client's link-local address:
 //! the PD next hop) and the link: every level is walked from the innermost outwards, because a
 //! lightweight relay (LDRA, RFC 6221) adds a level with link-address `::` and the link-address
 //! then comes from the next level out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
+use crate::admission::OwnAddresses;
 use crate::cache::{
     IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
     WithdrawReason, Withdrawal,
 };
 use crate::wire::{ClientMessage, DhcpOption, Message, MessageType, Options, StatusCode};
 
+/// The DHCPv6 server/relay port (RFC 8415 §7.2).
+pub const SERVER_PORT: u16 = 547;
+/// All_DHCP_Servers (RFC 8415 §7.1): a relay may forward there.
+const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);
+
 /// Settings of the RELAY-FORW memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassifyConfig {
-    /// Most RELAY-FORWs remembered while waiting for their RELAY-REPL; the oldest goes first.
+    /// Most RELAY-FORWs of exchanges that bind (REQUEST, RENEW...) remembered while waiting for
+    /// their RELAY-REPL; the oldest goes first.
     pub pending_capacity: usize,
+    /// Most RELEASE/DECLINE RELAY-FORWs remembered, in a memory of their own.
+    pub release_capacity: usize,
     /// How long a RELAY-FORW waits for its RELAY-REPL, in milliseconds.
     pub pending_ttl_ms: i64,
     /// Option code of the server reply sequence number in a REPLY (`[leasequery] srsn_option`).
@@ -51,10 +78,31 @@ impl Default for ClassifyConfig {
     fn default() -> Self {
         ClassifyConfig {
             pending_capacity: 8192,
+            release_capacity: 4096,
             pending_ttl_ms: 60_000,
             srsn_option: None,
         }
     }
+}
+
+/// Who may speak on the snoop interfaces: the configured servers (and trusted sources), and
+/// this box, whose addresses come from the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct SnoopTrust {
+    /// Configured servers and `snoop.trusted_sources`.
+    pub servers: HashSet<Ipv6Addr>,
+    pub own: Arc<OwnAddresses>,
+}
+
+/// A snooped datagram's envelope: what the capture knows besides the DHCPv6 payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// Sent by this box (`PACKET_OUTGOING`).
+    pub outgoing: bool,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
 }
 
 /// What one snooped message taught us.
@@ -75,7 +123,7 @@ pub enum ClassifyCounter {
     ReplyBind,
     /// RELAY-REPL carrying a REPLY to RELEASE/DECLINE.
     ReplyRelease,
-    /// REPLY that matched no remembered RELAY-FORW (still used for bindings).
+    /// REPLY that matched no remembered RELAY-FORW: dropped.
     ReplyUnmatched,
     /// Relayed message that is neither a client request nor a REPLY (ADVERTISE, RECONFIGURE...).
     Ignored,
@@ -89,10 +137,19 @@ pub enum ClassifyCounter {
     BadPrefix,
     /// RELAY-FORW dropped from a full memory.
     PendingEvicted,
+    /// RELAY-REPL seen leaving the box, or RELAY-FORW arriving: not the relay's own traffic.
+    WrongDirection,
+    /// RELAY-REPL from an address that is not a configured server or trusted source; RELAY-FORW
+    /// from an address that is not this box's.
+    UntrustedSource,
+    /// RELAY-REPL not addressed to this box; RELAY-FORW not towards a server.
+    WrongDestination,
+    /// Not UDP 547 → 547.
+    WrongPort,
 }
 
 impl ClassifyCounter {
-    pub const ALL: [ClassifyCounter; 10] = [
+    pub const ALL: [ClassifyCounter; 14] = [
         ClassifyCounter::RelayForw,
         ClassifyCounter::ReplyBind,
         ClassifyCounter::ReplyRelease,
@@ -103,6 +160,10 @@ impl ClassifyCounter {
         ClassifyCounter::ErrorStatus,
         ClassifyCounter::BadPrefix,
         ClassifyCounter::PendingEvicted,
+        ClassifyCounter::WrongDirection,
+        ClassifyCounter::UntrustedSource,
+        ClassifyCounter::WrongDestination,
+        ClassifyCounter::WrongPort,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,11 +178,27 @@ impl ClassifyCounter {
             ClassifyCounter::ErrorStatus => "error_status",
             ClassifyCounter::BadPrefix => "bad_prefix",
             ClassifyCounter::PendingEvicted => "pending_evicted",
+            ClassifyCounter::WrongDirection => "wrong_direction",
+            ClassifyCounter::UntrustedSource => "untrusted_source",
+            ClassifyCounter::WrongDestination => "wrong_destination",
+            ClassifyCounter::WrongPort => "wrong_port",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether this counter is a refusal of a message's origin (counted as admission rejects).
+    pub fn is_untrusted(self) -> bool {
+        matches!(
+            self,
+            ClassifyCounter::WrongDirection
+                | ClassifyCounter::UntrustedSource
+                | ClassifyCounter::WrongDestination
+                | ClassifyCounter::WrongPort
+                | ClassifyCounter::ReplyUnmatched
+        )
     }
 }
 
@@ -159,25 +236,102 @@ struct Pending {
     at: Timestamp,
 }
 
-type PendingKey = (u32, Box<[u8]>);
+/// Transaction id, client DUID, link-address: what ties a REPLY to its RELAY-FORW.
+type PendingKey = (u32, Box<[u8]>, Ipv6Addr);
+
+/// One bounded memory of RELAY-FORWs. `order` lists (time, key) in arrival order; a refreshed
+/// entry gets a new slot and its old one goes stale (skipped, because the entry's `at` no
+/// longer matches), and stale slots are swept before `order` outgrows twice the capacity, so
+/// every structure stays bounded and no entry is orphaned past its time-to-live.
+#[derive(Debug)]
+struct PendingTable {
+    capacity: usize,
+    entries: HashMap<PendingKey, Pending>,
+    order: VecDeque<(Timestamp, PendingKey)>,
+}
+
+impl PendingTable {
+    fn new(capacity: usize) -> Self {
+        PendingTable {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn is_live(&self, at: Timestamp, key: &PendingKey) -> bool {
+        self.entries.get(key).is_some_and(|p| p.at == at)
+    }
+
+    /// Remember `entry`; returns how many entries were evicted to make room.
+    fn insert(&mut self, key: PendingKey, entry: Pending) -> u64 {
+        let at = entry.at;
+        self.entries.insert(key.clone(), entry);
+        self.order.push_back((at, key));
+        let mut evicted = 0;
+        while self.entries.len() > self.capacity {
+            let Some((at, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.is_live(at, &old) {
+                self.entries.remove(&old);
+                evicted += 1;
+            }
+        }
+        if self.order.len() > 2 * self.capacity {
+            let entries = &self.entries;
+            self.order
+                .retain(|(at, k)| entries.get(k).is_some_and(|p| p.at == *at));
+        }
+        evicted
+    }
+
+    fn remove(&mut self, key: &PendingKey) -> Option<Pending> {
+        self.entries.remove(key)
+    }
+
+    fn expire(&mut self, now: Timestamp, ttl_ms: i64) {
+        while let Some((at, _)) = self.order.front() {
+            if now.millis().saturating_sub(at.millis()) < ttl_ms {
+                break;
+            }
+            if let Some((at, key)) = self.order.pop_front() {
+                if self.is_live(at, &key) {
+                    self.entries.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// Pairs RELAY-FORW with RELAY-REPL and turns REPLYs into cache input.
 #[derive(Debug)]
 pub struct Classifier {
     cfg: ClassifyConfig,
-    pending: HashMap<PendingKey, Pending>,
-    /// Insertion order for eviction and time-to-live; may hold keys already removed.
-    order: VecDeque<(Timestamp, PendingKey)>,
+    trust: SnoopTrust,
+    /// FORWs of exchanges that bind (REQUEST, RENEW, REBIND, SOLICIT, CONFIRM...).
+    pending: PendingTable,
+    /// FORWs of RELEASE and DECLINE: their REPLY withdraws, so a flood of the others must not
+    /// push them out.
+    releases: PendingTable,
     stats: ClassifyStats,
+    /// Why the last message was refused for its origin, if it was (for the shell's log line).
+    refusal: Option<ClassifyCounter>,
 }
 
 impl Classifier {
-    pub fn new(cfg: ClassifyConfig) -> Self {
+    pub fn new(cfg: ClassifyConfig, trust: SnoopTrust) -> Self {
         Classifier {
             cfg,
-            pending: HashMap::new(),
-            order: VecDeque::new(),
+            trust,
+            pending: PendingTable::new(cfg.pending_capacity),
+            releases: PendingTable::new(cfg.release_capacity),
             stats: ClassifyStats::default(),
+            refusal: None,
         }
     }
 
@@ -187,18 +341,23 @@ impl Classifier {
 
     /// RELAY-FORWs waiting for their answer.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.releases.len()
     }
 
-    /// Feeds one snooped DHCPv6 message. `sender` is the datagram's IPv6 source: for a
-    /// RELAY-REPL, the server's address.
-    pub fn on_message(
-        &mut self,
-        msg: &Message,
-        sender: Ipv6Addr,
-        now: Timestamp,
-    ) -> Option<Learned> {
-        self.expire(now);
+    /// Entries of every structure of the memory (maps and order queues): what bounds it.
+    pub fn memory_len(&self) -> usize {
+        self.pending.entries.len()
+            + self.pending.order.len()
+            + self.releases.entries.len()
+            + self.releases.order.len()
+    }
+
+    /// Feeds one snooped DHCPv6 message with its envelope (see the module doc for what is
+    /// believed from where).
+    pub fn on_message(&mut self, msg: &Message, env: &Envelope, now: Timestamp) -> Option<Learned> {
+        self.refusal = None;
+        self.pending.expire(now, self.cfg.pending_ttl_ms);
+        self.releases.expire(now, self.cfg.pending_ttl_ms);
         let Message::Relay(outer) = msg else {
             self.stats.bump(ClassifyCounter::NotRelayed);
             return None;
@@ -210,17 +369,74 @@ impl Classifier {
         let chain = msg.relay_chain();
         match outer.msg_type {
             MessageType::RELAY_FORW => {
+                if let Err(c) = self.forw_trusted(env) {
+                    self.refuse(c);
+                    return None;
+                }
                 self.on_forw(&chain, client, now);
                 None
             }
-            _ if client.msg_type == MessageType::REPLY => {
-                self.on_reply(&chain, client, sender, now)
+            MessageType::RELAY_REPL if client.msg_type == MessageType::REPLY => {
+                if let Err(c) = self.repl_trusted(env) {
+                    self.refuse(c);
+                    return None;
+                }
+                self.on_reply(&chain, client, env.src, now)
             }
             _ => {
                 self.stats.bump(ClassifyCounter::Ignored);
                 None
             }
         }
+    }
+
+    /// Why the last message passed to [`on_message`](Self::on_message) was refused for where
+    /// it came from (direction, source, destination, ports, or a REPLY without its FORW).
+    pub fn refusal(&self) -> Option<ClassifyCounter> {
+        self.refusal
+    }
+
+    fn refuse(&mut self, c: ClassifyCounter) {
+        self.stats.bump(c);
+        self.refusal = Some(c);
+    }
+
+    fn ports_ok(env: &Envelope) -> bool {
+        env.src_port == SERVER_PORT && env.dst_port == SERVER_PORT
+    }
+
+    /// A RELAY-FORW is the relay's own: leaving this box, from its address, to a server.
+    fn forw_trusted(&self, env: &Envelope) -> Result<(), ClassifyCounter> {
+        if !env.outgoing {
+            return Err(ClassifyCounter::WrongDirection);
+        }
+        if !Self::ports_ok(env) {
+            return Err(ClassifyCounter::WrongPort);
+        }
+        if !self.trust.own.contains(&env.src) {
+            return Err(ClassifyCounter::UntrustedSource);
+        }
+        if !(self.trust.servers.contains(&env.dst) || env.dst == ALL_DHCP_SERVERS) {
+            return Err(ClassifyCounter::WrongDestination);
+        }
+        Ok(())
+    }
+
+    /// A RELAY-REPL is a server's answer to this box: arriving, from a server, to our address.
+    fn repl_trusted(&self, env: &Envelope) -> Result<(), ClassifyCounter> {
+        if env.outgoing {
+            return Err(ClassifyCounter::WrongDirection);
+        }
+        if !Self::ports_ok(env) {
+            return Err(ClassifyCounter::WrongPort);
+        }
+        if !self.trust.servers.contains(&env.src) {
+            return Err(ClassifyCounter::UntrustedSource);
+        }
+        if !self.trust.own.contains(&env.dst) {
+            return Err(ClassifyCounter::WrongDestination);
+        }
+        Ok(())
     }
 
     fn on_forw(
@@ -233,16 +449,20 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::MissingId);
             return;
         };
-        let named = match client.msg_type {
-            MessageType::RELEASE | MessageType::DECLINE => {
-                leases_of(&client.options, &mut self.stats)
-                    .into_iter()
-                    .map(|l| l.key)
-                    .collect()
-            }
-            _ => Vec::new(),
+        let releases = matches!(client.msg_type, MessageType::RELEASE | MessageType::DECLINE);
+        let named = if releases {
+            leases_of(&client.options, &mut self.stats)
+                .into_iter()
+                .map(|l| l.key)
+                .collect()
+        } else {
+            Vec::new()
         };
-        let key: PendingKey = (client.transaction_id, duid.to_vec().into_boxed_slice());
+        let key: PendingKey = (
+            client.transaction_id,
+            duid.to_vec().into_boxed_slice(),
+            link_address(chain),
+        );
         let entry = Pending {
             client_type: client.msg_type,
             relay: relay_data(chain),
@@ -250,16 +470,16 @@ impl Classifier {
             at: now,
         };
         self.stats.bump(ClassifyCounter::RelayForw);
-        if self.pending.insert(key.clone(), entry).is_none() {
-            self.order.push_back((now, key));
-        }
-        while self.pending.len() > self.cfg.pending_capacity {
-            let Some((_, old)) = self.order.pop_front() else {
-                break;
-            };
-            if self.pending.remove(&old).is_some() {
-                self.stats.bump(ClassifyCounter::PendingEvicted);
-            }
+        // A key lives in one memory only: a client reusing an id for another kind of message
+        // replaces what it sent before.
+        let (table, other) = if releases {
+            (&mut self.releases, &mut self.pending)
+        } else {
+            (&mut self.pending, &mut self.releases)
+        };
+        other.remove(&key);
+        for _ in 0..table.insert(key, entry) {
+            self.stats.bump(ClassifyCounter::PendingEvicted);
         }
     }
 
@@ -276,20 +496,26 @@ impl Classifier {
             return None;
         };
         let duid: Box<[u8]> = duid.to_vec().into_boxed_slice();
-        let forw = self.pending.remove(&(reply.transaction_id, duid.clone()));
-        if forw.is_none() {
-            self.stats.bump(ClassifyCounter::ReplyUnmatched);
-        }
-        if let Some(f) = &forw {
-            if matches!(f.client_type, MessageType::RELEASE | MessageType::DECLINE) {
-                self.stats.bump(ClassifyCounter::ReplyRelease);
-                return Some(Learned::Withdraw(Withdrawal {
-                    keys: f.named.clone(),
-                    client_duid: Some(duid),
-                    reason: WithdrawReason::Released,
-                    arrival: now,
-                }));
-            }
+        let key: PendingKey = (reply.transaction_id, duid.clone(), link_address(chain));
+        let Some(forw) = self
+            .releases
+            .remove(&key)
+            .or_else(|| self.pending.remove(&key))
+        else {
+            self.refuse(ClassifyCounter::ReplyUnmatched);
+            return None;
+        };
+        if matches!(
+            forw.client_type,
+            MessageType::RELEASE | MessageType::DECLINE
+        ) {
+            self.stats.bump(ClassifyCounter::ReplyRelease);
+            return Some(Learned::Withdraw(Withdrawal {
+                keys: forw.named,
+                client_duid: Some(duid),
+                reason: WithdrawReason::Released,
+                arrival: now,
+            }));
         }
         if reply
             .options
@@ -306,11 +532,9 @@ impl Classifier {
         }
         // The REPL echoes the link/peer addresses and Interface-Id; the FORW adds Remote-Id.
         let mut relay = relay_data(chain);
-        if let Some(f) = forw {
-            relay.peer_address = relay.peer_address.or(f.relay.peer_address);
-            relay.interface_id = relay.interface_id.or(f.relay.interface_id);
-            relay.remote_id = f.relay.remote_id.or(relay.remote_id);
-        }
+        relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
+        relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
+        relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
         self.stats.bump(ClassifyCounter::ReplyBind);
         Some(Learned::Bind(Observation {
             client_duid: duid,
@@ -330,21 +554,8 @@ impl Classifier {
             complete: false,
             leases,
             arrival: now,
+            query_address: None,
         }))
-    }
-
-    fn expire(&mut self, now: Timestamp) {
-        while let Some((at, _)) = self.order.front() {
-            if now.millis().saturating_sub(at.millis()) < self.cfg.pending_ttl_ms {
-                break;
-            }
-            if let Some((at, key)) = self.order.pop_front() {
-                // Only drop the entry if it is the one this order slot was made for.
-                if self.pending.get(&key).is_some_and(|p| p.at == at) {
-                    self.pending.remove(&key);
-                }
-            }
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! classifier sees exactly what it sees on the wire.
 
 use super::*;
+use crate::admission::OwnAddresses;
 use crate::wire::{Duid, Ia, IaAddr, IaPrefix, RelayMessage, Status};
 
 const CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -90,6 +91,44 @@ fn repl(c: ClientMessage) -> Message {
 }
 
 const SRV: &str = "2001:db8:ffff::2";
+/// The relay's (this box's) address towards the server.
+const RELAY_UP: &str = "2001:db8:ffff::1";
+
+fn classifier(cfg: ClassifyConfig) -> Classifier {
+    Classifier::new(
+        cfg,
+        SnoopTrust {
+            servers: [a(SRV)].into_iter().collect(),
+            own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
+        },
+    )
+}
+
+fn trusted() -> Classifier {
+    classifier(ClassifyConfig::default())
+}
+
+/// The relay's RELAY-FORW leaving the box towards the server.
+fn up() -> Envelope {
+    Envelope {
+        outgoing: true,
+        src: a(RELAY_UP),
+        dst: a(SRV),
+        src_port: 547,
+        dst_port: 547,
+    }
+}
+
+/// The server's RELAY-REPL arriving at the box.
+fn down() -> Envelope {
+    Envelope {
+        outgoing: false,
+        src: a(SRV),
+        dst: a(RELAY_UP),
+        src_port: 547,
+        dst_port: 547,
+    }
+}
 
 fn bind(l: Option<Learned>) -> Observation {
     match l {
@@ -98,11 +137,19 @@ fn bind(l: Option<Learned>) -> Observation {
     }
 }
 
+fn reply_na(xid: u32, addr: &str) -> Message {
+    repl(client_msg(
+        MessageType::REPLY,
+        xid,
+        vec![ia_na(1, addr, 600)],
+    ))
+}
+
 #[test]
 fn request_reply_learns_addresses_prefixes_relay_data_and_server() {
-    let mut c = Classifier::new(ClassifyConfig::default());
+    let mut c = trusted();
     let req = client_msg(MessageType::REQUEST, 0x1234, vec![]);
-    assert_eq!(c.on_message(&forw(req), a("2001:db8:1::1"), ts(0)), None);
+    assert_eq!(c.on_message(&forw(req), &up(), ts(0)), None);
     assert_eq!(c.pending_len(), 1);
     let reply = client_msg(
         MessageType::REPLY,
@@ -112,7 +159,7 @@ fn request_reply_learns_addresses_prefixes_relay_data_and_server() {
             ia_pd(2, "2001:db8:100::/56", 7200),
         ],
     );
-    let o = bind(c.on_message(&repl(reply), a(SRV), ts(10)));
+    let o = bind(c.on_message(&repl(reply), &down(), ts(10)));
     assert_eq!(c.pending_len(), 0);
     assert_eq!(&*o.client_duid, &Duid::ll_ethernet(CLIENT).to_vec()[..]);
     assert_eq!(o.link.address, a("2001:db8:1::1"));
@@ -154,49 +201,324 @@ fn request_reply_learns_addresses_prefixes_relay_data_and_server() {
 }
 
 #[test]
-fn every_exchange_type_binds_even_without_its_relay_forw() {
+fn every_exchange_type_binds_when_its_relay_forw_was_seen() {
     for t in [
         MessageType::SOLICIT,
         MessageType::REQUEST,
         MessageType::RENEW,
         MessageType::REBIND,
+        MessageType::CONFIRM,
     ] {
-        let mut c = Classifier::new(ClassifyConfig::default());
-        c.on_message(&forw(client_msg(t, 7, vec![])), a("2001:db8:1::1"), ts(0));
-        let o = bind(c.on_message(
-            &repl(client_msg(
-                MessageType::REPLY,
-                7,
-                vec![ia_na(1, "2001:db8:1::7", 600)],
-            )),
-            a(SRV),
-            ts(1),
-        ));
+        let mut c = trusted();
+        c.on_message(&forw(client_msg(t, 7, vec![])), &up(), ts(0));
+        let o = bind(c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(1)));
         assert_eq!(o.leases.len(), 1, "{t:?}");
+        assert_eq!(
+            o.relay.unwrap().peer_address,
+            Some(a("fe80::1")),
+            "RELAY-REPL echoes the peer-address: the PD next hop"
+        );
     }
-    // A binding first seen in a RENEW whose RELAY-FORW we never saw (agent started late).
-    let mut c = Classifier::new(ClassifyConfig::default());
-    let o = bind(c.on_message(
-        &repl(client_msg(
-            MessageType::REPLY,
-            99,
-            vec![ia_pd(3, "2001:db8:200::/60", 600)],
-        )),
-        a(SRV),
-        ts(0),
-    ));
-    assert_eq!(
-        o.relay.unwrap().peer_address,
-        Some(a("fe80::1")),
-        "RELAY-REPL echoes the peer-address: the PD next hop"
-    );
-    assert_eq!(c.stats().get(ClassifyCounter::ReplyUnmatched), 1);
 }
 
 #[test]
+fn a_reply_without_its_relay_forw_binds_nothing() {
+    let mut c = trusted();
+    // Never forwarded (forged, or the agent started mid-exchange): counted, dropped.
+    assert_eq!(
+        c.on_message(&reply_na(99, "2001:db8:1::9"), &down(), ts(0)),
+        None
+    );
+    assert_eq!(c.stats().get(ClassifyCounter::ReplyUnmatched), 1);
+    // Same xid, other client DUID: no match.
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 5, vec![])),
+        &up(),
+        ts(0),
+    );
+    let mut other = ClientMessage::new(MessageType::REPLY, 5);
+    other.options.push(DhcpOption::ClientId(Duid::ll_ethernet([
+        2, 0, 0, 0, 0, 0x99,
+    ])));
+    other
+        .options
+        .push(DhcpOption::ServerId(Duid::ll_ethernet(SERVER)));
+    other.options.push(ia_na(1, "2001:db8:1::5", 600));
+    assert_eq!(c.on_message(&repl(other), &down(), ts(1)), None);
+    // Same xid and DUID, other link: no match either.
+    let elsewhere = wire(relay(
+        MessageType::RELAY_REPL,
+        "2001:db8:2::1",
+        "fe80::1",
+        vec![],
+        Message::Client(client_msg(
+            MessageType::REPLY,
+            5,
+            vec![ia_na(1, "2001:db8:2::5", 600)],
+        )),
+    ));
+    assert_eq!(c.on_message(&elsewhere, &down(), ts(1)), None);
+    assert_eq!(c.stats().get(ClassifyCounter::ReplyUnmatched), 3);
+    // The real reply still matches, once.
+    bind(c.on_message(&reply_na(5, "2001:db8:1::5"), &down(), ts(2)));
+    assert_eq!(
+        c.on_message(&reply_na(5, "2001:db8:1::5"), &down(), ts(3)),
+        None
+    );
+    assert_eq!(c.stats().get(ClassifyCounter::ReplyUnmatched), 4);
+}
+
+/// Each envelope rule on its own: a RELAY-REPL (or FORW) that differs from the real one in one
+/// field is refused with that field's counter, and teaches nothing.
+#[test]
+fn messages_are_believed_only_from_where_they_can_come_from() {
+    type Tweak = fn(&mut Envelope);
+    let repl_cases: [(&str, Tweak, ClassifyCounter); 7] = [
+        (
+            "leaving the box (a subscriber's forgery crossing the uplink)",
+            |e| e.outgoing = true,
+            ClassifyCounter::WrongDirection,
+        ),
+        (
+            "from a host that is not a server",
+            |e| e.src = "2001:db8:ffff::66".parse().unwrap(),
+            ClassifyCounter::UntrustedSource,
+        ),
+        (
+            "to a subscriber, not to us",
+            |e| e.dst = "2001:db8:1::100".parse().unwrap(),
+            ClassifyCounter::WrongDestination,
+        ),
+        (
+            "to the client port 546",
+            |e| e.dst_port = 546,
+            ClassifyCounter::WrongPort,
+        ),
+        (
+            "from another port",
+            |e| e.src_port = 5547,
+            ClassifyCounter::WrongPort,
+        ),
+        (
+            "spoofed server source to a subscriber's 546",
+            |e| {
+                e.dst = "2001:db8:1::100".parse().unwrap();
+                e.dst_port = 546;
+            },
+            ClassifyCounter::WrongPort,
+        ),
+        (
+            "from a subscriber address",
+            |e| e.src = "2001:db8:1::100".parse().unwrap(),
+            ClassifyCounter::UntrustedSource,
+        ),
+    ];
+    for (what, tweak, counter) in repl_cases {
+        let mut c = trusted();
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, 7, vec![])),
+            &up(),
+            ts(0),
+        );
+        let mut env = down();
+        tweak(&mut env);
+        assert_eq!(
+            c.on_message(&reply_na(7, "2001:db8:1::7"), &env, ts(1)),
+            None,
+            "{what}"
+        );
+        assert_eq!(c.stats().get(counter), 1, "{what}: {counter:?}");
+        assert_eq!(
+            c.pending_len(),
+            1,
+            "{what}: the real exchange is still pending"
+        );
+        bind(c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(2)));
+    }
+    let forw_cases: [(&str, Tweak, ClassifyCounter); 4] = [
+        (
+            "arriving, not sent by us",
+            |e| e.outgoing = false,
+            ClassifyCounter::WrongDirection,
+        ),
+        (
+            "from an address that is not ours",
+            |e| e.src = "2001:db8:1::100".parse().unwrap(),
+            ClassifyCounter::UntrustedSource,
+        ),
+        (
+            "towards a host that is not a server",
+            |e| e.dst = "2001:db8:ffff::66".parse().unwrap(),
+            ClassifyCounter::WrongDestination,
+        ),
+        (
+            "from the client port",
+            |e| e.src_port = 546,
+            ClassifyCounter::WrongPort,
+        ),
+    ];
+    for (what, tweak, counter) in forw_cases {
+        let mut c = trusted();
+        let mut env = up();
+        tweak(&mut env);
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, 7, vec![])),
+            &env,
+            ts(0),
+        );
+        assert_eq!(c.stats().get(counter), 1, "{what}: {counter:?}");
+        assert_eq!(c.pending_len(), 0, "{what}");
+        assert_eq!(
+            c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(1)),
+            None,
+            "{what}"
+        );
+    }
+    // A relay may forward to All_DHCP_Servers.
+    let mut c = trusted();
+    let mut env = up();
+    env.dst = "ff05::1:3".parse().unwrap();
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 7, vec![])),
+        &env,
+        ts(0),
+    );
+    bind(c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(1)));
+}
+
+#[test]
+fn repeated_relay_forws_refresh_one_entry_and_expire() {
+    let cfg = ClassifyConfig {
+        pending_capacity: 4,
+        release_capacity: 4,
+        pending_ttl_ms: 1_000,
+        ..ClassifyConfig::default()
+    };
+    let mut c = classifier(cfg);
+    // A client retransmitting (same xid and DUID) 1000 times, and a relay forwarding to
+    // several servers: one entry, no orphans, bounded queues.
+    for i in 0..1000 {
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, 7, vec![])),
+            &up(),
+            ts(i),
+        );
+        assert_eq!(c.pending_len(), 1);
+        assert!(c.memory_len() <= 1 + 2 * 4 + 1, "memory {}", c.memory_len());
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::PendingEvicted), 0);
+    // Its time-to-live counts from the last retransmission, and then it is gone for good.
+    bind(c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(1_900)));
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 8, vec![])),
+        &up(),
+        ts(2_000),
+    );
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 8, vec![])),
+        &up(),
+        ts(2_500),
+    );
+    assert_eq!(
+        c.on_message(&reply_na(9, "2001:db8:1::9"), &down(), ts(3_600)),
+        None
+    );
+    assert_eq!(c.pending_len(), 0, "expired 1 s after the last FORW");
+    assert!(
+        c.memory_len() <= 1,
+        "no orphaned order entries: {}",
+        c.memory_len()
+    );
+}
+
+#[test]
+fn a_flood_of_forws_cannot_push_out_a_pending_release() {
+    let cfg = ClassifyConfig {
+        pending_capacity: 16,
+        release_capacity: 16,
+        pending_ttl_ms: 60_000,
+        ..ClassifyConfig::default()
+    };
+    let mut c = classifier(cfg);
+    let rel = client_msg(
+        MessageType::RELEASE,
+        0x42,
+        vec![
+            ia_na(1, "2001:db8:1::100", 0),
+            ia_pd(2, "2001:db8:100::/56", 0),
+        ],
+    );
+    c.on_message(&forw(rel), &up(), ts(0));
+    for xid in 1000..11_000 {
+        let mut m = ClientMessage::new(MessageType::SOLICIT, xid);
+        m.options.push(DhcpOption::ClientId(Duid::ll_ethernet([
+            2,
+            0,
+            0,
+            (xid >> 8) as u8,
+            xid as u8,
+            1,
+        ])));
+        c.on_message(&forw(m), &up(), ts(1));
+        assert!(c.memory_len() <= 16 + 2 * 16 + 1 + 2);
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::PendingEvicted), 10_000 - 16);
+    let mut ok = client_msg(MessageType::REPLY, 0x42, vec![]);
+    ok.options.push(DhcpOption::StatusCode(Status::new(
+        StatusCode::SUCCESS,
+        "ok",
+    )));
+    match c.on_message(&repl(ok), &down(), ts(2)) {
+        Some(Learned::Withdraw(w)) => assert_eq!(w.keys.len(), 2),
+        other => panic!("the RELEASE must still match: {other:?}"),
+    }
+}
+
+#[test]
+fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
+    let cfg = ClassifyConfig {
+        pending_capacity: 3,
+        release_capacity: 3,
+        pending_ttl_ms: 1_000,
+        ..ClassifyConfig::default()
+    };
+    let mut c = classifier(cfg);
+    for xid in 0..10 {
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, xid, vec![])),
+            &up(),
+            ts(0),
+        );
+        assert!(c.pending_len() <= 3);
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::PendingEvicted), 7);
+    // After the TTL a RELEASE's REPLY no longer matches: dropped as unmatched.
+    c.on_message(
+        &forw(client_msg(
+            MessageType::RELEASE,
+            50,
+            vec![ia_na(1, "2001:db8:1::100", 0)],
+        )),
+        &up(),
+        ts(100),
+    );
+    let late = c.on_message(
+        &repl(client_msg(MessageType::REPLY, 50, vec![])),
+        &down(),
+        ts(5_000),
+    );
+    assert_eq!(late, None);
+    assert_eq!(c.pending_len(), 0);
+}
+#[test]
 fn ldra_level_gives_peer_and_interface_id_outer_level_the_link() {
-    let mut c = Classifier::new(ClassifyConfig::default());
+    let mut c = trusted();
     let reply = client_msg(MessageType::REPLY, 5, vec![ia_na(1, "2001:db8:1::5", 600)]);
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 5, vec![])),
+        &up(),
+        ts(0),
+    );
     // LDRA (RFC 6221): link-address ::, peer = client link-local, mandatory Interface-Id.
     let ldra = relay(
         MessageType::RELAY_REPL,
@@ -212,7 +534,7 @@ fn ldra_level_gives_peer_and_interface_id_outer_level_the_link() {
         vec![],
         ldra,
     ));
-    let o = bind(c.on_message(&outer, a(SRV), ts(0)));
+    let o = bind(c.on_message(&outer, &down(), ts(0)));
     assert_eq!(o.link.address, a("2001:db8:1::1"));
     let r = o.relay.unwrap();
     assert_eq!(r.peer_address, Some(a("fe80::5")));
@@ -222,7 +544,7 @@ fn ldra_level_gives_peer_and_interface_id_outer_level_the_link() {
 #[test]
 fn reply_to_release_or_decline_withdraws_the_named_leases() {
     for t in [MessageType::RELEASE, MessageType::DECLINE] {
-        let mut c = Classifier::new(ClassifyConfig::default());
+        let mut c = trusted();
         let rel = client_msg(
             t,
             0x42,
@@ -231,13 +553,13 @@ fn reply_to_release_or_decline_withdraws_the_named_leases() {
                 ia_pd(2, "2001:db8:100::/56", 0),
             ],
         );
-        c.on_message(&forw(rel), a("2001:db8:1::1"), ts(0));
+        c.on_message(&forw(rel), &up(), ts(0));
         let mut ok = client_msg(MessageType::REPLY, 0x42, vec![]);
         ok.options.push(DhcpOption::StatusCode(Status::new(
             StatusCode::SUCCESS,
             "ok",
         )));
-        match c.on_message(&repl(ok), a(SRV), ts(5)) {
+        match c.on_message(&repl(ok), &down(), ts(5)) {
             Some(Learned::Withdraw(w)) => {
                 assert_eq!(
                     w.keys,
@@ -260,14 +582,19 @@ fn reply_to_release_or_decline_withdraws_the_named_leases() {
 
 #[test]
 fn zero_lifetimes_are_kept_for_the_cache_to_remove() {
-    let mut c = Classifier::new(ClassifyConfig::default());
+    let mut c = trusted();
+    c.on_message(
+        &forw(client_msg(MessageType::RENEW, 1, vec![])),
+        &up(),
+        ts(0),
+    );
     let o = bind(c.on_message(
         &repl(client_msg(
             MessageType::REPLY,
             1,
             vec![ia_na(1, "2001:db8:1::9", 0)],
         )),
-        a(SRV),
+        &down(),
         ts(0),
     ));
     assert_eq!(o.leases[0].valid, 0);
@@ -275,69 +602,43 @@ fn zero_lifetimes_are_kept_for_the_cache_to_remove() {
 
 #[test]
 fn non_replies_errors_and_unrelayed_messages_teach_nothing() {
-    let mut c = Classifier::new(ClassifyConfig::default());
+    let mut c = trusted();
     let adv = client_msg(
         MessageType::ADVERTISE,
         1,
         vec![ia_na(1, "2001:db8:1::1", 60)],
     );
-    assert_eq!(c.on_message(&repl(adv.clone()), a(SRV), ts(0)), None);
+    assert_eq!(c.on_message(&repl(adv.clone()), &down(), ts(0)), None);
     assert_eq!(c.stats().get(ClassifyCounter::Ignored), 1);
-    assert_eq!(c.on_message(&Message::Client(adv), a(SRV), ts(0)), None);
+    assert_eq!(c.on_message(&Message::Client(adv), &down(), ts(0)), None);
     assert_eq!(c.stats().get(ClassifyCounter::NotRelayed), 1);
 
+    c.on_message(
+        &forw(client_msg(MessageType::REQUEST, 2, vec![])),
+        &up(),
+        ts(0),
+    );
     let mut fail = client_msg(MessageType::REPLY, 2, vec![ia_na(1, "2001:db8:1::2", 60)]);
     fail.options.push(DhcpOption::StatusCode(Status::new(
         StatusCode::NO_BINDING,
         "no",
     )));
-    assert_eq!(c.on_message(&repl(fail), a(SRV), ts(0)), None);
+    assert_eq!(c.on_message(&repl(fail), &down(), ts(0)), None);
     assert_eq!(c.stats().get(ClassifyCounter::ErrorStatus), 1);
 
     let mut anon = ClientMessage::new(MessageType::REPLY, 3);
     anon.options.push(ia_na(1, "2001:db8:1::3", 60));
-    assert_eq!(c.on_message(&repl(anon), a(SRV), ts(0)), None);
+    assert_eq!(c.on_message(&repl(anon), &down(), ts(0)), None);
     assert_eq!(c.stats().get(ClassifyCounter::MissingId), 1);
 
     // A REPLY with no IA at all (to INFORMATION-REQUEST or CONFIRM).
-    let empty = client_msg(MessageType::REPLY, 4, vec![]);
-    assert_eq!(c.on_message(&repl(empty), a(SRV), ts(0)), None);
-}
-
-#[test]
-fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
-    let cfg = ClassifyConfig {
-        pending_capacity: 3,
-        pending_ttl_ms: 1_000,
-        ..ClassifyConfig::default()
-    };
-    let mut c = Classifier::new(cfg);
-    for xid in 0..10 {
-        c.on_message(
-            &forw(client_msg(MessageType::REQUEST, xid, vec![])),
-            a("2001:db8:1::1"),
-            ts(0),
-        );
-        assert!(c.pending_len() <= 3);
-    }
-    assert_eq!(c.stats().get(ClassifyCounter::PendingEvicted), 7);
-    // After the TTL a RELEASE's REPLY no longer matches: it is an ordinary (empty) REPLY.
     c.on_message(
-        &forw(client_msg(
-            MessageType::RELEASE,
-            50,
-            vec![ia_na(1, "2001:db8:1::100", 0)],
-        )),
-        a("2001:db8:1::1"),
-        ts(100),
+        &forw(client_msg(MessageType::REQUEST, 4, vec![])),
+        &up(),
+        ts(0),
     );
-    let late = c.on_message(
-        &repl(client_msg(MessageType::REPLY, 50, vec![])),
-        a(SRV),
-        ts(5_000),
-    );
-    assert_eq!(late, None);
-    assert_eq!(c.pending_len(), 0);
+    let empty = client_msg(MessageType::REPLY, 4, vec![]);
+    assert_eq!(c.on_message(&repl(empty), &down(), ts(0)), None);
 }
 
 #[test]
@@ -347,16 +648,21 @@ fn snooped_reply_carries_the_server_reply_sequence_number_when_configured() {
         data: 7u32.to_be_bytes().to_vec(),
     };
     for (code, want) in [(Some(65001), Some(7)), (None, None), (Some(65002), None)] {
-        let mut c = Classifier::new(ClassifyConfig {
+        let mut c = classifier(ClassifyConfig {
             srsn_option: code,
             ..ClassifyConfig::default()
         });
+        c.on_message(
+            &forw(client_msg(MessageType::REQUEST, 9, vec![])),
+            &up(),
+            ts(0),
+        );
         let reply = client_msg(
             MessageType::REPLY,
             9,
             vec![ia_na(1, "2001:db8:1::100", 3600), srsn.clone()],
         );
-        let o = bind(c.on_message(&repl(reply), a(SRV), ts(0)));
+        let o = bind(c.on_message(&repl(reply), &down(), ts(0)));
         assert_eq!(o.srsn, want, "option code {code:?}");
     }
 }

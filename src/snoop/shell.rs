@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats};
-use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Learned};
+use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache::AgentClock;
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::wire::Message;
@@ -64,11 +64,36 @@ impl MessageCounts {
     }
 }
 
+/// At most [`LogBudget::PER_SEC`] refusal log lines a second: a flood of forgeries is counted
+/// in full (metrics) but cannot flood the journal.
+#[derive(Debug, Default)]
+struct LogBudget {
+    second: Option<std::time::Instant>,
+    used: u32,
+}
+
+impl LogBudget {
+    const PER_SEC: u32 = 10;
+
+    fn allow(&mut self, at: std::time::Instant) -> bool {
+        match self.second {
+            Some(s) if at.saturating_duration_since(s) < std::time::Duration::from_secs(1) => {}
+            _ => {
+                self.second = Some(at);
+                self.used = 0;
+            }
+        }
+        self.used += 1;
+        self.used <= Self::PER_SEC
+    }
+}
+
 /// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`.
 /// Fails if any interface cannot be opened (missing interface, no CAP_NET_RAW).
 pub fn spawn(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
+    trust: SnoopTrust,
     clock: AgentClock,
     cache: CacheHandle,
     tasks: &mut JoinSet<()>,
@@ -82,7 +107,8 @@ pub fn spawn(
     drop(tx);
     let st = stats.clone();
     tasks.spawn(async move {
-        let mut classifier = Classifier::new(classify);
+        let mut classifier = Classifier::new(classify, trust);
+        let mut log_budget = LogBudget::default();
         while let Some(m) = rx.recv().await {
             let Ok(msg) = Message::parse(&m.payload) else {
                 st.unparsable
@@ -91,7 +117,29 @@ pub fn spawn(
             };
             let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
             st.messages.count(inner);
-            let learned = classifier.on_message(&msg, m.src, clock.at(m.at.into()));
+            let env = Envelope {
+                outgoing: m.outgoing,
+                src: m.src,
+                dst: m.dst,
+                src_port: m.src_port,
+                dst_port: m.dst_port,
+            };
+            let learned = classifier.on_message(&msg, &env, clock.at(m.at.into()));
+            if let Some(why) = classifier.refusal() {
+                if log_budget.allow(m.at) {
+                    tracing::warn!(
+                        reason = why.as_str(),
+                        interface = %m.interface,
+                        direction = if m.outgoing { "out" } else { "in" },
+                        src = %m.src,
+                        dst = %m.dst,
+                        src_port = m.src_port,
+                        dst_port = m.dst_port,
+                        message = ?inner,
+                        "snooped message refused: not from where a relay or server speaks"
+                    );
+                }
+            }
             // Short critical section, never held across an await.
             if let Ok(mut s) = st.classify.lock() {
                 *s = classifier.stats().clone();

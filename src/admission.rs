@@ -1,0 +1,483 @@
+//! The trust boundary: every binding is a claim until this stage admits it.
+//!
+//! Whatever its source — a snooped REPLY, an on-demand LEASEQUERY-REPLY, a bulk answer, the
+//! state file at start (the configuration may have changed since it was written) — an
+//! [`Observation`] passes [`Admission::admit`] before the cache sees it, and nothing it refuses
+//! reaches the cache or the kernel. The checks are about *what the data claims*, against the
+//! link the route would go on; *where it came from* is checked earlier, where the envelope is
+//! known (the snooper's direction/source/port rules in `snoop::classify`, the requestor's
+//! reply-source rule in `requestor`).
+//!
+//! Rules (each has a table test below; `docs/security.md` says what each defends):
+//!
+//! - **A1 known link.** The observation's link-address (and Interface-Id, when links share a
+//!   link-address) names a configured `[[links]]` entry; the route goes on *that* entry's
+//!   interface and nothing else (never the uplink, never `lo`), whatever interface the input
+//!   carried. Otherwise the whole observation is refused (`unknown_link`).
+//! - **A2 inside the link.** Every address and delegated prefix lies inside one of the link's
+//!   `subscriber_prefixes` (`outside_link`). A link without subscriber prefixes admits nothing.
+//! - **A3 sane prefix length.** A delegated prefix's length lies in the link's
+//!   `delegated_length` range (`prefix_length`); the configuration keeps that range at /32 or
+//!   longer, so `::/0`, `2000::/3` and the like can never pass.
+//! - **A4 no special addresses.** Never unspecified, loopback, link-local, multicast, IPv4-mapped
+//!   (`special_address`); never an address of this box (`own_address`) or of a configured
+//!   server (`server_address`); never a prefix that contains one of those.
+//! - **A5 sane next hop.** The relay peer-address (the delegated-prefix next hop) is link-local
+//!   or inside the link's subscriber prefixes, and not special, not ours (`bad_next_hop`;
+//!   the whole observation is refused: every prefix of the client would follow it).
+//! - **A6 an answer covers its question.** A leasequery answer to a query by address must
+//!   contain the address asked about in one of its leases, or it is dropped whole
+//!   (`not_covering`): a reply that talks about something else was not asked for.
+//!
+//! A2–A4 refuse single leases: the rest of the observation is admitted, but no longer counts
+//! as a complete answer (merge rule R7), so a refused lease never turns into the removal of one
+//! the client really holds. An observation left with no lease is refused whole.
+
+use std::collections::HashSet;
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::cache::{Lease, LeaseKey, Observation, Source};
+use crate::prefix::Ipv6Prefix;
+
+/// Default range of delegated prefix lengths a link admits (`links[].delegated_length`).
+pub const DEFAULT_DELEGATED_LENGTH: (u8, u8) = (48, 64);
+/// The shortest delegated prefix any configuration may admit.
+pub const SHORTEST_DELEGATED_LENGTH: u8 = 32;
+
+/// What admission knows about one configured link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRule {
+    pub name: Arc<str>,
+    /// The local interface routes for this link go on.
+    pub interface: Arc<str>,
+    pub link_address: Ipv6Addr,
+    /// Tells apart links that share a link-address (unnumbered subscriber VLANs).
+    pub interface_id: Option<Box<[u8]>>,
+    pub subscriber_prefixes: Vec<Ipv6Prefix>,
+    /// Inclusive range of delegated prefix lengths.
+    pub delegated_length: (u8, u8),
+}
+
+/// The box's own addresses, refreshed from the kernel while the agent runs (`kernel::addresses`).
+/// Shared by the snooper (is a datagram addressed to us?) and admission (A4/A5).
+#[derive(Debug, Default)]
+pub struct OwnAddresses(RwLock<Arc<HashSet<Ipv6Addr>>>);
+
+impl OwnAddresses {
+    pub fn new(addrs: impl IntoIterator<Item = Ipv6Addr>) -> Self {
+        OwnAddresses(RwLock::new(Arc::new(addrs.into_iter().collect())))
+    }
+
+    pub fn contains(&self, a: &Ipv6Addr) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(a)
+    }
+
+    /// Replace the set (a refresh from the kernel).
+    pub fn replace(&self, addrs: HashSet<Ipv6Addr>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(addrs);
+    }
+
+    pub fn snapshot(&self) -> Arc<HashSet<Ipv6Addr>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Why a claim was refused. The label is [`Rejection::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rejection {
+    /// A1: no configured link has this link-address (and Interface-Id).
+    UnknownLink,
+    /// A2: not inside the link's subscriber prefixes.
+    OutsideLink,
+    /// A3: delegated prefix length outside the link's range.
+    PrefixLength,
+    /// A4: unspecified, loopback, link-local, multicast or IPv4-mapped.
+    SpecialAddress,
+    /// A4: an address of this box, or a prefix containing one.
+    OwnAddress,
+    /// A4: a configured server's address, or a prefix containing one.
+    ServerAddress,
+    /// A5: the next hop is neither link-local nor inside the link.
+    BadNextHop,
+    /// A6: a query-by-address answer that does not contain the address asked about.
+    NotCovering,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 8] = [
+        Rejection::UnknownLink,
+        Rejection::OutsideLink,
+        Rejection::PrefixLength,
+        Rejection::SpecialAddress,
+        Rejection::OwnAddress,
+        Rejection::ServerAddress,
+        Rejection::BadNextHop,
+        Rejection::NotCovering,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownLink => "unknown_link",
+            Rejection::OutsideLink => "outside_link",
+            Rejection::PrefixLength => "prefix_length",
+            Rejection::SpecialAddress => "special_address",
+            Rejection::OwnAddress => "own_address",
+            Rejection::ServerAddress => "server_address",
+            Rejection::BadNextHop => "bad_next_hop",
+            Rejection::NotCovering => "not_covering",
+        }
+    }
+}
+
+/// One refused lease (or the whole observation, when `key` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub key: Option<LeaseKey>,
+    pub reason: Rejection,
+}
+
+/// What admission made of an observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// Everything passed; the observation now names the link's interface.
+    Whole(Observation),
+    /// Some leases were refused (listed); the rest is admitted, marked incomplete.
+    Partial(Observation, Vec<Refused>),
+    /// Nothing is admitted.
+    Refused(Vec<Refused>),
+}
+
+/// Where a claim came from, for the rejection counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Snoop,
+    Leasequery,
+    Bulk,
+    StateFile,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 4] = [
+        Origin::Snoop,
+        Origin::Leasequery,
+        Origin::Bulk,
+        Origin::StateFile,
+    ];
+
+    pub fn of(s: Source) -> Origin {
+        match s {
+            Source::Snoop => Origin::Snoop,
+            Source::Leasequery => Origin::Leasequery,
+            Source::Bulk => Origin::Bulk,
+            Source::StateFile => Origin::StateFile,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Snoop => "snoop",
+            Origin::Leasequery => "leasequery",
+            Origin::Bulk => "bulk",
+            Origin::StateFile => "state_file",
+        }
+    }
+}
+
+/// Rejections counted by (origin, reason).
+#[derive(Debug, Default)]
+pub struct AdmissionStats {
+    counts: [[AtomicU64; Rejection::ALL.len()]; Origin::ALL.len()],
+    admitted: AtomicU64,
+}
+
+impl AdmissionStats {
+    pub fn count(&self, origin: Origin, reason: Rejection) {
+        self.counts[origin as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, origin: Origin, reason: Rejection) -> u64 {
+        self.counts[origin as usize][reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// `(source, reason, count)` for every pair counted at least once.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for o in Origin::ALL {
+            for r in Rejection::ALL {
+                let n = self.get(o, r);
+                if n > 0 {
+                    out.push((o.as_str(), r.as_str(), n));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The admission stage: pure checks over the configured links and the box's addresses.
+#[derive(Debug)]
+pub struct Admission {
+    links: Vec<LinkRule>,
+    servers: HashSet<Ipv6Addr>,
+    own: Arc<OwnAddresses>,
+    stats: AdmissionStats,
+    /// Rate limit of rejection log lines: (second, lines logged in it).
+    log_budget: std::sync::Mutex<(i64, u32)>,
+}
+
+/// Rejection log lines per second at most (the counters count them all).
+const LOG_PER_SEC: u32 = 10;
+
+impl Admission {
+    pub fn new(
+        links: Vec<LinkRule>,
+        servers: impl IntoIterator<Item = Ipv6Addr>,
+        own: Arc<OwnAddresses>,
+    ) -> Self {
+        Admission {
+            links,
+            servers: servers.into_iter().collect(),
+            own,
+            stats: AdmissionStats::default(),
+            log_budget: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The rules of every configured link.
+    pub fn from_config(cfg: &crate::config::Config, own: Arc<OwnAddresses>) -> Self {
+        let links = cfg
+            .links
+            .iter()
+            .map(|l| LinkRule {
+                name: Arc::from(l.name.as_str()),
+                interface: Arc::from(l.interface.as_str()),
+                link_address: l.link_address,
+                interface_id: l.interface_id.clone().map(Vec::into_boxed_slice),
+                subscriber_prefixes: l.subscriber_prefixes.clone(),
+                delegated_length: l.delegated_length,
+            })
+            .collect();
+        Admission::new(links, cfg.servers.iter().map(|s| s.address), own)
+    }
+
+    pub fn stats(&self) -> &AdmissionStats {
+        &self.stats
+    }
+
+    pub fn own_addresses(&self) -> &Arc<OwnAddresses> {
+        &self.own
+    }
+
+    /// A1: the configured link an input on `link_address` belongs to. Links that share a
+    /// link-address are told apart by the relay's Interface-Id, else by the interface the input
+    /// arrived on (an on-demand answer carries the interface its query came from); a link
+    /// without an `interface_id` is the fallback for its address.
+    pub fn link(
+        &self,
+        link_address: Ipv6Addr,
+        interface_id: Option<&[u8]>,
+        interface: Option<&str>,
+    ) -> Option<&LinkRule> {
+        let mut by_interface = None;
+        let mut fallback = None;
+        for l in self.links.iter().filter(|l| l.link_address == link_address) {
+            match (&l.interface_id, interface_id) {
+                (Some(want), Some(got)) if **want == *got => return Some(l),
+                (Some(_), Some(_)) => continue,
+                _ => {}
+            }
+            if interface.is_some_and(|i| *l.interface == *i) {
+                by_interface = by_interface.or(Some(l));
+            }
+            if l.interface_id.is_none() {
+                fallback = fallback.or(Some(l));
+            }
+        }
+        by_interface.or(fallback)
+    }
+
+    /// Check `obs` (rules A1–A6), count and log what is refused, and return what may go on.
+    pub fn admit(&self, mut obs: Observation) -> Admitted {
+        let origin = Origin::of(obs.source);
+        let interface_id = obs.relay.as_ref().and_then(|r| r.interface_id.as_deref());
+        let whole = |reason| vec![Refused { key: None, reason }];
+        let Some(link) = self.link(
+            obs.link.address,
+            interface_id,
+            obs.link.interface.as_deref(),
+        ) else {
+            return self.refuse(&obs, origin, whole(Rejection::UnknownLink));
+        };
+        if let Some(asked) = obs.query_address {
+            if !obs.leases.iter().any(|l| l.key.network().contains(asked)) {
+                return self.refuse(&obs, origin, whole(Rejection::NotCovering));
+            }
+        }
+        if let Some(hop) = obs.relay.as_ref().and_then(|r| r.peer_address) {
+            if !self.next_hop_ok(link, hop) {
+                return self.refuse(&obs, origin, whole(Rejection::BadNextHop));
+            }
+        }
+        let mut refused = Vec::new();
+        obs.leases.retain(|l| match self.check_key(link, &l.key) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.push(Refused {
+                    key: Some(l.key),
+                    reason,
+                });
+                false
+            }
+        });
+        obs.link.interface = Some(link.interface.clone());
+        if obs.leases.is_empty() {
+            return self.refuse(&obs, origin, refused);
+        }
+        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        if refused.is_empty() {
+            return Admitted::Whole(obs);
+        }
+        self.log(&obs, origin, &refused);
+        for r in &refused {
+            self.stats.count(origin, r.reason);
+        }
+        // R7 must not read a refused lease's absence as "the server no longer holds it".
+        obs.complete = false;
+        Admitted::Partial(obs, refused)
+    }
+
+    /// Check a lease restored from the state file (A1–A5), giving it the link's interface.
+    pub fn admit_restored(&self, key: &LeaseKey, lease: &mut Lease) -> Result<(), Rejection> {
+        let interface_id = lease
+            .client
+            .relay
+            .as_ref()
+            .and_then(|r| r.interface_id.as_deref());
+        let r = self
+            .link(
+                lease.client.link.address,
+                interface_id,
+                lease.client.link.interface.as_deref(),
+            )
+            .ok_or(Rejection::UnknownLink)
+            .and_then(|link| {
+                if let Some(hop) = lease
+                    .next_hop
+                    .filter(|_| matches!(key, LeaseKey::Prefix(_)))
+                {
+                    if !self.next_hop_ok(link, hop) {
+                        return Err(Rejection::BadNextHop);
+                    }
+                }
+                self.check_key(link, key)?;
+                Ok(link.interface.clone())
+            });
+        match r {
+            Ok(interface) => {
+                if lease.client.link.interface.as_ref() != Some(&interface) {
+                    let mut client = (*lease.client).clone();
+                    client.link.interface = Some(interface);
+                    lease.client = Arc::new(client);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.stats.count(Origin::StateFile, reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// A2–A4 for one lease on `link`.
+    pub fn check_key(&self, link: &LinkRule, key: &LeaseKey) -> Result<(), Rejection> {
+        let net = key.network();
+        if special(net.addr()) {
+            return Err(Rejection::SpecialAddress);
+        }
+        if let LeaseKey::Prefix(p) = key {
+            let (min, max) = link.delegated_length;
+            if p.len() < min.max(SHORTEST_DELEGATED_LENGTH) || p.len() > max {
+                return Err(Rejection::PrefixLength);
+            }
+        }
+        if !link.subscriber_prefixes.iter().any(|s| s.covers(&net)) {
+            return Err(Rejection::OutsideLink);
+        }
+        if self.servers.iter().any(|s| net.contains(*s)) {
+            return Err(Rejection::ServerAddress);
+        }
+        let own = self.own.snapshot();
+        if net.len() == 128 {
+            if own.contains(&net.addr()) {
+                return Err(Rejection::OwnAddress);
+            }
+        } else if own.iter().any(|a| net.contains(*a)) {
+            return Err(Rejection::OwnAddress);
+        }
+        Ok(())
+    }
+
+    /// A5: a next hop is link-local or inside the link, and neither special nor ours.
+    fn next_hop_ok(&self, link: &LinkRule, hop: Ipv6Addr) -> bool {
+        let link_local = hop.is_unicast_link_local();
+        let inside = link.subscriber_prefixes.iter().any(|p| p.contains(hop));
+        (link_local || (inside && !special(hop)))
+            && !self.own.contains(&hop)
+            && !self.servers.contains(&hop)
+    }
+
+    fn refuse(&self, obs: &Observation, origin: Origin, refused: Vec<Refused>) -> Admitted {
+        self.log(obs, origin, &refused);
+        for r in &refused {
+            self.stats.count(origin, r.reason);
+        }
+        Admitted::Refused(refused)
+    }
+
+    /// A warning per refusal, at most [`LOG_PER_SEC`] a second (the counters count them all).
+    fn log(&self, obs: &Observation, origin: Origin, refused: &[Refused]) {
+        {
+            let sec = obs.arrival.secs();
+            let mut b = self.log_budget.lock().unwrap_or_else(|e| e.into_inner());
+            if b.0 != sec {
+                *b = (sec, 0);
+            }
+            if b.1 >= LOG_PER_SEC {
+                return;
+            }
+            b.1 += 1;
+        }
+        for r in refused {
+            tracing::warn!(
+                source = origin.as_str(),
+                reason = r.reason.as_str(),
+                lease = %r.key.map_or_else(|| "-".to_string(), |k| k.to_string()),
+                leases = ?obs.leases.iter().map(|l| l.key.to_string()).collect::<Vec<_>>(),
+                client = %hex::encode(&obs.client_duid),
+                link = %obs.link.address,
+                server = %obs.server.address,
+                next_hop = ?obs.relay.as_ref().and_then(|r| r.peer_address),
+                asked = ?obs.query_address,
+                "binding refused by admission"
+            );
+        }
+    }
+}
+
+/// A4: addresses that are never a subscriber's.
+fn special(a: Ipv6Addr) -> bool {
+    a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || a.is_unicast_link_local()
+        || a.to_ipv4_mapped().is_some()
+}
+
+#[cfg(test)]
+mod tests;
