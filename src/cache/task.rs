@@ -199,6 +199,7 @@ impl CacheTask {
                         // A withdrawal only removes what the named client holds (merge R14) or
                         // is the operator's own word: it claims nothing new.
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
+                        // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
                     };
                     self.emit(applied).await;
