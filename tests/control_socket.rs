@@ -12,7 +12,8 @@ use std::time::Duration;
 use lqagent::control::client::Client;
 use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
 use lqagent::control::{
-    BindingView, ControlError, ControlStats, Request, Responder, Response, StatsView,
+    BindingFilter, BindingView, ControlError, ControlStats, Request, Responder, Response,
+    ServerView, StatsView,
 };
 use lqagent::prefix::Ipv6Prefix;
 
@@ -24,13 +25,16 @@ struct Fake {
 impl Responder for Fake {
     async fn handle(&self, request: Request) -> Response {
         let mut b = self.bindings.lock().unwrap();
+        let mut clear = |f: BindingFilter| {
+            let (gone, kept): (Vec<_>, Vec<_>) = b.drain(..).partition(|v| f.matches(v));
+            *b = kept;
+            Response::Cleared {
+                removed: gone.into_iter().map(|v| v.network).collect(),
+            }
+        };
         match request {
-            Request::ShowBindings { link } => Response::Bindings {
-                bindings: b
-                    .iter()
-                    .filter(|v| link.is_none() || v.link == link)
-                    .cloned()
-                    .collect(),
+            Request::ShowBindings(f) => Response::Bindings {
+                bindings: b.iter().filter(|v| f.matches(v)).cloned().collect(),
             },
             Request::ShowStats => Response::Stats {
                 stats: StatsView::from_exposition(
@@ -41,25 +45,38 @@ impl Responder for Fake {
                     ),
                 ),
             },
-            Request::ClearBinding { target } => {
-                let (gone, kept): (Vec<_>, Vec<_>) =
-                    b.drain(..).partition(|v| target.covers(&v.network));
-                *b = kept;
-                Response::Cleared {
-                    removed: gone.into_iter().map(|v| v.network).collect(),
-                }
-            }
+            Request::ShowServers => Response::Servers {
+                servers: vec![ServerView {
+                    name: "dhcp-a".into(),
+                    address: "2001:db8::547".parse().unwrap(),
+                    up: false,
+                    last_answer_unix: Some(1),
+                    last_success_unix: None,
+                    last_rtt_ms: Some(2.5),
+                    consecutive_failures: 3,
+                    failures: 4,
+                    exchanges: 9,
+                    bulk: "gave_up".into(),
+                    bulk_at_unix: Some(1),
+                }],
+            },
+            Request::ClearBindings(f) => clear(f),
+            Request::ClearBinding { target } => clear(BindingFilter {
+                within: Some(target),
+                ..BindingFilter::default()
+            }),
         }
     }
 }
 
 fn binding(network: &str, ia: &str, link: &str, next_hop: Option<&str>) -> BindingView {
+    let client = if link == "cable2" { "0b" } else { "0a" };
     BindingView {
         network: network.parse().unwrap(),
         ia_type: ia.to_string(),
         link: Some(link.to_string()),
         interface: Some(format!("{link}-if")),
-        client_duid: "000300010200000000c1".to_string(),
+        client_duid: format!("000300010200000000{client}"),
         iaid: 1,
         next_hop: next_hop.map(|a| a.parse().unwrap()),
         preferred_secs: 1800,
@@ -84,6 +101,7 @@ fn start() -> Running {
             binding("2001:db8:100::1a/128", "na", "cable1", None),
             binding("2001:db8:f100:100::/56", "pd", "cable1", Some("fe80::1a")),
             binding("2001:db8:200::2b/128", "na", "cable2", None),
+            binding("2001:db8:100:100::/56", "pd", "cable1", Some("fe80::1b")),
         ]),
     });
     let stats = Arc::new(ControlStats::default());
@@ -115,15 +133,15 @@ fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
 fn client_shows_filters_and_clears() {
     let r = start();
     let mut c = Client::connect(&r.path).unwrap();
-    let Response::Bindings { bindings } = c.request(&Request::ShowBindings { link: None }).unwrap()
-    else {
+    let Response::Bindings { bindings } = c.request(&Request::show_all()).unwrap() else {
         panic!("not bindings")
     };
-    assert_eq!(bindings.len(), 3);
+    assert_eq!(bindings.len(), 4);
     let Response::Bindings { bindings } = c
-        .request(&Request::ShowBindings {
+        .request(&Request::ShowBindings(BindingFilter {
             link: Some("cable2".into()),
-        })
+            ..BindingFilter::default()
+        }))
         .unwrap()
     else {
         panic!("not bindings")
@@ -143,7 +161,7 @@ fn client_shows_filters_and_clears() {
         panic!("not stats")
     };
     assert_eq!(stats.uptime_secs, 42);
-    assert_eq!(stats.stats[0].value, 2.0, "two bindings left");
+    assert_eq!(stats.stats[0].value, 3.0, "three bindings left");
     assert_eq!(r.stats.requests.load(Relaxed), 4);
 }
 
@@ -165,7 +183,7 @@ fn cli_prints_tables_json_and_clears() {
     );
     assert!(text.contains("2001:db8:f100:100::/56  pd"), "{text}");
     assert!(text.contains("fe80::1a"), "{text}");
-    assert!(text.contains("3 binding(s)"), "{text}");
+    assert!(text.contains("4 binding(s)"), "{text}");
 
     let out = cli(&r.path, &["show", "bindings", "--link", "cable2", "--json"]);
     assert!(out.status.success());
@@ -177,7 +195,7 @@ fn cli_prints_tables_json_and_clears() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("uptime 42s"), "{text}");
     assert!(
-        text.contains("lqagent_bindings{type=\"address\",link=\"cable1\"}  3"),
+        text.contains("lqagent_bindings{type=\"address\",link=\"cable1\"}  4"),
         "{text}"
     );
 
@@ -189,14 +207,119 @@ fn cli_prints_tables_json_and_clears() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "cleared 2001:db8:100::1a/128\n"
+        "cleared 2001:db8:100::1a/128\n1 binding(s) cleared\n"
     );
     let out = cli(&r.path, &["clear", "binding", "2001:db8:100::1a"]);
     assert!(!out.status.success(), "clearing twice fails");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding for 2001:db8:100::1a/128"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding matched"));
 
     let out = cli(&r.path, &["clear", "binding", "not-an-address"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn cli_filters_by_duid_interface_and_prefix() {
+    let r = start();
+    let networks = |args: &[&str]| -> Vec<String> {
+        let out = cli(&r.path, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+        v.iter().map(|b| b.network.to_string()).collect()
+    };
+    assert_eq!(
+        networks(&[
+            "show",
+            "bindings",
+            "--json",
+            "--client-duid",
+            "00:03:00:01:02:00:00:00:00:0B"
+        ]),
+        ["2001:db8:200::2b/128"]
+    );
+    assert_eq!(
+        networks(&["show", "bindings", "--json", "--interface", "cable1-if"]).len(),
+        3
+    );
+    assert_eq!(
+        networks(&[
+            "show",
+            "bindings",
+            "--json",
+            "--within",
+            "2001:db8:100::/48"
+        ]),
+        ["2001:db8:100::1a/128", "2001:db8:100:100::/56"]
+    );
+    let out = cli(&r.path, &["show", "bindings", "--client-duid", "zz"]);
+    assert!(!out.status.success(), "a bad DUID is refused before asking");
+
+    // A /48 clear removes the /56 and the /128 it covers, says how many, and nothing else.
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("cleared 2001:db8:100:100::/56"), "{text}");
+    assert!(text.contains("cleared 2001:db8:100::1a/128"), "{text}");
+    assert!(text.ends_with("2 binding(s) cleared\n"), "{text}");
+    assert_eq!(networks(&["show", "bindings", "--json"]).len(), 2);
+
+    // Clear by link; an empty clear is refused by the CLI.
+    let out = cli(
+        &r.path,
+        &["clear", "bindings", "--link", "cable2", "--json"],
+    );
+    let resp: Response = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        resp,
+        Response::Cleared {
+            removed: vec!["2001:db8:200::2b/128".parse().unwrap()]
+        }
+    );
+    let out = cli(&r.path, &["clear", "binding"]);
+    assert!(!out.status.success());
+    assert_eq!(networks(&["show", "bindings", "--json"]).len(), 1);
+}
+
+#[test]
+fn cli_shows_servers() {
+    let r = start();
+    let out = cli(&r.path, &["show", "servers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = text.lines().next().unwrap();
+    for col in [
+        "SERVER",
+        "STATE",
+        "LAST-ANSWER",
+        "LAST-SUCCESS",
+        "RTT",
+        "BULK",
+    ] {
+        assert!(header.contains(col), "{text}");
+    }
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("dhcp-a"), "{text}");
+    assert!(
+        row.contains("down") && row.contains("never") && row.contains("2.5ms"),
+        "{row}"
+    );
+    assert!(row.contains("3/4") && row.contains("gave_up"), "{row}");
+    let out = cli(&r.path, &["show", "servers", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "dhcp-a");
+    assert_eq!(v[0]["up"], false);
+    assert_eq!(v[0]["last_success_unix"], serde_json::Value::Null);
 }
 
 #[test]

@@ -238,6 +238,9 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         .iter()
         .map(|s| (s.address, s.name.clone()))
         .collect();
+    metrics
+        .servers
+        .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
     let (on_demand, od_task) = ondemand::spawn(
         ondemand::Lookup {
             requestor: requestor.clone(),
