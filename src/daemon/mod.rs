@@ -100,6 +100,7 @@ pub enum DaemonError {
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(path)?;
+    cfg.check_host()?;
     let log = crate::logging::init_reloadable(&cfg.log)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
