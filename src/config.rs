@@ -238,6 +238,8 @@ pub struct MetricsSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlSection {
     pub socket: PathBuf,
+    /// A group (name or gid) whose members may `show`; `clear` stays root's and the service's.
+    pub show_group: Option<String>,
 }
 
 /// Log output format.

@@ -9,6 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod support;
+
+use lqagent::control::access::Access;
 use lqagent::control::client::Client;
 use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
 use lqagent::control::{
@@ -94,6 +97,11 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(None)
+}
+
+/// The fake daemon behind a socket with `access` (default: this process's policy).
+fn start_with(access: Option<Access>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("control.sock");
     let fake = Arc::new(Fake {
@@ -110,7 +118,14 @@ fn start() -> Running {
         .enable_all()
         .build()
         .unwrap();
-    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    let sock = rt
+        .block_on(async {
+            match access {
+                Some(a) => ControlSocket::bind_with(&path, a),
+                None => ControlSocket::bind(&path),
+            }
+        })
+        .unwrap();
     rt.spawn(sock.serve(fake, stats.clone(), std::future::pending()));
     Running {
         _dir: dir,
@@ -320,6 +335,88 @@ fn cli_shows_servers() {
     assert_eq!(v[0]["name"], "dhcp-a");
     assert_eq!(v[0]["up"], false);
     assert_eq!(v[0]["last_success_unix"], serde_json::Value::Null);
+}
+
+/// `lqagent ARGS --socket SOCKET` as uid/gid 65534 (`nobody`/`nogroup`), no supplementary groups.
+fn cli_as_nobody(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_lqagent"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+#[test]
+fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
+    if !support::netns::require_root("unprivileged_peer_may_show_with_the_group_but_never_clear") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = start_with(Some(Access {
+        service_uid: 0,
+        show_gid: Some(65534),
+    }));
+    // Let nobody reach the socket file; the socket itself is 0660 with the show group.
+    let dir = r.path.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = std::fs::metadata(&r.path).unwrap();
+    assert_eq!(meta.gid(), 65534, "socket group is control.show_group");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let out = cli_as_nobody(&r.path, &["show", "bindings", "--json"]);
+    assert!(
+        out.status.success(),
+        "the show group may show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown.len(), 4);
+
+    let out = cli_as_nobody(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody must not clear");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert_eq!(r.stats.refused.load(Relaxed), 1);
+    // Nothing was removed: root still sees every binding, and root may clear.
+    let out = cli(&r.path, &["show", "bindings", "--json"]);
+    let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.len(), 4);
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unprivileged_peer_outside_the_group_may_not_even_show() {
+    if !support::netns::require_root("unprivileged_peer_outside_the_group_may_not_even_show") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // No show group: the file stays root's group, so open the file to test the peer check
+    // itself (a deployment keeps it 0660).
+    let r = start_with(Some(Access {
+        service_uid: 0,
+        show_gid: None,
+    }));
+    std::fs::set_permissions(
+        r.path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&r.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = cli_as_nobody(&r.path, &["show", "stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("permission denied: show is for root"),
+        "{stderr}"
+    );
 }
 
 #[test]

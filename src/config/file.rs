@@ -239,12 +239,16 @@ impl Default for Metrics {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Control {
     pub(crate) socket: String,
+    /// Group whose members may `show` (not `clear`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) show_group: Option<String>,
 }
 
 impl Default for Control {
     fn default() -> Self {
         Control {
             socket: DEFAULT_CONTROL_SOCKET.to_string(),
+            show_group: None,
         }
     }
 }

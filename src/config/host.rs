@@ -161,7 +161,23 @@ impl Config {
             self.routes.protocol,
             &[Path::new("/etc/iproute2"), Path::new("/usr/share/iproute2")],
         )?;
+        self.show_gid()?;
         check_state_dir(&self.state_dir)
+    }
+
+    /// `control.show_group` as a gid (a number is taken as is, a name is looked up in
+    /// `/etc/group`); an unknown group is an error naming the key.
+    pub fn show_gid(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(name) = &self.control.show_group else {
+            return Ok(None);
+        };
+        let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        crate::control::access::group_id(name, &groups)
+            .map(Some)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "control.show_group".into(),
+                message: format!("no group {name:?} in /etc/group"),
+            })
     }
 }
 

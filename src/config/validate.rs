@@ -521,7 +521,11 @@ fn control(f: &file::Control) -> Result<ControlSection> {
             ),
         ));
     }
-    Ok(ControlSection { socket })
+    let show_group = match &f.show_group {
+        Some(g) => Some(label("control.show_group", g)?),
+        None => None,
+    };
+    Ok(ControlSection { socket, show_group })
 }
 
 fn log(f: &file::Log) -> Result<LogSection> {
@@ -612,6 +616,7 @@ pub(super) fn to_file(c: &Config) -> File {
         },
         control: file::Control {
             socket: c.control.socket.display().to_string(),
+            show_group: c.control.show_group.clone(),
         },
         log: file::Log {
             format: c.log.format.as_str().to_string(),

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::prefix::Ipv6Prefix;
 
+pub mod access;
 pub mod client;
 pub mod server;
 
@@ -278,6 +279,8 @@ pub struct ControlStats {
     pub oversized: std::sync::atomic::AtomicU64,
     pub rejected_connections: std::sync::atomic::AtomicU64,
     pub timeouts: std::sync::atomic::AtomicU64,
+    /// Requests the peer's credentials do not allow.
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 impl ControlStats {
@@ -304,6 +307,7 @@ impl ControlStats {
                 self.rejected_connections.load(Relaxed),
             ),
             ("timeout", self.timeouts.load(Relaxed)),
+            ("refused", self.refused.load(Relaxed)),
         ]
     }
 }

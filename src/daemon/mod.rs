@@ -137,7 +137,9 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
         let _ = std::fs::create_dir_all(dir);
     }
-    let control_socket = ControlSocket::bind(&cfg.control.socket)?;
+    let access = crate::control::access::Access::for_this_process(cfg.show_gid()?)
+        .map_err(DaemonError::Runtime)?;
+    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access)?;
 
     // The state file: leases as they were, expired ones dropped.
     let clock = AgentClock::new();
