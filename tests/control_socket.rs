@@ -15,7 +15,7 @@ use lqagent::control::access::Access;
 use lqagent::control::client::Client;
 use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
 use lqagent::control::{
-    BindingFilter, BindingView, ControlError, ControlStats, Request, Responder, Response,
+    BindingFilter, BindingView, ControlError, ControlStats, Reply, Request, Responder, Response,
     ServerView, StatsView,
 };
 use lqagent::prefix::Ipv6Prefix;
@@ -26,7 +26,27 @@ struct Fake {
 }
 
 impl Responder for Fake {
-    async fn handle(&self, request: Request) -> Response {
+    async fn handle(&self, request: Request) -> Reply {
+        // Bindings are streamed, as the daemon does.
+        if let Request::ShowBindings(f) = &request {
+            let selected: Vec<BindingView> = {
+                let b = self.bindings.lock().unwrap();
+                b.iter().filter(|v| f.matches(v)).cloned().collect()
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for v in selected {
+                    let _ = tx.send(v).await;
+                }
+            });
+            return Reply::Bindings(rx);
+        }
+        self.answer(request).into()
+    }
+}
+
+impl Fake {
+    fn answer(&self, request: Request) -> Response {
         let mut b = self.bindings.lock().unwrap();
         let mut clear = |f: BindingFilter| {
             let (gone, kept): (Vec<_>, Vec<_>) = b.drain(..).partition(|v| f.matches(v));
@@ -520,4 +540,57 @@ fn bind_replaces_stale_socket_but_not_files() {
         .unwrap_err();
     assert!(matches!(err, ControlError::NotASocket { .. }), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+/// Streams `n` generated bindings for any show, like the daemon over a big cache.
+struct Many(u32);
+
+impl Responder for Many {
+    async fn handle(&self, _request: Request) -> Reply {
+        let n = self.0;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for i in 0..n {
+                let a = std::net::Ipv6Addr::from(
+                    0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+                );
+                let v = binding(&format!("{a}/128"), "na", "cable1", None);
+                if tx.send(v).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Reply::Bindings(rx)
+    }
+}
+
+#[test]
+fn a_large_show_is_streamed_as_one_valid_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    let n = 20_000; // ~5 MB of JSON: many 64 KiB chunks
+    rt.spawn(sock.serve(
+        Arc::new(Many(n)),
+        Arc::new(ControlStats::default()),
+        std::future::pending(),
+    ));
+    let mut c = Client::connect(&path).unwrap();
+    for _ in 0..2 {
+        // Twice on one connection: the stream ends its line and the connection stays usable.
+        let Response::Bindings { bindings } = c.request(&Request::show_all()).unwrap() else {
+            panic!("not bindings")
+        };
+        assert_eq!(bindings.len(), n as usize);
+        assert_eq!(bindings[0].network.to_string(), "2001:db8::/128");
+        assert_eq!(
+            bindings[n as usize - 1].network.to_string(),
+            "2001:db8::4e1f/128"
+        );
+    }
 }

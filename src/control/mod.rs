@@ -22,7 +22,9 @@
 //! that turns requests into answers, so this module is tested with a fake. The view types here
 //! are plain data (strings for the cache's enums, via their `as_str()`), so the socket's format
 //! does not change when the cache's internals do. Everything read from the socket is bounded
-//! (line length, connections, time).
+//! (line length, connections, time). A large `show bindings` is streamed ([`Reply::Bindings`]):
+//! the server writes each binding into the answer line as it comes, so neither side of the
+//! daemon holds the whole answer (a million bindings would be hundreds of MB).
 
 use std::future::Future;
 use std::net::Ipv6Addr;
@@ -251,7 +253,39 @@ impl StatsView {
 /// `handle` runs on the control task; keep it short (read the cache, send a command to the
 /// route task, await its answer).
 pub trait Responder: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+    fn handle(&self, request: Request) -> impl Future<Output = Reply> + Send;
+}
+
+/// What a [`Responder`] answers: one response, or bindings streamed one by one, which the
+/// server writes as one `{"status":"bindings","bindings":[...]}` line without collecting them.
+/// A stream that ends early (the sender dropped after an error) still ends the line validly;
+/// one that stalls longer than the request timeout has its connection closed.
+#[derive(Debug)]
+pub enum Reply {
+    One(Response),
+    Bindings(tokio::sync::mpsc::Receiver<BindingView>),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::One(r)
+    }
+}
+
+impl Reply {
+    /// The whole answer in memory (tests, small answers).
+    pub async fn collect(self) -> Response {
+        match self {
+            Reply::One(r) => r,
+            Reply::Bindings(mut rx) => {
+                let mut bindings = Vec::new();
+                while let Some(b) = rx.recv().await {
+                    bindings.push(b);
+                }
+                Response::Bindings { bindings }
+            }
+        }
+    }
 }
 
 /// Why the control socket or its client failed.

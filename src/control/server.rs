@@ -21,7 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use super::access::{self, Access, Peer};
-use super::{ControlError, ControlStats, Request, Responder, Response};
+use super::{ControlError, ControlStats, Reply, Request, Responder, Response};
 
 pub const MAX_CLIENTS: usize = 8;
 pub const MAX_LINE: usize = 64 * 1024;
@@ -195,20 +195,31 @@ async fn connection<R: Responder>(
                     continue;
                 }
                 let clear = (!access::read_only(&req)).then(|| req.clone());
-                let resp = match tokio::time::timeout(REQUEST_TIMEOUT, responder.handle(req)).await
+                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, responder.handle(req)).await
                 {
-                    Ok(resp) => resp,
+                    Ok(reply) => reply,
                     Err(_) => {
                         stats.timeouts.fetch_add(1, Relaxed);
-                        Response::Error {
+                        Reply::One(Response::Error {
                             message: format!("no answer within {REQUEST_TIMEOUT:?}"),
-                        }
+                        })
                     }
                 };
-                if let Some(req) = clear {
-                    log_clear(&peer, &req, &resp);
+                match reply {
+                    Reply::One(resp) => {
+                        if let Some(req) = clear {
+                            log_clear(&peer, &req, &resp);
+                        }
+                        resp
+                    }
+                    Reply::Bindings(rx) => {
+                        if !stream_bindings(&mut wr, rx).await? {
+                            stats.timeouts.fetch_add(1, Relaxed);
+                            return Ok(());
+                        }
+                        continue;
+                    }
                 }
-                resp
             }
             Err(e) => {
                 stats.bad_requests.fetch_add(1, Relaxed);
@@ -219,6 +230,44 @@ async fn connection<R: Responder>(
         };
         write(&mut wr, &response).await?;
     }
+}
+
+/// Bytes of a streamed answer buffered before they go to the socket.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Write `{"status":"bindings","bindings":[...]}` and a newline, one binding at a time as `rx`
+/// yields them, holding at most about [`STREAM_CHUNK`] bytes. `Ok(false)`: the producer stalled
+/// past [`REQUEST_TIMEOUT`]; the line is unfinished and the connection must close.
+async fn stream_bindings(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<super::BindingView>,
+) -> std::io::Result<bool> {
+    let mut buf = Vec::with_capacity(STREAM_CHUNK + 1024);
+    buf.extend_from_slice(br#"{"status":"bindings","bindings":["#);
+    let mut first = true;
+    loop {
+        let next = match tokio::time::timeout(REQUEST_TIMEOUT, rx.recv()).await {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!("control: bindings stream stalled; connection closed");
+                return Ok(false);
+            }
+        };
+        let Some(b) = next else { break };
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut buf, &b).map_err(std::io::Error::other)?;
+        if buf.len() >= STREAM_CHUNK {
+            wr.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(b"]}\n");
+    wr.write_all(&buf).await?;
+    wr.flush().await?;
+    Ok(true)
 }
 
 /// Networks named in one clear's log line at most (the count is always there).

@@ -3,6 +3,7 @@
 //! withdrawal through the cache task (whose change stream then withdraws the route).
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::cache::{AgentClock, IaType, Lease, LeaseKey, WithdrawReason, Withdrawal};
 use crate::control::{
-    BindingFilter, BindingView, Request, Responder, Response, ServerView, StatsView,
+    BindingFilter, BindingView, Reply, Request, Responder, Response, ServerView, StatsView,
 };
 use crate::kernel::reconcile::{RouteCommand, RouteState};
 use crate::metrics::Metrics;
@@ -36,7 +37,7 @@ pub struct LiveResponder {
     pub metrics: Metrics,
     pub clock: AgentClock,
     /// The configured links.
-    pub links: Vec<ControlLink>,
+    pub links: Arc<[ControlLink]>,
     pub started: tokio::time::Instant,
     /// `routes.dry_run`: routes are only logged.
     pub dry_run: bool,
@@ -53,24 +54,62 @@ fn unix(t: Option<SystemTime>) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
+/// Bindings per page of a streamed `show bindings`: one route-state question and at most this
+/// many views in memory at a time.
+const PAGE: usize = 1024;
+
+/// How the operator sees the lease `k`/`l`; `links` names its link and gives the interface of a
+/// lease that has none of its own.
+fn view(
+    links: &[ControlLink],
+    k: &LeaseKey,
+    l: &Lease,
+    now: crate::cache::Timestamp,
+    route: &str,
+) -> BindingView {
+    let link = links.iter().find(|c| c.address == l.client.link.address);
+    BindingView {
+        network: k.network(),
+        ia_type: match l.ia {
+            IaType::Na => "na",
+            IaType::Ta => "ta",
+            IaType::Pd => "pd",
+        }
+        .to_string(),
+        link: link.map(|c| c.name.clone()),
+        // The lease's own interface when it has one (Interface-Id mapping), else the link's
+        // configured one, which is where its route points.
+        interface: l
+            .client
+            .link
+            .interface
+            .as_deref()
+            .map(str::to_string)
+            .or_else(|| link.map(|c| c.interface.clone())),
+        client_duid: hex::encode(&l.client.duid[..]),
+        iaid: l.iaid,
+        next_hop: l.next_hop,
+        preferred_secs: l.preferred_until.remaining_secs(now),
+        valid_secs: l.valid_until.remaining_secs(now),
+        source: l.source.as_str().to_string(),
+        route: route.to_string(),
+    }
+}
+
+async fn route_states(
+    routes: &mpsc::Sender<RouteCommand>,
+    dsts: Vec<Ipv6Prefix>,
+) -> Option<Vec<RouteState>> {
+    let (tx, rx) = oneshot::channel();
+    routes.send(RouteCommand::States(dsts, tx)).await.ok()?;
+    rx.await.ok()
+}
+
 impl LiveResponder {
-    fn link_of(&self, a: Ipv6Addr) -> Option<&ControlLink> {
-        self.links.iter().find(|l| l.address == a)
-    }
-
-    async fn route_states(&self, dsts: Vec<Ipv6Prefix>) -> Option<Vec<RouteState>> {
-        let (tx, rx) = oneshot::channel();
-        self.routes
-            .send(RouteCommand::States(dsts, tx))
-            .await
-            .ok()?;
-        rx.await.ok()
-    }
-
-    /// The leases `filter` selects, sorted by network, each with its view (route state not yet
-    /// filled in). Uses the by-client or by-link index when the filter names one; otherwise
-    /// one pass over the store that copies only what matches.
-    fn select(&self, filter: &BindingFilter) -> Result<Vec<(LeaseKey, BindingView)>, String> {
+    /// The keys of the leases `filter` selects, sorted by network. Uses the by-client or
+    /// by-link index when the filter names one; otherwise one pass over the store. Only keys are
+    /// kept (tens of bytes each), never every lease's view.
+    fn select(&self, filter: &BindingFilter) -> Result<Vec<LeaseKey>, String> {
         let duid = filter.duid()?;
         let link_address = match &filter.link {
             None => None,
@@ -81,16 +120,17 @@ impl LiveResponder {
         };
         let store = self.cache.store();
         let now = self.clock.now();
-        let mut out: Vec<(LeaseKey, BindingView)> = Vec::new();
+        let mut out: Vec<LeaseKey> = Vec::new();
         let mut take = |k: &LeaseKey, l: &Lease| {
             if !filter.within_matches(&k.network())
                 || link_address.is_some_and(|a| l.client.link.address != a)
             {
                 return;
             }
-            let v = self.view(k, l, now, "unknown");
-            if filter.matches(&v) {
-                out.push((*k, v));
+            if (filter.interface.is_none() && filter.client_duid.is_none())
+                || filter.matches(&view(&self.links, k, l, now, ""))
+            {
+                out.push(*k);
             }
         };
         match (&duid, link_address) {
@@ -107,67 +147,47 @@ impl LiveResponder {
             }
             (None, None) => store.for_each(|k, l| take(k, l)),
         }
-        out.sort_by_key(|(_, v)| v.network);
+        out.sort_by_key(LeaseKey::network);
         Ok(out)
     }
 
-    async fn show_bindings(&self, filter: BindingFilter) -> Response {
-        let selected = match self.select(&filter) {
-            Ok(s) => s,
-            Err(e) => return error(e),
+    /// Stream the selected bindings, a page at a time, each page's route states asked at once.
+    fn show_bindings(&self, filter: BindingFilter) -> Reply {
+        let keys = match self.select(&filter) {
+            Ok(k) => k,
+            Err(e) => return error(e).into(),
         };
-        let dsts = selected.iter().map(|(k, _)| k.network()).collect();
-        let states = self.route_states(dsts).await;
-        let bindings = selected
-            .into_iter()
-            .enumerate()
-            .map(|(i, (_, mut v))| {
-                v.route = match states.as_ref().and_then(|s| s.get(i)) {
-                    Some(RouteState::Pending) if self.dry_run => "dry_run",
-                    Some(s) => s.as_str(),
-                    None => "unknown",
+        let (tx, rx) = mpsc::channel(PAGE);
+        let (store, routes, links, clock, dry_run) = (
+            self.cache.store().clone(),
+            self.routes.clone(),
+            self.links.clone(),
+            self.clock,
+            self.dry_run,
+        );
+        tokio::spawn(async move {
+            for page in keys.chunks(PAGE) {
+                let now = clock.now();
+                // A lease gone since the selection is skipped.
+                let leases: Vec<(LeaseKey, Lease)> = page
+                    .iter()
+                    .filter_map(|k| store.get(k).map(|l| (*k, l)))
+                    .collect();
+                let dsts = leases.iter().map(|(k, _)| k.network()).collect();
+                let states = route_states(&routes, dsts).await;
+                for (i, (k, l)) in leases.iter().enumerate() {
+                    let route = match states.as_ref().and_then(|s| s.get(i)) {
+                        Some(RouteState::Pending) if dry_run => "dry_run",
+                        Some(s) => s.as_str(),
+                        None => "unknown",
+                    };
+                    if tx.send(view(&links, k, l, now, route)).await.is_err() {
+                        return; // the connection went away
+                    }
                 }
-                .to_string();
-                v
-            })
-            .collect();
-        Response::Bindings { bindings }
-    }
-
-    fn view(
-        &self,
-        k: &LeaseKey,
-        l: &Lease,
-        now: crate::cache::Timestamp,
-        route: &str,
-    ) -> BindingView {
-        let link = self.link_of(l.client.link.address);
-        BindingView {
-            network: k.network(),
-            ia_type: match l.ia {
-                IaType::Na => "na",
-                IaType::Ta => "ta",
-                IaType::Pd => "pd",
             }
-            .to_string(),
-            link: link.map(|c| c.name.clone()),
-            // The lease's own interface when it has one (Interface-Id mapping), else the link's
-            // configured one, which is where its route points.
-            interface: l
-                .client
-                .link
-                .interface
-                .as_deref()
-                .map(str::to_string)
-                .or_else(|| link.map(|c| c.interface.clone())),
-            client_duid: hex::encode(&l.client.duid[..]),
-            iaid: l.iaid,
-            next_hop: l.next_hop,
-            preferred_secs: l.preferred_until.remaining_secs(now),
-            valid_secs: l.valid_until.remaining_secs(now),
-            source: l.source.as_str().to_string(),
-            route: route.to_string(),
-        }
+        });
+        Reply::Bindings(rx)
     }
 
     async fn clear(&self, filter: BindingFilter) -> Response {
@@ -178,7 +198,7 @@ impl LiveResponder {
             );
         }
         let keys: Vec<LeaseKey> = match self.select(&filter) {
-            Ok(s) => s.into_iter().map(|(k, _)| k).collect(),
+            Ok(k) => k,
             Err(e) => return error(e),
         };
         if keys.is_empty() {
@@ -238,30 +258,31 @@ impl LiveResponder {
 }
 
 impl Responder for LiveResponder {
-    async fn handle(&self, request: Request) -> Response {
+    async fn handle(&self, request: Request) -> Reply {
         match request {
-            Request::ShowBindings(filter) => self.show_bindings(filter).await,
+            Request::ShowBindings(filter) => self.show_bindings(filter),
             Request::ShowStats => {
                 let text = self.metrics.encode();
                 Response::Stats {
                     stats: StatsView::from_exposition(self.started.elapsed().as_secs(), &text),
                 }
+                .into()
             }
-            Request::ShowServers => self.servers(),
-            Request::ClearBindings(filter) => self.clear(filter).await,
-            Request::ClearBinding { target } => {
-                self.clear(BindingFilter {
+            Request::ShowServers => self.servers().into(),
+            Request::ClearBindings(filter) => self.clear(filter).await.into(),
+            Request::ClearBinding { target } => self
+                .clear(BindingFilter {
                     within: Some(target),
                     ..BindingFilter::default()
                 })
                 .await
-            }
+                .into(),
         }
     }
 }
 
 /// The configured links, for [`LiveResponder::links`].
-pub fn link_names(cfg: &crate::config::Config) -> Vec<ControlLink> {
+pub fn link_names(cfg: &crate::config::Config) -> Arc<[ControlLink]> {
     cfg.links
         .iter()
         .map(|l| ControlLink {
@@ -279,7 +300,6 @@ mod tests {
     use crate::cache::store::CacheConfig;
     use crate::cache::task::{CacheTaskConfig, spawn};
     use crate::cache::{BindingStore, ObservedLease};
-    use std::sync::Arc;
 
     const CABLE1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
     const CABLE2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
@@ -351,7 +371,7 @@ mod tests {
             routes,
             metrics: Metrics::new(),
             clock,
-            links: vec![
+            links: Arc::from(vec![
                 ControlLink {
                     name: "cable1".into(),
                     address: CABLE1,
@@ -362,14 +382,14 @@ mod tests {
                     address: CABLE2,
                     interface: "eth-c2".into(),
                 },
-            ],
+            ]),
             started: tokio::time::Instant::now(),
             dry_run: false,
         }
     }
 
     async fn show(r: &LiveResponder, f: BindingFilter) -> Vec<String> {
-        match r.handle(Request::ShowBindings(f)).await {
+        match r.handle(Request::ShowBindings(f)).await.collect().await {
             Response::Bindings { bindings } => {
                 bindings.iter().map(|b| b.network.to_string()).collect()
             }
@@ -387,7 +407,8 @@ mod tests {
     #[tokio::test]
     async fn snooped_bindings_show_their_links_interface() {
         let r = responder().await;
-        let Response::Bindings { bindings } = r.handle(Request::show_all()).await else {
+        let Response::Bindings { bindings } = r.handle(Request::show_all()).await.collect().await
+        else {
             panic!()
         };
         assert_eq!(bindings.len(), 5);
@@ -437,7 +458,7 @@ mod tests {
             ..BindingFilter::default()
         };
         assert!(matches!(
-            r.handle(Request::ShowBindings(unknown)).await,
+            r.handle(Request::ShowBindings(unknown)).await.collect().await,
             Response::Error { message } if message.contains("no link named")
         ));
     }
@@ -449,6 +470,8 @@ mod tests {
             .handle(Request::ClearBinding {
                 target: "2001:db8:100::/48".parse().unwrap(),
             })
+            .await
+            .collect()
             .await
         else {
             panic!()
@@ -472,7 +495,12 @@ mod tests {
             client_duid: Some("0003000102000000000b".into()),
             ..BindingFilter::default()
         };
-        let Response::Cleared { removed } = r.handle(Request::ClearBindings(by_duid)).await else {
+        let Response::Cleared { removed } = r
+            .handle(Request::ClearBindings(by_duid))
+            .await
+            .collect()
+            .await
+        else {
             panic!()
         };
         assert_eq!(removed.len(), 2);
@@ -480,6 +508,8 @@ mod tests {
         // An empty filter is refused, not "everything".
         assert!(matches!(
             r.handle(Request::ClearBindings(BindingFilter::default()))
+                .await
+                .collect()
                 .await,
             Response::Error { .. }
         ));
@@ -497,7 +527,8 @@ mod tests {
             Duration::ZERO,
             SystemTime::now(),
         );
-        let Response::Servers { servers } = r.handle(Request::ShowServers).await else {
+        let Response::Servers { servers } = r.handle(Request::ShowServers).await.collect().await
+        else {
             panic!()
         };
         assert_eq!(servers.len(), 1);
