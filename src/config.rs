@@ -197,6 +197,9 @@ pub struct RoutesSection {
     pub reconcile_interval: Duration,
     /// Plan and log route changes without making them.
     pub dry_run: bool,
+    /// RFC 8987 R-5: an unreachable route of our protocol for each link's subscriber prefix
+    /// wider than /64, so traffic to undelegated space is refused instead of looping.
+    pub unreachable_aggregates: bool,
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).

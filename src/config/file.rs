@@ -178,6 +178,8 @@ pub(crate) struct Routes {
     pub(crate) mirror_expiry: bool,
     pub(crate) reconcile_interval_secs: u64,
     pub(crate) dry_run: bool,
+    /// RFC 8987 R-5: unreachable routes for each link's delegated aggregates.
+    pub(crate) unreachable_aggregates: bool,
 }
 
 impl Default for Routes {
@@ -189,6 +191,7 @@ impl Default for Routes {
             mirror_expiry: true,
             reconcile_interval_secs: 60,
             dry_run: false,
+            unreachable_aggregates: true,
         }
     }
 }

@@ -359,6 +359,7 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
             86_400,
         )?,
         dry_run: f.dry_run,
+        unreachable_aggregates: f.unreachable_aggregates,
     })
 }
 
@@ -602,6 +603,7 @@ pub(super) fn to_file(c: &Config) -> File {
             mirror_expiry: c.routes.mirror_expiry,
             reconcile_interval_secs: c.routes.reconcile_interval.as_secs(),
             dry_run: c.routes.dry_run,
+            unreachable_aggregates: c.routes.unreachable_aggregates,
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),
