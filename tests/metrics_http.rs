@@ -114,7 +114,7 @@ fn every_family_has_help_and_is_documented() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
         .expect("docs/metrics.md");
 
-    for name in names::ALL {
+    for name in names::ALL.iter().chain(process::ALL) {
         assert!(e.families.contains_key(*name), "family {name} not exposed");
     }
     for (name, meta) in &e.families {
@@ -170,6 +170,9 @@ fn every_family_has_help_and_is_documented() {
         9.0
     );
     assert_eq!(v("lqagent_recovery_duration_seconds", &[]), 1.5);
+    assert!(v("process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert!(v("process_open_fds", &[]) >= 3.0);
+    assert!(v("process_cpu_seconds_total", &[]) >= 0.0);
     assert_eq!(v("lqagent_server_up", &[("server", "dhcp-a")]), 1.0);
     assert_eq!(v("lqagent_server_up", &[("server", "dhcp-b")]), 0.0);
     assert_eq!(

@@ -170,12 +170,16 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     );
     let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
     let installer_stats = installer.stats();
+    metrics
+        .routes_limit
+        .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
     let specs = loaded
         .leases
         .iter()
         .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
     let report = installer.set_desired(specs).await?;
     info!(?report, "kernel reconciled against the loaded cache");
+    setup::unreachable_aggregates(&cfg).await;
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
     let route_task = tokio::spawn(async move {
         if let Err(e) = reconcile::run(installer, route_rx).await {
