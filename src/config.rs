@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::prefix::Ipv6Prefix;
 
 mod file;
+pub mod host;
 mod validate;
 
 pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR};
@@ -204,6 +205,9 @@ pub struct RoutesSection {
     pub reconcile_interval: Duration,
     /// Plan and log route changes without making them.
     pub dry_run: bool,
+    /// RFC 8987 R-5: an unreachable route of our protocol for each link's subscriber prefix
+    /// wider than /64, so traffic to undelegated space is refused instead of looping.
+    pub unreachable_aggregates: bool,
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).
@@ -256,6 +260,8 @@ pub struct MetricsSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlSection {
     pub socket: PathBuf,
+    /// A group (name or gid) whose members may `show`; `clear` stays root's and the service's.
+    pub show_group: Option<String>,
 }
 
 /// Log output format.

@@ -2,6 +2,11 @@
 //! or one JSON object per line, filtered by `RUST_LOG` when set, else by `log.level` from the
 //! config. One function for the daemon to call once at start-up; the subscriber builder is
 //! separate so tests can point it at a buffer.
+//!
+//! Colour is for a person at a terminal only: under systemd, in a pipe or a file the ANSI escapes
+//! would land in the journal as `\x1b[2m…` noise, so text output is coloured only when the log
+//! sink (stderr) is a terminal and `NO_COLOR` (<https://no-color.org>) is unset or empty. JSON is
+//! never coloured, so every line stays one parseable object.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -34,11 +39,28 @@ pub fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, LogError
     }
 }
 
-/// A subscriber writing to `writer` in the configured format.
+/// Whether text output may carry ANSI colour: only when the sink is a terminal and `NO_COLOR`
+/// (its value as read from the environment) is unset or empty.
+pub fn colour(sink_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    sink_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// [`colour`] for the daemon's real sink, stderr, and the real environment.
+fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// A subscriber writing to `writer` in the configured format; `ansi` allows colour in text
+/// output (see [`colour`]; JSON never has any).
 pub fn subscriber<W>(
     section: &LogSection,
     rust_log: Option<&str>,
     writer: W,
+    ansi: bool,
 ) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, LogError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -47,7 +69,8 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(ansi && section.format == LogFormat::Text);
     Ok(match section.format {
         LogFormat::Text => Box::new(builder.finish()),
         LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
@@ -57,7 +80,12 @@ where
 /// Install the global subscriber (stderr). Call once, before anything logs.
 pub fn init(section: &LogSection) -> Result<(), LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let sub = subscriber(section, rust_log.as_deref(), std::io::stderr)?;
+    let sub = subscriber(
+        section,
+        rust_log.as_deref(),
+        std::io::stderr,
+        stderr_colour(),
+    )?;
     tracing::subscriber::set_global_default(sub).map_err(|_| LogError::AlreadySet)
 }
 
@@ -97,7 +125,8 @@ pub fn init_reloadable(section: &LogSection) -> Result<LogReload, LogError> {
     let f = filter(&section.level, rust_log.as_deref())?;
     let base = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(stderr_colour() && section.format == LogFormat::Text);
     let set: SetFilter = match section.format {
         LogFormat::Text => {
             let b = base.with_env_filter(f).with_filter_reloading();
@@ -167,7 +196,7 @@ mod tests {
     #[test]
     fn json_lines_carry_fields_and_respect_level() {
         let buf = Buf::default();
-        let sub = subscriber(&section(LogFormat::Json, "info"), None, buf.clone()).unwrap();
+        let sub = subscriber(&section(LogFormat::Json, "info"), None, buf.clone(), true).unwrap();
         tracing::subscriber::with_default(sub, || {
             tracing::info!(server = "2001:db8::547", "leasequery sent");
             tracing::debug!("filtered out at info");
@@ -187,12 +216,42 @@ mod tests {
             &section(LogFormat::Text, "warn"),
             Some("debug"),
             buf.clone(),
+            false,
         )
         .unwrap();
         tracing::subscriber::with_default(sub, || tracing::debug!("visible via RUST_LOG"));
         let lines = lines(&buf);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("DEBUG") && lines[0].contains("visible via RUST_LOG"));
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "empty NO_COLOR does not count"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
+
+    #[test]
+    fn text_without_ansi_has_no_escapes_and_json_never_does() {
+        for (format, ansi) in [(LogFormat::Text, false), (LogFormat::Json, true)] {
+            let buf = Buf::default();
+            let sub = subscriber(&section(format, "info"), None, buf.clone(), ansi).unwrap();
+            tracing::subscriber::with_default(sub, || tracing::info!(k = 1, "hello"));
+            let text = lines(&buf).join("\n");
+            assert!(text.contains("hello"), "{text}");
+            assert!(!text.contains('\x1b'), "{format:?}: {text:?}");
+        }
+        // The flag does reach the formatter: with colour on, text carries escapes.
+        let buf = Buf::default();
+        let sub = subscriber(&section(LogFormat::Text, "info"), None, buf.clone(), true).unwrap();
+        tracing::subscriber::with_default(sub, || tracing::info!("hello"));
+        assert!(lines(&buf).join("\n").contains("\x1b["));
     }
 
     #[test]

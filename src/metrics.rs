@@ -29,6 +29,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub mod http;
+pub mod process;
+pub mod servers;
 
 /// A label enum: `as_str()` gives the label value, which is also how it is exposed.
 macro_rules! label_enum {
@@ -73,6 +75,9 @@ pub mod names {
     pub const BUILD_INFO: &str = "lqagent_build_info";
     pub const METRICS_SCRAPES: &str = "lqagent_metrics_scrapes";
     pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
+    pub const SERVER_UP: &str = "lqagent_server_up";
+    pub const SERVER_LAST_SUCCESS: &str = "lqagent_server_last_success_timestamp_seconds";
+    pub const ROUTES_LIMIT: &str = "lqagent_routes_limit";
     /// Registered by [`crate::control::ControlStats::register`], not by `Metrics::new`.
     pub const CONTROL_EVENTS: &str = "lqagent_control_events";
     /// Registered by the daemon (`daemon::export`) from the modules' own stats.
@@ -103,6 +108,9 @@ pub mod names {
         BUILD_INFO,
         METRICS_SCRAPES,
         METRICS_CONNECTIONS_REJECTED,
+        SERVER_UP,
+        SERVER_LAST_SUCCESS,
+        ROUTES_LIMIT,
     ];
 }
 
@@ -280,6 +288,10 @@ pub struct Metrics {
     pub recovery_duration: GaugeF64,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
+    /// The most routes the installer holds (`InstallerConfig::max_routes`); set by the daemon.
+    pub routes_limit: Gauge,
+    /// Per-server reachability (`show servers`, `lqagent_server_up`, last success).
+    pub servers: Arc<servers::ServerHealth>,
     /// Run before each encoding: bring push-style families up to date from modules' stats.
     refresh: Arc<Mutex<Vec<Refresh>>>,
 }
@@ -330,6 +342,8 @@ impl Metrics {
             recovery_duration: GaugeF64::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
+            routes_limit: Gauge::default(),
+            servers: Arc::default(),
             refresh: Arc::new(Mutex::new(Vec::new())),
         };
         let build = Family::<BuildLabels, Gauge>::default();
@@ -423,6 +437,22 @@ impl Metrics {
                 "Connections to the metrics listener refused because too many were open",
                 m.connections_rejected.clone(),
             );
+            r.register(
+                SERVER_UP,
+                "1 while the server's most recent exchange got a reply (or none was asked yet), 0 after one without, by server",
+                m.servers.up.clone(),
+            );
+            r.register(
+                SERVER_LAST_SUCCESS,
+                "Unix time of the server's last usable answer (0: none yet), by server",
+                m.servers.last_success.clone(),
+            );
+            r.register(
+                ROUTES_LIMIT,
+                "The most routes the agent installs (beyond it upserts are dropped); compare with lqagent_routes",
+                m.routes_limit.clone(),
+            );
+            r.register_collector(Box::new(process::ProcessCollector));
         }
         m
     }

@@ -9,10 +9,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod support;
+
+use lqagent::control::access::Access;
 use lqagent::control::client::Client;
 use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
 use lqagent::control::{
-    BindingView, ControlError, ControlStats, Request, Responder, Response, StatsView,
+    BindingFilter, BindingView, ControlError, ControlStats, Reply, Request, Responder, Response,
+    ServerView, StatsView,
 };
 use lqagent::prefix::Ipv6Prefix;
 
@@ -22,15 +26,38 @@ struct Fake {
 }
 
 impl Responder for Fake {
-    async fn handle(&self, request: Request) -> Response {
+    async fn handle(&self, request: Request) -> Reply {
+        // Bindings are streamed, as the daemon does.
+        if let Request::ShowBindings(f) = &request {
+            let selected: Vec<BindingView> = {
+                let b = self.bindings.lock().unwrap();
+                b.iter().filter(|v| f.matches(v)).cloned().collect()
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for v in selected {
+                    let _ = tx.send(v).await;
+                }
+            });
+            return Reply::Bindings(rx);
+        }
+        self.answer(request).into()
+    }
+}
+
+impl Fake {
+    fn answer(&self, request: Request) -> Response {
         let mut b = self.bindings.lock().unwrap();
+        let mut clear = |f: BindingFilter| {
+            let (gone, kept): (Vec<_>, Vec<_>) = b.drain(..).partition(|v| f.matches(v));
+            *b = kept;
+            Response::Cleared {
+                removed: gone.into_iter().map(|v| v.network).collect(),
+            }
+        };
         match request {
-            Request::ShowBindings { link } => Response::Bindings {
-                bindings: b
-                    .iter()
-                    .filter(|v| link.is_none() || v.link == link)
-                    .cloned()
-                    .collect(),
+            Request::ShowBindings(f) => Response::Bindings {
+                bindings: b.iter().filter(|v| f.matches(v)).cloned().collect(),
             },
             Request::ShowStats => Response::Stats {
                 stats: StatsView::from_exposition(
@@ -41,25 +68,38 @@ impl Responder for Fake {
                     ),
                 ),
             },
-            Request::ClearBinding { target } => {
-                let (gone, kept): (Vec<_>, Vec<_>) =
-                    b.drain(..).partition(|v| target.covers(&v.network));
-                *b = kept;
-                Response::Cleared {
-                    removed: gone.into_iter().map(|v| v.network).collect(),
-                }
-            }
+            Request::ShowServers => Response::Servers {
+                servers: vec![ServerView {
+                    name: "dhcp-a".into(),
+                    address: "2001:db8::547".parse().unwrap(),
+                    up: false,
+                    last_answer_unix: Some(1),
+                    last_success_unix: None,
+                    last_rtt_ms: Some(2.5),
+                    consecutive_failures: 3,
+                    failures: 4,
+                    exchanges: 9,
+                    bulk: "gave_up".into(),
+                    bulk_at_unix: Some(1),
+                }],
+            },
+            Request::ClearBindings(f) => clear(f),
+            Request::ClearBinding { target } => clear(BindingFilter {
+                within: Some(target),
+                ..BindingFilter::default()
+            }),
         }
     }
 }
 
 fn binding(network: &str, ia: &str, link: &str, next_hop: Option<&str>) -> BindingView {
+    let client = if link == "cable2" { "0b" } else { "0a" };
     BindingView {
         network: network.parse().unwrap(),
         ia_type: ia.to_string(),
         link: Some(link.to_string()),
         interface: Some(format!("{link}-if")),
-        client_duid: "000300010200000000c1".to_string(),
+        client_duid: format!("000300010200000000{client}"),
         iaid: 1,
         next_hop: next_hop.map(|a| a.parse().unwrap()),
         preferred_secs: 1800,
@@ -77,6 +117,11 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(None)
+}
+
+/// The fake daemon behind a socket with `access` (default: this process's policy).
+fn start_with(access: Option<Access>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("control.sock");
     let fake = Arc::new(Fake {
@@ -84,6 +129,7 @@ fn start() -> Running {
             binding("2001:db8:100::1a/128", "na", "cable1", None),
             binding("2001:db8:f100:100::/56", "pd", "cable1", Some("fe80::1a")),
             binding("2001:db8:200::2b/128", "na", "cable2", None),
+            binding("2001:db8:100:100::/56", "pd", "cable1", Some("fe80::1b")),
         ]),
     });
     let stats = Arc::new(ControlStats::default());
@@ -92,7 +138,14 @@ fn start() -> Running {
         .enable_all()
         .build()
         .unwrap();
-    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    let sock = rt
+        .block_on(async {
+            match access {
+                Some(a) => ControlSocket::bind_with(&path, a),
+                None => ControlSocket::bind(&path),
+            }
+        })
+        .unwrap();
     rt.spawn(sock.serve(fake, stats.clone(), std::future::pending()));
     Running {
         _dir: dir,
@@ -115,15 +168,15 @@ fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
 fn client_shows_filters_and_clears() {
     let r = start();
     let mut c = Client::connect(&r.path).unwrap();
-    let Response::Bindings { bindings } = c.request(&Request::ShowBindings { link: None }).unwrap()
-    else {
+    let Response::Bindings { bindings } = c.request(&Request::show_all()).unwrap() else {
         panic!("not bindings")
     };
-    assert_eq!(bindings.len(), 3);
+    assert_eq!(bindings.len(), 4);
     let Response::Bindings { bindings } = c
-        .request(&Request::ShowBindings {
+        .request(&Request::ShowBindings(BindingFilter {
             link: Some("cable2".into()),
-        })
+            ..BindingFilter::default()
+        }))
         .unwrap()
     else {
         panic!("not bindings")
@@ -143,7 +196,7 @@ fn client_shows_filters_and_clears() {
         panic!("not stats")
     };
     assert_eq!(stats.uptime_secs, 42);
-    assert_eq!(stats.stats[0].value, 2.0, "two bindings left");
+    assert_eq!(stats.stats[0].value, 3.0, "three bindings left");
     assert_eq!(r.stats.requests.load(Relaxed), 4);
 }
 
@@ -165,7 +218,7 @@ fn cli_prints_tables_json_and_clears() {
     );
     assert!(text.contains("2001:db8:f100:100::/56  pd"), "{text}");
     assert!(text.contains("fe80::1a"), "{text}");
-    assert!(text.contains("3 binding(s)"), "{text}");
+    assert!(text.contains("4 binding(s)"), "{text}");
 
     let out = cli(&r.path, &["show", "bindings", "--link", "cable2", "--json"]);
     assert!(out.status.success());
@@ -177,7 +230,7 @@ fn cli_prints_tables_json_and_clears() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("uptime 42s"), "{text}");
     assert!(
-        text.contains("lqagent_bindings{type=\"address\",link=\"cable1\"}  3"),
+        text.contains("lqagent_bindings{type=\"address\",link=\"cable1\"}  4"),
         "{text}"
     );
 
@@ -189,14 +242,201 @@ fn cli_prints_tables_json_and_clears() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "cleared 2001:db8:100::1a/128\n"
+        "cleared 2001:db8:100::1a/128\n1 binding(s) cleared\n"
     );
     let out = cli(&r.path, &["clear", "binding", "2001:db8:100::1a"]);
     assert!(!out.status.success(), "clearing twice fails");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding for 2001:db8:100::1a/128"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no binding matched"));
 
     let out = cli(&r.path, &["clear", "binding", "not-an-address"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn cli_filters_by_duid_interface_and_prefix() {
+    let r = start();
+    let networks = |args: &[&str]| -> Vec<String> {
+        let out = cli(&r.path, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+        v.iter().map(|b| b.network.to_string()).collect()
+    };
+    assert_eq!(
+        networks(&[
+            "show",
+            "bindings",
+            "--json",
+            "--client-duid",
+            "00:03:00:01:02:00:00:00:00:0B"
+        ]),
+        ["2001:db8:200::2b/128"]
+    );
+    assert_eq!(
+        networks(&["show", "bindings", "--json", "--interface", "cable1-if"]).len(),
+        3
+    );
+    assert_eq!(
+        networks(&[
+            "show",
+            "bindings",
+            "--json",
+            "--within",
+            "2001:db8:100::/48"
+        ]),
+        ["2001:db8:100::1a/128", "2001:db8:100:100::/56"]
+    );
+    let out = cli(&r.path, &["show", "bindings", "--client-duid", "zz"]);
+    assert!(!out.status.success(), "a bad DUID is refused before asking");
+
+    // A /48 clear removes the /56 and the /128 it covers, says how many, and nothing else.
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("cleared 2001:db8:100:100::/56"), "{text}");
+    assert!(text.contains("cleared 2001:db8:100::1a/128"), "{text}");
+    assert!(text.ends_with("2 binding(s) cleared\n"), "{text}");
+    assert_eq!(networks(&["show", "bindings", "--json"]).len(), 2);
+
+    // Clear by link; an empty clear is refused by the CLI.
+    let out = cli(
+        &r.path,
+        &["clear", "bindings", "--link", "cable2", "--json"],
+    );
+    let resp: Response = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        resp,
+        Response::Cleared {
+            removed: vec!["2001:db8:200::2b/128".parse().unwrap()]
+        }
+    );
+    let out = cli(&r.path, &["clear", "binding"]);
+    assert!(!out.status.success());
+    assert_eq!(networks(&["show", "bindings", "--json"]).len(), 1);
+}
+
+#[test]
+fn cli_shows_servers() {
+    let r = start();
+    let out = cli(&r.path, &["show", "servers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = text.lines().next().unwrap();
+    for col in [
+        "SERVER",
+        "STATE",
+        "LAST-ANSWER",
+        "LAST-SUCCESS",
+        "RTT",
+        "BULK",
+    ] {
+        assert!(header.contains(col), "{text}");
+    }
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("dhcp-a"), "{text}");
+    assert!(
+        row.contains("down") && row.contains("never") && row.contains("2.5ms"),
+        "{row}"
+    );
+    assert!(row.contains("3/4") && row.contains("gave_up"), "{row}");
+    let out = cli(&r.path, &["show", "servers", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "dhcp-a");
+    assert_eq!(v[0]["up"], false);
+    assert_eq!(v[0]["last_success_unix"], serde_json::Value::Null);
+}
+
+/// `lqagent ARGS --socket SOCKET` as uid/gid 65534 (`nobody`/`nogroup`), no supplementary groups.
+fn cli_as_nobody(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_lqagent"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+#[test]
+fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
+    if !support::netns::require_root("unprivileged_peer_may_show_with_the_group_but_never_clear") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = start_with(Some(Access {
+        service_uid: 0,
+        show_gid: Some(65534),
+    }));
+    // Let nobody reach the socket file; the socket itself is 0660 with the show group.
+    let dir = r.path.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = std::fs::metadata(&r.path).unwrap();
+    assert_eq!(meta.gid(), 65534, "socket group is control.show_group");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let out = cli_as_nobody(&r.path, &["show", "bindings", "--json"]);
+    assert!(
+        out.status.success(),
+        "the show group may show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown.len(), 4);
+
+    let out = cli_as_nobody(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody must not clear");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert_eq!(r.stats.refused.load(Relaxed), 1);
+    // Nothing was removed: root still sees every binding, and root may clear.
+    let out = cli(&r.path, &["show", "bindings", "--json"]);
+    let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.len(), 4);
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unprivileged_peer_outside_the_group_may_not_even_show() {
+    if !support::netns::require_root("unprivileged_peer_outside_the_group_may_not_even_show") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // No show group: the file stays root's group, so open the file to test the peer check
+    // itself (a deployment keeps it 0660).
+    let r = start_with(Some(Access {
+        service_uid: 0,
+        show_gid: None,
+    }));
+    std::fs::set_permissions(
+        r.path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&r.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = cli_as_nobody(&r.path, &["show", "stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("permission denied: show is for root"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -300,4 +540,57 @@ fn bind_replaces_stale_socket_but_not_files() {
         .unwrap_err();
     assert!(matches!(err, ControlError::NotASocket { .. }), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+/// Streams `n` generated bindings for any show, like the daemon over a big cache.
+struct Many(u32);
+
+impl Responder for Many {
+    async fn handle(&self, _request: Request) -> Reply {
+        let n = self.0;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for i in 0..n {
+                let a = std::net::Ipv6Addr::from(
+                    0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+                );
+                let v = binding(&format!("{a}/128"), "na", "cable1", None);
+                if tx.send(v).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Reply::Bindings(rx)
+    }
+}
+
+#[test]
+fn a_large_show_is_streamed_as_one_valid_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+    let n = 20_000; // ~5 MB of JSON: many 64 KiB chunks
+    rt.spawn(sock.serve(
+        Arc::new(Many(n)),
+        Arc::new(ControlStats::default()),
+        std::future::pending(),
+    ));
+    let mut c = Client::connect(&path).unwrap();
+    for _ in 0..2 {
+        // Twice on one connection: the stream ends its line and the connection stays usable.
+        let Response::Bindings { bindings } = c.request(&Request::show_all()).unwrap() else {
+            panic!("not bindings")
+        };
+        assert_eq!(bindings.len(), n as usize);
+        assert_eq!(bindings[0].network.to_string(), "2001:db8::/128");
+        assert_eq!(
+            bindings[n as usize - 1].network.to_string(),
+            "2001:db8::4e1f/128"
+        );
+    }
 }

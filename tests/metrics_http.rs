@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use lqagent::metrics::http::{self, MAX_CONNECTIONS};
+use lqagent::metrics::servers::Exchange;
 use lqagent::metrics::*;
 use support::scrape::{Exposition, http as get};
 
@@ -38,6 +39,14 @@ fn exercise(m: &Metrics) {
     };
     m.leasequery_rtt.get_or_create(&server).observe(0.003);
     m.leasequery_retransmissions.get_or_create(&server).inc();
+    m.servers.configure([
+        ("dhcp-a".to_string(), "2001:db8::a".parse().unwrap()),
+        ("dhcp-b".to_string(), "2001:db8::b".parse().unwrap()),
+    ]);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let rtt = std::time::Duration::from_millis(3);
+    m.servers.record("dhcp-a", Exchange::Success, rtt, at);
+    m.servers.record("dhcp-b", Exchange::NoAnswer, rtt, at);
     m.replies_dropped
         .get_or_create(&ReasonLabels {
             reason: "truncated",
@@ -105,7 +114,7 @@ fn every_family_has_help_and_is_documented() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
         .expect("docs/metrics.md");
 
-    for name in names::ALL {
+    for name in names::ALL.iter().chain(process::ALL) {
         assert!(e.families.contains_key(*name), "family {name} not exposed");
     }
     for (name, meta) in &e.families {
@@ -161,6 +170,26 @@ fn every_family_has_help_and_is_documented() {
         9.0
     );
     assert_eq!(v("lqagent_recovery_duration_seconds", &[]), 1.5);
+    assert!(v("process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert!(v("process_open_fds", &[]) >= 3.0);
+    assert!(v("process_cpu_seconds_total", &[]) >= 0.0);
+    assert_eq!(v("lqagent_server_up", &[("server", "dhcp-a")]), 1.0);
+    assert_eq!(v("lqagent_server_up", &[("server", "dhcp-b")]), 0.0);
+    assert_eq!(
+        v(
+            "lqagent_server_last_success_timestamp_seconds",
+            &[("server", "dhcp-a")]
+        ),
+        1_700_000_000.0
+    );
+    assert_eq!(
+        v(
+            "lqagent_server_last_success_timestamp_seconds",
+            &[("server", "dhcp-b")]
+        ),
+        0.0,
+        "never succeeded"
+    );
     assert_eq!(
         v(
             "lqagent_build_info",

@@ -1,4 +1,5 @@
-//! `lqagent check-config [--config FILE]`: validate the file and print the effective
+//! `lqagent check-config [--config FILE]`: validate the file, check it against this host (route
+//! protocol numbers other daemons use, a writable state directory), and print the effective
 //! configuration (every default filled in) as TOML; on error, print the message that names the
 //! key on stderr and exit with status 1.
 
@@ -7,7 +8,7 @@ use std::path::Path;
 use lqagent::config::{Config, ConfigError};
 
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
-    match Config::load(path) {
+    match Config::load(path).and_then(|c| c.check_host().map(|()| c)) {
         Ok(config) => {
             print!(
                 "# effective configuration of {}\n{}",

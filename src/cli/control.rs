@@ -1,5 +1,7 @@
-//! `lqagent show bindings|stats` and `lqagent clear binding X`: talk to the running daemon over
-//! its control socket and print a human table or (`--json`) the daemon's JSON answer.
+//! `lqagent show bindings|servers|stats` and `lqagent clear binding`: talk to the running daemon
+//! over its control socket and print a human table or (`--json`) the daemon's JSON answer.
+//! Bindings are selected by what an operator has in hand: a client DUID, a link, an interface,
+//! or a prefix that covers them (see [`FilterArgs`]).
 
 use std::path::PathBuf;
 
@@ -7,7 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use lqagent::config::{Config, DEFAULT_CONTROL_SOCKET};
 use lqagent::control::client::Client;
-use lqagent::control::{BindingView, Request, Response, StatsView};
+use lqagent::control::{
+    BindingFilter, BindingView, Request, Response, ServerView, StatsView, normalize_duid,
+};
 use lqagent::prefix::Ipv6Prefix;
 
 /// Where the daemon listens: `--socket`, else `control.socket` of `--config`, else the default.
@@ -42,14 +46,62 @@ pub(crate) struct ShowArgs {
     socket: SocketArgs,
 }
 
+/// Which bindings: every option given must match; none given selects every binding.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct FilterArgs {
+    /// Only bindings of this client (DUID in hex; colons allowed).
+    #[arg(long, value_name = "HEX")]
+    client_duid: Option<String>,
+    /// Only bindings on this configured link (its `name`).
+    #[arg(long, value_name = "NAME")]
+    link: Option<String>,
+    /// Only bindings whose route points out of this interface.
+    #[arg(long, value_name = "IFNAME")]
+    interface: Option<String>,
+    /// Only bindings inside this prefix (a /48 selects the /56s and addresses in it); an
+    /// address selects the binding holding it, also a delegated prefix containing it.
+    #[arg(long, value_name = "PREFIX")]
+    within: Option<String>,
+}
+
+/// A prefix, or an address as its /128.
+fn prefix_or_address(s: &str) -> anyhow::Result<Ipv6Prefix> {
+    if let Ok(a) = s.trim().parse::<std::net::Ipv6Addr>() {
+        return Ok(Ipv6Prefix::host(a));
+    }
+    s.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{s:?}: not an IPv6 address or prefix ({e})"))
+}
+
+impl FilterArgs {
+    fn filter(self) -> anyhow::Result<BindingFilter> {
+        if let Some(d) = &self.client_duid {
+            if normalize_duid(d).is_none() {
+                bail!("--client-duid {d:?}: not hex octets");
+            }
+        }
+        Ok(BindingFilter {
+            link: self.link,
+            interface: self.interface,
+            client_duid: self.client_duid,
+            within: self.within.as_deref().map(prefix_or_address).transpose()?,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ShowWhat {
-    /// The binding cache: every lease, its link, lifetimes and route state.
+    /// The binding cache: leases, their link, interface, lifetimes and route state.
     Bindings {
-        /// Only this link (configured link name).
-        #[arg(long)]
-        link: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// Print the daemon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each configured DHCPv6 server: up, last answer, RTT, failures, bulk status.
+    Servers {
         #[arg(long)]
         json: bool,
     },
@@ -70,10 +122,16 @@ pub(crate) struct ClearArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClearWhat {
-    /// Forget the binding for an address or delegated prefix and withdraw its route.
+    /// Forget the selected bindings and withdraw their routes; prints how many were removed.
+    #[command(visible_alias = "bindings")]
     Binding {
-        /// `2001:db8::1` or `2001:db8:f100:100::/56`.
-        target: String,
+        /// An address or prefix: the same as `--within`.
+        target: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print the daemon's JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -88,8 +146,8 @@ fn ask(socket: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
 
 pub(crate) fn show(args: ShowArgs) -> anyhow::Result<()> {
     match args.what {
-        ShowWhat::Bindings { link, json } => {
-            let resp = ask(&args.socket, &Request::ShowBindings { link })?;
+        ShowWhat::Bindings { filter, json } => {
+            let resp = ask(&args.socket, &Request::ShowBindings(filter.filter()?))?;
             let Response::Bindings { bindings } = resp else {
                 bail!("unexpected answer: {resp:?}");
             };
@@ -97,6 +155,17 @@ pub(crate) fn show(args: ShowArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&bindings)?);
             } else {
                 print!("{}", bindings_table(&bindings));
+            }
+        }
+        ShowWhat::Servers { json } => {
+            let resp = ask(&args.socket, &Request::ShowServers)?;
+            let Response::Servers { servers } = resp else {
+                bail!("unexpected answer: {resp:?}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&servers)?);
+            } else {
+                print!("{}", servers_table(&servers, now_unix()));
             }
         }
         ShowWhat::Stats { json } => {
@@ -115,19 +184,93 @@ pub(crate) fn show(args: ShowArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn clear(args: ClearArgs) -> anyhow::Result<()> {
-    let ClearWhat::Binding { target } = args.what;
-    let target: Ipv6Prefix = target.parse()?;
-    let resp = ask(&args.socket, &Request::ClearBinding { target })?;
+    let ClearWhat::Binding {
+        target,
+        mut filter,
+        json,
+    } = args.what;
+    if let Some(t) = target {
+        if filter.within.is_some() {
+            bail!("give the address or prefix either as an argument or as --within, not both");
+        }
+        filter.within = Some(t);
+    }
+    let filter = filter.filter()?;
+    if filter.is_empty() {
+        bail!("clear what? give an address or prefix, --client-duid, --link or --interface");
+    }
+    let resp = ask(&args.socket, &Request::ClearBindings(filter))?;
     let Response::Cleared { removed } = resp else {
         bail!("unexpected answer: {resp:?}");
     };
-    if removed.is_empty() {
-        bail!("no binding for {target}");
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Response::Cleared { removed })?
+        );
+        return Ok(());
     }
-    for r in removed {
+    if removed.is_empty() {
+        bail!("no binding matched; nothing cleared");
+    }
+    for r in &removed {
         println!("cleared {r}");
     }
+    println!("{} binding(s) cleared", removed.len());
     Ok(())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// "12s ago", or "never".
+fn ago(t: Option<u64>, now: u64) -> String {
+    match t {
+        Some(t) => format!("{}s ago", now.saturating_sub(t)),
+        None => "never".to_string(),
+    }
+}
+
+fn servers_table(servers: &[ServerView], now: u64) -> String {
+    let rows = servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.address.to_string(),
+                if s.up { "up" } else { "down" }.to_string(),
+                ago(s.last_answer_unix, now),
+                ago(s.last_success_unix, now),
+                s.last_rtt_ms
+                    .map(|ms| format!("{ms:.1}ms"))
+                    .unwrap_or_else(|| "-".to_string()),
+                format!("{}/{}", s.consecutive_failures, s.failures),
+                s.exchanges.to_string(),
+                match s.bulk_at_unix {
+                    Some(_) => format!("{} {}", s.bulk, ago(s.bulk_at_unix, now)),
+                    None => s.bulk.clone(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVER",
+            "ADDRESS",
+            "STATE",
+            "LAST-ANSWER",
+            "LAST-SUCCESS",
+            "RTT",
+            "FAILS(RUN/ALL)",
+            "QUERIES",
+            "BULK",
+        ],
+        rows,
+    )
 }
 
 fn lifetime(secs: u32) -> String {

@@ -195,6 +195,8 @@ pub(crate) struct Routes {
     pub(crate) mirror_expiry: bool,
     pub(crate) reconcile_interval_secs: u64,
     pub(crate) dry_run: bool,
+    /// RFC 8987 R-5: unreachable routes for each link's delegated aggregates.
+    pub(crate) unreachable_aggregates: bool,
 }
 
 impl Default for Routes {
@@ -206,6 +208,7 @@ impl Default for Routes {
             mirror_expiry: true,
             reconcile_interval_secs: 60,
             dry_run: false,
+            unreachable_aggregates: true,
         }
     }
 }
@@ -269,12 +272,16 @@ impl Default for Metrics {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Control {
     pub(crate) socket: String,
+    /// Group whose members may `show` (not `clear`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) show_group: Option<String>,
 }
 
 impl Default for Control {
     fn default() -> Self {
         Control {
             socket: DEFAULT_CONTROL_SOCKET.to_string(),
+            show_group: None,
         }
     }
 }

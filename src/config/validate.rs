@@ -203,6 +203,20 @@ fn servers(list: &[file::Server]) -> Result<Vec<Server>> {
         if address.is_unspecified() {
             return Err(invalid(key, "the unspecified address :: is not a server"));
         }
+        if address.is_multicast() {
+            return Err(invalid(
+                key,
+                "a multicast address never works: a reply comes from the server's unicast \
+                 address, and only replies from the address queried are accepted",
+            ));
+        }
+        if address.is_unicast_link_local() {
+            return Err(invalid(
+                key,
+                "a link-local address (fe80::/10) has no interface to go out of; use the \
+                 server's global or unique-local address",
+            ));
+        }
         if let Some(j) = out.iter().position(|o| o.address == address) {
             return Err(invalid(key, format!("same address as servers[{j}]")));
         }
@@ -373,7 +387,7 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
         table,
         metric: range("routes.metric", f.metric, 0, u64::from(u32::MAX))? as u32,
         // 0..=4 are the kernel's own (unspec, redirect, kernel, boot, static).
-        protocol: range("routes.protocol", f.protocol, 5, 255)? as u8,
+        protocol: route_protocol(f.protocol)?,
         mirror_expiry: f.mirror_expiry,
         reconcile_interval: secs(
             "routes.reconcile_interval_secs",
@@ -382,7 +396,26 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
             86_400,
         )?,
         dry_run: f.dry_run,
+        unreachable_aggregates: f.unreachable_aggregates,
     })
+}
+
+/// `routes.protocol`: in range, and not a number Linux or a routing daemon uses (the host's own
+/// `rt_protos` files are read later, by [`Config::check_host`](super::Config::check_host)).
+fn route_protocol(n: u64) -> Result<u8> {
+    // 0..=4 are the kernel's own (unspec, redirect, kernel, boot, static).
+    let n = range("routes.protocol", n, 5, 255)? as u8;
+    match super::host::well_known_protocol(n) {
+        Some(name) => Err(invalid(
+            "routes.protocol",
+            format!(
+                "{n} is {name:?}'s route protocol: reconcile deletes every route of this protocol \
+                 it did not make, so it would delete that daemon's routes; pick an unused number \
+                 (default 211)"
+            ),
+        )),
+        None => Ok(n),
+    }
 }
 
 fn snoop(f: &file::Snoop) -> Result<SnoopSection> {
@@ -426,6 +459,47 @@ fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
         nflog_group: range("trigger.nflog_group", f.nflog_group, 0, 65_535)? as u16,
         enforcement: f.enforcement,
     })
+}
+
+/// Refuse a subscriber prefix that overlaps one of another link: a lease in the overlap could
+/// be either link's, and its route would go out of the wrong interface. Prefixes are nested or
+/// disjoint, so one sorted sweep with a stack of enclosing prefixes finds every overlap.
+fn no_overlap_between_links(links: &[Link]) -> Result<()> {
+    let mut all: Vec<(Ipv6Prefix, usize, usize)> = links
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            l.subscriber_prefixes
+                .iter()
+                .enumerate()
+                .map(move |(k, p)| (*p, i, k))
+        })
+        .collect();
+    all.sort_by_key(|(p, _, _)| (p.addr(), p.len()));
+    let mut open: Vec<(Ipv6Prefix, usize, usize)> = Vec::new();
+    for (p, i, k) in all {
+        while open.last().is_some_and(|(o, _, _)| !o.covers(&p)) {
+            open.pop();
+        }
+        if let Some(&(o, j, m)) = open.iter().find(|(_, j, _)| *j != i) {
+            // Name the later link's key, the earlier one in the message.
+            let ((fi, fk, fp), (si, sk, sp)) = if j < i {
+                ((j, m, o), (i, k, p))
+            } else {
+                ((i, k, p), (j, m, o))
+            };
+            return Err(invalid(
+                format!("links[{si}].subscriber_prefixes[{sk}]"),
+                format!(
+                    "{sp} overlaps {fp} of links[{fi}].subscriber_prefixes[{fk}]: a lease in the \
+                     overlap could be on either link and its route would point out of the wrong \
+                     interface"
+                ),
+            ));
+        }
+        open.push((p, i, k));
+    }
+    Ok(())
 }
 
 fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
@@ -513,6 +587,7 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
             interface_id,
         });
     }
+    no_overlap_between_links(&out)?;
     Ok(out)
 }
 
@@ -527,7 +602,11 @@ fn control(f: &file::Control) -> Result<ControlSection> {
             ),
         ));
     }
-    Ok(ControlSection { socket })
+    let show_group = match &f.show_group {
+        Some(g) => Some(label("control.show_group", g)?),
+        None => None,
+    };
+    Ok(ControlSection { socket, show_group })
 }
 
 fn log(f: &file::Log) -> Result<LogSection> {
@@ -605,6 +684,7 @@ pub(super) fn to_file(c: &Config) -> File {
             mirror_expiry: c.routes.mirror_expiry,
             reconcile_interval_secs: c.routes.reconcile_interval.as_secs(),
             dry_run: c.routes.dry_run,
+            unreachable_aggregates: c.routes.unreachable_aggregates,
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),
@@ -626,6 +706,7 @@ pub(super) fn to_file(c: &Config) -> File {
         },
         control: file::Control {
             socket: c.control.socket.display().to_string(),
+            show_group: c.control.show_group.clone(),
         },
         log: file::Log {
             format: c.log.format.as_str().to_string(),

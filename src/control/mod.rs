@@ -7,15 +7,24 @@
 //! ```text
 //! → {"command":"show_bindings","link":"cable1"}
 //! ← {"status":"bindings","bindings":[{"network":"2001:db8:100::1a/128", ...}]}
-//! → {"command":"clear_binding","target":"2001:db8:f100:100::/56"}
+//! → {"command":"clear_bindings","within":"2001:db8:f100::/40","client_duid":"000300010200000000c1"}
 //! ← {"status":"cleared","removed":["2001:db8:f100:100::/56"]}
+//! → {"command":"show_servers"}
+//! ← {"status":"servers","servers":[{"name":"dhcp-a","up":true, ...}]}
 //! ```
+//!
+//! `show` and `clear` select bindings the way an operator thinks of them ([`BindingFilter`]):
+//! by client DUID, link, interface, or a covering prefix, every given criterion applying. The
+//! format is documented for scripts in the repository's `docs/control.md`; fields are only ever
+//! added.
 //!
 //! The server ([`server`]) knows nothing about the cache: the daemon supplies a [`Responder`]
 //! that turns requests into answers, so this module is tested with a fake. The view types here
 //! are plain data (strings for the cache's enums, via their `as_str()`), so the socket's format
 //! does not change when the cache's internals do. Everything read from the socket is bounded
-//! (line length, connections, time).
+//! (line length, connections, time). A large `show bindings` is streamed ([`Reply::Bindings`]):
+//! the server writes each binding into the answer line as it comes, so neither side of the
+//! daemon holds the whole answer (a million bindings would be hundreds of MB).
 
 use std::future::Future;
 use std::net::Ipv6Addr;
@@ -24,26 +33,133 @@ use serde::{Deserialize, Serialize};
 
 use crate::prefix::Ipv6Prefix;
 
+pub mod access;
 pub mod client;
 pub mod server;
 
 /// A request from `lqagent show|clear`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
-    /// Every binding, or those of one link (by configured link name).
-    ShowBindings {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-    },
+    /// The bindings the filter selects (an empty filter: every binding).
+    ShowBindings(BindingFilter),
     /// Counters and gauges.
     ShowStats,
-    /// Forget the binding(s) covering `target` (an address or a delegated prefix) and withdraw
-    /// their routes.
+    /// Each configured server's state.
+    ShowServers,
+    /// Forget the bindings the filter selects and withdraw their routes. An empty filter is
+    /// refused: clearing everything takes an explicit `within: "::/0"`.
+    ClearBindings(BindingFilter),
+    /// The older form of [`Request::ClearBindings`] with only `within: target`.
     ClearBinding {
         #[serde(with = "prefix_str")]
         target: Ipv6Prefix,
     },
+}
+
+impl Request {
+    /// `show_bindings` of every binding.
+    pub fn show_all() -> Request {
+        Request::ShowBindings(BindingFilter::default())
+    }
+}
+
+/// Which bindings a `show` or `clear` is about: a binding must match every criterion given; no
+/// criterion selects every binding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingFilter {
+    /// Configured link name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Interface the route points out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Client DUID in hex (colons and case do not matter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_duid: Option<String>,
+    /// Bindings whose network lies inside this prefix: a /48 selects the /56s delegated from it
+    /// and the addresses in it. A /128 (an address) also selects the delegated prefix
+    /// containing it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_prefix_str"
+    )]
+    pub within: Option<Ipv6Prefix>,
+}
+
+/// A DUID as lowercase hex without separators; `None` when it is not hex octets.
+pub fn normalize_duid(s: &str) -> Option<String> {
+    let digits: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != ':' && *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (!digits.is_empty() && digits.len() % 2 == 0 && digits.chars().all(|c| c.is_ascii_hexdigit()))
+        .then_some(digits)
+}
+
+impl BindingFilter {
+    /// No criterion given.
+    pub fn is_empty(&self) -> bool {
+        self == &BindingFilter::default()
+    }
+
+    /// The filter's DUID in [`normalize_duid`] form; an error names what is wrong.
+    pub fn duid(&self) -> Result<Option<String>, String> {
+        match &self.client_duid {
+            None => Ok(None),
+            Some(d) => normalize_duid(d)
+                .map(Some)
+                .ok_or_else(|| format!("client_duid: not hex octets: {d:?}")),
+        }
+    }
+
+    /// Whether `network` is selected by [`BindingFilter::within`] (true when none is given).
+    pub fn within_matches(&self, network: &Ipv6Prefix) -> bool {
+        match &self.within {
+            None => true,
+            Some(w) => w.covers(network) || (w.len() == 128 && network.covers(w)),
+        }
+    }
+
+    /// Whether the binding `b` is selected. `client_duid` must already be valid ([`Self::duid`]).
+    pub fn matches(&self, b: &BindingView) -> bool {
+        let duid_ok = match self.duid() {
+            Ok(Some(d)) => b.client_duid == d,
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        duid_ok
+            && self.within_matches(&b.network)
+            && (self.link.is_none() || b.link == self.link)
+            && (self.interface.is_none() || b.interface == self.interface)
+    }
+}
+
+/// One configured server as `show servers` reports it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub name: String,
+    pub address: Ipv6Addr,
+    /// The most recent exchange got a reply (or none was asked yet).
+    pub up: bool,
+    /// When it last replied at all.
+    pub last_answer_unix: Option<u64>,
+    /// When it last gave a usable answer (a binding or "no binding", or a completed bulk query).
+    pub last_success_unix: Option<u64>,
+    /// Round-trip time of its last reply, in milliseconds.
+    pub last_rtt_ms: Option<f64>,
+    /// Exchanges without a reply since its last reply, and ever.
+    pub consecutive_failures: u64,
+    pub failures: u64,
+    /// Exchanges (on-demand and bulk queries), ever.
+    pub exchanges: u64,
+    /// Last bulk leasequery result: `never`, `complete`, `failed`, `gave_up`.
+    pub bulk: String,
+    pub bulk_at_unix: Option<u64>,
 }
 
 /// The answer to one [`Request`].
@@ -55,6 +171,9 @@ pub enum Response {
     },
     Stats {
         stats: StatsView,
+    },
+    Servers {
+        servers: Vec<ServerView>,
     },
     /// The leases removed (empty: nothing matched).
     Cleared {
@@ -134,7 +253,39 @@ impl StatsView {
 /// `handle` runs on the control task; keep it short (read the cache, send a command to the
 /// route task, await its answer).
 pub trait Responder: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+    fn handle(&self, request: Request) -> impl Future<Output = Reply> + Send;
+}
+
+/// What a [`Responder`] answers: one response, or bindings streamed one by one, which the
+/// server writes as one `{"status":"bindings","bindings":[...]}` line without collecting them.
+/// A stream that ends early (the sender dropped after an error) still ends the line validly;
+/// one that stalls longer than the request timeout has its connection closed.
+#[derive(Debug)]
+pub enum Reply {
+    One(Response),
+    Bindings(tokio::sync::mpsc::Receiver<BindingView>),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::One(r)
+    }
+}
+
+impl Reply {
+    /// The whole answer in memory (tests, small answers).
+    pub async fn collect(self) -> Response {
+        match self {
+            Reply::One(r) => r,
+            Reply::Bindings(mut rx) => {
+                let mut bindings = Vec::new();
+                while let Some(b) = rx.recv().await {
+                    bindings.push(b);
+                }
+                Response::Bindings { bindings }
+            }
+        }
+    }
 }
 
 /// Why the control socket or its client failed.
@@ -162,6 +313,8 @@ pub struct ControlStats {
     pub oversized: std::sync::atomic::AtomicU64,
     pub rejected_connections: std::sync::atomic::AtomicU64,
     pub timeouts: std::sync::atomic::AtomicU64,
+    /// Requests the peer's credentials do not allow.
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 impl ControlStats {
@@ -188,6 +341,7 @@ impl ControlStats {
                 self.rejected_connections.load(Relaxed),
             ),
             ("timeout", self.timeouts.load(Relaxed)),
+            ("refused", self.refused.load(Relaxed)),
         ]
     }
 }
@@ -204,6 +358,34 @@ mod prefix_str {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv6Prefix, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_prefix_str {
+    use super::Ipv6Prefix;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        p: &Option<Ipv6Prefix>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.collect_str(p),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A bare address is taken as its /128.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Ipv6Prefix>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Ok(a) = s.parse::<std::net::Ipv6Addr>() {
+            return Ok(Some(Ipv6Prefix::host(a)));
+        }
+        s.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 
@@ -241,14 +423,91 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r);
         assert_eq!(
-            serde_json::to_string(&Request::ShowBindings { link: None }).unwrap(),
+            serde_json::to_string(&Request::show_all()).unwrap(),
             r#"{"command":"show_bindings"}"#
+        );
+        let f = Request::ClearBindings(BindingFilter {
+            link: Some("cable1".into()),
+            within: Some("2001:db8:100::/48".parse().unwrap()),
+            ..BindingFilter::default()
+        });
+        let j = serde_json::to_string(&f).unwrap();
+        assert_eq!(
+            j,
+            r#"{"command":"clear_bindings","link":"cable1","within":"2001:db8:100::/48"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), f);
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command":"show_bindings","lnk":"x"}"#).is_err(),
+            "a misspelt criterion must not silently select everything"
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(
+                r#"{"command":"show_bindings","within":"2001:db8::1"}"#
+            )
+            .unwrap(),
+            Request::ShowBindings(BindingFilter {
+                within: Some("2001:db8::1/128".parse().unwrap()),
+                ..BindingFilter::default()
+            })
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
         assert!(
             serde_json::from_str::<Request>(r#"{"command":"clear_binding","target":"1.2.3.4"}"#)
                 .is_err()
         );
+    }
+
+    fn view(network: &str, duid: &str, link: &str) -> BindingView {
+        BindingView {
+            network: network.parse().unwrap(),
+            ia_type: "pd".into(),
+            link: Some(link.into()),
+            interface: Some(format!("{link}-if")),
+            client_duid: duid.into(),
+            iaid: 1,
+            next_hop: None,
+            preferred_secs: 1,
+            valid_secs: 2,
+            source: "snoop".into(),
+            route: "installed".into(),
+        }
+    }
+
+    #[test]
+    fn filters_select_by_every_criterion_given() {
+        let pd = view("2001:db8:100:100::/56", "0003000102000000000a", "cable1");
+        let na = view("2001:db8:100::5/128", "0003000102000000000a", "cable1");
+        let within = |p: &str| BindingFilter {
+            within: Some(p.parse().unwrap()),
+            ..BindingFilter::default()
+        };
+        assert!(BindingFilter::default().matches(&pd));
+        assert!(within("2001:db8:100::/48").matches(&pd));
+        assert!(within("2001:db8:100::/48").matches(&na));
+        assert!(
+            !within("2001:db8:100:100::/60").matches(&pd),
+            "narrower than the lease"
+        );
+        assert!(
+            within("2001:db8:100:1a0::1/128").matches(&pd),
+            "an address inside the /56"
+        );
+        assert!(!within("2001:db8:100::6/128").matches(&na));
+        let duid = |d: &str| BindingFilter {
+            client_duid: Some(d.into()),
+            ..BindingFilter::default()
+        };
+        assert!(duid("00:03:00:01:02:00:00:00:00:0A").matches(&pd));
+        assert!(!duid("0003000102000000000b").matches(&pd));
+        assert!(!duid("xyz").matches(&pd));
+        assert!(duid("xyz").duid().is_err());
+        let both = BindingFilter {
+            link: Some("cable1".into()),
+            interface: Some("cable2-if".into()),
+            ..BindingFilter::default()
+        };
+        assert!(!both.matches(&pd), "every criterion must hold");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Bounds: [`MAX_CLIENTS`] connections at once (more are closed and counted), lines up to
 //! [`MAX_LINE`] bytes (a longer one gets an error and the connection is closed), each request
 //! answered within [`REQUEST_TIMEOUT`], and a connection idle for [`IDLE_TIMEOUT`] is closed.
-//! The socket file is created with mode 0660 (root and the service's group), a stale socket
-//! left by a crash is replaced, and anything else at that path is left alone.
+//! The socket file is created with mode 0660 (root and the service's group, or
+//! `control.show_group` when set), a stale socket left by a crash is replaced, and anything else
+//! at that path is left alone. Every request is checked against the peer's credentials
+//! ([`access`](super::access)) and every `clear` is logged with who asked and what it removed.
 
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -18,7 +20,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::{ControlError, ControlStats, Request, Responder, Response};
+use super::access::{self, Access, Peer};
+use super::{ControlError, ControlStats, Reply, Request, Responder, Response};
 
 pub const MAX_CLIENTS: usize = 8;
 pub const MAX_LINE: usize = 64 * 1024;
@@ -30,6 +33,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    access: Access,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
@@ -43,6 +47,13 @@ impl ControlSocket {
     /// Bind `path`, replacing a stale socket file; the parent directory must exist
     /// (systemd's `RuntimeDirectory=lqagent` makes `/run/lqagent`).
     pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
+        let access = Access::for_this_process(None).map_err(io_err(path))?;
+        ControlSocket::bind_with(path, access)
+    }
+
+    /// [`bind`](Self::bind) with a policy: with a `show_gid`, the socket file's group is set to
+    /// it so that group's members can connect (and `show`).
+    pub fn bind_with(path: &Path, access: Access) -> Result<ControlSocket, ControlError> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 std::fs::remove_file(path).map_err(io_err(path))?;
@@ -63,9 +74,13 @@ impl ControlSocket {
         let listener = UnixListener::bind(path).map_err(io_err(path))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .map_err(io_err(path))?;
+        if let Some(gid) = access.show_gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err(path))?;
+        }
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
+            access,
         })
     }
 
@@ -84,6 +99,7 @@ impl ControlSocket {
         shutdown: impl Future<Output = ()>,
     ) {
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let policy = Arc::new(self.access.clone());
         tokio::pin!(shutdown);
         loop {
             let stream = tokio::select! {
@@ -101,9 +117,21 @@ impl ControlSocket {
                 stats.rejected_connections.fetch_add(1, Relaxed);
                 continue;
             };
-            let (responder, stats) = (responder.clone(), stats.clone());
+            let peer = match stream.peer_cred() {
+                Ok(c) => Peer {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "control peer credentials unreadable; closed");
+                    stats.rejected_connections.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            let (responder, stats, policy) = (responder.clone(), stats.clone(), policy.clone());
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, &*responder, &stats).await {
+                if let Err(e) = connection(stream, peer, &policy, &*responder, &stats).await {
                     tracing::debug!(error = %e, "control connection ended");
                 }
                 drop(permit);
@@ -120,6 +148,8 @@ impl Drop for ControlSocket {
 
 async fn connection<R: Responder>(
     stream: UnixStream,
+    peer: Peer,
+    policy: &Access,
     responder: &R,
     stats: &ControlStats,
 ) -> std::io::Result<()> {
@@ -151,15 +181,46 @@ async fn connection<R: Responder>(
         }
         stats.requests.fetch_add(1, Relaxed);
         let response = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, responder.handle(req)).await {
-                Ok(resp) => resp,
-                Err(_) => {
-                    stats.timeouts.fetch_add(1, Relaxed);
-                    Response::Error {
-                        message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            Ok(req) => {
+                if let Err(message) = policy.check(&peer, || access::process_groups(peer.pid), &req)
+                {
+                    stats.refused.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        uid = peer.uid,
+                        pid = peer.pid,
+                        request = ?req,
+                        "control request refused"
+                    );
+                    write(&mut wr, &Response::Error { message }).await?;
+                    continue;
+                }
+                let clear = (!access::read_only(&req)).then(|| req.clone());
+                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, responder.handle(req)).await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        stats.timeouts.fetch_add(1, Relaxed);
+                        Reply::One(Response::Error {
+                            message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+                        })
+                    }
+                };
+                match reply {
+                    Reply::One(resp) => {
+                        if let Some(req) = clear {
+                            log_clear(&peer, &req, &resp);
+                        }
+                        resp
+                    }
+                    Reply::Bindings(rx) => {
+                        if !stream_bindings(&mut wr, rx).await? {
+                            stats.timeouts.fetch_add(1, Relaxed);
+                            return Ok(());
+                        }
+                        continue;
                     }
                 }
-            },
+            }
             Err(e) => {
                 stats.bad_requests.fetch_add(1, Relaxed);
                 Response::Error {
@@ -168,6 +229,75 @@ async fn connection<R: Responder>(
             }
         };
         write(&mut wr, &response).await?;
+    }
+}
+
+/// Bytes of a streamed answer buffered before they go to the socket.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Write `{"status":"bindings","bindings":[...]}` and a newline, one binding at a time as `rx`
+/// yields them, holding at most about [`STREAM_CHUNK`] bytes. `Ok(false)`: the producer stalled
+/// past [`REQUEST_TIMEOUT`]; the line is unfinished and the connection must close.
+async fn stream_bindings(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<super::BindingView>,
+) -> std::io::Result<bool> {
+    let mut buf = Vec::with_capacity(STREAM_CHUNK + 1024);
+    buf.extend_from_slice(br#"{"status":"bindings","bindings":["#);
+    let mut first = true;
+    loop {
+        let next = match tokio::time::timeout(REQUEST_TIMEOUT, rx.recv()).await {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!("control: bindings stream stalled; connection closed");
+                return Ok(false);
+            }
+        };
+        let Some(b) = next else { break };
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut buf, &b).map_err(std::io::Error::other)?;
+        if buf.len() >= STREAM_CHUNK {
+            wr.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(b"]}\n");
+    wr.write_all(&buf).await?;
+    wr.flush().await?;
+    Ok(true)
+}
+
+/// Networks named in one clear's log line at most (the count is always there).
+const LOGGED_NETWORKS: usize = 32;
+
+/// The audit line of one `clear`: who (uid, pid), what they asked, what went.
+fn log_clear(peer: &Peer, req: &Request, resp: &Response) {
+    match resp {
+        Response::Cleared { removed } => {
+            let shown: Vec<String> = removed
+                .iter()
+                .take(LOGGED_NETWORKS)
+                .map(|p| p.to_string())
+                .collect();
+            tracing::info!(
+                uid = peer.uid,
+                pid = peer.pid,
+                request = ?req,
+                removed = removed.len(),
+                networks = ?shown,
+                "control clear"
+            );
+        }
+        other => tracing::warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            request = ?req,
+            answer = ?other,
+            "control clear failed"
+        ),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::bulk::tcp::QueryResult;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
+use crate::metrics::servers::BulkStatus;
 use crate::metrics::{
     BindingLabels, BindingType, MessageTypeLabels, Metrics, QueryLabels, QueryOutcome, QueryType,
     ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels,
@@ -147,7 +148,7 @@ pub fn register(m: &Metrics, s: Sources) {
     }
 
     // Bulk queries, counted as they finish (on-demand ones are counted by `ondemand`).
-    let (lq, servers) = (m.leasequeries.clone(), s.servers.clone());
+    let (lq, servers, health) = (m.leasequeries.clone(), s.servers.clone(), m.servers.clone());
     s.bulk.observe_queries(move |server, kind, result| {
         let query_type = match kind {
             "relay_id" => QueryType::RelayId,
@@ -165,6 +166,12 @@ pub fn register(m: &Metrics, s: Sources) {
             std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
         };
         let server = servers.get(&ip).cloned().unwrap_or_else(|| ip.to_string());
+        let status = match result {
+            QueryResult::Complete { .. } => BulkStatus::Complete,
+            QueryResult::Failed { .. } => BulkStatus::Failed,
+            QueryResult::GaveUp { .. } => BulkStatus::GaveUp,
+        };
+        health.bulk(&server, status, std::time::SystemTime::now());
         lq.get_or_create(&QueryLabels {
             query_type,
             server,

@@ -105,6 +105,7 @@ pub enum DaemonError {
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(path)?;
+    cfg.check_host()?;
     let log = crate::logging::init_reloadable(&cfg.log)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -141,7 +142,9 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
         let _ = std::fs::create_dir_all(dir);
     }
-    let control_socket = ControlSocket::bind(&cfg.control.socket)?;
+    let access = crate::control::access::Access::for_this_process(cfg.show_gid()?)
+        .map_err(DaemonError::Runtime)?;
+    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access)?;
 
     // Routes: the installer learns the interfaces and the box's own addresses first (the
     // snooper and admission need them), then reconciles the kernel against the loaded cache.
@@ -194,12 +197,16 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         cfg.routes.mirror_expiry.then_some(clock),
     );
     let installer_stats = installer.stats();
+    metrics
+        .routes_limit
+        .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
     let specs = loaded
         .leases
         .iter()
         .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
     let report = installer.set_desired(specs).await?;
     info!(?report, "kernel reconciled against the loaded cache");
+    setup::unreachable_aggregates(&cfg).await;
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
     let route_task = tokio::spawn(async move {
         if let Err(e) = reconcile::run(installer, route_rx).await {
@@ -266,6 +273,9 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         .iter()
         .map(|s| (s.address, s.name.clone()))
         .collect();
+    metrics
+        .servers
+        .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
     let (on_demand, od_task) = ondemand::spawn(
         ondemand::Lookup {
             requestor: requestor.clone(),

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
 use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
+use crate::metrics::servers::Exchange;
 use crate::metrics::{
     LimitLabels, LimitScope, Metrics, QueryLabels, QueryOutcome, QueryType, ServerLabels,
 };
@@ -256,6 +257,13 @@ impl Lookup {
                 outcome,
             })
             .inc();
+        let exchange = match outcome {
+            QueryOutcome::Binding | QueryOutcome::NoBinding => Exchange::Success,
+            QueryOutcome::ServerError => Exchange::ErrorStatus,
+            QueryOutcome::Timeout | QueryOutcome::SendError => Exchange::NoAnswer,
+        };
+        m.servers
+            .record(&server, exchange, a.elapsed, std::time::SystemTime::now());
         let labels = ServerLabels { server };
         if a.answer != Answer::NoAnswer {
             m.leasequery_rtt

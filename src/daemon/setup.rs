@@ -5,7 +5,7 @@ use std::net::{SocketAddr, SocketAddrV6};
 
 use crate::cache::CacheConfig;
 use crate::config::{Config, ServerPolicy};
-use crate::kernel::{InstallerConfig, LinkMapping};
+use crate::kernel::{InstallerConfig, LinkMapping, unreachable};
 use crate::prefix::Ipv6Prefix;
 use crate::requestor::udp::UdpConfig;
 use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
@@ -100,6 +100,39 @@ pub fn installer_config(cfg: &Config) -> InstallerConfig {
             })
             .collect(),
         ..InstallerConfig::default()
+    }
+}
+
+/// Bring the RFC 8987 R-5 unreachable aggregates in line with the configuration (none when
+/// `routes.unreachable_aggregates` is off, which also removes any left from before). Failing to
+/// is logged, not fatal: the per-lease routes do not depend on them.
+pub async fn unreachable_aggregates(cfg: &Config) {
+    if cfg.routes.dry_run {
+        return;
+    }
+    let want = if cfg.routes.unreachable_aggregates {
+        unreachable::aggregates(cfg.links.iter().flat_map(|l| l.subscriber_prefixes.iter()))
+    } else {
+        Vec::new()
+    };
+    let at = unreachable::Placement {
+        table: cfg.routes.table,
+        protocol: cfg.routes.protocol,
+        metric: cfg.routes.metric,
+    };
+    match unreachable::sync(at, &want).await {
+        Ok(r) => {
+            tracing::info!(
+                aggregates = want.len(),
+                added = r.added.len(),
+                removed = r.removed.len(),
+                "unreachable routes for the delegated aggregates in place (RFC 8987 R-5)"
+            );
+            for (p, why) in &r.failed {
+                tracing::error!(prefix = %p, error = %why, "unreachable aggregate route refused");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "unreachable aggregate routes not synced"),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod netlink;
 pub mod plan;
 pub mod reconcile;
 pub mod stats;
+pub mod unreachable;
 pub mod watch;
 
 use std::net::Ipv6Addr;

@@ -17,7 +17,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
@@ -150,8 +150,13 @@ fn route_of(m: &RouteMessage) -> Option<KernelRoute> {
 
 /// A dumped route if it is ours (family, protocol and table): the dump is filtered by the kernel,
 /// and filtered again here so an old kernel without strict checking cannot hand us others' routes.
+/// Only unicast routes are the installer's: our `unreachable` aggregates (RFC 8987 R-5,
+/// [`super::unreachable`]) are kept apart, so reconcile never deletes them.
 pub fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<KernelRoute> {
-    if m.header.protocol != RouteProtocol::from(cfg.protocol) || table_of(m) != cfg.table {
+    if m.header.protocol != RouteProtocol::from(cfg.protocol)
+        || table_of(m) != cfg.table
+        || m.header.kind != RouteType::Unicast
+    {
         return None;
     }
     route_of(m)

@@ -180,8 +180,9 @@ pub type Route = (String, Option<String>, String);
 /// A route with its metric: (destination with its length, gateway, device, metric).
 pub type MetricRoute = (String, Option<String>, String, u64);
 
-/// The IPv6 routes of protocol `proto` (number or name) in `ns`, read with
-/// `ip -6 -j route show proto N` (the kernel's view, never the agent's bookkeeping).
+/// The IPv6 unicast routes of protocol `proto` (number or name) in `ns`, read with
+/// `ip -6 -j route show proto N` (the kernel's view, never the agent's bookkeeping). The
+/// agent's `unreachable` aggregates (RFC 8987 R-5) are left out: see [`unreachable_routes`].
 pub fn proto_routes(ns: &NetNs, proto: &str) -> std::collections::BTreeSet<Route> {
     proto_routes_with_metric(ns.name(), proto)
         .into_iter()
@@ -196,6 +197,7 @@ pub fn proto_routes_with_metric(ns: &str, proto: &str) -> std::collections::BTre
     v.as_array()
         .expect("array of routes")
         .iter()
+        .filter(|r| r["type"].as_str().is_none_or(|t| t == "unicast"))
         .map(|r| {
             let dst = r["dst"].as_str().expect("dst").to_string();
             let dst = if dst.contains('/') {
@@ -210,5 +212,28 @@ pub fn proto_routes_with_metric(ns: &str, proto: &str) -> std::collections::BTre
                 r["metric"].as_u64().expect("metric"),
             )
         })
+        .collect()
+}
+
+/// Destinations of the `unreachable` routes of protocol `proto` in the namespace named `ns`.
+pub fn unreachable_routes(ns: &str, proto: &str) -> std::collections::BTreeSet<String> {
+    let out = sh(&[
+        "ip",
+        "-n",
+        ns,
+        "-6",
+        "-j",
+        "route",
+        "show",
+        "proto",
+        proto,
+        "type",
+        "unreachable",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    v.as_array()
+        .expect("array of routes")
+        .iter()
+        .filter_map(|r| r["dst"].as_str().map(str::to_string))
         .collect()
 }
