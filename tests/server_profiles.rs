@@ -479,3 +479,109 @@ fn isc_answer_by_address_brings_the_address_back_and_keeps_the_prefix_route() {
     assert_eq!(kernel_routes(&lab.agent), both);
     stop(agent);
 }
+
+/// The state file's leases as snooping would have recorded them for `entry`, from `server`.
+fn snooped_state(
+    store: &lqagent::cache::BindingStore,
+    e: &LeaseEntry,
+    server_duid: &[u8],
+    server: Ipv6Addr,
+) {
+    use lqagent::cache::{
+        AgentClock, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
+        Source,
+    };
+    let mut leases: Vec<ObservedLease> = e
+        .addrs
+        .iter()
+        .map(|a| ObservedLease {
+            key: LeaseKey::Address(a.addr),
+            ia: IaType::Na,
+            iaid: 1,
+            preferred: a.preferred,
+            valid: a.valid,
+        })
+        .collect();
+    leases.extend(e.prefixes.iter().map(|p| ObservedLease {
+        key: LeaseKey::Prefix(p.prefix),
+        ia: IaType::Pd,
+        iaid: 2,
+        preferred: p.preferred,
+        valid: p.valid,
+    }));
+    store.apply(&Observation {
+        client_duid: e.duid.0.clone().into(),
+        link: Link {
+            address: e.link,
+            interface: None,
+        },
+        relay: Some(RelayData {
+            peer_address: e.peer_address,
+            ..RelayData::default()
+        }),
+        server: std::sync::Arc::new(ServerId {
+            duid: server_duid.into(),
+            address: server,
+        }),
+        source: Source::Snoop,
+        clt_time: None,
+        base_time: None,
+        srsn: None,
+        complete: false,
+        leases,
+        arrival: AgentClock::new().now(),
+    });
+}
+
+#[test]
+fn restart_recovery_drops_state_file_leases_the_server_no_longer_lists() {
+    if !require_root("restart_recovery_drops_state_file_leases_the_server_no_longer_lists") {
+        return;
+    }
+    let t = table(0..30, 1);
+    let want = expected_routes([&t]);
+    let cfg = ServerConfig::profiled(Profile::Kea, 4);
+    let duid = cfg.server_duid.clone();
+    let lab = Lab::with_servers("stale", 1, vec![(t, cfg)], Vec::new());
+    let servers = named(&lab, &["kea"]);
+    // Before the restart the cache held client 1000 from this server (released while we were
+    // down) and client 1001 from a server that is not asked now: both in the state file.
+    let dir = tempfile::tempdir().unwrap();
+    let store = lqagent::cache::BindingStore::default();
+    let gone = recovery_support::client(1000, 1);
+    let other = recovery_support::client(1001, 1);
+    snooped_state(&store, &gone, &duid, servers[0].1);
+    snooped_state(
+        &store,
+        &other,
+        &[0, 3, 0, 1, 2, 0, 0, 0, 9, 9],
+        "2001:db8:ff::99".parse().unwrap(),
+    );
+    for e in 0..30 {
+        snooped_state(&store, &recovery_support::client(e, 1), &duid, servers[0].1);
+    }
+    recovery_support::save_state(&store, &dir.path().join("state"));
+    let mut want_after = want.clone();
+    want_after.extend(expected_routes([&LeaseTable::from_entries([other])]));
+    let agent = start(
+        &lab,
+        dir.path(),
+        &agent_config(dir.path(), &lab, &servers, ""),
+        "stale",
+    );
+    wait_for(
+        "the listed routes and the other server's, not the released client's",
+        Duration::from_secs(10),
+        || kernel_routes(&lab.agent) == want_after,
+    );
+    assert_eq!(
+        metric(
+            &lab,
+            "lqagent_cache_merges_total",
+            &[("verdict", "removed_omitted")]
+        ),
+        expected_routes([&LeaseTable::from_entries([gone])]).len() as f64,
+        "exactly the released client's leases swept"
+    );
+    stop(agent);
+}
