@@ -488,8 +488,7 @@ fn snooped_state(
     server: Ipv6Addr,
 ) {
     use lqagent::cache::{
-        AgentClock, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
-        Source,
+        AgentClock, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     };
     let mut leases: Vec<ObservedLease> = e
         .addrs

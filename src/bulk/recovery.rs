@@ -270,13 +270,17 @@ fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> + '_ {
 struct Listed {
     server_duid: Option<Duid>,
     keys: HashSet<LeaseKey>,
+    /// Too many keys, or answers under two server DUIDs (the server changed between attempts):
+    /// no sweep.
     overflow: bool,
 }
 
 impl Listed {
     fn add(&mut self, b: &BulkBinding) {
-        if self.server_duid.is_none() {
-            self.server_duid = b.server_duid.clone();
+        match (&self.server_duid, &b.server_duid) {
+            (None, d) => self.server_duid = d.clone(),
+            (Some(a), Some(d)) if a != d => self.overflow = true,
+            _ => {}
         }
         for k in keys_of(b) {
             if self.keys.len() >= MAX_LISTED {
@@ -372,7 +376,7 @@ pub async fn recover(
                 stats.query_finished(server, query.kind(), &result);
                 let l = listed.remove(&(server, id)).unwrap_or_default();
                 if l.overflow {
-                    tracing::warn!(%server, query = query.kind(), "bulk query listed more than MAX_LISTED leases: not swept");
+                    tracing::warn!(%server, query = query.kind(), "bulk query not swept: more than MAX_LISTED leases, or answers under two server DUIDs");
                 }
                 if let Some(listing) = l.listing(&query, &result, started) {
                     if sink.listed(server, listing).await.is_err() {
@@ -497,6 +501,66 @@ mod tests {
         assert_eq!(o.leases.len(), 2);
         assert_eq!(o.leases[0].key, LeaseKey::Address(a("2001:db8:1::7")));
         assert_eq!((o.leases[1].ia, o.leases[1].valid), (IaType::Pd, 40));
+    }
+
+    #[test]
+    fn only_a_link_or_relay_id_query_that_ended_with_done_lists_its_scope() {
+        let b = binding();
+        let listed = |q: &BulkQuery, r: &QueryResult, extra: Option<BulkBinding>| {
+            let mut l = Listed::default();
+            l.add(&b);
+            if let Some(x) = extra {
+                l.add(&x);
+            }
+            l.listing(q, r, Instant::now())
+        };
+        let done = QueryResult::Complete { bindings: 1 };
+        let link = BulkQuery::LinkAddress(a("2001:db8:1::1"));
+        let got = listed(&link, &done, None).expect("a finished link query lists its link");
+        assert_eq!(got.link, Some(a("2001:db8:1::1")));
+        assert_eq!(got.server_duid, Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]));
+        assert!(
+            got.mentioned
+                .contains(&LeaseKey::Address(a("2001:db8:1::7")))
+        );
+        assert!(
+            got.mentioned
+                .contains(&LeaseKey::Prefix("2001:db8:700::/56".parse().unwrap()))
+        );
+        let relay = BulkQuery::RelayId {
+            relay_id: Duid::ll_ethernet([2, 0, 0, 0, 0xaa, 1]),
+            link: Ipv6Addr::UNSPECIFIED,
+        };
+        assert_eq!(
+            listed(&relay, &done, None).unwrap().link,
+            None,
+            "every link"
+        );
+        let remote = BulkQuery::RemoteId {
+            enterprise: 9,
+            remote_id: vec![1],
+            link: Ipv6Addr::UNSPECIFIED,
+        };
+        assert!(
+            listed(&remote, &done, None).is_none(),
+            "remote-id: no sweep"
+        );
+        for r in [
+            QueryResult::Complete { bindings: 0 },
+            QueryResult::GaveUp { attempts: 3 },
+            QueryResult::Failed {
+                code: crate::wire::StatusCode::NOT_ALLOWED,
+                message: String::new(),
+            },
+        ] {
+            assert!(listed(&link, &r, None).is_none(), "{r:?}: no sweep");
+        }
+        let mut other = binding();
+        other.server_duid = Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x48]));
+        assert!(
+            listed(&link, &done, Some(other)).is_none(),
+            "answers under two server DUIDs: no sweep"
+        );
     }
 
     #[test]
