@@ -194,7 +194,7 @@ impl Lookup {
                 }),
                 source: Source::Leasequery,
                 link: link.clone(),
-                srsn: None,
+                srsn: b.srsn,
                 arrival: self.clock.at_std(b.received),
             };
             match observation_from_reply(&b.data, b.top_relay_data.as_ref(), b.top_base_time, &ctx)

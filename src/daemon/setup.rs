@@ -35,6 +35,7 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
         negative_ttl: cfg.limits.negative_ttl,
         global_rate,
         link_rate,
+        srsn_option: cfg.leasequery.srsn_option,
         ..RequestorConfig::default()
     }
 }

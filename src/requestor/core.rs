@@ -368,11 +368,12 @@ impl Requestor {
     }
 
     fn accept(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) -> Result<(), DropReason> {
-        let reply = match msg::parse(bytes).map_err(|_| DropReason::Malformed)? {
-            Parsed::Reply(r) => *r,
-            Parsed::Leasequery => return Err(DropReason::LeasequeryReceived),
-            Parsed::Other => return Err(DropReason::NotReply),
-        };
+        let reply =
+            match msg::parse(bytes, self.cfg.srsn_option).map_err(|_| DropReason::Malformed)? {
+                Parsed::Reply(r) => *r,
+                Parsed::Leasequery => return Err(DropReason::LeasequeryReceived),
+                Parsed::Other => return Err(DropReason::NotReply),
+            };
         let Some(x) = self.exchanges.get(&reply.xid) else {
             return Err(if self.recent_set.contains(&reply.xid) {
                 DropReason::Duplicate
@@ -408,6 +409,7 @@ impl Requestor {
                     data,
                     top_relay_data: reply.relay_data,
                     top_base_time: reply.base_time,
+                    srsn: reply.srsn,
                     link: x.link,
                     server_duid: server_duid.clone(),
                     server: src,

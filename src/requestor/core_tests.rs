@@ -1108,3 +1108,32 @@ fn top_level_relay_data_and_base_time_are_kept_beside_client_data() {
     );
     assert_eq!(b.top_base_time, Some(1_000_000));
 }
+
+#[test]
+fn server_reply_sequence_number_is_read_when_configured() {
+    for (code, want) in [(Some(65001), Some(42)), (None, None), (Some(65002), None)] {
+        let mut s = Script::new(RequestorConfig {
+            srsn_option: code,
+            ..cfg(&[server(1)], Policy::Failover)
+        });
+        s.submit(Query::by_address(addr("2001:db8::10")));
+        let (_, m) = only(s.sent());
+        s.deliver(
+            server(1),
+            &reply(
+                m.transaction_id,
+                1,
+                vec![
+                    client_data("2001:db8::10", Some(3)),
+                    DhcpOption::Unknown {
+                        code: crate::wire::OptionCode(65001),
+                        data: 42u32.to_be_bytes().to_vec(),
+                    },
+                ],
+            ),
+        );
+        let ev = only(s.events());
+        let b = only(ev.outcome.bindings().cloned().collect());
+        assert_eq!(b.srsn, want, "option code {code:?}");
+    }
+}

@@ -90,6 +90,8 @@ pub struct ClientReply {
     pub top_relay_data: Option<LqRelayData>,
     /// OPTION_LQ_BASE_TIME at the top level of the reply (the server's clock when it answered).
     pub top_base_time: Option<u32>,
+    /// The server reply sequence number of the reply (`[leasequery] srsn_option`), if any.
+    pub srsn: Option<u32>,
     /// The link-address of the exchange that found it (`::` unless asked per link).
     pub link: Ipv6Addr,
     pub server_duid: Vec<u8>,
@@ -231,6 +233,8 @@ pub struct RequestorConfig {
     /// Replies to a query sent to a multicast destination are accepted from these sources
     /// (a configured server's unicast address).
     pub multicast_sources: Vec<SocketAddr>,
+    /// Option code of the server reply sequence number (a local extension; off when `None`).
+    pub srsn_option: Option<u16>,
 }
 
 impl Default for RequestorConfig {
@@ -255,6 +259,7 @@ impl Default for RequestorConfig {
             }),
             max_links: 65536,
             multicast_sources: Vec::new(),
+            srsn_option: None,
         }
     }
 }

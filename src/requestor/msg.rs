@@ -52,6 +52,8 @@ pub(crate) struct ReplyView {
     /// OPTION_LQ_RELAY_DATA beside CLIENT_DATA (where Kea puts it over UDP).
     pub(crate) relay_data: Option<LqRelayData>,
     pub(crate) base_time: Option<u32>,
+    /// The server reply sequence number, when an option code for it is configured.
+    pub(crate) srsn: Option<u32>,
     pub(crate) client_links: Option<Vec<Ipv6Addr>>,
 }
 
@@ -64,8 +66,9 @@ pub(crate) enum Parsed {
     Other,
 }
 
-/// Read `bytes`; any codec error makes the datagram malformed.
-pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, crate::wire::Error> {
+/// Read `bytes`; any codec error makes the datagram malformed. `srsn_option`: the option code
+/// of the server reply sequence number (`[leasequery] srsn_option`), if any.
+pub(crate) fn parse(bytes: &[u8], srsn_option: Option<u16>) -> Result<Parsed, crate::wire::Error> {
     let m = match Message::parse(bytes)? {
         Message::Client(m) => m,
         Message::Relay(_) => return Ok(Parsed::Other),
@@ -85,6 +88,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, crate::wire::Error> {
         client_data: o.client_data().cloned(),
         relay_data: o.lq_relay_data().cloned(),
         base_time: o.lq_base_time(),
+        srsn: srsn_option.and_then(|c| o.srsn(c)),
         client_links: o.lq_client_link().map(<[Ipv6Addr]>::to_vec),
     })))
 }
