@@ -1,7 +1,8 @@
 //! The merge rules: one pure function from (current leases, one observation) to (new leases,
 //! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
 //!
-//! Rules (each has a named test in `tests/merge_table.rs`; the RFC sections are named per rule, deployed servers in docs/interop.md):
+//! Rules (each has a named test in `tests/merge_table.rs`; each names its RFC section, and
+//! docs/interop.md says what deployed servers send):
 //!
 //! - **R1 disjoint → union** (RFC 5007 §4.3.4): leases with a key the cache does not hold are
 //!   added; leases of the client that the answer does not mention stay, except under R7.
