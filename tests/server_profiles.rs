@@ -94,11 +94,18 @@ fn start(lab: &Lab, dir: &Path, cfg: &str, tag: &str) -> Daemon {
         &log,
         &[("NOTIFY_SOCKET", &notify_path.to_string_lossy())],
     );
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).unwrap_or(0);
+    // Wait for READY=1 (other notifications, and interrupted reads, are skipped), at most 20 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while got != b"READY=1" && std::time::Instant::now() < deadline && agent.running() {
+        if let Ok(n) = notify.recv(&mut buf) {
+            got = buf[..n].to_vec();
+        }
+    }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(agent.running(), "{text}");
-    assert_eq!(&buf[..n], b"READY=1", "{text}");
+    assert_eq!(got, b"READY=1", "{text}");
     agent
 }
 

@@ -107,7 +107,7 @@ pub struct ConnConfig {
     /// First transaction id used; later ones count up (mod 2^24).
     pub first_xid: u32,
     /// Option code of the server reply sequence number (a local extension, see
-    /// docs/protocol.md): a 4-byte unsigned counter at the top level of REPLY/DATA.
+    /// docs/interop.md): a 4-byte unsigned counter at the top level of REPLY/DATA.
     pub srsn_option: Option<u16>,
 }
 

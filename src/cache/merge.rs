@@ -1,7 +1,8 @@
 //! The merge rules: one pure function from (current leases, one observation) to (new leases,
 //! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
 //!
-//! Rules (each has a named test in `tests/merge_table.rs`; sources in docs/protocol.md):
+//! Rules (each has a named test in `tests/merge_table.rs`; each names its RFC section, and
+//! docs/interop.md says what deployed servers send):
 //!
 //! - **R1 disjoint → union** (RFC 5007 §4.3.4): leases with a key the cache does not hold are
 //!   added; leases of the client that the answer does not mention stay, except under R7.
@@ -21,7 +22,7 @@
 //!   network arrive seconds apart; a server that restarted and reset its counter is believed again
 //!   once the window has passed, so it cannot freeze a binding forever.
 //! - **R6 same server without sequence numbers**: the newer client-last-transaction wins, ties
-//!   by later arrival. (docs/protocol.md proposed plain arrival order; the property test found that
+//!   by later arrival. (plain arrival order was the first proposal; the property test found that
 //!   arrival order for one server plus CLT order across servers is not transitive — A beats B by
 //!   CLT, B beats C by arrival, C beats A by CLT — so replays were not idempotent. One server's
 //!   CLT only moves forward unless it lost its state, so for a sane server this equals arrival
