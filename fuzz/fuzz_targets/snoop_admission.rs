@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             pending_capacity: CAP,
             release_capacity: CAP,
             pending_ttl_ms: 1_000,
+            ..ClassifyConfig::default()
         },
         SnoopTrust {
             servers: [a("2001:db8:ffff::2")].into_iter().collect(),
