@@ -196,6 +196,9 @@ pub struct RoutesSection {
     pub reconcile_interval: Duration,
     /// Plan and log route changes without making them.
     pub dry_run: bool,
+    /// After a start, how long routes of ours that no binding explains are kept (zero: not at
+    /// all); recovery completing ends it sooner.
+    pub inherit_grace: Duration,
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).

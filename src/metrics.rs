@@ -179,6 +179,10 @@ label_enum! {
         Parked => "parked",
         /// The kernel refused it.
         Failed => "failed",
+        /// A route inherited from before the start that a binding came to explain.
+        Adopted => "adopted",
+        /// An inherited route nothing explained when inheritance ended: deleted.
+        Unconfirmed => "unconfirmed",
     }
 }
 
@@ -193,6 +197,7 @@ label_enum! {
     pub enum RouteState {
         Installed => "installed",
         Parked => "parked",
+        Inherited => "inherited",
     }
 }
 

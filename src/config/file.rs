@@ -178,6 +178,7 @@ pub(crate) struct Routes {
     pub(crate) mirror_expiry: bool,
     pub(crate) reconcile_interval_secs: u64,
     pub(crate) dry_run: bool,
+    pub(crate) inherit_grace_secs: u64,
 }
 
 impl Default for Routes {
@@ -189,6 +190,7 @@ impl Default for Routes {
             mirror_expiry: true,
             reconcile_interval_secs: 60,
             dry_run: false,
+            inherit_grace_secs: 600,
         }
     }
 }

@@ -345,6 +345,7 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
             86_400,
         )?,
         dry_run: f.dry_run,
+        inherit_grace: secs("routes.inherit_grace_secs", f.inherit_grace_secs, 0, 86_400)?,
     })
 }
 
@@ -524,6 +525,7 @@ pub(super) fn to_file(c: &Config) -> File {
             mirror_expiry: c.routes.mirror_expiry,
             reconcile_interval_secs: c.routes.reconcile_interval.as_secs(),
             dry_run: c.routes.dry_run,
+            inherit_grace_secs: c.routes.inherit_grace.as_secs(),
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),

@@ -7,6 +7,8 @@
 //!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
 //!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
 //!  → READY=1 once every server answered DONE or was given up on (at once without bulk)
+//!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
+//!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
 //!  → WATCHDOG=1 every WatchdogSec/2 · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
@@ -280,18 +282,30 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     if recovery.plan.servers.is_empty() {
         let _ = ready_tx.send(true);
     } else {
-        let (m, st, q, c, s) = (
+        let (m, st, q, c, s, rt) = (
             metrics.clone(),
             bulk_stats.clone(),
             recovery.plan.startup(),
             bulk_cfg.clone(),
             sink.clone(),
+            route_tx.clone(),
         );
         intake.spawn(async move {
             m.recovery_in_progress.set(1);
             let report = recover(q, c, st, s).await;
             m.recovery_in_progress.set(0);
             m.recovery_duration.set(report.elapsed.as_secs_f64());
+            // Inherited routes go early only when every server gave its whole answer; a server
+            // given up on may hold the bindings that explain them (the grace period ends it).
+            if report.complete_servers() == report.servers.len() {
+                let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
+            } else {
+                warn!(
+                    complete = report.complete_servers(),
+                    servers = report.servers.len(),
+                    "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
+                );
+            }
             let _ = ready_tx.send(true);
         });
         if !recovery.interfaces.is_empty() {
