@@ -26,10 +26,20 @@
 //!   way. A crash between the two renames leaves a journal of the older generation, which the loader
 //!   ignores (its records are in the snapshot).
 //!
-//! Loading: a snapshot with a bad header, bad record or missing/short `End` is corrupt — it is moved
-//! aside (`*.corrupt-<unix-secs>`) with an error log, and the agent starts empty (bulk leasequery
-//! fills it). A journal record that is cut short or fails its checksum is a torn tail: the journal
-//! is truncated there with a warning and everything before it is kept.
+//! Loading degrades record by record: a record that is cut short, fails its checksum or does not
+//! decode costs that record, not the file — the reader resynchronises at the next offset where a
+//! whole good record starts (every record carries its own CRC-32). A damaged snapshot (bad
+//! records, a bad header, a missing or short `End`) is logged with what was kept and lost, a copy
+//! is kept aside (`*.corrupt-<unix-secs>`, best effort), and its good records are used; a file
+//! with no good record at all is moved aside. The journal applies only on top of a snapshot whose
+//! header names its generation; damage reaching its end is a torn tail (a write cut short): the
+//! journal is truncated there with a warning. Whatever is lost, the kernel's routes survive it:
+//! routes no binding explains are inherited, not deleted (`kernel::reconcile`).
+//!
+//! Clock: the latest record arrival is a lower bound of the write time. A wall clock reading
+//! earlier than that at start ([`Loaded::check_clock`]) is logged loudly and every lifetime is
+//! shifted back by the difference, so it stays relative to the write time rather than reaching
+//! into the far future.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -464,38 +474,73 @@ pub fn decode_record(p: &[u8]) -> Result<Record, PersistError> {
     }
 }
 
-/// Walk framed records from `at`; stops at the first bad one and says where.
+/// The record framed at `at`, and where the next one starts.
+fn frame_at(
+    bytes: &[u8],
+    at: usize,
+    intern: &mut Interner,
+) -> Result<(Decoded, usize), &'static str> {
+    let Some(h) = bytes.get(at..at.saturating_add(8)) else {
+        return Err("truncated record header");
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len > MAX_RECORD {
+        return Err("record length over limit");
+    }
+    let end = at + 8 + len;
+    let Some(p) = bytes.get(at + 8..end) else {
+        return Err("truncated record");
+    };
+    let mut hs = crc32fast::Hasher::new();
+    hs.update(&h[..4]);
+    hs.update(p);
+    if hs.finalize() != crc {
+        return Err("checksum mismatch");
+    }
+    match decode_payload(p, intern) {
+        Ok(d) => Ok((d, end)),
+        Err(_) => Err("undecodable record"),
+    }
+}
+
+/// A stretch of a state file that held no good record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Offset of the first bad byte.
+    pub at: usize,
+    /// Offset of the next good record (the file's length for a damaged tail).
+    pub until: usize,
+    pub why: &'static str,
+}
+
+/// Walk framed records from `at`. A bad record costs that record, not the rest: the walk
+/// resynchronises at the next offset where a whole record with a good checksum and content
+/// starts (a false match needs a CRC-32 collision and a decodable payload). Returns the damaged
+/// stretches in file order.
 fn walk(
     bytes: &[u8],
     mut at: usize,
     intern: &mut Interner,
     mut f: impl FnMut(Decoded),
-) -> Result<(), (usize, &'static str)> {
+) -> Vec<Damage> {
+    let mut damage = Vec::new();
     while at < bytes.len() {
-        let Some(h) = bytes.get(at..at + 8) else {
-            return Err((at, "truncated record header"));
-        };
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        if len > MAX_RECORD {
-            return Err((at, "record length over limit"));
+        match frame_at(bytes, at, intern) {
+            Ok((d, next)) => {
+                f(d);
+                at = next;
+            }
+            Err(why) => {
+                let until = (at + 1..bytes.len())
+                    .find(|p| frame_at(bytes, *p, &mut Interner::default()).is_ok())
+                    .unwrap_or(bytes.len());
+                damage.push(Damage { at, until, why });
+                at = until;
+            }
         }
-        let Some(p) = bytes.get(at + 8..at + 8 + len) else {
-            return Err((at, "truncated record"));
-        };
-        let mut hs = crc32fast::Hasher::new();
-        hs.update(&h[..4]);
-        hs.update(p);
-        if hs.finalize() != crc {
-            return Err((at, "checksum mismatch"));
-        }
-        match decode_payload(p, intern) {
-            Ok(d) => f(d),
-            Err(_) => return Err((at, "undecodable record")),
-        }
-        at += 8 + len;
     }
-    Ok(())
+    damage
 }
 
 /// What loading found.
@@ -510,21 +555,80 @@ pub struct Loaded {
     pub expired: u64,
     /// Bytes cut off the journal's torn tail.
     pub truncated_bytes: u64,
-    /// Where a corrupt file was moved.
+    /// Damaged stretches skipped in the snapshot and the journal (their records are lost, the
+    /// records around them kept).
+    pub damaged: Vec<Damage>,
+    /// Snapshot records the `End` marker counts that were not read (lost to damage).
+    pub lost_records: u64,
+    /// Where a corrupt file was moved or copied.
     pub moved_aside: Vec<PathBuf>,
+    /// The latest arrival time of any record read (expired ones too): a lower bound of when
+    /// the state was last written, on the clock that wrote it. See [`Loaded::check_clock`].
+    pub written_at: Option<Timestamp>,
 }
 
-fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+impl Loaded {
+    /// A wall clock earlier than the state's write time (a reset RTC, a clock not yet synced)
+    /// would make every lifetime look longer than it is. When `now` is more than `tolerance_ms`
+    /// behind [`Loaded::written_at`], shift every lease's times back by the difference, so that
+    /// lifetimes stay relative to the write time (as if no time passed while the agent was
+    /// down — the shorter of the two readings); returns the shift in milliseconds (0: none).
+    pub fn check_clock(&mut self, now: Timestamp, tolerance_ms: i64) -> i64 {
+        let Some(written) = self.written_at else {
+            return 0;
+        };
+        let behind = written.millis().saturating_sub(now.millis());
+        if behind <= tolerance_ms {
+            return 0;
+        }
+        for (_, l) in &mut self.leases {
+            for t in [
+                &mut l.preferred_until,
+                &mut l.valid_until,
+                &mut l.last_transaction,
+                &mut l.arrival,
+            ] {
+                if *t != Timestamp::NEVER {
+                    *t = t.plus_millis(-behind);
+                }
+            }
+        }
+        // Seen from the write time, some of them had already run out.
+        let before = self.leases.len();
+        self.leases.retain(|(_, l)| l.valid_until > now);
+        self.expired += (before - self.leases.len()) as u64;
+        self.written_at = Some(now);
+        behind
+    }
+}
+
+fn suffixed(path: &Path) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut to = path.as_os_str().to_owned();
     to.push(format!(".corrupt-{secs}"));
-    let to = PathBuf::from(to);
+    PathBuf::from(to)
+}
+
+fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+    let to = suffixed(path);
     fs::rename(path, &to).map_err(io_err(path))?;
     loaded.moved_aside.push(to);
     Ok(())
+}
+
+/// Keep a copy of a damaged file for inspection (best effort: a full disk must not stop the
+/// start); the file itself stays until the next snapshot replaces it.
+fn copy_aside(path: &Path, loaded: &mut Loaded) {
+    let to = suffixed(path);
+    match fs::copy(path, &to) {
+        Ok(_) => loaded.moved_aside.push(to),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not keep a copy of the damaged state file")
+        }
+    }
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
@@ -546,51 +650,78 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
     let mut intern = Interner::default();
     let snap_path = dir.join(SNAPSHOT_FILE);
     let journal_path = dir.join(JOURNAL_FILE);
+    let mut latest: Option<Timestamp> = None;
+    let mut seen = |l: &Lease| {
+        if latest.is_none_or(|t| l.arrival > t) {
+            latest = Some(l.arrival);
+        }
+    };
 
-    let mut snap_ok = false;
+    // The snapshot's generation, when its header is intact (only then does the journal apply).
+    let mut snap_generation = None;
     if let Some(bytes) = read_opt(&snap_path)? {
+        let header = parse_header(&bytes, KIND_SNAPSHOT);
         let mut end = None;
         let mut count = 0u64;
-        let result = match parse_header(&bytes, KIND_SNAPSHOT) {
-            None => Err((0, "bad header")),
-            Some(g) => {
-                out.generation = g;
-                walk(&bytes, HEADER_LEN, &mut intern, |d| match d {
-                    Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
-                        count += 1;
-                        map.insert(k, l);
-                    }
-                    Decoded::End(n) if end.is_none() => end = Some(n),
-                    _ => end = Some(u64::MAX), // anything after End, or a Remove: corrupt
-                })
-            }
+        let mut misplaced = 0u64;
+        let mut damage = walk(
+            &bytes,
+            HEADER_LEN.min(bytes.len()),
+            &mut intern,
+            |d| match d {
+                Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
+                    count += 1;
+                    seen(&l);
+                    map.insert(k, l);
+                }
+                Decoded::End(n) if end.is_none() => end = Some(n),
+                _ => misplaced += 1, // anything after End, or a Remove: not a snapshot's
+            },
+        );
+        if header.is_none() {
+            damage.insert(
+                0,
+                Damage {
+                    at: 0,
+                    until: HEADER_LEN.min(bytes.len()),
+                    why: "bad header",
+                },
+            );
+        }
+        let lost = match end {
+            Some(n) => n.saturating_sub(count),
+            None => 0,
         };
-        let verdict = match result {
-            Err((at, why)) => Err(format!("{why} at byte {at}")),
-            Ok(()) if end != Some(count) => Err("missing or wrong end marker".to_string()),
-            Ok(()) => Ok(()),
-        };
-        match verdict {
-            Ok(()) => snap_ok = true,
-            Err(why) => {
-                map.clear();
-                out.generation = 0;
-                move_aside(&snap_path, &mut out)?;
-                tracing::error!(file = %snap_path.display(), reason = %why,
-                    "state snapshot is corrupt; moved aside, starting with an empty cache");
-            }
+        out.lost_records += lost;
+        if header.is_none() && count == 0 {
+            // Nothing of ours in it: not a snapshot at all.
+            move_aside(&snap_path, &mut out)?;
+            tracing::error!(file = %snap_path.display(),
+                "state snapshot is unreadable; moved aside, starting with an empty cache");
+        } else if !damage.is_empty() || end != Some(count) || misplaced > 0 {
+            copy_aside(&snap_path, &mut out);
+            tracing::error!(file = %snap_path.display(), kept = count, lost_records = lost,
+                damaged_stretches = damage.len(), first = ?damage.first(),
+                end_marker = end.is_some(), misplaced,
+                "state snapshot is damaged: the good records are kept, the damaged ones lost");
+        }
+        out.damaged.extend(damage);
+        if let Some(g) = header {
+            out.generation = g;
+            snap_generation = Some(g);
         }
     }
 
     if let Some(bytes) = read_opt(&journal_path)? {
         match parse_header(&bytes, KIND_JOURNAL) {
-            Some(g) if snap_ok && g == out.generation => {
+            Some(g) if snap_generation == Some(g) => {
                 let mut n = 0u64;
-                let r = walk(&bytes, HEADER_LEN, &mut intern, |d| {
+                let damage = walk(&bytes, HEADER_LEN, &mut intern, |d| {
                     if let Decoded::Rec(rec) = d {
                         n += 1;
                         match rec {
                             Record::Upsert(k, l) => {
+                                seen(&l);
                                 map.insert(k, l);
                             }
                             Record::Remove(k) => {
@@ -600,24 +731,34 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
                     }
                 });
                 out.journal_records = n;
-                if let Err((at, why)) = r {
+                // A damaged stretch reaching the end is a torn tail (a write cut short):
+                // truncate it so appends continue on a record boundary.
+                let tail = damage.last().filter(|d| d.until == bytes.len()).copied();
+                let middle = damage.len() - usize::from(tail.is_some());
+                if middle > 0 {
+                    tracing::error!(file = %journal_path.display(), damaged_stretches = middle,
+                        first = ?damage.first(),
+                        "state journal has damaged records; skipped, the records around them kept");
+                }
+                if let Some(t) = tail {
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&journal_path)
                         .map_err(io_err(&journal_path))?;
-                    f.set_len(at as u64).map_err(io_err(&journal_path))?;
+                    f.set_len(t.at as u64).map_err(io_err(&journal_path))?;
                     f.sync_all().map_err(io_err(&journal_path))?;
-                    out.truncated_bytes = (bytes.len() - at) as u64;
-                    tracing::warn!(file = %journal_path.display(), at, reason = why,
+                    out.truncated_bytes = (bytes.len() - t.at) as u64;
+                    tracing::warn!(file = %journal_path.display(), at = t.at, reason = t.why,
                         dropped_bytes = out.truncated_bytes,
                         "state journal has a torn tail; truncated, earlier records kept");
                 }
+                out.damaged.extend(damage);
             }
-            Some(_) if snap_ok => {
+            Some(_) if snap_generation.is_some() => {
                 tracing::info!(file = %journal_path.display(),
                     "state journal is from an older snapshot generation; ignored");
             }
-            Some(_) => {} // no usable snapshot: the journal alone is not the whole state
+            Some(_) => {} // no snapshot header: the journal's generation cannot be checked
             None => {
                 move_aside(&journal_path, &mut out)?;
                 tracing::error!(file = %journal_path.display(),
@@ -626,6 +767,7 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
         }
     }
 
+    out.written_at = latest;
     for (k, l) in map {
         if l.valid_until <= now {
             out.expired += 1;

@@ -142,16 +142,26 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 
     // The state file: leases as they were, expired ones dropped.
     let clock = AgentClock::new();
-    let loaded = match persist::load(&cfg.state_dir, clock.now()) {
+    let mut loaded = match persist::load(&cfg.state_dir, clock.now()) {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
             persist::Loaded::default()
         }
     };
+    let behind_ms = loaded.check_clock(clock.now(), 2_000);
+    if behind_ms > 0 {
+        error!(
+            behind_secs = behind_ms / 1000,
+            "the wall clock is earlier than the state file's last write: clock reset or not yet \
+             synced? Lease lifetimes are kept relative to the write time"
+        );
+    }
     info!(
         leases = loaded.leases.len(),
         expired = loaded.expired,
+        damaged = loaded.damaged.len(),
+        lost_records = loaded.lost_records,
         "state file loaded"
     );
     let writer = StateWriter::start(
