@@ -81,6 +81,8 @@ pub mod names {
     pub const CACHE_MERGES: &str = "lqagent_cache_merges";
     pub const SNOOP_CAPTURE: &str = "lqagent_snoop_capture";
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
+    pub const STATE_EVENTS: &str = "lqagent_state_events";
+    pub const STATE_DEGRADED: &str = "lqagent_state_degraded";
 
     /// Every family registered by [`super::Metrics::new`].
     pub const ALL: &[&str] = &[
@@ -101,6 +103,7 @@ pub mod names {
         BUILD_INFO,
         METRICS_SCRAPES,
         METRICS_CONNECTIONS_REJECTED,
+        STATE_DEGRADED,
     ];
 }
 
@@ -281,6 +284,8 @@ pub struct Metrics {
     pub recovery_in_progress: Gauge,
     pub recovery_bindings: Counter,
     pub recovery_duration: GaugeF64,
+    /// 1 while the state file cannot be written (`cache::persist` degraded mode).
+    pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
     /// Run before each encoding: bring push-style families up to date from modules' stats.
@@ -331,6 +336,7 @@ impl Metrics {
             recovery_in_progress: Gauge::default(),
             recovery_bindings: Counter::default(),
             recovery_duration: GaugeF64::default(),
+            state_degraded: Gauge::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
             refresh: Arc::new(Mutex::new(Vec::new())),
@@ -399,6 +405,11 @@ impl Metrics {
                 RATE_LIMITED_DROPS,
                 "On-demand leasequeries not sent because a limit was reached, by limit",
                 m.rate_limited_drops.clone(),
+            );
+            r.register(
+                STATE_DEGRADED,
+                "1 while the state file cannot be written (routing continues), else 0",
+                m.state_degraded.clone(),
             );
             r.register(
                 RECOVERY_IN_PROGRESS,

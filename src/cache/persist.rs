@@ -780,23 +780,65 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
 
 // ---------------------------------------------------------------- writing
 
-/// Counters of the state writer (exported by `metrics.rs`).
+/// Counters of the state writer (exported as `lqagent_state_events_total` and
+/// `lqagent_state_degraded`).
 #[derive(Debug, Default)]
 pub struct PersistStats {
     pub records_written: AtomicU64,
-    /// Records dropped because the writer queue was full (a snapshot then covers them).
+    /// Records dropped because the writer queue was full or persistence is degraded (a
+    /// snapshot then covers them).
     pub records_dropped: AtomicU64,
     pub snapshots_written: AtomicU64,
+    /// Snapshots replaced by a newer one before the writer got to them.
+    pub snapshots_coalesced: AtomicU64,
     pub syncs: AtomicU64,
     pub write_errors: AtomicU64,
+    /// True while writes fail (full disk, I/O error, unwritable directory): routing goes on,
+    /// records are dropped, a snapshot is retried with backoff.
+    pub degraded: AtomicBool,
+    /// Transitions into and out of the degraded mode.
+    pub degraded_entered: AtomicU64,
+    pub degraded_left: AtomicU64,
     /// Set when a record was dropped or the journal grew long: the cache task should snapshot.
     pub snapshot_wanted: AtomicBool,
     pub records_since_snapshot: AtomicU64,
 }
 
+impl PersistStats {
+    /// `(label, count)` pairs for `lqagent_state_events_total{event=...}`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("record_written", g(&self.records_written)),
+            ("record_dropped", g(&self.records_dropped)),
+            ("snapshot_written", g(&self.snapshots_written)),
+            ("snapshot_coalesced", g(&self.snapshots_coalesced)),
+            ("sync", g(&self.syncs)),
+            ("write_error", g(&self.write_errors)),
+            ("degraded", g(&self.degraded_entered)),
+            ("recovered", g(&self.degraded_left)),
+        ]
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+}
+
+type Leases = Vec<(LeaseKey, Lease)>;
+
+/// The one snapshot waiting for the writer (a newer one replaces it: snapshots coalesce instead
+/// of queueing), with the id its queue marker carries.
+#[derive(Debug, Default)]
+struct PendingSnapshot {
+    id: u64,
+    leases: Option<Leases>,
+}
+
 enum Msg {
     Record(Record),
-    Snapshot(Vec<(LeaseKey, Lease)>),
+    /// Snapshot `id` is in the pending slot; it comes after every record queued before it.
+    Snapshot(u64),
     Sync(SyncSender<()>),
     Shutdown,
 }
@@ -807,12 +849,18 @@ pub struct JournalHandle {
     tx: SyncSender<Msg>,
     stats: Arc<PersistStats>,
     snapshot_after: u64,
+    pending: Arc<std::sync::Mutex<PendingSnapshot>>,
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Msg")
     }
+}
+
+fn lock(m: &std::sync::Mutex<PendingSnapshot>) -> std::sync::MutexGuard<'_, PendingSnapshot> {
+    // Only plain assignments happen under this lock: a poisoned one is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl JournalHandle {
@@ -852,17 +900,33 @@ impl JournalHandle {
         self.stats.snapshot_wanted.load(Ordering::Relaxed)
     }
 
-    /// Hand a full copy of the cache to the writer (waits for queue room; the copy was taken
-    /// from the store after every record already queued, so it supersedes them).
-    pub fn snapshot(&self, all: Vec<(LeaseKey, Lease)>) -> bool {
+    /// Hand a full copy of the cache to the writer without blocking (the copy was taken from
+    /// the store after every record already queued, so it supersedes them). It replaces a
+    /// snapshot the writer has not taken yet; when the queue has no room for its marker the
+    /// writer takes it as soon as the queue runs empty. False when the writer is gone.
+    pub fn snapshot(&self, all: Leases) -> bool {
         self.stats.snapshot_wanted.store(false, Ordering::Relaxed);
         self.stats
             .records_since_snapshot
             .store(0, Ordering::Relaxed);
-        self.tx.send(Msg::Snapshot(all)).is_ok()
+        let id = {
+            let mut p = lock(&self.pending);
+            if p.leases.is_some() {
+                self.stats
+                    .snapshots_coalesced
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            p.id += 1;
+            p.leases = Some(all);
+            p.id
+        };
+        !matches!(
+            self.tx.try_send(Msg::Snapshot(id)),
+            Err(TrySendError::Disconnected(_))
+        )
     }
 
-    /// Wait until everything queued so far is written and fsynced.
+    /// Wait until everything queued so far is written and fsynced (shutdown, tests).
     pub fn sync(&self) -> bool {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(Msg::Sync(tx)).is_ok() && rx.recv().is_ok()
@@ -880,36 +944,60 @@ pub struct StateWriter {
     thread: Option<JoinHandle<()>>,
 }
 
+/// First retry after a failed write; doubles up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
 impl StateWriter {
     /// Write `initial` as a fresh snapshot of generation `generation + 1`, start a journal, and
-    /// run the writer thread.
+    /// run the writer thread. A directory that cannot be made or written is not fatal: the
+    /// writer starts degraded and retries (see [`PersistStats::degraded`]); only failing to
+    /// start the thread is.
     pub fn start(
         cfg: PersistConfig,
-        initial: Vec<(LeaseKey, Lease)>,
+        initial: Leases,
         generation: u64,
     ) -> Result<StateWriter, PersistError> {
-        fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let mut files = Files {
             dir: cfg.dir.clone(),
             generation,
             journal: None,
+            journal_len: 0,
             buf: Vec::with_capacity(64 * 1024),
             chunk: cfg.max_write_chunk.max(1),
         };
-        files.write_snapshot(&initial)?;
         let stats = Arc::new(PersistStats::default());
+        let mut w = Writer {
+            stats: stats.clone(),
+            degraded: None,
+            held: None,
+        };
+        let r = fs::create_dir_all(&cfg.dir)
+            .map_err(io_err(&cfg.dir))
+            .and_then(|()| files.write_snapshot(&initial));
+        match r {
+            Ok(()) => {
+                stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                w.held = Some(initial);
+                w.failed(&e);
+            }
+        }
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
-        let st = stats.clone();
+        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
+        let p = pending.clone();
         let thread = std::thread::Builder::new()
             .name("lqagent-state".into())
-            .spawn(move || writer_loop(files, rx, st, interval))
+            .spawn(move || w.run(files, rx, p, interval))
             .map_err(io_err(&cfg.dir))?;
         Ok(StateWriter {
             handle: JournalHandle {
                 tx,
                 stats,
                 snapshot_after: cfg.snapshot_after_records.max(1),
+                pending,
             },
             thread: Some(thread),
         })
@@ -932,6 +1020,8 @@ struct Files {
     dir: PathBuf,
     generation: u64,
     journal: Option<File>,
+    /// Bytes of the journal that are whole records (where a failed append is cut back to).
+    journal_len: u64,
     buf: Vec<u8>,
     chunk: usize,
 }
@@ -948,20 +1038,29 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Files {
-    /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory).
+    /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory). A
+    /// failure removes the temporary file (it would hold space on a full disk).
     fn replace(&self, name: &str, bytes: &[u8]) -> Result<File, PersistError> {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let dst = self.dir.join(name);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        write_chunked(&mut f, bytes, self.chunk).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        let r = (|| {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            write_chunked(&mut f, bytes, self.chunk).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+            Ok(f)
+        })();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let f = r?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(f)
     }
 
     fn write_snapshot(&mut self, all: &[(LeaseKey, Lease)]) -> Result<(), PersistError> {
-        self.flush()?;
+        // The snapshot supersedes whatever is buffered.
+        self.buf.clear();
         let generation = self.generation + 1;
         let mut out = Vec::with_capacity(HEADER_LEN + all.len() * 120);
         out.extend_from_slice(&header(KIND_SNAPSHOT, generation));
@@ -976,8 +1075,11 @@ impl Files {
         p.extend_from_slice(&(all.len() as i64).to_le_bytes());
         frame(&p, &mut out);
         self.replace(SNAPSHOT_FILE, &out)?;
+        // From here the new snapshot is on disk; appends to the old journal would be ignored.
+        self.journal = None;
         let journal = self.replace(JOURNAL_FILE, &header(KIND_JOURNAL, generation))?;
         self.journal = Some(journal);
+        self.journal_len = HEADER_LEN as u64;
         self.generation = generation;
         Ok(())
     }
@@ -988,16 +1090,31 @@ impl Files {
         frame(&p, &mut self.buf);
     }
 
+    /// Write the buffer; on failure cut the journal back to its last whole record.
     fn flush(&mut self) -> Result<(), PersistError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let path = self.dir.join(JOURNAL_FILE);
-        if let Some(f) = self.journal.as_mut() {
-            write_chunked(f, &self.buf, self.chunk).map_err(io_err(&path))?;
-        }
+        let r = match self.journal.as_mut() {
+            Some(f) => write_chunked(f, &self.buf, self.chunk),
+            None => Ok(()),
+        };
+        let n = self.buf.len() as u64;
         self.buf.clear();
-        Ok(())
+        match r {
+            Ok(()) => {
+                self.journal_len += n;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(f) = self.journal.take() {
+                    // Best effort; the next snapshot replaces the journal anyway.
+                    let _ = f.set_len(self.journal_len);
+                }
+                Err(io_err(&path)(e))
+            }
+        }
     }
 
     fn sync(&mut self) -> Result<(), PersistError> {
@@ -1010,62 +1127,191 @@ impl Files {
     }
 }
 
-fn writer_loop(mut files: Files, rx: Receiver<Msg>, stats: Arc<PersistStats>, interval: Duration) {
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
-    let report = |r: Result<(), PersistError>, stats: &PersistStats| {
-        if let Err(e) = r {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "state file write failed");
-        }
-    };
-    loop {
-        let first = match rx.recv_timeout(interval) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Msg::Shutdown),
-        };
-        let mut batch: Vec<Msg> = first.into_iter().collect();
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+/// Degraded-mode bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct Degraded {
+    attempt: u32,
+    retry_at: Instant,
+}
+
+struct Writer {
+    stats: Arc<PersistStats>,
+    degraded: Option<Degraded>,
+    /// While degraded: the latest snapshot, written at the next retry.
+    held: Option<Leases>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let f = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+    RETRY_BASE.saturating_mul(f).min(RETRY_MAX)
+}
+
+impl Writer {
+    /// A write failed: enter (or stay in) the degraded mode; one log line per transition.
+    fn failed(&mut self, e: &PersistError) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        match &mut self.degraded {
+            Some(d) => {
+                d.attempt = d.attempt.saturating_add(1);
+                d.retry_at = now + backoff(d.attempt);
+                tracing::debug!(error = %e, retry_in = ?backoff(d.attempt), "state file still not writable");
+            }
+            None => {
+                self.degraded = Some(Degraded {
+                    attempt: 0,
+                    retry_at: now + backoff(0),
+                });
+                self.stats.degraded.store(true, Ordering::Relaxed);
+                self.stats.degraded_entered.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e,
+                    "state persistence degraded: routing continues, journal records are dropped, \
+                     a snapshot is retried with backoff");
             }
         }
-        let mut stop = false;
-        for m in batch {
-            match m {
-                Msg::Record(r) => {
-                    files.append(&r);
-                    stats.records_written.fetch_add(1, Ordering::Relaxed);
-                    dirty = true;
-                }
-                Msg::Snapshot(all) => {
-                    let r = files.write_snapshot(&all);
-                    if r.is_ok() {
-                        stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
-                        dirty = false;
-                    }
-                    report(r, &stats);
-                }
-                Msg::Sync(ack) => {
-                    report(files.sync(), &stats);
-                    stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    dirty = false;
-                    let _ = ack.send(());
-                }
-                Msg::Shutdown => stop = true,
-            }
+    }
+
+    fn recovered(&mut self) {
+        if self.degraded.take().is_some() {
+            self.stats.degraded.store(false, Ordering::Relaxed);
+            self.stats.degraded_left.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("state persistence recovered: snapshot written, journal resumed");
         }
-        report(files.flush(), &stats);
-        if stop || (dirty && last_sync.elapsed() >= interval) {
-            report(files.sync(), &stats);
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
-            last_sync = Instant::now();
-            dirty = false;
-        }
-        if stop {
+    }
+
+    /// Write `all`, or hold it for the next retry while degraded and not yet due.
+    fn snapshot(&mut self, files: &mut Files, all: Leases) {
+        if self.degraded.is_some_and(|d| Instant::now() < d.retry_at) {
+            self.held = Some(all);
             return;
+        }
+        match files.write_snapshot(&all) {
+            Ok(()) => {
+                self.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                self.held = None;
+                self.recovered();
+            }
+            Err(e) => {
+                self.held = Some(all);
+                self.failed(&e);
+            }
+        }
+    }
+
+    /// The pending snapshot, if it is `id` (or any, for `None`).
+    fn take_pending(
+        pending: &std::sync::Mutex<PendingSnapshot>,
+        id: Option<u64>,
+    ) -> Option<Leases> {
+        let mut p = lock(pending);
+        if id.is_some_and(|id| id != p.id) {
+            return None; // a newer one replaced it; its own marker (or an empty queue) takes it
+        }
+        p.leases.take()
+    }
+
+    fn run(
+        mut self,
+        mut files: Files,
+        rx: Receiver<Msg>,
+        pending: Arc<std::sync::Mutex<PendingSnapshot>>,
+        interval: Duration,
+    ) {
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        loop {
+            let wait = match self.degraded {
+                Some(d) => d
+                    .retry_at
+                    .saturating_duration_since(Instant::now())
+                    .min(interval),
+                None => interval,
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Msg::Shutdown),
+            };
+            let mut batch: Vec<Msg> = first.into_iter().collect();
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let drained = batch.len() < 4096;
+            let mut stop = false;
+            let mut acks = Vec::new();
+            for m in batch {
+                match m {
+                    Msg::Record(r) if self.degraded.is_some() => {
+                        drop(r);
+                        self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Msg::Record(r) => {
+                        files.append(&r);
+                        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
+                        dirty = true;
+                    }
+                    Msg::Snapshot(id) => {
+                        // Records before the marker are in the snapshot (it drops the buffer).
+                        if let Some(all) = Self::take_pending(&pending, Some(id)) {
+                            self.snapshot(&mut files, all);
+                            dirty = false;
+                        }
+                    }
+                    Msg::Sync(ack) => {
+                        if self.degraded.is_none() {
+                            if let Err(e) = files.sync() {
+                                self.failed(&e);
+                            }
+                            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                            dirty = false;
+                        }
+                        acks.push(ack);
+                    }
+                    Msg::Shutdown => stop = true,
+                }
+            }
+            if let Err(e) = files.flush() {
+                self.failed(&e);
+            }
+            // Queue empty: every record queued before the pending snapshot is in; a snapshot
+            // whose marker found no room is taken now.
+            if drained || stop {
+                if let Some(all) = Self::take_pending(&pending, None) {
+                    self.snapshot(&mut files, all);
+                    dirty = false;
+                }
+            }
+            if let Some(d) = self.degraded {
+                if Instant::now() >= d.retry_at {
+                    match self.held.take() {
+                        Some(all) => self.snapshot(&mut files, all),
+                        None => {
+                            // Nothing held: ask the cache task for a fresh copy.
+                            self.stats.snapshot_wanted.store(true, Ordering::Relaxed);
+                            if let Some(d) = &mut self.degraded {
+                                d.retry_at = Instant::now() + backoff(d.attempt);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.degraded.is_none() && (stop || (dirty && last_sync.elapsed() >= interval)) {
+                if let Err(e) = files.sync() {
+                    self.failed(&e);
+                }
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                last_sync = Instant::now();
+                dirty = false;
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            if stop {
+                return;
+            }
         }
     }
 }

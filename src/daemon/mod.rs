@@ -376,6 +376,21 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             servers: server_names,
         },
     );
+    // The state writer: its events, and whether it is degraded (disk full, I/O errors).
+    let ps = writer.handle().stats().clone();
+    metrics.register_stats(
+        crate::metrics::names::STATE_EVENTS,
+        "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
+        "event",
+        move || ps.snapshot(),
+    );
+    let (ps, gauge) = (
+        writer.handle().stats().clone(),
+        metrics.state_degraded.clone(),
+    );
+    metrics.on_scrape(move || {
+        gauge.set(i64::from(ps.is_degraded()));
+    });
     let responder = Arc::new(control::LiveResponder {
         cache: cache.clone(),
         routes: route_tx.clone(),
