@@ -8,6 +8,9 @@
 //!   sample misses a subscriber route. The routes are counted as inherited, each becomes ordinary
 //!   when its client renews (`adopted`), and a route of ours nothing explains (planted before the
 //!   last restart) is kept through the grace period, then deleted and counted `unconfirmed`.
+//! - `full_state_disk_keeps_routing_and_recovers`: the state directory on a small tmpfs, full at
+//!   start (the agent starts degraded) and filled again at run time; routes follow the clients,
+//!   `lqagent_state_degraded` shows it, and it recovers both times when space returns.
 
 mod support;
 
@@ -253,4 +256,82 @@ fn restart_with_a_bad_state_file_loses_no_route() {
             t0.elapsed()
         );
     }
+}
+
+/// `lqagent_state_degraded` as scraped.
+fn degraded(lab: &IscLab) -> Option<f64> {
+    scrape_in(&lab.ac).value("lqagent_state_degraded", &[])
+}
+
+/// The state directory on a small tmpfs, full at start and filled again at run time: the agent
+/// starts, routes follow the clients throughout, the degraded state shows in the metrics and the
+/// log, and both times it recovers when space returns (the state file then reloads whole).
+#[test]
+fn full_state_disk_keeps_routing_and_recovers() {
+    let test = "full_state_disk_keeps_routing_and_recovers";
+    let life = Lifetimes {
+        valid: 12,
+        preferred: 6,
+    };
+    let Some(mut lab) = IscLab::without_clients(test, 2, life) else {
+        return;
+    };
+    let state = lab.dir().join("state");
+    let disk = support::tmpfs::SmallFs::mount(&state, "128k");
+    disk.fill();
+    let cfg = write_config(
+        &lab,
+        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = 216\nreconcile_interval_secs = 5\n\n[log]\nlevel = \"info\"\n",
+    );
+    let mut agent = start_agent(&lab, &cfg, "lqagent-full.log");
+    let log_path = lab.dir().join("lqagent-full.log");
+    let log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log().contains("state persistence degraded"), "{}", log());
+    assert_eq!(degraded(&lab), Some(1.0), "degraded from the start");
+
+    lab.start_clients();
+    let want: BTreeSet<Route> = (0..2).flat_map(|i| client_routes(&lab, i)).collect();
+    wait_for(
+        "routes with a full state disk",
+        Duration::from_secs(10),
+        || proto_routes(&lab.ac, "216") == want,
+    );
+
+    disk.free();
+    wait_for(
+        "recovery once space returns",
+        Duration::from_secs(20),
+        || degraded(&lab) == Some(0.0),
+    );
+    assert!(log().contains("state persistence recovered"), "{}", log());
+
+    // The disk fills again at run time: once the renewals' records have used the slack of the
+    // journal's last page, appends fail; routing goes on.
+    disk.fill();
+    wait_for("degraded at run time", Duration::from_secs(60), || {
+        degraded(&lab) == Some(1.0)
+    });
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        assert_eq!(proto_routes(&lab.ac, "216"), want, "routing goes on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    disk.free();
+    wait_for("recovery again", Duration::from_secs(30), || {
+        degraded(&lab) == Some(0.0)
+    });
+    let m = scrape_in(&lab.ac);
+    let ev = |e: &str| m.value_or_zero("lqagent_state_events_total", &[("event", e)]);
+    assert_eq!(ev("degraded"), 2.0, "one transition each way, each time");
+    assert_eq!(ev("recovered"), 2.0);
+    assert!(ev("write_error") >= 2.0);
+    assert!(agent.running());
+
+    // What it wrote after recovering is whole: a restart loads every binding.
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(10)).expect("exit");
+    let l = lqagent::cache::persist::load(&state, lqagent::cache::AgentClock::new().now()).unwrap();
+    assert!(l.damaged.is_empty(), "{:?}", l.damaged);
+    assert_eq!(l.leases.len(), 4, "two addresses and two prefixes");
 }
