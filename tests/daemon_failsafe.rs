@@ -11,6 +11,9 @@
 //! - `full_state_disk_keeps_routing_and_recovers`: the state directory on a small tmpfs, full at
 //!   start (the agent starts degraded) and filled again at run time; routes follow the clients,
 //!   `lqagent_state_degraded` shows it, and it recovers both times when space returns.
+//! - `uplink_flap_leaves_snooping_working`: the snooped uplink goes down and up; a client that
+//!   then releases and binds again is followed (its routes go, then come back), and the flap is
+//!   counted.
 
 mod support;
 
@@ -334,4 +337,75 @@ fn full_state_disk_keeps_routing_and_recovers() {
     let l = lqagent::cache::persist::load(&state, lqagent::cache::AgentClock::new().now()).unwrap();
     assert!(l.damaged.is_empty(), "{:?}", l.damaged);
     assert_eq!(l.leases.len(), 4, "two addresses and two prefixes");
+}
+
+#[test]
+fn uplink_flap_leaves_snooping_working() {
+    let test = "uplink_flap_leaves_snooping_working";
+    let life = Lifetimes {
+        valid: 60,
+        preferred: 30,
+    };
+    let Some(mut lab) = IscLab::without_clients(test, 1, life) else {
+        return;
+    };
+    let cfg = write_config(
+        &lab,
+        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = 217\n\n[log]\nlevel = \"info\"\n",
+    );
+    let mut agent = start_agent(&lab, &cfg, "lqagent-flap.log");
+    lab.start_clients();
+    let want = client_routes(&lab, 0);
+    wait_for("the client's routes", Duration::from_secs(10), || {
+        proto_routes(&lab.ac, "217") == want
+    });
+
+    let up = lab.ac_upstream.clone();
+    // Keep the uplink's static address over the flap, as a configured box does (the kernel's
+    // default flushes it, and the lab has no network manager to put it back).
+    lab.ac.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{up}.keep_addr_on_down=1"),
+    ]);
+    lab.ac.exec(&["ip", "link", "set", &up, "down"]);
+    lab.ac.exec(&["ip", "link", "set", &up, "up"]);
+    wait_for("the flap to be counted", Duration::from_secs(5), || {
+        scrape_in(&lab.ac).value_or_zero("lqagent_snoop_capture_total", &[("event", "link_down")])
+            >= 1.0
+    });
+    // Let the upstream link come back to life (DAD on the relay's address) before the client
+    // talks again: wait until the server answers a ping from the access concentrator.
+    let server = lab.server_address.to_string();
+    wait_for("the uplink to work again", Duration::from_secs(10), || {
+        lab.ac
+            .try_exec(&["ping", "-6", "-c", "1", "-W", "1", &server])
+            .status
+            .success()
+    });
+
+    // The client releases: only a snooped RELEASE/REPLY can take its routes away.
+    lab.clients[0].release();
+    wait_for("the released routes to go", Duration::from_secs(10), || {
+        proto_routes(&lab.ac, "217").is_empty()
+    });
+    // And binds again: followed.
+    let _ = std::fs::remove_file(lab.clients[0].lease_file());
+    lab.clients[0].start_dhclient();
+    wait_for("the client to bind again", Duration::from_secs(30), || {
+        lab.clients[0].lease().is_some()
+    });
+    let again = client_routes(&lab, 0);
+    wait_for("the new binding's routes", Duration::from_secs(10), || {
+        proto_routes(&lab.ac, "217") == again
+    });
+    assert!(agent.running());
+    let m = scrape_in(&lab.ac);
+    assert!(
+        m.value_or_zero(
+            "lqagent_snooped_messages_total",
+            &[("message_type", "RELEASE")]
+        ) >= 1.0
+    );
 }
