@@ -11,6 +11,9 @@
 //! - `full_state_disk_keeps_routing_and_recovers`: the state directory on a small tmpfs, full at
 //!   start (the agent starts degraded) and filled again at run time; routes follow the clients,
 //!   `lqagent_state_degraded` shows it, and it recovers both times when space returns.
+//! - `watchdog_stops_when_the_cache_task_is_stuck`: with `WATCHDOG_USEC` set, WATCHDOG=1 comes
+//!   regularly; once the cache task is stalled (test hook `LQAGENT_TEST_STALL_CACHE_SECS`) it
+//!   stops, and the log names the task.
 //! - `uplink_flap_leaves_snooping_working`: the snooped uplink goes down and up; a client that
 //!   then releases and binds again is followed (its routes go, then come back), and the flap is
 //!   counted.
@@ -408,4 +411,104 @@ fn uplink_flap_leaves_snooping_working() {
             &[("message_type", "RELEASE")]
         ) >= 1.0
     );
+}
+
+#[test]
+fn watchdog_stops_when_the_cache_task_is_stuck() {
+    let test = "watchdog_stops_when_the_cache_task_is_stuck";
+    let life = Lifetimes {
+        valid: 60,
+        preferred: 30,
+    };
+    let Some(lab) = IscLab::without_clients(test, 1, life) else {
+        return;
+    };
+    let cfg = write_config(
+        &lab,
+        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = 218\n\n[log]\nlevel = \"info\"\n",
+    );
+    let notify_path = lab.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _agent = support::agent::start_agent_env(
+        &lab,
+        &cfg,
+        "lqagent-dog.log",
+        &[
+            ("NOTIFY_SOCKET", &notify_path.to_string_lossy()),
+            // WatchdogSec=1 → WATCHDOG=1 every 0.5 s while healthy.
+            ("WATCHDOG_USEC", "1000000"),
+            ("LQAGENT_TEST_STALL_CACHE_SECS", "60"),
+        ],
+    );
+    let ready = Instant::now();
+    // Notices within a window: (READY, WATCHDOG) counts.
+    let count = |window: Duration| {
+        let t = Instant::now();
+        let mut dogs = Vec::new();
+        let mut buf = [0u8; 256];
+        while t.elapsed() < window {
+            if let Ok(n) = notify.recv(&mut buf) {
+                if &buf[..n] == b"WATCHDOG=1" {
+                    dogs.push(ready.elapsed());
+                }
+            }
+        }
+        dogs
+    };
+    // The stall is queued at READY: the cache task is stuck from then on. The route and
+    // capture tasks keep beating, but the cache task's heartbeat does not move.
+    let dogs = count(Duration::from_secs(4));
+    assert!(
+        dogs.iter().all(|t| *t < Duration::from_millis(1200)),
+        "WATCHDOG=1 after the cache task got stuck: {dogs:?}"
+    );
+    let log = std::fs::read_to_string(lab.dir().join("lqagent-dog.log")).unwrap();
+    assert!(
+        log.contains("WATCHDOG=1 withheld") && log.contains("cache"),
+        "{log}"
+    );
+}
+
+#[test]
+fn watchdog_is_fed_while_the_tasks_progress() {
+    let test = "watchdog_is_fed_while_the_tasks_progress";
+    let life = Lifetimes {
+        valid: 60,
+        preferred: 30,
+    };
+    let Some(lab) = IscLab::without_clients(test, 1, life) else {
+        return;
+    };
+    let cfg = write_config(
+        &lab,
+        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = 219\n\n[log]\nlevel = \"info\"\n",
+    );
+    let notify_path = lab.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _agent = support::agent::start_agent_env(
+        &lab,
+        &cfg,
+        "lqagent-dog2.log",
+        &[
+            ("NOTIFY_SOCKET", &notify_path.to_string_lossy()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let t = Instant::now();
+    let mut dogs = 0;
+    let mut buf = [0u8; 256];
+    while t.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = notify.recv(&mut buf) {
+            dogs += usize::from(&buf[..n] == b"WATCHDOG=1");
+        }
+    }
+    assert!(dogs >= 4, "{dogs} WATCHDOG=1 in 3 s at WatchdogSec=1");
 }

@@ -9,7 +9,8 @@
 //!  → READY=1 once every server answered DONE or was given up on (at once without bulk)
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
 //!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
-//!  → WATCHDOG=1 every WatchdogSec/2 · reconcile every routes.reconcile_interval_secs
+//!  → WATCHDOG=1 every WatchdogSec/2, only while the cache, route and capture tasks' heartbeats
+//!    move (a stuck task gets the process restarted) · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
 //!
@@ -356,6 +357,17 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // Metrics of every module, and the control socket's answers.
+    // What the watchdog watches: the cache, route and capture tasks' heartbeats.
+    let beats = Heartbeats {
+        cache: cache.stats().clone(),
+        routes: installer_stats.clone(),
+        capture: snoop.as_ref().map(|s| s.capture.clone()),
+    };
+    // Test hook (never set in production): stall the cache task after READY to test the watchdog.
+    let stall_cache = std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| (cache.clone(), Duration::from_secs(s)));
     let control_stats = Arc::new(ControlStats::default());
     export::register(
         &metrics,
@@ -422,8 +434,11 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
     let watchdog = notify::watchdog_interval();
-    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let dog_period = watchdog.unwrap_or(Duration::from_secs(3600));
+    let mut dog = tokio::time::interval_at(tokio::time::Instant::now() + dog_period, dog_period);
     let mut ready = false;
+    let mut last_beats = beats.read();
+    let mut withheld = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -436,13 +451,56 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
                     if let Err(e) = notify::notify(Notify::Ready) {
                         warn!(error = %e, "sd_notify READY failed");
                     }
+                    if let Some((c, d)) = &stall_cache {
+                        let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
+                    }
                 }
             }
             _ = dog.tick(), if watchdog.is_some() => {
-                let _ = notify::notify(Notify::Watchdog);
+                // WATCHDOG=1 only while every watched task made progress since the last tick:
+                // a stuck one lets systemd restart the process.
+                let now = beats.read();
+                let stuck = notify::stalled(&Heartbeats::pairs(&last_beats, &now));
+                last_beats = now;
+                if stuck.is_empty() {
+                    if withheld {
+                        withheld = false;
+                        info!("watched tasks progress again: watchdog resumed");
+                    }
+                    let _ = notify::notify(Notify::Watchdog);
+                } else if !withheld {
+                    withheld = true;
+                    error!(tasks = ?stuck, "no progress: WATCHDOG=1 withheld (systemd restarts a stuck agent)");
+                }
             }
         }
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// The heartbeats `WATCHDOG=1` depends on.
+struct Heartbeats {
+    cache: Arc<crate::cache::task::TaskStats>,
+    routes: Arc<crate::kernel::InstallerStats>,
+    capture: Option<Arc<crate::snoop::capture::CaptureStats>>,
+}
+
+impl Heartbeats {
+    /// (cache, routes, capture) beats now; capture is `None` without snooping.
+    fn read(&self) -> [Option<u64>; 3] {
+        [
+            Some(self.cache.heartbeat.get()),
+            Some(self.routes.heartbeat.get()),
+            self.capture.as_ref().map(|c| c.heartbeat.get()),
+        ]
+    }
+
+    fn pairs(before: &[Option<u64>; 3], now: &[Option<u64>; 3]) -> Vec<(&'static str, u64, u64)> {
+        ["cache", "routes", "capture"]
+            .into_iter()
+            .zip(before.iter().zip(now))
+            .filter_map(|(n, (b, a))| Some((n, (*b)?, (*a)?)))
+            .collect()
+    }
 }

@@ -268,7 +268,10 @@ pub async fn run(
     installer.reconcile().await?;
     let mut period = installer.config().reconcile_interval;
     let mut tick = reconcile_timer(period);
+    let mut beat = crate::notify::heartbeat_timer();
+    let stats = installer.stats();
     loop {
+        stats.heartbeat.beat();
         let inherit_end = installer
             .inherit_until()
             .map(tokio::time::Instant::from_std);
@@ -314,6 +317,7 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => installer.reconcile().await.map(|_| ()),
+            _ = beat.tick() => Ok(()),
             _ = sleep_until_opt(inherit_end) => installer
                 .end_inheritance("grace period over")
                 .await

@@ -96,6 +96,8 @@ pub struct InstallerStats {
     batch_latency_us_sum: AtomicU64,
     batch_latency_us_max: AtomicU64,
     batch_observer: BatchObserver,
+    /// Bumped by the route task every loop turn and while idle (the watchdog's proof).
+    pub heartbeat: crate::notify::Heartbeat,
 }
 
 /// Called with each batch's latency (the daemon feeds its netlink histogram with it).

@@ -113,6 +113,8 @@ impl CaptureCounter {
 #[derive(Debug, Default)]
 pub struct CaptureStats {
     counts: [AtomicU64; 6],
+    /// Bumped by every capture task per packet and while idle (the watchdog's proof).
+    pub heartbeat: crate::notify::Heartbeat,
 }
 
 impl CaptureStats {
@@ -247,8 +249,15 @@ impl CaptureSocket {
 pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
     let mut buf = vec![0u8; 65_536];
     let mut since_stats = 0u32;
+    let mut beat = crate::notify::heartbeat_timer();
     loop {
-        let (n, outgoing) = match sock.recv(&mut buf).await {
+        stats.heartbeat.beat();
+        // CANCEL-SAFETY: `recv` leaves a packet in the kernel queue or returns it whole.
+        let received = tokio::select! {
+            r = sock.recv(&mut buf) => r,
+            _ = beat.tick() => continue,
+        };
+        let (n, outgoing) = match received {
             Ok(r) => r,
             Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
                 // The kernel re-hooks this socket when the interface is up again.
