@@ -82,6 +82,7 @@ pub mod names {
     pub const SNOOP_CAPTURE: &str = "lqagent_snoop_capture";
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
     pub const STATE_EVENTS: &str = "lqagent_state_events";
+    pub const TASK_RESTARTS: &str = "lqagent_task_restarts";
     pub const STATE_DEGRADED: &str = "lqagent_state_degraded";
 
     /// Every family registered by [`super::Metrics::new`].

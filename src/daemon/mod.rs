@@ -187,11 +187,19 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let report = installer.set_desired(specs).await?;
     info!(?report, "kernel reconciled against the loaded cache");
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
-    let route_task = tokio::spawn(async move {
-        if let Err(e) = reconcile::run(installer, route_rx).await {
-            error!(error = %e, "route task stopped");
-        }
-    });
+    let store = Arc::new(BindingStore::new(CacheConfig::default()));
+    let restarts = Arc::new(TaskRestarts::default());
+    let route_task = tokio::spawn(supervise_routes(
+        installer,
+        route_rx,
+        RouteRestart {
+            cfg: setup::installer_config(&cfg),
+            stats: installer_stats.clone(),
+            store: store.clone(),
+            mapper: mapper.clone(),
+            restarts: restarts.clone(),
+        },
+    ));
 
     // The trigger's table, its known-source sets filled from the state file before any packet
     // is judged (in enforcement mode a known subscriber is never dropped for an empty set).
@@ -216,7 +224,6 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // The cache, its change stream feeding the route task.
-    let store = Arc::new(BindingStore::new(CacheConfig::default()));
     let (cache, changes, cache_task) = cache_task::spawn(
         store.clone(),
         clock,
@@ -357,6 +364,27 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // Metrics of every module, and the control socket's answers.
+    let r = restarts.clone();
+    let cap = snoop.as_ref().map(|s| s.capture.clone());
+    metrics.register_stats(
+        crate::metrics::names::TASK_RESTARTS,
+        "Long-running tasks restarted after a failure, by task",
+        "task",
+        move || {
+            vec![
+                (
+                    "routes",
+                    r.routes.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                (
+                    "capture",
+                    cap.as_ref().map_or(0, |c| {
+                        c.get(crate::snoop::capture::CaptureCounter::Reopened)
+                    }),
+                ),
+            ]
+        },
+    );
     // What the watchdog watches: the cache, route and capture tasks' heartbeats.
     let beats = Heartbeats {
         cache: cache.stats().clone(),
@@ -502,5 +530,69 @@ impl Heartbeats {
             .zip(before.iter().zip(now))
             .filter_map(|(n, (b, a))| Some((n, (*b)?, (*a)?)))
             .collect()
+    }
+}
+
+/// Restarts of supervised tasks (`lqagent_task_restarts_total{task}`; the capture tasks count
+/// their own reopened sockets).
+#[derive(Debug, Default)]
+struct TaskRestarts {
+    routes: std::sync::atomic::AtomicU64,
+}
+
+/// What the route task needs to start over: a fresh installer (same counters) and the desired
+/// set, rebuilt from the cache.
+struct RouteRestart {
+    cfg: crate::kernel::InstallerConfig,
+    stats: Arc<crate::kernel::InstallerStats>,
+    store: Arc<BindingStore>,
+    mapper: routes::RouteMapper,
+    restarts: Arc<TaskRestarts>,
+}
+
+impl RouteRestart {
+    async fn installer(&self) -> Result<Installer, KernelError> {
+        let mut i = Installer::with_stats(self.cfg.clone(), self.stats.clone()).await?;
+        let specs: Vec<_> = self
+            .store
+            .all()
+            .iter()
+            .filter_map(|(k, l)| self.mapper.spec(k, &RouteView::of(k, l)))
+            .collect();
+        i.set_desired(specs).await?;
+        Ok(i)
+    }
+}
+
+/// Run the route task; when it fails, log the cause, count it, and start it again with backoff
+/// (1 s doubling to 60 s) on the same command channel. Ends when the channel closes.
+async fn supervise_routes(
+    first: Installer,
+    mut commands: mpsc::Receiver<reconcile::RouteCommand>,
+    again: RouteRestart,
+) {
+    let mut next = Some(first);
+    let mut failures = 0u32;
+    loop {
+        let result = match next.take() {
+            Some(i) => reconcile::run_on(i, &mut commands).await,
+            None => match again.installer().await {
+                Ok(i) => reconcile::run_on(i, &mut commands).await,
+                Err(e) => Err(e),
+            },
+        };
+        let Err(e) = result else { return };
+        if commands.is_closed() && commands.is_empty() {
+            return;
+        }
+        let delay =
+            crate::kernel::plan::backoff(failures, Duration::from_secs(1), Duration::from_secs(60));
+        failures = failures.saturating_add(1);
+        again
+            .restarts
+            .routes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        error!(error = %e, restart_in = ?delay, "route task failed; restarting it");
+        tokio::time::sleep(delay).await;
     }
 }

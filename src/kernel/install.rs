@@ -81,6 +81,15 @@ impl Installer {
     /// Open the socket and learn the interfaces. Must run inside a tokio runtime, in the network
     /// namespace whose routes it is to manage.
     pub async fn new(cfg: InstallerConfig) -> Result<Installer, KernelError> {
+        Installer::with_stats(cfg, Arc::new(InstallerStats::default())).await
+    }
+
+    /// [`Installer::new`] counting into existing `stats` (a restarted route task keeps its
+    /// metrics and heartbeat).
+    pub async fn with_stats(
+        cfg: InstallerConfig,
+        stats: Arc<InstallerStats>,
+    ) -> Result<Installer, KernelError> {
         let (mut conn, handle, unsolicited) = netlink_proto::new_connection::<RouteNetlinkMessage>(
             netlink_sys::protocols::NETLINK_ROUTE,
         )
@@ -108,7 +117,7 @@ impl Installer {
             inherit_until,
             unconfirmed_logged: true,
             retry: HashMap::new(),
-            stats: Arc::new(InstallerStats::default()),
+            stats,
             resync_needed: false,
         };
         me.refresh_links().await?;

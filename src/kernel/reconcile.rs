@@ -259,8 +259,17 @@ fn reconcile_timer(period: std::time::Duration) -> tokio::time::Interval {
 /// then apply changes as they come, follow link notifications, retry failed ops at their time,
 /// and reconcile periodically and after any netlink overrun.
 pub async fn run(
-    mut installer: Installer,
+    installer: Installer,
     mut commands: mpsc::Receiver<RouteCommand>,
+) -> Result<(), KernelError> {
+    run_on(installer, &mut commands).await
+}
+
+/// [`run`] on a borrowed command channel, so that a supervisor can start a new installer on
+/// the same channel after this one failed (commands sent meanwhile wait in the channel).
+pub async fn run_on(
+    mut installer: Installer,
+    commands: &mut mpsc::Receiver<RouteCommand>,
 ) -> Result<(), KernelError> {
     let mut watch = LinkWatch::open(installer.config().recv_buffer)?;
     // The watch is open: a re-dump now misses nothing.
