@@ -208,6 +208,9 @@ pub struct RoutesSection {
     /// RFC 8987 R-5: an unreachable route of our protocol for each link's subscriber prefix
     /// wider than /64, so traffic to undelegated space is refused instead of looping.
     pub unreachable_aggregates: bool,
+    /// After a start, how long routes of ours that no binding explains are kept (zero: not at
+    /// all); recovery completing ends it sooner.
+    pub inherit_grace: Duration,
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).

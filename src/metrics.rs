@@ -88,6 +88,9 @@ pub mod names {
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
     pub const ADMISSION_REJECTED: &str = "lqagent_admission_rejected";
     pub const BINDING_MOVES: &str = "lqagent_binding_moves";
+    pub const STATE_EVENTS: &str = "lqagent_state_events";
+    pub const TASK_RESTARTS: &str = "lqagent_task_restarts";
+    pub const STATE_DEGRADED: &str = "lqagent_state_degraded";
 
     /// Every family registered by [`super::Metrics::new`].
     pub const ALL: &[&str] = &[
@@ -111,6 +114,7 @@ pub mod names {
         SERVER_UP,
         SERVER_LAST_SUCCESS,
         ROUTES_LIMIT,
+        STATE_DEGRADED,
     ];
 }
 
@@ -189,6 +193,10 @@ label_enum! {
         Parked => "parked",
         /// The kernel refused it.
         Failed => "failed",
+        /// A route inherited from before the start that a binding came to explain.
+        Adopted => "adopted",
+        /// An inherited route nothing explained when inheritance ended: deleted.
+        Unconfirmed => "unconfirmed",
     }
 }
 
@@ -203,6 +211,7 @@ label_enum! {
     pub enum RouteState {
         Installed => "installed",
         Parked => "parked",
+        Inherited => "inherited",
     }
 }
 
@@ -286,6 +295,8 @@ pub struct Metrics {
     pub recovery_in_progress: Gauge,
     pub recovery_bindings: Counter,
     pub recovery_duration: GaugeF64,
+    /// 1 while the state file cannot be written (`cache::persist` degraded mode).
+    pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
     /// The most routes the installer holds (`InstallerConfig::max_routes`); set by the daemon.
@@ -340,6 +351,7 @@ impl Metrics {
             recovery_in_progress: Gauge::default(),
             recovery_bindings: Counter::default(),
             recovery_duration: GaugeF64::default(),
+            state_degraded: Gauge::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
             routes_limit: Gauge::default(),
@@ -410,6 +422,11 @@ impl Metrics {
                 RATE_LIMITED_DROPS,
                 "On-demand leasequeries not sent because a limit was reached, by limit",
                 m.rate_limited_drops.clone(),
+            );
+            r.register(
+                STATE_DEGRADED,
+                "1 while the state file cannot be written (routing continues), else 0",
+                m.state_degraded.clone(),
             );
             r.register(
                 RECOVERY_IN_PROGRESS,

@@ -60,9 +60,53 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
+/// How often a supervised task beats while idle.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
+
+/// A counter a long-running task bumps on every loop turn and every [`HEARTBEAT_EVERY`] while
+/// idle; `WATCHDOG=1` is only sent while every watched counter moves (a stuck task stops it).
+#[derive(Debug, Default)]
+pub struct Heartbeat(std::sync::atomic::AtomicU64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A tokio interval of [`HEARTBEAT_EVERY`] whose missed ticks are skipped.
+pub fn heartbeat_timer() -> tokio::time::Interval {
+    let mut t = tokio::time::interval(HEARTBEAT_EVERY);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    t
+}
+
+/// Which of `(name, before, now)` did not move: the stalled tasks (empty: all alive).
+pub fn stalled<'a>(beats: &[(&'a str, u64, u64)]) -> Vec<&'a str> {
+    beats
+        .iter()
+        .filter(|(_, before, now)| now == before)
+        .map(|(n, _, _)| *n)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stalled_names_the_counters_that_did_not_move() {
+        assert!(stalled(&[("cache", 1, 2), ("routes", 5, 9)]).is_empty());
+        assert_eq!(stalled(&[("cache", 3, 3), ("routes", 5, 9)]), vec!["cache"]);
+        assert_eq!(
+            stalled(&[("cache", 3, 3), ("routes", 9, 9), ("capture", 0, 1)]),
+            vec!["cache", "routes"]
+        );
+    }
 
     #[test]
     fn datagrams_reach_a_path_socket() {

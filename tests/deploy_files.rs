@@ -16,6 +16,11 @@ fn directive(key: &str) -> Vec<&'static str> {
 fn unit_matches_what_the_daemon_needs() {
     assert_eq!(directive("Type"), ["notify"]);
     assert!(!directive("WatchdogSec").is_empty());
+    // Never give up restarting, start after the clock is set, and leave bulk recovery time.
+    assert_eq!(directive("StartLimitIntervalSec"), ["0"]);
+    assert!(directive("After")[0].contains("time-sync.target"));
+    assert_eq!(directive("Restart"), ["on-failure"]);
+    assert!(directive("TimeoutStartSec")[0].parse::<u64>().unwrap() >= 360);
     for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
         let caps: Vec<&str> = directive(key)[0].split_whitespace().collect();
         assert_eq!(

@@ -232,6 +232,128 @@ fn sigkill_at_random_points_leaves_a_prefix() {
     );
 }
 
+/// Offsets of the records of a state file (after its 24-byte header).
+fn record_offsets(b: &[u8]) -> Vec<usize> {
+    let mut at = 24;
+    let mut v = Vec::new();
+    while at + 8 <= b.len() {
+        v.push(at);
+        at += 8 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    }
+    v
+}
+
+#[test]
+fn a_corrupt_record_costs_that_record_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = state_after(100);
+    let w = StateWriter::start(
+        PersistConfig::new(dir.path()),
+        all.clone().into_iter().collect(),
+        0,
+    )
+    .unwrap();
+    let h = w.handle();
+    // Journal: three upserts of new keys' content (ops 100..103).
+    for i in 100..103 {
+        assert!(h.record_blocking(op(i)));
+    }
+    assert!(h.sync());
+    w.shutdown();
+    let snap = dir.path().join(persist::SNAPSHOT_FILE);
+    let journal = dir.path().join(persist::JOURNAL_FILE);
+    let mut b = std::fs::read(&snap).unwrap();
+    let recs = record_offsets(&b);
+    assert_eq!(recs.len(), all.len() + 1, "upserts and End");
+    // Table: (what is damaged, how) → one record lost each time.
+    let victims = [recs[0] + 3, recs[10] + 20, recs[all.len() / 2] + 8];
+    for v in victims {
+        b[v] ^= 0x10;
+    }
+    std::fs::write(&snap, &b).unwrap();
+    let mut j = std::fs::read(&journal).unwrap();
+    let jrecs = record_offsets(&j);
+    assert_eq!(jrecs.len(), 3);
+    j[jrecs[1] + 12] ^= 0x01; // the middle journal record
+    std::fs::write(&journal, &j).unwrap();
+
+    let l = persist::load(dir.path(), Timestamp::from_millis(T0)).unwrap();
+    let got: BTreeMap<_, _> = l.leases.iter().cloned().collect();
+    assert_eq!(l.lost_records, 3, "three snapshot records lost");
+    assert_eq!(
+        l.journal_records, 2,
+        "the journal records around the bad one"
+    );
+    assert_eq!(l.damaged.len(), 4, "{:?}", l.damaged);
+    assert_eq!(l.truncated_bytes, 0, "damage in the middle is no torn tail");
+    // Exactly the damaged records are missing: snapshot records are in key order, so the
+    // victims are the 1st, 11th and middle key; the journal's middle record (op 101) is lost.
+    let keys: Vec<LeaseKey> = all.keys().copied().collect();
+    let mut want = all.clone();
+    for i in [0, 10, all.len() / 2] {
+        want.remove(&keys[i]);
+    }
+    for i in [100, 102] {
+        match op(i) {
+            Record::Upsert(k, l) => {
+                want.insert(k, l);
+            }
+            Record::Remove(k) => {
+                want.remove(&k);
+            }
+        }
+    }
+    assert_eq!(got, want);
+    // The damaged snapshot stays in place (the next snapshot replaces it); a copy is kept.
+    assert!(snap.exists());
+    assert_eq!(l.moved_aside.len(), 1);
+    assert!(std::fs::read(&l.moved_aside[0]).unwrap() == b);
+
+    // A bad header costs the header: the records behind it still load (journal unusable).
+    let mut b2 = b.clone();
+    b2[0] ^= 0xff;
+    std::fs::write(&snap, &b2).unwrap();
+    let l2 = persist::load(dir.path(), Timestamp::from_millis(T0)).unwrap();
+    assert_eq!(l2.leases.len(), all.len() - 3);
+    assert_eq!(l2.generation, 0);
+}
+
+#[test]
+fn a_clock_behind_the_write_time_keeps_lifetimes_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = state_after(10);
+    let w = StateWriter::start(
+        PersistConfig::new(dir.path()),
+        all.clone().into_iter().collect(),
+        0,
+    )
+    .unwrap();
+    w.shutdown();
+    // Written at T0 + 9 (the latest arrival); the clock now reads a day earlier.
+    let day = 86_400_000;
+    let now = Timestamp::from_millis(T0 - day);
+    let mut l = persist::load(dir.path(), now).unwrap();
+    assert_eq!(l.written_at, Some(Timestamp::from_millis(T0 + 9)));
+    let behind = l.check_clock(now, 2_000);
+    assert_eq!(behind, day + 9);
+    for (k, lease) in &l.leases {
+        let orig = &all[k];
+        // Remaining lifetime seen from now = remaining lifetime seen from the write time.
+        assert_eq!(
+            lease.valid_until.millis() - now.millis(),
+            orig.valid_until.millis() - (T0 + 9),
+            "{k:?}"
+        );
+    }
+    // Within the tolerance nothing moves.
+    let mut l = persist::load(dir.path(), Timestamp::from_millis(T0)).unwrap();
+    assert_eq!(l.check_clock(Timestamp::from_millis(T0), 2_000), 0);
+    assert_eq!(
+        l.leases.into_iter().collect::<BTreeMap<_, _>>(),
+        state_after(10)
+    );
+}
+
 #[test]
 fn corrupt_snapshot_is_moved_aside_and_start_is_empty() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,11 +367,9 @@ fn corrupt_snapshot_is_moved_aside_and_start_is_empty() {
     let ok = persist::load(dir.path(), Timestamp::from_millis(T0)).unwrap();
     assert_eq!(ok.leases.len(), state_after(100).len());
     assert_eq!(ok.generation, 1);
-    // Flip one byte in the middle of the snapshot.
+    // Garbage where the snapshot was: no record of ours in it.
     let p = dir.path().join(persist::SNAPSHOT_FILE);
-    let mut b = std::fs::read(&p).unwrap();
-    let mid = b.len() / 2;
-    b[mid] ^= 0x40;
+    let b: Vec<u8> = (0..4096u32).map(|i| (i * 151 % 251) as u8).collect();
     std::fs::write(&p, &b).unwrap();
     let l = persist::load(dir.path(), Timestamp::from_millis(T0)).unwrap();
     assert!(l.leases.is_empty());

@@ -26,10 +26,20 @@
 //!   way. A crash between the two renames leaves a journal of the older generation, which the loader
 //!   ignores (its records are in the snapshot).
 //!
-//! Loading: a snapshot with a bad header, bad record or missing/short `End` is corrupt — it is moved
-//! aside (`*.corrupt-<unix-secs>`) with an error log, and the agent starts empty (bulk leasequery
-//! fills it). A journal record that is cut short or fails its checksum is a torn tail: the journal
-//! is truncated there with a warning and everything before it is kept.
+//! Loading degrades record by record: a record that is cut short, fails its checksum or does not
+//! decode costs that record, not the file — the reader resynchronises at the next offset where a
+//! whole good record starts (every record carries its own CRC-32). A damaged snapshot (bad
+//! records, a bad header, a missing or short `End`) is logged with what was kept and lost, a copy
+//! is kept aside (`*.corrupt-<unix-secs>`, best effort), and its good records are used; a file
+//! with no good record at all is moved aside. The journal applies only on top of a snapshot whose
+//! header names its generation; damage reaching its end is a torn tail (a write cut short): the
+//! journal is truncated there with a warning. Whatever is lost, the kernel's routes survive it:
+//! routes no binding explains are inherited, not deleted (`kernel::reconcile`).
+//!
+//! Clock: the latest record arrival is a lower bound of the write time. A wall clock reading
+//! earlier than that at start ([`Loaded::check_clock`]) is logged loudly and every lifetime is
+//! shifted back by the difference, so it stays relative to the write time rather than reaching
+//! into the far future.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -464,38 +474,73 @@ pub fn decode_record(p: &[u8]) -> Result<Record, PersistError> {
     }
 }
 
-/// Walk framed records from `at`; stops at the first bad one and says where.
+/// The record framed at `at`, and where the next one starts.
+fn frame_at(
+    bytes: &[u8],
+    at: usize,
+    intern: &mut Interner,
+) -> Result<(Decoded, usize), &'static str> {
+    let Some(h) = bytes.get(at..at.saturating_add(8)) else {
+        return Err("truncated record header");
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len > MAX_RECORD {
+        return Err("record length over limit");
+    }
+    let end = at + 8 + len;
+    let Some(p) = bytes.get(at + 8..end) else {
+        return Err("truncated record");
+    };
+    let mut hs = crc32fast::Hasher::new();
+    hs.update(&h[..4]);
+    hs.update(p);
+    if hs.finalize() != crc {
+        return Err("checksum mismatch");
+    }
+    match decode_payload(p, intern) {
+        Ok(d) => Ok((d, end)),
+        Err(_) => Err("undecodable record"),
+    }
+}
+
+/// A stretch of a state file that held no good record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Offset of the first bad byte.
+    pub at: usize,
+    /// Offset of the next good record (the file's length for a damaged tail).
+    pub until: usize,
+    pub why: &'static str,
+}
+
+/// Walk framed records from `at`. A bad record costs that record, not the rest: the walk
+/// resynchronises at the next offset where a whole record with a good checksum and content
+/// starts (a false match needs a CRC-32 collision and a decodable payload). Returns the damaged
+/// stretches in file order.
 fn walk(
     bytes: &[u8],
     mut at: usize,
     intern: &mut Interner,
     mut f: impl FnMut(Decoded),
-) -> Result<(), (usize, &'static str)> {
+) -> Vec<Damage> {
+    let mut damage = Vec::new();
     while at < bytes.len() {
-        let Some(h) = bytes.get(at..at + 8) else {
-            return Err((at, "truncated record header"));
-        };
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        if len > MAX_RECORD {
-            return Err((at, "record length over limit"));
+        match frame_at(bytes, at, intern) {
+            Ok((d, next)) => {
+                f(d);
+                at = next;
+            }
+            Err(why) => {
+                let until = (at + 1..bytes.len())
+                    .find(|p| frame_at(bytes, *p, &mut Interner::default()).is_ok())
+                    .unwrap_or(bytes.len());
+                damage.push(Damage { at, until, why });
+                at = until;
+            }
         }
-        let Some(p) = bytes.get(at + 8..at + 8 + len) else {
-            return Err((at, "truncated record"));
-        };
-        let mut hs = crc32fast::Hasher::new();
-        hs.update(&h[..4]);
-        hs.update(p);
-        if hs.finalize() != crc {
-            return Err((at, "checksum mismatch"));
-        }
-        match decode_payload(p, intern) {
-            Ok(d) => f(d),
-            Err(_) => return Err((at, "undecodable record")),
-        }
-        at += 8 + len;
     }
-    Ok(())
+    damage
 }
 
 /// What loading found.
@@ -510,21 +555,80 @@ pub struct Loaded {
     pub expired: u64,
     /// Bytes cut off the journal's torn tail.
     pub truncated_bytes: u64,
-    /// Where a corrupt file was moved.
+    /// Damaged stretches skipped in the snapshot and the journal (their records are lost, the
+    /// records around them kept).
+    pub damaged: Vec<Damage>,
+    /// Snapshot records the `End` marker counts that were not read (lost to damage).
+    pub lost_records: u64,
+    /// Where a corrupt file was moved or copied.
     pub moved_aside: Vec<PathBuf>,
+    /// The latest arrival time of any record read (expired ones too): a lower bound of when
+    /// the state was last written, on the clock that wrote it. See [`Loaded::check_clock`].
+    pub written_at: Option<Timestamp>,
 }
 
-fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+impl Loaded {
+    /// A wall clock earlier than the state's write time (a reset RTC, a clock not yet synced)
+    /// would make every lifetime look longer than it is. When `now` is more than `tolerance_ms`
+    /// behind [`Loaded::written_at`], shift every lease's times back by the difference, so that
+    /// lifetimes stay relative to the write time (as if no time passed while the agent was
+    /// down — the shorter of the two readings); returns the shift in milliseconds (0: none).
+    pub fn check_clock(&mut self, now: Timestamp, tolerance_ms: i64) -> i64 {
+        let Some(written) = self.written_at else {
+            return 0;
+        };
+        let behind = written.millis().saturating_sub(now.millis());
+        if behind <= tolerance_ms {
+            return 0;
+        }
+        for (_, l) in &mut self.leases {
+            for t in [
+                &mut l.preferred_until,
+                &mut l.valid_until,
+                &mut l.last_transaction,
+                &mut l.arrival,
+            ] {
+                if *t != Timestamp::NEVER {
+                    *t = t.plus_millis(-behind);
+                }
+            }
+        }
+        // Seen from the write time, some of them had already run out.
+        let before = self.leases.len();
+        self.leases.retain(|(_, l)| l.valid_until > now);
+        self.expired += (before - self.leases.len()) as u64;
+        self.written_at = Some(now);
+        behind
+    }
+}
+
+fn suffixed(path: &Path) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut to = path.as_os_str().to_owned();
     to.push(format!(".corrupt-{secs}"));
-    let to = PathBuf::from(to);
+    PathBuf::from(to)
+}
+
+fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+    let to = suffixed(path);
     fs::rename(path, &to).map_err(io_err(path))?;
     loaded.moved_aside.push(to);
     Ok(())
+}
+
+/// Keep a copy of a damaged file for inspection (best effort: a full disk must not stop the
+/// start); the file itself stays until the next snapshot replaces it.
+fn copy_aside(path: &Path, loaded: &mut Loaded) {
+    let to = suffixed(path);
+    match fs::copy(path, &to) {
+        Ok(_) => loaded.moved_aside.push(to),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not keep a copy of the damaged state file")
+        }
+    }
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
@@ -546,51 +650,78 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
     let mut intern = Interner::default();
     let snap_path = dir.join(SNAPSHOT_FILE);
     let journal_path = dir.join(JOURNAL_FILE);
+    let mut latest: Option<Timestamp> = None;
+    let mut seen = |l: &Lease| {
+        if latest.is_none_or(|t| l.arrival > t) {
+            latest = Some(l.arrival);
+        }
+    };
 
-    let mut snap_ok = false;
+    // The snapshot's generation, when its header is intact (only then does the journal apply).
+    let mut snap_generation = None;
     if let Some(bytes) = read_opt(&snap_path)? {
+        let header = parse_header(&bytes, KIND_SNAPSHOT);
         let mut end = None;
         let mut count = 0u64;
-        let result = match parse_header(&bytes, KIND_SNAPSHOT) {
-            None => Err((0, "bad header")),
-            Some(g) => {
-                out.generation = g;
-                walk(&bytes, HEADER_LEN, &mut intern, |d| match d {
-                    Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
-                        count += 1;
-                        map.insert(k, l);
-                    }
-                    Decoded::End(n) if end.is_none() => end = Some(n),
-                    _ => end = Some(u64::MAX), // anything after End, or a Remove: corrupt
-                })
-            }
+        let mut misplaced = 0u64;
+        let mut damage = walk(
+            &bytes,
+            HEADER_LEN.min(bytes.len()),
+            &mut intern,
+            |d| match d {
+                Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
+                    count += 1;
+                    seen(&l);
+                    map.insert(k, l);
+                }
+                Decoded::End(n) if end.is_none() => end = Some(n),
+                _ => misplaced += 1, // anything after End, or a Remove: not a snapshot's
+            },
+        );
+        if header.is_none() {
+            damage.insert(
+                0,
+                Damage {
+                    at: 0,
+                    until: HEADER_LEN.min(bytes.len()),
+                    why: "bad header",
+                },
+            );
+        }
+        let lost = match end {
+            Some(n) => n.saturating_sub(count),
+            None => 0,
         };
-        let verdict = match result {
-            Err((at, why)) => Err(format!("{why} at byte {at}")),
-            Ok(()) if end != Some(count) => Err("missing or wrong end marker".to_string()),
-            Ok(()) => Ok(()),
-        };
-        match verdict {
-            Ok(()) => snap_ok = true,
-            Err(why) => {
-                map.clear();
-                out.generation = 0;
-                move_aside(&snap_path, &mut out)?;
-                tracing::error!(file = %snap_path.display(), reason = %why,
-                    "state snapshot is corrupt; moved aside, starting with an empty cache");
-            }
+        out.lost_records += lost;
+        if header.is_none() && count == 0 {
+            // Nothing of ours in it: not a snapshot at all.
+            move_aside(&snap_path, &mut out)?;
+            tracing::error!(file = %snap_path.display(),
+                "state snapshot is unreadable; moved aside, starting with an empty cache");
+        } else if !damage.is_empty() || end != Some(count) || misplaced > 0 {
+            copy_aside(&snap_path, &mut out);
+            tracing::error!(file = %snap_path.display(), kept = count, lost_records = lost,
+                damaged_stretches = damage.len(), first = ?damage.first(),
+                end_marker = end.is_some(), misplaced,
+                "state snapshot is damaged: the good records are kept, the damaged ones lost");
+        }
+        out.damaged.extend(damage);
+        if let Some(g) = header {
+            out.generation = g;
+            snap_generation = Some(g);
         }
     }
 
     if let Some(bytes) = read_opt(&journal_path)? {
         match parse_header(&bytes, KIND_JOURNAL) {
-            Some(g) if snap_ok && g == out.generation => {
+            Some(g) if snap_generation == Some(g) => {
                 let mut n = 0u64;
-                let r = walk(&bytes, HEADER_LEN, &mut intern, |d| {
+                let damage = walk(&bytes, HEADER_LEN, &mut intern, |d| {
                     if let Decoded::Rec(rec) = d {
                         n += 1;
                         match rec {
                             Record::Upsert(k, l) => {
+                                seen(&l);
                                 map.insert(k, l);
                             }
                             Record::Remove(k) => {
@@ -600,24 +731,34 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
                     }
                 });
                 out.journal_records = n;
-                if let Err((at, why)) = r {
+                // A damaged stretch reaching the end is a torn tail (a write cut short):
+                // truncate it so appends continue on a record boundary.
+                let tail = damage.last().filter(|d| d.until == bytes.len()).copied();
+                let middle = damage.len() - usize::from(tail.is_some());
+                if middle > 0 {
+                    tracing::error!(file = %journal_path.display(), damaged_stretches = middle,
+                        first = ?damage.first(),
+                        "state journal has damaged records; skipped, the records around them kept");
+                }
+                if let Some(t) = tail {
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&journal_path)
                         .map_err(io_err(&journal_path))?;
-                    f.set_len(at as u64).map_err(io_err(&journal_path))?;
+                    f.set_len(t.at as u64).map_err(io_err(&journal_path))?;
                     f.sync_all().map_err(io_err(&journal_path))?;
-                    out.truncated_bytes = (bytes.len() - at) as u64;
-                    tracing::warn!(file = %journal_path.display(), at, reason = why,
+                    out.truncated_bytes = (bytes.len() - t.at) as u64;
+                    tracing::warn!(file = %journal_path.display(), at = t.at, reason = t.why,
                         dropped_bytes = out.truncated_bytes,
                         "state journal has a torn tail; truncated, earlier records kept");
                 }
+                out.damaged.extend(damage);
             }
-            Some(_) if snap_ok => {
+            Some(_) if snap_generation.is_some() => {
                 tracing::info!(file = %journal_path.display(),
                     "state journal is from an older snapshot generation; ignored");
             }
-            Some(_) => {} // no usable snapshot: the journal alone is not the whole state
+            Some(_) => {} // no snapshot header: the journal's generation cannot be checked
             None => {
                 move_aside(&journal_path, &mut out)?;
                 tracing::error!(file = %journal_path.display(),
@@ -626,6 +767,7 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
         }
     }
 
+    out.written_at = latest;
     for (k, l) in map {
         if l.valid_until <= now {
             out.expired += 1;
@@ -638,23 +780,65 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
 
 // ---------------------------------------------------------------- writing
 
-/// Counters of the state writer (exported by `metrics.rs`).
+/// Counters of the state writer (exported as `lqagent_state_events_total` and
+/// `lqagent_state_degraded`).
 #[derive(Debug, Default)]
 pub struct PersistStats {
     pub records_written: AtomicU64,
-    /// Records dropped because the writer queue was full (a snapshot then covers them).
+    /// Records dropped because the writer queue was full or persistence is degraded (a
+    /// snapshot then covers them).
     pub records_dropped: AtomicU64,
     pub snapshots_written: AtomicU64,
+    /// Snapshots replaced by a newer one before the writer got to them.
+    pub snapshots_coalesced: AtomicU64,
     pub syncs: AtomicU64,
     pub write_errors: AtomicU64,
+    /// True while writes fail (full disk, I/O error, unwritable directory): routing goes on,
+    /// records are dropped, a snapshot is retried with backoff.
+    pub degraded: AtomicBool,
+    /// Transitions into and out of the degraded mode.
+    pub degraded_entered: AtomicU64,
+    pub degraded_left: AtomicU64,
     /// Set when a record was dropped or the journal grew long: the cache task should snapshot.
     pub snapshot_wanted: AtomicBool,
     pub records_since_snapshot: AtomicU64,
 }
 
+impl PersistStats {
+    /// `(label, count)` pairs for `lqagent_state_events_total{event=...}`.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("record_written", g(&self.records_written)),
+            ("record_dropped", g(&self.records_dropped)),
+            ("snapshot_written", g(&self.snapshots_written)),
+            ("snapshot_coalesced", g(&self.snapshots_coalesced)),
+            ("sync", g(&self.syncs)),
+            ("write_error", g(&self.write_errors)),
+            ("degraded", g(&self.degraded_entered)),
+            ("recovered", g(&self.degraded_left)),
+        ]
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+}
+
+type Leases = Vec<(LeaseKey, Lease)>;
+
+/// The one snapshot waiting for the writer (a newer one replaces it: snapshots coalesce instead
+/// of queueing), with the id its queue marker carries.
+#[derive(Debug, Default)]
+struct PendingSnapshot {
+    id: u64,
+    leases: Option<Leases>,
+}
+
 enum Msg {
     Record(Record),
-    Snapshot(Vec<(LeaseKey, Lease)>),
+    /// Snapshot `id` is in the pending slot; it comes after every record queued before it.
+    Snapshot(u64),
     Sync(SyncSender<()>),
     Shutdown,
 }
@@ -665,12 +849,18 @@ pub struct JournalHandle {
     tx: SyncSender<Msg>,
     stats: Arc<PersistStats>,
     snapshot_after: u64,
+    pending: Arc<std::sync::Mutex<PendingSnapshot>>,
 }
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Msg")
     }
+}
+
+fn lock(m: &std::sync::Mutex<PendingSnapshot>) -> std::sync::MutexGuard<'_, PendingSnapshot> {
+    // Only plain assignments happen under this lock: a poisoned one is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl JournalHandle {
@@ -710,17 +900,33 @@ impl JournalHandle {
         self.stats.snapshot_wanted.load(Ordering::Relaxed)
     }
 
-    /// Hand a full copy of the cache to the writer (waits for queue room; the copy was taken
-    /// from the store after every record already queued, so it supersedes them).
-    pub fn snapshot(&self, all: Vec<(LeaseKey, Lease)>) -> bool {
+    /// Hand a full copy of the cache to the writer without blocking (the copy was taken from
+    /// the store after every record already queued, so it supersedes them). It replaces a
+    /// snapshot the writer has not taken yet; when the queue has no room for its marker the
+    /// writer takes it as soon as the queue runs empty. False when the writer is gone.
+    pub fn snapshot(&self, all: Leases) -> bool {
         self.stats.snapshot_wanted.store(false, Ordering::Relaxed);
         self.stats
             .records_since_snapshot
             .store(0, Ordering::Relaxed);
-        self.tx.send(Msg::Snapshot(all)).is_ok()
+        let id = {
+            let mut p = lock(&self.pending);
+            if p.leases.is_some() {
+                self.stats
+                    .snapshots_coalesced
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            p.id += 1;
+            p.leases = Some(all);
+            p.id
+        };
+        !matches!(
+            self.tx.try_send(Msg::Snapshot(id)),
+            Err(TrySendError::Disconnected(_))
+        )
     }
 
-    /// Wait until everything queued so far is written and fsynced.
+    /// Wait until everything queued so far is written and fsynced (shutdown, tests).
     pub fn sync(&self) -> bool {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(Msg::Sync(tx)).is_ok() && rx.recv().is_ok()
@@ -738,36 +944,60 @@ pub struct StateWriter {
     thread: Option<JoinHandle<()>>,
 }
 
+/// First retry after a failed write; doubles up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
 impl StateWriter {
     /// Write `initial` as a fresh snapshot of generation `generation + 1`, start a journal, and
-    /// run the writer thread.
+    /// run the writer thread. A directory that cannot be made or written is not fatal: the
+    /// writer starts degraded and retries (see [`PersistStats::degraded`]); only failing to
+    /// start the thread is.
     pub fn start(
         cfg: PersistConfig,
-        initial: Vec<(LeaseKey, Lease)>,
+        initial: Leases,
         generation: u64,
     ) -> Result<StateWriter, PersistError> {
-        fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let mut files = Files {
             dir: cfg.dir.clone(),
             generation,
             journal: None,
+            journal_len: 0,
             buf: Vec::with_capacity(64 * 1024),
             chunk: cfg.max_write_chunk.max(1),
         };
-        files.write_snapshot(&initial)?;
         let stats = Arc::new(PersistStats::default());
+        let mut w = Writer {
+            stats: stats.clone(),
+            degraded: None,
+            held: None,
+        };
+        let r = fs::create_dir_all(&cfg.dir)
+            .map_err(io_err(&cfg.dir))
+            .and_then(|()| files.write_snapshot(&initial));
+        match r {
+            Ok(()) => {
+                stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                w.held = Some(initial);
+                w.failed(&e);
+            }
+        }
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
-        let st = stats.clone();
+        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
+        let p = pending.clone();
         let thread = std::thread::Builder::new()
             .name("lqagent-state".into())
-            .spawn(move || writer_loop(files, rx, st, interval))
+            .spawn(move || w.run(files, rx, p, interval))
             .map_err(io_err(&cfg.dir))?;
         Ok(StateWriter {
             handle: JournalHandle {
                 tx,
                 stats,
                 snapshot_after: cfg.snapshot_after_records.max(1),
+                pending,
             },
             thread: Some(thread),
         })
@@ -790,6 +1020,8 @@ struct Files {
     dir: PathBuf,
     generation: u64,
     journal: Option<File>,
+    /// Bytes of the journal that are whole records (where a failed append is cut back to).
+    journal_len: u64,
     buf: Vec<u8>,
     chunk: usize,
 }
@@ -806,20 +1038,29 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Files {
-    /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory).
+    /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory). A
+    /// failure removes the temporary file (it would hold space on a full disk).
     fn replace(&self, name: &str, bytes: &[u8]) -> Result<File, PersistError> {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let dst = self.dir.join(name);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        write_chunked(&mut f, bytes, self.chunk).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        let r = (|| {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            write_chunked(&mut f, bytes, self.chunk).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+            Ok(f)
+        })();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let f = r?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(f)
     }
 
     fn write_snapshot(&mut self, all: &[(LeaseKey, Lease)]) -> Result<(), PersistError> {
-        self.flush()?;
+        // The snapshot supersedes whatever is buffered.
+        self.buf.clear();
         let generation = self.generation + 1;
         let mut out = Vec::with_capacity(HEADER_LEN + all.len() * 120);
         out.extend_from_slice(&header(KIND_SNAPSHOT, generation));
@@ -834,8 +1075,11 @@ impl Files {
         p.extend_from_slice(&(all.len() as i64).to_le_bytes());
         frame(&p, &mut out);
         self.replace(SNAPSHOT_FILE, &out)?;
+        // From here the new snapshot is on disk; appends to the old journal would be ignored.
+        self.journal = None;
         let journal = self.replace(JOURNAL_FILE, &header(KIND_JOURNAL, generation))?;
         self.journal = Some(journal);
+        self.journal_len = HEADER_LEN as u64;
         self.generation = generation;
         Ok(())
     }
@@ -846,16 +1090,31 @@ impl Files {
         frame(&p, &mut self.buf);
     }
 
+    /// Write the buffer; on failure cut the journal back to its last whole record.
     fn flush(&mut self) -> Result<(), PersistError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let path = self.dir.join(JOURNAL_FILE);
-        if let Some(f) = self.journal.as_mut() {
-            write_chunked(f, &self.buf, self.chunk).map_err(io_err(&path))?;
-        }
+        let r = match self.journal.as_mut() {
+            Some(f) => write_chunked(f, &self.buf, self.chunk),
+            None => Ok(()),
+        };
+        let n = self.buf.len() as u64;
         self.buf.clear();
-        Ok(())
+        match r {
+            Ok(()) => {
+                self.journal_len += n;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(f) = self.journal.take() {
+                    // Best effort; the next snapshot replaces the journal anyway.
+                    let _ = f.set_len(self.journal_len);
+                }
+                Err(io_err(&path)(e))
+            }
+        }
     }
 
     fn sync(&mut self) -> Result<(), PersistError> {
@@ -868,62 +1127,191 @@ impl Files {
     }
 }
 
-fn writer_loop(mut files: Files, rx: Receiver<Msg>, stats: Arc<PersistStats>, interval: Duration) {
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
-    let report = |r: Result<(), PersistError>, stats: &PersistStats| {
-        if let Err(e) = r {
-            stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "state file write failed");
-        }
-    };
-    loop {
-        let first = match rx.recv_timeout(interval) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Msg::Shutdown),
-        };
-        let mut batch: Vec<Msg> = first.into_iter().collect();
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+/// Degraded-mode bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct Degraded {
+    attempt: u32,
+    retry_at: Instant,
+}
+
+struct Writer {
+    stats: Arc<PersistStats>,
+    degraded: Option<Degraded>,
+    /// While degraded: the latest snapshot, written at the next retry.
+    held: Option<Leases>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let f = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+    RETRY_BASE.saturating_mul(f).min(RETRY_MAX)
+}
+
+impl Writer {
+    /// A write failed: enter (or stay in) the degraded mode; one log line per transition.
+    fn failed(&mut self, e: &PersistError) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        match &mut self.degraded {
+            Some(d) => {
+                d.attempt = d.attempt.saturating_add(1);
+                d.retry_at = now + backoff(d.attempt);
+                tracing::debug!(error = %e, retry_in = ?backoff(d.attempt), "state file still not writable");
+            }
+            None => {
+                self.degraded = Some(Degraded {
+                    attempt: 0,
+                    retry_at: now + backoff(0),
+                });
+                self.stats.degraded.store(true, Ordering::Relaxed);
+                self.stats.degraded_entered.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e,
+                    "state persistence degraded: routing continues, journal records are dropped, \
+                     a snapshot is retried with backoff");
             }
         }
-        let mut stop = false;
-        for m in batch {
-            match m {
-                Msg::Record(r) => {
-                    files.append(&r);
-                    stats.records_written.fetch_add(1, Ordering::Relaxed);
-                    dirty = true;
-                }
-                Msg::Snapshot(all) => {
-                    let r = files.write_snapshot(&all);
-                    if r.is_ok() {
-                        stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
-                        dirty = false;
-                    }
-                    report(r, &stats);
-                }
-                Msg::Sync(ack) => {
-                    report(files.sync(), &stats);
-                    stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    dirty = false;
-                    let _ = ack.send(());
-                }
-                Msg::Shutdown => stop = true,
-            }
+    }
+
+    fn recovered(&mut self) {
+        if self.degraded.take().is_some() {
+            self.stats.degraded.store(false, Ordering::Relaxed);
+            self.stats.degraded_left.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("state persistence recovered: snapshot written, journal resumed");
         }
-        report(files.flush(), &stats);
-        if stop || (dirty && last_sync.elapsed() >= interval) {
-            report(files.sync(), &stats);
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
-            last_sync = Instant::now();
-            dirty = false;
-        }
-        if stop {
+    }
+
+    /// Write `all`, or hold it for the next retry while degraded and not yet due.
+    fn snapshot(&mut self, files: &mut Files, all: Leases) {
+        if self.degraded.is_some_and(|d| Instant::now() < d.retry_at) {
+            self.held = Some(all);
             return;
+        }
+        match files.write_snapshot(&all) {
+            Ok(()) => {
+                self.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                self.held = None;
+                self.recovered();
+            }
+            Err(e) => {
+                self.held = Some(all);
+                self.failed(&e);
+            }
+        }
+    }
+
+    /// The pending snapshot, if it is `id` (or any, for `None`).
+    fn take_pending(
+        pending: &std::sync::Mutex<PendingSnapshot>,
+        id: Option<u64>,
+    ) -> Option<Leases> {
+        let mut p = lock(pending);
+        if id.is_some_and(|id| id != p.id) {
+            return None; // a newer one replaced it; its own marker (or an empty queue) takes it
+        }
+        p.leases.take()
+    }
+
+    fn run(
+        mut self,
+        mut files: Files,
+        rx: Receiver<Msg>,
+        pending: Arc<std::sync::Mutex<PendingSnapshot>>,
+        interval: Duration,
+    ) {
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        loop {
+            let wait = match self.degraded {
+                Some(d) => d
+                    .retry_at
+                    .saturating_duration_since(Instant::now())
+                    .min(interval),
+                None => interval,
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Msg::Shutdown),
+            };
+            let mut batch: Vec<Msg> = first.into_iter().collect();
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let drained = batch.len() < 4096;
+            let mut stop = false;
+            let mut acks = Vec::new();
+            for m in batch {
+                match m {
+                    Msg::Record(r) if self.degraded.is_some() => {
+                        drop(r);
+                        self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Msg::Record(r) => {
+                        files.append(&r);
+                        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
+                        dirty = true;
+                    }
+                    Msg::Snapshot(id) => {
+                        // Records before the marker are in the snapshot (it drops the buffer).
+                        if let Some(all) = Self::take_pending(&pending, Some(id)) {
+                            self.snapshot(&mut files, all);
+                            dirty = false;
+                        }
+                    }
+                    Msg::Sync(ack) => {
+                        if self.degraded.is_none() {
+                            if let Err(e) = files.sync() {
+                                self.failed(&e);
+                            }
+                            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                            dirty = false;
+                        }
+                        acks.push(ack);
+                    }
+                    Msg::Shutdown => stop = true,
+                }
+            }
+            if let Err(e) = files.flush() {
+                self.failed(&e);
+            }
+            // Queue empty: every record queued before the pending snapshot is in; a snapshot
+            // whose marker found no room is taken now.
+            if drained || stop {
+                if let Some(all) = Self::take_pending(&pending, None) {
+                    self.snapshot(&mut files, all);
+                    dirty = false;
+                }
+            }
+            if let Some(d) = self.degraded {
+                if Instant::now() >= d.retry_at {
+                    match self.held.take() {
+                        Some(all) => self.snapshot(&mut files, all),
+                        None => {
+                            // Nothing held: ask the cache task for a fresh copy.
+                            self.stats.snapshot_wanted.store(true, Ordering::Relaxed);
+                            if let Some(d) = &mut self.degraded {
+                                d.retry_at = Instant::now() + backoff(d.attempt);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.degraded.is_none() && (stop || (dirty && last_sync.elapsed() >= interval)) {
+                if let Err(e) = files.sync() {
+                    self.failed(&e);
+                }
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                last_sync = Instant::now();
+                dirty = false;
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            if stop {
+                return;
+            }
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum CacheInput {
     Withdraw(Withdrawal),
     /// The end of a bulk query (merge rule R16).
     Sweep(Sweep),
+    /// Test hook only (the daemon sends it when `LQAGENT_TEST_STALL_CACHE_SECS` is set): the
+    /// task stops making progress for this long, as if stuck, so the watchdog can be tested.
+    #[doc(hidden)]
+    Stall(Duration),
 }
 
 /// Settings of the cache task.
@@ -70,6 +74,8 @@ pub struct TaskStats {
     pub changes_sent: AtomicU64,
     /// Changes computed after the installer closed its end (nothing to send them to).
     pub changes_unsent: AtomicU64,
+    /// Bumped every loop turn and while idle: the watchdog's proof of progress.
+    pub heartbeat: crate::notify::Heartbeat,
 }
 
 /// The producers' and readers' side of the cache.
@@ -183,7 +189,9 @@ impl CacheTask {
         let mut snap = tokio::time::interval(self.snapshot_every);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.tick().await; // the first tick is immediate; the writer just wrote one at start
+        let mut beat = crate::notify::heartbeat_timer();
         loop {
+            self.stats.heartbeat.beat();
             let wake = self
                 .store
                 .next_deadline()
@@ -201,6 +209,11 @@ impl CacheTask {
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
+                        CacheInput::Stall(d) => {
+                            tracing::warn!(stall = ?d, "test hook: cache task stalling");
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
                     };
                     self.emit(applied).await;
                 }
@@ -209,6 +222,7 @@ impl CacheTask {
                     self.emit(applied).await;
                 }
                 _ = snap.tick() => self.snapshot(),
+                _ = beat.tick() => {}
             }
             if self.journal.as_ref().is_some_and(|j| j.wants_snapshot()) {
                 self.snapshot();

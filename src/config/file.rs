@@ -197,6 +197,7 @@ pub(crate) struct Routes {
     pub(crate) dry_run: bool,
     /// RFC 8987 R-5: unreachable routes for each link's delegated aggregates.
     pub(crate) unreachable_aggregates: bool,
+    pub(crate) inherit_grace_secs: u64,
 }
 
 impl Default for Routes {
@@ -209,6 +210,7 @@ impl Default for Routes {
             reconcile_interval_secs: 60,
             dry_run: false,
             unreachable_aggregates: true,
+            inherit_grace_secs: 600,
         }
     }
 }

@@ -157,11 +157,23 @@ impl Config {
     /// The checks against this host (see the module docs); `check-config` and the daemon run
     /// them after [`Config::load`](Config::load).
     pub fn check_host(&self) -> Result<(), ConfigError> {
+        self.check_host_for_run()?;
+        self.check_state_dir()
+    }
+
+    /// The host checks that stop `lqagent run`. An unwritable state directory is not one of
+    /// them: persistence may fail, routing may not (the daemon starts with persistence
+    /// degraded and says so); `check-config` still refuses it.
+    pub fn check_host_for_run(&self) -> Result<(), ConfigError> {
         check_protocol_files(
             self.routes.protocol,
             &[Path::new("/etc/iproute2"), Path::new("/usr/share/iproute2")],
         )?;
-        self.show_gid()?;
+        self.show_gid().map(|_| ())
+    }
+
+    /// Whether `state_dir` can be written (or created).
+    pub fn check_state_dir(&self) -> Result<(), ConfigError> {
         check_state_dir(&self.state_dir)
     }
 

@@ -397,6 +397,7 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
         )?,
         dry_run: f.dry_run,
         unreachable_aggregates: f.unreachable_aggregates,
+        inherit_grace: secs("routes.inherit_grace_secs", f.inherit_grace_secs, 0, 86_400)?,
     })
 }
 
@@ -685,6 +686,7 @@ pub(super) fn to_file(c: &Config) -> File {
             reconcile_interval_secs: c.routes.reconcile_interval.as_secs(),
             dry_run: c.routes.dry_run,
             unreachable_aggregates: c.routes.unreachable_aggregates,
+            inherit_grace_secs: c.routes.inherit_grace.as_secs(),
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),

@@ -197,19 +197,23 @@ pub fn register(m: &Metrics, s: Sources) {
             ("withdrawn", k.get(RouteCounter::Withdrawn)),
             ("parked", k.get(RouteCounter::Parked)),
             ("failed", k.get(RouteCounter::Failed)),
+            ("adopted", k.get(RouteCounter::Adopted)),
+            ("unconfirmed", k.get(RouteCounter::Unconfirmed)),
         ]);
         for (label, n) in events {
             let event = match label {
                 "installed" => RouteEvent::Installed,
                 "withdrawn" => RouteEvent::Withdrawn,
                 "parked" => RouteEvent::Parked,
+                "adopted" => RouteEvent::Adopted,
+                "unconfirmed" => RouteEvent::Unconfirmed,
                 _ => RouteEvent::Failed,
             };
             m2.route_events
                 .get_or_create(&RouteEventLabels { event })
                 .inc_by(n);
         }
-        set_route_gauges(&m2, k.installed_now, k.parked_now);
+        set_route_gauges(&m2, k.installed_now, k.parked_now, k.inherited_now);
         // Recovery progress while it runs (start-up and link-up queries alike).
         for (_, n) in recovered.take(vec![("bindings", s.bulk.get(BulkCounter::Bindings))]) {
             m2.recovery_bindings.inc_by(n);
@@ -271,10 +275,11 @@ pub fn register(m: &Metrics, s: Sources) {
     });
 }
 
-fn set_route_gauges(m: &Metrics, installed: u64, parked: u64) {
+fn set_route_gauges(m: &Metrics, installed: u64, parked: u64, inherited: u64) {
     for (state, v) in [
         (RouteState::Installed, installed),
         (RouteState::Parked, parked),
+        (RouteState::Inherited, inherited),
     ] {
         m.routes
             .get_or_create(&RouteStateLabels { state })

@@ -7,7 +7,10 @@
 //!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
 //!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
 //!  → READY=1 once every server answered DONE or was given up on (at once without bulk)
-//!  → WATCHDOG=1 every WatchdogSec/2 · reconcile every routes.reconcile_interval_secs
+//!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
+//!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
+//!  → WATCHDOG=1 every WatchdogSec/2, only while the cache, route and capture tasks' heartbeats
+//!    move (a stuck task gets the process restarted) · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
 //!
@@ -105,8 +108,11 @@ pub enum DaemonError {
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(path)?;
-    cfg.check_host()?;
+    cfg.check_host_for_run()?;
     let log = crate::logging::init_reloadable(&cfg.log)?;
+    if let Err(e) = cfg.check_state_dir() {
+        warn!(error = %e, "the state directory cannot be written: starting with persistence degraded");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -174,6 +180,14 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             persist::Loaded::default()
         }
     };
+    let behind_ms = loaded.check_clock(clock.now(), 2_000);
+    if behind_ms > 0 {
+        error!(
+            behind_secs = behind_ms / 1000,
+            "the wall clock is earlier than the state file's last write: clock reset or not yet \
+             synced? Lease lifetimes are kept relative to the write time"
+        );
+    }
     let before = loaded.leases.len();
     loaded
         .leases
@@ -182,6 +196,8 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         leases = loaded.leases.len(),
         expired = loaded.expired,
         refused = before - loaded.leases.len(),
+        damaged = loaded.damaged.len(),
+        lost_records = loaded.lost_records,
         "state file loaded"
     );
     let writer = StateWriter::start(
@@ -208,11 +224,19 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     info!(?report, "kernel reconciled against the loaded cache");
     setup::unreachable_aggregates(&cfg).await;
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
-    let route_task = tokio::spawn(async move {
-        if let Err(e) = reconcile::run(installer, route_rx).await {
-            error!(error = %e, "route task stopped");
-        }
-    });
+    let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
+    let restarts = Arc::new(TaskRestarts::default());
+    let route_task = tokio::spawn(supervise_routes(
+        installer,
+        route_rx,
+        RouteRestart {
+            cfg: setup::installer_config(&cfg),
+            stats: installer_stats.clone(),
+            store: store.clone(),
+            mapper: mapper.clone(),
+            restarts: restarts.clone(),
+        },
+    ));
 
     // The trigger's table, its known-source sets filled from the state file before any packet
     // is judged (in enforcement mode a known subscriber is never dropped for an empty set).
@@ -237,7 +261,6 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // The cache, its change stream feeding the route task.
-    let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
     let (cache, changes, cache_task) = cache_task::spawn_admitted(
         store.clone(),
         clock,
@@ -318,18 +341,30 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     if recovery.plan.servers.is_empty() {
         let _ = ready_tx.send(true);
     } else {
-        let (m, st, q, c, s) = (
+        let (m, st, q, c, s, rt) = (
             metrics.clone(),
             bulk_stats.clone(),
             recovery.plan.startup(),
             bulk_cfg.clone(),
             sink.clone(),
+            route_tx.clone(),
         );
         intake.spawn(async move {
             m.recovery_in_progress.set(1);
             let report = recover(q, c, st, s).await;
             m.recovery_in_progress.set(0);
             m.recovery_duration.set(report.elapsed.as_secs_f64());
+            // Inherited routes go early only when every server gave its whole answer; a server
+            // given up on may hold the bindings that explain them (the grace period ends it).
+            if report.complete_servers() == report.servers.len() {
+                let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
+            } else {
+                warn!(
+                    complete = report.complete_servers(),
+                    servers = report.servers.len(),
+                    "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
+                );
+            }
             let _ = ready_tx.send(true);
         });
         if !recovery.interfaces.is_empty() {
@@ -383,6 +418,38 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // Metrics of every module, and the control socket's answers.
+    let r = restarts.clone();
+    let cap = snoop.as_ref().map(|s| s.capture.clone());
+    metrics.register_stats(
+        crate::metrics::names::TASK_RESTARTS,
+        "Long-running tasks restarted after a failure, by task",
+        "task",
+        move || {
+            vec![
+                (
+                    "routes",
+                    r.routes.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                (
+                    "capture",
+                    cap.as_ref().map_or(0, |c| {
+                        c.get(crate::snoop::capture::CaptureCounter::Reopened)
+                    }),
+                ),
+            ]
+        },
+    );
+    // What the watchdog watches: the cache, route and capture tasks' heartbeats.
+    let beats = Heartbeats {
+        cache: cache.stats().clone(),
+        routes: installer_stats.clone(),
+        capture: snoop.as_ref().map(|s| s.capture.clone()),
+    };
+    // Test hook (never set in production): stall the cache task after READY to test the watchdog.
+    let stall_cache = std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| (cache.clone(), Duration::from_secs(s)));
     let control_stats = Arc::new(ControlStats::default());
     export::register(
         &metrics,
@@ -404,6 +471,21 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             servers: server_names,
         },
     );
+    // The state writer: its events, and whether it is degraded (disk full, I/O errors).
+    let ps = writer.handle().stats().clone();
+    metrics.register_stats(
+        crate::metrics::names::STATE_EVENTS,
+        "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
+        "event",
+        move || ps.snapshot(),
+    );
+    let (ps, gauge) = (
+        writer.handle().stats().clone(),
+        metrics.state_degraded.clone(),
+    );
+    metrics.on_scrape(move || {
+        gauge.set(i64::from(ps.is_degraded()));
+    });
     let responder = Arc::new(control::LiveResponder {
         cache: cache.clone(),
         routes: route_tx.clone(),
@@ -435,8 +517,11 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
     let watchdog = notify::watchdog_interval();
-    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let dog_period = watchdog.unwrap_or(Duration::from_secs(3600));
+    let mut dog = tokio::time::interval_at(tokio::time::Instant::now() + dog_period, dog_period);
     let mut ready = false;
+    let mut last_beats = beats.read();
+    let mut withheld = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -449,13 +534,120 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
                     if let Err(e) = notify::notify(Notify::Ready) {
                         warn!(error = %e, "sd_notify READY failed");
                     }
+                    if let Some((c, d)) = &stall_cache {
+                        let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
+                    }
                 }
             }
             _ = dog.tick(), if watchdog.is_some() => {
-                let _ = notify::notify(Notify::Watchdog);
+                // WATCHDOG=1 only while every watched task made progress since the last tick:
+                // a stuck one lets systemd restart the process.
+                let now = beats.read();
+                let stuck = notify::stalled(&Heartbeats::pairs(&last_beats, &now));
+                last_beats = now;
+                if stuck.is_empty() {
+                    if withheld {
+                        withheld = false;
+                        info!("watched tasks progress again: watchdog resumed");
+                    }
+                    let _ = notify::notify(Notify::Watchdog);
+                } else if !withheld {
+                    withheld = true;
+                    error!(tasks = ?stuck, "no progress: WATCHDOG=1 withheld (systemd restarts a stuck agent)");
+                }
             }
         }
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// The heartbeats `WATCHDOG=1` depends on.
+struct Heartbeats {
+    cache: Arc<crate::cache::task::TaskStats>,
+    routes: Arc<crate::kernel::InstallerStats>,
+    capture: Option<Arc<crate::snoop::capture::CaptureStats>>,
+}
+
+impl Heartbeats {
+    /// (cache, routes, capture) beats now; capture is `None` without snooping.
+    fn read(&self) -> [Option<u64>; 3] {
+        [
+            Some(self.cache.heartbeat.get()),
+            Some(self.routes.heartbeat.get()),
+            self.capture.as_ref().map(|c| c.heartbeat.get()),
+        ]
+    }
+
+    fn pairs(before: &[Option<u64>; 3], now: &[Option<u64>; 3]) -> Vec<(&'static str, u64, u64)> {
+        ["cache", "routes", "capture"]
+            .into_iter()
+            .zip(before.iter().zip(now))
+            .filter_map(|(n, (b, a))| Some((n, (*b)?, (*a)?)))
+            .collect()
+    }
+}
+
+/// Restarts of supervised tasks (`lqagent_task_restarts_total{task}`; the capture tasks count
+/// their own reopened sockets).
+#[derive(Debug, Default)]
+struct TaskRestarts {
+    routes: std::sync::atomic::AtomicU64,
+}
+
+/// What the route task needs to start over: a fresh installer (same counters) and the desired
+/// set, rebuilt from the cache.
+struct RouteRestart {
+    cfg: crate::kernel::InstallerConfig,
+    stats: Arc<crate::kernel::InstallerStats>,
+    store: Arc<BindingStore>,
+    mapper: routes::RouteMapper,
+    restarts: Arc<TaskRestarts>,
+}
+
+impl RouteRestart {
+    async fn installer(&self) -> Result<Installer, KernelError> {
+        let mut i = Installer::with_stats(self.cfg.clone(), self.stats.clone()).await?;
+        let specs: Vec<_> = self
+            .store
+            .all()
+            .iter()
+            .filter_map(|(k, l)| self.mapper.spec(k, &RouteView::of(k, l)))
+            .collect();
+        i.set_desired(specs).await?;
+        Ok(i)
+    }
+}
+
+/// Run the route task; when it fails, log the cause, count it, and start it again with backoff
+/// (1 s doubling to 60 s) on the same command channel. Ends when the channel closes.
+async fn supervise_routes(
+    first: Installer,
+    mut commands: mpsc::Receiver<reconcile::RouteCommand>,
+    again: RouteRestart,
+) {
+    let mut next = Some(first);
+    let mut failures = 0u32;
+    loop {
+        let result = match next.take() {
+            Some(i) => reconcile::run_on(i, &mut commands).await,
+            None => match again.installer().await {
+                Ok(i) => reconcile::run_on(i, &mut commands).await,
+                Err(e) => Err(e),
+            },
+        };
+        let Err(e) = result else { return };
+        if commands.is_closed() && commands.is_empty() {
+            return;
+        }
+        let delay =
+            crate::kernel::plan::backoff(failures, Duration::from_secs(1), Duration::from_secs(60));
+        failures = failures.saturating_add(1);
+        again
+            .restarts
+            .routes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        error!(error = %e, restart_in = ?delay, "route task failed; restarting it");
+        tokio::time::sleep(delay).await;
+    }
 }

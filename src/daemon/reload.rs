@@ -72,6 +72,10 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         old.routes.mirror_expiry != new.routes.mirror_expiry,
     );
     restart("routes.dry_run", old.routes.dry_run != new.routes.dry_run);
+    restart(
+        "routes.inherit_grace_secs",
+        old.routes.inherit_grace != new.routes.inherit_grace,
+    );
     restart("snoop.interfaces", old.snoop != new.snoop);
     restart("trigger", old.trigger != new.trigger);
     restart("links", old.links != new.links);

@@ -91,6 +91,7 @@ pub fn installer_config(cfg: &Config) -> InstallerConfig {
         expiry: r.mirror_expiry,
         reconcile_interval: r.reconcile_interval,
         dry_run: r.dry_run,
+        inherit_grace: r.inherit_grace,
         links: cfg
             .links
             .iter()

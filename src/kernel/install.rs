@@ -61,6 +61,12 @@ pub struct Installer {
     pub(super) desired: HashMap<Ipv6Prefix, RouteSpec>,
     pub(super) installed: HashMap<Ipv6Prefix, KernelRoute>,
     pub(super) parked: HashSet<Ipv6Prefix>,
+    /// Routes of ours found at start that nothing desires, kept until [`Self::inherit_until`].
+    pub(super) inherited: HashSet<Ipv6Prefix>,
+    /// While set, a reconcile keeps undesired routes of ours instead of deleting them.
+    pub(super) inherit_until: Option<Instant>,
+    /// Whether the deletes of the first reconcile after inheritance were counted.
+    pub(super) unconfirmed_logged: bool,
     retry: HashMap<Ipv6Prefix, Retry>,
     pub(super) stats: Arc<InstallerStats>,
     resync_needed: bool,
@@ -79,6 +85,15 @@ impl Installer {
     /// Open the socket and learn the interfaces. Must run inside a tokio runtime, in the network
     /// namespace whose routes it is to manage.
     pub async fn new(cfg: InstallerConfig) -> Result<Installer, KernelError> {
+        Installer::with_stats(cfg, Arc::new(InstallerStats::default())).await
+    }
+
+    /// [`Installer::new`] counting into existing `stats` (a restarted route task keeps its
+    /// metrics and heartbeat).
+    pub async fn with_stats(
+        cfg: InstallerConfig,
+        stats: Arc<InstallerStats>,
+    ) -> Result<Installer, KernelError> {
         let (mut conn, handle, unsolicited) = netlink_proto::new_connection::<RouteNetlinkMessage>(
             netlink_sys::protocols::NETLINK_ROUTE,
         )
@@ -91,6 +106,8 @@ impl Installer {
             .map_err(KernelError::Socket)?;
         netlink::set_recv_buffer(socket, cfg.recv_buffer)?;
         let conn = tokio::spawn(conn);
+        let inherit_until =
+            (!cfg.inherit_grace.is_zero()).then(|| Instant::now() + cfg.inherit_grace);
         let mut me = Installer {
             cfg,
             handle,
@@ -100,8 +117,11 @@ impl Installer {
             desired: HashMap::new(),
             installed: HashMap::new(),
             parked: HashSet::new(),
+            inherited: HashSet::new(),
+            inherit_until,
+            unconfirmed_logged: true,
             retry: HashMap::new(),
-            stats: Arc::new(InstallerStats::default()),
+            stats,
             resync_needed: false,
             own: None,
         };
@@ -141,6 +161,20 @@ impl Installer {
         self.parked.len()
     }
 
+    /// Routes of ours kept from before the start that nothing explains (yet).
+    pub fn inherited_len(&self) -> usize {
+        self.inherited.len()
+    }
+
+    pub fn is_inherited(&self, dst: &Ipv6Prefix) -> bool {
+        self.inherited.contains(dst)
+    }
+
+    /// Until when undesired routes are inherited rather than deleted; `None` once that ended.
+    pub fn inherit_until(&self) -> Option<Instant> {
+        self.inherit_until
+    }
+
     /// True after a receive overrun lost kernel answers: run a reconcile.
     pub fn resync_needed(&self) -> bool {
         self.resync_needed
@@ -174,13 +208,19 @@ impl Installer {
                         warn!(%dst, max = self.cfg.max_routes, "route dropped: desired set full");
                         continue;
                     }
-                    if self.cfg.expiry && old.is_some_and(|o| o.valid_until != spec.valid_until) {
+                    // An inherited route carries the previous run's expiry: give it this lease's.
+                    if self.cfg.expiry
+                        && (old.is_some_and(|o| o.valid_until != spec.valid_until)
+                            || (old.is_none() && self.inherited.contains(&dst)))
+                    {
                         refresh.insert(dst);
                     }
                     self.desired.insert(dst, spec);
                     dst
                 }
                 RouteChange::Withdraw(dst) => {
+                    // A source that knew the binding says it is gone: an inherited route goes
+                    // too (the delete below, planned from `installed`).
                     self.desired.remove(&dst);
                     refresh.remove(&dst);
                     dst
@@ -255,6 +295,10 @@ impl Installer {
             }
             Some(spec) => match self.resolve(spec) {
                 Some(r) => {
+                    if !self.inherited.is_empty() && self.inherited.remove(&dst) {
+                        self.stats.add(RouteCounter::Adopted, 1);
+                        debug!(%dst, "inherited route explained by the cache: ordinary now");
+                    }
                     if !self.parked.is_empty() && self.parked.remove(&dst) {
                         self.stats.add(RouteCounter::Unparked, 1);
                         info!(%dst, link = %spec.link, "parked route's link appeared: installing");
@@ -427,8 +471,11 @@ impl Installer {
                 self.replace_if_ours(exists).await?;
             }
         }
-        self.stats
-            .set_gauges(self.installed.len(), self.parked.len());
+        self.stats.set_gauges(
+            self.installed.len(),
+            self.parked.len(),
+            self.inherited.len(),
+        );
         Ok(())
     }
 
@@ -530,6 +577,7 @@ impl Installer {
             }
             OpKind::Delete => {
                 self.stats.add(RouteCounter::Withdrawn, 1);
+                self.inherited.remove(&r.dst);
                 if self.installed.get(&r.dst) == Some(&r) {
                     self.installed.remove(&r.dst);
                 }

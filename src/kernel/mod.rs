@@ -149,6 +149,10 @@ pub struct InstallerConfig {
     pub links: Vec<LinkMapping>,
     /// Log what would be done, change nothing.
     pub dry_run: bool,
+    /// Longest time after start that routes of ours nothing desires are kept as "inherited"
+    /// rather than deleted (zero: never inherit). Ended early by
+    /// [`Installer::end_inheritance`] once recovery is complete.
+    pub inherit_grace: Duration,
 }
 
 impl Default for InstallerConfig {
@@ -168,6 +172,7 @@ impl Default for InstallerConfig {
             max_routes: 2_000_000,
             links: Vec::new(),
             dry_run: false,
+            inherit_grace: Duration::ZERO,
         }
     }
 }

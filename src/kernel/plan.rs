@@ -144,6 +144,20 @@ pub struct Reconciliation {
     pub plan: RoutePlan,
     /// Desired routes the kernel already holds exactly.
     pub unchanged: HashMap<Ipv6Prefix, KernelRoute>,
+    /// Routes of ours at destinations nothing desires, left in place because [`Stale::Inherit`]
+    /// was asked for (with [`Stale::Delete`] they are deletes in the plan instead).
+    pub inherited: Vec<KernelRoute>,
+}
+
+/// What a reconcile does with a route of ours at a destination nothing desires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Delete it: the cache is the whole truth.
+    Delete,
+    /// Leave it and report it as inherited: after a restart the cache may not yet know what a
+    /// previous run installed (empty, damaged or expired state file; recovery still running), and
+    /// a route removed now could not be put back until the subscriber renews.
+    Inherit,
 }
 
 /// Diff the whole desired set against a dump of our routes.
@@ -153,10 +167,16 @@ pub struct Reconciliation {
 /// rather than deleted. Every other route of ours not desired exactly — wrong next hop, interface,
 /// metric, or a duplicate — is replaced or deleted. Deletes name the exact route (gateway and
 /// interface too), so deleting a duplicate never hits its wanted sibling.
+///
+/// `stale` says what becomes of routes at destinations neither desired nor kept: deleted, or
+/// (while the agent cannot yet know what it should hold) left in place and listed in
+/// [`Reconciliation::inherited`]. Routes at a desired destination are always corrected: the
+/// cache explains that destination.
 pub fn plan_reconcile(
     desired: &HashMap<Ipv6Prefix, KernelRoute>,
     actual: &[KernelRoute],
     keep: &HashSet<Ipv6Prefix>,
+    stale: Stale,
 ) -> Reconciliation {
     let mut out = Reconciliation::default();
     // Group the dump by destination, keeping the kernel's order (a replace hits the first route
@@ -168,9 +188,13 @@ pub fn plan_reconcile(
     for (dst, group) in &groups {
         let Some(want) = desired.get(dst) else {
             if !keep.contains(dst) {
-                out.plan
-                    .ops
-                    .extend(group.iter().map(|r| RouteOp::Delete(*r)));
+                match stale {
+                    Stale::Delete => out
+                        .plan
+                        .ops
+                        .extend(group.iter().map(|r| RouteOp::Delete(*r))),
+                    Stale::Inherit => out.inherited.extend(group.iter().copied()),
+                }
             }
             continue;
         };
@@ -196,6 +220,8 @@ pub fn plan_reconcile(
         }
     }
     out.plan.sort();
+    out.inherited
+        .sort_unstable_by_key(|r| (r.dst, r.metric, r.gateway, r.oif));
     out
 }
 
@@ -273,7 +299,7 @@ mod tests {
             .map(|x| (x.dst, x))
             .collect();
         let actual = [keep_me, changed_old, stale, other_metric];
-        let rec = plan_reconcile(&desired, &actual, &HashSet::new());
+        let rec = plan_reconcile(&desired, &actual, &HashSet::new(), Stale::Delete);
         assert_eq!(
             rec.plan.ops,
             vec![
@@ -295,19 +321,19 @@ mod tests {
         let parked = r("2001:db8:9::/56", Some("fe80::1"), 4, 1024);
         let desired: HashMap<_, _> = [(want.dst, want)].into_iter().collect();
         let keep: HashSet<_> = [parked.dst].into_iter().collect();
-        let rec = plan_reconcile(&desired, &[dup, want, parked], &keep);
+        let rec = plan_reconcile(&desired, &[dup, want, parked], &keep, Stale::Delete);
         // The exact route stays, its sibling goes, the parked destination is left alone.
         assert_eq!(rec.plan.ops, vec![RouteOp::Delete(dup)]);
         assert_eq!(rec.unchanged.get(&want.dst), Some(&want));
         // Without an exact match the first same-metric route is replaced, the rest deleted.
         let dup2 = r("2001:db8:1::/56", Some("fe80::8"), 2, 1024);
-        let rec = plan_reconcile(&desired, &[dup, dup2], &keep);
+        let rec = plan_reconcile(&desired, &[dup, dup2], &keep, Stale::Delete);
         assert_eq!(
             rec.plan.ops,
             vec![RouteOp::Delete(dup2), RouteOp::Replace(want)]
         );
         // And the kept destination goes once it is neither desired nor kept.
-        let rec = plan_reconcile(&desired, &[want, parked], &HashSet::new());
+        let rec = plan_reconcile(&desired, &[want, parked], &HashSet::new(), Stale::Delete);
         assert_eq!(rec.plan.ops, vec![RouteOp::Delete(parked)]);
     }
 
@@ -316,15 +342,59 @@ mod tests {
         let a = r("2001:db8:1::/56", Some("2001:db8::5"), 2, 1024);
         let b = r("2001:db8::5/128", None, 2, 1024);
         let desired: HashMap<_, _> = [(a.dst, a), (b.dst, b)].into_iter().collect();
-        let rec = plan_reconcile(&desired, &[], &HashSet::new());
+        let rec = plan_reconcile(&desired, &[], &HashSet::new(), Stale::Delete);
         assert_eq!(rec.plan.ops, vec![RouteOp::Add(b), RouteOp::Add(a)]);
         assert_eq!(rec.plan.count(OpKind::Add), 2);
         // Nothing desired, nothing there: nothing to do.
         assert!(
-            plan_reconcile(&HashMap::new(), &[], &HashSet::new())
+            plan_reconcile(&HashMap::new(), &[], &HashSet::new(), Stale::Delete)
                 .plan
                 .is_empty()
         );
+    }
+
+    /// What becomes of each kind of route with `Stale::Inherit`: only routes at destinations
+    /// nothing desires are spared; everything the cache explains is corrected as usual.
+    #[test]
+    fn inherit_table() {
+        let want = r("2001:db8:1::/56", Some("fe80::1"), 2, 1024);
+        let wrong_hop = r("2001:db8:1::/56", Some("fe80::9"), 2, 1024);
+        let unknown_a = r("2001:db8::7/128", None, 2, 1024);
+        let unknown_p = r("2001:db8:7::/56", Some("fe80::7"), 3, 1024);
+        let parked = r("2001:db8:9::/56", Some("fe80::1"), 4, 1024);
+        let missing = r("2001:db8::5/128", None, 2, 1024);
+        let desired: HashMap<_, _> = [(want.dst, want), (missing.dst, missing)]
+            .into_iter()
+            .collect();
+        let keep: HashSet<_> = [parked.dst].into_iter().collect();
+        let actual = [wrong_hop, unknown_p, unknown_a, parked];
+        // (stale mode, expected ops, expected inherited)
+        let table: [(Stale, Vec<RouteOp>, Vec<KernelRoute>); 2] = [
+            (
+                Stale::Inherit,
+                vec![RouteOp::Replace(want), RouteOp::Add(missing)],
+                vec![unknown_a, unknown_p],
+            ),
+            (
+                Stale::Delete,
+                vec![
+                    RouteOp::Delete(unknown_a),
+                    RouteOp::Delete(unknown_p),
+                    RouteOp::Replace(want),
+                    RouteOp::Add(missing),
+                ],
+                vec![],
+            ),
+        ];
+        for (stale, ops, inherited) in table {
+            let rec = plan_reconcile(&desired, &actual, &keep, stale);
+            assert_eq!(rec.plan.ops, ops, "{stale:?}");
+            assert_eq!(rec.inherited, inherited, "{stale:?}");
+        }
+        // An empty cache (corrupt or empty state file) inherits every route, deletes none.
+        let rec = plan_reconcile(&HashMap::new(), &actual, &HashSet::new(), Stale::Inherit);
+        assert!(rec.plan.is_empty());
+        assert_eq!(rec.inherited.len(), actual.len());
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! NETLINK_GET_STRICT_CHK, re-checked locally), diffs them against the desired set with
 //! [`super::plan::plan_reconcile`], adds the missing and deletes the stale. A route of another
 //! protocol is never in the dump, so it is never touched, even on the same prefix.
+//!
+//! Never remove what cannot yet be replaced: right after a start the cache may not know what the
+//! previous run installed (the state file was empty, damaged or all expired; bulk recovery has
+//! not finished). Until [`Installer::end_inheritance`] — recovery complete, or
+//! [`super::InstallerConfig::inherit_grace`] over — a route of ours that nothing desires is kept
+//! and counted as *inherited*; one the cache comes to explain becomes ordinary, one a source
+//! withdraws goes. When inheritance ends, a reconcile deletes what is still unexplained.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -14,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::install::Installer;
-use super::plan::{self, OpKind};
+use super::plan::{self, OpKind, Stale};
 use super::stats::RouteCounter;
 use super::watch::{LinkEvent, LinkWatch};
 use super::{KernelError, RouteChange, RouteSpec};
@@ -30,6 +37,8 @@ pub struct ReconcileReport {
     pub deleted: usize,
     /// Desired routes whose link is unknown.
     pub parked: usize,
+    /// Undesired routes of ours kept because inheritance is still on.
+    pub inherited: usize,
 }
 
 impl Installer {
@@ -83,7 +92,26 @@ impl Installer {
             self.parked.remove(&d);
             self.stats.add(RouteCounter::Unparked, 1);
         }
-        let rec = plan::plan_reconcile(&want, &actual, &keep);
+        let stale = if self.inherit_until.is_some() {
+            Stale::Inherit
+        } else {
+            Stale::Delete
+        };
+        let rec = plan::plan_reconcile(&want, &actual, &keep, stale);
+        let before = self.inherited.len();
+        self.inherited = rec.inherited.iter().map(|r| r.dst).collect();
+        if self.inherited.len() > before {
+            info!(
+                inherited = self.inherited.len(),
+                "routes of ours that nothing explains yet: kept until recovery finishes"
+            );
+        }
+        if stale == Stale::Delete && !self.unconfirmed_logged {
+            // The first reconcile after inheritance ended: what it deletes was never confirmed.
+            self.unconfirmed_logged = true;
+            let n = rec.plan.count(OpKind::Delete);
+            self.stats.add(super::RouteCounter::Unconfirmed, n as u64);
+        }
         // Belief = what the kernel showed (first route of ours per destination at our metric).
         self.installed.clear();
         for r in &actual {
@@ -98,11 +126,32 @@ impl Installer {
             replaced: rec.plan.count(OpKind::Replace),
             deleted: rec.plan.count(OpKind::Delete),
             parked: self.parked.len(),
+            inherited: self.inherited.len(),
         };
         if report.added + report.replaced + report.deleted > 0 {
             info!(?report, "reconcile: correcting the kernel");
         }
         self.run_ops(rec.plan.ops).await?;
+        Ok(report)
+    }
+}
+
+impl Installer {
+    /// Stop inheriting (recovery finished, or the grace period is over) and reconcile: routes of
+    /// ours that nothing explains by now are deleted.
+    pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
+        if self.inherit_until.take().is_none() {
+            return self.reconcile().await;
+        }
+        self.unconfirmed_logged = false;
+        let kept = self.inherited.len();
+        let report = self.reconcile().await?;
+        info!(
+            why,
+            inherited = kept,
+            deleted_unconfirmed = report.deleted,
+            "inheritance over: routes no source confirmed are removed"
+        );
         Ok(report)
     }
 }
@@ -121,6 +170,8 @@ pub enum RouteCommand {
     ),
     /// A new period for the full reconcile (configuration reload).
     SetReconcileInterval(std::time::Duration),
+    /// Recovery is complete: stop inheriting (see [`Installer::end_inheritance`]).
+    EndInheritance,
 }
 
 /// Where one destination stands with the installer.
@@ -132,6 +183,8 @@ pub enum RouteState {
     Parked,
     /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
     Pending,
+    /// Not desired, but kept from before the start until recovery finishes.
+    Inherited,
     /// Not desired: no route.
     None,
 }
@@ -142,6 +195,7 @@ impl RouteState {
             RouteState::Installed => "installed",
             RouteState::Parked => "parked",
             RouteState::Pending => "pending",
+            RouteState::Inherited => "inherited",
             RouteState::None => "none",
         }
     }
@@ -151,7 +205,11 @@ impl Installer {
     /// Where `dst` stands: installed, parked, pending or not desired.
     pub fn route_state(&self, dst: &crate::prefix::Ipv6Prefix) -> RouteState {
         if !self.desired.contains_key(dst) {
-            RouteState::None
+            if self.inherited.contains(dst) {
+                RouteState::Inherited
+            } else {
+                RouteState::None
+            }
         } else if self.parked.contains(dst) {
             RouteState::Parked
         } else if self.installed.contains_key(dst) {
@@ -184,6 +242,10 @@ async fn command(
             }
             Ok(())
         }
+        RouteCommand::EndInheritance => installer
+            .end_inheritance("recovery finished")
+            .await
+            .map(|_| ()),
     }
 }
 
@@ -197,8 +259,17 @@ fn reconcile_timer(period: std::time::Duration) -> tokio::time::Interval {
 /// then apply changes as they come, follow link notifications, retry failed ops at their time,
 /// and reconcile periodically and after any netlink overrun.
 pub async fn run(
-    mut installer: Installer,
+    installer: Installer,
     mut commands: mpsc::Receiver<RouteCommand>,
+) -> Result<(), KernelError> {
+    run_on(installer, &mut commands).await
+}
+
+/// [`run`] on a borrowed command channel, so that a supervisor can start a new installer on
+/// the same channel after this one failed (commands sent meanwhile wait in the channel).
+pub async fn run_on(
+    mut installer: Installer,
+    commands: &mut mpsc::Receiver<RouteCommand>,
 ) -> Result<(), KernelError> {
     let mut watch = LinkWatch::open(installer.config().recv_buffer)?;
     // The watch is open: a re-dump now misses nothing.
@@ -206,7 +277,13 @@ pub async fn run(
     installer.reconcile().await?;
     let mut period = installer.config().reconcile_interval;
     let mut tick = reconcile_timer(period);
+    let mut beat = crate::notify::heartbeat_timer();
+    let stats = installer.stats();
     loop {
+        stats.heartbeat.beat();
+        let inherit_end = installer
+            .inherit_until()
+            .map(tokio::time::Instant::from_std);
         let retry_at = installer
             .next_retry()
             .map(tokio::time::Instant::from_std)
@@ -249,6 +326,11 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => installer.reconcile().await.map(|_| ()),
+            _ = beat.tick() => Ok(()),
+            _ = sleep_until_opt(inherit_end) => installer
+                .end_inheritance("grace period over")
+                .await
+                .map(|_| ()),
             _ = tokio::time::sleep_until(retry_at) => installer.retry_due(Instant::now()).await,
         };
         if let Err(e) = result {
@@ -259,5 +341,13 @@ pub async fn run(
                 warn!(error = %e, "reconcile after overrun failed");
             }
         }
+    }
+}
+
+/// Sleep until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

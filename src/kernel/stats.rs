@@ -35,10 +35,14 @@ pub enum RouteCounter {
     DryRun,
     /// Upserts dropped because the desired set was at its bound.
     Dropped,
+    /// Inherited routes (kept from before the start) that a cache binding came to explain.
+    Adopted,
+    /// Inherited routes deleted because nothing explained them when inheritance ended.
+    Unconfirmed,
 }
 
 impl RouteCounter {
-    pub const ALL: [RouteCounter; 13] = [
+    pub const ALL: [RouteCounter; 15] = [
         RouteCounter::Installed,
         RouteCounter::Replaced,
         RouteCounter::Withdrawn,
@@ -52,6 +56,8 @@ impl RouteCounter {
         RouteCounter::Reconcile,
         RouteCounter::DryRun,
         RouteCounter::Dropped,
+        RouteCounter::Adopted,
+        RouteCounter::Unconfirmed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +75,8 @@ impl RouteCounter {
             RouteCounter::Reconcile => "reconcile",
             RouteCounter::DryRun => "dry_run",
             RouteCounter::Dropped => "dropped",
+            RouteCounter::Adopted => "adopted",
+            RouteCounter::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -80,13 +88,16 @@ impl RouteCounter {
 /// Live counters and gauges of one installer.
 #[derive(Debug, Default)]
 pub struct InstallerStats {
-    counters: [AtomicU64; 13],
+    counters: [AtomicU64; 15],
     installed_now: AtomicU64,
     parked_now: AtomicU64,
+    inherited_now: AtomicU64,
     batches: AtomicU64,
     batch_latency_us_sum: AtomicU64,
     batch_latency_us_max: AtomicU64,
     batch_observer: BatchObserver,
+    /// Bumped by the route task every loop turn and while idle (the watchdog's proof).
+    pub heartbeat: crate::notify::Heartbeat,
 }
 
 /// Called with each batch's latency (the daemon feeds its netlink histogram with it).
@@ -111,6 +122,8 @@ pub struct StatsSnapshot {
     pub installed_now: u64,
     /// Routes waiting for their link.
     pub parked_now: u64,
+    /// Routes kept from before the start that nothing explains yet.
+    pub inherited_now: u64,
     /// Batches sent and acknowledged (or timed out).
     pub batches: u64,
     /// Sum and maximum of send-to-acknowledgement time per batch.
@@ -136,10 +149,12 @@ impl InstallerStats {
         self.counters[c.index()].load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_gauges(&self, installed: usize, parked: usize) {
+    pub(crate) fn set_gauges(&self, installed: usize, parked: usize, inherited: usize) {
         self.installed_now
             .store(installed as u64, Ordering::Relaxed);
         self.parked_now.store(parked as u64, Ordering::Relaxed);
+        self.inherited_now
+            .store(inherited as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn batch_done(&self, latency: Duration) {
@@ -166,6 +181,7 @@ impl InstallerStats {
                 .collect(),
             installed_now: self.installed_now.load(Ordering::Relaxed),
             parked_now: self.parked_now.load(Ordering::Relaxed),
+            inherited_now: self.inherited_now.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             batch_latency_sum: Duration::from_micros(
                 self.batch_latency_us_sum.load(Ordering::Relaxed),

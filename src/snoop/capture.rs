@@ -14,6 +14,12 @@
 //! UDP to ports 546/547 is copied to user space. It is attached before the socket is bound, so
 //! not one unfiltered frame is queued. Drops are counted at both ends: the kernel's
 //! `PACKET_STATISTICS` (receive queue overflow) and our bounded channel being full.
+//!
+//! Link flaps: when the interface goes down the kernel unhooks the socket and reports ENETDOWN
+//! once; it hooks it again when the interface comes back up. That error is therefore not the end
+//! of the capture — it is logged, counted (`link_down`) and reading goes on. Any other receive
+//! error (the interface deleted: ENODEV; a socket error) reopens the socket by name with backoff
+//! (`reopened`), so an interface that is deleted and made again is snooped again.
 
 use std::io;
 use std::mem::size_of;
@@ -77,14 +83,20 @@ pub enum CaptureCounter {
     QueueFull,
     /// Not a readable UDP-in-IPv6 datagram.
     Malformed,
+    /// The interface went down (ENETDOWN); capture resumes when it is up again.
+    LinkDown,
+    /// The socket failed otherwise and was opened again.
+    Reopened,
 }
 
 impl CaptureCounter {
-    pub const ALL: [CaptureCounter; 4] = [
+    pub const ALL: [CaptureCounter; 6] = [
         CaptureCounter::Received,
         CaptureCounter::KernelDrop,
         CaptureCounter::QueueFull,
         CaptureCounter::Malformed,
+        CaptureCounter::LinkDown,
+        CaptureCounter::Reopened,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +105,8 @@ impl CaptureCounter {
             CaptureCounter::KernelDrop => "kernel_drop",
             CaptureCounter::QueueFull => "queue_full",
             CaptureCounter::Malformed => "malformed",
+            CaptureCounter::LinkDown => "link_down",
+            CaptureCounter::Reopened => "reopened",
         }
     }
 }
@@ -100,7 +114,9 @@ impl CaptureCounter {
 /// Shared counters of all capture sockets.
 #[derive(Debug, Default)]
 pub struct CaptureStats {
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; 6],
+    /// Bumped by every capture task per packet and while idle (the watchdog's proof).
+    pub heartbeat: crate::notify::Heartbeat,
 }
 
 impl CaptureStats {
@@ -125,6 +141,8 @@ impl CaptureStats {
 pub struct CaptureSocket {
     fd: AsyncFd<OwnedFd>,
     interface: Arc<str>,
+    /// SO_RCVBUF it was opened with (to open it again the same way).
+    receive_buffer: usize,
 }
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -174,11 +192,13 @@ impl CaptureSocket {
         // SAFETY: `fd` is an owned, open socket; AsyncFd takes ownership and deregisters it
         // before closing it, so the registered descriptor stays valid while registered.
         #[allow(unsafe_code)]
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(CaptureSocket {
             fd,
             interface: interface.into(),
+            receive_buffer,
         })
     }
 
@@ -191,7 +211,9 @@ impl CaptureSocket {
     /// CANCEL-SAFETY: a packet is either left in the kernel queue or returned whole.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            // ERROR too: a socket error (ENETDOWN on a link flap) comes without a packet and
+            // must wake the reader, or it would only be seen with the next packet.
+            let mut guard = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
             match guard.try_io(|fd| recv_from(fd.get_ref(), buf)) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
@@ -226,15 +248,36 @@ impl CaptureSocket {
 
 /// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx` without waiting:
 /// a full queue drops the packet and counts it. Ends when `tx` is closed or the socket fails.
-pub async fn run(sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
+pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
     let mut buf = vec![0u8; 65_536];
     let mut since_stats = 0u32;
+    let mut beat = crate::notify::heartbeat_timer();
     loop {
-        let (n, outgoing) = match sock.recv(&mut buf).await {
+        stats.heartbeat.beat();
+        // CANCEL-SAFETY: `recv` leaves a packet in the kernel queue or returns it whole.
+        let received = tokio::select! {
+            r = sock.recv(&mut buf) => r,
+            _ = beat.tick() => continue,
+        };
+        let (n, outgoing) = match received {
             Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                // The kernel re-hooks this socket when the interface is up again.
+                stats.add(CaptureCounter::LinkDown, 1);
+                tracing::warn!(interface = %sock.interface,
+                    "snooped interface went down; capture resumes when it is up again");
+                continue;
+            }
             Err(e) => {
-                tracing::error!(interface = %sock.interface, error = %e, "capture socket failed");
-                return;
+                tracing::error!(interface = %sock.interface, error = %e,
+                    "capture socket failed; opening it again");
+                if tx.is_closed() {
+                    return;
+                }
+                sock = reopen(&sock.interface, sock.receive_buffer, &tx).await;
+                stats.add(CaptureCounter::Reopened, 1);
+                tracing::info!(interface = %sock.interface, "capture socket open again");
+                continue;
             }
         };
         stats.add(CaptureCounter::Received, 1);
@@ -268,6 +311,31 @@ pub async fn run(sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<Capt
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => stats.add(CaptureCounter::QueueFull, 1),
             Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// Open the capture socket on `interface` again, retrying with backoff (0.1 s doubling to 10 s)
+/// until it exists; gives up only with the pipeline (the receiver is gone).
+async fn reopen(
+    interface: &str,
+    receive_buffer: usize,
+    tx: &mpsc::Sender<Snooped>,
+) -> CaptureSocket {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(delay).await;
+        match CaptureSocket::open(interface, receive_buffer) {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::debug!(interface, error = %e, "capture socket cannot be opened yet");
+                if tx.is_closed() {
+                    // Nobody reads anymore: wait forever rather than spin (the task is aborted
+                    // at shutdown).
+                    std::future::pending::<()>().await;
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
         }
     }
 }

@@ -288,7 +288,7 @@ impl Client {
             .success()
     }
 
-    fn start_dhclient(&mut self) {
+    pub fn start_dhclient(&mut self) {
         let args = [
             "dhclient",
             "-6",

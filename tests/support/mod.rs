@@ -6,3 +6,4 @@ pub mod flood;
 pub mod isc;
 pub mod netns;
 pub mod scrape;
+pub mod tmpfs;
