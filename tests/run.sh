@@ -36,6 +36,11 @@ if [ -d fuzz ] && ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked
 fi
 
+log "cargo-deb"
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --locked
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
