@@ -31,15 +31,22 @@ enum Command {
     /// Decode DHCPv6 messages (one in hex, or every one in a capture file) as a tree or JSON.
     /// Exit status: 0 all decoded, 1 something malformed, 2 input unreadable.
     Decode(cli::decode::DecodeArgs),
-    /// Show the running daemon's bindings or stats (over the control socket).
+    /// Show the running daemon's bindings, servers or stats (over the control socket).
     Show(cli::control::ShowArgs),
-    /// Clear a binding in the running daemon, withdrawing its route.
+    /// Clear bindings in the running daemon (by address, prefix, DUID, link or interface),
+    /// withdrawing their routes.
     Clear(cli::control::ClearArgs),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         /// The configuration file.
         #[arg(long, short, default_value = lqagent::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+    },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Output directory (created).
+        dir: PathBuf,
     },
 }
 
@@ -65,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => cli::check_config::run(&config),
         Command::Show(args) => cli::control::show(args),
         Command::Clear(args) => cli::control::clear(args),
+        Command::Generate { dir } => cli::generate::run::<Cli>(&dir),
     }
 }

@@ -594,3 +594,69 @@ fn a_large_show_is_streamed_as_one_valid_line() {
         );
     }
 }
+
+/// Everything logged in this test binary, for the audit-line test (one global subscriber).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogSink(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("first subscriber");
+        buf
+    })
+    .clone()
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn every_clear_is_logged_with_who_and_what() {
+    let logs = captured_logs();
+    let r = start();
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:200::/48"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = std::process::id(); // not the CLI's: the line must carry the CLI's own pid
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("control clear") && l.contains("2001:db8:200::2b/128"))
+        .unwrap_or_else(|| panic!("no audit line: {text}"));
+    assert!(
+        line.contains("uid=0") || line.contains(&format!("uid={}", uid())),
+        "{line}"
+    );
+    let peer_pid: u32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid: {line}"));
+    assert_ne!(
+        peer_pid, pid,
+        "the peer's (the CLI's) pid, not ours: {line}"
+    );
+    assert!(line.contains("removed=1"), "{line}");
+}
+
+/// This process's uid (the CLI child runs as the same user).
+fn uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}

@@ -20,7 +20,7 @@ else
 fi
 
 log "system packages"
-PKGS=(iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus)
+PKGS=(iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus frr)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +34,11 @@ fi
 log "cargo-fuzz"
 if [ -d fuzz ] && ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked
+fi
+
+log "cargo-deb"
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install cargo-deb --locked
 fi
 
 log "cargo fmt --check"

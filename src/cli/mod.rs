@@ -3,6 +3,7 @@
 pub(crate) mod check_config;
 pub(crate) mod control;
 pub(crate) mod decode;
+pub(crate) mod generate;
 pub(crate) mod query;
 pub(crate) mod run;
 pub(crate) mod version;
