@@ -1,4 +1,4 @@
-//! Enforces the layer boundary (style.md habit 9): the pure protocol code — `wire/`, every
+//! Enforces the layer boundary: the pure protocol code — `wire/`, every
 //! `core.rs`, `cache/merge.rs`, `kernel/plan.rs` and the trigger's pure parts
 //! (`snoop/trigger/{known,nflog,ruleset}.rs`) — must not touch I/O, the clock or config.
 //! A violation here means a sans-IO core grew a side effect.

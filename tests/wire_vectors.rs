@@ -394,7 +394,7 @@ fn leasequery_exchanges() {
         let [q, r] = pair else { unreachable!() };
         assert_round_trip("leasequery", q);
         assert_round_trip("leasequery", r);
-        // dhcpd answers to port 546 (docs/protocol.md interop facts).
+        // dhcpd answers to port 546 (docs/interop.md).
         assert_eq!(
             (q.src, q.src_port, q.dst, q.dst_port),
             (a("2001:db8::2"), 546, a("2001:db8::1"), 547)

@@ -1,4 +1,4 @@
-//! Scripts for the sans-IO requestor in virtual time (style.md habit 7): "t=0 query to A;
+//! Scripts for the sans-IO requestor in virtual time (time passed in, no clock read): "t=0 query to A;
 //! t≈1 s retransmit; reply; expect binding". The clock is an `Instant` we advance by hand.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Protocol numbers: message types, option codes, status codes and leasequery query types.
 //!
-//! One form for all four (style.md habit 3): a transparent newtype over the wire integer with
+//! One form for all four: a transparent newtype over the wire integer with
 //! named constants, so an unknown value is just another value and round-trips byte for byte.
 //! `name()` gives the RFC name of a known value (for logs and `lqagent decode`).
 

@@ -1,4 +1,4 @@
-//! Unit tests for the codec against fixed bytes (style.md habit 4).
+//! Unit tests for the codec against fixed bytes: construct, emit, parse, deconstruct.
 
 mod messages;
 mod options;

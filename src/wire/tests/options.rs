@@ -1,4 +1,4 @@
-//! Every typed option four ways against fixed bytes (style.md habit 4): construct (the owned
+//! Every typed option four ways against fixed bytes: construct (the owned
 //! value and its `buffer_len`), parse, emit into a 0xa5-filled buffer, and deconstruct through
 //! the borrowed view. Then the bad-length cases of every option with a fixed layout.
 
