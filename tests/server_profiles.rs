@@ -13,6 +13,11 @@
 //!   cleared sends again, the on-demand query brings the /128 back, and its delegated prefix —
 //!   which that answer does not mention — keeps its route.
 //!
+//! - Unnumbered subscriber VLANs: two `[[links]]` share one link-address and are told apart by
+//!   the relay's Interface-Id. One bulk query by that link-address lists both VLANs' clients;
+//!   each route goes on the interface its Interface-Id names, and a client whose Interface-Id
+//!   names no configured link is refused (`unknown_link`).
+//!
 //! Routes are read from the kernel with `ip -j`, never from the agent's bookkeeping.
 
 mod recovery_support;
@@ -27,7 +32,9 @@ use std::time::Duration;
 use recovery_support::{
     Lab, Route, expected_routes, ifname, kernel_routes, link, subscriber_prefixes, table,
 };
-use refserver::{FaultPlan, Faults, LeaseEntry, LeaseTable, PrefixLease, Profile, ServerConfig};
+use refserver::{
+    FaultPlan, Faults, HexBytes, LeaseEntry, LeaseTable, PrefixLease, Profile, ServerConfig,
+};
 use support::isc::{Daemon, wait_for};
 use support::netns::require_root;
 use support::scrape::scrape_in;
@@ -35,6 +42,21 @@ use support::scrape::scrape_in;
 /// An `lqagent.toml` for the lab: bulk recovery by link-address, no trigger, every lab link,
 /// `servers` as (name, address) pairs, `extra` appended (e.g. a `[leasequery]` table).
 fn agent_config(dir: &Path, lab: &Lab, servers: &[(&str, Ipv6Addr)], extra: &str) -> String {
+    let mut cfg = base_config(dir, servers, extra);
+    for l in 1..=lab.links {
+        cfg.push_str(&format!(
+            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
+             subscriber_prefixes = {}\n",
+            ifname(l),
+            link(l),
+            subscriber_prefixes(l)
+        ));
+    }
+    cfg
+}
+
+/// [`agent_config`] without its `[[links]]`.
+fn base_config(dir: &Path, servers: &[(&str, Ipv6Addr)], extra: &str) -> String {
     let mut cfg = format!(
         "state_dir = \"{}\"\n{extra}\n[bulk]\nenabled = true\nqueries = [\"link-address\"]\n\
          attempts = 2\nconnect_timeout_secs = 1\n\n[trigger]\nenabled = false\n\n\
@@ -45,15 +67,6 @@ fn agent_config(dir: &Path, lab: &Lab, servers: &[(&str, Ipv6Addr)], extra: &str
     for (name, addr) in servers {
         cfg.push_str(&format!(
             "\n[[servers]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
-        ));
-    }
-    for l in 1..=lab.links {
-        cfg.push_str(&format!(
-            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
-             subscriber_prefixes = {}\n",
-            ifname(l),
-            link(l),
-            subscriber_prefixes(l)
         ));
     }
     cfg
@@ -589,6 +602,115 @@ fn restart_recovery_drops_state_file_leases_the_server_no_longer_lists() {
         ),
         expected_routes([&LeaseTable::from_entries([gone])]).len() as f64,
         "exactly the released client's leases swept"
+    );
+    stop(agent);
+}
+
+#[test]
+fn links_sharing_a_link_address_route_by_interface_id() {
+    if !require_root("links_sharing_a_link_address_route_by_interface_id") {
+        return;
+    }
+    // 60 clients laid out over sub1 and sub2 (each VLAN its own /64 and delegated-prefix space,
+    // the Interface-Id naming the VLAN's interface) — but the relay is unnumbered on the VLANs:
+    // every client's relay data carries link(1). The routes each VLAN's clients call for are
+    // `expected_routes` of that layout (on sub1 or sub2).
+    let vlans = 2;
+    let by_vlan = table(0..60, vlans);
+    let want = expected_routes([&by_vlan]);
+    let on = |dev: &str| want.iter().filter(|r| r.2 == dev).count();
+    assert!(on("sub1") > 0 && on("sub2") > 0, "both VLANs hold clients");
+    // One more client on link(1) whose Interface-Id names a VLAN the agent does not serve; its
+    // /56 lies in sub1's space, so only the Interface-Id can keep it out.
+    let mut stray = recovery_support::client(1000, 1);
+    stray.interface_id = Some(HexBytes(b"sub3".to_vec()));
+    assert_eq!(stray.prefixes.len(), 1);
+    let stray_prefix = stray.prefixes[0].prefix.to_string();
+    let mut shared = LeaseTable::from_entries(
+        by_vlan
+            .entries()
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.link = link(1);
+                e
+            })
+            .chain([stray]),
+    );
+    shared.add_link(link(1));
+    let lab = Lab::with_servers(
+        "vlan",
+        vlans,
+        vec![(shared, ServerConfig::profiled(Profile::Ideal, 5))],
+        Vec::new(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = base_config(dir.path(), &named(&lab, &["dhcp"]), "");
+    for l in 1..=vlans {
+        cfg.push_str(&format!(
+            "\n[[links]]\nname = \"vlan{l}\"\ninterface = \"{dev}\"\nlink_address = \"{}\"\n\
+             interface_id = \"{dev}\"\nsubscriber_prefixes = {}\n",
+            link(1),
+            subscriber_prefixes(l),
+            dev = ifname(l),
+        ));
+    }
+    let agent = start(&lab, dir.path(), &cfg, "vlan");
+    wait_for("the link-address query", Duration::from_secs(20), || {
+        completed(&lab) >= 1.0
+    });
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            "every VLAN client's routes on its VLAN",
+            Duration::from_secs(10),
+            || kernel_routes(&lab.agent) == want,
+        )
+    }));
+    let got = kernel_routes(&lab.agent);
+    if waited.is_err() {
+        panic!(
+            "kernel routes differ: missing {:?}, unexpected {:?}; log:\n{}",
+            want.difference(&got).collect::<Vec<_>>(),
+            got.difference(&want).collect::<Vec<_>>(),
+            std::fs::read_to_string(dir.path().join("vlan.log")).unwrap_or_default()
+        );
+    }
+    // Each client on the interface its Interface-Id names, and on no other.
+    for e in by_vlan.entries() {
+        let named = String::from_utf8(e.interface_id.clone().unwrap().0).unwrap();
+        let mine: Vec<_> = got
+            .iter()
+            .filter(|r| {
+                e.addrs.iter().any(|a| r.0 == format!("{}/128", a.addr))
+                    || e.prefixes.iter().any(|p| r.0 == p.prefix.to_string())
+            })
+            .collect();
+        assert_eq!(
+            mine.len(),
+            e.addrs.len() + e.prefixes.len(),
+            "{named}: {mine:?}"
+        );
+        assert!(mine.iter().all(|r| r.2 == named), "{named}: {mine:?}");
+    }
+    assert!(
+        !got.iter().any(|r| r.0 == stray_prefix),
+        "the unknown VLAN's client is not routed: {got:?}"
+    );
+    // Both links share one link-address: one query, one answer listing all 61 clients.
+    assert_eq!(
+        completed(&lab),
+        1.0,
+        "one query for the shared link-address"
+    );
+    assert_eq!(lab.refservers[0].stats().tcp_queries, 1);
+    assert_eq!(
+        metric(
+            &lab,
+            "lqagent_admission_rejected_total",
+            &[("source", "bulk"), ("reason", "unknown_link")]
+        ),
+        1.0,
+        "the client of the unknown VLAN refused"
     );
     stop(agent);
 }

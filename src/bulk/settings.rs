@@ -45,7 +45,13 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
             plan.relay_id = cfg.identity.relay_duid.as_deref().map(Duid::parse);
         }
         if b.queries.contains(&BulkQuery::LinkAddress) {
-            plan.links = cfg.links.iter().map(|l| l.link_address).collect();
+            // Links that share a link-address (told apart by Interface-Id) are one query: the
+            // server answers a link-address with every client on it, whichever link it is on.
+            for l in &cfg.links {
+                if !plan.links.contains(&l.link_address) {
+                    plan.links.push(l.link_address);
+                }
+            }
         }
         if b.queries.contains(&BulkQuery::RemoteId) {
             plan.remote_ids = b
@@ -91,5 +97,26 @@ mod tests {
             assert_eq!(startup.len(), cfg.servers.len());
             assert!(startup.iter().all(|q| !q.queries.is_empty()));
         }
+    }
+
+    #[test]
+    fn links_sharing_a_link_address_are_asked_for_once() {
+        let cfg = Config::parse(
+            "state_dir = \"/var/lib/lqagent\"\n\
+             [bulk]\nenabled = true\nqueries = [\"link-address\"]\n\
+             [[servers]]\nname = \"s\"\naddress = \"2001:db8:ff::2\"\n\
+             [[links]]\nname = \"a\"\ninterface = \"sub1\"\nlink_address = \"2001:db8:1::1\"\n\
+             interface_id = \"sub1\"\nsubscriber_prefixes = [\"2001:db8:1::/64\"]\n\
+             [[links]]\nname = \"b\"\ninterface = \"sub2\"\nlink_address = \"2001:db8:1::1\"\n\
+             interface_id = \"sub2\"\nsubscriber_prefixes = [\"2001:db8:2::/64\"]\n\
+             [[links]]\nname = \"c\"\ninterface = \"sub3\"\nlink_address = \"2001:db8:3::1\"\n\
+             subscriber_prefixes = [\"2001:db8:3::/64\"]\n",
+        )
+        .expect("config parses");
+        let s = from_config(&cfg, Duid::ll_ethernet([2, 0, 0, 0, 0, 1]));
+        let a = |t: &str| t.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(s.plan.links, vec![a("2001:db8:1::1"), a("2001:db8:3::1")]);
+        // Each interface still comes up on its own (link-up asks for its link-address).
+        assert_eq!(s.interfaces.len(), 3);
     }
 }
