@@ -24,7 +24,15 @@
 //! - a snapshot is written to `bindings.snap.tmp`, fsynced, renamed over `bindings.snap`, the
 //!   directory fsynced; then a fresh journal with the same generation replaces the old one the same
 //!   way. A crash between the two renames leaves a journal of the older generation, which the loader
-//!   ignores (its records are in the snapshot).
+//!   ignores (its records are in the snapshot);
+//! - a snapshot waits in a one-slot mailbox (a newer one replaces it) together with the count of
+//!   records queued before it, and the writer writes it exactly when it has taken that many records
+//!   off the queue — never earlier (the records it already holds would be replayed from its fresh
+//!   journal, and a crash part-way through them would mix older and newer values), never later
+//!   (records queued after it would go to the journal it replaces and be lost). So the files
+//!   always hold the state after some prefix of the records;
+//! - while writes fail (degraded), records are not journaled but applied to the snapshot held for
+//!   the next retry, so that recovery resumes the journal on the state after every record so far.
 //!
 //! Loading degrades record by record: a record that is cut short, fails its checksum or does not
 //! decode costs that record, not the file — the reader resynchronises at the next offset where a
@@ -828,17 +836,25 @@ impl PersistStats {
 type Leases = Vec<(LeaseKey, Lease)>;
 
 /// The one snapshot waiting for the writer (a newer one replaces it: snapshots coalesce instead
-/// of queueing), with the id its queue marker carries.
+/// of queueing), with its place in the record stream.
+///
+/// The place is what keeps a reload equal to the state after some prefix of the records: the
+/// snapshot is written exactly when the writer has taken the `after` records queued before it
+/// off the queue, and not one more. Taken earlier, records it already holds would be replayed
+/// on top of it from the fresh journal (a crash part-way leaves older values beside newer ones);
+/// taken later, records queued after it would go to the journal it replaces and be lost.
 #[derive(Debug, Default)]
 struct PendingSnapshot {
-    id: u64,
+    /// Records queued before the snapshot was taken ([`JournalHandle::queued`] at that moment).
+    after: u64,
     leases: Option<Leases>,
 }
 
 enum Msg {
     Record(Record),
-    /// Snapshot `id` is in the pending slot; it comes after every record queued before it.
-    Snapshot(u64),
+    /// A snapshot is in the pending slot: wakes the writer (the slot, not this marker, says
+    /// where in the record stream it belongs; the marker may not fit in a full queue).
+    Snapshot,
     Sync(SyncSender<()>),
     Shutdown,
 }
@@ -850,6 +866,10 @@ pub struct JournalHandle {
     stats: Arc<PersistStats>,
     snapshot_after: u64,
     pending: Arc<std::sync::Mutex<PendingSnapshot>>,
+    /// Records queued so far (counted after a send succeeds), the position a snapshot takes.
+    /// Clones share it: records and snapshots must be sent in one sequence (the cache task,
+    /// then the shutdown path after it stopped), as the snapshot has to cover what was queued.
+    queued: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -869,6 +889,7 @@ impl JournalHandle {
     pub fn record(&self, rec: Record) -> bool {
         match self.tx.try_send(Msg::Record(rec)) {
             Ok(()) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
                 let n = self
                     .stats
                     .records_since_snapshot
@@ -892,7 +913,11 @@ impl JournalHandle {
         self.stats
             .records_since_snapshot
             .fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Msg::Record(rec)).is_ok()
+        let ok = self.tx.send(Msg::Record(rec)).is_ok();
+        if ok {
+            self.queued.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
     }
 
     /// Whether the cache task should send a snapshot now.
@@ -902,26 +927,26 @@ impl JournalHandle {
 
     /// Hand a full copy of the cache to the writer without blocking (the copy was taken from
     /// the store after every record already queued, so it supersedes them). It replaces a
-    /// snapshot the writer has not taken yet; when the queue has no room for its marker the
-    /// writer takes it as soon as the queue runs empty. False when the writer is gone.
+    /// snapshot the writer has not taken yet. The writer writes it once it has taken every
+    /// record queued before this call, and before any queued after it, whether or not the
+    /// queue had room for the wake-up marker. False when the writer is gone.
     pub fn snapshot(&self, all: Leases) -> bool {
         self.stats.snapshot_wanted.store(false, Ordering::Relaxed);
         self.stats
             .records_since_snapshot
             .store(0, Ordering::Relaxed);
-        let id = {
+        {
             let mut p = lock(&self.pending);
             if p.leases.is_some() {
                 self.stats
                     .snapshots_coalesced
                     .fetch_add(1, Ordering::Relaxed);
             }
-            p.id += 1;
+            p.after = self.queued.load(Ordering::SeqCst);
             p.leases = Some(all);
-            p.id
-        };
+        }
         !matches!(
-            self.tx.try_send(Msg::Snapshot(id)),
+            self.tx.try_send(Msg::Snapshot),
             Err(TrySendError::Disconnected(_))
         )
     }
@@ -971,16 +996,17 @@ impl StateWriter {
             stats: stats.clone(),
             degraded: None,
             held: None,
+            taken: 0,
         };
         let r = fs::create_dir_all(&cfg.dir)
             .map_err(io_err(&cfg.dir))
-            .and_then(|()| files.write_snapshot(&initial));
+            .and_then(|()| files.write_snapshot(initial.iter().map(|(k, l)| (k, l))));
         match r {
             Ok(()) => {
                 stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                w.held = Some(initial);
+                w.held = Some(initial.into_iter().collect());
                 w.failed(&e);
             }
         }
@@ -998,6 +1024,7 @@ impl StateWriter {
                 stats,
                 snapshot_after: cfg.snapshot_after_records.max(1),
                 pending,
+                queued: Arc::new(AtomicU64::new(0)),
             },
             thread: Some(thread),
         })
@@ -1058,11 +1085,15 @@ impl Files {
         Ok(f)
     }
 
-    fn write_snapshot(&mut self, all: &[(LeaseKey, Lease)]) -> Result<(), PersistError> {
+    fn write_snapshot<'a>(
+        &mut self,
+        all: impl ExactSizeIterator<Item = (&'a LeaseKey, &'a Lease)>,
+    ) -> Result<(), PersistError> {
         // The snapshot supersedes whatever is buffered.
         self.buf.clear();
         let generation = self.generation + 1;
-        let mut out = Vec::with_capacity(HEADER_LEN + all.len() * 120);
+        let count = all.len();
+        let mut out = Vec::with_capacity(HEADER_LEN + count * 120);
         out.extend_from_slice(&header(KIND_SNAPSHOT, generation));
         let mut p = Vec::with_capacity(256);
         for (k, l) in all {
@@ -1072,7 +1103,7 @@ impl Files {
         }
         p.clear();
         p.push(TAG_END);
-        p.extend_from_slice(&(all.len() as i64).to_le_bytes());
+        p.extend_from_slice(&(count as i64).to_le_bytes());
         frame(&p, &mut out);
         self.replace(SNAPSHOT_FILE, &out)?;
         // From here the new snapshot is on disk; appends to the old journal would be ignored.
@@ -1137,8 +1168,13 @@ struct Degraded {
 struct Writer {
     stats: Arc<PersistStats>,
     degraded: Option<Degraded>,
-    /// While degraded: the latest snapshot, written at the next retry.
-    held: Option<Leases>,
+    /// While degraded: the latest snapshot, written at the next retry. Records taken after it
+    /// are applied to it (they cannot go to the journal), so that it stays the state after
+    /// every record taken so far and recovery resumes the journal on a matching snapshot.
+    held: Option<BTreeMap<LeaseKey, Lease>>,
+    /// Records taken off the queue so far (appended or dropped): where the writer is in the
+    /// record stream, compared with [`PendingSnapshot::after`].
+    taken: u64,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -1182,32 +1218,80 @@ impl Writer {
     /// Write `all`, or hold it for the next retry while degraded and not yet due.
     fn snapshot(&mut self, files: &mut Files, all: Leases) {
         if self.degraded.is_some_and(|d| Instant::now() < d.retry_at) {
-            self.held = Some(all);
+            self.held = Some(all.into_iter().collect());
             return;
         }
-        match files.write_snapshot(&all) {
+        let r = files.write_snapshot(all.iter().map(|(k, l)| (k, l)));
+        self.snapshot_done(r, || all.into_iter().collect());
+    }
+
+    /// Retry the held snapshot.
+    fn retry_held(&mut self, files: &mut Files, held: BTreeMap<LeaseKey, Lease>) {
+        let r = files.write_snapshot(held.iter());
+        self.snapshot_done(r, || held);
+    }
+
+    fn snapshot_done(
+        &mut self,
+        r: Result<(), PersistError>,
+        keep: impl FnOnce() -> BTreeMap<LeaseKey, Lease>,
+    ) {
+        match r {
             Ok(()) => {
                 self.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
                 self.held = None;
                 self.recovered();
             }
             Err(e) => {
-                self.held = Some(all);
+                self.held = Some(keep());
                 self.failed(&e);
             }
         }
     }
 
-    /// The pending snapshot, if it is `id` (or any, for `None`).
-    fn take_pending(
-        pending: &std::sync::Mutex<PendingSnapshot>,
-        id: Option<u64>,
-    ) -> Option<Leases> {
-        let mut p = lock(pending);
-        if id.is_some_and(|id| id != p.id) {
-            return None; // a newer one replaced it; its own marker (or an empty queue) takes it
+    /// A record taken off the queue: journaled, or while degraded dropped from the journal and
+    /// applied to the held snapshot.
+    fn take_record(&mut self, files: &mut Files, rec: Record) -> bool {
+        self.taken += 1;
+        if self.degraded.is_none() {
+            files.append(&rec);
+            self.stats.records_written.fetch_add(1, Ordering::Relaxed);
+            return true;
         }
-        p.leases.take()
+        if let Some(h) = &mut self.held {
+            match rec {
+                Record::Upsert(k, l) => {
+                    h.insert(k, l);
+                }
+                Record::Remove(k) => {
+                    h.remove(&k);
+                }
+            }
+        }
+        self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Write the pending snapshot if the writer stands at its place in the record stream
+    /// (every record queued before it taken, none queued after it). True when one was taken.
+    fn snapshot_if_due(
+        &mut self,
+        files: &mut Files,
+        pending: &std::sync::Mutex<PendingSnapshot>,
+    ) -> bool {
+        let all = {
+            let mut p = lock(pending);
+            // `after > taken`: records it covers are still queued; they come first. (`after <
+            // taken` cannot happen with one sending sequence; writing it then is the least bad.)
+            if p.leases.is_none() || p.after > self.taken {
+                return false;
+            }
+            p.leases.take()
+        };
+        if let Some(all) = all {
+            self.snapshot(files, all);
+        }
+        true
     }
 
     fn run(
@@ -1239,27 +1323,22 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let drained = batch.len() < 4096;
             let mut stop = false;
             let mut acks = Vec::new();
             for m in batch {
+                // The pending snapshot goes in at its place in the record stream (its marker
+                // may sit later in the queue, or have found no room); records before it are in
+                // it (it drops the buffer), records after it go to its fresh journal.
+                if self.snapshot_if_due(&mut files, &pending) {
+                    dirty = false;
+                }
                 match m {
-                    Msg::Record(r) if self.degraded.is_some() => {
-                        drop(r);
-                        self.stats.records_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
                     Msg::Record(r) => {
-                        files.append(&r);
-                        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
-                        dirty = true;
-                    }
-                    Msg::Snapshot(id) => {
-                        // Records before the marker are in the snapshot (it drops the buffer).
-                        if let Some(all) = Self::take_pending(&pending, Some(id)) {
-                            self.snapshot(&mut files, all);
-                            dirty = false;
+                        if self.take_record(&mut files, r) {
+                            dirty = true;
                         }
                     }
+                    Msg::Snapshot => {}
                     Msg::Sync(ack) => {
                         if self.degraded.is_none() {
                             if let Err(e) = files.sync() {
@@ -1273,21 +1352,17 @@ impl Writer {
                     Msg::Shutdown => stop = true,
                 }
             }
+            // A snapshot taken right after the batch's last record.
+            if self.snapshot_if_due(&mut files, &pending) {
+                dirty = false;
+            }
             if let Err(e) = files.flush() {
                 self.failed(&e);
-            }
-            // Queue empty: every record queued before the pending snapshot is in; a snapshot
-            // whose marker found no room is taken now.
-            if drained || stop {
-                if let Some(all) = Self::take_pending(&pending, None) {
-                    self.snapshot(&mut files, all);
-                    dirty = false;
-                }
             }
             if let Some(d) = self.degraded {
                 if Instant::now() >= d.retry_at {
                     match self.held.take() {
-                        Some(all) => self.snapshot(&mut files, all),
+                        Some(all) => self.retry_held(&mut files, all),
                         None => {
                             // Nothing held: ask the cache task for a fresh copy.
                             self.stats.snapshot_wanted.store(true, Ordering::Relaxed);
@@ -1313,5 +1388,193 @@ impl Writer {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_795_000_000_000;
+
+    /// Record `i`: upserts of 4 keys whose content encodes `i`; every 5th a removal.
+    fn op(i: u32) -> Record {
+        let k = LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, (i % 4) as u16));
+        if i % 5 == 4 {
+            return Record::Remove(k);
+        }
+        Record::Upsert(
+            k,
+            Lease {
+                client: Arc::new(ClientInfo {
+                    duid: vec![0, 3, 0, 1, i as u8].into(),
+                    link: Link {
+                        address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
+                        interface: None,
+                    },
+                    relay: None,
+                }),
+                server: Arc::new(ServerId {
+                    duid: vec![0, 3, 0, 1, 9].into(),
+                    address: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1),
+                }),
+                ia: IaType::Na,
+                iaid: i,
+                preferred_until: Timestamp::from_millis(T0 + 1_000_000),
+                valid_until: Timestamp::from_millis(T0 + 2_000_000),
+                last_transaction: Timestamp::from_millis(T0),
+                arrival: Timestamp::from_millis(T0 + i64::from(i)),
+                source: Source::Bulk,
+                srsn: None,
+                next_hop: None,
+            },
+        )
+    }
+
+    fn state_after(n: u32) -> BTreeMap<LeaseKey, Lease> {
+        let mut s = BTreeMap::new();
+        for i in 0..n {
+            match op(i) {
+                Record::Upsert(k, l) => {
+                    s.insert(k, l);
+                }
+                Record::Remove(k) => {
+                    s.remove(&k);
+                }
+            }
+        }
+        s
+    }
+
+    fn loaded(dir: &Path) -> (Loaded, BTreeMap<LeaseKey, Lease>) {
+        let l = load(dir, Timestamp::from_millis(T0)).unwrap();
+        let m = l.leases.iter().cloned().collect();
+        (l, m)
+    }
+
+    /// A writer on `dir` with an empty generation-1 snapshot, not yet running.
+    fn writer(dir: &Path) -> (Writer, Files, Arc<PersistStats>) {
+        let mut files = Files {
+            dir: dir.to_path_buf(),
+            generation: 0,
+            journal: None,
+            journal_len: 0,
+            buf: Vec::new(),
+            chunk: usize::MAX,
+        };
+        files.write_snapshot(std::iter::empty()).unwrap();
+        let stats = Arc::new(PersistStats::default());
+        let w = Writer {
+            stats: stats.clone(),
+            degraded: None,
+            held: None,
+            taken: 0,
+        };
+        (w, files, stats)
+    }
+
+    fn pending_at(after: u32) -> Arc<std::sync::Mutex<PendingSnapshot>> {
+        Arc::new(std::sync::Mutex::new(PendingSnapshot {
+            after: u64::from(after),
+            leases: Some(state_after(after).into_iter().collect()),
+        }))
+    }
+
+    #[test]
+    fn a_snapshot_whose_marker_found_no_room_keeps_the_records_after_it() {
+        // The queue was full when snapshot(after 5) was handed over: no marker, and records
+        // 5..10 queued behind it. They belong to the snapshot's fresh journal.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, files, stats) = writer(dir.path());
+        let (tx, rx) = mpsc::sync_channel(64);
+        for i in 0..10 {
+            tx.send(Msg::Record(op(i))).unwrap();
+        }
+        tx.send(Msg::Shutdown).unwrap();
+        w.run(files, rx, pending_at(5), Duration::from_secs(1));
+        assert_eq!(stats.snapshots_written.load(Ordering::Relaxed), 1);
+        let (l, got) = loaded(dir.path());
+        assert_eq!(l.generation, 2);
+        assert_eq!(l.journal_records, 5, "records 5..10, after the snapshot");
+        assert_eq!(got, state_after(10));
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_the_records_it_covers() {
+        // snapshot(after 8) is pending while only records 0..5 are queued (the rest are on
+        // their way): writing it now would replay records 5..8 from its fresh journal.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, files, stats) = writer(dir.path());
+        let (tx, rx) = mpsc::sync_channel(64);
+        for i in 0..5 {
+            tx.send(Msg::Record(op(i))).unwrap();
+        }
+        tx.send(Msg::Snapshot).unwrap();
+        let (tx_ack, rx_ack) = mpsc::sync_channel(1);
+        tx.send(Msg::Sync(tx_ack)).unwrap();
+        let pending = pending_at(8);
+        let t = std::thread::spawn(move || w.run(files, rx, pending, Duration::from_secs(1)));
+        // Acked: the writer has taken its whole queue, marker included, and synced.
+        rx_ack.recv().unwrap();
+        assert_eq!(stats.records_written.load(Ordering::Relaxed), 5);
+        assert_eq!(stats.snapshots_written.load(Ordering::Relaxed), 0);
+        let (l, got) = loaded(dir.path());
+        assert_eq!((l.generation, l.journal_records), (1, 5));
+        assert_eq!(got, state_after(5));
+        for i in 5..10 {
+            tx.send(Msg::Record(op(i))).unwrap();
+        }
+        tx.send(Msg::Shutdown).unwrap();
+        t.join().unwrap();
+        assert_eq!(stats.snapshots_written.load(Ordering::Relaxed), 1);
+        let (l, got) = loaded(dir.path());
+        assert_eq!(l.generation, 2);
+        assert_eq!(l.journal_records, 2, "records 8 and 9 only");
+        assert_eq!(got, state_after(10));
+    }
+
+    #[test]
+    fn records_taken_while_degraded_reach_the_snapshot_written_on_recovery() {
+        // The state directory cannot be made (a file stands where its parent should be): the
+        // writer starts degraded, holding the initial snapshot.
+        let base = tempfile::tempdir().unwrap();
+        let block = base.path().join("block");
+        fs::write(&block, b"").unwrap();
+        let dir = block.join("state");
+        let w = StateWriter::start(
+            PersistConfig::new(&dir),
+            state_after(3).into_iter().collect(),
+            0,
+        )
+        .unwrap();
+        let h = w.handle();
+        let st = h.stats().clone();
+        assert!(st.is_degraded());
+        for i in 3..10 {
+            assert!(h.record_blocking(op(i)));
+        }
+        assert!(h.sync());
+        assert_eq!(st.records_dropped.load(Ordering::Relaxed), 7);
+        assert_eq!(st.records_written.load(Ordering::Relaxed), 0);
+        // The directory becomes writable; the retry (1 s) writes the held snapshot.
+        fs::remove_file(&block).unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        let since = Instant::now();
+        while st.is_degraded() {
+            assert!(since.elapsed() < Duration::from_secs(10), "no recovery");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in 10..12 {
+            assert!(h.record_blocking(op(i)));
+        }
+        assert!(h.sync());
+        w.shutdown();
+        let (l, got) = loaded(&dir);
+        assert_eq!(l.journal_records, 2);
+        assert_eq!(
+            got,
+            state_after(12),
+            "records dropped from the journal are not lost"
+        );
     }
 }
