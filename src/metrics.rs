@@ -492,12 +492,9 @@ impl Metrics {
     ) where
         F: Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
     {
-        self.lock().register_collector(Box::new(StatsCollector {
-            name,
-            help,
-            label,
-            snapshot: Box::new(snapshot),
-        }));
+        self.register_rows(name, help, vec![label], move || {
+            snapshot().into_iter().map(|(v, n)| (vec![v], n)).collect()
+        });
     }
 
     /// Like [`register_stats`](Self::register_stats) with two labels: `snapshot` returns
@@ -511,7 +508,22 @@ impl Metrics {
     ) where
         F: Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync + 'static,
     {
-        self.lock().register_collector(Box::new(StatsCollector2 {
+        self.register_rows(name, help, vec![labels.0, labels.1], move || {
+            snapshot()
+                .into_iter()
+                .map(|(a, b, n)| (vec![a, b], n))
+                .collect()
+        });
+    }
+
+    fn register_rows(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: Vec<&'static str>,
+        snapshot: impl Fn() -> Vec<Row> + Send + Sync + 'static,
+    ) {
+        self.lock().register_collector(Box::new(StatsCollector {
             name,
             help,
             labels,
@@ -547,13 +559,15 @@ impl Metrics {
     }
 }
 
-type Snapshot = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+/// One row of a [`StatsCollector`]: the label values, in the family's label order, and the count.
+type Row = (Vec<&'static str>, u64);
+type Snapshot = Box<dyn Fn() -> Vec<Row> + Send + Sync>;
 
-/// A counter family read from a closure at scrape time.
+/// A counter family read from a closure at scrape time (one or more labels).
 struct StatsCollector {
     name: &'static str,
     help: &'static str,
-    label: &'static str,
+    labels: Vec<&'static str>,
     snapshot: Snapshot,
 }
 
@@ -567,41 +581,6 @@ impl std::fmt::Debug for StatsCollector {
 
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let pairs = (self.snapshot)();
-        let mut family = encoder.encode_descriptor(
-            self.name,
-            self.help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (value, count) in pairs {
-            let labels = [(Cow::Borrowed(self.label), Cow::Borrowed(value))];
-            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-type Snapshot2 = Box<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
-
-/// A two-label counter family read from a closure at scrape time.
-struct StatsCollector2 {
-    name: &'static str,
-    help: &'static str,
-    labels: (&'static str, &'static str),
-    snapshot: Snapshot2,
-}
-
-impl std::fmt::Debug for StatsCollector2 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsCollector2")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Collector for StatsCollector2 {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let rows = (self.snapshot)();
         let mut family = encoder.encode_descriptor(
             self.name,
@@ -609,11 +588,13 @@ impl Collector for StatsCollector2 {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (a, b, count) in rows {
-            let labels = [
-                (Cow::Borrowed(self.labels.0), Cow::Borrowed(a)),
-                (Cow::Borrowed(self.labels.1), Cow::Borrowed(b)),
-            ];
+        for (values, count) in rows {
+            let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = self
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(v)))
+                .collect();
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
