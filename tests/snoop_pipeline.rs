@@ -79,28 +79,56 @@ fn relayed_exchange_binds_then_release_withdraws() {
     }
     let relay = NetNs::new("pipr");
     let server = NetNs::new("pips");
-    veth(&relay, "up0", &server, "dn0");
-    relay.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::1/64",
-        "dev",
-        "up0",
-        "nodad",
-    ]);
-    server.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::2/64",
-        "dev",
-        "dn0",
-        "nodad",
-    ]);
-
+    uplink(&relay, &server);
     let store = Arc::new(BindingStore::default());
-    let st = store.clone();
+    let (stats, stop_tx, agent) = start_snooper(&relay, store.clone());
+
+    // REQUEST goes up (outgoing on the relay), REPLY comes back (incoming).
+    let up = relayed(MessageType::RELAY_FORW, MessageType::REQUEST, 0x10, vec![]);
+    send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
+    let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, 0x10, ias(3600));
+    send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
+    let addr = LeaseKey::Address(a("2001:db8:1::77"));
+    let pfx = LeaseKey::Prefix("2001:db8:700::/56".parse().unwrap());
+    wait("the binding", || {
+        store.get(&addr).is_some() && store.get(&pfx).is_some()
+    });
+    let lease = store.get(&pfx).unwrap();
+    assert_eq!(lease.client.link.address, a("2001:db8:1::1"));
+    assert_eq!(lease.server.address, a("2001:db8:f::2"));
+    assert_eq!(
+        lease.client.relay.as_ref().and_then(|r| r.peer_address),
+        Some(a("fe80::7")),
+        "the PD next hop is the client's link-local peer-address"
+    );
+
+    // RELEASE up, REPLY down: both leases go.
+    let up = relayed(MessageType::RELAY_FORW, MessageType::RELEASE, 0x11, ias(0));
+    send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
+    let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, 0x11, vec![]);
+    send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
+    wait("the release", || {
+        store.get(&addr).is_none() && store.get(&pfx).is_none()
+    });
+
+    let c = stats.classify.lock().unwrap().clone();
+    assert_eq!(c.get(ClassifyCounter::RelayForw), 2);
+    assert_eq!(c.get(ClassifyCounter::ReplyBind), 1);
+    assert_eq!(c.get(ClassifyCounter::ReplyRelease), 1);
+    stop_tx.send(()).unwrap();
+    agent.join().unwrap();
+}
+
+/// The snooper (capture on `up0`, classifier, cache task) on a thread inside `relay`.
+fn start_snooper(
+    relay: &NetNs,
+    store: Arc<BindingStore>,
+) -> (
+    shell::SnoopStats,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let st = store;
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let (stats_tx, stats_rx) = std::sync::mpsc::channel();
     let path = relay.path();
@@ -141,39 +169,70 @@ fn relayed_exchange_binds_then_release_withdraws() {
         });
     });
     let stats = stats_rx.recv().unwrap();
+    (stats, stop_tx, agent)
+}
 
-    // REQUEST goes up (outgoing on the relay), REPLY comes back (incoming).
-    let up = relayed(MessageType::RELAY_FORW, MessageType::REQUEST, 0x10, vec![]);
-    send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
-    let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, 0x10, ias(3600));
-    send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
+/// The relay's uplink `up0` (2001:db8:f::1) to the server namespace's `dn0` (2001:db8:f::2).
+fn uplink(relay: &NetNs, server: &NetNs) {
+    veth(relay, "up0", server, "dn0");
+    relay.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:f::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    server.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:f::2/64",
+        "dev",
+        "dn0",
+        "nodad",
+    ]);
+}
+
+/// A snoop interface that does not exist when snooping starts (a VLAN created later) is waited
+/// for: once it appears, a relayed exchange on it binds.
+#[test]
+fn a_snoop_interface_missing_at_start_is_waited_for() {
+    if !require_root("a_snoop_interface_missing_at_start_is_waited_for") {
+        return;
+    }
+    let relay = NetNs::new("pipl");
+    let server = NetNs::new("pipm");
+    let store = Arc::new(BindingStore::default());
+    // Snooping starts before `up0` exists: no error.
+    let (stats, stop_tx, agent) = start_snooper(&relay, store.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    uplink(&relay, &server);
     let addr = LeaseKey::Address(a("2001:db8:1::77"));
-    let pfx = LeaseKey::Prefix("2001:db8:700::/56".parse().unwrap());
-    wait("the binding", || {
-        store.get(&addr).is_some() && store.get(&pfx).is_some()
-    });
-    let lease = store.get(&pfx).unwrap();
-    assert_eq!(lease.client.link.address, a("2001:db8:1::1"));
-    assert_eq!(lease.server.address, a("2001:db8:f::2"));
-    assert_eq!(
-        lease.client.relay.as_ref().and_then(|r| r.peer_address),
-        Some(a("fe80::7")),
-        "the PD next hop is the client's link-local peer-address"
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut xid = 0x20;
+    // Until the capture has reopened, exchanges go unseen; repeat one until it binds.
+    while store.get(&addr).is_none() {
+        assert!(
+            Instant::now() < end,
+            "the late interface was never captured"
+        );
+        let up = relayed(MessageType::RELAY_FORW, MessageType::REQUEST, xid, vec![]);
+        send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
+        let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, xid, ias(3600));
+        send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
+        xid += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        stats
+            .classify
+            .lock()
+            .unwrap()
+            .get(ClassifyCounter::ReplyBind)
+            >= 1
     );
-
-    // RELEASE up, REPLY down: both leases go.
-    let up = relayed(MessageType::RELAY_FORW, MessageType::RELEASE, 0x11, ias(0));
-    send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
-    let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, 0x11, vec![]);
-    send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
-    wait("the release", || {
-        store.get(&addr).is_none() && store.get(&pfx).is_none()
-    });
-
-    let c = stats.classify.lock().unwrap().clone();
-    assert_eq!(c.get(ClassifyCounter::RelayForw), 2);
-    assert_eq!(c.get(ClassifyCounter::ReplyBind), 1);
-    assert_eq!(c.get(ClassifyCounter::ReplyRelease), 1);
     stop_tx.send(()).unwrap();
     agent.join().unwrap();
 }

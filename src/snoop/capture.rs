@@ -315,6 +315,23 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
     }
 }
 
+/// [`run`] on `interface` once it exists: a snoop interface missing at start (a VLAN or bond
+/// created after lqagent) is waited for, not fatal.
+pub async fn run_when_present(
+    interface: String,
+    receive_buffer: usize,
+    tx: mpsc::Sender<Snooped>,
+    stats: Arc<CaptureStats>,
+) {
+    tracing::warn!(
+        interface,
+        "snoop interface missing; capture starts when it appears"
+    );
+    let sock = reopen(&interface, receive_buffer, &tx).await;
+    tracing::info!(interface, "snoop interface appeared; capturing");
+    run(sock, tx, stats).await;
+}
+
 /// Open the capture socket on `interface` again, retrying with backoff (0.1 s doubling to 10 s)
 /// until it exists; gives up only with the pipeline (the receiver is gone).
 async fn reopen(

@@ -89,7 +89,8 @@ impl LogBudget {
 }
 
 /// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`.
-/// Fails if any interface cannot be opened (missing interface, no CAP_NET_RAW).
+/// An interface that does not exist yet is waited for; any other failure to open one (no
+/// CAP_NET_RAW) is returned.
 pub fn spawn(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
@@ -101,8 +102,21 @@ pub fn spawn(
     let stats = SnoopStats::default();
     let (tx, mut rx) = mpsc::channel(cfg.queue.max(1));
     for ifname in &cfg.interfaces {
-        let sock = CaptureSocket::open(ifname, cfg.receive_buffer)?;
-        tasks.spawn(capture::run(sock, tx.clone(), stats.capture.clone()));
+        match CaptureSocket::open(ifname, cfg.receive_buffer) {
+            Ok(sock) => {
+                tasks.spawn(capture::run(sock, tx.clone(), stats.capture.clone()));
+            }
+            // Not there yet: waited for (any other error, e.g. no CAP_NET_RAW, stays fatal).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tasks.spawn(capture::run_when_present(
+                    ifname.clone(),
+                    cfg.receive_buffer,
+                    tx.clone(),
+                    stats.capture.clone(),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
     drop(tx);
     let st = stats.clone();
