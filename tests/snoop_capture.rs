@@ -7,7 +7,7 @@ use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::time::Duration;
 
 use lqagent::snoop::capture::{self, CaptureCounter, CaptureSocket, CaptureStats};
-use support::netns::{NetNs, require_root, veth};
+use support::netns::{NetNs, require_root, uplink};
 
 fn send(ns: &NetNs, from: &str, to: &str, port: u16, payload: &'static [u8]) {
     let (from, to): (Ipv6Addr, Ipv6Addr) = (from.parse().unwrap(), to.parse().unwrap());
@@ -25,25 +25,7 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
     }
     let relay = NetNs::new("capr");
     let server = NetNs::new("caps");
-    veth(&relay, "up0", &server, "dn0");
-    relay.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::1/64",
-        "dev",
-        "up0",
-        "nodad",
-    ]);
-    server.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::2/64",
-        "dev",
-        "dn0",
-        "nodad",
-    ]);
+    uplink(&relay, &server);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let stats = std::sync::Arc::new(CaptureStats::default());

@@ -16,7 +16,7 @@ use lqagent::snoop::shell;
 use lqagent::wire::{
     ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, Message, MessageType, RelayMessage,
 };
-use support::netns::{NetNs, require_root, veth};
+use support::netns::{NetNs, require_root, uplink};
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -170,29 +170,6 @@ fn start_snooper(
     });
     let stats = stats_rx.recv().unwrap();
     (stats, stop_tx, agent)
-}
-
-/// The relay's uplink `up0` (2001:db8:f::1) to the server namespace's `dn0` (2001:db8:f::2).
-fn uplink(relay: &NetNs, server: &NetNs) {
-    veth(relay, "up0", server, "dn0");
-    relay.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::1/64",
-        "dev",
-        "up0",
-        "nodad",
-    ]);
-    server.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:f::2/64",
-        "dev",
-        "dn0",
-        "nodad",
-    ]);
 }
 
 /// A snoop interface that does not exist when snooping starts (a VLAN created later) is waited

@@ -155,6 +155,30 @@ fn nix_setns(file: &std::fs::File) {
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
+/// The snoop tests' uplink: the relay's `up0` (2001:db8:f::1/64) veth'd to the server
+/// namespace's `dn0` (2001:db8:f::2/64).
+pub fn uplink(relay: &NetNs, server: &NetNs) {
+    veth(relay, "up0", server, "dn0");
+    relay.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:f::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    server.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:f::2/64",
+        "dev",
+        "dn0",
+        "nodad",
+    ]);
+}
+
 /// The kernel tests' pair: an agent namespace whose `sub0` holds the relay's subscriber-link
 /// address 2001:db8:10::1/64, veth'd to a subscriber namespace (`cpe0`).
 pub fn agent_and_subscriber(tag: &str) -> (NetNs, NetNs) {
