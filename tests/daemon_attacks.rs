@@ -51,7 +51,7 @@ use lqagent::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, LqRelayData, Message,
     MessageType, RelayMessage,
 };
-use support::agent::{route_dsts, start_agent, write_config};
+use support::agent::{client_routes, route_dsts, start_agent, write_config};
 use support::isc::{IscLab, Lifetimes};
 use support::netns::{NetNs, Route, proto_routes};
 use support::scrape::{Exposition, scrape_in};
@@ -64,26 +64,6 @@ const DHCP_CLIENT_PORT: u16 = 546;
 
 fn routes(ns: &NetNs) -> BTreeSet<Route> {
     proto_routes(ns, PROTO)
-}
-
-/// The routes client `i` of `lab` calls for: its /128 on its link, its prefix via its
-/// link-local address.
-fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<Route> {
-    let c = &lab.clients[i];
-    let lease = c.lease().expect("bound");
-    let pfx: Ipv6Prefix = lease.prefix.parse().expect("prefix");
-    BTreeSet::from([
-        (
-            format!("{}/128", lease.address),
-            None,
-            c.ac_interface.clone(),
-        ),
-        (
-            pfx.to_string(),
-            Some(c.link_local().to_string()),
-            c.ac_interface.clone(),
-        ),
-    ])
 }
 
 fn all_client_routes(lab: &IscLab) -> BTreeSet<Route> {

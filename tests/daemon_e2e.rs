@@ -21,7 +21,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::agent::{start_agent, start_agent_env, write_config};
+use support::agent::{client_routes, start_agent, start_agent_env, write_config};
 use support::isc::{IscLab, Lifetimes, wait_for};
 use support::netns::{NetNs, Route, proto_routes};
 use support::scrape::scrape_in;
@@ -30,25 +30,6 @@ const PROTO: &str = "213";
 
 fn routes(ns: &NetNs) -> BTreeSet<Route> {
     proto_routes(ns, PROTO)
-}
-
-/// The routes client `i` of `lab` calls for.
-fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<Route> {
-    let c = &lab.clients[i];
-    let lease = c.lease().expect("bound");
-    let pfx: lqagent::prefix::Ipv6Prefix = lease.prefix.parse().expect("prefix");
-    BTreeSet::from([
-        (
-            format!("{}/128", lease.address),
-            None,
-            c.ac_interface.clone(),
-        ),
-        (
-            pfx.to_string(),
-            Some(c.link_local().to_string()),
-            c.ac_interface.clone(),
-        ),
-    ])
 }
 
 fn config(lab: &IscLab) -> PathBuf {

@@ -25,32 +25,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::agent::{start_agent, write_config};
+use support::agent::{client_routes, start_agent, write_config};
 use support::isc::{IscLab, Lifetimes, wait_for};
 use support::netns::{Route, proto_routes};
 use support::scrape::scrape_in;
 
 const PROTO: &str = "215";
 const GRACE_SECS: u64 = 10;
-
-/// The routes client `i` of `lab` calls for.
-fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<Route> {
-    let c = &lab.clients[i];
-    let lease = c.lease().expect("bound");
-    let pfx: lqagent::prefix::Ipv6Prefix = lease.prefix.parse().expect("prefix");
-    BTreeSet::from([
-        (
-            format!("{}/128", lease.address),
-            None,
-            c.ac_interface.clone(),
-        ),
-        (
-            pfx.to_string(),
-            Some(c.link_local().to_string()),
-            c.ac_interface.clone(),
-        ),
-    ])
-}
 
 /// How the state file is damaged before a restart.
 #[derive(Debug, Clone, Copy)]

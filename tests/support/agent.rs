@@ -52,3 +52,23 @@ pub fn route_dsts(ns: &NetNs, proto: &str) -> BTreeSet<String> {
 pub fn has_route(ns: &NetNs, proto: &str, dst: &str) -> bool {
     route_dsts(ns, proto).contains(dst)
 }
+
+/// The routes client `i` of `lab` calls for (RFC 8987 ): its /128 on its link, its
+/// delegated prefix via its link-local address.
+pub fn client_routes(lab: &IscLab, i: usize) -> BTreeSet<super::netns::Route> {
+    let c = &lab.clients[i];
+    let lease = c.lease().expect("bound");
+    let pfx: lqagent::prefix::Ipv6Prefix = lease.prefix.parse().expect("prefix");
+    BTreeSet::from([
+        (
+            format!("{}/128", lease.address),
+            None,
+            c.ac_interface.clone(),
+        ),
+        (
+            pfx.to_string(),
+            Some(c.link_local().to_string()),
+            c.ac_interface.clone(),
+        ),
+    ])
+}
