@@ -12,9 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use recovery_support::{
-    Lab, expected_routes, ifname, kernel_routes, link, subscriber_prefixes, table,
-};
+use recovery_support::{Lab, expected_routes, ifname, kernel_routes, links_config, table};
 use support::isc::{Daemon, wait_for};
 use support::netns::require_root;
 use support::scrape::scrape_in;
@@ -50,15 +48,7 @@ fn run_recovers_by_bulk_then_signals_ready() {
         dir.path().join("control.sock").display(),
         lab.servers[0].ip(),
     );
-    for l in 1..=links {
-        cfg.push_str(&format!(
-            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
-             subscriber_prefixes = {}\n",
-            ifname(l),
-            link(l),
-            subscriber_prefixes(l)
-        ));
-    }
+    cfg.push_str(&links_config(links));
     let cfg_path = dir.path().join("lqagent.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let notify_path = dir.path().join("notify.sock");

@@ -30,7 +30,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use recovery_support::{
-    Lab, Route, expected_routes, ifname, kernel_routes, link, subscriber_prefixes, table,
+    Lab, Route, expected_routes, ifname, kernel_routes, link, links_config, subscriber_prefixes,
+    table,
 };
 use refserver::{
     FaultPlan, Faults, HexBytes, LeaseEntry, LeaseTable, PrefixLease, Profile, ServerConfig,
@@ -43,15 +44,7 @@ use support::scrape::scrape_in;
 /// `servers` as (name, address) pairs, `extra` appended (e.g. a `[leasequery]` table).
 fn agent_config(dir: &Path, lab: &Lab, servers: &[(&str, Ipv6Addr)], extra: &str) -> String {
     let mut cfg = base_config(dir, servers, extra);
-    for l in 1..=lab.links {
-        cfg.push_str(&format!(
-            "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
-             subscriber_prefixes = {}\n",
-            ifname(l),
-            link(l),
-            subscriber_prefixes(l)
-        ));
-    }
+    cfg.push_str(&links_config(lab.links));
     cfg
 }
 

@@ -51,6 +51,21 @@ pub fn subscriber_prefixes(i: u16) -> String {
     format!("[\"2001:db8:{i:x}::/64\", \"{}\"]", pd_space(i))
 }
 
+/// The `[[links]]` tables for links 1..=`links` of the lab, as `lqagent run` reads them.
+pub fn links_config(links: u16) -> String {
+    (1..=links)
+        .map(|l| {
+            format!(
+                "\n[[links]]\nname = \"l{l}\"\ninterface = \"{}\"\nlink_address = \"{}\"\n\
+                 subscriber_prefixes = {}\n",
+                ifname(l),
+                link(l),
+                subscriber_prefixes(l)
+            )
+        })
+        .collect()
+}
+
 pub fn ifname(i: u16) -> String {
     format!("sub{i}")
 }
