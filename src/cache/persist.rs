@@ -856,6 +856,9 @@ enum Msg {
     /// where in the record stream it belongs; the marker may not fit in a full queue).
     Snapshot,
     Sync(SyncSender<()>),
+    /// Test hook ([`JournalHandle::hold`]): the writer stops here, as on a hung disk, until
+    /// the other end is dropped.
+    Hold(Receiver<()>),
     Shutdown,
 }
 
@@ -959,6 +962,15 @@ impl JournalHandle {
 
     pub fn stats(&self) -> &Arc<PersistStats> {
         &self.stats
+    }
+
+    /// Test hook: the writer thread blocks, as on a hung disk, from the moment it takes this
+    /// off its queue until the returned guard is dropped. Waits for room in the queue.
+    #[doc(hidden)]
+    pub fn hold(&self) -> SyncSender<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = self.tx.send(Msg::Hold(rx));
+        tx
     }
 }
 
@@ -1348,6 +1360,9 @@ impl Writer {
                             dirty = false;
                         }
                         acks.push(ack);
+                    }
+                    Msg::Hold(until) => {
+                        let _ = until.recv();
                     }
                     Msg::Shutdown => stop = true,
                 }

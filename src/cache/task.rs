@@ -145,6 +145,21 @@ pub fn spawn_admitted(
     restored: Vec<(LeaseKey, Lease)>,
     admission: Option<Arc<Admission>>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
+    let (handle, changes, runner) = start_admitted(store, clock, journal, cfg, admission);
+    let join = tokio::spawn(runner.run(restored));
+    (handle, changes, join)
+}
+
+/// [`spawn_admitted`] without spawning: the returned [`CacheRunner`] runs the task, and can run
+/// it again on the same store and channels after a run died (the daemon's supervisor does, after
+/// a panic): producers and the change stream never see a closed channel.
+pub fn start_admitted(
+    store: Arc<BindingStore>,
+    clock: AgentClock,
+    journal: Option<JournalHandle>,
+    cfg: CacheTaskConfig,
+    admission: Option<Arc<Admission>>,
+) -> (CacheHandle, mpsc::Receiver<Change>, CacheRunner) {
     let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
     let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
     let stats = Arc::new(TaskStats::default());
@@ -157,21 +172,41 @@ pub fn spawn_admitted(
         store,
         clock,
         journal,
-        inputs: rx,
+        inputs: Arc::new(tokio::sync::Mutex::new(rx)),
         changes: ctx,
         stats,
         admission,
         snapshot_every: Duration::from_millis(cfg.snapshot_interval_ms.max(1)),
     };
-    let join = tokio::spawn(task.run(restored));
-    (handle, crx, join)
+    (handle, crx, CacheRunner(task))
 }
 
+/// The cache task, ready to run (again).
+#[derive(Clone)]
+pub struct CacheRunner(CacheTask);
+
+impl std::fmt::Debug for CacheRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheRunner")
+    }
+}
+
+impl CacheRunner {
+    /// Run until every [`CacheHandle`] is gone. `restored` goes into the store first (empty
+    /// on a restart: the store kept what it had). Two runs at once take turns on the input
+    /// queue (the second waits for the first to end).
+    pub async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
+        self.0.run(restored).await;
+    }
+}
+
+#[derive(Clone)]
 struct CacheTask {
     store: Arc<BindingStore>,
     clock: AgentClock,
     journal: Option<JournalHandle>,
-    inputs: mpsc::Receiver<CacheInput>,
+    /// Lent to each run (a run that panics drops its guard; tokio's mutex does not poison).
+    inputs: Arc<tokio::sync::Mutex<mpsc::Receiver<CacheInput>>>,
     changes: mpsc::Sender<Change>,
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
@@ -179,7 +214,9 @@ struct CacheTask {
 }
 
 impl CacheTask {
-    async fn run(mut self, restored: Vec<(LeaseKey, Lease)>) {
+    async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
+        let inputs = self.inputs.clone();
+        let mut inputs = inputs.lock_owned().await;
         let now = self.clock.now();
         for (k, l) in restored {
             if let Some(c) = self.store.restore(k, l, now) {
@@ -197,7 +234,7 @@ impl CacheTask {
                 .next_deadline()
                 .and_then(|t| self.clock.instant_of(t));
             tokio::select! {
-                input = self.inputs.recv() => {
+                input = inputs.recv() => {
                     let Some(input) = input else { break };
                     let applied = match input {
                         CacheInput::Observe(o) => match self.admit(o) {
@@ -221,16 +258,17 @@ impl CacheTask {
                     let applied = self.store.expire_due(self.clock.now());
                     self.emit(applied).await;
                 }
-                _ = snap.tick() => self.snapshot(),
+                _ = snap.tick() => self.snapshot().await,
                 _ = beat.tick() => {}
             }
             if self.journal.as_ref().is_some_and(|j| j.wants_snapshot()) {
-                self.snapshot();
+                self.snapshot().await;
             }
         }
-        if let Some(j) = &self.journal {
-            self.snapshot();
-            j.sync();
+        if let Some(j) = self.journal.clone() {
+            self.snapshot().await;
+            // The sync waits for the disk: on a blocking thread, never on a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || j.sync()).await;
         }
     }
 
@@ -245,9 +283,19 @@ impl CacheTask {
         }
     }
 
-    fn snapshot(&self) {
+    /// Hand the writer a copy of the store. The copy (a walk of the whole store) is taken on
+    /// a blocking thread, not on a runtime worker; this task waits for it, so no record is sent
+    /// between the copy and the snapshot (the writer places it in the record stream by count).
+    /// The hand-over itself never waits for the disk: a stuck writer coalesces snapshots.
+    async fn snapshot(&self) {
         if let Some(j) = &self.journal {
-            j.snapshot(self.store.all());
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.all()).await {
+                Ok(all) => {
+                    j.snapshot(all);
+                }
+                Err(e) => tracing::error!(error = %e, "taking the snapshot copy failed"),
+            }
         }
     }
 
@@ -343,6 +391,58 @@ mod tests {
         assert_eq!(h.stats().inputs_dropped_full.load(Ordering::Relaxed), 1);
         drop(h);
         join.await.unwrap();
+    }
+
+    /// A hung disk must not freeze route programming: with the writer thread stuck, every
+    /// observation still becomes a change; what the writer's queue cannot take is dropped and
+    /// counted, and the snapshots the task hands over coalesce instead of queueing.
+    #[tokio::test]
+    async fn a_stuck_writer_does_not_stop_the_cache_task() {
+        use crate::cache::persist::{PersistConfig, StateWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let mut pc = PersistConfig::new(dir.path());
+        pc.queue = 4;
+        pc.snapshot_after_records = 2;
+        let writer = StateWriter::start(pc, Vec::new(), 0).unwrap();
+        let journal = writer.handle();
+        let held = journal.hold();
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let cfg = CacheTaskConfig {
+            input_queue: 8,
+            change_queue: 8,
+            snapshot_interval_ms: 3_600_000,
+        };
+        let (h, mut changes, join) = spawn(store, clock, Some(journal.clone()), cfg, Vec::new());
+        for n in 1..=200u16 {
+            h.observe(obs(n, 3600, &clock)).await.unwrap();
+            let c = changes.recv().await.unwrap();
+            assert_eq!(c.kind, ChangeKind::Added, "change {n} came through");
+        }
+        let st = journal.stats();
+        assert!(
+            st.records_dropped.load(Ordering::Relaxed) > 0,
+            "the stuck writer's queue overflowed"
+        );
+        assert!(
+            st.snapshots_coalesced.load(Ordering::Relaxed) > 0,
+            "snapshots coalesced"
+        );
+        assert_eq!(
+            st.records_written.load(Ordering::Relaxed),
+            0,
+            "the writer was stuck throughout"
+        );
+        // The disk answers again: the writer catches up, the last snapshot holds all 200.
+        drop(held);
+        drop(h);
+        join.await.unwrap();
+        assert!(st.snapshots_written.load(Ordering::Relaxed) >= 2);
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+        let loaded = crate::cache::persist::load(dir.path(), clock.now()).unwrap();
+        assert_eq!(loaded.leases.len(), 200);
     }
 
     #[tokio::test]

@@ -143,11 +143,17 @@ impl Running {
             route_task.abort();
             let _ = route_task.await;
             drop(requestor);
-            let leases = store.all();
-            let n = leases.len();
+            // The copy and the final write + fsync on a blocking thread, not a runtime worker.
             let journal = writer.handle();
-            journal.snapshot(leases);
-            let _ = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+            let n = tokio::task::spawn_blocking(move || {
+                let leases = store.all();
+                let n = leases.len();
+                journal.snapshot(leases);
+                writer.shutdown();
+                n
+            })
+            .await
+            .unwrap_or(0);
             info!(leases = n, "state written; exiting");
         };
         if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {
