@@ -6,13 +6,20 @@
 //!    reconciled against the loaded cache before anything new arrives)
 //!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
 //!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
-//!  → READY=1 once every server answered DONE or was given up on (at once without bulk)
+//!  → READY=1 (state loaded, kernel reconciled, listeners up); recovery runs on after it,
+//!    shown by lqagent_recovery_in_progress
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
 //!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
 //!  → WATCHDOG=1 every WatchdogSec/2, only while the cache, route and capture tasks' heartbeats
 //!    move (a stuck task gets the process restarted) · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
+//!
+//! Every long-running task runs under the [`supervise`] module's supervisor: a failure (an
+//! error, a panic, an early end) is logged with its cause, counted in
+//! `lqagent_task_restarts_total{task}` and restarted with backoff; channels survive restarts.
+//! The requestor cannot be restarted (see where it is spawned): its failure stops the process
+//! with a non-zero exit so that systemd starts it again.
 //!
 //! Expiry is driven by the cache task (woken at the earliest deadline); its `Removed` changes
 //! withdraw the routes. SIGTERM/SIGINT: intake stops, a state snapshot is written and synced,
@@ -27,6 +34,7 @@ pub mod reload;
 pub mod routes;
 pub mod setup;
 mod signals;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +47,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use signals::{Running, poll_requestor_stats};
+use supervise::{Lifetime, Supervisor};
 
 use crate::admission::{Admission, OwnAddresses};
 use crate::bulk::recovery::{CacheSink, recover};
@@ -99,6 +108,8 @@ pub enum DaemonError {
     Trigger(#[from] TriggerError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("task {task} failed and cannot be restarted: {cause}")]
+    TaskFailed { task: &'static str, cause: String },
     #[error(
         "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
     )]
@@ -135,22 +146,37 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         }
     };
     let mut intake = JoinSet::new();
+    let (sup, mut fatal) = Supervisor::new(stop.subscribe(), supervise::Policy::default());
 
-    // /metrics and the control socket.
+    // /metrics and the control socket (each run after a failure binds again).
     let metrics = Metrics::new();
     let listener = crate::metrics::http::bind(cfg.metrics.listen).await?;
-    intake.spawn(crate::metrics::http::serve(
-        listener,
-        metrics.clone(),
-        stopped(),
-    ));
+    {
+        let (mut first, m, addr, stopped) = (
+            Some(listener),
+            metrics.clone(),
+            cfg.metrics.listen,
+            stopped.clone(),
+        );
+        intake.spawn(sup.restart("metrics_http", Lifetime::Forever, move |_| {
+            let (l, m, stopped) = (first.take(), m.clone(), stopped.clone());
+            async move {
+                let l = match l {
+                    Some(l) => l,
+                    None => crate::metrics::http::bind(addr).await?,
+                };
+                crate::metrics::http::serve(l, m, stopped()).await;
+                Ok::<(), crate::metrics::http::HttpError>(())
+            }
+        }));
+    }
     if let Some(dir) = cfg.control.socket.parent() {
         // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
         let _ = std::fs::create_dir_all(dir);
     }
     let access = crate::control::access::Access::for_this_process(cfg.show_gid()?)
         .map_err(DaemonError::Runtime)?;
-    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access)?;
+    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access.clone())?;
 
     // Routes: the installer learns the interfaces and the box's own addresses first (the
     // snooper and admission need them), then reconciles the kernel against the loaded cache.
@@ -225,8 +251,8 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     setup::unreachable_aggregates(&cfg).await;
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
     let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
-    let restarts = Arc::new(TaskRestarts::default());
     let route_task = tokio::spawn(supervise_routes(
+        &sup,
         installer,
         route_rx,
         RouteRestart {
@@ -234,7 +260,6 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             stats: installer_stats.clone(),
             store: store.clone(),
             mapper: mapper.clone(),
-            restarts: restarts.clone(),
         },
     ));
 
@@ -260,21 +285,36 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         (Some(t), Some(rx))
     };
 
-    // The cache, its change stream feeding the route task.
-    let (cache, changes, cache_task) = cache_task::spawn_admitted(
+    // The cache, its change stream feeding the route task. A restarted cache task works on
+    // the same store and channels (the loaded leases go in on the first run only).
+    let (cache, changes, cache_runner) = cache_task::start_admitted(
         store.clone(),
         clock,
         Some(writer.handle()),
         CacheTaskConfig::default(),
-        loaded.leases,
         Some(admission.clone()),
     );
-    tokio::spawn(routes::feed(
-        mapper,
-        changes,
-        route_tx.clone(),
-        trigger.as_ref().map(Trigger::handle),
-    ));
+    let mut restored = Some(loaded.leases);
+    let cache_task = tokio::spawn(sup.restart("cache", Lifetime::Forever, move |_| {
+        let run = cache_runner
+            .clone()
+            .run(restored.take().unwrap_or_default());
+        async move {
+            run.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
+    {
+        let changes = Arc::new(tokio::sync::Mutex::new(changes));
+        let (rt, th) = (route_tx.clone(), trigger.as_ref().map(Trigger::handle));
+        intake.spawn(sup.restart("route_feed", Lifetime::Forever, move |_| {
+            let (m, c, rt, th) = (mapper.clone(), changes.clone(), rt.clone(), th.clone());
+            async move {
+                routes::feed_on(m, &mut *c.lock_owned().await, rt, th).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
+    }
 
     // Leasequery: the requestor and the on-demand path.
     let duid = match &cfg.identity.client_duid {
@@ -284,13 +324,17 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .map_err(DaemonError::Duid)?,
     };
     let udp_cfg = setup::udp_config(&cfg);
-    let (requestor, _requestor_task) =
+    let (requestor, requestor_task) =
         udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .await
             .map_err(|source| DaemonError::Requestor {
                 addr: udp_cfg.bind,
                 source,
             })?;
+    // Not restartable: its transactions, rate limiters and every handle's channel live in the
+    // one task (a new one would leave the bulk, on-demand and control paths talking to a closed
+    // channel). Its failure ends the process loudly, and systemd starts it again.
+    intake.spawn(sup.fatal("requestor", requestor_task));
     let server_names: HashMap<std::net::Ipv6Addr, String> = cfg
         .servers
         .iter()
@@ -299,7 +343,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     metrics
         .servers
         .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
-    let (on_demand, od_task) = ondemand::spawn(
+    let (on_demand, od_runner) = ondemand::start(
         ondemand::Lookup {
             requestor: requestor.clone(),
             cache: cache.clone(),
@@ -310,74 +354,103 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         },
         &ondemand::OnDemandConfig::default(),
     );
-    intake.spawn(async move {
-        let _ = od_task.await;
-    });
-    if let Some(mut events) = trigger_events {
+    intake.spawn(sup.restart("ondemand", Lifetime::Forever, move |_| {
+        let run = od_runner.clone().run();
+        async move {
+            run.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
+    if let Some(events) = trigger_events {
         // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
-        let od = on_demand.clone();
-        intake.spawn(async move {
-            while let Some(ev) = events.recv().await {
-                od.try_submit(UnknownSource {
-                    source: ev.source,
-                    link_address: ev.link_address,
-                    interface: Some(ev.interface),
-                });
+        let (od, events) = (on_demand.clone(), Arc::new(tokio::sync::Mutex::new(events)));
+        intake.spawn(sup.restart("nflog", Lifetime::Forever, move |_| {
+            let (od, events) = (od.clone(), events.clone());
+            async move {
+                let mut events = events.lock_owned().await;
+                while let Some(ev) = events.recv().await {
+                    od.try_submit(UnknownSource {
+                        source: ev.source,
+                        link_address: ev.link_address,
+                        interface: Some(ev.interface),
+                    });
+                }
+                Ok::<(), std::convert::Infallible>(())
             }
-        });
+        }));
     }
     let requestor_stats = Arc::new(Mutex::new(Default::default()));
-    intake.spawn(poll_requestor_stats(
-        requestor.clone(),
-        requestor_stats.clone(),
-    ));
+    {
+        let (r, st) = (requestor.clone(), requestor_stats.clone());
+        intake.spawn(sup.restart("requestor", Lifetime::UntilDone, move |_| {
+            let run = poll_requestor_stats(r.clone(), st.clone());
+            async move {
+                run.await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
+    }
 
-    // Bulk recovery (started now, awaited for readiness) and link-up queries.
+    // Bulk recovery (runs on after READY; lqagent_recovery_in_progress shows it) and link-up
+    // queries. A recovery run that dies is started again, only while none has finished.
     let bulk_stats = Arc::new(BulkStats::default());
     let recovery = crate::bulk::settings::from_config(&cfg, Duid::parse(&duid));
     let bulk_cfg = Arc::new(recovery.bulk.clone());
     let sink = CacheSink::new(cache.clone(), clock);
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    if recovery.plan.servers.is_empty() {
-        let _ = ready_tx.send(true);
-    } else {
-        let (m, st, q, c, s, rt) = (
+    if !recovery.plan.servers.is_empty() {
+        let (m, st, plan, c, s, rt) = (
             metrics.clone(),
             bulk_stats.clone(),
-            recovery.plan.startup(),
+            recovery.plan.clone(),
             bulk_cfg.clone(),
             sink.clone(),
             route_tx.clone(),
         );
-        intake.spawn(async move {
-            m.recovery_in_progress.set(1);
-            let report = recover(q, c, st, s).await;
-            m.recovery_in_progress.set(0);
-            m.recovery_duration.set(report.elapsed.as_secs_f64());
-            // Inherited routes go early only when every server gave its whole answer; a server
-            // given up on may hold the bindings that explain them (the grace period ends it).
-            if report.complete_servers() == report.servers.len() {
-                let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
-            } else {
-                warn!(
-                    complete = report.complete_servers(),
-                    servers = report.servers.len(),
-                    "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
-                );
+        m.recovery_in_progress.set(1);
+        intake.spawn(sup.restart("bulk", Lifetime::UntilDone, move |_| {
+            let (m, st, q, c, s, rt) = (
+                m.clone(),
+                st.clone(),
+                plan.startup(),
+                c.clone(),
+                s.clone(),
+                rt.clone(),
+            );
+            async move {
+                let report = recover(q, c, st, s).await;
+                m.recovery_in_progress.set(0);
+                m.recovery_duration.set(report.elapsed.as_secs_f64());
+                // Inherited routes go early only when every server gave its whole answer; a
+                // server given up on may hold the bindings that explain them (the grace period
+                // ends it).
+                if report.complete_servers() == report.servers.len() {
+                    info!(servers = report.servers.len(), elapsed = ?report.elapsed, "recovery complete");
+                    let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
+                } else {
+                    warn!(
+                        complete = report.complete_servers(),
+                        servers = report.servers.len(),
+                        "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
+                    );
+                }
+                Ok::<(), std::convert::Infallible>(())
             }
-            let _ = ready_tx.send(true);
-        });
+        }));
         if !recovery.interfaces.is_empty() {
             let (plan, ifs, st) = (
                 recovery.plan.clone(),
                 recovery.interfaces.clone(),
                 bulk_stats.clone(),
             );
-            intake.spawn(async move {
-                if let Err(e) = crate::bulk::linkup::watch(plan, ifs, bulk_cfg, st, sink).await {
-                    warn!(error = %e, "link-up watch stopped");
-                }
-            });
+            intake.spawn(sup.restart("bulk", Lifetime::Forever, move |_| {
+                crate::bulk::linkup::watch(
+                    plan.clone(),
+                    ifs.clone(),
+                    bulk_cfg.clone(),
+                    st.clone(),
+                    sink.clone(),
+                )
+            }));
         }
     }
 
@@ -398,7 +471,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
                 .collect(),
             own: own.clone(),
         };
-        let stats = crate::snoop::shell::spawn(
+        let stats = crate::snoop::shell::spawn_supervised(
             &capture,
             ClassifyConfig {
                 srsn_option: cfg.leasequery.srsn_option,
@@ -408,6 +481,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             clock,
             cache.clone(),
             &mut intake,
+            &sup,
         )
         .map_err(|source| DaemonError::Snoop {
             interfaces: cfg.snoop.interfaces.clone(),
@@ -418,25 +492,25 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     };
 
     // Metrics of every module, and the control socket's answers.
-    let r = restarts.clone();
+    // Restarts by task label; `capture` also counts the sockets the capture tasks reopened
+    // themselves (an interface deleted and made again).
+    let r = sup.restarts().clone();
+    r.counter("control");
     let cap = snoop.as_ref().map(|s| s.capture.clone());
     metrics.register_stats(
         crate::metrics::names::TASK_RESTARTS,
         "Long-running tasks restarted after a failure, by task",
         "task",
         move || {
-            vec![
-                (
-                    "routes",
-                    r.routes.load(std::sync::atomic::Ordering::Relaxed),
-                ),
-                (
-                    "capture",
-                    cap.as_ref().map_or(0, |c| {
-                        c.get(crate::snoop::capture::CaptureCounter::Reopened)
-                    }),
-                ),
-            ]
+            let mut v = r.snapshot();
+            let reopened = cap.as_ref().map_or(0, |c| {
+                c.get(crate::snoop::capture::CaptureCounter::Reopened)
+            });
+            match v.iter_mut().find(|(t, _)| *t == "capture") {
+                Some((_, n)) => *n += reopened,
+                None => v.push(("capture", reopened)),
+            }
+            v
         },
     );
     // What the watchdog watches: the cache, route and capture tasks' heartbeats.
@@ -495,7 +569,26 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         started: tokio::time::Instant::now(),
         dry_run: cfg.routes.dry_run,
     });
-    intake.spawn(control_socket.serve(responder, control_stats, stopped()));
+    {
+        let (mut first, path, access) = (
+            Some(control_socket),
+            cfg.control.socket.clone(),
+            access.clone(),
+        );
+        intake.spawn(sup.restart("control", Lifetime::Forever, move |_| {
+            let (sock, path, access) = (first.take(), path.clone(), access.clone());
+            let (responder, stats, stopped) =
+                (responder.clone(), control_stats.clone(), stopped.clone());
+            async move {
+                let sock = match sock {
+                    Some(s) => s,
+                    None => ControlSocket::bind_with(&path, access)?,
+                };
+                sock.serve(responder, stats, stopped()).await;
+                Ok::<(), crate::control::ControlError>(())
+            }
+        }));
+    }
     drop(cache);
 
     let mut running = Running {
@@ -519,25 +612,27 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let watchdog = notify::watchdog_interval();
     let dog_period = watchdog.unwrap_or(Duration::from_secs(3600));
     let mut dog = tokio::time::interval_at(tokio::time::Instant::now() + dog_period, dog_period);
-    let mut ready = false;
+    // READY=1 now: the state is loaded, the kernel reconciled against it, the listeners are
+    // up. Bulk recovery runs on (lqagent_recovery_in_progress); routes nothing explains stay
+    // inherited until it is complete or the grace period is over.
+    info!(bindings = running.store.len(), "ready");
+    if let Err(e) = notify::notify(Notify::Ready) {
+        warn!(error = %e, "sd_notify READY failed");
+    }
+    if let Some((c, d)) = &stall_cache {
+        let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
+    }
     let mut last_beats = beats.read();
+    let mut failed = None;
     let mut withheld = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => running.reload().await,
-            r = ready_rx.wait_for(|r| *r), if !ready => {
-                ready = true;
-                if r.is_ok() {
-                    info!(bindings = running.store.len(), "ready");
-                    if let Err(e) = notify::notify(Notify::Ready) {
-                        warn!(error = %e, "sd_notify READY failed");
-                    }
-                    if let Some((c, d)) = &stall_cache {
-                        let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
-                    }
-                }
+            Some(f) = fatal.recv() => {
+                failed = Some(f);
+                break;
             }
             _ = dog.tick(), if watchdog.is_some() => {
                 // WATCHDOG=1 only while every watched task made progress since the last tick:
@@ -559,7 +654,14 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         }
     }
     running.shutdown().await;
-    Ok(())
+    match failed {
+        // Exit non-zero: systemd (Restart=always) starts the agent again.
+        Some(f) => Err(DaemonError::TaskFailed {
+            task: f.task,
+            cause: f.cause,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The heartbeats `WATCHDOG=1` depends on.
@@ -588,13 +690,6 @@ impl Heartbeats {
     }
 }
 
-/// Restarts of supervised tasks (`lqagent_task_restarts_total{task}`; the capture tasks count
-/// their own reopened sockets).
-#[derive(Debug, Default)]
-struct TaskRestarts {
-    routes: std::sync::atomic::AtomicU64,
-}
-
 /// What the route task needs to start over: a fresh installer (same counters) and the desired
 /// set, rebuilt from the cache.
 struct RouteRestart {
@@ -602,7 +697,6 @@ struct RouteRestart {
     stats: Arc<crate::kernel::InstallerStats>,
     store: Arc<BindingStore>,
     mapper: routes::RouteMapper,
-    restarts: Arc<TaskRestarts>,
 }
 
 impl RouteRestart {
@@ -619,35 +713,46 @@ impl RouteRestart {
     }
 }
 
-/// Run the route task; when it fails, log the cause, count it, and start it again with backoff
-/// (1 s doubling to 60 s) on the same command channel. Ends when the channel closes.
-async fn supervise_routes(
+/// Test hook (never set in production; see the daemon's fail-safe tests): the route task's
+/// first run panics this many seconds after it started, to show that a failed route task is
+/// restarted and counted without a route lost.
+const PANIC_ROUTES_HOOK: &str = "LQAGENT_TEST_PANIC_ROUTES_SECS";
+
+/// The route task under the supervisor (label `routes`): the first run uses the installer that
+/// reconciled at start, each later one a fresh installer whose desired set is rebuilt from the
+/// cache. The command channel is lent to each run, so the feed, recovery and control never see
+/// it closed; commands sent during a restart wait in it. Ends when the channel closes.
+fn supervise_routes(
+    sup: &Supervisor,
     first: Installer,
-    mut commands: mpsc::Receiver<reconcile::RouteCommand>,
+    commands: mpsc::Receiver<reconcile::RouteCommand>,
     again: RouteRestart,
-) {
-    let mut next = Some(first);
-    let mut failures = 0u32;
-    loop {
-        let result = match next.take() {
-            Some(i) => reconcile::run_on(i, &mut commands).await,
-            None => match again.installer().await {
-                Ok(i) => reconcile::run_on(i, &mut commands).await,
-                Err(e) => Err(e),
-            },
-        };
-        let Err(e) = result else { return };
-        if commands.is_closed() && commands.is_empty() {
-            return;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let commands = Arc::new(tokio::sync::Mutex::new(commands));
+    let again = Arc::new(again);
+    let mut first = Some(first);
+    let panic_after = std::env::var(PANIC_ROUTES_HOOK)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    sup.restart("routes", Lifetime::UntilDone, move |run| {
+        let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
+        let hook = panic_after.filter(|_| run == 0);
+        async move {
+            let mut commands = commands.lock_owned().await;
+            let installer = match installer {
+                Some(i) => i,
+                None => again.installer().await?,
+            };
+            match hook {
+                None => reconcile::run_on(installer, &mut commands).await,
+                Some(after) => {
+                    tokio::select! {
+                        r = reconcile::run_on(installer, &mut commands) => r,
+                        () = tokio::time::sleep(after) => panic!("test hook {PANIC_ROUTES_HOOK}"),
+                    }
+                }
+            }
         }
-        let delay =
-            crate::kernel::plan::backoff(failures, Duration::from_secs(1), Duration::from_secs(60));
-        failures = failures.saturating_add(1);
-        again
-            .restarts
-            .routes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        error!(error = %e, restart_in = ?delay, "route task failed; restarting it");
-        tokio::time::sleep(delay).await;
-    }
+    })
 }

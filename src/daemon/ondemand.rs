@@ -306,12 +306,43 @@ fn v6(a: SocketAddr) -> Ipv6Addr {
 /// `cfg.max_in_flight` at once (more are dropped and counted). Ends when every `OnDemand` is
 /// dropped and the lookups in flight are done.
 pub fn spawn(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<UnknownSource>(cfg.queue.max(1));
+    let (od, runner) = start(lookup, cfg);
+    (od, tokio::spawn(runner.run()))
+}
+
+/// [`spawn`] without spawning: the [`OnDemandRunner`] can run again on the same queue after a
+/// run died (the daemon's supervisor restarts it); submitters never see a closed queue.
+pub fn start(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, OnDemandRunner) {
+    let (tx, rx) = mpsc::channel::<UnknownSource>(cfg.queue.max(1));
     let stats = Arc::new(OnDemandStats::default());
-    let st = stats.clone();
-    let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
-    let lookup = Arc::new(lookup);
-    let join = tokio::spawn(async move {
+    let runner = OnDemandRunner {
+        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        stats: stats.clone(),
+        slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+        lookup: Arc::new(lookup),
+    };
+    (OnDemand { tx, stats }, runner)
+}
+
+/// The on-demand task, ready to run (again).
+#[derive(Clone)]
+pub struct OnDemandRunner {
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<UnknownSource>>>,
+    stats: Arc<OnDemandStats>,
+    slots: Arc<Semaphore>,
+    lookup: Arc<Lookup>,
+}
+
+impl OnDemandRunner {
+    /// Take unknown sources off the queue and resolve them, until every [`OnDemand`] is gone.
+    pub async fn run(self) {
+        let OnDemandRunner {
+            rx,
+            stats: st,
+            slots,
+            lookup,
+        } = self;
+        let mut rx = rx.lock_owned().await;
         let mut running = tokio::task::JoinSet::new();
         while let Some(s) = rx.recv().await {
             while running.try_join_next().is_some() {}
@@ -326,6 +357,5 @@ pub fn spawn(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, JoinHandle<()>)
             });
         }
         while running.join_next().await.is_some() {}
-    });
-    (OnDemand { tx, stats }, join)
+    }
 }

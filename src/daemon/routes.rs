@@ -113,6 +113,17 @@ pub async fn feed(
     routes: mpsc::Sender<RouteCommand>,
     trigger: Option<TriggerHandle>,
 ) {
+    feed_on(mapper, &mut changes, routes, trigger).await;
+}
+
+/// [`feed`] on a borrowed change stream, so that a supervisor can run it again on the same
+/// stream after a failure.
+pub async fn feed_on(
+    mapper: RouteMapper,
+    changes: &mut mpsc::Receiver<Change>,
+    routes: mpsc::Sender<RouteCommand>,
+    trigger: Option<TriggerHandle>,
+) {
     const GATHER: usize = 4096;
     let mut batch = Vec::with_capacity(GATHER);
     while changes.recv_many(&mut batch, GATHER).await > 0 {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats};
+use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache::AgentClock;
 use crate::cache::task::{CacheHandle, CacheInput};
+use crate::daemon::supervise::{Lifetime, Supervisor};
 use crate::wire::Message;
 
 /// What the running snooper exposes: counters of both halves.
@@ -99,75 +100,189 @@ pub fn spawn(
     cache: CacheHandle,
     tasks: &mut JoinSet<()>,
 ) -> std::io::Result<SnoopStats> {
+    spawn_with(cfg, classify, trust, clock, cache, tasks, None)
+}
+
+/// [`spawn`] with every task under `sup`: a capture task that fails is restarted on a freshly
+/// opened socket (task label `capture`), the classifier on the same queue (`classifier`); the
+/// queue between them survives either restart.
+pub fn spawn_supervised(
+    cfg: &CaptureConfig,
+    classify: ClassifyConfig,
+    trust: SnoopTrust,
+    clock: AgentClock,
+    cache: CacheHandle,
+    tasks: &mut JoinSet<()>,
+    sup: &Supervisor,
+) -> std::io::Result<SnoopStats> {
+    spawn_with(cfg, classify, trust, clock, cache, tasks, Some(sup))
+}
+
+/// Test hook (never set in production; see the daemon's fail-safe tests): the capture task of
+/// the interface named by `LQAGENT_TEST_PANIC_CAPTURE` panics on its first packet, once per
+/// process, to show that a failed capture task is restarted and counted.
+fn panic_hook_armed(interface: &str) -> bool {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    std::env::var("LQAGENT_TEST_PANIC_CAPTURE").is_ok_and(|i| i == interface)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One capture task's run: `first` is the socket opened at start (or none: not there yet).
+async fn capture_run(
+    interface: String,
+    first: Option<CaptureSocket>,
+    receive_buffer: usize,
+    tx: mpsc::Sender<Snooped>,
+    stats: Arc<CaptureStats>,
+) {
+    let sock = match first {
+        Some(s) => s,
+        None => match CaptureSocket::open(&interface, receive_buffer) {
+            Ok(s) => s,
+            Err(_) => return capture::run_when_present(interface, receive_buffer, tx, stats).await,
+        },
+    };
+    if panic_hook_armed(&interface) {
+        let (htx, mut hrx) = mpsc::channel(1);
+        let run = tokio::spawn(capture::run(sock, htx, stats));
+        if let Some(m) = hrx.recv().await {
+            run.abort();
+            panic!("test hook LQAGENT_TEST_PANIC_CAPTURE on {}", m.interface);
+        }
+        return;
+    }
+    capture::run(sock, tx, stats).await;
+}
+
+/// What the classifier keeps across its restarts.
+struct ClassifyState {
+    rx: mpsc::Receiver<Snooped>,
+    classifier: Classifier,
+    log_budget: LogBudget,
+}
+
+fn spawn_with(
+    cfg: &CaptureConfig,
+    classify: ClassifyConfig,
+    trust: SnoopTrust,
+    clock: AgentClock,
+    cache: CacheHandle,
+    tasks: &mut JoinSet<()>,
+    sup: Option<&Supervisor>,
+) -> std::io::Result<SnoopStats> {
     let stats = SnoopStats::default();
-    let (tx, mut rx) = mpsc::channel(cfg.queue.max(1));
+    let (tx, rx) = mpsc::channel(cfg.queue.max(1));
     for ifname in &cfg.interfaces {
-        match CaptureSocket::open(ifname, cfg.receive_buffer) {
-            Ok(sock) => {
-                tasks.spawn(capture::run(sock, tx.clone(), stats.capture.clone()));
-            }
+        let first = match CaptureSocket::open(ifname, cfg.receive_buffer) {
+            Ok(sock) => Some(sock),
             // Not there yet: waited for (any other error, e.g. no CAP_NET_RAW, stays fatal).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tasks.spawn(capture::run_when_present(
-                    ifname.clone(),
-                    cfg.receive_buffer,
-                    tx.clone(),
-                    stats.capture.clone(),
-                ));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
+        };
+        let (name, rb, tx, st) = (
+            ifname.clone(),
+            cfg.receive_buffer,
+            tx.clone(),
+            stats.capture.clone(),
+        );
+        match sup {
+            None => {
+                tasks.spawn(capture_run(name, first, rb, tx, st));
+            }
+            Some(sup) => {
+                let mut first = Some(first);
+                tasks.spawn(sup.restart("capture", Lifetime::Forever, move |_| {
+                    let first = first.take().flatten();
+                    let run = capture_run(name.clone(), first, rb, tx.clone(), st.clone());
+                    async move {
+                        run.await;
+                        Ok::<(), std::convert::Infallible>(())
+                    }
+                }));
+            }
         }
     }
     drop(tx);
+    let state = Arc::new(tokio::sync::Mutex::new(ClassifyState {
+        rx,
+        classifier: Classifier::new(classify, trust),
+        log_budget: LogBudget::default(),
+    }));
     let st = stats.clone();
-    tasks.spawn(async move {
-        let mut classifier = Classifier::new(classify, trust);
-        let mut log_budget = LogBudget::default();
-        while let Some(m) = rx.recv().await {
-            let Ok(msg) = Message::parse(&m.payload) else {
-                st.unparsable
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            };
-            let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
-            st.messages.count(inner);
-            let env = Envelope {
-                outgoing: m.outgoing,
-                src: m.src,
-                dst: m.dst,
-                src_port: m.src_port,
-                dst_port: m.dst_port,
-            };
-            let learned = classifier.on_message(&msg, &env, clock.at(m.at.into()));
-            if let Some(why) = classifier.refusal() {
-                if log_budget.allow(m.at) {
-                    tracing::warn!(
-                        reason = why.as_str(),
-                        interface = %m.interface,
-                        direction = if m.outgoing { "out" } else { "in" },
-                        src = %m.src,
-                        dst = %m.dst,
-                        src_port = m.src_port,
-                        dst_port = m.dst_port,
-                        message = ?inner,
-                        "snooped message refused: not from where a relay or server speaks"
-                    );
+    let run = move || classify_run(state.clone(), st.clone(), clock, cache.clone());
+    match sup {
+        None => {
+            tasks.spawn(run());
+        }
+        Some(sup) => {
+            tasks.spawn(sup.restart("classifier", Lifetime::Forever, move |_| {
+                let r = run();
+                async move {
+                    r.await;
+                    Ok::<(), std::convert::Infallible>(())
                 }
-            }
-            // Short critical section, never held across an await.
-            if let Ok(mut s) = st.classify.lock() {
-                *s = classifier.stats().clone();
-            }
-            let input = match learned {
-                Some(Learned::Bind(o)) => CacheInput::Observe(o),
-                Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
-                None => continue,
-            };
-            if cache.try_send(input).is_err() {
-                st.cache_full
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }));
+        }
+    }
+    Ok(stats)
+}
+
+/// The classifier's run: parse, classify, hand to the cache, until the capture side is gone.
+async fn classify_run(
+    state: Arc<tokio::sync::Mutex<ClassifyState>>,
+    st: SnoopStats,
+    clock: AgentClock,
+    cache: CacheHandle,
+) {
+    let mut guard = state.lock_owned().await;
+    let ClassifyState {
+        rx,
+        classifier,
+        log_budget,
+    } = &mut *guard;
+    while let Some(m) = rx.recv().await {
+        let Ok(msg) = Message::parse(&m.payload) else {
+            st.unparsable
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
+        st.messages.count(inner);
+        let env = Envelope {
+            outgoing: m.outgoing,
+            src: m.src,
+            dst: m.dst,
+            src_port: m.src_port,
+            dst_port: m.dst_port,
+        };
+        let learned = classifier.on_message(&msg, &env, clock.at(m.at.into()));
+        if let Some(why) = classifier.refusal() {
+            if log_budget.allow(m.at) {
+                tracing::warn!(
+                    reason = why.as_str(),
+                    interface = %m.interface,
+                    direction = if m.outgoing { "out" } else { "in" },
+                    src = %m.src,
+                    dst = %m.dst,
+                    src_port = m.src_port,
+                    dst_port = m.dst_port,
+                    message = ?inner,
+                    "snooped message refused: not from where a relay or server speaks"
+                );
             }
         }
-    });
-    Ok(stats)
+        // Short critical section, never held across an await.
+        if let Ok(mut s) = st.classify.lock() {
+            *s = classifier.stats().clone();
+        }
+        let input = match learned {
+            Some(Learned::Bind(o)) => CacheInput::Observe(o),
+            Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
+            None => continue,
+        };
+        if cache.try_send(input).is_err() {
+            st.cache_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

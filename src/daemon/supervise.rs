@@ -1,0 +1,368 @@
+//! Supervision of the long-running tasks: a task that fails is logged with its cause, counted
+//! in `lqagent_task_restarts_total{task}`, and started again with backoff; none dies silently.
+//!
+//! Why one supervisor for all: a task that ends on an error or a panic used to simply be gone
+//! (snooping or route programming stopped, the process stayed up, nothing was logged). Each run
+//! of a task is its own tokio task, so a panic is caught as a `JoinError` instead of taking the
+//! supervisor with it; aborting the supervisor (shutdown) aborts the run it watches.
+//!
+//! State a task needs across restarts (its input channel above all) is owned by the start
+//! closure and lent to each run — a receiver behind an `Arc<tokio::sync::Mutex<_>>` that the
+//! run locks (a panicking run drops the guard; tokio's mutex does not poison) — so producers
+//! never see a closed channel while a task restarts.
+//!
+//! A task that cannot be restarted safely is [`Supervisor::fatal`]: its failure stops the
+//! process with a non-zero exit (after the usual state write), so systemd restarts it.
+//!
+//! The backoff is the pure [`Backoff`]: 1 s doubling to 60 s, back to 1 s after a run that
+//! lasted [`Policy::healthy_after`] (a task failing once a day is not penalised for old faults).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
+use tracing::{error, info};
+
+/// When a task's normal end is the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Runs until shutdown: ending without a shutdown asked is a failure and restarts it.
+    Forever,
+    /// Ends when its work is done (`Ok`): not restarted then; restarted only after a failure.
+    UntilDone,
+}
+
+/// Restart pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// First restart delay; doubles per consecutive failure.
+    pub base: Duration,
+    pub max: Duration,
+    /// A run at least this long resets the delay to `base`.
+    pub healthy_after: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The pure restart delay: consecutive failures double it, a healthy run resets it.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: Policy,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(policy: Policy) -> Self {
+        Backoff {
+            policy,
+            failures: 0,
+        }
+    }
+
+    /// A run that lasted `ran_for` failed: how long to wait before the next one.
+    pub fn after_failure(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= self.policy.healthy_after {
+            self.failures = 0;
+        }
+        let d = crate::kernel::plan::backoff(self.failures, self.policy.base, self.policy.max);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+}
+
+/// Restart counters by task label (`lqagent_task_restarts_total{task}`).
+#[derive(Debug, Default)]
+pub struct Restarts {
+    by_task: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
+}
+
+impl Restarts {
+    /// The counter of `task`, made (at zero, so it is exported before any failure) if new.
+    pub fn counter(&self, task: &'static str) -> Arc<AtomicU64> {
+        let mut m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(task).or_default().clone()
+    }
+
+    pub fn get(&self, task: &str) -> u64 {
+        let m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(task).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// `(task, restarts)` for every supervised task.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// A task whose failure ends the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    pub task: &'static str,
+    pub cause: String,
+}
+
+/// Starts and restarts tasks; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    restarts: Arc<Restarts>,
+    stop: watch::Receiver<bool>,
+    fatal: mpsc::UnboundedSender<Fatal>,
+    policy: Policy,
+}
+
+/// Aborts the run it holds when dropped (the supervisor was aborted at shutdown).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The cause of a failed run, from its join.
+pub fn cause_of(e: JoinError) -> Option<String> {
+    if !e.is_panic() {
+        return None; // cancelled: shutdown
+    }
+    let p = e.into_panic();
+    Some(match p.downcast_ref::<&str>() {
+        Some(s) => format!("panicked: {s}"),
+        None => match p.downcast_ref::<String>() {
+            Some(s) => format!("panicked: {s}"),
+            None => "panicked".to_string(),
+        },
+    })
+}
+
+impl Supervisor {
+    /// `stop` turns true when shutdown is asked. The receiver gets the fatal failures.
+    pub fn new(
+        stop: watch::Receiver<bool>,
+        policy: Policy,
+    ) -> (Self, mpsc::UnboundedReceiver<Fatal>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Supervisor {
+                restarts: Arc::new(Restarts::default()),
+                stop,
+                fatal: tx,
+                policy,
+            },
+            rx,
+        )
+    }
+
+    pub fn restarts(&self) -> &Arc<Restarts> {
+        &self.restarts
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Run `start(run)` (run = 0, 1, …) as `task` until it ends as `lifetime` allows or shutdown
+    /// is asked; each failure (an `Err`, a panic, or an early end of a [`Lifetime::Forever`]
+    /// task) is logged with its cause, counted, and followed by a new run after the backoff.
+    pub fn restart<F, Fut, E>(
+        &self,
+        task: &'static str,
+        lifetime: Lifetime,
+        mut start: F,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: FnMut(u32) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let me = self.clone();
+        let counter = self.restarts.counter(task);
+        async move {
+            let mut backoff = Backoff::new(me.policy);
+            let mut stop = me.stop.clone();
+            let mut run = 0u32;
+            loop {
+                let began = tokio::time::Instant::now();
+                let mut h = AbortOnDrop(tokio::spawn(start(run)));
+                let cause = match (&mut h.0).await {
+                    Ok(Ok(())) if lifetime == Lifetime::UntilDone || me.stopping() => {
+                        info!(task, "task ended");
+                        return;
+                    }
+                    Ok(Ok(())) => "ended without a shutdown asked".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => match cause_of(e) {
+                        Some(c) => c,
+                        None => return,
+                    },
+                };
+                if me.stopping() {
+                    return;
+                }
+                let delay = backoff.after_failure(began.elapsed());
+                counter.fetch_add(1, Ordering::Relaxed);
+                error!(task, cause, restart_in = ?delay, "task failed; restarting it");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                run = run.saturating_add(1);
+            }
+        }
+    }
+
+    /// Watch `join`, a task that cannot be restarted safely: its failure (panic, or any end
+    /// before shutdown) is logged and ends the process non-zero.
+    pub fn fatal(
+        &self,
+        task: &'static str,
+        join: JoinHandle<()>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let me = self.clone();
+        async move {
+            let mut h = AbortOnDrop(join);
+            let cause = match (&mut h.0).await {
+                Ok(()) if me.stopping() => return,
+                Ok(()) => "ended without a shutdown asked".to_string(),
+                Err(e) => match cause_of(e) {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            if me.stopping() {
+                return;
+            }
+            error!(
+                task,
+                cause, "task failed and cannot be restarted: stopping the agent"
+            );
+            let _ = me.fatal.send(Fatal { task, cause });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> Policy {
+        Policy {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+            healthy_after: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets_after_a_healthy_run() {
+        let mut b = Backoff::new(Policy::default());
+        let short = Duration::from_millis(10);
+        let s = Duration::from_secs;
+        let got: Vec<_> = (0..8).map(|_| b.after_failure(short)).collect();
+        assert_eq!(got, [s(1), s(2), s(4), s(8), s(16), s(32), s(60), s(60)]);
+        assert_eq!(b.after_failure(s(61)), s(1), "a healthy run resets it");
+        assert_eq!(b.after_failure(short), s(2));
+    }
+
+    #[tokio::test]
+    async fn panics_and_errors_are_restarted_and_counted_until_done() {
+        let (stop_tx, stop) = watch::channel(false);
+        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let runs = Arc::new(AtomicU64::new(0));
+        let r = runs.clone();
+        sup.restart("t", Lifetime::UntilDone, move |run| {
+            r.fetch_add(1, Ordering::Relaxed);
+            async move {
+                match run {
+                    0 => panic!("boom"),
+                    1 => Err("broken"),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+        assert_eq!(sup.restarts().get("t"), 2);
+        assert_eq!(sup.restarts().snapshot(), vec![("t", 2)]);
+        drop(stop_tx);
+    }
+
+    #[tokio::test]
+    async fn a_forever_task_that_ends_is_restarted_but_not_after_shutdown() {
+        let (stop_tx, stop) = watch::channel(false);
+        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let stop_tx = Arc::new(stop_tx);
+        let s = stop_tx.clone();
+        sup.restart("f", Lifetime::Forever, move |run| {
+            let s = s.clone();
+            async move {
+                if run == 2 {
+                    let _ = s.send(true);
+                    return Err::<(), _>("failed while stopping");
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(
+            sup.restarts().get("f"),
+            2,
+            "two early ends restarted, the failure during shutdown not"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_channel_lent_to_each_run_survives_a_panic() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let (tx, rx) = mpsc::channel::<u32>(8);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let run = sup.restart("c", Lifetime::UntilDone, move |_| {
+            let (rx, seen) = (rx.clone(), seen_tx.clone());
+            async move {
+                let mut rx = rx.lock_owned().await;
+                while let Some(n) = rx.recv().await {
+                    assert_ne!(n, 0, "zero is poison");
+                    let _ = seen.send(n);
+                }
+                Ok::<(), String>(())
+            }
+        });
+        let h = tokio::spawn(run);
+        for n in [1, 0, 2] {
+            tx.send(n)
+                .await
+                .expect("the channel stays open across the panic");
+        }
+        drop(tx);
+        h.await.unwrap();
+        assert_eq!((seen.recv().await, seen.recv().await), (Some(1), Some(2)));
+        assert_eq!(sup.restarts().get("c"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_task_failure_is_reported() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (sup, mut fatal) = Supervisor::new(stop, fast());
+        sup.fatal("requestor", tokio::spawn(async { panic!("lost") }))
+            .await;
+        let f = fatal.recv().await.unwrap();
+        assert_eq!(f.task, "requestor");
+        assert!(f.cause.contains("lost"), "{}", f.cause);
+    }
+}
