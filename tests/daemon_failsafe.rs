@@ -14,6 +14,11 @@
 //! - `watchdog_stops_when_the_cache_task_is_stuck`: with `WATCHDOG_USEC` set, WATCHDOG=1 comes
 //!   regularly; once the cache task is stalled (test hook `LQAGENT_TEST_STALL_CACHE_SECS`) it
 //!   stops, and the log names the task.
+//! - `failed_route_and_capture_tasks_are_restarted_and_counted`: the route task and the capture
+//!   task each fail (a panic, by the test-only hook `LQAGENT_TEST_FAULT_DIR`: the file named
+//!   after the task makes its first run panic); both are restarted and counted in
+//!   `lqagent_task_restarts_total{task}`, the process stays up, no sample misses a bound client's
+//!   route, and a client that binds afterwards gets its routes (snooping and routing work).
 //! - `uplink_flap_leaves_snooping_working`: the snooped uplink goes down and up; a client that
 //!   then releases and binds again is followed (its routes go, then come back), and the flap is
 //!   counted.
@@ -492,4 +497,104 @@ fn watchdog_is_fed_while_the_tasks_progress() {
         }
     }
     assert!(dogs >= 4, "{dogs} WATCHDOG=1 in 3 s at WatchdogSec=1");
+}
+
+/// `lqagent_task_restarts_total{task}` as scraped.
+fn restarts(lab: &IscLab, task: &str) -> f64 {
+    scrape_in(&lab.ac).value_or_zero("lqagent_task_restarts_total", &[("task", task)])
+}
+
+#[test]
+fn failed_route_and_capture_tasks_are_restarted_and_counted() {
+    let test = "failed_route_and_capture_tasks_are_restarted_and_counted";
+    let life = Lifetimes {
+        valid: 60,
+        preferred: 30,
+    };
+    let Some(mut lab) = IscLab::without_clients(test, 2, life) else {
+        return;
+    };
+    let cfg = write_config(
+        &lab,
+        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+         [routes]\nprotocol = 220\n\n[log]\nlevel = \"info\"\n",
+    );
+    let faults = lab.dir().join("faults");
+    std::fs::create_dir_all(&faults).unwrap();
+    let mut agent = support::agent::start_agent_env(
+        &lab,
+        &cfg,
+        "lqagent-restart.log",
+        &[("LQAGENT_TEST_FAULT_DIR", &faults.to_string_lossy())],
+    );
+    assert_eq!(restarts(&lab, "routes"), 0.0);
+    assert_eq!(restarts(&lab, "capture"), 0.0);
+    lab.clients[0].start_dhclient();
+    wait_for("client 0 to bind", Duration::from_secs(30), || {
+        lab.clients[0].lease().is_some()
+    });
+    let want = client_routes(&lab, 0);
+    wait_for("client 0's routes", Duration::from_secs(10), || {
+        proto_routes(&lab.ac, "220") == want
+    });
+
+    let stop = AtomicBool::new(false);
+    let (samples, missed) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let t = Instant::now();
+            let (mut samples, mut missed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let now = proto_routes(&lab.ac, "220");
+                samples += 1;
+                if !now.is_superset(&want) {
+                    missed.push((t.elapsed(), now));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (samples, missed)
+        });
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        // Both tasks fail now.
+        std::fs::write(faults.join("routes"), b"").unwrap();
+        std::fs::write(faults.join("capture"), b"").unwrap();
+        wait_for("both restarts counted", Duration::from_secs(20), || {
+            restarts(&lab, "routes") >= 1.0 && restarts(&lab, "capture") >= 1.0
+        });
+        assert!(agent.running(), "the process stays up");
+        // After the restarts: a new binding is snooped and routed.
+        lab.clients[1].start_dhclient();
+        wait_for("client 1 to bind", Duration::from_secs(30), || {
+            lab.clients[1].lease().is_some()
+        });
+        let both: BTreeSet<Route> = want.union(&client_routes(&lab, 1)).cloned().collect();
+        wait_for("client 1's routes", Duration::from_secs(10), || {
+            proto_routes(&lab.ac, "220") == both
+        });
+        drop(_stop);
+        sampler.join().unwrap()
+    });
+    assert!(
+        missed.is_empty(),
+        "routes missing in {} of {samples} samples: {missed:?}",
+        missed.len()
+    );
+    assert!(samples > 10, "{samples} samples");
+    assert!(agent.running());
+    assert_eq!(restarts(&lab, "routes"), 1.0, "one failure, one restart");
+    assert_eq!(restarts(&lab, "capture"), 1.0, "one failure, one restart");
+    let log = std::fs::read_to_string(lab.dir().join("lqagent-restart.log")).unwrap();
+    for task in ["task=\"routes\"", "task=\"capture\""] {
+        assert!(
+            log.lines().any(|l| l.contains("task failed; restarting it")
+                && l.contains(task)
+                && l.contains("panicked")),
+            "the failure of {task} is logged with its cause:\n{log}"
+        );
+    }
 }

@@ -713,11 +713,6 @@ impl RouteRestart {
     }
 }
 
-/// Test hook (never set in production; see the daemon's fail-safe tests): the route task's
-/// first run panics this many seconds after it started, to show that a failed route task is
-/// restarted and counted without a route lost.
-const PANIC_ROUTES_HOOK: &str = "LQAGENT_TEST_PANIC_ROUTES_SECS";
-
 /// The route task under the supervisor (label `routes`): the first run uses the installer that
 /// reconciled at start, each later one a fresh installer whose desired set is rebuilt from the
 /// cache. The command channel is lent to each run, so the feed, recovery and control never see
@@ -731,27 +726,18 @@ fn supervise_routes(
     let commands = Arc::new(tokio::sync::Mutex::new(commands));
     let again = Arc::new(again);
     let mut first = Some(first);
-    let panic_after = std::env::var(PANIC_ROUTES_HOOK)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Duration::from_secs);
     sup.restart("routes", Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
-        let hook = panic_after.filter(|_| run == 0);
         async move {
             let mut commands = commands.lock_owned().await;
             let installer = match installer {
                 Some(i) => i,
                 None => again.installer().await?,
             };
-            match hook {
-                None => reconcile::run_on(installer, &mut commands).await,
-                Some(after) => {
-                    tokio::select! {
-                        r = reconcile::run_on(installer, &mut commands) => r,
-                        () = tokio::time::sleep(after) => panic!("test hook {PANIC_ROUTES_HOOK}"),
-                    }
-                }
+            // The test hook (inert in production) may fail the first run.
+            tokio::select! {
+                r = reconcile::run_on(installer, &mut commands) => r,
+                () = supervise::test_fault("routes"), if run == 0 => panic!("test hook: route task fails"),
             }
         }
     })

@@ -255,6 +255,21 @@ impl Supervisor {
     }
 }
 
+/// Test hook (never set in production): with `LQAGENT_TEST_FAULT_DIR` set, resolves once the
+/// file named `task` exists in that directory; without it, never. The route and capture tasks
+/// panic on it (first run only), so tests can show that a failed task is restarted and counted
+/// at a moment they choose.
+pub async fn test_fault(task: &str) {
+    let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") else {
+        return std::future::pending().await;
+    };
+    let path = std::path::Path::new(&dir).join(task);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !path.exists() {
+        tick.tick().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

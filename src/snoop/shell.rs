@@ -11,7 +11,7 @@ use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache::AgentClock;
 use crate::cache::task::{CacheHandle, CacheInput};
-use crate::daemon::supervise::{Lifetime, Supervisor};
+use crate::daemon::supervise::{Lifetime, Supervisor, test_fault};
 use crate::wire::Message;
 
 /// What the running snooper exposes: counters of both halves.
@@ -118,19 +118,12 @@ pub fn spawn_supervised(
     spawn_with(cfg, classify, trust, clock, cache, tasks, Some(sup))
 }
 
-/// Test hook (never set in production; see the daemon's fail-safe tests): the capture task of
-/// the interface named by `LQAGENT_TEST_PANIC_CAPTURE` panics on its first packet, once per
-/// process, to show that a failed capture task is restarted and counted.
-fn panic_hook_armed(interface: &str) -> bool {
-    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    std::env::var("LQAGENT_TEST_PANIC_CAPTURE").is_ok_and(|i| i == interface)
-        && !FIRED.swap(true, std::sync::atomic::Ordering::Relaxed)
-}
-
 /// One capture task's run: `first` is the socket opened at start (or none: not there yet).
+/// `fault`: the test hook [`test_fault`] may make this run panic (first runs only).
 async fn capture_run(
     interface: String,
     first: Option<CaptureSocket>,
+    fault: bool,
     receive_buffer: usize,
     tx: mpsc::Sender<Snooped>,
     stats: Arc<CaptureStats>,
@@ -142,12 +135,10 @@ async fn capture_run(
             Err(_) => return capture::run_when_present(interface, receive_buffer, tx, stats).await,
         },
     };
-    if panic_hook_armed(&interface) {
-        let (htx, mut hrx) = mpsc::channel(1);
-        let run = tokio::spawn(capture::run(sock, htx, stats));
-        if let Some(m) = hrx.recv().await {
-            run.abort();
-            panic!("test hook LQAGENT_TEST_PANIC_CAPTURE on {}", m.interface);
+    if fault {
+        tokio::select! {
+            () = capture::run(sock, tx, stats) => {}
+            () = test_fault("capture") => panic!("test hook: capture task on {interface} fails"),
         }
         return;
     }
@@ -187,13 +178,14 @@ fn spawn_with(
         );
         match sup {
             None => {
-                tasks.spawn(capture_run(name, first, rb, tx, st));
+                tasks.spawn(capture_run(name, first, false, rb, tx, st));
             }
             Some(sup) => {
                 let mut first = Some(first);
-                tasks.spawn(sup.restart("capture", Lifetime::Forever, move |_| {
+                tasks.spawn(sup.restart("capture", Lifetime::Forever, move |run| {
                     let first = first.take().flatten();
-                    let run = capture_run(name.clone(), first, rb, tx.clone(), st.clone());
+                    let run =
+                        capture_run(name.clone(), first, run == 0, rb, tx.clone(), st.clone());
                     async move {
                         run.await;
                         Ok::<(), std::convert::Infallible>(())
