@@ -77,8 +77,9 @@ fn named<'a>(lab: &Lab, names: &[&'a str]) -> Vec<(&'a str, Ipv6Addr)> {
         .collect()
 }
 
-/// Start `lqagent run` with `cfg` and wait for READY=1, which it sends once bulk recovery has
-/// finished with every server (so its metrics are being served too).
+/// Start `lqagent run` with `cfg`, wait for READY=1 (the state loaded, the kernel reconciled,
+/// the listeners up), then until bulk recovery has finished with every server
+/// (`lqagent_recovery_in_progress` 0).
 fn start(lab: &Lab, dir: &Path, cfg: &str, tag: &str) -> Daemon {
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, cfg).unwrap();
@@ -112,6 +113,10 @@ fn start(lab: &Lab, dir: &Path, cfg: &str, tag: &str) -> Daemon {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(agent.running(), "{text}");
     assert_eq!(got, b"READY=1", "{text}");
+    wait_for("recovery to finish", Duration::from_secs(20), || {
+        assert!(agent.running());
+        scrape_in(&lab.agent).value("lqagent_recovery_in_progress", &[]) == Some(0.0)
+    });
     agent
 }
 

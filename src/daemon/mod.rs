@@ -270,10 +270,11 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         (None, None)
     } else {
         let initial = loaded.leases.iter().map(|(k, l)| (*k, RouteView::of(k, l)));
-        let (t, rx) = Trigger::start(
+        let (t, rx) = Trigger::start_supervised(
             TriggerConfig::from_section(&cfg.trigger),
             trigger_links.clone(),
             initial,
+            &sup,
         )
         .await?;
         info!(

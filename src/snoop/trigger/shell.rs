@@ -19,6 +19,7 @@ use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerLink, TriggerStats, UnknownSource};
 use crate::cache::{Change, LeaseKey, RouteView};
+use crate::daemon::supervise::{Lifetime, Supervisor};
 
 /// Why the trigger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,27 @@ impl Trigger {
         links: Vec<TriggerLink>,
         initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
     ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+        Self::start_with(cfg, links, initial, None).await
+    }
+
+    /// [`Trigger::start`] with the NFLOG reader under `sup` (task label `nflog`): a reader whose
+    /// socket fails, or that panics, is restarted on a newly bound socket; the event queue
+    /// survives the restart.
+    pub async fn start_supervised(
+        cfg: TriggerConfig,
+        links: Vec<TriggerLink>,
+        initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
+        sup: &Supervisor,
+    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+        Self::start_with(cfg, links, initial, Some(sup)).await
+    }
+
+    async fn start_with(
+        cfg: TriggerConfig,
+        links: Vec<TriggerLink>,
+        initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
+        sup: Option<&Supervisor>,
+    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
         let params = RuleParams {
             group: cfg.nflog_group,
             enforcement: cfg.enforcement,
@@ -148,7 +170,37 @@ impl Trigger {
         });
         let (tx, rx) = mpsc::channel(cfg.event_queue.max(1));
         let mut tasks = JoinSet::new();
-        tasks.spawn(listen(sock, shared.clone(), links.into(), tx, cfg.clone()));
+        let links: Arc<[TriggerLink]> = links.into();
+        match sup {
+            None => {
+                let (sh, c) = (shared.clone(), cfg.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = listen(sock, sh, links, tx, c).await {
+                        tracing::error!(error = %e, "NFLOG socket failed; trigger stops reading");
+                    }
+                });
+            }
+            Some(sup) => {
+                let (mut first, sh, c) = (Some(sock), shared.clone(), cfg.clone());
+                tasks.spawn(sup.restart("nflog", Lifetime::Forever, move |_| {
+                    let (sock, sh, links, tx, c) = (
+                        first.take(),
+                        sh.clone(),
+                        links.clone(),
+                        tx.clone(),
+                        c.clone(),
+                    );
+                    async move {
+                        let sock = match sock {
+                            Some(s) => s,
+                            None => bind(&c).await?,
+                        };
+                        listen(sock, sh, links, tx, c).await?;
+                        Ok::<(), TriggerError>(())
+                    }
+                }));
+            }
+        }
         tasks.spawn(sync(shared.clone(), cfg.clone()));
         let trigger = Trigger {
             handle: TriggerHandle { shared },
@@ -265,7 +317,7 @@ async fn listen(
     links: Arc<[TriggerLink]>,
     tx: mpsc::Sender<UnknownSource>,
     cfg: TriggerConfig,
-) {
+) -> std::io::Result<()> {
     let stats = shared.stats.clone();
     let mut dedupe = Dedupe::new(
         cfg.dedupe_slots,
@@ -280,10 +332,7 @@ async fn listen(
                 stats.add(TriggerCounter::Overrun, 1);
                 continue;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "NFLOG socket failed; trigger stops reading");
-                return;
-            }
+            Err(e) => return Err(e),
         };
         let now = Instant::now();
         for item in nflog::messages(&buf) {
@@ -334,7 +383,7 @@ async fn listen(
             match tx.try_send(ev) {
                 Ok(()) => stats.add(TriggerCounter::Events, 1),
                 Err(mpsc::error::TrySendError::Full(_)) => stats.add(TriggerCounter::Dropped, 1),
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
             }
         }
     }
