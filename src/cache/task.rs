@@ -8,6 +8,10 @@
 //! (`try_observe`) — nothing grows without bound. Expiry runs in the same loop, woken at the
 //! earliest deadline; snapshots are taken when the journal asks or on a timer.
 //!
+//! The task never waits for the disk: journal records and snapshots are handed to the writer
+//! thread without blocking, and the copy a snapshot needs is taken on a blocking thread. It can
+//! be run again ([`CacheRunner`]) on the same store and channels after a run died.
+//!
 //! Readers do not go through the task: they use [`CacheHandle::store`] directly.
 
 use std::sync::Arc;
@@ -443,6 +447,36 @@ mod tests {
             .unwrap();
         let loaded = crate::cache::persist::load(dir.path(), clock.now()).unwrap();
         assert_eq!(loaded.leases.len(), 200);
+    }
+
+    /// A run that dies (here aborted mid-way, as a panic would end it) is replaced by a new run
+    /// on the same store and channels: producers and the change stream never see them closed,
+    /// and the store keeps what the first run applied.
+    #[tokio::test]
+    async fn a_new_run_takes_over_the_same_store_and_channels() {
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (h, mut changes, runner) =
+            start_admitted(store, clock, None, CacheTaskConfig::default(), None);
+        let first = tokio::spawn(runner.clone().run(Vec::new()));
+        h.observe(obs(1, 3600, &clock)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        // Sent while no run is there: waits in the queue.
+        h.observe(obs(2, 3600, &clock)).await.unwrap();
+        let second = tokio::spawn(runner.run(Vec::new()));
+        let c = changes.recv().await.unwrap();
+        assert_eq!(
+            (c.kind, c.key),
+            (
+                ChangeKind::Added,
+                LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2))
+            )
+        );
+        assert_eq!(h.store().len(), 2, "the first run's binding is still there");
+        drop(h);
+        second.await.unwrap();
     }
 
     #[tokio::test]
