@@ -19,6 +19,8 @@
 //!   after the task makes its first run panic); both are restarted and counted in
 //!   `lqagent_task_restarts_total{task}`, the process stays up, no sample misses a bound client's
 //!   route, and a client that binds afterwards gets its routes (snooping and routing work).
+//!   Then a real fault: a second snooped interface is deleted and made again; its capture
+//!   socket is reopened and counted under the same label.
 //! - `uplink_flap_leaves_snooping_working`: the snooped uplink goes down and up; a client that
 //!   then releases and binds again is followed (its routes go, then come back), and the flap is
 //!   counted.
@@ -519,6 +521,17 @@ fn failed_route_and_capture_tasks_are_restarted_and_counted() {
         "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
          [routes]\nprotocol = 220\n\n[log]\nlevel = \"info\"\n",
     );
+    // A second snooped interface, for the real fault (deleted and made again).
+    let extra = [
+        "ip", "link", "add", "snx0", "type", "veth", "peer", "name", "snx1",
+    ];
+    lab.ac.exec(&extra);
+    lab.ac.exec(&["ip", "link", "set", "snx0", "up"]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let up = format!("interfaces = [\"{}\"]", lab.ac_upstream);
+    assert!(text.contains(&up), "{text}");
+    let two = format!("interfaces = [\"{}\", \"snx0\"]", lab.ac_upstream);
+    std::fs::write(&cfg, text.replace(&up, &two)).unwrap();
     let faults = lab.dir().join("faults");
     std::fs::create_dir_all(&faults).unwrap();
     let mut agent = support::agent::start_agent_env(
@@ -567,6 +580,15 @@ fn failed_route_and_capture_tasks_are_restarted_and_counted() {
             restarts(&lab, "routes") >= 1.0 && restarts(&lab, "capture") >= 1.0
         });
         assert!(agent.running(), "the process stays up");
+        // A real fault: the other snooped interface is deleted and made again.
+        lab.ac.exec(&["ip", "link", "del", "snx0"]);
+        lab.ac.exec(&extra);
+        lab.ac.exec(&["ip", "link", "set", "snx0", "up"]);
+        wait_for(
+            "the capture socket reopened",
+            Duration::from_secs(20),
+            || restarts(&lab, "capture") >= 2.0,
+        );
         // After the restarts: a new binding is snooped and routed.
         lab.clients[1].start_dhclient();
         wait_for("client 1 to bind", Duration::from_secs(30), || {
@@ -587,7 +609,11 @@ fn failed_route_and_capture_tasks_are_restarted_and_counted() {
     assert!(samples > 10, "{samples} samples");
     assert!(agent.running());
     assert_eq!(restarts(&lab, "routes"), 1.0, "one failure, one restart");
-    assert_eq!(restarts(&lab, "capture"), 1.0, "one failure, one restart");
+    assert_eq!(
+        restarts(&lab, "capture"),
+        2.0,
+        "one panic restarted, one socket reopened"
+    );
     let log = std::fs::read_to_string(lab.dir().join("lqagent-restart.log")).unwrap();
     for task in ["task=\"routes\"", "task=\"capture\""] {
         assert!(
