@@ -704,3 +704,50 @@ fn a_reply_arriving_on_a_subscriber_link_is_dropped() {
 fn forged() -> Vec<u8> {
     vec![15, 0x12, 0x34, 0x56]
 }
+
+/// A requestor run that dies (here: aborted, as a panic ends it) is followed by a new run on
+/// the same socket and command channel: the handle the bulk, on-demand and control paths hold
+/// keeps working.
+#[tokio::test]
+async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
+    let s = server(1);
+    let (h, runner) = udp::spawn_restartable(
+        config(&[s.addr], Policy::Failover),
+        UdpConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..UdpConfig::default()
+        },
+    )
+    .unwrap();
+    let r = runner.clone();
+    let first = tokio::spawn(async move { r.run().await });
+    let o = h
+        .query(Query::by_address(a("2001:db8:1::2")))
+        .await
+        .unwrap();
+    assert_eq!(o.verdict, Verdict::Bound);
+    let before = h.stats().await.unwrap();
+    assert!(before.sent > 0, "the first run sent the query");
+
+    first.abort();
+    let _ = first.await;
+    // Between runs the channel stays open: a query waits for the next run instead of failing.
+    let pending = tokio::spawn({
+        let h = h.clone();
+        async move { h.query_wait(Query::by_address(a("2001:db8:1::1"))).await }
+    });
+    let second = tokio::spawn(async move { runner.run().await });
+    let o = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("answered within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(only_binding(&o).client_duid(), duid(1));
+    assert_eq!(
+        h.stats().await.unwrap().sent,
+        1,
+        "a fresh core counts from zero"
+    );
+    second.abort();
+}

@@ -18,8 +18,8 @@
 //! Every long-running task runs under the [`supervise`] module's supervisor: a failure (an
 //! error, a panic, an early end) is logged with its cause, counted in
 //! `lqagent_task_restarts_total{task}` and restarted with backoff; channels survive restarts.
-//! The requestor cannot be restarted (see where it is spawned): its failure stops the process
-//! with a non-zero exit so that systemd starts it again.
+//! The requestor restarts on the same socket and command channel (queries in flight end as
+//! "stopped"; callers treat that as no answer).
 //!
 //! Expiry is driven by the cache task (woken at the earliest deadline); its `Removed` changes
 //! withdraw the routes. SIGTERM/SIGINT: intake stops, a state snapshot is written and synced,
@@ -325,17 +325,24 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .map_err(DaemonError::Duid)?,
     };
     let udp_cfg = setup::udp_config(&cfg);
-    let (requestor, requestor_task) =
-        udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
-            .await
+    let (requestor, requestor_runner) =
+        udp::spawn_restartable(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
             .map_err(|source| DaemonError::Requestor {
                 addr: udp_cfg.bind,
                 source,
             })?;
-    // Not restartable: its transactions, rate limiters and every handle's channel live in the
-    // one task (a new one would leave the bulk, on-demand and control paths talking to a closed
-    // channel). Its failure ends the process loudly, and systemd starts it again.
-    intake.spawn(sup.fatal("requestor", requestor_task));
+    // The socket and the command channel outlive each run, so the bulk, on-demand and control
+    // paths keep their handles; a restart costs the queries in flight (they end as "stopped").
+    intake.spawn(sup.restart("requestor", Lifetime::UntilDone, move |run| {
+        let r = requestor_runner.clone();
+        async move {
+            tokio::select! {
+                () = r.run() => {}
+                () = supervise::test_fault("requestor"), if run == 0 => panic!("test hook: requestor task fails"),
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
     let server_names: HashMap<std::net::Ipv6Addr, String> = cfg
         .servers
         .iter()
@@ -383,13 +390,15 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let requestor_stats = Arc::new(Mutex::new(Default::default()));
     {
         let (r, st) = (requestor.clone(), requestor_stats.clone());
-        intake.spawn(sup.restart("requestor", Lifetime::UntilDone, move |_| {
-            let run = poll_requestor_stats(r.clone(), st.clone());
-            async move {
-                run.await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
+        intake.spawn(
+            sup.restart("requestor_stats", Lifetime::UntilDone, move |_| {
+                let run = poll_requestor_stats(r.clone(), st.clone());
+                async move {
+                    run.await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }),
+        );
     }
 
     // Bulk recovery (runs on after READY; lqagent_recovery_in_progress shows it) and link-up

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -147,18 +148,76 @@ pub async fn spawn(
     cfg: RequestorConfig,
     udp: UdpConfig,
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
+    let (handle, runner) = spawn_restartable(cfg, udp)?;
+    let task = tokio::spawn(async move { runner.run().await });
+    Ok((handle, task))
+}
+
+/// Bind the socket and make the handle, but leave running to the caller: each
+/// [`RequestorRunner::run`] is one life of the task, and a run that failed (panicked) can be
+/// followed by another on the same socket and command channel.
+pub fn spawn_restartable(
+    cfg: RequestorConfig,
+    udp: UdpConfig,
+) -> io::Result<(RequestorHandle, RequestorRunner)> {
     let socket = bind(&udp)?;
     let local = socket.local_addr()?;
     if local.is_ipv6() {
         pktinfo::enable(socket.as_fd())?;
     }
-    // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
-    // them unpredictable: a guessed id is how a forged reply would win).
-    let core = Requestor::new(cfg, StdRng::from_os_rng(), Instant::now());
     let (tx, rx) = mpsc::channel(udp.queue.max(1));
-    let refused = RefusedInterfaces::new(udp.refuse_interfaces.clone());
-    let task = tokio::spawn(run(socket, core, rx, refused));
-    Ok((RequestorHandle { tx, local }, task))
+    let runner = RequestorRunner {
+        cfg,
+        socket: Arc::new(socket),
+        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        refuse: udp.refuse_interfaces,
+        rates: Arc::new(std::sync::Mutex::new(None)),
+    };
+    Ok((RequestorHandle { tx, local }, runner))
+}
+
+/// What outlives one run of the requestor task: the socket, the command channel (so handles
+/// never see it closed while the task restarts) and the rates last set by a reload.
+///
+/// Each run starts a fresh core: a run that panicked may have left its core half-changed, so
+/// nothing of it is reused. What that costs: the queries in flight end with
+/// [`QueryError::Stopped`] (their callers treat that as no answer), the negative cache and
+/// the counters start from zero.
+#[derive(Clone)]
+pub struct RequestorRunner {
+    cfg: RequestorConfig,
+    socket: Arc<UdpSocket>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Cmd>>>,
+    refuse: Vec<String>,
+    rates: RatesSlot,
+}
+
+/// The (global, per-link) rates a reload set, replayed into each new core.
+type RatesSlot = Arc<std::sync::Mutex<Option<(Option<Rate>, Option<Rate>)>>>;
+
+impl std::fmt::Debug for RequestorRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestorRunner")
+            .field("socket", &self.socket.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestorRunner {
+    /// One life of the requestor task; ends when every handle is dropped and no query is left
+    /// in flight.
+    pub async fn run(&self) {
+        let mut rx = self.rx.lock().await;
+        // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
+        // them unpredictable: a guessed id is how a forged reply would win).
+        let mut core = Requestor::new(self.cfg.clone(), StdRng::from_os_rng(), Instant::now());
+        let rates = *self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((global, link)) = rates {
+            core.set_rates(global, link, Instant::now());
+        }
+        let refused = RefusedInterfaces::new(self.refuse.clone());
+        run(&self.socket, core, &mut rx, refused, &self.rates).await;
+    }
 }
 
 fn bind(udp: &UdpConfig) -> io::Result<UdpSocket> {
@@ -246,10 +305,11 @@ fn drain(
 }
 
 async fn run(
-    socket: UdpSocket,
+    socket: &UdpSocket,
     mut core: Requestor,
-    mut rx: mpsc::Receiver<Cmd>,
+    rx: &mut mpsc::Receiver<Cmd>,
     mut refused: RefusedInterfaces,
+    rates: &RatesSlot,
 ) {
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
@@ -279,16 +339,16 @@ async fn run(
             biased;
             r = socket.readable() => {
                 if r.is_ok() {
-                    drain(&socket, &mut core, &mut buf, &mut refused);
+                    drain(socket, &mut core, &mut buf, &mut refused);
                 }
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,
                 Some(c) => {
-                    submit(&mut core, &mut waiters, c);
+                    submit(&mut core, &mut waiters, c, rates);
                     for _ in 0..BATCH {
                         match rx.try_recv() {
-                            Ok(c) => submit(&mut core, &mut waiters, c),
+                            Ok(c) => submit(&mut core, &mut waiters, c, rates),
                             Err(_) => break,
                         }
                     }
@@ -305,12 +365,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd) {
+fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd, rates: &RatesSlot) {
     match cmd {
         Cmd::Stats(tx) => {
             let _ = tx.send(core.stats().clone());
         }
-        Cmd::SetRates(global, link) => core.set_rates(global, link, Instant::now()),
+        Cmd::SetRates(global, link) => {
+            *rates.lock().unwrap_or_else(|e| e.into_inner()) = Some((global, link));
+            core.set_rates(global, link, Instant::now());
+        }
         Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
             Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),
             Submit::Negative(verdict) => {
