@@ -116,7 +116,7 @@ pub struct Trigger {
 
 impl Trigger {
     /// Binds the NFLOG group, installs the table (replacing a stale one) with the sets filled
-    /// from `initial`, and spawns the NFLOG reader and the set-sync task. Events arrive on the
+    /// from `initial`, and spawns the NFLOG reader and the set-sync task (both supervised with [`Trigger::start_supervised`]; a restarted set-sync resyncs the sets). Events arrive on the
     /// returned receiver.
     pub async fn start(
         cfg: TriggerConfig,
@@ -201,7 +201,29 @@ impl Trigger {
                 }));
             }
         }
-        tasks.spawn(sync(shared.clone(), cfg.clone()));
+        match sup {
+            None => {
+                tasks.spawn(sync(shared.clone(), cfg.clone()));
+            }
+            Some(sup) => {
+                let (sh, c) = (shared.clone(), cfg.clone());
+                tasks.spawn(sup.restart("trigger_sync", Lifetime::Forever, move |run| {
+                    let (sh, c) = (sh.clone(), c.clone());
+                    async move {
+                        if run > 0 {
+                            // The failed run may have taken a batch it never applied: what the
+                            // kernel's sets hold is no longer known, so the next batch resyncs.
+                            sh.sets().failed();
+                            sh.applying
+                                .store(false, std::sync::atomic::Ordering::Release);
+                            sh.wake.notify_one();
+                        }
+                        sync(sh, c).await;
+                        Ok::<(), std::convert::Infallible>(())
+                    }
+                }));
+            }
+        }
         let trigger = Trigger {
             handle: TriggerHandle { shared },
             tasks,
