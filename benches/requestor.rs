@@ -8,8 +8,7 @@
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it runs a smoke pass of
 //! 2,000 queries with 100 in flight and checks every answer.
 
-#[path = "../tests/refserver/mod.rs"]
-mod refserver;
+use support::refserver;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
