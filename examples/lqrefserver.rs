@@ -1,12 +1,13 @@
 //! `lqrefserver` — the reference leasequery server as a program. Test support for the lab and
-//! for scripts, **not part of the agent**: see tests/refserver/mod.rs for what it does.
+//! for scripts, **not part of the agent**: see tests/support/src/refserver/mod.rs for what it does.
 //!
 //! ```text
 //! lqrefserver --table leases.jsonl --udp '[2001:db8::1]:547' --tcp '[2001:db8::1]:547' \
 //!     --srsn-option 65001 --faults '{"default":{"delay_ms":200}}'
 //! ```
 //! It prints `lqrefserver: ready udp=<addr> tcp=<addr> bindings=<n>` once listening, then
-//! runs until killed.
+//! runs until killed. Built by `cargo test`, or on its own with
+//! `cargo build --example lqrefserver` (it is `target/debug/examples/lqrefserver` then).
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use refserver::{FaultPlan, LeaseTable, RefServer, ServerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "lqrefserver")]
 struct Args {
-    /// Lease table, JSON lines (format in tests/refserver/table.rs).
+    /// Lease table, JSON lines (format in tests/support/src/refserver/table.rs).
     #[arg(long)]
     table: PathBuf,
     /// UDP address to answer RFC 5007 queries on.
@@ -43,7 +44,7 @@ struct Args {
     /// Option code for the server-reply-sequence-number (local extension); off when absent.
     #[arg(long)]
     srsn_option: Option<u16>,
-    /// Fault plan as JSON (see tests/refserver/faults.rs).
+    /// Fault plan as JSON (see tests/support/src/refserver/faults.rs).
     #[arg(long)]
     faults: Option<String>,
     /// Fault plan from a JSON file.

@@ -1,5 +1,5 @@
 //! The filter run on crafted packets by a small interpreter of the instructions it uses (the
-//! kernel itself runs it in `tests/snoop_capture.rs`).
+//! kernel itself runs it in `tests/netns/snoop_capture.rs`).
 
 use super::*;
 

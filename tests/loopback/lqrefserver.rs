@@ -1,4 +1,4 @@
-//! Tests of the reference leasequery server (tests/refserver/): its lookups as a table, then
+//! Tests of the reference leasequery server (tests/support/src/refserver/): its lookups as a table, then
 //! real UDP and TCP exchanges on loopback, decoded with the agent's codec, fault by fault.
 
 use support::refserver;

@@ -1,5 +1,5 @@
 //! The requestor's tokio shell over real UDP on loopback against the in-repo reference
-//! leasequery server (tests/refserver), fault by fault: delay, drop, duplicate, corrupt,
+//! leasequery server (tests/support/src/refserver/), fault by fault: delay, drop, duplicate, corrupt,
 //! reorder, a wrong source address, any status; failover, parallel collection, CLIENT_LINK
 //! follow-ups, and the `lqagent query` binary's output and exit codes.
 //!

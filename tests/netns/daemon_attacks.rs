@@ -1,6 +1,6 @@
 //! Issue 13's attacks, replayed against `lqagent run` (the built binary) in the access
 //! concentrator of a real ISC topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P;
-//! tests/support/isc.rs). Every test lets real clients bind first (real snooped routes), then
+//! tests/support/src/isc.rs). Every test lets real clients bind first (real snooped routes), then
 //! attacks, then checks three things: the attack left no trace in the kernel (`ip -6 route show
 //! proto 211`: the victims' routes exactly as before, no new route), the refusal is counted in
 //! `/metrics` under the expected `source`/`reason`, and the agent still works afterwards (a real

@@ -1,5 +1,5 @@
 //! `lqagent run` end to end: the built binary in the access-concentrator namespace of a real ISC
-//! topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P; tests/support/isc.rs), with a config the
+//! topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P; tests/support/src/isc.rs), with a config the
 //! test writes. What the kernel holds is read with `ip -6 -j route show proto N`, never from the
 //! agent's own bookkeeping.
 //!

@@ -1,5 +1,5 @@
 //! Fail safe (issue 15), end to end: the built `lqagent run` in the access concentrator of a real
-//! ISC topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P; tests/support/isc.rs). The kernel's
+//! ISC topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P; tests/support/src/isc.rs). The kernel's
 //! routes are sampled every 50 ms with `ip -6 -j route show proto N`, never read from the agent.
 //!
 //! - `restart_with_a_bad_state_file_loses_no_route`: three clients bound and renewing; the agent

@@ -1,5 +1,5 @@
 //! `lqagent run` recovering by bulk leasequery (RFC 5460) at start, as the built binary in the
-//! agent namespace of the recovery lab (tests/recovery_support: reference servers over TCP in a
+//! agent namespace of the recovery lab (tests/support/src/recovery.rs: reference servers over TCP in a
 //! server namespace, veth subscriber links): the bindings stream into the cache and routes
 //! into the kernel; WATCHDOG=1 comes every WatchdogSec/2; READY=1 comes only once every server finished — the live one with DONE,
 //! a refusing one given up after its attempts; the recovery metrics say so; a subscriber link

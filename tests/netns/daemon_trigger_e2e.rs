@@ -1,6 +1,6 @@
 //! The unknown-source trigger end to end: `lqagent run` (the built binary) in the access
 //! concentrator of a real ISC topology (dhcpd -6, dhcrelay -6, dhclient -6 -N -P;
-//! tests/support/isc.rs), issue 6 scenarios (2) and (5):
+//! tests/support/src/isc.rs), issue 6 scenarios (2) and (5):
 //!
 //! - (2) lqagent stopped (its nft table goes with it), its routes flushed and its state removed,
 //!   restarted: no route for the clients; a ping from a client's address crosses the box → the

@@ -1,4 +1,4 @@
-//! The reusable ISC topology (tests/support/isc.rs) really works: two real `dhclient -6 -N -P`
+//! The reusable ISC topology (tests/support/src/isc.rs) really works: two real `dhclient -6 -N -P`
 //! bind through a real `dhcrelay -6` to a real `dhcpd -6`; their leases (from dhclient's own
 //! lease files) are inside the configured range and prefix pool; dhcpd's lease database agrees;
 //! a client's leased address reaches the server across the access concentrator; the generated

@@ -1,5 +1,5 @@
 //! `lqagent run` (the built binary) against reference servers that behave like deployed ones
-//! (tests/refserver profiles), as root in the recovery lab's namespaces (tests/recovery_support):
+//! (tests/support/src/refserver/ profiles), as root in the recovery lab's namespaces (tests/support/src/recovery.rs):
 //!
 //! - Kea 3 sends one CLIENT_DATA per lease in bulk: recovery restores every route exactly as
 //!   snooping would have them (prefixes via the client's link-local peer-address), and the end of

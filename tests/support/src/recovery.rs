@@ -1,4 +1,4 @@
-//! Shared by tests/bulk_recovery.rs and benches/recovery.rs: a lab of two namespaces — the
+//! Shared by tests/netns/bulk_recovery.rs and benches/recovery.rs: a lab of two namespaces — the
 //! agent with veth subscriber links and a veth to the server namespace running reference
 //! servers — and the recovery pipeline run inside the agent namespace: bulk leasequery →
 //! cache → route installer → kernel.
