@@ -2,7 +2,6 @@
 //! `tests/loopback`, `tests/netns`) and the benches: they depend on it as `support`
 //! (a dev-dependency), so each helper is compiled once and is public API here, not dead code
 //! in a test binary that happens not to use it.
-#![allow(dead_code, unreachable_pub)]
 
 pub mod agent;
 pub mod bin;

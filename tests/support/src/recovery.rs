@@ -2,7 +2,6 @@
 //! agent with veth subscriber links and a veth to the server namespace running reference
 //! servers — and the recovery pipeline run inside the agent namespace: bulk leasequery →
 //! cache → route installer → kernel.
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr};

@@ -30,7 +30,6 @@
 //! The server runs on its own small tokio runtime (one worker thread), so it works the same
 //! from plain and from `#[tokio::test]` tests; dropping the handle stops it.
 //! The CLI is `lqrefserver` (examples/lqrefserver.rs).
-#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod answer;
 pub mod codec;
