@@ -1,6 +1,8 @@
 //! Tests of the reference leasequery server (tests/support/src/refserver/): its lookups as a table, then
 //! real UDP and TCP exchanges on loopback, decoded with the agent's codec, fault by fault.
 
+use support::closed::assert_closed;
+use support::isc::wait_for;
 use support::refserver;
 
 use std::io::{Read, Write};
@@ -469,7 +471,12 @@ fn udp_faults_reorder_wrong_source_and_delay() {
             )),
     );
     u.ask(11, by_address("2001:db8:1::1", "::", false));
-    std::thread::sleep(Duration::from_millis(50));
+    // Query 11 must be the server's first (the reordered one) before 22 is sent.
+    wait_for(
+        "the server to read query 11",
+        Duration::from_secs(5),
+        || u.srv.stats().udp_queries >= 1,
+    );
     u.ask(22, by_address("2001:db8:1::2", "::", false));
     let (first, _) = u.recv().unwrap();
     let (second, _) = u.recv().unwrap();
@@ -717,7 +724,11 @@ fn tcp_pipelining_sequential_interleaved_and_dropped() {
     both(&mut s);
     let (msgs, _) = read_msgs(&mut s, done);
     assert!(msgs.iter().all(|m| m.transaction_id == 1));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for(
+        "the pipelined query counted",
+        Duration::from_secs(5),
+        || srv.stats().tcp_pipelined_dropped >= 1,
+    );
     assert_eq!(srv.stats().tcp_pipelined_dropped, 1);
 }
 
@@ -750,17 +761,17 @@ fn tcp_connection_limit() {
         ..ServerConfig::default()
     });
     let _first = TcpStream::connect(addr).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    wait_for(
+        "the first connection accepted",
+        Duration::from_secs(5),
+        || srv.stats().tcp_connections >= 1,
+    );
     let mut second = TcpStream::connect(addr).unwrap();
     second
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let mut b = [0u8; 4];
-    assert_eq!(
-        second.read(&mut b).unwrap_or(0),
-        0,
-        "second connection closed"
-    );
+    assert_closed(second.read(&mut b), "second connection");
     assert_eq!(srv.stats().tcp_refused, 1);
 }
 

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bin;
+pub mod closed;
 pub mod flood;
 pub mod isc;
 pub mod netns;
@@ -12,3 +13,4 @@ pub mod recovery;
 pub mod refserver;
 pub mod scrape;
 pub mod tmpfs;
+pub mod wait;
