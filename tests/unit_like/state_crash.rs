@@ -125,23 +125,26 @@ fn child(dir: &Path) {
     w.shutdown();
 }
 
-/// Not a test of its own: the entry point of the child process (does nothing unless re-executed
-/// by `sigkill_at_random_points_leaves_a_prefix`).
+/// Not a test of its own: the entry point of the child process, which
+/// `sigkill_at_random_points_leaves_a_prefix` runs (re-executing this binary with `--ignored`).
 #[test]
+#[ignore = "child half of sigkill_at_random_points_leaves_a_prefix, which runs it"]
 fn crash_child_entry() {
-    if let Ok(dir) = std::env::var(CHILD_ENV) {
-        child(Path::new(&dir));
-    }
+    let dir =
+        std::env::var(CHILD_ENV).expect("run only by sigkill_at_random_points_leaves_a_prefix");
+    child(Path::new(&dir));
+}
+
+/// `f`'s test name as the harness lists it (`state_crash::f`), for `--exact`.
+fn test_name(f: &str) -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::{f}")
 }
 
 fn spawn_child(dir: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child_entry",
-            "--exact",
-            "--test-threads=1",
-            "--nocapture",
-        ])
+        .arg(test_name("crash_child_entry"))
+        .args(["--exact", "--ignored", "--test-threads=1", "--nocapture"])
         .env(CHILD_ENV, dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
