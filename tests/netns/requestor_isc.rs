@@ -220,7 +220,10 @@ fn isc_dhcpd_leasequery_interop() {
         ],
         &d("relay.log"),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // dhcrelay logs its sockets once it has bound them.
+    wait_for("dhcrelay to bind", Duration::from_secs(10), || {
+        std::fs::read_to_string(d("relay.log")).is_ok_and(|l| l.contains("Sending on"))
+    });
     let _client = spawn(
         &cli,
         "dhclient",
@@ -357,7 +360,6 @@ fn isc_dhcpd_leasequery_interop() {
     );
     assert_eq!(answers[1]["result"], "bound");
     assert_eq!(q.json["bindings"][0]["client_duid"], client_id);
-    assert!(q.took < Duration::from_secs(4), "took {:?}", q.took);
 
     // 7. Multicast to All_DHCP_Servers out of r0, accepting dhcpd's unicast address.
     let q = lqagent_query(

@@ -29,7 +29,9 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
     let stats = std::sync::Arc::new(CaptureStats::default());
     let st = stats.clone();
     let path = relay.path();
-    // The capture runs on its own thread inside the relay namespace.
+    // The capture runs on its own thread inside the relay namespace; it says when its socket
+    // is open (packets sent before that are not seen).
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
     let capture_thread = std::thread::spawn(move || {
         let f = std::fs::File::open(path).unwrap();
         setns(&f);
@@ -39,10 +41,13 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
             .unwrap();
         rt.block_on(async move {
             let sock = CaptureSocket::open("up0", 1 << 20).unwrap();
+            open_tx.send(()).unwrap();
             let _ = tokio::time::timeout(Duration::from_secs(3), capture::run(sock, tx, st)).await;
         });
     });
-    std::thread::sleep(Duration::from_millis(300));
+    open_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("capture socket open");
 
     // Outgoing from the relay: RELAY-FORW-like to 547, and noise to 53 and 5470.
     send(&relay, "2001:db8:f::1", "2001:db8:f::2", 53, b"dns");
@@ -68,7 +73,8 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // Give stragglers (the noise, if the filter were wrong) a moment to show up.
+    // Give stragglers (the noise, if the filter were wrong) a moment to show up: waiting for
+    // something that must not come, so a fixed time is the check itself.
     std::thread::sleep(Duration::from_millis(200));
     while let Ok(m) = rx.try_recv() {
         got.push(m);

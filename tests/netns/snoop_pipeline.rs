@@ -182,6 +182,8 @@ fn a_snoop_interface_missing_at_start_is_waited_for() {
     let store = Arc::new(BindingStore::default());
     // Snooping starts before `up0` exists: no error.
     let (stats, stop_tx, agent) = start_snooper(&relay, store.clone());
+    // No signal says the snooper has looked for `up0` and found it missing (only a log line);
+    // the pause makes that first look very likely to come before the interface exists.
     std::thread::sleep(Duration::from_millis(300));
     uplink(&relay, &server);
     let addr = LeaseKey::Address(a("2001:db8:1::77"));
