@@ -150,7 +150,11 @@ fn run_recovers_by_bulk_then_signals_ready() {
 
     // Link-up: sub1 down and up again → that link is asked for again (one query per server).
     lab.agent.exec(&["ip", "link", "set", &ifname(1), "down"]);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(
+        "the kernel to drop sub1's routes",
+        Duration::from_secs(5),
+        || kernel_routes(&lab.agent) != want,
+    );
     lab.agent.exec(&["ip", "link", "set", &ifname(1), "up"]);
     wait_for(
         "a bulk query for the link that came up",

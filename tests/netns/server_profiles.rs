@@ -219,7 +219,11 @@ fn kea_one_client_data_per_lease_recovers_every_route_and_link_up_sweeps_only_th
     want_after.retain(|r| !removed.contains(r));
     let before = completed(&lab);
     lab.agent.exec(&["ip", "link", "set", &ifname(1), "down"]);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(
+        "the kernel to drop sub1's routes",
+        Duration::from_secs(5),
+        || kernel_routes(&lab.agent) != want_all,
+    );
     lab.agent.exec(&["ip", "link", "set", &ifname(1), "up"]);
     wait_for("the link-up queries", Duration::from_secs(10), || {
         completed(&lab) >= before + 2.0
