@@ -164,6 +164,9 @@ fn link_up_triggers_a_by_link_query_for_that_link_only() {
                 Arc::new(BulkStats::default()),
                 tx,
             ));
+            // No signal says the watcher has subscribed to link notifications; give it time
+            // before the link goes down (a missed transition fails the test below, it does not
+            // pass it).
             tokio::time::sleep(Duration::from_millis(200)).await;
             let ip = |state: &str| {
                 let s = std::process::Command::new("ip")

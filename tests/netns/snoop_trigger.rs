@@ -388,7 +388,9 @@ fn a_spoofed_flood_reaches_us_only_at_the_kernel_rate() {
             })
             .await
             .unwrap();
-            // Let the last NFLOG batch arrive, then count what reached user space.
+            // Let the last NFLOG batch arrive, then count what reached user space. A settle
+            // window, not a wait for a condition: the check below is an upper bound, and no
+            // signal says "no more will come".
             tokio::time::sleep(Duration::from_millis(300)).await;
             let s = h.stats();
             let logged = s.get(TriggerCounter::Events)
