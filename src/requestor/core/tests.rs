@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::core::{Event, Requestor, Submit, Transmit};
-use super::*;
+use super::{Event, Requestor, Submit, Transmit};
+use crate::requestor::*;
 use crate::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, LqRelayData, Message,
     MessageType, OptionCode, QueryType, RelayMessage, Status, StatusCode,
