@@ -2,8 +2,8 @@
 //! real UDP and TCP exchanges on loopback, decoded with the agent's codec, fault by fault.
 
 use support::closed::assert_closed;
-use support::isc::wait_for;
 use support::refserver;
+use support::wait::wait_for;
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};

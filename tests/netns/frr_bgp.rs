@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lqagent::kernel::unreachable::{self, Placement};
 use lqagent::kernel::{
@@ -17,6 +17,7 @@ use lqagent::kernel::{
 };
 use lqagent::prefix::Ipv6Prefix;
 use support::netns::{NetNs, agent_and_subscriber, require_root, veth};
+use support::wait::wait_for;
 
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 const BGPD: &str = "/usr/lib/frr/bgpd";
@@ -100,14 +101,6 @@ fn routes_of(json: &[u8]) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Run `f` on a current-thread runtime inside `ns`.

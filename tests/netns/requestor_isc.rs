@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::netns::{NetNs, require_root, veth};
+use support::wait::wait_for;
 
 /// Kills and reaps a daemon when dropped.
 struct Daemon(Child);
@@ -48,14 +49,6 @@ fn quiet_dad(ns: &NetNs) {
         "net.ipv6.conf.all.accept_dad=0",
         "net.ipv6.conf.default.accept_dad=0",
     ]);
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The value of `key` in dhclient's lease file, e.g. "iaaddr" → "2001:db8:1::1a5".

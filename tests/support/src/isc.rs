@@ -134,17 +134,8 @@ impl Drop for Daemon {
     }
 }
 
-/// Poll `f` every 50 ms until it is true or `timeout` passes (then panic naming `what`).
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// The blocking wait the ISC tests have always imported from here.
+pub use crate::wait::wait_for;
 
 /// What dhclient wrote down for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
