@@ -7,13 +7,7 @@
 //!
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
 
-#[path = "../tests/refserver/mod.rs"]
-mod refserver;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-#[path = "../tests/recovery_support/mod.rs"]
-mod recovery_support;
+use support::recovery as recovery_support;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");

@@ -8,8 +8,7 @@
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it runs a smoke pass of
 //! 2,000 queries with 100 in flight and checks every answer.
 
-#[path = "../tests/refserver/mod.rs"]
-mod refserver;
+use support::refserver;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
@@ -27,7 +26,7 @@ use refserver::{AddrLease, LeaseEntry, LeaseTable, RefServer, ServerConfig};
 /// A lean leasequery responder on one blocking thread: parses each LEASEQUERY with the
 /// agent's codec, looks the address up, and emits a LEASEQUERY-REPLY with the client's
 /// CLIENT_DATA (CLIENTID, IAADDR, CLT_TIME) or, for an unknown address, no client data.
-/// The reference server (tests/refserver) answers the same way but logs every query under a
+/// The reference server (tests/support/src/refserver/) answers the same way but logs every query under a
 /// lock and spawns a task per answer for its fault injection; this one measures the requestor.
 struct Lean {
     addr: SocketAddr,

@@ -12,9 +12,7 @@
 //! `cargo test --all-targets`): a smoke run with N = 200. Last line:
 //! `routes: install <x>x ip-batch (<n>/s vs <m>/s), delete <y>x`.
 
-#[path = "../tests/support/netns.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod netns;
+use support::netns;
 
 use std::io::Write;
 use std::net::Ipv6Addr;

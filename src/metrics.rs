@@ -11,7 +11,7 @@
 //! exposed with `_total`. Each name is a constant here, every label set is a type with enum
 //! values (or `&'static str` where another module owns the vocabulary, which keeps cardinality
 //! bounded by construction). Every family is documented in `docs/metrics.md`; the test
-//! `tests/metrics_http.rs` fails when one lacks HELP text or is missing there.
+//! `tests/loopback/metrics_http.rs` fails when one lacks HELP text or is missing there.
 //!
 //! [`http`] serves the registry on `GET /metrics` (default `127.0.0.1:9567`).
 

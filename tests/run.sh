@@ -20,7 +20,7 @@ else
 fi
 
 log "system packages"
-PKGS=(iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus frr)
+PKGS=(iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus frr systemd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,7 +45,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --all-targets

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lqagent lab: real ISC dhcpd -6, dhcrelay -6 and three dhclient -6 -N -P in network
-# namespaces, the same topology as tests/support/isc.rs:
+# namespaces, the same topology as tests/support/src/isc.rs:
 #
 #   lqlab-srv: dhcpd -6   s0 2001:db8::1/64 ── up0 2001:db8::2/64   lqlab-ac: dhcrelay -6 -I
 #                                              sub0 2001:db8:1::1/64 ── c0  lqlab-cl0: dhclient

@@ -1,7 +1,7 @@
 //! The merge rules: one pure function from (current leases, one observation) to (new leases,
 //! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
 //!
-//! Rules (each has a named test in `tests/merge_table.rs`; each names its RFC section, and
+//! Rules (each has a named test in `tests/unit_like/merge_table.rs`; each names its RFC section, and
 //! docs/interop.md says what deployed servers send):
 //!
 //! - **R1 disjoint → union** (RFC 5007 §4.3.4): leases with a key the cache does not hold are

@@ -1,6 +1,6 @@
 //! `lqagent generate DIR` (hidden): the man pages and shell completions, generated from the clap
 //! definition so they can never disagree with the binary. The Debian package build runs it
-//! (tests/deb_package.rs, docs/install.md) and ships what it writes.
+//! (tests/netns/deb_package.rs, docs/install.md) and ships what it writes.
 
 use std::path::Path;
 

@@ -542,3 +542,6 @@ fn verdict(answers: &[ServerAnswer]) -> Verdict {
         Verdict::NoAnswer
     }
 }
+
+#[cfg(test)]
+mod tests;

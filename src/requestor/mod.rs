@@ -13,8 +13,6 @@
 //! [`RefuseReason::as_str`], for `metrics` to export.
 
 pub mod core;
-#[cfg(test)]
-mod core_tests;
 pub mod limiter;
 mod msg;
 mod pktinfo;

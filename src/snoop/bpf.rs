@@ -204,5 +204,4 @@ fn assemble(items: &[Item]) -> Vec<Insn> {
 }
 
 #[cfg(test)]
-#[path = "bpf_tests.rs"]
 mod tests;

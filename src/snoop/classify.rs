@@ -607,5 +607,4 @@ fn leases_of(opts: &Options, stats: &mut ClassifyStats) -> Vec<ObservedLease> {
 }
 
 #[cfg(test)]
-#[path = "classify_tests.rs"]
 mod tests;

@@ -16,7 +16,7 @@
 # build; OUT=dir writes elsewhere). Needs isc-dhcp-server, isc-dhcp-relay, isc-dhcp-client,
 # tcpdump, iproute2. The MAC addresses are fixed so DUID-LL values repeat; DUID-LLT times, lease
 # addresses and transaction ids differ on every run, so after a re-capture the expected values in
-# tests/wire_vectors.rs must be updated (the README says how to list them).
+# tests/unit_like/wire_vectors.rs must be updated (the README says how to list them).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 OUT="${OUT:-$here}"

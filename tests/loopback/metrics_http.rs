@@ -1,0 +1,255 @@
+//! `/metrics` over loopback: every family has HELP text and a TYPE, every family is documented
+//! in docs/metrics.md, values survive the trip, and the listener stays bounded.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use lqagent::metrics::http::{self, MAX_CONNECTIONS};
+use lqagent::metrics::servers::Exchange;
+use lqagent::metrics::*;
+use support::scrape::{Exposition, http as get};
+
+fn start(metrics: Metrics) -> (SocketAddr, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(http::bind("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(http::serve(listener, metrics, std::future::pending()));
+    (addr, rt)
+}
+
+/// Touch one series of every labelled family, so samples exist to check.
+fn exercise(m: &Metrics) {
+    m.leasequeries
+        .get_or_create(&QueryLabels {
+            query_type: QueryType::Address,
+            server: "dhcp-a".into(),
+            outcome: QueryOutcome::Binding,
+        })
+        .inc_by(4);
+    let server = ServerLabels {
+        server: "dhcp-a".into(),
+    };
+    m.leasequery_rtt.get_or_create(&server).observe(0.003);
+    m.leasequery_retransmissions.get_or_create(&server).inc();
+    m.servers.configure([
+        ("dhcp-a".to_string(), "2001:db8::a".parse().unwrap()),
+        ("dhcp-b".to_string(), "2001:db8::b".parse().unwrap()),
+    ]);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let rtt = std::time::Duration::from_millis(3);
+    m.servers.record("dhcp-a", Exchange::Success, rtt, at);
+    m.servers.record("dhcp-b", Exchange::NoAnswer, rtt, at);
+    m.replies_dropped
+        .get_or_create(&ReasonLabels {
+            reason: "truncated",
+        })
+        .inc();
+    m.bindings
+        .get_or_create(&BindingLabels {
+            r#type: BindingType::Prefix,
+            link: "cable1".into(),
+        })
+        .set(2);
+    m.route_events
+        .get_or_create(&RouteEventLabels {
+            event: RouteEvent::Installed,
+        })
+        .inc_by(3);
+    m.routes
+        .get_or_create(&RouteStateLabels {
+            state: RouteState::Installed,
+        })
+        .set(3);
+    m.netlink_batch.observe(0.0002);
+    m.snooped_messages
+        .get_or_create(&MessageTypeLabels {
+            message_type: "RELAY-REPL",
+        })
+        .inc();
+    m.trigger_events
+        .get_or_create(&TriggerLabels {
+            outcome: TriggerOutcome::Queried,
+        })
+        .inc();
+    m.rate_limited_drops
+        .get_or_create(&LimitLabels {
+            scope: LimitScope::Global,
+        })
+        .inc_by(9);
+    m.recovery_in_progress.set(0);
+    m.recovery_bindings.inc_by(5);
+    m.recovery_duration.set(1.5);
+}
+
+/// True when `docs` names `family` in backticks, as itself or with `_total`.
+fn documented(docs: &str, family: &str) -> bool {
+    docs.contains(&format!("`{family}`")) || docs.contains(&format!("`{family}_total`"))
+}
+
+#[test]
+fn every_family_has_help_and_is_documented() {
+    let m = Metrics::new();
+    exercise(&m);
+    let control = std::sync::Arc::new(lqagent::control::ControlStats::default());
+    control.register(&m);
+    control
+        .requests
+        .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    let (addr, _rt) = start(m);
+    let resp = get(addr, "GET", "/metrics");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some(http::CONTENT_TYPE_OPENMETRICS)
+    );
+    let e = Exposition::parse(&resp.body);
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+
+    for name in names::ALL.iter().chain(process::ALL) {
+        assert!(e.families.contains_key(*name), "family {name} not exposed");
+    }
+    for (name, meta) in &e.families {
+        let help = meta.help.as_deref().unwrap_or("");
+        assert!(!help.trim().is_empty(), "family {name} lacks HELP text");
+        assert!(meta.kind.is_some(), "family {name} lacks TYPE");
+        assert!(
+            documented(&docs, name),
+            "family {name} is missing from docs/metrics.md"
+        );
+    }
+
+    let v = |n: &str, l: &[(&str, &str)]| e.value(n, l).unwrap_or_else(|| panic!("no {n} {l:?}"));
+    assert_eq!(
+        v(
+            "lqagent_leasequeries_total",
+            &[
+                ("query_type", "address"),
+                ("server", "dhcp-a"),
+                ("outcome", "binding")
+            ]
+        ),
+        4.0
+    );
+    assert_eq!(
+        v(
+            "lqagent_leasequery_rtt_seconds_count",
+            &[("server", "dhcp-a")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "lqagent_leasequery_rtt_seconds_bucket",
+            &[("server", "dhcp-a"), ("le", "0.004")]
+        ),
+        1.0,
+        "3 ms lands in the 4 ms bucket"
+    );
+    assert_eq!(
+        v(
+            "lqagent_bindings",
+            &[("type", "prefix"), ("link", "cable1")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v("lqagent_route_events_total", &[("event", "installed")]),
+        3.0
+    );
+    assert_eq!(
+        v("lqagent_rate_limited_drops_total", &[("scope", "global")]),
+        9.0
+    );
+    assert_eq!(v("lqagent_recovery_duration_seconds", &[]), 1.5);
+    assert!(v("process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert!(v("process_open_fds", &[]) >= 3.0);
+    assert!(v("process_cpu_seconds_total", &[]) >= 0.0);
+    assert_eq!(v("lqagent_server_up", &[("server", "dhcp-a")]), 1.0);
+    assert_eq!(v("lqagent_server_up", &[("server", "dhcp-b")]), 0.0);
+    assert_eq!(
+        v(
+            "lqagent_server_last_success_timestamp_seconds",
+            &[("server", "dhcp-a")]
+        ),
+        1_700_000_000.0
+    );
+    assert_eq!(
+        v(
+            "lqagent_server_last_success_timestamp_seconds",
+            &[("server", "dhcp-b")]
+        ),
+        0.0,
+        "never succeeded"
+    );
+    assert_eq!(
+        v(
+            "lqagent_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v("lqagent_metrics_scrapes_total", &[]),
+        1.0,
+        "this scrape counted"
+    );
+}
+
+#[test]
+fn other_paths_and_methods_are_refused() {
+    let (addr, _rt) = start(Metrics::new());
+    assert_eq!(get(addr, "GET", "/").status, 404);
+    let post = get(addr, "POST", "/metrics");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    let head = get(addr, "HEAD", "/metrics");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_counted() {
+    use std::io::Read;
+    let m = Metrics::new();
+    let (addr, _rt) = start(m.clone());
+    // Fill every slot with an idle connection, then make sure the server has accepted them all.
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    support::closed::assert_closed(
+        extra.read(&mut buf),
+        "the connection over the limit is closed at once",
+    );
+    let text = m.encode();
+    let e = Exposition::parse(&text);
+    assert_eq!(
+        e.value("lqagent_metrics_connections_rejected_total", &[]),
+        Some(1.0)
+    );
+    drop(idle);
+    // Slots free up as the idle connections close; a scrape then works again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = std::panic::catch_unwind(|| get(addr, "GET", "/metrics").status == 200);
+        if ok.unwrap_or(false) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listener did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

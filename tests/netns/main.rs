@@ -1,0 +1,24 @@
+//! Integration tests that need root and the system: network namespaces the tests create, real
+//! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package, and the
+//! daemon end to end. Under CI=true a missing privilege or tool fails the test, never skips it.
+
+mod bulk_recovery;
+mod daemon_attacks;
+mod daemon_e2e;
+mod daemon_failsafe;
+mod daemon_recovery;
+mod daemon_trigger_e2e;
+mod deb_package;
+mod frr_bgp;
+mod isc_lab;
+mod kernel_kill9;
+mod kernel_netns;
+mod netns_support;
+mod requestor_isc;
+mod server_profiles;
+mod snoop_capture;
+mod snoop_pipeline;
+mod snoop_trigger;
+mod state_full_disk;
+mod tshark_check;
+mod unreachable_netns;
