@@ -63,7 +63,7 @@ impl Default for CacheConfig {
     }
 }
 
-const VERDICTS: [Verdict; 10] = [
+const VERDICTS: [Verdict; 13] = [
     Verdict::Added,
     Verdict::Updated,
     Verdict::Unchanged,
@@ -74,6 +74,9 @@ const VERDICTS: [Verdict; 10] = [
     Verdict::LostToNewerSrsn,
     Verdict::LostToLaterArrival,
     Verdict::OverPrefixCap,
+    Verdict::OverAddressCap,
+    Verdict::OverLinkCap,
+    Verdict::OverTotalCap,
 ];
 
 fn verdict_index(v: Verdict) -> usize {
@@ -83,7 +86,7 @@ fn verdict_index(v: Verdict) -> usize {
 /// Counters the cache keeps; `metrics.rs` exports them with the `as_str()` labels.
 #[derive(Debug, Default)]
 pub struct CacheStats {
-    verdicts: [AtomicU64; 10],
+    verdicts: [AtomicU64; VERDICTS.len()],
     clt_unix_timestamp: AtomicU64,
     clt_exceeds_valid: AtomicU64,
     expired: AtomicU64,
@@ -120,6 +123,15 @@ impl CacheStats {
             )
         })
         .collect()
+    }
+
+    /// New bindings refused by a cap (merge R10), by `cap` label. The same counts as the
+    /// `over_*_cap` verdicts, under the name an operator alerts on.
+    pub fn cap_refused(&self) -> Vec<(&'static str, u64)> {
+        VERDICTS
+            .iter()
+            .filter_map(|v| v.cap().map(|c| (c, self.verdict(*v))))
+            .collect()
     }
 
     pub fn verdict(&self, v: Verdict) -> u64 {
@@ -176,6 +188,8 @@ struct WriterState {
     tomb_order: VecDeque<(Timestamp, LeaseKey)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
+    /// Rate limit of cap refusal log lines: (second, lines logged in it).
+    cap_log: (i64, u32),
 }
 
 /// The table slots of one client's leases: two inline (most clients hold one address and one
@@ -318,11 +332,13 @@ impl BindingStore {
         for d in holders {
             self.gather_client(&d, &mut current);
         }
-        let out = merge::merge(&current, &tombs, obs, &self.cfg.merge);
+        let held = self.held(obs, &current);
+        let out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held);
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         if let Some(check) = out.clt {
             self.note_clt(&mut w, obs, check);
         }
+        self.note_refusals(&mut w, obs, &out.verdicts);
         self.commit(&mut w, &current, out)
     }
 
@@ -463,6 +479,57 @@ impl BindingStore {
 
     fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
         into.extend(self.client_leases(duid));
+    }
+
+    /// The counts the caps (merge R10) look at, before `obs` is merged.
+    fn held(&self, obs: &Observation, current: &BTreeMap<LeaseKey, Lease>) -> merge::Held {
+        let mut h = merge::Held {
+            link_bindings: self.by_link.get(&obs.link.address).map_or(0, |v| v.len()),
+            total: self.leases.len(),
+            ..merge::Held::default()
+        };
+        for l in current.values() {
+            if *l.client.duid == *obs.client_duid {
+                if l.ia == super::binding::IaType::Pd {
+                    h.client_prefixes += 1;
+                } else {
+                    h.client_addresses += 1;
+                }
+            }
+        }
+        h
+    }
+
+    /// A binding refused by a cap is never silent: counted (with the verdicts) and logged, at
+    /// most 10 lines a second like admission refusals.
+    fn note_refusals(
+        &self,
+        w: &mut WriterState,
+        obs: &Observation,
+        verdicts: &[(LeaseKey, Verdict)],
+    ) {
+        for (key, v) in verdicts {
+            let Some(cap) = v.cap() else {
+                continue;
+            };
+            let sec = obs.arrival.secs();
+            if w.cap_log.0 != sec {
+                w.cap_log = (sec, 0);
+            }
+            if w.cap_log.1 >= 10 {
+                return;
+            }
+            w.cap_log.1 += 1;
+            tracing::warn!(
+                lease = %key,
+                cap,
+                client = %hex::encode(&obs.client_duid),
+                link = %obs.link.address,
+                source = obs.source.as_str(),
+                server = %obs.server.address,
+                "new binding refused: cache cap reached (existing bindings are kept)"
+            );
+        }
     }
 
     fn note_clt(&self, w: &mut WriterState, obs: &Observation, check: CltCheck) {
@@ -799,6 +866,165 @@ mod tests {
             (s.by_client.len(), s.by_link.len()),
             (0, 0),
             "empty entries removed"
+        );
+    }
+
+    /// One row of the caps table: the cap under test set to 3, the others out of the way, and
+    /// how the `i`th new binding looks (client, link, key) so that it counts against that cap.
+    struct CapRow {
+        verdict: Verdict,
+        label: &'static str,
+        set: fn(&mut MergeConfig),
+        nth: fn(u16) -> (u8, u16, LeaseKey, IaType),
+    }
+
+    fn pfx(n: u16) -> LeaseKey {
+        LeaseKey::Prefix(
+            Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100 + n, 0, 0, 0, 0, 0), 56).unwrap(),
+        )
+    }
+
+    fn one(client: u8, link: u16, key: LeaseKey, ia: IaType, valid: u32, at: i64) -> Observation {
+        let mut o = obs(client, link, &[key], at);
+        o.leases[0].ia = ia;
+        o.leases[0].valid = valid;
+        o
+    }
+
+    const CAP_ROWS: [CapRow; 4] = [
+        CapRow {
+            verdict: Verdict::OverPrefixCap,
+            label: "prefixes_per_client",
+            set: |m| m.max_prefixes_per_client = 3,
+            nth: |i| (1, 1, pfx(i), IaType::Pd),
+        },
+        CapRow {
+            verdict: Verdict::OverAddressCap,
+            label: "addresses_per_client",
+            set: |m| m.max_addresses_per_client = 3,
+            nth: |i| (1, 1, addr(i + 1), IaType::Na),
+        },
+        CapRow {
+            verdict: Verdict::OverLinkCap,
+            label: "bindings_per_link",
+            set: |m| m.max_bindings_per_link = 3,
+            nth: |i| (10 + i as u8, 1, addr(i + 1), IaType::Na),
+        },
+        CapRow {
+            verdict: Verdict::OverTotalCap,
+            label: "bindings",
+            set: |m| m.max_bindings = 3,
+            nth: |i| (10 + i as u8, 1 + i, addr(i + 1), IaType::Na),
+        },
+    ];
+
+    /// RFC 8987 G-5..G-7 (merge R10): for every cap, below it a new binding is admitted; at it
+    /// a new one is refused, counted and changes nothing, while the bindings held are refreshed
+    /// and never evicted; a release frees room for the next new one.
+    #[test]
+    fn caps_refuse_new_bindings_keep_and_refresh_old_ones_release_frees_room() {
+        for row in &CAP_ROWS {
+            let mut cfg = CacheConfig::default();
+            (row.set)(&mut cfg.merge);
+            let s = BindingStore::new(cfg);
+            let send = |i: u16, valid: u32, at: i64| {
+                let (c, l, k, ia) = (row.nth)(i);
+                (k, s.apply(&one(c, l, k, ia, valid, at)))
+            };
+            let name = row.label;
+            // Up to the cap: the third (taken at cap − 1 = 2 held) is still admitted.
+            for i in 0..3 {
+                let (k, out) = send(i, 200, 1000);
+                assert_eq!(out.verdicts, vec![(k, Verdict::Added)], "{name}: #{i}");
+            }
+            // At the cap: refused, counted, nothing written, nothing to the route installer.
+            let (k3, out) = send(3, 200, 1001);
+            assert_eq!(out.verdicts, vec![(k3, row.verdict)], "{name}");
+            assert!(out.changes.is_empty() && out.writes.is_empty(), "{name}");
+            assert!(s.get(&k3).is_none(), "{name}");
+            // An update of a binding held at the cap adds nothing: admitted.
+            let (k0, out) = send(0, 900, 1002);
+            assert_eq!(out.verdicts, vec![(k0, Verdict::Updated)], "{name}");
+            assert_eq!(out.changes.len(), 1, "{name}");
+            assert_eq!(
+                s.get(&k0).map(|l| l.valid_until),
+                Some(Timestamp::from_secs(1902)),
+                "{name}"
+            );
+            // Never an existing one evicted.
+            for i in 0..3 {
+                assert!(s.get(&(row.nth)(i).2).is_some(), "{name}: #{i} evicted");
+            }
+            assert_eq!(s.len(), 3, "{name}");
+            // A release frees room: the refused one is admitted now.
+            let (c1, _, k1, _) = (row.nth)(1);
+            let out = s.withdraw(&Withdrawal {
+                keys: vec![k1],
+                client_duid: Some(vec![0, 3, 0, 1, c1].into()),
+                reason: WithdrawReason::Released,
+                arrival: Timestamp::from_secs(1003),
+            });
+            assert_eq!(out.verdicts, vec![(k1, Verdict::Removed)], "{name}");
+            let (_, out) = send(3, 200, 1004);
+            assert_eq!(out.verdicts, vec![(k3, Verdict::Added)], "{name}");
+            // And full again.
+            let (k4, out) = send(4, 200, 1005);
+            assert_eq!(out.verdicts, vec![(k4, row.verdict)], "{name}");
+            let counted: Vec<_> = s.stats().cap_refused();
+            for (label, n) in counted {
+                let want = if label == row.label { 2 } else { 0 };
+                assert_eq!(n, want, "{name}: lqagent_cap_refused_total{{cap={label}}}");
+            }
+            assert_eq!(s.stats().verdict(row.verdict), 2, "{name}");
+        }
+    }
+
+    /// R10 with R8: a release in the same answer counts first, so it frees room for a new lease
+    /// in that answer; and a refusal makes a complete answer incomplete (R7 removes nothing).
+    #[test]
+    fn caps_count_after_the_answers_own_removals_and_a_refusal_disables_omission() {
+        let mut cfg = CacheConfig::default();
+        cfg.merge.max_addresses_per_client = 2;
+        let server_addr = Ipv6Addr::LOCALHOST;
+        cfg.merge.complete_servers = vec![server_addr];
+        let s = BindingStore::new(cfg);
+        let out = s.apply(&obs(1, 1, &[addr(1), addr(2)], 1000));
+        assert_eq!(out.changes.len(), 2);
+        // addr 1 released (valid 0) and addr 3 new in one answer: admitted.
+        let mut o = obs(1, 1, &[addr(1), addr(2), addr(3)], 1001);
+        o.leases[0].valid = 0;
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(3), Verdict::Added)),
+            "{:?}",
+            out.verdicts
+        );
+        // A complete answer omitting addr 2 whose new addr 4 and 5 pass the cap: 5 is refused,
+        // so the answer is not complete and addr 2 stays.
+        let mut o = obs(1, 1, &[addr(3), addr(4), addr(5)], 1002);
+        o.complete = true;
+        o.source = super::super::Source::Leasequery;
+        o.clt_time = Some(0);
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(4), Verdict::OverAddressCap)),
+            "{:?}",
+            out.verdicts
+        );
+        assert!(
+            s.get(&addr(2)).is_some(),
+            "omission after a refusal removed a lease"
+        );
+        // The same complete answer within the cap does remove the omitted lease (R7 still works).
+        let mut o = obs(1, 1, &[addr(3)], 1003);
+        o.complete = true;
+        o.source = super::super::Source::Leasequery;
+        o.clt_time = Some(0);
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(2), Verdict::RemovedOmitted)),
+            "{:?}",
+            out.verdicts
         );
     }
 }
