@@ -1,5 +1,8 @@
 //! The merge rules: one pure function from (current leases, one observation) to (new leases,
-//! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
+//! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies:
+//! for a client with many leases only those the rules can touch (see `store.rs`, "big
+//! clients"), with the counts the caps need ([`Held`]), so one merge does not cost more as the
+//! client holds more.
 //!
 //! Rules (each has a named test in `tests/merge_table.rs`; each names its RFC section, and
 //! docs/interop.md says what deployed servers send):
@@ -303,6 +306,11 @@ pub struct MergeOutcome {
     pub clt: Option<CltCheck>,
     /// R15: evidence of removals to remember for a while (key, the removing data).
     pub tombstones: Vec<(LeaseKey, Lease)>,
+    /// R11: each (client record, prefix next hop) the client's leases on its link were brought
+    /// to. A lease of that client and link that `current` did not hold was left alone, which is
+    /// right only if it already carries both: the store checks that with its counts and merges
+    /// again with all the client's leases when it does not.
+    pub assigned: Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 }
 
 /// RFC 1982 serial-number "newer or equal" for 32-bit counters.
@@ -460,6 +468,7 @@ pub fn merge_held(
     let mut verdicts = Vec::new();
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
     let mut displaced: Vec<Arc<ClientInfo>> = Vec::new();
+    let mut assigned = Vec::new();
 
     // Removals first (R8, R7) so that prefixes given up free room under the cap (R10).
     let mut incoming: Vec<_> = obs.leases.iter().collect();
@@ -569,13 +578,14 @@ pub fn merge_held(
         )
     });
     if won {
-        assign_next_hops(&mut next, current, &client);
+        assign_next_hops(&mut next, current, &client, &mut assigned);
     }
     for c in displaced {
-        reassign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c, &mut assigned);
     }
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
+    out.assigned = assigned;
     out
 }
 
@@ -596,6 +606,7 @@ fn assign_next_hops(
     next: &mut BTreeMap<LeaseKey, Option<Lease>>,
     current: &BTreeMap<LeaseKey, Lease>,
     client: &Arc<ClientInfo>,
+    assigned: &mut Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 ) {
     let on_link =
         |l: &Lease| l.client.duid == client.duid && l.client.link.address == client.link.address;
@@ -614,6 +625,7 @@ fn assign_next_hops(
         .and_then(|r| r.peer_address)
         .filter(|p| !p.is_unspecified());
     let hop = peer.or(na);
+    assigned.push((client.clone(), hop));
     for k in keys {
         let Some(l) = state_of(next, current, &k) else {
             continue;
@@ -645,6 +657,7 @@ fn reassign_next_hops(
     next: &mut BTreeMap<LeaseKey, Option<Lease>>,
     current: &BTreeMap<LeaseKey, Lease>,
     c: &Arc<ClientInfo>,
+    assigned: &mut Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 ) {
     let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
     let newest = keys
@@ -654,7 +667,7 @@ fn reassign_next_hops(
         .max_by_key(|l| (l.last_transaction, l.server.duid.clone(), l.arrival))
         .map(|l| l.client.clone());
     if let Some(client) = newest {
-        assign_next_hops(next, current, &client);
+        assign_next_hops(next, current, &client, assigned);
     }
 }
 
@@ -790,8 +803,11 @@ fn remove_keys(
         .filter(|l| l.ia == IaType::Na)
         .map(|l| l.client.clone())
         .collect();
+    let mut assigned = Vec::new();
     for c in clients {
-        reassign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c, &mut assigned);
     }
-    finish(current, next, verdicts, None)
+    let mut out = finish(current, next, verdicts, None);
+    out.assigned = assigned;
+    out
 }
