@@ -1,7 +1,10 @@
 //! Binding cache benchmark: memory per binding, lookups per second on 2 threads, snapshot write
 //! and load time. `cargo bench --bench cache` runs 1M bindings (500k clients × one IA_NA address
 //! and one /56 IA_PD prefix), inserted through the real merge path (`BindingStore::apply`).
-//! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
+//! It also fills one client with 1 000 and then 10 000 delegated prefixes and prints the merge
+//! cost per lease of each (the two should be about equal: one merge does not copy the client's
+//! other leases). Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny
+//! smoke run.
 //! The last line is `cache: <bytes> B/binding, <n> lookups/s`.
 
 use std::net::Ipv6Addr;
@@ -101,6 +104,56 @@ fn observation(i: u32, servers: &[Arc<ServerId>], now: Timestamp) -> Observation
         arrival: now,
         query_address: None,
     }
+}
+
+/// Fill one client (one IA_NA address, then `n` delegated /64s, one observation each, as a CPE
+/// behind which a misbehaving or very large network asks for prefix after prefix) and return the
+/// merge cost per lease in nanoseconds. Linear fill: the same per-lease cost at any `n`.
+fn one_client_per_lease_ns(n: u32, server: &Arc<ServerId>, now: Timestamp) -> f64 {
+    let mut cfg = CacheConfig::default();
+    cfg.merge.max_prefixes_per_client = 65_536;
+    let store = BindingStore::new(cfg);
+    let lease = |key, ia| ObservedLease {
+        key,
+        ia,
+        iaid: 1,
+        preferred: 1800,
+        valid: 3600,
+    };
+    let obs = |leases, i: u32| Observation {
+        client_duid: vec![0, 3, 0, 1, 0x02, 0x42, 0, 0, 0, 1].into(),
+        link: Link {
+            address: Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, 1),
+            interface: None,
+        },
+        relay: None,
+        server: server.clone(),
+        source: Source::Snoop,
+        clt_time: None,
+        base_time: None,
+        srsn: None,
+        complete: false,
+        leases,
+        arrival: now.plus_millis(i64::from(i)),
+        query_address: None,
+    };
+    store.apply(&obs(
+        vec![lease(LeaseKey::Address(na_addr(0)), IaType::Na)],
+        0,
+    ));
+    let prefixes: Vec<LeaseKey> = (0..n)
+        .map(|i| {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, 0x4000, i as u16, 0, 0, 0, 0);
+            LeaseKey::Prefix(Ipv6Prefix::new(a, 64).unwrap())
+        })
+        .collect();
+    let t = Instant::now();
+    for (i, k) in prefixes.iter().enumerate() {
+        store.apply(&obs(vec![lease(*k, IaType::Pd)], i as u32 + 1));
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(store.len() as u32, n + 1);
+    elapsed.as_nanos() as f64 / f64::from(n)
 }
 
 fn main() {
@@ -227,6 +280,15 @@ fn main() {
         load.as_secs_f64(),
         size >> 20,
         loaded.leases.len()
+    );
+    // One client with very many leases: the merge cost per lease must not grow with the count.
+    let (small, large) = if full { (1_000, 10_000) } else { (50, 500) };
+    let ns_small = one_client_per_lease_ns(small, &servers[0], now);
+    let ns_large = one_client_per_lease_ns(large, &servers[0], now);
+    println!(
+        "one client: {small} leases {ns_small:.0} ns/lease, {large} leases {ns_large:.0} ns/lease \
+         (ratio {:.2}; linear fill keeps it near 1)",
+        ns_large / ns_small
     );
     println!("cache: {per_binding} B/binding, {per_sec} lookups/s");
 }
