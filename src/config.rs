@@ -144,6 +144,15 @@ pub struct LimitsSection {
     pub pending_max: usize,
     /// How long a "no binding" answer is remembered.
     pub negative_ttl: Duration,
+    /// Cache caps (RFC 8987 G-5..G-7, merge rule R10): past one a new binding is refused,
+    /// existing ones are kept. Delegated prefixes per client DUID.
+    pub max_prefixes_per_client: usize,
+    /// Addresses (IA_NA, IA_TA) per client DUID.
+    pub max_addresses_per_client: usize,
+    /// Bindings per link (relay link-address).
+    pub max_bindings_per_link: usize,
+    /// Bindings in the whole cache.
+    pub max_bindings: usize,
 }
 
 /// One RFC 5460 bulk query kind.

@@ -1,5 +1,8 @@
 //! The merge rules: one pure function from (current leases, one observation) to (new leases,
-//! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies.
+//! changes). No clock, no I/O, no maps shared with other threads — the store feeds it copies:
+//! for a client with many leases only those the rules can touch (see `store.rs`, "big
+//! clients"), with the counts the caps need ([`Held`]), so one merge does not cost more as the
+//! client holds more.
 //!
 //! Rules (each has a named test in `tests/unit_like/merge_table.rs`; each names its RFC section, and
 //! docs/interop.md says what deployed servers send):
@@ -40,10 +43,17 @@
 //! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update.
 //! - **R9 snooped data competes by recency**: a snooped REPLY has no CLT_TIME; its
 //!   client-last-transaction is its arrival time (the client just talked to the server).
-//! - **R10 delegated-prefix cap** (RFC 8987 G-5): a client holds at most
-//!   [`MergeConfig::max_prefixes_per_client`] prefixes; new prefixes past the cap are refused and
-//!   counted, prefixes already held are always refreshed (first come, first kept: a misbehaving
-//!   client cannot push out its own routes, nor grow the table).
+//! - **R10 caps** (RFC 8987 G-5..G-7): a client holds at most
+//!   [`MergeConfig::max_prefixes_per_client`] delegated prefixes and
+//!   [`MergeConfig::max_addresses_per_client`] addresses (IA_NA and IA_TA), a link at most
+//!   [`MergeConfig::max_bindings_per_link`] bindings, the cache at most
+//!   [`MergeConfig::max_bindings`]. A *new* binding (a key the cache does not hold) past a cap is
+//!   refused and counted (`OverPrefixCap`, `OverAddressCap`, `OverLinkCap`, `OverTotalCap`,
+//!   checked in that order); a binding already held is always refreshed and never evicted (first
+//!   come, first kept: a misbehaving client cannot push out its own routes, nor grow the table).
+//!   Counts are those after the observation's removals (R8 runs first), so a release in the same
+//!   answer frees room. A refusal makes the answer incomplete: R7 then removes nothing, as for a
+//!   lease refused by admission.
 //! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
 //!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
 //!   Only data that won at least one lease may change it: an answer that lost everything (a late,
@@ -93,6 +103,12 @@ pub struct MergeConfig {
     pub srsn_reorder_window_ms: i64,
     /// R10: RFC 8987 G-5 cap on delegated prefixes per client DUID (default 8).
     pub max_prefixes_per_client: usize,
+    /// R10: cap on addresses (IA_NA, IA_TA) per client DUID (default 8).
+    pub max_addresses_per_client: usize,
+    /// R10: cap on bindings per link (relay link-address) (default 1 000 000).
+    pub max_bindings_per_link: usize,
+    /// R10: cap on bindings in the whole cache (default 4 000 000).
+    pub max_bindings: usize,
     /// R13: CLT_TIME values at or above this are read as Unix timestamps.
     pub clt_unix_threshold: u32,
     /// R13: how far ahead of us a server clock may be before its absolute time is ignored.
@@ -107,6 +123,9 @@ impl Default for MergeConfig {
         MergeConfig {
             srsn_reorder_window_ms: 30_000,
             max_prefixes_per_client: 8,
+            max_addresses_per_client: 8,
+            max_bindings_per_link: 1_000_000,
+            max_bindings: 4_000_000,
             clt_unix_threshold: 1_000_000_000,
             clock_skew_ms: 300_000,
             complete_servers: Vec::new(),
@@ -167,6 +186,12 @@ pub enum Verdict {
     LostToLaterArrival,
     /// R10: past the per-client prefix cap.
     OverPrefixCap,
+    /// R10: past the per-client address cap.
+    OverAddressCap,
+    /// R10: past the per-link binding cap.
+    OverLinkCap,
+    /// R10: past the cap on bindings in the whole cache.
+    OverTotalCap,
 }
 
 impl Verdict {
@@ -182,6 +207,90 @@ impl Verdict {
             Verdict::LostToNewerSrsn => "lost_to_newer_srsn",
             Verdict::LostToLaterArrival => "lost_to_later_arrival",
             Verdict::OverPrefixCap => "over_prefix_cap",
+            Verdict::OverAddressCap => "over_address_cap",
+            Verdict::OverLinkCap => "over_link_cap",
+            Verdict::OverTotalCap => "over_total_cap",
+        }
+    }
+
+    /// R10: the cap that refused the lease (`cap` label of `lqagent_cap_refused_total`).
+    pub fn cap(self) -> Option<&'static str> {
+        match self {
+            Verdict::OverPrefixCap => Some("prefixes_per_client"),
+            Verdict::OverAddressCap => Some("addresses_per_client"),
+            Verdict::OverLinkCap => Some("bindings_per_link"),
+            Verdict::OverTotalCap => Some("bindings"),
+            _ => None,
+        }
+    }
+}
+
+/// What the cache holds around an observation before it is merged, for the caps (R10): the
+/// store keeps these as counts, so a merge never has to look at every lease of a big client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Delegated prefixes of the observation's client DUID (all links).
+    pub client_prefixes: usize,
+    /// Addresses (IA_NA, IA_TA) of the observation's client DUID (all links).
+    pub client_addresses: usize,
+    /// Bindings on the observation's link.
+    pub link_bindings: usize,
+    /// Bindings in the cache.
+    pub total: usize,
+}
+
+impl Held {
+    /// The counts as far as `current` shows them (when `current` is all the cache holds).
+    pub fn of(current: &BTreeMap<LeaseKey, Lease>, obs: &Observation) -> Held {
+        let mut h = Held {
+            total: current.len(),
+            ..Held::default()
+        };
+        for l in current.values() {
+            h.add(l, obs, 1);
+        }
+        h
+    }
+
+    /// Count `l` in (`sign` 1) or out (`sign` -1) of the totals of `obs`'s client and link.
+    fn add(&mut self, l: &Lease, obs: &Observation, sign: isize) {
+        let step = |n: &mut usize| *n = n.saturating_add_signed(sign);
+        if *l.client.duid == *obs.client_duid {
+            if l.ia == IaType::Pd {
+                step(&mut self.client_prefixes);
+            } else {
+                step(&mut self.client_addresses);
+            }
+        }
+        if l.client.link.address == obs.link.address {
+            step(&mut self.link_bindings);
+        }
+    }
+
+    /// The counts after `key` goes from `old` to `new`.
+    fn replace(&mut self, old: Option<&Lease>, new: Option<&Lease>, obs: &Observation) {
+        if let Some(o) = old {
+            self.add(o, obs, -1);
+            self.total = self.total.saturating_sub(1);
+        }
+        if let Some(n) = new {
+            self.add(n, obs, 1);
+            self.total = self.total.saturating_add(1);
+        }
+    }
+
+    /// R10: the cap a new lease of type `ia` would pass, if any.
+    fn over_cap(&self, ia: IaType, cfg: &MergeConfig) -> Option<Verdict> {
+        if ia == IaType::Pd && self.client_prefixes >= cfg.max_prefixes_per_client {
+            Some(Verdict::OverPrefixCap)
+        } else if ia != IaType::Pd && self.client_addresses >= cfg.max_addresses_per_client {
+            Some(Verdict::OverAddressCap)
+        } else if self.link_bindings >= cfg.max_bindings_per_link {
+            Some(Verdict::OverLinkCap)
+        } else if self.total >= cfg.max_bindings {
+            Some(Verdict::OverTotalCap)
+        } else {
+            None
         }
     }
 }
@@ -197,6 +306,11 @@ pub struct MergeOutcome {
     pub clt: Option<CltCheck>,
     /// R15: evidence of removals to remember for a while (key, the removing data).
     pub tombstones: Vec<(LeaseKey, Lease)>,
+    /// R11: each (client record, prefix next hop) the client's leases on its link were brought
+    /// to. A lease of that client and link that `current` did not hold was left alone, which is
+    /// right only if it already carries both: the store checks that with its counts and merges
+    /// again with all the client's leases when it does not.
+    pub assigned: Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 }
 
 /// RFC 1982 serial-number "newer or equal" for 32-bit counters.
@@ -323,10 +437,11 @@ fn client_info(
     }
 }
 
-/// Merge one observation into the leases it concerns.
+/// Merge one observation into the leases it concerns, with `current` taken as all the cache
+/// holds (the caps of R10 count in it).
 ///
 /// `current` must hold every stored lease at the observation's keys and every stored lease of
-/// the same client DUID, and of the clients holding those keys (all links): R7, R10 and R11 look
+/// the same client DUID, and of the clients holding those keys (all links): R7 and R11 look
 /// at them. Leases not in `current` are treated as absent. `tombstones` holds the evidence of
 /// recent removals at the observation's keys (R15).
 pub fn merge(
@@ -335,6 +450,17 @@ pub fn merge(
     obs: &Observation,
     cfg: &MergeConfig,
 ) -> MergeOutcome {
+    merge_held(current, tombstones, obs, cfg, Held::of(current, obs))
+}
+
+/// [`merge`] with the counts of R10 given by the caller (the store keeps them).
+pub fn merge_held(
+    current: &BTreeMap<LeaseKey, Lease>,
+    tombstones: &BTreeMap<LeaseKey, Lease>,
+    obs: &Observation,
+    cfg: &MergeConfig,
+    mut held: Held,
+) -> MergeOutcome {
     let (last_tx, clt) = last_transaction(obs, cfg);
     let reference = reference_time(obs);
     let client = client_info(obs, current, last_tx);
@@ -342,6 +468,7 @@ pub fn merge(
     let mut verdicts = Vec::new();
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
     let mut displaced: Vec<Arc<ClientInfo>> = Vec::new();
+    let mut assigned = Vec::new();
 
     // Removals first (R8, R7) so that prefixes given up free room under the cap (R10).
     let mut incoming: Vec<_> = obs.leases.iter().collect();
@@ -378,6 +505,7 @@ pub fn merge(
                     if s.client.duid != client.duid {
                         displaced.push(s.client.clone());
                     }
+                    held.replace(Some(s), None, obs);
                     next.insert(ol.key, None);
                     tombs.push((ol.key, candidate));
                     Verdict::Removed
@@ -387,6 +515,7 @@ pub fn merge(
                     {
                         displaced.push(s.client.clone());
                     }
+                    held.replace(Some(s), Some(&candidate), obs);
                     next.insert(ol.key, Some(candidate));
                     Verdict::Updated
                 }
@@ -396,22 +525,21 @@ pub fn merge(
                 tombs.push((ol.key, candidate));
                 Verdict::AlreadyGone
             }
-            (None, None) => {
-                if ol.ia == IaType::Pd
-                    && prefixes_held(&next, current, &obs.client_duid)
-                        >= cfg.max_prefixes_per_client
-                {
-                    Verdict::OverPrefixCap
-                } else {
+            (None, None) => match held.over_cap(ol.ia, cfg) {
+                Some(over) => over,
+                None => {
+                    held.replace(None, Some(&candidate), obs);
                     next.insert(ol.key, Some(candidate));
                     Verdict::Added
                 }
-            }
+            },
         };
         verdicts.push((ol.key, verdict));
     }
 
-    if obs.complete && cfg.believes_complete(&obs.server) {
+    // R10: an answer we did not take whole is not complete (like a lease refused by admission).
+    let refused = verdicts.iter().any(|(_, v)| v.cap().is_some());
+    if obs.complete && !refused && cfg.believes_complete(&obs.server) {
         let probe = Lease {
             client: client.clone(),
             server: obs.server.clone(),
@@ -450,13 +578,14 @@ pub fn merge(
         )
     });
     if won {
-        assign_next_hops(&mut next, current, &client);
+        assign_next_hops(&mut next, current, &client, &mut assigned);
     }
     for c in displaced {
-        reassign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c, &mut assigned);
     }
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
+    out.assigned = assigned;
     out
 }
 
@@ -472,28 +601,12 @@ fn state_of<'a>(
     }
 }
 
-fn prefixes_held(
-    next: &BTreeMap<LeaseKey, Option<Lease>>,
-    current: &BTreeMap<LeaseKey, Lease>,
-    duid: &[u8],
-) -> usize {
-    let keys = current.keys().chain(next.keys());
-    let mut seen = std::collections::BTreeSet::new();
-    for k in keys {
-        if let Some(l) = state_of(next, current, k) {
-            if l.ia == IaType::Pd && &*l.client.duid == duid {
-                seen.insert(*k);
-            }
-        }
-    }
-    seen.len()
-}
-
 /// R11: recompute the next hop of the client's prefixes on this link.
 fn assign_next_hops(
     next: &mut BTreeMap<LeaseKey, Option<Lease>>,
     current: &BTreeMap<LeaseKey, Lease>,
     client: &Arc<ClientInfo>,
+    assigned: &mut Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 ) {
     let on_link =
         |l: &Lease| l.client.duid == client.duid && l.client.link.address == client.link.address;
@@ -512,6 +625,7 @@ fn assign_next_hops(
         .and_then(|r| r.peer_address)
         .filter(|p| !p.is_unspecified());
     let hop = peer.or(na);
+    assigned.push((client.clone(), hop));
     for k in keys {
         let Some(l) = state_of(next, current, &k) else {
             continue;
@@ -543,6 +657,7 @@ fn reassign_next_hops(
     next: &mut BTreeMap<LeaseKey, Option<Lease>>,
     current: &BTreeMap<LeaseKey, Lease>,
     c: &Arc<ClientInfo>,
+    assigned: &mut Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 ) {
     let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
     let newest = keys
@@ -552,7 +667,7 @@ fn reassign_next_hops(
         .max_by_key(|l| (l.last_transaction, l.server.duid.clone(), l.arrival))
         .map(|l| l.client.clone());
     if let Some(client) = newest {
-        assign_next_hops(next, current, &client);
+        assign_next_hops(next, current, &client, assigned);
     }
 }
 
@@ -688,8 +803,11 @@ fn remove_keys(
         .filter(|l| l.ia == IaType::Na)
         .map(|l| l.client.clone())
         .collect();
+    let mut assigned = Vec::new();
     for c in clients {
-        reassign_next_hops(&mut next, current, &c);
+        reassign_next_hops(&mut next, current, &c, &mut assigned);
     }
-    finish(current, next, verdicts, None)
+    let mut out = finish(current, next, verdicts, None);
+    out.assigned = assigned;
+    out
 }

@@ -21,9 +21,22 @@
 //!   slot may be reused after its lease is gone, so readers check what they find there against
 //!   the DUID/link they asked for.
 //!
+//! - big clients (writer side, under the writer lock): a client holding more than
+//!   [`BIG_CLIENT`] leases gets, per link, its leases in R11 recency order, its IA_NA addresses
+//!   in order, and counts of its client records and prefix next hops. A merge about it then
+//!   copies only what the rules can touch — the observation's keys, the newest leases and the
+//!   smallest addresses down to the first the observation does not name — and the counts the
+//!   caps need, instead of every lease: one client with 10 000 leases merges as fast as one with
+//!   ten. R11 may rewrite every lease of the client on the link (a new relay peer, a new
+//!   smallest address); the merge reports what it brought them to (`MergeOutcome::assigned`),
+//!   and only if the counts show that some lease not copied differs is the merge done again
+//!   with all of them (a change that touches every lease costs that anyway). R7 omission needs
+//!   every lease of the server, so a complete answer copies the client whole. Small clients are
+//!   copied whole as before: the index costs memory only where it saves time.
+//!
 //! All maps use the seeded word hasher of [`super::hash`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +44,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, Lease, LeaseKey, Observation, RouteView, Sweep, Timestamp,
-    Withdrawal,
+    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Observation, RouteView, ServerId,
+    Sweep, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
 use super::hash::KeyHashBuilder;
@@ -63,7 +76,7 @@ impl Default for CacheConfig {
     }
 }
 
-const VERDICTS: [Verdict; 10] = [
+const VERDICTS: [Verdict; 13] = [
     Verdict::Added,
     Verdict::Updated,
     Verdict::Unchanged,
@@ -74,6 +87,9 @@ const VERDICTS: [Verdict; 10] = [
     Verdict::LostToNewerSrsn,
     Verdict::LostToLaterArrival,
     Verdict::OverPrefixCap,
+    Verdict::OverAddressCap,
+    Verdict::OverLinkCap,
+    Verdict::OverTotalCap,
 ];
 
 fn verdict_index(v: Verdict) -> usize {
@@ -83,7 +99,7 @@ fn verdict_index(v: Verdict) -> usize {
 /// Counters the cache keeps; `metrics.rs` exports them with the `as_str()` labels.
 #[derive(Debug, Default)]
 pub struct CacheStats {
-    verdicts: [AtomicU64; 10],
+    verdicts: [AtomicU64; VERDICTS.len()],
     clt_unix_timestamp: AtomicU64,
     clt_exceeds_valid: AtomicU64,
     expired: AtomicU64,
@@ -122,6 +138,15 @@ impl CacheStats {
         .collect()
     }
 
+    /// New bindings refused by a cap (merge R10), by `cap` label. The same counts as the
+    /// `over_*_cap` verdicts, under the name an operator alerts on.
+    pub fn cap_refused(&self) -> Vec<(&'static str, u64)> {
+        VERDICTS
+            .iter()
+            .filter_map(|v| v.cap().map(|c| (c, self.verdict(*v))))
+            .collect()
+    }
+
     pub fn verdict(&self, v: Verdict) -> u64 {
         self.verdicts[verdict_index(v)].load(Ordering::Relaxed)
     }
@@ -158,6 +183,137 @@ impl CacheStats {
     }
 }
 
+/// A client holding more leases than this gets the [`BigClient`] index (and loses it below half).
+pub const BIG_CLIENT: usize = 16;
+
+/// One lease in a big client's R11 recency order: client-last-transaction, server DUID, arrival,
+/// then the key (the merge's key-ordered scan keeps the last of equals, i.e. the largest key).
+#[derive(Debug, Clone)]
+struct Rec {
+    t: Timestamp,
+    server: Arc<ServerId>,
+    arrival: Timestamp,
+    key: LeaseKey,
+}
+
+impl Rec {
+    fn of(key: LeaseKey, l: &Lease) -> Rec {
+        Rec {
+            t: l.last_transaction,
+            server: l.server.clone(),
+            arrival: l.arrival,
+            key,
+        }
+    }
+}
+
+impl Ord for Rec {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.t
+            .cmp(&o.t)
+            .then_with(|| self.server.duid.cmp(&o.server.duid))
+            .then_with(|| self.arrival.cmp(&o.arrival))
+            .then_with(|| self.key.cmp(&o.key))
+    }
+}
+
+impl PartialOrd for Rec {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl PartialEq for Rec {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Rec {}
+
+/// A big client's leases on one link, as merge R11 looks at them.
+#[derive(Debug, Default)]
+struct Group {
+    len: usize,
+    /// Leases keyed by a prefix (those R11 gives the link's next hop).
+    prefixes: usize,
+    recency: BTreeSet<Rec>,
+    /// IA_NA addresses (R11's fallback next hop is the smallest).
+    na: BTreeSet<Ipv6Addr>,
+    /// How many leases carry each client record (by value).
+    clients: HashMap<Arc<ClientInfo>, usize>,
+    /// How many prefixes route via each next hop.
+    hops: HashMap<Option<Ipv6Addr>, usize>,
+}
+
+/// The writer's index of one big client (see the module doc).
+#[derive(Debug, Default)]
+struct BigClient {
+    /// Delegated prefixes (IA_PD) and addresses (IA_NA, IA_TA), all links: the caps' counts.
+    prefixes: usize,
+    addresses: usize,
+    links: HashMap<Ipv6Addr, Group>,
+}
+
+impl BigClient {
+    /// File (`on`) or unfile the lease `l` at `key`.
+    fn file(&mut self, key: LeaseKey, l: &Lease, on: bool) {
+        fn step<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, on: bool) {
+            if on {
+                *m.entry(k).or_default() += 1;
+            } else if let Some(n) = m.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&k);
+                }
+            }
+        }
+        let add = |n: &mut usize| *n = if on { *n + 1 } else { n.saturating_sub(1) };
+        if l.ia == IaType::Pd {
+            add(&mut self.prefixes);
+        } else {
+            add(&mut self.addresses);
+        }
+        let link = l.client.link.address;
+        let g = self.links.entry(link).or_default();
+        add(&mut g.len);
+        if matches!(key, LeaseKey::Prefix(_)) {
+            add(&mut g.prefixes);
+            step(&mut g.hops, l.next_hop, on);
+        }
+        step(&mut g.clients, l.client.clone(), on);
+        let rec = Rec::of(key, l);
+        let na = match key {
+            LeaseKey::Address(a) if l.ia == IaType::Na => Some(a),
+            _ => None,
+        };
+        if on {
+            g.recency.insert(rec);
+            if let Some(a) = na {
+                g.na.insert(a);
+            }
+        } else {
+            g.recency.remove(&rec);
+            if let Some(a) = na {
+                g.na.remove(&a);
+            }
+            if g.len == 0 {
+                self.links.remove(&link);
+            }
+        }
+    }
+
+    /// Whether every lease on `c`'s link carries the record `c` and, for prefixes, `hop`: then
+    /// R11 bringing the link to (`c`, `hop`) changes none of those a merge did not copy.
+    fn conforms(&self, c: &Arc<ClientInfo>, hop: Option<Ipv6Addr>) -> bool {
+        let Some(g) = self.links.get(&c.link.address) else {
+            return true;
+        };
+        g.clients.get(c) == Some(&g.len)
+            && (g.prefixes == 0 || g.hops.get(&hop) == Some(&g.prefixes))
+    }
+}
+
 /// The result of one write: the change stream entries and the raw writes (for the journal).
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -176,6 +332,12 @@ struct WriterState {
     tomb_order: VecDeque<(Timestamp, LeaseKey)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
+    /// Rate limit of cap refusal log lines: (second, lines logged in it).
+    cap_log: (i64, u32),
+    /// The index of clients with more than `big_client` leases.
+    big: HashMap<Arc<[u8]>, BigClient>,
+    /// Leases the last `apply` copied for the merge (what a merge costs; tests read it).
+    copied: usize,
 }
 
 /// The table slots of one client's leases: two inline (most clients hold one address and one
@@ -224,6 +386,11 @@ impl ClientRefs {
         self.inline.iter().all(|x| *x == Self::NONE) && self.more.is_none()
     }
 
+    fn len(&self) -> usize {
+        self.inline.iter().filter(|x| **x != Self::NONE).count()
+            + self.more.as_ref().map_or(0, |m| m.len())
+    }
+
     fn to_vec(&self) -> Vec<SlotRef> {
         let mut v: Vec<SlotRef> = self
             .inline
@@ -252,6 +419,8 @@ pub struct BindingStore {
     by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
     writer: Mutex<WriterState>,
     stats: CacheStats,
+    /// [`BIG_CLIENT`]; tests set it to 0 or `usize::MAX` to compare both merge paths.
+    big_client: usize,
 }
 
 impl Default for BindingStore {
@@ -271,6 +440,7 @@ impl BindingStore {
             by_link: DashMap::with_hasher(KeyHashBuilder::default()),
             writer: Mutex::new(WriterState::default()),
             stats: CacheStats::default(),
+            big_client: BIG_CLIENT,
         }
     }
 
@@ -306,23 +476,49 @@ impl BindingStore {
         let mut holders = Vec::new();
         for l in &obs.leases {
             if let Some(v) = self.get(&l.key) {
-                if *v.client.duid != *obs.client_duid {
-                    holders.push(v.client.duid.clone());
+                if *v.client.duid != *obs.client_duid || v.client.link.address != obs.link.address {
+                    holders.push((v.client.duid.clone(), v.client.link.address));
                 }
                 current.insert(l.key, v);
             } else if let Some(t) = w.tombstones.get(&l.key) {
                 tombs.insert(l.key, t.clone());
             }
         }
-        self.gather_client(&obs.client_duid, &mut current);
-        for d in holders {
-            self.gather_client(&d, &mut current);
+        // R7 looks at every lease of the answering server: copy the clients whole.
+        let whole = obs.complete && self.cfg.merge.believes_complete(&obs.server);
+        let keys: BTreeSet<LeaseKey> = obs.leases.iter().map(|l| l.key).collect();
+        let mut partial = false;
+        let mut gathered: Vec<&[u8]> = Vec::new();
+        let groups = std::iter::once((&obs.client_duid[..], obs.link.address))
+            .chain(holders.iter().map(|(d, l)| (&d[..], *l)));
+        for (duid, link) in groups {
+            if !whole && w.big.contains_key(duid) {
+                self.gather_touchable(&w, duid, link, &keys, &mut current);
+                partial = true;
+            } else if !gathered.contains(&duid) {
+                self.gather_client(duid, &mut current);
+                gathered.push(duid);
+            }
         }
-        let out = merge::merge(&current, &tombs, obs, &self.cfg.merge);
+        let held = self.held(&w, obs, &current);
+        let mut out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held);
+        let conforms = |(c, hop): &(Arc<ClientInfo>, Option<Ipv6Addr>)| {
+            w.big.get(&c.duid).is_none_or(|b| b.conforms(c, *hop))
+        };
+        if partial && !out.assigned.iter().all(conforms) {
+            // R11 moves leases the merge did not see: merge again with them all.
+            self.gather_client(&obs.client_duid, &mut current);
+            for (d, _) in &holders {
+                self.gather_client(d, &mut current);
+            }
+            out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held);
+        }
+        w.copied = current.len();
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         if let Some(check) = out.clt {
             self.note_clt(&mut w, obs, check);
         }
+        self.note_refusals(&mut w, obs, &out.verdicts);
         self.commit(&mut w, &current, out)
     }
 
@@ -378,6 +574,8 @@ impl BindingStore {
         let mut w = self.lock();
         let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
         let mut current = BTreeMap::new();
+        // Each client copied once per pass (many of one client's leases may be due together).
+        let mut gathered: HashSet<Arc<[u8]>> = HashSet::new();
         for (_, r) in due {
             // Whatever lease sits in the slot now counts only if its own deadline has passed
             // (else the entry is stale: refreshed, or removed and the slot reused).
@@ -387,7 +585,9 @@ impl BindingStore {
             if let Some(Some((key, l))) = found {
                 let duid = l.client.duid.clone();
                 current.insert(key, l);
-                self.gather_client(&duid, &mut current);
+                if gathered.insert(duid.clone()) {
+                    self.gather_client(&duid, &mut current);
+                }
             }
         }
         let out = merge::expire(&current, now);
@@ -463,6 +663,103 @@ impl BindingStore {
 
     fn gather_client(&self, duid: &[u8], into: &mut BTreeMap<LeaseKey, Lease>) {
         into.extend(self.client_leases(duid));
+    }
+
+    /// The leases of big client `duid` on `link` that a merge about `keys` can need besides the
+    /// keys' own (see the module doc): the newest (R11's client record; after removals at
+    /// `keys`, the newest left) and the smallest IA_NA addresses (R11's next hop), each down to
+    /// the first that `keys` does not name.
+    fn gather_touchable(
+        &self,
+        w: &WriterState,
+        duid: &[u8],
+        link: Ipv6Addr,
+        keys: &BTreeSet<LeaseKey>,
+        into: &mut BTreeMap<LeaseKey, Lease>,
+    ) {
+        let Some(g) = w.big.get(duid).and_then(|b| b.links.get(&link)) else {
+            return;
+        };
+        let mut copy = |k: LeaseKey| {
+            if let std::collections::btree_map::Entry::Vacant(e) = into.entry(k) {
+                if let Some(l) = self.get(&k) {
+                    e.insert(l);
+                }
+            }
+            keys.contains(&k)
+        };
+        for r in g.recency.iter().rev() {
+            if !copy(r.key) {
+                break;
+            }
+        }
+        for a in &g.na {
+            if !copy(LeaseKey::Address(*a)) {
+                break;
+            }
+        }
+    }
+
+    /// The counts the caps (merge R10) look at, before `obs` is merged: a big client's from its
+    /// index, a small one's from `current` (which holds all its leases).
+    fn held(
+        &self,
+        w: &WriterState,
+        obs: &Observation,
+        current: &BTreeMap<LeaseKey, Lease>,
+    ) -> merge::Held {
+        let mut h = merge::Held {
+            link_bindings: self.by_link.get(&obs.link.address).map_or(0, |v| v.len()),
+            total: self.leases.len(),
+            ..merge::Held::default()
+        };
+        if let Some(b) = w.big.get(&obs.client_duid[..]) {
+            h.client_prefixes = b.prefixes;
+            h.client_addresses = b.addresses;
+            return h;
+        }
+        for l in current.values() {
+            if *l.client.duid == *obs.client_duid {
+                if l.ia == IaType::Pd {
+                    h.client_prefixes += 1;
+                } else {
+                    h.client_addresses += 1;
+                }
+            }
+        }
+        h
+    }
+
+    /// A binding refused by a cap is never silent: counted (with the verdicts) and logged, at
+    /// most 10 lines a second like admission refusals.
+    fn note_refusals(
+        &self,
+        w: &mut WriterState,
+        obs: &Observation,
+        verdicts: &[(LeaseKey, Verdict)],
+    ) {
+        for (key, v) in verdicts {
+            let Some(cap) = v.cap() else {
+                continue;
+            };
+            let sec = obs.arrival.secs();
+            if w.cap_log.0 != sec {
+                w.cap_log = (sec, 0);
+            }
+            if w.cap_log.1 >= 10 {
+                return;
+            }
+            w.cap_log.1 += 1;
+            tracing::warn!(
+                lease = %key,
+                cap,
+                client = %hex::encode(&obs.client_duid),
+                link = %obs.link.address,
+                source = obs.source.as_str(),
+                server = %obs.server.address,
+                "new binding refused: cache cap reached (existing bindings are kept)"
+            );
+        }
     }
 
     fn note_clt(&self, w: &mut WriterState, obs: &Observation, check: CltCheck) {
@@ -561,6 +858,10 @@ impl BindingStore {
 
     /// Write one key into every index.
     fn put(&self, w: &mut WriterState, key: LeaseKey, new: Option<Lease>) {
+        let big_new = new
+            .as_ref()
+            .filter(|l| w.big.contains_key(&l.client.duid))
+            .cloned();
         let (old, new_client, r) = match new {
             Some(l) => {
                 let deadline = l.valid_until;
@@ -574,6 +875,16 @@ impl BindingStore {
                 None => return,
             },
         };
+        if let Some(o) = &old {
+            if let Some(b) = w.big.get_mut(&o.client.duid) {
+                b.file(key, o, false);
+            }
+        }
+        if let Some(n) = &big_new {
+            if let Some(b) = w.big.get_mut(&n.client.duid) {
+                b.file(key, n, true);
+            }
+        }
         let moved = match (&old, &new_client) {
             (Some(o), Some(n)) => {
                 o.client.duid != n.duid || o.client.link.address != n.link.address
@@ -585,9 +896,27 @@ impl BindingStore {
         }
         if let Some(o) = &old {
             self.unindex(key, r, &o.client);
+            self.resize_big(w, &o.client.duid);
         }
         if let Some(n) = &new_client {
             self.index(key, r, n);
+            self.resize_big(w, &n.duid);
+        }
+    }
+
+    /// Start the big-client index of `duid` past `big_client` leases, drop it below half that.
+    fn resize_big(&self, w: &mut WriterState, duid: &Arc<[u8]>) {
+        let n = self.by_client.get(duid).map_or(0, |v| v.len());
+        if w.big.contains_key(duid) {
+            if n < self.big_client / 2 || n == 0 {
+                w.big.remove(duid);
+            }
+        } else if n > self.big_client {
+            let mut b = BigClient::default();
+            for (k, l) in self.client_leases(duid) {
+                b.file(k, &l, true);
+            }
+            w.big.insert(duid.clone(), b);
         }
     }
 
@@ -800,5 +1129,353 @@ mod tests {
             (0, 0),
             "empty entries removed"
         );
+    }
+
+    /// One row of the caps table: the cap under test set to 3, the others out of the way, and
+    /// how the `i`th new binding looks (client, link, key) so that it counts against that cap.
+    struct CapRow {
+        verdict: Verdict,
+        label: &'static str,
+        set: fn(&mut MergeConfig),
+        nth: fn(u16) -> (u8, u16, LeaseKey, IaType),
+    }
+
+    fn pfx(n: u16) -> LeaseKey {
+        LeaseKey::Prefix(
+            Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100 + n, 0, 0, 0, 0, 0), 56).unwrap(),
+        )
+    }
+
+    fn one(client: u8, link: u16, key: LeaseKey, ia: IaType, valid: u32, at: i64) -> Observation {
+        let mut o = obs(client, link, &[key], at);
+        o.leases[0].ia = ia;
+        o.leases[0].valid = valid;
+        o
+    }
+
+    const CAP_ROWS: [CapRow; 4] = [
+        CapRow {
+            verdict: Verdict::OverPrefixCap,
+            label: "prefixes_per_client",
+            set: |m| m.max_prefixes_per_client = 3,
+            nth: |i| (1, 1, pfx(i), IaType::Pd),
+        },
+        CapRow {
+            verdict: Verdict::OverAddressCap,
+            label: "addresses_per_client",
+            set: |m| m.max_addresses_per_client = 3,
+            nth: |i| (1, 1, addr(i + 1), IaType::Na),
+        },
+        CapRow {
+            verdict: Verdict::OverLinkCap,
+            label: "bindings_per_link",
+            set: |m| m.max_bindings_per_link = 3,
+            nth: |i| (10 + i as u8, 1, addr(i + 1), IaType::Na),
+        },
+        CapRow {
+            verdict: Verdict::OverTotalCap,
+            label: "bindings",
+            set: |m| m.max_bindings = 3,
+            nth: |i| (10 + i as u8, 1 + i, addr(i + 1), IaType::Na),
+        },
+    ];
+
+    /// RFC 8987 G-5..G-7 (merge R10): for every cap, below it a new binding is admitted; at it
+    /// a new one is refused, counted and changes nothing, while the bindings held are refreshed
+    /// and never evicted; a release frees room for the next new one.
+    #[test]
+    fn caps_refuse_new_bindings_keep_and_refresh_old_ones_release_frees_room() {
+        for row in &CAP_ROWS {
+            let mut cfg = CacheConfig::default();
+            (row.set)(&mut cfg.merge);
+            let s = BindingStore::new(cfg);
+            let send = |i: u16, valid: u32, at: i64| {
+                let (c, l, k, ia) = (row.nth)(i);
+                (k, s.apply(&one(c, l, k, ia, valid, at)))
+            };
+            let name = row.label;
+            // Up to the cap: the third (taken at cap − 1 = 2 held) is still admitted.
+            for i in 0..3 {
+                let (k, out) = send(i, 200, 1000);
+                assert_eq!(out.verdicts, vec![(k, Verdict::Added)], "{name}: #{i}");
+            }
+            // At the cap: refused, counted, nothing written, nothing to the route installer.
+            let (k3, out) = send(3, 200, 1001);
+            assert_eq!(out.verdicts, vec![(k3, row.verdict)], "{name}");
+            assert!(out.changes.is_empty() && out.writes.is_empty(), "{name}");
+            assert!(s.get(&k3).is_none(), "{name}");
+            // An update of a binding held at the cap adds nothing: admitted.
+            let (k0, out) = send(0, 900, 1002);
+            assert_eq!(out.verdicts, vec![(k0, Verdict::Updated)], "{name}");
+            assert_eq!(out.changes.len(), 1, "{name}");
+            assert_eq!(
+                s.get(&k0).map(|l| l.valid_until),
+                Some(Timestamp::from_secs(1902)),
+                "{name}"
+            );
+            // Never an existing one evicted.
+            for i in 0..3 {
+                assert!(s.get(&(row.nth)(i).2).is_some(), "{name}: #{i} evicted");
+            }
+            assert_eq!(s.len(), 3, "{name}");
+            // A release frees room: the refused one is admitted now.
+            let (c1, _, k1, _) = (row.nth)(1);
+            let out = s.withdraw(&Withdrawal {
+                keys: vec![k1],
+                client_duid: Some(vec![0, 3, 0, 1, c1].into()),
+                reason: WithdrawReason::Released,
+                arrival: Timestamp::from_secs(1003),
+            });
+            assert_eq!(out.verdicts, vec![(k1, Verdict::Removed)], "{name}");
+            let (_, out) = send(3, 200, 1004);
+            assert_eq!(out.verdicts, vec![(k3, Verdict::Added)], "{name}");
+            // And full again.
+            let (k4, out) = send(4, 200, 1005);
+            assert_eq!(out.verdicts, vec![(k4, row.verdict)], "{name}");
+            let counted: Vec<_> = s.stats().cap_refused();
+            for (label, n) in counted {
+                let want = if label == row.label { 2 } else { 0 };
+                assert_eq!(n, want, "{name}: lqagent_cap_refused_total{{cap={label}}}");
+            }
+            assert_eq!(s.stats().verdict(row.verdict), 2, "{name}");
+        }
+    }
+
+    /// R10 with R8: a release in the same answer counts first, so it frees room for a new lease
+    /// in that answer; and a refusal makes a complete answer incomplete (R7 removes nothing).
+    #[test]
+    fn caps_count_after_the_answers_own_removals_and_a_refusal_disables_omission() {
+        let mut cfg = CacheConfig::default();
+        cfg.merge.max_addresses_per_client = 2;
+        let server_addr = Ipv6Addr::LOCALHOST;
+        cfg.merge.complete_servers = vec![server_addr];
+        let s = BindingStore::new(cfg);
+        let out = s.apply(&obs(1, 1, &[addr(1), addr(2)], 1000));
+        assert_eq!(out.changes.len(), 2);
+        // addr 1 released (valid 0) and addr 3 new in one answer: admitted.
+        let mut o = obs(1, 1, &[addr(1), addr(2), addr(3)], 1001);
+        o.leases[0].valid = 0;
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(3), Verdict::Added)),
+            "{:?}",
+            out.verdicts
+        );
+        // A complete answer omitting addr 2 whose new addr 4 and 5 pass the cap: 5 is refused,
+        // so the answer is not complete and addr 2 stays.
+        let mut o = obs(1, 1, &[addr(3), addr(4), addr(5)], 1002);
+        o.complete = true;
+        o.source = super::super::Source::Leasequery;
+        o.clt_time = Some(0);
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(4), Verdict::OverAddressCap)),
+            "{:?}",
+            out.verdicts
+        );
+        assert!(
+            s.get(&addr(2)).is_some(),
+            "omission after a refusal removed a lease"
+        );
+        // The same complete answer within the cap does remove the omitted lease (R7 still works).
+        let mut o = obs(1, 1, &[addr(3)], 1003);
+        o.complete = true;
+        o.source = super::super::Source::Leasequery;
+        o.clt_time = Some(0);
+        let out = s.apply(&o);
+        assert!(
+            out.verdicts.contains(&(addr(2), Verdict::RemovedOmitted)),
+            "{:?}",
+            out.verdicts
+        );
+    }
+
+    /// The big-client path (copy only what a merge can touch) decides exactly what copying every
+    /// lease of the client decides: random observations, releases and expiry from three clients
+    /// on two links, through stores that index clients from 0 and from 3 leases, against one
+    /// that never does; every result and the whole cache compared after each step.
+    #[test]
+    fn big_client_merges_equal_whole_client_merges() {
+        use crate::cache::binding::RelayData;
+        let servers: Vec<Arc<ServerId>> = (1..=2u8)
+            .map(|n| {
+                Arc::new(ServerId {
+                    duid: vec![0, 1, 0, 1, n].into(),
+                    address: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, u16::from(n)),
+                })
+            })
+            .collect();
+        let mut cfg = CacheConfig::default();
+        cfg.merge.max_prefixes_per_client = 10;
+        cfg.merge.max_addresses_per_client = 10;
+        cfg.merge.complete_servers = vec![servers[0].address];
+        for seed in 1..=4u64 {
+            let stores: Vec<BindingStore> = [usize::MAX, 0, 3]
+                .into_iter()
+                .map(|n| {
+                    let mut s = BindingStore::new(cfg.clone());
+                    s.big_client = n;
+                    s
+                })
+                .collect();
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rnd = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut at = 1000i64;
+            for step in 0..2500 {
+                at += rnd(3) as i64;
+                let key = |r: u64| {
+                    if r % 2 == 0 {
+                        (addr(r as u16 / 2 + 1), IaType::Na)
+                    } else {
+                        (pfx(r as u16 / 2), IaType::Pd)
+                    }
+                };
+                let results: Vec<Applied> = match rnd(10) {
+                    0 => {
+                        let (k, _) = key(rnd(28));
+                        let w = Withdrawal {
+                            keys: vec![k],
+                            client_duid: Some(vec![0, 3, 0, 1, rnd(3) as u8 + 1].into()),
+                            reason: if rnd(4) == 0 {
+                                WithdrawReason::Operator
+                            } else {
+                                WithdrawReason::Released
+                            },
+                            arrival: Timestamp::from_secs(at),
+                        };
+                        stores.iter().map(|s| s.withdraw(&w)).collect()
+                    }
+                    1 => {
+                        let now = Timestamp::from_secs(at);
+                        stores.iter().map(|s| s.expire_due(now)).collect()
+                    }
+                    _ => {
+                        let n = rnd(3) + 1;
+                        let mut o = obs(rnd(3) as u8 + 1, rnd(2) as u16 + 1, &[], at);
+                        for _ in 0..n {
+                            let (k, ia) = key(rnd(28));
+                            if o.leases.iter().any(|l| l.key == k) {
+                                continue;
+                            }
+                            o.leases.push(ObservedLease {
+                                key: k,
+                                ia,
+                                iaid: 1,
+                                preferred: 50,
+                                valid: [0, 60, 3600][rnd(3) as usize],
+                            });
+                        }
+                        o.server = servers[rnd(2) as usize].clone();
+                        if rnd(2) == 0 {
+                            o.source = crate::cache::Source::Leasequery;
+                            o.clt_time = Some(rnd(5) as u32);
+                            o.complete = rnd(3) == 0;
+                        }
+                        o.relay = match rnd(3) {
+                            0 => None,
+                            r => Some(RelayData {
+                                peer_address: Some(Ipv6Addr::new(
+                                    0xfe80, 0, 0, 0, 0, 0, 0, r as u16,
+                                )),
+                                ..RelayData::default()
+                            }),
+                        };
+                        stores.iter().map(|s| s.apply(&o)).collect()
+                    }
+                };
+                for (i, r) in results.iter().enumerate().skip(1) {
+                    assert_eq!(
+                        r.verdicts, results[0].verdicts,
+                        "seed {seed} step {step} store {i}"
+                    );
+                    assert_eq!(
+                        r.writes, results[0].writes,
+                        "seed {seed} step {step} store {i}"
+                    );
+                    assert_eq!(
+                        r.changes, results[0].changes,
+                        "seed {seed} step {step} store {i}"
+                    );
+                    assert_eq!(
+                        stores[i].all(),
+                        stores[0].all(),
+                        "seed {seed} step {step} store {i}"
+                    );
+                }
+            }
+            assert!(
+                stores[0].len() > 10,
+                "seed {seed}: the cache stayed nearly empty"
+            );
+        }
+    }
+
+    /// One merge about a client copies a bounded number of leases, however many the client
+    /// holds (what made filling one client with n leases cost O(n²)).
+    #[test]
+    fn a_merge_copies_a_bounded_number_of_leases_however_many_the_client_holds() {
+        let mut cfg = CacheConfig::default();
+        cfg.merge.max_prefixes_per_client = 65_536;
+        cfg.merge.max_addresses_per_client = 65_536;
+        let s = BindingStore::new(cfg);
+        let mut copied = Vec::new();
+        // The client's IA_NA address first (the prefixes' next hop, R11), then prefixes.
+        s.apply(&obs(1, 1, &[addr(1)], 1000));
+        for i in 0..4000u16 {
+            let mut o = obs(1, 1, &[], 1001 + i64::from(i));
+            o.leases.push(ObservedLease {
+                key: LeaseKey::Prefix(
+                    Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 0x8000 + i, 0, 0, 0, 0, 0), 64)
+                        .unwrap(),
+                ),
+                ia: IaType::Pd,
+                iaid: 2,
+                preferred: 3000,
+                valid: 3600,
+            });
+            let out = s.apply(&o);
+            assert_eq!(out.changes.len(), 1, "#{i}: only the new prefix changes");
+            assert_eq!(
+                out.changes[0].new.as_ref().and_then(|v| v.next_hop),
+                Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1))
+            );
+            copied.push(s.lock().copied);
+        }
+        assert_eq!(s.len(), 4001);
+        let most = copied[100..].iter().max().copied().unwrap_or(0);
+        assert!(
+            most <= 3,
+            "a merge copied {most} leases of a client holding thousands"
+        );
+        assert!(
+            copied[4] >= 5,
+            "small clients are copied whole ({})",
+            copied[4]
+        );
+        // A refresh of one held prefix of the big client: still bounded.
+        let mut o = obs(1, 1, &[], 9000);
+        o.leases.push(ObservedLease {
+            key: LeaseKey::Prefix(
+                Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 0x8007, 0, 0, 0, 0, 0), 64).unwrap(),
+            ),
+            ia: IaType::Pd,
+            iaid: 2,
+            preferred: 3000,
+            valid: 7200,
+        });
+        assert_eq!(s.apply(&o).changes.len(), 1);
+        assert!(s.lock().copied <= 3, "refresh copied {}", s.lock().copied);
+        // A new relay peer moves every prefix (R11): all of them change, merged whole.
+        let mut o = obs(1, 1, &[addr(1)], 9001);
+        o.relay = Some(crate::cache::binding::RelayData {
+            peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9)),
+            ..Default::default()
+        });
+        assert_eq!(s.apply(&o).changes.len(), 4001);
     }
 }

@@ -497,4 +497,53 @@ mod tests {
         assert!(h.store().is_empty());
         assert_eq!(h.store().stats().expired(), 1);
     }
+
+    /// A binding refused by a cap (merge R10) never enters the change stream (so neither the
+    /// kernel nor the trigger sets see it); once a release frees room the next one does.
+    #[tokio::test]
+    async fn a_binding_refused_by_a_cap_emits_no_change() {
+        let clock = AgentClock::new();
+        let mut cc = CacheConfig::default();
+        cc.merge.max_bindings = 2;
+        let store = Arc::new(BindingStore::new(cc));
+        let (h, mut changes, _join) =
+            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        for n in [1, 2, 3] {
+            h.observe(obs(n, 3600, &clock)).await.unwrap();
+        }
+        h.send(CacheInput::Withdraw(crate::cache::Withdrawal {
+            keys: vec![obs(1, 0, &clock).leases[0].key],
+            client_duid: None,
+            reason: crate::cache::WithdrawReason::Operator,
+            arrival: clock.now(),
+        }))
+        .await
+        .unwrap();
+        h.observe(obs(4, 3600, &clock)).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let c = changes.recv().await.unwrap();
+            let LeaseKey::Address(a) = c.key else {
+                panic!("{c:?}")
+            };
+            seen.push((c.kind, a.segments()[7]));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (ChangeKind::Added, 1),
+                (ChangeKind::Added, 2),
+                (ChangeKind::Removed, 1),
+                (ChangeKind::Added, 4)
+            ],
+            "the refused binding 3 emitted a change"
+        );
+        assert!(h.store().get(&obs(3, 1, &clock).leases[0].key).is_none());
+        assert_eq!(
+            h.store()
+                .stats()
+                .verdict(crate::cache::Verdict::OverTotalCap),
+            1
+        );
+    }
 }

@@ -137,6 +137,10 @@ pub(crate) struct Limits {
     pub(crate) per_link_qps: u64,
     pub(crate) pending_max: u64,
     pub(crate) negative_ttl_secs: u64,
+    pub(crate) max_prefixes_per_client: u64,
+    pub(crate) max_addresses_per_client: u64,
+    pub(crate) max_bindings_per_link: u64,
+    pub(crate) max_bindings: u64,
 }
 
 impl Default for Limits {
@@ -146,6 +150,10 @@ impl Default for Limits {
             per_link_qps: 50,
             pending_max: 4096,
             negative_ttl_secs: 30,
+            max_prefixes_per_client: 8,
+            max_addresses_per_client: 8,
+            max_bindings_per_link: 1_000_000,
+            max_bindings: 4_000_000,
         }
     }
 }

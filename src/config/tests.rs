@@ -346,3 +346,75 @@ fn readme_config_example_validates() {
     let c = Config::parse(block).expect("README's config example validates");
     assert_eq!(c.log.format, LogFormat::Json);
 }
+
+/// The cache caps (RFC 8987 G-5..G-7): documented defaults, set values reach the cache's merge
+/// settings, and 0 or absurd values are refused naming the key.
+#[test]
+fn cache_cap_keys_default_validate_and_reach_the_cache() {
+    let c = Config::parse(MINIMAL).unwrap();
+    let l = &c.limits;
+    assert_eq!(
+        (
+            l.max_prefixes_per_client,
+            l.max_addresses_per_client,
+            l.max_bindings_per_link,
+            l.max_bindings
+        ),
+        (8, 8, 1_000_000, 4_000_000)
+    );
+    let set = Config::parse(
+        "[limits]\nmax_prefixes_per_client = 2\nmax_addresses_per_client = 3\n\
+         max_bindings_per_link = 40\nmax_bindings = 50\n[[servers]]\naddress = \"2001:db8::1\"\n",
+    )
+    .unwrap();
+    let m = crate::daemon::setup::cache_config(&set).merge;
+    assert_eq!(
+        (
+            m.max_prefixes_per_client,
+            m.max_addresses_per_client,
+            m.max_bindings_per_link,
+            m.max_bindings
+        ),
+        (2, 3, 40, 50)
+    );
+    let back = Config::parse(&set.to_toml()).unwrap();
+    assert_eq!(back.limits, set.limits, "the effective TOML keeps the caps");
+    for (text, key, word) in [
+        (
+            "max_prefixes_per_client = 0",
+            "limits.max_prefixes_per_client",
+            "out of range",
+        ),
+        (
+            "max_addresses_per_client = 0",
+            "limits.max_addresses_per_client",
+            "out of range",
+        ),
+        (
+            "max_addresses_per_client = 1000000",
+            "limits.max_addresses_per_client",
+            "out of range",
+        ),
+        (
+            "max_bindings_per_link = 0",
+            "limits.max_bindings_per_link",
+            "out of range",
+        ),
+        ("max_bindings = 0", "limits.max_bindings", "out of range"),
+        (
+            "max_bindings = 1000000000",
+            "limits.max_bindings",
+            "out of range",
+        ),
+        (
+            "max_bindings = 10\nmax_bindings_per_link = 11",
+            "limits.max_bindings_per_link",
+            "above limits.max_bindings",
+        ),
+    ] {
+        let text = format!("[limits]\n{text}\n[[servers]]\naddress = \"2001:db8::1\"\n");
+        let err = Config::parse(&text).expect_err(&text);
+        assert_eq!(err.key(), key, "{err}");
+        assert!(err.to_string().contains(word), "{err}");
+    }
+}

@@ -304,13 +304,48 @@ fn limits(f: &file::Limits) -> Result<LimitsSection> {
             format!("{per_link_qps} is above limits.global_qps ({global_qps})"),
         ));
     }
+    let max_bindings = range("limits.max_bindings", f.max_bindings, 1, MAX_CAP_BINDINGS)?;
+    let max_bindings_per_link = range(
+        "limits.max_bindings_per_link",
+        f.max_bindings_per_link,
+        1,
+        MAX_CAP_BINDINGS,
+    )?;
+    if max_bindings_per_link > max_bindings {
+        return Err(invalid(
+            "limits.max_bindings_per_link",
+            format!("{max_bindings_per_link} is above limits.max_bindings ({max_bindings})"),
+        ));
+    }
+    let (max_bindings, max_bindings_per_link) =
+        (max_bindings as usize, max_bindings_per_link as usize);
     Ok(LimitsSection {
         global_qps,
         per_link_qps,
         pending_max: range("limits.pending_max", f.pending_max, 1, 1_000_000)? as usize,
         negative_ttl: secs("limits.negative_ttl_secs", f.negative_ttl_secs, 0, 3600)?,
+        max_prefixes_per_client: range(
+            "limits.max_prefixes_per_client",
+            f.max_prefixes_per_client,
+            1,
+            MAX_CAP_PER_CLIENT,
+        )? as usize,
+        max_addresses_per_client: range(
+            "limits.max_addresses_per_client",
+            f.max_addresses_per_client,
+            1,
+            MAX_CAP_PER_CLIENT,
+        )? as usize,
+        max_bindings_per_link,
+        max_bindings,
     })
 }
+
+/// Most leases one client may be allowed: a client holding more is an attack or a bug, and a
+/// cap above it protects nothing.
+const MAX_CAP_PER_CLIENT: u64 = 65_536;
+/// Most bindings the cache may be allowed in total (~250 bytes each: 25 GB).
+const MAX_CAP_BINDINGS: u64 = 100_000_000;
 
 fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
     let mut queries = Vec::new();
@@ -655,6 +690,10 @@ pub(super) fn to_file(c: &Config) -> File {
             per_link_qps: c.limits.per_link_qps.into(),
             pending_max: c.limits.pending_max as u64,
             negative_ttl_secs: c.limits.negative_ttl.as_secs(),
+            max_prefixes_per_client: c.limits.max_prefixes_per_client as u64,
+            max_addresses_per_client: c.limits.max_addresses_per_client as u64,
+            max_bindings_per_link: c.limits.max_bindings_per_link as u64,
+            max_bindings: c.limits.max_bindings as u64,
         },
         bulk: file::Bulk {
             enabled: c.bulk.enabled,

@@ -117,6 +117,13 @@ pub fn register(m: &Metrics, s: Sources) {
         "verdict",
         move || store.stats().verdicts(),
     );
+    let store = s.store.clone();
+    m.register_stats(
+        names::CAP_REFUSED,
+        "New bindings refused because a cache cap was reached (existing ones are kept), by cap",
+        "cap",
+        move || store.stats().cap_refused(),
+    );
     if let Some(snoop) = &s.snoop {
         let cap = snoop.capture.clone();
         m.register_stats(

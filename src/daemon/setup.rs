@@ -64,6 +64,10 @@ pub fn cache_config(cfg: &Config) -> CacheConfig {
         .filter(|s| s.complete_answers)
         .map(|s| s.address)
         .collect();
+    c.merge.max_prefixes_per_client = cfg.limits.max_prefixes_per_client;
+    c.merge.max_addresses_per_client = cfg.limits.max_addresses_per_client;
+    c.merge.max_bindings_per_link = cfg.limits.max_bindings_per_link;
+    c.merge.max_bindings = cfg.limits.max_bindings;
     c
 }
 
