@@ -1,10 +1,10 @@
 //! The installer: the rtnetlink shell that carries [`RouteChange`]s into the kernel.
 //!
 //! It owns one netlink socket (strict dump checking, enlarged receive buffer) driven by a
-//! netlink-proto connection task, and drives a [`Book`]: every event (changes, a due retry, a
-//! link notification or re-dump, a dump of our routes) goes to the book, which decides the ops;
-//! the installer runs them and hands back what the kernel answered. What it keeps itself is
-//! execution: batching, acks, matching errors to ops, dumps. Every kernel answer is awaited
+//! netlink-proto connection task, and drives the pure bookkeeping (`book::Book`): every event
+//! (changes, a due retry, a link notification or re-dump, a dump of our routes) goes to the
+//! book, which decides the ops; the installer runs them and hands back what the kernel
+//! answered. What it keeps itself is execution: batching, acks, matching errors to ops, dumps. Every kernel answer is awaited
 //! with [`InstallerConfig::ack_timeout`].
 //!
 //! Speed: ops go out in datagrams of [`InstallerConfig::batch_size`] messages, up to
