@@ -13,8 +13,11 @@
 //! - [`plan`] (pure): desired vs actual → a [`plan::RoutePlan`] of [`plan::RouteOp`]s, error
 //!   classification and retry backoff; tested without root.
 //! - [`link`] (pure): which interface a link-address or interface name means.
+//! - `book` (pure): the installer's state — desired, installed, parked, inherited routes, retry
+//!   deadlines, owed resync — and every decision on it; fed events and outcomes, returns ops.
 //! - [`netlink`]: the rtnetlink messages we send and parse (each says which `ip` command it equals).
-//! - [`install`]: the [`install::Installer`] shell: batches, acks, errors, parking, retries.
+//! - [`install`]: the [`install::Installer`] shell: runs the book's ops (batches, acks, errors
+//!   matched to ops), dumps, link table refresh.
 //! - [`watch`]: link/address notifications that unpark routes.
 //! - [`reconcile`]: the long-running task tying changes, notifications and periodic reconcile.
 //!
@@ -23,6 +26,7 @@
 //! `rt_protos` lists the same, and FRR claims 186–198 in its own `rt_protos.d`. The default, 211,
 //! is in none of those lists (see `docs/routes.md`).
 
+mod book;
 pub mod install;
 pub mod link;
 pub mod netlink;

@@ -2,159 +2,30 @@
 //! that keeps doing it: applying changes, following link notifications, retrying, and
 //! reconciling at start and every [`super::InstallerConfig::reconcile_interval`].
 //!
-//! Reconcile dumps only routes with our protocol number in our table (kernel-side filtering via
-//! NETLINK_GET_STRICT_CHK, re-checked locally), diffs them against the desired set with
-//! [`super::plan::plan_reconcile`], adds the missing and deletes the stale. A route of another
-//! protocol is never in the dump, so it is never touched, even on the same prefix.
+//! [`Installer::reconcile`] dumps only routes with our protocol number in our table (kernel-side
+//! filtering via NETLINK_GET_STRICT_CHK, re-checked locally), diffs them against the desired set
+//! with [`super::plan::plan_reconcile`], adds the missing and deletes the stale. A route of
+//! another protocol is never in the dump, so it is never touched, even on the same prefix.
 //!
 //! Never remove what cannot yet be replaced: right after a start the cache may not know what the
 //! previous run installed (the state file was empty, damaged or all expired; bulk recovery has
 //! not finished). Until [`Installer::end_inheritance`] — recovery complete, or
 //! [`super::InstallerConfig::inherit_grace`] over — a route of ours that nothing desires is kept
 //! and counted as *inherited*; one the cache comes to explain becomes ordinary, one a source
-//! withdraws goes. When inheritance ends, a reconcile deletes what is still unexplained.
+//! withdraws goes. When inheritance ends, a reconcile deletes what is still unexplained. These
+//! rules are decided by the installer's bookkeeping (the pure `book` module, tested as tables);
+//! this module only schedules the events that feed it.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+pub use super::book::{ReconcileReport, RouteState};
 use super::install::Installer;
-use super::plan::{self, OpKind, Stale};
 use super::stats::RouteCounter;
 use super::watch::{LinkEvent, LinkWatch};
 use super::{KernelError, RouteChange, RouteSpec};
-
-/// What one reconcile found and did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReconcileReport {
-    /// Routes of ours the dump showed.
-    pub found: usize,
-    pub unchanged: usize,
-    pub added: usize,
-    pub replaced: usize,
-    pub deleted: usize,
-    /// Desired routes whose link is unknown.
-    pub parked: usize,
-    /// Undesired routes of ours kept because inheritance is still on.
-    pub inherited: usize,
-}
-
-impl Installer {
-    /// Replace the whole desired set (e.g. after loading the cache) and reconcile.
-    pub async fn set_desired(
-        &mut self,
-        specs: impl IntoIterator<Item = RouteSpec>,
-    ) -> Result<ReconcileReport, KernelError> {
-        self.desired.clear();
-        for spec in specs {
-            if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.cfg.max_routes {
-                self.stats.add(RouteCounter::Dropped, 1);
-                continue;
-            }
-            self.desired.insert(spec.dst, spec);
-        }
-        let desired = &self.desired;
-        self.parked.retain(|d| desired.contains_key(d));
-        self.reconcile().await
-    }
-
-    /// Dump our routes, diff against the desired set, add the missing and delete the stale.
-    pub async fn reconcile(&mut self) -> Result<ReconcileReport, KernelError> {
-        self.stats.add(RouteCounter::Reconcile, 1);
-        self.clear_resync();
-        let actual = self.dump_ours().await?;
-        let mut want = HashMap::new();
-        let mut keep = HashSet::new();
-        let mut unresolved = Vec::new();
-        for (dst, spec) in &self.desired {
-            match self.resolve(spec) {
-                Some(r) => {
-                    want.insert(*dst, r);
-                }
-                None => {
-                    keep.insert(*dst);
-                    unresolved.push((*dst, spec.link.to_string()));
-                }
-            }
-        }
-        for (dst, link) in unresolved {
-            self.park(dst, &link, "no interface for it (yet)");
-        }
-        let unparked: Vec<_> = self
-            .parked
-            .iter()
-            .filter(|d| want.contains_key(*d))
-            .copied()
-            .collect();
-        for d in unparked {
-            self.parked.remove(&d);
-            self.stats.add(RouteCounter::Unparked, 1);
-        }
-        let stale = if self.inherit_until.is_some() {
-            Stale::Inherit
-        } else {
-            Stale::Delete
-        };
-        let rec = plan::plan_reconcile(&want, &actual, &keep, stale);
-        let before = self.inherited.len();
-        self.inherited = rec.inherited.iter().map(|r| r.dst).collect();
-        if self.inherited.len() > before {
-            info!(
-                inherited = self.inherited.len(),
-                "routes of ours that nothing explains yet: kept until recovery finishes"
-            );
-        }
-        if stale == Stale::Delete && !self.unconfirmed_logged {
-            // The first reconcile after inheritance ended: what it deletes was never confirmed.
-            self.unconfirmed_logged = true;
-            let n = rec.plan.count(OpKind::Delete);
-            self.stats.add(super::RouteCounter::Unconfirmed, n as u64);
-        }
-        // Belief = what the kernel showed (first route of ours per destination at our metric).
-        self.installed.clear();
-        for r in &actual {
-            if r.metric == self.cfg.metric {
-                self.installed.entry(r.dst).or_insert(*r);
-            }
-        }
-        let report = ReconcileReport {
-            found: actual.len(),
-            unchanged: rec.unchanged.len(),
-            added: rec.plan.count(OpKind::Add),
-            replaced: rec.plan.count(OpKind::Replace),
-            deleted: rec.plan.count(OpKind::Delete),
-            parked: self.parked.len(),
-            inherited: self.inherited.len(),
-        };
-        if report.added + report.replaced + report.deleted > 0 {
-            info!(?report, "reconcile: correcting the kernel");
-        }
-        self.run_ops(rec.plan.ops).await?;
-        Ok(report)
-    }
-}
-
-impl Installer {
-    /// Stop inheriting (recovery finished, or the grace period is over) and reconcile: routes of
-    /// ours that nothing explains by now are deleted.
-    pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
-        if self.inherit_until.take().is_none() {
-            return self.reconcile().await;
-        }
-        self.unconfirmed_logged = false;
-        let kept = self.inherited.len();
-        let report = self.reconcile().await?;
-        info!(
-            why,
-            inherited = kept,
-            deleted_unconfirmed = report.deleted,
-            "inheritance over: routes no source confirmed are removed"
-        );
-        Ok(report)
-    }
-}
 
 /// What the daemon sends the route task.
 #[derive(Debug)]
@@ -172,52 +43,6 @@ pub enum RouteCommand {
     SetReconcileInterval(std::time::Duration),
     /// Recovery is complete: stop inheriting (see [`Installer::end_inheritance`]).
     EndInheritance,
-}
-
-/// Where one destination stands with the installer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteState {
-    /// In the kernel as desired.
-    Installed,
-    /// Desired, but its link has no interface yet.
-    Parked,
-    /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
-    Pending,
-    /// Not desired, but kept from before the start until recovery finishes.
-    Inherited,
-    /// Not desired: no route.
-    None,
-}
-
-impl RouteState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteState::Installed => "installed",
-            RouteState::Parked => "parked",
-            RouteState::Pending => "pending",
-            RouteState::Inherited => "inherited",
-            RouteState::None => "none",
-        }
-    }
-}
-
-impl Installer {
-    /// Where `dst` stands: installed, parked, pending or not desired.
-    pub fn route_state(&self, dst: &crate::prefix::Ipv6Prefix) -> RouteState {
-        if !self.desired.contains_key(dst) {
-            if self.inherited.contains(dst) {
-                RouteState::Inherited
-            } else {
-                RouteState::None
-            }
-        } else if self.parked.contains(dst) {
-            RouteState::Parked
-        } else if self.installed.contains_key(dst) {
-            RouteState::Installed
-        } else {
-            RouteState::Pending
-        }
-    }
 }
 
 /// One command other than a gathered `Apply`.

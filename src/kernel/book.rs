@@ -1,0 +1,1041 @@
+//! The installer's bookkeeping, without the socket: what we want in the kernel, what we believe
+//! is there, and every decision on that state.
+//!
+//! The [`Book`] holds the desired routes, the routes of ours it believes the kernel holds, the
+//! parked routes (link unknown, or its interface gone), the inherited routes (ours from before the
+//! start, kept while the cache may not yet know them), the retry schedule and whether a resync is
+//! owed. Each call takes an event — changes from the cache, a due retry, a link table change, a
+//! dump of our routes, the outcomes of a batch — and returns the [`RouteOp`]s to run; the
+//! installer ([`super::install`]) only runs them and feeds back what the kernel answered.
+//!
+//! Kept apart from the socket so that the rules — parking, retry deadlines, when an inherited
+//! route is adopted, kept or deleted — are tested as tables without root or netlink, like
+//! [`super::plan`], which it builds on. No I/O, no clock: time comes in as `Instant` arguments.
+//! Counters go to the shared [`InstallerStats`] (atomics) as the decisions are taken.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::link::{LinkMapping, LinkTable};
+use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, Stale};
+use super::stats::{InstallerStats, RouteCounter};
+use super::{InstallerConfig, RouteChange, RouteSpec};
+use crate::prefix::Ipv6Prefix;
+
+/// What became of one op sent to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Done,
+    /// The kernel refused it with this (positive) errno.
+    Refused(i32),
+    /// No answer within the ack timeout.
+    Unanswered,
+}
+
+/// What one reconcile found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Routes of ours the dump showed.
+    pub found: usize,
+    pub unchanged: usize,
+    pub added: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    /// Desired routes whose link is unknown.
+    pub parked: usize,
+    /// Undesired routes of ours kept because inheritance is still on.
+    pub inherited: usize,
+}
+
+/// Where one destination stands with the installer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteState {
+    /// In the kernel as desired.
+    Installed,
+    /// Desired, but its link has no interface yet.
+    Parked,
+    /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
+    Pending,
+    /// Not desired, but kept from before the start until recovery finishes.
+    Inherited,
+    /// Not desired: no route.
+    None,
+}
+
+impl RouteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteState::Installed => "installed",
+            RouteState::Parked => "parked",
+            RouteState::Pending => "pending",
+            RouteState::Inherited => "inherited",
+            RouteState::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retry {
+    attempt: u32,
+    due: Instant,
+}
+
+/// The part of [`InstallerConfig`] the decisions depend on.
+#[derive(Debug, Clone)]
+struct Rules {
+    metric: u32,
+    max_routes: usize,
+    expiry: bool,
+    retry_base: Duration,
+    retry_max: Duration,
+    links: Vec<LinkMapping>,
+}
+
+/// The installer's state and the rules that change it.
+#[derive(Debug)]
+pub(super) struct Book {
+    rules: Rules,
+    links: LinkTable,
+    desired: HashMap<Ipv6Prefix, RouteSpec>,
+    installed: HashMap<Ipv6Prefix, KernelRoute>,
+    parked: HashSet<Ipv6Prefix>,
+    /// Routes of ours found at start that nothing desires, kept until [`Self::inherit_until`].
+    inherited: HashSet<Ipv6Prefix>,
+    /// While set, a reconcile keeps undesired routes of ours instead of deleting them.
+    inherit_until: Option<Instant>,
+    /// Whether the deletes of the first reconcile after inheritance were counted.
+    unconfirmed_logged: bool,
+    retry: HashMap<Ipv6Prefix, Retry>,
+    resync_needed: bool,
+    stats: Arc<InstallerStats>,
+}
+
+impl Book {
+    /// An empty book started at `now`: inheriting until `now + inherit_grace` unless that is zero.
+    pub(super) fn new(cfg: &InstallerConfig, stats: Arc<InstallerStats>, now: Instant) -> Book {
+        Book {
+            rules: Rules {
+                metric: cfg.metric,
+                max_routes: cfg.max_routes,
+                expiry: cfg.expiry,
+                retry_base: cfg.retry_base,
+                retry_max: cfg.retry_max,
+                links: cfg.links.clone(),
+            },
+            links: LinkTable::new(),
+            desired: HashMap::new(),
+            installed: HashMap::new(),
+            parked: HashSet::new(),
+            inherited: HashSet::new(),
+            inherit_until: (!cfg.inherit_grace.is_zero()).then(|| now + cfg.inherit_grace),
+            unconfirmed_logged: true,
+            retry: HashMap::new(),
+            resync_needed: false,
+            stats,
+        }
+    }
+
+    pub(super) fn stats(&self) -> &Arc<InstallerStats> {
+        &self.stats
+    }
+
+    pub(super) fn links(&self) -> &LinkTable {
+        &self.links
+    }
+
+    /// The link table, to feed a notification into; follow with [`Book::links_changed`].
+    pub(super) fn links_mut(&mut self) -> &mut LinkTable {
+        &mut self.links
+    }
+
+    /// Take a fresh link table (a re-dump); follow with [`Book::links_changed`].
+    pub(super) fn set_links(&mut self, table: LinkTable) {
+        self.links = table;
+    }
+
+    /// Until when undesired routes are inherited rather than deleted; `None` once that ended.
+    pub(super) fn inherit_until(&self) -> Option<Instant> {
+        self.inherit_until
+    }
+
+    /// True after a receive overrun lost kernel answers: run a reconcile.
+    pub(super) fn resync_needed(&self) -> bool {
+        self.resync_needed
+    }
+
+    /// Kernel answers were lost (receive overrun): the next reconcile must repair.
+    pub(super) fn overrun(&mut self) {
+        self.resync_needed = true;
+    }
+
+    /// When the earliest retry is due.
+    pub(super) fn next_retry(&self) -> Option<Instant> {
+        self.retry.values().map(|r| r.due).min()
+    }
+
+    /// Where `dst` stands: installed, parked, pending, inherited or not desired.
+    pub(super) fn route_state(&self, dst: &Ipv6Prefix) -> RouteState {
+        if !self.desired.contains_key(dst) {
+            if self.inherited.contains(dst) {
+                RouteState::Inherited
+            } else {
+                RouteState::None
+            }
+        } else if self.parked.contains(dst) {
+            RouteState::Parked
+        } else if self.installed.contains_key(dst) {
+            RouteState::Installed
+        } else {
+            RouteState::Pending
+        }
+    }
+
+    /// Publish the installed, parked and inherited counts as gauges.
+    pub(super) fn publish_gauges(&self) {
+        self.stats.set_gauges(
+            self.installed.len(),
+            self.parked.len(),
+            self.inherited.len(),
+        );
+    }
+
+    /// RTA_EXPIRES for a route at `now`, when expiry is on and the spec has a deadline.
+    pub(super) fn expires(&self, dst: &Ipv6Prefix, now: Instant) -> Option<u32> {
+        if !self.rules.expiry {
+            return None;
+        }
+        let until = self.desired.get(dst)?.valid_until?;
+        let secs = until.saturating_duration_since(now).as_secs();
+        Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// Changes from the cache (the last change per destination wins) → the ops they need.
+    pub(super) fn apply(&mut self, changes: impl IntoIterator<Item = RouteChange>) -> Vec<RouteOp> {
+        let changes = changes.into_iter();
+        let hint = changes.size_hint().0;
+        let mut touched = Vec::with_capacity(hint);
+        let mut seen = HashSet::with_capacity(hint);
+        // Routes whose only change is the lifetime: with expiry mirrored into the kernel they
+        // are replaced so RTA_EXPIRES moves with the lease (otherwise the old deadline fires).
+        let mut refresh = HashSet::new();
+        self.desired.reserve(hint.min(self.rules.max_routes));
+        for change in changes {
+            let dst = match change {
+                RouteChange::Upsert(spec) => {
+                    let dst = spec.dst;
+                    let old = self.desired.get(&dst);
+                    if old.is_none() && self.desired.len() >= self.rules.max_routes {
+                        self.stats.add(RouteCounter::Dropped, 1);
+                        warn!(%dst, max = self.rules.max_routes, "route dropped: desired set full");
+                        continue;
+                    }
+                    // An inherited route carries the previous run's expiry: give it this lease's.
+                    if self.rules.expiry
+                        && (old.is_some_and(|o| o.valid_until != spec.valid_until)
+                            || (old.is_none() && self.inherited.contains(&dst)))
+                    {
+                        refresh.insert(dst);
+                    }
+                    self.desired.insert(dst, spec);
+                    dst
+                }
+                RouteChange::Withdraw(dst) => {
+                    // A source that knew the binding says it is gone: an inherited route goes
+                    // too (the delete below, planned from `installed`).
+                    self.desired.remove(&dst);
+                    refresh.remove(&dst);
+                    dst
+                }
+            };
+            if seen.insert(dst) {
+                touched.push(dst);
+            }
+        }
+        let mut ops = Vec::with_capacity(touched.len());
+        for dst in touched {
+            if !self.retry.is_empty() {
+                self.retry.remove(&dst);
+            }
+            match self.op_for(dst) {
+                Some(op) => ops.push(op),
+                None if refresh.contains(&dst) => {
+                    if let Some(r) = self.installed.get(&dst) {
+                        ops.push(RouteOp::Replace(*r));
+                    }
+                }
+                None => {}
+            }
+        }
+        ops
+    }
+
+    /// The ops whose backoff has elapsed at `now`. Their due time moves out to `now +
+    /// retry_max` meanwhile: success removes the entry, failure reschedules it.
+    pub(super) fn retry_due(&mut self, now: Instant) -> Vec<RouteOp> {
+        let due: Vec<Ipv6Prefix> = self
+            .retry
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        let mut ops = Vec::new();
+        for dst in due {
+            match self.op_for(dst) {
+                Some(op) => {
+                    self.stats.add(RouteCounter::Retried, 1);
+                    if let Some(r) = self.retry.get_mut(&dst) {
+                        r.due = now + self.rules.retry_max;
+                    }
+                    ops.push(op);
+                }
+                None => {
+                    self.retry.remove(&dst);
+                }
+            }
+        }
+        ops
+    }
+
+    /// The route the desired `spec` means now; `None` when its link is unknown.
+    fn resolve(&self, spec: &RouteSpec) -> Option<KernelRoute> {
+        let oif = self.links.resolve(&spec.link, &self.rules.links)?;
+        Some(KernelRoute {
+            dst: spec.dst,
+            gateway: spec.via,
+            oif,
+            metric: self.rules.metric,
+        })
+    }
+
+    /// The op that brings `dst` to its desired state, parking it when its link is unknown.
+    fn op_for(&mut self, dst: Ipv6Prefix) -> Option<RouteOp> {
+        let want = match self.desired.get(&dst) {
+            None => {
+                self.parked.remove(&dst);
+                None
+            }
+            Some(spec) => match self.resolve(spec) {
+                Some(r) => {
+                    if !self.inherited.is_empty() && self.inherited.remove(&dst) {
+                        self.stats.add(RouteCounter::Adopted, 1);
+                        debug!(%dst, "inherited route explained by the cache: ordinary now");
+                    }
+                    if !self.parked.is_empty() && self.parked.remove(&dst) {
+                        self.stats.add(RouteCounter::Unparked, 1);
+                        info!(%dst, link = %spec.link, "parked route's link appeared: installing");
+                    }
+                    Some(r)
+                }
+                None => {
+                    let link = spec.link.clone();
+                    self.park(dst, &link.to_string(), "no interface for it (yet)");
+                    // Whatever is installed stays (RFC 8987 S-2) until the link is known.
+                    return None;
+                }
+            },
+        };
+        plan::plan_change(self.installed.get(&dst), want.as_ref())
+    }
+
+    fn park(&mut self, dst: Ipv6Prefix, link: &str, why: &str) {
+        if self.parked.insert(dst) {
+            self.stats.add(RouteCounter::Parked, 1);
+            info!(%dst, link, why, "route parked: installed when its link appears");
+        }
+    }
+
+    /// The link table changed. Routes on vanished or downed interfaces are gone from the kernel
+    /// (it flushes them with the device, and on admin down): forget them and re-plan them
+    /// (parking them until the link is usable again); re-plan parked routes.
+    pub(super) fn links_changed(&mut self) -> Vec<RouteOp> {
+        let vanished: Vec<Ipv6Prefix> = self
+            .installed
+            .iter()
+            .filter(|(_, r)| !self.links.is_usable(r.oif))
+            .map(|(d, _)| *d)
+            .collect();
+        for dst in &vanished {
+            self.installed.remove(dst);
+        }
+        let candidates: Vec<Ipv6Prefix> = vanished
+            .into_iter()
+            .chain(self.parked.iter().copied())
+            .collect();
+        let mut ops = Vec::new();
+        for dst in candidates {
+            ops.extend(self.op_for(dst));
+        }
+        ops
+    }
+
+    /// Settle what the kernel answered to `ops` (one outcome each, in order) at `now`: belief,
+    /// counters, parking, retries. Returns the adds refused with EEXIST, for
+    /// [`Book::replace_ours`] once a dump shows whose they are.
+    pub(super) fn settle(
+        &mut self,
+        ops: &[RouteOp],
+        outcomes: &[Outcome],
+        now: Instant,
+    ) -> Vec<KernelRoute> {
+        let mut exists = Vec::new();
+        let mut failed = 0usize;
+        for (op, outcome) in ops.iter().zip(outcomes) {
+            let errno = match *outcome {
+                Outcome::Done => {
+                    self.succeeded(op);
+                    continue;
+                }
+                Outcome::Refused(e) => e,
+                Outcome::Unanswered => 0,
+            };
+            let action = if errno == 0 {
+                ErrorAction::Retry
+            } else {
+                plan::classify(op.kind(), errno)
+            };
+            match action {
+                ErrorAction::AlreadyDone => self.succeeded(op),
+                ErrorAction::ReplaceIfOurs => exists.push(*op.route()),
+                ErrorAction::Park => {
+                    self.installed.remove(&op.dst());
+                    if let Some(spec) = self.desired.get(&op.dst()) {
+                        let link = spec.link.to_string();
+                        self.park(op.dst(), &link, "interface gone or down (ENODEV/ENETDOWN)");
+                    }
+                }
+                ErrorAction::Retry => {
+                    failed += 1;
+                    debug!(dst = %op.dst(), op = op.kind().as_str(), errno, "route op failed; retrying later");
+                    self.schedule_retry(op.dst(), now);
+                }
+            }
+        }
+        if failed > 0 {
+            self.stats.add(RouteCounter::Failed, failed as u64);
+            warn!(
+                failed,
+                of = ops.len(),
+                "route ops failed or unanswered; retrying with backoff"
+            );
+        }
+        exists
+    }
+
+    /// Adds refused with EEXIST: replace those whose (destination, metric) a dump shows to be
+    /// `ours`; another protocol's route is left alone, counted and retried later.
+    pub(super) fn replace_ours(
+        &mut self,
+        exists: Vec<KernelRoute>,
+        ours: &HashSet<(Ipv6Prefix, u32)>,
+        now: Instant,
+    ) -> Vec<RouteOp> {
+        let mut replace = Vec::new();
+        for r in exists {
+            if ours.contains(&(r.dst, r.metric)) {
+                replace.push(RouteOp::Replace(r));
+            } else {
+                self.stats.add(RouteCounter::Conflict, 1);
+                warn!(dst = %r.dst, metric = r.metric, "a route of another protocol holds this destination and metric: left alone, retrying later");
+                self.schedule_retry(r.dst, now);
+            }
+        }
+        replace
+    }
+
+    fn succeeded(&mut self, op: &RouteOp) {
+        let r = *op.route();
+        match op.kind() {
+            OpKind::Add => {
+                self.stats.add(RouteCounter::Installed, 1);
+                self.installed.insert(r.dst, r);
+            }
+            OpKind::Replace => {
+                self.stats.add(RouteCounter::Replaced, 1);
+                self.installed.insert(r.dst, r);
+            }
+            OpKind::Delete => {
+                self.stats.add(RouteCounter::Withdrawn, 1);
+                self.inherited.remove(&r.dst);
+                if self.installed.get(&r.dst) == Some(&r) {
+                    self.installed.remove(&r.dst);
+                }
+            }
+        }
+        if !self.retry.is_empty() {
+            self.retry.remove(&r.dst);
+        }
+    }
+
+    fn schedule_retry(&mut self, dst: Ipv6Prefix, now: Instant) {
+        let e = self.retry.entry(dst).or_insert(Retry {
+            attempt: 0,
+            due: now,
+        });
+        e.due = now + plan::backoff(e.attempt, self.rules.retry_base, self.rules.retry_max);
+        e.attempt = e.attempt.saturating_add(1);
+    }
+
+    /// Replace the whole desired set (e.g. after loading the cache); follow with a reconcile.
+    pub(super) fn set_desired(&mut self, specs: impl IntoIterator<Item = RouteSpec>) {
+        self.desired.clear();
+        for spec in specs {
+            if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.rules.max_routes
+            {
+                self.stats.add(RouteCounter::Dropped, 1);
+                continue;
+            }
+            self.desired.insert(spec.dst, spec);
+        }
+        let desired = &self.desired;
+        self.parked.retain(|d| desired.contains_key(d));
+    }
+
+    /// A reconcile starts (before its dump): count it; the resync it performs is no longer owed.
+    pub(super) fn reconcile_started(&mut self) {
+        self.stats.add(RouteCounter::Reconcile, 1);
+        self.resync_needed = false;
+    }
+
+    /// Diff the desired set against `actual` (a dump of our routes): park what cannot resolve,
+    /// unpark what can, keep or delete undesired routes as inheritance says, and take the dump
+    /// as the new belief. Returns the report and the ops that correct the kernel.
+    pub(super) fn reconcile(&mut self, actual: &[KernelRoute]) -> (ReconcileReport, Vec<RouteOp>) {
+        let mut want = HashMap::new();
+        let mut keep = HashSet::new();
+        let mut unresolved = Vec::new();
+        for (dst, spec) in &self.desired {
+            match self.resolve(spec) {
+                Some(r) => {
+                    want.insert(*dst, r);
+                }
+                None => {
+                    keep.insert(*dst);
+                    unresolved.push((*dst, spec.link.to_string()));
+                }
+            }
+        }
+        for (dst, link) in unresolved {
+            self.park(dst, &link, "no interface for it (yet)");
+        }
+        let unparked: Vec<_> = self
+            .parked
+            .iter()
+            .filter(|d| want.contains_key(*d))
+            .copied()
+            .collect();
+        for d in unparked {
+            self.parked.remove(&d);
+            self.stats.add(RouteCounter::Unparked, 1);
+        }
+        let stale = if self.inherit_until.is_some() {
+            Stale::Inherit
+        } else {
+            Stale::Delete
+        };
+        let rec = plan::plan_reconcile(&want, actual, &keep, stale);
+        let before = self.inherited.len();
+        self.inherited = rec.inherited.iter().map(|r| r.dst).collect();
+        if self.inherited.len() > before {
+            info!(
+                inherited = self.inherited.len(),
+                "routes of ours that nothing explains yet: kept until recovery finishes"
+            );
+        }
+        if stale == Stale::Delete && !self.unconfirmed_logged {
+            // The first reconcile after inheritance ended: what it deletes was never confirmed.
+            self.unconfirmed_logged = true;
+            let n = rec.plan.count(OpKind::Delete);
+            self.stats.add(RouteCounter::Unconfirmed, n as u64);
+        }
+        // Belief = what the kernel showed (first route of ours per destination at our metric).
+        self.installed.clear();
+        for r in actual {
+            if r.metric == self.rules.metric {
+                self.installed.entry(r.dst).or_insert(*r);
+            }
+        }
+        let report = ReconcileReport {
+            found: actual.len(),
+            unchanged: rec.unchanged.len(),
+            added: rec.plan.count(OpKind::Add),
+            replaced: rec.plan.count(OpKind::Replace),
+            deleted: rec.plan.count(OpKind::Delete),
+            parked: self.parked.len(),
+            inherited: self.inherited.len(),
+        };
+        (report, rec.plan.ops)
+    }
+
+    /// Stop inheriting: the next reconcile deletes (and counts as unconfirmed) what nothing
+    /// explains by then. Returns how many routes were inherited, or `None` when inheritance had
+    /// already ended.
+    pub(super) fn end_inheritance(&mut self) -> Option<usize> {
+        self.inherit_until.take()?;
+        self.unconfirmed_logged = false;
+        Some(self.inherited.len())
+    }
+}
+
+#[cfg(test)]
+impl Book {
+    fn is_parked(&self, dst: &Ipv6Prefix) -> bool {
+        self.parked.contains(dst)
+    }
+
+    fn is_inherited(&self, dst: &Ipv6Prefix) -> bool {
+        self.inherited.contains(dst)
+    }
+
+    fn installed(&self, dst: &Ipv6Prefix) -> Option<&KernelRoute> {
+        self.installed.get(dst)
+    }
+
+    fn retry_of(&self, dst: &Ipv6Prefix) -> Option<(u32, Instant)> {
+        self.retry.get(dst).map(|r| (r.attempt, r.due))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::LinkRef;
+
+    const METRIC: u32 = 1024;
+    const IF_UP: u32 = 2;
+    const IF_OTHER: u32 = 3;
+
+    fn cfg() -> InstallerConfig {
+        InstallerConfig {
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+            metric: METRIC,
+            ..InstallerConfig::default()
+        }
+    }
+
+    /// A book with interfaces `sub0` (index 2, up, 2001:db8:1::1/64) and `sub1` (index 3, up).
+    fn book_with(cfg: InstallerConfig, now: Instant) -> Book {
+        let mut b = Book::new(&cfg, Arc::new(InstallerStats::default()), now);
+        let mut t = LinkTable::new();
+        t.set_link(IF_UP, "sub0", true);
+        t.set_link(IF_OTHER, "sub1", true);
+        t.add_addr(IF_UP, "2001:db8:1::1".parse().unwrap(), 64);
+        b.set_links(t);
+        assert!(
+            b.links_changed().is_empty(),
+            "nothing desired, nothing to do"
+        );
+        b
+    }
+
+    fn book(now: Instant) -> Book {
+        book_with(cfg(), now)
+    }
+
+    fn p(s: &str) -> Ipv6Prefix {
+        s.parse().unwrap()
+    }
+
+    fn on(dst: &str, ifname: &str) -> RouteSpec {
+        RouteSpec::address(p(dst).addr(), LinkRef::Interface(ifname.into()))
+    }
+
+    fn kr(dst: &str, oif: u32) -> KernelRoute {
+        KernelRoute {
+            dst: p(dst),
+            gateway: None,
+            oif,
+            metric: METRIC,
+        }
+    }
+
+    fn count(b: &Book, c: RouteCounter) -> u64 {
+        b.stats().get(c)
+    }
+
+    /// Run `ops` with every op answered `outcome`; returns what settle returned.
+    fn answer(b: &mut Book, ops: &[RouteOp], outcome: Outcome, now: Instant) -> Vec<KernelRoute> {
+        b.settle(ops, &vec![outcome; ops.len()], now)
+    }
+
+    #[test]
+    fn changes_become_ops() {
+        let now = Instant::now();
+        let mut b = book(now);
+        let a = kr("2001:db8::a/128", IF_UP);
+        let a_moved = kr("2001:db8::a/128", IF_OTHER);
+        // (changes, expected ops, what the kernel answers)
+        let table: Vec<(Vec<RouteChange>, Vec<RouteOp>)> = vec![
+            // New destination: add.
+            (
+                vec![RouteChange::Upsert(on("2001:db8::a/128", "sub0"))],
+                vec![RouteOp::Add(a)],
+            ),
+            // Same spec again: nothing.
+            (
+                vec![RouteChange::Upsert(on("2001:db8::a/128", "sub0"))],
+                vec![],
+            ),
+            // Another interface, same metric: replace.
+            (
+                vec![RouteChange::Upsert(on("2001:db8::a/128", "sub1"))],
+                vec![RouteOp::Replace(a_moved)],
+            ),
+            // Last change per destination wins: upsert then withdraw is a delete.
+            (
+                vec![
+                    RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
+                    RouteChange::Withdraw(p("2001:db8::a/128")),
+                ],
+                vec![RouteOp::Delete(a_moved)],
+            ),
+            // Withdrawing what is not there: nothing.
+            (vec![RouteChange::Withdraw(p("2001:db8::a/128"))], vec![]),
+        ];
+        for (i, (changes, want)) in table.into_iter().enumerate() {
+            let ops = b.apply(changes);
+            assert_eq!(ops, want, "row {i}");
+            answer(&mut b, &ops, Outcome::Done, now);
+        }
+        assert_eq!(b.route_state(&a.dst), RouteState::None);
+        assert_eq!(count(&b, RouteCounter::Installed), 1);
+        assert_eq!(count(&b, RouteCounter::Replaced), 1);
+        assert_eq!(count(&b, RouteCounter::Withdrawn), 1);
+    }
+
+    #[test]
+    fn full_desired_set_drops_new_destinations() {
+        let now = Instant::now();
+        let mut b = book_with(
+            InstallerConfig {
+                max_routes: 1,
+                ..cfg()
+            },
+            now,
+        );
+        let ops = b.apply([
+            RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::b/128", "sub0")),
+        ]);
+        assert_eq!(ops, vec![RouteOp::Add(kr("2001:db8::a/128", IF_UP))]);
+        assert_eq!(count(&b, RouteCounter::Dropped), 1);
+        // An existing destination may still change.
+        let ops = b.apply([RouteChange::Upsert(on("2001:db8::a/128", "sub1"))]);
+        assert_eq!(ops, vec![RouteOp::Add(kr("2001:db8::a/128", IF_OTHER))]);
+        assert_eq!(count(&b, RouteCounter::Dropped), 1);
+        // set_desired applies the same bound.
+        b.set_desired([on("2001:db8::c/128", "sub0"), on("2001:db8::d/128", "sub0")]);
+        assert_eq!(count(&b, RouteCounter::Dropped), 2);
+    }
+
+    /// Unknown link → parked (installed route left alone); link appears → unparked and added;
+    /// link goes down → belief dropped, parked again.
+    #[test]
+    fn parking_follows_the_link_table() {
+        let now = Instant::now();
+        let mut b = book(now);
+        let dst = p("2001:db8::7/128");
+        assert!(
+            b.apply([RouteChange::Upsert(on("2001:db8::7/128", "late0"))])
+                .is_empty()
+        );
+        assert!(b.is_parked(&dst));
+        assert_eq!(b.route_state(&dst), RouteState::Parked);
+        assert_eq!(count(&b, RouteCounter::Parked), 1);
+        // Parking is counted once, however often it is re-planned.
+        assert!(b.links_changed().is_empty());
+        assert_eq!(count(&b, RouteCounter::Parked), 1);
+        b.links_mut().set_link(9, "late0", true);
+        let ops = b.links_changed();
+        let r = kr("2001:db8::7/128", 9);
+        assert_eq!(ops, vec![RouteOp::Add(r)]);
+        assert!(!b.is_parked(&dst));
+        assert_eq!(count(&b, RouteCounter::Unparked), 1);
+        answer(&mut b, &ops, Outcome::Done, now);
+        assert_eq!(b.route_state(&dst), RouteState::Installed);
+        // Admin down: the kernel flushed the route; it waits parked, nothing to send.
+        b.links_mut().set_link(9, "late0", false);
+        assert!(b.links_changed().is_empty());
+        assert_eq!(b.installed(&dst), None);
+        assert_eq!(b.route_state(&dst), RouteState::Parked);
+        // ENODEV on an add parks too; a withdraw of a parked route unparks it.
+        b.links_mut().set_link(9, "late0", true);
+        let ops = b.links_changed();
+        assert_eq!(ops, vec![RouteOp::Add(r)]);
+        assert!(answer(&mut b, &ops, Outcome::Refused(19), now).is_empty());
+        assert!(b.is_parked(&dst));
+        assert!(b.apply([RouteChange::Withdraw(dst)]).is_empty());
+        assert!(!b.is_parked(&dst));
+        assert_eq!(b.route_state(&dst), RouteState::None);
+    }
+
+    /// Failures retry with doubling backoff from the time of the answer; a due retry is
+    /// pushed out to `retry_max` while in flight; success or a new change clears it.
+    #[test]
+    fn retries_back_off_and_clear() {
+        let t0 = Instant::now();
+        let mut b = book(t0);
+        let dst = p("2001:db8::a/128");
+        let add = RouteOp::Add(kr("2001:db8::a/128", IF_UP));
+        let ops = b.apply([RouteChange::Upsert(on("2001:db8::a/128", "sub0"))]);
+        assert_eq!(ops, vec![add]);
+        // (outcome, expected attempt after it, expected delay from the answer)
+        let table = [
+            (Outcome::Unanswered, 1, Duration::from_millis(500)),
+            (Outcome::Refused(1), 2, Duration::from_secs(1)),
+            (Outcome::Refused(101), 3, Duration::from_secs(2)),
+        ];
+        let mut now = t0;
+        for (outcome, attempt, delay) in table {
+            assert!(answer(&mut b, &[add], outcome, now).is_empty());
+            assert_eq!(
+                b.retry_of(&dst),
+                Some((attempt, now + delay)),
+                "{outcome:?}"
+            );
+            assert_eq!(b.next_retry(), Some(now + delay));
+            assert_eq!(b.route_state(&dst), RouteState::Pending);
+            // Not yet due: nothing.
+            assert!(
+                b.retry_due(now + delay - Duration::from_millis(1))
+                    .is_empty()
+            );
+            now += delay;
+            assert_eq!(b.retry_due(now), vec![add]);
+            assert_eq!(
+                b.retry_of(&dst),
+                Some((attempt, now + Duration::from_secs(60)))
+            );
+        }
+        assert_eq!(count(&b, RouteCounter::Failed), 3);
+        assert_eq!(count(&b, RouteCounter::Retried), 3);
+        answer(&mut b, &[add], Outcome::Done, now);
+        assert_eq!(b.retry_of(&dst), None);
+        assert_eq!(b.next_retry(), None);
+        assert_eq!(b.route_state(&dst), RouteState::Installed);
+        // A failed delete is retried; a new change for the destination drops the old retry.
+        let del = b.apply([RouteChange::Withdraw(dst)]);
+        answer(&mut b, &del, Outcome::Refused(1), now);
+        assert!(b.retry_of(&dst).is_some());
+        let ops = b.apply([RouteChange::Upsert(on("2001:db8::a/128", "sub0"))]);
+        assert!(ops.is_empty(), "still installed: nothing to do");
+        assert_eq!(b.retry_of(&dst), None);
+        // A due retry whose goal was reached meanwhile (the kernel flushed the route with its
+        // link) is dropped without an op.
+        let del = b.apply([RouteChange::Withdraw(dst)]);
+        answer(&mut b, &del, Outcome::Unanswered, now);
+        assert!(b.retry_of(&dst).is_some());
+        b.links_mut().set_link(IF_UP, "sub0", false);
+        assert!(b.links_changed().is_empty());
+        assert!(b.retry_due(now + Duration::from_secs(3600)).is_empty());
+        assert_eq!(b.retry_of(&dst), None);
+        assert_eq!(b.next_retry(), None);
+        // A delete the kernel says is already done (ESRCH) settles like a success.
+        b.links_mut().set_link(IF_UP, "sub0", true);
+        let add = b.apply([RouteChange::Upsert(on("2001:db8::a/128", "sub0"))]);
+        answer(&mut b, &add, Outcome::Done, now);
+        let del = b.apply([RouteChange::Withdraw(dst)]);
+        answer(&mut b, &del, Outcome::Unanswered, now);
+        assert!(answer(&mut b, &del, Outcome::Refused(3), now).is_empty());
+        assert_eq!(b.retry_of(&dst), None);
+        assert_eq!(b.installed(&dst), None);
+    }
+
+    /// EEXIST on add: replaced when a dump shows the route is ours, otherwise a conflict,
+    /// left alone and retried.
+    #[test]
+    fn eexist_replaces_only_ours() {
+        let now = Instant::now();
+        let mut b = book(now);
+        let ours = kr("2001:db8::a/128", IF_UP);
+        let theirs = kr("2001:db8::b/128", IF_UP);
+        let ops = b.apply([
+            RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::b/128", "sub0")),
+        ]);
+        let exists = answer(&mut b, &ops, Outcome::Refused(17), now);
+        assert_eq!(exists.len(), 2);
+        let dump: HashSet<_> = [(ours.dst, ours.metric)].into_iter().collect();
+        assert_eq!(
+            b.replace_ours(exists, &dump, now),
+            vec![RouteOp::Replace(ours)]
+        );
+        assert_eq!(count(&b, RouteCounter::Conflict), 1);
+        assert_eq!(
+            b.retry_of(&theirs.dst),
+            Some((1, now + Duration::from_millis(500)))
+        );
+        assert_eq!(b.retry_of(&ours.dst), None);
+    }
+
+    /// The inherited-route rules: kept while inheriting, adopted when the cache explains them,
+    /// deleted when a source withdraws them, deleted and counted unconfirmed when inheritance
+    /// ends; re-given the lease's expiry when adopted with expiry mirrored.
+    #[test]
+    fn inheritance_table() {
+        let now = Instant::now();
+        let grace = Duration::from_secs(30);
+        let mut b = book_with(
+            InstallerConfig {
+                inherit_grace: grace,
+                expiry: true,
+                ..cfg()
+            },
+            now,
+        );
+        assert_eq!(b.inherit_until(), Some(now + grace));
+        let adopted = kr("2001:db8::1/128", IF_UP);
+        let withdrawn = kr("2001:db8::2/128", IF_UP);
+        let unconfirmed = kr("2001:db8::3/128", IF_UP);
+        let dump = [adopted, withdrawn, unconfirmed];
+        b.reconcile_started();
+        let (report, ops) = b.reconcile(&dump);
+        assert!(ops.is_empty(), "inheriting: nothing deleted");
+        assert_eq!(report.found, 3);
+        assert_eq!(report.inherited, 3);
+        for r in &dump {
+            assert!(b.is_inherited(&r.dst));
+            assert_eq!(b.route_state(&r.dst), RouteState::Inherited);
+        }
+        // The cache explains one with the same route: adopted, and replaced to carry the
+        // lease's expiry.
+        let spec = on("2001:db8::1/128", "sub0").valid_until(now + Duration::from_secs(600));
+        let ops = b.apply([RouteChange::Upsert(spec)]);
+        assert_eq!(ops, vec![RouteOp::Replace(adopted)]);
+        assert_eq!(b.expires(&adopted.dst, now), Some(600));
+        answer(&mut b, &ops, Outcome::Done, now);
+        assert!(!b.is_inherited(&adopted.dst));
+        assert_eq!(b.route_state(&adopted.dst), RouteState::Installed);
+        assert_eq!(count(&b, RouteCounter::Adopted), 1);
+        // A source withdraws another: deleted now, inheritance or not.
+        let ops = b.apply([RouteChange::Withdraw(withdrawn.dst)]);
+        assert_eq!(ops, vec![RouteOp::Delete(withdrawn)]);
+        answer(&mut b, &ops, Outcome::Done, now);
+        assert!(!b.is_inherited(&withdrawn.dst));
+        // Inheritance ends: the next reconcile deletes the rest, counted as unconfirmed once.
+        assert_eq!(b.end_inheritance(), Some(1));
+        assert_eq!(b.inherit_until(), None);
+        b.reconcile_started();
+        let (report, ops) = b.reconcile(&[adopted, unconfirmed]);
+        assert_eq!(ops, vec![RouteOp::Delete(unconfirmed)]);
+        assert_eq!(report.deleted, 1);
+        assert_eq!(report.inherited, 0);
+        assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
+        // Later reconciles delete stale routes as ordinary ones: not counted again.
+        assert_eq!(b.end_inheritance(), None);
+        let (_, ops) = b.reconcile(&[adopted, unconfirmed]);
+        assert_eq!(ops, vec![RouteOp::Delete(unconfirmed)]);
+        assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
+        assert_eq!(count(&b, RouteCounter::Reconcile), 2);
+    }
+
+    #[test]
+    fn no_grace_means_no_inheritance() {
+        let now = Instant::now();
+        let mut b = book(now);
+        assert_eq!(b.inherit_until(), None);
+        let stale = kr("2001:db8::3/128", IF_UP);
+        let (report, ops) = b.reconcile(&[stale]);
+        assert_eq!(ops, vec![RouteOp::Delete(stale)]);
+        assert_eq!(report.inherited, 0);
+        assert_eq!(b.end_inheritance(), None);
+        assert_eq!(count(&b, RouteCounter::Unconfirmed), 0);
+    }
+
+    /// Reconcile parks unresolvable desired routes (keeping their kernel route), unparks
+    /// resolvable ones, and takes the dump at our metric as the belief.
+    #[test]
+    fn reconcile_parks_unparks_and_believes_the_dump() {
+        let now = Instant::now();
+        let mut b = book(now);
+        let parked_there = kr("2001:db8::9/128", 9);
+        let foreign_metric = KernelRoute {
+            metric: 7,
+            ..kr("2001:db8::8/128", IF_UP)
+        };
+        b.set_desired([
+            on("2001:db8::9/128", "late0"),
+            on("2001:db8::a/128", "sub0"),
+        ]);
+        let (report, ops) = b.reconcile(&[parked_there, foreign_metric]);
+        assert_eq!(
+            ops,
+            vec![
+                RouteOp::Delete(foreign_metric),
+                RouteOp::Add(kr("2001:db8::a/128", IF_UP))
+            ]
+        );
+        assert_eq!(report.parked, 1);
+        assert_eq!(report.found, 2);
+        assert!(b.is_parked(&parked_there.dst));
+        assert_eq!(b.installed(&parked_there.dst), Some(&parked_there));
+        assert_eq!(b.installed(&foreign_metric.dst), None);
+        // The link appears: the next reconcile unparks and corrects the interface.
+        b.links_mut().set_link(10, "late0", true);
+        let (report, ops) = b.reconcile(&[parked_there]);
+        assert_eq!(report.parked, 0);
+        assert_eq!(count(&b, RouteCounter::Unparked), 1);
+        assert_eq!(
+            ops,
+            vec![
+                RouteOp::Replace(kr("2001:db8::9/128", 10)),
+                RouteOp::Add(kr("2001:db8::a/128", IF_UP))
+            ]
+        );
+        // set_desired forgets parked routes that are no longer desired.
+        b.links_mut().remove_link(10);
+        b.reconcile(&[]);
+        assert!(b.is_parked(&parked_there.dst));
+        b.set_desired([]);
+        assert!(!b.is_parked(&parked_there.dst));
+    }
+
+    #[test]
+    fn resync_is_owed_after_an_overrun_until_a_reconcile_starts() {
+        let mut b = book(Instant::now());
+        assert!(!b.resync_needed());
+        b.overrun();
+        assert!(b.resync_needed());
+        b.reconcile_started();
+        assert!(!b.resync_needed());
+    }
+
+    #[test]
+    fn expiry_is_mirrored_only_when_on() {
+        let now = Instant::now();
+        let until = now + Duration::from_millis(1500);
+        let spec = |b: &mut Book| {
+            b.apply([RouteChange::Upsert(
+                on("2001:db8::a/128", "sub0").valid_until(until),
+            )])
+        };
+        let mut off = book(now);
+        spec(&mut off);
+        assert_eq!(off.expires(&p("2001:db8::a/128"), now), None);
+        let mut on_ = book_with(
+            InstallerConfig {
+                expiry: true,
+                ..cfg()
+            },
+            now,
+        );
+        let ops = spec(&mut on_);
+        answer(&mut on_, &ops, Outcome::Done, now);
+        assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(1));
+        // Past the deadline: still at least one second (0 would mean "no expiry").
+        assert_eq!(
+            on_.expires(&p("2001:db8::a/128"), until + Duration::from_secs(5)),
+            Some(1)
+        );
+        // Only the lifetime changed: replaced so the kernel's deadline moves.
+        let later = on("2001:db8::a/128", "sub0").valid_until(now + Duration::from_secs(90));
+        assert_eq!(
+            on_.apply([RouteChange::Upsert(later)]),
+            vec![RouteOp::Replace(kr("2001:db8::a/128", IF_UP))]
+        );
+        assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(90));
+    }
+}
