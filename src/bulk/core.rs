@@ -23,14 +23,12 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use crate::cache::from_wire::relay_placement;
+use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, LqQuery, MAX_TRANSACTION_ID, Message, MessageType,
     OptionCode, QueryType, StatusCode,
 };
-
-/// Our handle for one query, unique per requestor (not the wire transaction id).
-pub type QueryId = u64;
 
 /// What to ask a server for (RFC 5460 §5.3 query types).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

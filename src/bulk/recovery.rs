@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::BulkConfig;
-use super::core::{BulkBinding, BulkQuery, QueryId};
+use super::core::{BulkBinding, BulkQuery};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
 use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::cache::{AgentClock, LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
+use crate::requestor::QueryId;
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.
@@ -471,7 +472,7 @@ mod tests {
             ]),
         };
         BulkBinding {
-            query: 1,
+            query: QueryId::new(1),
             server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
             link: Some(a("2001:db8:1::1")),
             peer_address: Some(a("fe80::7")),

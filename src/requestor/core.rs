@@ -38,7 +38,7 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, Rate, RefuseReason,
+    Answer, ClientReply, DropReason, Policy, Query, QueryId, QueryOutcome, Rate, RefuseReason,
     RequestorConfig, RequestorStats, ServerAnswer, Verdict,
 };
 use crate::wire::StatusCode;
@@ -47,10 +47,6 @@ use crate::wire::StatusCode;
 const XID_MASK: u32 = 0x00ff_ffff;
 /// How many finished transaction ids are remembered to tell late duplicates from strangers.
 const RECENT_XIDS: usize = 4096;
-
-/// Names one submitted query until its outcome is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueryId(u64);
 
 /// What happened to a submitted query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +200,7 @@ impl Requestor {
             self.stats.refuse(r);
             return Submit::Refused(r);
         }
-        let id = QueryId(self.next_id);
+        let id = QueryId::new(self.next_id);
         self.next_id += 1;
         self.stats.queries += 1;
         self.by_query.insert(query.clone(), id);

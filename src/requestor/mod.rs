@@ -30,6 +30,24 @@ pub use self::core::{Requestor, Submit};
 pub use limiter::Rate;
 pub use retransmit::RetransmitParams;
 
+/// Names one submitted query until its outcome is delivered: the requestor's handle for a
+/// UDP leasequery and bulk's for a TCP one (not the wire transaction id, which is 24 bits and
+/// per server). Bulk imports it from here; nothing here imports bulk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(u64);
+
+impl QueryId {
+    /// The id numbered `n`; whoever hands out ids keeps them unique.
+    pub const fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// What to look up (RFC 5007 §4.1.2.1 query types 1 and 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QueryKind {

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use std::os::fd::AsFd;
 
-use super::core::{QueryId, Requestor, Submit};
+use super::QueryId;
+use super::core::{Requestor, Submit};
 use super::pktinfo;
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 
