@@ -10,6 +10,7 @@
 //!
 //! Reference of every key: `docs/config.md`. Sample: `deploy/lqagent.toml`.
 
+use crate::label::labels;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,21 +93,13 @@ pub struct Server {
     pub complete_answers: bool,
 }
 
-/// Which servers a query goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerPolicy {
-    /// Ask the first server; on timeout go to the next (RFC 5007 section 4.1.1 leaves the choice open).
-    Failover,
-    /// Ask every server at once and merge the answers.
-    Parallel,
-}
-
-impl ServerPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerPolicy::Failover => "failover",
-            ServerPolicy::Parallel => "parallel",
-        }
+labels! {
+    /// Which servers a query goes to.
+    pub enum ServerPolicy {
+        /// Ask the first server; on timeout go to the next (RFC 5007 section 4.1.1 leaves the choice open).
+        Failover => "failover",
+        /// Ask every server at once and merge the answers.
+        Parallel => "parallel",
     }
 }
 
@@ -146,24 +139,15 @@ pub struct LimitsSection {
     pub negative_ttl: Duration,
 }
 
-/// One RFC 5460 bulk query kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkQuery {
-    /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
-    RelayId,
-    /// QUERY_BY_LINK_ADDRESS, once per configured link.
-    LinkAddress,
-    /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
-    RemoteId,
-}
-
-impl BulkQuery {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BulkQuery::RelayId => "relay-id",
-            BulkQuery::LinkAddress => "link-address",
-            BulkQuery::RemoteId => "remote-id",
-        }
+labels! {
+    /// One RFC 5460 bulk query kind.
+    pub enum BulkQuery {
+        /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
+        RelayId => "relay-id",
+        /// QUERY_BY_LINK_ADDRESS, once per configured link.
+        LinkAddress => "link-address",
+        /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
+        RemoteId => "remote-id",
     }
 }
 
@@ -267,19 +251,11 @@ pub struct ControlSection {
     pub show_group: Option<String>,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
+labels! {
+    /// Log output format.
+    pub enum LogFormat {
+        Text => "text",
+        Json => "json",
     }
 }
 

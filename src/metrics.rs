@@ -19,42 +19,18 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::label::labels;
+
 pub mod http;
 pub mod process;
 pub mod servers;
-
-/// A label enum: `as_str()` gives the label value, which is also how it is exposed.
-macro_rules! label_enum {
-    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident => $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-        pub enum $name { $($(#[$vm])* $var,)+ }
-
-        impl $name {
-            /// Every value, for docs and tests.
-            pub const ALL: &'static [$name] = &[$($name::$var,)+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$var => $s,)+ }
-            }
-        }
-
-        impl EncodeLabelValue for $name {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                EncodeLabelValue::encode(&self.as_str(), encoder)
-            }
-        }
-    };
-}
 
 /// Family names as they appear after `# TYPE` (counters get `_total` on their samples).
 pub mod names {
@@ -118,7 +94,7 @@ pub mod names {
     ];
 }
 
-label_enum! {
+labels! {
     /// Leasequery query type (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3).
     pub enum QueryType {
         Address => "address",
@@ -129,7 +105,7 @@ label_enum! {
     }
 }
 
-label_enum! {
+labels! {
     /// How one leasequery ended.
     pub enum QueryOutcome {
         /// The server answered with a binding (or, for bulk, the query completed with data).
@@ -166,7 +142,7 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-label_enum! {
+labels! {
     /// What kind of lease a binding is.
     pub enum BindingType {
         /// IA_NA address (a /128 route).
@@ -184,7 +160,7 @@ pub struct BindingLabels {
     pub link: String,
 }
 
-label_enum! {
+labels! {
     /// Something that happened to a kernel route.
     pub enum RouteEvent {
         Installed => "installed",
@@ -206,7 +182,7 @@ pub struct RouteEventLabels {
     pub event: RouteEvent,
 }
 
-label_enum! {
+labels! {
     /// State of a route the agent owns.
     pub enum RouteState {
         Installed => "installed",
@@ -227,7 +203,7 @@ pub struct MessageTypeLabels {
     pub message_type: &'static str,
 }
 
-label_enum! {
+labels! {
     /// What the trigger did with a packet from a source it saw.
     pub enum TriggerOutcome {
         /// A leasequery was started for it.
@@ -251,7 +227,7 @@ pub struct TriggerLabels {
     pub outcome: TriggerOutcome,
 }
 
-label_enum! {
+labels! {
     /// Which limit dropped an on-demand query.
     pub enum LimitScope {
         Global => "global",
@@ -482,7 +458,7 @@ impl Metrics {
 
     /// Export a module's plain stats struct as a counter family `name` with one label `label`:
     /// `snapshot` is called at each scrape and returns `(label value, count)` pairs, e.g. from a
-    /// drop-reason enum's `as_str()`. Document `name` in `docs/metrics.md`.
+    /// drop-reason enum's `label()`. Document `name` in `docs/metrics.md`.
     pub fn register_stats<F>(
         &self,
         name: &'static str,

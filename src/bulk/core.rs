@@ -18,6 +18,7 @@
 //!                                       └──REPLY(status | no data)──────────────────► Finished
 //! ```
 
+use crate::label::labels;
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
@@ -169,38 +170,19 @@ impl Outcome {
     }
 }
 
-/// Why a received message was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discard {
-    /// A message type that has no business on a bulk connection.
-    WrongType,
-    /// REPLY or DATA for a transaction id not in flight, or DATA before the REPLY.
-    UnknownXid,
-    /// REPLY without SERVERID, or with a CLIENTID that is not ours (RFC 5007 §4.3.3).
-    BadIdentifiers,
-    /// DATA without CLIENT_DATA (RFC 5460 §6.2).
-    NoClientData,
-    /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
-    NoCltTime,
-}
-
-impl Discard {
-    pub const ALL: [Discard; 5] = [
-        Discard::WrongType,
-        Discard::UnknownXid,
-        Discard::BadIdentifiers,
-        Discard::NoClientData,
-        Discard::NoCltTime,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Discard::WrongType => "wrong_type",
-            Discard::UnknownXid => "unknown_xid",
-            Discard::BadIdentifiers => "bad_identifiers",
-            Discard::NoClientData => "no_client_data",
-            Discard::NoCltTime => "no_clt_time",
-        }
+labels! {
+    /// Why a received message was not used.
+    pub enum Discard {
+        /// A message type that has no business on a bulk connection.
+        WrongType => "wrong_type",
+        /// REPLY or DATA for a transaction id not in flight, or DATA before the REPLY.
+        UnknownXid => "unknown_xid",
+        /// REPLY without SERVERID, or with a CLIENTID that is not ours (RFC 5007 §4.3.3).
+        BadIdentifiers => "bad_identifiers",
+        /// DATA without CLIENT_DATA (RFC 5460 §6.2).
+        NoClientData => "no_client_data",
+        /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
+        NoCltTime => "no_clt_time",
     }
 }
 

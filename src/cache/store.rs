@@ -115,7 +115,7 @@ impl CacheStats {
         .iter()
         .map(|s| {
             (
-                s.as_str(),
+                s.label(),
                 self.moves[usize::from(s.to_u8())].load(Ordering::Relaxed),
             )
         })
@@ -507,7 +507,7 @@ impl BindingStore {
             to_client = %hex::encode(&new.client.duid),
             from_link = %old.client.link.address,
             to_link = %new.client.link.address,
-            source = new.source.as_str(),
+            source = new.source.label(),
             server = %new.server.address,
             "lease changed hands"
         );

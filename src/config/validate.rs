@@ -328,7 +328,7 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
             }
         };
         if queries.contains(&q) {
-            return Err(invalid(key, format!("{:?} listed twice", q.as_str())));
+            return Err(invalid(key, format!("{:?} listed twice", q.label())));
         }
         queries.push(q);
     }
@@ -644,7 +644,7 @@ pub(super) fn to_file(c: &Config) -> File {
             relay_duid: c.identity.relay_duid.as_ref().map(hex::encode),
         },
         requestor: file::Requestor {
-            policy: c.policy.as_str().to_string(),
+            policy: c.policy.label().to_string(),
             timeout_secs: c.requestor.timeout.as_secs(),
             max_timeout_secs: c.requestor.max_timeout.as_secs(),
             attempts: c.requestor.attempts.into(),
@@ -662,7 +662,7 @@ pub(super) fn to_file(c: &Config) -> File {
                 .bulk
                 .queries
                 .iter()
-                .map(|q| q.as_str().to_string())
+                .map(|q| q.label().to_string())
                 .collect(),
             attempts: c.bulk.attempts.into(),
             connect_timeout_secs: c.bulk.connect_timeout.as_secs(),
@@ -711,7 +711,7 @@ pub(super) fn to_file(c: &Config) -> File {
             show_group: c.control.show_group.clone(),
         },
         log: file::Log {
-            format: c.log.format.as_str().to_string(),
+            format: c.log.format.label().to_string(),
             level: c.log.level.clone(),
         },
         leasequery: file::Leasequery {

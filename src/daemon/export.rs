@@ -82,7 +82,7 @@ fn register_admission(m: &Metrics, s: &Sources) {
                 for k in ClassifyCounter::ALL.iter().filter(|k| k.is_untrusted()) {
                     let n = c.get(*k);
                     if n > 0 {
-                        rows.push(("snoop", k.as_str(), n));
+                        rows.push(("snoop", k.label(), n));
                     }
                 }
             }
@@ -232,7 +232,7 @@ pub fn register(m: &Metrics, s: Sources) {
             .unwrap_or_else(|e| e.into_inner().clone());
         let now: Vec<_> = DropReason::ALL
             .iter()
-            .map(|r| (r.as_str(), req.dropped(*r)))
+            .map(|r| (r.label(), req.dropped(*r)))
             .collect();
         for (reason, n) in dropped.take(now) {
             m2.replies_dropped

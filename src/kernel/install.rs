@@ -522,7 +522,7 @@ impl Installer {
                 }
                 ErrorAction::Retry => {
                     failed += 1;
-                    debug!(dst = %op.dst(), op = op.kind().as_str(), errno, "route op failed; retrying later");
+                    debug!(dst = %op.dst(), op = op.kind().label(), errno, "route op failed; retrying later");
                     self.schedule_retry(op.dst());
                 }
             }

@@ -14,6 +14,7 @@
 //! and counted as *inherited*; one the cache comes to explain becomes ordinary, one a source
 //! withdraws goes. When inheritance ends, a reconcile deletes what is still unexplained.
 
+use crate::label::labels;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -174,30 +175,19 @@ pub enum RouteCommand {
     EndInheritance,
 }
 
-/// Where one destination stands with the installer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteState {
-    /// In the kernel as desired.
-    Installed,
-    /// Desired, but its link has no interface yet.
-    Parked,
-    /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
-    Pending,
-    /// Not desired, but kept from before the start until recovery finishes.
-    Inherited,
-    /// Not desired: no route.
-    None,
-}
-
-impl RouteState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteState::Installed => "installed",
-            RouteState::Parked => "parked",
-            RouteState::Pending => "pending",
-            RouteState::Inherited => "inherited",
-            RouteState::None => "none",
-        }
+labels! {
+    /// Where one destination stands with the installer.
+    pub enum RouteState {
+        /// In the kernel as desired.
+        Installed => "installed",
+        /// Desired, but its link has no interface yet.
+        Parked => "parked",
+        /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
+        Pending => "pending",
+        /// Not desired, but kept from before the start until recovery finishes.
+        Inherited => "inherited",
+        /// Not desired: no route.
+        None => "none",
     }
 }
 

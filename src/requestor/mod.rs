@@ -9,8 +9,8 @@
 //!
 //! Results are the wire's CLIENT_DATA with its context ([`ClientReply`]); turning them into cache
 //! observations is `cache::from_wire`'s job, merging them the cache's. Counters
-//! are the plain [`RequestorStats`], labelled by [`DropReason::as_str`] and
-//! [`RefuseReason::as_str`], for `metrics` to export.
+//! are the plain [`RequestorStats`], labelled by [`DropReason::label`] and
+//! [`RefuseReason::label`], for `metrics` to export.
 
 pub mod core;
 #[cfg(test)]
@@ -24,6 +24,7 @@ pub mod udp;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};
 
 pub use self::core::{Requestor, Submit};
@@ -170,25 +171,16 @@ pub struct ServerAnswer {
     pub elapsed: Duration,
 }
 
-/// The query's overall result, strongest first: any binding beats "no binding", which beats an
-/// error status, which beats silence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Bound,
-    NoBinding,
-    Error,
-    NoAnswer,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Bound => "bound",
-            Verdict::NoBinding => "no_binding",
-            Verdict::Error => "error",
-            Verdict::NoAnswer => "no_answer",
-        }
+labels! {
+    /// The query's overall result, strongest first: any binding beats "no binding", which beats an
+    /// error status, which beats silence.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Verdict {
+        Bound => "bound",
+        NoBinding => "no_binding",
+        Error => "error",
+        NoAnswer => "no_answer",
     }
 }
 
@@ -282,27 +274,9 @@ impl Default for RequestorConfig {
     }
 }
 
-macro_rules! labelled {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $label:expr),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
-
-        impl $name {
-            /// Every value, for pre-registering metric labels.
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-
-            /// The metric label.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $label),* }
-            }
-        }
-    };
-}
-
-labelled! {
+labels! {
     /// Why a received datagram was dropped (RFC 5007 §4.2, §4.3.3).
-    DropReason {
+    pub enum DropReason {
         Malformed => "malformed",
         NotReply => "not_reply",
         LeasequeryReceived => "leasequery_received",
@@ -317,9 +291,9 @@ labelled! {
     }
 }
 
-labelled! {
+labels! {
     /// Why a new query was refused without being sent.
-    RefuseReason {
+    pub enum RefuseReason {
         PendingFull => "pending_full",
         GlobalRate => "global_rate",
         LinkRate => "link_rate",

@@ -56,7 +56,7 @@ impl Default for UdpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueryError {
-    #[error("query refused: {}", .0.as_str())]
+    #[error("query refused: {}", .0.label())]
     Refused(RefuseReason),
     #[error("requestor queue full")]
     Busy,
