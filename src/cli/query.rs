@@ -13,8 +13,8 @@ use lqagent::cache::from_wire::{observed_leases, relay_placement};
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
-    Answer, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig, RetransmitParams,
-    ServerAnswer, Verdict,
+    Answer, AnswerVerdict, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
+    RetransmitParams, ServerAnswer,
 };
 use lqagent::wire::StatusCode;
 
@@ -145,12 +145,12 @@ fn clt_is_absolute(clt: u32) -> bool {
     clt >= MergeConfig::default().clt_unix_threshold
 }
 
-fn exit_code(v: Verdict) -> i32 {
+fn exit_code(v: AnswerVerdict) -> i32 {
     match v {
-        Verdict::Bound => 0,
-        Verdict::NoBinding => EXIT_NO_BINDING,
-        Verdict::Error => EXIT_ERROR,
-        Verdict::NoAnswer => EXIT_NO_ANSWER,
+        AnswerVerdict::Bound => 0,
+        AnswerVerdict::NoBinding => EXIT_NO_BINDING,
+        AnswerVerdict::Error => EXIT_ERROR,
+        AnswerVerdict::NoAnswer => EXIT_NO_ANSWER,
     }
 }
 

@@ -215,18 +215,18 @@ impl Lookup {
                 }
             }
         }
-        use crate::requestor::Verdict;
+        use crate::requestor::AnswerVerdict;
         match outcome.verdict {
-            Verdict::Bound => {
+            AnswerVerdict::Bound => {
                 stats.bound.fetch_add(1, Relaxed);
                 tracing::info!(source = %s.source, link = %s.link_address, observations = sent, "on-demand leasequery: bound");
                 Looked::Bound(sent)
             }
-            Verdict::NoBinding => {
+            AnswerVerdict::NoBinding => {
                 stats.no_binding.fetch_add(1, Relaxed);
                 Looked::NoBinding
             }
-            Verdict::Error | Verdict::NoAnswer => {
+            AnswerVerdict::Error | AnswerVerdict::NoAnswer => {
                 stats.failed.fetch_add(1, Relaxed);
                 Looked::Failed
             }

@@ -173,10 +173,11 @@ pub struct ServerAnswer {
 
 labels! {
     /// The query's overall result, strongest first: any binding beats "no binding", which beats an
-    /// error status, which beats silence.
+    /// error status, which beats silence. (What the servers answered; what the cache then makes
+    /// of a binding is the merge's verdict, `cache::merge`.)
     #[derive(serde::Serialize)]
     #[serde(rename_all = "snake_case")]
-    pub enum Verdict {
+    pub enum AnswerVerdict {
         Bound => "bound",
         NoBinding => "no_binding",
         Error => "error",
@@ -188,7 +189,7 @@ labels! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOutcome {
     pub query: Query,
-    pub verdict: Verdict,
+    pub verdict: AnswerVerdict,
     pub answers: Vec<ServerAnswer>,
 }
 
@@ -338,7 +339,7 @@ impl RequestorStats {
         self.refused[r as usize]
     }
 
-    pub fn verdicts(&self, v: Verdict) -> u64 {
+    pub fn verdicts(&self, v: AnswerVerdict) -> u64 {
         self.verdicts[v as usize]
     }
 
@@ -354,7 +355,7 @@ impl RequestorStats {
         self.refused[r as usize] += 1;
     }
 
-    pub(crate) fn verdict(&mut self, v: Verdict) {
+    pub(crate) fn verdict(&mut self, v: AnswerVerdict) {
         self.verdicts[v as usize] += 1;
     }
 }
