@@ -74,7 +74,7 @@ pub struct Config {
     pub routes: RoutesSection,
     pub snoop: SnoopSection,
     pub trigger: TriggerSection,
-    pub links: Vec<Link>,
+    pub links: Vec<LinkConfig>,
     pub metrics: MetricsSection,
     pub control: ControlSection,
     pub log: LogSection,
@@ -141,7 +141,7 @@ pub struct LimitsSection {
 
 labels! {
     /// One RFC 5460 bulk query kind.
-    pub enum BulkQuery {
+    pub enum BulkQueryKind {
         /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
         RelayId => "relay-id",
         /// QUERY_BY_LINK_ADDRESS, once per configured link.
@@ -162,7 +162,7 @@ pub struct RemoteId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkSection {
     pub enabled: bool,
-    pub queries: Vec<BulkQuery>,
+    pub queries: Vec<BulkQueryKind>,
     /// Attempts per bulk query before it is given up, 1–1000 (operators use hundreds at boot,
     /// while the servers come up too).
     pub attempts: u16,
@@ -221,7 +221,7 @@ pub struct TriggerSection {
 
 /// One subscriber-facing link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub struct LinkConfig {
     pub name: String,
     pub interface: String,
     /// The link-address put in leasequery (RFC 5007 section 4.1.2.1) for sources on this link.
@@ -298,7 +298,7 @@ impl Config {
     }
 
     /// The link a subscriber-facing interface belongs to, for the trigger and snooping.
-    pub fn links_on(&self, interface: &str) -> impl Iterator<Item = &Link> {
+    pub fn links_on(&self, interface: &str) -> impl Iterator<Item = &LinkConfig> {
         self.links.iter().filter(move |l| l.interface == interface)
     }
 }

@@ -39,7 +39,7 @@ pub struct UnknownSource {
 
 impl UnknownSource {
     /// A source seen on the configured link `link`.
-    pub fn on_link(link: &crate::config::Link, source: Ipv6Addr) -> Self {
+    pub fn on_link(link: &crate::config::LinkConfig, source: Ipv6Addr) -> Self {
         UnknownSource {
             source,
             link_address: link.link_address,
