@@ -95,8 +95,9 @@ pub mod names {
 }
 
 labels! {
-    /// Leasequery query type (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3).
-    pub enum QueryType {
+    /// Leasequery query type as a metric label (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3);
+    /// the wire's code is `wire::QueryType`.
+    pub enum LeasequeryType {
         Address => "address",
         ClientId => "client_id",
         RelayId => "relay_id",
@@ -107,7 +108,7 @@ labels! {
 
 labels! {
     /// How one leasequery ended.
-    pub enum QueryOutcome {
+    pub enum LeasequeryOutcome {
         /// The server answered with a binding (or, for bulk, the query completed with data).
         Binding => "binding",
         /// The server answered that it has no binding (a LEASEQUERY-REPLY without CLIENT_DATA, RFC 5007).
@@ -124,10 +125,10 @@ labels! {
 /// Labels of [`names::LEASEQUERIES`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
-    pub query_type: QueryType,
+    pub query_type: LeasequeryType,
     /// The server's configured name.
     pub server: String,
-    pub outcome: QueryOutcome,
+    pub outcome: LeasequeryOutcome,
 }
 
 /// A label set with just the server's configured name.
@@ -587,9 +588,9 @@ mod tests {
         let counter = m.leasequeries.clone();
         counter
             .get_or_create(&QueryLabels {
-                query_type: QueryType::Address,
+                query_type: LeasequeryType::Address,
                 server: "dhcp-a".into(),
-                outcome: QueryOutcome::NoBinding,
+                outcome: LeasequeryOutcome::NoBinding,
             })
             .inc_by(3);
         let text = m.encode();
