@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lqagent::requestor::udp::{self, UdpConfig};
-use lqagent::requestor::{Policy, Query, RequestorConfig, Verdict};
+use lqagent::requestor::{AnswerVerdict, Policy, Query, RequestorConfig};
 use lqagent::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, IaAddr, Message, MessageType, StatusCode,
 };
@@ -212,7 +212,7 @@ fn run(server: SocketAddr, total: u32, in_flight: u32) -> Run {
                     let o = h.query_wait(Query::by_address(addr_of(n))).await;
                     lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     match o {
-                        Ok(o) if o.verdict == Verdict::Bound => {}
+                        Ok(o) if o.verdict == AnswerVerdict::Bound => {}
                         _ => bad += 1,
                     }
                 }

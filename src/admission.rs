@@ -35,6 +35,7 @@
 //! as a complete answer (merge rule R7), so a refused lease never turns into the removal of one
 //! the client really holds. An observation left with no lease is refused whole.
 
+use crate::label::labels;
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,50 +87,26 @@ impl OwnAddresses {
     }
 }
 
-/// Why a claim was refused. The label is [`Rejection::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Rejection {
-    /// A1: no configured link has this link-address (and Interface-Id).
-    UnknownLink,
-    /// A2: not inside the link's subscriber prefixes.
-    OutsideLink,
-    /// A3: delegated prefix length outside the link's range.
-    PrefixLength,
-    /// A4: unspecified, loopback, link-local, multicast or IPv4-mapped.
-    SpecialAddress,
-    /// A4: an address of this box, or a prefix containing one.
-    OwnAddress,
-    /// A4: a configured server's address, or a prefix containing one.
-    ServerAddress,
-    /// A5: the next hop is neither link-local nor inside the link.
-    BadNextHop,
-    /// A6: a query-by-address answer that does not contain the address asked about.
-    NotCovering,
-}
-
-impl Rejection {
-    pub const ALL: [Rejection; 8] = [
-        Rejection::UnknownLink,
-        Rejection::OutsideLink,
-        Rejection::PrefixLength,
-        Rejection::SpecialAddress,
-        Rejection::OwnAddress,
-        Rejection::ServerAddress,
-        Rejection::BadNextHop,
-        Rejection::NotCovering,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::UnknownLink => "unknown_link",
-            Rejection::OutsideLink => "outside_link",
-            Rejection::PrefixLength => "prefix_length",
-            Rejection::SpecialAddress => "special_address",
-            Rejection::OwnAddress => "own_address",
-            Rejection::ServerAddress => "server_address",
-            Rejection::BadNextHop => "bad_next_hop",
-            Rejection::NotCovering => "not_covering",
-        }
+labels! {
+    /// Why a claim was refused. The label is [`Rejection::label`].
+    #[derive(PartialOrd, Ord)]
+    pub enum Rejection {
+        /// A1: no configured link has this link-address (and Interface-Id).
+        UnknownLink => "unknown_link",
+        /// A2: not inside the link's subscriber prefixes.
+        OutsideLink => "outside_link",
+        /// A3: delegated prefix length outside the link's range.
+        PrefixLength => "prefix_length",
+        /// A4: unspecified, loopback, link-local, multicast or IPv4-mapped.
+        SpecialAddress => "special_address",
+        /// A4: an address of this box, or a prefix containing one.
+        OwnAddress => "own_address",
+        /// A4: a configured server's address, or a prefix containing one.
+        ServerAddress => "server_address",
+        /// A5: the next hop is neither link-local nor inside the link.
+        BadNextHop => "bad_next_hop",
+        /// A6: a query-by-address answer that does not contain the address asked about.
+        NotCovering => "not_covering",
     }
 }
 
@@ -151,38 +128,23 @@ pub enum Admitted {
     Refused(Vec<Refused>),
 }
 
-/// Where a claim came from, for the rejection counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
-    Snoop,
-    Leasequery,
-    Bulk,
-    StateFile,
+labels! {
+    /// Where a claim came from, for the rejection counters.
+    pub enum Origin {
+        Snoop => "snoop",
+        Leasequery => "leasequery",
+        Bulk => "bulk",
+        StateFile => "state_file",
+    }
 }
 
 impl Origin {
-    pub const ALL: [Origin; 4] = [
-        Origin::Snoop,
-        Origin::Leasequery,
-        Origin::Bulk,
-        Origin::StateFile,
-    ];
-
     pub fn of(s: Source) -> Origin {
         match s {
             Source::Snoop => Origin::Snoop,
             Source::Leasequery => Origin::Leasequery,
             Source::Bulk => Origin::Bulk,
             Source::StateFile => Origin::StateFile,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Snoop => "snoop",
-            Origin::Leasequery => "leasequery",
-            Origin::Bulk => "bulk",
-            Origin::StateFile => "state_file",
         }
     }
 }
@@ -212,9 +174,9 @@ impl AdmissionStats {
         let mut out = Vec::new();
         for o in Origin::ALL {
             for r in Rejection::ALL {
-                let n = self.get(o, r);
+                let n = self.get(*o, *r);
                 if n > 0 {
-                    out.push((o.as_str(), r.as_str(), n));
+                    out.push((o.label(), r.label(), n));
                 }
             }
         }
@@ -473,8 +435,8 @@ impl Admission {
         }
         for r in refused {
             tracing::warn!(
-                source = origin.as_str(),
-                reason = r.reason.as_str(),
+                source = origin.label(),
+                reason = r.reason.label(),
                 lease = %r.key.map_or_else(|| "-".to_string(), |k| k.to_string()),
                 leases = ?obs.leases.iter().map(|l| l.key.to_string()).collect::<Vec<_>>(),
                 client = %hex::encode(&obs.client_duid),

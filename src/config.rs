@@ -10,6 +10,7 @@
 //!
 //! Reference of every key: `docs/config.md`. Sample: `deploy/lqagent.toml`.
 
+use crate::label::labels;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,7 +74,7 @@ pub struct Config {
     pub routes: RoutesSection,
     pub snoop: SnoopSection,
     pub trigger: TriggerSection,
-    pub links: Vec<Link>,
+    pub links: Vec<LinkConfig>,
     pub metrics: MetricsSection,
     pub control: ControlSection,
     pub log: LogSection,
@@ -92,21 +93,13 @@ pub struct Server {
     pub complete_answers: bool,
 }
 
-/// Which servers a query goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerPolicy {
-    /// Ask the first server; on timeout go to the next (RFC 5007 section 4.1.1 leaves the choice open).
-    Failover,
-    /// Ask every server at once and merge the answers.
-    Parallel,
-}
-
-impl ServerPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerPolicy::Failover => "failover",
-            ServerPolicy::Parallel => "parallel",
-        }
+labels! {
+    /// Which servers a query goes to.
+    pub enum ServerPolicy {
+        /// Ask the first server; on timeout go to the next (RFC 5007 section 4.1.1 leaves the choice open).
+        Failover => "failover",
+        /// Ask every server at once and merge the answers.
+        Parallel => "parallel",
     }
 }
 
@@ -155,24 +148,15 @@ pub struct LimitsSection {
     pub max_bindings: usize,
 }
 
-/// One RFC 5460 bulk query kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkQuery {
-    /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
-    RelayId,
-    /// QUERY_BY_LINK_ADDRESS, once per configured link.
-    LinkAddress,
-    /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
-    RemoteId,
-}
-
-impl BulkQuery {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BulkQuery::RelayId => "relay-id",
-            BulkQuery::LinkAddress => "link-address",
-            BulkQuery::RemoteId => "remote-id",
-        }
+labels! {
+    /// One RFC 5460 bulk query kind.
+    pub enum BulkQueryKind {
+        /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
+        RelayId => "relay-id",
+        /// QUERY_BY_LINK_ADDRESS, once per configured link.
+        LinkAddress => "link-address",
+        /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
+        RemoteId => "remote-id",
     }
 }
 
@@ -187,7 +171,7 @@ pub struct RemoteId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkSection {
     pub enabled: bool,
-    pub queries: Vec<BulkQuery>,
+    pub queries: Vec<BulkQueryKind>,
     /// Attempts per bulk query before it is given up, 1–1000 (operators use hundreds at boot,
     /// while the servers come up too).
     pub attempts: u16,
@@ -246,7 +230,7 @@ pub struct TriggerSection {
 
 /// One subscriber-facing link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub struct LinkConfig {
     pub name: String,
     pub interface: String,
     /// The link-address put in leasequery (RFC 5007 section 4.1.2.1) for sources on this link.
@@ -276,19 +260,11 @@ pub struct ControlSection {
     pub show_group: Option<String>,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
+labels! {
+    /// Log output format.
+    pub enum LogFormat {
+        Text => "text",
+        Json => "json",
     }
 }
 
@@ -331,7 +307,7 @@ impl Config {
     }
 
     /// The link a subscriber-facing interface belongs to, for the trigger and snooping.
-    pub fn links_on(&self, interface: &str) -> impl Iterator<Item = &Link> {
+    pub fn links_on(&self, interface: &str) -> impl Iterator<Item = &LinkConfig> {
         self.links.iter().filter(move |l| l.interface == interface)
     }
 }

@@ -20,6 +20,7 @@
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
+//! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
 pub mod admission;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod kernel;
+pub(crate) mod label;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

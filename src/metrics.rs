@@ -19,42 +19,18 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::label::labels;
+
 pub mod http;
 pub mod process;
 pub mod servers;
-
-/// A label enum: `as_str()` gives the label value, which is also how it is exposed.
-macro_rules! label_enum {
-    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident => $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-        pub enum $name { $($(#[$vm])* $var,)+ }
-
-        impl $name {
-            /// Every value, for docs and tests.
-            pub const ALL: &'static [$name] = &[$($name::$var,)+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$var => $s,)+ }
-            }
-        }
-
-        impl EncodeLabelValue for $name {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                EncodeLabelValue::encode(&self.as_str(), encoder)
-            }
-        }
-    };
-}
 
 /// Family names as they appear after `# TYPE` (counters get `_total` on their samples).
 pub mod names {
@@ -119,9 +95,10 @@ pub mod names {
     ];
 }
 
-label_enum! {
-    /// Leasequery query type (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3).
-    pub enum QueryType {
+labels! {
+    /// Leasequery query type as a metric label (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3);
+    /// the wire's code is `wire::QueryType`.
+    pub enum LeasequeryType {
         Address => "address",
         ClientId => "client_id",
         RelayId => "relay_id",
@@ -130,9 +107,9 @@ label_enum! {
     }
 }
 
-label_enum! {
+labels! {
     /// How one leasequery ended.
-    pub enum QueryOutcome {
+    pub enum LeasequeryOutcome {
         /// The server answered with a binding (or, for bulk, the query completed with data).
         Binding => "binding",
         /// The server answered that it has no binding (a LEASEQUERY-REPLY without CLIENT_DATA, RFC 5007).
@@ -149,10 +126,10 @@ label_enum! {
 /// Labels of [`names::LEASEQUERIES`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
-    pub query_type: QueryType,
+    pub query_type: LeasequeryType,
     /// The server's configured name.
     pub server: String,
-    pub outcome: QueryOutcome,
+    pub outcome: LeasequeryOutcome,
 }
 
 /// A label set with just the server's configured name.
@@ -167,7 +144,7 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-label_enum! {
+labels! {
     /// What kind of lease a binding is.
     pub enum BindingType {
         /// IA_NA address (a /128 route).
@@ -185,7 +162,7 @@ pub struct BindingLabels {
     pub link: String,
 }
 
-label_enum! {
+labels! {
     /// Something that happened to a kernel route.
     pub enum RouteEvent {
         Installed => "installed",
@@ -207,7 +184,7 @@ pub struct RouteEventLabels {
     pub event: RouteEvent,
 }
 
-label_enum! {
+labels! {
     /// State of a route the agent owns.
     pub enum RouteState {
         Installed => "installed",
@@ -228,7 +205,7 @@ pub struct MessageTypeLabels {
     pub message_type: &'static str,
 }
 
-label_enum! {
+labels! {
     /// What the trigger did with a packet from a source it saw.
     pub enum TriggerOutcome {
         /// A leasequery was started for it.
@@ -252,7 +229,7 @@ pub struct TriggerLabels {
     pub outcome: TriggerOutcome,
 }
 
-label_enum! {
+labels! {
     /// Which limit dropped an on-demand query.
     pub enum LimitScope {
         Global => "global",
@@ -483,7 +460,7 @@ impl Metrics {
 
     /// Export a module's plain stats struct as a counter family `name` with one label `label`:
     /// `snapshot` is called at each scrape and returns `(label value, count)` pairs, e.g. from a
-    /// drop-reason enum's `as_str()`. Document `name` in `docs/metrics.md`.
+    /// drop-reason enum's `label()`. Document `name` in `docs/metrics.md`.
     pub fn register_stats<F>(
         &self,
         name: &'static str,
@@ -612,9 +589,9 @@ mod tests {
         let counter = m.leasequeries.clone();
         counter
             .get_or_create(&QueryLabels {
-                query_type: QueryType::Address,
+                query_type: LeasequeryType::Address,
                 server: "dhcp-a".into(),
-                outcome: QueryOutcome::NoBinding,
+                outcome: LeasequeryOutcome::NoBinding,
             })
             .inc_by(3);
         let text = m.encode();

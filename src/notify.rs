@@ -3,27 +3,18 @@
 //! Twenty lines of our own instead of a crate: the protocol is one datagram per state.
 //! Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op.
 
+use crate::label::labels;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A state change to report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notify {
-    Ready,
-    Watchdog,
-    Stopping,
-    Reloading,
-}
-
-impl Notify {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Notify::Ready => "READY=1",
-            Notify::Watchdog => "WATCHDOG=1",
-            Notify::Stopping => "STOPPING=1",
-            Notify::Reloading => "RELOADING=1",
-        }
+labels! {
+    /// A state change to report.
+    pub enum Notify {
+        Ready => "READY=1",
+        Watchdog => "WATCHDOG=1",
+        Stopping => "STOPPING=1",
+        Reloading => "RELOADING=1",
     }
 }
 
@@ -42,9 +33,9 @@ pub fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
     if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        sock.send_to_addr(state.as_str().as_bytes(), &addr)?;
+        sock.send_to_addr(state.label().as_bytes(), &addr)?;
     } else {
-        sock.send_to(state.as_str().as_bytes(), path)?;
+        sock.send_to(state.label().as_bytes(), path)?;
     }
     Ok(())
 }
@@ -117,7 +108,7 @@ mod tests {
             send_to(&path, state).unwrap();
             let mut buf = [0u8; 64];
             let n = rx.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], state.as_str().as_bytes());
+            assert_eq!(&buf[..n], state.label().as_bytes());
         }
     }
 

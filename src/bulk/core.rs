@@ -18,19 +18,18 @@
 //!                                       └──REPLY(status | no data)──────────────────► Finished
 //! ```
 
+use crate::label::labels;
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use crate::cache::from_wire::relay_placement;
+use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, LqQuery, MAX_TRANSACTION_ID, Message, MessageType,
     OptionCode, QueryType, StatusCode,
 };
-
-/// Our handle for one query, unique per requestor (not the wire transaction id).
-pub type QueryId = u64;
 
 /// What to ask a server for (RFC 5460 §5.3 query types).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,38 +170,19 @@ impl Outcome {
     }
 }
 
-/// Why a received message was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discard {
-    /// A message type that has no business on a bulk connection.
-    WrongType,
-    /// REPLY or DATA for a transaction id not in flight, or DATA before the REPLY.
-    UnknownXid,
-    /// REPLY without SERVERID, or with a CLIENTID that is not ours (RFC 5007 §4.3.3).
-    BadIdentifiers,
-    /// DATA without CLIENT_DATA (RFC 5460 §6.2).
-    NoClientData,
-    /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
-    NoCltTime,
-}
-
-impl Discard {
-    pub const ALL: [Discard; 5] = [
-        Discard::WrongType,
-        Discard::UnknownXid,
-        Discard::BadIdentifiers,
-        Discard::NoClientData,
-        Discard::NoCltTime,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Discard::WrongType => "wrong_type",
-            Discard::UnknownXid => "unknown_xid",
-            Discard::BadIdentifiers => "bad_identifiers",
-            Discard::NoClientData => "no_client_data",
-            Discard::NoCltTime => "no_clt_time",
-        }
+labels! {
+    /// Why a received message was not used.
+    pub enum Discard {
+        /// A message type that has no business on a bulk connection.
+        WrongType => "wrong_type",
+        /// REPLY or DATA for a transaction id not in flight, or DATA before the REPLY.
+        UnknownXid => "unknown_xid",
+        /// REPLY without SERVERID, or with a CLIENTID that is not ours (RFC 5007 §4.3.3).
+        BadIdentifiers => "bad_identifiers",
+        /// DATA without CLIENT_DATA (RFC 5460 §6.2).
+        NoClientData => "no_client_data",
+        /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
+        NoCltTime => "no_clt_time",
     }
 }
 

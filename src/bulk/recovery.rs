@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::BulkConfig;
-use super::core::{BulkBinding, BulkQuery, QueryId};
+use super::core::{BulkBinding, BulkQuery};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
 use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::cache::{AgentClock, LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
+use crate::requestor::QueryId;
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.
@@ -150,7 +151,7 @@ pub enum Unusable {
 
 impl Unusable {
     /// Log and metric label.
-    pub fn as_str(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Unusable::NoServerId => "no_server_id",
             Unusable::NoLink => "no_link",
@@ -232,7 +233,7 @@ impl BindingSink for CacheSink {
             Ok(obs) => self.cache.observe(obs).await.map_err(|_| SinkClosed),
             Err(why) => {
                 self.unusable.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%server, reason = why.as_str(), "bulk binding skipped");
+                tracing::debug!(%server, reason = why.label(), "bulk binding skipped");
                 Ok(())
             }
         }
@@ -471,7 +472,7 @@ mod tests {
             ]),
         };
         BulkBinding {
-            query: 1,
+            query: QueryId::new(1),
             server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
             link: Some(a("2001:db8:1::1")),
             peer_address: Some(a("fe80::7")),
@@ -569,7 +570,7 @@ mod tests {
         let mut b = binding();
         b.server_duid = None;
         let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
-        assert_eq!(e.as_str(), "no_server_id");
+        assert_eq!(e.label(), "no_server_id");
 
         let mut b = binding();
         b.link = None;
@@ -578,7 +579,7 @@ mod tests {
             .0
             .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
         let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
-        assert_eq!((e.clone(), e.as_str()), (Unusable::NoLink, "no_link"));
+        assert_eq!((e.clone(), e.label()), (Unusable::NoLink, "no_link"));
 
         let mut b = binding();
         b.data
@@ -586,6 +587,6 @@ mod tests {
             .0
             .retain(|o| !matches!(o, DhcpOption::CltTime(_)));
         let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
-        assert_eq!(e.as_str(), "no_clt_time");
+        assert_eq!(e.label(), "no_clt_time");
     }
 }

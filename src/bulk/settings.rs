@@ -6,7 +6,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use super::BulkConfig;
 use super::recovery::RecoveryPlan;
-use crate::config::{BulkQuery, Config};
+use crate::config::{BulkQueryKind, Config};
 use crate::wire::{Duid, SERVER_PORT};
 
 /// Everything recovery needs, derived from the configuration.
@@ -41,10 +41,10 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
         ..RecoveryPlan::default()
     };
     if b.enabled {
-        if b.queries.contains(&BulkQuery::RelayId) {
+        if b.queries.contains(&BulkQueryKind::RelayId) {
             plan.relay_id = cfg.identity.relay_duid.as_deref().map(Duid::parse);
         }
-        if b.queries.contains(&BulkQuery::LinkAddress) {
+        if b.queries.contains(&BulkQueryKind::LinkAddress) {
             // Links that share a link-address (told apart by Interface-Id) are one query: the
             // server answers a link-address with every client on it, whichever link it is on.
             for l in &cfg.links {
@@ -53,7 +53,7 @@ pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
                 }
             }
         }
-        if b.queries.contains(&BulkQuery::RemoteId) {
+        if b.queries.contains(&BulkQueryKind::RemoteId) {
             plan.remote_ids = b
                 .remote_ids
                 .iter()

@@ -132,7 +132,7 @@ impl BulkStats {
     pub fn discard_snapshot(&self) -> Vec<(&'static str, u64)> {
         Discard::ALL
             .iter()
-            .map(|d| (d.as_str(), self.discarded(*d)))
+            .map(|d| (d.label(), self.discarded(*d)))
             .collect()
     }
 

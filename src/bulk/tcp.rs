@@ -19,9 +19,10 @@ use tokio::time::Instant;
 
 use super::BulkConfig;
 use super::core::{
-    BulkBinding, BulkConnection, BulkQuery, CloseReason, ConnConfig, ConnEvent, Outcome, QueryId,
+    BulkBinding, BulkConnection, BulkQuery, CloseReason, ConnConfig, ConnEvent, Outcome,
 };
 use super::stats::{BulkStats, Counter};
+use crate::requestor::QueryId;
 use crate::wire::StatusCode;
 
 /// What the bulk requestor reports, in arrival order.
@@ -97,7 +98,7 @@ pub async fn run(
         async move {
             let server = s.server;
             // Query ids unique across servers: the server's index in the high bits.
-            let base = (i as u64) << 32;
+            let base = QueryId::new((i as u64) << 32);
             let report = run_server(s, base, &cfg, &out, &stats).await;
             let _ = out
                 .send(BulkEvent::ServerFinished {
@@ -165,7 +166,7 @@ pub async fn run_server(
             .into_iter()
             .enumerate()
             .map(|(i, query)| Pending {
-                id: first_id + i as u64,
+                id: QueryId::new(first_id.get() + i as u64),
                 query,
                 attempts: 0,
             })

@@ -11,6 +11,7 @@
 //! stay meaningful after a restart — which is what lets the state file store them directly as
 //! wall-clock milliseconds. Nothing in this module or in `merge.rs` reads a clock: time is passed in.
 
+use crate::label::labels;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -75,21 +76,13 @@ impl Timestamp {
     }
 }
 
-/// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IaType {
-    Na,
-    Ta,
-    Pd,
-}
-
-impl IaType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IaType::Na => "ia_na",
-            IaType::Ta => "ia_ta",
-            IaType::Pd => "ia_pd",
-        }
+labels! {
+    /// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).
+    #[derive(PartialOrd, Ord)]
+    pub enum IaType {
+        Na => "ia_na",
+        Ta => "ia_ta",
+        Pd => "ia_pd",
     }
 }
 
@@ -131,29 +124,22 @@ impl fmt::Display for LeaseKey {
     }
 }
 
-/// Where a piece of data came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Source {
-    /// A relayed REPLY seen on the wire: first-hand, recency = arrival time.
-    Snoop,
-    /// An RFC 5007 LEASEQUERY-REPLY (UDP).
-    Leasequery,
-    /// An RFC 5460 bulk LEASEQUERY-REPLY/-DATA (TCP).
-    Bulk,
-    /// Loaded from our own state file after a restart.
-    StateFile,
+labels! {
+    /// Where a piece of data came from.
+    #[derive(PartialOrd, Ord)]
+    pub enum Source {
+        /// A relayed REPLY seen on the wire: first-hand, recency = arrival time.
+        Snoop => "snoop",
+        /// An RFC 5007 LEASEQUERY-REPLY (UDP).
+        Leasequery => "leasequery",
+        /// An RFC 5460 bulk LEASEQUERY-REPLY/-DATA (TCP).
+        Bulk => "bulk",
+        /// Loaded from our own state file after a restart.
+        StateFile => "state_file",
+    }
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Snoop => "snoop",
-            Source::Leasequery => "leasequery",
-            Source::Bulk => "bulk",
-            Source::StateFile => "state_file",
-        }
-    }
-
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             Source::Snoop => 0,
@@ -286,21 +272,13 @@ pub struct Sweep {
     pub finished: Timestamp,
 }
 
-/// Why a lease is taken away without a successor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WithdrawReason {
-    /// A snooped REPLY to RELEASE (RFC 8415 §18.3.7) or DECLINE (§18.3.8).
-    Released,
-    /// An operator `clear` (RFC 8987 O-2).
-    Operator,
-}
-
-impl WithdrawReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WithdrawReason::Released => "released",
-            WithdrawReason::Operator => "operator",
-        }
+labels! {
+    /// Why a lease is taken away without a successor.
+    pub enum WithdrawReason {
+        /// A snooped REPLY to RELEASE (RFC 8415 §18.3.7) or DECLINE (§18.3.8).
+        Released => "released",
+        /// An operator `clear` (RFC 8987 O-2).
+        Operator => "operator",
     }
 }
 
@@ -314,21 +292,12 @@ pub struct Withdrawal {
     pub arrival: Timestamp,
 }
 
-/// What happened to one lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChangeKind {
-    Added,
-    Updated,
-    Removed,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Added => "added",
-            ChangeKind::Updated => "updated",
-            ChangeKind::Removed => "removed",
-        }
+labels! {
+    /// What happened to one lease.
+    pub enum ChangeKind {
+        Added => "added",
+        Updated => "updated",
+        Removed => "removed",
     }
 }
 

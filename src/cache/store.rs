@@ -131,7 +131,7 @@ impl CacheStats {
         .iter()
         .map(|s| {
             (
-                s.as_str(),
+                s.label(),
                 self.moves[usize::from(s.to_u8())].load(Ordering::Relaxed),
             )
         })
@@ -755,7 +755,7 @@ impl BindingStore {
                 cap,
                 client = %hex::encode(&obs.client_duid),
                 link = %obs.link.address,
-                source = obs.source.as_str(),
+                source = obs.source.label(),
                 server = %obs.server.address,
                 "new binding refused: cache cap reached (existing bindings are kept)"
             );
@@ -804,7 +804,7 @@ impl BindingStore {
             to_client = %hex::encode(&new.client.duid),
             from_link = %old.client.link.address,
             to_link = %new.client.link.address,
-            source = new.source.as_str(),
+            source = new.source.label(),
             server = %new.server.address,
             "lease changed hands"
         );

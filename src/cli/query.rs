@@ -13,8 +13,8 @@ use lqagent::cache::from_wire::{observed_leases, relay_placement};
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
-    Answer, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig, RetransmitParams,
-    ServerAnswer, Verdict,
+    Answer, AnswerVerdict, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
+    RetransmitParams, ServerAnswer,
 };
 use lqagent::wire::StatusCode;
 
@@ -145,12 +145,12 @@ fn clt_is_absolute(clt: u32) -> bool {
     clt >= MergeConfig::default().clt_unix_threshold
 }
 
-fn exit_code(v: Verdict) -> i32 {
+fn exit_code(v: AnswerVerdict) -> i32 {
     match v {
-        Verdict::Bound => 0,
-        Verdict::NoBinding => EXIT_NO_BINDING,
-        Verdict::Error => EXIT_ERROR,
-        Verdict::NoAnswer => EXIT_NO_ANSWER,
+        AnswerVerdict::Bound => 0,
+        AnswerVerdict::NoBinding => EXIT_NO_BINDING,
+        AnswerVerdict::Error => EXIT_ERROR,
+        AnswerVerdict::NoAnswer => EXIT_NO_ANSWER,
     }
 }
 
@@ -246,7 +246,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
     let outcome = match res {
         Ok(o) => o,
         Err(QueryError::Refused(r)) => {
-            eprintln!("lqagent query: refused ({})", r.as_str());
+            eprintln!("lqagent query: refused ({})", r.label());
             return Ok(EXIT_ERROR);
         }
         Err(e) => bail!(e),
@@ -373,7 +373,7 @@ fn print_lease(l: &ObservedLease, received: Instant) {
         "{kind:<13} {what}  preferred {}  valid {} remaining  ia {} iaid {}",
         life(l.preferred, received),
         life(l.valid, received),
-        l.ia.as_str(),
+        l.ia.label(),
         l.iaid
     );
 }
@@ -409,7 +409,7 @@ fn print_text(cfg: &RequestorConfig, args: &QueryArgs, o: &QueryOutcome, total: 
     println!();
     println!(
         ";; VERDICT {} (exit {})  query time {:.1} ms",
-        o.verdict.as_str(),
+        o.verdict.label(),
         exit_code(o.verdict),
         ms(total)
     );
@@ -423,7 +423,7 @@ fn binding_json(b: &ClientReply) -> Value {
             json!({
                 "type": kind,
                 kind: what,
-                "ia": {"type": l.ia.as_str(), "iaid": l.iaid},
+                "ia": {"type": l.ia.label(), "iaid": l.iaid},
                 "preferred": l.preferred,
                 "valid": l.valid,
                 "preferred_remaining": remaining(l.preferred, b.received),

@@ -33,7 +33,7 @@ pub(crate) struct File {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) servers: Vec<Server>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) links: Vec<Link>,
+    pub(crate) links: Vec<LinkSection>,
 }
 
 impl Default for File {
@@ -72,7 +72,7 @@ pub(crate) struct Server {
 /// `[[links]]`: one subscriber-facing link of the access concentrator.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Link {
+pub(crate) struct LinkSection {
     pub(crate) name: String,
     pub(crate) interface: String,
     pub(crate) link_address: String,

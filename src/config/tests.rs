@@ -25,7 +25,7 @@ fn sample_config_loads() {
     assert!(c.links[1].trigger, "trigger defaults to true per link");
     assert_eq!(
         c.bulk.queries,
-        vec![BulkQuery::LinkAddress, BulkQuery::RelayId]
+        vec![BulkQueryKind::LinkAddress, BulkQueryKind::RelayId]
     );
     assert_eq!(c.routes.protocol, 211);
     assert_eq!(c.identity.relay_duid.as_ref().map(Vec::len), Some(10));
@@ -52,7 +52,7 @@ fn minimal_config_takes_documented_defaults() {
     let many = Config::parse("[bulk]\nattempts = 500\n[[servers]]\naddress = \"2001:db8::1\"\n")
         .expect("hundreds of bulk attempts are fine");
     assert_eq!(many.bulk.attempts, 500);
-    assert_eq!(c.bulk.queries, vec![BulkQuery::LinkAddress]);
+    assert_eq!(c.bulk.queries, vec![BulkQueryKind::LinkAddress]);
     assert!(c.links.is_empty());
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::file::{self, File};
 use super::{
-    BulkQuery, BulkSection, Config, ConfigError, ControlSection, IdentitySection,
-    LeasequerySection, LimitsSection, Link, LogFormat, LogSection, MetricsSection, RemoteId,
+    BulkQueryKind, BulkSection, Config, ConfigError, ControlSection, IdentitySection,
+    LeasequerySection, LimitsSection, LinkConfig, LogFormat, LogSection, MetricsSection, RemoteId,
     RequestorSection, RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
 };
 use crate::prefix::Ipv6Prefix;
@@ -352,9 +352,9 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
     for (i, q) in f.queries.iter().enumerate() {
         let key = format!("bulk.queries[{i}]");
         let q = match q.as_str() {
-            "relay-id" => BulkQuery::RelayId,
-            "link-address" => BulkQuery::LinkAddress,
-            "remote-id" => BulkQuery::RemoteId,
+            "relay-id" => BulkQueryKind::RelayId,
+            "link-address" => BulkQueryKind::LinkAddress,
+            "remote-id" => BulkQueryKind::RemoteId,
             other => {
                 return Err(invalid(
                     key,
@@ -363,7 +363,7 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
             }
         };
         if queries.contains(&q) {
-            return Err(invalid(key, format!("{:?} listed twice", q.as_str())));
+            return Err(invalid(key, format!("{:?} listed twice", q.label())));
         }
         queries.push(q);
     }
@@ -386,13 +386,13 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
                 "bulk is enabled but no query kind is listed",
             ));
         }
-        if queries.contains(&BulkQuery::RelayId) && id.relay_duid.is_none() {
+        if queries.contains(&BulkQueryKind::RelayId) && id.relay_duid.is_none() {
             return Err(invalid(
                 "bulk.queries",
                 "\"relay-id\" needs identity.relay_duid",
             ));
         }
-        if queries.contains(&BulkQuery::RemoteId) && remote_ids.is_empty() {
+        if queries.contains(&BulkQueryKind::RemoteId) && remote_ids.is_empty() {
             return Err(invalid(
                 "bulk.queries",
                 "\"remote-id\" needs at least one bulk.remote_ids entry",
@@ -500,7 +500,7 @@ fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
 /// Refuse a subscriber prefix that overlaps one of another link: a lease in the overlap could
 /// be either link's, and its route would go out of the wrong interface. Prefixes are nested or
 /// disjoint, so one sorted sweep with a stack of enclosing prefixes finds every overlap.
-fn no_overlap_between_links(links: &[Link]) -> Result<()> {
+fn no_overlap_between_links(links: &[LinkConfig]) -> Result<()> {
     let mut all: Vec<(Ipv6Prefix, usize, usize)> = links
         .iter()
         .enumerate()
@@ -538,14 +538,14 @@ fn no_overlap_between_links(links: &[Link]) -> Result<()> {
     Ok(())
 }
 
-fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
+fn links(list: &[file::LinkSection], trigger_on: bool) -> Result<Vec<LinkConfig>> {
     if list.len() > MAX_LINKS {
         return Err(invalid(
             "links",
             format!("{} links, at most {MAX_LINKS}", list.len()),
         ));
     }
-    let mut out: Vec<Link> = Vec::with_capacity(list.len());
+    let mut out: Vec<LinkConfig> = Vec::with_capacity(list.len());
     let mut names = HashSet::new();
     for (i, l) in list.iter().enumerate() {
         let name = label(&format!("links[{i}].name"), &l.name)?;
@@ -613,7 +613,7 @@ fn links(list: &[file::Link], trigger_on: bool) -> Result<Vec<Link>> {
                 "a link with trigger = true needs at least one subscriber prefix",
             ));
         }
-        out.push(Link {
+        out.push(LinkConfig {
             name,
             interface: interface(&format!("links[{i}].interface"), &l.interface)?,
             link_address,
@@ -679,7 +679,7 @@ pub(super) fn to_file(c: &Config) -> File {
             relay_duid: c.identity.relay_duid.as_ref().map(hex::encode),
         },
         requestor: file::Requestor {
-            policy: c.policy.as_str().to_string(),
+            policy: c.policy.label().to_string(),
             timeout_secs: c.requestor.timeout.as_secs(),
             max_timeout_secs: c.requestor.max_timeout.as_secs(),
             attempts: c.requestor.attempts.into(),
@@ -701,7 +701,7 @@ pub(super) fn to_file(c: &Config) -> File {
                 .bulk
                 .queries
                 .iter()
-                .map(|q| q.as_str().to_string())
+                .map(|q| q.label().to_string())
                 .collect(),
             attempts: c.bulk.attempts.into(),
             connect_timeout_secs: c.bulk.connect_timeout.as_secs(),
@@ -750,7 +750,7 @@ pub(super) fn to_file(c: &Config) -> File {
             show_group: c.control.show_group.clone(),
         },
         log: file::Log {
-            format: c.log.format.as_str().to_string(),
+            format: c.log.format.label().to_string(),
             level: c.log.level.clone(),
         },
         leasequery: file::Leasequery {
@@ -768,7 +768,7 @@ pub(super) fn to_file(c: &Config) -> File {
         links: c
             .links
             .iter()
-            .map(|l| file::Link {
+            .map(|l| file::LinkSection {
                 name: l.name.clone(),
                 interface: l.interface.clone(),
                 link_address: l.link_address.to_string(),

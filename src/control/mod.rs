@@ -20,7 +20,7 @@
 //!
 //! The server ([`server`]) knows nothing about the cache: the daemon supplies a [`Responder`]
 //! that turns requests into answers, so this module is tested with a fake. The view types here
-//! are plain data (strings for the cache's enums, via their `as_str()`), so the socket's format
+//! are plain data (strings for the cache's enums, via their `label()`), so the socket's format
 //! does not change when the cache's internals do. Everything read from the socket is bounded
 //! (line length, connections, time). A large `show bindings` is streamed ([`Reply::Bindings`]):
 //! the server writes each binding into the answer line as it comes, so neither side of the

@@ -91,7 +91,7 @@ fn view(
         next_hop: l.next_hop,
         preferred_secs: l.preferred_until.remaining_secs(now),
         valid_secs: l.valid_until.remaining_secs(now),
-        source: l.source.as_str().to_string(),
+        source: l.source.label().to_string(),
         route: route.to_string(),
     }
 }
@@ -178,7 +178,7 @@ impl LiveResponder {
                 for (i, (k, l)) in leases.iter().enumerate() {
                     let route = match states.as_ref().and_then(|s| s.get(i)) {
                         Some(RouteState::Pending) if dry_run => "dry_run",
-                        Some(s) => s.as_str(),
+                        Some(s) => s.label(),
                         None => "unknown",
                     };
                     if tx.send(view(&links, k, l, now, route)).await.is_err() {
@@ -249,7 +249,7 @@ impl LiveResponder {
                 consecutive_failures: s.consecutive_failures,
                 failures: s.failures,
                 exchanges: s.exchanges,
-                bulk: s.bulk.as_str().to_string(),
+                bulk: s.bulk.label().to_string(),
                 bulk_at_unix: unix(s.bulk_at),
             })
             .collect();

@@ -18,9 +18,9 @@ use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
 use crate::metrics::servers::BulkStatus;
 use crate::metrics::{
-    BindingLabels, BindingType, MessageTypeLabels, Metrics, QueryLabels, QueryOutcome, QueryType,
-    ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels,
-    TriggerOutcome, names,
+    BindingLabels, BindingType, LeasequeryOutcome, LeasequeryType, MessageTypeLabels, Metrics,
+    QueryLabels, ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels,
+    TriggerLabels, TriggerOutcome, names,
 };
 use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::classify::ClassifyCounter;
@@ -82,7 +82,7 @@ fn register_admission(m: &Metrics, s: &Sources) {
                 for k in ClassifyCounter::ALL.iter().filter(|k| k.is_untrusted()) {
                     let n = c.get(*k);
                     if n > 0 {
-                        rows.push(("snoop", k.as_str(), n));
+                        rows.push(("snoop", k.label(), n));
                     }
                 }
             }
@@ -158,15 +158,15 @@ pub fn register(m: &Metrics, s: Sources) {
     let (lq, servers, health) = (m.leasequeries.clone(), s.servers.clone(), m.servers.clone());
     s.bulk.observe_queries(move |server, kind, result| {
         let query_type = match kind {
-            "relay_id" => QueryType::RelayId,
-            "remote_id" => QueryType::RemoteId,
-            _ => QueryType::LinkAddress,
+            "relay_id" => LeasequeryType::RelayId,
+            "remote_id" => LeasequeryType::RemoteId,
+            _ => LeasequeryType::LinkAddress,
         };
         let outcome = match result {
-            QueryResult::Complete { bindings: 0 } => QueryOutcome::NoBinding,
-            QueryResult::Complete { .. } => QueryOutcome::Binding,
-            QueryResult::Failed { .. } => QueryOutcome::ServerError,
-            QueryResult::GaveUp { .. } => QueryOutcome::Timeout,
+            QueryResult::Complete { bindings: 0 } => LeasequeryOutcome::NoBinding,
+            QueryResult::Complete { .. } => LeasequeryOutcome::Binding,
+            QueryResult::Failed { .. } => LeasequeryOutcome::ServerError,
+            QueryResult::GaveUp { .. } => LeasequeryOutcome::Timeout,
         };
         let ip = match server.ip() {
             std::net::IpAddr::V6(a) => a,
@@ -239,7 +239,7 @@ pub fn register(m: &Metrics, s: Sources) {
             .unwrap_or_else(|e| e.into_inner().clone());
         let now: Vec<_> = DropReason::ALL
             .iter()
-            .map(|r| (r.as_str(), req.dropped(*r)))
+            .map(|r| (r.label(), req.dropped(*r)))
             .collect();
         for (reason, n) in dropped.take(now) {
             m2.replies_dropped

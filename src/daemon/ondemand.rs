@@ -22,7 +22,7 @@ use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
 use crate::metrics::servers::Exchange;
 use crate::metrics::{
-    LimitLabels, LimitScope, Metrics, QueryLabels, QueryOutcome, QueryType, ServerLabels,
+    LeasequeryOutcome, LeasequeryType, LimitLabels, LimitScope, Metrics, QueryLabels, ServerLabels,
 };
 use crate::requestor::udp::{QueryError, RequestorHandle};
 use crate::requestor::{Answer, Query, RefuseReason, ServerAnswer};
@@ -39,7 +39,7 @@ pub struct UnknownSource {
 
 impl UnknownSource {
     /// A source seen on the configured link `link`.
-    pub fn on_link(link: &crate::config::Link, source: Ipv6Addr) -> Self {
+    pub fn on_link(link: &crate::config::LinkConfig, source: Ipv6Addr) -> Self {
         UnknownSource {
             source,
             link_address: link.link_address,
@@ -215,18 +215,18 @@ impl Lookup {
                 }
             }
         }
-        use crate::requestor::Verdict;
+        use crate::requestor::AnswerVerdict;
         match outcome.verdict {
-            Verdict::Bound => {
+            AnswerVerdict::Bound => {
                 stats.bound.fetch_add(1, Relaxed);
                 tracing::info!(source = %s.source, link = %s.link_address, observations = sent, "on-demand leasequery: bound");
                 Looked::Bound(sent)
             }
-            Verdict::NoBinding => {
+            AnswerVerdict::NoBinding => {
                 stats.no_binding.fetch_add(1, Relaxed);
                 Looked::NoBinding
             }
-            Verdict::Error | Verdict::NoAnswer => {
+            AnswerVerdict::Error | AnswerVerdict::NoAnswer => {
                 stats.failed.fetch_add(1, Relaxed);
                 Looked::Failed
             }
@@ -244,23 +244,23 @@ impl Lookup {
     fn count_answer(&self, a: &ServerAnswer) {
         let Some(m) = &self.metrics else { return };
         let outcome = match a.answer {
-            Answer::Bound(_) | Answer::ClientLinks(_) => QueryOutcome::Binding,
-            Answer::NoBinding => QueryOutcome::NoBinding,
-            Answer::Status { .. } => QueryOutcome::ServerError,
-            Answer::NoAnswer => QueryOutcome::Timeout,
+            Answer::Bound(_) | Answer::ClientLinks(_) => LeasequeryOutcome::Binding,
+            Answer::NoBinding => LeasequeryOutcome::NoBinding,
+            Answer::Status { .. } => LeasequeryOutcome::ServerError,
+            Answer::NoAnswer => LeasequeryOutcome::Timeout,
         };
         let server = self.server_name(a.server);
         m.leasequeries
             .get_or_create(&QueryLabels {
-                query_type: QueryType::Address,
+                query_type: LeasequeryType::Address,
                 server: server.clone(),
                 outcome,
             })
             .inc();
         let exchange = match outcome {
-            QueryOutcome::Binding | QueryOutcome::NoBinding => Exchange::Success,
-            QueryOutcome::ServerError => Exchange::ErrorStatus,
-            QueryOutcome::Timeout | QueryOutcome::SendError => Exchange::NoAnswer,
+            LeasequeryOutcome::Binding | LeasequeryOutcome::NoBinding => Exchange::Success,
+            LeasequeryOutcome::ServerError => Exchange::ErrorStatus,
+            LeasequeryOutcome::Timeout | LeasequeryOutcome::SendError => Exchange::NoAnswer,
         };
         m.servers
             .record(&server, exchange, a.elapsed, std::time::SystemTime::now());

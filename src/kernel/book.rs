@@ -13,6 +13,7 @@
 //! [`super::plan`], which it builds on. No I/O, no clock: time comes in as `Instant` arguments.
 //! Counters go to the shared [`InstallerStats`] (atomics) as the decisions are taken.
 
+use crate::label::labels;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,30 +51,19 @@ pub struct ReconcileReport {
     pub inherited: usize,
 }
 
-/// Where one destination stands with the installer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteState {
-    /// In the kernel as desired.
-    Installed,
-    /// Desired, but its link has no interface yet.
-    Parked,
-    /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
-    Pending,
-    /// Not desired, but kept from before the start until recovery finishes.
-    Inherited,
-    /// Not desired: no route.
-    None,
-}
-
-impl RouteState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteState::Installed => "installed",
-            RouteState::Parked => "parked",
-            RouteState::Pending => "pending",
-            RouteState::Inherited => "inherited",
-            RouteState::None => "none",
-        }
+labels! {
+    /// Where one destination stands with the installer.
+    pub enum RouteState {
+        /// In the kernel as desired.
+        Installed => "installed",
+        /// Desired, but its link has no interface yet.
+        Parked => "parked",
+        /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
+        Pending => "pending",
+        /// Not desired, but kept from before the start until recovery finishes.
+        Inherited => "inherited",
+        /// Not desired: no route.
+        None => "none",
     }
 }
 
@@ -408,7 +398,7 @@ impl Book {
                 }
                 ErrorAction::Retry => {
                     failed += 1;
-                    debug!(dst = %op.dst(), op = op.kind().as_str(), errno, "route op failed; retrying later");
+                    debug!(dst = %op.dst(), op = op.kind().label(), errno, "route op failed; retrying later");
                     self.schedule_retry(op.dst(), now);
                 }
             }

@@ -213,7 +213,7 @@ pub fn ip_command(cfg: &InstallerConfig, op: &RouteOp, dev: &str) -> String {
     };
     format!(
         "ip -6 route {} {}{via} dev {dev} proto {} metric {} table {}",
-        op.kind().as_str(),
+        op.kind().label(),
         r.dst,
         cfg.protocol,
         r.metric,

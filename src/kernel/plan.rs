@@ -7,6 +7,7 @@
 //! never hit another protocol's route; deletes come first, then replaces, then adds.
 //! No I/O, no clock: time comes in as arguments.
 
+use crate::label::labels;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -36,21 +37,12 @@ pub enum RouteOp {
     Delete(KernelRoute),
 }
 
-/// The kind of a [`RouteOp`], for error classification and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OpKind {
-    Add,
-    Replace,
-    Delete,
-}
-
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Add => "add",
-            OpKind::Replace => "replace",
-            OpKind::Delete => "del",
-        }
+labels! {
+    /// The kind of a [`RouteOp`], for error classification and logs.
+    pub enum OpKind {
+        Add => "add",
+        Replace => "replace",
+        Delete => "del",
     }
 }
 

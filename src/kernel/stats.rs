@@ -1,85 +1,49 @@
 //! What the installer did, as plain counters the metrics module reads.
 //!
 //! Shared as `Arc<InstallerStats>`: the installer bumps atomics, `metrics.rs` takes a
-//! [`StatsSnapshot`]. Counter labels come from [`RouteCounter::as_str`].
+//! [`StatsSnapshot`]. Counter labels come from [`RouteCounter::label`].
 
+use crate::label::labels;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Monotonic counters, one per event kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteCounter {
-    /// Routes added.
-    Installed,
-    /// Routes replaced (changed next hop or interface, or EEXIST on a route of ours).
-    Replaced,
-    /// Routes deleted (or found already gone).
-    Withdrawn,
-    /// Routes parked because their link had no interface.
-    Parked,
-    /// Parked routes whose interface appeared.
-    Unparked,
-    /// Ops the kernel refused or left unanswered (each is retried).
-    Failed,
-    /// Retries sent.
-    Retried,
-    /// EEXIST from a route of another protocol at our destination and metric: left alone.
-    Conflict,
-    /// Batches whose acknowledgement did not come within the ack timeout.
-    AckTimeout,
-    /// Netlink receive overruns (ENOBUFS); each triggers a re-dump.
-    Overrun,
-    /// Full reconciles run.
-    Reconcile,
-    /// Ops only logged because of dry-run.
-    DryRun,
-    /// Upserts dropped because the desired set was at its bound.
-    Dropped,
-    /// Inherited routes (kept from before the start) that a cache binding came to explain.
-    Adopted,
-    /// Inherited routes deleted because nothing explained them when inheritance ended.
-    Unconfirmed,
+labels! {
+    /// Monotonic counters, one per event kind.
+    pub enum RouteCounter {
+        /// Routes added.
+        Installed => "installed",
+        /// Routes replaced (changed next hop or interface, or EEXIST on a route of ours).
+        Replaced => "replaced",
+        /// Routes deleted (or found already gone).
+        Withdrawn => "withdrawn",
+        /// Routes parked because their link had no interface.
+        Parked => "parked",
+        /// Parked routes whose interface appeared.
+        Unparked => "unparked",
+        /// Ops the kernel refused or left unanswered (each is retried).
+        Failed => "failed",
+        /// Retries sent.
+        Retried => "retried",
+        /// EEXIST from a route of another protocol at our destination and metric: left alone.
+        Conflict => "conflict",
+        /// Batches whose acknowledgement did not come within the ack timeout.
+        AckTimeout => "ack_timeout",
+        /// Netlink receive overruns (ENOBUFS); each triggers a re-dump.
+        Overrun => "overrun",
+        /// Full reconciles run.
+        Reconcile => "reconcile",
+        /// Ops only logged because of dry-run.
+        DryRun => "dry_run",
+        /// Upserts dropped because the desired set was at its bound.
+        Dropped => "dropped",
+        /// Inherited routes (kept from before the start) that a cache binding came to explain.
+        Adopted => "adopted",
+        /// Inherited routes deleted because nothing explained them when inheritance ended.
+        Unconfirmed => "unconfirmed",
+    }
 }
 
 impl RouteCounter {
-    pub const ALL: [RouteCounter; 15] = [
-        RouteCounter::Installed,
-        RouteCounter::Replaced,
-        RouteCounter::Withdrawn,
-        RouteCounter::Parked,
-        RouteCounter::Unparked,
-        RouteCounter::Failed,
-        RouteCounter::Retried,
-        RouteCounter::Conflict,
-        RouteCounter::AckTimeout,
-        RouteCounter::Overrun,
-        RouteCounter::Reconcile,
-        RouteCounter::DryRun,
-        RouteCounter::Dropped,
-        RouteCounter::Adopted,
-        RouteCounter::Unconfirmed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteCounter::Installed => "installed",
-            RouteCounter::Replaced => "replaced",
-            RouteCounter::Withdrawn => "withdrawn",
-            RouteCounter::Parked => "parked",
-            RouteCounter::Unparked => "unparked",
-            RouteCounter::Failed => "failed",
-            RouteCounter::Retried => "retried",
-            RouteCounter::Conflict => "conflict",
-            RouteCounter::AckTimeout => "ack_timeout",
-            RouteCounter::Overrun => "overrun",
-            RouteCounter::Reconcile => "reconcile",
-            RouteCounter::DryRun => "dry_run",
-            RouteCounter::Dropped => "dropped",
-            RouteCounter::Adopted => "adopted",
-            RouteCounter::Unconfirmed => "unconfirmed",
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -211,7 +175,7 @@ mod tests {
         assert_eq!(snap.batches, 2);
         assert_eq!(snap.batch_latency_max, Duration::from_millis(3));
         let labels: std::collections::HashSet<_> =
-            RouteCounter::ALL.iter().map(|c| c.as_str()).collect();
+            RouteCounter::ALL.iter().map(|c| c.label()).collect();
         assert_eq!(labels.len(), RouteCounter::ALL.len());
         for (i, c) in RouteCounter::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);

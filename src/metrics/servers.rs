@@ -8,6 +8,7 @@
 //! any kind (also "no binding" or an error status), 0 after one that got none. A server not
 //! asked anything yet counts as up: nothing says otherwise, and an idle standby must not alert.
 
+use crate::label::labels;
 use std::net::Ipv6Addr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -28,24 +29,14 @@ pub enum Exchange {
     NoAnswer,
 }
 
-/// Last bulk leasequery result of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkStatus {
-    /// No bulk query to it has finished yet.
-    Never,
-    Complete,
-    Failed,
-    GaveUp,
-}
-
-impl BulkStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BulkStatus::Never => "never",
-            BulkStatus::Complete => "complete",
-            BulkStatus::Failed => "failed",
-            BulkStatus::GaveUp => "gave_up",
-        }
+labels! {
+    /// Last bulk leasequery result of a server.
+    pub enum BulkStatus {
+        /// No bulk query to it has finished yet.
+        Never => "never",
+        Complete => "complete",
+        Failed => "failed",
+        GaveUp => "gave_up",
     }
 }
 

@@ -38,8 +38,8 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, Rate, RefuseReason,
-    RequestorConfig, RequestorStats, ServerAnswer, Verdict,
+    Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
+    RefuseReason, RequestorConfig, RequestorStats, ServerAnswer,
 };
 use crate::wire::StatusCode;
 
@@ -47,10 +47,6 @@ use crate::wire::StatusCode;
 const XID_MASK: u32 = 0x00ff_ffff;
 /// How many finished transaction ids are remembered to tell late duplicates from strangers.
 const RECENT_XIDS: usize = 4096;
-
-/// Names one submitted query until its outcome is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueryId(u64);
 
 /// What happened to a submitted query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +57,7 @@ pub enum Submit {
     Joined(QueryId),
     /// The negative cache knows this lookup ended without a binding a short while ago (the
     /// verdict it ended with: no binding, error or no answer).
-    Negative(Verdict),
+    Negative(AnswerVerdict),
     /// Not sent, and counted.
     Refused(RefuseReason),
 }
@@ -117,7 +113,7 @@ pub struct Requestor {
     recent_set: HashSet<u32>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    negative: NegativeCache<Query, Verdict>,
+    negative: NegativeCache<Query, AnswerVerdict>,
     global: Option<TokenBucket>,
     links: Option<LinkBuckets>,
     stats: RequestorStats,
@@ -204,7 +200,7 @@ impl Requestor {
             self.stats.refuse(r);
             return Submit::Refused(r);
         }
-        let id = QueryId(self.next_id);
+        let id = QueryId::new(self.next_id);
         self.next_id += 1;
         self.stats.queries += 1;
         self.by_query.insert(query.clone(), id);
@@ -504,7 +500,7 @@ impl Requestor {
         };
         self.by_query.remove(&p.query);
         let verdict = verdict(&p.answers);
-        if verdict == Verdict::Bound {
+        if verdict == AnswerVerdict::Bound {
             self.negative.remove(&p.query);
         } else {
             self.negative.record(p.query.clone(), verdict, now);
@@ -530,16 +526,16 @@ fn failover_status(code: StatusCode) -> bool {
 }
 
 /// Strongest answer wins: a binding, then "no binding", then an error status, then silence.
-fn verdict(answers: &[ServerAnswer]) -> Verdict {
+fn verdict(answers: &[ServerAnswer]) -> AnswerVerdict {
     let has = |f: fn(&Answer) -> bool| answers.iter().any(|a| f(&a.answer));
     if has(|a| matches!(a, Answer::Bound(_))) {
-        Verdict::Bound
+        AnswerVerdict::Bound
     } else if has(|a| matches!(a, Answer::NoBinding)) {
-        Verdict::NoBinding
+        AnswerVerdict::NoBinding
     } else if has(|a| matches!(a, Answer::Status { .. })) {
-        Verdict::Error
+        AnswerVerdict::Error
     } else {
-        Verdict::NoAnswer
+        AnswerVerdict::NoAnswer
     }
 }
 

@@ -9,8 +9,8 @@
 //!
 //! Results are the wire's CLIENT_DATA with its context ([`ClientReply`]); turning them into cache
 //! observations is `cache::from_wire`'s job, merging them the cache's. Counters
-//! are the plain [`RequestorStats`], labelled by [`DropReason::as_str`] and
-//! [`RefuseReason::as_str`], for `metrics` to export.
+//! are the plain [`RequestorStats`], labelled by [`DropReason::label`] and
+//! [`RefuseReason::label`], for `metrics` to export.
 
 pub mod core;
 pub mod limiter;
@@ -22,11 +22,30 @@ pub mod udp;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};
 
 pub use self::core::{Requestor, Submit};
 pub use limiter::Rate;
 pub use retransmit::RetransmitParams;
+
+/// Names one submitted query until its outcome is delivered: the requestor's handle for a
+/// UDP leasequery and bulk's for a TCP one (not the wire transaction id, which is 24 bits and
+/// per server). Bulk imports it from here; nothing here imports bulk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryId(u64);
+
+impl QueryId {
+    /// The id numbered `n`; whoever hands out ids keeps them unique.
+    pub const fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// What to look up (RFC 5007 §4.1.2.1 query types 1 and 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -150,25 +169,17 @@ pub struct ServerAnswer {
     pub elapsed: Duration,
 }
 
-/// The query's overall result, strongest first: any binding beats "no binding", which beats an
-/// error status, which beats silence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Bound,
-    NoBinding,
-    Error,
-    NoAnswer,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Bound => "bound",
-            Verdict::NoBinding => "no_binding",
-            Verdict::Error => "error",
-            Verdict::NoAnswer => "no_answer",
-        }
+labels! {
+    /// The query's overall result, strongest first: any binding beats "no binding", which beats an
+    /// error status, which beats silence. (What the servers answered; what the cache then makes
+    /// of a binding is the merge's verdict, `cache::merge`.)
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AnswerVerdict {
+        Bound => "bound",
+        NoBinding => "no_binding",
+        Error => "error",
+        NoAnswer => "no_answer",
     }
 }
 
@@ -176,7 +187,7 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOutcome {
     pub query: Query,
-    pub verdict: Verdict,
+    pub verdict: AnswerVerdict,
     pub answers: Vec<ServerAnswer>,
 }
 
@@ -262,27 +273,9 @@ impl Default for RequestorConfig {
     }
 }
 
-macro_rules! labelled {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $label:expr),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
-
-        impl $name {
-            /// Every value, for pre-registering metric labels.
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-
-            /// The metric label.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $label),* }
-            }
-        }
-    };
-}
-
-labelled! {
+labels! {
     /// Why a received datagram was dropped (RFC 5007 §4.2, §4.3.3).
-    DropReason {
+    pub enum DropReason {
         Malformed => "malformed",
         NotReply => "not_reply",
         LeasequeryReceived => "leasequery_received",
@@ -297,9 +290,9 @@ labelled! {
     }
 }
 
-labelled! {
+labels! {
     /// Why a new query was refused without being sent.
-    RefuseReason {
+    pub enum RefuseReason {
         PendingFull => "pending_full",
         GlobalRate => "global_rate",
         LinkRate => "link_rate",
@@ -344,7 +337,7 @@ impl RequestorStats {
         self.refused[r as usize]
     }
 
-    pub fn verdicts(&self, v: Verdict) -> u64 {
+    pub fn verdicts(&self, v: AnswerVerdict) -> u64 {
         self.verdicts[v as usize]
     }
 
@@ -360,7 +353,7 @@ impl RequestorStats {
         self.refused[r as usize] += 1;
     }
 
-    pub(crate) fn verdict(&mut self, v: Verdict) {
+    pub(crate) fn verdict(&mut self, v: AnswerVerdict) {
         self.verdicts[v as usize] += 1;
     }
 }

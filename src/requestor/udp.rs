@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use std::os::fd::AsFd;
 
-use super::core::{QueryId, Requestor, Submit};
+use super::QueryId;
+use super::core::{Requestor, Submit};
 use super::pktinfo;
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 
@@ -56,7 +57,7 @@ impl Default for UdpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueryError {
-    #[error("query refused: {}", .0.as_str())]
+    #[error("query refused: {}", .0.label())]
     Refused(RefuseReason),
     #[error("requestor queue full")]
     Busy,

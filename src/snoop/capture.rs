@@ -21,6 +21,7 @@
 //! error (the interface deleted: ENODEV; a socket error) reopens the socket by name with backoff
 //! (`reopened`), so an interface that is deleted and made again is snooped again.
 
+use crate::label::labels;
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv6Addr;
@@ -72,42 +73,21 @@ pub struct Snooped {
     pub at: Instant,
 }
 
-/// What the capture counts, by [`CaptureCounter::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureCounter {
-    /// Frames the filter let through.
-    Received,
-    /// Dropped by the kernel: socket receive queue full (`PACKET_STATISTICS` tp_drops).
-    KernelDrop,
-    /// Dropped here: the classifier's queue was full.
-    QueueFull,
-    /// Not a readable UDP-in-IPv6 datagram.
-    Malformed,
-    /// The interface went down (ENETDOWN); capture resumes when it is up again.
-    LinkDown,
-    /// The socket failed otherwise and was opened again.
-    Reopened,
-}
-
-impl CaptureCounter {
-    pub const ALL: [CaptureCounter; 6] = [
-        CaptureCounter::Received,
-        CaptureCounter::KernelDrop,
-        CaptureCounter::QueueFull,
-        CaptureCounter::Malformed,
-        CaptureCounter::LinkDown,
-        CaptureCounter::Reopened,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaptureCounter::Received => "received",
-            CaptureCounter::KernelDrop => "kernel_drop",
-            CaptureCounter::QueueFull => "queue_full",
-            CaptureCounter::Malformed => "malformed",
-            CaptureCounter::LinkDown => "link_down",
-            CaptureCounter::Reopened => "reopened",
-        }
+labels! {
+    /// What the capture counts, by [`CaptureCounter::label`].
+    pub enum CaptureCounter {
+        /// Frames the filter let through.
+        Received => "received",
+        /// Dropped by the kernel: socket receive queue full (`PACKET_STATISTICS` tp_drops).
+        KernelDrop => "kernel_drop",
+        /// Dropped here: the classifier's queue was full.
+        QueueFull => "queue_full",
+        /// Not a readable UDP-in-IPv6 datagram.
+        Malformed => "malformed",
+        /// The interface went down (ENETDOWN); capture resumes when it is up again.
+        LinkDown => "link_down",
+        /// The socket failed otherwise and was opened again.
+        Reopened => "reopened",
     }
 }
 
@@ -127,7 +107,7 @@ impl CaptureStats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         CaptureCounter::ALL
             .iter()
-            .map(|c| (c.as_str(), self.get(*c)))
+            .map(|c| (c.label(), self.get(*c)))
             .collect()
     }
 

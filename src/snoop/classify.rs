@@ -44,6 +44,7 @@
 //! lightweight relay (LDRA, RFC 6221) adds a level with link-address `::` and the link-address
 //! then comes from the next level out.
 
+use crate::label::labels;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -115,77 +116,42 @@ pub enum Learned {
     Withdraw(Withdrawal),
 }
 
-/// Counters of the classifier, labelled by [`ClassifyCounter::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClassifyCounter {
-    /// RELAY-FORW remembered.
-    RelayForw,
-    /// RELAY-REPL carrying a REPLY, turned into an observation.
-    ReplyBind,
-    /// RELAY-REPL carrying a REPLY to RELEASE/DECLINE.
-    ReplyRelease,
-    /// REPLY that matched no remembered RELAY-FORW: dropped.
-    ReplyUnmatched,
-    /// Relayed message that is neither a client request nor a REPLY (ADVERTISE, RECONFIGURE...).
-    Ignored,
-    /// Not a relay message at all (we only read the relay's upstream side).
-    NotRelayed,
-    /// REPLY or request without CLIENTID, or REPLY without SERVERID.
-    MissingId,
-    /// REPLY with a non-success top-level status: nothing learned.
-    ErrorStatus,
-    /// IAPREFIX with a length over 128.
-    BadPrefix,
-    /// RELAY-FORW dropped from a full memory.
-    PendingEvicted,
-    /// RELAY-REPL seen leaving the box, or RELAY-FORW arriving: not the relay's own traffic.
-    WrongDirection,
-    /// RELAY-REPL from an address that is not a configured server or trusted source; RELAY-FORW
-    /// from an address that is not this box's.
-    UntrustedSource,
-    /// RELAY-REPL not addressed to this box; RELAY-FORW not towards a server.
-    WrongDestination,
-    /// Not UDP 547 → 547.
-    WrongPort,
+labels! {
+    /// Counters of the classifier, labelled by [`ClassifyCounter::label`].
+    pub enum ClassifyCounter {
+        /// RELAY-FORW remembered.
+        RelayForw => "relay_forw",
+        /// RELAY-REPL carrying a REPLY, turned into an observation.
+        ReplyBind => "reply_bind",
+        /// RELAY-REPL carrying a REPLY to RELEASE/DECLINE.
+        ReplyRelease => "reply_release",
+        /// REPLY that matched no remembered RELAY-FORW: dropped.
+        ReplyUnmatched => "reply_unmatched",
+        /// Relayed message that is neither a client request nor a REPLY (ADVERTISE, RECONFIGURE...).
+        Ignored => "ignored",
+        /// Not a relay message at all (we only read the relay's upstream side).
+        NotRelayed => "not_relayed",
+        /// REPLY or request without CLIENTID, or REPLY without SERVERID.
+        MissingId => "missing_id",
+        /// REPLY with a non-success top-level status: nothing learned.
+        ErrorStatus => "error_status",
+        /// IAPREFIX with a length over 128.
+        BadPrefix => "bad_prefix",
+        /// RELAY-FORW dropped from a full memory.
+        PendingEvicted => "pending_evicted",
+        /// RELAY-REPL seen leaving the box, or RELAY-FORW arriving: not the relay's own traffic.
+        WrongDirection => "wrong_direction",
+        /// RELAY-REPL from an address that is not a configured server or trusted source; RELAY-FORW
+        /// from an address that is not this box's.
+        UntrustedSource => "untrusted_source",
+        /// RELAY-REPL not addressed to this box; RELAY-FORW not towards a server.
+        WrongDestination => "wrong_destination",
+        /// Not UDP 547 → 547.
+        WrongPort => "wrong_port",
+    }
 }
 
 impl ClassifyCounter {
-    pub const ALL: [ClassifyCounter; 14] = [
-        ClassifyCounter::RelayForw,
-        ClassifyCounter::ReplyBind,
-        ClassifyCounter::ReplyRelease,
-        ClassifyCounter::ReplyUnmatched,
-        ClassifyCounter::Ignored,
-        ClassifyCounter::NotRelayed,
-        ClassifyCounter::MissingId,
-        ClassifyCounter::ErrorStatus,
-        ClassifyCounter::BadPrefix,
-        ClassifyCounter::PendingEvicted,
-        ClassifyCounter::WrongDirection,
-        ClassifyCounter::UntrustedSource,
-        ClassifyCounter::WrongDestination,
-        ClassifyCounter::WrongPort,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClassifyCounter::RelayForw => "relay_forw",
-            ClassifyCounter::ReplyBind => "reply_bind",
-            ClassifyCounter::ReplyRelease => "reply_release",
-            ClassifyCounter::ReplyUnmatched => "reply_unmatched",
-            ClassifyCounter::Ignored => "ignored",
-            ClassifyCounter::NotRelayed => "not_relayed",
-            ClassifyCounter::MissingId => "missing_id",
-            ClassifyCounter::ErrorStatus => "error_status",
-            ClassifyCounter::BadPrefix => "bad_prefix",
-            ClassifyCounter::PendingEvicted => "pending_evicted",
-            ClassifyCounter::WrongDirection => "wrong_direction",
-            ClassifyCounter::UntrustedSource => "untrusted_source",
-            ClassifyCounter::WrongDestination => "wrong_destination",
-            ClassifyCounter::WrongPort => "wrong_port",
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -218,7 +184,7 @@ impl ClassifyStats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         ClassifyCounter::ALL
             .iter()
-            .map(|c| (c.as_str(), self.get(*c)))
+            .map(|c| (c.label(), self.get(*c)))
             .collect()
     }
 

@@ -251,7 +251,7 @@ async fn classify_run(
         if let Some(why) = classifier.refusal() {
             if log_budget.allow(m.at) {
                 tracing::warn!(
-                    reason = why.as_str(),
+                    reason = why.label(),
                     interface = %m.interface,
                     direction = if m.outgoing { "out" } else { "in" },
                     src = %m.src,

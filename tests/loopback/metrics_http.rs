@@ -27,9 +27,9 @@ fn start(metrics: Metrics) -> (SocketAddr, tokio::runtime::Runtime) {
 fn exercise(m: &Metrics) {
     m.leasequeries
         .get_or_create(&QueryLabels {
-            query_type: QueryType::Address,
+            query_type: LeasequeryType::Address,
             server: "dhcp-a".into(),
-            outcome: QueryOutcome::Binding,
+            outcome: LeasequeryOutcome::Binding,
         })
         .inc_by(4);
     let server = ServerLabels {

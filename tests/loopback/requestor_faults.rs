@@ -17,8 +17,8 @@ use lqagent::cache::from_wire::observed_leases;
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{
-    Answer, ClientReply, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
-    RetransmitParams, Verdict,
+    Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
+    RetransmitParams,
 };
 use lqagent::wire::StatusCode;
 use refserver::{
@@ -152,7 +152,7 @@ async fn query_by_address_binds_with_everything_the_server_sent() {
         .query(Query::by_address(a("2001:db8:1::2")).with_relay_data(true))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     let b = only_binding(&o);
     assert_eq!(b.client_duid(), duid(2));
     assert_eq!(b.server, s.addr);
@@ -191,10 +191,10 @@ async fn unused_address_is_no_binding_and_then_negatively_cached() {
     let h = requestor(cfg).await;
     let q = Query::by_address(a("2001:db8:1::99"));
     let o = h.query(q.clone()).await.unwrap();
-    assert_eq!(o.verdict, Verdict::NoBinding);
+    assert_eq!(o.verdict, AnswerVerdict::NoBinding);
     assert_eq!(o.answers[0].answer, Answer::NoBinding);
     let again = h.query(q).await.unwrap();
-    assert_eq!(again.verdict, Verdict::NoBinding);
+    assert_eq!(again.verdict, AnswerVerdict::NoBinding);
     assert!(again.answers.is_empty(), "answered from the negative cache");
     assert_eq!(s.srv.stats().udp_queries, 1, "the server was asked once");
     assert_eq!(h.stats().await.unwrap().negative_hits, 1);
@@ -215,7 +215,7 @@ async fn dropped_replies_are_retransmitted_with_the_same_xid() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(o.answers[0].attempts, 3);
     let xids: Vec<u32> = s.srv.queries().iter().map(|q| q.xid).collect();
     assert_eq!(xids.len(), 3);
@@ -237,7 +237,7 @@ async fn duplicates_are_counted_and_ignored() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let st = h.stats().await.unwrap();
@@ -274,7 +274,7 @@ async fn corrupt_replies_are_dropped_and_the_retransmission_answered() {
             .query(Query::by_address(a("2001:db8:1::1")))
             .await
             .unwrap();
-        assert_eq!(o.verdict, Verdict::Bound, "case {n}");
+        assert_eq!(o.verdict, AnswerVerdict::Bound, "case {n}");
         assert_eq!(o.answers[0].attempts, 2, "case {n}");
         let st = h.stats().await.unwrap();
         assert_eq!(st.dropped_total(), 1, "case {n}: {st:?}");
@@ -326,7 +326,7 @@ async fn reply_from_a_wrong_address_is_dropped() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(only_binding(&o).server, s.addr);
     assert_eq!(o.answers[0].attempts, 2);
     let st = h.stats().await.unwrap();
@@ -345,7 +345,7 @@ async fn slow_server_within_the_schedule_still_answers() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert!(o.answers[0].elapsed >= Duration::from_millis(150));
     // The retransmission at ~100 ms gets a second (late) answer: a counted duplicate. Wait
     // until the server has answered every query sent and the requestor has counted them.
@@ -383,10 +383,10 @@ async fn retryable_statuses_fail_over_and_malformed_query_stops() {
             "{code}: {o:?}"
         );
         if fails_over {
-            assert_eq!(o.verdict, Verdict::Bound, "{code}");
+            assert_eq!(o.verdict, AnswerVerdict::Bound, "{code}");
             assert_eq!(only_binding(&o).server, s2.addr);
         } else {
-            assert_eq!(o.verdict, Verdict::Error, "{code}");
+            assert_eq!(o.verdict, AnswerVerdict::Error, "{code}");
             assert_eq!(o.answers.len(), 1);
             assert_eq!(
                 s2.srv.stats().udp_queries,
@@ -414,7 +414,7 @@ async fn dead_first_server_is_failed_over_within_the_timeout() {
         .await
         .unwrap();
     let took = t0.elapsed();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(o.answers[0].server, dead_addr);
     assert_eq!(o.answers[0].answer, Answer::NoAnswer);
     assert!(o.answers[0].elapsed >= Duration::from_millis(500));
@@ -442,7 +442,7 @@ async fn failover_finds_the_binding_on_the_second_of_two_disjoint_servers() {
         .query(Query::by_address(a("2001:db8:1::2")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(o.answers.len(), 2);
     assert_eq!(o.answers[0].server, s1.addr);
     assert_eq!(o.answers[0].answer, Answer::NoBinding);
@@ -455,7 +455,7 @@ async fn failover_finds_the_binding_on_the_second_of_two_disjoint_servers() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(o.answers.len(), 1);
     assert_eq!(s2.srv.stats().udp_queries, 1);
 }
@@ -472,7 +472,7 @@ async fn parallel_collects_every_server() {
         .query(Query::by_address(a("2001:db8:1::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(o.answers.len(), 3);
     let by = |addr: SocketAddr| {
         o.answers
@@ -491,7 +491,7 @@ async fn client_link_follow_ups_combine_both_links() {
     let s = server(1);
     let h = requestor(config(&[s.addr], Policy::Failover)).await;
     let o = h.query(Query::by_client_id(duid(1))).await.unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     let Answer::ClientLinks(links) = &o.answers[0].answer else {
         panic!("first answer lists links: {o:?}")
     };
@@ -518,7 +518,7 @@ async fn unknown_link_gets_not_configured() {
         .query(Query::by_address(a("2001:db8:1::1")).with_link(a("2001:db8:77::1")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Error);
+    assert_eq!(o.verdict, AnswerVerdict::Error);
     assert!(matches!(
         o.answers[0].answer,
         Answer::Status {
@@ -544,7 +544,7 @@ async fn concurrent_equal_queries_share_one_exchange() {
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap().verdict, Verdict::Bound);
+        assert_eq!(t.await.unwrap().unwrap().verdict, AnswerVerdict::Bound);
     }
     assert_eq!(
         s.srv.stats().udp_queries,
@@ -743,7 +743,7 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
         .query(Query::by_address(a("2001:db8:1::2")))
         .await
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     let before = h.stats().await.unwrap();
     assert!(before.sent > 0, "the first run sent the query");
 
@@ -760,7 +760,7 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
         .expect("answered within 10 s")
         .unwrap()
         .unwrap();
-    assert_eq!(o.verdict, Verdict::Bound);
+    assert_eq!(o.verdict, AnswerVerdict::Bound);
     assert_eq!(only_binding(&o).client_duid(), duid(1));
     assert_eq!(
         h.stats().await.unwrap().sent,

@@ -108,7 +108,7 @@ fn link_q(l: &str) -> BulkQuery {
 fn reply_data_done_streams_bindings_in_order() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
     let q = sent_queries(&mut c);
     assert_eq!(q.len(), 1);
     let (xid, lq) = &q[0];
@@ -129,7 +129,7 @@ fn reply_data_done_streams_bindings_in_order() {
     let ConnEvent::Binding(b) = &ev[0] else {
         panic!("{ev:?}")
     };
-    assert_eq!(b.query, 1);
+    assert_eq!(b.query, QueryId::new(1));
     assert_eq!(b.server_duid, Some(server()));
     assert_eq!(b.link, Some(a("2001:db8:1::1")));
     assert_eq!(b.peer_address, Some(a("fe80::1")));
@@ -140,7 +140,7 @@ fn reply_data_done_streams_bindings_in_order() {
     assert_eq!(
         ev[2],
         ConnEvent::Finished {
-            id: 1,
+            id: QueryId::new(1),
             query: link_q("2001:db8:1::1"),
             outcome: Outcome::Complete { bindings: 2 }
         }
@@ -153,8 +153,8 @@ fn reply_data_done_streams_bindings_in_order() {
 fn one_query_in_flight_unless_pipelining() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:1::1"), t0);
-    c.submit(2, link_q("2001:db8:2::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
     assert_eq!(sent_queries(&mut c).len(), 1, "second waits");
     // REPLY with no client data completes query 1 and releases query 2.
     c.handle_bytes(&reply(100, vec![]), t0);
@@ -165,15 +165,15 @@ fn one_query_in_flight_unless_pipelining() {
     assert_eq!(
         events(&mut c),
         [ConnEvent::Finished {
-            id: 1,
+            id: QueryId::new(1),
             query: link_q("2001:db8:1::1"),
             outcome: Outcome::Complete { bindings: 0 }
         }]
     );
 
     let mut p = BulkConnection::new(cfg(true));
-    p.submit(1, link_q("2001:db8:1::1"), t0);
-    p.submit(2, link_q("2001:db8:2::1"), t0);
+    p.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    p.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
     assert_eq!(sent_queries(&mut p).len(), 2, "pipelined");
     // Interleaved answers are demultiplexed by xid.
     let mut b = reply(101, vec![DhcpOption::ClientData(client_data(7, true))]);
@@ -192,14 +192,14 @@ fn one_query_in_flight_unless_pipelining() {
             _ => None,
         })
         .collect();
-    assert_eq!(fin, [(2, 1), (1, 2)]);
+    assert_eq!(fin, [(QueryId::new(2), 1), (QueryId::new(1), 2)]);
 }
 
 #[test]
 fn statuses_end_queries_and_classify_retry() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
     c.handle_bytes(
         &reply(
             100,
@@ -218,7 +218,7 @@ fn statuses_end_queries_and_classify_retry() {
         if *code == StatusCode::NOT_CONFIGURED && message == "no such link"));
     assert!(!outcome.retryable());
     // QueryTerminated in the DONE after some data: data stays delivered, query retryable.
-    c.submit(2, link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(2), link_q("2001:db8:1::1"), t0);
     let mut b = reply(101, vec![DhcpOption::ClientData(client_data(1, true))]);
     b.extend(done(101, Some(StatusCode::QUERY_TERMINATED)));
     c.handle_bytes(&b, t0);
@@ -235,8 +235,8 @@ fn statuses_end_queries_and_classify_retry() {
 fn bad_messages_are_discarded_or_close_the_connection() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:1::1"), t0);
-    c.submit(2, link_q("2001:db8:2::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
     // DATA before REPLY, a REPLY for another xid, a REPLY with someone else's CLIENTID.
     c.handle_bytes(&data(100, 1), t0);
     c.handle_bytes(&reply(555, vec![]), t0);
@@ -276,12 +276,12 @@ fn bad_messages_are_discarded_or_close_the_connection() {
                 "LEASEQUERY-DONE for an unknown query"
             )),
             ConnEvent::Finished {
-                id: 1,
+                id: QueryId::new(1),
                 query: link_q("2001:db8:1::1"),
                 outcome: Outcome::Lost { bindings: 1 }
             },
             ConnEvent::Finished {
-                id: 2,
+                id: QueryId::new(2),
                 query: link_q("2001:db8:2::1"),
                 outcome: Outcome::NotSent
             },
@@ -290,7 +290,7 @@ fn bad_messages_are_discarded_or_close_the_connection() {
     assert!(c.is_closed());
     // Garbage with a valid frame length closes too.
     let mut g = BulkConnection::new(cfg(false));
-    g.submit(1, link_q("2001:db8:1::1"), t0);
+    g.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
     g.handle_bytes(&[0, 3, 15, 0, 0], t0);
     assert!(matches!(
         events(&mut g)[0],
@@ -298,7 +298,7 @@ fn bad_messages_are_discarded_or_close_the_connection() {
     ));
     // A zero length prefix closes.
     let mut z = BulkConnection::new(cfg(false));
-    z.submit(1, link_q("2001:db8:1::1"), t0);
+    z.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
     z.handle_bytes(&[0, 0], t0);
     assert!(z.is_closed());
 }
@@ -310,7 +310,7 @@ fn data_timeout_counts_from_last_progress() {
         data_timeout: Duration::from_secs(10),
         ..cfg(false)
     });
-    c.submit(1, link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     let t1 = t0 + Duration::from_secs(8);
     c.handle_bytes(
@@ -337,7 +337,7 @@ fn connection_loss_ends_in_flight_as_lost() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
     c.submit(
-        1,
+        QueryId::new(1),
         BulkQuery::RelayId {
             relay_id: us(),
             link: Ipv6Addr::UNSPECIFIED,
@@ -357,7 +357,7 @@ fn connection_loss_ends_in_flight_as_lost() {
         }
     ));
     // After close, a submit comes straight back unsent.
-    c.submit(2, link_q("2001:db8:1::1"), t0);
+    c.submit(QueryId::new(2), link_q("2001:db8:1::1"), t0);
     assert!(matches!(
         &events(&mut c)[0],
         ConnEvent::Finished {
@@ -371,7 +371,7 @@ fn connection_loss_ends_in_flight_as_lost() {
 fn binding_link_falls_back_to_query_link() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:9::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:9::1"), t0);
     let mut cd = client_data(1, true);
     cd.options
         .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
@@ -387,7 +387,7 @@ fn binding_link_falls_back_to_query_link() {
 fn binding_link_and_peer_come_from_the_relay_level_nearest_the_client() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(1, link_q("2001:db8:9::1"), t0);
+    c.submit(QueryId::new(1), link_q("2001:db8:9::1"), t0);
     let mut cd = client_data(1, true);
     // Wrap the single level (link 2001:db8:1::1, peer fe80::1) in an outer relay.
     for o in cd.options.0.iter_mut() {

@@ -192,7 +192,7 @@ fn retransmits_same_xid_on_rfc_schedule_then_gives_up() {
         );
     }
     let ev = only(s.events());
-    assert_eq!(ev.outcome.verdict, Verdict::NoAnswer);
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::NoAnswer);
     let a = only(ev.outcome.answers);
     assert_eq!(a.answer, Answer::NoAnswer);
     assert_eq!(a.attempts, 5);
@@ -220,7 +220,7 @@ fn attempts_and_timeout_overrides() {
         Duration::from_secs(2),
         "gives up exactly at the timeout"
     );
-    assert_eq!(only(s.events()).outcome.verdict, Verdict::NoAnswer);
+    assert_eq!(only(s.events()).outcome.verdict, AnswerVerdict::NoAnswer);
 }
 
 #[test]
@@ -240,7 +240,7 @@ fn reply_after_retransmit_binds() {
         ),
     );
     let ev = only(s.events());
-    assert_eq!(ev.outcome.verdict, Verdict::Bound);
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
     let a = only(ev.outcome.answers.clone());
     assert_eq!(a.attempts, 2);
     assert_eq!(a.elapsed, Duration::from_millis(1500));
@@ -363,7 +363,7 @@ fn failover_in_order_on_silence_and_on_each_retryable_status() {
         ),
     );
     let ev = only(s.events());
-    assert_eq!(ev.outcome.verdict, Verdict::Bound);
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
     let kinds: Vec<(SocketAddr, &Answer)> = ev
         .outcome
         .answers
@@ -384,17 +384,17 @@ fn failover_in_order_on_silence_and_on_each_retryable_status() {
 /// and what is the verdict when the second stays silent.
 #[test]
 fn each_status_code_handling() {
-    let table: &[(StatusCode, bool, Verdict)] = &[
+    let table: &[(StatusCode, bool, AnswerVerdict)] = &[
         // Success without CLIENT_DATA: "no binding" from this server; the next may hold it.
-        (StatusCode::SUCCESS, true, Verdict::NoBinding),
-        (StatusCode::UNSPEC_FAIL, false, Verdict::Error),
-        (StatusCode::NO_BINDING, false, Verdict::Error),
-        (StatusCode::UNKNOWN_QUERY_TYPE, true, Verdict::Error),
-        (StatusCode::MALFORMED_QUERY, false, Verdict::Error),
-        (StatusCode::NOT_CONFIGURED, true, Verdict::Error),
-        (StatusCode::NOT_ALLOWED, true, Verdict::Error),
-        (StatusCode::QUERY_TERMINATED, false, Verdict::Error),
-        (StatusCode(999), false, Verdict::Error),
+        (StatusCode::SUCCESS, true, AnswerVerdict::NoBinding),
+        (StatusCode::UNSPEC_FAIL, false, AnswerVerdict::Error),
+        (StatusCode::NO_BINDING, false, AnswerVerdict::Error),
+        (StatusCode::UNKNOWN_QUERY_TYPE, true, AnswerVerdict::Error),
+        (StatusCode::MALFORMED_QUERY, false, AnswerVerdict::Error),
+        (StatusCode::NOT_CONFIGURED, true, AnswerVerdict::Error),
+        (StatusCode::NOT_ALLOWED, true, AnswerVerdict::Error),
+        (StatusCode::QUERY_TERMINATED, false, AnswerVerdict::Error),
+        (StatusCode(999), false, AnswerVerdict::Error),
     ];
     for (code, next, verdict) in table {
         let mut s = Script::new(cfg(&[server(1), server(2)], Policy::Failover));
@@ -447,7 +447,7 @@ fn parallel_asks_all_and_collects_every_answer() {
         }
     }
     let ev = only(s.events());
-    assert_eq!(ev.outcome.verdict, Verdict::Bound);
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
     assert_eq!(ev.outcome.answers.len(), 3);
     assert_eq!(ev.outcome.answers[0].answer, Answer::NoBinding);
     assert!(matches!(ev.outcome.answers[1].answer, Answer::Bound(_)));
@@ -506,7 +506,7 @@ fn client_link_triggers_one_follow_up_per_link_and_combines() {
         ),
     );
     let ev = only(s.events());
-    assert_eq!(ev.outcome.verdict, Verdict::Bound);
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
     let bs: Vec<&ClientReply> = ev.outcome.bindings().collect();
     assert_eq!(bs.len(), 2);
     assert_eq!(bs[0].link, links[0]);
@@ -578,7 +578,7 @@ fn validation_drops_and_counts_every_bad_reply() {
     assert!(s.events().is_empty(), "nothing accepted yet");
 
     s.deliver(server(1), &good());
-    assert_eq!(only(s.events()).outcome.verdict, Verdict::Bound);
+    assert_eq!(only(s.events()).outcome.verdict, AnswerVerdict::Bound);
     // The same reply again (a duplicate) is recognised as such.
     s.deliver(server(1), &good());
     assert_eq!(s.r.stats().dropped(DropReason::Duplicate), 1);
@@ -598,7 +598,7 @@ fn multicast_exchange_accepts_configured_sources_only() {
     s.deliver(server(2), &r);
     assert_eq!(s.r.stats().dropped(DropReason::WrongSource), 1);
     s.deliver(server(1), &r);
-    assert_eq!(only(s.events()).outcome.verdict, Verdict::NoBinding);
+    assert_eq!(only(s.events()).outcome.verdict, AnswerVerdict::NoBinding);
 }
 
 #[test]
@@ -623,7 +623,7 @@ enum Act {
     /// The clock moves to this many seconds after the start.
     At(f64),
     /// Submit the script's query; `Some(v)`: answered by the negative cache with verdict `v`.
-    Ask(Option<Verdict>),
+    Ask(Option<AnswerVerdict>),
     /// Server n answers its live exchange.
     Says(u16, Said),
     /// Server n never answers: its exchange's one transmission times out.
@@ -633,7 +633,7 @@ enum Act {
     /// The last step sent nothing.
     AsksNobody,
     /// The query ended with this verdict.
-    Done(Verdict),
+    Done(AnswerVerdict),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -735,7 +735,7 @@ fn failover_and_negative_cache_scripts() {
                 Asks(2),
                 Says(2, Said::Bound),
                 AsksNobody,
-                Done(Verdict::Bound),
+                Done(AnswerVerdict::Bound),
                 // A binding found is not cached: asked again at once.
                 At(0.5),
                 Ask(None),
@@ -749,18 +749,18 @@ fn failover_and_negative_cache_scripts() {
                 Ask(None),
                 Says(1, nb),
                 Says(2, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(9.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 AsksNobody,
                 At(10.0),
                 Ask(None),
                 Asks(1),
                 Says(1, nb),
                 Says(2, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(29.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 At(30.0),
                 Ask(None),
             ],
@@ -773,9 +773,9 @@ fn failover_and_negative_cache_scripts() {
                 Says(1, Said::Status(StatusCode::NOT_CONFIGURED)),
                 Asks(2),
                 Says(2, Said::Status(StatusCode::NOT_ALLOWED)),
-                Done(Verdict::Error),
+                Done(AnswerVerdict::Error),
                 At(9.9),
-                Ask(Some(Verdict::Error)),
+                Ask(Some(AnswerVerdict::Error)),
                 At(10.0),
                 Ask(None),
             ],
@@ -787,9 +787,9 @@ fn failover_and_negative_cache_scripts() {
                 Ask(None),
                 Says(1, Said::Status(StatusCode::NOT_CONFIGURED)),
                 Says(2, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(5.0),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
             ],
         ),
         (
@@ -801,9 +801,9 @@ fn failover_and_negative_cache_scripts() {
                 Asks(2),
                 Silent(2),
                 AsksNobody,
-                Done(Verdict::NoAnswer),
+                Done(AnswerVerdict::NoAnswer),
                 At(11.5),
-                Ask(Some(Verdict::NoAnswer)),
+                Ask(Some(AnswerVerdict::NoAnswer)),
                 At(12.5),
                 Ask(None),
                 Asks(1),
@@ -817,7 +817,7 @@ fn failover_and_negative_cache_scripts() {
                 Says(1, Said::NoCltTime),
                 Asks(2),
                 Says(2, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
             ],
         ),
         (
@@ -827,9 +827,9 @@ fn failover_and_negative_cache_scripts() {
                 Ask(None),
                 Says(1, Said::Status(StatusCode::MALFORMED_QUERY)),
                 AsksNobody,
-                Done(Verdict::Error),
+                Done(AnswerVerdict::Error),
                 At(9.0),
-                Ask(Some(Verdict::Error)),
+                Ask(Some(AnswerVerdict::Error)),
             ],
         ),
         (
@@ -838,23 +838,23 @@ fn failover_and_negative_cache_scripts() {
             &[
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(10.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(30.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(69.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 At(70.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(109.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 At(110.0),
                 Ask(None),
             ],
@@ -865,17 +865,17 @@ fn failover_and_negative_cache_scripts() {
             &[
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(10.0),
                 Ask(None),
                 Says(1, Said::Bound),
-                Done(Verdict::Bound),
+                Done(AnswerVerdict::Bound),
                 At(11.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(20.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 At(21.0),
                 Ask(None),
             ],
@@ -886,18 +886,18 @@ fn failover_and_negative_cache_scripts() {
             &[
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(10.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 // Cached until 30 s, strikes remembered until 30 + 40 s.
                 At(70.0),
                 Ask(None),
                 Says(1, nb),
-                Done(Verdict::NoBinding),
+                Done(AnswerVerdict::NoBinding),
                 At(79.9),
-                Ask(Some(Verdict::NoBinding)),
+                Ask(Some(AnswerVerdict::NoBinding)),
                 At(80.0),
                 Ask(None),
             ],
@@ -918,15 +918,15 @@ fn negative_cache_hits_and_discarded_client_data_are_counted() {
             Ask(None),
             Says(1, Said::NoCltTime),
             Says(2, Said::NoBinding),
-            Done(Verdict::NoBinding),
-            Ask(Some(Verdict::NoBinding)),
-            Ask(Some(Verdict::NoBinding)),
+            Done(AnswerVerdict::NoBinding),
+            Ask(Some(AnswerVerdict::NoBinding)),
+            Ask(Some(AnswerVerdict::NoBinding)),
         ],
     );
     let st = r.stats();
     assert_eq!(st.negative_hits, 2);
     assert_eq!(st.dropped(DropReason::NoCltTime), 1);
-    assert_eq!(st.verdicts(Verdict::NoBinding), 1);
+    assert_eq!(st.verdicts(AnswerVerdict::NoBinding), 1);
     assert_eq!(st.timeouts, 0, "no exchange waited for a retransmission");
     assert_eq!(st.sent, 2, "one datagram per server");
 }
@@ -950,7 +950,7 @@ fn negative_cache_is_bounded_in_the_requestor() {
     ));
     assert_eq!(
         s.submit(Query::by_address(addr("2001:db8::3"))),
-        Submit::Negative(Verdict::NoBinding)
+        Submit::Negative(AnswerVerdict::NoBinding)
     );
 }
 

@@ -26,6 +26,7 @@ pub mod nft;
 pub mod ruleset;
 pub mod shell;
 
+use crate::label::labels;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,64 +146,31 @@ pub struct UnknownSource {
     pub at: std::time::Instant,
 }
 
-/// What the trigger counts, by [`TriggerCounter::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TriggerCounter {
-    /// Unknown sources handed to the daemon.
-    Events,
-    /// Reported again within the dedupe window: not passed on.
-    Deduped,
-    /// Logged, but the cache knew the source by then (the kernel set lagged): not passed on.
-    Known,
-    /// The event queue was full: dropped.
-    Dropped,
-    /// NFLOG messages that did not parse.
-    Malformed,
-    /// Logged packets not from one of our rules (unknown prefix, other group, outside the link).
-    Foreign,
-    /// The kernel could not queue NFLOG messages for us (socket buffer overrun, ENOBUFS).
-    Overrun,
-    /// Elements added to / removed from the known sets.
-    SetAdds,
-    SetRemoves,
-    /// Full resyncs of the known sets.
-    Resyncs,
-    /// `nft` runs, and those that failed or timed out.
-    NftRuns,
-    NftErrors,
-}
-
-impl TriggerCounter {
-    pub const ALL: [TriggerCounter; 12] = [
-        TriggerCounter::Events,
-        TriggerCounter::Deduped,
-        TriggerCounter::Known,
-        TriggerCounter::Dropped,
-        TriggerCounter::Malformed,
-        TriggerCounter::Foreign,
-        TriggerCounter::Overrun,
-        TriggerCounter::SetAdds,
-        TriggerCounter::SetRemoves,
-        TriggerCounter::Resyncs,
-        TriggerCounter::NftRuns,
-        TriggerCounter::NftErrors,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerCounter::Events => "events",
-            TriggerCounter::Deduped => "deduped",
-            TriggerCounter::Known => "known",
-            TriggerCounter::Dropped => "dropped",
-            TriggerCounter::Malformed => "malformed",
-            TriggerCounter::Foreign => "foreign",
-            TriggerCounter::Overrun => "overrun",
-            TriggerCounter::SetAdds => "set_adds",
-            TriggerCounter::SetRemoves => "set_removes",
-            TriggerCounter::Resyncs => "resyncs",
-            TriggerCounter::NftRuns => "nft_runs",
-            TriggerCounter::NftErrors => "nft_errors",
-        }
+labels! {
+    /// What the trigger counts, by [`TriggerCounter::label`].
+    pub enum TriggerCounter {
+        /// Unknown sources handed to the daemon.
+        Events => "events",
+        /// Reported again within the dedupe window: not passed on.
+        Deduped => "deduped",
+        /// Logged, but the cache knew the source by then (the kernel set lagged): not passed on.
+        Known => "known",
+        /// The event queue was full: dropped.
+        Dropped => "dropped",
+        /// NFLOG messages that did not parse.
+        Malformed => "malformed",
+        /// Logged packets not from one of our rules (unknown prefix, other group, outside the link).
+        Foreign => "foreign",
+        /// The kernel could not queue NFLOG messages for us (socket buffer overrun, ENOBUFS).
+        Overrun => "overrun",
+        /// Elements added to / removed from the known sets.
+        SetAdds => "set_adds",
+        SetRemoves => "set_removes",
+        /// Full resyncs of the known sets.
+        Resyncs => "resyncs",
+        /// `nft` runs, and those that failed or timed out.
+        NftRuns => "nft_runs",
+        NftErrors => "nft_errors",
     }
 }
 
@@ -220,7 +188,7 @@ impl TriggerStats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         TriggerCounter::ALL
             .iter()
-            .map(|c| (c.as_str(), self.get(*c)))
+            .map(|c| (c.label(), self.get(*c)))
             .collect()
     }
 
