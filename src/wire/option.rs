@@ -178,11 +178,6 @@ impl Options {
         self.0.iter().find(|o| o.code() == code)
     }
 
-    /// Every option with `code`, in order.
-    pub fn find_all(&self, code: OptionCode) -> impl Iterator<Item = &DhcpOption> {
-        self.0.iter().filter(move |o| o.code() == code)
-    }
-
     finder!(/// CLIENTID.
         client_id, ClientId, &Duid);
     finder!(/// SERVERID.
@@ -281,16 +276,6 @@ impl Options {
             }
             _ => None,
         })
-    }
-
-    /// LQ_START_TIME.
-    pub fn lq_start_time(&self) -> Option<u32> {
-        self.u32_of(OptionCode::LQ_START_TIME)
-    }
-
-    /// LQ_END_TIME.
-    pub fn lq_end_time(&self) -> Option<u32> {
-        self.u32_of(OptionCode::LQ_END_TIME)
     }
 
     /// ELAPSED_TIME.
