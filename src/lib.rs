@@ -22,6 +22,13 @@
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
+//!
+//! Unsafe code is denied crate-wide (`unsafe_code = "deny"` in `Cargo.toml`) and allowed, block by
+//! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:
+//! `snoop::capture` (AF_PACKET socket, BPF filter, bind), `kernel::netlink` (socket options on the
+//! rtnetlink socket) and `requestor::pktinfo` (IPV6_RECVPKTINFO and `recvmsg` for the arrival
+//! interface); and `cache::hugemem`, whose lease-table arrays are its own allocation (layout,
+//! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages.
 
 pub mod admission;
 pub mod bulk;

@@ -128,6 +128,18 @@ pub struct BulkBinding {
     pub received: Instant,
 }
 
+/// How a query ended after all attempts (the shell in `tcp` retries [`Outcome`]s into one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryResult {
+    /// Every binding was listed: LEASEQUERY-DONE with success (`bindings` > 0), or a REPLY
+    /// without client data (RFC 5460 §6.2; `bindings` == 0).
+    Complete { bindings: u64 },
+    /// An error status that asking again would not change.
+    Failed { code: StatusCode, message: String },
+    /// Out of attempts.
+    GaveUp { attempts: u32 },
+}
+
 /// How a query ended on this connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

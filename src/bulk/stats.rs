@@ -3,8 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::core::Discard;
-use super::tcp::QueryResult;
+use super::core::{Discard, QueryResult};
 
 /// What the bulk requestor counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

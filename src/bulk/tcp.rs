@@ -23,7 +23,9 @@ use super::core::{
 };
 use super::stats::{BulkStats, Counter};
 use crate::requestor::QueryId;
-use crate::wire::StatusCode;
+// Defined beside the core it summarises, so that `stats` (which counts it) need not import
+// this shell, which imports `stats`.
+pub use super::core::QueryResult;
 
 /// What the bulk requestor reports, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,18 +48,6 @@ pub enum BulkEvent {
         server: SocketAddr,
         report: ServerReport,
     },
-}
-
-/// How a query ended after all attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueryResult {
-    /// Every binding was listed: LEASEQUERY-DONE with success (`bindings` > 0), or a REPLY
-    /// without client data (RFC 5460 §6.2; `bindings` == 0).
-    Complete { bindings: u64 },
-    /// An error status that asking again would not change.
-    Failed { code: StatusCode, message: String },
-    /// Out of attempts.
-    GaveUp { attempts: u32 },
 }
 
 /// Totals for one server.

@@ -1,5 +1,5 @@
-//! AF_PACKET capture of DHCPv6 on the relay's server-facing interfaces: the one module allowed
-//! `unsafe` (raw socket calls, each with a `SAFETY:` note).
+//! AF_PACKET capture of DHCPv6 on the relay's server-facing interfaces. Its raw socket calls
+//! are `unsafe`, each with a `SAFETY:` note (the crate docs list every module that uses unsafe).
 //!
 //! Where to listen: ISC `dhcrelay -6` on this box receives client messages on the subscriber
 //! side and sends them upstream as RELAY-FORW; the server answers with RELAY-REPL. Both cross the

@@ -34,11 +34,6 @@ impl<'a> Reader<'a> {
         self.buf.len().saturating_sub(self.pos)
     }
 
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.remaining() == 0
-    }
-
     /// The next `n` bytes, or `Truncated` naming `what`.
     #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Error> {
@@ -83,16 +78,6 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Error> {
         Ok(self.array::<1>(what)?[0])
-    }
-
-    #[inline]
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, Error> {
-        Ok(u16::from_be_bytes(self.array(what)?))
-    }
-
-    #[inline]
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, Error> {
-        Ok(u32::from_be_bytes(self.array(what)?))
     }
 
     #[inline]

@@ -12,7 +12,7 @@
 //! later call returns `Error::StreamFailed`.
 
 use super::error::Error;
-use super::message::Message;
+use super::owned::Message;
 
 /// Size of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 2;

@@ -10,33 +10,14 @@
 //! An IAPREFIX keeps the prefix bytes and length exactly as sent (host bits and lengths over
 //! 128 included) so it round-trips; [`IaPrefix::prefix`] gives the checked network.
 
-use super::buf::{Reader, Writer};
-use super::codes::OptionCode;
+use super::buf::Writer;
 use super::error::Error;
-use super::option::{Ctx, Options};
+use super::owned::{Ia, IaAddr, IaPrefix, IaTa, Options};
 use crate::prefix::{Ipv6Prefix, PrefixError};
 use std::net::Ipv6Addr;
 
 /// Lifetime value meaning "forever" (RFC 8415 §7.7).
 pub const INFINITY: u32 = 0xffff_ffff;
-
-pub(crate) fn bad_len(at: usize, code: OptionCode, len: usize, expected: &'static str) -> Error {
-    Error::BadLength {
-        at,
-        code: code.0,
-        len,
-        expected,
-    }
-}
-
-/// IA_NA or IA_PD: an identity association with renewal timers (the variant says which).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ia {
-    pub iaid: u32,
-    pub t1: u32,
-    pub t2: u32,
-    pub options: Options,
-}
 
 impl Ia {
     pub fn new(iaid: u32, t1: u32, t2: u32) -> Self {
@@ -46,23 +27,6 @@ impl Ia {
             t2,
             options: Options::new(),
         }
-    }
-
-    pub(crate) fn parse_body(
-        code: OptionCode,
-        mut r: Reader<'_>,
-        at: usize,
-        ctx: Ctx,
-    ) -> Result<Self, Error> {
-        if r.remaining() < 12 {
-            return Err(bad_len(at, code, r.remaining(), "at least 12"));
-        }
-        Ok(Ia {
-            iaid: r.u32("IAID")?,
-            t1: r.u32("T1")?,
-            t2: r.u32("T2")?,
-            options: Options::parse_in(r, ctx.nested(at)?)?,
-        })
     }
 
     pub(crate) fn body_len(&self) -> usize {
@@ -77,24 +41,7 @@ impl Ia {
     }
 }
 
-/// IA_TA: temporary addresses, no timers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IaTa {
-    pub iaid: u32,
-    pub options: Options,
-}
-
 impl IaTa {
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        if r.remaining() < 4 {
-            return Err(bad_len(at, OptionCode::IA_TA, r.remaining(), "at least 4"));
-        }
-        Ok(IaTa {
-            iaid: r.u32("IAID")?,
-            options: Options::parse_in(r, ctx.nested(at)?)?,
-        })
-    }
-
     pub(crate) fn body_len(&self) -> usize {
         4 + self.options.buffer_len()
     }
@@ -103,15 +50,6 @@ impl IaTa {
         w.u32(self.iaid)?;
         self.options.emit_to(w)
     }
-}
-
-/// IAADDR: one address lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IaAddr {
-    pub addr: Ipv6Addr,
-    pub preferred: u32,
-    pub valid: u32,
-    pub options: Options,
 }
 
 impl IaAddr {
@@ -124,23 +62,6 @@ impl IaAddr {
         }
     }
 
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        if r.remaining() < 24 {
-            return Err(bad_len(
-                at,
-                OptionCode::IAADDR,
-                r.remaining(),
-                "at least 24",
-            ));
-        }
-        Ok(IaAddr {
-            addr: r.addr("IAADDR address")?,
-            preferred: r.u32("preferred-lifetime")?,
-            valid: r.u32("valid-lifetime")?,
-            options: Options::parse_in(r, ctx.nested(at)?)?,
-        })
-    }
-
     pub(crate) fn body_len(&self) -> usize {
         24 + self.options.buffer_len()
     }
@@ -151,16 +72,6 @@ impl IaAddr {
         w.u32(self.valid)?;
         self.options.emit_to(w)
     }
-}
-
-/// IAPREFIX: one delegated prefix lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IaPrefix {
-    pub preferred: u32,
-    pub valid: u32,
-    pub prefix_len: u8,
-    pub prefix_addr: Ipv6Addr,
-    pub options: Options,
 }
 
 impl IaPrefix {
@@ -177,24 +88,6 @@ impl IaPrefix {
     /// The delegated network, host bits cleared; an error if the length is over 128.
     pub fn prefix(&self) -> Result<Ipv6Prefix, PrefixError> {
         Ipv6Prefix::new_truncating(self.prefix_addr, self.prefix_len)
-    }
-
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        if r.remaining() < 25 {
-            return Err(bad_len(
-                at,
-                OptionCode::IAPREFIX,
-                r.remaining(),
-                "at least 25",
-            ));
-        }
-        Ok(IaPrefix {
-            preferred: r.u32("preferred-lifetime")?,
-            valid: r.u32("valid-lifetime")?,
-            prefix_len: r.u8("prefix-length")?,
-            prefix_addr: r.addr("IAPREFIX prefix")?,
-            options: Options::parse_in(r, ctx.nested(at)?)?,
-        })
     }
 
     pub(crate) fn body_len(&self) -> usize {

@@ -9,23 +9,12 @@
 //! LQ_BASE_TIME / LQ_START_TIME / LQ_END_TIME body: seconds since the epoch(4)
 //! ```
 
-use super::buf::{Reader, Writer};
-use super::codes::{OptionCode, QueryType};
+use super::buf::Writer;
+use super::codes::QueryType;
 use super::duid::Duid;
 use super::error::Error;
-use super::ia::{IaAddr, IaPrefix, bad_len};
-use super::message::RelayMessage;
-use super::option::{Ctx, Options};
+use super::owned::{ClientData, IaAddr, IaPrefix, LqQuery, LqRelayData, Options};
 use std::net::Ipv6Addr;
-
-/// OPTION_LQ_QUERY: what a requestor asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LqQuery {
-    pub query_type: QueryType,
-    /// The link to search; `::` means every link (RFC 5007 §4.1.2.1).
-    pub link_address: Ipv6Addr,
-    pub options: Options,
-}
 
 impl LqQuery {
     pub fn new(query_type: QueryType, link_address: Ipv6Addr) -> Self {
@@ -34,22 +23,6 @@ impl LqQuery {
             link_address,
             options: Options::new(),
         }
-    }
-
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        if r.remaining() < 17 {
-            return Err(bad_len(
-                at,
-                OptionCode::LQ_QUERY,
-                r.remaining(),
-                "at least 17",
-            ));
-        }
-        Ok(LqQuery {
-            query_type: QueryType(r.u8("query-type")?),
-            link_address: r.addr("link-address")?,
-            options: Options::parse_in(r, ctx.nested(at)?)?,
-        })
     }
 
     pub(crate) fn body_len(&self) -> usize {
@@ -61,12 +34,6 @@ impl LqQuery {
         w.addr(&self.link_address)?;
         self.options.emit_to(w)
     }
-}
-
-/// OPTION_CLIENT_DATA: everything a server knows about one client (RFC 5007 §4.1.2.2).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ClientData {
-    pub options: Options,
 }
 
 impl ClientData {
@@ -97,33 +64,7 @@ impl ClientData {
     }
 }
 
-/// OPTION_LQ_RELAY_DATA: the last relay message the server got for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LqRelayData {
-    /// The address of the relay agent that sent it (or the client, for a direct message).
-    pub peer_address: Ipv6Addr,
-    /// The RELAY-FORW chain, without the client's own message.
-    pub relay: RelayMessage,
-}
-
 impl LqRelayData {
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        if r.remaining() < 16 + RelayMessage::HEADER_LEN {
-            return Err(bad_len(
-                at,
-                OptionCode::LQ_RELAY_DATA,
-                r.remaining(),
-                "at least 50 (peer-address and a relay header)",
-            ));
-        }
-        let peer_address = r.addr("peer-address")?;
-        let relay = RelayMessage::parse_in(r, ctx.nested(at)?.new_relay_chain())?;
-        Ok(LqRelayData {
-            peer_address,
-            relay,
-        })
-    }
-
     pub(crate) fn body_len(&self) -> usize {
         16 + self.relay.buffer_len()
     }

@@ -1,4 +1,5 @@
-//! DHCPv6 messages, owned: client/server messages and relay messages (RFC 8415 §8, §9).
+//! DHCPv6 messages, owned: client/server messages and relay messages (RFC 8415 §8, §9): their
+//! constructors, accessors and encoding (the types are in `owned`, decoding in `decode`).
 //!
 //! ```text
 //! client/server: msg-type(1) transaction-id(3) options(*)
@@ -8,57 +9,17 @@
 //! uses the client/server layout. A relay message's RELAY_MSG holds the next level, up to
 //! [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH) relay headers; RELAY_MSG anywhere else is `Error::WrongKind`.
 
-use super::buf::{Reader, Writer};
+use super::buf::Writer;
 use super::codes::MessageType;
+use super::context::{CLIENT_HEADER_LEN, RELAY_HEADER_LEN};
 use super::error::Error;
-use super::option::{Ctx, Options};
+use super::owned::{ClientMessage, Message, Options, RelayMessage};
 use std::net::Ipv6Addr;
 
 /// Largest transaction id (24 bits).
 pub const MAX_TRANSACTION_ID: u32 = 0x00ff_ffff;
 
-/// A DHCPv6 message of either layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    Client(ClientMessage),
-    Relay(RelayMessage),
-}
-
-/// A client/server message (every type but RELAY-FORW/RELAY-REPL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientMessage {
-    pub msg_type: MessageType,
-    /// 24-bit transaction id; values over [`MAX_TRANSACTION_ID`] fail to emit.
-    pub transaction_id: u32,
-    pub options: Options,
-}
-
-/// A RELAY-FORW or RELAY-REPL message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayMessage {
-    pub msg_type: MessageType,
-    pub hop_count: u8,
-    pub link_address: Ipv6Addr,
-    pub peer_address: Ipv6Addr,
-    pub options: Options,
-}
-
 impl Message {
-    /// Parses a whole message from `bytes`.
-    pub fn parse(bytes: &[u8]) -> Result<Message, Error> {
-        Message::parse_in(Reader::new(bytes, 0), Ctx::top())
-    }
-
-    pub(crate) fn parse_in(r: Reader<'_>, ctx: Ctx) -> Result<Message, Error> {
-        let mut peek = r.clone();
-        let t = MessageType(peek.u8("message type")?);
-        if t.is_relay() {
-            Ok(Message::Relay(RelayMessage::parse_in(r, ctx)?))
-        } else {
-            Ok(Message::Client(ClientMessage::parse_in(r, ctx)?))
-        }
-    }
-
     pub fn msg_type(&self) -> MessageType {
         match self {
             Message::Client(m) => m.msg_type,
@@ -150,7 +111,7 @@ impl From<RelayMessage> for Message {
 
 impl ClientMessage {
     /// Header bytes before the options.
-    pub const HEADER_LEN: usize = 4;
+    pub const HEADER_LEN: usize = CLIENT_HEADER_LEN;
 
     pub fn new(msg_type: MessageType, transaction_id: u32) -> Self {
         ClientMessage {
@@ -158,39 +119,6 @@ impl ClientMessage {
             transaction_id,
             options: Options::new(),
         }
-    }
-
-    /// Parses a client/server message; a relay type is `Error::WrongKind`.
-    pub fn parse(bytes: &[u8]) -> Result<ClientMessage, Error> {
-        ClientMessage::parse_in(Reader::new(bytes, 0), Ctx::top())
-    }
-
-    pub(crate) fn parse_in(mut r: Reader<'_>, ctx: Ctx) -> Result<ClientMessage, Error> {
-        let at = r.offset();
-        let have = r.remaining();
-        if have < Self::HEADER_LEN {
-            return Err(Error::Truncated {
-                at,
-                what: "message header",
-                need: Self::HEADER_LEN,
-                have,
-            });
-        }
-        let msg_type = MessageType(r.u8("message type")?);
-        if msg_type.is_relay() {
-            return Err(Error::WrongKind {
-                at,
-                what: "relay message where a client/server message was expected",
-            });
-        }
-        let [a, b, c] = r.array::<3>("transaction id")?;
-        let transaction_id = u32::from_be_bytes([0, a, b, c]);
-        let options = Options::parse_in(r, ctx.enter_client())?;
-        Ok(ClientMessage {
-            msg_type,
-            transaction_id,
-            options,
-        })
     }
 
     pub fn buffer_len(&self) -> usize {
@@ -234,7 +162,7 @@ impl ClientMessage {
 
 impl RelayMessage {
     /// Header bytes before the options.
-    pub const HEADER_LEN: usize = 34;
+    pub const HEADER_LEN: usize = RELAY_HEADER_LEN;
 
     pub fn new(
         msg_type: MessageType,
@@ -249,52 +177,6 @@ impl RelayMessage {
             peer_address,
             options: Options::new(),
         }
-    }
-
-    /// Parses a relay message; a client/server type is `Error::WrongKind`.
-    pub fn parse(bytes: &[u8]) -> Result<RelayMessage, Error> {
-        RelayMessage::parse_in(Reader::new(bytes, 0), Ctx::top())
-    }
-
-    pub(crate) fn parse_in(mut r: Reader<'_>, ctx: Ctx) -> Result<RelayMessage, Error> {
-        let at = r.offset();
-        let have = r.remaining();
-        if have < Self::HEADER_LEN {
-            // A single byte is enough to tell the kind: report that first.
-            if let Ok(t) = r.clone().u8("message type") {
-                if !MessageType(t).is_relay() {
-                    return Err(Error::WrongKind {
-                        at,
-                        what: "client/server message where a relay message was expected",
-                    });
-                }
-            }
-            return Err(Error::Truncated {
-                at,
-                what: "relay message header",
-                need: Self::HEADER_LEN,
-                have,
-            });
-        }
-        let msg_type = MessageType(r.u8("message type")?);
-        if !msg_type.is_relay() {
-            return Err(Error::WrongKind {
-                at,
-                what: "client/server message where a relay message was expected",
-            });
-        }
-        let inner = ctx.enter_relay(at)?;
-        let hop_count = r.u8("hop-count")?;
-        let link_address = r.addr("link-address")?;
-        let peer_address = r.addr("peer-address")?;
-        let options = Options::parse_in(r, inner)?;
-        Ok(RelayMessage {
-            msg_type,
-            hop_count,
-            link_address,
-            peer_address,
-            options,
-        })
     }
 
     /// The next level (RELAY_MSG content), if any.

@@ -1,11 +1,17 @@
 //! DHCPv6 wire format (RFC 8415, 5007, 5460, 7653): pure decode and encode, no I/O.
 //!
-//! Two faces, named so the split shows:
+//! Two faces over one parser:
+//! - the **borrowed view** (the hot path; `view` module) walks a received message's options in
+//!   place without allocating, and is where every decode check is written (headers, lengths,
+//!   nesting bounds, where RELAY_MSG may appear);
 //! - the **owned representation** — [`Message`] (`Client(ClientMessage)` | `Relay(RelayMessage)`),
-//!   [`Options`], [`DhcpOption`] — with `parse`, `buffer_len`, `emit` and `to_vec`: what we build
-//!   and send, and what tests and tools compare;
-//! - the **borrowed view** (the hot path; `view` module) that walks a received message's
-//!   options in place without allocating.
+//!   [`Options`], [`DhcpOption`] — with `buffer_len`, `emit` and `to_vec`: what we build and send,
+//!   and what tests and tools compare. Its `parse` copies out of a checked view (`decode`), so
+//!   both faces accept the same bytes and report the same error at the same offset.
+//!
+//! Module layering, one way only: `context` (limits, nesting) and `buf` at the bottom; `view` on
+//! them; `owned` declares the recursive owned types together; `message`, `option`, `ia`, `lq`
+//! give them behaviour; `decode` joins the view to the owned types.
 //!
 //! Typed options: CLIENTID, SERVERID, RELAY_ID (as [`Duid`]), IA_NA, IA_TA, IA_PD, IAADDR,
 //! IAPREFIX, ORO, ELAPSED_TIME, RELAY_MSG, STATUS_CODE, INTERFACE_ID, REMOTE_ID, SUBSCRIBER_ID,
@@ -23,23 +29,29 @@
 mod buf;
 pub mod bulk;
 mod codes;
+mod context;
+mod decode;
 mod duid;
 mod error;
 mod ia;
 mod lq;
 mod message;
 mod option;
+mod owned;
 pub mod pretty;
 mod status;
 pub mod view;
 
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
+pub use context::{MAX_NESTING, MAX_RELAY_DEPTH};
 pub use duid::Duid;
 pub use error::Error;
-pub use ia::{INFINITY, Ia, IaAddr, IaPrefix, IaTa};
-pub use lq::{ClientData, LqQuery, LqRelayData};
-pub use message::{ClientMessage, MAX_TRANSACTION_ID, Message, RelayMessage};
-pub use option::{DhcpOption, MAX_NESTING, MAX_RELAY_DEPTH, Options};
+pub use ia::INFINITY;
+pub use message::MAX_TRANSACTION_ID;
+pub use owned::{
+    ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
+    Message, Options, RelayMessage,
+};
 pub use status::Status;
 pub use view::{ClientView, MessageView, OptionRef, OptionView, OptionsIter, RelayView};
 

@@ -8,152 +8,20 @@
 //! parses, `emit(parse(b)) == b`. A known option whose body breaks its layout (a 1-byte
 //! STATUS_CODE, a 3-byte ELAPSED_TIME) is an error, never a panic.
 //!
-//! Nesting is bounded: at most [`MAX_NESTING`] levels of encapsulated options in one buffer, and at
-//! most [`MAX_RELAY_DEPTH`] relay headers in one relay chain.
+//! Nesting is bounded: at most [`MAX_NESTING`](super::MAX_NESTING) levels of encapsulated options in one buffer, and at
+//! most [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH) relay headers in one relay chain (checked in the view;
+//! decoding is in `decode`).
 
-use super::buf::{Reader, Writer};
+use super::buf::Writer;
 use super::codes::OptionCode;
 use super::codes::StatusCode;
 use super::duid::Duid;
 use super::error::Error;
-use super::ia::{Ia, IaAddr, IaPrefix, IaTa, bad_len};
-use super::lq::{ClientData, LqQuery, LqRelayData};
-use super::message::Message;
+use super::owned::{
+    ClientData, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData, Message, Options,
+};
 use super::status::Status;
 use std::net::Ipv6Addr;
-use std::ops::{Deref, DerefMut};
-
-/// Most relay headers accepted in one chain. RFC 3315 §5.1 had HOP_COUNT_LIMIT 32; RFC 8415
-/// §7.6 lowered the relay's limit to 8, but a decoder must still read what older relays send.
-pub const MAX_RELAY_DEPTH: usize = 32;
-
-/// Most levels of encapsulated options (RELAY_MSG, IA_NA, CLIENT_DATA, ...) in one buffer. Room
-/// for a maximal relay chain plus a full leasequery reply, and a bound on recursion.
-pub const MAX_NESTING: usize = 64;
-
-/// Where an option list sits: how deep, and whether RELAY_MSG is allowed there. Small and
-/// `Copy` because every borrowed view carries one.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ctx {
-    nesting: u8,
-    relay_depth: u8,
-    pub(crate) in_relay: bool,
-}
-
-impl Ctx {
-    pub(crate) fn top() -> Ctx {
-        Ctx {
-            nesting: 0,
-            relay_depth: 0,
-            in_relay: false,
-        }
-    }
-
-    /// The context for options encapsulated in the option at `at`.
-    pub(crate) fn nested(self, at: usize) -> Result<Ctx, Error> {
-        if usize::from(self.nesting) >= MAX_NESTING {
-            return Err(Error::TooDeep {
-                at,
-                what: "option encapsulation",
-                limit: MAX_NESTING,
-            });
-        }
-        Ok(Ctx {
-            nesting: self.nesting + 1,
-            relay_depth: self.relay_depth,
-            in_relay: false,
-        })
-    }
-
-    /// The context for the options of a relay message starting at `at` (one more relay level).
-    pub(crate) fn enter_relay(self, at: usize) -> Result<Ctx, Error> {
-        if usize::from(self.relay_depth) >= MAX_RELAY_DEPTH {
-            return Err(Error::TooDeep {
-                at,
-                what: "relay chain",
-                limit: MAX_RELAY_DEPTH,
-            });
-        }
-        Ok(Ctx {
-            nesting: self.nesting,
-            relay_depth: self.relay_depth + 1,
-            in_relay: true,
-        })
-    }
-
-    /// The context for a client/server message's options.
-    pub(crate) fn enter_client(self) -> Ctx {
-        Ctx {
-            in_relay: false,
-            ..self
-        }
-    }
-
-    /// LQ_RELAY_DATA starts a relay chain of its own.
-    pub(crate) fn new_relay_chain(self) -> Ctx {
-        Ctx {
-            relay_depth: 0,
-            ..self
-        }
-    }
-}
-
-/// One DHCPv6 option in its typed form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DhcpOption {
-    ClientId(Duid),
-    ServerId(Duid),
-    IaNa(Ia),
-    IaTa(IaTa),
-    IaAddr(IaAddr),
-    /// Requested option codes.
-    Oro(Vec<OptionCode>),
-    /// Hundredths of a second since the client began the exchange.
-    ElapsedTime(u16),
-    /// The relayed message (only in RELAY-FORW / RELAY-REPL).
-    RelayMsg(Box<Message>),
-    StatusCode(Status),
-    InterfaceId(Vec<u8>),
-    IaPd(Ia),
-    IaPrefix(IaPrefix),
-    /// RFC 4649: enterprise-number(4) remote-id(*).
-    RemoteId {
-        enterprise: u32,
-        remote_id: Vec<u8>,
-    },
-    /// RFC 4580.
-    SubscriberId(Vec<u8>),
-    /// RFC 6939: link-layer type(2) link-layer address(*).
-    ClientLinklayerAddr {
-        hw_type: u16,
-        addr: Vec<u8>,
-    },
-    /// RFC 5460 §5.4.1: the relay's DUID.
-    RelayId(Duid),
-    LqQuery(LqQuery),
-    ClientData(ClientData),
-    /// Seconds since the server last heard from the client.
-    CltTime(u32),
-    LqRelayData(Box<LqRelayData>),
-    /// Links a client is on (RFC 5007 §4.1.2.5).
-    LqClientLink(Vec<Ipv6Addr>),
-    LqBaseTime(u32),
-    LqStartTime(u32),
-    LqEndTime(u32),
-    /// Any other option, bytes exactly as sent.
-    Unknown {
-        code: OptionCode,
-        data: Vec<u8>,
-    },
-}
-
-fn fixed_u32(code: OptionCode, mut r: Reader<'_>, at: usize) -> Result<u32, Error> {
-    if r.remaining() != 4 {
-        return Err(bad_len(at, code, r.remaining(), "4"));
-    }
-    r.u32("32-bit option value")
-}
 
 impl DhcpOption {
     /// The option code on the wire.
@@ -185,116 +53,6 @@ impl DhcpOption {
             DhcpOption::LqEndTime(_) => OptionCode::LQ_END_TIME,
             DhcpOption::Unknown { code, .. } => *code,
         }
-    }
-
-    /// Parses one whole option (header included) from `bytes`, which must hold exactly it.
-    pub fn parse(bytes: &[u8]) -> Result<DhcpOption, Error> {
-        let mut opts = Options::parse_in(Reader::new(bytes, 0), Ctx::top())?;
-        match (opts.0.pop(), opts.0.is_empty()) {
-            (Some(o), true) => Ok(o),
-            (None, _) => Err(Error::Truncated {
-                at: 0,
-                what: "option header",
-                need: 4,
-                have: bytes.len(),
-            }),
-            (Some(_), false) => Err(Error::WrongKind {
-                at: 0,
-                what: "more than one option where one was expected",
-            }),
-        }
-    }
-
-    fn parse_body(code: OptionCode, r: Reader<'_>, at: usize, ctx: Ctx) -> Result<Self, Error> {
-        let len = r.remaining();
-        Ok(match code {
-            OptionCode::CLIENTID => DhcpOption::ClientId(Duid::parse(r.clone().rest())),
-            OptionCode::SERVERID => DhcpOption::ServerId(Duid::parse(r.clone().rest())),
-            OptionCode::RELAY_ID => DhcpOption::RelayId(Duid::parse(r.clone().rest())),
-            OptionCode::IA_NA => DhcpOption::IaNa(Ia::parse_body(code, r, at, ctx)?),
-            OptionCode::IA_PD => DhcpOption::IaPd(Ia::parse_body(code, r, at, ctx)?),
-            OptionCode::IA_TA => DhcpOption::IaTa(IaTa::parse_body(r, at, ctx)?),
-            OptionCode::IAADDR => DhcpOption::IaAddr(IaAddr::parse_body(r, at, ctx)?),
-            OptionCode::IAPREFIX => DhcpOption::IaPrefix(IaPrefix::parse_body(r, at, ctx)?),
-            OptionCode::ORO => {
-                if len % 2 != 0 {
-                    return Err(bad_len(at, code, len, "a multiple of 2"));
-                }
-                let body = r.clone().rest();
-                DhcpOption::Oro(
-                    body.chunks_exact(2)
-                        .filter_map(|c| <[u8; 2]>::try_from(c).ok())
-                        .map(|c| OptionCode(u16::from_be_bytes(c)))
-                        .collect(),
-                )
-            }
-            OptionCode::ELAPSED_TIME => {
-                if len != 2 {
-                    return Err(bad_len(at, code, len, "2"));
-                }
-                let mut r = r;
-                DhcpOption::ElapsedTime(r.u16("elapsed-time")?)
-            }
-            OptionCode::RELAY_MSG => {
-                if !ctx.in_relay {
-                    return Err(Error::WrongKind {
-                        at,
-                        what: "RELAY_MSG outside a relay message",
-                    });
-                }
-                DhcpOption::RelayMsg(Box::new(Message::parse_in(r, ctx.nested(at)?)?))
-            }
-            OptionCode::STATUS_CODE => DhcpOption::StatusCode(Status::parse_body(r, at)?),
-            OptionCode::INTERFACE_ID => DhcpOption::InterfaceId(r.clone().rest().to_vec()),
-            OptionCode::SUBSCRIBER_ID => DhcpOption::SubscriberId(r.clone().rest().to_vec()),
-            OptionCode::REMOTE_ID => {
-                if len < 4 {
-                    return Err(bad_len(at, code, len, "at least 4"));
-                }
-                let mut r = r;
-                DhcpOption::RemoteId {
-                    enterprise: r.u32("enterprise-number")?,
-                    remote_id: r.rest().to_vec(),
-                }
-            }
-            OptionCode::CLIENT_LINKLAYER_ADDR => {
-                if len < 2 {
-                    return Err(bad_len(at, code, len, "at least 2"));
-                }
-                let mut r = r;
-                DhcpOption::ClientLinklayerAddr {
-                    hw_type: r.u16("link-layer type")?,
-                    addr: r.rest().to_vec(),
-                }
-            }
-            OptionCode::LQ_QUERY => DhcpOption::LqQuery(LqQuery::parse_body(r, at, ctx)?),
-            OptionCode::CLIENT_DATA => DhcpOption::ClientData(ClientData {
-                options: Options::parse_in(r, ctx.nested(at)?)?,
-            }),
-            OptionCode::CLT_TIME => DhcpOption::CltTime(fixed_u32(code, r, at)?),
-            OptionCode::LQ_RELAY_DATA => {
-                DhcpOption::LqRelayData(Box::new(LqRelayData::parse_body(r, at, ctx)?))
-            }
-            OptionCode::LQ_CLIENT_LINK => {
-                if len % 16 != 0 {
-                    return Err(bad_len(at, code, len, "a multiple of 16"));
-                }
-                let body = r.clone().rest();
-                DhcpOption::LqClientLink(
-                    body.chunks_exact(16)
-                        .filter_map(|c| <[u8; 16]>::try_from(c).ok())
-                        .map(Ipv6Addr::from)
-                        .collect(),
-                )
-            }
-            OptionCode::LQ_BASE_TIME => DhcpOption::LqBaseTime(fixed_u32(code, r, at)?),
-            OptionCode::LQ_START_TIME => DhcpOption::LqStartTime(fixed_u32(code, r, at)?),
-            OptionCode::LQ_END_TIME => DhcpOption::LqEndTime(fixed_u32(code, r, at)?),
-            _ => DhcpOption::Unknown {
-                code,
-                data: r.clone().rest().to_vec(),
-            },
-        })
     }
 
     /// Length of the option body (without the 4-byte header).
@@ -386,43 +144,6 @@ impl DhcpOption {
     }
 }
 
-/// An ordered list of options (a message's, or those encapsulated in an option).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Options(pub Vec<DhcpOption>);
-
-impl Deref for Options {
-    type Target = Vec<DhcpOption>;
-    fn deref(&self) -> &Vec<DhcpOption> {
-        &self.0
-    }
-}
-
-impl DerefMut for Options {
-    fn deref_mut(&mut self) -> &mut Vec<DhcpOption> {
-        &mut self.0
-    }
-}
-
-impl From<Vec<DhcpOption>> for Options {
-    fn from(v: Vec<DhcpOption>) -> Self {
-        Options(v)
-    }
-}
-
-impl FromIterator<DhcpOption> for Options {
-    fn from_iter<I: IntoIterator<Item = DhcpOption>>(iter: I) -> Self {
-        Options(iter.into_iter().collect())
-    }
-}
-
-impl<'a> IntoIterator for &'a Options {
-    type Item = &'a DhcpOption;
-    type IntoIter = std::slice::Iter<'a, DhcpOption>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
 macro_rules! finder {
     ($(#[$m:meta])* $name:ident, $variant:ident, $ty:ty) => {
         $(#[$m])*
@@ -440,42 +161,6 @@ impl Options {
         Options(Vec::new())
     }
 
-    /// Reads options until `r` is exhausted.
-    pub(crate) fn parse_in(mut r: Reader<'_>, ctx: Ctx) -> Result<Options, Error> {
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            let at = r.offset();
-            if r.remaining() < 4 {
-                return Err(Error::Truncated {
-                    at,
-                    what: "option header",
-                    need: 4,
-                    have: r.remaining(),
-                });
-            }
-            let code = OptionCode(r.u16("option code")?);
-            let len = usize::from(r.u16("option length")?);
-            let room = r.remaining();
-            if len > room {
-                return Err(Error::OptionOverrun {
-                    at,
-                    code: code.0,
-                    len,
-                    room,
-                });
-            }
-            let body_at = r.offset();
-            let body = r.take(len, "option body")?;
-            out.push(DhcpOption::parse_body(
-                code,
-                Reader::new(body, body_at),
-                at,
-                ctx,
-            )?);
-        }
-        Ok(Options(out))
-    }
-
     /// Bytes on the wire for all the options.
     pub fn buffer_len(&self) -> usize {
         self.0.iter().map(DhcpOption::buffer_len).sum()
@@ -491,11 +176,6 @@ impl Options {
     /// The first option with `code`.
     pub fn find(&self, code: OptionCode) -> Option<&DhcpOption> {
         self.0.iter().find(|o| o.code() == code)
-    }
-
-    /// Every option with `code`, in order.
-    pub fn find_all(&self, code: OptionCode) -> impl Iterator<Item = &DhcpOption> {
-        self.0.iter().filter(move |o| o.code() == code)
     }
 
     finder!(/// CLIENTID.
@@ -596,16 +276,6 @@ impl Options {
             }
             _ => None,
         })
-    }
-
-    /// LQ_START_TIME.
-    pub fn lq_start_time(&self) -> Option<u32> {
-        self.u32_of(OptionCode::LQ_START_TIME)
-    }
-
-    /// LQ_END_TIME.
-    pub fn lq_end_time(&self) -> Option<u32> {
-        self.u32_of(OptionCode::LQ_END_TIME)
     }
 
     /// ELAPSED_TIME.

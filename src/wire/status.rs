@@ -6,10 +6,9 @@
 //! The message is kept as bytes: a server that sends invalid UTF-8 still tells us its status
 //! code, and the option still round-trips exactly. [`Status::text`] decodes it lossily for logs.
 
-use super::buf::{Reader, Writer};
-use super::codes::{OptionCode, StatusCode};
+use super::buf::Writer;
+use super::codes::StatusCode;
 use super::error::Error;
-use super::ia::bad_len;
 use std::borrow::Cow;
 
 /// A status code and its message.
@@ -31,21 +30,6 @@ impl Status {
     /// The message as text, invalid UTF-8 replaced.
     pub fn text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.message)
-    }
-
-    pub(crate) fn parse_body(mut r: Reader<'_>, at: usize) -> Result<Self, Error> {
-        if r.remaining() < 2 {
-            return Err(bad_len(
-                at,
-                OptionCode::STATUS_CODE,
-                r.remaining(),
-                "at least 2",
-            ));
-        }
-        Ok(Status {
-            code: StatusCode(r.u16("status-code")?),
-            message: r.rest().to_vec(),
-        })
     }
 
     pub(crate) fn body_len(&self) -> usize {

@@ -10,16 +10,17 @@
 //! No-panic contract: for any input bytes, no constructor, accessor or iterator in this module
 //! panics; every failure is a [`wire::Error`](super::Error) with the offset from the start of the
 //! buffer given to `new_checked`. Nesting follows the same limits as the owned parser
-//! ([`MAX_NESTING`](super::MAX_NESTING), [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH)), and a
-//! message accepted by a full walk here is accepted by [`Message::parse`](super::Message::parse)
-//! and vice versa (a property test pins this).
+//! ([`MAX_NESTING`](super::MAX_NESTING), [`MAX_RELAY_DEPTH`](super::MAX_RELAY_DEPTH)).
+//!
+//! This is the crate's one DHCPv6 parser: [`Message::parse`](super::Message::parse) and the other
+//! owned `parse` functions copy out of a checked view, so every check is written here once and a
+//! message accepted by a full walk is accepted by `Message::parse` with the same errors otherwise
+//! (a property test still pins it).
 
 use super::buf::Reader;
 use super::codes::{MessageType, OptionCode, QueryType, StatusCode};
+use super::context::{CLIENT_HEADER_LEN, Ctx, RELAY_HEADER_LEN, bad_len};
 use super::error::Error;
-use super::ia::bad_len;
-use super::message::{ClientMessage, RelayMessage};
-use super::option::Ctx;
 use crate::prefix::{Ipv6Prefix, PrefixError};
 use std::net::Ipv6Addr;
 
@@ -83,11 +84,11 @@ impl<'a> ClientView<'a> {
     fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
         let at = r.offset();
         let have = r.remaining();
-        if have < ClientMessage::HEADER_LEN {
+        if have < CLIENT_HEADER_LEN {
             return Err(Error::Truncated {
                 at,
                 what: "message header",
-                need: ClientMessage::HEADER_LEN,
+                need: CLIENT_HEADER_LEN,
                 have,
             });
         }
@@ -143,18 +144,20 @@ impl<'a> RelayView<'a> {
     fn checked_in(mut r: Reader<'a>, ctx: Ctx) -> Result<Self, Error> {
         let at = r.offset();
         let have = r.remaining();
-        let t = MessageType(r.clone().u8("message type")?);
-        if !t.is_relay() {
+        let kind = r.clone().u8("message type").map(MessageType);
+        // A single byte is enough to tell the kind: a wrong kind is reported before a short
+        // header, and no bytes at all is a short relay header.
+        if kind.is_ok_and(|t| !t.is_relay()) {
             return Err(Error::WrongKind {
                 at,
                 what: "client/server message where a relay message was expected",
             });
         }
-        if have < RelayMessage::HEADER_LEN {
+        if have < RELAY_HEADER_LEN {
             return Err(Error::Truncated {
                 at,
                 what: "relay message header",
-                need: RelayMessage::HEADER_LEN,
+                need: RELAY_HEADER_LEN,
                 have,
             });
         }
@@ -463,8 +466,7 @@ impl<'a> OptionView<'a> {
     pub fn lq_relay_data(&self) -> Result<LqRelayDataView<'a>, Error> {
         self.expect(OptionCode::LQ_RELAY_DATA, "option is not LQ_RELAY_DATA")?;
         let mut s = self.data;
-        let Some(peer_address) = addr(&mut s).filter(|_| s.len() >= RelayMessage::HEADER_LEN)
-        else {
+        let Some(peer_address) = addr(&mut s).filter(|_| s.len() >= RELAY_HEADER_LEN) else {
             return Err(self.bad_len("at least 50 (peer-address and a relay header)"));
         };
         let r = Reader::new(s, self.at + 4 + 16);

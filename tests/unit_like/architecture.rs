@@ -74,3 +74,42 @@ fn pure_modules_do_no_io() {
         bad.join("\n")
     );
 }
+
+/// No two files of one module folder import each other (`wire/`, `bulk/`): a pair that does is
+/// one concern split in two, or a shared piece that belongs below both. A sibling counts as
+/// imported when a file names `super::NAME` or `crate::FOLDER::NAME` for a sibling `NAME.rs`.
+#[test]
+fn sibling_files_do_not_import_each_other() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pairs = Vec::new();
+    for folder in ["wire", "bulk"] {
+        let dir = root.join("src").join(folder);
+        let mut siblings = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "rs") {
+                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                siblings.push((name, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+        assert!(siblings.len() > 2, "no files found in src/{folder}");
+        let imports = |text: &str, name: &str| {
+            [format!("super::{name}"), format!("crate::{folder}::{name}")]
+                .iter()
+                .any(|path| {
+                    text.match_indices(path.as_str()).any(|(i, _)| {
+                        let next = text[i + path.len()..].chars().next();
+                        !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
+                })
+        };
+        for (a, text_a) in &siblings {
+            for (b, text_b) in &siblings {
+                if a < b && imports(text_a, b) && imports(text_b, a) {
+                    pairs.push(format!("src/{folder}: {a}.rs <-> {b}.rs"));
+                }
+            }
+        }
+    }
+    assert!(pairs.is_empty(), "files that import each other: {pairs:#?}");
+}
