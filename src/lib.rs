@@ -19,6 +19,7 @@
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
+//! - [`supervise`] restarts a failed long-running task (every layer's shells use it).
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
@@ -36,4 +37,5 @@ pub mod pcap;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;
+pub mod supervise;
 pub mod wire;

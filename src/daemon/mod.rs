@@ -15,7 +15,7 @@
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
 //!
-//! Every long-running task runs under the [`supervise`] module's supervisor: a failure (an
+//! Every long-running task runs under the [`crate::supervise`] module's supervisor: a failure (an
 //! error, a panic, an early end) is logged with its cause, counted in
 //! `lqagent_task_restarts_total{task}` and restarted with backoff; channels survive restarts.
 //! The requestor cannot be restarted (see where it is spawned): its failure stops the process
@@ -34,7 +34,6 @@ pub mod reload;
 pub mod routes;
 pub mod setup;
 mod signals;
-pub mod supervise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,8 +45,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::supervise::{self, Lifetime, Supervisor};
 use signals::{Running, poll_requestor_stats};
-use supervise::{Lifetime, Supervisor};
 
 use crate::admission::{Admission, OwnAddresses};
 use crate::bulk::recovery::{CacheSink, recover};
