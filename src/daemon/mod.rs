@@ -32,10 +32,9 @@ pub mod export;
 pub mod ondemand;
 pub mod reload;
 pub mod routes;
-pub mod setup;
+pub mod settings;
 mod signals;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +47,7 @@ use tracing::{error, info, warn};
 use crate::supervise::{self, Lifetime, Supervisor};
 use signals::{Running, poll_requestor_stats};
 
-use crate::admission::{Admission, OwnAddresses};
+use crate::admission::OwnAddresses;
 use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
 use crate::cache::persist::{self, PersistConfig, StateWriter};
@@ -63,9 +62,7 @@ use crate::logging::LogReload;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
 use crate::requestor::udp;
-use crate::snoop::capture::CaptureConfig;
-use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
-use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
+use crate::snoop::trigger::{Trigger, TriggerError};
 use crate::wire::Duid;
 
 pub use ondemand::{OnDemand, UnknownSource};
@@ -180,10 +177,10 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     // Routes: the installer learns the interfaces and the box's own addresses first (the
     // snooper and admission need them), then reconciles the kernel against the loaded cache.
     let clock = AgentClock::new();
-    let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
+    let mut installer = Installer::new(settings::installer_config(&cfg)).await?;
     let own = Arc::new(OwnAddresses::default());
     installer.publish_addresses(own.clone());
-    let admission = Arc::new(Admission::from_config(&cfg, own.clone()));
+    let admission = Arc::new(settings::admission(&cfg, own.clone()));
 
     // The spoof guard, before anything is snooped: no subscriber may pass for this box.
     if cfg.snoop.spoof_guard {
@@ -232,9 +229,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     )?;
 
     let mapper = routes::RouteMapper::new(
-        cfg.links
-            .iter()
-            .map(|l| (l.link_address, l.interface.clone())),
+        settings::route_links(&cfg),
         cfg.routes.mirror_expiry.then_some(clock),
     );
     let installer_stats = installer.stats();
@@ -247,15 +242,15 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
     let report = installer.set_desired(specs).await?;
     info!(?report, "kernel reconciled against the loaded cache");
-    setup::unreachable_aggregates(&cfg).await;
+    routes::sync_unreachable(settings::unreachable_aggregates(&cfg)).await;
     let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
-    let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
+    let store = Arc::new(BindingStore::new(settings::cache_config(&cfg)));
     let route_task = tokio::spawn(supervise_routes(
         &sup,
         installer,
         route_rx,
         RouteRestart {
-            cfg: setup::installer_config(&cfg),
+            cfg: settings::installer_config(&cfg),
             stats: installer_stats.clone(),
             store: store.clone(),
             mapper: mapper.clone(),
@@ -264,13 +259,13 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 
     // The trigger's table, its known-source sets filled from the state file before any packet
     // is judged (in enforcement mode a known subscriber is never dropped for an empty set).
-    let trigger_links = TriggerLink::from_config(&cfg);
+    let trigger_links = settings::trigger_links(&cfg);
     let (trigger, trigger_events) = if trigger_links.is_empty() {
         (None, None)
     } else {
         let initial = loaded.leases.iter().map(|(k, l)| (*k, RouteView::of(k, l)));
         let (t, rx) = Trigger::start_supervised(
-            TriggerConfig::from_section(&cfg.trigger),
+            settings::trigger_config(&cfg),
             trigger_links.clone(),
             initial,
             &sup,
@@ -323,23 +318,21 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             .or_else(|_| udp::system_duid(None))
             .map_err(DaemonError::Duid)?,
     };
-    let udp_cfg = setup::udp_config(&cfg);
-    let (requestor, requestor_task) =
-        udp::spawn(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
-            .await
-            .map_err(|source| DaemonError::Requestor {
-                addr: udp_cfg.bind,
-                source,
-            })?;
+    let udp_cfg = settings::udp_config(&cfg);
+    let (requestor, requestor_task) = udp::spawn(
+        settings::requestor_config(&cfg, duid.clone()),
+        udp_cfg.clone(),
+    )
+    .await
+    .map_err(|source| DaemonError::Requestor {
+        addr: udp_cfg.bind,
+        source,
+    })?;
     // Not restartable: its transactions, rate limiters and every handle's channel live in the
     // one task (a new one would leave the bulk, on-demand and control paths talking to a closed
     // channel). Its failure ends the process loudly, and systemd starts it again.
     intake.spawn(sup.fatal("requestor", requestor_task));
-    let server_names: HashMap<std::net::Ipv6Addr, String> = cfg
-        .servers
-        .iter()
-        .map(|s| (s.address, s.name.clone()))
-        .collect();
+    let server_names = settings::server_names(&cfg);
     metrics
         .servers
         .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
@@ -394,7 +387,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     // Bulk recovery (runs on after READY; lqagent_recovery_in_progress shows it) and link-up
     // queries. A recovery run that dies is started again, only while none has finished.
     let bulk_stats = Arc::new(BulkStats::default());
-    let recovery = crate::bulk::settings::from_config(&cfg, Duid::parse(&duid));
+    let recovery = settings::recovery(&cfg, Duid::parse(&duid));
     let bulk_cfg = Arc::new(recovery.bulk.clone());
     let sink = CacheSink::new(cache.clone(), clock);
     if !recovery.plan.servers.is_empty() {
@@ -458,25 +451,11 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let snoop = if cfg.snoop.interfaces.is_empty() {
         None
     } else {
-        let capture = CaptureConfig {
-            interfaces: cfg.snoop.interfaces.clone(),
-            ..CaptureConfig::default()
-        };
-        let trust = SnoopTrust {
-            servers: cfg
-                .servers
-                .iter()
-                .map(|s| s.address)
-                .chain(cfg.snoop.trusted_sources.iter().copied())
-                .collect(),
-            own: own.clone(),
-        };
+        let capture = settings::capture_config(&cfg);
+        let trust = settings::snoop_trust(&cfg, own.clone());
         let stats = crate::snoop::shell::spawn_supervised(
             &capture,
-            ClassifyConfig {
-                srsn_option: cfg.leasequery.srsn_option,
-                ..ClassifyConfig::default()
-            },
+            settings::classify_config(&cfg),
             trust,
             clock,
             cache.clone(),
@@ -537,11 +516,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             trigger: trigger.as_ref().map(|t| t.handle().stats().clone()),
             requestor: requestor_stats,
             control: control_stats.clone(),
-            links: cfg
-                .links
-                .iter()
-                .map(|l| (l.link_address, l.name.clone()))
-                .collect(),
+            links: settings::link_names(&cfg),
             servers: server_names,
         },
     );
@@ -565,7 +540,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         routes: route_tx.clone(),
         metrics: metrics.clone(),
         clock,
-        links: control::link_names(&cfg),
+        links: settings::control_links(&cfg),
         started: tokio::time::Instant::now(),
         dry_run: cfg.routes.dry_run,
     });

@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::cache::{AgentClock, Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use crate::kernel::reconcile::RouteCommand;
-use crate::kernel::{LinkRef, RouteChange, RouteSpec};
+use crate::kernel::{LinkRef, RouteChange, RouteSpec, unreachable};
+use crate::prefix::Ipv6Prefix;
 use crate::snoop::trigger::TriggerHandle;
 
 /// How cache changes become route changes.
@@ -137,6 +138,29 @@ pub async fn feed_on(
         if !out.is_empty() && routes.send(RouteCommand::Apply(out)).await.is_err() {
             return;
         }
+    }
+}
+
+/// Bring the RFC 8987 R-5 unreachable aggregates in line with the configuration (`want` from
+/// [`super::settings::unreachable_aggregates`]; `None` under dry-run touches nothing). Failing
+/// to is logged, not fatal: the per-lease routes do not depend on them.
+pub async fn sync_unreachable(want: Option<(unreachable::Placement, Vec<Ipv6Prefix>)>) {
+    let Some((at, want)) = want else {
+        return;
+    };
+    match unreachable::sync(at, &want).await {
+        Ok(r) => {
+            tracing::info!(
+                aggregates = want.len(),
+                added = r.added.len(),
+                removed = r.removed.len(),
+                "unreachable routes for the delegated aggregates in place (RFC 8987 R-5)"
+            );
+            for (p, why) in &r.failed {
+                tracing::error!(prefix = %p, error = %why, "unreachable aggregate route refused");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "unreachable aggregate routes not synced"),
     }
 }
 
