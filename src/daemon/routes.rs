@@ -141,6 +141,9 @@ pub async fn feed_on(
     }
 }
 
+/// The log target these lines had before they moved here (log filters and searches name it).
+const UNREACHABLE_LOG_TARGET: &str = "lqagent::daemon::setup";
+
 /// Bring the RFC 8987 R-5 unreachable aggregates in line with the configuration (`want` from
 /// [`super::settings::unreachable_aggregates`]; `None` under dry-run touches nothing). Failing
 /// to is logged, not fatal: the per-lease routes do not depend on them.
@@ -151,16 +154,19 @@ pub async fn sync_unreachable(want: Option<(unreachable::Placement, Vec<Ipv6Pref
     match unreachable::sync(at, &want).await {
         Ok(r) => {
             tracing::info!(
+                target: UNREACHABLE_LOG_TARGET,
                 aggregates = want.len(),
                 added = r.added.len(),
                 removed = r.removed.len(),
                 "unreachable routes for the delegated aggregates in place (RFC 8987 R-5)"
             );
             for (p, why) in &r.failed {
-                tracing::error!(prefix = %p, error = %why, "unreachable aggregate route refused");
+                tracing::error!(target: UNREACHABLE_LOG_TARGET, prefix = %p, error = %why, "unreachable aggregate route refused");
             }
         }
-        Err(e) => tracing::error!(error = %e, "unreachable aggregate routes not synced"),
+        Err(e) => {
+            tracing::error!(target: UNREACHABLE_LOG_TARGET, error = %e, "unreachable aggregate routes not synced")
+        }
     }
 }
 
