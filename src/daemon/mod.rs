@@ -162,7 +162,6 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 
     let beats = start::heartbeats(&cache, &routes, snoop.as_ref());
     let control_stats = Arc::new(ControlStats::default());
-    let restarts = tasks.sup.restarts().clone();
     start::register_metrics(
         &metrics,
         export::Sources {
@@ -177,9 +176,9 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             control: control_stats.clone(),
             links: settings::link_names(&cfg),
             servers: settings::server_names(&cfg),
+            restarts: tasks.sup.restarts().clone(),
+            state: writer.handle().stats().clone(),
         },
-        &restarts,
-        &writer,
     );
     let responder = control::LiveResponder {
         cache: cache.clone(),

@@ -544,52 +544,9 @@ pub(super) fn snooping(
     Ok(Some(stats))
 }
 
-/// Step 10: the metrics of every module (read at scrape time) and, for the main loop, the
-/// heartbeats the watchdog watches. Returns the control socket's stats (exported here, counted
-/// by step 11).
-pub(super) fn register_metrics(
-    metrics: &Metrics,
-    sources: export::Sources,
-    restarts: &Arc<supervise::Restarts>,
-    writer: &StateWriter,
-) {
-    // Restarts by task label; `capture` also counts the sockets the capture tasks reopened
-    // themselves (an interface deleted and made again).
-    let r = restarts.clone();
-    r.counter("control");
-    let cap = sources.snoop.as_ref().map(|s| s.capture.clone());
-    metrics.register_stats(
-        crate::metrics::names::TASK_RESTARTS,
-        "Long-running tasks restarted after a failure, by task",
-        "task",
-        move || {
-            let mut v = r.snapshot();
-            let reopened = cap.as_ref().map_or(0, |c| {
-                c.get(crate::snoop::capture::CaptureCounter::Reopened)
-            });
-            match v.iter_mut().find(|(t, _)| *t == "capture") {
-                Some((_, n)) => *n += reopened,
-                None => v.push(("capture", reopened)),
-            }
-            v
-        },
-    );
+/// Step 10: the metrics of every module, read at scrape time (all registered by [`export`]).
+pub(super) fn register_metrics(metrics: &Metrics, sources: export::Sources) {
     export::register(metrics, sources);
-    // The state writer: its events, and whether it is degraded (disk full, I/O errors).
-    let ps = writer.handle().stats().clone();
-    metrics.register_stats(
-        crate::metrics::names::STATE_EVENTS,
-        "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
-        "event",
-        move || ps.snapshot(),
-    );
-    let (ps, gauge) = (
-        writer.handle().stats().clone(),
-        metrics.state_degraded.clone(),
-    );
-    metrics.on_scrape(move || {
-        gauge.set(i64::from(ps.is_degraded()));
-    });
 }
 
 /// What the watchdog watches: the cache, route and capture tasks' heartbeats.
