@@ -9,8 +9,9 @@
 //! [`Metrics::register_stats`] / [`Metrics::register_stats2`], read at scrape time, or, for
 //! the families defined here up front, brings them up to date in an [`Metrics::on_scrape`] hook.
 //! The exceptions are values that exist only as events (leasequery round trips, server health,
-//! netlink batch latency): the daemon hands those tasks a family handle and they observe as it
-//! happens.
+//! netlink batch latency, finished bulk queries), which the daemon's tasks observe through a
+//! family handle as they happen, and the gauges the start-up steps set themselves
+//! (`lqagent_routes_limit`, recovery in progress and its duration).
 //!
 //! Names follow the Prometheus conventions: `lqagent_` prefix, base units (`_seconds`), counters
 //! exposed with `_total`. Each name is a constant here, every label set is a type with enum
