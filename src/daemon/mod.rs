@@ -110,7 +110,7 @@ pub enum DaemonError {
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(path)?;
     cfg.check_host_for_run()?;
-    let log = crate::logging::init_reloadable(&cfg.log)?;
+    let log = crate::logging::init_reloadable(&settings::log_config(&cfg))?;
     if let Err(e) = cfg.check_state_dir() {
         warn!(error = %e, "the state directory cannot be written: starting with persistence degraded");
     }

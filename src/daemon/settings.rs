@@ -14,9 +14,10 @@ use crate::admission::{Admission, LinkRule, OwnAddresses};
 use crate::bulk::BulkConfig;
 use crate::bulk::recovery::RecoveryPlan;
 use crate::cache::CacheConfig;
-use crate::config::{BulkQuery, Config, ServerPolicy};
+use crate::config::{BulkQuery, Config, LogFormat, ServerPolicy};
 use crate::daemon::control::ControlLink;
 use crate::kernel::{InstallerConfig, LinkMapping, unreachable};
+use crate::logging::LogConfig;
 use crate::prefix::Ipv6Prefix;
 use crate::requestor::udp::UdpConfig;
 use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
@@ -24,6 +25,14 @@ use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
 use crate::snoop::trigger::{TriggerConfig, TriggerLink};
 use crate::wire::{Duid, SERVER_PORT};
+
+/// Logging: `[log]` format and level.
+pub fn log_config(cfg: &Config) -> LogConfig {
+    LogConfig {
+        json: cfg.log.format == LogFormat::Json,
+        level: cfg.log.level.clone(),
+    }
+}
 
 /// The requestor's settings; `duid` is our CLIENTID.
 pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
@@ -350,6 +359,13 @@ mod tests {
         assert_eq!(i.links.len(), cfg.links.len());
         assert_eq!(i.links[0].interface, cfg.links[0].interface);
         assert_eq!(i.links[0].link.len(), 128);
+        let l = log_config(&cfg);
+        assert_eq!(l.level, cfg.log.level);
+        assert_eq!(l.json, cfg.log.format == LogFormat::Json);
+        let json =
+            Config::parse("[log]\nformat = \"json\"\n[[servers]]\naddress = \"2001:db8::1\"\n")
+                .expect("json log config parses");
+        assert!(log_config(&json).json);
     }
 
     #[test]
