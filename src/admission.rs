@@ -213,23 +213,6 @@ impl Admission {
         }
     }
 
-    /// The rules of every configured link.
-    pub fn from_config(cfg: &crate::config::Config, own: Arc<OwnAddresses>) -> Self {
-        let links = cfg
-            .links
-            .iter()
-            .map(|l| LinkRule {
-                name: Arc::from(l.name.as_str()),
-                interface: Arc::from(l.interface.as_str()),
-                link_address: l.link_address,
-                interface_id: l.interface_id.clone().map(Vec::into_boxed_slice),
-                subscriber_prefixes: l.subscriber_prefixes.clone(),
-                delegated_length: l.delegated_length,
-            })
-            .collect();
-        Admission::new(links, cfg.servers.iter().map(|s| s.address), own)
-    }
-
     pub fn stats(&self) -> &AdmissionStats {
         &self.stats
     }

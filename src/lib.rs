@@ -19,6 +19,7 @@
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
+//! - [`supervise`] restarts a failed long-running task (every layer's shells use it).
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
@@ -45,4 +46,5 @@ pub mod pcap;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;
+pub mod supervise;
 pub mod wire;

@@ -11,7 +11,14 @@
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{LogFormat, LogSection};
+/// How the agent logs (the daemon fills it from the `[log]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One JSON object per line; else human text.
+    pub json: bool,
+    /// A `tracing` filter directive (`info`, `lqagent=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+}
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +64,7 @@ fn stderr_colour() -> bool {
 /// A subscriber writing to `writer` in the configured format; `ansi` allows colour in text
 /// output (see [`colour`]; JSON never has any).
 pub fn subscriber<W>(
-    section: &LogSection,
+    section: &LogConfig,
     rust_log: Option<&str>,
     writer: W,
     ansi: bool,
@@ -70,15 +77,16 @@ where
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(true)
-        .with_ansi(ansi && section.format == LogFormat::Text);
-    Ok(match section.format {
-        LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+        .with_ansi(ansi && !section.json);
+    Ok(if section.json {
+        Box::new(builder.json().flatten_event(true).finish())
+    } else {
+        Box::new(builder.finish())
     })
 }
 
 /// Install the global subscriber (stderr). Call once, before anything logs.
-pub fn init(section: &LogSection) -> Result<(), LogError> {
+pub fn init(section: &LogConfig) -> Result<(), LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let sub = subscriber(
         section,
@@ -119,33 +127,28 @@ impl LogReload {
 }
 
 /// Like [`init`], keeping a handle to change the level later (the daemon's SIGHUP).
-pub fn init_reloadable(section: &LogSection) -> Result<LogReload, LogError> {
+pub fn init_reloadable(section: &LogConfig) -> Result<LogReload, LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let pinned = rust_log.as_deref().is_some_and(|s| !s.trim().is_empty());
     let f = filter(&section.level, rust_log.as_deref())?;
     let base = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(true)
-        .with_ansi(stderr_colour() && section.format == LogFormat::Text);
-    let set: SetFilter = match section.format {
-        LogFormat::Text => {
-            let b = base.with_env_filter(f).with_filter_reloading();
-            let h = b.reload_handle();
-            tracing::subscriber::set_global_default(b.finish())
-                .map_err(|_| LogError::AlreadySet)?;
-            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
-        }
-        LogFormat::Json => {
-            let b = base
-                .json()
-                .flatten_event(true)
-                .with_env_filter(f)
-                .with_filter_reloading();
-            let h = b.reload_handle();
-            tracing::subscriber::set_global_default(b.finish())
-                .map_err(|_| LogError::AlreadySet)?;
-            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
-        }
+        .with_ansi(stderr_colour() && !section.json);
+    let set: SetFilter = if section.json {
+        let b = base
+            .json()
+            .flatten_event(true)
+            .with_env_filter(f)
+            .with_filter_reloading();
+        let h = b.reload_handle();
+        tracing::subscriber::set_global_default(b.finish()).map_err(|_| LogError::AlreadySet)?;
+        Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
+    } else {
+        let b = base.with_env_filter(f).with_filter_reloading();
+        let h = b.reload_handle();
+        tracing::subscriber::set_global_default(b.finish()).map_err(|_| LogError::AlreadySet)?;
+        Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
     };
     Ok(LogReload {
         set: (!pinned).then_some(set),
@@ -178,9 +181,9 @@ mod tests {
         }
     }
 
-    fn section(format: LogFormat, level: &str) -> LogSection {
-        LogSection {
-            format,
+    fn section(json: bool, level: &str) -> LogConfig {
+        LogConfig {
+            json,
             level: level.to_string(),
         }
     }
@@ -196,7 +199,7 @@ mod tests {
     #[test]
     fn json_lines_carry_fields_and_respect_level() {
         let buf = Buf::default();
-        let sub = subscriber(&section(LogFormat::Json, "info"), None, buf.clone(), true).unwrap();
+        let sub = subscriber(&section(true, "info"), None, buf.clone(), true).unwrap();
         tracing::subscriber::with_default(sub, || {
             tracing::info!(server = "2001:db8::547", "leasequery sent");
             tracing::debug!("filtered out at info");
@@ -212,13 +215,7 @@ mod tests {
     #[test]
     fn rust_log_overrides_config_level() {
         let buf = Buf::default();
-        let sub = subscriber(
-            &section(LogFormat::Text, "warn"),
-            Some("debug"),
-            buf.clone(),
-            false,
-        )
-        .unwrap();
+        let sub = subscriber(&section(false, "warn"), Some("debug"), buf.clone(), false).unwrap();
         tracing::subscriber::with_default(sub, || tracing::debug!("visible via RUST_LOG"));
         let lines = lines(&buf);
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -239,17 +236,17 @@ mod tests {
 
     #[test]
     fn text_without_ansi_has_no_escapes_and_json_never_does() {
-        for (format, ansi) in [(LogFormat::Text, false), (LogFormat::Json, true)] {
+        for (json, ansi) in [(false, false), (true, true)] {
             let buf = Buf::default();
-            let sub = subscriber(&section(format, "info"), None, buf.clone(), ansi).unwrap();
+            let sub = subscriber(&section(json, "info"), None, buf.clone(), ansi).unwrap();
             tracing::subscriber::with_default(sub, || tracing::info!(k = 1, "hello"));
             let text = lines(&buf).join("\n");
             assert!(text.contains("hello"), "{text}");
-            assert!(!text.contains('\x1b'), "{format:?}: {text:?}");
+            assert!(!text.contains('\x1b'), "json={json}: {text:?}");
         }
         // The flag does reach the formatter: with colour on, text carries escapes.
         let buf = Buf::default();
-        let sub = subscriber(&section(LogFormat::Text, "info"), None, buf.clone(), true).unwrap();
+        let sub = subscriber(&section(false, "info"), None, buf.clone(), true).unwrap();
         tracing::subscriber::with_default(sub, || tracing::info!("hello"));
         assert!(lines(&buf).join("\n").contains("\x1b["));
     }

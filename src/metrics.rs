@@ -1,11 +1,17 @@
 //! Prometheus metrics: what happened, as API.
 //!
 //! One [`Metrics`] value holds the registry and a handle to every family. Handles are cheap
-//! clones around atomics (`Family`, `Counter`, `Histogram` are `Arc` inside), so the daemon hands
-//! `metrics.leasequeries.clone()` to whichever task counts queries and that task calls `inc()`
-//! without locks. Modules that keep their own plain stats struct (drops by reason, …) are
-//! exported without a dependency on this crate's types: [`Metrics::register_stats`] takes a
-//! closure that snapshots `(label, value)` pairs at scrape time.
+//! clones around atomics (`Family`, `Counter`, `Histogram` are `Arc` inside).
+//!
+//! How values reach the registry: every module keeps its own plain atomic stats and exposes a
+//! `snapshot()` of `(label, value)` pairs; it never imports this module. The daemon
+//! (`daemon::export`, the one place that does) registers each snapshot with
+//! [`Metrics::register_stats`] / [`Metrics::register_stats2`], read at scrape time, or, for
+//! the families defined here up front, brings them up to date in an [`Metrics::on_scrape`] hook.
+//! The exceptions are values that exist only as events (leasequery round trips, server health,
+//! netlink batch latency, finished bulk queries), which the daemon's tasks observe through a
+//! family handle as they happen, and the gauges the start-up steps set themselves
+//! (`lqagent_routes_limit`, recovery in progress and its duration).
 //!
 //! Names follow the Prometheus conventions: `lqagent_` prefix, base units (`_seconds`), counters
 //! exposed with `_total`. Each name is a constant here, every label set is a type with enum
@@ -54,7 +60,7 @@ pub mod names {
     pub const SERVER_UP: &str = "lqagent_server_up";
     pub const SERVER_LAST_SUCCESS: &str = "lqagent_server_last_success_timestamp_seconds";
     pub const ROUTES_LIMIT: &str = "lqagent_routes_limit";
-    /// Registered by [`crate::control::ControlStats::register`], not by `Metrics::new`.
+    /// Registered by the daemon (`daemon::export`) from the control socket's own stats.
     pub const CONTROL_EVENTS: &str = "lqagent_control_events";
     /// Registered by the daemon (`daemon::export`) from the modules' own stats.
     pub const ON_DEMAND: &str = "lqagent_on_demand";

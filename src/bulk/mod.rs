@@ -10,7 +10,6 @@
 pub mod core;
 pub mod linkup;
 pub mod recovery;
-pub mod settings;
 pub mod stats;
 pub mod tcp;
 
@@ -23,7 +22,7 @@ pub const BULK_LQ_DATA_TIMEOUT: Duration = Duration::from_secs(300);
 /// RFC 5460 §7.1 BULK_LQ_MAX_CONNS (we use one connection per server at a time).
 pub const BULK_LQ_MAX_CONNS: usize = 10;
 
-/// Bulk leasequery settings (composed into the daemon's config).
+/// Bulk leasequery settings (the daemon derives them from its configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkConfig {
     /// Our DUID, sent as CLIENTID in every query.

@@ -134,45 +134,4 @@ impl BulkStats {
             .map(|d| (d.label(), self.discarded(*d)))
             .collect()
     }
-
-    /// Export as `lqagent_bulk_events_total{event}` and `lqagent_bulk_discarded_total{reason}`
-    /// (documented in docs/metrics.md).
-    pub fn register(self: &std::sync::Arc<Self>, m: &crate::metrics::Metrics) {
-        let s = self.clone();
-        m.register_stats(
-            "lqagent_bulk_events",
-            "Bulk leasequery progress: connections, queries, retries, bindings, bytes",
-            "event",
-            move || s.snapshot(),
-        );
-        let s = self.clone();
-        m.register_stats(
-            "lqagent_bulk_discarded",
-            "Bulk leasequery messages discarded, by reason",
-            "reason",
-            move || s.discard_snapshot(),
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    #[test]
-    fn registered_counters_show_in_the_exposition() {
-        let stats = Arc::new(BulkStats::default());
-        let m = crate::metrics::Metrics::new();
-        stats.register(&m);
-        stats.add(Counter::Bindings, 42);
-        stats.discard(Discard::NoCltTime);
-        let text = m.encode();
-        assert!(
-            text.contains("lqagent_bulk_events_total{event=\"bindings\"} 42"),
-            "{text}"
-        );
-        assert!(text.contains("lqagent_bulk_discarded_total{reason=\"no_clt_time\"} 1"));
-        assert!(text.contains("lqagent_bulk_events_total{event=\"connects\"} 0"));
-    }
 }

@@ -367,7 +367,7 @@ fn cache_cap_keys_default_validate_and_reach_the_cache() {
          max_bindings_per_link = 40\nmax_bindings = 50\n[[servers]]\naddress = \"2001:db8::1\"\n",
     )
     .unwrap();
-    let m = crate::daemon::setup::cache_config(&set).merge;
+    let m = crate::daemon::settings::cache_config(&set).merge;
     assert_eq!(
         (
             m.max_prefixes_per_client,

@@ -305,7 +305,7 @@ pub enum ControlError {
     Timeout(std::time::Duration),
 }
 
-/// Counters of the control server, exported with `Metrics::register_stats`.
+/// Counters of the control server; `daemon::export` registers [`ControlStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct ControlStats {
     pub requests: std::sync::atomic::AtomicU64,
@@ -318,17 +318,6 @@ pub struct ControlStats {
 }
 
 impl ControlStats {
-    /// Export as `lqagent_control_events_total{event=...}`.
-    pub fn register(self: &std::sync::Arc<Self>, metrics: &crate::metrics::Metrics) {
-        let me = self.clone();
-        metrics.register_stats(
-            crate::metrics::names::CONTROL_EVENTS,
-            "Control socket requests and refusals, by event",
-            "event",
-            move || me.snapshot(),
-        );
-    }
-
     /// `(label, count)` pairs for `lqagent_control_events_total{event=...}`.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         use std::sync::atomic::Ordering::Relaxed;

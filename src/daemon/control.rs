@@ -281,18 +281,6 @@ impl Responder for LiveResponder {
     }
 }
 
-/// The configured links, for [`LiveResponder::links`].
-pub fn link_names(cfg: &crate::config::Config) -> Arc<[ControlLink]> {
-    cfg.links
-        .iter()
-        .map(|l| ControlLink {
-            name: l.name.clone(),
-            address: l.link_address,
-            interface: l.interface.clone(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

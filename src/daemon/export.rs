@@ -1,10 +1,12 @@
-//! Every module's own stats, exported through `metrics` at scrape time.
+//! Every module's own stats, exported through `metrics` at scrape time. This is the one place
+//! that registers a module's stats with [`Metrics`]: modules keep plain atomic counters and a
+//! `snapshot()`, and know nothing of the registry.
 //!
-//! Two ways in: modules whose counters are plain `(label, count)` snapshots become their own
-//! families with [`Metrics::register_stats`] (read at each scrape); the families `metrics`
-//! defines up front (`lqagent_route_events_total`, `lqagent_bindings`, …) are brought up to
-//! date by an [`Metrics::on_scrape`] hook that adds each counter's growth since the last scrape
-//! and sets gauges. Per-batch netlink latency is observed as it happens.
+//! A module's `(label, count)` snapshot becomes its own family with
+//! [`Metrics::register_stats`] (read at each scrape). The families `metrics` defines up front
+//! (`lqagent_route_events_total`, `lqagent_bindings`, …) are brought up to date by an
+//! [`Metrics::on_scrape`] hook that adds each counter's growth since the last scrape and sets
+//! gauges. Per-batch netlink latency and finished bulk queries are observed as they happen.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::admission::Admission;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
+use crate::cache::persist::PersistStats;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
@@ -26,6 +29,7 @@ use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::classify::ClassifyCounter;
 use crate::snoop::shell::SnoopStats;
 use crate::snoop::trigger::{TriggerCounter, TriggerStats};
+use crate::supervise::Restarts;
 
 use super::ondemand::OnDemandStats;
 
@@ -64,6 +68,10 @@ pub struct Sources {
     pub links: HashMap<Ipv6Addr, String>,
     /// Server address → configured name (`lqagent_leasequeries_total{server}`).
     pub servers: HashMap<Ipv6Addr, String>,
+    /// Task restarts by task label (the supervisor's).
+    pub restarts: Arc<Restarts>,
+    /// The state writer's events and degraded flag.
+    pub state: Arc<PersistStats>,
 }
 
 /// `lqagent_admission_rejected_total{source,reason}`: what admission refused, and the snooped
@@ -98,11 +106,80 @@ fn register_admission(m: &Metrics, s: &Sources) {
     );
 }
 
+/// `lqagent_task_restarts_total{task}`; `capture` also counts the sockets the capture tasks
+/// reopened themselves (an interface deleted and made again).
+fn register_restarts(m: &Metrics, s: &Sources) {
+    let r = s.restarts.clone();
+    r.counter("control");
+    let cap = s.snoop.as_ref().map(|s| s.capture.clone());
+    m.register_stats(
+        names::TASK_RESTARTS,
+        "Long-running tasks restarted after a failure, by task",
+        "task",
+        move || {
+            let mut v = r.snapshot();
+            let reopened = cap.as_ref().map_or(0, |c| {
+                c.get(crate::snoop::capture::CaptureCounter::Reopened)
+            });
+            match v.iter_mut().find(|(t, _)| *t == "capture") {
+                Some((_, n)) => *n += reopened,
+                None => v.push(("capture", reopened)),
+            }
+            v
+        },
+    );
+}
+
+/// `lqagent_bulk_events_total{event}` and `lqagent_bulk_discarded_total{reason}`.
+fn register_bulk(m: &Metrics, bulk: &Arc<BulkStats>) {
+    let s = bulk.clone();
+    m.register_stats(
+        "lqagent_bulk_events",
+        "Bulk leasequery progress: connections, queries, retries, bindings, bytes",
+        "event",
+        move || s.snapshot(),
+    );
+    let s = bulk.clone();
+    m.register_stats(
+        "lqagent_bulk_discarded",
+        "Bulk leasequery messages discarded, by reason",
+        "reason",
+        move || s.discard_snapshot(),
+    );
+}
+
+/// `lqagent_control_events_total{event}`.
+pub fn register_control(m: &Metrics, control: &Arc<ControlStats>) {
+    let me = control.clone();
+    m.register_stats(
+        names::CONTROL_EVENTS,
+        "Control socket requests and refusals, by event",
+        "event",
+        move || me.snapshot(),
+    );
+}
+
+/// The state writer: its events, and whether it is degraded (disk full, I/O errors).
+fn register_state(m: &Metrics, state: &Arc<PersistStats>) {
+    let ps = state.clone();
+    m.register_stats(
+        names::STATE_EVENTS,
+        "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
+        "event",
+        move || ps.snapshot(),
+    );
+    let (ps, gauge) = (state.clone(), m.state_degraded.clone());
+    m.on_scrape(move || {
+        gauge.set(i64::from(ps.is_degraded()));
+    });
+}
+
 /// Register everything in `m`.
 pub fn register(m: &Metrics, s: Sources) {
+    register_restarts(m, &s);
     register_admission(m, &s);
-    s.bulk.register(m);
-    s.control.register(m);
+    register_bulk(m, &s.bulk);
+    register_control(m, &s.control);
     let od = s.on_demand.clone();
     m.register_stats(
         names::ON_DEMAND,
@@ -191,6 +268,7 @@ pub fn register(m: &Metrics, s: Sources) {
     s.installer
         .observe_batches(move |d| hist.observe(d.as_secs_f64()));
 
+    register_state(m, &s.state);
     let m2 = m.clone();
     let routes = Deltas::default();
     let snooped = Deltas::default();
@@ -332,5 +410,22 @@ mod tests {
         assert_eq!(d.take(vec![("a", 3), ("b", 0)]), vec![("a", 3)]);
         assert_eq!(d.take(vec![("a", 5), ("b", 1)]), vec![("a", 2), ("b", 1)]);
         assert!(d.take(vec![("a", 5), ("b", 1)]).is_empty());
+    }
+
+    #[test]
+    fn registered_bulk_counters_show_in_the_exposition() {
+        use crate::bulk::core::Discard;
+        let stats = Arc::new(BulkStats::default());
+        let m = Metrics::new();
+        register_bulk(&m, &stats);
+        stats.add(BulkCounter::Bindings, 42);
+        stats.discard(Discard::NoCltTime);
+        let text = m.encode();
+        assert!(
+            text.contains("lqagent_bulk_events_total{event=\"bindings\"} 42"),
+            "{text}"
+        );
+        assert!(text.contains("lqagent_bulk_discarded_total{reason=\"no_clt_time\"} 1"));
+        assert!(text.contains("lqagent_bulk_events_total{event=\"connects\"} 0"));
     }
 }

@@ -15,7 +15,9 @@
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
 //!
-//! Every long-running task runs under the [`supervise`] module's supervisor: a failure (an
+//! Each step of that order is one function in [`start`], called in turn by `serve`.
+//!
+//! Every long-running task runs under the [`crate::supervise`] module's supervisor: a failure (an
 //! error, a panic, an early end) is logged with its cause, counted in
 //! `lqagent_task_restarts_total{task}` and restarted with backoff; channels survive restarts.
 //! The requestor restarts on the same socket and command channel (queries in flight end as
@@ -32,42 +34,30 @@ pub mod export;
 pub mod ondemand;
 pub mod reload;
 pub mod routes;
-pub mod setup;
+pub mod settings;
 mod signals;
-pub mod supervise;
+mod start;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use signals::{Running, poll_requestor_stats};
-use supervise::{Lifetime, Supervisor};
+use signals::Running;
 
-use crate::admission::{Admission, OwnAddresses};
-use crate::bulk::recovery::{CacheSink, recover};
-use crate::bulk::stats::BulkStats;
-use crate::cache::persist::{self, PersistConfig, StateWriter};
-use crate::cache::task::{self as cache_task, CacheTaskConfig};
-use crate::cache::{AgentClock, BindingStore, RouteView};
+use crate::cache::persist;
+use crate::cache::{BindingStore, RouteView};
 use crate::config::{Config, ConfigError};
 use crate::control::ControlStats;
-use crate::control::server::ControlSocket;
 use crate::kernel::reconcile;
 use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
-use crate::metrics::Metrics;
 use crate::notify::{self, Notify};
-use crate::requestor::udp;
-use crate::snoop::capture::CaptureConfig;
-use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
-use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
-use crate::wire::Duid;
+use crate::snoop::trigger::{Trigger, TriggerError};
+use crate::supervise::{self, Lifetime, Supervisor};
 
 pub use ondemand::{OnDemand, UnknownSource};
 
@@ -120,7 +110,7 @@ pub enum DaemonError {
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let cfg = Config::load(path)?;
     cfg.check_host_for_run()?;
-    let log = crate::logging::init_reloadable(&cfg.log)?;
+    let log = crate::logging::init_reloadable(&settings::log_config(&cfg))?;
     if let Err(e) = cfg.check_state_dir() {
         warn!(error = %e, "the state directory cannot be written: starting with persistence degraded");
     }
@@ -136,486 +126,102 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     r
 }
 
+/// The start-up steps in order (each in [`start`]), READY=1, then the main loop until a signal
+/// or a fatal task failure ends it.
 async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonError> {
     info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "lqagent starting");
-    let (stop, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut intake = JoinSet::new();
-    let (sup, mut fatal) = Supervisor::new(stop.subscribe(), supervise::Policy::default());
-
-    // /metrics and the control socket (each run after a failure binds again).
-    let metrics = Metrics::new();
-    let listener = crate::metrics::http::bind(cfg.metrics.listen).await?;
-    {
-        let (mut first, m, addr, stopped) = (
-            Some(listener),
-            metrics.clone(),
-            cfg.metrics.listen,
-            stopped.clone(),
-        );
-        intake.spawn(sup.restart("metrics_http", Lifetime::Forever, move |_| {
-            let (l, m, stopped) = (first.take(), m.clone(), stopped.clone());
-            async move {
-                let l = match l {
-                    Some(l) => l,
-                    None => crate::metrics::http::bind(addr).await?,
-                };
-                crate::metrics::http::serve(l, m, stopped()).await;
-                Ok::<(), crate::metrics::http::HttpError>(())
-            }
-        }));
-    }
-    if let Some(dir) = cfg.control.socket.parent() {
-        // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let access = crate::control::access::Access::for_this_process(cfg.show_gid()?)
-        .map_err(DaemonError::Runtime)?;
-    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access.clone())?;
-
-    // Routes: the installer learns the interfaces and the box's own addresses first (the
-    // snooper and admission need them), then reconciles the kernel against the loaded cache.
-    let clock = AgentClock::new();
-    let mut installer = Installer::new(setup::installer_config(&cfg)).await?;
-    let own = Arc::new(OwnAddresses::default());
-    installer.publish_addresses(own.clone());
-    let admission = Arc::new(Admission::from_config(&cfg, own.clone()));
-
-    // The spoof guard, before anything is snooped: no subscriber may pass for this box.
-    if cfg.snoop.spoof_guard {
-        let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
-        if let Some(script) = crate::snoop::guard::install(&ifaces) {
-            crate::snoop::trigger::nft::run("nft", &script, Duration::from_secs(10))
-                .await
-                .map_err(DaemonError::Guard)?;
-            info!(interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
-        }
-    }
-
-    // The state file: leases as they were, expired ones dropped, and each one admitted again
-    // (the configuration may have changed since it was written).
-    let mut loaded = match persist::load(&cfg.state_dir, clock.now()) {
-        Ok(l) => l,
-        Err(e) => {
-            error!(error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
-            persist::Loaded::default()
-        }
-    };
-    let behind_ms = loaded.check_clock(clock.now(), 2_000);
-    if behind_ms > 0 {
-        error!(
-            behind_secs = behind_ms / 1000,
-            "the wall clock is earlier than the state file's last write: clock reset or not yet \
-             synced? Lease lifetimes are kept relative to the write time"
-        );
-    }
-    let before = loaded.leases.len();
-    loaded
-        .leases
-        .retain_mut(|(k, l)| admission.admit_restored(k, l).is_ok());
-    info!(
-        leases = loaded.leases.len(),
-        expired = loaded.expired,
-        refused = before - loaded.leases.len(),
-        damaged = loaded.damaged.len(),
-        lost_records = loaded.lost_records,
-        "state file loaded"
-    );
-    let writer = StateWriter::start(
-        PersistConfig::new(&cfg.state_dir),
-        loaded.leases.clone(),
-        loaded.generation,
-    )?;
-
-    let mapper = routes::RouteMapper::new(
-        cfg.links
-            .iter()
-            .map(|l| (l.link_address, l.interface.clone())),
-        cfg.routes.mirror_expiry.then_some(clock),
-    );
-    let installer_stats = installer.stats();
-    metrics
-        .routes_limit
-        .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
-    let specs = loaded
-        .leases
-        .iter()
-        .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
-    let report = installer.set_desired(specs).await?;
-    info!(?report, "kernel reconciled against the loaded cache");
-    setup::unreachable_aggregates(&cfg).await;
-    let (route_tx, route_rx) = mpsc::channel(ROUTE_COMMANDS);
-    let store = Arc::new(BindingStore::new(setup::cache_config(&cfg)));
-    let route_task = tokio::spawn(supervise_routes(
-        &sup,
-        installer,
-        route_rx,
-        RouteRestart {
-            cfg: setup::installer_config(&cfg),
-            stats: installer_stats.clone(),
-            store: store.clone(),
-            mapper: mapper.clone(),
-        },
-    ));
-
-    // The trigger's table, its known-source sets filled from the state file before any packet
-    // is judged (in enforcement mode a known subscriber is never dropped for an empty set).
-    let trigger_links = TriggerLink::from_config(&cfg);
-    let (trigger, trigger_events) = if trigger_links.is_empty() {
-        (None, None)
-    } else {
-        let initial = loaded.leases.iter().map(|(k, l)| (*k, RouteView::of(k, l)));
-        let (t, rx) = Trigger::start_supervised(
-            TriggerConfig::from_section(&cfg.trigger),
-            trigger_links.clone(),
-            initial,
-            &sup,
-        )
-        .await?;
-        info!(
-            links = trigger_links.len(),
-            group = cfg.trigger.nflog_group,
-            enforcement = cfg.trigger.enforcement,
-            "unknown-source trigger installed (nft table ip6 lqagent)"
-        );
-        (Some(t), Some(rx))
-    };
-
-    // The cache, its change stream feeding the route task. A restarted cache task works on
-    // the same store and channels (the loaded leases go in on the first run only).
-    let (cache, changes, cache_runner) = cache_task::start_admitted(
-        store.clone(),
+    let (mut tasks, fatal) = start::Tasks::new();
+    let listeners = start::listeners(&cfg, &mut tasks).await?;
+    let metrics = listeners.metrics.clone();
+    let kernel = start::kernel(&cfg).await?;
+    let clock = kernel.clock;
+    let (loaded, writer) = start::state(&cfg, clock, &kernel.admission)?;
+    let routes = start::reconcile(&cfg, kernel.installer, clock, &loaded, &metrics, &tasks).await?;
+    let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
+    let trigger_handle = trigger.as_ref().map(Trigger::handle);
+    let (cache, cache_task) = start::cache(
         clock,
-        Some(writer.handle()),
-        CacheTaskConfig::default(),
-        Some(admission.clone()),
+        &writer,
+        &kernel.admission,
+        loaded,
+        &routes,
+        trigger_handle.clone(),
+        &mut tasks,
     );
-    let mut restored = Some(loaded.leases);
-    let cache_task = tokio::spawn(sup.restart("cache", Lifetime::Forever, move |_| {
-        let run = cache_runner
-            .clone()
-            .run(restored.take().unwrap_or_default());
-        async move {
-            run.await;
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
-    {
-        let changes = Arc::new(tokio::sync::Mutex::new(changes));
-        let (rt, th) = (route_tx.clone(), trigger.as_ref().map(Trigger::handle));
-        intake.spawn(sup.restart("route_feed", Lifetime::Forever, move |_| {
-            let (m, c, rt, th) = (mapper.clone(), changes.clone(), rt.clone(), th.clone());
-            async move {
-                routes::feed_on(m, &mut *c.lock_owned().await, rt, th).await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
-    }
-
-    // Leasequery: the requestor and the on-demand path.
-    let duid = match &cfg.identity.client_duid {
-        Some(d) => d.clone(),
-        None => udp::system_duid(cfg.snoop.interfaces.first().map(String::as_str))
-            .or_else(|_| udp::system_duid(None))
-            .map_err(DaemonError::Duid)?,
-    };
-    let udp_cfg = setup::udp_config(&cfg);
-    let (requestor, requestor_runner) =
-        udp::spawn_restartable(setup::requestor_config(&cfg, duid.clone()), udp_cfg.clone())
-            .map_err(|source| DaemonError::Requestor {
-                addr: udp_cfg.bind,
-                source,
-            })?;
-    // The socket and the command channel outlive each run, so the bulk, on-demand and control
-    // paths keep their handles; a restart costs the queries in flight (they end as "stopped").
-    intake.spawn(sup.restart("requestor", Lifetime::UntilDone, move |run| {
-        let r = requestor_runner.clone();
-        async move {
-            tokio::select! {
-                () = r.run() => {}
-                () = supervise::test_fault("requestor"), if run == 0 => panic!("test hook: requestor task fails"),
-            }
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
-    let server_names: HashMap<std::net::Ipv6Addr, String> = cfg
-        .servers
-        .iter()
-        .map(|s| (s.address, s.name.clone()))
-        .collect();
-    metrics
-        .servers
-        .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
-    let (on_demand, od_runner) = ondemand::start(
-        ondemand::Lookup {
-            requestor: requestor.clone(),
-            cache: cache.clone(),
-            clock,
-            server_names: Arc::new(server_names.clone()),
-            metrics: Some(metrics.clone()),
-            relay_data: true,
-        },
-        &ondemand::OnDemandConfig::default(),
+    let lq = start::leasequery(&cfg, &cache, clock, &metrics, trigger_events, &mut tasks).await?;
+    let bulk_stats = start::recovery(
+        &cfg,
+        &lq.duid,
+        &cache,
+        clock,
+        &metrics,
+        &routes.commands,
+        &mut tasks,
     );
-    intake.spawn(sup.restart("ondemand", Lifetime::Forever, move |_| {
-        let run = od_runner.clone().run();
-        async move {
-            run.await;
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
-    if let Some(events) = trigger_events {
-        // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
-        let (od, events) = (on_demand.clone(), Arc::new(tokio::sync::Mutex::new(events)));
-        intake.spawn(sup.restart("nflog", Lifetime::Forever, move |_| {
-            let (od, events) = (od.clone(), events.clone());
-            async move {
-                let mut events = events.lock_owned().await;
-                while let Some(ev) = events.recv().await {
-                    od.try_submit(UnknownSource {
-                        source: ev.source,
-                        link_address: ev.link_address,
-                        interface: Some(ev.interface),
-                    });
-                }
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
-    }
-    let requestor_stats = Arc::new(Mutex::new(Default::default()));
-    {
-        let (r, st) = (requestor.clone(), requestor_stats.clone());
-        intake.spawn(
-            sup.restart("requestor_stats", Lifetime::UntilDone, move |_| {
-                let run = poll_requestor_stats(r.clone(), st.clone());
-                async move {
-                    run.await;
-                    Ok::<(), std::convert::Infallible>(())
-                }
-            }),
-        );
-    }
+    let snoop = start::snooping(&cfg, &kernel.own, clock, &cache, &mut tasks)?;
 
-    // Bulk recovery (runs on after READY; lqagent_recovery_in_progress shows it) and link-up
-    // queries. A recovery run that dies is started again, only while none has finished.
-    let bulk_stats = Arc::new(BulkStats::default());
-    let recovery = crate::bulk::settings::from_config(&cfg, Duid::parse(&duid));
-    let bulk_cfg = Arc::new(recovery.bulk.clone());
-    let sink = CacheSink::new(cache.clone(), clock);
-    if !recovery.plan.servers.is_empty() {
-        let (m, st, plan, c, s, rt) = (
-            metrics.clone(),
-            bulk_stats.clone(),
-            recovery.plan.clone(),
-            bulk_cfg.clone(),
-            sink.clone(),
-            route_tx.clone(),
-        );
-        m.recovery_in_progress.set(1);
-        intake.spawn(sup.restart("bulk", Lifetime::UntilDone, move |_| {
-            let (m, st, q, c, s, rt) = (
-                m.clone(),
-                st.clone(),
-                plan.startup(),
-                c.clone(),
-                s.clone(),
-                rt.clone(),
-            );
-            async move {
-                let report = recover(q, c, st, s).await;
-                m.recovery_in_progress.set(0);
-                m.recovery_duration.set(report.elapsed.as_secs_f64());
-                // Inherited routes go early only when every server gave its whole answer; a
-                // server given up on may hold the bindings that explain them (the grace period
-                // ends it).
-                if report.complete_servers() == report.servers.len() {
-                    info!(servers = report.servers.len(), elapsed = ?report.elapsed, "recovery complete");
-                    let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
-                } else {
-                    warn!(
-                        complete = report.complete_servers(),
-                        servers = report.servers.len(),
-                        "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
-                    );
-                }
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
-        if !recovery.interfaces.is_empty() {
-            let (plan, ifs, st) = (
-                recovery.plan.clone(),
-                recovery.interfaces.clone(),
-                bulk_stats.clone(),
-            );
-            intake.spawn(sup.restart("bulk", Lifetime::Forever, move |_| {
-                crate::bulk::linkup::watch(
-                    plan.clone(),
-                    ifs.clone(),
-                    bulk_cfg.clone(),
-                    st.clone(),
-                    sink.clone(),
-                )
-            }));
-        }
-    }
-
-    // Snooping.
-    let snoop = if cfg.snoop.interfaces.is_empty() {
-        None
-    } else {
-        let capture = CaptureConfig {
-            interfaces: cfg.snoop.interfaces.clone(),
-            ..CaptureConfig::default()
-        };
-        let trust = SnoopTrust {
-            servers: cfg
-                .servers
-                .iter()
-                .map(|s| s.address)
-                .chain(cfg.snoop.trusted_sources.iter().copied())
-                .collect(),
-            own: own.clone(),
-        };
-        let stats = crate::snoop::shell::spawn_supervised(
-            &capture,
-            ClassifyConfig {
-                srsn_option: cfg.leasequery.srsn_option,
-                ..ClassifyConfig::default()
-            },
-            trust,
-            clock,
-            cache.clone(),
-            &mut intake,
-            &sup,
-        )
-        .map_err(|source| DaemonError::Snoop {
-            interfaces: cfg.snoop.interfaces.clone(),
-            source,
-        })?;
-        info!(interfaces = ?cfg.snoop.interfaces, "snooping");
-        Some(stats)
-    };
-
-    // Metrics of every module, and the control socket's answers.
-    // Restarts by task label; `capture` also counts the sockets the capture tasks reopened
-    // themselves (an interface deleted and made again).
-    let r = sup.restarts().clone();
-    r.counter("control");
-    let cap = snoop.as_ref().map(|s| s.capture.clone());
-    metrics.register_stats(
-        crate::metrics::names::TASK_RESTARTS,
-        "Long-running tasks restarted after a failure, by task",
-        "task",
-        move || {
-            let mut v = r.snapshot();
-            let reopened = cap.as_ref().map_or(0, |c| {
-                c.get(crate::snoop::capture::CaptureCounter::Reopened)
-            });
-            match v.iter_mut().find(|(t, _)| *t == "capture") {
-                Some((_, n)) => *n += reopened,
-                None => v.push(("capture", reopened)),
-            }
-            v
+    let beats = start::heartbeats(&cache, &routes, snoop.as_ref());
+    let control_stats = Arc::new(ControlStats::default());
+    start::register_metrics(
+        &metrics,
+        export::Sources {
+            installer: routes.stats.clone(),
+            store: routes.store.clone(),
+            admission: kernel.admission.clone(),
+            snoop,
+            bulk: bulk_stats,
+            on_demand: lq.on_demand.stats().clone(),
+            trigger: trigger_handle.map(|t| t.stats().clone()),
+            requestor: lq.requestor_stats,
+            control: control_stats.clone(),
+            links: settings::link_names(&cfg),
+            servers: settings::server_names(&cfg),
+            restarts: tasks.sup.restarts().clone(),
+            state: writer.handle().stats().clone(),
         },
     );
-    // What the watchdog watches: the cache, route and capture tasks' heartbeats.
-    let beats = Heartbeats {
-        cache: cache.stats().clone(),
-        routes: installer_stats.clone(),
-        capture: snoop.as_ref().map(|s| s.capture.clone()),
+    let responder = control::LiveResponder {
+        cache: cache.clone(),
+        routes: routes.commands.clone(),
+        metrics: metrics.clone(),
+        clock,
+        links: settings::control_links(&cfg),
+        started: tokio::time::Instant::now(),
+        dry_run: cfg.routes.dry_run,
     };
+    start::control(&cfg, listeners, responder, control_stats, &mut tasks);
     // Test hook (never set in production): stall the cache task after READY to test the watchdog.
     let stall_cache = std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map(|s| (cache.clone(), Duration::from_secs(s)));
-    let control_stats = Arc::new(ControlStats::default());
-    export::register(
-        &metrics,
-        export::Sources {
-            installer: installer_stats,
-            store: store.clone(),
-            admission: admission.clone(),
-            snoop,
-            bulk: bulk_stats,
-            on_demand: on_demand.stats().clone(),
-            trigger: trigger.as_ref().map(|t| t.handle().stats().clone()),
-            requestor: requestor_stats,
-            control: control_stats.clone(),
-            links: cfg
-                .links
-                .iter()
-                .map(|l| (l.link_address, l.name.clone()))
-                .collect(),
-            servers: server_names,
-        },
-    );
-    // The state writer: its events, and whether it is degraded (disk full, I/O errors).
-    let ps = writer.handle().stats().clone();
-    metrics.register_stats(
-        crate::metrics::names::STATE_EVENTS,
-        "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
-        "event",
-        move || ps.snapshot(),
-    );
-    let (ps, gauge) = (
-        writer.handle().stats().clone(),
-        metrics.state_degraded.clone(),
-    );
-    metrics.on_scrape(move || {
-        gauge.set(i64::from(ps.is_degraded()));
-    });
-    let responder = Arc::new(control::LiveResponder {
-        cache: cache.clone(),
-        routes: route_tx.clone(),
-        metrics: metrics.clone(),
-        clock,
-        links: control::link_names(&cfg),
-        started: tokio::time::Instant::now(),
-        dry_run: cfg.routes.dry_run,
-    });
-    {
-        let (mut first, path, access) = (
-            Some(control_socket),
-            cfg.control.socket.clone(),
-            access.clone(),
-        );
-        intake.spawn(sup.restart("control", Lifetime::Forever, move |_| {
-            let (sock, path, access) = (first.take(), path.clone(), access.clone());
-            let (responder, stats, stopped) =
-                (responder.clone(), control_stats.clone(), stopped.clone());
-            async move {
-                let sock = match sock {
-                    Some(s) => s,
-                    None => ControlSocket::bind_with(&path, access)?,
-                };
-                sock.serve(responder, stats, stopped()).await;
-                Ok::<(), crate::control::ControlError>(())
-            }
-        }));
-    }
     drop(cache);
 
-    let mut running = Running {
+    let running = Running {
         cfg,
         path,
         log,
-        requestor,
-        routes: route_tx,
-        intake,
-        stop,
+        requestor: lq.requestor,
+        routes: routes.commands,
+        intake: tasks.intake,
+        stop: tasks.stop,
         cache_task,
-        route_task,
-        store,
+        route_task: routes.task,
+        store: routes.store,
         writer,
-        on_demand,
+        on_demand: lq.on_demand,
         trigger,
     };
+    main_loop(running, beats, stall_cache, fatal).await
+}
+
+/// READY=1, then signals, the watchdog and fatal task failures until the agent stops.
+async fn main_loop(
+    mut running: Running,
+    beats: Heartbeats,
+    stall_cache: Option<(crate::cache::task::CacheHandle, Duration)>,
+    mut fatal: mpsc::UnboundedReceiver<supervise::Fatal>,
+) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;

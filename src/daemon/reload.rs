@@ -35,7 +35,7 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     if old.limits.global_qps != new.limits.global_qps
         || old.limits.per_link_qps != new.limits.per_link_qps
     {
-        let (g, l) = super::setup::rates(new);
+        let (g, l) = super::settings::rates(new);
         p.live.push(Live::Rates(g, l));
     }
     if old.routes.reconcile_interval != new.routes.reconcile_interval {

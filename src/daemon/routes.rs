@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::cache::{AgentClock, Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use crate::kernel::reconcile::RouteCommand;
-use crate::kernel::{LinkRef, RouteChange, RouteSpec};
+use crate::kernel::{LinkRef, RouteChange, RouteSpec, unreachable};
+use crate::prefix::Ipv6Prefix;
 use crate::snoop::trigger::TriggerHandle;
 
 /// How cache changes become route changes.
@@ -136,6 +137,35 @@ pub async fn feed_on(
             .collect();
         if !out.is_empty() && routes.send(RouteCommand::Apply(out)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// The log target these lines had before they moved here (log filters and searches name it).
+const UNREACHABLE_LOG_TARGET: &str = "lqagent::daemon::setup";
+
+/// Bring the RFC 8987 R-5 unreachable aggregates in line with the configuration (`want` from
+/// [`super::settings::unreachable_aggregates`]; `None` under dry-run touches nothing). Failing
+/// to is logged, not fatal: the per-lease routes do not depend on them.
+pub async fn sync_unreachable(want: Option<(unreachable::Placement, Vec<Ipv6Prefix>)>) {
+    let Some((at, want)) = want else {
+        return;
+    };
+    match unreachable::sync(at, &want).await {
+        Ok(r) => {
+            tracing::info!(
+                target: UNREACHABLE_LOG_TARGET,
+                aggregates = want.len(),
+                added = r.added.len(),
+                removed = r.removed.len(),
+                "unreachable routes for the delegated aggregates in place (RFC 8987 R-5)"
+            );
+            for (p, why) in &r.failed {
+                tracing::error!(target: UNREACHABLE_LOG_TARGET, prefix = %p, error = %why, "unreachable aggregate route refused");
+            }
+        }
+        Err(e) => {
+            tracing::error!(target: UNREACHABLE_LOG_TARGET, error = %e, "unreachable aggregate routes not synced")
         }
     }
 }

@@ -97,7 +97,7 @@ fn every_family_has_help_and_is_documented() {
     let m = Metrics::new();
     exercise(&m);
     let control = std::sync::Arc::new(lqagent::control::ControlStats::default());
-    control.register(&m);
+    lqagent::daemon::export::register_control(&m, &control);
     control
         .requests
         .fetch_add(2, std::sync::atomic::Ordering::Relaxed);

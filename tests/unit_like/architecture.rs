@@ -113,3 +113,75 @@ fn sibling_files_do_not_import_each_other() {
     }
     assert!(pairs.is_empty(), "files that import each other: {pairs:#?}");
 }
+
+/// Every `.rs` file under `src/`, relative to it.
+fn all_sources(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let rel = p
+                    .strip_prefix(root.join("src"))
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                out.push((rel, p));
+            }
+        }
+    }
+    out
+}
+
+/// Lines of `file` (comments cut off) that name one of `words`.
+fn uses(file: &Path, words: &[&str]) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut bad = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for word in words {
+            if code.contains(word) {
+                bad.push(format!("{}:{}: uses `{word}`", file.display(), no + 1));
+            }
+        }
+    }
+    bad
+}
+
+/// The configuration reaches the modules only through `daemon::settings`: below the daemon and
+/// the CLI, no module imports `crate::config`; and none imports upward into `daemon` or
+/// registers itself with `metrics` (the daemon's `export` does that from the modules' stats).
+#[test]
+fn lower_modules_import_neither_config_nor_daemon_nor_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = all_sources(root);
+    assert!(
+        files.iter().any(|(r, _)| r == "admission.rs"),
+        "admission.rs must be among the checked files"
+    );
+    let mut bad = Vec::new();
+    for (rel, path) in &files {
+        let top = rel.split('/').next().unwrap_or("");
+        let upper = matches!(
+            top,
+            "daemon" | "cli" | "main.rs" | "lib.rs" | "config" | "config.rs"
+        );
+        if upper {
+            continue;
+        }
+        let own_metrics = top == "metrics" || top == "metrics.rs";
+        let mut words = vec!["crate::config", "crate::daemon"];
+        if !own_metrics {
+            words.push("crate::metrics");
+        }
+        bad.extend(uses(path, &words));
+    }
+    assert!(
+        bad.is_empty(),
+        "lower modules must take their settings, not the configuration, and not reach up:\n{}",
+        bad.join("\n")
+    );
+}

@@ -31,12 +31,11 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config;
 use crate::prefix::Ipv6Prefix;
 
 pub use shell::{Trigger, TriggerError, TriggerHandle};
 
-/// Trigger settings (the `[trigger]` section supplies group and enforcement; the rest are defaults).
+/// Trigger settings (the daemon fills group and enforcement from its configuration; the rest are defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerConfig {
     pub nflog_group: u16,
@@ -94,17 +93,6 @@ impl Default for TriggerConfig {
     }
 }
 
-impl TriggerConfig {
-    /// Defaults with the operator's `[trigger]` settings.
-    pub fn from_section(s: &config::TriggerSection) -> Self {
-        TriggerConfig {
-            nflog_group: s.nflog_group,
-            enforcement: s.enforcement,
-            ..TriggerConfig::default()
-        }
-    }
-}
-
 /// One subscriber link the trigger watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerLink {
@@ -112,25 +100,6 @@ pub struct TriggerLink {
     pub interface: Arc<str>,
     pub link_address: Ipv6Addr,
     pub subscriber_prefixes: Vec<Ipv6Prefix>,
-}
-
-impl TriggerLink {
-    /// The configured links with `trigger = true` (none when `[trigger] enabled = false`).
-    pub fn from_config(c: &config::Config) -> Vec<TriggerLink> {
-        if !c.trigger.enabled {
-            return Vec::new();
-        }
-        c.links
-            .iter()
-            .filter(|l| l.trigger && !l.subscriber_prefixes.is_empty())
-            .map(|l| TriggerLink {
-                name: l.name.as_str().into(),
-                interface: l.interface.as_str().into(),
-                link_address: l.link_address,
-                subscriber_prefixes: l.subscriber_prefixes.clone(),
-            })
-            .collect()
-    }
 }
 
 /// A packet from a source nothing in the cache covers.

@@ -19,7 +19,7 @@ use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerLink, TriggerStats, UnknownSource};
 use crate::cache::{Change, LeaseKey, RouteView};
-use crate::daemon::supervise::{Lifetime, Supervisor};
+use crate::supervise::{Lifetime, Supervisor};
 
 /// Why the trigger could not start.
 #[derive(Debug, thiserror::Error)]

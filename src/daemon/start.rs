@@ -1,0 +1,605 @@
+//! The start-up steps of `lqagent run`, one function each, in the order [`super::serve`] calls
+//! them (the order the daemon's module doc draws). Each step takes what it needs from the steps
+//! before it and returns what later ones need, so the order is visible in `serve` and a step
+//! cannot use what is not yet there. Every long-running task is spawned into [`Tasks`] under
+//! the supervisor.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use super::signals::poll_requestor_stats;
+use super::{
+    DaemonError, Heartbeats, OnDemand, ROUTE_COMMANDS, RouteRestart, UnknownSource, control,
+    export, ondemand, routes, settings, supervise_routes,
+};
+use crate::admission::{Admission, OwnAddresses};
+use crate::bulk::recovery::{CacheSink, recover};
+use crate::bulk::stats::BulkStats;
+use crate::cache::persist::{self, PersistConfig, StateWriter};
+use crate::cache::task::{self as cache_task, CacheHandle, CacheTaskConfig};
+use crate::cache::{AgentClock, BindingStore, RouteView};
+use crate::config::Config;
+use crate::control::ControlStats;
+use crate::control::access::Access;
+use crate::control::server::ControlSocket;
+use crate::kernel::reconcile::{self, RouteCommand};
+use crate::kernel::{Installer, InstallerStats};
+use crate::metrics::Metrics;
+use crate::requestor::udp::{self, RequestorHandle};
+use crate::snoop::shell::SnoopStats;
+use crate::snoop::trigger::{Trigger, TriggerHandle};
+use crate::supervise::{self, Fatal, Lifetime, Supervisor};
+use crate::wire::Duid;
+
+/// Log lines keep the target they had when these steps were written inline in `serve` (log
+/// filters and searches name it).
+const LOG_TARGET: &str = "lqagent::daemon";
+
+/// The supervisor, the set of intake tasks and the stop signal every step's tasks share.
+pub(super) struct Tasks {
+    pub(super) sup: Supervisor,
+    pub(super) intake: JoinSet<()>,
+    pub(super) stop: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Tasks {
+    /// Also the receiver of fatal task failures (the main loop waits on it).
+    pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<Fatal>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let (sup, fatal) = Supervisor::new(stop.subscribe(), supervise::Policy::default());
+        let tasks = Tasks {
+            sup,
+            intake: JoinSet::new(),
+            stop,
+            stop_rx,
+        };
+        (tasks, fatal)
+    }
+
+    /// A future that ends once shutdown is asked.
+    fn stopped(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + use<>
+    {
+        let rx = self.stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            Box::pin(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+        }
+    }
+}
+
+/// Step 1: /metrics (served from now on) and the control socket (bound; served last).
+pub(super) struct Listeners {
+    pub(super) metrics: Metrics,
+    control_socket: ControlSocket,
+    access: Access,
+}
+
+pub(super) async fn listeners(cfg: &Config, tasks: &mut Tasks) -> Result<Listeners, DaemonError> {
+    // /metrics and the control socket (each run after a failure binds again).
+    let metrics = Metrics::new();
+    let listener = crate::metrics::http::bind(cfg.metrics.listen).await?;
+    {
+        let (mut first, m, addr, stopped) = (
+            Some(listener),
+            metrics.clone(),
+            cfg.metrics.listen,
+            tasks.stopped(),
+        );
+        tasks.intake.spawn(
+            tasks
+                .sup
+                .restart("metrics_http", Lifetime::Forever, move |_| {
+                    let (l, m, stopped) = (first.take(), m.clone(), stopped.clone());
+                    async move {
+                        let l = match l {
+                            Some(l) => l,
+                            None => crate::metrics::http::bind(addr).await?,
+                        };
+                        crate::metrics::http::serve(l, m, stopped()).await;
+                        Ok::<(), crate::metrics::http::HttpError>(())
+                    }
+                }),
+        );
+    }
+    if let Some(dir) = cfg.control.socket.parent() {
+        // systemd's RuntimeDirectory= makes it; elsewhere (lab, tests) we do.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let access = Access::for_this_process(cfg.show_gid()?).map_err(DaemonError::Runtime)?;
+    let control_socket = ControlSocket::bind_with(&cfg.control.socket, access.clone())?;
+    Ok(Listeners {
+        metrics,
+        control_socket,
+        access,
+    })
+}
+
+/// Step 2: the route installer, which learns the interfaces and the box's own addresses first
+/// (the snooper and admission need them); admission; the spoof guard.
+pub(super) struct Kernel {
+    pub(super) clock: AgentClock,
+    pub(super) installer: Installer,
+    pub(super) own: Arc<OwnAddresses>,
+    pub(super) admission: Arc<Admission>,
+}
+
+pub(super) async fn kernel(cfg: &Config) -> Result<Kernel, DaemonError> {
+    let clock = AgentClock::new();
+    let mut installer = Installer::new(settings::installer_config(cfg)).await?;
+    let own = Arc::new(OwnAddresses::default());
+    installer.publish_addresses(own.clone());
+    let admission = Arc::new(settings::admission(cfg, own.clone()));
+
+    // The spoof guard, before anything is snooped: no subscriber may pass for this box.
+    if cfg.snoop.spoof_guard {
+        let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
+        if let Some(script) = crate::snoop::guard::install(&ifaces) {
+            crate::snoop::trigger::nft::run("nft", &script, Duration::from_secs(10))
+                .await
+                .map_err(DaemonError::Guard)?;
+            info!(target: LOG_TARGET, interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
+        }
+    }
+    Ok(Kernel {
+        clock,
+        installer,
+        own,
+        admission,
+    })
+}
+
+/// Step 3: the state file: leases as they were, expired ones dropped, and each one admitted
+/// again (the configuration may have changed since it was written); the writer started.
+pub(super) fn state(
+    cfg: &Config,
+    clock: AgentClock,
+    admission: &Admission,
+) -> Result<(persist::Loaded, StateWriter), DaemonError> {
+    let mut loaded = match persist::load(&cfg.state_dir, clock.now()) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(target: LOG_TARGET, error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
+            persist::Loaded::default()
+        }
+    };
+    let behind_ms = loaded.check_clock(clock.now(), 2_000);
+    if behind_ms > 0 {
+        error!(
+            target: LOG_TARGET,
+            behind_secs = behind_ms / 1000,
+            "the wall clock is earlier than the state file's last write: clock reset or not yet \
+             synced? Lease lifetimes are kept relative to the write time"
+        );
+    }
+    let before = loaded.leases.len();
+    loaded
+        .leases
+        .retain_mut(|(k, l)| admission.admit_restored(k, l).is_ok());
+    info!(
+        target: LOG_TARGET,
+        leases = loaded.leases.len(),
+        expired = loaded.expired,
+        refused = before - loaded.leases.len(),
+        damaged = loaded.damaged.len(),
+        lost_records = loaded.lost_records,
+        "state file loaded"
+    );
+    let writer = StateWriter::start(
+        PersistConfig::new(&cfg.state_dir),
+        loaded.leases.clone(),
+        loaded.generation,
+    )?;
+    Ok((loaded, writer))
+}
+
+/// Step 4: the kernel reconciled against the loaded cache, the unreachable aggregates, and the
+/// route task started on its command channel.
+pub(super) struct Routes {
+    pub(super) commands: mpsc::Sender<RouteCommand>,
+    pub(super) task: JoinHandle<()>,
+    pub(super) store: Arc<BindingStore>,
+    mapper: routes::RouteMapper,
+    pub(super) stats: Arc<InstallerStats>,
+}
+
+pub(super) async fn reconcile(
+    cfg: &Config,
+    mut installer: Installer,
+    clock: AgentClock,
+    loaded: &persist::Loaded,
+    metrics: &Metrics,
+    tasks: &Tasks,
+) -> Result<Routes, DaemonError> {
+    let mapper = routes::RouteMapper::new(
+        settings::route_links(cfg),
+        cfg.routes.mirror_expiry.then_some(clock),
+    );
+    let stats = installer.stats();
+    metrics
+        .routes_limit
+        .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
+    let specs = loaded
+        .leases
+        .iter()
+        .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
+    let report = installer.set_desired(specs).await?;
+    info!(target: LOG_TARGET, ?report, "kernel reconciled against the loaded cache");
+    routes::sync_unreachable(settings::unreachable_aggregates(cfg)).await;
+    let (commands, route_rx) = mpsc::channel(ROUTE_COMMANDS);
+    let store = Arc::new(BindingStore::new(settings::cache_config(cfg)));
+    let task = tokio::spawn(supervise_routes(
+        &tasks.sup,
+        installer,
+        route_rx,
+        RouteRestart {
+            cfg: settings::installer_config(cfg),
+            stats: stats.clone(),
+            store: store.clone(),
+            mapper: mapper.clone(),
+        },
+    ));
+    Ok(Routes {
+        commands,
+        task,
+        store,
+        mapper,
+        stats,
+    })
+}
+
+/// Step 5: the trigger's table, its known-source sets filled from the state file before any
+/// packet is judged (in enforcement mode a known subscriber is never dropped for an empty set).
+pub(super) async fn trigger(
+    cfg: &Config,
+    loaded: &persist::Loaded,
+    tasks: &Tasks,
+) -> Result<(Option<Trigger>, Option<mpsc::Receiver<UnknownTrigger>>), DaemonError> {
+    let trigger_links = settings::trigger_links(cfg);
+    if trigger_links.is_empty() {
+        return Ok((None, None));
+    }
+    let initial = loaded.leases.iter().map(|(k, l)| (*k, RouteView::of(k, l)));
+    let (t, rx) = Trigger::start_supervised(
+        settings::trigger_config(cfg),
+        trigger_links.clone(),
+        initial,
+        &tasks.sup,
+    )
+    .await?;
+    info!(
+        target: LOG_TARGET,
+        links = trigger_links.len(),
+        group = cfg.trigger.nflog_group,
+        enforcement = cfg.trigger.enforcement,
+        "unknown-source trigger installed (nft table ip6 lqagent)"
+    );
+    Ok((Some(t), Some(rx)))
+}
+
+/// What the trigger reports.
+type UnknownTrigger = crate::snoop::trigger::UnknownSource;
+
+/// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
+/// the same store and channels (the loaded leases go in on the first run only).
+pub(super) fn cache(
+    clock: AgentClock,
+    writer: &StateWriter,
+    admission: &Arc<Admission>,
+    loaded: persist::Loaded,
+    routes: &Routes,
+    trigger: Option<TriggerHandle>,
+    tasks: &mut Tasks,
+) -> (CacheHandle, JoinHandle<()>) {
+    let (cache, changes, cache_runner) = cache_task::start_admitted(
+        routes.store.clone(),
+        clock,
+        Some(writer.handle()),
+        CacheTaskConfig::default(),
+        Some(admission.clone()),
+    );
+    let mut restored = Some(loaded.leases);
+    let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
+        let run = cache_runner
+            .clone()
+            .run(restored.take().unwrap_or_default());
+        async move {
+            run.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
+    let changes = Arc::new(tokio::sync::Mutex::new(changes));
+    let (mapper, rt, th) = (routes.mapper.clone(), routes.commands.clone(), trigger);
+    tasks.intake.spawn(
+        tasks
+            .sup
+            .restart("route_feed", Lifetime::Forever, move |_| {
+                let (m, c, rt, th) = (mapper.clone(), changes.clone(), rt.clone(), th.clone());
+                async move {
+                    routes::feed_on(m, &mut *c.lock_owned().await, rt, th).await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }),
+    );
+    (cache, cache_task)
+}
+
+/// Step 7: leasequery: the requestor and the on-demand path (fed by the trigger's events).
+pub(super) struct Leasequery {
+    pub(super) duid: Vec<u8>,
+    pub(super) requestor: RequestorHandle,
+    pub(super) on_demand: OnDemand,
+    pub(super) requestor_stats: Arc<Mutex<crate::requestor::RequestorStats>>,
+}
+
+pub(super) async fn leasequery(
+    cfg: &Config,
+    cache: &CacheHandle,
+    clock: AgentClock,
+    metrics: &Metrics,
+    trigger_events: Option<mpsc::Receiver<UnknownTrigger>>,
+    tasks: &mut Tasks,
+) -> Result<Leasequery, DaemonError> {
+    let duid = match &cfg.identity.client_duid {
+        Some(d) => d.clone(),
+        None => udp::system_duid(cfg.snoop.interfaces.first().map(String::as_str))
+            .or_else(|_| udp::system_duid(None))
+            .map_err(DaemonError::Duid)?,
+    };
+    let udp_cfg = settings::udp_config(cfg);
+    let (requestor, requestor_runner) = udp::spawn_restartable(
+        settings::requestor_config(cfg, duid.clone()),
+        udp_cfg.clone(),
+    )
+    .map_err(|source| DaemonError::Requestor {
+        addr: udp_cfg.bind,
+        source,
+    })?;
+    // The socket and the command channel outlive each run, so the bulk, on-demand and control
+    // paths keep their handles; a restart costs the queries in flight (they end as "stopped").
+    tasks.intake.spawn(
+        tasks
+            .sup
+            .restart("requestor", Lifetime::UntilDone, move |run| {
+                let r = requestor_runner.clone();
+                async move {
+                    tokio::select! {
+                        () = r.run() => {}
+                        () = crate::supervise::test_fault("requestor"), if run == 0 => {
+                            panic!("test hook: requestor task fails")
+                        }
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }),
+    );
+    metrics
+        .servers
+        .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
+    let (on_demand, od_runner) = ondemand::start(
+        ondemand::Lookup {
+            requestor: requestor.clone(),
+            cache: cache.clone(),
+            clock,
+            server_names: Arc::new(settings::server_names(cfg)),
+            metrics: Some(metrics.clone()),
+            relay_data: true,
+        },
+        &ondemand::OnDemandConfig::default(),
+    );
+    tasks
+        .intake
+        .spawn(tasks.sup.restart("ondemand", Lifetime::Forever, move |_| {
+            let run = od_runner.clone().run();
+            async move {
+                run.await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
+    if let Some(events) = trigger_events {
+        // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
+        let (od, events) = (on_demand.clone(), Arc::new(tokio::sync::Mutex::new(events)));
+        tasks
+            .intake
+            .spawn(tasks.sup.restart("nflog", Lifetime::Forever, move |_| {
+                let (od, events) = (od.clone(), events.clone());
+                async move {
+                    let mut events = events.lock_owned().await;
+                    while let Some(ev) = events.recv().await {
+                        od.try_submit(UnknownSource {
+                            source: ev.source,
+                            link_address: ev.link_address,
+                            interface: Some(ev.interface),
+                        });
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }));
+    }
+    let requestor_stats = Arc::new(Mutex::new(Default::default()));
+    {
+        let (r, st) = (requestor.clone(), requestor_stats.clone());
+        tasks.intake.spawn(
+            tasks
+                .sup
+                .restart("requestor_stats", Lifetime::UntilDone, move |_| {
+                    let run = poll_requestor_stats(r.clone(), st.clone());
+                    async move {
+                        run.await;
+                        Ok::<(), std::convert::Infallible>(())
+                    }
+                }),
+        );
+    }
+    Ok(Leasequery {
+        duid,
+        requestor,
+        on_demand,
+        requestor_stats,
+    })
+}
+
+/// Step 8: bulk recovery (runs on after READY; lqagent_recovery_in_progress shows it) and
+/// link-up queries. A recovery run that dies is started again, only while none has finished.
+pub(super) fn recovery(
+    cfg: &Config,
+    duid: &[u8],
+    cache: &CacheHandle,
+    clock: AgentClock,
+    metrics: &Metrics,
+    route_commands: &mpsc::Sender<RouteCommand>,
+    tasks: &mut Tasks,
+) -> Arc<BulkStats> {
+    let bulk_stats = Arc::new(BulkStats::default());
+    let recovery = settings::recovery(cfg, Duid::parse(duid));
+    let bulk_cfg = Arc::new(recovery.bulk.clone());
+    let sink = CacheSink::new(cache.clone(), clock);
+    if recovery.plan.servers.is_empty() {
+        return bulk_stats;
+    }
+    let (m, st, plan, c, s, rt) = (
+        metrics.clone(),
+        bulk_stats.clone(),
+        recovery.plan.clone(),
+        bulk_cfg.clone(),
+        sink.clone(),
+        route_commands.clone(),
+    );
+    m.recovery_in_progress.set(1);
+    tasks
+        .intake
+        .spawn(tasks.sup.restart("bulk", Lifetime::UntilDone, move |_| {
+            let (m, st, q, c, s, rt) = (
+                m.clone(),
+                st.clone(),
+                plan.startup(),
+                c.clone(),
+                s.clone(),
+                rt.clone(),
+            );
+            async move {
+                let report = recover(q, c, st, s).await;
+                m.recovery_in_progress.set(0);
+                m.recovery_duration.set(report.elapsed.as_secs_f64());
+                // Inherited routes go early only when every server gave its whole answer; a
+                // server given up on may hold the bindings that explain them (the grace period
+                // ends it).
+                if report.complete_servers() == report.servers.len() {
+                    info!(target: LOG_TARGET, servers = report.servers.len(), elapsed = ?report.elapsed, "recovery complete");
+                    let _ = rt.send(reconcile::RouteCommand::EndInheritance).await;
+                } else {
+                    warn!(
+                        target: LOG_TARGET,
+                        complete = report.complete_servers(),
+                        servers = report.servers.len(),
+                        "recovery incomplete: inherited routes kept until routes.inherit_grace_secs is over"
+                    );
+                }
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
+    if !recovery.interfaces.is_empty() {
+        let (plan, ifs, st) = (
+            recovery.plan.clone(),
+            recovery.interfaces.clone(),
+            bulk_stats.clone(),
+        );
+        tasks
+            .intake
+            .spawn(tasks.sup.restart("bulk", Lifetime::Forever, move |_| {
+                crate::bulk::linkup::watch(
+                    plan.clone(),
+                    ifs.clone(),
+                    bulk_cfg.clone(),
+                    st.clone(),
+                    sink.clone(),
+                )
+            }));
+    }
+    bulk_stats
+}
+
+/// Step 9: snooping (relayed REPLYs → cache), when `snoop.interfaces` names any.
+pub(super) fn snooping(
+    cfg: &Config,
+    own: &Arc<OwnAddresses>,
+    clock: AgentClock,
+    cache: &CacheHandle,
+    tasks: &mut Tasks,
+) -> Result<Option<SnoopStats>, DaemonError> {
+    if cfg.snoop.interfaces.is_empty() {
+        return Ok(None);
+    }
+    let stats = crate::snoop::shell::spawn_supervised(
+        &settings::capture_config(cfg),
+        settings::classify_config(cfg),
+        settings::snoop_trust(cfg, own.clone()),
+        clock,
+        cache.clone(),
+        &mut tasks.intake,
+        &tasks.sup,
+    )
+    .map_err(|source| DaemonError::Snoop {
+        interfaces: cfg.snoop.interfaces.clone(),
+        source,
+    })?;
+    info!(target: LOG_TARGET, interfaces = ?cfg.snoop.interfaces, "snooping");
+    Ok(Some(stats))
+}
+
+/// Step 10: the metrics of every module, read at scrape time (all registered by [`export`]).
+pub(super) fn register_metrics(metrics: &Metrics, sources: export::Sources) {
+    export::register(metrics, sources);
+}
+
+/// What the watchdog watches: the cache, route and capture tasks' heartbeats.
+pub(super) fn heartbeats(
+    cache: &CacheHandle,
+    routes: &Routes,
+    snoop: Option<&SnoopStats>,
+) -> Heartbeats {
+    Heartbeats {
+        cache: cache.stats().clone(),
+        routes: routes.stats.clone(),
+        capture: snoop.map(|s| s.capture.clone()),
+    }
+}
+
+/// Step 11: the control socket's answers, served from the socket step 1 bound.
+pub(super) fn control(
+    cfg: &Config,
+    listeners: Listeners,
+    responder: control::LiveResponder,
+    stats: Arc<ControlStats>,
+    tasks: &mut Tasks,
+) {
+    let responder = Arc::new(responder);
+    let (mut first, path, access, stopped) = (
+        Some(listeners.control_socket),
+        cfg.control.socket.clone(),
+        listeners.access,
+        tasks.stopped(),
+    );
+    tasks
+        .intake
+        .spawn(tasks.sup.restart("control", Lifetime::Forever, move |_| {
+            let (sock, path, access) = (first.take(), path.clone(), access.clone());
+            let (responder, stats, stopped) = (responder.clone(), stats.clone(), stopped.clone());
+            async move {
+                let sock = match sock {
+                    Some(s) => s,
+                    None => ControlSocket::bind_with(&path, access)?,
+                };
+                sock.serve(responder, stats, stopped()).await;
+                Ok::<(), crate::control::ControlError>(())
+            }
+        }));
+}
