@@ -14,7 +14,8 @@
 //! - [`admission`] decides what may be believed: every binding passes it before the cache.
 //! - [`cache`] decides what is true.
 //! - [`kernel`] makes the kernel agree with the cache.
-//! - [`snoop`] notices traffic.
+//! - [`snoop`] notices relayed DHCPv6 traffic.
+//! - [`trigger`] notices traffic from sources the cache does not know (nftables + NFLOG).
 //! - [`control`] answers the operator.
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
@@ -36,4 +37,5 @@ pub mod pcap;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;
+pub mod trigger;
 pub mod wire;

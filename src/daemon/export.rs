@@ -25,7 +25,7 @@ use crate::metrics::{
 use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::classify::ClassifyCounter;
 use crate::snoop::shell::SnoopStats;
-use crate::snoop::trigger::{TriggerCounter, TriggerStats};
+use crate::trigger::{TriggerCounter, TriggerStats};
 
 use super::ondemand::OnDemandStats;
 

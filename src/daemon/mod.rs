@@ -66,7 +66,7 @@ use crate::notify::{self, Notify};
 use crate::requestor::udp;
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
-use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
+use crate::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
 use crate::wire::Duid;
 
 pub use ondemand::{OnDemand, UnknownSource};
@@ -113,7 +113,7 @@ pub enum DaemonError {
     #[error(
         "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
     )]
-    Guard(crate::snoop::trigger::nft::NftError),
+    Guard(crate::trigger::nft::NftError),
 }
 
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.
@@ -190,7 +190,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     if cfg.snoop.spoof_guard {
         let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
         if let Some(script) = crate::snoop::guard::install(&ifaces) {
-            crate::snoop::trigger::nft::run("nft", &script, Duration::from_secs(10))
+            crate::trigger::nft::run("nft", &script, Duration::from_secs(10))
                 .await
                 .map_err(DaemonError::Guard)?;
             info!(interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");

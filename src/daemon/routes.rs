@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::cache::{AgentClock, Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use crate::kernel::reconcile::RouteCommand;
 use crate::kernel::{LinkRef, RouteChange, RouteSpec};
-use crate::snoop::trigger::TriggerHandle;
+use crate::trigger::TriggerHandle;
 
 /// How cache changes become route changes.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use crate::kernel::reconcile::RouteCommand;
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::requestor::udp::RequestorHandle;
-use crate::snoop::trigger::Trigger;
+use crate::trigger::Trigger;
 
 /// What runs, for shutdown and reload.
 pub(super) struct Running {
