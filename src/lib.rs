@@ -21,6 +21,7 @@
 //! - [`metrics`] says what happened.
 //! - [`daemon`] connects them.
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
+//! - [`time`] is the one agent clock (and the retry backoff) every module uses.
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 
 pub mod admission;
@@ -37,5 +38,6 @@ pub mod pcap;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;
+pub mod time;
 pub mod trigger;
 pub mod wire;

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! All integers little-endian. Times are agent-clock milliseconds, i.e. Unix milliseconds (see
-//! [`AgentClock`](super::AgentClock)), so deadlines keep their meaning across a reboot; leases whose
+//! [`AgentClock`](crate::time::AgentClock)), so deadlines keep their meaning across a reboot; leases whose
 //! valid lifetime ended while the agent was down are dropped on load.
 //!
 //! Writing (one background thread, [`StateWriter`]; the cache task only does a non-blocking
@@ -611,10 +611,7 @@ impl Loaded {
 }
 
 fn suffixed(path: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::time::unix_now_secs();
     let mut to = path.as_os_str().to_owned();
     to.push(format!(".corrupt-{secs}"));
     PathBuf::from(to)
@@ -1190,8 +1187,7 @@ struct Writer {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let f = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-    RETRY_BASE.saturating_mul(f).min(RETRY_MAX)
+    crate::time::backoff(attempt, RETRY_BASE, RETRY_MAX)
 }
 
 impl Writer {

@@ -594,7 +594,7 @@ impl Installer {
             attempt: 0,
             due: now,
         });
-        e.due = now + plan::backoff(e.attempt, self.cfg.retry_base, self.cfg.retry_max);
+        e.due = now + crate::time::backoff(e.attempt, self.cfg.retry_base, self.cfg.retry_max);
         e.attempt = e.attempt.saturating_add(1);
     }
 
