@@ -3,21 +3,18 @@
 //! Inputs are [`Observation`]s (from the snooper, the requestor, bulk leasequery and the state
 //! file) and [`Withdrawal`]s (released/declined leases, operator `clear`). The pure merge rules in
 //! [`merge`] decide what is true (RFC 5007 §4.3.4 plus our documented extensions); the
-//! [`store::BindingStore`] holds the result in concurrent indexes; [`expiry`] removes what lapses;
+//! [`store::BindingStore`] holds the result in concurrent indexes, on the lease table of the
+//! [`storage`] engine; [`expiry`] removes what lapses;
 //! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
 //! stream for the route installer; [`persist`] keeps a crash-safe state file.
 
 pub mod binding;
 pub mod expiry;
 pub mod from_wire;
-pub mod hash;
-mod hugemem;
 pub mod merge;
 pub mod persist;
-mod slab;
+pub mod storage;
 pub mod store;
-mod table;
-mod tagindex;
 pub mod task;
 
 pub use binding::{
