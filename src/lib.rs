@@ -13,6 +13,7 @@
 //! - [`bulk`] does the same over TCP (bulk leasequery).
 //! - [`admission`] decides what may be believed: every binding passes it before the cache.
 //! - [`cache`] decides what is true.
+//! - [`persist`] keeps the cache's bindings across restarts (the state file).
 //! - [`kernel`] makes the kernel agree with the cache.
 //! - [`snoop`] notices relayed DHCPv6 traffic.
 //! - [`trigger`] notices traffic from sources the cache does not know (nftables + NFLOG).
@@ -35,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pcap;
+pub mod persist;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;

@@ -6,13 +6,12 @@
 //! [`store::BindingStore`] holds the result in concurrent indexes, on the lease table of the
 //! [`storage`] engine; [`expiry`] removes what lapses;
 //! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
-//! stream for the route installer; [`persist`] keeps a crash-safe state file.
+//! stream for the route installer; [`crate::persist`] keeps a crash-safe state file.
 
 pub mod binding;
 pub mod expiry;
 pub mod from_wire;
 pub mod merge;
-pub mod persist;
 pub mod storage;
 pub mod store;
 pub mod task;

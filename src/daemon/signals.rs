@@ -14,11 +14,11 @@ use tracing::{error, info, warn};
 
 use super::{OnDemand, SHUTDOWN_DEADLINE, reload};
 use crate::cache::BindingStore;
-use crate::cache::persist::StateWriter;
 use crate::config::Config;
 use crate::kernel::reconcile::RouteCommand;
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
+use crate::persist::StateWriter;
 use crate::requestor::udp::RequestorHandle;
 use crate::trigger::Trigger;
 

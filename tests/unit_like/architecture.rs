@@ -1,5 +1,5 @@
 //! Enforces the layer boundary: the pure protocol code — `wire/`, every
-//! `core.rs`, `cache/merge.rs`, `kernel/plan.rs` and the trigger's pure parts
+//! `core.rs`, `cache/merge.rs`, `kernel/plan.rs`, `persist/codec.rs` and the trigger's pure parts
 //! (`trigger/{known,nflog,ruleset}.rs`) — must not touch I/O, the clock or config.
 //! A violation here means a sans-IO core grew a side effect.
 
@@ -37,6 +37,7 @@ fn pure_files(root: &Path) -> Vec<PathBuf> {
                 || rel.ends_with("/core.rs")
                 || rel == "cache/merge.rs"
                 || rel == "kernel/plan.rs"
+                || rel == "persist/codec.rs"
                 || rel == "trigger/known.rs"
                 || rel == "trigger/nflog.rs"
                 || rel == "trigger/ruleset.rs";
