@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::AgentClock;
 use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
 use crate::persist::{JournalHandle, Record};
+use crate::time::AgentClock;
 
 /// What the cache task accepts.
 #[derive(Debug, Clone)]

@@ -323,7 +323,7 @@ fn full_state_disk_keeps_routing_and_recovers() {
     // What it wrote after recovering is whole: a restart loads every binding.
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(10)).expect("exit");
-    let l = lqagent::persist::load(&state, lqagent::cache::AgentClock::new().now()).unwrap();
+    let l = lqagent::persist::load(&state, lqagent::time::AgentClock::new().now()).unwrap();
     assert!(l.damaged.is_empty(), "{:?}", l.damaged);
     assert_eq!(l.leases.len(), 4, "two addresses and two prefixes");
 }
