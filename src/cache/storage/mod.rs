@@ -3,11 +3,11 @@
 //! The merge rules in the parent module decide *what* is true; this module only keeps it, fast
 //! and compact. What it guarantees to the store above it:
 //!
-//! - [`LeaseTable`] maps a [`LeaseKey`](super::LeaseKey) to its [`Lease`](super::Lease); lookups
+//! - `LeaseTable` maps a [`LeaseKey`](super::LeaseKey) to its [`Lease`](super::Lease); lookups
 //!   run concurrently on every core (one shard read lock for one probe), writes come from one
 //!   writer at a time, and an update replaces a lease in place, so a reader never sees a held key
 //!   missing.
-//! - A lease stays at one [`SlotRef`] until it is removed, so other indexes (expiry heap,
+//! - A lease stays at one `SlotRef` until it is removed, so other indexes (expiry heap,
 //!   by-client, by-link) hold 4-byte slot numbers instead of keys; a freed slot may be reused, and
 //!   holders re-check what they find there.
 //! - Memory grows with the leases held, in chunks (huge pages once large, see `hugemem`), and
