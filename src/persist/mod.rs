@@ -50,8 +50,9 @@
 //! into the far future.
 //!
 //! Inside: [`codec`] (pure record codec: headers, payloads, framing, the damage-tolerant walk),
-//! [`load`](mod@load) (reads the files at start), [`writer`] (the writer thread). The cache rules never see
-//! the files; the cache task hands records to the writer and gets loaded leases at start.
+//! [`load`](mod@load) (reads the files at start), [`writer`] (the writer thread). The cache rules
+//! never see the files; the cache task hands records to the writer and gets loaded leases at
+//! start.
 
 pub mod codec;
 pub mod load;
