@@ -11,11 +11,11 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lqagent::cache::persist::{self, PersistConfig, StateWriter};
 use lqagent::cache::{
     BindingStore, CacheConfig, IaType, LeaseKey, Link, Observation, ObservedLease, ServerId,
     Source, Timestamp,
 };
+use lqagent::persist::{self, PersistConfig, StateWriter};
 use lqagent::prefix::Ipv6Prefix;
 
 /// A "Key:   N kB" value from a /proc file of this process, in bytes (0 if absent).

@@ -13,8 +13,10 @@
 //! - [`bulk`] does the same over TCP (bulk leasequery).
 //! - [`admission`] decides what may be believed: every binding passes it before the cache.
 //! - [`cache`] decides what is true.
+//! - [`persist`] keeps the cache's bindings across restarts (the state file).
 //! - [`kernel`] makes the kernel agree with the cache.
-//! - [`snoop`] notices traffic.
+//! - [`snoop`] notices relayed DHCPv6 traffic.
+//! - [`trigger`] notices traffic from sources the cache does not know (nftables + NFLOG).
 //! - [`control`] answers the operator.
 //! - [`config`] says what the operator wants.
 //! - [`metrics`] says what happened.
@@ -22,13 +24,14 @@
 //! - [`supervise`] restarts a failed long-running task (every layer's shells use it).
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
+//! - [`time`] is the one agent clock (and the retry backoff) every module uses.
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 //!
 //! Unsafe code is denied crate-wide (`unsafe_code = "deny"` in `Cargo.toml`) and allowed, block by
 //! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:
 //! `snoop::capture` (AF_PACKET socket, BPF filter, bind), `kernel::netlink` (socket options on the
 //! rtnetlink socket) and `requestor::pktinfo` (IPV6_RECVPKTINFO and `recvmsg` for the arrival
-//! interface); and `cache::hugemem`, whose lease-table arrays are its own allocation (layout,
+//! interface); and `cache::storage::hugemem`, whose lease-table arrays are its own allocation (layout,
 //! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages.
 
 pub mod admission;
@@ -43,8 +46,11 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pcap;
+pub mod persist;
 pub mod prefix;
 pub mod requestor;
 pub mod snoop;
 pub mod supervise;
+pub mod time;
+pub mod trigger;
 pub mod wire;

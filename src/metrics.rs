@@ -279,7 +279,7 @@ pub struct Metrics {
     pub recovery_in_progress: Gauge,
     pub recovery_bindings: Counter,
     pub recovery_duration: GaugeF64,
-    /// 1 while the state file cannot be written (`cache::persist` degraded mode).
+    /// 1 while the state file cannot be written (`persist` degraded mode).
     pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,

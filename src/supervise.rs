@@ -76,7 +76,7 @@ impl Backoff {
         if ran_for >= self.policy.healthy_after {
             self.failures = 0;
         }
-        let d = crate::kernel::plan::backoff(self.failures, self.policy.base, self.policy.max);
+        let d = crate::time::backoff(self.failures, self.policy.base, self.policy.max);
         self.failures = self.failures.saturating_add(1);
         d
     }

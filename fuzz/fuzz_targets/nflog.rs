@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lqagent::snoop::trigger::nflog::{self, Item};
-use lqagent::snoop::trigger::ruleset;
+use lqagent::trigger::nflog::{self, Item};
+use lqagent::trigger::ruleset;
 
 fuzz_target!(|data: &[u8]| {
     let range = data.as_ptr_range();

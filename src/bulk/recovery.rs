@@ -24,8 +24,9 @@ use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
 use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
 use crate::cache::task::{CacheHandle, CacheInput};
-use crate::cache::{AgentClock, LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
+use crate::cache::{LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
 use crate::requestor::QueryId;
+use crate::time::AgentClock;
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.

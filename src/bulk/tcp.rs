@@ -165,7 +165,8 @@ pub async fn run_server(
         report: ServerReport::default(),
         progressed: false,
     };
-    let mut backoff = cfg.retry_initial;
+    // Retries since the last progress: the delay is `retry_initial` doubling to `retry_max`.
+    let mut attempt: u32 = 0;
     while !run.todo.is_empty() {
         run.progressed = false;
         let connected =
@@ -194,8 +195,9 @@ pub async fn run_server(
             break;
         }
         if run.progressed {
-            backoff = cfg.retry_initial;
+            attempt = 0;
         }
+        let backoff = crate::time::backoff(attempt, cfg.retry_initial, cfg.retry_max);
         tracing::info!(
             server = %s.server,
             pending = run.todo.len(),
@@ -203,7 +205,7 @@ pub async fn run_server(
             "bulk leasequery: retrying"
         );
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(cfg.retry_max);
+        attempt = attempt.saturating_add(1);
     }
     run.report
 }

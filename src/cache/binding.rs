@@ -5,11 +5,10 @@
 //! ("overlapping data"), so that is the unit the merge rules and the route installer both work on.
 //! The client (DUID, link, relay data) is shared by its leases through an `Arc<ClientInfo>`.
 //!
-//! Time: every instant is a [`Timestamp`], milliseconds on the *agent clock*. The daemon defines
-//! that clock as "Unix time read once at start + monotonic time elapsed since" (see
-//! [`AgentClock`](super::AgentClock)), so it never steps backwards while running, yet its values
-//! stay meaningful after a restart — which is what lets the state file store them directly as
-//! wall-clock milliseconds. Nothing in this module or in `merge.rs` reads a clock: time is passed in.
+//! Time: every instant is a [`Timestamp`], milliseconds on the *agent clock* (both defined in
+//! [`crate::time`]), so it never steps backwards while running, yet its values stay meaningful
+//! after a restart — which is what lets the state file store them directly as wall-clock
+//! milliseconds. Nothing in this module or in `merge.rs` reads a clock: time is passed in.
 
 use crate::label::labels;
 use std::fmt;
@@ -18,63 +17,7 @@ use std::sync::Arc;
 
 use crate::prefix::Ipv6Prefix;
 
-/// The lifetime value meaning "infinite" (RFC 8415 §7.7).
-pub const INFINITE_LIFETIME: u32 = 0xffff_ffff;
-
-/// An instant on the agent clock, in milliseconds (Unix-aligned, see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(i64);
-
-impl Timestamp {
-    /// The instant that never comes: deadline of an infinite lifetime.
-    pub const NEVER: Timestamp = Timestamp(i64::MAX);
-
-    pub const fn from_millis(ms: i64) -> Self {
-        Timestamp(ms)
-    }
-
-    pub const fn from_secs(s: i64) -> Self {
-        Timestamp(s.saturating_mul(1000))
-    }
-
-    pub const fn millis(self) -> i64 {
-        self.0
-    }
-
-    /// Whole seconds (floor), e.g. for comparing with a server's Unix-seconds value.
-    pub const fn secs(self) -> i64 {
-        self.0.div_euclid(1000)
-    }
-
-    /// `self + lifetime`, where `0xffffffff` means [`Timestamp::NEVER`].
-    pub fn after_lifetime(self, lifetime: u32) -> Timestamp {
-        if lifetime == INFINITE_LIFETIME {
-            Timestamp::NEVER
-        } else {
-            Timestamp(self.0.saturating_add(i64::from(lifetime) * 1000))
-        }
-    }
-
-    /// `self - secs` seconds.
-    pub fn minus_secs(self, secs: u32) -> Timestamp {
-        Timestamp(self.0.saturating_sub(i64::from(secs) * 1000))
-    }
-
-    pub fn plus_millis(self, ms: i64) -> Timestamp {
-        Timestamp(self.0.saturating_add(ms))
-    }
-
-    /// Seconds left until `self`, seen from `now` (0 when past; `INFINITE_LIFETIME` for NEVER).
-    pub fn remaining_secs(self, now: Timestamp) -> u32 {
-        if self == Timestamp::NEVER {
-            return INFINITE_LIFETIME;
-        }
-        let left = (self.0.saturating_sub(now.0)).max(0) / 1000;
-        u32::try_from(left)
-            .unwrap_or(INFINITE_LIFETIME - 1)
-            .min(INFINITE_LIFETIME - 1)
-    }
-}
+pub use crate::time::{INFINITE_LIFETIME, Timestamp};
 
 labels! {
     /// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).

@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::binding::Timestamp;
-use super::table::SlotRef;
+use super::storage::SlotRef;
 
 /// A deadline-ordered queue of lease slots.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@
 //! ordered per lease: changes come out in the order the writes were decided.
 //!
 //! Indexes:
-//! - `leases`: the [`LeaseTable`] (see `table.rs` for why it is our own): addresses and prefixes
+//! - `leases`: the [`LeaseTable`] (see [`super::storage`] for why it is our own): addresses and prefixes
 //!   alike by [`LeaseKey`], each lease at a stable [`SlotRef`]. An update replaces the lease in
 //!   place under the shard's write lock, so readers never see the key missing.
 //! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
@@ -34,7 +34,7 @@
 //!   every lease of the server, so a complete answer copies the client whole. Small clients are
 //!   copied whole as before: the index costs memory only where it saves time.
 //!
-//! All maps use the seeded word hasher of [`super::hash`].
+//! All maps use the seeded word hasher of [`super::storage::hash`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
@@ -48,9 +48,8 @@ use super::binding::{
     Sweep, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
-use super::hash::KeyHashBuilder;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
-use super::table::{LeaseTable, SlotRef};
+use super::storage::{KeyHashBuilder, LeaseTable, SlotRef};
 use crate::prefix::Ipv6Prefix;
 
 /// Settings of the binding cache.

@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::AgentClock;
 use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
-use super::persist::{JournalHandle, Record};
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
+use crate::persist::{JournalHandle, Record};
+use crate::time::AgentClock;
 
 /// What the cache task accepts.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl CacheHandle {
     }
 }
 
-/// Start the cache task. `restored` (from [`persist::load`](super::persist::load)) is put into
+/// Start the cache task. `restored` (from [`persist::load`](crate::persist::load)) is put into
 /// the store first and its `Added` changes lead the change stream, so the installer rebuilds
 /// routes before anything new arrives.
 pub fn spawn(
@@ -402,7 +402,7 @@ mod tests {
     /// counted, and the snapshots the task hands over coalesce instead of queueing.
     #[tokio::test]
     async fn a_stuck_writer_does_not_stop_the_cache_task() {
-        use crate::cache::persist::{PersistConfig, StateWriter};
+        use crate::persist::{PersistConfig, StateWriter};
         let dir = tempfile::tempdir().unwrap();
         let mut pc = PersistConfig::new(dir.path());
         pc.queue = 4;
@@ -445,7 +445,7 @@ mod tests {
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .unwrap();
-        let loaded = crate::cache::persist::load(dir.path(), clock.now()).unwrap();
+        let loaded = crate::persist::load(dir.path(), clock.now()).unwrap();
         assert_eq!(loaded.leases.len(), 200);
     }
 

@@ -221,10 +221,7 @@ pub(crate) fn clear(args: ClearArgs) -> anyhow::Result<()> {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    lqagent::time::unix_now_secs()
 }
 
 /// "12s ago", or "never".

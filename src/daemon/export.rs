@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use crate::admission::Admission;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
-use crate::cache::persist::PersistStats;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
@@ -25,11 +24,12 @@ use crate::metrics::{
     QueryLabels, ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels,
     TriggerLabels, TriggerOutcome, names,
 };
+use crate::persist::PersistStats;
 use crate::requestor::{DropReason, RequestorStats};
 use crate::snoop::classify::ClassifyCounter;
 use crate::snoop::shell::SnoopStats;
-use crate::snoop::trigger::{TriggerCounter, TriggerStats};
 use crate::supervise::Restarts;
+use crate::trigger::{TriggerCounter, TriggerStats};
 
 use super::ondemand::OnDemandStats;
 

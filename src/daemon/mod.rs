@@ -48,7 +48,6 @@ use tracing::{error, info, warn};
 
 use signals::Running;
 
-use crate::cache::persist;
 use crate::cache::{BindingStore, RouteView};
 use crate::config::{Config, ConfigError};
 use crate::control::ControlStats;
@@ -56,8 +55,9 @@ use crate::kernel::reconcile;
 use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
-use crate::snoop::trigger::{Trigger, TriggerError};
+use crate::persist;
 use crate::supervise::{self, Lifetime, Supervisor};
+use crate::trigger::{Trigger, TriggerError};
 
 pub use ondemand::{OnDemand, UnknownSource};
 
@@ -103,7 +103,7 @@ pub enum DaemonError {
     #[error(
         "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
     )]
-    Guard(crate::snoop::trigger::nft::NftError),
+    Guard(crate::trigger::nft::NftError),
 }
 
 /// Run the agent with the configuration at `path` until SIGTERM/SIGINT.

@@ -25,7 +25,7 @@ use crate::cache::{AgentClock, Change, ChangeKind, LeaseKey, RouteView, Timestam
 use crate::kernel::reconcile::RouteCommand;
 use crate::kernel::{LinkRef, RouteChange, RouteSpec, unreachable};
 use crate::prefix::Ipv6Prefix;
-use crate::snoop::trigger::TriggerHandle;
+use crate::trigger::TriggerHandle;
 
 /// How cache changes become route changes.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use crate::requestor::udp::UdpConfig;
 use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
-use crate::snoop::trigger::{TriggerConfig, TriggerLink};
+use crate::trigger::{TriggerConfig, TriggerLink};
 use crate::wire::{Duid, SERVER_PORT};
 
 /// Logging: `[log]` format and level.

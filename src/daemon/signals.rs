@@ -14,13 +14,13 @@ use tracing::{error, info, warn};
 
 use super::{OnDemand, SHUTDOWN_DEADLINE, reload};
 use crate::cache::BindingStore;
-use crate::cache::persist::StateWriter;
 use crate::config::Config;
 use crate::kernel::reconcile::RouteCommand;
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
+use crate::persist::StateWriter;
 use crate::requestor::udp::RequestorHandle;
-use crate::snoop::trigger::Trigger;
+use crate::trigger::Trigger;
 
 /// What runs, for shutdown and reload.
 pub(super) struct Running {

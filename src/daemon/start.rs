@@ -19,7 +19,6 @@ use super::{
 use crate::admission::{Admission, OwnAddresses};
 use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
-use crate::cache::persist::{self, PersistConfig, StateWriter};
 use crate::cache::task::{self as cache_task, CacheHandle, CacheTaskConfig};
 use crate::cache::{AgentClock, BindingStore, RouteView};
 use crate::config::Config;
@@ -29,10 +28,11 @@ use crate::control::server::ControlSocket;
 use crate::kernel::reconcile::{self, RouteCommand};
 use crate::kernel::{Installer, InstallerStats};
 use crate::metrics::Metrics;
+use crate::persist::{self, PersistConfig, StateWriter};
 use crate::requestor::udp::{self, RequestorHandle};
 use crate::snoop::shell::SnoopStats;
-use crate::snoop::trigger::{Trigger, TriggerHandle};
 use crate::supervise::{self, Fatal, Lifetime, Supervisor};
+use crate::trigger::{Trigger, TriggerHandle};
 use crate::wire::Duid;
 
 /// Log lines keep the target they had when these steps were written inline in `serve` (log
@@ -143,7 +143,7 @@ pub(super) async fn kernel(cfg: &Config) -> Result<Kernel, DaemonError> {
     if cfg.snoop.spoof_guard {
         let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
         if let Some(script) = crate::snoop::guard::install(&ifaces) {
-            crate::snoop::trigger::nft::run("nft", &script, Duration::from_secs(10))
+            crate::trigger::nft::run("nft", &script, Duration::from_secs(10))
                 .await
                 .map_err(DaemonError::Guard)?;
             info!(target: LOG_TARGET, interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
@@ -286,7 +286,7 @@ pub(super) async fn trigger(
 }
 
 /// What the trigger reports.
-type UnknownTrigger = crate::snoop::trigger::UnknownSource;
+type UnknownTrigger = crate::trigger::UnknownSource;
 
 /// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
 /// the same store and channels (the loaded leases go in on the first run only).

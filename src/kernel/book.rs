@@ -464,7 +464,7 @@ impl Book {
             attempt: 0,
             due: now,
         });
-        e.due = now + plan::backoff(e.attempt, self.rules.retry_base, self.rules.retry_max);
+        e.due = now + crate::time::backoff(e.attempt, self.rules.retry_base, self.rules.retry_max);
         e.attempt = e.attempt.saturating_add(1);
     }
 

@@ -11,7 +11,7 @@
 //! The input is kept independent of the cache: [`RouteSpec`]s and [`RouteChange`]s, plus "the
 //! whole desired set" for reconcile. The layers:
 //! - [`plan`] (pure): desired vs actual → a [`plan::RoutePlan`] of [`plan::RouteOp`]s, error
-//!   classification and retry backoff; tested without root.
+//!   classification; tested without root.
 //! - [`link`] (pure): which interface a link-address or interface name means.
 //! - `book` (pure): the installer's state — desired, installed, parked, inherited routes, retry
 //!   deadlines, owed resync — and every decision on it; fed events and outcomes, returns ops.

@@ -10,7 +10,6 @@
 use crate::label::labels;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
-use std::time::Duration;
 
 use crate::prefix::Ipv6Prefix;
 
@@ -246,12 +245,6 @@ pub fn classify(kind: OpKind, errno: i32) -> ErrorAction {
     }
 }
 
-/// Delay before retry number `attempt` (0-based): `base · 2^attempt`, capped at `max`.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,16 +393,5 @@ mod tests {
         assert_eq!(classify(OpKind::Delete, 3), ErrorAction::AlreadyDone);
         assert_eq!(classify(OpKind::Add, 101), ErrorAction::Retry);
         assert_eq!(classify(OpKind::Delete, 1), ErrorAction::Retry);
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(500);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(0, base, max), base);
-        assert_eq!(backoff(1, base, max), Duration::from_secs(1));
-        assert_eq!(backoff(3, base, max), Duration::from_secs(4));
-        assert_eq!(backoff(10, base, max), max);
-        assert_eq!(backoff(u32::MAX, base, max), max);
     }
 }

@@ -319,8 +319,13 @@ async fn reopen(
     receive_buffer: usize,
     tx: &mpsc::Sender<Snooped>,
 ) -> CaptureSocket {
-    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt: u32 = 0;
     loop {
+        let delay = crate::time::backoff(
+            attempt,
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        );
         tokio::time::sleep(delay).await;
         match CaptureSocket::open(interface, receive_buffer) {
             Ok(s) => return s,
@@ -331,7 +336,7 @@ async fn reopen(
                     // at shutdown).
                     std::future::pending::<()>().await;
                 }
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                attempt = attempt.saturating_add(1);
             }
         }
     }

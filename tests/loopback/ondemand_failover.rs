@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lqagent::cache::task::{self, CacheTaskConfig};
-use lqagent::cache::{AgentClock, BindingStore, LeaseKey, Source};
+use lqagent::cache::{BindingStore, LeaseKey, Source};
 use lqagent::daemon::ondemand::{Looked, Lookup, OnDemandStats, UnknownSource};
 use lqagent::metrics::Metrics;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{Policy, RequestorConfig, RetransmitParams};
+use lqagent::time::AgentClock;
 use lqagent::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, IaAddr, IaPrefix, LqRelayData, Message,
     MessageType, RelayMessage,

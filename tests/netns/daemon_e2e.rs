@@ -252,10 +252,11 @@ fn clients_bind_release_expire_and_survive_a_restart() {
 #[test]
 fn on_demand_lookup_fills_the_cache_from_dhcpd() {
     use lqagent::cache::task::{self, CacheTaskConfig};
-    use lqagent::cache::{AgentClock, BindingStore, LeaseKey, Source};
+    use lqagent::cache::{BindingStore, LeaseKey, Source};
     use lqagent::daemon::ondemand::{self, Looked, Lookup, OnDemandConfig, OnDemandStats};
     use lqagent::requestor::RequestorConfig;
     use lqagent::requestor::udp::{self, UdpConfig};
+    use lqagent::time::AgentClock;
     use std::sync::Arc;
 
     let Some(lab) = IscLab::start("on_demand_lookup_fills_the_cache_from_dhcpd", 1) else {

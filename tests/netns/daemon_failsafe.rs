@@ -50,7 +50,7 @@ enum Damage {
 }
 
 /// Set the preferred and valid lifetime of every Upsert record of a state file to 1 s after the
-/// epoch, keeping the framing and checksums right (format: `cache/persist.rs`).
+/// epoch, keeping the framing and checksums right (format: `src/persist/codec.rs`).
 fn expire_all(path: &Path) -> usize {
     let Ok(mut b) = std::fs::read(path) else {
         return 0;
@@ -323,7 +323,7 @@ fn full_state_disk_keeps_routing_and_recovers() {
     // What it wrote after recovering is whole: a restart loads every binding.
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(10)).expect("exit");
-    let l = lqagent::cache::persist::load(&state, lqagent::cache::AgentClock::new().now()).unwrap();
+    let l = lqagent::persist::load(&state, lqagent::time::AgentClock::new().now()).unwrap();
     assert!(l.damaged.is_empty(), "{:?}", l.damaged);
     assert_eq!(l.leases.len(), 4, "two addresses and two prefixes");
 }

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use lqagent::admission::OwnAddresses;
 use lqagent::cache::task::{self, CacheTaskConfig};
-use lqagent::cache::{AgentClock, BindingStore, LeaseKey};
+use lqagent::cache::{BindingStore, LeaseKey};
 use lqagent::snoop::capture::CaptureConfig;
 use lqagent::snoop::classify::{ClassifyConfig, ClassifyCounter, SnoopTrust};
 use lqagent::snoop::shell;
+use lqagent::time::AgentClock;
 use lqagent::wire::{
     ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, Message, MessageType, RelayMessage,
 };

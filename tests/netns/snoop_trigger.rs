@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lqagent::cache::{Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use lqagent::prefix::Ipv6Prefix;
-use lqagent::snoop::trigger::{
+use lqagent::trigger::{
     Trigger, TriggerConfig, TriggerCounter, TriggerHandle, TriggerLink, UnknownSource,
 };
 use serde_json::Value;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use lqagent::cache::persist::{self, JournalHandle, PersistConfig, Record, StateWriter};
 use lqagent::cache::{ClientInfo, IaType, Lease, LeaseKey, Link, ServerId, Source, Timestamp};
+use lqagent::persist::{self, JournalHandle, PersistConfig, Record, StateWriter};
 use support::netns::require_root;
 use support::tmpfs::SmallFs;
 

@@ -1,6 +1,6 @@
 //! Enforces the layer boundary: the pure protocol code — `wire/`, every
-//! `core.rs`, `cache/merge.rs`, `kernel/plan.rs` and the trigger's pure parts
-//! (`snoop/trigger/{known,nflog,ruleset}.rs`) — must not touch I/O, the clock or config.
+//! `core.rs`, `cache/merge.rs`, `kernel/plan.rs`, `persist/codec.rs` and the trigger's pure parts
+//! (`trigger/{known,nflog,ruleset}.rs`) — must not touch I/O, the clock or config.
 //! A violation here means a sans-IO core grew a side effect.
 
 use std::path::{Path, PathBuf};
@@ -37,9 +37,10 @@ fn pure_files(root: &Path) -> Vec<PathBuf> {
                 || rel.ends_with("/core.rs")
                 || rel == "cache/merge.rs"
                 || rel == "kernel/plan.rs"
-                || rel == "snoop/trigger/known.rs"
-                || rel == "snoop/trigger/nflog.rs"
-                || rel == "snoop/trigger/ruleset.rs";
+                || rel == "persist/codec.rs"
+                || rel == "trigger/known.rs"
+                || rel == "trigger/nflog.rs"
+                || rel == "trigger/ruleset.rs";
             if pure && rel.ends_with(".rs") {
                 out.push(p);
             }

@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lqagent::cache::persist::{self, PersistConfig, Record, StateWriter};
 use lqagent::cache::{
     ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
 };
+use lqagent::persist::{self, PersistConfig, Record, StateWriter};
 use rand::Rng;
 
 const OPS: u64 = 2000;

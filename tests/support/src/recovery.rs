@@ -15,11 +15,12 @@ use lqagent::bulk::recovery::{
     BindingSink, CacheSink, RecoveryPlan, RecoveryReport, SinkClosed, recover,
 };
 use lqagent::bulk::stats::BulkStats;
-use lqagent::cache::persist::{self, PersistConfig, StateWriter};
-use lqagent::cache::{AgentClock, BindingStore, Change};
+use lqagent::cache::{BindingStore, Change};
 use lqagent::daemon::routes::RouteMapper;
 use lqagent::kernel::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
+use lqagent::persist::{self, PersistConfig, StateWriter};
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::time::AgentClock;
 use lqagent::wire::Duid;
 use tokio::sync::mpsc;
 

@@ -16,10 +16,10 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::binding::{Lease, LeaseKey};
 use super::hash::KeyHashBuilder;
 use super::slab::Slab;
 use super::tagindex::TagIndex;
+use crate::cache::binding::{Lease, LeaseKey};
 
 /// Four shards: readers never block each other (read locks), the single writer blocks one
 /// quarter of the table per write, and each shard's slab wastes at most one partly used 2 MiB

@@ -417,7 +417,8 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
     let interval = Duration::from_millis(cfg.batch_interval_ms);
     let timeout = Duration::from_millis(cfg.nft_timeout_ms);
     let stats = shared.stats.clone();
-    let mut backoff = Duration::from_millis(200);
+    // Failed runs in a row: the pause after one is 0.2 s doubling to 10 s.
+    let mut failures: u32 = 0;
     loop {
         shared.wake.notified().await;
         loop {
@@ -456,7 +457,7 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
                 Ok(()) => {
                     stats.add(TriggerCounter::SetAdds, adds);
                     stats.add(TriggerCounter::SetRemoves, removes);
-                    backoff = Duration::from_millis(200);
+                    failures = 0;
                     false
                 }
                 Err(e) => {
@@ -471,8 +472,13 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
                 .applying
                 .store(false, std::sync::atomic::Ordering::Release);
             if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let pause = crate::time::backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                tokio::time::sleep(pause).await;
+                failures = failures.saturating_add(1);
             }
         }
     }

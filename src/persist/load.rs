@@ -1,0 +1,246 @@
+//! The state file's loader: reads the snapshot and journal at start and degrades record by record
+//! (damaged stretches are skipped and reported, damaged files kept aside, a torn journal tail
+//! truncated), so that what survives is used.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::codec::{
+    Decoded, HEADER_LEN, Interner, KIND_JOURNAL, KIND_SNAPSHOT, Record, parse_header, walk,
+};
+use super::{Damage, JOURNAL_FILE, PersistError, SNAPSHOT_FILE, io_err};
+use crate::cache::binding::{Lease, LeaseKey, Timestamp};
+
+/// What loading found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The live leases (expired ones dropped), in key order.
+    pub leases: Vec<(LeaseKey, Lease)>,
+    /// Generation of the snapshot loaded (0 when none).
+    pub generation: u64,
+    pub journal_records: u64,
+    /// Leases dropped because their valid lifetime ended before `now`.
+    pub expired: u64,
+    /// Bytes cut off the journal's torn tail.
+    pub truncated_bytes: u64,
+    /// Damaged stretches skipped in the snapshot and the journal (their records are lost, the
+    /// records around them kept).
+    pub damaged: Vec<Damage>,
+    /// Snapshot records the `End` marker counts that were not read (lost to damage).
+    pub lost_records: u64,
+    /// Where a corrupt file was moved or copied.
+    pub moved_aside: Vec<PathBuf>,
+    /// The latest arrival time of any record read (expired ones too): a lower bound of when
+    /// the state was last written, on the clock that wrote it. See [`Loaded::check_clock`].
+    pub written_at: Option<Timestamp>,
+}
+
+impl Loaded {
+    /// A wall clock earlier than the state's write time (a reset RTC, a clock not yet synced)
+    /// would make every lifetime look longer than it is. When `now` is more than `tolerance_ms`
+    /// behind [`Loaded::written_at`], shift every lease's times back by the difference, so that
+    /// lifetimes stay relative to the write time (as if no time passed while the agent was
+    /// down — the shorter of the two readings); returns the shift in milliseconds (0: none).
+    pub fn check_clock(&mut self, now: Timestamp, tolerance_ms: i64) -> i64 {
+        let Some(written) = self.written_at else {
+            return 0;
+        };
+        let behind = written.millis().saturating_sub(now.millis());
+        if behind <= tolerance_ms {
+            return 0;
+        }
+        for (_, l) in &mut self.leases {
+            for t in [
+                &mut l.preferred_until,
+                &mut l.valid_until,
+                &mut l.last_transaction,
+                &mut l.arrival,
+            ] {
+                if *t != Timestamp::NEVER {
+                    *t = t.plus_millis(-behind);
+                }
+            }
+        }
+        // Seen from the write time, some of them had already run out.
+        let before = self.leases.len();
+        self.leases.retain(|(_, l)| l.valid_until > now);
+        self.expired += (before - self.leases.len()) as u64;
+        self.written_at = Some(now);
+        behind
+    }
+}
+
+fn suffixed(path: &Path) -> PathBuf {
+    let secs = crate::time::unix_now_secs();
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".corrupt-{secs}"));
+    PathBuf::from(to)
+}
+
+fn move_aside(path: &Path, loaded: &mut Loaded) -> Result<(), PersistError> {
+    let to = suffixed(path);
+    fs::rename(path, &to).map_err(io_err(path))?;
+    loaded.moved_aside.push(to);
+    Ok(())
+}
+
+/// Keep a copy of a damaged file for inspection (best effort: a full disk must not stop the
+/// start); the file itself stays until the next snapshot replaces it.
+fn copy_aside(path: &Path, loaded: &mut Loaded) {
+    let to = suffixed(path);
+    match fs::copy(path, &to) {
+        Ok(_) => loaded.moved_aside.push(to),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not keep a copy of the damaged state file")
+        }
+    }
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(io_err(path))?;
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Load the state directory (see the module doc for what happens to damaged files).
+pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
+    let mut out = Loaded::default();
+    let mut map: BTreeMap<LeaseKey, Lease> = BTreeMap::new();
+    let mut intern = Interner::default();
+    let snap_path = dir.join(SNAPSHOT_FILE);
+    let journal_path = dir.join(JOURNAL_FILE);
+    let mut latest: Option<Timestamp> = None;
+    let mut seen = |l: &Lease| {
+        if latest.is_none_or(|t| l.arrival > t) {
+            latest = Some(l.arrival);
+        }
+    };
+
+    // The snapshot's generation, when its header is intact (only then does the journal apply).
+    let mut snap_generation = None;
+    if let Some(bytes) = read_opt(&snap_path)? {
+        let header = parse_header(&bytes, KIND_SNAPSHOT);
+        let mut end = None;
+        let mut count = 0u64;
+        let mut misplaced = 0u64;
+        let mut damage = walk(
+            &bytes,
+            HEADER_LEN.min(bytes.len()),
+            &mut intern,
+            |d| match d {
+                Decoded::Rec(Record::Upsert(k, l)) if end.is_none() => {
+                    count += 1;
+                    seen(&l);
+                    map.insert(k, l);
+                }
+                Decoded::End(n) if end.is_none() => end = Some(n),
+                _ => misplaced += 1, // anything after End, or a Remove: not a snapshot's
+            },
+        );
+        if header.is_none() {
+            damage.insert(
+                0,
+                Damage {
+                    at: 0,
+                    until: HEADER_LEN.min(bytes.len()),
+                    why: "bad header",
+                },
+            );
+        }
+        let lost = match end {
+            Some(n) => n.saturating_sub(count),
+            None => 0,
+        };
+        out.lost_records += lost;
+        if header.is_none() && count == 0 {
+            // Nothing of ours in it: not a snapshot at all.
+            move_aside(&snap_path, &mut out)?;
+            tracing::error!(file = %snap_path.display(),
+                "state snapshot is unreadable; moved aside, starting with an empty cache");
+        } else if !damage.is_empty() || end != Some(count) || misplaced > 0 {
+            copy_aside(&snap_path, &mut out);
+            tracing::error!(file = %snap_path.display(), kept = count, lost_records = lost,
+                damaged_stretches = damage.len(), first = ?damage.first(),
+                end_marker = end.is_some(), misplaced,
+                "state snapshot is damaged: the good records are kept, the damaged ones lost");
+        }
+        out.damaged.extend(damage);
+        if let Some(g) = header {
+            out.generation = g;
+            snap_generation = Some(g);
+        }
+    }
+
+    if let Some(bytes) = read_opt(&journal_path)? {
+        match parse_header(&bytes, KIND_JOURNAL) {
+            Some(g) if snap_generation == Some(g) => {
+                let mut n = 0u64;
+                let damage = walk(&bytes, HEADER_LEN, &mut intern, |d| {
+                    if let Decoded::Rec(rec) = d {
+                        n += 1;
+                        match rec {
+                            Record::Upsert(k, l) => {
+                                seen(&l);
+                                map.insert(k, l);
+                            }
+                            Record::Remove(k) => {
+                                map.remove(&k);
+                            }
+                        }
+                    }
+                });
+                out.journal_records = n;
+                // A damaged stretch reaching the end is a torn tail (a write cut short):
+                // truncate it so appends continue on a record boundary.
+                let tail = damage.last().filter(|d| d.until == bytes.len()).copied();
+                let middle = damage.len() - usize::from(tail.is_some());
+                if middle > 0 {
+                    tracing::error!(file = %journal_path.display(), damaged_stretches = middle,
+                        first = ?damage.first(),
+                        "state journal has damaged records; skipped, the records around them kept");
+                }
+                if let Some(t) = tail {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&journal_path)
+                        .map_err(io_err(&journal_path))?;
+                    f.set_len(t.at as u64).map_err(io_err(&journal_path))?;
+                    f.sync_all().map_err(io_err(&journal_path))?;
+                    out.truncated_bytes = (bytes.len() - t.at) as u64;
+                    tracing::warn!(file = %journal_path.display(), at = t.at, reason = t.why,
+                        dropped_bytes = out.truncated_bytes,
+                        "state journal has a torn tail; truncated, earlier records kept");
+                }
+                out.damaged.extend(damage);
+            }
+            Some(_) if snap_generation.is_some() => {
+                tracing::info!(file = %journal_path.display(),
+                    "state journal is from an older snapshot generation; ignored");
+            }
+            Some(_) => {} // no snapshot header: the journal's generation cannot be checked
+            None => {
+                move_aside(&journal_path, &mut out)?;
+                tracing::error!(file = %journal_path.display(),
+                    "state journal header is corrupt; moved aside");
+            }
+        }
+    }
+
+    out.written_at = latest;
+    for (k, l) in map {
+        if l.valid_until <= now {
+            out.expired += 1;
+        } else {
+            out.leases.push((k, l));
+        }
+    }
+    Ok(out)
+}
