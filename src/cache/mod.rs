@@ -25,7 +25,7 @@ pub use binding::{
     ObservedLease, RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
     Withdrawal,
 };
-pub use merge::{CltCheck, MergeConfig, Verdict};
+pub use merge::{CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
