@@ -56,8 +56,8 @@ impl BulkQuery {
         (!l.is_unspecified()).then_some(l)
     }
 
-    /// Label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The label: log field and metric label value (see `crate::label`).
+    pub fn label(&self) -> &'static str {
         match self {
             BulkQuery::RelayId { .. } => "relay_id",
             BulkQuery::LinkAddress(_) => "link_address",
