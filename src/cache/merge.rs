@@ -710,12 +710,7 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
             gone.push(*key);
             verdicts.push((*key, MergeVerdict::Removed));
             if w.reason == WithdrawReason::Released {
-                let mut t = l.clone();
-                t.arrival = w.arrival;
-                t.last_transaction = w.arrival;
-                t.srsn = None;
-                t.valid_until = w.arrival;
-                tombs.push((*key, t));
+                tombs.push((*key, tombstone(l, w.arrival, w.arrival)));
             }
         } else {
             verdicts.push((*key, MergeVerdict::LostToLaterArrival));
@@ -745,16 +740,22 @@ pub fn sweep(current: &BTreeMap<LeaseKey, Lease>, sweep: &Sweep) -> MergeOutcome
         }
         gone.push(*key);
         verdicts.push((*key, MergeVerdict::RemovedOmitted));
-        let mut t = l.clone();
-        t.arrival = sweep.finished;
-        t.last_transaction = sweep.started;
-        t.srsn = None;
-        t.valid_until = sweep.finished;
-        tombs.push((*key, t));
+        tombs.push((*key, tombstone(l, sweep.finished, sweep.started)));
     }
     let mut out = remove_keys(current, &gone, verdicts);
     out.tombstones = tombs;
     out
+}
+
+/// R15: the tombstone a removed lease leaves: the lease as stored, gone (valid until and
+/// arrived) at `at`, its last transaction at `last_transaction`, with no sequence number.
+fn tombstone(l: &Lease, at: Timestamp, last_transaction: Timestamp) -> Lease {
+    let mut t = l.clone();
+    t.arrival = at;
+    t.last_transaction = last_transaction;
+    t.srsn = None;
+    t.valid_until = at;
+    t
 }
 
 /// Expiry (RFC 8987 G-8): the leases in `current` whose valid deadline is at or before `now`.
