@@ -78,6 +78,22 @@ impl Default for CacheConfig {
 
 const VERDICTS: &[MergeVerdict] = MergeVerdict::ALL;
 
+/// Warning lines of one kind logged per second of arrival time, at most.
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+/// The rate limit of the move and cap warnings: `log` is (second, lines logged in it); counts
+/// the line and says whether it may be logged.
+fn log_line_allowed(log: &mut (i64, u32), sec: i64) -> bool {
+    if log.0 != sec {
+        *log = (sec, 0);
+    }
+    if log.1 >= LOG_LINES_PER_SECOND {
+        return false;
+    }
+    log.1 += 1;
+    true
+}
+
 fn verdict_index(v: MergeVerdict) -> usize {
     VERDICTS.iter().position(|x| *x == v).unwrap_or(0)
 }
@@ -728,14 +744,9 @@ impl BindingStore {
             let Some(cap) = v.cap() else {
                 continue;
             };
-            let sec = obs.arrival.secs();
-            if w.cap_log.0 != sec {
-                w.cap_log = (sec, 0);
-            }
-            if w.cap_log.1 >= 10 {
+            if !log_line_allowed(&mut w.cap_log, obs.arrival.secs()) {
                 return;
             }
-            w.cap_log.1 += 1;
             tracing::warn!(
                 lease = %key,
                 cap,
@@ -776,14 +787,9 @@ impl BindingStore {
             return;
         }
         self.stats.moves[usize::from(new.source.to_u8())].fetch_add(1, Ordering::Relaxed);
-        let sec = new.arrival.secs();
-        if w.move_log.0 != sec {
-            w.move_log = (sec, 0);
-        }
-        if w.move_log.1 >= 10 {
+        if !log_line_allowed(&mut w.move_log, new.arrival.secs()) {
             return;
         }
-        w.move_log.1 += 1;
         tracing::warn!(
             lease = %key,
             from_client = %hex::encode(&old.client.duid),
