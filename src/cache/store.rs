@@ -1255,11 +1255,15 @@ mod tests {
         );
         // A complete answer omitting addr 2 whose new addr 4 and 5 pass the cap: 5 is refused,
         // so the answer is not complete and addr 2 stays.
-        let mut o = obs(1, 1, &[addr(3), addr(4), addr(5)], 1002);
-        o.complete = true;
-        o.source = super::super::Source::Leasequery;
-        o.clt_time = Some(0);
-        let out = s.apply(&o);
+        // A complete leasequery answer from server 1 for client 1.
+        let complete = |keys: &[LeaseKey], at| {
+            let mut o = obs(1, 1, keys, at);
+            o.complete = true;
+            o.source = super::super::Source::Leasequery;
+            o.clt_time = Some(0);
+            o
+        };
+        let out = s.apply(&complete(&[addr(3), addr(4), addr(5)], 1002));
         assert!(
             out.verdicts
                 .contains(&(addr(4), MergeVerdict::OverAddressCap)),
@@ -1271,11 +1275,7 @@ mod tests {
             "omission after a refusal removed a lease"
         );
         // The same complete answer within the cap does remove the omitted lease (R7 still works).
-        let mut o = obs(1, 1, &[addr(3)], 1003);
-        o.complete = true;
-        o.source = super::super::Source::Leasequery;
-        o.clt_time = Some(0);
-        let out = s.apply(&o);
+        let out = s.apply(&complete(&[addr(3)], 1003));
         assert!(
             out.verdicts
                 .contains(&(addr(2), MergeVerdict::RemovedOmitted)),
