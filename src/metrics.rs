@@ -190,14 +190,9 @@ pub struct RouteEventLabels {
     pub event: RouteEvent,
 }
 
-labels! {
-    /// State of a route the agent owns.
-    pub enum RouteState {
-        Installed => "installed",
-        Parked => "parked",
-        Inherited => "inherited",
-    }
-}
+/// The installer's route state, the `state` label of [`names::ROUTES`]. The gauge exports
+/// only `installed`, `parked` and `inherited` (the counts the installer publishes).
+pub use crate::kernel::reconcile::RouteState;
 
 /// Labels of [`names::ROUTES`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -56,8 +56,8 @@ impl BulkQuery {
         (!l.is_unspecified()).then_some(l)
     }
 
-    /// Label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// The label: log field and metric label value (see `crate::label`).
+    pub fn label(&self) -> &'static str {
         match self {
             BulkQuery::RelayId { .. } => "relay_id",
             BulkQuery::LinkAddress(_) => "link_address",
@@ -400,6 +400,19 @@ impl BulkConnection {
         self.send_queued(now);
     }
 
+    /// Finishes query `idx` with the server's status (not success) and its message.
+    fn finish_status(&mut self, idx: usize, code: StatusCode, message: String, now: Instant) {
+        self.finish(
+            idx,
+            |bindings| Outcome::Status {
+                code,
+                message,
+                bindings,
+            },
+            now,
+        );
+    }
+
     fn srsn(&self, m: &ClientMessage) -> Option<u32> {
         m.options.srsn(self.cfg.srsn_option?)
     }
@@ -454,15 +467,7 @@ impl BulkConnection {
                     if code == StatusCode::NO_BINDING {
                         self.finish(idx, |b| Outcome::Complete { bindings: b }, now);
                     } else {
-                        self.finish(
-                            idx,
-                            |b| Outcome::Status {
-                                code,
-                                message,
-                                bindings: b,
-                            },
-                            now,
-                        );
+                        self.finish_status(idx, code, message, now);
                     }
                     return;
                 }
@@ -497,18 +502,7 @@ impl BulkConnection {
                 };
                 self.progress(now);
                 match m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
-                    Some(st) => {
-                        let (code, message) = (st.code, st.text().into_owned());
-                        self.finish(
-                            idx,
-                            |b| Outcome::Status {
-                                code,
-                                message,
-                                bindings: b,
-                            },
-                            now,
-                        );
-                    }
+                    Some(st) => self.finish_status(idx, st.code, st.text().into_owned(), now),
                     None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
                 }
             }

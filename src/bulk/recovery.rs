@@ -375,10 +375,10 @@ pub async fn recover(
                 query,
                 result,
             } => {
-                stats.query_finished(server, query.kind(), &result);
+                stats.query_finished(server, query.label(), &result);
                 let l = listed.remove(&(server, id)).unwrap_or_default();
                 if l.overflow {
-                    tracing::warn!(%server, query = query.kind(), "bulk query not swept: more than MAX_LISTED leases, or answers under two server DUIDs");
+                    tracing::warn!(%server, query = query.label(), "bulk query not swept: more than MAX_LISTED leases, or answers under two server DUIDs");
                 }
                 if let Some(listing) = l.listing(&query, &result, started) {
                     if sink.listed(server, listing).await.is_err() {
@@ -387,10 +387,10 @@ pub async fn recover(
                 }
                 match result {
                     QueryResult::Complete { bindings } => {
-                        tracing::debug!(%server, query = query.kind(), bindings, "bulk query done")
+                        tracing::debug!(%server, query = query.label(), bindings, "bulk query done")
                     }
                     other => {
-                        tracing::warn!(%server, query = query.kind(), result = ?other, "bulk query not complete")
+                        tracing::warn!(%server, query = query.label(), result = ?other, "bulk query not complete")
                     }
                 }
             }

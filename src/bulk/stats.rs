@@ -5,58 +5,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::core::{Discard, QueryResult};
 
-/// What the bulk requestor counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    Connects,
-    ConnectFailures,
-    ConnectionsLost,
-    DataTimeouts,
-    ProtocolErrors,
-    /// QueryTerminated / UnspecFail: asked again later.
-    StatusRetryable,
-    Retries,
-    QueriesCompleted,
-    QueriesFailed,
-    QueriesGivenUp,
-    Bindings,
-    BytesSent,
-    BytesReceived,
-}
-
-impl Counter {
-    pub const ALL: [Counter; 13] = [
-        Counter::Connects,
-        Counter::ConnectFailures,
-        Counter::ConnectionsLost,
-        Counter::DataTimeouts,
-        Counter::ProtocolErrors,
-        Counter::StatusRetryable,
-        Counter::Retries,
-        Counter::QueriesCompleted,
-        Counter::QueriesFailed,
-        Counter::QueriesGivenUp,
-        Counter::Bindings,
-        Counter::BytesSent,
-        Counter::BytesReceived,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Counter::Connects => "connects",
-            Counter::ConnectFailures => "connect_failures",
-            Counter::ConnectionsLost => "connections_lost",
-            Counter::DataTimeouts => "data_timeouts",
-            Counter::ProtocolErrors => "protocol_errors",
-            Counter::StatusRetryable => "status_retryable",
-            Counter::Retries => "retries",
-            Counter::QueriesCompleted => "queries_completed",
-            Counter::QueriesFailed => "queries_failed",
-            Counter::QueriesGivenUp => "queries_given_up",
-            Counter::Bindings => "bindings",
-            Counter::BytesSent => "bytes_sent",
-            Counter::BytesReceived => "bytes_received",
-        }
+crate::label::labels! {
+    /// What the bulk requestor counts.
+    pub enum Counter {
+        Connects => "connects",
+        ConnectFailures => "connect_failures",
+        ConnectionsLost => "connections_lost",
+        DataTimeouts => "data_timeouts",
+        ProtocolErrors => "protocol_errors",
+        /// QueryTerminated / UnspecFail: asked again later.
+        StatusRetryable => "status_retryable",
+        Retries => "retries",
+        QueriesCompleted => "queries_completed",
+        QueriesFailed => "queries_failed",
+        QueriesGivenUp => "queries_given_up",
+        Bindings => "bindings",
+        BytesSent => "bytes_sent",
+        BytesReceived => "bytes_received",
     }
 }
 
@@ -123,7 +88,7 @@ impl BulkStats {
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         Counter::ALL
             .iter()
-            .map(|c| (c.as_str(), self.get(*c)))
+            .map(|c| (c.label(), self.get(*c)))
             .collect()
     }
 

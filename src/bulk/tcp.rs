@@ -220,7 +220,7 @@ impl ServerRun<'_> {
         if attempts >= self.cfg.max_attempts {
             self.stats.inc(Counter::QueriesGivenUp);
             self.report.gave_up += 1;
-            tracing::warn!(server = %self.server, query = query.kind(), attempts, "bulk leasequery: giving up");
+            tracing::warn!(server = %self.server, query = query.label(), attempts, "bulk leasequery: giving up");
             return self
                 .finish(id, query, QueryResult::GaveUp { attempts })
                 .await;
@@ -285,7 +285,7 @@ impl ServerRun<'_> {
             Outcome::Status { code, message, .. } => {
                 self.stats.inc(Counter::QueriesFailed);
                 self.report.failed += 1;
-                tracing::warn!(server = %self.server, query = query.kind(), status = code.0, %message, "bulk leasequery: query failed");
+                tracing::warn!(server = %self.server, query = query.label(), status = code.0, %message, "bulk leasequery: query failed");
                 self.finish(id, query, QueryResult::Failed { code, message })
                     .await
             }

@@ -140,86 +140,61 @@ impl MergeConfig {
     }
 }
 
-/// What R13 concluded about an observation's CLT_TIME.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CltCheck {
-    Sane,
-    /// No CLT_TIME: a snooped reply, recency = arrival (R9).
-    Absent,
-    UnixTimestamp,
-    ExceedsValid,
+crate::label::labels! {
+    /// What R13 concluded about an observation's CLT_TIME.
+    pub enum CltCheck {
+        Sane => "sane",
+        /// No CLT_TIME: a snooped reply, recency = arrival (R9).
+        Absent => "absent",
+        UnixTimestamp => "unix_timestamp",
+        ExceedsValid => "exceeds_valid",
+    }
 }
 
 impl CltCheck {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CltCheck::Sane => "sane",
-            CltCheck::Absent => "absent",
-            CltCheck::UnixTimestamp => "unix_timestamp",
-            CltCheck::ExceedsValid => "exceeds_valid",
-        }
-    }
-
     pub fn is_anomaly(self) -> bool {
         matches!(self, CltCheck::UnixTimestamp | CltCheck::ExceedsValid)
     }
 }
 
-/// The fate of one lease the observation spoke about (or omitted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    Added,
-    Updated,
-    /// R12: equal to what is stored.
-    Unchanged,
-    /// R8: zero/past valid lifetime removed a stored lease.
-    Removed,
-    /// R8: zero/past valid lifetime about a lease we did not hold.
-    AlreadyGone,
-    /// R7: omitted from a complete answer of the server that held it.
-    RemovedOmitted,
-    /// R2: another server's data has a newer client-last-transaction.
-    LostToNewerClt,
-    /// R4: the same server's stored data has a newer sequence number.
-    LostToNewerSrsn,
-    /// R6: the same server's stored data arrived later.
-    LostToLaterArrival,
-    /// R10: past the per-client prefix cap.
-    OverPrefixCap,
-    /// R10: past the per-client address cap.
-    OverAddressCap,
-    /// R10: past the per-link binding cap.
-    OverLinkCap,
-    /// R10: past the cap on bindings in the whole cache.
-    OverTotalCap,
+crate::label::labels! {
+    /// The fate of one lease the observation spoke about (or omitted).
+    pub enum MergeVerdict {
+        Added => "added",
+        Updated => "updated",
+        /// R12: equal to what is stored.
+        Unchanged => "unchanged",
+        /// R8: zero/past valid lifetime removed a stored lease.
+        Removed => "removed",
+        /// R8: zero/past valid lifetime about a lease we did not hold.
+        AlreadyGone => "already_gone",
+        /// R7: omitted from a complete answer of the server that held it.
+        RemovedOmitted => "removed_omitted",
+        /// R2: another server's data has a newer client-last-transaction.
+        LostToNewerClt => "lost_to_newer_clt",
+        /// R4: the same server's stored data has a newer sequence number.
+        LostToNewerSrsn => "lost_to_newer_srsn",
+        /// R6: the same server's stored data arrived later.
+        LostToLaterArrival => "lost_to_later_arrival",
+        /// R10: past the per-client prefix cap.
+        OverPrefixCap => "over_prefix_cap",
+        /// R10: past the per-client address cap.
+        OverAddressCap => "over_address_cap",
+        /// R10: past the per-link binding cap.
+        OverLinkCap => "over_link_cap",
+        /// R10: past the cap on bindings in the whole cache.
+        OverTotalCap => "over_total_cap",
+    }
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Added => "added",
-            Verdict::Updated => "updated",
-            Verdict::Unchanged => "unchanged",
-            Verdict::Removed => "removed",
-            Verdict::AlreadyGone => "already_gone",
-            Verdict::RemovedOmitted => "removed_omitted",
-            Verdict::LostToNewerClt => "lost_to_newer_clt",
-            Verdict::LostToNewerSrsn => "lost_to_newer_srsn",
-            Verdict::LostToLaterArrival => "lost_to_later_arrival",
-            Verdict::OverPrefixCap => "over_prefix_cap",
-            Verdict::OverAddressCap => "over_address_cap",
-            Verdict::OverLinkCap => "over_link_cap",
-            Verdict::OverTotalCap => "over_total_cap",
-        }
-    }
-
+impl MergeVerdict {
     /// R10: the cap that refused the lease (`cap` label of `lqagent_cap_refused_total`).
     pub fn cap(self) -> Option<&'static str> {
         match self {
-            Verdict::OverPrefixCap => Some("prefixes_per_client"),
-            Verdict::OverAddressCap => Some("addresses_per_client"),
-            Verdict::OverLinkCap => Some("bindings_per_link"),
-            Verdict::OverTotalCap => Some("bindings"),
+            MergeVerdict::OverPrefixCap => Some("prefixes_per_client"),
+            MergeVerdict::OverAddressCap => Some("addresses_per_client"),
+            MergeVerdict::OverLinkCap => Some("bindings_per_link"),
+            MergeVerdict::OverTotalCap => Some("bindings"),
             _ => None,
         }
     }
@@ -280,15 +255,15 @@ impl Held {
     }
 
     /// R10: the cap a new lease of type `ia` would pass, if any.
-    fn over_cap(&self, ia: IaType, cfg: &MergeConfig) -> Option<Verdict> {
+    fn over_cap(&self, ia: IaType, cfg: &MergeConfig) -> Option<MergeVerdict> {
         if ia == IaType::Pd && self.client_prefixes >= cfg.max_prefixes_per_client {
-            Some(Verdict::OverPrefixCap)
+            Some(MergeVerdict::OverPrefixCap)
         } else if ia != IaType::Pd && self.client_addresses >= cfg.max_addresses_per_client {
-            Some(Verdict::OverAddressCap)
+            Some(MergeVerdict::OverAddressCap)
         } else if self.link_bindings >= cfg.max_bindings_per_link {
-            Some(Verdict::OverLinkCap)
+            Some(MergeVerdict::OverLinkCap)
         } else if self.total >= cfg.max_bindings {
-            Some(Verdict::OverTotalCap)
+            Some(MergeVerdict::OverTotalCap)
         } else {
             None
         }
@@ -302,7 +277,7 @@ pub struct MergeOutcome {
     pub writes: Vec<(LeaseKey, Option<Lease>)>,
     /// The change stream entries, one per written key, same order as `writes`.
     pub changes: Vec<Change>,
-    pub verdicts: Vec<(LeaseKey, Verdict)>,
+    pub verdicts: Vec<(LeaseKey, MergeVerdict)>,
     pub clt: Option<CltCheck>,
     /// R15: evidence of removals to remember for a while (key, the removing data).
     pub tombstones: Vec<(LeaseKey, Lease)>,
@@ -358,7 +333,7 @@ pub fn last_transaction(obs: &Observation, cfg: &MergeConfig) -> (Timestamp, Clt
 }
 
 /// Why the stored lease keeps its place, or `None` when the incoming data takes precedence.
-fn precedence(stored: &Lease, incoming: &Lease, cfg: &MergeConfig) -> Option<Verdict> {
+fn precedence(stored: &Lease, incoming: &Lease, cfg: &MergeConfig) -> Option<MergeVerdict> {
     if stored.server.duid == incoming.server.duid {
         if let (Some(s), Some(i)) = (stored.srsn, incoming.srsn) {
             if s != i {
@@ -368,18 +343,18 @@ fn precedence(stored: &Lease, incoming: &Lease, cfg: &MergeConfig) -> Option<Ver
                 return if newer || restarted {
                     None
                 } else {
-                    Some(Verdict::LostToNewerSrsn)
+                    Some(MergeVerdict::LostToNewerSrsn)
                 };
             }
         }
         return if total_order(incoming, stored) == Ordering::Less {
-            Some(Verdict::LostToLaterArrival)
+            Some(MergeVerdict::LostToLaterArrival)
         } else {
             None
         };
     }
     if total_order(incoming, stored) == Ordering::Less {
-        Some(Verdict::LostToNewerClt)
+        Some(MergeVerdict::LostToNewerClt)
     } else {
         None
     }
@@ -508,7 +483,7 @@ pub fn merge_held(
                     held.replace(Some(s), None, obs);
                     next.insert(ol.key, None);
                     tombs.push((ol.key, candidate));
-                    Verdict::Removed
+                    MergeVerdict::Removed
                 }
                 None => {
                     if s.client.duid != client.duid || s.client.link.address != client.link.address
@@ -517,20 +492,20 @@ pub fn merge_held(
                     }
                     held.replace(Some(s), Some(&candidate), obs);
                     next.insert(ol.key, Some(candidate));
-                    Verdict::Updated
+                    MergeVerdict::Updated
                 }
             },
             (None, Some(lost)) => lost,
             (None, None) if gone => {
                 tombs.push((ol.key, candidate));
-                Verdict::AlreadyGone
+                MergeVerdict::AlreadyGone
             }
             (None, None) => match held.over_cap(ol.ia, cfg) {
                 Some(over) => over,
                 None => {
                     held.replace(None, Some(&candidate), obs);
                     next.insert(ol.key, Some(candidate));
-                    Verdict::Added
+                    MergeVerdict::Added
                 }
             },
         };
@@ -560,7 +535,7 @@ pub fn merge_held(
                 && l.server.duid == obs.server.duid;
             if omitted && precedence(l, &probe, cfg).is_none() {
                 next.insert(*key, None);
-                verdicts.push((*key, Verdict::RemovedOmitted));
+                verdicts.push((*key, MergeVerdict::RemovedOmitted));
                 let mut t = probe.clone();
                 t.ia = l.ia;
                 t.iaid = l.iaid;
@@ -574,7 +549,10 @@ pub fn merge_held(
     let won = verdicts.iter().any(|(_, v)| {
         matches!(
             v,
-            Verdict::Added | Verdict::Updated | Verdict::Removed | Verdict::RemovedOmitted
+            MergeVerdict::Added
+                | MergeVerdict::Updated
+                | MergeVerdict::Removed
+                | MergeVerdict::RemovedOmitted
         )
     });
     if won {
@@ -675,7 +653,7 @@ fn reassign_next_hops(
 fn finish(
     current: &BTreeMap<LeaseKey, Lease>,
     next: BTreeMap<LeaseKey, Option<Lease>>,
-    mut verdicts: Vec<(LeaseKey, Verdict)>,
+    mut verdicts: Vec<(LeaseKey, MergeVerdict)>,
     clt: Option<CltCheck>,
 ) -> MergeOutcome {
     let mut out = MergeOutcome {
@@ -686,8 +664,8 @@ fn finish(
         let old = current.get(&key);
         if old == new.as_ref() {
             for v in verdicts.iter_mut().filter(|(k, _)| *k == key) {
-                if v.1 == Verdict::Updated {
-                    v.1 = Verdict::Unchanged;
+                if v.1 == MergeVerdict::Updated {
+                    v.1 = MergeVerdict::Unchanged;
                 }
             }
             continue;
@@ -718,7 +696,7 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
     let mut verdicts = Vec::new();
     for key in &w.keys {
         let Some(l) = current.get(key) else {
-            verdicts.push((*key, Verdict::AlreadyGone));
+            verdicts.push((*key, MergeVerdict::AlreadyGone));
             continue;
         };
         let applies = match w.reason {
@@ -730,17 +708,12 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
         };
         if applies {
             gone.push(*key);
-            verdicts.push((*key, Verdict::Removed));
+            verdicts.push((*key, MergeVerdict::Removed));
             if w.reason == WithdrawReason::Released {
-                let mut t = l.clone();
-                t.arrival = w.arrival;
-                t.last_transaction = w.arrival;
-                t.srsn = None;
-                t.valid_until = w.arrival;
-                tombs.push((*key, t));
+                tombs.push((*key, tombstone(l, w.arrival, w.arrival)));
             }
         } else {
-            verdicts.push((*key, Verdict::LostToLaterArrival));
+            verdicts.push((*key, MergeVerdict::LostToLaterArrival));
         }
     }
     let mut out = remove_keys(current, &gone, verdicts);
@@ -766,17 +739,23 @@ pub fn sweep(current: &BTreeMap<LeaseKey, Lease>, sweep: &Sweep) -> MergeOutcome
             continue;
         }
         gone.push(*key);
-        verdicts.push((*key, Verdict::RemovedOmitted));
-        let mut t = l.clone();
-        t.arrival = sweep.finished;
-        t.last_transaction = sweep.started;
-        t.srsn = None;
-        t.valid_until = sweep.finished;
-        tombs.push((*key, t));
+        verdicts.push((*key, MergeVerdict::RemovedOmitted));
+        tombs.push((*key, tombstone(l, sweep.finished, sweep.started)));
     }
     let mut out = remove_keys(current, &gone, verdicts);
     out.tombstones = tombs;
     out
+}
+
+/// R15: the tombstone a removed lease leaves: the lease as stored, gone (valid until and
+/// arrived) at `at`, its last transaction at `last_transaction`, with no sequence number.
+fn tombstone(l: &Lease, at: Timestamp, last_transaction: Timestamp) -> Lease {
+    let mut t = l.clone();
+    t.arrival = at;
+    t.last_transaction = last_transaction;
+    t.srsn = None;
+    t.valid_until = at;
+    t
 }
 
 /// Expiry (RFC 8987 G-8): the leases in `current` whose valid deadline is at or before `now`.
@@ -786,7 +765,7 @@ pub fn expire(current: &BTreeMap<LeaseKey, Lease>, now: Timestamp) -> MergeOutco
         .filter(|(_, l)| l.valid_until <= now)
         .map(|(k, _)| *k)
         .collect();
-    let verdicts = gone.iter().map(|k| (*k, Verdict::Removed)).collect();
+    let verdicts = gone.iter().map(|k| (*k, MergeVerdict::Removed)).collect();
     remove_keys(current, &gone, verdicts)
 }
 
@@ -794,7 +773,7 @@ pub fn expire(current: &BTreeMap<LeaseKey, Lease>, now: Timestamp) -> MergeOutco
 fn remove_keys(
     current: &BTreeMap<LeaseKey, Lease>,
     gone: &[LeaseKey],
-    verdicts: Vec<(LeaseKey, Verdict)>,
+    verdicts: Vec<(LeaseKey, MergeVerdict)>,
 ) -> MergeOutcome {
     let mut next: BTreeMap<LeaseKey, Option<Lease>> = gone.iter().map(|k| (*k, None)).collect();
     let clients: Vec<Arc<ClientInfo>> = gone

@@ -21,7 +21,7 @@ pub use binding::{
     ObservedLease, RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
     Withdrawal,
 };
-pub use merge::{CltCheck, MergeConfig, Verdict};
+pub use merge::{CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
 
 pub use crate::time::AgentClock;

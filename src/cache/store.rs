@@ -48,7 +48,7 @@ use super::binding::{
     Sweep, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
-use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, Verdict};
+use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
 use super::storage::{KeyHashBuilder, LeaseTable, SlotRef};
 use crate::prefix::Ipv6Prefix;
 
@@ -75,27 +75,29 @@ impl Default for CacheConfig {
     }
 }
 
-const VERDICTS: [Verdict; 13] = [
-    Verdict::Added,
-    Verdict::Updated,
-    Verdict::Unchanged,
-    Verdict::Removed,
-    Verdict::AlreadyGone,
-    Verdict::RemovedOmitted,
-    Verdict::LostToNewerClt,
-    Verdict::LostToNewerSrsn,
-    Verdict::LostToLaterArrival,
-    Verdict::OverPrefixCap,
-    Verdict::OverAddressCap,
-    Verdict::OverLinkCap,
-    Verdict::OverTotalCap,
-];
+const VERDICTS: &[MergeVerdict] = MergeVerdict::ALL;
 
-fn verdict_index(v: Verdict) -> usize {
+/// Warning lines of one kind logged per second of arrival time, at most.
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+/// The rate limit of the move and cap warnings: `log` is (second, lines logged in it); counts
+/// the line and says whether it may be logged.
+fn log_line_allowed(log: &mut (i64, u32), sec: i64) -> bool {
+    if log.0 != sec {
+        *log = (sec, 0);
+    }
+    if log.1 >= LOG_LINES_PER_SECOND {
+        return false;
+    }
+    log.1 += 1;
+    true
+}
+
+fn verdict_index(v: MergeVerdict) -> usize {
     VERDICTS.iter().position(|x| *x == v).unwrap_or(0)
 }
 
-/// Counters the cache keeps; `metrics.rs` exports them with the `as_str()` labels.
+/// Counters the cache keeps; `metrics.rs` exports them with the `label()` labels.
 #[derive(Debug, Default)]
 pub struct CacheStats {
     verdicts: [AtomicU64; VERDICTS.len()],
@@ -115,7 +117,7 @@ impl CacheStats {
         VERDICTS
             .iter()
             .zip(self.verdicts.iter())
-            .map(|(v, c)| (v.as_str(), c.load(Ordering::Relaxed)))
+            .map(|(v, c)| (v.label(), c.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -146,7 +148,7 @@ impl CacheStats {
             .collect()
     }
 
-    pub fn verdict(&self, v: Verdict) -> u64 {
+    pub fn verdict(&self, v: MergeVerdict) -> u64 {
         self.verdicts[verdict_index(v)].load(Ordering::Relaxed)
     }
 
@@ -154,11 +156,11 @@ impl CacheStats {
     pub fn clt_anomalies(&self) -> Vec<(&'static str, u64)> {
         vec![
             (
-                CltCheck::UnixTimestamp.as_str(),
+                CltCheck::UnixTimestamp.label(),
                 self.clt_unix_timestamp.load(Ordering::Relaxed),
             ),
             (
-                CltCheck::ExceedsValid.as_str(),
+                CltCheck::ExceedsValid.label(),
                 self.clt_exceeds_valid.load(Ordering::Relaxed),
             ),
         ]
@@ -318,7 +320,7 @@ impl BigClient {
 pub struct Applied {
     pub changes: Vec<Change>,
     pub writes: Vec<(LeaseKey, Option<Lease>)>,
-    pub verdicts: Vec<(LeaseKey, Verdict)>,
+    pub verdicts: Vec<(LeaseKey, MergeVerdict)>,
 }
 
 #[derive(Debug, Default)]
@@ -735,20 +737,15 @@ impl BindingStore {
         &self,
         w: &mut WriterState,
         obs: &Observation,
-        verdicts: &[(LeaseKey, Verdict)],
+        verdicts: &[(LeaseKey, MergeVerdict)],
     ) {
         for (key, v) in verdicts {
             let Some(cap) = v.cap() else {
                 continue;
             };
-            let sec = obs.arrival.secs();
-            if w.cap_log.0 != sec {
-                w.cap_log = (sec, 0);
-            }
-            if w.cap_log.1 >= 10 {
+            if !log_line_allowed(&mut w.cap_log, obs.arrival.secs()) {
                 return;
             }
-            w.cap_log.1 += 1;
             tracing::warn!(
                 lease = %key,
                 cap,
@@ -773,7 +770,7 @@ impl BindingStore {
                 server = %obs.server.address,
                 server_duid = %hex::encode(&obs.server.duid),
                 clt_time = obs.clt_time.unwrap_or(0),
-                anomaly = check.as_str(),
+                anomaly = check.label(),
                 "server sends a CLT_TIME that is not seconds since the last transaction; \
                  handled per cache::merge R13 (logged once per server)"
             );
@@ -789,14 +786,9 @@ impl BindingStore {
             return;
         }
         self.stats.moves[usize::from(new.source.to_u8())].fetch_add(1, Ordering::Relaxed);
-        let sec = new.arrival.secs();
-        if w.move_log.0 != sec {
-            w.move_log = (sec, 0);
-        }
-        if w.move_log.1 >= 10 {
+        if !log_line_allowed(&mut w.move_log, new.arrival.secs()) {
             return;
         }
-        w.move_log.1 += 1;
         tracing::warn!(
             lease = %key,
             from_client = %hex::encode(&old.client.duid),
@@ -1133,7 +1125,7 @@ mod tests {
     /// One row of the caps table: the cap under test set to 3, the others out of the way, and
     /// how the `i`th new binding looks (client, link, key) so that it counts against that cap.
     struct CapRow {
-        verdict: Verdict,
+        verdict: MergeVerdict,
         label: &'static str,
         set: fn(&mut MergeConfig),
         nth: fn(u16) -> (u8, u16, LeaseKey, IaType),
@@ -1154,25 +1146,25 @@ mod tests {
 
     const CAP_ROWS: [CapRow; 4] = [
         CapRow {
-            verdict: Verdict::OverPrefixCap,
+            verdict: MergeVerdict::OverPrefixCap,
             label: "prefixes_per_client",
             set: |m| m.max_prefixes_per_client = 3,
             nth: |i| (1, 1, pfx(i), IaType::Pd),
         },
         CapRow {
-            verdict: Verdict::OverAddressCap,
+            verdict: MergeVerdict::OverAddressCap,
             label: "addresses_per_client",
             set: |m| m.max_addresses_per_client = 3,
             nth: |i| (1, 1, addr(i + 1), IaType::Na),
         },
         CapRow {
-            verdict: Verdict::OverLinkCap,
+            verdict: MergeVerdict::OverLinkCap,
             label: "bindings_per_link",
             set: |m| m.max_bindings_per_link = 3,
             nth: |i| (10 + i as u8, 1, addr(i + 1), IaType::Na),
         },
         CapRow {
-            verdict: Verdict::OverTotalCap,
+            verdict: MergeVerdict::OverTotalCap,
             label: "bindings",
             set: |m| m.max_bindings = 3,
             nth: |i| (10 + i as u8, 1 + i, addr(i + 1), IaType::Na),
@@ -1196,7 +1188,7 @@ mod tests {
             // Up to the cap: the third (taken at cap − 1 = 2 held) is still admitted.
             for i in 0..3 {
                 let (k, out) = send(i, 200, 1000);
-                assert_eq!(out.verdicts, vec![(k, Verdict::Added)], "{name}: #{i}");
+                assert_eq!(out.verdicts, vec![(k, MergeVerdict::Added)], "{name}: #{i}");
             }
             // At the cap: refused, counted, nothing written, nothing to the route installer.
             let (k3, out) = send(3, 200, 1001);
@@ -1205,7 +1197,7 @@ mod tests {
             assert!(s.get(&k3).is_none(), "{name}");
             // An update of a binding held at the cap adds nothing: admitted.
             let (k0, out) = send(0, 900, 1002);
-            assert_eq!(out.verdicts, vec![(k0, Verdict::Updated)], "{name}");
+            assert_eq!(out.verdicts, vec![(k0, MergeVerdict::Updated)], "{name}");
             assert_eq!(out.changes.len(), 1, "{name}");
             assert_eq!(
                 s.get(&k0).map(|l| l.valid_until),
@@ -1225,9 +1217,9 @@ mod tests {
                 reason: WithdrawReason::Released,
                 arrival: Timestamp::from_secs(1003),
             });
-            assert_eq!(out.verdicts, vec![(k1, Verdict::Removed)], "{name}");
+            assert_eq!(out.verdicts, vec![(k1, MergeVerdict::Removed)], "{name}");
             let (_, out) = send(3, 200, 1004);
-            assert_eq!(out.verdicts, vec![(k3, Verdict::Added)], "{name}");
+            assert_eq!(out.verdicts, vec![(k3, MergeVerdict::Added)], "{name}");
             // And full again.
             let (k4, out) = send(4, 200, 1005);
             assert_eq!(out.verdicts, vec![(k4, row.verdict)], "{name}");
@@ -1256,19 +1248,24 @@ mod tests {
         o.leases[0].valid = 0;
         let out = s.apply(&o);
         assert!(
-            out.verdicts.contains(&(addr(3), Verdict::Added)),
+            out.verdicts.contains(&(addr(3), MergeVerdict::Added)),
             "{:?}",
             out.verdicts
         );
         // A complete answer omitting addr 2 whose new addr 4 and 5 pass the cap: 5 is refused,
         // so the answer is not complete and addr 2 stays.
-        let mut o = obs(1, 1, &[addr(3), addr(4), addr(5)], 1002);
-        o.complete = true;
-        o.source = super::super::Source::Leasequery;
-        o.clt_time = Some(0);
-        let out = s.apply(&o);
+        // A complete leasequery answer from server 1 for client 1.
+        let complete = |keys: &[LeaseKey], at| {
+            let mut o = obs(1, 1, keys, at);
+            o.complete = true;
+            o.source = super::super::Source::Leasequery;
+            o.clt_time = Some(0);
+            o
+        };
+        let out = s.apply(&complete(&[addr(3), addr(4), addr(5)], 1002));
         assert!(
-            out.verdicts.contains(&(addr(4), Verdict::OverAddressCap)),
+            out.verdicts
+                .contains(&(addr(4), MergeVerdict::OverAddressCap)),
             "{:?}",
             out.verdicts
         );
@@ -1277,13 +1274,10 @@ mod tests {
             "omission after a refusal removed a lease"
         );
         // The same complete answer within the cap does remove the omitted lease (R7 still works).
-        let mut o = obs(1, 1, &[addr(3)], 1003);
-        o.complete = true;
-        o.source = super::super::Source::Leasequery;
-        o.clt_time = Some(0);
-        let out = s.apply(&o);
+        let out = s.apply(&complete(&[addr(3)], 1003));
         assert!(
-            out.verdicts.contains(&(addr(2), Verdict::RemovedOmitted)),
+            out.verdicts
+                .contains(&(addr(2), MergeVerdict::RemovedOmitted)),
             "{:?}",
             out.verdicts
         );

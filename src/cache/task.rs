@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(
             h.store()
                 .stats()
-                .verdict(crate::cache::Verdict::OverTotalCap),
+                .verdict(crate::cache::MergeVerdict::OverTotalCap),
             1
         );
     }

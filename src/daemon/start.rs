@@ -262,7 +262,13 @@ pub(super) async fn trigger(
     cfg: &Config,
     loaded: &persist::Loaded,
     tasks: &Tasks,
-) -> Result<(Option<Trigger>, Option<mpsc::Receiver<UnknownTrigger>>), DaemonError> {
+) -> Result<
+    (
+        Option<Trigger>,
+        Option<mpsc::Receiver<crate::trigger::TriggerEvent>>,
+    ),
+    DaemonError,
+> {
     let trigger_links = settings::trigger_links(cfg);
     if trigger_links.is_empty() {
         return Ok((None, None));
@@ -284,9 +290,6 @@ pub(super) async fn trigger(
     );
     Ok((Some(t), Some(rx)))
 }
-
-/// What the trigger reports.
-type UnknownTrigger = crate::trigger::UnknownSource;
 
 /// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
 /// the same store and channels (the loaded leases go in on the first run only).
@@ -345,7 +348,7 @@ pub(super) async fn leasequery(
     cache: &CacheHandle,
     clock: AgentClock,
     metrics: &Metrics,
-    trigger_events: Option<mpsc::Receiver<UnknownTrigger>>,
+    trigger_events: Option<mpsc::Receiver<crate::trigger::TriggerEvent>>,
     tasks: &mut Tasks,
 ) -> Result<Leasequery, DaemonError> {
     let duid = match &cfg.identity.client_duid {

@@ -113,7 +113,8 @@ pub fn addr_dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
     msg
 }
 
-fn table_of(m: &RouteMessage) -> u32 {
+/// The route's table: the RTA_TABLE attribute (32 bits) when present, else the header's byte.
+pub(super) fn table_of(m: &RouteMessage) -> u32 {
     m.attributes
         .iter()
         .find_map(|a| match a {

@@ -22,6 +22,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteType};
 use rtnetlink::RouteMessageBuilder;
 
+use super::netlink::table_of;
 use crate::prefix::Ipv6Prefix;
 
 /// Why the unreachable routes could not be brought in line.
@@ -63,16 +64,6 @@ pub fn aggregates<'a>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
-}
-
-fn table_of(m: &RouteMessage) -> u32 {
-    m.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(m.header.table))
 }
 
 fn message(at: Placement, p: Ipv6Prefix) -> RouteMessage {

@@ -1,6 +1,6 @@
 //! The unknown-source trigger: packets arriving on a subscriber-facing interface from a source
 //! inside the link's subscriber prefixes that no cached address or delegated prefix covers become
-//! [`UnknownSource`] events, which the daemon turns into leasequeries by address (RFC 5007 §4.1.2.1,
+//! [`TriggerEvent`] events, which the daemon turns into leasequeries by address (RFC 5007 §4.1.2.1,
 //! with the link's link-address).
 //!
 //! Detection stays in the kernel, so normal traffic is never copied to user space: lqagent installs
@@ -102,9 +102,11 @@ pub struct TriggerLink {
     pub subscriber_prefixes: Vec<Ipv6Prefix>,
 }
 
-/// A packet from a source nothing in the cache covers.
+/// A packet from a source nothing in the cache covers, with which trigger link saw it and when.
+/// The daemon turns it into its on-demand request (`daemon::ondemand::UnknownSource`), which
+/// keeps only the source, the link-address and the interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownSource {
+pub struct TriggerEvent {
     /// Index into the trigger's links.
     pub link: usize,
     pub link_name: Arc<str>,

@@ -17,7 +17,7 @@ use super::known::{Batch, KnownSets};
 use super::nflog::{self, GroupConfig, Item};
 use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
-use super::{TriggerConfig, TriggerCounter, TriggerLink, TriggerStats, UnknownSource};
+use super::{TriggerConfig, TriggerCounter, TriggerEvent, TriggerLink, TriggerStats};
 use crate::cache::{Change, LeaseKey, RouteView};
 use crate::supervise::{Lifetime, Supervisor};
 
@@ -122,7 +122,7 @@ impl Trigger {
         cfg: TriggerConfig,
         links: Vec<TriggerLink>,
         initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
-    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+    ) -> Result<(Trigger, mpsc::Receiver<TriggerEvent>), TriggerError> {
         Self::start_with(cfg, links, initial, None).await
     }
 
@@ -134,7 +134,7 @@ impl Trigger {
         links: Vec<TriggerLink>,
         initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
         sup: &Supervisor,
-    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+    ) -> Result<(Trigger, mpsc::Receiver<TriggerEvent>), TriggerError> {
         Self::start_with(cfg, links, initial, Some(sup)).await
     }
 
@@ -143,7 +143,7 @@ impl Trigger {
         links: Vec<TriggerLink>,
         initial: impl IntoIterator<Item = (LeaseKey, RouteView)>,
         sup: Option<&Supervisor>,
-    ) -> Result<(Trigger, mpsc::Receiver<UnknownSource>), TriggerError> {
+    ) -> Result<(Trigger, mpsc::Receiver<TriggerEvent>), TriggerError> {
         let params = RuleParams {
             group: cfg.nflog_group,
             enforcement: cfg.enforcement,
@@ -337,7 +337,7 @@ async fn listen(
     sock: TokioSocket,
     shared: Arc<Shared>,
     links: Arc<[TriggerLink]>,
-    tx: mpsc::Sender<UnknownSource>,
+    tx: mpsc::Sender<TriggerEvent>,
     cfg: TriggerConfig,
 ) -> std::io::Result<()> {
     let stats = shared.stats.clone();
@@ -394,7 +394,7 @@ async fn listen(
                 stats.add(TriggerCounter::Deduped, 1);
                 continue;
             }
-            let ev = UnknownSource {
+            let ev = TriggerEvent {
                 link: l,
                 link_name: link.name.clone(),
                 interface: link.interface.clone(),

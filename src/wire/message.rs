@@ -83,17 +83,12 @@ impl Message {
 
     /// Writes the message into `buf` (at least `buffer_len()` bytes); returns bytes written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut w = Writer::new(buf);
-        self.emit_to(&mut w)?;
-        Ok(w.pos())
+        emit_with(buf, |w| self.emit_to(w))
     }
 
     /// The message as a new vector.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
-        let mut v = vec![0; self.buffer_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(v)
+        vec_with(self.buffer_len(), |b| self.emit(b))
     }
 }
 
@@ -146,17 +141,12 @@ impl ClientMessage {
 
     /// Writes the message into `buf` (at least `buffer_len()` bytes); returns bytes written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut w = Writer::new(buf);
-        self.emit_to(&mut w)?;
-        Ok(w.pos())
+        emit_with(buf, |w| self.emit_to(w))
     }
 
     /// The message as a new vector.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
-        let mut v = vec![0; self.buffer_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(v)
+        vec_with(self.buffer_len(), |b| self.emit(b))
     }
 }
 
@@ -204,16 +194,32 @@ impl RelayMessage {
 
     /// Writes the message into `buf` (at least `buffer_len()` bytes); returns bytes written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut w = Writer::new(buf);
-        self.emit_to(&mut w)?;
-        Ok(w.pos())
+        emit_with(buf, |w| self.emit_to(w))
     }
 
     /// The message as a new vector.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
-        let mut v = vec![0; self.buffer_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(v)
+        vec_with(self.buffer_len(), |b| self.emit(b))
     }
+}
+
+/// The one body of every message's `emit`: runs its `emit_to` over `buf`, returns bytes written.
+fn emit_with(
+    buf: &mut [u8],
+    emit_to: impl FnOnce(&mut Writer<'_>) -> Result<(), Error>,
+) -> Result<usize, Error> {
+    let mut w = Writer::new(buf);
+    emit_to(&mut w)?;
+    Ok(w.pos())
+}
+
+/// The one body of every message's `to_vec`: `len` (its `buffer_len()`) bytes, emitted into.
+fn vec_with(
+    len: usize,
+    emit: impl FnOnce(&mut [u8]) -> Result<usize, Error>,
+) -> Result<Vec<u8>, Error> {
+    let mut v = vec![0; len];
+    let n = emit(&mut v)?;
+    v.truncate(n);
+    Ok(v)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lqagent::cache::{Change, ChangeKind, LeaseKey, RouteView, Timestamp};
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::trigger::{
-    Trigger, TriggerConfig, TriggerCounter, TriggerHandle, TriggerLink, UnknownSource,
+    Trigger, TriggerConfig, TriggerCounter, TriggerEvent, TriggerHandle, TriggerLink,
 };
 use serde_json::Value;
 use support::flood::spoofed_flood;
@@ -167,7 +167,7 @@ fn chains(v: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn next_event(rx: &mut mpsc::Receiver<UnknownSource>) -> UnknownSource {
+async fn next_event(rx: &mut mpsc::Receiver<TriggerEvent>) -> TriggerEvent {
     tokio::time::timeout(Duration::from_secs(3), rx.recv())
         .await
         .expect("an event within 3 s")

@@ -29,10 +29,9 @@ const LAYERS: &[&[&str]] = &[
         "persist",
         "notify",
         "logging",
-        "metrics",
         "supervise",
     ],
-    // The shells that talk to the outside: kernel, servers, packets, operator.
+    // The shells that talk to the outside: kernel, servers, packets, operator, scrapers.
     &[
         "kernel",
         "requestor",
@@ -41,6 +40,7 @@ const LAYERS: &[&[&str]] = &[
         "trigger",
         "pcap",
         "control",
+        "metrics",
     ],
     // Composition: what the operator wants, and what connects it all.
     &["config", "daemon", "cli"],

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use lqagent::cache::{
     BindingStore, CacheConfig, ChangeKind, CltCheck, INFINITE_LIFETIME, IaType, LeaseKey, Link,
-    MergeConfig, Observation, ObservedLease, RelayData, ServerId, Source, Sweep, Timestamp,
-    Verdict, WithdrawReason, Withdrawal,
+    MergeConfig, MergeVerdict, Observation, ObservedLease, RelayData, ServerId, Source, Sweep,
+    Timestamp, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
 use proptest::prelude::*;
@@ -83,7 +83,7 @@ struct Case {
     name: &'static str,
     steps: Vec<Observation>,
     key: LeaseKey,
-    last_verdict: Verdict,
+    last_verdict: MergeVerdict,
     /// (client byte, server byte) holding `key` at the end, or None when absent.
     holder: Option<(u8, u8)>,
 }
@@ -116,7 +116,7 @@ fn r1_disjoint_data_is_merged_as_union() {
     let b = s.apply(&obs(1, 2, 1, Some(10), vec![pd(1, 3600)]));
     assert_eq!(
         b.verdicts,
-        vec![(LeaseKey::Prefix(pfx(1, 56)), Verdict::Added)]
+        vec![(LeaseKey::Prefix(pfx(1, 56)), MergeVerdict::Added)]
     );
     assert!(s.get(&LeaseKey::Address(addr(1))).is_some());
     assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_some());
@@ -135,7 +135,7 @@ fn r2_overlapping_from_different_servers_newest_clt_wins() {
                 obs(2, 2, 0, Some(100), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 2)),
         },
         Case {
@@ -145,7 +145,7 @@ fn r2_overlapping_from_different_servers_newest_clt_wins() {
                 obs(1, 1, 0, Some(500), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToNewerClt,
+            last_verdict: MergeVerdict::LostToNewerClt,
             holder: Some((2, 2)),
         },
         Case {
@@ -155,7 +155,7 @@ fn r2_overlapping_from_different_servers_newest_clt_wins() {
                 obs(1, 1, 300, Some(500), vec![na(1, 3600)]), // T0+300-500 < T0-100
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToNewerClt,
+            last_verdict: MergeVerdict::LostToNewerClt,
             holder: Some((2, 2)),
         },
     ]);
@@ -188,7 +188,7 @@ fn r4_same_server_older_sequence_number_never_overwrites_newer() {
                 with_srsn(obs(1, 1, 5, Some(0), vec![na(1, 3600)]), 7),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToNewerSrsn,
+            last_verdict: MergeVerdict::LostToNewerSrsn,
             holder: Some((2, 1)),
         },
         Case {
@@ -198,7 +198,7 @@ fn r4_same_server_older_sequence_number_never_overwrites_newer() {
                 with_srsn(obs(2, 1, 3, Some(0), vec![na(1, 3600)]), 9),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 1)),
         },
         Case {
@@ -208,7 +208,7 @@ fn r4_same_server_older_sequence_number_never_overwrites_newer() {
                 with_srsn(obs(2, 1, 1, Some(0), vec![na(1, 3600)]), 3),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 1)),
         },
     ]);
@@ -234,10 +234,10 @@ fn r4_r11_a_late_older_answer_does_not_move_the_next_hop() {
         with_srsn(obs(1, 1, 2, Some(5), vec![pd(1, 3600)]), 1),
         "fe80::b",
     ));
-    assert_eq!(late.verdicts[0].1, Verdict::LostToNewerSrsn);
+    assert_eq!(late.verdicts[0].1, MergeVerdict::LostToNewerSrsn);
     assert!(late.changes.is_empty(), "{:?}", late.changes);
     let older = s.apply(&via(obs(1, 2, 3, Some(500), vec![pd(1, 3600)]), "fe80::c"));
-    assert_eq!(older.verdicts[0].1, Verdict::LostToNewerClt);
+    assert_eq!(older.verdicts[0].1, MergeVerdict::LostToNewerClt);
     assert!(older.changes.is_empty());
     let l = s.get(&LeaseKey::Prefix(pfx(1, 56))).unwrap();
     assert_eq!(l.next_hop, Some("fe80::a".parse().unwrap()));
@@ -253,7 +253,7 @@ fn r5_server_restart_resets_sequence_history_after_the_window() {
             with_srsn(obs(2, 1, window + 1, Some(0), vec![na(1, 3600)]), 1),
         ],
         key: LeaseKey::Address(addr(1)),
-        last_verdict: Verdict::Updated,
+        last_verdict: MergeVerdict::Updated,
         holder: Some((2, 1)),
     }]);
 }
@@ -268,7 +268,7 @@ fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_
                 obs(2, 1, 5, Some(1), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 1)),
         },
         Case {
@@ -278,7 +278,7 @@ fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_
                 obs(2, 1, 5, Some(15), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 1)),
         },
         Case {
@@ -288,7 +288,7 @@ fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_
                 obs(1, 1, 0, Some(10), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToLaterArrival,
+            last_verdict: MergeVerdict::LostToLaterArrival,
             holder: Some((2, 1)),
         },
         Case {
@@ -298,7 +298,7 @@ fn r6_same_server_without_sequence_numbers_newer_transaction_then_later_arrival_
                 obs(2, 1, 5, Some(900), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToLaterArrival,
+            last_verdict: MergeVerdict::LostToLaterArrival,
             holder: Some((1, 1)),
         },
     ]);
@@ -320,7 +320,7 @@ fn r7_complete_answer_omitting_a_lease_removes_it() {
     let out = s.apply(&obs(1, 1, 10, Some(10), vec![na(1, 3600)]));
     assert!(
         out.verdicts
-            .contains(&(LeaseKey::Prefix(pfx(1, 56)), Verdict::RemovedOmitted))
+            .contains(&(LeaseKey::Prefix(pfx(1, 56)), MergeVerdict::RemovedOmitted))
     );
     assert!(s.get(&LeaseKey::Prefix(pfx(1, 56))).is_none());
     assert!(s.get(&LeaseKey::Address(addr(9))).is_some());
@@ -393,7 +393,7 @@ fn r7_omission_removes_only_where_the_server_is_known_complete() {
         let key = LeaseKey::Prefix(pfx(1, 56));
         assert_eq!(s.get(&key).is_some(), held, "case {name}: prefix held");
         assert_eq!(
-            out.verdicts.contains(&(key, Verdict::RemovedOmitted)),
+            out.verdicts.contains(&(key, MergeVerdict::RemovedOmitted)),
             !held,
             "case {name}: verdict"
         );
@@ -419,7 +419,7 @@ fn r7_isc_answer_by_address_keeps_the_clients_prefix() {
     let out = s.apply(&obs(1, 1, 20, Some(1), vec![na(1, 3600)]));
     assert_eq!(
         out.verdicts,
-        vec![(LeaseKey::Address(addr(1)), Verdict::Added)]
+        vec![(LeaseKey::Address(addr(1)), MergeVerdict::Added)]
     );
     let p = s.get(&LeaseKey::Prefix(pfx(1, 56))).expect("prefix kept");
     assert_eq!(p.next_hop, Some("fe80::1".parse().unwrap()));
@@ -485,7 +485,7 @@ fn r16_end_of_a_bulk_query_removes_what_that_server_did_not_list() {
     let mut removed: Vec<_> = out
         .verdicts
         .iter()
-        .filter(|(_, v)| *v == Verdict::RemovedOmitted)
+        .filter(|(_, v)| *v == MergeVerdict::RemovedOmitted)
         .map(|(k, _)| *k)
         .collect();
     removed.sort();
@@ -500,7 +500,7 @@ fn r16_end_of_a_bulk_query_removes_what_that_server_did_not_list() {
     );
     // Tombstone (R15): a late, older answer of server 1 about address 2 does not bring it back.
     let late = s.apply(&obs(2, 1, 22, Some(20), vec![na(2, 3600)]));
-    assert_eq!(late.verdicts[0].1, Verdict::LostToLaterArrival);
+    assert_eq!(late.verdicts[0].1, MergeVerdict::LostToLaterArrival);
     assert!(s.get(&a(2)).is_none());
     // A query over every link of the relay (relay-id, link `::`) also covers the other link.
     let out = s.sweep(&listing(1, None, &[a(1)], 40));
@@ -549,7 +549,7 @@ fn r8_zero_valid_lifetime_removes_subject_to_precedence() {
                 obs(1, 1, 5, None, vec![na(1, 0)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Removed,
+            last_verdict: MergeVerdict::Removed,
             holder: None,
         },
         Case {
@@ -559,14 +559,14 @@ fn r8_zero_valid_lifetime_removes_subject_to_precedence() {
                 obs(1, 2, 1, Some(500), vec![na(1, 0)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::LostToNewerClt,
+            last_verdict: MergeVerdict::LostToNewerClt,
             holder: Some((1, 1)),
         },
         Case {
             name: "unknown lease with zero lifetime",
             steps: vec![obs(1, 1, 0, None, vec![na(1, 0)])],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::AlreadyGone,
+            last_verdict: MergeVerdict::AlreadyGone,
             holder: None,
         },
     ]);
@@ -582,7 +582,7 @@ fn r9_snooped_reply_competes_by_arrival_recency() {
                 obs(2, 2, 0, None, vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((2, 2)),
         },
         Case {
@@ -592,7 +592,7 @@ fn r9_snooped_reply_competes_by_arrival_recency() {
                 obs(1, 1, 100, Some(10), vec![na(1, 3600)]),
             ],
             key: LeaseKey::Address(addr(1)),
-            last_verdict: Verdict::Updated,
+            last_verdict: MergeVerdict::Updated,
             holder: Some((1, 1)),
         },
     ]);
@@ -618,19 +618,19 @@ fn r10_prefix_cap_per_client_refuses_new_prefixes_keeps_old() {
     let over: Vec<_> = out
         .verdicts
         .iter()
-        .filter(|(_, v)| *v == Verdict::OverPrefixCap)
+        .filter(|(_, v)| *v == MergeVerdict::OverPrefixCap)
         .collect();
     assert_eq!(over.len(), 1);
     assert!(s.get(&LeaseKey::Prefix(pfx(3, 56))).is_none());
     // Refreshing a held prefix always works; releasing one frees room for a new one.
     let out = s.apply(&obs(1, 1, 5, None, vec![pd(1, 7200)]));
-    assert_eq!(out.verdicts[0].1, Verdict::Updated);
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Updated);
     let out = s.apply(&obs(1, 1, 6, None, vec![pd(2, 0), pd(3, 3600)]));
     assert!(
         out.verdicts
-            .contains(&(LeaseKey::Prefix(pfx(3, 56)), Verdict::Added))
+            .contains(&(LeaseKey::Prefix(pfx(3, 56)), MergeVerdict::Added))
     );
-    assert_eq!(s.stats().verdict(Verdict::OverPrefixCap), 1);
+    assert_eq!(s.stats().verdict(MergeVerdict::OverPrefixCap), 1);
 }
 
 #[test]
@@ -692,7 +692,12 @@ fn r12_replaying_an_answer_changes_nothing() {
     let again = s.apply(&o);
     assert!(again.changes.is_empty());
     assert!(again.writes.is_empty());
-    assert!(again.verdicts.iter().all(|(_, v)| *v == Verdict::Unchanged));
+    assert!(
+        again
+            .verdicts
+            .iter()
+            .all(|(_, v)| *v == MergeVerdict::Unchanged)
+    );
     assert_eq!(s.all(), before);
 }
 
@@ -757,7 +762,7 @@ fn r14_withdrawal_release_and_operator_clear() {
         arrival: Timestamp::from_secs(T0 + at),
     };
     let out = s.withdraw(&w(-5, WithdrawReason::Released, Some(1)));
-    assert_eq!(out.verdicts[0].1, Verdict::LostToLaterArrival);
+    assert_eq!(out.verdicts[0].1, MergeVerdict::LostToLaterArrival);
     // Another client's release does not remove it either.
     let out = s.withdraw(&w(5, WithdrawReason::Released, Some(7)));
     assert!(out.changes.is_empty());
@@ -782,11 +787,11 @@ fn r15_tombstone_stops_a_late_older_answer_resurrecting_a_removed_lease() {
     s.apply(&obs(1, 1, 10, None, vec![na(1, 0)])); // released at T0+10
     // A leasequery answer sent before the release but arriving late (other server, older CLT).
     let out = s.apply(&obs(1, 2, 12, Some(30), vec![na(1, 3600)]));
-    assert_eq!(out.verdicts[0].1, Verdict::LostToNewerClt);
+    assert_eq!(out.verdicts[0].1, MergeVerdict::LostToNewerClt);
     assert!(s.get(&LeaseKey::Address(addr(1))).is_none());
     // Data newer than the removal re-adds it.
     let out = s.apply(&obs(1, 2, 20, Some(1), vec![na(1, 3600)]));
-    assert_eq!(out.verdicts[0].1, Verdict::Added);
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
     // Expired tombstones are forgotten: after the TTL older data is accepted again.
     let s = store();
     s.apply(&obs(1, 1, 0, None, vec![na(2, 0)]));
@@ -798,7 +803,7 @@ fn r15_tombstone_stops_a_late_older_answer_resurrecting_a_removed_lease() {
         Some(ttl as u32 + 10),
         vec![na(2, 3600)],
     ));
-    assert_eq!(out.verdicts[0].1, Verdict::Added);
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
 }
 
 #[test]

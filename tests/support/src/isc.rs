@@ -139,7 +139,7 @@ pub use crate::wait::wait_for;
 
 /// What dhclient wrote down for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
+pub struct DhclientLease {
     pub address: Ipv6Addr,
     /// Delegated prefix as `ADDR/LEN` text (parse with `lqagent::prefix::Ipv6Prefix`).
     pub prefix: String,
@@ -150,7 +150,7 @@ pub struct Lease {
 }
 
 /// Parse the last IA_NA address, IA_PD prefix and client-id of a dhclient6 lease file.
-pub fn parse_lease(text: &str) -> Option<Lease> {
+pub fn parse_lease(text: &str) -> Option<DhclientLease> {
     // dhclient appends a new `lease6 { ... }` block on every renewal: the last one is current.
     let last = text.rsplit("lease6 {").next()?;
     let field = |key: &str| {
@@ -174,7 +174,7 @@ pub fn parse_lease(text: &str) -> Option<Lease> {
         .map(|b| u8::from_str_radix(b, 16).map(|b| format!("{b:02x}")))
         .collect::<Result<String, _>>()
         .ok()?;
-    Some(Lease {
+    Some(DhclientLease {
         address,
         prefix_addr: pa.parse().ok()?,
         prefix_len: pl.parse().ok()?,
@@ -205,7 +205,7 @@ pub struct Client {
 
 impl Client {
     /// The client's current lease, if dhclient has written one with an address and a prefix.
-    pub fn lease(&self) -> Option<Lease> {
+    pub fn lease(&self) -> Option<DhclientLease> {
         parse_lease(&std::fs::read_to_string(&self.lease_file).ok()?)
     }
 
