@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::prefix::Ipv6Prefix;
 
 mod file;
-pub mod host;
+pub(crate) mod host;
 mod validate;
 
 pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR};

@@ -23,6 +23,15 @@
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
 //!
+//! Public surface: the top-level modules above are public because the binary (`src/main.rs`
+//! and its `cli`), the integration tests, the benches, the fuzz targets and the reference server
+//! in the test-support crate drive them. Inside each module only what those users name is public:
+//! a module's own items and re-exports, plus the few submodules they import by path
+//! (`wire::bulk`, `wire::pretty`, `cache::persist`, `cache::task`, `requestor::udp`,
+//! `snoop::trigger::nflog`, ...). Everything else is `pub(crate)`, so `unreachable_pub` (on in
+//! `Cargo.toml`'s `[lints]`) and the dead-code lints can see what nothing uses. Making an item
+//! public is a decision about who needs it, not a default.
+//!
 //! Unsafe code is denied crate-wide (`unsafe_code = "deny"` in `Cargo.toml`) and allowed, block by
 //! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:
 //! `snoop::capture` (AF_PACKET socket, BPF filter, bind), `kernel::netlink` (socket options on the

@@ -10,7 +10,7 @@
 pub mod core;
 pub mod linkup;
 pub mod recovery;
-pub mod settings;
+pub(crate) mod settings;
 pub mod stats;
 pub mod tcp;
 

@@ -7,15 +7,15 @@
 //! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
 //! stream for the route installer; [`persist`] keeps a crash-safe state file.
 
-pub mod binding;
-pub mod expiry;
+pub(crate) mod binding;
+pub(crate) mod expiry;
 pub mod from_wire;
-pub mod hash;
+pub(crate) mod hash;
 mod hugemem;
 pub mod merge;
 pub mod persist;
 mod slab;
-pub mod store;
+pub(crate) mod store;
 mod table;
 mod tagindex;
 pub mod task;

@@ -27,14 +27,14 @@
 //! [`SHUTDOWN_DEADLINE`]. SIGHUP: the file is read again; what can change live is applied
 //! ([`reload`]), what needs a restart is logged by key, and a bad file changes nothing.
 
-pub mod control;
-pub mod export;
+pub(crate) mod control;
+pub(crate) mod export;
 pub mod ondemand;
-pub mod reload;
+pub(crate) mod reload;
 pub mod routes;
-pub mod setup;
+pub(crate) mod setup;
 mod signals;
-pub mod supervise;
+pub(crate) mod supervise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -27,14 +27,14 @@
 //! is in none of those lists (see `docs/routes.md`).
 
 mod book;
-pub mod install;
-pub mod link;
-pub mod netlink;
-pub mod plan;
+pub(crate) mod install;
+pub(crate) mod link;
+pub(crate) mod netlink;
+pub(crate) mod plan;
 pub mod reconcile;
-pub mod stats;
+pub(crate) mod stats;
 pub mod unreachable;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};

@@ -12,11 +12,11 @@
 //! are the plain [`RequestorStats`], labelled by [`DropReason::label`] and
 //! [`RefuseReason::label`], for `metrics` to export.
 
-pub mod core;
-pub mod limiter;
+pub(crate) mod core;
+pub(crate) mod limiter;
 mod msg;
 mod pktinfo;
-pub mod retransmit;
+pub(crate) mod retransmit;
 pub mod udp;
 
 use std::net::{Ipv6Addr, SocketAddr};

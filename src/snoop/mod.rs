@@ -7,10 +7,10 @@
 //! - [`guard`] keeps subscribers from passing for this box (nftables ingress rule);
 //! - [`trigger`] notices subscriber traffic from sources the cache does not know (nftables +
 //!   NFLOG), for on-demand leasequery.
-pub mod bpf;
+pub(crate) mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;
-pub mod guard;
+pub(crate) mod guard;
 pub mod shell;
 pub mod trigger;

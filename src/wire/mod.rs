@@ -40,7 +40,7 @@ mod option;
 mod owned;
 pub mod pretty;
 mod status;
-pub mod view;
+pub(crate) mod view;
 
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
 pub use context::{MAX_NESTING, MAX_RELAY_DEPTH};

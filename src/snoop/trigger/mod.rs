@@ -20,11 +20,11 @@
 //! [`shell`] is the tokio side: it owns the table (replaced on start, removed on shutdown), the
 //! NFLOG socket and the set-sync task.
 
-pub mod known;
+pub(crate) mod known;
 pub mod nflog;
-pub mod nft;
+pub(crate) mod nft;
 pub mod ruleset;
-pub mod shell;
+pub(crate) mod shell;
 
 use crate::label::labels;
 use std::net::Ipv6Addr;
