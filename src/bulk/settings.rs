@@ -11,7 +11,7 @@ use crate::wire::{Duid, SERVER_PORT};
 
 /// Everything recovery needs, derived from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoverySetup {
+pub(crate) struct RecoverySetup {
     pub bulk: BulkConfig,
     /// What to ask at start (empty when `bulk.enabled` is false).
     pub plan: RecoveryPlan,
@@ -20,7 +20,7 @@ pub struct RecoverySetup {
 }
 
 /// Build the recovery setup; `requestor_duid` is the DUID the agent uses as CLIENTID.
-pub fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
+pub(crate) fn from_config(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
     let b = &cfg.bulk;
     let bulk = BulkConfig {
         requestor_duid,

@@ -48,7 +48,7 @@ impl Deltas {
 
 /// What the daemon hands over to be exported.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     pub installer: Arc<InstallerStats>,
     pub store: Arc<BindingStore>,
     pub admission: Arc<Admission>,
@@ -99,7 +99,7 @@ fn register_admission(m: &Metrics, s: &Sources) {
 }
 
 /// Register everything in `m`.
-pub fn register(m: &Metrics, s: Sources) {
+pub(crate) fn register(m: &Metrics, s: Sources) {
     register_admission(m, &s);
     s.bulk.register(m);
     s.control.register(m);

@@ -12,7 +12,7 @@ use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
 use crate::wire::SERVER_PORT;
 
 /// The requestor's settings; `duid` is our CLIENTID.
-pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
+pub(crate) fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
     let (global_rate, link_rate) = rates(cfg);
     RequestorConfig {
         servers: cfg
@@ -44,7 +44,7 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
 /// on `requestor.source_address` when set — servers authorize requesters by address, and Kea
 /// answers nothing at all to one it does not list. Replies arriving on a subscriber link are
 /// refused: servers sit upstream, so such a reply is a forgery.
-pub fn udp_config(cfg: &Config) -> UdpConfig {
+pub(crate) fn udp_config(cfg: &Config) -> UdpConfig {
     let mut udp = UdpConfig {
         refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
         ..UdpConfig::default()
@@ -56,7 +56,7 @@ pub fn udp_config(cfg: &Config) -> UdpConfig {
 }
 
 /// The cache's settings: merge rule R7 believes the servers marked `complete_answers`.
-pub fn cache_config(cfg: &Config) -> CacheConfig {
+pub(crate) fn cache_config(cfg: &Config) -> CacheConfig {
     let mut c = CacheConfig::default();
     c.merge.complete_servers = cfg
         .servers
@@ -73,7 +73,7 @@ pub fn cache_config(cfg: &Config) -> CacheConfig {
 
 /// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
 /// so no second ever sees more than twice the configured rate.
-pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
+pub(crate) fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
     let rate = |qps: u32| {
         let q = f64::from(qps.max(1));
         Some(Rate {
@@ -86,7 +86,7 @@ pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
 
 /// The route installer's settings: `[routes]` and each `[[links]]` link-address as a /128
 /// mapping to its interface.
-pub fn installer_config(cfg: &Config) -> InstallerConfig {
+pub(crate) fn installer_config(cfg: &Config) -> InstallerConfig {
     let r = &cfg.routes;
     InstallerConfig {
         table: r.table,
@@ -111,7 +111,7 @@ pub fn installer_config(cfg: &Config) -> InstallerConfig {
 /// Bring the RFC 8987 R-5 unreachable aggregates in line with the configuration (none when
 /// `routes.unreachable_aggregates` is off, which also removes any left from before). Failing to
 /// is logged, not fatal: the per-lease routes do not depend on them.
-pub async fn unreachable_aggregates(cfg: &Config) {
+pub(crate) async fn unreachable_aggregates(cfg: &Config) {
     if cfg.routes.dry_run {
         return;
     }

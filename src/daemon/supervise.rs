@@ -58,13 +58,13 @@ impl Default for Policy {
 
 /// The pure restart delay: consecutive failures double it, a healthy run resets it.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     policy: Policy,
     failures: u32,
 }
 
 impl Backoff {
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         Backoff {
             policy,
             failures: 0,
@@ -72,7 +72,7 @@ impl Backoff {
     }
 
     /// A run that lasted `ran_for` failed: how long to wait before the next one.
-    pub fn after_failure(&mut self, ran_for: Duration) -> Duration {
+    pub(crate) fn after_failure(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.healthy_after {
             self.failures = 0;
         }
@@ -135,7 +135,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// The cause of a failed run, from its join.
-pub fn cause_of(e: JoinError) -> Option<String> {
+pub(crate) fn cause_of(e: JoinError) -> Option<String> {
     if !e.is_panic() {
         return None; // cancelled: shutdown
     }
@@ -259,7 +259,7 @@ impl Supervisor {
 /// file named `task` exists in that directory; without it, never. The route and capture tasks
 /// panic on it (first run only), so tests can show that a failed task is restarted and counted
 /// at a moment they choose.
-pub async fn test_fault(task: &str) {
+pub(crate) async fn test_fault(task: &str) {
     let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") else {
         return std::future::pending().await;
     };
