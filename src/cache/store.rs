@@ -1053,9 +1053,6 @@ impl BindingStore {
     }
 }
 
-/// Shared handle type used across tasks.
-pub(crate) type SharedStore = Arc<BindingStore>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,12 +93,9 @@ impl LinkTable {
         self.by_index.get(&index).map(String::as_str)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_index.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_index.is_empty()
     }
 
     /// The interface index `link` leaves by, if it can be told now.

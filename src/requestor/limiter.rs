@@ -114,12 +114,9 @@ impl LinkBuckets {
     }
 
     /// How many links are tracked now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 
@@ -261,10 +258,12 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// Keys held now (answered locally or still counting strikes).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

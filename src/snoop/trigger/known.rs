@@ -119,14 +119,6 @@ impl KnownSets {
         }
     }
 
-    pub(crate) fn interfaces(&self) -> &[Arc<str>] {
-        &self.ifaces
-    }
-
-    pub(crate) fn links(&self) -> &[TriggerLink] {
-        &self.links
-    }
-
     /// The interface index of link `link`.
     pub(crate) fn iface_of_link(&self, link: usize) -> Option<usize> {
         self.link_iface.get(link).copied()
@@ -351,7 +343,8 @@ impl KnownSets {
         self.full_contents()
     }
 
-    /// Number of desired entries over all interfaces (for tests and logs).
+    /// Number of desired entries over all interfaces (for tests).
+    #[cfg(test)]
     pub(crate) fn desired_len(&self) -> usize {
         self.desired
             .iter()
