@@ -108,8 +108,6 @@ pub enum DaemonError {
     Trigger(#[from] TriggerError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("task {task} failed and cannot be restarted: {cause}")]
-    TaskFailed { task: &'static str, cause: String },
     #[error(
         "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
     )]
@@ -146,7 +144,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         }
     };
     let mut intake = JoinSet::new();
-    let (sup, mut fatal) = Supervisor::new(stop.subscribe(), supervise::Policy::default());
+    let sup = Supervisor::new(stop.subscribe(), supervise::Policy::default());
 
     // /metrics and the control socket (each run after a failure binds again).
     let metrics = Metrics::new();
@@ -633,17 +631,12 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
     }
     let mut last_beats = beats.read();
-    let mut failed = None;
     let mut withheld = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => running.reload().await,
-            Some(f) = fatal.recv() => {
-                failed = Some(f);
-                break;
-            }
             _ = dog.tick(), if watchdog.is_some() => {
                 // WATCHDOG=1 only while every watched task made progress since the last tick:
                 // a stuck one lets systemd restart the process.
@@ -664,14 +657,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         }
     }
     running.shutdown().await;
-    match failed {
-        // Exit non-zero: systemd (Restart=always) starts the agent again.
-        Some(f) => Err(DaemonError::TaskFailed {
-            task: f.task,
-            cause: f.cause,
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// The heartbeats `WATCHDOG=1` depends on.
