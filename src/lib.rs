@@ -21,7 +21,8 @@
 //! - [`daemon`] connects them.
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
-//! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
+//! - `logging` sets up how the agent speaks; `notify` tells systemd how it is (both crate-private:
+//!   only the daemon uses them).
 //!
 //! Public surface: the top-level modules above are public because the binary (`src/main.rs`
 //! and its `cli`), the integration tests, the benches, the fuzz targets and the reference server
@@ -47,9 +48,9 @@ pub mod control;
 pub mod daemon;
 pub mod kernel;
 pub(crate) mod label;
-pub mod logging;
+pub(crate) mod logging;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod pcap;
 pub mod prefix;
 pub mod requestor;
