@@ -26,7 +26,7 @@ pub use binding::{
     Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, Verdict};
-pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
+pub use store::{BindingStore, CacheConfig};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

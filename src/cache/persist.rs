@@ -68,12 +68,12 @@ use crate::prefix::Ipv6Prefix;
 pub const SNAPSHOT_FILE: &str = "bindings.snap";
 pub const JOURNAL_FILE: &str = "bindings.journal";
 const MAGIC: &[u8; 8] = b"LQAGSTAT";
-pub const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 1;
 const KIND_SNAPSHOT: u8 = 1;
 const KIND_JOURNAL: u8 = 2;
 const HEADER_LEN: usize = 24;
 /// Largest record payload accepted (a lease with maximal DUIDs and relay ids is far below).
-pub const MAX_RECORD: usize = 64 * 1024;
+pub(crate) const MAX_RECORD: usize = 64 * 1024;
 
 const TAG_UPSERT: u8 = 1;
 const TAG_REMOVE: u8 = 2;

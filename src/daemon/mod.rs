@@ -69,10 +69,11 @@ use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
 use crate::snoop::trigger::{Trigger, TriggerConfig, TriggerError, TriggerLink};
 use crate::wire::Duid;
 
-pub use ondemand::{OnDemand, UnknownSource};
+pub(crate) use ondemand::OnDemand;
+pub use ondemand::UnknownSource;
 
 /// Longest time from SIGTERM to exit.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound of the cache → route task and control → route task command channel.
 const ROUTE_COMMANDS: usize = 256;
 

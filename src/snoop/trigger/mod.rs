@@ -34,7 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config;
 use crate::prefix::Ipv6Prefix;
 
-pub use shell::{Trigger, TriggerError, TriggerHandle};
+pub(crate) use shell::TriggerError;
+pub use shell::{Trigger, TriggerHandle};
 
 /// Trigger settings (the `[trigger]` section supplies group and enforcement; the rest are defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
