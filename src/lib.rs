@@ -26,8 +26,9 @@
 //!
 //! Public surface: the top-level modules above are public because the binary (`src/main.rs`
 //! and its `cli`), the integration tests, the benches, the fuzz targets and the reference server
-//! in the test-support crate drive them. Inside each module only what those users name is public:
-//! a module's own items and re-exports, plus the few submodules they import by path
+//! in the test-support crate drive them (`logging` and `notify` only the daemon does: they are
+//! crate-private). Inside each module only what those users name is public, plus the types that
+//! appear in those items' signatures; the few submodules they import by path stay public
 //! (`wire::bulk`, `wire::pretty`, `cache::persist`, `cache::task`, `requestor::udp`,
 //! `snoop::trigger::nflog`, ...). Everything else is `pub(crate)`, so `unreachable_pub` (on in
 //! `Cargo.toml`'s `[lints]`) and the dead-code lints can see what nothing uses. Making an item
