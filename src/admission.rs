@@ -45,9 +45,9 @@ use crate::cache::{Lease, LeaseKey, Observation, Source};
 use crate::prefix::Ipv6Prefix;
 
 /// Default range of delegated prefix lengths a link admits (`links[].delegated_length`).
-pub const DEFAULT_DELEGATED_LENGTH: (u8, u8) = (48, 64);
+pub(crate) const DEFAULT_DELEGATED_LENGTH: (u8, u8) = (48, 64);
 /// The shortest delegated prefix any configuration may admit.
-pub const SHORTEST_DELEGATED_LENGTH: u8 = 32;
+pub(crate) const SHORTEST_DELEGATED_LENGTH: u8 = 32;
 
 /// What admission knows about one configured link.
 #[derive(Debug, Clone, PartialEq, Eq)]

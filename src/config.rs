@@ -18,10 +18,10 @@ use std::time::Duration;
 use crate::prefix::Ipv6Prefix;
 
 mod file;
-pub mod host;
+pub(crate) mod host;
 mod validate;
 
-pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR};
+pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR};
 
 /// Where `lqagent` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lqagent/lqagent.toml";

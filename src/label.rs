@@ -38,6 +38,7 @@ macro_rules! labels {
 
         impl $name {
             /// Every value, in declaration order (to pre-register labels, for docs and tests).
+            #[allow(dead_code, reason = "generated for every enum; not every enum pre-registers")]
             $vis const ALL: &'static [$name] = &[$($name::$var,)+];
 
             /// The label: metric label value, log field, control output (see `crate::label`).

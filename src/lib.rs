@@ -25,7 +25,18 @@
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`time`] is the one agent clock (and the retry backoff) every module uses.
-//! - [`logging`] sets up how the agent speaks; [`notify`] tells systemd how it is.
+//! - `logging` sets up how the agent speaks; `notify` tells systemd how it is (both crate-private:
+//!   only the daemon uses them).
+//!
+//! Public surface: the top-level modules above are public because the binary (`src/main.rs`
+//! and its `cli`), the integration tests, the benches, the fuzz targets and the reference server
+//! in the test-support crate drive them (`logging` and `notify` only the daemon does: they are
+//! crate-private). Inside each module only what those users name is public, plus the types that
+//! appear in those items' signatures; the few submodules they import by path stay public
+//! (`wire::bulk`, `wire::pretty`, `persist`, `cache::task`, `requestor::udp`,
+//! `trigger::nflog`, ...). Everything else is `pub(crate)`, so `unreachable_pub` (on in
+//! `Cargo.toml`'s `[lints]`) and the dead-code lints can see what nothing uses. Making an item
+//! public is a decision about who needs it, not a default.
 //!
 //! Unsafe code is denied crate-wide (`unsafe_code = "deny"` in `Cargo.toml`) and allowed, block by
 //! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:
@@ -42,9 +53,9 @@ pub mod control;
 pub mod daemon;
 pub mod kernel;
 pub(crate) mod label;
-pub mod logging;
+pub(crate) mod logging;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod pcap;
 pub mod persist;
 pub mod prefix;

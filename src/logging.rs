@@ -1,7 +1,6 @@
 //! Log setup: `tracing` events to stderr (journald picks them up under systemd) as human text
 //! or one JSON object per line, filtered by `RUST_LOG` when set, else by `log.level` from the
-//! config. One function for the daemon to call once at start-up; the subscriber builder is
-//! separate so tests can point it at a buffer.
+//! config. One function for the daemon to call once at start-up.
 //!
 //! Colour is for a person at a terminal only: under systemd, in a pipe or a file the ANSI escapes
 //! would land in the journal as `\x1b[2m…` noise, so text output is coloured only when the log
@@ -9,11 +8,12 @@
 //! never coloured, so every line stays one parseable object.
 
 use tracing_subscriber::EnvFilter;
+#[cfg(test)]
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How the agent logs (the daemon fills it from the `[log]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// One JSON object per line; else human text.
     pub json: bool,
     /// A `tracing` filter directive (`info`, `lqagent=debug,warn`); `RUST_LOG` overrides it.
@@ -35,7 +35,7 @@ pub enum LogError {
 }
 
 /// The filter: `RUST_LOG` when set and non-empty, else `level`.
-pub fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, LogError> {
+pub(crate) fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, LogError> {
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
         Some(env) => EnvFilter::builder()
             .parse(env)
@@ -48,7 +48,7 @@ pub fn filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, LogError
 
 /// Whether text output may carry ANSI colour: only when the sink is a terminal and `NO_COLOR`
 /// (its value as read from the environment) is unset or empty.
-pub fn colour(sink_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+pub(crate) fn colour(sink_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     sink_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
@@ -62,8 +62,10 @@ fn stderr_colour() -> bool {
 }
 
 /// A subscriber writing to `writer` in the configured format; `ansi` allows colour in text
-/// output (see [`colour`]; JSON never has any).
-pub fn subscriber<W>(
+/// output (see [`colour`]; JSON never has any). The unit tests' stand-in for the format set-up
+/// of [`init_reloadable`], which writes to stderr.
+#[cfg(test)]
+pub(crate) fn subscriber<W>(
     section: &LogConfig,
     rust_log: Option<&str>,
     writer: W,
@@ -85,23 +87,11 @@ where
     })
 }
 
-/// Install the global subscriber (stderr). Call once, before anything logs.
-pub fn init(section: &LogConfig) -> Result<(), LogError> {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let sub = subscriber(
-        section,
-        rust_log.as_deref(),
-        std::io::stderr,
-        stderr_colour(),
-    )?;
-    tracing::subscriber::set_global_default(sub).map_err(|_| LogError::AlreadySet)
-}
-
 /// Swaps the filter of the installed subscriber.
 type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 
 /// Changes the running filter on a configuration reload.
-pub struct LogReload {
+pub(crate) struct LogReload {
     /// `None` when `RUST_LOG` set the filter: it wins over `log.level`, also on reload.
     set: Option<SetFilter>,
 }
@@ -116,7 +106,7 @@ impl std::fmt::Debug for LogReload {
 
 impl LogReload {
     /// Apply a new `log.level`; Ok(false) when `RUST_LOG` pins the filter (nothing changed).
-    pub fn set_level(&self, level: &str) -> Result<bool, LogError> {
+    pub(crate) fn set_level(&self, level: &str) -> Result<bool, LogError> {
         let Some(set) = &self.set else {
             return Ok(false);
         };
@@ -126,8 +116,9 @@ impl LogReload {
     }
 }
 
-/// Like [`init`], keeping a handle to change the level later (the daemon's SIGHUP).
-pub fn init_reloadable(section: &LogConfig) -> Result<LogReload, LogError> {
+/// Install the global subscriber (stderr), keeping a handle to change the level later (the
+/// daemon's SIGHUP). Call once, before anything logs.
+pub(crate) fn init_reloadable(section: &LogConfig) -> Result<LogReload, LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let pinned = rust_log.as_deref().is_some_and(|s| !s.trim().is_empty());
     let f = filter(&section.level, rust_log.as_deref())?;

@@ -253,7 +253,7 @@ struct BuildLabels {
 }
 
 /// A float gauge (seconds).
-pub type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+pub(crate) type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// The registry and a handle to every family. Clone freely: clones share the same metrics.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 labels! {
     /// A state change to report.
-    pub enum Notify {
+    pub(crate) enum Notify {
         Ready => "READY=1",
         Watchdog => "WATCHDOG=1",
         Stopping => "STOPPING=1",
@@ -19,7 +19,7 @@ labels! {
 }
 
 /// Send `state` to the socket named by `NOTIFY_SOCKET`. Returns false when not under systemd.
-pub fn notify(state: Notify) -> std::io::Result<bool> {
+pub(crate) fn notify(state: Notify) -> std::io::Result<bool> {
     match std::env::var_os("NOTIFY_SOCKET") {
         Some(path) => send_to(&PathBuf::from(path), state).map(|()| true),
         None => Ok(false),
@@ -27,7 +27,7 @@ pub fn notify(state: Notify) -> std::io::Result<bool> {
 }
 
 /// Send `state` to `path`; a leading `@` names an abstract socket.
-pub fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
+pub(crate) fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     let bytes = path.as_os_str().as_encoded_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
@@ -41,7 +41,7 @@ pub fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
 }
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, if systemd set it for this process.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.parse::<u32>().ok()? != std::process::id() {
@@ -52,7 +52,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// How often a supervised task beats while idle.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
 
 /// A counter a long-running task bumps on every loop turn and every [`HEARTBEAT_EVERY`] while
 /// idle; `WATCHDOG=1` is only sent while every watched counter moves (a stuck task stops it).
@@ -70,14 +70,14 @@ impl Heartbeat {
 }
 
 /// A tokio interval of [`HEARTBEAT_EVERY`] whose missed ticks are skipped.
-pub fn heartbeat_timer() -> tokio::time::Interval {
+pub(crate) fn heartbeat_timer() -> tokio::time::Interval {
     let mut t = tokio::time::interval(HEARTBEAT_EVERY);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     t
 }
 
 /// Which of `(name, before, now)` did not move: the stalled tasks (empty: all alive).
-pub fn stalled<'a>(beats: &[(&'a str, u64, u64)]) -> Vec<&'a str> {
+pub(crate) fn stalled<'a>(beats: &[(&'a str, u64, u64)]) -> Vec<&'a str> {
     beats
         .iter()
         .filter(|(_, before, now)| now == before)

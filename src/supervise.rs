@@ -11,9 +11,6 @@
 //! run locks (a panicking run drops the guard; tokio's mutex does not poison) — so producers
 //! never see a closed channel while a task restarts.
 //!
-//! A task that cannot be restarted safely is [`Supervisor::fatal`]: its failure stops the
-//! process with a non-zero exit (after the usual state write), so systemd restarts it.
-//!
 //! The backoff is the pure [`Backoff`]: 1 s doubling to 60 s, back to 1 s after a run that
 //! lasted [`Policy::healthy_after`] (a task failing once a day is not penalised for old faults).
 
@@ -23,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info};
 
@@ -58,13 +55,13 @@ impl Default for Policy {
 
 /// The pure restart delay: consecutive failures double it, a healthy run resets it.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     policy: Policy,
     failures: u32,
 }
 
 impl Backoff {
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         Backoff {
             policy,
             failures: 0,
@@ -72,7 +69,7 @@ impl Backoff {
     }
 
     /// A run that lasted `ran_for` failed: how long to wait before the next one.
-    pub fn after_failure(&mut self, ran_for: Duration) -> Duration {
+    pub(crate) fn after_failure(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.healthy_after {
             self.failures = 0;
         }
@@ -109,19 +106,11 @@ impl Restarts {
     }
 }
 
-/// A task whose failure ends the process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fatal {
-    pub task: &'static str,
-    pub cause: String,
-}
-
 /// Starts and restarts tasks; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     restarts: Arc<Restarts>,
     stop: watch::Receiver<bool>,
-    fatal: mpsc::UnboundedSender<Fatal>,
     policy: Policy,
 }
 
@@ -135,7 +124,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// The cause of a failed run, from its join.
-pub fn cause_of(e: JoinError) -> Option<String> {
+pub(crate) fn cause_of(e: JoinError) -> Option<String> {
     if !e.is_panic() {
         return None; // cancelled: shutdown
     }
@@ -150,21 +139,13 @@ pub fn cause_of(e: JoinError) -> Option<String> {
 }
 
 impl Supervisor {
-    /// `stop` turns true when shutdown is asked. The receiver gets the fatal failures.
-    pub fn new(
-        stop: watch::Receiver<bool>,
-        policy: Policy,
-    ) -> (Self, mpsc::UnboundedReceiver<Fatal>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Supervisor {
-                restarts: Arc::new(Restarts::default()),
-                stop,
-                fatal: tx,
-                policy,
-            },
-            rx,
-        )
+    /// `stop` turns true when shutdown is asked.
+    pub fn new(stop: watch::Receiver<bool>, policy: Policy) -> Self {
+        Supervisor {
+            restarts: Arc::new(Restarts::default()),
+            stop,
+            policy,
+        }
     }
 
     pub fn restarts(&self) -> &Arc<Restarts> {
@@ -224,42 +205,13 @@ impl Supervisor {
             }
         }
     }
-
-    /// Watch `join`, a task that cannot be restarted safely: its failure (panic, or any end
-    /// before shutdown) is logged and ends the process non-zero.
-    pub fn fatal(
-        &self,
-        task: &'static str,
-        join: JoinHandle<()>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let me = self.clone();
-        async move {
-            let mut h = AbortOnDrop(join);
-            let cause = match (&mut h.0).await {
-                Ok(()) if me.stopping() => return,
-                Ok(()) => "ended without a shutdown asked".to_string(),
-                Err(e) => match cause_of(e) {
-                    Some(c) => c,
-                    None => return,
-                },
-            };
-            if me.stopping() {
-                return;
-            }
-            error!(
-                task,
-                cause, "task failed and cannot be restarted: stopping the agent"
-            );
-            let _ = me.fatal.send(Fatal { task, cause });
-        }
-    }
 }
 
 /// Test hook (never set in production): with `LQAGENT_TEST_FAULT_DIR` set, resolves once the
 /// file named `task` exists in that directory; without it, never. The route and capture tasks
 /// panic on it (first run only), so tests can show that a failed task is restarted and counted
 /// at a moment they choose.
-pub async fn test_fault(task: &str) {
+pub(crate) async fn test_fault(task: &str) {
     let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") else {
         return std::future::pending().await;
     };
@@ -273,6 +225,7 @@ pub async fn test_fault(task: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     fn fast() -> Policy {
         Policy {
@@ -296,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn panics_and_errors_are_restarted_and_counted_until_done() {
         let (stop_tx, stop) = watch::channel(false);
-        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let sup = Supervisor::new(stop, fast());
         let runs = Arc::new(AtomicU64::new(0));
         let r = runs.clone();
         sup.restart("t", Lifetime::UntilDone, move |run| {
@@ -319,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn a_forever_task_that_ends_is_restarted_but_not_after_shutdown() {
         let (stop_tx, stop) = watch::channel(false);
-        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let sup = Supervisor::new(stop, fast());
         let stop_tx = Arc::new(stop_tx);
         let s = stop_tx.clone();
         sup.restart("f", Lifetime::Forever, move |run| {
@@ -343,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn the_channel_lent_to_each_run_survives_a_panic() {
         let (_stop_tx, stop) = watch::channel(false);
-        let (sup, _fatal) = Supervisor::new(stop, fast());
+        let sup = Supervisor::new(stop, fast());
         let (tx, rx) = mpsc::channel::<u32>(8);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
@@ -368,16 +321,5 @@ mod tests {
         h.await.unwrap();
         assert_eq!((seen.recv().await, seen.recv().await), (Some(1), Some(2)));
         assert_eq!(sup.restarts().get("c"), 1);
-    }
-
-    #[tokio::test]
-    async fn a_fatal_task_failure_is_reported() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let (sup, mut fatal) = Supervisor::new(stop, fast());
-        sup.fatal("requestor", tokio::spawn(async { panic!("lost") }))
-            .await;
-        let f = fatal.recv().await.unwrap();
-        assert_eq!(f.task, "requestor");
-        assert!(f.cause.contains("lost"), "{}", f.cause);
     }
 }

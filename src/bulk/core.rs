@@ -96,7 +96,7 @@ impl BulkQuery {
 
 /// Settings for one connection.
 #[derive(Debug, Clone)]
-pub struct ConnConfig {
+pub(crate) struct ConnConfig {
     /// Our DUID, sent as CLIENTID; replies must echo it.
     pub requestor_duid: Duid,
     /// Send every submitted query at once (opt-in) instead of one at a time.
@@ -200,7 +200,7 @@ labels! {
 
 /// Why the connection is being closed by us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// A frame or message that cannot be trusted, or a DONE for an unknown query.
     Protocol(&'static str),
     DataTimeout,
@@ -208,7 +208,7 @@ pub enum CloseReason {
 
 /// What the connection reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnEvent {
+pub(crate) enum ConnEvent {
     Binding(Box<BulkBinding>),
     Finished {
         id: QueryId,
@@ -232,7 +232,7 @@ struct InFlight {
 
 /// One bulk leasequery connection's protocol state.
 #[derive(Debug)]
-pub struct BulkConnection {
+pub(crate) struct BulkConnection {
     cfg: ConnConfig,
     queue: VecDeque<(QueryId, BulkQuery)>,
     inflight: Vec<InFlight>,
@@ -245,7 +245,7 @@ pub struct BulkConnection {
 }
 
 impl BulkConnection {
-    pub fn new(cfg: ConnConfig) -> Self {
+    pub(crate) fn new(cfg: ConnConfig) -> Self {
         let next_xid = cfg.first_xid & MAX_TRANSACTION_ID;
         BulkConnection {
             cfg,
@@ -261,7 +261,7 @@ impl BulkConnection {
     }
 
     /// Queue a query; it is sent now or when the one in flight completes.
-    pub fn submit(&mut self, id: QueryId, query: BulkQuery, now: Instant) {
+    pub(crate) fn submit(&mut self, id: QueryId, query: BulkQuery, now: Instant) {
         if self.closed {
             self.events.push_back(ConnEvent::Finished {
                 id,
@@ -275,17 +275,17 @@ impl BulkConnection {
     }
 
     /// Queries submitted and not finished yet.
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.queue.len() + self.inflight.len()
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed
     }
 
     /// How many received bytes [`BulkConnection::handle_bytes`] accepts now (read at most
     /// this much from the socket).
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.frames.room()
     }
 
@@ -331,21 +331,21 @@ impl BulkConnection {
     }
 
     /// Bytes to write to the socket, if any.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         (!self.tx.is_empty()).then(|| std::mem::take(&mut self.tx))
     }
 
     /// When [`BulkConnection::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.closed { None } else { self.deadline }
     }
 
-    pub fn poll_event(&mut self) -> Option<ConnEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
     }
 
     /// Feed bytes read from the socket (at most [`BulkConnection::room`]).
-    pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+    pub(crate) fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
         if self.closed {
             return;
         }
@@ -513,7 +513,7 @@ impl BulkConnection {
     }
 
     /// Call at (or after) [`BulkConnection::poll_timeout`].
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.closed {
             return;
         }
@@ -523,7 +523,7 @@ impl BulkConnection {
     }
 
     /// The socket closed or failed: every query in flight is lost, queued ones were not sent.
-    pub fn handle_closed(&mut self) {
+    pub(crate) fn handle_closed(&mut self) {
         if !self.closed {
             self.fail_all(false);
             self.closed = true;

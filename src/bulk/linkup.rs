@@ -22,7 +22,7 @@ use crate::kernel::watch::{LinkEvent, LinkWatch};
 
 /// Which subscriber links came up.
 #[derive(Debug, Clone, Default)]
-pub struct LinkUpTracker {
+pub(crate) struct LinkUpTracker {
     /// Interface name → the link-address of its subscriber link.
     links: HashMap<String, Ipv6Addr>,
     /// Last running state seen per interface name.
@@ -30,7 +30,7 @@ pub struct LinkUpTracker {
 }
 
 impl LinkUpTracker {
-    pub fn new(interfaces: impl IntoIterator<Item = (String, Ipv6Addr)>) -> Self {
+    pub(crate) fn new(interfaces: impl IntoIterator<Item = (String, Ipv6Addr)>) -> Self {
         LinkUpTracker {
             links: interfaces.into_iter().collect(),
             running: HashMap::new(),
@@ -38,7 +38,7 @@ impl LinkUpTracker {
     }
 
     /// Record that `name` is (not) running; the link-address when it just came up.
-    pub fn link_state(&mut self, name: &str, running: bool) -> Option<Ipv6Addr> {
+    pub(crate) fn link_state(&mut self, name: &str, running: bool) -> Option<Ipv6Addr> {
         let link = *self.links.get(name)?;
         let was = self
             .running
@@ -49,7 +49,7 @@ impl LinkUpTracker {
 }
 
 /// (name, running) from a link notification; `None` for other messages.
-pub fn link_running(msg: &RouteNetlinkMessage) -> Option<(String, bool)> {
+pub(crate) fn link_running(msg: &RouteNetlinkMessage) -> Option<(String, bool)> {
     let RouteNetlinkMessage::NewLink(m) = msg else {
         return None;
     };

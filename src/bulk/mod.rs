@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::wire::Duid;
 
 /// RFC 5460 §6.3 BULK_LQ_DATA_TIMEOUT.
-pub const BULK_LQ_DATA_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const BULK_LQ_DATA_TIMEOUT: Duration = Duration::from_secs(300);
 /// RFC 5460 §7.1 BULK_LQ_MAX_CONNS (we use one connection per server at a time).
 pub const BULK_LQ_MAX_CONNS: usize = 10;
 

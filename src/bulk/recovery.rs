@@ -104,7 +104,7 @@ pub struct Listing {
 
 /// Most keys one query's [`Listing`] collects; a larger answer is not swept (counted in the
 /// log), which keeps the memory a listing takes bounded.
-pub const MAX_LISTED: usize = 4 << 20;
+pub(crate) const MAX_LISTED: usize = 4 << 20;
 
 /// Where recovered bindings go (the daemon: the cache, whose change stream drives routes).
 pub trait BindingSink: Send {

@@ -139,7 +139,7 @@ async fn connect(server: SocketAddr, source: Option<Ipv6Addr>) -> std::io::Resul
 }
 
 /// All of one server's queries, attempt after attempt, until each is over.
-pub async fn run_server(
+pub(crate) async fn run_server(
     s: ServerQueries,
     first_id: QueryId,
     cfg: &BulkConfig,

@@ -42,7 +42,7 @@ impl FromWireError {
 
 /// What the answer's envelope says about the CLIENT_DATA inside it.
 #[derive(Debug, Clone)]
-pub struct ClientDataContext {
+pub(crate) struct ClientDataContext {
     pub server: Arc<ServerId>,
     pub source: Source,
     /// The link the query was about (used when the relay data does not name one; `::` if unknown).
@@ -101,7 +101,7 @@ pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
 /// (an LDRA adds only an Interface-Id; the relay above it may add the Remote-Id). Remote-Id is
 /// stored as the whole OPTION_REMOTE_ID body, enterprise-number (4 bytes) then remote-id
 /// (RFC 4649 §3), as the snooper stores it.
-pub fn relay_data_of(chain: &[&RelayMessage]) -> RelayData {
+pub(crate) fn relay_data_of(chain: &[&RelayMessage]) -> RelayData {
     let mut out = RelayData {
         peer_address: chain
             .last()
@@ -173,7 +173,7 @@ pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireEr
 /// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
 /// lease of the client on that link) whose reply carried no relay data or base time beside it:
 /// every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
-pub fn observation_from_client_data(
+pub(crate) fn observation_from_client_data(
     cd: &ClientData,
     ctx: &ClientDataContext,
 ) -> Result<Observation, FromWireError> {
@@ -190,7 +190,7 @@ pub fn observation_from_client_data(
 ///   ISC absolute time included), on every path alike.
 /// - LQ_BASE_TIME (inside CLIENT_DATA, else `top_base_time`) is the server's clock when it
 ///   answered: merge uses it only as the offset between that clock and ours.
-pub fn observation_from_reply(
+pub(crate) fn observation_from_reply(
     cd: &ClientData,
     top_relay: Option<&LqRelayData>,
     top_base_time: Option<u32>,

@@ -289,7 +289,7 @@ pub struct MergeOutcome {
 }
 
 /// RFC 1982 serial-number "newer or equal" for 32-bit counters.
-pub fn serial_ge(a: u32, b: u32) -> bool {
+pub(crate) fn serial_ge(a: u32, b: u32) -> bool {
     a == b || (a.wrapping_sub(b) as i32) > 0
 }
 
@@ -429,7 +429,7 @@ pub fn merge(
 }
 
 /// [`merge`] with the counts of R10 given by the caller (the store keeps them).
-pub fn merge_held(
+pub(crate) fn merge_held(
     current: &BTreeMap<LeaseKey, Lease>,
     tombstones: &BTreeMap<LeaseKey, Lease>,
     obs: &Observation,

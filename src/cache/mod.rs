@@ -8,8 +8,8 @@
 //! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
 //! stream for the route installer; [`crate::persist`] keeps a crash-safe state file.
 
-pub mod binding;
-pub mod expiry;
+pub(crate) mod binding;
+pub(crate) mod expiry;
 pub mod from_wire;
 pub mod merge;
 pub mod storage;

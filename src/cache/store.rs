@@ -185,7 +185,7 @@ impl CacheStats {
 }
 
 /// A client holding more leases than this gets the [`BigClient`] index (and loses it below half).
-pub const BIG_CLIENT: usize = 16;
+pub(crate) const BIG_CLIENT: usize = 16;
 
 /// One lease in a big client's R11 recency order: client-last-transaction, server DUID, arrival,
 /// then the key (the merge's key-ordered scan keeps the last of equals, i.e. the largest key).
@@ -1043,9 +1043,6 @@ impl BindingStore {
         self.leases.for_each(|_, k, l| f(k, l));
     }
 }
-
-/// Shared handle type used across tasks.
-pub type SharedStore = Arc<BindingStore>;
 
 #[cfg(test)]
 mod tests {

@@ -141,7 +141,7 @@ pub fn spawn(
 /// [`Admission::admit`](crate::admission::Admission::admit) before the store sees it, whoever
 /// sent it (the daemon always runs with one; `restored` must already have passed
 /// [`Admission::admit_restored`](crate::admission::Admission::admit_restored)).
-pub fn spawn_admitted(
+pub(crate) fn spawn_admitted(
     store: Arc<BindingStore>,
     clock: AgentClock,
     journal: Option<JournalHandle>,
@@ -157,7 +157,7 @@ pub fn spawn_admitted(
 /// [`spawn_admitted`] without spawning: the returned [`CacheRunner`] runs the task, and can run
 /// it again on the same store and channels after a run died (the daemon's supervisor does, after
 /// a panic): producers and the change stream never see a closed channel.
-pub fn start_admitted(
+pub(crate) fn start_admitted(
     store: Arc<BindingStore>,
     clock: AgentClock,
     journal: Option<JournalHandle>,
@@ -187,7 +187,7 @@ pub fn start_admitted(
 
 /// The cache task, ready to run (again).
 #[derive(Clone)]
-pub struct CacheRunner(CacheTask);
+pub(crate) struct CacheRunner(CacheTask);
 
 impl std::fmt::Debug for CacheRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -199,7 +199,7 @@ impl CacheRunner {
     /// Run until every [`CacheHandle`] is gone. `restored` goes into the store first (empty
     /// on a restart: the store kept what it had). Two runs at once take turns on the input
     /// queue (the second waits for the first to end).
-    pub async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
+    pub(crate) async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
         self.0.run(restored).await;
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Default metrics listener: loopback only, port 9567 (Prometheus default-port allocations wiki).
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9567";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9567";
 /// Default control socket, inside systemd's `RuntimeDirectory=lqagent`.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lqagent/control.sock";
 /// Default state directory, systemd's `StateDirectory=lqagent`.

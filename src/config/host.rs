@@ -15,7 +15,7 @@ use super::{Config, ConfigError};
 /// Route protocol numbers other software uses: Linux's `include/uapi/linux/rtnetlink.h`
 /// (RTPROT_*), the same in iproute2's `rt_protos`, and FRR's zebra (186–198, its own
 /// `rt_protos.d/frr.conf`).
-pub const WELL_KNOWN_PROTOCOLS: &[(u8, &str)] = &[
+pub(crate) const WELL_KNOWN_PROTOCOLS: &[(u8, &str)] = &[
     (0, "unspec"),
     (1, "redirect"),
     (2, "kernel"),
@@ -50,7 +50,7 @@ pub const WELL_KNOWN_PROTOCOLS: &[(u8, &str)] = &[
 ];
 
 /// The name a protocol number is registered under here, if any.
-pub fn well_known_protocol(n: u8) -> Option<&'static str> {
+pub(crate) fn well_known_protocol(n: u8) -> Option<&'static str> {
     WELL_KNOWN_PROTOCOLS
         .iter()
         .find(|(p, _)| *p == n)
@@ -59,7 +59,7 @@ pub fn well_known_protocol(n: u8) -> Option<&'static str> {
 
 /// Names an `rt_protos`-format text gives `n` (`NUMBER NAME` lines, `#` comments), except
 /// `lqagent` itself (docs/routes.md suggests adding `211 lqagent`).
-pub fn protos_file_names(text: &str, n: u8) -> Vec<String> {
+pub(crate) fn protos_file_names(text: &str, n: u8) -> Vec<String> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or(""))
         .filter_map(|l| {
@@ -95,7 +95,7 @@ fn protos_files(dirs: &[&Path]) -> Vec<PathBuf> {
 }
 
 /// Refuse `routes.protocol` when an `rt_protos` file under `dirs` names it for someone else.
-pub fn check_protocol_files(n: u8, dirs: &[&Path]) -> Result<(), ConfigError> {
+pub(crate) fn check_protocol_files(n: u8, dirs: &[&Path]) -> Result<(), ConfigError> {
     for file in protos_files(dirs) {
         // Files are small; an unreadable or absent one says nothing.
         let Ok(text) = std::fs::read_to_string(&file) else {
@@ -118,7 +118,7 @@ pub fn check_protocol_files(n: u8, dirs: &[&Path]) -> Result<(), ConfigError> {
 
 /// Refuse a state directory the agent cannot write: it exists and a file cannot be created in
 /// it, or it does not exist and its nearest existing parent is not writable.
-pub fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
     let err = |why: String| ConfigError::Invalid {
         key: "state_dir".into(),
         message: format!(

@@ -28,7 +28,7 @@ pub struct Access {
 }
 
 /// Whether `request` only reads.
-pub fn read_only(request: &Request) -> bool {
+pub(crate) fn read_only(request: &Request) -> bool {
     match request {
         Request::ShowBindings(_) | Request::ShowStats | Request::ShowServers => true,
         Request::ClearBindings(_) | Request::ClearBinding { .. } => false,
@@ -79,7 +79,7 @@ impl Access {
 
 /// The supplementary groups of process `pid`, from the `Groups:` line of `/proc/PID/status`
 /// (empty when it cannot be read: the process is gone, or no pid was reported).
-pub fn process_groups(pid: Option<i32>) -> Vec<u32> {
+pub(crate) fn process_groups(pid: Option<i32>) -> Vec<u32> {
     let Some(pid) = pid.filter(|p| *p > 0) else {
         return Vec::new();
     };
@@ -89,7 +89,7 @@ pub fn process_groups(pid: Option<i32>) -> Vec<u32> {
 }
 
 /// The `Groups:` of a `/proc/PID/status` text.
-pub fn status_groups(status: &str) -> Vec<u32> {
+pub(crate) fn status_groups(status: &str) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
@@ -102,7 +102,7 @@ pub fn status_groups(status: &str) -> Vec<u32> {
 }
 
 /// The gid of group `name` in an `/etc/group`-format text; a number is taken as the gid.
-pub fn group_id(name: &str, etc_group: &str) -> Option<u32> {
+pub(crate) fn group_id(name: &str, etc_group: &str) -> Option<u32> {
     if let Ok(n) = name.parse() {
         return Some(n);
     }

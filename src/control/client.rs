@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::{ControlError, Request, Response};
 
 /// How long the CLI waits for the daemon.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer accepted (a `show bindings` of a large box is tens of MB).
-pub const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
+pub(crate) const MAX_RESPONSE: u64 = 512 * 1024 * 1024;
 
 /// One connection to the daemon's control socket.
 #[derive(Debug)]

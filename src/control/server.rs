@@ -25,8 +25,8 @@ use super::{ControlError, ControlStats, Reply, Request, Responder, Response};
 
 pub const MAX_CLIENTS: usize = 8;
 pub const MAX_LINE: usize = 64 * 1024;
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A bound control socket; the file is removed on drop.
 #[derive(Debug)]

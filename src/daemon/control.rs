@@ -22,7 +22,7 @@ const CLEAR_WAIT: Duration = Duration::from_secs(2);
 
 /// A configured link as the control socket names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlLink {
+pub(crate) struct ControlLink {
     pub name: String,
     pub address: Ipv6Addr,
     /// The link's configured interface: a snooped binding's route points out of it.
@@ -31,7 +31,7 @@ pub struct ControlLink {
 
 /// The daemon's answers to `lqagent show|clear`.
 #[derive(Debug)]
-pub struct LiveResponder {
+pub(crate) struct LiveResponder {
     pub cache: CacheHandle,
     pub routes: mpsc::Sender<RouteCommand>,
     pub metrics: Metrics,

@@ -52,7 +52,7 @@ impl Deltas {
 
 /// What the daemon hands over to be exported.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     pub installer: Arc<InstallerStats>,
     pub store: Arc<BindingStore>,
     pub admission: Arc<Admission>,
@@ -175,7 +175,7 @@ fn register_state(m: &Metrics, state: &Arc<PersistStats>) {
 }
 
 /// Register everything in `m`.
-pub fn register(m: &Metrics, s: Sources) {
+pub(crate) fn register(m: &Metrics, s: Sources) {
     register_restarts(m, &s);
     register_admission(m, &s);
     register_bulk(m, &s.bulk);

@@ -29,12 +29,12 @@
 //! [`SHUTDOWN_DEADLINE`]. SIGHUP: the file is read again; what can change live is applied
 //! ([`reload`]), what needs a restart is logged by key, and a bad file changes nothing.
 
-pub mod control;
+pub(crate) mod control;
 pub mod export;
 pub mod ondemand;
-pub mod reload;
+pub(crate) mod reload;
 pub mod routes;
-pub mod settings;
+pub(crate) mod settings;
 mod signals;
 mod start;
 
@@ -59,10 +59,11 @@ use crate::persist;
 use crate::supervise::{self, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerError};
 
-pub use ondemand::{OnDemand, UnknownSource};
+pub(crate) use ondemand::OnDemand;
+pub use ondemand::UnknownSource;
 
 /// Longest time from SIGTERM to exit.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound of the cache → route task and control → route task command channel.
 const ROUTE_COMMANDS: usize = 256;
 
@@ -98,8 +99,6 @@ pub enum DaemonError {
     Trigger(#[from] TriggerError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("task {task} failed and cannot be restarted: {cause}")]
-    TaskFailed { task: &'static str, cause: String },
     #[error(
         "spoof guard (snoop.spoof_guard; set it to false where ingress filtering is done elsewhere): {0}"
     )]
@@ -127,10 +126,10 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 }
 
 /// The start-up steps in order (each in [`start`]), READY=1, then the main loop until a signal
-/// or a fatal task failure ends it.
+/// ends it.
 async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonError> {
     info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "lqagent starting");
-    let (mut tasks, fatal) = start::Tasks::new();
+    let mut tasks = start::Tasks::new();
     let listeners = start::listeners(&cfg, &mut tasks).await?;
     let metrics = listeners.metrics.clone();
     let kernel = start::kernel(&cfg).await?;
@@ -212,15 +211,14 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         on_demand: lq.on_demand,
         trigger,
     };
-    main_loop(running, beats, stall_cache, fatal).await
+    main_loop(running, beats, stall_cache).await
 }
 
-/// READY=1, then signals, the watchdog and fatal task failures until the agent stops.
+/// READY=1, then signals and the watchdog until the agent stops.
 async fn main_loop(
     mut running: Running,
     beats: Heartbeats,
     stall_cache: Option<(crate::cache::task::CacheHandle, Duration)>,
-    mut fatal: mpsc::UnboundedReceiver<supervise::Fatal>,
 ) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
@@ -239,17 +237,12 @@ async fn main_loop(
         let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
     }
     let mut last_beats = beats.read();
-    let mut failed = None;
     let mut withheld = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => running.reload().await,
-            Some(f) = fatal.recv() => {
-                failed = Some(f);
-                break;
-            }
             _ = dog.tick(), if watchdog.is_some() => {
                 // WATCHDOG=1 only while every watched task made progress since the last tick:
                 // a stuck one lets systemd restart the process.
@@ -270,14 +263,7 @@ async fn main_loop(
         }
     }
     running.shutdown().await;
-    match failed {
-        // Exit non-zero: systemd (Restart=always) starts the agent again.
-        Some(f) => Err(DaemonError::TaskFailed {
-            task: f.task,
-            cause: f.cause,
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// The heartbeats `WATCHDOG=1` depends on.

@@ -9,7 +9,7 @@ use crate::requestor::Rate;
 
 /// One change the running agent can take on.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Live {
+pub(crate) enum Live {
     /// `log.level` (ignored while `RUST_LOG` is set).
     LogLevel(String),
     /// `limits.global_qps` / `limits.per_link_qps`.
@@ -20,14 +20,14 @@ pub enum Live {
 
 /// What a reload does.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReloadPlan {
+pub(crate) struct ReloadPlan {
     pub live: Vec<Live>,
     /// Keys (or sections) whose new value needs a restart.
     pub restart: Vec<&'static str>,
 }
 
 /// Compare `old` (running) with `new` (just read and validated).
-pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
+pub(crate) fn plan(old: &Config, new: &Config) -> ReloadPlan {
     let mut p = ReloadPlan::default();
     if old.log.level != new.log.level {
         p.live.push(Live::LogLevel(new.log.level.clone()));

@@ -119,7 +119,7 @@ pub async fn feed(
 
 /// [`feed`] on a borrowed change stream, so that a supervisor can run it again on the same
 /// stream after a failure.
-pub async fn feed_on(
+pub(crate) async fn feed_on(
     mapper: RouteMapper,
     changes: &mut mpsc::Receiver<Change>,
     routes: mpsc::Sender<RouteCommand>,

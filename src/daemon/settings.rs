@@ -27,7 +27,7 @@ use crate::trigger::{TriggerConfig, TriggerLink};
 use crate::wire::{Duid, SERVER_PORT};
 
 /// Logging: `[log]` format and level.
-pub fn log_config(cfg: &Config) -> LogConfig {
+pub(crate) fn log_config(cfg: &Config) -> LogConfig {
     LogConfig {
         json: cfg.log.format == LogFormat::Json,
         level: cfg.log.level.clone(),
@@ -35,7 +35,7 @@ pub fn log_config(cfg: &Config) -> LogConfig {
 }
 
 /// The requestor's settings; `duid` is our CLIENTID.
-pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
+pub(crate) fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
     let (global_rate, link_rate) = rates(cfg);
     RequestorConfig {
         servers: cfg
@@ -67,7 +67,7 @@ pub fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
 /// on `requestor.source_address` when set — servers authorize requesters by address, and Kea
 /// answers nothing at all to one it does not list. Replies arriving on a subscriber link are
 /// refused: servers sit upstream, so such a reply is a forgery.
-pub fn udp_config(cfg: &Config) -> UdpConfig {
+pub(crate) fn udp_config(cfg: &Config) -> UdpConfig {
     let mut udp = UdpConfig {
         refuse_interfaces: cfg.links.iter().map(|l| l.interface.clone()).collect(),
         ..UdpConfig::default()
@@ -79,7 +79,7 @@ pub fn udp_config(cfg: &Config) -> UdpConfig {
 }
 
 /// The cache's settings: merge rule R7 believes the servers marked `complete_answers`.
-pub fn cache_config(cfg: &Config) -> CacheConfig {
+pub(crate) fn cache_config(cfg: &Config) -> CacheConfig {
     let mut c = CacheConfig::default();
     c.merge.complete_servers = cfg
         .servers
@@ -96,7 +96,7 @@ pub fn cache_config(cfg: &Config) -> CacheConfig {
 
 /// `limits.global_qps` and `limits.per_link_qps` as token buckets holding one second's worth,
 /// so no second ever sees more than twice the configured rate.
-pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
+pub(crate) fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
     let rate = |qps: u32| {
         let q = f64::from(qps.max(1));
         Some(Rate {
@@ -109,7 +109,7 @@ pub fn rates(cfg: &Config) -> (Option<Rate>, Option<Rate>) {
 
 /// The route installer's settings: `[routes]` and each `[[links]]` link-address as a /128
 /// mapping to its interface.
-pub fn installer_config(cfg: &Config) -> InstallerConfig {
+pub(crate) fn installer_config(cfg: &Config) -> InstallerConfig {
     let r = &cfg.routes;
     InstallerConfig {
         table: r.table,
@@ -134,7 +134,9 @@ pub fn installer_config(cfg: &Config) -> InstallerConfig {
 /// Where the RFC 8987 R-5 unreachable aggregates go and which they are: none when
 /// `routes.unreachable_aggregates` is off (which also removes any left from before), `None`
 /// under `routes.dry_run` (the kernel is not touched).
-pub fn unreachable_aggregates(cfg: &Config) -> Option<(unreachable::Placement, Vec<Ipv6Prefix>)> {
+pub(crate) fn unreachable_aggregates(
+    cfg: &Config,
+) -> Option<(unreachable::Placement, Vec<Ipv6Prefix>)> {
     if cfg.routes.dry_run {
         return None;
     }
@@ -152,7 +154,7 @@ pub fn unreachable_aggregates(cfg: &Config) -> Option<(unreachable::Placement, V
 }
 
 /// Admission's rules: one per configured link, and the configured servers (rule A4).
-pub fn admission(cfg: &Config, own: Arc<OwnAddresses>) -> Admission {
+pub(crate) fn admission(cfg: &Config, own: Arc<OwnAddresses>) -> Admission {
     let links = cfg
         .links
         .iter()
@@ -169,7 +171,7 @@ pub fn admission(cfg: &Config, own: Arc<OwnAddresses>) -> Admission {
 }
 
 /// The trigger's settings: defaults with the operator's `[trigger]` group and enforcement.
-pub fn trigger_config(cfg: &Config) -> TriggerConfig {
+pub(crate) fn trigger_config(cfg: &Config) -> TriggerConfig {
     TriggerConfig {
         nflog_group: cfg.trigger.nflog_group,
         enforcement: cfg.trigger.enforcement,
@@ -179,7 +181,7 @@ pub fn trigger_config(cfg: &Config) -> TriggerConfig {
 
 /// The links the trigger watches: those with `trigger = true` and subscriber prefixes (none
 /// when `[trigger] enabled = false`).
-pub fn trigger_links(cfg: &Config) -> Vec<TriggerLink> {
+pub(crate) fn trigger_links(cfg: &Config) -> Vec<TriggerLink> {
     if !cfg.trigger.enabled {
         return Vec::new();
     }
@@ -197,7 +199,7 @@ pub fn trigger_links(cfg: &Config) -> Vec<TriggerLink> {
 
 /// Everything recovery needs, derived from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoverySetup {
+pub(crate) struct RecoverySetup {
     pub bulk: BulkConfig,
     /// What to ask at start (empty when `bulk.enabled` is false).
     pub plan: RecoveryPlan,
@@ -206,7 +208,7 @@ pub struct RecoverySetup {
 }
 
 /// Bulk recovery's settings; `requestor_duid` is the DUID the agent uses as CLIENTID.
-pub fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
+pub(crate) fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
     let b = &cfg.bulk;
     let bulk = BulkConfig {
         requestor_duid,
@@ -262,7 +264,7 @@ pub fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
 }
 
 /// The snooper's sockets: the `snoop.interfaces`.
-pub fn capture_config(cfg: &Config) -> CaptureConfig {
+pub(crate) fn capture_config(cfg: &Config) -> CaptureConfig {
     CaptureConfig {
         interfaces: cfg.snoop.interfaces.clone(),
         ..CaptureConfig::default()
@@ -270,7 +272,7 @@ pub fn capture_config(cfg: &Config) -> CaptureConfig {
 }
 
 /// The classifier's settings: where the server's sequence number (SRSN) option is read.
-pub fn classify_config(cfg: &Config) -> ClassifyConfig {
+pub(crate) fn classify_config(cfg: &Config) -> ClassifyConfig {
     ClassifyConfig {
         srsn_option: cfg.leasequery.srsn_option,
         ..ClassifyConfig::default()
@@ -279,7 +281,7 @@ pub fn classify_config(cfg: &Config) -> ClassifyConfig {
 
 /// Whose relayed replies are believed: the configured servers and `snoop.trusted_sources`;
 /// never the box itself.
-pub fn snoop_trust(cfg: &Config, own: Arc<OwnAddresses>) -> SnoopTrust {
+pub(crate) fn snoop_trust(cfg: &Config, own: Arc<OwnAddresses>) -> SnoopTrust {
     SnoopTrust {
         servers: cfg
             .servers
@@ -292,7 +294,7 @@ pub fn snoop_trust(cfg: &Config, own: Arc<OwnAddresses>) -> SnoopTrust {
 }
 
 /// Server address → configured name (metric labels, on-demand answers).
-pub fn server_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
+pub(crate) fn server_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
     cfg.servers
         .iter()
         .map(|s| (s.address, s.name.clone()))
@@ -300,7 +302,7 @@ pub fn server_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
 }
 
 /// Link-address → configured name (metric labels).
-pub fn link_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
+pub(crate) fn link_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
     cfg.links
         .iter()
         .map(|l| (l.link_address, l.name.clone()))
@@ -308,7 +310,7 @@ pub fn link_names(cfg: &Config) -> HashMap<Ipv6Addr, String> {
 }
 
 /// The links as the control socket shows them.
-pub fn control_links(cfg: &Config) -> Arc<[ControlLink]> {
+pub(crate) fn control_links(cfg: &Config) -> Arc<[ControlLink]> {
     cfg.links
         .iter()
         .map(|l| ControlLink {
@@ -320,7 +322,7 @@ pub fn control_links(cfg: &Config) -> Arc<[ControlLink]> {
 }
 
 /// `[[links]]` link-address → interface, the route mapper's table.
-pub fn route_links(cfg: &Config) -> Vec<(Ipv6Addr, String)> {
+pub(crate) fn route_links(cfg: &Config) -> Vec<(Ipv6Addr, String)> {
     cfg.links
         .iter()
         .map(|l| (l.link_address, l.interface.clone()))

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::persist::{self, PersistConfig, StateWriter};
 use crate::requestor::udp::{self, RequestorHandle};
 use crate::snoop::shell::SnoopStats;
-use crate::supervise::{self, Fatal, Lifetime, Supervisor};
+use crate::supervise::{self, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerHandle};
 use crate::wire::Duid;
 
@@ -48,17 +48,15 @@ pub(super) struct Tasks {
 }
 
 impl Tasks {
-    /// Also the receiver of fatal task failures (the main loop waits on it).
-    pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<Fatal>) {
+    pub(super) fn new() -> Self {
         let (stop, stop_rx) = watch::channel(false);
-        let (sup, fatal) = Supervisor::new(stop.subscribe(), supervise::Policy::default());
-        let tasks = Tasks {
+        let sup = Supervisor::new(stop.subscribe(), supervise::Policy::default());
+        Tasks {
             sup,
             intake: JoinSet::new(),
             stop,
             stop_rx,
-        };
-        (tasks, fatal)
+        }
     }
 
     /// A future that ends once shutdown is asked.

@@ -27,7 +27,7 @@ pub struct LinkMapping {
 
 /// Interfaces by index and name, and their IPv6 addresses.
 #[derive(Debug, Clone, Default)]
-pub struct LinkTable {
+pub(crate) struct LinkTable {
     by_name: HashMap<String, u32>,
     by_index: HashMap<u32, String>,
     /// Administratively up (IFF_UP).
@@ -37,12 +37,12 @@ pub struct LinkTable {
 }
 
 impl LinkTable {
-    pub fn new() -> LinkTable {
+    pub(crate) fn new() -> LinkTable {
         LinkTable::default()
     }
 
     /// Record (or rename, or bring up/down) interface `index`; true when anything changed.
-    pub fn set_link(&mut self, index: u32, name: &str, up: bool) -> bool {
+    pub(crate) fn set_link(&mut self, index: u32, name: &str, up: bool) -> bool {
         let was_up = self.up.insert(index, up);
         let old = self.by_index.insert(index, name.to_string());
         if let Some(old) = &old {
@@ -55,12 +55,12 @@ impl LinkTable {
     }
 
     /// Whether `index` exists and is up: routes on it can be installed.
-    pub fn is_usable(&self, index: u32) -> bool {
+    pub(crate) fn is_usable(&self, index: u32) -> bool {
         self.up.get(&index).copied().unwrap_or(false)
     }
 
     /// Forget interface `index` and its addresses.
-    pub fn remove_link(&mut self, index: u32) {
+    pub(crate) fn remove_link(&mut self, index: u32) {
         self.up.remove(&index);
         if let Some(name) = self.by_index.remove(&index) {
             if self.by_name.get(&name) == Some(&index) {
@@ -71,38 +71,35 @@ impl LinkTable {
     }
 
     /// Every IPv6 address on any interface (the box's own addresses).
-    pub fn addresses(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+    pub(crate) fn addresses(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
         self.addrs.iter().map(|(_, a, _)| *a)
     }
 
-    pub fn add_addr(&mut self, index: u32, addr: Ipv6Addr, len: u8) {
+    pub(crate) fn add_addr(&mut self, index: u32, addr: Ipv6Addr, len: u8) {
         if !self.addrs.contains(&(index, addr, len)) {
             self.addrs.push((index, addr, len.min(128)));
         }
     }
 
-    pub fn remove_addr(&mut self, index: u32, addr: Ipv6Addr, len: u8) {
+    pub(crate) fn remove_addr(&mut self, index: u32, addr: Ipv6Addr, len: u8) {
         self.addrs.retain(|e| *e != (index, addr, len));
     }
 
-    pub fn index_of(&self, name: &str) -> Option<u32> {
+    pub(crate) fn index_of(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
     }
 
-    pub fn name_of(&self, index: u32) -> Option<&str> {
+    pub(crate) fn name_of(&self, index: u32) -> Option<&str> {
         self.by_index.get(&index).map(String::as_str)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_index.is_empty()
-    }
-
     /// The interface index `link` leaves by, if it can be told now.
-    pub fn resolve(&self, link: &LinkRef, mappings: &[LinkMapping]) -> Option<u32> {
+    pub(crate) fn resolve(&self, link: &LinkRef, mappings: &[LinkMapping]) -> Option<u32> {
         match link {
             LinkRef::Interface(name) => self.index_of(name).filter(|i| self.is_usable(*i)),
             LinkRef::LinkAddress(a) => {

@@ -27,14 +27,14 @@
 //! is in none of those lists (see `docs/routes.md`).
 
 mod book;
-pub mod install;
-pub mod link;
-pub mod netlink;
-pub mod plan;
+pub(crate) mod install;
+pub(crate) mod link;
+pub(crate) mod netlink;
+pub(crate) mod plan;
 pub mod reconcile;
-pub mod stats;
+pub(crate) mod stats;
 pub mod unreachable;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
@@ -42,13 +42,14 @@ use std::time::{Duration, Instant};
 use crate::prefix::Ipv6Prefix;
 
 pub use install::Installer;
-pub use link::LinkMapping;
-pub use stats::{InstallerStats, RouteCounter, StatsSnapshot};
+pub(crate) use link::LinkMapping;
+pub(crate) use stats::InstallerStats;
+pub use stats::RouteCounter;
 
 /// Default route protocol number (`proto 211` in `ip route`): unassigned by Linux, iproute2 and FRR.
 pub const DEFAULT_PROTOCOL: u8 = 211;
 /// The kernel's main table (`RT_TABLE_MAIN`).
-pub const TABLE_MAIN: u32 = 254;
+pub(crate) const TABLE_MAIN: u32 = 254;
 
 /// Which interface a route leaves by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -48,7 +48,7 @@ fn base(cfg: &InstallerConfig, r: &KernelRoute) -> RouteMessageBuilder<Ipv6Addr>
 ///
 /// A next hop is marked `onlink`: it is the requesting router on that very link, so the route
 /// must not depend on a connected route to it (unnumbered links, RFC 8987 S-2).
-pub fn op_request(
+pub(crate) fn op_request(
     cfg: &InstallerConfig,
     op: &RouteOp,
     expires: Option<u32>,
@@ -82,7 +82,7 @@ pub fn op_request(
 }
 
 /// `ip -6 route show proto P table T` as a kernel-filtered dump (needs NETLINK_GET_STRICT_CHK).
-pub fn dump_request(cfg: &InstallerConfig) -> NetlinkMessage<RouteNetlinkMessage> {
+pub(crate) fn dump_request(cfg: &InstallerConfig) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet6;
     m.header.protocol = RouteProtocol::from(cfg.protocol);
@@ -98,14 +98,14 @@ pub fn dump_request(cfg: &InstallerConfig) -> NetlinkMessage<RouteNetlinkMessage
 }
 
 /// `ip link show` as a dump.
-pub fn link_dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
+pub(crate) fn link_dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
     let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
     msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     msg
 }
 
 /// `ip -6 addr show` as a dump.
-pub fn addr_dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
+pub(crate) fn addr_dump_request() -> NetlinkMessage<RouteNetlinkMessage> {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet6;
     let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetAddress(m));
@@ -153,7 +153,7 @@ fn route_of(m: &RouteMessage) -> Option<KernelRoute> {
 /// and filtered again here so an old kernel without strict checking cannot hand us others' routes.
 /// Only unicast routes are the installer's: our `unreachable` aggregates (RFC 8987 R-5,
 /// [`super::unreachable`]) are kept apart, so reconcile never deletes them.
-pub fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<KernelRoute> {
+pub(crate) fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<KernelRoute> {
     if m.header.protocol != RouteProtocol::from(cfg.protocol)
         || table_of(m) != cfg.table
         || m.header.kind != RouteType::Unicast
@@ -165,7 +165,7 @@ pub fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<KernelRoute>
 
 /// Which of our requests an error is about: (was it a delete, the route), parsed from the quoted
 /// request. `None` when the quote is capped, truncated or not a route request.
-pub fn parse_refused(e: &ErrorMessage) -> Option<(bool, KernelRoute)> {
+pub(crate) fn parse_refused(e: &ErrorMessage) -> Option<(bool, KernelRoute)> {
     let q = &e.header;
     let len = u32::from_ne_bytes(q.get(0..4)?.try_into().ok()?) as usize;
     let kind = u16::from_ne_bytes(q.get(4..6)?.try_into().ok()?);
@@ -180,7 +180,7 @@ pub fn parse_refused(e: &ErrorMessage) -> Option<(bool, KernelRoute)> {
 }
 
 /// Interface index, name and administrative state (IFF_UP) from a link message.
-pub fn link_of(m: &LinkMessage) -> Option<(u32, String, bool)> {
+pub(crate) fn link_of(m: &LinkMessage) -> Option<(u32, String, bool)> {
     let up = m.header.flags.contains(LinkFlags::Up);
     m.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some((m.header.index, n.clone(), up)),
@@ -189,7 +189,7 @@ pub fn link_of(m: &LinkMessage) -> Option<(u32, String, bool)> {
 }
 
 /// (ifindex, address, prefix length) from an IPv6 address message.
-pub fn addr_of(m: &AddressMessage) -> Option<(u32, Ipv6Addr, u8)> {
+pub(crate) fn addr_of(m: &AddressMessage) -> Option<(u32, Ipv6Addr, u8)> {
     if m.header.family != AddressFamily::Inet6 {
         return None;
     }
@@ -205,7 +205,7 @@ pub fn addr_of(m: &AddressMessage) -> Option<(u32, Ipv6Addr, u8)> {
 }
 
 /// The `ip` command an op equals, for logs and dry-run.
-pub fn ip_command(cfg: &InstallerConfig, op: &RouteOp, dev: &str) -> String {
+pub(crate) fn ip_command(cfg: &InstallerConfig, op: &RouteOp, dev: &str) -> String {
     let r = op.route();
     let via = match (r.gateway, op) {
         (Some(g), RouteOp::Delete(_)) => format!(" via {g}"),
@@ -223,7 +223,10 @@ pub fn ip_command(cfg: &InstallerConfig, op: &RouteOp, dev: &str) -> String {
 }
 
 /// Receive buffer: SO_RCVBUFFORCE (root may exceed `net.core.rmem_max`), else SO_RCVBUF.
-pub fn set_recv_buffer(socket: &netlink_sys::Socket, bytes: usize) -> Result<(), KernelError> {
+pub(crate) fn set_recv_buffer(
+    socket: &netlink_sys::Socket,
+    bytes: usize,
+) -> Result<(), KernelError> {
     use std::os::fd::AsRawFd;
     let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     let fd = socket.as_raw_fd();

@@ -27,7 +27,7 @@ pub struct KernelRoute {
 
 /// What to do to one route (`ip -6 route add|replace|del`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteOp {
+pub(crate) enum RouteOp {
     /// Create, failing with EEXIST when a route with the same destination and metric exists.
     Add(KernelRoute),
     /// Overwrite our route with the same destination and metric.
@@ -38,7 +38,7 @@ pub enum RouteOp {
 
 labels! {
     /// The kind of a [`RouteOp`], for error classification and logs.
-    pub enum OpKind {
+    pub(crate) enum OpKind {
         Add => "add",
         Replace => "replace",
         Delete => "del",
@@ -46,13 +46,13 @@ labels! {
 }
 
 impl RouteOp {
-    pub fn route(&self) -> &KernelRoute {
+    pub(crate) fn route(&self) -> &KernelRoute {
         match self {
             RouteOp::Add(r) | RouteOp::Replace(r) | RouteOp::Delete(r) => r,
         }
     }
 
-    pub fn kind(&self) -> OpKind {
+    pub(crate) fn kind(&self) -> OpKind {
         match self {
             RouteOp::Add(_) => OpKind::Add,
             RouteOp::Replace(_) => OpKind::Replace,
@@ -60,35 +60,35 @@ impl RouteOp {
         }
     }
 
-    pub fn dst(&self) -> Ipv6Prefix {
+    pub(crate) fn dst(&self) -> Ipv6Prefix {
         self.route().dst
     }
 }
 
 /// An ordered list of ops, none twice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoutePlan {
+pub(crate) struct RoutePlan {
     pub ops: Vec<RouteOp>,
 }
 
 impl RoutePlan {
     /// A plan of `ops` in execution order (see [`RoutePlan::sort`]).
-    pub fn new(ops: Vec<RouteOp>) -> RoutePlan {
+    pub(crate) fn new(ops: Vec<RouteOp>) -> RoutePlan {
         let mut p = RoutePlan { ops };
         p.sort();
         p
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ops.len()
     }
 
     /// How many ops of `kind` the plan holds.
-    pub fn count(&self, kind: OpKind) -> usize {
+    pub(crate) fn count(&self, kind: OpKind) -> usize {
         self.ops.iter().filter(|o| o.kind() == kind).count()
     }
 
@@ -116,7 +116,10 @@ impl RoutePlan {
 }
 
 /// The op that turns `installed` (our route in the kernel for a destination, if any) into `want`.
-pub fn plan_change(installed: Option<&KernelRoute>, want: Option<&KernelRoute>) -> Option<RouteOp> {
+pub(crate) fn plan_change(
+    installed: Option<&KernelRoute>,
+    want: Option<&KernelRoute>,
+) -> Option<RouteOp> {
     match (installed, want) {
         (None, None) => None,
         (Some(old), None) => Some(RouteOp::Delete(*old)),
@@ -131,7 +134,7 @@ pub fn plan_change(installed: Option<&KernelRoute>, want: Option<&KernelRoute>) 
 
 /// The result of a reconcile plan: the ops, and the routes already right (our new belief).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reconciliation {
+pub(crate) struct Reconciliation {
     pub plan: RoutePlan,
     /// Desired routes the kernel already holds exactly.
     pub unchanged: HashMap<Ipv6Prefix, KernelRoute>,
@@ -142,7 +145,7 @@ pub struct Reconciliation {
 
 /// What a reconcile does with a route of ours at a destination nothing desires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stale {
+pub(crate) enum Stale {
     /// Delete it: the cache is the whole truth.
     Delete,
     /// Leave it and report it as inherited: after a restart the cache may not yet know what a
@@ -163,7 +166,7 @@ pub enum Stale {
 /// (while the agent cannot yet know what it should hold) left in place and listed in
 /// [`Reconciliation::inherited`]. Routes at a desired destination are always corrected: the
 /// cache explains that destination.
-pub fn plan_reconcile(
+pub(crate) fn plan_reconcile(
     desired: &HashMap<Ipv6Prefix, KernelRoute>,
     actual: &[KernelRoute],
     keep: &HashSet<Ipv6Prefix>,
@@ -218,7 +221,7 @@ pub fn plan_reconcile(
 
 /// How to react when the kernel refuses an op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorAction {
+pub(crate) enum ErrorAction {
     /// EEXIST on add: replace it — if a dump shows the existing route is ours.
     ReplaceIfOurs,
     /// ENODEV / ENETDOWN: the interface is gone or down; park until it is usable.
@@ -236,7 +239,7 @@ const ENODEV: i32 = 19;
 const ENETDOWN: i32 = 100;
 
 /// Classify a kernel error (a positive errno) for an op of `kind`.
-pub fn classify(kind: OpKind, errno: i32) -> ErrorAction {
+pub(crate) fn classify(kind: OpKind, errno: i32) -> ErrorAction {
     match (kind, errno.abs()) {
         (OpKind::Add, EEXIST) => ErrorAction::ReplaceIfOurs,
         (OpKind::Add | OpKind::Replace, ENODEV | ENETDOWN) => ErrorAction::Park,

@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-pub use super::book::{ReconcileReport, RouteState};
+pub use super::book::RouteState;
 use super::install::Installer;
 use super::stats::RouteCounter;
 use super::watch::{LinkEvent, LinkWatch};
@@ -92,7 +92,7 @@ pub async fn run(
 
 /// [`run`] on a borrowed command channel, so that a supervisor can start a new installer on
 /// the same channel after this one failed (commands sent meanwhile wait in the channel).
-pub async fn run_on(
+pub(crate) async fn run_on(
     mut installer: Installer,
     commands: &mut mpsc::Receiver<RouteCommand>,
 ) -> Result<(), KernelError> {

@@ -17,7 +17,7 @@ use super::{KernelError, netlink};
 
 /// One notification.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub(crate) enum LinkEvent {
     /// A link or address message to feed to [`super::Installer::link_event`].
     Changed(RouteNetlinkMessage),
     /// The socket overran: re-dump with [`super::Installer::refresh_links`].
@@ -26,7 +26,7 @@ pub enum LinkEvent {
 
 /// The notification socket; dropping it stops its connection task.
 #[derive(Debug)]
-pub struct LinkWatch {
+pub(crate) struct LinkWatch {
     rx: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
     conn: tokio::task::JoinHandle<()>,
 }
@@ -39,7 +39,7 @@ impl Drop for LinkWatch {
 
 impl LinkWatch {
     /// Join the link and IPv6 address groups. Must run inside a tokio runtime.
-    pub fn open(recv_buffer: usize) -> Result<LinkWatch, KernelError> {
+    pub(crate) fn open(recv_buffer: usize) -> Result<LinkWatch, KernelError> {
         let (mut conn, _handle, rx) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv6Ifaddr,
@@ -53,7 +53,7 @@ impl LinkWatch {
     /// The next event; `None` when the socket closed.
     ///
     /// CANCEL-SAFETY: cancel-safe (a receive from a channel).
-    pub async fn next(&mut self) -> Option<LinkEvent> {
+    pub(crate) async fn next(&mut self) -> Option<LinkEvent> {
         loop {
             let (msg, _) = self.rx.next().await?;
             match msg.payload {

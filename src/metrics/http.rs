@@ -23,7 +23,7 @@ use super::Metrics;
 /// Most scrape connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Longest a connection may stay open.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// The OpenMetrics text content type prometheus-client's encoder produces.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";

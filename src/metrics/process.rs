@@ -12,12 +12,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-pub const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
-pub const OPEN_FDS: &str = "process_open_fds";
-pub const MAX_FDS: &str = "process_max_fds";
-pub const CPU_SECONDS: &str = "process_cpu_seconds";
-pub const START_TIME: &str = "process_start_time_seconds";
+pub(crate) const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub(crate) const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+pub(crate) const OPEN_FDS: &str = "process_open_fds";
+pub(crate) const MAX_FDS: &str = "process_max_fds";
+pub(crate) const CPU_SECONDS: &str = "process_cpu_seconds";
+pub(crate) const START_TIME: &str = "process_start_time_seconds";
 
 /// Every family this collector serves.
 pub const ALL: &[&str] = &[
@@ -37,7 +37,7 @@ const MAX_PROC_FILE: u64 = 64 * 1024;
 
 /// One reading of the process's numbers; a field is `None` when its source could not be read.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcessStats {
+pub(crate) struct ProcessStats {
     pub resident_bytes: Option<u64>,
     pub virtual_bytes: Option<u64>,
     pub open_fds: Option<u64>,
@@ -48,7 +48,7 @@ pub struct ProcessStats {
 
 /// `(utime + stime) / USER_HZ` and the start time in ticks after boot, from `/proc/PID/stat`.
 /// Fields are counted after the last `)` (the command name may contain spaces and parentheses).
-pub fn parse_stat(stat: &str) -> Option<(f64, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(f64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After ")": field 3 (state) is f[0]; utime is field 14, stime 15, starttime 22.
@@ -59,7 +59,7 @@ pub fn parse_stat(stat: &str) -> Option<(f64, u64)> {
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS:    1234 kB`) in bytes.
-pub fn status_kb(status: &str, key: &str) -> Option<u64> {
+pub(crate) fn status_kb(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line[key.len()..]
         .trim_start_matches(':')
@@ -71,7 +71,7 @@ pub fn status_kb(status: &str, key: &str) -> Option<u64> {
 }
 
 /// The soft limit of `Max open files` in `/proc/PID/limits` (`unlimited` is `u64::MAX`).
-pub fn limits_max_fds(limits: &str) -> Option<u64> {
+pub(crate) fn limits_max_fds(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let soft = line["Max open files".len()..].split_whitespace().next()?;
     if soft == "unlimited" {
@@ -82,7 +82,7 @@ pub fn limits_max_fds(limits: &str) -> Option<u64> {
 }
 
 /// `btime` (boot time, Unix seconds) from `/proc/stat`.
-pub fn boot_time(proc_stat: &str) -> Option<u64> {
+pub(crate) fn boot_time(proc_stat: &str) -> Option<u64> {
     proc_stat
         .lines()
         .find_map(|l| l.strip_prefix("btime "))?
@@ -104,7 +104,7 @@ fn read(path: &str) -> Option<String> {
 
 impl ProcessStats {
     /// Read this process's numbers now.
-    pub fn read() -> ProcessStats {
+    pub(crate) fn read() -> ProcessStats {
         let status = read("/proc/self/status");
         let stat = read("/proc/self/stat").and_then(|s| parse_stat(&s));
         let btime = read("/proc/stat").and_then(|s| boot_time(&s));
@@ -125,7 +125,7 @@ impl ProcessStats {
 
 /// Serves [`ProcessStats::read`] at each scrape.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {

@@ -10,10 +10,10 @@
 //! (tcpdump.org "LINKTYPE_" list.) Anything else, and a non-IPv6 protocol, is a [`LinkError`].
 
 /// LINKTYPE numbers this module reads.
-pub const NULL: u16 = 0;
+pub(crate) const NULL: u16 = 0;
 pub const ETHERNET: u16 = 1;
 pub const RAW: u16 = 101;
-pub const LOOP: u16 = 108;
+pub(crate) const LOOP: u16 = 108;
 pub const LINUX_SLL: u16 = 113;
 pub const IPV6: u16 = 229;
 pub const LINUX_SLL2: u16 = 276;
@@ -62,7 +62,7 @@ fn ipv6_after<'a>(
 }
 
 /// The IPv6 packet inside `data`, a packet of link type `link_type`.
-pub fn ipv6_packet(link_type: u16, data: &[u8]) -> Result<&[u8], LinkError> {
+pub(crate) fn ipv6_packet(link_type: u16, data: &[u8]) -> Result<&[u8], LinkError> {
     match link_type {
         ETHERNET => {
             let mut at = 12;

@@ -20,9 +20,9 @@ use crate::snoop::datagram::{self, DatagramError, Udp6};
 use crate::wire::{CLIENT_PORT, SERVER_PORT};
 
 /// Largest packet accepted (classic libpcap's own limit for most link types).
-pub const MAX_PACKET: usize = 262_144;
+pub(crate) const MAX_PACKET: usize = 262_144;
 /// Most pcapng interface description blocks kept per section.
-pub const MAX_INTERFACES: usize = 1024;
+pub(crate) const MAX_INTERFACES: usize = 1024;
 
 /// Why a capture file cannot be read further.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -113,7 +113,7 @@ pub fn ipv6_tcp(
 }
 
 /// An Ethernet frame (EtherType IPv6) around `ipv6`.
-pub fn ethernet(src: [u8; 6], dst: [u8; 6], ipv6: &[u8]) -> Vec<u8> {
+pub(crate) fn ethernet(src: [u8; 6], dst: [u8; 6], ipv6: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + ipv6.len());
     f.extend(dst);
     f.extend(src);

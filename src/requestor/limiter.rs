@@ -20,7 +20,7 @@ pub struct Rate {
 
 /// A token bucket: `burst` tokens, refilled at `per_sec`, one token per query.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: Rate,
     tokens: f64,
     last: Instant,
@@ -28,7 +28,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket at `now`.
-    pub fn new(rate: Rate, now: Instant) -> Self {
+    pub(crate) fn new(rate: Rate, now: Instant) -> Self {
         TokenBucket {
             rate,
             tokens: rate.burst,
@@ -43,7 +43,7 @@ impl TokenBucket {
     }
 
     /// Take one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -54,12 +54,12 @@ impl TokenBucket {
     }
 
     /// Give back a token taken for a query that was refused later on.
-    pub fn refund(&mut self) {
+    pub(crate) fn refund(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.rate.burst);
     }
 
     /// Whether the bucket has refilled completely (an idle link: safe to forget).
-    pub fn is_full(&mut self, now: Instant) -> bool {
+    pub(crate) fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.rate.burst
     }
@@ -69,7 +69,7 @@ impl TokenBucket {
 /// buckets that have refilled (idle links) are forgotten first; if none has, the query is
 /// refused rather than the table growing.
 #[derive(Debug)]
-pub struct LinkBuckets {
+pub(crate) struct LinkBuckets {
     rate: Rate,
     max_links: usize,
     buckets: HashMap<Ipv6Addr, TokenBucket>,
@@ -77,7 +77,7 @@ pub struct LinkBuckets {
 
 /// Why a per-link bucket refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkRefusal {
+pub(crate) enum LinkRefusal {
     /// This link used up its rate.
     Empty,
     /// Too many links are busy at once to track another.
@@ -85,7 +85,7 @@ pub enum LinkRefusal {
 }
 
 impl LinkBuckets {
-    pub fn new(rate: Rate, max_links: usize) -> Self {
+    pub(crate) fn new(rate: Rate, max_links: usize) -> Self {
         LinkBuckets {
             rate,
             max_links: max_links.max(1),
@@ -94,7 +94,7 @@ impl LinkBuckets {
     }
 
     /// Take a token for `link`.
-    pub fn try_take(&mut self, link: Ipv6Addr, now: Instant) -> Result<(), LinkRefusal> {
+    pub(crate) fn try_take(&mut self, link: Ipv6Addr, now: Instant) -> Result<(), LinkRefusal> {
         if !self.buckets.contains_key(&link) && self.buckets.len() >= self.max_links {
             self.buckets.retain(|_, b| !b.is_full(now));
             if self.buckets.len() >= self.max_links {
@@ -114,12 +114,9 @@ impl LinkBuckets {
     }
 
     /// How many links are tracked now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 
@@ -136,7 +133,7 @@ impl LinkBuckets {
 /// front of a recording-order queue) and counts it in [`evicted`](Self::evicted); the queue's
 /// stale entries (keys recorded again later) are compacted so it stays within `2 × capacity`.
 #[derive(Debug)]
-pub struct NegativeCache<K, V> {
+pub(crate) struct NegativeCache<K, V> {
     base: Duration,
     max_factor: u32,
     capacity: usize,
@@ -162,7 +159,7 @@ struct Negative<V> {
 impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     /// `base` is the first failure's time (zero disables the cache), doubled per repeated
     /// failure up to `base × max_factor` (at least 1×).
-    pub fn new(base: Duration, max_factor: u32, capacity: usize) -> Self {
+    pub(crate) fn new(base: Duration, max_factor: u32, capacity: usize) -> Self {
         NegativeCache {
             base,
             max_factor: max_factor.max(1),
@@ -180,7 +177,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
 
     /// Forget keys quiet for long enough, oldest first (stops at the first one still known:
     /// recording order is close to expiry order, and capacity bounds the rest).
-    pub fn purge(&mut self, now: Instant) {
+    pub(crate) fn purge(&mut self, now: Instant) {
         while let Some((seq, key)) = self.order.front() {
             match self.entries.get(key) {
                 Some(e) if e.seq == *seq && e.forget > now => break,
@@ -195,7 +192,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
 
     /// `key` failed again at `now` with `value`: remember it and return for how long it is
     /// answered locally (zero when the cache is disabled).
-    pub fn record(&mut self, key: K, value: V, now: Instant) -> Duration {
+    pub(crate) fn record(&mut self, key: K, value: V, now: Instant) -> Duration {
         if self.base.is_zero() || self.capacity == 0 {
             return Duration::ZERO;
         }
@@ -240,7 +237,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// The remembered failure for `key` when it is still answered locally at `now`.
-    pub fn get(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn get(&self, key: &K, now: Instant) -> Option<V> {
         self.entries
             .get(key)
             .filter(|e| e.until > now)
@@ -248,7 +245,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// Failures in a row remembered for `key` (0 when none).
-    pub fn strikes(&self, key: &K, now: Instant) -> u32 {
+    pub(crate) fn strikes(&self, key: &K, now: Instant) -> u32 {
         self.entries
             .get(key)
             .filter(|e| e.forget > now)
@@ -256,21 +253,23 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// Forget `key` (a binding for it was found).
-    pub fn remove(&mut self, key: &K) {
+    pub(crate) fn remove(&mut self, key: &K) {
         self.entries.remove(key);
     }
 
     /// Keys held now (answered locally or still counting strikes).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Keys evicted to make room since the start.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 }

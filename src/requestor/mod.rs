@@ -12,11 +12,11 @@
 //! are the plain [`RequestorStats`], labelled by [`DropReason::label`] and
 //! [`RefuseReason::label`], for `metrics` to export.
 
-pub mod core;
-pub mod limiter;
+pub(crate) mod core;
+pub(crate) mod limiter;
 mod msg;
 mod pktinfo;
-pub mod retransmit;
+pub(crate) mod retransmit;
 pub mod udp;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};
 
-pub use self::core::{Requestor, Submit};
-pub use limiter::Rate;
+pub use self::core::Requestor;
+pub(crate) use limiter::Rate;
 pub use retransmit::RetransmitParams;
 
 /// Names one submitted query until its outcome is delivered: the requestor's handle for a

@@ -33,11 +33,11 @@ pub struct RetransmitParams {
 }
 
 /// LQ_TIMEOUT (RFC 5007 §6).
-pub const LQ_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const LQ_TIMEOUT: Duration = Duration::from_secs(1);
 /// LQ_MAX_RT (RFC 5007 §6).
-pub const LQ_MAX_RT: Duration = Duration::from_secs(10);
+pub(crate) const LQ_MAX_RT: Duration = Duration::from_secs(10);
 /// LQ_MAX_RC (RFC 5007 §6).
-pub const LQ_MAX_RC: u32 = 5;
+pub(crate) const LQ_MAX_RC: u32 = 5;
 
 impl RetransmitParams {
     /// The leasequery defaults: LQ_TIMEOUT, LQ_MAX_RT, LQ_MAX_RC, no MRD.
@@ -57,7 +57,7 @@ impl Default for RetransmitParams {
 
 /// What to do when an exchange's timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Send the same message again (same transaction id) and wait until `deadline`.
     Retransmit { deadline: Instant },
     /// The attempt limit or the duration limit is reached: the exchange failed.
@@ -66,7 +66,7 @@ pub enum Step {
 
 /// The retransmission state of one exchange.
 #[derive(Debug, Clone)]
-pub struct Retransmit {
+pub(crate) struct Retransmit {
     params: RetransmitParams,
     started: Instant,
     rt: Duration,
@@ -86,7 +86,11 @@ fn scale(d: Duration, f: f64) -> Duration {
 impl Retransmit {
     /// The first transmission happens at `now`; returns the state, whose
     /// [`deadline`](Self::deadline) is when to act next.
-    pub fn start<R: Rng + ?Sized>(params: RetransmitParams, now: Instant, rng: &mut R) -> Self {
+    pub(crate) fn start<R: Rng + ?Sized>(
+        params: RetransmitParams,
+        now: Instant,
+        rng: &mut R,
+    ) -> Self {
         let rt = scale(params.irt, 1.0 + rand_factor(rng));
         let rt = Self::cap(params, rt, rng);
         let mut r = Retransmit {
@@ -117,22 +121,22 @@ impl Retransmit {
     }
 
     /// When the current wait ends.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.deadline
     }
 
     /// How many times the message has been sent so far.
-    pub fn sent(&self) -> u32 {
+    pub(crate) fn sent(&self) -> u32 {
         self.sent
     }
 
     /// When the first transmission happened.
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         self.started
     }
 
     /// The timer fired at `now` (at or after [`deadline`](Self::deadline)).
-    pub fn on_timeout<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Step {
+    pub(crate) fn on_timeout<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Step {
         if self.params.mrc != 0 && self.sent >= self.params.mrc {
             return Step::GiveUp;
         }

@@ -23,14 +23,14 @@
 //! ```
 
 /// How many IPv6 extension headers the filter walks before giving up on a packet.
-pub const EXT_HEADERS: usize = 3;
+pub(crate) const EXT_HEADERS: usize = 3;
 
 /// Bytes of an accepted packet handed to user space (more than any UDP datagram).
-pub const SNAP_LEN: u32 = 0x0004_0000;
+pub(crate) const SNAP_LEN: u32 = 0x0004_0000;
 
 /// One classic-BPF instruction, laid out like the kernel's `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
+pub(crate) struct Insn {
     pub code: u16,
     pub jt: u8,
     pub jf: u8,
@@ -95,7 +95,7 @@ enum Label {
 }
 
 /// The filter program (see the module docs for its listing).
-pub fn dhcpv6_filter() -> Vec<Insn> {
+pub(crate) fn dhcpv6_filter() -> Vec<Insn> {
     use Item::*;
     let mut p = vec![
         I(stmt(LD | W | ABS, AD_PROTOCOL)),

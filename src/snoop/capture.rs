@@ -297,7 +297,7 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
 
 /// [`run`] on `interface` once it exists: a snoop interface missing at start (a VLAN or bond
 /// created after lqagent) is waited for, not fatal.
-pub async fn run_when_present(
+pub(crate) async fn run_when_present(
     interface: String,
     receive_buffer: usize,
     tx: mpsc::Sender<Snooped>,

@@ -12,7 +12,7 @@
 use std::net::Ipv6Addr;
 
 /// Most extension headers skipped before the UDP header.
-pub const MAX_EXT_HEADERS: usize = 8;
+pub(crate) const MAX_EXT_HEADERS: usize = 8;
 
 /// A UDP datagram inside an IPv6 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

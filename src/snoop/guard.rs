@@ -28,11 +28,11 @@
 use std::fmt::Write as _;
 
 /// Table name (family `ip6`).
-pub const TABLE: &str = "lqagent_guard";
+pub(crate) const TABLE: &str = "lqagent_guard";
 
 /// The install script for subscriber interfaces `ifaces` (each a valid interface name, as the
 /// configuration guarantees); `None` when there is none to guard.
-pub fn install(ifaces: &[String]) -> Option<String> {
+pub(crate) fn install(ifaces: &[String]) -> Option<String> {
     let mut names: Vec<&str> = Vec::new();
     for i in ifaces {
         if !names.contains(&i.as_str()) {

@@ -12,5 +12,5 @@ pub mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;
-pub mod guard;
+pub(crate) mod guard;
 pub mod shell;

@@ -106,7 +106,7 @@ pub fn spawn(
 /// [`spawn`] with every task under `sup`: a capture task that fails is restarted on a freshly
 /// opened socket (task label `capture`), the classifier on the same queue (`classifier`); the
 /// queue between them survives either restart.
-pub fn spawn_supervised(
+pub(crate) fn spawn_supervised(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
     trust: SnoopTrust,

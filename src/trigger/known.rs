@@ -76,7 +76,7 @@ impl Sets {
 
 /// What one call to [`KnownSets::take_batch`] asks the shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Batch {
+pub(crate) enum Batch {
     /// Nothing to do.
     Idle,
     /// Apply these element changes in one transaction.
@@ -87,7 +87,7 @@ pub enum Batch {
 
 /// Desired vs applied known sources per trigger interface.
 #[derive(Debug)]
-pub struct KnownSets {
+pub(crate) struct KnownSets {
     links: Vec<TriggerLink>,
     ifaces: Vec<Arc<str>>,
     /// Interface index of each link.
@@ -101,7 +101,7 @@ pub struct KnownSets {
 
 impl KnownSets {
     /// Empty sets for `links`; at most `dirty_max` dirty entries before a full resync.
-    pub fn new(links: &[TriggerLink], dirty_max: usize) -> Self {
+    pub(crate) fn new(links: &[TriggerLink], dirty_max: usize) -> Self {
         let ifaces = interfaces(links);
         let link_iface = links
             .iter()
@@ -119,16 +119,8 @@ impl KnownSets {
         }
     }
 
-    pub fn interfaces(&self) -> &[Arc<str>] {
-        &self.ifaces
-    }
-
-    pub fn links(&self) -> &[TriggerLink] {
-        &self.links
-    }
-
     /// The interface index of link `link`.
-    pub fn iface_of_link(&self, link: usize) -> Option<usize> {
+    pub(crate) fn iface_of_link(&self, link: usize) -> Option<usize> {
         self.link_iface.get(link).copied()
     }
 
@@ -166,7 +158,7 @@ impl KnownSets {
     }
 
     /// Follow one cache change.
-    pub fn on_change(&mut self, c: &Change) {
+    pub(crate) fn on_change(&mut self, c: &Change) {
         let net = c.key.network();
         let old = c
             .old
@@ -187,7 +179,7 @@ impl KnownSets {
     }
 
     /// Load a lease as present (start-up from the store).
-    pub fn insert(&mut self, key: &LeaseKey, v: &RouteView) {
+    pub(crate) fn insert(&mut self, key: &LeaseKey, v: &RouteView) {
         let net = key.network();
         for i in self.ifaces_for(v) {
             self.set_desired(i, net, true);
@@ -242,20 +234,20 @@ impl KnownSets {
     }
 
     /// Whether the kernel's state is no longer known: the next batch is a resync.
-    pub fn failed(&mut self) {
+    pub(crate) fn failed(&mut self) {
         self.dirty = HashSet::new();
         self.resync = true;
     }
 
     /// Whether `source` on link `link` is known to the cache (the kernel set may lag behind).
-    pub fn knows(&self, link: usize, source: Ipv6Addr) -> bool {
+    pub(crate) fn knows(&self, link: usize, source: Ipv6Addr) -> bool {
         self.iface_of_link(link)
             .and_then(|i| self.desired.get(i))
             .is_some_and(|d| d.covers(source))
     }
 
     /// Whether there is work for [`KnownSets::take_batch`].
-    pub fn pending(&self) -> bool {
+    pub(crate) fn pending(&self) -> bool {
         self.resync || !self.dirty.is_empty()
     }
 
@@ -278,7 +270,7 @@ impl KnownSets {
     }
 
     /// The next transaction, counted as applied (call [`KnownSets::failed`] if it was not).
-    pub fn take_batch(&mut self, max: usize) -> Batch {
+    pub(crate) fn take_batch(&mut self, max: usize) -> Batch {
         if self.resync {
             self.resync = false;
             self.dirty = HashSet::new();
@@ -345,14 +337,15 @@ impl KnownSets {
     }
 
     /// Contents for the install script: everything desired, marked applied.
-    pub fn initial(&mut self) -> Vec<SetContents> {
+    pub(crate) fn initial(&mut self) -> Vec<SetContents> {
         self.resync = false;
         self.dirty = HashSet::new();
         self.full_contents()
     }
 
-    /// Number of desired entries over all interfaces (for tests and logs).
-    pub fn desired_len(&self) -> usize {
+    /// Number of desired entries over all interfaces (for tests).
+    #[cfg(test)]
+    pub(crate) fn desired_len(&self) -> usize {
         self.desired
             .iter()
             .map(|d| d.addresses.len() + d.prefixes.len())

@@ -20,11 +20,11 @@
 //! [`shell`] is the tokio side: it owns the table (replaced on start, removed on shutdown), the
 //! NFLOG socket and the set-sync task.
 
-pub mod known;
+pub(crate) mod known;
 pub mod nflog;
-pub mod nft;
+pub(crate) mod nft;
 pub mod ruleset;
-pub mod shell;
+pub(crate) mod shell;
 
 use crate::label::labels;
 use std::net::Ipv6Addr;
@@ -33,7 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::prefix::Ipv6Prefix;
 
-pub use shell::{Trigger, TriggerError, TriggerHandle};
+pub(crate) use shell::TriggerError;
+pub use shell::{Trigger, TriggerHandle};
 
 /// Trigger settings (the daemon fills group and enforcement from its configuration; the rest are defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]

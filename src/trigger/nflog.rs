@@ -83,7 +83,7 @@ impl NflogError {
 
 /// What the kernel settings of one bound group are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupConfig {
+pub(crate) struct GroupConfig {
     pub group: u16,
     /// Bytes of each packet copied, from the network header (40 = the IPv6 header).
     pub copy_range: u32,
@@ -95,7 +95,7 @@ pub struct GroupConfig {
 
 /// One NFULNL_MSG_CONFIG request: bind `group` to this socket in copy-packet mode with the
 /// given copy range, flush timeout and queue threshold, asking for an ack.
-pub fn emit_bind(cfg: &GroupConfig, seq: u32) -> Vec<u8> {
+pub(crate) fn emit_bind(cfg: &GroupConfig, seq: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
     b.extend_from_slice(&MSG_CONFIG.to_ne_bytes());

@@ -27,7 +27,7 @@ const STDERR_MAX: usize = 2048;
 /// Feeds `script` to `program -f -` and waits (the child is killed if this future is dropped).
 /// CANCEL-SAFETY: cancelling kills `nft`; nf_tables transactions are atomic, so either all of the
 /// script applied or none of it.
-pub async fn run(program: &str, script: &str, timeout: Duration) -> Result<(), NftError> {
+pub(crate) async fn run(program: &str, script: &str, timeout: Duration) -> Result<(), NftError> {
     let spawn_err = |source| NftError::Spawn {
         program: program.to_string(),
         source,
@@ -69,7 +69,7 @@ pub async fn run(program: &str, script: &str, timeout: Duration) -> Result<(), N
 }
 
 /// The blocking form, for `Drop` (shutdown without a runtime).
-pub fn run_blocking(program: &str, script: &str) -> Result<(), NftError> {
+pub(crate) fn run_blocking(program: &str, script: &str) -> Result<(), NftError> {
     use std::io::Write;
     let spawn_err = |source| NftError::Spawn {
         program: program.to_string(),

@@ -36,10 +36,10 @@ use super::TriggerLink;
 use crate::prefix::Ipv6Prefix;
 
 /// Table name (family `ip6`).
-pub const TABLE: &str = "lqagent";
+pub(crate) const TABLE: &str = "lqagent";
 
 /// The prefix of the log prefix; the link index follows.
-pub const LOG_PREFIX: &str = "lqagent:";
+pub(crate) const LOG_PREFIX: &str = "lqagent:";
 
 /// Why a rule set could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

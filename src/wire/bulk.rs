@@ -15,7 +15,7 @@ use super::error::Error;
 use super::owned::Message;
 
 /// Size of the length prefix.
-pub const FRAME_HEADER_LEN: usize = 2;
+pub(crate) const FRAME_HEADER_LEN: usize = 2;
 
 /// Limits for a [`FrameDecoder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,13 +138,13 @@ pub fn frame_header(len: usize) -> Result<[u8; 2], Error> {
 }
 
 /// Bytes a framed message takes on the stream.
-pub fn framed_len(msg: &Message) -> usize {
+pub(crate) fn framed_len(msg: &Message) -> usize {
     FRAME_HEADER_LEN + msg.buffer_len()
 }
 
 /// Writes `msg` with its length prefix into `buf` (at least [`framed_len`] bytes); returns the
 /// bytes written.
-pub fn emit_frame(msg: &Message, buf: &mut [u8]) -> Result<usize, Error> {
+pub(crate) fn emit_frame(msg: &Message, buf: &mut [u8]) -> Result<usize, Error> {
     let have = buf.len();
     let (head, body) = buf
         .split_at_mut_checked(FRAME_HEADER_LEN)

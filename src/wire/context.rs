@@ -9,11 +9,11 @@ use super::error::Error;
 
 /// Most relay headers accepted in one chain. RFC 3315 §5.1 had HOP_COUNT_LIMIT 32; RFC 8415
 /// §7.6 lowered the relay's limit to 8, but a decoder must still read what older relays send.
-pub const MAX_RELAY_DEPTH: usize = 32;
+pub(crate) const MAX_RELAY_DEPTH: usize = 32;
 
 /// Most levels of encapsulated options (RELAY_MSG, IA_NA, CLIENT_DATA, ...) in one buffer. Room
 /// for a maximal relay chain plus a full leasequery reply, and a bound on recursion.
-pub const MAX_NESTING: usize = 64;
+pub(crate) const MAX_NESTING: usize = 64;
 
 /// Header bytes of a client/server message before its options: msg-type(1) transaction-id(3).
 pub(crate) const CLIENT_HEADER_LEN: usize = 4;

@@ -40,10 +40,9 @@ mod option;
 mod owned;
 pub mod pretty;
 mod status;
-pub mod view;
+pub(crate) mod view;
 
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
-pub use context::{MAX_NESTING, MAX_RELAY_DEPTH};
 pub use duid::Duid;
 pub use error::Error;
 pub use ia::INFINITY;
@@ -53,15 +52,12 @@ pub use owned::{
     Message, Options, RelayMessage,
 };
 pub use status::Status;
-pub use view::{ClientView, MessageView, OptionRef, OptionView, OptionsIter, RelayView};
+pub use view::{MessageView, OptionRef, OptionsIter, RelayView};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
-pub const CLIENT_PORT: u16 = 546;
+pub(crate) const CLIENT_PORT: u16 = 546;
 /// UDP port servers and relays listen on; also the bulk/active leasequery TCP port.
 pub const SERVER_PORT: u16 = 547;
-/// All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
-pub const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: std::net::Ipv6Addr =
-    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 /// All_DHCP_Servers (RFC 8415 §7.1).
 pub const ALL_DHCP_SERVERS: std::net::Ipv6Addr =
     std::net::Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);

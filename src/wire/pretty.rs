@@ -25,7 +25,7 @@ use super::ia::INFINITY;
 use super::view::{MessageView, OptionRef, OptionView, OptionsIter};
 
 /// Most bytes of a malformed part shown in hex.
-pub const MAX_DUMP: usize = 64;
+pub(crate) const MAX_DUMP: usize = 64;
 
 /// One message, decoded as far as it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

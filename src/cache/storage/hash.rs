@@ -19,7 +19,7 @@ fn fold(a: u64, b: u64) -> u64 {
 
 /// Builds [`KeyHasher`]s sharing one random seed.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyHashBuilder {
+pub(crate) struct KeyHashBuilder {
     seed: u64,
 }
 
@@ -41,7 +41,7 @@ impl BuildHasher for KeyHashBuilder {
 
 /// The hasher state.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyHasher {
+pub(crate) struct KeyHasher {
     state: u64,
 }
 

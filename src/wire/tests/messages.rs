@@ -1,6 +1,7 @@
 //! Whole-message tests: round trips, relay chains, errors, bulk framing.
 
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
+use crate::wire::context::{MAX_NESTING, MAX_RELAY_DEPTH};
 use crate::wire::*;
 use std::net::Ipv6Addr;
 

@@ -1,5 +1,6 @@
 //! `wire::pretty`: the tree, its text and JSON faces, and malformed parts shown in place.
 
+use crate::wire::context::MAX_RELAY_DEPTH;
 use crate::wire::pretty::{Decoded, MAX_DUMP, MessageNode, OptionNode, Value, utc};
 use crate::wire::*;
 use std::net::Ipv6Addr;
