@@ -399,37 +399,56 @@ fn uplink_flap_leaves_snooping_working() {
     );
 }
 
-#[test]
-fn watchdog_stops_when_the_cache_task_is_stuck() {
-    let test = "watchdog_stops_when_the_cache_task_is_stuck";
+/// A one-server lab and `lqagent run` (route protocol `protocol`, logging to `log`) with a
+/// notify socket it reports to and `WatchdogSec=1` (WATCHDOG=1 every 0.5 s while healthy);
+/// `env` adds to the agent's environment. `None` when the lab cannot be made (not root outside CI).
+fn watchdog_agent(
+    test: &str,
+    protocol: u8,
+    log: &str,
+    env: &[(&str, &str)],
+) -> Option<(
+    IscLab,
+    std::os::unix::net::UnixDatagram,
+    support::isc::Daemon,
+)> {
     let life = Lifetimes {
         valid: 60,
         preferred: 30,
     };
-    let Some(lab) = IscLab::without_clients(test, 1, life) else {
-        return;
-    };
+    let lab = IscLab::without_clients(test, 1, life)?;
     let cfg = write_config(
         &lab,
-        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
-         [routes]\nprotocol = 218\n\n[log]\nlevel = \"info\"\n",
+        &format!(
+            "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
+             [routes]\nprotocol = {protocol}\n\n[log]\nlevel = \"info\"\n"
+        ),
     );
     let notify_path = lab.dir().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let _agent = support::agent::start_agent_env(
-        &lab,
-        &cfg,
+    let path = notify_path.to_string_lossy().into_owned();
+    let mut all = vec![
+        ("NOTIFY_SOCKET", path.as_str()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    all.extend_from_slice(env);
+    let agent = support::agent::start_agent_env(&lab, &cfg, log, &all);
+    Some((lab, notify, agent))
+}
+
+#[test]
+fn watchdog_stops_when_the_cache_task_is_stuck() {
+    let Some((lab, notify, _agent)) = watchdog_agent(
+        "watchdog_stops_when_the_cache_task_is_stuck",
+        218,
         "lqagent-dog.log",
-        &[
-            ("NOTIFY_SOCKET", &notify_path.to_string_lossy()),
-            // WatchdogSec=1 → WATCHDOG=1 every 0.5 s while healthy.
-            ("WATCHDOG_USEC", "1000000"),
-            ("LQAGENT_TEST_STALL_CACHE_SECS", "60"),
-        ],
-    );
+        &[("LQAGENT_TEST_STALL_CACHE_SECS", "60")],
+    ) else {
+        return;
+    };
     let ready = Instant::now();
     // Notices within a window: (READY, WATCHDOG) counts.
     let count = |window: Duration| {
@@ -461,33 +480,14 @@ fn watchdog_stops_when_the_cache_task_is_stuck() {
 
 #[test]
 fn watchdog_is_fed_while_the_tasks_progress() {
-    let test = "watchdog_is_fed_while_the_tasks_progress";
-    let life = Lifetimes {
-        valid: 60,
-        preferred: 30,
-    };
-    let Some(lab) = IscLab::without_clients(test, 1, life) else {
+    let Some((_lab, notify, _agent)) = watchdog_agent(
+        "watchdog_is_fed_while_the_tasks_progress",
+        219,
+        "lqagent-dog2.log",
+        &[],
+    ) else {
         return;
     };
-    let cfg = write_config(
-        &lab,
-        "[bulk]\nenabled = false\n\n[trigger]\nenabled = false\n\n\
-         [routes]\nprotocol = 219\n\n[log]\nlevel = \"info\"\n",
-    );
-    let notify_path = lab.dir().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let _agent = support::agent::start_agent_env(
-        &lab,
-        &cfg,
-        "lqagent-dog2.log",
-        &[
-            ("NOTIFY_SOCKET", &notify_path.to_string_lossy()),
-            ("WATCHDOG_USEC", "1000000"),
-        ],
-    );
     let t = Instant::now();
     let mut dogs = 0;
     let mut buf = [0u8; 256];
