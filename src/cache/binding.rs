@@ -231,7 +231,90 @@ pub struct Withdrawal {
     pub keys: Vec<LeaseKey>,
     /// When set, only leases held by this client are withdrawn (a RELEASE speaks for its sender).
     pub client_duid: Option<Box<[u8]>>,
+    /// The link the RELEASE/DECLINE came through (the link-address of this box's own relay
+    /// level). A release applies only on the binding's own link; from another link it is a
+    /// [`Doubt`]. `None` for an operator `clear`.
+    pub link: Option<Ipv6Addr>,
+    /// The IAID the client named for each of `keys` (same order), when known: a release by
+    /// the holder's DUID but for another IA is a [`Doubt`]. Empty when not known.
+    pub iaids: Vec<u32>,
     pub reason: WithdrawReason,
+    pub arrival: Timestamp,
+}
+
+labels! {
+    /// Why something that would change a binding did not, by itself (the ownership rule,
+    /// `docs/security.md`): it did not come from the binding's holder on its link, nor from a
+    /// server's positive assignment or its answer about that key. A doubt asks the server.
+    pub enum DoubtReason {
+        /// A zero lifetime in a REPLY to another client than the holder (a stranger's REBIND of
+        /// a neighbour's prefix, a stale CPE coming back), or to the holder on another link.
+        ZeroLifetimeOtherClient => "zero_lifetime_other_client",
+        /// A RELEASE/DECLINE naming a key that another client holds (other DUID or IAID).
+        ReleaseOtherClient => "release_other_client",
+        /// A RELEASE/DECLINE by the holder's DUID that came through another link.
+        ReleaseOtherLink => "release_other_link",
+        /// An assignment inside another client's network (a /64 inside another's /56, a /128
+        /// inside another's delegated prefix).
+        Overlap => "overlap",
+        /// A REPLY between a configured server and a subscriber address seen unrelayed
+        /// (the server sent OPTION_UNICAST): not through this box's relay level.
+        Unicast => "unicast",
+        /// A route of ours found in the kernel at start that no lease explains.
+        Inherited => "inherited",
+    }
+}
+
+labels! {
+    /// How a doubt ended: what the confirming leasequery said, or why it was not asked.
+    pub enum DoubtOutcome {
+        /// The server says the holder still holds the key: kept (and refreshed).
+        Held => "held",
+        /// The server says another client holds it now: moved by that answer.
+        Moved => "moved",
+        /// The server says nobody holds it: removed.
+        Gone => "gone",
+        /// The server cannot say (e.g. ISC's NotConfigured for a delegated prefix, an error
+        /// status): kept until its own lifetime ends.
+        Unknown => "unknown",
+        /// No server answered: kept.
+        NoAnswer => "no_answer",
+        /// Not asked (rate limit, negative cache, queue full, already being asked): kept.
+        NotAsked => "not_asked",
+    }
+}
+
+/// Something that would have changed a binding had it come from the binding's holder on its
+/// link. It changes nothing by itself and leaves no tombstone; the confirmer asks the server
+/// (a leasequery by address for the key; for a prefix, an address inside it) and the answer
+/// decides. No answer, or one that cannot say, keeps what is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doubt {
+    pub key: LeaseKey,
+    pub reason: DoubtReason,
+    /// The binding's holder as the cache has it; `None` when nobody holds it in the cache (an
+    /// inherited route, a unicast exchange about an unknown key).
+    pub holder: Option<Arc<ClientInfo>>,
+    /// The client whose message raised the doubt, when known (the stranger's DUID).
+    pub claimant: Option<Box<[u8]>>,
+    /// The link to ask about: the holder's link-address (or the link the kernel route is on).
+    pub link: Ipv6Addr,
+    /// The interface of that link, when known (for the query's link and the route).
+    pub interface: Option<Arc<str>>,
+    pub at: Timestamp,
+}
+
+/// A server's answer to a confirming leasequery that says nobody holds `key` (success, no
+/// CLIENT_DATA). An answer that names a holder comes back as an ordinary leasequery
+/// [`Observation`]; one that cannot say changes nothing and is not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    pub key: LeaseKey,
+    pub reason: DoubtReason,
+    pub server: Arc<ServerId>,
+    /// When the query was sent: a lease whose data arrived after it is newer than the answer
+    /// and stays.
+    pub asked: Timestamp,
     pub arrival: Timestamp,
 }
 

@@ -1103,6 +1103,8 @@ mod tests {
         // Half the leases released, the rest expire.
         let keys: Vec<_> = (1..=75).map(addr).collect();
         s.withdraw(&Withdrawal {
+            link: None,
+            iaids: Vec::new(),
             keys,
             client_duid: None,
             reason: WithdrawReason::Operator,
@@ -1209,6 +1211,8 @@ mod tests {
             // A release frees room: the refused one is admitted now.
             let (c1, _, k1, _) = (row.nth)(1);
             let out = s.withdraw(&Withdrawal {
+                link: None,
+                iaids: Vec::new(),
                 keys: vec![k1],
                 client_duid: Some(vec![0, 3, 0, 1, c1].into()),
                 reason: WithdrawReason::Released,
@@ -1329,6 +1333,8 @@ mod tests {
                     0 => {
                         let (k, _) = key(rnd(28));
                         let w = Withdrawal {
+                            link: None,
+                            iaids: Vec::new(),
                             keys: vec![k],
                             client_duid: Some(vec![0, 3, 0, 1, rnd(3) as u8 + 1].into()),
                             reason: if rnd(4) == 0 {

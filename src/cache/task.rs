@@ -21,7 +21,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::binding::{Change, Lease, LeaseKey, Observation, Sweep, Withdrawal};
+use super::binding::{
+    Change, Confirmation, Doubt, Lease, LeaseKey, Observation, Sweep, Withdrawal,
+};
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
 use crate::persist::{JournalHandle, Record};
@@ -34,6 +36,11 @@ pub enum CacheInput {
     Withdraw(Withdrawal),
     /// The end of a bulk query (merge rule R16).
     Sweep(Sweep),
+    /// A doubt raised outside the store (a unicast exchange seen by the snooper): handed on to
+    /// the confirmer with the holder the cache knows.
+    Doubt(Doubt),
+    /// A confirming leasequery's answer that nobody holds a doubted key.
+    Confirm(Confirmation),
     /// Test hook only (the daemon sends it when `LQAGENT_TEST_STALL_CACHE_SECS` is set): the
     /// task stops making progress for this long, as if stuck, so the watchdog can be tested.
     #[doc(hidden)]
@@ -250,6 +257,8 @@ impl CacheTask {
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
+                        // Wired by the ownership work (issue 21): forwarded to the confirmer.
+                        CacheInput::Doubt(_) | CacheInput::Confirm(_) => continue,
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -512,6 +521,8 @@ mod tests {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
         }
         h.send(CacheInput::Withdraw(crate::cache::Withdrawal {
+            link: None,
+            iaids: Vec::new(),
             keys: vec![obs(1, 0, &clock).leases[0].key],
             client_duid: None,
             reason: crate::cache::WithdrawReason::Operator,

@@ -208,6 +208,8 @@ impl LiveResponder {
         }
         let store = self.cache.store();
         let w = Withdrawal {
+            link: None,
+            iaids: Vec::new(),
             keys: keys.clone(),
             client_duid: None,
             reason: WithdrawReason::Operator,

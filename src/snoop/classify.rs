@@ -478,6 +478,8 @@ impl Classifier {
         ) {
             self.stats.bump(ClassifyCounter::ReplyRelease);
             return Some(Learned::Withdraw(Withdrawal {
+                link: None,
+                iaids: Vec::new(),
                 keys: forw.named,
                 client_duid: Some(duid),
                 reason: WithdrawReason::Released,

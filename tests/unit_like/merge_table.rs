@@ -756,6 +756,8 @@ fn r14_withdrawal_release_and_operator_clear() {
     s.apply(&obs(1, 1, 0, None, vec![na(1, 3600), pd(1, 3600)]));
     // A RELEASE reply older than the stored data does not remove it.
     let w = |at: i64, reason, duid: Option<u8>| Withdrawal {
+        link: None,
+        iaids: Vec::new(),
         keys: vec![LeaseKey::Prefix(pfx(1, 56))],
         client_duid: duid.map(|c| vec![0, 1, 0, 1, c].into()),
         reason,
@@ -770,6 +772,8 @@ fn r14_withdrawal_release_and_operator_clear() {
     assert_eq!(out.changes[0].kind, ChangeKind::Removed);
     // Operator clear removes unconditionally.
     let out = s.withdraw(&Withdrawal {
+        link: None,
+        iaids: Vec::new(),
         keys: vec![LeaseKey::Address(addr(1))],
         client_duid: None,
         reason: WithdrawReason::Operator,

@@ -170,6 +170,8 @@ proptest! {
                 }
                 Op::Withdraw(keys) => {
                     s.withdraw(&Withdrawal {
+                        link: None,
+                        iaids: Vec::new(),
                         keys: keys.iter().map(|k| key(*k)).collect(),
                         client_duid: None,
                         reason: WithdrawReason::Operator,
