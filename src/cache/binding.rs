@@ -304,6 +304,37 @@ pub struct Doubt {
     pub at: Timestamp,
 }
 
+/// How many doubts ended how, by reason: `lqagent_binding_doubts_total{reason,outcome}`.
+/// Counted where the outcome is known: the cache task (a doubt it could not hand on is
+/// `not_asked`) and the confirmer (every other outcome).
+#[derive(Debug, Default)]
+pub struct DoubtStats {
+    counts: [[std::sync::atomic::AtomicU64; DoubtOutcome::ALL.len()]; DoubtReason::ALL.len()],
+}
+
+impl DoubtStats {
+    pub fn count(&self, reason: DoubtReason, outcome: DoubtOutcome) {
+        self.counts[reason as usize][outcome as usize]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DoubtReason, outcome: DoubtOutcome) -> u64 {
+        self.counts[reason as usize][outcome as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `(reason, outcome, count)` for every pair, zeros included.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        DoubtReason::ALL
+            .iter()
+            .flat_map(|r| {
+                DoubtOutcome::ALL
+                    .iter()
+                    .map(move |o| (r.label(), o.label(), self.get(*r, *o)))
+            })
+            .collect()
+    }
+}
+
 /// A server's answer to a confirming leasequery that says nobody holds `key` (success, no
 /// CLIENT_DATA). An answer that names a holder comes back as an ordinary leasequery
 /// [`Observation`]; one that cannot say changes nothing and is not sent.

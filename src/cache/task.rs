@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::binding::{
-    Change, Confirmation, Doubt, Lease, LeaseKey, Observation, Sweep, Withdrawal,
+    Change, Confirmation, Doubt, DoubtOutcome, DoubtStats, Lease, LeaseKey, Observation, Sweep,
+    Withdrawal,
 };
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
@@ -75,6 +76,41 @@ pub enum SendError {
     Full,
     #[error("cache task stopped")]
     Closed,
+}
+
+/// Where doubts go (the ownership rule, `docs/security.md`): the confirmer's bounded queue.
+/// Raising never waits: a doubt that finds the queue full is counted `not_asked` and dropped —
+/// a doubt changes nothing by itself, so dropping one keeps what is there.
+#[derive(Debug, Clone)]
+pub struct DoubtSink {
+    tx: mpsc::Sender<Doubt>,
+    stats: Arc<DoubtStats>,
+}
+
+impl DoubtSink {
+    /// A sink with room for `capacity` doubts, and the confirmer's end of it.
+    pub fn new(capacity: usize) -> (DoubtSink, mpsc::Receiver<Doubt>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            DoubtSink {
+                tx,
+                stats: Arc::new(DoubtStats::default()),
+            },
+            rx,
+        )
+    }
+
+    /// Hand `d` to the confirmer, or count it `not_asked` when its queue is full or gone.
+    pub fn raise(&self, d: Doubt) {
+        let reason = d.reason;
+        if self.tx.try_send(d).is_err() {
+            self.stats.count(reason, DoubtOutcome::NotAsked);
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<DoubtStats> {
+        &self.stats
+    }
 }
 
 /// Counters of the task's queues.
@@ -141,7 +177,7 @@ pub fn spawn(
     cfg: CacheTaskConfig,
     restored: Vec<(LeaseKey, Lease)>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
-    spawn_admitted(store, clock, journal, cfg, restored, None)
+    spawn_admitted(store, clock, journal, cfg, restored, None, None)
 }
 
 /// [`spawn`] with an admission stage: every observation passes
@@ -155,8 +191,9 @@ pub(crate) fn spawn_admitted(
     cfg: CacheTaskConfig,
     restored: Vec<(LeaseKey, Lease)>,
     admission: Option<Arc<Admission>>,
+    doubts: Option<DoubtSink>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
-    let (handle, changes, runner) = start_admitted(store, clock, journal, cfg, admission);
+    let (handle, changes, runner) = start_admitted(store, clock, journal, cfg, admission, doubts);
     let join = tokio::spawn(runner.run(restored));
     (handle, changes, join)
 }
@@ -170,6 +207,7 @@ pub(crate) fn start_admitted(
     journal: Option<JournalHandle>,
     cfg: CacheTaskConfig,
     admission: Option<Arc<Admission>>,
+    doubts: Option<DoubtSink>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, CacheRunner) {
     let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
     let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
@@ -187,6 +225,7 @@ pub(crate) fn start_admitted(
         changes: ctx,
         stats,
         admission,
+        doubts,
         snapshot_every: Duration::from_millis(cfg.snapshot_interval_ms.max(1)),
     };
     (handle, crx, CacheRunner(task))
@@ -222,6 +261,8 @@ struct CacheTask {
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
     admission: Option<Arc<Admission>>,
+    /// Where the doubts the store raises go (`None` in tests that do not ask servers).
+    doubts: Option<DoubtSink>,
 }
 
 impl CacheTask {
@@ -258,7 +299,13 @@ impl CacheTask {
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
                         // Wired by the ownership work (issue 21): forwarded to the confirmer.
-                        CacheInput::Doubt(_) | CacheInput::Confirm(_) => continue,
+                        CacheInput::Doubt(d) => {
+                            if let Some(s) = &self.doubts {
+                                s.raise(d);
+                            }
+                            continue;
+                        }
+                        CacheInput::Confirm(_) => continue,
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -466,7 +513,7 @@ mod tests {
         let clock = AgentClock::new();
         let store = Arc::new(BindingStore::new(CacheConfig::default()));
         let (h, mut changes, runner) =
-            start_admitted(store, clock, None, CacheTaskConfig::default(), None);
+            start_admitted(store, clock, None, CacheTaskConfig::default(), None, None);
         let first = tokio::spawn(runner.clone().run(Vec::new()));
         h.observe(obs(1, 3600, &clock)).await.unwrap();
         assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
