@@ -11,7 +11,8 @@
 //!     type filter hook prerouting priority raw; policy accept;  # before conntrack: a spoofed
 //!                                                                # flood makes no conntrack entries
 //!     ip6 saddr fe80::/10 return                       # link-local: never logged or dropped
-//!     udp dport { 546, 547 } return                    # DHCPv6 itself
+//!     ip6 daddr ff02::1:2 udp dport 547 return         # DHCPv6 to the relay: by destination,
+//!     fib daddr type local udp dport 547 return        # never by port alone
 //!     icmpv6 type { nd-router-solicit, ... } return     # ND (RFC 4861)
 //!     iifname "eth1" ip6 saddr { <link 0 subscriber prefixes> }
 //!         ip6 saddr != @known_a0 ip6 saddr != @known_p0 jump unknown_0
@@ -138,7 +139,12 @@ pub fn install(
         "    type filter hook prerouting priority raw; policy accept;"
     );
     let _ = writeln!(s, "    ip6 saddr fe80::/10 return");
-    let _ = writeln!(s, "    udp dport {{ 546, 547 }} return");
+    // DHCPv6 a client sends to the relay (All_DHCP_Relay_Agents_and_Servers, or this box's own
+    // address) is never logged or dropped: a client without a lease must reach the relay. The
+    // exemption is by destination and port together: a port alone would let an unknown source
+    // send anything to anyone past enforcement, just by choosing UDP port 546 or 547.
+    let _ = writeln!(s, "    ip6 daddr ff02::1:2 udp dport 547 return");
+    let _ = writeln!(s, "    fib daddr type local udp dport 547 return");
     let _ = writeln!(
         s,
         "    icmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, \

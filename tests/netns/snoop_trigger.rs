@@ -503,3 +503,144 @@ fn a_flood_of_cache_changes_costs_few_nft_runs() {
         })
     });
 }
+
+/// Waits up to `within` for one datagram on `s`; true when one came.
+fn received(s: &UdpSocket, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    s.recv_from(&mut buf).is_ok()
+}
+
+fn ifindex(ns: &NetNs, dev: &str) -> u32 {
+    let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/ifindex")]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// One datagram from the unknown source `UNKNOWN` in `cli` to `dst`.
+fn send_unknown(cli: &Arc<NetNs>, dst: SocketAddrV6) {
+    let c = cli.clone();
+    std::thread::spawn(move || {
+        c.run_in(move || {
+            let s = UdpSocket::bind(SocketAddrV6::new(UNKNOWN.parse().unwrap(), 0, 0, 0)).unwrap();
+            s.send_to(b"dhcp?", dst).unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// Enforcement has no port-shaped hole: DHCPv6 to the relay (its own address, or
+/// All_DHCP_Relay_Agents_and_Servers) passes from an unknown source, but UDP to port 547 or
+/// 546 of anything else is that source's traffic like any other — reported and dropped. (The
+/// rule set used to return early for `udp dport { 546, 547 }`: the upstream listener below then
+/// received the unknown source's datagrams.) The control at the end sends the same datagram
+/// without the trigger and sees it arrive, so the drop is enforcement's.
+#[test]
+fn enforcement_has_no_dhcpv6_port_bypass() {
+    if !require_root("enforcement_has_no_dhcpv6_port_bypass") {
+        return;
+    }
+    let Lab { boxns, cli } = lab("trp");
+    // A host upstream of the box, reached through it.
+    let up = NetNs::new("trpu");
+    veth(&boxns, "up0", &up, "u0");
+    boxns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:2::1/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    up.exec(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:2::2/64",
+        "dev",
+        "u0",
+        "nodad",
+    ]);
+    up.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1::/48",
+        "via",
+        "2001:db8:2::1",
+    ]);
+    cli.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:2::/64",
+        "via",
+        BOX_ADDR,
+    ]);
+    boxns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    // Neighbours resolved first (from a known source, and the box's upstream one), so nothing
+    // waits on ND below.
+    assert!(ping_ok(&cli, KNOWN));
+    boxns.exec(&["ping", "-6", "-c", "1", "-W", "2", "2001:db8:2::2"]);
+    let upstream: Vec<(u16, UdpSocket)> = up.run_in(|| {
+        [547u16, 546]
+            .into_iter()
+            .map(|p| {
+                let a = SocketAddrV6::new("2001:db8:2::2".parse().unwrap(), p, 0, 0);
+                (p, UdpSocket::bind(a).unwrap())
+            })
+            .collect()
+    });
+    let upstream_547 = SocketAddrV6::new("2001:db8:2::2".parse().unwrap(), 547, 0, 0);
+    let sub0 = ifindex(&boxns, "sub0");
+    let cli0 = ifindex(&cli, "cli0");
+    boxns.run_in(move || {
+        // The relay's socket on the box: its own addresses and the relay multicast group.
+        let relay = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 547, 0, 0)).unwrap();
+        relay
+            .join_multicast_v6(&"ff02::1:2".parse().unwrap(), sub0)
+            .unwrap();
+        runtime().block_on(async move {
+            let initial = [(key(KNOWN), view(KNOWN))];
+            let (trigger, mut rx) = Trigger::start(config(true), vec![link()], initial)
+                .await
+                .expect("trigger starts");
+            send_unknown(
+                &cli,
+                SocketAddrV6::new(BOX_ADDR.parse().unwrap(), 547, 0, 0),
+            );
+            assert!(
+                received(&relay, Duration::from_secs(2)),
+                "DHCPv6 to the box's own address passes enforcement"
+            );
+            send_unknown(
+                &cli,
+                SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, cli0),
+            );
+            assert!(
+                received(&relay, Duration::from_secs(2)),
+                "DHCPv6 to All_DHCP_Relay_Agents_and_Servers passes enforcement"
+            );
+            for (port, sock) in &upstream {
+                let dst = SocketAddrV6::new("2001:db8:2::2".parse().unwrap(), *port, 0, 0);
+                send_unknown(&cli, dst);
+                assert!(
+                    !received(sock, Duration::from_secs(1)),
+                    "an unknown source reached UDP port {port} upstream past enforcement"
+                );
+            }
+            let ev = next_event(&mut rx).await;
+            assert_eq!(ev.source, UNKNOWN.parse::<Ipv6Addr>().unwrap());
+            trigger.shutdown().await.expect("table removed");
+            // Control: without the trigger the same datagram arrives.
+            send_unknown(&cli, upstream_547);
+            assert!(
+                received(&upstream[0].1, Duration::from_secs(2)),
+                "the control datagram did not arrive: the test's path is broken, not enforcement"
+            );
+        })
+    });
+}
