@@ -336,28 +336,48 @@ async fn run(
             break;
         }
         let deadline = core.poll_timeout();
+        // Fair turns: a turn that reads datagrams (at most a batch) also takes the commands
+        // already queued (at most a batch), so a datagram flood at our port — the socket is
+        // then always readable — cannot starve the command channel; nor can a command storm
+        // starve the socket, whose batch comes first.
         tokio::select! {
             biased;
             r = socket.readable() => {
                 if r.is_ok() {
                     drain(socket, &mut core, &mut buf, &mut refused);
                 }
+                if open {
+                    open = take_queued(&mut core, &mut waiters, rx, rates);
+                }
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,
                 Some(c) => {
                     submit(&mut core, &mut waiters, c, rates);
-                    for _ in 0..BATCH {
-                        match rx.try_recv() {
-                            Ok(c) => submit(&mut core, &mut waiters, c, rates),
-                            Err(_) => break,
-                        }
-                    }
+                    open = take_queued(&mut core, &mut waiters, rx, rates);
                 }
             },
             _ = sleep_until(deadline), if deadline.is_some() => {}
         }
     }
+}
+
+/// Submit up to a batch of the commands already queued, without waiting; false once the
+/// channel is closed and empty.
+fn take_queued(
+    core: &mut Requestor,
+    waiters: &mut Waiters,
+    rx: &mut mpsc::Receiver<Cmd>,
+    rates: &RatesSlot,
+) -> bool {
+    for _ in 0..BATCH {
+        match rx.try_recv() {
+            Ok(c) => submit(core, waiters, c, rates),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 async fn sleep_until(at: Option<Instant>) {

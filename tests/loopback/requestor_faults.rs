@@ -769,3 +769,73 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
     );
     second.abort();
 }
+
+/// A datagram flood at the requestor's own port (junk, as fast as two senders can go) does not
+/// starve its command channel: stats requests and queries are still served while the flood
+/// runs. (Its turns used to prefer the socket, which a flood keeps readable for ever.) Answers
+/// may drown in the flooded socket buffer — a query may end without one — but every command
+/// gets its turn. The flood stops after the last command was served, or after its own bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_flood_at_our_port_does_not_starve_commands() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let s = server(1);
+    let h = requestor(config(&[s.addr], Policy::Failover)).await;
+    let target = h.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("[::1]:0").unwrap();
+                let junk = [0u8; 48];
+                // Bounded in time: it stops by itself after 120 s.
+                let end = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    for _ in 0..1000 {
+                        if sock.send_to(&junk, target).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Wait until the flood is on, so every command below is issued under it.
+    wait_for_async("the flood to start", Duration::from_secs(10), || {
+        let n = sent.load(Ordering::Relaxed);
+        async move { n > 10_000 }
+    })
+    .await;
+    for n in 1..=20 {
+        tokio::time::timeout(Duration::from_secs(30), h.stats())
+            .await
+            .unwrap_or_else(|_| panic!("stats request {n} starved by the flood"))
+            .unwrap();
+    }
+    for n in 1..=3u16 {
+        let q = Query::by_address(a(&format!("2001:db8:1::{n}")));
+        tokio::time::timeout(Duration::from_secs(30), h.query(q))
+            .await
+            .unwrap_or_else(|_| panic!("query {n} starved by the flood"))
+            .unwrap();
+    }
+    let stats = h.stats().await.unwrap();
+    let still_flooding = !flooders.iter().all(|f| f.is_finished());
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert!(
+        still_flooding,
+        "the flood ended before the commands did: the test proved nothing"
+    );
+    assert_eq!(stats.queries, 3, "every query was taken: {stats:?}");
+    let read = stats.dropped_total();
+    eprintln!(
+        "flood: {} datagrams sent, {read} read and dropped while the commands were served",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(read > 0, "the requestor read the flood: {stats:?}");
+}
