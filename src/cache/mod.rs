@@ -17,7 +17,7 @@ pub mod store;
 pub mod task;
 
 pub use binding::{
-    Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats,
+    AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats,
     INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation, ObservedLease, RelayData,
     RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
