@@ -263,7 +263,7 @@ impl Admission {
         by_interface.or(fallback)
     }
 
-    /// Check `obs` (rules A1–A6), count and log what is refused, and return what may go on.
+    /// Check `obs` (rules A1–A7), count and log what is refused, and return what may go on.
     pub fn admit(&self, mut obs: Observation) -> Admitted {
         let origin = Origin::of(obs.source);
         let interface_id = obs.relay.as_ref().and_then(|r| r.interface_id.as_deref());
