@@ -474,6 +474,12 @@ impl Admission {
                 link = %obs.link.address,
                 server = %obs.server.address,
                 next_hop = ?obs.relay.as_ref().and_then(|r| r.peer_address),
+                interface_id = %obs
+                    .relay
+                    .as_ref()
+                    .and_then(|r| r.interface_id.as_deref())
+                    .map(hex::encode)
+                    .unwrap_or_default(),
                 asked = ?obs.query_address,
                 "binding refused by admission"
             );

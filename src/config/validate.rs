@@ -788,7 +788,7 @@ pub(super) fn to_file(c: &Config) -> File {
 }
 
 /// An Interface-Id as the operator writes it: its text when it is printable ASCII (ISC
-/// dhcrelay sends the interface name), else `hex:` and its bytes.
+/// dhcrelay 4.4 sends a 4-byte number, which comes out as `hex:`), else `hex:` and its bytes.
 pub(crate) fn interface_id_text(id: &[u8]) -> String {
     if !id.is_empty() && id.iter().all(|b| b.is_ascii_graphic()) && !id.starts_with(b"hex:") {
         String::from_utf8_lossy(id).into_owned()

@@ -122,7 +122,11 @@ pub fn encode_record(rec: &Record, b: &mut Vec<u8>) {
                 Some(r) => {
                     // 1: relay data; 2: relay data and an access port after it (files written
                     // before access ports existed only hold 0 and 1, and still load).
-                    b.push(if r.access.is_some() { RELAY_WITH_ACCESS } else { 1 });
+                    b.push(if r.access.is_some() {
+                        RELAY_WITH_ACCESS
+                    } else {
+                        1
+                    });
                     put_opt_addr(b, r.peer_address);
                     put_opt_bytes(b, r.interface_id.as_deref());
                     put_opt_bytes(b, r.remote_id.as_deref());
@@ -566,7 +570,11 @@ mod tests {
         assert_eq!(decode_record(&old_record()).unwrap(), want);
         let mut b = Vec::new();
         encode_record(&want, &mut b);
-        assert_eq!(b, old_record(), "no access port: byte for byte what older versions wrote");
+        assert_eq!(
+            b,
+            old_record(),
+            "no access port: byte for byte what older versions wrote"
+        );
     }
 
     #[test]

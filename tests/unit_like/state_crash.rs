@@ -63,7 +63,9 @@ fn op(i: u64) -> Record {
                         access: (i % 2 == 0).then(|| {
                             Box::new(AccessPort {
                                 levels: 1,
-                                peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, i as u16)),
+                                peer_address: Some(Ipv6Addr::new(
+                                    0xfe80, 0, 0, 0, 0, 0, 1, i as u16,
+                                )),
                                 interface_id: Some(vec![b'p', (i % 7) as u8].into()),
                                 remote_id: (i % 4 == 0).then(|| vec![0, 0, 0, 9, i as u8].into()),
                             })

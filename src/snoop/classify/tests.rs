@@ -559,15 +559,29 @@ fn only_this_boxs_level_names_the_link_levels_below_are_the_access_port() {
             &down(),
             ts(1),
         ));
-        assert_eq!(o.link.address, a("2001:db8:1::1"), "{inner_link}: this box's link");
+        assert_eq!(
+            o.link.address,
+            a("2001:db8:1::1"),
+            "{inner_link}: this box's link"
+        );
         let r = o.relay.unwrap();
-        assert_eq!(r.peer_address, Some(a("fe80::1")), "this box's peer-address");
-        assert_eq!(r.interface_id.as_deref(), Some(&b"eth1"[..]), "this box's Interface-Id");
+        assert_eq!(
+            r.peer_address,
+            Some(a("fe80::1")),
+            "this box's peer-address"
+        );
+        assert_eq!(
+            r.interface_id.as_deref(),
+            Some(&b"eth1"[..]),
+            "this box's Interface-Id"
+        );
         assert_eq!(
             r.remote_id.as_deref(),
             Some(&[0, 0, 0x11, 0x8b, b'c', b'm', b'-', b'0', b'1'][..])
         );
-        let access = r.access.expect("the level below ours, for admission to judge");
+        let access = r
+            .access
+            .expect("the level below ours, for admission to judge");
         assert_eq!(access.levels, 1);
         assert_eq!(access.peer_address, Some(a(inner_peer)));
         assert_eq!(access.interface_id.as_deref(), Some(&b"port-7"[..]));
@@ -667,7 +681,10 @@ fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
     assert_eq!(nested, 0);
     let ad = ldra_trust_admission();
     let (got, nested) = run(Some(ad.clone()), b"eth2");
-    assert_eq!(got, None, "a link without an LDRA: a subscriber posing as a relay");
+    assert_eq!(
+        got, None,
+        "a link without an LDRA: a subscriber posing as a relay"
+    );
     assert_eq!(nested, 1);
     assert_eq!(
         ad.stats().get(
@@ -703,8 +720,18 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
         other => other,
     };
     let rows: Vec<(&str, Option<StatusCode>, Vec<DhcpOption>, Vec<LeaseKey>)> = vec![
-        ("plain success", Some(StatusCode::SUCCESS), vec![], vec![na_key, pd_key]),
-        ("no status at all is success", None, vec![], vec![na_key, pd_key]),
+        (
+            "plain success",
+            Some(StatusCode::SUCCESS),
+            vec![],
+            vec![na_key, pd_key],
+        ),
+        (
+            "no status at all is success",
+            None,
+            vec![],
+            vec![na_key, pd_key],
+        ),
         (
             "NoBinding for the IA_PD: only the address goes",
             Some(StatusCode::SUCCESS),
@@ -750,7 +777,10 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
         let rel = client_msg(
             MessageType::RELEASE,
             0x42,
-            vec![ia_na(1, "2001:db8:1::100", 0), ia_pd(2, "2001:db8:100::/56", 0)],
+            vec![
+                ia_na(1, "2001:db8:1::100", 0),
+                ia_pd(2, "2001:db8:100::/56", 0),
+            ],
         );
         c.on_message(&forw(rel), &up(), ts(0));
         let got = c.on_message(&repl(release_reply(0x42, status, ias)), &down(), ts(5));
