@@ -719,7 +719,8 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
         }
         other => other,
     };
-    let rows: Vec<(&str, Option<StatusCode>, Vec<DhcpOption>, Vec<LeaseKey>)> = vec![
+    type Row = (&'static str, Option<StatusCode>, Vec<DhcpOption>, Vec<LeaseKey>);
+    let rows: Vec<Row> = vec![
         (
             "plain success",
             Some(StatusCode::SUCCESS),
