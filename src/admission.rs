@@ -263,6 +263,15 @@ impl Admission {
         by_interface.or(fallback)
     }
 
+    /// The first configured link whose subscriber prefixes hold `key`: where to ask about a
+    /// lease seen without a relay level to name its link (a unicast REPLY).
+    pub fn link_of(&self, key: &LeaseKey) -> Option<&LinkRule> {
+        let net = key.network();
+        self.links
+            .iter()
+            .find(|l| l.subscriber_prefixes.iter().any(|p| p.covers(&net)))
+    }
+
     /// Check `obs` (rules A1–A7), count and log what is refused, and return what may go on.
     pub fn admit(&self, mut obs: Observation) -> Admitted {
         let origin = Origin::of(obs.source);

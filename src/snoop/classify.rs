@@ -39,6 +39,11 @@
 //!   other than Success (NoBinding, RFC 8415 §18.3.7: the server released nothing there), and
 //!   nothing at all when the REPLY's own status is not Success.
 //!
+//! - A REPLY a configured server sends straight to a subscriber (UDP 547 → 546, arriving, not
+//!   to this box: the server had offered OPTION_UNICAST) did not pass this box's relay level:
+//!   nothing is bound from it, each of its leases is a [`Doubt`] (`unicast`) for the confirmer
+//!   to ask the server about, on the link whose subscriber prefixes hold it.
+//!
 //! What the bindings themselves claim (inside the link's prefixes, sane lengths...) is the
 //! admission stage's job (`crate::admission`), after this.
 //!
@@ -61,8 +66,8 @@ use std::sync::Arc;
 use crate::admission::{Admission, OwnAddresses};
 use crate::cache::from_wire::relay_data_of;
 use crate::cache::{
-    IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
-    WithdrawReason, Withdrawal,
+    Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
+    Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use crate::wire::{
     ClientMessage, DhcpOption, Message, MessageType, Options, RelayChain, StatusCode,
@@ -70,6 +75,8 @@ use crate::wire::{
 
 /// The DHCPv6 server/relay port (RFC 8415 §7.2).
 pub const SERVER_PORT: u16 = 547;
+/// The DHCPv6 client port (RFC 8415 §7.2): where a server's unicast REPLY goes.
+const CLIENT_PORT: u16 = 546;
 /// All_DHCP_Servers (RFC 8415 §7.1): a relay may forward there.
 const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);
 
@@ -129,6 +136,10 @@ pub enum Learned {
     Bind(Observation),
     /// Leases given up by a RELEASE or DECLINE that the server answered.
     Withdraw(Withdrawal),
+    /// Leases in a REPLY a server sent straight to a client (it had sent OPTION_UNICAST): not
+    /// through this box's relay level, so never bound from; each is a [`Doubt`] the cache task
+    /// hands to the confirmer, whose leasequery answer refreshes the lease.
+    Doubt(Vec<Doubt>),
 }
 
 labels! {
@@ -169,6 +180,9 @@ labels! {
         /// IA in a REPLY to RELEASE/DECLINE with a status other than Success: its leases are
         /// not withdrawn.
         IaNotReleased => "ia_not_released",
+        /// A REPLY from a configured server straight to a subscriber (unicast, not relayed):
+        /// its leases raised doubts, nothing was bound.
+        UnicastReply => "unicast_reply",
     }
 }
 
@@ -347,6 +361,11 @@ impl Classifier {
         self.pending.expire(now, self.cfg.pending_ttl_ms);
         self.releases.expire(now, self.cfg.pending_ttl_ms);
         let Message::Relay(outer) = msg else {
+            if let Message::Client(reply) = msg {
+                if reply.msg_type == MessageType::REPLY && self.unicast_reply(env) {
+                    return self.on_unicast_reply(reply, now);
+                }
+            }
             self.stats.bump(ClassifyCounter::NotRelayed);
             return None;
         };
@@ -425,6 +444,65 @@ impl Classifier {
             return Err(ClassifyCounter::WrongDestination);
         }
         Ok(())
+    }
+
+    /// A REPLY a server sends a client directly (RFC 8415 §18.3.x after OPTION_UNICAST):
+    /// arriving, from a configured server's port 547 to a client's port 546 at an address
+    /// that is neither this box's nor multicast or link-local (a subscriber's).
+    fn unicast_reply(&self, env: &Envelope) -> bool {
+        !env.outgoing
+            && env.src_port == SERVER_PORT
+            && env.dst_port == CLIENT_PORT
+            && self.trust.servers.contains(&env.src)
+            && !self.trust.own.contains(&env.dst)
+            && !env.dst.is_multicast()
+            && !env.dst.is_unicast_link_local()
+            && !env.dst.is_unspecified()
+            && !env.dst.is_loopback()
+    }
+
+    /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
+    /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
+    /// on the link whose subscriber prefixes hold it.
+    fn on_unicast_reply(&mut self, reply: &ClientMessage, now: Timestamp) -> Option<Learned> {
+        let Some(duid) = reply.options.client_id() else {
+            self.stats.bump(ClassifyCounter::MissingId);
+            return None;
+        };
+        if reply
+            .options
+            .status_code()
+            .is_some_and(|c| c != StatusCode::SUCCESS)
+        {
+            self.stats.bump(ClassifyCounter::ErrorStatus);
+            return None;
+        }
+        let leases = leases_of(&reply.options, &mut self.stats);
+        if leases.is_empty() {
+            self.stats.bump(ClassifyCounter::Ignored);
+            return None;
+        }
+        self.stats.bump(ClassifyCounter::UnicastReply);
+        let doubts = leases
+            .into_iter()
+            .map(|l| {
+                let link = self
+                    .trust
+                    .admission
+                    .as_ref()
+                    .and_then(|a| a.link_of(&l.key));
+                Doubt {
+                    key: l.key,
+                    reason: DoubtReason::Unicast,
+                    holder: None,
+                    claimant: Some(duid.to_vec().into_boxed_slice()),
+                    link: link.map_or(Ipv6Addr::UNSPECIFIED, |r| r.link_address),
+                    interface: link.map(|r| r.interface.clone()),
+                    at: now,
+                }
+            })
+            .collect();
+        Some(Learned::Doubt(doubts))
     }
 
     fn on_forw(&mut self, chain: &RelayChain<'_>, client: &ClientMessage, now: Timestamp) {

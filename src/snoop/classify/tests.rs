@@ -719,7 +719,12 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
         }
         other => other,
     };
-    type Row = (&'static str, Option<StatusCode>, Vec<DhcpOption>, Vec<LeaseKey>);
+    type Row = (
+        &'static str,
+        Option<StatusCode>,
+        Vec<DhcpOption>,
+        Vec<LeaseKey>,
+    );
     let rows: Vec<Row> = vec![
         (
             "plain success",
@@ -925,4 +930,81 @@ fn snooped_reply_carries_the_server_reply_sequence_number_when_configured() {
         let o = bind(c.on_message(&repl(reply), &down(), ts(0)));
         assert_eq!(o.srsn, want, "option code {code:?}");
     }
+}
+
+#[test]
+fn a_unicast_reply_from_a_server_raises_doubts_and_binds_nothing() {
+    let ad = ldra_trust_admission();
+    let mut c = Classifier::new(
+        ClassifyConfig::default(),
+        SnoopTrust {
+            servers: [a(SRV)].into_iter().collect(),
+            own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
+            admission: Some(ad),
+        },
+    );
+    let reply = || {
+        Message::Client(client_msg(
+            MessageType::REPLY,
+            9,
+            vec![
+                ia_na(1, "2001:db8:1::100", 600),
+                ia_pd(2, "2001:db8:100::/56", 600),
+            ],
+        ))
+    };
+    let env = |outgoing: bool, src: &str, dst: &str, sp: u16, dp: u16| Envelope {
+        outgoing,
+        src: a(src),
+        dst: a(dst),
+        src_port: sp,
+        dst_port: dp,
+    };
+    let sub = "2001:db8:1::100";
+    match c.on_message(&reply(), &env(false, SRV, sub, 547, 546), ts(3)) {
+        Some(Learned::Doubt(ds)) => {
+            assert_eq!(ds.len(), 2, "one doubt per lease");
+            assert_eq!(ds[0].key, LeaseKey::Address(a(sub)));
+            assert_eq!(
+                ds[1].key,
+                LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
+            );
+            for d in &ds {
+                assert_eq!(d.reason, DoubtReason::Unicast);
+                assert_eq!(d.holder, None, "the cache task fills the holder");
+                assert_eq!(
+                    d.claimant.as_deref(),
+                    Some(&Duid::ll_ethernet(CLIENT).to_vec()[..])
+                );
+                assert_eq!(d.at, ts(3));
+            }
+            // The address lies in both links' /64 (they share it): the first is asked about.
+            assert_eq!(ds[0].link, a("2001:db8:1::1"));
+            assert_eq!(ds[0].interface.as_deref(), Some("eth1"));
+            // No configured link holds the prefix: asked about on ::.
+            assert_eq!(ds[1].link, Ipv6Addr::UNSPECIFIED);
+            assert_eq!(ds[1].interface, None);
+        }
+        other => panic!("expected doubts, got {other:?}"),
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::UnicastReply), 1);
+    // Not a server's unicast REPLY to a subscriber: nothing at all.
+    for (what, e) in [
+        (
+            "from a stranger",
+            env(false, "2001:db8:1::66", sub, 547, 546),
+        ),
+        ("leaving the box", env(true, SRV, sub, 547, 546)),
+        ("to this box", env(false, SRV, "2001:db8:1::1", 547, 546)),
+        (
+            "to a link-local address",
+            env(false, SRV, "fe80::1", 547, 546),
+        ),
+        ("to port 547", env(false, SRV, sub, 547, 547)),
+        ("from port 546", env(false, SRV, sub, 546, 546)),
+    ] {
+        assert_eq!(c.on_message(&reply(), &e, ts(4)), None, "{what}");
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::UnicastReply), 1);
+    assert_eq!(c.stats().get(ClassifyCounter::NotRelayed), 6);
 }
