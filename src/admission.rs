@@ -25,6 +25,14 @@
 //! - **A5 sane next hop.** The relay peer-address (the delegated-prefix next hop) is link-local
 //!   or inside the link's subscriber prefixes, and not special, not ours (`bad_next_hop`;
 //!   the whole observation is refused: every prefix of the client would follow it).
+//! - **A7 no relay levels below this box's, unless an LDRA stands in front.** A message that
+//!   arrived wrapped (a relay level inside the one this box wrote: `RelayData::access`) is
+//!   accepted only on a link configured `ldra = true`, and then with exactly one such level
+//!   (`nested_relay`, the whole observation; withdrawals through
+//!   [`Admission::admit_wrapped_withdrawal`]). Otherwise a subscriber could wrap its own
+//!   SOLICIT posing as an RFC 6221 relay and name the link-address, next hop and Interface-Id.
+//!   On an LDRA link the next hop is the LDRA level's peer-address (the client's own address,
+//!   RFC 6221 §6.1), and A5 applies to it.
 //! - **A6 an answer covers its question.** A leasequery answer to a query by address must
 //!   contain the address asked about in one of its leases, and that lease must itself pass
 //!   A2–A4, or it is dropped whole (`not_covering`): a reply that talks about something else
@@ -41,7 +49,7 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::cache::{Lease, LeaseKey, Observation, Source};
+use crate::cache::{Lease, LeaseKey, Observation, RelayData, Source, Timestamp};
 use crate::prefix::Ipv6Prefix;
 
 /// Default range of delegated prefix lengths a link admits (`links[].delegated_length`).
@@ -61,6 +69,9 @@ pub struct LinkRule {
     pub subscriber_prefixes: Vec<Ipv6Prefix>,
     /// Inclusive range of delegated prefix lengths.
     pub delegated_length: (u8, u8),
+    /// A Lightweight DHCPv6 Relay Agent (RFC 6221) stands in front of this link: one relay
+    /// level below this box's is expected, not refused (rule A7).
+    pub ldra: bool,
 }
 
 /// The box's own addresses, refreshed from the kernel while the agent runs (`kernel::addresses`).
@@ -107,6 +118,9 @@ labels! {
         BadNextHop => "bad_next_hop",
         /// A6: a query-by-address answer that does not contain the address asked about.
         NotCovering => "not_covering",
+        /// A7: wrapped in a relay level below this box's on a link without an LDRA in front,
+        /// or in more than one.
+        NestedRelay => "nested_relay",
     }
 }
 
@@ -249,7 +263,16 @@ impl Admission {
         by_interface.or(fallback)
     }
 
-    /// Check `obs` (rules A1–A6), count and log what is refused, and return what may go on.
+    /// The first configured link whose subscriber prefixes hold `key`: where to ask about a
+    /// lease seen without a relay level to name its link (a unicast REPLY).
+    pub fn link_of(&self, key: &LeaseKey) -> Option<&LinkRule> {
+        let net = key.network();
+        self.links
+            .iter()
+            .find(|l| l.subscriber_prefixes.iter().any(|p| p.covers(&net)))
+    }
+
+    /// Check `obs` (rules A1–A7), count and log what is refused, and return what may go on.
     pub fn admit(&self, mut obs: Observation) -> Admitted {
         let origin = Origin::of(obs.source);
         let interface_id = obs.relay.as_ref().and_then(|r| r.interface_id.as_deref());
@@ -264,6 +287,11 @@ impl Admission {
         if let Some(asked) = obs.query_address {
             if !obs.leases.iter().any(|l| l.key.network().contains(asked)) {
                 return self.refuse(&obs, origin, whole(Rejection::NotCovering));
+            }
+        }
+        if let Some(relay) = obs.relay.as_mut() {
+            if let Err(reason) = behind_ldra(link, relay) {
+                return self.refuse(&obs, origin, whole(reason));
             }
         }
         if let Some(hop) = obs.relay.as_ref().and_then(|r| r.peer_address) {
@@ -330,6 +358,11 @@ impl Admission {
             )
             .ok_or(Rejection::UnknownLink)
             .and_then(|link| {
+                if let Some(access) = lease.client.relay.as_ref().and_then(|r| r.access.as_ref()) {
+                    if !link.ldra || access.levels != 1 {
+                        return Err(Rejection::NestedRelay);
+                    }
+                }
                 if let Some(hop) = lease
                     .next_hop
                     .filter(|_| matches!(key, LeaseKey::Prefix(_)))
@@ -355,6 +388,38 @@ impl Admission {
                 Err(reason)
             }
         }
+    }
+
+    /// A7 for a REPLY to RELEASE/DECLINE that arrived wrapped (`relay.access` set): whether
+    /// the link this box heard it on (`link_address` and this box's Interface-Id) has an LDRA
+    /// in front and the chain is one LDRA deep. A refusal is counted (`snoop`, `nested_relay`)
+    /// and logged; the withdrawal must then be dropped.
+    pub fn admit_wrapped_withdrawal(
+        &self,
+        link_address: Ipv6Addr,
+        relay: &RelayData,
+        client: &[u8],
+        at: Timestamp,
+    ) -> bool {
+        let Some(access) = relay.access.as_ref() else {
+            return true;
+        };
+        let link = self.link(link_address, relay.interface_id.as_deref(), None);
+        if link.is_some_and(|l| l.ldra) && access.levels == 1 {
+            return true;
+        }
+        self.stats.count(Origin::Snoop, Rejection::NestedRelay);
+        if self.log_allowed(at) {
+            tracing::warn!(
+                source = Origin::Snoop.label(),
+                reason = Rejection::NestedRelay.label(),
+                client = %hex::encode(client),
+                link = %link_address,
+                levels = access.levels,
+                "wrapped release refused by admission"
+            );
+        }
+        false
     }
 
     /// A2–A4 for one lease on `link`.
@@ -405,16 +470,8 @@ impl Admission {
 
     /// A warning per refusal, at most [`LOG_PER_SEC`] a second (the counters count them all).
     fn log(&self, obs: &Observation, origin: Origin, refused: &[Refused]) {
-        {
-            let sec = obs.arrival.secs();
-            let mut b = self.log_budget.lock().unwrap_or_else(|e| e.into_inner());
-            if b.0 != sec {
-                *b = (sec, 0);
-            }
-            if b.1 >= LOG_PER_SEC {
-                return;
-            }
-            b.1 += 1;
+        if !self.log_allowed(obs.arrival) {
+            return;
         }
         for r in refused {
             tracing::warn!(
@@ -426,11 +483,46 @@ impl Admission {
                 link = %obs.link.address,
                 server = %obs.server.address,
                 next_hop = ?obs.relay.as_ref().and_then(|r| r.peer_address),
+                interface_id = %obs
+                    .relay
+                    .as_ref()
+                    .and_then(|r| r.interface_id.as_deref())
+                    .map(hex::encode)
+                    .unwrap_or_default(),
                 asked = ?obs.query_address,
                 "binding refused by admission"
             );
         }
     }
+}
+
+impl Admission {
+    /// Whether the rejection log may take one more line in `at`'s second.
+    fn log_allowed(&self, at: Timestamp) -> bool {
+        let sec = at.secs();
+        let mut b = self.log_budget.lock().unwrap_or_else(|e| e.into_inner());
+        if b.0 != sec {
+            *b = (sec, 0);
+        }
+        if b.1 >= LOG_PER_SEC {
+            return false;
+        }
+        b.1 += 1;
+        true
+    }
+}
+
+/// A7: relay levels below this box's only on a link with an LDRA in front, one at most; there
+/// the next hop is the LDRA level's peer-address (the client's own, RFC 6221 §6.1).
+fn behind_ldra(link: &LinkRule, relay: &mut RelayData) -> Result<(), Rejection> {
+    let Some(access) = relay.access.as_ref() else {
+        return Ok(());
+    };
+    if !link.ldra || access.levels != 1 {
+        return Err(Rejection::NestedRelay);
+    }
+    relay.peer_address = access.peer_address;
+    Ok(())
 }
 
 /// A4: addresses that are never a subscriber's.

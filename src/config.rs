@@ -22,6 +22,7 @@ pub(crate) mod host;
 mod validate;
 
 pub use file::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR};
+pub(crate) use validate::interface_id_text;
 
 /// Where `lqagent` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lqagent/lqagent.toml";
@@ -244,6 +245,11 @@ pub struct LinkConfig {
     /// The relay's Interface-Id for this link (RFC 8415 §21.18), to tell apart links that share
     /// a link-address; `None` matches any.
     pub interface_id: Option<Vec<u8>>,
+    /// A Lightweight DHCPv6 Relay Agent (RFC 6221) stands in front of this link: messages
+    /// wrapped in one relay level below this box's are accepted, the next hop is the LDRA's
+    /// peer-address and its Interface-Id/Remote-Id are kept as the access port. Off, a wrapped
+    /// message is refused (`nested_relay`): a subscriber could pose as a relay.
+    pub ldra: bool,
 }
 
 /// Prometheus `/metrics` listener.

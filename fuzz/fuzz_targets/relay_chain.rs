@@ -2,13 +2,17 @@
 //! level by level) and the owned path (`Message::relay_chain` / `innermost`). Whenever the
 //! owned parse accepts the message, both see the same levels (type, hop-count, link-address,
 //! peer-address, first Interface-Id) and the same innermost message; whenever the borrowed
-//! full walk accepts it, so does the owned parse, and the other way round.
+//! full walk accepts it, so does the owned parse, and the other way round. `RelayChain` (the
+//! one reading the snooper and the cache use) names this box's level as the outermost and the
+//! level below it as the next one, over exactly those levels.
 #![no_main]
 
 use std::net::Ipv6Addr;
 
 use libfuzzer_sys::fuzz_target;
-use lqagent::wire::{Error, Message, MessageType, MessageView, OptionCode, OptionRef};
+use lqagent::wire::{
+    Error, Message, MessageType, MessageView, OptionCode, OptionRef, RelayChain,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Level {
@@ -67,6 +71,28 @@ fn owned(msg: &Message) -> Chain {
         })
         .collect();
     let inner = msg.innermost().map(|c| (c.msg_type, c.transaction_id));
+    let all = msg.relay_chain();
+    let chain = RelayChain::of_message(msg);
+    assert_eq!(chain.len(), all.len());
+    assert_eq!(chain.nested(), all.len().saturating_sub(1));
+    assert!(std::ptr::eq(
+        chain.ours().map_or(std::ptr::null(), |r| r),
+        all.first().map_or(std::ptr::null(), |r| *r)
+    ));
+    assert!(std::ptr::eq(
+        chain.below_ours().map_or(std::ptr::null(), |r| r),
+        all.get(1).map_or(std::ptr::null(), |r| *r)
+    ));
+    assert_eq!(
+        chain.link_address(),
+        all.first()
+            .map(|r| r.link_address)
+            .filter(|a| !a.is_unspecified())
+    );
+    let outward: Vec<_> = chain.outward().map(|r| r as *const _).collect();
+    let mut inward: Vec<_> = all.iter().map(|r| *r as *const _).collect();
+    inward.reverse();
+    assert_eq!(outward, inward);
     (levels, inner)
 }
 

@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             "2001:db8:100::/40".parse().unwrap(),
         ],
         delegated_length: (48, 64),
+        ldra: false,
     };
     let admission = Admission::new(vec![rule.clone()], [a("2001:db8:ffff::2")], own.clone());
     let mut classifier = Classifier::new(
@@ -50,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         SnoopTrust {
             servers: [a("2001:db8:ffff::2")].into_iter().collect(),
             own,
+            admission: None,
         },
     );
     let mut rest = data;

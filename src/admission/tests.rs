@@ -1,7 +1,9 @@
 //! Table tests of the admission rules: one row per rule and case, each naming what it defends.
 
 use super::*;
-use crate::cache::{ClientInfo, IaType, Link, ObservedLease, RelayData, ServerId, Timestamp};
+use crate::cache::{
+    AccessPort, ClientInfo, IaType, Link, ObservedLease, RelayData, ServerId, Timestamp,
+};
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -24,6 +26,7 @@ fn rule(name: &str, iface: &str, link: &str, prefixes: &[&str]) -> LinkRule {
         interface_id: None,
         subscriber_prefixes: prefixes.iter().map(|s| p(s)).collect(),
         delegated_length: DEFAULT_DELEGATED_LENGTH,
+        ldra: false,
     }
 }
 
@@ -83,6 +86,7 @@ fn obs(source: Source, link: &str, peer: Option<&str>, leases: Vec<ObservedLease
             peer_address: peer.map(a),
             interface_id: None,
             remote_id: None,
+            access: None,
         }),
         server: Arc::new(ServerId {
             duid: vec![0, 1].into(),
@@ -458,4 +462,217 @@ fn own_addresses_follow_the_kernel() {
     assert!(matches!(ad.admit(o()), Admitted::Whole(_)));
     own.replace([a("2001:db8:1::5")].into_iter().collect());
     assert_eq!(refused_reason(&ad.admit(o())), Some(Rejection::OwnAddress));
+}
+
+/// Two links sharing one link-address behind an LDRA (told apart by this box's Interface-Id),
+/// and a plain link: what rule A7 is checked against.
+fn ldra_admission() -> Admission {
+    let mut port_a = rule(
+        "ldra-a",
+        "sub10",
+        LINK1,
+        &["2001:db8:1::/64", "2001:db8:100::/40"],
+    );
+    port_a.interface_id = Some(b"sub10".to_vec().into());
+    port_a.ldra = true;
+    let mut port_b = rule(
+        "ldra-b",
+        "sub20",
+        LINK1,
+        &["2001:db8:1::/64", "2001:db8:100::/40"],
+    );
+    port_b.interface_id = Some(b"sub20".to_vec().into());
+    port_b.ldra = true;
+    let plain = rule(
+        "cable2",
+        "sub1",
+        LINK2,
+        &["2001:db8:2::/64", "2001:db8:200::/40"],
+    );
+    Admission::new(
+        vec![port_a, port_b, plain],
+        [a(SERVER)],
+        Arc::new(OwnAddresses::new([a(LINK1), a(LINK2), a(RELAY_UP)])),
+    )
+}
+
+/// An observation as the snooper makes it from a wrapped message: this box's level (link,
+/// peer-address, Interface-Id) and `levels` levels below it, the nearest with `inner_peer`.
+fn wrapped(
+    link: &str,
+    ours_id: &[u8],
+    ours_peer: &str,
+    levels: u8,
+    inner_peer: Option<&str>,
+    leases: Vec<ObservedLease>,
+) -> Observation {
+    let mut o = obs(Source::Snoop, link, Some(ours_peer), leases);
+    let r = o.relay.as_mut().unwrap();
+    r.interface_id = Some(ours_id.into());
+    r.access = Some(Box::new(AccessPort {
+        levels,
+        peer_address: inner_peer.map(a),
+        interface_id: Some(b"port-3".to_vec().into()),
+        remote_id: Some(vec![0, 0, 0, 9, b'x'].into()),
+    }));
+    o
+}
+
+/// A7: (what, observation, what admission makes of it: the interface and next hop, or why not).
+#[test]
+fn nested_relay_levels_only_on_an_ldra_link() {
+    type Want = Result<(&'static str, Option<&'static str>), Rejection>;
+    let pfx = || vec![pd("2001:db8:100::/56")];
+    let pfx2 = || vec![pd("2001:db8:200::/56")];
+    let rows: Vec<(&str, Observation, Want)> = vec![
+        (
+            "a subscriber posing as an LDRA on a plain link: refused whole",
+            wrapped(LINK2, b"sub1", "fe80::66", 1, Some("fe80::99"), pfx2()),
+            Err(Rejection::NestedRelay),
+        ),
+        (
+            "a genuine LDRA on an LDRA link: the LDRA level's peer-address is the next hop",
+            wrapped(LINK1, b"sub10", "fe80::a", 1, Some("fe80::7"), pfx()),
+            Ok(("sub10", Some("fe80::7"))),
+        ),
+        (
+            "this box's Interface-Id picks the link, never the access port's",
+            wrapped(LINK1, b"sub20", "fe80::a", 1, Some("fe80::8"), pfx()),
+            Ok(("sub20", Some("fe80::8"))),
+        ),
+        (
+            "two levels below ours (an LDRA behind an LDRA, or a forged one inside): refused",
+            wrapped(LINK1, b"sub10", "fe80::a", 2, Some("fe80::7"), pfx()),
+            Err(Rejection::NestedRelay),
+        ),
+        (
+            "A5 applies to the chosen next hop: an LDRA naming a server is refused",
+            wrapped(LINK1, b"sub10", "fe80::a", 1, Some(SERVER), pfx()),
+            Err(Rejection::BadNextHop),
+        ),
+        (
+            "A5 applies to the chosen next hop: an LDRA naming this box is refused",
+            wrapped(LINK1, b"sub10", "fe80::a", 1, Some(LINK1), pfx()),
+            Err(Rejection::BadNextHop),
+        ),
+        (
+            "an LDRA level without a peer-address leaves no next hop (never ours instead)",
+            wrapped(LINK1, b"sub10", "fe80::a", 1, None, pfx()),
+            Ok(("sub10", None)),
+        ),
+        (
+            "an unwrapped message on an LDRA link keeps this box's peer-address",
+            {
+                let mut o = obs(Source::Snoop, LINK1, Some("fe80::5"), pfx());
+                o.relay.as_mut().unwrap().interface_id = Some(b"sub10".to_vec().into());
+                o
+            },
+            Ok(("sub10", Some("fe80::5"))),
+        ),
+        (
+            "a leasequery answer's relay data obeys the same rule",
+            {
+                let mut o = wrapped(LINK2, b"sub1", "fe80::66", 1, Some("fe80::99"), pfx2());
+                o.source = Source::Leasequery;
+                o
+            },
+            Err(Rejection::NestedRelay),
+        ),
+    ];
+    for (what, o, want) in rows {
+        let ad = ldra_admission();
+        let origin = Origin::of(o.source);
+        let got: Result<(String, Option<Ipv6Addr>), Rejection> = match ad.admit(o) {
+            Admitted::Whole(o) => Ok((
+                o.link.interface.as_deref().unwrap_or("").to_string(),
+                o.relay.as_ref().and_then(|r| r.peer_address),
+            )),
+            other => Err(refused_reason(&other).expect(what)),
+        };
+        let want = want.map(|(i, h)| (i.to_string(), h.map(a)));
+        assert_eq!(got, want, "{what}");
+        if let Err(r) = want {
+            assert_eq!(ad.stats().get(origin, r), 1, "{what}: counted");
+        }
+    }
+}
+
+#[test]
+fn a_wrapped_withdrawal_passes_only_on_an_ldra_link() {
+    let ad = ldra_admission();
+    let at = Timestamp::from_secs(1_800_000_000);
+    let relay = |id: &[u8], levels: Option<u8>| RelayData {
+        peer_address: Some(a("fe80::a")),
+        interface_id: Some(id.into()),
+        remote_id: None,
+        access: levels.map(|levels| {
+            Box::new(AccessPort {
+                levels,
+                ..AccessPort::default()
+            })
+        }),
+    };
+    assert!(ad.admit_wrapped_withdrawal(a(LINK1), &relay(b"sub10", Some(1)), &[1], at));
+    assert!(ad.admit_wrapped_withdrawal(a(LINK2), &relay(b"sub1", None), &[1], at));
+    assert!(!ad.admit_wrapped_withdrawal(a(LINK2), &relay(b"sub1", Some(1)), &[1], at));
+    assert!(!ad.admit_wrapped_withdrawal(a(LINK1), &relay(b"sub10", Some(2)), &[1], at));
+    assert!(
+        !ad.admit_wrapped_withdrawal(a("2001:db8:9::1"), &relay(b"x", Some(1)), &[1], at),
+        "unknown link"
+    );
+    assert_eq!(ad.stats().get(Origin::Snoop, Rejection::NestedRelay), 3);
+}
+
+#[test]
+fn a_restored_wrapped_lease_needs_its_link_to_still_have_an_ldra() {
+    let ad = ldra_admission();
+    let lease = |link: &str, id: &[u8], levels: u8| Lease {
+        client: Arc::new(ClientInfo {
+            duid: vec![1, 2, 3].into(),
+            link: Link {
+                address: a(link),
+                interface: None,
+            },
+            relay: Some(Box::new(RelayData {
+                peer_address: Some(a("fe80::7")),
+                interface_id: Some(id.into()),
+                remote_id: None,
+                access: Some(Box::new(AccessPort {
+                    levels,
+                    peer_address: Some(a("fe80::7")),
+                    interface_id: Some(b"port-3".to_vec().into()),
+                    remote_id: None,
+                })),
+            })),
+        }),
+        server: Arc::new(ServerId {
+            duid: vec![0, 1].into(),
+            address: a(SERVER),
+        }),
+        ia: IaType::Pd,
+        iaid: 1,
+        preferred_until: Timestamp::NEVER,
+        valid_until: Timestamp::NEVER,
+        last_transaction: Timestamp::from_secs(0),
+        arrival: Timestamp::from_secs(0),
+        source: Source::Snoop,
+        srsn: None,
+        next_hop: Some(a("fe80::7")),
+    };
+    let mut ok = lease(LINK1, b"sub20", 1);
+    let k = LeaseKey::Prefix(p("2001:db8:100::/56"));
+    assert_eq!(ad.admit_restored(&k, &mut ok), Ok(()));
+    assert_eq!(ok.client.link.interface.as_deref(), Some("sub20"));
+    let k2 = LeaseKey::Prefix(p("2001:db8:200::/56"));
+    let mut plain = lease(LINK2, b"sub1", 1);
+    assert_eq!(
+        ad.admit_restored(&k2, &mut plain),
+        Err(Rejection::NestedRelay),
+        "the link no longer has an LDRA in front"
+    );
+    let mut deep = lease(LINK1, b"sub10", 2);
+    assert_eq!(
+        ad.admit_restored(&k, &mut deep),
+        Err(Rejection::NestedRelay)
+    );
 }

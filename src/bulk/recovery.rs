@@ -438,9 +438,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A CLIENT_DATA whose LQ_RELAY_DATA holds two relay levels: the outer one (link
+    /// A CLIENT_DATA whose LQ_RELAY_DATA holds two relay levels: the outer one, this box's (link
     /// 2001:db8:9::1, peer = the inner relay) and the inner one nearest the client (link
-    /// 2001:db8:1::1, peer = the client's link-local address, Interface-Id, Remote-Id).
+    /// 2001:db8:1::1, peer = the client's link-local address, Interface-Id, Remote-Id): an
+    /// LDRA's, or a subscriber's posing as one.
     fn binding() -> BulkBinding {
         let mut inner =
             RelayMessage::new(MessageType::RELAY_FORW, 0, a("2001:db8:1::1"), a("fe80::7"));
@@ -475,8 +476,8 @@ mod tests {
         BulkBinding {
             query: QueryId::new(1),
             server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
-            link: Some(a("2001:db8:1::1")),
-            peer_address: Some(a("fe80::7")),
+            link: Some(a("2001:db8:9::1")),
+            peer_address: Some(a("2001:db8:1::2")),
             data,
             srsn: Some(9),
             received: Instant::now(),
@@ -484,19 +485,24 @@ mod tests {
     }
 
     #[test]
-    fn bulk_binding_becomes_an_incomplete_observation_from_the_nearest_relay_level() {
+    fn bulk_binding_becomes_an_incomplete_observation_from_this_boxs_relay_level() {
         let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
         let o = observation(server, &binding(), Timestamp::from_secs(1000)).unwrap();
         assert_eq!(o.source, Source::Bulk);
         // One LEASEQUERY-DATA never implies that what it does not carry is gone (R7, R16).
         assert!(!o.complete);
-        // The nearest level names the client's link and address, not the outer relay's.
-        assert_eq!(o.link.address, a("2001:db8:1::1"));
+        // This box's level (the outermost) names the link and gives the peer-address; the
+        // level inside it is only the access port, for admission to accept or refuse (A7).
+        assert_eq!(o.link.address, a("2001:db8:9::1"));
         let r = o.relay.as_ref().unwrap();
-        assert_eq!(r.peer_address, Some(a("fe80::7")));
-        assert_eq!(r.interface_id.as_deref(), Some(&b"sub1"[..]));
+        assert_eq!(r.peer_address, Some(a("2001:db8:1::2")));
+        assert_eq!(r.interface_id, None);
+        let access = r.access.as_ref().unwrap();
+        assert_eq!(access.levels, 1);
+        assert_eq!(access.peer_address, Some(a("fe80::7")));
+        assert_eq!(access.interface_id.as_deref(), Some(&b"sub1"[..]));
         // Remote-Id as the snooper stores it: enterprise-number then remote-id.
-        assert_eq!(r.remote_id.as_deref(), Some(&[0, 0, 0, 9, 1][..]));
+        assert_eq!(access.remote_id.as_deref(), Some(&[0, 0, 0, 9, 1][..]));
         assert_eq!(o.server.address, a("2001:db8:ff::2"));
         assert_eq!(o.clt_time, Some(3));
         assert_eq!(o.srsn, Some(9));

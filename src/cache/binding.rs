@@ -111,13 +111,38 @@ pub struct ServerId {
     pub address: Ipv6Addr,
 }
 
-/// Relay data for a client: from LQ_RELAY_DATA (RFC 5007 §4.1.2.4) or from the snooped relay
-/// level nearest the client (RFC 8415 §19).
+/// Relay data for a client, from this box's own relay level (the outermost of a snooped
+/// RELAY-FORW/-REPL or of LQ_RELAY_DATA, RFC 5007 §4.1.2.4, RFC 8415 §19): only that level was
+/// written by this box, so only it may select a link (`crate::wire::RelayChain`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct RelayData {
-    /// The client's address as the nearest relay saw it (usually link-local): the PD next hop.
+    /// The PD next hop: this box's level's peer-address as read off the wire; on a link with an
+    /// LDRA in front, admission replaces it with the LDRA level's (the client's own address,
+    /// RFC 6221), so after admission it is always the chosen next hop.
     pub peer_address: Option<Ipv6Addr>,
+    /// This box's level's Interface-Id: what tells apart links that share a link-address.
     pub interface_id: Option<Box<[u8]>>,
+    /// This box's level's Remote-Id (the whole option body: enterprise number, then id).
+    pub remote_id: Option<Box<[u8]>>,
+    /// The levels below this box's, when the message arrived wrapped: an LDRA's access port.
+    /// Boxed because nearly every client has none.
+    pub access: Option<Box<AccessPort>>,
+}
+
+/// What the relay levels below this box's said (RFC 6221: a Lightweight DHCPv6 Relay Agent in
+/// an access node in front of this box). Admission accepts one such level only on a link
+/// configured `ldra = true`; the rest is kept with the binding to show the operator which
+/// access port the client is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct AccessPort {
+    /// How many relay levels lie below this box's (1 = one LDRA; admission refuses more).
+    pub levels: u8,
+    /// The peer-address of the level directly below this box's: the client's own address as
+    /// the LDRA saw it, the next hop on an LDRA link.
+    pub peer_address: Option<Ipv6Addr>,
+    /// That level's Interface-Id (the access port).
+    pub interface_id: Option<Box<[u8]>>,
+    /// That level's Remote-Id (option body, as [`RelayData::remote_id`]).
     pub remote_id: Option<Box<[u8]>>,
 }
 

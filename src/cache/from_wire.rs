@@ -2,19 +2,20 @@
 //!
 //! CLIENT_DATA carries IAADDR and IAPREFIX options directly, not inside IA_NA/IA_PD, so the IAID
 //! is not known (recorded as 0) and an address is taken to be an IA_NA address. The relay data
-//! (LQ_RELAY_DATA, §4.1.2.4) holds the RELAY-FORW chain the server last saw; the level nearest the
-//! client (the innermost) gives the client's own address (`peer-address`, the delegated-prefix
-//! next hop), its link-address and its Interface-Id/Remote-Id (RFC 8415 §19; RFC 6221 for a
-//! lightweight relay in front, whose level has link-address `::` — then the next level out
-//! names the link).
+//! (LQ_RELAY_DATA, §4.1.2.4) holds the RELAY-FORW chain the server last saw; its outermost level
+//! is this box's (the relay nearest the server) and alone gives the link-address, the
+//! Interface-Id and Remote-Id that select the link, and the client's address (`peer-address`,
+//! the delegated-prefix next hop). A level below it (a Lightweight DHCPv6 Relay Agent's,
+//! RFC 6221) is kept as the access port; admission decides whether the link accepts it.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use super::binding::{
-    IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
+    AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
+    Timestamp,
 };
-use crate::wire::{ClientData, IaPrefix, LqRelayData, Message, Options, RelayMessage};
+use crate::wire::{ClientData, IaPrefix, LqRelayData, Options, RelayChain, RelayMessage};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,78 +52,65 @@ pub(crate) struct ClientDataContext {
     pub arrival: Timestamp,
 }
 
-/// The relay chain from the outermost level (the one LQ_RELAY_DATA holds) to the innermost.
-fn relay_chain(r: &RelayMessage) -> Vec<&RelayMessage> {
-    let mut chain = vec![r];
-    let mut cur = r;
-    // Bounded by the codec's nesting limit; stop early anyway.
-    while chain.len() < 64 {
-        match cur.options.relay_msg() {
-            Some(Message::Relay(inner)) => {
-                chain.push(inner);
-                cur = inner;
-            }
-            _ => break,
-        }
-    }
-    chain
-}
-
-/// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): the level
-/// nearest the client gives its own address, the first non-`::` link-address walking outwards
-/// from there gives its link. The outermost level would name the relay nearest the *server*,
-/// which is wrong for both as soon as relays are chained (or an LDRA sits in front, RFC 6221).
+/// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): by this
+/// box's level, the outermost — the relay message the server received, which the relay nearest
+/// the server (this box) sent. Levels inside it were written by whoever sent the message to us
+/// (an LDRA, or a subscriber posing as one): they never select the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayPlacement {
-    /// The nearest level's peer-address (`None` when `::`): the delegated-prefix next hop.
+    /// This box's level's peer-address (`None` when `::`). On a link with an LDRA in front,
+    /// admission takes the next hop from the level below instead (RFC 6221).
     pub peer_address: Option<Ipv6Addr>,
-    /// The link the client is on (`None` when every level says `::`).
+    /// This box's level's link-address (`None` when `::`).
     pub link_address: Option<Ipv6Addr>,
+    /// How many relay levels lie below this box's (an LDRA's: at most one is ever admitted).
+    pub nested: usize,
 }
 
 /// The [`RelayPlacement`] of a CLIENT_DATA's relay data.
 pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
-    let chain = relay_chain(&rd.relay);
+    let chain = RelayChain::of_relay(&rd.relay);
     RelayPlacement {
         peer_address: chain
-            .last()
-            .map(|near| near.peer_address)
+            .ours()
+            .map(|r| r.peer_address)
             .filter(|p| !p.is_unspecified()),
-        link_address: chain
-            .iter()
-            .rev()
-            .map(|l| l.link_address)
-            .find(|a| !a.is_unspecified()),
+        link_address: chain.link_address(),
+        nested: chain.nested(),
     }
 }
 
-/// The cache's [`RelayData`] of a relay chain (outermost first): the innermost level's
-/// peer-address, and the Interface-Id and Remote-Id found nearest the client walking outwards
-/// (an LDRA adds only an Interface-Id; the relay above it may add the Remote-Id). Remote-Id is
-/// stored as the whole OPTION_REMOTE_ID body, enterprise-number (4 bytes) then remote-id
-/// (RFC 4649 §3), as the snooper stores it.
-pub(crate) fn relay_data_of(chain: &[&RelayMessage]) -> RelayData {
-    let mut out = RelayData {
-        peer_address: chain
-            .last()
-            .map(|near| near.peer_address)
-            .filter(|p| !p.is_unspecified()),
-        interface_id: None,
-        remote_id: None,
+/// OPTION_REMOTE_ID's whole body, enterprise-number (4 bytes) then remote-id (RFC 4649 §3).
+fn remote_id_of(r: &RelayMessage) -> Option<Box<[u8]>> {
+    r.options.remote_id().map(|(enterprise, id)| {
+        let mut v = enterprise.to_be_bytes().to_vec();
+        v.extend_from_slice(id);
+        v.into_boxed_slice()
+    })
+}
+
+/// The cache's [`RelayData`] of a relay chain, snooped or from LQ_RELAY_DATA: peer-address,
+/// Interface-Id and Remote-Id of this box's level only, and the level directly below it, if
+/// any, as the [`AccessPort`] (admission decides whether the link accepts it and whether its
+/// peer-address becomes the next hop).
+pub(crate) fn relay_data_of(chain: &RelayChain<'_>) -> RelayData {
+    let Some(ours) = chain.ours() else {
+        return RelayData::default();
     };
-    for r in chain.iter().rev() {
-        if out.interface_id.is_none() {
-            out.interface_id = r.options.interface_id().map(Box::from);
-        }
-        if out.remote_id.is_none() {
-            out.remote_id = r.options.remote_id().map(|(enterprise, id)| {
-                let mut v = enterprise.to_be_bytes().to_vec();
-                v.extend_from_slice(id);
-                v.into_boxed_slice()
-            });
-        }
+    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
+    RelayData {
+        peer_address: nonzero(ours.peer_address),
+        interface_id: ours.options.interface_id().map(Box::from),
+        remote_id: remote_id_of(ours),
+        access: chain.below_ours().map(|below| {
+            Box::new(AccessPort {
+                levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
+                peer_address: nonzero(below.peer_address),
+                interface_id: below.options.interface_id().map(Box::from),
+                remote_id: remote_id_of(below),
+            })
+        }),
     }
-    out
 }
 
 fn prefix_of(p: &IaPrefix) -> Result<crate::prefix::Ipv6Prefix, FromWireError> {
@@ -183,9 +171,9 @@ pub(crate) fn observation_from_client_data(
 /// The one conversion of a server's CLIENT_DATA into a cache observation, for UDP and bulk.
 ///
 /// - Relay data wherever the server put it: inside CLIENT_DATA (RFC 5007, bulk), else at the
-///   top level of the reply beside it (`top_relay`; Kea over UDP). Either way the innermost
-///   relay level's peer-address is the next hop and the first non-`::` link-address walking
-///   outwards names the link; a link other than `ctx.link` drops the interface known for it.
+///   top level of the reply beside it (`top_relay`; Kea over UDP). Either way the outermost
+///   level (this box's) names the link and gives the peer-address; a link other than
+///   `ctx.link` drops the interface known for it.
 /// - CLT_TIME is passed on as sent: merge rule R13 (`cache::merge`) decides what it means (an
 ///   ISC absolute time included), on every path alike.
 /// - LQ_BASE_TIME (inside CLIENT_DATA, else `top_base_time`) is the server's clock when it
@@ -208,7 +196,7 @@ pub(crate) fn observation_from_reply(
             }
             link.address = a;
         }
-        relay_data_of(&relay_chain(&rd.relay))
+        relay_data_of(&RelayChain::of_relay(&rd.relay))
     });
     Ok(Observation {
         client_duid: duid.into(),
@@ -308,12 +296,47 @@ mod tests {
             LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
         );
         assert_eq!((o.leases[1].preferred, o.leases[1].valid), (1800, 3600));
-        // The LDRA level is nearest the client: its peer-address and Interface-Id; the link
-        // comes from the next level out because the LDRA's link-address is `::`.
+        // The outermost level is this box's: it alone names the link and gives the
+        // peer-address and Interface-Id; the LDRA level below is kept as the access port.
         assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         let r = o.relay.unwrap();
-        assert_eq!(r.peer_address, Some("fe80::7".parse().unwrap()));
-        assert_eq!(r.interface_id.as_deref(), Some(&b"port-3"[..]));
+        assert_eq!(r.peer_address, Some("2001:db8:1::2".parse().unwrap()));
+        assert_eq!(r.interface_id, None);
+        let access = r.access.expect("the LDRA level");
+        assert_eq!(access.levels, 1);
+        assert_eq!(access.peer_address, Some("fe80::7".parse().unwrap()));
+        assert_eq!(access.interface_id.as_deref(), Some(&b"port-3"[..]));
+    }
+
+    #[test]
+    fn an_inner_level_never_names_the_link() {
+        // A subscriber's own RELAY-FORW inside ours, naming another link, next hop and port.
+        let mut fake = vec![12, 0];
+        fake.extend_from_slice(&a("2001:db8:2::1"));
+        fake.extend_from_slice(&a("2001:db8:2::66"));
+        fake.extend(opt(18, b"victim-port"));
+        let mut ours = vec![12, 1];
+        ours.extend_from_slice(&a("2001:db8:1::1"));
+        ours.extend_from_slice(&a("fe80::9"));
+        ours.extend(opt(18, b"sub0"));
+        ours.extend(opt(9, &fake));
+        let mut lqrd = a("fe80::9").to_vec();
+        lqrd.extend(ours);
+        let rd = match DhcpOption::parse(&opt(47, &lqrd)).unwrap() {
+            DhcpOption::LqRelayData(rd) => *rd,
+            other => panic!("not LQ_RELAY_DATA: {other:?}"),
+        };
+        let place = relay_placement(&rd);
+        assert_eq!(place.link_address, Some("2001:db8:1::1".parse().unwrap()));
+        assert_eq!(place.peer_address, Some("fe80::9".parse().unwrap()));
+        assert_eq!(place.nested, 1);
+        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
+        assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
+        let r = o.relay.unwrap();
+        assert_eq!(r.interface_id.as_deref(), Some(&b"sub0"[..]));
+        assert_eq!(r.peer_address, Some("fe80::9".parse().unwrap()));
+        let access = r.access.unwrap();
+        assert_eq!(access.interface_id.as_deref(), Some(&b"victim-port"[..]));
     }
 
     /// CLIENT_DATA with a delegated prefix and no relay data inside, as Kea sends over UDP.
@@ -395,7 +418,7 @@ mod tests {
         let o3 = observation_from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(
             o3.relay.unwrap().peer_address,
-            Some("fe80::7".parse().unwrap())
+            Some("2001:db8:1::2".parse().unwrap())
         );
     }
 

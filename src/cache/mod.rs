@@ -17,9 +17,9 @@ pub mod store;
 pub mod task;
 
 pub use binding::{
-    Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats,
-    INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation, ObservedLease, RelayData,
-    RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
+    AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason,
+    DoubtStats, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation, ObservedLease,
+    RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats};

@@ -319,12 +319,14 @@ fn bindings_table(bindings: &[BindingView]) -> String {
                 lifetime(b.valid_secs),
                 b.source.clone(),
                 b.route.clone(),
+                b.access_port.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
     let mut t = table(
         &[
             "NETWORK", "IA", "LINK", "IF", "NEXT-HOP", "IAID", "DUID", "VALID", "SOURCE", "ROUTE",
+            "ACCESS",
         ],
         rows,
     );

@@ -84,6 +84,8 @@ pub(crate) struct LinkSection {
     pub(crate) delegated_length: [u8; 2],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) interface_id: Option<String>,
+    #[serde(default)]
+    pub(crate) ldra: bool,
 }
 
 fn default_delegated_length() -> [u8; 2] {

@@ -418,3 +418,16 @@ fn cache_cap_keys_default_validate_and_reach_the_cache() {
         assert!(err.to_string().contains(word), "{err}");
     }
 }
+
+#[test]
+fn ldra_defaults_off_and_is_read_per_link() {
+    let base = "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::/48\"]\n";
+    let c = Config::parse(base).unwrap();
+    assert!(!c.links[0].ldra, "no LDRA unless the operator says so");
+    let c = Config::parse(&format!("{base}ldra = true\n")).unwrap();
+    assert!(c.links[0].ldra);
+    let again = Config::parse(&c.to_toml()).unwrap();
+    assert_eq!(c, again, "ldra survives the effective config");
+    let err = Config::parse(&format!("{base}ldra = \"yes\"\n")).expect_err("not a bool");
+    assert!(err.to_string().contains("ldra"), "{err}");
+}

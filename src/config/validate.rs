@@ -621,6 +621,7 @@ fn links(list: &[file::LinkSection], trigger_on: bool) -> Result<Vec<LinkConfig>
             trigger: l.trigger,
             delegated_length: (dmin, dmax),
             interface_id,
+            ldra: l.ldra,
         });
     }
     no_overlap_between_links(&out)?;
@@ -780,14 +781,15 @@ pub(super) fn to_file(c: &Config) -> File {
                 trigger: l.trigger,
                 delegated_length: [l.delegated_length.0, l.delegated_length.1],
                 interface_id: l.interface_id.as_ref().map(|id| interface_id_text(id)),
+                ldra: l.ldra,
             })
             .collect(),
     }
 }
 
 /// An Interface-Id as the operator writes it: its text when it is printable ASCII (ISC
-/// dhcrelay sends the interface name), else `hex:` and its bytes.
-fn interface_id_text(id: &[u8]) -> String {
+/// dhcrelay 4.4 sends a 4-byte number, which comes out as `hex:`), else `hex:` and its bytes.
+pub(crate) fn interface_id_text(id: &[u8]) -> String {
     if !id.is_empty() && id.iter().all(|b| b.is_ascii_graphic()) && !id.starts_with(b"hex:") {
         String::from_utf8_lossy(id).into_owned()
     } else {

@@ -212,6 +212,10 @@ pub struct BindingView {
     pub source: String,
     /// Route state: `installed`, `parked`, `pending`, `dry_run`, `none`.
     pub route: String,
+    /// For a client behind a Lightweight DHCPv6 Relay Agent (a link with `ldra = true`): the
+    /// access port the LDRA named, its Interface-Id (text, or `hex:`) and Remote-Id if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_port: Option<String>,
 }
 
 /// One counter or gauge series.
@@ -460,6 +464,7 @@ mod tests {
             valid_secs: 2,
             source: "snoop".into(),
             route: "installed".into(),
+            access_port: None,
         }
     }
 

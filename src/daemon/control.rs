@@ -93,7 +93,26 @@ fn view(
         valid_secs: l.valid_until.remaining_secs(now),
         source: l.source.label().to_string(),
         route: route.to_string(),
+        access_port: l
+            .client
+            .relay
+            .as_ref()
+            .and_then(|r| r.access.as_deref())
+            .map(access_port_text),
     }
+}
+
+/// An LDRA's access port as the operator reads it: `port-3`, `port-3 remote-id 0000118b6d`.
+fn access_port_text(a: &crate::cache::AccessPort) -> String {
+    let mut out = a
+        .interface_id
+        .as_deref()
+        .map_or_else(|| "-".to_string(), crate::config::interface_id_text);
+    if let Some(r) = &a.remote_id {
+        out.push_str(" remote-id ");
+        out.push_str(&hex::encode(r));
+    }
+    out
 }
 
 async fn route_states(

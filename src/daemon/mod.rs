@@ -157,7 +157,14 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         &routes.commands,
         &mut tasks,
     );
-    let snoop = start::snooping(&cfg, &kernel.own, clock, &cache, &mut tasks)?;
+    let snoop = start::snooping(
+        &cfg,
+        &kernel.own,
+        &kernel.admission,
+        clock,
+        &cache,
+        &mut tasks,
+    )?;
 
     let beats = start::heartbeats(&cache, &routes, snoop.as_ref());
     let control_stats = Arc::new(ControlStats::default());

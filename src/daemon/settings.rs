@@ -165,6 +165,7 @@ pub(crate) fn admission(cfg: &Config, own: Arc<OwnAddresses>) -> Admission {
             interface_id: l.interface_id.clone().map(Vec::into_boxed_slice),
             subscriber_prefixes: l.subscriber_prefixes.clone(),
             delegated_length: l.delegated_length,
+            ldra: l.ldra,
         })
         .collect();
     Admission::new(links, cfg.servers.iter().map(|s| s.address), own)
@@ -281,7 +282,11 @@ pub(crate) fn classify_config(cfg: &Config) -> ClassifyConfig {
 
 /// Whose relayed replies are believed: the configured servers and `snoop.trusted_sources`;
 /// never the box itself.
-pub(crate) fn snoop_trust(cfg: &Config, own: Arc<OwnAddresses>) -> SnoopTrust {
+pub(crate) fn snoop_trust(
+    cfg: &Config,
+    own: Arc<OwnAddresses>,
+    admission: &Arc<Admission>,
+) -> SnoopTrust {
     SnoopTrust {
         servers: cfg
             .servers
@@ -290,6 +295,7 @@ pub(crate) fn snoop_trust(cfg: &Config, own: Arc<OwnAddresses>) -> SnoopTrust {
             .chain(cfg.snoop.trusted_sources.iter().copied())
             .collect(),
         own,
+        admission: Some(admission.clone()),
     }
 }
 

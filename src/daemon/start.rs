@@ -534,6 +534,7 @@ pub(super) fn recovery(
 pub(super) fn snooping(
     cfg: &Config,
     own: &Arc<OwnAddresses>,
+    admission: &Arc<Admission>,
     clock: AgentClock,
     cache: &CacheHandle,
     tasks: &mut Tasks,
@@ -544,7 +545,7 @@ pub(super) fn snooping(
     let stats = crate::snoop::shell::spawn_supervised(
         &settings::capture_config(cfg),
         settings::classify_config(cfg),
-        settings::snoop_trust(cfg, own.clone()),
+        settings::snoop_trust(cfg, own.clone(), admission),
         clock,
         cache.clone(),
         &mut tasks.intake,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::PersistError;
 use crate::cache::binding::{
-    ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
+    AccessPort, ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
 };
 use crate::prefix::Ipv6Prefix;
 
@@ -26,6 +26,8 @@ pub const MAX_RECORD: usize = 64 * 1024;
 const TAG_UPSERT: u8 = 1;
 const TAG_REMOVE: u8 = 2;
 const TAG_END: u8 = 3;
+/// The relay flag of a lease whose relay data carries an [`AccessPort`] (an LDRA's level).
+const RELAY_WITH_ACCESS: u8 = 2;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +120,22 @@ pub fn encode_record(rec: &Record, b: &mut Vec<u8>) {
             put_opt_bytes(b, c.link.interface.as_deref().map(str::as_bytes));
             match &c.relay {
                 Some(r) => {
-                    b.push(1);
+                    // 1: relay data; 2: relay data and an access port after it (files written
+                    // before access ports existed only hold 0 and 1, and still load).
+                    b.push(if r.access.is_some() {
+                        RELAY_WITH_ACCESS
+                    } else {
+                        1
+                    });
                     put_opt_addr(b, r.peer_address);
                     put_opt_bytes(b, r.interface_id.as_deref());
                     put_opt_bytes(b, r.remote_id.as_deref());
+                    if let Some(a) = &r.access {
+                        b.push(a.levels);
+                        put_opt_addr(b, a.peer_address);
+                        put_opt_bytes(b, a.interface_id.as_deref());
+                        put_opt_bytes(b, a.remote_id.as_deref());
+                    }
                 }
                 None => b.push(0),
             }
@@ -315,14 +329,31 @@ fn decode_payload(p: &[u8], intern: &mut Interner) -> Result<Decoded, PersistErr
                 })?)),
                 None => None,
             };
-            let relay = if c.flag("relay")? {
-                Some(Box::new(RelayData {
-                    peer_address: c.opt_addr("peer address")?,
-                    interface_id: c.opt_bytes("interface-id")?,
-                    remote_id: c.opt_bytes("remote-id")?,
-                }))
-            } else {
-                None
+            let relay = match c.u8("relay")? {
+                0 => None,
+                flag @ (1 | RELAY_WITH_ACCESS) => {
+                    let mut r = RelayData {
+                        peer_address: c.opt_addr("peer address")?,
+                        interface_id: c.opt_bytes("interface-id")?,
+                        remote_id: c.opt_bytes("remote-id")?,
+                        access: None,
+                    };
+                    if flag == RELAY_WITH_ACCESS {
+                        r.access = Some(Box::new(AccessPort {
+                            levels: c.u8("access levels")?,
+                            peer_address: c.opt_addr("access peer address")?,
+                            interface_id: c.opt_bytes("access interface-id")?,
+                            remote_id: c.opt_bytes("access remote-id")?,
+                        }));
+                    }
+                    Some(Box::new(r))
+                }
+                _ => {
+                    return Err(PersistError::Malformed {
+                        at: c.at - 1,
+                        what: "relay",
+                    });
+                }
             };
             let sduid = c.bytes16("server duid")?;
             let saddr = c.addr("server address")?;
@@ -454,4 +485,119 @@ pub(super) fn walk(
         }
     }
     damage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(relay: Option<RelayData>) -> Lease {
+        Lease {
+            client: Arc::new(ClientInfo {
+                duid: vec![0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7].into(),
+                link: Link {
+                    address: "2001:db8:1::1".parse().unwrap(),
+                    interface: Some(Arc::from("sub0")),
+                },
+                relay: relay.map(Box::new),
+            }),
+            server: Arc::new(ServerId {
+                duid: vec![0, 1].into(),
+                address: "2001:db8:ffff::2".parse().unwrap(),
+            }),
+            ia: IaType::Pd,
+            iaid: 9,
+            preferred_until: Timestamp::from_millis(1_000),
+            valid_until: Timestamp::from_millis(2_000),
+            last_transaction: Timestamp::from_millis(3),
+            arrival: Timestamp::from_millis(4),
+            source: Source::Snoop,
+            srsn: None,
+            next_hop: Some("fe80::7".parse().unwrap()),
+        }
+    }
+
+    fn key() -> LeaseKey {
+        LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
+    }
+
+    /// A record as format version 1 wrote it before access ports existed, byte by byte: a
+    /// state file written by an older lqagent must load unchanged.
+    fn old_record() -> Vec<u8> {
+        let mut b = vec![TAG_UPSERT, 1];
+        b.extend_from_slice(&"2001:db8:100::".parse::<Ipv6Addr>().unwrap().octets());
+        b.push(56);
+        b.push(2); // IA_PD
+        b.extend_from_slice(&9u32.to_le_bytes());
+        for t in [1_000i64, 2_000, 3, 4] {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        b.push(0); // source snoop
+        b.push(0); // no srsn
+        b.push(1);
+        b.extend_from_slice(&"fe80::7".parse::<Ipv6Addr>().unwrap().octets());
+        b.extend_from_slice(&10u16.to_le_bytes());
+        b.extend_from_slice(&[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7]);
+        b.extend_from_slice(&"2001:db8:1::1".parse::<Ipv6Addr>().unwrap().octets());
+        b.push(1);
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(b"sub0");
+        b.push(1); // relay data, old layout: peer, interface-id, remote-id
+        b.push(1);
+        b.extend_from_slice(&"fe80::7".parse::<Ipv6Addr>().unwrap().octets());
+        b.push(1);
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(b"sub0");
+        b.push(0);
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&[0, 1]);
+        b.extend_from_slice(&"2001:db8:ffff::2".parse::<Ipv6Addr>().unwrap().octets());
+        b
+    }
+
+    fn plain_relay() -> RelayData {
+        RelayData {
+            peer_address: Some("fe80::7".parse().unwrap()),
+            interface_id: Some(b"sub0".to_vec().into()),
+            remote_id: None,
+            access: None,
+        }
+    }
+
+    #[test]
+    fn a_record_without_access_port_is_the_old_layout_and_old_records_load() {
+        let want = Record::Upsert(key(), lease(Some(plain_relay())));
+        assert_eq!(decode_record(&old_record()).unwrap(), want);
+        let mut b = Vec::new();
+        encode_record(&want, &mut b);
+        assert_eq!(
+            b,
+            old_record(),
+            "no access port: byte for byte what older versions wrote"
+        );
+    }
+
+    #[test]
+    fn an_access_port_round_trips_and_damage_is_reported() {
+        let mut relay = plain_relay();
+        relay.access = Some(Box::new(AccessPort {
+            levels: 1,
+            peer_address: Some("fe80::7".parse().unwrap()),
+            interface_id: Some(b"port-3".to_vec().into()),
+            remote_id: Some(vec![0, 0, 0x11, 0x8b, b'x'].into()),
+        }));
+        let rec = Record::Upsert(key(), lease(Some(relay)));
+        let mut b = Vec::new();
+        encode_record(&rec, &mut b);
+        assert_eq!(decode_record(&b).unwrap(), rec);
+        for cut in 1..b.len() {
+            assert!(decode_record(&b[..cut]).is_err(), "truncated at {cut}");
+        }
+        // An unknown relay flag is damage, not a guess.
+        let mut bad = old_record();
+        let at = bad.len() - (16 + 2 + 2) - (1 + 1 + 2 + 4) - (1 + 16) - 1;
+        assert_eq!(bad[at], 1, "the relay flag");
+        bad[at] = 3;
+        assert!(decode_record(&bad).is_err());
+    }
 }

@@ -34,31 +34,49 @@
 //!   address and IA_PD prefix and its lifetimes (REQUEST, RENEW, REBIND, rapid-commit SOLICIT,
 //!   CONFIRM...). A zero valid lifetime stays in the observation: the cache reads it as "no
 //!   longer held" (RFC 8415 §18.2.10.1).
-//! - A REPLY to a RELEASE or DECLINE yields a [`Withdrawal`] of the leases the client named.
+//! - A REPLY to a RELEASE or DECLINE yields a [`Withdrawal`] of the leases the client named, on
+//!   the link this box heard it, with the IAID of each: minus every IA the REPLY gives a status
+//!   other than Success (NoBinding, RFC 8415 §18.3.7: the server released nothing there), and
+//!   nothing at all when the REPLY's own status is not Success.
+//!
+//! - A REPLY a configured server sends straight to a subscriber (UDP 547 → 546, arriving, not
+//!   to this box: the server had offered OPTION_UNICAST) did not pass this box's relay level:
+//!   nothing is bound from it, each of its leases is a [`Doubt`] (`unicast`) for the confirmer
+//!   to ask the server about, on the link whose subscriber prefixes hold it.
 //!
 //! What the bindings themselves claim (inside the link's prefixes, sane lengths...) is the
 //! admission stage's job (`crate::admission`), after this.
 //!
-//! The relay level nearest the client gives the peer-address (the client's link-local address:
-//! the PD next hop) and the link: every level is walked from the innermost outwards, because a
-//! lightweight relay (LDRA, RFC 6221) adds a level with link-address `::` and the link-address
-//! then comes from the next level out.
+//! **The link is where this box heard the client.** The outermost relay level is this box's own
+//! (the trust checks above guarantee it), and only it gives the link-address (the key that ties
+//! a REPLY to its RELAY-FORW, and the link), the Interface-Id that tells apart links sharing a
+//! link-address, and the Remote-Id. Levels inside it were written by whoever sent us the
+//! message: a Lightweight DHCPv6 Relay Agent (RFC 6221) in an access node, or a subscriber
+//! posing as one to name another link, next hop and port. They are passed on as the
+//! [`AccessPort`](crate::cache::AccessPort) and admission decides: a link accepts them only
+//! when configured `ldra = true`, and then the LDRA level's peer-address is the next hop. A
+//! withdrawal that arrived wrapped is checked here against the same rule (it does not pass
+//! admission's observation path), through [`SnoopTrust::admission`].
 
 use crate::label::labels;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use crate::admission::OwnAddresses;
+use crate::admission::{Admission, OwnAddresses};
 use crate::cache::from_wire::relay_data_of;
 use crate::cache::{
-    IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source, Timestamp,
-    WithdrawReason, Withdrawal,
+    Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
+    Source, Timestamp, WithdrawReason, Withdrawal,
 };
-use crate::wire::{ClientMessage, DhcpOption, Message, MessageType, Options, StatusCode};
+use crate::wire::{
+    ClientMessage, DhcpOption, Message, MessageType, Options, RelayChain, StatusCode,
+};
 
 /// The DHCPv6 server/relay port (RFC 8415 §7.2).
 pub const SERVER_PORT: u16 = 547;
+/// The DHCPv6 client port (RFC 8415 §7.2): where a server's unicast REPLY goes.
+const CLIENT_PORT: u16 = 546;
 /// All_DHCP_Servers (RFC 8415 §7.1): a relay may forward there.
 const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);
 
@@ -94,6 +112,10 @@ pub struct SnoopTrust {
     /// Configured servers and `snoop.trusted_sources`.
     pub servers: HashSet<Ipv6Addr>,
     pub own: Arc<OwnAddresses>,
+    /// The admission stage, which knows which links have an LDRA in front: a withdrawal that
+    /// arrived wrapped in a level below this box's is refused unless its link says so. Without
+    /// it, every wrapped withdrawal is refused.
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// A snooped datagram's envelope: what the capture knows besides the DHCPv6 payload.
@@ -114,6 +136,10 @@ pub enum Learned {
     Bind(Observation),
     /// Leases given up by a RELEASE or DECLINE that the server answered.
     Withdraw(Withdrawal),
+    /// Leases in a REPLY a server sent straight to a client (it had sent OPTION_UNICAST): not
+    /// through this box's relay level, so never bound from; each is a [`Doubt`] the cache task
+    /// hands to the confirmer, whose leasequery answer refreshes the lease.
+    Doubt(Vec<Doubt>),
 }
 
 labels! {
@@ -148,6 +174,15 @@ labels! {
         WrongDestination => "wrong_destination",
         /// Not UDP 547 → 547.
         WrongPort => "wrong_port",
+        /// REPLY to a RELEASE/DECLINE that arrived wrapped in a relay level below this box's,
+        /// on a link without an LDRA in front (or deeper than one LDRA): nothing withdrawn.
+        NestedRelay => "nested_relay",
+        /// IA in a REPLY to RELEASE/DECLINE with a status other than Success: its leases are
+        /// not withdrawn.
+        IaNotReleased => "ia_not_released",
+        /// A REPLY from a configured server straight to a subscriber (unicast, not relayed):
+        /// its leases raised doubts, nothing was bound.
+        UnicastReply => "unicast_reply",
     }
 }
 
@@ -198,8 +233,8 @@ impl ClassifyStats {
 struct Pending {
     client_type: MessageType,
     relay: RelayData,
-    /// Leases a RELEASE/DECLINE names.
-    named: Vec<LeaseKey>,
+    /// Leases a RELEASE/DECLINE names, with their IA.
+    named: Vec<ObservedLease>,
     at: Timestamp,
 }
 
@@ -326,6 +361,11 @@ impl Classifier {
         self.pending.expire(now, self.cfg.pending_ttl_ms);
         self.releases.expire(now, self.cfg.pending_ttl_ms);
         let Message::Relay(outer) = msg else {
+            if let Message::Client(reply) = msg {
+                if reply.msg_type == MessageType::REPLY && self.unicast_reply(env) {
+                    return self.on_unicast_reply(reply, now);
+                }
+            }
             self.stats.bump(ClassifyCounter::NotRelayed);
             return None;
         };
@@ -333,7 +373,7 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::Ignored);
             return None;
         };
-        let chain = msg.relay_chain();
+        let chain = RelayChain::of_message(msg);
         match outer.msg_type {
             MessageType::RELAY_FORW => {
                 if let Err(c) = self.forw_trusted(env) {
@@ -406,12 +446,66 @@ impl Classifier {
         Ok(())
     }
 
-    fn on_forw(
-        &mut self,
-        chain: &[&crate::wire::RelayMessage],
-        client: &ClientMessage,
-        now: Timestamp,
-    ) {
+    /// A REPLY a server sends a client directly (RFC 8415 §18.3.x after OPTION_UNICAST):
+    /// arriving, from a configured server's port 547 to a client's port 546 at an address
+    /// that is neither this box's nor multicast or link-local (a subscriber's).
+    fn unicast_reply(&self, env: &Envelope) -> bool {
+        !env.outgoing
+            && env.src_port == SERVER_PORT
+            && env.dst_port == CLIENT_PORT
+            && self.trust.servers.contains(&env.src)
+            && !self.trust.own.contains(&env.dst)
+            && !env.dst.is_multicast()
+            && !env.dst.is_unicast_link_local()
+            && !env.dst.is_unspecified()
+            && !env.dst.is_loopback()
+    }
+
+    /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
+    /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
+    /// on the link whose subscriber prefixes hold it.
+    fn on_unicast_reply(&mut self, reply: &ClientMessage, now: Timestamp) -> Option<Learned> {
+        let Some(duid) = reply.options.client_id() else {
+            self.stats.bump(ClassifyCounter::MissingId);
+            return None;
+        };
+        if reply
+            .options
+            .status_code()
+            .is_some_and(|c| c != StatusCode::SUCCESS)
+        {
+            self.stats.bump(ClassifyCounter::ErrorStatus);
+            return None;
+        }
+        let leases = leases_of(&reply.options, &mut self.stats);
+        if leases.is_empty() {
+            self.stats.bump(ClassifyCounter::Ignored);
+            return None;
+        }
+        self.stats.bump(ClassifyCounter::UnicastReply);
+        let doubts = leases
+            .into_iter()
+            .map(|l| {
+                let link = self
+                    .trust
+                    .admission
+                    .as_ref()
+                    .and_then(|a| a.link_of(&l.key));
+                Doubt {
+                    key: l.key,
+                    reason: DoubtReason::Unicast,
+                    holder: None,
+                    claimant: Some(duid.to_vec().into_boxed_slice()),
+                    link: link.map_or(Ipv6Addr::UNSPECIFIED, |r| r.link_address),
+                    interface: link.map(|r| r.interface.clone()),
+                    at: now,
+                }
+            })
+            .collect();
+        Some(Learned::Doubt(doubts))
+    }
+
+    fn on_forw(&mut self, chain: &RelayChain<'_>, client: &ClientMessage, now: Timestamp) {
         let Some(duid) = client.options.client_id() else {
             self.stats.bump(ClassifyCounter::MissingId);
             return;
@@ -419,9 +513,6 @@ impl Classifier {
         let releases = matches!(client.msg_type, MessageType::RELEASE | MessageType::DECLINE);
         let named = if releases {
             leases_of(&client.options, &mut self.stats)
-                .into_iter()
-                .map(|l| l.key)
-                .collect()
         } else {
             Vec::new()
         };
@@ -452,7 +543,7 @@ impl Classifier {
 
     fn on_reply(
         &mut self,
-        chain: &[&crate::wire::RelayMessage],
+        chain: &RelayChain<'_>,
         reply: &ClientMessage,
         sender: Ipv6Addr,
         now: Timestamp,
@@ -476,15 +567,7 @@ impl Classifier {
             forw.client_type,
             MessageType::RELEASE | MessageType::DECLINE
         ) {
-            self.stats.bump(ClassifyCounter::ReplyRelease);
-            return Some(Learned::Withdraw(Withdrawal {
-                link: None,
-                iaids: Vec::new(),
-                keys: forw.named,
-                client_duid: Some(duid),
-                reason: WithdrawReason::Released,
-                arrival: now,
-            }));
+            return self.on_release_reply(chain, reply, forw, duid, now);
         }
         if reply
             .options
@@ -499,11 +582,13 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::Ignored);
             return None;
         }
-        // The REPL echoes the link/peer addresses and Interface-Id; the FORW adds Remote-Id.
+        // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
+        // Remote-Id, and the levels below ours as this box relayed them.
         let mut relay = relay_data_of(chain);
         relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
         relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
         relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
+        relay.access = forw.relay.access.or(relay.access);
         self.stats.bump(ClassifyCounter::ReplyBind);
         Some(Learned::Bind(Observation {
             client_duid: duid,
@@ -526,16 +611,81 @@ impl Classifier {
             query_address: None,
         }))
     }
+
+    /// A REPLY to a RELEASE/DECLINE: what the server really gave up, on the link this box
+    /// heard it. A wrapped one is refused unless its link has an LDRA in front (admission).
+    fn on_release_reply(
+        &mut self,
+        chain: &RelayChain<'_>,
+        reply: &ClientMessage,
+        forw: Pending,
+        duid: Box<[u8]>,
+        now: Timestamp,
+    ) -> Option<Learned> {
+        self.stats.bump(ClassifyCounter::ReplyRelease);
+        if reply
+            .options
+            .status_code()
+            .is_some_and(|c| c != StatusCode::SUCCESS)
+        {
+            self.stats.bump(ClassifyCounter::ErrorStatus);
+            return None;
+        }
+        let link = link_address(chain);
+        if forw.relay.access.is_some() {
+            let allowed = self
+                .trust
+                .admission
+                .as_ref()
+                .is_some_and(|a| a.admit_wrapped_withdrawal(link, &forw.relay, &duid, now));
+            if !allowed {
+                self.stats.bump(ClassifyCounter::NestedRelay);
+                return None;
+            }
+        }
+        let not_done = ias_not_done(&reply.options);
+        let mut keys = Vec::with_capacity(forw.named.len());
+        let mut iaids = Vec::with_capacity(forw.named.len());
+        for l in forw.named {
+            if not_done.contains(&(l.ia, l.iaid)) {
+                self.stats.bump(ClassifyCounter::IaNotReleased);
+                continue;
+            }
+            keys.push(l.key);
+            iaids.push(l.iaid);
+        }
+        if keys.is_empty() {
+            return None;
+        }
+        Some(Learned::Withdraw(Withdrawal {
+            link: Some(link),
+            iaids,
+            keys,
+            client_duid: Some(duid),
+            reason: WithdrawReason::Released,
+            arrival: now,
+        }))
+    }
 }
 
-/// The link-address of the level nearest the client that has one (an LDRA's level has `::`).
-fn link_address(chain: &[&crate::wire::RelayMessage]) -> Ipv6Addr {
-    chain
-        .iter()
-        .rev()
-        .map(|r| r.link_address)
-        .find(|a| !a.is_unspecified())
-        .unwrap_or(Ipv6Addr::UNSPECIFIED)
+/// This box's link-address: the outermost level's (levels inside it never name the link).
+fn link_address(chain: &RelayChain<'_>) -> Ipv6Addr {
+    chain.link_address().unwrap_or(Ipv6Addr::UNSPECIFIED)
+}
+
+/// The IAs (type, IAID) a REPLY gives a status other than Success: the server did not release
+/// or decline what the client named there (NoBinding, RFC 8415 §18.3.7–18.3.8).
+fn ias_not_done(opts: &Options) -> Vec<(IaType, u32)> {
+    opts.iter()
+        .filter_map(|o| match o {
+            DhcpOption::IaNa(ia) => Some((IaType::Na, ia.iaid, &ia.options)),
+            DhcpOption::IaPd(ia) => Some((IaType::Pd, ia.iaid, &ia.options)),
+            DhcpOption::IaTa(ia) => Some((IaType::Ta, ia.iaid, &ia.options)),
+            _ => None,
+        })
+        .filter(|(_, _, o)| o.status_code().is_some_and(|c| c != StatusCode::SUCCESS))
+        .map(|(t, iaid, _)| (t, iaid))
+        .collect()
 }
 
 /// Every address and prefix in the IA_NA, IA_TA and IA_PD options of `opts`.

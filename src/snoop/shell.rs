@@ -270,6 +270,15 @@ async fn classify_run(
         let input = match learned {
             Some(Learned::Bind(o)) => CacheInput::Observe(o),
             Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
+            Some(Learned::Doubt(doubts)) => {
+                for d in doubts {
+                    if cache.try_send(CacheInput::Doubt(d)).is_err() {
+                        st.cache_full
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
             None => continue,
         };
         if cache.try_send(input).is_err() {

@@ -39,6 +39,7 @@ mod message;
 mod option;
 mod owned;
 pub mod pretty;
+mod relay;
 mod status;
 pub(crate) mod view;
 
@@ -51,6 +52,7 @@ pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
     Message, Options, RelayMessage,
 };
+pub use relay::RelayChain;
 pub use status::Status;
 pub use view::{MessageView, OptionRef, OptionsIter, RelayView};
 

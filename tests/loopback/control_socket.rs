@@ -104,6 +104,7 @@ fn binding(network: &str, ia: &str, link: &str, next_hop: Option<&str>) -> Bindi
         valid_secs: 3600,
         source: "snoop".to_string(),
         route: "installed".to_string(),
+        access_port: None,
     }
 }
 

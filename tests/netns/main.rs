@@ -13,6 +13,7 @@ mod frr_bgp;
 mod isc_lab;
 mod kernel_kill9;
 mod kernel_netns;
+mod ldra;
 mod netns_support;
 mod requestor_isc;
 mod server_profiles;

@@ -151,6 +151,7 @@ fn start_snooper(
             let trust = SnoopTrust {
                 servers: [a("2001:db8:f::2")].into_iter().collect(),
                 own: Arc::new(OwnAddresses::new([a("2001:db8:f::1")])),
+                admission: None,
             };
             let stats = shell::spawn(
                 &cfg,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lqagent::cache::{
-    ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
+    AccessPort, ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
 };
 use lqagent::persist::{self, PersistConfig, Record, StateWriter};
 use rand::Rng;
@@ -59,6 +59,17 @@ fn op(i: u64) -> Record {
                         peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, i as u16)),
                         interface_id: Some(vec![1, 2, (i % 251) as u8].into()),
                         remote_id: None,
+                        // Every other relayed client behind an LDRA: its access port persists.
+                        access: (i % 2 == 0).then(|| {
+                            Box::new(AccessPort {
+                                levels: 1,
+                                peer_address: Some(Ipv6Addr::new(
+                                    0xfe80, 0, 0, 0, 0, 0, 1, i as u16,
+                                )),
+                                interface_id: Some(vec![b'p', (i % 7) as u8].into()),
+                                remote_id: (i % 4 == 0).then(|| vec![0, 0, 0, 9, i as u8].into()),
+                            })
+                        }),
                     })
                 }),
             }),

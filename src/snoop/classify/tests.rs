@@ -2,7 +2,7 @@
 //! classifier sees exactly what it sees on the wire.
 
 use super::*;
-use crate::admission::OwnAddresses;
+use crate::admission::{Admission, OwnAddresses};
 use crate::wire::{Duid, Ia, IaAddr, IaPrefix, RelayMessage, Status};
 
 const CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -100,6 +100,7 @@ fn classifier(cfg: ClassifyConfig) -> Classifier {
         SnoopTrust {
             servers: [a(SRV)].into_iter().collect(),
             own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
+            admission: None,
         },
     )
 }
@@ -510,35 +511,299 @@ fn relay_forw_memory_is_bounded_and_forgets_after_its_ttl() {
     assert_eq!(late, None);
     assert_eq!(c.pending_len(), 0);
 }
+/// A client message wrapped by an LDRA (or a subscriber posing as one: the inner level says
+/// what it likes), then by this box's relay level (link 2001:db8:1::1, peer fe80::1, eth1).
+fn wrapped(t: MessageType, inner_link: &str, inner_peer: &str, c: ClientMessage) -> Message {
+    let ldra = relay(
+        t,
+        inner_link,
+        inner_peer,
+        vec![
+            DhcpOption::InterfaceId(b"port-7".to_vec()),
+            DhcpOption::RemoteId {
+                enterprise: 9,
+                remote_id: b"x".to_vec(),
+            },
+        ],
+        Message::Client(c),
+    );
+    let extra = if t == MessageType::RELAY_FORW {
+        vec![
+            DhcpOption::InterfaceId(b"eth1".to_vec()),
+            DhcpOption::RemoteId {
+                enterprise: 4491,
+                remote_id: b"cm-01".to_vec(),
+            },
+        ]
+    } else {
+        vec![DhcpOption::InterfaceId(b"eth1".to_vec())]
+    };
+    wire(relay(t, "2001:db8:1::1", "fe80::1", extra, ldra))
+}
+
 #[test]
-fn ldra_level_gives_peer_and_interface_id_outer_level_the_link() {
+fn only_this_boxs_level_names_the_link_levels_below_are_the_access_port() {
+    // A genuine LDRA (RFC 6221: link-address ::, peer = the client's link-local) and a
+    // subscriber posing as one, naming another link and next hop: the same reading.
+    for (inner_link, inner_peer) in [("::", "fe80::5"), ("2001:db8:2::1", "2001:db8:2::66")] {
+        let mut c = trusted();
+        let req = client_msg(MessageType::REQUEST, 5, vec![]);
+        c.on_message(
+            &wrapped(MessageType::RELAY_FORW, inner_link, inner_peer, req),
+            &up(),
+            ts(0),
+        );
+        let reply = client_msg(MessageType::REPLY, 5, vec![ia_na(1, "2001:db8:1::5", 600)]);
+        let o = bind(c.on_message(
+            &wrapped(MessageType::RELAY_REPL, inner_link, inner_peer, reply),
+            &down(),
+            ts(1),
+        ));
+        assert_eq!(
+            o.link.address,
+            a("2001:db8:1::1"),
+            "{inner_link}: this box's link"
+        );
+        let r = o.relay.unwrap();
+        assert_eq!(
+            r.peer_address,
+            Some(a("fe80::1")),
+            "this box's peer-address"
+        );
+        assert_eq!(
+            r.interface_id.as_deref(),
+            Some(&b"eth1"[..]),
+            "this box's Interface-Id"
+        );
+        assert_eq!(
+            r.remote_id.as_deref(),
+            Some(&[0, 0, 0x11, 0x8b, b'c', b'm', b'-', b'0', b'1'][..])
+        );
+        let access = r
+            .access
+            .expect("the level below ours, for admission to judge");
+        assert_eq!(access.levels, 1);
+        assert_eq!(access.peer_address, Some(a(inner_peer)));
+        assert_eq!(access.interface_id.as_deref(), Some(&b"port-7"[..]));
+        assert_eq!(access.remote_id.as_deref(), Some(&[0, 0, 0, 9, b'x'][..]));
+    }
+}
+
+#[test]
+fn a_reply_is_matched_by_this_boxs_link_address_not_an_inner_one() {
+    // The FORW went out wrapped with an inner level naming link 2; a REPL whose own (outer)
+    // level names link 2 is another exchange: unmatched.
     let mut c = trusted();
-    let reply = client_msg(MessageType::REPLY, 5, vec![ia_na(1, "2001:db8:1::5", 600)]);
+    let req = client_msg(MessageType::REQUEST, 6, vec![]);
     c.on_message(
-        &forw(client_msg(MessageType::REQUEST, 5, vec![])),
+        &wrapped(MessageType::RELAY_FORW, "2001:db8:2::1", "fe80::5", req),
         &up(),
         ts(0),
     );
-    // LDRA (RFC 6221): link-address ::, peer = client link-local, mandatory Interface-Id.
-    let ldra = relay(
+    let reply = client_msg(MessageType::REPLY, 6, vec![ia_na(1, "2001:db8:2::5", 600)]);
+    let other_link = wire(relay(
         MessageType::RELAY_REPL,
-        "::",
+        "2001:db8:2::1",
         "fe80::5",
-        vec![DhcpOption::InterfaceId(b"port-7".to_vec())],
-        Message::Client(reply),
-    );
-    let outer = wire(relay(
-        MessageType::RELAY_REPL,
-        "2001:db8:1::1",
-        "fe80::aaaa",
         vec![],
-        ldra,
+        Message::Client(reply),
     ));
-    let o = bind(c.on_message(&outer, &down(), ts(0)));
-    assert_eq!(o.link.address, a("2001:db8:1::1"));
-    let r = o.relay.unwrap();
-    assert_eq!(r.peer_address, Some(a("fe80::5")));
-    assert_eq!(r.interface_id.as_deref(), Some(&b"port-7"[..]));
+    assert_eq!(c.on_message(&other_link, &down(), ts(1)), None);
+    assert_eq!(c.stats().get(ClassifyCounter::ReplyUnmatched), 1);
+}
+
+/// Two links sharing 2001:db8:1::1 told apart by this box's Interface-Id: `eth1` behind an
+/// LDRA, `eth2` not.
+fn ldra_trust_admission() -> Arc<Admission> {
+    use crate::admission::LinkRule;
+    let rule = |name: &str, id: &[u8], ldra| LinkRule {
+        name: Arc::from(name),
+        interface: Arc::from(name),
+        link_address: a("2001:db8:1::1"),
+        interface_id: Some(id.into()),
+        subscriber_prefixes: vec!["2001:db8:1::/64".parse().unwrap()],
+        delegated_length: (48, 64),
+        ldra,
+    };
+    Arc::new(Admission::new(
+        vec![rule("eth1", b"eth1", true), rule("eth2", b"eth2", false)],
+        [a(SRV)],
+        Arc::new(OwnAddresses::new([a(RELAY_UP)])),
+    ))
+}
+
+fn release_reply(xid: u32, status: Option<StatusCode>, ias: Vec<DhcpOption>) -> ClientMessage {
+    let mut m = client_msg(MessageType::REPLY, xid, ias);
+    if let Some(code) = status {
+        m.options
+            .push(DhcpOption::StatusCode(Status::new(code, "status")));
+    }
+    m
+}
+
+#[test]
+fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
+    let run = |admission: Option<Arc<Admission>>, ours_id: &[u8]| {
+        let mut c = Classifier::new(
+            ClassifyConfig::default(),
+            SnoopTrust {
+                servers: [a(SRV)].into_iter().collect(),
+                own: Arc::new(OwnAddresses::new([a(RELAY_UP)])),
+                admission: admission.clone(),
+            },
+        );
+        let rel = client_msg(
+            MessageType::RELEASE,
+            0x77,
+            vec![ia_na(1, "2001:db8:1::100", 0)],
+        );
+        let ldra = relay(
+            MessageType::RELAY_FORW,
+            "::",
+            "fe80::5",
+            vec![DhcpOption::InterfaceId(b"port-7".to_vec())],
+            Message::Client(rel),
+        );
+        let f = wire(relay(
+            MessageType::RELAY_FORW,
+            "2001:db8:1::1",
+            "fe80::5",
+            vec![DhcpOption::InterfaceId(ours_id.to_vec())],
+            ldra,
+        ));
+        c.on_message(&f, &up(), ts(0));
+        let ok = release_reply(0x77, Some(StatusCode::SUCCESS), vec![]);
+        let got = c.on_message(&repl(ok), &down(), ts(1));
+        (got, c.stats().get(ClassifyCounter::NestedRelay))
+    };
+    let (got, nested) = run(Some(ldra_trust_admission()), b"eth1");
+    assert!(matches!(got, Some(Learned::Withdraw(_))), "{got:?}");
+    assert_eq!(nested, 0);
+    let ad = ldra_trust_admission();
+    let (got, nested) = run(Some(ad.clone()), b"eth2");
+    assert_eq!(
+        got, None,
+        "a link without an LDRA: a subscriber posing as a relay"
+    );
+    assert_eq!(nested, 1);
+    assert_eq!(
+        ad.stats().get(
+            crate::admission::Origin::Snoop,
+            crate::admission::Rejection::NestedRelay
+        ),
+        1,
+        "counted by admission"
+    );
+    let (got, nested) = run(None, b"eth1");
+    assert_eq!(got, None, "no admission to ask: never withdrawn");
+    assert_eq!(nested, 1);
+}
+
+#[test]
+fn a_release_reply_withdraws_only_what_the_server_released() {
+    // (what, REPLY status, IAs in the REPLY, keys withdrawn)
+    let na_key = LeaseKey::Address(a("2001:db8:1::100"));
+    let pd_key = LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap());
+    let ia_status = |ia: DhcpOption, code: StatusCode| match ia {
+        DhcpOption::IaNa(mut i) => {
+            i.options = Options::new();
+            i.options
+                .push(DhcpOption::StatusCode(Status::new(code, "x")));
+            DhcpOption::IaNa(i)
+        }
+        DhcpOption::IaPd(mut i) => {
+            i.options = Options::new();
+            i.options
+                .push(DhcpOption::StatusCode(Status::new(code, "x")));
+            DhcpOption::IaPd(i)
+        }
+        other => other,
+    };
+    type Row = (
+        &'static str,
+        Option<StatusCode>,
+        Vec<DhcpOption>,
+        Vec<LeaseKey>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "plain success",
+            Some(StatusCode::SUCCESS),
+            vec![],
+            vec![na_key, pd_key],
+        ),
+        (
+            "no status at all is success",
+            None,
+            vec![],
+            vec![na_key, pd_key],
+        ),
+        (
+            "NoBinding for the IA_PD: only the address goes",
+            Some(StatusCode::SUCCESS),
+            vec![ia_status(ia_pd(2, "::/0", 0), StatusCode::NO_BINDING)],
+            vec![na_key],
+        ),
+        (
+            "NoBinding for the IA_NA: only the prefix goes",
+            None,
+            vec![ia_status(ia_na(1, "::", 0), StatusCode::NO_BINDING)],
+            vec![pd_key],
+        ),
+        (
+            "an IA_NA with the IA_PD's IAID does not cover the prefix",
+            None,
+            vec![ia_status(ia_na(2, "::", 0), StatusCode::NO_BINDING)],
+            vec![na_key, pd_key],
+        ),
+        (
+            "per-IA Success withdraws",
+            None,
+            vec![ia_status(ia_pd(2, "::/0", 0), StatusCode::SUCCESS)],
+            vec![na_key, pd_key],
+        ),
+        (
+            "both NoBinding: nothing",
+            None,
+            vec![
+                ia_status(ia_na(1, "::", 0), StatusCode::NO_BINDING),
+                ia_status(ia_pd(2, "::/0", 0), StatusCode::NO_BINDING),
+            ],
+            vec![],
+        ),
+        (
+            "a top-level error withdraws nothing",
+            Some(StatusCode::USE_MULTICAST),
+            vec![],
+            vec![],
+        ),
+    ];
+    for (what, status, ias, want) in rows {
+        let mut c = trusted();
+        let rel = client_msg(
+            MessageType::RELEASE,
+            0x42,
+            vec![
+                ia_na(1, "2001:db8:1::100", 0),
+                ia_pd(2, "2001:db8:100::/56", 0),
+            ],
+        );
+        c.on_message(&forw(rel), &up(), ts(0));
+        let got = c.on_message(&repl(release_reply(0x42, status, ias)), &down(), ts(5));
+        match got {
+            Some(Learned::Withdraw(w)) => {
+                assert_eq!(w.keys, want, "{what}");
+                let iaids: Vec<u32> = want
+                    .iter()
+                    .map(|k| if *k == na_key { 1 } else { 2 })
+                    .collect();
+                assert_eq!(w.iaids, iaids, "{what}: the IAID of each key, same order");
+                assert_eq!(w.link, Some(a("2001:db8:1::1")), "{what}: this box's link");
+            }
+            None => assert!(want.is_empty(), "{what}: expected {want:?}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -665,4 +930,81 @@ fn snooped_reply_carries_the_server_reply_sequence_number_when_configured() {
         let o = bind(c.on_message(&repl(reply), &down(), ts(0)));
         assert_eq!(o.srsn, want, "option code {code:?}");
     }
+}
+
+#[test]
+fn a_unicast_reply_from_a_server_raises_doubts_and_binds_nothing() {
+    let ad = ldra_trust_admission();
+    let mut c = Classifier::new(
+        ClassifyConfig::default(),
+        SnoopTrust {
+            servers: [a(SRV)].into_iter().collect(),
+            own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
+            admission: Some(ad),
+        },
+    );
+    let reply = || {
+        Message::Client(client_msg(
+            MessageType::REPLY,
+            9,
+            vec![
+                ia_na(1, "2001:db8:1::100", 600),
+                ia_pd(2, "2001:db8:100::/56", 600),
+            ],
+        ))
+    };
+    let env = |outgoing: bool, src: &str, dst: &str, sp: u16, dp: u16| Envelope {
+        outgoing,
+        src: a(src),
+        dst: a(dst),
+        src_port: sp,
+        dst_port: dp,
+    };
+    let sub = "2001:db8:1::100";
+    match c.on_message(&reply(), &env(false, SRV, sub, 547, 546), ts(3)) {
+        Some(Learned::Doubt(ds)) => {
+            assert_eq!(ds.len(), 2, "one doubt per lease");
+            assert_eq!(ds[0].key, LeaseKey::Address(a(sub)));
+            assert_eq!(
+                ds[1].key,
+                LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap())
+            );
+            for d in &ds {
+                assert_eq!(d.reason, DoubtReason::Unicast);
+                assert_eq!(d.holder, None, "the cache task fills the holder");
+                assert_eq!(
+                    d.claimant.as_deref(),
+                    Some(&Duid::ll_ethernet(CLIENT).to_vec()[..])
+                );
+                assert_eq!(d.at, ts(3));
+            }
+            // The address lies in both links' /64 (they share it): the first is asked about.
+            assert_eq!(ds[0].link, a("2001:db8:1::1"));
+            assert_eq!(ds[0].interface.as_deref(), Some("eth1"));
+            // No configured link holds the prefix: asked about on ::.
+            assert_eq!(ds[1].link, Ipv6Addr::UNSPECIFIED);
+            assert_eq!(ds[1].interface, None);
+        }
+        other => panic!("expected doubts, got {other:?}"),
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::UnicastReply), 1);
+    // Not a server's unicast REPLY to a subscriber: nothing at all.
+    for (what, e) in [
+        (
+            "from a stranger",
+            env(false, "2001:db8:1::66", sub, 547, 546),
+        ),
+        ("leaving the box", env(true, SRV, sub, 547, 546)),
+        ("to this box", env(false, SRV, "2001:db8:1::1", 547, 546)),
+        (
+            "to a link-local address",
+            env(false, SRV, "fe80::1", 547, 546),
+        ),
+        ("to port 547", env(false, SRV, sub, 547, 547)),
+        ("from port 546", env(false, SRV, sub, 546, 546)),
+    ] {
+        assert_eq!(c.on_message(&reply(), &e, ts(4)), None, "{what}");
+    }
+    assert_eq!(c.stats().get(ClassifyCounter::UnicastReply), 1);
+    assert_eq!(c.stats().get(ClassifyCounter::NotRelayed), 6);
 }

@@ -8,6 +8,7 @@ pub mod bin;
 pub mod closed;
 pub mod flood;
 pub mod isc;
+pub mod ldra;
 pub mod netns;
 pub mod recovery;
 pub mod refserver;

@@ -107,6 +107,19 @@ impl NetNs {
         .join()
         .expect("thread in namespace panicked")
     }
+
+    /// [`run_in`](Self::run_in) without waiting: `f` runs on a new OS thread inside this
+    /// namespace, and the caller joins it (a helper that serves for a test's length).
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let file = std::fs::File::open(self.path()).expect("open netns handle");
+        std::thread::spawn(move || {
+            nix_setns(&file);
+            f()
+        })
+    }
 }
 
 impl Drop for NetNs {
