@@ -14,6 +14,7 @@ mod isc_lab;
 mod kernel_kill9;
 mod kernel_netns;
 mod netns_support;
+mod ownership;
 mod requestor_isc;
 mod server_profiles;
 mod snoop_capture;
