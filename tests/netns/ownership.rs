@@ -332,7 +332,23 @@ fn describe(reply: &ClientMessage) -> String {
     out.join("; ")
 }
 
-/// A DUID-LLT-less DUID-LL (type 3, Ethernet) for a hand-played client.
+/// The `binding state …;` line of the last record dhcpd wrote for `record` (`iaprefix P {`,
+/// `iaaddr A {`) in its lease file: the server's own word on a lease.
+fn server_state(lab: &IscLab, record: &str) -> String {
+    let leases = lab.server_leases();
+    assert!(
+        leases.contains(record),
+        "{record} not in dhcpd's leases:\n{leases}"
+    );
+    let last = leases.rsplit(record).next().unwrap_or_default();
+    last.lines()
+        .find(|l| l.contains("binding state"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A DUID-LL (type 3, Ethernet) for a hand-played client.
 fn hand_duid(tag: u8) -> Duid {
     Duid::parse(&[0, 3, 0, 1, 0x02, 0x21, 0x21, 0, 0, tag])
 }
@@ -427,6 +443,15 @@ fn strangers_rebind_of_a_neighbours_prefix_keeps_the_neighbours_route() {
         "dhcpd answered the stranger's REBIND of {pfx} otherwise: {}",
         describe(&reply)
     );
+    // The victim's leases at the server are untouched.
+    for what in [
+        format!("iaprefix {pfx} {{"),
+        format!("iaaddr {} {{", lease.address),
+    ] {
+        let state = server_state(&lab, &what);
+        eprintln!("(a) dhcpd6.leases after the REBIND, {what}: {state}");
+        assert!(state.contains("active"), "{what} at the server: {state}");
+    }
     let addr_zeroed = address_lifetimes(&reply, lease.address) == Some((0, 0));
     // Whatever the server gave the stranger for itself is its own (a positive assignment).
     let mut expect = before.clone();
@@ -522,17 +547,8 @@ fn release_with_a_neighbours_duid_from_another_link_keeps_the_route() {
         "dhcpd refused the RELEASE: {}",
         describe(&reply)
     );
-    let leases = lab.server_leases();
-    let block = leases
-        .rsplit(&format!("iaprefix {pfx} {{"))
-        .next()
-        .filter(|_| leases.contains(&format!("iaprefix {pfx} {{")))
-        .unwrap_or_else(|| panic!("{pfx} not in dhcpd's leases:\n{leases}"));
-    let state = block
-        .lines()
-        .find(|l| l.contains("binding state"))
-        .unwrap_or("");
-    eprintln!("(b) dhcpd6.leases now says of {pfx}: {}", state.trim());
+    let state = server_state(&lab, &format!("iaprefix {pfx} {{"));
+    eprintln!("(b) dhcpd6.leases now says of {pfx}: {state}");
     assert!(
         state.contains("released"),
         "dhcpd did not release {pfx}: {state}"
