@@ -60,11 +60,11 @@ const MOVES: &str = "lqagent_binding_moves_total";
 const DHCP_SERVER_PORT: u16 = 547;
 const DHCP_CLIENT_PORT: u16 = 546;
 
-fn routes(ns: &NetNs) -> BTreeSet<Route> {
+pub(crate) fn routes(ns: &NetNs) -> BTreeSet<Route> {
     proto_routes(ns, PROTO)
 }
 
-fn all_client_routes(lab: &IscLab) -> BTreeSet<Route> {
+pub(crate) fn all_client_routes(lab: &IscLab) -> BTreeSet<Route> {
     (0..lab.clients.len())
         .flat_map(|i| client_routes(lab, i))
         .collect()
@@ -195,7 +195,7 @@ fn duid(bytes: &[u8]) -> Duid {
     Duid::parse(bytes)
 }
 
-fn hex_duid(hex_text: &str) -> Duid {
+pub(crate) fn hex_duid(hex_text: &str) -> Duid {
     duid(&hex::decode(hex_text).expect("hex DUID"))
 }
 
@@ -1203,7 +1203,7 @@ fn colon_hex(text: &str) -> Vec<u8> {
 }
 
 /// From client `i`'s dhclient lease file: its IA_PD's IAID and the server's DUID.
-fn pd_iaid_and_server(lab: &IscLab, i: usize) -> (u32, Duid) {
+pub(crate) fn pd_iaid_and_server(lab: &IscLab, i: usize) -> (u32, Duid) {
     let text = std::fs::read_to_string(lab.clients[i].lease_file()).expect("lease file");
     let last = text.rsplit("lease6 {").next().expect("a lease");
     let field = |key: &str| {

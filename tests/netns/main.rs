@@ -15,6 +15,7 @@ mod kernel_kill9;
 mod kernel_netns;
 mod ldra;
 mod netns_support;
+mod ownership;
 mod requestor_isc;
 mod server_profiles;
 mod snoop_capture;
