@@ -181,6 +181,9 @@ pub struct BulkSection {
     /// Queries sent on one connection before the first answer is complete (1 = no pipelining).
     pub pipeline_depth: u8,
     pub remote_ids: Vec<RemoteId>,
+    /// Bulk connections open at once over every server and recovery (start-up and link-up),
+    /// 1–1024: a flapping port or many links coming up must not exhaust file descriptors.
+    pub max_connections: u16,
 }
 
 /// How bindings become kernel routes.

@@ -169,6 +169,7 @@ pub(crate) struct Bulk {
     pub(crate) data_timeout_secs: u64,
     pub(crate) pipeline_depth: u64,
     pub(crate) remote_ids: Vec<RemoteId>,
+    pub(crate) max_connections: u64,
 }
 
 impl Default for Bulk {
@@ -181,6 +182,7 @@ impl Default for Bulk {
             data_timeout_secs: 300,
             pipeline_depth: 1,
             remote_ids: Vec::new(),
+            max_connections: crate::bulk::stats::DEFAULT_MAX_CONNECTIONS as u64,
         }
     }
 }

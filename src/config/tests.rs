@@ -240,6 +240,11 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "out of range",
     ),
     (
+        "[bulk]\nmax_connections = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.max_connections",
+        "out of range",
+    ),
+    (
         "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"ff02::1\"\nsubscriber_prefixes = [\"2001:db8:1::/48\"]\n",
         "links[0].link_address",
         "unicast",

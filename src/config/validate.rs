@@ -407,6 +407,7 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
         data_timeout: secs("bulk.data_timeout_secs", f.data_timeout_secs, 1, 3600)?,
         pipeline_depth: range("bulk.pipeline_depth", f.pipeline_depth, 1, 16)? as u8,
         remote_ids,
+        max_connections: range("bulk.max_connections", f.max_connections, 1, 1024)? as u16,
     })
 }
 
@@ -707,6 +708,7 @@ pub(super) fn to_file(c: &Config) -> File {
             connect_timeout_secs: c.bulk.connect_timeout.as_secs(),
             data_timeout_secs: c.bulk.data_timeout.as_secs(),
             pipeline_depth: c.bulk.pipeline_depth.into(),
+            max_connections: c.bulk.max_connections.into(),
             remote_ids: c
                 .bulk
                 .remote_ids

@@ -461,7 +461,9 @@ pub(super) fn recovery(
     route_commands: &mpsc::Sender<RouteCommand>,
     tasks: &mut Tasks,
 ) -> Arc<BulkStats> {
-    let bulk_stats = Arc::new(BulkStats::default());
+    let bulk_stats = Arc::new(BulkStats::with_max_connections(usize::from(
+        cfg.bulk.max_connections,
+    )));
     let recovery = settings::recovery(cfg, Duid::parse(duid));
     let bulk_cfg = Arc::new(recovery.bulk.clone());
     let sink = CacheSink::new(cache.clone(), clock);
