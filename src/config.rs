@@ -229,6 +229,8 @@ pub struct TriggerSection {
     pub nflog_group: u16,
     /// Drop packets from unknown sources until a binding confirms them.
     pub enforcement: bool,
+    /// The `nft` program, by absolute path (the trigger's sets and the spoof guard).
+    pub nft_path: PathBuf,
 }
 
 /// One subscriber-facing link.

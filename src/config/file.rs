@@ -252,6 +252,7 @@ pub(crate) struct Trigger {
     pub(crate) enabled: bool,
     pub(crate) nflog_group: u64,
     pub(crate) enforcement: bool,
+    pub(crate) nft_path: String,
 }
 
 impl Default for Trigger {
@@ -260,6 +261,7 @@ impl Default for Trigger {
             enabled: true,
             nflog_group: 547,
             enforcement: false,
+            nft_path: crate::trigger::nft::DEFAULT_NFT.to_string(),
         }
     }
 }

@@ -141,7 +141,8 @@ pub(super) async fn kernel(cfg: &Config) -> Result<Kernel, DaemonError> {
     if cfg.snoop.spoof_guard {
         let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
         if let Some(script) = crate::snoop::guard::install(&ifaces) {
-            crate::trigger::nft::run("nft", &script, Duration::from_secs(10))
+            let nft = cfg.trigger.nft_path.to_string_lossy();
+            crate::trigger::nft::run(&nft, &script, Duration::from_secs(10))
                 .await
                 .map_err(DaemonError::Guard)?;
             info!(target: LOG_TARGET, interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
