@@ -21,5 +21,6 @@ mod snoop_capture;
 mod snoop_pipeline;
 mod snoop_trigger;
 mod state_full_disk;
+mod state_start;
 mod tshark_check;
 mod unreachable_netns;
