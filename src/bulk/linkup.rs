@@ -232,7 +232,7 @@ where
     let mut w = LinkWatch::open(1 << 20)?;
     let mut tracker = LinkUpTracker::new(interfaces);
     let mut jobs = LinkJobs::new(cfg.linkup_debounce);
-    let mut tasks: tokio::task::JoinSet<(Ipv6Addr, u64)> = tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let mut handles: HashMap<(Ipv6Addr, u64), tokio::task::AbortHandle> = HashMap::new();
     loop {
         let due = jobs.next_due().map(tokio::time::Instant::from_std);
@@ -262,10 +262,22 @@ where
                     None => {}
                 }
             }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                // A cancelled task's handle was removed when it was aborted.
-                if let Ok((link, generation)) = done {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                // A cancelled task's handle was removed when it was aborted; a job that
+                // panicked ended too (else its link would wait for it for ever).
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                let key = handles
+                    .iter()
+                    .find(|(_, h)| h.id() == id)
+                    .map(|(k, _)| *k);
+                if let Some((link, generation)) = key {
                     handles.remove(&(link, generation));
+                    if let Err(e) = &done {
+                        tracing::error!(%link, error = %e, "link-up bulk recovery failed");
+                    }
                     jobs.ended(link, generation, Instant::now());
                 }
             }
@@ -279,7 +291,6 @@ where
             let run = recover(plan.link_up(link), cfg.clone(), stats.clone(), sink.clone());
             let h = tasks.spawn(async move {
                 run.await;
-                (link, generation)
             });
             handles.insert((link, generation), h);
         }
