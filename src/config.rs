@@ -182,6 +182,9 @@ pub struct BulkSection {
     /// Queries sent on one connection before the first answer is complete (1 = no pipelining).
     pub pipeline_depth: u8,
     pub remote_ids: Vec<RemoteId>,
+    /// Bulk connections open at once over every server and recovery (start-up and link-up),
+    /// 1–1024: a flapping port or many links coming up must not exhaust file descriptors.
+    pub max_connections: u16,
 }
 
 /// How bindings become kernel routes.
@@ -227,6 +230,8 @@ pub struct TriggerSection {
     pub nflog_group: u16,
     /// Drop packets from unknown sources until a binding confirms them.
     pub enforcement: bool,
+    /// The `nft` program, by absolute path (the trigger's sets and the spoof guard).
+    pub nft_path: PathBuf,
 }
 
 /// One subscriber-facing link.

@@ -42,7 +42,7 @@
 //! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:
 //! `snoop::capture` (AF_PACKET socket, BPF filter, bind), `kernel::netlink` (socket options on the
 //! rtnetlink socket) and `requestor::pktinfo` (IPV6_RECVPKTINFO and `recvmsg` for the arrival
-//! interface); and `cache::storage::hugemem`, whose lease-table arrays are its own allocation (layout,
+//! interface); `persist::writer` (`flock` on the state directory's lock file); and `cache::storage::hugemem`, whose lease-table arrays are its own allocation (layout,
 //! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages.
 
 pub mod admission;

@@ -459,6 +459,12 @@ impl Metrics {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Register a gauge the daemon keeps in step with a module's own state (set it from an
+    /// [`on_scrape`](Self::on_scrape) hook). Document `name` in `docs/metrics.md`.
+    pub fn register_gauge(&self, name: &'static str, help: &'static str, gauge: Gauge) {
+        self.lock().register(name, help, gauge);
+    }
+
     /// Export a module's plain stats struct as a counter family `name` with one label `label`:
     /// `snapshot` is called at each scrape and returns `(label value, count)` pairs, e.g. from a
     /// drop-reason enum's `label()`. Document `name` in `docs/metrics.md`.

@@ -19,7 +19,8 @@ use crate::wire::Duid;
 
 /// RFC 5460 §6.3 BULK_LQ_DATA_TIMEOUT.
 pub(crate) const BULK_LQ_DATA_TIMEOUT: Duration = Duration::from_secs(300);
-/// RFC 5460 §7.1 BULK_LQ_MAX_CONNS (we use one connection per server at a time).
+/// RFC 5460 §7.1 BULK_LQ_MAX_CONNS (we use one connection per server per recovery at a time;
+/// `stats::BulkStats` bounds them all together).
 pub const BULK_LQ_MAX_CONNS: usize = 10;
 
 /// Bulk leasequery settings (the daemon derives them from its configuration).
@@ -47,6 +48,8 @@ pub struct BulkConfig {
     /// The local address connections come from (`[requestor] source_address`); `None`: the
     /// kernel picks per route.
     pub source_address: Option<std::net::Ipv6Addr>,
+    /// How long a subscriber link must stay up before its link-up recovery starts.
+    pub linkup_debounce: Duration,
 }
 
 impl Default for BulkConfig {
@@ -62,6 +65,7 @@ impl Default for BulkConfig {
             channel_capacity: 1024,
             srsn_option: None,
             source_address: None,
+            linkup_debounce: linkup::LINKUP_DEBOUNCE,
         }
     }
 }

@@ -346,7 +346,9 @@ pub async fn recover(
     let started = Instant::now();
     let servers = queries.len();
     let (tx, mut rx) = mpsc::channel(cfg.channel_capacity.max(1));
-    let run = tokio::spawn(tcp::run(queries, cfg, tx, stats.clone()));
+    // Aborted when this future is dropped (a link-up job cancelled): the connections close
+    // with it rather than waiting out a silent server's data timeout.
+    let mut run = AbortOnDrop(tokio::spawn(tcp::run(queries, cfg, tx, stats.clone())));
     let mut bindings = 0u64;
     let mut finished = 0usize;
     let mut listed: HashMap<(SocketAddr, QueryId), Listed> = HashMap::new();
@@ -408,7 +410,7 @@ pub async fn recover(
         }
     }
     drop(rx);
-    let reports = run.await.unwrap_or_default();
+    let reports = (&mut run.0).await.unwrap_or_default();
     let report = RecoveryReport {
         servers: reports,
         bindings,
@@ -423,6 +425,15 @@ pub async fn recover(
         "bulk recovery finished"
     );
     report
+}
+
+/// A spawned task that ends with its owner.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -22,15 +22,34 @@ crate::label::labels! {
         Bindings => "bindings",
         BytesSent => "bytes_sent",
         BytesReceived => "bytes_received",
+        /// Link-up recoveries started (one per link at a time, debounced).
+        LinkupJobs => "linkup_jobs",
+        /// Link-up recoveries cancelled because their link went down again.
+        LinkupCancelled => "linkup_cancelled",
+        /// Connections that waited for a slot under the global bound.
+        SlotWaits => "slot_waits",
     }
 }
 
-/// Shared by every server's task; read at any time for progress logs and metrics.
-#[derive(Debug, Default)]
+/// Shared by every server's task; read at any time for progress logs and metrics. It also holds
+/// the one thing every bulk run shares besides counters: the global bound on open connections
+/// (start-up and every link-up recovery draw from the same slots).
+#[derive(Debug)]
 pub struct BulkStats {
     counters: [AtomicU64; Counter::ALL.len()],
     discards: [AtomicU64; Discard::ALL.len()],
     queries: QueryObserver,
+    slots: tokio::sync::Semaphore,
+    max_connections: usize,
+}
+
+/// Default bound on bulk connections open at once, over every server and recovery.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
+impl Default for BulkStats {
+    fn default() -> Self {
+        BulkStats::with_max_connections(DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 /// Sees each finished query: (server, query kind as `BulkQuery::kind`, result).
@@ -46,6 +65,34 @@ impl std::fmt::Debug for QueryObserver {
 }
 
 impl BulkStats {
+    /// Stats whose runs together open at most `max` connections (at least one).
+    pub fn with_max_connections(max: usize) -> Self {
+        let max = max.max(1);
+        BulkStats {
+            counters: Default::default(),
+            discards: Default::default(),
+            queries: QueryObserver::default(),
+            slots: tokio::sync::Semaphore::new(max),
+            max_connections: max,
+        }
+    }
+
+    /// Wait for a connection slot; the connection may be open while the permit lives. Waiting
+    /// (the bound reached) is counted as `slot_waits`.
+    pub(crate) async fn connection_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(p) = self.slots.try_acquire() {
+            return Some(p);
+        }
+        self.inc(Counter::SlotWaits);
+        // The semaphore is never closed, so this returns a permit.
+        self.slots.acquire().await.ok()
+    }
+
+    /// Bulk connections open (or being opened) now: `lqagent_bulk_connections`.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections - self.slots.available_permits()
+    }
+
     pub fn inc(&self, c: Counter) {
         self.add(c, 1);
     }

@@ -169,6 +169,9 @@ pub(crate) async fn run_server(
     let mut attempt: u32 = 0;
     while !run.todo.is_empty() {
         run.progressed = false;
+        // A slot under the global bound, held while the socket is open (connecting included)
+        // and given back before the backoff.
+        let slot = stats.connection_slot().await;
         let connected =
             tokio::time::timeout(cfg.connect_timeout, connect(s.server, cfg.source_address)).await;
         let result = match connected {
@@ -188,6 +191,7 @@ pub(crate) async fn run_server(
                 r
             }
         };
+        drop(slot);
         if result.is_err() {
             break;
         }
@@ -405,5 +409,55 @@ mod tests {
         let foreign: Ipv6Addr = "2001:db8:ffff::dead".parse().unwrap();
         let err = connect(server, Some(foreign)).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable, "{err}");
+    }
+
+    /// Two servers that accept and never answer, one connection slot: the second server waits
+    /// for the slot instead of opening a second connection, and aborting the run gives it back.
+    #[tokio::test]
+    async fn connections_wait_for_a_slot_under_the_global_bound() {
+        let (a, b) = (
+            tokio::net::TcpListener::bind("[::1]:0").await.unwrap(),
+            tokio::net::TcpListener::bind("[::1]:0").await.unwrap(),
+        );
+        let servers = [a.local_addr().unwrap(), b.local_addr().unwrap()]
+            .into_iter()
+            .map(|server| ServerQueries {
+                server,
+                queries: vec![BulkQuery::LinkAddress("2001:db8:1::1".parse().unwrap())],
+            })
+            .collect();
+        let stats = Arc::new(BulkStats::with_max_connections(1));
+        let (tx, _rx) = mpsc::channel(16);
+        let run = tokio::spawn(run(
+            servers,
+            Arc::new(BulkConfig::default()),
+            tx,
+            stats.clone(),
+        ));
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::select! {
+                r = a.accept() => r.unwrap().0,
+                r = b.accept() => r.unwrap().0,
+            }
+        })
+        .await
+        .expect("one server is connected to");
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while stats.get(Counter::SlotWaits) == 0 || stats.get(Counter::Connects) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the second server waits for the slot");
+        assert_eq!(stats.open_connections(), 1);
+        assert_eq!(
+            stats.get(Counter::Connects),
+            1,
+            "the other waits for the slot"
+        );
+        run.abort();
+        let _ = run.await;
+        assert_eq!(stats.open_connections(), 0, "slots given back");
+        drop(first);
     }
 }

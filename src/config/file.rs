@@ -171,6 +171,7 @@ pub(crate) struct Bulk {
     pub(crate) data_timeout_secs: u64,
     pub(crate) pipeline_depth: u64,
     pub(crate) remote_ids: Vec<RemoteId>,
+    pub(crate) max_connections: u64,
 }
 
 impl Default for Bulk {
@@ -183,6 +184,7 @@ impl Default for Bulk {
             data_timeout_secs: 300,
             pipeline_depth: 1,
             remote_ids: Vec::new(),
+            max_connections: crate::bulk::stats::DEFAULT_MAX_CONNECTIONS as u64,
         }
     }
 }
@@ -252,6 +254,7 @@ pub(crate) struct Trigger {
     pub(crate) enabled: bool,
     pub(crate) nflog_group: u64,
     pub(crate) enforcement: bool,
+    pub(crate) nft_path: String,
 }
 
 impl Default for Trigger {
@@ -260,6 +263,7 @@ impl Default for Trigger {
             enabled: true,
             nflog_group: 547,
             enforcement: false,
+            nft_path: crate::trigger::nft::DEFAULT_NFT.to_string(),
         }
     }
 }

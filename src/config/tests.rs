@@ -240,6 +240,51 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "out of range",
     ),
     (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"::/0\"]\n",
+        "links[0].subscriber_prefixes[0]",
+        "shorter than /32",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::/64\", \"2000::/16\"]\n",
+        "links[0].subscriber_prefixes[1]",
+        "shorter than /32",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"fe80::/64\"]\n",
+        "links[0].subscriber_prefixes[0]",
+        "link-local",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"ff05::/64\"]\n",
+        "links[0].subscriber_prefixes[0]",
+        "multicast",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"::ffff:0:0/96\"]\n",
+        "links[0].subscriber_prefixes[0]",
+        "not a global unicast prefix",
+    ),
+    (
+        "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"lo\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::/64\"]\n",
+        "links[0].interface",
+        "loopback",
+    ),
+    (
+        "[snoop]\ninterfaces = [\"eth0\", \"up0\"]\n[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"up0\"\nlink_address = \"2001:db8:1::1\"\nsubscriber_prefixes = [\"2001:db8:1::/64\"]\n",
+        "links[0].interface",
+        "snoop.interfaces[1]",
+    ),
+    (
+        "[trigger]\nnft_path = \"nft\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "trigger.nft_path",
+        "absolute",
+    ),
+    (
+        "[bulk]\nmax_connections = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.max_connections",
+        "out of range",
+    ),
+    (
         "[[servers]]\naddress = \"2001:db8::1\"\n[[links]]\nname = \"l1\"\ninterface = \"eth1\"\nlink_address = \"ff02::1\"\nsubscriber_prefixes = [\"2001:db8:1::/48\"]\n",
         "links[0].link_address",
         "unicast",
@@ -430,4 +475,23 @@ fn ldra_defaults_off_and_is_read_per_link() {
     assert_eq!(c, again, "ldra survives the effective config");
     let err = Config::parse(&format!("{base}ldra = \"yes\"\n")).expect_err("not a bool");
     assert!(err.to_string().contains("ldra"), "{err}");
+}
+
+/// The edges of the refusals above are accepted: a /32, a unique-local prefix, an interface
+/// that is neither snooped nor loopback; `nft` by absolute path, the default or configured.
+#[test]
+fn subscriber_prefixes_from_a_32_and_nft_by_absolute_path_are_accepted() {
+    let c = Config::parse(
+        "[snoop]\ninterfaces = [\"up0\"]\n[[servers]]\naddress = \"2001:db8::1\"\n\
+         [[links]]\nname = \"l1\"\ninterface = \"sub0\"\nlink_address = \"2001:db8:1::1\"\n\
+         subscriber_prefixes = [\"2001:db8::/32\", \"fd00:1::/48\"]\n",
+    )
+    .expect("a /32 and a ULA are subscriber space");
+    assert_eq!(c.links[0].subscriber_prefixes.len(), 2);
+    assert_eq!(c.trigger.nft_path, Path::new("/usr/sbin/nft"));
+    let c = Config::parse(
+        "[trigger]\nnft_path = \"/opt/nft/bin/nft\"\n[[servers]]\naddress = \"2001:db8::1\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.trigger.nft_path, Path::new("/opt/nft/bin/nft"));
 }

@@ -135,6 +135,8 @@ pub(super) fn validate(f: &File) -> Result<Config> {
     let identity = identity(&f.identity)?;
     let (policy, requestor) = requestor(&f.requestor)?;
     let links = links(&f.links, f.trigger.enabled)?;
+    let snoop = snoop(&f.snoop)?;
+    link_interfaces(&links, &snoop)?;
     let bulk = bulk(&f.bulk, &identity)?;
     Ok(Config {
         state_dir: absolute("state_dir", &f.state_dir)?,
@@ -145,7 +147,7 @@ pub(super) fn validate(f: &File) -> Result<Config> {
         limits: limits(&f.limits)?,
         bulk,
         routes: routes(&f.routes)?,
-        snoop: snoop(&f.snoop)?,
+        snoop,
         trigger: trigger(&f.trigger)?,
         links,
         metrics: MetricsSection {
@@ -407,6 +409,7 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
         data_timeout: secs("bulk.data_timeout_secs", f.data_timeout_secs, 1, 3600)?,
         pipeline_depth: range("bulk.pipeline_depth", f.pipeline_depth, 1, 16)? as u8,
         remote_ids,
+        max_connections: range("bulk.max_connections", f.max_connections, 1, 1024)? as u16,
     })
 }
 
@@ -494,6 +497,9 @@ fn trigger(f: &file::Trigger) -> Result<TriggerSection> {
         enabled: f.enabled,
         nflog_group: range("trigger.nflog_group", f.nflog_group, 0, 65_535)? as u16,
         enforcement: f.enforcement,
+        // Absolute: `PATH` is the environment's to choose, and an `nft` earlier in it would
+        // be handed the firewall.
+        nft_path: absolute("trigger.nft_path", &f.nft_path)?,
     })
 }
 
@@ -534,6 +540,64 @@ fn no_overlap_between_links(links: &[LinkConfig]) -> Result<()> {
             ));
         }
         open.push((p, i, k));
+    }
+    Ok(())
+}
+
+/// Shortest subscriber prefix: a /32 is a whole LIR allocation; anything shorter (`::/0`!) would
+/// let admission take any address a relayed message names as a subscriber's.
+pub(crate) const SHORTEST_SUBSCRIBER_PREFIX: u8 = 32;
+
+/// A subscriber prefix must be global unicast and at least a /32: the trust boundary admits any
+/// lease inside it, so `::/0` would admit every /128 — this box's, its servers', anyone's.
+fn subscriber_prefix(key: &str, p: Ipv6Prefix) -> Result<()> {
+    if p.len() < SHORTEST_SUBSCRIBER_PREFIX {
+        return Err(invalid(
+            key,
+            format!(
+                "{p} is shorter than /{SHORTEST_SUBSCRIBER_PREFIX}: it would admit addresses far \
+                 beyond any subscriber link"
+            ),
+        ));
+    }
+    // RFC 4291 §2.4: global unicast is everything but these (ULAs count as global scope). Each
+    // is at most 10 bits long, so a prefix of /32 or longer lies wholly inside one or outside.
+    let first = p.addr().segments()[0];
+    let what = match first {
+        f if f & 0xff00 == 0 => Some("reserved (::/8: unspecified, loopback, IPv4-mapped)"),
+        f if f & 0xffc0 == 0xfe80 => Some("link-local (fe80::/10)"),
+        f if f & 0xffc0 == 0xfec0 => Some("site-local (fec0::/10, deprecated)"),
+        f if f & 0xff00 == 0xff00 => Some("multicast (ff00::/8)"),
+        _ => None,
+    };
+    match what {
+        Some(what) => Err(invalid(
+            key,
+            format!("{p} is not a global unicast prefix: it is {what}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A subscriber link's interface is where its routes go and where the trigger treats traffic
+/// as a subscriber's: the snooped (server-facing) uplink would route subscribers' addresses
+/// upstream and make the servers "unknown sources", and `lo` is no link at all.
+fn link_interfaces(links: &[LinkConfig], snoop: &SnoopSection) -> Result<()> {
+    for (i, l) in links.iter().enumerate() {
+        let key = format!("links[{i}].interface");
+        if l.interface == "lo" {
+            return Err(invalid(key, "\"lo\" (loopback) is not a subscriber link"));
+        }
+        if let Some(j) = snoop.interfaces.iter().position(|s| *s == l.interface) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{:?} is snoop.interfaces[{j}], the server-facing side; a subscriber link \
+                     is a different interface",
+                    l.interface
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -599,12 +663,12 @@ fn links(list: &[file::LinkSection], trigger_on: bool) -> Result<Vec<LinkConfig>
         }
         let mut subscriber_prefixes = Vec::with_capacity(l.subscriber_prefixes.len());
         for (k, p) in l.subscriber_prefixes.iter().enumerate() {
-            let p: Ipv6Prefix = p.trim().parse().map_err(|e| {
-                invalid(
-                    format!("links[{i}].subscriber_prefixes[{k}]"),
-                    format!("{e}"),
-                )
-            })?;
+            let key = format!("links[{i}].subscriber_prefixes[{k}]");
+            let p: Ipv6Prefix = p
+                .trim()
+                .parse()
+                .map_err(|e| invalid(&key, format!("{e}")))?;
+            subscriber_prefix(&key, p)?;
             subscriber_prefixes.push(p);
         }
         if l.trigger && trigger_on && subscriber_prefixes.is_empty() {
@@ -708,6 +772,7 @@ pub(super) fn to_file(c: &Config) -> File {
             connect_timeout_secs: c.bulk.connect_timeout.as_secs(),
             data_timeout_secs: c.bulk.data_timeout.as_secs(),
             pipeline_depth: c.bulk.pipeline_depth.into(),
+            max_connections: c.bulk.max_connections.into(),
             remote_ids: c
                 .bulk
                 .remote_ids
@@ -742,6 +807,7 @@ pub(super) fn to_file(c: &Config) -> File {
             enabled: c.trigger.enabled,
             nflog_group: c.trigger.nflog_group.into(),
             enforcement: c.trigger.enforcement,
+            nft_path: c.trigger.nft_path.to_string_lossy().into_owned(),
         },
         metrics: file::Metrics {
             listen: c.metrics.listen.to_string(),

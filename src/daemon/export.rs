@@ -130,7 +130,8 @@ fn register_restarts(m: &Metrics, s: &Sources) {
     );
 }
 
-/// `lqagent_bulk_events_total{event}` and `lqagent_bulk_discarded_total{reason}`.
+/// `lqagent_bulk_events_total{event}`, `lqagent_bulk_discarded_total{reason}` and the
+/// `lqagent_bulk_connections` gauge.
 fn register_bulk(m: &Metrics, bulk: &Arc<BulkStats>) {
     let s = bulk.clone();
     m.register_stats(
@@ -146,6 +147,16 @@ fn register_bulk(m: &Metrics, bulk: &Arc<BulkStats>) {
         "reason",
         move || s.discard_snapshot(),
     );
+    let gauge = prometheus_client::metrics::gauge::Gauge::default();
+    m.register_gauge(
+        "lqagent_bulk_connections",
+        "Bulk leasequery TCP connections open (or being opened) now, over every recovery",
+        gauge.clone(),
+    );
+    let s = bulk.clone();
+    m.on_scrape(move || {
+        gauge.set(s.open_connections() as i64);
+    });
 }
 
 /// `lqagent_control_events_total{event}`.

@@ -176,6 +176,7 @@ pub(crate) fn trigger_config(cfg: &Config) -> TriggerConfig {
     TriggerConfig {
         nflog_group: cfg.trigger.nflog_group,
         enforcement: cfg.trigger.enforcement,
+        nft_program: cfg.trigger.nft_path.to_string_lossy().into_owned(),
         ..TriggerConfig::default()
     }
 }

@@ -141,7 +141,8 @@ pub(super) async fn kernel(cfg: &Config) -> Result<Kernel, DaemonError> {
     if cfg.snoop.spoof_guard {
         let ifaces: Vec<String> = cfg.links.iter().map(|l| l.interface.clone()).collect();
         if let Some(script) = crate::snoop::guard::install(&ifaces) {
-            crate::trigger::nft::run("nft", &script, Duration::from_secs(10))
+            let nft = cfg.trigger.nft_path.to_string_lossy();
+            crate::trigger::nft::run(&nft, &script, Duration::from_secs(10))
                 .await
                 .map_err(DaemonError::Guard)?;
             info!(target: LOG_TARGET, interfaces = ?ifaces, "spoof guard installed (nft table ip6 lqagent_guard)");
@@ -162,13 +163,34 @@ pub(super) fn state(
     clock: AgentClock,
     admission: &Admission,
 ) -> Result<(persist::Loaded, StateWriter), DaemonError> {
-    let mut loaded = match persist::load(&cfg.state_dir, clock.now()) {
-        Ok(l) => l,
+    // One agent per state directory. A lock that cannot even be made (a read-only or full
+    // disk) does not stop routing: persistence degrades instead, as for any write failure.
+    let lock = match persist::DirLock::acquire(&cfg.state_dir) {
+        Ok(l) => Some(l),
+        Err(e @ persist::PersistError::Locked { .. }) => return Err(e.into()),
         Err(e) => {
-            error!(target: LOG_TARGET, error = %e, dir = %cfg.state_dir.display(), "cannot load the state file; starting empty");
-            persist::Loaded::default()
+            warn!(target: LOG_TARGET, error = %e, "cannot lock the state directory; running without its lock");
+            None
         }
     };
+    // A file that cannot be read is fatal, never "empty": the fresh snapshot written below
+    // would destroy it.
+    let mut loaded = persist::load(&cfg.state_dir, clock.now())?;
+    // Leases refused at an earlier start get another chance (the configuration may be fixed);
+    // the state file's own entry wins where both hold a key.
+    let aside = persist::load_refused(
+        &cfg.state_dir,
+        clock.now(),
+        &persist::FsRead,
+        persist::ReadRetry::default(),
+    )?;
+    if !aside.is_empty() {
+        let held: std::collections::HashSet<_> = loaded.leases.iter().map(|(k, _)| *k).collect();
+        loaded
+            .leases
+            .extend(aside.into_iter().filter(|(k, _)| !held.contains(k)));
+        loaded.leases.sort_by_key(|(k, _)| *k);
+    }
     let behind_ms = loaded.check_clock(clock.now(), 2_000);
     if behind_ms > 0 {
         error!(
@@ -178,24 +200,44 @@ pub(super) fn state(
              synced? Lease lifetimes are kept relative to the write time"
         );
     }
-    let before = loaded.leases.len();
-    loaded
-        .leases
-        .retain_mut(|(k, l)| admission.admit_restored(k, l).is_ok());
+    let mut refused = Vec::new();
+    loaded.leases = std::mem::take(&mut loaded.leases)
+        .into_iter()
+        .filter_map(|(k, mut l)| match admission.admit_restored(&k, &mut l) {
+            Ok(()) => Some((k, l)),
+            Err(_) => {
+                refused.push((k, l));
+                None
+            }
+        })
+        .collect();
+    // Kept aside, not erased: a typo in `subscriber_prefixes` must not cost the leases for good.
+    match persist::write_refused(&cfg.state_dir, &refused) {
+        Ok(()) if !refused.is_empty() => {
+            warn!(target: LOG_TARGET, refused = refused.len(), file = %cfg.state_dir.join(persist::REFUSED_FILE).display(), "leases of the state file refused by admission were kept aside; they are offered again at the next start")
+        }
+        Ok(()) => {}
+        Err(e) => {
+            error!(target: LOG_TARGET, error = %e, refused = refused.len(), "cannot keep the refused leases aside")
+        }
+    }
     info!(
         target: LOG_TARGET,
         leases = loaded.leases.len(),
         expired = loaded.expired,
-        refused = before - loaded.leases.len(),
+        refused = refused.len(),
         damaged = loaded.damaged.len(),
         lost_records = loaded.lost_records,
         "state file loaded"
     );
-    let writer = StateWriter::start(
+    let mut writer = StateWriter::start(
         PersistConfig::new(&cfg.state_dir),
         loaded.leases.clone(),
         loaded.generation,
     )?;
+    if let Some(lock) = lock {
+        writer.keep_lock(lock);
+    }
     Ok((loaded, writer))
 }
 
@@ -461,7 +503,9 @@ pub(super) fn recovery(
     route_commands: &mpsc::Sender<RouteCommand>,
     tasks: &mut Tasks,
 ) -> Arc<BulkStats> {
-    let bulk_stats = Arc::new(BulkStats::default());
+    let bulk_stats = Arc::new(BulkStats::with_max_connections(usize::from(
+        cfg.bulk.max_connections,
+    )));
     let recovery = settings::recovery(cfg, Duid::parse(duid));
     let bulk_cfg = Arc::new(recovery.bulk.clone());
     let sink = CacheSink::new(cache.clone(), clock);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::codec::{
     Decoded, HEADER_LEN, Interner, KIND_JOURNAL, KIND_SNAPSHOT, Record, parse_header, walk,
 };
-use super::{Damage, JOURNAL_FILE, PersistError, SNAPSHOT_FILE, io_err};
+use super::{Damage, JOURNAL_FILE, PersistError, REFUSED_FILE, SNAPSHOT_FILE, io_err};
 use crate::cache::binding::{Lease, LeaseKey, Timestamp};
 
 /// What loading found.
@@ -98,20 +98,118 @@ fn copy_aside(path: &Path, loaded: &mut Loaded) {
     }
 }
 
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, PersistError> {
-    match File::open(path) {
-        Ok(mut f) => {
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).map_err(io_err(path))?;
-            Ok(Some(v))
+/// How the loader reads a whole file: the seam tests fail reads through.
+pub trait StateRead {
+    /// The file's bytes; `Ok(None)` when it does not exist.
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// The file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsRead;
+
+impl StateRead for FsRead {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match File::open(path) {
+            Ok(mut f) => {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v)?;
+                Ok(Some(v))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
     }
 }
 
-/// Load the state directory (see the module doc for what happens to damaged files).
+/// How often a failing read is tried, and the wait before the second try (doubling after).
+/// A transient EIO (a path failing over, a disk waking) may read on a later try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRetry {
+    pub attempts: u32,
+    pub first_delay: std::time::Duration,
+}
+
+impl Default for ReadRetry {
+    fn default() -> Self {
+        ReadRetry {
+            attempts: 4,
+            first_delay: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
+fn read_opt(
+    r: &impl StateRead,
+    retry: ReadRetry,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, PersistError> {
+    let attempts = retry.attempts.max(1);
+    let mut delay = retry.first_delay;
+    let mut attempt = 1;
+    loop {
+        match r.read(path) {
+            Ok(v) => return Ok(v),
+            Err(source) if attempt >= attempts => {
+                return Err(PersistError::Unreadable {
+                    path: path.to_path_buf(),
+                    attempts,
+                    source,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, attempt, attempts,
+                    "cannot read the state file; trying again");
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Load the state directory (see the module doc for what happens to damaged files), reading
+/// through the file system with the default retries.
 pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
+    load_with(dir, now, &FsRead, ReadRetry::default())
+}
+
+/// The leases of the [`REFUSED_FILE`] admission refused at an earlier start, expired ones
+/// dropped (damaged records skipped: the file is a courtesy copy, not the state).
+pub fn load_refused(
+    dir: &Path,
+    now: Timestamp,
+    r: &impl StateRead,
+    retry: ReadRetry,
+) -> Result<Vec<(LeaseKey, Lease)>, PersistError> {
+    let path = dir.join(REFUSED_FILE);
+    let Some(bytes) = read_opt(r, retry, &path)? else {
+        return Ok(Vec::new());
+    };
+    let mut intern = Interner::default();
+    let mut map = BTreeMap::new();
+    let damage = walk(&bytes, HEADER_LEN.min(bytes.len()), &mut intern, |d| {
+        if let Decoded::Rec(Record::Upsert(k, l)) = d {
+            map.insert(k, l);
+        }
+    });
+    if !damage.is_empty() || parse_header(&bytes, KIND_SNAPSHOT).is_none() {
+        tracing::warn!(file = %path.display(), damaged_stretches = damage.len(),
+            "file of refused leases is damaged; its good records are used");
+    }
+    Ok(map
+        .into_iter()
+        .filter(|(_, l)| l.valid_until > now)
+        .collect())
+}
+
+/// [`load`] reading through `r`, a failing read tried `retry.attempts` times.
+pub fn load_with(
+    dir: &Path,
+    now: Timestamp,
+    r: &impl StateRead,
+    retry: ReadRetry,
+) -> Result<Loaded, PersistError> {
     let mut out = Loaded::default();
     let mut map: BTreeMap<LeaseKey, Lease> = BTreeMap::new();
     let mut intern = Interner::default();
@@ -126,7 +224,11 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
 
     // The snapshot's generation, when its header is intact (only then does the journal apply).
     let mut snap_generation = None;
-    if let Some(bytes) = read_opt(&snap_path)? {
+    // Both files are read before anything is changed: a journal that cannot be read must not
+    // leave a snapshot moved aside behind it.
+    let snap_bytes = read_opt(r, retry, &snap_path)?;
+    let journal_bytes = read_opt(r, retry, &journal_path)?;
+    if let Some(bytes) = snap_bytes {
         let header = parse_header(&bytes, KIND_SNAPSHOT);
         let mut end = None;
         let mut count = 0u64;
@@ -179,7 +281,7 @@ pub fn load(dir: &Path, now: Timestamp) -> Result<Loaded, PersistError> {
         }
     }
 
-    if let Some(bytes) = read_opt(&journal_path)? {
+    if let Some(bytes) = journal_bytes {
         match parse_header(&bytes, KIND_JOURNAL) {
             Some(g) if snap_generation == Some(g) => {
                 let mut n = 0u64;

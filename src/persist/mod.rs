@@ -49,6 +49,13 @@
 //! shifted back by the difference, so it stays relative to the write time rather than reaching
 //! into the far future.
 //!
+//! Reading is not damage: an I/O error reading a file (EIO, EACCES, a directory in its place) is
+//! retried ([`ReadRetry`]) and then fatal ([`PersistError::Unreadable`]), never taken for an
+//! empty file — the fresh snapshot written at start would otherwise destroy it. Only a file that
+//! was read and found damaged is copied or moved aside. Leases admission refuses at start are
+//! written to [`REFUSED_FILE`] rather than dropped, and offered to admission again at the next
+//! start. One agent per state directory: [`DirLock`] (`flock` on [`LOCK_FILE`]).
+//!
 //! Inside: [`codec`] (pure record codec: headers, payloads, framing, the damage-tolerant walk),
 //! [`load`](mod@load) (reads the files at start), [`writer`] (the writer thread). The cache rules
 //! never see the files; the cache task hands records to the writer and gets loaded leases at
@@ -62,11 +69,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use codec::{Damage, FORMAT_VERSION, MAX_RECORD, Record, decode_record, encode_record};
-pub use load::{Loaded, load};
-pub use writer::{JournalHandle, PersistStats, StateWriter};
+pub use load::{FsRead, Loaded, ReadRetry, StateRead, load, load_refused, load_with};
+pub use writer::{DirLock, JournalHandle, PersistStats, StateWriter, write_refused};
 
 pub const SNAPSHOT_FILE: &str = "bindings.snap";
 pub const JOURNAL_FILE: &str = "bindings.journal";
+/// Leases admission refused at start (snapshot format), kept so that a configuration mistake
+/// does not erase them for good: the next start offers them to admission again.
+pub const REFUSED_FILE: &str = "bindings.refused";
+/// The state directory's lock file (`flock`), held while the agent runs.
+pub const LOCK_FILE: &str = "lock";
 /// Why the state file could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +91,25 @@ pub enum PersistError {
     },
     #[error("state file record malformed at byte {at}: {what}")]
     Malformed { at: usize, what: &'static str },
+    /// Reading failed (EIO, EACCES, …) on every attempt. Not "empty": an empty cache would be
+    /// written over the file at once, destroying what a later read might still get. The file is
+    /// left exactly as it is.
+    #[error(
+        "state file {path} cannot be read ({attempts} attempts): {source}; not starting, the file \
+         is left untouched: fix the cause, or move the file away to start without it"
+    )]
+    Unreadable {
+        path: PathBuf,
+        attempts: u32,
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the state directory's lock: two agents on one state file would
+    /// each truncate and replace what the other writes.
+    #[error(
+        "state directory {dir} is in use by another lqagent (lock {lock} is held); not starting"
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use super::codec::{
     HEADER_LEN, KIND_JOURNAL, KIND_SNAPSHOT, Record, encode_end, encode_record, frame, header,
 };
-use super::{JOURNAL_FILE, PersistConfig, PersistError, SNAPSHOT_FILE, io_err};
+use super::{
+    JOURNAL_FILE, LOCK_FILE, PersistConfig, PersistError, REFUSED_FILE, SNAPSHOT_FILE, io_err,
+};
 use crate::cache::binding::{Lease, LeaseKey};
 
 /// Counters of the state writer (exported as `lqagent_state_events_total` and
@@ -209,6 +211,8 @@ impl JournalHandle {
 pub struct StateWriter {
     handle: JournalHandle,
     thread: Option<JoinHandle<()>>,
+    /// The state directory's lock, released after the thread's last write.
+    lock: Option<DirLock>,
 }
 
 /// First retry after a failed write; doubles up to [`RETRY_MAX`].
@@ -269,11 +273,17 @@ impl StateWriter {
                 queued: Arc::new(AtomicU64::new(0)),
             },
             thread: Some(thread),
+            lock: None,
         })
     }
 
     pub fn handle(&self) -> JournalHandle {
         self.handle.clone()
+    }
+
+    /// Hold `lock` until this writer is shut down (after its last write).
+    pub fn keep_lock(&mut self, lock: DirLock) {
+        self.lock = Some(lock);
     }
 
     /// Flush, fsync and stop the thread.
@@ -282,7 +292,93 @@ impl StateWriter {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.lock.take();
     }
+}
+
+/// The state directory's lock: an exclusive `flock` on [`LOCK_FILE`], held while this value
+/// lives (the kernel drops it with the process, so a crash never leaves it stale).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Take the lock of `dir` (made if missing). [`PersistError::Locked`] when another process
+    /// (or another open of the file) holds it; any other failure is an I/O error, which the
+    /// daemon logs without refusing to start (a disk that cannot be written degrades
+    /// persistence, not routing).
+    pub fn acquire(dir: &Path) -> Result<DirLock, PersistError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // `File::try_lock` does this from Rust 1.89, above this crate's MSRV.
+        #[allow(unsafe_code)]
+        // SAFETY: flock(2) on a descriptor `file` owns and keeps open; no memory is passed.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if r == 0 {
+            return Ok(DirLock { _file: file, path });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(PersistError::Locked {
+                dir: dir.to_path_buf(),
+                lock: path,
+            });
+        }
+        Err(io_err(&path)(e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Keep `refused` (leases admission refused at start) in [`REFUSED_FILE`] in snapshot format,
+/// replaced atomically; none: the file is removed. So a configuration mistake (a typo in a
+/// link's prefixes) does not erase leases for good: the next start offers them again.
+pub fn write_refused(dir: &Path, refused: &[(LeaseKey, Lease)]) -> Result<(), PersistError> {
+    let dst = dir.join(REFUSED_FILE);
+    if refused.is_empty() {
+        return match fs::remove_file(&dst) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&dst)(e)),
+            _ => Ok(()),
+        };
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + refused.len() * 120);
+    out.extend_from_slice(&header(KIND_SNAPSHOT, 0));
+    let mut p = Vec::with_capacity(256);
+    for (k, l) in refused {
+        p.clear();
+        encode_record(&Record::Upsert(*k, l.clone()), &mut p);
+        frame(&p, &mut out);
+    }
+    p.clear();
+    encode_end(refused.len(), &mut p);
+    frame(&p, &mut out);
+    let tmp = dir.join(format!("{REFUSED_FILE}.tmp"));
+    let r = (|| {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&out).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &dst).map_err(io_err(&dst))
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r?;
+    sync_dir(dir).map_err(io_err(dir))
 }
 
 struct Files {
@@ -822,6 +918,177 @@ mod tests {
             got,
             state_after(12),
             "records dropped from the journal are not lost"
+        );
+    }
+
+    /// A state directory holding a snapshot of `state_after(8)` and a journal with two more
+    /// records; returns the files' bytes.
+    fn written(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let (_, mut files, _) = writer(dir);
+        files.write_snapshot(state_after(8).iter()).unwrap();
+        for i in 8..10 {
+            files.append(&op(i));
+        }
+        files.flush().unwrap();
+        (
+            fs::read(dir.join(SNAPSHOT_FILE)).unwrap(),
+            fs::read(dir.join(JOURNAL_FILE)).unwrap(),
+        )
+    }
+
+    /// Reads `fail` fails with `kind` `times` times (every time when `None`), others read.
+    struct Failing {
+        fail: PathBuf,
+        kind: io::ErrorKind,
+        times: Option<u32>,
+        calls: std::cell::Cell<u32>,
+    }
+
+    impl crate::persist::StateRead for Failing {
+        fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+            if path == self.fail {
+                let n = self.calls.get();
+                self.calls.set(n + 1);
+                if self.times.is_none_or(|t| n < t) {
+                    return Err(io::Error::from(self.kind));
+                }
+            }
+            crate::persist::FsRead.read(path)
+        }
+    }
+
+    fn quick() -> crate::persist::ReadRetry {
+        crate::persist::ReadRetry {
+            attempts: 3,
+            first_delay: Duration::ZERO,
+        }
+    }
+
+    fn names(dir: &Path) -> std::collections::BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_read_error_is_retried_then_fatal_and_the_files_stay_untouched() {
+        let now = Timestamp::from_millis(T0);
+        for (file, kind) in [
+            (SNAPSHOT_FILE, io::ErrorKind::Other),           // EIO
+            (JOURNAL_FILE, io::ErrorKind::PermissionDenied), // EACCES
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let (mut snap, journal) = written(d.path());
+            if file == JOURNAL_FILE {
+                // A snapshot with nothing usable would be moved aside — but not before the
+                // journal was read too: an unreadable journal leaves both files as they are.
+                snap = vec![0x5a; 300];
+                fs::write(d.path().join(SNAPSHOT_FILE), &snap).unwrap();
+            }
+            let before = names(d.path());
+            let r = Failing {
+                fail: d.path().join(file),
+                kind,
+                times: None,
+                calls: Default::default(),
+            };
+            let e = crate::persist::load_with(d.path(), now, &r, quick()).unwrap_err();
+            match &e {
+                PersistError::Unreadable {
+                    path,
+                    attempts,
+                    source,
+                } => {
+                    assert_eq!(path, &d.path().join(file));
+                    assert_eq!((*attempts, source.kind()), (3, kind));
+                }
+                other => panic!("{file}: {other:?}"),
+            }
+            assert_eq!(r.calls.get(), 3, "{file}: tried three times");
+            assert!(e.to_string().contains("cannot be read"), "{e}");
+            assert_eq!(
+                names(d.path()),
+                before,
+                "{file}: nothing moved or copied aside"
+            );
+            assert_eq!(fs::read(d.path().join(SNAPSHOT_FILE)).unwrap(), snap);
+            assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), journal);
+        }
+    }
+
+    #[test]
+    fn a_read_that_works_on_a_later_try_loads_everything() {
+        let d = tempfile::tempdir().unwrap();
+        written(d.path());
+        let r = Failing {
+            fail: d.path().join(SNAPSHOT_FILE),
+            kind: io::ErrorKind::Other,
+            times: Some(2),
+            calls: Default::default(),
+        };
+        let l =
+            crate::persist::load_with(d.path(), Timestamp::from_millis(T0), &r, quick()).unwrap();
+        let got: BTreeMap<_, _> = l.leases.into_iter().collect();
+        assert_eq!(got, state_after(10));
+        assert!(l.moved_aside.is_empty());
+    }
+
+    /// No fault injection: a directory where the snapshot should be (EISDIR on read, which root
+    /// gets too, unlike EACCES).
+    #[test]
+    fn a_snapshot_path_that_cannot_be_read_is_fatal_not_empty() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join(SNAPSHOT_FILE)).unwrap();
+        fs::write(d.path().join(SNAPSHOT_FILE).join("keep"), b"x").unwrap();
+        let before = names(d.path());
+        let e = crate::persist::load_with(
+            d.path(),
+            Timestamp::from_millis(T0),
+            &crate::persist::FsRead,
+            quick(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, PersistError::Unreadable { .. }), "{e:?}");
+        assert_eq!(names(d.path()), before);
+        assert!(d.path().join(SNAPSHOT_FILE).join("keep").exists());
+    }
+
+    #[test]
+    fn a_second_lock_on_the_state_directory_is_refused_until_the_first_is_released() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let first = DirLock::acquire(&dir).unwrap();
+        let e = DirLock::acquire(&dir).unwrap_err();
+        assert!(matches!(e, PersistError::Locked { .. }), "{e:?}");
+        assert!(e.to_string().contains("in use by another lqagent"), "{e}");
+        drop(first);
+        DirLock::acquire(&dir).expect("free again");
+    }
+
+    #[test]
+    fn refused_leases_are_kept_aside_and_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_millis(T0);
+        let read = |d: &Path| {
+            crate::persist::load_refused(d, now, &crate::persist::FsRead, quick()).unwrap()
+        };
+        assert!(read(d.path()).is_empty(), "no file: nothing");
+        let aside: Vec<_> = state_after(8).into_iter().collect();
+        write_refused(d.path(), &aside).unwrap();
+        assert_eq!(read(d.path()), aside);
+        let past = crate::persist::load_refused(
+            d.path(),
+            Timestamp::from_millis(T0 + 3_000_000),
+            &crate::persist::FsRead,
+            quick(),
+        )
+        .unwrap();
+        assert!(past.is_empty(), "expired ones are dropped");
+        write_refused(d.path(), &[]).unwrap();
+        assert!(
+            !d.path().join(REFUSED_FILE).exists(),
+            "none refused: no file"
         );
     }
 }

@@ -67,7 +67,7 @@ pub struct TriggerConfig {
     pub dirty_max: usize,
     /// An `nft` run taking longer is killed and counted as an error, milliseconds.
     pub nft_timeout_ms: u64,
-    /// The `nft` program.
+    /// The `nft` program, by absolute path (`[trigger] nft_path`).
     pub nft_program: String,
 }
 
@@ -89,7 +89,7 @@ impl Default for TriggerConfig {
             batch_interval_ms: 50,
             dirty_max: 65_536,
             nft_timeout_ms: 10_000,
-            nft_program: "nft".to_string(),
+            nft_program: nft::DEFAULT_NFT.to_string(),
         }
     }
 }

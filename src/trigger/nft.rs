@@ -21,6 +21,10 @@ pub enum NftError {
     Timeout(Duration),
 }
 
+/// Where `nft` is unless `[trigger] nft_path` says otherwise: an absolute path, never a `PATH`
+/// lookup (the environment must not choose the program that rewrites the firewall).
+pub(crate) const DEFAULT_NFT: &str = "/usr/sbin/nft";
+
 /// Longest stderr kept in an error.
 const STDERR_MAX: usize = 2048;
 

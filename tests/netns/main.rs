@@ -2,6 +2,7 @@
 //! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package, and the
 //! daemon end to end. Under CI=true a missing privilege or tool fails the test, never skips it.
 
+mod bulk_flap;
 mod bulk_recovery;
 mod daemon_attacks;
 mod daemon_e2e;
@@ -22,5 +23,6 @@ mod snoop_capture;
 mod snoop_pipeline;
 mod snoop_trigger;
 mod state_full_disk;
+mod state_start;
 mod tshark_check;
 mod unreachable_netns;
