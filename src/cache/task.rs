@@ -298,14 +298,15 @@ impl CacheTask {
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
-                        // Wired by the ownership work (issue 21): forwarded to the confirmer.
+                        // A doubt raised outside the store: to the confirmer, with the holder
+                        // the cache knows (merge R17).
                         CacheInput::Doubt(d) => {
-                            if let Some(s) = &self.doubts {
-                                s.raise(d);
-                            }
+                            self.raise(self.with_holder(d));
                             continue;
                         }
-                        CacheInput::Confirm(_) => continue,
+                        // The server says nobody holds the key: removed if still held and not
+                        // refreshed since the question (merge R17).
+                        CacheInput::Confirm(c) => self.store.confirm(&c),
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -329,6 +330,27 @@ impl CacheTask {
             self.snapshot().await;
             // The sync waits for the disk: on a blocking thread, never on a runtime worker.
             let _ = tokio::task::spawn_blocking(move || j.sync()).await;
+        }
+    }
+
+    /// Fill in a doubt's holder, link and interface from the store when the raiser did not know
+    /// them (a unicast exchange about a key the cache holds).
+    fn with_holder(&self, mut d: Doubt) -> Doubt {
+        if d.holder.is_none() {
+            if let Some(c) = self.store.with(&d.key, |l| l.client.clone()) {
+                d.link = c.link.address;
+                d.interface = c.link.interface.clone();
+                d.holder = Some(c);
+            }
+        }
+        d
+    }
+
+    /// Hand a doubt to the confirmer; without one (tests that ask no server) it is dropped:
+    /// a doubt changes nothing by itself.
+    fn raise(&self, d: Doubt) {
+        if let Some(s) = &self.doubts {
+            s.raise(d);
         }
     }
 
@@ -360,6 +382,9 @@ impl CacheTask {
     }
 
     async fn emit(&self, applied: Applied) {
+        for d in applied.doubts {
+            self.raise(d);
+        }
         if let Some(j) = &self.journal {
             for (k, v) in applied.writes {
                 j.record(match v {
