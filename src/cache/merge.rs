@@ -854,6 +854,9 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
     let mut verdicts = Vec::new();
     let mut doubts = Vec::new();
     for (i, key) in w.keys.iter().enumerate() {
+        if w.keys[..i].contains(key) {
+            continue; // named twice (in two IAs): decided once, with every IAID it was named in
+        }
         let Some(l) = current.get(key) else {
             verdicts.push((*key, MergeVerdict::AlreadyGone));
             continue;
@@ -867,7 +870,10 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
         } else {
             let other_client = w.client_duid.as_ref().is_some_and(|d| **d != *l.client.duid)
                 // The stored IAID is real only for snooped data (leasequery data carries 0).
-                || (l.source == Source::Snoop && w.iaids.get(i).is_some_and(|a| *a != l.iaid));
+                || (l.source == Source::Snoop && !w.iaids.is_empty() && {
+                    let mut named = w.keys.iter().zip(&w.iaids).filter(|(k, _)| *k == key);
+                    !named.any(|(_, a)| *a == l.iaid)
+                });
             let other_link = w.link.is_some_and(|a| a != l.client.link.address);
             let reason = if other_client {
                 Some(DoubtReason::ReleaseOtherClient)

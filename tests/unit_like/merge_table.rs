@@ -1015,3 +1015,18 @@ proptest! {
         prop_assert_eq!(s.all(), before);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Merge R17's invariant over random sequences of snooped replies, answers, releases,
+    /// confirmations and expiry (see `ownership_model.rs`, shared with the `ownership` fuzz
+    /// target): nothing that is not from a binding's holder on its link changes it without a
+    /// server's word about it; moves are all counted; doubts change nothing.
+    #[test]
+    fn ownership_holds_over_random_input_sequences(
+        data in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        crate::ownership_model::check(&crate::ownership_model::decode(&data));
+    }
+}
