@@ -5,7 +5,7 @@
 //! concurrently, each holding one shard read lock for the length of one probe. Writers are
 //! serialised by one `std::sync::Mutex` held only inside the synchronous
 //! [`BindingStore::apply`]/[`withdraw`](BindingStore::withdraw)/
-//! [`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every shard guard
+//! [`confirm`](BindingStore::confirm)/[`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every shard guard
 //! also stays inside these small functions). Serialising writers is what makes the change stream
 //! ordered per lease: changes come out in the order the writes were decided.
 //!
@@ -33,6 +33,12 @@
 //!   with all of them (a change that touches every lease costs that anyway). R7 omission needs
 //!   every lease of the server, so a complete answer copies the client whole. Small clients are
 //!   copied whole as before: the index costs memory only where it saves time.
+//!
+//! - ownership (merge R17): for a key it does not hold, `apply` looks up the delegated prefix of
+//!   another client covering it with the same per-length probes (`cover_of`), so an overlap is
+//!   found without a scan; tombstones are looked up for every key, held or not. What the merge
+//!   doubts comes back in [`Applied::doubts`] for the cache task to hand to the confirmer, and
+//!   every move (holder, link or next hop) is counted by kind and logged.
 //!
 //! All maps use the seeded word hasher of [`super::storage::hash`].
 
