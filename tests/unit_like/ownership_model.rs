@@ -35,7 +35,7 @@ const T0: i64 = 1_795_000_000;
 
 /// One input to the store.
 #[derive(Debug, Clone)]
-pub enum Input {
+pub(crate) enum Input {
     Observe(Observation),
     Withdraw(Withdrawal),
     Confirm(Confirmation),
@@ -91,7 +91,7 @@ impl Bytes<'_> {
 }
 
 /// Decode `data` into at most 64 inputs.
-pub fn decode(data: &[u8]) -> Vec<Input> {
+pub(crate) fn decode(data: &[u8]) -> Vec<Input> {
     let mut b = Bytes(data);
     let mut now = T0;
     let mut out = Vec::new();
@@ -279,7 +279,7 @@ fn changed(a: &View, b: Option<&View>) -> bool {
 }
 
 /// Apply `inputs` to a fresh store, checking the invariant after each; panics on a violation.
-pub fn check(inputs: &[Input]) {
+pub(crate) fn check(inputs: &[Input]) {
     let s = BindingStore::new(CacheConfig::default());
     for (step, input) in inputs.iter().enumerate() {
         let before = view(&s);
