@@ -88,8 +88,11 @@
 //!   link, whether or not another client holds the key now) — so a late, older answer cannot
 //!   resurrect a released lease, and one client's removal never out-ranks another client's data.
 //!   A zero lifetime about a key nobody holds leaves a tombstone in the name of the client it was
-//!   about, unless another client's tombstone is there (never overwritten by a stranger). A
-//!   doubt (R17) leaves none. Expiry and operator `clear` leave none: fresh data may re-add.
+//!   about; the store keeps tombstones per key and client, so a stranger's never displaces the
+//!   holder's. A doubt (R17) leaves none in the holder's name (not even when it carries the
+//!   holder's DUID from another link or IA); a zero lifetime doubted because another DUID holds
+//!   the key is still remembered in the claimant's own name, where it only stops the claimant's
+//!   own older data — which keeps replays and orderings of each client's data order-free. Expiry and operator `clear` leave none: fresh data may re-add.
 //!   Order-independence (R2/R3) therefore holds for positive data and for each client's own
 //!   removals; between clients, only a server's positive answers order them.
 //! - **R16 end of a bulk query** (RFC 5460 §7.2/§7.3): a query by link-address, or by relay-id,
@@ -113,7 +116,8 @@
 //!   sweep (which speak about that server's own leases of that client or link);
 //!   (c) its lifetime ending.
 //!   Anything else that would change it is a **doubt** ([`MergeVerdict::Doubted`], a [`Doubt`]
-//!   in the outcome): nothing is written and no tombstone is left; the confirmer asks the
+//!   in the outcome): nothing is written and no tombstone is left in the holder's name (R15);
+//!   the confirmer asks the
 //!   server and its answer (an ordinary leasequery observation about the key, or a
 //!   [`Confirmation`]) decides. Doubts: a zero lifetime about a key another client holds, or the
 //!   holder on another link or IA (`ZeroLifetimeOtherClient`); a release naming a key another
@@ -529,7 +533,8 @@ fn client_info(
 /// `current` must hold every stored lease at the observation's keys and every stored lease of
 /// the same client DUID, and of the clients holding those keys (all links): R7 and R11 look
 /// at them. Leases not in `current` are treated as absent. `tombstones` holds the evidence of
-/// recent removals at the observation's keys, held or not (R15).
+/// recent removals at the observation's keys, held or not, in the name of the observation's
+/// client (R15: others' are ignored).
 pub fn merge(
     current: &BTreeMap<LeaseKey, Lease>,
     tombstones: &BTreeMap<LeaseKey, Lease>,
@@ -604,6 +609,12 @@ pub(crate) fn merge_held(
                 Some(lost) => lost,
                 // R17: only the holder on its link, or the server's answer about this key.
                 None if gone && !(from_holder(s, obs, ol.iaid) || answer) => {
+                    // Nothing in the holder's name. The claimant's own statement about itself
+                    // (another DUID) is remembered against its own older data only, as for a
+                    // key nobody holds: so the rules stay order-free for each client (R15).
+                    if s.client.duid != client.duid {
+                        tombs.push((ol.key, candidate));
+                    }
                     doubts.push(doubt(
                         ol.key,
                         DoubtReason::ZeroLifetimeOtherClient,
@@ -636,10 +647,8 @@ pub(crate) fn merge_held(
                 }
             },
             (None, None) if gone => {
-                // Never overwrite another client's evidence with a stranger's (R15).
-                if tomb.is_none_or(|t| t.client.duid == client.duid) {
-                    tombs.push((ol.key, candidate));
-                }
+                // In this client's name only (R15): another client's evidence stays as it is.
+                tombs.push((ol.key, candidate));
                 MergeVerdict::AlreadyGone
             }
             (None, None) => match covers.get(&ol.key).filter(|_| !answer) {

@@ -358,14 +358,19 @@ pub struct Applied {
     pub doubts: Vec<Doubt>,
 }
 
+/// A tombstone's place: the key and the client (DUID) it belonged to.
+type TombKey = (LeaseKey, Arc<[u8]>);
+
 #[derive(Debug, Default)]
 struct WriterState {
     expiry: ExpiryQueue,
     /// Servers already logged for a CLT_TIME anomaly (logged once per server DUID).
     clt_logged: HashSet<Box<[u8]>>,
-    tombstones: HashMap<LeaseKey, Lease>,
+    /// R15, per key *and client*: a tombstone competes only with data about its own client
+    /// (merge R17), so one client's evidence never displaces another's.
+    tombstones: HashMap<TombKey, Lease>,
     /// (forget-at, key) in insertion order; entries whose tombstone was replaced are skipped.
-    tomb_order: VecDeque<(Timestamp, LeaseKey)>,
+    tomb_order: VecDeque<(Timestamp, TombKey)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
     /// Rate limit of cap refusal log lines: (second, lines logged in it).
@@ -511,6 +516,9 @@ impl BindingStore {
         let mut tombs = BTreeMap::new();
         let mut holders = Vec::new();
         let mut covers = merge::Covers::new();
+        // The observation's client, to find its tombstones (none: no allocation).
+        let me: Option<Arc<[u8]>> =
+            (!w.tombstones.is_empty()).then(|| Arc::from(&*obs.client_duid));
         for l in &obs.leases {
             if let Some(v) = self.get(&l.key) {
                 if *v.client.duid != *obs.client_duid || v.client.link.address != obs.link.address {
@@ -521,7 +529,10 @@ impl BindingStore {
                 covers.insert(l.key, c);
             }
             // R15: held or not (a tombstone also stops a late answer moving the key back).
-            if let Some(t) = w.tombstones.get(&l.key) {
+            if let Some(t) = me
+                .as_ref()
+                .and_then(|d| w.tombstones.get(&(l.key, d.clone())))
+            {
                 tombs.insert(l.key, t.clone());
             }
         }
@@ -677,7 +688,7 @@ impl BindingStore {
 
     /// Drop tombstones whose time is up by `now`.
     fn forget_tombstones(&self, w: &mut WriterState, now: Timestamp) {
-        while let Some((at, k)) = w.tomb_order.front().copied() {
+        while let Some((at, k)) = w.tomb_order.front().cloned() {
             if at > now && w.tomb_order.len() <= 2 * self.cfg.max_tombstones {
                 break;
             }
@@ -900,8 +911,9 @@ impl BindingStore {
         }
         for (k, t) in out.tombstones {
             let forget_at = t.arrival.plus_millis(self.cfg.tombstone_ttl_ms);
-            w.tombstones.insert(k, t);
-            w.tomb_order.push_back((forget_at, k));
+            let tk = (k, t.client.duid.clone());
+            w.tombstones.insert(tk.clone(), t);
+            w.tomb_order.push_back((forget_at, tk));
         }
         if w.expiry.needs_rebuild(self.leases.len()) {
             // Refreshes leave stale deadlines behind; bound them (amortised: at most once per

@@ -940,7 +940,7 @@ struct DoubtRow {
 /// something that would have changed it (or placed a key inside it) without coming from its
 /// holder on its link nor being a server's word about the key. Each changes nothing, is counted
 /// `doubted`, names the holder (client 1, its link and interface) and the claimant, and leaves
-/// no tombstone: once the key is cleared, the claimant's own older data is taken.
+/// no tombstone in the holder's name: once the key is cleared, the holder's older data is taken.
 #[test]
 fn r17_every_doubt_changes_nothing_names_both_clients_and_leaves_no_tombstone() {
     let inside64 = LeaseKey::Prefix(pfx(1, 64));
@@ -1069,10 +1069,10 @@ fn r17_every_doubt_changes_nothing_names_both_clients_and_leaves_no_tombstone() 
         if r.reason == DoubtReason::Overlap {
             continue;
         }
-        // No tombstone in anyone's name: once the key is cleared, the claimant's own data
+        // No tombstone in the holder's name: once the key is cleared, the holder's own data
         // from before the doubt is taken.
         s.withdraw(&clear(r.key));
-        let late = with_iaid(obs(r.claimant, 1, 3, None, vec![pd(1, 3600)]), 2);
+        let late = with_iaid(obs(1, 1, 3, None, vec![pd(1, 3600)]), 2);
         let out = s.apply(&late);
         assert_eq!(
             out.verdicts,
@@ -1238,6 +1238,30 @@ fn r15_r17_a_tombstone_competes_only_with_its_own_clients_data() {
         "tombstone overwritten"
     );
     assert!(s.is_empty());
+}
+
+/// Merge R15 with R17: replaying a client's answers changes nothing, also when another client
+/// held the key when one of them said "not mine" (a doubt: remembered in the claimant's own
+/// name, so its older answer cannot take the key afterwards — and the replay agrees).
+#[test]
+fn r15_r17_replays_stay_idempotent_across_clients() {
+    for first_valid in [0, 3600] {
+        let s = store();
+        let answers = [
+            obs(2, 1, 0, Some(390), vec![pd(5, first_valid)]),
+            obs(1, 1, 0, Some(0), vec![pd(5, 0)]),
+            obs(1, 1, 0, Some(1), vec![pd(5, 3600)]),
+        ];
+        for o in &answers {
+            s.apply(o);
+        }
+        let before = s.all();
+        for o in &answers {
+            let out = s.apply(o);
+            assert!(out.changes.is_empty(), "{first_valid}: {:?}", out.changes);
+        }
+        assert_eq!(s.all(), before);
+    }
 }
 
 /// Merge R14, one clock: a release competes with the lease's client-last-transaction, not with
