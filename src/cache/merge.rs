@@ -862,9 +862,15 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
     let mut tombs = Vec::new();
     let mut verdicts = Vec::new();
     let mut doubts = Vec::new();
-    for (i, key) in w.keys.iter().enumerate() {
-        if w.keys[..i].contains(key) {
-            continue; // named twice (in two IAs): decided once, with every IAID it was named in
+    // The IAIDs each key was named in (a key named in two IAs is decided once, with both).
+    let mut named: BTreeMap<LeaseKey, Vec<u32>> = BTreeMap::new();
+    for (k, a) in w.keys.iter().zip(&w.iaids) {
+        named.entry(*k).or_default().push(*a);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for key in &w.keys {
+        if !seen.insert(*key) {
+            continue;
         }
         let Some(l) = current.get(key) else {
             verdicts.push((*key, MergeVerdict::AlreadyGone));
@@ -879,10 +885,8 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
         } else {
             let other_client = w.client_duid.as_ref().is_some_and(|d| **d != *l.client.duid)
                 // The stored IAID is real only for snooped data (leasequery data carries 0).
-                || (l.source == Source::Snoop && !w.iaids.is_empty() && {
-                    let mut named = w.keys.iter().zip(&w.iaids).filter(|(k, _)| *k == key);
-                    !named.any(|(_, a)| *a == l.iaid)
-                });
+                || (l.source == Source::Snoop
+                    && named.get(key).is_some_and(|ids| !ids.contains(&l.iaid)));
             let other_link = w.link.is_some_and(|a| a != l.client.link.address);
             let reason = if other_client {
                 Some(DoubtReason::ReleaseOtherClient)
