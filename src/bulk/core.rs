@@ -124,9 +124,19 @@ pub struct BulkBinding {
     pub data: ClientData,
     /// The server reply sequence number of the message carrying it, when configured.
     pub srsn: Option<u32>,
-    /// When the message carrying it arrived; CLT_TIME and lifetimes count from here.
+    /// When the message carrying it was read.
     pub received: Instant,
+    /// When the server made the message, on our clock: its LQ_BASE_TIME mapped through the
+    /// connection's one offset between the server's clock and ours (see
+    /// [`BulkConnection`]'s `anchor`), else `received`. CLT_TIME and lifetimes count from
+    /// here, so data made before a snooped RELEASE but read after it (a recovery stream held
+    /// back by a busy cache) stays older than the release (merge R14/R15, one clock).
+    pub stamped: Instant,
 }
+
+/// How far before its reading a message may be stamped: bounds what a server clock stepping
+/// backwards mid-connection can do to lifetimes (they count from the stamp).
+pub(crate) const MAX_STAMP_LAG: Duration = Duration::from_secs(300);
 
 /// How a query ended after all attempts (the shell in `tcp` retries [`Outcome`]s into one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +252,11 @@ pub(crate) struct BulkConnection {
     events: VecDeque<ConnEvent>,
     deadline: Option<Instant>,
     closed: bool,
+    /// The one offset between the server's clock and ours for this connection: (our instant,
+    /// server LQ_BASE_TIME) of the message that arrived with the least delay so far. A later
+    /// message's base time maps through it; a message that arrives earlier than the mapping
+    /// says (less delay, or a server clock stepping forwards) becomes the anchor.
+    anchor: Option<(Instant, u32)>,
 }
 
 impl BulkConnection {
@@ -257,6 +272,31 @@ impl BulkConnection {
             events: VecDeque::new(),
             deadline: None,
             closed: false,
+            anchor: None,
+        }
+    }
+
+    /// The instant on our clock of a message the server made at `base` (LQ_BASE_TIME, Unix
+    /// seconds on its clock), read at `now`: never after `now`, never more than
+    /// [`MAX_STAMP_LAG`] before it; `now` without a base time.
+    fn stamp(&mut self, base: Option<u32>, now: Instant) -> Instant {
+        let Some(b) = base else {
+            return now;
+        };
+        let mapped = self.anchor.and_then(|(a0, b0)| {
+            let d = Duration::from_secs(u64::from(b.abs_diff(b0)));
+            if b >= b0 {
+                a0.checked_add(d)
+            } else {
+                a0.checked_sub(d)
+            }
+        });
+        match mapped {
+            Some(m) if m < now => m.max(now.checked_sub(MAX_STAMP_LAG).unwrap_or(m)),
+            _ => {
+                self.anchor = Some((now, b));
+                now
+            }
         }
     }
 
@@ -424,6 +464,11 @@ impl BulkConnection {
                 .push_back(ConnEvent::Discarded(Discard::NoCltTime));
             return;
         }
+        let base = data
+            .options
+            .lq_base_time()
+            .or_else(|| m.options.lq_base_time());
+        let stamped = self.stamp(base, now);
         let q = &mut self.inflight[idx];
         q.bindings += 1;
         // The same reading of LQ_RELAY_DATA as the cache's (nearest relay level).
@@ -440,6 +485,7 @@ impl BulkConnection {
                 data: data.clone(),
                 srsn,
                 received: now,
+                stamped,
             })));
     }
 

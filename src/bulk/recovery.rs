@@ -230,7 +230,7 @@ impl BindingSink for CacheSink {
         server: SocketAddr,
         binding: BulkBinding,
     ) -> Result<(), SinkClosed> {
-        match observation(server, &binding, self.clock.at_std(binding.received)) {
+        match observation(server, &binding, self.clock.at_std(binding.stamped)) {
             Ok(obs) => self.cache.observe(obs).await.map_err(|_| SinkClosed),
             Err(why) => {
                 self.unusable.fetch_add(1, Ordering::Relaxed);
@@ -492,6 +492,7 @@ mod tests {
             data,
             srsn: Some(9),
             received: Instant::now(),
+            stamped: Instant::now(),
         }
     }
 

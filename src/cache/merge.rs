@@ -40,7 +40,9 @@
 //!   `complete_answers` key, off by default). Then a lease S reported before and now omits, for
 //!   the same client and link, is gone — removed, if the answer is newer by R4–R6. A bulk
 //!   LEASEQUERY-DATA never implies omission; the end of a whole bulk query may (R16).
-//! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update.
+//! - **R8 zero or past valid lifetime → removal**, subject to the same precedence as an update,
+//!   and to R17: only the holder's own zero lifetime (or a server's answer about that key)
+//!   removes; anyone else's is a doubt.
 //! - **R9 snooped data competes by recency**: a snooped REPLY has no CLT_TIME; its
 //!   client-last-transaction is its arrival time (the client just talked to the server).
 //! - **R10 caps** (RFC 8987 G-5..G-7): a client holds at most
@@ -73,18 +75,63 @@
 //!   that report *remaining* lifetimes (as Kea does) make it legitimate, and if it is nonsense it only
 //!   makes that server's data look older — it can lose a conflict, never win one wrongly. Lifetime
 //!   deadlines never depend on CLT_TIME, so neither case makes a binding look decades old.
-//! - **R14 withdrawal**: a snooped RELEASE/DECLINE reply removes the named leases of that client
-//!   unless newer data about them arrived after it; an operator `clear` removes unconditionally.
-//! - **R15 tombstones**: a removal by data (zero lifetime, omission, release) is remembered for
-//!   a while (the store keeps it for `tombstone_ttl_ms`, bounded in number) and competes like the
-//!   lease it removed, so a late, older answer cannot resurrect a released lease and removals
-//!   commute with additions. Expiry and operator `clear` leave no tombstone: fresh data may re-add.
+//! - **R14 withdrawal**: a snooped RELEASE/DECLINE reply removes the named leases of its sender
+//!   when R17 says the sender is their holder there, unless the stored lease's client-last-
+//!   transaction is later than the release (the one clock of R2/R6: a release's transaction is
+//!   its arrival, as for any snooped message; comparing the lease's *arrival* instead let an
+//!   answer read after a release but made before it block the release). An operator `clear`
+//!   (no client named) removes unconditionally.
+//! - **R15 tombstones**: a removal by a binding's holder or by a server's word about the key
+//!   (zero lifetime, omission, release, R16 sweep, a [`Confirmation`]) is remembered for a while
+//!   (the store keeps one per key for `tombstone_ttl_ms`, bounded in number) and competes like
+//!   the lease it removed — **only with data about the client it belonged to** (same DUID, any
+//!   link, whether or not another client holds the key now) — so a late, older answer cannot
+//!   resurrect a released lease, and one client's removal never out-ranks another client's data.
+//!   A zero lifetime about a key nobody holds leaves a tombstone in the name of the client it was
+//!   about; the store keeps tombstones per key and client, so a stranger's never displaces the
+//!   holder's. A doubt (R17) leaves none in the holder's name (not even when it carries the
+//!   holder's DUID from another link or IA); a zero lifetime doubted because another DUID holds
+//!   the key is still remembered in the claimant's own name, where it only stops the claimant's
+//!   own older data — which keeps replays and orderings of each client's data order-free. Expiry and operator `clear` leave none: fresh data may re-add.
+//!   Order-independence (R2/R3) therefore holds for positive data and for each client's own
+//!   removals; between clients, only a server's positive answers order them.
 //! - **R16 end of a bulk query** (RFC 5460 §7.2/§7.3): a query by link-address, or by relay-id,
 //!   that finished with LEASEQUERY-DONE has listed every binding server S holds in its scope (that
 //!   link; every link of the relay). A lease of S in that scope that no message of the query
 //!   mentioned, and whose data arrived before the query started, is gone: removed (`sweep`), with
 //!   a tombstone (R15). Only S's leases: another server's silence says nothing about them, and
 //!   data that arrived while the query ran is newer than the server's listing.
+//! - **R17 ownership** (the rule of `docs/security.md`): a binding belongs to its holder — the
+//!   client (DUID) that holds it, on the link it holds it on. It changes holder, link or next
+//!   hop only by a server's *positive* assignment (a lease with a valid lifetime: a snooped
+//!   REPLY, which the snooper admits only through this box's own relay level, or a leasequery
+//!   or bulk answer), by the precedence of R2–R6; every such change is counted and logged as a
+//!   move (the store). It is *removed* only by
+//!   (a) its holder on its own link — same DUID, the stored link-address, and, when both the
+//!   stored lease and the new data came from snooped REPLYs (so both IAIDs are real; leasequery
+//!   data carries IAID 0 = unknown), the same IAID — through a zero valid lifetime in a reply to
+//!   it (R8) or a RELEASE/DECLINE (R14);
+//!   (b) a server's answer about that exact key: a leasequery answer whose
+//!   [`Observation::query_address`] lies in the key, a [`Confirmation`], R7 omission and R16
+//!   sweep (which speak about that server's own leases of that client or link);
+//!   (c) its lifetime ending.
+//!   Anything else that would change it is a **doubt** ([`MergeVerdict::Doubted`], a [`Doubt`]
+//!   in the outcome): nothing is written and no tombstone is left in the holder's name (R15);
+//!   the confirmer asks the
+//!   server and its answer (an ordinary leasequery observation about the key, or a
+//!   [`Confirmation`]) decides. Doubts: a zero lifetime about a key another client holds, or the
+//!   holder on another link or IA (`ZeroLifetimeOtherClient`); a release naming a key another
+//!   client (or IA) holds (`ReleaseOtherClient`); a release by the holder from another link
+//!   (`ReleaseOtherLink`); a *new* key inside another client's held delegated prefix — a /64
+//!   inside another DUID's /56, a /128 inside another's prefix (`Overlap`), unless the data is
+//!   the server's answer about that key. The reverse (a new prefix covering keys other
+//!   clients hold) is not checked: the store has no ordered index to find them boundedly.
+//!   A doubt is raised only for data that would otherwise have won (R2–R6): stale data loses as
+//!   before and asks nothing.
+//!   A [`Confirmation`] (the server says nobody holds the key) removes it only while it is
+//!   still held, by a lease of that same server, whose client-last-transaction is before the
+//!   question was asked: a refresh after the question is newer than the answer, and another
+//!   server's silence says nothing about this one's lease (as R16).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -92,8 +139,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Observation,
-    RouteView, ServerId, Sweep, Timestamp, WithdrawReason, Withdrawal,
+    Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtReason, INFINITE_LIFETIME, IaType,
+    Lease, LeaseKey, Observation, ObservedLease, RouteView, ServerId, Source, Sweep, Timestamp,
+    WithdrawReason, Withdrawal,
 };
 
 /// Tunables of the merge rules.
@@ -184,6 +232,9 @@ crate::label::labels! {
         OverLinkCap => "over_link_cap",
         /// R10: past the cap on bindings in the whole cache.
         OverTotalCap => "over_total_cap",
+        /// R17: not from the binding's holder on its link, nor a server's answer about the key:
+        /// nothing written, a [`Doubt`] raised.
+        Doubted => "doubted",
     }
 }
 
@@ -286,6 +337,70 @@ pub struct MergeOutcome {
     /// right only if it already carries both: the store checks that with its counts and merges
     /// again with all the client's leases when it does not.
     pub assigned: Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
+    /// R17: what this input would have changed had it come from the binding's holder on its
+    /// link; each is handed to the confirmer.
+    pub doubts: Vec<Doubt>,
+}
+
+/// R17 Overlap: for each key of an observation that the cache does not hold, a delegated prefix
+/// of *another* client that strictly contains it (the store finds it with its covering-prefix
+/// lookup; [`merge`] scans `current`).
+pub type Covers = BTreeMap<LeaseKey, Lease>;
+
+/// R17: whether `obs` speaks for the holder of `stored` about `ol`: same DUID, on the stored
+/// link, and — when both came from snooped REPLYs, whose IAIDs are real — the same IAID.
+fn from_holder(stored: &Lease, obs: &Observation, iaid: u32) -> bool {
+    *stored.client.duid == *obs.client_duid
+        && stored.client.link.address == obs.link.address
+        && (stored.source != Source::Snoop || obs.source != Source::Snoop || stored.iaid == iaid)
+}
+
+/// R17 (b): whether `obs` is a server's answer to a leasequery about `ol`'s key.
+fn about_key(obs: &Observation, ol: &ObservedLease) -> bool {
+    obs.query_address
+        .is_some_and(|a| ol.key.network().contains(a))
+}
+
+/// The doubt `reason` about `key`, held by `holder`, raised by `claimant` at `at`.
+fn doubt(
+    key: LeaseKey,
+    reason: DoubtReason,
+    holder: &Arc<ClientInfo>,
+    claimant: Option<&[u8]>,
+    at: Timestamp,
+) -> Doubt {
+    Doubt {
+        key,
+        reason,
+        holder: Some(holder.clone()),
+        claimant: claimant.map(Box::from),
+        link: holder.link.address,
+        interface: holder.link.interface.clone(),
+        at,
+    }
+}
+
+/// R17 Overlap as far as `current` shows it: for each key of `obs` not in `current`, the
+/// longest delegated prefix in `current` strictly containing it and held by another DUID.
+pub fn covers_of(current: &BTreeMap<LeaseKey, Lease>, obs: &Observation) -> Covers {
+    let mut out = Covers::new();
+    for ol in &obs.leases {
+        if current.contains_key(&ol.key) {
+            continue;
+        }
+        let net = ol.key.network();
+        let best = current
+            .iter()
+            .filter(|(k, l)| {
+                let LeaseKey::Prefix(p) = k else { return false };
+                p.len() < net.len() && p.covers(&net) && *l.client.duid != *obs.client_duid
+            })
+            .max_by_key(|(k, _)| k.network().len());
+        if let Some((_, l)) = best {
+            out.insert(ol.key, l.clone());
+        }
+    }
+    out
 }
 
 /// RFC 1982 serial-number "newer or equal" for 32-bit counters.
@@ -418,23 +533,34 @@ fn client_info(
 /// `current` must hold every stored lease at the observation's keys and every stored lease of
 /// the same client DUID, and of the clients holding those keys (all links): R7 and R11 look
 /// at them. Leases not in `current` are treated as absent. `tombstones` holds the evidence of
-/// recent removals at the observation's keys (R15).
+/// recent removals at the observation's keys, held or not, in the name of the observation's
+/// client (R15: others' are ignored).
 pub fn merge(
     current: &BTreeMap<LeaseKey, Lease>,
     tombstones: &BTreeMap<LeaseKey, Lease>,
     obs: &Observation,
     cfg: &MergeConfig,
 ) -> MergeOutcome {
-    merge_held(current, tombstones, obs, cfg, Held::of(current, obs))
+    let covers = covers_of(current, obs);
+    merge_held(
+        current,
+        tombstones,
+        obs,
+        cfg,
+        Held::of(current, obs),
+        &covers,
+    )
 }
 
-/// [`merge`] with the counts of R10 given by the caller (the store keeps them).
+/// [`merge`] with the counts of R10 and the covering prefixes of R17 given by the caller (the
+/// store keeps the counts and looks the prefixes up).
 pub(crate) fn merge_held(
     current: &BTreeMap<LeaseKey, Lease>,
     tombstones: &BTreeMap<LeaseKey, Lease>,
     obs: &Observation,
     cfg: &MergeConfig,
     mut held: Held,
+    covers: &Covers,
 ) -> MergeOutcome {
     let (last_tx, clt) = last_transaction(obs, cfg);
     let reference = reference_time(obs);
@@ -444,6 +570,7 @@ pub(crate) fn merge_held(
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
     let mut displaced: Vec<Arc<ClientInfo>> = Vec::new();
     let mut assigned = Vec::new();
+    let mut doubts = Vec::new();
 
     // Removals first (R8, R7) so that prefixes given up free room under the cap (R10).
     let mut incoming: Vec<_> = obs.leases.iter().collect();
@@ -467,22 +594,46 @@ pub(crate) fn merge_held(
         };
         let stored = state_of(&next, current, &ol.key);
         let gone = ol.valid == 0 || valid_until <= obs.arrival;
-        let tomb_wins = match stored {
-            Some(_) => None,
-            None => tombstones
-                .get(&ol.key)
-                .and_then(|t| precedence(t, &candidate, cfg)),
-        };
+        // R15: a tombstone competes only with data about the client it belonged to, also when
+        // another client holds the key now (when the client itself holds it again, its stored
+        // lease is the newer evidence to beat).
+        let tomb = tombstones.get(&ol.key);
+        let tomb_wins = tomb
+            .filter(|t| t.client.duid == client.duid)
+            .filter(|_| stored.is_none_or(|s| s.client.duid != client.duid))
+            .and_then(|t| precedence(t, &candidate, cfg));
+        let answer = about_key(obs, ol);
         let verdict = match (stored, tomb_wins) {
-            (Some(s), _) => match precedence(s, &candidate, cfg) {
+            (_, Some(lost)) => lost,
+            (Some(s), None) => match precedence(s, &candidate, cfg) {
                 Some(lost) => lost,
+                // R17: only the holder on its link, or the server's answer about this key.
+                None if gone && !(from_holder(s, obs, ol.iaid) || answer) => {
+                    // Nothing in the holder's name. The claimant's own statement about itself
+                    // (another DUID) is remembered against its own older data only, as for a
+                    // key nobody holds: so the rules stay order-free for each client (R15).
+                    if s.client.duid != client.duid {
+                        tombs.push((ol.key, candidate));
+                    }
+                    doubts.push(doubt(
+                        ol.key,
+                        DoubtReason::ZeroLifetimeOtherClient,
+                        &s.client,
+                        Some(&obs.client_duid),
+                        obs.arrival,
+                    ));
+                    MergeVerdict::Doubted
+                }
                 None if gone => {
                     if s.client.duid != client.duid {
                         displaced.push(s.client.clone());
                     }
                     held.replace(Some(s), None, obs);
+                    // In the holder's name (R15): it competes with the holder's data.
+                    let mut t = candidate;
+                    t.client = s.client.clone();
                     next.insert(ol.key, None);
-                    tombs.push((ol.key, candidate));
+                    tombs.push((ol.key, t));
                     MergeVerdict::Removed
                 }
                 None => {
@@ -495,18 +646,30 @@ pub(crate) fn merge_held(
                     MergeVerdict::Updated
                 }
             },
-            (None, Some(lost)) => lost,
             (None, None) if gone => {
+                // In this client's name only (R15): another client's evidence stays as it is.
                 tombs.push((ol.key, candidate));
                 MergeVerdict::AlreadyGone
             }
-            (None, None) => match held.over_cap(ol.ia, cfg) {
-                Some(over) => over,
-                None => {
-                    held.replace(None, Some(&candidate), obs);
-                    next.insert(ol.key, Some(candidate));
-                    MergeVerdict::Added
+            (None, None) => match covers.get(&ol.key).filter(|_| !answer) {
+                Some(cover) => {
+                    doubts.push(doubt(
+                        ol.key,
+                        DoubtReason::Overlap,
+                        &cover.client,
+                        Some(&obs.client_duid),
+                        obs.arrival,
+                    ));
+                    MergeVerdict::Doubted
                 }
+                None => match held.over_cap(ol.ia, cfg) {
+                    Some(over) => over,
+                    None => {
+                        held.replace(None, Some(&candidate), obs);
+                        next.insert(ol.key, Some(candidate));
+                        MergeVerdict::Added
+                    }
+                },
             },
         };
         verdicts.push((ol.key, verdict));
@@ -564,6 +727,7 @@ pub(crate) fn merge_held(
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
     out.assigned = assigned;
+    out.doubts = doubts;
     out
 }
 
@@ -688,36 +852,103 @@ fn finish(
     out
 }
 
-/// R14: apply a withdrawal to the leases it names (`current` holds the stored ones and the
-/// other leases of their clients, for R11).
+/// R14/R17: apply a withdrawal to the leases it names (`current` holds the stored ones and the
+/// other leases of their clients, for R11). A release removes a lease only when it comes from
+/// the lease's holder (DUID; IAID when both are known) on the lease's link and is not older than
+/// the lease's client-last-transaction; from anyone else it is a doubt. An operator `clear`
+/// (no client named) removes unconditionally.
 pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOutcome {
     let mut gone = Vec::new();
     let mut tombs = Vec::new();
     let mut verdicts = Vec::new();
+    let mut doubts = Vec::new();
+    // The IAIDs each key was named in (a key named in two IAs is decided once, with both).
+    let mut named: BTreeMap<LeaseKey, Vec<u32>> = BTreeMap::new();
+    for (k, a) in w.keys.iter().zip(&w.iaids) {
+        named.entry(*k).or_default().push(*a);
+    }
+    let mut seen = std::collections::BTreeSet::new();
     for key in &w.keys {
+        if !seen.insert(*key) {
+            continue;
+        }
         let Some(l) = current.get(key) else {
             verdicts.push((*key, MergeVerdict::AlreadyGone));
             continue;
         };
-        let applies = match w.reason {
-            WithdrawReason::Operator => true,
-            WithdrawReason::Released => {
-                w.client_duid.as_ref().is_none_or(|d| **d == *l.client.duid)
-                    && l.arrival <= w.arrival
+        let operator = w.reason == WithdrawReason::Operator;
+        let verdict = if operator {
+            MergeVerdict::Removed
+        } else if l.last_transaction > w.arrival {
+            // One clock (R2/R6): data about a transaction after the release is newer.
+            MergeVerdict::LostToLaterArrival
+        } else {
+            let other_client = w.client_duid.as_ref().is_some_and(|d| **d != *l.client.duid)
+                // The stored IAID is real only for snooped data (leasequery data carries 0).
+                || (l.source == Source::Snoop
+                    && named.get(key).is_some_and(|ids| !ids.contains(&l.iaid)));
+            let other_link = w.link.is_some_and(|a| a != l.client.link.address);
+            let reason = if other_client {
+                Some(DoubtReason::ReleaseOtherClient)
+            } else if other_link {
+                Some(DoubtReason::ReleaseOtherLink)
+            } else {
+                None
+            };
+            match reason {
+                Some(r) => {
+                    doubts.push(doubt(
+                        *key,
+                        r,
+                        &l.client,
+                        w.client_duid.as_deref(),
+                        w.arrival,
+                    ));
+                    MergeVerdict::Doubted
+                }
+                None => MergeVerdict::Removed,
             }
         };
-        if applies {
+        if verdict == MergeVerdict::Removed {
             gone.push(*key);
-            verdicts.push((*key, MergeVerdict::Removed));
-            if w.reason == WithdrawReason::Released {
+            if !operator {
                 tombs.push((*key, tombstone(l, w.arrival, w.arrival)));
             }
-        } else {
-            verdicts.push((*key, MergeVerdict::LostToLaterArrival));
         }
+        verdicts.push((*key, verdict));
     }
     let mut out = remove_keys(current, &gone, verdicts);
     out.tombstones = tombs;
+    out.doubts = doubts;
+    out
+}
+
+/// R17: a server's answer to a confirming leasequery that nobody holds `c.key`. Removes the
+/// lease (with a tombstone, R15: it is the server's word) only while it is held by a lease of
+/// that same server whose client-last-transaction is before the question was asked; otherwise
+/// changes nothing (`current` holds the stored lease and its client's others, for R11).
+pub fn confirm(current: &BTreeMap<LeaseKey, Lease>, c: &Confirmation) -> MergeOutcome {
+    let Some(l) = current.get(&c.key) else {
+        return MergeOutcome {
+            verdicts: vec![(c.key, MergeVerdict::AlreadyGone)],
+            ..MergeOutcome::default()
+        };
+    };
+    if l.server.duid != c.server.duid {
+        // Another server's "not mine" says nothing about this one's lease (as R16).
+        return MergeOutcome {
+            verdicts: vec![(c.key, MergeVerdict::Unchanged)],
+            ..MergeOutcome::default()
+        };
+    }
+    if l.last_transaction >= c.asked {
+        return MergeOutcome {
+            verdicts: vec![(c.key, MergeVerdict::LostToLaterArrival)],
+            ..MergeOutcome::default()
+        };
+    }
+    let mut out = remove_keys(current, &[c.key], vec![(c.key, MergeVerdict::Removed)]);
+    out.tombstones = vec![(c.key, tombstone(l, c.arrival, c.asked))];
     out
 }
 

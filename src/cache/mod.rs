@@ -22,6 +22,6 @@ pub use binding::{
     RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, MergeVerdict};
-pub use store::{Applied, BindingStore, CacheConfig, CacheStats};
+pub use store::{Applied, BindingStore, CacheConfig, CacheStats, MoveKind};
 
 pub use crate::time::AgentClock;

@@ -5,7 +5,7 @@
 //! concurrently, each holding one shard read lock for the length of one probe. Writers are
 //! serialised by one `std::sync::Mutex` held only inside the synchronous
 //! [`BindingStore::apply`]/[`withdraw`](BindingStore::withdraw)/
-//! [`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every shard guard
+//! [`confirm`](BindingStore::confirm)/[`expire_due`](BindingStore::expire_due) calls — never across an `.await` (every shard guard
 //! also stays inside these small functions). Serialising writers is what makes the change stream
 //! ordered per lease: changes come out in the order the writes were decided.
 //!
@@ -34,6 +34,12 @@
 //!   every lease of the server, so a complete answer copies the client whole. Small clients are
 //!   copied whole as before: the index costs memory only where it saves time.
 //!
+//! - ownership (merge R17): for a key it does not hold, `apply` looks up the delegated prefix of
+//!   another client covering it with the same per-length probes (`cover_of`), so an overlap is
+//!   found without a scan; tombstones are looked up for every key, held or not. What the merge
+//!   doubts comes back in [`Applied::doubts`] for the cache task to hand to the confirmer, and
+//!   every move (holder, link or next hop) is counted by kind and logged.
+//!
 //! All maps use the seeded word hasher of [`super::storage::hash`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -44,8 +50,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, IaType, Lease, LeaseKey, Observation, RouteView, ServerId,
-    Sweep, Timestamp, Withdrawal,
+    Change, ChangeKind, ClientInfo, Confirmation, Doubt, IaType, Lease, LeaseKey, Observation,
+    RouteView, ServerId, Sweep, Timestamp, Withdrawal,
 };
 use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
@@ -107,8 +113,22 @@ pub struct CacheStats {
     withdrawn: AtomicU64,
     observations: AtomicU64,
     tombstones_evicted: AtomicU64,
-    /// Leases that changed hands (another client or link), by the source of the new data.
-    moves: [AtomicU64; 4],
+    /// Leases that changed hands (another client or link) or next hop, by the source of the new
+    /// data and [`MoveKind`].
+    moves: [[AtomicU64; MoveKind::ALL.len()]; 4],
+}
+
+crate::label::labels! {
+    /// What a move changed (merge R17): the `kind` label of `lqagent_binding_moves_total`. One
+    /// move counts once, under the first of these that changed.
+    pub enum MoveKind {
+        /// Another client (DUID) holds the lease now.
+        Client => "client",
+        /// The same client, on another link.
+        Link => "link",
+        /// The same client and link, another next hop (a prefix's route moves).
+        NextHop => "next_hop",
+    }
 }
 
 impl CacheStats {
@@ -121,8 +141,9 @@ impl CacheStats {
             .collect()
     }
 
-    /// Leases that moved to another client or link, by source label.
-    pub fn moves(&self) -> Vec<(&'static str, u64)> {
+    /// Leases that moved to another client, link or next hop: `(source, kind, count)` for every
+    /// pair, zeros included.
+    pub fn moves(&self) -> Vec<(&'static str, &'static str, u64)> {
         [
             super::Source::Snoop,
             super::Source::Leasequery,
@@ -130,13 +151,24 @@ impl CacheStats {
             super::Source::StateFile,
         ]
         .iter()
-        .map(|s| {
-            (
-                s.label(),
-                self.moves[usize::from(s.to_u8())].load(Ordering::Relaxed),
-            )
+        .flat_map(|s| {
+            MoveKind::ALL.iter().map(move |k| {
+                (
+                    s.label(),
+                    k.label(),
+                    self.moves[usize::from(s.to_u8())][*k as usize].load(Ordering::Relaxed),
+                )
+            })
         })
         .collect()
+    }
+
+    /// Moves of `kind`, all sources.
+    pub fn moves_of(&self, kind: MoveKind) -> u64 {
+        self.moves
+            .iter()
+            .map(|m| m[kind as usize].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// New bindings refused by a cap (merge R10), by `cap` label. The same counts as the
@@ -321,16 +353,24 @@ pub struct Applied {
     pub changes: Vec<Change>,
     pub writes: Vec<(LeaseKey, Option<Lease>)>,
     pub verdicts: Vec<(LeaseKey, MergeVerdict)>,
+    /// Merge R17: what the input would have changed had it come from the holder; for the
+    /// confirmer (the cache task hands them to its `DoubtSink`).
+    pub doubts: Vec<Doubt>,
 }
+
+/// A tombstone's place: the key and the client (DUID) it belonged to.
+type TombKey = (LeaseKey, Arc<[u8]>);
 
 #[derive(Debug, Default)]
 struct WriterState {
     expiry: ExpiryQueue,
     /// Servers already logged for a CLT_TIME anomaly (logged once per server DUID).
     clt_logged: HashSet<Box<[u8]>>,
-    tombstones: HashMap<LeaseKey, Lease>,
+    /// R15, per key *and client*: a tombstone competes only with data about its own client
+    /// (merge R17), so one client's evidence never displaces another's.
+    tombstones: HashMap<TombKey, Lease>,
     /// (forget-at, key) in insertion order; entries whose tombstone was replaced are skipped.
-    tomb_order: VecDeque<(Timestamp, LeaseKey)>,
+    tomb_order: VecDeque<(Timestamp, TombKey)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
     /// Rate limit of cap refusal log lines: (second, lines logged in it).
@@ -475,13 +515,24 @@ impl BindingStore {
         let mut current = BTreeMap::new();
         let mut tombs = BTreeMap::new();
         let mut holders = Vec::new();
+        let mut covers = merge::Covers::new();
+        // The observation's client, to find its tombstones (none: no allocation).
+        let me: Option<Arc<[u8]>> =
+            (!w.tombstones.is_empty()).then(|| Arc::from(&*obs.client_duid));
         for l in &obs.leases {
             if let Some(v) = self.get(&l.key) {
                 if *v.client.duid != *obs.client_duid || v.client.link.address != obs.link.address {
                     holders.push((v.client.duid.clone(), v.client.link.address));
                 }
                 current.insert(l.key, v);
-            } else if let Some(t) = w.tombstones.get(&l.key) {
+            } else if let Some(c) = self.cover_of(l.key.network(), &obs.client_duid) {
+                covers.insert(l.key, c);
+            }
+            // R15: held or not (a tombstone also stops a late answer moving the key back).
+            if let Some(t) = me
+                .as_ref()
+                .and_then(|d| w.tombstones.get(&(l.key, d.clone())))
+            {
                 tombs.insert(l.key, t.clone());
             }
         }
@@ -502,7 +553,7 @@ impl BindingStore {
             }
         }
         let held = self.held(&w, obs, &current);
-        let mut out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held);
+        let mut out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held, &covers);
         let conforms = |(c, hop): &(Arc<ClientInfo>, Option<Ipv6Addr>)| {
             w.big.get(&c.duid).is_none_or(|b| b.conforms(c, *hop))
         };
@@ -512,7 +563,7 @@ impl BindingStore {
             for (d, _) in &holders {
                 self.gather_client(d, &mut current);
             }
-            out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held);
+            out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held, &covers);
         }
         w.copied = current.len();
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
@@ -541,6 +592,22 @@ impl BindingStore {
             .filter(|(k, v)| v.is_none() && wd.keys.contains(k))
             .count();
         self.stats.withdrawn.fetch_add(n as u64, Ordering::Relaxed);
+        self.commit(&mut w, &current, out)
+    }
+
+    /// A server's answer to a confirming leasequery that nobody holds `c.key` (merge R17):
+    /// removes the key only while a lease of that server still holds it whose
+    /// client-last-transaction is before the question; otherwise changes nothing.
+    pub fn confirm(&self, c: &Confirmation) -> Applied {
+        let mut w = self.lock();
+        self.forget_tombstones(&mut w, c.arrival);
+        let mut current = BTreeMap::new();
+        if let Some(v) = self.get(&c.key) {
+            let duid = v.client.duid.clone();
+            current.insert(c.key, v);
+            self.gather_client(&duid, &mut current);
+        }
+        let out = merge::confirm(&current, c);
         self.commit(&mut w, &current, out)
     }
 
@@ -621,7 +688,7 @@ impl BindingStore {
 
     /// Drop tombstones whose time is up by `now`.
     fn forget_tombstones(&self, w: &mut WriterState, now: Timestamp) {
-        while let Some((at, k)) = w.tomb_order.front().copied() {
+        while let Some((at, k)) = w.tomb_order.front().cloned() {
             if at > now && w.tomb_order.len() <= 2 * self.cfg.max_tombstones {
                 break;
             }
@@ -777,28 +844,53 @@ impl BindingStore {
         }
     }
 
-    /// A lease that changes hands is never silent: counted by source and logged (rate limited)
-    /// with both clients, so a prefix moving between subscribers can be alerted on.
+    /// A lease that changes hands, link or next hop is never silent (merge R17): counted by
+    /// source and kind and logged (rate limited) with both clients, links and next hops, so a
+    /// prefix moving between subscribers, or its route moving, can be alerted on.
     fn note_move(&self, w: &mut WriterState, key: &LeaseKey, old: &Lease, new: &Lease) {
-        let other_client = old.client.duid != new.client.duid;
-        let other_link = old.client.link.address != new.client.link.address;
-        if !(other_client || other_link) {
+        let kind = if old.client.duid != new.client.duid {
+            MoveKind::Client
+        } else if old.client.link.address != new.client.link.address {
+            MoveKind::Link
+        } else if old.next_hop != new.next_hop {
+            MoveKind::NextHop
+        } else {
             return;
-        }
-        self.stats.moves[usize::from(new.source.to_u8())].fetch_add(1, Ordering::Relaxed);
+        };
+        self.stats.moves[usize::from(new.source.to_u8())][kind as usize]
+            .fetch_add(1, Ordering::Relaxed);
         if !log_line_allowed(&mut w.move_log, new.arrival.secs()) {
             return;
         }
-        tracing::warn!(
-            lease = %key,
-            from_client = %hex::encode(&old.client.duid),
-            to_client = %hex::encode(&new.client.duid),
-            from_link = %old.client.link.address,
-            to_link = %new.client.link.address,
-            source = new.source.label(),
-            server = %new.server.address,
-            "lease changed hands"
-        );
+        let hop = |h: Option<Ipv6Addr>| h.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let (from_hop, to_hop) = (hop(old.next_hop), hop(new.next_hop));
+        if kind == MoveKind::NextHop {
+            tracing::warn!(
+                lease = %key,
+                kind = kind.label(),
+                client = %hex::encode(&new.client.duid),
+                link = %new.client.link.address,
+                from_next_hop = %from_hop,
+                to_next_hop = %to_hop,
+                source = new.source.label(),
+                server = %new.server.address,
+                "lease next hop moved"
+            );
+        } else {
+            tracing::warn!(
+                lease = %key,
+                kind = kind.label(),
+                from_client = %hex::encode(&old.client.duid),
+                to_client = %hex::encode(&new.client.duid),
+                from_link = %old.client.link.address,
+                to_link = %new.client.link.address,
+                from_next_hop = %from_hop,
+                to_next_hop = %to_hop,
+                source = new.source.label(),
+                server = %new.server.address,
+                "lease changed hands"
+            );
+        }
     }
 
     fn commit(
@@ -819,8 +911,9 @@ impl BindingStore {
         }
         for (k, t) in out.tombstones {
             let forget_at = t.arrival.plus_millis(self.cfg.tombstone_ttl_ms);
-            w.tombstones.insert(k, t);
-            w.tomb_order.push_back((forget_at, k));
+            let tk = (k, t.client.duid.clone());
+            w.tombstones.insert(tk.clone(), t);
+            w.tomb_order.push_back((forget_at, tk));
         }
         if w.expiry.needs_rebuild(self.leases.len()) {
             // Refreshes leave stale deadlines behind; bound them (amortised: at most once per
@@ -844,6 +937,7 @@ impl BindingStore {
             changes: out.changes,
             writes: out.writes,
             verdicts: out.verdicts,
+            doubts: out.doubts,
         }
     }
 
@@ -1004,6 +1098,36 @@ impl BindingStore {
                 match self.leases.try_with(&LeaseKey::Prefix(p), f) {
                     Ok(r) => return Some(r),
                     Err(back) => f = back,
+                }
+            }
+        }
+        None
+    }
+
+    /// Merge R17 Overlap: the longest delegated prefix strictly containing `net` held by a DUID
+    /// other than `not_duid` — one hash probe per prefix length present below `net`'s, never a
+    /// scan.
+    fn cover_of(&self, net: Ipv6Prefix, not_duid: &[u8]) -> Option<Lease> {
+        for word in (0..3).rev() {
+            let mut bits = self.len_mask[word].load(Ordering::Relaxed);
+            while bits != 0 {
+                let top = 63 - bits.leading_zeros();
+                bits &= !(1u64 << top);
+                let len = (word * 64) as u32 + top;
+                if len >= u32::from(net.len()) {
+                    continue;
+                }
+                let Ok(p) = Ipv6Prefix::new_truncating(net.addr(), len as u8) else {
+                    continue;
+                };
+                let found = self
+                    .leases
+                    .with(&LeaseKey::Prefix(p), |l| {
+                        (*l.client.duid != *not_duid).then(|| l.clone())
+                    })
+                    .flatten();
+                if found.is_some() {
+                    return found;
                 }
             }
         }

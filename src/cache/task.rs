@@ -298,14 +298,15 @@ impl CacheTask {
                         CacheInput::Withdraw(w) => self.store.withdraw(&w),
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
-                        // Wired by the ownership work (issue 21): forwarded to the confirmer.
+                        // A doubt raised outside the store: to the confirmer, with the holder
+                        // the cache knows (merge R17).
                         CacheInput::Doubt(d) => {
-                            if let Some(s) = &self.doubts {
-                                s.raise(d);
-                            }
+                            self.raise(self.with_holder(d));
                             continue;
                         }
-                        CacheInput::Confirm(_) => continue,
+                        // The server says nobody holds the key: removed if still held and not
+                        // refreshed since the question (merge R17).
+                        CacheInput::Confirm(c) => self.store.confirm(&c),
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -329,6 +330,27 @@ impl CacheTask {
             self.snapshot().await;
             // The sync waits for the disk: on a blocking thread, never on a runtime worker.
             let _ = tokio::task::spawn_blocking(move || j.sync()).await;
+        }
+    }
+
+    /// Fill in a doubt's holder, link and interface from the store when the raiser did not know
+    /// them (a unicast exchange about a key the cache holds).
+    fn with_holder(&self, mut d: Doubt) -> Doubt {
+        if d.holder.is_none() {
+            if let Some(c) = self.store.with(&d.key, |l| l.client.clone()) {
+                d.link = c.link.address;
+                d.interface = c.link.interface.clone();
+                d.holder = Some(c);
+            }
+        }
+        d
+    }
+
+    /// Hand a doubt to the confirmer; without one (tests that ask no server) it is dropped:
+    /// a doubt changes nothing by itself.
+    fn raise(&self, d: Doubt) {
+        if let Some(s) = &self.doubts {
+            s.raise(d);
         }
     }
 
@@ -360,6 +382,9 @@ impl CacheTask {
     }
 
     async fn emit(&self, applied: Applied) {
+        for d in applied.doubts {
+            self.raise(d);
+        }
         if let Some(j) = &self.journal {
             for (k, v) in applied.writes {
                 j.record(match v {
@@ -603,5 +628,79 @@ mod tests {
                 .verdict(crate::cache::MergeVerdict::OverTotalCap),
             1
         );
+    }
+
+    /// Merge R17 through the task: a stranger's zero lifetime changes nothing and its doubt
+    /// reaches the sink with both clients; a doubt raised outside the store gets the holder the
+    /// store knows; a confirmation that nobody holds the key removes it (a change, journalled
+    /// like any other).
+    #[tokio::test]
+    async fn doubts_reach_the_sink_with_the_holder_and_a_confirmation_removes() {
+        use crate::cache::{Confirmation, DoubtReason, ServerId};
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (sink, mut asked) = DoubtSink::new(8);
+        let (h, mut changes, runner) = start_admitted(
+            store,
+            clock,
+            None,
+            CacheTaskConfig::default(),
+            None,
+            Some(sink),
+        );
+        let _run = tokio::spawn(runner.run(Vec::new()));
+        let held = obs(1, 3600, &clock);
+        let key = held.leases[0].key;
+        h.observe(held.clone()).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        // Client 2's zero lifetime for client 1's address.
+        let mut stranger = obs(1, 0, &clock);
+        stranger.client_duid = vec![0, 1, 99].into();
+        h.observe(stranger).await.unwrap();
+        let d = asked.recv().await.unwrap();
+        assert_eq!(d.reason, DoubtReason::ZeroLifetimeOtherClient);
+        assert_eq!(d.key, key);
+        assert_eq!(d.holder.as_ref().map(|c| &c.duid[..]), Some(&[0, 1, 1][..]));
+        assert_eq!(d.claimant.as_deref(), Some(&[0, 1, 99][..]));
+        assert_eq!(d.link, held.link.address);
+        assert!(h.store().get(&key).is_some(), "a doubt removed the binding");
+        // A doubt from outside the store (a unicast exchange) without a holder.
+        h.send(CacheInput::Doubt(Doubt {
+            key,
+            reason: DoubtReason::Unicast,
+            holder: None,
+            claimant: None,
+            link: std::net::Ipv6Addr::UNSPECIFIED,
+            interface: None,
+            at: clock.now(),
+        }))
+        .await
+        .unwrap();
+        let d = asked.recv().await.unwrap();
+        assert_eq!(d.reason, DoubtReason::Unicast);
+        assert_eq!(d.holder.as_ref().map(|c| &c.duid[..]), Some(&[0, 1, 1][..]));
+        assert_eq!(d.link, held.link.address);
+        // The server says nobody holds it (asked after the lease's last transaction).
+        let asked_at = clock.now().plus_millis(1);
+        h.send(CacheInput::Confirm(Confirmation {
+            key,
+            reason: DoubtReason::ZeroLifetimeOtherClient,
+            server: Arc::new(ServerId {
+                duid: vec![0, 1, 0, 1, 9].into(),
+                address: std::net::Ipv6Addr::LOCALHOST,
+            }),
+            asked: asked_at,
+            arrival: asked_at.plus_millis(1),
+        }))
+        .await
+        .unwrap();
+        // Something after it, so a confirmation that did nothing fails instead of hanging.
+        let next = obs(2, 3600, &clock);
+        h.observe(next.clone()).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind, c.key), (ChangeKind::Removed, key));
+        assert!(h.store().get(&key).is_none());
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind, c.key), (ChangeKind::Added, next.leases[0].key));
     }
 }

@@ -98,10 +98,10 @@ fn register_admission(m: &Metrics, s: &Sources) {
         },
     );
     let store = s.store.clone();
-    m.register_stats(
+    m.register_stats2(
         names::BINDING_MOVES,
-        "Addresses and prefixes that changed hands to another client or link, by source",
-        "source",
+        "Addresses and prefixes that moved to another client, link or next hop, by source and kind",
+        ("source", "kind"),
         move || store.stats().moves(),
     );
 }

@@ -8,6 +8,7 @@ mod cli_decode;
 mod deploy_files;
 mod deploy_monitoring;
 mod merge_table;
+mod ownership_model;
 mod state_crash;
 mod store_indexes;
 mod wire_roundtrip;

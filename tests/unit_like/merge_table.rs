@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use lqagent::cache::{
-    BindingStore, CacheConfig, ChangeKind, CltCheck, INFINITE_LIFETIME, IaType, LeaseKey, Link,
-    MergeConfig, MergeVerdict, Observation, ObservedLease, RelayData, ServerId, Source, Sweep,
-    Timestamp, WithdrawReason, Withdrawal,
+    Applied, BindingStore, CacheConfig, ChangeKind, CltCheck, Confirmation, DoubtReason,
+    INFINITE_LIFETIME, IaType, LeaseKey, Link, MergeConfig, MergeVerdict, MoveKind, Observation,
+    ObservedLease, RelayData, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
 use proptest::prelude::*;
@@ -768,6 +768,7 @@ fn r14_withdrawal_release_and_operator_clear() {
     // Another client's release does not remove it either.
     let out = s.withdraw(&w(5, WithdrawReason::Released, Some(7)));
     assert!(out.changes.is_empty());
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Doubted, "R17");
     let out = s.withdraw(&w(5, WithdrawReason::Released, Some(1)));
     assert_eq!(out.changes[0].kind, ChangeKind::Removed);
     // Operator clear removes unconditionally.
@@ -868,6 +869,446 @@ fn lookups_by_address_prefix_client_and_link() {
     assert_eq!(s.by_client(&[0, 1, 0, 1, 1]).len(), 3);
     assert_eq!(s.by_link(link().address).len(), 3);
     assert!(s.by_link(addr(5)).is_empty());
+}
+
+// ---- R17 ownership -------------------------------------------------------------------------
+
+fn duid(c: u8) -> Box<[u8]> {
+    vec![0, 1, 0, 1, c].into()
+}
+
+fn pd_key(n: u16) -> LeaseKey {
+    LeaseKey::Prefix(pfx(n, 56))
+}
+
+/// A snooped RELEASE reply from client `c` through `link` (None: the link is not known).
+fn release(c: u8, link: Option<Link>, keys: Vec<LeaseKey>, iaids: Vec<u32>, at: i64) -> Withdrawal {
+    Withdrawal {
+        keys,
+        client_duid: Some(duid(c)),
+        link: link.map(|l| l.address),
+        iaids,
+        reason: WithdrawReason::Released,
+        arrival: Timestamp::from_secs(T0 + at),
+    }
+}
+
+fn clear(key: LeaseKey) -> Withdrawal {
+    Withdrawal {
+        keys: vec![key],
+        client_duid: None,
+        link: None,
+        iaids: Vec::new(),
+        reason: WithdrawReason::Operator,
+        arrival: Timestamp::from_secs(T0 + 1000),
+    }
+}
+
+/// `o` moved to another link.
+fn on(mut o: Observation, l: Link) -> Observation {
+    o.link = l;
+    o
+}
+
+/// `o` as the answer to a leasequery by `asked`.
+fn asking(mut o: Observation, asked: Ipv6Addr) -> Observation {
+    o.query_address = Some(asked);
+    o
+}
+
+fn with_iaid(mut o: Observation, iaid: u32) -> Observation {
+    for l in &mut o.leases {
+        l.iaid = iaid;
+    }
+    o
+}
+
+enum Then {
+    Obs(Observation),
+    Rel(Withdrawal),
+}
+
+struct DoubtRow {
+    name: &'static str,
+    then: Then,
+    key: LeaseKey,
+    reason: DoubtReason,
+    claimant: u8,
+}
+
+/// Merge R17, every doubt: client 1 holds a /56 (snooped, IAID 2) on `link()`; each row is
+/// something that would have changed it (or placed a key inside it) without coming from its
+/// holder on its link nor being a server's word about the key. Each changes nothing, is counted
+/// `doubted`, names the holder (client 1, its link and interface) and the claimant, and leaves
+/// no tombstone in the holder's name: once the key is cleared, the holder's older data is taken.
+#[test]
+fn r17_every_doubt_changes_nothing_names_both_clients_and_leaves_no_tombstone() {
+    let inside64 = LeaseKey::Prefix(pfx(1, 64));
+    let inside128 = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, 0, 7);
+    let rows = vec![
+        DoubtRow {
+            name: "a stranger's REBIND answered with lifetime 0 (same link)",
+            then: Then::Obs(obs(2, 1, 5, None, vec![pd(1, 0)])),
+            key: pd_key(1),
+            reason: DoubtReason::ZeroLifetimeOtherClient,
+            claimant: 2,
+        },
+        DoubtRow {
+            name: "a leasequery answer about another client, not about this key",
+            then: Then::Obs(obs(2, 1, 5, Some(0), vec![pd(1, 0)])),
+            key: pd_key(1),
+            reason: DoubtReason::ZeroLifetimeOtherClient,
+            claimant: 2,
+        },
+        DoubtRow {
+            name: "the holder's DUID, lifetime 0, from another link",
+            then: Then::Obs(on(obs(1, 1, 5, None, vec![pd(1, 0)]), other_link())),
+            key: pd_key(1),
+            reason: DoubtReason::ZeroLifetimeOtherClient,
+            claimant: 1,
+        },
+        DoubtRow {
+            name: "the holder's DUID, lifetime 0, in another IA (both snooped)",
+            then: Then::Obs(with_iaid(obs(1, 1, 5, None, vec![pd(1, 0)]), 9)),
+            key: pd_key(1),
+            reason: DoubtReason::ZeroLifetimeOtherClient,
+            claimant: 1,
+        },
+        DoubtRow {
+            name: "a RELEASE naming a neighbour's prefix",
+            then: Then::Rel(release(2, Some(link()), vec![pd_key(1)], vec![2], 5)),
+            key: pd_key(1),
+            reason: DoubtReason::ReleaseOtherClient,
+            claimant: 2,
+        },
+        DoubtRow {
+            name: "a RELEASE with the holder's DUID for another IAID",
+            then: Then::Rel(release(1, Some(link()), vec![pd_key(1)], vec![9], 5)),
+            key: pd_key(1),
+            reason: DoubtReason::ReleaseOtherClient,
+            claimant: 1,
+        },
+        DoubtRow {
+            name: "a RELEASE with the holder's DUID and IAID from another link",
+            then: Then::Rel(release(1, Some(other_link()), vec![pd_key(1)], vec![2], 5)),
+            key: pd_key(1),
+            reason: DoubtReason::ReleaseOtherLink,
+            claimant: 1,
+        },
+        DoubtRow {
+            name: "a /64 delegated inside another client's /56",
+            then: Then::Obs(obs(
+                2,
+                1,
+                5,
+                None,
+                vec![ObservedLease {
+                    key: inside64,
+                    ia: IaType::Pd,
+                    iaid: 2,
+                    preferred: 1800,
+                    valid: 3600,
+                }],
+            )),
+            key: inside64,
+            reason: DoubtReason::Overlap,
+            claimant: 2,
+        },
+        DoubtRow {
+            name: "a /128 inside another client's prefix",
+            then: Then::Obs(obs(
+                2,
+                1,
+                5,
+                None,
+                vec![ObservedLease {
+                    key: LeaseKey::Address(inside128),
+                    ia: IaType::Na,
+                    iaid: 1,
+                    preferred: 1800,
+                    valid: 3600,
+                }],
+            )),
+            key: LeaseKey::Address(inside128),
+            reason: DoubtReason::Overlap,
+            claimant: 2,
+        },
+    ];
+    for r in rows {
+        let name = r.name;
+        let s = store();
+        s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+        let before = s.all();
+        let out: Applied = match &r.then {
+            Then::Obs(o) => s.apply(o),
+            Then::Rel(w) => s.withdraw(w),
+        };
+        assert_eq!(
+            out.verdicts,
+            vec![(r.key, MergeVerdict::Doubted)],
+            "{name}: verdict"
+        );
+        assert!(
+            out.writes.is_empty() && out.changes.is_empty(),
+            "{name}: wrote"
+        );
+        assert_eq!(s.all(), before, "{name}: the cache changed");
+        assert_eq!(s.stats().verdict(MergeVerdict::Doubted), 1, "{name}");
+        assert_eq!(out.doubts.len(), 1, "{name}: {:?}", out.doubts);
+        let d = &out.doubts[0];
+        assert_eq!((d.key, d.reason), (r.key, r.reason), "{name}");
+        let holder = d.holder.as_ref().expect("holder");
+        assert_eq!(&holder.duid[..], &duid(1)[..], "{name}: holder");
+        assert_eq!(d.claimant.as_deref(), Some(&duid(r.claimant)[..]), "{name}");
+        assert_eq!(
+            (d.link, d.interface.as_deref()),
+            (link().address, Some("cm0")),
+            "{name}: the holder's link"
+        );
+        assert_eq!(d.at, Timestamp::from_secs(T0 + 5), "{name}");
+        if r.reason == DoubtReason::Overlap {
+            continue;
+        }
+        // No tombstone in the holder's name: once the key is cleared, the holder's own data
+        // from before the doubt is taken.
+        s.withdraw(&clear(r.key));
+        let late = with_iaid(obs(1, 1, 3, None, vec![pd(1, 3600)]), 2);
+        let out = s.apply(&late);
+        assert_eq!(
+            out.verdicts,
+            vec![(r.key, MergeVerdict::Added)],
+            "{name}: a tombstone was left"
+        );
+    }
+}
+
+/// Merge R17, what may remove: the holder on its link (its zero lifetime, also from a
+/// leasequery answer whose IAID is unknown; its release, with or without the link known), a
+/// leasequery answer about the key whoever it names, an operator clear.
+#[test]
+fn r17_removal_by_the_holder_on_its_link_or_the_servers_word_about_the_key() {
+    let inside = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, 0, 1);
+    let rows: Vec<(&str, Then)> = vec![
+        (
+            "holder's zero lifetime, snooped, same IAID",
+            Then::Obs(obs(1, 1, 5, None, vec![pd(1, 0)])),
+        ),
+        (
+            "holder's zero lifetime in a leasequery answer (IAID 0: unknown)",
+            Then::Obs(with_iaid(obs(1, 1, 5, Some(0), vec![pd(1, 0)]), 0)),
+        ),
+        (
+            "a leasequery answer about the key, naming another client",
+            Then::Obs(asking(obs(2, 1, 5, Some(0), vec![pd(1, 0)]), inside)),
+        ),
+        (
+            "holder's RELEASE on its link, its IAID",
+            Then::Rel(release(1, Some(link()), vec![pd_key(1)], vec![2], 5)),
+        ),
+        (
+            "holder's RELEASE, link not known",
+            Then::Rel(release(1, None, vec![pd_key(1)], Vec::new(), 5)),
+        ),
+        ("operator clear", Then::Rel(clear(pd_key(1)))),
+    ];
+    for (name, then) in rows {
+        let s = store();
+        s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+        let out = match &then {
+            Then::Obs(o) => s.apply(o),
+            Then::Rel(w) => s.withdraw(w),
+        };
+        assert_eq!(
+            out.verdicts,
+            vec![(pd_key(1), MergeVerdict::Removed)],
+            "{name}"
+        );
+        assert!(out.doubts.is_empty(), "{name}");
+        assert!(s.is_empty(), "{name}");
+    }
+}
+
+/// Merge R17, how a doubt ends: the confirming leasequery's answer decides. Client 1 holds a
+/// /56; client 2's zero lifetime raised a doubt at T0+5; the confirmer asked at T0+6.
+#[test]
+fn r17_every_outcome_of_a_confirming_answer() {
+    let inside = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, 0, 1);
+    let doubted = || {
+        let s = store();
+        s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+        let out = s.apply(&obs(2, 1, 5, None, vec![pd(1, 0)]));
+        assert_eq!(out.doubts.len(), 1);
+        s
+    };
+    let gone = |srv: u8| Confirmation {
+        key: pd_key(1),
+        reason: DoubtReason::ZeroLifetimeOtherClient,
+        server: server(srv),
+        asked: Timestamp::from_secs(T0 + 6),
+        arrival: Timestamp::from_secs(T0 + 7),
+    };
+    let holder = |s: &BindingStore| s.get(&pd_key(1)).map(|l| l.client.duid.last().copied());
+
+    // Held: the server names the holder: kept and refreshed, nothing moves.
+    let s = doubted();
+    let out = s.apply(&asking(obs(1, 1, 7, Some(0), vec![pd(1, 7200)]), inside));
+    assert_eq!(out.verdicts, vec![(pd_key(1), MergeVerdict::Updated)]);
+    assert_eq!(holder(&s), Some(Some(1)));
+    assert_eq!(
+        s.get(&pd_key(1)).unwrap().valid_until,
+        Timestamp::from_secs(T0 + 7 + 7200)
+    );
+    assert_eq!(s.stats().moves_of(MoveKind::Client), 0);
+
+    // Moved: the server names another client: moved by that answer, counted and logged.
+    let s = doubted();
+    let out = s.apply(&asking(obs(2, 1, 7, Some(0), vec![pd(1, 3600)]), inside));
+    assert_eq!(out.verdicts, vec![(pd_key(1), MergeVerdict::Updated)]);
+    assert_eq!(holder(&s), Some(Some(2)));
+    assert_eq!(s.stats().moves_of(MoveKind::Client), 1);
+
+    // Gone: nobody holds it: removed, with a tombstone — the holder's late, older answer does
+    // not bring it back.
+    let s = doubted();
+    let out = s.confirm(&gone(1));
+    assert_eq!(out.verdicts, vec![(pd_key(1), MergeVerdict::Removed)]);
+    assert_eq!(out.changes[0].kind, ChangeKind::Removed);
+    assert!(s.is_empty());
+    let late = s.apply(&obs(1, 1, 8, Some(5), vec![pd(1, 3600)]));
+    assert_ne!(late.verdicts[0].1, MergeVerdict::Added, "resurrected");
+    assert!(s.is_empty());
+
+    // A refresh after the question is newer than the answer: kept.
+    let s = doubted();
+    s.apply(&obs(1, 1, 6, None, vec![pd(1, 3600)]));
+    let out = s.confirm(&gone(1));
+    assert!(out.changes.is_empty(), "{:?}", out.verdicts);
+    assert_eq!(holder(&s), Some(Some(1)));
+
+    // Another server's "nobody" says nothing about server 1's lease: kept.
+    let s = doubted();
+    let out = s.confirm(&gone(2));
+    assert!(out.changes.is_empty());
+    assert_eq!(holder(&s), Some(Some(1)));
+
+    // Not held any more: nothing to do.
+    let s = doubted();
+    s.withdraw(&clear(pd_key(1)));
+    let out = s.confirm(&gone(1));
+    assert_eq!(out.verdicts, vec![(pd_key(1), MergeVerdict::AlreadyGone)]);
+}
+
+/// Merge R15 with R17: a tombstone competes only with data about the client it belonged to.
+/// Client 1 released its /56; another client's answer from before the release is taken (the
+/// server may have given it on); client 1's own late, older answer is not — also while the
+/// other client holds the key; and a stranger's zero lifetime does not overwrite client 1's
+/// tombstone.
+#[test]
+fn r15_r17_a_tombstone_competes_only_with_its_own_clients_data() {
+    let s = store();
+    s.apply(&obs(1, 1, 0, Some(10), vec![pd(1, 3600)]));
+    s.withdraw(&release(1, Some(link()), vec![pd_key(1)], Vec::new(), 10));
+    assert!(s.is_empty());
+    // Client 2's answer: last transaction T0+5, before the release.
+    let out = s.apply(&obs(2, 2, 20, Some(15), vec![pd(1, 3600)]));
+    assert_eq!(
+        out.verdicts[0].1,
+        MergeVerdict::Added,
+        "a stranger's tombstone"
+    );
+    // Client 1's late answer (last transaction T0+8) beats client 2's by R2 but not its own
+    // release.
+    let out = s.apply(&obs(1, 1, 20, Some(12), vec![pd(1, 3600)]));
+    assert_ne!(out.verdicts[0].1, MergeVerdict::Updated);
+    assert_eq!(
+        s.get(&pd_key(1)).map(|l| l.client.duid.last().copied()),
+        Some(Some(2))
+    );
+
+    // A stranger's zero lifetime about the unheld key keeps client 1's tombstone.
+    let s = store();
+    s.apply(&obs(1, 1, 0, Some(10), vec![pd(1, 3600)]));
+    s.withdraw(&release(1, Some(link()), vec![pd_key(1)], Vec::new(), 10));
+    let out = s.apply(&obs(3, 1, 12, None, vec![pd(1, 0)]));
+    assert_eq!(out.verdicts[0].1, MergeVerdict::AlreadyGone);
+    let out = s.apply(&obs(1, 1, 20, Some(12), vec![pd(1, 3600)]));
+    assert_ne!(
+        out.verdicts[0].1,
+        MergeVerdict::Added,
+        "tombstone overwritten"
+    );
+    assert!(s.is_empty());
+}
+
+/// Merge R15 with R17: replaying a client's answers changes nothing, also when another client
+/// held the key when one of them said "not mine" (a doubt: remembered in the claimant's own
+/// name, so its older answer cannot take the key afterwards — and the replay agrees).
+#[test]
+fn r15_r17_replays_stay_idempotent_across_clients() {
+    for first_valid in [0, 3600] {
+        let s = store();
+        let answers = [
+            obs(2, 1, 0, Some(390), vec![pd(5, first_valid)]),
+            obs(1, 1, 0, Some(0), vec![pd(5, 0)]),
+            obs(1, 1, 0, Some(1), vec![pd(5, 3600)]),
+        ];
+        for o in &answers {
+            s.apply(o);
+        }
+        let before = s.all();
+        for o in &answers {
+            let out = s.apply(o);
+            assert!(out.changes.is_empty(), "{first_valid}: {:?}", out.changes);
+        }
+        assert_eq!(s.all(), before);
+    }
+}
+
+/// Merge R14, one clock: a release competes with the lease's client-last-transaction, not with
+/// when its data arrived. An answer read after the release but about a transaction before it
+/// does not block it; one about a later transaction does.
+#[test]
+fn r14_a_release_competes_with_the_leases_last_transaction_not_its_arrival() {
+    let s = store();
+    // Arrived at T0+20, last transaction T0+5.
+    s.apply(&obs(1, 1, 20, Some(15), vec![pd(1, 3600)]));
+    let out = s.withdraw(&release(1, Some(link()), vec![pd_key(1)], Vec::new(), 10));
+    assert_eq!(out.verdicts, vec![(pd_key(1), MergeVerdict::Removed)]);
+    let s = store();
+    // Arrived at T0+20, last transaction T0+12: after the release.
+    s.apply(&obs(1, 1, 20, Some(8), vec![pd(1, 3600)]));
+    let out = s.withdraw(&release(1, Some(link()), vec![pd_key(1)], Vec::new(), 10));
+    assert_eq!(
+        out.verdicts,
+        vec![(pd_key(1), MergeVerdict::LostToLaterArrival)]
+    );
+}
+
+/// Merge R17: every change of holder, link or next hop is counted (and logged) by kind — a
+/// next-hop change of the same client included — and a refresh is not.
+#[test]
+fn r17_every_move_is_counted_by_kind() {
+    let s = store();
+    let count = |s: &BindingStore| {
+        [MoveKind::Client, MoveKind::Link, MoveKind::NextHop].map(|k| s.stats().moves_of(k))
+    };
+    s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+    s.apply(&obs(1, 1, 1, None, vec![pd(1, 3600)]));
+    assert_eq!(count(&s), [0, 0, 0], "a refresh is no move");
+    let mut o = obs(1, 1, 2, None, vec![pd(1, 3600)]);
+    o.relay = Some(RelayData {
+        peer_address: Some("fe80::9".parse().unwrap()),
+        ..RelayData::default()
+    });
+    let out = s.apply(&o);
+    assert!(out.changes[0].route_affecting());
+    assert_eq!(count(&s), [0, 0, 1], "the same client via another next hop");
+    s.apply(&on(obs(1, 1, 3, None, vec![pd(1, 3600)]), other_link()));
+    assert_eq!(count(&s), [0, 1, 1], "the same client on another link");
+    s.apply(&obs(2, 1, 4, None, vec![pd(1, 3600)]));
+    assert_eq!(count(&s), [1, 1, 1], "another client");
+    let rows = s.stats().moves();
+    assert!(rows.contains(&("snoop", "next_hop", 1)), "{rows:?}");
 }
 
 fn arb_answer() -> impl Strategy<Value = Observation> {
@@ -1013,5 +1454,20 @@ proptest! {
             prop_assert!(out.changes.is_empty(), "replay changed {:?}", out.changes);
         }
         prop_assert_eq!(s.all(), before);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Merge R17's invariant over random sequences of snooped replies, answers, releases,
+    /// confirmations and expiry (see `ownership_model.rs`, shared with the `ownership` fuzz
+    /// target): nothing that is not from a binding's holder on its link changes it without a
+    /// server's word about it; moves are all counted; doubts change nothing.
+    #[test]
+    fn ownership_holds_over_random_input_sequences(
+        data in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        crate::ownership_model::check(&crate::ownership_model::decode(&data));
     }
 }

@@ -414,3 +414,121 @@ fn binding_link_and_peer_come_from_this_boxs_relay_level_the_outermost() {
     assert_eq!(b.link, Some(a("2001:db8:9::1")));
     assert_eq!(b.peer_address, Some(a("2001:db8:1::2")));
 }
+
+/// A CLIENT_DATA for client `n` (address 2001:db8:1::n) that the server made at `base` (its
+/// clock, LQ_BASE_TIME) with CLT_TIME `clt`.
+fn client_data_at(n: u8, clt: u32, base: Option<u32>) -> ClientData {
+    let mut cd = client_data(n, false);
+    cd.options.0.push(DhcpOption::CltTime(clt));
+    if let Some(b) = base {
+        cd.options.0.push(DhcpOption::LqBaseTime(b));
+    }
+    cd
+}
+
+fn data_at(xid: u32, n: u8, base: Option<u32>) -> Vec<u8> {
+    msg(
+        MessageType::LEASEQUERY_DATA,
+        xid,
+        vec![DhcpOption::ClientData(client_data_at(n, 0, base))],
+    )
+}
+
+fn stamps(c: &mut BulkConnection) -> Vec<(Instant, Instant)> {
+    events(c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ConnEvent::Binding(b) => Some((b.received, b.stamped)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One clock (merge R14/R15): a binding is stamped with when the server made it (LQ_BASE_TIME
+/// through the connection's one offset, the least-delayed message's), not when we read it;
+/// never later than the read, never more than MAX_STAMP_LAG earlier; without a base time, the
+/// read; a server clock running ahead of the offset moves it.
+#[test]
+fn bindings_are_stamped_by_the_servers_base_time_through_one_offset_per_connection() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    sent_queries(&mut c);
+    let cd = DhcpOption::ClientData(client_data_at(1, 0, Some(1_000_000)));
+    c.handle_bytes(&reply(100, vec![cd]), t0);
+    assert_eq!(
+        stamps(&mut c),
+        [(t0, t0)],
+        "the first message sets the offset"
+    );
+    // Made 5 s later by the server, read 20 s later (a busy cache held the reads back).
+    c.handle_bytes(&data_at(100, 2, Some(1_000_005)), t0 + s(20));
+    assert_eq!(stamps(&mut c), [(t0 + s(20), t0 + s(5))]);
+    // No base time: the read.
+    c.handle_bytes(&data_at(100, 3, None), t0 + s(21));
+    assert_eq!(stamps(&mut c), [(t0 + s(21), t0 + s(21))]);
+    // A server clock stepping back an hour: no more than MAX_STAMP_LAG before the read.
+    c.handle_bytes(&data_at(100, 4, Some(1_000_000 - 3600)), t0 + s(22));
+    assert_eq!(stamps(&mut c), [(t0 + s(22), t0 + s(22) - MAX_STAMP_LAG)]);
+    // A message that arrives sooner than the offset says (or a clock ahead): never after
+    // the read, and it becomes the offset.
+    c.handle_bytes(&data_at(100, 5, Some(1_000_100)), t0 + s(30));
+    assert_eq!(stamps(&mut c), [(t0 + s(30), t0 + s(30))]);
+    c.handle_bytes(&data_at(100, 6, Some(1_000_101)), t0 + s(40));
+    assert_eq!(stamps(&mut c), [(t0 + s(40), t0 + s(31))]);
+}
+
+/// The race of issue 21: a recovery stream's LEASEQUERY-DATA that the server made before a
+/// client's RELEASE, but that the cache applies after the snooped release (the stream was
+/// held back), must not bring the released lease back. Stamped when read it would: its
+/// CLT_TIME 0 would then make it look newer than the release.
+#[test]
+fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
+    use crate::cache::{BindingStore, CacheConfig, LeaseKey, MergeVerdict, Withdrawal};
+    let clock = crate::time::AgentClock::new();
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let server_addr: std::net::SocketAddr = "[2001:db8:ffff::2]:547".parse().unwrap();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    sent_queries(&mut c);
+    let cd = DhcpOption::ClientData(client_data_at(1, 0, Some(1000)));
+    c.handle_bytes(&reply(100, vec![cd]), t0);
+    events(&mut c);
+    // Server time 1005: client 2 renews (CLT 0); the server puts it in the stream.
+    // Ours t0+10: client 2 releases; the snooped reply is applied at once.
+    // Ours t0+20: the stream's message is read and applied.
+    c.handle_bytes(&data_at(100, 2, Some(1005)), t0 + s(20));
+    let b = match events(&mut c).pop() {
+        Some(ConnEvent::Binding(b)) => b,
+        e => panic!("{e:?}"),
+    };
+    let key = LeaseKey::Address(a("2001:db8:1::2"));
+    let client = Duid::ll_ethernet([0x0a, 0, 0, 0, 0, 2]);
+    let run = |stamp: Instant| {
+        let store = BindingStore::new(CacheConfig::default());
+        let first =
+            crate::bulk::recovery::observation(server_addr, &b, clock.at_std(t0)).expect("usable");
+        store.apply(&first);
+        assert!(store.get(&key).is_some());
+        let out = store.withdraw(&Withdrawal {
+            keys: vec![key],
+            client_duid: Some(client.to_vec().into_boxed_slice()),
+            link: Some(a("2001:db8:1::1")),
+            iaids: Vec::new(),
+            reason: crate::cache::WithdrawReason::Released,
+            arrival: clock.at_std(t0 + s(10)),
+        });
+        assert_eq!(out.verdicts, [(key, MergeVerdict::Removed)]);
+        let late = crate::bulk::recovery::observation(server_addr, &b, clock.at_std(stamp))
+            .expect("usable");
+        store.apply(&late);
+        store.get(&key).is_some()
+    };
+    assert!(!run(b.stamped), "the release was undone");
+    assert!(
+        run(b.received),
+        "stamped when read, the old answer would have won (the race this test pins)"
+    );
+}
