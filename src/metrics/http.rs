@@ -1,29 +1,52 @@
 //! `GET /metrics` over HTTP/1.1 with hyper: the thin tokio shell around [`Metrics::encode`].
 //!
+//! Answered from a snapshot: the exposition is encoded at most once per [`SNAPSHOT_MAX_AGE`]
+//! (on a blocking thread), and every scrape within that age gets the same bytes; scrapes that
+//! arrive while it is being encoded wait for that one encoding instead of starting their own.
+//! Why: encoding walks the whole binding store (`lqagent_bindings{type,link}`), O(bindings);
+//! per scrape, on one of the runtime's two workers, a storm of parallel scrapes would keep the
+//! workers from everything else the daemon does.
+//!
 //! Bounded: at most [`MAX_CONNECTIONS`] connections at once (more are closed at accept and
-//! counted in `lqagent_metrics_connections_rejected_total`), each one closed after
-//! [`CONNECTION_DEADLINE`] whatever it is doing, so a slow or hostile scraper cannot pile up tasks.
+//! counted in `lqagent_metrics_connections_rejected_total`); a read that brings nothing for
+//! [`READ_TIMEOUT`] (a silent client, or an idle keep-alive) and a write that cannot go out for
+//! [`WRITE_TIMEOUT`] (a client that stopped reading) close the connection and count in
+//! `lqagent_metrics_connections_timed_out_total{deadline}`; and every connection is closed after
+//! [`CONNECTION_DEADLINE`] whatever it is doing (a client trickling a byte at a time), so a slow
+//! or hostile scraper cannot pile up tasks or hold a slot.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
-use super::Metrics;
+use super::{Deadline, DeadlineLabels, Metrics};
 
 /// Most scrape connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Longest a connection may stay open.
 pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a read may bring nothing (before a request, or between keep-alive requests).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a write may stay blocked (the client not reading its answer).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Oldest a served exposition may be: scrapes within it share one encoding.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 /// The OpenMetrics text content type prometheus-client's encoder produces.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -46,18 +69,58 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The last encoding and when it was finished; the lock is held while encoding, so scrapes
+/// that come meanwhile wait for it and share it.
+#[derive(Debug)]
+struct Snapshot {
+    max_age: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Snapshot {
+    fn new(max_age: Duration) -> Snapshot {
+        Snapshot {
+            max_age,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The exposition, at most `max_age` old; `None` if encoding panicked.
+    async fn get(&self, metrics: &Metrics) -> Option<Bytes> {
+        let mut last = self.last.lock().await;
+        if let Some((at, body)) = &*last
+            && at.elapsed() <= self.max_age
+        {
+            return Some(body.clone());
+        }
+        // Encoding walks the binding store: off the runtime's workers.
+        let m = metrics.clone();
+        let body = Bytes::from(tokio::task::spawn_blocking(move || m.encode()).await.ok()?);
+        *last = Some((Instant::now(), body.clone()));
+        Some(body)
+    }
+}
+
+async fn respond(
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             metrics.scrapes.inc();
-            let body = metrics.encode();
+            let Some(body) = snapshot.get(metrics).await else {
+                tracing::error!("encoding metrics panicked");
+                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return resp;
+            };
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
             );
             if req.method() == Method::GET {
-                *resp.body_mut() = Full::new(Bytes::from(body));
+                *resp.body_mut() = Full::new(body);
             }
         }
         (_, "/metrics") => {
@@ -73,12 +136,129 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     resp
 }
 
+/// A connection whose reads and writes each fail with `TimedOut` once they have been pending
+/// for their deadline (counted once per connection). A read or write that completes re-arms it.
+struct Deadlined<S> {
+    io: S,
+    read: Option<Pin<Box<Sleep>>>,
+    write: Option<Pin<Box<Sleep>>>,
+    timed_out: Family<DeadlineLabels, Counter>,
+    counted: bool,
+}
+
+impl<S> Deadlined<S> {
+    fn new(io: S, timed_out: Family<DeadlineLabels, Counter>) -> Self {
+        Deadlined {
+            io,
+            read: None,
+            write: None,
+            timed_out,
+            counted: false,
+        }
+    }
+
+    /// The operation in `which` is pending: arm its deadline if it is not, and say whether it
+    /// has passed (then counted, once).
+    fn expired(&mut self, which: Deadline, cx: &mut Context<'_>) -> bool {
+        let (slot, after) = match which {
+            Deadline::Read => (&mut self.read, READ_TIMEOUT),
+            Deadline::Write => (&mut self.write, WRITE_TIMEOUT),
+        };
+        let sleep = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if !self.counted {
+            self.counted = true;
+            self.timed_out
+                .get_or_create(&DeadlineLabels { deadline: which })
+                .inc();
+        }
+        true
+    }
+}
+
+fn timed_out(which: Deadline) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("metrics connection: {} deadline passed", which.label()),
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.read = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.expired(Deadline::Read, cx) => {
+                Poll::Ready(Err(timed_out(Deadline::Read)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Deadlined<S> {
+    fn write_op<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match op(Pin::new(&mut self.io), cx) {
+            Poll::Ready(r) => {
+                self.write = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(Deadline::Write, cx) => {
+                Poll::Ready(Err(timed_out(Deadline::Write)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().write_op(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().write_op(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().write_op(cx, |io, cx| io.poll_shutdown(cx))
+    }
+}
+
 /// Serve `/metrics` on `listener` until `shutdown` completes.
 ///
 /// CANCEL-SAFETY: dropping this future stops accepting; connections in flight are detached
 /// tasks that end at their deadline.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, metrics, SNAPSHOT_MAX_AGE, shutdown).await;
+}
+
+/// [`serve`] with another snapshot age (tests: zero, so every scrape encodes).
+async fn serve_with(
+    listener: TcpListener,
+    metrics: Metrics,
+    max_age: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let snapshot = Arc::new(Snapshot::new(max_age));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -98,15 +278,16 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Futur
             drop(stream);
             continue;
         };
-        let metrics = metrics.clone();
+        let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
         tokio::spawn(async move {
+            let io = Deadlined::new(stream, metrics.connections_timed_out.clone());
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&metrics, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
+                async move { Ok::<_, Infallible>(respond(&metrics, &snapshot, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(io), service);
             match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection error"),
