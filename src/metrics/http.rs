@@ -250,8 +250,9 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Futur
     serve_with(listener, metrics, SNAPSHOT_MAX_AGE, shutdown).await;
 }
 
-/// [`serve`] with another snapshot age (tests: zero, so every scrape encodes).
-async fn serve_with(
+/// [`serve`] with another snapshot age. Zero makes every scrape encode (a store walk per
+/// scrape, as before snapshots): tests and the scrape-storm bench compare the two.
+pub async fn serve_with(
     listener: TcpListener,
     metrics: Metrics,
     max_age: Duration,
@@ -295,5 +296,101 @@ async fn serve_with(
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    fn get(addr: SocketAddr) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+
+    /// A server on loopback whose every encoding is counted and, while `hold` is set, blocks
+    /// (a store walk that takes long), on a two-worker runtime like the daemon's.
+    fn server(
+        max_age: Duration,
+    ) -> (
+        SocketAddr,
+        Metrics,
+        Arc<AtomicU64>,
+        Arc<AtomicBool>,
+        tokio::runtime::Runtime,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let m = Metrics::new();
+        let (encodes, hold) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (e, h) = (encodes.clone(), hold.clone());
+        m.on_scrape(move || {
+            e.fetch_add(1, Ordering::SeqCst);
+            let until = Instant::now() + Duration::from_secs(10);
+            while h.load(Ordering::SeqCst) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let listener = rt
+            .block_on(bind("127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(serve_with(
+            listener,
+            m.clone(),
+            max_age,
+            std::future::pending(),
+        ));
+        (addr, m, encodes, hold, rt)
+    }
+
+    #[test]
+    fn parallel_scrapes_share_one_encoding_done_off_the_workers() {
+        let (addr, m, encodes, hold, rt) = server(Duration::from_secs(3600));
+        hold.store(true, Ordering::SeqCst);
+        let readers: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|_| std::thread::spawn(move || get(addr)))
+            .collect();
+        // Every scrape has arrived (counted before it waits for the exposition) while the
+        // first encoding is still held; with a walk on a worker, the workers would be stuck in
+        // it and the others never counted.
+        let until = Instant::now() + Duration::from_secs(10);
+        while m.scrapes.get() < MAX_CONNECTIONS as u64 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let arrived = m.scrapes.get();
+        // Meanwhile the runtime still runs other work.
+        let ran = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), tokio::spawn(async { 7 })).await
+        });
+        hold.store(false, Ordering::SeqCst);
+        let bodies: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert_eq!(arrived, MAX_CONNECTIONS as u64, "scrapes counted while encoding");
+        assert!(matches!(ran, Ok(Ok(7))), "runtime free while encoding");
+        assert_eq!(encodes.load(Ordering::SeqCst), 1, "one encoding shared");
+        assert!(bodies.iter().all(|b| b == &bodies[0] && b.ends_with("# EOF\n")));
+    }
+
+    #[test]
+    fn a_snapshot_older_than_its_age_is_encoded_again() {
+        let (addr, m, encodes, _hold, _rt) = server(Duration::ZERO);
+        m.recovery_bindings.inc_by(5);
+        assert!(get(addr).contains("lqagent_recovery_bindings_total 5"));
+        m.recovery_bindings.inc_by(1);
+        assert!(get(addr).contains("lqagent_recovery_bindings_total 6"));
+        assert_eq!(encodes.load(Ordering::SeqCst), 2);
     }
 }
