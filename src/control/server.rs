@@ -259,7 +259,11 @@ async fn connection<R: Responder>(
             Ok(r) => r?,
             Err(_) => {
                 stats.read_timeouts.fetch_add(1, Relaxed);
-                tracing::debug!(uid = peer.uid, pid = peer.pid, "control: no request within the read deadline; closed");
+                tracing::debug!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    "control: no request within the read deadline; closed"
+                );
                 return Ok(());
             }
         };

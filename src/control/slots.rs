@@ -56,7 +56,10 @@ pub enum Admit {
     /// Open, under this id.
     Open(u64),
     /// Open under `id` after closing connection `evict` (already forgotten here).
-    OpenEvicting { id: u64, evict: u64 },
+    OpenEvicting {
+        id: u64,
+        evict: u64,
+    },
     Refused(Refusal),
 }
 
@@ -248,7 +251,10 @@ mod tests {
         assert_eq!(s.admit(0, true, t0), Admit::Refused(Refusal::Full));
         // An answer written and nobody reading it: that one goes.
         s.set_phase(0, Phase::Writing, t0);
-        assert_eq!(s.admit(0, true, t0), Admit::OpenEvicting { id: 2, evict: 0 });
+        assert_eq!(
+            s.admit(0, true, t0),
+            Admit::OpenEvicting { id: 2, evict: 0 }
+        );
     }
 
     #[test]

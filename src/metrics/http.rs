@@ -335,7 +335,10 @@ mod tests {
             .build()
             .unwrap();
         let m = Metrics::new();
-        let (encodes, hold) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (encodes, hold) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (e, h) = (encodes.clone(), hold.clone());
         m.on_scrape(move || {
             e.fetch_add(1, Ordering::SeqCst);
@@ -344,9 +347,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        let listener = rt
-            .block_on(bind("127.0.0.1:0".parse().unwrap()))
-            .unwrap();
+        let listener = rt.block_on(bind("127.0.0.1:0".parse().unwrap())).unwrap();
         let addr = listener.local_addr().unwrap();
         rt.spawn(serve_with(
             listener,
@@ -378,10 +379,17 @@ mod tests {
         });
         hold.store(false, Ordering::SeqCst);
         let bodies: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-        assert_eq!(arrived, MAX_CONNECTIONS as u64, "scrapes counted while encoding");
+        assert_eq!(
+            arrived, MAX_CONNECTIONS as u64,
+            "scrapes counted while encoding"
+        );
         assert!(matches!(ran, Ok(Ok(7))), "runtime free while encoding");
         assert_eq!(encodes.load(Ordering::SeqCst), 1, "one encoding shared");
-        assert!(bodies.iter().all(|b| b == &bodies[0] && b.ends_with("# EOF\n")));
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b == &bodies[0] && b.ends_with("# EOF\n"))
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use lqagent::control::access::Access;
 use lqagent::control::client::Client;
 use lqagent::control::server::{
-    ControlSocket, MAX_CLIENTS, MAX_LINE, MAX_PER_UID, READ_TIMEOUT, RESERVED_CLIENTS, WRITE_TIMEOUT,
+    ControlSocket, MAX_CLIENTS, MAX_LINE, MAX_PER_UID, READ_TIMEOUT, RESERVED_CLIENTS,
+    WRITE_TIMEOUT,
 };
 use lqagent::control::{
     BindingFilter, BindingView, ControlError, ControlStats, Reply, Request, Responder, Response,
@@ -609,7 +610,11 @@ fn a_silent_peer_and_a_peer_that_stops_reading_are_closed_and_counted() {
     // Its answers so far can still be read, then the end.
     deaf.set_nonblocking(false).unwrap();
     deaf.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    wait_closed(&mut &deaf, "a peer that does not read", Duration::from_secs(20));
+    wait_closed(
+        &mut &deaf,
+        "a peer that does not read",
+        Duration::from_secs(20),
+    );
     assert_eq!(r.stats.read_timeouts.load(Relaxed), 1);
 }
 
@@ -650,7 +655,9 @@ fn served(s: &UnixStream) -> bool {
 
 #[test]
 fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
-    if !support::netns::require_root("a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots") {
+    if !support::netns::require_root(
+        "a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots",
+    ) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -658,11 +665,16 @@ fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
         service_uid: 0,
         show_gid: Some(65534),
     }));
-    std::fs::set_permissions(r.path.parent().unwrap(), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        r.path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::set_permissions(&r.path, std::fs::Permissions::from_mode(0o666)).unwrap();
     // uid 65534 takes its share; one more is closed at once and counted.
-    let mine: Vec<_> = (0..MAX_PER_UID).map(|_| connect_as(&r.path, 65534)).collect();
+    let mine: Vec<_> = (0..MAX_PER_UID)
+        .map(|_| connect_as(&r.path, 65534))
+        .collect();
     assert!(mine.iter().all(served), "its share is served");
     let over = connect_as(&r.path, 65534);
     assert!(!served(&over), "one over its share is closed");
@@ -678,9 +690,16 @@ fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
     assert_eq!(r.stats.rejected_connections.load(Relaxed), 1);
     // ... and root still gets in, through a reserved slot, nobody closed for it.
     let out = cli(&r.path, &["show", "stats"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(r.stats.evicted.load(Relaxed), 0);
-    assert!(mine.iter().chain(&others).all(served), "the lesser peers stay served");
+    assert!(
+        mine.iter().chain(&others).all(served),
+        "the lesser peers stay served"
+    );
 }
 
 #[test]
