@@ -69,41 +69,116 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// The last encoding and when it was finished; the lock is held while encoding, so scrapes
-/// that come meanwhile wait for it and share it.
+/// The last encoding, when it was finished, and whether a new one is under way.
+#[derive(Debug, Default)]
+struct State {
+    last: Option<(Instant, Bytes)>,
+    refreshing: bool,
+    /// Encodings finished: a waiter takes the one that finished after it began to wait.
+    generation: u64,
+}
+
+/// What one scrape does, decided from the [`State`] (pure, so tested without a server).
+#[derive(Debug, PartialEq, Eq)]
+enum Serve {
+    /// Answer with these bytes now.
+    Now(Bytes),
+    /// Start the one encoding, then wait for it.
+    Refresh,
+    /// An encoding is under way and nothing recent enough is at hand: wait for it.
+    Wait,
+}
+
+/// A snapshot at most `max_age` old is served as it is. While one scrape's refresh is under
+/// way, the others get the previous snapshot if it is at most twice `max_age` old (a storm
+/// never waits for the walk; the data is at most about two seconds and one encoding old), else
+/// they wait for the refresh: a scraper that comes every 15 s always gets fresh values.
+fn decide(state: &State, now: Instant, max_age: Duration) -> Serve {
+    let age = |at: &Instant| now.saturating_duration_since(*at);
+    match &state.last {
+        Some((at, body)) if age(at) <= max_age => Serve::Now(body.clone()),
+        Some((at, body)) if state.refreshing && age(at) <= 2 * max_age => Serve::Now(body.clone()),
+        _ if state.refreshing => Serve::Wait,
+        _ => Serve::Refresh,
+    }
+}
+
+/// The exposition as served: encoded at most once per `max_age`, in a task of its own (a
+/// scraper that hangs up does not cancel it) on a blocking thread (it walks the store).
 #[derive(Debug)]
 struct Snapshot {
     max_age: Duration,
-    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+    state: std::sync::Mutex<State>,
+    done: tokio::sync::Notify,
 }
 
 impl Snapshot {
     fn new(max_age: Duration) -> Snapshot {
         Snapshot {
             max_age,
-            last: tokio::sync::Mutex::new(None),
+            state: std::sync::Mutex::new(State::default()),
+            done: tokio::sync::Notify::new(),
         }
     }
 
-    /// The exposition, at most `max_age` old; `None` if encoding panicked.
-    async fn get(&self, metrics: &Metrics) -> Option<Bytes> {
-        let mut last = self.last.lock().await;
-        if let Some((at, body)) = &*last
-            && at.elapsed() <= self.max_age
-        {
-            return Some(body.clone());
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exposition to serve; `None` if encoding failed (panicked) and nothing older is at
+    /// hand.
+    async fn get(self: &Arc<Self>, metrics: &Metrics) -> Option<Bytes> {
+        // Twice at most: a refresh that failed is not retried by its waiters in a loop.
+        for _ in 0..2 {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            let seen = {
+                let mut st = self.lock();
+                match decide(&st, Instant::now(), self.max_age) {
+                    Serve::Now(body) => return Some(body),
+                    Serve::Refresh => {
+                        st.refreshing = true;
+                        self.refresh(metrics);
+                    }
+                    Serve::Wait => {}
+                }
+                // Registered before the lock goes, so the refresh cannot finish unseen.
+                notified.as_mut().enable();
+                st.generation
+            };
+            notified.await;
+            let st = self.lock();
+            if st.generation > seen
+                && let Some((_, body)) = &st.last
+            {
+                return Some(body.clone());
+            }
         }
-        // Encoding walks the binding store: off the runtime's workers.
-        let m = metrics.clone();
-        let body = Bytes::from(tokio::task::spawn_blocking(move || m.encode()).await.ok()?);
-        *last = Some((Instant::now(), body.clone()));
-        Some(body)
+        self.lock().last.as_ref().map(|(_, b)| b.clone())
+    }
+
+    fn refresh(self: &Arc<Self>, metrics: &Metrics) {
+        let (me, m) = (self.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let body = tokio::task::spawn_blocking(move || m.encode()).await;
+            let mut st = me.lock();
+            st.refreshing = false;
+            match body {
+                Ok(b) => {
+                    st.last = Some((Instant::now(), Bytes::from(b)));
+                    st.generation += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "encoding metrics failed"),
+            }
+            drop(st);
+            me.done.notify_waiters();
+        });
     }
 }
 
 async fn respond(
     metrics: &Metrics,
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
@@ -111,7 +186,7 @@ async fn respond(
         (&Method::GET | &Method::HEAD, "/metrics") => {
             metrics.scrapes.inc();
             let Some(body) = snapshot.get(metrics).await else {
-                tracing::error!("encoding metrics panicked");
+                tracing::error!("no metrics exposition to serve");
                 *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 return resp;
             };
@@ -389,6 +464,40 @@ mod tests {
             bodies
                 .iter()
                 .all(|b| b == &bodies[0] && b.ends_with("# EOF\n"))
+        );
+    }
+
+    #[test]
+    fn a_storm_gets_the_previous_snapshot_while_one_refresh_runs() {
+        let t0 = Instant::now();
+        let age = Duration::from_secs(1);
+        let body = Bytes::from_static(b"x");
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut st = State::default();
+        assert_eq!(decide(&st, t0, age), Serve::Refresh, "nothing yet");
+        st.refreshing = true;
+        assert_eq!(
+            decide(&st, t0, age),
+            Serve::Wait,
+            "the first one is waited for"
+        );
+        st = State {
+            last: Some((t0, body.clone())),
+            refreshing: false,
+            generation: 1,
+        };
+        assert_eq!(decide(&st, at(1000), age), Serve::Now(body.clone()));
+        assert_eq!(decide(&st, at(1001), age), Serve::Refresh, "too old");
+        st.refreshing = true;
+        assert_eq!(
+            decide(&st, at(1500), age),
+            Serve::Now(body.clone()),
+            "the previous one while refreshing"
+        );
+        assert_eq!(
+            decide(&st, at(2001), age),
+            Serve::Wait,
+            "but not one older than twice the age"
         );
     }
 

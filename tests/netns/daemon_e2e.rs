@@ -414,6 +414,15 @@ fn stalled_control_peers_do_not_lock_root_out() {
                         }
                         std::thread::sleep(Duration::from_millis(10));
                     }
+                    // Closed by the daemon (refused, or closed to make room): stalled no more.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        break;
+                    }
                     Err(e) => panic!("{e}"),
                 }
             }
