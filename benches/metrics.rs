@@ -3,8 +3,10 @@
 //! one IA_NA address and one /56 IA_PD prefix, through `BindingStore::apply`), the
 //! `lqagent_bindings` gauges registered the way the daemon does (`daemon::export`).
 //!
-//! Two rounds: `snapshot` (the server as shipped: one encoding per second, shared) and
-//! `per-scrape` (snapshot age zero: a store walk for every scrape, as before). Each prints the
+//! Three rounds: `snapshot` (the server as shipped: one encoding per second, shared), `no-reuse`
+//! (the shipped server with snapshot age zero: scrapes that arrive during an encoding share it,
+//! no other reuse) and `inline` (what `/metrics` did before: an encoding per scrape, on the
+//! runtime worker serving it). Each prints the
 //! scrapes served, p50/p99/max scrape time, the server threads' CPU (runtime workers and
 //! blocking pool, from /proc/self/task/*/stat) as seconds and % of one core, the encodings, and
 //! the p99 lateness of a 10 ms timer on the same runtime (what the rest of the daemon would
@@ -132,7 +134,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn storm(metrics: &Metrics, encodes: &AtomicU64, max_age: Duration, secs: Duration, name: &str) {
+/// How the server under test answers.
+#[derive(Clone, Copy)]
+enum Server {
+    /// `metrics::http::serve_with` with this snapshot age.
+    Shipped(Duration),
+    /// What `/metrics` did before snapshots: hyper with the same limits, `Metrics::encode()`
+    /// called for every scrape on the runtime worker that serves it.
+    Inline,
+}
+
+async fn serve_inline(listener: tokio::net::TcpListener, metrics: Metrics) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req| {
+                let body = Bytes::from(m.encode());
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn storm(metrics: &Metrics, encodes: &AtomicU64, server: Server, secs: Duration, name: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(SERVER_THREADS)
@@ -143,12 +180,15 @@ fn storm(metrics: &Metrics, encodes: &AtomicU64, max_age: Duration, secs: Durati
         .block_on(lqagent::metrics::http::bind("127.0.0.1:0".parse().unwrap()))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(lqagent::metrics::http::serve_with(
-        listener,
-        metrics.clone(),
-        max_age,
-        std::future::pending(),
-    ));
+    match server {
+        Server::Shipped(max_age) => rt.spawn(lqagent::metrics::http::serve_with(
+            listener,
+            metrics.clone(),
+            max_age,
+            std::future::pending(),
+        )),
+        Server::Inline => rt.spawn(serve_inline(listener, metrics.clone())),
+    };
     // What the rest of the daemon would feel: a 10 ms timer's lateness on the same runtime.
     let lags = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,9 +294,16 @@ fn main() {
     storm(
         &metrics,
         &encodes,
-        lqagent::metrics::http::SNAPSHOT_MAX_AGE,
+        Server::Shipped(lqagent::metrics::http::SNAPSHOT_MAX_AGE),
         secs,
         "snapshot",
     );
-    storm(&metrics, &encodes, Duration::ZERO, secs, "per-scrape");
+    storm(
+        &metrics,
+        &encodes,
+        Server::Shipped(Duration::ZERO),
+        secs,
+        "no-reuse",
+    );
+    storm(&metrics, &encodes, Server::Inline, secs, "inline");
 }
