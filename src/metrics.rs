@@ -57,6 +57,7 @@ pub mod names {
     pub const BUILD_INFO: &str = "lqagent_build_info";
     pub const METRICS_SCRAPES: &str = "lqagent_metrics_scrapes";
     pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
+    pub const METRICS_CONNECTIONS_TIMED_OUT: &str = "lqagent_metrics_connections_timed_out";
     pub const SERVER_UP: &str = "lqagent_server_up";
     pub const SERVER_LAST_SUCCESS: &str = "lqagent_server_last_success_timestamp_seconds";
     pub const ROUTES_LIMIT: &str = "lqagent_routes_limit";
@@ -94,6 +95,7 @@ pub mod names {
         BUILD_INFO,
         METRICS_SCRAPES,
         METRICS_CONNECTIONS_REJECTED,
+        METRICS_CONNECTIONS_TIMED_OUT,
         SERVER_UP,
         SERVER_LAST_SUCCESS,
         ROUTES_LIMIT,
@@ -190,6 +192,22 @@ pub struct RouteEventLabels {
     pub event: RouteEvent,
 }
 
+labels! {
+    /// Which deadline closed a `/metrics` connection.
+    pub enum Deadline {
+        /// Nothing (or not a whole request) came in time: a silent or trickling client.
+        Read => "read",
+        /// The answer was not taken in time: a client that stopped reading.
+        Write => "write",
+    }
+}
+
+/// Labels of [`names::METRICS_CONNECTIONS_TIMED_OUT`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadlineLabels {
+    pub deadline: Deadline,
+}
+
 /// The installer's route state, the `state` label of [`names::ROUTES`]. The gauge exports
 /// only `installed`, `parked` and `inherited` (the counts the installer publishes).
 pub use crate::kernel::reconcile::RouteState;
@@ -278,6 +296,7 @@ pub struct Metrics {
     pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
+    pub(crate) connections_timed_out: Family<DeadlineLabels, Counter>,
     /// The most routes the installer holds (`InstallerConfig::max_routes`); set by the daemon.
     pub routes_limit: Gauge,
     /// Per-server reachability (`show servers`, `lqagent_server_up`, last success).
@@ -333,6 +352,7 @@ impl Metrics {
             state_degraded: Gauge::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
+            connections_timed_out: Family::default(),
             routes_limit: Gauge::default(),
             servers: Arc::default(),
             refresh: Arc::new(Mutex::new(Vec::new())),
@@ -432,6 +452,16 @@ impl Metrics {
                 METRICS_CONNECTIONS_REJECTED,
                 "Connections to the metrics listener refused because too many were open",
                 m.connections_rejected.clone(),
+            );
+            for d in Deadline::ALL {
+                let _ = m
+                    .connections_timed_out
+                    .get_or_create(&DeadlineLabels { deadline: *d });
+            }
+            r.register(
+                METRICS_CONNECTIONS_TIMED_OUT,
+                "Connections to the metrics listener closed because a read or a write made no progress within its deadline, by deadline",
+                m.connections_timed_out.clone(),
             );
             r.register(
                 SERVER_UP,

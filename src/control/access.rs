@@ -44,6 +44,12 @@ impl Access {
         })
     }
 
+    /// Root or the service user: may do everything, and always gets a connection (the
+    /// control server's reserved slots and eviction, [`super::slots`]).
+    pub fn privileged(&self, peer: &Peer) -> bool {
+        peer.uid == 0 || peer.uid == self.service_uid
+    }
+
     /// May `peer` (whose supplementary groups `groups` yields, read only when needed) make
     /// `request`? `Err` says why not.
     pub fn check(
@@ -52,7 +58,7 @@ impl Access {
         groups: impl FnOnce() -> Vec<u32>,
         request: &Request,
     ) -> Result<(), String> {
-        if peer.uid == 0 || peer.uid == self.service_uid {
+        if self.privileged(peer) {
             return Ok(());
         }
         if !read_only(request) {

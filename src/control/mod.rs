@@ -36,6 +36,7 @@ use crate::prefix::Ipv6Prefix;
 pub mod access;
 pub mod client;
 pub mod server;
+pub mod slots;
 
 /// A request from `lqagent show|clear`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +320,15 @@ pub struct ControlStats {
     pub timeouts: std::sync::atomic::AtomicU64,
     /// Requests the peer's credentials do not allow.
     pub refused: std::sync::atomic::AtomicU64,
+    /// Connections closed because no whole request line came within the read deadline.
+    pub read_timeouts: std::sync::atomic::AtomicU64,
+    /// Connections closed because an answer could not be written within the write deadline
+    /// (the peer stopped reading).
+    pub write_timeouts: std::sync::atomic::AtomicU64,
+    /// Connections refused because their (lesser) peer's uid already held its share.
+    pub uid_limited: std::sync::atomic::AtomicU64,
+    /// Stalled connections closed to make room for root or the service user.
+    pub evicted: std::sync::atomic::AtomicU64,
 }
 
 impl ControlStats {
@@ -335,6 +345,10 @@ impl ControlStats {
             ),
             ("timeout", self.timeouts.load(Relaxed)),
             ("refused", self.refused.load(Relaxed)),
+            ("read_timeout", self.read_timeouts.load(Relaxed)),
+            ("write_timeout", self.write_timeouts.load(Relaxed)),
+            ("uid_limit", self.uid_limited.load(Relaxed)),
+            ("evicted", self.evicted.load(Relaxed)),
         ]
     }
 }

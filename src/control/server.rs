@@ -1,32 +1,91 @@
 //! The control socket's tokio shell: accept, read bounded JSON lines, ask the [`Responder`],
 //! write the answer.
 //!
-//! Bounds: [`MAX_CLIENTS`] connections at once (more are closed and counted), lines up to
-//! [`MAX_LINE`] bytes (a longer one gets an error and the connection is closed), each request
-//! answered within [`REQUEST_TIMEOUT`], and a connection idle for [`IDLE_TIMEOUT`] is closed.
+//! Bounds: [`MAX_CLIENTS`] connections at once, of which [`RESERVED_CLIENTS`] only root and the
+//! service user may take, and [`MAX_PER_UID`] per other uid (more are closed at once and
+//! counted); when every slot is open, root or the service user is still served by closing the
+//! oldest stalled connection ([`slots`](super::slots) decides). Lines up to [`MAX_LINE`] bytes (a
+//! longer one gets an error and the connection is closed); a whole request line must arrive
+//! within [`READ_TIMEOUT`] (a peer that says nothing is closed and counted), each request is
+//! answered within [`REQUEST_TIMEOUT`], and every write of an answer must complete within
+//! [`WRITE_TIMEOUT`] (a peer that stops reading is closed and counted), so no peer holds a slot
+//! longer than these deadlines without making progress.
 //! The socket file is created with mode 0660 (root and the service's group, or
 //! `control.show_group` when set), a stale socket left by a crash is replaced, and anything else
 //! at that path is left alone. Every request is checked against the peer's credentials
 //! ([`access`](super::access)) and every `clear` is logged with who asked and what it removed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 use super::access::{self, Access, Peer};
+use super::slots::{Admit, Limits, Phase, Refusal, Slots};
 use super::{ControlError, ControlStats, Reply, Request, Responder, Response};
 
-pub const MAX_CLIENTS: usize = 8;
+/// Connections open at once, all peers together.
+pub const MAX_CLIENTS: usize = 16;
+/// Of [`MAX_CLIENTS`], the slots only root and the service user may take.
+pub const RESERVED_CLIENTS: usize = 4;
+/// Connections one uid other than root's and the service user's may hold at once.
+pub const MAX_PER_UID: usize = 4;
 pub const MAX_LINE: usize = 64 * 1024;
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a whole request line (after connecting or after the last answer).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one write of an answer (a whole line, or one chunk of a streamed one) may take.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LIMITS: Limits = Limits {
+    total: MAX_CLIENTS,
+    reserved: RESERVED_CLIENTS,
+    per_uid: MAX_PER_UID,
+};
+
+/// The open connections and how to close each one early (eviction).
+#[derive(Debug)]
+struct Table {
+    slots: Slots,
+    handles: HashMap<u64, AbortHandle>,
+}
+
+type Shared = Arc<Mutex<Table>>;
+
+fn lock(t: &Shared) -> std::sync::MutexGuard<'_, Table> {
+    // Nothing here panics while holding the lock in a way that leaves the table unusable.
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One connection's entry in the table: its phase as it goes, its slot freed when it ends
+/// (however it ends: returned, failed, or aborted by an eviction).
+struct Tracker {
+    id: u64,
+    table: Shared,
+}
+
+impl Tracker {
+    fn phase(&self, phase: Phase) {
+        lock(&self.table)
+            .slots
+            .set_phase(self.id, phase, Instant::now());
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let mut t = lock(&self.table);
+        t.slots.close(self.id);
+        t.handles.remove(&self.id);
+    }
+}
 
 /// A bound control socket; the file is removed on drop.
 #[derive(Debug)]
@@ -91,14 +150,17 @@ impl ControlSocket {
     /// Serve until `shutdown` completes.
     ///
     /// CANCEL-SAFETY: dropping the future stops accepting; open connections are detached tasks
-    /// bounded by [`IDLE_TIMEOUT`].
+    /// bounded by [`READ_TIMEOUT`], [`REQUEST_TIMEOUT`] and [`WRITE_TIMEOUT`].
     pub async fn serve<R: Responder>(
         self,
         responder: Arc<R>,
         stats: Arc<ControlStats>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let table: Shared = Arc::new(Mutex::new(Table {
+            slots: Slots::new(LIMITS),
+            handles: HashMap::new(),
+        }));
         let policy = Arc::new(self.access.clone());
         tokio::pin!(shutdown);
         loop {
@@ -113,10 +175,6 @@ impl ControlSocket {
                     }
                 },
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                stats.rejected_connections.fetch_add(1, Relaxed);
-                continue;
-            };
             let peer = match stream.peer_cred() {
                 Ok(c) => Peer {
                     uid: c.uid(),
@@ -129,13 +187,48 @@ impl ControlSocket {
                     continue;
                 }
             };
-            let (responder, stats, policy) = (responder.clone(), stats.clone(), policy.clone());
-            tokio::spawn(async move {
-                if let Err(e) = connection(stream, peer, &policy, &*responder, &stats).await {
+            let privileged = policy.privileged(&peer);
+            let mut t = lock(&table);
+            let (id, evicted) = match t.slots.admit(peer.uid, privileged, Instant::now()) {
+                Admit::Open(id) => (id, None),
+                Admit::OpenEvicting { id, evict } => (id, t.handles.remove(&evict)),
+                Admit::Refused(why) => {
+                    drop(t);
+                    let counter = match why {
+                        Refusal::Full => &stats.rejected_connections,
+                        Refusal::UidLimit => &stats.uid_limited,
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    tracing::debug!(uid = peer.uid, pid = peer.pid, reason = ?why, "control connection refused");
+                    continue;
+                }
+            };
+            let tracker = Tracker {
+                id,
+                table: table.clone(),
+            };
+            let (responder, stats2, policy) = (responder.clone(), stats.clone(), policy.clone());
+            let task = tokio::spawn(async move {
+                let stats = stats2;
+                if let Err(e) =
+                    connection(stream, peer, &policy, &*responder, &stats, &tracker).await
+                {
                     tracing::debug!(error = %e, "control connection ended");
                 }
-                drop(permit);
+                drop(tracker);
             });
+            // Under the lock, so the task's tracker cannot remove its entry before it is in.
+            t.handles.insert(id, task.abort_handle());
+            drop(t);
+            if let Some(h) = evicted {
+                stats.evicted.fetch_add(1, Relaxed);
+                tracing::info!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    "control: every slot open; closed the oldest stalled connection to serve a privileged peer"
+                );
+                h.abort();
+            }
         }
     }
 }
@@ -152,21 +245,32 @@ async fn connection<R: Responder>(
     policy: &Access,
     responder: &R,
     stats: &ControlStats,
+    tracker: &Tracker,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
     loop {
+        tracker.phase(Phase::Reading);
         line.clear();
         let mut limited = (&mut rd).take(MAX_LINE as u64 + 1);
         let read = limited.read_until(b'\n', &mut line);
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+        let n = match tokio::time::timeout(READ_TIMEOUT, read).await {
             Ok(r) => r?,
-            Err(_) => return Ok(()),
+            Err(_) => {
+                stats.read_timeouts.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    "control: no request within the read deadline; closed"
+                );
+                return Ok(());
+            }
         };
         if n == 0 {
             return Ok(());
         }
+        tracker.phase(Phase::Answering);
         if line.last() != Some(&b'\n') {
             // Over MAX_LINE, or EOF in the middle of a line.
             let message = if line.len() > MAX_LINE {
@@ -176,7 +280,8 @@ async fn connection<R: Responder>(
                 stats.bad_requests.fetch_add(1, Relaxed);
                 "request not terminated by a newline".to_string()
             };
-            write(&mut wr, &Response::Error { message }).await?;
+            tracker.phase(Phase::Writing);
+            write(&mut wr, &Response::Error { message }, stats).await?;
             return Ok(());
         }
         stats.requests.fetch_add(1, Relaxed);
@@ -191,7 +296,8 @@ async fn connection<R: Responder>(
                         request = ?req,
                         "control request refused"
                     );
-                    write(&mut wr, &Response::Error { message }).await?;
+                    tracker.phase(Phase::Writing);
+                    write(&mut wr, &Response::Error { message }, stats).await?;
                     continue;
                 }
                 let clear = (!access::read_only(&req)).then(|| req.clone());
@@ -213,7 +319,8 @@ async fn connection<R: Responder>(
                         resp
                     }
                     Reply::Bindings(rx) => {
-                        if !stream_bindings(&mut wr, rx).await? {
+                        tracker.phase(Phase::Writing);
+                        if !stream_bindings(&mut wr, rx, stats).await? {
                             stats.timeouts.fetch_add(1, Relaxed);
                             return Ok(());
                         }
@@ -228,7 +335,31 @@ async fn connection<R: Responder>(
                 }
             }
         };
-        write(&mut wr, &response).await?;
+        tracker.phase(Phase::Writing);
+        write(&mut wr, &response, stats).await?;
+    }
+}
+
+/// Write all of `bytes` within [`WRITE_TIMEOUT`]; past it the peer is taken to have stopped
+/// reading: counted, and an error that ends the connection.
+async fn send(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    bytes: &[u8],
+    stats: &ControlStats,
+) -> std::io::Result<()> {
+    let all = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, all).await {
+        Ok(r) => r,
+        Err(_) => {
+            stats.write_timeouts.fetch_add(1, Relaxed);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("answer not taken within {WRITE_TIMEOUT:?}; closed"),
+            ))
+        }
     }
 }
 
@@ -241,6 +372,7 @@ const STREAM_CHUNK: usize = 64 * 1024;
 async fn stream_bindings(
     wr: &mut tokio::net::unix::OwnedWriteHalf,
     mut rx: tokio::sync::mpsc::Receiver<super::BindingView>,
+    stats: &ControlStats,
 ) -> std::io::Result<bool> {
     let mut buf = Vec::with_capacity(STREAM_CHUNK + 1024);
     buf.extend_from_slice(br#"{"status":"bindings","bindings":["#);
@@ -260,13 +392,12 @@ async fn stream_bindings(
         first = false;
         serde_json::to_writer(&mut buf, &b).map_err(std::io::Error::other)?;
         if buf.len() >= STREAM_CHUNK {
-            wr.write_all(&buf).await?;
+            send(wr, &buf, stats).await?;
             buf.clear();
         }
     }
     buf.extend_from_slice(b"]}\n");
-    wr.write_all(&buf).await?;
-    wr.flush().await?;
+    send(wr, &buf, stats).await?;
     Ok(true)
 }
 
@@ -301,9 +432,12 @@ fn log_clear(peer: &Peer, req: &Request, resp: &Response) {
     }
 }
 
-async fn write(wr: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+async fn write(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    r: &Response,
+    stats: &ControlStats,
+) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    wr.write_all(&bytes).await?;
-    wr.flush().await
+    send(wr, &bytes, stats).await
 }

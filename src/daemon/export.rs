@@ -280,6 +280,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
         .observe_batches(move |d| hist.observe(d.as_secs_f64()));
 
     register_state(m, &s.state);
+    register_bindings(m, &s.store, s.links.clone());
     let m2 = m.clone();
     let routes = Deltas::default();
     let snooped = Deltas::default();
@@ -367,8 +368,15 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                     .inc_by(n);
             }
         }
-        set_binding_gauges(&m2, &s.store, &s.links);
     });
+}
+
+/// `lqagent_bindings{type,link}`, set before each encoding from one walk of the store (the
+/// `/metrics` snapshot keeps that to once a second however many scrape). Public for the
+/// scrape-storm bench, which fills a store and scrapes it the way the daemon does.
+pub fn register_bindings(m: &Metrics, store: &Arc<BindingStore>, links: HashMap<Ipv6Addr, String>) {
+    let (m2, store) = (m.clone(), store.clone());
+    m.on_scrape(move || set_binding_gauges(&m2, &store, &links));
 }
 
 fn set_route_gauges(m: &Metrics, installed: u64, parked: u64, inherited: u64) {

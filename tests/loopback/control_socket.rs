@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use lqagent::control::access::Access;
 use lqagent::control::client::Client;
-use lqagent::control::server::{ControlSocket, MAX_CLIENTS, MAX_LINE};
+use lqagent::control::server::{
+    ControlSocket, MAX_CLIENTS, MAX_LINE, MAX_PER_UID, READ_TIMEOUT, RESERVED_CLIENTS,
+    WRITE_TIMEOUT,
+};
 use lqagent::control::{
     BindingFilter, BindingView, ControlError, ControlStats, Reply, Request, Responder, Response,
     ServerView, StatsView,
@@ -487,28 +490,217 @@ fn hostile_input_gets_errors_not_crashes() {
     assert_eq!(r.stats.oversized.load(Relaxed), 1);
 }
 
-#[test]
-fn connections_are_bounded() {
-    let r = start();
-    let idle: Vec<_> = (0..MAX_CLIENTS).map(|_| raw(&r.path)).collect();
-    // Make sure the server has taken all of them.
-    for (rd, wr) in &idle {
-        let mut wr = wr.try_clone().unwrap();
-        wr.write_all(b"{\"command\":\"show_stats\"}\n").unwrap();
-        let mut line = String::new();
-        BufReader::new(rd.get_ref().try_clone().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+/// A connection the server has surely taken: it asked once and got its answer; from then on
+/// it says nothing.
+fn silent_after_one_answer(path: &Path) -> (BufReader<UnixStream>, UnixStream) {
+    let (mut rd, mut wr) = raw(path);
+    wr.write_all(b"{\"command\":\"show_stats\"}\n").unwrap();
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"status\":\"stats\""), "{line}");
+    (rd, wr)
+}
+
+/// A peer that asks and asks and never reads: its requests go out (non-blocking, until its
+/// own buffer is full) and the server's answers pile up until the server blocks writing.
+fn never_reading(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let req = b"{\"command\":\"show_bindings\"}\n";
+    let mut sent = 0usize;
+    // Bounded: 16 MiB of requests at most; the buffers fill long before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sent < 16 << 20 && std::time::Instant::now() < deadline {
+        match (&s).write(req) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Full both ways once the server has stopped reading too.
+                std::thread::sleep(Duration::from_millis(20));
+                match (&s).write(req) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
-    let err = Client::connect(&r.path)
-        .and_then(|mut c| c.request(&Request::ShowStats))
-        .unwrap_err();
+    s
+}
+
+/// Wait (bounded) until the server closes `rd`: end of stream or a reset, after any data.
+fn wait_closed(rd: &mut impl std::io::Read, what: &str, within: Duration) {
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match rd.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+        assert!(t0.elapsed() < within, "{what}: still open after {within:?}");
+    }
+}
+
+#[test]
+fn root_is_served_when_every_slot_is_held_by_stalled_peers() {
+    // This process is root or the service user (the socket's policy is this process's), so a
+    // privileged peer: the oldest stalled connection makes room for it.
+    let r = start();
+    let mut silent: Vec<_> = (0..MAX_CLIENTS - 4)
+        .map(|_| silent_after_one_answer(&r.path))
+        .collect();
+    let deaf: Vec<_> = (0..4).map(|_| never_reading(&r.path)).collect();
+    // 16 held: 12 silent, 4 blocked writing to peers that do not read.
+    let out = cli(&r.path, &["show", "stats"]);
     assert!(
-        matches!(err, ControlError::Protocol(_) | ControlError::Io { .. }),
-        "{err}"
+        out.status.success(),
+        "show stats with every slot held: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let out = cli(&r.path, &["clear", "binding", "2001:db8:200::/48"]);
+    assert!(
+        out.status.success(),
+        "clear with every slot held: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(r.stats.evicted.load(Relaxed) >= 1);
+    assert_eq!(r.stats.rejected_connections.load(Relaxed), 0);
+    // The oldest silent connection was the one closed for the first.
+    let (rd, _) = &mut silent[0];
+    rd.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    support::closed::assert_closed(rd.read_line(&mut line), "the oldest stalled connection");
+    drop(deaf);
+}
+
+#[test]
+fn a_silent_peer_and_a_peer_that_stops_reading_are_closed_and_counted() {
+    let r = start();
+    let (mut rd, _wr) = raw(&r.path);
+    rd.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let deaf = never_reading(&r.path);
+    wait_closed(
+        &mut rd,
+        "a peer that says nothing",
+        READ_TIMEOUT + Duration::from_secs(20),
+    );
+    assert_eq!(r.stats.read_timeouts.load(Relaxed), 1);
+    support::wait::wait_for(
+        "the write deadline of the peer that does not read",
+        WRITE_TIMEOUT + Duration::from_secs(20),
+        || r.stats.write_timeouts.load(Relaxed) == 1,
+    );
+    // Its answers so far can still be read, then the end.
+    deaf.set_nonblocking(false).unwrap();
+    deaf.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    wait_closed(
+        &mut &deaf,
+        "a peer that does not read",
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.stats.read_timeouts.load(Relaxed), 1);
+}
+
+/// Connect to `path` as uid `uid` (and back): the credentials are per thread in Linux, so a
+/// thread of this (root) process can take another uid for its `connect`, which is what
+/// `SO_PEERCRED` reports.
+#[allow(unsafe_code)]
+fn connect_as(path: &Path, uid: u32) -> UnixStream {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: raw setresuid changes only this thread's credentials (glibc's wrapper would
+        // change every thread's); the saved uid stays 0 so nothing else is lost for good, and
+        // the thread ends right after.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, 0) };
+        assert_eq!(rc, 0, "setresuid");
+        let s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether the server serves `s` (an answer comes) or closed it at once.
+fn served(s: &UnixStream) -> bool {
+    let mut w = s;
+    if w.write_all(b"{\"command\":\"show_stats\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    match BufReader::new(s).read_line(&mut line) {
+        Ok(0) => false,
+        Ok(_) => line.starts_with("{\"status\""),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+        Err(e) => panic!("neither an answer nor a close: {e}"),
+    }
+}
+
+#[test]
+fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
+    if !support::netns::require_root(
+        "a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let r = start_with(Some(Access {
+        service_uid: 0,
+        show_gid: Some(65534),
+    }));
+    std::fs::set_permissions(
+        r.path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&r.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // uid 65534 takes its share; one more is closed at once and counted.
+    let mine: Vec<_> = (0..MAX_PER_UID)
+        .map(|_| connect_as(&r.path, 65534))
+        .collect();
+    assert!(mine.iter().all(served), "its share is served");
+    let over = connect_as(&r.path, 65534);
+    assert!(!served(&over), "one over its share is closed");
+    assert_eq!(r.stats.uid_limited.load(Relaxed), 1);
+    // Other lesser uids fill what lesser peers may take ...
+    let lesser_slots = MAX_CLIENTS - RESERVED_CLIENTS;
+    let others: Vec<_> = (0..lesser_slots - MAX_PER_UID)
+        .map(|i| connect_as(&r.path, 60000 + (i / MAX_PER_UID) as u32))
+        .collect();
+    assert!(others.iter().all(served));
+    let late = connect_as(&r.path, 61000);
+    assert!(!served(&late), "no lesser peer in the reserved slots");
     assert_eq!(r.stats.rejected_connections.load(Relaxed), 1);
-    drop(idle);
+    // ... and root still gets in, through a reserved slot, nobody closed for it.
+    let out = cli(&r.path, &["show", "stats"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r.stats.evicted.load(Relaxed), 0);
+    assert!(
+        mine.iter().chain(&others).all(served),
+        "the lesser peers stay served"
+    );
 }
 
 #[test]

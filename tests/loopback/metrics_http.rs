@@ -253,3 +253,84 @@ fn connections_beyond_the_limit_are_closed_and_counted() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn timed_out(m: &Metrics, deadline: &str) -> f64 {
+    Exposition::parse(&m.encode())
+        .value(
+            "lqagent_metrics_connections_timed_out_total",
+            &[("deadline", deadline)],
+        )
+        .unwrap_or(0.0)
+}
+
+/// Wait (bounded) until the server closes `s`: end of stream or a reset, after any data.
+fn wait_closed(s: &mut TcpStream, what: &str, within: Duration) {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+        assert!(t0.elapsed() < within, "{what}: still open after {within:?}");
+    }
+}
+
+#[test]
+fn a_silent_scraper_is_closed_at_the_read_deadline_and_counted() {
+    let m = Metrics::new();
+    let (addr, _rt) = start(m.clone());
+    let mut silent = TcpStream::connect(addr).unwrap();
+    wait_closed(
+        &mut silent,
+        "a scraper that says nothing",
+        http::READ_TIMEOUT + Duration::from_secs(20),
+    );
+    assert_eq!(timed_out(&m, "read"), 1.0);
+    assert_eq!(timed_out(&m, "write"), 0.0);
+}
+
+#[test]
+fn a_scraper_that_stops_reading_is_closed_at_the_write_deadline_and_counted() {
+    use std::io::Write;
+    let m = Metrics::new();
+    let (addr, _rt) = start(m.clone());
+    // A small receive buffer, and pipelined requests whose answers it never reads: the
+    // server's writes block once the buffers between are full.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_nonblocking(true).unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut sent = 0usize;
+    let t0 = std::time::Instant::now();
+    while sent < 4 << 20 && t0.elapsed() < Duration::from_secs(10) {
+        match s.write(req.as_bytes()) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    support::wait::wait_for(
+        "the write deadline",
+        http::WRITE_TIMEOUT + Duration::from_secs(20),
+        || timed_out(&m, "write") == 1.0,
+    );
+    s.set_nonblocking(false).unwrap();
+    wait_closed(
+        &mut s,
+        "a scraper that does not read",
+        Duration::from_secs(30),
+    );
+    assert_eq!(timed_out(&m, "read"), 0.0);
+}

@@ -366,3 +366,117 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
         });
     });
 }
+
+/// Issue 24: a hung monitoring script must not lock root out. With the real daemon serving two
+/// bound clients, 16 control connections that say nothing and 4 that ask and never read are
+/// held open (20 > the 16 slots); root's `lqagent show stats` and `lqagent clear` are both
+/// answered, the clear withdraws exactly its route, the other routes stay, `/metrics` answers
+/// and counts what the control server did, and the stalled peers are closed by their deadlines.
+#[test]
+fn stalled_control_peers_do_not_lock_root_out() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let test = "stalled_control_peers_do_not_lock_root_out";
+    let life = Lifetimes {
+        valid: 600,
+        preferred: 300,
+    };
+    let Some(mut lab) = IscLab::without_clients(test, 2, life) else {
+        return;
+    };
+    let cfg = config(&lab);
+    let _agent = start_agent(&lab, &cfg, "lqagent.log");
+    lab.start_clients();
+    let want: BTreeSet<Route> = (0..2).flat_map(|i| client_routes(&lab, i)).collect();
+    wait_for("both clients' routes", Duration::from_secs(10), || {
+        routes(&lab.ac) == want
+    });
+    let sock = lab.dir().join("control.sock");
+
+    let silent: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let deaf: Vec<UnixStream> = (0..4)
+        .map(|_| {
+            let s = UnixStream::connect(&sock).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let req = b"{\"command\":\"show_stats\"}\n";
+            let t0 = Instant::now();
+            let mut quiet_since = None;
+            // Ask until the buffers both ways are full (the daemon blocked writing to us).
+            while t0.elapsed() < Duration::from_secs(10) {
+                match (&s).write(req) {
+                    Ok(_) => quiet_since = None,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let q = *quiet_since.get_or_insert_with(Instant::now);
+                        if q.elapsed() > Duration::from_millis(200) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    // Closed by the daemon (refused, or closed to make room): stalled no more.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            s
+        })
+        .collect();
+
+    let lqagent = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lqagent"))
+            .args(args)
+            .arg("--socket")
+            .arg(&sock)
+            .output()
+            .unwrap()
+    };
+    let out = lqagent(&["show", "stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "show stats with 20 stalled peers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON stats");
+    assert!(stats.to_string().contains("lqagent_routes"), "{stats}");
+    let gone = lab.clients[0].lease().expect("bound").address;
+    let out = lqagent(&["clear", "binding", &gone.to_string()]);
+    assert!(
+        out.status.success(),
+        "clear with 20 stalled peers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rest: BTreeSet<Route> = want
+        .iter()
+        .filter(|r| r.0 != format!("{gone}/128"))
+        .cloned()
+        .collect();
+    assert_eq!(rest.len(), 3);
+    wait_for("the cleared route to go", Duration::from_secs(5), || {
+        routes(&lab.ac) == rest
+    });
+
+    let control = |m: &support::scrape::Exposition, event: &str| {
+        m.value_or_zero("lqagent_control_events_total", &[("event", event)])
+    };
+    let m = scrape_in(&lab.ac);
+    assert!(control(&m, "evicted") >= 2.0, "root got in by eviction");
+    // The stalled peers end at their deadlines (10 s each), counted.
+    wait_for(
+        "the stalled peers' deadlines",
+        Duration::from_secs(40),
+        || {
+            let m = scrape_in(&lab.ac);
+            control(&m, "read_timeout") >= 1.0 && control(&m, "write_timeout") >= 1.0
+        },
+    );
+    assert_eq!(routes(&lab.ac), rest, "nothing else changed");
+    drop((silent, deaf));
+}
