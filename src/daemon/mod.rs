@@ -29,6 +29,7 @@
 //! [`SHUTDOWN_DEADLINE`]. SIGHUP: the file is read again; what can change live is applied
 //! ([`reload`]), what needs a restart is logged by key, and a bad file changes nothing.
 
+pub mod confirm;
 pub(crate) mod control;
 pub mod export;
 pub mod ondemand;
@@ -66,6 +67,8 @@ pub use ondemand::UnknownSource;
 pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound of the cache → route task and control → route task command channel.
 const ROUTE_COMMANDS: usize = 256;
+/// Bound of the doubts waiting for the confirmer (more are counted `not_asked`).
+const DOUBT_QUEUE: usize = 4096;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,10 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let kernel = start::kernel(&cfg).await?;
     let clock = kernel.clock;
     let (loaded, writer) = start::state(&cfg, clock, &kernel.admission)?;
+    // Doubts (the ownership rule) go to the confirmer started with the requestor; made here so
+    // every part that raises them (the cache task; the kernel side for inherited routes) can
+    // be handed a clone.
+    let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
     let routes = start::reconcile(&cfg, kernel.installer, clock, &loaded, &metrics, &tasks).await?;
     let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
     let trigger_handle = trigger.as_ref().map(Trigger::handle);
@@ -145,9 +152,19 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         loaded,
         &routes,
         trigger_handle.clone(),
+        &doubts,
         &mut tasks,
     );
-    let lq = start::leasequery(&cfg, &cache, clock, &metrics, trigger_events, &mut tasks).await?;
+    let lq = start::leasequery(
+        &cfg,
+        &cache,
+        clock,
+        &metrics,
+        trigger_events,
+        (&doubts, doubt_rx),
+        &mut tasks,
+    )
+    .await?;
     let bulk_stats = start::recovery(
         &cfg,
         &lq.duid,
@@ -177,6 +194,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             servers: settings::server_names(&cfg),
             restarts: tasks.sup.restarts().clone(),
             state: writer.handle().stats().clone(),
+            doubts: doubts.stats().clone(),
         },
     );
     let responder = control::LiveResponder {
