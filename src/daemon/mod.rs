@@ -151,8 +151,10 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         &kernel.admission,
         loaded,
         &routes,
-        trigger_handle.clone(),
-        &doubts,
+        start::CacheOutlets {
+            trigger: trigger_handle.clone(),
+            doubts: doubts.clone(),
+        },
         &mut tasks,
     );
     let lq = start::leasequery(

@@ -290,6 +290,13 @@ pub(super) async fn trigger(
     Ok((Some(t), Some(rx)))
 }
 
+/// Where the cache's news goes beside the route task: the trigger's known sets (the change
+/// stream's batches) and the confirmer (the doubts the store raises).
+pub(super) struct CacheOutlets {
+    pub(super) trigger: Option<TriggerHandle>,
+    pub(super) doubts: DoubtSink,
+}
+
 /// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
 /// the same store and channels (the loaded leases go in on the first run only).
 pub(super) fn cache(
@@ -298,10 +305,10 @@ pub(super) fn cache(
     admission: &Arc<Admission>,
     loaded: persist::Loaded,
     routes: &Routes,
-    trigger: Option<TriggerHandle>,
-    doubts: &DoubtSink,
+    outlets: CacheOutlets,
     tasks: &mut Tasks,
 ) -> (CacheHandle, JoinHandle<()>) {
+    let CacheOutlets { trigger, doubts } = outlets;
     let (cache, changes, cache_runner) = cache_task::start_admitted(
         routes.store.clone(),
         clock,
@@ -309,7 +316,7 @@ pub(super) fn cache(
         CacheTaskConfig::default(),
         Some(admission.clone()),
         // Doubts the store raises go to the confirmer (started with the requestor, step 7).
-        Some(doubts.clone()),
+        Some(doubts),
     );
     let mut restored = Some(loaded.leases);
     let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
