@@ -5,7 +5,9 @@
 //!  → cache task ─changes─► routes::feed ─RouteCommand─► kernel::reconcile::run (installer,
 //!    reconciled against the loaded cache before anything new arrives)
 //!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
-//!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
+//!  → snooping (relayed REPLYs → cache, on their own queue, served first) · on-demand
+//!    leasequery (unknown sources → cache) · confirmer (doubts about a binding's owner →
+//!    leasequery → the answer decides, through the same requestor)
 //!  → READY=1 (state loaded, kernel reconciled, listeners up); recovery runs on after it,
 //!    shown by lqagent_recovery_in_progress
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
