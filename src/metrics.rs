@@ -71,6 +71,7 @@ pub mod names {
     pub const SNOOP_CLASSIFIED: &str = "lqagent_snoop_classified";
     pub const ADMISSION_REJECTED: &str = "lqagent_admission_rejected";
     pub const BINDING_MOVES: &str = "lqagent_binding_moves";
+    pub const BINDING_DOUBTS: &str = "lqagent_binding_doubts";
     pub const CAP_REFUSED: &str = "lqagent_cap_refused";
     pub const STATE_EVENTS: &str = "lqagent_state_events";
     pub const TASK_RESTARTS: &str = "lqagent_task_restarts";

@@ -1,12 +1,17 @@
 //! The cache task: the tokio shell that owns the write path of the binding store.
 //!
-//! One task receives [`CacheInput`]s from a bounded queue, applies them with the synchronous
+//! One task receives [`CacheInput`]s from two bounded queues, applies them with the synchronous
 //! store calls, journals the writes (non-blocking), and sends the resulting [`Change`]s into a
 //! bounded channel for the route installer. Because one task decides and sends, changes are in
 //! order per lease; because it awaits room in the change channel, a slow installer slows the task,
-//! the input queue fills, and producers feel back-pressure (`observe().await`) or see `Full`
+//! the input queues fill, and producers feel back-pressure (`observe().await`) or see `Full`
 //! (`try_observe`) — nothing grows without bound. Expiry runs in the same loop, woken at the
 //! earliest deadline; snapshots are taken when the journal asks or on a timer.
+//!
+//! Snooped inputs have their own queue, always served before the other one
+//! ([`CacheHandle::send_snooped`]): a RELEASE seen on the wire is first-hand news about a
+//! subscriber, and must not wait behind — or be dropped because of — thousands of answers a bulk
+//! recovery or the on-demand path queued (exactly during a reboot storm, when both are busiest).
 //!
 //! The task never waits for the disk: journal records and snapshots are handed to the writer
 //! thread without blocking, and the copy a snapshot needs is taken on a blocking thread. It can
@@ -51,8 +56,10 @@ pub enum CacheInput {
 /// Settings of the cache task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheTaskConfig {
-    /// Bound of the input queue (observations and withdrawals).
+    /// Bound of the input queue of bulk, on-demand, the confirmer and the operator.
     pub input_queue: usize,
+    /// Bound of the snooped inputs' own queue (served first).
+    pub snoop_queue: usize,
     /// Bound of the change stream to the route installer.
     pub change_queue: usize,
     /// Snapshot at least this often (also when the journal asks, e.g. after drops).
@@ -63,6 +70,7 @@ impl Default for CacheTaskConfig {
     fn default() -> Self {
         CacheTaskConfig {
             input_queue: 4096,
+            snoop_queue: 4096,
             change_queue: 4096,
             snapshot_interval_ms: 300_000,
         }
@@ -129,6 +137,8 @@ pub struct TaskStats {
 #[derive(Debug, Clone)]
 pub struct CacheHandle {
     tx: mpsc::Sender<CacheInput>,
+    /// The snooper's own queue, served before `tx`.
+    snooped: mpsc::Sender<CacheInput>,
     store: Arc<BindingStore>,
     stats: Arc<TaskStats>,
 }
@@ -151,6 +161,17 @@ impl CacheHandle {
 
     pub async fn observe(&self, obs: Observation) -> Result<(), SendError> {
         self.send(CacheInput::Observe(obs)).await
+    }
+
+    /// Queue a snooped input on the snooper's own queue, which the task serves before the
+    /// others, waiting for room (back-pressure to the capture queue, then the socket buffer,
+    /// whose drops the capture counts): never dropped for answers queued by bulk or on-demand.
+    /// CANCEL-SAFETY: cancel-safe; a cancelled send queued nothing.
+    pub async fn send_snooped(&self, input: CacheInput) -> Result<(), SendError> {
+        self.snooped
+            .send(input)
+            .await
+            .map_err(|_| SendError::Closed)
     }
 
     /// Queue an input without waiting; a full queue is counted.
@@ -210,10 +231,12 @@ pub(crate) fn start_admitted(
     doubts: Option<DoubtSink>,
 ) -> (CacheHandle, mpsc::Receiver<Change>, CacheRunner) {
     let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
+    let (stx, srx) = mpsc::channel(cfg.snoop_queue.max(1));
     let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
     let stats = Arc::new(TaskStats::default());
     let handle = CacheHandle {
         tx,
+        snooped: stx,
         store: store.clone(),
         stats: stats.clone(),
     };
@@ -222,6 +245,7 @@ pub(crate) fn start_admitted(
         clock,
         journal,
         inputs: Arc::new(tokio::sync::Mutex::new(rx)),
+        snooped: Arc::new(tokio::sync::Mutex::new(srx)),
         changes: ctx,
         stats,
         admission,
@@ -257,6 +281,8 @@ struct CacheTask {
     journal: Option<JournalHandle>,
     /// Lent to each run (a run that panics drops its guard; tokio's mutex does not poison).
     inputs: Arc<tokio::sync::Mutex<mpsc::Receiver<CacheInput>>>,
+    /// The snooper's queue, lent the same way; served first.
+    snooped: Arc<tokio::sync::Mutex<mpsc::Receiver<CacheInput>>>,
     changes: mpsc::Sender<Change>,
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
@@ -269,6 +295,7 @@ impl CacheTask {
     async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
         let inputs = self.inputs.clone();
         let mut inputs = inputs.lock_owned().await;
+        let mut snooped = self.snooped.clone().lock_owned().await;
         let now = self.clock.now();
         for (k, l) in restored {
             if let Some(c) = self.store.restore(k, l, now) {
@@ -286,7 +313,7 @@ impl CacheTask {
                 .next_deadline()
                 .and_then(|t| self.clock.instant_of(t));
             tokio::select! {
-                input = inputs.recv() => {
+                input = next_input(&mut snooped, &mut inputs) => {
                     let Some(input) = input else { break };
                     let applied = match input {
                         CacheInput::Observe(o) => match self.admit(o) {
@@ -407,6 +434,20 @@ impl CacheTask {
     }
 }
 
+/// The next input, a snooped one first. `None` once every handle is gone (both queues close
+/// together: one handle holds both senders) and the queues are drained.
+/// CANCEL-SAFETY: cancel-safe (both `recv`s are): the task's `select!` may drop it for a timer.
+async fn next_input(
+    snooped: &mut mpsc::Receiver<CacheInput>,
+    inputs: &mut mpsc::Receiver<CacheInput>,
+) -> Option<CacheInput> {
+    tokio::select! {
+        biased;
+        Some(i) = snooped.recv() => Some(i),
+        i = inputs.recv() => i,
+    }
+}
+
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -437,12 +478,118 @@ mod tests {
         )
     }
 
+    /// Issue 21, "snooping never loses a message to a queue full of answers": a bulk recovery
+    /// of 100 000 bindings keeps the cache's input queue full (the route feed — the change
+    /// consumer — is slow); a RELEASE snooped meanwhile is neither dropped nor queued behind
+    /// those answers: it is applied next, while the recovery is still running.
+    #[tokio::test]
+    async fn a_release_snooped_during_a_bulk_recovery_is_applied_at_once() {
+        const BULK: usize = 100_000;
+        const QUEUE: usize = 4096;
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let cfg = CacheTaskConfig {
+            input_queue: QUEUE,
+            snoop_queue: QUEUE,
+            change_queue: 1,
+            snapshot_interval_ms: 3_600_000,
+        };
+        let (h, mut changes, join) = spawn(store.clone(), clock, None, cfg, Vec::new());
+        // The subscriber whose release matters, bound by a snooped REPLY before recovery.
+        let bound = obs(1, 3600, &clock);
+        let victim = bound.leases[0].key;
+        h.send_snooped(CacheInput::Observe(bound)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().key, victim);
+
+        // Bulk recovery: 100 000 answers from a real producer that waits for room.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (h2, sent2) = (h.clone(), sent.clone());
+        let producer = tokio::spawn(async move {
+            for n in 0..BULK {
+                let mut o = obs(0, 3600, &clock);
+                o.client_duid = (n as u32).to_be_bytes().to_vec().into();
+                o.source = crate::cache::Source::Bulk;
+                o.leases[0].key = LeaseKey::Address(Ipv6Addr::from(
+                    0x2001_0db8_0002_0000_0000_0000_0000_0000u128 + n as u128,
+                ));
+                h2.observe(o).await.unwrap();
+                sent2.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // The slow consumer takes a few changes, then lets the queue fill up behind them.
+        let mut received = 0;
+        while received < 1000 {
+            changes.recv().await.unwrap();
+            received += 1;
+        }
+        while sent.load(Ordering::SeqCst) < received + QUEUE {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued_ahead = sent.load(Ordering::SeqCst) - received;
+
+        // The RELEASE, by the holder, on its link: it finds room at once (polled once; a send
+        // that would wait is dropped unsent, which is cancel-safe).
+        let release = h.send_snooped(CacheInput::Withdraw(Withdrawal {
+            keys: vec![victim],
+            client_duid: Some(vec![0, 1, 1].into()),
+            link: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
+            iaids: vec![1],
+            reason: crate::cache::WithdrawReason::Released,
+            arrival: clock.now(),
+        }));
+        let taken = tokio::select! {
+            biased;
+            r = release => Some(r),
+            () = std::future::ready(()) => None,
+        };
+        assert_eq!(
+            taken,
+            Some(Ok(())),
+            "a snooped RELEASE is neither dropped (Some(Err)) nor made to wait (None) behind \
+             {queued_ahead} queued answers"
+        );
+        let mut answers_before = 0;
+        loop {
+            let c = changes.recv().await.unwrap();
+            if c.key == victim {
+                assert_eq!(c.kind, ChangeKind::Removed);
+                break;
+            }
+            answers_before += 1;
+        }
+        assert!(
+            sent.load(Ordering::SeqCst) < BULK && !producer.is_finished(),
+            "the release was applied while the recovery was still running"
+        );
+        assert!(store.get(&victim).is_none());
+        // Only what the task already held (the change it was sending, the one buffered) came
+        // first, not the thousands of answers queued ahead of the release.
+        assert!(
+            answers_before <= 2,
+            "{answers_before} of the {queued_ahead} answers queued ahead were applied first"
+        );
+
+        // The recovery finishes (every answer and the removal were consumed once); nothing was
+        // dropped anywhere.
+        received += answers_before + 1;
+        while received < BULK + 1 {
+            changes.recv().await.unwrap();
+            received += 1;
+        }
+        producer.await.unwrap();
+        assert_eq!(store.len(), BULK);
+        assert_eq!(h.stats().inputs_dropped_full.load(Ordering::Relaxed), 0);
+        drop(h);
+        join.await.unwrap();
+    }
+
     #[tokio::test]
     async fn slow_installer_back_pressures_producers_and_order_is_kept() {
         let clock = AgentClock::new();
         let store = Arc::new(BindingStore::new(CacheConfig::default()));
         let cfg = CacheTaskConfig {
             input_queue: 1,
+            snoop_queue: 1,
             change_queue: 1,
             snapshot_interval_ms: 3_600_000,
         };
@@ -495,6 +642,7 @@ mod tests {
         let store = Arc::new(BindingStore::new(CacheConfig::default()));
         let cfg = CacheTaskConfig {
             input_queue: 8,
+            snoop_queue: 8,
             change_queue: 8,
             snapshot_interval_ms: 3_600_000,
         };

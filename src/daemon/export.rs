@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::admission::Admission;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
+use crate::cache::binding::DoubtStats;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
@@ -72,6 +73,8 @@ pub(crate) struct Sources {
     pub restarts: Arc<Restarts>,
     /// The state writer's events and degraded flag.
     pub state: Arc<PersistStats>,
+    /// How doubts ended (the confirmer's and the doubt sink's counts).
+    pub doubts: Arc<DoubtStats>,
 }
 
 /// `lqagent_admission_rejected_total{source,reason}`: what admission refused, and the snooped
@@ -159,6 +162,18 @@ fn register_bulk(m: &Metrics, bulk: &Arc<BulkStats>) {
     });
 }
 
+/// `lqagent_binding_doubts_total{reason,outcome}`: what would have changed a binding had it
+/// come from its holder on its link, and what the confirming leasequery made of it.
+pub fn register_doubts(m: &Metrics, doubts: &Arc<DoubtStats>) {
+    let d = doubts.clone();
+    m.register_stats2(
+        names::BINDING_DOUBTS,
+        "Doubts about a binding's owner (the ownership rule) and how the confirming leasequery settled them, by reason and outcome",
+        ("reason", "outcome"),
+        move || d.snapshot(),
+    );
+}
+
 /// `lqagent_control_events_total{event}`.
 pub fn register_control(m: &Metrics, control: &Arc<ControlStats>) {
     let me = control.clone();
@@ -191,6 +206,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
     register_admission(m, &s);
     register_bulk(m, &s.bulk);
     register_control(m, &s.control);
+    register_doubts(m, &s.doubts);
     let od = s.on_demand.clone();
     m.register_stats(
         names::ON_DEMAND,

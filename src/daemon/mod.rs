@@ -5,7 +5,9 @@
 //!  → cache task ─changes─► routes::feed ─RouteCommand─► kernel::reconcile::run (installer,
 //!    reconciled against the loaded cache before anything new arrives)
 //!  → bulk recovery, every server in parallel (bindings → cache → routes as they arrive)
-//!  → snooping (relayed REPLYs → cache) · on-demand leasequery (unknown sources → cache)
+//!  → snooping (relayed REPLYs → cache, on their own queue, served first) · on-demand
+//!    leasequery (unknown sources → cache) · confirmer (doubts about a binding's owner →
+//!    leasequery → the answer decides, through the same requestor)
 //!  → READY=1 (state loaded, kernel reconciled, listeners up); recovery runs on after it,
 //!    shown by lqagent_recovery_in_progress
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
@@ -29,6 +31,7 @@
 //! [`SHUTDOWN_DEADLINE`]. SIGHUP: the file is read again; what can change live is applied
 //! ([`reload`]), what needs a restart is logged by key, and a bad file changes nothing.
 
+pub mod confirm;
 pub(crate) mod control;
 pub mod export;
 pub mod ondemand;
@@ -66,6 +69,8 @@ pub use ondemand::UnknownSource;
 pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound of the cache → route task and control → route task command channel.
 const ROUTE_COMMANDS: usize = 256;
+/// Bound of the doubts waiting for the confirmer (more are counted `not_asked`).
+const DOUBT_QUEUE: usize = 4096;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +140,10 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let kernel = start::kernel(&cfg).await?;
     let clock = kernel.clock;
     let (loaded, writer) = start::state(&cfg, clock, &kernel.admission)?;
+    // Doubts (the ownership rule) go to the confirmer started with the requestor; made here so
+    // every part that raises them (the cache task; the kernel side for inherited routes) can
+    // be handed a clone.
+    let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
     let routes = start::reconcile(&cfg, kernel.installer, clock, &loaded, &metrics, &tasks).await?;
     let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
     let trigger_handle = trigger.as_ref().map(Trigger::handle);
@@ -144,10 +153,22 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         &kernel.admission,
         loaded,
         &routes,
-        trigger_handle.clone(),
+        start::CacheOutlets {
+            trigger: trigger_handle.clone(),
+            doubts: doubts.clone(),
+        },
         &mut tasks,
     );
-    let lq = start::leasequery(&cfg, &cache, clock, &metrics, trigger_events, &mut tasks).await?;
+    let lq = start::leasequery(
+        &cfg,
+        &cache,
+        clock,
+        &metrics,
+        trigger_events,
+        (&doubts, doubt_rx),
+        &mut tasks,
+    )
+    .await?;
     let bulk_stats = start::recovery(
         &cfg,
         &lq.duid,
@@ -184,6 +205,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
             servers: settings::server_names(&cfg),
             restarts: tasks.sup.restarts().clone(),
             state: writer.handle().stats().clone(),
+            doubts: doubts.stats().clone(),
         },
     );
     let responder = control::LiveResponder {

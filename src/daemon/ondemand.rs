@@ -241,7 +241,7 @@ impl Lookup {
             .unwrap_or_else(|| ip.to_string())
     }
 
-    fn count_answer(&self, a: &ServerAnswer) {
+    pub(crate) fn count_answer(&self, a: &ServerAnswer) {
         let Some(m) = &self.metrics else { return };
         let outcome = match a.answer {
             Answer::Bound(_) | Answer::ClientLinks(_) => LeasequeryOutcome::Binding,
@@ -277,7 +277,7 @@ impl Lookup {
         }
     }
 
-    fn count_refusal(&self, e: &QueryError) {
+    pub(crate) fn count_refusal(&self, e: &QueryError) {
         let Some(m) = &self.metrics else { return };
         let scope = match e {
             QueryError::Refused(RefuseReason::GlobalRate) => LimitScope::Global,

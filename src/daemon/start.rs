@@ -13,13 +13,14 @@ use tracing::{error, info, warn};
 
 use super::signals::poll_requestor_stats;
 use super::{
-    DaemonError, Heartbeats, OnDemand, ROUTE_COMMANDS, RouteRestart, UnknownSource, control,
-    export, ondemand, routes, settings, supervise_routes,
+    DaemonError, Heartbeats, OnDemand, ROUTE_COMMANDS, RouteRestart, UnknownSource, confirm,
+    control, export, ondemand, routes, settings, supervise_routes,
 };
 use crate::admission::{Admission, OwnAddresses};
 use crate::bulk::recovery::{CacheSink, recover};
 use crate::bulk::stats::BulkStats;
-use crate::cache::task::{self as cache_task, CacheHandle, CacheTaskConfig};
+use crate::cache::binding::Doubt;
+use crate::cache::task::{self as cache_task, CacheHandle, CacheTaskConfig, DoubtSink};
 use crate::cache::{AgentClock, BindingStore, RouteView};
 use crate::config::Config;
 use crate::control::ControlStats;
@@ -331,6 +332,13 @@ pub(super) async fn trigger(
     Ok((Some(t), Some(rx)))
 }
 
+/// Where the cache's news goes beside the route task: the trigger's known sets (the change
+/// stream's batches) and the confirmer (the doubts the store raises).
+pub(super) struct CacheOutlets {
+    pub(super) trigger: Option<TriggerHandle>,
+    pub(super) doubts: DoubtSink,
+}
+
 /// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
 /// the same store and channels (the loaded leases go in on the first run only).
 pub(super) fn cache(
@@ -339,17 +347,18 @@ pub(super) fn cache(
     admission: &Arc<Admission>,
     loaded: persist::Loaded,
     routes: &Routes,
-    trigger: Option<TriggerHandle>,
+    outlets: CacheOutlets,
     tasks: &mut Tasks,
 ) -> (CacheHandle, JoinHandle<()>) {
+    let CacheOutlets { trigger, doubts } = outlets;
     let (cache, changes, cache_runner) = cache_task::start_admitted(
         routes.store.clone(),
         clock,
         Some(writer.handle()),
         CacheTaskConfig::default(),
         Some(admission.clone()),
-        // The confirmer (issue 21) is wired by its own step; until then doubts are not raised.
-        None,
+        // Doubts the store raises go to the confirmer (started with the requestor, step 7).
+        Some(doubts),
     );
     let mut restored = Some(loaded.leases);
     let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
@@ -377,7 +386,8 @@ pub(super) fn cache(
     (cache, cache_task)
 }
 
-/// Step 7: leasequery: the requestor and the on-demand path (fed by the trigger's events).
+/// Step 7: leasequery: the requestor, the on-demand path (fed by the trigger's events) and the
+/// confirmer (fed by the doubts), both asking through the one requestor.
 pub(super) struct Leasequery {
     pub(super) duid: Vec<u8>,
     pub(super) requestor: RequestorHandle,
@@ -391,6 +401,7 @@ pub(super) async fn leasequery(
     clock: AgentClock,
     metrics: &Metrics,
     trigger_events: Option<mpsc::Receiver<crate::trigger::TriggerEvent>>,
+    doubts: (&DoubtSink, mpsc::Receiver<Doubt>),
     tasks: &mut Tasks,
 ) -> Result<Leasequery, DaemonError> {
     let duid = match &cfg.identity.client_duid {
@@ -429,17 +440,30 @@ pub(super) async fn leasequery(
     metrics
         .servers
         .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
-    let (on_demand, od_runner) = ondemand::start(
-        ondemand::Lookup {
-            requestor: requestor.clone(),
-            cache: cache.clone(),
-            clock,
-            server_names: Arc::new(settings::server_names(cfg)),
-            metrics: Some(metrics.clone()),
-            relay_data: true,
-        },
-        &ondemand::OnDemandConfig::default(),
+    let lookup = ondemand::Lookup {
+        requestor: requestor.clone(),
+        cache: cache.clone(),
+        clock,
+        server_names: Arc::new(settings::server_names(cfg)),
+        metrics: Some(metrics.clone()),
+        relay_data: true,
+    };
+    // The confirmer asks through the same lookup (requestor, limits, negative cache, metrics);
+    // its doubt queue is lent to each run, so the sink never sees it closed.
+    let confirm_runner = confirm::ConfirmRunner::new(
+        confirm::Confirmer::new(lookup.clone(), doubts.0, confirm::ConfirmConfig::default()),
+        doubts.1,
     );
+    tasks
+        .intake
+        .spawn(tasks.sup.restart("confirm", Lifetime::Forever, move |_| {
+            let run = confirm_runner.clone().run();
+            async move {
+                run.await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        }));
+    let (on_demand, od_runner) = ondemand::start(lookup, &ondemand::OnDemandConfig::default());
     tasks
         .intake
         .spawn(tasks.sup.restart("ondemand", Lifetime::Forever, move |_| {

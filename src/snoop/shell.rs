@@ -1,6 +1,12 @@
 //! The snooper's tokio shell: capture sockets on every configured interface feed one bounded
 //! queue; one task parses each DHCPv6 message, runs the pure [`Classifier`] and hands what it
 //! learnt to the cache task. Nothing here decides anything.
+//!
+//! The hand-over waits ([`CacheHandle::send_snooped`]): snooped inputs have their own queue in
+//! the cache task, served before bulk and on-demand answers, so a full queue only slows the
+//! classifier; back-pressure then fills the capture queue and the sockets' buffers, whose drops
+//! the capture counts (`lqagent_snoop_capture_total`). A REPLY or RELEASE is never dropped
+//! because answers filled the cache's queue.
 
 use std::sync::Arc;
 
@@ -19,9 +25,11 @@ use crate::wire::Message;
 pub struct SnoopStats {
     pub capture: Arc<CaptureStats>,
     pub classify: Arc<std::sync::Mutex<ClassifyStats>>,
-    /// Captured payloads that did not parse as DHCPv6, and observations the cache queue refused.
+    /// Captured payloads that did not parse as DHCPv6.
     pub unparsable: Arc<std::sync::atomic::AtomicU64>,
-    pub cache_full: Arc<std::sync::atomic::AtomicU64>,
+    /// Observations lost because the cache task had stopped for good (never for a full queue:
+    /// the classifier waits for room in its own queue of the cache task).
+    pub cache_closed: Arc<std::sync::atomic::AtomicU64>,
     /// Parsed messages by the type of the message inside the relay chain (a RELAY-REPL
     /// carrying a REPLY counts as `REPLY`).
     pub messages: Arc<MessageCounts>,
@@ -271,9 +279,10 @@ async fn classify_run(
             Some(Learned::Bind(o)) => CacheInput::Observe(o),
             Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
             Some(Learned::Doubt(doubts)) => {
+                // Snooped like the rest: through the snooper's own queue, waiting for room.
                 for d in doubts {
-                    if cache.try_send(CacheInput::Doubt(d)).is_err() {
-                        st.cache_full
+                    if cache.send_snooped(CacheInput::Doubt(d)).await.is_err() {
+                        st.cache_closed
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -281,8 +290,9 @@ async fn classify_run(
             }
             None => continue,
         };
-        if cache.try_send(input).is_err() {
-            st.cache_full
+        // Waits for room (never drops for a full queue); only a stopped cache task loses it.
+        if cache.send_snooped(input).await.is_err() {
+            st.cache_closed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }

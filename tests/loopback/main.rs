@@ -3,6 +3,7 @@
 //! itself, on-demand failover, /metrics, the control socket and the log sink.
 
 mod bulk_tcp;
+mod confirm;
 mod control_socket;
 mod log_sink;
 mod lqrefserver;

@@ -98,6 +98,12 @@ fn every_family_has_help_and_is_documented() {
     exercise(&m);
     let control = std::sync::Arc::new(lqagent::control::ControlStats::default());
     lqagent::daemon::export::register_control(&m, &control);
+    let doubts = std::sync::Arc::new(lqagent::cache::DoubtStats::default());
+    lqagent::daemon::export::register_doubts(&m, &doubts);
+    doubts.count(
+        lqagent::cache::DoubtReason::Overlap,
+        lqagent::cache::DoubtOutcome::Unknown,
+    );
     control
         .requests
         .fetch_add(2, std::sync::atomic::Ordering::Relaxed);

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use lqagent::bulk::stats::Counter;
 use lqagent::cache::BindingStore;
 use recovery_support::{
-    Lab, bulk_config, expected_routes, ifname, kernel_routes, link, run_recovery, table, via_cache,
+    Lab, bulk_config, expected_routes, ifname, kernel_routes, link, release_during_recovery,
+    run_recovery, table, via_cache,
 };
 use refserver::{FaultPlan, FaultRule, Faults};
 use support::netns::require_root;
@@ -204,4 +205,56 @@ fn link_up_triggers_a_by_link_query_for_that_link_only() {
         let q: Vec<_> = s.queries().iter().map(|q| (q.query_type, q.link)).collect();
         assert_eq!(q, [(4, link(2))], "one by-link query, for link 2 only");
     }
+}
+
+/// Issue 21: a RELEASE snooped during a 100 000-binding bulk recovery (through the real bulk
+/// path from the reference server, the cache task and the kernel) is applied while the
+/// recovery still streams, and nothing snooped is dropped: the snooper has its own queue in
+/// the cache task, served before the answers that keep the other one full.
+#[test]
+fn a_release_snooped_during_a_100k_recovery_is_applied_while_it_runs() {
+    if !require_root("a_release_snooped_during_a_100k_recovery_is_applied_while_it_runs") {
+        return;
+    }
+    const N: u32 = 100_000;
+    let links = 8;
+    let t = table(0..N, links);
+    let want = expected_routes([&t]);
+    let lab = Lab::new("relrec", links, vec![t], Vec::new());
+    // Outside the table's addresses (theirs end in hi:lo with hi ≤ 1).
+    let victim: std::net::Ipv6Addr = "2001:db8:1::ffff:ffff".parse().unwrap();
+    let run = release_during_recovery(
+        &lab,
+        lab.plan().startup(),
+        bulk_config(),
+        victim,
+        u64::from(N) / 10,
+    );
+    let total = run.report.bindings;
+    let at_removal = run
+        .streamed_at_removal
+        .expect("the snooped RELEASE was applied");
+    assert!(
+        at_removal < total,
+        "applied while recovery still ran: {at_removal} of {total} bindings streamed \
+         (release sent at {})",
+        run.streamed_at_release
+    );
+    assert!(
+        run.store
+            .get(&lqagent::cache::LeaseKey::Address(victim))
+            .is_none()
+    );
+    let got = kernel_routes(&lab.agent);
+    assert!(
+        !got.iter()
+            .any(|(d, _, _)| d.starts_with("2001:db8:1::ffff:ffff")),
+        "the released route is gone from the kernel"
+    );
+    assert_eq!(
+        run.store.len(),
+        want.len(),
+        "every recovered lease in the cache"
+    );
+    assert!(got == want, "kernel routes are exactly the recovered set");
 }

@@ -547,3 +547,141 @@ pub fn measure(n: u32) -> Measured {
         state_file,
     }
 }
+
+/// What [`release_during_recovery`] saw.
+pub struct ReleaseRun {
+    pub report: RecoveryReport,
+    /// Bindings recovery had streamed when the release was sent, and when its removal reached
+    /// the installer (`None`: it never did).
+    pub streamed_at_release: u64,
+    pub streamed_at_removal: Option<u64>,
+    pub store: Arc<BindingStore>,
+}
+
+/// The daemon's path ([`run_recovery_via_cache_task`]) with a snooper beside it (issue 21): a
+/// subscriber on link 1 holding `victim` (a snooped REPLY, before recovery) releases it once
+/// recovery has streamed `after` bindings; the release goes in through the snooper's own queue
+/// (`CacheHandle::send_snooped`), as `snoop::shell` sends it.
+pub fn release_during_recovery(
+    lab: &Lab,
+    queries: Vec<lqagent::bulk::tcp::ServerQueries>,
+    cfg: BulkConfig,
+    victim: Ipv6Addr,
+    after: u64,
+) -> ReleaseRun {
+    use lqagent::bulk::stats::Counter;
+    use lqagent::cache::task::CacheInput;
+    use lqagent::cache::{
+        ChangeKind, IaType, LeaseKey, Link, Observation, ObservedLease, ServerId, Source,
+        WithdrawReason, Withdrawal,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    lab.agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut inst = lqagent::kernel::Installer::new(InstallerConfig::default())
+                .await
+                .expect("installer");
+            let clock = AgentClock::new();
+            let store = Arc::new(BindingStore::default());
+            let (handle, mut changes, task) = lqagent::cache::task::spawn(
+                store.clone(),
+                clock,
+                None,
+                Default::default(),
+                Vec::new(),
+            );
+            let stats = Arc::new(BulkStats::default());
+            let key = LeaseKey::Address(victim);
+            let duid: Box<[u8]> = vec![0, 3, 0, 1, 2, 0, 0, 0, 0xee, 1].into();
+            let removal = Arc::new(AtomicU64::new(u64::MAX));
+            let (st, rm) = (stats.clone(), removal.clone());
+            let installer = tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(4096);
+                while changes.recv_many(&mut batch, 4096).await > 0 {
+                    if batch
+                        .iter()
+                        .any(|c| c.key == key && c.kind == ChangeKind::Removed)
+                    {
+                        rm.store(st.get(Counter::Bindings), Ordering::SeqCst);
+                    }
+                    let routes: Vec<RouteChange> =
+                        batch.drain(..).filter_map(|c| route_change(&c)).collect();
+                    inst.apply(routes).await.expect("kernel apply");
+                }
+            });
+            // The victim's REPLY, snooped before recovery starts.
+            handle
+                .send_snooped(CacheInput::Observe(Observation {
+                    client_duid: duid.clone(),
+                    link: Link {
+                        address: link(1),
+                        interface: None,
+                    },
+                    relay: None,
+                    server: Arc::new(ServerId {
+                        duid: vec![0, 1, 0, 1, 9].into(),
+                        address: Ipv6Addr::LOCALHOST,
+                    }),
+                    source: Source::Snoop,
+                    clt_time: None,
+                    base_time: None,
+                    srsn: None,
+                    complete: false,
+                    leases: vec![ObservedLease {
+                        key,
+                        ia: IaType::Na,
+                        iaid: 1,
+                        preferred: 3000,
+                        valid: 6000,
+                    }],
+                    arrival: clock.now(),
+                    query_address: None,
+                }))
+                .await
+                .expect("cache task");
+            while store.get(&key).is_none() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let (st, h) = (stats.clone(), handle.clone());
+            let snooper = tokio::spawn(async move {
+                while st.get(Counter::Bindings) < after {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let at = st.get(Counter::Bindings);
+                h.send_snooped(CacheInput::Withdraw(Withdrawal {
+                    keys: vec![key],
+                    client_duid: Some(duid),
+                    link: Some(link(1)),
+                    iaids: vec![1],
+                    reason: WithdrawReason::Released,
+                    arrival: clock.now(),
+                }))
+                .await
+                .expect("a snooped RELEASE is never dropped");
+                at
+            });
+            let report = recover(
+                queries,
+                Arc::new(cfg),
+                stats.clone(),
+                CacheSink::new(handle, clock),
+            )
+            .await;
+            let streamed_at_release = snooper.await.unwrap();
+            let _ = task.await;
+            installer.await.unwrap();
+            let r = removal.load(Ordering::SeqCst);
+            ReleaseRun {
+                report,
+                streamed_at_release,
+                streamed_at_removal: (r != u64::MAX).then_some(r),
+                store,
+            }
+        })
+    })
+}
