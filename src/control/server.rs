@@ -4,12 +4,21 @@
 //! Bounds: [`MAX_CLIENTS`] connections at once (more are closed and counted), lines up to
 //! [`MAX_LINE`] bytes (a longer one gets an error and the connection is closed), each request
 //! answered within [`REQUEST_TIMEOUT`], and a connection idle for [`IDLE_TIMEOUT`] is closed.
-//! The socket file is created with mode 0660 (root and the service's group, or
-//! `control.show_group` when set), a stale socket left by a crash is replaced, and anything else
-//! at that path is left alone. Every request is checked against the peer's credentials
-//! ([`access`](super::access)) and every `clear` is logged with who asked and what it removed.
+//! The socket file is created with mode 0660 (root and the service's group), or 0666 when
+//! `control.show_group` is set; a stale socket left by a crash is replaced, and anything else at
+//! that path is left alone. Every connection and every request is checked against the peer's
+//! kernel-reported credentials ([`access`](super::access)) and every `clear` is logged with who
+//! asked and what it removed.
+//!
+//! Why 0666 and not the show group on the file: giving the file to another group takes
+//! `chown`, which the packaged unit's `SystemCallFilter=~@privileged` answers with SIGSYS (the
+//! daemon crash-looped on every start), and which a non-root service user may only do for a
+//! group it is itself in. So with `show_group` anyone may connect, and a peer that is not root,
+//! the service user or a member is answered `permission denied` and closed at once — the model
+//! of the D-Bus system bus socket.
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,8 +60,8 @@ impl ControlSocket {
         ControlSocket::bind_with(path, access)
     }
 
-    /// [`bind`](Self::bind) with a policy: with a `show_gid`, the socket file's group is set to
-    /// it so that group's members can connect (and `show`).
+    /// [`bind`](Self::bind) with a policy: with a `show_gid` the socket file is 0666 so that
+    /// group's members can connect (and `show`); the peer check keeps everyone else out.
     pub fn bind_with(path: &Path, access: Access) -> Result<ControlSocket, ControlError> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
@@ -72,11 +81,13 @@ impl ControlSocket {
             Err(e) => return Err(io_err(path)(e)),
         }
         let listener = UnixListener::bind(path).map_err(io_err(path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        let mode = if access.show_gid.is_some() {
+            0o666
+        } else {
+            0o660
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io_err(path))?;
-        if let Some(gid) = access.show_gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err(path))?;
-        }
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
@@ -129,9 +140,22 @@ impl ControlSocket {
                     continue;
                 }
             };
+            // Unreadable (a kernel before 4.13): no supplementary groups, so only the peer's
+            // primary group can make it a member — the check fails closed.
+            let groups = access::peer_groups(stream.as_fd()).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "control peer groups unreadable");
+                Vec::new()
+            });
             let (responder, stats, policy) = (responder.clone(), stats.clone(), policy.clone());
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, peer, &policy, &*responder, &stats).await {
+                if let Err(message) = policy.may_connect(&peer, &groups) {
+                    stats.refused.fetch_add(1, Relaxed);
+                    tracing::warn!(uid = peer.uid, pid = peer.pid, "control connection refused");
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, refuse(stream, message)).await;
+                    drop(permit);
+                    return;
+                }
+                if let Err(e) = connection(stream, peer, &groups, &policy, &*responder, &stats).await {
                     tracing::debug!(error = %e, "control connection ended");
                 }
                 drop(permit);
@@ -146,9 +170,23 @@ impl Drop for ControlSocket {
     }
 }
 
+/// Answer a peer that may make no request at all: read its first line (bounded, so a client
+/// that writes before it reads gets the answer rather than a broken pipe), answer the reason,
+/// close.
+async fn refuse(stream: UnixStream, message: String) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = Vec::new();
+    BufReader::new(rd)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    write(&mut wr, &Response::Error { message }).await
+}
+
 async fn connection<R: Responder>(
     stream: UnixStream,
     peer: Peer,
+    groups: &[u32],
     policy: &Access,
     responder: &R,
     stats: &ControlStats,
@@ -182,7 +220,7 @@ async fn connection<R: Responder>(
         stats.requests.fetch_add(1, Relaxed);
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
-                if let Err(message) = policy.check(&peer, || access::process_groups(peer.pid), &req)
+                if let Err(message) = policy.check(&peer, || groups.to_vec(), &req)
                 {
                     stats.refused.fetch_add(1, Relaxed);
                     tracing::warn!(
