@@ -410,7 +410,10 @@ fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
     let out = cli_as(&r.path, 1234, Some("4"), &["show", "stats"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a non-member must not show");
-    assert!(stderr.contains("permission denied: show is for root"), "{stderr}");
+    assert!(
+        stderr.contains("permission denied: show is for root"),
+        "{stderr}"
+    );
     assert_eq!(r.stats.refused.load(Relaxed), 1);
 
     let out = cli_as_nobody(&r.path, &["clear", "binding", "2001:db8:100::/48"]);

@@ -1,5 +1,6 @@
 //! Integration tests that need root and the system: network namespaces the tests create, real
-//! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package, and the
+//! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package (also
+//! installed and run under systemd in a booted container), and the
 //! daemon end to end. Under CI=true a missing privilege or tool fails the test, never skips it.
 
 mod bulk_recovery;
@@ -20,5 +21,6 @@ mod snoop_capture;
 mod snoop_pipeline;
 mod snoop_trigger;
 mod state_full_disk;
+mod systemd_unit;
 mod tshark_check;
 mod unreachable_netns;
