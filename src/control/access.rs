@@ -196,6 +196,9 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Only as strong as this process's groups are many (none under some CI runners); the
+    /// loopback test `unprivileged_peer_may_show_with_the_group_but_never_clear` runs a peer
+    /// whose membership is supplementary only, and fails when the groups are not read.
     #[test]
     fn the_socket_reports_the_peers_supplementary_groups() {
         use std::os::fd::AsFd;

@@ -155,7 +155,9 @@ impl ControlSocket {
                     drop(permit);
                     return;
                 }
-                if let Err(e) = connection(stream, peer, &groups, &policy, &*responder, &stats).await {
+                if let Err(e) =
+                    connection(stream, peer, &groups, &policy, &*responder, &stats).await
+                {
                     tracing::debug!(error = %e, "control connection ended");
                 }
                 drop(permit);
@@ -220,8 +222,7 @@ async fn connection<R: Responder>(
         stats.requests.fetch_add(1, Relaxed);
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
-                if let Err(message) = policy.check(&peer, || groups.to_vec(), &req)
-                {
+                if let Err(message) = policy.check(&peer, || groups.to_vec(), &req) {
                     stats.refused.fetch_add(1, Relaxed);
                     tracing::warn!(
                         uid = peer.uid,
