@@ -2,10 +2,19 @@
 //! (`SO_PEERCRED`), never from anything the client says.
 //!
 //! `show …` only reads: root, the service's own user and members of `control.show_group` may.
-//! `clear …` withdraws routes subscribers depend on: only root and the service's user may. The
-//! socket file's mode (0660, group = `show_group` when set) keeps everyone else from connecting
-//! at all; this check is what separates reading from clearing among those who can.
+//! `clear …` withdraws routes subscribers depend on: only root and the service's user may.
+//! Without `show_group` the socket file's mode (0660, the service's group) keeps everyone else
+//! from connecting at all. With it the file is 0666 and this check is the gate: a peer that may
+//! not even `show` is refused as soon as it connects (see `server.rs` for why the file cannot
+//! carry the group instead).
+//!
+//! The peer's supplementary groups come from the socket (`SO_PEERGROUPS`), not from
+//! `/proc/PID/status`: the packaged unit's `ProtectProc=invisible` hides other users' processes
+//! from the daemon, so reading them there refused every member whose membership was
+//! supplementary, and a pid can be reused by the time it is read. The socket's record is what
+//! the kernel saw at `connect()`, like `SO_PEERCRED`.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::Request;
@@ -50,6 +59,13 @@ impl Access {
         peer.uid == 0 || peer.uid == self.service_uid
     }
 
+    /// May `peer` (supplementary groups `groups`) make any request at all? The gate at
+    /// `connect()`: a peer refused here could not even `show`, so its connection is answered
+    /// with the reason and closed instead of holding one of the few client slots.
+    pub fn may_connect(&self, peer: &Peer, groups: &[u32]) -> Result<(), String> {
+        self.check(peer, || groups.to_vec(), &Request::ShowStats)
+    }
+
     /// May `peer` (whose supplementary groups `groups` yields, read only when needed) make
     /// `request`? `Err` says why not.
     pub fn check(
@@ -83,28 +99,41 @@ impl Access {
     }
 }
 
-/// The supplementary groups of process `pid`, from the `Groups:` line of `/proc/PID/status`
-/// (empty when it cannot be read: the process is gone, or no pid was reported).
-pub(crate) fn process_groups(pid: Option<i32>) -> Vec<u32> {
-    let Some(pid) = pid.filter(|p| *p > 0) else {
-        return Vec::new();
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| status_groups(&s))
-        .unwrap_or_default()
-}
+/// `NGROUPS_MAX` on Linux: the kernel never reports more supplementary groups than this.
+const NGROUPS_MAX: usize = 65536;
 
-/// The `Groups:` of a `/proc/PID/status` text.
-pub(crate) fn status_groups(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The supplementary groups of the process at the other end of the Unix socket `sock`, as the
+/// kernel recorded them at `connect()` (`SO_PEERGROUPS`, Linux 4.13). Starts with room for 64
+/// and grows once to what the kernel says it needs (bounded by [`NGROUPS_MAX`]).
+pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut buf: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (buf.len() * GID) as libc::socklen_t;
+        // SAFETY: `buf` is valid for writes of `len` bytes; the kernel writes at most `len`
+        // bytes and stores the length it wrote (or, on ERANGE, the length it needs) in `len`.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            buf.truncate((len as usize / GID).min(buf.len()));
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        let need = len as usize / GID;
+        if e.raw_os_error() == Some(libc::ERANGE) && need > buf.len() && need <= NGROUPS_MAX {
+            buf.resize(need, 0);
+            continue;
+        }
+        return Err(e);
+    }
 }
 
 /// The gid of group `name` in an `/etc/group`-format text; a number is taken as the gid.
@@ -157,6 +186,37 @@ mod tests {
             ..ACCESS
         };
         assert!(no_group.check(&peer(1000, 997), Vec::new, &show).is_err());
+    }
+
+    /// The `Groups:` of a `/proc/PID/status` text: what this process's groups are, to compare
+    /// with what the socket reports.
+    fn status_groups(status: &str) -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Only as strong as this process's groups are many (none under some CI runners); the
+    /// loopback test `unprivileged_peer_may_show_with_the_group_but_never_clear` runs a peer
+    /// whose membership is supplementary only, and fails when the groups are not read.
+    #[test]
+    fn the_socket_reports_the_peers_supplementary_groups() {
+        use std::os::fd::AsFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = peer_groups(a.as_fd()).unwrap();
+        let mut want = status_groups(&std::fs::read_to_string("/proc/self/status").unwrap());
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        // Not a Unix socket: an error, never a made-up list.
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(peer_groups(f.as_fd()).is_err());
     }
 
     #[test]

@@ -10,13 +10,22 @@
 //! answered within [`REQUEST_TIMEOUT`], and every write of an answer must complete within
 //! [`WRITE_TIMEOUT`] (a peer that stops reading is closed and counted), so no peer holds a slot
 //! longer than these deadlines without making progress.
-//! The socket file is created with mode 0660 (root and the service's group, or
-//! `control.show_group` when set), a stale socket left by a crash is replaced, and anything else
-//! at that path is left alone. Every request is checked against the peer's credentials
-//! ([`access`](super::access)) and every `clear` is logged with who asked and what it removed.
+//! The socket file is created with mode 0660 (root and the service's group), or 0666 when
+//! `control.show_group` is set; a stale socket left by a crash is replaced, and anything else at
+//! that path is left alone. Every connection and every request is checked against the peer's
+//! kernel-reported credentials ([`access`](super::access)) and every `clear` is logged with who
+//! asked and what it removed.
+//!
+//! Why 0666 and not the show group on the file: giving the file to another group takes
+//! `chown`, which the packaged unit's `SystemCallFilter=~@privileged` answers with SIGSYS (the
+//! daemon crash-looped on every start), and which a non-root service user may only do for a
+//! group it is itself in. So with `show_group` anyone may connect, and a peer that is not root,
+//! the service user or a member is answered `permission denied` and closed at once — the model
+//! of the D-Bus system bus socket. The per-uid bound above keeps such peers from holding slots.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -110,8 +119,8 @@ impl ControlSocket {
         ControlSocket::bind_with(path, access)
     }
 
-    /// [`bind`](Self::bind) with a policy: with a `show_gid`, the socket file's group is set to
-    /// it so that group's members can connect (and `show`).
+    /// [`bind`](Self::bind) with a policy: with a `show_gid` the socket file is 0666 so that
+    /// group's members can connect (and `show`); the peer check keeps everyone else out.
     pub fn bind_with(path: &Path, access: Access) -> Result<ControlSocket, ControlError> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
@@ -131,11 +140,13 @@ impl ControlSocket {
             Err(e) => return Err(io_err(path)(e)),
         }
         let listener = UnixListener::bind(path).map_err(io_err(path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        let mode = if access.show_gid.is_some() {
+            0o666
+        } else {
+            0o660
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io_err(path))?;
-        if let Some(gid) = access.show_gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err(path))?;
-        }
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
@@ -187,6 +198,12 @@ impl ControlSocket {
                     continue;
                 }
             };
+            // Unreadable (a kernel before 4.13): no supplementary groups, so only the peer's
+            // primary group can make it a member — the check fails closed.
+            let groups = access::peer_groups(stream.as_fd()).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "control peer groups unreadable");
+                Vec::new()
+            });
             let privileged = policy.privileged(&peer);
             let mut t = lock(&table);
             let (id, evicted) = match t.slots.admit(peer.uid, privileged, Instant::now()) {
@@ -210,8 +227,25 @@ impl ControlSocket {
             let (responder, stats2, policy) = (responder.clone(), stats.clone(), policy.clone());
             let task = tokio::spawn(async move {
                 let stats = stats2;
-                if let Err(e) =
-                    connection(stream, peer, &policy, &*responder, &stats, &tracker).await
+                if let Err(message) = policy.may_connect(&peer, &groups) {
+                    stats.refused.fetch_add(1, Relaxed);
+                    tracing::warn!(uid = peer.uid, pid = peer.pid, "control connection refused");
+                    tracker.phase(Phase::Writing);
+                    let _ =
+                        tokio::time::timeout(READ_TIMEOUT, refuse(stream, message, &stats)).await;
+                    drop(tracker);
+                    return;
+                }
+                if let Err(e) = connection(
+                    stream,
+                    peer,
+                    &groups,
+                    &policy,
+                    &*responder,
+                    &stats,
+                    &tracker,
+                )
+                .await
                 {
                     tracing::debug!(error = %e, "control connection ended");
                 }
@@ -239,9 +273,23 @@ impl Drop for ControlSocket {
     }
 }
 
+/// Answer a peer that may make no request at all: read its first line (bounded, so a client
+/// that writes before it reads gets the answer rather than a broken pipe), answer the reason,
+/// close.
+async fn refuse(stream: UnixStream, message: String, stats: &ControlStats) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = Vec::new();
+    BufReader::new(rd)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    write(&mut wr, &Response::Error { message }, stats).await
+}
+
 async fn connection<R: Responder>(
     stream: UnixStream,
     peer: Peer,
+    groups: &[u32],
     policy: &Access,
     responder: &R,
     stats: &ControlStats,
@@ -287,8 +335,7 @@ async fn connection<R: Responder>(
         stats.requests.fetch_add(1, Relaxed);
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
-                if let Err(message) = policy.check(&peer, || access::process_groups(peer.pid), &req)
-                {
+                if let Err(message) = policy.check(&peer, || groups.to_vec(), &req) {
                     stats.refused.fetch_add(1, Relaxed);
                     tracing::warn!(
                         uid = peer.uid,

@@ -361,8 +361,14 @@ fn cli_shows_servers() {
 
 /// `lqagent ARGS --socket SOCKET` as uid/gid 65534 (`nobody`/`nogroup`), no supplementary groups.
 fn cli_as_nobody(socket: &Path, args: &[&str]) -> std::process::Output {
+    cli_as(socket, 65534, None, args)
+}
+
+/// `lqagent ARGS --socket SOCKET` as uid 65534, primary group `gid`, supplementary `groups`.
+fn cli_as(socket: &Path, gid: u32, groups: Option<&str>, args: &[&str]) -> std::process::Output {
+    let groups = groups.map_or("--clear-groups".to_string(), |g| format!("--groups={g}"));
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["--reuid=65534", &format!("--regid={gid}"), &groups, "--"])
         .arg(env!("CARGO_BIN_EXE_lqagent"))
         .args(args)
         .arg("--socket")
@@ -376,17 +382,17 @@ fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
     if !support::netns::require_root("unprivileged_peer_may_show_with_the_group_but_never_clear") {
         return;
     }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let r = start_with(Some(Access {
         service_uid: 0,
         show_gid: Some(65534),
     }));
-    // Let nobody reach the socket file; the socket itself is 0660 with the show group.
+    // Let nobody reach the socket file; with a show group the socket is 0666 and the peer
+    // check is the gate (the daemon cannot chown under the packaged unit's seccomp filter).
     let dir = r.path.parent().unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let meta = std::fs::metadata(&r.path).unwrap();
-    assert_eq!(meta.gid(), 65534, "socket group is control.show_group");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
 
     let out = cli_as_nobody(&r.path, &["show", "bindings", "--json"]);
     assert!(
@@ -396,12 +402,29 @@ fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
     );
     let shown: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown.len(), 4);
+    // A member through a supplementary group (what `usermod -aG` makes): read from the socket
+    // (SO_PEERGROUPS), not from /proc, which the packaged unit hides.
+    let out = cli_as(&r.path, 1234, Some("4,65534"), &["show", "stats"]);
+    assert!(
+        out.status.success(),
+        "a supplementary member may show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A non-member reaches the 0666 file and is refused at once.
+    let out = cli_as(&r.path, 1234, Some("4"), &["show", "stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a non-member must not show");
+    assert!(
+        stderr.contains("permission denied: show is for root"),
+        "{stderr}"
+    );
+    assert_eq!(r.stats.refused.load(Relaxed), 1);
 
     let out = cli_as_nobody(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "nobody must not clear");
     assert!(stderr.contains("permission denied"), "{stderr}");
-    assert_eq!(r.stats.refused.load(Relaxed), 1);
+    assert_eq!(r.stats.refused.load(Relaxed), 2);
     // Nothing was removed: root still sees every binding, and root may clear.
     let out = cli(&r.path, &["show", "bindings", "--json"]);
     let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();

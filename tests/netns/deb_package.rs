@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -21,7 +22,7 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn have_cargo_deb() -> bool {
+pub(crate) fn have_cargo_deb() -> bool {
     let ok = Command::new(env!("CARGO"))
         .args(["deb", "--version"])
         .output()
@@ -34,6 +35,18 @@ fn have_cargo_deb() -> bool {
         eprintln!("SKIP deb_package: cargo install cargo-deb --locked");
     }
     ok
+}
+
+/// The .deb of this test run, built once (in `target/deb-test`) for every test that needs it:
+/// cargo-deb strips and compresses the 150 MB debug binary, a minute of CPU on a CI machine.
+pub(crate) fn the_deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let dir = Path::new(ROOT).join("target/deb-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        build_deb(&dir)
+    })
 }
 
 /// Build the .deb from the binary of this test run; its path.
@@ -70,9 +83,9 @@ fn the_deb_has_binary_unit_conffile_user_man_pages_and_completions() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let deb = build_deb(dir.path());
+    let deb = the_deb();
 
-    let files = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let files = run(Command::new("dpkg-deb").arg("-c").arg(deb));
     for want in [
         "./usr/sbin/lqagent",
         "./etc/lqagent/lqagent.toml",
@@ -91,14 +104,14 @@ fn the_deb_has_binary_unit_conffile_user_man_pages_and_completions() {
         "the hidden subcommand has no page"
     );
 
-    let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
+    let info = run(Command::new("dpkg-deb").arg("-I").arg(deb));
     assert!(info.contains("Package: lqagent"), "{info}");
     assert!(info.contains("adduser"), "depends on adduser: {info}");
 
     let x = dir.path().join("x");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x));
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&x));
     let ctl = dir.path().join("ctl");
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl));
+    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&ctl));
 
     let conffiles = std::fs::read_to_string(ctl.join("conffiles")).unwrap();
     assert!(

@@ -1,5 +1,6 @@
 //! Integration tests that need root and the system: network namespaces the tests create, real
-//! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package, and the
+//! netlink and nftables, ISC dhcpd/dhcrelay/dhclient, FRR, tshark, the Debian package (also
+//! installed and run under systemd in a booted container), and the
 //! daemon end to end. Under CI=true a missing privilege or tool fails the test, never skips it.
 
 mod bulk_flap;
@@ -24,5 +25,6 @@ mod snoop_pipeline;
 mod snoop_trigger;
 mod state_full_disk;
 mod state_start;
+mod systemd_unit;
 mod tshark_check;
 mod unreachable_netns;
