@@ -425,6 +425,9 @@ fn strangers_rebind_of_a_neighbours_prefix_keeps_the_neighbours_route() {
 
     // One REBIND, another DUID, on the victim's link, naming the victim's address and prefix
     // (both visible in its traffic).
+    // The victim's own link-local (its prefix's next hop), read before the stranger's address
+    // joins the same interface and `link_local()` could pick that one.
+    let victim_hop = v.link_local();
     let stranger = HandClient::new(v, "fe80::5".parse().unwrap(), hand_duid(5));
     let rebind = stranger.message(
         MessageType::REBIND,
@@ -496,7 +499,7 @@ fn strangers_rebind_of_a_neighbours_prefix_keeps_the_neighbours_route() {
     wait_refresh(&lab, "the victim's own next renewal", &before, pfx, renewal);
     let b = shown(&lab, &pfx.to_string()).expect("the victim's prefix is bound");
     assert_eq!(b["client_duid"], lease.client_duid.as_str(), "{b}");
-    assert_eq!(b["next_hop"], v.link_local().to_string().as_str(), "{b}");
+    assert_eq!(b["next_hop"], victim_hop.to_string().as_str(), "{b}");
     // The stranger's own new leases may lapse meanwhile (it never renews): nothing else moved.
     let now = routes(&lab.ac);
     assert!(
