@@ -108,6 +108,20 @@ impl DoubtSink {
         }
     }
 
+    /// Hand `d` to the confirmer if its queue has room, else give it back: for a raiser with
+    /// many doubts at once (inherited routes when recovery ends) that keeps the rest and offers
+    /// them again later, at the confirmer's pace. A closed queue counts `not_asked`.
+    pub fn offer(&self, d: Doubt) -> Result<(), Doubt> {
+        match self.tx.try_send(d) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(d)) => Err(d),
+            Err(mpsc::error::TrySendError::Closed(d)) => {
+                self.stats.count(d.reason, DoubtOutcome::NotAsked);
+                Ok(())
+            }
+        }
+    }
+
     pub fn stats(&self) -> &Arc<DoubtStats> {
         &self.stats
     }
@@ -288,14 +302,23 @@ impl CacheTask {
             tokio::select! {
                 input = inputs.recv() => {
                     let Some(input) = input else { break };
+                    // Notices for keys the store does not hold (routes inherited without a
+                    // lease): after the input's own changes.
+                    let mut unheld = Vec::new();
                     let applied = match input {
                         CacheInput::Observe(o) => match self.admit(o) {
-                            Some(o) => self.store.apply(&o),
+                            Some(o) => {
+                                unheld = self.unheld_by_zero_lifetime(&o);
+                                self.store.apply(&o)
+                            }
                             None => continue,
                         },
                         // A withdrawal only removes what the named client holds (merge R14) or
                         // is the operator's own word: it claims nothing new.
-                        CacheInput::Withdraw(w) => self.store.withdraw(&w),
+                        CacheInput::Withdraw(w) => {
+                            unheld = self.unheld_by_release(&w);
+                            self.store.withdraw(&w)
+                        }
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
                         // Wired by the ownership work (issue 21): forwarded to the confirmer.
@@ -305,7 +328,10 @@ impl CacheTask {
                             }
                             continue;
                         }
-                        CacheInput::Confirm(_) => continue,
+                        CacheInput::Confirm(c) => {
+                            unheld = self.unheld_by_answer(&c);
+                            Applied::default()
+                        }
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -313,6 +339,9 @@ impl CacheTask {
                         }
                     };
                     self.emit(applied).await;
+                    for c in unheld {
+                        self.emit_change(c).await;
+                    }
                 }
                 _ = sleep_until_opt(wake) => {
                     let applied = self.store.expire_due(self.clock.now());
@@ -341,6 +370,58 @@ impl CacheTask {
             Admitted::Whole(o) | Admitted::Partial(o, _) => Some(o),
             Admitted::Refused(_) => None,
         }
+    }
+
+    /// Keys a snooped RELEASE/DECLINE names that the store does not hold, as notices for the
+    /// route side: a route inherited from before the start (a binding without a client) goes
+    /// when released from its own link. Only a release whose link is known counts (anchoring);
+    /// an operator `clear` speaks for the cache only.
+    fn unheld_by_release(&self, w: &Withdrawal) -> Vec<Change> {
+        let Some(link) = w.link else {
+            return Vec::new();
+        };
+        if w.reason != super::binding::WithdrawReason::Released {
+            return Vec::new();
+        }
+        let duid: Arc<[u8]> = w.client_duid.as_deref().unwrap_or_default().into();
+        w.keys
+            .iter()
+            .filter(|k| self.store.get(k).is_none())
+            .map(|k| Change::unheld(*k, Some(notice_view(k, link, None, &duid, w.arrival))))
+            .collect()
+    }
+
+    /// The same for a zero valid lifetime in a snooped REPLY about a key the store does not
+    /// hold (the server took it back from whoever holds it, on that link).
+    fn unheld_by_zero_lifetime(&self, o: &Observation) -> Vec<Change> {
+        if o.source != super::binding::Source::Snoop {
+            return Vec::new();
+        }
+        let zero = o.leases.iter().filter(|l| l.valid == 0);
+        let mut out = Vec::new();
+        for l in zero {
+            if self.store.get(&l.key).is_none() {
+                let duid: Arc<[u8]> = Arc::from(&*o.client_duid);
+                let v = notice_view(
+                    &l.key,
+                    o.link.address,
+                    o.link.interface.clone(),
+                    &duid,
+                    o.arrival,
+                );
+                out.push(Change::unheld(l.key, Some(v)));
+            }
+        }
+        out
+    }
+
+    /// The same for a confirming leasequery's answer that nobody holds a key the store does not
+    /// hold either (an inherited route nothing explained): the server's word, from no link.
+    fn unheld_by_answer(&self, c: &Confirmation) -> Vec<Change> {
+        if self.store.get(&c.key).is_some() {
+            return Vec::new();
+        }
+        vec![Change::unheld(c.key, None)]
     }
 
     /// Hand the writer a copy of the store. The copy (a walk of the whole store) is taken on
@@ -379,6 +460,24 @@ impl CacheTask {
         } else {
             self.stats.changes_unsent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Where an unheld notice came from: the link (and sender) of the message.
+fn notice_view(
+    key: &LeaseKey,
+    link: std::net::Ipv6Addr,
+    interface: Option<Arc<str>>,
+    duid: &Arc<[u8]>,
+    at: crate::time::Timestamp,
+) -> super::binding::RouteView {
+    super::binding::RouteView {
+        network: key.network(),
+        link_address: link,
+        interface,
+        next_hop: None,
+        client_duid: duid.clone(),
+        valid_until: at,
     }
 }
 

@@ -327,14 +327,23 @@ fn supervise_routes(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let commands = Arc::new(tokio::sync::Mutex::new(commands));
     let again = Arc::new(again);
+    // A restarted installer asks about its inherited routes where the first one did.
+    let doubts = first.doubts().cloned();
     let mut first = Some(first);
     sup.restart("routes", Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
+        let doubts = doubts.clone();
         async move {
             let mut commands = commands.lock_owned().await;
             let installer = match installer {
                 Some(i) => i,
-                None => again.installer().await?,
+                None => {
+                    let mut i = again.installer().await?;
+                    if let Some((sink, clock)) = doubts {
+                        i.set_doubts(sink, clock);
+                    }
+                    i
+                }
             };
             // The test hook (inert in production) may fail the first run.
             tokio::select! {

@@ -7,6 +7,9 @@
 //!   client's IA_NA address on that link — the cache works that out, see `cache::merge`) on
 //!   the same interface; without a known next hop there is no route (and a route it had goes);
 //! - a removed lease (release, expiry, operator clear): its route is withdrawn;
+//! - a key the cache does not hold, released (or given a zero lifetime) on a link, or said by a
+//!   server to be held by nobody ([`ChangeKind::Unheld`]): a route inherited for it from before
+//!   the start is withdrawn if it sits on that link's interface;
 //! - a changed next hop, link or interface: the route is replaced (an `Upsert` of the new one).
 //!
 //! The link: the interface the cache knows (configuration or snooping), else the `[[links]]`
@@ -83,6 +86,14 @@ impl RouteMapper {
 
     /// The kernel change one cache change calls for, if any.
     pub fn route_change(&self, c: &Change) -> Option<RouteChange> {
+        if c.kind == ChangeKind::Unheld {
+            // Nobody holds it: only a route inherited without a lease can go, and only from
+            // its own link (the installer checks both).
+            return Some(RouteChange::WithdrawInherited {
+                dst: c.key.network(),
+                link: c.old.as_ref().map(|v| self.link_of(v)),
+            });
+        }
         let Some(new) = &c.new else {
             return Some(RouteChange::Withdraw(c.key.network()));
         };

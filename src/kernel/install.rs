@@ -42,7 +42,10 @@ use super::plan::{KernelRoute, OpKind, RouteOp, RoutePlan};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, KernelError, RouteChange, RouteSpec};
 use crate::admission::OwnAddresses;
+use crate::cache::task::DoubtSink;
+use crate::cache::{Doubt, DoubtReason, LeaseKey};
 use crate::prefix::Ipv6Prefix;
+use crate::time::AgentClock;
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
@@ -58,6 +61,9 @@ pub struct Installer {
     /// Where the box's addresses are published for the snooper and admission (they follow
     /// every address dump and notification this installer sees).
     own: Option<Arc<OwnAddresses>>,
+    /// Where confirming leasequeries for inherited routes go, and the clock that stamps them
+    /// (`None`: nobody asks; the routes live until their kernel expiry).
+    doubts: Option<(DoubtSink, AgentClock)>,
 }
 
 impl Drop for Installer {
@@ -99,6 +105,7 @@ impl Installer {
             conn,
             book,
             own: None,
+            doubts: None,
         };
         me.refresh_links().await?;
         Ok(me)
@@ -108,6 +115,66 @@ impl Installer {
     pub fn publish_addresses(&mut self, own: Arc<OwnAddresses>) {
         own.replace(self.book.links().addresses().collect());
         self.own = Some(own);
+    }
+
+    /// Ask the confirmer (through `sink`) about every inherited route still unexplained when
+    /// inheritance ends; `clock` stamps the doubts.
+    pub fn set_doubts(&mut self, sink: DoubtSink, clock: AgentClock) {
+        self.doubts = Some((sink, clock));
+    }
+
+    /// The doubt sink set with [`Installer::set_doubts`] (a restarted route task's installer
+    /// gets the same).
+    pub fn doubts(&self) -> Option<&(DoubtSink, AgentClock)> {
+        self.doubts.as_ref()
+    }
+
+    /// Hand owed confirming leasequeries to the confirmer while its queue has room; the rest
+    /// wait for the next call (the route task calls it every turn of its loop). Without a sink
+    /// they are dropped: the routes live until their kernel expiry.
+    pub fn flush_doubts(&mut self) {
+        let owed = self.book.doubts_mut();
+        let Some((sink, clock)) = &self.doubts else {
+            owed.clear();
+            return;
+        };
+        while let Some(d) = owed.pop_front() {
+            let key = if d.dst.len() == 128 {
+                LeaseKey::Address(d.dst.addr())
+            } else {
+                LeaseKey::Prefix(d.dst)
+            };
+            let doubt = Doubt {
+                key,
+                reason: DoubtReason::Inherited,
+                holder: None,
+                claimant: None,
+                link: d.link,
+                interface: Some(Arc::from(d.interface.as_str())),
+                at: clock.now(),
+            };
+            if sink.offer(doubt).is_err() {
+                owed.push_front(d);
+                break;
+            }
+            debug!(dst = %d.dst, link = %d.link, "inherited route unexplained: confirming leasequery asked");
+        }
+    }
+
+    /// Whether confirming leasequeries are owed (and wait for room at the confirmer).
+    pub fn doubts_owed(&mut self) -> bool {
+        !self.book.doubts_mut().is_empty()
+    }
+
+    /// When the earliest inherited route reaches its kernel expiry.
+    pub fn next_inherited_expiry(&self) -> Option<Instant> {
+        self.book.next_inherited_expiry()
+    }
+
+    /// Remove the inherited routes whose kernel expiry has come at `now`.
+    pub async fn inherited_due(&mut self, now: Instant) -> Result<(), KernelError> {
+        let ops = self.book.inherited_due(now);
+        self.run_ops(ops).await
     }
 
     pub fn config(&self) -> &InstallerConfig {
@@ -166,8 +233,8 @@ impl Installer {
     /// Dump our routes, diff against the desired set, add the missing and delete the stale.
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, KernelError> {
         self.book.reconcile_started();
-        let actual = self.dump_ours().await?;
-        let (report, ops) = self.book.reconcile(&actual);
+        let (actual, expiring) = self.dump_ours_expiring().await?;
+        let (report, ops) = self.book.reconcile(&actual, &expiring, Instant::now());
         if report.added + report.replaced + report.deleted > 0 {
             info!(?report, "reconcile: correcting the kernel");
         }
@@ -176,7 +243,9 @@ impl Installer {
     }
 
     /// Stop inheriting (recovery finished, or the grace period is over) and reconcile: routes of
-    /// ours that nothing explains by now are deleted.
+    /// ours that nothing explains by now are deleted, except inherited ones whose kernel expiry
+    /// is still ahead (they stay until it, or until a source explains or withdraws them); a
+    /// confirming leasequery is owed for each inherited one ([`Installer::flush_doubts`]).
     pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
         let Some(kept) = self.book.end_inheritance() else {
             return self.reconcile().await;
@@ -186,7 +255,9 @@ impl Installer {
             why,
             inherited = kept,
             deleted_unconfirmed = report.deleted,
-            "inheritance over: routes no source confirmed are removed"
+            kept_until_expiry = report.inherited,
+            "inheritance over: unexplained routes without a kernel expiry are removed, the \
+             others kept until it; a confirming leasequery is asked for each"
         );
         Ok(report)
     }
@@ -311,6 +382,36 @@ impl Installer {
             },
         )
         .await
+    }
+
+    /// [`Installer::dump_ours`] with the kernel's expiry of each route that has one, as an
+    /// instant (an inherited route lives until it).
+    async fn dump_ours_expiring(
+        &mut self,
+    ) -> Result<(Vec<KernelRoute>, HashMap<Ipv6Prefix, Instant>), KernelError> {
+        let cfg = self.cfg.clone();
+        let hz = netlink::USER_HZ;
+        let dumped = self
+            .dump(
+                netlink::dump_request(&cfg),
+                "dumping our routes",
+                |m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => netlink::our_route(&cfg, &r)
+                        .map(|route| (route, netlink::expires_of(&r, hz))),
+                    _ => None,
+                },
+            )
+            .await?;
+        let now = Instant::now();
+        let mut expiring = HashMap::new();
+        let mut routes = Vec::with_capacity(dumped.len());
+        for (r, left) in dumped {
+            if let Some(left) = left {
+                expiring.entry(r.dst).or_insert(now + left);
+            }
+            routes.push(r);
+        }
+        Ok((routes, expiring))
     }
 
     /// Execute ops and hand their outcomes to the book.

@@ -121,6 +121,14 @@ pub enum RouteChange {
     Upsert(RouteSpec),
     /// Remove our route for this destination (release, expiry).
     Withdraw(Ipv6Prefix),
+    /// Nobody holds this destination, says a RELEASE/DECLINE or zero lifetime snooped from
+    /// `link`, or (`link` `None`) a server's answer to a confirming leasequery: remove our route
+    /// for it if it is one inherited from before the start (the cache holds no lease for it)
+    /// and, when `link` is given, sits on that link's interface. A desired route is not touched.
+    WithdrawInherited {
+        dst: Ipv6Prefix,
+        link: Option<LinkRef>,
+    },
 }
 
 /// Installer settings; `src/config.rs` composes them.

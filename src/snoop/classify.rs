@@ -478,7 +478,7 @@ impl Classifier {
         ) {
             self.stats.bump(ClassifyCounter::ReplyRelease);
             return Some(Learned::Withdraw(Withdrawal {
-                link: None,
+                link: Some(link_address(chain)),
                 iaids: Vec::new(),
                 keys: forw.named,
                 client_duid: Some(duid),
