@@ -703,4 +703,114 @@ mod tests {
             1
         );
     }
+
+    /// Keys the cache does not hold, named by a snooped release, a snooped zero lifetime or a
+    /// server's "nobody holds it", come out as `Unheld` notices after the input's own changes
+    /// (the route side withdraws an inherited route with them); held keys, operator clears,
+    /// releases of unknown link and answers other than snooped ones do not.
+    #[tokio::test]
+    async fn keys_nobody_holds_come_out_as_unheld_notices() {
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (h, mut changes, _join) =
+            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        let link = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+        let held = obs(1, 3600, &clock);
+        let held_key = held.leases[0].key;
+        h.observe(held).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        let unheld_key = obs(2, 0, &clock).leases[0].key;
+        let release = |keys: Vec<LeaseKey>, link: Option<Ipv6Addr>, reason| {
+            CacheInput::Withdraw(crate::cache::Withdrawal {
+                link,
+                iaids: Vec::new(),
+                keys,
+                client_duid: Some(vec![0, 1, 2].into()),
+                reason,
+                arrival: clock.now(),
+            })
+        };
+        use crate::cache::WithdrawReason::{Operator, Released};
+        // Not a notice: an operator clear, a release of unknown link, a leasequery answer.
+        h.send(release(vec![unheld_key], None, Released))
+            .await
+            .unwrap();
+        h.send(release(vec![unheld_key], Some(link), Operator))
+            .await
+            .unwrap();
+        let mut answer = obs(2, 0, &clock);
+        answer.source = crate::cache::Source::Leasequery;
+        h.observe(answer).await.unwrap();
+        // A release from `link` naming one held and one unheld key: the held one is removed
+        // (its holder released it), the other is a notice carrying the link.
+        let mut both = release(vec![held_key, unheld_key], Some(link), Released);
+        if let CacheInput::Withdraw(w) = &mut both {
+            w.client_duid = Some(vec![0, 1, 1].into());
+        }
+        h.send(both).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind, c.key), (ChangeKind::Removed, held_key));
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
+        let from = c.old.expect("the link it came from");
+        assert_eq!(from.link_address, link);
+        assert_eq!(&*from.client_duid, &[0, 1, 1]);
+        assert!(c.new.is_none());
+        // A snooped zero lifetime for an unheld key, from its link.
+        h.observe(obs(2, 0, &clock)).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
+        assert_eq!(c.old.map(|v| v.link_address), Some(link));
+        // A server's answer that nobody holds it: a notice from no link.
+        let confirm = |key| {
+            CacheInput::Confirm(Confirmation {
+                key,
+                reason: crate::cache::DoubtReason::Inherited,
+                server: Arc::new(crate::cache::binding::ServerId {
+                    duid: vec![0, 1].into(),
+                    address: Ipv6Addr::LOCALHOST,
+                }),
+                asked: clock.now(),
+                arrival: clock.now(),
+            })
+        };
+        h.send(confirm(unheld_key)).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!(
+            (c.kind, c.key, c.old),
+            (ChangeKind::Unheld, unheld_key, None)
+        );
+        // Held again: an answer about it is no notice (the store decides about held keys).
+        h.observe(obs(2, 3600, &clock)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        h.send(confirm(unheld_key)).await.unwrap();
+        h.observe(obs(3, 3600, &clock)).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!(c.kind, ChangeKind::Added, "no notice before it: {c:?}");
+    }
+
+    /// `offer` hands a doubt on when there is room and gives it back when not; a closed
+    /// confirmer counts it `not_asked`.
+    #[tokio::test]
+    async fn offer_gives_a_doubt_back_when_the_confirmer_is_full() {
+        let (sink, rx) = DoubtSink::new(1);
+        let d = Doubt {
+            key: LeaseKey::Address(Ipv6Addr::LOCALHOST),
+            reason: crate::cache::DoubtReason::Inherited,
+            holder: None,
+            claimant: None,
+            link: Ipv6Addr::LOCALHOST,
+            interface: None,
+            at: crate::time::Timestamp::from_secs(1),
+        };
+        assert_eq!(sink.offer(d.clone()), Ok(()));
+        assert_eq!(sink.offer(d.clone()), Err(d.clone()));
+        drop(rx);
+        assert_eq!(sink.offer(d.clone()), Ok(()));
+        assert_eq!(
+            sink.stats()
+                .get(crate::cache::DoubtReason::Inherited, DoubtOutcome::NotAsked),
+            1
+        );
+    }
 }

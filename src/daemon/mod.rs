@@ -9,7 +9,8 @@
 //!  → READY=1 (state loaded, kernel reconciled, listeners up); recovery runs on after it,
 //!    shown by lqagent_recovery_in_progress
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
-//!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
+//!    or routes.inherit_grace_secs is over; then each is asked about (a confirming leasequery)
+//!    and lives until its kernel expiry (one without an expiry is deleted)
 //!  → WATCHDOG=1 every WatchdogSec/2, only while the cache, route and capture tasks' heartbeats
 //!    move (a stuck task gets the process restarted) · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link

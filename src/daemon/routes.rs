@@ -324,4 +324,39 @@ mod tests {
         let same = change(ChangeKind::Updated, key, Some(old.clone()), Some(old));
         assert_eq!(mirrored.route_change(&same), None, "nothing moved");
     }
+
+    /// A notice that nobody holds a key becomes a withdrawal of an inherited route, anchored to
+    /// the notice's link as the mapper resolves links (known interface, configured link, else
+    /// the link-address); a server's notice carries no link.
+    #[test]
+    fn unheld_notices_withdraw_inherited_routes_on_their_link() {
+        let p: Ipv6Prefix = "2001:db8:100::/56".parse().unwrap();
+        let key = LeaseKey::Prefix(p);
+        let from = |link: &str, iface: Option<&str>| {
+            Change::unheld(key, Some(view("2001:db8:100::/56", link, iface, None)))
+        };
+        let m = mapper();
+        let table = [
+            (
+                from("2001:db8:1::1", None),
+                Some(LinkRef::Interface("sub0".into())),
+            ),
+            (
+                from("2001:db8:9::1", None),
+                Some(LinkRef::LinkAddress(a("2001:db8:9::1"))),
+            ),
+            (
+                from("2001:db8:9::1", Some("cable7")),
+                Some(LinkRef::Interface("cable7".into())),
+            ),
+            (Change::unheld(key, None), None),
+        ];
+        for (i, (c, link)) in table.into_iter().enumerate() {
+            assert_eq!(
+                m.route_change(&c),
+                Some(RouteChange::WithdrawInherited { dst: p, link }),
+                "row {i}"
+            );
+        }
+    }
 }

@@ -22,7 +22,7 @@
 //!
 //! Not `Sync`: one task owns the installer (see [`super::reconcile::run`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ use netlink_proto::sys::{AsyncSocket, SocketAddr};
 use netlink_proto::{ConnectionHandle, ReplyExpectation};
 use tracing::{debug, info, warn};
 
-use super::book::{Book, Outcome, ReconcileReport, RouteState};
+use super::book::{Book, InheritDoubt, Outcome, ReconcileReport, RouteState};
 use super::link::LinkTable;
 use super::netlink;
 use super::plan::{KernelRoute, OpKind, RouteOp, RoutePlan};
@@ -45,9 +45,35 @@ use crate::admission::OwnAddresses;
 use crate::cache::task::DoubtSink;
 use crate::cache::{Doubt, DoubtReason, LeaseKey};
 use crate::prefix::Ipv6Prefix;
-use crate::time::AgentClock;
+use crate::time::{AgentClock, Timestamp};
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+
+/// Hand `owed` confirming leasequeries to `sink` as `Doubt`s stamped `at`, oldest first, while
+/// the confirmer's queue has room; what it cannot take stays in `owed`, in order.
+fn offer_doubts(owed: &mut VecDeque<InheritDoubt>, sink: &DoubtSink, at: Timestamp) {
+    while let Some(d) = owed.pop_front() {
+        let key = if d.dst.len() == 128 {
+            LeaseKey::Address(d.dst.addr())
+        } else {
+            LeaseKey::Prefix(d.dst)
+        };
+        let doubt = Doubt {
+            key,
+            reason: DoubtReason::Inherited,
+            holder: None,
+            claimant: None,
+            link: d.link,
+            interface: Some(Arc::from(d.interface.as_str())),
+            at,
+        };
+        if sink.offer(doubt).is_err() {
+            owed.push_front(d);
+            break;
+        }
+        debug!(dst = %d.dst, link = %d.link, "inherited route unexplained: confirming leasequery asked");
+    }
+}
 
 /// Keeps the kernel's routes of our protocol equal to the desired set.
 #[derive(Debug)]
@@ -134,36 +160,10 @@ impl Installer {
     /// they are dropped: the routes live until their kernel expiry.
     pub fn flush_doubts(&mut self) {
         let owed = self.book.doubts_mut();
-        let Some((sink, clock)) = &self.doubts else {
-            owed.clear();
-            return;
-        };
-        while let Some(d) = owed.pop_front() {
-            let key = if d.dst.len() == 128 {
-                LeaseKey::Address(d.dst.addr())
-            } else {
-                LeaseKey::Prefix(d.dst)
-            };
-            let doubt = Doubt {
-                key,
-                reason: DoubtReason::Inherited,
-                holder: None,
-                claimant: None,
-                link: d.link,
-                interface: Some(Arc::from(d.interface.as_str())),
-                at: clock.now(),
-            };
-            if sink.offer(doubt).is_err() {
-                owed.push_front(d);
-                break;
-            }
-            debug!(dst = %d.dst, link = %d.link, "inherited route unexplained: confirming leasequery asked");
+        match &self.doubts {
+            Some((sink, clock)) => offer_doubts(owed, sink, clock.now()),
+            None => owed.clear(),
         }
-    }
-
-    /// Whether confirming leasequeries are owed (and wait for room at the confirmer).
-    pub fn doubts_owed(&mut self) -> bool {
-        !self.book.doubts_mut().is_empty()
     }
 
     /// When the earliest inherited route reaches its kernel expiry.
@@ -580,5 +580,59 @@ impl Installer {
                 None => debug!(dst = %key.1.dst, errno, "netlink error for no pending route op"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owed(dst: &str, ifname: &str, link: &str) -> InheritDoubt {
+        InheritDoubt {
+            dst: dst.parse().unwrap(),
+            interface: ifname.into(),
+            link: link.parse().unwrap(),
+        }
+    }
+
+    /// Inherited routes nothing explained become `Doubt { reason: Inherited, holder: None }`
+    /// for the confirmer, keyed as the cache keys them; what its queue cannot take waits, in
+    /// order, and goes when there is room.
+    #[tokio::test]
+    async fn owed_doubts_are_raised_at_the_confirmers_pace() {
+        let (sink, mut rx) = DoubtSink::new(1);
+        let at = Timestamp::from_secs(1_000);
+        let mut q: VecDeque<InheritDoubt> = [
+            owed("2001:db8:100::/56", "sub0", "2001:db8:1::1"),
+            owed("2001:db8:2::9/128", "sub1", "2001:db8:2::1"),
+        ]
+        .into_iter()
+        .collect();
+        offer_doubts(&mut q, &sink, at);
+        assert_eq!(q.len(), 1, "the queue had room for one");
+        let d = rx.recv().await.unwrap();
+        assert_eq!(
+            d,
+            Doubt {
+                key: LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap()),
+                reason: DoubtReason::Inherited,
+                holder: None,
+                claimant: None,
+                link: "2001:db8:1::1".parse().unwrap(),
+                interface: Some(Arc::from("sub0")),
+                at,
+            }
+        );
+        offer_doubts(&mut q, &sink, at);
+        assert!(q.is_empty());
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.key, LeaseKey::Address("2001:db8:2::9".parse().unwrap()));
+        assert_eq!(d.interface.as_deref(), Some("sub1"));
+        // Nothing was dropped on the way.
+        let lost: u64 = crate::cache::DoubtOutcome::ALL
+            .iter()
+            .map(|o| sink.stats().get(DoubtReason::Inherited, *o))
+            .sum();
+        assert_eq!(lost, 0);
     }
 }

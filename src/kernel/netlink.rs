@@ -364,4 +364,31 @@ mod tests {
             "ip -6 route del 2001:db8:100::/56 via fe80::1 dev sub0 proto 211 metric 1024 table 254"
         );
     }
+
+    /// RTA_CACHEINFO's `rta_expires` → the time left: 0 is "no expiry", a negative value is
+    /// overdue (zero left), a positive one counts USER_HZ ticks; no cache info, no expiry.
+    #[test]
+    fn expiry_is_read_from_the_cache_info() {
+        use netlink_packet_route::route::RouteCacheInfo;
+        use std::time::Duration;
+        let with = |expires: i32| {
+            let mut raw = [0u8; 32];
+            raw[8..12].copy_from_slice(&expires.to_ne_bytes());
+            let mut m = RouteMessage::default();
+            m.attributes.push(RouteAttribute::CacheInfo(
+                RouteCacheInfo::parse(&raw).unwrap(),
+            ));
+            m
+        };
+        let table = [
+            (0, None),
+            (-250, Some(Duration::ZERO)),
+            (1, Some(Duration::from_millis(10))),
+            (59_950, Some(Duration::from_millis(599_500))),
+        ];
+        for (ticks, want) in table {
+            assert_eq!(expires_of(&with(ticks), USER_HZ), want, "{ticks}");
+        }
+        assert_eq!(expires_of(&RouteMessage::default(), USER_HZ), None);
+    }
 }
