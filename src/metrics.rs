@@ -189,6 +189,9 @@ labels! {
         InheritedReleased => "inherited_released",
         /// A release of an inherited route from another link than its own: kept.
         InheritedOtherLink => "inherited_other_link",
+        /// A zero lifetime for an inherited route answered to another client than its next
+        /// hop: kept.
+        InheritedOtherNextHop => "inherited_other_next_hop",
     }
 }
 

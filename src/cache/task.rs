@@ -387,7 +387,7 @@ impl CacheTask {
         w.keys
             .iter()
             .filter(|k| self.store.get(k).is_none())
-            .map(|k| Change::unheld(*k, Some(notice_view(k, link, None, &duid, w.arrival))))
+            .map(|k| Change::unheld(*k, Some(notice_view(k, link, None, None, &duid, w.arrival))))
             .collect()
     }
 
@@ -402,10 +402,14 @@ impl CacheTask {
         for l in zero {
             if self.store.get(&l.key).is_none() {
                 let duid: Arc<[u8]> = Arc::from(&*o.client_duid);
+                // The client the server answered: a zero lifetime for a prefix routed via
+                // another client is a stranger's, not the holder's.
+                let from = o.relay.as_ref().and_then(|r| r.peer_address);
                 let v = notice_view(
                     &l.key,
                     o.link.address,
                     o.link.interface.clone(),
+                    from,
                     &duid,
                     o.arrival,
                 );
@@ -463,11 +467,12 @@ impl CacheTask {
     }
 }
 
-/// Where an unheld notice came from: the link (and sender) of the message.
+/// Where an unheld notice came from: the link, the client's address (in `next_hop`) and DUID.
 fn notice_view(
     key: &LeaseKey,
     link: std::net::Ipv6Addr,
     interface: Option<Arc<str>>,
+    from: Option<std::net::Ipv6Addr>,
     duid: &Arc<[u8]>,
     at: crate::time::Timestamp,
 ) -> super::binding::RouteView {
@@ -475,7 +480,7 @@ fn notice_view(
         network: key.network(),
         link_address: link,
         interface,
-        next_hop: None,
+        next_hop: from,
         client_duid: duid.clone(),
         valid_until: at,
     }
@@ -756,11 +761,19 @@ mod tests {
         assert_eq!(from.link_address, link);
         assert_eq!(&*from.client_duid, &[0, 1, 1]);
         assert!(c.new.is_none());
-        // A snooped zero lifetime for an unheld key, from its link.
-        h.observe(obs(2, 0, &clock)).await.unwrap();
+        // A snooped zero lifetime for an unheld key, from its link, to the client at `peer`.
+        let peer = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x66);
+        let mut zero = obs(2, 0, &clock);
+        zero.relay = Some(crate::cache::RelayData {
+            peer_address: Some(peer),
+            interface_id: None,
+            remote_id: None,
+        });
+        h.observe(zero).await.unwrap();
         let c = changes.recv().await.unwrap();
         assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
-        assert_eq!(c.old.map(|v| v.link_address), Some(link));
+        let from = c.old.unwrap();
+        assert_eq!((from.link_address, from.next_hop), (link, Some(peer)));
         // A server's answer that nobody holds it: a notice from no link.
         let confirm = |key| {
             CacheInput::Confirm(Confirmation {

@@ -290,6 +290,10 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                 "inherited_other_link",
                 k.get(RouteCounter::InheritedOtherLink),
             ),
+            (
+                "inherited_other_next_hop",
+                k.get(RouteCounter::InheritedOtherNextHop),
+            ),
         ]);
         for (label, n) in events {
             let event = match label {
@@ -301,6 +305,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                 "inherited_expired" => RouteEvent::InheritedExpired,
                 "inherited_released" => RouteEvent::InheritedReleased,
                 "inherited_other_link" => RouteEvent::InheritedOtherLink,
+                "inherited_other_next_hop" => RouteEvent::InheritedOtherNextHop,
                 _ => RouteEvent::Failed,
             };
             m2.route_events

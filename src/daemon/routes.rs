@@ -92,6 +92,7 @@ impl RouteMapper {
             return Some(RouteChange::WithdrawInherited {
                 dst: c.key.network(),
                 link: c.old.as_ref().map(|v| self.link_of(v)),
+                via: c.old.as_ref().and_then(|v| v.next_hop),
             });
         }
         let Some(new) = &c.new else {
@@ -354,9 +355,31 @@ mod tests {
         for (i, (c, link)) in table.into_iter().enumerate() {
             assert_eq!(
                 m.route_change(&c),
-                Some(RouteChange::WithdrawInherited { dst: p, link }),
+                Some(RouteChange::WithdrawInherited {
+                    dst: p,
+                    link,
+                    via: None
+                }),
                 "row {i}"
             );
         }
+        // The client the message came from goes along: the route's next hop is compared.
+        let c = Change::unheld(
+            key,
+            Some(view(
+                "2001:db8:100::/56",
+                "2001:db8:1::1",
+                None,
+                Some("fe80::66"),
+            )),
+        );
+        assert_eq!(
+            m.route_change(&c),
+            Some(RouteChange::WithdrawInherited {
+                dst: p,
+                link: Some(LinkRef::Interface("sub0".into())),
+                via: Some(a("fe80::66")),
+            })
+        );
     }
 }

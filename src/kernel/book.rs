@@ -283,8 +283,8 @@ impl Book {
                     refresh.remove(&dst);
                     dst
                 }
-                RouteChange::WithdrawInherited { dst, link } => {
-                    if !self.release_inherited(dst, link.as_ref()) {
+                RouteChange::WithdrawInherited { dst, link, via } => {
+                    if !self.release_inherited(dst, link.as_ref(), via) {
                         continue;
                     }
                     dst
@@ -313,10 +313,18 @@ impl Book {
     }
 
     /// Whether a notice that nobody holds `dst` — a snooped RELEASE/DECLINE or zero lifetime
-    /// from `link`, or (`None`) a server's answer — withdraws an inherited route: only one
-    /// nothing desires (the cache explains the others), and only from the link of the interface
-    /// the kernel shows it on (anchoring: a message from another link is not about this route).
-    fn release_inherited(&mut self, dst: Ipv6Prefix, link: Option<&LinkRef>) -> bool {
+    /// from `link` by a client at `via`, or (`None`) a server's answer — withdraws an inherited
+    /// route: only one nothing desires (the cache explains the others), only from the link of
+    /// the interface the kernel shows it on, and, for a route via a next hop, only from that
+    /// next hop when the notice names one (anchoring: a message from another link, or from a
+    /// stranger on the same link — whom the server answers a zero lifetime for a prefix it
+    /// names — is not about this route).
+    fn release_inherited(
+        &mut self,
+        dst: Ipv6Prefix,
+        link: Option<&LinkRef>,
+        via: Option<Ipv6Addr>,
+    ) -> bool {
         if self.desired.contains_key(&dst) {
             return false;
         }
@@ -328,6 +336,13 @@ impl Book {
             if from != Some(inh.route.oif) {
                 self.stats.add(RouteCounter::InheritedOtherLink, 1);
                 info!(%dst, %link, oif = inh.route.oif, "release of an inherited route from another link: kept");
+                return false;
+            }
+        }
+        if let (Some(via), Some(hop)) = (via, inh.route.gateway) {
+            if via != hop {
+                self.stats.add(RouteCounter::InheritedOtherNextHop, 1);
+                info!(%dst, %via, next_hop = %hop, "release of an inherited route by another next hop: kept");
                 return false;
             }
         }
@@ -1341,8 +1356,9 @@ mod tests {
     }
 
     /// A release (or zero lifetime) of an inherited route withdraws it only from the link of
-    /// the interface the kernel shows it on; a server's answer (no link) withdraws it wherever
-    /// it is; a desired route is never touched by such a notice.
+    /// the interface the kernel shows it on and, for a route via a next hop, only from that
+    /// next hop when the notice names one; a server's answer (no link) withdraws it wherever it
+    /// is; a desired route is never touched by such a notice.
     #[test]
     fn releases_of_inherited_routes_are_anchored_to_their_link() {
         let t0 = Instant::now();
@@ -1354,7 +1370,14 @@ mod tests {
         let from = |dst: &KernelRoute, link: Option<LinkRef>| RouteChange::WithdrawInherited {
             dst: dst.dst,
             link,
+            via: None,
         };
+        let by =
+            |dst: &KernelRoute, link: Option<LinkRef>, via: &str| RouteChange::WithdrawInherited {
+                dst: dst.dst,
+                link,
+                via: Some(via.parse().unwrap()),
+            };
         let sub0_la = || Some(LinkRef::LinkAddress("2001:db8:1::1".parse().unwrap()));
         // (notice, expected ops)
         let table: Vec<(RouteChange, Vec<RouteOp>)> = vec![
@@ -1371,13 +1394,23 @@ mod tests {
                 ),
                 vec![],
             ),
-            // From its own link (its configured link-address): withdrawn.
-            (from(&on_sub0, sub0_la()), vec![RouteOp::Delete(on_sub0)]),
+            // A zero lifetime answered to a stranger on its link (another next hop): kept.
+            (by(&on_sub0, sub0_la(), "fe80::66"), vec![]),
+            // From its own link (its configured link-address), by its next hop: withdrawn.
+            (
+                by(&on_sub0, sub0_la(), "fe80::7"),
+                vec![RouteOp::Delete(on_sub0)],
+            ),
             // sub1's route released on sub0: kept.
             (from(&on_sub1, sub0_la()), vec![]),
-            // By interface name: withdrawn.
+            // By interface name, from any client (an address route has no next hop to
+            // compare): withdrawn.
             (
-                from(&on_sub1, Some(LinkRef::Interface("sub1".into()))),
+                by(
+                    &on_sub1,
+                    Some(LinkRef::Interface("sub1".into())),
+                    "fe80::66",
+                ),
                 vec![RouteOp::Delete(on_sub1)],
             ),
             // A server's answer that nobody holds it: withdrawn, wherever it is.
@@ -1395,6 +1428,7 @@ mod tests {
         }
         assert_eq!(count(&b, RouteCounter::InheritedReleased), 3);
         assert_eq!(count(&b, RouteCounter::InheritedOtherLink), 3);
+        assert_eq!(count(&b, RouteCounter::InheritedOtherNextHop), 1);
         // A desired route is the cache's: a notice does not touch it, even from its link.
         let ops = b.apply([RouteChange::Upsert(on("2001:db8:1::5/128", "sub0"))]);
         answer(&mut b, &ops, Outcome::Done, t0);

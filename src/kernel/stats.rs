@@ -48,6 +48,9 @@ labels! {
         InheritedReleased => "inherited_released",
         /// Releases of an inherited route from another link than its interface's: kept.
         InheritedOtherLink => "inherited_other_link",
+        /// Zero lifetimes for an inherited route via a next hop, answered to a client at
+        /// another address on its link: kept.
+        InheritedOtherNextHop => "inherited_other_next_hop",
     }
 }
 

@@ -7,7 +7,8 @@
 //! - `a_release_withdraws_an_inherited_route_only_from_its_link`: client 0's lease is released
 //!   from client 1's link (its lease file replayed by `dhclient -r` there): dhcpd answers, the
 //!   agent sees the release come through the other link and keeps client 0's inherited routes
-//!   (anchoring, counted `inherited_other_link`); then client 1 releases its own lease from its
+//!   (anchoring, counted `inherited_other_link`), although dhcpd released the lease (ISC does not
+//!   check the link of a RELEASE); then client 1 releases its own lease from its
 //!   own link and exactly its inherited routes go (`inherited_released`).
 //! - `an_inherited_prefix_outlives_the_grace_until_its_kernel_expiry`: a client stops renewing,
 //!   the agent restarts with `inherit_grace_secs = 3` and no source that could explain the
@@ -128,6 +129,12 @@ fn a_release_withdraws_an_inherited_route_only_from_its_link() {
         out.status.success(),
         "dhclient -r from the other link: {out:?}"
     );
+    // ISC dhcpd released it, whatever link the RELEASE came through.
+    let victim = lab.clients[0].lease().expect("client 0's lease");
+    wait_for("dhcpd to release it", Duration::from_secs(10), || {
+        lab.log("dhcpd")
+            .contains(&format!("releases prefix {}", victim.prefix))
+    });
     // Both of client 0's keys were named from the wrong link: both kept.
     wait_for(
         "the release from the other link to be seen",
@@ -254,5 +261,8 @@ fn an_inherited_prefix_outlives_the_grace_until_its_kernel_expiry() {
     );
     assert_eq!(proto_routes(&lab.ac, PROTO), renewing);
     assert_eq!(inherited(&lab.ac), Some(0.0), "nothing inherited left");
+    // The renewing client's routes were adopted by its snooped renewal, not kept by chance.
+    assert!(events(&lab.ac, "adopted") >= 2.0);
+    assert!(events(&lab.ac, "inherited_expired") >= 1.0);
     assert!(agent.running(), "agent alive");
 }
