@@ -719,11 +719,18 @@ mod tests {
         let store = Arc::new(BindingStore::new(CacheConfig::default()));
         let (h, mut changes, _join) =
             spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        // A missing notice fails the test instead of hanging it.
+        async fn next(rx: &mut mpsc::Receiver<Change>) -> Change {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a change or notice came")
+                .expect("stream open")
+        }
         let link = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
         let held = obs(1, 3600, &clock);
         let held_key = held.leases[0].key;
         h.observe(held).await.unwrap();
-        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        assert_eq!(next(&mut changes).await.kind, ChangeKind::Added);
         let unheld_key = obs(2, 0, &clock).leases[0].key;
         let release = |keys: Vec<LeaseKey>, link: Option<Ipv6Addr>, reason| {
             CacheInput::Withdraw(crate::cache::Withdrawal {
@@ -753,9 +760,9 @@ mod tests {
             w.client_duid = Some(vec![0, 1, 1].into());
         }
         h.send(both).await.unwrap();
-        let c = changes.recv().await.unwrap();
+        let c = next(&mut changes).await;
         assert_eq!((c.kind, c.key), (ChangeKind::Removed, held_key));
-        let c = changes.recv().await.unwrap();
+        let c = next(&mut changes).await;
         assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
         let from = c.old.expect("the link it came from");
         assert_eq!(from.link_address, link);
@@ -770,7 +777,7 @@ mod tests {
             remote_id: None,
         });
         h.observe(zero).await.unwrap();
-        let c = changes.recv().await.unwrap();
+        let c = next(&mut changes).await;
         assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
         let from = c.old.unwrap();
         assert_eq!((from.link_address, from.next_hop), (link, Some(peer)));
@@ -788,17 +795,17 @@ mod tests {
             })
         };
         h.send(confirm(unheld_key)).await.unwrap();
-        let c = changes.recv().await.unwrap();
+        let c = next(&mut changes).await;
         assert_eq!(
             (c.kind, c.key, c.old),
             (ChangeKind::Unheld, unheld_key, None)
         );
         // Held again: an answer about it is no notice (the store decides about held keys).
         h.observe(obs(2, 3600, &clock)).await.unwrap();
-        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        assert_eq!(next(&mut changes).await.kind, ChangeKind::Added);
         h.send(confirm(unheld_key)).await.unwrap();
         h.observe(obs(3, 3600, &clock)).await.unwrap();
-        let c = changes.recv().await.unwrap();
+        let c = next(&mut changes).await;
         assert_eq!(c.kind, ChangeKind::Added, "no notice before it: {c:?}");
     }
 
