@@ -182,8 +182,19 @@ labels! {
         Failed => "failed",
         /// A route inherited from before the start that a binding came to explain.
         Adopted => "adopted",
-        /// An inherited route nothing explained when inheritance ended: deleted.
+        /// An inherited route without a kernel expiry nothing explained when inheritance
+        /// ended: deleted.
         Unconfirmed => "unconfirmed",
+        /// An inherited route that reached its kernel expiry unexplained: removed.
+        InheritedExpired => "inherited_expired",
+        /// An inherited route withdrawn by a release or zero lifetime from its own link, or by a
+        /// server's answer that nobody holds it.
+        InheritedReleased => "inherited_released",
+        /// A release of an inherited route from another link than its own: kept.
+        InheritedOtherLink => "inherited_other_link",
+        /// A zero lifetime for an inherited route answered to another client than its next
+        /// hop: kept.
+        InheritedOtherNextHop => "inherited_other_next_hop",
     }
 }
 

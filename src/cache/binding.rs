@@ -380,6 +380,8 @@ labels! {
         Added => "added",
         Updated => "updated",
         Removed => "removed",
+        /// A notice, not a change of the cache (see [`Change::unheld`]).
+        Unheld => "unheld",
     }
 }
 
@@ -421,6 +423,22 @@ pub struct Change {
 }
 
 impl Change {
+    /// A notice, not a change: the cache holds no lease for `key`, and a message says nobody
+    /// does — a RELEASE/DECLINE or a zero lifetime snooped from the link in `from` (its
+    /// `link_address`/`interface`; `client_duid` is the sender, `next_hop` the address the
+    /// client sent from when known), or, with `from` `None`, a
+    /// server's answer to a confirming leasequery. The route side removes a route it keeps for
+    /// `key` without a lease (inherited from before the start), only if that route sits on the
+    /// interface of `from`'s link: an inherited route is anchored where the kernel shows it.
+    pub fn unheld(key: LeaseKey, from: Option<RouteView>) -> Change {
+        Change {
+            kind: ChangeKind::Unheld,
+            key,
+            old: from,
+            new: None,
+        }
+    }
+
     /// Whether this change alters anything a route depends on (network, link, interface, next
     /// hop). Lifetime-only refreshes are `Updated` but need no kernel work.
     pub fn route_affecting(&self) -> bool {

@@ -116,6 +116,20 @@ impl DoubtSink {
         }
     }
 
+    /// Hand `d` to the confirmer if its queue has room, else give it back: for a raiser with
+    /// many doubts at once (inherited routes when recovery ends) that keeps the rest and offers
+    /// them again later, at the confirmer's pace. A closed queue counts `not_asked`.
+    pub fn offer(&self, d: Doubt) -> Result<(), Doubt> {
+        match self.tx.try_send(d) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(d)) => Err(d),
+            Err(mpsc::error::TrySendError::Closed(d)) => {
+                self.stats.count(d.reason, DoubtOutcome::NotAsked);
+                Ok(())
+            }
+        }
+    }
+
     pub fn stats(&self) -> &Arc<DoubtStats> {
         &self.stats
     }
@@ -315,14 +329,23 @@ impl CacheTask {
             tokio::select! {
                 input = next_input(&mut snooped, &mut inputs) => {
                     let Some(input) = input else { break };
+                    // Notices for keys the store does not hold (routes inherited without a
+                    // lease): after the input's own changes.
+                    let mut unheld = Vec::new();
                     let applied = match input {
                         CacheInput::Observe(o) => match self.admit(o) {
-                            Some(o) => self.store.apply(&o),
+                            Some(o) => {
+                                unheld = self.unheld_by_zero_lifetime(&o);
+                                self.store.apply(&o)
+                            }
                             None => continue,
                         },
                         // A withdrawal only removes what the named client holds (merge R14) or
                         // is the operator's own word: it claims nothing new.
-                        CacheInput::Withdraw(w) => self.store.withdraw(&w),
+                        CacheInput::Withdraw(w) => {
+                            unheld = self.unheld_by_release(&w);
+                            self.store.withdraw(&w)
+                        }
                         // A sweep only removes the answering server's own leases (merge R16).
                         CacheInput::Sweep(s) => self.store.sweep(&s),
                         // A doubt raised outside the store: to the confirmer, with the holder
@@ -332,8 +355,12 @@ impl CacheTask {
                             continue;
                         }
                         // The server says nobody holds the key: removed if still held and not
-                        // refreshed since the question (merge R17).
-                        CacheInput::Confirm(c) => self.store.confirm(&c),
+                        // refreshed since the question (merge R17); for a key the store does not
+                        // hold, a notice (an inherited route goes).
+                        CacheInput::Confirm(c) => {
+                            unheld = self.unheld_by_answer(&c);
+                            self.store.confirm(&c)
+                        }
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
@@ -341,6 +368,9 @@ impl CacheTask {
                         }
                     };
                     self.emit(applied).await;
+                    for c in unheld {
+                        self.emit_change(c).await;
+                    }
                 }
                 _ = sleep_until_opt(wake) => {
                     let applied = self.store.expire_due(self.clock.now());
@@ -390,6 +420,62 @@ impl CacheTask {
             Admitted::Whole(o) | Admitted::Partial(o, _) => Some(o),
             Admitted::Refused(_) => None,
         }
+    }
+
+    /// Keys a snooped RELEASE/DECLINE names that the store does not hold, as notices for the
+    /// route side: a route inherited from before the start (a binding without a client) goes
+    /// when released from its own link. Only a release whose link is known counts (anchoring);
+    /// an operator `clear` speaks for the cache only.
+    fn unheld_by_release(&self, w: &Withdrawal) -> Vec<Change> {
+        let Some(link) = w.link else {
+            return Vec::new();
+        };
+        if w.reason != super::binding::WithdrawReason::Released {
+            return Vec::new();
+        }
+        let duid: Arc<[u8]> = w.client_duid.as_deref().unwrap_or_default().into();
+        w.keys
+            .iter()
+            .filter(|k| self.store.get(k).is_none())
+            .map(|k| Change::unheld(*k, Some(notice_view(k, link, None, None, &duid, w.arrival))))
+            .collect()
+    }
+
+    /// The same for a zero valid lifetime in a snooped REPLY about a key the store does not
+    /// hold (the server took it back from whoever holds it, on that link).
+    fn unheld_by_zero_lifetime(&self, o: &Observation) -> Vec<Change> {
+        if o.source != super::binding::Source::Snoop {
+            return Vec::new();
+        }
+        let zero = o.leases.iter().filter(|l| l.valid == 0);
+        let mut out = Vec::new();
+        for l in zero {
+            if self.store.get(&l.key).is_none() {
+                let duid: Arc<[u8]> = Arc::from(&*o.client_duid);
+                // The client the server answered: a zero lifetime for a prefix routed via
+                // another client is a stranger's, not the holder's.
+                let from = o.relay.as_ref().and_then(|r| r.peer_address);
+                let v = notice_view(
+                    &l.key,
+                    o.link.address,
+                    o.link.interface.clone(),
+                    from,
+                    &duid,
+                    o.arrival,
+                );
+                out.push(Change::unheld(l.key, Some(v)));
+            }
+        }
+        out
+    }
+
+    /// The same for a confirming leasequery's answer that nobody holds a key the store does not
+    /// hold either (an inherited route nothing explained): the server's word, from no link.
+    fn unheld_by_answer(&self, c: &Confirmation) -> Vec<Change> {
+        if self.store.get(&c.key).is_some() {
+            return Vec::new();
+        }
+        vec![Change::unheld(c.key, None)]
     }
 
     /// Hand the writer a copy of the store. The copy (a walk of the whole store) is taken on
@@ -445,6 +531,25 @@ async fn next_input(
         biased;
         Some(i) = snooped.recv() => Some(i),
         i = inputs.recv() => i,
+    }
+}
+
+/// Where an unheld notice came from: the link, the client's address (in `next_hop`) and DUID.
+fn notice_view(
+    key: &LeaseKey,
+    link: std::net::Ipv6Addr,
+    interface: Option<Arc<str>>,
+    from: Option<std::net::Ipv6Addr>,
+    duid: &Arc<[u8]>,
+    at: crate::time::Timestamp,
+) -> super::binding::RouteView {
+    super::binding::RouteView {
+        network: key.network(),
+        link_address: link,
+        interface,
+        next_hop: from,
+        client_duid: duid.clone(),
+        valid_until: at,
     }
 }
 
@@ -850,5 +955,131 @@ mod tests {
         assert!(h.store().get(&key).is_none());
         let c = changes.recv().await.unwrap();
         assert_eq!((c.kind, c.key), (ChangeKind::Added, next.leases[0].key));
+    }
+
+    /// Keys the cache does not hold, named by a snooped release, a snooped zero lifetime or a
+    /// server's "nobody holds it", come out as `Unheld` notices after the input's own changes
+    /// (the route side withdraws an inherited route with them); held keys, operator clears,
+    /// releases of unknown link and answers other than snooped ones do not.
+    #[tokio::test]
+    async fn keys_nobody_holds_come_out_as_unheld_notices() {
+        let clock = AgentClock::new();
+        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (h, mut changes, _join) =
+            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        // A missing notice fails the test instead of hanging it.
+        async fn next(rx: &mut mpsc::Receiver<Change>) -> Change {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a change or notice came")
+                .expect("stream open")
+        }
+        let link = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+        let held = obs(1, 3600, &clock);
+        let held_key = held.leases[0].key;
+        h.observe(held).await.unwrap();
+        assert_eq!(next(&mut changes).await.kind, ChangeKind::Added);
+        let unheld_key = obs(2, 0, &clock).leases[0].key;
+        let release = |keys: Vec<LeaseKey>, link: Option<Ipv6Addr>, reason| {
+            CacheInput::Withdraw(crate::cache::Withdrawal {
+                link,
+                iaids: Vec::new(),
+                keys,
+                client_duid: Some(vec![0, 1, 2].into()),
+                reason,
+                arrival: clock.now(),
+            })
+        };
+        use crate::cache::WithdrawReason::{Operator, Released};
+        // Not a notice: an operator clear, a release of unknown link, a leasequery answer.
+        h.send(release(vec![unheld_key], None, Released))
+            .await
+            .unwrap();
+        h.send(release(vec![unheld_key], Some(link), Operator))
+            .await
+            .unwrap();
+        let mut answer = obs(2, 0, &clock);
+        answer.source = crate::cache::Source::Leasequery;
+        h.observe(answer).await.unwrap();
+        // A release from `link` naming one held and one unheld key: the held one is removed
+        // (its holder released it), the other is a notice carrying the link.
+        let mut both = release(vec![held_key, unheld_key], Some(link), Released);
+        if let CacheInput::Withdraw(w) = &mut both {
+            w.client_duid = Some(vec![0, 1, 1].into());
+        }
+        h.send(both).await.unwrap();
+        let c = next(&mut changes).await;
+        assert_eq!((c.kind, c.key), (ChangeKind::Removed, held_key));
+        let c = next(&mut changes).await;
+        assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
+        let from = c.old.expect("the link it came from");
+        assert_eq!(from.link_address, link);
+        assert_eq!(&*from.client_duid, &[0, 1, 1]);
+        assert!(c.new.is_none());
+        // A snooped zero lifetime for an unheld key, from its link, to the client at `peer`.
+        let peer = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x66);
+        let mut zero = obs(2, 0, &clock);
+        zero.relay = Some(crate::cache::RelayData {
+            peer_address: Some(peer),
+            interface_id: None,
+            remote_id: None,
+            access: None,
+        });
+        h.observe(zero).await.unwrap();
+        let c = next(&mut changes).await;
+        assert_eq!((c.kind, c.key), (ChangeKind::Unheld, unheld_key));
+        let from = c.old.unwrap();
+        assert_eq!((from.link_address, from.next_hop), (link, Some(peer)));
+        // A server's answer that nobody holds it: a notice from no link.
+        let confirm = |key| {
+            CacheInput::Confirm(Confirmation {
+                key,
+                reason: crate::cache::DoubtReason::Inherited,
+                server: Arc::new(crate::cache::binding::ServerId {
+                    duid: vec![0, 1].into(),
+                    address: Ipv6Addr::LOCALHOST,
+                }),
+                asked: clock.now(),
+                arrival: clock.now(),
+            })
+        };
+        h.send(confirm(unheld_key)).await.unwrap();
+        let c = next(&mut changes).await;
+        assert_eq!(
+            (c.kind, c.key, c.old),
+            (ChangeKind::Unheld, unheld_key, None)
+        );
+        // Held again: an answer about it is no notice (the store decides about held keys).
+        h.observe(obs(2, 3600, &clock)).await.unwrap();
+        assert_eq!(next(&mut changes).await.kind, ChangeKind::Added);
+        h.send(confirm(unheld_key)).await.unwrap();
+        h.observe(obs(3, 3600, &clock)).await.unwrap();
+        let c = next(&mut changes).await;
+        assert_eq!(c.kind, ChangeKind::Added, "no notice before it: {c:?}");
+    }
+
+    /// `offer` hands a doubt on when there is room and gives it back when not; a closed
+    /// confirmer counts it `not_asked`.
+    #[tokio::test]
+    async fn offer_gives_a_doubt_back_when_the_confirmer_is_full() {
+        let (sink, rx) = DoubtSink::new(1);
+        let d = Doubt {
+            key: LeaseKey::Address(Ipv6Addr::LOCALHOST),
+            reason: crate::cache::DoubtReason::Inherited,
+            holder: None,
+            claimant: None,
+            link: Ipv6Addr::LOCALHOST,
+            interface: None,
+            at: crate::time::Timestamp::from_secs(1),
+        };
+        assert_eq!(sink.offer(d.clone()), Ok(()));
+        assert_eq!(sink.offer(d.clone()), Err(d.clone()));
+        drop(rx);
+        assert_eq!(sink.offer(d.clone()), Ok(()));
+        assert_eq!(
+            sink.stats()
+                .get(crate::cache::DoubtReason::Inherited, DoubtOutcome::NotAsked),
+            1
+        );
     }
 }

@@ -312,6 +312,16 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
             ("failed", k.get(RouteCounter::Failed)),
             ("adopted", k.get(RouteCounter::Adopted)),
             ("unconfirmed", k.get(RouteCounter::Unconfirmed)),
+            ("inherited_expired", k.get(RouteCounter::InheritedExpired)),
+            ("inherited_released", k.get(RouteCounter::InheritedReleased)),
+            (
+                "inherited_other_link",
+                k.get(RouteCounter::InheritedOtherLink),
+            ),
+            (
+                "inherited_other_next_hop",
+                k.get(RouteCounter::InheritedOtherNextHop),
+            ),
         ]);
         for (label, n) in events {
             let event = match label {
@@ -320,6 +330,10 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                 "parked" => RouteEvent::Parked,
                 "adopted" => RouteEvent::Adopted,
                 "unconfirmed" => RouteEvent::Unconfirmed,
+                "inherited_expired" => RouteEvent::InheritedExpired,
+                "inherited_released" => RouteEvent::InheritedReleased,
+                "inherited_other_link" => RouteEvent::InheritedOtherLink,
+                "inherited_other_next_hop" => RouteEvent::InheritedOtherNextHop,
                 _ => RouteEvent::Failed,
             };
             m2.route_events

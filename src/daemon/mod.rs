@@ -11,7 +11,8 @@
 //!  → READY=1 (state loaded, kernel reconciled, listeners up); recovery runs on after it,
 //!    shown by lqagent_recovery_in_progress
 //!  · routes of ours no binding explains stay ("inherited") until every server answered DONE
-//!    or routes.inherit_grace_secs is over; then unexplained ones are deleted
+//!    or routes.inherit_grace_secs is over; then each is asked about (a confirming leasequery)
+//!    and lives until its kernel expiry (one without an expiry is deleted)
 //!  → WATCHDOG=1 every WatchdogSec/2, only while the cache, route and capture tasks' heartbeats
 //!    move (a stuck task gets the process restarted) · reconcile every routes.reconcile_interval_secs
 //!  · link-up of a subscriber interface → bulk query for that link
@@ -144,7 +145,16 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     // every part that raises them (the cache task; the kernel side for inherited routes) can
     // be handed a clone.
     let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
-    let routes = start::reconcile(&cfg, kernel.installer, clock, &loaded, &metrics, &tasks).await?;
+    let routes = start::reconcile(
+        &cfg,
+        kernel.installer,
+        clock,
+        &loaded,
+        &metrics,
+        &tasks,
+        &doubts,
+    )
+    .await?;
     let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
     let trigger_handle = trigger.as_ref().map(Trigger::handle);
     let (cache, cache_task) = start::cache(
@@ -356,14 +366,23 @@ fn supervise_routes(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let commands = Arc::new(tokio::sync::Mutex::new(commands));
     let again = Arc::new(again);
+    // A restarted installer asks about its inherited routes where the first one did.
+    let doubts = first.doubts().cloned();
     let mut first = Some(first);
     sup.restart("routes", Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
+        let doubts = doubts.clone();
         async move {
             let mut commands = commands.lock_owned().await;
             let installer = match installer {
                 Some(i) => i,
-                None => again.installer().await?,
+                None => {
+                    let mut i = again.installer().await?;
+                    if let Some((sink, clock)) = doubts {
+                        i.set_doubts(sink, clock);
+                    }
+                    i
+                }
             };
             // The test hook (inert in production) may fail the first run.
             tokio::select! {

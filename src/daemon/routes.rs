@@ -7,6 +7,9 @@
 //!   client's IA_NA address on that link — the cache works that out, see `cache::merge`) on
 //!   the same interface; without a known next hop there is no route (and a route it had goes);
 //! - a removed lease (release, expiry, operator clear): its route is withdrawn;
+//! - a key the cache does not hold, released (or given a zero lifetime) on a link, or said by a
+//!   server to be held by nobody ([`ChangeKind::Unheld`]): a route inherited for it from before
+//!   the start is withdrawn if it sits on that link's interface;
 //! - a changed next hop, link or interface: the route is replaced (an `Upsert` of the new one).
 //!
 //! The link: the interface the cache knows (configuration or snooping), else the `[[links]]`
@@ -83,6 +86,15 @@ impl RouteMapper {
 
     /// The kernel change one cache change calls for, if any.
     pub fn route_change(&self, c: &Change) -> Option<RouteChange> {
+        if c.kind == ChangeKind::Unheld {
+            // Nobody holds it: only a route inherited without a lease can go, and only from
+            // its own link (the installer checks both).
+            return Some(RouteChange::WithdrawInherited {
+                dst: c.key.network(),
+                link: c.old.as_ref().map(|v| self.link_of(v)),
+                via: c.old.as_ref().and_then(|v| v.next_hop),
+            });
+        }
         let Some(new) = &c.new else {
             return Some(RouteChange::Withdraw(c.key.network()));
         };
@@ -312,5 +324,62 @@ mod tests {
         );
         let same = change(ChangeKind::Updated, key, Some(old.clone()), Some(old));
         assert_eq!(mirrored.route_change(&same), None, "nothing moved");
+    }
+
+    /// A notice that nobody holds a key becomes a withdrawal of an inherited route, anchored to
+    /// the notice's link as the mapper resolves links (known interface, configured link, else
+    /// the link-address); a server's notice carries no link.
+    #[test]
+    fn unheld_notices_withdraw_inherited_routes_on_their_link() {
+        let p: Ipv6Prefix = "2001:db8:100::/56".parse().unwrap();
+        let key = LeaseKey::Prefix(p);
+        let from = |link: &str, iface: Option<&str>| {
+            Change::unheld(key, Some(view("2001:db8:100::/56", link, iface, None)))
+        };
+        let m = mapper();
+        let table = [
+            (
+                from("2001:db8:1::1", None),
+                Some(LinkRef::Interface("sub0".into())),
+            ),
+            (
+                from("2001:db8:9::1", None),
+                Some(LinkRef::LinkAddress(a("2001:db8:9::1"))),
+            ),
+            (
+                from("2001:db8:9::1", Some("cable7")),
+                Some(LinkRef::Interface("cable7".into())),
+            ),
+            (Change::unheld(key, None), None),
+        ];
+        for (i, (c, link)) in table.into_iter().enumerate() {
+            assert_eq!(
+                m.route_change(&c),
+                Some(RouteChange::WithdrawInherited {
+                    dst: p,
+                    link,
+                    via: None
+                }),
+                "row {i}"
+            );
+        }
+        // The client the message came from goes along: the route's next hop is compared.
+        let c = Change::unheld(
+            key,
+            Some(view(
+                "2001:db8:100::/56",
+                "2001:db8:1::1",
+                None,
+                Some("fe80::66"),
+            )),
+        );
+        assert_eq!(
+            m.route_change(&c),
+            Some(RouteChange::WithdrawInherited {
+                dst: p,
+                link: Some(LinkRef::Interface("sub0".into())),
+                via: Some(a("fe80::66")),
+            })
+        );
     }
 }

@@ -259,7 +259,11 @@ pub(super) async fn reconcile(
     loaded: &persist::Loaded,
     metrics: &Metrics,
     tasks: &Tasks,
+    doubts: &DoubtSink,
 ) -> Result<Routes, DaemonError> {
+    // Inherited routes nothing explains when inheritance ends are asked about (the ownership
+    // rule): the installer raises their doubts at the confirmer's pace.
+    installer.set_doubts(doubts.clone(), clock);
     let mapper = routes::RouteMapper::new(
         settings::route_links(cfg),
         cfg.routes.mirror_expiry.then_some(clock),

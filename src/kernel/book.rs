@@ -14,7 +14,8 @@
 //! Counters go to the shared [`InstallerStats`] (atomics) as the decisions are taken.
 
 use crate::label::labels;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::link::{LinkMapping, LinkTable};
 use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, Stale};
 use super::stats::{InstallerStats, RouteCounter};
-use super::{InstallerConfig, RouteChange, RouteSpec};
+use super::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
 use crate::prefix::Ipv6Prefix;
 
 /// What became of one op sent to the kernel.
@@ -60,11 +61,48 @@ labels! {
         Parked => "parked",
         /// Desired, not (yet) in the kernel: being retried, or only logged in dry-run mode.
         Pending => "pending",
-        /// Not desired, but kept from before the start until recovery finishes.
+        /// Not desired, but kept from before the start: until a source explains or withdraws
+        /// it, or its kernel expiry (without one, until recovery finishes).
         Inherited => "inherited",
         /// Not desired: no route.
         None => "none",
     }
+}
+
+/// A route of ours found in the kernel that nothing desires: a binding without a client. It is
+/// anchored where the kernel shows it — a release or zero lifetime for it counts only from the
+/// link of its interface — and lives until the kernel's own expiry of it, which the previous
+/// run set to the lease's valid lifetime (`routes.mirror_expiry`). A fixed grace would kill
+/// delegated prefixes no server can confirm by leasequery (ISC answers NotConfigured for
+/// prefixes) long before their lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Inherited {
+    /// The route as the kernel last showed it (interface and next hop).
+    route: KernelRoute,
+    /// The kernel's expiry of the route; `None` when it has none (then inheritance ends it).
+    until: Option<Instant>,
+    /// A confirming leasequery was asked for it (at most once per route).
+    doubted: bool,
+}
+
+impl Inherited {
+    /// Whether the kernel's expiry keeps it past the end of inheritance at `now`.
+    fn alive(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| u > now)
+    }
+}
+
+/// A confirming leasequery to ask about an inherited route nothing explained when inheritance
+/// ended: the shell turns it into a `Doubt` for the confirmer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InheritDoubt {
+    /// The route's destination (the key to ask about).
+    pub dst: Ipv6Prefix,
+    /// The interface the kernel shows it on.
+    pub interface: String,
+    /// The link-address of that interface's link: a configured `[[links]]` entry on it, else a
+    /// global address the interface holds.
+    pub link: Ipv6Addr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +130,15 @@ pub(super) struct Book {
     desired: HashMap<Ipv6Prefix, RouteSpec>,
     installed: HashMap<Ipv6Prefix, KernelRoute>,
     parked: HashSet<Ipv6Prefix>,
-    /// Routes of ours found at start that nothing desires, kept until [`Self::inherit_until`].
-    inherited: HashSet<Ipv6Prefix>,
-    /// While set, a reconcile keeps undesired routes of ours instead of deleting them.
+    /// Routes of ours found at start that nothing desires: kept until a source explains or
+    /// withdraws them, or until their kernel expiry (without one, until inheritance ends).
+    inherited: HashMap<Ipv6Prefix, Inherited>,
+    /// While set, a reconcile takes undesired routes of ours as inherited instead of deleting
+    /// them (recovery may not have told the cache about them yet).
     inherit_until: Option<Instant>,
+    /// Confirming leasequeries owed for inherited routes, for the shell to hand on at the
+    /// confirmer's pace.
+    doubts: VecDeque<InheritDoubt>,
     /// Whether the deletes of the first reconcile after inheritance were counted.
     unconfirmed_logged: bool,
     retry: HashMap<Ipv6Prefix, Retry>,
@@ -119,8 +162,9 @@ impl Book {
             desired: HashMap::new(),
             installed: HashMap::new(),
             parked: HashSet::new(),
-            inherited: HashSet::new(),
+            inherited: HashMap::new(),
             inherit_until: (!cfg.inherit_grace.is_zero()).then(|| now + cfg.inherit_grace),
+            doubts: VecDeque::new(),
             unconfirmed_logged: true,
             retry: HashMap::new(),
             resync_needed: false,
@@ -169,7 +213,7 @@ impl Book {
     /// Where `dst` stands: installed, parked, pending, inherited or not desired.
     pub(super) fn route_state(&self, dst: &Ipv6Prefix) -> RouteState {
         if !self.desired.contains_key(dst) {
-            if self.inherited.contains(dst) {
+            if self.inherited.contains_key(dst) {
                 RouteState::Inherited
             } else {
                 RouteState::None
@@ -225,7 +269,7 @@ impl Book {
                     // An inherited route carries the previous run's expiry: give it this lease's.
                     if self.rules.expiry
                         && (old.is_some_and(|o| o.valid_until != spec.valid_until)
-                            || (old.is_none() && self.inherited.contains(&dst)))
+                            || (old.is_none() && self.inherited.contains_key(&dst)))
                     {
                         refresh.insert(dst);
                     }
@@ -237,6 +281,12 @@ impl Book {
                     // too (the delete below, planned from `installed`).
                     self.desired.remove(&dst);
                     refresh.remove(&dst);
+                    dst
+                }
+                RouteChange::WithdrawInherited { dst, link, via } => {
+                    if !self.release_inherited(dst, link.as_ref(), via) {
+                        continue;
+                    }
                     dst
                 }
             };
@@ -260,6 +310,45 @@ impl Book {
             }
         }
         ops
+    }
+
+    /// Whether a notice that nobody holds `dst` — a snooped RELEASE/DECLINE or zero lifetime
+    /// from `link` by a client at `via`, or (`None`) a server's answer — withdraws an inherited
+    /// route: only one nothing desires (the cache explains the others), only from the link of
+    /// the interface the kernel shows it on, and, for a route via a next hop, only from that
+    /// next hop when the notice names one (anchoring: a message from another link, or from a
+    /// stranger on the same link — whom the server answers a zero lifetime for a prefix it
+    /// names — is not about this route).
+    fn release_inherited(
+        &mut self,
+        dst: Ipv6Prefix,
+        link: Option<&LinkRef>,
+        via: Option<Ipv6Addr>,
+    ) -> bool {
+        if self.desired.contains_key(&dst) {
+            return false;
+        }
+        let Some(inh) = self.inherited.get(&dst) else {
+            return false;
+        };
+        if let Some(link) = link {
+            let from = self.links.resolve(link, &self.rules.links);
+            if from != Some(inh.route.oif) {
+                self.stats.add(RouteCounter::InheritedOtherLink, 1);
+                info!(%dst, %link, oif = inh.route.oif, "release of an inherited route from another link: kept");
+                return false;
+            }
+        }
+        if let (Some(via), Some(hop)) = (via, inh.route.gateway) {
+            if via != hop {
+                self.stats.add(RouteCounter::InheritedOtherNextHop, 1);
+                info!(%dst, %via, next_hop = %hop, "release of an inherited route by another next hop: kept");
+                return false;
+            }
+        }
+        self.stats.add(RouteCounter::InheritedReleased, 1);
+        info!(%dst, "inherited route released: withdrawn");
+        true
     }
 
     /// The ops whose backoff has elapsed at `now`. Their due time moves out to `now +
@@ -309,7 +398,7 @@ impl Book {
             }
             Some(spec) => match self.resolve(spec) {
                 Some(r) => {
-                    if !self.inherited.is_empty() && self.inherited.remove(&dst) {
+                    if !self.inherited.is_empty() && self.inherited.remove(&dst).is_some() {
                         self.stats.add(RouteCounter::Adopted, 1);
                         debug!(%dst, "inherited route explained by the cache: ordinary now");
                     }
@@ -448,7 +537,9 @@ impl Book {
             }
             OpKind::Delete => {
                 self.stats.add(RouteCounter::Withdrawn, 1);
-                self.inherited.remove(&r.dst);
+                if !self.inherited.is_empty() {
+                    self.inherited.remove(&r.dst);
+                }
                 if self.installed.get(&r.dst) == Some(&r) {
                     self.installed.remove(&r.dst);
                 }
@@ -489,10 +580,19 @@ impl Book {
         self.resync_needed = false;
     }
 
-    /// Diff the desired set against `actual` (a dump of our routes): park what cannot resolve,
-    /// unpark what can, keep or delete undesired routes as inheritance says, and take the dump
-    /// as the new belief. Returns the report and the ops that correct the kernel.
-    pub(super) fn reconcile(&mut self, actual: &[KernelRoute]) -> (ReconcileReport, Vec<RouteOp>) {
+    /// Diff the desired set against `actual` (a dump of our routes, `expiring` the kernel's
+    /// expiry of those that have one) at `now`: park what cannot resolve, unpark what can, keep
+    /// or delete undesired routes as inheritance says, and take the dump as the new belief.
+    /// Returns the report and the ops that correct the kernel.
+    ///
+    /// Undesired routes: while inheriting, every one is kept as inherited; afterwards an
+    /// inherited one is kept while its kernel expiry is ahead, and every other is deleted.
+    pub(super) fn reconcile(
+        &mut self,
+        actual: &[KernelRoute],
+        expiring: &HashMap<Ipv6Prefix, Instant>,
+        now: Instant,
+    ) -> (ReconcileReport, Vec<RouteOp>) {
         let mut want = HashMap::new();
         let mut keep = HashSet::new();
         let mut unresolved = Vec::new();
@@ -523,15 +623,50 @@ impl Book {
         let stale = if self.inherit_until.is_some() {
             Stale::Inherit
         } else {
+            // Inheritance is over: inherited routes the kernel still gives time stay.
+            keep.extend(
+                self.inherited
+                    .iter()
+                    .filter(|(d, i)| i.alive(now) && !self.desired.contains_key(*d))
+                    .map(|(d, _)| *d),
+            );
             Stale::Delete
         };
         let rec = plan::plan_reconcile(&want, actual, &keep, stale);
+        // The inherited routes from now on, each as the kernel shows it (its first route).
+        let candidates: Vec<Ipv6Prefix> = match stale {
+            Stale::Inherit => rec.inherited.iter().map(|r| r.dst).collect(),
+            Stale::Delete => actual
+                .iter()
+                .map(|r| r.dst)
+                .filter(|d| self.inherited.contains_key(d) && keep.contains(d))
+                .filter(|d| !self.desired.contains_key(d))
+                .collect(),
+        };
         let before = self.inherited.len();
-        self.inherited = rec.inherited.iter().map(|r| r.dst).collect();
+        let mut next = HashMap::with_capacity(candidates.len());
+        for dst in candidates {
+            if next.contains_key(&dst) {
+                continue;
+            }
+            let Some(route) = actual.iter().find(|r| r.dst == dst) else {
+                continue;
+            };
+            let doubted = self.inherited.get(&dst).is_some_and(|i| i.doubted);
+            next.insert(
+                dst,
+                Inherited {
+                    route: *route,
+                    until: expiring.get(&dst).copied(),
+                    doubted,
+                },
+            );
+        }
+        self.inherited = next;
         if self.inherited.len() > before {
             info!(
                 inherited = self.inherited.len(),
-                "routes of ours that nothing explains yet: kept until recovery finishes"
+                "routes of ours that nothing explains yet: kept until a source explains them or their kernel expiry"
             );
         }
         if stale == Stale::Delete && !self.unconfirmed_logged {
@@ -560,12 +695,87 @@ impl Book {
     }
 
     /// Stop inheriting: the next reconcile deletes (and counts as unconfirmed) what nothing
-    /// explains by then. Returns how many routes were inherited, or `None` when inheritance had
-    /// already ended.
+    /// explains by then, except inherited routes whose kernel expiry is still ahead. Every
+    /// inherited route still unexplained owes a confirming leasequery (see
+    /// [`Book::doubts_mut`]). Returns how many routes were inherited, or `None` when
+    /// inheritance had already ended.
     pub(super) fn end_inheritance(&mut self) -> Option<usize> {
         self.inherit_until.take()?;
         self.unconfirmed_logged = false;
+        let mut owed: Vec<(Ipv6Prefix, u32)> = self
+            .inherited
+            .iter_mut()
+            .filter(|(_, i)| !i.doubted)
+            .map(|(d, i)| {
+                i.doubted = true;
+                (*d, i.route.oif)
+            })
+            .collect();
+        owed.sort_unstable();
+        for (dst, oif) in owed {
+            match self.doubt_for(dst, oif) {
+                Some(d) => self.doubts.push_back(d),
+                None => {
+                    debug!(%dst, oif, "inherited route on an interface with no link-address: not asked about")
+                }
+            }
+        }
         Some(self.inherited.len())
+    }
+
+    /// The confirming leasequery for inherited `dst` on interface `oif`: asked on the link of
+    /// that interface (a configured link on it, else a global address it holds).
+    fn doubt_for(&self, dst: Ipv6Prefix, oif: u32) -> Option<InheritDoubt> {
+        let interface = self.links.name_of(oif)?.to_string();
+        let link = self
+            .rules
+            .links
+            .iter()
+            .find(|m| m.interface == interface)
+            .map(|m| m.link.addr())
+            .or_else(|| self.links.global_address_of(oif))?;
+        Some(InheritDoubt {
+            dst,
+            interface,
+            link,
+        })
+    }
+
+    /// Confirming leasequeries owed for inherited routes, oldest first: the shell takes them
+    /// as the confirmer has room and puts back what it could not hand on.
+    pub(super) fn doubts_mut(&mut self) -> &mut VecDeque<InheritDoubt> {
+        &mut self.doubts
+    }
+
+    /// When the earliest inherited route reaches its kernel expiry.
+    pub(super) fn next_inherited_expiry(&self) -> Option<Instant> {
+        self.inherited.values().filter_map(|i| i.until).min()
+    }
+
+    /// Inherited routes whose kernel expiry has come at `now`: their binding ended without a
+    /// source explaining it. The kernel drops such a route itself (soon after, at its next
+    /// garbage collection); the delete makes that happen now and settles our belief.
+    pub(super) fn inherited_due(&mut self, now: Instant) -> Vec<RouteOp> {
+        let due: Vec<Ipv6Prefix> = self
+            .inherited
+            .iter()
+            .filter(|(_, i)| i.until.is_some_and(|u| u <= now))
+            .map(|(d, _)| *d)
+            .collect();
+        let mut ops = Vec::with_capacity(due.len());
+        for dst in due {
+            let Some(inh) = self.inherited.remove(&dst) else {
+                continue;
+            };
+            self.stats.add(RouteCounter::InheritedExpired, 1);
+            info!(%dst, "inherited route reached its kernel expiry unexplained: removed");
+            if !self.desired.contains_key(&dst) {
+                ops.push(RouteOp::Delete(
+                    self.installed.get(&dst).copied().unwrap_or(inh.route),
+                ));
+            }
+        }
+        ops
     }
 }
 
@@ -576,11 +786,16 @@ impl Book {
     }
 
     fn is_inherited(&self, dst: &Ipv6Prefix) -> bool {
-        self.inherited.contains(dst)
+        self.inherited.contains_key(dst)
     }
 
     fn installed(&self, dst: &Ipv6Prefix) -> Option<&KernelRoute> {
         self.installed.get(dst)
+    }
+
+    /// A reconcile against a dump in which no route has a kernel expiry.
+    fn reconcile_plain(&mut self, actual: &[KernelRoute]) -> (ReconcileReport, Vec<RouteOp>) {
+        self.reconcile(actual, &HashMap::new(), Instant::now())
     }
 
     fn retry_of(&self, dst: &Ipv6Prefix) -> Option<(u32, Instant)> {
@@ -882,7 +1097,7 @@ mod tests {
         let unconfirmed = kr("2001:db8::3/128", IF_UP);
         let dump = [adopted, withdrawn, unconfirmed];
         b.reconcile_started();
-        let (report, ops) = b.reconcile(&dump);
+        let (report, ops) = b.reconcile_plain(&dump);
         assert!(ops.is_empty(), "inheriting: nothing deleted");
         assert_eq!(report.found, 3);
         assert_eq!(report.inherited, 3);
@@ -909,14 +1124,14 @@ mod tests {
         assert_eq!(b.end_inheritance(), Some(1));
         assert_eq!(b.inherit_until(), None);
         b.reconcile_started();
-        let (report, ops) = b.reconcile(&[adopted, unconfirmed]);
+        let (report, ops) = b.reconcile_plain(&[adopted, unconfirmed]);
         assert_eq!(ops, vec![RouteOp::Delete(unconfirmed)]);
         assert_eq!(report.deleted, 1);
         assert_eq!(report.inherited, 0);
         assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
         // Later reconciles delete stale routes as ordinary ones: not counted again.
         assert_eq!(b.end_inheritance(), None);
-        let (_, ops) = b.reconcile(&[adopted, unconfirmed]);
+        let (_, ops) = b.reconcile_plain(&[adopted, unconfirmed]);
         assert_eq!(ops, vec![RouteOp::Delete(unconfirmed)]);
         assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
         assert_eq!(count(&b, RouteCounter::Reconcile), 2);
@@ -928,7 +1143,7 @@ mod tests {
         let mut b = book(now);
         assert_eq!(b.inherit_until(), None);
         let stale = kr("2001:db8::3/128", IF_UP);
-        let (report, ops) = b.reconcile(&[stale]);
+        let (report, ops) = b.reconcile_plain(&[stale]);
         assert_eq!(ops, vec![RouteOp::Delete(stale)]);
         assert_eq!(report.inherited, 0);
         assert_eq!(b.end_inheritance(), None);
@@ -950,7 +1165,7 @@ mod tests {
             on("2001:db8::9/128", "late0"),
             on("2001:db8::a/128", "sub0"),
         ]);
-        let (report, ops) = b.reconcile(&[parked_there, foreign_metric]);
+        let (report, ops) = b.reconcile_plain(&[parked_there, foreign_metric]);
         assert_eq!(
             ops,
             vec![
@@ -965,7 +1180,7 @@ mod tests {
         assert_eq!(b.installed(&foreign_metric.dst), None);
         // The link appears: the next reconcile unparks and corrects the interface.
         b.links_mut().set_link(10, "late0", true);
-        let (report, ops) = b.reconcile(&[parked_there]);
+        let (report, ops) = b.reconcile_plain(&[parked_there]);
         assert_eq!(report.parked, 0);
         assert_eq!(count(&b, RouteCounter::Unparked), 1);
         assert_eq!(
@@ -977,7 +1192,7 @@ mod tests {
         );
         // set_desired forgets parked routes that are no longer desired.
         b.links_mut().remove_link(10);
-        b.reconcile(&[]);
+        b.reconcile_plain(&[]);
         assert!(b.is_parked(&parked_there.dst));
         b.set_desired([]);
         assert!(!b.is_parked(&parked_there.dst));
@@ -1027,5 +1242,257 @@ mod tests {
             vec![RouteOp::Replace(kr("2001:db8::a/128", IF_UP))]
         );
         assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(90));
+    }
+
+    /// A book inheriting for 30 s from `now`, expiry mirrored; interfaces as [`book_with`].
+    fn inheriting(now: Instant) -> Book {
+        book_with(
+            InstallerConfig {
+                inherit_grace: Duration::from_secs(30),
+                expiry: true,
+                links: vec![LinkMapping {
+                    link: p("2001:db8:1::1/128"),
+                    interface: "sub0".into(),
+                }],
+                ..cfg()
+            },
+            now,
+        )
+    }
+
+    fn pd(dst: &str, via: &str, oif: u32) -> KernelRoute {
+        KernelRoute {
+            gateway: Some(via.parse().unwrap()),
+            ..kr(dst, oif)
+        }
+    }
+
+    fn expiring(list: &[(&KernelRoute, Instant)]) -> HashMap<Ipv6Prefix, Instant> {
+        list.iter().map(|(r, t)| (r.dst, *t)).collect()
+    }
+
+    /// Inherited routes live until the kernel's expiry, not the grace: at the end of
+    /// inheritance one with an expiry ahead is kept (and kept by every later reconcile) until
+    /// that expiry, when it is removed and counted; one without an expiry is deleted then, as
+    /// before (the fallback).
+    #[test]
+    fn inherited_routes_live_until_the_kernels_expiry() {
+        let t0 = Instant::now();
+        let mut b = inheriting(t0);
+        let long = pd("2001:db8:100::/56", "fe80::7", IF_UP);
+        let forever = kr("2001:db8:1::5/128", IF_UP);
+        let dump = [long, forever];
+        let exp = expiring(&[(&long, t0 + Duration::from_secs(3600))]);
+        let (report, ops) = b.reconcile(&dump, &exp, t0);
+        assert!(ops.is_empty());
+        assert_eq!(report.inherited, 2);
+        assert_eq!(
+            b.next_inherited_expiry(),
+            Some(t0 + Duration::from_secs(3600))
+        );
+        // The grace is over: only the route without an expiry goes.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(b.end_inheritance(), Some(2));
+        b.reconcile_started();
+        let (report, ops) = b.reconcile(&dump, &exp, t1);
+        assert_eq!(ops, vec![RouteOp::Delete(forever)]);
+        assert_eq!(report.inherited, 1);
+        assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
+        answer(&mut b, &ops, Outcome::Done, t1);
+        assert_eq!(b.route_state(&long.dst), RouteState::Inherited);
+        // Later reconciles keep it too, and take the kernel's (moved) expiry.
+        let t2 = t1 + Duration::from_secs(600);
+        let exp = expiring(&[(&long, t0 + Duration::from_secs(3000))]);
+        let (report, ops) = b.reconcile(&[long], &exp, t2);
+        assert!(ops.is_empty(), "kept past the grace: {ops:?}");
+        assert_eq!(report.inherited, 1);
+        assert_eq!(
+            b.next_inherited_expiry(),
+            Some(t0 + Duration::from_secs(3000))
+        );
+        // Not yet due; then due: removed and counted.
+        assert!(b.inherited_due(t0 + Duration::from_secs(2999)).is_empty());
+        let ops = b.inherited_due(t0 + Duration::from_secs(3000));
+        assert_eq!(ops, vec![RouteOp::Delete(long)]);
+        assert_eq!(b.route_state(&long.dst), RouteState::None);
+        assert_eq!(b.next_inherited_expiry(), None);
+        assert_eq!(count(&b, RouteCounter::InheritedExpired), 1);
+        // The kernel had dropped it already: ESRCH settles like a success.
+        assert!(answer(&mut b, &ops, Outcome::Refused(3), t2).is_empty());
+        // A route of ours that shows up after inheritance ended is no inherited one: deleted.
+        let late = kr("2001:db8:1::6/128", IF_UP);
+        let exp = expiring(&[(&late, t2 + Duration::from_secs(3600))]);
+        let (_, ops) = b.reconcile(&[late], &exp, t2);
+        assert_eq!(ops, vec![RouteOp::Delete(late)]);
+    }
+
+    /// An inherited route's kernel expiry is honoured while inheriting too, and an adopted one
+    /// is no longer timed by it.
+    #[test]
+    fn expiry_during_inheritance_and_adoption() {
+        let t0 = Instant::now();
+        let mut b = inheriting(t0);
+        let soon = kr("2001:db8:1::7/128", IF_UP);
+        let adopted = kr("2001:db8:1::8/128", IF_UP);
+        let exp = expiring(&[
+            (&soon, t0 + Duration::from_secs(5)),
+            (&adopted, t0 + Duration::from_secs(6)),
+        ]);
+        b.reconcile(&[soon, adopted], &exp, t0);
+        // A snooped bind adopts one (the cache's Added makes it desired): replaced to carry
+        // the lease's lifetime, no longer inherited.
+        let spec = on("2001:db8:1::8/128", "sub0").valid_until(t0 + Duration::from_secs(900));
+        let ops = b.apply([RouteChange::Upsert(spec)]);
+        assert_eq!(ops, vec![RouteOp::Replace(adopted)]);
+        answer(&mut b, &ops, Outcome::Done, t0);
+        assert_eq!(b.route_state(&adopted.dst), RouteState::Installed);
+        assert_eq!(count(&b, RouteCounter::Adopted), 1);
+        assert_eq!(b.next_inherited_expiry(), Some(t0 + Duration::from_secs(5)));
+        let ops = b.inherited_due(t0 + Duration::from_secs(6));
+        assert_eq!(ops, vec![RouteOp::Delete(soon)], "only the unexplained one");
+        answer(&mut b, &ops, Outcome::Done, t0);
+        assert_eq!(b.route_state(&adopted.dst), RouteState::Installed);
+        assert_eq!(b.inherit_until(), Some(t0 + Duration::from_secs(30)));
+    }
+
+    /// A release (or zero lifetime) of an inherited route withdraws it only from the link of
+    /// the interface the kernel shows it on and, for a route via a next hop, only from that
+    /// next hop when the notice names one; a server's answer (no link) withdraws it wherever it
+    /// is; a desired route is never touched by such a notice.
+    #[test]
+    fn releases_of_inherited_routes_are_anchored_to_their_link() {
+        let t0 = Instant::now();
+        let mut b = inheriting(t0);
+        let on_sub0 = pd("2001:db8:100::/56", "fe80::7", IF_UP);
+        let on_sub1 = kr("2001:db8:2::9/128", IF_OTHER);
+        let answered = kr("2001:db8:2::a/128", IF_OTHER);
+        b.reconcile_plain(&[on_sub0, on_sub1, answered]);
+        let from = |dst: &KernelRoute, link: Option<LinkRef>| RouteChange::WithdrawInherited {
+            dst: dst.dst,
+            link,
+            via: None,
+        };
+        let by =
+            |dst: &KernelRoute, link: Option<LinkRef>, via: &str| RouteChange::WithdrawInherited {
+                dst: dst.dst,
+                link,
+                via: Some(via.parse().unwrap()),
+            };
+        let sub0_la = || Some(LinkRef::LinkAddress("2001:db8:1::1".parse().unwrap()));
+        // (notice, expected ops)
+        let table: Vec<(RouteChange, Vec<RouteOp>)> = vec![
+            // From another link (sub1, by name): kept.
+            (
+                from(&on_sub0, Some(LinkRef::Interface("sub1".into()))),
+                vec![],
+            ),
+            // From a link that resolves to nothing: kept.
+            (
+                from(
+                    &on_sub0,
+                    Some(LinkRef::LinkAddress("2001:db8:77::1".parse().unwrap())),
+                ),
+                vec![],
+            ),
+            // A zero lifetime answered to a stranger on its link (another next hop): kept.
+            (by(&on_sub0, sub0_la(), "fe80::66"), vec![]),
+            // From its own link (its configured link-address), by its next hop: withdrawn.
+            (
+                by(&on_sub0, sub0_la(), "fe80::7"),
+                vec![RouteOp::Delete(on_sub0)],
+            ),
+            // sub1's route released on sub0: kept.
+            (from(&on_sub1, sub0_la()), vec![]),
+            // By interface name, from any client (an address route has no next hop to
+            // compare): withdrawn.
+            (
+                by(
+                    &on_sub1,
+                    Some(LinkRef::Interface("sub1".into())),
+                    "fe80::66",
+                ),
+                vec![RouteOp::Delete(on_sub1)],
+            ),
+            // A server's answer that nobody holds it: withdrawn, wherever it is.
+            (from(&answered, None), vec![RouteOp::Delete(answered)]),
+            // Nothing inherited there (any more): nothing.
+            (from(&kr("2001:db8:1::99/128", IF_UP), None), vec![]),
+        ];
+        for (i, (notice, want)) in table.into_iter().enumerate() {
+            let ops = b.apply([notice]);
+            assert_eq!(ops, want, "row {i}");
+            answer(&mut b, &ops, Outcome::Done, t0);
+        }
+        for r in [on_sub0, on_sub1, answered] {
+            assert_eq!(b.route_state(&r.dst), RouteState::None);
+        }
+        assert_eq!(count(&b, RouteCounter::InheritedReleased), 3);
+        assert_eq!(count(&b, RouteCounter::InheritedOtherLink), 3);
+        assert_eq!(count(&b, RouteCounter::InheritedOtherNextHop), 1);
+        // A desired route is the cache's: a notice does not touch it, even from its link.
+        let ops = b.apply([RouteChange::Upsert(on("2001:db8:1::5/128", "sub0"))]);
+        answer(&mut b, &ops, Outcome::Done, t0);
+        let ops = b.apply([from(&kr("2001:db8:1::5/128", IF_UP), sub0_la())]);
+        assert!(ops.is_empty());
+        assert_eq!(
+            b.route_state(&p("2001:db8:1::5/128")),
+            RouteState::Installed
+        );
+        // Last change per destination wins: adopted in the same batch, the notice is void.
+        let inh = kr("2001:db8:1::6/128", IF_UP);
+        b.reconcile_plain(&[kr("2001:db8:1::5/128", IF_UP), inh]);
+        assert!(b.is_inherited(&inh.dst));
+        let ops = b.apply([
+            RouteChange::Upsert(on("2001:db8:1::6/128", "sub0")),
+            from(&inh, sub0_la()),
+        ]);
+        assert!(ops.iter().all(|o| o.kind() != OpKind::Delete), "{ops:?}");
+    }
+
+    /// When inheritance ends, each inherited route still unexplained owes one confirming
+    /// leasequery, on the link-address of its interface's link (configured, else a global
+    /// address the interface holds); a route on an interface without one is not asked about.
+    #[test]
+    fn unexplained_inherited_routes_owe_a_confirming_query() {
+        let t0 = Instant::now();
+        let mut b = inheriting(t0);
+        b.links_mut().set_link(9, "bare0", true);
+        b.links_mut()
+            .add_addr(IF_OTHER, "fe80::1".parse().unwrap(), 64);
+        b.links_mut()
+            .add_addr(IF_OTHER, "2001:db8:2::1".parse().unwrap(), 64);
+        let pfx = pd("2001:db8:100::/56", "fe80::7", IF_UP);
+        let addr = kr("2001:db8:2::9/128", IF_OTHER);
+        let bare = kr("2001:db8:9::9/128", 9);
+        let adopted = kr("2001:db8:1::8/128", IF_UP);
+        let far = t0 + Duration::from_secs(3600);
+        let exp = expiring(&[(&pfx, far), (&addr, far), (&bare, far), (&adopted, far)]);
+        b.reconcile(&[pfx, addr, bare, adopted], &exp, t0);
+        let ops = b.apply([RouteChange::Upsert(on("2001:db8:1::8/128", "sub0"))]);
+        answer(&mut b, &ops, Outcome::Done, t0);
+        assert!(b.doubts_mut().is_empty(), "nothing asked while inheriting");
+        assert_eq!(b.end_inheritance(), Some(3));
+        let owed: Vec<InheritDoubt> = b.doubts_mut().drain(..).collect();
+        assert_eq!(
+            owed,
+            vec![
+                InheritDoubt {
+                    dst: addr.dst,
+                    interface: "sub1".into(),
+                    link: "2001:db8:2::1".parse().unwrap(),
+                },
+                InheritDoubt {
+                    dst: pfx.dst,
+                    interface: "sub0".into(),
+                    link: "2001:db8:1::1".parse().unwrap(),
+                },
+            ]
+        );
+        // Asked once: reconciles keep them, and nothing is owed again.
+        let (report, ops) = b.reconcile(&[pfx, addr, bare, adopted], &exp, t0);
+        assert!(ops.is_empty(), "{ops:?}");
+        assert_eq!(report.inherited, 3);
+        assert_eq!(b.end_inheritance(), None);
+        assert!(b.doubts_mut().is_empty());
     }
 }

@@ -22,7 +22,7 @@
 //!
 //! Not `Sync`: one task owns the installer (see [`super::reconcile::run`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,16 +35,45 @@ use netlink_proto::sys::{AsyncSocket, SocketAddr};
 use netlink_proto::{ConnectionHandle, ReplyExpectation};
 use tracing::{debug, info, warn};
 
-use super::book::{Book, Outcome, ReconcileReport, RouteState};
+use super::book::{Book, InheritDoubt, Outcome, ReconcileReport, RouteState};
 use super::link::LinkTable;
 use super::netlink;
 use super::plan::{KernelRoute, OpKind, RouteOp, RoutePlan};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, KernelError, RouteChange, RouteSpec};
 use crate::admission::OwnAddresses;
+use crate::cache::task::DoubtSink;
+use crate::cache::{Doubt, DoubtReason, LeaseKey};
 use crate::prefix::Ipv6Prefix;
+use crate::time::{AgentClock, Timestamp};
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+
+/// Hand `owed` confirming leasequeries to `sink` as `Doubt`s stamped `at`, oldest first, while
+/// the confirmer's queue has room; what it cannot take stays in `owed`, in order.
+fn offer_doubts(owed: &mut VecDeque<InheritDoubt>, sink: &DoubtSink, at: Timestamp) {
+    while let Some(d) = owed.pop_front() {
+        let key = if d.dst.len() == 128 {
+            LeaseKey::Address(d.dst.addr())
+        } else {
+            LeaseKey::Prefix(d.dst)
+        };
+        let doubt = Doubt {
+            key,
+            reason: DoubtReason::Inherited,
+            holder: None,
+            claimant: None,
+            link: d.link,
+            interface: Some(Arc::from(d.interface.as_str())),
+            at,
+        };
+        if sink.offer(doubt).is_err() {
+            owed.push_front(d);
+            break;
+        }
+        debug!(dst = %d.dst, link = %d.link, "inherited route unexplained: confirming leasequery asked");
+    }
+}
 
 /// Keeps the kernel's routes of our protocol equal to the desired set.
 #[derive(Debug)]
@@ -58,6 +87,9 @@ pub struct Installer {
     /// Where the box's addresses are published for the snooper and admission (they follow
     /// every address dump and notification this installer sees).
     own: Option<Arc<OwnAddresses>>,
+    /// Where confirming leasequeries for inherited routes go, and the clock that stamps them
+    /// (`None`: nobody asks; the routes live until their kernel expiry).
+    doubts: Option<(DoubtSink, AgentClock)>,
 }
 
 impl Drop for Installer {
@@ -99,6 +131,7 @@ impl Installer {
             conn,
             book,
             own: None,
+            doubts: None,
         };
         me.refresh_links().await?;
         Ok(me)
@@ -108,6 +141,40 @@ impl Installer {
     pub fn publish_addresses(&mut self, own: Arc<OwnAddresses>) {
         own.replace(self.book.links().addresses().collect());
         self.own = Some(own);
+    }
+
+    /// Ask the confirmer (through `sink`) about every inherited route still unexplained when
+    /// inheritance ends; `clock` stamps the doubts.
+    pub fn set_doubts(&mut self, sink: DoubtSink, clock: AgentClock) {
+        self.doubts = Some((sink, clock));
+    }
+
+    /// The doubt sink set with [`Installer::set_doubts`] (a restarted route task's installer
+    /// gets the same).
+    pub fn doubts(&self) -> Option<&(DoubtSink, AgentClock)> {
+        self.doubts.as_ref()
+    }
+
+    /// Hand owed confirming leasequeries to the confirmer while its queue has room; the rest
+    /// wait for the next call (the route task calls it every turn of its loop). Without a sink
+    /// they are dropped: the routes live until their kernel expiry.
+    pub fn flush_doubts(&mut self) {
+        let owed = self.book.doubts_mut();
+        match &self.doubts {
+            Some((sink, clock)) => offer_doubts(owed, sink, clock.now()),
+            None => owed.clear(),
+        }
+    }
+
+    /// When the earliest inherited route reaches its kernel expiry.
+    pub fn next_inherited_expiry(&self) -> Option<Instant> {
+        self.book.next_inherited_expiry()
+    }
+
+    /// Remove the inherited routes whose kernel expiry has come at `now`.
+    pub async fn inherited_due(&mut self, now: Instant) -> Result<(), KernelError> {
+        let ops = self.book.inherited_due(now);
+        self.run_ops(ops).await
     }
 
     pub fn config(&self) -> &InstallerConfig {
@@ -166,8 +233,8 @@ impl Installer {
     /// Dump our routes, diff against the desired set, add the missing and delete the stale.
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, KernelError> {
         self.book.reconcile_started();
-        let actual = self.dump_ours().await?;
-        let (report, ops) = self.book.reconcile(&actual);
+        let (actual, expiring) = self.dump_ours_expiring().await?;
+        let (report, ops) = self.book.reconcile(&actual, &expiring, Instant::now());
         if report.added + report.replaced + report.deleted > 0 {
             info!(?report, "reconcile: correcting the kernel");
         }
@@ -176,7 +243,9 @@ impl Installer {
     }
 
     /// Stop inheriting (recovery finished, or the grace period is over) and reconcile: routes of
-    /// ours that nothing explains by now are deleted.
+    /// ours that nothing explains by now are deleted, except inherited ones whose kernel expiry
+    /// is still ahead (they stay until it, or until a source explains or withdraws them); a
+    /// confirming leasequery is owed for each inherited one ([`Installer::flush_doubts`]).
     pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
         let Some(kept) = self.book.end_inheritance() else {
             return self.reconcile().await;
@@ -186,7 +255,9 @@ impl Installer {
             why,
             inherited = kept,
             deleted_unconfirmed = report.deleted,
-            "inheritance over: routes no source confirmed are removed"
+            kept_until_expiry = report.inherited,
+            "inheritance over: unexplained routes without a kernel expiry are removed, the \
+             others kept until it; a confirming leasequery is asked for each"
         );
         Ok(report)
     }
@@ -311,6 +382,36 @@ impl Installer {
             },
         )
         .await
+    }
+
+    /// [`Installer::dump_ours`] with the kernel's expiry of each route that has one, as an
+    /// instant (an inherited route lives until it).
+    async fn dump_ours_expiring(
+        &mut self,
+    ) -> Result<(Vec<KernelRoute>, HashMap<Ipv6Prefix, Instant>), KernelError> {
+        let cfg = self.cfg.clone();
+        let hz = netlink::USER_HZ;
+        let dumped = self
+            .dump(
+                netlink::dump_request(&cfg),
+                "dumping our routes",
+                |m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => netlink::our_route(&cfg, &r)
+                        .map(|route| (route, netlink::expires_of(&r, hz))),
+                    _ => None,
+                },
+            )
+            .await?;
+        let now = Instant::now();
+        let mut expiring = HashMap::new();
+        let mut routes = Vec::with_capacity(dumped.len());
+        for (r, left) in dumped {
+            if let Some(left) = left {
+                expiring.entry(r.dst).or_insert(now + left);
+            }
+            routes.push(r);
+        }
+        Ok((routes, expiring))
     }
 
     /// Execute ops and hand their outcomes to the book.
@@ -479,5 +580,59 @@ impl Installer {
                 None => debug!(dst = %key.1.dst, errno, "netlink error for no pending route op"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owed(dst: &str, ifname: &str, link: &str) -> InheritDoubt {
+        InheritDoubt {
+            dst: dst.parse().unwrap(),
+            interface: ifname.into(),
+            link: link.parse().unwrap(),
+        }
+    }
+
+    /// Inherited routes nothing explained become `Doubt { reason: Inherited, holder: None }`
+    /// for the confirmer, keyed as the cache keys them; what its queue cannot take waits, in
+    /// order, and goes when there is room.
+    #[tokio::test]
+    async fn owed_doubts_are_raised_at_the_confirmers_pace() {
+        let (sink, mut rx) = DoubtSink::new(1);
+        let at = Timestamp::from_secs(1_000);
+        let mut q: VecDeque<InheritDoubt> = [
+            owed("2001:db8:100::/56", "sub0", "2001:db8:1::1"),
+            owed("2001:db8:2::9/128", "sub1", "2001:db8:2::1"),
+        ]
+        .into_iter()
+        .collect();
+        offer_doubts(&mut q, &sink, at);
+        assert_eq!(q.len(), 1, "the queue had room for one");
+        let d = rx.recv().await.unwrap();
+        assert_eq!(
+            d,
+            Doubt {
+                key: LeaseKey::Prefix("2001:db8:100::/56".parse().unwrap()),
+                reason: DoubtReason::Inherited,
+                holder: None,
+                claimant: None,
+                link: "2001:db8:1::1".parse().unwrap(),
+                interface: Some(Arc::from("sub0")),
+                at,
+            }
+        );
+        offer_doubts(&mut q, &sink, at);
+        assert!(q.is_empty());
+        let d = rx.recv().await.unwrap();
+        assert_eq!(d.key, LeaseKey::Address("2001:db8:2::9".parse().unwrap()));
+        assert_eq!(d.interface.as_deref(), Some("sub1"));
+        // Nothing was dropped on the way.
+        let lost: u64 = crate::cache::DoubtOutcome::ALL
+            .iter()
+            .map(|o| sink.stats().get(DoubtReason::Inherited, *o))
+            .sum();
+        assert_eq!(lost, 0);
     }
 }

@@ -93,6 +93,16 @@ impl LinkTable {
         self.by_index.get(&index).map(String::as_str)
     }
 
+    /// A global (not link-local) address interface `index` holds, the first the kernel
+    /// reported: the relay's own address on that link, which is its link-address.
+    pub(crate) fn global_address_of(&self, index: u32) -> Option<Ipv6Addr> {
+        self.addrs
+            .iter()
+            .filter(|(i, a, _)| *i == index && !a.is_loopback() && !a.is_unspecified())
+            .map(|(_, a, _)| *a)
+            .find(|a| a.segments()[0] & 0xffc0 != 0xfe80)
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_index.len()

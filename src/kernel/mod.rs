@@ -121,6 +121,17 @@ pub enum RouteChange {
     Upsert(RouteSpec),
     /// Remove our route for this destination (release, expiry).
     Withdraw(Ipv6Prefix),
+    /// Nobody holds this destination, says a RELEASE/DECLINE or zero lifetime snooped from
+    /// `link`, or (`link` `None`) a server's answer to a confirming leasequery: remove our route
+    /// for it if it is one inherited from before the start (the cache holds no lease for it)
+    /// and, when `link` is given, sits on that link's interface — and, when `via` (the address
+    /// the message's client sent from) is given and the route has a next hop, goes via it. A
+    /// desired route is not touched.
+    WithdrawInherited {
+        dst: Ipv6Prefix,
+        link: Option<LinkRef>,
+        via: Option<Ipv6Addr>,
+    },
 }
 
 /// Installer settings; `src/config.rs` composes them.

@@ -163,6 +163,29 @@ pub(crate) fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<Kerne
     route_of(m)
 }
 
+/// How long the kernel still keeps route `m`, from RTA_CACHEINFO's `rta_expires`: `None` for a
+/// route without an expiry (the kernel reports 0), zero for one past its expiry that is not yet
+/// collected (the kernel reports the overdue time as a negative number), else the remaining time
+/// in clock ticks of `user_hz` per second (the kernel converts jiffies to USER_HZ).
+pub(crate) fn expires_of(m: &RouteMessage, user_hz: u32) -> Option<std::time::Duration> {
+    let ticks = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::CacheInfo(c) => Some(c.expires as i32),
+        _ => None,
+    })?;
+    match ticks {
+        0 => None,
+        t if t < 0 => Some(std::time::Duration::ZERO),
+        t => Some(std::time::Duration::from_millis(
+            u64::from(t.unsigned_abs()) * 1000 / u64::from(user_hz.max(1)),
+        )),
+    }
+}
+
+/// The kernel's USER_HZ, what RTA_CACHEINFO's times count in: 100 on every architecture Linux
+/// runs a BNG on (x86, arm, arm64, ppc, s390, riscv), as in `metrics::process` (`ip route`
+/// asks `sysconf(_SC_CLK_TCK)`, which is unsafe to call here and answers the same).
+pub(crate) const USER_HZ: u32 = 100;
+
 /// Which of our requests an error is about: (was it a delete, the route), parsed from the quoted
 /// request. `None` when the quote is capped, truncated or not a route request.
 pub(crate) fn parse_refused(e: &ErrorMessage) -> Option<(bool, KernelRoute)> {
@@ -340,5 +363,32 @@ mod tests {
             ip_command(&c, &RouteOp::Delete(pd()), "sub0"),
             "ip -6 route del 2001:db8:100::/56 via fe80::1 dev sub0 proto 211 metric 1024 table 254"
         );
+    }
+
+    /// RTA_CACHEINFO's `rta_expires` → the time left: 0 is "no expiry", a negative value is
+    /// overdue (zero left), a positive one counts USER_HZ ticks; no cache info, no expiry.
+    #[test]
+    fn expiry_is_read_from_the_cache_info() {
+        use netlink_packet_route::route::RouteCacheInfo;
+        use std::time::Duration;
+        let with = |expires: i32| {
+            let mut raw = [0u8; 32];
+            raw[8..12].copy_from_slice(&expires.to_ne_bytes());
+            let mut m = RouteMessage::default();
+            m.attributes.push(RouteAttribute::CacheInfo(
+                RouteCacheInfo::parse(&raw).unwrap(),
+            ));
+            m
+        };
+        let table = [
+            (0, None),
+            (-250, Some(Duration::ZERO)),
+            (1, Some(Duration::from_millis(10))),
+            (59_950, Some(Duration::from_millis(599_500))),
+        ];
+        for (ticks, want) in table {
+            assert_eq!(expires_of(&with(ticks), USER_HZ), want, "{ticks}");
+        }
+        assert_eq!(expires_of(&RouteMessage::default(), USER_HZ), None);
     }
 }

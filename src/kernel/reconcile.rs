@@ -11,10 +11,13 @@
 //! previous run installed (the state file was empty, damaged or all expired; bulk recovery has
 //! not finished). Until [`Installer::end_inheritance`] — recovery complete, or
 //! [`super::InstallerConfig::inherit_grace`] over — a route of ours that nothing desires is kept
-//! and counted as *inherited*; one the cache comes to explain becomes ordinary, one a source
-//! withdraws goes. When inheritance ends, a reconcile deletes what is still unexplained. These
-//! rules are decided by the installer's bookkeeping (the pure `book` module, tested as tables);
-//! this module only schedules the events that feed it.
+//! and counted as *inherited*: a binding without a client, anchored to the interface and next
+//! hop the kernel shows. One the cache comes to explain becomes ordinary; one a source
+//! withdraws, or a release from its own link, goes. When inheritance ends, a confirming
+//! leasequery is asked for each still unexplained (through the doubt sink, at the confirmer's
+//! pace), and each lives on until its kernel expiry; only one without an expiry is deleted then.
+//! These rules are decided by the installer's bookkeeping (the pure `book` module, tested as
+//! tables); this module only schedules the events that feed it.
 
 use std::time::Instant;
 
@@ -106,8 +109,12 @@ pub(crate) async fn run_on(
     let stats = installer.stats();
     loop {
         stats.heartbeat.beat();
+        installer.flush_doubts();
         let inherit_end = installer
             .inherit_until()
+            .map(tokio::time::Instant::from_std);
+        let inherited_expiry = installer
+            .next_inherited_expiry()
             .map(tokio::time::Instant::from_std);
         let retry_at = installer
             .next_retry()
@@ -156,6 +163,7 @@ pub(crate) async fn run_on(
                 .end_inheritance("grace period over")
                 .await
                 .map(|_| ()),
+            _ = sleep_until_opt(inherited_expiry) => installer.inherited_due(Instant::now()).await,
             _ = tokio::time::sleep_until(retry_at) => installer.retry_due(Instant::now()).await,
         };
         if let Err(e) = result {

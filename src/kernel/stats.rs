@@ -38,8 +38,19 @@ labels! {
         Dropped => "dropped",
         /// Inherited routes (kept from before the start) that a cache binding came to explain.
         Adopted => "adopted",
-        /// Inherited routes deleted because nothing explained them when inheritance ended.
+        /// Inherited routes deleted because nothing explained them when inheritance ended
+        /// (routes without a kernel expiry).
         Unconfirmed => "unconfirmed",
+        /// Inherited routes removed at their kernel expiry, nothing having explained them.
+        InheritedExpired => "inherited_expired",
+        /// Inherited routes withdrawn because a RELEASE/DECLINE or zero lifetime from their
+        /// link, or a server's answer, said nobody holds them.
+        InheritedReleased => "inherited_released",
+        /// Releases of an inherited route from another link than its interface's: kept.
+        InheritedOtherLink => "inherited_other_link",
+        /// Zero lifetimes for an inherited route via a next hop, answered to a client at
+        /// another address on its link: kept.
+        InheritedOtherNextHop => "inherited_other_next_hop",
     }
 }
 
@@ -52,7 +63,7 @@ impl RouteCounter {
 /// Live counters and gauges of one installer.
 #[derive(Debug, Default)]
 pub struct InstallerStats {
-    counters: [AtomicU64; 15],
+    counters: [AtomicU64; RouteCounter::ALL.len()],
     installed_now: AtomicU64,
     parked_now: AtomicU64,
     inherited_now: AtomicU64,

@@ -159,6 +159,10 @@ impl KnownSets {
 
     /// Follow one cache change.
     pub(crate) fn on_change(&mut self, c: &Change) {
+        if c.kind == crate::cache::ChangeKind::Unheld {
+            // A notice about a key the cache does not hold: no known source changes.
+            return;
+        }
         let net = c.key.network();
         let old = c
             .old

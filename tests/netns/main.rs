@@ -8,6 +8,7 @@ mod bulk_recovery;
 mod daemon_attacks;
 mod daemon_e2e;
 mod daemon_failsafe;
+mod daemon_inherited;
 mod daemon_recovery;
 mod daemon_trigger_e2e;
 mod deb_package;
