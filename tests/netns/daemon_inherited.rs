@@ -160,8 +160,12 @@ fn a_release_withdraws_an_inherited_route_only_from_its_link() {
         mine,
         "client 0's routes stay, client 1's are gone"
     );
-    assert_eq!(events(&lab.ac, "inherited_released"), 2.0);
-    assert_eq!(inherited(&lab.ac), Some(2.0));
+    // /metrics is a snapshot at most a second old: wait for it to show the withdrawals.
+    wait_for(
+        "both withdrawals counted as inherited releases",
+        Duration::from_secs(10),
+        || events(&lab.ac, "inherited_released") == 2.0 && inherited(&lab.ac) == Some(2.0),
+    );
     assert!(agent.running(), "agent alive");
 }
 
