@@ -145,6 +145,9 @@ pub struct LimitsSection {
     pub max_addresses_per_client: usize,
     /// Bindings per link (relay link-address).
     pub max_bindings_per_link: usize,
+    /// Bindings learned through one local subscriber interface (port): unlike the per-client
+    /// caps it holds however many DUIDs an attacker on that port invents.
+    pub max_bindings_per_interface: usize,
     /// Bindings in the whole cache.
     pub max_bindings: usize,
 }
@@ -208,6 +211,10 @@ pub struct RoutesSection {
     /// After a start, how long routes of ours that no binding explains are kept (zero: not at
     /// all); recovery completing ends it sooner.
     pub inherit_grace: Duration,
+    /// Most routes the installer keeps desired; a route refused at it is retried when a
+    /// withdrawal makes room. No binding cap may exceed it (a binding without its route is
+    /// a subscriber without service).
+    pub max_routes: usize,
 }
 
 /// Where relayed DHCPv6 is snooped (empty: snooping off).

@@ -195,6 +195,10 @@ labels! {
         /// A zero lifetime for an inherited route answered to another client than its next
         /// hop: kept.
         InheritedOtherNextHop => "inherited_other_next_hop",
+        /// An upsert refused because the installer held `max_routes` routes (kept aside).
+        Dropped => "dropped",
+        /// A refused upsert taken in when a withdrawal made room.
+        Readmitted => "readmitted",
     }
 }
 

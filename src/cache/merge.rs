@@ -48,10 +48,13 @@
 //! - **R10 caps** (RFC 8987 G-5..G-7): a client holds at most
 //!   [`MergeConfig::max_prefixes_per_client`] delegated prefixes and
 //!   [`MergeConfig::max_addresses_per_client`] addresses (IA_NA and IA_TA), a link at most
-//!   [`MergeConfig::max_bindings_per_link`] bindings, the cache at most
-//!   [`MergeConfig::max_bindings`]. A *new* binding (a key the cache does not hold) past a cap is
-//!   refused and counted (`OverPrefixCap`, `OverAddressCap`, `OverLinkCap`, `OverTotalCap`,
-//!   checked in that order); a binding already held is always refreshed and never evicted (first
+//!   [`MergeConfig::max_bindings_per_link`] bindings, a local subscriber interface (the
+//!   observation's `link.interface`, the access port) at most
+//!   [`MergeConfig::max_bindings_per_interface`] — the per-client caps count per DUID and an
+//!   attacker chooses DUIDs, the per-interface cap holds however many it invents — and the cache
+//!   at most [`MergeConfig::max_bindings`]. A *new* binding (a key the cache does not hold) past
+//!   a cap is refused and counted (`OverPrefixCap`, `OverAddressCap`, `OverLinkCap`,
+//!   `OverInterfaceCap`, `OverTotalCap`, checked in that order); a binding already held is always refreshed and never evicted (first
 //!   come, first kept: a misbehaving client cannot push out its own routes, nor grow the table).
 //!   Counts are those after the observation's removals (R8 runs first), so a release in the same
 //!   answer frees room. A refusal makes the answer incomplete: R7 then removes nothing, as for a
@@ -144,6 +147,12 @@ use super::binding::{
     WithdrawReason, Withdrawal,
 };
 
+/// R10: default cap on bindings per local subscriber interface: an eighth of the default
+/// 2 000 000 routes, so one port (whatever DUIDs its clients invent) can take at most an eighth
+/// of the table while a large CMTS MAC domain or BNG port (tens of thousands of subscribers,
+/// each an address and a prefix or two) stays far below it.
+pub const DEFAULT_MAX_BINDINGS_PER_INTERFACE: usize = 262_144;
+
 /// Tunables of the merge rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeConfig {
@@ -155,7 +164,12 @@ pub struct MergeConfig {
     pub max_addresses_per_client: usize,
     /// R10: cap on bindings per link (relay link-address) (default 1 000 000).
     pub max_bindings_per_link: usize,
-    /// R10: cap on bindings in the whole cache (default 4 000 000).
+    /// R10: cap on bindings learned through one local interface (default
+    /// [`DEFAULT_MAX_BINDINGS_PER_INTERFACE`]); observations without an interface are not
+    /// counted against it.
+    pub max_bindings_per_interface: usize,
+    /// R10: cap on bindings in the whole cache (default 2 000 000, the installer's
+    /// `max_routes`: a binding past it would get no route).
     pub max_bindings: usize,
     /// R13: CLT_TIME values at or above this are read as Unix timestamps.
     pub clt_unix_threshold: u32,
@@ -173,7 +187,8 @@ impl Default for MergeConfig {
             max_prefixes_per_client: 8,
             max_addresses_per_client: 8,
             max_bindings_per_link: 1_000_000,
-            max_bindings: 4_000_000,
+            max_bindings_per_interface: DEFAULT_MAX_BINDINGS_PER_INTERFACE,
+            max_bindings: 2_000_000,
             clt_unix_threshold: 1_000_000_000,
             clock_skew_ms: 300_000,
             complete_servers: Vec::new(),
@@ -230,6 +245,8 @@ crate::label::labels! {
         OverAddressCap => "over_address_cap",
         /// R10: past the per-link binding cap.
         OverLinkCap => "over_link_cap",
+        /// R10: past the cap on bindings learned through one local interface.
+        OverInterfaceCap => "over_interface_cap",
         /// R10: past the cap on bindings in the whole cache.
         OverTotalCap => "over_total_cap",
         /// R17: not from the binding's holder on its link, nor a server's answer about the key:
@@ -245,6 +262,7 @@ impl MergeVerdict {
             MergeVerdict::OverPrefixCap => Some("prefixes_per_client"),
             MergeVerdict::OverAddressCap => Some("addresses_per_client"),
             MergeVerdict::OverLinkCap => Some("bindings_per_link"),
+            MergeVerdict::OverInterfaceCap => Some("bindings_per_interface"),
             MergeVerdict::OverTotalCap => Some("bindings"),
             _ => None,
         }
@@ -261,6 +279,8 @@ pub struct Held {
     pub client_addresses: usize,
     /// Bindings on the observation's link.
     pub link_bindings: usize,
+    /// Bindings learned through the observation's local interface (0 when it has none).
+    pub interface_bindings: usize,
     /// Bindings in the cache.
     pub total: usize,
 }
@@ -291,6 +311,9 @@ impl Held {
         if l.client.link.address == obs.link.address {
             step(&mut self.link_bindings);
         }
+        if obs.link.interface.is_some() && l.client.link.interface == obs.link.interface {
+            step(&mut self.interface_bindings);
+        }
     }
 
     /// The counts after `key` goes from `old` to `new`.
@@ -306,13 +329,17 @@ impl Held {
     }
 
     /// R10: the cap a new lease of type `ia` would pass, if any.
-    fn over_cap(&self, ia: IaType, cfg: &MergeConfig) -> Option<MergeVerdict> {
+    fn over_cap(&self, ia: IaType, obs: &Observation, cfg: &MergeConfig) -> Option<MergeVerdict> {
         if ia == IaType::Pd && self.client_prefixes >= cfg.max_prefixes_per_client {
             Some(MergeVerdict::OverPrefixCap)
         } else if ia != IaType::Pd && self.client_addresses >= cfg.max_addresses_per_client {
             Some(MergeVerdict::OverAddressCap)
         } else if self.link_bindings >= cfg.max_bindings_per_link {
             Some(MergeVerdict::OverLinkCap)
+        } else if obs.link.interface.is_some()
+            && self.interface_bindings >= cfg.max_bindings_per_interface
+        {
+            Some(MergeVerdict::OverInterfaceCap)
         } else if self.total >= cfg.max_bindings {
             Some(MergeVerdict::OverTotalCap)
         } else {
@@ -662,7 +689,7 @@ pub(crate) fn merge_held(
                     ));
                     MergeVerdict::Doubted
                 }
-                None => match held.over_cap(ol.ia, cfg) {
+                None => match held.over_cap(ol.ia, obs, cfg) {
                     Some(over) => over,
                     None => {
                         held.replace(None, Some(&candidate), obs);

@@ -20,6 +20,10 @@
 //!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
 //!   slot may be reused after its lease is gone, so readers check what they find there against
 //!   the DUID/link they asked for.
+//! - `by_interface` (dashmap): local interface name → how many leases were learned through it,
+//!   for the per-interface cap (merge R10). A count, not slots: the cap needs only the number,
+//!   one entry per interface that holds a lease (so bounded by the host's interfaces), O(1) per
+//!   write.
 //!
 //! - big clients (writer side, under the writer lock): a client holding more than
 //!   [`BIG_CLIENT`] leases gets, per link, its leases in R11 recency order, its IA_NA addresses
@@ -458,6 +462,7 @@ pub struct BindingStore {
     len_mask: [AtomicU64; 3],
     by_client: Map<Arc<[u8]>, ClientRefs>,
     by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
+    by_interface: Map<Arc<str>, usize>,
     writer: Mutex<WriterState>,
     stats: CacheStats,
     /// [`BIG_CLIENT`]; tests set it to 0 or `usize::MAX` to compare both merge paths.
@@ -479,6 +484,7 @@ impl BindingStore {
             len_mask: std::array::from_fn(|_| AtomicU64::new(0)),
             by_client: DashMap::with_hasher(KeyHashBuilder::default()),
             by_link: DashMap::with_hasher(KeyHashBuilder::default()),
+            by_interface: DashMap::with_hasher(KeyHashBuilder::default()),
             writer: Mutex::new(WriterState::default()),
             stats: CacheStats::default(),
             big_client: BIG_CLIENT,
@@ -778,6 +784,12 @@ impl BindingStore {
     ) -> merge::Held {
         let mut h = merge::Held {
             link_bindings: self.by_link.get(&obs.link.address).map_or(0, |v| v.len()),
+            interface_bindings: obs
+                .link
+                .interface
+                .as_ref()
+                .and_then(|i| self.by_interface.get(i).map(|n| *n))
+                .unwrap_or(0),
             total: self.leases.len(),
             ..merge::Held::default()
         };
@@ -972,7 +984,8 @@ impl BindingStore {
         }
         let moved = match (&old, &new_client) {
             (Some(o), Some(n)) => {
-                o.client.duid != n.duid || o.client.link.address != n.link.address
+                // The whole link: a lease that moves to another interface moves its count.
+                o.client.duid != n.duid || o.client.link != n.link
             }
             _ => true,
         };
@@ -1025,6 +1038,9 @@ impl BindingStore {
             .or_insert_with(ClientRefs::new)
             .push(r);
         self.by_link.entry(c.link.address).or_default().insert(r);
+        if let Some(i) = &c.link.interface {
+            *self.by_interface.entry(i.clone()).or_default() += 1;
+        }
     }
 
     fn unindex(&self, key: LeaseKey, r: SlotRef, c: &ClientInfo) {
@@ -1041,6 +1057,12 @@ impl BindingStore {
             v.remove(&r);
             v.is_empty()
         });
+        if let Some(i) = &c.link.interface {
+            self.by_interface.remove_if_mut(i, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
     }
 
     /// The lease at `key`.
@@ -1260,14 +1282,16 @@ mod tests {
         )
     }
 
+    /// One lease learned through local interface `port1` (every link of the table sits on it).
     fn one(client: u8, link: u16, key: LeaseKey, ia: IaType, valid: u32, at: i64) -> Observation {
         let mut o = obs(client, link, &[key], at);
         o.leases[0].ia = ia;
         o.leases[0].valid = valid;
+        o.link.interface = Some("port1".into());
         o
     }
 
-    const CAP_ROWS: [CapRow; 4] = [
+    const CAP_ROWS: [CapRow; 5] = [
         CapRow {
             verdict: MergeVerdict::OverPrefixCap,
             label: "prefixes_per_client",
@@ -1285,6 +1309,14 @@ mod tests {
             label: "bindings_per_link",
             set: |m| m.max_bindings_per_link = 3,
             nth: |i| (10 + i as u8, 1, addr(i + 1), IaType::Na),
+        },
+        CapRow {
+            // Another client and another relay link each time: only the interface is shared,
+            // as when an attacker on one port invents DUIDs.
+            verdict: MergeVerdict::OverInterfaceCap,
+            label: "bindings_per_interface",
+            set: |m| m.max_bindings_per_interface = 3,
+            nth: |i| (10 + i as u8, 1 + i, addr(i + 1), IaType::Na),
         },
         CapRow {
             verdict: MergeVerdict::OverTotalCap,
@@ -1355,6 +1387,61 @@ mod tests {
             }
             assert_eq!(s.stats().verdict(row.verdict), 2, "{name}");
         }
+    }
+
+    /// R10 per interface: with one port at its cap, a new DUID on it is refused while a
+    /// neighbour on another port is admitted; a lease that moves to the other port takes its
+    /// count with it (room frees on the first port), and the counts drop to nothing when the
+    /// leases go (no entry kept per interface once empty).
+    #[test]
+    fn interface_cap_refuses_one_port_admits_its_neighbour_and_follows_moves() {
+        let mut cfg = CacheConfig::default();
+        cfg.merge.max_bindings_per_interface = 2;
+        let s = BindingStore::new(cfg);
+        let on = |port: &str, client: u8, link: u16, key: LeaseKey, at: i64| {
+            let mut o = one(client, link, key, IaType::Na, 200, at);
+            o.link.interface = Some(port.into());
+            s.apply(&o).verdicts
+        };
+        assert_eq!(on("port1", 1, 1, addr(1), 1000)[0].1, MergeVerdict::Added);
+        assert_eq!(on("port1", 2, 2, addr(2), 1000)[0].1, MergeVerdict::Added);
+        // A third DUID on port1: refused, though its client and relay link are new.
+        assert_eq!(
+            on("port1", 3, 3, addr(3), 1001),
+            vec![(addr(3), MergeVerdict::OverInterfaceCap)]
+        );
+        // A neighbour on port2 (same relay link as one on port1): admitted.
+        assert_eq!(
+            on("port2", 4, 1, addr(4), 1001),
+            vec![(addr(4), MergeVerdict::Added)]
+        );
+        // Client 2 moves to port2: port1 has room again, port2 is now full.
+        assert_eq!(on("port2", 2, 2, addr(2), 1002)[0].1, MergeVerdict::Updated);
+        assert_eq!(
+            on("port1", 3, 3, addr(3), 1003),
+            vec![(addr(3), MergeVerdict::Added)]
+        );
+        assert_eq!(
+            on("port2", 5, 5, addr(5), 1003),
+            vec![(addr(5), MergeVerdict::OverInterfaceCap)]
+        );
+        let counts = |s: &BindingStore| {
+            let mut v: Vec<_> = s
+                .by_interface
+                .iter()
+                .map(|e| (e.key().to_string(), *e.value()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            counts(&s),
+            vec![("port1".to_string(), 2), ("port2".to_string(), 2)]
+        );
+        assert_eq!(s.stats().verdict(MergeVerdict::OverInterfaceCap), 2);
+        s.expire_due(Timestamp::from_secs(5000));
+        assert_eq!(s.len(), 0);
+        assert!(counts(&s).is_empty(), "{:?}", counts(&s));
     }
 
     /// R10 with R8: a release in the same answer counts first, so it frees room for a new lease

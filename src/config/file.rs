@@ -142,6 +142,7 @@ pub(crate) struct Limits {
     pub(crate) max_prefixes_per_client: u64,
     pub(crate) max_addresses_per_client: u64,
     pub(crate) max_bindings_per_link: u64,
+    pub(crate) max_bindings_per_interface: u64,
     pub(crate) max_bindings: u64,
 }
 
@@ -155,7 +156,9 @@ impl Default for Limits {
             max_prefixes_per_client: 8,
             max_addresses_per_client: 8,
             max_bindings_per_link: 1_000_000,
-            max_bindings: 4_000_000,
+            max_bindings_per_interface: crate::cache::merge::DEFAULT_MAX_BINDINGS_PER_INTERFACE
+                as u64,
+            max_bindings: 2_000_000,
         }
     }
 }
@@ -210,6 +213,7 @@ pub(crate) struct Routes {
     /// RFC 8987 R-5: unreachable routes for each link's delegated aggregates.
     pub(crate) unreachable_aggregates: bool,
     pub(crate) inherit_grace_secs: u64,
+    pub(crate) max_routes: u64,
 }
 
 impl Default for Routes {
@@ -223,6 +227,7 @@ impl Default for Routes {
             dry_run: false,
             unreachable_aggregates: true,
             inherit_grace_secs: 600,
+            max_routes: 2_000_000,
         }
     }
 }

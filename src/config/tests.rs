@@ -403,13 +403,20 @@ fn cache_cap_keys_default_validate_and_reach_the_cache() {
             l.max_prefixes_per_client,
             l.max_addresses_per_client,
             l.max_bindings_per_link,
-            l.max_bindings
+            l.max_bindings_per_interface,
+            l.max_bindings,
+            c.routes.max_routes,
         ),
-        (8, 8, 1_000_000, 4_000_000)
+        (8, 8, 1_000_000, 262_144, 2_000_000, 2_000_000)
+    );
+    assert_eq!(
+        crate::daemon::settings::installer_config(&c).max_routes,
+        2_000_000
     );
     let set = Config::parse(
         "[limits]\nmax_prefixes_per_client = 2\nmax_addresses_per_client = 3\n\
-         max_bindings_per_link = 40\nmax_bindings = 50\n[[servers]]\naddress = \"2001:db8::1\"\n",
+         max_bindings_per_link = 40\nmax_bindings_per_interface = 30\nmax_bindings = 50\n\
+         [routes]\nmax_routes = 60\n[[servers]]\naddress = \"2001:db8::1\"\n",
     )
     .unwrap();
     let m = crate::daemon::settings::cache_config(&set).merge;
@@ -418,12 +425,18 @@ fn cache_cap_keys_default_validate_and_reach_the_cache() {
             m.max_prefixes_per_client,
             m.max_addresses_per_client,
             m.max_bindings_per_link,
+            m.max_bindings_per_interface,
             m.max_bindings
         ),
-        (2, 3, 40, 50)
+        (2, 3, 40, 30, 50)
+    );
+    assert_eq!(
+        crate::daemon::settings::installer_config(&set).max_routes,
+        60
     );
     let back = Config::parse(&set.to_toml()).unwrap();
     assert_eq!(back.limits, set.limits, "the effective TOML keeps the caps");
+    assert_eq!(back.routes, set.routes, "and routes.max_routes");
     for (text, key, word) in [
         (
             "max_prefixes_per_client = 0",
@@ -455,6 +468,40 @@ fn cache_cap_keys_default_validate_and_reach_the_cache() {
             "max_bindings = 10\nmax_bindings_per_link = 11",
             "limits.max_bindings_per_link",
             "above limits.max_bindings",
+        ),
+        (
+            "max_bindings_per_interface = 0",
+            "limits.max_bindings_per_interface",
+            "out of range",
+        ),
+        // Every binding is a route: no cap may pass routes.max_routes.
+        (
+            "max_bindings = 2000001",
+            "limits.max_bindings",
+            "above routes.max_routes",
+        ),
+        (
+            "[routes]\nmax_routes = 1000",
+            "limits.max_bindings",
+            "above routes.max_routes",
+        ),
+        (
+            "max_bindings = 1000\nmax_bindings_per_link = 1000\nmax_bindings_per_interface = 1000\n\
+             [routes]\nmax_routes = 999",
+            "limits.max_bindings",
+            "above routes.max_routes",
+        ),
+        (
+            "max_bindings = 100\nmax_bindings_per_link = 100\nmax_bindings_per_interface = 101\n\
+             [routes]\nmax_routes = 100",
+            "limits.max_bindings_per_interface",
+            "above routes.max_routes",
+        ),
+        (
+            "max_bindings = 100\nmax_bindings_per_link = 100\nmax_bindings_per_interface = 100\n\
+             [routes]\nmax_routes = 0",
+            "routes.max_routes",
+            "out of range",
         ),
     ] {
         let text = format!("[limits]\n{text}\n[[servers]]\naddress = \"2001:db8::1\"\n");

@@ -138,15 +138,17 @@ pub(super) fn validate(f: &File) -> Result<Config> {
     let snoop = snoop(&f.snoop)?;
     link_interfaces(&links, &snoop)?;
     let bulk = bulk(&f.bulk, &identity)?;
+    let (limits, routes) = (limits(&f.limits)?, routes(&f.routes)?);
+    caps_within_routes(&limits, &routes)?;
     Ok(Config {
         state_dir: absolute("state_dir", &f.state_dir)?,
         servers: servers(&f.servers)?,
         policy,
         identity,
         requestor,
-        limits: limits(&f.limits)?,
+        limits,
         bulk,
-        routes: routes(&f.routes)?,
+        routes,
         snoop,
         trigger: trigger(&f.trigger)?,
         links,
@@ -319,6 +321,12 @@ fn limits(f: &file::Limits) -> Result<LimitsSection> {
             format!("{max_bindings_per_link} is above limits.max_bindings ({max_bindings})"),
         ));
     }
+    let max_bindings_per_interface = range(
+        "limits.max_bindings_per_interface",
+        f.max_bindings_per_interface,
+        1,
+        MAX_CAP_BINDINGS,
+    )? as usize;
     let (max_bindings, max_bindings_per_link) =
         (max_bindings as usize, max_bindings_per_link as usize);
     Ok(LimitsSection {
@@ -339,8 +347,34 @@ fn limits(f: &file::Limits) -> Result<LimitsSection> {
             MAX_CAP_PER_CLIENT,
         )? as usize,
         max_bindings_per_link,
+        max_bindings_per_interface,
         max_bindings,
     })
+}
+
+/// Every binding is a route: a cap above `routes.max_routes` would admit bindings whose
+/// routes the installer refuses (subscribers cached but without service), so each of the
+/// per-link, per-interface and total caps must fit under it.
+fn caps_within_routes(l: &LimitsSection, r: &RoutesSection) -> Result<()> {
+    for (key, cap) in [
+        ("limits.max_bindings", l.max_bindings),
+        ("limits.max_bindings_per_link", l.max_bindings_per_link),
+        (
+            "limits.max_bindings_per_interface",
+            l.max_bindings_per_interface,
+        ),
+    ] {
+        if cap > r.max_routes {
+            return Err(invalid(
+                key,
+                format!(
+                    "{cap} is above routes.max_routes ({}): bindings past it would get no route",
+                    r.max_routes
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Most leases one client may be allowed: a client holding more is an attack or a bug, and a
@@ -436,6 +470,7 @@ fn routes(f: &file::Routes) -> Result<RoutesSection> {
         dry_run: f.dry_run,
         unreachable_aggregates: f.unreachable_aggregates,
         inherit_grace: secs("routes.inherit_grace_secs", f.inherit_grace_secs, 0, 86_400)?,
+        max_routes: range("routes.max_routes", f.max_routes, 1, MAX_CAP_BINDINGS)? as usize,
     })
 }
 
@@ -758,6 +793,7 @@ pub(super) fn to_file(c: &Config) -> File {
             max_prefixes_per_client: c.limits.max_prefixes_per_client as u64,
             max_addresses_per_client: c.limits.max_addresses_per_client as u64,
             max_bindings_per_link: c.limits.max_bindings_per_link as u64,
+            max_bindings_per_interface: c.limits.max_bindings_per_interface as u64,
             max_bindings: c.limits.max_bindings as u64,
         },
         bulk: file::Bulk {
@@ -792,6 +828,7 @@ pub(super) fn to_file(c: &Config) -> File {
             dry_run: c.routes.dry_run,
             unreachable_aggregates: c.routes.unreachable_aggregates,
             inherit_grace_secs: c.routes.inherit_grace.as_secs(),
+            max_routes: c.routes.max_routes as u64,
         },
         snoop: file::Snoop {
             interfaces: c.snoop.interfaces.clone(),

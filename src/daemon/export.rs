@@ -322,6 +322,8 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                 "inherited_other_next_hop",
                 k.get(RouteCounter::InheritedOtherNextHop),
             ),
+            ("dropped", k.get(RouteCounter::Dropped)),
+            ("readmitted", k.get(RouteCounter::Readmitted)),
         ]);
         for (label, n) in events {
             let event = match label {
@@ -334,6 +336,8 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
                 "inherited_released" => RouteEvent::InheritedReleased,
                 "inherited_other_link" => RouteEvent::InheritedOtherLink,
                 "inherited_other_next_hop" => RouteEvent::InheritedOtherNextHop,
+                "dropped" => RouteEvent::Dropped,
+                "readmitted" => RouteEvent::Readmitted,
                 _ => RouteEvent::Failed,
             };
             m2.route_events

@@ -60,6 +60,26 @@ pub(crate) fn plan(old: &Config, new: &Config) -> ReloadPlan {
         "limits.negative_ttl_secs",
         old.limits.negative_ttl != new.limits.negative_ttl,
     );
+    // The cache caps and the installer's bound are read once at start (the store and the
+    // book are sized by them): a change must be named, not silently ignored.
+    let (ol, nl) = (&old.limits, &new.limits);
+    restart(
+        "limits.max_prefixes_per_client",
+        ol.max_prefixes_per_client != nl.max_prefixes_per_client,
+    );
+    restart(
+        "limits.max_addresses_per_client",
+        ol.max_addresses_per_client != nl.max_addresses_per_client,
+    );
+    restart(
+        "limits.max_bindings_per_link",
+        ol.max_bindings_per_link != nl.max_bindings_per_link,
+    );
+    restart(
+        "limits.max_bindings_per_interface",
+        ol.max_bindings_per_interface != nl.max_bindings_per_interface,
+    );
+    restart("limits.max_bindings", ol.max_bindings != nl.max_bindings);
     restart("bulk", old.bulk != new.bulk);
     restart("routes.table", old.routes.table != new.routes.table);
     restart("routes.metric", old.routes.metric != new.routes.metric);
@@ -72,6 +92,10 @@ pub(crate) fn plan(old: &Config, new: &Config) -> ReloadPlan {
         old.routes.mirror_expiry != new.routes.mirror_expiry,
     );
     restart("routes.dry_run", old.routes.dry_run != new.routes.dry_run);
+    restart(
+        "routes.max_routes",
+        old.routes.max_routes != new.routes.max_routes,
+    );
     restart(
         "routes.inherit_grace_secs",
         old.routes.inherit_grace != new.routes.inherit_grace,
@@ -117,5 +141,25 @@ mod tests {
             Live::Rates(Some(Rate { per_sec, .. }), _) if *per_sec == 70.0
         )));
         assert_eq!(p.restart, vec!["routes.protocol", "metrics.listen"]);
+    }
+
+    /// The caps are sized into the store and the installer at start: a reload names them.
+    #[test]
+    fn cap_changes_need_a_restart_and_say_so() {
+        let p = plan(
+            &cfg(""),
+            &cfg(
+                "[limits]\nmax_bindings_per_interface = 10\nmax_bindings = 1000000\n\
+                  [routes]\nmax_routes = 1000000\n",
+            ),
+        );
+        assert_eq!(
+            p.restart,
+            vec![
+                "limits.max_bindings_per_interface",
+                "limits.max_bindings",
+                "routes.max_routes"
+            ]
+        );
     }
 }

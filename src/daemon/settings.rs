@@ -90,6 +90,7 @@ pub(crate) fn cache_config(cfg: &Config) -> CacheConfig {
     c.merge.max_prefixes_per_client = cfg.limits.max_prefixes_per_client;
     c.merge.max_addresses_per_client = cfg.limits.max_addresses_per_client;
     c.merge.max_bindings_per_link = cfg.limits.max_bindings_per_link;
+    c.merge.max_bindings_per_interface = cfg.limits.max_bindings_per_interface;
     c.merge.max_bindings = cfg.limits.max_bindings;
     c
 }
@@ -119,6 +120,7 @@ pub(crate) fn installer_config(cfg: &Config) -> InstallerConfig {
         reconcile_interval: r.reconcile_interval,
         dry_run: r.dry_run,
         inherit_grace: r.inherit_grace,
+        max_routes: r.max_routes,
         links: cfg
             .links
             .iter()

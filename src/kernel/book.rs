@@ -142,8 +142,66 @@ pub(super) struct Book {
     /// Whether the deletes of the first reconcile after inheritance were counted.
     unconfirmed_logged: bool,
     retry: HashMap<Ipv6Prefix, Retry>,
+    /// Upserts refused at `max_routes`, oldest first: re-admitted when a withdrawal makes room
+    /// (the cache will not send them again while the binding is unchanged, so forgetting them
+    /// would leave a cached subscriber without its route for the life of its lease). At most
+    /// [`MAX_REFUSED`]; past it the oldest is forgotten (already counted as `dropped`).
+    refused: Refused,
     resync_needed: bool,
     stats: Arc<InstallerStats>,
+}
+
+/// Most refused upserts remembered for re-admission: bounded so a flood past `max_routes`
+/// costs a fixed amount of memory (a RouteSpec is under 100 bytes: about 6 MB).
+pub(super) const MAX_REFUSED: usize = 65_536;
+
+/// Refused route specs in the order they were refused, by destination.
+#[derive(Debug, Default)]
+struct Refused {
+    next: u64,
+    order: std::collections::BTreeMap<u64, Ipv6Prefix>,
+    specs: HashMap<Ipv6Prefix, (u64, RouteSpec)>,
+}
+
+impl Refused {
+    /// Remember `spec` (a newer spec for a destination already refused keeps its place).
+    fn push(&mut self, spec: RouteSpec) {
+        if let Some(e) = self.specs.get_mut(&spec.dst) {
+            e.1 = spec;
+            return;
+        }
+        if self.specs.len() >= MAX_REFUSED {
+            if let Some((_, old)) = self.order.pop_first() {
+                self.specs.remove(&old);
+            }
+        }
+        let seq = self.next;
+        self.next += 1;
+        self.order.insert(seq, spec.dst);
+        self.specs.insert(spec.dst, (seq, spec));
+    }
+
+    fn remove(&mut self, dst: &Ipv6Prefix) {
+        if let Some((seq, _)) = self.specs.remove(dst) {
+            self.order.remove(&seq);
+        }
+    }
+
+    /// The oldest refused spec, forgotten.
+    fn pop(&mut self) -> Option<RouteSpec> {
+        let (_, dst) = self.order.pop_first()?;
+        self.specs.remove(&dst).map(|(_, s)| s)
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.specs.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.specs.len()
+    }
 }
 
 impl Book {
@@ -167,6 +225,7 @@ impl Book {
             doubts: VecDeque::new(),
             unconfirmed_logged: true,
             retry: HashMap::new(),
+            refused: Refused::default(),
             resync_needed: false,
             stats,
         }
@@ -252,6 +311,7 @@ impl Book {
         let hint = changes.size_hint().0;
         let mut touched = Vec::with_capacity(hint);
         let mut seen = HashSet::with_capacity(hint);
+        let mut freed = false;
         // Routes whose only change is the lifetime: with expiry mirrored into the kernel they
         // are replaced so RTA_EXPIRES moves with the lease (otherwise the old deadline fires).
         let mut refresh = HashSet::new();
@@ -263,9 +323,15 @@ impl Book {
                     let old = self.desired.get(&dst);
                     if old.is_none() && self.desired.len() >= self.rules.max_routes {
                         self.stats.add(RouteCounter::Dropped, 1);
-                        warn!(%dst, max = self.rules.max_routes, "route dropped: desired set full");
+                        warn!(
+                            %dst,
+                            max = self.rules.max_routes,
+                            "route refused: desired set full (retried when a route is withdrawn)"
+                        );
+                        self.refused.push(spec);
                         continue;
                     }
+                    self.refused.remove(&dst);
                     // An inherited route carries the previous run's expiry: give it this lease's.
                     if self.rules.expiry
                         && (old.is_some_and(|o| o.valid_until != spec.valid_until)
@@ -279,7 +345,8 @@ impl Book {
                 RouteChange::Withdraw(dst) => {
                     // A source that knew the binding says it is gone: an inherited route goes
                     // too (the delete below, planned from `installed`).
-                    self.desired.remove(&dst);
+                    self.refused.remove(&dst);
+                    freed = self.desired.remove(&dst).is_some();
                     refresh.remove(&dst);
                     dst
                 }
@@ -292,6 +359,21 @@ impl Book {
             };
             if seen.insert(dst) {
                 touched.push(dst);
+            }
+            // Room freed by a withdrawal: the oldest refused route takes it (planned after the
+            // delete that made room).
+            if std::mem::take(&mut freed) {
+                if let Some(spec) = self.refused.pop() {
+                    let back = spec.dst;
+                    if self.rules.expiry && self.inherited.contains_key(&back) {
+                        refresh.insert(back);
+                    }
+                    self.desired.insert(back, spec);
+                    self.stats.add(RouteCounter::Readmitted, 1);
+                    if seen.insert(back) {
+                        touched.push(back);
+                    }
+                }
             }
         }
         let mut ops = Vec::with_capacity(touched.len());
@@ -562,10 +644,12 @@ impl Book {
     /// Replace the whole desired set (e.g. after loading the cache); follow with a reconcile.
     pub(super) fn set_desired(&mut self, specs: impl IntoIterator<Item = RouteSpec>) {
         self.desired.clear();
+        self.refused.clear();
         for spec in specs {
             if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.rules.max_routes
             {
                 self.stats.add(RouteCounter::Dropped, 1);
+                self.refused.push(spec);
                 continue;
             }
             self.desired.insert(spec.dst, spec);
@@ -934,6 +1018,100 @@ mod tests {
         // set_desired applies the same bound.
         b.set_desired([on("2001:db8::c/128", "sub0"), on("2001:db8::d/128", "sub0")]);
         assert_eq!(count(&b, RouteCounter::Dropped), 2);
+    }
+
+    /// A route refused at `max_routes` is not lost: a withdrawal that frees room takes the
+    /// oldest refused one in (its latest spec), counted as `readmitted`; one withdrawn while
+    /// refused is forgotten; `set_desired` keeps its overflow the same way.
+    #[test]
+    fn refused_routes_are_readmitted_when_a_withdrawal_makes_room() {
+        let now = Instant::now();
+        let mut b = book_with(
+            InstallerConfig {
+                max_routes: 2,
+                ..cfg()
+            },
+            now,
+        );
+        let ops = b.apply([
+            RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::b/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::c/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::d/128", "sub0")),
+            RouteChange::Upsert(on("2001:db8::e/128", "sub0")),
+        ]);
+        assert_eq!(ops.len(), 2);
+        answer(&mut b, &ops, Outcome::Done, now);
+        assert_eq!(count(&b, RouteCounter::Dropped), 3);
+        assert_eq!(b.refused.len(), 3);
+        // c refreshed while refused (another interface): the newer spec is the one kept.
+        assert!(
+            b.apply([RouteChange::Upsert(on("2001:db8::c/128", "sub1"))])
+                .is_empty()
+        );
+        // d withdrawn while refused: forgotten, frees nothing.
+        assert!(
+            b.apply([RouteChange::Withdraw(p("2001:db8::d/128"))])
+                .is_empty()
+        );
+        assert_eq!(b.refused.len(), 2);
+        // a withdrawn: room for the oldest refused one, c, as last upserted.
+        let ops = b.apply([RouteChange::Withdraw(p("2001:db8::a/128"))]);
+        assert_eq!(
+            ops,
+            vec![
+                RouteOp::Delete(kr("2001:db8::a/128", IF_UP)),
+                RouteOp::Add(kr("2001:db8::c/128", IF_OTHER)),
+            ]
+        );
+        answer(&mut b, &ops, Outcome::Done, now);
+        assert_eq!(count(&b, RouteCounter::Readmitted), 1);
+        // b withdrawn: e comes in; nothing is left refused.
+        let ops = b.apply([RouteChange::Withdraw(p("2001:db8::b/128"))]);
+        assert_eq!(
+            ops,
+            vec![
+                RouteOp::Delete(kr("2001:db8::b/128", IF_UP)),
+                RouteOp::Add(kr("2001:db8::e/128", IF_UP)),
+            ]
+        );
+        assert_eq!(count(&b, RouteCounter::Readmitted), 2);
+        assert_eq!(b.refused.len(), 0);
+        // set_desired's overflow is kept for re-admission too.
+        b.set_desired([
+            on("2001:db8::1/128", "sub0"),
+            on("2001:db8::2/128", "sub0"),
+            on("2001:db8::3/128", "sub0"),
+        ]);
+        assert_eq!(b.refused.len(), 1);
+        b.apply([RouteChange::Withdraw(p("2001:db8::1/128"))]);
+        assert!(b.desired.contains_key(&p("2001:db8::3/128")));
+        assert_eq!(count(&b, RouteCounter::Readmitted), 3);
+    }
+
+    /// The refused set is bounded: past [`MAX_REFUSED`] the oldest is forgotten.
+    #[test]
+    fn refused_routes_are_bounded() {
+        let now = Instant::now();
+        let mut b = book_with(
+            InstallerConfig {
+                max_routes: 1,
+                ..cfg()
+            },
+            now,
+        );
+        let n = MAX_REFUSED as u32 + 2;
+        let dst = |i: u32| {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16);
+            format!("{a}/128")
+        };
+        b.apply((0..n).map(|i| RouteChange::Upsert(on(&dst(i), "sub0"))));
+        assert_eq!(count(&b, RouteCounter::Dropped), u64::from(n - 1));
+        assert_eq!(b.refused.len(), MAX_REFUSED);
+        // The oldest refused (#1) was forgotten: the withdrawal of #0 readmits #2.
+        b.apply([RouteChange::Withdraw(p(&dst(0)))]);
+        assert!(b.desired.contains_key(&p(&dst(2))));
+        assert!(!b.desired.contains_key(&p(&dst(1))));
     }
 
     /// Unknown link → parked (installed route left alone); link appears → unparked and added;

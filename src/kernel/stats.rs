@@ -34,8 +34,11 @@ labels! {
         Reconcile => "reconcile",
         /// Ops only logged because of dry-run.
         DryRun => "dry_run",
-        /// Upserts dropped because the desired set was at its bound.
+        /// Upserts refused because the desired set was at its bound (kept aside, bounded, for
+        /// re-admission).
         Dropped => "dropped",
+        /// Refused upserts taken into the desired set when a withdrawal made room.
+        Readmitted => "readmitted",
         /// Inherited routes (kept from before the start) that a cache binding came to explain.
         Adopted => "adopted",
         /// Inherited routes deleted because nothing explained them when inheritance ended

@@ -5,6 +5,7 @@
 
 mod bulk_flap;
 mod bulk_recovery;
+mod caps;
 mod daemon_attacks;
 mod daemon_e2e;
 mod daemon_failsafe;

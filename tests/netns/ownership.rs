@@ -152,7 +152,7 @@ fn doubt_samples(lab: &IscLab) -> Vec<String> {
 /// the interface of a client namespace (beside that namespace's real dhclient) and a UDP socket
 /// bound to it on port 546. What it sends goes to ff02::1:2 on that link, so the real dhcrelay
 /// relays it to the real dhcpd, and the answer comes back through the relay to this address.
-struct HandClient {
+pub(crate) struct HandClient {
     sock: UdpSocket,
     link_local: Ipv6Addr,
     scope: u32,
@@ -161,7 +161,7 @@ struct HandClient {
 }
 
 impl HandClient {
-    fn new(c: &Client, link_local: Ipv6Addr, duid: Duid) -> HandClient {
+    pub(crate) fn new(c: &Client, link_local: Ipv6Addr, duid: Duid) -> HandClient {
         c.ns.exec(&[
             "ip",
             "-6",
@@ -207,7 +207,7 @@ impl HandClient {
     }
 
     /// A message of `kind` from this client: its CLIENTID, ELAPSED_TIME, then `options`.
-    fn message(&self, kind: MessageType, options: Vec<DhcpOption>) -> ClientMessage {
+    pub(crate) fn message(&self, kind: MessageType, options: Vec<DhcpOption>) -> ClientMessage {
         self.xid.set(self.xid.get() + 1);
         let mut m = ClientMessage::new(kind, self.xid.get());
         m.options.push(DhcpOption::ClientId(self.duid.clone()));
@@ -220,6 +220,12 @@ impl HandClient {
     /// second, at most 10 times (dhcrelay and dhcpd are local; a lost first datagram — the
     /// address is brand new — is the only expected reason to repeat).
     fn exchange(&self, msg: &ClientMessage) -> ClientMessage {
+        self.exchange_for(msg, MessageType::REPLY)
+    }
+
+    /// [`exchange`](Self::exchange), waiting for an answer of type `want` (ADVERTISE to a
+    /// SOLICIT).
+    pub(crate) fn exchange_for(&self, msg: &ClientMessage, want: MessageType) -> ClientMessage {
         let bytes = Message::Client(msg.clone()).to_vec().expect("emit");
         let to = SocketAddrV6::new(ALL_AGENTS, DHCP_SERVER_PORT, 0, self.scope);
         let mut buf = [0u8; 2048];
@@ -231,7 +237,7 @@ impl HandClient {
                     continue;
                 };
                 if let Ok(Message::Client(r)) = Message::parse(&buf[..n])
-                    && r.msg_type == MessageType::REPLY
+                    && r.msg_type == want
                     && r.transaction_id == msg.transaction_id
                 {
                     return r;
@@ -280,7 +286,11 @@ fn address_lifetimes(reply: &ClientMessage, a: Ipv6Addr) -> Option<(u32, u32)> {
 
 /// Every lease a REPLY gives with a non-zero valid lifetime, as the routes the agent would
 /// install for `holder` (a /128 on `ac_interface`; a prefix via `holder`).
-fn granted_routes(reply: &ClientMessage, holder: Ipv6Addr, ac_interface: &str) -> BTreeSet<Route> {
+pub(crate) fn granted_routes(
+    reply: &ClientMessage,
+    holder: Ipv6Addr,
+    ac_interface: &str,
+) -> BTreeSet<Route> {
     let addrs = reply
         .options
         .ia_nas()
@@ -305,7 +315,7 @@ fn granted_routes(reply: &ClientMessage, holder: Ipv6Addr, ac_interface: &str) -
 
 /// A short, readable account of a REPLY's leases and statuses, for the test's output (what
 /// docs/interop.md quotes).
-fn describe(reply: &ClientMessage) -> String {
+pub(crate) fn describe(reply: &ClientMessage) -> String {
     let mut out = Vec::new();
     if let Some(s) = reply.options.status() {
         out.push(format!("status {:?} {:?}", s.code, s.text()));
@@ -349,7 +359,7 @@ fn server_state(lab: &IscLab, record: &str) -> String {
 }
 
 /// A DUID-LL (type 3, Ethernet) for a hand-played client.
-fn hand_duid(tag: u8) -> Duid {
+pub(crate) fn hand_duid(tag: u8) -> Duid {
     Duid::parse(&[0, 3, 0, 1, 0x02, 0x21, 0x21, 0, 0, tag])
 }
 

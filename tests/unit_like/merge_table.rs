@@ -633,6 +633,61 @@ fn r10_prefix_cap_per_client_refuses_new_prefixes_keeps_old() {
     assert_eq!(s.stats().verdict(MergeVerdict::OverPrefixCap), 1);
 }
 
+/// R10 per interface: a client chooses its DUID, so a port flooded with invented DUIDs is held by
+/// the per-interface cap alone: past it a new DUID on `cm0` is refused (the pure merge and the
+/// store's counts agree), a neighbour on `cm1` is admitted, a held binding on `cm0` still
+/// refreshes, and a release on `cm0` frees room.
+#[test]
+fn r10_interface_cap_holds_against_invented_duids() {
+    let merge_cfg = MergeConfig {
+        max_bindings_per_interface: 3,
+        ..MergeConfig::default()
+    };
+    let s = BindingStore::new(CacheConfig {
+        merge: merge_cfg.clone(),
+        ..CacheConfig::default()
+    });
+    let on = |port: &str, c: u8, at: i64, lease: ObservedLease| {
+        let mut o = obs(c, 1, at, None, vec![lease]);
+        o.link.interface = Some(port.into());
+        o
+    };
+    for c in 1..=3u8 {
+        let out = s.apply(&on("cm0", c, 0, na(u16::from(c), 3600)));
+        assert_eq!(out.verdicts[0].1, MergeVerdict::Added, "DUID {c}");
+    }
+    // A fourth invented DUID on cm0: the pure merge over what the store holds refuses it too.
+    let fourth = on("cm0", 4, 1, na(4, 3600));
+    let current: std::collections::BTreeMap<_, _> = s.all().into_iter().collect();
+    let pure = lqagent::cache::merge::merge(&current, &Default::default(), &fourth, &merge_cfg);
+    assert_eq!(
+        pure.verdicts,
+        vec![(LeaseKey::Address(addr(4)), MergeVerdict::OverInterfaceCap)]
+    );
+    assert!(pure.writes.is_empty());
+    let out = s.apply(&fourth);
+    assert_eq!(
+        out.verdicts,
+        vec![(LeaseKey::Address(addr(4)), MergeVerdict::OverInterfaceCap)]
+    );
+    assert!(s.get(&LeaseKey::Address(addr(4))).is_none());
+    // The neighbour on cm1 (same relay link): admitted.
+    let out = s.apply(&on("cm1", 5, 1, na(5, 3600)));
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
+    // A held one on cm0 refreshes at the cap.
+    let out = s.apply(&on("cm0", 1, 2, na(1, 7200)));
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Updated);
+    // A release on cm0 frees room for the refused DUID.
+    s.apply(&on("cm0", 2, 3, na(2, 0)));
+    let out = s.apply(&on("cm0", 4, 4, na(4, 3600)));
+    assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
+    let refused: Vec<_> = s.stats().cap_refused();
+    assert!(
+        refused.contains(&("bindings_per_interface", 1)),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn r11_prefix_next_hop_is_peer_address_else_client_na_address() {
     let s = store();
