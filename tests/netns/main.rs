@@ -6,6 +6,7 @@
 mod bulk_flap;
 mod bulk_recovery;
 mod daemon_attacks;
+mod daemon_drift;
 mod daemon_e2e;
 mod daemon_failsafe;
 mod daemon_inherited;
