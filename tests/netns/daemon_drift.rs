@@ -10,9 +10,9 @@
 //!   (`docs/architecture.md` "Signals"; `routes.table` and `routes.metric` take effect after a
 //!   restart, so there is nothing live to move) — brings both back within that new interval,
 //!   and a second round of damage is repaired again by the running timer.
-//! - `a_table_other_than_main_holds_every_route_end_to_end`: `[routes] table = 100`: every
-//!   client's routes are in table 100 and none in main; drift there is repaired there; a release
-//!   withdraws from table 100.
+//! - `a_table_other_than_main_holds_every_route_end_to_end`: `[routes] table = 1000` (above 255,
+//!   so the number travels in RTA_TABLE, not the header's octet): every client's routes are in
+//!   table 1000 and none in main; drift there is repaired there; a release withdraws from it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -174,15 +174,15 @@ fn a_table_other_than_main_holds_every_route_end_to_end() {
     let Some(mut lab) = IscLab::without_clients(test, 2, LIFE) else {
         return;
     };
-    let cfg = config(&lab, "table = 100\nreconcile_interval_secs = 2");
+    let cfg = config(&lab, "table = 1000\nreconcile_interval_secs = 2");
     let _agent = start_agent(&lab, &cfg, "lqagent.log");
     lab.start_clients();
     let want: BTreeSet<Route> = (0..2).flat_map(|i| client_routes(&lab, i)).collect();
     assert_eq!(want.len(), 4);
     wait_for(
-        "both clients' routes in table 100",
+        "both clients' routes in table 1000",
         Duration::from_secs(10),
-        || table_routes(&lab.ac, "100") == want,
+        || table_routes(&lab.ac, "1000") == want,
     );
     assert!(
         table_routes(&lab.ac, "main").is_empty(),
@@ -190,21 +190,21 @@ fn a_table_other_than_main_holds_every_route_end_to_end() {
         table_routes(&lab.ac, "main")
     );
 
-    // Drift in table 100 is repaired in table 100.
-    damage(&lab, "100", 0, 1);
-    wait_for("table 100 repaired", Duration::from_secs(15), || {
-        table_routes(&lab.ac, "100") == want
+    // Drift in table 1000 is repaired in table 1000.
+    damage(&lab, "1000", 0, 1);
+    wait_for("table 1000 repaired", Duration::from_secs(15), || {
+        table_routes(&lab.ac, "1000") == want
     });
     assert!(table_routes(&lab.ac, "main").is_empty());
 
-    // A release withdraws from table 100.
+    // A release withdraws from table 1000.
     let released = client_routes(&lab, 0);
     lab.clients[0].release();
     let rest: BTreeSet<Route> = want.difference(&released).cloned().collect();
     wait_for(
-        "the released client's routes to leave table 100",
+        "the released client's routes to leave table 1000",
         Duration::from_secs(10),
-        || table_routes(&lab.ac, "100") == rest,
+        || table_routes(&lab.ac, "1000") == rest,
     );
     assert!(table_routes(&lab.ac, "main").is_empty());
 }
