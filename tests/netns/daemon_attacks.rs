@@ -901,16 +901,23 @@ fn hostile_scenario(test: &str, from_subscriber_side: bool) {
     eprintln!("(4) right xid from {stranger} and from dhcpd's address: dropped as wrong_source");
 
     // (g) Right server address, right xid, wrong side of the box: not the interface towards
-    // the server.
+    // the server. It is counted as `wrong_interface` — its own reason, so wrong_source drops
+    // still arriving from (4) cannot end the wait before this reply was judged.
     if from_subscriber_side {
-        let d0 = dropped(&scrape_in(&lab.ac));
+        let wrong_interface = || {
+            scrape_in(&lab.ac).value_or_zero(
+                "lqagent_replies_dropped_total",
+                &[("reason", "wrong_interface")],
+            )
+        };
+        let d0 = wrong_interface();
         ping_from_until(
             &lab,
             0,
             asked(0x79),
             "a reply from the subscriber side",
             || {
-                dropped(&scrape_in(&lab.ac)) > d0
+                wrong_interface() > d0
                     || route_dsts(&lab.ac, PROTO).contains(&format!("{}/128", asked(0x79)))
             },
         );
