@@ -78,8 +78,11 @@ fn table_routes(ns: &NetNs, table: &str) -> BTreeSet<Route> {
 
 /// Damage two routes by hand as an operator (or another tool) would: `gone`'s /128 deleted, and
 /// `moved`'s prefix route replaced in place by one via a next hop nobody asked for (same
-/// protocol, table and metric, so it is the agent's route with the wrong gateway).
-fn damage(lab: &IscLab, table: &str, gone: usize, moved: usize) -> BTreeSet<Route> {
+/// protocol, table and metric, so it is the agent's route with the wrong gateway). `ip` failing
+/// fails the test (`route del` fails when there is no such route). With `verify` the kernel is
+/// read back to show the damage — only while no reconcile can come in between (a long
+/// interval): under a running 2 s timer the repair may already be done by the time of the read.
+fn damage(lab: &IscLab, table: &str, gone: usize, moved: usize, verify: bool) {
     let addr = client_routes(lab, gone)
         .into_iter()
         .find(|r| r.1.is_none())
@@ -108,6 +111,9 @@ fn damage(lab: &IscLab, table: &str, gone: usize, moved: usize) -> BTreeSet<Rout
         "metric",
         "1024",
     ]);
+    if !verify {
+        return;
+    }
     let now = table_routes(&lab.ac, table);
     assert!(!now.contains(&addr), "deleted by hand: {now:?}");
     assert!(!now.contains(&pfx), "moved by hand: {now:?}");
@@ -115,7 +121,6 @@ fn damage(lab: &IscLab, table: &str, gone: usize, moved: usize) -> BTreeSet<Rout
         now.contains(&(pfx.0.clone(), Some("fe80::dead:beef".into()), pfx.2.clone())),
         "the wrong next hop is in place: {now:?}"
     );
-    now
 }
 
 #[test]
@@ -135,8 +140,7 @@ fn drift_is_repaired_every_reconcile_interval_and_after_a_sighup_shortens_it() {
 
     // Round 1: damage under an hour-long interval. What the kernel shows now stays until
     // something repairs it; the only thing that can, within this test, is the reload below.
-    let broken = damage(&lab, "main", 0, 1);
-    assert_ne!(broken, want);
+    damage(&lab, "main", 0, 1, true);
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
@@ -156,8 +160,7 @@ fn drift_is_repaired_every_reconcile_interval_and_after_a_sighup_shortens_it() {
     eprintln!("round 1: repaired {:?} after SIGHUP", hup.elapsed());
 
     // Round 2: the other pair, under the running 2 s timer.
-    let broken = damage(&lab, "main", 1, 0);
-    assert_ne!(broken, want);
+    damage(&lab, "main", 1, 0, false);
     let t = Instant::now();
     wait_for(
         "both routes repaired by the running 2 s reconcile",
@@ -191,7 +194,7 @@ fn a_table_other_than_main_holds_every_route_end_to_end() {
     );
 
     // Drift in table 1000 is repaired in table 1000.
-    damage(&lab, "1000", 0, 1);
+    damage(&lab, "1000", 0, 1, false);
     wait_for("table 1000 repaired", Duration::from_secs(15), || {
         table_routes(&lab.ac, "1000") == want
     });
