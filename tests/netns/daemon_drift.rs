@@ -12,7 +12,8 @@
 //!   and a second round of damage is repaired again by the running timer.
 //! - `a_table_other_than_main_holds_every_route_end_to_end`: `[routes] table = 1000` (above 255,
 //!   so the number travels in RTA_TABLE, not the header's octet): every client's routes are in
-//!   table 1000 and none in main; drift there is repaired there; a release withdraws from it.
+//!   table 1000 and none in main (nor the R-5 `unreachable` aggregates, which are in 1000 too);
+//!   drift there is repaired there; a release withdraws from it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -187,10 +188,33 @@ fn a_table_other_than_main_holds_every_route_end_to_end() {
         Duration::from_secs(10),
         || table_routes(&lab.ac, "1000") == want,
     );
+    // Nothing of ours in main, of any type (the R-5 `unreachable` aggregates included).
+    let main = lab
+        .ac
+        .exec(&["ip", "-6", "route", "show", "table", "main", "proto", PROTO]);
     assert!(
-        table_routes(&lab.ac, "main").is_empty(),
-        "none in main: {:?}",
-        table_routes(&lab.ac, "main")
+        main.stdout.is_empty(),
+        "routes of ours in main: {}",
+        String::from_utf8_lossy(&main.stdout)
+    );
+    let aggregates = lab.ac.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "show",
+        "table",
+        "1000",
+        "proto",
+        PROTO,
+        "type",
+        "unreachable",
+    ]);
+    // The lab's delegated-prefix pools are wider than /64: their aggregates go to table 1000.
+    let aggregates = String::from_utf8_lossy(&aggregates.stdout);
+    assert_eq!(
+        aggregates.lines().count(),
+        2,
+        "one unreachable aggregate per link's pool in table 1000: {aggregates}"
     );
 
     // Drift in table 1000 is repaired in table 1000.
