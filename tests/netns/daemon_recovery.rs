@@ -153,6 +153,7 @@ fn run_recovers_by_bulk_then_signals_ready() {
     assert_eq!(get("lqagent_bindings", &[]), want.len() as f64);
 
     // Link-up: sub1 down and up again → that link is asked for again (one query per server).
+    let seen_before = lab.refservers[0].queries().len();
     lab.agent.exec(&["ip", "link", "set", &ifname(1), "down"]);
     wait_for(
         "the kernel to drop sub1's routes",
@@ -169,6 +170,18 @@ fn run_recovers_by_bulk_then_signals_ready() {
                 &[("event", "queries_completed")],
             ) == Some(f64::from(links) + 1.0)
         },
+    );
+    // ... and the link asked about is l1's link-address, by QUERY_BY_LINK_ADDRESS (4) over
+    // TCP, and no other link's: a count alone would pass if the wrong link were asked.
+    let asked: Vec<_> = lab.refservers[0].queries()[seen_before..]
+        .iter()
+        .filter(|q| q.transport == support::refserver::Transport::Tcp)
+        .map(|q| (q.query_type, q.link))
+        .collect();
+    assert_eq!(
+        asked,
+        vec![(4, recovery_support::link(1))],
+        "the link-up query asks for the link that came up"
     );
     // The kernel dropped sub1's routes with the link; the reconcile/unpark path restores them.
     wait_for(

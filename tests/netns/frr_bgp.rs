@@ -91,16 +91,16 @@ fn start_frr(ns: &NetNs, dir: &Path, instance: &str, conf: &str) {
     }
 }
 
-/// Destinations in `ip -j route` output.
+/// Destinations in `ip -j route` output. Anything but a JSON array panics: a failed or garbled
+/// read must not pass for "no routes", which the withdrawal check would take as withdrawn.
 fn routes_of(json: &[u8]) -> BTreeSet<String> {
-    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .unwrap_or_else(|e| panic!("ip -j output is not JSON ({e}): {json:?}"));
     v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["dst"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("ip -j output is not an array: {v}"))
+        .iter()
+        .filter_map(|r| r["dst"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Run `f` on a current-thread runtime inside `ns`.
@@ -171,13 +171,11 @@ fn protocol_211_routes_reach_a_bgp_peer_and_are_withdrawn() {
     );
     // One installer throughout, as in the daemon: it withdraws what it installed.
     let peer_name = peer.name().to_string();
+    // `sh` panics when `ip` fails: an error is never read as an empty routing table.
     let peer_routes = move || {
-        let out = Command::new("ip")
-            .args([
-                "-n", &peer_name, "-6", "-j", "route", "show", "proto", "bgp",
-            ])
-            .output()
-            .unwrap();
+        let out = support::netns::sh(&[
+            "ip", "-n", &peer_name, "-6", "-j", "route", "show", "proto", "bgp",
+        ]);
         routes_of(&out.stdout)
     };
     in_ns(&agent, async move || {
@@ -204,8 +202,11 @@ fn protocol_211_routes_reach_a_bgp_peer_and_are_withdrawn() {
         inst.apply([RouteChange::Withdraw(DELEGATED.parse().unwrap())])
             .await
             .unwrap();
+        // Withdrawn means: the /56 gone from a read that still shows the aggregate (so the
+        // session and the read are alive), not merely absent from whatever came back.
         wait_for("the peer to drop the /56", Duration::from_secs(30), || {
-            !peer_routes().contains(DELEGATED)
+            let r = peer_routes();
+            !r.contains(DELEGATED) && r.contains(AGGREGATE)
         });
     });
     assert!(

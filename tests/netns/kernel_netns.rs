@@ -519,9 +519,15 @@ fn notification_overrun_triggers_a_redump() {
             tx.send(RouteCommand::Apply(vec![RouteChange::Upsert(spec)]))
                 .await
                 .unwrap();
-            while stats.get(RouteCounter::Parked) < 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Bounded: a route that never parks fails here instead of hanging the suite.
+            let parked = async {
+                while stats.get(RouteCounter::Parked) < 1 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), parked)
+                .await
+                .expect("the route parked within 5 s");
             // Block the runtime (so nobody reads the notification socket) while 300 addresses
             // and then the subscriber link with the relay's address appear.
             let n2 = n.clone();

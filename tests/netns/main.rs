@@ -7,6 +7,7 @@ mod bulk_flap;
 mod bulk_recovery;
 mod caps;
 mod daemon_attacks;
+mod daemon_drift;
 mod daemon_e2e;
 mod daemon_failsafe;
 mod daemon_inherited;
