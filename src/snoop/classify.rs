@@ -461,14 +461,9 @@ impl Classifier {
             && !env.dst.is_loopback()
     }
 
-    /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
-    /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
-    /// on the link whose subscriber prefixes hold it.
-    fn on_unicast_reply(&mut self, reply: &ClientMessage, now: Timestamp) -> Option<Learned> {
-        let Some(duid) = reply.options.client_id() else {
-            self.stats.bump(ClassifyCounter::MissingId);
-            return None;
-        };
+    /// The leases a successful REPLY carries, or `None` (counted) when its top-level status is
+    /// an error or it carries none: one reading for relayed and unicast REPLYs alike.
+    fn reply_leases(&mut self, reply: &ClientMessage) -> Option<Vec<ObservedLease>> {
         if reply
             .options
             .status_code()
@@ -482,6 +477,18 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::Ignored);
             return None;
         }
+        Some(leases)
+    }
+
+    /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
+    /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
+    /// on the link whose subscriber prefixes hold it.
+    fn on_unicast_reply(&mut self, reply: &ClientMessage, now: Timestamp) -> Option<Learned> {
+        let Some(duid) = reply.options.client_id() else {
+            self.stats.bump(ClassifyCounter::MissingId);
+            return None;
+        };
+        let leases = self.reply_leases(reply)?;
         self.stats.bump(ClassifyCounter::UnicastReply);
         let doubts = leases
             .into_iter()
@@ -569,19 +576,7 @@ impl Classifier {
         ) {
             return self.on_release_reply(chain, reply, forw, duid, now);
         }
-        if reply
-            .options
-            .status_code()
-            .is_some_and(|c| c != StatusCode::SUCCESS)
-        {
-            self.stats.bump(ClassifyCounter::ErrorStatus);
-            return None;
-        }
-        let leases = leases_of(&reply.options, &mut self.stats);
-        if leases.is_empty() {
-            self.stats.bump(ClassifyCounter::Ignored);
-            return None;
-        }
+        let leases = self.reply_leases(reply)?;
         // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
         // Remote-Id, and the levels below ours as this box relayed them.
         let mut relay = relay_data_of(chain);
