@@ -339,7 +339,11 @@ async fn run(
         // Fair turns: a turn that reads datagrams (at most a batch) also takes the commands
         // already queued (at most a batch), so a datagram flood at our port — the socket is
         // then always readable — cannot starve the command channel; nor can a command storm
-        // starve the socket, whose batch comes first.
+        // starve the socket, whose batch comes first. After a turn that read datagrams the task
+        // yields: under a flood the socket is always readable, and without the yield one poll
+        // of this task runs until tokio's budget runs out (128 turns of a batch each), holding
+        // a runtime worker for long enough that the trigger and on-demand tasks — which make
+        // the commands — waited seconds to run (tests/netns/daemon_trigger_e2e.rs, the flood).
         tokio::select! {
             biased;
             r = socket.readable() => {
@@ -349,6 +353,7 @@ async fn run(
                 if open {
                     open = take_queued(&mut core, &mut waiters, rx, rates);
                 }
+                tokio::task::yield_now().await;
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,
