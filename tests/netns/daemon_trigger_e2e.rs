@@ -16,8 +16,9 @@
 //!   still bring its /128 route back (the on-demand leasequery is a command to the requestor,
 //!   whose task also reads the flooded socket, and its answer must come through that socket),
 //!   the requestor's stats command must be served (its drop counters move in /metrics), and
-//!   `lqagent show stats` and /metrics answer. The flood rate (sent, and arrived at the agent's
-//!   UDP layer) and the time to the route are printed, not asserted.
+//!   `lqagent show stats` and /metrics answer, and the kernel's drops at the requestor's socket
+//!   are counted. The flood rate (sent, and arrived at the agent's UDP layer) and the time to
+//!   the route are printed, not asserted. `#[ignore]`d in the suite: see the test.
 //!
 //! Routes are read with `ip -6 -j route show proto N`, never from the agent's bookkeeping.
 
@@ -285,9 +286,9 @@ fn requestor_drops(m: &Exposition) -> f64 {
 }
 
 // Ignored in the suite: it passes or fails by chance on a loaded 2-core machine. At ~200k
-// datagrams/s the agent's socket buffer is full most of the time (about 70 % of the flood is
-// dropped by the kernel), so each LEASEQUERY-REPLY survives with about that chance and the
-// requestor's LQ_MAX_RC of 5 transmissions can all be lost. Run it by hand:
+// datagrams/s the agent's socket buffer is full most of the time (70–80 % of the flood is
+// dropped by the kernel), so a LEASEQUERY-REPLY survives with about the remaining chance and
+// the requestor's LQ_MAX_RC of 5 transmissions can all be lost (1 run in 4 here). Run it by hand:
 // `cargo test --test netns a_datagram_flood -- --ignored --nocapture`.
 #[test]
 #[ignore = "chance-dependent under load: replies drown in the flooded socket (issue 24)"]
@@ -345,7 +346,7 @@ fn a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_oper
     let dhcpd_log = lab.dir().join("dhcpd.log");
     let t_ping = Instant::now();
     let seen_by_dhcpd = std::thread::spawn(move || {
-        while t_ping.elapsed() < Duration::from_secs(30) {
+        while t_ping.elapsed() < Duration::from_secs(20) {
             let log = std::fs::read_to_string(&dhcpd_log).unwrap_or_default();
             if log.matches("Leasequery message from").count() > lq0 {
                 return Some(t_ping.elapsed());
@@ -354,13 +355,14 @@ fn a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_oper
         }
         None
     });
-    let (took, _ping) = ping_until_route(&lab, 0, Duration::from_secs(30));
+    // 20 s: room for all of RFC 5007's 5 transmissions (at about 0, 1, 3, 7 and 15 s).
+    let (took, _ping) = ping_until_route(&lab, 0, Duration::from_secs(20));
     let still_running = flood.running();
     let at_server = dhcpd_leasequeries(&lab) - lq0;
     let query_out = seen_by_dhcpd.join().unwrap();
     eprintln!(
-        "route back {took:?} after the ping (None: not in 30 s); dhcpd logged the first \
-         leasequery {query_out:?} after the ping (None: not in 30 s) and saw {at_server} for it \
+        "route back {took:?} after the ping (None: not in 20 s); dhcpd logged the first \
+         leasequery {query_out:?} after the ping (None: not in 20 s) and saw {at_server} for it \
          (more than 1: retransmitted); the flood has sent {} datagrams, {} reached the agent's \
          UDP layer",
         flood.sent(),
@@ -382,6 +384,9 @@ fn a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_oper
             }
         }
     }
+    // First the requestor's part (its command taken under the flood: the query left), then
+    // the whole path (its answer also got through the flooded socket within 5 sends).
+    query_out.expect("the on-demand leasequery reached dhcpd under the flood");
     let took = took.expect("the route came back under the flood");
     assert!(
         still_running,
