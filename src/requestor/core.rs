@@ -171,6 +171,11 @@ impl Requestor {
         self.stats.drop(reason);
     }
 
+    /// The kernel dropped `n` datagrams at our socket (its receive buffer was full).
+    pub fn kernel_dropped(&mut self, n: u64) {
+        self.stats.drop_n(DropReason::KernelOverflow, n);
+    }
+
     /// How many failures in a row the negative cache remembers for `query` (0: none).
     pub fn negative_strikes(&self, query: &Query, now: Instant) -> u32 {
         self.negative.strikes(query, now)

@@ -287,6 +287,10 @@ labels! {
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
         WrongInterface => "wrong_interface",
+        /// Dropped by the kernel before we read it: the socket's receive buffer was full (a
+        /// flood at our port, or replies faster than we read). Counted from SO_RXQ_OVFL, so
+        /// these may include replies — the reason a flood costs retransmissions.
+        KernelOverflow => "kernel_overflow",
     }
 }
 
@@ -347,6 +351,10 @@ impl RequestorStats {
 
     pub(crate) fn drop(&mut self, r: DropReason) {
         self.dropped[r as usize] += 1;
+    }
+
+    pub(crate) fn drop_n(&mut self, r: DropReason, n: u64) {
+        self.dropped[r as usize] += n;
     }
 
     pub(crate) fn refuse(&mut self, r: RefuseReason) {

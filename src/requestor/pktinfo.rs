@@ -6,21 +6,30 @@
 //! interface with each datagram once `IPV6_RECVPKTINFO` is on; reading it needs `recvmsg`, which
 //! the safe socket wrappers do not offer with control data: this module is the one place the
 //! requestor uses `unsafe`, each block with its SAFETY argument.
+//!
+//! The same control data carries SO_RXQ_OVFL: how many datagrams the kernel dropped at this
+//! socket because its receive buffer was full. Under a flood at our port replies drown there,
+//! unseen by anything else we count; this makes the loss visible.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Ask the kernel for IPV6_PKTINFO with every datagram on `fd`.
+/// Ask the kernel for IPV6_PKTINFO and SO_RXQ_OVFL with every datagram on `fd`.
 pub(super) fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_on(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+    set_on(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+}
+
+fn set_on(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: `on` is a live c_int and the length passed is its size; the kernel copies it.
     #[allow(unsafe_code)]
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_RECVPKTINFO,
+            level,
+            name,
             (&raw const on).cast::<libc::c_void>(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -31,12 +40,21 @@ pub(super) fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// One datagram: its length, sender and (when the kernel said) arrival interface index.
-/// Non-blocking: `WouldBlock` when nothing is queued.
-pub(super) fn recv(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<u32>)> {
+/// One received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// Arrival interface index, when the kernel said (IPV6_PKTINFO).
+    pub ifindex: Option<u32>,
+    /// The socket's running count of datagrams the kernel dropped, as it was when this one was
+    /// queued (SO_RXQ_OVFL; sent only once non-zero; wraps at 2^32).
+    pub overflow: Option<u32>,
+}
+
+/// One datagram: its length, sender and (when the kernel said) arrival interface index and
+/// the socket's drop count. Non-blocking: `WouldBlock` when nothing is queued.
+pub(super) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
     #[allow(unsafe_code)]
     let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
@@ -75,12 +93,30 @@ pub(super) fn recv(
         .flat_map(|w| w.to_ne_bytes())
         .take(len)
         .collect();
-    Ok((n as usize, sender, pktinfo_ifindex(&bytes)))
+    Ok(Received {
+        len: n as usize,
+        from: sender,
+        ifindex: pktinfo_ifindex(&bytes),
+        overflow: overflow_count(&bytes),
+    })
 }
 
-/// The interface index of the first IPV6_PKTINFO control message in `control` (the kernel's
-/// cmsghdr layout: length (size_t), level (int), type (int), data, each padded to size_t).
+/// The interface index of the first IPV6_PKTINFO control message in `control`.
 pub(super) fn pktinfo_ifindex(control: &[u8]) -> Option<u32> {
+    // struct in6_pktinfo { struct in6_addr ipi6_addr; unsigned int ipi6_ifindex; }
+    let data = find_cmsg(control, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)?;
+    Some(u32::from_ne_bytes(data.get(16..20)?.try_into().ok()?))
+}
+
+/// The drop count of the first SO_RXQ_OVFL control message in `control` (a u32).
+pub(super) fn overflow_count(control: &[u8]) -> Option<u32> {
+    let data = find_cmsg(control, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)?;
+    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+/// The data of the first control message of `level`/`kind` in `control` (the kernel's
+/// cmsghdr layout: length (size_t), level (int), type (int), data, each padded to size_t).
+fn find_cmsg(control: &[u8], want_level: i32, want_kind: i32) -> Option<&[u8]> {
     const WORD: usize = size_of::<usize>();
     let hdr = WORD + 8;
     let mut at = 0;
@@ -92,9 +128,8 @@ pub(super) fn pktinfo_ifindex(control: &[u8]) -> Option<u32> {
             return None;
         }
         let data = control.get(at + hdr..at + len)?;
-        if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
-            // struct in6_pktinfo { struct in6_addr ipi6_addr; unsigned int ipi6_ifindex; }
-            return Some(u32::from_ne_bytes(data.get(16..20)?.try_into().ok()?));
+        if level == want_level && kind == want_kind {
+            return Some(data);
         }
         at += len.div_ceil(WORD) * WORD;
     }
@@ -152,14 +187,62 @@ mod tests {
         tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
         rx.set_nonblocking(false).unwrap();
         let mut buf = [0u8; 16];
-        let (n, from, ifx) = loop {
+        let r = loop {
             match recv(std::os::fd::AsFd::as_fd(&rx), &mut buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
                 r => break r.unwrap(),
             }
         };
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(from, tx.local_addr().unwrap());
-        assert_eq!(ifx, ifindex("lo"));
+        assert_eq!(&buf[..r.len], b"hello");
+        assert_eq!(r.from, tx.local_addr().unwrap());
+        assert_eq!(r.ifindex, ifindex("lo"));
+        assert_eq!(r.overflow, None, "nothing dropped yet");
+    }
+
+    #[test]
+    fn a_full_receive_buffer_shows_as_a_drop_count() {
+        let rx = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        rx.set_recv_buffer_size(1).unwrap(); // the kernel's minimum: a few datagrams
+        rx.bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let rx: std::net::UdpSocket = rx.into();
+        enable(std::os::fd::AsFd::as_fd(&rx)).unwrap();
+        let tx = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 512], rx.local_addr().unwrap()).unwrap();
+        }
+        // The kernel stamps a datagram with the count as it was when the datagram was queued:
+        // those queued before the drops carry none. Read them, then one queued after.
+        let mut buf = [0u8; 1024];
+        let mut before = 0;
+        while recv(std::os::fd::AsFd::as_fd(&rx), &mut buf).is_ok() {
+            before += 1;
+        }
+        assert!(before < 200, "the buffer held only a few");
+        tx.send_to(b"after", rx.local_addr().unwrap()).unwrap();
+        let r = recv(std::os::fd::AsFd::as_fd(&rx), &mut buf).unwrap();
+        assert_eq!(&buf[..r.len], b"after");
+        let dropped = r.overflow.expect("SO_RXQ_OVFL came with the datagram");
+        assert!(dropped > 0 && dropped < 200, "dropped {dropped}");
+    }
+
+    #[test]
+    fn finds_the_overflow_count_and_survives_garbage() {
+        let mut c = cmsg(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &[0u8; 20]);
+        c.extend(cmsg(
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            &9u32.to_ne_bytes(),
+        ));
+        assert_eq!(overflow_count(&c), Some(9));
+        for n in 0..c.len() {
+            let _ = overflow_count(&c[..n]);
+        }
+        assert_eq!(overflow_count(&[0xff; 64]), None);
     }
 }

@@ -284,18 +284,33 @@ impl RefusedInterfaces {
 }
 
 /// Hand every queued datagram (up to a batch) to the core; one arriving on a refused
-/// interface is counted and dropped.
+/// interface is counted and dropped. `kernel_drops` is the socket's SO_RXQ_OVFL count last
+/// seen: what the kernel dropped since is counted too.
 fn drain(
     socket: &UdpSocket,
     core: &mut Requestor,
     buf: &mut [u8],
     refused: &mut RefusedInterfaces,
+    kernel_drops: &mut u32,
 ) {
     for _ in 0..BATCH {
         let r = socket.try_io(tokio::io::Interest::READABLE, || {
             pktinfo::recv(socket.as_fd(), buf)
         });
-        let Ok((n, src, ifindex)) = r else { break };
+        let Ok(pktinfo::Received {
+            len: n,
+            from: src,
+            ifindex,
+            overflow,
+        }) = r
+        else {
+            break;
+        };
+        if let Some(total) = overflow {
+            // A running u32 count per socket: count what is new since the last datagram.
+            core.kernel_dropped(u64::from(total.wrapping_sub(*kernel_drops)));
+            *kernel_drops = total;
+        }
         let now = Instant::now();
         if refused.contains(ifindex, now) {
             core.drop_datagram(DropReason::WrongInterface);
@@ -315,6 +330,9 @@ async fn run(
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut open = true;
+    // The socket's drop count as last seen (a task restarted on the same socket counts the
+    // earlier drops once more: rare, and an overcount of a loss counter).
+    let mut kernel_drops = 0u32;
     loop {
         core.handle_timeout(Instant::now());
         while let Some(t) = core.poll_transmit() {
@@ -339,16 +357,21 @@ async fn run(
         // Fair turns: a turn that reads datagrams (at most a batch) also takes the commands
         // already queued (at most a batch), so a datagram flood at our port — the socket is
         // then always readable — cannot starve the command channel; nor can a command storm
-        // starve the socket, whose batch comes first.
+        // starve the socket, whose batch comes first. After a turn that read datagrams the task
+        // yields: under a flood the socket is always readable, and without the yield one poll
+        // of this task runs until tokio's budget runs out (128 turns of a batch each), holding
+        // a runtime worker for long enough that the trigger and on-demand tasks — which make
+        // the commands — waited seconds to run (tests/netns/daemon_trigger_e2e.rs, the flood).
         tokio::select! {
             biased;
             r = socket.readable() => {
                 if r.is_ok() {
-                    drain(socket, &mut core, &mut buf, &mut refused);
+                    drain(socket, &mut core, &mut buf, &mut refused, &mut kernel_drops);
                 }
                 if open {
                     open = take_queued(&mut core, &mut waiters, rx, rates);
                 }
+                tokio::task::yield_now().await;
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,

@@ -10,6 +10,15 @@
 //!   through a raw socket in the client's namespace: leasequeries stay within the configured
 //!   per-link rate (read from /metrics and dhcpd's own log), lqagent's RSS (from /proc) is
 //!   printed before and after, and the legitimate clients keep their routes.
+//! - (2) under a flood (issue 24): the same restart, then several sockets in the server's
+//!   namespace (upstream) write junk datagrams at the agent's leasequery port 546 as fast as
+//!   they can, bounded in count and time; while they do, a ping from a client's address must
+//!   still bring its /128 route back (the on-demand leasequery is a command to the requestor,
+//!   whose task also reads the flooded socket, and its answer must come through that socket),
+//!   the requestor's stats command must be served (its drop counters move in /metrics), and
+//!   `lqagent show stats` and /metrics answer, and the kernel's drops at the requestor's socket
+//!   are counted. The flood rate (sent, and arrived at the agent's UDP layer) and the time to
+//!   the route are printed, not asserted. `#[ignore]`d in the suite: see the test.
 //!
 //! Routes are read with `ip -6 -j route show proto N`, never from the agent's bookkeeping.
 
@@ -17,10 +26,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::agent::{has_route, route_dsts, start_agent, write_config};
-use support::flood::spoofed_flood;
+use support::flood::{spoofed_flood, udp_flood};
 use support::isc::{IscLab, Lifetimes, wait_for};
 use support::netns::NetNs;
-use support::scrape::scrape_in;
+use support::scrape::{Exposition, scrape_in};
 
 const PROTO: &str = "214";
 /// `[limits] per_link_qps` (and `global_qps`) for this test: low, so the bound is visible.
@@ -63,8 +72,13 @@ fn dhcpd_leasequeries(lab: &IscLab) -> usize {
 }
 
 /// Ping from client `i`'s leased address across the box (to dhcpd) and time how long its /128
-/// route takes to appear in the access concentrator.
-fn ping_until_route(lab: &IscLab, i: usize) -> Duration {
+/// route takes to appear in the access concentrator (`None`: not within `bound`); the ping's own
+/// output comes back too.
+fn ping_until_route(
+    lab: &IscLab,
+    i: usize,
+    bound: Duration,
+) -> (Option<Duration>, std::process::Output) {
     let c = &lab.clients[i];
     let addr = c.lease().expect("bound").address;
     let dst = format!("{addr}/128");
@@ -84,17 +98,15 @@ fn ping_until_route(lab: &IscLab, i: usize) -> Duration {
             .output()
             .expect("ping")
     });
-    while !has_route(&lab.ac, PROTO, &dst) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "route for {addr} not back 5 s after the ping"
-        );
+    let mut took = None;
+    while t0.elapsed() < bound {
+        if has_route(&lab.ac, PROTO, &dst) {
+            took = Some(t0.elapsed());
+            break;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let took = t0.elapsed();
-    let out = pinger.join().unwrap();
-    assert!(out.status.success(), "the ping crossed the box: {out:?}");
-    took
+    (took, pinger.join().unwrap())
 }
 
 #[test]
@@ -134,8 +146,12 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
         route_dsts(&lab.ac, PROTO).is_empty(),
         "nothing to restore from"
     );
-    let took0 = ping_until_route(&lab, 0);
-    let took1 = ping_until_route(&lab, 1);
+    let (took0, out) = ping_until_route(&lab, 0, Duration::from_secs(5));
+    let took0 = took0.expect("client 0's route back within 5 s of the ping");
+    assert!(out.status.success(), "the ping crossed the box: {out:?}");
+    let (took1, out) = ping_until_route(&lab, 1, Duration::from_secs(5));
+    let took1 = took1.expect("client 1's route back within 5 s of the ping");
+    assert!(out.status.success(), "the ping crossed the box: {out:?}");
     // How fast is a measurement (printed), not a check: ping_until_route bounds the wait.
     eprintln!("(2) /128 route back after the ping: client0 {took0:?}, client1 {took1:?}");
     // The requestor's counters reach /metrics once a second.
@@ -222,4 +238,205 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
     );
     drop(agent);
     eprintln!("whole test {:?}", t_all.elapsed());
+}
+
+/// `lqagent show stats` over the control socket; panics unless it answers within 5 s.
+fn show_stats(lab: &IscLab) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lqagent"))
+        .args(["show", "stats", "--socket"])
+        .arg(lab.dir().join("control.sock"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("show stats got no answer in 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "show stats: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A counter of the `Udp6` group in `ns`'s /proc/net/snmp6 (per namespace): `Udp6InDatagrams`
+/// (delivered to a socket), `Udp6RcvbufErrors` (dropped because the socket's buffer was full).
+fn udp6(ns: &NetNs, name: &str) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp6"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{name} in /proc/net/snmp6"))
+}
+
+/// The requestor's dropped datagrams, all reasons (it reaches /metrics only through the
+/// requestor's stats command, polled once a second).
+fn requestor_drops(m: &Exposition) -> f64 {
+    m.samples
+        .iter()
+        .filter(|(n, _, _)| n == "lqagent_replies_dropped_total")
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+// Ignored in the suite: it passes or fails by chance on a loaded 2-core machine. At ~200k
+// datagrams/s the agent's socket buffer is full most of the time (70–80 % of the flood is
+// dropped by the kernel), so a LEASEQUERY-REPLY survives with about the remaining chance and
+// the requestor's LQ_MAX_RC of 5 transmissions can all be lost (1 run in 4 here). Run it by hand:
+// `cargo test --test netns a_datagram_flood -- --ignored --nocapture`.
+#[test]
+#[ignore = "chance-dependent under load: replies drown in the flooded socket (issue 24)"]
+fn a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_operator() {
+    let test = "a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_operator";
+    let Some(mut lab) = IscLab::without_clients(test, 1, Lifetimes::default()) else {
+        return;
+    };
+    let cfg = config(&lab);
+    let mut agent = start_agent(&lab, &cfg, "lqagent1.log");
+    lab.start_clients();
+    let addr = format!("{}/128", lab.clients[0].lease().unwrap().address);
+    wait_for("the snooped route", Duration::from_secs(10), || {
+        has_route(&lab.ac, PROTO, &addr)
+    });
+    // As (2): stop, flush our routes, remove the state, start again — nothing known.
+    agent.signal("TERM");
+    let st = agent.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(st.success(), "exit status {st:?}");
+    lab.ac.exec(&["ip", "-6", "route", "flush", "proto", PROTO]);
+    std::fs::remove_dir_all(lab.dir().join("state")).expect("remove state");
+    let mut agent = start_agent(&lab, &cfg, "lqagent2.log");
+    assert!(
+        route_dsts(&lab.ac, PROTO).is_empty(),
+        "nothing to restore from"
+    );
+
+    let drops0 = requestor_drops(&scrape_in(&lab.ac));
+    let lq0 = dhcpd_leasequeries(&lab);
+    let (in0, full0) = (
+        udp6(&lab.ac, "Udp6InDatagrams"),
+        udp6(&lab.ac, "Udp6RcvbufErrors"),
+    );
+    let arrived =
+        |ns: &NetNs| udp6(ns, "Udp6InDatagrams") + udp6(ns, "Udp6RcvbufErrors") - in0 - full0;
+    // Bounded in count and time (it stops by itself), long enough to outlast every wait below.
+    let flood = udp_flood(
+        &lab.server,
+        std::net::SocketAddrV6::new(lab.ac_address, 546, 0, 0),
+        4,
+        20_000_000,
+        Duration::from_secs(60),
+    );
+    // The flood is in full swing before the ping: its datagrams reach the agent's UDP layer.
+    wait_for(
+        "the flood at the agent's socket",
+        Duration::from_secs(10),
+        || arrived(&lab.ac) >= 50_000,
+    );
+
+    // The on-demand leasequery is a requestor command; its answer comes through the flooded
+    // socket (and its buffer may be full when it arrives: then a retransmission is needed).
+    // When dhcpd logs the leasequery splits the time to the route into "the query went out"
+    // (trigger, on-demand, the requestor taking the command) and "its answer came in".
+    let dhcpd_log = lab.dir().join("dhcpd.log");
+    let t_ping = Instant::now();
+    let seen_by_dhcpd = std::thread::spawn(move || {
+        while t_ping.elapsed() < Duration::from_secs(20) {
+            let log = std::fs::read_to_string(&dhcpd_log).unwrap_or_default();
+            if log.matches("Leasequery message from").count() > lq0 {
+                return Some(t_ping.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    });
+    // 20 s: room for all of RFC 5007's 5 transmissions (at about 0, 1, 3, 7 and 15 s).
+    let (took, _ping) = ping_until_route(&lab, 0, Duration::from_secs(20));
+    let still_running = flood.running();
+    let at_server = dhcpd_leasequeries(&lab) - lq0;
+    let query_out = seen_by_dhcpd.join().unwrap();
+    eprintln!(
+        "route back {took:?} after the ping (None: not in 20 s); dhcpd logged the first \
+         leasequery {query_out:?} after the ping (None: not in 20 s) and saw {at_server} for it \
+         (more than 1: retransmitted); the flood has sent {} datagrams, {} reached the agent's \
+         UDP layer",
+        flood.sent(),
+        arrived(&lab.ac),
+    );
+    if took.is_none() {
+        // Where it stuck: the trigger, the on-demand path, the requestor, the snoop capture
+        // (which sees the same flood: it is UDP port 546 on the snooped uplink).
+        let m = scrape_in(&lab.ac);
+        for (n, l, v) in &m.samples {
+            let names = [
+                "lqagent_trigger_total",
+                "lqagent_on_demand_total",
+                "lqagent_snoop_capture_total",
+                "lqagent_replies_dropped_total",
+            ];
+            if names.contains(&n.as_str()) && *v > 0.0 {
+                eprintln!("  {n}{l:?} = {v}");
+            }
+        }
+    }
+    // First the requestor's part (its command taken under the flood: the query left), then
+    // the whole path (its answer also got through the flooded socket within 5 sends).
+    query_out.expect("the on-demand leasequery reached dhcpd under the flood");
+    let took = took.expect("the route came back under the flood");
+    assert!(
+        still_running,
+        "the flood was still running when the route came (else this proved nothing)"
+    );
+
+    // The operator is served during the flood: the control socket and /metrics answer, and the
+    // requestor's stats command (what moves its drop counters in /metrics) is served too.
+    let stats = show_stats(&lab);
+    assert!(stats.contains("leasequer"), "show stats: {stats}");
+    wait_for(
+        "the requestor's drop counters to move under the flood",
+        Duration::from_secs(10),
+        || requestor_drops(&scrape_in(&lab.ac)) > drops0,
+    );
+    let m = scrape_in(&lab.ac);
+    assert!(
+        flood.running(),
+        "the flood was still running when the operator was served"
+    );
+    assert!(
+        m.value_or_zero("lqagent_on_demand_total", &[("event", "bound")]) >= 1.0,
+        "on-demand bound"
+    );
+    let (sent, flood_for) = flood.stop();
+    let secs = flood_for.as_secs_f64();
+    let got = arrived(&lab.ac);
+    let full = udp6(&lab.ac, "Udp6RcvbufErrors") - full0;
+    let m = scrape_in(&lab.ac);
+    let processed = requestor_drops(&m) - drops0;
+    let overflow = m.value_or_zero(
+        "lqagent_replies_dropped_total",
+        &[("reason", "kernel_overflow")],
+    );
+    eprintln!(
+        "flood: {sent} datagrams sent in {flood_for:?} = {:.0}/s from 4 sockets; {got} reached \
+         the agent's UDP layer = {:.0}/s, {full} of them dropped by the kernel (socket buffer \
+         full); the requestor counted {processed} dropped datagrams so far (per-second stats), \
+         {overflow} of them kernel_overflow; route back {took:?} after the ping",
+        sent as f64 / secs,
+        got as f64 / secs,
+    );
+    if (sent as f64 / secs) < 100_000.0 {
+        eprintln!("NOTE: the sender reached less than 100k datagrams/s on this machine");
+    }
+    // The kernel's drops at the requestor's socket are counted (SO_RXQ_OVFL) — when the
+    // kernel says it dropped some in this namespace at all.
+    if full > 0 {
+        assert!(overflow > 0.0, "kernel drops counted: {full} in snmp6");
+    }
+    assert!(agent.running(), "the agent survived the flood");
+    assert!(has_route(&lab.ac, PROTO, &addr), "the route stays");
 }
