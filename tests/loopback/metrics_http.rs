@@ -309,6 +309,17 @@ fn a_silent_scraper_is_closed_at_the_read_deadline_and_counted() {
 fn a_scraper_that_stops_reading_is_closed_at_the_write_deadline_and_counted() {
     use std::io::Write;
     let m = Metrics::new();
+    // A big exposition (tens of thousands of series, megabytes): one answer is more than the
+    // buffers between can hold, however slowly answers come (one encoding a second).
+    for i in 0..40_000 {
+        m.leasequeries
+            .get_or_create(&QueryLabels {
+                query_type: LeasequeryType::Address,
+                server: format!("server-{i}"),
+                outcome: LeasequeryOutcome::Binding,
+            })
+            .inc();
+    }
     let (addr, _rt) = start(m.clone());
     // A small receive buffer, and pipelined requests whose answers it never reads: the
     // server's writes block once the buffers between are full.
