@@ -279,6 +279,10 @@ labels! {
         ReleaseOtherClient => "release_other_client",
         /// A RELEASE/DECLINE by the holder's DUID that came through another link.
         ReleaseOtherLink => "release_other_link",
+        /// The holder's own RELEASE/DECLINE that the server answered with a per-IA error
+        /// (NoBinding): the server does not have that IA for this client, so what the cache
+        /// holds under it is in question — but a refusal removes nothing (RFC 8415 §18.3.7).
+        ReleaseNotDone => "release_not_done",
         /// An assignment inside another client's network (a /64 inside another's /56, a /128
         /// inside another's delegated prefix).
         Overlap => "overlap",

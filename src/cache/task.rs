@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::binding::{
-    Change, Confirmation, Doubt, DoubtOutcome, DoubtStats, Lease, LeaseKey, Observation, Sweep,
-    Withdrawal,
+    Change, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats, Lease, LeaseKey,
+    Observation, Sweep, Withdrawal,
 };
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
@@ -351,7 +351,12 @@ impl CacheTask {
                         // A doubt raised outside the store: to the confirmer, with the holder
                         // the cache knows (merge R17).
                         CacheInput::Doubt(d) => {
-                            self.raise(self.with_holder(d));
+                            let d = self.with_holder(d);
+                            // A refused release about a key nobody holds here questions
+                            // nothing: no leasequery for it (a client cannot make us ask).
+                            if d.holder.is_some() || d.reason != DoubtReason::ReleaseNotDone {
+                                self.raise(d);
+                            }
                             continue;
                         }
                         // The server says nobody holds the key: removed if still held and not
@@ -917,6 +922,26 @@ mod tests {
         assert_eq!(d.claimant.as_deref(), Some(&[0, 1, 99][..]));
         assert_eq!(d.link, held.link.address);
         assert!(h.store().get(&key).is_some(), "a doubt removed the binding");
+        // A refused release (release_not_done) about a key nobody holds asks nothing; about a
+        // held key it reaches the sink with the holder. The sink is FIFO, so the next doubt
+        // out shows the first was dropped.
+        let unheld = LeaseKey::Address("2001:db8:ffff::1".parse().unwrap());
+        for k in [unheld, key] {
+            h.send(CacheInput::Doubt(Doubt {
+                key: k,
+                reason: DoubtReason::ReleaseNotDone,
+                holder: None,
+                claimant: Some(vec![0, 1, 1].into()),
+                link: std::net::Ipv6Addr::UNSPECIFIED,
+                interface: None,
+                at: clock.now(),
+            }))
+            .await
+            .unwrap();
+        }
+        let d = asked.recv().await.unwrap();
+        assert_eq!((d.reason, d.key), (DoubtReason::ReleaseNotDone, key));
+        assert_eq!(d.holder.as_ref().map(|c| &c.duid[..]), Some(&[0, 1, 1][..]));
         // A doubt from outside the store (a unicast exchange) without a holder.
         h.send(CacheInput::Doubt(Doubt {
             key,

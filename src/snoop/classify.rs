@@ -134,8 +134,10 @@ pub struct Envelope {
 pub enum Learned {
     /// Leases seen in a REPLY (zero valid lifetime = gone).
     Bind(Observation),
-    /// Leases given up by a RELEASE or DECLINE that the server answered.
-    Withdraw(Withdrawal),
+    /// Leases given up by a RELEASE or DECLINE that the server answered, and a doubt for each
+    /// key in an IA the server answered with an error (NoBinding): it did not give those up, and
+    /// says it does not know them for this client.
+    Withdraw(Withdrawal, Vec<Doubt>),
     /// Leases in a REPLY a server sent straight to a client (it had sent OPTION_UNICAST): not
     /// through this box's relay level, so never bound from; each is a [`Doubt`] the cache task
     /// hands to the confirmer, whose leasequery answer refreshes the lease.
@@ -641,25 +643,41 @@ impl Classifier {
         let not_done = ias_not_done(&reply.options);
         let mut keys = Vec::with_capacity(forw.named.len());
         let mut iaids = Vec::with_capacity(forw.named.len());
+        let mut doubts = Vec::new();
         for l in forw.named {
             if not_done.contains(&(l.ia, l.iaid)) {
                 self.stats.bump(ClassifyCounter::IaNotReleased);
+                // The holder asked, the server said it has no such binding for this client:
+                // whatever the cache holds under that key is a doubt for the confirmer, never
+                // a removal (only the server's answer about the key removes it).
+                doubts.push(Doubt {
+                    key: l.key,
+                    reason: DoubtReason::ReleaseNotDone,
+                    holder: None,
+                    claimant: Some(duid.clone()),
+                    link,
+                    interface: None,
+                    at: now,
+                });
                 continue;
             }
             keys.push(l.key);
             iaids.push(l.iaid);
         }
         if keys.is_empty() {
-            return None;
+            return (!doubts.is_empty()).then_some(Learned::Doubt(doubts));
         }
-        Some(Learned::Withdraw(Withdrawal {
-            link: Some(link),
-            iaids,
-            keys,
-            client_duid: Some(duid),
-            reason: WithdrawReason::Released,
-            arrival: now,
-        }))
+        Some(Learned::Withdraw(
+            Withdrawal {
+                link: Some(link),
+                iaids,
+                keys,
+                client_duid: Some(duid),
+                reason: WithdrawReason::Released,
+                arrival: now,
+            },
+            doubts,
+        ))
     }
 }
 

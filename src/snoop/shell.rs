@@ -277,7 +277,19 @@ async fn classify_run(
         }
         let input = match learned {
             Some(Learned::Bind(o)) => CacheInput::Observe(o),
-            Some(Learned::Withdraw(w)) => CacheInput::Withdraw(w),
+            Some(Learned::Withdraw(w, doubts)) if doubts.is_empty() => CacheInput::Withdraw(w),
+            Some(Learned::Withdraw(w, doubts)) => {
+                // What was released goes first; then the IAs the server refused, as doubts.
+                let inputs = std::iter::once(CacheInput::Withdraw(w))
+                    .chain(doubts.into_iter().map(CacheInput::Doubt));
+                for input in inputs {
+                    if cache.send_snooped(input).await.is_err() {
+                        st.cache_closed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
             Some(Learned::Doubt(doubts)) => {
                 // Snooped like the rest: through the snooper's own queue, waiting for room.
                 for d in doubts {

@@ -470,7 +470,7 @@ fn a_flood_of_forws_cannot_push_out_a_pending_release() {
         "ok",
     )));
     match c.on_message(&repl(ok), &down(), ts(2)) {
-        Some(Learned::Withdraw(w)) => assert_eq!(w.keys.len(), 2),
+        Some(Learned::Withdraw(w, _)) => assert_eq!(w.keys.len(), 2),
         other => panic!("the RELEASE must still match: {other:?}"),
     }
 }
@@ -677,7 +677,7 @@ fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
         (got, c.stats().get(ClassifyCounter::NestedRelay))
     };
     let (got, nested) = run(Some(ldra_trust_admission()), b"eth1");
-    assert!(matches!(got, Some(Learned::Withdraw(_))), "{got:?}");
+    assert!(matches!(got, Some(Learned::Withdraw(..))), "{got:?}");
     assert_eq!(nested, 0);
     let ad = ldra_trust_admission();
     let (got, nested) = run(Some(ad.clone()), b"eth2");
@@ -790,8 +790,35 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
         );
         c.on_message(&forw(rel), &up(), ts(0));
         let got = c.on_message(&repl(release_reply(0x42, status, ias)), &down(), ts(5));
+        // Every named key the server did not give up is a doubt (release_not_done), unless
+        // the whole answer was an error (then nothing was released and nothing is asked).
+        let refused: Vec<LeaseKey> = if status.is_some_and(|s| s != StatusCode::SUCCESS) {
+            vec![]
+        } else {
+            [na_key, pd_key]
+                .into_iter()
+                .filter(|k| !want.contains(k))
+                .collect()
+        };
+        let doubted = |ds: &[Doubt]| -> Vec<LeaseKey> {
+            for d in ds {
+                assert_eq!(d.reason, DoubtReason::ReleaseNotDone, "{what}");
+                assert_eq!(d.link, a("2001:db8:1::1"), "{what}: this box's link");
+                assert_eq!(
+                    d.claimant.as_deref(),
+                    Some(&Duid::ll_ethernet(CLIENT).to_vec()[..]),
+                    "{what}"
+                );
+            }
+            ds.iter().map(|d| d.key).collect()
+        };
         match got {
-            Some(Learned::Withdraw(w)) => {
+            Some(Learned::Doubt(ds)) => {
+                assert!(want.is_empty(), "{what}: expected a withdrawal of {want:?}");
+                assert_eq!(doubted(&ds), refused, "{what}: doubts");
+            }
+            Some(Learned::Withdraw(w, ds)) => {
+                assert_eq!(doubted(&ds), refused, "{what}: doubts");
                 assert_eq!(w.keys, want, "{what}");
                 let iaids: Vec<u32> = want
                     .iter()
@@ -800,7 +827,10 @@ fn a_release_reply_withdraws_only_what_the_server_released() {
                 assert_eq!(w.iaids, iaids, "{what}: the IAID of each key, same order");
                 assert_eq!(w.link, Some(a("2001:db8:1::1")), "{what}: this box's link");
             }
-            None => assert!(want.is_empty(), "{what}: expected {want:?}"),
+            None => assert!(
+                want.is_empty() && refused.is_empty(),
+                "{what}: expected {want:?}, doubts {refused:?}"
+            ),
             other => panic!("{what}: {other:?}"),
         }
     }
@@ -825,7 +855,7 @@ fn reply_to_release_or_decline_withdraws_the_named_leases() {
             "ok",
         )));
         match c.on_message(&repl(ok), &down(), ts(5)) {
-            Some(Learned::Withdraw(w)) => {
+            Some(Learned::Withdraw(w, _)) => {
                 assert_eq!(
                     w.keys,
                     vec![
