@@ -419,13 +419,13 @@ fn a_datagram_flood_at_port_546_starves_neither_the_on_demand_query_nor_the_oper
     let processed = requestor_drops(&m) - drops0;
     let overflow = m.value_or_zero(
         "lqagent_replies_dropped_total",
-        &[("reason", "kernel_overflow")],
+        &[("reason", "kernel_dropped")],
     );
     eprintln!(
         "flood: {sent} datagrams sent in {flood_for:?} = {:.0}/s from 4 sockets; {got} reached \
          the agent's UDP layer = {:.0}/s, {full} of them dropped by the kernel (socket buffer \
          full); the requestor counted {processed} dropped datagrams so far (per-second stats), \
-         {overflow} of them kernel_overflow; route back {took:?} after the ping",
+         {overflow} of them kernel_dropped; route back {took:?} after the ping",
         sent as f64 / secs,
         got as f64 / secs,
     );
