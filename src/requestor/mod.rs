@@ -4,6 +4,8 @@
 //!   datagrams to send, the next timer, and finished [`QueryOutcome`]s. No I/O, no clock.
 //! - [`retransmit`]: the RFC 8415 §15 schedule with LQ_TIMEOUT / LQ_MAX_RT / LQ_MAX_RC.
 //! - [`limiter`]: token buckets and the negative cache that keep query volume low (RFC 5007 §5).
+//! - `filter`: the classic-BPF socket filter that keeps everything but the servers' replies out
+//!   of the socket's buffer (a flood at port 546 would drown them).
 //! - [`udp`]: the tokio shell owning the socket (default `[::]:546`, because ISC dhcpd sends
 //!   LEASEQUERY-REPLY to port 546 whatever port the query came from).
 //!
