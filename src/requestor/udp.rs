@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -178,6 +179,7 @@ pub fn spawn_restartable(
         rx: Arc::new(tokio::sync::Mutex::new(rx)),
         refuse: udp.refuse_interfaces,
         rates: Arc::new(std::sync::Mutex::new(None)),
+        kernel_drops: Arc::new(AtomicU32::new(0)),
     };
     Ok((RequestorHandle { tx, local }, runner))
 }
@@ -188,7 +190,8 @@ pub fn spawn_restartable(
 /// Each run starts a fresh core: a run that panicked may have left its core half-changed, so
 /// nothing of it is reused. What that costs: the queries in flight end with
 /// [`QueryError::Stopped`] (their callers treat that as no answer), the negative cache and
-/// the counters start from zero.
+/// the counters start from zero (the kernel's drop count goes on from where the last run left
+/// it, so a flood before the restart is not counted twice).
 #[derive(Clone)]
 pub struct RequestorRunner {
     cfg: RequestorConfig,
@@ -196,6 +199,9 @@ pub struct RequestorRunner {
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Cmd>>>,
     refuse: Vec<String>,
     rates: RatesSlot,
+    /// The socket's kernel drop count (SO_RXQ_OVFL, SO_MEMINFO) as last counted, kept across
+    /// runs: a new run counts only what the kernel dropped since, not a past flood again.
+    kernel_drops: Arc<AtomicU32>,
 }
 
 /// The (global, per-link) rates a reload set, replayed into each new core.
@@ -222,7 +228,15 @@ impl RequestorRunner {
             core.set_rates(global, link, Instant::now());
         }
         let refused = RefusedInterfaces::new(self.refuse.clone());
-        run(&self.socket, core, &mut rx, refused, &self.rates).await;
+        run(
+            &self.socket,
+            core,
+            &mut rx,
+            refused,
+            &self.rates,
+            &self.kernel_drops,
+        )
+        .await;
     }
 }
 
@@ -313,7 +327,7 @@ fn drain(
     core: &mut Requestor,
     buf: &mut [u8],
     refused: &mut RefusedInterfaces,
-    kernel_drops: &mut u32,
+    kernel_drops: &AtomicU32,
 ) {
     for _ in 0..BATCH {
         let r = socket.try_io(tokio::io::Interest::READABLE, || {
@@ -342,9 +356,9 @@ fn drain(
 
 /// The kernel's running u32 drop count for the socket is `total` now: count what is new since
 /// `last` (wrapping at 2^32).
-fn count_kernel_drops(core: &mut Requestor, last: &mut u32, total: u32) {
-    core.kernel_dropped(u64::from(total.wrapping_sub(*last)));
-    *last = total;
+fn count_kernel_drops(core: &mut Requestor, last: &AtomicU32, total: u32) {
+    let prev = last.swap(total, Ordering::Relaxed);
+    core.kernel_dropped(u64::from(total.wrapping_sub(prev)));
 }
 
 async fn run(
@@ -353,16 +367,14 @@ async fn run(
     rx: &mut mpsc::Receiver<Cmd>,
     mut refused: RefusedInterfaces,
     rates: &RatesSlot,
+    kernel_drops: &AtomicU32,
 ) {
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut open = true;
-    // The socket's drop count as last seen (a task restarted on the same socket counts the
-    // earlier drops once more: rare, and an overcount of a loss counter).
-    let mut kernel_drops = 0u32;
     let mut kernel = KernelDrops {
         socket,
-        last: &mut kernel_drops,
+        last: kernel_drops,
     };
     loop {
         core.handle_timeout(Instant::now());
@@ -445,7 +457,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// date.
 struct KernelDrops<'a> {
     socket: &'a UdpSocket,
-    last: &'a mut u32,
+    last: &'a AtomicU32,
 }
 
 fn submit(
@@ -586,5 +598,43 @@ mod tests {
         let st = stats_until(&h, |s| read(s) >= 1).await;
         assert_eq!(read(&st), 1, "{st:?}");
         assert_eq!(st.dropped(DropReason::KernelDropped), 100, "{st:?}");
+    }
+
+    /// A new run of the task (after a panic) counts only what the kernel dropped since the last
+    /// run counted: a flood before the restart is not counted again by the fresh core.
+    #[tokio::test]
+    async fn a_new_run_does_not_count_the_kernels_old_drops_again() {
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let stranger = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let cfg = RequestorConfig {
+            servers: vec![server.local_addr().unwrap()],
+            ..RequestorConfig::default()
+        };
+        let udp = UdpConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..UdpConfig::default()
+        };
+        let (h, runner) = spawn_restartable(cfg, udp).unwrap();
+        let first = tokio::spawn({
+            let r = runner.clone();
+            async move { r.run().await }
+        });
+        for _ in 0..50 {
+            stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        }
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 50).await;
+        assert_eq!(st.dropped(DropReason::KernelDropped), 50, "{st:?}");
+        first.abort();
+        let _ = first.await;
+        let _second = tokio::spawn(async move { runner.run().await });
+        for _ in 0..10 {
+            stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        }
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 10).await;
+        assert_eq!(
+            st.dropped(DropReason::KernelDropped),
+            10,
+            "the new run counted the old drops again: {st:?}"
+        );
     }
 }
