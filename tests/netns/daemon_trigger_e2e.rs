@@ -199,12 +199,13 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
                 && dhcpd_leasequeries(&lab) > d0
         },
     );
-    let window = t_flood.elapsed().as_secs_f64();
     let m = scrape_in(&lab.ac);
     let rss1 = rss_kib(pid);
     let queried = m.value_or_zero("lqagent_on_demand_total", &[("event", "queried")]) - q0;
     let answered = m.value_or_zero("lqagent_leasequeries_total", &[]) - lq0;
     let at_server = dhcpd_leasequeries(&lab) - d0;
+    // The window ends after the counts were read, so it covers every query they include.
+    let window = t_flood.elapsed().as_secs_f64();
     let cap = LINK_QPS + LINK_QPS * window;
     let snapshot: Vec<String> = m
         .samples
