@@ -171,9 +171,10 @@ impl Requestor {
         self.stats.drop(reason);
     }
 
-    /// The kernel dropped `n` datagrams at our socket (its receive buffer was full).
+    /// The kernel dropped `n` datagrams at our socket (its socket filter refused them, or its
+    /// receive buffer was full).
     pub fn kernel_dropped(&mut self, n: u64) {
-        self.stats.drop_n(DropReason::KernelOverflow, n);
+        self.stats.drop_n(DropReason::KernelDropped, n);
     }
 
     /// How many failures in a row the negative cache remembers for `query` (0: none).

@@ -4,6 +4,8 @@
 //!   datagrams to send, the next timer, and finished [`QueryOutcome`]s. No I/O, no clock.
 //! - [`retransmit`]: the RFC 8415 §15 schedule with LQ_TIMEOUT / LQ_MAX_RT / LQ_MAX_RC.
 //! - [`limiter`]: token buckets and the negative cache that keep query volume low (RFC 5007 §5).
+//! - `filter`: the classic-BPF socket filter that keeps everything but the servers' replies out
+//!   of the socket's buffer (a flood at port 546 would drown them).
 //! - [`udp`]: the tokio shell owning the socket (default `[::]:546`, because ISC dhcpd sends
 //!   LEASEQUERY-REPLY to port 546 whatever port the query came from).
 //!
@@ -13,6 +15,7 @@
 //! [`RefuseReason::label`], for `metrics` to export.
 
 pub(crate) mod core;
+mod filter;
 pub(crate) mod limiter;
 mod msg;
 mod pktinfo;
@@ -287,10 +290,12 @@ labels! {
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
         WrongInterface => "wrong_interface",
-        /// Dropped by the kernel before we read it: the socket's receive buffer was full (a
-        /// flood at our port, or replies faster than we read). Counted from SO_RXQ_OVFL, so
-        /// these may include replies — the reason a flood costs retransmissions.
-        KernelOverflow => "kernel_overflow",
+        /// Dropped by the kernel at our socket before we read it: refused by the socket filter
+        /// (not from a configured server's address and port: junk at port 546) or the receive
+        /// buffer was full (replies faster than we read, or a flood forging a server's source —
+        /// then replies drown too and cost retransmissions). The kernel counts both in one
+        /// number (SO_RXQ_OVFL, SO_MEMINFO), so they cannot be told apart here.
+        KernelDropped => "kernel_dropped",
     }
 }
 

@@ -40,6 +40,35 @@ fn set_on(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Resu
     Ok(())
 }
 
+/// The socket's running count of datagrams the kernel dropped (`SK_MEMINFO_DROPS` of
+/// SO_MEMINFO; the number SO_RXQ_OVFL reports). Read when the counters are asked for: under a
+/// flood the socket filter refuses, no datagram arrives to carry SO_RXQ_OVFL.
+pub(super) fn drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SK_MEMINFO_VARS is 9 in every kernel since 4.x; room for more the kernel may add.
+    let mut info = [0u32; 16];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a live buffer of `len` bytes; the kernel writes at most `len` bytes and
+    // stores how many it wrote in `len`.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast::<libc::c_void>(),
+            &raw mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    const SK_MEMINFO_DROPS: usize = 8;
+    if (len as usize) < (SK_MEMINFO_DROPS + 1) * size_of::<u32>() {
+        return Err(io::Error::other("SO_MEMINFO without a drop count"));
+    }
+    Ok(info[SK_MEMINFO_DROPS])
+}
+
 /// One received datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Received {
@@ -229,6 +258,11 @@ mod tests {
         assert_eq!(&buf[..r.len], b"after");
         let dropped = r.overflow.expect("SO_RXQ_OVFL came with the datagram");
         assert!(dropped > 0 && dropped < 200, "dropped {dropped}");
+        assert_eq!(
+            drops(std::os::fd::AsFd::as_fd(&rx)).unwrap(),
+            dropped,
+            "SO_MEMINFO reads the same count"
+        );
     }
 
     #[test]

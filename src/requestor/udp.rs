@@ -4,11 +4,16 @@
 //! The socket binds `[::]:546` by default: ISC dhcpd 4.4 sends LEASEQUERY-REPLY to UDP port
 //! 546 whatever port the query came from, so a requestor must send from and listen on 546.
 //! Tests and benches bind other ports (or their own namespaces) so they never collide.
+//!
+//! A port anyone upstream can flood: before it is bound, the socket gets the classic-BPF
+//! filter of [`super::filter`], so the kernel queues only datagrams from the sources the core
+//! would take a reply from, and junk never takes the room a server's reply needs.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -21,8 +26,8 @@ use std::os::fd::AsFd;
 
 use super::QueryId;
 use super::core::{Requestor, Submit};
-use super::pktinfo;
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
+use super::{filter, pktinfo};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -161,7 +166,8 @@ pub fn spawn_restartable(
     cfg: RequestorConfig,
     udp: UdpConfig,
 ) -> io::Result<(RequestorHandle, RequestorRunner)> {
-    let socket = bind(&udp)?;
+    let sources = filter::reply_sources(&cfg.servers, &cfg.multicast_sources);
+    let socket = bind(&udp, &sources)?;
     let local = socket.local_addr()?;
     if local.is_ipv6() {
         pktinfo::enable(socket.as_fd())?;
@@ -173,6 +179,7 @@ pub fn spawn_restartable(
         rx: Arc::new(tokio::sync::Mutex::new(rx)),
         refuse: udp.refuse_interfaces,
         rates: Arc::new(std::sync::Mutex::new(None)),
+        kernel_drops: Arc::new(AtomicU32::new(0)),
     };
     Ok((RequestorHandle { tx, local }, runner))
 }
@@ -183,7 +190,8 @@ pub fn spawn_restartable(
 /// Each run starts a fresh core: a run that panicked may have left its core half-changed, so
 /// nothing of it is reused. What that costs: the queries in flight end with
 /// [`QueryError::Stopped`] (their callers treat that as no answer), the negative cache and
-/// the counters start from zero.
+/// the counters start from zero (the kernel's drop count goes on from where the last run left
+/// it, so a flood before the restart is not counted twice).
 #[derive(Clone)]
 pub struct RequestorRunner {
     cfg: RequestorConfig,
@@ -191,6 +199,9 @@ pub struct RequestorRunner {
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Cmd>>>,
     refuse: Vec<String>,
     rates: RatesSlot,
+    /// The socket's kernel drop count (SO_RXQ_OVFL, SO_MEMINFO) as last counted, kept across
+    /// runs: a new run counts only what the kernel dropped since, not a past flood again.
+    kernel_drops: Arc<AtomicU32>,
 }
 
 /// The (global, per-link) rates a reload set, replayed into each new core.
@@ -217,12 +228,22 @@ impl RequestorRunner {
             core.set_rates(global, link, Instant::now());
         }
         let refused = RefusedInterfaces::new(self.refuse.clone());
-        run(&self.socket, core, &mut rx, refused, &self.rates).await;
+        run(
+            &self.socket,
+            core,
+            &mut rx,
+            refused,
+            &self.rates,
+            &self.kernel_drops,
+        )
+        .await;
     }
 }
 
-fn bind(udp: &UdpConfig) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
+/// Open the socket, filter it to `sources` (IPv6 sockets: the filter reads an IPv6 header),
+/// then bind it — in that order, so not one unfiltered datagram is queued.
+fn bind(udp: &UdpConfig, sources: &[SocketAddr]) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, SockFilter, Socket, Type};
     let s = Socket::new(
         Domain::for_address(udp.bind),
         Type::DGRAM,
@@ -230,6 +251,21 @@ fn bind(udp: &UdpConfig) -> io::Result<UdpSocket> {
     )?;
     if udp.bind.is_ipv6() {
         s.set_only_v6(true)?;
+        match filter::reply_filter(sources) {
+            Some(prog) => {
+                let prog: Vec<SockFilter> = prog
+                    .iter()
+                    .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
+                    .collect();
+                s.attach_filter(&prog)?;
+            }
+            None => tracing::warn!(
+                sources = sources.len(),
+                max = filter::MAX_SOURCES,
+                "too many servers for the requestor's socket filter: port 546 stays unfiltered, \
+                 and a flood there can drown replies"
+            ),
+        }
     }
     // Best effort: a smaller buffer still works, it only drops more under bursts.
     let _ = s.set_recv_buffer_size(udp.recv_buffer);
@@ -291,7 +327,7 @@ fn drain(
     core: &mut Requestor,
     buf: &mut [u8],
     refused: &mut RefusedInterfaces,
-    kernel_drops: &mut u32,
+    kernel_drops: &AtomicU32,
 ) {
     for _ in 0..BATCH {
         let r = socket.try_io(tokio::io::Interest::READABLE, || {
@@ -307,9 +343,7 @@ fn drain(
             break;
         };
         if let Some(total) = overflow {
-            // A running u32 count per socket: count what is new since the last datagram.
-            core.kernel_dropped(u64::from(total.wrapping_sub(*kernel_drops)));
-            *kernel_drops = total;
+            count_kernel_drops(core, kernel_drops, total);
         }
         let now = Instant::now();
         if refused.contains(ifindex, now) {
@@ -320,19 +354,28 @@ fn drain(
     }
 }
 
+/// The kernel's running u32 drop count for the socket is `total` now: count what is new since
+/// `last` (wrapping at 2^32).
+fn count_kernel_drops(core: &mut Requestor, last: &AtomicU32, total: u32) {
+    let prev = last.swap(total, Ordering::Relaxed);
+    core.kernel_dropped(u64::from(total.wrapping_sub(prev)));
+}
+
 async fn run(
     socket: &UdpSocket,
     mut core: Requestor,
     rx: &mut mpsc::Receiver<Cmd>,
     mut refused: RefusedInterfaces,
     rates: &RatesSlot,
+    kernel_drops: &AtomicU32,
 ) {
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut open = true;
-    // The socket's drop count as last seen (a task restarted on the same socket counts the
-    // earlier drops once more: rare, and an overcount of a loss counter).
-    let mut kernel_drops = 0u32;
+    let mut kernel = KernelDrops {
+        socket,
+        last: kernel_drops,
+    };
     loop {
         core.handle_timeout(Instant::now());
         while let Some(t) = core.poll_transmit() {
@@ -366,18 +409,18 @@ async fn run(
             biased;
             r = socket.readable() => {
                 if r.is_ok() {
-                    drain(socket, &mut core, &mut buf, &mut refused, &mut kernel_drops);
+                    drain(socket, &mut core, &mut buf, &mut refused, kernel.last);
                 }
                 if open {
-                    open = take_queued(&mut core, &mut waiters, rx, rates);
+                    open = take_queued(&mut core, &mut waiters, rx, rates, &mut kernel);
                 }
                 tokio::task::yield_now().await;
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,
                 Some(c) => {
-                    submit(&mut core, &mut waiters, c, rates);
-                    open = take_queued(&mut core, &mut waiters, rx, rates);
+                    submit(&mut core, &mut waiters, c, rates, &mut kernel);
+                    open = take_queued(&mut core, &mut waiters, rx, rates, &mut kernel);
                 }
             },
             _ = sleep_until(deadline), if deadline.is_some() => {}
@@ -392,10 +435,11 @@ fn take_queued(
     waiters: &mut Waiters,
     rx: &mut mpsc::Receiver<Cmd>,
     rates: &RatesSlot,
+    kernel: &mut KernelDrops<'_>,
 ) -> bool {
     for _ in 0..BATCH {
         match rx.try_recv() {
-            Ok(c) => submit(core, waiters, c, rates),
+            Ok(c) => submit(core, waiters, c, rates, kernel),
             Err(mpsc::error::TryRecvError::Empty) => return true,
             Err(mpsc::error::TryRecvError::Disconnected) => return false,
         }
@@ -409,9 +453,26 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd, rates: &RatesSlot) {
+/// The socket and its kernel drop count as last counted, for a stats command to bring up to
+/// date.
+struct KernelDrops<'a> {
+    socket: &'a UdpSocket,
+    last: &'a AtomicU32,
+}
+
+fn submit(
+    core: &mut Requestor,
+    waiters: &mut Waiters,
+    cmd: Cmd,
+    rates: &RatesSlot,
+    kernel: &mut KernelDrops<'_>,
+) {
     match cmd {
         Cmd::Stats(tx) => {
+            // What the filter refused arrives with no datagram to report it: ask the socket.
+            if let Ok(total) = pktinfo::drops(kernel.socket.as_fd()) {
+                count_kernel_drops(core, kernel.last, total);
+            }
             let _ = tx.send(core.stats().clone());
         }
         Cmd::SetRates(global, link) => {
@@ -479,4 +540,101 @@ pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
     let mut duid = vec![0, 4];
     duid.extend_from_slice(&rand::random::<[u8; 16]>());
     Ok(duid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use crate::requestor::DropReason;
+
+    /// Poll the requestor's counters until `done` holds (bounded: 10 s).
+    async fn stats_until(
+        h: &RequestorHandle,
+        done: impl Fn(&RequestorStats) -> bool,
+    ) -> RequestorStats {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = h.stats().await.unwrap();
+            if done(&st) || Instant::now() > end {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The kernel runs the socket filter: junk from a port that is not a server's never
+    /// reaches the requestor (nothing read and judged malformed; the kernel's drop count has
+    /// it), while a datagram from the server's address and port does.
+    #[tokio::test]
+    async fn the_kernel_drops_what_no_server_sent_before_it_takes_room_in_the_buffer() {
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let stranger = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let cfg = RequestorConfig {
+            servers: vec![server.local_addr().unwrap()],
+            ..RequestorConfig::default()
+        };
+        let (h, _task) = spawn(
+            cfg,
+            UdpConfig {
+                bind: "[::1]:0".parse().unwrap(),
+                ..UdpConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        for _ in 0..100 {
+            stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        }
+        // What the requestor read and judged: every drop but the kernel's.
+        let read = |s: &RequestorStats| s.dropped_total() - s.dropped(DropReason::KernelDropped);
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 100).await;
+        assert_eq!(st.dropped(DropReason::KernelDropped), 100, "{st:?}");
+        assert_eq!(read(&st), 0, "junk was read: {st:?}");
+        // The server's junk passes the filter, and the core judges it.
+        server.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        let st = stats_until(&h, |s| read(s) >= 1).await;
+        assert_eq!(read(&st), 1, "{st:?}");
+        assert_eq!(st.dropped(DropReason::KernelDropped), 100, "{st:?}");
+    }
+
+    /// A new run of the task (after a panic) counts only what the kernel dropped since the last
+    /// run counted: a flood before the restart is not counted again by the fresh core.
+    #[tokio::test]
+    async fn a_new_run_does_not_count_the_kernels_old_drops_again() {
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let stranger = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let cfg = RequestorConfig {
+            servers: vec![server.local_addr().unwrap()],
+            ..RequestorConfig::default()
+        };
+        let udp = UdpConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..UdpConfig::default()
+        };
+        let (h, runner) = spawn_restartable(cfg, udp).unwrap();
+        let first = tokio::spawn({
+            let r = runner.clone();
+            async move { r.run().await }
+        });
+        for _ in 0..50 {
+            stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        }
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 50).await;
+        assert_eq!(st.dropped(DropReason::KernelDropped), 50, "{st:?}");
+        first.abort();
+        let _ = first.await;
+        let _second = tokio::spawn(async move { runner.run().await });
+        for _ in 0..10 {
+            stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
+        }
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 10).await;
+        assert_eq!(
+            st.dropped(DropReason::KernelDropped),
+            10,
+            "the new run counted the old drops again: {st:?}"
+        );
+    }
 }

@@ -3,9 +3,17 @@
 //!
 //! The capture socket is `AF_PACKET`/`SOCK_DGRAM`, so offset 0 is the IPv6 header whatever the
 //! link layer (for outgoing frames too: `packet_rcv` pulls to the network header). Accepted:
-//! IPv6 (`skb->protocol` 0x86dd), version 6, UDP to port 546 or 547 — directly after the fixed
-//! header or after up to [`EXT_HEADERS`] hop-by-hop (0), routing (43) or destination-options (60)
-//! extension headers. Fragments (44) and everything else are refused in the kernel.
+//! IPv6 (`skb->protocol` 0x86dd), version 6, UDP **from port 547** to port 546 or 547 —
+//! directly after the fixed header or after up to [`EXT_HEADERS`] hop-by-hop (0), routing (43)
+//! or destination-options (60) extension headers. Fragments (44) and everything else are refused
+//! in the kernel.
+//!
+//! Only from port 547: everything the classifier believes comes from there (RELAY-FORW and
+//! RELAY-REPL 547 → 547, a server's direct REPLY 547 → 546), so nothing else is worth a copy.
+//! Port 546 on the uplink is also where the requestor's replies arrive and where anyone
+//! upstream can flood (a junk flood of 30 s there once cost 3.25M `queue_full` drops here, and
+//! the CPU to copy each datagram); such a flood now stays in the kernel unless it forges source
+//! port 547.
 //!
 //! ```text
 //!       ld   [SKF_AD_OFF+SKF_AD_PROTOCOL]   A = ethertype of the frame
@@ -18,7 +26,8 @@
 //!  ext: ldb [x+0] ; st M[0]                      next header after this one
 //!       ldb [x+1] ; add #1 ; lsh #3 ; add x ; tax   X += (Hdr Ext Len + 1) * 8
 //!       ld  M[0] ; ja N'
-//!  udp: ldh [x+2]                                 destination port
+//!  udp: ldh [x+0] ; jeq #547, next, drop          source port
+//!       ldh [x+2]                                 destination port
 //!       jeq #547, accept ; jeq #546, accept, drop
 //! ```
 
@@ -147,6 +156,12 @@ pub(crate) fn dhcpv6_filter() -> Vec<Insn> {
     }
     p.extend([
         Mark(Label::Udp),
+        I(stmt(LD | H | IND, 0)),
+        Jeq {
+            k: 547,
+            t: Label::Next,
+            f: Label::Drop,
+        },
         I(stmt(LD | H | IND, 2)),
         Jeq {
             k: 547,

@@ -11,8 +11,8 @@
 //! The socket is `AF_PACKET`/`SOCK_DGRAM` bound to `ETH_P_ALL` on one interface: `ETH_P_ALL`,
 //! because packet sockets bound to one protocol do not see outgoing frames, and the relay's
 //! RELAY-FORW is outgoing. The classic-BPF program of [`super::bpf`] runs in the kernel, so only
-//! UDP to ports 546/547 is copied to user space. It is attached before the socket is bound, so
-//! not one unfiltered frame is queued. Drops are counted at both ends: the kernel's
+//! UDP from port 547 to ports 546/547 is copied to user space. It is attached before the socket
+//! is bound, so not one unfiltered frame is queued. Drops are counted at both ends: the kernel's
 //! `PACKET_STATISTICS` (receive queue overflow) and our bounded channel being full.
 //!
 //! Link flaps: when the interface goes down the kernel unhooks the socket and reports ENETDOWN

@@ -1,5 +1,6 @@
 //! The capture socket in a real kernel: two namespaces joined by a veth; the kernel's BPF filter
-//! must pass UDP 546/547 both ways (outgoing frames too) and nothing else.
+//! must pass UDP from port 547 to 546/547 both ways (outgoing frames too) and nothing else —
+//! not a datagram to 546 or 547 from any other port (a flood at the requestor's port 546).
 
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::time::Duration;
@@ -7,10 +8,15 @@ use std::time::Duration;
 use lqagent::snoop::capture::{self, CaptureCounter, CaptureSocket, CaptureStats};
 use support::netns::{NetNs, require_root, uplink};
 
+/// One datagram from port 547 (DHCPv6 servers and relays send from there).
 fn send(ns: &NetNs, from: &str, to: &str, port: u16, payload: &'static [u8]) {
+    send_from(ns, from, 547, to, port, payload)
+}
+
+fn send_from(ns: &NetNs, from: &str, sport: u16, to: &str, port: u16, payload: &'static [u8]) {
     let (from, to): (Ipv6Addr, Ipv6Addr) = (from.parse().unwrap(), to.parse().unwrap());
     ns.run_in(move || {
-        let s = UdpSocket::bind(SocketAddrV6::new(from, 0, 0, 0)).unwrap();
+        let s = UdpSocket::bind(SocketAddrV6::new(from, sport, 0, 0)).unwrap();
         s.send_to(payload, SocketAddrV6::new(to, port, 0, 0))
             .unwrap();
     });
@@ -53,8 +59,25 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
     send(&relay, "2001:db8:f::1", "2001:db8:f::2", 53, b"dns");
     send(&relay, "2001:db8:f::1", "2001:db8:f::2", 547, b"\x0cforw");
     send(&relay, "2001:db8:f::1", "2001:db8:f::2", 5470, b"other");
-    // Incoming to the relay: to 547 and to 546; and noise to 548.
+    // Incoming to the relay: to 547 and to 546; and noise to 548, and to 546 and 547 from
+    // other ports than 547 (junk at the requestor's port, as a flood would send it).
     send(&server, "2001:db8:f::2", "2001:db8:f::1", 548, b"noise");
+    send_from(
+        &server,
+        "2001:db8:f::2",
+        0,
+        "2001:db8:f::1",
+        546,
+        b"\x0fjunk",
+    );
+    send_from(
+        &server,
+        "2001:db8:f::2",
+        546,
+        "2001:db8:f::1",
+        547,
+        b"\x0djunk",
+    );
     send(&server, "2001:db8:f::2", "2001:db8:f::1", 547, b"\x0drepl");
     send(
         &server,
