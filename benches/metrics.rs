@@ -3,9 +3,11 @@
 //! one IA_NA address and one /56 IA_PD prefix, through `BindingStore::apply`), the
 //! `lqagent_bindings` gauges registered the way the daemon does (`daemon::export`).
 //!
-//! Three rounds: `snapshot` (the server as shipped: one encoding per second, shared), `no-reuse`
-//! (the shipped server with snapshot age zero: scrapes that arrive during an encoding share it,
-//! no other reuse) and `inline` (what `/metrics` did before: an encoding per scrape, on the
+//! Three rounds: `snapshot` (the server as shipped: an encoding started at most once a second,
+//! each scrape answered by the first one that started after it asked, so a storm's scrapes wait
+//! up to that second), `no-reuse` (the shipped server with no least time between encodings:
+//! encodings back to back, one at a time, scrapes that arrive during one share the next) and
+//! `inline` (what `/metrics` did before: an encoding per scrape, on the
 //! runtime worker serving it). Each prints the
 //! scrapes served, p50/p99/max scrape time, the server threads' CPU (runtime workers and
 //! blocking pool, from /proc/self/task/*/stat) as seconds and % of one core, the encodings, and
@@ -137,7 +139,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// How the server under test answers.
 #[derive(Clone, Copy)]
 enum Server {
-    /// `metrics::http::serve_with` with this snapshot age.
+    /// `metrics::http::serve_with` with this least time between encodings.
     Shipped(Duration),
     /// What `/metrics` did before snapshots: hyper with the same limits, `Metrics::encode()`
     /// called for every scrape on the runtime worker that serves it.
@@ -294,7 +296,7 @@ fn main() {
     storm(
         &metrics,
         &encodes,
-        Server::Shipped(lqagent::metrics::http::SNAPSHOT_MAX_AGE),
+        Server::Shipped(lqagent::metrics::http::ENCODING_INTERVAL),
         secs,
         "snapshot",
     );

@@ -58,6 +58,7 @@ pub mod names {
     pub const METRICS_SCRAPES: &str = "lqagent_metrics_scrapes";
     pub const METRICS_CONNECTIONS_REJECTED: &str = "lqagent_metrics_connections_rejected";
     pub const METRICS_CONNECTIONS_TIMED_OUT: &str = "lqagent_metrics_connections_timed_out";
+    pub const METRICS_CONNECTIONS_EVICTED: &str = "lqagent_metrics_connections_evicted";
     pub const SERVER_UP: &str = "lqagent_server_up";
     pub const SERVER_LAST_SUCCESS: &str = "lqagent_server_last_success_timestamp_seconds";
     pub const ROUTES_LIMIT: &str = "lqagent_routes_limit";
@@ -96,6 +97,7 @@ pub mod names {
         BUILD_INFO,
         METRICS_SCRAPES,
         METRICS_CONNECTIONS_REJECTED,
+        METRICS_CONNECTIONS_EVICTED,
         METRICS_CONNECTIONS_TIMED_OUT,
         SERVER_UP,
         SERVER_LAST_SUCCESS,
@@ -312,6 +314,7 @@ pub struct Metrics {
     pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
+    pub(crate) connections_evicted: Counter,
     pub(crate) connections_timed_out: Family<DeadlineLabels, Counter>,
     /// The most routes the installer holds (`InstallerConfig::max_routes`); set by the daemon.
     pub routes_limit: Gauge,
@@ -368,6 +371,7 @@ impl Metrics {
             state_degraded: Gauge::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
+            connections_evicted: Counter::default(),
             connections_timed_out: Family::default(),
             routes_limit: Gauge::default(),
             servers: Arc::default(),
@@ -468,6 +472,11 @@ impl Metrics {
                 METRICS_CONNECTIONS_REJECTED,
                 "Connections to the metrics listener refused because too many were open",
                 m.connections_rejected.clone(),
+            );
+            r.register(
+                METRICS_CONNECTIONS_EVICTED,
+                "Connections to the metrics listener closed to make room for a new one, because every slot was open and this one had no request under way",
+                m.connections_evicted.clone(),
             );
             for d in Deadline::ALL {
                 let _ = m

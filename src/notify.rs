@@ -27,8 +27,15 @@ pub(crate) fn notify(state: Notify) -> std::io::Result<bool> {
 }
 
 /// Send `state` to `path`; a leading `@` names an abstract socket.
+///
+/// Never blocks: a datagram the receiver's queue has no room for (`net.unix.max_dgram_qlen`,
+/// 10 by default) fails with `WouldBlock` instead of waiting. Why: the main loop sends these
+/// from the thread that also watches for SIGTERM; a blocking send to a listener that stopped
+/// reading (a hung manager, a test done with its pings) froze the loop in `sendto`, and the
+/// agent never stopped. A ping that finds the queue full loses nothing: ten are waiting.
 pub(crate) fn send_to(path: &std::path::Path, state: Notify) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
     let bytes = path.as_os_str().as_encoded_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
@@ -110,6 +117,35 @@ mod tests {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], state.label().as_bytes());
         }
+    }
+
+    #[test]
+    fn a_listener_that_stopped_reading_never_blocks_a_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _rx = UnixDatagram::bind(&path).unwrap();
+        // Far more pings than the receive queue holds, never read: each send must return
+        // (the queue full → WouldBlock), never wait. A blocking send would hang here, so the
+        // sends run on a thread and the test waits for them, bounded.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let results: Vec<_> = (0..200).map(|_| send_to(&path, Notify::Watchdog)).collect();
+            let _ = done.send(results);
+        });
+        let results = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("200 sends to a full queue returned");
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        let full = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect::<Vec<_>>();
+        assert!(!full.is_empty(), "the queue never filled");
+        assert!(
+            full.iter()
+                .all(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "{full:?}"
+        );
     }
 
     #[test]

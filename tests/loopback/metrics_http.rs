@@ -220,15 +220,57 @@ fn other_paths_and_methods_are_refused() {
     assert!(head.body.is_empty());
 }
 
+/// A big exposition (tens of thousands of series, megabytes): one answer is more than the
+/// buffers between server and a small-buffered client can hold.
+fn make_big(m: &Metrics) {
+    for i in 0..40_000 {
+        m.leasequeries
+            .get_or_create(&QueryLabels {
+                query_type: LeasequeryType::Address,
+                server: format!("server-{i}"),
+                outcome: LeasequeryOutcome::Binding,
+            })
+            .inc();
+    }
+}
+
+/// A scraper that asks and never reads: a small receive buffer and a few pipelined requests,
+/// so (with [`make_big`]) the server's writes block. Few, so that many of these are set up
+/// well within the write deadline.
+fn never_reader(addr: SocketAddr) -> TcpStream {
+    use std::io::Write;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.repeat(16).as_bytes()).unwrap();
+    s
+}
+
+fn counter(m: &Metrics, family: &str) -> f64 {
+    Exposition::parse(&m.encode())
+        .value(family, &[])
+        .unwrap_or(0.0)
+}
+
+/// The server has read a request from each of `n` connections (each is being answered).
+fn wait_scrapes(m: &Metrics, n: f64) {
+    support::wait::wait_for("the requests to be read", Duration::from_secs(20), || {
+        counter(m, "lqagent_metrics_scrapes_total") >= n
+    });
+}
+
 #[test]
 fn connections_beyond_the_limit_are_closed_and_counted() {
     use std::io::Read;
     let m = Metrics::new();
+    make_big(&m);
     let (addr, _rt) = start(m.clone());
-    // Fill every slot with an idle connection, then make sure the server has accepted them all.
-    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
-        .map(|_| TcpStream::connect(addr).unwrap())
-        .collect();
+    // Every slot held by a connection being answered (a scraper that does not read): none can
+    // be closed for a newcomer, so the one over the limit is closed at once.
+    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| never_reader(addr)).collect();
+    wait_scrapes(&m, MAX_CONNECTIONS as f64);
     let mut extra = TcpStream::connect(addr).unwrap();
     extra
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -238,14 +280,16 @@ fn connections_beyond_the_limit_are_closed_and_counted() {
         extra.read(&mut buf),
         "the connection over the limit is closed at once",
     );
-    let text = m.encode();
-    let e = Exposition::parse(&text);
     assert_eq!(
-        e.value("lqagent_metrics_connections_rejected_total", &[]),
-        Some(1.0)
+        counter(&m, "lqagent_metrics_connections_rejected_total"),
+        1.0
     );
-    drop(idle);
-    // Slots free up as the idle connections close; a scrape then works again.
+    assert_eq!(
+        counter(&m, "lqagent_metrics_connections_evicted_total"),
+        0.0
+    );
+    drop(held);
+    // Slots free up as the held connections close; a scrape then works again.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let ok = std::panic::catch_unwind(|| get(addr, "GET", "/metrics").status == 200);
@@ -257,6 +301,48 @@ fn connections_beyond_the_limit_are_closed_and_counted() {
             "listener did not recover"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn silent_and_never_reading_scrapers_do_not_lock_a_scraper_out() {
+    use std::io::Read;
+    let m = Metrics::new();
+    make_big(&m);
+    let (addr, _rt) = start(m.clone());
+    // Four that ask and never read, oldest of all: being answered, they are not closed for
+    // newcomers (their write deadline deals with them).
+    let _stuck: Vec<TcpStream> = (0..4).map(|_| never_reader(addr)).collect();
+    wait_scrapes(&m, 4.0);
+    // Sixteen that connect and say nothing: twelve fill the slots, each of the last four
+    // closes the oldest silent one.
+    let silent: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // A scraper still gets its answer (within `get`'s bounded read), in the place of a fifth.
+    let answer = get(addr, "GET", "/metrics");
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.ends_with("# EOF\n"));
+    support::wait::wait_for("five evictions", Duration::from_secs(10), || {
+        counter(&m, "lqagent_metrics_connections_evicted_total") == 5.0
+    });
+    assert_eq!(
+        counter(&m, "lqagent_metrics_connections_rejected_total"),
+        0.0
+    );
+    // Who went: the five oldest silent ones, in accept order; the rest are open. Read at once:
+    // the silent ones that stay are closed by their read deadline 5 s after they connected.
+    let mut buf = [0u8; 16];
+    for (i, mut s) in silent.iter().enumerate() {
+        if i < 5 {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            support::closed::assert_closed(s.read(&mut buf), &format!("silent #{i} evicted"));
+        } else {
+            s.set_nonblocking(true).unwrap();
+            let r = s.read(&mut buf);
+            assert!(
+                matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "silent #{i} still open: {r:?}"
+            );
+        }
     }
 }
 
@@ -307,37 +393,14 @@ fn a_silent_scraper_is_closed_at_the_read_deadline_and_counted() {
 
 #[test]
 fn a_scraper_that_stops_reading_is_closed_at_the_write_deadline_and_counted() {
-    use std::io::Write;
     let m = Metrics::new();
-    // A big exposition (tens of thousands of series, megabytes): one answer is more than the
-    // buffers between can hold, however slowly answers come (one encoding a second).
-    for i in 0..40_000 {
-        m.leasequeries
-            .get_or_create(&QueryLabels {
-                query_type: LeasequeryType::Address,
-                server: format!("server-{i}"),
-                outcome: LeasequeryOutcome::Binding,
-            })
-            .inc();
-    }
+    // One answer is more than the buffers between can hold, however slowly answers come (an
+    // encoding at most once a second).
+    make_big(&m);
     let (addr, _rt) = start(m.clone());
     // A small receive buffer, and pipelined requests whose answers it never reads: the
     // server's writes block once the buffers between are full.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&addr.into()).unwrap();
-    let mut s: TcpStream = sock.into();
-    s.set_nonblocking(true).unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let mut sent = 0usize;
-    let t0 = std::time::Instant::now();
-    while sent < 4 << 20 && t0.elapsed() < Duration::from_secs(10) {
-        match s.write(req.as_bytes()) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let mut s = never_reader(addr);
     support::wait::wait_for(
         "the write deadline",
         http::WRITE_TIMEOUT + Duration::from_secs(20),
