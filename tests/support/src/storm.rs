@@ -223,6 +223,7 @@ pub struct RoutesSeen {
 #[derive(Debug)]
 pub struct RouteMonitor {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: std::thread::JoinHandle<RoutesSeen>,
 }
 
@@ -231,14 +232,24 @@ impl RouteMonitor {
     pub fn start(ns: &NetNs, protocol: u8) -> RouteMonitor {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let st = stop.clone();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (st, ct) = (stop.clone(), count.clone());
         let thread = ns.spawn_in(move || {
             let fd = netlink::subscribe_ipv6_routes().expect("netlink route monitor");
             ready_tx.send(()).unwrap();
-            netlink::watch(&fd, protocol, &st)
+            netlink::watch(&fd, protocol, &st, &ct)
         });
         ready_rx.recv().expect("monitor thread started");
-        RouteMonitor { stop, thread }
+        RouteMonitor {
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    /// How many distinct routes it has seen so far.
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stop watching and return what was seen.
@@ -253,7 +264,7 @@ impl RouteMonitor {
 mod netlink {
     use std::net::Ipv6Addr;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Instant;
 
     use super::RoutesSeen;
@@ -321,7 +332,12 @@ mod netlink {
         Ok(fd)
     }
 
-    pub(super) fn watch(fd: &OwnedFd, protocol: u8, stop: &AtomicBool) -> RoutesSeen {
+    pub(super) fn watch(
+        fd: &OwnedFd,
+        protocol: u8,
+        stop: &AtomicBool,
+        count: &AtomicUsize,
+    ) -> RoutesSeen {
         let mut seen = RoutesSeen::default();
         let mut buf = vec![0u8; 1 << 20];
         while !stop.load(Ordering::Relaxed) {
@@ -373,6 +389,7 @@ mod netlink {
                     break;
                 }
             }
+            count.store(seen.first.len(), Ordering::Relaxed);
         }
         seen
     }
