@@ -138,7 +138,10 @@ fn main() {
     if lat.len() < n as usize {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<_> = text.lines().rev().take(20).collect();
-        eprintln!("lqagent log (last lines, newest first):\n{}", tail.join("\n"));
+        eprintln!(
+            "lqagent log (last lines, newest first):\n{}",
+            tail.join("\n")
+        );
     }
     agent.signal("TERM");
     let _ = agent.wait_exit(Duration::from_secs(20));
