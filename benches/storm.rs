@@ -150,4 +150,8 @@ fn main() {
         f64::from(n) / total.as_secs_f64(),
         pct(0.99)
     );
+    // After the last line: a storm that lost anything fails, the smoke run under `cargo test`
+    // included (no timing is asserted).
+    assert_eq!(lat.len(), n as usize, "every client's route installed");
+    assert_eq!(dropped, 0, "no snooped message dropped");
 }
