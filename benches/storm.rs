@@ -79,6 +79,7 @@ fn main() {
     let exchanges: Vec<_> = (0..n).map(|i| storm::exchange(i, 3600)).collect();
     let senders = lab.senders();
     let monitor = RouteMonitor::start(&lab.relay, proto);
+    let cpu0 = cpu_seconds(agent.pid());
     let t0 = Instant::now();
     let sent = senders.storm(&exchanges, WINDOW);
     let sending = t0.elapsed();
@@ -86,6 +87,7 @@ fn main() {
     while monitor.count() < n as usize && Instant::now() < end && agent.running() {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let cpu = cpu_seconds(agent.pid()) - cpu0;
     // Let the capture read the kernel's drop count (it does when idle) before asking.
     std::thread::sleep(Duration::from_millis(500));
     let seen = monitor.finish();
@@ -129,6 +131,13 @@ fn main() {
         classified("reply_unmatched"),
         seen.overflows,
     );
+    // The agent's own CPU for the storm: what it costs whatever else the machine runs (on a
+    // loaded machine the latencies below are mostly waiting for a CPU).
+    println!(
+        "agent CPU {cpu:.3} s: {:.1} us per exchange, {:.0} exchanges per CPU-second",
+        cpu * 1e6 / f64::from(n),
+        f64::from(n) / cpu
+    );
     println!(
         "REPLY -> route: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         pct(0.5),
@@ -154,4 +163,16 @@ fn main() {
     // included (no timing is asserted).
     assert_eq!(lat.len(), n as usize, "every client's route installed");
     assert_eq!(dropped, 0, "no snooped message dropped");
+}
+
+/// User + system CPU seconds `pid` has used (`/proc/PID/stat` fields 14 and 15, in clock ticks
+/// of 1/100 s — `USER_HZ` is 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent's stat");
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')': field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
+    (ticks(11) + ticks(12)) / 100.0
 }
