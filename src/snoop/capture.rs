@@ -12,8 +12,16 @@
 //! because packet sockets bound to one protocol do not see outgoing frames, and the relay's
 //! RELAY-FORW is outgoing. The classic-BPF program of [`super::bpf`] runs in the kernel, so only
 //! UDP from port 547 to ports 546/547 is copied to user space. It is attached before the socket
-//! is bound, so not one unfiltered frame is queued. Drops are counted at both ends: the kernel's
-//! `PACKET_STATISTICS` (receive queue overflow) and our bounded channel being full.
+//! is bound, so not one unfiltered frame is queued.
+//!
+//! Nothing is dropped in user space: when the classifier's bounded queue is full the capture
+//! task *waits* for room (counted `queue_full`, not a loss), so back-pressure reaches the one
+//! place a packet can be lost, the socket's receive buffer. The kernel counts every packet it
+//! drops there (`PACKET_STATISTICS` tp_drops), and the task reads that count every 256 packets
+//! and on every idle heartbeat, so a burst's losses show in `kernel_drop` within a heartbeat of
+//! the burst ending — never silently. The buffer is set with `SO_RCVBUFFORCE` (root, or
+//! CAP_NET_ADMIN, which the agent has for its routes) so it is not cut to `net.core.rmem_max`
+//! without a word; without the capability the plain `SO_RCVBUF` (capped) is used.
 //!
 //! Link flaps: when the interface goes down the kernel unhooks the socket and reports ENETDOWN
 //! once; it hooks it again when the interface comes back up. That error is therefore not the end
@@ -42,9 +50,16 @@ use super::datagram;
 pub struct CaptureConfig {
     /// Interfaces to snoop (the relay's server-facing ones).
     pub interfaces: Vec<String>,
-    /// Captured messages queued for the classifier; more are dropped and counted.
+    /// Captured messages queued for the classifier; when it is full the capture waits (and
+    /// the socket buffer fills).
     pub queue: usize,
-    /// Kernel receive buffer per socket (`SO_RCVBUF`), bytes.
+    /// Kernel receive buffer per socket (`SO_RCVBUFFORCE`, else `SO_RCVBUF`), bytes: what a
+    /// burst may queue while the pipeline catches up. A limit, not an allocation: memory is
+    /// only held while packets wait. The default, 64 MiB (the kernel doubles it), holds well
+    /// over 100 000 queued DHCPv6 packets (under 1 KiB each as the kernel accounts them): the
+    /// backlog of a 50 000-client reboot storm even when the pipeline runs at a fraction of
+    /// the storm's rate (`cargo bench --bench storm`). The filter lets only DHCPv6 in, so
+    /// nothing else can take this room.
     pub receive_buffer: usize,
 }
 
@@ -53,7 +68,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             interfaces: Vec::new(),
             queue: 4096,
-            receive_buffer: 4 << 20,
+            receive_buffer: 64 << 20,
         }
     }
 }
@@ -80,7 +95,8 @@ labels! {
         Received => "received",
         /// Dropped by the kernel: socket receive queue full (`PACKET_STATISTICS` tp_drops).
         KernelDrop => "kernel_drop",
-        /// Dropped here: the classifier's queue was full.
+        /// The classifier's queue was full and the capture waited for room (not a loss:
+        /// back-pressure to the socket buffer, whose drops are `kernel_drop`).
         QueueFull => "queue_full",
         /// Not a readable UDP-in-IPv6 datagram.
         Malformed => "malformed",
@@ -150,7 +166,11 @@ impl CaptureSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         attach_filter(&fd, &bpf::dhcpv6_filter())?;
         let rcvbuf = libc::c_int::try_from(receive_buffer).unwrap_or(libc::c_int::MAX);
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+        // FORCE first: plain SO_RCVBUF is silently cut to net.core.rmem_max (208 KiB on many
+        // hosts), far less than a storm's burst; FORCE needs CAP_NET_ADMIN.
+        if setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
+            setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+        }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         #[allow(unsafe_code)]
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -226,8 +246,10 @@ impl CaptureSocket {
     }
 }
 
-/// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx` without waiting:
-/// a full queue drops the packet and counts it. Ends when `tx` is closed or the socket fails.
+/// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx`. A full queue is
+/// waited for (counted `queue_full`): the packets behind it stay in the socket buffer, where
+/// the kernel counts what it must drop (`kernel_drop`, read every 256 packets and when idle).
+/// Ends when `tx` is closed.
 pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
     let mut buf = vec![0u8; 65_536];
     let mut since_stats = 0u32;
@@ -237,7 +259,13 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
         // CANCEL-SAFETY: `recv` leaves a packet in the kernel queue or returns it whole.
         let received = tokio::select! {
             r = sock.recv(&mut buf) => r,
-            _ = beat.tick() => continue,
+            _ = beat.tick() => {
+                // Idle: the drops of a burst that just ended are counted now, not with the
+                // 256th packet of some later burst.
+                since_stats = 0;
+                take_drops(&sock, &stats);
+                continue;
+            }
         };
         let (n, outgoing) = match received {
             Ok(r) => r,
@@ -264,9 +292,7 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
         since_stats += 1;
         if since_stats >= 256 {
             since_stats = 0;
-            if let Ok((_, drops)) = sock.take_kernel_stats() {
-                stats.add(CaptureCounter::KernelDrop, u64::from(drops));
-            }
+            take_drops(&sock, &stats);
         }
         let Some(pkt) = buf.get(..n) else { continue };
         let d = match datagram::parse(pkt) {
@@ -287,11 +313,43 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
             payload: d.payload.to_vec(),
             at: Instant::now(),
         };
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => stats.add(CaptureCounter::QueueFull, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        let permit = match tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Closed(())) => return,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                stats.add(CaptureCounter::QueueFull, 1);
+                match wait_for_room(&tx, &stats, &mut beat).await {
+                    Some(p) => p,
+                    None => return,
+                }
+            }
+        };
+        permit.send(msg);
+    }
+}
+
+/// Wait for room in the classifier's queue, beating the heartbeat meanwhile: a capture held
+/// back by a slow consumer is not stuck (the consumer's own heartbeat tells whether it is).
+/// `None`: the queue is closed.
+async fn wait_for_room<'a>(
+    tx: &'a mpsc::Sender<Snooped>,
+    stats: &CaptureStats,
+    beat: &mut tokio::time::Interval,
+) -> Option<mpsc::Permit<'a, Snooped>> {
+    let reserve = tx.reserve();
+    tokio::pin!(reserve);
+    loop {
+        tokio::select! {
+            p = &mut reserve => return p.ok(),
+            _ = beat.tick() => stats.heartbeat.beat(),
         }
+    }
+}
+
+/// Add the kernel's drop count since the last read to `kernel_drop`.
+fn take_drops(sock: &CaptureSocket, stats: &CaptureStats) {
+    if let Ok((_, drops)) = sock.take_kernel_stats() {
+        stats.add(CaptureCounter::KernelDrop, u64::from(drops));
     }
 }
 

@@ -29,7 +29,10 @@
 //!   is known as one, RFC 8415 §18.3.7–18.3.8) and carries the relay options only the forward
 //!   direction has (Remote-Id, RFC 4649). A retransmitted FORW refreshes its entry; RELEASE and
 //!   DECLINE are remembered in a memory of their own, so a flood of other FORWs cannot push a
-//!   pending RELEASE out.
+//!   pending RELEASE out. A SOLICIT without Rapid Commit is not remembered (only an ADVERTISE
+//!   can answer it, RFC 8415 §18.3.1), and a trusted ADVERTISE ends the exchange of a
+//!   rapid-commit one: in a reboot storm every client solicits first, and those entries would
+//!   otherwise fill the memory and push out the REQUESTs whose REPLYs bind.
 //! - A matched RELAY-REPL carrying a REPLY yields an [`Observation`] with every IA_NA/IA_TA
 //!   address and IA_PD prefix and its lifetimes (REQUEST, RENEW, REBIND, rapid-commit SOLICIT,
 //!   CONFIRM...). A zero valid lifetime stays in the observation: the cache reads it as "no
@@ -70,7 +73,7 @@ use crate::cache::{
     Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use crate::wire::{
-    ClientMessage, DhcpOption, Message, MessageType, Options, RelayChain, StatusCode,
+    ClientMessage, DhcpOption, Message, MessageType, OptionCode, Options, RelayChain, StatusCode,
 };
 
 /// The DHCPv6 server/relay port (RFC 8415 §7.2).
@@ -392,6 +395,22 @@ impl Classifier {
                 }
                 self.on_reply(&chain, client, env.src, now)
             }
+            MessageType::RELAY_REPL if client.msg_type == MessageType::ADVERTISE => {
+                // The server chose to advertise: a rapid-commit SOLICIT gets no REPLY now, so
+                // its entry goes (only a server we trust may end it).
+                if self.repl_trusted(env).is_ok()
+                    && let Some(duid) = client.options.client_id()
+                {
+                    let key: PendingKey = (
+                        client.transaction_id,
+                        duid.to_vec().into_boxed_slice(),
+                        link_address(&chain),
+                    );
+                    self.pending.remove(&key);
+                }
+                self.stats.bump(ClassifyCounter::Ignored);
+                None
+            }
             _ => {
                 self.stats.bump(ClassifyCounter::Ignored);
                 None
@@ -519,6 +538,13 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::MissingId);
             return;
         };
+        if client.msg_type == MessageType::SOLICIT
+            && client.options.find(OptionCode::RAPID_COMMIT).is_none()
+        {
+            // Answered only by an ADVERTISE, which binds nothing: nothing to remember.
+            self.stats.bump(ClassifyCounter::RelayForw);
+            return;
+        }
         let releases = matches!(client.msg_type, MessageType::RELEASE | MessageType::DECLINE);
         let named = if releases {
             leases_of(&client.options, &mut self.stats)

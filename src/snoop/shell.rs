@@ -4,8 +4,9 @@
 //!
 //! The hand-over waits ([`CacheHandle::send_snooped`]): snooped inputs have their own queue in
 //! the cache task, served before bulk and on-demand answers, so a full queue only slows the
-//! classifier; back-pressure then fills the capture queue and the sockets' buffers, whose drops
-//! the capture counts (`lqagent_snoop_capture_total`). A REPLY or RELEASE is never dropped
+//! classifier; back-pressure then fills the capture queue, the capture waits for room, and the
+//! packets wait in the sockets' buffers, the one place one can be lost — the kernel counts it
+//! (`lqagent_snoop_capture_total{event="kernel_drop"}`). A REPLY or RELEASE is never dropped
 //! because answers filled the cache's queue.
 
 use std::sync::Arc;

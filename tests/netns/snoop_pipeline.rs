@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lqagent::admission::OwnAddresses;
 use lqagent::cache::task::{self, CacheTaskConfig};
 use lqagent::cache::{BindingStore, LeaseKey};
-use lqagent::snoop::capture::CaptureConfig;
+use lqagent::snoop::capture::{CaptureConfig, CaptureCounter};
 use lqagent::snoop::classify::{ClassifyConfig, ClassifyCounter, SnoopTrust};
 use lqagent::snoop::shell;
 use lqagent::time::AgentClock;
@@ -16,6 +16,7 @@ use lqagent::wire::{
     ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, Message, MessageType, RelayMessage,
 };
 use support::netns::{NetNs, require_root, uplink};
+use support::storm;
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -212,6 +213,194 @@ fn a_snoop_interface_missing_at_start_is_waited_for() {
             .get(ClassifyCounter::ReplyBind)
             >= 1
     );
+    stop_tx.send(()).unwrap();
+    agent.join().unwrap();
+}
+
+/// The snooper with tiny internal queues on a thread inside `relay`, the cache's change stream
+/// not read until `gate` fires: the whole pipeline (capture queue, classifier, the cache task's
+/// snoop queue, the change stream) stands still, so a burst can only wait in the socket buffer
+/// of `receive_buffer` bytes.
+fn start_gated_snooper(
+    relay: &NetNs,
+    store: Arc<BindingStore>,
+    receive_buffer: usize,
+    gate: tokio::sync::oneshot::Receiver<()>,
+) -> (
+    shell::SnoopStats,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+    let agent = relay.spawn_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let clock = AgentClock::new();
+            let small = CacheTaskConfig {
+                input_queue: 4,
+                snoop_queue: 4,
+                change_queue: 4,
+                ..CacheTaskConfig::default()
+            };
+            let (cache, mut changes, _join) = task::spawn(store, clock, None, small, Vec::new());
+            tokio::spawn(async move {
+                let _ = gate.await;
+                while changes.recv().await.is_some() {}
+            });
+            let mut tasks = tokio::task::JoinSet::new();
+            let cfg = CaptureConfig {
+                interfaces: vec!["up0".into()],
+                queue: 8,
+                receive_buffer,
+            };
+            let trust = SnoopTrust {
+                servers: [storm::SERVER].into_iter().collect(),
+                own: Arc::new(OwnAddresses::new([storm::RELAY])),
+                admission: None,
+            };
+            let stats = shell::spawn(
+                &cfg,
+                ClassifyConfig::default(),
+                trust,
+                clock,
+                cache,
+                &mut tasks,
+            )
+            .unwrap();
+            stats_tx.send(stats).unwrap();
+            while stop_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    });
+    let stats = stats_rx.recv().unwrap();
+    (stats, stop_tx, agent)
+}
+
+/// How many of clients `0..n` the store holds.
+fn bound_clients(store: &BindingStore, n: u32) -> u32 {
+    (0..n)
+        .filter(|&i| {
+            store
+                .get(&LeaseKey::Address(storm::client_address(i)))
+                .is_some()
+        })
+        .count() as u32
+}
+
+/// A burst far larger than every internal queue, sent while the pipeline stands still, loses
+/// nothing inside the agent: the capture waits for room instead of dropping (its `queue_full`
+/// counts the waits), the packets wait in the socket buffer, and once the pipeline moves every
+/// client of the burst is bound. Before the capture waited, all but the first few dozen REPLYs
+/// were dropped at the full queue.
+#[test]
+fn a_burst_larger_than_the_queues_is_held_back_not_dropped() {
+    if !require_root("a_burst_larger_than_the_queues_is_held_back_not_dropped") {
+        return;
+    }
+    const N: u32 = 2000;
+    let lab = storm::Lab::new("pipb");
+    let store = Arc::new(BindingStore::default());
+    let (gate_tx, gate) = tokio::sync::oneshot::channel();
+    let (stats, stop_tx, agent) = start_gated_snooper(&lab.relay, store.clone(), 64 << 20, gate);
+    let senders = lab.senders();
+    let exchanges: Vec<_> = (0..N).map(|i| storm::exchange(i, 3600)).collect();
+    senders.storm(&exchanges, 256);
+    // The burst (4 messages a client) waits in the socket buffer behind the full queues.
+    wait("the capture to be held back by the full queue", || {
+        stats.capture.get(CaptureCounter::QueueFull) > 0
+    });
+    gate_tx.send(()).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while bound_clients(&store, N) < N {
+        assert!(
+            Instant::now() < end,
+            "{} of {N} clients bound; capture {:?}, classifier {:?}",
+            bound_clients(&store, N),
+            stats.capture.snapshot(),
+            stats.classify.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stats.capture.get(CaptureCounter::KernelDrop), 0);
+    assert_eq!(
+        stats.capture.get(CaptureCounter::Received),
+        u64::from(4 * N)
+    );
+    stop_tx.send(()).unwrap();
+    agent.join().unwrap();
+}
+
+/// Where the socket buffer is too small for a burst the kernel drops, and every drop is
+/// counted: each packet sent is either received or in `kernel_drop`. Fewer than 256 packets
+/// get through — the capture's regular read of the kernel's count comes every 256 — so only
+/// its read when idle can count these drops. What was received is bound in full.
+#[test]
+fn a_burst_the_socket_buffer_cannot_hold_is_counted_as_kernel_drops() {
+    if !require_root("a_burst_the_socket_buffer_cannot_hold_is_counted_as_kernel_drops") {
+        return;
+    }
+    const N: u32 = 50;
+    let lab = storm::Lab::new("pipk");
+    let store = Arc::new(BindingStore::default());
+    let (gate_tx, gate) = tokio::sync::oneshot::channel();
+    // 4 KiB (the kernel doubles it): a few packets of the burst's 200.
+    let (stats, stop_tx, agent) = start_gated_snooper(&lab.relay, store.clone(), 4 << 10, gate);
+    let senders = lab.senders();
+    let exchanges: Vec<_> = (0..N).map(|i| storm::exchange(i, 3600)).collect();
+    // One client after the other: the first few exchanges get in whole.
+    senders.storm(&exchanges, 1);
+    gate_tx.send(()).unwrap();
+    let sent = u64::from(4 * N);
+    let accounted = || {
+        stats.capture.get(CaptureCounter::Received) + stats.capture.get(CaptureCounter::KernelDrop)
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while accounted() < sent {
+        assert!(
+            Instant::now() < end,
+            "{} of {sent} packets received or counted as dropped: {:?}",
+            accounted(),
+            stats.capture.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(accounted(), sent, "{:?}", stats.capture.snapshot());
+    assert!(stats.capture.get(CaptureCounter::KernelDrop) > 0);
+    assert!(stats.capture.get(CaptureCounter::Received) < 256);
+    // What was received was classified and bound in full: the only loss is the counted one.
+    let binds = || {
+        stats
+            .classify
+            .lock()
+            .unwrap()
+            .get(ClassifyCounter::ReplyBind)
+    };
+    let parsed = || {
+        stats
+            .messages
+            .snapshot()
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    let received = stats.capture.get(CaptureCounter::Received);
+    while parsed() < received || u64::from(bound_clients(&store, N)) != binds() {
+        assert!(
+            Instant::now() < end,
+            "{} of {received} received messages parsed, {} of {} bound",
+            parsed(),
+            bound_clients(&store, N),
+            binds()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(binds() > 0);
     stop_tx.send(()).unwrap();
     agent.join().unwrap();
 }

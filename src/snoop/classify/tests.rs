@@ -211,7 +211,13 @@ fn every_exchange_type_binds_when_its_relay_forw_was_seen() {
         MessageType::CONFIRM,
     ] {
         let mut c = trusted();
-        c.on_message(&forw(client_msg(t, 7, vec![])), &up(), ts(0));
+        // A SOLICIT gets a REPLY only with Rapid Commit (RFC 8415 §18.3.1).
+        let opts = if t == MessageType::SOLICIT {
+            vec![rapid_commit()]
+        } else {
+            vec![]
+        };
+        c.on_message(&forw(client_msg(t, 7, opts)), &up(), ts(0));
         let o = bind(c.on_message(&reply_na(7, "2001:db8:1::7"), &down(), ts(1)));
         assert_eq!(o.leases.len(), 1, "{t:?}");
         assert_eq!(
@@ -451,7 +457,7 @@ fn a_flood_of_forws_cannot_push_out_a_pending_release() {
     );
     c.on_message(&forw(rel), &up(), ts(0));
     for xid in 1000..11_000 {
-        let mut m = ClientMessage::new(MessageType::SOLICIT, xid);
+        let mut m = ClientMessage::new(MessageType::REQUEST, xid);
         m.options.push(DhcpOption::ClientId(Duid::ll_ethernet([
             2,
             0,
@@ -1037,4 +1043,51 @@ fn a_unicast_reply_from_a_server_raises_doubts_and_binds_nothing() {
     }
     assert_eq!(c.stats().get(ClassifyCounter::UnicastReply), 1);
     assert_eq!(c.stats().get(ClassifyCounter::NotRelayed), 6);
+}
+
+fn rapid_commit() -> DhcpOption {
+    DhcpOption::Unknown {
+        code: crate::wire::OptionCode::RAPID_COMMIT,
+        data: Vec::new(),
+    }
+}
+
+/// A reboot storm: every client solicits before it requests. SOLICITs without Rapid Commit
+/// (only an ADVERTISE answers them) take no room, so they cannot push out the pending REQUESTs
+/// whose REPLYs bind.
+#[test]
+fn a_storm_of_solicits_does_not_push_out_pending_requests() {
+    let mut c = classifier(ClassifyConfig {
+        pending_capacity: 4,
+        ..ClassifyConfig::default()
+    });
+    let req = client_msg(MessageType::REQUEST, 0x77, vec![]);
+    assert_eq!(c.on_message(&forw(req), &up(), ts(0)), None);
+    for xid in 0..100 {
+        let sol = client_msg(MessageType::SOLICIT, 0x1000 + xid, vec![]);
+        assert_eq!(c.on_message(&forw(sol), &up(), ts(1)), None);
+    }
+    assert_eq!(c.pending_len(), 1);
+    assert_eq!(c.stats().get(ClassifyCounter::PendingEvicted), 0);
+    assert_eq!(c.stats().get(ClassifyCounter::RelayForw), 101);
+    bind(c.on_message(&reply_na(0x77, "2001:db8:1::100"), &down(), ts(2)));
+}
+
+/// A rapid-commit SOLICIT may be answered by a REPLY, so it is remembered — until a trusted
+/// server's ADVERTISE ends its exchange; an ADVERTISE that is not the server's ends nothing.
+#[test]
+fn a_rapid_commit_solicit_is_remembered_until_a_trusted_advertise() {
+    let mut c = trusted();
+    let sol = || client_msg(MessageType::SOLICIT, 0x55, vec![rapid_commit()]);
+    assert_eq!(c.on_message(&forw(sol()), &up(), ts(0)), None);
+    assert_eq!(c.pending_len(), 1);
+    let adv = repl(client_msg(MessageType::ADVERTISE, 0x55, vec![]));
+    // Leaving the box (a subscriber's forgery towards the server): not the server's word.
+    assert_eq!(c.on_message(&adv, &up(), ts(1)), None);
+    assert_eq!(c.pending_len(), 1);
+    assert_eq!(c.on_message(&adv, &down(), ts(2)), None);
+    assert_eq!(c.pending_len(), 0);
+    // Answered with a REPLY instead, it binds.
+    assert_eq!(c.on_message(&forw(sol()), &up(), ts(3)), None);
+    bind(c.on_message(&reply_na(0x55, "2001:db8:1::101"), &down(), ts(4)));
 }

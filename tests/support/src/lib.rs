@@ -13,5 +13,6 @@ pub mod netns;
 pub mod recovery;
 pub mod refserver;
 pub mod scrape;
+pub mod storm;
 pub mod tmpfs;
 pub mod wait;

@@ -1,0 +1,396 @@
+//! A reboot storm's traffic, shared by `benches/storm.rs` and `tests/netns/snoop_pipeline.rs`:
+//! every subscriber re-binding at once, as the snooper on this box's uplink sees it.
+//!
+//! The lab is two namespaces: the relay box (`up0` 2001:db8:f::1, the subscriber link `sub0`
+//! 2001:db8:10::1/64, a veth whose peer stays inside) and the server (`dn0` 2001:db8:f::2).
+//! No real relay or server runs: each client's four relayed messages are crafted with the
+//! agent's own codec — RELAY-FORW(SOLICIT), RELAY-REPL(ADVERTISE), RELAY-FORW(REQUEST),
+//! RELAY-REPL(REPLY) — with this box's relay level as ISC dhcrelay writes it (hop count 0,
+//! link-address of `sub0`, the client's link-local peer-address, Interface-Id `sub0`), and sent
+//! over UDP sockets: the FORWs from the relay namespace (so the snooper sees them *outgoing*,
+//! from this box's address), the REPLs from the server namespace (arriving, from the server),
+//! both port 547 to port 547 — exactly where the trust rules (`docs/security.md`) believe them.
+//! Crafted, because real dhcrelay and dhcpd answer a few thousand exchanges a second, far below
+//! what the snooper must take.
+
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::time::Instant;
+
+use lqagent::wire::{
+    ClientMessage, DhcpOption, Duid, Ia, IaAddr, Message, MessageType, RelayMessage,
+};
+
+use crate::netns::{NetNs, uplink};
+
+/// This box's address on the uplink (the relay's source).
+pub const RELAY: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 1);
+/// The DHCPv6 server's address.
+pub const SERVER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 2);
+/// The subscriber link's interface in the relay namespace.
+pub const LINK_IF: &str = "sub0";
+/// The subscriber link's address: the link-address of this box's relay level.
+pub const LINK_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1);
+/// The link's subscriber prefix: every client's address is inside it.
+pub const SUBNET: &str = "2001:db8:10::/64";
+/// The server's DUID.
+pub const SERVER_DUID: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+
+/// Client `n`'s address: 2001:db8:10::1:hi:lo (never the link's own ::1).
+pub fn client_address(n: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 1, (n >> 16) as u16, n as u16)
+}
+
+/// Client `n`'s link-local address (the relay's peer-address).
+pub fn client_link_local(n: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 1, (n >> 16) as u16, n as u16)
+}
+
+fn client_duid(n: u32) -> Duid {
+    let b = n.to_be_bytes();
+    Duid::ll_ethernet([2, 0x11, b[0], b[1], b[2], b[3]])
+}
+
+/// Client `n`'s four relayed messages, as the uplink carries them.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub solicit: Vec<u8>,
+    pub advertise: Vec<u8>,
+    pub request: Vec<u8>,
+    pub reply: Vec<u8>,
+}
+
+/// Client `n`'s exchange: one IA_NA with [`client_address`], valid for `valid` seconds.
+pub fn exchange(n: u32, valid: u32) -> Exchange {
+    // Distinct transaction ids for the two client messages (24 bits).
+    let (xs, xr) = (n & 0x7f_ffff, (n & 0x7f_ffff) | 0x80_0000);
+    Exchange {
+        solicit: relayed(n, MessageType::RELAY_FORW, MessageType::SOLICIT, xs, None),
+        advertise: relayed(
+            n,
+            MessageType::RELAY_REPL,
+            MessageType::ADVERTISE,
+            xs,
+            Some(valid),
+        ),
+        request: relayed(n, MessageType::RELAY_FORW, MessageType::REQUEST, xr, None),
+        reply: relayed(
+            n,
+            MessageType::RELAY_REPL,
+            MessageType::REPLY,
+            xr,
+            Some(valid),
+        ),
+    }
+}
+
+/// One relayed message of client `n`; `lease`: the server's answer with this lifetime (the
+/// client's own messages name no lease).
+fn relayed(
+    n: u32,
+    outer: MessageType,
+    inner: MessageType,
+    xid: u32,
+    lease: Option<u32>,
+) -> Vec<u8> {
+    let mut c = ClientMessage::new(inner, xid);
+    c.options.push(DhcpOption::ClientId(client_duid(n)));
+    let mut ia = Ia::new(n, 0, 0);
+    if let Some(valid) = lease {
+        c.options
+            .push(DhcpOption::ServerId(Duid::ll_ethernet(SERVER_DUID)));
+        ia.options.push(DhcpOption::IaAddr(IaAddr::new(
+            client_address(n),
+            valid / 2,
+            valid,
+        )));
+    }
+    c.options.push(DhcpOption::IaNa(ia));
+    let mut r = RelayMessage::new(outer, 0, LINK_ADDRESS, client_link_local(n));
+    r.options
+        .push(DhcpOption::InterfaceId(LINK_IF.as_bytes().to_vec()));
+    r.options
+        .push(DhcpOption::RelayMsg(Box::new(Message::Client(c))));
+    Message::Relay(r)
+        .to_vec()
+        .expect("a crafted message encodes")
+}
+
+/// The relay box and the server, linked by the uplink; the relay box has the subscriber link.
+#[derive(Debug)]
+pub struct Lab {
+    pub relay: NetNs,
+    pub server: NetNs,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        let relay = NetNs::new(tag);
+        let server = NetNs::new(tag);
+        uplink(&relay, &server);
+        let peer = format!("{LINK_IF}p");
+        relay.exec(&[
+            "ip", "link", "add", LINK_IF, "type", "veth", "peer", "name", &peer,
+        ]);
+        relay.exec(&["ip", "link", "set", &peer, "up"]);
+        relay.exec(&["ip", "link", "set", LINK_IF, "up"]);
+        relay.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{LINK_ADDRESS}/64"),
+            "dev",
+            LINK_IF,
+            "nodad",
+        ]);
+        Lab { relay, server }
+    }
+
+    /// The two senders: the relay's port 547 socket and the server's.
+    pub fn senders(&self) -> Senders {
+        let relay = self.relay.run_in(|| bound(RELAY));
+        let server = self.server.run_in(|| bound(SERVER));
+        Senders { relay, server }
+    }
+}
+
+fn bound(at: Ipv6Addr) -> UdpSocket {
+    // Relay and server both speak from port 547 (RFC 8415 §7.2): the snooper checks it.
+    UdpSocket::bind(SocketAddrV6::new(at, 547, 0, 0)).expect("bind port 547")
+}
+
+/// The relay's and the server's sockets (each opened inside its namespace). What they receive
+/// is never read: their own buffers overflow, which the snooper's packet socket, fed before
+/// UDP delivery, never notices.
+#[derive(Debug)]
+pub struct Senders {
+    relay: UdpSocket,
+    server: UdpSocket,
+}
+
+impl Senders {
+    /// A RELAY-FORW leaving this box for the server.
+    pub fn up(&self, payload: &[u8]) {
+        self.relay
+            .send_to(payload, SocketAddrV6::new(SERVER, 547, 0, 0))
+            .expect("send RELAY-FORW");
+    }
+
+    /// A RELAY-REPL from the server arriving at this box.
+    pub fn down(&self, payload: &[u8]) {
+        self.server
+            .send_to(payload, SocketAddrV6::new(RELAY, 547, 0, 0))
+            .expect("send RELAY-REPL");
+    }
+
+    /// Send every exchange, `window` clients at a time (SOLICITs, ADVERTISEs, REQUESTs, then
+    /// REPLYs of those clients): the server's answers lag its questions by a window, as a
+    /// server busy with a storm answers. Returns when each REPLY was sent, by client.
+    pub fn storm(&self, exchanges: &[Exchange], window: usize) -> Vec<Instant> {
+        let mut sent = Vec::with_capacity(exchanges.len());
+        for w in exchanges.chunks(window.max(1)) {
+            for e in w {
+                self.up(&e.solicit);
+            }
+            for e in w {
+                self.down(&e.advertise);
+            }
+            for e in w {
+                self.up(&e.request);
+            }
+            for e in w {
+                sent.push(Instant::now());
+                self.down(&e.reply);
+            }
+        }
+        sent
+    }
+}
+
+/// What a [`RouteMonitor`] saw: when each /128 of our protocol first appeared, and how often
+/// its own socket overflowed (each overflow loses notifications: their routes are then never
+/// timed, and the caller says so).
+#[derive(Debug, Default)]
+pub struct RoutesSeen {
+    pub first: std::collections::HashMap<Ipv6Addr, Instant>,
+    pub overflows: u64,
+}
+
+/// Watches the kernel's IPv6 route notifications (`RTNLGRP_IPV6_ROUTE`) in a namespace on a
+/// thread of its own, stamping each new /128 of `protocol` as it is read — so the time of a
+/// route is when the kernel announced it (plus this thread's reading delay), not when a poll
+/// happened to look.
+#[derive(Debug)]
+pub struct RouteMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<RoutesSeen>,
+}
+
+impl RouteMonitor {
+    /// Start watching in `ns`; returns once the socket is subscribed (no route is missed after).
+    pub fn start(ns: &NetNs, protocol: u8) -> RouteMonitor {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (st, ct) = (stop.clone(), count.clone());
+        let thread = ns.spawn_in(move || {
+            let fd = netlink::subscribe_ipv6_routes().expect("netlink route monitor");
+            ready_tx.send(()).unwrap();
+            netlink::watch(&fd, protocol, &st, &ct)
+        });
+        ready_rx.recv().expect("monitor thread started");
+        RouteMonitor {
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    /// How many distinct routes it has seen so far.
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stop watching and return what was seen.
+    pub fn finish(self) -> RoutesSeen {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("route monitor thread")
+    }
+}
+
+/// The few raw netlink calls the monitor needs (no netlink crate in the support crate).
+#[allow(unsafe_code)]
+mod netlink {
+    use std::net::Ipv6Addr;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::RoutesSeen;
+
+    const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+    const RTM_NEWROUTE: u16 = 24;
+    const RTA_DST: u16 = 1;
+
+    pub(super) fn subscribe_ipv6_routes() -> std::io::Result<OwnedFd> {
+        // SAFETY: plain socket(2); the result is checked and owned at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // A storm announces routes faster than any reader: room for all of them.
+        let size: libc::c_int = 256 << 20;
+        // SAFETY: `size` is a live c_int and the length is its size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        // A read timeout, so that the stop flag is looked at while nothing comes.
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        // SAFETY: `tv` is a live timeval and the length is its size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        // SAFETY: sockaddr_nl is plain old data; all-zero is valid.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = RTMGRP_IPV6_ROUTE;
+        // SAFETY: `sa` is a valid sockaddr_nl and the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sa).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    pub(super) fn watch(
+        fd: &OwnedFd,
+        protocol: u8,
+        stop: &AtomicBool,
+        count: &AtomicUsize,
+    ) -> RoutesSeen {
+        let mut seen = RoutesSeen::default();
+        let mut buf = vec![0u8; 1 << 20];
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let at = Instant::now();
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    seen.overflows += 1;
+                }
+                continue;
+            }
+            let Some(mut msgs) = buf.get(..n as usize) else {
+                continue;
+            };
+            // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32; then rtmsg (12 bytes):
+            // family, dst_len, src_len, tos, table, protocol, scope, type, flags u32; then
+            // attributes (len u16, type u16, value), each padded to 4.
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
+                let Some(msg) = msgs.get(..len.max(16)) else {
+                    break;
+                };
+                if ty == RTM_NEWROUTE
+                    && let Some(rt) = msg.get(16..28)
+                    && rt[1] == 128
+                    && rt[5] == protocol
+                {
+                    let mut attrs = msg.get(28..).unwrap_or_default();
+                    while attrs.len() >= 4 {
+                        let alen = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+                        let aty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+                        if alen < 4 {
+                            break;
+                        }
+                        if aty == RTA_DST
+                            && let Some(v) = attrs.get(4..20)
+                        {
+                            let a = Ipv6Addr::from(<[u8; 16]>::try_from(v).unwrap());
+                            seen.first.entry(a).or_insert(at);
+                        }
+                        attrs = attrs.get(alen.div_ceil(4) * 4..).unwrap_or_default();
+                    }
+                }
+                msgs = msgs.get(len.div_ceil(4) * 4..).unwrap_or_default();
+                if len == 0 {
+                    break;
+                }
+            }
+            count.store(seen.first.len(), Ordering::Relaxed);
+        }
+        seen
+    }
+}
