@@ -47,9 +47,13 @@ pub struct TriggerConfig {
     pub log_burst: u32,
     /// Bytes copied per logged packet: the IPv6 header is all we read.
     pub snaplen: u32,
-    /// NFLOG flush timeout, hundredths of a second (latency of an event).
+    /// NFLOG flush timeout, hundredths of a second: how long the kernel holds logged packets
+    /// below the queue threshold. Moot at the default threshold of 1.
     pub nflog_flush_cs: u32,
-    /// NFLOG messages the kernel batches before a flush.
+    /// NFLOG messages the kernel batches before a flush. 1: every logged packet is sent at once.
+    /// Batching bought nothing here — the rule's `limit rate` already caps how many packets
+    /// reach us — and cost every unknown subscriber the flush timer (10–20 ms: a hundredth of a
+    /// second rounded up to jiffies), most of its wait for a route.
     pub nflog_queue_threshold: u32,
     /// Receive buffer of the NFLOG socket, bytes.
     pub receive_buffer: usize,
@@ -80,7 +84,7 @@ impl Default for TriggerConfig {
             log_burst: 50,
             snaplen: 40,
             nflog_flush_cs: 1,
-            nflog_queue_threshold: 32,
+            nflog_queue_threshold: 1,
             receive_buffer: 1 << 20,
             event_queue: 1024,
             dedupe_window_ms: 1000,
