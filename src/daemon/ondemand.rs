@@ -22,7 +22,8 @@ use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
 use crate::metrics::servers::Exchange;
 use crate::metrics::{
-    LeasequeryOutcome, LeasequeryType, LimitLabels, LimitScope, Metrics, QueryLabels, ServerLabels,
+    LeasequeryOutcome, LeasequeryType, LimitLabels, LimitScope, Metrics, OnDemandStage,
+    QueryLabels, ServerLabels, StageLabels,
 };
 use crate::requestor::udp::{QueryError, RequestorHandle};
 use crate::requestor::{Answer, Query, RefuseReason, ServerAnswer};
@@ -35,6 +36,9 @@ pub struct UnknownSource {
     pub link_address: Ipv6Addr,
     /// The local interface it arrived on, when known.
     pub interface: Option<Arc<str>>,
+    /// When the trigger read it from NFLOG, when it came from there: the start of
+    /// `lqagent_on_demand_stage_seconds{stage="queued"}`.
+    pub seen: Option<std::time::Instant>,
 }
 
 impl UnknownSource {
@@ -44,6 +48,7 @@ impl UnknownSource {
             source,
             link_address: link.link_address,
             interface: Some(Arc::from(link.interface.as_str())),
+            seen: None,
         }
     }
 }
@@ -167,6 +172,13 @@ impl Lookup {
             return Looked::Known;
         }
         stats.queried.fetch_add(1, Relaxed);
+        let started = std::time::Instant::now();
+        if let Some(seen) = s.seen {
+            self.stage(
+                OnDemandStage::Queued,
+                started.saturating_duration_since(seen),
+            );
+        }
         let q = Query::by_address(s.source)
             .with_link(s.link_address)
             .with_relay_data(self.relay_data);
@@ -179,6 +191,8 @@ impl Lookup {
                 return Looked::Refused;
             }
         };
+        let answered = std::time::Instant::now();
+        self.stage(OnDemandStage::Leasequery, answered - started);
         for a in &outcome.answers {
             self.count_answer(a);
         }
@@ -215,6 +229,9 @@ impl Lookup {
                 }
             }
         }
+        if sent > 0 {
+            self.stage(OnDemandStage::ToCache, answered.elapsed());
+        }
         use crate::requestor::AnswerVerdict;
         match outcome.verdict {
             AnswerVerdict::Bound => {
@@ -230,6 +247,14 @@ impl Lookup {
                 stats.failed.fetch_add(1, Relaxed);
                 Looked::Failed
             }
+        }
+    }
+
+    fn stage(&self, stage: OnDemandStage, took: std::time::Duration) {
+        if let Some(m) = &self.metrics {
+            m.on_demand_stage
+                .get_or_create(&StageLabels { stage })
+                .observe(took.as_secs_f64());
         }
     }
 

@@ -491,6 +491,7 @@ pub(super) async fn leasequery(
                             source: ev.source,
                             link_address: ev.link_address,
                             interface: Some(ev.interface),
+                            seen: Some(ev.at),
                         });
                     }
                     Ok::<(), std::convert::Infallible>(())

@@ -8,20 +8,28 @@
 //! a rule sending anything else to `log group N` behind an nft `limit rate` — the kernel caps how
 //! many reach us — and, in enforcement mode (RFC 8987 R-3 source verification, off by default),
 //! dropping it. Link-local sources, DHCPv6 and ND are exempt. The logged packets (only their IPv6
-//! header) are read over NFLOG netlink ([`nflog`], parsed here, bounds-checked). The sets follow the
-//! cache through [`known`] in bounded batches, one `nft -f -` transaction each.
+//! header) are read over NFLOG netlink ([`nflog`], parsed here, bounds-checked), each as soon as
+//! it is logged (queue threshold 1: no kernel flush timer). The sets follow the cache through
+//! [`known`] in bounded batches, each one nf_tables transaction.
 //!
-//! Why `nft -f -` and not nf_tables netlink: the rule set is a handful of statements written once
-//! and element batches; `nft` is the stable, documented interface to nf_tables (its netlink
-//! messages — expression lists, set element keys, batch begin/end — are libnftnl's business), it
-//! gives atomic transactions and readable errors, and it is what operators use to inspect the
-//! result. The cost, one short process per batch, is bounded by the batch interval.
+//! Two writers, by what they write. The rule set (a handful of statements, written at start and
+//! removed at stop) and the rare full resync go through `nft -f -`: `nft` is the documented
+//! interface for expressions and rules, gives readable errors, and a resync may be far bigger
+//! than a socket buffer. Set element updates — one per cache change that adds or removes a known
+//! source, the steady traffic — are nf_tables netlink messages written by us ([`nfset`]): a
+//! `NEWSETELEM`/`DELSETELEM` batch is a few dozen bytes of fixed layout, atomic like an `nft`
+//! script, and costs one `sendmsg` instead of a fork and exec per batch (which, on a loaded box,
+//! took CPU from the very path a subscriber waits on, and needed a batch timer to stay bounded).
+//! A long-lived `nft -i` fed over a pipe was the other way to avoid the spawns; it was not taken
+//! because nothing in its output says when a command has been applied or which one failed,
+//! while every netlink message is acked by sequence number.
 //!
 //! [`shell`] is the tokio side: it owns the table (replaced on start, removed on shutdown), the
 //! NFLOG socket and the set-sync task.
 
 pub(crate) mod known;
 pub mod nflog;
+pub(crate) mod nfset;
 pub(crate) mod nft;
 pub mod ruleset;
 pub(crate) mod shell;
@@ -47,9 +55,13 @@ pub struct TriggerConfig {
     pub log_burst: u32,
     /// Bytes copied per logged packet: the IPv6 header is all we read.
     pub snaplen: u32,
-    /// NFLOG flush timeout, hundredths of a second (latency of an event).
+    /// NFLOG flush timeout, hundredths of a second: how long the kernel holds logged packets
+    /// below the queue threshold. Moot at the default threshold of 1.
     pub nflog_flush_cs: u32,
-    /// NFLOG messages the kernel batches before a flush.
+    /// NFLOG messages the kernel batches before a flush. 1: every logged packet is sent at once.
+    /// Batching bought nothing here — the rule's `limit rate` already caps how many packets
+    /// reach us — and cost every unknown subscriber the flush timer (10–20 ms: a hundredth of a
+    /// second rounded up to jiffies), most of its wait for a route.
     pub nflog_queue_threshold: u32,
     /// Receive buffer of the NFLOG socket, bytes.
     pub receive_buffer: usize,
@@ -59,13 +71,16 @@ pub struct TriggerConfig {
     pub dedupe_window_ms: u64,
     /// Slots of the dedupe table (fixed size: a flood of distinct sources overwrites, never grows).
     pub dedupe_slots: usize,
-    /// Most element changes per `nft` transaction.
+    /// Most element changes per set transaction.
     pub batch_max: usize,
-    /// At least this long between `nft` runs, milliseconds (coalesces bursts of cache changes).
+    /// At least this long between two set transactions in a row, milliseconds; the first after
+    /// a quiet spell never waits. 0 (the default): back to back — a transaction is one netlink
+    /// round trip, and changes arriving during one already gather into the next.
     pub batch_interval_ms: u64,
     /// Dirty entries kept before falling back to a full resync.
     pub dirty_max: usize,
-    /// An `nft` run taking longer is killed and counted as an error, milliseconds.
+    /// A set transaction not answered within this (an `nft` run: killed) is counted as an
+    /// error and followed by a resync, milliseconds.
     pub nft_timeout_ms: u64,
     /// The `nft` program, by absolute path (`[trigger] nft_path`).
     pub nft_program: String,
@@ -80,13 +95,13 @@ impl Default for TriggerConfig {
             log_burst: 50,
             snaplen: 40,
             nflog_flush_cs: 1,
-            nflog_queue_threshold: 32,
+            nflog_queue_threshold: 1,
             receive_buffer: 1 << 20,
             event_queue: 1024,
             dedupe_window_ms: 1000,
             dedupe_slots: 4096,
             batch_max: 2048,
-            batch_interval_ms: 50,
+            batch_interval_ms: 0,
             dirty_max: 65_536,
             nft_timeout_ms: 10_000,
             nft_program: nft::DEFAULT_NFT.to_string(),
@@ -140,7 +155,8 @@ labels! {
         SetRemoves => "set_removes",
         /// Full resyncs of the known sets.
         Resyncs => "resyncs",
-        /// `nft` runs, and those that failed or timed out.
+        /// Set transactions (netlink updates, `nft -f -` installs and resyncs), and those that
+        /// failed or timed out. The labels keep their old names for dashboards.
         NftRuns => "nft_runs",
         NftErrors => "nft_errors",
     }

@@ -19,6 +19,14 @@ pub enum NftError {
     Failed { status: String, stderr: String },
     #[error("nft took longer than {0:?} and was killed")]
     Timeout(Duration),
+    /// A set update written over nf_tables netlink ([`super::nfset`]) could not be sent or read.
+    #[error("nf_tables netlink socket: {0}")]
+    Netlink(std::io::Error),
+    /// The kernel refused a set update (the whole transaction is undone).
+    #[error("nf_tables refused the set update: {0}")]
+    Refused(std::io::Error),
+    #[error("no answer from nf_tables within {0:?}")]
+    NoAnswer(Duration),
 }
 
 /// Where `nft` is unless `[trigger] nft_path` says otherwise: an absolute path, never a `PATH`

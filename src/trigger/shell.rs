@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::known::{Batch, KnownSets};
 use super::nflog::{self, GroupConfig, Item};
+use super::nfset;
 use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerEvent, TriggerLink, TriggerStats};
@@ -158,6 +159,9 @@ impl Trigger {
         let contents = sets.initial();
         let script = ruleset::install(&params, &links, &contents)?;
         let sock = bind(&cfg).await?;
+        // Opened here, on the caller's thread, so it is in the caller's namespace; a restarted
+        // set-sync task keeps it.
+        let sets_sock = Arc::new(nf_tables_socket()?);
         let timeout = Duration::from_millis(cfg.nft_timeout_ms);
         nft::run(&cfg.nft_program, &script, timeout).await?;
         let stats = Arc::new(TriggerStats::default());
@@ -203,12 +207,12 @@ impl Trigger {
         }
         match sup {
             None => {
-                tasks.spawn(sync(shared.clone(), cfg.clone()));
+                tasks.spawn(sync(shared.clone(), cfg.clone(), sets_sock));
             }
             Some(sup) => {
                 let (sh, c) = (shared.clone(), cfg.clone());
                 tasks.spawn(sup.restart("trigger_sync", Lifetime::Forever, move |run| {
-                    let (sh, c) = (sh.clone(), c.clone());
+                    let (sh, c, sock) = (sh.clone(), c.clone(), sets_sock.clone());
                     async move {
                         if run > 0 {
                             // The failed run may have taken a batch it never applied: what the
@@ -218,7 +222,7 @@ impl Trigger {
                                 .store(false, std::sync::atomic::Ordering::Release);
                             sh.wake.notify_one();
                         }
-                        sync(sh, c).await;
+                        sync(sh, c, sock).await;
                         Ok::<(), std::convert::Infallible>(())
                     }
                 }));
@@ -411,18 +415,74 @@ async fn listen(
     }
 }
 
-/// Applies dirty set entries in batches: at most one `nft` process at a time and one run per
-/// `batch_interval_ms`; a failed run makes the next one a full resync (after a pause).
-async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
+/// The socket set updates are written to ([`nfset`]): NETLINK_NETFILTER, no groups.
+fn nf_tables_socket() -> Result<TokioSocket, TriggerError> {
+    let mut sock = TokioSocket::new(NETLINK_NETFILTER)?;
+    sock.socket_mut().bind_auto()?;
+    Ok(sock)
+}
+
+/// Sends one set-update transaction and waits for the kernel's answer to each message: done
+/// when every message is acked, failed at the first error (nf_tables then undid all of it).
+/// Answers to earlier transactions (one abandoned at a timeout) are told apart by sequence
+/// number and skipped.
+async fn apply_update(
+    sock: &TokioSocket,
+    ops: &[ruleset::SetOp],
+    seq: u32,
+    timeout: Duration,
+) -> Result<(), NftError> {
+    let batch = nfset::update(ops, seq);
+    let (first, end) = (seq, batch.acks.end.wrapping_add(1));
+    let ours = |s: u32| s.wrapping_sub(first) < end.wrapping_sub(first);
+    let mut waiting = batch.acks.end.wrapping_sub(batch.acks.start);
+    let exchange = async {
+        sock.send(&batch.bytes).await.map_err(NftError::Netlink)?;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        while waiting > 0 {
+            buf.clear();
+            sock.recv(&mut buf).await.map_err(NftError::Netlink)?;
+            for item in nflog::messages(&buf).flatten() {
+                if let Item::Ack { seq: s, errno } = item
+                    && ours(s)
+                {
+                    if errno != 0 {
+                        let e = std::io::Error::from_raw_os_error(errno.saturating_neg());
+                        return Err(NftError::Refused(e));
+                    }
+                    waiting = waiting.saturating_sub(1);
+                }
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| NftError::NoAnswer(timeout))?
+}
+
+/// Applies dirty set entries in batches, one transaction at a time: an update as nf_tables
+/// netlink messages written here ([`nfset`]), a full resync (rare, and possibly larger than a
+/// socket buffer) as an `nft -f -` run. The first batch after a quiet spell goes at once —
+/// whoever waits for a set (enforcement mode drops a new subscriber's packets until then) waits
+/// for no timer; changes that arrive while a transaction is under way gather into the next one,
+/// which waits `batch_interval_ms` (0 by default) after the previous. A failed transaction makes
+/// the next one a full resync (after a pause).
+async fn sync(shared: Arc<Shared>, cfg: TriggerConfig, sock: Arc<TokioSocket>) {
     let interval = Duration::from_millis(cfg.batch_interval_ms);
     let timeout = Duration::from_millis(cfg.nft_timeout_ms);
     let stats = shared.stats.clone();
     // Failed runs in a row: the pause after one is 0.2 s doubling to 10 s.
     let mut failures: u32 = 0;
+    let mut seq: u32 = 1;
     loop {
         shared.wake.notified().await;
+        let mut first = true;
         loop {
-            tokio::time::sleep(interval).await;
+            if !first && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            first = false;
             let batch = {
                 let mut sets = shared.sets();
                 // Set under the lock that took the batch: `sync_pending` never sees a gap.
@@ -431,7 +491,7 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
                     .store(true, std::sync::atomic::Ordering::Release);
                 sets.take_batch(cfg.batch_max)
             };
-            let (script, adds, removes) = match &batch {
+            let (result, adds, removes) = match &batch {
                 Batch::Idle => {
                     shared
                         .applying
@@ -439,20 +499,24 @@ async fn sync(shared: Arc<Shared>, cfg: TriggerConfig) {
                     break;
                 }
                 Batch::Update(ops) => {
+                    stats.add(TriggerCounter::NftRuns, 1);
                     let adds = ops.iter().filter(|o| o.add).count() as u64;
-                    (ruleset::update(ops), adds, ops.len() as u64 - adds)
+                    let r = apply_update(&sock, ops, seq, timeout).await;
+                    // Begin, one message per run of ops on a set (at most one per op), end.
+                    seq = seq.wrapping_add(ops.len() as u32 + 2);
+                    (r, adds, ops.len() as u64 - adds)
                 }
                 Batch::Resync(c) => {
+                    stats.add(TriggerCounter::NftRuns, 1);
                     stats.add(TriggerCounter::Resyncs, 1);
                     let n = c
                         .iter()
                         .map(|s| s.addresses.len() + s.prefixes.len())
                         .sum::<usize>();
-                    (ruleset::resync(c), n as u64, 0)
+                    let r = nft::run(&cfg.nft_program, &ruleset::resync(c), timeout).await;
+                    (r, n as u64, 0)
                 }
             };
-            stats.add(TriggerCounter::NftRuns, 1);
-            let result = nft::run(&cfg.nft_program, &script, timeout).await;
             let failed = match result {
                 Ok(()) => {
                     stats.add(TriggerCounter::SetAdds, adds);

@@ -126,6 +126,7 @@ fn unknown(source: &str) -> UnknownSource {
         source: a(source),
         link_address: a(LINK),
         interface: Some(Arc::from("sub0")),
+        seen: None,
     }
 }
 

@@ -315,6 +315,7 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
                 source: lease.address,
                 link_address,
                 interface: Some(Arc::from(interface.as_str())),
+                seen: None,
             };
             // Directly: the lookup reports what it did.
             let stats = OnDemandStats::default();

@@ -167,6 +167,13 @@ fn unknown_source_brings_a_route_back_and_a_spoofed_flood_stays_bounded() {
         let m = scrape_in(&lab.ac);
         m.value_or_zero("lqagent_trigger_events_total", &[("outcome", "queried")]) >= 2.0
     });
+    // Each stage of both lookups is timed (the bench reads these to split the path).
+    wait_for("on-demand stages timed", Duration::from_secs(3), || {
+        let m = scrape_in(&lab.ac);
+        ["queued", "leasequery", "to_cache"].iter().all(|s| {
+            m.value_or_zero("lqagent_on_demand_stage_seconds_count", &[("stage", s)]) >= 2.0
+        })
+    });
     let m = scrape_in(&lab.ac);
     let events = m.value_or_zero("lqagent_trigger_total", &[("event", "events")]);
     let bound = m.value_or_zero("lqagent_on_demand_total", &[("event", "bound")]);

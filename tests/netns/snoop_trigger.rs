@@ -644,3 +644,100 @@ fn enforcement_has_no_dhcpv6_port_bypass() {
         })
     });
 }
+
+/// Delegated prefixes reach the interval set through the netlink updates (`trigger::nfset`),
+/// not `nft`: two adjacent prefixes added, one removed; sources inside follow the set. Then an
+/// update the kernel refuses (the element was deleted behind our back, so our delete gets
+/// ENOENT) is counted as an error and repaired by a resync.
+#[test]
+fn prefix_updates_over_netlink_follow_the_cache_and_a_refused_one_resyncs() {
+    if !require_root("prefix_updates_over_netlink_follow_the_cache_and_a_refused_one_resyncs") {
+        return;
+    }
+    const P2: &str = "2001:db8:1:200::/56";
+    const P3: &str = "2001:db8:1:300::/56";
+    const IN_P2: &str = "2001:db8:1:200::5";
+    const IN_P3: &str = "2001:db8:1:300::5";
+    let Lab { boxns, cli } = lab("trn");
+    for a in [IN_P2, IN_P3] {
+        cli.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{a}/128"),
+            "dev",
+            "cli0",
+            "nodad",
+        ]);
+    }
+    let b2 = boxns.clone();
+    boxns.run_in(move || {
+        runtime().block_on(async move {
+            let (trigger, mut rx) = Trigger::start(config(false), vec![link()], [])
+                .await
+                .expect("trigger starts");
+            let h = trigger.handle();
+            let change = |kind, net: &str| Change {
+                kind,
+                key: key(net),
+                old: (kind == ChangeKind::Removed).then(|| view(net)),
+                new: (kind == ChangeKind::Added).then(|| view(net)),
+            };
+            h.on_changes(&[
+                change(ChangeKind::Added, P2),
+                change(ChangeKind::Added, P3),
+                change(ChangeKind::Added, KNOWN),
+            ]);
+            synced(&h).await;
+            assert_eq!(set_elements(&b2, "known_p0"), vec![P2, P3]);
+            assert_eq!(set_elements(&b2, "known_a0"), vec![KNOWN]);
+            assert_eq!(
+                h.stats().get(TriggerCounter::NftRuns),
+                2,
+                "install + one update"
+            );
+
+            h.on_change(&change(ChangeKind::Removed, P2));
+            synced(&h).await;
+            assert_eq!(set_elements(&b2, "known_p0"), vec![P3]);
+            // Inside the kept prefix: not logged; inside the removed one: the first event.
+            udp_from(&cli, IN_P3, 9);
+            udp_from(&cli, IN_P2, 9);
+            let ev = next_event(&mut rx).await;
+            assert_eq!(ev.source, IN_P2.parse::<Ipv6Addr>().unwrap());
+            let s = h.stats();
+            assert_eq!(
+                (
+                    s.get(TriggerCounter::SetAdds),
+                    s.get(TriggerCounter::SetRemoves)
+                ),
+                (3, 1)
+            );
+            assert_eq!(s.get(TriggerCounter::NftErrors), 0);
+
+            // Someone deletes P3 from the set; the cache then drops it too: our delete is
+            // refused, the transaction undone, and a resync puts the sets right.
+            b2.exec(&[
+                "nft",
+                &format!("delete element ip6 lqagent known_p0 {{ {P3} }}"),
+            ]);
+            h.on_changes(&[
+                change(ChangeKind::Removed, P3),
+                change(ChangeKind::Added, LATER),
+            ]);
+            synced(&h).await;
+            let s = h.stats();
+            assert_eq!(s.get(TriggerCounter::NftErrors), 1, "{:?}", s.snapshot());
+            assert_eq!(s.get(TriggerCounter::Resyncs), 1);
+            assert!(set_elements(&b2, "known_p0").is_empty());
+            let mut a = set_elements(&b2, "known_a0");
+            a.sort();
+            assert_eq!(
+                a,
+                vec![KNOWN, LATER],
+                "the refused batch's add came with the resync"
+            );
+            trigger.shutdown().await.expect("table removed");
+        })
+    });
+}

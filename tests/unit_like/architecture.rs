@@ -59,6 +59,7 @@ const PURE: &[&str] = &[
     "persist::codec",
     "trigger::known",
     "trigger::nflog",
+    "trigger::nfset",
     "trigger::ruleset",
 ];
 

@@ -392,29 +392,7 @@ impl IscLab {
         let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
         std::fs::write(p("dhcpd6.conf"), dhcpd_conf(clients, life)).unwrap();
         std::fs::write(p("dhcpd6.leases"), "").unwrap();
-        let mut dhcpd = Daemon::spawn(
-            &server,
-            "dhcpd",
-            &[
-                "dhcpd",
-                "-6",
-                "-f",
-                "-d",
-                "-cf",
-                &p("dhcpd6.conf"),
-                "-lf",
-                &p("dhcpd6.leases"),
-                "-pf",
-                &p("dhcpd.pid"),
-                "s0",
-            ],
-            &dir.path().join("dhcpd.log"),
-        );
-        let log = dir.path().join("dhcpd.log");
-        wait_for("dhcpd to start", Duration::from_secs(10), || {
-            assert!(dhcpd.running(), "dhcpd exited: {}", read(&log));
-            read(&log).contains("Server starting")
-        });
+        let dhcpd = spawn_dhcpd(&server, dir.path());
 
         let mut relay_args: Vec<String> = ["dhcrelay", "-6", "-d", "-I", "-pf", &p("dhcrelay.pid")]
             .iter()
@@ -525,6 +503,45 @@ impl IscLab {
     pub fn stop_relay(&mut self) {
         self.relay.take();
     }
+
+    /// (Re)start dhcpd with `leases` as its lease database (`dhcpd6.leases`, in dhcpd.leases(5)
+    /// form), so it holds bindings no client had to ask for — how a bench gets a thousand
+    /// leases for leasequery without a thousand dhclients. Waits until it says it is serving.
+    pub fn restart_server_with_leases(&mut self, leases: &str) {
+        self.dhcpd.take();
+        std::fs::write(self.dir.path().join("dhcpd6.leases"), leases).unwrap();
+        self.dhcpd = Some(spawn_dhcpd(&self.server, self.dir.path()));
+    }
+}
+
+/// dhcpd -6 in `server` with the configuration and lease file in `dir`; returns once it logged
+/// "Server starting".
+fn spawn_dhcpd(server: &NetNs, dir: &Path) -> Daemon {
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let log = dir.join("dhcpd.log");
+    let mut dhcpd = Daemon::spawn(
+        server,
+        "dhcpd",
+        &[
+            "dhcpd",
+            "-6",
+            "-f",
+            "-d",
+            "-cf",
+            &p("dhcpd6.conf"),
+            "-lf",
+            &p("dhcpd6.leases"),
+            "-pf",
+            &p("dhcpd.pid"),
+            "s0",
+        ],
+        &log,
+    );
+    wait_for("dhcpd to start", Duration::from_secs(10), || {
+        assert!(dhcpd.running(), "dhcpd exited: {}", read(&log));
+        read(&log).contains("Server starting")
+    });
+    dhcpd
 }
 
 fn read(p: &Path) -> String {
