@@ -1209,11 +1209,16 @@ fn send_spoofed(ns: &NetNs, src: SocketAddrV6, dst: SocketAddrV6, payload: Vec<u
         .expect("raw send");
 }
 
-/// Colon-separated hex octets as dhclient writes them (`0:1:0:1:32:a7`, `6e:7f:00:a7`).
+/// Octets as dhclient writes them (`support::isc::lease_file_octets`).
 fn colon_hex(text: &str) -> Vec<u8> {
-    text.split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("hex octet"))
-        .collect()
+    support::isc::lease_file_octets(text)
+}
+
+#[test]
+fn lease_file_octets_reads_both_forms_dhclient_writes() {
+    assert_eq!(colon_hex("6e:7f:00:a7"), vec![0x6e, 0x7f, 0, 0xa7]);
+    assert_eq!(colon_hex(r#""ab\"c""#), b"ab\"c".to_vec());
+    assert_eq!(colon_hex(r#""\000\001a\\""#), vec![0, 1, b'a', b'\\']);
 }
 
 /// From client `i`'s dhclient lease file: its IA_PD's IAID and the server's DUID.

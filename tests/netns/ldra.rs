@@ -55,11 +55,9 @@ fn wait(lab: &IscLab, what: &str, timeout: Duration, mut f: impl FnMut() -> bool
     }
 }
 
-/// A colon-separated hex value in a dhclient lease file (`0:1:0:1:...` or `1e:ab:cd:ef`).
+/// A value in a dhclient lease file: colon hex, or a quoted string when every octet is printable.
 fn colon_hex(v: &str) -> Vec<u8> {
-    v.split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("hex octet"))
-        .collect()
+    support::isc::lease_file_octets(v)
 }
 
 /// From a dhclient6 lease file: the IA_NA and IA_PD IAIDs and the server's DUID.

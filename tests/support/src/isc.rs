@@ -547,3 +547,37 @@ fn spawn_dhcpd(server: &NetNs, dir: &Path) -> Daemon {
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// Octets as dhclient writes them: colon-separated hex (`0:1:0:1:32:a7`, `6e:7f:00:a7`), or —
+/// when every octet happens to be printable, as a random MAC's IAID can be — a quoted string
+/// with C escapes (`"ab\"c"`, `"\000\001"`).
+pub fn lease_file_octets(text: &str) -> Vec<u8> {
+    let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+        return text
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).expect("hex octet"))
+            .collect();
+    };
+    let mut out = Vec::new();
+    let mut bytes = quoted.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next().expect("escape at the end") {
+            d @ b'0'..=b'7' => {
+                let (d2, d3) = (bytes.next().expect("octal"), bytes.next().expect("octal"));
+                let oct = [d, d2, d3].map(|c| (c - b'0') as u32);
+                out.push((oct[0] * 64 + oct[1] * 8 + oct[2]) as u8);
+            }
+            b'x' => {
+                let hex = [bytes.next().expect("hex"), bytes.next().expect("hex")];
+                let hex = std::str::from_utf8(&hex).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
