@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::prefix::Ipv6Prefix;
 
-pub use crate::time::{INFINITE_LIFETIME, Timestamp};
+pub use crate::time::Timestamp;
 
 labels! {
     /// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).

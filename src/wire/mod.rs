@@ -46,7 +46,7 @@ pub(crate) mod view;
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
 pub use error::Error;
-pub use ia::INFINITY;
+pub use ia::INFINITE_LIFETIME;
 pub use message::MAX_TRANSACTION_ID;
 pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,

@@ -195,8 +195,11 @@ fn ia_pd_with_iaprefix() {
     bytes.extend(&inner);
     let pfx = crate::prefix::Ipv6Prefix::new(a("2001:db8:100::"), 56).unwrap();
     let mut ia = Ia::new(1, 0, 0);
-    ia.options
-        .push(DhcpOption::IaPrefix(IaPrefix::new(pfx, 0, INFINITY)));
+    ia.options.push(DhcpOption::IaPrefix(IaPrefix::new(
+        pfx,
+        0,
+        INFINITE_LIFETIME,
+    )));
     check(&DhcpOption::IaPd(ia), &bytes);
     let OptionRef::IaPd(v) = view(&bytes) else {
         panic!("not IA_PD")
@@ -207,7 +210,7 @@ fn ia_pd_with_iaprefix() {
         panic!("not IAPREFIX")
     };
     assert_eq!(p.prefix().unwrap(), pfx);
-    assert_eq!((p.preferred, p.valid), (0, INFINITY));
+    assert_eq!((p.preferred, p.valid), (0, INFINITE_LIFETIME));
 }
 
 #[test]
