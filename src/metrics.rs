@@ -147,7 +147,7 @@ pub struct ServerLabels {
     pub server: String,
 }
 
-/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::reason()`).
+/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::label()`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,

@@ -156,7 +156,7 @@ impl Unusable {
         match self {
             Unusable::NoServerId => "no_server_id",
             Unusable::NoLink => "no_link",
-            Unusable::Data(e) => e.reason(),
+            Unusable::Data(e) => e.label(),
         }
     }
 }

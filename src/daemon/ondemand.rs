@@ -211,7 +211,7 @@ impl Lookup {
                 }
                 Err(e) => {
                     stats.unusable.fetch_add(1, Relaxed);
-                    tracing::debug!(source = %s.source, reason = e.reason(), "leasequery answer unusable");
+                    tracing::debug!(source = %s.source, reason = e.label(), "leasequery answer unusable");
                 }
             }
         }

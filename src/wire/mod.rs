@@ -45,7 +45,7 @@ pub(crate) mod view;
 
 pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use ia::INFINITE_LIFETIME;
 pub use message::MAX_TRANSACTION_ID;
 pub use owned::{

@@ -228,7 +228,7 @@ impl Builder {
         self.malformed += 1;
         ErrorNode {
             offset: error_offset(e).unwrap_or(offset),
-            reason: e.reason(),
+            reason: e.label(),
             error: e.to_string(),
             bytes: dump(bytes),
         }

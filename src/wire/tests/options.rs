@@ -543,7 +543,7 @@ fn bad_lengths() {
             );
             let v = MessageView::new_checked(&bytes).unwrap();
             assert_eq!(v.walk().unwrap_err(), want, "view, code {code} len {len}");
-            assert_eq!(want.reason(), "bad_length");
+            assert_eq!(want.label(), "bad_length");
         }
     }
 }
@@ -604,9 +604,9 @@ fn truncated_and_overrunning_options() {
 fn message_headers_truncated() {
     for len in 0..4 {
         let bytes = vec![7u8; len];
-        assert_eq!(Message::parse(&bytes).unwrap_err().reason(), "truncated");
+        assert_eq!(Message::parse(&bytes).unwrap_err().label(), "truncated");
         assert_eq!(
-            MessageView::new_checked(&bytes).unwrap_err().reason(),
+            MessageView::new_checked(&bytes).unwrap_err().label(),
             "truncated"
         );
     }
@@ -679,7 +679,7 @@ fn typed_accessors_match_kind_and_check_the_code() {
     assert_eq!(o.clt_time().unwrap(), 256);
     let short = [0, 46, 0, 2, 0, 0];
     let o = OptionsIter::over(&short).next().unwrap().unwrap();
-    assert_eq!(o.clt_time().unwrap_err().reason(), "bad_length");
+    assert_eq!(o.clt_time().unwrap_err().label(), "bad_length");
     let duid = [0, 2, 0, 2, 0xab, 0xcd];
     let o = OptionsIter::over(&duid).next().unwrap().unwrap();
     assert_eq!(o.duid().unwrap(), &[0xab, 0xcd]);
