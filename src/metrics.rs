@@ -104,17 +104,8 @@ pub mod names {
     ];
 }
 
-labels! {
-    /// Leasequery query type as a metric label (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3);
-    /// the wire's code is `wire::QueryType`.
-    pub enum LeasequeryType {
-        Address => "address",
-        ClientId => "client_id",
-        RelayId => "relay_id",
-        LinkAddress => "link_address",
-        RemoteId => "remote_id",
-    }
-}
+/// The `query_type` label is the codec's own name for a leasequery type, not a mirror of it.
+pub use crate::wire::LeasequeryType;
 
 labels! {
     /// How one leasequery ended.

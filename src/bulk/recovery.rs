@@ -377,7 +377,7 @@ pub async fn recover(
                 query,
                 result,
             } => {
-                stats.query_finished(server, query.label(), &result);
+                stats.query_finished(server, query.kind(), &result);
                 let l = listed.remove(&(server, id)).unwrap_or_default();
                 if l.overflow {
                     tracing::warn!(%server, query = query.label(), "bulk query not swept: more than MAX_LISTED leases, or answers under two server DUIDs");

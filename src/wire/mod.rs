@@ -43,7 +43,7 @@ mod relay;
 mod status;
 pub(crate) mod view;
 
-pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
+pub use codes::{LeasequeryType, MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
 pub use error::{Error, ErrorKind};
 pub use ia::INFINITE_LIFETIME;
