@@ -47,8 +47,10 @@ pub enum CacheInput {
     Doubt(Doubt),
     /// A confirming leasequery's answer that nobody holds a doubted key.
     Confirm(Confirmation),
-    /// Test hook only (the daemon sends it when `LQAGENT_TEST_STALL_CACHE_SECS` is set): the
-    /// task stops making progress for this long, as if stuck, so the watchdog can be tested.
+    /// Test hook only, in debug builds only (the daemon sends it when
+    /// `LQAGENT_TEST_STALL_CACHE_SECS` is set): the task stops making progress for this long, as
+    /// if stuck, so the watchdog can be tested.
+    #[cfg(debug_assertions)]
     #[doc(hidden)]
     Stall(Duration),
 }
@@ -361,6 +363,7 @@ impl CacheTask {
                             unheld = self.unheld_by_answer(&c);
                             self.store.confirm(&c)
                         }
+                        #[cfg(debug_assertions)]
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;
