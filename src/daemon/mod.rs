@@ -60,7 +60,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::persist;
-use crate::supervise::{self, Lifetime, Supervisor};
+use crate::supervise::{self, Inbox, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerError};
 
 pub(crate) use ondemand::OnDemand;
@@ -389,7 +389,7 @@ fn supervise_routes(
     commands: mpsc::Receiver<reconcile::RouteCommand>,
     again: RouteRestart,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let commands = Arc::new(tokio::sync::Mutex::new(commands));
+    let commands = Inbox::new(commands);
     let again = Arc::new(again);
     // A restarted installer asks about its inherited routes where the first one did.
     let doubts = first.doubts().cloned();
@@ -398,7 +398,7 @@ fn supervise_routes(
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
         let doubts = doubts.clone();
         async move {
-            let mut commands = commands.lock_owned().await;
+            let mut commands = commands.lend().await;
             let installer = match installer {
                 Some(i) => i,
                 None => {
