@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::prefix::Ipv6Prefix;
+use crate::wire::LeasequeryType;
 
 mod file;
 pub(crate) mod host;
@@ -152,18 +153,6 @@ pub struct LimitsSection {
     pub max_bindings: usize,
 }
 
-labels! {
-    /// One RFC 5460 bulk query kind.
-    pub enum BulkQueryKind {
-        /// QUERY_BY_RELAY_ID (RFC 5460 section 5.3), with `identity.relay_duid`.
-        RelayId => "relay-id",
-        /// QUERY_BY_LINK_ADDRESS, once per configured link.
-        LinkAddress => "link-address",
-        /// QUERY_BY_REMOTE_ID, once per `bulk.remote_ids` entry.
-        RemoteId => "remote-id",
-    }
-}
-
 /// An RFC 4649 remote-id: enterprise number and the relay's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteId {
@@ -175,7 +164,9 @@ pub struct RemoteId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkSection {
     pub enabled: bool,
-    pub queries: Vec<BulkQueryKind>,
+    /// The RFC 5460 query types asked: `RelayId` with `identity.relay_duid`, `LinkAddress` once
+    /// per configured link, `RemoteId` once per `remote_ids` entry.
+    pub queries: Vec<LeasequeryType>,
     /// Attempts per bulk query before it is given up, 1–1000 (operators use hundreds at boot,
     /// while the servers come up too).
     pub attempts: u16,

@@ -108,17 +108,8 @@ pub mod names {
     ];
 }
 
-labels! {
-    /// Leasequery query type as a metric label (RFC 5007 section 4.1.2.1, RFC 5460 section 5.3);
-    /// the wire's code is `wire::QueryType`.
-    pub enum LeasequeryType {
-        Address => "address",
-        ClientId => "client_id",
-        RelayId => "relay_id",
-        LinkAddress => "link_address",
-        RemoteId => "remote_id",
-    }
-}
+/// The `query_type` label is the codec's own name for a leasequery type, not a mirror of it.
+pub use crate::wire::LeasequeryType;
 
 labels! {
     /// How one leasequery ended.
@@ -151,7 +142,7 @@ pub struct ServerLabels {
     pub server: String,
 }
 
-/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::reason()`).
+/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::label()`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,

@@ -7,9 +7,9 @@
 //! supervisor with it; aborting the supervisor (shutdown) aborts the run it watches.
 //!
 //! State a task needs across restarts (its input channel above all) is owned by the start
-//! closure and lent to each run — a receiver behind an `Arc<tokio::sync::Mutex<_>>` that the
-//! run locks (a panicking run drops the guard; tokio's mutex does not poison) — so producers
-//! never see a closed channel while a task restarts.
+//! closure and lent to each run — an [`Inbox`], the receiver that each run borrows (a panicking
+//! run drops its loan; tokio's mutex does not poison) — so producers never see a closed channel
+//! while a task restarts.
 //!
 //! The backoff is the pure [`Backoff`]: 1 s doubling to 60 s, back to 1 s after a run that
 //! lasted [`Policy::healthy_after`] (a task failing once a day is not penalised for old faults).
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info};
 
@@ -31,6 +31,35 @@ pub enum Lifetime {
     Forever,
     /// Ends when its work is done (`Ok`): not restarted then; restarted only after a failure.
     UntilDone,
+}
+
+/// A task's input queue, kept by whoever restarts the task and lent to one run at a time, so the
+/// senders never see it closed while a run dies and the next one starts. Cloning shares it.
+pub struct Inbox<T>(Arc<tokio::sync::Mutex<mpsc::Receiver<T>>>);
+
+impl<T> Inbox<T> {
+    pub fn new(rx: mpsc::Receiver<T>) -> Self {
+        Inbox(Arc::new(tokio::sync::Mutex::new(rx)))
+    }
+
+    /// The receiver, for as long as the returned loan lives. A second run asking meanwhile
+    /// waits until the first one's loan is dropped — also when that run panicked (tokio's mutex
+    /// does not poison), which is what lets a restarted run take over the same queue.
+    pub async fn lend(&self) -> OwnedMutexGuard<mpsc::Receiver<T>> {
+        self.0.clone().lock_owned().await
+    }
+}
+
+impl<T> Clone for Inbox<T> {
+    fn clone(&self) -> Self {
+        Inbox(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Inbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbox")
+    }
 }
 
 /// Restart pacing.
@@ -207,19 +236,23 @@ impl Supervisor {
     }
 }
 
-/// Test hook (never set in production): with `LQAGENT_TEST_FAULT_DIR` set, resolves once the
-/// file named `task` exists in that directory; without it, never. The route and capture tasks
-/// panic on it (first run only), so tests can show that a failed task is restarted and counted
-/// at a moment they choose.
+/// Test hook: with `LQAGENT_TEST_FAULT_DIR` set, resolves once the file named `task` exists in
+/// that directory; without it, never. The route, capture and requestor tasks panic on it (first
+/// run only), so tests can show that a failed task is restarted and counted at a moment they
+/// choose. Only debug builds (what `cargo test` runs) read the variable: in a release build this
+/// never resolves, and the binary does not even hold the variable's name.
 pub(crate) async fn test_fault(task: &str) {
-    let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") else {
-        return std::future::pending().await;
-    };
-    let path = std::path::Path::new(&dir).join(task);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    while !path.exists() {
-        tick.tick().await;
+    #[cfg(debug_assertions)]
+    if let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") {
+        let path = std::path::Path::new(&dir).join(task);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while !path.exists() {
+            tick.tick().await;
+        }
+        return;
     }
+    let _ = task;
+    std::future::pending().await
 }
 
 #[cfg(test)]
@@ -298,12 +331,12 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         let sup = Supervisor::new(stop, fast());
         let (tx, rx) = mpsc::channel::<u32>(8);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let rx = Inbox::new(rx);
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
         let run = sup.restart("c", Lifetime::UntilDone, move |_| {
             let (rx, seen) = (rx.clone(), seen_tx.clone());
             async move {
-                let mut rx = rx.lock_owned().await;
+                let mut rx = rx.lend().await;
                 while let Some(n) = rx.recv().await {
                     assert_ne!(n, 0, "zero is poison");
                     let _ = seen.send(n);

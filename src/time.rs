@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// The lifetime value meaning "infinite" (RFC 8415 §7.7).
-pub const INFINITE_LIFETIME: u32 = 0xffff_ffff;
+use crate::wire::INFINITE_LIFETIME;
 
 /// An instant on the agent clock, in milliseconds (Unix-aligned: see [`AgentClock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -27,8 +27,8 @@ use crate::cache::from_wire::relay_placement;
 use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
-    ClientData, ClientMessage, DhcpOption, Duid, LqQuery, MAX_TRANSACTION_ID, Message, MessageType,
-    OptionCode, QueryType, StatusCode,
+    ClientData, ClientMessage, DhcpOption, Duid, LeasequeryType, LqQuery, MAX_TRANSACTION_ID,
+    Message, MessageType, OptionCode, StatusCode,
 };
 
 /// What to ask a server for (RFC 5460 §5.3 query types).
@@ -56,24 +56,28 @@ impl BulkQuery {
         (!l.is_unspecified()).then_some(l)
     }
 
-    /// The label: log field and metric label value (see `crate::label`).
-    pub fn label(&self) -> &'static str {
+    /// Which type of leasequery this is (its label is the log field and metric label value).
+    pub fn kind(&self) -> LeasequeryType {
         match self {
-            BulkQuery::RelayId { .. } => "relay_id",
-            BulkQuery::LinkAddress(_) => "link_address",
-            BulkQuery::RemoteId { .. } => "remote_id",
+            BulkQuery::RelayId { .. } => LeasequeryType::RelayId,
+            BulkQuery::LinkAddress(_) => LeasequeryType::LinkAddress,
+            BulkQuery::RemoteId { .. } => LeasequeryType::RemoteId,
         }
+    }
+
+    /// The label of [`BulkQuery::kind`].
+    pub fn label(&self) -> &'static str {
+        self.kind().label()
     }
 
     /// The LQ_QUERY option, asking for LQ_RELAY_DATA so each binding's link and the client's
     /// peer-address (the route's next hop) are known even for queries over every link.
     pub fn lq_query(&self) -> LqQuery {
-        let (qt, link) = match self {
-            BulkQuery::RelayId { link, .. } => (QueryType::BY_RELAY_ID, *link),
-            BulkQuery::LinkAddress(l) => (QueryType::BY_LINK_ADDRESS, *l),
-            BulkQuery::RemoteId { link, .. } => (QueryType::BY_REMOTE_ID, *link),
+        let link = match self {
+            BulkQuery::RelayId { link, .. } | BulkQuery::RemoteId { link, .. } => *link,
+            BulkQuery::LinkAddress(l) => *l,
         };
-        let mut q = LqQuery::new(qt, link);
+        let mut q = LqQuery::new(self.kind().code(), link);
         match self {
             BulkQuery::RelayId { relay_id, .. } => {
                 q.options.push(DhcpOption::RelayId(relay_id.clone()))

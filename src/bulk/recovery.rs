@@ -156,7 +156,7 @@ impl Unusable {
         match self {
             Unusable::NoServerId => "no_server_id",
             Unusable::NoLink => "no_link",
-            Unusable::Data(e) => e.reason(),
+            Unusable::Data(e) => e.label(),
         }
     }
 }
@@ -377,7 +377,7 @@ pub async fn recover(
                 query,
                 result,
             } => {
-                stats.query_finished(server, query.label(), &result);
+                stats.query_finished(server, query.kind(), &result);
                 let l = listed.remove(&(server, id)).unwrap_or_default();
                 if l.overflow {
                     tracing::warn!(%server, query = query.label(), "bulk query not swept: more than MAX_LISTED leases, or answers under two server DUIDs");

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::core::{Discard, QueryResult};
+use crate::wire::LeasequeryType;
 
 crate::label::labels! {
     /// What the bulk requestor counts.
@@ -52,8 +53,8 @@ impl Default for BulkStats {
     }
 }
 
-/// Sees each finished query: (server, query kind as `BulkQuery::kind`, result).
-type QueryFn = Box<dyn Fn(SocketAddr, &'static str, &QueryResult) + Send + Sync>;
+/// Sees each finished query: (server, query type as `BulkQuery::kind`, result).
+type QueryFn = Box<dyn Fn(SocketAddr, LeasequeryType, &QueryResult) + Send + Sync>;
 
 #[derive(Default)]
 struct QueryObserver(std::sync::OnceLock<QueryFn>);
@@ -118,12 +119,12 @@ impl BulkStats {
     /// Set once; later calls are ignored and return false.
     pub fn observe_queries(
         &self,
-        f: impl Fn(SocketAddr, &'static str, &QueryResult) + Send + Sync + 'static,
+        f: impl Fn(SocketAddr, LeasequeryType, &QueryResult) + Send + Sync + 'static,
     ) -> bool {
         self.queries.0.set(Box::new(f)).is_ok()
     }
 
-    pub(crate) fn query_finished(&self, server: SocketAddr, kind: &'static str, r: &QueryResult) {
+    pub(crate) fn query_finished(&self, server: SocketAddr, kind: LeasequeryType, r: &QueryResult) {
         if let Some(f) = self.queries.0.get() {
             f(server, kind, r);
         }

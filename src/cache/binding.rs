@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::prefix::Ipv6Prefix;
 
-pub use crate::time::{INFINITE_LIFETIME, Timestamp};
+pub use crate::time::Timestamp;
 
 labels! {
     /// The identity association a lease belongs to (RFC 8415 §21.4, §21.5, §21.21).
@@ -198,8 +198,9 @@ pub struct ObservedLease {
 
 /// Everything one answer says about one client on one link: the cache's input.
 ///
-/// Made by the snooper from a relayed REPLY, by the requestor from a CLIENT_DATA, by bulk from each
-/// LEASEQUERY-REPLY/-DATA, and by the state loader.
+/// Made by the snooper from a relayed REPLY (`snoop::classify`), and by `cache::from_wire` from
+/// each CLIENT_DATA of a leasequery answer (on-demand, the confirmer, bulk). The state loader
+/// makes none: it restores leases as they were ([`Lease`]), past the merge rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub client_duid: Box<[u8]>,

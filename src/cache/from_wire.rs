@@ -32,7 +32,7 @@ pub enum FromWireError {
 
 impl FromWireError {
     /// Metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             FromWireError::NoClientId => "no_client_id",
             FromWireError::NoCltTime => "no_clt_time",
@@ -435,6 +435,6 @@ mod tests {
     fn client_data_without_clt_time_is_refused() {
         let e = observation_from_client_data(&client_data(false), &ctx()).unwrap_err();
         assert_eq!(e, FromWireError::NoCltTime);
-        assert_eq!(e.reason(), "no_clt_time");
+        assert_eq!(e.label(), "no_clt_time");
     }
 }

@@ -142,10 +142,11 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use super::binding::{
-    Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtReason, INFINITE_LIFETIME, IaType,
-    Lease, LeaseKey, Observation, ObservedLease, RouteView, ServerId, Source, Sweep, Timestamp,
-    WithdrawReason, Withdrawal,
+    Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtReason, IaType, Lease, LeaseKey,
+    Observation, ObservedLease, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
+    Withdrawal,
 };
+use crate::wire::INFINITE_LIFETIME;
 
 /// R10: default cap on bindings per local subscriber interface: an eighth of the default
 /// 2 000 000 routes, so one port (whatever DUIDs its clients invent) can take at most an eighth

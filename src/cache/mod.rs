@@ -18,8 +18,8 @@ pub mod task;
 
 pub use binding::{
     AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason,
-    DoubtStats, INFINITE_LIFETIME, IaType, Lease, LeaseKey, Link, Observation, ObservedLease,
-    RelayData, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
+    DoubtStats, IaType, Lease, LeaseKey, Link, Observation, ObservedLease, RelayData, RouteView,
+    ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 pub use merge::{CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats, MoveKind};

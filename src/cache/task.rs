@@ -33,6 +33,7 @@ use super::binding::{
 use super::store::{Applied, BindingStore};
 use crate::admission::{Admission, Admitted};
 use crate::persist::{JournalHandle, Record};
+use crate::supervise::Inbox;
 use crate::time::AgentClock;
 
 /// What the cache task accepts.
@@ -47,8 +48,10 @@ pub enum CacheInput {
     Doubt(Doubt),
     /// A confirming leasequery's answer that nobody holds a doubted key.
     Confirm(Confirmation),
-    /// Test hook only (the daemon sends it when `LQAGENT_TEST_STALL_CACHE_SECS` is set): the
-    /// task stops making progress for this long, as if stuck, so the watchdog can be tested.
+    /// Test hook only, in debug builds only (the daemon sends it when
+    /// `LQAGENT_TEST_STALL_CACHE_SECS` is set): the task stops making progress for this long, as
+    /// if stuck, so the watchdog can be tested.
+    #[cfg(debug_assertions)]
     #[doc(hidden)]
     Stall(Duration),
 }
@@ -258,8 +261,8 @@ pub(crate) fn start_admitted(
         store,
         clock,
         journal,
-        inputs: Arc::new(tokio::sync::Mutex::new(rx)),
-        snooped: Arc::new(tokio::sync::Mutex::new(srx)),
+        inputs: Inbox::new(rx),
+        snooped: Inbox::new(srx),
         changes: ctx,
         stats,
         admission,
@@ -294,9 +297,9 @@ struct CacheTask {
     clock: AgentClock,
     journal: Option<JournalHandle>,
     /// Lent to each run (a run that panics drops its guard; tokio's mutex does not poison).
-    inputs: Arc<tokio::sync::Mutex<mpsc::Receiver<CacheInput>>>,
+    inputs: Inbox<CacheInput>,
     /// The snooper's queue, lent the same way; served first.
-    snooped: Arc<tokio::sync::Mutex<mpsc::Receiver<CacheInput>>>,
+    snooped: Inbox<CacheInput>,
     changes: mpsc::Sender<Change>,
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
@@ -307,9 +310,8 @@ struct CacheTask {
 
 impl CacheTask {
     async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
-        let inputs = self.inputs.clone();
-        let mut inputs = inputs.lock_owned().await;
-        let mut snooped = self.snooped.clone().lock_owned().await;
+        let mut inputs = self.inputs.lend().await;
+        let mut snooped = self.snooped.lend().await;
         let now = self.clock.now();
         for (k, l) in restored {
             if let Some(c) = self.store.restore(k, l, now) {
@@ -366,6 +368,7 @@ impl CacheTask {
                             unheld = self.unheld_by_answer(&c);
                             self.store.confirm(&c)
                         }
+                        #[cfg(debug_assertions)]
                         CacheInput::Stall(d) => {
                             tracing::warn!(stall = ?d, "test hook: cache task stalling");
                             tokio::time::sleep(d).await;

@@ -13,6 +13,7 @@ use lqagent::control::{
     BindingFilter, BindingView, Request, Response, ServerView, StatsView, normalize_duid,
 };
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::wire::INFINITE_LIFETIME;
 
 /// Where the daemon listens: `--socket`, else `control.socket` of `--config`, else the default.
 #[derive(Debug, Args)]
@@ -271,7 +272,7 @@ fn servers_table(servers: &[ServerView], now: u64) -> String {
 }
 
 fn lifetime(secs: u32) -> String {
-    if secs == u32::MAX {
+    if secs == INFINITE_LIFETIME {
         "infinite".to_string()
     } else {
         format!("{secs}s")

@@ -16,7 +16,7 @@ use lqagent::requestor::{
     Answer, AnswerVerdict, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
     RetransmitParams, ServerAnswer,
 };
-use lqagent::wire::StatusCode;
+use lqagent::wire::{ALL_DHCP_SERVERS, INFINITE_LIFETIME, SERVER_PORT, StatusCode};
 
 /// Exit status for "no binding".
 pub(crate) const EXIT_NO_BINDING: i32 = 1;
@@ -113,7 +113,7 @@ fn parse_server(s: &str) -> anyhow::Result<SocketAddr> {
     }
     let (host, port) = match s.strip_prefix('[').and_then(|r| r.split_once("]:")) {
         Some((h, p)) => (h, p.parse::<u16>().context("bad port")?),
-        None => (s, 547),
+        None => (s, SERVER_PORT),
     };
     let (addr, scope) = match host.split_once('%') {
         Some((a, i)) => (a, ifindex(i)?),
@@ -174,8 +174,8 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
             multicast_sources.extend(servers.iter().copied());
             let idx = ifindex(iface)?;
             servers.push(SocketAddr::V6(SocketAddrV6::new(
-                lqagent::wire::ALL_DHCP_SERVERS,
-                lqagent::wire::SERVER_PORT,
+                ALL_DHCP_SERVERS,
+                SERVER_PORT,
                 0,
                 // ff05:: is site scope: the interface goes in IPV6_MULTICAST_IF instead.
                 0,
@@ -276,7 +276,7 @@ fn describe(q: &Query) -> String {
 
 /// Seconds left of a lifetime `secs` that was counted from `received`.
 fn remaining(secs: u32, received: Instant) -> Option<u64> {
-    if secs == u32::MAX {
+    if secs == INFINITE_LIFETIME {
         return None;
     }
     Some(u64::from(secs).saturating_sub(received.elapsed().as_secs()))

@@ -181,7 +181,7 @@ impl Default for Bulk {
     fn default() -> Self {
         Bulk {
             enabled: true,
-            queries: vec!["link-address".to_string()],
+            queries: vec!["link_address".to_string()],
             attempts: 3,
             connect_timeout_secs: 5,
             data_timeout_secs: 300,

@@ -25,10 +25,38 @@ fn sample_config_loads() {
     assert!(c.links[1].trigger, "trigger defaults to true per link");
     assert_eq!(
         c.bulk.queries,
-        vec![BulkQueryKind::LinkAddress, BulkQueryKind::RelayId]
+        vec![LeasequeryType::LinkAddress, LeasequeryType::RelayId]
     );
     assert_eq!(c.routes.protocol, 211);
     assert_eq!(c.identity.relay_duid.as_ref().map(Vec::len), Some(10));
+}
+
+/// The bulk query types are spelled as in the metrics (`relay_id`); the hyphenated spelling that
+/// configurations in the field use (`relay-id`) means the same.
+#[test]
+fn bulk_queries_take_the_metric_spelling_and_the_older_hyphenated_one() {
+    let conf = |q: &str| {
+        format!(
+            "[identity]\nrelay_duid = \"000300010200000000aa\"\n[bulk]\nqueries = {q}\n\
+             remote_ids = [{{ enterprise = 9, id = \"01\" }}]\n[[servers]]\naddress = \"2001:db8::1\"\n"
+        )
+    };
+    let all = vec![
+        LeasequeryType::RelayId,
+        LeasequeryType::LinkAddress,
+        LeasequeryType::RemoteId,
+    ];
+    for q in [
+        r#"["relay_id", "link_address", "remote_id"]"#,
+        r#"["relay-id", "link-address", "remote-id"]"#,
+    ] {
+        let c = Config::parse(&conf(q)).unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert_eq!(c.bulk.queries, all, "{q}");
+    }
+    assert!(
+        Config::parse(&conf(r#"["address"]"#)).is_err(),
+        "not a bulk query"
+    );
 }
 
 #[test]
@@ -52,7 +80,7 @@ fn minimal_config_takes_documented_defaults() {
     let many = Config::parse("[bulk]\nattempts = 500\n[[servers]]\naddress = \"2001:db8::1\"\n")
         .expect("hundreds of bulk attempts are fine");
     assert_eq!(many.bulk.attempts, 500);
-    assert_eq!(c.bulk.queries, vec![BulkQueryKind::LinkAddress]);
+    assert_eq!(c.bulk.queries, vec![LeasequeryType::LinkAddress]);
     assert!(c.links.is_empty());
 }
 
@@ -222,7 +250,12 @@ const BROKEN: &[(&str, &str, &str)] = &[
     (
         "[bulk]\nqueries = [\"by-mac\"]\n[[servers]]\naddress = \"2001:db8::1\"\n",
         "bulk.queries[0]",
-        "link-address",
+        "link_address",
+    ),
+    (
+        "[bulk]\nqueries = [\"link_address\", \"link-address\"]\n[[servers]]\naddress = \"2001:db8::1\"\n",
+        "bulk.queries[1]",
+        "listed twice",
     ),
     (
         "[bulk]\npipeline_depth = 0\n[[servers]]\naddress = \"2001:db8::1\"\n",

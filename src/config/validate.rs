@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use super::file::{self, File};
 use super::{
-    BulkQueryKind, BulkSection, Config, ConfigError, ControlSection, IdentitySection,
-    LeasequerySection, LimitsSection, LinkConfig, LogFormat, LogSection, MetricsSection, RemoteId,
-    RequestorSection, RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
+    BulkSection, Config, ConfigError, ControlSection, IdentitySection, LeasequerySection,
+    LimitsSection, LinkConfig, LogFormat, LogSection, MetricsSection, RemoteId, RequestorSection,
+    RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
 };
 use crate::prefix::Ipv6Prefix;
+use crate::wire::LeasequeryType;
 
 /// Bounds that keep a config from asking for unbounded tables.
 const MAX_SERVERS: usize = 16;
@@ -383,20 +384,27 @@ const MAX_CAP_PER_CLIENT: u64 = 65_536;
 /// Most bindings the cache may be allowed in total (~250 bytes each: 25 GB).
 const MAX_CAP_BINDINGS: u64 = 100_000_000;
 
+/// The bulk query types, by their one name (`relay_id`, as in the metrics), or by the older
+/// spelling with a hyphen (`relay-id`) that configurations in the field were written with.
+fn bulk_query(s: &str) -> Option<LeasequeryType> {
+    [
+        LeasequeryType::RelayId,
+        LeasequeryType::LinkAddress,
+        LeasequeryType::RemoteId,
+    ]
+    .into_iter()
+    .find(|t| s == t.label() || s == t.label().replace('_', "-"))
+}
+
 fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
     let mut queries = Vec::new();
     for (i, q) in f.queries.iter().enumerate() {
         let key = format!("bulk.queries[{i}]");
-        let q = match q.as_str() {
-            "relay-id" => BulkQueryKind::RelayId,
-            "link-address" => BulkQueryKind::LinkAddress,
-            "remote-id" => BulkQueryKind::RemoteId,
-            other => {
-                return Err(invalid(
-                    key,
-                    format!("want \"relay-id\", \"link-address\" or \"remote-id\", not {other:?}"),
-                ));
-            }
+        let Some(q) = bulk_query(q) else {
+            return Err(invalid(
+                key,
+                format!("want \"relay_id\", \"link_address\" or \"remote_id\", not {q:?}"),
+            ));
         };
         if queries.contains(&q) {
             return Err(invalid(key, format!("{:?} listed twice", q.label())));
@@ -422,16 +430,16 @@ fn bulk(f: &file::Bulk, id: &IdentitySection) -> Result<BulkSection> {
                 "bulk is enabled but no query kind is listed",
             ));
         }
-        if queries.contains(&BulkQueryKind::RelayId) && id.relay_duid.is_none() {
+        if queries.contains(&LeasequeryType::RelayId) && id.relay_duid.is_none() {
             return Err(invalid(
                 "bulk.queries",
-                "\"relay-id\" needs identity.relay_duid",
+                "\"relay_id\" needs identity.relay_duid",
             ));
         }
-        if queries.contains(&BulkQueryKind::RemoteId) && remote_ids.is_empty() {
+        if queries.contains(&LeasequeryType::RemoteId) && remote_ids.is_empty() {
             return Err(invalid(
                 "bulk.queries",
-                "\"remote-id\" needs at least one bulk.remote_ids entry",
+                "\"remote_id\" needs at least one bulk.remote_ids entry",
             ));
         }
     }

@@ -50,6 +50,7 @@ use crate::cache::task::{CacheInput, DoubtSink};
 use crate::cache::{LeaseKey, Link, Observation, ServerId, Source, Timestamp};
 use crate::requestor::udp::QueryError;
 use crate::requestor::{Answer, Query, QueryOutcome};
+use crate::supervise::Inbox;
 
 use super::ondemand::Lookup;
 
@@ -365,7 +366,7 @@ impl Confirmer {
 /// The confirmer task, ready to run (again) on the same doubt queue.
 #[derive(Clone)]
 pub struct ConfirmRunner {
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Doubt>>>,
+    rx: Inbox<Doubt>,
     confirmer: Arc<Confirmer>,
 }
 
@@ -379,7 +380,7 @@ impl ConfirmRunner {
     /// A runner taking doubts from `rx` (the receiver [`DoubtSink::new`] returned).
     pub fn new(confirmer: Confirmer, rx: mpsc::Receiver<Doubt>) -> Self {
         ConfirmRunner {
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            rx: Inbox::new(rx),
             confirmer: Arc::new(confirmer),
         }
     }
@@ -388,7 +389,7 @@ impl ConfirmRunner {
     /// questions (one that died may have left some unanswered).
     pub async fn run(self) {
         let ConfirmRunner { rx, confirmer } = self;
-        let mut rx = rx.lock_owned().await;
+        let mut rx = rx.lend().await;
         let cfg = &confirmer.config;
         let questions = Arc::new(Mutex::new(Questions::new(cfg.memory, cfg.memory_capacity)));
         let log = Arc::new(Mutex::new(LogLimit::default()));

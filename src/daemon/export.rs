@@ -21,9 +21,9 @@ use crate::control::ControlStats;
 use crate::kernel::{InstallerStats, RouteCounter};
 use crate::metrics::servers::BulkStatus;
 use crate::metrics::{
-    BindingLabels, BindingType, LeasequeryOutcome, LeasequeryType, MessageTypeLabels, Metrics,
-    QueryLabels, ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels,
-    TriggerLabels, TriggerOutcome, names,
+    BindingLabels, BindingType, LeasequeryOutcome, MessageTypeLabels, Metrics, QueryLabels,
+    ReasonLabels, RouteEvent, RouteEventLabels, RouteState, RouteStateLabels, TriggerLabels,
+    TriggerOutcome, names,
 };
 use crate::persist::PersistStats;
 use crate::requestor::{DropReason, RequestorStats};
@@ -260,12 +260,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
 
     // Bulk queries, counted as they finish (on-demand ones are counted by `ondemand`).
     let (lq, servers, health) = (m.leasequeries.clone(), s.servers.clone(), m.servers.clone());
-    s.bulk.observe_queries(move |server, kind, result| {
-        let query_type = match kind {
-            "relay_id" => LeasequeryType::RelayId,
-            "remote_id" => LeasequeryType::RemoteId,
-            _ => LeasequeryType::LinkAddress,
-        };
+    s.bulk.observe_queries(move |server, query_type, result| {
         let outcome = match result {
             QueryResult::Complete { bindings: 0 } => LeasequeryOutcome::NoBinding,
             QueryResult::Complete { .. } => LeasequeryOutcome::Binding,

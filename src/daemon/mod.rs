@@ -60,7 +60,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::persist;
-use crate::supervise::{self, Lifetime, Supervisor};
+use crate::supervise::{self, Inbox, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerError};
 
 pub(crate) use ondemand::OnDemand;
@@ -228,11 +228,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         dry_run: cfg.routes.dry_run,
     };
     start::control(&cfg, listeners, responder, control_stats, &mut tasks);
-    // Test hook (never set in production): stall the cache task after READY to test the watchdog.
-    let stall_cache = std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(|s| (cache.clone(), Duration::from_secs(s)));
+    let stall_cache = stall_cache_hook(&cache);
     drop(cache);
 
     let running = Running {
@@ -253,11 +249,42 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     main_loop(running, beats, stall_cache).await
 }
 
+/// Test hook: with `LQAGENT_TEST_STALL_CACHE_SECS` set, the cache task is stalled that long after
+/// READY, so the watchdog can be tested. Only debug builds (what `cargo test` runs) have it: a
+/// release build neither reads the variable nor holds its name.
+#[cfg(debug_assertions)]
+struct StallCache(Option<(crate::cache::task::CacheHandle, Duration)>);
+#[cfg(not(debug_assertions))]
+struct StallCache;
+
+#[cfg(debug_assertions)]
+fn stall_cache_hook(cache: &crate::cache::task::CacheHandle) -> StallCache {
+    StallCache(
+        std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|s| (cache.clone(), Duration::from_secs(s))),
+    )
+}
+#[cfg(not(debug_assertions))]
+fn stall_cache_hook(_: &crate::cache::task::CacheHandle) -> StallCache {
+    StallCache
+}
+
+impl StallCache {
+    fn stall(&self) {
+        #[cfg(debug_assertions)]
+        if let Some((c, d)) = &self.0 {
+            let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
+        }
+    }
+}
+
 /// READY=1, then signals and the watchdog until the agent stops.
 async fn main_loop(
     mut running: Running,
     beats: Heartbeats,
-    stall_cache: Option<(crate::cache::task::CacheHandle, Duration)>,
+    stall_cache: StallCache,
 ) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
@@ -272,9 +299,7 @@ async fn main_loop(
     if let Err(e) = notify::notify(Notify::Ready) {
         warn!(error = %e, "sd_notify READY failed");
     }
-    if let Some((c, d)) = &stall_cache {
-        let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
-    }
+    stall_cache.stall();
     let mut last_beats = beats.read();
     let mut withheld = false;
     loop {
@@ -364,7 +389,7 @@ fn supervise_routes(
     commands: mpsc::Receiver<reconcile::RouteCommand>,
     again: RouteRestart,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let commands = Arc::new(tokio::sync::Mutex::new(commands));
+    let commands = Inbox::new(commands);
     let again = Arc::new(again);
     // A restarted installer asks about its inherited routes where the first one did.
     let doubts = first.doubts().cloned();
@@ -373,7 +398,7 @@ fn supervise_routes(
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
         let doubts = doubts.clone();
         async move {
-            let mut commands = commands.lock_owned().await;
+            let mut commands = commands.lend().await;
             let installer = match installer {
                 Some(i) => i,
                 None => {

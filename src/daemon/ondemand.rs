@@ -27,6 +27,7 @@ use crate::metrics::{
 };
 use crate::requestor::udp::{QueryError, RequestorHandle};
 use crate::requestor::{Answer, Query, RefuseReason, ServerAnswer};
+use crate::supervise::Inbox;
 
 /// A packet's source that no binding covers, and where it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +226,7 @@ impl Lookup {
                 }
                 Err(e) => {
                     stats.unusable.fetch_add(1, Relaxed);
-                    tracing::debug!(source = %s.source, reason = e.reason(), "leasequery answer unusable");
+                    tracing::debug!(source = %s.source, reason = e.label(), "leasequery answer unusable");
                 }
             }
         }
@@ -341,7 +342,7 @@ pub fn start(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, OnDemandRunner)
     let (tx, rx) = mpsc::channel::<UnknownSource>(cfg.queue.max(1));
     let stats = Arc::new(OnDemandStats::default());
     let runner = OnDemandRunner {
-        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        rx: Inbox::new(rx),
         stats: stats.clone(),
         slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
         lookup: Arc::new(lookup),
@@ -352,7 +353,7 @@ pub fn start(lookup: Lookup, cfg: &OnDemandConfig) -> (OnDemand, OnDemandRunner)
 /// The on-demand task, ready to run (again).
 #[derive(Clone)]
 pub struct OnDemandRunner {
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<UnknownSource>>>,
+    rx: Inbox<UnknownSource>,
     stats: Arc<OnDemandStats>,
     slots: Arc<Semaphore>,
     lookup: Arc<Lookup>,
@@ -367,7 +368,7 @@ impl OnDemandRunner {
             slots,
             lookup,
         } = self;
-        let mut rx = rx.lock_owned().await;
+        let mut rx = rx.lend().await;
         let mut running = tokio::task::JoinSet::new();
         while let Some(s) = rx.recv().await {
             while running.try_join_next().is_some() {}

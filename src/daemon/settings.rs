@@ -14,7 +14,7 @@ use crate::admission::{Admission, LinkRule, OwnAddresses};
 use crate::bulk::BulkConfig;
 use crate::bulk::recovery::RecoveryPlan;
 use crate::cache::CacheConfig;
-use crate::config::{BulkQueryKind, Config, LogFormat, ServerPolicy};
+use crate::config::{Config, LogFormat, ServerPolicy};
 use crate::daemon::control::ControlLink;
 use crate::kernel::{InstallerConfig, LinkMapping, unreachable};
 use crate::logging::LogConfig;
@@ -24,7 +24,7 @@ use crate::requestor::{Policy, Rate, RequestorConfig, RetransmitParams};
 use crate::snoop::capture::CaptureConfig;
 use crate::snoop::classify::{ClassifyConfig, SnoopTrust};
 use crate::trigger::{TriggerConfig, TriggerLink};
-use crate::wire::{Duid, SERVER_PORT};
+use crate::wire::{Duid, LeasequeryType, SERVER_PORT};
 
 /// Logging: `[log]` format and level.
 pub(crate) fn log_config(cfg: &Config) -> LogConfig {
@@ -233,10 +233,10 @@ pub(crate) fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
         ..RecoveryPlan::default()
     };
     if b.enabled {
-        if b.queries.contains(&BulkQueryKind::RelayId) {
+        if b.queries.contains(&LeasequeryType::RelayId) {
             plan.relay_id = cfg.identity.relay_duid.as_deref().map(Duid::parse);
         }
-        if b.queries.contains(&BulkQueryKind::LinkAddress) {
+        if b.queries.contains(&LeasequeryType::LinkAddress) {
             // Links that share a link-address (told apart by Interface-Id) are one query: the
             // server answers a link-address with every client on it, whichever link it is on.
             for l in &cfg.links {
@@ -245,7 +245,7 @@ pub(crate) fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
                 }
             }
         }
-        if b.queries.contains(&BulkQueryKind::RemoteId) {
+        if b.queries.contains(&LeasequeryType::RemoteId) {
             plan.remote_ids = b
                 .remote_ids
                 .iter()

@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::persist::{self, PersistConfig, StateWriter};
 use crate::requestor::udp::{self, RequestorHandle};
 use crate::snoop::shell::SnoopStats;
-use crate::supervise::{self, Lifetime, Supervisor};
+use crate::supervise::{self, Inbox, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerHandle};
 use crate::wire::Duid;
 
@@ -374,7 +374,7 @@ pub(super) fn cache(
             Ok::<(), std::convert::Infallible>(())
         }
     }));
-    let changes = Arc::new(tokio::sync::Mutex::new(changes));
+    let changes = Inbox::new(changes);
     let (mapper, rt, th) = (routes.mapper.clone(), routes.commands.clone(), trigger);
     tasks.intake.spawn(
         tasks
@@ -382,7 +382,7 @@ pub(super) fn cache(
             .restart("route_feed", Lifetime::Forever, move |_| {
                 let (m, c, rt, th) = (mapper.clone(), changes.clone(), rt.clone(), th.clone());
                 async move {
-                    routes::feed_on(m, &mut *c.lock_owned().await, rt, th).await;
+                    routes::feed_on(m, &mut *c.lend().await, rt, th).await;
                     Ok::<(), std::convert::Infallible>(())
                 }
             }),
@@ -479,13 +479,13 @@ pub(super) async fn leasequery(
         }));
     if let Some(events) = trigger_events {
         // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
-        let (od, events) = (on_demand.clone(), Arc::new(tokio::sync::Mutex::new(events)));
+        let (od, events) = (on_demand.clone(), Inbox::new(events));
         tasks
             .intake
             .spawn(tasks.sup.restart("nflog", Lifetime::Forever, move |_| {
                 let (od, events) = (od.clone(), events.clone());
                 async move {
-                    let mut events = events.lock_owned().await;
+                    let mut events = events.lend().await;
                     while let Some(ev) = events.recv().await {
                         od.try_submit(UnknownSource {
                             source: ev.source,

@@ -299,7 +299,7 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
             Ok(d) => d,
             Err(e) => {
                 stats.add(CaptureCounter::Malformed, 1);
-                tracing::debug!(interface = %sock.interface, reason = e.reason(), "unreadable packet");
+                tracing::debug!(interface = %sock.interface, reason = e.label(), "unreadable packet");
                 continue;
             }
         };

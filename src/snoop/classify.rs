@@ -73,15 +73,9 @@ use crate::cache::{
     Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use crate::wire::{
-    ClientMessage, DhcpOption, Message, MessageType, OptionCode, Options, RelayChain, StatusCode,
+    ALL_DHCP_SERVERS, CLIENT_PORT, ClientMessage, DhcpOption, Message, MessageType, OptionCode,
+    Options, RelayChain, SERVER_PORT, StatusCode,
 };
-
-/// The DHCPv6 server/relay port (RFC 8415 §7.2).
-pub const SERVER_PORT: u16 = 547;
-/// The DHCPv6 client port (RFC 8415 §7.2): where a server's unicast REPLY goes.
-const CLIENT_PORT: u16 = 546;
-/// All_DHCP_Servers (RFC 8415 §7.1): a relay may forward there.
-const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff05, 0, 0, 0, 0, 0, 1, 3);
 
 /// Settings of the RELAY-FORW memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,7 +42,7 @@ pub enum DatagramError {
 
 impl DatagramError {
     /// Metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             DatagramError::Truncated { .. } => "truncated",
             DatagramError::NotIpv6(_) => "not_ipv6",

@@ -46,7 +46,7 @@ const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 
-/// Why bytes from the NFLOG socket were not read as a logged packet; [`NflogError::reason`] is
+/// Why bytes from the NFLOG socket were not read as a logged packet; [`NflogError::label`] is
 /// the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -68,7 +68,7 @@ pub enum NflogError {
 }
 
 impl NflogError {
-    pub fn reason(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             NflogError::HeaderTruncated { .. } => "header_truncated",
             NflogError::BadMessageLength { .. } => "bad_message_length",

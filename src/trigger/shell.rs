@@ -367,7 +367,7 @@ async fn listen(
                 Ok(_) => continue,
                 Err(e) => {
                     stats.add(TriggerCounter::Malformed, 1);
-                    tracing::debug!(reason = e.reason(), error = %e, "malformed NFLOG message");
+                    tracing::debug!(reason = e.label(), error = %e, "malformed NFLOG message");
                     continue;
                 }
             };
@@ -375,7 +375,7 @@ async fn listen(
                 Ok(s) => s,
                 Err(e) => {
                     stats.add(TriggerCounter::Malformed, 1);
-                    tracing::debug!(reason = e.reason(), error = %e, "malformed NFLOG payload");
+                    tracing::debug!(reason = e.label(), error = %e, "malformed NFLOG payload");
                     continue;
                 }
             };

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::label::labels;
+
 macro_rules! wire_code {
     (
         $(#[$meta:meta])*
@@ -166,5 +168,37 @@ wire_code! {
         BY_RELAY_ID = 3, "QUERY_BY_RELAY_ID";
         BY_LINK_ADDRESS = 4, "QUERY_BY_LINK_ADDRESS";
         BY_REMOTE_ID = 5, "QUERY_BY_REMOTE_ID";
+    }
+}
+
+labels! {
+    /// The leasequery types the agent asks, by one name everywhere: the `query_type` metric label,
+    /// log fields and `bulk.queries` in the configuration (which also takes the older spelling
+    /// with a hyphen, `relay-id`, that configurations in the field use). [`QueryType`] is the
+    /// wire byte, any value a peer may send; [`LeasequeryType::code`] is this type's byte.
+    pub enum LeasequeryType {
+        /// QUERY_BY_ADDRESS (RFC 5007 §4.1.2.1).
+        Address => "address",
+        /// QUERY_BY_CLIENTID (RFC 5007 §4.1.2.1).
+        ClientId => "client_id",
+        /// QUERY_BY_RELAY_ID (RFC 5460 §5.3).
+        RelayId => "relay_id",
+        /// QUERY_BY_LINK_ADDRESS (RFC 5460 §5.3).
+        LinkAddress => "link_address",
+        /// QUERY_BY_REMOTE_ID (RFC 5460 §5.3).
+        RemoteId => "remote_id",
+    }
+}
+
+impl LeasequeryType {
+    /// The query-type byte of OPTION_LQ_QUERY.
+    pub const fn code(self) -> QueryType {
+        match self {
+            LeasequeryType::Address => QueryType::BY_ADDRESS,
+            LeasequeryType::ClientId => QueryType::BY_CLIENTID,
+            LeasequeryType::RelayId => QueryType::BY_RELAY_ID,
+            LeasequeryType::LinkAddress => QueryType::BY_LINK_ADDRESS,
+            LeasequeryType::RemoteId => QueryType::BY_REMOTE_ID,
+        }
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Every variant that comes from parsing carries `at`, the byte offset from the start of the
 //! buffer handed to the outermost `parse` (or `new_checked`), so an operator can find the bad
-//! byte in a capture. [`Error::reason`] gives a short fixed label for the drop-counter metric.
+//! byte in a capture. [`Error::label`] gives a short fixed label (its [`ErrorKind`]) for metrics
+//! and logs.
+
+use crate::label::labels;
 
 /// A decode or encode failure. Offsets (`at`) are from the start of the outermost buffer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,38 +71,47 @@ pub enum Error {
     StreamFailed,
 }
 
+labels! {
+    /// What kind of [`Error`] it is, as a fixed label (a metric label value, a log field, the
+    /// `reason` of `lqagent decode`'s output): one variant per variant of [`Error`], so `ALL`
+    /// pre-registers every label without a hand-kept list.
+    pub enum ErrorKind {
+        Truncated => "truncated",
+        OptionOverrun => "option_overrun",
+        BadLength => "bad_length",
+        TooDeep => "too_deep",
+        WrongKind => "wrong_kind",
+        FieldRange => "field_range",
+        TooLong => "too_long",
+        BufferTooSmall => "buffer_too_small",
+        FrameEmpty => "frame_empty",
+        FrameOversize => "frame_oversize",
+        StreamBufferFull => "stream_buffer_full",
+        StreamFailed => "stream_failed",
+    }
+}
+
 impl Error {
-    /// A short fixed label for this kind of error, for use as a metric label value.
-    pub fn reason(&self) -> &'static str {
+    /// The kind of this error, without its offsets and values.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Truncated { .. } => "truncated",
-            Error::OptionOverrun { .. } => "option_overrun",
-            Error::BadLength { .. } => "bad_length",
-            Error::TooDeep { .. } => "too_deep",
-            Error::WrongKind { .. } => "wrong_kind",
-            Error::FieldRange { .. } => "field_range",
-            Error::TooLong { .. } => "too_long",
-            Error::BufferTooSmall { .. } => "buffer_too_small",
-            Error::FrameEmpty { .. } => "frame_empty",
-            Error::FrameOversize { .. } => "frame_oversize",
-            Error::StreamBufferFull { .. } => "stream_buffer_full",
-            Error::StreamFailed => "stream_failed",
+            Error::Truncated { .. } => ErrorKind::Truncated,
+            Error::OptionOverrun { .. } => ErrorKind::OptionOverrun,
+            Error::BadLength { .. } => ErrorKind::BadLength,
+            Error::TooDeep { .. } => ErrorKind::TooDeep,
+            Error::WrongKind { .. } => ErrorKind::WrongKind,
+            Error::FieldRange { .. } => ErrorKind::FieldRange,
+            Error::TooLong { .. } => ErrorKind::TooLong,
+            Error::BufferTooSmall { .. } => ErrorKind::BufferTooSmall,
+            Error::FrameEmpty { .. } => ErrorKind::FrameEmpty,
+            Error::FrameOversize { .. } => ErrorKind::FrameOversize,
+            Error::StreamBufferFull { .. } => ErrorKind::StreamBufferFull,
+            Error::StreamFailed => ErrorKind::StreamFailed,
         }
     }
 
-    /// All labels [`Error::reason`] can return, so metrics can pre-register them.
-    pub const REASONS: &'static [&'static str] = &[
-        "truncated",
-        "option_overrun",
-        "bad_length",
-        "too_deep",
-        "wrong_kind",
-        "field_range",
-        "too_long",
-        "buffer_too_small",
-        "frame_empty",
-        "frame_oversize",
-        "stream_buffer_full",
-        "stream_failed",
-    ];
+    /// The label of this error's kind (see `crate::label`).
+    pub fn label(&self) -> &'static str {
+        self.kind().label()
+    }
 }

@@ -16,8 +16,9 @@ use super::owned::{Ia, IaAddr, IaPrefix, IaTa, Options};
 use crate::prefix::{Ipv6Prefix, PrefixError};
 use std::net::Ipv6Addr;
 
-/// Lifetime value meaning "forever" (RFC 8415 §7.7).
-pub const INFINITY: u32 = 0xffff_ffff;
+/// The lifetime value meaning "forever" (RFC 8415 §7.7): the one name for it, in the codec, the
+/// cache's clock arithmetic and the CLI's display.
+pub const INFINITE_LIFETIME: u32 = 0xffff_ffff;
 
 impl Ia {
     pub fn new(iaid: u32, t1: u32, t2: u32) -> Self {

@@ -1,9 +1,10 @@
 //! DHCPv6 wire format (RFC 8415, 5007, 5460, 7653): pure decode and encode, no I/O.
 //!
 //! Two faces over one parser:
-//! - the **borrowed view** (the hot path; `view` module) walks a received message's options in
-//!   place without allocating, and is where every decode check is written (headers, lengths,
-//!   nesting bounds, where RELAY_MSG may appear);
+//! - the **borrowed view** (`view` module) walks a received message's options in place without
+//!   allocating, and is where every decode check is written (headers, lengths, nesting bounds,
+//!   where RELAY_MSG may appear). Every parse makes this one checking pass; the agent's readers
+//!   (snooper, requestor, bulk) then take the owned tree below, `lqagent decode` walks the view;
 //! - the **owned representation** — [`Message`] (`Client(ClientMessage)` | `Relay(RelayMessage)`),
 //!   [`Options`], [`DhcpOption`] — with `buffer_len`, `emit` and `to_vec`: what we build and send,
 //!   and what tests and tools compare. Its `parse` copies out of a checked view (`decode`), so
@@ -43,10 +44,10 @@ mod relay;
 mod status;
 pub(crate) mod view;
 
-pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
+pub use codes::{LeasequeryType, MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
-pub use error::Error;
-pub use ia::INFINITY;
+pub use error::{Error, ErrorKind};
+pub use ia::INFINITE_LIFETIME;
 pub use message::MAX_TRANSACTION_ID;
 pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::codes::MessageType;
 use super::duid::Duid;
 use super::error::Error;
-use super::ia::INFINITY;
+use super::ia::INFINITE_LIFETIME;
 use super::view::{MessageView, OptionRef, OptionView, OptionsIter};
 
 /// Most bytes of a malformed part shown in hex.
@@ -228,7 +228,7 @@ impl Builder {
         self.malformed += 1;
         ErrorNode {
             offset: error_offset(e).unwrap_or(offset),
-            reason: e.reason(),
+            reason: e.label(),
             error: e.to_string(),
             bytes: dump(bytes),
         }
@@ -533,7 +533,7 @@ pub fn utc(secs: i64) -> String {
 }
 
 fn lifetime(s: u32) -> String {
-    if s == INFINITY {
+    if s == INFINITE_LIFETIME {
         "infinite".to_string()
     } else {
         format!("{s}s")

@@ -17,8 +17,6 @@ use lqagent::cache::{
 };
 use lqagent::daemon::confirm::{ConfirmConfig, ConfirmRunner, Confirmer};
 use lqagent::daemon::ondemand::Lookup;
-use lqagent::requestor::udp::{self, UdpConfig};
-use lqagent::requestor::{Policy, RequestorConfig, RetransmitParams};
 use lqagent::time::AgentClock;
 use refserver::{LeaseEntry, LeaseTable, PrefixLease, Profile, RefServer, ServerConfig};
 
@@ -66,28 +64,7 @@ struct Rig {
 }
 
 async fn rig(servers: &[SocketAddr], config: ConfirmConfig) -> Rig {
-    let (requestor, _task) = udp::spawn(
-        RequestorConfig {
-            servers: servers.to_vec(),
-            policy: Policy::Failover,
-            duid: OUR_DUID.to_vec(),
-            retransmit: RetransmitParams {
-                irt: Duration::from_millis(100),
-                mrt: Duration::from_millis(200),
-                mrc: 2,
-                mrd: None,
-            },
-            global_rate: None,
-            link_rate: None,
-            ..RequestorConfig::default()
-        },
-        UdpConfig {
-            bind: "[::1]:0".parse().unwrap(),
-            ..UdpConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let requestor = crate::quick_requestor(servers, OUR_DUID).await;
     let store = Arc::new(BindingStore::default());
     let clock = AgentClock::new();
     let (cache, _changes, _t) = task::spawn(

@@ -16,8 +16,6 @@ use lqagent::cache::task::{self, CacheTaskConfig};
 use lqagent::cache::{BindingStore, LeaseKey, Source};
 use lqagent::daemon::ondemand::{Looked, Lookup, OnDemandStats, UnknownSource};
 use lqagent::metrics::Metrics;
-use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
-use lqagent::requestor::{Policy, RequestorConfig, RetransmitParams};
 use lqagent::time::AgentClock;
 use lqagent::wire::{
     ClientData, ClientMessage, DhcpOption, Duid, IaAddr, IaPrefix, LqRelayData, Message,
@@ -64,32 +62,6 @@ fn server(id: u8, clients: &[u8]) -> (RefServer, SocketAddr) {
     (srv, addr)
 }
 
-async fn requestor(servers: &[SocketAddr]) -> RequestorHandle {
-    let (h, _task) = udp::spawn(
-        RequestorConfig {
-            servers: servers.to_vec(),
-            policy: Policy::Failover,
-            duid: OUR_DUID.to_vec(),
-            retransmit: RetransmitParams {
-                irt: Duration::from_millis(100),
-                mrt: Duration::from_millis(200),
-                mrc: 2,
-                mrd: None,
-            },
-            global_rate: None,
-            link_rate: None,
-            ..RequestorConfig::default()
-        },
-        UdpConfig {
-            bind: "[::1]:0".parse().unwrap(),
-            ..UdpConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    h
-}
-
 struct Rig {
     lookup: Lookup,
     store: Arc<BindingStore>,
@@ -109,7 +81,7 @@ async fn rig(servers: &[SocketAddr]) -> Rig {
     let metrics = Metrics::new();
     Rig {
         lookup: Lookup {
-            requestor: requestor(servers).await,
+            requestor: crate::quick_requestor(servers, OUR_DUID).await,
             cache,
             clock,
             server_names: Arc::new(Default::default()),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use support::agent::{client_routes, start_agent, write_config};
 use support::isc::{IscLab, Lifetimes, wait_for};
-use support::netns::{NetNs, Route, proto_routes, sh};
+use support::netns::{NetNs, Route, proto_routes, proto_routes_in_table};
 
 const PROTO: &str = "213";
 
@@ -43,38 +43,7 @@ fn config(lab: &IscLab, routes: &str) -> PathBuf {
 
 /// The unicast routes of our protocol in routing table `table` of `ns`, as the kernel has them.
 fn table_routes(ns: &NetNs, table: &str) -> BTreeSet<Route> {
-    let out = sh(&[
-        "ip",
-        "-n",
-        ns.name(),
-        "-6",
-        "-j",
-        "route",
-        "show",
-        "table",
-        table,
-        "proto",
-        PROTO,
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-    v.as_array()
-        .expect("array of routes")
-        .iter()
-        .filter(|r| r["type"].as_str().is_none_or(|t| t == "unicast"))
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst").to_string();
-            let dst = if dst.contains('/') {
-                dst
-            } else {
-                format!("{dst}/128")
-            };
-            (
-                dst,
-                r["gateway"].as_str().map(str::to_string),
-                r["dev"].as_str().expect("dev").to_string(),
-            )
-        })
-        .collect()
+    proto_routes_in_table(ns, table, PROTO)
 }
 
 /// Damage two routes by hand as an operator (or another tool) would: `gone`'s /128 deleted, and

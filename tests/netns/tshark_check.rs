@@ -63,7 +63,7 @@ fn ia_pd() -> Ia {
     ia.options.push(DhcpOption::IaPrefix(IaPrefix::new(
         "2001:db8:100::/56".parse().unwrap(),
         3600,
-        INFINITY,
+        INFINITE_LIFETIME,
     )));
     ia
 }

@@ -6,11 +6,12 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use lqagent::cache::{
-    Applied, BindingStore, CacheConfig, ChangeKind, CltCheck, Confirmation, DoubtReason,
-    INFINITE_LIFETIME, IaType, LeaseKey, Link, MergeConfig, MergeVerdict, MoveKind, Observation,
-    ObservedLease, RelayData, ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
+    Applied, BindingStore, CacheConfig, ChangeKind, CltCheck, Confirmation, DoubtReason, IaType,
+    LeaseKey, Link, MergeConfig, MergeVerdict, MoveKind, Observation, ObservedLease, RelayData,
+    ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::wire::INFINITE_LIFETIME;
 use proptest::prelude::*;
 
 const T0: i64 = 1_795_000_000; // Unix seconds, Nov 2026

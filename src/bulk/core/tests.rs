@@ -1,7 +1,7 @@
 //! Scripts in virtual time: bytes in, bytes and events out.
 
 use super::*;
-use crate::wire::{IaAddr, LqRelayData, Options, RelayMessage, Status};
+use crate::wire::{IaAddr, LqRelayData, Options, QueryType, RelayMessage, Status};
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()

@@ -80,7 +80,7 @@ fn relay_chain_depths() {
             limit: MAX_RELAY_DEPTH,
         }
     );
-    assert_eq!(err.reason(), "too_deep");
+    assert_eq!(err.label(), "too_deep");
 }
 
 #[test]

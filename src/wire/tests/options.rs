@@ -195,8 +195,11 @@ fn ia_pd_with_iaprefix() {
     bytes.extend(&inner);
     let pfx = crate::prefix::Ipv6Prefix::new(a("2001:db8:100::"), 56).unwrap();
     let mut ia = Ia::new(1, 0, 0);
-    ia.options
-        .push(DhcpOption::IaPrefix(IaPrefix::new(pfx, 0, INFINITY)));
+    ia.options.push(DhcpOption::IaPrefix(IaPrefix::new(
+        pfx,
+        0,
+        INFINITE_LIFETIME,
+    )));
     check(&DhcpOption::IaPd(ia), &bytes);
     let OptionRef::IaPd(v) = view(&bytes) else {
         panic!("not IA_PD")
@@ -207,7 +210,7 @@ fn ia_pd_with_iaprefix() {
         panic!("not IAPREFIX")
     };
     assert_eq!(p.prefix().unwrap(), pfx);
-    assert_eq!((p.preferred, p.valid), (0, INFINITY));
+    assert_eq!((p.preferred, p.valid), (0, INFINITE_LIFETIME));
 }
 
 #[test]
@@ -540,7 +543,7 @@ fn bad_lengths() {
             );
             let v = MessageView::new_checked(&bytes).unwrap();
             assert_eq!(v.walk().unwrap_err(), want, "view, code {code} len {len}");
-            assert_eq!(want.reason(), "bad_length");
+            assert_eq!(want.label(), "bad_length");
         }
     }
 }
@@ -601,9 +604,9 @@ fn truncated_and_overrunning_options() {
 fn message_headers_truncated() {
     for len in 0..4 {
         let bytes = vec![7u8; len];
-        assert_eq!(Message::parse(&bytes).unwrap_err().reason(), "truncated");
+        assert_eq!(Message::parse(&bytes).unwrap_err().label(), "truncated");
         assert_eq!(
-            MessageView::new_checked(&bytes).unwrap_err().reason(),
+            MessageView::new_checked(&bytes).unwrap_err().label(),
             "truncated"
         );
     }
@@ -676,7 +679,7 @@ fn typed_accessors_match_kind_and_check_the_code() {
     assert_eq!(o.clt_time().unwrap(), 256);
     let short = [0, 46, 0, 2, 0, 0];
     let o = OptionsIter::over(&short).next().unwrap().unwrap();
-    assert_eq!(o.clt_time().unwrap_err().reason(), "bad_length");
+    assert_eq!(o.clt_time().unwrap_err().label(), "bad_length");
     let duid = [0, 2, 0, 2, 0xab, 0xcd];
     let o = OptionsIter::over(&duid).next().unwrap().unwrap();
     assert_eq!(o.duid().unwrap(), &[0xab, 0xcd]);

@@ -23,7 +23,7 @@ fn reply() -> Message {
     relay
         .options
         .push(DhcpOption::InterfaceId(b"sub0".to_vec()));
-    let mut addr = IaAddr::new(a("2001:db8:1::1cc"), 300, INFINITY);
+    let mut addr = IaAddr::new(a("2001:db8:1::1cc"), 300, INFINITE_LIFETIME);
     addr.options.push(DhcpOption::StatusCode(Status::new(
         StatusCode::SUCCESS,
         "ok",
@@ -87,7 +87,7 @@ fn valid_reply_unfolds_every_level() {
         Some(Value::Address {
             address: a("2001:db8:1::1cc"),
             preferred: 300,
-            valid: INFINITY
+            valid: INFINITE_LIFETIME
         })
     );
     assert!(matches!(

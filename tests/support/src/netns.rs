@@ -227,9 +227,39 @@ pub fn proto_routes(ns: &NetNs, proto: &str) -> std::collections::BTreeSet<Route
         .collect()
 }
 
+/// [`proto_routes`] in routing table `table` (a number or a name such as `main`).
+pub fn proto_routes_in_table(
+    ns: &NetNs,
+    table: &str,
+    proto: &str,
+) -> std::collections::BTreeSet<Route> {
+    unicast_routes(&[
+        "ip",
+        "-n",
+        ns.name(),
+        "-6",
+        "-j",
+        "route",
+        "show",
+        "table",
+        table,
+        "proto",
+        proto,
+    ])
+    .into_iter()
+    .map(|(dst, gw, dev, _)| (dst, gw, dev))
+    .collect()
+}
+
 /// [`proto_routes`] with each route's metric, in the namespace named `ns`.
 pub fn proto_routes_with_metric(ns: &str, proto: &str) -> std::collections::BTreeSet<MetricRoute> {
-    let out = sh(&["ip", "-n", ns, "-6", "-j", "route", "show", "proto", proto]);
+    unicast_routes(&["ip", "-n", ns, "-6", "-j", "route", "show", "proto", proto])
+}
+
+/// The unicast routes an `ip -6 -j route show …` command lists (a host route's `dst` given its
+/// `/128`, which `ip` leaves out).
+fn unicast_routes(ip: &[&str]) -> std::collections::BTreeSet<MetricRoute> {
+    let out = sh(ip);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
     v.as_array()
         .expect("array of routes")
