@@ -286,13 +286,32 @@ fn run(server: SocketAddr, total: u32, in_flight: u32) -> Run {
             no_binding += nb;
         }
         let elapsed = t0.elapsed();
-        assert_eq!(bad, 0, "every answered query has the verdict its address calls for");
-        (lat, elapsed, refused, no_binding, h.stats().await.expect("stats"))
+        assert_eq!(
+            bad, 0,
+            "every answered query has the verdict its address calls for"
+        );
+        (
+            lat,
+            elapsed,
+            refused,
+            no_binding,
+            h.stats().await.expect("stats"),
+        )
     });
     lat.sort_unstable();
-    assert_eq!(stats.replies, lat.len() as u64, "one reply per answered query");
-    assert_eq!(stats.negative_hits, 0, "distinct addresses: nothing is answered locally");
-    assert_eq!(stats.deduplicated, 0, "distinct addresses: no query joins another");
+    assert_eq!(
+        stats.replies,
+        lat.len() as u64,
+        "one reply per answered query"
+    );
+    assert_eq!(
+        stats.negative_hits, 0,
+        "distinct addresses: nothing is answered locally"
+    );
+    assert_eq!(
+        stats.deduplicated, 0,
+        "distinct addresses: no query joins another"
+    );
     Run {
         queries: lat.len(),
         elapsed,
@@ -350,7 +369,11 @@ fn main() {
         let r = run(lean.addr, total, in_flight);
         report("lean smoke", in_flight, &r);
         assert!(lean.answered.load(Ordering::Relaxed) >= u64::from(total) - r.refused);
-        assert_eq!(r.no_binding, u64::from(total / 16), "one address in 16 unbound");
+        assert_eq!(
+            r.no_binding,
+            u64::from(total / 16),
+            "one address in 16 unbound"
+        );
         println!("requestor: smoke run only (pass --bench for the measurement)");
         return;
     }

@@ -52,9 +52,9 @@ pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
     Message, Options, RelayMessage,
 };
-pub use relay::RelayChain;
+pub use relay::{RelayChain, RelayChainView};
 pub use status::Status;
-pub use view::{MessageView, OptionRef, OptionsIter, RelayView};
+pub use view::{CheckedMessage, ClientView, MessageView, OptionRef, OptionsIter, RelayView};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
 pub(crate) const CLIENT_PORT: u16 = 546;
