@@ -47,6 +47,7 @@ pub use codes::{MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
 pub use error::Error;
 pub use ia::INFINITY;
+pub use lq::{LeasequeryRef, LqTarget};
 pub use message::MAX_TRANSACTION_ID;
 pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
