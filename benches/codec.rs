@@ -220,9 +220,13 @@ fn classifier() -> (Classifier, Envelope, Envelope) {
 }
 
 /// One snooped exchange through the classifier: FORW remembered, REPL matched; true when it
-/// produced the observation.
+/// produced the observation. Each exchange a millisecond after the last, as real ones are:
+/// the FORW memory's order queue tells a re-remembered key from its stale slots by their
+/// time, so the same key again and again within one millisecond keeps every slot live and
+/// makes each insertion sweep the whole queue (milliseconds per message).
 fn classify(c: &mut Classifier, forw: &[u8], repl: &[u8], up: &Envelope, down: &Envelope) -> bool {
-    let now = Timestamp::from_millis(1_000);
+    static MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_000);
+    let now = Timestamp::from_millis(MS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let (Ok(f), Ok(r)) = (CheckedMessage::new(forw), CheckedMessage::new(repl)) else {
         return false;
     };
