@@ -1,14 +1,22 @@
-//! Binding cache benchmark: memory per binding, lookups per second on 2 threads, snapshot write
-//! and load time. `cargo bench --bench cache` runs 1M bindings (500k clients × one IA_NA address
+//! Binding cache benchmark: memory per binding, lookups per second on 2 threads while a writer
+//! changes the store, snapshot write and load time. `cargo bench --bench cache` runs 1M bindings (500k clients × one IA_NA address
 //! and one /56 IA_PD prefix), inserted through the real merge path (`BindingStore::apply`).
 //! It also fills one client with 1 000 and then 10 000 delegated prefixes and prints the merge
 //! cost per lease of each (the two should be about equal: one merge does not copy the client's
-//! other leases). Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny
+//! other leases).
+//!
+//! Lookups run as in the daemon: the cache task writes while readers look up. One writer
+//! thread, flat out for the whole lookup phase, renews the queried clients (each renewal a new
+//! lifetime, so a real change, not a no-op merge) and, one observation in four, adds or removes
+//! one of a separate set of clients (structural changes to the indexes; the readers never ask
+//! for those, so every lookup still hits). Its rate is printed beside the lookups'.
+//! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny
 //! smoke run.
 //! The last line is `cache: <bytes> B/binding, <n> lookups/s`.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lqagent::cache::{
@@ -229,6 +237,48 @@ fn main() {
     }
     let queries = Arc::new(queries);
     let threads = 2;
+    // The concurrent writer: renewals of queried clients, and churn among clients the readers
+    // never ask for (indexes `clients..clients + churn`, in the same address plans).
+    let churn: u32 = if full { 50_000 } else { 100 };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop, servers) = (store.clone(), stop.clone(), servers.clone());
+        std::thread::spawn(move || {
+            let mut writes = 0u64;
+            let mut round = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                for k in 0..1024u32 {
+                    let j = round.wrapping_mul(1024).wrapping_add(k);
+                    let at = now.plus_millis(i64::from(round));
+                    let mut o = if k % 4 == 3 {
+                        // Churn: present in odd passes over the set, gone in even ones.
+                        let c = j / 4 % churn;
+                        let mut o = observation(clients + c, &servers, at);
+                        if (j / 4 / churn) % 2 == 0 {
+                            for l in &mut o.leases {
+                                l.valid = 0;
+                                l.preferred = 0;
+                            }
+                        }
+                        o
+                    } else {
+                        observation(j % clients, &servers, at)
+                    };
+                    // A renewal with a new lifetime: a change the store must publish.
+                    for l in &mut o.leases {
+                        if l.valid != 0 {
+                            l.valid = 3600 + round % 60;
+                        }
+                    }
+                    o.arrival = at;
+                    store.apply(&o);
+                    writes += 1;
+                }
+            }
+            writes
+        })
+    };
     let t = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|n| {
@@ -263,11 +313,16 @@ fn main() {
         cpu += c;
     }
     let elapsed = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 0, "the writer ran during the lookups");
     assert_eq!(hits, total, "every query address is covered by a binding");
     let per_sec = (total as f64 / elapsed.as_secs_f64()) as u64;
     println!(
-        "lookup_with (exact /128, else covering /56) on {threads} threads: {total} in {:.2} s wall, \
+        "lookup_with (exact /128, else covering /56) on {threads} threads with a writer \
+         ({writes} observations applied, {:.0}/s): {total} in {:.2} s wall, \
          {:.2} s CPU ({:.0} lookups per CPU-second; the machine's load average was {})",
+        writes as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         cpu,
         total as f64 / cpu.max(0.01),
@@ -280,6 +335,9 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let all = store.all();
+    // The queried bindings and whichever churn clients the writer left present.
+    let stored = all.len() as u64;
+    assert!(stored >= bindings);
     let t = Instant::now();
     let w = StateWriter::start(PersistConfig::new(dir.path()), all, 0).unwrap();
     let write = t.elapsed();
@@ -290,7 +348,7 @@ fn main() {
     let t = Instant::now();
     let loaded = persist::load(dir.path(), now).unwrap();
     let load = t.elapsed();
-    assert_eq!(loaded.leases.len() as u64, bindings);
+    assert_eq!(loaded.leases.len() as u64, stored);
     println!(
         "snapshot: write {:.2} s (incl. fsync), load {:.2} s, {} MiB, {} bindings",
         write.as_secs_f64(),

@@ -1,22 +1,39 @@
-//! Codec hot paths (issue 2): decode a LEASEQUERY-REPLY carrying OPTION_CLIENT_DATA (CLIENTID,
-//! 2×IAADDR, 1×IAPREFIX, CLT_TIME, LQ_RELAY_DATA) through the borrowed view's typed accessors,
-//! visiting every nested option (down to the relay message's options inside LQ_RELAY_DATA) and
-//! reading the values a requestor uses; and encode a LEASEQUERY by address
-//! (CLIENTID + LQ_QUERY{IAADDR}) from the owned form into a reused buffer.
+//! Codec hot paths as the daemon runs them (issue 22).
+//!
+//! - **decode (snoop)**, the hottest path (every relayed message): a captured RELAY-REPL
+//!   carrying a REPLY (Interface-Id, CLIENTID, SERVERID, IA_NA/IAADDR, IA_PD/IAPREFIX) checked in
+//!   place as the snooper's shell does ([`CheckedMessage::new`]: one full walk, every check),
+//!   its innermost type read (the shell's count), its relay chain read
+//!   ([`RelayChainView::of`]) and every value the classifier reads from a REPLY (client and
+//!   server DUIDs, status, this box's link-address and Interface-Id, each lease) — without the
+//!   copies the classifier makes only for what it keeps.
+//! - **encode**: the requestor's LEASEQUERY by address (CLIENTID + LQ_QUERY{IAADDR, ORO}) as it
+//!   writes it ([`LeasequeryRef::to_vec`]: the datagram's allocation included).
+//! - Printed beside them, not in the last line: **classify**, a whole snooped exchange (the
+//!   RELAY-FORW remembered, then the RELAY-REPL matched into an observation) through the real
+//!   [`Classifier`], allocations of what it keeps included; and **decode (owned)**, a
+//!   LEASEQUERY-REPLY with CLIENT_DATA parsed into the owned tree as the requestor and bulk
+//!   still do (`Message::parse`: those replies change the cache, so their bindings are copied
+//!   out anyway).
 //!
 //! `cargo bench --bench codec` runs criterion and ends with one line
 //! `codec: decode <ns> ns, encode <ns> ns`: criterion's median estimates, read back from its
 //! `estimates.json` (falling back to a median of our own timed batches if that file cannot be
 //! found). Before it, a "best batch" line gives the fastest of 300 short batches, which on a
-//! shared machine is closer to the code's own speed than the median. Without `--bench` (as under `cargo test --all-targets`) criterion runs each
-//! benchmark once as a test and this file checks the results; no timing line is printed.
+//! shared machine is closer to the code's own speed than the median. Without `--bench` (as
+//! under `cargo test --all-targets`) criterion runs each benchmark once as a test and this file
+//! checks the results; no timing line is printed.
 
 use criterion::Criterion;
+use lqagent::admission::OwnAddresses;
+use lqagent::cache::Timestamp;
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::snoop::classify::{Classifier, ClassifyConfig, Envelope, Learned, SnoopTrust};
 use lqagent::wire::*;
 use std::hint::black_box;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 fn a(s: &str) -> Ipv6Addr {
@@ -63,91 +80,158 @@ fn leasequery_reply() -> Vec<u8> {
     Message::from(m).to_vec().unwrap()
 }
 
-fn leasequery_by_address() -> Message {
-    let mut q = LqQuery::new(QueryType::BY_ADDRESS, Ipv6Addr::UNSPECIFIED);
-    q.options
-        .push(DhcpOption::IaAddr(IaAddr::new(a("2001:db8:1::10"), 0, 0)));
-    let mut m = ClientMessage::new(MessageType::LEASEQUERY, 0x123456);
-    m.options.push(DhcpOption::ClientId(Duid::ll_ethernet([
-        2, 0, 0, 0, 0, 0xaa,
-    ])));
-    m.options.push(DhcpOption::LqQuery(q));
-    m.into()
+const RELAY: &str = "2001:db8:ffff::1";
+const SERVER: &str = "2001:db8:ffff::2";
+const LINK: &str = "2001:db8:1::1";
+
+/// A client message relayed by this box: `kind` RELAY_FORW or RELAY_REPL, as captured.
+fn relayed(kind: MessageType, client: ClientMessage) -> Vec<u8> {
+    let mut r = RelayMessage::new(kind, 0, a(LINK), a("fe80::201:2ff:fe00:1"));
+    r.options
+        .push(DhcpOption::InterfaceId(b"ge-0/0/1.100".to_vec()));
+    if kind == MessageType::RELAY_FORW {
+        r.options.push(DhcpOption::RemoteId {
+            enterprise: 4491,
+            remote_id: b"cm-01".to_vec(),
+        });
+    }
+    r.options
+        .push(DhcpOption::RelayMsg(Box::new(client.into())));
+    Message::from(r).to_vec().unwrap()
 }
 
-/// What a requestor takes out of a reply; summed so nothing is optimised away.
+fn client(t: MessageType) -> ClientMessage {
+    let mut m = ClientMessage::new(t, 0x4242);
+    m.options.push(DhcpOption::ClientId(Duid::ll_ethernet([
+        2, 0, 0, 0, 0, 0x01,
+    ])));
+    if t == MessageType::REPLY {
+        m.options.push(DhcpOption::ServerId(Duid::ll_ethernet([
+            2, 0, 0, 0, 0, 0xfe,
+        ])));
+    }
+    let mut na = Ia::new(1, 1800, 2880);
+    na.options.push(DhcpOption::IaAddr(IaAddr::new(
+        a("2001:db8:1::10"),
+        3600,
+        7200,
+    )));
+    m.options.push(DhcpOption::IaNa(na));
+    let mut pd = Ia::new(2, 1800, 2880);
+    let pfx = Ipv6Prefix::new(a("2001:db8:100::"), 56).unwrap();
+    pd.options
+        .push(DhcpOption::IaPrefix(IaPrefix::new(pfx, 3600, 7200)));
+    m.options.push(DhcpOption::IaPd(pd));
+    m
+}
+
+/// What the classifier reads from a snooped REPLY; summed so nothing is optimised away.
 #[derive(Debug, Default, PartialEq)]
-struct Seen {
-    options: u32,
+struct Snooped {
+    inner_type: u8,
+    levels: usize,
+    duid_bytes: usize,
+    success: bool,
+    link_last: u8,
+    interface_id: usize,
     addrs: u32,
     prefixes: u32,
-    clt_time: u32,
-    duid_bytes: usize,
     valid_sum: u64,
-    relay_opts: u32,
 }
 
-/// The requestor's hot path: typed borrowed accessors, every nested option visited.
-fn decode(bytes: &[u8]) -> Result<Seen, Error> {
-    let mut s = Seen::default();
-    let MessageView::Client(m) = MessageView::new_checked(bytes)? else {
-        return Ok(s);
+/// The snooper's decode: the shell's check and count, then the classifier's reads.
+fn decode_snoop(bytes: &[u8]) -> Option<Snooped> {
+    let msg = CheckedMessage::new(bytes).ok()?;
+    let mut s = Snooped {
+        inner_type: msg.innermost().map_or(msg.msg_type(), |c| c.msg_type()).0,
+        ..Snooped::default()
     };
-    s.options += m.transaction_id() & 1;
-    for o in m.options() {
-        let o = o?;
-        s.options += 1;
-        match o.code() {
-            OptionCode::SERVERID | OptionCode::CLIENTID => s.duid_bytes += o.duid()?.len(),
-            OptionCode::CLIENT_DATA => {
-                for o in o.client_data()? {
-                    let o = o?;
-                    s.options += 1;
-                    match o.code() {
-                        OptionCode::CLIENTID => s.duid_bytes += o.duid()?.len(),
-                        OptionCode::IAADDR => {
-                            let ia = o.ia_addr()?;
-                            s.addrs += 1;
-                            s.valid_sum += u64::from(ia.valid) + u64::from(ia.addr.octets()[15]);
-                            s.options += nested(ia.options)?;
-                        }
-                        OptionCode::IAPREFIX => {
-                            let p = o.ia_prefix()?;
-                            s.prefixes += 1;
-                            s.valid_sum += u64::from(p.valid) + u64::from(p.prefix_len);
-                            s.options += nested(p.options)?;
-                        }
-                        OptionCode::CLT_TIME => s.clt_time = o.clt_time()?,
-                        OptionCode::LQ_RELAY_DATA => {
-                            let rd = o.lq_relay_data()?;
-                            s.valid_sum += u64::from(rd.peer_address.octets()[15]);
-                            s.relay_opts += nested(rd.relay.options())?;
-                        }
-                        _ => {}
-                    }
+    let chain = RelayChainView::of(msg);
+    let reply = chain.innermost()?;
+    s.levels = chain.len();
+    let opts = reply.options();
+    s.duid_bytes = opts.checked_data(OptionCode::CLIENTID)?.len()
+        + opts.checked_data(OptionCode::SERVERID)?.len();
+    s.success = opts
+        .checked_status_code()
+        .is_none_or(|c| c == StatusCode::SUCCESS);
+    s.link_last = chain.link_address()?.octets()[15];
+    s.interface_id = chain
+        .ours()?
+        .options()
+        .checked_data(OptionCode::INTERFACE_ID)
+        .map_or(0, <[u8]>::len);
+    for o in opts.filter_map(Result::ok) {
+        let (pd, ia) = match o.kind() {
+            Ok(OptionRef::IaNa(ia)) => (false, ia),
+            Ok(OptionRef::IaPd(ia)) => (true, ia),
+            _ => continue,
+        };
+        s.valid_sum += u64::from(ia.iaid);
+        for l in ia.options.filter_map(Result::ok) {
+            match l.kind() {
+                Ok(OptionRef::IaAddr(a)) if !pd => {
+                    s.addrs += 1;
+                    s.valid_sum += u64::from(a.valid) + u64::from(a.addr.octets()[15]);
                 }
+                Ok(OptionRef::IaPrefix(p)) if pd => {
+                    let net = p.prefix().ok()?;
+                    s.prefixes += 1;
+                    s.valid_sum += u64::from(p.valid) + u64::from(net.len());
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
-    Ok(s)
+    Some(s)
 }
 
-/// Visits a nested list (status codes, interface-id, ...): code and length of each.
-fn nested(opts: OptionsIter<'_>) -> Result<u32, Error> {
-    let mut n = 0;
-    for o in opts {
-        let o = o?;
-        n += 1;
-        if o.code() == OptionCode::STATUS_CODE {
-            n += u32::from(o.status()?.code.0);
-        }
+/// The requestor's LEASEQUERY by address, as it writes it.
+fn encode(our_duid: &[u8]) -> Vec<u8> {
+    LeasequeryRef {
+        xid: 0x123456,
+        client_id: our_duid,
+        link: a(LINK),
+        target: LqTarget::Address(a("2001:db8:1::10")),
+        relay_data: true,
     }
-    Ok(n)
+    .to_vec()
+    .unwrap()
 }
 
-fn encode(m: &Message, buf: &mut [u8]) -> usize {
-    m.emit(buf).unwrap()
+/// A classifier trusting this box's relay and the server, and the two envelopes.
+fn classifier() -> (Classifier, Envelope, Envelope) {
+    let c = Classifier::new(
+        ClassifyConfig::default(),
+        SnoopTrust {
+            servers: [a(SERVER)].into_iter().collect(),
+            own: Arc::new(OwnAddresses::new([a(RELAY), a(LINK)])),
+            admission: None,
+        },
+    );
+    let env = |outgoing, src, dst| Envelope {
+        outgoing,
+        src: a(src),
+        dst: a(dst),
+        src_port: 547,
+        dst_port: 547,
+    };
+    (c, env(true, RELAY, SERVER), env(false, SERVER, RELAY))
+}
+
+/// One snooped exchange through the classifier: FORW remembered, REPL matched; true when it
+/// produced the observation. Each exchange a millisecond after the last, as real ones are:
+/// the FORW memory's order queue tells a re-remembered key from its stale slots by their
+/// time, so the same key again and again within one millisecond keeps every slot live and
+/// makes each insertion sweep the whole queue (milliseconds per message).
+fn classify(c: &mut Classifier, forw: &[u8], repl: &[u8], up: &Envelope, down: &Envelope) -> bool {
+    static MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_000);
+    let now = Timestamp::from_millis(MS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (Ok(f), Ok(r)) = (CheckedMessage::new(forw), CheckedMessage::new(repl)) else {
+        return false;
+    };
+    c.on_snooped(f, up, now);
+    matches!(c.on_snooped(r, down, now), Some(Learned::Bind(_)))
 }
 
 /// Criterion's median for `codec/<name>` in ns, if its estimates file is where we expect and
@@ -201,45 +285,85 @@ fn best_batch(mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let reply = leasequery_reply();
-    let query = leasequery_by_address();
-    let mut buf = [0u8; 256];
+    let forw = relayed(MessageType::RELAY_FORW, client(MessageType::REQUEST));
+    let repl = relayed(MessageType::RELAY_REPL, client(MessageType::REPLY));
+    let our_duid = Duid::ll_ethernet([2, 0, 0, 0, 0, 0xaa]).to_vec();
 
     // Correctness first, in every mode.
-    let seen = decode(&reply).unwrap();
-    assert_eq!((seen.addrs, seen.prefixes, seen.clt_time), (2, 1, 42));
-    assert_eq!(seen.relay_opts, 1);
-    let n = encode(&query, &mut buf);
-    assert_eq!(Message::parse(&buf[..n]).unwrap(), query);
+    let seen = decode_snoop(&repl).expect("the snooped REPLY decodes");
+    assert_eq!(
+        (
+            seen.inner_type,
+            seen.levels,
+            seen.addrs,
+            seen.prefixes,
+            seen.link_last
+        ),
+        (MessageType::REPLY.0, 1, 1, 1, 1)
+    );
+    assert!(seen.success && seen.interface_id == 12 && seen.duid_bytes == 20);
+    let q = encode(&our_duid);
+    let Ok(Message::Client(m)) = Message::parse(&q) else {
+        panic!("the LEASEQUERY parses");
+    };
+    assert_eq!(m.msg_type, MessageType::LEASEQUERY);
+    let lq = m.options.lq_query().expect("LQ_QUERY");
+    assert_eq!(lq.query_type, QueryType::BY_ADDRESS);
+    assert_eq!(
+        lq.options.ia_addrs().next().map(|a| a.addr),
+        Some(a("2001:db8:1::10"))
+    );
+    let (mut c, up, down) = classifier();
+    assert!(
+        classify(&mut c, &forw, &repl, &up, &down),
+        "the exchange binds"
+    );
+    assert_eq!(c.pending_len(), 0, "the REPL consumed its FORW");
+    let owned = Message::parse(&reply).expect("the LEASEQUERY-REPLY parses");
+    assert!(owned.to_vec().unwrap() == reply);
 
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let started = SystemTime::now();
-    let mut c = Criterion::default().configure_from_args();
-    let mut g = c.benchmark_group("codec");
-    g.bench_function("decode", |b| b.iter(|| decode(black_box(&reply))));
-    g.bench_function("encode", |b| {
-        b.iter(|| encode(black_box(&query), black_box(&mut buf)))
+    let mut cr = Criterion::default().configure_from_args();
+    let mut g = cr.benchmark_group("codec");
+    g.bench_function("decode", |b| b.iter(|| decode_snoop(black_box(&repl))));
+    g.bench_function("encode", |b| b.iter(|| encode(black_box(&our_duid))));
+    g.bench_function("classify", |b| {
+        b.iter(|| classify(&mut c, black_box(&forw), black_box(&repl), &up, &down))
+    });
+    g.bench_function("decode_owned", |b| {
+        b.iter(|| Message::parse(black_box(&reply)).is_ok())
     });
     g.finish();
-    c.final_summary();
+    cr.final_summary();
     if !bench_mode {
         return;
     }
-    let dec = criterion_median("decode", started).unwrap_or_else(|| {
-        own_median(|| {
-            black_box(decode(black_box(&reply)).ok());
-        })
+    let median = |name: &str, f: &mut dyn FnMut()| {
+        criterion_median(name, started).unwrap_or_else(|| own_median(f))
+    };
+    let dec = median("decode", &mut || {
+        black_box(decode_snoop(black_box(&repl)));
     });
-    let enc = criterion_median("encode", started).unwrap_or_else(|| {
-        own_median(|| {
-            black_box(encode(black_box(&query), &mut buf));
-        })
+    let enc = median("encode", &mut || {
+        black_box(encode(black_box(&our_duid)));
+    });
+    let cls = median("classify", &mut || {
+        black_box(classify(&mut c, &forw, &repl, &up, &down));
+    });
+    let own = median("decode_owned", &mut || {
+        black_box(Message::parse(black_box(&reply)).is_ok());
     });
     let best_dec = best_batch(|| {
-        black_box(decode(black_box(&reply)).ok());
+        black_box(decode_snoop(black_box(&repl)));
     });
     let best_enc = best_batch(|| {
-        black_box(encode(black_box(&query), &mut buf));
+        black_box(encode(black_box(&our_duid)));
     });
+    println!(
+        "codec classify (a snooped exchange: FORW remembered, REPL bound, what is kept copied): \
+         {cls:.1} ns; decode (owned tree, requestor and bulk replies): {own:.1} ns"
+    );
     println!(
         "codec best batch (less load-sensitive): decode {best_dec:.1} ns, encode {best_enc:.1} ns"
     );

@@ -1,16 +1,24 @@
 //! Route programming speed: lqagent's installer against `ip -6 -batch`, same routes, same run.
 //!
 //! In a fresh namespace pair (veth `va`/`vb`, 2001:db8:ffff::1/64 on `va`): install then delete
-//! N /128 routes (`dev va`) and N /56 routes via a next hop on `va`, first with `ip -6 -batch`,
-//! then with [`lqagent::kernel::Installer`]. Identical routes both ways (proto 211, metric 1024,
+//! N /128 routes (`dev va`) and N /56 routes via a next hop on `va`, with `ip -6 -batch`
+//! and with [`lqagent::kernel::Installer`]. Identical routes both ways (proto 211, metric 1024,
 //! next hops `onlink`). Every phase is checked against the kernel (`ip -6 route show proto 211`).
 //!
-//! Wall-clock times decide the last line; CPU times (user + system, from `/proc`) are printed too,
-//! since on a busy machine wall time also measures the other load.
+//! Several samples, each timing both tools once, the order alternating from sample to sample
+//! (ip first, then lqagent first, ...): the first to run warms the kernel, so a fixed order
+//! would hand the second an advantage every time. Per sample: wall times and CPU times (user +
+//! system, from `/proc`: the installer's thread, `ip`'s waited-for children). The ratios are
+//! printed as median and spread (min..max) over the samples.
 //!
-//! `cargo bench --bench routes` (root): N = 100 000. Without `--bench` in argv (as under
-//! `cargo test --all-targets`): a smoke run with N = 200. Last line:
-//! `routes: install <x>x ip-batch (<n>/s vs <m>/s), delete <y>x`.
+//! The goal is on the CPU ratio (on a busy machine wall time also measures the other load), so
+//! the last line's ratios are the CPU ratios' medians (the wall ratios in a smoke run, whose
+//! CPU times are too small for 10 ms ticks); the rates in brackets are the wall-clock install
+//! rates' medians.
+//!
+//! `cargo bench --bench routes` (root): N = 100 000, 6 samples (`LQA_BENCH_SAMPLES` overrides).
+//! Without `--bench` in argv (as under `cargo test --all-targets`): a smoke run with N = 200,
+//! 2 samples. Last line: `routes: install <x>x ip-batch (<n>/s vs <m>/s), delete <y>x`.
 
 use support::netns;
 
@@ -251,12 +259,31 @@ fn report(who: &str, n: u32, t: &Times) {
     );
 }
 
+/// Median and spread (min..max) of `xs`.
+fn stats(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    (median, v[0], v[v.len() - 1])
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if !require_root("bench routes") {
         return;
     }
     let n: u32 = if full { 100_000 } else { 200 };
+    // LQA_BENCH_SAMPLES overrides the number of samples (each times both tools once).
+    let samples: usize = std::env::var("LQA_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(if full { 6 } else { 2 });
     let ns = NetNs::new("bench");
     let peer = NetNs::new("bench");
     veth(&ns, "va", &peer, "vb");
@@ -271,23 +298,60 @@ fn main() {
         "nodad",
     ]);
 
-    let ip = run_ip(ns.name(), n);
-    let ours = run_ours(&ns, n);
-    report("ip -batch", n, &ip);
-    report("lqagent", n, &ours);
-    if ours.cpu_install > 0.0 && ours.cpu_delete > 0.0 {
-        println!(
-            "CPU ratio (load-independent): install {:.2}x, delete {:.2}x",
-            ip.cpu_install / ours.cpu_install,
-            ip.cpu_delete / ours.cpu_delete
-        );
-    }
+    // The order alternates: whichever runs first pays for warming the kernel's FIB and
+    // allocator caches, so a fixed order would favour the second tool every time.
+    let (mut cpu_in, mut cpu_del, mut wall_in, mut wall_del) = (vec![], vec![], vec![], vec![]);
+    let (mut ours_rates, mut ip_rates) = (vec![], vec![]);
     let total = f64::from(2 * n);
-    let ours_rate = (total / ours.install().as_secs_f64()) as u64;
-    let ip_rate = (total / ip.install().as_secs_f64()) as u64;
+    for s in 0..samples {
+        let ip_first = s % 2 == 0;
+        let (ip, ours) = if ip_first {
+            let ip = run_ip(ns.name(), n);
+            (ip, run_ours(&ns, n))
+        } else {
+            let ours = run_ours(&ns, n);
+            (run_ip(ns.name(), n), ours)
+        };
+        println!(
+            "sample {s} ({} first):",
+            if ip_first { "ip -batch" } else { "lqagent" }
+        );
+        report("ip -batch", n, &ip);
+        report("lqagent", n, &ours);
+        if ours.cpu_install > 0.0 && ours.cpu_delete > 0.0 {
+            cpu_in.push(ip.cpu_install / ours.cpu_install);
+            cpu_del.push(ip.cpu_delete / ours.cpu_delete);
+        }
+        wall_in.push(ip.install().as_secs_f64() / ours.install().as_secs_f64());
+        wall_del.push(ip.delete().as_secs_f64() / ours.delete().as_secs_f64());
+        ours_rates.push(total / ours.install().as_secs_f64());
+        ip_rates.push(total / ip.install().as_secs_f64());
+    }
+    let (wi, wi_lo, wi_hi) = stats(&wall_in);
+    let (wd, wd_lo, wd_hi) = stats(&wall_del);
     println!(
-        "routes: install {:.2}x ip-batch ({ours_rate}/s vs {ip_rate}/s), delete {:.2}x",
-        ip.install().as_secs_f64() / ours.install().as_secs_f64(),
-        ip.delete().as_secs_f64() / ours.delete().as_secs_f64(),
+        "wall ratio over {samples} samples, median (min..max): install {wi:.2}x ({wi_lo:.2}..{wi_hi:.2}), \
+         delete {wd:.2}x ({wd_lo:.2}..{wd_hi:.2})"
+    );
+    // CPU ticks are 10 ms: a smoke run of 200 routes may read 0 for lqagent; the wall ratio
+    // stands in then.
+    let (ci, cd) = if cpu_in.is_empty() {
+        println!("CPU ratio: too little CPU time to read (smoke run); the last line uses wall");
+        (wi, wd)
+    } else {
+        let (ci, ci_lo, ci_hi) = stats(&cpu_in);
+        let (cd, cd_lo, cd_hi) = stats(&cpu_del);
+        println!(
+            "CPU ratio (load-independent) over {} samples, median (min..max): \
+             install {ci:.2}x ({ci_lo:.2}..{ci_hi:.2}), delete {cd:.2}x ({cd_lo:.2}..{cd_hi:.2})",
+            cpu_in.len()
+        );
+        (ci, cd)
+    };
+    let (ours_rate, _, _) = stats(&ours_rates);
+    let (ip_rate, _, _) = stats(&ip_rates);
+    println!(
+        "routes: install {ci:.2}x ip-batch ({}/s vs {}/s), delete {cd:.2}x",
+        ours_rate as u64, ip_rate as u64
     );
 }

@@ -3,15 +3,17 @@
 //! owned parse accepts the message, both see the same levels (type, hop-count, link-address,
 //! peer-address, first Interface-Id) and the same innermost message; whenever the borrowed
 //! full walk accepts it, so does the owned parse, and the other way round. `RelayChain` (the
-//! one reading the snooper and the cache use) names this box's level as the outermost and the
-//! level below it as the next one, over exactly those levels.
+//! one reading the cache uses) names this box's level as the outermost and the level below it
+//! as the next one, over exactly those levels; and `RelayChainView` (the snooper's, read in
+//! place from a `CheckedMessage`) reads the same levels and innermost message.
 #![no_main]
 
 use std::net::Ipv6Addr;
 
 use libfuzzer_sys::fuzz_target;
 use lqagent::wire::{
-    Error, Message, MessageType, MessageView, OptionCode, OptionRef, RelayChain,
+    CheckedMessage, Error, Message, MessageType, MessageView, OptionCode, OptionRef, RelayChain,
+    RelayChainView,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -105,8 +107,25 @@ fuzz_target!(|data: &[u8]| {
         "parse {parsed:?} vs full walk {walked:?}"
     );
     let chain = borrowed(data);
+    let checked = CheckedMessage::new(data);
+    assert_eq!(checked.is_ok(), walked.is_ok());
     if let Ok(msg) = parsed {
         let chain = chain.expect("owned parse accepted, borrowed chain walk failed");
         assert_eq!(chain, owned(&msg), "owned and borrowed relay chains differ");
+        let checked = checked.expect("owned parse accepted, checked message refused");
+        let view = RelayChainView::of(checked);
+        let all = msg.relay_chain();
+        assert_eq!((view.len(), view.nested()), (all.len(), all.len().saturating_sub(1)));
+        let header = |r: lqagent::wire::RelayView<'_>| {
+            (r.msg_type(), r.hop_count(), r.link_address(), r.peer_address())
+        };
+        let owned_header =
+            |r: &lqagent::wire::RelayMessage| (r.msg_type, r.hop_count, r.link_address, r.peer_address);
+        assert_eq!(view.ours().map(header), all.first().map(|r| owned_header(r)));
+        assert_eq!(view.below_ours().map(header), all.get(1).map(|r| owned_header(r)));
+        assert_eq!(view.link_address(), RelayChain::of_message(&msg).link_address());
+        let inner = |c: lqagent::wire::ClientView<'_>| (c.msg_type(), c.transaction_id());
+        assert_eq!(view.innermost().map(inner), chain.1);
+        assert_eq!(checked.innermost().map(inner), chain.1);
     }
 });

@@ -1,5 +1,5 @@
 //! Snooped datagrams end to end, as the daemon runs them: raw IPv6/UDP packet → header reader
-//! (`snoop::datagram`) → codec → classifier (trust rules, FORW memory) → admission. Input: a
+//! (`snoop::datagram`) → codec (checked in place) → classifier (trust rules, FORW memory) → admission. Input: a
 //! sequence of `[flags][len: u16 BE][packet]` records (flags bit 0 = outgoing), so one run can
 //! carry a RELAY-FORW and its RELAY-REPL. Properties, beyond "no panic":
 //! - whatever admission lets through lies inside the link's subscriber prefixes, with a sane
@@ -15,7 +15,7 @@ use lqagent::admission::{Admission, Admitted, LinkRule, OwnAddresses};
 use lqagent::cache::{LeaseKey, Timestamp};
 use lqagent::snoop::classify::{Classifier, ClassifyConfig, Envelope, Learned, SnoopTrust};
 use lqagent::snoop::datagram;
-use lqagent::wire::Message;
+use lqagent::wire::CheckedMessage;
 
 const CAP: usize = 8;
 
@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(d) = datagram::parse(pkt) else {
             continue;
         };
-        let Ok(msg) = Message::parse(d.payload) else {
+        let Ok(msg) = CheckedMessage::new(d.payload) else {
             continue;
         };
         let env = Envelope {
@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
             src_port: d.src_port,
             dst_port: d.dst_port,
         };
-        let learned = classifier.on_message(&msg, &env, Timestamp::from_millis(now));
+        let learned = classifier.on_snooped(msg, &env, Timestamp::from_millis(now));
         assert!(classifier.memory_len() <= 2 * (CAP + 2 * CAP + 1));
         let Some(Learned::Bind(obs)) = learned else {
             continue;

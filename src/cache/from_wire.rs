@@ -15,7 +15,10 @@ use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     Timestamp,
 };
-use crate::wire::{ClientData, IaPrefix, LqRelayData, Options, RelayChain, RelayMessage};
+use crate::wire::{
+    ClientData, IaPrefix, LqRelayData, OptionCode, Options, RelayChain, RelayChainView,
+    RelayMessage, RelayView,
+};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +111,40 @@ pub(crate) fn relay_data_of(chain: &RelayChain<'_>) -> RelayData {
                 peer_address: nonzero(below.peer_address),
                 interface_id: below.options.interface_id().map(Box::from),
                 remote_id: remote_id_of(below),
+            })
+        }),
+    }
+}
+
+/// [`relay_data_of`] read in place from a checked message's chain (the snooper's path): the
+/// same fields from the same levels, copied out only here, where they are kept.
+pub(crate) fn relay_data_of_view(chain: &RelayChainView<'_>) -> RelayData {
+    let Some(ours) = chain.ours() else {
+        return RelayData::default();
+    };
+    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
+    let interface_id = |r: &RelayView<'_>| {
+        r.options()
+            .checked_data(OptionCode::INTERFACE_ID)
+            .map(Box::from)
+    };
+    let remote_id = |r: &RelayView<'_>| {
+        r.options().checked_remote_id().map(|(enterprise, id)| {
+            let mut v = enterprise.to_be_bytes().to_vec();
+            v.extend_from_slice(id);
+            v.into_boxed_slice()
+        })
+    };
+    RelayData {
+        peer_address: nonzero(ours.peer_address()),
+        interface_id: interface_id(&ours),
+        remote_id: remote_id(&ours),
+        access: chain.below_ours().map(|below| {
+            Box::new(AccessPort {
+                levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
+                peer_address: nonzero(below.peer_address()),
+                interface_id: interface_id(&below),
+                remote_id: remote_id(&below),
             })
         }),
     }

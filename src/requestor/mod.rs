@@ -29,7 +29,7 @@ use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};
 
 pub use self::core::Requestor;
-pub(crate) use limiter::Rate;
+pub use limiter::Rate;
 pub use retransmit::RetransmitParams;
 
 /// Names one submitted query until its outcome is delivered: the requestor's handle for a

@@ -67,14 +67,14 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::admission::{Admission, OwnAddresses};
-use crate::cache::from_wire::relay_data_of;
+use crate::cache::from_wire::relay_data_of_view;
 use crate::cache::{
     Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
     Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use crate::wire::{
-    ALL_DHCP_SERVERS, CLIENT_PORT, ClientMessage, DhcpOption, Message, MessageType, OptionCode,
-    Options, RelayChain, SERVER_PORT, StatusCode,
+    ALL_DHCP_SERVERS, CLIENT_PORT, CheckedMessage, ClientView, MessageType, MessageView,
+    OptionCode, OptionRef, OptionsIter, RelayChainView, SERVER_PORT, StatusCode,
 };
 
 /// Settings of the RELAY-FORW memory.
@@ -355,25 +355,35 @@ impl Classifier {
 
     /// Feeds one snooped DHCPv6 message with its envelope (see the module doc for what is
     /// believed from where).
-    pub fn on_message(&mut self, msg: &Message, env: &Envelope, now: Timestamp) -> Option<Learned> {
+    ///
+    /// The message is read in place, from the captured bytes: only what is kept is copied (a
+    /// remembered RELAY-FORW, an observation, a withdrawal), so the many messages that teach
+    /// nothing — refused, ignored, unmatched — cost no allocation.
+    pub fn on_snooped(
+        &mut self,
+        msg: CheckedMessage<'_>,
+        env: &Envelope,
+        now: Timestamp,
+    ) -> Option<Learned> {
         self.refusal = None;
         self.pending.expire(now, self.cfg.pending_ttl_ms);
         self.releases.expire(now, self.cfg.pending_ttl_ms);
-        let Message::Relay(outer) = msg else {
-            if let Message::Client(reply) = msg {
-                if reply.msg_type == MessageType::REPLY && self.unicast_reply(env) {
+        let outer = match msg.view() {
+            MessageView::Relay(outer) => outer,
+            MessageView::Client(reply) => {
+                if reply.msg_type() == MessageType::REPLY && self.unicast_reply(env) {
                     return self.on_unicast_reply(reply, now);
                 }
+                self.stats.bump(ClassifyCounter::NotRelayed);
+                return None;
             }
-            self.stats.bump(ClassifyCounter::NotRelayed);
-            return None;
         };
-        let Some(client) = msg.innermost() else {
+        let chain = RelayChainView::of(msg);
+        let Some(client) = chain.innermost() else {
             self.stats.bump(ClassifyCounter::Ignored);
             return None;
         };
-        let chain = RelayChain::of_message(msg);
-        match outer.msg_type {
+        match outer.msg_type() {
             MessageType::RELAY_FORW => {
                 if let Err(c) = self.forw_trusted(env) {
                     self.refuse(c);
@@ -382,21 +392,21 @@ impl Classifier {
                 self.on_forw(&chain, client, now);
                 None
             }
-            MessageType::RELAY_REPL if client.msg_type == MessageType::REPLY => {
+            MessageType::RELAY_REPL if client.msg_type() == MessageType::REPLY => {
                 if let Err(c) = self.repl_trusted(env) {
                     self.refuse(c);
                     return None;
                 }
                 self.on_reply(&chain, client, env.src, now)
             }
-            MessageType::RELAY_REPL if client.msg_type == MessageType::ADVERTISE => {
+            MessageType::RELAY_REPL if client.msg_type() == MessageType::ADVERTISE => {
                 // The server chose to advertise: a rapid-commit SOLICIT gets no REPLY now, so
                 // its entry goes (only a server we trust may end it).
                 if self.repl_trusted(env).is_ok()
-                    && let Some(duid) = client.options.client_id()
+                    && let Some(duid) = client.options().checked_data(OptionCode::CLIENTID)
                 {
                     let key: PendingKey = (
-                        client.transaction_id,
+                        client.transaction_id(),
                         duid.to_vec().into_boxed_slice(),
                         link_address(&chain),
                     );
@@ -478,16 +488,16 @@ impl Classifier {
 
     /// The leases a successful REPLY carries, or `None` (counted) when its top-level status is
     /// an error or it carries none: one reading for relayed and unicast REPLYs alike.
-    fn reply_leases(&mut self, reply: &ClientMessage) -> Option<Vec<ObservedLease>> {
+    fn reply_leases(&mut self, reply: ClientView<'_>) -> Option<Vec<ObservedLease>> {
         if reply
-            .options
-            .status_code()
+            .options()
+            .checked_status_code()
             .is_some_and(|c| c != StatusCode::SUCCESS)
         {
             self.stats.bump(ClassifyCounter::ErrorStatus);
             return None;
         }
-        let leases = leases_of(&reply.options, &mut self.stats);
+        let leases = leases_of(reply.options(), &mut self.stats);
         if leases.is_empty() {
             self.stats.bump(ClassifyCounter::Ignored);
             return None;
@@ -498,8 +508,8 @@ impl Classifier {
     /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
     /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
     /// on the link whose subscriber prefixes hold it.
-    fn on_unicast_reply(&mut self, reply: &ClientMessage, now: Timestamp) -> Option<Learned> {
-        let Some(duid) = reply.options.client_id() else {
+    fn on_unicast_reply(&mut self, reply: ClientView<'_>, now: Timestamp) -> Option<Learned> {
+        let Some(duid) = reply.options().checked_data(OptionCode::CLIENTID) else {
             self.stats.bump(ClassifyCounter::MissingId);
             return None;
         };
@@ -527,32 +537,38 @@ impl Classifier {
         Some(Learned::Doubt(doubts))
     }
 
-    fn on_forw(&mut self, chain: &RelayChain<'_>, client: &ClientMessage, now: Timestamp) {
-        let Some(duid) = client.options.client_id() else {
+    fn on_forw(&mut self, chain: &RelayChainView<'_>, client: ClientView<'_>, now: Timestamp) {
+        let Some(duid) = client.options().checked_data(OptionCode::CLIENTID) else {
             self.stats.bump(ClassifyCounter::MissingId);
             return;
         };
-        if client.msg_type == MessageType::SOLICIT
-            && client.options.find(OptionCode::RAPID_COMMIT).is_none()
+        if client.msg_type() == MessageType::SOLICIT
+            && client
+                .options()
+                .checked_data(OptionCode::RAPID_COMMIT)
+                .is_none()
         {
             // Answered only by an ADVERTISE, which binds nothing: nothing to remember.
             self.stats.bump(ClassifyCounter::RelayForw);
             return;
         }
-        let releases = matches!(client.msg_type, MessageType::RELEASE | MessageType::DECLINE);
+        let releases = matches!(
+            client.msg_type(),
+            MessageType::RELEASE | MessageType::DECLINE
+        );
         let named = if releases {
-            leases_of(&client.options, &mut self.stats)
+            leases_of(client.options(), &mut self.stats)
         } else {
             Vec::new()
         };
         let key: PendingKey = (
-            client.transaction_id,
+            client.transaction_id(),
             duid.to_vec().into_boxed_slice(),
             link_address(chain),
         );
         let entry = Pending {
-            client_type: client.msg_type,
-            relay: relay_data_of(chain),
+            client_type: client.msg_type(),
+            relay: relay_data_of_view(chain),
             named,
             at: now,
         };
@@ -572,18 +588,21 @@ impl Classifier {
 
     fn on_reply(
         &mut self,
-        chain: &RelayChain<'_>,
-        reply: &ClientMessage,
+        chain: &RelayChainView<'_>,
+        reply: ClientView<'_>,
         sender: Ipv6Addr,
         now: Timestamp,
     ) -> Option<Learned> {
-        let (Some(duid), Some(server)) = (reply.options.client_id(), reply.options.server_id())
-        else {
+        let opts = reply.options();
+        let (Some(duid), Some(server)) = (
+            opts.checked_data(OptionCode::CLIENTID),
+            opts.checked_data(OptionCode::SERVERID),
+        ) else {
             self.stats.bump(ClassifyCounter::MissingId);
             return None;
         };
-        let duid: Box<[u8]> = duid.to_vec().into_boxed_slice();
-        let key: PendingKey = (reply.transaction_id, duid.clone(), link_address(chain));
+        let duid: Box<[u8]> = duid.into();
+        let key: PendingKey = (reply.transaction_id(), duid.clone(), link_address(chain));
         let Some(forw) = self
             .releases
             .remove(&key)
@@ -601,7 +620,7 @@ impl Classifier {
         let leases = self.reply_leases(reply)?;
         // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
         // Remote-Id, and the levels below ours as this box relayed them.
-        let mut relay = relay_data_of(chain);
+        let mut relay = relay_data_of_view(chain);
         relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
         relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
         relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
@@ -621,7 +640,7 @@ impl Classifier {
             source: Source::Snoop,
             clt_time: None,
             base_time: None,
-            srsn: self.cfg.srsn_option.and_then(|c| reply.options.srsn(c)),
+            srsn: self.cfg.srsn_option.and_then(|c| opts.checked_srsn(c)),
             complete: false,
             leases,
             arrival: now,
@@ -633,16 +652,16 @@ impl Classifier {
     /// heard it. A wrapped one is refused unless its link has an LDRA in front (admission).
     fn on_release_reply(
         &mut self,
-        chain: &RelayChain<'_>,
-        reply: &ClientMessage,
+        chain: &RelayChainView<'_>,
+        reply: ClientView<'_>,
         forw: Pending,
         duid: Box<[u8]>,
         now: Timestamp,
     ) -> Option<Learned> {
         self.stats.bump(ClassifyCounter::ReplyRelease);
         if reply
-            .options
-            .status_code()
+            .options()
+            .checked_status_code()
             .is_some_and(|c| c != StatusCode::SUCCESS)
         {
             self.stats.bump(ClassifyCounter::ErrorStatus);
@@ -660,7 +679,7 @@ impl Classifier {
                 return None;
             }
         }
-        let not_done = ias_not_done(&reply.options);
+        let not_done = ias_not_done(reply.options());
         let mut keys = Vec::with_capacity(forw.named.len());
         let mut iaids = Vec::with_capacity(forw.named.len());
         let mut doubts = Vec::new();
@@ -702,45 +721,47 @@ impl Classifier {
 }
 
 /// This box's link-address: the outermost level's (levels inside it never name the link).
-fn link_address(chain: &RelayChain<'_>) -> Ipv6Addr {
+fn link_address(chain: &RelayChainView<'_>) -> Ipv6Addr {
     chain.link_address().unwrap_or(Ipv6Addr::UNSPECIFIED)
+}
+
+/// The IA_NA, IA_TA and IA_PD options of a checked list: (type, IAID, the IA's options).
+fn ias(opts: OptionsIter<'_>) -> impl Iterator<Item = (IaType, u32, OptionsIter<'_>)> {
+    opts.filter_map(Result::ok)
+        .filter_map(|o| match o.kind().ok()? {
+            OptionRef::IaNa(ia) => Some((IaType::Na, ia.iaid, ia.options)),
+            OptionRef::IaPd(ia) => Some((IaType::Pd, ia.iaid, ia.options)),
+            OptionRef::IaTa { iaid, options } => Some((IaType::Ta, iaid, options)),
+            _ => None,
+        })
 }
 
 /// The IAs (type, IAID) a REPLY gives a status other than Success: the server did not release
 /// or decline what the client named there (NoBinding, RFC 8415 §18.3.7–18.3.8).
-fn ias_not_done(opts: &Options) -> Vec<(IaType, u32)> {
-    opts.iter()
-        .filter_map(|o| match o {
-            DhcpOption::IaNa(ia) => Some((IaType::Na, ia.iaid, &ia.options)),
-            DhcpOption::IaPd(ia) => Some((IaType::Pd, ia.iaid, &ia.options)),
-            DhcpOption::IaTa(ia) => Some((IaType::Ta, ia.iaid, &ia.options)),
-            _ => None,
+fn ias_not_done(opts: OptionsIter<'_>) -> Vec<(IaType, u32)> {
+    ias(opts)
+        .filter(|(_, _, o)| {
+            o.checked_status_code()
+                .is_some_and(|c| c != StatusCode::SUCCESS)
         })
-        .filter(|(_, _, o)| o.status_code().is_some_and(|c| c != StatusCode::SUCCESS))
         .map(|(t, iaid, _)| (t, iaid))
         .collect()
 }
 
 /// Every address and prefix in the IA_NA, IA_TA and IA_PD options of `opts`.
-fn leases_of(opts: &Options, stats: &mut ClassifyStats) -> Vec<ObservedLease> {
+fn leases_of(opts: OptionsIter<'_>, stats: &mut ClassifyStats) -> Vec<ObservedLease> {
     let mut out = Vec::new();
-    for o in opts.iter() {
-        let (ia, iaid, inner) = match o {
-            DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, &ia.options),
-            DhcpOption::IaPd(ia) => (IaType::Pd, ia.iaid, &ia.options),
-            DhcpOption::IaTa(ia) => (IaType::Ta, ia.iaid, &ia.options),
-            _ => continue,
-        };
-        for l in inner.iter() {
-            match l {
-                DhcpOption::IaAddr(a) if ia != IaType::Pd => out.push(ObservedLease {
+    for (ia, iaid, inner) in ias(opts) {
+        for l in inner.filter_map(Result::ok) {
+            match l.kind() {
+                Ok(OptionRef::IaAddr(a)) if ia != IaType::Pd => out.push(ObservedLease {
                     key: LeaseKey::Address(a.addr),
                     ia,
                     iaid,
                     preferred: a.preferred,
                     valid: a.valid,
                 }),
-                DhcpOption::IaPrefix(p) if ia == IaType::Pd => match p.prefix() {
+                Ok(OptionRef::IaPrefix(p)) if ia == IaType::Pd => match p.prefix() {
                     Ok(prefix) => out.push(ObservedLease {
                         key: LeaseKey::Prefix(prefix),
                         ia,

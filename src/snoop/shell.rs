@@ -19,7 +19,7 @@ use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learn
 use crate::cache::task::{CacheHandle, CacheInput};
 use crate::supervise::{Lifetime, Supervisor, test_fault};
 use crate::time::AgentClock;
-use crate::wire::Message;
+use crate::wire::CheckedMessage;
 
 /// What the running snooper exposes: counters of both halves.
 #[derive(Debug, Clone, Default)]
@@ -242,12 +242,13 @@ async fn classify_run(
         log_budget,
     } = &mut *guard;
     while let Some(m) = rx.recv().await {
-        let Ok(msg) = Message::parse(&m.payload) else {
+        // Checked in place: the classifier copies out only what it keeps.
+        let Ok(msg) = CheckedMessage::new(&m.payload) else {
             st.unparsable
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         };
-        let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type);
+        let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type());
         st.messages.count(inner);
         let env = Envelope {
             outgoing: m.outgoing,
@@ -256,7 +257,7 @@ async fn classify_run(
             src_port: m.src_port,
             dst_port: m.dst_port,
         };
-        let learned = classifier.on_message(&msg, &env, clock.at(m.at.into()));
+        let learned = classifier.on_snooped(msg, &env, clock.at(m.at.into()));
         if let Some(why) = classifier.refusal() {
             if log_budget.allow(m.at) {
                 tracing::warn!(

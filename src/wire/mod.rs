@@ -48,14 +48,15 @@ pub use codes::{LeasequeryType, MessageType, OptionCode, QueryType, StatusCode};
 pub use duid::Duid;
 pub use error::{Error, ErrorKind};
 pub use ia::INFINITE_LIFETIME;
+pub use lq::{LeasequeryRef, LqTarget};
 pub use message::MAX_TRANSACTION_ID;
 pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
     Message, Options, RelayMessage,
 };
-pub use relay::RelayChain;
+pub use relay::{RelayChain, RelayChainView};
 pub use status::Status;
-pub use view::{MessageView, OptionRef, OptionsIter, RelayView};
+pub use view::{CheckedMessage, ClientView, MessageView, OptionRef, OptionsIter, RelayView};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
 pub(crate) const CLIENT_PORT: u16 = 546;

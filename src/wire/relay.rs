@@ -17,6 +17,7 @@
 //! an LDRA stands in front of it); anything deeper is not a chain this box can vouch for.
 
 use super::owned::{Message, RelayMessage};
+use super::view::{CheckedMessage, ClientView, MessageView, RelayView};
 use std::net::Ipv6Addr;
 
 /// Most levels read; the codec bounds nesting well below this anyway.
@@ -93,6 +94,92 @@ impl<'a> RelayChain<'a> {
     pub fn link_address(&self) -> Option<Ipv6Addr> {
         self.ours()
             .map(|r| r.link_address)
+            .filter(|a| !a.is_unspecified())
+    }
+}
+
+/// [`RelayChain`] read in place from a [`CheckedMessage`] (the snooper's path): the same
+/// levels, without the owned tree. Only what is read from a chain is kept — this box's level,
+/// the one below it and how many there are — so it needs no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayChainView<'a> {
+    ours: Option<RelayView<'a>>,
+    below: Option<RelayView<'a>>,
+    levels: usize,
+    innermost: Option<ClientView<'a>>,
+}
+
+impl<'a> RelayChainView<'a> {
+    /// The chain of a snooped message (empty for a client/server message, which is then its
+    /// own innermost message).
+    pub fn of(m: CheckedMessage<'a>) -> Self {
+        let mut chain = RelayChainView {
+            ours: None,
+            below: None,
+            levels: 0,
+            innermost: None,
+        };
+        let mut cur = m.view();
+        loop {
+            match cur {
+                MessageView::Client(c) => {
+                    chain.innermost = Some(c);
+                    break;
+                }
+                MessageView::Relay(r) => {
+                    if chain.levels == MAX_LEVELS {
+                        break;
+                    }
+                    match chain.levels {
+                        0 => chain.ours = Some(r),
+                        1 => chain.below = Some(r),
+                        _ => {}
+                    }
+                    chain.levels += 1;
+                    // A checked message cannot fail here; an error reads as "no deeper level".
+                    match r.relay_message() {
+                        Ok(Some(inner)) => cur = inner,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        chain
+    }
+
+    /// This box's level: the only one whose link-address and Interface-Id select a link.
+    pub fn ours(&self) -> Option<RelayView<'a>> {
+        self.ours
+    }
+
+    /// How many levels lie below this box's (0 = the client talked to this box directly).
+    pub fn nested(&self) -> usize {
+        self.levels.saturating_sub(1)
+    }
+
+    /// The level directly below this box's: an LDRA's (RFC 6221).
+    pub fn below_ours(&self) -> Option<RelayView<'a>> {
+        self.below
+    }
+
+    /// The client/server message inside every level (`None`: a level without RELAY_MSG).
+    pub fn innermost(&self) -> Option<ClientView<'a>> {
+        self.innermost
+    }
+
+    /// Number of levels.
+    pub fn len(&self) -> usize {
+        self.levels
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels == 0
+    }
+
+    /// This box's link-address, `None` when `::` (or no level at all).
+    pub fn link_address(&self) -> Option<Ipv6Addr> {
+        self.ours
+            .map(|r| r.link_address())
             .filter(|a| !a.is_unspecified())
     }
 }

@@ -744,3 +744,98 @@ impl<'a> MessageView<'a> {
         self.options().walk()
     }
 }
+
+/// A message whose every option at every depth passed [`MessageView::walk`]: made only by
+/// [`CheckedMessage::new`]. Readers of a checked message (the snooper) take what it carries
+/// straight from the received bytes, copying only what they keep; since every layout was
+/// checked once, an accessor's error cannot happen on it, and the `checked_*` readers below
+/// read one as absence rather than failing.
+///
+/// The same messages are accepted as by [`Message::parse`](super::Message::parse) (which walks
+/// the same view), without building the owned tree: that is the point on the hot path, where
+/// most messages teach nothing that is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedMessage<'a>(MessageView<'a>);
+
+impl<'a> CheckedMessage<'a> {
+    /// Checks the header and walks every option at every depth; no allocation.
+    #[inline]
+    pub fn new(bytes: &'a [u8]) -> Result<Self, Error> {
+        let m = MessageView::new_checked(bytes)?;
+        m.walk()?;
+        Ok(CheckedMessage(m))
+    }
+
+    #[inline]
+    pub fn view(&self) -> MessageView<'a> {
+        self.0
+    }
+
+    #[inline]
+    pub fn msg_type(&self) -> MessageType {
+        self.0.msg_type()
+    }
+
+    /// The client/server message inside every relay level (`None`: a relay level without
+    /// RELAY_MSG), as [`Message::innermost`](super::Message::innermost).
+    pub fn innermost(&self) -> Option<ClientView<'a>> {
+        let mut m = self.0;
+        loop {
+            match m {
+                MessageView::Client(c) => return Some(c),
+                MessageView::Relay(r) => m = r.relay_message().ok()??,
+            }
+        }
+    }
+}
+
+impl<'a> OptionsIter<'a> {
+    /// The body of the first option with `code`, as the owned finders read it; for a list of
+    /// a [`CheckedMessage`], where an error cannot occur (one would read as absence).
+    #[inline]
+    pub fn checked_data(self, code: OptionCode) -> Option<&'a [u8]> {
+        self.find(code).ok().flatten().map(|o| o.data())
+    }
+
+    /// The first STATUS_CODE's code (`None`: none, which RFC 8415 §21.13 reads as Success).
+    #[inline]
+    pub fn checked_status_code(self) -> Option<StatusCode> {
+        self.find(OptionCode::STATUS_CODE)
+            .ok()
+            .flatten()
+            .and_then(|o| o.status().ok())
+            .map(|s| s.code)
+    }
+
+    /// The first Remote-Id: (enterprise number, remote-id).
+    #[inline]
+    pub fn checked_remote_id(self) -> Option<(u32, &'a [u8])> {
+        match self
+            .find(OptionCode::REMOTE_ID)
+            .ok()
+            .flatten()?
+            .kind()
+            .ok()?
+        {
+            OptionRef::RemoteId {
+                enterprise,
+                remote_id,
+            } => Some((enterprise, remote_id)),
+            _ => None,
+        }
+    }
+
+    /// The first option with the untyped `code` whose body is 4 bytes, as a number (a server
+    /// reply sequence number), as [`Options::srsn`](super::Options::srsn) reads it.
+    #[inline]
+    pub fn checked_srsn(self, code: u16) -> Option<u32> {
+        self.filter_map(Result::ok)
+            .filter(|o| o.code().0 == code)
+            .find_map(|o| match o.kind() {
+                Ok(OptionRef::Unknown(u)) => {
+                    <[u8; 4]>::try_from(u.data()).ok().map(u32::from_be_bytes)
+                }
+                _ => None,
+            })
+    }
+}

@@ -1,7 +1,8 @@
 //! Property tests for the codec (issue 2): random messages — random unknown options, nested
 //! options, relay chains, LQ_RELAY_DATA — survive emit → parse unchanged; any bytes that parse
-//! re-emit byte for byte; and the borrowed view accepts exactly what the owned parser accepts,
-//! failing with the same error.
+//! re-emit byte for byte; the borrowed view accepts exactly what the owned parser accepts,
+//! failing with the same error; and a message checked in place (`CheckedMessage`, the
+//! snooper's path) reads the same relay chain and option values as the owned tree.
 
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::wire::*;
@@ -247,6 +248,71 @@ fn check_bytes(b: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// One option list read both ways: the in-place readers the snooper uses against the owned
+/// finders, for every code they read (untyped codes present as SRSN candidates).
+fn same_list(v: OptionsIter<'_>, o: &Options) -> Result<(), TestCaseError> {
+    let bytes = |d: Option<&Duid>| d.map(Duid::to_vec);
+    prop_assert_eq!(
+        v.checked_data(OptionCode::CLIENTID).map(<[u8]>::to_vec),
+        bytes(o.client_id())
+    );
+    prop_assert_eq!(
+        v.checked_data(OptionCode::SERVERID).map(<[u8]>::to_vec),
+        bytes(o.server_id())
+    );
+    prop_assert_eq!(v.checked_data(OptionCode::INTERFACE_ID), o.interface_id());
+    prop_assert_eq!(v.checked_status_code(), o.status_code());
+    prop_assert_eq!(v.checked_remote_id(), o.remote_id());
+    for opt in o.iter() {
+        if let DhcpOption::Unknown { code, .. } = opt {
+            prop_assert_eq!(v.checked_srsn(code.0), o.srsn(code.0));
+        }
+    }
+    Ok(())
+}
+
+/// `b` checked in place and parsed owned: the same verdict, and when accepted the same chain
+/// (levels, this box's and the next level's headers and lists, the innermost message).
+fn same_reading(b: &[u8]) -> Result<(), TestCaseError> {
+    let owned = Message::parse(b);
+    let checked = CheckedMessage::new(b);
+    prop_assert_eq!(
+        checked.as_ref().map(|_| ()).map_err(Clone::clone),
+        owned.as_ref().map(|_| ()).map_err(Clone::clone)
+    );
+    let (Ok(c), Ok(m)) = (checked, owned) else {
+        return Ok(());
+    };
+    prop_assert_eq!(c.msg_type(), m.msg_type());
+    let (vi, oi) = (c.innermost(), m.innermost());
+    prop_assert_eq!(
+        vi.map(|v| (v.msg_type(), v.transaction_id())),
+        oi.map(|o| (o.msg_type, o.transaction_id))
+    );
+    if let (Some(v), Some(o)) = (vi, oi) {
+        same_list(v.options(), &o.options)?;
+    }
+    let (vc, oc) = (RelayChainView::of(c), RelayChain::of_message(&m));
+    prop_assert_eq!((vc.len(), vc.nested()), (oc.len(), oc.nested()));
+    prop_assert_eq!(vc.link_address(), oc.link_address());
+    for (v, o) in [(vc.ours(), oc.ours()), (vc.below_ours(), oc.below_ours())] {
+        prop_assert_eq!(v.is_some(), o.is_some());
+        if let (Some(v), Some(o)) = (v, o) {
+            prop_assert_eq!(
+                (
+                    v.msg_type(),
+                    v.hop_count(),
+                    v.link_address(),
+                    v.peer_address()
+                ),
+                (o.msg_type, o.hop_count, o.link_address, o.peer_address)
+            );
+            same_list(v.options(), &o.options)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     // PROPTEST_CASES raises the count for a long local run; CI keeps the quick default.
     #![proptest_config(ProptestConfig {
@@ -282,6 +348,22 @@ proptest! {
     #[test]
     fn arbitrary_bytes_reemit_exactly(b in vec(any::<u8>(), 0..200)) {
         check_bytes(&b)?;
+    }
+
+    #[test]
+    fn checked_in_place_reads_what_the_owned_tree_reads(
+        m in message(),
+        flips in vec((any::<Index>(), any::<u8>()), 0..3),
+        cut in any::<Index>(),
+    ) {
+        let mut b = m.to_vec().unwrap();
+        same_reading(&b)?;
+        for (i, v) in flips {
+            let i = i.index(b.len());
+            b[i] = v;
+        }
+        let cut = cut.index(b.len() + 1);
+        same_reading(&b[..cut])?;
     }
 
     #[test]

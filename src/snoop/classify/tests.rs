@@ -3,7 +3,23 @@
 
 use super::*;
 use crate::admission::{Admission, OwnAddresses};
-use crate::wire::{Duid, Ia, IaAddr, IaPrefix, RelayMessage, Status};
+use crate::wire::{
+    ClientMessage, DhcpOption, Duid, Ia, IaAddr, IaPrefix, Message, Options, RelayMessage, Status,
+};
+
+/// The tables speak owned messages; the classifier reads bytes as the shell hands them over:
+/// each message is emitted and checked, exactly as a captured payload is.
+trait Feed {
+    fn on_message(&mut self, m: &Message, env: &Envelope, now: Timestamp) -> Option<Learned>;
+}
+
+impl Feed for Classifier {
+    fn on_message(&mut self, m: &Message, env: &Envelope, now: Timestamp) -> Option<Learned> {
+        let bytes = m.to_vec().expect("a test message encodes");
+        let msg = CheckedMessage::new(&bytes).expect("a test message checks");
+        self.on_snooped(msg, env, now)
+    }
+}
 
 const CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
