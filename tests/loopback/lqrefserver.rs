@@ -1008,8 +1008,15 @@ fn kea_profile_answers_in_option_code_order_with_keas_status_texts() {
     let (m, _) = u.recv().expect("reply");
     assert_eq!(codes(&m), [1, 2, 13, 45, 47]);
     assert_eq!(status(&m), (0, "active lease found".into()));
-    let top = m.options.lq_relay_data().expect("relay data at the top level");
-    assert_eq!(top.peer_address, a("fe80::2"), "the relay level's peer-address");
+    let top = m
+        .options
+        .lq_relay_data()
+        .expect("relay data at the top level");
+    assert_eq!(
+        top.peer_address,
+        a("fe80::2"),
+        "the relay level's peer-address"
+    );
     assert_eq!(top.relay.peer_address, a("fe80::2"));
     // No binding: Success with a text, not a bare reply.
     u.ask(2, by_address("2001:db8:1::77", "::", false));
@@ -1018,8 +1025,7 @@ fn kea_profile_answers_in_option_code_order_with_keas_status_texts() {
     assert_eq!(status(&m), (0, "no active lease".into()));
     // A client on two links: LQ_CLIENT_LINK with a Success status, in code order.
     let mut q = LqQuery::new(QueryType::BY_CLIENTID, Ipv6Addr::UNSPECIFIED);
-    q.options
-        .push(DhcpOption::ClientId(Duid::parse(&duid(1))));
+    q.options.push(DhcpOption::ClientId(Duid::parse(&duid(1))));
     u.ask(3, q);
     let (m, _) = u.recv().expect("reply");
     assert_eq!(codes(&m), [1, 2, 13, 48]);
@@ -1030,7 +1036,10 @@ fn kea_profile_answers_in_option_code_order_with_keas_status_texts() {
     assert_eq!(codes(&m), [1, 2, 13]);
     assert_eq!(status(&m), (7, "unknown query-type".into()));
     // By address without IAADDR: MalformedQuery with Kea's text.
-    u.ask(5, LqQuery::new(QueryType::BY_ADDRESS, Ipv6Addr::UNSPECIFIED));
+    u.ask(
+        5,
+        LqQuery::new(QueryType::BY_ADDRESS, Ipv6Addr::UNSPECIFIED),
+    );
     let (m, _) = u.recv().expect("reply");
     assert_eq!(status(&m), (8, "missing D6O_IAADDR".into()));
 }

@@ -202,10 +202,7 @@ fn unit_pre_check_is_quiet_on_success_and_still_names_the_key() {
         lqagent().args(args).output().unwrap()
     };
 
-    let sample = std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/lqagent.toml"
-    ));
+    let sample = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lqagent.toml"));
     let out = run(sample);
     assert!(
         out.status.success(),

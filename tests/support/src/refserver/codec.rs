@@ -323,7 +323,10 @@ pub fn emit_reply_as(
             } else {
                 "active lease(s) found"
             };
-            o.push(DhcpOption::StatusCode(Status::new(StatusCode::SUCCESS, text)));
+            o.push(DhcpOption::StatusCode(Status::new(
+                StatusCode::SUCCESS,
+                text,
+            )));
         }
         o.sort_by_key(|x| x.code().0);
     }
