@@ -86,7 +86,7 @@ ln -s "$KEA_BUILD/src/hooks/dhcp/lease_cmds/libdhcp_lease_cmds.so" "$work/hooks/
 export KEA_DHCP_DATA_DIR="$work" KEA_CONTROL_SOCKET_DIR="$work" KEA_HOOKS_PATH="$work/hooks"
 export KEA_LOCKFILE_DIR="$work" KEA_PIDFILE_DIR="$work" KEA_LOG_FILE_DIR="$work"
 cp "$here/kea-dhcp6.json" "$work/kea-dhcp6.json"
-"$KEA" -t "$work/kea-dhcp6.json" >"$work/kea-check.log" 2>&1 ||
+ip netns exec "$SRV" "$KEA" -t "$work/kea-dhcp6.json" >"$work/kea-check.log" 2>&1 ||
   { cat "$work/kea-check.log" >&2; exit 1; }
 ip netns exec "$SRV" env KEA_DHCP_DATA_DIR="$work" "$KEA" -c "$work/kea-dhcp6.json" \
   >"$work/kea.log" 2>&1 &
