@@ -39,9 +39,11 @@ fn with_xid(m: &[u8], x: u32) -> Vec<u8> {
     v
 }
 
-/// The recorded answers of every bulk connection: query bytes after the xid → the server's
-/// messages for that query's xid, in order.
-fn recorded_bulk() -> (Vec<TcpConnection>, BTreeMap<Vec<u8>, Vec<Vec<u8>>>) {
+/// Query bytes after the transaction id → the server's messages for that query, in order.
+type Answers = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
+/// The recorded answers of every bulk connection.
+fn recorded_bulk() -> (Vec<TcpConnection>, Answers) {
     let conns = captures::tcp(BULK);
     let mut answers = BTreeMap::new();
     for c in &conns {
@@ -57,7 +59,7 @@ fn recorded_bulk() -> (Vec<TcpConnection>, BTreeMap<Vec<u8>, Vec<Vec<u8>>>) {
 
 /// A TCP server on loopback that answers each query with Kea's recorded answer to it (xid
 /// rewritten) and closes when the requestor does.
-fn replay_server(answers: BTreeMap<Vec<u8>, Vec<Vec<u8>>>) -> SocketAddr {
+fn replay_server(answers: Answers) -> SocketAddr {
     let l = TcpListener::bind("[::1]:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
