@@ -37,7 +37,11 @@ fn parse(what: &str, bytes: &[u8]) -> Message {
     let walked = MessageView::new_checked(bytes)
         .and_then(|v| v.walk())
         .unwrap_or_else(|e| panic!("{what}: view walk: {e}"));
-    assert!(walked > 0, "{what}: the view saw no options");
+    // A LEASEQUERY-DONE may be the 4-byte header alone.
+    assert!(
+        walked > 0 || bytes.len() == 4,
+        "{what}: the view saw no options"
+    );
     assert_eq!(Decoded::new(bytes).malformed, 0, "{what}: renderer");
     m
 }
