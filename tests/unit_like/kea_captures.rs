@@ -284,10 +284,20 @@ fn the_kea_profile_answers_udp_queries_in_the_shape_kea_did() {
     use support::refserver::codec::{self, ReplyBody, Shape as RefShape};
     use support::refserver::{Decision, Profile, Transport, answer::decide_as};
     let table = kea_table();
+    // The table is Kea's leases before the client's RELEASE: compare the queries made before it.
+    let release = captures::udp(RELAY_SERVER)
+        .into_iter()
+        .find(|d| {
+            Message::parse(&d.payload)
+                .ok()
+                .and_then(|m| m.innermost().map(|c| c.msg_type))
+                == Some(MessageType::RELEASE)
+        })
+        .map_or(u64::MAX, |d| d.ts_sec);
     let mut compared = 0;
     for x in exchanges() {
         let Some((_, reply)) = &x.reply else { continue };
-        if *x.query.src.ip() != REQUESTER {
+        if *x.query.src.ip() != REQUESTER || x.query.ts_sec >= release {
             continue;
         }
         let Ok(inc) = codec::parse_leasequery(&x.query.payload) else {
