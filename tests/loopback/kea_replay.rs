@@ -5,6 +5,8 @@
 //! and the merge (`cache::BindingStore`) then have to produce the bindings Kea's own lease file
 //! (kea-leases6.csv) lists — with the last transaction time and the expiry Kea wrote down, which
 //! holds only if CLT_TIME is read as elapsed seconds and the lifetimes as what remains.
+//! The UDP requestor (`requestor::udp`) is replayed the same way: verdicts, relay data beside
+//! CLIENT_DATA, a prefix found by an address inside it, LQ_CLIENT_LINK and its follow-ups.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -17,13 +19,19 @@ use lqagent::bulk::core::BulkQuery;
 use lqagent::bulk::recovery::observation;
 use lqagent::bulk::stats::BulkStats;
 use lqagent::bulk::tcp::{self, BulkEvent, QueryResult, ServerQueries};
+use lqagent::cache::from_wire::{observed_leases, relay_placement};
 use lqagent::cache::{BindingStore, CacheConfig, LeaseKey};
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::requestor::udp::{self, UdpConfig};
+use lqagent::requestor::{
+    Answer, AnswerVerdict, Query, QueryOutcome, RequestorConfig, RetransmitParams,
+};
 use lqagent::time::Timestamp;
 use lqagent::wire::Duid;
 use support::captures::{self, KeaLease, TcpConnection};
 
 const BULK: &str = "kea/kea-bulk.pcap";
+const LEASEQUERY: &str = "kea/kea-leasequery.pcap";
 const LEASES: &str = "kea/kea-leases6.csv";
 /// The requestor DUID the recording used (DUID-LL of the access concentrator's up0).
 const REQUESTOR: &str = "00030001020000000201";
@@ -203,4 +211,138 @@ fn kea_bulk_by_link_address_becomes_the_leases_kea_holds_on_that_link() {
         "the recording's subnet 1 leases: {want:?}"
     );
     assert_store_is(&store, &want, Some(link1));
+}
+
+/// A UDP server on loopback answering each leasequery with Kea's recorded reply to the same
+/// query (xid rewritten); queries Kea never got (or never answered) get nothing.
+fn replay_udp() -> SocketAddr {
+    let mut answers: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let all = captures::udp(LEASEQUERY);
+    for q in all.iter().filter(|d| d.dst.port() == 547) {
+        let reply = all.iter().find(|r| {
+            r.src.port() == 547 && r.dst == q.src && r.payload.get(1..4) == q.payload.get(1..4)
+        });
+        if let Some(r) = reply {
+            answers
+                .entry(q.payload[4..].to_vec())
+                .or_insert_with(|| r.payload.clone());
+        }
+    }
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n < 4 {
+                continue;
+            }
+            if let Some(r) = answers.get(&buf[4..n]) {
+                let _ = sock.send_to(&with_xid(r, xid(&buf[..n])), from);
+            }
+        }
+    });
+    addr
+}
+
+/// Ask `q` with the agent's UDP requestor (one transmission) against the replay.
+fn ask_udp(q: Query) -> QueryOutcome {
+    let server = replay_udp();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut retransmit = RetransmitParams::LEASEQUERY;
+        retransmit.mrc = 1;
+        let cfg = RequestorConfig {
+            servers: vec![server],
+            duid: hex::decode(REQUESTOR).unwrap(),
+            retransmit,
+            negative_ttl: Duration::ZERO,
+            global_rate: None,
+            link_rate: None,
+            ..RequestorConfig::default()
+        };
+        let udp = UdpConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..UdpConfig::default()
+        };
+        let (handle, _task) = udp::spawn(cfg, udp).await.unwrap();
+        handle.query(q).await.unwrap()
+    })
+}
+
+/// The real client's leases: the ones Kea stored with dhcrelay's relay information (an
+/// Interface-Id, no RELAY_ID), before the RELEASE.
+fn real_client() -> Vec<KeaLease> {
+    kea_leases()
+        .into_iter()
+        .filter(|l| {
+            l.relay_info
+                .as_ref()
+                .and_then(|r| r.get(0)?.get("relay-id"))
+                .is_none()
+                && l.relay_info.is_some()
+        })
+        .collect()
+}
+
+/// Kea's UDP answers through the agent's requestor: by address the one lease with relay data
+/// beside CLIENT_DATA (placing it on this box's link, next hop the client's link-local
+/// address); by an address inside the delegated prefix, that prefix; by client-id over every
+/// link, LQ_CLIENT_LINK followed by one query per link, each answered with that link's leases.
+#[test]
+#[ignore = "needs the Kea recordings: run tests/data/kea/record.sh (tests/data/kea/README.md)"]
+fn kea_udp_answers_through_the_requestor() {
+    let mine = real_client();
+    let na = mine.iter().find(|l| !l.prefix && l.subnet_id == 1).unwrap();
+    let pd = mine.iter().find(|l| l.prefix).unwrap();
+    let link1: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+
+    let o = ask_udp(Query::by_address(na.address).with_relay_data(true));
+    assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
+    let b = o.bindings().next().unwrap();
+    assert_eq!(b.client_duid(), na.duid);
+    let leases = observed_leases(&b.data).unwrap();
+    assert_eq!(leases.len(), 1, "only the lease asked about: {leases:?}");
+    assert_eq!(leases[0].key, LeaseKey::Address(na.address));
+    let rd = b
+        .top_relay_data
+        .as_ref()
+        .expect("relay data beside CLIENT_DATA");
+    let placed = relay_placement(rd);
+    assert_eq!(placed.link_address, Some(link1));
+    assert_eq!(
+        placed.peer_address,
+        Some("fe80::ff:fe00:301".parse().unwrap())
+    );
+
+    let inside = Ipv6Addr::from(u128::from(pd.address) | 1);
+    let o = ask_udp(Query::by_address(inside));
+    assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
+    let leases = observed_leases(&o.bindings().next().unwrap().data).unwrap();
+    assert_eq!(
+        leases.iter().map(|l| l.key).collect::<Vec<_>>(),
+        [LeaseKey::Prefix(
+            Ipv6Prefix::new(pd.address, pd.prefix_len).unwrap()
+        )]
+    );
+
+    let o = ask_udp(Query::by_client_id(na.duid.clone()));
+    assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
+    assert!(
+        o.answers
+            .iter()
+            .any(|a| matches!(&a.answer, Answer::ClientLinks(l) if l.len() == 2)),
+        "{o:?}"
+    );
+    let mut got: Vec<LeaseKey> = o
+        .bindings()
+        .flat_map(|b| observed_leases(&b.data).unwrap())
+        .map(|l| l.key)
+        .collect();
+    got.sort();
+    let mut want: Vec<LeaseKey> = mine.iter().map(key).collect();
+    want.sort();
+    assert_eq!(got, want, "every lease of the client, link by link");
 }
