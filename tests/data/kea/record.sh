@@ -83,6 +83,9 @@ nsx "$SRV" ip -6 route add 2001:db8:1::/64 via 2001:db8::2
 mkdir -p "$work/hooks"
 ln -s "$KEA_BUILD/src/hooks/dhcp/lease_query/libdhcp_lease_query.so" "$work/hooks/"
 ln -s "$KEA_BUILD/src/hooks/dhcp/lease_cmds/libdhcp_lease_cmds.so" "$work/hooks/"
+# The hooks find Kea's libraries by $ORIGIN-relative run paths, which the links above break.
+LD_LIBRARY_PATH="$(find "$KEA_BUILD/src/lib" -name 'libkea-*.so' -printf '%h\n' | sort -u | paste -sd:)"
+export LD_LIBRARY_PATH
 export KEA_DHCP_DATA_DIR="$work" KEA_CONTROL_SOCKET_DIR="$work" KEA_HOOKS_PATH="$work/hooks"
 export KEA_LOCKFILE_DIR="$work" KEA_PIDFILE_DIR="$work" KEA_LOG_FILE_DIR="$work"
 cp "$here/kea-dhcp6.json" "$work/kea-dhcp6.json"
@@ -173,7 +176,8 @@ sleep 3
 
 query() {
   echo "+ lqagent query $*"
-  nsx "$AC" "$LQAGENT" query --server 2001:db8::1 --interface up0 --attempts 1 --timeout 2 "$@" || true
+  nsx "$AC" "$LQAGENT" query --server 2001:db8::1 --interface up0 --attempts 1 --timeout 2 \
+    --bind '[2001:db8::2]:546' "$@" || true
 }
 query --address "$address" --relay-data
 query --address "$address" --link 2001:db8:1::1
@@ -221,11 +225,13 @@ bulk() {
   echo "+ lqbulk $*"
   nsx "$AC" "$LQBULK" --server '[2001:db8::1]:547' --duid 00030001020000000201 "$@" || true
 }
-bulk --link 2001:db8:1::1
-bulk --relay-id "$relay_id"
-bulk --remote-id 4491:020000000403
-bulk --link 2001:db8:99::1
-bulk --link 2001:db8:2::1 --remote-id 4491:020000000401 --pipelining --data-timeout 3
+# With two addresses on up0 the kernel may pick either: name the listed one.
+bulk_listed() { bulk --source 2001:db8::2 "$@"; }
+bulk_listed --link 2001:db8:1::1
+bulk_listed --relay-id "$relay_id"
+bulk_listed --remote-id 4491:020000000403
+bulk_listed --link 2001:db8:99::1
+bulk_listed --link 2001:db8:2::1 --remote-id 4491:020000000401 --pipelining --data-timeout 3
 bulk --source 2001:db8::3 --link 2001:db8:1::1 --data-timeout 3
 
 # RELEASE through the relay, then ask again.

@@ -198,10 +198,35 @@ fn decide_kea(table: &LeaseTable, q: &Query, transport: Transport) -> Decision {
             link: Ipv6Addr::UNSPECIFIED,
             ..q.clone()
         };
-        return narrow_by_address(decide(table, &anywhere, transport), addr, table);
+        return match narrow_by_address(decide(table, &anywhere, transport), addr, table) {
+            // Not leased: Kea says "no active lease" for an address of a configured pool and
+            // NotConfigured for any other; the table knows links, not pools: an address in
+            // the /64 of a served link stands for "in a pool" (seen: 2001:db8:1::1ff and
+            // 2001:db8:99::1 in tests/data/kea/).
+            Decision::NoBinding if !table.serves_64_of(addr) => {
+                Decision::Status(STATUS_NOT_CONFIGURED, "address not in a configured pool")
+            }
+            d => d,
+        };
     }
-    match (decide(table, q, transport), transport) {
+    // Kea places a link-address in the subnet containing it (its LQ_CLIENT_LINK names the
+    // subnets by their prefix, e.g. 2001:db8:1::, and the follow-ups ask with those).
+    let mut q = q.clone();
+    if !q.link.is_unspecified() && !table.knows_link(q.link) {
+        if let Some(l) = table.link_of_64(q.link) {
+            q.link = l;
+        }
+    }
+    match (decide(table, &q, transport), transport) {
         (Decision::Bindings(v), Transport::Tcp) => Decision::Leases(one_per_lease(table, &v)),
+        (Decision::ClientLinks(links), _) => {
+            let mut v: Vec<Ipv6Addr> = links
+                .into_iter()
+                .map(|l| Ipv6Addr::from(u128::from(l) >> 64 << 64))
+                .collect();
+            v.dedup();
+            Decision::ClientLinks(v)
+        }
         (d, _) => d,
     }
 }
