@@ -354,3 +354,57 @@ fn kea_answers_an_unlisted_requester_with_silence() {
     );
     assert!(from_unlisted.iter().all(|x| x.reply.is_none()));
 }
+
+/// Kea's bulk answers as recorded: REPLY, one DATA per lease (a CLIENT_DATA with exactly one
+/// IAADDR or IAPREFIX and LQ_RELAY_DATA inside it), DONE; a second query pipelined on the same
+/// connection gets nothing; a connection from the unlisted requester gets nothing.
+#[test]
+fn kea_bulk_sends_one_lease_per_data_and_ignores_a_pipelined_query() {
+    let conns = captures::tcp(BULK);
+    let by_link = &conns[0];
+    let msgs: Vec<ClientMessage> = by_link
+        .server_messages()
+        .iter()
+        .map(|m| client(parse("bulk", m)))
+        .collect();
+    let types: Vec<MessageType> = msgs.iter().map(|m| m.msg_type).collect();
+    assert_eq!(types.first(), Some(&MessageType::LEASEQUERY_REPLY));
+    assert_eq!(types.last(), Some(&MessageType::LEASEQUERY_DONE));
+    assert!(msgs.len() >= 10, "{types:?}");
+    for m in &msgs[..msgs.len() - 1] {
+        let cd = m
+            .options
+            .client_data()
+            .expect("CLIENT_DATA in REPLY and DATA");
+        assert_eq!(
+            cd.options.ia_addrs().count() + cd.options.ia_prefixes().count(),
+            1,
+            "one lease per message: {m:?}"
+        );
+        assert!(cd.options.lq_relay_data().is_some(), "relay data inside");
+        assert!(m.options.lq_relay_data().is_none(), "not at the top level");
+    }
+    let pipelined = conns
+        .iter()
+        .find(|c| c.client_messages().len() == 2)
+        .expect("the pipelined connection");
+    let first = pipelined.client_messages()[0][1..4].to_vec();
+    let answered: Vec<Vec<u8>> = pipelined
+        .server_messages()
+        .iter()
+        .map(|m| m[1..4].to_vec())
+        .collect();
+    assert!(!answered.is_empty());
+    assert!(
+        answered.iter().all(|x| *x == first),
+        "only the first query is answered"
+    );
+    let unlisted = conns
+        .iter()
+        .find(|c| *c.client.ip() == UNLISTED)
+        .expect("the unlisted requester's connection");
+    assert!(
+        unlisted.to_client.is_empty(),
+        "nothing to an unlisted requester"
+    );
+}
