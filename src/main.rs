@@ -41,6 +41,10 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = lqagent::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Print nothing on success (errors still go to stderr): for the unit's ExecStartPre,
+        /// whose stdout is the journal.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Write the man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
@@ -69,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(cli::decode::EXIT_ERROR)
             }
         },
-        Command::CheckConfig { config } => cli::check_config::run(&config),
+        Command::CheckConfig { config, quiet } => cli::check_config::run(&config, quiet),
         Command::Show(args) => cli::control::show(args),
         Command::Clear(args) => cli::control::clear(args),
         Command::Generate { dir } => cli::generate::run::<Cli>(&dir),

@@ -863,9 +863,10 @@ fn profiles_narrow_and_refuse_like_isc_and_kea() {
         decide_as(Profile::Isc, &t, &by_cid(2, LINK1), Transport::Udp),
         Decision::Status(7, _)
     ));
+    // Kea names the links by their subnet (here the /64), as recorded in tests/data/kea/.
     assert_eq!(
         decide_as(Profile::Kea, &t, &by_cid(1, "::"), Transport::Udp),
-        Decision::ClientLinks(vec![a(LINK1), a(LINK2)])
+        Decision::ClientLinks(vec![a("2001:db8:1::"), a("2001:db8:2::")])
     );
     // Bulk: Kea sends one CLIENT_DATA per lease, address and prefix apart.
     let by_link = Query::new(answer::QUERY_BY_LINK_ADDRESS, a(LINK1));
@@ -986,6 +987,62 @@ fn kea_profile_relay_data_top_level_remaining_lifetimes_silence_and_one_lease_pe
     u.ask(10, by_address("2001:db8:1::2", "::", true));
     assert!(u.recv().is_none(), "silence, not NotAllowed");
     assert_eq!(u.srv.stats().udp_discarded, 1);
+}
+
+/// What Kea 3.0.4's lease_query hook sends over UDP, as its source builds it (see
+/// docs/interop.md for what is pinned by a recording and what by reading): options in code order
+/// (CLIENTID, SERVERID, STATUS_CODE, CLIENT_DATA, LQ_RELAY_DATA), a Success status with Kea's
+/// text on every answer, "no active lease" included, LQ_RELAY_DATA whose peer-address is the
+/// relay level's peer-address, the query's link-address ignored by address, and the bulk query
+/// types refused as unknown over UDP.
+#[test]
+fn kea_profile_answers_in_option_code_order_with_keas_status_texts() {
+    use refserver::Profile;
+    let codes = |m: &ClientMessage| m.options.0.iter().map(|o| o.code().0).collect::<Vec<_>>();
+    let status = |m: &ClientMessage| {
+        let s = m.options.status().expect("Kea always sends a status");
+        (s.code.0, String::from_utf8_lossy(&s.message).into_owned())
+    };
+    let u = udp_server(ServerConfig::profiled(Profile::Kea, 3), false);
+    // A leased address, asked with a link-address Kea does not serve: found anyway.
+    u.ask(1, by_address("2001:db8:1::2", "2001:db8:99::1", false));
+    let (m, _) = u.recv().expect("reply");
+    assert_eq!(codes(&m), [1, 2, 13, 45, 47]);
+    assert_eq!(status(&m), (0, "active lease found".into()));
+    let top = m
+        .options
+        .lq_relay_data()
+        .expect("relay data at the top level");
+    assert_eq!(
+        top.peer_address,
+        a("fe80::2"),
+        "the relay level's peer-address"
+    );
+    assert_eq!(top.relay.peer_address, a("fe80::2"));
+    // No binding: Success with a text, not a bare reply.
+    u.ask(2, by_address("2001:db8:1::77", "::", false));
+    let (m, _) = u.recv().expect("reply");
+    assert_eq!(codes(&m), [1, 2, 13]);
+    assert_eq!(status(&m), (0, "no active lease".into()));
+    // A client on two links: LQ_CLIENT_LINK with a Success status, in code order.
+    let mut q = LqQuery::new(QueryType::BY_CLIENTID, Ipv6Addr::UNSPECIFIED);
+    q.options.push(DhcpOption::ClientId(Duid::parse(&duid(1))));
+    u.ask(3, q);
+    let (m, _) = u.recv().expect("reply");
+    assert_eq!(codes(&m), [1, 2, 13, 48]);
+    assert_eq!(status(&m), (0, "active lease(s) found".into()));
+    // A bulk query type over UDP: UnknownQueryType (RFC 5460 would say NotAllowed).
+    u.ask(4, LqQuery::new(QueryType::BY_LINK_ADDRESS, a(LINK1)));
+    let (m, _) = u.recv().expect("reply");
+    assert_eq!(codes(&m), [1, 2, 13]);
+    assert_eq!(status(&m), (7, "unknown query-type".into()));
+    // By address without IAADDR: MalformedQuery with Kea's text.
+    u.ask(
+        5,
+        LqQuery::new(QueryType::BY_ADDRESS, Ipv6Addr::UNSPECIFIED),
+    );
+    let (m, _) = u.recv().expect("reply");
+    assert_eq!(status(&m), (8, "missing D6O_IAADDR".into()));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod bulk_tcp;
 mod confirm;
 mod control_socket;
+mod kea_replay;
 mod log_sink;
 mod lqrefserver;
 mod metrics_http;

@@ -176,3 +176,55 @@ fn unwritable_state_dir_is_refused() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(lqagent::config::Config::parse(&text).is_ok());
 }
+
+/// The unit's `ExecStartPre`, run as systemd runs it (the binary under test, the sample file in
+/// place of /etc's): a good file leaves nothing on stdout — the journal — and a broken one still
+/// refuses the start with the key named on stderr.
+#[test]
+fn unit_pre_check_is_quiet_on_success_and_still_names_the_key() {
+    let unit = include_str!("../../deploy/systemd/lqagent.service");
+    let pre = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPre="))
+        .expect("the unit has ExecStartPre");
+    let mut words = pre.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/sbin/lqagent"), "{pre}");
+    let args: Vec<&str> = words.collect();
+    assert_eq!(args.first(), Some(&"check-config"), "{pre}");
+    let run = |config: &std::path::Path| {
+        let args = args.iter().map(|a| {
+            if *a == lqagent::config::DEFAULT_CONFIG_PATH {
+                config.as_os_str()
+            } else {
+                std::ffi::OsStr::new(a)
+            }
+        });
+        lqagent().args(args).output().unwrap()
+    };
+
+    let sample = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lqagent.toml"));
+    let out = run(sample);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "the pre-check printed on success: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("lqagent.toml");
+    std::fs::write(&bad, "[[servers]]\naddress = \"not-an-address\"\n").unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("servers[0].address: not an IPv6 address"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

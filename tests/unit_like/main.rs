@@ -7,6 +7,7 @@ mod cli_check_config;
 mod cli_decode;
 mod deploy_files;
 mod deploy_monitoring;
+mod kea_captures;
 mod merge_table;
 mod ownership_model;
 mod state_crash;

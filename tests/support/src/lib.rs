@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bin;
+pub mod captures;
 pub mod closed;
 pub mod flood;
 pub mod isc;

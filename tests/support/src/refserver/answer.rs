@@ -19,9 +19,11 @@
 //!   address inside a delegated prefix is NotConfigured ("Address not in a pool");
 //!   QUERY_BY_CLIENTID is UnknownQueryType; no bulk leasequery at all.
 //! - `kea` (Kea 3 lease_query hook): by address, the IA_NA lease or the one delegated prefix
-//!   containing the address, alone; by client-id every lease of the client (LQ_CLIENT_LINK when
-//!   on several links); in bulk one CLIENT_DATA per lease, so a client's address and prefix go
-//!   out in separate messages.
+//!   containing the address, alone, whatever link-address the query named; by client-id every
+//!   lease of the client (LQ_CLIENT_LINK when on several links); in bulk one CLIENT_DATA per
+//!   lease, so a client's address and prefix go out in separate messages; the bulk query types
+//!   over UDP are UnknownQueryType; every answer has a status with Kea's text, "no active
+//!   lease" (Success) for no binding included.
 
 use std::net::Ipv6Addr;
 
@@ -175,17 +177,80 @@ pub fn decide_as(
             };
             narrow_by_address(decide(table, &anywhere, transport), addr, table)
         }
-        Profile::Kea => {
-            let d = decide(table, q, transport);
-            match (q.query_type, q.addr, transport) {
-                (QUERY_BY_ADDRESS, Some(addr), _) => narrow_by_address(d, addr, table),
-                (_, _, Transport::Tcp) => match d {
-                    Decision::Bindings(v) => Decision::Leases(one_per_lease(table, &v)),
-                    other => other,
-                },
-                _ => d,
+        Profile::Kea => kea_texts(decide_kea(table, q, transport), q.query_type),
+    }
+}
+
+/// Kea 3's lease_query hook (`lease_query_impl6.cc`, `bulk_lease_query6.cc` in Kea 3.0.4).
+fn decide_kea(table: &LeaseTable, q: &Query, transport: Transport) -> Decision {
+    match (q.query_type, transport) {
+        // Over UDP Kea serves QUERY_BY_ADDRESS and QUERY_BY_CLIENTID only; the bulk types get
+        // UnknownQueryType there, not the NotAllowed of RFC 5460 §5.3.
+        (QUERY_BY_ADDRESS | QUERY_BY_CLIENTID, _) | (_, Transport::Tcp) => {}
+        _ => return Decision::Status(STATUS_UNKNOWN_QUERY_TYPE, "unknown query-type"),
+    }
+    if q.query_type == QUERY_BY_ADDRESS {
+        let Some(addr) = q.addr else {
+            return Decision::Status(STATUS_MALFORMED_QUERY, "missing D6O_IAADDR");
+        };
+        // Kea looks an address up without the query's link-address.
+        let anywhere = Query {
+            link: Ipv6Addr::UNSPECIFIED,
+            ..q.clone()
+        };
+        return match narrow_by_address(decide(table, &anywhere, transport), addr, table) {
+            // Not leased: Kea says "no active lease" for an address of a configured pool and
+            // NotConfigured for any other; the table knows links, not pools: an address in
+            // the /64 of a served link stands for "in a pool" (seen: 2001:db8:1::1ff and
+            // 2001:db8:99::1 in tests/data/kea/).
+            Decision::NoBinding if !table.serves_64_of(addr) => {
+                Decision::Status(STATUS_NOT_CONFIGURED, "address not in a configured pool")
             }
+            d => d,
+        };
+    }
+    // Kea places a link-address in the subnet containing it (its LQ_CLIENT_LINK names the
+    // subnets by their prefix, e.g. 2001:db8:1::, and the follow-ups ask with those).
+    let mut q = q.clone();
+    if !q.link.is_unspecified() && !table.knows_link(q.link) {
+        if let Some(l) = table.link_of_64(q.link) {
+            q.link = l;
         }
+    }
+    match (decide(table, &q, transport), transport) {
+        (Decision::Bindings(v), Transport::Tcp) => Decision::Leases(one_per_lease(table, &v)),
+        (Decision::ClientLinks(links), _) => {
+            let mut v: Vec<Ipv6Addr> = links
+                .into_iter()
+                .map(|l| Ipv6Addr::from(u128::from(l) >> 64 << 64))
+                .collect();
+            v.dedup();
+            Decision::ClientLinks(v)
+        }
+        (d, _) => d,
+    }
+}
+
+/// Kea's status texts, and its Success status where the RFC sends none: Kea puts a STATUS_CODE
+/// in every LEASEQUERY-REPLY, "no active lease" included.
+fn kea_texts(d: Decision, query_type: u8) -> Decision {
+    let by_address = query_type == QUERY_BY_ADDRESS;
+    match d {
+        Decision::NoBinding if by_address => Decision::Status(0, "no active lease"),
+        Decision::NoBinding => Decision::Status(0, "no active leases"),
+        Decision::Status(STATUS_NOT_CONFIGURED, _) if by_address => {
+            Decision::Status(STATUS_NOT_CONFIGURED, "address not in a configured pool")
+        }
+        Decision::Status(STATUS_NOT_CONFIGURED, _) => {
+            Decision::Status(STATUS_NOT_CONFIGURED, "not a configured link")
+        }
+        Decision::Status(STATUS_UNKNOWN_QUERY_TYPE, _) => {
+            Decision::Status(STATUS_UNKNOWN_QUERY_TYPE, "unknown query-type")
+        }
+        Decision::Status(STATUS_MALFORMED_QUERY, _) if query_type == QUERY_BY_CLIENTID => {
+            Decision::Status(STATUS_MALFORMED_QUERY, "missing D6O_CLIENTID")
+        }
+        other => other,
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Shape {
     pub transport: Transport,
     /// The server's time, Unix seconds.
     pub now_unix: u64,
+    /// The query type answered (Kea's status text depends on it); 0 when unknown.
+    pub query_type: u8,
 }
 
 impl Shape {
@@ -113,6 +115,7 @@ impl Shape {
             profile: Profile::Ideal,
             transport: Transport::Udp,
             now_unix: 0,
+            query_type: 0,
         }
     }
 
@@ -125,6 +128,7 @@ impl Shape {
             profile,
             transport,
             now_unix,
+            query_type: 0,
         }
     }
 
@@ -213,8 +217,8 @@ pub fn client_data_as(
     o.push(DhcpOption::CltTime(shape.clt_time(e.clt_time)));
     let mut top = None;
     match shape.relay_inside(oro, e.peer_address.is_some()) {
-        Some(true) => o.push(relay_data(e)),
-        Some(false) => top = Some(relay_data(e)),
+        Some(true) => o.push(relay_data(e, shape.profile)),
+        Some(false) => top = Some(relay_data(e, shape.profile)),
         None => {}
     }
     (
@@ -225,8 +229,11 @@ pub fn client_data_as(
     )
 }
 
-/// LQ_RELAY_DATA (RFC 5007 §4.1.2.4) for an entry: the RELAY-FORW the server last saw.
-fn relay_data(e: &super::table::LeaseEntry) -> DhcpOption {
+/// LQ_RELAY_DATA (RFC 5007 §4.1.2.4) for an entry: the RELAY-FORW the server last saw. Its
+/// peer-address is the relay's address (RFC 5007), except that Kea 3 puts the outermost relay
+/// level's peer-address there (`makeRelayOption`: `relay_infos.front()->peeraddr_`) — for one
+/// relay, the client's own address.
+fn relay_data(e: &super::table::LeaseEntry, profile: Profile) -> DhcpOption {
     let mut ro = Vec::new();
     if let Some(id) = &e.interface_id {
         ro.push(DhcpOption::InterfaceId(id.0.clone()));
@@ -240,8 +247,12 @@ fn relay_data(e: &super::table::LeaseEntry) -> DhcpOption {
     if let Some(r) = &e.relay_id {
         ro.push(DhcpOption::RelayId(Duid::parse(&r.0)));
     }
+    let peer_address = match profile {
+        Profile::Kea => e.peer_address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        _ => e.relay_address.unwrap_or(e.link),
+    };
     DhcpOption::LqRelayData(Box::new(LqRelayData {
-        peer_address: e.relay_address.unwrap_or(e.link),
+        peer_address,
         relay: RelayMessage {
             msg_type: MessageType::RELAY_FORW,
             hop_count: 0,
@@ -275,7 +286,9 @@ pub fn emit_reply(
 }
 
 /// LEASEQUERY-REPLY shaped by `shape`: Kea 3 adds LQ_RELAY_DATA at the top level (UDP) and a
-/// Success status beside client data.
+/// Success status beside client data or client links, and sends its options in option-code
+/// order (Kea keeps a packet's options in a map keyed by code: CLIENTID, SERVERID,
+/// STATUS_CODE, CLIENT_DATA, LQ_RELAY_DATA).
 #[allow(clippy::too_many_arguments)]
 pub fn emit_reply_as(
     xid: u32,
@@ -301,13 +314,21 @@ pub fn emit_reply_as(
             let (cd, top) = client_data_as(table, pick, oro, shape);
             o.push(DhcpOption::ClientData(cd));
             o.extend(top);
-            if shape.profile == Profile::Kea {
-                o.push(DhcpOption::StatusCode(Status::new(
-                    StatusCode::SUCCESS,
-                    "active lease found",
-                )));
-            }
         }
+    }
+    if shape.profile == Profile::Kea {
+        if matches!(body, ReplyBody::Client(_) | ReplyBody::ClientLinks(_)) {
+            let text = if shape.query_type == super::answer::QUERY_BY_ADDRESS {
+                "active lease found"
+            } else {
+                "active lease(s) found"
+            };
+            o.push(DhcpOption::StatusCode(Status::new(
+                StatusCode::SUCCESS,
+                text,
+            )));
+        }
+        o.sort_by_key(|x| x.code().0);
     }
     o.extend(srsn_option(srsn));
     to_bytes(MessageType::LEASEQUERY_REPLY, xid, o)

@@ -297,6 +297,23 @@ impl LeaseTable {
         self.by_link.contains_key(&link) || self.extra_links.contains(&link)
     }
 
+    /// Whether `addr` lies in the /64 of a link the server serves (Kea's subnets are /64s in
+    /// every test that uses this).
+    pub fn serves_64_of(&self, addr: Ipv6Addr) -> bool {
+        self.link_of_64(addr).is_some()
+    }
+
+    /// The served link in the /64 of `addr` (the smallest, if several).
+    pub fn link_of_64(&self, addr: Ipv6Addr) -> Option<Ipv6Addr> {
+        let net = |a: Ipv6Addr| u128::from(a) >> 64;
+        self.by_link
+            .keys()
+            .chain(self.extra_links.iter())
+            .filter(|l| net(**l) == net(addr))
+            .min()
+            .copied()
+    }
+
     /// The entry leasing `addr` as an IA_NA address or holding a delegated prefix that
     /// contains it (RFC 5007 §4.3.2 query by address).
     pub fn find_address(&self, addr: Ipv6Addr) -> Option<usize> {

@@ -209,7 +209,10 @@ impl Stream {
             oro,
             faults,
             picks: decision.picks(),
-            shape: Shape::now(shared.config.profile, Transport::Tcp),
+            shape: Shape {
+                query_type: qtype,
+                ..Shape::now(shared.config.profile, Transport::Tcp)
+            },
             decision,
             table,
             pos: 0,

@@ -74,7 +74,10 @@ pub(super) async fn serve(
             (_, Some(p)) => ReplyBody::Client(*p),
             (_, None) => ReplyBody::Empty,
         };
-        let shape = Shape::now(shared.config.profile, Transport::Udp);
+        let shape = Shape {
+            query_type: qtype,
+            ..Shape::now(shared.config.profile, Transport::Udp)
+        };
         let oro = incoming
             .query
             .as_ref()
