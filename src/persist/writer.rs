@@ -220,10 +220,10 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 impl StateWriter {
-    /// Write `initial` as a fresh snapshot of generation `generation + 1`, start a journal, and
-    /// run the writer thread. A directory that cannot be made or written is not fatal: the
-    /// writer starts degraded and retries (see [`PersistStats::degraded`]); only failing to
-    /// start the thread is.
+    /// Run the writer thread, whose first work is to write `initial` as a fresh snapshot of
+    /// generation `generation + 1` and start a journal ([`JournalHandle::sync`] waits for it). A
+    /// directory that cannot be made or written is not fatal: the writer goes degraded and
+    /// retries (see [`PersistStats::degraded`]); only failing to start the thread is.
     pub fn start(
         cfg: PersistConfig,
         initial: Leases,
@@ -244,25 +244,32 @@ impl StateWriter {
             held: None,
             taken: 0,
         };
-        let r = fs::create_dir_all(&cfg.dir)
-            .map_err(io_err(&cfg.dir))
-            .and_then(|()| files.write_snapshot(initial.iter().map(|(k, l)| (k, l))));
-        match r {
-            Ok(()) => {
-                stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                w.held = Some(initial.into_iter().collect());
-                w.failed(&e);
-            }
-        }
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
         let p = pending.clone();
+        let dir = cfg.dir.clone();
         let thread = std::thread::Builder::new()
             .name("lqagent-state".into())
-            .spawn(move || w.run(files, rx, p, interval))
+            .spawn(move || {
+                // The fresh snapshot is the thread's first write, so the start does not wait
+                // for the disk (at a restart from a big state file that write held up the
+                // routes' install); records queued meanwhile wait, then follow it into the new
+                // journal. Until it is written the files of the last run stay as they were.
+                let r = fs::create_dir_all(&dir)
+                    .map_err(io_err(&dir))
+                    .and_then(|()| files.write_snapshot(initial.iter().map(|(k, l)| (k, l))));
+                match r {
+                    Ok(()) => {
+                        w.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        w.held = Some(initial.into_iter().collect());
+                        w.failed(&e);
+                    }
+                }
+                w.run(files, rx, p, interval)
+            })
             .map_err(io_err(&cfg.dir))?;
         Ok(StateWriter {
             handle: JournalHandle {
@@ -892,6 +899,8 @@ mod tests {
         .unwrap();
         let h = w.handle();
         let st = h.stats().clone();
+        // The initial snapshot is the thread's first write: once synced, it has failed.
+        assert!(h.sync());
         assert!(st.is_degraded());
         for i in 3..10 {
             assert!(h.record_blocking(op(i)));
