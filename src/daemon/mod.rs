@@ -261,11 +261,15 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 /// recovery through it, so the bench measures the path `lqagent run` takes, not a copy of it.
 #[doc(hidden)]
 pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
+    let began = std::time::Instant::now();
+    let mut steps = Vec::new();
     let mut tasks = start::Tasks::new();
     let metrics = crate::metrics::Metrics::new();
     let kernel = start::kernel(cfg).await?;
+    steps.push(("kernel", began.elapsed()));
     let clock = kernel.clock;
     let (loaded, writer) = start::state(cfg, clock, &kernel.admission)?;
+    steps.push(("state", began.elapsed()));
     let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
     let routes = start::reconcile(
         cfg,
@@ -277,6 +281,7 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
         &doubts,
     )
     .await?;
+    steps.push(("reconcile", began.elapsed()));
     let (cache, cache_task) = start::cache(
         clock,
         &writer,
@@ -302,7 +307,9 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
         &routes.commands,
         &mut tasks,
     );
+    steps.push(("cache and bulk started", began.elapsed()));
     Ok(Recovering {
+        steps,
         installer: routes.stats.clone(),
         journal: writer.handle().stats().clone(),
         store: routes.store.clone(),
@@ -322,6 +329,7 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
 /// A recovery started by [`start_recovery`]: what it has done so far, and its stop.
 #[doc(hidden)]
 pub struct Recovering {
+    steps: Vec<(&'static str, std::time::Duration)>,
     installer: Arc<crate::kernel::InstallerStats>,
     journal: Arc<persist::PersistStats>,
     store: Arc<BindingStore>,
@@ -342,6 +350,11 @@ impl Recovering {
     /// Routes of ours the installer has had acknowledged by the kernel.
     pub fn routes_installed(&self) -> u64 {
         self.installer.snapshot().installed_now
+    }
+
+    /// Each start-up step with the time from the start to its end, in order.
+    pub fn steps(&self) -> &[(&'static str, std::time::Duration)] {
+        &self.steps
     }
 
     /// Leases in the cache.

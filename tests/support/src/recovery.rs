@@ -770,9 +770,20 @@ fn bench_config(state: &std::path::Path, server: Option<&str>) -> String {
 /// Run the bench binary as a child in the agent namespace; its last stdout line is the result.
 fn run_child(lab: &Lab, args: &[&str]) -> ChildRun {
     let exe = std::env::current_exe().expect("current exe");
-    let out = lab
-        .agent
-        .command(&exe.to_string_lossy())
+    // LQAGENT_BENCH_RECOVERY_PERF=<dir>: each child runs under `perf record -g` into that
+    // directory (where the time goes, without the server's and the parent's samples).
+    let mut cmd = match std::env::var("LQAGENT_BENCH_RECOVERY_PERF") {
+        Ok(dir) => {
+            let mut c = lab.agent.command("perf");
+            c.args(["record", "-q", "-F", "999", "--call-graph", "dwarf,32768", "-o"])
+                .arg(format!("{dir}/{}-{}.data", args[0], std::process::id()))
+                .arg("--")
+                .arg(&exe);
+            c
+        }
+        Err(_) => lab.agent.command(&exe.to_string_lossy()),
+    };
+    let out = cmd
         .arg(CHILD_ARG)
         .args(args)
         .stderr(std::process::Stdio::inherit())
@@ -917,10 +928,21 @@ async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun
     let r = lqagent::daemon::start_recovery(cfg)
         .await
         .expect("start recovery");
+    let steps: Vec<String> = r
+        .steps()
+        .iter()
+        .map(|(s, t)| format!("{s} {:.3} s", t.as_secs_f64()))
+        .collect();
+    let (mut all_routes, mut all_leases) = (None, None);
     // Polled every millisecond (a bounded wait for a condition, not a timing threshold).
     loop {
-        if r.routes_installed() >= routes && r.leases() as u64 >= routes && !r.bulk_in_progress()
-        {
+        if all_routes.is_none() && r.routes_installed() >= routes {
+            all_routes = Some(started.elapsed());
+        }
+        if all_leases.is_none() && r.leases() as u64 >= routes {
+            all_leases = Some(started.elapsed());
+        }
+        if all_routes.is_some() && all_leases.is_some() && !r.bulk_in_progress() {
             break;
         }
         assert!(
@@ -933,6 +955,11 @@ async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = started.elapsed();
+    eprintln!(
+        "    (start steps: {}; every route in the kernel {all_routes:?}, every lease in \
+         the cache {all_leases:?})",
+        steps.join(", ")
+    );
     let peak = peak_rss_kib();
     let j = r.journal_stats().clone();
     let bulk_bindings = r.bulk_stats().get(Counter::Bindings);
