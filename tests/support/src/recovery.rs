@@ -713,15 +713,26 @@ pub fn measure(routes: u32) -> Measured {
     let clients = clients_for_routes(routes);
     let t = table(0..clients, BENCH_LINKS);
     let want = expected_routes([&t]);
-    assert_eq!(want.len(), routes as usize, "the table calls for {routes} routes");
+    assert_eq!(
+        want.len(),
+        routes as usize,
+        "the table calls for {routes} routes"
+    );
     let lab = Lab::new("rbench", BENCH_LINKS, vec![t], Vec::new());
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
     let check = |what: &str| {
         if routes <= 100_000 {
-            assert!(kernel_routes(&lab.agent) == want, "{what}: kernel routes differ from the table");
+            assert!(
+                kernel_routes(&lab.agent) == want,
+                "{what}: kernel routes differ from the table"
+            );
         } else {
-            assert_eq!(kernel_route_count(&lab.agent), want.len(), "{what}: kernel route count");
+            assert_eq!(
+                kernel_route_count(&lab.agent),
+                want.len(),
+                "{what}: kernel route count"
+            );
         }
         flush_routes(&lab.agent);
     };
@@ -736,7 +747,11 @@ pub fn measure(routes: u32) -> Measured {
         &["daemon", &bulk_cfg.to_string_lossy(), &routes.to_string()],
     );
     check("bulk");
-    assert_eq!(bulk.bulk_bindings, u64::from(clients), "bulk: bindings streamed");
+    assert_eq!(
+        bulk.bulk_bindings,
+        u64::from(clients),
+        "bulk: bindings streamed"
+    );
     let state_cfg = dir.path().join("state.toml");
     std::fs::write(&state_cfg, bench_config(&state, None)).unwrap();
     let state_file = run_child(
@@ -775,10 +790,18 @@ fn run_child(lab: &Lab, args: &[&str]) -> ChildRun {
     let mut cmd = match std::env::var("LQAGENT_BENCH_RECOVERY_PERF") {
         Ok(dir) => {
             let mut c = lab.agent.command("perf");
-            c.args(["record", "-q", "-F", "999", "--call-graph", "dwarf,32768", "-o"])
-                .arg(format!("{dir}/{}-{}.data", args[0], std::process::id()))
-                .arg("--")
-                .arg(&exe);
+            c.args([
+                "record",
+                "-q",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf,32768",
+                "-o",
+            ])
+            .arg(format!("{dir}/{}-{}.data", args[0], std::process::id()))
+            .arg("--")
+            .arg(&exe);
             c
         }
         Err(_) => lab.agent.command(&exe.to_string_lossy()),
@@ -790,7 +813,10 @@ fn run_child(lab: &Lab, args: &[&str]) -> ChildRun {
         .output()
         .expect("spawn the bench child");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "bench child {args:?} failed: {stdout}");
+    assert!(
+        out.status.success(),
+        "bench child {args:?} failed: {stdout}"
+    );
     let line = stdout
         .lines()
         .rev()
@@ -816,11 +842,15 @@ fn flush_routes(ns: &NetNs) {
     assert_eq!(kernel_route_count(ns), 0, "routes of our protocol left");
 }
 
-/// Routes of our protocol in `ns`, counted (`ip -j` of a million routes is too slow to parse).
+/// Unicast routes of our protocol in `ns`, counted (`ip -j` of a million routes is too slow to
+/// parse); the RFC 8987 R-5 unreachable aggregates the daemon adds (one per link) are not.
 pub fn kernel_route_count(ns: &NetNs) -> usize {
     let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
     let out = ns.exec(&["ip", "-6", "route", "show", "proto", &proto]);
-    out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"unreachable"))
+        .count()
 }
 
 /// VmHWM of this process, in KiB.
@@ -911,7 +941,11 @@ async fn floor(clients: u32) -> ChildRun {
         inst.apply(batch).await.expect("kernel apply");
     }
     let elapsed = started.elapsed();
-    assert_eq!(inst.stats().snapshot().installed_now, n, "floor: every route installed");
+    assert_eq!(
+        inst.stats().snapshot().installed_now,
+        n,
+        "floor: every route installed"
+    );
     ChildRun {
         elapsed,
         peak_rss_kib: peak_rss_kib(),
