@@ -80,6 +80,10 @@ struct PendingSnapshot {
     /// Records queued before the snapshot was taken ([`JournalHandle::queued`] at that moment).
     after: u64,
     leases: Option<Leases>,
+    /// The writer is writing a snapshot (the one it took from this slot, or its initial one).
+    /// While it does, its queue is not drained and records that find it full are dropped; a
+    /// new copy is not asked for until it is done (see [`JournalHandle::wants_snapshot`]).
+    writing: bool,
 }
 
 enum Msg {
@@ -155,9 +159,21 @@ impl JournalHandle {
         ok
     }
 
-    /// Whether the cache task should send a snapshot now.
+    /// Whether the cache task should send a snapshot now: one is wanted (records were
+    /// dropped, the journal grew long, or a degraded writer has nothing to retry) and the
+    /// writer is neither writing one nor has one waiting.
+    ///
+    /// Why wait: while the writer writes a big snapshot its queue fills and every record that
+    /// finds it full asks for a snapshot; taking a fresh copy of the store for each (the cache
+    /// task waits for that walk) only to replace the one still waiting cost a 1M-lease bulk
+    /// recovery 77 copies. The wish stays set, so once the writer is done the next copy is
+    /// taken — after the last dropped record, which it therefore covers: a burst costs at
+    /// most one more snapshot and loses nothing.
     pub fn wants_snapshot(&self) -> bool {
-        self.stats.snapshot_wanted.load(Ordering::Relaxed)
+        self.stats.snapshot_wanted.load(Ordering::Relaxed) && {
+            let p = lock(&self.pending);
+            p.leases.is_none() && !p.writing
+        }
     }
 
     /// Hand a full copy of the cache to the writer without blocking (the copy was taken from
@@ -245,7 +261,11 @@ impl StateWriter {
             taken: 0,
         };
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
-        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
+        // The thread's first work is writing the initial snapshot.
+        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot {
+            writing: true,
+            ..PendingSnapshot::default()
+        }));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
         let p = pending.clone();
         let dir = cfg.dir.clone();
@@ -268,6 +288,7 @@ impl StateWriter {
                         w.failed(&e);
                     }
                 }
+                lock(&p).writing = false;
                 w.run(files, rx, p, interval)
             })
             .map_err(io_err(&cfg.dir))?;
@@ -629,11 +650,13 @@ impl Writer {
             if p.leases.is_none() || p.after > self.taken {
                 return false;
             }
+            p.writing = true;
             p.leases.take()
         };
         if let Some(all) = all {
             self.snapshot(files, all);
         }
+        lock(pending).writing = false;
         true
     }
 
@@ -827,6 +850,7 @@ mod tests {
         Arc::new(std::sync::Mutex::new(PendingSnapshot {
             after: u64::from(after),
             leases: Some(state_after(after).into_iter().collect()),
+            writing: false,
         }))
     }
 
