@@ -258,10 +258,20 @@ impl Installer {
     /// ours that nothing explains by now are deleted, except inherited ones whose kernel expiry
     /// is still ahead (they stay until it, or until a source explains or withdraws them); a
     /// confirming leasequery is owed for each inherited one ([`Installer::flush_doubts`]).
+    /// When a reconcile during inheritance found nothing to inherit, there is nothing to
+    /// delete and no dump is taken (see `Book::nothing_inherited`).
     pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
+        let nothing = self.book.nothing_inherited();
         let Some(kept) = self.book.end_inheritance() else {
             return self.reconcile().await;
         };
+        if nothing {
+            info!(
+                why,
+                "inheritance over: nothing was inherited, no route to remove"
+            );
+            return Ok(ReconcileReport::default());
+        }
         let report = self.reconcile().await?;
         info!(
             why,
