@@ -728,3 +728,50 @@ fn the_route_task_does_not_dump_again_what_set_desired_just_reconciled() {
         "a fresh installer is reconciled at the start"
     );
 }
+
+/// The end of inheritance (recovery finished) takes no dump when the reconcile during
+/// inheritance inherited nothing: nothing is left to delete, and at a bulk recovery into an
+/// empty table that dump re-read every route just installed (issue 22). With a route inherited,
+/// it still reconciles and deletes it.
+#[test]
+fn the_end_of_inheritance_dumps_only_when_something_was_inherited() {
+    if !require_root("the_end_of_inheritance_dumps_only_when_something_was_inherited") {
+        return;
+    }
+    let (agent, _sub) = agent_and_subscriber("kinh");
+    let name = agent.name().to_string();
+    let spec = RouteSpec::address(a("2001:db8:10::100"), LinkRef::LinkAddress(a(LINK)));
+    let cfg = InstallerConfig {
+        inherit_grace: Duration::from_secs(3600),
+        ..InstallerConfig::default()
+    };
+    let c = cfg.clone();
+    let (before, after) = with_installer(&agent, c, async move |inst| {
+        let stats = inst.stats();
+        inst.set_desired([spec]).await.unwrap();
+        let before = stats.get(RouteCounter::Reconcile);
+        inst.end_inheritance("test").await.unwrap();
+        (before, stats.get(RouteCounter::Reconcile))
+    });
+    assert_eq!(before, 1, "set_desired reconciled while inheriting");
+    assert_eq!(after, 1, "nothing was inherited: no second dump");
+    assert_eq!(
+        ours(&name),
+        [row("2001:db8:10::100/128", None, "sub0", 1024)].into()
+    );
+
+    // A new run that does not want that route inherits it; ending inheritance reconciles.
+    let (before, after) = with_installer(&agent, cfg, async move |inst| {
+        let stats = inst.stats();
+        inst.set_desired(Vec::<RouteSpec>::new()).await.unwrap();
+        let before = stats.get(RouteCounter::Reconcile);
+        inst.end_inheritance("test").await.unwrap();
+        (before, stats.get(RouteCounter::Reconcile))
+    });
+    assert_eq!(
+        (before, after),
+        (1, 2),
+        "an inherited route: reconciled at the end"
+    );
+    assert!(ours(&name).is_empty(), "the inherited route was deleted");
+}
