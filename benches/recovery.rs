@@ -1,25 +1,94 @@
-//! `cargo bench --bench recovery` (root): reboot recovery time.
+//! `cargo bench --bench recovery` (root): recovery at start through the daemon's own path,
+//! against the install-only floor measured in the same run.
 //!
-//! The reference server holds N bindings (mixed IA_NA and PD over several links); lqagent's
-//! bulk requestor streams them into the cache and the route installer. Measured: from the
-//! start of recovery to the last route in the kernel (bulk), and the same from the state file
-//! alone. Last line: `recovery: <n> bindings bulk <s> s, state-file <s> s`.
+//! For 100 000 and 1 000 000 routes (IA_NA addresses + delegated prefixes, over 8 links) three
+//! runs, each a child process in the agent namespace of one lab (`support::recovery::measure`):
+//! the floor (the routes pushed straight through the installer), bulk leasequery from the
+//! reference server over TCP, and the state file the bulk run left — both through
+//! `lqagent::daemon::start_recovery`, the start-up steps of `lqagent run` (admission, cache
+//! task, journal, route feed, installer). The ratio to the floor (goal ≤ 1.5×) and the peak RSS
+//! (VmHWM of the child doing the work) are printed. Last line:
+//! `recovery: 100k routes state-file <r>x bulk <r>x, 1M routes state-file <r>x bulk <r>x (floor <s> s / <s> s), peak RSS <n> MiB`.
 //!
-//! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
+//! `LQAGENT_BENCH_RECOVERY_ROUTES=N` measures only N routes (development). Without `--bench` in
+//! argv (as under `cargo test --all-targets`) it does a tiny smoke run of the same path.
 
-use support::recovery as recovery_support;
+use support::recovery::{self as recovery_support, ChildRun, Measured};
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let n = if full { 100_000 } else { 500 };
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == recovery_support::CHILD_ARG) {
+        recovery_support::child(&args[i + 1..]);
+        return;
+    }
     if !support::netns::require_root("bench recovery") {
         return;
     }
-    let r = recovery_support::measure(n);
-    println!(
-        "recovery: {} bindings bulk {:.3} s, state-file {:.3} s",
-        r.bindings,
-        r.bulk.as_secs_f64(),
-        r.state_file.as_secs_f64()
-    );
+    let full = args.iter().any(|a| a == "--bench");
+    let only = std::env::var("LQAGENT_BENCH_RECOVERY_ROUTES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    let sizes: Vec<u32> = match (full, only) {
+        (_, Some(n)) => vec![n],
+        (true, None) => vec![100_000, 1_000_000],
+        (false, None) => vec![400],
+    };
+    let runs: Vec<Measured> = sizes
+        .iter()
+        .map(|&n| {
+            let m = recovery_support::measure(n);
+            print_detail(&m);
+            m
+        })
+        .collect();
+    let peak_mib = runs
+        .iter()
+        .flat_map(|m| [m.state_file.peak_rss_kib, m.bulk.peak_rss_kib])
+        .max()
+        .unwrap_or(0)
+        / 1024;
+    match runs.as_slice() {
+        [small, big] if small.routes == 100_000 && big.routes == 1_000_000 => println!(
+            "recovery: 100k routes state-file {:.2}x bulk {:.2}x, 1M routes state-file {:.2}x \
+             bulk {:.2}x (floor {:.3} s / {:.3} s), peak RSS {peak_mib} MiB",
+            small.ratio(&small.state_file),
+            small.ratio(&small.bulk),
+            big.ratio(&big.state_file),
+            big.ratio(&big.bulk),
+            small.floor.elapsed.as_secs_f64(),
+            big.floor.elapsed.as_secs_f64(),
+        ),
+        _ => {
+            for m in &runs {
+                println!(
+                    "recovery: {} routes state-file {:.2}x bulk {:.2}x (floor {:.3} s), peak RSS \
+                     {peak_mib} MiB",
+                    m.routes,
+                    m.ratio(&m.state_file),
+                    m.ratio(&m.bulk),
+                    m.floor.elapsed.as_secs_f64(),
+                )
+            }
+        }
+    }
+}
+
+fn print_detail(m: &Measured) {
+    let line = |what: &str, r: &ChildRun| {
+        println!(
+            "  {} routes {what:<10} {:>8.3} s  {:>5.2}x floor  peak RSS {:>5} MiB  journal \
+             {} written {} dropped {} snapshots  bulk bindings {}",
+            m.routes,
+            r.elapsed.as_secs_f64(),
+            m.ratio(r),
+            r.peak_rss_kib / 1024,
+            r.journal.0,
+            r.journal.1,
+            r.journal.2,
+            r.bulk_bindings,
+        )
+    };
+    line("floor", &m.floor);
+    line("bulk", &m.bulk);
+    line("state-file", &m.state_file);
 }

@@ -280,6 +280,154 @@ impl StallCache {
     }
 }
 
+/// The start-up steps of [`serve`] that recover the bindings of the last run, and nothing else:
+/// the installer and admission, the state file (each lease admitted again) and its writer, the
+/// kernel reconciled against it, the cache task with its route feed, and bulk recovery — the
+/// same step functions in the same order, without the parts recovery does not use (listeners,
+/// trigger, requestor, snooping, control). `cargo bench --bench recovery` times the daemon's
+/// recovery through it, so the bench measures the path `lqagent run` takes, not a copy of it.
+#[doc(hidden)]
+pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
+    let began = std::time::Instant::now();
+    let mut steps = Vec::new();
+    let mut tasks = start::Tasks::new();
+    let metrics = crate::metrics::Metrics::new();
+    let kernel = start::kernel(cfg).await?;
+    steps.push(("kernel", began.elapsed()));
+    let clock = kernel.clock;
+    let (loaded, writer) = start::state(cfg, clock, &kernel.admission)?;
+    steps.push(("state", began.elapsed()));
+    let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
+    let routes = start::reconcile(
+        cfg,
+        kernel.installer,
+        clock,
+        &loaded,
+        &metrics,
+        &tasks,
+        &doubts,
+    )
+    .await?;
+    steps.push(("reconcile", began.elapsed()));
+    let (cache, cache_task) = start::cache(
+        clock,
+        &writer,
+        &kernel.admission,
+        loaded,
+        &routes,
+        start::CacheOutlets {
+            trigger: None,
+            doubts,
+        },
+        &mut tasks,
+    );
+    let duid = match &cfg.identity.client_duid {
+        Some(d) => d.clone(),
+        None => crate::requestor::udp::system_duid(None).map_err(DaemonError::Duid)?,
+    };
+    let bulk = start::recovery(
+        cfg,
+        &duid,
+        &cache,
+        clock,
+        &metrics,
+        &routes.commands,
+        &mut tasks,
+    );
+    steps.push(("cache and bulk started", began.elapsed()));
+    Ok(Recovering {
+        steps,
+        installer: routes.stats.clone(),
+        journal: writer.handle().stats().clone(),
+        store: routes.store.clone(),
+        bulk,
+        metrics,
+        cache: Some(cache),
+        commands: routes.commands,
+        route_task: routes.task,
+        cache_task,
+        intake: tasks.intake,
+        stop: tasks.stop,
+        writer,
+        _doubts: doubt_rx,
+    })
+}
+
+/// A recovery started by [`start_recovery`]: what it has done so far, and its stop.
+#[doc(hidden)]
+pub struct Recovering {
+    steps: Vec<(&'static str, std::time::Duration)>,
+    installer: Arc<crate::kernel::InstallerStats>,
+    journal: Arc<persist::PersistStats>,
+    store: Arc<BindingStore>,
+    bulk: Arc<crate::bulk::stats::BulkStats>,
+    metrics: crate::metrics::Metrics,
+    cache: Option<crate::cache::task::CacheHandle>,
+    commands: mpsc::Sender<reconcile::RouteCommand>,
+    route_task: tokio::task::JoinHandle<()>,
+    cache_task: tokio::task::JoinHandle<()>,
+    intake: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    writer: persist::StateWriter,
+    /// The confirmer's end of the doubt queue (no confirmer runs: doubts wait, then count).
+    _doubts: mpsc::Receiver<crate::cache::binding::Doubt>,
+}
+
+impl Recovering {
+    /// Routes of ours the installer has had acknowledged by the kernel.
+    pub fn routes_installed(&self) -> u64 {
+        self.installer.snapshot().installed_now
+    }
+
+    /// Each start-up step with the time from the start to its end, in order.
+    pub fn steps(&self) -> &[(&'static str, std::time::Duration)] {
+        &self.steps
+    }
+
+    /// Leases in the cache.
+    pub fn leases(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether bulk recovery still runs (`lqagent_recovery_in_progress`).
+    pub fn bulk_in_progress(&self) -> bool {
+        self.metrics.recovery_in_progress.get() != 0
+    }
+
+    pub fn bulk_stats(&self) -> &Arc<crate::bulk::stats::BulkStats> {
+        &self.bulk
+    }
+
+    pub fn journal_stats(&self) -> &Arc<persist::PersistStats> {
+        &self.journal
+    }
+
+    /// Stop as SIGTERM does: intake and the tasks end, the routes stay, the cache is written
+    /// as a snapshot (the state file the next start loads).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.intake.abort_all();
+        while self.intake.join_next().await.is_some() {}
+        self.cache.take();
+        self.cache_task.abort();
+        let _ = self.cache_task.await;
+        drop(self.commands);
+        self.route_task.abort();
+        let _ = self.route_task.await;
+        let (store, writer) = (self.store, self.writer);
+        let _ = tokio::task::spawn_blocking(move || write_final_state(&store, writer)).await;
+    }
+}
+
+/// The last snapshot of the cache, written and synced, and the writer stopped (shutdown).
+fn write_final_state(store: &BindingStore, writer: persist::StateWriter) -> usize {
+    let leases = store.all();
+    let n = leases.len();
+    writer.handle().snapshot(leases);
+    writer.shutdown();
+    n
+}
+
 /// READY=1, then signals and the watchdog until the agent stops.
 async fn main_loop(
     mut running: Running,

@@ -144,16 +144,9 @@ impl Running {
             let _ = route_task.await;
             drop(requestor);
             // The copy and the final write + fsync on a blocking thread, not a runtime worker.
-            let journal = writer.handle();
-            let n = tokio::task::spawn_blocking(move || {
-                let leases = store.all();
-                let n = leases.len();
-                journal.snapshot(leases);
-                writer.shutdown();
-                n
-            })
-            .await
-            .unwrap_or(0);
+            let n = tokio::task::spawn_blocking(move || super::write_final_state(&store, writer))
+                .await
+                .unwrap_or(0);
             info!(leases = n, "state written; exiting");
         };
         if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {

@@ -141,6 +141,10 @@ pub(super) struct Book {
     doubts: VecDeque<InheritDoubt>,
     /// Whether the deletes of the first reconcile after inheritance were counted.
     unconfirmed_logged: bool,
+    /// A reconcile ran while inheriting: every route of ours the kernel held then is either
+    /// desired or in `inherited`, so an empty `inherited` leaves nothing for the end of
+    /// inheritance to delete (see [`Book::nothing_inherited`]).
+    seen_while_inheriting: bool,
     retry: HashMap<Ipv6Prefix, Retry>,
     /// Upserts refused at `max_routes`, oldest first: re-admitted when a withdrawal makes room
     /// (the cache will not send them again while the binding is unchanged, so forgetting them
@@ -224,6 +228,7 @@ impl Book {
             inherit_until: (!cfg.inherit_grace.is_zero()).then(|| now + cfg.inherit_grace),
             doubts: VecDeque::new(),
             unconfirmed_logged: true,
+            seen_while_inheriting: false,
             retry: HashMap::new(),
             refused: Refused::default(),
             resync_needed: false,
@@ -705,6 +710,7 @@ impl Book {
             self.stats.add(RouteCounter::Unparked, 1);
         }
         let stale = if self.inherit_until.is_some() {
+            self.seen_while_inheriting = true;
             Stale::Inherit
         } else {
             // Inheritance is over: inherited routes the kernel still gives time stay.
@@ -783,9 +789,20 @@ impl Book {
     /// inherited route still unexplained owes a confirming leasequery (see
     /// [`Book::doubts_mut`]). Returns how many routes were inherited, or `None` when
     /// inheritance had already ended.
+    /// Whether inheritance is on, a reconcile has seen the kernel's routes of ours since it
+    /// began, and none of them is inherited now: ending it then deletes nothing, so the full
+    /// dump and reconcile at its end can be skipped (at a 1M-route bulk recovery into an
+    /// empty table that dump was pure cost). Routes of ours that appear later, not by us, are
+    /// left to the periodic reconcile, as at any other time.
+    pub(super) fn nothing_inherited(&self) -> bool {
+        self.inherit_until.is_some() && self.seen_while_inheriting && self.inherited.is_empty()
+    }
+
     pub(super) fn end_inheritance(&mut self) -> Option<usize> {
+        let nothing = self.nothing_inherited();
         self.inherit_until.take()?;
-        self.unconfirmed_logged = false;
+        // With nothing inherited, no delete of a later reconcile is an unconfirmed one.
+        self.unconfirmed_logged = nothing;
         let mut owed: Vec<(Ipv6Prefix, u32)> = self
             .inherited
             .iter_mut()
@@ -1420,6 +1437,33 @@ mod tests {
             vec![RouteOp::Replace(kr("2001:db8::a/128", IF_UP))]
         );
         assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(90));
+    }
+
+    /// The end of inheritance needs no reconcile only when one has seen the kernel while
+    /// inheriting and inherited nothing: before any reconcile, or with a route inherited, it
+    /// still does.
+    #[test]
+    fn nothing_inherited_only_after_a_reconcile_that_inherited_nothing() {
+        let now = Instant::now();
+        let mut b = inheriting(now);
+        assert!(
+            !b.nothing_inherited(),
+            "no reconcile has seen the kernel yet"
+        );
+        b.reconcile_plain(&[]);
+        assert!(b.nothing_inherited(), "the kernel held no route of ours");
+        assert_eq!(b.end_inheritance(), Some(0));
+        assert!(!b.nothing_inherited(), "inheritance is over");
+        // A later reconcile's deletes are ordinary ones, not unconfirmed inherited routes.
+        let stale = kr("2001:db8::3/128", IF_UP);
+        b.reconcile_plain(&[stale]);
+        assert_eq!(count(&b, RouteCounter::Unconfirmed), 0);
+
+        let mut b = inheriting(now);
+        b.reconcile_plain(&[stale]);
+        assert!(b.is_inherited(&stale.dst));
+        assert!(!b.nothing_inherited(), "a route is inherited");
+        assert_eq!(b.end_inheritance(), Some(1));
     }
 
     /// A book inheriting for 30 s from `now`, expiry mirrored; interfaces as [`book_with`].

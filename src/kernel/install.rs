@@ -90,6 +90,11 @@ pub struct Installer {
     /// Where confirming leasequeries for inherited routes go, and the clock that stamps them
     /// (`None`: nobody asks; the routes live until their kernel expiry).
     doubts: Option<(DoubtSink, AgentClock)>,
+    /// True from a finished reconcile until the next op runs: the kernel was just made equal
+    /// to the desired set, so the route task need not dump it again at its start (after
+    /// `set_desired` at start-up that second dump of every route was a third of the time a
+    /// restart from the state file spent past the install itself).
+    reconciled: bool,
 }
 
 impl Drop for Installer {
@@ -132,6 +137,7 @@ impl Installer {
             book,
             own: None,
             doubts: None,
+            reconciled: false,
         };
         me.refresh_links().await?;
         Ok(me)
@@ -239,17 +245,33 @@ impl Installer {
             info!(?report, "reconcile: correcting the kernel");
         }
         self.run_ops(ops).await?;
+        self.reconciled = true;
         Ok(report)
+    }
+
+    /// Whether no op has run since the last full reconcile (see the field).
+    pub(crate) fn just_reconciled(&self) -> bool {
+        self.reconciled
     }
 
     /// Stop inheriting (recovery finished, or the grace period is over) and reconcile: routes of
     /// ours that nothing explains by now are deleted, except inherited ones whose kernel expiry
     /// is still ahead (they stay until it, or until a source explains or withdraws them); a
     /// confirming leasequery is owed for each inherited one ([`Installer::flush_doubts`]).
+    /// When a reconcile during inheritance found nothing to inherit, there is nothing to
+    /// delete and no dump is taken (see `Book::nothing_inherited`).
     pub async fn end_inheritance(&mut self, why: &str) -> Result<ReconcileReport, KernelError> {
+        let nothing = self.book.nothing_inherited();
         let Some(kept) = self.book.end_inheritance() else {
             return self.reconcile().await;
         };
+        if nothing {
+            info!(
+                why,
+                "inheritance over: nothing was inherited, no route to remove"
+            );
+            return Ok(ReconcileReport::default());
+        }
         let report = self.reconcile().await?;
         info!(
             why,
@@ -418,6 +440,7 @@ impl Installer {
     async fn run_ops(&mut self, ops: Vec<RouteOp>) -> Result<(), KernelError> {
         let plan = RoutePlan::new(ops);
         if !plan.is_empty() {
+            self.reconciled = false;
             let exists = self.run_plan(&plan).await?;
             if !exists.is_empty() {
                 self.replace_if_ours(exists).await?;

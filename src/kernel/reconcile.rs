@@ -83,7 +83,8 @@ fn reconcile_timer(period: std::time::Duration) -> tokio::time::Interval {
     tick
 }
 
-/// Run the installer until `commands` closes: reconcile at start with the current desired set,
+/// Run the installer until `commands` closes: reconcile at start with the current desired set
+/// (unless the installer has just done so),
 /// then apply changes as they come, follow link notifications, retry failed ops at their time,
 /// and reconcile periodically and after any netlink overrun.
 pub async fn run(
@@ -100,9 +101,14 @@ pub(crate) async fn run_on(
     commands: &mut mpsc::Receiver<RouteCommand>,
 ) -> Result<(), KernelError> {
     let mut watch = LinkWatch::open(installer.config().recv_buffer)?;
-    // The watch is open: a re-dump now misses nothing.
+    // The watch is open: a re-dump now misses nothing. An installer that has just reconciled
+    // (`set_desired` at start-up and after a restart) is not dumped again: the links' changes
+    // since are applied by `refresh_links`, and routes changed by others in between are the
+    // periodic reconcile's, as at any other time.
     installer.refresh_links().await?;
-    installer.reconcile().await?;
+    if !installer.just_reconciled() {
+        installer.reconcile().await?;
+    }
     let mut period = installer.config().reconcile_interval;
     let mut tick = reconcile_timer(period);
     let mut beat = crate::notify::heartbeat_timer();

@@ -18,7 +18,9 @@
 //!
 //! Writing (one background thread, [`StateWriter`]; the cache task only does a non-blocking
 //! `try_send`, so writes never block the hot path — a full queue drops the record, counts it, and
-//! asks for a snapshot, which supersedes it):
+//! asks for a snapshot, which supersedes it; the cache task takes that copy of the store only once
+//! the writer has no snapshot waiting or being written, so a burst of drops while a big snapshot
+//! is written costs one more snapshot, taken after the last drop, not one per drop):
 //! - journal records are appended and handed to the kernel after each batch; `fdatasync` at most
 //!   every `sync_interval_ms` and on shutdown — a power cut loses at most that window;
 //! - a snapshot is written to `bindings.snap.tmp`, fsynced, renamed over `bindings.snap`, the

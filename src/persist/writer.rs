@@ -80,6 +80,10 @@ struct PendingSnapshot {
     /// Records queued before the snapshot was taken ([`JournalHandle::queued`] at that moment).
     after: u64,
     leases: Option<Leases>,
+    /// The writer is writing a snapshot (the one it took from this slot, or its initial one).
+    /// While it does, its queue is not drained and records that find it full are dropped; a
+    /// new copy is not asked for until it is done (see [`JournalHandle::wants_snapshot`]).
+    writing: bool,
 }
 
 enum Msg {
@@ -155,9 +159,21 @@ impl JournalHandle {
         ok
     }
 
-    /// Whether the cache task should send a snapshot now.
+    /// Whether the cache task should send a snapshot now: one is wanted (records were
+    /// dropped, the journal grew long, or a degraded writer has nothing to retry) and the
+    /// writer is neither writing one nor has one waiting.
+    ///
+    /// Why wait: while the writer writes a big snapshot its queue fills and every record that
+    /// finds it full asks for a snapshot; taking a fresh copy of the store for each (the cache
+    /// task waits for that walk) only to replace the one still waiting cost a 1M-lease bulk
+    /// recovery 77 copies. The wish stays set, so once the writer is done the next copy is
+    /// taken — after the last dropped record, which it therefore covers: a burst costs at
+    /// most one more snapshot and loses nothing.
     pub fn wants_snapshot(&self) -> bool {
-        self.stats.snapshot_wanted.load(Ordering::Relaxed)
+        self.stats.snapshot_wanted.load(Ordering::Relaxed) && {
+            let p = lock(&self.pending);
+            p.leases.is_none() && !p.writing
+        }
     }
 
     /// Hand a full copy of the cache to the writer without blocking (the copy was taken from
@@ -220,10 +236,10 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 impl StateWriter {
-    /// Write `initial` as a fresh snapshot of generation `generation + 1`, start a journal, and
-    /// run the writer thread. A directory that cannot be made or written is not fatal: the
-    /// writer starts degraded and retries (see [`PersistStats::degraded`]); only failing to
-    /// start the thread is.
+    /// Run the writer thread, whose first work is to write `initial` as a fresh snapshot of
+    /// generation `generation + 1` and start a journal ([`JournalHandle::sync`] waits for it). A
+    /// directory that cannot be made or written is not fatal: the writer goes degraded and
+    /// retries (see [`PersistStats::degraded`]); only failing to start the thread is.
     pub fn start(
         cfg: PersistConfig,
         initial: Leases,
@@ -244,25 +260,37 @@ impl StateWriter {
             held: None,
             taken: 0,
         };
-        let r = fs::create_dir_all(&cfg.dir)
-            .map_err(io_err(&cfg.dir))
-            .and_then(|()| files.write_snapshot(initial.iter().map(|(k, l)| (k, l))));
-        match r {
-            Ok(()) => {
-                stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                w.held = Some(initial.into_iter().collect());
-                w.failed(&e);
-            }
-        }
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
-        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
+        // The thread's first work is writing the initial snapshot.
+        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot {
+            writing: true,
+            ..PendingSnapshot::default()
+        }));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
         let p = pending.clone();
+        let dir = cfg.dir.clone();
         let thread = std::thread::Builder::new()
             .name("lqagent-state".into())
-            .spawn(move || w.run(files, rx, p, interval))
+            .spawn(move || {
+                // The fresh snapshot is the thread's first write, so the start does not wait
+                // for the disk (at a restart from a big state file that write held up the
+                // routes' install); records queued meanwhile wait, then follow it into the new
+                // journal. Until it is written the files of the last run stay as they were.
+                let r = fs::create_dir_all(&dir)
+                    .map_err(io_err(&dir))
+                    .and_then(|()| files.write_snapshot(initial.iter().map(|(k, l)| (k, l))));
+                match r {
+                    Ok(()) => {
+                        w.stats.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        w.held = Some(initial.into_iter().collect());
+                        w.failed(&e);
+                    }
+                }
+                lock(&p).writing = false;
+                w.run(files, rx, p, interval)
+            })
             .map_err(io_err(&cfg.dir))?;
         Ok(StateWriter {
             handle: JournalHandle {
@@ -622,11 +650,13 @@ impl Writer {
             if p.leases.is_none() || p.after > self.taken {
                 return false;
             }
+            p.writing = true;
             p.leases.take()
         };
         if let Some(all) = all {
             self.snapshot(files, all);
         }
+        lock(pending).writing = false;
         true
     }
 
@@ -820,6 +850,7 @@ mod tests {
         Arc::new(std::sync::Mutex::new(PendingSnapshot {
             after: u64::from(after),
             leases: Some(state_after(after).into_iter().collect()),
+            writing: false,
         }))
     }
 
@@ -892,6 +923,8 @@ mod tests {
         .unwrap();
         let h = w.handle();
         let st = h.stats().clone();
+        // The initial snapshot is the thread's first write: once synced, it has failed.
+        assert!(h.sync());
         assert!(st.is_degraded());
         for i in 3..10 {
             assert!(h.record_blocking(op(i)));

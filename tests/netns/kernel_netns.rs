@@ -665,3 +665,113 @@ fn a_refused_route_fails_alone_and_is_retried() {
     assert_eq!(s3.get(RouteCounter::Installed), 16);
     assert_eq!(pending, None, "no retry left");
 }
+
+/// The route task starts with a reconcile, except on an installer that has just reconciled
+/// (`set_desired` at start-up): dumping every route again right after was a third of a
+/// 100k-route restart past the install itself (issue 22). A fresh installer is still
+/// reconciled at the task's start.
+#[test]
+fn the_route_task_does_not_dump_again_what_set_desired_just_reconciled() {
+    if !require_root("the_route_task_does_not_dump_again_what_set_desired_just_reconciled") {
+        return;
+    }
+    let (agent, _sub) = agent_and_subscriber("kfresh");
+    let name = agent.name().to_string();
+    let spec = RouteSpec::address(a("2001:db8:10::100"), LinkRef::LinkAddress(a(LINK)));
+    let (reconciles_after_set_desired, reconciles_of_a_fresh_one) = agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            // Past the task's start once it has answered a command sent after it.
+            async fn started(tx: &tokio::sync::mpsc::Sender<RouteCommand>) {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send(RouteCommand::States(Vec::new(), reply))
+                    .await
+                    .unwrap();
+                answer.await.expect("the route task answers");
+            }
+            let mut inst = Installer::new(InstallerConfig::default()).await.unwrap();
+            let stats = inst.stats();
+            inst.set_desired([spec]).await.unwrap();
+            assert_eq!(stats.get(RouteCounter::Reconcile), 1);
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let task = tokio::spawn(reconcile::run(inst, rx));
+            started(&tx).await;
+            let after_set_desired = stats.get(RouteCounter::Reconcile);
+            drop(tx);
+            task.await.unwrap().unwrap();
+            assert_eq!(
+                ours(&name),
+                [row("2001:db8:10::100/128", None, "sub0", 1024)].into(),
+                "set_desired installed the route"
+            );
+
+            let fresh = Installer::new(InstallerConfig::default()).await.unwrap();
+            let stats = fresh.stats();
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let task = tokio::spawn(reconcile::run(fresh, rx));
+            started(&tx).await;
+            let fresh_ones = stats.get(RouteCounter::Reconcile);
+            drop(tx);
+            task.await.unwrap().unwrap();
+            (after_set_desired, fresh_ones)
+        })
+    });
+    assert_eq!(
+        reconciles_after_set_desired, 1,
+        "set_desired reconciled; the task's start must not dump again"
+    );
+    assert_eq!(
+        reconciles_of_a_fresh_one, 1,
+        "a fresh installer is reconciled at the start"
+    );
+}
+
+/// The end of inheritance (recovery finished) takes no dump when the reconcile during
+/// inheritance inherited nothing: nothing is left to delete, and at a bulk recovery into an
+/// empty table that dump re-read every route just installed (issue 22). With a route inherited,
+/// it still reconciles and deletes it.
+#[test]
+fn the_end_of_inheritance_dumps_only_when_something_was_inherited() {
+    if !require_root("the_end_of_inheritance_dumps_only_when_something_was_inherited") {
+        return;
+    }
+    let (agent, _sub) = agent_and_subscriber("kinh");
+    let name = agent.name().to_string();
+    let spec = RouteSpec::address(a("2001:db8:10::100"), LinkRef::LinkAddress(a(LINK)));
+    let cfg = InstallerConfig {
+        inherit_grace: Duration::from_secs(3600),
+        ..InstallerConfig::default()
+    };
+    let c = cfg.clone();
+    let (before, after) = with_installer(&agent, c, async move |inst| {
+        let stats = inst.stats();
+        inst.set_desired([spec]).await.unwrap();
+        let before = stats.get(RouteCounter::Reconcile);
+        inst.end_inheritance("test").await.unwrap();
+        (before, stats.get(RouteCounter::Reconcile))
+    });
+    assert_eq!(before, 1, "set_desired reconciled while inheriting");
+    assert_eq!(after, 1, "nothing was inherited: no second dump");
+    assert_eq!(
+        ours(&name),
+        [row("2001:db8:10::100/128", None, "sub0", 1024)].into()
+    );
+
+    // A new run that does not want that route inherits it; ending inheritance reconciles.
+    let (before, after) = with_installer(&agent, cfg, async move |inst| {
+        let stats = inst.stats();
+        inst.set_desired(Vec::<RouteSpec>::new()).await.unwrap();
+        let before = stats.get(RouteCounter::Reconcile);
+        inst.end_inheritance("test").await.unwrap();
+        (before, stats.get(RouteCounter::Reconcile))
+    });
+    assert_eq!(
+        (before, after),
+        (1, 2),
+        "an inherited route: reconciled at the end"
+    );
+    assert!(ours(&name).is_empty(), "the inherited route was deleted");
+}

@@ -88,6 +88,8 @@ fn full_disk_degrades_persistence_and_recovers() {
     let w = StateWriter::start(cfg, mirror.clone().into_iter().collect(), 0).unwrap();
     let h = w.handle();
     let st = h.stats().clone();
+    // The initial snapshot (the writer thread's first write) is on disk before it fills.
+    assert!(h.sync());
     assert!(!st.is_degraded());
 
     // The disk fills up at run time: appends fail, the mode is entered once.
@@ -161,6 +163,8 @@ fn unwritable_state_dir_at_start_is_not_fatal() {
     .expect("a full state directory does not stop the start");
     let h = w.handle();
     let st = h.stats().clone();
+    // The initial snapshot is the writer thread's first write: once synced, it has failed.
+    assert!(h.sync());
     assert!(st.is_degraded());
     assert!(st.write_errors.load(Ordering::Relaxed) >= 1);
     // No half-written temporary file is left holding space.

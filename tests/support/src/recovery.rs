@@ -70,9 +70,12 @@ pub fn ifname(i: u16) -> String {
     format!("sub{i}")
 }
 
-/// Client `n`: on link `1 + n % links`; n % 3 == 0 an address, 1 a /56, 2 both.
+/// Client `n`: on link `1 + n % links`; n % 3 == 0 an address, 1 a /56, 2 both. Every client
+/// of a link has its own address and /56 for `n < links · 2^18` (a million routes and more).
 pub fn client(n: u32, links: u16) -> LeaseEntry {
     let l = 1 + (n % u32::from(links)) as u16;
+    // The client's place among its link's clients: its /56 in the link's /38.
+    let i = n / u32::from(links);
     let mut e = LeaseEntry::new(
         [&[0u8, 2, 0, 0, 0x11, 0x8b][..], &n.to_be_bytes()].concat(),
         link(l),
@@ -87,14 +90,14 @@ pub fn client(n: u32, links: u16) -> LeaseEntry {
     }
     if n % 3 != 0 {
         e.prefixes.push(PrefixLease {
-            // Each link's own /38 (`pd_space`) holds one /56 per client of that link, so links'
-            // subscriber prefixes never overlap.
+            // Each link's own /38 (`pd_space`) holds one /56 per client of that link (2^18 of
+            // them), so links' subscriber prefixes never overlap.
             prefix: Ipv6Prefix::new(
                 Ipv6Addr::new(
                     0x2001,
                     0xdb8,
-                    pd_space(l).addr().segments()[2] | ((n >> 8) as u16 & 0x3ff),
-                    (lo & 0xff) << 8,
+                    pd_space(l).addr().segments()[2] | ((i >> 8) as u16 & 0x3ff),
+                    ((i & 0xff) as u16) << 8,
                     0,
                     0,
                     0,
@@ -509,45 +512,6 @@ pub fn run_recovery_via_cache_task(
     })
 }
 
-/// What the bench reports.
-pub struct Measured {
-    pub bindings: u64,
-    pub bulk: Duration,
-    pub state_file: Duration,
-}
-
-/// The bench: `n` bindings on one reference server over 8 links, recovered by relay-id along
-/// the daemon's path (cache task, change stream, installer); then the same from the state file.
-pub fn measure(n: u32) -> Measured {
-    let links = 8;
-    let t = table(0..n, links);
-    let want = expected_routes([&t]);
-    let lab = Lab::new("bench", links, vec![t], Vec::new());
-    let (run, store) = run_recovery_via_cache_task(&lab, lab.plan().startup(), bulk_config());
-    assert_eq!(store.len(), want.len(), "every lease in the cache");
-    let got = kernel_routes(&lab.agent);
-    assert_eq!(got.len(), want.len(), "every route in the kernel");
-    assert!(got == want, "kernel routes differ from the table");
-    // The same again from the state file alone: save, empty the kernel, restart from it.
-    let dir = tempfile::tempdir().expect("temp dir");
-    save_state(&store, dir.path());
-    let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
-    lab.agent
-        .exec(&["ip", "-6", "route", "flush", "proto", &proto]);
-    assert!(kernel_routes(&lab.agent).is_empty());
-    let (state_file, restored) = recover_from_state(&lab, dir.path().to_path_buf());
-    assert_eq!(restored, want.len());
-    assert!(
-        kernel_routes(&lab.agent) == want,
-        "state-file routes differ"
-    );
-    Measured {
-        bindings: run.report.bindings,
-        bulk: run.to_last_route,
-        state_file,
-    }
-}
-
 /// What [`release_during_recovery`] saw.
 pub struct ReleaseRun {
     pub report: RecoveryReport,
@@ -684,4 +648,364 @@ pub fn release_during_recovery(
             }
         })
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo bench --bench recovery`: the daemon's recovery against the install-only floor.
+// ---------------------------------------------------------------------------------------------
+
+/// The argument that makes the bench binary a child doing one measured run (see [`child`]).
+pub const CHILD_ARG: &str = "--recovery-child";
+
+/// Links of the bench lab.
+const BENCH_LINKS: u16 = 8;
+
+/// Clients whose leases call for exactly `routes` routes: of every three clients one has an
+/// address, one a /56 and one both (four routes).
+pub fn clients_for_routes(routes: u32) -> u32 {
+    assert!(routes % 4 == 0, "{routes} routes: a multiple of 4 please");
+    routes / 4 * 3
+}
+
+/// One measured run, as a child process reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildRun {
+    /// From the start to the last route acknowledged by the kernel (and, for the daemon's
+    /// path, every lease in the cache and bulk recovery finished).
+    pub elapsed: Duration,
+    /// VmHWM of the child when the routes were in: the peak RSS of the process doing the work.
+    pub peak_rss_kib: u64,
+    /// Journal records written and dropped, snapshots written (0 for the floor).
+    pub journal: (u64, u64, u64),
+    /// Bindings the bulk requestor streamed (0 without bulk).
+    pub bulk_bindings: u64,
+}
+
+/// The three runs of one size, in one lab.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub routes: u32,
+    pub floor: ChildRun,
+    pub state_file: ChildRun,
+    pub bulk: ChildRun,
+}
+
+impl Measured {
+    pub fn ratio(&self, r: &ChildRun) -> f64 {
+        r.elapsed.as_secs_f64() / self.floor.elapsed.as_secs_f64()
+    }
+}
+
+/// The bench for `routes` routes (IA_NA addresses + delegated prefixes), in one lab of two
+/// namespaces (the reference server over TCP in one, the agent's links in the other):
+/// 1. the floor: the same routes pushed straight through the installer;
+/// 2. bulk: `daemon::start_recovery` with an empty state directory and the server configured
+///    (bulk leasequery → admission → cache task → journal → route feed → installer);
+/// 3. state file: `daemon::start_recovery` on the state directory run 2 left at its stop (a
+///    snapshot, as SIGTERM leaves it), bulk off (state file → admission → cache task → journal
+///    → installer).
+///
+/// Each run is a child process (the bench binary again, [`child`]) inside the agent namespace
+/// with the kernel's table of our protocol empty, so its peak RSS is its own. After each run the
+/// kernel's routes are checked against the lease table (the whole set up to 100 000 routes, the
+/// count above).
+pub fn measure(routes: u32) -> Measured {
+    let clients = clients_for_routes(routes);
+    let t = table(0..clients, BENCH_LINKS);
+    let want = expected_routes([&t]);
+    assert_eq!(
+        want.len(),
+        routes as usize,
+        "the table calls for {routes} routes"
+    );
+    let lab = Lab::new("rbench", BENCH_LINKS, vec![t], Vec::new());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let check = |what: &str| {
+        if routes <= 100_000 {
+            assert!(
+                kernel_routes(&lab.agent) == want,
+                "{what}: kernel routes differ from the table"
+            );
+        } else {
+            assert_eq!(
+                kernel_route_count(&lab.agent),
+                want.len(),
+                "{what}: kernel route count"
+            );
+        }
+        flush_routes(&lab.agent);
+    };
+    flush_routes(&lab.agent);
+    let floor = run_child(&lab, &["floor", &clients.to_string()]);
+    check("floor");
+    let server = lab.servers[0].ip().to_string();
+    let bulk_cfg = dir.path().join("bulk.toml");
+    std::fs::write(&bulk_cfg, bench_config(&state, Some(&server))).unwrap();
+    let bulk = run_child(
+        &lab,
+        &["daemon", &bulk_cfg.to_string_lossy(), &routes.to_string()],
+    );
+    check("bulk");
+    assert_eq!(
+        bulk.bulk_bindings,
+        u64::from(clients),
+        "bulk: bindings streamed"
+    );
+    let state_cfg = dir.path().join("state.toml");
+    std::fs::write(&state_cfg, bench_config(&state, None)).unwrap();
+    let state_file = run_child(
+        &lab,
+        &["daemon", &state_cfg.to_string_lossy(), &routes.to_string()],
+    );
+    check("state file");
+    Measured {
+        routes,
+        floor,
+        state_file,
+        bulk,
+    }
+}
+
+/// The agent's configuration for a bench run: our links, the state directory, and the server
+/// (bulk by link-address) or none (bulk off: the state file alone).
+fn bench_config(state: &std::path::Path, server: Option<&str>) -> String {
+    let mut cfg = format!(
+        "state_dir = \"{}\"\n\n[identity]\nclient_duid = \"00030001020000000001\"\n\n\
+         [bulk]\nenabled = {}\nqueries = [\"link-address\"]\n\n[trigger]\nenabled = false\n\n\
+         [snoop]\nspoof_guard = false\n\n[[servers]]\nname = \"ref\"\naddress = \"{}\"\n",
+        state.display(),
+        server.is_some(),
+        server.unwrap_or("2001:db8:ff::2"),
+    );
+    cfg.push_str(&links_config(BENCH_LINKS));
+    cfg
+}
+
+/// Run the bench binary as a child in the agent namespace; its last stdout line is the result.
+fn run_child(lab: &Lab, args: &[&str]) -> ChildRun {
+    let exe = std::env::current_exe().expect("current exe");
+    // LQAGENT_BENCH_RECOVERY_PERF=<dir>: each child runs under `perf record -g` into that
+    // directory (where the time goes, without the server's and the parent's samples).
+    let mut cmd = match std::env::var("LQAGENT_BENCH_RECOVERY_PERF") {
+        Ok(dir) => {
+            let mut c = lab.agent.command("perf");
+            c.args([
+                "record",
+                "-q",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf,32768",
+                "-o",
+            ])
+            .arg(format!("{dir}/{}-{}.data", args[0], std::process::id()))
+            .arg("--")
+            .arg(&exe);
+            c
+        }
+        Err(_) => lab.agent.command(&exe.to_string_lossy()),
+    };
+    let out = cmd
+        .arg(CHILD_ARG)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("spawn the bench child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench child {args:?} failed: {stdout}"
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("child:"))
+        .unwrap_or_else(|| panic!("no result from the bench child {args:?}: {stdout}"));
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    assert_eq!(v.len(), 6, "{line}");
+    ChildRun {
+        elapsed: Duration::from_nanos(v[0]),
+        peak_rss_kib: v[1],
+        journal: (v[2], v[3], v[4]),
+        bulk_bindings: v[5],
+    }
+}
+
+fn flush_routes(ns: &NetNs) {
+    let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
+    ns.exec(&["ip", "-6", "route", "flush", "proto", &proto]);
+    assert_eq!(kernel_route_count(ns), 0, "routes of our protocol left");
+}
+
+/// Unicast routes of our protocol in `ns`, counted (`ip -j` of a million routes is too slow to
+/// parse); the RFC 8987 R-5 unreachable aggregates the daemon adds (one per link) are not.
+pub fn kernel_route_count(ns: &NetNs) -> usize {
+    let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
+    let out = ns.exec(&["ip", "-6", "route", "show", "proto", &proto]);
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"unreachable"))
+        .count()
+}
+
+/// VmHWM of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// How long a child waits for its run before it gives up (a bound, not a measurement).
+const CHILD_BOUND: Duration = Duration::from_secs(1800);
+
+/// The child's side (argv after [`CHILD_ARG`]), already inside the agent namespace:
+/// - `floor <clients>`: the routes of the bench table, pushed straight through the installer
+///   (`Installer::apply`, batches of 4096, as the route task gathers them);
+/// - `daemon <config> <routes>`: `lqagent::daemon::start_recovery`, until the kernel holds
+///   every route, the cache every lease and bulk recovery (when on) is over; then stopped as on
+///   SIGTERM (the state file written).
+///
+/// Prints `child: <ns> <VmHWM KiB> <records written> <records dropped> <snapshots> <bulk
+/// bindings>`.
+pub fn child(args: &[String]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = match args.first().map(String::as_str) {
+        Some("floor") => {
+            let clients: u32 = args[1].parse().expect("clients");
+            rt.block_on(floor(clients))
+        }
+        Some("daemon") => {
+            let text = std::fs::read_to_string(&args[1]).expect("bench config");
+            let cfg = lqagent::config::Config::parse(&text).expect("bench config parses");
+            let routes: u64 = args[2].parse().expect("routes");
+            rt.block_on(daemon_recovery(&cfg, routes))
+        }
+        other => panic!("unknown bench child mode {other:?}"),
+    };
+    println!(
+        "child: {} {} {} {} {} {}",
+        r.elapsed.as_nanos(),
+        r.peak_rss_kib,
+        r.journal.0,
+        r.journal.1,
+        r.journal.2,
+        r.bulk_bindings
+    );
+}
+
+/// The floor: every route of the table through the installer, nothing else.
+async fn floor(clients: u32) -> ChildRun {
+    let specs: Vec<RouteChange> = table(0..clients, BENCH_LINKS)
+        .entries()
+        .iter()
+        .flat_map(|e| {
+            let dev = LinkRef::Interface(ifname(e.link.segments()[2]));
+            let hop = e.peer_address.expect("a peer address");
+            e.addrs
+                .iter()
+                .map(|a| RouteSpec::address(a.addr, dev.clone()))
+                .chain(
+                    e.prefixes
+                        .iter()
+                        .map(|p| RouteSpec::delegated(p.prefix, hop, dev.clone())),
+                )
+                .map(RouteChange::Upsert)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let n = specs.len() as u64;
+    let started = Instant::now();
+    let mut inst = lqagent::kernel::Installer::new(InstallerConfig::default())
+        .await
+        .expect("installer");
+    let mut specs = specs.into_iter();
+    loop {
+        let batch: Vec<RouteChange> = specs.by_ref().take(4096).collect();
+        if batch.is_empty() {
+            break;
+        }
+        inst.apply(batch).await.expect("kernel apply");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        inst.stats().snapshot().installed_now,
+        n,
+        "floor: every route installed"
+    );
+    ChildRun {
+        elapsed,
+        peak_rss_kib: peak_rss_kib(),
+        journal: (0, 0, 0),
+        bulk_bindings: 0,
+    }
+}
+
+/// The daemon's recovery, from its start to every route in the kernel.
+async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun {
+    use lqagent::bulk::stats::Counter;
+    use std::sync::atomic::Ordering;
+    let started = Instant::now();
+    let r = lqagent::daemon::start_recovery(cfg)
+        .await
+        .expect("start recovery");
+    let steps: Vec<String> = r
+        .steps()
+        .iter()
+        .map(|(s, t)| format!("{s} {:.3} s", t.as_secs_f64()))
+        .collect();
+    let (mut all_routes, mut all_leases) = (None, None);
+    // Polled every millisecond (a bounded wait for a condition, not a timing threshold).
+    loop {
+        if all_routes.is_none() && r.routes_installed() >= routes {
+            all_routes = Some(started.elapsed());
+        }
+        if all_leases.is_none() && r.leases() as u64 >= routes {
+            all_leases = Some(started.elapsed());
+        }
+        if all_routes.is_some() && all_leases.is_some() && !r.bulk_in_progress() {
+            break;
+        }
+        assert!(
+            started.elapsed() < CHILD_BOUND,
+            "recovery stuck: {} routes installed, {} leases, bulk in progress {}",
+            r.routes_installed(),
+            r.leases(),
+            r.bulk_in_progress()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "    (start steps: {}; every route in the kernel {all_routes:?}, every lease in \
+         the cache {all_leases:?})",
+        steps.join(", ")
+    );
+    let peak = peak_rss_kib();
+    let j = r.journal_stats().clone();
+    let bulk_bindings = r.bulk_stats().get(Counter::Bindings);
+    r.shutdown().await;
+    ChildRun {
+        elapsed,
+        peak_rss_kib: peak,
+        journal: (
+            j.records_written.load(Ordering::Relaxed),
+            j.records_dropped.load(Ordering::Relaxed),
+            j.snapshots_written.load(Ordering::Relaxed),
+        ),
+        bulk_bindings,
+    }
 }
