@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = e.reason();
+                let _ = e.label();
                 failed = matches!(
                     e,
                     nflog::NflogError::HeaderTruncated { .. }
