@@ -21,6 +21,8 @@ use support::captures::{self, Datagram};
 pub(crate) const LEASEQUERY: &str = "kea/kea-leasequery.pcap";
 pub(crate) const RELAY_SERVER: &str = "kea/kea-relay-server.pcap";
 pub(crate) const BULK: &str = "kea/kea-bulk.pcap";
+/// Queries by address naming a link Kea does not serve (record.sh `PART=unknown-link`).
+pub(crate) const UNKNOWN_LINK: &str = "kea/kea-unknown-link.pcap";
 
 /// The access concentrator's listed requester address, and the unlisted one beside it.
 pub(crate) const REQUESTER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
@@ -64,7 +66,7 @@ pub(crate) fn codes(o: &lqagent::wire::Options) -> Vec<u16> {
 #[test]
 fn every_recorded_kea_message_decodes_and_encodes_back_to_its_bytes() {
     let mut n = 0;
-    for file in [LEASEQUERY, RELAY_SERVER] {
+    for file in [LEASEQUERY, RELAY_SERVER, UNKNOWN_LINK] {
         for d in captures::udp(file) {
             parse(&format!("{file} #{}", d.number), &d.payload);
             n += 1;
@@ -95,8 +97,13 @@ pub(crate) struct Exchange {
 /// The UDP exchanges in recording order, replies matched by transaction id and addresses (the
 /// first unanswered query with that id takes the next reply: the hand-made queries share one).
 pub(crate) fn exchanges() -> Vec<Exchange> {
+    exchanges_in(LEASEQUERY)
+}
+
+/// [`exchanges`] of one recording.
+pub(crate) fn exchanges_in(file: &str) -> Vec<Exchange> {
     let mut out: Vec<Exchange> = Vec::new();
-    for d in captures::udp(LEASEQUERY) {
+    for d in captures::udp(file) {
         let m = client(parse("leasequery", &d.payload));
         if m.msg_type == MessageType::LEASEQUERY {
             out.push(Exchange {
@@ -280,9 +287,6 @@ fn kea_table() -> support::refserver::LeaseTable {
 /// order, status code and text, what each CLIENT_DATA lists, client links, relay data).
 #[test]
 fn the_kea_profile_answers_udp_queries_in_the_shape_kea_did() {
-    use support::refserver::codec::{self, ReplyBody, Shape as RefShape};
-    use support::refserver::{Decision, Profile, Transport, answer::decide_as};
-    let table = kea_table();
     // The table is Kea's leases before the client's RELEASE: compare the queries made before it.
     let release = captures::udp(RELAY_SERVER)
         .into_iter()
@@ -293,10 +297,20 @@ fn the_kea_profile_answers_udp_queries_in_the_shape_kea_did() {
                 == Some(MessageType::RELEASE)
         })
         .map_or(u64::MAX, |d| d.ts_sec);
+    let compared = profile_matches_kea(exchanges(), release);
+    assert!(compared >= 8, "only {compared} exchanges compared");
+}
+
+/// The Kea profile asked each exchange's query (from the listed requester, before `before`)
+/// answers in the shape Kea did; returns how many were compared.
+fn profile_matches_kea(exchanges: Vec<Exchange>, before: u64) -> usize {
+    use support::refserver::codec::{self, ReplyBody, Shape as RefShape};
+    use support::refserver::{Decision, Profile, Transport, answer::decide_as};
+    let table = kea_table();
     let mut compared = 0;
-    for x in exchanges() {
+    for x in exchanges {
         let Some((_, reply)) = &x.reply else { continue };
-        if *x.query.src.ip() != REQUESTER || x.query.ts_sec >= release {
+        if *x.query.src.ip() != REQUESTER || x.query.ts_sec >= before {
             continue;
         }
         let Ok(inc) = codec::parse_leasequery(&x.query.payload) else {
@@ -338,7 +352,47 @@ fn the_kea_profile_answers_udp_queries_in_the_shape_kea_did() {
         );
         compared += 1;
     }
-    assert!(compared >= 8, "only {compared} exchanges compared");
+    compared
+}
+
+/// Kea ignores the link-address of a query by address: asked about the client's address, and
+/// about an address inside its /56, naming a link Kea does not serve (2001:db8:99::1), it
+/// answers with the binding as when the client's own link is named (RFC 5007 §4.3.2 would have
+/// NotConfigured). The Kea profile does the same (docs/interop.md, "Link-address of a query by
+/// address").
+#[test]
+fn kea_ignores_the_link_address_of_a_query_by_address() {
+    let unknown: Ipv6Addr = "2001:db8:99::1".parse().unwrap();
+    let xs = exchanges_in(UNKNOWN_LINK);
+    let mut unknown_link = 0;
+    for x in &xs {
+        let q = x.q.options.lq_query().expect("a query");
+        let (_, reply) = x.reply.as_ref().expect("Kea answered");
+        assert_eq!(reply.msg_type, MessageType::LEASEQUERY_REPLY);
+        assert!(
+            reply
+                .options
+                .status_code()
+                .is_none_or(|c| c == lqagent::wire::StatusCode::SUCCESS),
+            "#{}: {:?}",
+            x.query.number,
+            reply.options.status_code()
+        );
+        let data = reply
+            .options
+            .client_datas()
+            .next()
+            .expect("the binding (CLIENT_DATA)");
+        assert_eq!(
+            data.options.client_id().map(|d| d.to_vec()),
+            Some(hex::decode("00030001020000000301").unwrap()),
+            "#{}: the real client's binding",
+            x.query.number
+        );
+        unknown_link += usize::from(q.link_address == unknown);
+    }
+    assert_eq!(unknown_link, 2, "two queries named the unknown link");
+    assert_eq!(profile_matches_kea(xs, u64::MAX), 3);
 }
 
 /// The unlisted requester's query got no answer at all.

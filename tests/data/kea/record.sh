@@ -16,6 +16,10 @@
 #   leasequery.pcap    LEASEQUERY / LEASEQUERY-REPLY over UDP (port 546 ↔ 547)
 #   bulk.pcap          bulk leasequery over TCP port 547
 # and Kea's lease file is saved as kea-leases6.csv.
+#
+# PART=unknown-link records, after the same set-up, only queries by address that name a link Kea
+# does not serve (2001:db8:99::1) and one that names the client's own link, into
+# kea-unknown-link.pcap; nothing else is written.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
@@ -179,6 +183,18 @@ query() {
   nsx "$AC" "$LQAGENT" query --server 2001:db8::1 --interface up0 --attempts 1 --timeout 2 \
     --bind '[2001:db8::2]:546' "$@" || true
 }
+if [ "${PART:-all}" = unknown-link ]; then
+  query --address "$address" --link 2001:db8:99::1
+  query --address "$inside_prefix" --link 2001:db8:99::1
+  query --address "$address" --link 2001:db8:1::1
+  sleep 1
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+  cp "$work/leasequery.pcap" "$OUT/kea-unknown-link.pcap"
+  echo "wrote $OUT/kea-unknown-link.pcap"
+  exit 0
+fi
 query --address "$address" --relay-data
 query --address "$address" --link 2001:db8:1::1
 query --address "$inside_prefix"
