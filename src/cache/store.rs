@@ -46,7 +46,7 @@
 //!
 //! All maps use the seeded word hasher of [`super::storage::hash`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +61,12 @@ use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
 use super::storage::{KeyHashBuilder, LeaseTable, SlotRef};
 use crate::prefix::Ipv6Prefix;
+
+// The writer's own maps (tombstones, big clients and their groups, the CLT log) are probed
+// several times per `apply` with keys from the network: std's SipHash was most of a merge's
+// CPU. The cache's seeded word hasher keeps them keyed per process, as the lease table is.
+type HashMap<K, V> = std::collections::HashMap<K, V, KeyHashBuilder>;
+type HashSet<K, S = KeyHashBuilder> = std::collections::HashSet<K, S>;
 
 /// Settings of the binding cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -649,7 +655,7 @@ impl BindingStore {
         let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
         let mut current = BTreeMap::new();
         // Each client copied once per pass (many of one client's leases may be due together).
-        let mut gathered: HashSet<Arc<[u8]>> = HashSet::new();
+        let mut gathered: HashSet<Arc<[u8]>> = HashSet::default();
         for (_, r) in due {
             // Whatever lease sits in the slot now counts only if its own deadline has passed
             // (else the entry is stale: refreshed, or removed and the slot reused).
