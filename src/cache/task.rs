@@ -287,7 +287,16 @@ impl CacheRunner {
     /// on a restart: the store kept what it had). Two runs at once take turns on the input
     /// queue (the second waits for the first to end).
     pub(crate) async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
-        self.0.run(restored).await;
+        self.0.run(restored, true).await;
+    }
+
+    /// [`run`](Self::run) for a start whose installer and trigger were already given the same
+    /// `restored` leases (the daemon's `set_desired` and the trigger's initial known sets):
+    /// their `Added` changes would only be no-op upserts downstream, so they are not sent. At a
+    /// million leases the stream costs seconds of start-up and holds the cache back behind the
+    /// route task.
+    pub(crate) async fn run_seeded(self, restored: Vec<(LeaseKey, Lease)>) {
+        self.0.run(restored, false).await;
     }
 }
 
@@ -309,13 +318,16 @@ struct CacheTask {
 }
 
 impl CacheTask {
-    async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
+    /// `announce`: whether the restored leases' `Added` changes go on the change stream.
+    async fn run(self, restored: Vec<(LeaseKey, Lease)>, announce: bool) {
         let mut inputs = self.inputs.lend().await;
         let mut snooped = self.snooped.lend().await;
         let now = self.clock.now();
         for (k, l) in restored {
             if let Some(c) = self.store.restore(k, l, now) {
-                self.emit_change(c).await;
+                if announce {
+                    self.emit_change(c).await;
+                }
             }
         }
         let mut snap = tokio::time::interval(self.snapshot_every);

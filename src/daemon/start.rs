@@ -366,9 +366,11 @@ pub(super) fn cache(
     );
     let mut restored = Some(loaded.leases);
     let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
+        // The installer (`reconcile`, step 4) and the trigger (step 5) already hold the
+        // loaded leases: restoring them needs no change stream.
         let run = cache_runner
             .clone()
-            .run(restored.take().unwrap_or_default());
+            .run_seeded(restored.take().unwrap_or_default());
         async move {
             run.await;
             Ok::<(), std::convert::Infallible>(())
