@@ -61,12 +61,15 @@
 //!   lease refused by admission.
 //! - **R11 next hop**: a prefix routes via the relay peer-address, else via the client's IA_NA
 //!   address on that link (smallest, for determinism); when that changes, the prefix is `Updated`.
-//!   Only data that won at least one lease may change it: an answer that lost everything (a late,
-//!   older one) leaves the routes where they are. The relay data comes from the newest data about
-//!   the client on that link (by R2/R3's order), and every lease of the client on the link carries
-//!   that one client record, so answers from several servers give the same next hop in any order.
-//!   Known limit: the record does not keep its own recency, so once the newest lease is gone an
-//!   older answer from another relay peer can move the next hop again.
+//!   The relay data comes from the newest data about the client on that link (by R2/R3's
+//!   order), and every lease of the client on the link carries that one client record, so
+//!   answers from several servers give the same next hop in any order. An answer changes the
+//!   record when it won a lease, or when it is the newest word about the client and lost no lease
+//!   to the client's own newer data: an answer that loses its lease to *another* client's newer
+//!   data is still true about its own client (where it is). A late, older answer (R2/R4/R6)
+//!   leaves the routes where they are. A record newer than every lease its client still holds
+//!   (its lease was taken or removed) is kept with its recency in the store ([`Remembered`], for
+//!   the tombstone time), so an older answer cannot move the next hop back.
 //! - **R12 replay**: data equal to what is stored changes nothing and emits nothing.
 //! - **R13 CLT_TIME sanity**: a CLT_TIME ≥ [`MergeConfig::clt_unix_threshold`] (default 10⁹ s ≈ 31
 //!   years) cannot be an elapsed time; ISC dhcpd 4.4 sends its absolute Unix time there. It is taken
@@ -368,6 +371,8 @@ pub struct MergeOutcome {
     /// R17: what this input would have changed had it come from the binding's holder on its
     /// link; each is handed to the confirmer.
     pub doubts: Vec<Doubt>,
+    /// R11: client records to remember with their recency (see [`Remembered`]).
+    pub remembered: Vec<Remembered>,
 }
 
 /// R17 Overlap: for each key of an observation that the cache does not hold, a delegated prefix
@@ -514,6 +519,60 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
         .then_with(|| a.valid_until.cmp(&b.valid_until))
 }
 
+/// R11: how recent a client record's data is, in R2/R3's order (client-last-transaction, server
+/// DUID, arrival).
+pub(crate) type Since = (Timestamp, Box<[u8]>, Timestamp);
+
+/// R11: a client record newer than every lease its client still holds on the link (the lease
+/// it came with was taken by another client or removed), or held by a client with no lease
+/// left. The store keeps these for the tombstone time and hands the merge those of the clients
+/// it touches, so the record keeps its recency when its lease is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub client: Arc<ClientInfo>,
+    pub since: Since,
+    /// When it was noted (the observation's arrival): the store forgets it a tombstone time
+    /// later.
+    pub noted: Timestamp,
+}
+
+fn since_of(l: &Lease) -> Since {
+    (l.last_transaction, l.server.duid.clone(), l.arrival)
+}
+
+/// The record `duid` on `link` has now, with its recency: that of the newest lease it holds in
+/// `current`, or the remembered one when that is newer and still the record its leases carry
+/// (or it holds none).
+fn stored_record(
+    current: &BTreeMap<LeaseKey, Lease>,
+    memory: &[Remembered],
+    duid: &[u8],
+    link: Ipv6Addr,
+) -> Option<(Since, Arc<ClientInfo>)> {
+    let held = current
+        .values()
+        .filter(|l| *l.client.duid == *duid && l.client.link.address == link)
+        .max_by(|a, b| since_of(a).cmp(&since_of(b)))
+        .map(|l| (since_of(l), l.client.clone()));
+    let mem = memory
+        .iter()
+        .filter(|m| *m.client.duid == *duid && m.client.link.address == link)
+        .find(|m| held.as_ref().is_none_or(|(_, c)| *c == m.client));
+    match (held, mem) {
+        (Some(h), Some(m)) if m.since <= h.0 => Some(h),
+        (_, Some(m)) => Some((m.since.clone(), m.client.clone())),
+        (h, None) => h,
+    }
+}
+
+/// The client record for an observation: `client`, whether it is the observation's own word
+/// (`adopted`: the observation is at least as new as what is stored), and its recency.
+struct Record {
+    client: Arc<ClientInfo>,
+    adopted: bool,
+    since: Since,
+}
+
 /// The client record for this observation, reusing a stored `Arc` when equal. Relay data (the
 /// prefixes' next hop, R11) comes from the newest data about the client on that link — by
 /// client-last-transaction, then server DUID, then arrival, as [`total_order`] — so answers from
@@ -521,37 +580,66 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
 fn client_info(
     obs: &Observation,
     current: &BTreeMap<LeaseKey, Lease>,
+    memory: &[Remembered],
     last_tx: Timestamp,
-) -> Arc<ClientInfo> {
-    let same_client = |l: &&Lease| {
-        *l.client.duid == *obs.client_duid && l.client.link.address == obs.link.address
-    };
-    let recency = |l: &Lease| (l.last_transaction, l.server.duid.clone(), l.arrival);
-    let newest = current
-        .values()
-        .filter(same_client)
-        .max_by_key(|l| recency(l));
-    let stored = newest.map(|l| l.client.clone());
-    let obs_newest =
-        newest.is_none_or(|l| recency(l) <= (last_tx, obs.server.duid.clone(), obs.arrival));
-    let stored_relay = stored.as_ref().and_then(|c| c.relay.clone());
-    let relay = if obs_newest {
+) -> Record {
+    let stored = stored_record(current, memory, &obs.client_duid, obs.link.address);
+    let obs_since: Since = (last_tx, obs.server.duid.clone(), obs.arrival);
+    let adopted = stored.as_ref().is_none_or(|(s, _)| *s <= obs_since);
+    let stored_client = stored.as_ref().map(|(_, c)| c.clone());
+    let stored_relay = stored_client.as_ref().and_then(|c| c.relay.clone());
+    let relay = if adopted {
         obs.relay.clone().map(Box::new).or(stored_relay)
     } else {
         stored_relay.or_else(|| obs.relay.clone().map(Box::new))
     };
-    let link = match (&obs.link.interface, &stored) {
+    let link = match (&obs.link.interface, &stored_client) {
         (None, Some(c)) => c.link.clone(),
         _ => obs.link.clone(),
     };
-    let duid: Arc<[u8]> = match &stored {
+    let duid: Arc<[u8]> = match &stored_client {
         Some(c) => c.duid.clone(),
         None => Arc::from(&*obs.client_duid),
     };
     let fresh = ClientInfo { duid, link, relay };
-    match stored {
+    let client = match stored_client {
         Some(c) if *c == fresh => c,
         _ => Arc::new(fresh),
+    };
+    let since = match (&stored, adopted) {
+        (Some((s, _)), false) => s.clone(),
+        _ => obs_since,
+    };
+    Record {
+        client,
+        adopted,
+        since,
+    }
+}
+
+/// R11 memory: `record` (of recency `since`) is to be remembered when its client holds no lease
+/// on the link after the writes in `next`, or only older ones.
+fn remember(
+    next: &BTreeMap<LeaseKey, Option<Lease>>,
+    current: &BTreeMap<LeaseKey, Lease>,
+    record: &Arc<ClientInfo>,
+    since: Since,
+    noted: Timestamp,
+    out: &mut Vec<Remembered>,
+) {
+    let newest_held = current
+        .keys()
+        .chain(next.keys())
+        .filter_map(|k| state_of(next, current, k))
+        .filter(|l| l.client.duid == record.duid && l.client.link.address == record.link.address)
+        .map(since_of)
+        .max();
+    if newest_held.is_none_or(|h| h < since) && !out.iter().any(|m| m.client == *record) {
+        out.push(Remembered {
+            client: record.clone(),
+            since,
+            noted,
+        });
     }
 }
 
@@ -573,6 +661,7 @@ pub fn merge(
     merge_held(
         current,
         tombstones,
+        &[],
         obs,
         cfg,
         Held::of(current, obs),
@@ -580,11 +669,13 @@ pub fn merge(
     )
 }
 
-/// [`merge`] with the counts of R10 and the covering prefixes of R17 given by the caller (the
-/// store keeps the counts and looks the prefixes up).
+/// [`merge`] with the counts of R10, the covering prefixes of R17 and the remembered client
+/// records of R11 (those of the observation's client and of the keys' holders) given by the
+/// caller (the store keeps the counts and the records and looks the prefixes up).
 pub(crate) fn merge_held(
     current: &BTreeMap<LeaseKey, Lease>,
     tombstones: &BTreeMap<LeaseKey, Lease>,
+    memory: &[Remembered],
     obs: &Observation,
     cfg: &MergeConfig,
     mut held: Held,
@@ -592,7 +683,10 @@ pub(crate) fn merge_held(
 ) -> MergeOutcome {
     let (last_tx, clt) = last_transaction(obs, cfg);
     let reference = reference_time(obs);
-    let client = client_info(obs, current, last_tx);
+    let record = client_info(obs, current, memory, last_tx);
+    let client = record.client.clone();
+    // A lease lost to the client's own newer data: the answer is not the newest word about it.
+    let mut lost_to_itself = false;
     let mut next: BTreeMap<LeaseKey, Option<Lease>> = BTreeMap::new();
     let mut verdicts = Vec::new();
     let mut tombs: Vec<(LeaseKey, Lease)> = Vec::new();
@@ -632,9 +726,16 @@ pub(crate) fn merge_held(
             .and_then(|t| precedence(t, &candidate, cfg));
         let answer = about_key(obs, ol);
         let verdict = match (stored, tomb_wins) {
-            (_, Some(lost)) => lost,
+            (_, Some(lost)) => {
+                lost_to_itself = true;
+                lost
+            }
             (Some(s), None) => match precedence(s, &candidate, cfg) {
-                Some(lost) => lost,
+                Some(lost) => {
+                    lost_to_itself |= s.client.duid == client.duid
+                        && s.client.link.address == client.link.address;
+                    lost
+                }
                 // R17: only the holder on its link, or the server's answer about this key.
                 None if gone && !(from_holder(s, obs, ol.iaid) || answer) => {
                     // Nothing in the holder's name. The claimant's own statement about itself
@@ -735,7 +836,8 @@ pub(crate) fn merge_held(
         }
     }
 
-    // R11 only for data that won somewhere: a late, older answer (R2/R4/R6) must not move the
+    // R11 for data that won somewhere, or that is the newest word about its client and lost
+    // nothing to the client's own newer data: a late, older answer (R2/R4/R6) must not move the
     // client's prefixes to the relay peer-address it remembered.
     let won = verdicts.iter().any(|(_, v)| {
         matches!(
@@ -746,16 +848,25 @@ pub(crate) fn merge_held(
                 | MergeVerdict::RemovedOmitted
         )
     });
-    if won {
+    let mut remembered = Vec::new();
+    if won || (record.adopted && !lost_to_itself) {
         assign_next_hops(&mut next, current, &client, &mut assigned);
+        let since = record.since.clone();
+        remember(&next, current, &client, since, obs.arrival, &mut remembered);
     }
     for c in displaced {
+        // Its record keeps the recency it had, also when the lease that carried it went.
+        let before = stored_record(current, memory, &c.duid, c.link.address);
         reassign_next_hops(&mut next, current, &c, &mut assigned);
+        if let Some((since, rec)) = before {
+            remember(&next, current, &rec, since, obs.arrival, &mut remembered);
+        }
     }
     let mut out = finish(current, next, verdicts, Some(clt));
     out.tombstones = tombs;
     out.assigned = assigned;
     out.doubts = doubts;
+    out.remembered = remembered;
     out
 }
 

@@ -381,6 +381,11 @@ struct WriterState {
     tombstones: HashMap<TombKey, Lease>,
     /// (forget-at, key) in insertion order; entries whose tombstone was replaced are skipped.
     tomb_order: VecDeque<(Timestamp, TombKey)>,
+    /// Merge R11: client records newer than the leases their clients still hold, by DUID (then
+    /// link, usually one), forgotten a tombstone time after they were noted.
+    records: HashMap<Arc<[u8]>, Vec<merge::Remembered>>,
+    /// (forget-at, DUID) in insertion order, as `tomb_order`.
+    record_order: VecDeque<(Timestamp, Arc<[u8]>)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
     /// Rate limit of cap refusal log lines: (second, lines logged in it).
@@ -565,7 +570,30 @@ impl BindingStore {
             }
         }
         let held = self.held(&w, obs, &current);
-        let mut out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held, &covers);
+        let memory: Vec<merge::Remembered> = if w.records.is_empty() {
+            Vec::new()
+        } else {
+            let mut m: Vec<merge::Remembered> = Vec::new();
+            let duids =
+                std::iter::once(&obs.client_duid[..]).chain(holders.iter().map(|(d, _)| &d[..]));
+            for d in duids {
+                for r in w.records.get(d).into_iter().flatten() {
+                    if !m.contains(r) {
+                        m.push(r.clone());
+                    }
+                }
+            }
+            m
+        };
+        let mut out = merge::merge_held(
+            &current,
+            &tombs,
+            &memory,
+            obs,
+            &self.cfg.merge,
+            held,
+            &covers,
+        );
         let conforms = |(c, hop): &(Arc<ClientInfo>, Option<Ipv6Addr>)| {
             w.big.get(&c.duid).is_none_or(|b| b.conforms(c, *hop))
         };
@@ -575,7 +603,15 @@ impl BindingStore {
             for (d, _) in &holders {
                 self.gather_client(d, &mut current);
             }
-            out = merge::merge_held(&current, &tombs, obs, &self.cfg.merge, held, &covers);
+            out = merge::merge_held(
+                &current,
+                &tombs,
+                &memory,
+                obs,
+                &self.cfg.merge,
+                held,
+                &covers,
+            );
         }
         w.copied = current.len();
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
@@ -713,6 +749,32 @@ impl BindingStore {
                 w.tombstones.remove(&k);
             }
         }
+        let ttl = self.cfg.tombstone_ttl_ms;
+        while let Some((at, d)) = w.record_order.front().cloned() {
+            if at > now && w.record_order.len() <= 2 * self.cfg.max_tombstones {
+                break;
+            }
+            w.record_order.pop_front();
+            Self::forget_records(w, &d, |r| r.noted.plus_millis(ttl) <= at);
+        }
+    }
+
+    /// Forget `duid`'s remembered records that `due` picks.
+    fn forget_records(
+        w: &mut WriterState,
+        duid: &[u8],
+        due: impl Fn(&merge::Remembered) -> bool,
+    ) -> usize {
+        let Some(list) = w.records.get_mut(duid) else {
+            return 0;
+        };
+        let before = list.len();
+        list.retain(|r| !due(r));
+        let n = before - list.len();
+        if list.is_empty() {
+            w.records.remove(duid);
+        }
+        n
     }
 
     /// The leases now in slots `refs` that `keep` accepts (a slot may have been reused by another
@@ -933,6 +995,14 @@ impl BindingStore {
             w.tombstones.insert(tk.clone(), t);
             w.tomb_order.push_back((forget_at, tk));
         }
+        for r in out.remembered {
+            let forget_at = r.noted.plus_millis(self.cfg.tombstone_ttl_ms);
+            let duid = r.client.duid.clone();
+            let list = w.records.entry(duid.clone()).or_default();
+            list.retain(|m| m.client.link.address != r.client.link.address);
+            list.push(r);
+            w.record_order.push_back((forget_at, duid));
+        }
         if w.expiry.needs_rebuild(self.leases.len()) {
             // Refreshes leave stale deadlines behind; bound them (amortised: at most once per
             // `len` pushes).
@@ -940,6 +1010,16 @@ impl BindingStore {
             self.leases
                 .for_each(|r, _, l| live.push((l.valid_until, r)));
             w.expiry.rebuild(live);
+        }
+        // Remembered records are removal evidence too: bounded the same way, counted the same.
+        while w.records.len() > self.cfg.max_tombstones {
+            let Some((_, d)) = w.record_order.pop_front() else {
+                break;
+            };
+            let n = Self::forget_records(w, &d, |_| true);
+            self.stats
+                .tombstones_evicted
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
         while w.tombstones.len() > self.cfg.max_tombstones {
             let Some((_, k)) = w.tomb_order.pop_front() else {
@@ -1690,5 +1770,30 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.apply(&o).changes.len(), 4001);
+    }
+
+    /// Merge R11's remembered records (a client whose lease another client took) are bounded
+    /// like tombstones: at most `max_tombstones` clients, the oldest forgotten first and counted,
+    /// and all of them forgotten a tombstone time after they were noted.
+    #[test]
+    fn remembered_client_records_are_bounded_and_forgotten() {
+        let s = BindingStore::new(CacheConfig {
+            max_tombstones: 4,
+            tombstone_ttl_ms: 60_000,
+            ..Default::default()
+        });
+        for n in 1..=10u16 {
+            let at = i64::from(n) * 2;
+            s.apply(&obs(n as u8, 1, &[addr(n)], at));
+            // Another client takes the address: client n holds nothing, its record is noted.
+            s.apply(&obs(100 + n as u8, 1, &[addr(n)], at + 1));
+            let w = s.lock();
+            assert_eq!(w.records.len(), usize::from(n).min(4), "after client {n}");
+            assert!(w.records.contains_key(&[0, 3, 0, 1, n as u8][..]));
+        }
+        assert_eq!(s.stats.tombstones_evicted(), 6);
+        // A tombstone time later they are gone without pressure.
+        s.apply(&obs(200, 1, &[addr(500)], 21 + 61));
+        assert!(s.lock().records.is_empty());
     }
 }

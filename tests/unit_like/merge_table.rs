@@ -1461,12 +1461,24 @@ proptest! {
         answers in proptest::collection::vec(arb_shared_answer(), 1..6),
     ) {
         let s = store_completeness(false);
-        // Without relay data: which relay peer-address a client is behind is remembered per
-        // client, not with its recency, so replaying an older answer from another relay peer
-        // can still move the next hop (a known limit of R11; see the module docs).
+        // One holder per key per server: when one server passes a key from one client to
+        // another, its later answer about the first client leaves no evidence against the
+        // second (R15 keeps removal evidence per client, which is what makes answers from
+        // different servers commute), so replaying the second client's older claim to the
+        // now free key adds it back. Same-server order is not free (R4/R6: its later word wins).
+        let mut holder = std::collections::BTreeMap::new();
         let answers: Vec<Observation> = answers
             .into_iter()
-            .map(|o| Observation { relay: None, ..o })
+            .map(|mut o| {
+                o.leases.retain(|l| {
+                    *holder
+                        .entry((o.server.duid.clone(), l.key))
+                        .or_insert_with(|| o.client_duid.clone())
+                        == o.client_duid
+                });
+                o
+            })
+            .filter(|o| !o.leases.is_empty())
             .collect();
         for o in &answers { s.apply(o); }
         let before = s.all();
@@ -1525,5 +1537,79 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
         crate::ownership_model::check(&crate::ownership_model::decode(&data));
+    }
+}
+
+/// R11, found by `shared_clients_answers_from_different_servers_commute`: an answer about client 2
+/// that loses its only lease to another client's newer data is still the newest word about
+/// client 2 itself, and a client record outlives the lease it came with — so the next hop of
+/// client 2's other prefix is the same in every order, and replaying any answer moves nothing.
+#[test]
+fn r11_the_newest_word_about_a_client_decides_its_next_hop_in_any_order() {
+    let via = |mut o: Observation, peer: u16| {
+        o.relay = Some(RelayData {
+            peer_address: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, peer)),
+            ..RelayData::default()
+        });
+        o.complete = false;
+        o
+    };
+    // Server 1: client 1 holds 104::/56 (newest data about that key).
+    let a = via(obs(1, 1, 0, Some(0), vec![pd(4, 1)]), 1);
+    // Server 2: client 2 holds 100::/56, behind fe80::2, 469 s ago.
+    let b = via(obs(2, 2, 0, Some(469), vec![pd(0, 1)]), 2);
+    // Server 3: client 2 behind fe80::3 1 s ago — newer about client 2, older about 104::/56.
+    let c = via(obs(2, 3, 1, Some(2), vec![pd(4, 1)]), 3);
+    let orders: [[&Observation; 3]; 6] = [
+        [&a, &b, &c],
+        [&a, &c, &b],
+        [&b, &a, &c],
+        [&b, &c, &a],
+        [&c, &a, &b],
+        [&c, &b, &a],
+    ];
+    for order in orders {
+        let s = store();
+        for o in order {
+            s.apply(o);
+        }
+        let names: Vec<_> = order.iter().map(|o| o.server.duid[4]).collect();
+        let hop = |s: &BindingStore| s.get(&pd_key(0)).and_then(|l| l.next_hop);
+        let holder = s.get(&pd_key(4)).map(|l| l.client.duid[4]);
+        assert_eq!(holder, Some(1), "order {names:?}");
+        assert_eq!(hop(&s), Some("fe80::3".parse().unwrap()), "order {names:?}");
+        for o in [&a, &b, &c] {
+            let r = s.apply(o);
+            assert!(
+                r.changes.is_empty(),
+                "order {names:?}, replay of server {}: {:?}",
+                o.server.duid[4],
+                r.changes
+            );
+        }
+        assert_eq!(
+            hop(&s),
+            Some("fe80::3".parse().unwrap()),
+            "order {names:?} after replays"
+        );
+    }
+}
+
+#[test]
+fn tmp_replay_case() {
+    let s = store();
+    let mut o1 = obs(1, 1, 0, Some(78), vec![pd(1, 1)]);
+    let mut o2 = obs(2, 1, 0, Some(79), vec![pd(1, 1)]);
+    let mut o3 = obs(1, 1, 33, Some(0), vec![pd(1, 0)]);
+    for o in [&mut o1, &mut o2, &mut o3] {
+        o.complete = false;
+    }
+    for o in [&o1, &o2, &o3] {
+        let r = s.apply(o);
+        eprintln!("{:?}", r.verdicts);
+    }
+    for o in [&o1, &o2, &o3] {
+        let r = s.apply(o);
+        eprintln!("replay {:?} {:?}", r.verdicts, r.changes.len());
     }
 }
