@@ -129,9 +129,11 @@
 //!   holder on another link or IA (`ZeroLifetimeOtherClient`); a release naming a key another
 //!   client (or IA) holds (`ReleaseOtherClient`); a release by the holder from another link
 //!   (`ReleaseOtherLink`); a *new* key inside another client's held delegated prefix — a /64
-//!   inside another DUID's /56, a /128 inside another's prefix (`Overlap`), unless the data is
-//!   the server's answer about that key. The reverse (a new prefix covering keys other
-//!   clients hold) is not checked: the store has no ordered index to find them boundedly.
+//!   inside another DUID's /56, a /128 inside another's prefix — or the reverse, a new prefix
+//!   with another DUID's delegated prefix inside it, a /48 over another's /56 (`Overlap`), unless
+//!   the data is the server's answer about that key. (The store finds the reverse by probing
+//!   the prefix lengths it holds, within a bound; addresses inside a new prefix are not looked
+//!   for — their /128 routes keep their traffic by longest match.)
 //!   A doubt is raised only for data that would otherwise have won (R2–R6): stale data loses as
 //!   before and asks nothing.
 //!   A [`Confirmation`] (the server says nobody holds the key) removes it only while it is
@@ -376,8 +378,8 @@ pub struct MergeOutcome {
 }
 
 /// R17 Overlap: for each key of an observation that the cache does not hold, a delegated prefix
-/// of *another* client that strictly contains it (the store finds it with its covering-prefix
-/// lookup; [`merge`] scans `current`).
+/// of *another* client that strictly contains it, or else one strictly inside it (the store
+/// finds them with its covering-prefix lookup and bounded probes; [`merge`] scans `current`).
 pub type Covers = BTreeMap<LeaseKey, Lease>;
 
 /// R17: whether `obs` speaks for the holder of `stored` about `ol`: same DUID, on the stored
@@ -414,7 +416,8 @@ fn doubt(
 }
 
 /// R17 Overlap as far as `current` shows it: for each key of `obs` not in `current`, the
-/// longest delegated prefix in `current` strictly containing it and held by another DUID.
+/// longest delegated prefix in `current` strictly containing it and held by another DUID, or
+/// else one strictly inside it (for a new prefix with a lifetime).
 pub fn covers_of(current: &BTreeMap<LeaseKey, Lease>, obs: &Observation) -> Covers {
     let mut out = Covers::new();
     for ol in &obs.leases {
@@ -422,14 +425,27 @@ pub fn covers_of(current: &BTreeMap<LeaseKey, Lease>, obs: &Observation) -> Cove
             continue;
         }
         let net = ol.key.network();
+        let other = |l: &Lease| *l.client.duid != *obs.client_duid;
         let best = current
             .iter()
             .filter(|(k, l)| {
                 let LeaseKey::Prefix(p) = k else { return false };
-                p.len() < net.len() && p.covers(&net) && *l.client.duid != *obs.client_duid
+                p.len() < net.len() && p.covers(&net) && other(l)
             })
             .max_by_key(|(k, _)| k.network().len());
-        if let Some((_, l)) = best {
+        // The reverse: another client's delegated prefix inside a new prefix (as the store
+        // looks: prefixes only, and not for a zero lifetime, which adds nothing).
+        let inner = || {
+            current.iter().find(|(k, l)| {
+                let LeaseKey::Prefix(p) = k else { return false };
+                matches!(ol.key, LeaseKey::Prefix(_))
+                    && ol.valid != 0
+                    && net.len() < p.len()
+                    && net.covers(p)
+                    && other(l)
+            })
+        };
+        if let Some((_, l)) = best.or_else(inner) {
             out.insert(ol.key, l.clone());
         }
     }

@@ -1001,6 +1001,7 @@ struct DoubtRow {
 fn r17_every_doubt_changes_nothing_names_both_clients_and_leaves_no_tombstone() {
     let inside64 = LeaseKey::Prefix(pfx(1, 64));
     let inside128 = Ipv6Addr::new(0x2001, 0xdb8, 0x101, 0, 0, 0, 0, 7);
+    let over48 = LeaseKey::Prefix(pfx(1, 48));
     let rows = vec![
         DoubtRow {
             name: "a stranger's REBIND answered with lifetime 0 (same link)",
@@ -1067,6 +1068,25 @@ fn r17_every_doubt_changes_nothing_names_both_clients_and_leaves_no_tombstone() 
                 }],
             )),
             key: inside64,
+            reason: DoubtReason::Overlap,
+            claimant: 2,
+        },
+        DoubtRow {
+            name: "a /48 delegated over another client's /56",
+            then: Then::Obs(obs(
+                2,
+                1,
+                5,
+                None,
+                vec![ObservedLease {
+                    key: over48,
+                    ia: IaType::Pd,
+                    iaid: 2,
+                    preferred: 1800,
+                    valid: 3600,
+                }],
+            )),
+            key: over48,
             reason: DoubtReason::Overlap,
             claimant: 2,
         },
@@ -1612,4 +1632,73 @@ fn tmp_replay_case() {
         let r = s.apply(o);
         eprintln!("replay {:?} {:?}", r.verdicts, r.changes.len());
     }
+}
+
+/// R17 Overlap, the reverse: a new prefix over another client's delegated prefix is a doubt
+/// (asked about, never installed on the claim alone), while the server's answer about that
+/// prefix installs it, the same client may grow its own prefix, and the store's search stays
+/// bounded (a /40 over held /64s would take 2^24 probes: not looked for, added as before).
+#[test]
+fn r17_a_new_prefix_over_another_clients_prefix() {
+    let claim = |c: u8, key: LeaseKey, at: i64| {
+        obs(
+            c,
+            1,
+            at,
+            None,
+            vec![ObservedLease {
+                key,
+                ia: IaType::Pd,
+                iaid: 2,
+                preferred: 1800,
+                valid: 3600,
+            }],
+        )
+    };
+    let over48 = LeaseKey::Prefix(pfx(1, 48));
+    // Client 1 holds 2001:db8:101::/56, inside 2001:db8:101::/48.
+    let s = store();
+    s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+    // Another client's /48 over it: doubted, nothing written, the holder named.
+    let out = s.apply(&claim(2, over48, 5));
+    assert_eq!(out.verdicts, vec![(over48, MergeVerdict::Doubted)]);
+    assert!(out.writes.is_empty());
+    assert_eq!(out.doubts[0].reason, DoubtReason::Overlap);
+    assert_eq!(
+        &out.doubts[0].holder.as_ref().unwrap().duid[..],
+        &duid(1)[..]
+    );
+    // A zero lifetime for it adds nothing and asks nothing.
+    let mut gone = claim(2, over48, 6);
+    gone.leases[0].valid = 0;
+    assert!(s.apply(&gone).doubts.is_empty());
+    // The server's answer about the /48 installs it (the /56 keeps its own route).
+    let mut answer = claim(2, over48, 7);
+    answer.source = Source::Leasequery;
+    answer.clt_time = Some(0);
+    answer.query_address = Some(pfx(1, 48).addr());
+    assert_eq!(
+        s.apply(&answer).verdicts,
+        vec![(over48, MergeVerdict::Added)]
+    );
+    assert!(s.get(&pd_key(1)).is_some());
+
+    // The holder itself growing its /56 into the /48: its own keys are no overlap.
+    let s = store();
+    s.apply(&obs(1, 1, 0, None, vec![pd(1, 3600)]));
+    let out = s.apply(&claim(1, over48, 5));
+    assert!(
+        out.verdicts.contains(&(over48, MergeVerdict::Added)),
+        "{:?}",
+        out.verdicts
+    );
+
+    // Bounded: a /40 over another client's /64 is not looked for.
+    let s = store();
+    s.apply(&claim(1, LeaseKey::Prefix(pfx(1, 64)), 0));
+    let over40 = LeaseKey::Prefix(Ipv6Prefix::new("2001:db8:100::".parse().unwrap(), 40).unwrap());
+    assert_eq!(
+        s.apply(&claim(2, over40, 5)).verdicts,
+        vec![(over40, MergeVerdict::Added)]
+    );
 }

@@ -13,12 +13,12 @@
 //!   by an operator clear or by its lifetime ending — or it is a prefix whose next hop followed
 //!   another lease of the same client on that link that changed by one of those (R11);
 //! - **no overlap by stealth**: a key that appeared inside a delegated prefix another client
-//!   held came from a server's answer about that key;
+//!   held, or a prefix that appeared over one, came from a server's answer about that key;
 //! - **moves are never silent**: `lqagent_binding_moves_total` rose by exactly the number of
 //!   bindings whose holder, link or next hop changed;
 //! - **doubts change nothing**: every doubt names a key whose binding kept its holder and link
 //!   (its next hop may follow R11 as above), and
-//!   (but for an overlap, which names the covering prefix's holder) its holder is the one the
+//!   (but for an overlap, which names the other prefix's holder) its holder is the one the
 //!   store had.
 
 use std::collections::BTreeMap;
@@ -323,11 +323,22 @@ pub(crate) fn check(inputs: &[Input]) {
                 matches!(p, LeaseKey::Prefix(pp) if pp.len() < net.len() && pp.covers(&net))
                     && b.0 != a.0
             });
+            // The reverse: a new prefix over another client's delegated prefix.
+            let over_other = matches!(k, LeaseKey::Prefix(_))
+                && before.iter().any(|(p, b)| {
+                    matches!(p, LeaseKey::Prefix(pp) if net.len() < pp.len() && net.covers(pp))
+                        && b.0 != a.0
+                });
             let answered = matches!(input, Input::Observe(o)
                 if o.query_address.is_some_and(|q| net.contains(q)));
             assert!(
                 !inside_other || answered,
                 "overlap: {k} added inside another client's prefix\n{}",
+                ctx()
+            );
+            assert!(
+                !over_other || answered,
+                "overlap: {k} added over another client's prefix\n{}",
                 ctx()
             );
         }
