@@ -312,28 +312,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     std::fs::write(p("ldra-dhcpd6.conf"), ldra_dhcpd_conf(&cpes)).unwrap();
     std::fs::write(p("ldra-dhcpd6.leases"), "").unwrap();
-    let mut dhcpd = support::isc::Daemon::spawn(
-        &lab.server,
-        "dhcpd",
-        &[
-            "dhcpd",
-            "-6",
-            "-f",
-            "-d",
-            "-cf",
-            &p("ldra-dhcpd6.conf"),
-            "-lf",
-            &p("ldra-dhcpd6.leases"),
-            "-pf",
-            &p("ldra-dhcpd.pid"),
-            "s0",
-        ],
-        &dir.join("dhcpd.log"),
-    );
-    support::isc::wait_for("dhcpd to start", Duration::from_secs(10), || {
-        assert!(dhcpd.running(), "dhcpd exited: {}", lab.log("dhcpd"));
-        lab.log("dhcpd").contains("Server starting")
-    });
+    let _dhcpd = support::isc::spawn_dhcpd(&lab.server, &dir, "ldra-");
     let mut relay = support::isc::Daemon::spawn(
         &lab.ac,
         "dhcrelay",
@@ -363,8 +342,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
     let mut ldras = Vec::new();
     for i in 0..2 {
         let cpe = NetNs::new(&format!("cpe{i}"));
-        cpe.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
-        cpe.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        support::isc::quiet_dad(&cpe);
         let node = &lab.clients[i].ns;
         support::netns::veth(node, "d0", &cpe, "c0");
         cpe.exec(&[
