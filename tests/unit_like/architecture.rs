@@ -60,6 +60,7 @@ const PURE: &[&str] = &[
     "persist::codec",
     "trigger::known",
     "trigger::nflog",
+    "trigger::nfnl",
     "trigger::nfset",
     "trigger::ruleset",
 ];
