@@ -105,19 +105,10 @@ fn wrapped_request(
     Message::Relay(r).to_vec().expect("encode")
 }
 
-/// The index of `dev` in `ns`.
-fn ifindex(ns: &NetNs, dev: &str) -> u32 {
-    let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/ifindex")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("ifindex of {dev}: {text:?}"))
-}
-
 /// Send `payload` from `src`:547 in `ns` to All_DHCP_Relay_Agents_and_Servers on `dev`, as a
 /// relay agent below dhcrelay would.
 fn send_to_relays(ns: &NetNs, dev: &str, src: Ipv6Addr, payload: Vec<u8>) {
-    let scope = ifindex(ns, dev);
+    let scope = support::ldra::ifindex(ns, dev);
     ns.run_in(move || {
         let s = UdpSocket::bind(SocketAddrV6::new(src, 547, 0, 0)).expect("bind :547");
         let to = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, scope);
@@ -256,19 +247,6 @@ fn dhclient(ns: &NetNs, dir: &std::path::Path, i: usize) -> (support::isc::Daemo
     ];
     let d = support::isc::Daemon::spawn(ns, "dhclient", &args, &dir.join(format!("cpe{i}.log")));
     (d, lease)
-}
-
-fn link_local(ns: &NetNs, dev: &str) -> Ipv6Addr {
-    let out = ns.exec(&[
-        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet6")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no link-local address on {dev}: {text}"))
 }
 
 #[test]
@@ -425,7 +403,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
         // the access node's, which is this box's level's peer-address.
         want.insert((
             lease.prefix.clone(),
-            Some(link_local(cpe, "c0").to_string()),
+            Some(support::isc::link_local(cpe, "c0").to_string()),
             sub,
         ));
     }

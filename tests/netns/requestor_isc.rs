@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::isc::{Daemon, Lifetimes, add_address, dhcpd_conf, quiet_dad, spawn_dhcpd};
+use support::isc::{Daemon, Lifetimes, add_address, dhclient, dhcpd_conf, quiet_dad, spawn_dhcpd};
 use support::netns::{NetNs, require_root, veth};
 use support::wait::wait_for;
 
@@ -132,20 +132,10 @@ fn isc_dhcpd_leasequery_interop() {
     let _client = Daemon::spawn(
         &cli,
         "dhclient",
-        &[
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-d",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &p("dhclient.leases"),
-            "-pf",
-            &p("dhclient.pid"),
-            "c1",
-        ],
+        &dhclient("-d", &d("dhclient.leases"), &d("dhclient.pid"), "c1")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         &d("client.log"),
     );
     let lease_path = d("dhclient.leases");

@@ -216,43 +216,16 @@ impl Client {
 
     /// The client's link-local address (the next hop for its delegated prefix).
     pub fn link_local(&self) -> Ipv6Addr {
-        let out = self.ns.exec(&[
-            "ip",
-            "-6",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            &self.interface,
-            "scope",
-            "link",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "inet6")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no link-local address on {}: {text}", self.interface))
+        link_local(&self.ns, &self.interface)
     }
 
     /// Stop dhclient and send a RELEASE for its lease (`dhclient -6 -r`).
     pub fn release(&mut self) {
         self.dhclient.take();
-        let out = self.ns.try_exec(&[
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-r",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &self.lease_file.to_string_lossy(),
-            "-pf",
-            &self.pid_file.to_string_lossy(),
-            &self.interface,
-        ]);
+        let args = dhclient("-r", &self.lease_file, &self.pid_file, &self.interface);
+        let out = self
+            .ns
+            .try_exec(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "dhclient -r: {out:?}");
     }
 
@@ -281,22 +254,48 @@ impl Client {
     }
 
     pub fn start_dhclient(&mut self) {
-        let args = [
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-d",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &self.lease_file.to_string_lossy(),
-            "-pf",
-            &self.pid_file.to_string_lossy(),
-            &self.interface,
-        ];
+        let args = dhclient("-d", &self.lease_file, &self.pid_file, &self.interface);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.dhclient = Some(Daemon::spawn(&self.ns, "dhclient", &args, &self.log_file));
     }
+}
+
+/// The dhclient command line every test uses: DHCPv6 asking an address and a prefix
+/// (`-6 -N -P`), no script (`-sf /bin/true`: the tests configure what they need), with its
+/// lease and pid files, on `interface`; `mode` is `-d` (run in the foreground) or `-r` (send a
+/// RELEASE for the lease in the file and exit).
+pub fn dhclient(mode: &str, lease_file: &Path, pid_file: &Path, interface: &str) -> Vec<String> {
+    [
+        "dhclient",
+        "-6",
+        "-N",
+        "-P",
+        mode,
+        "-sf",
+        "/bin/true",
+        "-lf",
+        &lease_file.to_string_lossy(),
+        "-pf",
+        &pid_file.to_string_lossy(),
+        interface,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// The link-local address of `dev` in `ns`.
+pub fn link_local(ns: &NetNs, dev: &str) -> Ipv6Addr {
+    let out = ns.exec(&[
+        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no link-local address on {dev}: {text}"))
 }
 
 /// The whole topology. Field order is drop order: daemons stop before namespaces go.
