@@ -523,6 +523,15 @@ mod tests {
         out.split_once("\r\n\r\n").unwrap().1.to_string()
     }
 
+    /// A two-worker runtime, like the daemon's.
+    fn daemon_like_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A server on loopback whose every encoding is counted and, while `hold` is set, blocks
     /// (a store walk that takes long), on a two-worker runtime like the daemon's.
     fn server(
@@ -534,11 +543,7 @@ mod tests {
         Arc<AtomicBool>,
         tokio::runtime::Runtime,
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = daemon_like_runtime();
         let m = Metrics::new();
         let (encodes, hold) = (
             Arc::new(AtomicU64::new(0)),
@@ -688,11 +693,7 @@ mod tests {
     #[test]
     fn a_stop_closes_a_connection_waiting_for_its_encoding() {
         use std::io::Read;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = daemon_like_runtime();
         let m = Metrics::new();
         let listener = rt.block_on(bind("127.0.0.1:0".parse().unwrap())).unwrap();
         let addr = listener.local_addr().unwrap();
