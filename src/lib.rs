@@ -23,6 +23,8 @@
 //! - [`daemon`] connects them.
 //! - [`supervise`] restarts a failed long-running task (every layer's shells use it).
 //! - [`pcap`] reads and writes capture files (`lqagent decode --pcap`, tests).
+//! - `bpf` is classic BPF as data, the language of the two socket filters (`snoop`'s and the
+//!   `requestor`'s).
 //! - `label` is the one way an enum becomes a label (metrics, logs, control output).
 //! - [`time`] is the one agent clock (and the retry backoff) every module uses.
 //! - `logging` sets up how the agent speaks; `notify` tells systemd how it is (both crate-private:
@@ -46,6 +48,7 @@
 //! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages.
 
 pub mod admission;
+pub(crate) mod bpf;
 pub mod bulk;
 pub mod cache;
 pub mod config;

@@ -588,6 +588,40 @@ mod tests {
     use std::net::Ipv6Addr;
     use std::sync::atomic::AtomicUsize;
 
+    /// An empty store, default configuration.
+    fn fresh_store() -> Arc<BindingStore> {
+        Arc::new(BindingStore::new(CacheConfig::default()))
+    }
+
+    /// Both input queues `inputs` deep, the change queue `changes` deep, and no periodic
+    /// snapshot within a test's time.
+    fn queues(inputs: usize, changes: usize) -> CacheTaskConfig {
+        CacheTaskConfig {
+            input_queue: inputs,
+            snoop_queue: inputs,
+            change_queue: changes,
+            snapshot_interval_ms: 3_600_000,
+        }
+    }
+
+    /// A state writer in a temp dir whose queue holds 4 records, snapshotting after
+    /// `snapshot_after` of them: small enough for a test to overflow while it is held.
+    fn small_writer(
+        snapshot_after: u64,
+    ) -> (
+        tempfile::TempDir,
+        crate::persist::StateWriter,
+        crate::persist::JournalHandle,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pc = crate::persist::PersistConfig::new(dir.path());
+        pc.queue = 4;
+        pc.snapshot_after_records = snapshot_after;
+        let writer = crate::persist::StateWriter::start(pc, Vec::new(), 0).unwrap();
+        let journal = writer.handle();
+        (dir, writer, journal)
+    }
+
     fn obs(n: u16, valid: u32, clock: &AgentClock) -> Observation {
         snooped(
             vec![0, 1, n as u8],
@@ -612,13 +646,8 @@ mod tests {
         const BULK: usize = 100_000;
         const QUEUE: usize = 4096;
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
-        let cfg = CacheTaskConfig {
-            input_queue: QUEUE,
-            snoop_queue: QUEUE,
-            change_queue: 1,
-            snapshot_interval_ms: 3_600_000,
-        };
+        let store = fresh_store();
+        let cfg = queues(QUEUE, 1);
         let (h, mut changes, join) = spawn(store.clone(), clock, None, cfg, Vec::new());
         // The subscriber whose release matters, bound by a snooped REPLY before recovery.
         let bound = obs(1, 3600, &clock);
@@ -711,13 +740,8 @@ mod tests {
     #[tokio::test]
     async fn slow_installer_back_pressures_producers_and_order_is_kept() {
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
-        let cfg = CacheTaskConfig {
-            input_queue: 1,
-            snoop_queue: 1,
-            change_queue: 1,
-            snapshot_interval_ms: 3_600_000,
-        };
+        let store = fresh_store();
+        let cfg = queues(1, 1);
         let (h, mut changes, join) = spawn(store, clock, None, cfg, Vec::new());
         let done = Arc::new(AtomicUsize::new(0));
         let (h2, d2) = (h.clone(), done.clone());
@@ -755,22 +779,11 @@ mod tests {
     /// counted, and a snapshot covers them.
     #[tokio::test]
     async fn a_stuck_writer_does_not_stop_the_cache_task() {
-        use crate::persist::{PersistConfig, StateWriter};
-        let dir = tempfile::tempdir().unwrap();
-        let mut pc = PersistConfig::new(dir.path());
-        pc.queue = 4;
-        pc.snapshot_after_records = 2;
-        let writer = StateWriter::start(pc, Vec::new(), 0).unwrap();
-        let journal = writer.handle();
+        let (dir, writer, journal) = small_writer(2);
         let held = journal.hold();
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
-        let cfg = CacheTaskConfig {
-            input_queue: 8,
-            snoop_queue: 8,
-            change_queue: 8,
-            snapshot_interval_ms: 3_600_000,
-        };
+        let store = fresh_store();
+        let cfg = queues(8, 8);
         let (h, mut changes, join) = spawn(store, clock, Some(journal.clone()), cfg, Vec::new());
         for n in 1..=200u16 {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
@@ -807,25 +820,14 @@ mod tests {
     /// holding every lease, so a snapshot was taken after the last dropped record.
     #[tokio::test]
     async fn a_burst_against_a_stuck_writer_costs_at_most_one_more_snapshot() {
-        use crate::persist::{PersistConfig, StateWriter};
-        let dir = tempfile::tempdir().unwrap();
-        let mut pc = PersistConfig::new(dir.path());
-        pc.queue = 4;
-        pc.snapshot_after_records = 1_000_000;
-        let writer = StateWriter::start(pc, Vec::new(), 0).unwrap();
-        let journal = writer.handle();
+        let (dir, writer, journal) = small_writer(1_000_000);
         let j = journal.clone();
         // The initial snapshot is written before the writer blocks.
         assert!(tokio::task::spawn_blocking(move || j.sync()).await.unwrap());
         let held = journal.hold();
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
-        let cfg = CacheTaskConfig {
-            input_queue: 8,
-            snoop_queue: 8,
-            change_queue: 8,
-            snapshot_interval_ms: 3_600_000,
-        };
+        let store = fresh_store();
+        let cfg = queues(8, 8);
         let (h, mut changes, join) = spawn(store, clock, Some(journal.clone()), cfg, Vec::new());
         for n in 1..=200u16 {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
@@ -874,7 +876,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_run_takes_over_the_same_store_and_channels() {
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let store = fresh_store();
         let (h, mut changes, runner) =
             start_admitted(store, clock, None, CacheTaskConfig::default(), None, None);
         let first = tokio::spawn(runner.clone().run(Vec::new()));
@@ -901,7 +903,7 @@ mod tests {
     #[tokio::test]
     async fn expiry_emits_removal_at_the_deadline() {
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let store = fresh_store();
         let (h, mut changes, _join) =
             spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
         h.observe(obs(1, 1, &clock)).await.unwrap();
@@ -976,7 +978,7 @@ mod tests {
     async fn doubts_reach_the_sink_with_the_holder_and_a_confirmation_removes() {
         use crate::cache::{Confirmation, DoubtReason, ServerId};
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let store = fresh_store();
         let (sink, mut asked) = DoubtSink::new(8);
         let (h, mut changes, runner) = start_admitted(
             store,
@@ -1069,7 +1071,7 @@ mod tests {
     #[tokio::test]
     async fn keys_nobody_holds_come_out_as_unheld_notices() {
         let clock = AgentClock::new();
-        let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let store = fresh_store();
         let (h, mut changes, _join) =
             spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
         // A missing notice fails the test instead of hanging it.

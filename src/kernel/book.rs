@@ -941,6 +941,17 @@ mod tests {
         book_with(cfg(), now)
     }
 
+    /// A book that refuses new destinations past `max_routes`; interfaces as [`book_with`].
+    fn capped(max_routes: usize, now: Instant) -> Book {
+        book_with(
+            InstallerConfig {
+                max_routes,
+                ..cfg()
+            },
+            now,
+        )
+    }
+
     fn p(s: &str) -> Ipv6Prefix {
         s.parse().unwrap()
     }
@@ -1015,13 +1026,7 @@ mod tests {
     #[test]
     fn full_desired_set_drops_new_destinations() {
         let now = Instant::now();
-        let mut b = book_with(
-            InstallerConfig {
-                max_routes: 1,
-                ..cfg()
-            },
-            now,
-        );
+        let mut b = capped(1, now);
         let ops = b.apply([
             RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
             RouteChange::Upsert(on("2001:db8::b/128", "sub0")),
@@ -1043,13 +1048,7 @@ mod tests {
     #[test]
     fn refused_routes_are_readmitted_when_a_withdrawal_makes_room() {
         let now = Instant::now();
-        let mut b = book_with(
-            InstallerConfig {
-                max_routes: 2,
-                ..cfg()
-            },
-            now,
-        );
+        let mut b = capped(2, now);
         let ops = b.apply([
             RouteChange::Upsert(on("2001:db8::a/128", "sub0")),
             RouteChange::Upsert(on("2001:db8::b/128", "sub0")),
@@ -1110,13 +1109,7 @@ mod tests {
     #[test]
     fn refused_routes_are_bounded() {
         let now = Instant::now();
-        let mut b = book_with(
-            InstallerConfig {
-                max_routes: 1,
-                ..cfg()
-            },
-            now,
-        );
+        let mut b = capped(1, now);
         let n = MAX_REFUSED as u32 + 2;
         let dst = |i: u32| {
             let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16);

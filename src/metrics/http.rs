@@ -317,6 +317,28 @@ impl<S> Deadlined<S> {
         }
         true
     }
+
+    /// An operation under the `which` deadline was polled: one that completed re-arms the
+    /// deadline (the next operation starts afresh); one still pending past it fails `TimedOut`.
+    /// Reads and writes go through here alike.
+    fn settle<T>(
+        &mut self,
+        which: Deadline,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                match which {
+                    Deadline::Read => self.read = None,
+                    Deadline::Write => self.write = None,
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(which, cx) => Poll::Ready(Err(timed_out(which))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 fn timed_out(which: Deadline) -> std::io::Error {
@@ -333,16 +355,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.read = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.expired(Deadline::Read, cx) => {
-                Poll::Ready(Err(timed_out(Deadline::Read)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.settle(Deadline::Read, cx, polled)
     }
 }
 
@@ -352,16 +366,8 @@ impl<S: AsyncWrite + Unpin> Deadlined<S> {
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        match op(Pin::new(&mut self.io), cx) {
-            Poll::Ready(r) => {
-                self.write = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending if self.expired(Deadline::Write, cx) => {
-                Poll::Ready(Err(timed_out(Deadline::Write)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let polled = op(Pin::new(&mut self.io), cx);
+        self.settle(Deadline::Write, cx, polled)
     }
 }
 
@@ -517,6 +523,15 @@ mod tests {
         out.split_once("\r\n\r\n").unwrap().1.to_string()
     }
 
+    /// A two-worker runtime, like the daemon's.
+    fn daemon_like_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A server on loopback whose every encoding is counted and, while `hold` is set, blocks
     /// (a store walk that takes long), on a two-worker runtime like the daemon's.
     fn server(
@@ -528,11 +543,7 @@ mod tests {
         Arc<AtomicBool>,
         tokio::runtime::Runtime,
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = daemon_like_runtime();
         let m = Metrics::new();
         let (encodes, hold) = (
             Arc::new(AtomicU64::new(0)),
@@ -682,11 +693,7 @@ mod tests {
     #[test]
     fn a_stop_closes_a_connection_waiting_for_its_encoding() {
         use std::io::Read;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = daemon_like_runtime();
         let m = Metrics::new();
         let listener = rt.block_on(bind("127.0.0.1:0".parse().unwrap())).unwrap();
         let addr = listener.local_addr().unwrap();

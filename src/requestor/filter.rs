@@ -33,31 +33,12 @@
 
 use std::net::SocketAddr;
 
-/// One classic-BPF instruction, laid out like the kernel's `struct sock_filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
+use crate::bpf::{ABS, H, Insn, K, LD, MAX_INSNS, NET_OFF, RET, W, jeq, stmt};
 
-/// `BPF_LD | BPF_H | BPF_ABS`.
-pub(crate) const LDH_ABS: u16 = 0x28;
-/// `BPF_LD | BPF_W | BPF_ABS`.
-pub(crate) const LD_ABS: u16 = 0x20;
-/// `BPF_JMP | BPF_JEQ | BPF_K`.
-pub(crate) const JEQ: u16 = 0x15;
-/// `BPF_RET | BPF_K`.
-pub(crate) const RET: u16 = 0x06;
-/// `SKF_NET_OFF`: loads relative to the network (IPv6) header.
-pub(crate) const NET_OFF: i32 = -0x0010_0000;
 /// Offset of the source address in the IPv6 header.
 const SRC_ADDR: i32 = 8;
 /// Instructions per allowed source.
 const BLOCK: usize = 11;
-/// The kernel's limit on a classic-BPF program (`BPF_MAXINSNS`).
-const MAX_INSNS: usize = 4096;
 
 /// The most sources one filter can hold; with more the socket stays unfiltered (logged).
 pub(crate) const MAX_SOURCES: usize = (MAX_INSNS - 1) / BLOCK;
@@ -96,34 +77,19 @@ pub(crate) fn reply_filter(sources: &[SocketAddr]) -> Option<Vec<Insn>> {
         let word = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
         // Each `jeq`'s false branch skips to the end of this block (its `ret` included).
         let skip = |at: usize| u8::try_from(BLOCK - 1 - at).expect("short jump");
-        p.push(stmt(LDH_ABS, 0));
-        p.push(jeq(u32::from(v6.port()), skip(1)));
+        p.push(stmt(LD | H | ABS, 0));
+        p.push(jeq(u32::from(v6.port()), 0, skip(1)));
         for w in 0..4 {
-            p.push(stmt(LD_ABS, (NET_OFF + SRC_ADDR + 4 * w as i32) as u32));
-            p.push(jeq(word(4 * w), skip(3 + 2 * w)));
+            p.push(stmt(
+                LD | W | ABS,
+                (NET_OFF + SRC_ADDR + 4 * w as i32) as u32,
+            ));
+            p.push(jeq(word(4 * w), 0, skip(3 + 2 * w)));
         }
-        p.push(stmt(RET, u32::MAX));
+        p.push(stmt(RET | K, u32::MAX));
     }
-    p.push(stmt(RET, 0));
+    p.push(stmt(RET | K, 0));
     Some(p)
-}
-
-fn stmt(code: u16, k: u32) -> Insn {
-    Insn {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jeq(k: u32, jf: u8) -> Insn {
-    Insn {
-        code: JEQ,
-        jt: 0,
-        jf,
-        k,
-    }
 }
 
 #[cfg(test)]

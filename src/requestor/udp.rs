@@ -28,6 +28,8 @@ use super::QueryId;
 use super::core::{Requestor, Submit};
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 use super::{filter, pktinfo};
+use crate::supervise::Inbox;
+use crate::wire::CLIENT_PORT;
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -49,7 +51,7 @@ pub struct UdpConfig {
 impl Default for UdpConfig {
     fn default() -> Self {
         UdpConfig {
-            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 546, 0, 0)),
+            bind: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, CLIENT_PORT, 0, 0)),
             queue: 1024,
             recv_buffer: 4 << 20,
             multicast_if: None,
@@ -176,7 +178,7 @@ pub fn spawn_restartable(
     let runner = RequestorRunner {
         cfg,
         socket: Arc::new(socket),
-        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        rx: Inbox::new(rx),
         refuse: udp.refuse_interfaces,
         rates: Arc::new(std::sync::Mutex::new(None)),
         kernel_drops: Arc::new(AtomicU32::new(0)),
@@ -196,7 +198,7 @@ pub fn spawn_restartable(
 pub struct RequestorRunner {
     cfg: RequestorConfig,
     socket: Arc<UdpSocket>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Cmd>>>,
+    rx: Inbox<Cmd>,
     refuse: Vec<String>,
     rates: RatesSlot,
     /// The socket's kernel drop count (SO_RXQ_OVFL, SO_MEMINFO) as last counted, kept across
@@ -219,7 +221,7 @@ impl RequestorRunner {
     /// One life of the requestor task; ends when every handle is dropped and no query is left
     /// in flight.
     pub async fn run(&self) {
-        let mut rx = self.rx.lock().await;
+        let mut rx = self.rx.lend().await;
         // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
         // them unpredictable: a guessed id is how a forged reply would win).
         let mut core = Requestor::new(self.cfg.clone(), StdRng::from_os_rng(), Instant::now());
@@ -565,26 +567,34 @@ mod tests {
         }
     }
 
-    /// The kernel runs the socket filter: junk from a port that is not a server's never
-    /// reaches the requestor (nothing read and judged malformed; the kernel's drop count has
-    /// it), while a datagram from the server's address and port does.
-    #[tokio::test]
-    async fn the_kernel_drops_what_no_server_sent_before_it_takes_room_in_the_buffer() {
+    /// On loopback: a server's socket, a stranger's, a requestor config whose one server is
+    /// the former, and a shell bound to an ephemeral port.
+    fn server_and_stranger() -> (
+        std::net::UdpSocket,
+        std::net::UdpSocket,
+        RequestorConfig,
+        UdpConfig,
+    ) {
         let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let stranger = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let cfg = RequestorConfig {
             servers: vec![server.local_addr().unwrap()],
             ..RequestorConfig::default()
         };
-        let (h, _task) = spawn(
-            cfg,
-            UdpConfig {
-                bind: "[::1]:0".parse().unwrap(),
-                ..UdpConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let udp = UdpConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..UdpConfig::default()
+        };
+        (server, stranger, cfg, udp)
+    }
+
+    /// The kernel runs the socket filter: junk from a port that is not a server's never
+    /// reaches the requestor (nothing read and judged malformed; the kernel's drop count has
+    /// it), while a datagram from the server's address and port does.
+    #[tokio::test]
+    async fn the_kernel_drops_what_no_server_sent_before_it_takes_room_in_the_buffer() {
+        let (server, stranger, cfg, udp) = server_and_stranger();
+        let (h, _task) = spawn(cfg, udp).await.unwrap();
         for _ in 0..100 {
             stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
         }
@@ -604,16 +614,7 @@ mod tests {
     /// run counted: a flood before the restart is not counted again by the fresh core.
     #[tokio::test]
     async fn a_new_run_does_not_count_the_kernels_old_drops_again() {
-        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        let stranger = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        let cfg = RequestorConfig {
-            servers: vec![server.local_addr().unwrap()],
-            ..RequestorConfig::default()
-        };
-        let udp = UdpConfig {
-            bind: "[::1]:0".parse().unwrap(),
-            ..UdpConfig::default()
-        };
+        let (_server, stranger, cfg, udp) = server_and_stranger();
         let (h, runner) = spawn_restartable(cfg, udp).unwrap();
         let first = tokio::spawn({
             let r = runner.clone();

@@ -31,59 +31,19 @@
 //!       jeq #547, accept ; jeq #546, accept, drop
 //! ```
 
+use crate::bpf::{
+    ABS, AD_PROTOCOL, ADD, ALU, B, H, IMM, IND, Insn, JA, JMP, K, LD, LDX, LSH, MEM, MISC, RET,
+    RSH, ST, TAX, W, X, jeq, stmt,
+};
+
 /// How many IPv6 extension headers the filter walks before giving up on a packet.
 pub(crate) const EXT_HEADERS: usize = 3;
 
 /// Bytes of an accepted packet handed to user space (more than any UDP datagram).
 pub(crate) const SNAP_LEN: u32 = 0x0004_0000;
 
-/// One classic-BPF instruction, laid out like the kernel's `struct sock_filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
-// Opcode parts (linux/filter.h, linux/bpf_common.h).
-pub(crate) const LD: u16 = 0x00;
-pub(crate) const LDX: u16 = 0x01;
-pub(crate) const ST: u16 = 0x02;
-pub(crate) const ALU: u16 = 0x04;
-pub(crate) const JMP: u16 = 0x05;
-pub(crate) const RET: u16 = 0x06;
-pub(crate) const MISC: u16 = 0x07;
-pub(crate) const W: u16 = 0x00;
-pub(crate) const H: u16 = 0x08;
-pub(crate) const B: u16 = 0x10;
-pub(crate) const IMM: u16 = 0x00;
-pub(crate) const ABS: u16 = 0x20;
-pub(crate) const IND: u16 = 0x40;
-pub(crate) const MEM: u16 = 0x60;
-pub(crate) const ADD: u16 = 0x00;
-pub(crate) const LSH: u16 = 0x60;
-pub(crate) const RSH: u16 = 0x70;
-pub(crate) const JA: u16 = 0x00;
-pub(crate) const JEQ: u16 = 0x10;
-pub(crate) const K: u16 = 0x00;
-pub(crate) const X: u16 = 0x08;
-pub(crate) const TAX: u16 = 0x00;
-
-/// `SKF_AD_OFF + SKF_AD_PROTOCOL`: the ancillary load of `skb->protocol`.
-pub(crate) const AD_PROTOCOL: u32 = (-0x1000i32) as u32;
-
 const ETH_P_IPV6: u32 = 0x86dd;
 const UDP: u32 = 17;
-
-fn stmt(code: u16, k: u32) -> Insn {
-    Insn {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
 
 /// A jump placeholder; targets are patched once every label is placed.
 enum Item {
@@ -206,12 +166,11 @@ fn assemble(items: &[Item]) -> Vec<Insn> {
         match it {
             Item::Mark(_) => {}
             Item::I(i) => out.push(*i),
-            Item::Jeq { k, t, f } => out.push(Insn {
-                code: JMP | JEQ | K,
-                jt: u8::try_from(rel(*t)).expect("jump within 255"),
-                jf: u8::try_from(rel(*f)).expect("jump within 255"),
-                k: *k,
-            }),
+            Item::Jeq { k, t, f } => out.push(jeq(
+                *k,
+                u8::try_from(rel(*t)).expect("jump within 255"),
+                u8::try_from(rel(*f)).expect("jump within 255"),
+            )),
             Item::Ja(l) => out.push(stmt(JMP | JA, rel(*l))),
         }
     }

@@ -454,7 +454,7 @@ fn if_index(name: &str) -> io::Result<i32> {
     i32::try_from(i).map_err(|_| io::Error::other("interface index out of range"))
 }
 
-fn attach_filter(fd: &OwnedFd, prog: &[bpf::Insn]) -> io::Result<()> {
+fn attach_filter(fd: &OwnedFd, prog: &[crate::bpf::Insn]) -> io::Result<()> {
     let mut insns: Vec<libc::sock_filter> = prog
         .iter()
         .map(|i| libc::sock_filter {

@@ -29,6 +29,7 @@
 
 pub(crate) mod known;
 pub mod nflog;
+mod nfnl;
 pub(crate) mod nfset;
 pub(crate) mod nft;
 pub mod ruleset;

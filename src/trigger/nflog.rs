@@ -18,6 +18,8 @@
 
 use std::net::Ipv6Addr;
 
+use super::nfnl::{NLM_F_ACK, NLM_F_REQUEST, attr, finish, push_header};
+
 /// `NFNL_SUBSYS_ULOG`.
 const SUBSYS_ULOG: u16 = 4;
 const MSG_PACKET: u16 = SUBSYS_ULOG << 8;
@@ -26,8 +28,6 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NLMSG_HDRLEN: usize = 16;
 const NFGEN_HDRLEN: usize = 4;
 /// Attribute type bits that are flags, not the type (`NLA_F_NESTED | NLA_F_NET_BYTEORDER`).
@@ -97,41 +97,33 @@ pub(crate) struct GroupConfig {
 /// given copy range, flush timeout and queue threshold, asking for an ack.
 pub(crate) fn emit_bind(cfg: &GroupConfig, seq: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
-    b.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
-    b.extend_from_slice(&MSG_CONFIG.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
     // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, group.
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(&cfg.group.to_be_bytes());
-    push_attr(&mut b, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
+    push_header(
+        &mut b,
+        MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        0,
+        cfg.group,
+    );
+    attr(&mut b, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
     // struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode; __u8 _pad; } (packed)
     let mut mode = [0u8; 6];
     mode[..4].copy_from_slice(&cfg.copy_range.to_be_bytes());
     mode[4] = NFULNL_COPY_PACKET;
-    push_attr(&mut b, NFULA_CFG_MODE, &mode);
-    push_attr(
+    attr(&mut b, NFULA_CFG_MODE, &mode);
+    attr(
         &mut b,
         NFULA_CFG_TIMEOUT,
         &cfg.flush_timeout_cs.to_be_bytes(),
     );
-    push_attr(
+    attr(
         &mut b,
         NFULA_CFG_QTHRESH,
         &cfg.queue_threshold.to_be_bytes(),
     );
-    let len = b.len() as u32;
-    b[..4].copy_from_slice(&len.to_ne_bytes());
+    finish(&mut b, 0);
     b
-}
-
-fn push_attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    b.extend_from_slice(&(len as u16).to_ne_bytes());
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(value);
-    b.resize(b.len() + (align4(len) - len), 0);
 }
 
 fn align4(n: usize) -> usize {
@@ -296,7 +288,7 @@ mod tests {
 
     fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
-        push_attr(&mut b, ty, v);
+        super::attr(&mut b, ty, v);
         b
     }
 

@@ -26,6 +26,7 @@
 //! both. Element keys are the address in network byte order; netlink and attribute headers are in
 //! host order.
 
+use super::nfnl::{NLM_F_ACK, NLM_F_REQUEST, attr, close, finish, open, push_header};
 use super::ruleset::{SetOp, TABLE};
 use crate::prefix::Ipv6Prefix;
 
@@ -34,8 +35,6 @@ const NFT_MSG_NEWSETELEM: u16 = (NFNL_SUBSYS_NFTABLES << 8) | 12;
 const NFT_MSG_DELSETELEM: u16 = (NFNL_SUBSYS_NFTABLES << 8) | 14;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NFPROTO_IPV6: u8 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -100,49 +99,6 @@ pub(crate) fn update(ops: &[SetOp], seq: u32) -> Encoded {
         NFNL_SUBSYS_NFTABLES,
     );
     Encoded { bytes: b, acks }
-}
-
-/// An nlmsghdr and nfgenmsg; the length is fixed up by [`finish`].
-fn push_header(b: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
-    b.extend_from_slice(&16u32.to_ne_bytes());
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(&flags.to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[family, 0]);
-    b.extend_from_slice(&res_id.to_be_bytes());
-    let start = b.len() - 20;
-    finish(b, start);
-}
-
-/// Writes the length of the message or attribute starting at `start` (u32 for a message,
-/// u16 for an attribute: `attr`).
-fn finish(b: &mut [u8], start: usize) {
-    let len = (b.len() - start) as u32;
-    b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// Opens an attribute; returns where it starts, for [`close`].
-fn open(b: &mut Vec<u8>, ty: u16) -> usize {
-    let at = b.len();
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(&ty.to_ne_bytes());
-    at
-}
-
-/// Closes an attribute opened at `at`: its length (at most 64 KiB, which the callers keep to),
-/// then padding to 4.
-fn close(b: &mut Vec<u8>, at: usize) {
-    let len = b.len() - at;
-    debug_assert!(len <= usize::from(u16::MAX));
-    b[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
-    b.resize(at + ((len + 3) & !3), 0);
-}
-
-fn attr(b: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    let at = open(b, ty);
-    b.extend_from_slice(value);
-    close(b, at);
 }
 
 fn push_elements(

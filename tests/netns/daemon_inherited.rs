@@ -111,20 +111,10 @@ fn a_release_withdraws_an_inherited_route_only_from_its_link() {
     let stolen = lab.dir().join("stolen.leases");
     std::fs::copy(lab.clients[0].lease_file(), &stolen).unwrap();
     let pid = lab.dir().join("stolen.pid");
-    let out = lab.clients[1].ns.try_exec(&[
-        "dhclient",
-        "-6",
-        "-N",
-        "-P",
-        "-r",
-        "-sf",
-        "/bin/true",
-        "-lf",
-        &stolen.to_string_lossy(),
-        "-pf",
-        &pid.to_string_lossy(),
-        &lab.clients[1].interface,
-    ]);
+    let args = support::isc::dhclient("-r", &stolen, &pid, &lab.clients[1].interface);
+    let out = lab.clients[1]
+        .ns
+        .try_exec(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "dhclient -r from the other link: {out:?}"

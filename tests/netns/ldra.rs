@@ -105,19 +105,10 @@ fn wrapped_request(
     Message::Relay(r).to_vec().expect("encode")
 }
 
-/// The index of `dev` in `ns`.
-fn ifindex(ns: &NetNs, dev: &str) -> u32 {
-    let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/ifindex")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("ifindex of {dev}: {text:?}"))
-}
-
 /// Send `payload` from `src`:547 in `ns` to All_DHCP_Relay_Agents_and_Servers on `dev`, as a
 /// relay agent below dhcrelay would.
 fn send_to_relays(ns: &NetNs, dev: &str, src: Ipv6Addr, payload: Vec<u8>) {
-    let scope = ifindex(ns, dev);
+    let scope = support::ldra::ifindex(ns, dev);
     ns.run_in(move || {
         let s = UdpSocket::bind(SocketAddrV6::new(src, 547, 0, 0)).expect("bind :547");
         let to = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, scope);
@@ -258,19 +249,6 @@ fn dhclient(ns: &NetNs, dir: &std::path::Path, i: usize) -> (support::isc::Daemo
     (d, lease)
 }
 
-fn link_local(ns: &NetNs, dev: &str) -> Ipv6Addr {
-    let out = ns.exec(&[
-        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet6")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no link-local address on {dev}: {text}"))
-}
-
 #[test]
 fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
     let Some(mut lab) = IscLab::without_clients(
@@ -312,28 +290,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     std::fs::write(p("ldra-dhcpd6.conf"), ldra_dhcpd_conf(&cpes)).unwrap();
     std::fs::write(p("ldra-dhcpd6.leases"), "").unwrap();
-    let mut dhcpd = support::isc::Daemon::spawn(
-        &lab.server,
-        "dhcpd",
-        &[
-            "dhcpd",
-            "-6",
-            "-f",
-            "-d",
-            "-cf",
-            &p("ldra-dhcpd6.conf"),
-            "-lf",
-            &p("ldra-dhcpd6.leases"),
-            "-pf",
-            &p("ldra-dhcpd.pid"),
-            "s0",
-        ],
-        &dir.join("dhcpd.log"),
-    );
-    support::isc::wait_for("dhcpd to start", Duration::from_secs(10), || {
-        assert!(dhcpd.running(), "dhcpd exited: {}", lab.log("dhcpd"));
-        lab.log("dhcpd").contains("Server starting")
-    });
+    let _dhcpd = support::isc::spawn_dhcpd(&lab.server, &dir, "ldra-");
     let mut relay = support::isc::Daemon::spawn(
         &lab.ac,
         "dhcrelay",
@@ -363,8 +320,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
     let mut ldras = Vec::new();
     for i in 0..2 {
         let cpe = NetNs::new(&format!("cpe{i}"));
-        cpe.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
-        cpe.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        support::isc::quiet_dad(&cpe);
         let node = &lab.clients[i].ns;
         support::netns::veth(node, "d0", &cpe, "c0");
         cpe.exec(&[
@@ -447,7 +403,7 @@ fn clients_behind_a_genuine_ldra_are_routed_on_their_own_interface() {
         // the access node's, which is this box's level's peer-address.
         want.insert((
             lease.prefix.clone(),
-            Some(link_local(cpe, "c0").to_string()),
+            Some(support::isc::link_local(cpe, "c0").to_string()),
             sub,
         ));
     }

@@ -12,44 +12,13 @@
 //! What dhcpd 4.4.3 does here is written down in docs/interop.md; the assertions below pin
 //! it, so a change in the peer shows up as a failing test rather than a silent surprise.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::isc::{Daemon, Lifetimes, add_address, dhclient, dhcpd_conf, quiet_dad, spawn_dhcpd};
 use support::netns::{NetNs, require_root, veth};
 use support::wait::wait_for;
-
-/// Kills and reaps a daemon when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(ns: &NetNs, name: &'static str, args: &[&str], log: &Path) -> Daemon {
-    let log = std::fs::File::create(log).unwrap();
-    let child = ns
-        .command(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    Daemon(child)
-}
-
-fn quiet_dad(ns: &NetNs) {
-    ns.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ]);
-}
 
 /// The value of `key` in dhclient's lease file, e.g. "iaaddr" → "2001:db8:1::1a5".
 fn lease_field(lease: &str, key: &str) -> Option<String> {
@@ -97,18 +66,6 @@ fn lqagent_query(ns: &NetNs, args: &[&str]) -> Query {
     }
 }
 
-const DHCPD_CONF: &str = "\
-default-lease-time 600;
-preferred-lifetime 300;
-max-lease-time 7200;
-allow leasequery;
-subnet6 2001:db8::/64 { }
-subnet6 2001:db8:1::/64 {
-  range6 2001:db8:1::100 2001:db8:1::1ff;
-  prefix6 2001:db8:100:: 2001:db8:1ff:: /56;
-}
-";
-
 #[test]
 fn isc_dhcpd_leasequery_interop() {
     if !require_root("isc_dhcpd_leasequery_interop") {
@@ -133,36 +90,9 @@ fn isc_dhcpd_leasequery_interop() {
     }
     veth(&srv, "s0", &rly, "r0");
     veth(&rly, "r1", &cli, "c1");
-    srv.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8::1/64",
-        "dev",
-        "s0",
-        "nodad",
-    ]);
-    rly.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8::2/64",
-        "dev",
-        "r0",
-        "nodad",
-    ]);
-    rly.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:1::1/64",
-        "dev",
-        "r1",
-        "nodad",
-    ]);
+    add_address(&srv, "2001:db8::1/64", "s0");
+    add_address(&rly, "2001:db8::2/64", "r0");
+    add_address(&rly, "2001:db8:1::1/64", "r1");
     srv.exec(&[
         "ip",
         "-6",
@@ -174,30 +104,10 @@ fn isc_dhcpd_leasequery_interop() {
     ]);
     rly.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
 
-    std::fs::write(d("dhcpd6.conf"), DHCPD_CONF).unwrap();
+    std::fs::write(d("dhcpd6.conf"), dhcpd_conf(1, Lifetimes::default())).unwrap();
     std::fs::write(d("dhcpd6.leases"), "").unwrap();
-    let _dhcpd = spawn(
-        &srv,
-        "dhcpd",
-        &[
-            "dhcpd",
-            "-6",
-            "-f",
-            "-d",
-            "-cf",
-            &p("dhcpd6.conf"),
-            "-lf",
-            &p("dhcpd6.leases"),
-            "-pf",
-            &p("dhcpd.pid"),
-            "s0",
-        ],
-        &d("dhcpd.log"),
-    );
-    wait_for("dhcpd to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(d("dhcpd.log")).is_ok_and(|l| l.contains("Server starting"))
-    });
-    let _relay = spawn(
+    let _dhcpd = spawn_dhcpd(&srv, dir.path(), "");
+    let _relay = Daemon::spawn(
         &rly,
         "dhcrelay",
         &[
@@ -219,23 +129,13 @@ fn isc_dhcpd_leasequery_interop() {
     });
     // Unix seconds before the client's first transaction: the floor of an absolute CLT_TIME.
     let before_client = unix_now();
-    let _client = spawn(
+    let _client = Daemon::spawn(
         &cli,
         "dhclient",
-        &[
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-d",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &p("dhclient.leases"),
-            "-pf",
-            &p("dhclient.pid"),
-            "c1",
-        ],
+        &dhclient("-d", &d("dhclient.leases"), &d("dhclient.pid"), "c1")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         &d("client.log"),
     );
     let lease_path = d("dhclient.leases");

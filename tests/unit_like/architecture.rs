@@ -21,7 +21,7 @@ use std::path::Path;
 /// Top-level modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
     // Foundation: values and codecs every layer speaks.
-    &["prefix", "label", "time", "wire"],
+    &["prefix", "label", "time", "wire", "bpf"],
     // The binding model and its rules, persistence, and the process's own plumbing.
     &[
         "cache",
@@ -49,6 +49,7 @@ const LAYERS: &[&[&str]] = &[
 /// Module paths whose subtrees are sans-IO cores; `*` matches any one module name.
 const PURE: &[&str] = &[
     "wire",
+    "bpf",
     "prefix",
     "label",
     "*::core",
@@ -59,6 +60,7 @@ const PURE: &[&str] = &[
     "persist::codec",
     "trigger::known",
     "trigger::nflog",
+    "trigger::nfnl",
     "trigger::nfset",
     "trigger::ruleset",
 ];

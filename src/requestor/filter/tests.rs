@@ -4,35 +4,17 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use super::*;
+use crate::bpf::interp;
 
 /// Runs `prog` on a datagram whose IPv6 header is `net` and whose UDP header and payload are
 /// `udp` (offset 0, as on a UDP socket); returns the accepted length (0 = drop).
 fn run(prog: &[Insn], net: &[u8], udp: &[u8]) -> u32 {
-    let (mut a, mut pc) = (0u32, 0usize);
-    let load = |k: u32, size: usize| -> Option<u32> {
-        let k = k as i32;
-        let (data, off) = if k < 0 { (net, k - NET_OFF) } else { (udp, k) };
-        let off = usize::try_from(off).ok()?;
-        let b = data.get(off..off + size)?;
-        Some(b.iter().fold(0u32, |acc, v| (acc << 8) | u32::from(*v)))
+    let pkt = interp::Packet {
+        protocol: 0x86dd,
+        net,
+        data: udp,
     };
-    loop {
-        let i = *prog.get(pc).expect("the program ends in a ret");
-        pc += 1;
-        match i.code {
-            LDH_ABS => match load(i.k, 2) {
-                Some(v) => a = v,
-                None => return 0,
-            },
-            LD_ABS => match load(i.k, 4) {
-                Some(v) => a = v,
-                None => return 0,
-            },
-            JEQ => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
-            RET => return i.k,
-            c => panic!("opcode {c:#x}"),
-        }
-    }
+    interp::run(prog, &pkt)
 }
 
 fn v6(s: &str, port: u16) -> SocketAddr {

@@ -2,59 +2,17 @@
 //! kernel itself runs it in `tests/netns/snoop_capture.rs`).
 
 use super::*;
+use crate::bpf::interp;
 
 /// Runs `prog` on `pkt` (network header at 0) with `skb->protocol = proto`; returns the
-/// accepted length (0 = drop). Out-of-bounds loads drop, as in the kernel.
+/// accepted length (0 = drop).
 fn run(prog: &[Insn], proto: u16, pkt: &[u8]) -> u32 {
-    let (mut a, mut x, mut mem, mut pc) = (0u32, 0u32, [0u32; 16], 0usize);
-    let load = |off: u32, size: usize| -> Option<u32> {
-        let off = off as usize;
-        let b = pkt.get(off..off + size)?;
-        Some(b.iter().fold(0u32, |acc, v| (acc << 8) | u32::from(*v)))
+    let pkt = interp::Packet {
+        protocol: proto,
+        net: pkt,
+        data: pkt,
     };
-    loop {
-        let i = prog[pc];
-        pc += 1;
-        let size = |c: u16| match c & 0x18 {
-            W => 4,
-            H => 2,
-            _ => 1,
-        };
-        match i.code & 0x07 {
-            LD => match i.code & 0xe0 {
-                ABS if i.k == AD_PROTOCOL => a = u32::from(proto),
-                ABS => match load(i.k, size(i.code)) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                IND => match load(x.wrapping_add(i.k), size(i.code)) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                MEM => a = mem[i.k as usize],
-                c => panic!("ld mode {c:#x}"),
-            },
-            LDX => x = i.k,
-            ST => mem[i.k as usize] = a,
-            ALU => {
-                let v = if i.code & X != 0 { x } else { i.k };
-                a = match i.code & 0xf0 {
-                    ADD => a.wrapping_add(v),
-                    LSH => a << v,
-                    RSH => a >> v,
-                    c => panic!("alu {c:#x}"),
-                }
-            }
-            JMP => match i.code & 0xf0 {
-                JA => pc += i.k as usize,
-                JEQ => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
-                c => panic!("jmp {c:#x}"),
-            },
-            RET => return i.k,
-            MISC => x = a,
-            c => panic!("class {c:#x}"),
-        }
-    }
+    interp::run(prog, &pkt)
 }
 
 /// IPv6 header + extension headers (next-header values) + UDP header from 547 to `dport`.

@@ -41,8 +41,9 @@ impl Default for Lifetimes {
     }
 }
 
-/// dhcpd's own leases, per client link, with `allow leasequery;`.
-fn dhcpd_conf(links: usize, life: Lifetimes) -> String {
+/// dhcpd's own leases, per client link, with `allow leasequery;`: link `i` (1-based) is
+/// 2001:db8:{i}::/64, addresses from `::100`–`::1ff`, /56 prefixes from 2001:db8:{i}00::/40.
+pub fn dhcpd_conf(links: usize, life: Lifetimes) -> String {
     let mut c = format!(
         "default-lease-time {};\npreferred-lifetime {};\nmax-lease-time 7200;\n\
          allow leasequery;\nsubnet6 2001:db8::/64 {{ }}\n",
@@ -215,43 +216,16 @@ impl Client {
 
     /// The client's link-local address (the next hop for its delegated prefix).
     pub fn link_local(&self) -> Ipv6Addr {
-        let out = self.ns.exec(&[
-            "ip",
-            "-6",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            &self.interface,
-            "scope",
-            "link",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "inet6")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no link-local address on {}: {text}", self.interface))
+        link_local(&self.ns, &self.interface)
     }
 
     /// Stop dhclient and send a RELEASE for its lease (`dhclient -6 -r`).
     pub fn release(&mut self) {
         self.dhclient.take();
-        let out = self.ns.try_exec(&[
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-r",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &self.lease_file.to_string_lossy(),
-            "-pf",
-            &self.pid_file.to_string_lossy(),
-            &self.interface,
-        ]);
+        let args = dhclient("-r", &self.lease_file, &self.pid_file, &self.interface);
+        let out = self
+            .ns
+            .try_exec(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "dhclient -r: {out:?}");
     }
 
@@ -280,22 +254,48 @@ impl Client {
     }
 
     pub fn start_dhclient(&mut self) {
-        let args = [
-            "dhclient",
-            "-6",
-            "-N",
-            "-P",
-            "-d",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &self.lease_file.to_string_lossy(),
-            "-pf",
-            &self.pid_file.to_string_lossy(),
-            &self.interface,
-        ];
+        let args = dhclient("-d", &self.lease_file, &self.pid_file, &self.interface);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.dhclient = Some(Daemon::spawn(&self.ns, "dhclient", &args, &self.log_file));
     }
+}
+
+/// The dhclient command line every test uses: DHCPv6 asking an address and a prefix
+/// (`-6 -N -P`), no script (`-sf /bin/true`: the tests configure what they need), with its
+/// lease and pid files, on `interface`; `mode` is `-d` (run in the foreground) or `-r` (send a
+/// RELEASE for the lease in the file and exit).
+pub fn dhclient(mode: &str, lease_file: &Path, pid_file: &Path, interface: &str) -> Vec<String> {
+    [
+        "dhclient",
+        "-6",
+        "-N",
+        "-P",
+        mode,
+        "-sf",
+        "/bin/true",
+        "-lf",
+        &lease_file.to_string_lossy(),
+        "-pf",
+        &pid_file.to_string_lossy(),
+        interface,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// The link-local address of `dev` in `ns`.
+pub fn link_local(ns: &NetNs, dev: &str) -> Ipv6Addr {
+    let out = ns.exec(&[
+        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no link-local address on {dev}: {text}"))
 }
 
 /// The whole topology. Field order is drop order: daemons stop before namespaces go.
@@ -316,7 +316,7 @@ pub struct IscLab {
 }
 
 /// No DAD in a namespace: addresses are usable at once (dhclient and dhcrelay bind to them).
-fn quiet_dad(ns: &NetNs) {
+pub fn quiet_dad(ns: &NetNs) {
     ns.exec(&[
         "sysctl",
         "-qw",
@@ -325,7 +325,8 @@ fn quiet_dad(ns: &NetNs) {
     ]);
 }
 
-fn addr(ns: &NetNs, a: &str, dev: &str) {
+/// `ip -6 addr add a dev dev nodad` in `ns`.
+pub fn add_address(ns: &NetNs, a: &str, dev: &str) {
     ns.exec(&["ip", "-6", "addr", "add", a, "dev", dev, "nodad"]);
 }
 
@@ -352,8 +353,8 @@ impl IscLab {
         quiet_dad(&server);
         quiet_dad(&ac);
         veth(&server, "s0", &ac, "up0");
-        addr(&server, "2001:db8::1/64", "s0");
-        addr(&ac, "2001:db8::2/64", "up0");
+        add_address(&server, "2001:db8::1/64", "s0");
+        add_address(&ac, "2001:db8::2/64", "up0");
         ac.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
 
         let mut lab_clients = Vec::new();
@@ -364,7 +365,7 @@ impl IscLab {
             let ac_if = format!("sub{i}");
             veth(&ac, &ac_if, &ns, "c0");
             let link_address: Ipv6Addr = format!("2001:db8:{n:x}::1").parse().unwrap();
-            addr(&ac, &format!("{link_address}/64"), &ac_if);
+            add_address(&ac, &format!("{link_address}/64"), &ac_if);
             // Return path for the server's answers to clients (ping crosses the box).
             server.exec(&[
                 "ip",
@@ -392,7 +393,7 @@ impl IscLab {
         let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
         std::fs::write(p("dhcpd6.conf"), dhcpd_conf(clients, life)).unwrap();
         std::fs::write(p("dhcpd6.leases"), "").unwrap();
-        let dhcpd = spawn_dhcpd(&server, dir.path());
+        let dhcpd = spawn_dhcpd(&server, dir.path(), "");
 
         let mut relay_args: Vec<String> = ["dhcrelay", "-6", "-d", "-I", "-pf", &p("dhcrelay.pid")]
             .iter()
@@ -436,7 +437,7 @@ impl IscLab {
             let lease = c.lease().unwrap();
             // dhclient -sf /bin/true configures nothing: put the leased address on the
             // interface and route via the access concentrator, as the real script and an RA would.
-            addr(&c.ns, &format!("{}/128", lease.address), &c.interface);
+            add_address(&c.ns, &format!("{}/128", lease.address), &c.interface);
             c.ns.exec(&[
                 "ip",
                 "-6",
@@ -510,14 +511,20 @@ impl IscLab {
     pub fn restart_server_with_leases(&mut self, leases: &str) {
         self.dhcpd.take();
         std::fs::write(self.dir.path().join("dhcpd6.leases"), leases).unwrap();
-        self.dhcpd = Some(spawn_dhcpd(&self.server, self.dir.path()));
+        self.dhcpd = Some(spawn_dhcpd(&self.server, self.dir.path(), ""));
     }
 }
 
-/// dhcpd -6 in `server` with the configuration and lease file in `dir`; returns once it logged
-/// "Server starting".
-fn spawn_dhcpd(server: &NetNs, dir: &Path) -> Daemon {
-    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+/// dhcpd -6 on `s0` in `server`, with the configuration `{name}dhcpd6.conf`, the lease file
+/// `{name}dhcpd6.leases` and the pid file `{name}dhcpd.pid` in `dir` (`name` empty: the lab's
+/// own), logging to `dhcpd.log` there; returns once it logged "Server starting". The one way
+/// the tests start dhcpd.
+pub fn spawn_dhcpd(server: &NetNs, dir: &Path, name: &str) -> Daemon {
+    let p = |f: &str| {
+        dir.join(format!("{name}{f}"))
+            .to_string_lossy()
+            .into_owned()
+    };
     let log = dir.join("dhcpd.log");
     let mut dhcpd = Daemon::spawn(
         server,

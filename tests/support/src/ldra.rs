@@ -39,7 +39,8 @@ impl Drop for Ldra {
     }
 }
 
-fn ifindex(ns: &NetNs, dev: &str) -> u32 {
+/// The index of `dev` in `ns`.
+pub fn ifindex(ns: &NetNs, dev: &str) -> u32 {
     let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/ifindex")]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
