@@ -12,7 +12,9 @@
 //! - [`requestor`] decides what to ask and when (UDP leasequery).
 //! - [`bulk`] does the same over TCP (bulk leasequery).
 //! - [`admission`] decides what may be believed: every binding passes it before the cache.
-//! - [`cache`] decides what is true.
+//! - [`cache`] decides what is true (the binding model, the merge rules and the store).
+//! - [`cache_task`] is the cache's tokio shell: it serialises the writes, journals them and
+//!   hands the changes to the route installer.
 //! - [`persist`] keeps the cache's bindings across restarts (the state file).
 //! - [`kernel`] makes the kernel agree with the cache.
 //! - [`snoop`] notices relayed DHCPv6 traffic.
@@ -35,7 +37,7 @@
 //! in the test-support crate drive them (`logging` and `notify` only the daemon does: they are
 //! crate-private). Inside each module only what those users name is public, plus the types that
 //! appear in those items' signatures; the few submodules they import by path stay public
-//! (`wire::bulk`, `wire::pretty`, `persist`, `cache::task`, `requestor::udp`,
+//! (`wire::bulk`, `wire::pretty`, `persist`, `cache_task`, `requestor::udp`,
 //! `trigger::nflog`, ...). Everything else is `pub(crate)`, so `unreachable_pub` (on in
 //! `Cargo.toml`'s `[lints]`) and the dead-code lints can see what nothing uses. Making an item
 //! public is a decision about who needs it, not a default.
@@ -51,6 +53,7 @@ pub mod admission;
 pub(crate) mod bpf;
 pub mod bulk;
 pub mod cache;
+pub mod cache_task;
 pub mod config;
 pub mod control;
 pub mod daemon;

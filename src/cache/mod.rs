@@ -5,8 +5,10 @@
 //! [`merge`] decide what is true (RFC 5007 §4.3.4 plus our documented extensions); the
 //! [`store::BindingStore`] holds the result in concurrent indexes, on the lease table of the
 //! [`storage`] engine; [`expiry`] removes what lapses;
-//! [`task`] is the tokio shell that serialises writes and emits an ordered, bounded [`Change`]
-//! stream for the route installer; [`crate::persist`] keeps a crash-safe state file.
+//! [`crate::cache_task`] is the tokio shell that serialises writes and emits an ordered, bounded
+//! [`Change`] stream for the route installer (a layer up: it also journals through
+//! [`crate::persist`] and admits through [`crate::admission`], which both build on this
+//! module's types); [`crate::persist`] keeps a crash-safe state file.
 
 pub(crate) mod binding;
 pub(crate) mod expiry;
@@ -14,7 +16,6 @@ pub mod from_wire;
 pub mod merge;
 pub mod storage;
 pub mod store;
-pub mod task;
 
 pub use binding::{
     AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason,

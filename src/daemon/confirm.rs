@@ -46,8 +46,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::cache::binding::{Confirmation, Doubt, DoubtOutcome, DoubtStats};
 use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
-use crate::cache::task::{CacheInput, DoubtSink};
 use crate::cache::{LeaseKey, Link, Observation, ServerId, Source, Timestamp};
+use crate::cache_task::{CacheInput, DoubtSink};
 use crate::requestor::udp::QueryError;
 use crate::requestor::{Answer, Query, QueryOutcome};
 use crate::supervise::Inbox;

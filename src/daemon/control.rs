@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cache::task::{CacheHandle, CacheInput};
 use crate::cache::{AgentClock, IaType, Lease, LeaseKey, WithdrawReason, Withdrawal};
+use crate::cache_task::{CacheHandle, CacheInput};
 use crate::control::{
     BindingFilter, BindingView, Reply, Request, Responder, Response, ServerView, StatsView,
 };
@@ -307,8 +307,8 @@ mod tests {
     use super::*;
     use crate::cache::binding::snooped;
     use crate::cache::store::CacheConfig;
-    use crate::cache::task::{CacheTaskConfig, spawn};
     use crate::cache::{BindingStore, ObservedLease};
+    use crate::cache_task::{CacheTaskConfig, spawn};
 
     const CABLE1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
     const CABLE2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);

@@ -144,7 +144,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     // Doubts (the ownership rule) go to the confirmer started with the requestor; made here so
     // every part that raises them (the cache task; the kernel side for inherited routes) can
     // be handed a clone.
-    let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
+    let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
     let routes = start::reconcile(
         &cfg,
         kernel.installer,
@@ -253,12 +253,12 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
 /// READY, so the watchdog can be tested. Only debug builds (what `cargo test` runs) have it: a
 /// release build neither reads the variable nor holds its name.
 #[cfg(debug_assertions)]
-struct StallCache(Option<(crate::cache::task::CacheHandle, Duration)>);
+struct StallCache(Option<(crate::cache_task::CacheHandle, Duration)>);
 #[cfg(not(debug_assertions))]
 struct StallCache;
 
 #[cfg(debug_assertions)]
-fn stall_cache_hook(cache: &crate::cache::task::CacheHandle) -> StallCache {
+fn stall_cache_hook(cache: &crate::cache_task::CacheHandle) -> StallCache {
     StallCache(
         std::env::var("LQAGENT_TEST_STALL_CACHE_SECS")
             .ok()
@@ -267,7 +267,7 @@ fn stall_cache_hook(cache: &crate::cache::task::CacheHandle) -> StallCache {
     )
 }
 #[cfg(not(debug_assertions))]
-fn stall_cache_hook(_: &crate::cache::task::CacheHandle) -> StallCache {
+fn stall_cache_hook(_: &crate::cache_task::CacheHandle) -> StallCache {
     StallCache
 }
 
@@ -275,7 +275,7 @@ impl StallCache {
     fn stall(&self) {
         #[cfg(debug_assertions)]
         if let Some((c, d)) = &self.0 {
-            let _ = c.try_send(crate::cache::task::CacheInput::Stall(*d));
+            let _ = c.try_send(crate::cache_task::CacheInput::Stall(*d));
         }
     }
 }
@@ -297,7 +297,7 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
     let clock = kernel.clock;
     let (loaded, writer) = start::state(cfg, clock, &kernel.admission)?;
     steps.push(("state", began.elapsed()));
-    let (doubts, doubt_rx) = crate::cache::task::DoubtSink::new(DOUBT_QUEUE);
+    let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
     let routes = start::reconcile(
         cfg,
         kernel.installer,
@@ -362,7 +362,7 @@ pub struct Recovering {
     store: Arc<BindingStore>,
     bulk: Arc<crate::bulk::stats::BulkStats>,
     metrics: crate::metrics::Metrics,
-    cache: Option<crate::cache::task::CacheHandle>,
+    cache: Option<crate::cache_task::CacheHandle>,
     commands: mpsc::Sender<reconcile::RouteCommand>,
     route_task: tokio::task::JoinHandle<()>,
     cache_task: tokio::task::JoinHandle<()>,
@@ -480,7 +480,7 @@ async fn main_loop(
 
 /// The heartbeats `WATCHDOG=1` depends on.
 struct Heartbeats {
-    cache: Arc<crate::cache::task::TaskStats>,
+    cache: Arc<crate::cache_task::TaskStats>,
     routes: Arc<crate::kernel::InstallerStats>,
     capture: Option<Arc<crate::snoop::capture::CaptureStats>>,
 }

@@ -18,8 +18,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
-use crate::cache::task::CacheHandle;
 use crate::cache::{AgentClock, Link, ServerId, Source};
+use crate::cache_task::CacheHandle;
 use crate::metrics::servers::Exchange;
 use crate::metrics::{
     LeasequeryOutcome, LeasequeryType, LimitLabels, LimitScope, Metrics, OnDemandStage,

@@ -42,8 +42,8 @@ use super::plan::{KernelRoute, OpKind, RouteOp, RoutePlan};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, KernelError, RouteChange, RouteSpec};
 use crate::admission::OwnAddresses;
-use crate::cache::task::DoubtSink;
 use crate::cache::{Doubt, DoubtReason, LeaseKey};
+use crate::cache_task::DoubtSink;
 use crate::prefix::Ipv6Prefix;
 use crate::time::{AgentClock, Timestamp};
 

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
-use crate::cache::task::{CacheHandle, CacheInput};
+use crate::cache_task::{CacheHandle, CacheInput};
 use crate::supervise::{Lifetime, Supervisor, test_fault};
 use crate::time::AgentClock;
 use crate::wire::CheckedMessage;

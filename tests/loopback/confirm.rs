@@ -11,10 +11,10 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lqagent::cache::task::{self, CacheTaskConfig, DoubtSink};
 use lqagent::cache::{
     BindingStore, ClientInfo, Doubt, DoubtOutcome, DoubtReason, DoubtStats, LeaseKey, Link, Source,
 };
+use lqagent::cache_task::{self, CacheTaskConfig, DoubtSink};
 use lqagent::daemon::confirm::{ConfirmConfig, ConfirmRunner, Confirmer};
 use lqagent::daemon::ondemand::Lookup;
 use lqagent::time::AgentClock;
@@ -67,7 +67,7 @@ async fn rig(servers: &[SocketAddr], config: ConfirmConfig) -> Rig {
     let requestor = crate::quick_requestor(servers, OUR_DUID).await;
     let store = Arc::new(BindingStore::default());
     let clock = AgentClock::new();
-    let (cache, _changes, _t) = task::spawn(
+    let (cache, _changes, _t) = cache_task::spawn(
         store.clone(),
         clock,
         None,

@@ -12,8 +12,8 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lqagent::cache::task::{self, CacheTaskConfig};
 use lqagent::cache::{BindingStore, LeaseKey, Source};
+use lqagent::cache_task::{self, CacheTaskConfig};
 use lqagent::daemon::ondemand::{Looked, Lookup, OnDemandStats, UnknownSource};
 use lqagent::metrics::Metrics;
 use lqagent::time::AgentClock;
@@ -71,7 +71,7 @@ struct Rig {
 async fn rig(servers: &[SocketAddr]) -> Rig {
     let store = Arc::new(BindingStore::default());
     let clock = AgentClock::new();
-    let (cache, _changes, _t) = task::spawn(
+    let (cache, _changes, _t) = cache_task::spawn(
         store.clone(),
         clock,
         None,

@@ -262,8 +262,8 @@ fn clients_bind_release_expire_and_survive_a_restart() {
 
 #[test]
 fn on_demand_lookup_fills_the_cache_from_dhcpd() {
-    use lqagent::cache::task::{self, CacheTaskConfig};
     use lqagent::cache::{BindingStore, LeaseKey, Source};
+    use lqagent::cache_task::{self, CacheTaskConfig};
     use lqagent::daemon::ondemand::{self, Looked, Lookup, OnDemandConfig, OnDemandStats};
     use lqagent::requestor::RequestorConfig;
     use lqagent::requestor::udp::{self, UdpConfig};
@@ -286,7 +286,7 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
         rt.block_on(async move {
             let store = Arc::new(BindingStore::default());
             let clock = AgentClock::new();
-            let (cache, mut changes, _t) = task::spawn(
+            let (cache, mut changes, _t) = cache_task::spawn(
                 store.clone(),
                 clock,
                 None,
@@ -347,7 +347,7 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
 
             // Through the task, as the trigger submits: a fresh cache fills up.
             let store2 = Arc::new(BindingStore::default());
-            let (cache2, _changes2, _t2) = task::spawn(
+            let (cache2, _changes2, _t2) = cache_task::spawn(
                 store2.clone(),
                 clock,
                 None,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lqagent::admission::OwnAddresses;
-use lqagent::cache::task::{self, CacheTaskConfig};
 use lqagent::cache::{BindingStore, LeaseKey};
+use lqagent::cache_task::{self, CacheTaskConfig};
 use lqagent::snoop::capture::{CaptureConfig, CaptureCounter};
 use lqagent::snoop::classify::{ClassifyConfig, ClassifyCounter, SnoopTrust};
 use lqagent::snoop::shell;
@@ -142,7 +142,7 @@ fn start_snooper(
         rt.block_on(async move {
             let clock = AgentClock::new();
             let (cache, mut changes, _join) =
-                task::spawn(st, clock, None, CacheTaskConfig::default(), Vec::new());
+                cache_task::spawn(st, clock, None, CacheTaskConfig::default(), Vec::new());
             tokio::spawn(async move { while changes.recv().await.is_some() {} });
             let mut tasks = tokio::task::JoinSet::new();
             let cfg = CaptureConfig {
@@ -246,7 +246,8 @@ fn start_gated_snooper(
                 change_queue: 4,
                 ..CacheTaskConfig::default()
             };
-            let (cache, mut changes, _join) = task::spawn(store, clock, None, small, Vec::new());
+            let (cache, mut changes, _join) =
+                cache_task::spawn(store, clock, None, small, Vec::new());
             tokio::spawn(async move {
                 let _ = gate.await;
                 while changes.recv().await.is_some() {}

@@ -9,7 +9,8 @@
 //!    foundation (`time` hands them the clock's values) and their own folder's shared types.
 //! 3. **No two modules import each other** (a pair that does is one concern split in two, or a
 //!    shared piece that belongs below both). A module and its own parent do not count: a parent
-//!    re-exports what its children define.
+//!    re-exports what its children define. Nor do two top-level modules (folders), directly or
+//!    round a longer cycle: a folder is a concern, and two that lean on each other are one.
 //! 4. **Settings, not configuration.** Below the daemon and the CLI, nothing imports
 //!    `crate::config` or `crate::daemon`, and only `daemon::export` feeds `metrics`.
 //!
@@ -33,6 +34,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     // The shells that talk to the outside: kernel, servers, packets, operator, scrapers.
     &[
+        "cache_task",
         "kernel",
         "requestor",
         "bulk",
@@ -426,4 +428,85 @@ fn the_checks_see_planted_violations() {
     assert_eq!(named[0].1, ["time", "backoff"]);
     assert!(matches_pure(&["requestor".into(), "core".into()]));
     assert!(!matches_pure(&["requestor".into(), "udp".into()]));
+}
+
+/// The top-level modules on a cycle of imports between folders (`a` imports from `b`, which
+/// imports from `a`, possibly through others), each cycle as its members in order.
+fn folder_cycles(edges: &BTreeSet<(String, String)>) -> Vec<Vec<String>> {
+    let nodes: BTreeSet<&String> = edges.iter().flat_map(|(a, b)| [a, b]).collect();
+    let next = |n: &String| -> Vec<&String> {
+        edges
+            .iter()
+            .filter(|(a, _)| a == n)
+            .map(|(_, b)| b)
+            .collect()
+    };
+    // For each node, search for a path back to it; report each cycle once (by its smallest member).
+    let mut out = Vec::new();
+    for start in &nodes {
+        let mut stack: Vec<(&String, Vec<&String>)> = vec![(*start, vec![*start])];
+        let mut seen = BTreeSet::new();
+        while let Some((n, path)) = stack.pop() {
+            for m in next(n) {
+                if m == *start {
+                    if path.iter().all(|p| *p >= *start) {
+                        out.push(path.iter().map(|s| (*s).clone()).collect());
+                    }
+                } else if seen.insert(m) {
+                    let mut p = path.clone();
+                    p.push(m);
+                    stack.push((m, p));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn folder_edges(mods: &[Module]) -> BTreeSet<(String, String)> {
+    let by_name: BTreeMap<String, &Module> = mods.iter().map(|m| (m.name(), m)).collect();
+    edges(mods)
+        .into_iter()
+        .map(|(from, _, to)| (by_name[&from].top().to_string(), to[0].clone()))
+        .filter(|(a, b)| a != b)
+        .collect()
+}
+
+#[test]
+fn no_two_folders_import_each_other() {
+    let cycles = folder_cycles(&folder_edges(&modules()));
+    assert!(
+        cycles.is_empty(),
+        "top-level modules on an import cycle: {cycles:#?}"
+    );
+}
+
+/// The check above can fail: a planted cycle (three folders round, and a plain pair) is found.
+#[test]
+fn a_planted_folder_cycle_is_found() {
+    let e = |a: &str, b: &str| (a.to_string(), b.to_string());
+    let edges: BTreeSet<_> = [
+        e("cache", "persist"),
+        e("persist", "wire"),
+        e("kernel", "cache"),
+        e("snoop", "kernel"),
+        e("cache", "snoop"),
+        e("bulk", "requestor"),
+        e("requestor", "bulk"),
+    ]
+    .into();
+    let cycles = folder_cycles(&edges);
+    assert_eq!(
+        cycles,
+        vec![
+            vec!["bulk".to_string(), "requestor".to_string()],
+            vec![
+                "cache".to_string(),
+                "snoop".to_string(),
+                "kernel".to_string()
+            ],
+        ]
+    );
 }

@@ -472,7 +472,7 @@ pub fn run_recovery_via_cache_task(
                 .expect("installer");
             let clock = AgentClock::new();
             let store = Arc::new(BindingStore::default());
-            let (handle, mut changes, task) = lqagent::cache::task::spawn(
+            let (handle, mut changes, task) = lqagent::cache_task::spawn(
                 store.clone(),
                 clock,
                 None,
@@ -534,11 +534,11 @@ pub fn release_during_recovery(
     after: u64,
 ) -> ReleaseRun {
     use lqagent::bulk::stats::Counter;
-    use lqagent::cache::task::CacheInput;
     use lqagent::cache::{
         ChangeKind, IaType, LeaseKey, Link, Observation, ObservedLease, ServerId, Source,
         WithdrawReason, Withdrawal,
     };
+    use lqagent::cache_task::CacheInput;
     use std::sync::atomic::{AtomicU64, Ordering};
     lab.agent.run_in(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -552,7 +552,7 @@ pub fn release_during_recovery(
                 .expect("installer");
             let clock = AgentClock::new();
             let store = Arc::new(BindingStore::default());
-            let (handle, mut changes, task) = lqagent::cache::task::spawn(
+            let (handle, mut changes, task) = lqagent::cache_task::spawn(
                 store.clone(),
                 clock,
                 None,

@@ -26,12 +26,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::binding::{
+use crate::admission::{Admission, Admitted};
+use crate::cache::binding::{
     Change, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats, Lease, LeaseKey,
     Observation, Sweep, Withdrawal,
 };
-use super::store::{Applied, BindingStore};
-use crate::admission::{Admission, Admitted};
+use crate::cache::store::{Applied, BindingStore};
 use crate::persist::{JournalHandle, Record};
 use crate::supervise::Inbox;
 use crate::time::AgentClock;
@@ -450,7 +450,7 @@ impl CacheTask {
         let Some(link) = w.link else {
             return Vec::new();
         };
-        if w.reason != super::binding::WithdrawReason::Released {
+        if w.reason != crate::cache::binding::WithdrawReason::Released {
             return Vec::new();
         }
         let duid: Arc<[u8]> = w.client_duid.as_deref().unwrap_or_default().into();
@@ -464,7 +464,7 @@ impl CacheTask {
     /// The same for a zero valid lifetime in a snooped REPLY about a key the store does not
     /// hold (the server took it back from whoever holds it, on that link).
     fn unheld_by_zero_lifetime(&self, o: &Observation) -> Vec<Change> {
-        if o.source != super::binding::Source::Snoop {
+        if o.source != crate::cache::binding::Source::Snoop {
             return Vec::new();
         }
         let zero = o.leases.iter().filter(|l| l.valid == 0);
@@ -562,8 +562,8 @@ fn notice_view(
     from: Option<std::net::Ipv6Addr>,
     duid: &Arc<[u8]>,
     at: crate::time::Timestamp,
-) -> super::binding::RouteView {
-    super::binding::RouteView {
+) -> crate::cache::binding::RouteView {
+    crate::cache::binding::RouteView {
         network: key.network(),
         link_address: link,
         interface,
