@@ -510,7 +510,7 @@ struct RouteRestart {
     cfg: crate::kernel::InstallerConfig,
     stats: Arc<crate::kernel::InstallerStats>,
     store: Arc<BindingStore>,
-    mapper: routes::RouteMapper,
+    mapper: crate::kernel::RouteMapper,
 }
 
 impl RouteRestart {

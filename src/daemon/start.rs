@@ -248,7 +248,7 @@ pub(super) struct Routes {
     pub(super) commands: mpsc::Sender<RouteCommand>,
     pub(super) task: JoinHandle<()>,
     pub(super) store: Arc<BindingStore>,
-    mapper: routes::RouteMapper,
+    mapper: crate::kernel::RouteMapper,
     pub(super) stats: Arc<InstallerStats>,
 }
 
@@ -264,7 +264,7 @@ pub(super) async fn reconcile(
     // Inherited routes nothing explains when inheritance ends are asked about (the ownership
     // rule): the installer raises their doubts at the confirmer's pace.
     installer.set_doubts(doubts.clone(), clock);
-    let mapper = routes::RouteMapper::new(
+    let mapper = crate::kernel::RouteMapper::new(
         settings::route_links(cfg),
         cfg.routes.mirror_expiry.then_some(clock),
     );

@@ -29,6 +29,7 @@
 mod book;
 pub(crate) mod install;
 pub(crate) mod link;
+pub(crate) mod mapper;
 pub(crate) mod netlink;
 pub(crate) mod plan;
 pub mod reconcile;
@@ -43,6 +44,7 @@ use crate::prefix::Ipv6Prefix;
 
 pub use install::Installer;
 pub(crate) use link::LinkMapping;
+pub use mapper::RouteMapper;
 pub(crate) use stats::InstallerStats;
 pub use stats::RouteCounter;
 

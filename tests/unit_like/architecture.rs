@@ -59,6 +59,7 @@ const PURE: &[&str] = &[
     "cache::binding",
     "kernel::plan",
     "kernel::book",
+    "kernel::mapper",
     "persist::codec",
     "trigger::known",
     "trigger::nflog",

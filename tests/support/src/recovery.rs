@@ -16,7 +16,7 @@ use lqagent::bulk::recovery::{
 };
 use lqagent::bulk::stats::BulkStats;
 use lqagent::cache::{BindingStore, Change};
-use lqagent::daemon::routes::RouteMapper;
+use lqagent::kernel::RouteMapper;
 use lqagent::kernel::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
 use lqagent::persist::{self, PersistConfig, StateWriter};
 use lqagent::prefix::Ipv6Prefix;
