@@ -163,10 +163,9 @@ impl Unusable {
 
 /// The cache input for `b`, received from `server` at `arrival` (agent clock): the cache's own
 /// CLIENT_DATA conversion ([`observation_from_client_data`]), tagged `Source::Bulk`, with the
-/// query's link when the relay data names none. Never `complete`: a bulk LEASEQUERY-DATA says
-/// nothing about leases it does not carry (Kea 3 sends one CLIENT_DATA per lease, so a client's
-/// address and prefix come in separate messages); only the end of the whole query does
-/// ([`Listing`], merge rule R16). A binding whose link is still unknown cannot be routed and is
+/// query's link when the relay data names none. Never `complete` (the conversion decides that
+/// by the source): a bulk LEASEQUERY-DATA says nothing about leases it does not carry; only the
+/// end of the whole query does ([`Listing`], merge rule R16). A binding whose link is still unknown cannot be routed and is
 /// refused.
 pub fn observation(
     server: SocketAddr,
@@ -191,8 +190,7 @@ pub fn observation(
         srsn: b.srsn,
         arrival,
     };
-    let mut obs = observation_from_client_data(&b.data, &ctx)?;
-    obs.complete = false;
+    let obs = observation_from_client_data(&b.data, &ctx)?;
     if obs.link.address.is_unspecified() {
         return Err(Unusable::NoLink);
     }

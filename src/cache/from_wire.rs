@@ -195,9 +195,8 @@ pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireEr
     Ok(leases)
 }
 
-/// Build the observation for one CLIENT_DATA (complete: RFC 5007 §4.1.2.2 makes it list every
-/// lease of the client on that link) whose reply carried no relay data or base time beside it:
-/// every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
+/// Build the observation for one CLIENT_DATA whose reply carried no relay data or base time
+/// beside it: every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
 pub(crate) fn observation_from_client_data(
     cd: &ClientData,
     ctx: &ClientDataContext,
@@ -215,6 +214,11 @@ pub(crate) fn observation_from_client_data(
 ///   ISC absolute time included), on every path alike.
 /// - LQ_BASE_TIME (inside CLIENT_DATA, else `top_base_time`) is the server's clock when it
 ///   answered: merge uses it only as the offset between that clock and ours.
+/// - `complete` is decided here, once, by the kind of answer (`ctx.source`): a UDP
+///   LEASEQUERY-REPLY's CLIENT_DATA lists every lease of the client on that link (RFC 5007
+///   §4.1.2.2), so it is complete; a bulk LEASEQUERY-DATA says nothing about leases it does not
+///   carry (Kea 3 sends one CLIENT_DATA per lease), so it never is — only the end of the whole
+///   bulk query speaks for what it left out (merge rule R16).
 pub(crate) fn observation_from_reply(
     cd: &ClientData,
     top_relay: Option<&LqRelayData>,
@@ -244,7 +248,7 @@ pub(crate) fn observation_from_reply(
         clt_time: Some(clt),
         base_time: cd.options.lq_base_time().or(top_base_time),
         srsn: ctx.srsn,
-        complete: true,
+        complete: ctx.source != Source::Bulk,
         leases,
         arrival: ctx.arrival,
         query_address: None,
