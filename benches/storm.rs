@@ -14,7 +14,12 @@
 //! the kernel; snooped messages dropped (the kernel's count at the capture socket, plus
 //! exchanges the classifier lost: evicted or unmatched — must all be 0); REPLY → route, from
 //! just before the REPLY is sent to the kernel's route notification read by a thread of the
-//! bench (`RTNLGRP_IPV6_ROUTE`). Last line:
+//! bench (`RTNLGRP_IPV6_ROUTE`); and the CPU both sides used per exchange — the agent's, and the
+//! sending thread's (which includes the kernel's delivery of each packet to the capture socket).
+//! The sender does not wait for the agent: when the agent needs more CPU per exchange than the
+//! sender and the two cannot each have a core, the backlog grows through the storm, and the
+//! REPLY → route percentiles are then how long that queue is, not the length of the agent's
+//! path. Last line:
 //! `storm: <n> clients, <x> exchanges/s, dropped <d>, REPLY -> route p99 <y> ms`.
 //!
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
@@ -80,9 +85,14 @@ fn main() {
     let senders = lab.senders();
     let monitor = RouteMonitor::start(&lab.relay, proto);
     let cpu0 = cpu_seconds(agent.pid());
+    // The sending thread is this process's main thread (its thread id is the process id).
+    let me = std::process::id();
+    let sender_path = format!("/proc/{me}/task/{me}/stat");
+    let sender0 = cpu_seconds_at(&sender_path);
     let t0 = Instant::now();
     let sent = senders.storm(&exchanges, WINDOW);
     let sending = t0.elapsed();
+    let sender_cpu = cpu_seconds_at(&sender_path) - sender0;
     let end = Instant::now() + Duration::from_secs(300);
     while monitor.count() < n as usize && Instant::now() < end && agent.running() {
         std::thread::sleep(Duration::from_millis(20));
@@ -138,6 +148,16 @@ fn main() {
         cpu * 1e6 / f64::from(n),
         f64::from(n) / cpu
     );
+    // The sender's own CPU: its sends, and the kernel's delivery of each packet through the
+    // veth to the agent's capture socket, which runs in the sender's context. When it is below
+    // the agent's cost per exchange on a machine with fewer free cores than the two need, the
+    // sender outruns the agent: the backlog grows through the storm and the latencies below
+    // measure that queue, not the agent's path.
+    println!(
+        "sender CPU {sender_cpu:.3} s: {:.1} us per exchange (one thread: sends and the kernel's \
+         delivery to the capture socket)",
+        sender_cpu * 1e6 / f64::from(n)
+    );
     println!(
         "REPLY -> route: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         pct(0.5),
@@ -168,7 +188,12 @@ fn main() {
 /// User + system CPU seconds `pid` has used (`/proc/PID/stat` fields 14 and 15, in clock ticks
 /// of 1/100 s — `USER_HZ` is 100 on Linux).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent's stat");
+    cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds from a `stat` file of `/proc` (a process's or one thread's).
+fn cpu_seconds_at(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).expect("a stat file of /proc");
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
