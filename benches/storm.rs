@@ -90,7 +90,10 @@ fn main() {
     let sender_path = format!("/proc/{me}/task/{me}/stat");
     let sender0 = cpu_seconds_at(&sender_path);
     let t0 = Instant::now();
-    let sent = senders.storm(&exchanges, WINDOW);
+    let sent = match paced_rate() {
+        None => senders.storm(&exchanges, WINDOW),
+        Some(rate) => paced(&senders, &exchanges, rate, t0),
+    };
     let sending = t0.elapsed();
     let sender_cpu = cpu_seconds_at(&sender_path) - sender0;
     let end = Instant::now() + Duration::from_secs(300);
@@ -184,6 +187,39 @@ fn main() {
     assert_eq!(lat.len(), n as usize, "every client's route installed");
     assert_eq!(dropped, 0, "no snooped message dropped");
 }
+
+/// `LQAGENT_STORM_RATE=<exchanges/s>`: an opt-in paced run, for finding the rate up to which
+/// the agent's REPLY → route stays short (its path, not a queue). Unset, the storm is sent as
+/// fast as one thread can — the measure, and the last line's.
+fn paced_rate() -> Option<f64> {
+    std::env::var("LQAGENT_STORM_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
+}
+
+/// Send the storm at `rate` exchanges a second: windows of [`PACED_WINDOW`] clients, each
+/// started on its schedule (sleeping, so the sender leaves its CPU to the agent meanwhile).
+fn paced(
+    senders: &storm::Senders,
+    exchanges: &[storm::Exchange],
+    rate: f64,
+    t0: Instant,
+) -> Vec<Instant> {
+    println!("paced run: {rate:.0} exchanges/s offered in windows of {PACED_WINDOW} clients");
+    let mut sent = Vec::with_capacity(exchanges.len());
+    for (i, w) in exchanges.chunks(PACED_WINDOW).enumerate() {
+        let due = t0 + Duration::from_secs_f64((i * PACED_WINDOW) as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent.extend(senders.storm(w, PACED_WINDOW));
+    }
+    sent
+}
+
+/// Clients per window of a paced run: small, so a window's own burst adds little queue.
+const PACED_WINDOW: usize = 64;
 
 /// User + system CPU seconds `pid` has used (`/proc/PID/stat` fields 14 and 15, in clock ticks
 /// of 1/100 s — `USER_HZ` is 100 on Linux).
