@@ -22,6 +22,9 @@
 //! path. Last line:
 //! `storm: <n> clients, <x> exchanges/s, dropped <d>, REPLY -> route p99 <y> ms`.
 //!
+//! `LQAGENT_STORM_RATE=<exchanges/s>` sends the same storm paced instead (an opt-in diagnostic:
+//! up to which rate REPLY → route stays the agent's path); unset, it is sent flat out.
+//!
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
 
 use std::time::{Duration, Instant};
