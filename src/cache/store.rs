@@ -373,6 +373,30 @@ pub struct Applied {
 /// times over and costs well under a millisecond.
 const INNER_PROBES: u64 = 1024;
 
+/// The prefix lengths a store holds (bit `len` of a 192-bit mask; lengths stop at 128), in
+/// order either way, read from one snapshot of the mask.
+struct PrefixLens([u64; 3]);
+
+impl Iterator for PrefixLens {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let w = self.0.iter().position(|b| *b != 0)?;
+        let low = self.0[w].trailing_zeros();
+        self.0[w] &= self.0[w] - 1;
+        u8::try_from(w as u32 * 64 + low).ok()
+    }
+}
+
+impl DoubleEndedIterator for PrefixLens {
+    fn next_back(&mut self) -> Option<u8> {
+        let w = self.0.iter().rposition(|b| *b != 0)?;
+        let top = 63 - self.0[w].leading_zeros();
+        self.0[w] &= !(1u64 << top);
+        u8::try_from(w as u32 * 64 + top).ok()
+    }
+}
+
 /// A tombstone's place: the key and the client (DUID) it belonged to.
 type TombKey = (LeaseKey, Arc<[u8]>);
 
@@ -1205,19 +1229,13 @@ impl BindingStore {
     where
         F: FnOnce(&LeaseKey, &Lease) -> R,
     {
-        for word in (0..3).rev() {
-            let mut bits = self.len_mask[word].load(Ordering::Relaxed);
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros();
-                bits &= !(1u64 << top);
-                let len = (word * 64) as u32 + top;
-                let Ok(p) = Ipv6Prefix::new_truncating(addr, len as u8) else {
-                    continue;
-                };
-                match self.leases.try_with(&LeaseKey::Prefix(p), f) {
-                    Ok(r) => return Some(r),
-                    Err(back) => f = back,
-                }
+        for len in self.prefix_lens().rev() {
+            let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
+                continue;
+            };
+            match self.leases.try_with(&LeaseKey::Prefix(p), f) {
+                Ok(r) => return Some(r),
+                Err(back) => f = back,
             }
         }
         None
@@ -1227,30 +1245,27 @@ impl BindingStore {
     /// other than `not_duid` — one hash probe per prefix length present below `net`'s, never a
     /// scan.
     fn cover_of(&self, net: Ipv6Prefix, not_duid: &[u8]) -> Option<Lease> {
-        for word in (0..3).rev() {
-            let mut bits = self.len_mask[word].load(Ordering::Relaxed);
-            while bits != 0 {
-                let top = 63 - bits.leading_zeros();
-                bits &= !(1u64 << top);
-                let len = (word * 64) as u32 + top;
-                if len >= u32::from(net.len()) {
-                    continue;
-                }
-                let Ok(p) = Ipv6Prefix::new_truncating(net.addr(), len as u8) else {
-                    continue;
-                };
-                let found = self
-                    .leases
-                    .with(&LeaseKey::Prefix(p), |l| {
-                        (*l.client.duid != *not_duid).then(|| l.clone())
-                    })
-                    .flatten();
-                if found.is_some() {
-                    return found;
-                }
-            }
-        }
-        None
+        self.prefix_lens()
+            .rev()
+            .filter(|len| *len < net.len())
+            .filter_map(|len| Ipv6Prefix::new_truncating(net.addr(), len).ok())
+            .find_map(|p| self.held_by_other(p, not_duid))
+    }
+
+    /// The lease at prefix `p` when a DUID other than `not_duid` holds it.
+    fn held_by_other(&self, p: Ipv6Prefix, not_duid: &[u8]) -> Option<Lease> {
+        self.leases
+            .with(&LeaseKey::Prefix(p), |l| {
+                (*l.client.duid != *not_duid).then(|| l.clone())
+            })
+            .flatten()
+    }
+
+    /// The lengths of the delegated prefixes held, shortest first (`rev()`: longest first).
+    fn prefix_lens(&self) -> PrefixLens {
+        PrefixLens(std::array::from_fn(|w| {
+            self.len_mask[w].load(Ordering::Relaxed)
+        }))
     }
 
     /// Merge R17 Overlap, the reverse: a delegated prefix held by a DUID other than `not_duid`
@@ -1262,37 +1277,20 @@ impl BindingStore {
     /// /128 routes keep their traffic by longest match whatever `net` routes to.
     fn inner_of(&self, net: Ipv6Prefix, not_duid: &[u8]) -> Option<Lease> {
         let mut budget = INNER_PROBES;
-        for word in 0..3 {
-            let mut bits = self.len_mask[word].load(Ordering::Relaxed);
-            while bits != 0 {
-                let low = bits.trailing_zeros();
-                bits &= bits - 1;
-                let len = (word * 64) as u32 + low;
-                if len <= u32::from(net.len()) || len > 128 {
-                    continue;
-                }
-                let extra = len - u32::from(net.len());
-                if extra >= 32 || (1u64 << extra) > budget {
-                    continue;
-                }
-                let n = 1u64 << extra;
-                budget -= n;
-                let base = u128::from(net.addr());
-                for i in 0..n {
-                    let addr = base | (u128::from(i) << (128 - len));
-                    let Ok(p) = Ipv6Prefix::new(Ipv6Addr::from(addr), len as u8) else {
-                        continue;
-                    };
-                    let found = self
-                        .leases
-                        .with(&LeaseKey::Prefix(p), |l| {
-                            (*l.client.duid != *not_duid).then(|| l.clone())
-                        })
-                        .flatten();
-                    if found.is_some() {
-                        return found;
-                    }
-                }
+        for len in self.prefix_lens().filter(|len| *len > net.len()) {
+            let extra = u32::from(len - net.len());
+            if extra >= 32 || (1u64 << extra) > budget {
+                continue;
+            }
+            let n = 1u64 << extra;
+            budget -= n;
+            let base = u128::from(net.addr());
+            let found = (0..n)
+                .map(|i| Ipv6Addr::from(base | (u128::from(i) << (128 - u32::from(len)))))
+                .filter_map(|a| Ipv6Prefix::new(a, len).ok())
+                .find_map(|p| self.held_by_other(p, not_duid));
+            if found.is_some() {
+                return found;
             }
         }
         None
@@ -1851,5 +1849,18 @@ mod tests {
         // A tombstone time later they are gone without pressure.
         s.apply(&obs(200, 1, &[addr(500)], 21 + 61));
         assert!(s.lock().records.is_empty());
+    }
+
+    /// The prefix lengths come out in order both ways, across the mask's words.
+    #[test]
+    fn prefix_lengths_in_order_either_way() {
+        let mut m = [0u64; 3];
+        for len in [0u8, 48, 56, 63, 64, 100, 127, 128] {
+            m[usize::from(len / 64)] |= 1 << (len % 64);
+        }
+        let up: Vec<u8> = PrefixLens(m).collect();
+        assert_eq!(up, vec![0, 48, 56, 63, 64, 100, 127, 128]);
+        let down: Vec<u8> = PrefixLens(m).rev().collect();
+        assert_eq!(down, vec![128, 127, 100, 64, 63, 56, 48, 0]);
     }
 }
