@@ -283,7 +283,7 @@ impl BulkConnection {
     /// The instant on our clock of a message the server made at `base` (LQ_BASE_TIME, Unix
     /// seconds on its clock), read at `now`: never after `now`, never more than
     /// [`MAX_STAMP_LAG`] before it; `now` without a base time.
-    fn stamp(&mut self, base: Option<u32>, now: Instant) -> Instant {
+    fn stamp(&mut self, now: Instant, base: Option<u32>) -> Instant {
         let Some(b) = base else {
             return now;
         };
@@ -305,7 +305,7 @@ impl BulkConnection {
     }
 
     /// Queue a query; it is sent now or when the one in flight completes.
-    pub(crate) fn submit(&mut self, id: QueryId, query: BulkQuery, now: Instant) {
+    pub(crate) fn submit(&mut self, now: Instant, id: QueryId, query: BulkQuery) {
         if self.closed {
             self.events.push_back(ConnEvent::Finished {
                 id,
@@ -389,7 +389,7 @@ impl BulkConnection {
     }
 
     /// Feed bytes read from the socket (at most [`BulkConnection::room`]).
-    pub(crate) fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+    pub(crate) fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         if self.closed {
             return;
         }
@@ -407,7 +407,7 @@ impl BulkConnection {
                 }
             };
             match msg {
-                Ok(Message::Client(m)) => self.handle_message(m, now),
+                Ok(Message::Client(m)) => self.handle_message(now, m),
                 Ok(Message::Relay(_)) => self
                     .events
                     .push_back(ConnEvent::Discarded(Discard::WrongType)),
@@ -431,7 +431,7 @@ impl BulkConnection {
         self.deadline = Some(now + self.cfg.data_timeout);
     }
 
-    fn finish(&mut self, idx: usize, outcome_of: impl FnOnce(u64) -> Outcome, now: Instant) {
+    fn finish(&mut self, now: Instant, idx: usize, outcome_of: impl FnOnce(u64) -> Outcome) {
         let q = self.inflight.remove(idx);
         self.events.push_back(ConnEvent::Finished {
             id: q.id,
@@ -445,23 +445,19 @@ impl BulkConnection {
     }
 
     /// Finishes query `idx` with the server's status (not success) and its message.
-    fn finish_status(&mut self, idx: usize, code: StatusCode, message: String, now: Instant) {
-        self.finish(
-            idx,
-            |bindings| Outcome::Status {
-                code,
-                message,
-                bindings,
-            },
-            now,
-        );
+    fn finish_status(&mut self, now: Instant, idx: usize, code: StatusCode, message: String) {
+        self.finish(now, idx, |bindings| Outcome::Status {
+            code,
+            message,
+            bindings,
+        });
     }
 
     fn srsn(&self, m: &ClientMessage) -> Option<u32> {
         m.options.srsn(self.cfg.srsn_option?)
     }
 
-    fn emit_binding(&mut self, idx: usize, m: &ClientMessage, data: &ClientData, now: Instant) {
+    fn emit_binding(&mut self, now: Instant, idx: usize, m: &ClientMessage, data: &ClientData) {
         let srsn = self.srsn(m);
         if data.clt_time().is_none() {
             self.events
@@ -472,7 +468,7 @@ impl BulkConnection {
             .options
             .lq_base_time()
             .or_else(|| m.options.lq_base_time());
-        let stamped = self.stamp(base, now);
+        let stamped = self.stamp(now, base);
         let q = &mut self.inflight[idx];
         q.bindings += 1;
         // The same reading of LQ_RELAY_DATA as the cache's (nearest relay level).
@@ -493,7 +489,7 @@ impl BulkConnection {
             })));
     }
 
-    fn handle_message(&mut self, m: ClientMessage, now: Instant) {
+    fn handle_message(&mut self, now: Instant, m: ClientMessage) {
         let xid = m.transaction_id;
         match m.msg_type {
             MessageType::LEASEQUERY_REPLY => {
@@ -515,16 +511,16 @@ impl BulkConnection {
                 if let Some(st) = m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
                     let (code, message) = (st.code, st.text().into_owned());
                     if code == StatusCode::NO_BINDING {
-                        self.finish(idx, |b| Outcome::Complete { bindings: b }, now);
+                        self.finish(now, idx, |b| Outcome::Complete { bindings: b });
                     } else {
-                        self.finish_status(idx, code, message, now);
+                        self.finish_status(now, idx, code, message);
                     }
                     return;
                 }
                 match m.options.client_data() {
-                    Some(cd) => self.emit_binding(idx, &m, cd, now),
+                    Some(cd) => self.emit_binding(now, idx, &m, cd),
                     // §6.2: a REPLY without client data completes the query.
-                    None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
+                    None => self.finish(now, idx, |b| Outcome::Complete { bindings: b }),
                 }
             }
             MessageType::LEASEQUERY_DATA => {
@@ -535,7 +531,7 @@ impl BulkConnection {
                 };
                 self.progress(now);
                 match m.options.client_data() {
-                    Some(cd) => self.emit_binding(idx, &m, cd, now),
+                    Some(cd) => self.emit_binding(now, idx, &m, cd),
                     None => self
                         .events
                         .push_back(ConnEvent::Discarded(Discard::NoClientData)),
@@ -552,8 +548,8 @@ impl BulkConnection {
                 };
                 self.progress(now);
                 match m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
-                    Some(st) => self.finish_status(idx, st.code, st.text().into_owned(), now),
-                    None => self.finish(idx, |b| Outcome::Complete { bindings: b }, now),
+                    Some(st) => self.finish_status(now, idx, st.code, st.text().into_owned()),
+                    None => self.finish(now, idx, |b| Outcome::Complete { bindings: b }),
                 }
             }
             _ => self

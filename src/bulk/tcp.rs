@@ -313,7 +313,7 @@ impl ServerRun<'_> {
         let now = Instant::now().into_std();
         for p in std::mem::take(&mut self.todo) {
             self.attempts.insert(p.id, p.attempts);
-            conn.submit(p.id, p.query, now);
+            conn.submit(now, p.id, p.query);
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -340,7 +340,7 @@ impl ServerRun<'_> {
                     Ok(0) | Err(_) => conn.handle_closed(),
                     Ok(n) => {
                         self.stats.add(Counter::BytesReceived, n as u64);
-                        conn.handle_bytes(&buf[..n], Instant::now().into_std());
+                        conn.handle_bytes(Instant::now().into_std(), &buf[..n]);
                     }
                 },
                 _ = sleep_until(deadline) => conn.handle_timeout(Instant::now().into_std()),

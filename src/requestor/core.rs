@@ -150,7 +150,7 @@ impl Requestor {
     }
 
     /// New rate limits (configuration reload): the buckets start afresh (full) at `now`.
-    pub fn set_rates(&mut self, global: Option<Rate>, link: Option<Rate>, now: Instant) {
+    pub fn set_rates(&mut self, now: Instant, global: Option<Rate>, link: Option<Rate>) {
         self.global = global.map(|r| TokenBucket::new(r, now));
         self.links = link.map(|r| LinkBuckets::new(r, self.cfg.max_links));
         self.cfg.global_rate = global;
@@ -178,7 +178,7 @@ impl Requestor {
     }
 
     /// How many failures in a row the negative cache remembers for `query` (0: none).
-    pub fn negative_strikes(&self, query: &Query, now: Instant) -> u32 {
+    pub fn negative_strikes(&self, now: Instant, query: &Query) -> u32 {
         self.negative.strikes(query, now)
     }
 

@@ -227,7 +227,7 @@ impl RequestorRunner {
         let mut core = Requestor::new(self.cfg.clone(), StdRng::from_os_rng(), Instant::now());
         let rates = *self.rates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((global, link)) = rates {
-            core.set_rates(global, link, Instant::now());
+            core.set_rates(Instant::now(), global, link);
         }
         let refused = RefusedInterfaces::new(self.refuse.clone());
         run(
@@ -479,7 +479,7 @@ fn submit(
         }
         Cmd::SetRates(global, link) => {
             *rates.lock().unwrap_or_else(|e| e.into_inner()) = Some((global, link));
-            core.set_rates(global, link, Instant::now());
+            core.set_rates(Instant::now(), global, link);
         }
         Cmd::Query(q, tx) => match core.submit(Instant::now(), q.clone()) {
             Submit::Started(id) | Submit::Joined(id) => waiters.entry(id).or_default().push(tx),

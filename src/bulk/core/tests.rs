@@ -108,7 +108,7 @@ fn link_q(l: &str) -> BulkQuery {
 fn reply_data_done_streams_bindings_in_order() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     let q = sent_queries(&mut c);
     assert_eq!(q.len(), 1);
     let (xid, lq) = &q[0];
@@ -121,9 +121,9 @@ fn reply_data_done_streams_bindings_in_order() {
     bytes.extend(data(100, 2));
     // Split the stream at an awkward place: frames must reassemble.
     let (x, y) = bytes.split_at(7);
-    c.handle_bytes(x, t1);
-    c.handle_bytes(y, t1);
-    c.handle_bytes(&done(100, None), t1);
+    c.handle_bytes(t1, x);
+    c.handle_bytes(t1, y);
+    c.handle_bytes(t1, &done(100, None));
     let ev = events(&mut c);
     assert_eq!(ev.len(), 3);
     let ConnEvent::Binding(b) = &ev[0] else {
@@ -153,11 +153,11 @@ fn reply_data_done_streams_bindings_in_order() {
 fn one_query_in_flight_unless_pipelining() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
-    c.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    c.submit(t0, QueryId::new(2), link_q("2001:db8:2::1"));
     assert_eq!(sent_queries(&mut c).len(), 1, "second waits");
     // REPLY with no client data completes query 1 and releases query 2.
-    c.handle_bytes(&reply(100, vec![]), t0);
+    c.handle_bytes(t0, &reply(100, vec![]));
     let q = sent_queries(&mut c);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].0, 101);
@@ -172,8 +172,8 @@ fn one_query_in_flight_unless_pipelining() {
     );
 
     let mut p = BulkConnection::new(cfg(true));
-    p.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
-    p.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
+    p.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    p.submit(t0, QueryId::new(2), link_q("2001:db8:2::1"));
     assert_eq!(sent_queries(&mut p).len(), 2, "pipelined");
     // Interleaved answers are demultiplexed by xid.
     let mut b = reply(101, vec![DhcpOption::ClientData(client_data(7, true))]);
@@ -184,7 +184,7 @@ fn one_query_in_flight_unless_pipelining() {
     b.extend(done(101, None));
     b.extend(data(100, 2));
     b.extend(done(100, None));
-    p.handle_bytes(&b, t0);
+    p.handle_bytes(t0, &b);
     let fin: Vec<(QueryId, u64)> = events(&mut p)
         .into_iter()
         .filter_map(|e| match e {
@@ -199,8 +199,9 @@ fn one_query_in_flight_unless_pipelining() {
 fn statuses_end_queries_and_classify_retry() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     c.handle_bytes(
+        t0,
         &reply(
             100,
             vec![DhcpOption::StatusCode(Status::new(
@@ -208,7 +209,6 @@ fn statuses_end_queries_and_classify_retry() {
                 "no such link",
             ))],
         ),
-        t0,
     );
     let ev = events(&mut c);
     let ConnEvent::Finished { outcome, .. } = &ev[0] else {
@@ -218,10 +218,10 @@ fn statuses_end_queries_and_classify_retry() {
         if *code == StatusCode::NOT_CONFIGURED && message == "no such link"));
     assert!(!outcome.retryable());
     // QueryTerminated in the DONE after some data: data stays delivered, query retryable.
-    c.submit(QueryId::new(2), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(2), link_q("2001:db8:1::1"));
     let mut b = reply(101, vec![DhcpOption::ClientData(client_data(1, true))]);
     b.extend(done(101, Some(StatusCode::QUERY_TERMINATED)));
-    c.handle_bytes(&b, t0);
+    c.handle_bytes(t0, &b);
     let ev = events(&mut c);
     assert!(matches!(ev[0], ConnEvent::Binding(_)));
     let ConnEvent::Finished { outcome, .. } = &ev[1] else {
@@ -235,12 +235,13 @@ fn statuses_end_queries_and_classify_retry() {
 fn bad_messages_are_discarded_or_close_the_connection() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
-    c.submit(QueryId::new(2), link_q("2001:db8:2::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    c.submit(t0, QueryId::new(2), link_q("2001:db8:2::1"));
     // DATA before REPLY, a REPLY for another xid, a REPLY with someone else's CLIENTID.
-    c.handle_bytes(&data(100, 1), t0);
-    c.handle_bytes(&reply(555, vec![]), t0);
+    c.handle_bytes(t0, &data(100, 1));
+    c.handle_bytes(t0, &reply(555, vec![]));
     c.handle_bytes(
+        t0,
         &msg(
             MessageType::LEASEQUERY_REPLY,
             100,
@@ -249,12 +250,11 @@ fn bad_messages_are_discarded_or_close_the_connection() {
                 DhcpOption::ClientId(server()),
             ],
         ),
-        t0,
     );
     // A REPLY whose CLIENT_DATA lacks CLT_TIME: the query goes on, the data is dropped.
     c.handle_bytes(
-        &reply(100, vec![DhcpOption::ClientData(client_data(1, false))]),
         t0,
+        &reply(100, vec![DhcpOption::ClientData(client_data(1, false))]),
     );
     assert_eq!(
         events(&mut c),
@@ -265,10 +265,10 @@ fn bad_messages_are_discarded_or_close_the_connection() {
             ConnEvent::Discarded(Discard::NoCltTime),
         ]
     );
-    c.handle_bytes(&data(100, 2), t0);
+    c.handle_bytes(t0, &data(100, 2));
     assert!(matches!(events(&mut c)[..], [ConnEvent::Binding(_)]));
     // DONE for an unknown xid: close; in-flight lost, queued not sent.
-    c.handle_bytes(&done(999, None), t0);
+    c.handle_bytes(t0, &done(999, None));
     assert_eq!(
         events(&mut c),
         [
@@ -290,16 +290,16 @@ fn bad_messages_are_discarded_or_close_the_connection() {
     assert!(c.is_closed());
     // Garbage with a valid frame length closes too.
     let mut g = BulkConnection::new(cfg(false));
-    g.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
-    g.handle_bytes(&[0, 3, 15, 0, 0], t0);
+    g.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    g.handle_bytes(t0, &[0, 3, 15, 0, 0]);
     assert!(matches!(
         events(&mut g)[0],
         ConnEvent::Close(CloseReason::Protocol(_))
     ));
     // A zero length prefix closes.
     let mut z = BulkConnection::new(cfg(false));
-    z.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
-    z.handle_bytes(&[0, 0], t0);
+    z.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    z.handle_bytes(t0, &[0, 0]);
     assert!(z.is_closed());
 }
 
@@ -310,12 +310,12 @@ fn data_timeout_counts_from_last_progress() {
         data_timeout: Duration::from_secs(10),
         ..cfg(false)
     });
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     let t1 = t0 + Duration::from_secs(8);
     c.handle_bytes(
-        &reply(100, vec![DhcpOption::ClientData(client_data(1, true))]),
         t1,
+        &reply(100, vec![DhcpOption::ClientData(client_data(1, true))]),
     );
     assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     c.handle_timeout(t0 + Duration::from_secs(12));
@@ -337,12 +337,12 @@ fn connection_loss_ends_in_flight_as_lost() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
     c.submit(
+        t0,
         QueryId::new(1),
         BulkQuery::RelayId {
             relay_id: us(),
             link: Ipv6Addr::UNSPECIFIED,
         },
-        t0,
     );
     let q = sent_queries(&mut c);
     assert_eq!(q[0].1.query_type, QueryType::BY_RELAY_ID);
@@ -357,7 +357,7 @@ fn connection_loss_ends_in_flight_as_lost() {
         }
     ));
     // After close, a submit comes straight back unsent.
-    c.submit(QueryId::new(2), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(2), link_q("2001:db8:1::1"));
     assert!(matches!(
         &events(&mut c)[0],
         ConnEvent::Finished {
@@ -371,11 +371,11 @@ fn connection_loss_ends_in_flight_as_lost() {
 fn binding_link_falls_back_to_query_link() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:9::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:9::1"));
     let mut cd = client_data(1, true);
     cd.options
         .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
-    c.handle_bytes(&reply(100, vec![DhcpOption::ClientData(cd)]), t0);
+    c.handle_bytes(t0, &reply(100, vec![DhcpOption::ClientData(cd)]));
     let ConnEvent::Binding(b) = &events(&mut c)[0] else {
         panic!()
     };
@@ -387,7 +387,7 @@ fn binding_link_falls_back_to_query_link() {
 fn binding_link_and_peer_come_from_this_boxs_relay_level_the_outermost() {
     let t0 = Instant::now();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:9::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:9::1"));
     let mut cd = client_data(1, true);
     // Wrap the single level (link 2001:db8:1::1, peer fe80::1) in an outer relay.
     for o in cd.options.0.iter_mut() {
@@ -405,7 +405,7 @@ fn binding_link_and_peer_come_from_this_boxs_relay_level_the_outermost() {
             rd.relay = outer;
         }
     }
-    c.handle_bytes(&reply(100, vec![DhcpOption::ClientData(cd)]), t0);
+    c.handle_bytes(t0, &reply(100, vec![DhcpOption::ClientData(cd)]));
     let ConnEvent::Binding(b) = &events(&mut c)[0] else {
         panic!()
     };
@@ -453,29 +453,29 @@ fn bindings_are_stamped_by_the_servers_base_time_through_one_offset_per_connecti
     let t0 = Instant::now();
     let s = Duration::from_secs;
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     sent_queries(&mut c);
     let cd = DhcpOption::ClientData(client_data_at(1, 0, Some(1_000_000)));
-    c.handle_bytes(&reply(100, vec![cd]), t0);
+    c.handle_bytes(t0, &reply(100, vec![cd]));
     assert_eq!(
         stamps(&mut c),
         [(t0, t0)],
         "the first message sets the offset"
     );
     // Made 5 s later by the server, read 20 s later (a busy cache held the reads back).
-    c.handle_bytes(&data_at(100, 2, Some(1_000_005)), t0 + s(20));
+    c.handle_bytes(t0 + s(20), &data_at(100, 2, Some(1_000_005)));
     assert_eq!(stamps(&mut c), [(t0 + s(20), t0 + s(5))]);
     // No base time: the read.
-    c.handle_bytes(&data_at(100, 3, None), t0 + s(21));
+    c.handle_bytes(t0 + s(21), &data_at(100, 3, None));
     assert_eq!(stamps(&mut c), [(t0 + s(21), t0 + s(21))]);
     // A server clock stepping back an hour: no more than MAX_STAMP_LAG before the read.
-    c.handle_bytes(&data_at(100, 4, Some(1_000_000 - 3600)), t0 + s(22));
+    c.handle_bytes(t0 + s(22), &data_at(100, 4, Some(1_000_000 - 3600)));
     assert_eq!(stamps(&mut c), [(t0 + s(22), t0 + s(22) - MAX_STAMP_LAG)]);
     // A message that arrives sooner than the offset says (or a clock ahead): never after
     // the read, and it becomes the offset.
-    c.handle_bytes(&data_at(100, 5, Some(1_000_100)), t0 + s(30));
+    c.handle_bytes(t0 + s(30), &data_at(100, 5, Some(1_000_100)));
     assert_eq!(stamps(&mut c), [(t0 + s(30), t0 + s(30))]);
-    c.handle_bytes(&data_at(100, 6, Some(1_000_101)), t0 + s(40));
+    c.handle_bytes(t0 + s(40), &data_at(100, 6, Some(1_000_101)));
     assert_eq!(stamps(&mut c), [(t0 + s(40), t0 + s(31))]);
 }
 
@@ -491,15 +491,15 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
     let s = Duration::from_secs;
     let server_addr: std::net::SocketAddr = "[2001:db8:ffff::2]:547".parse().unwrap();
     let mut c = BulkConnection::new(cfg(false));
-    c.submit(QueryId::new(1), link_q("2001:db8:1::1"), t0);
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     sent_queries(&mut c);
     let cd = DhcpOption::ClientData(client_data_at(1, 0, Some(1000)));
-    c.handle_bytes(&reply(100, vec![cd]), t0);
+    c.handle_bytes(t0, &reply(100, vec![cd]));
     events(&mut c);
     // Server time 1005: client 2 renews (CLT 0); the server puts it in the stream.
     // Ours t0+10: client 2 releases; the snooped reply is applied at once.
     // Ours t0+20: the stream's message is read and applied.
-    c.handle_bytes(&data_at(100, 2, Some(1005)), t0 + s(20));
+    c.handle_bytes(t0 + s(20), &data_at(100, 2, Some(1005)));
     let b = match events(&mut c).pop() {
         Some(ConnEvent::Binding(b)) => b,
         e => panic!("{e:?}"),
