@@ -659,8 +659,11 @@ impl Book {
         self.desired.clear();
         self.refused.clear();
         let specs = specs.into_iter();
+        // The upper bound: a restart's specs come filtered from the loaded leases, whose lower
+        // bound is 0 (and each rehash of a growing million-entry map rehashes it all).
+        let (least, most) = specs.size_hint();
         self.desired
-            .reserve(specs.size_hint().0.min(self.rules.max_routes));
+            .reserve(most.unwrap_or(least).min(self.rules.max_routes));
         for spec in specs {
             if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.rules.max_routes
             {
@@ -787,6 +790,8 @@ impl Book {
         }
         // Belief = what the kernel showed (first route of ours per destination at our metric).
         self.installed.clear();
+        // What the kernel will hold once the plan has run: the desired set.
+        self.installed.reserve(actual.len().max(self.desired.len()));
         for r in actual {
             if r.metric == self.rules.metric {
                 self.installed.entry(r.dst).or_insert(*r);

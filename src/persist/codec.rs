@@ -209,6 +209,12 @@ pub(super) struct Interner {
 }
 
 impl Interner {
+    /// Room for `records` leases' clients without a rehash (a rehash of a growing set hashes
+    /// every client again).
+    pub(super) fn reserve(&mut self, records: usize) {
+        self.clients.reserve(records);
+    }
+
     fn client(&mut self, c: ClientInfo) -> Arc<ClientInfo> {
         if let Some(held) = self.clients.get(&c) {
             return held.clone();

@@ -238,6 +238,7 @@ pub fn load_with(
     let journal_bytes = read_opt(r, retry, &journal_path)?;
     if let Some(bytes) = snap_bytes {
         map.reserve(bytes.len() / MIN_RECORD_BYTES);
+        intern.reserve(bytes.len() / MIN_RECORD_BYTES);
         let header = parse_header(&bytes, KIND_SNAPSHOT);
         let mut end = None;
         let mut count = 0u64;
