@@ -145,23 +145,24 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     // every part that raises them (the cache task; the kernel side for inherited routes) can
     // be handed a clone.
     let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
-    let routes = start::reconcile(
+    let (routes, loaded) = start::reconcile(
         &cfg,
         kernel.installer,
         clock,
-        &loaded,
+        loaded,
         &metrics,
         &tasks,
         &doubts,
     )
     .await?;
     let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
+    // The store, the installer and the trigger hold the loaded leases now.
+    drop(loaded);
     let trigger_handle = trigger.as_ref().map(Trigger::handle);
     let (cache, cache_task) = start::cache(
         clock,
         &writer,
         &kernel.admission,
-        loaded,
         &routes,
         start::CacheOutlets {
             trigger: trigger_handle.clone(),
@@ -298,22 +299,22 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
     let (loaded, writer) = start::state(cfg, clock, &kernel.admission)?;
     steps.push(("state", began.elapsed()));
     let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
-    let routes = start::reconcile(
+    let (routes, loaded) = start::reconcile(
         cfg,
         kernel.installer,
         clock,
-        &loaded,
+        loaded,
         &metrics,
         &tasks,
         &doubts,
     )
     .await?;
+    drop(loaded);
     steps.push(("reconcile", began.elapsed()));
     let (cache, cache_task) = start::cache(
         clock,
         &writer,
         &kernel.admission,
-        loaded,
         &routes,
         start::CacheOutlets {
             trigger: None,

@@ -252,15 +252,20 @@ pub(super) struct Routes {
     pub(super) stats: Arc<InstallerStats>,
 }
 
+///
+/// The cache's store is seeded with the loaded leases here too, on a blocking thread while the
+/// installer reconciles: the two are independent (the seeded leases go on no change stream, see
+/// [`cache`]), and done one after the other the seeding held the cache back behind the whole
+/// install (a restart's last step, at a million leases). `loaded` is handed back unchanged.
 pub(super) async fn reconcile(
     cfg: &Config,
     mut installer: Installer,
     clock: AgentClock,
-    loaded: &persist::Loaded,
+    mut loaded: persist::Loaded,
     metrics: &Metrics,
     tasks: &Tasks,
     doubts: &DoubtSink,
-) -> Result<Routes, DaemonError> {
+) -> Result<(Routes, persist::Loaded), DaemonError> {
     // Inherited routes nothing explains when inheritance ends are asked about (the ownership
     // rule): the installer raises their doubts at the confirmer's pace.
     installer.set_doubts(doubts.clone(), clock);
@@ -272,15 +277,32 @@ pub(super) async fn reconcile(
     metrics
         .routes_limit
         .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
-    let specs = loaded
-        .leases
+    let store = Arc::new(BindingStore::new(settings::cache_config(cfg)));
+    let leases = Arc::new(std::mem::take(&mut loaded.leases));
+    let seeding = {
+        let (store, leases) = (store.clone(), leases.clone());
+        tokio::task::spawn_blocking(move || {
+            let now = clock.now();
+            for (k, l) in leases.iter() {
+                // Not announced: the installer (here) and the trigger hold them already.
+                let _ = store.restore(*k, l.clone(), now);
+            }
+        })
+    };
+    let specs = leases
         .iter()
         .filter_map(|(k, l)| mapper.spec(k, &RouteView::of(k, l)));
-    let report = installer.set_desired(specs).await?;
+    let report = installer.set_desired(specs).await;
+    if let Err(e) = seeding.await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    loaded.leases = Arc::try_unwrap(leases).unwrap_or_else(|shared| (*shared).clone());
+    let report = report?;
     info!(target: LOG_TARGET, ?report, "kernel reconciled against the loaded cache");
     routes::sync_unreachable(settings::unreachable_aggregates(cfg)).await;
     let (commands, route_rx) = mpsc::channel(ROUTE_COMMANDS);
-    let store = Arc::new(BindingStore::new(settings::cache_config(cfg)));
     let task = tokio::spawn(supervise_routes(
         &tasks.sup,
         installer,
@@ -292,13 +314,16 @@ pub(super) async fn reconcile(
             mapper: mapper.clone(),
         },
     ));
-    Ok(Routes {
-        commands,
-        task,
-        store,
-        mapper,
-        stats,
-    })
+    Ok((
+        Routes {
+            commands,
+            task,
+            store,
+            mapper,
+            stats,
+        },
+        loaded,
+    ))
 }
 
 /// Step 5: the trigger's table, its known-source sets filled from the state file before any
@@ -344,12 +369,12 @@ pub(super) struct CacheOutlets {
 }
 
 /// Step 6: the cache, its change stream feeding the route task. A restarted cache task works on
-/// the same store and channels (the loaded leases go in on the first run only).
+/// the same store and channels; the store already holds the loaded leases ([`reconcile`] seeded
+/// it, step 4).
 pub(super) fn cache(
     clock: AgentClock,
     writer: &StateWriter,
     admission: &Arc<Admission>,
-    loaded: persist::Loaded,
     routes: &Routes,
     outlets: CacheOutlets,
     tasks: &mut Tasks,
@@ -364,13 +389,10 @@ pub(super) fn cache(
         // Doubts the store raises go to the confirmer (started with the requestor, step 7).
         Some(doubts),
     );
-    let mut restored = Some(loaded.leases);
     let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
-        // The installer (`reconcile`, step 4) and the trigger (step 5) already hold the
-        // loaded leases: restoring them needs no change stream.
-        let run = cache_runner
-            .clone()
-            .run_seeded(restored.take().unwrap_or_default());
+        // The store holds the loaded leases already, seeded without a change stream: the
+        // installer (`reconcile`, step 4) and the trigger (step 5) hold them too.
+        let run = cache_runner.clone().run_seeded(Vec::new());
         async move {
             run.await;
             Ok::<(), std::convert::Infallible>(())

@@ -25,7 +25,15 @@ use super::link::{LinkMapping, LinkTable};
 use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, Stale};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
+use crate::cache::storage::hash::KeyHashBuilder;
 use crate::prefix::Ipv6Prefix;
+
+/// The book's maps, keyed by destination: hashed with the cache's seeded word hasher, not
+/// SipHash. A restart from a big state file puts every route through several of them (desired,
+/// wanted, installed, the expiry of each add), and SipHash of a 17-byte prefix was most of that
+/// cost. The seed is random per process, as the destinations come from the network.
+type Map<K, V> = HashMap<K, V, KeyHashBuilder>;
+type Set<K> = HashSet<K, KeyHashBuilder>;
 
 /// What became of one op sent to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +135,12 @@ struct Rules {
 pub(super) struct Book {
     rules: Rules,
     links: LinkTable,
-    desired: HashMap<Ipv6Prefix, RouteSpec>,
-    installed: HashMap<Ipv6Prefix, KernelRoute>,
-    parked: HashSet<Ipv6Prefix>,
+    desired: Map<Ipv6Prefix, RouteSpec>,
+    installed: Map<Ipv6Prefix, KernelRoute>,
+    parked: Set<Ipv6Prefix>,
     /// Routes of ours found at start that nothing desires: kept until a source explains or
     /// withdraws them, or until their kernel expiry (without one, until inheritance ends).
-    inherited: HashMap<Ipv6Prefix, Inherited>,
+    inherited: Map<Ipv6Prefix, Inherited>,
     /// While set, a reconcile takes undesired routes of ours as inherited instead of deleting
     /// them (recovery may not have told the cache about them yet).
     inherit_until: Option<Instant>,
@@ -145,7 +153,7 @@ pub(super) struct Book {
     /// desired or in `inherited`, so an empty `inherited` leaves nothing for the end of
     /// inheritance to delete (see [`Book::nothing_inherited`]).
     seen_while_inheriting: bool,
-    retry: HashMap<Ipv6Prefix, Retry>,
+    retry: Map<Ipv6Prefix, Retry>,
     /// Upserts refused at `max_routes`, oldest first: re-admitted when a withdrawal makes room
     /// (the cache will not send them again while the binding is unchanged, so forgetting them
     /// would leave a cached subscriber without its route for the life of its lease). At most
@@ -164,7 +172,7 @@ pub(super) const MAX_REFUSED: usize = 65_536;
 struct Refused {
     next: u64,
     order: std::collections::BTreeMap<u64, Ipv6Prefix>,
-    specs: HashMap<Ipv6Prefix, (u64, RouteSpec)>,
+    specs: Map<Ipv6Prefix, (u64, RouteSpec)>,
 }
 
 impl Refused {
@@ -221,15 +229,15 @@ impl Book {
                 links: cfg.links.clone(),
             },
             links: LinkTable::new(),
-            desired: HashMap::new(),
-            installed: HashMap::new(),
-            parked: HashSet::new(),
-            inherited: HashMap::new(),
+            desired: Map::default(),
+            installed: Map::default(),
+            parked: Set::default(),
+            inherited: Map::default(),
             inherit_until: (!cfg.inherit_grace.is_zero()).then(|| now + cfg.inherit_grace),
             doubts: VecDeque::new(),
             unconfirmed_logged: true,
             seen_while_inheriting: false,
-            retry: HashMap::new(),
+            retry: Map::default(),
             refused: Refused::default(),
             resync_needed: false,
             stats,
@@ -315,11 +323,11 @@ impl Book {
         let changes = changes.into_iter();
         let hint = changes.size_hint().0;
         let mut touched = Vec::with_capacity(hint);
-        let mut seen = HashSet::with_capacity(hint);
+        let mut seen = Set::with_capacity_and_hasher(hint, KeyHashBuilder::default());
         let mut freed = false;
         // Routes whose only change is the lifetime: with expiry mirrored into the kernel they
         // are replaced so RTA_EXPIRES moves with the lease (otherwise the old deadline fires).
-        let mut refresh = HashSet::new();
+        let mut refresh = Set::default();
         self.desired.reserve(hint.min(self.rules.max_routes));
         for change in changes {
             let dst = match change {
@@ -650,6 +658,12 @@ impl Book {
     pub(super) fn set_desired(&mut self, specs: impl IntoIterator<Item = RouteSpec>) {
         self.desired.clear();
         self.refused.clear();
+        let specs = specs.into_iter();
+        // The upper bound: a restart's specs come filtered from the loaded leases, whose lower
+        // bound is 0 (and each rehash of a growing million-entry map rehashes it all).
+        let (least, most) = specs.size_hint();
+        self.desired
+            .reserve(most.unwrap_or(least).min(self.rules.max_routes));
         for spec in specs {
             if !self.desired.contains_key(&spec.dst) && self.desired.len() >= self.rules.max_routes
             {
@@ -682,8 +696,8 @@ impl Book {
         expiring: &HashMap<Ipv6Prefix, Instant>,
         now: Instant,
     ) -> (ReconcileReport, Vec<RouteOp>) {
-        let mut want = HashMap::new();
-        let mut keep = HashSet::new();
+        let mut want = Map::with_capacity_and_hasher(self.desired.len(), KeyHashBuilder::default());
+        let mut keep = Set::default();
         let mut unresolved = Vec::new();
         for (dst, spec) in &self.desired {
             match self.resolve(spec) {
@@ -734,12 +748,21 @@ impl Book {
                 .collect(),
         };
         let before = self.inherited.len();
-        let mut next = HashMap::with_capacity(candidates.len());
+        // Each destination's first route in the dump, found by one pass (a search of the dump
+        // per candidate was quadratic in a restart that inherits a big table).
+        let mut first: Map<Ipv6Prefix, &KernelRoute> = Map::default();
+        if !candidates.is_empty() {
+            first.reserve(actual.len());
+            for r in actual {
+                first.entry(r.dst).or_insert(r);
+            }
+        }
+        let mut next = Map::with_capacity_and_hasher(candidates.len(), KeyHashBuilder::default());
         for dst in candidates {
             if next.contains_key(&dst) {
                 continue;
             }
-            let Some(route) = actual.iter().find(|r| r.dst == dst) else {
+            let Some(&route) = first.get(&dst) else {
                 continue;
             };
             let doubted = self.inherited.get(&dst).is_some_and(|i| i.doubted);
@@ -767,6 +790,8 @@ impl Book {
         }
         // Belief = what the kernel showed (first route of ours per destination at our metric).
         self.installed.clear();
+        // What the kernel will hold once the plan has run: the desired set.
+        self.installed.reserve(actual.len().max(self.desired.len()));
         for r in actual {
             if r.metric == self.rules.metric {
                 self.installed.entry(r.dst).or_insert(*r);
@@ -1484,6 +1509,25 @@ mod tests {
 
     fn expiring(list: &[(&KernelRoute, Instant)]) -> HashMap<Ipv6Prefix, Instant> {
         list.iter().map(|(r, t)| (r.dst, *t)).collect()
+    }
+
+    /// An inherited destination is anchored to the route the dump shows first for it (its
+    /// interface and next hop), whatever other routes of ours to it follow.
+    #[test]
+    fn an_inherited_destination_is_anchored_to_its_first_route_in_the_dump() {
+        let t0 = Instant::now();
+        let first = pd("2001:db8:100::/56", "fe80::7", IF_UP);
+        let second = pd("2001:db8:100::/56", "fe80::8", IF_UP);
+        let other = kr("2001:db8:1::5/128", IF_UP);
+        let mut b = inheriting(t0);
+        let (report, ops) = b.reconcile(&[other, first, second], &HashMap::new(), t0);
+        assert!(ops.is_empty());
+        assert_eq!(report.inherited, 2);
+        assert_eq!(b.inherited[&first.dst].route, first);
+        assert_eq!(b.inherited[&other.dst].route, other);
+        let mut b = inheriting(t0);
+        b.reconcile(&[second, first], &HashMap::new(), t0);
+        assert_eq!(b.inherited[&first.dst].route, second);
     }
 
     /// Inherited routes live until the kernel's expiry, not the grace: at the end of

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use super::LinkRef;
+use crate::cache::storage::hash::KeyHashBuilder;
 use crate::prefix::Ipv6Prefix;
 
 /// Config: link-addresses inside `link` leave by `interface`.
@@ -28,10 +29,11 @@ pub struct LinkMapping {
 /// Interfaces by index and name, and their IPv6 addresses.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LinkTable {
-    by_name: HashMap<String, u32>,
-    by_index: HashMap<u32, String>,
+    // The seeded word hasher: every route resolved at a restart looks its interface up here.
+    by_name: HashMap<String, u32, KeyHashBuilder>,
+    by_index: HashMap<u32, String, KeyHashBuilder>,
     /// Administratively up (IFF_UP).
-    up: HashMap<u32, bool>,
+    up: HashMap<u32, bool, KeyHashBuilder>,
     /// (ifindex, address, prefix length) as the kernel reports them.
     addrs: Vec<(u32, Ipv6Addr, u8)>,
 }

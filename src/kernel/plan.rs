@@ -9,6 +9,7 @@
 
 use crate::label::labels;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::Ipv6Addr;
 
 use crate::prefix::Ipv6Prefix;
@@ -166,10 +167,10 @@ pub(crate) enum Stale {
 /// (while the agent cannot yet know what it should hold) left in place and listed in
 /// [`Reconciliation::inherited`]. Routes at a desired destination are always corrected: the
 /// cache explains that destination.
-pub(crate) fn plan_reconcile(
-    desired: &HashMap<Ipv6Prefix, KernelRoute>,
+pub(crate) fn plan_reconcile<S: BuildHasher, T: BuildHasher>(
+    desired: &HashMap<Ipv6Prefix, KernelRoute, S>,
     actual: &[KernelRoute],
-    keep: &HashSet<Ipv6Prefix>,
+    keep: &HashSet<Ipv6Prefix, T>,
     stale: Stale,
 ) -> Reconciliation {
     let mut out = Reconciliation::default();

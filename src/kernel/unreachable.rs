@@ -19,7 +19,11 @@ use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteType};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::{
+    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
+use netlink_proto::sys::AsyncSocket;
 use rtnetlink::RouteMessageBuilder;
 
 use super::netlink::table_of;
@@ -76,6 +80,22 @@ fn message(at: Placement, p: Ipv6Prefix) -> RouteMessage {
         .build()
 }
 
+/// `ip -6 route show type unreachable proto P table T` as a dump request: the kernel's filter
+/// (with NETLINK_GET_STRICT_CHK) for [`ours`].
+fn dump_filter(at: Placement) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet6;
+    m.header.protocol = RouteProtocol::from(at.protocol);
+    m.header.kind = RouteType::Unreachable;
+    if at.table > 255 {
+        m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        m.attributes.push(RouteAttribute::Table(at.table));
+    } else {
+        m.header.table = at.table as u8;
+    }
+    m
+}
+
 /// Our unreachable routes now in the kernel (protocol, table and type all ours).
 fn ours(at: Placement, m: &RouteMessage) -> Option<Ipv6Prefix> {
     if m.header.kind != RouteType::Unreachable
@@ -95,7 +115,15 @@ fn ours(at: Placement, m: &RouteMessage) -> Option<Ipv6Prefix> {
 
 /// Make our unreachable routes exactly `want`.
 pub async fn sync(at: Placement, want: &[Ipv6Prefix]) -> Result<SyncReport, UnreachableError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(UnreachableError::Connect)?;
+    let (mut conn, handle, _) = rtnetlink::new_connection().map_err(UnreachableError::Connect)?;
+    // The dump below is filtered by the kernel when it checks dump requests strictly: only our
+    // unreachable routes come back, not the whole table — at a restart that table holds every
+    // subscriber route (a million), which were all read and parsed to find a handful. A kernel
+    // that cannot filter sends everything, and `ours` picks them out as before.
+    let _ = conn
+        .socket_mut()
+        .socket_mut()
+        .set_netlink_get_strict_chk(true);
     let conn = tokio::spawn(conn);
     let r = sync_with(&handle, at, want).await;
     conn.abort();
@@ -107,10 +135,7 @@ async fn sync_with(
     at: Placement,
     want: &[Ipv6Prefix],
 ) -> Result<SyncReport, UnreachableError> {
-    let mut dump = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-        .execute();
+    let mut dump = handle.route().get(dump_filter(at)).execute();
     let mut have = BTreeSet::new();
     while let Some(m) = dump.try_next().await.map_err(UnreachableError::Dump)? {
         if let Some(p) = ours(at, &m) {

@@ -5,7 +5,7 @@
 //! Every byte decoded here may be damaged or hostile: lengths are bounded ([`MAX_RECORD`]),
 //! every read is checked, and a bad record is reported, never a panic.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::PersistError;
 use crate::cache::binding::{
     AccessPort, ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
 };
+use crate::cache::storage::hash::KeyHashBuilder;
 use crate::prefix::Ipv6Prefix;
 
 const MAGIC: &[u8; 8] = b"LQAGSTAT";
@@ -92,57 +93,61 @@ pub fn encode_record(rec: &Record, b: &mut Vec<u8>) {
             b.push(TAG_REMOVE);
             put_key(b, k);
         }
-        Record::Upsert(k, l) => {
-            b.push(TAG_UPSERT);
-            put_key(b, k);
-            b.push(ia_to_u8(l.ia));
-            b.extend_from_slice(&l.iaid.to_le_bytes());
-            for t in [
-                l.preferred_until,
-                l.valid_until,
-                l.last_transaction,
-                l.arrival,
-            ] {
-                b.extend_from_slice(&t.millis().to_le_bytes());
-            }
-            b.push(l.source.to_u8());
-            match l.srsn {
-                Some(s) => {
-                    b.push(1);
-                    b.extend_from_slice(&s.to_le_bytes());
-                }
-                None => b.push(0),
-            }
-            put_opt_addr(b, l.next_hop);
-            let c = &l.client;
-            put_bytes16(b, &c.duid);
-            b.extend_from_slice(&c.link.address.octets());
-            put_opt_bytes(b, c.link.interface.as_deref().map(str::as_bytes));
-            match &c.relay {
-                Some(r) => {
-                    // 1: relay data; 2: relay data and an access port after it (files written
-                    // before access ports existed only hold 0 and 1, and still load).
-                    b.push(if r.access.is_some() {
-                        RELAY_WITH_ACCESS
-                    } else {
-                        1
-                    });
-                    put_opt_addr(b, r.peer_address);
-                    put_opt_bytes(b, r.interface_id.as_deref());
-                    put_opt_bytes(b, r.remote_id.as_deref());
-                    if let Some(a) = &r.access {
-                        b.push(a.levels);
-                        put_opt_addr(b, a.peer_address);
-                        put_opt_bytes(b, a.interface_id.as_deref());
-                        put_opt_bytes(b, a.remote_id.as_deref());
-                    }
-                }
-                None => b.push(0),
-            }
-            put_bytes16(b, &l.server.duid);
-            b.extend_from_slice(&l.server.address.octets());
-        }
+        Record::Upsert(k, l) => encode_upsert(k, l, b),
     }
+}
+
+/// Append the payload of an upsert of `l` at `k` to `b`: [`encode_record`] without a record
+/// to build (a snapshot encodes every lease of the cache from borrowed ones).
+pub fn encode_upsert(k: &LeaseKey, l: &Lease, b: &mut Vec<u8>) {
+    b.push(TAG_UPSERT);
+    put_key(b, k);
+    b.push(ia_to_u8(l.ia));
+    b.extend_from_slice(&l.iaid.to_le_bytes());
+    for t in [
+        l.preferred_until,
+        l.valid_until,
+        l.last_transaction,
+        l.arrival,
+    ] {
+        b.extend_from_slice(&t.millis().to_le_bytes());
+    }
+    b.push(l.source.to_u8());
+    match l.srsn {
+        Some(s) => {
+            b.push(1);
+            b.extend_from_slice(&s.to_le_bytes());
+        }
+        None => b.push(0),
+    }
+    put_opt_addr(b, l.next_hop);
+    let c = &l.client;
+    put_bytes16(b, &c.duid);
+    b.extend_from_slice(&c.link.address.octets());
+    put_opt_bytes(b, c.link.interface.as_deref().map(str::as_bytes));
+    match &c.relay {
+        Some(r) => {
+            // 1: relay data; 2: relay data and an access port after it (files written
+            // before access ports existed only hold 0 and 1, and still load).
+            b.push(if r.access.is_some() {
+                RELAY_WITH_ACCESS
+            } else {
+                1
+            });
+            put_opt_addr(b, r.peer_address);
+            put_opt_bytes(b, r.interface_id.as_deref());
+            put_opt_bytes(b, r.remote_id.as_deref());
+            if let Some(a) = &r.access {
+                b.push(a.levels);
+                put_opt_addr(b, a.peer_address);
+                put_opt_bytes(b, a.interface_id.as_deref());
+                put_opt_bytes(b, a.remote_id.as_deref());
+            }
+        }
+        None => b.push(0),
+    }
+    put_bytes16(b, &l.server.duid);
+    b.extend_from_slice(&l.server.address.octets());
 }
 
 /// Append the payload of a snapshot's `End` marker (the number of leases before it) to `b`.
@@ -188,11 +193,67 @@ pub(super) fn parse_header(bytes: &[u8], kind: u8) -> Option<u64> {
 
 // ---------------------------------------------------------------- decoding
 
-/// Interns clients and servers while loading, so leases share them as in the live cache.
+/// Interns clients, servers and interface names while loading, so leases share them as in the
+/// live cache.
+///
+/// Built for a million-record load: the sets hold the shared `Arc`s themselves (a lookup borrows
+/// the decoded value, nothing is cloned to serve as a key), hash with the cache's seeded word
+/// hasher instead of SipHash, and a record whose server or interface is the one seen last (most
+/// records: few servers, few interfaces) allocates nothing for it.
 #[derive(Default)]
 pub(super) struct Interner {
-    clients: HashMap<ClientInfo, Arc<ClientInfo>>,
-    servers: HashMap<ServerId, Arc<ServerId>>,
+    clients: HashSet<Arc<ClientInfo>, KeyHashBuilder>,
+    servers: HashSet<Arc<ServerId>, KeyHashBuilder>,
+    interfaces: HashSet<Arc<str>, KeyHashBuilder>,
+    last_server: Option<Arc<ServerId>>,
+}
+
+impl Interner {
+    /// Room for `records` leases' clients without a rehash (a rehash of a growing set hashes
+    /// every client again).
+    pub(super) fn reserve(&mut self, records: usize) {
+        self.clients.reserve(records);
+    }
+
+    fn client(&mut self, c: ClientInfo) -> Arc<ClientInfo> {
+        if let Some(held) = self.clients.get(&c) {
+            return held.clone();
+        }
+        let c = Arc::new(c);
+        self.clients.insert(c.clone());
+        c
+    }
+
+    fn server(&mut self, duid: &[u8], address: Ipv6Addr) -> Arc<ServerId> {
+        if let Some(s) = &self.last_server {
+            if *s.duid == *duid && s.address == address {
+                return s.clone();
+            }
+        }
+        let id = ServerId {
+            duid: duid.into(),
+            address,
+        };
+        let s = match self.servers.get(&id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(id);
+                self.servers.insert(s.clone());
+                s
+            }
+        };
+        self.last_server = Some(s.clone());
+        s
+    }
+
+    fn interface(&mut self, name: &str) -> Arc<str> {
+        if let Some(i) = self.interfaces.get(name) {
+            return i.clone();
+        }
+        let i = Arc::<str>::from(name);
+        self.interfaces.insert(i.clone());
+        i
+    }
 }
 
 struct Cursor<'a> {
@@ -241,9 +302,21 @@ impl<'a> Cursor<'a> {
             }),
         }
     }
-    fn bytes16(&mut self, what: &'static str) -> Result<Box<[u8]>, PersistError> {
+    /// A length-prefixed byte string, borrowed from the record (the caller copies what it keeps,
+    /// into the container it keeps it in).
+    fn slice16(&mut self, what: &'static str) -> Result<&'a [u8], PersistError> {
         let n = usize::from(self.u16(what)?);
-        Ok(self.take(n, what)?.into())
+        self.take(n, what)
+    }
+    fn bytes16(&mut self, what: &'static str) -> Result<Box<[u8]>, PersistError> {
+        Ok(self.slice16(what)?.into())
+    }
+    fn opt_slice(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, PersistError> {
+        Ok(if self.flag(what)? {
+            Some(self.slice16(what)?)
+        } else {
+            None
+        })
     }
     fn opt_bytes(&mut self, what: &'static str) -> Result<Option<Box<[u8]>>, PersistError> {
         Ok(if self.flag(what)? {
@@ -318,10 +391,10 @@ fn decode_payload(p: &[u8], intern: &mut Interner) -> Result<Decoded, PersistErr
                 None
             };
             let next_hop = c.opt_addr("next hop")?;
-            let duid = c.bytes16("client duid")?;
+            let duid = c.slice16("client duid")?;
             let link_addr = c.addr("link address")?;
-            let interface = match c.opt_bytes("interface")? {
-                Some(b) => Some(Arc::<str>::from(std::str::from_utf8(&b).map_err(|_| {
+            let interface = match c.opt_slice("interface")? {
+                Some(b) => Some(intern.interface(std::str::from_utf8(b).map_err(|_| {
                     PersistError::Malformed {
                         at: c.at,
                         what: "interface",
@@ -355,30 +428,17 @@ fn decode_payload(p: &[u8], intern: &mut Interner) -> Result<Decoded, PersistErr
                     });
                 }
             };
-            let sduid = c.bytes16("server duid")?;
+            let sduid = c.slice16("server duid")?;
             let saddr = c.addr("server address")?;
-            let client = ClientInfo {
+            let client = intern.client(ClientInfo {
                 duid: duid.into(),
                 link: Link {
                     address: link_addr,
                     interface,
                 },
                 relay,
-            };
-            let client = intern
-                .clients
-                .entry(client.clone())
-                .or_insert_with(|| Arc::new(client))
-                .clone();
-            let server = ServerId {
-                duid: sduid,
-                address: saddr,
-            };
-            let server = intern
-                .servers
-                .entry(server.clone())
-                .or_insert_with(|| Arc::new(server))
-                .clone();
+            });
+            let server = intern.server(sduid, saddr);
             Decoded::Rec(Record::Upsert(
                 key,
                 Lease {
@@ -469,6 +529,8 @@ pub(super) fn walk(
     mut f: impl FnMut(Decoded),
 ) -> Vec<Damage> {
     let mut damage = Vec::new();
+    // Resynchronising only asks whether a frame decodes; what it interns is thrown away.
+    let mut scratch = Interner::default();
     while at < bytes.len() {
         match frame_at(bytes, at, intern) {
             Ok((d, next)) => {
@@ -477,7 +539,7 @@ pub(super) fn walk(
             }
             Err(why) => {
                 let until = (at + 1..bytes.len())
-                    .find(|p| frame_at(bytes, *p, &mut Interner::default()).is_ok())
+                    .find(|p| frame_at(bytes, *p, &mut scratch).is_ok())
                     .unwrap_or(bytes.len());
                 damage.push(Damage { at, until, why });
                 at = until;

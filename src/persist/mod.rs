@@ -32,7 +32,10 @@
 //!   off the queue — never earlier (the records it already holds would be replayed from its fresh
 //!   journal, and a crash part-way through them would mix older and newer values), never later
 //!   (records queued after it would go to the journal it replaces and be lost). So the files
-//!   always hold the state after some prefix of the records;
+//!   always hold the state after some prefix of the records. While the writer writes a snapshot
+//!   (on a helper thread) it keeps taking messages off the queue, up to 256k, and handles them
+//!   after it in their order, exactly as if they had waited in the queue: a big snapshot no longer
+//!   fills the queue and drops the records behind it;
 //! - while writes fail (degraded), records are not journaled but applied to the snapshot held for
 //!   the next retry, so that recovery resumes the journal on the state after every record so far.
 //!
