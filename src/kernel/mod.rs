@@ -32,6 +32,7 @@ pub(crate) mod link;
 pub(crate) mod netlink;
 pub(crate) mod plan;
 pub mod reconcile;
+pub(crate) mod routesock;
 pub(crate) mod stats;
 pub mod unreachable;
 pub(crate) mod watch;
