@@ -577,7 +577,11 @@ impl Installer {
             Received::Datagram => {
                 for a in self.sock.answers() {
                     let Some(i) = batches.op_of(a.seq) else {
-                        debug!(seq = a.seq, errno = a.errno, "netlink answer for no pending route op");
+                        debug!(
+                            seq = a.seq,
+                            errno = a.errno,
+                            "netlink answer for no pending route op"
+                        );
                         continue;
                     };
                     if a.errno != 0 {

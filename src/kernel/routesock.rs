@@ -65,9 +65,7 @@ impl RouteSocket {
     pub(crate) fn open(cfg: &InstallerConfig) -> Result<RouteSocket, KernelError> {
         // Non-blocking, registered with the runtime.
         let mut sock = TokioSocket::new(NETLINK_ROUTE).map_err(KernelError::Socket)?;
-        sock.socket_mut()
-            .bind_auto()
-            .map_err(KernelError::Socket)?;
+        sock.socket_mut().bind_auto().map_err(KernelError::Socket)?;
         netlink::set_recv_buffer(sock.socket_ref(), cfg.recv_buffer)?;
         Ok(RouteSocket {
             sock,
