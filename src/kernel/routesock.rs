@@ -14,6 +14,10 @@
 //! before the call returns; so an answer normally waits already when it is read, and only a
 //! missing one (a lost answer after a receive overrun) makes the reader wait, never longer than
 //! the deadline it is given.
+//!
+//! The sender of a datagram is not checked: only a process with CAP_NET_ADMIN may send to a
+//! NETLINK_ROUTE socket's port (the kernel refuses others in `netlink_sendmsg`), and such a
+//! process can change the routes itself anyway.
 
 use std::io;
 
