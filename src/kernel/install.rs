@@ -1,7 +1,8 @@
 //! The installer: the rtnetlink shell that carries [`RouteChange`]s into the kernel.
 //!
-//! It owns one netlink socket (strict dump checking, enlarged receive buffer) driven by a
-//! netlink-proto connection task, and drives the pure bookkeeping (`book::Book`): every event
+//! It owns two netlink sockets, both with an enlarged receive buffer: one driven by a
+//! netlink-proto connection task for dumps (strict dump checking), and the route socket
+//! ([`super::routesock`]) it writes route requests on and reads their answers from. It drives the pure bookkeeping (`book::Book`): every event
 //! (changes, a due retry, a link notification or re-dump, a dump of our routes) goes to the
 //! book, which decides the ops; the installer runs them and hands back what the kernel
 //! answered. What it keeps itself is execution: batching, acks, matching errors to ops, dumps. Every kernel answer is awaited
@@ -9,7 +10,8 @@
 //!
 //! Speed: ops go out in datagrams of [`InstallerConfig::batch_size`] messages, up to
 //! [`InstallerConfig::max_in_flight`] datagrams unacknowledged; only the last message of each
-//! datagram asks for an ack (see [`super::netlink`] for why that is safe). Per-route errors are
+//! datagram asks for an ack (see [`super::netlink`] for why that is safe); each request carries
+//! its own sequence number, so an error names its op. Per-route errors are
 //! settled one by one by the book: EEXIST → replace if a dump shows the route is ours (never
 //! someone else's), ENODEV → park, anything else or no answer → retry with exponential backoff,
 //! counted.
@@ -28,17 +30,17 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use futures::stream::FuturesUnordered;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_proto::ConnectionHandle;
 use netlink_proto::sys::{AsyncSocket, SocketAddr};
-use netlink_proto::{ConnectionHandle, ReplyExpectation};
 use tracing::{debug, info, warn};
 
 use super::book::{Book, InheritDoubt, Outcome, ReconcileReport, RouteState};
 use super::link::LinkTable;
 use super::netlink;
-use super::plan::{KernelRoute, OpKind, RouteOp, RoutePlan};
+use super::plan::{KernelRoute, RouteOp, RoutePlan};
+use super::routesock::{Received, RouteSocket};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, KernelError, RouteChange, RouteSpec};
 use crate::admission::OwnAddresses;
@@ -79,9 +81,12 @@ fn offer_doubts(owed: &mut VecDeque<InheritDoubt>, sink: &DoubtSink, at: Timesta
 #[derive(Debug)]
 pub struct Installer {
     cfg: InstallerConfig,
+    /// The connection dumps go through (links, addresses, our routes).
     handle: ConnectionHandle<RouteNetlinkMessage>,
     unsolicited: Unsolicited,
     conn: tokio::task::JoinHandle<()>,
+    /// Where route requests go and their answers come back (see [`super::routesock`]).
+    sock: RouteSocket,
     /// The state and its rules; every op run here comes from it and its outcome goes back.
     book: Book,
     /// Where the box's addresses are published for the snooper and admission (they follow
@@ -128,12 +133,14 @@ impl Installer {
             .map_err(KernelError::Socket)?;
         netlink::set_recv_buffer(socket, cfg.recv_buffer)?;
         let conn = tokio::spawn(conn);
+        let sock = RouteSocket::open(&cfg)?;
         let book = Book::new(&cfg, stats, Instant::now());
         let mut me = Installer {
             cfg,
             handle,
             unsolicited,
             conn,
+            sock,
             book,
             own: None,
             doubts: None,
@@ -487,122 +494,161 @@ impl Installer {
     }
 
     /// Send ops in batches with many in flight; one outcome per op.
+    ///
+    /// Op `i` goes out numbered `first + i`; only the last message of a batch asks for an ack,
+    /// and the kernel answers a datagram's messages in order, so the answer numbered as a
+    /// batch's last op (its ack, or its error) closes the batch: every error of the batch has
+    /// been read by then. An error names its op by number; the ops of a closed batch without
+    /// one are done. A batch with no closing answer within the ack timeout is counted and its
+    /// unrefused ops stay unanswered (retried by the book).
     async fn execute(&mut self, ops: &[RouteOp]) -> Result<Vec<Outcome>, KernelError> {
-        // Errors of an earlier, timed-out batch may still sit in the queue: they are stale.
-        self.drain_unsolicited(&[], &mut []);
+        self.drain_unsolicited();
         let mut outcomes = vec![Outcome::Unanswered; ops.len()];
         let size = self.cfg.batch_size.max(1);
         let window = self.cfg.max_in_flight.max(1);
-        let timeout = self.cfg.ack_timeout;
         let now = Instant::now();
-        let mut inflight = FuturesUnordered::new();
+        let first = self.sock.reserve_seq(ops.len());
+        let mut batches = Batches {
+            first,
+            size,
+            ops: ops.len(),
+            closed: vec![false; ops.len().div_ceil(size)],
+            inflight: VecDeque::with_capacity(window),
+        };
         for (b, chunk) in ops.chunks(size).enumerate() {
-            let msgs: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, op)| {
-                    let last = i + 1 == chunk.len();
-                    let exp = match op {
-                        RouteOp::Delete(_) => None,
-                        _ => self.book.expires(&op.dst(), now),
-                    };
-                    let expect = if last {
-                        ReplyExpectation::Expected
-                    } else {
-                        ReplyExpectation::NotExpected
-                    };
-                    (netlink::op_request(&self.cfg, op, exp, last), expect)
-                })
-                .collect();
-            let mut rx = self
-                .handle
-                .request_batch_with_expectation(msgs, SocketAddr::new(0, 0))
-                .map_err(|_| KernelError::ConnectionClosed("sending routes"))?;
+            for (i, op) in chunk.iter().enumerate() {
+                let exp = match op {
+                    RouteOp::Delete(_) => None,
+                    _ => self.book.expires(&op.dst(), now),
+                };
+                let seq = first.wrapping_add((b * size + i) as u32);
+                self.sock
+                    .push(&self.cfg, op, exp, seq, i + 1 == chunk.len());
+            }
             let sent = Instant::now();
-            inflight.push(async move {
-                let ack = tokio::time::timeout(timeout, rx.next()).await;
-                (b, sent.elapsed(), ack)
-            });
-            while inflight.len() >= window {
-                if let Some(done) = inflight.next().await {
-                    self.batch_answered(done, size, &mut outcomes);
-                }
+            if let Err(e) = self.sock.send() {
+                // Its ops stay unanswered: the book retries them.
+                warn!(batch = b, routes = chunk.len(), error = %e, "sending a route batch failed");
+                batches.closed[b] = true;
+                continue;
+            }
+            batches.inflight.push_back((b, sent));
+            while batches.inflight.len() >= window {
+                self.read_answers(&mut batches, &mut outcomes).await?;
             }
         }
-        while let Some(done) = inflight.next().await {
-            self.batch_answered(done, size, &mut outcomes);
+        while !batches.inflight.is_empty() {
+            self.read_answers(&mut batches, &mut outcomes).await?;
         }
-        self.drain_unsolicited(ops, &mut outcomes);
         Ok(outcomes)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn batch_answered(
+    /// Read one datagram of answers (waiting until the oldest batch's ack timeout at the
+    /// latest) and apply it to `outcomes`.
+    async fn read_answers(
         &mut self,
-        (b, latency, ack): (
-            usize,
-            std::time::Duration,
-            Result<Option<NetlinkMessage<RouteNetlinkMessage>>, tokio::time::error::Elapsed>,
-        ),
-        size: usize,
+        batches: &mut Batches,
         outcomes: &mut [Outcome],
-    ) {
-        self.book.stats().batch_done(latency);
-        let start = b * size;
-        let end = (start + size).min(outcomes.len());
-        match ack {
-            Err(_) => {
+    ) -> Result<(), KernelError> {
+        let Some(&(oldest, sent)) = batches.inflight.front() else {
+            return Ok(());
+        };
+        let timeout = self.cfg.ack_timeout;
+        let deadline = tokio::time::Instant::from_std(sent + timeout);
+        let got = self
+            .sock
+            .recv(deadline)
+            .await
+            .map_err(KernelError::Socket)?;
+        match got {
+            Received::TimedOut => {
+                batches.inflight.pop_front();
+                batches.closed[oldest] = true;
+                self.book.stats().batch_done(sent.elapsed());
                 self.book.stats().add(RouteCounter::AckTimeout, 1);
-                warn!(batch = b, routes = end - start, timeout = ?self.cfg.ack_timeout, "no ack from the kernel for a route batch");
+                let (start, end) = batches.range(oldest);
+                warn!(batch = oldest, routes = end - start, timeout = ?timeout, "no ack from the kernel for a route batch");
             }
-            Ok(None) => warn!(batch = b, "rtnetlink connection closed before the ack"),
-            Ok(Some(msg)) => {
-                outcomes[start..end].fill(Outcome::Done);
-                if let NetlinkPayload::Error(e) = msg.payload {
-                    if let Some(code) = e.code {
-                        outcomes[end - 1] = Outcome::Refused(-code.get());
+            Received::Overrun => {
+                self.book.stats().add(RouteCounter::Overrun, 1);
+                warn!("netlink receive buffer overrun: route errors may be lost; reconciling");
+                self.book.overrun();
+            }
+            Received::Datagram => {
+                for a in self.sock.answers() {
+                    let Some(i) = batches.op_of(a.seq) else {
+                        debug!(
+                            seq = a.seq,
+                            errno = a.errno,
+                            "netlink answer for no pending route op"
+                        );
+                        continue;
+                    };
+                    if a.errno != 0 {
+                        outcomes[i] = Outcome::Refused(a.errno);
+                    }
+                    let b = i / batches.size;
+                    let (start, end) = batches.range(b);
+                    if i + 1 != end || batches.closed[b] {
+                        continue;
+                    }
+                    batches.closed[b] = true;
+                    for o in &mut outcomes[start..end] {
+                        if *o == Outcome::Unanswered {
+                            *o = Outcome::Done;
+                        }
+                    }
+                    if let Some(pos) = batches.inflight.iter().position(|&(x, _)| x == b) {
+                        if let Some((_, sent)) = batches.inflight.remove(pos) {
+                            self.book.stats().batch_done(sent.elapsed());
+                        }
                     }
                 }
             }
         }
+        Ok(())
     }
 
-    /// Move errors from the unsolicited queue onto their ops (matched by the quoted request);
-    /// note overruns.
-    fn drain_unsolicited(&mut self, ops: &[RouteOp], outcomes: &mut [Outcome]) {
-        let mut refused = Vec::new();
+    /// Note overruns of the dump connection's socket (nothing else arrives there unasked).
+    fn drain_unsolicited(&mut self) {
         while let Ok((msg, _)) = self.unsolicited.try_recv() {
             match msg.payload {
-                NetlinkPayload::Error(e) => {
-                    let Some(code) = e.code else { continue };
-                    match netlink::parse_refused(&e) {
-                        Some(key) => refused.push((key, -code.get())),
-                        None => debug!(code = code.get(), "netlink error quoting no route request"),
-                    }
-                }
                 NetlinkPayload::Overrun(_) => {
                     self.book.stats().add(RouteCounter::Overrun, 1);
                     warn!("netlink receive buffer overrun: route errors may be lost; reconciling");
                     self.book.overrun();
                 }
+                NetlinkPayload::Error(e) => {
+                    debug!(code = ?e.code, "unasked netlink error on the dump connection");
+                }
                 _ => {}
             }
         }
-        if refused.is_empty() {
-            return;
-        }
-        // Only built when something failed: the common case stays allocation-free.
-        let index: HashMap<(bool, KernelRoute), usize> = ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| ((op.kind() == OpKind::Delete, *op.route()), i))
-            .collect();
-        for (key, errno) in refused {
-            match index.get(&key) {
-                Some(&i) => outcomes[i] = Outcome::Refused(errno),
-                None => debug!(dst = %key.1.dst, errno, "netlink error for no pending route op"),
-            }
-        }
+    }
+}
+
+/// The batches of one [`Installer::execute`]: which op a sequence number names, which batches
+/// are closed (answered or timed out), which wait for their ack (oldest first, with when they
+/// were sent).
+struct Batches {
+    first: u32,
+    size: usize,
+    ops: usize,
+    closed: Vec<bool>,
+    inflight: VecDeque<(usize, Instant)>,
+}
+
+impl Batches {
+    /// The op numbered `seq` in this execute, if any (an answer to an earlier one is stale).
+    fn op_of(&self, seq: u32) -> Option<usize> {
+        let i = seq.wrapping_sub(self.first) as usize;
+        (i < self.ops).then_some(i)
+    }
+
+    /// Batch `b`'s ops, as a range of indices.
+    fn range(&self, b: usize) -> (usize, usize) {
+        let start = b * self.size;
+        (start, (start + self.size).min(self.ops))
     }
 }
 

@@ -33,6 +33,7 @@ pub(crate) mod mapper;
 pub(crate) mod netlink;
 pub(crate) mod plan;
 pub mod reconcile;
+pub(crate) mod routesock;
 pub(crate) mod stats;
 pub mod unreachable;
 pub(crate) mod watch;
@@ -153,7 +154,8 @@ pub struct InstallerConfig {
     pub max_in_flight: usize,
     /// How long to wait for each batch's acknowledgement (and each dump message).
     pub ack_timeout: Duration,
-    /// Netlink socket receive buffer in bytes (SO_RCVBUFFORCE as root, else SO_RCVBUF).
+    /// Receive buffer in bytes of each of the installer's netlink sockets (dumps, route
+    /// answers; SO_RCVBUFFORCE as root, else SO_RCVBUF).
     pub recv_buffer: usize,
     /// Period of the full reconcile against a dump of our routes.
     pub reconcile_interval: Duration,

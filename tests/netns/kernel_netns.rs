@@ -666,6 +666,53 @@ fn a_refused_route_fails_alone_and_is_retried() {
     assert_eq!(pending, None, "no retry left");
 }
 
+/// The route socket's receive buffer overruns (a tiny buffer, 256 one-route batches sent before
+/// any answer is read, each refused): the overrun is counted and owes a reconcile, the answers
+/// lost with it end as ack timeouts, and every one of the 256 refused routes is counted failed
+/// and due for a retry — an answer lost is never taken for a success.
+#[test]
+fn a_route_socket_overrun_is_counted_and_no_route_is_taken_for_done() {
+    if !require_root("a_route_socket_overrun_is_counted_and_no_route_is_taken_for_done") {
+        return;
+    }
+    let (agent, _sub) = agent_and_subscriber("krovr");
+    let name = agent.name().to_string();
+    let link = LinkRef::Interface("sub0".into());
+    // A multicast next hop: the kernel refuses each (EINVAL), and each error quotes its request.
+    let specs: Vec<RouteSpec> = (0..256u16)
+        .map(|i| {
+            RouteSpec::delegated(
+                p(&format!("2001:db8:b{i:03x}::/56")),
+                a("ff02::5"),
+                link.clone(),
+            )
+        })
+        .collect();
+    let cfg = InstallerConfig {
+        recv_buffer: 4096,
+        batch_size: 1,
+        max_in_flight: 1024,
+        ack_timeout: Duration::from_millis(200),
+        ..InstallerConfig::default()
+    };
+    let (snap, resync, retry) = with_installer(&agent, cfg, async move |i| {
+        i.apply(specs.into_iter().map(RouteChange::Upsert))
+            .await
+            .unwrap();
+        (i.stats().snapshot(), i.resync_needed(), i.next_retry())
+    });
+    assert!(snap.get(RouteCounter::Overrun) >= 1, "the overrun is seen");
+    assert!(resync, "an overrun owes a reconcile");
+    assert!(
+        snap.get(RouteCounter::AckTimeout) >= 1,
+        "lost answers end as ack timeouts"
+    );
+    assert_eq!(snap.get(RouteCounter::Failed), 256, "every route counted");
+    assert_eq!(snap.get(RouteCounter::Installed), 0);
+    assert!(retry.is_some(), "retries are scheduled");
+    assert!(ours(&name).is_empty());
+}
+
 /// The route task starts with a reconcile, except on an installer that has just reconciled
 /// (`set_desired` at start-up): dumping every route again right after was a third of a
 /// 100k-route restart past the install itself (issue 22). A fresh installer is still
