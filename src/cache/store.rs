@@ -620,15 +620,18 @@ impl BindingStore {
             }
             m
         };
-        let mut out = merge::merge_held(
-            &current,
-            &tombs,
-            &memory,
-            obs,
-            &self.cfg.merge,
-            held,
-            &covers,
-        );
+        let merge = |current: &BTreeMap<LeaseKey, Lease>| {
+            merge::merge_held(
+                current,
+                &tombs,
+                &memory,
+                obs,
+                &self.cfg.merge,
+                held,
+                &covers,
+            )
+        };
+        let mut out = merge(&current);
         let conforms = |(c, hop): &(Arc<ClientInfo>, Option<Ipv6Addr>)| {
             w.big.get(&c.duid).is_none_or(|b| b.conforms(c, *hop))
         };
@@ -638,15 +641,7 @@ impl BindingStore {
             for (d, _) in &holders {
                 self.gather_client(d, &mut current);
             }
-            out = merge::merge_held(
-                &current,
-                &tombs,
-                &memory,
-                obs,
-                &self.cfg.merge,
-                held,
-                &covers,
-            );
+            out = merge(&current);
         }
         w.copied = current.len();
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
