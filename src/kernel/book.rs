@@ -218,7 +218,7 @@ impl Refused {
 
 impl Book {
     /// An empty book started at `now`: inheriting until `now + inherit_grace` unless that is zero.
-    pub(super) fn new(cfg: &InstallerConfig, stats: Arc<InstallerStats>, now: Instant) -> Book {
+    pub(super) fn new(now: Instant, cfg: &InstallerConfig, stats: Arc<InstallerStats>) -> Book {
         Book {
             rules: Rules {
                 metric: cfg.metric,
@@ -309,7 +309,7 @@ impl Book {
     }
 
     /// RTA_EXPIRES for a route at `now`, when expiry is on and the spec has a deadline.
-    pub(super) fn expires(&self, dst: &Ipv6Prefix, now: Instant) -> Option<u32> {
+    pub(super) fn expires(&self, now: Instant, dst: &Ipv6Prefix) -> Option<u32> {
         if !self.rules.expiry {
             return None;
         }
@@ -583,7 +583,7 @@ impl Book {
                 ErrorAction::Retry => {
                     failed += 1;
                     debug!(dst = %op.dst(), op = op.kind().label(), errno, "route op failed; retrying later");
-                    self.schedule_retry(op.dst(), now);
+                    self.schedule_retry(now, op.dst());
                 }
             }
         }
@@ -613,7 +613,7 @@ impl Book {
             } else {
                 self.stats.add(RouteCounter::Conflict, 1);
                 warn!(dst = %r.dst, metric = r.metric, "a route of another protocol holds this destination and metric: left alone, retrying later");
-                self.schedule_retry(r.dst, now);
+                self.schedule_retry(now, r.dst);
             }
         }
         replace
@@ -645,7 +645,7 @@ impl Book {
         }
     }
 
-    fn schedule_retry(&mut self, dst: Ipv6Prefix, now: Instant) {
+    fn schedule_retry(&mut self, now: Instant, dst: Ipv6Prefix) {
         let e = self.retry.entry(dst).or_insert(Retry {
             attempt: 0,
             due: now,
@@ -949,7 +949,7 @@ mod tests {
 
     /// A book with interfaces `sub0` (index 2, up, 2001:db8:1::1/64) and `sub1` (index 3, up).
     fn book_with(cfg: InstallerConfig, now: Instant) -> Book {
-        let mut b = Book::new(&cfg, Arc::new(InstallerStats::default()), now);
+        let mut b = Book::new(now, &cfg, Arc::new(InstallerStats::default()));
         let mut t = LinkTable::new();
         t.set_link(IF_UP, "sub0", true);
         t.set_link(IF_OTHER, "sub1", true);
@@ -1323,7 +1323,7 @@ mod tests {
         let spec = on("2001:db8::1/128", "sub0").valid_until(now + Duration::from_secs(600));
         let ops = b.apply([RouteChange::Upsert(spec)]);
         assert_eq!(ops, vec![RouteOp::Replace(adopted)]);
-        assert_eq!(b.expires(&adopted.dst, now), Some(600));
+        assert_eq!(b.expires(now, &adopted.dst), Some(600));
         answer(&mut b, &ops, Outcome::Done, now);
         assert!(!b.is_inherited(&adopted.dst));
         assert_eq!(b.route_state(&adopted.dst), RouteState::Installed);
@@ -1432,7 +1432,7 @@ mod tests {
         };
         let mut off = book(now);
         spec(&mut off);
-        assert_eq!(off.expires(&p("2001:db8::a/128"), now), None);
+        assert_eq!(off.expires(now, &p("2001:db8::a/128")), None);
         let mut on_ = book_with(
             InstallerConfig {
                 expiry: true,
@@ -1442,10 +1442,10 @@ mod tests {
         );
         let ops = spec(&mut on_);
         answer(&mut on_, &ops, Outcome::Done, now);
-        assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(1));
+        assert_eq!(on_.expires(now, &p("2001:db8::a/128")), Some(1));
         // Past the deadline: still at least one second (0 would mean "no expiry").
         assert_eq!(
-            on_.expires(&p("2001:db8::a/128"), until + Duration::from_secs(5)),
+            on_.expires(until + Duration::from_secs(5), &p("2001:db8::a/128")),
             Some(1)
         );
         // Only the lifetime changed: replaced so the kernel's deadline moves.
@@ -1454,7 +1454,7 @@ mod tests {
             on_.apply([RouteChange::Upsert(later)]),
             vec![RouteOp::Replace(kr("2001:db8::a/128", IF_UP))]
         );
-        assert_eq!(on_.expires(&p("2001:db8::a/128"), now), Some(90));
+        assert_eq!(on_.expires(now, &p("2001:db8::a/128")), Some(90));
     }
 
     /// The end of inheritance needs no reconcile only when one has seen the kernel while

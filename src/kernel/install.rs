@@ -134,7 +134,7 @@ impl Installer {
         netlink::set_recv_buffer(socket, cfg.recv_buffer)?;
         let conn = tokio::spawn(conn);
         let sock = RouteSocket::open(&cfg)?;
-        let book = Book::new(&cfg, stats, Instant::now());
+        let book = Book::new(Instant::now(), &cfg, stats);
         let mut me = Installer {
             cfg,
             handle,
@@ -519,7 +519,7 @@ impl Installer {
             for (i, op) in chunk.iter().enumerate() {
                 let exp = match op {
                     RouteOp::Delete(_) => None,
-                    _ => self.book.expires(&op.dst(), now),
+                    _ => self.book.expires(now, &op.dst()),
                 };
                 let seq = first.wrapping_add((b * size + i) as u32);
                 self.sock
