@@ -556,6 +556,16 @@ fn since_of(l: &Lease) -> Since {
     (l.last_transaction, l.server.duid.clone(), l.arrival)
 }
 
+/// [`Since`] borrowed, to compare without copying a server DUID per comparison (the merge runs
+/// for every snooped reply).
+fn recency(l: &Lease) -> (Timestamp, &[u8], Timestamp) {
+    (l.last_transaction, &l.server.duid, l.arrival)
+}
+
+fn view(s: &Since) -> (Timestamp, &[u8], Timestamp) {
+    (s.0, &s.1, s.2)
+}
+
 /// The record `duid` on `link` has now, with its recency: that of the newest lease it holds in
 /// `current`, or the remembered one when that is newer and still the record its leases carry
 /// (or it holds none).
@@ -568,7 +578,7 @@ fn stored_record(
     let held = current
         .values()
         .filter(|l| *l.client.duid == *duid && l.client.link.address == link)
-        .max_by(|a, b| since_of(a).cmp(&since_of(b)))
+        .max_by(|a, b| recency(a).cmp(&recency(b)))
         .map(|l| (since_of(l), l.client.clone()));
     let mem = memory
         .iter()
@@ -600,8 +610,8 @@ fn client_info(
     last_tx: Timestamp,
 ) -> Record {
     let stored = stored_record(current, memory, &obs.client_duid, obs.link.address);
-    let obs_since: Since = (last_tx, obs.server.duid.clone(), obs.arrival);
-    let adopted = stored.as_ref().is_none_or(|(s, _)| *s <= obs_since);
+    let obs_recency = (last_tx, &*obs.server.duid, obs.arrival);
+    let adopted = stored.as_ref().is_none_or(|(s, _)| view(s) <= obs_recency);
     let stored_client = stored.as_ref().map(|(_, c)| c.clone());
     let stored_relay = stored_client.as_ref().and_then(|c| c.relay.clone());
     let relay = if adopted {
@@ -622,9 +632,9 @@ fn client_info(
         Some(c) if *c == fresh => c,
         _ => Arc::new(fresh),
     };
-    let since = match (&stored, adopted) {
-        (Some((s, _)), false) => s.clone(),
-        _ => obs_since,
+    let since = match stored {
+        Some((s, _)) if !adopted => s,
+        _ => (last_tx, obs.server.duid.clone(), obs.arrival),
     };
     Record {
         client,
@@ -648,9 +658,9 @@ fn remember(
         .chain(next.keys())
         .filter_map(|k| state_of(next, current, k))
         .filter(|l| l.client.duid == record.duid && l.client.link.address == record.link.address)
-        .map(since_of)
+        .map(recency)
         .max();
-    if newest_held.is_none_or(|h| h < since) && !out.iter().any(|m| m.client == *record) {
+    if newest_held.is_none_or(|h| h < view(&since)) && !out.iter().any(|m| m.client == *record) {
         out.push(Remembered {
             client: record.clone(),
             since,
@@ -867,8 +877,14 @@ pub(crate) fn merge_held(
     let mut remembered = Vec::new();
     if won || (record.adopted && !lost_to_itself) {
         assign_next_hops(&mut next, current, &client, &mut assigned);
-        let since = record.since.clone();
-        remember(&next, current, &client, since, obs.arrival, &mut remembered);
+        remember(
+            &next,
+            current,
+            &client,
+            record.since,
+            obs.arrival,
+            &mut remembered,
+        );
     }
     for c in displaced {
         // Its record keeps the recency it had, also when the lease that carried it went.
