@@ -201,12 +201,14 @@ fn encode(our_duid: &[u8]) -> Vec<u8> {
 
 /// A classifier trusting this box's relay and the server, and the two envelopes.
 fn classifier() -> (Classifier, Envelope, Envelope) {
+    let own = Arc::new(OwnAddresses::new([a(RELAY), a(LINK)]));
     let c = Classifier::new(
         ClassifyConfig::default(),
         SnoopTrust {
             servers: [a(SERVER)].into_iter().collect(),
-            own: Arc::new(OwnAddresses::new([a(RELAY), a(LINK)])),
-            admission: None,
+            own: own.clone(),
+            // No link configured: what the classifier does is the same for every binding.
+            admission: Arc::new(lqagent::admission::Admission::new(Vec::new(), [], own)),
         },
     );
     let env = |outgoing, src, dst| Envelope {

@@ -234,6 +234,7 @@ fn run(server: SocketAddr, total: u32, in_flight: u32) -> Run {
                 queue: in_flight as usize * 2,
                 ..UdpConfig::default()
             },
+            &support::tasks::supervisor(),
         )
         .await
         .expect("spawn requestor");

@@ -14,8 +14,9 @@
 //! recovery or the on-demand path queued (exactly during a reboot storm, when both are busiest).
 //!
 //! The task never waits for the disk: journal records and snapshots are handed to the writer
-//! thread without blocking, and the copy a snapshot needs is taken on a blocking thread. It can
-//! be run again ([`CacheRunner`]) on the same store and channels after a run died.
+//! thread without blocking, and the copy a snapshot needs is taken on a blocking thread. It runs
+//! under the supervisor ([`spawn`] is its one entry point): a run that died is followed by
+//! another on the same store and channels.
 //!
 //! Readers do not go through the task: they use [`CacheHandle::store`] directly.
 
@@ -28,12 +29,12 @@ use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, Admitted};
 use crate::cache::binding::{
-    Change, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats, Lease, LeaseKey,
-    Observation, Sweep, Withdrawal,
+    Change, Confirmation, Doubt, DoubtOutcome, DoubtReason, DoubtStats, LeaseKey, Observation,
+    Sweep, Withdrawal,
 };
 use crate::cache::store::{Applied, BindingStore};
 use crate::persist::{JournalHandle, Record};
-use crate::supervise::Inbox;
+use crate::supervise::{Inbox, Lifetime, Supervisor};
 use crate::time::AgentClock;
 
 /// What the cache task accepts.
@@ -205,48 +206,42 @@ impl CacheHandle {
     }
 }
 
-/// Start the cache task. `restored` (from [`persist::load`](crate::persist::load)) is put into
-/// the store first and its `Added` changes lead the change stream, so the installer rebuilds
-/// routes before anything new arrives.
+/// Start the cache task under `sup` (task label `cache`): a run that fails (panics) is
+/// followed by a new one on the same store and channels, so producers and the change stream
+/// never see them closed; the task ends when every [`CacheHandle`] is gone. Every observation
+/// passes [`Admission::admit`] before the store sees it, whoever sent it; the doubts the store
+/// raises go to `doubts`. The store may already hold leases (the daemon seeds it from the state
+/// file): they go on no change stream, since whoever reads the stream was given them already.
 pub fn spawn(
     store: Arc<BindingStore>,
     clock: AgentClock,
     journal: Option<JournalHandle>,
     cfg: CacheTaskConfig,
-    restored: Vec<(LeaseKey, Lease)>,
+    admission: Arc<Admission>,
+    doubts: DoubtSink,
+    sup: &Supervisor,
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
-    spawn_admitted(store, clock, journal, cfg, restored, None, None)
-}
-
-/// [`spawn`] with an admission stage: every observation passes
-/// [`Admission::admit`](crate::admission::Admission::admit) before the store sees it, whoever
-/// sent it (the daemon always runs with one; `restored` must already have passed
-/// [`Admission::admit_restored`](crate::admission::Admission::admit_restored)).
-pub(crate) fn spawn_admitted(
-    store: Arc<BindingStore>,
-    clock: AgentClock,
-    journal: Option<JournalHandle>,
-    cfg: CacheTaskConfig,
-    restored: Vec<(LeaseKey, Lease)>,
-    admission: Option<Arc<Admission>>,
-    doubts: Option<DoubtSink>,
-) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
-    let (handle, changes, runner) = start_admitted(store, clock, journal, cfg, admission, doubts);
-    let join = tokio::spawn(runner.run(restored));
+    let (handle, changes, task) = start(store, clock, journal, cfg, admission, doubts);
+    // Ending means every handle is gone (nothing could feed a new run): done, not a failure.
+    let join = tokio::spawn(sup.restart("cache", Lifetime::UntilDone, move |_| {
+        let run = task.clone().run();
+        async move {
+            run.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
     (handle, changes, join)
 }
 
-/// [`spawn_admitted`] without spawning: the returned [`CacheRunner`] runs the task, and can run
-/// it again on the same store and channels after a run died (the daemon's supervisor does, after
-/// a panic): producers and the change stream never see a closed channel.
-pub(crate) fn start_admitted(
+/// The task and its channels, not yet running: [`spawn`] runs it (again after a failure).
+fn start(
     store: Arc<BindingStore>,
     clock: AgentClock,
     journal: Option<JournalHandle>,
     cfg: CacheTaskConfig,
-    admission: Option<Arc<Admission>>,
-    doubts: Option<DoubtSink>,
-) -> (CacheHandle, mpsc::Receiver<Change>, CacheRunner) {
+    admission: Arc<Admission>,
+    doubts: DoubtSink,
+) -> (CacheHandle, mpsc::Receiver<Change>, CacheTask) {
     let (tx, rx) = mpsc::channel(cfg.input_queue.max(1));
     let (stx, srx) = mpsc::channel(cfg.snoop_queue.max(1));
     let (ctx, crx) = mpsc::channel(cfg.change_queue.max(1));
@@ -269,35 +264,7 @@ pub(crate) fn start_admitted(
         doubts,
         snapshot_every: Duration::from_millis(cfg.snapshot_interval_ms.max(1)),
     };
-    (handle, crx, CacheRunner(task))
-}
-
-/// The cache task, ready to run (again).
-#[derive(Clone)]
-pub(crate) struct CacheRunner(CacheTask);
-
-impl std::fmt::Debug for CacheRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheRunner")
-    }
-}
-
-impl CacheRunner {
-    /// Run until every [`CacheHandle`] is gone. `restored` goes into the store first (empty
-    /// on a restart: the store kept what it had). Two runs at once take turns on the input
-    /// queue (the second waits for the first to end).
-    pub(crate) async fn run(self, restored: Vec<(LeaseKey, Lease)>) {
-        self.0.run(restored, true).await;
-    }
-
-    /// [`run`](Self::run) for a start whose installer and trigger were already given the same
-    /// `restored` leases (the daemon's `set_desired` and the trigger's initial known sets):
-    /// their `Added` changes would only be no-op upserts downstream, so they are not sent. At a
-    /// million leases the stream costs seconds of start-up and holds the cache back behind the
-    /// route task.
-    pub(crate) async fn run_seeded(self, restored: Vec<(LeaseKey, Lease)>) {
-        self.0.run(restored, false).await;
-    }
+    (handle, crx, task)
 }
 
 #[derive(Clone)]
@@ -312,24 +279,18 @@ struct CacheTask {
     changes: mpsc::Sender<Change>,
     stats: Arc<TaskStats>,
     snapshot_every: Duration,
-    admission: Option<Arc<Admission>>,
-    /// Where the doubts the store raises go (`None` in tests that do not ask servers).
-    doubts: Option<DoubtSink>,
+    /// The trust boundary: what it refuses never reaches the store.
+    admission: Arc<Admission>,
+    /// Where the doubts the store raises go: the confirmer's queue.
+    doubts: DoubtSink,
 }
 
 impl CacheTask {
-    /// `announce`: whether the restored leases' `Added` changes go on the change stream.
-    async fn run(self, restored: Vec<(LeaseKey, Lease)>, announce: bool) {
+    /// One run, until every [`CacheHandle`] is gone. Two runs at once take turns on the input
+    /// queues (the second waits for the first to end).
+    async fn run(self) {
         let mut inputs = self.inputs.lend().await;
         let mut snooped = self.snooped.lend().await;
-        let now = self.clock.now();
-        for (k, l) in restored {
-            if let Some(c) = self.store.restore(k, l, now) {
-                if announce {
-                    self.emit_change(c).await;
-                }
-            }
-        }
         let mut snap = tokio::time::interval(self.snapshot_every);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.tick().await; // the first tick is immediate; the writer just wrote one at start
@@ -423,20 +384,15 @@ impl CacheTask {
         d
     }
 
-    /// Hand a doubt to the confirmer; without one (tests that ask no server) it is dropped:
-    /// a doubt changes nothing by itself.
+    /// Hand a doubt to the confirmer (a full queue counts it `not_asked`: a doubt changes
+    /// nothing by itself).
     fn raise(&self, d: Doubt) {
-        if let Some(s) = &self.doubts {
-            s.raise(d);
-        }
+        self.doubts.raise(d);
     }
 
-    /// The admission stage, when there is one: what it refuses never reaches the store.
+    /// The admission stage: what it refuses never reaches the store.
     fn admit(&self, obs: Observation) -> Option<Observation> {
-        let Some(a) = &self.admission else {
-            return Some(obs);
-        };
-        match a.admit(obs) {
+        match self.admission.admit(obs) {
             Admitted::Whole(o) | Admitted::Partial(o, _) => Some(o),
             Admitted::Refused(_) => None,
         }
@@ -580,6 +536,54 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
+/// What the unit tests of the tasks that feed the cache share: an admission for their data and
+/// a supervisor. The product has no permissive admission; tests build a real one whose link
+/// admits what they send.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::Ipv6Addr;
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use crate::admission::{Admission, LinkRule, OwnAddresses};
+    use crate::supervise::{Policy, Supervisor};
+
+    /// The link the tests' observations name (`2001:db8:1::1`, interface `sub0`), admitting
+    /// every address and delegated prefix (/32 to /128) in `2001:db8::/32`.
+    pub(crate) fn admission() -> Arc<Admission> {
+        admission_of(&[(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1), "sub0")])
+    }
+
+    /// Links (link-address, interface) each admitting every address and delegated prefix
+    /// (/32 to /128) in `2001:db8::/32`; no own or server address to refuse.
+    pub(crate) fn admission_of(links: &[(Ipv6Addr, &str)]) -> Arc<Admission> {
+        let links = links
+            .iter()
+            .map(|(address, interface)| LinkRule {
+                name: Arc::from(*interface),
+                interface: Arc::from(*interface),
+                link_address: *address,
+                interface_id: None,
+                subscriber_prefixes: vec!["2001:db8::/32".parse().expect("a prefix")],
+                delegated_length: (32, 128),
+                ldra: false,
+            })
+            .collect();
+        Arc::new(Admission::new(links, [], Arc::new(OwnAddresses::default())))
+    }
+
+    /// A supervisor restarting fast, and its stop (dropping it stops restarts).
+    pub(crate) fn supervisor() -> (watch::Sender<bool>, Supervisor) {
+        let (stop, rx) = watch::channel(false);
+        let policy = Policy {
+            base: std::time::Duration::from_millis(1),
+            ..Policy::default()
+        };
+        (stop, Supervisor::new(rx, policy))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +591,26 @@ mod tests {
     use crate::cache::{ChangeKind, IaType, ObservedLease, store::CacheConfig};
     use std::net::Ipv6Addr;
     use std::sync::atomic::AtomicUsize;
+
+    /// The task under a supervisor, with the tests' admission, no confirmer listening.
+    fn spawn_test(
+        store: Arc<BindingStore>,
+        clock: AgentClock,
+        journal: Option<JournalHandle>,
+        cfg: CacheTaskConfig,
+    ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
+        let (_stop, sup) = testing::supervisor();
+        let doubts = DoubtSink::new(1).0;
+        spawn(
+            store,
+            clock,
+            journal,
+            cfg,
+            testing::admission(),
+            doubts,
+            &sup,
+        )
+    }
 
     /// An empty store, default configuration.
     fn fresh_store() -> Arc<BindingStore> {
@@ -648,7 +672,7 @@ mod tests {
         let clock = AgentClock::new();
         let store = fresh_store();
         let cfg = queues(QUEUE, 1);
-        let (h, mut changes, join) = spawn(store.clone(), clock, None, cfg, Vec::new());
+        let (h, mut changes, join) = spawn_test(store.clone(), clock, None, cfg);
         // The subscriber whose release matters, bound by a snooped REPLY before recovery.
         let bound = obs(1, 3600, &clock);
         let victim = bound.leases[0].key;
@@ -742,7 +766,7 @@ mod tests {
         let clock = AgentClock::new();
         let store = fresh_store();
         let cfg = queues(1, 1);
-        let (h, mut changes, join) = spawn(store, clock, None, cfg, Vec::new());
+        let (h, mut changes, join) = spawn_test(store, clock, None, cfg);
         let done = Arc::new(AtomicUsize::new(0));
         let (h2, d2) = (h.clone(), done.clone());
         let producer = tokio::spawn(async move {
@@ -784,7 +808,7 @@ mod tests {
         let clock = AgentClock::new();
         let store = fresh_store();
         let cfg = queues(8, 8);
-        let (h, mut changes, join) = spawn(store, clock, Some(journal.clone()), cfg, Vec::new());
+        let (h, mut changes, join) = spawn_test(store, clock, Some(journal.clone()), cfg);
         for n in 1..=200u16 {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
             let c = changes.recv().await.unwrap();
@@ -828,7 +852,7 @@ mod tests {
         let clock = AgentClock::new();
         let store = fresh_store();
         let cfg = queues(8, 8);
-        let (h, mut changes, join) = spawn(store, clock, Some(journal.clone()), cfg, Vec::new());
+        let (h, mut changes, join) = spawn_test(store, clock, Some(journal.clone()), cfg);
         for n in 1..=200u16 {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
             changes.recv().await.unwrap();
@@ -877,16 +901,22 @@ mod tests {
     async fn a_new_run_takes_over_the_same_store_and_channels() {
         let clock = AgentClock::new();
         let store = fresh_store();
-        let (h, mut changes, runner) =
-            start_admitted(store, clock, None, CacheTaskConfig::default(), None, None);
-        let first = tokio::spawn(runner.clone().run(Vec::new()));
+        let (h, mut changes, task) = start(
+            store,
+            clock,
+            None,
+            CacheTaskConfig::default(),
+            testing::admission(),
+            DoubtSink::new(1).0,
+        );
+        let first = tokio::spawn(task.clone().run());
         h.observe(obs(1, 3600, &clock)).await.unwrap();
         assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
         // Sent while no run is there: waits in the queue.
         h.observe(obs(2, 3600, &clock)).await.unwrap();
-        let second = tokio::spawn(runner.run(Vec::new()));
+        let second = tokio::spawn(task.run());
         let c = changes.recv().await.unwrap();
         assert_eq!(
             (c.kind, c.key),
@@ -904,8 +934,7 @@ mod tests {
     async fn expiry_emits_removal_at_the_deadline() {
         let clock = AgentClock::new();
         let store = fresh_store();
-        let (h, mut changes, _join) =
-            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        let (h, mut changes, _join) = spawn_test(store, clock, None, CacheTaskConfig::default());
         h.observe(obs(1, 1, &clock)).await.unwrap();
         assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
         let t = tokio::time::Instant::now();
@@ -919,6 +948,45 @@ mod tests {
         assert_eq!(h.store().stats().expired(), 1);
     }
 
+    /// Admission is not optional: an observation whose link no configured link names never
+    /// reaches the store or the change stream, and is counted; the next admitted one is.
+    #[tokio::test]
+    async fn what_admission_refuses_never_reaches_the_store() {
+        let clock = AgentClock::new();
+        let admission = testing::admission();
+        let (_stop, sup) = testing::supervisor();
+        let (h, mut changes, _join) = spawn(
+            fresh_store(),
+            clock,
+            None,
+            CacheTaskConfig::default(),
+            admission.clone(),
+            DoubtSink::new(1).0,
+            &sup,
+        );
+        let mut stranger = obs(1, 3600, &clock);
+        stranger.link.address = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+        h.observe(stranger).await.unwrap();
+        h.observe(obs(2, 3600, &clock)).await.unwrap();
+        let c = changes.recv().await.unwrap();
+        assert_eq!(
+            (c.kind, c.key),
+            (ChangeKind::Added, obs(2, 1, &clock).leases[0].key),
+            "the refused observation came first"
+        );
+        assert_eq!(h.store().len(), 1);
+        assert_eq!(
+            admission.stats().get(
+                crate::admission::Origin::Snoop,
+                crate::admission::Rejection::UnknownLink
+            ),
+            1
+        );
+        // Admitted bindings go on the configured link's interface.
+        let l = h.store().get(&c.key).unwrap();
+        assert_eq!(l.client.link.interface.as_deref(), Some("sub0"));
+    }
+
     /// A binding refused by a cap (merge R10) never enters the change stream (so neither the
     /// kernel nor the trigger sets see it); once a release frees room the next one does.
     #[tokio::test]
@@ -927,8 +995,7 @@ mod tests {
         let mut cc = CacheConfig::default();
         cc.merge.max_bindings = 2;
         let store = Arc::new(BindingStore::new(cc));
-        let (h, mut changes, _join) =
-            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        let (h, mut changes, _join) = spawn_test(store, clock, None, CacheTaskConfig::default());
         for n in [1, 2, 3] {
             h.observe(obs(n, 3600, &clock)).await.unwrap();
         }
@@ -980,15 +1047,16 @@ mod tests {
         let clock = AgentClock::new();
         let store = fresh_store();
         let (sink, mut asked) = DoubtSink::new(8);
-        let (h, mut changes, runner) = start_admitted(
+        let (_stop, sup) = testing::supervisor();
+        let (h, mut changes, _run) = spawn(
             store,
             clock,
             None,
             CacheTaskConfig::default(),
-            None,
-            Some(sink),
+            testing::admission(),
+            sink,
+            &sup,
         );
-        let _run = tokio::spawn(runner.run(Vec::new()));
         let held = obs(1, 3600, &clock);
         let key = held.leases[0].key;
         h.observe(held.clone()).await.unwrap();
@@ -1072,8 +1140,7 @@ mod tests {
     async fn keys_nobody_holds_come_out_as_unheld_notices() {
         let clock = AgentClock::new();
         let store = fresh_store();
-        let (h, mut changes, _join) =
-            spawn(store, clock, None, CacheTaskConfig::default(), Vec::new());
+        let (h, mut changes, _join) = spawn_test(store, clock, None, CacheTaskConfig::default());
         // A missing notice fails the test instead of hanging it.
         async fn next(rx: &mut mpsc::Receiver<Change>) -> Change {
             tokio::time::timeout(Duration::from_secs(10), rx.recv())

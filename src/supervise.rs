@@ -141,6 +141,12 @@ pub struct Supervisor {
     restarts: Arc<Restarts>,
     stop: watch::Receiver<bool>,
     policy: Policy,
+    /// The stop of a supervisor nobody stops ([`Supervisor::unstopped`]), kept so its end of
+    /// the channel stays open.
+    _own_stop: Option<Arc<watch::Sender<bool>>>,
+    /// Test hook, debug builds only: the directory [`Supervisor::fault`] watches.
+    #[cfg(debug_assertions)]
+    faults: Option<Arc<std::path::Path>>,
 }
 
 /// Aborts the run it holds when dropped (the supervisor was aborted at shutdown).
@@ -150,6 +156,13 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A spawned task as a future that aborts the task when dropped: spawned into a `JoinSet`, the
+/// set's `abort_all` (shutdown) reaches a task spawned elsewhere.
+pub(crate) async fn tied(h: JoinHandle<()>) {
+    let mut h = AbortOnDrop(h);
+    let _ = (&mut h.0).await;
 }
 
 /// The cause of a failed run, from its join.
@@ -169,12 +182,37 @@ pub(crate) fn cause_of(e: JoinError) -> Option<String> {
 
 impl Supervisor {
     /// `stop` turns true when shutdown is asked.
+    /// In debug builds (what `cargo test` runs) the test hook's directory comes from
+    /// `LQAGENT_TEST_FAULT_DIR` (see [`Supervisor::fault`]); a release build neither reads the
+    /// variable nor holds its name.
     pub fn new(stop: watch::Receiver<bool>, policy: Policy) -> Self {
         Supervisor {
             restarts: Arc::new(Restarts::default()),
             stop,
             policy,
+            _own_stop: None,
+            #[cfg(debug_assertions)]
+            faults: std::env::var_os("LQAGENT_TEST_FAULT_DIR")
+                .map(|d| Arc::from(std::path::Path::new(&d))),
         }
+    }
+
+    /// A supervisor no shutdown stops: for tasks that end with the process or with their
+    /// handles (`lqagent query`'s requestor, tests).
+    pub fn unstopped(policy: Policy) -> Self {
+        let (tx, rx) = watch::channel(false);
+        let mut sup = Supervisor::new(rx, policy);
+        sup._own_stop = Some(Arc::new(tx));
+        sup
+    }
+
+    /// Test hook, debug builds only: [`Supervisor::fault`] watches `dir` instead of the
+    /// environment's, so a test in a process shared with others fails only its own tasks.
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub fn with_fault_dir(mut self, dir: &std::path::Path) -> Self {
+        self.faults = Some(Arc::from(dir));
+        self
     }
 
     pub fn restarts(&self) -> &Arc<Restarts> {
@@ -236,23 +274,29 @@ impl Supervisor {
     }
 }
 
-/// Test hook: with `LQAGENT_TEST_FAULT_DIR` set, resolves once the file named `task` exists in
-/// that directory; without it, never. The route, capture and requestor tasks panic on it (first
-/// run only), so tests can show that a failed task is restarted and counted at a moment they
-/// choose. Only debug builds (what `cargo test` runs) read the variable: in a release build this
-/// never resolves, and the binary does not even hold the variable's name.
-pub(crate) async fn test_fault(task: &str) {
-    #[cfg(debug_assertions)]
-    if let Some(dir) = std::env::var_os("LQAGENT_TEST_FAULT_DIR") {
-        let path = std::path::Path::new(&dir).join(task);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        while !path.exists() {
-            tick.tick().await;
+impl Supervisor {
+    /// Test hook: resolves once the file named `task` exists in the fault directory (from
+    /// `LQAGENT_TEST_FAULT_DIR` or [`Supervisor::with_fault_dir`]); without one, never. The
+    /// route, capture and requestor tasks panic on it (first run only), so tests can show that
+    /// a failed task is restarted and counted at a moment they choose. Only debug builds have
+    /// the directory: in a release build this never resolves.
+    pub(crate) fn fault(&self, task: &str) -> impl Future<Output = ()> + Send + use<> {
+        #[cfg(debug_assertions)]
+        let path = self.faults.as_ref().map(|d| d.join(task));
+        #[cfg(not(debug_assertions))]
+        let _ = task;
+        async move {
+            #[cfg(debug_assertions)]
+            if let Some(path) = path {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                while !path.exists() {
+                    tick.tick().await;
+                }
+                return;
+            }
+            std::future::pending().await
         }
-        return;
     }
-    let _ = task;
-    std::future::pending().await
 }
 
 #[cfg(test)]

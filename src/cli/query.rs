@@ -230,6 +230,8 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
         .build()?;
     let started = Instant::now();
     let res = rt.block_on(async {
+        // One query, then the process ends: nothing stops this supervisor but the exit.
+        let sup = lqagent::supervise::Supervisor::unstopped(Default::default());
         let (handle, _task) = udp::spawn(
             cfg.clone(),
             UdpConfig {
@@ -237,6 +239,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
                 multicast_if,
                 ..UdpConfig::default()
             },
+            &sup,
         )
         .await
         .with_context(|| format!("binding {}", args.bind))?;

@@ -308,7 +308,7 @@ mod tests {
     use crate::cache::binding::snooped;
     use crate::cache::store::CacheConfig;
     use crate::cache::{BindingStore, ObservedLease};
-    use crate::cache_task::{CacheTaskConfig, spawn};
+    use crate::cache_task::{CacheTaskConfig, DoubtSink, spawn, testing};
 
     const CABLE1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
     const CABLE2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
@@ -332,12 +332,15 @@ mod tests {
     async fn responder() -> LiveResponder {
         let clock = AgentClock::new();
         let store = Arc::new(BindingStore::new(CacheConfig::default()));
+        let (_stop, sup) = testing::supervisor();
         let (cache, mut changes, _join) = spawn(
             store.clone(),
             clock,
             None,
             CacheTaskConfig::default(),
-            Vec::new(),
+            testing::admission_of(&[(CABLE1, "eth-c1"), (CABLE2, "eth-c2")]),
+            DoubtSink::new(1).0,
+            &sup,
         );
         tokio::spawn(async move { while changes.recv().await.is_some() {} });
         let (routes, mut rx) = mpsc::channel(8);

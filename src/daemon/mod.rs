@@ -60,7 +60,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::persist;
-use crate::supervise::{self, Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor};
 use crate::trigger::{Trigger, TriggerError};
 
 pub(crate) use ondemand::OnDemand;
@@ -543,9 +543,11 @@ fn supervise_routes(
     // A restarted installer asks about its inherited routes where the first one did.
     let doubts = first.doubts().cloned();
     let mut first = Some(first);
+    let faults = sup.clone();
     sup.restart("routes", Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
         let doubts = doubts.clone();
+        let fault = faults.fault("routes");
         async move {
             let mut commands = commands.lend().await;
             let installer = match installer {
@@ -561,7 +563,7 @@ fn supervise_routes(
             // The test hook (inert in production) may fail the first run.
             tokio::select! {
                 r = reconcile::run_on(installer, &mut commands) => r,
-                () = supervise::test_fault("routes"), if run == 0 => panic!("test hook: route task fails"),
+                () = fault, if run == 0 => panic!("test hook: route task fails"),
             }
         }
     })

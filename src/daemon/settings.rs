@@ -298,7 +298,7 @@ pub(crate) fn snoop_trust(
             .chain(cfg.snoop.trusted_sources.iter().copied())
             .collect(),
         own,
-        admission: Some(admission.clone()),
+        admission: admission.clone(),
     }
 }
 

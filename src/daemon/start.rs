@@ -380,24 +380,18 @@ pub(super) fn cache(
     tasks: &mut Tasks,
 ) -> (CacheHandle, JoinHandle<()>) {
     let CacheOutlets { trigger, doubts } = outlets;
-    let (cache, changes, cache_runner) = cache_task::start_admitted(
+    // The store holds the loaded leases already, seeded without a change stream: the installer
+    // (`reconcile`, step 4) and the trigger (step 5) hold them too. Doubts the store raises go
+    // to the confirmer (started with the requestor, step 7).
+    let (cache, changes, cache_task) = cache_task::spawn(
         routes.store.clone(),
         clock,
         Some(writer.handle()),
         CacheTaskConfig::default(),
-        Some(admission.clone()),
-        // Doubts the store raises go to the confirmer (started with the requestor, step 7).
-        Some(doubts),
+        admission.clone(),
+        doubts,
+        &tasks.sup,
     );
-    let cache_task = tokio::spawn(tasks.sup.restart("cache", Lifetime::Forever, move |_| {
-        // The store holds the loaded leases already, seeded without a change stream: the
-        // installer (`reconcile`, step 4) and the trigger (step 5) hold them too.
-        let run = cache_runner.clone().run_seeded(Vec::new());
-        async move {
-            run.await;
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
     let changes = Inbox::new(changes);
     let (mapper, rt, th) = (routes.mapper.clone(), routes.commands.clone(), trigger);
     tasks.intake.spawn(
@@ -439,32 +433,19 @@ pub(super) async fn leasequery(
             .map_err(DaemonError::Duid)?,
     };
     let udp_cfg = settings::udp_config(cfg);
-    let (requestor, requestor_runner) = udp::spawn_restartable(
+    // The socket and the command channel outlive each run, so the bulk, on-demand and control
+    // paths keep their handles; a restart costs the queries in flight (they end as "stopped").
+    let (requestor, requestor_task) = udp::spawn(
         settings::requestor_config(cfg, duid.clone()),
         udp_cfg.clone(),
+        &tasks.sup,
     )
+    .await
     .map_err(|source| DaemonError::Requestor {
         addr: udp_cfg.bind,
         source,
     })?;
-    // The socket and the command channel outlive each run, so the bulk, on-demand and control
-    // paths keep their handles; a restart costs the queries in flight (they end as "stopped").
-    tasks.intake.spawn(
-        tasks
-            .sup
-            .restart("requestor", Lifetime::UntilDone, move |run| {
-                let r = requestor_runner.clone();
-                async move {
-                    tokio::select! {
-                        () = r.run() => {}
-                        () = crate::supervise::test_fault("requestor"), if run == 0 => {
-                            panic!("test hook: requestor task fails")
-                        }
-                    }
-                    Ok::<(), std::convert::Infallible>(())
-                }
-            }),
-    );
+    tasks.intake.spawn(supervise::tied(requestor_task));
     metrics
         .servers
         .configure(cfg.servers.iter().map(|s| (s.name.clone(), s.address)));
@@ -639,7 +620,7 @@ pub(super) fn snooping(
     if cfg.snoop.interfaces.is_empty() {
         return Ok(None);
     }
-    let stats = crate::snoop::shell::spawn_supervised(
+    let stats = crate::snoop::shell::spawn(
         &settings::capture_config(cfg),
         settings::classify_config(cfg),
         settings::snoop_trust(cfg, own.clone(), admission),

@@ -28,7 +28,7 @@ use super::QueryId;
 use super::core::{Requestor, Submit};
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 use super::{filter, pktinfo};
-use crate::supervise::Inbox;
+use crate::supervise::{Inbox, Lifetime, Supervisor};
 use crate::wire::CLIENT_PORT;
 
 /// The shell's own settings.
@@ -150,24 +150,38 @@ impl RequestorHandle {
     }
 }
 
-/// Bind the socket and start the requestor task. The task ends when every handle is dropped
-/// and no query is left in flight.
+/// Bind the socket and start the requestor task under `sup` (task label `requestor`): a run
+/// that fails (panics) is followed by a new one on the same socket and command channel, so
+/// every handle keeps working. The task ends when every handle is dropped and no query is left
+/// in flight.
 pub async fn spawn(
     cfg: RequestorConfig,
     udp: UdpConfig,
+    sup: &Supervisor,
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
-    let (handle, runner) = spawn_restartable(cfg, udp)?;
-    let task = tokio::spawn(async move { runner.run().await });
+    let (handle, runner) = start(cfg, udp)?;
+    let faults = sup.clone();
+    let task = tokio::spawn(sup.restart("requestor", Lifetime::UntilDone, move |run| {
+        let r = runner.clone();
+        // The test hook may fail the first run only.
+        let fault = (run == 0).then(|| faults.fault("requestor"));
+        async move {
+            match fault {
+                Some(fault) => tokio::select! {
+                    () = r.run() => {}
+                    () = fault => panic!("test hook: requestor task fails"),
+                },
+                None => r.run().await,
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    }));
     Ok((handle, task))
 }
 
-/// Bind the socket and make the handle, but leave running to the caller: each
-/// [`RequestorRunner::run`] is one life of the task, and a run that failed (panicked) can be
-/// followed by another on the same socket and command channel.
-pub fn spawn_restartable(
-    cfg: RequestorConfig,
-    udp: UdpConfig,
-) -> io::Result<(RequestorHandle, RequestorRunner)> {
+/// Bind the socket and make the handle and the runner: each [`RequestorRunner::run`] is one
+/// life of the task ([`spawn`] runs them).
+fn start(cfg: RequestorConfig, udp: UdpConfig) -> io::Result<(RequestorHandle, RequestorRunner)> {
     let sources = filter::reply_sources(&cfg.servers, &cfg.multicast_sources);
     let socket = bind(&udp, &sources)?;
     let local = socket.local_addr()?;
@@ -195,7 +209,7 @@ pub fn spawn_restartable(
 /// the counters start from zero (the kernel's drop count goes on from where the last run left
 /// it, so a flood before the restart is not counted twice).
 #[derive(Clone)]
-pub struct RequestorRunner {
+struct RequestorRunner {
     cfg: RequestorConfig,
     socket: Arc<UdpSocket>,
     rx: Inbox<Cmd>,
@@ -220,7 +234,7 @@ impl std::fmt::Debug for RequestorRunner {
 impl RequestorRunner {
     /// One life of the requestor task; ends when every handle is dropped and no query is left
     /// in flight.
-    pub async fn run(&self) {
+    async fn run(&self) {
         let mut rx = self.rx.lend().await;
         // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
         // them unpredictable: a guessed id is how a forged reply would win).
@@ -594,7 +608,8 @@ mod tests {
     #[tokio::test]
     async fn the_kernel_drops_what_no_server_sent_before_it_takes_room_in_the_buffer() {
         let (server, stranger, cfg, udp) = server_and_stranger();
-        let (h, _task) = spawn(cfg, udp).await.unwrap();
+        let sup = Supervisor::unstopped(crate::supervise::Policy::default());
+        let (h, _task) = spawn(cfg, udp, &sup).await.unwrap();
         for _ in 0..100 {
             stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
         }
@@ -615,7 +630,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_run_does_not_count_the_kernels_old_drops_again() {
         let (_server, stranger, cfg, udp) = server_and_stranger();
-        let (h, runner) = spawn_restartable(cfg, udp).unwrap();
+        let (h, runner) = start(cfg, udp).unwrap();
         let first = tokio::spawn({
             let r = runner.clone();
             async move { r.run().await }

@@ -104,15 +104,14 @@ impl Default for ClassifyConfig {
 
 /// Who may speak on the snoop interfaces: the configured servers (and trusted sources), and
 /// this box, whose addresses come from the kernel.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SnoopTrust {
     /// Configured servers and `snoop.trusted_sources`.
     pub servers: HashSet<Ipv6Addr>,
     pub own: Arc<OwnAddresses>,
     /// The admission stage, which knows which links have an LDRA in front: a withdrawal that
-    /// arrived wrapped in a level below this box's is refused unless its link says so. Without
-    /// it, every wrapped withdrawal is refused.
-    pub admission: Option<Arc<Admission>>,
+    /// arrived wrapped in a level below this box's is refused unless its link says so.
+    pub admission: Arc<Admission>,
 }
 
 /// A snooped datagram's envelope: what the capture knows besides the DHCPv6 payload.
@@ -518,11 +517,7 @@ impl Classifier {
         let doubts = leases
             .into_iter()
             .map(|l| {
-                let link = self
-                    .trust
-                    .admission
-                    .as_ref()
-                    .and_then(|a| a.link_of(&l.key));
+                let link = self.trust.admission.link_of(&l.key);
                 Doubt {
                     key: l.key,
                     reason: DoubtReason::Unicast,
@@ -669,11 +664,10 @@ impl Classifier {
         }
         let link = link_address(chain);
         if forw.relay.access.is_some() {
-            let allowed = self
-                .trust
-                .admission
-                .as_ref()
-                .is_some_and(|a| a.admit_wrapped_withdrawal(link, &forw.relay, &duid, now));
+            let allowed =
+                self.trust
+                    .admission
+                    .admit_wrapped_withdrawal(link, &forw.relay, &duid, now);
             if !allowed {
                 self.stats.bump(ClassifyCounter::NestedRelay);
                 return None;

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache_task::{CacheHandle, CacheInput};
-use crate::supervise::{Lifetime, Supervisor, test_fault};
+use crate::supervise::{Inbox, Lifetime, Supervisor};
 use crate::time::AgentClock;
 use crate::wire::CheckedMessage;
 
@@ -98,9 +98,11 @@ impl LogBudget {
     }
 }
 
-/// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`.
-/// An interface that does not exist yet is waited for; any other failure to open one (no
-/// CAP_NET_RAW) is returned.
+/// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`,
+/// each under `sup`: a capture task that fails is restarted on a freshly opened socket (task
+/// label `capture`), the classifier on the same queue (`classifier`); the queue between them
+/// survives either restart. An interface that does not exist yet is waited for; any other
+/// failure to open one (no CAP_NET_RAW) is returned.
 pub fn spawn(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
@@ -108,67 +110,7 @@ pub fn spawn(
     clock: AgentClock,
     cache: CacheHandle,
     tasks: &mut JoinSet<()>,
-) -> std::io::Result<SnoopStats> {
-    spawn_with(cfg, classify, trust, clock, cache, tasks, None)
-}
-
-/// [`spawn`] with every task under `sup`: a capture task that fails is restarted on a freshly
-/// opened socket (task label `capture`), the classifier on the same queue (`classifier`); the
-/// queue between them survives either restart.
-pub(crate) fn spawn_supervised(
-    cfg: &CaptureConfig,
-    classify: ClassifyConfig,
-    trust: SnoopTrust,
-    clock: AgentClock,
-    cache: CacheHandle,
-    tasks: &mut JoinSet<()>,
     sup: &Supervisor,
-) -> std::io::Result<SnoopStats> {
-    spawn_with(cfg, classify, trust, clock, cache, tasks, Some(sup))
-}
-
-/// One capture task's run: `first` is the socket opened at start (or none: not there yet).
-/// `fault`: the test hook [`test_fault`] may make this run panic (first runs only).
-async fn capture_run(
-    interface: String,
-    first: Option<CaptureSocket>,
-    fault: bool,
-    receive_buffer: usize,
-    tx: mpsc::Sender<Snooped>,
-    stats: Arc<CaptureStats>,
-) {
-    let sock = match first {
-        Some(s) => s,
-        None => match CaptureSocket::open(&interface, receive_buffer) {
-            Ok(s) => s,
-            Err(_) => return capture::run_when_present(interface, receive_buffer, tx, stats).await,
-        },
-    };
-    if fault {
-        tokio::select! {
-            () = capture::run(sock, tx, stats) => {}
-            () = test_fault("capture") => panic!("test hook: capture task on {interface} fails"),
-        }
-        return;
-    }
-    capture::run(sock, tx, stats).await;
-}
-
-/// What the classifier keeps across its restarts.
-struct ClassifyState {
-    rx: mpsc::Receiver<Snooped>,
-    classifier: Classifier,
-    log_budget: LogBudget,
-}
-
-fn spawn_with(
-    cfg: &CaptureConfig,
-    classify: ClassifyConfig,
-    trust: SnoopTrust,
-    clock: AgentClock,
-    cache: CacheHandle,
-    tasks: &mut JoinSet<()>,
-    sup: Option<&Supervisor>,
 ) -> std::io::Result<SnoopStats> {
     let stats = SnoopStats::default();
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
@@ -185,62 +127,84 @@ fn spawn_with(
             tx.clone(),
             stats.capture.clone(),
         );
-        match sup {
-            None => {
-                tasks.spawn(capture_run(name, first, false, rb, tx, st));
+        let mut first = Some(first);
+        let faults = sup.clone();
+        tasks.spawn(sup.restart("capture", Lifetime::Forever, move |run| {
+            let first = first.take().flatten();
+            // The test hook may fail the first run only.
+            let fault = (run == 0).then(|| faults.fault("capture"));
+            let run = capture_run(name.clone(), first, fault, rb, tx.clone(), st.clone());
+            async move {
+                run.await;
+                Ok::<(), std::convert::Infallible>(())
             }
-            Some(sup) => {
-                let mut first = Some(first);
-                tasks.spawn(sup.restart("capture", Lifetime::Forever, move |run| {
-                    let first = first.take().flatten();
-                    let run =
-                        capture_run(name.clone(), first, run == 0, rb, tx.clone(), st.clone());
-                    async move {
-                        run.await;
-                        Ok::<(), std::convert::Infallible>(())
-                    }
-                }));
-            }
-        }
+        }));
     }
     drop(tx);
-    let state = Arc::new(tokio::sync::Mutex::new(ClassifyState {
-        rx,
-        classifier: Classifier::new(classify, trust),
-        log_budget: LogBudget::default(),
-    }));
+    let queue = Inbox::new(rx);
+    let state: ClassifyState = Arc::new(tokio::sync::Mutex::new((
+        Classifier::new(classify, trust),
+        LogBudget::default(),
+    )));
     let st = stats.clone();
-    let run = move || classify_run(state.clone(), st.clone(), clock, cache.clone());
-    match sup {
-        None => {
-            tasks.spawn(run());
+    tasks.spawn(sup.restart("classifier", Lifetime::Forever, move |_| {
+        let r = classify_run(
+            queue.clone(),
+            state.clone(),
+            st.clone(),
+            clock,
+            cache.clone(),
+        );
+        async move {
+            r.await;
+            Ok::<(), std::convert::Infallible>(())
         }
-        Some(sup) => {
-            tasks.spawn(sup.restart("classifier", Lifetime::Forever, move |_| {
-                let r = run();
-                async move {
-                    r.await;
-                    Ok::<(), std::convert::Infallible>(())
-                }
-            }));
-        }
-    }
+    }));
     Ok(stats)
 }
 
+/// One capture task's run: `first` is the socket opened at start (or none: not there yet).
+/// `fault`: the supervisor's test hook ([`Supervisor::fault`]); the run panics when it resolves.
+async fn capture_run(
+    interface: String,
+    first: Option<CaptureSocket>,
+    fault: Option<impl Future<Output = ()>>,
+    receive_buffer: usize,
+    tx: mpsc::Sender<Snooped>,
+    stats: Arc<CaptureStats>,
+) {
+    let sock = match first {
+        Some(s) => s,
+        None => match CaptureSocket::open(&interface, receive_buffer) {
+            Ok(s) => s,
+            Err(_) => return capture::run_when_present(interface, receive_buffer, tx, stats).await,
+        },
+    };
+    if let Some(fault) = fault {
+        tokio::select! {
+            () = capture::run(sock, tx, stats) => {}
+            () = fault => panic!("test hook: capture task on {interface} fails"),
+        }
+        return;
+    }
+    capture::run(sock, tx, stats).await;
+}
+
+/// What the classifier keeps across its restarts beside its queue: its memory of exchanges
+/// under way and its log budget, lent to one run at a time like the queue.
+type ClassifyState = Arc<tokio::sync::Mutex<(Classifier, LogBudget)>>;
+
 /// The classifier's run: parse, classify, hand to the cache, until the capture side is gone.
 async fn classify_run(
-    state: Arc<tokio::sync::Mutex<ClassifyState>>,
+    queue: Inbox<Snooped>,
+    state: ClassifyState,
     st: SnoopStats,
     clock: AgentClock,
     cache: CacheHandle,
 ) {
+    let mut rx = queue.lend().await;
     let mut guard = state.lock_owned().await;
-    let ClassifyState {
-        rx,
-        classifier,
-        log_budget,
-    } = &mut *guard;
+    let (classifier, log_budget) = &mut *guard;
     while let Some(m) = rx.recv().await {
         // Checked in place: the classifier copies out only what it keeps.
         let Ok(msg) = CheckedMessage::new(&m.payload) else {

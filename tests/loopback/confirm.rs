@@ -72,7 +72,9 @@ async fn rig(servers: &[SocketAddr], config: ConfirmConfig) -> Rig {
         clock,
         None,
         CacheTaskConfig::default(),
-        Vec::new(),
+        support::tasks::admit_documentation(a(LINK), "sub0"),
+        support::tasks::no_confirmer(),
+        &support::tasks::supervisor(),
     );
     let lookup = Lookup {
         requestor,

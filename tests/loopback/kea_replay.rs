@@ -266,7 +266,9 @@ fn ask_udp(q: Query) -> QueryOutcome {
             bind: "[::1]:0".parse().unwrap(),
             ..UdpConfig::default()
         };
-        let (handle, _task) = udp::spawn(cfg, udp).await.unwrap();
+        let (handle, _task) = udp::spawn(cfg, udp, &support::tasks::supervisor())
+            .await
+            .unwrap();
         handle.query(q).await.unwrap()
     })
 }

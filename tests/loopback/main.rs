@@ -41,6 +41,7 @@ async fn quick_requestor(servers: &[SocketAddr], duid: &[u8]) -> RequestorHandle
             bind: "[::1]:0".parse().unwrap(),
             ..UdpConfig::default()
         },
+        &support::tasks::supervisor(),
     )
     .await
     .unwrap();

@@ -76,7 +76,9 @@ async fn rig(servers: &[SocketAddr]) -> Rig {
         clock,
         None,
         CacheTaskConfig::default(),
-        Vec::new(),
+        support::tasks::admit_documentation(a(LINK), "sub0"),
+        support::tasks::no_confirmer(),
+        &support::tasks::supervisor(),
     );
     let metrics = Metrics::new();
     Rig {

@@ -119,6 +119,7 @@ async fn requestor(cfg: RequestorConfig) -> RequestorHandle {
             bind: "[::1]:0".parse().unwrap(),
             ..UdpConfig::default()
         },
+        &support::tasks::supervisor(),
     )
     .await
     .unwrap();
@@ -689,6 +690,7 @@ fn a_reply_arriving_on_a_subscriber_link_is_dropped() {
                             refuse_interfaces: vec!["sub0".into()],
                             ..UdpConfig::default()
                         },
+                        &support::tasks::supervisor(),
                     )
                     .await
                     .unwrap();
@@ -729,22 +731,28 @@ fn forged() -> Vec<u8> {
     vec![15, 0x12, 0x34, 0x56]
 }
 
-/// A requestor run that dies (here: aborted, as a panic ends it) is followed by a new run on
-/// the same socket and command channel: the handle the bulk, on-demand and control paths hold
-/// keeps working.
+/// A requestor run that dies (a panic, by the supervisor's test hook) is followed by a new run
+/// on the same socket and command channel: the handle the bulk, on-demand and control paths
+/// hold keeps working.
 #[tokio::test]
 async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
     let s = server(1);
-    let (h, runner) = udp::spawn_restartable(
+    let faults = tempfile::tempdir().unwrap();
+    let sup = lqagent::supervise::Supervisor::unstopped(lqagent::supervise::Policy {
+        base: Duration::from_millis(10),
+        ..Default::default()
+    })
+    .with_fault_dir(faults.path());
+    let (h, _task) = udp::spawn(
         config(&[s.addr], Policy::Failover),
         UdpConfig {
             bind: "[::1]:0".parse().unwrap(),
             ..UdpConfig::default()
         },
+        &sup,
     )
+    .await
     .unwrap();
-    let r = runner.clone();
-    let first = tokio::spawn(async move { r.run().await });
     let o = h
         .query(Query::by_address(a("2001:db8:1::2")))
         .await
@@ -753,14 +761,19 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
     let before = h.stats().await.unwrap();
     assert!(before.sent > 0, "the first run sent the query");
 
-    first.abort();
-    let _ = first.await;
-    // Between runs the channel stays open: a query waits for the next run instead of failing.
+    // The first run panics; the channel stays open: a query sent now waits for the next run
+    // instead of failing.
+    std::fs::write(faults.path().join("requestor"), b"").unwrap();
+    wait_for_async(
+        "the failed run restarted and counted",
+        Duration::from_secs(10),
+        async || sup.restarts().get("requestor") == 1,
+    )
+    .await;
     let pending = tokio::spawn({
         let h = h.clone();
         async move { h.query_wait(Query::by_address(a("2001:db8:1::1"))).await }
     });
-    let second = tokio::spawn(async move { runner.run().await });
     let o = tokio::time::timeout(Duration::from_secs(10), pending)
         .await
         .expect("answered within 10 s")
@@ -773,7 +786,6 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
         1,
         "a fresh core counts from zero"
     );
-    second.abort();
 }
 
 /// A datagram flood at the requestor's own port (junk, as fast as two senders can go) does not

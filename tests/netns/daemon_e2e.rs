@@ -286,12 +286,16 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
         rt.block_on(async move {
             let store = Arc::new(BindingStore::default());
             let clock = AgentClock::new();
+            // Admission as `lqagent run` builds it for this link: dhcpd's range is inside it.
+            let admission = support::tasks::admit_documentation(link_address, &interface);
             let (cache, mut changes, _t) = cache_task::spawn(
                 store.clone(),
                 clock,
                 None,
                 CacheTaskConfig::default(),
-                Vec::new(),
+                admission.clone(),
+                support::tasks::no_confirmer(),
+                &support::tasks::supervisor(),
             );
             let (requestor, _r) = udp::spawn(
                 RequestorConfig {
@@ -300,6 +304,7 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
                     ..RequestorConfig::default()
                 },
                 UdpConfig::default(),
+                &support::tasks::supervisor(),
             )
             .await
             .expect("bind [::]:546 in the namespace");
@@ -352,7 +357,9 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
                 clock,
                 None,
                 CacheTaskConfig::default(),
-                Vec::new(),
+                admission,
+                support::tasks::no_confirmer(),
+                &support::tasks::supervisor(),
             );
             let (od, _task) = ondemand::spawn(
                 Lookup {

@@ -141,8 +141,17 @@ fn start_snooper(
             .unwrap();
         rt.block_on(async move {
             let clock = AgentClock::new();
-            let (cache, mut changes, _join) =
-                cache_task::spawn(st, clock, None, CacheTaskConfig::default(), Vec::new());
+            let sup = support::tasks::supervisor();
+            let admission = support::tasks::admit_documentation(a("2001:db8:1::1"), "sub0");
+            let (cache, mut changes, _join) = cache_task::spawn(
+                st,
+                clock,
+                None,
+                CacheTaskConfig::default(),
+                admission.clone(),
+                support::tasks::no_confirmer(),
+                &sup,
+            );
             tokio::spawn(async move { while changes.recv().await.is_some() {} });
             let mut tasks = tokio::task::JoinSet::new();
             let cfg = CaptureConfig {
@@ -152,7 +161,7 @@ fn start_snooper(
             let trust = SnoopTrust {
                 servers: [a("2001:db8:f::2")].into_iter().collect(),
                 own: Arc::new(OwnAddresses::new([a("2001:db8:f::1")])),
-                admission: None,
+                admission,
             };
             let stats = shell::spawn(
                 &cfg,
@@ -161,6 +170,7 @@ fn start_snooper(
                 clock,
                 cache,
                 &mut tasks,
+                &sup,
             )
             .unwrap();
             stats_tx.send(stats).unwrap();
@@ -246,8 +256,18 @@ fn start_gated_snooper(
                 change_queue: 4,
                 ..CacheTaskConfig::default()
             };
-            let (cache, mut changes, _join) =
-                cache_task::spawn(store, clock, None, small, Vec::new());
+            let sup = support::tasks::supervisor();
+            let admission =
+                support::tasks::admit_documentation(storm::LINK_ADDRESS, storm::LINK_IF);
+            let (cache, mut changes, _join) = cache_task::spawn(
+                store,
+                clock,
+                None,
+                small,
+                admission.clone(),
+                support::tasks::no_confirmer(),
+                &sup,
+            );
             tokio::spawn(async move {
                 let _ = gate.await;
                 while changes.recv().await.is_some() {}
@@ -261,7 +281,7 @@ fn start_gated_snooper(
             let trust = SnoopTrust {
                 servers: [storm::SERVER].into_iter().collect(),
                 own: Arc::new(OwnAddresses::new([storm::RELAY])),
-                admission: None,
+                admission,
             };
             let stats = shell::spawn(
                 &cfg,
@@ -270,6 +290,7 @@ fn start_gated_snooper(
                 clock,
                 cache,
                 &mut tasks,
+                &sup,
             )
             .unwrap();
             stats_tx.send(stats).unwrap();

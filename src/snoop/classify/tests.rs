@@ -111,14 +111,21 @@ const SRV: &str = "2001:db8:ffff::2";
 const RELAY_UP: &str = "2001:db8:ffff::1";
 
 fn classifier(cfg: ClassifyConfig) -> Classifier {
+    let own = Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")]));
     Classifier::new(
         cfg,
         SnoopTrust {
             servers: [a(SRV)].into_iter().collect(),
-            own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
-            admission: None,
+            own: own.clone(),
+            admission: no_links(own),
         },
     )
+}
+
+/// An admission that knows no link: every wrapped withdrawal is refused, no unicast lease has
+/// a link.
+fn no_links(own: Arc<OwnAddresses>) -> Arc<Admission> {
+    Arc::new(Admission::new(Vec::new(), [a(SRV)], own))
 }
 
 fn trusted() -> Classifier {
@@ -665,7 +672,7 @@ fn release_reply(xid: u32, status: Option<StatusCode>, ias: Vec<DhcpOption>) -> 
 
 #[test]
 fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
-    let run = |admission: Option<Arc<Admission>>, ours_id: &[u8]| {
+    let run = |admission: Arc<Admission>, ours_id: &[u8]| {
         let mut c = Classifier::new(
             ClassifyConfig::default(),
             SnoopTrust {
@@ -698,11 +705,11 @@ fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
         let got = c.on_message(&repl(ok), &down(), ts(1));
         (got, c.stats().get(ClassifyCounter::NestedRelay))
     };
-    let (got, nested) = run(Some(ldra_trust_admission()), b"eth1");
+    let (got, nested) = run(ldra_trust_admission(), b"eth1");
     assert!(matches!(got, Some(Learned::Withdraw(..))), "{got:?}");
     assert_eq!(nested, 0);
     let ad = ldra_trust_admission();
-    let (got, nested) = run(Some(ad.clone()), b"eth2");
+    let (got, nested) = run(ad.clone(), b"eth2");
     assert_eq!(
         got, None,
         "a link without an LDRA: a subscriber posing as a relay"
@@ -716,8 +723,8 @@ fn a_wrapped_release_withdraws_only_on_a_link_with_an_ldra_in_front() {
         1,
         "counted by admission"
     );
-    let (got, nested) = run(None, b"eth1");
-    assert_eq!(got, None, "no admission to ask: never withdrawn");
+    let (got, nested) = run(no_links(Arc::new(OwnAddresses::default())), b"eth1");
+    assert_eq!(got, None, "no configured link: never withdrawn");
     assert_eq!(nested, 1);
 }
 
@@ -992,7 +999,7 @@ fn a_unicast_reply_from_a_server_raises_doubts_and_binds_nothing() {
         SnoopTrust {
             servers: [a(SRV)].into_iter().collect(),
             own: Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")])),
-            admission: Some(ad),
+            admission: ad,
         },
     );
     let reply = || {

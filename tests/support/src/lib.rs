@@ -15,5 +15,6 @@ pub mod recovery;
 pub mod refserver;
 pub mod scrape;
 pub mod storm;
+pub mod tasks;
 pub mod tmpfs;
 pub mod wait;

@@ -66,6 +66,22 @@ pub fn links_config(links: u16) -> String {
         .collect()
 }
 
+/// The admission `lqagent run` builds from [`links_config`]: links 1..=`links`, each with its
+/// /64 and its delegated-prefix space.
+pub fn admission(links: u16) -> Arc<lqagent::admission::Admission> {
+    let rules = (1..=links)
+        .map(|l| {
+            let own =
+                Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, l, 0, 0, 0, 0, 0), 64).expect("a /64");
+            let mut rule = crate::tasks::link(link(l), &ifname(l), &[own, pd_space(l)]);
+            // `links_config` leaves `delegated_length` at its default.
+            rule.delegated_length = (48, 64);
+            rule
+        })
+        .collect();
+    crate::tasks::admission(rules, &[], &[])
+}
+
 pub fn ifname(i: u16) -> String {
     format!("sub{i}")
 }
@@ -460,6 +476,7 @@ pub fn run_recovery_via_cache_task(
     queries: Vec<lqagent::bulk::tcp::ServerQueries>,
     cfg: BulkConfig,
 ) -> (Run, Arc<BindingStore>) {
+    let links = lab.links;
     lab.agent.run_in(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -477,7 +494,9 @@ pub fn run_recovery_via_cache_task(
                 clock,
                 None,
                 Default::default(),
-                Vec::new(),
+                admission(links),
+                crate::tasks::no_confirmer(),
+                &crate::tasks::supervisor(),
             );
             let started = Instant::now();
             let installer = tokio::spawn(async move {
@@ -540,6 +559,7 @@ pub fn release_during_recovery(
     };
     use lqagent::cache_task::CacheInput;
     use std::sync::atomic::{AtomicU64, Ordering};
+    let links = lab.links;
     lab.agent.run_in(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -557,7 +577,9 @@ pub fn release_during_recovery(
                 clock,
                 None,
                 Default::default(),
-                Vec::new(),
+                admission(links),
+                crate::tasks::no_confirmer(),
+                &crate::tasks::supervisor(),
             );
             let stats = Arc::new(BulkStats::default());
             let key = LeaseKey::Address(victim);
