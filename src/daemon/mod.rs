@@ -138,38 +138,20 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
     let mut tasks = start::Tasks::new();
     let listeners = start::listeners(&cfg, &mut tasks).await?;
     let metrics = listeners.metrics.clone();
-    let kernel = start::kernel(&cfg).await?;
-    let clock = kernel.clock;
-    let (loaded, writer) = start::state(&cfg, clock, &kernel.admission)?;
-    // Doubts (the ownership rule) go to the confirmer started with the requestor; made here so
-    // every part that raises them (the cache task; the kernel side for inherited routes) can
-    // be handed a clone.
-    let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
-    let (routes, loaded) = start::reconcile(
-        &cfg,
-        kernel.installer,
+    let Restored {
         clock,
-        loaded,
-        &metrics,
-        &tasks,
-        &doubts,
-    )
-    .await?;
-    let (trigger, trigger_events) = start::trigger(&cfg, &loaded, &tasks).await?;
-    // The store, the installer and the trigger hold the loaded leases now.
-    drop(loaded);
+        own,
+        admission,
+        writer,
+        routes,
+        doubts,
+        doubt_rx,
+        trigger,
+        trigger_events,
+        cache,
+        cache_task,
+    } = restore(&cfg, &metrics, &mut tasks, true, |_| {}).await?;
     let trigger_handle = trigger.as_ref().map(Trigger::handle);
-    let (cache, cache_task) = start::cache(
-        clock,
-        &writer,
-        &kernel.admission,
-        &routes,
-        start::CacheOutlets {
-            trigger: trigger_handle.clone(),
-            doubts: doubts.clone(),
-        },
-        &mut tasks,
-    );
     let lq = start::leasequery(
         &cfg,
         &cache,
@@ -189,14 +171,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         &routes.commands,
         &mut tasks,
     );
-    let snoop = start::snooping(
-        &cfg,
-        &kernel.own,
-        &kernel.admission,
-        clock,
-        &cache,
-        &mut tasks,
-    )?;
+    let snoop = start::snooping(&cfg, &own, &admission, clock, &cache, &mut tasks)?;
 
     let beats = start::heartbeats(&cache, &routes, snoop.as_ref());
     let control_stats = Arc::new(ControlStats::default());
@@ -205,7 +180,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         export::Sources {
             installer: routes.stats.clone(),
             store: routes.store.clone(),
-            admission: kernel.admission.clone(),
+            admission: admission.clone(),
             snoop,
             bulk: bulk_stats,
             on_demand: lq.on_demand.stats().clone(),
@@ -283,45 +258,29 @@ impl StallCache {
 
 /// The start-up steps of [`serve`] that recover the bindings of the last run, and nothing else:
 /// the installer and admission, the state file (each lease admitted again) and its writer, the
-/// kernel reconciled against it, the cache task with its route feed, and bulk recovery — the
-/// same step functions in the same order, without the parts recovery does not use (listeners,
-/// trigger, requestor, snooping, control). `cargo bench --bench recovery` times the daemon's
-/// recovery through it, so the bench measures the path `lqagent run` takes, not a copy of it.
+/// kernel reconciled against it, the cache task with its route feed ([`restore`], the function
+/// `serve` calls, without the trigger), and bulk recovery — without the parts recovery does not
+/// use (listeners, trigger, requestor, snooping, control). `cargo bench --bench recovery` times
+/// the daemon's recovery through it, so the bench measures the path `lqagent run` takes, not a
+/// copy of it.
 #[doc(hidden)]
 pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
     let began = std::time::Instant::now();
     let mut steps = Vec::new();
     let mut tasks = start::Tasks::new();
     let metrics = crate::metrics::Metrics::new();
-    let kernel = start::kernel(cfg).await?;
-    steps.push(("kernel", began.elapsed()));
-    let clock = kernel.clock;
-    let (loaded, writer) = start::state(cfg, clock, &kernel.admission)?;
-    steps.push(("state", began.elapsed()));
-    let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
-    let (routes, loaded) = start::reconcile(
-        cfg,
-        kernel.installer,
+    let Restored {
         clock,
-        loaded,
-        &metrics,
-        &tasks,
-        &doubts,
-    )
+        writer,
+        routes,
+        doubt_rx,
+        cache,
+        cache_task,
+        ..
+    } = restore(cfg, &metrics, &mut tasks, false, |step| {
+        steps.push((step, began.elapsed()))
+    })
     .await?;
-    drop(loaded);
-    steps.push(("reconcile", began.elapsed()));
-    let (cache, cache_task) = start::cache(
-        clock,
-        &writer,
-        &kernel.admission,
-        &routes,
-        start::CacheOutlets {
-            trigger: None,
-            doubts,
-        },
-        &mut tasks,
-    );
     let duid = match &cfg.identity.client_duid {
         Some(d) => d.clone(),
         None => crate::requestor::udp::system_duid(None).map_err(DaemonError::Duid)?,
@@ -351,6 +310,80 @@ pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
         stop: tasks.stop,
         writer,
         _doubts: doubt_rx,
+    })
+}
+
+/// What steps 2 to 6 made: the parts of the agent that hold the bindings of the last run.
+struct Restored {
+    clock: crate::time::AgentClock,
+    own: Arc<crate::admission::OwnAddresses>,
+    admission: Arc<crate::admission::Admission>,
+    writer: persist::StateWriter,
+    routes: start::Routes,
+    /// Where doubts (the ownership rule) go, and the confirmer's end of it: made before the
+    /// parts that raise them (the kernel side for inherited routes, the cache task).
+    doubts: crate::cache_task::DoubtSink,
+    doubt_rx: mpsc::Receiver<crate::cache::binding::Doubt>,
+    trigger: Option<Trigger>,
+    trigger_events: Option<mpsc::Receiver<crate::trigger::TriggerEvent>>,
+    cache: crate::cache_task::CacheHandle,
+    cache_task: tokio::task::JoinHandle<()>,
+}
+
+/// Steps 2 to 6, written once for [`serve`] and [`start_recovery`]: the installer and admission,
+/// the state file and its writer, the kernel reconciled against it, the trigger (step 5, only
+/// when `trigger`: recovery does not use it) and the cache task with its route feed. `step` is
+/// told each step's name as it ends (the recovery bench times them).
+async fn restore(
+    cfg: &Config,
+    metrics: &crate::metrics::Metrics,
+    tasks: &mut start::Tasks,
+    trigger: bool,
+    mut step: impl FnMut(&'static str),
+) -> Result<Restored, DaemonError> {
+    let start::Kernel {
+        clock,
+        installer,
+        own,
+        admission,
+    } = start::kernel(cfg).await?;
+    step("kernel");
+    let (loaded, writer) = start::state(cfg, clock, &admission)?;
+    step("state");
+    let (doubts, doubt_rx) = crate::cache_task::DoubtSink::new(DOUBT_QUEUE);
+    let (routes, loaded) =
+        start::reconcile(cfg, installer, clock, loaded, metrics, tasks, &doubts).await?;
+    step("reconcile");
+    let (trigger, trigger_events) = if trigger {
+        start::trigger(cfg, &loaded, tasks).await?
+    } else {
+        (None, None)
+    };
+    // The store, the installer and the trigger hold the loaded leases now.
+    drop(loaded);
+    let (cache, cache_task) = start::cache(
+        clock,
+        &writer,
+        &admission,
+        &routes,
+        start::CacheOutlets {
+            trigger: trigger.as_ref().map(Trigger::handle),
+            doubts: doubts.clone(),
+        },
+        tasks,
+    );
+    Ok(Restored {
+        clock,
+        own,
+        admission,
+        writer,
+        routes,
+        doubts,
+        doubt_rx,
+        trigger,
+        trigger_events,
+        cache,
+        cache_task,
     })
 }
 
