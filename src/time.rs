@@ -1,5 +1,11 @@
 //! Time for the whole agent: the agent clock, its instants, and the retry backoff.
 //!
+//! Every module takes its time types from here: [`Timestamp`] (agent-clock milliseconds, what
+//! leases and the state file hold), [`Instant`] and [`Duration`] (the monotonic instant the
+//! sans-IO cores are handed, `std`'s, so a core depends on no runtime), [`SystemTime`] (wall
+//! clock for displays). Tokio shells may keep `tokio::time::Instant` for their timers and hand
+//! cores `into_std()` of it.
+//!
 //! One clock serves the cache, the requestor, bulk recovery, the route installer and the state
 //! file, so all of them agree on what "now" and "expired" mean: [`AgentClock`] reads Unix time
 //! once at start and advances it by the monotonic clock, and its values are [`Timestamp`]s (Unix
@@ -7,9 +13,8 @@
 //! [`backoff`] is the one exponential backoff (doubling from a base, capped) every retry loop
 //! that counts its attempts uses.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::time::Instant;
+use std::time::UNIX_EPOCH;
+pub use std::time::{Duration, Instant, SystemTime};
 
 use crate::wire::INFINITE_LIFETIME;
 
@@ -76,7 +81,7 @@ impl Timestamp {
 /// paused time move it too.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentClock {
-    start: Instant,
+    start: tokio::time::Instant,
     unix_ms_at_start: i64,
 }
 
@@ -87,18 +92,18 @@ impl AgentClock {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         AgentClock {
-            start: Instant::now(),
+            start: tokio::time::Instant::now(),
             unix_ms_at_start: unix_ms,
         }
     }
 
     pub fn now(&self) -> Timestamp {
-        self.at(Instant::now())
+        self.at(tokio::time::Instant::now())
     }
 
     /// The monotonic instant of an agent-clock value (e.g. to sleep until a deadline, or for
     /// `RouteSpec::valid_until`); `None` for [`Timestamp::NEVER`], `start` for the past.
-    pub fn instant_of(&self, t: Timestamp) -> Option<Instant> {
+    pub fn instant_of(&self, t: Timestamp) -> Option<tokio::time::Instant> {
         if t == Timestamp::NEVER {
             return None;
         }
@@ -107,12 +112,12 @@ impl AgentClock {
     }
 
     /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
-    pub fn at_std(&self, t: std::time::Instant) -> Timestamp {
-        self.at(Instant::from_std(t))
+    pub fn at_std(&self, t: Instant) -> Timestamp {
+        self.at(tokio::time::Instant::from_std(t))
     }
 
     /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
-    pub fn at(&self, t: Instant) -> Timestamp {
+    pub fn at(&self, t: tokio::time::Instant) -> Timestamp {
         let elapsed = t.saturating_duration_since(self.start).as_millis();
         Timestamp::from_millis(
             self.unix_ms_at_start

@@ -16,7 +16,7 @@
 //! Every connection also has read and write deadlines (the server's), so a stalled connection
 //! ends on its own; this only decides what happens before that.
 
-use std::time::Instant;
+use crate::time::Instant;
 
 /// The bounds of one control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::time::Duration;
 
     const LIMITS: Limits = Limits {
         total: 6,

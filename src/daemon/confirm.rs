@@ -37,10 +37,10 @@
 //! doubts wait in the sink's bounded queue, and a doubt that finds it full is counted
 //! `not_asked` by the sink.
 
+use crate::time::{Duration, Instant};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 

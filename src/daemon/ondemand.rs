@@ -39,7 +39,7 @@ pub struct UnknownSource {
     pub interface: Option<Arc<str>>,
     /// When the trigger read it from NFLOG, when it came from there: the start of
     /// `lqagent_on_demand_stage_seconds{stage="queued"}`.
-    pub seen: Option<std::time::Instant>,
+    pub seen: Option<crate::time::Instant>,
 }
 
 impl UnknownSource {
@@ -173,7 +173,7 @@ impl Lookup {
             return Looked::Known;
         }
         stats.queried.fetch_add(1, Relaxed);
-        let started = std::time::Instant::now();
+        let started = crate::time::Instant::now();
         if let Some(seen) = s.seen {
             self.stage(
                 OnDemandStage::Queued,
@@ -192,7 +192,7 @@ impl Lookup {
                 return Looked::Refused;
             }
         };
-        let answered = std::time::Instant::now();
+        let answered = crate::time::Instant::now();
         self.stage(OnDemandStage::Leasequery, answered - started);
         for a in &outcome.answers {
             self.count_answer(a);
@@ -251,7 +251,7 @@ impl Lookup {
         }
     }
 
-    fn stage(&self, stage: OnDemandStage, took: std::time::Duration) {
+    fn stage(&self, stage: OnDemandStage, took: crate::time::Duration) {
         if let Some(m) = &self.metrics {
             m.on_demand_stage
                 .get_or_create(&StageLabels { stage })
@@ -289,7 +289,7 @@ impl Lookup {
             LeasequeryOutcome::Timeout | LeasequeryOutcome::SendError => Exchange::NoAnswer,
         };
         m.servers
-            .record(&server, exchange, a.elapsed, std::time::SystemTime::now());
+            .record(&server, exchange, a.elapsed, crate::time::SystemTime::now());
         let labels = ServerLabels { server };
         if a.answer != Answer::NoAnswer {
             m.leasequery_rtt

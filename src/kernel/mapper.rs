@@ -76,7 +76,7 @@ impl RouteMapper {
         })
     }
 
-    fn deadline(&self, t: Timestamp) -> Option<std::time::Instant> {
+    fn deadline(&self, t: Timestamp) -> Option<crate::time::Instant> {
         self.expiry?.instant_of(t).map(|i| i.into_std())
     }
 

@@ -27,9 +27,9 @@
 //! Invariants: no two live exchanges share a transaction id; the pending table never holds more
 //! than `max_pending` queries; every dropped datagram and refused query is counted.
 
+use crate::time::Instant;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::Instant;
 
 use rand::Rng;
 use rand::rngs::StdRng;

@@ -4,10 +4,10 @@
 //! lookups that ended without a binding. Every structure here is bounded; time comes in as an
 //! argument.
 
+use crate::time::{Duration, Instant};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
 
 /// A rate and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq)]

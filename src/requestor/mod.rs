@@ -22,8 +22,8 @@ mod pktinfo;
 pub(crate) mod retransmit;
 pub mod udp;
 
+use crate::time::{Duration, Instant};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 
 use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};

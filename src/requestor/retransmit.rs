@@ -15,7 +15,7 @@
 //! Operators may override MRC ("attempts") and MRD ("timeout"): the exchange then ends at
 //! whichever limit comes first, and the last wait is cut short so MRD is never overrun.
 
-use std::time::{Duration, Instant};
+use crate::time::{Duration, Instant};
 
 use rand::Rng;
 

@@ -9,12 +9,12 @@
 //! filter of [`super::filter`], so the kernel queues only datagrams from the sources the core
 //! would take a reply from, and junk never takes the room a server's reply needs.
 
+use crate::time::Instant;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -322,7 +322,7 @@ impl RefusedInterfaces {
         }
         if self
             .read_at
-            .is_none_or(|t| now.saturating_duration_since(t) > std::time::Duration::from_secs(5))
+            .is_none_or(|t| now.saturating_duration_since(t) > crate::time::Duration::from_secs(5))
         {
             self.indexes = self
                 .names
@@ -562,7 +562,7 @@ pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    use std::time::Duration;
+    use crate::time::Duration;
 
     use crate::requestor::DropReason;
 

@@ -78,16 +78,16 @@ impl MessageCounts {
 /// in full (metrics) but cannot flood the journal.
 #[derive(Debug, Default)]
 struct LogBudget {
-    second: Option<std::time::Instant>,
+    second: Option<crate::time::Instant>,
     used: u32,
 }
 
 impl LogBudget {
     const PER_SEC: u32 = 10;
 
-    fn allow(&mut self, at: std::time::Instant) -> bool {
+    fn allow(&mut self, at: crate::time::Instant) -> bool {
         match self.second {
-            Some(s) if at.saturating_duration_since(s) < std::time::Duration::from_secs(1) => {}
+            Some(s) if at.saturating_duration_since(s) < crate::time::Duration::from_secs(1) => {}
             _ => {
                 self.second = Some(at);
                 self.used = 0;

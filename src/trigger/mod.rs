@@ -131,7 +131,7 @@ pub struct TriggerEvent {
     /// The link-address to put in the leasequery.
     pub link_address: Ipv6Addr,
     pub source: Ipv6Addr,
-    pub at: std::time::Instant,
+    pub at: crate::time::Instant,
 }
 
 labels! {

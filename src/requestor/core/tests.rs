@@ -1,9 +1,9 @@
 //! Scripts for the sans-IO requestor in virtual time (time passed in, no clock read): "t=0 query to A;
 //! t≈1 s retransmit; reply; expect binding". The clock is an `Instant` we advance by hand.
 
+use crate::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
