@@ -18,11 +18,15 @@
 //!  · link-up of a subscriber interface → bulk query for that link
 //! ```
 //!
-//! Each step of that order is one function in [`start`], called in turn by `serve`.
+//! Each step of that order is one function in [`start`], called in turn by `serve`; steps 2 to 6
+//! (kernel and admission, state file, reconcile, trigger, cache task) through `restore`, the one
+//! copy of them, which [`start_recovery`] (the recovery bench) runs too.
 //!
 //! Every long-running task runs under the [`crate::supervise`] module's supervisor: a failure (an
 //! error, a panic, an early end) is logged with its cause, counted in
 //! `lqagent_task_restarts_total{task}` and restarted with backoff; channels survive restarts.
+//! The tasks' own modules start them so (`cache_task::spawn`, `snoop::shell::spawn`,
+//! `requestor::udp::spawn`: one entry point each, the one tests use too).
 //! The requestor restarts on the same socket and command channel (queries in flight end as
 //! "stopped"; callers treat that as no answer).
 //!

@@ -3,8 +3,9 @@
 //! Two faces over one parser:
 //! - the **borrowed view** (`view` module) walks a received message's options in place without
 //!   allocating, and is where every decode check is written (headers, lengths, nesting bounds,
-//!   where RELAY_MSG may appear). Every parse makes this one checking pass; the agent's readers
-//!   (snooper, requestor, bulk) then take the owned tree below, `lqagent decode` walks the view;
+//!   where RELAY_MSG may appear). Every parse makes this one checking pass. The snooper reads
+//!   the checked view ([`CheckedMessage`]) in place and copies only what it keeps; the
+//!   requestor and bulk take the owned tree below; `lqagent decode` walks the view;
 //! - the **owned representation** — [`Message`] (`Client(ClientMessage)` | `Relay(RelayMessage)`),
 //!   [`Options`], [`DhcpOption`] — with `buffer_len`, `emit` and `to_vec`: what we build and send,
 //!   and what tests and tools compare. Its `parse` copies out of a checked view (`decode`), so

@@ -1,7 +1,8 @@
 //! The borrowed read path: views over a received message that walk its options in place.
 //!
 //! Every received message (snooped replies, leasequery replies, bulk streams) passes through
-//! here once, before `decode` copies it into the owned tree: nothing here allocates. [`MessageView::new_checked`] checks the fixed header once; [`OptionsIter`] then
+//! here once; nothing here allocates. The snooper reads it in place ([`CheckedMessage`]);
+//! leasequery replies and bulk streams are then copied into the owned tree by `decode`. [`MessageView::new_checked`] checks the fixed header once; [`OptionsIter`] then
 //! yields `Result<OptionView, Error>` per option and **stops for good after the first error**
 //! (a truncated or overrunning option poisons the rest of its list, which must be dropped and
 //! counted, not silently cut short). [`OptionView::kind`] checks one option's layout and gives
