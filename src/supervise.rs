@@ -370,6 +370,30 @@ mod tests {
         );
     }
 
+    /// The test hook fails a run only once its file exists in the supervisor's fault
+    /// directory, and a supervisor without one never fails it.
+    #[tokio::test]
+    async fn the_fault_hook_fires_on_its_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::unstopped(fast()).with_fault_dir(dir.path());
+        let fault = sup.fault("t");
+        let mut fault = std::pin::pin!(fault);
+        let early = tokio::time::timeout(Duration::from_millis(200), fault.as_mut()).await;
+        assert!(early.is_err(), "fired before its file existed");
+        std::fs::write(dir.path().join("other"), b"").unwrap();
+        let other = tokio::time::timeout(Duration::from_millis(200), fault.as_mut()).await;
+        assert!(other.is_err(), "fired for another task's file");
+        std::fs::write(dir.path().join("t"), b"").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), fault)
+            .await
+            .expect("fired once its file existed");
+        let quiet = Supervisor::unstopped(fast());
+        if std::env::var_os("LQAGENT_TEST_FAULT_DIR").is_none() {
+            let never = tokio::time::timeout(Duration::from_millis(200), quiet.fault("t")).await;
+            assert!(never.is_err(), "no fault directory: never fires");
+        }
+    }
+
     #[tokio::test]
     async fn the_channel_lent_to_each_run_survives_a_panic() {
         let (_stop_tx, stop) = watch::channel(false);
