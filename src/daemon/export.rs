@@ -460,6 +460,113 @@ mod tests {
         assert!(d.take(vec![("a", 5), ("b", 1)]).is_empty());
     }
 
+    /// Every module's stats with a distinct value in each counter, registered as the daemon
+    /// does: the exposition's lqagent_* samples (family, labels, value), sorted. Pins what the
+    /// export path writes, whatever way it is built.
+    fn daemon_exposition() -> Vec<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let installer = Arc::new(InstallerStats::default());
+        for (i, c) in RouteCounter::ALL.iter().enumerate() {
+            installer.add(*c, i as u64 + 1);
+        }
+        installer.set_gauges(7, 8, 9);
+        let admission = Arc::new(Admission::new(
+            Vec::new(),
+            [],
+            Arc::new(crate::admission::OwnAddresses::new([])),
+        ));
+        admission.stats().count(
+            crate::admission::Origin::Bulk,
+            crate::admission::Rejection::UnknownLink,
+        );
+        let snoop = SnoopStats::default();
+        snoop.messages.count(crate::wire::MessageType(13));
+        snoop.messages.count(crate::wire::MessageType(13));
+        snoop.messages.count(crate::wire::MessageType(200));
+        let bulk = Arc::new(BulkStats::default());
+        for (i, c) in BulkCounter::ALL.iter().enumerate() {
+            bulk.add(*c, 100 + i as u64);
+        }
+        bulk.discard(crate::bulk::core::Discard::NoCltTime);
+        let on_demand = Arc::new(OnDemandStats::default());
+        on_demand.known.store(3, Relaxed);
+        on_demand.refused.store(4, Relaxed);
+        on_demand.queried.store(5, Relaxed);
+        let trigger = Arc::new(TriggerStats::default());
+        for (i, c) in TriggerCounter::ALL.iter().enumerate() {
+            trigger.add(*c, 20 + i as u64);
+        }
+        let mut req = RequestorStats::default();
+        req.queries = 11;
+        req.deduplicated = 12;
+        req.negative_hits = 13;
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            req.drop_n(*r, 30 + i as u64);
+        }
+        let control = Arc::new(ControlStats::default());
+        control.requests.store(2, Relaxed);
+        let restarts = Arc::new(Restarts::default());
+        restarts.counter("routes").store(1, Relaxed);
+        restarts.counter("requestor_stats");
+        let state = Arc::new(PersistStats::default());
+        state.syncs.store(6, Relaxed);
+        state.degraded.store(true, Relaxed);
+        let doubts = Arc::new(DoubtStats::default());
+        doubts.count(
+            crate::cache::DoubtReason::Overlap,
+            crate::cache::DoubtOutcome::Unknown,
+        );
+        let sources = Sources {
+            installer,
+            store: Arc::new(BindingStore::new(crate::cache::CacheConfig::default())),
+            admission,
+            snoop: Some(snoop),
+            bulk,
+            on_demand,
+            trigger: Some(trigger),
+            requestor: Arc::new(Mutex::new(req)),
+            control,
+            links: [("2001:db8::1".parse().unwrap(), "cable1".to_string())].into(),
+            servers: HashMap::new(),
+            restarts,
+            state,
+            doubts,
+        };
+        let m = Metrics::new();
+        register(&m, sources);
+        let _ = m.encode();
+        let mut rows: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| {
+                l.starts_with("lqagent_")
+                    || l.starts_with("# TYPE lqagent_")
+                    || l.starts_with("# HELP lqagent_")
+            })
+            .filter(|l| !l.starts_with("lqagent_build_info"))
+            .map(str::to_string)
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Every family, HELP, label set and value of the daemon's export, as the file beside this
+    /// one pins them (sorted lines): dashboards and alert rules match these byte for byte.
+    #[test]
+    fn the_daemon_exposition_is_pinned() {
+        let rows = daemon_exposition();
+        let pinned: Vec<&str> = include_str!("export/pinned_exposition.txt")
+            .lines()
+            .collect();
+        let got: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let missing: Vec<_> = pinned.iter().filter(|l| !got.contains(l)).collect();
+        let extra: Vec<_> = got.iter().filter(|l| !pinned.contains(l)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing: {missing:#?}\nextra: {extra:#?}"
+        );
+    }
+
     #[test]
     fn registered_bulk_counters_show_in_the_exposition() {
         use crate::bulk::core::Discard;
