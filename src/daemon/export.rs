@@ -241,7 +241,7 @@ fn register_state(m: &Metrics, state: &Arc<PersistStats>) {
 /// `lqagent_route_events_total{event}` (each event once it has happened) and the
 /// `lqagent_routes{state}` gauges, from the installer's own counters; the netlink batch
 /// latency histogram, fed as batches finish.
-pub fn register_routes(m: &Metrics, installer: &Arc<InstallerStats>) {
+fn register_routes(m: &Metrics, installer: &Arc<InstallerStats>) {
     let k = installer.clone();
     m.register_stats(
         names::ROUTE_EVENTS,
@@ -621,6 +621,26 @@ mod tests {
             missing.is_empty() && extra.is_empty(),
             "missing: {missing:#?}\nextra: {extra:#?}"
         );
+    }
+
+    /// Every family the daemon exports from the modules' stats is in `docs/metrics.md` (the
+    /// families `Metrics::new` makes are checked over HTTP by tests/loopback/metrics_http.rs).
+    #[test]
+    fn every_daemon_family_is_documented() {
+        let docs = include_str!("../../docs/metrics.md");
+        let families: Vec<String> = daemon_exposition()
+            .iter()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_string)
+            .collect();
+        assert!(families.len() > 20, "{families:?}");
+        for f in families {
+            assert!(
+                docs.contains(&format!("`{f}`")) || docs.contains(&format!("`{f}_total`")),
+                "family {f} is missing from docs/metrics.md"
+            );
+        }
     }
 
     #[test]

@@ -781,8 +781,7 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
 }
 
 /// A datagram flood at the requestor's own port (junk, as fast as two senders can go) does not
-/// starve its command channel: stats requests and queries are still served while the flood
-/// runs. (Its turns used to prefer the socket, which a flood keeps readable for ever.) Answers
+/// starve its command channel: queries are still served while the flood runs. (Its turns used to prefer the socket, which a flood keeps readable for ever.) Answers
 /// may drown in the flooded socket buffer — a query may end without one — but every command
 /// gets its turn. The flood stops after the last command was served, or after its own bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,12 +824,6 @@ async fn a_datagram_flood_at_our_port_does_not_starve_commands() {
         async move { n > 10_000 }
     })
     .await;
-    for n in 1..=20 {
-        tokio::time::timeout(Duration::from_secs(30), h.stats())
-            .await
-            .unwrap_or_else(|_| panic!("stats request {n} starved by the flood"))
-            .unwrap();
-    }
     for n in 1..=3u16 {
         let q = Query::by_address(a(&format!("2001:db8:1::{n}")));
         tokio::time::timeout(Duration::from_secs(30), h.query(q))
@@ -848,7 +841,11 @@ async fn a_datagram_flood_at_our_port_does_not_starve_commands() {
         still_flooding,
         "the flood ended before the commands did: the test proved nothing"
     );
-    assert_eq!(stats.queries, 3, "every query was taken: {stats:?}");
+    assert_eq!(
+        stats.get(RequestorCounter::Queries),
+        3,
+        "every query was taken: {stats:?}"
+    );
     let read = stats.dropped_total();
     eprintln!(
         "flood: {} datagrams sent, {read} read and dropped while the commands were served",
