@@ -453,3 +453,43 @@ impl RequestorStats {
         self.verdicts[v as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task (a datagram's SO_RXQ_OVFL) and a scrape (SO_MEMINFO) both report the kernel's
+    /// running count: a total older than one already counted moves nothing, a wrap counts
+    /// only what is new, and what the reader reports is counted at a read.
+    #[test]
+    fn kernel_drop_totals_count_only_what_is_new() {
+        let s = RequestorStats::default();
+        let kernel = || s.dropped(DropReason::KernelDropped);
+        s.kernel_total(10);
+        assert_eq!(kernel(), 10);
+        s.kernel_total(7);
+        assert_eq!(kernel(), 10, "an older total (read before the last) is not a drop");
+        s.kernel_total(10);
+        assert_eq!(kernel(), 10);
+        s.kernel_total(12);
+        assert_eq!(kernel(), 12);
+
+        // Near the wrap (reached in steps of less than half the range, as a real count is).
+        let w = RequestorStats::default();
+        w.kernel_total(u32::MAX / 2);
+        w.kernel_total(u32::MAX - 1);
+        w.kernel_total(3);
+        assert_eq!(
+            w.dropped(DropReason::KernelDropped),
+            u64::from(u32::MAX - 1) + 5,
+            "the wrap counts 5 more"
+        );
+
+        let total = std::sync::Arc::new(AtomicU32::new(0));
+        let t = total.clone();
+        s.read_kernel_drops_with(Box::new(move || Some(t.load(Ordering::Relaxed))));
+        total.store(20, Ordering::Relaxed);
+        s.count_kernel_drops();
+        assert_eq!(kernel(), 20, "read from the socket when the stats are read");
+    }
+}
