@@ -33,7 +33,7 @@ use crate::snoop::shell::SnoopStats;
 use crate::supervise::Restarts;
 use crate::trigger::{TriggerCounter, TriggerStats};
 
-use super::ondemand::OnDemandStats;
+use super::ondemand::{OnDemandEvent, OnDemandStats};
 
 /// What the daemon hands over to be exported.
 #[derive(Debug, Clone)]
@@ -354,8 +354,6 @@ fn register_unknown_sources(m: &Metrics, s: &Sources) {
             let Some(t) = &trigger else {
                 return Vec::new();
             };
-            let load =
-                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             rows(
                 "outcome",
                 vec![
@@ -368,14 +366,14 @@ fn register_unknown_sources(m: &Metrics, s: &Sources) {
                         TriggerOutcome::NegativeCached,
                         req.get(RequestorCounter::NegativeHits),
                     ),
-                    (TriggerOutcome::RateLimited, load(&od.refused)),
+                    (TriggerOutcome::RateLimited, od.get(OnDemandEvent::Refused)),
                     (
                         TriggerOutcome::OutsidePrefixes,
                         t.get(TriggerCounter::Foreign),
                     ),
                     (
                         TriggerOutcome::Known,
-                        t.get(TriggerCounter::Known) + load(&od.known),
+                        t.get(TriggerCounter::Known) + od.get(OnDemandEvent::Known),
                     ),
                 ]
                 .into_iter()
@@ -397,7 +395,15 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
     m.register_stats(
         names::ON_DEMAND,
         "On-demand leasequeries for unknown sources, by event",
-        move || rows("event", od.snapshot()),
+        move || {
+            rows(
+                "event",
+                OnDemandEvent::ALL
+                    .iter()
+                    .map(|e| (*e, od.get(*e)))
+                    .collect(),
+            )
+        },
     );
     let store = s.store.clone();
     m.register_stats(
@@ -546,9 +552,15 @@ mod tests {
         }
         bulk.discard(crate::bulk::core::Discard::NoCltTime);
         let on_demand = Arc::new(OnDemandStats::default());
-        on_demand.known.store(3, Relaxed);
-        on_demand.refused.store(4, Relaxed);
-        on_demand.queried.store(5, Relaxed);
+        for (e, n) in [
+            (OnDemandEvent::Known, 3),
+            (OnDemandEvent::Refused, 4),
+            (OnDemandEvent::Queried, 5),
+        ] {
+            for _ in 0..n {
+                on_demand.count(e);
+            }
+        }
         let trigger = Arc::new(TriggerStats::default());
         for (i, c) in TriggerCounter::ALL.iter().enumerate() {
             trigger.add(*c, 20 + i as u64);

@@ -468,7 +468,11 @@ mod tests {
         s.kernel_total(10);
         assert_eq!(kernel(), 10);
         s.kernel_total(7);
-        assert_eq!(kernel(), 10, "an older total (read before the last) is not a drop");
+        assert_eq!(
+            kernel(),
+            10,
+            "an older total (read before the last) is not a drop"
+        );
         s.kernel_total(10);
         assert_eq!(kernel(), 10);
         s.kernel_total(12);
