@@ -17,7 +17,7 @@ use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
 use crate::cache::binding::DoubtStats;
 use crate::cache::{BindingStore, IaType, LeaseKey};
-use crate::control::ControlStats;
+use crate::control::{ControlEvent, ControlStats};
 use crate::kernel::reconcile::RouteState;
 use crate::kernel::{InstallerStats, RouteCounter};
 use crate::metrics::servers::BulkStatus;
@@ -218,7 +218,12 @@ pub fn register_control(m: &Metrics, control: &Arc<ControlStats>) {
     m.register_stats(
         names::CONTROL_EVENTS,
         "Control socket requests and refusals, by event",
-        move || rows("event", me.snapshot()),
+        move || {
+            rows(
+                "event",
+                ControlEvent::ALL.iter().map(|e| (*e, me.get(*e))).collect(),
+            )
+        },
     );
 }
 
@@ -573,7 +578,8 @@ mod tests {
             req.count_drops(*r, 30 + i as u64);
         }
         let control = Arc::new(ControlStats::default());
-        control.requests.store(2, Relaxed);
+        control.count(ControlEvent::Request);
+        control.count(ControlEvent::Request);
         let restarts = Arc::new(Restarts::default());
         restarts.counter("routes").store(1, Relaxed);
         let state = Arc::new(PersistStats::default());

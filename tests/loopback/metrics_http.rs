@@ -74,9 +74,8 @@ fn every_family_has_help_and_is_documented() {
         lqagent::cache::DoubtReason::Overlap,
         lqagent::cache::DoubtOutcome::Unknown,
     );
-    control
-        .requests
-        .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    control.count(lqagent::control::ControlEvent::Request);
+    control.count(lqagent::control::ControlEvent::Request);
     let (addr, _rt) = start(m);
     let resp = get(addr, "GET", "/metrics");
     assert_eq!(resp.status, 200);
