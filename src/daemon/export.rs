@@ -15,7 +15,7 @@ use crate::admission::{Admission, Origin, Rejection};
 use crate::bulk::core::Discard;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
-use crate::cache::binding::DoubtStats;
+use crate::cache::binding::{DoubtOutcome, DoubtReason, DoubtStats};
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::{ControlEvent, ControlStats};
 use crate::kernel::reconcile::RouteState;
@@ -207,7 +207,13 @@ pub fn register_doubts(m: &Metrics, doubts: &Arc<DoubtStats>) {
         names::BINDING_DOUBTS,
         "Doubts about a binding's owner (the ownership rule) and how the confirming leasequery settled them, by reason and outcome",
         move || {
-rows2(("reason", "outcome"), d.snapshot())
+            let mut rows = Vec::new();
+            for r in DoubtReason::ALL {
+                for o in DoubtOutcome::ALL {
+                    rows.push((([("reason", *r)], [("outcome", *o)]), d.get(*r, *o)));
+                }
+            }
+            rows
         },
     );
 }
