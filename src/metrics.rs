@@ -4,7 +4,7 @@
 //! clones around atomics (`Family`, `Counter`, `Histogram` are `Arc` inside).
 //!
 //! How values reach the registry: every module keeps its own counters where it counts them
-//! (atomics, keyed by its own [`labels!`](crate::label) enum) and never imports this module.
+//! (atomics, keyed by its own `labels!` enum) and never imports this module.
 //! The daemon (`daemon::export`, the one place that does) registers each family with
 //! [`Metrics::register_stats`] (counters) or [`Metrics::register_gauges`]: a closure that reads
 //! the module's stats at scrape time and returns `(label set, value)` rows, the label values
@@ -415,7 +415,7 @@ impl Metrics {
 
     /// Export a module's counters as the counter family `name`: `read` is called at each
     /// encoding (scrape, `show stats`) and returns one `(label set, count)` row per series,
-    /// the label values being the module's own [`labels!`](crate::label) enums, e.g.
+    /// the label values being the module's own `labels!` enums, e.g.
     /// `[("event", RouteCounter::Installed)]`; [`Unlabelled`] for a family without labels.
     /// It runs under the registry's lock: read atomics (or walk a store), never wait.
     /// Document `name` in `docs/metrics.md`.
