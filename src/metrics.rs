@@ -3,15 +3,16 @@
 //! One [`Metrics`] value holds the registry and a handle to every family. Handles are cheap
 //! clones around atomics (`Family`, `Counter`, `Histogram` are `Arc` inside).
 //!
-//! How values reach the registry: every module keeps its own plain atomic stats and exposes a
-//! `snapshot()` of `(label, value)` pairs; it never imports this module. The daemon
-//! (`daemon::export`, the one place that does) registers each snapshot with
-//! [`Metrics::register_stats`] / [`Metrics::register_stats2`], read at scrape time, or, for
-//! the families defined here up front, brings them up to date in an [`Metrics::on_scrape`] hook.
-//! The exceptions are values that exist only as events (leasequery round trips, server health,
-//! netlink batch latency, finished bulk queries), which the daemon's tasks observe through a
-//! family handle as they happen, and the gauges the start-up steps set themselves
-//! (`lqagent_routes_limit`, recovery in progress and its duration).
+//! How values reach the registry: every module keeps its own counters where it counts them
+//! (atomics, keyed by its own `labels!` enum) and never imports this module.
+//! The daemon (`daemon::export`, the one place that does) registers each family with
+//! [`Metrics::register_stats`] (counters) or [`Metrics::register_gauges`]: a closure that reads
+//! the module's stats at scrape time and returns `(label set, value)` rows, the label values
+//! being the module's own enums. Nothing is copied between scrapes, so nothing is stale or
+//! counted twice. The exceptions are values that exist only as events (leasequery round trips,
+//! server health, netlink batch latency, finished bulk queries), which the daemon's tasks
+//! observe through a family handle as they happen, and the gauges the start-up steps set
+//! themselves (`lqagent_routes_limit`, recovery in progress and its duration).
 //!
 //! Names follow the Prometheus conventions: `lqagent_` prefix, base units (`_seconds`), counters
 //! exposed with `_total`. Each name is a constant here, every label set is a type with enum
@@ -21,13 +22,18 @@
 //!
 //! [`http`] serves the registry on `GET /metrics` (default `127.0.0.1:9567`).
 
-use std::borrow::Cow;
+use std::any::TypeId;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder, MetricEncoder,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -64,7 +70,8 @@ pub mod names {
     pub const ROUTES_LIMIT: &str = "lqagent_routes_limit";
     /// Registered by the daemon (`daemon::export`) from the control socket's own stats.
     pub const CONTROL_EVENTS: &str = "lqagent_control_events";
-    /// Registered by the daemon (`daemon::export`) from the modules' own stats.
+    /// Registered by the daemon (`daemon::export`) from the modules' own stats, read at
+    /// scrape time (not in [`ALL`]).
     pub const ON_DEMAND: &str = "lqagent_on_demand";
     pub const TRIGGER: &str = "lqagent_trigger";
     pub const CACHE_MERGES: &str = "lqagent_cache_merges";
@@ -79,21 +86,15 @@ pub mod names {
     pub const STATE_DEGRADED: &str = "lqagent_state_degraded";
     pub const ON_DEMAND_STAGE_SECONDS: &str = "lqagent_on_demand_stage_seconds";
 
-    /// Every family registered by [`super::Metrics::new`].
+    /// Every family registered by [`super::Metrics::new`] (the rest are the daemon's, read from
+    /// the modules' stats at scrape time).
     pub const ALL: &[&str] = &[
         LEASEQUERIES,
         LEASEQUERY_RTT_SECONDS,
         LEASEQUERY_RETRANSMISSIONS,
-        REPLIES_DROPPED,
-        BINDINGS,
-        ROUTE_EVENTS,
-        ROUTES,
         NETLINK_BATCH_SECONDS,
-        SNOOPED_MESSAGES,
-        TRIGGER_EVENTS,
         RATE_LIMITED_DROPS,
         RECOVERY_IN_PROGRESS,
-        RECOVERY_BINDINGS,
         RECOVERY_DURATION_SECONDS,
         BUILD_INFO,
         METRICS_SCRAPES,
@@ -103,7 +104,6 @@ pub mod names {
         SERVER_UP,
         SERVER_LAST_SUCCESS,
         ROUTES_LIMIT,
-        STATE_DEGRADED,
         ON_DEMAND_STAGE_SECONDS,
     ];
 }
@@ -142,12 +142,6 @@ pub struct ServerLabels {
     pub server: String,
 }
 
-/// A label set with one `reason`, owned by the module that drops (e.g. `wire::Error::label()`).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
 labels! {
     /// What kind of lease a binding is.
     pub enum BindingType {
@@ -167,43 +161,6 @@ pub struct BindingLabels {
 }
 
 labels! {
-    /// Something that happened to a kernel route.
-    pub enum RouteEvent {
-        Installed => "installed",
-        Withdrawn => "withdrawn",
-        /// Kept aside because it cannot be installed yet (interface down, next hop unknown).
-        Parked => "parked",
-        /// The kernel refused it.
-        Failed => "failed",
-        /// A route inherited from before the start that a binding came to explain.
-        Adopted => "adopted",
-        /// An inherited route without a kernel expiry nothing explained when inheritance
-        /// ended: deleted.
-        Unconfirmed => "unconfirmed",
-        /// An inherited route that reached its kernel expiry unexplained: removed.
-        InheritedExpired => "inherited_expired",
-        /// An inherited route withdrawn by a release or zero lifetime from its own link, or by a
-        /// server's answer that nobody holds it.
-        InheritedReleased => "inherited_released",
-        /// A release of an inherited route from another link than its own: kept.
-        InheritedOtherLink => "inherited_other_link",
-        /// A zero lifetime for an inherited route answered to another client than its next
-        /// hop: kept.
-        InheritedOtherNextHop => "inherited_other_next_hop",
-        /// An upsert refused because the installer held `max_routes` routes (kept aside).
-        Dropped => "dropped",
-        /// A refused upsert taken in when a withdrawal made room.
-        Readmitted => "readmitted",
-    }
-}
-
-/// Labels of [`names::ROUTE_EVENTS`].
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteEventLabels {
-    pub event: RouteEvent,
-}
-
-labels! {
     /// Which deadline closed a `/metrics` connection.
     pub enum Deadline {
         /// Nothing (or not a whole request) came in time: a silent or trickling client.
@@ -217,22 +174,6 @@ labels! {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadlineLabels {
     pub deadline: Deadline,
-}
-
-/// The installer's route state, the `state` label of [`names::ROUTES`]. The gauge exports
-/// only `installed`, `parked` and `inherited` (the counts the installer publishes).
-pub use crate::kernel::reconcile::RouteState;
-
-/// Labels of [`names::ROUTES`].
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteStateLabels {
-    pub state: RouteState,
-}
-
-/// Labels of [`names::SNOOPED_MESSAGES`]: the DHCPv6 message type name (snoop owns it).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MessageTypeLabels {
-    pub message_type: &'static str,
 }
 
 labels! {
@@ -251,12 +192,6 @@ labels! {
         /// Already covered by a cached binding (raced with the kernel set update).
         Known => "known",
     }
-}
-
-/// Labels of [`names::TRIGGER_EVENTS`].
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TriggerLabels {
-    pub outcome: TriggerOutcome,
 }
 
 labels! {
@@ -312,21 +247,12 @@ pub struct Metrics {
     pub leasequeries: Family<QueryLabels, Counter>,
     pub leasequery_rtt: Family<ServerLabels, Histogram>,
     pub leasequery_retransmissions: Family<ServerLabels, Counter>,
-    pub replies_dropped: Family<ReasonLabels, Counter>,
-    pub bindings: Family<BindingLabels, Gauge>,
-    pub route_events: Family<RouteEventLabels, Counter>,
-    pub routes: Family<RouteStateLabels, Gauge>,
     pub netlink_batch: Histogram,
     /// Where an unknown source's time goes before its binding reaches the cache task.
     pub on_demand_stage: Family<StageLabels, Histogram>,
-    pub snooped_messages: Family<MessageTypeLabels, Counter>,
-    pub trigger_events: Family<TriggerLabels, Counter>,
     pub rate_limited_drops: Family<LimitLabels, Counter>,
     pub recovery_in_progress: Gauge,
-    pub recovery_bindings: Counter,
     pub recovery_duration: GaugeF64,
-    /// 1 while the state file cannot be written (`persist` degraded mode).
-    pub state_degraded: Gauge,
     pub(crate) scrapes: Counter,
     pub(crate) connections_rejected: Counter,
     pub(crate) connections_evicted: Counter,
@@ -335,17 +261,6 @@ pub struct Metrics {
     pub routes_limit: Gauge,
     /// Per-server reachability (`show servers`, `lqagent_server_up`, last success).
     pub servers: Arc<servers::ServerHealth>,
-    /// Run before each encoding: bring push-style families up to date from modules' stats.
-    refresh: Arc<Mutex<Vec<Refresh>>>,
-}
-
-/// A hook run at scrape time (see [`Metrics::on_scrape`]).
-struct Refresh(Box<dyn Fn() + Send + Sync>);
-
-impl std::fmt::Debug for Refresh {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Refresh")
-    }
 }
 
 fn rtt_histogram() -> Histogram {
@@ -377,26 +292,17 @@ impl Metrics {
             leasequeries: Family::default(),
             leasequery_rtt: Family::new_with_constructor(rtt_histogram),
             leasequery_retransmissions: Family::default(),
-            replies_dropped: Family::default(),
-            bindings: Family::default(),
-            route_events: Family::default(),
-            routes: Family::default(),
             netlink_batch: netlink_histogram(),
             on_demand_stage: Family::new_with_constructor(stage_histogram),
-            snooped_messages: Family::default(),
-            trigger_events: Family::default(),
             rate_limited_drops: Family::default(),
             recovery_in_progress: Gauge::default(),
-            recovery_bindings: Counter::default(),
             recovery_duration: GaugeF64::default(),
-            state_degraded: Gauge::default(),
             scrapes: Counter::default(),
             connections_rejected: Counter::default(),
             connections_evicted: Counter::default(),
             connections_timed_out: Family::default(),
             routes_limit: Gauge::default(),
             servers: Arc::default(),
-            refresh: Arc::new(Mutex::new(Vec::new())),
         };
         // Every stage from the start: an operator's panel shows zero, not nothing, before the
         // first unknown source.
@@ -431,26 +337,6 @@ impl Metrics {
                 m.leasequery_retransmissions.clone(),
             );
             r.register(
-                REPLIES_DROPPED,
-                "Replies from servers dropped unprocessed, by reason",
-                m.replies_dropped.clone(),
-            );
-            r.register(
-                BINDINGS,
-                "Bindings in the cache, by type (address, prefix) and link",
-                m.bindings.clone(),
-            );
-            r.register(
-                ROUTE_EVENTS,
-                "Kernel route changes: installed, withdrawn, parked, failed",
-                m.route_events.clone(),
-            );
-            r.register(
-                ROUTES,
-                "Routes the agent currently owns, by state",
-                m.routes.clone(),
-            );
-            r.register(
                 NETLINK_BATCH_SECONDS,
                 "Time to apply one batch of route operations over rtnetlink",
                 m.netlink_batch.clone(),
@@ -461,34 +347,14 @@ impl Metrics {
                 m.on_demand_stage.clone(),
             );
             r.register(
-                SNOOPED_MESSAGES,
-                "Relayed DHCPv6 messages seen by snooping, by message type",
-                m.snooped_messages.clone(),
-            );
-            r.register(
-                TRIGGER_EVENTS,
-                "Packets from unknown sources seen by the trigger, by what was done",
-                m.trigger_events.clone(),
-            );
-            r.register(
                 RATE_LIMITED_DROPS,
                 "On-demand leasequeries not sent because a limit was reached, by limit",
                 m.rate_limited_drops.clone(),
             );
             r.register(
-                STATE_DEGRADED,
-                "1 while the state file cannot be written (routing continues), else 0",
-                m.state_degraded.clone(),
-            );
-            r.register(
                 RECOVERY_IN_PROGRESS,
                 "1 while bulk leasequery recovery runs, else 0",
                 m.recovery_in_progress.clone(),
-            );
-            r.register(
-                RECOVERY_BINDINGS,
-                "Bindings learned by bulk leasequery recovery",
-                m.recovery_bindings.clone(),
             );
             r.register(
                 RECOVERY_DURATION_SECONDS,
@@ -547,83 +413,46 @@ impl Metrics {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Register a gauge the daemon keeps in step with a module's own state (set it from an
-    /// [`on_scrape`](Self::on_scrape) hook). Document `name` in `docs/metrics.md`.
-    pub fn register_gauge(&self, name: &'static str, help: &'static str, gauge: Gauge) {
-        self.lock().register(name, help, gauge);
-    }
-
-    /// Export a module's plain stats struct as a counter family `name` with one label `label`:
-    /// `snapshot` is called at each scrape and returns `(label value, count)` pairs, e.g. from a
-    /// drop-reason enum's `label()`. Document `name` in `docs/metrics.md`.
-    pub fn register_stats<F>(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        label: &'static str,
-        snapshot: F,
-    ) where
-        F: Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    /// Export a module's counters as the counter family `name`: `read` is called at each
+    /// encoding (scrape, `show stats`) and returns one `(label set, count)` row per series,
+    /// the label values being the module's own `labels!` enums, e.g.
+    /// `[("event", RouteCounter::Installed)]`; [`Unlabelled`] for a family without labels.
+    /// It runs under the registry's lock: read atomics (or walk a store), never wait.
+    /// Document `name` in `docs/metrics.md`.
+    pub fn register_stats<L, F>(&self, name: &'static str, help: &'static str, read: F)
+    where
+        L: EncodeLabelSet + 'static,
+        F: Fn() -> Vec<(L, u64)> + Send + Sync + 'static,
     {
-        self.register_rows(name, help, vec![label], move || {
-            snapshot().into_iter().map(|(v, n)| (vec![v], n)).collect()
-        });
+        self.register_rows(name, help, read);
     }
 
-    /// Like [`register_stats`](Self::register_stats) with two labels: `snapshot` returns
-    /// `(first label value, second label value, count)`.
-    pub fn register_stats2<F>(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: (&'static str, &'static str),
-        snapshot: F,
-    ) where
-        F: Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync + 'static,
+    /// [`register_stats`](Self::register_stats) for a gauge family: `read` returns each
+    /// series' value now.
+    pub fn register_gauges<L, F>(&self, name: &'static str, help: &'static str, read: F)
+    where
+        L: EncodeLabelSet + 'static,
+        F: Fn() -> Vec<(L, i64)> + Send + Sync + 'static,
     {
-        self.register_rows(name, help, vec![labels.0, labels.1], move || {
-            snapshot()
-                .into_iter()
-                .map(|(a, b, n)| (vec![a, b], n))
-                .collect()
-        });
+        self.register_rows(name, help, read);
     }
 
-    fn register_rows(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: Vec<&'static str>,
-        snapshot: impl Fn() -> Vec<Row> + Send + Sync + 'static,
-    ) {
+    fn register_rows<L, V, F>(&self, name: &'static str, help: &'static str, read: F)
+    where
+        L: EncodeLabelSet + 'static,
+        V: Sample,
+        F: Fn() -> Vec<(L, V)> + Send + Sync + 'static,
+    {
         self.lock().register_collector(Box::new(StatsCollector {
             name,
             help,
-            labels,
-            snapshot: Box::new(snapshot),
+            read,
+            rows: PhantomData,
         }));
-    }
-
-    /// Run `f` before every encoding (each scrape and `show stats`): it brings families the
-    /// daemon keeps in step with a module's own stats (deltas into counters, gauges set) up to
-    /// date. Keep it short and lock-free towards the registry (it runs outside its lock).
-    pub fn on_scrape(&self, f: impl Fn() + Send + Sync + 'static) {
-        self.refresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Refresh(Box::new(f)));
     }
 
     /// The OpenMetrics text exposition of everything registered.
     pub fn encode(&self) -> String {
-        for r in self
-            .refresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            (r.0)();
-        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.lock()) {
             tracing::error!(error = %e, "encoding metrics failed");
@@ -632,19 +461,45 @@ impl Metrics {
     }
 }
 
-/// One row of a [`StatsCollector`]: the label values, in the family's label order, and the count.
-type Row = (Vec<&'static str>, u64);
-type Snapshot = Box<dyn Fn() -> Vec<Row> + Send + Sync>;
+/// The label set of a family without labels (`lqagent_recovery_bindings_total 5`).
+#[derive(Debug, Clone, Copy)]
+pub struct Unlabelled;
 
-/// A counter family read from a closure at scrape time (one or more labels).
-struct StatsCollector {
-    name: &'static str,
-    help: &'static str,
-    labels: Vec<&'static str>,
-    snapshot: Snapshot,
+impl EncodeLabelSet for Unlabelled {
+    fn encode(&self, _: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
 }
 
-impl std::fmt::Debug for StatsCollector {
+/// A row's value: a count (counter family) or a level (gauge family).
+trait Sample: Copy + Send + Sync + 'static {
+    const TYPE: MetricType;
+    fn encode(self, to: MetricEncoder<'_>) -> Result<(), std::fmt::Error>;
+}
+
+impl Sample for u64 {
+    const TYPE: MetricType = MetricType::Counter;
+    fn encode(self, to: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ConstCounter::new(self).encode(to)
+    }
+}
+
+impl Sample for i64 {
+    const TYPE: MetricType = MetricType::Gauge;
+    fn encode(self, to: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ConstGauge::new(self).encode(to)
+    }
+}
+
+/// A family read from a module's stats at encoding time: the one way module stats are exported.
+struct StatsCollector<L, V, F> {
+    name: &'static str,
+    help: &'static str,
+    read: F,
+    rows: PhantomData<fn() -> (L, V)>,
+}
+
+impl<L, V, F> std::fmt::Debug for StatsCollector<L, V, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatsCollector")
             .field("name", &self.name)
@@ -652,23 +507,25 @@ impl std::fmt::Debug for StatsCollector {
     }
 }
 
-impl Collector for StatsCollector {
+impl<L, V, F> Collector for StatsCollector<L, V, F>
+where
+    L: EncodeLabelSet + 'static,
+    V: Sample,
+    F: Fn() -> Vec<(L, V)> + Send + Sync + 'static,
+{
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let rows = (self.snapshot)();
-        let mut family = encoder.encode_descriptor(
-            self.name,
-            self.help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (values, count) in rows {
-            let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = self
-                .labels
-                .iter()
-                .zip(values)
-                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(v)))
-                .collect();
-            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        let rows = (self.read)();
+        let mut family = encoder.encode_descriptor(self.name, self.help, None, V::TYPE)?;
+        // An empty label set would still be written as `{}`: an unlabelled family's one row
+        // is written bare.
+        if TypeId::of::<L>() == TypeId::of::<Unlabelled>() {
+            if let Some((_, value)) = rows.into_iter().next() {
+                value.encode(family)?;
+            }
+            return Ok(());
+        }
+        for (labels, value) in rows {
+            value.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -700,24 +557,39 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    crate::label::labels! {
+        /// A test vocabulary.
+        enum TestDrop {
+            Truncated => "truncated",
+            BadXid => "bad_xid",
+        }
+    }
+
     #[test]
-    fn stats_structs_export_at_scrape_time() {
+    fn stats_are_read_at_scrape_time_with_the_modules_own_labels() {
         use std::sync::atomic::{AtomicU64, Ordering};
         let m = Metrics::new();
         let truncated = Arc::new(AtomicU64::new(0));
         let t = truncated.clone();
-        m.register_stats(
-            "lqagent_test_drops",
-            "Test drops by reason",
-            "reason",
-            move || vec![("truncated", t.load(Ordering::Relaxed)), ("bad_xid", 0)],
-        );
+        m.register_stats("lqagent_test_drops", "Test drops by reason", move || {
+            vec![
+                ([("reason", TestDrop::Truncated)], t.load(Ordering::Relaxed)),
+                ([("reason", TestDrop::BadXid)], 0),
+            ]
+        });
+        let level = Arc::new(AtomicU64::new(0));
+        let l = level.clone();
+        m.register_gauges("lqagent_test_level", "Test level", move || {
+            vec![(Unlabelled, l.load(Ordering::Relaxed) as i64)]
+        });
         truncated.store(7, Ordering::Relaxed);
+        level.store(3, Ordering::Relaxed);
         let text = m.encode();
         assert!(
             text.contains("# HELP lqagent_test_drops Test drops by reason"),
             "{text}"
         );
+        assert!(text.contains("# TYPE lqagent_test_drops counter"), "{text}");
         assert!(
             text.contains("lqagent_test_drops_total{reason=\"truncated\"} 7"),
             "{text}"
@@ -725,6 +597,14 @@ mod tests {
         assert!(
             text.contains("lqagent_test_drops_total{reason=\"bad_xid\"} 0"),
             "{text}"
+        );
+        assert!(text.contains("# TYPE lqagent_test_level gauge"), "{text}");
+        assert!(text.contains("\nlqagent_test_level 3\n"), "{text}");
+        truncated.store(9, Ordering::Relaxed);
+        assert!(
+            m.encode()
+                .contains("lqagent_test_drops_total{reason=\"truncated\"} 9"),
+            "read again at the next scrape"
         );
     }
 }

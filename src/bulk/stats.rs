@@ -1,4 +1,5 @@
-//! Bulk leasequery progress counters: plain atomics here, exported by `metrics`.
+//! Bulk leasequery progress counters: atomics keyed by [`Counter`] and [`Discard`], read in
+//! place when the daemon exports them (`daemon::export`, at scrape time).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,23 +129,5 @@ impl BulkStats {
         if let Some(f) = self.queries.0.get() {
             f(server, kind, r);
         }
-    }
-}
-
-impl BulkStats {
-    /// Every counter with its label, for metrics.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL
-            .iter()
-            .map(|c| (c.label(), self.get(*c)))
-            .collect()
-    }
-
-    /// Discarded messages by reason label, for metrics.
-    pub fn discard_snapshot(&self) -> Vec<(&'static str, u64)> {
-        Discard::ALL
-            .iter()
-            .map(|d| (d.label(), self.discarded(*d)))
-            .collect()
     }
 }

@@ -310,46 +310,42 @@ pub enum ControlError {
     Timeout(std::time::Duration),
 }
 
-/// Counters of the control server; `daemon::export` registers [`ControlStats::snapshot`].
+crate::label::labels! {
+    /// What the control server counts (`lqagent_control_events_total{event}`).
+    pub enum ControlEvent {
+        Request => "request",
+        BadRequest => "bad_request",
+        Oversized => "oversized",
+        RejectedConnection => "rejected_connection",
+        Timeout => "timeout",
+        /// Requests the peer's credentials do not allow.
+        Refused => "refused",
+        /// Connections closed because no whole request line came within the read deadline.
+        ReadTimeout => "read_timeout",
+        /// Connections closed because an answer could not be written within the write
+        /// deadline (the peer stopped reading).
+        WriteTimeout => "write_timeout",
+        /// Connections refused because their (lesser) peer's uid already held its share.
+        UidLimit => "uid_limit",
+        /// Stalled connections closed to make room for root or the service user.
+        Evicted => "evicted",
+    }
+}
+
+/// Counters of the control server, keyed by [`ControlEvent`] (read in place by
+/// `daemon::export` at scrape time).
 #[derive(Debug, Default)]
 pub struct ControlStats {
-    pub requests: std::sync::atomic::AtomicU64,
-    pub bad_requests: std::sync::atomic::AtomicU64,
-    pub oversized: std::sync::atomic::AtomicU64,
-    pub rejected_connections: std::sync::atomic::AtomicU64,
-    pub timeouts: std::sync::atomic::AtomicU64,
-    /// Requests the peer's credentials do not allow.
-    pub refused: std::sync::atomic::AtomicU64,
-    /// Connections closed because no whole request line came within the read deadline.
-    pub read_timeouts: std::sync::atomic::AtomicU64,
-    /// Connections closed because an answer could not be written within the write deadline
-    /// (the peer stopped reading).
-    pub write_timeouts: std::sync::atomic::AtomicU64,
-    /// Connections refused because their (lesser) peer's uid already held its share.
-    pub uid_limited: std::sync::atomic::AtomicU64,
-    /// Stalled connections closed to make room for root or the service user.
-    pub evicted: std::sync::atomic::AtomicU64,
+    counts: [std::sync::atomic::AtomicU64; ControlEvent::ALL.len()],
 }
 
 impl ControlStats {
-    /// `(label, count)` pairs for `lqagent_control_events_total{event=...}`.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        use std::sync::atomic::Ordering::Relaxed;
-        vec![
-            ("request", self.requests.load(Relaxed)),
-            ("bad_request", self.bad_requests.load(Relaxed)),
-            ("oversized", self.oversized.load(Relaxed)),
-            (
-                "rejected_connection",
-                self.rejected_connections.load(Relaxed),
-            ),
-            ("timeout", self.timeouts.load(Relaxed)),
-            ("refused", self.refused.load(Relaxed)),
-            ("read_timeout", self.read_timeouts.load(Relaxed)),
-            ("write_timeout", self.write_timeouts.load(Relaxed)),
-            ("uid_limit", self.uid_limited.load(Relaxed)),
-            ("evicted", self.evicted.load(Relaxed)),
-        ]
+    pub fn get(&self, e: ControlEvent) -> u64 {
+        self.counts[e as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn count(&self, e: ControlEvent) {
+        self.counts[e as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -28,7 +28,6 @@ use std::future::Future;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ use tokio::task::AbortHandle;
 
 use super::access::{self, Access, Peer};
 use super::slots::{Admit, Limits, Phase, Refusal, Slots};
-use super::{ControlError, ControlStats, Reply, Request, Responder, Response};
+use super::{ControlError, ControlEvent, ControlStats, Reply, Request, Responder, Response};
 
 /// Connections open at once, all peers together.
 pub const MAX_CLIENTS: usize = 16;
@@ -194,7 +193,7 @@ impl ControlSocket {
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "control peer credentials unreadable; closed");
-                    stats.rejected_connections.fetch_add(1, Relaxed);
+                    stats.count(ControlEvent::RejectedConnection);
                     continue;
                 }
             };
@@ -211,11 +210,10 @@ impl ControlSocket {
                 Admit::OpenEvicting { id, evict } => (id, t.handles.remove(&evict)),
                 Admit::Refused(why) => {
                     drop(t);
-                    let counter = match why {
-                        Refusal::Full => &stats.rejected_connections,
-                        Refusal::UidLimit => &stats.uid_limited,
-                    };
-                    counter.fetch_add(1, Relaxed);
+                    stats.count(match why {
+                        Refusal::Full => ControlEvent::RejectedConnection,
+                        Refusal::UidLimit => ControlEvent::UidLimit,
+                    });
                     tracing::debug!(uid = peer.uid, pid = peer.pid, reason = ?why, "control connection refused");
                     continue;
                 }
@@ -228,7 +226,7 @@ impl ControlSocket {
             let task = tokio::spawn(async move {
                 let stats = stats2;
                 if let Err(message) = policy.may_connect(&peer, &groups) {
-                    stats.refused.fetch_add(1, Relaxed);
+                    stats.count(ControlEvent::Refused);
                     tracing::warn!(uid = peer.uid, pid = peer.pid, "control connection refused");
                     tracker.phase(Phase::Writing);
                     let _ =
@@ -255,7 +253,7 @@ impl ControlSocket {
             t.handles.insert(id, task.abort_handle());
             drop(t);
             if let Some(h) = evicted {
-                stats.evicted.fetch_add(1, Relaxed);
+                stats.count(ControlEvent::Evicted);
                 tracing::info!(
                     uid = peer.uid,
                     pid = peer.pid,
@@ -306,7 +304,7 @@ async fn connection<R: Responder>(
         let n = match tokio::time::timeout(READ_TIMEOUT, read).await {
             Ok(r) => r?,
             Err(_) => {
-                stats.read_timeouts.fetch_add(1, Relaxed);
+                stats.count(ControlEvent::ReadTimeout);
                 tracing::debug!(
                     uid = peer.uid,
                     pid = peer.pid,
@@ -322,21 +320,21 @@ async fn connection<R: Responder>(
         if line.last() != Some(&b'\n') {
             // Over MAX_LINE, or EOF in the middle of a line.
             let message = if line.len() > MAX_LINE {
-                stats.oversized.fetch_add(1, Relaxed);
+                stats.count(ControlEvent::Oversized);
                 format!("request longer than {MAX_LINE} bytes")
             } else {
-                stats.bad_requests.fetch_add(1, Relaxed);
+                stats.count(ControlEvent::BadRequest);
                 "request not terminated by a newline".to_string()
             };
             tracker.phase(Phase::Writing);
             write(&mut wr, &Response::Error { message }, stats).await?;
             return Ok(());
         }
-        stats.requests.fetch_add(1, Relaxed);
+        stats.count(ControlEvent::Request);
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
                 if let Err(message) = policy.check(&peer, || groups.to_vec(), &req) {
-                    stats.refused.fetch_add(1, Relaxed);
+                    stats.count(ControlEvent::Refused);
                     tracing::warn!(
                         uid = peer.uid,
                         pid = peer.pid,
@@ -352,7 +350,7 @@ async fn connection<R: Responder>(
                 {
                     Ok(reply) => reply,
                     Err(_) => {
-                        stats.timeouts.fetch_add(1, Relaxed);
+                        stats.count(ControlEvent::Timeout);
                         Reply::One(Response::Error {
                             message: format!("no answer within {REQUEST_TIMEOUT:?}"),
                         })
@@ -368,7 +366,7 @@ async fn connection<R: Responder>(
                     Reply::Bindings(rx) => {
                         tracker.phase(Phase::Writing);
                         if !stream_bindings(&mut wr, rx, stats).await? {
-                            stats.timeouts.fetch_add(1, Relaxed);
+                            stats.count(ControlEvent::Timeout);
                             return Ok(());
                         }
                         continue;
@@ -376,7 +374,7 @@ async fn connection<R: Responder>(
                 }
             }
             Err(e) => {
-                stats.bad_requests.fetch_add(1, Relaxed);
+                stats.count(ControlEvent::BadRequest);
                 Response::Error {
                     message: format!("bad request: {e}"),
                 }
@@ -401,7 +399,7 @@ async fn send(
     match tokio::time::timeout(WRITE_TIMEOUT, all).await {
         Ok(r) => r,
         Err(_) => {
-            stats.write_timeouts.fetch_add(1, Relaxed);
+            stats.count(ControlEvent::WriteTimeout);
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("answer not taken within {WRITE_TIMEOUT:?}; closed"),

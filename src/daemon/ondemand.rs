@@ -75,43 +75,41 @@ impl Default for OnDemandConfig {
     }
 }
 
-/// What the on-demand path counts (exported as `lqagent_on_demand_total{event}`).
+crate::label::labels! {
+    /// What the on-demand path counts (`lqagent_on_demand_total{event}`).
+    pub enum OnDemandEvent {
+        Submitted => "submitted",
+        QueueFull => "queue_full",
+        /// Covered by the cache by the time it was looked at.
+        Known => "known",
+        InFlightFull => "in_flight_full",
+        Queried => "queried",
+        Bound => "bound",
+        NoBinding => "no_binding",
+        /// Refused by the requestor (rate limit, pending table) or its queue.
+        Refused => "refused",
+        /// Error status or no answer from every server.
+        Failed => "failed",
+        /// Observations handed to the cache.
+        Observations => "observations",
+        /// CLIENT_DATA that could not become an observation.
+        Unusable => "unusable",
+    }
+}
+
+/// The on-demand path's counters, keyed by [`OnDemandEvent`], read in place at scrape time.
 #[derive(Debug, Default)]
 pub struct OnDemandStats {
-    pub submitted: AtomicU64,
-    pub queue_full: AtomicU64,
-    /// Covered by the cache by the time it was looked at.
-    pub known: AtomicU64,
-    pub in_flight_full: AtomicU64,
-    pub queried: AtomicU64,
-    pub bound: AtomicU64,
-    pub no_binding: AtomicU64,
-    /// Refused by the requestor (rate limit, pending table) or its queue.
-    pub refused: AtomicU64,
-    /// Error status or no answer from every server.
-    pub failed: AtomicU64,
-    /// Observations handed to the cache.
-    pub observations: AtomicU64,
-    /// CLIENT_DATA that could not become an observation.
-    pub unusable: AtomicU64,
+    counts: [AtomicU64; OnDemandEvent::ALL.len()],
 }
 
 impl OnDemandStats {
-    /// `(event, count)` pairs.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("submitted", self.submitted.load(Relaxed)),
-            ("queue_full", self.queue_full.load(Relaxed)),
-            ("known", self.known.load(Relaxed)),
-            ("in_flight_full", self.in_flight_full.load(Relaxed)),
-            ("queried", self.queried.load(Relaxed)),
-            ("bound", self.bound.load(Relaxed)),
-            ("no_binding", self.no_binding.load(Relaxed)),
-            ("refused", self.refused.load(Relaxed)),
-            ("failed", self.failed.load(Relaxed)),
-            ("observations", self.observations.load(Relaxed)),
-            ("unusable", self.unusable.load(Relaxed)),
-        ]
+    pub fn get(&self, e: OnDemandEvent) -> u64 {
+        self.counts[e as usize].load(Relaxed)
+    }
+
+    pub(crate) fn count(&self, e: OnDemandEvent) {
+        self.counts[e as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -126,11 +124,11 @@ impl OnDemand {
     /// Queue a source for lookup without waiting; false (counted) when the queue is full or
     /// the path has stopped.
     pub fn try_submit(&self, s: UnknownSource) -> bool {
-        self.stats.submitted.fetch_add(1, Relaxed);
+        self.stats.count(OnDemandEvent::Submitted);
         match self.tx.try_send(s) {
             Ok(()) => true,
             Err(_) => {
-                self.stats.queue_full.fetch_add(1, Relaxed);
+                self.stats.count(OnDemandEvent::QueueFull);
                 false
             }
         }
@@ -169,10 +167,10 @@ impl Lookup {
     /// Look `s` up: skip it if the cache covers it, else ask and feed the cache.
     pub async fn resolve(&self, s: &UnknownSource, stats: &OnDemandStats) -> Looked {
         if self.cache.store().knows(s.source) {
-            stats.known.fetch_add(1, Relaxed);
+            stats.count(OnDemandEvent::Known);
             return Looked::Known;
         }
-        stats.queried.fetch_add(1, Relaxed);
+        stats.count(OnDemandEvent::Queried);
         let started = crate::time::Instant::now();
         if let Some(seen) = s.seen {
             self.stage(
@@ -186,7 +184,7 @@ impl Lookup {
         let outcome = match self.requestor.query(q).await {
             Ok(o) => o,
             Err(e) => {
-                stats.refused.fetch_add(1, Relaxed);
+                stats.count(OnDemandEvent::Refused);
                 self.count_refusal(&e);
                 tracing::debug!(source = %s.source, error = %e, "on-demand leasequery not sent");
                 return Looked::Refused;
@@ -221,11 +219,11 @@ impl Lookup {
                     if self.cache.observe(obs).await.is_err() {
                         break;
                     }
-                    stats.observations.fetch_add(1, Relaxed);
+                    stats.count(OnDemandEvent::Observations);
                     sent += 1;
                 }
                 Err(e) => {
-                    stats.unusable.fetch_add(1, Relaxed);
+                    stats.count(OnDemandEvent::Unusable);
                     tracing::debug!(source = %s.source, reason = e.label(), "leasequery answer unusable");
                 }
             }
@@ -236,16 +234,16 @@ impl Lookup {
         use crate::requestor::AnswerVerdict;
         match outcome.verdict {
             AnswerVerdict::Bound => {
-                stats.bound.fetch_add(1, Relaxed);
+                stats.count(OnDemandEvent::Bound);
                 tracing::info!(source = %s.source, link = %s.link_address, observations = sent, "on-demand leasequery: bound");
                 Looked::Bound(sent)
             }
             AnswerVerdict::NoBinding => {
-                stats.no_binding.fetch_add(1, Relaxed);
+                stats.count(OnDemandEvent::NoBinding);
                 Looked::NoBinding
             }
             AnswerVerdict::Error | AnswerVerdict::NoAnswer => {
-                stats.failed.fetch_add(1, Relaxed);
+                stats.count(OnDemandEvent::Failed);
                 Looked::Failed
             }
         }
@@ -373,7 +371,7 @@ impl OnDemandRunner {
         while let Some(s) = rx.recv().await {
             while running.try_join_next().is_some() {}
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                st.in_flight_full.fetch_add(1, Relaxed);
+                st.count(OnDemandEvent::InFlightFull);
                 continue;
             };
             let (lookup, st) = (lookup.clone(), st.clone());

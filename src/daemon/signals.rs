@@ -1,12 +1,10 @@
 //! What the running agent does on signals: SIGHUP re-reads the configuration and applies what
 //! can change live ([`super::reload`]); SIGTERM/SIGINT stop intake, remove the trigger's table,
 //! write and sync a state snapshot and leave the routes in the kernel, within
-//! [`SHUTDOWN_DEADLINE`](super::SHUTDOWN_DEADLINE). Also the requestor-stats poller that the
-//! scrape-time export reads.
+//! [`SHUTDOWN_DEADLINE`](super::SHUTDOWN_DEADLINE).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -39,21 +37,6 @@ pub(super) struct Running {
     pub(super) on_demand: OnDemand,
     /// The unknown-source trigger (its table is removed at shutdown).
     pub(super) trigger: Option<Trigger>,
-}
-
-/// Keep a copy of the requestor's counters for the scrape-time export.
-pub(super) async fn poll_requestor_stats(
-    requestor: RequestorHandle,
-    into: Arc<Mutex<crate::requestor::RequestorStats>>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let Ok(s) = requestor.stats().await else {
-            return;
-        };
-        *into.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
 }
 
 impl Running {

@@ -4,14 +4,13 @@
 //! cannot use what is not yet there. Every long-running task is spawned into [`Tasks`] under
 //! the supervisor.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
-use super::signals::poll_requestor_stats;
 use super::{
     DaemonError, Heartbeats, OnDemand, ROUTE_COMMANDS, RouteRestart, UnknownSource, confirm,
     control, export, ondemand, routes, settings, supervise_routes,
@@ -414,7 +413,8 @@ pub(super) struct Leasequery {
     pub(super) duid: Vec<u8>,
     pub(super) requestor: RequestorHandle,
     pub(super) on_demand: OnDemand,
-    pub(super) requestor_stats: Arc<Mutex<crate::requestor::RequestorStats>>,
+    /// The requestor's counters, shared with its task (read at scrape time).
+    pub(super) requestor_stats: Arc<crate::requestor::RequestorStats>,
 }
 
 pub(super) async fn leasequery(
@@ -503,21 +503,7 @@ pub(super) async fn leasequery(
                 }
             }));
     }
-    let requestor_stats = Arc::new(Mutex::new(Default::default()));
-    {
-        let (r, st) = (requestor.clone(), requestor_stats.clone());
-        tasks.intake.spawn(
-            tasks
-                .sup
-                .restart("requestor_stats", Lifetime::UntilDone, move |_| {
-                    let run = poll_requestor_stats(r.clone(), st.clone());
-                    async move {
-                        run.await;
-                        Ok::<(), std::convert::Infallible>(())
-                    }
-                }),
-        );
-    }
+    let requestor_stats = requestor.stats().clone();
     Ok(Leasequery {
         duid,
         requestor,

@@ -1,7 +1,8 @@
-//! What the installer did, as plain counters the metrics module reads.
+//! What the installer did, as atomics keyed by [`RouteCounter`].
 //!
-//! Shared as `Arc<InstallerStats>`: the installer bumps atomics, `metrics.rs` takes a
-//! [`StatsSnapshot`]. Counter labels come from [`RouteCounter::label`].
+//! Shared as `Arc<InstallerStats>`: the installer bumps them, `daemon::export` reads them in
+//! place at each scrape (the counters by [`InstallerStats::get`], the route gauges from a
+//! [`StatsSnapshot`]); the enum is the label.
 
 use crate::label::labels;
 use std::sync::atomic::{AtomicU64, Ordering};

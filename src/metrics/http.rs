@@ -550,12 +550,13 @@ mod tests {
             Arc::new(AtomicBool::new(false)),
         );
         let (e, h) = (encodes.clone(), hold.clone());
-        m.on_scrape(move || {
-            e.fetch_add(1, Ordering::SeqCst);
+        m.register_stats("lqagent_test_encodings", "Encodings", move || {
+            let n = e.fetch_add(1, Ordering::SeqCst) + 1;
             let until = Instant::now() + Duration::from_secs(10);
             while h.load(Ordering::SeqCst) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(2));
             }
+            vec![(crate::metrics::Unlabelled, n)]
         });
         let listener = rt.block_on(bind("127.0.0.1:0".parse().unwrap())).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -662,12 +663,12 @@ mod tests {
         // Within the interval a scrape does not get the last exposition: it waits for the
         // next encoding, so a value changed just before it asked is already in its answer.
         let (addr, m, encodes, _hold, _rt) = server(Duration::from_millis(300));
-        m.recovery_bindings.inc_by(5);
-        assert!(get(addr).contains("lqagent_recovery_bindings_total 5"));
-        m.recovery_bindings.inc_by(1);
-        assert!(get(addr).contains("lqagent_recovery_bindings_total 6"));
-        m.recovery_bindings.inc_by(1);
-        assert!(get(addr).contains("lqagent_recovery_bindings_total 7"));
+        m.routes_limit.set(5);
+        assert!(get(addr).contains("lqagent_routes_limit 5"));
+        m.routes_limit.set(6);
+        assert!(get(addr).contains("lqagent_routes_limit 6"));
+        m.routes_limit.set(7);
+        assert!(get(addr).contains("lqagent_routes_limit 7"));
         assert_eq!(encodes.load(Ordering::SeqCst), 3);
     }
 

@@ -30,6 +30,7 @@
 use crate::time::Instant;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -39,7 +40,7 @@ use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
     Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
-    RefuseReason, RequestorConfig, RequestorStats, ServerAnswer,
+    RefuseReason, RequestorConfig, RequestorCounter, RequestorStats, ServerAnswer,
 };
 use crate::wire::StatusCode;
 
@@ -116,7 +117,7 @@ pub struct Requestor {
     negative: NegativeCache<Query, AnswerVerdict>,
     global: Option<TokenBucket>,
     links: Option<LinkBuckets>,
-    stats: RequestorStats,
+    stats: Arc<RequestorStats>,
 }
 
 impl Requestor {
@@ -124,6 +125,16 @@ impl Requestor {
     /// OS in production so ids are unpredictable; from a constant in tests). `now` starts the
     /// rate limiters.
     pub fn new(cfg: RequestorConfig, rng: StdRng, now: Instant) -> Self {
+        Requestor::with_stats(cfg, rng, now, Arc::default())
+    }
+
+    /// [`new`](Self::new), counting into `stats` (the shell's, which outlive this core).
+    pub fn with_stats(
+        cfg: RequestorConfig,
+        rng: StdRng,
+        now: Instant,
+        stats: Arc<RequestorStats>,
+    ) -> Self {
         let global = cfg.global_rate.map(|r| TokenBucket::new(r, now));
         let links = cfg.link_rate.map(|r| LinkBuckets::new(r, cfg.max_links));
         Requestor {
@@ -145,7 +156,7 @@ impl Requestor {
             events: VecDeque::new(),
             global,
             links,
-            stats: RequestorStats::default(),
+            stats,
         }
     }
 
@@ -161,20 +172,14 @@ impl Requestor {
         &self.cfg
     }
 
-    pub fn stats(&self) -> &RequestorStats {
+    pub fn stats(&self) -> &Arc<RequestorStats> {
         &self.stats
     }
 
     /// The shell dropped a datagram before the core saw it (e.g. it arrived on a
     /// subscriber-facing interface).
     pub fn drop_datagram(&mut self, reason: DropReason) {
-        self.stats.drop(reason);
-    }
-
-    /// The kernel dropped `n` datagrams at our socket (its socket filter refused them, or its
-    /// receive buffer was full).
-    pub fn kernel_dropped(&mut self, n: u64) {
-        self.stats.drop_n(DropReason::KernelDropped, n);
+        self.stats.count_drop(reason);
     }
 
     /// How many failures in a row the negative cache remembers for `query` (0: none).
@@ -184,7 +189,7 @@ impl Requestor {
 
     /// The shell could not send a datagram (counted; retransmission covers it).
     pub fn note_send_error(&mut self) {
-        self.stats.send_errors += 1;
+        self.stats.count(RequestorCounter::SendErrors);
     }
 
     /// Queries in flight.
@@ -195,11 +200,11 @@ impl Requestor {
     /// Ask `query`.
     pub fn submit(&mut self, now: Instant, query: Query) -> Submit {
         if let Some(id) = self.by_query.get(&query) {
-            self.stats.deduplicated += 1;
+            self.stats.count(RequestorCounter::Deduplicated);
             return Submit::Joined(*id);
         }
         if let Some(v) = self.negative.get(&query, now) {
-            self.stats.negative_hits += 1;
+            self.stats.count(RequestorCounter::NegativeHits);
             return Submit::Negative(v);
         }
         if let Err(r) = self.admit(now, &query) {
@@ -208,7 +213,7 @@ impl Requestor {
         }
         let id = QueryId::new(self.next_id);
         self.next_id += 1;
-        self.stats.queries += 1;
+        self.stats.count(RequestorCounter::Queries);
         self.by_query.insert(query.clone(), id);
         self.pending.insert(
             id,
@@ -305,7 +310,7 @@ impl Requestor {
             dst,
             payload: payload.clone(),
         });
-        self.stats.sent += 1;
+        self.stats.count(RequestorCounter::Sent);
         self.exchanges.insert(
             xid,
             Exchange {
@@ -351,11 +356,11 @@ impl Requestor {
                         dst: x.dst,
                         payload: x.payload.clone(),
                     });
-                    self.stats.sent += 1;
-                    self.stats.retransmits += 1;
+                    self.stats.count(RequestorCounter::Sent);
+                    self.stats.count(RequestorCounter::Retransmits);
                 }
                 Step::GiveUp => {
-                    self.stats.timeouts += 1;
+                    self.stats.count(RequestorCounter::Timeouts);
                     self.finish_exchange(now, xid, None, Answer::NoAnswer);
                 }
             }
@@ -365,7 +370,7 @@ impl Requestor {
     /// A datagram arrived from `src`.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
         if let Err(reason) = self.accept(now, src, bytes) {
-            self.stats.drop(reason);
+            self.stats.count_drop(reason);
         }
     }
 
@@ -404,7 +409,7 @@ impl Requestor {
                 // is left is a Success without client data: this server's "no binding", and
                 // the exchange ends — the server would answer a retransmission the same way.
                 (Some(cd), _) if cd.clt_time().is_none() => {
-                    self.stats.drop(DropReason::NoCltTime);
+                    self.stats.count_drop(DropReason::NoCltTime);
                     Answer::NoBinding
                 }
                 (Some(data), _) => Answer::Bound(Box::new(ClientReply {
@@ -421,7 +426,7 @@ impl Requestor {
                 (None, _) => Answer::NoBinding,
             },
         };
-        self.stats.replies += 1;
+        self.stats.count(RequestorCounter::Replies);
         self.finish_exchange(now, reply.xid, Some(server_duid), answer);
         Ok(())
     }
@@ -466,7 +471,10 @@ impl Requestor {
         match &answer {
             Answer::ClientLinks(links) if !x.followup => {
                 let take = links.len().min(self.cfg.max_client_links);
-                self.stats.client_links_dropped += (links.len() - take) as u64;
+                self.stats.add(
+                    RequestorCounter::ClientLinksDropped,
+                    (links.len() - take) as u64,
+                );
                 followups.extend_from_slice(&links[..take]);
             }
             Answer::Status { code, .. } => {
@@ -510,7 +518,7 @@ impl Requestor {
             self.negative.remove(&p.query);
         } else {
             self.negative.record(p.query.clone(), verdict, now);
-            self.stats.negative_evicted = self.negative.evicted();
+            self.stats.set_negative_evicted(self.negative.evicted());
         }
         self.stats.verdict(verdict);
         self.events.push_back(Event {

@@ -11,8 +11,8 @@
 //!
 //! Results are the wire's CLIENT_DATA with its context ([`ClientReply`]); turning them into cache
 //! observations is `cache::from_wire`'s job, merging them the cache's. Counters
-//! are the plain [`RequestorStats`], labelled by [`DropReason::label`] and
-//! [`RefuseReason::label`], for `metrics` to export.
+//! are the shared atomics of [`RequestorStats`], keyed by [`RequestorCounter`], [`DropReason`]
+//! and [`RefuseReason`], which the daemon exports at scrape time.
 
 pub(crate) mod core;
 mod filter;
@@ -24,6 +24,8 @@ pub mod udp;
 
 use crate::time::{Duration, Instant};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::label::labels;
 use crate::wire::{ClientData, LqRelayData, StatusCode};
@@ -310,63 +312,188 @@ labels! {
     }
 }
 
-/// The requestor's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+labels! {
+    /// What the requestor counts besides drops, refusals and verdicts.
+    pub enum RequestorCounter {
+        /// Queries started (each may use several exchanges).
+        Queries => "queries",
+        /// Submissions that joined an equal query already in flight.
+        Deduplicated => "deduplicated",
+        /// Submissions answered by the negative cache.
+        NegativeHits => "negative_hits",
+        /// Datagrams sent, first transmissions and retransmissions.
+        Sent => "sent",
+        Retransmits => "retransmits",
+        /// Datagrams the socket refused to send.
+        SendErrors => "send_errors",
+        /// Exchanges that ended without a valid reply.
+        Timeouts => "timeouts",
+        /// Replies accepted.
+        Replies => "replies",
+        /// Links of an OPTION_LQ_CLIENT_LINK left out over `max_client_links`.
+        ClientLinksDropped => "client_links_dropped",
+    }
+}
+
+/// Reads the socket's running count of datagrams the kernel dropped (SO_MEMINFO).
+type KernelDropReader = Box<dyn Fn() -> Option<u32> + Send + Sync>;
+
+/// The requestor's counters: atomics the core bumps where it counts, shared (`Arc`) with
+/// whoever reads them (metrics at scrape time, tests) and with the next run of the task, so a
+/// restart neither resets them nor counts a past kernel drop twice.
+#[derive(Default)]
 pub struct RequestorStats {
-    /// Queries started (each may use several exchanges).
-    pub queries: u64,
-    /// Submissions that joined an equal query already in flight.
-    pub deduplicated: u64,
-    /// Submissions answered by the negative cache.
-    pub negative_hits: u64,
-    /// Negative-cache entries evicted to make room.
-    pub negative_evicted: u64,
-    /// Datagrams sent, first transmissions and retransmissions.
-    pub sent: u64,
-    pub retransmits: u64,
-    /// Datagrams the socket refused to send.
-    pub send_errors: u64,
-    /// Exchanges that ended without a valid reply.
-    pub timeouts: u64,
-    /// Replies accepted.
-    pub replies: u64,
-    /// Links of an OPTION_LQ_CLIENT_LINK left out over `max_client_links`.
-    pub client_links_dropped: u64,
-    dropped: [u64; DropReason::ALL.len()],
-    refused: [u64; RefuseReason::ALL.len()],
-    verdicts: [u64; 4],
+    counters: [AtomicU64; RequestorCounter::ALL.len()],
+    /// Negative-cache entries evicted to make room (by the current run's cache).
+    negative_evicted: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    refused: [AtomicU64; RefuseReason::ALL.len()],
+    verdicts: [AtomicU64; AnswerVerdict::ALL.len()],
+    /// The socket's kernel drop count (a wrapping u32) as last counted.
+    kernel_seen: AtomicU32,
+    kernel_reader: OnceLock<KernelDropReader>,
+}
+
+impl std::fmt::Debug for RequestorStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestorStats")
+            .field("queries", &self.get(RequestorCounter::Queries))
+            .field("dropped", &self.dropped_total())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestorStats {
+    pub fn get(&self, c: RequestorCounter) -> u64 {
+        self.counters[c as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn negative_evicted(&self) -> u64 {
+        self.negative_evicted.load(Ordering::Relaxed)
+    }
+
     pub fn dropped(&self, r: DropReason) -> u64 {
-        self.dropped[r as usize]
+        self.dropped[r as usize].load(Ordering::Relaxed)
     }
 
     pub fn refused(&self, r: RefuseReason) -> u64 {
-        self.refused[r as usize]
+        self.refused[r as usize].load(Ordering::Relaxed)
     }
 
     pub fn verdicts(&self, v: AnswerVerdict) -> u64 {
-        self.verdicts[v as usize]
+        self.verdicts[v as usize].load(Ordering::Relaxed)
     }
 
     pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().sum()
+        DropReason::ALL.iter().map(|r| self.dropped(*r)).sum()
     }
 
-    pub(crate) fn drop(&mut self, r: DropReason) {
-        self.dropped[r as usize] += 1;
+    /// Count what the kernel dropped at the socket since last counted. The kernel drops
+    /// (its socket filter, a full buffer) with no datagram to tell the task, so whoever reads
+    /// `kernel_dropped` (a scrape) asks the socket first; the task also counts the total a
+    /// datagram carries. A no-op until the shell has set the reader.
+    pub fn count_kernel_drops(&self) {
+        if let Some(total) = self.kernel_reader.get().and_then(|read| read()) {
+            self.kernel_total(total);
+        }
     }
 
-    pub(crate) fn drop_n(&mut self, r: DropReason, n: u64) {
-        self.dropped[r as usize] += n;
+    /// Have `read` tell the socket's kernel drop count (set once, by the shell that owns it).
+    pub(crate) fn read_kernel_drops_with(&self, read: KernelDropReader) {
+        let _ = self.kernel_reader.set(read);
     }
 
-    pub(crate) fn refuse(&mut self, r: RefuseReason) {
-        self.refused[r as usize] += 1;
+    /// The kernel's running (wrapping) drop count is `total`: count what is new. Only a total
+    /// ahead of the last counted one moves it on, so a scrape and the task reading the count
+    /// at once never count backwards (nor a wrap as four billion drops).
+    pub(crate) fn kernel_total(&self, total: u32) {
+        let mut seen = self.kernel_seen.load(Ordering::Relaxed);
+        loop {
+            let new = total.wrapping_sub(seen);
+            if new == 0 || new > u32::MAX / 2 {
+                return;
+            }
+            match self.kernel_seen.compare_exchange_weak(
+                seen,
+                total,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return self.count_drops(DropReason::KernelDropped, u64::from(new)),
+                Err(now) => seen = now,
+            }
+        }
     }
 
-    pub(crate) fn verdict(&mut self, v: AnswerVerdict) {
-        self.verdicts[v as usize] += 1;
+    pub(crate) fn count(&self, c: RequestorCounter) {
+        self.add(c, 1);
+    }
+
+    pub(crate) fn add(&self, c: RequestorCounter, n: u64) {
+        self.counters[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_negative_evicted(&self, n: u64) {
+        self.negative_evicted.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_drop(&self, r: DropReason) {
+        self.count_drops(r, 1);
+    }
+
+    pub(crate) fn count_drops(&self, r: DropReason, n: u64) {
+        self.dropped[r as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refuse(&self, r: RefuseReason) {
+        self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn verdict(&self, v: AnswerVerdict) {
+        self.verdicts[v as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task (a datagram's SO_RXQ_OVFL) and a scrape (SO_MEMINFO) both report the kernel's
+    /// running count: a total older than one already counted moves nothing, a wrap counts
+    /// only what is new, and what the reader reports is counted at a read.
+    #[test]
+    fn kernel_drop_totals_count_only_what_is_new() {
+        let s = RequestorStats::default();
+        let kernel = || s.dropped(DropReason::KernelDropped);
+        s.kernel_total(10);
+        assert_eq!(kernel(), 10);
+        s.kernel_total(7);
+        assert_eq!(
+            kernel(),
+            10,
+            "an older total (read before the last) is not a drop"
+        );
+        s.kernel_total(10);
+        assert_eq!(kernel(), 10);
+        s.kernel_total(12);
+        assert_eq!(kernel(), 12);
+
+        // Near the wrap (reached in steps of less than half the range, as a real count is).
+        let w = RequestorStats::default();
+        w.kernel_total(u32::MAX / 2);
+        w.kernel_total(u32::MAX - 1);
+        w.kernel_total(3);
+        assert_eq!(
+            w.dropped(DropReason::KernelDropped),
+            u64::from(u32::MAX - 1) + 5,
+            "the wrap counts 5 more"
+        );
+
+        let total = std::sync::Arc::new(AtomicU32::new(0));
+        let t = total.clone();
+        s.read_kernel_drops_with(Box::new(move || Some(t.load(Ordering::Relaxed))));
+        total.store(20, Ordering::Relaxed);
+        s.count_kernel_drops();
+        assert_eq!(kernel(), 20, "read from the socket when the stats are read");
     }
 }

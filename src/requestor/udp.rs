@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -74,7 +73,6 @@ pub enum QueryError {
 
 enum Cmd {
     Query(Query, oneshot::Sender<Result<QueryOutcome, QueryError>>),
-    Stats(oneshot::Sender<RequestorStats>),
     SetRates(Option<Rate>, Option<Rate>),
 }
 
@@ -83,13 +81,13 @@ enum Cmd {
 pub struct RequestorHandle {
     tx: mpsc::Sender<Cmd>,
     local: SocketAddr,
+    stats: Arc<RequestorStats>,
 }
 
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cmd::Query(q, _) => write!(f, "Query({q:?})"),
-            Cmd::Stats(_) => write!(f, "Stats"),
             Cmd::SetRates(g, l) => write!(f, "SetRates({g:?}, {l:?})"),
         }
     }
@@ -122,14 +120,11 @@ impl RequestorHandle {
         rx.await.map_err(|_| QueryError::Stopped)?
     }
 
-    /// A copy of the counters.
-    pub async fn stats(&self) -> Result<RequestorStats, QueryError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Stats(tx))
-            .await
-            .map_err(|_| QueryError::Stopped)?;
-        rx.await.map_err(|_| QueryError::Stopped)
+    /// The counters, as the task counts them (shared, read in place; every run of the task
+    /// counts into the same ones), the kernel's drops at the socket asked for first.
+    pub fn stats(&self) -> &Arc<RequestorStats> {
+        self.stats.count_kernel_drops();
+        &self.stats
     }
 
     /// Change the global and per-link rate limits of the running requestor (reload).
@@ -189,25 +184,35 @@ fn start(cfg: RequestorConfig, udp: UdpConfig) -> io::Result<(RequestorHandle, R
         pktinfo::enable(socket.as_fd())?;
     }
     let (tx, rx) = mpsc::channel(udp.queue.max(1));
+    let socket = Arc::new(socket);
+    let stats = Arc::new(RequestorStats::default());
+    // What the filter refused arrives with no datagram to report it: a reader asks the socket
+    // (weakly held: the stats do not keep the port bound).
+    let weak = Arc::downgrade(&socket);
+    stats.read_kernel_drops_with(Box::new(move || {
+        let socket = weak.upgrade()?;
+        pktinfo::drops(socket.as_fd()).ok()
+    }));
     let runner = RequestorRunner {
         cfg,
-        socket: Arc::new(socket),
+        socket,
         rx: Inbox::new(rx),
         refuse: udp.refuse_interfaces,
         rates: Arc::new(std::sync::Mutex::new(None)),
-        kernel_drops: Arc::new(AtomicU32::new(0)),
+        stats: stats.clone(),
     };
-    Ok((RequestorHandle { tx, local }, runner))
+    Ok((RequestorHandle { tx, local, stats }, runner))
 }
 
 /// What outlives one run of the requestor task: the socket, the command channel (so handles
-/// never see it closed while the task restarts) and the rates last set by a reload.
+/// never see it closed while the task restarts), the rates last set by a reload and the
+/// counters.
 ///
 /// Each run starts a fresh core: a run that panicked may have left its core half-changed, so
 /// nothing of it is reused. What that costs: the queries in flight end with
-/// [`QueryError::Stopped`] (their callers treat that as no answer), the negative cache and
-/// the counters start from zero (the kernel's drop count goes on from where the last run left
-/// it, so a flood before the restart is not counted twice).
+/// [`QueryError::Stopped`] (their callers treat that as no answer) and the negative cache
+/// starts empty. The counters go on (atomics, never half-changed), the kernel's drop count
+/// from where it was last counted, so a flood before the restart is not counted twice.
 #[derive(Clone)]
 struct RequestorRunner {
     cfg: RequestorConfig,
@@ -215,9 +220,9 @@ struct RequestorRunner {
     rx: Inbox<Cmd>,
     refuse: Vec<String>,
     rates: RatesSlot,
-    /// The socket's kernel drop count (SO_RXQ_OVFL, SO_MEMINFO) as last counted, kept across
-    /// runs: a new run counts only what the kernel dropped since, not a past flood again.
-    kernel_drops: Arc<AtomicU32>,
+    /// Every run counts here; also what the kernel dropped at the socket (SO_RXQ_OVFL,
+    /// SO_MEMINFO), as last counted.
+    stats: Arc<RequestorStats>,
 }
 
 /// The (global, per-link) rates a reload set, replayed into each new core.
@@ -238,21 +243,18 @@ impl RequestorRunner {
         let mut rx = self.rx.lend().await;
         // Transaction ids come from a ChaCha generator seeded by the OS (RFC 5007 §4.1.1 wants
         // them unpredictable: a guessed id is how a forged reply would win).
-        let mut core = Requestor::new(self.cfg.clone(), StdRng::from_os_rng(), Instant::now());
+        let mut core = Requestor::with_stats(
+            self.cfg.clone(),
+            StdRng::from_os_rng(),
+            Instant::now(),
+            self.stats.clone(),
+        );
         let rates = *self.rates.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((global, link)) = rates {
             core.set_rates(Instant::now(), global, link);
         }
         let refused = RefusedInterfaces::new(self.refuse.clone());
-        run(
-            &self.socket,
-            core,
-            &mut rx,
-            refused,
-            &self.rates,
-            &self.kernel_drops,
-        )
-        .await;
+        run(&self.socket, core, &mut rx, refused, &self.rates).await;
     }
 }
 
@@ -336,14 +338,13 @@ impl RefusedInterfaces {
 }
 
 /// Hand every queued datagram (up to a batch) to the core; one arriving on a refused
-/// interface is counted and dropped. `kernel_drops` is the socket's SO_RXQ_OVFL count last
-/// seen: what the kernel dropped since is counted too.
+/// interface is counted and dropped. The kernel's drop count a datagram carries
+/// (SO_RXQ_OVFL) is counted too.
 fn drain(
     socket: &UdpSocket,
     core: &mut Requestor,
     buf: &mut [u8],
     refused: &mut RefusedInterfaces,
-    kernel_drops: &AtomicU32,
 ) {
     for _ in 0..BATCH {
         let r = socket.try_io(tokio::io::Interest::READABLE, || {
@@ -359,7 +360,7 @@ fn drain(
             break;
         };
         if let Some(total) = overflow {
-            count_kernel_drops(core, kernel_drops, total);
+            core.stats().kernel_total(total);
         }
         let now = Instant::now();
         if refused.contains(ifindex, now) {
@@ -370,28 +371,16 @@ fn drain(
     }
 }
 
-/// The kernel's running u32 drop count for the socket is `total` now: count what is new since
-/// `last` (wrapping at 2^32).
-fn count_kernel_drops(core: &mut Requestor, last: &AtomicU32, total: u32) {
-    let prev = last.swap(total, Ordering::Relaxed);
-    core.kernel_dropped(u64::from(total.wrapping_sub(prev)));
-}
-
 async fn run(
     socket: &UdpSocket,
     mut core: Requestor,
     rx: &mut mpsc::Receiver<Cmd>,
     mut refused: RefusedInterfaces,
     rates: &RatesSlot,
-    kernel_drops: &AtomicU32,
 ) {
     let mut waiters: Waiters = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut open = true;
-    let mut kernel = KernelDrops {
-        socket,
-        last: kernel_drops,
-    };
     loop {
         core.handle_timeout(Instant::now());
         while let Some(t) = core.poll_transmit() {
@@ -425,18 +414,18 @@ async fn run(
             biased;
             r = socket.readable() => {
                 if r.is_ok() {
-                    drain(socket, &mut core, &mut buf, &mut refused, kernel.last);
+                    drain(socket, &mut core, &mut buf, &mut refused);
                 }
                 if open {
-                    open = take_queued(&mut core, &mut waiters, rx, rates, &mut kernel);
+                    open = take_queued(&mut core, &mut waiters, rx, rates);
                 }
                 tokio::task::yield_now().await;
             }
             cmd = rx.recv(), if open => match cmd {
                 None => open = false,
                 Some(c) => {
-                    submit(&mut core, &mut waiters, c, rates, &mut kernel);
-                    open = take_queued(&mut core, &mut waiters, rx, rates, &mut kernel);
+                    submit(&mut core, &mut waiters, c, rates);
+                    open = take_queued(&mut core, &mut waiters, rx, rates);
                 }
             },
             _ = sleep_until(deadline), if deadline.is_some() => {}
@@ -451,11 +440,10 @@ fn take_queued(
     waiters: &mut Waiters,
     rx: &mut mpsc::Receiver<Cmd>,
     rates: &RatesSlot,
-    kernel: &mut KernelDrops<'_>,
 ) -> bool {
     for _ in 0..BATCH {
         match rx.try_recv() {
-            Ok(c) => submit(core, waiters, c, rates, kernel),
+            Ok(c) => submit(core, waiters, c, rates),
             Err(mpsc::error::TryRecvError::Empty) => return true,
             Err(mpsc::error::TryRecvError::Disconnected) => return false,
         }
@@ -469,28 +457,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The socket and its kernel drop count as last counted, for a stats command to bring up to
-/// date.
-struct KernelDrops<'a> {
-    socket: &'a UdpSocket,
-    last: &'a AtomicU32,
-}
-
-fn submit(
-    core: &mut Requestor,
-    waiters: &mut Waiters,
-    cmd: Cmd,
-    rates: &RatesSlot,
-    kernel: &mut KernelDrops<'_>,
-) {
+fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd, rates: &RatesSlot) {
     match cmd {
-        Cmd::Stats(tx) => {
-            // What the filter refused arrives with no datagram to report it: ask the socket.
-            if let Ok(total) = pktinfo::drops(kernel.socket.as_fd()) {
-                count_kernel_drops(core, kernel.last, total);
-            }
-            let _ = tx.send(core.stats().clone());
-        }
         Cmd::SetRates(global, link) => {
             *rates.lock().unwrap_or_else(|e| e.into_inner()) = Some((global, link));
             core.set_rates(Instant::now(), global, link);
@@ -566,14 +534,15 @@ mod tests {
 
     use crate::requestor::DropReason;
 
-    /// Poll the requestor's counters until `done` holds (bounded: 10 s).
+    /// Poll the requestor's counters (the kernel's drops asked first, as a scrape does) until
+    /// `done` holds (bounded: 10 s).
     async fn stats_until(
         h: &RequestorHandle,
         done: impl Fn(&RequestorStats) -> bool,
-    ) -> RequestorStats {
+    ) -> Arc<RequestorStats> {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            let st = h.stats().await.unwrap();
+            let st = h.stats().clone();
             if done(&st) || Instant::now() > end {
                 return st;
             }
@@ -626,7 +595,8 @@ mod tests {
     }
 
     /// A new run of the task (after a panic) counts only what the kernel dropped since the last
-    /// run counted: a flood before the restart is not counted again by the fresh core.
+    /// run counted: a flood before the restart is not counted again by the fresh core, nor
+    /// are the counters reset.
     #[tokio::test]
     async fn a_new_run_does_not_count_the_kernels_old_drops_again() {
         let (_server, stranger, cfg, udp) = server_and_stranger();
@@ -646,10 +616,10 @@ mod tests {
         for _ in 0..10 {
             stranger.send_to(&[0u8; 48], h.local_addr()).unwrap();
         }
-        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 10).await;
+        let st = stats_until(&h, |s| s.dropped(DropReason::KernelDropped) >= 60).await;
         assert_eq!(
             st.dropped(DropReason::KernelDropped),
-            10,
+            60,
             "the new run counted the old drops again: {st:?}"
         );
     }

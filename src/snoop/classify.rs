@@ -202,27 +202,21 @@ impl ClassifyCounter {
     }
 }
 
-/// Counter values, indexed by [`ClassifyCounter`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The classifier's counters, indexed by [`ClassifyCounter`]: atomics the classifier bumps
+/// and a clone (sharing them) reads at any time, e.g. at a metrics scrape, so nothing is
+/// copied per message.
+#[derive(Debug, Clone, Default)]
 pub struct ClassifyStats {
-    counts: [u64; ClassifyCounter::ALL.len()],
+    counts: std::sync::Arc<[std::sync::atomic::AtomicU64; ClassifyCounter::ALL.len()]>,
 }
 
 impl ClassifyStats {
     pub fn get(&self, c: ClassifyCounter) -> u64 {
-        self.counts[c.index()]
+        self.counts[c.index()].load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// `(label, value)` for every counter.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        ClassifyCounter::ALL
-            .iter()
-            .map(|c| (c.label(), self.get(*c)))
-            .collect()
-    }
-
-    fn bump(&mut self, c: ClassifyCounter) {
-        self.counts[c.index()] = self.counts[c.index()].saturating_add(1);
+    fn bump(&self, c: ClassifyCounter) {
+        self.counts[c.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -335,6 +329,7 @@ impl Classifier {
         }
     }
 
+    /// The counters; clone it to read them from elsewhere while the classifier runs.
     pub fn stats(&self) -> &ClassifyStats {
         &self.stats
     }

@@ -25,7 +25,8 @@ use crate::wire::CheckedMessage;
 #[derive(Debug, Clone, Default)]
 pub struct SnoopStats {
     pub capture: Arc<CaptureStats>,
-    pub classify: Arc<std::sync::Mutex<ClassifyStats>>,
+    /// The classifier's own counters (shared with it, read in place).
+    pub classify: ClassifyStats,
     /// Captured payloads that did not parse as DHCPv6.
     pub unparsable: Arc<std::sync::atomic::AtomicU64>,
     /// Observations lost because the cache task had stopped for good (never for a full queue:
@@ -142,10 +143,14 @@ pub fn spawn(
     }
     drop(tx);
     let queue = Inbox::new(rx);
-    let state: ClassifyState = Arc::new(tokio::sync::Mutex::new((
-        Classifier::new(classify, trust),
-        LogBudget::default(),
-    )));
+    let classifier = Classifier::new(classify, trust);
+    // The snooper reads the classifier's own counters (shared atomics), never a copy.
+    let stats = SnoopStats {
+        classify: classifier.stats().clone(),
+        ..stats
+    };
+    let state: ClassifyState =
+        Arc::new(tokio::sync::Mutex::new((classifier, LogBudget::default())));
     let st = stats.clone();
     tasks.spawn(sup.restart("classifier", Lifetime::Forever, move |_| {
         let r = classify_run(
@@ -236,10 +241,6 @@ async fn classify_run(
                     "snooped message refused: not from where a relay or server speaks"
                 );
             }
-        }
-        // Short critical section, never held across an await.
-        if let Ok(mut s) = st.classify.lock() {
-            *s = classifier.stats().clone();
         }
         let input = match learned {
             Some(Learned::Bind(o)) => CacheInput::Observe(o),

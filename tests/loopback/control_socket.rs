@@ -5,10 +5,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lqagent::control::ControlEvent;
 use lqagent::control::access::Access;
 use lqagent::control::client::Client;
 use lqagent::control::server::{
@@ -199,7 +199,7 @@ fn client_shows_filters_and_clears() {
     };
     assert_eq!(stats.uptime_secs, 42);
     assert_eq!(stats.stats[0].value, 3.0, "three bindings left");
-    assert_eq!(r.stats.requests.load(Relaxed), 4);
+    assert_eq!(r.stats.get(ControlEvent::Request), 4);
 }
 
 #[test]
@@ -418,13 +418,13 @@ fn unprivileged_peer_may_show_with_the_group_but_never_clear() {
         stderr.contains("permission denied: show is for root"),
         "{stderr}"
     );
-    assert_eq!(r.stats.refused.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::Refused), 1);
 
     let out = cli_as_nobody(&r.path, &["clear", "binding", "2001:db8:100::/48"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "nobody must not clear");
     assert!(stderr.contains("permission denied"), "{stderr}");
-    assert_eq!(r.stats.refused.load(Relaxed), 2);
+    assert_eq!(r.stats.get(ControlEvent::Refused), 2);
     // Nothing was removed: root still sees every binding, and root may clear.
     let out = cli(&r.path, &["show", "bindings", "--json"]);
     let v: Vec<BindingView> = serde_json::from_slice(&out.stdout).unwrap();
@@ -509,8 +509,8 @@ fn hostile_input_gets_errors_not_crashes() {
     assert!(answer.contains("longer than"), "{answer}");
     answer.clear();
     support::closed::assert_closed(rd.read_line(&mut answer), "closed after oversize");
-    assert_eq!(r.stats.bad_requests.load(Relaxed), 1);
-    assert_eq!(r.stats.oversized.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::BadRequest), 1);
+    assert_eq!(r.stats.get(ControlEvent::Oversized), 1);
 }
 
 /// A connection the server has surely taken: it asked once and got its answer; from then on
@@ -600,8 +600,8 @@ fn root_is_served_when_every_slot_is_held_by_stalled_peers() {
         "clear with every slot held: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(r.stats.evicted.load(Relaxed) >= 1);
-    assert_eq!(r.stats.rejected_connections.load(Relaxed), 0);
+    assert!(r.stats.get(ControlEvent::Evicted) >= 1);
+    assert_eq!(r.stats.get(ControlEvent::RejectedConnection), 0);
     // The oldest silent connection was the one closed for the first.
     let (rd, _) = &mut silent[0];
     rd.get_ref()
@@ -625,11 +625,11 @@ fn a_silent_peer_and_a_peer_that_stops_reading_are_closed_and_counted() {
         "a peer that says nothing",
         READ_TIMEOUT + Duration::from_secs(20),
     );
-    assert_eq!(r.stats.read_timeouts.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::ReadTimeout), 1);
     support::wait::wait_for(
         "the write deadline of the peer that does not read",
         WRITE_TIMEOUT + Duration::from_secs(20),
-        || r.stats.write_timeouts.load(Relaxed) == 1,
+        || r.stats.get(ControlEvent::WriteTimeout) == 1,
     );
     // Its answers so far can still be read, then the end.
     deaf.set_nonblocking(false).unwrap();
@@ -639,7 +639,7 @@ fn a_silent_peer_and_a_peer_that_stops_reading_are_closed_and_counted() {
         "a peer that does not read",
         Duration::from_secs(20),
     );
-    assert_eq!(r.stats.read_timeouts.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::ReadTimeout), 1);
 }
 
 /// Connect to `path` as uid `uid` (and back): the credentials are per thread in Linux, so a
@@ -706,7 +706,7 @@ fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
     assert!(mine.iter().all(served), "its share is served");
     let over = connect_as(&r.path, 65534);
     assert!(!served(&over), "one over its share is closed");
-    assert_eq!(r.stats.uid_limited.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::UidLimit), 1);
     // Other lesser uids fill what lesser peers may take ...
     let lesser_slots = MAX_CLIENTS - RESERVED_CLIENTS;
     let others: Vec<_> = (0..lesser_slots - MAX_PER_UID)
@@ -715,7 +715,7 @@ fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
     assert!(others.iter().all(served));
     let late = connect_as(&r.path, 61000);
     assert!(!served(&late), "no lesser peer in the reserved slots");
-    assert_eq!(r.stats.rejected_connections.load(Relaxed), 1);
+    assert_eq!(r.stats.get(ControlEvent::RejectedConnection), 1);
     // ... and root still gets in, through a reserved slot, nobody closed for it.
     let out = cli(&r.path, &["show", "stats"]);
     assert!(
@@ -723,7 +723,7 @@ fn a_lesser_uid_holds_a_bounded_share_and_never_the_reserved_slots() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(r.stats.evicted.load(Relaxed), 0);
+    assert_eq!(r.stats.get(ControlEvent::Evicted), 0);
     assert!(
         mine.iter().chain(&others).all(served),
         "the lesser peers stay served"

@@ -264,7 +264,9 @@ fn clients_bind_release_expire_and_survive_a_restart() {
 fn on_demand_lookup_fills_the_cache_from_dhcpd() {
     use lqagent::cache::{BindingStore, LeaseKey, Source};
     use lqagent::cache_task::{self, CacheTaskConfig};
-    use lqagent::daemon::ondemand::{self, Looked, Lookup, OnDemandConfig, OnDemandStats};
+    use lqagent::daemon::ondemand::{
+        self, Looked, Lookup, OnDemandConfig, OnDemandEvent, OnDemandStats,
+    };
     use lqagent::requestor::RequestorConfig;
     use lqagent::requestor::udp::{self, UdpConfig};
     use lqagent::time::AgentClock;
@@ -377,11 +379,10 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let snap = od.stats().snapshot();
-            let get = |k: &str| snap.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-            assert_eq!(get("submitted"), Some(1));
-            assert_eq!(get("bound"), Some(1));
-            assert_eq!(get("observations"), Some(1));
+            let get = |e: OnDemandEvent| od.stats().get(e);
+            assert_eq!(get(OnDemandEvent::Submitted), 1);
+            assert_eq!(get(OnDemandEvent::Bound), 1);
+            assert_eq!(get(OnDemandEvent::Observations), 1);
         });
     });
 }

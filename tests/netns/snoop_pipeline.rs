@@ -111,7 +111,7 @@ fn relayed_exchange_binds_then_release_withdraws() {
         store.get(&addr).is_none() && store.get(&pfx).is_none()
     });
 
-    let c = stats.classify.lock().unwrap().clone();
+    let c = &stats.classify;
     assert_eq!(c.get(ClassifyCounter::RelayForw), 2);
     assert_eq!(c.get(ClassifyCounter::ReplyBind), 1);
     assert_eq!(c.get(ClassifyCounter::ReplyRelease), 1);
@@ -215,14 +215,7 @@ fn a_snoop_interface_missing_at_start_is_waited_for() {
         xid += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        stats
-            .classify
-            .lock()
-            .unwrap()
-            .get(ClassifyCounter::ReplyBind)
-            >= 1
-    );
+    assert!(stats.classify.get(ClassifyCounter::ReplyBind) >= 1);
     stop_tx.send(()).unwrap();
     agent.join().unwrap();
 }
@@ -344,7 +337,7 @@ fn a_burst_larger_than_the_queues_is_held_back_not_dropped() {
             "{} of {N} clients bound; capture {:?}, classifier {:?}",
             bound_clients(&store, N),
             stats.capture.snapshot(),
-            stats.classify.lock().unwrap()
+            stats.classify
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -395,13 +388,7 @@ fn a_burst_the_socket_buffer_cannot_hold_is_counted_as_kernel_drops() {
     assert!(stats.capture.get(CaptureCounter::KernelDrop) > 0);
     assert!(stats.capture.get(CaptureCounter::Received) < 256);
     // What was received was classified and bound in full: the only loss is the counted one.
-    let binds = || {
-        stats
-            .classify
-            .lock()
-            .unwrap()
-            .get(ClassifyCounter::ReplyBind)
-    };
+    let binds = || stats.classify.get(ClassifyCounter::ReplyBind);
     let parsed = || {
         stats
             .messages

@@ -198,8 +198,8 @@ fn retransmits_same_xid_on_rfc_schedule_then_gives_up() {
     assert_eq!(a.attempts, 5);
     let gave_up = (s.now - s.t0).as_secs_f64();
     assert!((20.0..=31.0).contains(&gave_up), "gave up at {gave_up}");
-    assert_eq!(s.r.stats().retransmits, 4);
-    assert_eq!(s.r.stats().timeouts, 1);
+    assert_eq!(s.r.stats().get(RequestorCounter::Retransmits), 4);
+    assert_eq!(s.r.stats().get(RequestorCounter::Timeouts), 1);
     assert_eq!(s.r.pending(), 0);
 }
 
@@ -476,7 +476,7 @@ fn client_link_triggers_one_follow_up_per_link_and_combines() {
     );
     let follow = s.sent();
     assert_eq!(follow.len(), 2, "capped at max_client_links");
-    assert_eq!(s.r.stats().client_links_dropped, 1);
+    assert_eq!(s.r.stats().get(RequestorCounter::ClientLinksDropped), 1);
     for (i, (t, fm)) in follow.iter().enumerate() {
         assert_eq!(
             t.dst,
@@ -574,7 +574,7 @@ fn validation_drops_and_counts_every_bad_reply() {
     assert_eq!(st.dropped(DropReason::LeasequeryReceived), 1);
     assert_eq!(st.dropped(DropReason::NotReply), 1);
     assert_eq!(st.dropped(DropReason::Malformed), 2);
-    assert_eq!(st.replies, 0);
+    assert_eq!(st.get(RequestorCounter::Replies), 0);
     assert!(s.events().is_empty(), "nothing accepted yet");
 
     s.deliver(server(1), &good());
@@ -613,7 +613,7 @@ fn equal_queries_in_flight_share_one_transaction() {
     let other_link = q.clone().with_link(addr("2001:db8:1::1"));
     assert!(matches!(s.submit(other_link), Submit::Started(i) if i != id));
     assert_eq!(s.sent().len(), 2, "one datagram per distinct query");
-    assert_eq!(s.r.stats().deduplicated, 2);
+    assert_eq!(s.r.stats().get(RequestorCounter::Deduplicated), 2);
     assert_eq!(s.r.pending(), 2);
 }
 
@@ -684,9 +684,13 @@ fn run_script(name: &str, servers: u16, script: &[Act]) -> Requestor {
             }
             Act::Silent(n) => {
                 assert!(live.contains_key(&server(n)), "{at}: not asked");
-                let before = s.r.stats().timeouts;
+                let before = s.r.stats().get(RequestorCounter::Timeouts);
                 s.advance_to_timer().expect("a timer");
-                assert_eq!(s.r.stats().timeouts, before + 1, "{at}");
+                assert_eq!(
+                    s.r.stats().get(RequestorCounter::Timeouts),
+                    before + 1,
+                    "{at}"
+                );
                 live.remove(&server(n));
             }
             Act::Asks(n) => {
@@ -924,11 +928,15 @@ fn negative_cache_hits_and_discarded_client_data_are_counted() {
         ],
     );
     let st = r.stats();
-    assert_eq!(st.negative_hits, 2);
+    assert_eq!(st.get(RequestorCounter::NegativeHits), 2);
     assert_eq!(st.dropped(DropReason::NoCltTime), 1);
     assert_eq!(st.verdicts(AnswerVerdict::NoBinding), 1);
-    assert_eq!(st.timeouts, 0, "no exchange waited for a retransmission");
-    assert_eq!(st.sent, 2, "one datagram per server");
+    assert_eq!(
+        st.get(RequestorCounter::Timeouts),
+        0,
+        "no exchange waited for a retransmission"
+    );
+    assert_eq!(st.get(RequestorCounter::Sent), 2, "one datagram per server");
 }
 
 #[test]
@@ -943,7 +951,7 @@ fn negative_cache_is_bounded_in_the_requestor() {
         s.deliver(server(1), &reply(m.transaction_id, 1, vec![]));
         only(s.events());
     }
-    assert_eq!(s.r.stats().negative_evicted, 1, "the oldest made room");
+    assert_eq!(s.r.stats().negative_evicted(), 1, "the oldest made room");
     assert!(matches!(
         s.submit(Query::by_address(addr("2001:db8::1"))),
         Submit::Started(_)
