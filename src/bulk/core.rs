@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use crate::cache::from_wire::relay_placement;
 use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
@@ -120,11 +119,9 @@ pub struct BulkBinding {
     pub query: QueryId,
     /// The server's DUID (from the query's REPLY).
     pub server_duid: Option<Duid>,
-    /// The link the binding is on: LQ_RELAY_DATA's link-address (the level nearest the client
-    /// that names one, see [`relay_placement`]), else the query's link.
+    /// The link the binding is on: LQ_RELAY_DATA's link-address (this box's level, see
+    /// [`crate::wire::RelayChain`]), else the query's link.
     pub link: Option<Ipv6Addr>,
-    /// The client's address as the nearest relay saw it (the next hop for a delegated prefix).
-    pub peer_address: Option<Ipv6Addr>,
     pub data: ClientData,
     /// The server reply sequence number of the message carrying it, when configured.
     pub srsn: Option<u32>,
@@ -471,17 +468,16 @@ impl BulkConnection {
         let stamped = self.stamp(now, base);
         let q = &mut self.inflight[idx];
         q.bindings += 1;
-        // The same reading of LQ_RELAY_DATA as the cache's (nearest relay level).
-        let place = data.relay_data().map(relay_placement);
-        let link = place
-            .and_then(|p| p.link_address)
+        // The same reading of LQ_RELAY_DATA as the cache's (this box's level).
+        let link = data
+            .relay_data()
+            .and_then(|rd| rd.chain().link_address())
             .or_else(|| q.query.link());
         self.events
             .push_back(ConnEvent::Binding(Box::new(BulkBinding {
                 query: q.id,
                 server_duid: q.server_duid.clone(),
                 link,
-                peer_address: place.and_then(|p| p.peer_address),
                 data: data.clone(),
                 srsn,
                 received: now,

@@ -486,7 +486,6 @@ mod tests {
             query: QueryId::new(1),
             server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
             link: Some(a("2001:db8:9::1")),
-            peer_address: Some(a("2001:db8:1::2")),
             data,
             srsn: Some(9),
             received: Instant::now(),

@@ -15,10 +15,7 @@ use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     Timestamp,
 };
-use crate::wire::{
-    ClientData, IaPrefix, LqRelayData, OptionCode, Options, RelayChain, RelayChainView,
-    RelayMessage, RelayView,
-};
+use crate::wire::{ClientData, IaPrefix, LqRelayData, Options, RelayChain, RelayLevel};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,96 +52,35 @@ pub(crate) struct ClientDataContext {
     pub arrival: Timestamp,
 }
 
-/// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): by this
-/// box's level, the outermost — the relay message the server received, which the relay nearest
-/// the server (this box) sent. Levels inside it were written by whoever sent the message to us
-/// (an LDRA, or a subscriber posing as one): they never select the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayPlacement {
-    /// This box's level's peer-address (`None` when `::`). On a link with an LDRA in front,
-    /// admission takes the next hop from the level below instead (RFC 6221).
-    pub peer_address: Option<Ipv6Addr>,
-    /// This box's level's link-address (`None` when `::`).
-    pub link_address: Option<Ipv6Addr>,
-    /// How many relay levels lie below this box's (an LDRA's: at most one is ever admitted).
-    pub nested: usize,
-}
-
-/// The [`RelayPlacement`] of a CLIENT_DATA's relay data.
-pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
-    let chain = RelayChain::of_relay(&rd.relay);
-    RelayPlacement {
-        peer_address: chain
-            .ours()
-            .map(|r| r.peer_address)
-            .filter(|p| !p.is_unspecified()),
-        link_address: chain.link_address(),
-        nested: chain.nested(),
-    }
-}
-
 /// OPTION_REMOTE_ID's whole body, enterprise-number (4 bytes) then remote-id (RFC 4649 §3).
-fn remote_id_of(r: &RelayMessage) -> Option<Box<[u8]>> {
-    r.options.remote_id().map(|(enterprise, id)| {
+fn remote_id_of(level: &impl RelayLevel) -> Option<Box<[u8]>> {
+    level.remote_id().map(|(enterprise, id)| {
         let mut v = enterprise.to_be_bytes().to_vec();
         v.extend_from_slice(id);
         v.into_boxed_slice()
     })
 }
 
-/// The cache's [`RelayData`] of a relay chain, snooped or from LQ_RELAY_DATA: peer-address,
-/// Interface-Id and Remote-Id of this box's level only, and the level directly below it, if
-/// any, as the [`AccessPort`] (admission decides whether the link accepts it and whether its
-/// peer-address becomes the next hop).
-pub(crate) fn relay_data_of(chain: &RelayChain<'_>) -> RelayData {
+/// The cache's [`RelayData`] of a relay chain, snooped (borrowed) or from LQ_RELAY_DATA
+/// (owned): peer-address, Interface-Id and Remote-Id of this box's level only, and the level
+/// directly below it, if any, as the [`AccessPort`] (admission decides whether the link
+/// accepts it and whether its peer-address becomes the next hop). Copied out only here, where
+/// they are kept.
+pub(crate) fn relay_data_of<L: RelayLevel>(chain: &RelayChain<L>) -> RelayData {
     let Some(ours) = chain.ours() else {
         return RelayData::default();
     };
     let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
     RelayData {
-        peer_address: nonzero(ours.peer_address),
-        interface_id: ours.options.interface_id().map(Box::from),
-        remote_id: remote_id_of(ours),
-        access: chain.below_ours().map(|below| {
-            Box::new(AccessPort {
-                levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
-                peer_address: nonzero(below.peer_address),
-                interface_id: below.options.interface_id().map(Box::from),
-                remote_id: remote_id_of(below),
-            })
-        }),
-    }
-}
-
-/// [`relay_data_of`] read in place from a checked message's chain (the snooper's path): the
-/// same fields from the same levels, copied out only here, where they are kept.
-pub(crate) fn relay_data_of_view(chain: &RelayChainView<'_>) -> RelayData {
-    let Some(ours) = chain.ours() else {
-        return RelayData::default();
-    };
-    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
-    let interface_id = |r: &RelayView<'_>| {
-        r.options()
-            .checked_data(OptionCode::INTERFACE_ID)
-            .map(Box::from)
-    };
-    let remote_id = |r: &RelayView<'_>| {
-        r.options().checked_remote_id().map(|(enterprise, id)| {
-            let mut v = enterprise.to_be_bytes().to_vec();
-            v.extend_from_slice(id);
-            v.into_boxed_slice()
-        })
-    };
-    RelayData {
-        peer_address: nonzero(ours.peer_address()),
-        interface_id: interface_id(&ours),
-        remote_id: remote_id(&ours),
+        peer_address: chain.peer_address(),
+        interface_id: ours.interface_id().map(Box::from),
+        remote_id: remote_id_of(&ours),
         access: chain.below_ours().map(|below| {
             Box::new(AccessPort {
                 levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
                 peer_address: nonzero(below.peer_address()),
-                interface_id: interface_id(&below),
-                remote_id: remote_id(&below),
+                interface_id: below.interface_id().map(Box::from),
+                remote_id: remote_id_of(&below),
             })
         }),
     }
@@ -230,14 +166,15 @@ pub(crate) fn observation_from_reply(
     let leases = observed_leases(cd)?;
     let mut link = ctx.link.clone();
     let relay = cd.relay_data().or(top_relay).map(|rd| {
-        if let Some(a) = relay_placement(rd).link_address {
+        let chain = rd.chain();
+        if let Some(a) = chain.link_address() {
             if a != link.address {
                 // Another link than the one asked about: the interface we knew is not it.
                 link.interface = None;
             }
             link.address = a;
         }
-        relay_data_of(&RelayChain::of_relay(&rd.relay))
+        relay_data_of(&chain)
     });
     Ok(Observation {
         client_duid: duid.into(),
@@ -367,10 +304,10 @@ mod tests {
             DhcpOption::LqRelayData(rd) => *rd,
             other => panic!("not LQ_RELAY_DATA: {other:?}"),
         };
-        let place = relay_placement(&rd);
-        assert_eq!(place.link_address, Some("2001:db8:1::1".parse().unwrap()));
-        assert_eq!(place.peer_address, Some("fe80::9".parse().unwrap()));
-        assert_eq!(place.nested, 1);
+        let place = rd.chain();
+        assert_eq!(place.link_address(), Some("2001:db8:1::1".parse().unwrap()));
+        assert_eq!(place.peer_address(), Some("fe80::9".parse().unwrap()));
+        assert_eq!(place.nested(), 1);
         let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         let r = o.relay.unwrap();

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::{Value, json};
 
-use lqagent::cache::from_wire::{observed_leases, relay_placement};
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
@@ -341,7 +341,7 @@ fn print_binding(b: &ClientReply) {
         print_lease(&l, b.received);
     }
     if let Some(r) = b.relay_data() {
-        let place = relay_placement(r);
+        let place = r.chain();
         let at = if b.data.relay_data().is_some() {
             "client-data"
         } else {
@@ -351,10 +351,10 @@ fn print_binding(b: &ClientReply) {
             "relay-data    ({at}) peer {}  link {}  next-hop {}",
             r.peer_address,
             place
-                .link_address
+                .link_address()
                 .map_or("::".to_string(), |a| a.to_string()),
             place
-                .peer_address
+                .peer_address()
                 .map_or("-".to_string(), |a| a.to_string()),
         );
     }
@@ -440,12 +440,12 @@ fn binding_json(b: &ClientReply) -> Value {
         "server_duid": hexs(&b.server_duid),
         "leases": leases,
         "relay_data": b.relay_data().map(|r| {
-            let place = relay_placement(r);
+            let place = r.chain();
             json!({
                 "top_level": b.data.relay_data().is_none(),
                 "peer": r.peer_address.to_string(),
-                "link_address": place.link_address.map(|a| a.to_string()),
-                "next_hop": place.peer_address.map(|a| a.to_string()),
+                "link_address": place.link_address().map(|a| a.to_string()),
+                "next_hop": place.peer_address().map(|a| a.to_string()),
                 "interface_id": r.relay.options.interface_id().map(hexs),
             })
         }),

@@ -19,7 +19,7 @@ use lqagent::bulk::core::BulkQuery;
 use lqagent::bulk::recovery::observation;
 use lqagent::bulk::stats::BulkStats;
 use lqagent::bulk::tcp::{self, BulkEvent, QueryResult, ServerQueries};
-use lqagent::cache::from_wire::{observed_leases, relay_placement};
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{BindingStore, CacheConfig, LeaseKey};
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, UdpConfig};
@@ -308,10 +308,10 @@ fn kea_udp_answers_through_the_requestor() {
         .top_relay_data
         .as_ref()
         .expect("relay data beside CLIENT_DATA");
-    let placed = relay_placement(rd);
-    assert_eq!(placed.link_address, Some(link1));
+    let placed = rd.chain();
+    assert_eq!(placed.link_address(), Some(link1));
     assert_eq!(
-        placed.peer_address,
+        placed.peer_address(),
         Some("fe80::ff:fe00:301".parse().unwrap())
     );
 

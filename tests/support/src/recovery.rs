@@ -304,7 +304,7 @@ pub fn direct_routes(b: &BulkBinding) -> Vec<RouteChange> {
             LinkRef::LinkAddress(l),
         )));
     }
-    if let Some(hop) = b.peer_address {
+    if let Some(hop) = b.data.relay_data().and_then(|rd| rd.chain().peer_address()) {
         for p in b.data.prefixes().filter(|p| p.valid != 0) {
             if let Ok(p) = p.prefix() {
                 out.push(RouteChange::Upsert(RouteSpec::delegated(
