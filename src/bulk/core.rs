@@ -206,6 +206,10 @@ labels! {
         NoClientData => "no_client_data",
         /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
         NoCltTime => "no_clt_time",
+        /// An IAPREFIX in a CLIENT_DATA that names no prefix (a length over 128): skipped, the
+        /// binding's other leases used (one per IAPREFIX; the policy is
+        /// `cache::from_wire::observed_leases`').
+        BadPrefix => "bad_prefix",
     }
 }
 
@@ -465,6 +469,10 @@ impl BulkConnection {
             .options
             .lq_base_time()
             .or_else(|| m.options.lq_base_time());
+        for _ in 0..crate::cache::from_wire::bad_prefixes(data) {
+            self.events
+                .push_back(ConnEvent::Discarded(Discard::BadPrefix));
+        }
         let stamped = self.stamp(now, base);
         let q = &mut self.inflight[idx];
         q.bindings += 1;

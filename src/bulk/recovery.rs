@@ -22,7 +22,9 @@ use super::BulkConfig;
 use super::core::{BulkBinding, BulkQuery};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
-use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
+use crate::cache::from_wire::{
+    ClientDataContext, FromWireError, observation_from_client_data, observed_leases,
+};
 use crate::cache::{LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
 use crate::cache_task::{CacheHandle, CacheInput};
 use crate::requestor::QueryId;
@@ -254,15 +256,10 @@ impl BindingSink for CacheSink {
     }
 }
 
-/// The addresses and prefixes one binding carries.
-fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> + '_ {
-    let addrs = b.data.addresses().map(|a| LeaseKey::Address(a.addr));
-    let prefixes = b.data.prefixes().filter_map(|p| {
-        crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
-            .ok()
-            .map(LeaseKey::Prefix)
-    });
-    addrs.chain(prefixes)
+/// The addresses and prefixes one binding carries: the same leases its observation holds (one
+/// extractor, one bad-prefix policy; a bad prefix was counted when the connection read it).
+fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> {
+    observed_leases(&b.data).into_iter().map(|l| l.key)
 }
 
 /// What one query has listed so far (across its attempts).

@@ -26,8 +26,6 @@ pub enum FromWireError {
     /// RFC 5007 §4.3.3: a CLIENT_DATA without CLT_TIME is silently discarded.
     #[error("CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3: discarded)")]
     NoCltTime,
-    #[error("IAPREFIX with prefix length {0} over 128")]
-    BadPrefixLength(u8),
 }
 
 impl FromWireError {
@@ -36,7 +34,6 @@ impl FromWireError {
         match self {
             FromWireError::NoClientId => "no_client_id",
             FromWireError::NoCltTime => "no_clt_time",
-            FromWireError::BadPrefixLength(_) => "bad_prefix_length",
         }
     }
 }
@@ -86,16 +83,25 @@ pub(crate) fn relay_data_of<L: RelayLevel>(chain: &RelayChain<L>) -> RelayData {
     }
 }
 
-fn prefix_of(p: &IaPrefix) -> Result<crate::prefix::Ipv6Prefix, FromWireError> {
-    crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
-        .map_err(|_| FromWireError::BadPrefixLength(p.prefix_len))
+/// The leases of a CLIENT_DATA: the one extractor every answer's leases come out of (on-demand,
+/// confirmer, bulk, its listings, `lqagent query`). RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX
+/// directly inside it (no IA, so the IAID is unknown: 0, an address taken as IA_NA); leases a
+/// server wraps in IA_NA / IA_TA / IA_PD are taken too, with their IA type and IAID.
+///
+/// The one bad-prefix policy: an IAPREFIX that names no prefix (a length over 128, as only a
+/// broken or hostile server sends) is skipped, and never voids the good leases beside it. It is
+/// counted where the answer is received — [`bad_prefixes`], called by the requestor and the bulk
+/// connection (`lqagent_replies_dropped_total{reason="bad_prefix"}`,
+/// `lqagent_bulk_discarded_total{reason="bad_prefix"}`) — not here, which runs again for a
+/// listing and for display.
+pub fn observed_leases(cd: &ClientData) -> Vec<ObservedLease> {
+    leases_and_bad_prefixes(cd).0
 }
 
-/// The leases of a CLIENT_DATA. RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX directly inside it
-/// (no IA, so the IAID is unknown: 0, an address taken as IA_NA); leases a server wraps in
-/// IA_NA / IA_TA / IA_PD are taken too, with their IA type and IAID.
-pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireError> {
+/// [`observed_leases`] and how many IAPREFIX it skipped, in one walk.
+fn leases_and_bad_prefixes(cd: &ClientData) -> (Vec<ObservedLease>, usize) {
     let o = &cd.options;
+    let mut bad = 0;
     let mut leases = Vec::new();
     let mut push_addrs = |opts: &Options, ia: IaType, iaid: u32| {
         for a in opts.ia_addrs() {
@@ -115,20 +121,35 @@ pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireEr
     for ia in o.ia_tas() {
         push_addrs(&ia.options, IaType::Ta, ia.iaid);
     }
+    for (iaid, p) in prefixes(cd) {
+        match p.prefix() {
+            Ok(prefix) => leases.push(ObservedLease {
+                key: LeaseKey::Prefix(prefix),
+                ia: IaType::Pd,
+                iaid,
+                preferred: p.preferred,
+                valid: p.valid,
+            }),
+            Err(_) => bad += 1,
+        }
+    }
+    (leases, bad)
+}
+
+/// Every IAPREFIX of a CLIENT_DATA with its IAID: directly inside it (IAID 0) or in an IA_PD.
+fn prefixes(cd: &ClientData) -> impl Iterator<Item = (u32, &IaPrefix)> {
+    let o = &cd.options;
     let direct = o.ia_prefixes().map(|p| (0, p));
     let wrapped = o
         .ia_pds()
         .flat_map(|ia| ia.options.ia_prefixes().map(move |p| (ia.iaid, p)));
-    for (iaid, p) in direct.chain(wrapped) {
-        leases.push(ObservedLease {
-            key: LeaseKey::Prefix(prefix_of(p)?),
-            ia: IaType::Pd,
-            iaid,
-            preferred: p.preferred,
-            valid: p.valid,
-        });
-    }
-    Ok(leases)
+    direct.chain(wrapped)
+}
+
+/// How many IAPREFIX options [`observed_leases`] skips in `cd` (the bad-prefix policy): what the
+/// receiving side counts.
+pub fn bad_prefixes(cd: &ClientData) -> usize {
+    prefixes(cd).filter(|(_, p)| p.prefix().is_err()).count()
 }
 
 /// Build the observation for one CLIENT_DATA whose reply carried no relay data or base time
@@ -154,7 +175,9 @@ pub(crate) fn observation_from_client_data(
 ///   LEASEQUERY-REPLY's CLIENT_DATA lists every lease of the client on that link (RFC 5007
 ///   §4.1.2.2), so it is complete; a bulk LEASEQUERY-DATA says nothing about leases it does not
 ///   carry (Kea 3 sends one CLIENT_DATA per lease), so it never is — only the end of the whole
-///   bulk query speaks for what it left out (merge rule R16).
+///   bulk query speaks for what it left out (merge rule R16). An answer with a skipped bad
+///   prefix ([`observed_leases`]) is not complete either: as with a lease admission refuses
+///   (A2–A4), what could not be read never turns into the removal of a lease the client holds.
 pub(crate) fn observation_from_reply(
     cd: &ClientData,
     top_relay: Option<&LqRelayData>,
@@ -163,7 +186,7 @@ pub(crate) fn observation_from_reply(
 ) -> Result<Observation, FromWireError> {
     let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
     let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
-    let leases = observed_leases(cd)?;
+    let (leases, bad_prefixes) = leases_and_bad_prefixes(cd);
     let mut link = ctx.link.clone();
     let relay = cd.relay_data().or(top_relay).map(|rd| {
         let chain = rd.chain();
@@ -185,7 +208,7 @@ pub(crate) fn observation_from_reply(
         clt_time: Some(clt),
         base_time: cd.options.lq_base_time().or(top_base_time),
         srsn: ctx.srsn,
-        complete: ctx.source != Source::Bulk,
+        complete: ctx.source != Source::Bulk && bad_prefixes == 0,
         leases,
         arrival: ctx.arrival,
         query_address: None,
@@ -407,6 +430,42 @@ mod tests {
             .unwrap();
         assert_eq!(o.clt_time, Some(1_795_875_086));
         assert_eq!(o.base_time, Some(7), "top-level LQ_BASE_TIME");
+    }
+
+    #[test]
+    fn a_bad_prefix_is_skipped_and_counted_and_the_good_leases_stay() {
+        // A hostile or broken server: a /129 beside a good address and a good /56, and one more
+        // inside an IA_PD.
+        let mut cd = bare_client_data(5);
+        let bad = |len| IaPrefix {
+            prefix_len: len,
+            ..IaPrefix::new("2001:db8:300::/56".parse().unwrap(), 1800, 3600)
+        };
+        cd.options.push(DhcpOption::IaPrefix(bad(129)));
+        let mut pd = crate::wire::Ia::new(9, 0, 0);
+        pd.options.push(DhcpOption::IaPrefix(bad(200)));
+        pd.options.push(DhcpOption::IaPrefix(IaPrefix::new(
+            "2001:db8:400::/56".parse().unwrap(),
+            1800,
+            3600,
+        )));
+        cd.options.push(DhcpOption::IaPd(pd));
+        assert_eq!(bad_prefixes(&cd), 2);
+        let o = observation_from_reply(&cd, None, None, &ctx()).unwrap();
+        let keys: Vec<_> = o.leases.iter().map(|l| (l.key, l.iaid)).collect();
+        assert_eq!(
+            keys,
+            [
+                (LeaseKey::Address("2001:db8:1::8".parse().unwrap()), 0),
+                (LeaseKey::Prefix("2001:db8:200::/56".parse().unwrap()), 0),
+                (LeaseKey::Prefix("2001:db8:400::/56".parse().unwrap()), 9),
+            ]
+        );
+        assert!(
+            !o.complete,
+            "a skipped lease: no removal inferred from this answer"
+        );
+        assert_eq!(bad_prefixes(&bare_client_data(5)), 0);
     }
 
     #[test]

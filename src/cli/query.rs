@@ -134,10 +134,10 @@ fn status_name(code: StatusCode) -> String {
         .map_or_else(|| format!("status {}", code.0), str::to_string)
 }
 
-/// The leases as the cache would take them (one conversion, `cache::from_wire`); a CLIENT_DATA
-/// the cache would refuse (an IAPREFIX longer than 128) shows none.
+/// The leases as the cache would take them (one extractor, `cache::from_wire`): an IAPREFIX
+/// longer than 128 is skipped, the others shown.
 fn leases(b: &ClientReply) -> Vec<ObservedLease> {
-    observed_leases(&b.data).unwrap_or_default()
+    observed_leases(&b.data)
 }
 
 /// Whether merge rule R13 reads this CLT_TIME as an absolute Unix time (ISC dhcpd 4.4).

@@ -407,16 +407,22 @@ impl Requestor {
                     self.stats.drop(DropReason::NoCltTime);
                     Answer::NoBinding
                 }
-                (Some(data), _) => Answer::Bound(Box::new(ClientReply {
-                    data,
-                    top_relay_data: reply.relay_data,
-                    top_base_time: reply.base_time,
-                    srsn: reply.srsn,
-                    link: x.link,
-                    server_duid: server_duid.clone(),
-                    server: src,
-                    received: now,
-                })),
+                (Some(data), _) => {
+                    let bad = crate::cache::from_wire::bad_prefixes(&data);
+                    if bad > 0 {
+                        self.stats.drop_n(DropReason::BadPrefix, bad as u64);
+                    }
+                    Answer::Bound(Box::new(ClientReply {
+                        data,
+                        top_relay_data: reply.relay_data,
+                        top_base_time: reply.base_time,
+                        srsn: reply.srsn,
+                        link: x.link,
+                        server_duid: server_duid.clone(),
+                        server: src,
+                        received: now,
+                    }))
+                }
                 (None, Some(links)) if !links.is_empty() => Answer::ClientLinks(links),
                 (None, _) => Answer::NoBinding,
             },

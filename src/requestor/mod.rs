@@ -289,6 +289,10 @@ labels! {
         NoClientId => "no_clientid",
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
+        /// Not a datagram: an IAPREFIX in a CLIENT_DATA that names no prefix (a length over
+        /// 128), skipped while the answer's other leases are used (one count per IAPREFIX;
+        /// `cache::from_wire::observed_leases` has the policy).
+        BadPrefix => "bad_prefix",
         WrongInterface => "wrong_interface",
         /// Dropped by the kernel at our socket before we read it: refused by the socket filter
         /// (not from a configured server's address and port: junk at port 546) or the receive

@@ -537,3 +537,30 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
 fn peer_of(b: &BulkBinding) -> Option<Ipv6Addr> {
     b.data.relay_data().and_then(|rd| rd.chain().peer_address())
 }
+
+#[test]
+fn a_bad_prefix_is_counted_and_the_binding_still_goes_out() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    sent_queries(&mut c);
+    let mut cd = client_data(1, true);
+    // Two IAPREFIX a hostile or broken server sent with lengths over 128.
+    for len in [129, 255] {
+        cd.options.push(DhcpOption::IaPrefix(crate::wire::IaPrefix {
+            prefix_len: len,
+            ..crate::wire::IaPrefix::new("2001:db8:300::/56".parse().unwrap(), 1, 2)
+        }));
+    }
+    c.handle_bytes(t0, &reply(100, vec![DhcpOption::ClientData(cd.clone())]));
+    let ev = events(&mut c);
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_eq!(
+        ev[..2],
+        [
+            ConnEvent::Discarded(Discard::BadPrefix),
+            ConnEvent::Discarded(Discard::BadPrefix)
+        ]
+    );
+    assert!(matches!(&ev[2], ConnEvent::Binding(b) if b.data == cd));
+}
