@@ -20,8 +20,10 @@
 
 use crate::label::labels;
 use std::collections::VecDeque;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+
+use crate::cache::from_wire::ClientAnswer;
 
 use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
@@ -100,6 +102,8 @@ impl BulkQuery {
 /// Settings for one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
+    /// The server this connection talks to (each answer names it).
+    pub server: SocketAddr,
     /// Our DUID, sent as CLIENTID; replies must echo it.
     pub requestor_duid: Duid,
     /// Send every submitted query at once (opt-in) instead of one at a time.
@@ -113,25 +117,19 @@ pub(crate) struct ConnConfig {
     pub srsn_option: Option<u16>,
 }
 
-/// One client's data as received.
+/// One client's data as received: the answer (the carrier the requestor hands on too), the
+/// query it belongs to and its stamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkBinding {
     pub query: QueryId,
-    /// The server's DUID (from the query's REPLY).
-    pub server_duid: Option<Duid>,
-    /// The link the binding is on: LQ_RELAY_DATA's link-address (this box's level, see
-    /// [`crate::wire::RelayChain`]), else the query's link.
-    pub link: Option<Ipv6Addr>,
-    pub data: ClientData,
-    /// The server reply sequence number of the message carrying it, when configured.
-    pub srsn: Option<u32>,
-    /// When the message carrying it was read.
-    pub received: Instant,
+    /// The CLIENT_DATA with its envelope: server, SERVERID (from the query's REPLY), the
+    /// link the query asked about (`::` for every link), srsn, and when it was read.
+    pub answer: ClientAnswer,
     /// When the server made the message, on our clock: its LQ_BASE_TIME mapped through the
     /// connection's one offset between the server's clock and ours (see
-    /// [`BulkConnection`]'s `anchor`), else `received`. CLT_TIME and lifetimes count from
-    /// here, so data made before a snooped RELEASE but read after it (a recovery stream held
-    /// back by a busy cache) stays older than the release (merge R14/R15, one clock).
+    /// [`BulkConnection`]'s `anchor`), else `answer.received`. CLT_TIME and lifetimes count
+    /// from here, so data made before a snooped RELEASE but read after it (a recovery stream
+    /// held back by a busy cache) stays older than the release (merge R14/R15, one clock).
     pub stamped: Instant,
 }
 
@@ -474,21 +472,28 @@ impl BulkConnection {
                 .push_back(ConnEvent::Discarded(Discard::BadPrefix));
         }
         let stamped = self.stamp(now, base);
+        let server = self.cfg.server;
         let q = &mut self.inflight[idx];
+        // Set by the REPLY that let this query stream; without it nothing is emitted.
+        let Some(server_duid) = q.server_duid.as_ref().map(Duid::to_vec) else {
+            self.events
+                .push_back(ConnEvent::Discarded(Discard::BadIdentifiers));
+            return;
+        };
         q.bindings += 1;
-        // The same reading of LQ_RELAY_DATA as the cache's (this box's level).
-        let link = data
-            .relay_data()
-            .and_then(|rd| rd.chain().link_address())
-            .or_else(|| q.query.link());
         self.events
             .push_back(ConnEvent::Binding(Box::new(BulkBinding {
                 query: q.id,
-                server_duid: q.server_duid.clone(),
-                link,
-                data: data.clone(),
-                srsn,
-                received: now,
+                answer: ClientAnswer {
+                    data: data.clone(),
+                    top_relay_data: None,
+                    top_base_time: None,
+                    srsn,
+                    link: q.query.link().unwrap_or(Ipv6Addr::UNSPECIFIED),
+                    server_duid,
+                    server,
+                    received: now,
+                },
                 stamped,
             })));
     }

@@ -8,8 +8,9 @@
 //! the delegated-prefix next hop). A level below it (a Lightweight DHCPv6 Relay Agent's,
 //! RFC 6221) is kept as the access port; admission decides whether the link accepts it.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
@@ -38,14 +39,75 @@ impl FromWireError {
     }
 }
 
-/// What the answer's envelope says about the CLIENT_DATA inside it.
+/// One OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2) as a server sent it, with what the message
+/// around it said: the one carrier the requestor (UDP, `requestor::ClientAnswer`) and a bulk
+/// connection (TCP, inside `bulk::BulkBinding`) hand on, and what [`observation_from_reply`]
+/// converts. Neither reader interprets the leases: this module is the one conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAnswer {
+    /// The CLIENT_DATA, with CLT_TIME (both readers discard one without, RFC 5007 §4.3.3).
+    pub data: ClientData,
+    /// OPTION_LQ_RELAY_DATA at the top level of the reply, beside CLIENT_DATA (Kea 3 puts it
+    /// there over UDP; RFC 5007 and bulk replies put it inside CLIENT_DATA).
+    pub top_relay_data: Option<LqRelayData>,
+    /// OPTION_LQ_BASE_TIME at the top level of a UDP reply (the server's clock when it
+    /// answered). A bulk connection maps it into its stamp instead and leaves this `None`.
+    pub top_base_time: Option<u32>,
+    /// The server reply sequence number of the message (`[leasequery] srsn_option`), if any.
+    pub srsn: Option<u32>,
+    /// The link-address the query asked about (`::`: none, or every link).
+    pub link: Ipv6Addr,
+    /// The answering server's SERVERID.
+    pub server_duid: Vec<u8>,
+    pub server: SocketAddr,
+    /// When the message carrying it was read: lifetimes and CLT_TIME count from here (a bulk
+    /// connection's stamp may put it earlier, see `bulk::BulkBinding::stamped`).
+    pub received: Instant,
+}
+
+impl ClientAnswer {
+    /// The relay data wherever the server put it: inside CLIENT_DATA, else at the top level.
+    pub fn relay_data(&self) -> Option<&LqRelayData> {
+        self.data.relay_data().or(self.top_relay_data.as_ref())
+    }
+
+    /// The link the client is on: this box's level of the relay data names it, else the link
+    /// the query asked about; `None` when neither does.
+    pub fn placed_link(&self) -> Option<Ipv6Addr> {
+        self.relay_data()
+            .and_then(|rd| rd.chain().link_address())
+            .or(Some(self.link).filter(|l| !l.is_unspecified()))
+    }
+
+    /// The client's DUID bytes (empty when the server sent none).
+    pub fn client_duid(&self) -> Vec<u8> {
+        self.data
+            .client_id()
+            .map(crate::wire::Duid::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// CLT_TIME as sent (0 only if the readers' check was bypassed).
+    pub fn clt_time(&self) -> u32 {
+        self.data.clt_time().unwrap_or(0)
+    }
+
+    /// The server's address as the cache keeps it (IPv4 mapped into IPv6).
+    pub fn server_address(&self) -> Ipv6Addr {
+        match self.server.ip() {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+        }
+    }
+}
+
+/// What the receiving side knows beyond the answer: which path asked, the link it asked about
+/// with the interface known for it, and the arrival on the agent clock.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientDataContext {
-    pub server: Arc<ServerId>,
     pub source: Source,
     /// The link the query was about (used when the relay data does not name one; `::` if unknown).
     pub link: Link,
-    pub srsn: Option<u32>,
     pub arrival: Timestamp,
 }
 
@@ -152,15 +214,6 @@ pub fn bad_prefixes(cd: &ClientData) -> usize {
     prefixes(cd).filter(|(_, p)| p.prefix().is_err()).count()
 }
 
-/// Build the observation for one CLIENT_DATA whose reply carried no relay data or base time
-/// beside it: every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
-pub(crate) fn observation_from_client_data(
-    cd: &ClientData,
-    ctx: &ClientDataContext,
-) -> Result<Observation, FromWireError> {
-    observation_from_reply(cd, None, None, ctx)
-}
-
 /// The one conversion of a server's CLIENT_DATA into a cache observation, for UDP and bulk.
 ///
 /// - Relay data wherever the server put it: inside CLIENT_DATA (RFC 5007, bulk), else at the
@@ -179,16 +232,15 @@ pub(crate) fn observation_from_client_data(
 ///   prefix ([`observed_leases`]) is not complete either: as with a lease admission refuses
 ///   (A2–A4), what could not be read never turns into the removal of a lease the client holds.
 pub(crate) fn observation_from_reply(
-    cd: &ClientData,
-    top_relay: Option<&LqRelayData>,
-    top_base_time: Option<u32>,
+    answer: &ClientAnswer,
     ctx: &ClientDataContext,
 ) -> Result<Observation, FromWireError> {
+    let cd = &answer.data;
     let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
     let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
     let (leases, bad_prefixes) = leases_and_bad_prefixes(cd);
     let mut link = ctx.link.clone();
-    let relay = cd.relay_data().or(top_relay).map(|rd| {
+    let relay = answer.relay_data().map(|rd| {
         let chain = rd.chain();
         if let Some(a) = chain.link_address() {
             if a != link.address {
@@ -203,11 +255,14 @@ pub(crate) fn observation_from_reply(
         client_duid: duid.into(),
         link,
         relay,
-        server: ctx.server.clone(),
+        server: Arc::new(ServerId {
+            duid: answer.server_duid.clone().into_boxed_slice(),
+            address: answer.server_address(),
+        }),
         source: ctx.source,
         clt_time: Some(clt),
-        base_time: cd.options.lq_base_time().or(top_base_time),
-        srsn: ctx.srsn,
+        base_time: cd.options.lq_base_time().or(answer.top_base_time),
+        srsn: answer.srsn,
         complete: ctx.source != Source::Bulk && bad_prefixes == 0,
         leases,
         arrival: ctx.arrival,
@@ -267,26 +322,50 @@ mod tests {
 
     fn ctx() -> ClientDataContext {
         ClientDataContext {
-            server: Arc::new(ServerId {
-                duid: vec![0, 1].into(),
-                address: "2001:db8:ffff::1".parse().unwrap(),
-            }),
             source: Source::Leasequery,
             link: Link {
                 address: Ipv6Addr::UNSPECIFIED,
                 interface: None,
             },
-            srsn: None,
             arrival: Timestamp::from_secs(1_795_000_000),
         }
     }
 
+    /// `cd` as a server at 2001:db8:ffff::1 answered it, with the top-level options given.
+    fn answer(cd: &ClientData, top: Option<&LqRelayData>, base: Option<u32>) -> ClientAnswer {
+        ClientAnswer {
+            data: cd.clone(),
+            top_relay_data: top.cloned(),
+            top_base_time: base,
+            srsn: None,
+            link: Ipv6Addr::UNSPECIFIED,
+            server_duid: vec![0, 1],
+            server: "[2001:db8:ffff::1]:547".parse().unwrap(),
+            received: Instant::now(),
+        }
+    }
+
+    fn from_reply(
+        cd: &ClientData,
+        top: Option<&LqRelayData>,
+        base: Option<u32>,
+        ctx: &ClientDataContext,
+    ) -> Result<Observation, FromWireError> {
+        observation_from_reply(&answer(cd, top, base), ctx)
+    }
+
     #[test]
     fn client_data_becomes_a_complete_observation() {
-        let o = observation_from_client_data(&client_data(true), &ctx()).unwrap();
+        let o = from_reply(&client_data(true), None, None, &ctx()).unwrap();
         assert_eq!(&*o.client_duid, &[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7]);
         assert_eq!(o.clt_time, Some(30));
         assert!(o.complete);
+        // The server as the carrier names it: SERVERID and address.
+        assert_eq!(&*o.server.duid, &[0, 1]);
+        assert_eq!(
+            o.server.address,
+            "2001:db8:ffff::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(o.leases.len(), 2);
         assert_eq!(
             o.leases[0].key,
@@ -331,7 +410,7 @@ mod tests {
         assert_eq!(place.link_address(), Some("2001:db8:1::1".parse().unwrap()));
         assert_eq!(place.peer_address(), Some("fe80::9".parse().unwrap()));
         assert_eq!(place.nested(), 1);
-        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
+        let o = from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         let r = o.relay.unwrap();
         assert_eq!(r.interface_id.as_deref(), Some(&b"sub0"[..]));
@@ -384,7 +463,7 @@ mod tests {
             address: "2001:db8:1::1".parse().unwrap(),
             interface: Some(Arc::from("sub0")),
         };
-        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
+        let o = from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
         let r = o.relay.as_ref().expect("relay data from the top level");
         assert_eq!(r.peer_address, Some("fe80::8".parse().unwrap()));
         // Remote-Id stored as the whole option body, as the snooper stores it.
@@ -398,7 +477,7 @@ mod tests {
         inside
             .options
             .push(DhcpOption::LqRelayData(Box::new(rd.clone())));
-        let o2 = observation_from_reply(&inside, None, None, &c).unwrap();
+        let o2 = from_reply(&inside, None, None, &c).unwrap();
         assert_eq!(o.relay, o2.relay);
         assert_eq!(o.link, o2.link);
         let m = crate::cache::merge::merge(
@@ -416,7 +495,7 @@ mod tests {
             .and_then(|v| v.next_hop);
         assert_eq!(hop, Some("fe80::8".parse().unwrap()));
         // Relay data inside CLIENT_DATA wins over a top-level one.
-        let o3 = observation_from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
+        let o3 = from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(
             o3.relay.unwrap().peer_address,
             Some("2001:db8:1::2".parse().unwrap())
@@ -426,8 +505,7 @@ mod tests {
     #[test]
     fn clt_time_and_base_time_pass_through_for_merge_rule_r13() {
         // ISC dhcpd's absolute CLT_TIME is not filtered here: R13 decides, on every path.
-        let o = observation_from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx())
-            .unwrap();
+        let o = from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx()).unwrap();
         assert_eq!(o.clt_time, Some(1_795_875_086));
         assert_eq!(o.base_time, Some(7), "top-level LQ_BASE_TIME");
     }
@@ -451,7 +529,7 @@ mod tests {
         )));
         cd.options.push(DhcpOption::IaPd(pd));
         assert_eq!(bad_prefixes(&cd), 2);
-        let o = observation_from_reply(&cd, None, None, &ctx()).unwrap();
+        let o = from_reply(&cd, None, None, &ctx()).unwrap();
         let keys: Vec<_> = o.leases.iter().map(|l| (l.key, l.iaid)).collect();
         assert_eq!(
             keys,
@@ -470,7 +548,7 @@ mod tests {
 
     #[test]
     fn client_data_without_clt_time_is_refused() {
-        let e = observation_from_client_data(&client_data(false), &ctx()).unwrap_err();
+        let e = from_reply(&client_data(false), None, None, &ctx()).unwrap_err();
         assert_eq!(e, FromWireError::NoCltTime);
         assert_eq!(e.label(), "no_clt_time");
     }

@@ -13,7 +13,7 @@ use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
-    Answer, AnswerVerdict, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
+    Answer, AnswerVerdict, ClientAnswer, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
     RetransmitParams, ServerAnswer,
 };
 use lqagent::wire::{ALL_DHCP_SERVERS, INFINITE_LIFETIME, SERVER_PORT, StatusCode};
@@ -136,7 +136,7 @@ fn status_name(code: StatusCode) -> String {
 
 /// The leases as the cache would take them (one extractor, `cache::from_wire`): an IAPREFIX
 /// longer than 128 is skipped, the others shown.
-fn leases(b: &ClientReply) -> Vec<ObservedLease> {
+fn leases(b: &ClientAnswer) -> Vec<ObservedLease> {
     observed_leases(&b.data)
 }
 
@@ -321,7 +321,7 @@ fn answer_line(a: &ServerAnswer) -> String {
     )
 }
 
-fn print_binding(b: &ClientReply) {
+fn print_binding(b: &ClientAnswer) {
     println!(
         ";; BINDING from {} (server-duid {})",
         b.server,
@@ -415,7 +415,7 @@ fn print_text(cfg: &RequestorConfig, args: &QueryArgs, o: &QueryOutcome, total: 
     );
 }
 
-fn binding_json(b: &ClientReply) -> Value {
+fn binding_json(b: &ClientAnswer) -> Value {
     let leases: Vec<Value> = leases(b)
         .iter()
         .map(|l| {

@@ -38,7 +38,7 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
+    Answer, AnswerVerdict, ClientAnswer, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
     RefuseReason, RequestorConfig, RequestorStats, ServerAnswer,
 };
 use crate::wire::StatusCode;
@@ -412,7 +412,7 @@ impl Requestor {
                     if bad > 0 {
                         self.stats.drop_n(DropReason::BadPrefix, bad as u64);
                     }
-                    Answer::Bound(Box::new(ClientReply {
+                    Answer::Bound(Box::new(ClientAnswer {
                         data,
                         top_relay_data: reply.relay_data,
                         top_base_time: reply.base_time,

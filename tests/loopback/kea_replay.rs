@@ -136,8 +136,8 @@ fn bulk_into_store(
             .expect("the bulk run ends")
         {
             match ev {
-                BulkEvent::Binding { server, binding } => {
-                    let obs = observation(server, &binding, arrival)
+                BulkEvent::Binding { binding, .. } => {
+                    let obs = observation(&binding, arrival)
                         .unwrap_or_else(|e| panic!("unusable Kea binding {binding:?}: {e:?}"));
                     store.apply(&obs);
                 }

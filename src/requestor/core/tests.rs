@@ -507,7 +507,7 @@ fn client_link_triggers_one_follow_up_per_link_and_combines() {
     );
     let ev = only(s.events());
     assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
-    let bs: Vec<&ClientReply> = ev.outcome.bindings().collect();
+    let bs: Vec<&ClientAnswer> = ev.outcome.bindings().collect();
     assert_eq!(bs.len(), 2);
     assert_eq!(bs[0].link, links[0]);
     assert_eq!(bs[1].link, links[1]);
