@@ -170,6 +170,23 @@ impl<L: RelayLevel> RelayChain<L> {
         self.innermost
     }
 
+    /// Every level, this box's first, inward to the one nearest the client: re-read from this
+    /// box's level as it goes, so a chain still keeps only what it reads most (tools and tests
+    /// list levels; the agent reads ours and the one below).
+    pub fn levels(&self) -> impl Iterator<Item = L> + '_ {
+        let mut next = self.ours;
+        let mut left = self.levels;
+        std::iter::from_fn(move || {
+            let cur = next.filter(|_| left > 0)?;
+            left -= 1;
+            next = match cur.inner() {
+                Inner::Relay(r) => Some(r),
+                _ => None,
+            };
+            Some(cur)
+        })
+    }
+
     /// Number of levels.
     pub fn len(&self) -> usize {
         self.levels
@@ -270,6 +287,13 @@ mod tests {
             "ours, not the LDRA's"
         );
         assert_eq!(c.innermost().map(|m| m.transaction_id), Some(7));
+        let links: Vec<_> = c
+            .levels()
+            .map(|r| (r.link_address, r.peer_address))
+            .collect();
+        let (ours, ldra) = ("2001:db8:1::1".parse().unwrap(), "fe80::7".parse().unwrap());
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        assert_eq!(links, [(ours, ll), (Ipv6Addr::UNSPECIFIED, ldra)]);
         let bare = Message::Client(crate::wire::ClientMessage::new(MessageType::SOLICIT, 7));
         let c = RelayChain::of_message(&bare);
         assert!(c.is_empty());
