@@ -104,7 +104,12 @@ fn main() -> anyhow::Result<()> {
             match ev {
                 BulkEvent::Binding { binding, .. } => println!(
                     "binding link={:?} peer={:?} {:?}",
-                    binding.link, binding.peer_address, binding.data
+                    binding.answer.placed_link(),
+                    binding
+                        .answer
+                        .relay_data()
+                        .and_then(|rd| rd.chain().peer_address()),
+                    binding.answer.data
                 ),
                 BulkEvent::QueryFinished { query, result, .. } => {
                     ok &= matches!(result, tcp::QueryResult::Complete { .. });

@@ -20,10 +20,11 @@
 
 use crate::label::labels;
 use std::collections::VecDeque;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::cache::from_wire::relay_placement;
+use crate::cache::from_wire::ClientAnswer;
+
 use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
@@ -101,6 +102,8 @@ impl BulkQuery {
 /// Settings for one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
+    /// The server this connection talks to (each answer names it).
+    pub server: SocketAddr,
     /// Our DUID, sent as CLIENTID; replies must echo it.
     pub requestor_duid: Duid,
     /// Send every submitted query at once (opt-in) instead of one at a time.
@@ -114,27 +117,19 @@ pub(crate) struct ConnConfig {
     pub srsn_option: Option<u16>,
 }
 
-/// One client's data as received.
+/// One client's data as received: the answer (the carrier the requestor hands on too), the
+/// query it belongs to and its stamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkBinding {
     pub query: QueryId,
-    /// The server's DUID (from the query's REPLY).
-    pub server_duid: Option<Duid>,
-    /// The link the binding is on: LQ_RELAY_DATA's link-address (the level nearest the client
-    /// that names one, see [`relay_placement`]), else the query's link.
-    pub link: Option<Ipv6Addr>,
-    /// The client's address as the nearest relay saw it (the next hop for a delegated prefix).
-    pub peer_address: Option<Ipv6Addr>,
-    pub data: ClientData,
-    /// The server reply sequence number of the message carrying it, when configured.
-    pub srsn: Option<u32>,
-    /// When the message carrying it was read.
-    pub received: Instant,
+    /// The CLIENT_DATA with its envelope: server, SERVERID (from the query's REPLY), the
+    /// link the query asked about (`::` for every link), srsn, and when it was read.
+    pub answer: ClientAnswer,
     /// When the server made the message, on our clock: its LQ_BASE_TIME mapped through the
     /// connection's one offset between the server's clock and ours (see
-    /// [`BulkConnection`]'s `anchor`), else `received`. CLT_TIME and lifetimes count from
-    /// here, so data made before a snooped RELEASE but read after it (a recovery stream held
-    /// back by a busy cache) stays older than the release (merge R14/R15, one clock).
+    /// [`BulkConnection`]'s `anchor`), else `answer.received`. CLT_TIME and lifetimes count
+    /// from here, so data made before a snooped RELEASE but read after it (a recovery stream
+    /// held back by a busy cache) stays older than the release (merge R14/R15, one clock).
     pub stamped: Instant,
 }
 
@@ -209,6 +204,10 @@ labels! {
         NoClientData => "no_client_data",
         /// CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3).
         NoCltTime => "no_clt_time",
+        /// An IAPREFIX in a CLIENT_DATA that names no prefix (a length over 128): skipped, the
+        /// binding's other leases used (one per IAPREFIX; the policy is
+        /// `cache::from_wire::observed_leases`').
+        BadPrefix => "bad_prefix",
     }
 }
 
@@ -468,23 +467,33 @@ impl BulkConnection {
             .options
             .lq_base_time()
             .or_else(|| m.options.lq_base_time());
+        for _ in 0..crate::cache::from_wire::bad_prefixes(data) {
+            self.events
+                .push_back(ConnEvent::Discarded(Discard::BadPrefix));
+        }
         let stamped = self.stamp(now, base);
+        let server = self.cfg.server;
         let q = &mut self.inflight[idx];
+        // Set by the REPLY that let this query stream; without it nothing is emitted.
+        let Some(server_duid) = q.server_duid.as_ref().map(Duid::to_vec) else {
+            self.events
+                .push_back(ConnEvent::Discarded(Discard::BadIdentifiers));
+            return;
+        };
         q.bindings += 1;
-        // The same reading of LQ_RELAY_DATA as the cache's (nearest relay level).
-        let place = data.relay_data().map(relay_placement);
-        let link = place
-            .and_then(|p| p.link_address)
-            .or_else(|| q.query.link());
         self.events
             .push_back(ConnEvent::Binding(Box::new(BulkBinding {
                 query: q.id,
-                server_duid: q.server_duid.clone(),
-                link,
-                peer_address: place.and_then(|p| p.peer_address),
-                data: data.clone(),
-                srsn,
-                received: now,
+                answer: ClientAnswer {
+                    data: data.clone(),
+                    top_relay_data: None,
+                    top_base_time: None,
+                    srsn,
+                    link: q.query.link().unwrap_or(Ipv6Addr::UNSPECIFIED),
+                    server_duid,
+                    server,
+                    received: now,
+                },
                 stamped,
             })));
     }

@@ -22,8 +22,10 @@ use super::BulkConfig;
 use super::core::{BulkBinding, BulkQuery};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
-use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_client_data};
-use crate::cache::{LeaseKey, Link, Observation, ServerId, Source, Sweep, Timestamp};
+use crate::cache::from_wire::{
+    ClientDataContext, FromWireError, observation_from_reply, observed_leases,
+};
+use crate::cache::{LeaseKey, Link, Observation, Source, Sweep, Timestamp};
 use crate::cache_task::{CacheHandle, CacheInput};
 use crate::requestor::QueryId;
 use crate::time::AgentClock;
@@ -91,7 +93,7 @@ pub struct SinkClosed;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// The answering server's SERVERID.
-    pub server_duid: Duid,
+    pub server_duid: Vec<u8>,
     /// The link the query covered; `None` = every link of our relay.
     pub link: Option<Ipv6Addr>,
     /// Every address and prefix its messages carried (usable or not).
@@ -142,8 +144,6 @@ impl BindingSink for mpsc::Sender<(SocketAddr, BulkBinding)> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unusable {
-    #[error("no SERVERID seen for the query")]
-    NoServerId,
     #[error("no link: neither LQ_RELAY_DATA nor the query names one")]
     NoLink,
     #[error(transparent)]
@@ -154,43 +154,27 @@ impl Unusable {
     /// Log and metric label.
     pub fn label(&self) -> &'static str {
         match self {
-            Unusable::NoServerId => "no_server_id",
             Unusable::NoLink => "no_link",
             Unusable::Data(e) => e.label(),
         }
     }
 }
 
-/// The cache input for `b`, received from `server` at `arrival` (agent clock): the cache's own
-/// CLIENT_DATA conversion ([`observation_from_client_data`]), tagged `Source::Bulk`, with the
-/// query's link when the relay data names none. Never `complete` (the conversion decides that
-/// by the source): a bulk LEASEQUERY-DATA says nothing about leases it does not carry; only the
-/// end of the whole query does ([`Listing`], merge rule R16). A binding whose link is still unknown cannot be routed and is
-/// refused.
-pub fn observation(
-    server: SocketAddr,
-    b: &BulkBinding,
-    arrival: Timestamp,
-) -> Result<Observation, Unusable> {
-    let server_duid = b.server_duid.as_ref().ok_or(Unusable::NoServerId)?;
-    let address = match server.ip() {
-        std::net::IpAddr::V6(a) => a,
-        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
-    };
+/// The cache input for `b`, arrived at `arrival` (agent clock): the cache's own CLIENT_DATA
+/// conversion ([`observation_from_reply`]), tagged `Source::Bulk`, which never makes it
+/// `complete` (a bulk LEASEQUERY-DATA says nothing about leases it does not carry; only the end
+/// of the whole query does: [`Listing`], merge rule R16). A binding whose link is still
+/// unknown cannot be routed and is refused.
+pub fn observation(b: &BulkBinding, arrival: Timestamp) -> Result<Observation, Unusable> {
     let ctx = ClientDataContext {
-        server: Arc::new(ServerId {
-            duid: server_duid.to_vec().into_boxed_slice(),
-            address,
-        }),
         source: Source::Bulk,
         link: Link {
-            address: b.link.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            address: b.answer.link,
             interface: None,
         },
-        srsn: b.srsn,
         arrival,
     };
-    let obs = observation_from_client_data(&b.data, &ctx)?;
+    let obs = observation_from_reply(&b.answer, &ctx)?;
     if obs.link.address.is_unspecified() {
         return Err(Unusable::NoLink);
     }
@@ -228,7 +212,7 @@ impl BindingSink for CacheSink {
         server: SocketAddr,
         binding: BulkBinding,
     ) -> Result<(), SinkClosed> {
-        match observation(server, &binding, self.clock.at_std(binding.stamped)) {
+        match observation(&binding, self.clock.at_std(binding.stamped)) {
             Ok(obs) => self.cache.observe(obs).await.map_err(|_| SinkClosed),
             Err(why) => {
                 self.unusable.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +225,7 @@ impl BindingSink for CacheSink {
     async fn listed(&mut self, server: SocketAddr, l: Listing) -> Result<(), SinkClosed> {
         tracing::debug!(%server, link = ?l.link, mentioned = l.mentioned.len(), "bulk query listed its scope: sweeping what it did not mention");
         let sweep = Sweep {
-            server_duid: l.server_duid.to_vec().into_boxed_slice(),
+            server_duid: l.server_duid.into_boxed_slice(),
             link: l.link,
             mentioned: l.mentioned,
             started: self.clock.at_std(l.started),
@@ -254,21 +238,16 @@ impl BindingSink for CacheSink {
     }
 }
 
-/// The addresses and prefixes one binding carries.
-fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> + '_ {
-    let addrs = b.data.addresses().map(|a| LeaseKey::Address(a.addr));
-    let prefixes = b.data.prefixes().filter_map(|p| {
-        crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
-            .ok()
-            .map(LeaseKey::Prefix)
-    });
-    addrs.chain(prefixes)
+/// The addresses and prefixes one binding carries: the same leases its observation holds (one
+/// extractor, one bad-prefix policy; a bad prefix was counted when the connection read it).
+fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> {
+    observed_leases(&b.answer.data).into_iter().map(|l| l.key)
 }
 
 /// What one query has listed so far (across its attempts).
 #[derive(Debug, Default)]
 struct Listed {
-    server_duid: Option<Duid>,
+    server_duid: Option<Vec<u8>>,
     keys: HashSet<LeaseKey>,
     /// Too many keys, or answers under two server DUIDs (the server changed between attempts):
     /// no sweep.
@@ -277,10 +256,10 @@ struct Listed {
 
 impl Listed {
     fn add(&mut self, b: &BulkBinding) {
-        match (&self.server_duid, &b.server_duid) {
-            (None, d) => self.server_duid = d.clone(),
-            (Some(a), Some(d)) if a != d => self.overflow = true,
-            _ => {}
+        match &self.server_duid {
+            None => self.server_duid = Some(b.answer.server_duid.clone()),
+            Some(d) if *d != b.answer.server_duid => self.overflow = true,
+            Some(_) => {}
         }
         for k in keys_of(b) {
             if self.keys.len() >= MAX_LISTED {
@@ -437,6 +416,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::from_wire::ClientAnswer;
     use crate::cache::{IaType, LeaseKey};
     use crate::wire::{
         ClientData, DhcpOption, IaAddr, IaPrefix, LqRelayData, Message, MessageType, Options,
@@ -484,20 +464,23 @@ mod tests {
         };
         BulkBinding {
             query: QueryId::new(1),
-            server_duid: Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47])),
-            link: Some(a("2001:db8:9::1")),
-            peer_address: Some(a("2001:db8:1::2")),
-            data,
-            srsn: Some(9),
-            received: Instant::now(),
+            answer: ClientAnswer {
+                data,
+                top_relay_data: None,
+                top_base_time: None,
+                srsn: Some(9),
+                link: a("2001:db8:9::1"),
+                server_duid: Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]).to_vec(),
+                server: "[2001:db8:ff::2]:547".parse().unwrap(),
+                received: Instant::now(),
+            },
             stamped: Instant::now(),
         }
     }
 
     #[test]
     fn bulk_binding_becomes_an_incomplete_observation_from_this_boxs_relay_level() {
-        let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
-        let o = observation(server, &binding(), Timestamp::from_secs(1000)).unwrap();
+        let o = observation(&binding(), Timestamp::from_secs(1000)).unwrap();
         assert_eq!(o.source, Source::Bulk);
         // One LEASEQUERY-DATA never implies that what it does not carry is gone (R7, R16).
         assert!(!o.complete);
@@ -536,7 +519,10 @@ mod tests {
         let link = BulkQuery::LinkAddress(a("2001:db8:1::1"));
         let got = listed(&link, &done, None).expect("a finished link query lists its link");
         assert_eq!(got.link, Some(a("2001:db8:1::1")));
-        assert_eq!(got.server_duid, Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]));
+        assert_eq!(
+            got.server_duid,
+            Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]).to_vec()
+        );
         assert!(
             got.mentioned
                 .contains(&LeaseKey::Address(a("2001:db8:1::7")))
@@ -574,7 +560,7 @@ mod tests {
             assert!(listed(&link, &r, None).is_none(), "{r:?}: no sweep");
         }
         let mut other = binding();
-        other.server_duid = Some(Duid::ll_ethernet([2, 0, 0, 0, 5, 0x48]));
+        other.answer.server_duid = Duid::ll_ethernet([2, 0, 0, 0, 5, 0x48]).to_vec();
         assert!(
             listed(&link, &done, Some(other)).is_none(),
             "answers under two server DUIDs: no sweep"
@@ -582,28 +568,24 @@ mod tests {
     }
 
     #[test]
-    fn bindings_without_link_or_server_id_are_refused_with_a_reason() {
-        let server: SocketAddr = "[2001:db8:ff::2]:547".parse().unwrap();
+    fn bindings_without_link_or_clt_time_are_refused_with_a_reason() {
         let mut b = binding();
-        b.server_duid = None;
-        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
-        assert_eq!(e.label(), "no_server_id");
-
-        let mut b = binding();
-        b.link = None;
-        b.data
+        b.answer.link = Ipv6Addr::UNSPECIFIED;
+        b.answer
+            .data
             .options
             .0
             .retain(|o| !matches!(o, DhcpOption::LqRelayData(_)));
-        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
+        let e = observation(&b, Timestamp::from_secs(1)).unwrap_err();
         assert_eq!((e.clone(), e.label()), (Unusable::NoLink, "no_link"));
 
         let mut b = binding();
-        b.data
+        b.answer
+            .data
             .options
             .0
             .retain(|o| !matches!(o, DhcpOption::CltTime(_)));
-        let e = observation(server, &b, Timestamp::from_secs(1)).unwrap_err();
+        let e = observation(&b, Timestamp::from_secs(1)).unwrap_err();
         assert_eq!(e.label(), "no_clt_time");
     }
 }

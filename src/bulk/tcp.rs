@@ -304,6 +304,7 @@ impl ServerRun<'_> {
     async fn connection(&mut self, mut stream: TcpStream) -> Result<(), Closed> {
         let _ = stream.set_nodelay(true);
         let mut conn = BulkConnection::new(ConnConfig {
+            server: self.server,
             requestor_duid: self.cfg.requestor_duid.clone(),
             pipelining: self.cfg.pipelining,
             data_timeout: self.cfg.data_timeout,

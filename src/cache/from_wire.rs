@@ -8,17 +8,15 @@
 //! the delegated-prefix next hop). A level below it (a Lightweight DHCPv6 Relay Agent's,
 //! RFC 6221) is kept as the access port; admission decides whether the link accepts it.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     Timestamp,
 };
-use crate::wire::{
-    ClientData, IaPrefix, LqRelayData, OptionCode, Options, RelayChain, RelayChainView,
-    RelayMessage, RelayView,
-};
+use crate::wire::{ClientData, IaPrefix, LqRelayData, Options, RelayChain, RelayLevel};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,8 +27,6 @@ pub enum FromWireError {
     /// RFC 5007 §4.3.3: a CLIENT_DATA without CLT_TIME is silently discarded.
     #[error("CLIENT_DATA without CLT_TIME (RFC 5007 §4.3.3: discarded)")]
     NoCltTime,
-    #[error("IAPREFIX with prefix length {0} over 128")]
-    BadPrefixLength(u8),
 }
 
 impl FromWireError {
@@ -39,127 +35,135 @@ impl FromWireError {
         match self {
             FromWireError::NoClientId => "no_client_id",
             FromWireError::NoCltTime => "no_clt_time",
-            FromWireError::BadPrefixLength(_) => "bad_prefix_length",
         }
     }
 }
 
-/// What the answer's envelope says about the CLIENT_DATA inside it.
-#[derive(Debug, Clone)]
-pub(crate) struct ClientDataContext {
-    pub server: Arc<ServerId>,
-    pub source: Source,
-    /// The link the query was about (used when the relay data does not name one; `::` if unknown).
-    pub link: Link,
+/// One OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2) as a server sent it, with what the message
+/// around it said: the one carrier the requestor (UDP, `requestor::ClientAnswer`) and a bulk
+/// connection (TCP, inside `bulk::BulkBinding`) hand on, and what [`observation_from_reply`]
+/// converts. Neither reader interprets the leases: this module is the one conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAnswer {
+    /// The CLIENT_DATA, with CLT_TIME (both readers discard one without, RFC 5007 §4.3.3).
+    pub data: ClientData,
+    /// OPTION_LQ_RELAY_DATA at the top level of the reply, beside CLIENT_DATA (Kea 3 puts it
+    /// there over UDP; RFC 5007 and bulk replies put it inside CLIENT_DATA).
+    pub top_relay_data: Option<LqRelayData>,
+    /// OPTION_LQ_BASE_TIME at the top level of a UDP reply (the server's clock when it
+    /// answered). A bulk connection maps it into its stamp instead and leaves this `None`.
+    pub top_base_time: Option<u32>,
+    /// The server reply sequence number of the message (`[leasequery] srsn_option`), if any.
     pub srsn: Option<u32>,
-    pub arrival: Timestamp,
+    /// The link-address the query asked about (`::`: none, or every link).
+    pub link: Ipv6Addr,
+    /// The answering server's SERVERID.
+    pub server_duid: Vec<u8>,
+    pub server: SocketAddr,
+    /// When the message carrying it was read: lifetimes and CLT_TIME count from here (a bulk
+    /// connection's stamp may put it earlier, see `bulk::BulkBinding::stamped`).
+    pub received: Instant,
 }
 
-/// Where LQ_RELAY_DATA places the client (RFC 5007 §4.1.2.4 read with RFC 8415 §19): by this
-/// box's level, the outermost — the relay message the server received, which the relay nearest
-/// the server (this box) sent. Levels inside it were written by whoever sent the message to us
-/// (an LDRA, or a subscriber posing as one): they never select the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayPlacement {
-    /// This box's level's peer-address (`None` when `::`). On a link with an LDRA in front,
-    /// admission takes the next hop from the level below instead (RFC 6221).
-    pub peer_address: Option<Ipv6Addr>,
-    /// This box's level's link-address (`None` when `::`).
-    pub link_address: Option<Ipv6Addr>,
-    /// How many relay levels lie below this box's (an LDRA's: at most one is ever admitted).
-    pub nested: usize,
-}
+impl ClientAnswer {
+    /// The relay data wherever the server put it: inside CLIENT_DATA, else at the top level.
+    pub fn relay_data(&self) -> Option<&LqRelayData> {
+        self.data.relay_data().or(self.top_relay_data.as_ref())
+    }
 
-/// The [`RelayPlacement`] of a CLIENT_DATA's relay data.
-pub fn relay_placement(rd: &LqRelayData) -> RelayPlacement {
-    let chain = RelayChain::of_relay(&rd.relay);
-    RelayPlacement {
-        peer_address: chain
-            .ours()
-            .map(|r| r.peer_address)
-            .filter(|p| !p.is_unspecified()),
-        link_address: chain.link_address(),
-        nested: chain.nested(),
+    /// The link the client is on: this box's level of the relay data names it, else the link
+    /// the query asked about; `None` when neither does.
+    pub fn placed_link(&self) -> Option<Ipv6Addr> {
+        self.relay_data()
+            .and_then(|rd| rd.chain().link_address())
+            .or(Some(self.link).filter(|l| !l.is_unspecified()))
+    }
+
+    /// The client's DUID bytes (empty when the server sent none).
+    pub fn client_duid(&self) -> Vec<u8> {
+        self.data
+            .client_id()
+            .map(crate::wire::Duid::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// CLT_TIME as sent (0 only if the readers' check was bypassed).
+    pub fn clt_time(&self) -> u32 {
+        self.data.clt_time().unwrap_or(0)
+    }
+
+    /// The server's address as the cache keeps it (IPv4 mapped into IPv6).
+    pub fn server_address(&self) -> Ipv6Addr {
+        match self.server.ip() {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+        }
     }
 }
 
+/// What the receiving side knows beyond the answer: which path asked, the link it asked about
+/// with the interface known for it, and the arrival on the agent clock.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientDataContext {
+    pub source: Source,
+    /// The link the query was about (used when the relay data does not name one; `::` if unknown).
+    pub link: Link,
+    pub arrival: Timestamp,
+}
+
 /// OPTION_REMOTE_ID's whole body, enterprise-number (4 bytes) then remote-id (RFC 4649 §3).
-fn remote_id_of(r: &RelayMessage) -> Option<Box<[u8]>> {
-    r.options.remote_id().map(|(enterprise, id)| {
+fn remote_id_of(level: &impl RelayLevel) -> Option<Box<[u8]>> {
+    level.remote_id().map(|(enterprise, id)| {
         let mut v = enterprise.to_be_bytes().to_vec();
         v.extend_from_slice(id);
         v.into_boxed_slice()
     })
 }
 
-/// The cache's [`RelayData`] of a relay chain, snooped or from LQ_RELAY_DATA: peer-address,
-/// Interface-Id and Remote-Id of this box's level only, and the level directly below it, if
-/// any, as the [`AccessPort`] (admission decides whether the link accepts it and whether its
-/// peer-address becomes the next hop).
-pub(crate) fn relay_data_of(chain: &RelayChain<'_>) -> RelayData {
+/// The cache's [`RelayData`] of a relay chain, snooped (borrowed) or from LQ_RELAY_DATA
+/// (owned): peer-address, Interface-Id and Remote-Id of this box's level only, and the level
+/// directly below it, if any, as the [`AccessPort`] (admission decides whether the link
+/// accepts it and whether its peer-address becomes the next hop). Copied out only here, where
+/// they are kept.
+pub(crate) fn relay_data_of<L: RelayLevel>(chain: &RelayChain<L>) -> RelayData {
     let Some(ours) = chain.ours() else {
         return RelayData::default();
     };
     let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
     RelayData {
-        peer_address: nonzero(ours.peer_address),
-        interface_id: ours.options.interface_id().map(Box::from),
-        remote_id: remote_id_of(ours),
-        access: chain.below_ours().map(|below| {
-            Box::new(AccessPort {
-                levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
-                peer_address: nonzero(below.peer_address),
-                interface_id: below.options.interface_id().map(Box::from),
-                remote_id: remote_id_of(below),
-            })
-        }),
-    }
-}
-
-/// [`relay_data_of`] read in place from a checked message's chain (the snooper's path): the
-/// same fields from the same levels, copied out only here, where they are kept.
-pub(crate) fn relay_data_of_view(chain: &RelayChainView<'_>) -> RelayData {
-    let Some(ours) = chain.ours() else {
-        return RelayData::default();
-    };
-    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
-    let interface_id = |r: &RelayView<'_>| {
-        r.options()
-            .checked_data(OptionCode::INTERFACE_ID)
-            .map(Box::from)
-    };
-    let remote_id = |r: &RelayView<'_>| {
-        r.options().checked_remote_id().map(|(enterprise, id)| {
-            let mut v = enterprise.to_be_bytes().to_vec();
-            v.extend_from_slice(id);
-            v.into_boxed_slice()
-        })
-    };
-    RelayData {
-        peer_address: nonzero(ours.peer_address()),
-        interface_id: interface_id(&ours),
-        remote_id: remote_id(&ours),
+        peer_address: chain.peer_address(),
+        interface_id: ours.interface_id().map(Box::from),
+        remote_id: remote_id_of(&ours),
         access: chain.below_ours().map(|below| {
             Box::new(AccessPort {
                 levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
                 peer_address: nonzero(below.peer_address()),
-                interface_id: interface_id(&below),
-                remote_id: remote_id(&below),
+                interface_id: below.interface_id().map(Box::from),
+                remote_id: remote_id_of(&below),
             })
         }),
     }
 }
 
-fn prefix_of(p: &IaPrefix) -> Result<crate::prefix::Ipv6Prefix, FromWireError> {
-    crate::prefix::Ipv6Prefix::new_truncating(p.prefix_addr, p.prefix_len)
-        .map_err(|_| FromWireError::BadPrefixLength(p.prefix_len))
+/// The leases of a CLIENT_DATA: the one extractor every answer's leases come out of (on-demand,
+/// confirmer, bulk, its listings, `lqagent query`). RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX
+/// directly inside it (no IA, so the IAID is unknown: 0, an address taken as IA_NA); leases a
+/// server wraps in IA_NA / IA_TA / IA_PD are taken too, with their IA type and IAID.
+///
+/// The one bad-prefix policy: an IAPREFIX that names no prefix (a length over 128, as only a
+/// broken or hostile server sends) is skipped, and never voids the good leases beside it. It is
+/// counted where the answer is received — [`bad_prefixes`], called by the requestor and the bulk
+/// connection (`lqagent_replies_dropped_total{reason="bad_prefix"}`,
+/// `lqagent_bulk_discarded_total{reason="bad_prefix"}`) — not here, which runs again for a
+/// listing and for display.
+pub fn observed_leases(cd: &ClientData) -> Vec<ObservedLease> {
+    leases_and_bad_prefixes(cd).0
 }
 
-/// The leases of a CLIENT_DATA. RFC 5007 §4.1.2.2 puts IAADDR / IAPREFIX directly inside it
-/// (no IA, so the IAID is unknown: 0, an address taken as IA_NA); leases a server wraps in
-/// IA_NA / IA_TA / IA_PD are taken too, with their IA type and IAID.
-pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireError> {
+/// [`observed_leases`] and how many IAPREFIX it skipped, in one walk.
+fn leases_and_bad_prefixes(cd: &ClientData) -> (Vec<ObservedLease>, usize) {
     let o = &cd.options;
+    let mut bad = 0;
     let mut leases = Vec::new();
     let mut push_addrs = |opts: &Options, ia: IaType, iaid: u32| {
         for a in opts.ia_addrs() {
@@ -179,29 +183,35 @@ pub fn observed_leases(cd: &ClientData) -> Result<Vec<ObservedLease>, FromWireEr
     for ia in o.ia_tas() {
         push_addrs(&ia.options, IaType::Ta, ia.iaid);
     }
+    for (iaid, p) in prefixes(cd) {
+        match p.prefix() {
+            Ok(prefix) => leases.push(ObservedLease {
+                key: LeaseKey::Prefix(prefix),
+                ia: IaType::Pd,
+                iaid,
+                preferred: p.preferred,
+                valid: p.valid,
+            }),
+            Err(_) => bad += 1,
+        }
+    }
+    (leases, bad)
+}
+
+/// Every IAPREFIX of a CLIENT_DATA with its IAID: directly inside it (IAID 0) or in an IA_PD.
+fn prefixes(cd: &ClientData) -> impl Iterator<Item = (u32, &IaPrefix)> {
+    let o = &cd.options;
     let direct = o.ia_prefixes().map(|p| (0, p));
     let wrapped = o
         .ia_pds()
         .flat_map(|ia| ia.options.ia_prefixes().map(move |p| (ia.iaid, p)));
-    for (iaid, p) in direct.chain(wrapped) {
-        leases.push(ObservedLease {
-            key: LeaseKey::Prefix(prefix_of(p)?),
-            ia: IaType::Pd,
-            iaid,
-            preferred: p.preferred,
-            valid: p.valid,
-        });
-    }
-    Ok(leases)
+    direct.chain(wrapped)
 }
 
-/// Build the observation for one CLIENT_DATA whose reply carried no relay data or base time
-/// beside it: every bulk LEASEQUERY-REPLY/-DATA. See [`observation_from_reply`].
-pub(crate) fn observation_from_client_data(
-    cd: &ClientData,
-    ctx: &ClientDataContext,
-) -> Result<Observation, FromWireError> {
-    observation_from_reply(cd, None, None, ctx)
+/// How many IAPREFIX options [`observed_leases`] skips in `cd` (the bad-prefix policy): what the
+/// receiving side counts.
+pub fn bad_prefixes(cd: &ClientData) -> usize {
+    prefixes(cd).filter(|(_, p)| p.prefix().is_err()).count()
 }
 
 /// The one conversion of a server's CLIENT_DATA into a cache observation, for UDP and bulk.
@@ -218,37 +228,42 @@ pub(crate) fn observation_from_client_data(
 ///   LEASEQUERY-REPLY's CLIENT_DATA lists every lease of the client on that link (RFC 5007
 ///   §4.1.2.2), so it is complete; a bulk LEASEQUERY-DATA says nothing about leases it does not
 ///   carry (Kea 3 sends one CLIENT_DATA per lease), so it never is — only the end of the whole
-///   bulk query speaks for what it left out (merge rule R16).
+///   bulk query speaks for what it left out (merge rule R16). An answer with a skipped bad
+///   prefix ([`observed_leases`]) is not complete either: as with a lease admission refuses
+///   (A2–A4), what could not be read never turns into the removal of a lease the client holds.
 pub(crate) fn observation_from_reply(
-    cd: &ClientData,
-    top_relay: Option<&LqRelayData>,
-    top_base_time: Option<u32>,
+    answer: &ClientAnswer,
     ctx: &ClientDataContext,
 ) -> Result<Observation, FromWireError> {
+    let cd = &answer.data;
     let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
     let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
-    let leases = observed_leases(cd)?;
+    let (leases, bad_prefixes) = leases_and_bad_prefixes(cd);
     let mut link = ctx.link.clone();
-    let relay = cd.relay_data().or(top_relay).map(|rd| {
-        if let Some(a) = relay_placement(rd).link_address {
+    let relay = answer.relay_data().map(|rd| {
+        let chain = rd.chain();
+        if let Some(a) = chain.link_address() {
             if a != link.address {
                 // Another link than the one asked about: the interface we knew is not it.
                 link.interface = None;
             }
             link.address = a;
         }
-        relay_data_of(&RelayChain::of_relay(&rd.relay))
+        relay_data_of(&chain)
     });
     Ok(Observation {
         client_duid: duid.into(),
         link,
         relay,
-        server: ctx.server.clone(),
+        server: Arc::new(ServerId {
+            duid: answer.server_duid.clone().into_boxed_slice(),
+            address: answer.server_address(),
+        }),
         source: ctx.source,
         clt_time: Some(clt),
-        base_time: cd.options.lq_base_time().or(top_base_time),
-        srsn: ctx.srsn,
-        complete: ctx.source != Source::Bulk,
+        base_time: cd.options.lq_base_time().or(answer.top_base_time),
+        srsn: answer.srsn,
+        complete: ctx.source != Source::Bulk && bad_prefixes == 0,
         leases,
         arrival: ctx.arrival,
         query_address: None,
@@ -307,26 +322,50 @@ mod tests {
 
     fn ctx() -> ClientDataContext {
         ClientDataContext {
-            server: Arc::new(ServerId {
-                duid: vec![0, 1].into(),
-                address: "2001:db8:ffff::1".parse().unwrap(),
-            }),
             source: Source::Leasequery,
             link: Link {
                 address: Ipv6Addr::UNSPECIFIED,
                 interface: None,
             },
-            srsn: None,
             arrival: Timestamp::from_secs(1_795_000_000),
         }
     }
 
+    /// `cd` as a server at 2001:db8:ffff::1 answered it, with the top-level options given.
+    fn answer(cd: &ClientData, top: Option<&LqRelayData>, base: Option<u32>) -> ClientAnswer {
+        ClientAnswer {
+            data: cd.clone(),
+            top_relay_data: top.cloned(),
+            top_base_time: base,
+            srsn: None,
+            link: Ipv6Addr::UNSPECIFIED,
+            server_duid: vec![0, 1],
+            server: "[2001:db8:ffff::1]:547".parse().unwrap(),
+            received: Instant::now(),
+        }
+    }
+
+    fn from_reply(
+        cd: &ClientData,
+        top: Option<&LqRelayData>,
+        base: Option<u32>,
+        ctx: &ClientDataContext,
+    ) -> Result<Observation, FromWireError> {
+        observation_from_reply(&answer(cd, top, base), ctx)
+    }
+
     #[test]
     fn client_data_becomes_a_complete_observation() {
-        let o = observation_from_client_data(&client_data(true), &ctx()).unwrap();
+        let o = from_reply(&client_data(true), None, None, &ctx()).unwrap();
         assert_eq!(&*o.client_duid, &[0, 3, 0, 1, 2, 0x42, 0, 0, 0, 7]);
         assert_eq!(o.clt_time, Some(30));
         assert!(o.complete);
+        // The server as the carrier names it: SERVERID and address.
+        assert_eq!(&*o.server.duid, &[0, 1]);
+        assert_eq!(
+            o.server.address,
+            "2001:db8:ffff::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(o.leases.len(), 2);
         assert_eq!(
             o.leases[0].key,
@@ -367,11 +406,11 @@ mod tests {
             DhcpOption::LqRelayData(rd) => *rd,
             other => panic!("not LQ_RELAY_DATA: {other:?}"),
         };
-        let place = relay_placement(&rd);
-        assert_eq!(place.link_address, Some("2001:db8:1::1".parse().unwrap()));
-        assert_eq!(place.peer_address, Some("fe80::9".parse().unwrap()));
-        assert_eq!(place.nested, 1);
-        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
+        let place = rd.chain();
+        assert_eq!(place.link_address(), Some("2001:db8:1::1".parse().unwrap()));
+        assert_eq!(place.peer_address(), Some("fe80::9".parse().unwrap()));
+        assert_eq!(place.nested(), 1);
+        let o = from_reply(&bare_client_data(5), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(o.link.address, "2001:db8:1::1".parse::<Ipv6Addr>().unwrap());
         let r = o.relay.unwrap();
         assert_eq!(r.interface_id.as_deref(), Some(&b"sub0"[..]));
@@ -424,7 +463,7 @@ mod tests {
             address: "2001:db8:1::1".parse().unwrap(),
             interface: Some(Arc::from("sub0")),
         };
-        let o = observation_from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
+        let o = from_reply(&bare_client_data(5), Some(&rd), None, &c).unwrap();
         let r = o.relay.as_ref().expect("relay data from the top level");
         assert_eq!(r.peer_address, Some("fe80::8".parse().unwrap()));
         // Remote-Id stored as the whole option body, as the snooper stores it.
@@ -438,7 +477,7 @@ mod tests {
         inside
             .options
             .push(DhcpOption::LqRelayData(Box::new(rd.clone())));
-        let o2 = observation_from_reply(&inside, None, None, &c).unwrap();
+        let o2 = from_reply(&inside, None, None, &c).unwrap();
         assert_eq!(o.relay, o2.relay);
         assert_eq!(o.link, o2.link);
         let m = crate::cache::merge::merge(
@@ -456,7 +495,7 @@ mod tests {
             .and_then(|v| v.next_hop);
         assert_eq!(hop, Some("fe80::8".parse().unwrap()));
         // Relay data inside CLIENT_DATA wins over a top-level one.
-        let o3 = observation_from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
+        let o3 = from_reply(&client_data(true), Some(&rd), None, &ctx()).unwrap();
         assert_eq!(
             o3.relay.unwrap().peer_address,
             Some("2001:db8:1::2".parse().unwrap())
@@ -466,15 +505,50 @@ mod tests {
     #[test]
     fn clt_time_and_base_time_pass_through_for_merge_rule_r13() {
         // ISC dhcpd's absolute CLT_TIME is not filtered here: R13 decides, on every path.
-        let o = observation_from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx())
-            .unwrap();
+        let o = from_reply(&bare_client_data(1_795_875_086), None, Some(7), &ctx()).unwrap();
         assert_eq!(o.clt_time, Some(1_795_875_086));
         assert_eq!(o.base_time, Some(7), "top-level LQ_BASE_TIME");
     }
 
     #[test]
+    fn a_bad_prefix_is_skipped_and_counted_and_the_good_leases_stay() {
+        // A hostile or broken server: a /129 beside a good address and a good /56, and one more
+        // inside an IA_PD.
+        let mut cd = bare_client_data(5);
+        let bad = |len| IaPrefix {
+            prefix_len: len,
+            ..IaPrefix::new("2001:db8:300::/56".parse().unwrap(), 1800, 3600)
+        };
+        cd.options.push(DhcpOption::IaPrefix(bad(129)));
+        let mut pd = crate::wire::Ia::new(9, 0, 0);
+        pd.options.push(DhcpOption::IaPrefix(bad(200)));
+        pd.options.push(DhcpOption::IaPrefix(IaPrefix::new(
+            "2001:db8:400::/56".parse().unwrap(),
+            1800,
+            3600,
+        )));
+        cd.options.push(DhcpOption::IaPd(pd));
+        assert_eq!(bad_prefixes(&cd), 2);
+        let o = from_reply(&cd, None, None, &ctx()).unwrap();
+        let keys: Vec<_> = o.leases.iter().map(|l| (l.key, l.iaid)).collect();
+        assert_eq!(
+            keys,
+            [
+                (LeaseKey::Address("2001:db8:1::8".parse().unwrap()), 0),
+                (LeaseKey::Prefix("2001:db8:200::/56".parse().unwrap()), 0),
+                (LeaseKey::Prefix("2001:db8:400::/56".parse().unwrap()), 9),
+            ]
+        );
+        assert!(
+            !o.complete,
+            "a skipped lease: no removal inferred from this answer"
+        );
+        assert_eq!(bad_prefixes(&bare_client_data(5)), 0);
+    }
+
+    #[test]
     fn client_data_without_clt_time_is_refused() {
-        let e = observation_from_client_data(&client_data(false), &ctx()).unwrap_err();
+        let e = from_reply(&client_data(false), None, None, &ctx()).unwrap_err();
         assert_eq!(e, FromWireError::NoCltTime);
         assert_eq!(e.label(), "no_clt_time");
     }

@@ -9,11 +9,11 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::{Value, json};
 
-use lqagent::cache::from_wire::{observed_leases, relay_placement};
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
-    Answer, AnswerVerdict, ClientReply, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
+    Answer, AnswerVerdict, ClientAnswer, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
     RetransmitParams, ServerAnswer,
 };
 use lqagent::wire::{ALL_DHCP_SERVERS, INFINITE_LIFETIME, SERVER_PORT, StatusCode};
@@ -134,10 +134,10 @@ fn status_name(code: StatusCode) -> String {
         .map_or_else(|| format!("status {}", code.0), str::to_string)
 }
 
-/// The leases as the cache would take them (one conversion, `cache::from_wire`); a CLIENT_DATA
-/// the cache would refuse (an IAPREFIX longer than 128) shows none.
-fn leases(b: &ClientReply) -> Vec<ObservedLease> {
-    observed_leases(&b.data).unwrap_or_default()
+/// The leases as the cache would take them (one extractor, `cache::from_wire`): an IAPREFIX
+/// longer than 128 is skipped, the others shown.
+fn leases(b: &ClientAnswer) -> Vec<ObservedLease> {
+    observed_leases(&b.data)
 }
 
 /// Whether merge rule R13 reads this CLT_TIME as an absolute Unix time (ISC dhcpd 4.4).
@@ -324,7 +324,7 @@ fn answer_line(a: &ServerAnswer) -> String {
     )
 }
 
-fn print_binding(b: &ClientReply) {
+fn print_binding(b: &ClientAnswer) {
     println!(
         ";; BINDING from {} (server-duid {})",
         b.server,
@@ -344,7 +344,7 @@ fn print_binding(b: &ClientReply) {
         print_lease(&l, b.received);
     }
     if let Some(r) = b.relay_data() {
-        let place = relay_placement(r);
+        let place = r.chain();
         let at = if b.data.relay_data().is_some() {
             "client-data"
         } else {
@@ -354,10 +354,10 @@ fn print_binding(b: &ClientReply) {
             "relay-data    ({at}) peer {}  link {}  next-hop {}",
             r.peer_address,
             place
-                .link_address
+                .link_address()
                 .map_or("::".to_string(), |a| a.to_string()),
             place
-                .peer_address
+                .peer_address()
                 .map_or("-".to_string(), |a| a.to_string()),
         );
     }
@@ -418,7 +418,7 @@ fn print_text(cfg: &RequestorConfig, args: &QueryArgs, o: &QueryOutcome, total: 
     );
 }
 
-fn binding_json(b: &ClientReply) -> Value {
+fn binding_json(b: &ClientAnswer) -> Value {
     let leases: Vec<Value> = leases(b)
         .iter()
         .map(|l| {
@@ -443,12 +443,12 @@ fn binding_json(b: &ClientReply) -> Value {
         "server_duid": hexs(&b.server_duid),
         "leases": leases,
         "relay_data": b.relay_data().map(|r| {
-            let place = relay_placement(r);
+            let place = r.chain();
             json!({
                 "top_level": b.data.relay_data().is_none(),
                 "peer": r.peer_address.to_string(),
-                "link_address": place.link_address.map(|a| a.to_string()),
-                "next_hop": place.peer_address.map(|a| a.to_string()),
+                "link_address": place.link_address().map(|a| a.to_string()),
+                "next_hop": place.peer_address().map(|a| a.to_string()),
                 "interface_id": r.relay.options.interface_id().map(hexs),
             })
         }),

@@ -199,18 +199,11 @@ pub fn settle(
     let mut named: Vec<Observation> = Vec::new();
     for b in outcome.bindings() {
         let ctx = ClientDataContext {
-            server: Arc::new(ServerId {
-                duid: b.server_duid.clone().into_boxed_slice(),
-                address: v6(b.server.ip()),
-            }),
             source: Source::Leasequery,
             link: link.clone(),
-            srsn: b.srsn,
             arrival: arrival(b.received),
         };
-        if let Ok(mut obs) =
-            observation_from_reply(&b.data, b.top_relay_data.as_ref(), b.top_base_time, &ctx)
-        {
+        if let Ok(mut obs) = observation_from_reply(b, &ctx) {
             // Only an answer about the doubted key settles it: one about another lease (a
             // shorter prefix holding the address) is not installed on doubt.
             if names_key(&obs) {

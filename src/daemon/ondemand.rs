@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::cache::from_wire::{ClientDataContext, observation_from_reply};
-use crate::cache::{AgentClock, Link, ServerId, Source};
+use crate::cache::{AgentClock, Link, Source};
 use crate::cache_task::CacheHandle;
 use crate::metrics::servers::Exchange;
 use crate::metrics::{
@@ -202,17 +202,11 @@ impl Lookup {
         let mut sent = 0;
         for b in outcome.bindings() {
             let ctx = ClientDataContext {
-                server: Arc::new(ServerId {
-                    duid: b.server_duid.clone().into_boxed_slice(),
-                    address: v6(b.server),
-                }),
                 source: Source::Leasequery,
                 link: link.clone(),
-                srsn: b.srsn,
                 arrival: self.clock.at_std(b.received),
             };
-            match observation_from_reply(&b.data, b.top_relay_data.as_ref(), b.top_base_time, &ctx)
-            {
+            match observation_from_reply(b, &ctx) {
                 Ok(mut obs) => {
                     // Admission drops an answer that does not cover what was asked (rule A6).
                     obs.query_address = Some(s.source);

@@ -39,7 +39,7 @@ use super::limiter::{LinkBuckets, LinkRefusal, NegativeCache, TokenBucket};
 use super::msg::{self, Parsed};
 use super::retransmit::{Retransmit, Step};
 use super::{
-    Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
+    Answer, AnswerVerdict, ClientAnswer, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
     RefuseReason, RequestorConfig, RequestorCounter, RequestorStats, ServerAnswer,
 };
 use crate::wire::StatusCode;
@@ -412,16 +412,22 @@ impl Requestor {
                     self.stats.count_drop(DropReason::NoCltTime);
                     Answer::NoBinding
                 }
-                (Some(data), _) => Answer::Bound(Box::new(ClientReply {
-                    data,
-                    top_relay_data: reply.relay_data,
-                    top_base_time: reply.base_time,
-                    srsn: reply.srsn,
-                    link: x.link,
-                    server_duid: server_duid.clone(),
-                    server: src,
-                    received: now,
-                })),
+                (Some(data), _) => {
+                    let bad = crate::cache::from_wire::bad_prefixes(&data);
+                    if bad > 0 {
+                        self.stats.count_drops(DropReason::BadPrefix, bad as u64);
+                    }
+                    Answer::Bound(Box::new(ClientAnswer {
+                        data,
+                        top_relay_data: reply.relay_data,
+                        top_base_time: reply.base_time,
+                        srsn: reply.srsn,
+                        link: x.link,
+                        server_duid: server_duid.clone(),
+                        server: src,
+                        received: now,
+                    }))
+                }
                 (None, Some(links)) if !links.is_empty() => Answer::ClientLinks(links),
                 (None, _) => Answer::NoBinding,
             },

@@ -9,7 +9,7 @@
 //! - [`udp`]: the tokio shell owning the socket (default `[::]:546`, because ISC dhcpd sends
 //!   LEASEQUERY-REPLY to port 546 whatever port the query came from).
 //!
-//! Results are the wire's CLIENT_DATA with its context ([`ClientReply`]); turning them into cache
+//! Results are the wire's CLIENT_DATA with its context ([`ClientAnswer`]); turning them into cache
 //! observations is `cache::from_wire`'s job, merging them the cache's. Counters
 //! are the shared atomics of [`RequestorStats`], keyed by [`RequestorCounter`], [`DropReason`]
 //! and [`RefuseReason`], which the daemon exports at scrape time.
@@ -22,13 +22,13 @@ mod pktinfo;
 pub(crate) mod retransmit;
 pub mod udp;
 
-use crate::time::{Duration, Instant};
+use crate::time::Duration;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::label::labels;
-use crate::wire::{ClientData, LqRelayData, StatusCode};
+use crate::wire::StatusCode;
 
 pub use self::core::Requestor;
 pub use limiter::Rate;
@@ -100,53 +100,15 @@ impl Query {
     }
 }
 
-/// One OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2) as a server sent it, with what the reply around it
-/// said — the same shape the bulk core returns. The requestor does not interpret the leases:
-/// `cache::from_wire` is the one conversion into cache observations for UDP, bulk and snoop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientReply {
-    /// The CLIENT_DATA, with CLT_TIME (the core discards one without, RFC 5007 §4.3.3).
-    pub data: ClientData,
-    /// OPTION_LQ_RELAY_DATA found at the top level of the LEASEQUERY-REPLY, beside CLIENT_DATA
-    /// (Kea 3 puts it there over UDP; RFC 5007 and bulk replies put it inside CLIENT_DATA).
-    pub top_relay_data: Option<LqRelayData>,
-    /// OPTION_LQ_BASE_TIME at the top level of the reply (the server's clock when it answered).
-    pub top_base_time: Option<u32>,
-    /// The server reply sequence number of the reply (`[leasequery] srsn_option`), if any.
-    pub srsn: Option<u32>,
-    /// The link-address of the exchange that found it (`::` unless asked per link).
-    pub link: Ipv6Addr,
-    pub server_duid: Vec<u8>,
-    pub server: SocketAddr,
-    /// When the reply arrived: lifetimes and CLT_TIME count from here.
-    pub received: Instant,
-}
-
-impl ClientReply {
-    /// The relay data wherever the server put it: inside CLIENT_DATA, else at the top level.
-    pub fn relay_data(&self) -> Option<&LqRelayData> {
-        self.data.relay_data().or(self.top_relay_data.as_ref())
-    }
-
-    /// The client's DUID bytes (empty when the server sent none).
-    pub fn client_duid(&self) -> Vec<u8> {
-        self.data
-            .client_id()
-            .map(crate::wire::Duid::to_vec)
-            .unwrap_or_default()
-    }
-
-    /// CLT_TIME as sent (0 only if the core's check was bypassed).
-    pub fn clt_time(&self) -> u32 {
-        self.data.clt_time().unwrap_or(0)
-    }
-}
+/// A bound answer's CLIENT_DATA with its envelope: the carrier bulk uses too. The requestor
+/// does not interpret the leases: `cache::from_wire` is the one conversion.
+pub use crate::cache::from_wire::ClientAnswer;
 
 /// What one server said for one exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Success with OPTION_CLIENT_DATA.
-    Bound(Box<ClientReply>),
+    Bound(Box<ClientAnswer>),
     /// Success without client data or client links (or with a CLIENT_DATA lacking CLT_TIME,
     /// which RFC 5007 §4.3.3 makes us discard): this server knows no binding.
     NoBinding,
@@ -198,7 +160,7 @@ pub struct QueryOutcome {
 
 impl QueryOutcome {
     /// Every binding any server returned.
-    pub fn bindings(&self) -> impl Iterator<Item = &ClientReply> {
+    pub fn bindings(&self) -> impl Iterator<Item = &ClientAnswer> {
         self.answers.iter().filter_map(|a| match &a.answer {
             Answer::Bound(b) => Some(&**b),
             _ => None,
@@ -291,6 +253,10 @@ labels! {
         NoClientId => "no_clientid",
         ForeignClientId => "foreign_clientid",
         NoCltTime => "client_data_without_clt_time",
+        /// Not a datagram: an IAPREFIX in a CLIENT_DATA that names no prefix (a length over
+        /// 128), skipped while the answer's other leases are used (one count per IAPREFIX;
+        /// `cache::from_wire::observed_leases` has the policy).
+        BadPrefix => "bad_prefix",
         WrongInterface => "wrong_interface",
         /// Dropped by the kernel at our socket before we read it: refused by the socket filter
         /// (not from a configured server's address and port: junk at port 546) or the receive

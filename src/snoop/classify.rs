@@ -67,7 +67,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::admission::{Admission, OwnAddresses};
-use crate::cache::from_wire::relay_data_of_view;
+use crate::cache::from_wire::relay_data_of;
 use crate::cache::{
     Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
     Source, Timestamp, WithdrawReason, Withdrawal,
@@ -402,7 +402,7 @@ impl Classifier {
                     let key: PendingKey = (
                         client.transaction_id(),
                         duid.to_vec().into_boxed_slice(),
-                        link_address(&chain),
+                        chain.link_or_unspecified(),
                     );
                     self.pending.remove(&key);
                 }
@@ -554,11 +554,11 @@ impl Classifier {
         let key: PendingKey = (
             client.transaction_id(),
             duid.to_vec().into_boxed_slice(),
-            link_address(chain),
+            chain.link_or_unspecified(),
         );
         let entry = Pending {
             client_type: client.msg_type(),
-            relay: relay_data_of_view(chain),
+            relay: relay_data_of(chain),
             named,
             at: now,
         };
@@ -592,7 +592,11 @@ impl Classifier {
             return None;
         };
         let duid: Box<[u8]> = duid.into();
-        let key: PendingKey = (reply.transaction_id(), duid.clone(), link_address(chain));
+        let key: PendingKey = (
+            reply.transaction_id(),
+            duid.clone(),
+            chain.link_or_unspecified(),
+        );
         let Some(forw) = self
             .releases
             .remove(&key)
@@ -610,7 +614,7 @@ impl Classifier {
         let leases = self.reply_leases(reply)?;
         // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
         // Remote-Id, and the levels below ours as this box relayed them.
-        let mut relay = relay_data_of_view(chain);
+        let mut relay = relay_data_of(chain);
         relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
         relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
         relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
@@ -619,7 +623,7 @@ impl Classifier {
         Some(Learned::Bind(Observation {
             client_duid: duid,
             link: Link {
-                address: link_address(chain),
+                address: chain.link_or_unspecified(),
                 interface: None,
             },
             relay: Some(relay),
@@ -657,7 +661,7 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::ErrorStatus);
             return None;
         }
-        let link = link_address(chain);
+        let link = chain.link_or_unspecified();
         if forw.relay.access.is_some() {
             let allowed =
                 self.trust
@@ -707,11 +711,6 @@ impl Classifier {
             doubts,
         ))
     }
-}
-
-/// This box's link-address: the outermost level's (levels inside it never name the link).
-fn link_address(chain: &RelayChainView<'_>) -> Ipv6Addr {
-    chain.link_address().unwrap_or(Ipv6Addr::UNSPECIFIED)
 }
 
 /// The IA_NA, IA_TA and IA_PD options of a checked list: (type, IAID, the IA's options).

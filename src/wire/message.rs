@@ -42,29 +42,10 @@ impl Message {
     }
 
     /// The client/server message at the bottom of a relay chain (`self` if not a relay);
-    /// `None` if the chain ends in a relay without RELAY_MSG.
+    /// `None` if the chain ends in a relay without RELAY_MSG. Read by the one relay walk
+    /// ([`RelayChain`](super::RelayChain)).
     pub fn innermost(&self) -> Option<&ClientMessage> {
-        let mut m = self;
-        loop {
-            match m {
-                Message::Client(c) => return Some(c),
-                Message::Relay(r) => m = r.options.relay_msg()?,
-            }
-        }
-    }
-
-    /// The relay headers from outermost to innermost.
-    pub fn relay_chain(&self) -> Vec<&RelayMessage> {
-        let mut out = Vec::new();
-        let mut m = self;
-        while let Message::Relay(r) = m {
-            out.push(r);
-            match r.options.relay_msg() {
-                Some(next) => m = next,
-                None => break,
-            }
-        }
-        out
+        super::RelayChain::of_message(self).innermost()
     }
 
     pub fn buffer_len(&self) -> usize {

@@ -55,7 +55,7 @@ pub use owned::{
     ClientData, ClientMessage, DhcpOption, Ia, IaAddr, IaPrefix, IaTa, LqQuery, LqRelayData,
     Message, Options, RelayMessage,
 };
-pub use relay::{RelayChain, RelayChainView};
+pub use relay::{Inner, RelayChain, RelayChainView, RelayLevel};
 pub use status::Status;
 pub use view::{CheckedMessage, ClientView, MessageView, OptionRef, OptionsIter, RelayView};
 

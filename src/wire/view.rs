@@ -780,13 +780,7 @@ impl<'a> CheckedMessage<'a> {
     /// The client/server message inside every relay level (`None`: a relay level without
     /// RELAY_MSG), as [`Message::innermost`](super::Message::innermost).
     pub fn innermost(&self) -> Option<ClientView<'a>> {
-        let mut m = self.0;
-        loop {
-            match m {
-                MessageView::Client(c) => return Some(c),
-                MessageView::Relay(r) => m = r.relay_message().ok()??,
-            }
-        }
+        super::RelayChainView::of(*self).innermost()
     }
 }
 

@@ -124,13 +124,13 @@ async fn run(servers: Vec<ServerQueries>, cfg: BulkConfig) -> Outcome {
     while let Some(ev) = rx.recv().await {
         match ev {
             BulkEvent::Binding { server, binding } => {
-                let duid = binding.data.client_id().unwrap().to_vec();
-                let l = binding.link.expect("link known");
-                for a in binding.data.addresses() {
+                let duid = binding.answer.data.client_id().unwrap().to_vec();
+                let l = binding.answer.placed_link().expect("link known");
+                for a in binding.answer.data.addresses() {
                     duplicates +=
                         usize::from(!seen.insert((server, duid.clone(), a.addr.to_string(), l)));
                 }
-                for p in binding.data.prefixes() {
+                for p in binding.answer.data.prefixes() {
                     let p = p.prefix().unwrap().to_string();
                     duplicates += usize::from(!seen.insert((server, duid.clone(), p, l)));
                 }
@@ -356,16 +356,21 @@ async fn recovery_plan_startup_then_link_up_asks_that_link_only() {
         let mut seen = Seen::new();
         while let Some((server, b)) = rx.recv().await {
             let b: lqagent::bulk::core::BulkBinding = b;
-            let duid = b.data.client_id().unwrap().to_vec();
-            for a in b.data.addresses() {
-                seen.insert((server, duid.clone(), a.addr.to_string(), b.link.unwrap()));
+            let duid = b.answer.data.client_id().unwrap().to_vec();
+            for a in b.answer.data.addresses() {
+                seen.insert((
+                    server,
+                    duid.clone(),
+                    a.addr.to_string(),
+                    b.answer.placed_link().unwrap(),
+                ));
             }
-            for p in b.data.prefixes() {
+            for p in b.answer.data.prefixes() {
                 seen.insert((
                     server,
                     duid.clone(),
                     p.prefix().unwrap().to_string(),
-                    b.link.unwrap(),
+                    b.answer.placed_link().unwrap(),
                 ));
             }
         }
@@ -401,7 +406,7 @@ async fn recovery_plan_startup_then_link_up_asks_that_link_only() {
         let mut n = 0;
         while let Some((_, b)) = rx.recv().await {
             let b: lqagent::bulk::core::BulkBinding = b;
-            links.insert(b.link.unwrap());
+            links.insert(b.answer.placed_link().unwrap());
             n += 1;
         }
         (n, links)

@@ -19,7 +19,7 @@ use lqagent::bulk::core::BulkQuery;
 use lqagent::bulk::recovery::observation;
 use lqagent::bulk::stats::BulkStats;
 use lqagent::bulk::tcp::{self, BulkEvent, QueryResult, ServerQueries};
-use lqagent::cache::from_wire::{observed_leases, relay_placement};
+use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{BindingStore, CacheConfig, LeaseKey};
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, UdpConfig};
@@ -136,8 +136,8 @@ fn bulk_into_store(
             .expect("the bulk run ends")
         {
             match ev {
-                BulkEvent::Binding { server, binding } => {
-                    let obs = observation(server, &binding, arrival)
+                BulkEvent::Binding { binding, .. } => {
+                    let obs = observation(&binding, arrival)
                         .unwrap_or_else(|e| panic!("unusable Kea binding {binding:?}: {e:?}"));
                     store.apply(&obs);
                 }
@@ -303,24 +303,24 @@ fn kea_udp_answers_through_the_requestor() {
     assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
     let b = o.bindings().next().unwrap();
     assert_eq!(b.client_duid(), na.duid);
-    let leases = observed_leases(&b.data).unwrap();
+    let leases = observed_leases(&b.data);
     assert_eq!(leases.len(), 1, "only the lease asked about: {leases:?}");
     assert_eq!(leases[0].key, LeaseKey::Address(na.address));
     let rd = b
         .top_relay_data
         .as_ref()
         .expect("relay data beside CLIENT_DATA");
-    let placed = relay_placement(rd);
-    assert_eq!(placed.link_address, Some(link1));
+    let placed = rd.chain();
+    assert_eq!(placed.link_address(), Some(link1));
     assert_eq!(
-        placed.peer_address,
+        placed.peer_address(),
         Some("fe80::ff:fe00:301".parse().unwrap())
     );
 
     let inside = Ipv6Addr::from(u128::from(pd.address) | 1);
     let o = ask_udp(Query::by_address(inside));
     assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
-    let leases = observed_leases(&o.bindings().next().unwrap().data).unwrap();
+    let leases = observed_leases(&o.bindings().next().unwrap().data);
     assert_eq!(
         leases.iter().map(|l| l.key).collect::<Vec<_>>(),
         [LeaseKey::Prefix(
@@ -338,7 +338,7 @@ fn kea_udp_answers_through_the_requestor() {
     );
     let mut got: Vec<LeaseKey> = o
         .bindings()
-        .flat_map(|b| observed_leases(&b.data).unwrap())
+        .flat_map(|b| observed_leases(&b.data))
         .map(|l| l.key)
         .collect();
     got.sort();

@@ -17,7 +17,7 @@ use lqagent::cache::from_wire::observed_leases;
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{
-    Answer, AnswerVerdict, ClientReply, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
+    Answer, AnswerVerdict, ClientAnswer, DropReason, Policy, Query, QueryOutcome, RequestorConfig,
     RequestorCounter, RetransmitParams,
 };
 use lqagent::wire::StatusCode;
@@ -131,15 +131,14 @@ fn first(nth: u64, f: Faults) -> FaultPlan {
 }
 
 /// The leases of a binding as the cache's one conversion reads them.
-fn leased(b: &ClientReply) -> Vec<LeaseKey> {
+fn leased(b: &ClientAnswer) -> Vec<LeaseKey> {
     observed_leases(&b.data)
-        .unwrap()
         .into_iter()
         .map(|l| l.key)
         .collect()
 }
 
-fn only_binding(o: &QueryOutcome) -> &ClientReply {
+fn only_binding(o: &QueryOutcome) -> &ClientAnswer {
     let v: Vec<_> = o.bindings().collect();
     assert_eq!(v.len(), 1, "one binding expected: {o:#?}");
     v[0]
@@ -170,7 +169,6 @@ async fn query_by_address_binds_with_everything_the_server_sent() {
     );
     assert!(
         observed_leases(&b.data)
-            .unwrap()
             .iter()
             .all(|l| l.valid >= l.preferred && l.valid > 0)
     );

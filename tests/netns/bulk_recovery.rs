@@ -186,7 +186,7 @@ fn link_up_triggers_a_by_link_query_for_that_link_only() {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some((_, b))) => {
                         let b: lqagent::bulk::core::BulkBinding = b;
-                        links.insert(b.link);
+                        links.insert(b.answer.placed_link());
                         n += 1;
                     }
                     _ => break,

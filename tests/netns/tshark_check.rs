@@ -715,7 +715,7 @@ fn tshark_reads_what_we_encode() {
         dhcp_frames += 1;
         let (bulk, msg) = *next.next().expect("more DHCPv6 frames than messages");
         types.insert(msg.msg_type().0);
-        for r in msg.relay_chain() {
+        for r in lqagent::wire::RelayChain::of_message(msg).levels() {
             if let Some(inner) = r.options.relay_msg() {
                 types.insert(inner.msg_type().0);
             }

@@ -13,6 +13,8 @@
 //!    round a longer cycle: a folder is a concern, and two that lean on each other are one.
 //! 4. **Settings, not configuration.** Below the daemon and the CLI, nothing imports
 //!    `crate::config` or `crate::daemon`, and only `daemon::export` feeds `metrics`.
+//! 5. **One relay walk.** Above the codec nothing reads RELAY_MSG itself; relay chains are read
+//!    through `wire::relay`.
 //!
 //! Test code (`tests` modules, and what follows a file's first `#[cfg(test)]`) is not checked.
 
@@ -510,4 +512,45 @@ fn a_planted_folder_cycle_is_found() {
             ],
         ]
     );
+}
+
+/// What reads a relay level's RELAY_MSG: a walk down a relay chain.
+const RELAY_WALK: &[&str] = &[".relay_msg(", ".relay_message(", "RelayMsg("];
+
+/// The lines of `m` that walk a relay chain themselves, unless `m` is the codec (`wire`), whose
+/// `wire::relay` is the one relay-chain API every other module asks.
+fn own_relay_walks(m: &Module) -> Vec<String> {
+    if m.top() == "wire" {
+        return Vec::new();
+    }
+    m.code
+        .iter()
+        .filter(|(_, l)| RELAY_WALK.iter().any(|w| l.contains(w)))
+        .map(|(n, l)| format!("{}:{n}: {}", m.file, l.trim()))
+        .collect()
+}
+
+/// Rule 5, one relay walk: above the codec nothing reads RELAY_MSG itself. This box's level,
+/// the one below it and the client message come from `wire::relay` (`RelayChain`), so whose
+/// level names the link is decided in one place.
+#[test]
+fn relay_chains_are_walked_only_by_wire_relay() {
+    let bad: Vec<String> = modules().iter().flat_map(own_relay_walks).collect();
+    assert!(
+        bad.is_empty(),
+        "relay levels read outside wire::relay:\n{}",
+        bad.join("\n")
+    );
+    // The check can fail: a planted walk in the snooper is found, the codec's own is not.
+    let m = |path: &str, code: &str| Module {
+        path: path.split("::").map(String::from).collect(),
+        file: format!("src/{}.rs", path.replace("::", "/")),
+        code: vec![(7, code.to_string())],
+    };
+    let planted = "let inner = r.options.relay_msg()?;";
+    assert_eq!(
+        own_relay_walks(&m("snoop::classify", planted)),
+        ["src/snoop/classify.rs:7: let inner = r.options.relay_msg()?;"]
+    );
+    assert!(own_relay_walks(&m("wire::relay", planted)).is_empty());
 }

@@ -295,6 +295,11 @@ fn same_reading(b: &[u8]) -> Result<(), TestCaseError> {
     let (vc, oc) = (RelayChainView::of(c), RelayChain::of_message(&m));
     prop_assert_eq!((vc.len(), vc.nested()), (oc.len(), oc.nested()));
     prop_assert_eq!(vc.link_address(), oc.link_address());
+    prop_assert_eq!(vc.peer_address(), oc.peer_address());
+    prop_assert_eq!(
+        vc.innermost().map(|v| (v.msg_type(), v.transaction_id())),
+        oc.innermost().map(|o| (o.msg_type, o.transaction_id))
+    );
     for (v, o) in [(vc.ours(), oc.ours()), (vc.below_ours(), oc.below_ours())] {
         prop_assert_eq!(v.is_some(), o.is_some());
         if let (Some(v), Some(o)) = (v, o) {

@@ -17,6 +17,7 @@ fn server() -> Duid {
 
 fn cfg(pipelining: bool) -> ConnConfig {
     ConnConfig {
+        server: "[2001:db8:ff::2]:547".parse().unwrap(),
         requestor_duid: us(),
         pipelining,
         data_timeout: Duration::from_secs(300),
@@ -130,13 +131,14 @@ fn reply_data_done_streams_bindings_in_order() {
         panic!("{ev:?}")
     };
     assert_eq!(b.query, QueryId::new(1));
-    assert_eq!(b.server_duid, Some(server()));
-    assert_eq!(b.link, Some(a("2001:db8:1::1")));
-    assert_eq!(b.peer_address, Some(a("fe80::1")));
-    assert_eq!(b.received, t1);
-    assert_eq!(b.srsn, None);
+    assert_eq!(b.answer.server_duid, server().to_vec());
+    assert_eq!(b.answer.server, cfg(false).server);
+    assert_eq!(b.answer.placed_link(), Some(a("2001:db8:1::1")));
+    assert_eq!(peer_of(b), Some(a("fe80::1")));
+    assert_eq!(b.answer.received, t1);
+    assert_eq!(b.answer.srsn, None);
     assert!(matches!(&ev[1], ConnEvent::Binding(b)
-        if b.data == client_data(2, true) && b.srsn == Some(258)));
+        if b.answer.data == client_data(2, true) && b.answer.srsn == Some(258)));
     assert_eq!(
         ev[2],
         ConnEvent::Finished {
@@ -379,8 +381,8 @@ fn binding_link_falls_back_to_query_link() {
     let ConnEvent::Binding(b) = &events(&mut c)[0] else {
         panic!()
     };
-    assert_eq!(b.link, Some(a("2001:db8:9::1")));
-    assert_eq!(b.peer_address, None);
+    assert_eq!(b.answer.placed_link(), Some(a("2001:db8:9::1")));
+    assert_eq!(peer_of(b), None);
 }
 
 #[test]
@@ -411,8 +413,8 @@ fn binding_link_and_peer_come_from_this_boxs_relay_level_the_outermost() {
     };
     // The outermost level is the one the relay nearest the server (this box) wrote; the level
     // inside it never names the link (a subscriber can write one posing as a relay).
-    assert_eq!(b.link, Some(a("2001:db8:9::1")));
-    assert_eq!(b.peer_address, Some(a("2001:db8:1::2")));
+    assert_eq!(b.answer.placed_link(), Some(a("2001:db8:9::1")));
+    assert_eq!(peer_of(b), Some(a("2001:db8:1::2")));
 }
 
 /// A CLIENT_DATA for client `n` (address 2001:db8:1::n) that the server made at `base` (its
@@ -438,7 +440,7 @@ fn stamps(c: &mut BulkConnection) -> Vec<(Instant, Instant)> {
     events(c)
         .into_iter()
         .filter_map(|e| match e {
-            ConnEvent::Binding(b) => Some((b.received, b.stamped)),
+            ConnEvent::Binding(b) => Some((b.answer.received, b.stamped)),
             _ => None,
         })
         .collect()
@@ -489,7 +491,6 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
     let clock = crate::time::AgentClock::new();
     let t0 = Instant::now();
     let s = Duration::from_secs;
-    let server_addr: std::net::SocketAddr = "[2001:db8:ffff::2]:547".parse().unwrap();
     let mut c = BulkConnection::new(cfg(false));
     c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
     sent_queries(&mut c);
@@ -508,8 +509,7 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
     let client = Duid::ll_ethernet([0x0a, 0, 0, 0, 0, 2]);
     let run = |stamp: Instant| {
         let store = BindingStore::new(CacheConfig::default());
-        let first =
-            crate::bulk::recovery::observation(server_addr, &b, clock.at_std(t0)).expect("usable");
+        let first = crate::bulk::recovery::observation(&b, clock.at_std(t0)).expect("usable");
         store.apply(&first);
         assert!(store.get(&key).is_some());
         let out = store.withdraw(&Withdrawal {
@@ -521,14 +521,47 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
             arrival: clock.at_std(t0 + s(10)),
         });
         assert_eq!(out.verdicts, [(key, MergeVerdict::Removed)]);
-        let late = crate::bulk::recovery::observation(server_addr, &b, clock.at_std(stamp))
-            .expect("usable");
+        let late = crate::bulk::recovery::observation(&b, clock.at_std(stamp)).expect("usable");
         store.apply(&late);
         store.get(&key).is_some()
     };
     assert!(!run(b.stamped), "the release was undone");
     assert!(
-        run(b.received),
+        run(b.answer.received),
         "stamped when read, the old answer would have won (the race this test pins)"
     );
+}
+
+/// The next hop LQ_RELAY_DATA names (this box's level's peer-address), as the cache reads it.
+fn peer_of(b: &BulkBinding) -> Option<Ipv6Addr> {
+    b.answer
+        .relay_data()
+        .and_then(|rd| rd.chain().peer_address())
+}
+
+#[test]
+fn a_bad_prefix_is_counted_and_the_binding_still_goes_out() {
+    let t0 = Instant::now();
+    let mut c = BulkConnection::new(cfg(false));
+    c.submit(t0, QueryId::new(1), link_q("2001:db8:1::1"));
+    sent_queries(&mut c);
+    let mut cd = client_data(1, true);
+    // Two IAPREFIX a hostile or broken server sent with lengths over 128.
+    for len in [129, 255] {
+        cd.options.push(DhcpOption::IaPrefix(crate::wire::IaPrefix {
+            prefix_len: len,
+            ..crate::wire::IaPrefix::new("2001:db8:300::/56".parse().unwrap(), 1, 2)
+        }));
+    }
+    c.handle_bytes(t0, &reply(100, vec![DhcpOption::ClientData(cd.clone())]));
+    let ev = events(&mut c);
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_eq!(
+        ev[..2],
+        [
+            ConnEvent::Discarded(Discard::BadPrefix),
+            ConnEvent::Discarded(Discard::BadPrefix)
+        ]
+    );
+    assert!(matches!(&ev[2], ConnEvent::Binding(b) if b.answer.data == cd));
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::cache::binding::{ClientInfo, DoubtReason};
-use crate::requestor::{AnswerVerdict, ClientReply, ServerAnswer};
+use crate::requestor::{AnswerVerdict, ClientAnswer, ServerAnswer};
 use crate::wire::{DhcpOption, StatusCode};
 
 fn a(s: &str) -> Ipv6Addr {
@@ -58,7 +58,7 @@ fn answer(n: u8, answer: Answer) -> ServerAnswer {
 fn bound(n: u8, duid: &[u8], prefix: &str, len: u8) -> ServerAnswer {
     answer(
         n,
-        Answer::Bound(Box::new(ClientReply {
+        Answer::Bound(Box::new(ClientAnswer {
             data: client_data(duid, prefix, len),
             top_relay_data: None,
             top_base_time: None,

@@ -303,7 +303,7 @@ fn binding_is_the_client_data_as_sent_with_its_relay_data() {
     assert_eq!(rd.peer_address, addr("2001:db8:1::1"));
     assert_eq!(rd.relay, relay);
     // The leases as the cache's one conversion reads them, IA-wrapped ones with their IAID.
-    let leases = crate::cache::from_wire::observed_leases(&b.data).unwrap();
+    let leases = crate::cache::from_wire::observed_leases(&b.data);
     assert_eq!(leases.len(), 2);
     assert!(leases.iter().any(|l| l.ia == crate::cache::IaType::Na
         && l.iaid == 77
@@ -507,7 +507,7 @@ fn client_link_triggers_one_follow_up_per_link_and_combines() {
     );
     let ev = only(s.events());
     assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
-    let bs: Vec<&ClientReply> = ev.outcome.bindings().collect();
+    let bs: Vec<&ClientAnswer> = ev.outcome.bindings().collect();
     assert_eq!(bs.len(), 2);
     assert_eq!(bs[0].link, links[0]);
     assert_eq!(bs[1].link, links[1]);
@@ -1144,4 +1144,32 @@ fn server_reply_sequence_number_is_read_when_configured() {
         let b = only(ev.outcome.bindings().cloned().collect());
         assert_eq!(b.srsn, want, "option code {code:?}");
     }
+}
+
+#[test]
+fn a_bad_prefix_is_counted_and_the_answer_still_binds() {
+    let mut s = Script::new(cfg(&[server(1)], Policy::Failover));
+    s.submit(Query::by_address(addr("2001:db8::10")));
+    let (_, m) = only(s.sent());
+    let DhcpOption::ClientData(mut cd) = client_data("2001:db8::10", Some(3)) else {
+        unreachable!()
+    };
+    // A /129 (a hostile or broken server) beside the good address.
+    cd.options.push(DhcpOption::IaPrefix(crate::wire::IaPrefix {
+        prefix_len: 129,
+        ..crate::wire::IaPrefix::new("2001:db8:300::/56".parse().unwrap(), 1, 2)
+    }));
+    s.deliver(
+        server(1),
+        &reply(m.transaction_id, 1, vec![DhcpOption::ClientData(cd)]),
+    );
+    let ev = only(s.events());
+    assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
+    let b = only(ev.outcome.bindings().cloned().collect());
+    let leases = crate::cache::from_wire::observed_leases(&b.data);
+    assert_eq!(
+        leases.iter().map(|l| l.key).collect::<Vec<_>>(),
+        [crate::cache::LeaseKey::Address(addr("2001:db8::10"))]
+    );
+    assert_eq!(s.r.stats().dropped(DropReason::BadPrefix), 1);
 }

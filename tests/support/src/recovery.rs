@@ -312,16 +312,22 @@ pub fn bulk_config() -> BulkConfig {
 /// The route a recovered binding calls for, straight from the wire data (used until the
 /// cache sits in between).
 pub fn direct_routes(b: &BulkBinding) -> Vec<RouteChange> {
-    let Some(l) = b.link else { return Vec::new() };
+    let Some(l) = b.answer.placed_link() else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for a in b.data.addresses().filter(|a| a.valid != 0) {
+    for a in b.answer.data.addresses().filter(|a| a.valid != 0) {
         out.push(RouteChange::Upsert(RouteSpec::address(
             a.addr,
             LinkRef::LinkAddress(l),
         )));
     }
-    if let Some(hop) = b.peer_address {
-        for p in b.data.prefixes().filter(|p| p.valid != 0) {
+    if let Some(hop) = b
+        .answer
+        .relay_data()
+        .and_then(|rd| rd.chain().peer_address())
+    {
+        for p in b.answer.data.prefixes().filter(|p| p.valid != 0) {
             if let Ok(p) = p.prefix() {
                 out.push(RouteChange::Upsert(RouteSpec::delegated(
                     p,
@@ -345,8 +351,8 @@ pub fn via_cache(
     store: Arc<BindingStore>,
 ) -> impl FnMut(SocketAddr, BulkBinding) -> Vec<RouteChange> + Send + 'static {
     let clock = AgentClock::new();
-    move |server, b| {
-        let Ok(obs) = observation(server, &b, clock.at_std(b.received)) else {
+    move |_server, b| {
+        let Ok(obs) = observation(&b, clock.at_std(b.answer.received)) else {
             return Vec::new();
         };
         store
