@@ -822,3 +822,163 @@ fn the_end_of_inheritance_dumps_only_when_something_was_inherited() {
     );
     assert!(ours(&name).is_empty(), "the inherited route was deleted");
 }
+
+/// The nexthop object id (`nhid`) of each of our routes, by destination, as `ip -6 -j route`
+/// shows them (`None`: the route names its interface itself).
+fn nhids(ns: &str) -> std::collections::BTreeMap<String, Option<u64>> {
+    let out = sh(&[
+        "ip",
+        "-n",
+        ns,
+        "-6",
+        "-j",
+        "route",
+        "show",
+        "proto",
+        &DEFAULT_PROTOCOL.to_string(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+    v.as_array()
+        .expect("array of routes")
+        .iter()
+        .map(|r| (r["dst"].as_str().unwrap().to_string(), r["nhid"].as_u64()))
+        .collect()
+}
+
+/// Host routes on a link share one nexthop object (the kernel makes no next hop per route);
+/// a route with a gateway names its own. When the link goes down the kernel deletes the object
+/// with its routes; when it is up again the route task puts them back on a new one. The object
+/// deleted by hand takes the routes too: the next reconcile puts them back on a new one (the
+/// refusal of the old id makes the installer forget it). Withdrawn, they go (a delete naming
+/// the interface removes a route on a nexthop object).
+#[test]
+fn host_routes_share_a_nexthop_object_made_again_when_the_kernel_drops_it() {
+    if !require_root("host_routes_share_a_nexthop_object_made_again_when_the_kernel_drops_it") {
+        return;
+    }
+    let (agent, _sub) = agent_and_subscriber("knh");
+    let name = agent.name().to_string();
+    // Keep the relay's address over the flap (a configured box does), so the link is found.
+    agent.exec(&["sysctl", "-qw", "net.ipv6.conf.sub0.keep_addr_on_down=1"]);
+    let link = LinkRef::LinkAddress(a(LINK));
+    let hosts = ["2001:db8:10::100", "2001:db8:10::101", "2001:db8:10::102"];
+    let mut specs: Vec<RouteSpec> = hosts
+        .iter()
+        .map(|h| RouteSpec::address(a(h), link.clone()))
+        .collect();
+    specs.push(RouteSpec::delegated(
+        p("2001:db8:5000::/56"),
+        a("fe80::2"),
+        link.clone(),
+    ));
+    let specs2 = specs.clone();
+    let withdraw: Vec<RouteChange> = hosts
+        .iter()
+        .map(|h| RouteChange::Withdraw(p(&format!("{h}/128"))))
+        .chain([RouteChange::Withdraw(p("2001:db8:5000::/56"))])
+        .collect();
+    // One object for the three host routes, none for the delegated prefix.
+    let shared = move |ns: &str| -> Option<u64> {
+        let ids = nhids(ns);
+        if ids.len() != 4 || ids.get("2001:db8:5000::/56") != Some(&None) {
+            return None;
+        }
+        let host_ids: BTreeSet<Option<u64>> = hosts.iter().map(|h| ids[*h]).collect();
+        match host_ids.into_iter().collect::<Vec<_>>()[..] {
+            [Some(id)] => Some(id),
+            _ => None,
+        }
+    };
+    agent.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let inst = Installer::new(InstallerConfig::default()).await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let task = tokio::spawn(reconcile::run(inst, rx));
+            tx.send(RouteCommand::Apply(
+                specs.into_iter().map(RouteChange::Upsert).collect(),
+            ))
+            .await
+            .unwrap();
+            let until = async |what: &str, mut ok: Box<dyn FnMut() -> bool>| {
+                let end = Instant::now() + Duration::from_secs(10);
+                while !ok() {
+                    assert!(
+                        Instant::now() < end,
+                        "timed out waiting for {what}: {:?}",
+                        nhids(&name)
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let n = name.clone();
+            until(
+                "routes on one shared object",
+                Box::new(move || shared(&n).is_some()),
+            )
+            .await;
+            let first = shared(&name).unwrap();
+            let obj = sh(&[
+                "ip",
+                "-n",
+                &name,
+                "-j",
+                "nexthop",
+                "show",
+                "id",
+                &first.to_string(),
+            ]);
+            let obj: serde_json::Value = serde_json::from_slice(&obj.stdout).unwrap();
+            assert_eq!(obj[0]["dev"], "sub0", "{obj}");
+
+            sh(&["ip", "-n", &name, "link", "set", "sub0", "down"]);
+            let n = name.clone();
+            until(
+                "the kernel to drop the routes",
+                Box::new(move || nhids(&n).is_empty()),
+            )
+            .await;
+            sh(&["ip", "-n", &name, "link", "set", "sub0", "up"]);
+            let n = name.clone();
+            until(
+                "the routes back on one object",
+                Box::new(move || shared(&n).is_some()),
+            )
+            .await;
+            let second = shared(&name).unwrap();
+            assert_ne!(second, first, "the old object went with the link");
+
+            // The object deleted behind the installer's back (its routes go with it): the next
+            // reconcile puts them back on a new one, not refused for ever on the old id.
+            sh(&[
+                "ip",
+                "-n",
+                &name,
+                "nexthop",
+                "del",
+                "id",
+                &second.to_string(),
+            ]);
+            tx.send(RouteCommand::Desired(specs2)).await.unwrap();
+            let n = name.clone();
+            until(
+                "the routes back on a new object",
+                Box::new(move || shared(&n).is_some_and(|id| id != second)),
+            )
+            .await;
+
+            tx.send(RouteCommand::Apply(withdraw)).await.unwrap();
+            let n = name.clone();
+            until(
+                "the routes withdrawn",
+                Box::new(move || nhids(&n).is_empty()),
+            )
+            .await;
+            drop(tx);
+            let _ = task.await;
+        });
+    });
+}
