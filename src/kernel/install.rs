@@ -100,17 +100,6 @@ pub struct Installer {
     /// `set_desired` at start-up that second dump of every route was a third of the time a
     /// restart from the state file spent past the install itself).
     reconciled: bool,
-    /// The nexthop object (`ip -6 nexthop add dev IF proto P`) each interface's routes without
-    /// a gateway name, made when its first such route goes in: each /128 then shares it instead
-    /// of the kernel making a next hop per route (see [`netlink::encode_op`]). An interface
-    /// that goes down or away loses its object in the kernel (with the routes on it), so it is
-    /// forgotten here then ([`Installer::links_changed`]) and made again when routes return;
-    /// a re-dump of the links (start, overrun) forgets them all, as a flap may have been missed.
-    /// Objects of earlier runs stay in the kernel with the routes that use them.
-    nexthops: HashMap<u32, u32>,
-    /// False once the kernel refused to make a nexthop object for a reason other than a
-    /// missing interface (a kernel without them): routes then name their interface.
-    use_nexthops: bool,
 }
 
 impl Drop for Installer {
@@ -156,8 +145,6 @@ impl Installer {
             own: None,
             doubts: None,
             reconciled: false,
-            nexthops: HashMap::new(),
-            use_nexthops: true,
         };
         me.refresh_links().await?;
         Ok(me)
@@ -330,7 +317,6 @@ impl Installer {
         for (i, a, l) in addrs {
             table.add_addr(i, a, l);
         }
-        self.nexthops.clear();
         self.book.set_links(table);
         self.links_changed().await
     }
@@ -366,8 +352,6 @@ impl Installer {
         if let Some(own) = &self.own {
             own.replace(self.book.links().addresses().collect());
         }
-        let links = self.book.links();
-        self.nexthops.retain(|oif, _| links.is_usable(*oif));
         let ops = self.book.links_changed();
         self.run_ops(ops).await
     }
@@ -519,7 +503,6 @@ impl Installer {
     /// unrefused ops stay unanswered (retried by the book).
     async fn execute(&mut self, ops: &[RouteOp]) -> Result<Vec<Outcome>, KernelError> {
         self.drain_unsolicited();
-        self.make_nexthops(ops).await?;
         let mut outcomes = vec![Outcome::Unanswered; ops.len()];
         let size = self.cfg.batch_size.max(1);
         let window = self.cfg.max_in_flight.max(1);
@@ -539,9 +522,8 @@ impl Installer {
                     _ => self.book.expires(now, &op.dst()),
                 };
                 let seq = first.wrapping_add((b * size + i) as u32);
-                let nh = self.nexthops.get(&op.route().oif).copied();
                 self.sock
-                    .push(&self.cfg, op, exp, seq, i + 1 == chunk.len(), nh);
+                    .push(&self.cfg, op, exp, seq, i + 1 == chunk.len());
             }
             let sent = Instant::now();
             if let Err(e) = self.sock.send() {
@@ -558,68 +540,7 @@ impl Installer {
         while !batches.inflight.is_empty() {
             self.read_answers(&mut batches, &mut outcomes).await?;
         }
-        // A route naming a nexthop object the kernel no longer has (deleted by hand, or with
-        // its link in a flap not seen) is refused with EINVAL: forget that object, so the
-        // retry makes a new one instead of failing for ever. (Were the EINVAL for another
-        // reason, the object stays in the kernel for the routes on it; only its id is dropped.)
-        for (op, o) in ops.iter().zip(&outcomes) {
-            let oif = op.route().oif;
-            if *o == Outcome::Refused(libc::EINVAL)
-                && netlink::nh_of(op, self.nexthops.get(&oif).copied()).is_some()
-            {
-                debug!(
-                    oif,
-                    "a route on the interface's nexthop object was refused; a new object is made"
-                );
-                self.nexthops.remove(&oif);
-            }
-        }
         Ok(outcomes)
-    }
-
-    /// Make the nexthop object of each interface `ops` add routes without a gateway on and
-    /// that has none yet. A refusal for a missing interface (its routes will be parked) or no
-    /// answer leaves that interface without one for now (its routes name it); any other
-    /// refusal means the kernel cannot (no nexthop objects): they are not asked for again.
-    async fn make_nexthops(&mut self, ops: &[RouteOp]) -> Result<(), KernelError> {
-        if !self.use_nexthops {
-            return Ok(());
-        }
-        let mut wanted: Vec<u32> = ops
-            .iter()
-            .filter(|op| netlink::nh_of(op, Some(0)).is_some())
-            .map(|op| op.route().oif)
-            .filter(|oif| !self.nexthops.contains_key(oif))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        for oif in wanted {
-            let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-            match self
-                .sock
-                .create_nexthop(&self.cfg, oif, deadline)
-                .await
-                .map_err(KernelError::Socket)?
-            {
-                Ok(id) => {
-                    debug!(oif, id, "nexthop object made for the interface's routes");
-                    self.nexthops.insert(oif, id);
-                }
-                Err(e) if e == libc::ENODEV || e == libc::ETIMEDOUT || e == libc::ENOBUFS => {
-                    debug!(oif, errno = e, "no nexthop object for now");
-                }
-                Err(e) => {
-                    warn!(
-                        oif,
-                        errno = e,
-                        "the kernel refused a nexthop object; routes name their interface"
-                    );
-                    self.use_nexthops = false;
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Read one datagram of answers (waiting until the oldest batch's ack timeout at the

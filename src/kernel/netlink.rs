@@ -40,17 +40,6 @@ const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
 const RTA_TABLE: u16 = 15;
 const RTA_EXPIRES: u16 = 23;
-/// A route's next hop as a nexthop object (`nhid N`).
-const RTA_NH_ID: u16 = 30;
-/// `linux/rtnetlink.h`: a nexthop object's request and answer.
-const RTM_NEWNEXTHOP: u16 = 104;
-/// `linux/nexthop.h`: `struct nhmsg` (family, scope, protocol, reserved, flags) and the two
-/// attributes the installer writes or reads.
-const NHMSG_LEN: usize = 8;
-const NHA_ID: u16 = 1;
-const NHA_OIF: u16 = 5;
-/// `linux/netlink.h`: send the created object back to the requester (with its new id).
-const NLM_F_ECHO: u16 = 8;
 /// `rtm_flags` bit for a next hop taken as on the link (`onlink`).
 const RTNH_F_ONLINK: u32 = 4;
 const AF_INET6: u8 = 10;
@@ -133,13 +122,6 @@ fn put_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 /// written straight into the datagram the installer sends. Why not the builder: it allocates an
 /// attribute list per route, and the message was serialised again by a connection task — the
 /// larger part of the installer's own CPU per route (issue 22's routes bench).
-///
-/// `nh`: the nexthop object of the route's interface, if the installer has one. An add or a
-/// replace of a route without a gateway then names it (`ip -6 route add DST nhid N …`) instead
-/// of the interface: the kernel shares that object's next hop instead of making one for the
-/// route (`fib6_nh_init`, with a per-CPU allocation: a third of the kernel's cost per route in
-/// the storm bench). Deletes always name the interface: the kernel deletes a route that uses
-/// a nexthop object whatever interface the request names (`ip6_route_del`).
 pub(crate) fn encode_op(
     out: &mut Vec<u8>,
     cfg: &InstallerConfig,
@@ -147,7 +129,6 @@ pub(crate) fn encode_op(
     expires: Option<u32>,
     seq: u32,
     ack: bool,
-    nh: Option<u32>,
 ) {
     let r = op.route();
     let start = out.len();
@@ -183,10 +164,7 @@ pub(crate) fn encode_op(
     let rtm_flags = if onlink { RTNH_F_ONLINK } else { 0 };
     out.extend_from_slice(&rtm_flags.to_ne_bytes());
     put_attr(out, RTA_DST, &r.dst.addr().octets());
-    match nh_of(op, nh) {
-        Some(id) => put_attr(out, RTA_NH_ID, &id.to_ne_bytes()),
-        None => put_attr(out, RTA_OIF, &r.oif.to_ne_bytes()),
-    }
+    put_attr(out, RTA_OIF, &r.oif.to_ne_bytes());
     put_attr(out, RTA_PRIORITY, &r.metric.to_ne_bytes());
     if cfg.table > 255 {
         put_attr(out, RTA_TABLE, &cfg.table.to_ne_bytes());
@@ -199,62 +177,6 @@ pub(crate) fn encode_op(
     }
     let len = (out.len() - start) as u32;
     out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// The nexthop object `op`'s request names, given the one of its interface (`nh`): only an add
-/// or replace of a route without a gateway uses one.
-pub(crate) fn nh_of(op: &RouteOp, nh: Option<u32>) -> Option<u32> {
-    match op {
-        RouteOp::Add(r) | RouteOp::Replace(r) if r.gateway.is_none() => nh,
-        _ => None,
-    }
-}
-
-/// Append the request `ip -6 nexthop add dev IF proto P` (the kernel picks the id) numbered
-/// `seq`, asking for the created object back (`NLM_F_ECHO`: its id) and an ack.
-pub(crate) fn encode_nexthop(out: &mut Vec<u8>, cfg: &InstallerConfig, oif: u32, seq: u32) {
-    let start = out.len();
-    let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK | NLM_F_ECHO;
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&RTM_NEWNEXTHOP.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    // nhmsg: family, scope, protocol, reserved, flags.
-    out.extend_from_slice(&[AF_INET6, RT_SCOPE_UNIVERSE, cfg.protocol, 0]);
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    put_attr(out, NHA_OIF, &oif.to_ne_bytes());
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// The id of the nexthop object the kernel sent back (`RTM_NEWNEXTHOP`, `NLM_F_ECHO`) for the
-/// request numbered `seq`, if `buf` holds it. Hostile bytes end the walk, never panic.
-pub(crate) fn created_nexthop(mut buf: &[u8], seq: u32) -> Option<u32> {
-    loop {
-        let len = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
-        let at = u32::from_ne_bytes(buf.get(8..12)?.try_into().ok()?);
-        if kind == RTM_NEWNEXTHOP && at == seq {
-            let mut attrs = buf.get(NLMSG_HDRLEN + NHMSG_LEN..len)?;
-            while attrs.len() >= 4 {
-                let alen = usize::from(u16::from_ne_bytes(attrs.get(0..2)?.try_into().ok()?));
-                let akind = u16::from_ne_bytes(attrs.get(2..4)?.try_into().ok()?) & 0x3fff;
-                if alen < 4 || alen > attrs.len() {
-                    return None;
-                }
-                if akind == NHA_ID && alen == 8 {
-                    return Some(u32::from_ne_bytes(attrs.get(4..8)?.try_into().ok()?));
-                }
-                attrs = attrs.get((alen + 3) & !3..).unwrap_or(&[]);
-            }
-            return None;
-        }
-        buf = buf.get((len + 3) & !3..).unwrap_or(&[]);
-    }
 }
 
 /// One answer of the kernel to a request of ours: the sequence number of the request it answers
@@ -557,131 +479,23 @@ mod tests {
         for c in [cfg(), big] {
             for r in [host, pd()] {
                 for op in [RouteOp::Add(r), RouteOp::Replace(r), RouteOp::Delete(r)] {
-                    for (exp, ack, nh) in variants() {
-                        let seq = 0x0102_0304 + n;
-                        let mut want = op_request(&c, &op, exp, ack);
-                        want.header.sequence_number = seq;
-                        if let Some(id) = nh_of(&op, nh) {
-                            // `ip -6 route add DST nhid N …`: the object in the interface's place.
-                            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) =
-                                &mut want.payload
-                            else {
-                                panic!("an add or replace is a NewRoute");
-                            };
-                            for a in &mut m.attributes {
-                                if matches!(a, RouteAttribute::Oif(_)) {
-                                    *a = RouteAttribute::NhId(id);
-                                }
-                            }
+                    for exp in [None, Some(600)] {
+                        for ack in [false, true] {
+                            let seq = 0x0102_0304 + n;
+                            let mut want = op_request(&c, &op, exp, ack);
+                            want.header.sequence_number = seq;
+                            // A prefix already in the buffer stays, the op is appended.
+                            let mut out = vec![0xee; 3];
+                            encode_op(&mut out, &c, &op, exp, seq, ack);
+                            assert_eq!(&out[..3], &[0xee; 3]);
+                            assert_eq!(out[3..], emitted(&want)[..], "{op:?} {exp:?} {ack}");
+                            assert!(out.len() - 3 <= MAX_OP_LEN);
+                            n += 1;
                         }
-                        // A prefix already in the buffer stays, the op is appended.
-                        let mut out = vec![0xee; 3];
-                        encode_op(&mut out, &c, &op, exp, seq, ack, nh);
-                        assert_eq!(&out[..3], &[0xee; 3]);
-                        assert_eq!(out[3..], emitted(&want)[..], "{op:?} {exp:?} {ack} {nh:?}");
-                        assert!(out.len() - 3 <= MAX_OP_LEN);
-                        n += 1;
                     }
                 }
             }
         }
-    }
-
-    /// Expiry, ack and nexthop object, every combination.
-    fn variants() -> Vec<(Option<u32>, bool, Option<u32>)> {
-        let mut v = Vec::new();
-        for exp in [None, Some(600)] {
-            for ack in [false, true] {
-                for nh in [None, Some(77)] {
-                    v.push((exp, ack, nh));
-                }
-            }
-        }
-        v
-    }
-
-    /// Only an add or replace of a route without a gateway names a nexthop object; a delete
-    /// names the interface (the kernel deletes a nexthop-object route by it too).
-    #[test]
-    fn only_gatewayless_adds_and_replaces_name_a_nexthop_object() {
-        let host = KernelRoute {
-            dst: "2001:db8:1::9/128".parse().unwrap(),
-            gateway: None,
-            oif: 3,
-            metric: 1024,
-        };
-        assert_eq!(nh_of(&RouteOp::Add(host), Some(5)), Some(5));
-        assert_eq!(nh_of(&RouteOp::Replace(host), Some(5)), Some(5));
-        assert_eq!(nh_of(&RouteOp::Delete(host), Some(5)), None);
-        assert_eq!(nh_of(&RouteOp::Add(pd()), Some(5)), None);
-        assert_eq!(nh_of(&RouteOp::Add(host), None), None);
-    }
-
-    /// `ip -6 nexthop add dev IF proto P`: the request's bytes; the id is read from the object
-    /// the kernel echoes (an `RTM_NEWNEXTHOP` with our sequence number, its NHA_ID after other
-    /// attributes), not from another request's echo; cut or lying bytes give none, never panic.
-    #[test]
-    fn a_nexthop_request_and_the_id_in_its_echo() {
-        let mut req = vec![0xee];
-        encode_nexthop(&mut req, &cfg(), 9, 0x0a0b_0c0d);
-        let mut want = Vec::new();
-        want.extend_from_slice(&32u32.to_ne_bytes());
-        want.extend_from_slice(&RTM_NEWNEXTHOP.to_ne_bytes());
-        want.extend_from_slice(
-            &(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK | NLM_F_ECHO).to_ne_bytes(),
-        );
-        want.extend_from_slice(&0x0a0b_0c0du32.to_ne_bytes());
-        want.extend_from_slice(&0u32.to_ne_bytes());
-        want.extend_from_slice(&[AF_INET6, 0, cfg().protocol, 0, 0, 0, 0, 0]);
-        want.extend_from_slice(&8u16.to_ne_bytes());
-        want.extend_from_slice(&NHA_OIF.to_ne_bytes());
-        want.extend_from_slice(&9u32.to_ne_bytes());
-        assert_eq!(req[1..], want[..]);
-
-        let echo = |seq: u32, id: u32| {
-            let mut m = Vec::new();
-            m.extend_from_slice(&0u32.to_ne_bytes());
-            m.extend_from_slice(&RTM_NEWNEXTHOP.to_ne_bytes());
-            m.extend_from_slice(&0u16.to_ne_bytes());
-            m.extend_from_slice(&seq.to_ne_bytes());
-            m.extend_from_slice(&0u32.to_ne_bytes());
-            m.extend_from_slice(&[AF_INET6, 0, 211, 0, 0, 0, 0, 0]);
-            // NHA_OIF first, then a 5-byte attribute (padded), then NHA_ID.
-            m.extend_from_slice(&8u16.to_ne_bytes());
-            m.extend_from_slice(&NHA_OIF.to_ne_bytes());
-            m.extend_from_slice(&9u32.to_ne_bytes());
-            m.extend_from_slice(&5u16.to_ne_bytes());
-            m.extend_from_slice(&99u16.to_ne_bytes());
-            m.extend_from_slice(&[1, 0, 0, 0]);
-            m.extend_from_slice(&8u16.to_ne_bytes());
-            m.extend_from_slice(&NHA_ID.to_ne_bytes());
-            m.extend_from_slice(&id.to_ne_bytes());
-            let len = m.len() as u32;
-            m[0..4].copy_from_slice(&len.to_ne_bytes());
-            m
-        };
-        // Another request's echo, then ours, then the ack.
-        let mut buf = echo(6, 1000);
-        buf.extend_from_slice(&echo(7, 1234));
-        buf.extend_from_slice(&answer(7, 0, &[]));
-        assert_eq!(created_nexthop(&buf, 7), Some(1234));
-        assert_eq!(created_nexthop(&buf, 6), Some(1000));
-        assert_eq!(created_nexthop(&buf, 8), None);
-        let first = echo(6, 1000).len();
-        for cut in 0..buf.len() {
-            let got = created_nexthop(&buf[..cut], 7);
-            assert!(
-                got.is_none() || cut >= first + echo(7, 1234).len(),
-                "cut at {cut}"
-            );
-        }
-        let mut liar = echo(7, 1234);
-        liar[NLMSG_HDRLEN + NHMSG_LEN..NLMSG_HDRLEN + NHMSG_LEN + 2]
-            .copy_from_slice(&u16::MAX.to_ne_bytes());
-        assert_eq!(created_nexthop(&liar, 7), None);
-        liar[NLMSG_HDRLEN + NHMSG_LEN..NLMSG_HDRLEN + NHMSG_LEN + 2]
-            .copy_from_slice(&0u16.to_ne_bytes());
-        assert_eq!(created_nexthop(&liar, 7), None);
     }
 
     /// The kernel's answers as it writes them (`struct nlmsgerr`: the error code, then the
@@ -702,15 +516,7 @@ mod tests {
     #[test]
     fn answers_are_read_by_sequence_number() {
         let mut req = Vec::new();
-        encode_op(
-            &mut req,
-            &cfg(),
-            &RouteOp::Delete(pd()),
-            None,
-            41,
-            false,
-            None,
-        );
+        encode_op(&mut req, &cfg(), &RouteOp::Delete(pd()), None, 41, false);
         // An ack (code 0, the header quoted) and an error quoting its request in full (with a
         // length that is not a multiple of 4: the next message starts aligned).
         let mut buf = answer(40, 0, &req[..NLMSG_HDRLEN]);

@@ -96,42 +96,8 @@ impl RouteSocket {
         expires: Option<u32>,
         seq: u32,
         ack: bool,
-        nh: Option<u32>,
     ) {
-        netlink::encode_op(&mut self.out, cfg, op, expires, seq, ack, nh);
-    }
-
-    /// `ip -6 nexthop add dev IF proto P`, waiting for the kernel's answer until `deadline`:
-    /// `Ok(id)` of the new object, `Err(errno)` when it was refused, or no answer (errno
-    /// ETIMEDOUT; a receive overrun, ENOBUFS). Call it with no route batch in flight: answers
-    /// to other requests read meanwhile are dropped.
-    pub(crate) async fn create_nexthop(
-        &mut self,
-        cfg: &InstallerConfig,
-        oif: u32,
-        deadline: Instant,
-    ) -> io::Result<Result<u32, i32>> {
-        let seq = self.reserve_seq(1);
-        self.out.clear();
-        netlink::encode_nexthop(&mut self.out, cfg, oif, seq);
-        self.send()?;
-        let mut id = None;
-        loop {
-            match self.recv(deadline).await? {
-                Received::TimedOut => return Ok(Err(libc::ETIMEDOUT)),
-                Received::Overrun => return Ok(Err(libc::ENOBUFS)),
-                Received::Datagram => {}
-            }
-            // The echo comes before the ack, in the same datagram or an earlier one.
-            id = id.or(netlink::created_nexthop(&self.inbuf, seq));
-            if let Some(a) = self.answers().find(|a| a.seq == seq) {
-                return Ok(match (a.errno, id) {
-                    (0, Some(id)) => Ok(id),
-                    (0, None) => Err(libc::EPROTO),
-                    (e, _) => Err(e),
-                });
-            }
-        }
+        netlink::encode_op(&mut self.out, cfg, op, expires, seq, ack);
     }
 
     /// Send the datagram filled since the last send, as one `sendto` to the kernel, and start
