@@ -14,14 +14,21 @@
 //! UDP from port 547 to ports 546/547 is copied to user space. It is attached before the socket
 //! is bound, so not one unfiltered frame is queued.
 //!
+//! Packets arrive in a `TPACKET_V2` receive ring (`PACKET_RX_RING`) mapped into the agent: the
+//! kernel copies each packet the filter passes into the ring's next free frame, and the capture
+//! reads it in place — no system call per packet or per batch while packets wait (see [`Ring`]
+//! for why, and why V2). A packet longer than a frame also waits whole in the socket's receive
+//! queue and is read from there.
+//!
 //! Nothing is dropped in user space: when the classifier's bounded queue is full the capture
 //! task *waits* for room (counted `queue_full`, not a loss), so back-pressure reaches the one
-//! place a packet can be lost, the socket's receive buffer. The kernel counts every packet it
-//! drops there (`PACKET_STATISTICS` tp_drops), and the task reads that count every 256 packets
-//! and on every idle heartbeat, so a burst's losses show in `kernel_drop` within a heartbeat of
-//! the burst ending — never silently. The buffer is set with `SO_RCVBUFFORCE` (root, or
-//! CAP_NET_ADMIN, which the agent has for its routes) so it is not cut to `net.core.rmem_max`
-//! without a word; without the capability the plain `SO_RCVBUF` (capped) is used.
+//! place a packet can be lost, the ring (and, for the rare packet longer than a frame, the
+//! socket's receive buffer). The kernel counts every packet it drops there (`PACKET_STATISTICS`
+//! tp_drops), and the task reads that count every 256 packets and on every idle heartbeat, so
+//! a burst's losses show in `kernel_drop` within a heartbeat of the burst ending — never
+//! silently. The receive buffer is set with `SO_RCVBUFFORCE` (root, or CAP_NET_ADMIN, which the
+//! agent has for its routes) so it is not cut to `net.core.rmem_max` without a word; without
+//! the capability the plain `SO_RCVBUF` (capped) is used.
 //!
 //! Link flaps: when the interface goes down the kernel unhooks the socket and reports ENETDOWN
 //! once; it hooks it again when the interface comes back up. That error is therefore not the end
@@ -53,13 +60,15 @@ pub struct CaptureConfig {
     /// Captured messages queued for the classifier; when it is full the capture waits (and
     /// the socket buffer fills).
     pub queue: usize,
-    /// Kernel receive buffer per socket (`SO_RCVBUFFORCE`, else `SO_RCVBUF`), bytes: what a
-    /// burst may queue while the pipeline catches up. A limit, not an allocation: memory is
-    /// only held while packets wait. The default, 64 MiB (the kernel doubles it), holds well
-    /// over 100 000 queued DHCPv6 packets (under 1 KiB each as the kernel accounts them): the
-    /// backlog of a 50 000-client reboot storm even when the pipeline runs at a fraction of
-    /// the storm's rate (`cargo bench --bench storm`). The filter lets only DHCPv6 in, so
-    /// nothing else can take this room.
+    /// Bytes of the receive ring per socket: what a burst may queue while the pipeline
+    /// catches up, one 2 KiB frame a packet. An allocation, held by the kernel while the
+    /// socket is open (a ring is memory, where a receive buffer was only a limit). The
+    /// default, 64 MiB, holds 32 768 packets: the backlog of a 50 000-client reboot storm
+    /// while the pipeline keeps up with the sender (`cargo bench --bench storm`); a pipeline
+    /// far slower than the storm drops (counted) what the ring cannot hold. The filter lets only
+    /// DHCPv6 in, so nothing else can take this room. The socket's receive buffer
+    /// (`SO_RCVBUFFORCE`, else `SO_RCVBUF`) gets the same size, as a limit: only a packet
+    /// longer than a frame waits there.
     pub receive_buffer: usize,
 }
 
@@ -135,6 +144,8 @@ impl CaptureStats {
 /// One filtered packet socket on one interface.
 #[derive(Debug)]
 pub struct CaptureSocket {
+    /// The receive ring the kernel writes packets into (unmapped before the socket closes).
+    ring: Ring,
     fd: AsyncFd<OwnedFd>,
     interface: Arc<str>,
     /// SO_RCVBUF it was opened with (to open it again the same way).
@@ -171,6 +182,8 @@ impl CaptureSocket {
         if setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
             setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
         }
+        // The ring before the bind too: no packet is queued the old way meanwhile.
+        let ring = Ring::new(&fd, receive_buffer)?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         #[allow(unsafe_code)]
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -196,6 +209,7 @@ impl CaptureSocket {
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
                 .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(CaptureSocket {
+            ring,
             fd,
             interface: interface.into(),
             receive_buffer,
@@ -204,38 +218,6 @@ impl CaptureSocket {
 
     pub fn interface(&self) -> &Arc<str> {
         &self.interface
-    }
-
-    /// Receives one filtered packet into `buf`: its length and whether it was outgoing.
-    ///
-    /// CANCEL-SAFETY: a packet is either left in the kernel queue or returned whole.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-        loop {
-            // ERROR too: a socket error (ENETDOWN on a link flap) comes without a packet and
-            // must wake the reader, or it would only be seen with the next packet.
-            let mut guard = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
-            match guard.try_io(|fd| recv_from(fd.get_ref(), buf)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Receives up to [`BATCH`] filtered packets into `batch` with one `recvmmsg`: how many.
-    /// A storm queues thousands of packets; one syscall and one readiness check per packet was
-    /// the capture's largest cost (issue 22's storm bench), so whatever is queued is taken in
-    /// batches. Each slot is as large as the single-packet buffer was, so nothing is cut that
-    /// was not cut before.
-    ///
-    /// CANCEL-SAFETY: packets are either left in the kernel queue or all returned in `batch`.
-    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
-            match guard.try_io(|fd| recv_many(fd.get_ref(), batch)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
     }
 
     /// Packets and drops the kernel counted since the last call (`PACKET_STATISTICS` resets).
@@ -264,18 +246,21 @@ impl CaptureSocket {
 }
 
 /// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx`. A full queue is
-/// waited for (counted `queue_full`): the packets behind it stay in the socket buffer, where
-/// the kernel counts what it must drop (`kernel_drop`, read every 256 packets and when idle).
-/// Ends when `tx` is closed.
+/// waited for (counted `queue_full`): the packets behind it stay in the ring, where the kernel
+/// counts what it must drop (`kernel_drop`, read every 256 packets and when idle). Ends when
+/// `tx` is closed.
+///
+/// Readiness is cleared only when the ring is empty: while packets wait they are taken
+/// without a system call, [`BATCH`] at a time.
 pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
-    let mut batch = RecvBatch::new();
     let mut since_stats = 0u32;
     let mut beat = crate::notify::heartbeat_timer();
+    // Where a packet longer than its frame is read whole (allocated on first use).
+    let mut copy: Vec<u8> = Vec::new();
     loop {
         stats.heartbeat.beat();
-        // CANCEL-SAFETY: `recv_batch` leaves packets in the kernel queue or returns them whole.
-        let received = tokio::select! {
-            r = sock.recv_batch(&mut batch) => r,
+        let ready = tokio::select! {
+            r = sock.fd.ready(Interest::READABLE | Interest::ERROR) => r,
             _ = beat.tick() => {
                 // Idle: the drops of a burst that just ended are counted now, not with the
                 // 256th packet of some later burst.
@@ -284,48 +269,101 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
                 continue;
             }
         };
-        let count = match received {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                // The kernel re-hooks this socket when the interface is up again.
-                stats.add(CaptureCounter::LinkDown, 1);
-                tracing::warn!(interface = %sock.interface,
-                    "snooped interface went down; capture resumes when it is up again");
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(interface = %sock.interface, error = %e,
-                    "capture socket failed; opening it again");
-                if tx.is_closed() {
-                    return;
+        let failed = match ready {
+            Err(e) => Some(e),
+            Ok(mut guard) => {
+                let mut taken = 0;
+                while taken < BATCH {
+                    let Some((status, frame)) = sock.ring.head() else {
+                        break;
+                    };
+                    taken += 1;
+                    let Some(p) = frame_packet(frame) else {
+                        stats.add(CaptureCounter::Malformed, 1);
+                        sock.ring.release();
+                        continue;
+                    };
+                    let mut pkt = p.data;
+                    if status & libc::TP_STATUS_COPY != 0 {
+                        // Longer than its frame: the whole packet waits in the socket queue.
+                        if copy.is_empty() {
+                            copy = vec![0u8; COPY_LEN];
+                        }
+                        match recv_from(guard.get_ref().get_ref(), &mut copy) {
+                            Ok((n, _)) => pkt = &copy[..n],
+                            Err(e) => tracing::debug!(interface = %sock.interface, error = %e,
+                                len = p.len, "a long packet's copy could not be read; its cut frame is used"),
+                        }
+                    }
+                    if !forward(&sock.interface, pkt, p.outgoing, &tx, &stats, &mut beat).await {
+                        return;
+                    }
+                    sock.ring.release();
                 }
-                sock = reopen(&sock.interface, sock.receive_buffer, &tx).await;
-                stats.add(CaptureCounter::Reopened, 1);
-                tracing::info!(interface = %sock.interface, "capture socket open again");
-                continue;
+                stats.add(CaptureCounter::Received, taken as u64);
+                since_stats += taken as u32;
+                if since_stats >= 256 {
+                    since_stats = 0;
+                    take_drops(&sock, &stats);
+                }
+                if taken == BATCH {
+                    // More may wait: readiness stays set.
+                    continue;
+                }
+                let r = guard.ready();
+                if r.is_error() || r.is_read_closed() {
+                    // A socket error (ENETDOWN on a link flap) comes without a packet: read it.
+                    match recv_error(guard.get_ref().get_ref()) {
+                        Ok(()) => {
+                            guard.clear_ready();
+                            None
+                        }
+                        Err(e) => Some(e),
+                    }
+                } else {
+                    guard.clear_ready();
+                    None
+                }
             }
         };
-        stats.add(CaptureCounter::Received, count as u64);
-        since_stats += count as u32;
-        if since_stats >= 256 {
-            since_stats = 0;
-            take_drops(&sock, &stats);
+        let Some(e) = failed else {
+            continue;
+        };
+        if e.raw_os_error() == Some(libc::ENETDOWN) {
+            // The kernel re-hooks this socket when the interface is up again.
+            stats.add(CaptureCounter::LinkDown, 1);
+            tracing::warn!(interface = %sock.interface,
+                "snooped interface went down; capture resumes when it is up again");
+            continue;
         }
-        for i in 0..count {
-            let Some((pkt, outgoing)) = batch.packet(i) else {
-                continue;
-            };
-            if !forward(&sock, pkt, outgoing, &tx, &stats, &mut beat).await {
-                return;
-            }
+        tracing::error!(interface = %sock.interface, error = %e,
+            "capture socket failed; opening it again");
+        if tx.is_closed() {
+            return;
         }
+        sock = reopen(&sock.interface, sock.receive_buffer, &tx).await;
+        stats.add(CaptureCounter::Reopened, 1);
+        tracing::info!(interface = %sock.interface, "capture socket open again");
+    }
+}
+
+/// The pending error of a socket whose readiness says error: `Ok` when there is none (a
+/// non-blocking read finds nothing). A packet in the socket queue cannot be there (every
+/// packet goes to the ring; a long one's copy is read with its frame), so one read is all.
+fn recv_error(fd: &OwnedFd) -> io::Result<()> {
+    let mut none = [0u8; 0];
+    match recv_from(fd, &mut none) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 /// Parses one captured packet and queues its DHCPv6 payload for the classifier, waiting for
 /// room. `false`: the queue is closed (the capture ends).
 async fn forward(
-    sock: &CaptureSocket,
+    interface: &Arc<str>,
     pkt: &[u8],
     outgoing: bool,
     tx: &mpsc::Sender<Snooped>,
@@ -337,12 +375,12 @@ async fn forward(
             Ok(d) => d,
             Err(e) => {
                 stats.add(CaptureCounter::Malformed, 1);
-                tracing::debug!(interface = %sock.interface, reason = e.label(), "unreadable packet");
+                tracing::debug!(interface = %interface, reason = e.label(), "unreadable packet");
                 return true;
             }
         };
         let msg = Snooped {
-            interface: sock.interface.clone(),
+            interface: interface.clone(),
             outgoing,
             src: d.src,
             dst: d.dst,
@@ -514,94 +552,318 @@ fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((n, sll.sll_pkttype == libc::PACKET_OUTGOING))
 }
 
-/// Packets taken by one `recvmmsg`: at most this many.
-pub const BATCH: usize = 16;
+/// Frames taken from the ring per readiness check: then the task goes back through the
+/// runtime's readiness (and its cooperative budget), so a ring that never empties does not
+/// starve the worker's other tasks.
+pub const BATCH: usize = 64;
 
-/// Size of each packet slot: the largest packet a packet socket hands over whole (a longer one
-/// is cut, its real length reported through `MSG_TRUNC` and clamped).
-const SLOT: usize = 65_536;
+/// Bytes of one ring frame. A frame holds the `tpacket2_hdr`, the `sockaddr_ll` and the packet
+/// from its IPv6 header on (at offset 80 for a `SOCK_DGRAM` socket), so up to 1 968 bytes of
+/// packet: a relayed DHCPv6 message on a 1 500-byte link fits. A longer packet (jumbo frames)
+/// is not cut: its frame is marked `TP_STATUS_COPY` and the whole packet waits in the socket's
+/// receive queue, read from there ([`PACKET_COPY_THRESH`]).
+const FRAME: usize = 2048;
 
-/// The buffers of one [`CaptureSocket::recv_batch`]: [`BATCH`] slots of [`SLOT`] bytes (one
-/// allocation, zeroed lazily by the allocator's fresh pages, so only what packets touch is
-/// resident), with each packet's length and direction.
-pub struct RecvBatch {
-    buf: Vec<u8>,
-    lens: [usize; BATCH],
-    outgoing: [bool; BATCH],
+/// Bytes of one ring block (the kernel allocates the ring block by block): 32 pages of 4 KiB,
+/// small enough to be found contiguous on a long-running box, a multiple of every page size
+/// Linux uses for a BNG (4, 16, 64 KiB) and of [`FRAME`].
+const BLOCK: usize = 128 << 10;
+
+/// `linux/if_packet.h`: the ring's header layout (`enum tpacket_versions`).
+const TPACKET_V2: libc::c_int = 1;
+/// `linux/if_packet.h` socket option: a packet longer than its frame is also queued whole on
+/// the socket (the frame says so with `TP_STATUS_COPY`).
+const PACKET_COPY_THRESH: libc::c_int = libc::PACKET_COPY_THRESH;
+
+/// Offsets in a `TPACKET_V2` frame (`struct tpacket2_hdr`, then `struct sockaddr_ll` at
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`).
+const TP_LEN: usize = 4;
+const TP_SNAPLEN: usize = 8;
+const TP_MAC: usize = 12;
+const SLL_PKTTYPE: usize = 32 + 10;
+
+/// The largest packet the socket queue hands over whole (a `TP_STATUS_COPY` packet; a longer
+/// one is cut, its real length reported through `MSG_TRUNC` and clamped).
+const COPY_LEN: usize = 65_536;
+
+/// A `TPACKET_V2` receive ring (`PACKET_RX_RING`) mapped into this process: the kernel writes
+/// each packet the filter passes into the next free frame and hands the frame over by its
+/// status word; the reader reads it in place and hands it back.
+///
+/// Why a ring and not `recvmmsg`: in a storm the copy to user space, the per-packet message
+/// headers and the socket buffer's accounting and freeing were the capture's cost, about a
+/// sixth of the agent's CPU per exchange (issue 22's storm bench, `perf`). With the ring the
+/// kernel copies the packet once, in the context that delivers it, and reading a packet is a
+/// memory read: no system call while packets are waiting. `TPACKET_V2` and not `V3`: V3 wakes
+/// the reader only when a block is full or its timer (milliseconds) expires, which would add
+/// up to that timer to the REPLY → route latency of a quiet box; V2 wakes it per packet.
+///
+/// The ring is memory the kernel holds for the socket's lifetime (not, as a receive buffer
+/// is, a limit): its size is [`CaptureConfig::receive_buffer`], and it holds that many bytes
+/// over [`FRAME`] packets (64 MiB: 32 768 packets). When it is full the kernel drops the
+/// packet and counts it (`PACKET_STATISTICS` tp_drops, as before).
+struct Ring {
+    base: std::ptr::NonNull<u8>,
+    /// Bytes mapped.
+    len: usize,
+    /// Frames in the ring.
+    frames: usize,
+    /// The next frame the kernel hands over (it fills them in order).
+    head: usize,
 }
 
-impl Default for RecvBatch {
-    fn default() -> Self {
-        RecvBatch::new()
+// SAFETY: the mapping belongs to the `Ring` alone (unmapped on drop); the only shared state is
+// each frame's status word, read and written atomically (Acquire/Release) per the ring's
+// protocol with the kernel. `head` changes only through `&mut self`.
+#[allow(unsafe_code)]
+unsafe impl Send for Ring {}
+// SAFETY: `&self` methods only read frames the kernel has handed over (it does not write them
+// until their status is given back, which takes `&mut self`).
+#[allow(unsafe_code)]
+unsafe impl Sync for Ring {}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("frames", &self.frames)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
     }
 }
 
-impl RecvBatch {
-    pub fn new() -> RecvBatch {
-        RecvBatch {
-            buf: vec![0u8; BATCH * SLOT],
-            lens: [0; BATCH],
-            outgoing: [false; BATCH],
+impl Ring {
+    /// Sets up a `TPACKET_V2` ring of about `bytes` on the unbound socket `fd` and maps it.
+    fn new(fd: &OwnedFd, bytes: usize) -> io::Result<Ring> {
+        let (block, blocks) = ring_geometry(bytes, page_size());
+        let frames = blocks * (block / FRAME);
+        let version = TPACKET_V2;
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)?;
+        let copy: libc::c_int = 1;
+        setsockopt(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, &copy)?;
+        let too_big = || io::Error::other("capture ring too large");
+        let req = libc::tpacket_req {
+            tp_block_size: u32::try_from(block).map_err(|_| too_big())?,
+            tp_block_nr: u32::try_from(blocks).map_err(|_| too_big())?,
+            tp_frame_size: FRAME as u32,
+            tp_frame_nr: u32::try_from(frames).map_err(|_| too_big())?,
+        };
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        let len = block * blocks;
+        // SAFETY: a shared mapping of the socket's ring, whose size is exactly `len` (the
+        // kernel refuses any other); the result is checked before use.
+        #[allow(unsafe_code)]
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(Ring {
+            base,
+            len,
+            frames,
+            head: 0,
+        })
+    }
+
+    /// Frame `i`'s status word.
+    fn status(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        debug_assert!(i < self.frames);
+        // SAFETY: frame `i` lies inside the mapping (i < frames, frames * FRAME <= len), its
+        // first 4 bytes are the u32 status, aligned (FRAME and the page-aligned base are
+        // multiples of 4); the kernel writes it atomically, and so is it read and written here.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(self.base.as_ptr().add(i * FRAME).cast::<u32>())
         }
     }
 
-    /// Packet `i` of the last receive and whether it was outgoing (`None` past [`BATCH`]).
-    pub fn packet(&self, i: usize) -> Option<(&[u8], bool)> {
-        let len = *self.lens.get(i)?;
-        let start = i.checked_mul(SLOT)?;
-        let pkt = self.buf.get(start..start.checked_add(len.min(SLOT))?)?;
-        Some((pkt, *self.outgoing.get(i)?))
+    /// The frame at the head with its status, if the kernel has handed it over.
+    fn head(&self) -> Option<(u32, &[u8])> {
+        let status = self.status(self.head).load(Ordering::Acquire);
+        if status & libc::TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the frame lies inside the mapping; the Acquire load above saw it handed to
+        // user space, so the kernel wrote it before and leaves it alone until `release`, which
+        // needs `&mut self` and so ends this borrow first.
+        #[allow(unsafe_code)]
+        let frame =
+            unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.head * FRAME), FRAME) };
+        Some((status, frame))
+    }
+
+    /// Hands the head frame back to the kernel and moves on to the next.
+    fn release(&mut self) {
+        self.status(self.head)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.head = (self.head + 1) % self.frames;
     }
 }
 
-/// One `recvmmsg` of up to [`BATCH`] packets into `batch` (the socket is non-blocking: it
-/// returns what is queued, or EAGAIN when nothing is).
-fn recv_many(fd: &OwnedFd, batch: &mut RecvBatch) -> io::Result<usize> {
-    // SAFETY: sockaddr_ll, iovec and mmsghdr are plain old data; all-zero is a valid value.
-    #[allow(unsafe_code)]
-    let mut addrs: [libc::sockaddr_ll; BATCH] = unsafe { std::mem::zeroed() };
-    #[allow(unsafe_code)]
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    #[allow(unsafe_code)]
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (i, ((iov, hdr), addr)) in iovs
-        .iter_mut()
-        .zip(hdrs.iter_mut())
-        .zip(addrs.iter_mut())
-        .enumerate()
-    {
-        let slot = &mut batch.buf[i * SLOT..(i + 1) * SLOT];
-        iov.iov_base = slot.as_mut_ptr().cast::<libc::c_void>();
-        iov.iov_len = SLOT;
-        hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_ll).cast::<libc::c_void>();
-        hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // The iovec is set below, once `iovs` is no longer borrowed mutably.
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `Ring::new`, unmapped once, here; no
+        // borrow of it outlives `self`.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast::<libc::c_void>(), self.len);
+        }
     }
-    for (iov, hdr) in iovs.iter_mut().zip(hdrs.iter_mut()) {
-        hdr.msg_hdr.msg_iov = iov as *mut libc::iovec;
-        hdr.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: every header points at its own live sockaddr_ll and iovec, each iovec at its own
-    // SLOT bytes of `batch.buf`; all outlive the call, and the kernel writes at most BATCH
-    // headers, each within the lengths given.
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
-    let n = unsafe {
-        libc::recvmmsg(
-            fd.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            BATCH as libc::c_uint,
-            libc::MSG_TRUNC,
-            std::ptr::null_mut(),
-        )
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
+}
+
+/// Block size and count of a ring of about `bytes` (at least one page, rounded up to whole
+/// blocks): [`BLOCK`]-sized blocks, or one block of whole pages when `bytes` is smaller.
+fn ring_geometry(bytes: usize, page: usize) -> (usize, usize) {
+    let page = page.max(FRAME);
+    let bytes = bytes.max(page);
+    if bytes < BLOCK.max(page) {
+        (bytes.div_ceil(page) * page, 1)
+    } else {
+        let block = BLOCK.max(page);
+        (block, bytes.div_ceil(block))
+    }
+}
+
+/// A packet in a ring frame.
+#[derive(Debug, PartialEq, Eq)]
+struct FramePacket<'a> {
+    /// What the frame holds of the packet (all of it unless it was longer than the frame).
+    data: &'a [u8],
+    /// The packet's real length.
+    len: usize,
+    /// Sent by this box (`PACKET_OUTGOING`).
+    outgoing: bool,
+}
+
+/// Reads a `TPACKET_V2` frame's header: where the packet lies, how long it was, its direction.
+/// The offsets come from the kernel, but are checked all the same: a frame whose packet would
+/// run past its end is `None`, never an index out of range.
+fn frame_packet(frame: &[u8]) -> Option<FramePacket<'_>> {
+    let u32_at = |o: usize| -> Option<usize> {
+        Some(u32::from_ne_bytes(frame.get(o..o + 4)?.try_into().ok()?) as usize)
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    let len = u32_at(TP_LEN)?;
+    let snap = u32_at(TP_SNAPLEN)?;
+    let mac = usize::from(u16::from_ne_bytes(
+        frame.get(TP_MAC..TP_MAC + 2)?.try_into().ok()?,
+    ));
+    let data = frame.get(mac..mac.checked_add(snap)?)?;
+    let outgoing = *frame.get(SLL_PKTTYPE)? == libc::PACKET_OUTGOING;
+    Some(FramePacket {
+        data,
+        len,
+        outgoing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame as the kernel writes it: header fields, the direction, the packet at `mac`.
+    fn frame(len: u32, snap: u32, mac: u16, pkttype: u8, pkt: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; FRAME];
+        f[0..4].copy_from_slice(&libc::TP_STATUS_USER.to_ne_bytes());
+        f[TP_LEN..TP_LEN + 4].copy_from_slice(&len.to_ne_bytes());
+        f[TP_SNAPLEN..TP_SNAPLEN + 4].copy_from_slice(&snap.to_ne_bytes());
+        f[TP_MAC..TP_MAC + 2].copy_from_slice(&mac.to_ne_bytes());
+        f[SLL_PKTTYPE] = pkttype;
+        let m = usize::from(mac);
+        if let Some(d) = f.get_mut(m..m + pkt.len()) {
+            d.copy_from_slice(pkt);
+        }
+        f
     }
-    let n = usize::try_from(n).unwrap_or(0).min(BATCH);
-    for i in 0..n {
-        // MSG_TRUNC: msg_len is the real length; a longer packet than its slot is cut to it.
-        batch.lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
-        batch.outgoing[i] = addrs[i].sll_pkttype == libc::PACKET_OUTGOING;
+
+    /// The header fields are read where `linux/if_packet.h` puts them (the layout libc
+    /// declares), and the packet is where `tp_mac` says, `tp_snaplen` long.
+    #[test]
+    fn a_frame_gives_its_packet_length_and_direction() {
+        assert_eq!(std::mem::offset_of!(libc::tpacket2_hdr, tp_len), TP_LEN);
+        assert_eq!(
+            std::mem::offset_of!(libc::tpacket2_hdr, tp_snaplen),
+            TP_SNAPLEN
+        );
+        assert_eq!(std::mem::offset_of!(libc::tpacket2_hdr, tp_mac), TP_MAC);
+        assert_eq!(
+            SLL_PKTTYPE,
+            size_of::<libc::tpacket2_hdr>().next_multiple_of(libc::TPACKET_ALIGNMENT)
+                + std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype)
+        );
+        let f = frame(5, 5, 80, libc::PACKET_OUTGOING, b"hello");
+        assert_eq!(
+            frame_packet(&f),
+            Some(FramePacket {
+                data: b"hello",
+                len: 5,
+                outgoing: true
+            })
+        );
+        // Cut (a longer packet than the frame): what the frame holds, and the real length.
+        let f = frame(9000, 3, 80, libc::PACKET_HOST, b"abc");
+        assert_eq!(
+            frame_packet(&f),
+            Some(FramePacket {
+                data: b"abc",
+                len: 9000,
+                outgoing: false
+            })
+        );
     }
-    Ok(n)
+
+    /// Offsets and lengths that would run past the frame are refused, never indexed.
+    #[test]
+    fn a_frame_claiming_more_than_it_holds_is_refused() {
+        for (snap, mac) in [
+            (FRAME as u32, 80),
+            (1, u16::MAX),
+            (u32::MAX, 80),
+            (FRAME as u32 - 79, 80),
+        ] {
+            assert_eq!(
+                frame_packet(&frame(1, snap, mac, 0, b"")),
+                None,
+                "{snap} {mac}"
+            );
+        }
+        assert!(frame_packet(&frame(1, FRAME as u32 - 80, 80, 0, b"")).is_some());
+        for cut in 0..=SLL_PKTTYPE {
+            assert_eq!(frame_packet(&frame(1, 0, 16, 0, b"")[..cut]), None, "{cut}");
+        }
+    }
+
+    /// The ring is whole blocks of whole frames: at least a page; the size asked for rounded
+    /// up; small sizes one block of pages, large ones [`BLOCK`]-sized blocks.
+    #[test]
+    fn ring_geometry_is_whole_blocks_of_whole_frames() {
+        for page in [4096, 16 << 10, 64 << 10] {
+            for bytes in [0, 1, 4 << 10, 100_000, BLOCK, BLOCK + 1, 64 << 20] {
+                let (block, n) = ring_geometry(bytes, page);
+                assert_eq!(block % page, 0, "{bytes} {page}");
+                assert_eq!(block % FRAME, 0, "{bytes} {page}");
+                assert!(block * n >= bytes.max(page), "{bytes} {page}");
+                assert!(block * n < bytes.max(page) + block, "{bytes} {page}");
+                assert!(block <= BLOCK.max(page));
+            }
+        }
+        assert_eq!(ring_geometry(4 << 10, 4096), (4096, 1));
+        assert_eq!(ring_geometry(64 << 20, 4096), (BLOCK, 512));
+    }
 }

@@ -223,7 +223,7 @@ fn a_snoop_interface_missing_at_start_is_waited_for() {
 /// The snooper with tiny internal queues on a thread inside `relay`, the cache's change stream
 /// not read until `gate` fires: the whole pipeline (capture queue, classifier, the cache task's
 /// snoop queue, the change stream) stands still, so a burst can only wait in the socket buffer
-/// of `receive_buffer` bytes.
+/// of `receive_buffer` bytes (its receive ring).
 fn start_gated_snooper(
     relay: &NetNs,
     store: Arc<BindingStore>,
@@ -309,7 +309,7 @@ fn bound_clients(store: &BindingStore, n: u32) -> u32 {
 
 /// A burst far larger than every internal queue, sent while the pipeline stands still, loses
 /// nothing inside the agent: the capture waits for room instead of dropping (its `queue_full`
-/// counts the waits), the packets wait in the socket buffer, and once the pipeline moves every
+/// counts the waits), the packets wait in the socket's receive ring, and once the pipeline moves every
 /// client of the burst is bound. Before the capture waited, all but the first few dozen REPLYs
 /// were dropped at the full queue.
 #[test]
@@ -350,7 +350,7 @@ fn a_burst_larger_than_the_queues_is_held_back_not_dropped() {
     agent.join().unwrap();
 }
 
-/// Where the socket buffer is too small for a burst the kernel drops, and every drop is
+/// Where the receive ring is too small for a burst the kernel drops, and every drop is
 /// counted: each packet sent is either received or in `kernel_drop`. Fewer than 256 packets
 /// get through — the capture's regular read of the kernel's count comes every 256 — so only
 /// its read when idle can count these drops. What was received is bound in full.
@@ -363,8 +363,8 @@ fn a_burst_the_socket_buffer_cannot_hold_is_counted_as_kernel_drops() {
     let lab = storm::Lab::new("pipk");
     let store = Arc::new(BindingStore::default());
     let (gate_tx, gate) = tokio::sync::oneshot::channel();
-    // 4 KiB (the kernel doubles it): a few packets of the burst's 200.
-    let (stats, stop_tx, agent) = start_gated_snooper(&lab.relay, store.clone(), 4 << 10, gate);
+    // A ring of 16 KiB (8 frames of 2 KiB): a few packets of the burst's 200.
+    let (stats, stop_tx, agent) = start_gated_snooper(&lab.relay, store.clone(), 16 << 10, gate);
     let senders = lab.senders();
     let exchanges: Vec<_> = (0..N).map(|i| storm::exchange(i, 3600)).collect();
     // One client after the other: the first few exchanges get in whole.
