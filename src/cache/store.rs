@@ -705,17 +705,34 @@ impl BindingStore {
     /// scope that the query did not mention.
     pub fn sweep(&self, sw: &Sweep) -> Applied {
         let mut w = self.lock();
-        let in_scope = match sw.link {
-            Some(l) => self.by_link(l),
-            None => self.all(),
-        };
+        // Only the leases the sweep may remove are copied: at the end of a recovery the query
+        // mentioned nearly every lease in its scope, and copying (and sorting) the whole link
+        // or store to find none held the cache task at the end of every bulk query.
         let mut current = BTreeMap::new();
         let mut clients = Vec::new();
-        for (k, l) in in_scope {
-            if *l.server.duid == *sw.server_duid && !sw.mentioned.contains(&k) {
+        let mut consider = |k: &LeaseKey, l: &Lease| {
+            if *l.server.duid == *sw.server_duid && !sw.mentioned.contains(k) {
                 clients.push(l.client.duid.clone());
-                current.insert(k, l);
+                current.insert(*k, l.clone());
             }
+        };
+        match sw.link {
+            Some(link) => {
+                let refs: Vec<SlotRef> = self
+                    .by_link
+                    .get(&link)
+                    .map(|v| v.iter().copied().collect())
+                    .unwrap_or_default();
+                for r in refs {
+                    // A slot may hold another link's lease by now.
+                    self.leases.at(r, |k, l| {
+                        if l.client.link.address == link {
+                            consider(k, l);
+                        }
+                    });
+                }
+            }
+            None => self.for_each(|k, l| consider(k, l)),
         }
         clients.sort();
         clients.dedup();
