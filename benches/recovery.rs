@@ -7,7 +7,9 @@
 //! reference server over TCP, and the state file the bulk run left — both through
 //! `lqagent::daemon::start_recovery`, the start-up steps of `lqagent run` (admission, cache
 //! task, journal, route feed, installer). The ratio to the floor (goal ≤ 1.5×) and the peak RSS
-//! (VmHWM of the child doing the work) are printed. Last line:
+//! (VmHWM of the child doing the work) are printed, and beside them each run's CPU time and its
+//! ratio to the floor's with the load average (a busy machine moves the wall ratio, hardly the
+//! CPU one). Last line:
 //! `recovery: 100k routes state-file <r>x bulk <r>x, 1M routes state-file <r>x bulk <r>x (floor <s> s / <s> s), peak RSS <n> MiB`.
 //!
 //! `LQAGENT_BENCH_RECOVERY_ROUTES=N` measures only N routes (development). Without `--bench` in
@@ -73,14 +75,28 @@ fn main() {
     }
 }
 
+/// Each run's wall time and ratio (the goal's), and its CPU time (every thread of the child,
+/// user and system) with its ratio to the floor's: on a busy machine the wall ratio moves with
+/// the other work, the CPU ratio hardly does. The load average is printed beside them.
 fn print_detail(m: &Measured) {
+    println!(
+        "  load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let line = |what: &str, r: &ChildRun| {
         println!(
-            "  {} routes {what:<10} {:>8.3} s  {:>5.2}x floor  peak RSS {:>5} MiB  journal \
-             {} written {} dropped {} snapshots  bulk bindings {}",
+            "  {} routes {what:<10} {:>8.3} s  {:>5.2}x floor  CPU {:>7.2} s {:>5.2}x floor  peak \
+             RSS {:>5} MiB  journal {} written {} dropped {} snapshots  bulk bindings {}",
             m.routes,
             r.elapsed.as_secs_f64(),
             m.ratio(r),
+            r.cpu.as_secs_f64(),
+            r.cpu.as_secs_f64() / m.floor.cpu.as_secs_f64().max(0.001),
             r.peak_rss_kib / 1024,
             r.journal.0,
             r.journal.1,

@@ -276,16 +276,18 @@ pub(super) async fn reconcile(
     metrics
         .routes_limit
         .set(i64::try_from(installer.config().max_routes).unwrap_or(i64::MAX));
-    let store = Arc::new(BindingStore::new(settings::cache_config(cfg)));
+    // Sized for the loaded leases up front: the seeding below never grows an index.
+    let store = Arc::new(BindingStore::with_capacity(
+        settings::cache_config(cfg),
+        loaded.leases.len(),
+        loaded.clients,
+    ));
     let leases = Arc::new(std::mem::take(&mut loaded.leases));
     let seeding = {
         let (store, leases) = (store.clone(), leases.clone());
         tokio::task::spawn_blocking(move || {
-            let now = clock.now();
-            for (k, l) in leases.iter() {
-                // Not announced: the installer (here) and the trigger hold them already.
-                let _ = store.restore(*k, l.clone(), now);
-            }
+            // Not announced: the installer (here) and the trigger hold them already.
+            store.restore_all(leases.iter().map(|(k, l)| (*k, l.clone())), clock.now());
         })
     };
     let specs = leases

@@ -215,6 +215,11 @@ impl Interner {
         self.clients.reserve(records);
     }
 
+    /// Distinct clients seen so far.
+    pub(super) fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
     fn client(&mut self, c: ClientInfo) -> Arc<ClientInfo> {
         if let Some(held) = self.clients.get(&c) {
             return held.clone();

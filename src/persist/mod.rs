@@ -132,7 +132,9 @@ pub struct PersistConfig {
     pub queue: usize,
     /// Longest time between journal `fdatasync`s while records keep coming.
     pub sync_interval_ms: u64,
-    /// Journal records after which the cache task should send a snapshot.
+    /// Journal records after which the cache task should send a snapshot, or the last
+    /// snapshot's lease count when that is larger (the journal never outgrows its snapshot
+    /// by much before it is folded in, and a big cache is not copied every few records).
     pub snapshot_after_records: u64,
     /// Largest single `write(2)`; only tests lower it, to make torn records likely under SIGKILL.
     pub max_write_chunk: usize,

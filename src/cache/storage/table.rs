@@ -146,6 +146,15 @@ impl LeaseTable {
         shard.slab.get(r.slot()).map(|e| f(&e.key, &e.lease))
     }
 
+    /// Room for `additional` more leases without growing an index (keys spread evenly over
+    /// the shards, so each gets its share and a little more).
+    pub(crate) fn reserve(&self, additional: usize) {
+        let per_shard = additional / SHARDS + additional / (SHARDS * 16) + 16;
+        for s in 0..SHARDS {
+            self.write(s).index.reserve(per_shard);
+        }
+    }
+
     /// Insert or replace; returns the previous lease and where the key lives.
     pub(crate) fn upsert(&self, key: LeaseKey, lease: Lease) -> (Option<Lease>, SlotRef) {
         let (h, s) = self.locate(&key);

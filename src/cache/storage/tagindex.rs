@@ -85,6 +85,19 @@ impl TagIndex {
         self.len += 1;
     }
 
+    /// Room for `additional` more slots without a resize on the way (a resize re-places every
+    /// word: filling a big index one insert at a time did that at every doubling).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let want = self.len.saturating_add(additional);
+        let mut cap = self.words.len();
+        while want.saturating_mul(4) > cap.saturating_mul(3) {
+            cap *= 2;
+        }
+        if cap > self.words.len() {
+            self.resize(cap);
+        }
+    }
+
     fn place(&mut self, word: u64) {
         let mask = self.mask();
         let mut i = (word >> 32) as usize & mask;
@@ -177,6 +190,26 @@ mod tests {
             }
             prop_assert_eq!(idx.find(h(1000), |_| true), None);
         }
+    }
+
+    /// Reserved room is used without a resize: the words stay where they are.
+    #[test]
+    fn reserved_room_takes_that_many_inserts_without_growing() {
+        let mut idx = TagIndex::default();
+        let h = |k: u32| u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        idx.insert(h(0), 0);
+        idx.reserve(10_000);
+        let bytes = idx.bytes();
+        assert!(bytes >= 10_001 * 8 * 4 / 3);
+        for k in 1..=10_000 {
+            idx.insert(h(k), k);
+        }
+        assert_eq!(idx.bytes(), bytes, "no resize");
+        for k in 0..=10_000 {
+            assert_eq!(idx.find(h(k), |s| s == k), Some(k));
+        }
+        idx.reserve(0);
+        assert_eq!(idx.bytes(), bytes, "room enough: nothing to do");
     }
 
     #[test]

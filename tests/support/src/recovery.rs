@@ -703,6 +703,11 @@ pub struct ChildRun {
     pub elapsed: Duration,
     /// VmHWM of the child when the routes were in: the peak RSS of the process doing the work.
     pub peak_rss_kib: u64,
+    /// CPU time of the child (all its threads, user and system: the kernel's route work is
+    /// done in the installer's `sendmsg`) from its start to `elapsed`'s end. Unlike the wall
+    /// time it hardly moves with other work on the machine, so the CPU ratio beside the wall
+    /// ratio tells a slower run from a busier machine.
+    pub cpu: Duration,
     /// Journal records written and dropped, snapshots written (0 for the floor).
     pub journal: (u64, u64, u64),
     /// Bindings the bulk requestor streamed (0 without bulk).
@@ -855,10 +860,11 @@ fn run_child(lab: &Lab, args: &[&str]) -> ChildRun {
         .skip(1)
         .map(|f| f.parse().expect("a number"))
         .collect();
-    assert_eq!(v.len(), 6, "{line}");
+    assert_eq!(v.len(), 7, "{line}");
     ChildRun {
         elapsed: Duration::from_nanos(v[0]),
         peak_rss_kib: v[1],
+        cpu: Duration::from_nanos(v[6]),
         journal: (v[2], v[3], v[4]),
         bulk_bindings: v[5],
     }
@@ -879,6 +885,22 @@ pub fn kernel_route_count(ns: &NetNs) -> usize {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty() && !l.starts_with(b"unreachable"))
         .count()
+}
+
+/// CPU time of this process so far (every thread, user and system), from `/proc/self/stat`
+/// (clock ticks: 10 ms steps at the usual 100 Hz).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // USER_HZ is 100 on every Linux the lab runs.
+    Duration::from_millis(ticks * 10)
 }
 
 /// VmHWM of this process, in KiB.
@@ -925,13 +947,14 @@ pub fn child(args: &[String]) {
         other => panic!("unknown bench child mode {other:?}"),
     };
     println!(
-        "child: {} {} {} {} {} {}",
+        "child: {} {} {} {} {} {} {}",
         r.elapsed.as_nanos(),
         r.peak_rss_kib,
         r.journal.0,
         r.journal.1,
         r.journal.2,
-        r.bulk_bindings
+        r.bulk_bindings,
+        r.cpu.as_nanos()
     );
 }
 
@@ -956,7 +979,7 @@ async fn floor(clients: u32) -> ChildRun {
         })
         .collect();
     let n = specs.len() as u64;
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_time());
     let mut inst = lqagent::kernel::Installer::new(InstallerConfig::default())
         .await
         .expect("installer");
@@ -968,7 +991,7 @@ async fn floor(clients: u32) -> ChildRun {
         }
         inst.apply(batch).await.expect("kernel apply");
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu0));
     assert_eq!(
         inst.stats().snapshot().installed_now,
         n,
@@ -979,6 +1002,7 @@ async fn floor(clients: u32) -> ChildRun {
         peak_rss_kib: peak_rss_kib(),
         journal: (0, 0, 0),
         bulk_bindings: 0,
+        cpu,
     }
 }
 
@@ -986,7 +1010,7 @@ async fn floor(clients: u32) -> ChildRun {
 async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun {
     use lqagent::bulk::stats::Counter;
     use std::sync::atomic::Ordering;
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_time());
     let r = lqagent::daemon::start_recovery(cfg)
         .await
         .expect("start recovery");
@@ -1016,7 +1040,7 @@ async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu0));
     eprintln!(
         "    (start steps: {}; every route in the kernel {all_routes:?}, every lease in \
          the cache {all_leases:?})",
@@ -1035,5 +1059,6 @@ async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun
             j.snapshots_written.load(Ordering::Relaxed),
         ),
         bulk_bindings,
+        cpu,
     }
 }
