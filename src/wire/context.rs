@@ -36,8 +36,8 @@ pub(crate) fn bad_len(at: usize, code: OptionCode, len: usize, expected: &'stati
 /// `Copy` because every borrowed view carries one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ctx {
-    nesting: u8,
-    relay_depth: u8,
+    pub(crate) nesting: u8,
+    pub(crate) relay_depth: u8,
     pub(crate) in_relay: bool,
 }
 

@@ -113,38 +113,17 @@ impl<'a> RelayChainView<'a> {
     /// The chain of a snooped message (empty for a client/server message, which is then its
     /// own innermost message).
     pub fn of(m: CheckedMessage<'a>) -> Self {
-        let mut chain = RelayChainView {
-            ours: None,
-            below: None,
-            levels: 0,
-            innermost: None,
-        };
-        let mut cur = m.view();
-        loop {
-            match cur {
-                MessageView::Client(c) => {
-                    chain.innermost = Some(c);
-                    break;
-                }
-                MessageView::Relay(r) => {
-                    if chain.levels == MAX_LEVELS {
-                        break;
-                    }
-                    match chain.levels {
-                        0 => chain.ours = Some(r),
-                        1 => chain.below = Some(r),
-                        _ => {}
-                    }
-                    chain.levels += 1;
-                    // A checked message cannot fail here; an error reads as "no deeper level".
-                    match r.relay_message() {
-                        Ok(Some(inner)) => cur = inner,
-                        _ => break,
-                    }
-                }
-            }
+        // The check's walk noted the levels on its way down: no level is read again.
+        let c = m.chain();
+        RelayChainView {
+            ours: match m.view() {
+                MessageView::Relay(r) => Some(r),
+                MessageView::Client(_) => None,
+            },
+            below: c.below,
+            levels: c.levels.min(MAX_LEVELS),
+            innermost: c.innermost,
         }
-        chain
     }
 
     /// This box's level: the only one whose link-address and Interface-Id select a link.
