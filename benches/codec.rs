@@ -2,13 +2,16 @@
 //!
 //! - **decode (snoop)**, the hottest path (every relayed message): a captured RELAY-REPL
 //!   carrying a REPLY (Interface-Id, CLIENTID, SERVERID, IA_NA/IAADDR, IA_PD/IAPREFIX) checked in
-//!   place as the snooper's shell does ([`CheckedMessage::new`]: one full walk, every check),
+//!   place as the snooper's shell does ([`CheckedMessage::new`]: one full check of every
+//!   option at every depth, noting the relay chain on its way down),
 //!   its innermost type read (the shell's count), its relay chain read
 //!   ([`RelayChainView::of`]) and every value the classifier reads from a REPLY (client and
 //!   server DUIDs, status, this box's link-address and Interface-Id, each lease) — without the
 //!   copies the classifier makes only for what it keeps.
 //! - **encode**: the requestor's LEASEQUERY by address (CLIENTID + LQ_QUERY{IAADDR, ORO}) as it
-//!   writes it ([`LeasequeryRef::to_vec`]: the datagram's allocation included).
+//!   writes it ([`LeasequeryRef::to_vec`]: the datagram's allocation included, since the
+//!   requestor keeps each query's bytes for retransmission). The query's addresses are
+//!   `Ipv6Addr`s made once outside the loop, as the requestor holds them.
 //! - Printed beside them, not in the last line: **classify**, a whole snooped exchange (the
 //!   RELAY-FORW remembered, then the RELAY-REPL matched into an observation) through the real
 //!   [`Classifier`], allocations of what it keeps included; and **decode (owned)**, a

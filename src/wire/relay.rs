@@ -112,6 +112,7 @@ pub struct RelayChainView<'a> {
 impl<'a> RelayChainView<'a> {
     /// The chain of a snooped message (empty for a client/server message, which is then its
     /// own innermost message).
+    #[inline]
     pub fn of(m: CheckedMessage<'a>) -> Self {
         // The check's walk noted the levels on its way down: no level is read again.
         let c = m.chain();
@@ -127,35 +128,42 @@ impl<'a> RelayChainView<'a> {
     }
 
     /// This box's level: the only one whose link-address and Interface-Id select a link.
+    #[inline]
     pub fn ours(&self) -> Option<RelayView<'a>> {
         self.ours
     }
 
     /// How many levels lie below this box's (0 = the client talked to this box directly).
+    #[inline]
     pub fn nested(&self) -> usize {
         self.levels.saturating_sub(1)
     }
 
     /// The level directly below this box's: an LDRA's (RFC 6221).
+    #[inline]
     pub fn below_ours(&self) -> Option<RelayView<'a>> {
         self.below
     }
 
     /// The client/server message inside every level (`None`: a level without RELAY_MSG).
+    #[inline]
     pub fn innermost(&self) -> Option<ClientView<'a>> {
         self.innermost
     }
 
     /// Number of levels.
+    #[inline]
     pub fn len(&self) -> usize {
         self.levels
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.levels == 0
     }
 
     /// This box's link-address, `None` when `::` (or no level at all).
+    #[inline]
     pub fn link_address(&self) -> Option<Ipv6Addr> {
         self.ours
             .map(|r| r.link_address())
