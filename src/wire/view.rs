@@ -544,7 +544,7 @@ impl<'a> OptionView<'a> {
     /// The codes every lease-carrying message has are read here, inlined into the reader's
     /// loop (where the typed form it matches on then costs nothing to build); the rest go to
     /// [`kind_any`](Self::kind_any), which reads every code the same way.
-    #[inline]
+    #[inline(always)]
     pub fn kind(&self) -> Result<OptionRef<'a>, Error> {
         match self.code {
             OptionCode::IA_NA => Ok(OptionRef::IaNa(self.ia()?)),
