@@ -711,8 +711,9 @@ fn list_ok(mut rest: &[u8], nesting: usize, relay_depth: usize, in_relay: bool) 
     rest.is_empty()
 }
 
-/// One option's layout, as [`OptionView::kind`] checks it (see [`list_ok`]).
-#[inline]
+/// One option's layout, as [`OptionView::kind`] checks it (see [`list_ok`]). Inlined into
+/// the list loop: one call per list rather than per option.
+#[inline(always)]
 fn option_ok(
     code: OptionCode,
     data: &[u8],
