@@ -21,7 +21,8 @@
 //! first asks a yes/no reading of the same layout rules (`list_ok`), which builds no `Result` or
 //! typed view per option; only a message it refuses is walked, and the walk's error is the one
 //! returned. The two readings are held to each other by tests over every code and length and
-//! over every one-byte change of real messages, and by a debug assertion fuzzing exercises.
+//! over every one-byte change of real messages, by a debug assertion, and by the `relay_chain`
+//! fuzz target.
 
 use super::buf::Reader;
 use super::codes::{MessageType, OptionCode, QueryType, StatusCode};
@@ -689,8 +690,9 @@ pub(crate) fn fast_verdict(m: MessageView<'_>) -> bool {
 /// answers yes or no, with every length from the wire still checked before use (no indexing:
 /// `get`, `split_at_checked`, slice patterns). It never names an error: a refused message is
 /// walked again by the walk, whose error is the one reported. Kept in step with `kind` by
-/// tests over every code and length and over mutated messages (`wire::tests`), and by the
-/// debug assertion in [`CheckedMessage::new`] that fuzzing exercises.
+/// tests over every code and length and over mutated messages (`wire::tests`), by the debug
+/// assertion in [`CheckedMessage::new`], and by the `relay_chain` fuzz target (which compares
+/// `CheckedMessage::new` with the walk on every input).
 fn list_ok(mut rest: &[u8], nesting: usize, relay_depth: usize, in_relay: bool) -> bool {
     while let [c0, c1, l0, l1, ref tail @ ..] = *rest {
         let Some((data, next)) = tail.split_at_checked(usize::from(u16::from_be_bytes([l0, l1])))
@@ -1053,8 +1055,8 @@ impl<'a> CheckedMessage<'a> {
     /// Two passes over one set of rules' verdicts: the fast check ([`list_ok`]) decides
     /// a well-formed message in one tight pass; anything it refuses is walked again by
     /// [`MessageView::walk`]'s own path, which names the error and its offset (and is the
-    /// authority: were the fast check ever stricter, the walk would still accept). In test
-    /// and fuzz builds every fast acceptance is re-checked by the walk.
+    /// authority: were the fast check ever stricter, the walk would still accept). In builds
+    /// with debug assertions (tests) every fast acceptance is re-checked by the walk.
     #[inline]
     pub fn new(bytes: &'a [u8]) -> Result<Self, Error> {
         let view = MessageView::new_checked(bytes)?;
