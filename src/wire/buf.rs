@@ -75,14 +75,25 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next `N` bytes, borrowed as an array (a header kept by reference).
     #[inline]
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Error> {
-        Ok(self.array::<1>(what)?[0])
+    pub(crate) fn array_ref<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<&'a [u8; N], Error> {
+        let at = self.offset();
+        let s = self.take(N, what)?;
+        s.first_chunk::<N>().ok_or(Error::Truncated {
+            at,
+            what,
+            need: N,
+            have: s.len(),
+        })
     }
 
     #[inline]
-    pub(crate) fn addr(&mut self, what: &'static str) -> Result<Ipv6Addr, Error> {
-        Ok(Ipv6Addr::from(self.array::<16>(what)?))
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, Error> {
+        Ok(self.array::<1>(what)?[0])
     }
 }
 

@@ -33,11 +33,13 @@ pub(crate) fn bad_len(at: usize, code: OptionCode, len: usize, expected: &'stati
 }
 
 /// Where an option list sits: how deep, and whether RELAY_MSG is allowed there. Small and
-/// `Copy` because every borrowed view carries one.
+/// `Copy` because every borrowed view carries one; aligned to 4 so that copying a view
+/// moves it whole rather than as odd-offset pieces (which stalled the snooper's copies).
 #[derive(Debug, Clone, Copy)]
+#[repr(align(4))]
 pub(crate) struct Ctx {
-    nesting: u8,
-    relay_depth: u8,
+    pub(crate) nesting: u8,
+    pub(crate) relay_depth: u8,
     pub(crate) in_relay: bool,
 }
 

@@ -80,18 +80,23 @@ impl<'a> RelayLevel for &'a RelayMessage {
 
 impl<'a> RelayLevel for RelayView<'a> {
     type Client = ClientView<'a>;
+    #[inline]
     fn link_address(&self) -> Ipv6Addr {
         RelayView::link_address(self)
     }
+    #[inline]
     fn peer_address(&self) -> Ipv6Addr {
         RelayView::peer_address(self)
     }
+    #[inline]
     fn interface_id(&self) -> Option<&[u8]> {
         self.options().checked_data(OptionCode::INTERFACE_ID)
     }
+    #[inline]
     fn remote_id(&self) -> Option<(u32, &[u8])> {
         self.options().checked_remote_id()
     }
+    #[inline]
     fn inner(&self) -> Inner<Self, Self::Client> {
         // A checked message cannot fail here; an error reads as "no deeper level".
         match self.relay_message() {
@@ -149,23 +154,27 @@ impl<L: RelayLevel> RelayChain<L> {
     }
 
     /// This box's level: the only one whose link-address and Interface-Id select a link.
+    #[inline]
     pub fn ours(&self) -> Option<L> {
         self.ours
     }
 
     /// How many levels lie below this box's (0 = the client talked to this box directly).
+    #[inline]
     pub fn nested(&self) -> usize {
         self.levels.saturating_sub(1)
     }
 
     /// The level directly below this box's: an LDRA's (RFC 6221), whose peer-address is the
     /// client's own address.
+    #[inline]
     pub fn below_ours(&self) -> Option<L> {
         self.below
     }
 
     /// The client/server message inside every level (`None`: a level without RELAY_MSG, as
     /// always in LQ_RELAY_DATA, or a chain deeper than this walk reads).
+    #[inline]
     pub fn innermost(&self) -> Option<L::Client> {
         self.innermost
     }
@@ -188,15 +197,18 @@ impl<L: RelayLevel> RelayChain<L> {
     }
 
     /// Number of levels.
+    #[inline]
     pub fn len(&self) -> usize {
         self.levels
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.levels == 0
     }
 
     /// This box's link-address, `None` when `::` (or no level at all).
+    #[inline]
     pub fn link_address(&self) -> Option<Ipv6Addr> {
         self.ours
             .map(|r| r.link_address())
@@ -204,12 +216,14 @@ impl<L: RelayLevel> RelayChain<L> {
     }
 
     /// [`RelayChain::link_address`] as a key: `::` when the chain names no link.
+    #[inline]
     pub fn link_or_unspecified(&self) -> Ipv6Addr {
         self.link_address().unwrap_or(Ipv6Addr::UNSPECIFIED)
     }
 
     /// This box's level's peer-address, `None` when `::` (or no level): the client as this
     /// box saw it, the delegated-prefix next hop unless an LDRA stands in front.
+    #[inline]
     pub fn peer_address(&self) -> Option<Ipv6Addr> {
         self.ours
             .map(|r| r.peer_address())
@@ -235,11 +249,19 @@ impl<'a> RelayChain<&'a RelayMessage> {
 impl<'a> RelayChain<RelayView<'a>> {
     /// The chain of a snooped message (empty for a client/server message, which is then its
     /// own innermost message).
+    #[inline]
     pub fn of(m: CheckedMessage<'a>) -> Self {
-        Self::walk(match m.view() {
-            MessageView::Relay(r) => Inner::Relay(r),
-            MessageView::Client(c) => Inner::Client(c),
-        })
+        // The check's walk noted the levels on its way down: no level is read again.
+        let c = m.chain();
+        RelayChain {
+            ours: match m.view() {
+                MessageView::Relay(r) => Some(r),
+                MessageView::Client(_) => None,
+            },
+            below: c.below,
+            levels: c.levels.min(MAX_LEVELS),
+            innermost: c.innermost,
+        }
     }
 }
 

@@ -17,10 +17,19 @@
 //! owned `parse` functions copy out of a checked view, so every check is written here once and a
 //! message accepted by a full walk is accepted by `Message::parse` with the same errors otherwise
 //! (a property test still pins it).
+//!
+//! One exception, for speed on the snooper's path (every relayed message): [`CheckedMessage::new`]
+//! first asks a yes/no reading of the same layout rules (`list_ok`), which builds no `Result` or
+//! typed view per option; only a message it refuses is walked, and the walk's error is the one
+//! returned. The two readings are held to each other by tests over every code and length and
+//! over every one-byte change of real messages, by a debug assertion, and by the `relay_chain`
+//! fuzz target.
 
 use super::buf::Reader;
 use super::codes::{MessageType, OptionCode, QueryType, StatusCode};
-use super::context::{CLIENT_HEADER_LEN, Ctx, RELAY_HEADER_LEN, bad_len};
+use super::context::{
+    CLIENT_HEADER_LEN, Ctx, MAX_NESTING, MAX_RELAY_DEPTH, RELAY_HEADER_LEN, bad_len,
+};
 use super::error::Error;
 use crate::prefix::{Ipv6Prefix, PrefixError};
 use std::net::Ipv6Addr;
@@ -125,13 +134,34 @@ impl<'a> ClientView<'a> {
 }
 
 /// A checked view of a RELAY-FORW / RELAY-REPL message.
-#[derive(Debug, Clone, Copy)]
+///
+/// It keeps a reference to the 34-byte header rather than its fields: views are copied
+/// along every snooped message's path (a checked message holds up to three), and a pointer
+/// copies cheaper than two addresses.
+#[derive(Clone, Copy)]
 pub struct RelayView<'a> {
-    msg_type: MessageType,
-    hop_count: u8,
-    link_address: Ipv6Addr,
-    peer_address: Ipv6Addr,
+    header: &'a [u8; RELAY_HEADER_LEN],
     options: OptionsIter<'a>,
+}
+
+impl std::fmt::Debug for RelayView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayView")
+            .field("msg_type", &self.msg_type())
+            .field("hop_count", &self.hop_count())
+            .field("link_address", &self.link_address())
+            .field("peer_address", &self.peer_address())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// The address `AT` bytes into a relay header (link-address at 2, peer-address at 18).
+#[inline]
+fn header_addr<const AT: usize>(h: &[u8; RELAY_HEADER_LEN]) -> Ipv6Addr {
+    h.get(AT..)
+        .and_then(<[u8]>::first_chunk::<16>)
+        .map_or(Ipv6Addr::UNSPECIFIED, |a| Ipv6Addr::from(*a))
 }
 
 impl<'a> RelayView<'a> {
@@ -163,37 +193,33 @@ impl<'a> RelayView<'a> {
             });
         }
         let inner = ctx.enter_relay(at)?;
-        let msg_type = MessageType(r.u8("message type")?);
-        let hop_count = r.u8("hop-count")?;
-        let link_address = r.addr("link-address")?;
-        let peer_address = r.addr("peer-address")?;
+        let header = r.array_ref::<RELAY_HEADER_LEN>("relay message header")?;
         Ok(RelayView {
-            msg_type,
-            hop_count,
-            link_address,
-            peer_address,
+            header,
             options: OptionsIter::new(r, inner),
         })
     }
 
     #[inline]
     pub fn msg_type(&self) -> MessageType {
-        self.msg_type
+        let [t, ..] = *self.header;
+        MessageType(t)
     }
 
     #[inline]
     pub fn hop_count(&self) -> u8 {
-        self.hop_count
+        let [_, h, ..] = *self.header;
+        h
     }
 
     #[inline]
     pub fn link_address(&self) -> Ipv6Addr {
-        self.link_address
+        header_addr::<2>(self.header)
     }
 
     #[inline]
     pub fn peer_address(&self) -> Ipv6Addr {
-        self.peer_address
+        header_addr::<18>(self.header)
     }
 
     #[inline]
@@ -261,11 +287,13 @@ impl<'a> OptionsIter<'a> {
 
     /// Walks the list and, recursively, every option nested in it, checking every layout.
     /// `Ok(n)` is the number of options seen; no allocation.
-    #[inline]
     pub fn walk(self) -> Result<usize, Error> {
         let mut n = 0;
         for o in self {
-            n += 1 + o?.kind()?.walk()?;
+            n += 1;
+            if let Some(inner) = o?.check()? {
+                n += inner.walk()?;
+            }
         }
         Ok(n)
     }
@@ -478,8 +506,64 @@ impl<'a> OptionView<'a> {
         })
     }
 
+    /// RELAY_MSG: the message it carries, its header checked; only a relay message's own
+    /// options may carry one.
+    #[inline]
+    fn relay_msg(&self) -> Result<MessageView<'a>, Error> {
+        if !self.ctx.in_relay {
+            return Err(Error::WrongKind {
+                at: self.at,
+                what: "RELAY_MSG outside a relay message",
+            });
+        }
+        let r = Reader::new(self.data, self.at + 4);
+        MessageView::checked_in(r, self.ctx.nested(self.at)?)
+    }
+
+    /// Checks this option's layout exactly as [`kind`](Self::kind) does (the same accessor
+    /// per code, so the same error) and gives the option list it encapsulates, if any. This
+    /// is what a walk needs: the codes every relayed message carries are dispatched here
+    /// without building their typed form, which made the walk the snooper's largest cost.
+    #[inline]
+    fn check(&self) -> Result<Option<OptionsIter<'a>>, Error> {
+        match self.code {
+            OptionCode::CLIENTID
+            | OptionCode::SERVERID
+            | OptionCode::RELAY_ID
+            | OptionCode::INTERFACE_ID
+            | OptionCode::SUBSCRIBER_ID => Ok(None),
+            OptionCode::IA_NA | OptionCode::IA_PD => self.ia().map(|ia| Some(ia.options)),
+            OptionCode::IAADDR => self.ia_addr().map(|a| Some(a.options)),
+            OptionCode::IAPREFIX => self.ia_prefix().map(|p| Some(p.options)),
+            OptionCode::STATUS_CODE => self.status().map(|_| None),
+            OptionCode::RELAY_MSG => self.relay_msg().map(|m| Some(m.options())),
+            _ => self.kind_any().map(OptionRef::nested),
+        }
+    }
+
     /// Checks the layout for this option's code and returns its typed borrowed form.
+    ///
+    /// The codes every lease-carrying message has are read here, inlined into the reader's
+    /// loop (where the typed form it matches on then costs nothing to build); the rest go to
+    /// [`kind_any`](Self::kind_any), which reads every code the same way.
+    #[inline(always)]
     pub fn kind(&self) -> Result<OptionRef<'a>, Error> {
+        match self.code {
+            OptionCode::IA_NA => Ok(OptionRef::IaNa(self.ia()?)),
+            OptionCode::IA_PD => Ok(OptionRef::IaPd(self.ia()?)),
+            OptionCode::IAADDR => Ok(OptionRef::IaAddr(self.ia_addr()?)),
+            OptionCode::IAPREFIX => Ok(OptionRef::IaPrefix(self.ia_prefix()?)),
+            OptionCode::CLIENTID => Ok(OptionRef::ClientId(self.data)),
+            OptionCode::SERVERID => Ok(OptionRef::ServerId(self.data)),
+            OptionCode::INTERFACE_ID => Ok(OptionRef::InterfaceId(self.data)),
+            OptionCode::STATUS_CODE => Ok(OptionRef::StatusCode(self.status()?)),
+            _ => self.kind_any(),
+        }
+    }
+
+    /// [`kind`](Self::kind) for any code.
+    #[inline(never)]
+    fn kind_any(&self) -> Result<OptionRef<'a>, Error> {
         let data = self.data;
         let mut s = data;
         Ok(match self.code {
@@ -509,16 +593,7 @@ impl<'a> OptionView<'a> {
                 [a, b] => OptionRef::ElapsedTime(u16::from_be_bytes([a, b])),
                 _ => return Err(self.bad_len("2")),
             },
-            OptionCode::RELAY_MSG => {
-                if !self.ctx.in_relay {
-                    return Err(Error::WrongKind {
-                        at: self.at,
-                        what: "RELAY_MSG outside a relay message",
-                    });
-                }
-                let r = Reader::new(data, self.at + 4);
-                OptionRef::RelayMsg(MessageView::checked_in(r, self.ctx.nested(self.at)?)?)
-            }
+            OptionCode::RELAY_MSG => OptionRef::RelayMsg(self.relay_msg()?),
             OptionCode::STATUS_CODE => OptionRef::StatusCode(self.status()?),
             OptionCode::INTERFACE_ID => OptionRef::InterfaceId(data),
             OptionCode::SUBSCRIBER_ID => OptionRef::SubscriberId(data),
@@ -570,6 +645,137 @@ impl<'a> OptionView<'a> {
             _ => Err(self.bad_len("4")),
         }
     }
+}
+
+impl OptionsIter<'_> {
+    /// [`list_ok`] over this list, in its context.
+    #[inline]
+    fn layout_ok(&self) -> bool {
+        list_ok(
+            self.rest,
+            usize::from(self.ctx.nesting),
+            usize::from(self.ctx.relay_depth),
+            self.ctx.in_relay,
+        )
+    }
+}
+
+impl OptionView<'_> {
+    /// [`option_ok`] for this option, in its context.
+    #[inline]
+    fn layout_ok(&self) -> bool {
+        option_ok(
+            self.code,
+            self.data,
+            usize::from(self.ctx.nesting),
+            usize::from(self.ctx.relay_depth),
+            self.ctx.in_relay,
+        )
+    }
+}
+
+/// The fast check's verdict alone on a message whose header checked (for the tests that
+/// hold it to the walk's).
+#[cfg(test)]
+pub(crate) fn fast_verdict(m: MessageView<'_>) -> bool {
+    ChainIndex::default().check_level(m)
+}
+
+/// The fast check behind [`CheckedMessage::new`]: `true` when every option of the list
+/// `rest`, and everything nested in it, has the layout [`OptionView::kind`] requires, in
+/// the context given (`nesting` and `relay_depth` as [`Ctx`] counts them; `in_relay`: the
+/// list is a relay message's own, where RELAY_MSG may appear).
+///
+/// Why a second reading of the rules: the walk builds a `Result<_, Error>` and a typed view
+/// per option, which cost more than the snooper's whole budget per message; this pass only
+/// answers yes or no, with every length from the wire still checked before use (no indexing:
+/// `get`, `split_at_checked`, slice patterns). It never names an error: a refused message is
+/// walked again by the walk, whose error is the one reported. Kept in step with `kind` by
+/// tests over every code and length and over mutated messages (`wire::tests`), by the debug
+/// assertion in [`CheckedMessage::new`], and by the `relay_chain` fuzz target (which compares
+/// `CheckedMessage::new` with the walk on every input).
+fn list_ok(mut rest: &[u8], nesting: usize, relay_depth: usize, in_relay: bool) -> bool {
+    while let [c0, c1, l0, l1, ref tail @ ..] = *rest {
+        let Some((data, next)) = tail.split_at_checked(usize::from(u16::from_be_bytes([l0, l1])))
+        else {
+            return false;
+        };
+        if !option_ok(
+            OptionCode(u16::from_be_bytes([c0, c1])),
+            data,
+            nesting,
+            relay_depth,
+            in_relay,
+        ) {
+            return false;
+        }
+        rest = next;
+    }
+    rest.is_empty()
+}
+
+/// One option's layout, as [`OptionView::kind`] checks it (see [`list_ok`]). Inlined into
+/// the list loop: one call per list rather than per option.
+#[inline(always)]
+fn option_ok(
+    code: OptionCode,
+    data: &[u8],
+    nesting: usize,
+    relay_depth: usize,
+    in_relay: bool,
+) -> bool {
+    // An encapsulated list sits one level deeper, which `Ctx::nested` bounds.
+    let deeper = nesting < MAX_NESTING;
+    let nested = |fixed: usize| {
+        deeper
+            && data
+                .get(fixed..)
+                .is_some_and(|l| list_ok(l, nesting + 1, relay_depth, false))
+    };
+    match code {
+        OptionCode::IA_NA | OptionCode::IA_PD => nested(12),
+        OptionCode::IA_TA => nested(4),
+        OptionCode::IAADDR => nested(24),
+        OptionCode::IAPREFIX => nested(25),
+        OptionCode::LQ_QUERY => nested(17),
+        OptionCode::CLIENT_DATA => nested(0),
+        OptionCode::ORO => data.len() % 2 == 0,
+        OptionCode::ELAPSED_TIME => data.len() == 2,
+        OptionCode::STATUS_CODE | OptionCode::CLIENT_LINKLAYER_ADDR => data.len() >= 2,
+        OptionCode::REMOTE_ID => data.len() >= 4,
+        OptionCode::CLT_TIME
+        | OptionCode::LQ_BASE_TIME
+        | OptionCode::LQ_START_TIME
+        | OptionCode::LQ_END_TIME => data.len() == 4,
+        OptionCode::LQ_CLIENT_LINK => data.len() % 16 == 0,
+        OptionCode::RELAY_MSG => in_relay && deeper && message_ok(data, nesting + 1, relay_depth),
+        // peer-address(16), then a relay message starting a chain of its own.
+        OptionCode::LQ_RELAY_DATA => {
+            deeper && data.get(16..).is_some_and(|m| relay_ok(m, nesting + 1, 0))
+        }
+        _ => true,
+    }
+}
+
+/// A message of either layout (RELAY_MSG's body), as [`MessageView`]'s constructor checks it.
+#[inline]
+fn message_ok(m: &[u8], nesting: usize, relay_depth: usize) -> bool {
+    match m.first() {
+        None => false,
+        Some(&t) if MessageType(t).is_relay() => relay_ok(m, nesting, relay_depth),
+        Some(_) => m
+            .get(CLIENT_HEADER_LEN..)
+            .is_some_and(|l| list_ok(l, nesting, relay_depth, false)),
+    }
+}
+
+/// A relay message, as [`RelayView`]'s constructor checks it (one relay level more).
+#[inline]
+fn relay_ok(m: &[u8], nesting: usize, relay_depth: usize) -> bool {
+    m.first().is_some_and(|&t| MessageType(t).is_relay())
+        && relay_depth < MAX_RELAY_DEPTH
+        && m.get(RELAY_HEADER_LEN..)
+            .is_some_and(|l| list_ok(l, nesting, relay_depth + 1, true))
 }
 
 /// Takes the first `N` bytes off `s`.
@@ -632,20 +838,20 @@ pub enum OptionRef<'a> {
     Unknown(OptionView<'a>),
 }
 
-impl OptionRef<'_> {
-    /// Walks whatever this option encapsulates; returns the number of nested options.
+impl<'a> OptionRef<'a> {
+    /// The option list this option encapsulates, if any (what a walk descends into).
     #[inline]
-    fn walk(self) -> Result<usize, Error> {
+    fn nested(self) -> Option<OptionsIter<'a>> {
         match self {
-            OptionRef::IaNa(ia) | OptionRef::IaPd(ia) => ia.options.walk(),
+            OptionRef::IaNa(ia) | OptionRef::IaPd(ia) => Some(ia.options),
             OptionRef::IaTa { options, .. }
             | OptionRef::ClientData(options)
             | OptionRef::IaAddr(IaAddrView { options, .. })
             | OptionRef::IaPrefix(IaPrefixView { options, .. })
-            | OptionRef::LqQuery(LqQueryView { options, .. }) => options.walk(),
-            OptionRef::RelayMsg(m) => m.options().walk(),
-            OptionRef::LqRelayData(d) => d.relay.options().walk(),
-            _ => Ok(0),
+            | OptionRef::LqQuery(LqQueryView { options, .. }) => Some(options),
+            OptionRef::RelayMsg(m) => Some(m.options()),
+            OptionRef::LqRelayData(d) => Some(d.relay.options()),
+            _ => None,
         }
     }
 }
@@ -755,51 +961,170 @@ impl<'a> MessageView<'a> {
 /// The same messages are accepted as by [`Message::parse`](super::Message::parse) (which walks
 /// the same view), without building the owned tree: that is the point on the hot path, where
 /// most messages teach nothing that is kept.
+///
+/// The walk that checks also notes the relay chain on its way down (this box's level, the one
+/// below it, how many, the client message inside), so [`innermost`](Self::innermost) and
+/// [`RelayChainView::of`](super::RelayChainView::of) read it in O(1) instead of walking
+/// each level's options and re-checking its RELAY_MSG again.
 #[derive(Debug, Clone, Copy)]
-pub struct CheckedMessage<'a>(MessageView<'a>);
+pub struct CheckedMessage<'a> {
+    view: MessageView<'a>,
+    chain: ChainIndex<'a>,
+}
+
+/// The relay chain of a checked message as its walk found it: the levels reached by following
+/// each level's first RELAY_MSG, outermost first, as
+/// [`RelayView::relay_message`] reads them one by one.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChainIndex<'a> {
+    /// The level inside the outermost one (which is the message's own view, not stored
+    /// twice: the smaller a checked message, the cheaper every copy the snooper makes).
+    pub(crate) below: Option<RelayView<'a>>,
+    /// Relay levels in the chain.
+    pub(crate) levels: usize,
+    /// The client/server message inside every level; `None` when a level has no RELAY_MSG.
+    pub(crate) innermost: Option<ClientView<'a>>,
+}
+
+impl<'a> ChainIndex<'a> {
+    /// Notes the level `m` (or, for a client message, the innermost message).
+    #[inline]
+    fn note(&mut self, r: RelayView<'a>) {
+        if self.levels == 1 {
+            self.below = Some(r);
+        }
+        self.levels += 1;
+    }
+
+    /// The fast check ([`list_ok`]) over `m` and everything in it, noting the chain on the
+    /// way down; `false` when anything is malformed (the walk then says what and where).
+    fn check_level(&mut self, m: MessageView<'a>) -> bool {
+        let r = match m {
+            MessageView::Client(c) => {
+                self.innermost = Some(c);
+                return c.options().layout_ok();
+            }
+            MessageView::Relay(r) => r,
+        };
+        self.note(r);
+        let mut next_level = true;
+        for o in r.options() {
+            let Ok(o) = o else { return false };
+            if next_level && o.code() == OptionCode::RELAY_MSG {
+                next_level = false;
+                match o.relay_msg() {
+                    Ok(inner) if self.check_level(inner) => {}
+                    _ => return false,
+                }
+            } else if !o.layout_ok() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Walks `m` as [`MessageView::walk`] does (same order, so the same first error) and
+    /// notes the chain: `m` is a level of it, or the client message inside it.
+    fn walk_level(&mut self, m: MessageView<'a>) -> Result<usize, Error> {
+        let r = match m {
+            MessageView::Client(c) => {
+                self.innermost = Some(c);
+                return c.options().walk();
+            }
+            MessageView::Relay(r) => r,
+        };
+        self.note(r);
+        let mut next_level = true;
+        let mut n = 0;
+        for o in r.options() {
+            let o = o?;
+            n += 1;
+            if next_level && o.code() == OptionCode::RELAY_MSG {
+                next_level = false;
+                n += self.walk_level(o.relay_msg()?)?;
+            } else if let Some(inner) = o.check()? {
+                n += inner.walk()?;
+            }
+        }
+        Ok(n)
+    }
+}
 
 impl<'a> CheckedMessage<'a> {
     /// Checks the header and walks every option at every depth; no allocation.
+    ///
+    /// Two passes over one set of rules' verdicts: the fast check ([`list_ok`]) decides
+    /// a well-formed message in one tight pass; anything it refuses is walked again by
+    /// [`MessageView::walk`]'s own path, which names the error and its offset (and is the
+    /// authority: were the fast check ever stricter, the walk would still accept). In builds
+    /// with debug assertions (tests) every fast acceptance is re-checked by the walk.
     #[inline]
     pub fn new(bytes: &'a [u8]) -> Result<Self, Error> {
-        let m = MessageView::new_checked(bytes)?;
-        m.walk()?;
-        Ok(CheckedMessage(m))
+        let view = MessageView::new_checked(bytes)?;
+        let mut chain = ChainIndex::default();
+        if chain.check_level(view) {
+            debug_assert!(
+                view.walk().is_ok(),
+                "the fast check accepted a message the walk refuses"
+            );
+            return Ok(CheckedMessage { view, chain });
+        }
+        let mut chain = ChainIndex::default();
+        chain.walk_level(view)?;
+        Ok(CheckedMessage { view, chain })
     }
 
     #[inline]
     pub fn view(&self) -> MessageView<'a> {
-        self.0
+        self.view
     }
 
     #[inline]
     pub fn msg_type(&self) -> MessageType {
-        self.0.msg_type()
+        self.view.msg_type()
     }
 
     /// The client/server message inside every relay level (`None`: a relay level without
     /// RELAY_MSG), as [`Message::innermost`](super::Message::innermost).
+    #[inline]
     pub fn innermost(&self) -> Option<ClientView<'a>> {
-        super::RelayChainView::of(*self).innermost()
+        self.chain.innermost
+    }
+
+    /// The relay chain the walk noted.
+    #[inline]
+    pub(crate) fn chain(&self) -> ChainIndex<'a> {
+        self.chain
     }
 }
 
 impl<'a> OptionsIter<'a> {
     /// The body of the first option with `code`, as the owned finders read it; for a list of
     /// a [`CheckedMessage`], where an error cannot occur (one would read as absence).
+    ///
+    /// A bare scan of headers (no [`OptionView`] or `Result` per option): every header is
+    /// still bound-checked, and one that is cut short or overruns ends the scan with `None`,
+    /// as [`find`](Self::find)'s error would.
     #[inline]
     pub fn checked_data(self, code: OptionCode) -> Option<&'a [u8]> {
-        self.find(code).ok().flatten().map(|o| o.data())
+        let mut rest = self.rest;
+        while let [c0, c1, l0, l1, ref tail @ ..] = *rest {
+            let (data, next) = tail.split_at_checked(usize::from(u16::from_be_bytes([l0, l1])))?;
+            if u16::from_be_bytes([c0, c1]) == code.0 {
+                return Some(data);
+            }
+            rest = next;
+        }
+        None
     }
 
     /// The first STATUS_CODE's code (`None`: none, which RFC 8415 §21.13 reads as Success).
     #[inline]
     pub fn checked_status_code(self) -> Option<StatusCode> {
-        self.find(OptionCode::STATUS_CODE)
-            .ok()
-            .flatten()
-            .and_then(|o| o.status().ok())
-            .map(|s| s.code)
+        let (code, _) = self
+            .checked_data(OptionCode::STATUS_CODE)?
+            .split_first_chunk::<2>()?;
+        Some(StatusCode(u16::from_be_bytes(*code)))
     }
 
     /// The first Remote-Id: (enterprise number, remote-id).

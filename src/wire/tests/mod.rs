@@ -1,5 +1,6 @@
 //! Unit tests for the codec against fixed bytes: construct, emit, parse, deconstruct.
 
+mod checked;
 mod messages;
 mod options;
 mod pretty;
