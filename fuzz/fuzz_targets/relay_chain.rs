@@ -128,15 +128,33 @@ fuzz_target!(|data: &[u8]| {
         let checked = checked.expect("owned parse accepted, checked message refused");
         let view = RelayChainView::of(checked);
         let all = owned_levels(&msg);
-        assert_eq!((view.len(), view.nested()), (all.len(), all.len().saturating_sub(1)));
+        assert_eq!(
+            (view.len(), view.nested()),
+            (all.len(), all.len().saturating_sub(1))
+        );
         let header = |r: lqagent::wire::RelayView<'_>| {
-            (r.msg_type(), r.hop_count(), r.link_address(), r.peer_address())
+            (
+                r.msg_type(),
+                r.hop_count(),
+                r.link_address(),
+                r.peer_address(),
+            )
         };
-        let owned_header =
-            |r: &lqagent::wire::RelayMessage| (r.msg_type, r.hop_count, r.link_address, r.peer_address);
-        assert_eq!(view.ours().map(header), all.first().map(|r| owned_header(r)));
-        assert_eq!(view.below_ours().map(header), all.get(1).map(|r| owned_header(r)));
-        assert_eq!(view.link_address(), RelayChain::of_message(&msg).link_address());
+        let owned_header = |r: &lqagent::wire::RelayMessage| {
+            (r.msg_type, r.hop_count, r.link_address, r.peer_address)
+        };
+        assert_eq!(
+            view.ours().map(header),
+            all.first().map(|r| owned_header(r))
+        );
+        assert_eq!(
+            view.below_ours().map(header),
+            all.get(1).map(|r| owned_header(r))
+        );
+        assert_eq!(
+            view.link_address(),
+            RelayChain::of_message(&msg).link_address()
+        );
         let inner = |c: lqagent::wire::ClientView<'_>| (c.msg_type(), c.transaction_id());
         assert_eq!(view.innermost().map(inner), chain.1);
         assert_eq!(checked.innermost().map(inner), chain.1);

@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
         delegated_length: (48, 64),
         ldra: false,
     };
-    let admission = Admission::new(vec![rule.clone()], [a("2001:db8:ffff::2")], own.clone());
+    let admission = Arc::new(Admission::new(
+        vec![rule.clone()],
+        [a("2001:db8:ffff::2")],
+        own.clone(),
+    ));
     let mut classifier = Classifier::new(
         ClassifyConfig {
             pending_capacity: CAP,
@@ -51,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         SnoopTrust {
             servers: [a("2001:db8:ffff::2")].into_iter().collect(),
             own,
-            admission: None,
+            admission: admission.clone(),
         },
     );
     let mut rest = data;
