@@ -44,11 +44,11 @@ fn a(s: &str) -> Ipv6Addr {
 }
 
 fn leasequery_reply() -> Vec<u8> {
-    let client = Duid::Llt {
+    let client = Duid::from(DuidKind::Llt {
         hw_type: 1,
         time: 0x2abc_def0,
         link_layer: vec![2, 0, 0, 0, 0, 1],
-    };
+    });
     let mut relay = RelayMessage::new(
         MessageType::RELAY_FORW,
         0,

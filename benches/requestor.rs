@@ -68,7 +68,7 @@ impl Lean {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
-        let server_duid = Duid::parse(&[0, 3, 0, 1, 2, 0, 0, 0, 5, 0x47]);
+        let server_duid = Duid::from(&[0, 3, 0, 1, 2, 0, 0, 0, 5, 0x47]);
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let (s2, a2) = (stop.clone(), answered.clone());
@@ -100,7 +100,7 @@ impl Lean {
                         if bound(n) {
                             let mut cd = ClientData::default();
                             cd.options
-                                .push(DhcpOption::ClientId(Duid::parse(&client_duid(n))));
+                                .push(DhcpOption::ClientId(Duid::from(&client_duid(n))));
                             cd.options
                                 .push(DhcpOption::IaAddr(IaAddr::new(a, 3600, 7200)));
                             cd.options.push(DhcpOption::CltTime(5));
@@ -216,7 +216,7 @@ fn run(server: SocketAddr, total: u32, in_flight: u32) -> Run {
     let cfg = RequestorConfig {
         servers: vec![server],
         policy: Policy::Failover,
-        duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0xbe, 0x11],
+        duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0xbe, 0x11].into(),
         max_pending: in_flight as usize * 2,
         // As the daemon configures them (see the module doc).
         negative_ttl: Duration::from_secs(30),

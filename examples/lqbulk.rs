@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let mut queries = Vec::new();
     for r in &args.relay_ids {
         queries.push(BulkQuery::RelayId {
-            relay_id: Duid::parse(&hex_bytes(r)?),
+            relay_id: Duid::from(&hex_bytes(r)?),
             link: Ipv6Addr::UNSPECIFIED,
         });
     }
@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         "give --link, --relay-id or --remote-id"
     );
     let cfg = Arc::new(BulkConfig {
-        requestor_duid: Duid::parse(&hex_bytes(&args.duid)?),
+        requestor_duid: Duid::from(&hex_bytes(&args.duid)?),
         pipelining: args.pipelining,
         data_timeout: Duration::from_secs(args.data_timeout),
         max_attempts: args.attempts,

@@ -409,7 +409,7 @@ impl CacheTask {
         if w.reason != crate::cache::binding::WithdrawReason::Released {
             return Vec::new();
         }
-        let duid: Arc<[u8]> = w.client_duid.as_deref().unwrap_or_default().into();
+        let duid = w.client_duid.clone().unwrap_or_default();
         w.keys
             .iter()
             .filter(|k| self.store.get(k).is_none())
@@ -427,7 +427,7 @@ impl CacheTask {
         let mut out = Vec::new();
         for l in zero {
             if self.store.get(&l.key).is_none() {
-                let duid: Arc<[u8]> = Arc::from(&*o.client_duid);
+                let duid = o.client_duid.clone();
                 // The client the server answered: a zero lifetime for a prefix routed via
                 // another client is a stranger's, not the holder's.
                 let from = o.relay.as_ref().and_then(|r| r.peer_address);
@@ -516,7 +516,7 @@ fn notice_view(
     link: std::net::Ipv6Addr,
     interface: Option<Arc<str>>,
     from: Option<std::net::Ipv6Addr>,
-    duid: &Arc<[u8]>,
+    duid: &crate::wire::Duid,
     at: crate::time::Timestamp,
 ) -> crate::cache::binding::RouteView {
     crate::cache::binding::RouteView {

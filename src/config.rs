@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::prefix::Ipv6Prefix;
-use crate::wire::LeasequeryType;
+use crate::wire::{Duid, LeasequeryType};
 
 mod file;
 pub(crate) mod host;
@@ -109,9 +109,9 @@ labels! {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentitySection {
     /// None: the daemon derives a DUID-LL from the first snoop interface.
-    pub client_duid: Option<Vec<u8>>,
+    pub client_duid: Option<Duid>,
     /// The relay DUID for RFC 5460 QUERY_BY_RELAY_ID; needed when `bulk.queries` has `relay-id`.
-    pub relay_duid: Option<Vec<u8>>,
+    pub relay_duid: Option<Duid>,
 }
 
 /// RFC 5007 section 4.1.1 retransmission: LQ_TIMEOUT, LQ_MAX_RT, LQ_MAX_RC.

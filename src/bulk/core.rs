@@ -475,7 +475,7 @@ impl BulkConnection {
         let server = self.cfg.server;
         let q = &mut self.inflight[idx];
         // Set by the REPLY that let this query stream; without it nothing is emitted.
-        let Some(server_duid) = q.server_duid.as_ref().map(Duid::to_vec) else {
+        let Some(server_duid) = q.server_duid.clone() else {
             self.events
                 .push_back(ConnEvent::Discarded(Discard::BadIdentifiers));
             return;

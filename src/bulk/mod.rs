@@ -55,7 +55,7 @@ pub struct BulkConfig {
 impl Default for BulkConfig {
     fn default() -> Self {
         BulkConfig {
-            requestor_duid: Duid::Other(Vec::new()),
+            requestor_duid: Duid::default(),
             pipelining: false,
             data_timeout: BULK_LQ_DATA_TIMEOUT,
             connect_timeout: Duration::from_secs(5),

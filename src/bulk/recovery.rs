@@ -93,7 +93,7 @@ pub struct SinkClosed;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// The answering server's SERVERID.
-    pub server_duid: Vec<u8>,
+    pub server_duid: Duid,
     /// The link the query covered; `None` = every link of our relay.
     pub link: Option<Ipv6Addr>,
     /// Every address and prefix its messages carried (usable or not).
@@ -225,7 +225,7 @@ impl BindingSink for CacheSink {
     async fn listed(&mut self, server: SocketAddr, l: Listing) -> Result<(), SinkClosed> {
         tracing::debug!(%server, link = ?l.link, mentioned = l.mentioned.len(), "bulk query listed its scope: sweeping what it did not mention");
         let sweep = Sweep {
-            server_duid: l.server_duid.into_boxed_slice(),
+            server_duid: l.server_duid,
             link: l.link,
             mentioned: l.mentioned,
             started: self.clock.at_std(l.started),
@@ -247,7 +247,7 @@ fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> {
 /// What one query has listed so far (across its attempts).
 #[derive(Debug, Default)]
 struct Listed {
-    server_duid: Option<Vec<u8>>,
+    server_duid: Option<Duid>,
     keys: HashSet<LeaseKey>,
     /// Too many keys, or answers under two server DUIDs (the server changed between attempts):
     /// no sweep.
@@ -470,7 +470,7 @@ mod tests {
                 top_base_time: None,
                 srsn: Some(9),
                 link: a("2001:db8:9::1"),
-                server_duid: Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]).to_vec(),
+                server_duid: Duid::ll_ethernet([2, 0, 0, 0, 5, 0x47]),
                 server: "[2001:db8:ff::2]:547".parse().unwrap(),
                 received: Instant::now(),
             },
@@ -560,7 +560,7 @@ mod tests {
             assert!(listed(&link, &r, None).is_none(), "{r:?}: no sweep");
         }
         let mut other = binding();
-        other.answer.server_duid = Duid::ll_ethernet([2, 0, 0, 0, 5, 0x48]).to_vec();
+        other.answer.server_duid = Duid::ll_ethernet([2, 0, 0, 0, 5, 0x48]);
         assert!(
             listed(&link, &done, Some(other)).is_none(),
             "answers under two server DUIDs: no sweep"

@@ -16,6 +16,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::prefix::Ipv6Prefix;
+use crate::wire::Duid;
 
 pub use crate::time::Timestamp;
 
@@ -107,7 +108,7 @@ impl Source {
 /// answered from. Two answers are "from the same server" (RFC 5007 §4.3.4) when the DUIDs match.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerId {
-    pub duid: Box<[u8]>,
+    pub duid: Duid,
     pub address: Ipv6Addr,
 }
 
@@ -155,11 +156,11 @@ pub struct Link {
 }
 
 /// Who holds a lease: shared by all leases the same client holds on the same link.
-/// (The DUID is an `Arc` so the by-client index shares it; relay data is boxed because most of
+/// (The by-client index keys by a clone of the same [`Duid`]; relay data is boxed because most of
 /// the time it is absent and the struct is kept per client.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientInfo {
-    pub duid: Arc<[u8]>,
+    pub duid: Duid,
     pub link: Link,
     pub relay: Option<Box<RelayData>>,
 }
@@ -203,7 +204,7 @@ pub struct ObservedLease {
 /// makes none: it restores leases as they were ([`Lease`]), past the merge rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
-    pub client_duid: Box<[u8]>,
+    pub client_duid: Duid,
     pub link: Link,
     pub relay: Option<RelayData>,
     pub server: Arc<ServerId>,
@@ -230,7 +231,7 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
     /// The server that answered (its SERVERID).
-    pub server_duid: Box<[u8]>,
+    pub server_duid: Duid,
     /// The link the query covered; `None` = every link (a relay-id query with link `::`).
     pub link: Option<Ipv6Addr>,
     /// Every address and prefix the query's messages mentioned.
@@ -256,7 +257,7 @@ labels! {
 pub struct Withdrawal {
     pub keys: Vec<LeaseKey>,
     /// When set, only leases held by this client are withdrawn (a RELEASE speaks for its sender).
-    pub client_duid: Option<Box<[u8]>>,
+    pub client_duid: Option<Duid>,
     /// The link the RELEASE/DECLINE came through (the link-address of this box's own relay
     /// level). A release applies only on the binding's own link; from another link it is a
     /// [`Doubt`]. `None` for an operator `clear`.
@@ -326,7 +327,7 @@ pub struct Doubt {
     /// inherited route, a unicast exchange about an unknown key).
     pub holder: Option<Arc<ClientInfo>>,
     /// The client whose message raised the doubt, when known (the stranger's DUID).
-    pub claimant: Option<Box<[u8]>>,
+    pub claimant: Option<Duid>,
     /// The link to ask about: the holder's link-address (or the link the kernel route is on).
     pub link: Ipv6Addr,
     /// The interface of that link, when known (for the query's link and the route).
@@ -399,7 +400,7 @@ pub struct RouteView {
     pub interface: Option<Arc<str>>,
     /// For prefixes: the next hop; `None` for addresses (on-link /128) or when unknown.
     pub next_hop: Option<Ipv6Addr>,
-    pub client_duid: Arc<[u8]>,
+    pub client_duid: Duid,
     pub valid_until: Timestamp,
 }
 

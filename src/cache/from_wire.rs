@@ -16,7 +16,7 @@ use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     Timestamp,
 };
-use crate::wire::{ClientData, IaPrefix, LqRelayData, Options, RelayChain, RelayLevel};
+use crate::wire::{ClientData, Duid, IaPrefix, LqRelayData, Options, RelayChain, RelayLevel};
 
 /// Why a CLIENT_DATA cannot become an observation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +58,7 @@ pub struct ClientAnswer {
     /// The link-address the query asked about (`::`: none, or every link).
     pub link: Ipv6Addr,
     /// The answering server's SERVERID.
-    pub server_duid: Vec<u8>,
+    pub server_duid: Duid,
     pub server: SocketAddr,
     /// When the message carrying it was read: lifetimes and CLT_TIME count from here (a bulk
     /// connection's stamp may put it earlier, see `bulk::BulkBinding::stamped`).
@@ -79,12 +79,9 @@ impl ClientAnswer {
             .or(Some(self.link).filter(|l| !l.is_unspecified()))
     }
 
-    /// The client's DUID bytes (empty when the server sent none).
-    pub fn client_duid(&self) -> Vec<u8> {
-        self.data
-            .client_id()
-            .map(crate::wire::Duid::to_vec)
-            .unwrap_or_default()
+    /// The client's DUID (empty when the server sent none); a shared copy of the answer's.
+    pub fn client_duid(&self) -> Duid {
+        self.data.client_id().cloned().unwrap_or_default()
     }
 
     /// CLT_TIME as sent (0 only if the readers' check was bypassed).
@@ -256,7 +253,7 @@ pub(crate) fn observation_from_reply(
         link,
         relay,
         server: Arc::new(ServerId {
-            duid: answer.server_duid.clone().into_boxed_slice(),
+            duid: answer.server_duid.clone(),
             address: answer.server_address(),
         }),
         source: ctx.source,
@@ -339,7 +336,7 @@ mod tests {
             top_base_time: base,
             srsn: None,
             link: Ipv6Addr::UNSPECIFIED,
-            server_duid: vec![0, 1],
+            server_duid: vec![0, 1].into(),
             server: "[2001:db8:ffff::1]:547".parse().unwrap(),
             received: Instant::now(),
         }

@@ -151,7 +151,7 @@ use super::binding::{
     Observation, ObservedLease, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
     Withdrawal,
 };
-use crate::wire::INFINITE_LIFETIME;
+use crate::wire::{Duid, INFINITE_LIFETIME};
 
 /// R10: default cap on bindings per local subscriber interface: an eighth of the default
 /// 2 000 000 routes, so one port (whatever DUIDs its clients invent) can take at most an eighth
@@ -401,14 +401,14 @@ fn doubt(
     key: LeaseKey,
     reason: DoubtReason,
     holder: &Arc<ClientInfo>,
-    claimant: Option<&[u8]>,
+    claimant: Option<&Duid>,
     at: Timestamp,
 ) -> Doubt {
     Doubt {
         key,
         reason,
         holder: Some(holder.clone()),
-        claimant: claimant.map(Box::from),
+        claimant: claimant.cloned(),
         link: holder.link.address,
         interface: holder.link.interface.clone(),
         at,
@@ -537,7 +537,7 @@ fn total_order(a: &Lease, b: &Lease) -> Ordering {
 
 /// R11: how recent a client record's data is, in R2/R3's order (client-last-transaction, server
 /// DUID, arrival).
-pub(crate) type Since = (Timestamp, Box<[u8]>, Timestamp);
+pub(crate) type Since = (Timestamp, Duid, Timestamp);
 
 /// R11: a client record newer than every lease its client still holds on the link (the lease
 /// it came with was taken by another client or removed), or held by a client with no lease
@@ -623,9 +623,9 @@ fn client_info(
         (None, Some(c)) => c.link.clone(),
         _ => obs.link.clone(),
     };
-    let duid: Arc<[u8]> = match &stored_client {
+    let duid: Duid = match &stored_client {
         Some(c) => c.duid.clone(),
-        None => Arc::from(&*obs.client_duid),
+        None => obs.client_duid.clone(),
     };
     let fresh = ClientInfo { duid, link, relay };
     let client = match stored_client {
@@ -1068,13 +1068,7 @@ pub fn withdraw(current: &BTreeMap<LeaseKey, Lease>, w: &Withdrawal) -> MergeOut
             };
             match reason {
                 Some(r) => {
-                    doubts.push(doubt(
-                        *key,
-                        r,
-                        &l.client,
-                        w.client_duid.as_deref(),
-                        w.arrival,
-                    ));
+                    doubts.push(doubt(*key, r, &l.client, w.client_duid.as_ref(), w.arrival));
                     MergeVerdict::Doubted
                 }
                 None => MergeVerdict::Removed,

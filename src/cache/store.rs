@@ -61,6 +61,7 @@ use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
 use super::storage::{KeyHashBuilder, LeaseTable, SlotRef};
 use crate::prefix::Ipv6Prefix;
+use crate::wire::Duid;
 
 // The writer's own maps (tombstones, big clients and their groups, the CLT log) are probed
 // several times per `apply` with keys from the network: std's SipHash was most of a merge's
@@ -398,13 +399,13 @@ impl DoubleEndedIterator for PrefixLens {
 }
 
 /// A tombstone's place: the key and the client (DUID) it belonged to.
-type TombKey = (LeaseKey, Arc<[u8]>);
+type TombKey = (LeaseKey, Duid);
 
 #[derive(Debug, Default)]
 struct WriterState {
     expiry: ExpiryQueue,
     /// Servers already logged for a CLT_TIME anomaly (logged once per server DUID).
-    clt_logged: HashSet<Box<[u8]>>,
+    clt_logged: HashSet<Duid>,
     /// R15, per key *and client*: a tombstone competes only with data about its own client
     /// (merge R17), so one client's evidence never displaces another's.
     tombstones: HashMap<TombKey, Lease>,
@@ -412,15 +413,15 @@ struct WriterState {
     tomb_order: VecDeque<(Timestamp, TombKey)>,
     /// Merge R11: client records newer than the leases their clients still hold, by DUID (then
     /// link, usually one), forgotten a tombstone time after they were noted.
-    records: HashMap<Arc<[u8]>, Vec<merge::Remembered>>,
+    records: HashMap<Duid, Vec<merge::Remembered>>,
     /// (forget-at, DUID) in insertion order, as `tomb_order`.
-    record_order: VecDeque<(Timestamp, Arc<[u8]>)>,
+    record_order: VecDeque<(Timestamp, Duid)>,
     /// Rate limit of move log lines: (second, lines logged in it).
     move_log: (i64, u32),
     /// Rate limit of cap refusal log lines: (second, lines logged in it).
     cap_log: (i64, u32),
     /// The index of clients with more than `big_client` leases.
-    big: HashMap<Arc<[u8]>, BigClient>,
+    big: HashMap<Duid, BigClient>,
     /// Leases the last `apply` copied for the merge (what a merge costs; tests read it).
     copied: usize,
 }
@@ -500,7 +501,7 @@ pub struct BindingStore {
     prefix_lens: [AtomicU32; 129],
     /// Bit `len` set ⇔ some prefix of that length is held.
     len_mask: [AtomicU64; 3],
-    by_client: Map<Arc<[u8]>, ClientRefs>,
+    by_client: Map<Duid, ClientRefs>,
     by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
     by_interface: Map<Arc<str>, usize>,
     writer: Mutex<WriterState>,
@@ -574,9 +575,8 @@ impl BindingStore {
         let mut tombs = BTreeMap::new();
         let mut holders = Vec::new();
         let mut covers = merge::Covers::new();
-        // The observation's client, to find its tombstones (none: no allocation).
-        let me: Option<Arc<[u8]>> =
-            (!w.tombstones.is_empty()).then(|| Arc::from(&*obs.client_duid));
+        // The observation's client, to find its tombstones (a shared copy, no allocation).
+        let me: Option<Duid> = (!w.tombstones.is_empty()).then(|| obs.client_duid.clone());
         for l in &obs.leases {
             if let Some(v) = self.get(&l.key) {
                 if *v.client.duid != *obs.client_duid || v.client.link.address != obs.link.address {
@@ -750,7 +750,7 @@ impl BindingStore {
         let due = w.expiry.pop_due(now, self.cfg.expiry_batch);
         let mut current = BTreeMap::new();
         // Each client copied once per pass (many of one client's leases may be due together).
-        let mut gathered: HashSet<Arc<[u8]>> = HashSet::default();
+        let mut gathered: HashSet<Duid> = HashSet::default();
         for (_, r) in due {
             // Whatever lease sits in the slot now counts only if its own deadline has passed
             // (else the entry is stale: refreshed, or removed and the slot reused).
@@ -1168,7 +1168,7 @@ impl BindingStore {
     }
 
     /// Start the big-client index of `duid` past `big_client` leases, drop it below half that.
-    fn resize_big(&self, w: &mut WriterState, duid: &Arc<[u8]>) {
+    fn resize_big(&self, w: &mut WriterState, duid: &Duid) {
         let n = self.by_client.get(duid).map_or(0, |v| v.len());
         if w.big.contains_key(duid) {
             if n < self.big_client / 2 || n == 0 {

@@ -186,7 +186,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
     };
     let kind = match (&args.address, &args.client_id) {
         (Some(a), _) => QueryKind::ByAddress(*a),
-        (None, Some(c)) => QueryKind::ByClientId(parse_hex(c)?),
+        (None, Some(c)) => QueryKind::ByClientId(parse_hex(c)?.into()),
         (None, None) => bail!("--address or --client-id is needed"),
     };
     let query = Query {
@@ -195,7 +195,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<i32> {
         relay_data: args.relay_data,
     };
     let duid = match &args.duid {
-        Some(h) => parse_hex(h)?,
+        Some(h) => parse_hex(h)?.into(),
         None => udp::system_duid(args.interface.as_deref()).context("choosing our DUID")?,
     };
     let mut retransmit = RetransmitParams::LEASEQUERY;

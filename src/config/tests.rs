@@ -28,7 +28,7 @@ fn sample_config_loads() {
         vec![LeasequeryType::LinkAddress, LeasequeryType::RelayId]
     );
     assert_eq!(c.routes.protocol, 211);
-    assert_eq!(c.identity.relay_duid.as_ref().map(Vec::len), Some(10));
+    assert_eq!(c.identity.relay_duid.as_ref().map(|d| d.len()), Some(10));
 }
 
 /// The bulk query types are spelled as in the metrics (`relay_id`); the hyphenated spelling that

@@ -14,7 +14,7 @@ use super::{
     RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
 };
 use crate::prefix::Ipv6Prefix;
-use crate::wire::LeasequeryType;
+use crate::wire::{Duid, LeasequeryType};
 
 /// Bounds that keep a config from asking for unbounded tables.
 const MAX_SERVERS: usize = 16;
@@ -243,12 +243,12 @@ fn identity(f: &file::Identity) -> Result<IdentitySection> {
         client_duid: f
             .client_duid
             .as_deref()
-            .map(|s| hex_bytes("identity.client_duid", s, DUID_LEN))
+            .map(|s| hex_bytes("identity.client_duid", s, DUID_LEN).map(Duid::from))
             .transpose()?,
         relay_duid: f
             .relay_duid
             .as_deref()
-            .map(|s| hex_bytes("identity.relay_duid", s, DUID_LEN))
+            .map(|s| hex_bytes("identity.relay_duid", s, DUID_LEN).map(Duid::from))
             .transpose()?,
     })
 }

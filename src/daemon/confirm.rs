@@ -158,7 +158,7 @@ pub struct Settled {
     /// In order: the observations of a `held`/`moved` answer, or the `gone` confirmation.
     pub inputs: Vec<CacheInput>,
     /// The client the server named for the key (the first, if several), for the log.
-    pub named: Option<Box<[u8]>>,
+    pub named: Option<crate::wire::Duid>,
 }
 
 impl Settled {

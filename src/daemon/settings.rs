@@ -35,7 +35,7 @@ pub(crate) fn log_config(cfg: &Config) -> LogConfig {
 }
 
 /// The requestor's settings; `duid` is our CLIENTID.
-pub(crate) fn requestor_config(cfg: &Config, duid: Vec<u8>) -> RequestorConfig {
+pub(crate) fn requestor_config(cfg: &Config, duid: Duid) -> RequestorConfig {
     let (global_rate, link_rate) = rates(cfg);
     RequestorConfig {
         servers: cfg
@@ -234,7 +234,7 @@ pub(crate) fn recovery(cfg: &Config, requestor_duid: Duid) -> RecoverySetup {
     };
     if b.enabled {
         if b.queries.contains(&LeasequeryType::RelayId) {
-            plan.relay_id = cfg.identity.relay_duid.as_deref().map(Duid::parse);
+            plan.relay_id = cfg.identity.relay_duid.clone();
         }
         if b.queries.contains(&LeasequeryType::LinkAddress) {
             // Links that share a link-address (told apart by Interface-Id) are one query: the
@@ -348,7 +348,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/lqagent.toml"))
                 .expect("sample config");
         let cfg = Config::parse(&text).expect("sample parses");
-        let r = requestor_config(&cfg, vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+        let r = requestor_config(&cfg, vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1].into());
         assert_eq!(r.servers.len(), cfg.servers.len());
         assert!(r.servers.iter().all(|s| s.port() == 547));
         assert_eq!(r.retransmit.mrc, u32::from(cfg.requestor.attempts));
@@ -397,7 +397,7 @@ mod tests {
             udp_config(&cfg).bind,
             "[2001:db8:5::7]:546".parse().unwrap()
         );
-        let bulk = recovery(&cfg, Duid::parse(&[0, 1]));
+        let bulk = recovery(&cfg, Duid::from(&[0, 1]));
         assert_eq!(
             bulk.bulk.source_address,
             Some("2001:db8:5::7".parse().unwrap())

@@ -412,7 +412,7 @@ pub(super) fn cache(
 /// Step 7: leasequery: the requestor, the on-demand path (fed by the trigger's events) and the
 /// confirmer (fed by the doubts), both asking through the one requestor.
 pub(super) struct Leasequery {
-    pub(super) duid: Vec<u8>,
+    pub(super) duid: Duid,
     pub(super) requestor: RequestorHandle,
     pub(super) on_demand: OnDemand,
     /// The requestor's counters, shared with its task (read at scrape time).
@@ -518,7 +518,7 @@ pub(super) async fn leasequery(
 /// link-up queries. A recovery run that dies is started again, only while none has finished.
 pub(super) fn recovery(
     cfg: &Config,
-    duid: &[u8],
+    duid: &Duid,
     cache: &CacheHandle,
     clock: AgentClock,
     metrics: &Metrics,
@@ -528,7 +528,7 @@ pub(super) fn recovery(
     let bulk_stats = Arc::new(BulkStats::with_max_connections(usize::from(
         cfg.bulk.max_connections,
     )));
-    let recovery = settings::recovery(cfg, Duid::parse(duid));
+    let recovery = settings::recovery(cfg, duid.clone());
     let bulk_cfg = Arc::new(recovery.bulk.clone());
     let sink = CacheSink::new(cache.clone(), clock);
     if recovery.plan.servers.is_empty() {

@@ -127,7 +127,7 @@ mod tests {
             link_address: a(link),
             interface: iface.map(Arc::from),
             next_hop: hop.map(a),
-            client_duid: Arc::from(&[0u8, 3, 0, 1][..]),
+            client_duid: crate::wire::Duid::from(&[0u8, 3, 0, 1]),
             valid_until: Timestamp::from_secs(2_000_000_000),
         }
     }

@@ -42,7 +42,7 @@ use super::{
     Answer, AnswerVerdict, ClientAnswer, DropReason, Policy, Query, QueryId, QueryOutcome, Rate,
     RefuseReason, RequestorConfig, RequestorCounter, RequestorStats, ServerAnswer,
 };
-use crate::wire::StatusCode;
+use crate::wire::{Duid, StatusCode};
 
 /// RFC 8415 §8: the transaction id is 24 bits.
 const XID_MASK: u32 = 0x00ff_ffff;
@@ -459,7 +459,7 @@ impl Requestor {
         &mut self,
         now: Instant,
         xid: u32,
-        server_duid: Option<Vec<u8>>,
+        server_duid: Option<Duid>,
         answer: Answer,
     ) {
         let Some(x) = self.exchanges.remove(&xid) else {

@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::label::labels;
-use crate::wire::StatusCode;
+use crate::wire::{Duid, StatusCode};
 
 pub use self::core::Requestor;
 pub use limiter::Rate;
@@ -58,7 +58,7 @@ pub enum QueryKind {
     /// QUERY_BY_ADDRESS: who leases this address, or was delegated a prefix holding it.
     ByAddress(Ipv6Addr),
     /// QUERY_BY_CLIENTID: what this client (DUID) holds.
-    ByClientId(Vec<u8>),
+    ByClientId(Duid),
 }
 
 /// One lookup. Equal queries in flight at once share one transaction (deduplication), and a
@@ -81,9 +81,9 @@ impl Query {
         }
     }
 
-    pub fn by_client_id(duid: Vec<u8>) -> Self {
+    pub fn by_client_id(duid: impl Into<Duid>) -> Self {
         Query {
-            kind: QueryKind::ByClientId(duid),
+            kind: QueryKind::ByClientId(duid.into()),
             link: Ipv6Addr::UNSPECIFIED,
             relay_data: false,
         }
@@ -126,7 +126,7 @@ pub enum Answer {
 pub struct ServerAnswer {
     pub server: SocketAddr,
     /// The server's DUID (OPTION_SERVERID), when it answered.
-    pub server_duid: Option<Vec<u8>>,
+    pub server_duid: Option<Duid>,
     /// The link-address this exchange asked with.
     pub link: Ipv6Addr,
     pub answer: Answer,
@@ -188,7 +188,7 @@ pub struct RequestorConfig {
     pub servers: Vec<SocketAddr>,
     pub policy: Policy,
     /// Our DUID, sent in OPTION_CLIENTID of every LEASEQUERY.
-    pub duid: Vec<u8>,
+    pub duid: Duid,
     pub retransmit: RetransmitParams,
     /// Queries (not exchanges) in flight at once; beyond it new queries are refused.
     pub max_pending: usize,
@@ -218,7 +218,7 @@ impl Default for RequestorConfig {
         RequestorConfig {
             servers: Vec::new(),
             policy: Policy::Failover,
-            duid: Vec::new(),
+            duid: Duid::default(),
             retransmit: RetransmitParams::LEASEQUERY,
             max_pending: 4096,
             max_client_links: 16,

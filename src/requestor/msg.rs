@@ -40,8 +40,8 @@ pub(crate) fn emit_leasequery(xid: u32, our_duid: &[u8], query: &Query, link: Ip
 #[derive(Debug)]
 pub(crate) struct ReplyView {
     pub(crate) xid: u32,
-    pub(crate) server_duid: Option<Vec<u8>>,
-    pub(crate) client_id: Option<Vec<u8>>,
+    pub(crate) server_duid: Option<Duid>,
+    pub(crate) client_id: Option<Duid>,
     /// (code, message) from a top-level OPTION_STATUS_CODE.
     pub(crate) status: Option<(StatusCode, String)>,
     pub(crate) client_data: Option<ClientData>,
@@ -78,8 +78,8 @@ pub(crate) fn parse(bytes: &[u8], srsn_option: Option<u16>) -> Result<Parsed, cr
     let o = &m.options;
     Ok(Parsed::Reply(Box::new(ReplyView {
         xid: m.transaction_id,
-        server_duid: o.server_id().map(Duid::to_vec),
-        client_id: o.client_id().map(Duid::to_vec),
+        server_duid: o.server_id().cloned(),
+        client_id: o.client_id().cloned(),
         status: o.status().map(|s| (s.code, s.text().into_owned())),
         client_data: o.client_data().cloned(),
         relay_data: o.lq_relay_data().cloned(),
@@ -101,9 +101,7 @@ mod tests {
                 QueryType::BY_ADDRESS,
                 DhcpOption::IaAddr(IaAddr::new(*a, 0, 0)),
             ),
-            QueryKind::ByClientId(d) => {
-                (QueryType::BY_CLIENTID, DhcpOption::ClientId(Duid::parse(d)))
-            }
+            QueryKind::ByClientId(d) => (QueryType::BY_CLIENTID, DhcpOption::ClientId(d.clone())),
         };
         let mut lq = LqQuery::new(qtype, link);
         lq.options.push(qopt);
@@ -112,7 +110,7 @@ mod tests {
                 .push(DhcpOption::Oro(vec![OptionCode::LQ_RELAY_DATA]));
         }
         let mut m = ClientMessage::new(MessageType::LEASEQUERY, xid);
-        m.options.push(DhcpOption::ClientId(Duid::parse(our_duid)));
+        m.options.push(DhcpOption::ClientId(Duid::from(our_duid)));
         m.options.push(DhcpOption::LqQuery(lq));
         Message::from(m).to_vec().unwrap()
     }

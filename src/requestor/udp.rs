@@ -28,7 +28,7 @@ use super::core::{Requestor, Submit};
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 use super::{filter, pktinfo};
 use crate::supervise::{Inbox, Lifetime, Supervisor};
-use crate::wire::CLIENT_PORT;
+use crate::wire::{CLIENT_PORT, Duid};
 
 /// The shell's own settings.
 #[derive(Debug, Clone)]
@@ -482,7 +482,7 @@ fn submit(core: &mut Requestor, waiters: &mut Waiters, cmd: Cmd, rates: &RatesSl
 /// Our DUID when none is configured (RFC 8415 §11.4): DUID-LL (type 3, hardware type 1) from
 /// `iface`'s MAC address, or from the first interface with a non-zero one; a random DUID-UUID
 /// (RFC 6355) on a machine without any.
-pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
+pub fn system_duid(iface: Option<&str>) -> io::Result<Duid> {
     let names: Vec<String> = match iface {
         Some(i) => vec![i.to_string()],
         None => {
@@ -512,7 +512,7 @@ pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
         if mac.len() == 6 && mac.iter().any(|b| *b != 0) {
             let mut duid = vec![0, 3, 0, 1];
             duid.extend_from_slice(&mac);
-            return Ok(duid);
+            return Ok(duid.into());
         }
     }
     if let Some(name) = iface {
@@ -523,7 +523,7 @@ pub fn system_duid(iface: Option<&str>) -> io::Result<Vec<u8>> {
     }
     let mut duid = vec![0, 4];
     duid.extend_from_slice(&rand::random::<[u8; 16]>());
-    Ok(duid)
+    Ok(duid.into())
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ use crate::cache::{
     Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use crate::wire::{
-    ALL_DHCP_SERVERS, CLIENT_PORT, CheckedMessage, ClientView, MessageType, MessageView,
+    ALL_DHCP_SERVERS, CLIENT_PORT, CheckedMessage, ClientView, Duid, MessageType, MessageView,
     OptionCode, OptionRef, OptionsIter, RelayChainView, SERVER_PORT, StatusCode,
 };
 
@@ -231,7 +231,7 @@ struct Pending {
 }
 
 /// Transaction id, client DUID, link-address: what ties a REPLY to its RELAY-FORW.
-type PendingKey = (u32, Box<[u8]>, Ipv6Addr);
+type PendingKey = (u32, Duid, Ipv6Addr);
 
 /// One bounded memory of RELAY-FORWs. `order` lists (time, key) in arrival order; a refreshed
 /// entry gets a new slot and its old one goes stale (skipped, because the entry's `at` no
@@ -401,7 +401,7 @@ impl Classifier {
                 {
                     let key: PendingKey = (
                         client.transaction_id(),
-                        duid.to_vec().into_boxed_slice(),
+                        Duid::from(duid),
                         chain.link_or_unspecified(),
                     );
                     self.pending.remove(&key);
@@ -517,7 +517,7 @@ impl Classifier {
                     key: l.key,
                     reason: DoubtReason::Unicast,
                     holder: None,
-                    claimant: Some(duid.to_vec().into_boxed_slice()),
+                    claimant: Some(Duid::from(duid)),
                     link: link.map_or(Ipv6Addr::UNSPECIFIED, |r| r.link_address),
                     interface: link.map(|r| r.interface.clone()),
                     at: now,
@@ -553,7 +553,7 @@ impl Classifier {
         };
         let key: PendingKey = (
             client.transaction_id(),
-            duid.to_vec().into_boxed_slice(),
+            Duid::from(duid),
             chain.link_or_unspecified(),
         );
         let entry = Pending {
@@ -591,7 +591,7 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::MissingId);
             return None;
         };
-        let duid: Box<[u8]> = duid.into();
+        let duid = Duid::from(duid);
         let key: PendingKey = (
             reply.transaction_id(),
             duid.clone(),
@@ -628,7 +628,7 @@ impl Classifier {
             },
             relay: Some(relay),
             server: Arc::new(ServerId {
-                duid: server.to_vec().into_boxed_slice(),
+                duid: Duid::from(server),
                 address: sender,
             }),
             source: Source::Snoop,
@@ -649,7 +649,7 @@ impl Classifier {
         chain: &RelayChainView<'_>,
         reply: ClientView<'_>,
         forw: Pending,
-        duid: Box<[u8]>,
+        duid: Duid,
         now: Timestamp,
     ) -> Option<Learned> {
         self.stats.bump(ClassifyCounter::ReplyRelease);

@@ -377,7 +377,7 @@ mod tests {
             link_address: Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, la),
             interface: None,
             next_hop: None,
-            client_duid: Arc::from(&[0u8, 1][..]),
+            client_duid: crate::wire::Duid::from(&[0u8, 1]),
             valid_until: Timestamp::NEVER,
         }
     }

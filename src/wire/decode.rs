@@ -133,9 +133,9 @@ fn lq_query(v: LqQueryView<'_>) -> Result<LqQuery, Error> {
 /// does not apply), so a typed option added to the view cannot be forgotten here.
 fn option(o: OptionRef<'_>) -> Result<DhcpOption, Error> {
     Ok(match o {
-        OptionRef::ClientId(d) => DhcpOption::ClientId(Duid::parse(d)),
-        OptionRef::ServerId(d) => DhcpOption::ServerId(Duid::parse(d)),
-        OptionRef::RelayId(d) => DhcpOption::RelayId(Duid::parse(d)),
+        OptionRef::ClientId(d) => DhcpOption::ClientId(Duid::from(d)),
+        OptionRef::ServerId(d) => DhcpOption::ServerId(Duid::from(d)),
+        OptionRef::RelayId(d) => DhcpOption::RelayId(Duid::from(d)),
         OptionRef::IaNa(v) => DhcpOption::IaNa(ia(v)?),
         OptionRef::IaPd(v) => DhcpOption::IaPd(ia(v)?),
         OptionRef::IaTa { iaid, options: o } => DhcpOption::IaTa(IaTa {

@@ -46,7 +46,7 @@ mod status;
 pub(crate) mod view;
 
 pub use codes::{LeasequeryType, MessageType, OptionCode, QueryType, StatusCode};
-pub use duid::Duid;
+pub use duid::{Duid, DuidKind};
 pub use error::{Error, ErrorKind};
 pub use ia::INFINITE_LIFETIME;
 pub use lq::{LeasequeryRef, LqTarget};

@@ -19,7 +19,7 @@ use std::net::Ipv6Addr;
 use serde::Serialize;
 
 use super::codes::MessageType;
-use super::duid::Duid;
+use super::duid::DuidKind;
 use super::error::Error;
 use super::ia::INFINITE_LIFETIME;
 use super::view::{MessageView, OptionRef, OptionView, OptionsIter};
@@ -473,8 +473,8 @@ fn duid(bytes: &[u8]) -> DuidNode {
         enterprise: None,
         identifier: None,
     };
-    match Duid::parse(bytes) {
-        Duid::Llt {
+    match DuidKind::parse(bytes) {
+        DuidKind::Llt {
             hw_type,
             time,
             link_layer,
@@ -485,7 +485,7 @@ fn duid(bytes: &[u8]) -> DuidNode {
             n.time_utc = Some(utc(DUID_EPOCH + i64::from(time)));
             n.link_layer = Some(colon_hex(&link_layer));
         }
-        Duid::En {
+        DuidKind::En {
             enterprise,
             identifier,
         } => {
@@ -493,7 +493,7 @@ fn duid(bytes: &[u8]) -> DuidNode {
             n.enterprise = Some(enterprise);
             n.identifier = Some(hex::encode(identifier));
         }
-        Duid::Ll {
+        DuidKind::Ll {
             hw_type,
             link_layer,
         } => {
@@ -501,11 +501,11 @@ fn duid(bytes: &[u8]) -> DuidNode {
             n.hw_type = Some(hw_type);
             n.link_layer = Some(colon_hex(&link_layer));
         }
-        Duid::Uuid(u) => {
+        DuidKind::Uuid(u) => {
             n.kind = "UUID";
             n.identifier = Some(hex::encode(u));
         }
-        Duid::Other(_) => {}
+        DuidKind::Other(_) => {}
     }
     n
 }

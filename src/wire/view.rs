@@ -800,7 +800,7 @@ fn addr(s: &mut &[u8]) -> Option<Ipv6Addr> {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum OptionRef<'a> {
-    /// DUID bytes (parse with [`Duid::parse`](super::Duid::parse) if the type matters).
+    /// DUID bytes (read with [`DuidKind::parse`](super::DuidKind::parse) if the type matters).
     ClientId(&'a [u8]),
     ServerId(&'a [u8]),
     RelayId(&'a [u8]),

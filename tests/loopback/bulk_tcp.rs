@@ -176,7 +176,7 @@ fn by_relay(server: SocketAddr) -> ServerQueries {
     ServerQueries {
         server,
         queries: vec![BulkQuery::RelayId {
-            relay_id: Duid::parse(&RELAY),
+            relay_id: Duid::from(&RELAY),
             link: Ipv6Addr::UNSPECIFIED,
         }],
     }
@@ -287,7 +287,7 @@ async fn query_terminated_is_retried_other_statuses_are_final() {
     let (_s, addr) = serve(t.clone(), plan);
     let mut q = by_links(addr, 2);
     q.queries.push(BulkQuery::RelayId {
-        relay_id: Duid::parse(&RELAY),
+        relay_id: Duid::from(&RELAY),
         link: Ipv6Addr::UNSPECIFIED,
     });
     let out = run(vec![q], cfg()).await;
@@ -345,7 +345,7 @@ async fn recovery_plan_startup_then_link_up_asks_that_link_only() {
     let (sb, ab) = serve(tb.clone(), FaultPlan::default());
     let plan = RecoveryPlan {
         servers: vec![aa, ab],
-        relay_id: Some(Duid::parse(&RELAY)),
+        relay_id: Some(Duid::from(&RELAY)),
         links: vec![link(1), link(2), link(3)],
         remote_ids: vec![(4491, vec![1, 2])],
     };

@@ -112,7 +112,7 @@ fn bulk_into_store(
     let (_, answers) = recorded_bulk();
     let server = replay_server(answers);
     let cfg = Arc::new(BulkConfig {
-        requestor_duid: Duid::parse(&hex::decode(REQUESTOR).unwrap()),
+        requestor_duid: Duid::from(&hex::decode(REQUESTOR).unwrap()),
         data_timeout: Duration::from_secs(5),
         max_attempts: 1,
         ..BulkConfig::default()
@@ -255,7 +255,7 @@ fn ask_udp(q: Query) -> QueryOutcome {
         retransmit.mrc = 1;
         let cfg = RequestorConfig {
             servers: vec![server],
-            duid: hex::decode(REQUESTOR).unwrap(),
+            duid: hex::decode(REQUESTOR).unwrap().into(),
             retransmit,
             negative_ttl: Duration::ZERO,
             global_rate: None,

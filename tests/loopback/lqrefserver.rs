@@ -327,7 +327,7 @@ fn udp_query_by_address_returns_client_data_with_relay_data() {
 fn udp_client_link_not_configured_and_no_binding() {
     let u = udp_server(ServerConfig::default(), false);
     let mut q = LqQuery::new(QueryType::BY_CLIENTID, Ipv6Addr::UNSPECIFIED);
-    q.options.push(DhcpOption::ClientId(Duid::parse(&duid(1))));
+    q.options.push(DhcpOption::ClientId(Duid::from(&duid(1))));
     u.ask(1, q);
     let (m, _) = u.recv().unwrap();
     let links = m
@@ -577,7 +577,7 @@ fn tcp_by_link_streams_reply_data_done() {
     assert!(msgs[0].options.server_id().is_some());
     // A second query on the same connection, by relay-id over every link: 5 bindings.
     let mut q = LqQuery::new(QueryType::BY_RELAY_ID, Ipv6Addr::UNSPECIFIED);
-    q.options.push(DhcpOption::RelayId(Duid::parse(&RELAY)));
+    q.options.push(DhcpOption::RelayId(Duid::from(&RELAY)));
     q.options
         .push(DhcpOption::Oro(vec![OptionCode::LQ_RELAY_DATA]));
     send_query(&mut s, 0x78, q);
@@ -1026,7 +1026,7 @@ fn kea_profile_answers_in_option_code_order_with_keas_status_texts() {
     assert_eq!(status(&m), (0, "no active lease".into()));
     // A client on two links: LQ_CLIENT_LINK with a Success status, in code order.
     let mut q = LqQuery::new(QueryType::BY_CLIENTID, Ipv6Addr::UNSPECIFIED);
-    q.options.push(DhcpOption::ClientId(Duid::parse(&duid(1))));
+    q.options.push(DhcpOption::ClientId(Duid::from(&duid(1))));
     u.ask(3, q);
     let (m, _) = u.recv().expect("reply");
     assert_eq!(codes(&m), [1, 2, 13, 48]);

@@ -26,7 +26,7 @@ async fn quick_requestor(servers: &[SocketAddr], duid: &[u8]) -> RequestorHandle
         RequestorConfig {
             servers: servers.to_vec(),
             policy: Policy::Failover,
-            duid: duid.to_vec(),
+            duid: duid.into(),
             retransmit: RetransmitParams {
                 irt: Duration::from_millis(100),
                 mrt: Duration::from_millis(200),

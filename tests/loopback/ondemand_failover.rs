@@ -219,7 +219,7 @@ fn kea_like_server() -> SocketAddr {
                 continue;
             };
             let mut cd = ClientData::default();
-            cd.options.push(DhcpOption::ClientId(Duid::parse(&duid(7))));
+            cd.options.push(DhcpOption::ClientId(Duid::from(&duid(7))));
             cd.options.push(DhcpOption::IaAddr(IaAddr::new(
                 a("2001:db8:1::7"),
                 1800,
@@ -233,7 +233,7 @@ fn kea_like_server() -> SocketAddr {
             cd.options.push(DhcpOption::CltTime(3));
             let relay = RelayMessage::new(MessageType::RELAY_FORW, 0, a(LINK), a("fe80::7"));
             let mut m = ClientMessage::new(MessageType::LEASEQUERY_REPLY, q.transaction_id);
-            m.options.push(DhcpOption::ServerId(Duid::parse(&[
+            m.options.push(DhcpOption::ServerId(Duid::from(&[
                 0, 3, 0, 1, 2, 0, 0, 0, 7, 7,
             ])));
             if let Some(c) = q.options.client_id() {

@@ -104,7 +104,7 @@ fn config(servers: &[SocketAddr], policy: Policy) -> RequestorConfig {
     RequestorConfig {
         servers: servers.to_vec(),
         policy,
-        duid: OUR_DUID.to_vec(),
+        duid: OUR_DUID.into(),
         retransmit: fast(),
         global_rate: None,
         link_rate: None,

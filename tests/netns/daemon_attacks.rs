@@ -195,7 +195,7 @@ fn send_udp(ns: &NetNs, src: SocketAddrV6, dst: SocketAddrV6, payloads: Vec<Vec<
 // DHCPv6 messages, built with lqagent::wire.
 
 fn duid(bytes: &[u8]) -> Duid {
-    Duid::parse(bytes)
+    Duid::from(bytes)
 }
 
 pub(crate) fn hex_duid(hex_text: &str) -> Duid {

@@ -302,7 +302,7 @@ fn on_demand_lookup_fills_the_cache_from_dhcpd() {
             let (requestor, _r) = udp::spawn(
                 RequestorConfig {
                     servers: vec![SocketAddr::from((server, 547))],
-                    duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 9],
+                    duid: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 9].into(),
                     ..RequestorConfig::default()
                 },
                 UdpConfig::default(),

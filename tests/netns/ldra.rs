@@ -92,8 +92,8 @@ fn wrapped_request(
     interface_id: &[u8],
 ) -> Vec<u8> {
     let mut req = ClientMessage::new(MessageType::REQUEST, xid);
-    req.options.push(DhcpOption::ClientId(Duid::parse(client)));
-    req.options.push(DhcpOption::ServerId(Duid::parse(server)));
+    req.options.push(DhcpOption::ClientId(Duid::from(client)));
+    req.options.push(DhcpOption::ServerId(Duid::from(server)));
     req.options.push(DhcpOption::ElapsedTime(0));
     req.options.push(DhcpOption::IaNa(Ia::new(na, 0, 0)));
     req.options.push(DhcpOption::IaPd(Ia::new(pd, 0, 0)));

@@ -360,7 +360,7 @@ fn server_state(lab: &IscLab, record: &str) -> String {
 
 /// A DUID-LL (type 3, Ethernet) for a hand-played client.
 pub(crate) fn hand_duid(tag: u8) -> Duid {
-    Duid::parse(&[0, 3, 0, 1, 0x02, 0x21, 0x21, 0, 0, tag])
+    Duid::from(&[0, 3, 0, 1, 0x02, 0x21, 0x21, 0, 0, tag])
 }
 
 /// The binding the agent shows for `network` (`lqagent show bindings --json`).

@@ -11,6 +11,7 @@ use lqagent::prefix::Ipv6Prefix;
 use lqagent::trigger::{
     Trigger, TriggerConfig, TriggerCounter, TriggerEvent, TriggerHandle, TriggerLink,
 };
+use lqagent::wire::Duid;
 use serde_json::Value;
 use support::flood::spoofed_flood;
 use support::netns::{NetNs, require_root, veth};
@@ -94,7 +95,7 @@ fn view(net: &str) -> RouteView {
         link_address: BOX_ADDR.parse().unwrap(),
         interface: None,
         next_hop: None,
-        client_duid: Arc::from(&[0u8, 3, 0, 1][..]),
+        client_duid: Duid::from(&[0u8, 3, 0, 1]),
         valid_until: Timestamp::NEVER,
     }
 }

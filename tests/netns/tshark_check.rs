@@ -34,11 +34,11 @@ fn a(s: &str) -> Ipv6Addr {
 }
 
 fn llt() -> Duid {
-    Duid::Llt {
+    Duid::from(DuidKind::Llt {
         hw_type: 1,
         time: 849_203_358,
         link_layer: vec![2, 0, 0, 0, 3, 1],
-    }
+    })
 }
 
 fn client(t: MessageType, xid: u32, opts: Vec<DhcpOption>) -> Message {
@@ -104,10 +104,10 @@ fn udp_messages() -> Vec<Message> {
         0x0a0b0c,
         vec![
             O::ClientId(llt()),
-            O::ServerId(Duid::En {
+            O::ServerId(Duid::from(DuidKind::En {
                 enterprise: 2495,
                 identifier: vec![0xde, 0xad, 0xbe, 0xef],
-            }),
+            })),
             O::IaNa(ia_na()),
             O::StatusCode(Status::new(StatusCode::SUCCESS, "all good")),
         ],
@@ -117,7 +117,7 @@ fn udp_messages() -> Vec<Message> {
         0x112233,
         vec![
             O::ClientId(Duid::ll_ethernet([2, 0, 0, 0, 3, 2])),
-            O::ServerId(Duid::Uuid([0x11; 16])),
+            O::ServerId(DuidKind::Uuid([0x11; 16]).into()),
         ],
     ));
     for (i, t) in [
@@ -133,7 +133,7 @@ fn udp_messages() -> Vec<Message> {
     .into_iter()
     .enumerate()
     {
-        let mut opts = vec![O::ClientId(Duid::Other(vec![0, 9, 1, 2, 3]))];
+        let mut opts = vec![O::ClientId(Duid::from(vec![0, 9, 1, 2, 3]))];
         if t == MessageType::REPLY {
             for code in 1..=6 {
                 opts.push(O::StatusCode(Status::new(StatusCode(code), "status")));
@@ -483,8 +483,8 @@ fn expect_duid(d: &Duid, out: &mut Fields) {
     let bytes = d.to_vec();
     push(out, "duid.bytes", colon_hex(&bytes));
     push(out, "duid.type", u16::from_be_bytes([bytes[0], bytes[1]]));
-    match d {
-        Duid::Llt {
+    match &d.kind() {
+        DuidKind::Llt {
             hw_type,
             time,
             link_layer,
@@ -497,22 +497,22 @@ fn expect_duid(d: &Duid, out: &mut Fields) {
             );
             push(out, "duidllt.link_layer_addr", colon_hex(link_layer));
         }
-        Duid::En {
+        DuidKind::En {
             enterprise,
             identifier,
         } => {
             push(out, "duiden.enterprise", enterprise);
             push(out, "duiden.identifier", colon_hex(identifier));
         }
-        Duid::Ll {
+        DuidKind::Ll {
             hw_type,
             link_layer,
         } => {
             push(out, "duidll.hwtype", hw_type);
             push(out, "duidll.link_layer_addr", colon_hex(link_layer));
         }
-        Duid::Uuid(u) => push(out, "duiduuid.bytes", colon_hex(u)),
-        Duid::Other(_) => {}
+        DuidKind::Uuid(u) => push(out, "duiduuid.bytes", colon_hex(u)),
+        DuidKind::Other(_) => {}
     }
 }
 

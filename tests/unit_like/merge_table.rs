@@ -11,7 +11,7 @@ use lqagent::cache::{
     ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
-use lqagent::wire::INFINITE_LIFETIME;
+use lqagent::wire::{Duid, INFINITE_LIFETIME};
 use proptest::prelude::*;
 
 const T0: i64 = 1_795_000_000; // Unix seconds, Nov 2026
@@ -929,7 +929,7 @@ fn lookups_by_address_prefix_client_and_link() {
 
 // ---- R17 ownership -------------------------------------------------------------------------
 
-fn duid(c: u8) -> Box<[u8]> {
+fn duid(c: u8) -> Duid {
     vec![0, 1, 0, 1, c].into()
 }
 

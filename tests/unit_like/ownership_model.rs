@@ -30,6 +30,7 @@ use lqagent::cache::{
     Observation, ObservedLease, RelayData, ServerId, Source, Timestamp, WithdrawReason, Withdrawal,
 };
 use lqagent::prefix::Ipv6Prefix;
+use lqagent::wire::Duid;
 
 const T0: i64 = 1_795_000_000;
 
@@ -57,7 +58,7 @@ fn key(n: u8) -> LeaseKey {
     }
 }
 
-fn duid(c: u8) -> Box<[u8]> {
+fn duid(c: u8) -> Duid {
     vec![0, 1, 0, 1, c % 3 + 1].into()
 }
 
@@ -219,7 +220,7 @@ pub(crate) fn decode(data: &[u8]) -> Vec<Input> {
 }
 
 /// What the invariant compares per binding: holder, link, next hop, valid deadline.
-type View = (Box<[u8]>, Ipv6Addr, Option<Ipv6Addr>, Timestamp);
+type View = (Duid, Ipv6Addr, Option<Ipv6Addr>, Timestamp);
 
 fn view(s: &BindingStore) -> BTreeMap<LeaseKey, View> {
     s.all()
@@ -228,7 +229,7 @@ fn view(s: &BindingStore) -> BTreeMap<LeaseKey, View> {
             (
                 k,
                 (
-                    Box::from(&*l.client.duid),
+                    l.client.duid.clone(),
                     l.client.link.address,
                     l.next_hop,
                     l.valid_until,

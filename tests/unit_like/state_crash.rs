@@ -16,6 +16,7 @@ use lqagent::cache::{
     AccessPort, ClientInfo, IaType, Lease, LeaseKey, Link, RelayData, ServerId, Source, Timestamp,
 };
 use lqagent::persist::{self, PersistConfig, Record, StateWriter};
+use lqagent::wire::Duid;
 use rand::Rng;
 
 const OPS: u64 = 2000;
@@ -44,7 +45,10 @@ fn op(i: u64) -> Record {
     if i % 7 == 3 {
         return Record::Remove(k);
     }
-    let duid: Arc<[u8]> = (0..(i % 40) as u8 + 4).map(|b| b ^ (i as u8)).collect();
+    let duid: Duid = (0..(i % 40) as u8 + 4)
+        .map(|b| b ^ (i as u8))
+        .collect::<Vec<u8>>()
+        .into();
     Record::Upsert(
         k,
         Lease {

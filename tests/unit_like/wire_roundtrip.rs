@@ -28,30 +28,30 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..max)
 }
 
-fn duid() -> impl Strategy<Value = Duid> {
+fn duid() -> impl Strategy<Value = DuidKind> {
     prop_oneof![
         (any::<u16>(), any::<u32>(), bytes(10)).prop_map(|(hw_type, time, link_layer)| {
-            Duid::Llt {
+            DuidKind::Llt {
                 hw_type,
                 time,
                 link_layer,
             }
         }),
-        (any::<u32>(), bytes(10)).prop_map(|(enterprise, identifier)| Duid::En {
+        (any::<u32>(), bytes(10)).prop_map(|(enterprise, identifier)| DuidKind::En {
             enterprise,
             identifier
         }),
-        (any::<u16>(), bytes(10)).prop_map(|(hw_type, link_layer)| Duid::Ll {
+        (any::<u16>(), bytes(10)).prop_map(|(hw_type, link_layer)| DuidKind::Ll {
             hw_type,
             link_layer
         }),
-        any::<[u8; 16]>().prop_map(Duid::Uuid),
+        any::<[u8; 16]>().prop_map(DuidKind::Uuid),
         // Raw: an unknown type, or a known type too short for its layout.
         (5u16.., bytes(8))
-            .prop_map(|(t, rest)| Duid::Other([&t.to_be_bytes()[..], &rest].concat())),
+            .prop_map(|(t, rest)| DuidKind::Other([&t.to_be_bytes()[..], &rest].concat())),
         (1u16..=3, bytes(2))
-            .prop_map(|(t, rest)| Duid::Other([&t.to_be_bytes()[..], &rest].concat())),
-        bytes(2).prop_map(Duid::Other),
+            .prop_map(|(t, rest)| DuidKind::Other([&t.to_be_bytes()[..], &rest].concat())),
+        bytes(2).prop_map(DuidKind::Other),
     ]
 }
 
@@ -67,9 +67,9 @@ fn unknown_option() -> impl Strategy<Value = DhcpOption> {
 
 fn leaf_option() -> impl Strategy<Value = DhcpOption> {
     prop_oneof![
-        duid().prop_map(DhcpOption::ClientId),
-        duid().prop_map(DhcpOption::ServerId),
-        duid().prop_map(DhcpOption::RelayId),
+        duid().prop_map(|k| DhcpOption::ClientId(k.into())),
+        duid().prop_map(|k| DhcpOption::ServerId(k.into())),
+        duid().prop_map(|k| DhcpOption::RelayId(k.into())),
         vec(any::<u16>().prop_map(OptionCode), 0..5).prop_map(DhcpOption::Oro),
         any::<u16>().prop_map(DhcpOption::ElapsedTime),
         (any::<u16>(), bytes(12)).prop_map(|(c, message)| DhcpOption::StatusCode(Status {

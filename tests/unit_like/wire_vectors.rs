@@ -17,8 +17,8 @@ use lqagent::prefix::Ipv6Prefix;
 use lqagent::snoop::datagram::Udp6;
 use lqagent::wire::pretty::Decoded;
 use lqagent::wire::{
-    ClientMessage, Duid, Message, MessageType, MessageView, OptionCode, QueryType, RelayChain,
-    StatusCode,
+    ClientMessage, Duid, DuidKind, Message, MessageType, MessageView, OptionCode, QueryType,
+    RelayChain, StatusCode,
 };
 
 /// One captured datagram, owned.
@@ -146,8 +146,8 @@ fn check_client_message(rec: &IscRecord, m: &ClientMessage, after_renew: bool) {
     );
     // The client's DUID is DUID-LLT on its Ethernet MAC (capture.sh fixes c0's MAC).
     assert!(matches!(
-        m.options.client_id(),
-        Some(Duid::Llt { hw_type: 1, link_layer, .. }) if link_layer == &[2, 0, 0, 0, 3, 1]
+        m.options.client_id().map(Duid::kind),
+        Some(DuidKind::Llt { hw_type: 1, link_layer, .. }) if link_layer == [2, 0, 0, 0, 3, 1]
     ));
     let from_client = [
         MessageType::SOLICIT,

@@ -514,7 +514,7 @@ fn bulk_data_made_before_a_release_but_applied_after_it_does_not_undo_it() {
         assert!(store.get(&key).is_some());
         let out = store.withdraw(&Withdrawal {
             keys: vec![key],
-            client_duid: Some(client.to_vec().into_boxed_slice()),
+            client_duid: Some(client.clone()),
             link: Some(a("2001:db8:1::1")),
             iaids: Vec::new(),
             reason: crate::cache::WithdrawReason::Released,

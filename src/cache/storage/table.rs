@@ -205,7 +205,7 @@ mod tests {
     fn lease(valid: i64) -> Lease {
         Lease {
             client: Arc::new(ClientInfo {
-                duid: Arc::from(&[0u8, 3, 0, 1, 2][..]),
+                duid: crate::wire::Duid::from(&[0u8, 3, 0, 1, 2]),
                 link: Link {
                     address: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1),
                     interface: None,
@@ -213,7 +213,7 @@ mod tests {
                 relay: None,
             }),
             server: Arc::new(ServerId {
-                duid: Box::new([0, 1]),
+                duid: crate::wire::Duid::from(&[0, 1]),
                 address: Ipv6Addr::LOCALHOST,
             }),
             ia: IaType::Na,

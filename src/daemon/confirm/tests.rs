@@ -47,7 +47,7 @@ fn server(n: u8) -> std::net::SocketAddr {
 fn answer(n: u8, answer: Answer) -> ServerAnswer {
     ServerAnswer {
         server: server(n),
-        server_duid: Some(vec![0, 1, n]),
+        server_duid: Some(vec![0, 1, n].into()),
         link: a(LINK),
         answer,
         attempts: 1,
@@ -64,7 +64,7 @@ fn bound(n: u8, duid: &[u8], prefix: &str, len: u8) -> ServerAnswer {
             top_base_time: None,
             srsn: None,
             link: a(LINK),
-            server_duid: vec![0, 1, n],
+            server_duid: vec![0, 1, n].into(),
             server: server(n),
             received: Instant::now(),
         })),

@@ -34,7 +34,7 @@ fn cfg(servers: &[SocketAddr], policy: Policy) -> RequestorConfig {
     RequestorConfig {
         servers: servers.to_vec(),
         policy,
-        duid: OUR_DUID.to_vec(),
+        duid: OUR_DUID.into(),
         global_rate: None,
         link_rate: None,
         ..RequestorConfig::default()
@@ -100,8 +100,8 @@ impl Script {
 fn reply(xid: u32, n: u8, extra: Vec<DhcpOption>) -> ClientMessage {
     let mut m = ClientMessage::new(MessageType::LEASEQUERY_REPLY, xid);
     m.options
-        .push(DhcpOption::ServerId(Duid::parse(&server_duid(n))));
-    m.options.push(DhcpOption::ClientId(Duid::parse(OUR_DUID)));
+        .push(DhcpOption::ServerId(Duid::from(&server_duid(n))));
+    m.options.push(DhcpOption::ClientId(Duid::from(OUR_DUID)));
     m.options.0.extend(extra);
     m
 }
@@ -113,7 +113,7 @@ fn status(code: StatusCode) -> DhcpOption {
 fn client_data(a: &str, clt: Option<u32>) -> DhcpOption {
     let mut cd = ClientData::default();
     cd.options
-        .push(DhcpOption::ClientId(Duid::parse(CLIENT_DUID)));
+        .push(DhcpOption::ClientId(Duid::from(CLIENT_DUID)));
     cd.options
         .push(DhcpOption::IaAddr(IaAddr::new(addr(a), 3000, 4000)));
     if let Some(t) = clt {
@@ -265,7 +265,7 @@ fn binding_is_the_client_data_as_sent_with_its_relay_data() {
     let (_, m) = only(s.sent());
     let mut cd = ClientData::default();
     cd.options
-        .push(DhcpOption::ClientId(Duid::parse(CLIENT_DUID)));
+        .push(DhcpOption::ClientId(Duid::from(CLIENT_DUID)));
     cd.options.push(DhcpOption::IaPrefix(IaPrefix::new(
         "2001:db8:100::/56".parse().unwrap(),
         100,
@@ -550,7 +550,7 @@ fn validation_drops_and_counts_every_bad_reply() {
     let mut foreign = good();
     for o in foreign.options.0.iter_mut() {
         if let DhcpOption::ClientId(d) = o {
-            *d = Duid::parse(&[0, 3, 0, 1, 9, 9, 9, 9, 9, 9]);
+            *d = Duid::from(&[0, 3, 0, 1, 9, 9, 9, 9, 9, 9]);
         }
     }
     s.deliver(server(1), &foreign);

@@ -10,11 +10,11 @@ fn a(s: &str) -> Ipv6Addr {
 }
 
 fn client_duid() -> Duid {
-    Duid::Llt {
+    Duid::from(DuidKind::Llt {
         hw_type: 1,
         time: 849_203_358,
         link_layer: vec![2, 0, 0, 0, 3, 1],
-    }
+    })
 }
 
 /// A LEASEQUERY-REPLY with every kind of nesting the renderer unfolds.

@@ -267,7 +267,7 @@ impl Lab {
     pub fn plan(&self) -> RecoveryPlan {
         RecoveryPlan {
             servers: self.servers.clone(),
-            relay_id: Some(Duid::parse(&RELAY)),
+            relay_id: Some(Duid::from(&RELAY)),
             links: Vec::new(),
             remote_ids: Vec::new(),
         }
@@ -589,7 +589,7 @@ pub fn release_during_recovery(
             );
             let stats = Arc::new(BulkStats::default());
             let key = LeaseKey::Address(victim);
-            let duid: Box<[u8]> = vec![0, 3, 0, 1, 2, 0, 0, 0, 0xee, 1].into();
+            let duid: Duid = vec![0, 3, 0, 1, 2, 0, 0, 0, 0xee, 1].into();
             let removal = Arc::new(AtomicU64::new(u64::MAX));
             let (st, rm) = (stats.clone(), removal.clone());
             let installer = tokio::spawn(async move {

@@ -191,7 +191,7 @@ pub fn client_data_as(
         Some(Only::Prefix(x)) => x == p,
         Some(Only::Addr(_)) => false,
     };
-    let mut o = vec![DhcpOption::ClientId(Duid::parse(&e.duid.0))];
+    let mut o = vec![DhcpOption::ClientId(Duid::from(&e.duid.0))];
     for a in e
         .addrs
         .iter()
@@ -245,7 +245,7 @@ fn relay_data(e: &super::table::LeaseEntry, profile: Profile) -> DhcpOption {
         });
     }
     if let Some(r) = &e.relay_id {
-        ro.push(DhcpOption::RelayId(Duid::parse(&r.0)));
+        ro.push(DhcpOption::RelayId(Duid::from(&r.0)));
     }
     let peer_address = match profile {
         Profile::Kea => e.peer_address.unwrap_or(Ipv6Addr::UNSPECIFIED),
@@ -301,7 +301,7 @@ pub fn emit_reply_as(
     shape: &Shape,
 ) -> Vec<u8> {
     let mut o = vec![
-        DhcpOption::ServerId(Duid::parse(server_duid)),
+        DhcpOption::ServerId(Duid::from(server_duid)),
         DhcpOption::ClientId(requestor.clone()),
     ];
     match body {
