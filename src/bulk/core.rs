@@ -467,7 +467,8 @@ impl BulkConnection {
             .options
             .lq_base_time()
             .or_else(|| m.options.lq_base_time());
-        for _ in 0..crate::cache::from_wire::bad_prefixes(data) {
+        let observed = crate::cache::from_wire::observed_leases(data);
+        for _ in 0..observed.bad_prefixes {
             self.events
                 .push_back(ConnEvent::Discarded(Discard::BadPrefix));
         }
@@ -486,6 +487,7 @@ impl BulkConnection {
                 query: q.id,
                 answer: ClientAnswer {
                     data: data.clone(),
+                    observed,
                     top_relay_data: None,
                     top_base_time: None,
                     srsn,

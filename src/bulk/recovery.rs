@@ -22,9 +22,7 @@ use super::BulkConfig;
 use super::core::{BulkBinding, BulkQuery};
 use super::stats::{BulkStats, Counter};
 use super::tcp::{self, BulkEvent, QueryResult, ServerQueries, ServerReport};
-use crate::cache::from_wire::{
-    ClientDataContext, FromWireError, observation_from_reply, observed_leases,
-};
+use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from_reply};
 use crate::cache::{LeaseKey, Link, Observation, Source, Sweep, Timestamp};
 use crate::cache_task::{CacheHandle, CacheInput};
 use crate::requestor::QueryId;
@@ -240,8 +238,8 @@ impl BindingSink for CacheSink {
 
 /// The addresses and prefixes one binding carries: the same leases its observation holds (one
 /// extractor, one bad-prefix policy; a bad prefix was counted when the connection read it).
-fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> {
-    observed_leases(&b.answer.data).into_iter().map(|l| l.key)
+fn keys_of(b: &BulkBinding) -> impl Iterator<Item = LeaseKey> + '_ {
+    b.answer.observed.leases.iter().map(|l| l.key)
 }
 
 /// What one query has listed so far (across its attempts).
@@ -416,7 +414,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::from_wire::ClientAnswer;
+    use crate::cache::from_wire::{ClientAnswer, observed_leases};
     use crate::cache::{IaType, LeaseKey};
     use crate::wire::{
         ClientData, DhcpOption, IaAddr, IaPrefix, LqRelayData, Message, MessageType, Options,
@@ -465,6 +463,7 @@ mod tests {
         BulkBinding {
             query: QueryId::new(1),
             answer: ClientAnswer {
+                observed: observed_leases(&data),
                 data,
                 top_relay_data: None,
                 top_base_time: None,

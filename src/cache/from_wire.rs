@@ -42,11 +42,16 @@ impl FromWireError {
 /// One OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2) as a server sent it, with what the message
 /// around it said: the one carrier the requestor (UDP, `requestor::ClientAnswer`) and a bulk
 /// connection (TCP, inside `bulk::BulkBinding`) hand on, and what [`observation_from_reply`]
-/// converts. Neither reader interprets the leases: this module is the one conversion.
+/// converts. Neither reader interprets the leases: this module is the one conversion, run
+/// once per answer where it is read ([`observed_leases`] into `observed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAnswer {
     /// The CLIENT_DATA, with CLT_TIME (both readers discard one without, RFC 5007 §4.3.3).
     pub data: ClientData,
+    /// `data`'s leases, taken out once by the reader that received it ([`observed_leases`]):
+    /// the reader counts the skipped bad prefixes, and the observation, a bulk listing and
+    /// `lqagent query` read the leases from here instead of walking `data` again.
+    pub observed: ObservedLeases,
     /// OPTION_LQ_RELAY_DATA at the top level of the reply, beside CLIENT_DATA (Kea 3 puts it
     /// there over UDP; RFC 5007 and bulk replies put it inside CLIENT_DATA).
     pub top_relay_data: Option<LqRelayData>,
@@ -149,18 +154,13 @@ pub(crate) fn relay_data_of<L: RelayLevel>(chain: &RelayChain<L>) -> RelayData {
 ///
 /// The one bad-prefix policy: an IAPREFIX that names no prefix (a length over 128, as only a
 /// broken or hostile server sends) is skipped, and never voids the good leases beside it. It is
-/// counted where the answer is received — [`bad_prefixes`], called by the requestor and the bulk
-/// connection (`lqagent_replies_dropped_total{reason="bad_prefix"}`,
-/// `lqagent_bulk_discarded_total{reason="bad_prefix"}`) — not here, which runs again for a
-/// listing and for display.
-pub fn observed_leases(cd: &ClientData) -> Vec<ObservedLease> {
-    leases_and_bad_prefixes(cd).0
-}
-
-/// [`observed_leases`] and how many IAPREFIX it skipped, in one walk.
-fn leases_and_bad_prefixes(cd: &ClientData) -> (Vec<ObservedLease>, usize) {
+/// counted where the answer is received, from [`ObservedLeases::bad_prefixes`] of this same
+/// walk, by the requestor and the bulk connection (`lqagent_replies_dropped_total{reason=
+/// "bad_prefix"}`, `lqagent_bulk_discarded_total{reason="bad_prefix"}`), which keep the result
+/// in [`ClientAnswer::observed`] so nothing walks the CLIENT_DATA a second time.
+pub fn observed_leases(cd: &ClientData) -> ObservedLeases {
     let o = &cd.options;
-    let mut bad = 0;
+    let mut bad_prefixes = 0;
     let mut leases = Vec::new();
     let mut push_addrs = |opts: &Options, ia: IaType, iaid: u32| {
         for a in opts.ia_addrs() {
@@ -189,10 +189,23 @@ fn leases_and_bad_prefixes(cd: &ClientData) -> (Vec<ObservedLease>, usize) {
                 preferred: p.preferred,
                 valid: p.valid,
             }),
-            Err(_) => bad += 1,
+            Err(_) => bad_prefixes += 1,
         }
     }
-    (leases, bad)
+    ObservedLeases {
+        leases,
+        bad_prefixes,
+    }
+}
+
+/// What [`observed_leases`] took out of one CLIENT_DATA.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedLeases {
+    /// Every lease that names an address or a prefix, in the CLIENT_DATA's order.
+    pub leases: Vec<ObservedLease>,
+    /// How many IAPREFIX options named no prefix and were skipped (the bad-prefix policy):
+    /// what the receiving side counts, and what keeps an answer from being `complete`.
+    pub bad_prefixes: usize,
 }
 
 /// Every IAPREFIX of a CLIENT_DATA with its IAID: directly inside it (IAID 0) or in an IA_PD.
@@ -203,12 +216,6 @@ fn prefixes(cd: &ClientData) -> impl Iterator<Item = (u32, &IaPrefix)> {
         .ia_pds()
         .flat_map(|ia| ia.options.ia_prefixes().map(move |p| (ia.iaid, p)));
     direct.chain(wrapped)
-}
-
-/// How many IAPREFIX options [`observed_leases`] skips in `cd` (the bad-prefix policy): what the
-/// receiving side counts.
-pub fn bad_prefixes(cd: &ClientData) -> usize {
-    prefixes(cd).filter(|(_, p)| p.prefix().is_err()).count()
 }
 
 /// The one conversion of a server's CLIENT_DATA into a cache observation, for UDP and bulk.
@@ -233,9 +240,12 @@ pub(crate) fn observation_from_reply(
     ctx: &ClientDataContext,
 ) -> Result<Observation, FromWireError> {
     let cd = &answer.data;
-    let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.to_vec();
+    let duid = cd.client_id().ok_or(FromWireError::NoClientId)?.clone();
     let clt = cd.clt_time().ok_or(FromWireError::NoCltTime)?;
-    let (leases, bad_prefixes) = leases_and_bad_prefixes(cd);
+    let ObservedLeases {
+        leases,
+        bad_prefixes,
+    } = &answer.observed;
     let mut link = ctx.link.clone();
     let relay = answer.relay_data().map(|rd| {
         let chain = rd.chain();
@@ -249,7 +259,7 @@ pub(crate) fn observation_from_reply(
         relay_data_of(&chain)
     });
     Ok(Observation {
-        client_duid: duid.into(),
+        client_duid: duid,
         link,
         relay,
         server: Arc::new(ServerId {
@@ -260,8 +270,8 @@ pub(crate) fn observation_from_reply(
         clt_time: Some(clt),
         base_time: cd.options.lq_base_time().or(answer.top_base_time),
         srsn: answer.srsn,
-        complete: ctx.source != Source::Bulk && bad_prefixes == 0,
-        leases,
+        complete: ctx.source != Source::Bulk && *bad_prefixes == 0,
+        leases: leases.clone(),
         arrival: ctx.arrival,
         query_address: None,
     })
@@ -332,6 +342,7 @@ mod tests {
     fn answer(cd: &ClientData, top: Option<&LqRelayData>, base: Option<u32>) -> ClientAnswer {
         ClientAnswer {
             data: cd.clone(),
+            observed: observed_leases(cd),
             top_relay_data: top.cloned(),
             top_base_time: base,
             srsn: None,
@@ -525,7 +536,7 @@ mod tests {
             3600,
         )));
         cd.options.push(DhcpOption::IaPd(pd));
-        assert_eq!(bad_prefixes(&cd), 2);
+        assert_eq!(observed_leases(&cd).bad_prefixes, 2);
         let o = from_reply(&cd, None, None, &ctx()).unwrap();
         let keys: Vec<_> = o.leases.iter().map(|l| (l.key, l.iaid)).collect();
         assert_eq!(
@@ -540,7 +551,7 @@ mod tests {
             !o.complete,
             "a skipped lease: no removal inferred from this answer"
         );
-        assert_eq!(bad_prefixes(&bare_client_data(5)), 0);
+        assert_eq!(observed_leases(&bare_client_data(5)).bad_prefixes, 0);
     }
 
     #[test]

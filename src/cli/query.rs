@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::{Value, json};
 
-use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{LeaseKey, MergeConfig, ObservedLease};
 use lqagent::requestor::udp::{self, QueryError, UdpConfig};
 use lqagent::requestor::{
@@ -137,7 +136,7 @@ fn status_name(code: StatusCode) -> String {
 /// The leases as the cache would take them (one extractor, `cache::from_wire`): an IAPREFIX
 /// longer than 128 is skipped, the others shown.
 fn leases(b: &ClientAnswer) -> Vec<ObservedLease> {
-    observed_leases(&b.data)
+    b.observed.leases.clone()
 }
 
 /// Whether merge rule R13 reads this CLT_TIME as an absolute Unix time (ISC dhcpd 4.4).

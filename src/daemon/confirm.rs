@@ -238,7 +238,7 @@ pub fn settle(
                 key: doubt.key,
                 reason: doubt.reason,
                 server: Arc::new(ServerId {
-                    duid: first.server_duid.clone().unwrap_or_default().into(),
+                    duid: first.server_duid.clone().unwrap_or_default(),
                     address: v6(first.server.ip()),
                 }),
                 asked: sent,

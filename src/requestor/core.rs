@@ -413,12 +413,14 @@ impl Requestor {
                     Answer::NoBinding
                 }
                 (Some(data), _) => {
-                    let bad = crate::cache::from_wire::bad_prefixes(&data);
-                    if bad > 0 {
-                        self.stats.count_drops(DropReason::BadPrefix, bad as u64);
+                    let observed = crate::cache::from_wire::observed_leases(&data);
+                    if observed.bad_prefixes > 0 {
+                        let bad = observed.bad_prefixes as u64;
+                        self.stats.count_drops(DropReason::BadPrefix, bad);
                     }
                     Answer::Bound(Box::new(ClientAnswer {
                         data,
+                        observed,
                         top_relay_data: reply.relay_data,
                         top_base_time: reply.base_time,
                         srsn: reply.srsn,

@@ -19,7 +19,6 @@ use lqagent::bulk::core::BulkQuery;
 use lqagent::bulk::recovery::observation;
 use lqagent::bulk::stats::BulkStats;
 use lqagent::bulk::tcp::{self, BulkEvent, QueryResult, ServerQueries};
-use lqagent::cache::from_wire::observed_leases;
 use lqagent::cache::{BindingStore, CacheConfig, LeaseKey};
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, UdpConfig};
@@ -303,7 +302,7 @@ fn kea_udp_answers_through_the_requestor() {
     assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
     let b = o.bindings().next().unwrap();
     assert_eq!(b.client_duid(), na.duid);
-    let leases = observed_leases(&b.data);
+    let leases = b.observed.leases.clone();
     assert_eq!(leases.len(), 1, "only the lease asked about: {leases:?}");
     assert_eq!(leases[0].key, LeaseKey::Address(na.address));
     let rd = b
@@ -320,7 +319,7 @@ fn kea_udp_answers_through_the_requestor() {
     let inside = Ipv6Addr::from(u128::from(pd.address) | 1);
     let o = ask_udp(Query::by_address(inside));
     assert_eq!(o.verdict, AnswerVerdict::Bound, "{o:?}");
-    let leases = observed_leases(&o.bindings().next().unwrap().data);
+    let leases = o.bindings().next().unwrap().observed.leases.clone();
     assert_eq!(
         leases.iter().map(|l| l.key).collect::<Vec<_>>(),
         [LeaseKey::Prefix(
@@ -338,7 +337,7 @@ fn kea_udp_answers_through_the_requestor() {
     );
     let mut got: Vec<LeaseKey> = o
         .bindings()
-        .flat_map(|b| observed_leases(&b.data))
+        .flat_map(|b| b.observed.leases.clone())
         .map(|l| l.key)
         .collect();
     got.sort();

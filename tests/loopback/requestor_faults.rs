@@ -13,7 +13,6 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use lqagent::cache::LeaseKey;
-use lqagent::cache::from_wire::observed_leases;
 use lqagent::prefix::Ipv6Prefix;
 use lqagent::requestor::udp::{self, RequestorHandle, UdpConfig};
 use lqagent::requestor::{
@@ -132,7 +131,9 @@ fn first(nth: u64, f: Faults) -> FaultPlan {
 
 /// The leases of a binding as the cache's one conversion reads them.
 fn leased(b: &ClientAnswer) -> Vec<LeaseKey> {
-    observed_leases(&b.data)
+    b.observed
+        .leases
+        .clone()
         .into_iter()
         .map(|l| l.key)
         .collect()
@@ -168,7 +169,9 @@ async fn query_by_address_binds_with_everything_the_server_sent() {
         ]
     );
     assert!(
-        observed_leases(&b.data)
+        b.observed
+            .leases
+            .clone()
             .iter()
             .all(|l| l.valid >= l.preferred && l.valid > 0)
     );

@@ -60,6 +60,7 @@ fn bound(n: u8, duid: &[u8], prefix: &str, len: u8) -> ServerAnswer {
         n,
         Answer::Bound(Box::new(ClientAnswer {
             data: client_data(duid, prefix, len),
+            observed: crate::cache::from_wire::observed_leases(&client_data(duid, prefix, len)),
             top_relay_data: None,
             top_base_time: None,
             srsn: None,

@@ -303,7 +303,7 @@ fn binding_is_the_client_data_as_sent_with_its_relay_data() {
     assert_eq!(rd.peer_address, addr("2001:db8:1::1"));
     assert_eq!(rd.relay, relay);
     // The leases as the cache's one conversion reads them, IA-wrapped ones with their IAID.
-    let leases = crate::cache::from_wire::observed_leases(&b.data);
+    let leases = b.observed.leases.clone();
     assert_eq!(leases.len(), 2);
     assert!(leases.iter().any(|l| l.ia == crate::cache::IaType::Na
         && l.iaid == 77
@@ -1166,7 +1166,7 @@ fn a_bad_prefix_is_counted_and_the_answer_still_binds() {
     let ev = only(s.events());
     assert_eq!(ev.outcome.verdict, AnswerVerdict::Bound);
     let b = only(ev.outcome.bindings().cloned().collect());
-    let leases = crate::cache::from_wire::observed_leases(&b.data);
+    let leases = b.observed.leases.clone();
     assert_eq!(
         leases.iter().map(|l| l.key).collect::<Vec<_>>(),
         [crate::cache::LeaseKey::Address(addr("2001:db8::10"))]
