@@ -464,7 +464,7 @@ impl Change {
 /// given (shared by the store's and the cache task's tests).
 #[cfg(test)]
 pub(crate) fn snooped(
-    client_duid: Vec<u8>,
+    client_duid: impl Into<Duid>,
     link: Ipv6Addr,
     leases: Vec<ObservedLease>,
     arrival: Timestamp,

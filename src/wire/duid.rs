@@ -318,3 +318,78 @@ impl DuidKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// Logs, `lqagent cache` and the control socket print a DUID as `hex::encode` does:
+    /// `Display` and `Debug` must keep that text.
+    #[test]
+    fn display_and_debug_are_lowercase_hex_as_logs_print_it() {
+        let bytes = [0u8, 3, 0, 1, 0xab, 0xcd, 0x0e, 0xf0];
+        let d = Duid::from(&bytes);
+        assert_eq!(d.to_string(), hex::encode(bytes));
+        assert_eq!(format!("{d:?}"), "00030001abcd0ef0");
+        assert_eq!(Duid::default().to_string(), "");
+    }
+
+    /// The store keys its indexes by `Duid` and looks them up with the packet's `&[u8]`; the
+    /// merge's tie-break (R3) orders server DUIDs as byte strings, as it did on `Box<[u8]>`.
+    #[test]
+    fn a_duid_is_its_bytes_as_key_and_in_order() {
+        let a = Duid::from(vec![0, 1, 0, 1, 9]);
+        let mut h = HashMap::new();
+        h.insert(a.clone(), 1);
+        assert_eq!(h.get(&[0u8, 1, 0, 1, 9][..]), Some(&1));
+        assert_eq!(h.get(&[0u8, 1, 0, 1][..]), None);
+        let mut b = BTreeMap::new();
+        b.insert(a.clone(), 1);
+        assert_eq!(b.get(&[0u8, 1, 0, 1, 9][..]), Some(&1));
+        let ordered = |x: &[u8], y: &[u8]| Duid::from(x).cmp(&Duid::from(y)) == x.cmp(y);
+        assert!(ordered(&[0, 1], &[0, 1, 0]));
+        assert!(ordered(&[0, 2], &[0, 1, 9]));
+        assert!(ordered(&[], &[0]));
+        assert!(Duid::from([0u8, 2]) > Duid::from([0u8, 1, 9]));
+        assert_eq!(a, Duid::from(&[0u8, 1, 0, 1, 9]));
+        assert_eq!(a, [0u8, 1, 0, 1, 9]);
+    }
+
+    /// Cheap to clone: a clone shares the bytes, so handing a DUID on never copies it.
+    #[test]
+    fn a_clone_shares_the_bytes() {
+        let a = Duid::from(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+        let b = a.clone();
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+    }
+
+    /// The typed reading and the bytes agree both ways, for every form and for what fits none.
+    #[test]
+    fn kind_reads_the_bytes_and_writes_them_back() {
+        let kinds = [
+            DuidKind::Llt {
+                hw_type: 1,
+                time: 0x2abc_def0,
+                link_layer: vec![2, 0, 0, 0, 0, 1],
+            },
+            DuidKind::En {
+                enterprise: 2495,
+                identifier: vec![0xaa, 0xbb],
+            },
+            DuidKind::ll_ethernet([2, 0, 0, 0, 0, 2]),
+            DuidKind::Uuid([7; 16]),
+            DuidKind::Other(vec![0, 4, 1, 2]),
+            DuidKind::Other(vec![0, 9, 0xff]),
+        ];
+        for k in kinds {
+            let d = Duid::from(&k);
+            assert_eq!(d.as_bytes(), &k.to_vec()[..]);
+            assert_eq!(d.kind(), k);
+        }
+        assert_eq!(
+            Duid::ll_ethernet([2, 0, 0, 0, 0, 2]),
+            Duid::from(DuidKind::ll_ethernet([2, 0, 0, 0, 0, 2]))
+        );
+    }
+}
