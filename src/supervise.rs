@@ -14,11 +14,11 @@
 //! The backoff is the pure [`Backoff`]: 1 s doubling to 60 s, back to 1 s after a run that
 //! lasted [`Policy::healthy_after`] (a task failing once a day is not penalised for old faults).
 
+use crate::time::Duration;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
@@ -244,7 +244,7 @@ impl Supervisor {
             let mut stop = me.stop.clone();
             let mut run = 0u32;
             loop {
-                let began = tokio::time::Instant::now();
+                let began = crate::time::TokioInstant::now();
                 let mut h = AbortOnDrop(tokio::spawn(start(run)));
                 let cause = match (&mut h.0).await {
                     Ok(Ok(())) if lifetime == Lifetime::UntilDone || me.stopping() => {

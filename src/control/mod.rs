@@ -307,7 +307,7 @@ pub enum ControlError {
     #[error("control socket: bad message: {0}")]
     Protocol(String),
     #[error("control socket: no answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(crate::time::Duration),
 }
 
 crate::label::labels! {

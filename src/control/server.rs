@@ -23,13 +23,13 @@
 //! the service user or a member is answered `permission denied` and closed at once — the model
 //! of the D-Bus system bus socket. The per-uid bound above keeps such peers from holding slots.
 
+use crate::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};

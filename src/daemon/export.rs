@@ -466,7 +466,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
             QueryResult::Failed { .. } => BulkStatus::Failed,
             QueryResult::GaveUp { .. } => BulkStatus::GaveUp,
         };
-        health.bulk(&server, status, std::time::SystemTime::now());
+        health.bulk(&server, status, crate::time::SystemTime::now());
         lq.get_or_create(&QueryLabels {
             query_type,
             server,

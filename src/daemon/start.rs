@@ -5,7 +5,6 @@
 //! the supervisor.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -32,6 +31,7 @@ use crate::persist::{self, PersistConfig, StateWriter};
 use crate::requestor::udp::{self, RequestorHandle};
 use crate::snoop::shell::SnoopStats;
 use crate::supervise::{self, Inbox, Lifetime, Supervisor};
+use crate::time::Duration;
 use crate::trigger::{Trigger, TriggerHandle};
 use crate::wire::Duid;
 

@@ -25,6 +25,7 @@
 //! every open connection (one waiting for its encoding included) is closed with it. An encoding
 //! under way finishes on its blocking thread, unwaited for.
 
+use crate::time::{Duration, Instant};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,7 +33,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};

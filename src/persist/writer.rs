@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use super::codec::{
     HEADER_LEN, KIND_JOURNAL, KIND_SNAPSHOT, Record, encode_end, encode_record, encode_upsert,
@@ -20,6 +19,7 @@ use super::{
     JOURNAL_FILE, LOCK_FILE, PersistConfig, PersistError, REFUSED_FILE, SNAPSHOT_FILE, io_err,
 };
 use crate::cache::binding::{Lease, LeaseKey};
+use crate::time::{Duration, Instant};
 
 /// Counters of the state writer (exported as `lqagent_state_events_total` and
 /// `lqagent_state_degraded`).

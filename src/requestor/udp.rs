@@ -453,7 +453,7 @@ fn take_queued(
 
 async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        tokio::time::sleep_until(crate::time::TokioInstant::from_std(at)).await;
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket, protocols::NETLINK_NETFILTER};
 use tokio::sync::{Notify, mpsc};
@@ -21,6 +20,7 @@ use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerEvent, TriggerLink, TriggerStats};
 use crate::cache::{Change, LeaseKey, RouteView};
 use crate::supervise::{Lifetime, Supervisor};
+use crate::time::{Duration, Instant};
 
 /// Why the trigger could not start.
 #[derive(Debug, thiserror::Error)]
