@@ -33,7 +33,7 @@ use crate::cache::binding::{
 };
 use crate::cache::store::{Applied, BindingStore};
 use crate::persist::{JournalHandle, Record};
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
 use crate::time::{AgentClock, Duration};
 
 /// What the cache task accepts.
@@ -222,7 +222,7 @@ pub fn spawn(
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
     let (handle, changes, task) = start(store, clock, journal, cfg, admission, doubts);
     // Ending means every handle is gone (nothing could feed a new run): done, not a failure.
-    let join = tokio::spawn(sup.restart("cache", Lifetime::UntilDone, move |_| {
+    let join = tokio::spawn(sup.restart(Task::Cache, Lifetime::UntilDone, move |_| {
         let run = task.clone().run();
         async move {
             run.await;

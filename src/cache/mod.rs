@@ -22,7 +22,7 @@ pub use binding::{
     DoubtStats, IaType, Lease, LeaseKey, Link, Observation, ObservedLease, RelayData, RouteView,
     ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
-pub use merge::{CltCheck, MergeConfig, MergeVerdict};
+pub use merge::{Cap, CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats, MoveKind};
 
 pub use crate::time::AgentClock;

@@ -63,7 +63,7 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::persist;
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
 use crate::time::Duration;
 use crate::trigger::{Trigger, TriggerError};
 
@@ -582,10 +582,10 @@ fn supervise_routes(
     let doubts = first.doubts().cloned();
     let mut first = Some(first);
     let faults = sup.clone();
-    sup.restart("routes", Lifetime::UntilDone, move |run| {
+    sup.restart(Task::Routes, Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
         let doubts = doubts.clone();
-        let fault = faults.fault("routes");
+        let fault = faults.fault(Task::Routes);
         async move {
             let mut commands = commands.lend().await;
             let installer = match installer {

@@ -75,7 +75,7 @@ use std::path::{Path, PathBuf};
 
 pub use codec::{Damage, FORMAT_VERSION, MAX_RECORD, Record, decode_record, encode_record};
 pub use load::{FsRead, Loaded, ReadRetry, StateRead, load, load_refused, load_with};
-pub use writer::{DirLock, JournalHandle, PersistStats, StateWriter, write_refused};
+pub use writer::{DirLock, JournalHandle, PersistStats, StateEvent, StateWriter, write_refused};
 
 pub const SNAPSHOT_FILE: &str = "bindings.snap";
 pub const JOURNAL_FILE: &str = "bindings.journal";

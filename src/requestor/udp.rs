@@ -27,7 +27,7 @@ use super::QueryId;
 use super::core::{Requestor, Submit};
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 use super::{filter, pktinfo};
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
 use crate::wire::CLIENT_PORT;
 
 /// The shell's own settings.
@@ -156,21 +156,23 @@ pub async fn spawn(
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
     let (handle, runner) = start(cfg, udp)?;
     let faults = sup.clone();
-    let task = tokio::spawn(sup.restart("requestor", Lifetime::UntilDone, move |run| {
-        let r = runner.clone();
-        // The test hook may fail the first run only.
-        let fault = (run == 0).then(|| faults.fault("requestor"));
-        async move {
-            match fault {
-                Some(fault) => tokio::select! {
-                    () = r.run() => {}
-                    () = fault => panic!("test hook: requestor task fails"),
-                },
-                None => r.run().await,
+    let task = tokio::spawn(
+        sup.restart(Task::Requestor, Lifetime::UntilDone, move |run| {
+            let r = runner.clone();
+            // The test hook may fail the first run only.
+            let fault = (run == 0).then(|| faults.fault(Task::Requestor));
+            async move {
+                match fault {
+                    Some(fault) => tokio::select! {
+                        () = r.run() => {}
+                        () = fault => panic!("test hook: requestor task fails"),
+                    },
+                    None => r.run().await,
+                }
+                Ok::<(), std::convert::Infallible>(())
             }
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
+        }),
+    );
     Ok((handle, task))
 }
 

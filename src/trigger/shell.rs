@@ -19,7 +19,7 @@ use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerEvent, TriggerLink, TriggerStats};
 use crate::cache::{Change, LeaseKey, RouteView};
-use crate::supervise::{Lifetime, Supervisor};
+use crate::supervise::{Lifetime, Supervisor, Task};
 use crate::time::{Duration, Instant};
 
 /// Why the trigger could not start.
@@ -186,7 +186,7 @@ impl Trigger {
             }
             Some(sup) => {
                 let (mut first, sh, c) = (Some(sock), shared.clone(), cfg.clone());
-                tasks.spawn(sup.restart("nflog", Lifetime::Forever, move |_| {
+                tasks.spawn(sup.restart(Task::Nflog, Lifetime::Forever, move |_| {
                     let (sock, sh, links, tx, c) = (
                         first.take(),
                         sh.clone(),
@@ -211,21 +211,23 @@ impl Trigger {
             }
             Some(sup) => {
                 let (sh, c) = (shared.clone(), cfg.clone());
-                tasks.spawn(sup.restart("trigger_sync", Lifetime::Forever, move |run| {
-                    let (sh, c, sock) = (sh.clone(), c.clone(), sets_sock.clone());
-                    async move {
-                        if run > 0 {
-                            // The failed run may have taken a batch it never applied: what the
-                            // kernel's sets hold is no longer known, so the next batch resyncs.
-                            sh.sets().failed();
-                            sh.applying
-                                .store(false, std::sync::atomic::Ordering::Release);
-                            sh.wake.notify_one();
+                tasks.spawn(
+                    sup.restart(Task::TriggerSync, Lifetime::Forever, move |run| {
+                        let (sh, c, sock) = (sh.clone(), c.clone(), sets_sock.clone());
+                        async move {
+                            if run > 0 {
+                                // The failed run may have taken a batch it never applied: what the
+                                // kernel's sets hold is no longer known, so the next batch resyncs.
+                                sh.sets().failed();
+                                sh.applying
+                                    .store(false, std::sync::atomic::Ordering::Release);
+                                sh.wake.notify_one();
+                            }
+                            sync(sh, c, sock).await;
+                            Ok::<(), std::convert::Infallible>(())
                         }
-                        sync(sh, c, sock).await;
-                        Ok::<(), std::convert::Infallible>(())
-                    }
-                }));
+                    }),
+                );
             }
         }
         let trigger = Trigger {

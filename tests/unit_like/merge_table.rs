@@ -684,7 +684,7 @@ fn r10_interface_cap_holds_against_invented_duids() {
     assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
     let refused: Vec<_> = s.stats().cap_refused();
     assert!(
-        refused.contains(&("bindings_per_interface", 1)),
+        refused.contains(&(lqagent::cache::Cap::BindingsPerInterface, 1)),
         "{refused:?}"
     );
 }
@@ -1384,7 +1384,10 @@ fn r17_every_move_is_counted_by_kind() {
     s.apply(&obs(2, 1, 4, None, vec![pd(1, 3600)]));
     assert_eq!(count(&s), [1, 1, 1], "another client");
     let rows = s.stats().moves();
-    assert!(rows.contains(&("snoop", "next_hop", 1)), "{rows:?}");
+    assert!(
+        rows.contains(&(Source::Snoop, lqagent::cache::MoveKind::NextHop, 1)),
+        "{rows:?}"
+    );
 }
 
 fn arb_answer() -> impl Strategy<Value = Observation> {
