@@ -83,7 +83,7 @@ impl Tracker {
     fn phase(&self, phase: Phase) {
         lock(&self.table)
             .slots
-            .set_phase(self.id, phase, Instant::now());
+            .set_phase(Instant::now(), self.id, phase);
     }
 }
 
@@ -205,7 +205,7 @@ impl ControlSocket {
             });
             let privileged = policy.privileged(&peer);
             let mut t = lock(&table);
-            let (id, evicted) = match t.slots.admit(peer.uid, privileged, Instant::now()) {
+            let (id, evicted) = match t.slots.admit(Instant::now(), peer.uid, privileged) {
                 Admit::Open(id) => (id, None),
                 Admit::OpenEvicting { id, evict } => (id, t.handles.remove(&evict)),
                 Admit::Refused(why) => {

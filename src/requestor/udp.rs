@@ -319,7 +319,7 @@ impl RefusedInterfaces {
         }
     }
 
-    fn contains(&mut self, ifindex: Option<u32>, now: Instant) -> bool {
+    fn contains(&mut self, now: Instant, ifindex: Option<u32>) -> bool {
         let Some(i) = ifindex else { return false };
         if self.names.is_empty() {
             return false;
@@ -365,7 +365,7 @@ fn drain(
             core.stats().kernel_total(total);
         }
         let now = Instant::now();
-        if refused.contains(ifindex, now) {
+        if refused.contains(now, ifindex) {
             core.drop_datagram(DropReason::WrongInterface);
             continue;
         }
