@@ -14,8 +14,8 @@ pub(crate) mod binding;
 pub(crate) mod expiry;
 pub mod from_wire;
 pub mod merge;
-pub mod storage;
-pub mod store;
+pub(crate) mod storage;
+pub(crate) mod store;
 
 pub use binding::{
     AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason,

@@ -36,7 +36,7 @@ use crate::prefix::Ipv6Prefix;
 pub mod access;
 pub mod client;
 pub mod server;
-pub mod slots;
+pub(crate) mod slots;
 
 /// A request from `lqagent show|clear`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::time::Instant;
 
 /// The bounds of one control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections open at once, all peers together.
     pub total: usize,
     /// Of [`Limits::total`], the slots only root and the service user may take.
@@ -31,7 +31,7 @@ pub struct Limits {
 
 /// What a connection is doing, as far as eviction cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for the peer's next request line (a peer that says nothing stays here).
     Reading,
     /// Writing an answer (a peer that does not read stays here).
@@ -42,7 +42,7 @@ pub enum Phase {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Every slot a peer of its kind may take is open (and, for a privileged peer, every open
     /// connection is being answered).
     Full,
@@ -52,7 +52,7 @@ pub enum Refusal {
 
 /// The decision on one new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Open, under this id.
     Open(u64),
     /// Open under `id` after closing connection `evict` (already forgotten here).
@@ -75,14 +75,14 @@ struct Entry {
 
 /// The open connections of one control socket.
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     limits: Limits,
     entries: Vec<Entry>,
     next_id: u64,
 }
 
 impl Slots {
-    pub fn new(limits: Limits) -> Slots {
+    pub(crate) fn new(limits: Limits) -> Slots {
         Slots {
             limits,
             entries: Vec::with_capacity(limits.total),
@@ -91,17 +91,14 @@ impl Slots {
     }
 
     /// Connections open now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Decide on a new connection from `uid` (`privileged`: root or the service user), opened
     /// at `now` in [`Phase::Reading`].
-    pub fn admit(&mut self, now: Instant, uid: u32, privileged: bool) -> Admit {
+    pub(crate) fn admit(&mut self, now: Instant, uid: u32, privileged: bool) -> Admit {
         let mut evict = None;
         if privileged {
             if self.entries.len() >= self.limits.total {
@@ -144,7 +141,7 @@ impl Slots {
     }
 
     /// Connection `id` is now in `phase` (no-op when it is gone).
-    pub fn set_phase(&mut self, now: Instant, id: u64, phase: Phase) {
+    pub(crate) fn set_phase(&mut self, now: Instant, id: u64, phase: Phase) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.phase = phase;
             e.since = now;
@@ -152,7 +149,7 @@ impl Slots {
     }
 
     /// Connection `id` closed (no-op when it is already gone, e.g. evicted).
-    pub fn close(&mut self, id: u64) {
+    pub(crate) fn close(&mut self, id: u64) {
         self.entries.retain(|e| e.id != id);
     }
 }

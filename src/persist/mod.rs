@@ -66,9 +66,9 @@
 //! never see the files; the cache task hands records to the writer and gets loaded leases at
 //! start.
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod load;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
