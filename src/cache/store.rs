@@ -194,15 +194,15 @@ impl CacheStats {
         self.verdicts[verdict_index(v)].load(Ordering::Relaxed)
     }
 
-    /// CLT_TIME anomalies by label (`unix_timestamp`, `exceeds_valid`).
-    pub fn clt_anomalies(&self) -> Vec<(&'static str, u64)> {
+    /// CLT_TIME anomalies, by check.
+    pub fn clt_anomalies(&self) -> Vec<(CltCheck, u64)> {
         vec![
             (
-                CltCheck::UnixTimestamp.label(),
+                CltCheck::UnixTimestamp,
                 self.clt_unix_timestamp.load(Ordering::Relaxed),
             ),
             (
-                CltCheck::ExceedsValid.label(),
+                CltCheck::ExceedsValid,
                 self.clt_exceeds_valid.load(Ordering::Relaxed),
             ),
         ]

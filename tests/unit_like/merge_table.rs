@@ -767,7 +767,7 @@ fn r13_clt_time_sanity() {
     let l = s.get(&LeaseKey::Address(addr(1))).unwrap();
     assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 120));
     assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 3600));
-    assert_eq!(s.stats().clt_anomalies()[0], ("unix_timestamp", 1));
+    assert_eq!(s.stats().clt_anomalies()[0], (CltCheck::UnixTimestamp, 1));
     // A Unix time in the future is not believed: recency = arrival.
     let mut o = obs(2, 2, 0, Some((T0 + 86_400) as u32), vec![na(2, 3600)]);
     o.complete = true;
@@ -779,7 +779,7 @@ fn r13_clt_time_sanity() {
     let l = s.get(&LeaseKey::Address(addr(3))).unwrap();
     assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 5000));
     assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 600));
-    assert_eq!(s.stats().clt_anomalies()[1], ("exceeds_valid", 1));
+    assert_eq!(s.stats().clt_anomalies()[1], (CltCheck::ExceedsValid, 1));
     // The check itself, for the record.
     let (_, c) = lqagent::cache::merge::last_transaction(
         &obs(1, 1, 0, Some(30), vec![na(1, INFINITE_LIFETIME)]),
