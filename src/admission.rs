@@ -184,13 +184,13 @@ impl AdmissionStats {
     }
 
     /// `(source, reason, count)` for every pair counted at least once.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+    pub fn snapshot(&self) -> Vec<(Origin, Rejection, u64)> {
         let mut out = Vec::new();
         for o in Origin::ALL {
             for r in Rejection::ALL {
                 let n = self.get(*o, *r);
                 if n > 0 {
-                    out.push((o.label(), r.label(), n));
+                    out.push((*o, *r, n));
                 }
             }
         }

@@ -22,7 +22,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,8 +33,8 @@ use crate::cache::binding::{
 };
 use crate::cache::store::{Applied, BindingStore};
 use crate::persist::{JournalHandle, Record};
-use crate::supervise::{Inbox, Lifetime, Supervisor};
-use crate::time::AgentClock;
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
+use crate::time::{AgentClock, Duration};
 
 /// What the cache task accepts.
 #[derive(Debug, Clone)]
@@ -223,7 +222,7 @@ pub fn spawn(
 ) -> (CacheHandle, mpsc::Receiver<Change>, JoinHandle<()>) {
     let (handle, changes, task) = start(store, clock, journal, cfg, admission, doubts);
     // Ending means every handle is gone (nothing could feed a new run): done, not a failure.
-    let join = tokio::spawn(sup.restart("cache", Lifetime::UntilDone, move |_| {
+    let join = tokio::spawn(sup.restart(Task::Cache, Lifetime::UntilDone, move |_| {
         let run = task.clone().run();
         async move {
             run.await;
@@ -529,7 +528,7 @@ fn notice_view(
     }
 }
 
-async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+async fn sleep_until_opt(t: Option<crate::time::TokioInstant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
@@ -577,7 +576,7 @@ pub(crate) mod testing {
     pub(crate) fn supervisor() -> (watch::Sender<bool>, Supervisor) {
         let (stop, rx) = watch::channel(false);
         let policy = Policy {
-            base: std::time::Duration::from_millis(1),
+            base: crate::time::Duration::from_millis(1),
             ..Policy::default()
         };
         (stop, Supervisor::new(rx, policy))
@@ -937,7 +936,7 @@ mod tests {
         let (h, mut changes, _join) = spawn_test(store, clock, None, CacheTaskConfig::default());
         h.observe(obs(1, 1, &clock)).await.unwrap();
         assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
-        let t = tokio::time::Instant::now();
+        let t = crate::time::TokioInstant::now();
         let c = changes.recv().await.unwrap();
         assert_eq!(c.kind, ChangeKind::Removed);
         assert!(

@@ -11,9 +11,9 @@
 //! Reference of every key: `docs/config.md`. Sample: `deploy/lqagent.toml`.
 
 use crate::label::labels;
+use crate::time::Duration;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::prefix::Ipv6Prefix;
 use crate::wire::{Duid, LeasequeryType};

@@ -38,9 +38,11 @@
 //! crate-private). Inside each module only what those users name is public, plus the types that
 //! appear in those items' signatures; the few submodules they import by path stay public
 //! (`wire::bulk`, `wire::pretty`, `persist`, `cache_task`, `requestor::udp`,
-//! `trigger::nflog`, ...). Everything else is `pub(crate)`, so `unreachable_pub` (on in
-//! `Cargo.toml`'s `[lints]`) and the dead-code lints can see what nothing uses. Making an item
-//! public is a decision about who needs it, not a default.
+//! `trigger::nflog`, ...); a submodule nobody outside names is `pub(crate)` and its folder
+//! re-exports what others use (`cache::store`, `cache::storage`, `persist::codec`,
+//! `persist::writer`, `snoop::bpf`, `control::slots`). Everything else is `pub(crate)`, so
+//! `unreachable_pub` (on in `Cargo.toml`'s `[lints]`) and the dead-code lints can see what
+//! nothing uses. Making an item public is a decision about who needs it, not a default.
 //!
 //! Unsafe code is denied crate-wide (`unsafe_code = "deny"` in `Cargo.toml`) and allowed, block by
 //! block with a `SAFETY:` note, only for system calls the socket crates do not wrap:

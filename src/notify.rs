@@ -4,9 +4,9 @@
 //! Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op.
 
 use crate::label::labels;
+use crate::time::Duration;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::time::Duration;
 
 labels! {
     /// A state change to report.
@@ -133,7 +133,7 @@ mod tests {
             let _ = done.send(results);
         });
         let results = finished
-            .recv_timeout(std::time::Duration::from_secs(10))
+            .recv_timeout(crate::time::Duration::from_secs(10))
             .expect("200 sends to a full queue returned");
         assert!(results[0].is_ok(), "{:?}", results[0]);
         let full = results

@@ -14,11 +14,11 @@
 //! The backoff is the pure [`Backoff`]: 1 s doubling to 60 s, back to 1 s after a run that
 //! lasted [`Policy::healthy_after`] (a task failing once a day is not penalised for old faults).
 
-use std::collections::BTreeMap;
+use crate::label::labels;
+use crate::time::Duration;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
@@ -108,30 +108,54 @@ impl Backoff {
     }
 }
 
-/// Restart counters by task label (`lqagent_task_restarts_total{task}`).
+labels! {
+    /// A supervised task: the `task` label of `lqagent_task_restarts_total` and the name of
+    /// its fault file ([`Supervisor::fault`]). In label order, the order of the exposition.
+    pub enum Task {
+        /// Bulk leasequery recovery (at start-up and per link coming up).
+        Bulk => "bulk",
+        Cache => "cache",
+        /// A snooper's capture socket (one task per interface).
+        Capture => "capture",
+        Classifier => "classifier",
+        Confirm => "confirm",
+        Control => "control",
+        MetricsHttp => "metrics_http",
+        Nflog => "nflog",
+        Ondemand => "ondemand",
+        Requestor => "requestor",
+        RouteFeed => "route_feed",
+        Routes => "routes",
+        TriggerSync => "trigger_sync",
+    }
+}
+
+/// Restart counters by task (`lqagent_task_restarts_total{task}`); a task is exported (at
+/// zero) from the moment it is supervised.
 #[derive(Debug, Default)]
 pub struct Restarts {
-    by_task: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
+    counts: [AtomicU64; Task::ALL.len()],
+    supervised: [AtomicBool; Task::ALL.len()],
 }
 
 impl Restarts {
-    /// The counter of `task`, made (at zero, so it is exported before any failure) if new.
-    pub fn counter(&self, task: &'static str) -> Arc<AtomicU64> {
-        let mut m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(task).or_default().clone()
+    /// `task` runs under supervision now: it is exported, at zero until it fails.
+    pub fn supervise(&self, task: Task) {
+        self.supervised[task as usize].store(true, Ordering::Relaxed);
     }
 
-    pub fn get(&self, task: &str) -> u64 {
-        let m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(task).map_or(0, |c| c.load(Ordering::Relaxed))
+    /// One more restart of `task`.
+    pub fn count(&self, task: Task) {
+        self.supervise(task);
+        self.counts[task as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(task, restarts)` for every supervised task.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let m = self.by_task.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter()
-            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
-            .collect()
+    pub fn get(&self, task: Task) -> u64 {
+        self.counts[task as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn is_supervised(&self, task: Task) -> bool {
+        self.supervised[task as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -228,7 +252,7 @@ impl Supervisor {
     /// task) is logged with its cause, counted, and followed by a new run after the backoff.
     pub fn restart<F, Fut, E>(
         &self,
-        task: &'static str,
+        task: Task,
         lifetime: Lifetime,
         mut start: F,
     ) -> impl Future<Output = ()> + Send + 'static
@@ -238,17 +262,18 @@ impl Supervisor {
         E: std::fmt::Display + Send + 'static,
     {
         let me = self.clone();
-        let counter = self.restarts.counter(task);
+        self.restarts.supervise(task);
+        let task_label = task.label();
         async move {
             let mut backoff = Backoff::new(me.policy);
             let mut stop = me.stop.clone();
             let mut run = 0u32;
             loop {
-                let began = tokio::time::Instant::now();
+                let began = crate::time::TokioInstant::now();
                 let mut h = AbortOnDrop(tokio::spawn(start(run)));
                 let cause = match (&mut h.0).await {
                     Ok(Ok(())) if lifetime == Lifetime::UntilDone || me.stopping() => {
-                        info!(task, "task ended");
+                        info!(task = task_label, "task ended");
                         return;
                     }
                     Ok(Ok(())) => "ended without a shutdown asked".to_string(),
@@ -262,8 +287,8 @@ impl Supervisor {
                     return;
                 }
                 let delay = backoff.after_failure(began.elapsed());
-                counter.fetch_add(1, Ordering::Relaxed);
-                error!(task, cause, restart_in = ?delay, "task failed; restarting it");
+                me.restarts.count(task);
+                error!(task = task_label, cause, restart_in = ?delay, "task failed; restarting it");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = stop.wait_for(|s| *s) => return,
@@ -280,9 +305,9 @@ impl Supervisor {
     /// route, capture and requestor tasks panic on it (first run only), so tests can show that
     /// a failed task is restarted and counted at a moment they choose. Only debug builds have
     /// the directory: in a release build this never resolves.
-    pub(crate) fn fault(&self, task: &str) -> impl Future<Output = ()> + Send + use<> {
+    pub(crate) fn fault(&self, task: Task) -> impl Future<Output = ()> + Send + use<> {
         #[cfg(debug_assertions)]
-        let path = self.faults.as_ref().map(|d| d.join(task));
+        let path = self.faults.as_ref().map(|d| d.join(task.label()));
         #[cfg(not(debug_assertions))]
         let _ = task;
         async move {
@@ -329,7 +354,7 @@ mod tests {
         let sup = Supervisor::new(stop, fast());
         let runs = Arc::new(AtomicU64::new(0));
         let r = runs.clone();
-        sup.restart("t", Lifetime::UntilDone, move |run| {
+        sup.restart(Task::Cache, Lifetime::UntilDone, move |run| {
             r.fetch_add(1, Ordering::Relaxed);
             async move {
                 match run {
@@ -341,8 +366,17 @@ mod tests {
         })
         .await;
         assert_eq!(runs.load(Ordering::Relaxed), 3);
-        assert_eq!(sup.restarts().get("t"), 2);
-        assert_eq!(sup.restarts().snapshot(), vec![("t", 2)]);
+        assert_eq!(sup.restarts().get(Task::Cache), 2);
+        let supervised: Vec<Task> = Task::ALL
+            .iter()
+            .copied()
+            .filter(|t| sup.restarts().is_supervised(*t))
+            .collect();
+        assert_eq!(
+            supervised,
+            [Task::Cache],
+            "only the supervised task is exported"
+        );
         drop(stop_tx);
     }
 
@@ -352,7 +386,7 @@ mod tests {
         let sup = Supervisor::new(stop, fast());
         let stop_tx = Arc::new(stop_tx);
         let s = stop_tx.clone();
-        sup.restart("f", Lifetime::Forever, move |run| {
+        sup.restart(Task::Routes, Lifetime::Forever, move |run| {
             let s = s.clone();
             async move {
                 if run == 2 {
@@ -364,7 +398,7 @@ mod tests {
         })
         .await;
         assert_eq!(
-            sup.restarts().get("f"),
+            sup.restarts().get(Task::Routes),
             2,
             "two early ends restarted, the failure during shutdown not"
         );
@@ -376,20 +410,21 @@ mod tests {
     async fn the_fault_hook_fires_on_its_file_only() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::unstopped(fast()).with_fault_dir(dir.path());
-        let fault = sup.fault("t");
+        let fault = sup.fault(Task::Cache);
         let mut fault = std::pin::pin!(fault);
         let early = tokio::time::timeout(Duration::from_millis(200), fault.as_mut()).await;
         assert!(early.is_err(), "fired before its file existed");
         std::fs::write(dir.path().join("other"), b"").unwrap();
         let other = tokio::time::timeout(Duration::from_millis(200), fault.as_mut()).await;
         assert!(other.is_err(), "fired for another task's file");
-        std::fs::write(dir.path().join("t"), b"").unwrap();
+        std::fs::write(dir.path().join("cache"), b"").unwrap();
         tokio::time::timeout(Duration::from_secs(10), fault)
             .await
             .expect("fired once its file existed");
         let quiet = Supervisor::unstopped(fast());
         if std::env::var_os("LQAGENT_TEST_FAULT_DIR").is_none() {
-            let never = tokio::time::timeout(Duration::from_millis(200), quiet.fault("t")).await;
+            let never =
+                tokio::time::timeout(Duration::from_millis(200), quiet.fault(Task::Cache)).await;
             assert!(never.is_err(), "no fault directory: never fires");
         }
     }
@@ -401,7 +436,7 @@ mod tests {
         let (tx, rx) = mpsc::channel::<u32>(8);
         let rx = Inbox::new(rx);
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
-        let run = sup.restart("c", Lifetime::UntilDone, move |_| {
+        let run = sup.restart(Task::Control, Lifetime::UntilDone, move |_| {
             let (rx, seen) = (rx.clone(), seen_tx.clone());
             async move {
                 let mut rx = rx.lend().await;
@@ -421,6 +456,6 @@ mod tests {
         drop(tx);
         h.await.unwrap();
         assert_eq!((seen.recv().await, seen.recv().await), (Some(1), Some(2)));
-        assert_eq!(sup.restarts().get("c"), 1);
+        assert_eq!(sup.restarts().get(Task::Control), 1);
     }
 }

@@ -3,8 +3,10 @@
 //! Every module takes its time types from here: [`Timestamp`] (agent-clock milliseconds, what
 //! leases and the state file hold), [`Instant`] and [`Duration`] (the monotonic instant the
 //! sans-IO cores are handed, `std`'s, so a core depends on no runtime), [`SystemTime`] (wall
-//! clock for displays). Tokio shells may keep `tokio::time::Instant` for their timers and hand
-//! cores `into_std()` of it.
+//! clock for displays), and [`TokioInstant`] (the runtime's instant, which paused test time moves)
+//! for the tokio shells' timers, whose cores are handed `into_std()` of it. Nothing else in the
+//! crate names `std::time` or `tokio::time::Instant` (the architecture test holds it), so which
+//! clock a module reads is decided here alone.
 //!
 //! One clock serves the cache, the requestor, bulk recovery, the route installer and the state
 //! file, so all of them agree on what "now" and "expired" mean: [`AgentClock`] reads Unix time
@@ -15,6 +17,7 @@
 
 use std::time::UNIX_EPOCH;
 pub use std::time::{Duration, Instant, SystemTime};
+pub use tokio::time::Instant as TokioInstant;
 
 use crate::wire::INFINITE_LIFETIME;
 
@@ -81,7 +84,7 @@ impl Timestamp {
 /// paused time move it too.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentClock {
-    start: tokio::time::Instant,
+    start: TokioInstant,
     unix_ms_at_start: i64,
 }
 
@@ -92,18 +95,18 @@ impl AgentClock {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         AgentClock {
-            start: tokio::time::Instant::now(),
+            start: TokioInstant::now(),
             unix_ms_at_start: unix_ms,
         }
     }
 
     pub fn now(&self) -> Timestamp {
-        self.at(tokio::time::Instant::now())
+        self.at(TokioInstant::now())
     }
 
     /// The monotonic instant of an agent-clock value (e.g. to sleep until a deadline, or for
     /// `RouteSpec::valid_until`); `None` for [`Timestamp::NEVER`], `start` for the past.
-    pub fn instant_of(&self, t: Timestamp) -> Option<tokio::time::Instant> {
+    pub fn instant_of(&self, t: Timestamp) -> Option<TokioInstant> {
         if t == Timestamp::NEVER {
             return None;
         }
@@ -113,11 +116,11 @@ impl AgentClock {
 
     /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
     pub fn at_std(&self, t: Instant) -> Timestamp {
-        self.at(tokio::time::Instant::from_std(t))
+        self.at(TokioInstant::from_std(t))
     }
 
     /// The agent-clock value of a monotonic instant (e.g. a packet's capture time).
-    pub fn at(&self, t: tokio::time::Instant) -> Timestamp {
+    pub fn at(&self, t: TokioInstant) -> Timestamp {
         let elapsed = t.saturating_duration_since(self.start).as_millis();
         Timestamp::from_millis(
             self.unix_ms_at_start

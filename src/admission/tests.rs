@@ -346,8 +346,8 @@ fn a_refused_lease_leaves_the_rest_admitted_but_incomplete() {
     assert_eq!(
         ad.stats().snapshot(),
         vec![
-            ("leasequery", "outside_link", 1),
-            ("leasequery", "special_address", 1)
+            (Origin::Leasequery, Rejection::OutsideLink, 1),
+            (Origin::Leasequery, Rejection::SpecialAddress, 1)
         ]
     );
 }

@@ -19,9 +19,9 @@
 //! ```
 
 use crate::label::labels;
+use crate::time::{Duration, Instant};
 use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
 
 use crate::cache::from_wire::ClientAnswer;
 

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
@@ -23,6 +22,7 @@ use super::recovery::{BindingSink, RecoveryPlan, recover};
 use super::stats::{BulkStats, Counter};
 use crate::kernel::KernelError;
 use crate::kernel::watch::{LinkEvent, LinkWatch};
+use crate::time::{Duration, Instant};
 
 /// Which subscriber links came up.
 #[derive(Debug, Clone, Default)]
@@ -235,7 +235,7 @@ where
     let mut tasks: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let mut handles: HashMap<(Ipv6Addr, u64), tokio::task::AbortHandle> = HashMap::new();
     loop {
-        let due = jobs.next_due().map(tokio::time::Instant::from_std);
+        let due = jobs.next_due().map(crate::time::TokioInstant::from_std);
         tokio::select! {
             ev = w.next() => {
                 let Some(ev) = ev else { break };
@@ -298,7 +298,7 @@ where
     Ok(())
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<crate::time::TokioInstant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

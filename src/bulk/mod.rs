@@ -13,7 +13,7 @@ pub mod recovery;
 pub mod stats;
 pub mod tcp;
 
-use std::time::Duration;
+use crate::time::Duration;
 
 use crate::wire::Duid;
 

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -26,7 +25,7 @@ use crate::cache::from_wire::{ClientDataContext, FromWireError, observation_from
 use crate::cache::{LeaseKey, Link, Observation, Source, Sweep, Timestamp};
 use crate::cache_task::{CacheHandle, CacheInput};
 use crate::requestor::QueryId;
-use crate::time::AgentClock;
+use crate::time::{AgentClock, Duration, Instant};
 use crate::wire::Duid;
 
 /// What recovery asks for, and whom.

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::BulkConfig;
 use super::core::{
@@ -23,6 +22,7 @@ use super::core::{
 };
 use super::stats::{BulkStats, Counter};
 use crate::requestor::QueryId;
+use crate::time::TokioInstant as Instant;
 // Defined beside the core it summarises, so that `stats` (which counts it) need not import
 // this shell, which imports `stats`.
 pub use super::core::QueryResult;
@@ -435,7 +435,7 @@ mod tests {
             tx,
             stats.clone(),
         ));
-        let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let first = tokio::time::timeout(crate::time::Duration::from_secs(10), async {
             tokio::select! {
                 r = a.accept() => r.unwrap().0,
                 r = b.accept() => r.unwrap().0,
@@ -443,9 +443,9 @@ mod tests {
         })
         .await
         .expect("one server is connected to");
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::time::timeout(crate::time::Duration::from_secs(10), async {
             while stats.get(Counter::SlotWaits) == 0 || stats.get(Counter::Connects) == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                tokio::time::sleep(crate::time::Duration::from_millis(5)).await;
             }
         })
         .await

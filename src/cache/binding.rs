@@ -354,13 +354,13 @@ impl DoubtStats {
     }
 
     /// `(reason, outcome, count)` for every pair, zeros included.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+    pub fn snapshot(&self) -> Vec<(DoubtReason, DoubtOutcome, u64)> {
         DoubtReason::ALL
             .iter()
             .flat_map(|r| {
                 DoubtOutcome::ALL
                     .iter()
-                    .map(move |o| (r.label(), o.label(), self.get(*r, *o)))
+                    .map(move |o| (*r, *o, self.get(*r, *o)))
             })
             .collect()
     }

@@ -10,12 +10,12 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::binding::{
     AccessPort, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId, Source,
     Timestamp,
 };
+use crate::time::Instant;
 use crate::wire::{ClientData, Duid, IaPrefix, LqRelayData, Options, RelayChain, RelayLevel};
 
 /// Why a CLIENT_DATA cannot become an observation.

@@ -261,15 +261,27 @@ crate::label::labels! {
     }
 }
 
+crate::label::labels! {
+    /// R10: a cache cap, named as its setting is (the `cap` label of
+    /// `lqagent_cap_refused_total`).
+    pub enum Cap {
+        PrefixesPerClient => "prefixes_per_client",
+        AddressesPerClient => "addresses_per_client",
+        BindingsPerLink => "bindings_per_link",
+        BindingsPerInterface => "bindings_per_interface",
+        Bindings => "bindings",
+    }
+}
+
 impl MergeVerdict {
-    /// R10: the cap that refused the lease (`cap` label of `lqagent_cap_refused_total`).
-    pub fn cap(self) -> Option<&'static str> {
+    /// R10: the cap that refused the lease.
+    pub fn cap(self) -> Option<Cap> {
         match self {
-            MergeVerdict::OverPrefixCap => Some("prefixes_per_client"),
-            MergeVerdict::OverAddressCap => Some("addresses_per_client"),
-            MergeVerdict::OverLinkCap => Some("bindings_per_link"),
-            MergeVerdict::OverInterfaceCap => Some("bindings_per_interface"),
-            MergeVerdict::OverTotalCap => Some("bindings"),
+            MergeVerdict::OverPrefixCap => Some(Cap::PrefixesPerClient),
+            MergeVerdict::OverAddressCap => Some(Cap::AddressesPerClient),
+            MergeVerdict::OverLinkCap => Some(Cap::BindingsPerLink),
+            MergeVerdict::OverInterfaceCap => Some(Cap::BindingsPerInterface),
+            MergeVerdict::OverTotalCap => Some(Cap::Bindings),
             _ => None,
         }
     }

@@ -14,15 +14,15 @@ pub(crate) mod binding;
 pub(crate) mod expiry;
 pub mod from_wire;
 pub mod merge;
-pub mod storage;
-pub mod store;
+pub(crate) mod storage;
+pub(crate) mod store;
 
 pub use binding::{
     AccessPort, Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtOutcome, DoubtReason,
     DoubtStats, IaType, Lease, LeaseKey, Link, Observation, ObservedLease, RelayData, RouteView,
     ServerId, Source, Sweep, Timestamp, WithdrawReason, Withdrawal,
 };
-pub use merge::{CltCheck, MergeConfig, MergeVerdict};
+pub use merge::{Cap, CltCheck, MergeConfig, MergeVerdict};
 pub use store::{Applied, BindingStore, CacheConfig, CacheStats, MoveKind};
 
 pub use crate::time::AgentClock;

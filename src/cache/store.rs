@@ -143,18 +143,18 @@ crate::label::labels! {
 }
 
 impl CacheStats {
-    /// Leases handled, by merge verdict label.
-    pub fn verdicts(&self) -> Vec<(&'static str, u64)> {
+    /// Leases handled, by merge verdict.
+    pub fn verdicts(&self) -> Vec<(MergeVerdict, u64)> {
         VERDICTS
             .iter()
             .zip(self.verdicts.iter())
-            .map(|(v, c)| (v.label(), c.load(Ordering::Relaxed)))
+            .map(|(v, c)| (*v, c.load(Ordering::Relaxed)))
             .collect()
     }
 
     /// Leases that moved to another client, link or next hop: `(source, kind, count)` for every
     /// pair, zeros included.
-    pub fn moves(&self) -> Vec<(&'static str, &'static str, u64)> {
+    pub fn moves(&self) -> Vec<(super::Source, MoveKind, u64)> {
         [
             super::Source::Snoop,
             super::Source::Leasequery,
@@ -165,8 +165,8 @@ impl CacheStats {
         .flat_map(|s| {
             MoveKind::ALL.iter().map(move |k| {
                 (
-                    s.label(),
-                    k.label(),
+                    *s,
+                    *k,
                     self.moves[usize::from(s.to_u8())][*k as usize].load(Ordering::Relaxed),
                 )
             })
@@ -184,7 +184,7 @@ impl CacheStats {
 
     /// New bindings refused by a cap (merge R10), by `cap` label. The same counts as the
     /// `over_*_cap` verdicts, under the name an operator alerts on.
-    pub fn cap_refused(&self) -> Vec<(&'static str, u64)> {
+    pub fn cap_refused(&self) -> Vec<(super::merge::Cap, u64)> {
         VERDICTS
             .iter()
             .filter_map(|v| v.cap().map(|c| (c, self.verdict(*v))))
@@ -195,15 +195,15 @@ impl CacheStats {
         self.verdicts[verdict_index(v)].load(Ordering::Relaxed)
     }
 
-    /// CLT_TIME anomalies by label (`unix_timestamp`, `exceeds_valid`).
-    pub fn clt_anomalies(&self) -> Vec<(&'static str, u64)> {
+    /// CLT_TIME anomalies, by check.
+    pub fn clt_anomalies(&self) -> Vec<(CltCheck, u64)> {
         vec![
             (
-                CltCheck::UnixTimestamp.label(),
+                CltCheck::UnixTimestamp,
                 self.clt_unix_timestamp.load(Ordering::Relaxed),
             ),
             (
-                CltCheck::ExceedsValid.label(),
+                CltCheck::ExceedsValid,
                 self.clt_exceeds_valid.load(Ordering::Relaxed),
             ),
         ]
@@ -974,7 +974,7 @@ impl BindingStore {
             }
             tracing::warn!(
                 lease = %key,
-                cap,
+                cap = cap.label(),
                 client = %hex::encode(&obs.client_duid),
                 link = %obs.link.address,
                 source = obs.source.label(),
@@ -1618,9 +1618,9 @@ mod tests {
             let (k4, out) = send(4, 200, 1005);
             assert_eq!(out.verdicts, vec![(k4, row.verdict)], "{name}");
             let counted: Vec<_> = s.stats().cap_refused();
-            for (label, n) in counted {
-                let want = if label == row.label { 2 } else { 0 };
-                assert_eq!(n, want, "{name}: lqagent_cap_refused_total{{cap={label}}}");
+            for (cap, n) in counted {
+                let want = if cap.label() == row.label { 2 } else { 0 };
+                assert_eq!(n, want, "{name}: lqagent_cap_refused_total{{cap={cap:?}}}");
             }
             assert_eq!(s.stats().verdict(row.verdict), 2, "{name}");
         }

@@ -3,7 +3,6 @@
 //! as JSON. Exit status: 0 bound, 1 no binding, 2 error or refused, 3 no answer.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, ValueEnum};
@@ -15,6 +14,7 @@ use lqagent::requestor::{
     Answer, AnswerVerdict, ClientAnswer, Policy, Query, QueryKind, QueryOutcome, RequestorConfig,
     RetransmitParams, ServerAnswer,
 };
+use lqagent::time::{Duration, Instant};
 use lqagent::wire::{ALL_DHCP_SERVERS, INFINITE_LIFETIME, SERVER_PORT, StatusCode};
 
 /// Exit status for "no binding".

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::file::{self, File};
 use super::{
@@ -14,6 +13,7 @@ use super::{
     RoutesSection, Server, ServerPolicy, SnoopSection, TriggerSection,
 };
 use crate::prefix::Ipv6Prefix;
+use crate::time::Duration;
 use crate::wire::{Duid, LeasequeryType};
 
 /// Bounds that keep a config from asking for unbounded tables.

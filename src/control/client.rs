@@ -1,9 +1,9 @@
 //! A blocking client for the control socket, used by `lqagent show|clear` (no runtime needed).
 
+use crate::time::Duration;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::{ControlError, Request, Response};
 

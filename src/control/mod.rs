@@ -36,7 +36,7 @@ use crate::prefix::Ipv6Prefix;
 pub mod access;
 pub mod client;
 pub mod server;
-pub mod slots;
+pub(crate) mod slots;
 
 /// A request from `lqagent show|clear`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,7 +307,7 @@ pub enum ControlError {
     #[error("control socket: bad message: {0}")]
     Protocol(String),
     #[error("control socket: no answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(crate::time::Duration),
 }
 
 crate::label::labels! {

@@ -23,13 +23,13 @@
 //! the service user or a member is answered `permission denied` and closed at once — the model
 //! of the D-Bus system bus socket. The per-uid bound above keeps such peers from holding slots.
 
+use crate::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -83,7 +83,7 @@ impl Tracker {
     fn phase(&self, phase: Phase) {
         lock(&self.table)
             .slots
-            .set_phase(self.id, phase, Instant::now());
+            .set_phase(Instant::now(), self.id, phase);
     }
 }
 
@@ -205,7 +205,7 @@ impl ControlSocket {
             });
             let privileged = policy.privileged(&peer);
             let mut t = lock(&table);
-            let (id, evicted) = match t.slots.admit(peer.uid, privileged, Instant::now()) {
+            let (id, evicted) = match t.slots.admit(Instant::now(), peer.uid, privileged) {
                 Admit::Open(id) => (id, None),
                 Admit::OpenEvicting { id, evict } => (id, t.handles.remove(&evict)),
                 Admit::Refused(why) => {

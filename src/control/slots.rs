@@ -20,7 +20,7 @@ use crate::time::Instant;
 
 /// The bounds of one control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections open at once, all peers together.
     pub total: usize,
     /// Of [`Limits::total`], the slots only root and the service user may take.
@@ -31,7 +31,7 @@ pub struct Limits {
 
 /// What a connection is doing, as far as eviction cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for the peer's next request line (a peer that says nothing stays here).
     Reading,
     /// Writing an answer (a peer that does not read stays here).
@@ -42,7 +42,7 @@ pub enum Phase {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Every slot a peer of its kind may take is open (and, for a privileged peer, every open
     /// connection is being answered).
     Full,
@@ -52,7 +52,7 @@ pub enum Refusal {
 
 /// The decision on one new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Open, under this id.
     Open(u64),
     /// Open under `id` after closing connection `evict` (already forgotten here).
@@ -75,14 +75,14 @@ struct Entry {
 
 /// The open connections of one control socket.
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     limits: Limits,
     entries: Vec<Entry>,
     next_id: u64,
 }
 
 impl Slots {
-    pub fn new(limits: Limits) -> Slots {
+    pub(crate) fn new(limits: Limits) -> Slots {
         Slots {
             limits,
             entries: Vec::with_capacity(limits.total),
@@ -91,17 +91,14 @@ impl Slots {
     }
 
     /// Connections open now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Decide on a new connection from `uid` (`privileged`: root or the service user), opened
     /// at `now` in [`Phase::Reading`].
-    pub fn admit(&mut self, uid: u32, privileged: bool, now: Instant) -> Admit {
+    pub(crate) fn admit(&mut self, now: Instant, uid: u32, privileged: bool) -> Admit {
         let mut evict = None;
         if privileged {
             if self.entries.len() >= self.limits.total {
@@ -144,7 +141,7 @@ impl Slots {
     }
 
     /// Connection `id` is now in `phase` (no-op when it is gone).
-    pub fn set_phase(&mut self, id: u64, phase: Phase, now: Instant) {
+    pub(crate) fn set_phase(&mut self, now: Instant, id: u64, phase: Phase) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.phase = phase;
             e.since = now;
@@ -152,7 +149,7 @@ impl Slots {
     }
 
     /// Connection `id` closed (no-op when it is already gone, e.g. evicted).
-    pub fn close(&mut self, id: u64) {
+    pub(crate) fn close(&mut self, id: u64) {
         self.entries.retain(|e| e.id != id);
     }
 }
@@ -183,23 +180,23 @@ mod tests {
     fn a_lesser_uid_is_bounded_and_never_takes_the_reserved_slots() {
         let t0 = Instant::now();
         let mut s = Slots::new(LIMITS);
-        id(s.admit(1000, false, t0));
-        id(s.admit(1000, false, t0));
+        id(s.admit(t0, 1000, false));
+        id(s.admit(t0, 1000, false));
         assert_eq!(
-            s.admit(1000, false, t0),
+            s.admit(t0, 1000, false),
             Admit::Refused(Refusal::UidLimit),
             "third connection of one uid"
         );
-        id(s.admit(1001, false, t0));
-        id(s.admit(1001, false, t0));
+        id(s.admit(t0, 1001, false));
+        id(s.admit(t0, 1001, false));
         assert_eq!(
-            s.admit(1002, false, t0),
+            s.admit(t0, 1002, false),
             Admit::Refused(Refusal::Full),
             "only total - reserved slots for lesser peers"
         );
         // The reserved slots are root's and the service user's.
-        id(s.admit(0, true, t0));
-        id(s.admit(998, true, t0));
+        id(s.admit(t0, 0, true));
+        id(s.admit(t0, 998, true));
         assert_eq!(s.len(), 6);
     }
 
@@ -207,16 +204,16 @@ mod tests {
     fn root_evicts_the_oldest_stalled_lesser_peer_first() {
         let t0 = Instant::now();
         let mut s = Slots::new(LIMITS);
-        let a = id(s.admit(1000, false, at(t0, 0)));
-        let b = id(s.admit(1001, false, at(t0, 1)));
-        let _c = id(s.admit(1002, false, at(t0, 4)));
-        let _d = id(s.admit(1003, false, at(t0, 5)));
+        let a = id(s.admit(at(t0, 0), 1000, false));
+        let b = id(s.admit(at(t0, 1), 1001, false));
+        let _c = id(s.admit(at(t0, 4), 1002, false));
+        let _d = id(s.admit(at(t0, 5), 1003, false));
         // Root's older than every lesser peer but `a`: still not the one to go.
-        let _root_old = id(s.admit(0, true, at(t0, 0)));
-        let _root = id(s.admit(0, true, at(t0, 3)));
+        let _root_old = id(s.admit(at(t0, 0), 0, true));
+        let _root = id(s.admit(at(t0, 3), 0, true));
         // `a` is being answered: not evictable even though it is the oldest lesser one.
-        s.set_phase(a, Phase::Answering, at(t0, 6));
-        let Admit::OpenEvicting { evict, .. } = s.admit(0, true, at(t0, 7)) else {
+        s.set_phase(at(t0, 6), a, Phase::Answering);
+        let Admit::OpenEvicting { evict, .. } = s.admit(at(t0, 7), 0, true) else {
             panic!("root must get in")
         };
         assert_eq!(evict, b, "oldest stalled lesser peer, not root's older one");
@@ -227,11 +224,11 @@ mod tests {
             reserved: 1,
             per_uid: 1,
         });
-        let busy = id(s.admit(0, true, at(t0, 0)));
-        s.set_phase(busy, Phase::Answering, at(t0, 0));
-        let _ = id(s.admit(0, true, at(t0, 1)));
+        let busy = id(s.admit(at(t0, 0), 0, true));
+        s.set_phase(at(t0, 0), busy, Phase::Answering);
+        let _ = id(s.admit(at(t0, 1), 0, true));
         assert_eq!(
-            s.admit(0, true, at(t0, 2)),
+            s.admit(at(t0, 2), 0, true),
             Admit::OpenEvicting { id: 2, evict: 1 }
         );
     }
@@ -245,14 +242,14 @@ mod tests {
             per_uid: 1,
         });
         for _ in 0..2 {
-            let i = id(s.admit(0, true, t0));
-            s.set_phase(i, Phase::Answering, t0);
+            let i = id(s.admit(t0, 0, true));
+            s.set_phase(t0, i, Phase::Answering);
         }
-        assert_eq!(s.admit(0, true, t0), Admit::Refused(Refusal::Full));
+        assert_eq!(s.admit(t0, 0, true), Admit::Refused(Refusal::Full));
         // An answer written and nobody reading it: that one goes.
-        s.set_phase(0, Phase::Writing, t0);
+        s.set_phase(t0, 0, Phase::Writing);
         assert_eq!(
-            s.admit(0, true, t0),
+            s.admit(t0, 0, true),
             Admit::OpenEvicting { id: 2, evict: 0 }
         );
     }
@@ -261,14 +258,14 @@ mod tests {
     fn a_closed_connection_frees_its_slot_and_its_uids_share() {
         let t0 = Instant::now();
         let mut s = Slots::new(LIMITS);
-        let a = id(s.admit(1000, false, t0));
-        id(s.admit(1000, false, t0));
-        assert_eq!(s.admit(1000, false, t0), Admit::Refused(Refusal::UidLimit));
+        let a = id(s.admit(t0, 1000, false));
+        id(s.admit(t0, 1000, false));
+        assert_eq!(s.admit(t0, 1000, false), Admit::Refused(Refusal::UidLimit));
         s.close(a);
         s.close(a);
-        id(s.admit(1000, false, t0));
+        id(s.admit(t0, 1000, false));
         assert_eq!(s.len(), 2);
-        s.set_phase(a, Phase::Writing, t0); // gone: no-op
+        s.set_phase(t0, a, Phase::Writing); // gone: no-op
         assert_eq!(s.len(), 2);
     }
 }

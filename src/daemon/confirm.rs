@@ -108,7 +108,7 @@ impl Questions {
 
     /// Whether to ask about `key` now: not while it is being asked about, nor within
     /// `memory` of its last answer. When true, `key` is in flight until [`Self::settled`].
-    pub fn ask(&mut self, key: LeaseKey, now: Instant) -> bool {
+    pub fn ask(&mut self, now: Instant, key: LeaseKey) -> bool {
         self.forget_before(now);
         if self.in_flight.contains(&key) || self.recent.contains_key(&key) {
             return false;
@@ -118,7 +118,7 @@ impl Questions {
     }
 
     /// The question about `key` is settled at `now` (however it ended).
-    pub fn settled(&mut self, key: LeaseKey, now: Instant) {
+    pub fn settled(&mut self, now: Instant, key: LeaseKey) {
         self.in_flight.remove(&key);
         self.forget_before(now);
         while self.recent.len() >= self.capacity {
@@ -392,7 +392,7 @@ impl ConfirmRunner {
             while running.try_join_next().is_some() {}
             let ask = questions
                 .lock()
-                .map(|mut q| q.ask(d.key, Instant::now()))
+                .map(|mut q| q.ask(Instant::now(), d.key))
                 .unwrap_or(false);
             if !ask {
                 confirmer.stats.count(d.reason, DoubtOutcome::NotAsked);
@@ -406,7 +406,7 @@ impl ConfirmRunner {
             running.spawn(async move {
                 c.confirm(&d, &log).await;
                 if let Ok(mut q) = q.lock() {
-                    q.settled(d.key, Instant::now());
+                    q.settled(Instant::now(), d.key);
                 }
                 drop(permit);
             });

@@ -4,7 +4,6 @@
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,6 +15,7 @@ use crate::control::{
 use crate::kernel::reconcile::{RouteCommand, RouteState};
 use crate::metrics::Metrics;
 use crate::prefix::Ipv6Prefix;
+use crate::time::{Duration, SystemTime};
 
 /// How long `clear binding` waits to see the cache drop what it named.
 const CLEAR_WAIT: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ pub(crate) struct LiveResponder {
     pub clock: AgentClock,
     /// The configured links.
     pub links: Arc<[ControlLink]>,
-    pub started: tokio::time::Instant,
+    pub started: crate::time::TokioInstant,
     /// `routes.dry_run`: routes are only logged.
     pub dry_run: bool,
 }
@@ -237,9 +237,9 @@ impl LiveResponder {
         if let Err(e) = self.cache.send(CacheInput::Withdraw(w)).await {
             return error(format!("cannot clear: {e}"));
         }
-        let deadline = tokio::time::Instant::now() + CLEAR_WAIT;
+        let deadline = crate::time::TokioInstant::now() + CLEAR_WAIT;
         while keys.iter().any(|k| store.get(k).is_some()) {
-            if tokio::time::Instant::now() >= deadline {
+            if crate::time::TokioInstant::now() >= deadline {
                 return error("the cache did not drop the bindings in time");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -373,9 +373,12 @@ mod tests {
         for o in obs {
             cache.observe(o).await.unwrap();
         }
-        let bound = tokio::time::Instant::now() + Duration::from_secs(5);
+        let bound = crate::time::TokioInstant::now() + Duration::from_secs(5);
         while store.len() < 5 {
-            assert!(tokio::time::Instant::now() < bound, "cache took the leases");
+            assert!(
+                crate::time::TokioInstant::now() < bound,
+                "cache took the leases"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         LiveResponder {
@@ -395,7 +398,7 @@ mod tests {
                     interface: "eth-c2".into(),
                 },
             ]),
-            started: tokio::time::Instant::now(),
+            started: crate::time::TokioInstant::now(),
             dry_run: false,
         }
     }

@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
 use crate::admission::{Admission, Origin, Rejection};
 use crate::bulk::core::Discard;
 use crate::bulk::stats::{BulkStats, Counter as BulkCounter};
 use crate::bulk::tcp::QueryResult;
-use crate::cache::binding::{DoubtOutcome, DoubtReason, DoubtStats};
+use crate::cache::binding::DoubtStats;
 use crate::cache::{BindingStore, IaType, LeaseKey};
 use crate::control::{ControlEvent, ControlStats};
 use crate::kernel::reconcile::RouteState;
@@ -25,12 +27,12 @@ use crate::metrics::{
     BindingLabels, BindingType, LeasequeryOutcome, Metrics, QueryLabels, TriggerOutcome,
     Unlabelled, names,
 };
-use crate::persist::PersistStats;
+use crate::persist::{PersistStats, StateEvent};
 use crate::requestor::{DropReason, RequestorCounter, RequestorStats};
 use crate::snoop::capture::CaptureCounter;
 use crate::snoop::classify::ClassifyCounter;
 use crate::snoop::shell::SnoopStats;
-use crate::supervise::Restarts;
+use crate::supervise::{Restarts, Task};
 use crate::trigger::{TriggerCounter, TriggerStats};
 
 use super::ondemand::{OnDemandEvent, OnDemandStats};
@@ -69,18 +71,35 @@ fn rows<V>(name: &'static str, pairs: Vec<(V, u64)>) -> Vec<(Label<V>, u64)> {
     pairs.into_iter().map(|(v, n)| ([(name, v)], n)).collect()
 }
 
-/// Two labels, each the label of its module's own enum.
-type Labels2 = (Label<&'static str>, Label<&'static str>);
+/// Two labels, each the module's own value.
+type Labels2<A, B> = (Label<A>, Label<B>);
 
 /// Rows of a two-label family from `(first, second, count)` triples.
-fn rows2(
+fn rows2<A, B>(
     names: (&'static str, &'static str),
-    triples: Vec<(&'static str, &'static str, u64)>,
-) -> Vec<(Labels2, u64)> {
+    triples: Vec<(A, B, u64)>,
+) -> Vec<(Labels2<A, B>, u64)> {
     triples
         .into_iter()
         .map(|(a, b, n)| (([(names.0, a)], [(names.1, b)]), n))
         .collect()
+}
+
+/// The `reason` label of `lqagent_admission_rejected_total`: admission's own reason, or the
+/// snoop classifier's for the messages it refused for where they came from (source `snoop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RefusedFor {
+    Admission(Rejection),
+    Snoop(ClassifyCounter),
+}
+
+impl EncodeLabelValue for RefusedFor {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            RefusedFor::Admission(r) => r.encode(encoder),
+            RefusedFor::Snoop(c) => c.encode(encoder),
+        }
+    }
 }
 
 /// The installer's counters that are `lqagent_route_events_total`'s events (the rest are
@@ -109,21 +128,17 @@ fn register_admission(m: &Metrics, s: &Sources) {
         names::ADMISSION_REJECTED,
         "Bindings and snooped messages refused at the trust boundary, by source and reason",
         move || {
-            let refused = admission.stats();
-            let mut rows = Vec::new();
-            for o in Origin::ALL {
-                for r in Rejection::ALL {
-                    let n = refused.get(*o, *r);
-                    if n > 0 {
-                        rows.push((o.label(), r.label(), n));
-                    }
-                }
-            }
+            let mut rows: Vec<_> = admission
+                .stats()
+                .snapshot()
+                .into_iter()
+                .map(|(o, r, n)| (o, RefusedFor::Admission(r), n))
+                .collect();
             if let Some(c) = &classify {
                 for k in ClassifyCounter::ALL.iter().filter(|k| k.is_untrusted()) {
                     let n = c.get(*k);
                     if n > 0 {
-                        rows.push(("snoop", k.label(), n));
+                        rows.push((Origin::Snoop, RefusedFor::Snoop(*k), n));
                     }
                 }
             }
@@ -138,23 +153,26 @@ fn register_admission(m: &Metrics, s: &Sources) {
     );
 }
 
-/// `lqagent_task_restarts_total{task}`; `capture` also counts the sockets the capture tasks
-/// reopened themselves (an interface deleted and made again).
+/// `lqagent_task_restarts_total{task}`: every supervised task (and `control`, `capture`
+/// always); `capture` also counts the sockets the capture tasks reopened themselves (an
+/// interface deleted and made again).
 fn register_restarts(m: &Metrics, s: &Sources) {
     let r = s.restarts.clone();
-    r.counter("control");
+    r.supervise(Task::Control);
     let cap = s.snoop.as_ref().map(|s| s.capture.clone());
     m.register_stats(
         names::TASK_RESTARTS,
         "Long-running tasks restarted after a failure, by task",
         move || {
-            let mut v = r.snapshot();
             let reopened = cap.as_ref().map_or(0, |c| c.get(CaptureCounter::Reopened));
-            match v.iter_mut().find(|(t, _)| *t == "capture") {
-                Some((_, n)) => *n += reopened,
-                None => v.push(("capture", reopened)),
-            }
-            rows("task", v)
+            Task::ALL
+                .iter()
+                .filter(|t| **t == Task::Capture || r.is_supervised(**t))
+                .map(|t| {
+                    let own = if *t == Task::Capture { reopened } else { 0 };
+                    ([("task", *t)], r.get(*t) + own)
+                })
+                .collect()
         },
     );
 }
@@ -206,15 +224,7 @@ pub fn register_doubts(m: &Metrics, doubts: &Arc<DoubtStats>) {
     m.register_stats(
         names::BINDING_DOUBTS,
         "Doubts about a binding's owner (the ownership rule) and how the confirming leasequery settled them, by reason and outcome",
-        move || {
-            let mut rows = Vec::new();
-            for r in DoubtReason::ALL {
-                for o in DoubtOutcome::ALL {
-                    rows.push((([("reason", *r)], [("outcome", *o)]), d.get(*r, *o)));
-                }
-            }
-            rows
-        },
+        move || rows2(("reason", "outcome"), d.snapshot()),
     );
 }
 
@@ -239,7 +249,12 @@ fn register_state(m: &Metrics, state: &Arc<PersistStats>) {
     m.register_stats(
         names::STATE_EVENTS,
         "State file writer events (records, snapshots, syncs, errors, degraded mode), by event",
-        move || rows("event", ps.snapshot()),
+        move || {
+            rows(
+                "event",
+                StateEvent::ALL.iter().map(|e| (*e, ps.get(*e))).collect(),
+            )
+        },
     );
     let ps = state.clone();
     m.register_gauges(
@@ -328,7 +343,7 @@ fn register_snoop(m: &Metrics, snoop: Option<&SnoopStats>) {
         move || {
             rows(
                 "message_type",
-                messages.as_ref().map(|c| c.snapshot()).unwrap_or_default(),
+                messages.as_ref().map(|c| c.seen()).unwrap_or_default(),
             )
         },
     );
@@ -466,7 +481,7 @@ pub(crate) fn register(m: &Metrics, s: Sources) {
             QueryResult::Failed { .. } => BulkStatus::Failed,
             QueryResult::GaveUp { .. } => BulkStatus::GaveUp,
         };
-        health.bulk(&server, status, std::time::SystemTime::now());
+        health.bulk(&server, status, crate::time::SystemTime::now());
         lq.get_or_create(&QueryLabels {
             query_type,
             server,
@@ -587,7 +602,7 @@ mod tests {
         control.count(ControlEvent::Request);
         control.count(ControlEvent::Request);
         let restarts = Arc::new(Restarts::default());
-        restarts.counter("routes").store(1, Relaxed);
+        restarts.count(Task::Routes);
         let state = Arc::new(PersistStats::default());
         state.syncs.store(6, Relaxed);
         state.degraded.store(true, Relaxed);

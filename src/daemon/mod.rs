@@ -48,7 +48,6 @@ mod start;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -64,7 +63,8 @@ use crate::kernel::{Installer, KernelError};
 use crate::logging::LogReload;
 use crate::notify::{self, Notify};
 use crate::persist;
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
+use crate::time::Duration;
 use crate::trigger::{Trigger, TriggerError};
 
 pub(crate) use ondemand::OnDemand;
@@ -204,7 +204,7 @@ async fn serve(cfg: Config, path: PathBuf, log: LogReload) -> Result<(), DaemonE
         metrics: metrics.clone(),
         clock,
         links: settings::control_links(&cfg),
-        started: tokio::time::Instant::now(),
+        started: crate::time::TokioInstant::now(),
         dry_run: cfg.routes.dry_run,
     };
     start::control(&cfg, listeners, responder, control_stats, &mut tasks);
@@ -269,7 +269,7 @@ impl StallCache {
 /// copy of it.
 #[doc(hidden)]
 pub async fn start_recovery(cfg: &Config) -> Result<Recovering, DaemonError> {
-    let began = std::time::Instant::now();
+    let began = crate::time::Instant::now();
     let mut steps = Vec::new();
     let mut tasks = start::Tasks::new();
     let metrics = crate::metrics::Metrics::new();
@@ -394,7 +394,7 @@ async fn restore(
 /// A recovery started by [`start_recovery`]: what it has done so far, and its stop.
 #[doc(hidden)]
 pub struct Recovering {
-    steps: Vec<(&'static str, std::time::Duration)>,
+    steps: Vec<(&'static str, crate::time::Duration)>,
     installer: Arc<crate::kernel::InstallerStats>,
     journal: Arc<persist::PersistStats>,
     store: Arc<BindingStore>,
@@ -418,7 +418,7 @@ impl Recovering {
     }
 
     /// Each start-up step with the time from the start to its end, in order.
-    pub fn steps(&self) -> &[(&'static str, std::time::Duration)] {
+    pub fn steps(&self) -> &[(&'static str, crate::time::Duration)] {
         &self.steps
     }
 
@@ -477,7 +477,8 @@ async fn main_loop(
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
     let watchdog = notify::watchdog_interval();
     let dog_period = watchdog.unwrap_or(Duration::from_secs(3600));
-    let mut dog = tokio::time::interval_at(tokio::time::Instant::now() + dog_period, dog_period);
+    let mut dog =
+        tokio::time::interval_at(crate::time::TokioInstant::now() + dog_period, dog_period);
     // READY=1 now: the state is loaded, the kernel reconciled against it, the listeners are
     // up. Bulk recovery runs on (lqagent_recovery_in_progress); routes nothing explains stay
     // inherited until it is complete or the grace period is over.
@@ -581,10 +582,10 @@ fn supervise_routes(
     let doubts = first.doubts().cloned();
     let mut first = Some(first);
     let faults = sup.clone();
-    sup.restart("routes", Lifetime::UntilDone, move |run| {
+    sup.restart(Task::Routes, Lifetime::UntilDone, move |run| {
         let (installer, commands, again) = (first.take(), commands.clone(), again.clone());
         let doubts = doubts.clone();
-        let fault = faults.fault("routes");
+        let fault = faults.fault(Task::Routes);
         async move {
             let mut commands = commands.lend().await;
             let installer = match installer {

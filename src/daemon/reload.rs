@@ -2,7 +2,7 @@
 //! configuration with the new one and says what can be applied live and, by key name, what
 //! only takes effect after a restart. The daemon applies the first and logs the second.
 
-use std::time::Duration;
+use crate::time::Duration;
 
 use crate::config::Config;
 use crate::requestor::Rate;

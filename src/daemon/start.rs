@@ -5,7 +5,6 @@
 //! the supervisor.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -31,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::persist::{self, PersistConfig, StateWriter};
 use crate::requestor::udp::{self, RequestorHandle};
 use crate::snoop::shell::SnoopStats;
-use crate::supervise::{self, Inbox, Lifetime, Supervisor};
+use crate::supervise::{self, Inbox, Lifetime, Supervisor, Task};
+use crate::time::Duration;
 use crate::trigger::{Trigger, TriggerHandle};
 use crate::wire::Duid;
 
@@ -95,7 +95,7 @@ pub(super) async fn listeners(cfg: &Config, tasks: &mut Tasks) -> Result<Listene
         tasks.intake.spawn(
             tasks
                 .sup
-                .restart("metrics_http", Lifetime::Forever, move |_| {
+                .restart(Task::MetricsHttp, Lifetime::Forever, move |_| {
                     let (l, m, stopped) = (first.take(), m.clone(), stopped.clone());
                     async move {
                         let l = match l {
@@ -398,7 +398,7 @@ pub(super) fn cache(
     tasks.intake.spawn(
         tasks
             .sup
-            .restart("route_feed", Lifetime::Forever, move |_| {
+            .restart(Task::RouteFeed, Lifetime::Forever, move |_| {
                 let (m, c, rt, th) = (mapper.clone(), changes.clone(), rt.clone(), th.clone());
                 async move {
                     routes::feed_on(m, &mut *c.lend().await, rt, th).await;
@@ -465,31 +465,35 @@ pub(super) async fn leasequery(
         confirm::Confirmer::new(lookup.clone(), doubts.0, confirm::ConfirmConfig::default()),
         doubts.1,
     );
-    tasks
-        .intake
-        .spawn(tasks.sup.restart("confirm", Lifetime::Forever, move |_| {
-            let run = confirm_runner.clone().run();
-            async move {
-                run.await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
+    tasks.intake.spawn(
+        tasks
+            .sup
+            .restart(Task::Confirm, Lifetime::Forever, move |_| {
+                let run = confirm_runner.clone().run();
+                async move {
+                    run.await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }),
+    );
     let (on_demand, od_runner) = ondemand::start(lookup, &ondemand::OnDemandConfig::default());
-    tasks
-        .intake
-        .spawn(tasks.sup.restart("ondemand", Lifetime::Forever, move |_| {
-            let run = od_runner.clone().run();
-            async move {
-                run.await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        }));
+    tasks.intake.spawn(
+        tasks
+            .sup
+            .restart(Task::Ondemand, Lifetime::Forever, move |_| {
+                let run = od_runner.clone().run();
+                async move {
+                    run.await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }),
+    );
     if let Some(events) = trigger_events {
         // Unknown sources → the on-demand path; its queue is bounded and counts what it refuses.
         let (od, events) = (on_demand.clone(), Inbox::new(events));
         tasks
             .intake
-            .spawn(tasks.sup.restart("nflog", Lifetime::Forever, move |_| {
+            .spawn(tasks.sup.restart(Task::Nflog, Lifetime::Forever, move |_| {
                 let (od, events) = (od.clone(), events.clone());
                 async move {
                     let mut events = events.lend().await;
@@ -545,7 +549,7 @@ pub(super) fn recovery(
     m.recovery_in_progress.set(1);
     tasks
         .intake
-        .spawn(tasks.sup.restart("bulk", Lifetime::UntilDone, move |_| {
+        .spawn(tasks.sup.restart(Task::Bulk, Lifetime::UntilDone, move |_| {
             let (m, st, q, c, s, rt) = (
                 m.clone(),
                 st.clone(),
@@ -583,7 +587,7 @@ pub(super) fn recovery(
         );
         tasks
             .intake
-            .spawn(tasks.sup.restart("bulk", Lifetime::Forever, move |_| {
+            .spawn(tasks.sup.restart(Task::Bulk, Lifetime::Forever, move |_| {
                 crate::bulk::linkup::watch(
                     plan.clone(),
                     ifs.clone(),
@@ -658,18 +662,21 @@ pub(super) fn control(
         listeners.access,
         tasks.stopped(),
     );
-    tasks
-        .intake
-        .spawn(tasks.sup.restart("control", Lifetime::Forever, move |_| {
-            let (sock, path, access) = (first.take(), path.clone(), access.clone());
-            let (responder, stats, stopped) = (responder.clone(), stats.clone(), stopped.clone());
-            async move {
-                let sock = match sock {
-                    Some(s) => s,
-                    None => ControlSocket::bind_with(&path, access)?,
-                };
-                sock.serve(responder, stats, stopped()).await;
-                Ok::<(), crate::control::ControlError>(())
-            }
-        }));
+    tasks.intake.spawn(
+        tasks
+            .sup
+            .restart(Task::Control, Lifetime::Forever, move |_| {
+                let (sock, path, access) = (first.take(), path.clone(), access.clone());
+                let (responder, stats, stopped) =
+                    (responder.clone(), stats.clone(), stopped.clone());
+                async move {
+                    let sock = match sock {
+                        Some(s) => s,
+                        None => ControlSocket::bind_with(&path, access)?,
+                    };
+                    sock.serve(responder, stats, stopped()).await;
+                    Ok::<(), crate::control::ControlError>(())
+                }
+            }),
+    );
 }

@@ -14,10 +14,10 @@
 //! Counters go to the shared [`InstallerStats`] (atomics) as the decisions are taken.
 
 use crate::label::labels;
+use crate::time::{Duration, Instant};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 

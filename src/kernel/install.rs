@@ -26,7 +26,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
@@ -47,7 +46,7 @@ use crate::admission::OwnAddresses;
 use crate::cache::{Doubt, DoubtReason, LeaseKey};
 use crate::cache_task::DoubtSink;
 use crate::prefix::Ipv6Prefix;
-use crate::time::{AgentClock, Timestamp};
+use crate::time::{AgentClock, Instant, Timestamp};
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
@@ -554,7 +553,7 @@ impl Installer {
             return Ok(());
         };
         let timeout = self.cfg.ack_timeout;
-        let deadline = tokio::time::Instant::from_std(sent + timeout);
+        let deadline = crate::time::TokioInstant::from_std(sent + timeout);
         let got = self
             .sock
             .recv(deadline)

@@ -39,9 +39,9 @@ pub mod unreachable;
 pub(crate) mod watch;
 
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
 
 use crate::prefix::Ipv6Prefix;
+use crate::time::{Duration, Instant};
 
 pub use install::Installer;
 pub(crate) use link::LinkMapping;

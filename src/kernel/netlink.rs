@@ -307,15 +307,15 @@ pub(crate) fn our_route(cfg: &InstallerConfig, m: &RouteMessage) -> Option<Kerne
 /// route without an expiry (the kernel reports 0), zero for one past its expiry that is not yet
 /// collected (the kernel reports the overdue time as a negative number), else the remaining time
 /// in clock ticks of `user_hz` per second (the kernel converts jiffies to USER_HZ).
-pub(crate) fn expires_of(m: &RouteMessage, user_hz: u32) -> Option<std::time::Duration> {
+pub(crate) fn expires_of(m: &RouteMessage, user_hz: u32) -> Option<crate::time::Duration> {
     let ticks = m.attributes.iter().find_map(|a| match a {
         RouteAttribute::CacheInfo(c) => Some(c.expires as i32),
         _ => None,
     })?;
     match ticks {
         0 => None,
-        t if t < 0 => Some(std::time::Duration::ZERO),
-        t => Some(std::time::Duration::from_millis(
+        t if t < 0 => Some(crate::time::Duration::ZERO),
+        t => Some(crate::time::Duration::from_millis(
             u64::from(t.unsigned_abs()) * 1000 / u64::from(user_hz.max(1)),
         )),
     }
@@ -586,8 +586,8 @@ mod tests {
     /// overdue (zero left), a positive one counts USER_HZ ticks; no cache info, no expiry.
     #[test]
     fn expiry_is_read_from_the_cache_info() {
+        use crate::time::Duration;
         use netlink_packet_route::route::RouteCacheInfo;
-        use std::time::Duration;
         let with = |expires: i32| {
             let mut raw = [0u8; 32];
             raw[8..12].copy_from_slice(&expires.to_ne_bytes());

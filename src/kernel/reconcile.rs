@@ -19,7 +19,7 @@
 //! These rules are decided by the installer's bookkeeping (the pure `book` module, tested as
 //! tables); this module only schedules the events that feed it.
 
-use std::time::Instant;
+use crate::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -43,7 +43,7 @@ pub enum RouteCommand {
         tokio::sync::oneshot::Sender<Vec<RouteState>>,
     ),
     /// A new period for the full reconcile (configuration reload).
-    SetReconcileInterval(std::time::Duration),
+    SetReconcileInterval(crate::time::Duration),
     /// Recovery is complete: stop inheriting (see [`Installer::end_inheritance`]).
     EndInheritance,
 }
@@ -52,7 +52,7 @@ pub enum RouteCommand {
 async fn command(
     installer: &mut Installer,
     cmd: RouteCommand,
-    period: &mut std::time::Duration,
+    period: &mut crate::time::Duration,
     tick: &mut tokio::time::Interval,
 ) -> Result<(), KernelError> {
     match cmd {
@@ -77,8 +77,8 @@ async fn command(
     }
 }
 
-fn reconcile_timer(period: std::time::Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+fn reconcile_timer(period: crate::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(crate::time::TokioInstant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
 }
@@ -118,14 +118,14 @@ pub(crate) async fn run_on(
         installer.flush_doubts();
         let inherit_end = installer
             .inherit_until()
-            .map(tokio::time::Instant::from_std);
+            .map(crate::time::TokioInstant::from_std);
         let inherited_expiry = installer
             .next_inherited_expiry()
-            .map(tokio::time::Instant::from_std);
+            .map(crate::time::TokioInstant::from_std);
         let retry_at = installer
             .next_retry()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + period);
+            .map(crate::time::TokioInstant::from_std)
+            .unwrap_or_else(|| crate::time::TokioInstant::now() + period);
         let result = tokio::select! {
             cmd = commands.recv() => match cmd {
                 None => return Ok(()),
@@ -184,7 +184,7 @@ pub(crate) async fn run_on(
 }
 
 /// Sleep until `at`, or forever without one.
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+async fn sleep_until_opt(at: Option<crate::time::TokioInstant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -22,11 +22,11 @@
 use std::io;
 
 use netlink_sys::{AsyncSocket, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
-use tokio::time::Instant;
 
 use super::netlink::{self, Answer};
 use super::plan::RouteOp;
 use super::{InstallerConfig, KernelError};
+use crate::time::TokioInstant as Instant;
 
 /// What one read from the socket gave.
 #[derive(Debug, PartialEq, Eq)]

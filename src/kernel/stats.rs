@@ -5,8 +5,8 @@
 //! [`StatsSnapshot`]); the enum is the label.
 
 use crate::label::labels;
+use crate::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 labels! {
     /// Monotonic counters, one per event kind.

@@ -25,6 +25,7 @@
 //! every open connection (one waiting for its encoding included) is closed with it. An encoding
 //! under way finishes on its blocking thread, unwaited for.
 
+use crate::time::{Duration, Instant};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,7 +33,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -107,7 +107,7 @@ enum Serve {
 /// A scrape that `asked` at that instant is answered by an encoding that started at or after
 /// it; otherwise it waits for the one under way (one at a time: a store walk never runs beside
 /// another), or until `interval` since the last start has passed, or starts one.
-fn decide(state: &State, now: Instant, interval: Duration, asked: Instant) -> Serve {
+fn decide(now: Instant, state: &State, interval: Duration, asked: Instant) -> Serve {
     if let Some((started, body)) = &state.last
         && *started >= asked
     {
@@ -156,7 +156,7 @@ impl Snapshot {
             tokio::pin!(notified);
             let delay = {
                 let mut st = self.lock();
-                match decide(&st, Instant::now(), self.interval, asked) {
+                match decide(Instant::now(), &st, self.interval, asked) {
                     Serve::Now(body) => return Some(body),
                     Serve::Refresh => {
                         let now = Instant::now();
@@ -612,34 +612,34 @@ mod tests {
         let body = Bytes::from_static(b"x");
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut st = State::default();
-        assert_eq!(decide(&st, t0, gap, t0), Serve::Refresh, "nothing yet");
+        assert_eq!(decide(t0, &st, gap, t0), Serve::Refresh, "nothing yet");
         st.refreshing = true;
         st.started = Some(t0);
-        assert_eq!(decide(&st, t0, gap, t0), Serve::Wait, "one under way");
+        assert_eq!(decide(t0, &st, gap, t0), Serve::Wait, "one under way");
         st = State {
             last: Some((t0, body.clone())),
             refreshing: false,
             started: Some(t0),
         };
         assert_eq!(
-            decide(&st, at(10), gap, t0),
+            decide(at(10), &st, gap, t0),
             Serve::Now(body.clone()),
             "started when it asked"
         );
         assert_eq!(
-            decide(&st, at(500), gap, at(400)),
+            decide(at(500), &st, gap, at(400)),
             Serve::Delay(at(1000)),
             "asked after that encoding started, within the interval: waits for the next"
         );
         assert_eq!(
-            decide(&st, at(1000), gap, at(400)),
+            decide(at(1000), &st, gap, at(400)),
             Serve::Refresh,
             "then starts it"
         );
         st.refreshing = true;
         st.started = Some(at(1000));
         assert_eq!(
-            decide(&st, at(1100), gap, at(1050)),
+            decide(at(1100), &st, gap, at(1050)),
             Serve::Wait,
             "asked while one runs that began before it: waits for it (never two walks at once)"
         );
@@ -649,13 +649,13 @@ mod tests {
             started: Some(at(1000)),
         };
         assert_eq!(
-            decide(&st, at(1200), gap, at(1050)),
+            decide(at(1200), &st, gap, at(1050)),
             Serve::Delay(at(2000)),
             "that one is older than the question: the next one"
         );
         // A failed encoding (nothing new in `last`) still counts for the rate limit.
         st.started = Some(at(2000));
-        assert_eq!(decide(&st, at(2100), gap, at(2050)), Serve::Delay(at(3000)));
+        assert_eq!(decide(at(2100), &st, gap, at(2050)), Serve::Delay(at(3000)));
     }
 
     #[test]

@@ -216,8 +216,8 @@ mod tests {
         assert!(p.open_fds.unwrap() >= 3, "{p:?}");
         assert!(p.max_fds.unwrap() >= p.open_fds.unwrap());
         assert!(p.cpu_seconds.unwrap() >= 0.0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let now = crate::time::SystemTime::now()
+            .duration_since(crate::time::SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
         let start = p.start_time_seconds.unwrap();

@@ -9,9 +9,9 @@
 //! asked anything yet counts as up: nothing says otherwise, and an idle standby must not alert.
 
 use crate::label::labels;
+use crate::time::{Duration, SystemTime};
 use std::net::Ipv6Addr;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

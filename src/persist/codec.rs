@@ -99,7 +99,7 @@ pub fn encode_record(rec: &Record, b: &mut Vec<u8>) {
 
 /// Append the payload of an upsert of `l` at `k` to `b`: [`encode_record`] without a record
 /// to build (a snapshot encodes every lease of the cache from borrowed ones).
-pub fn encode_upsert(k: &LeaseKey, l: &Lease, b: &mut Vec<u8>) {
+pub(crate) fn encode_upsert(k: &LeaseKey, l: &Lease, b: &mut Vec<u8>) {
     b.push(TAG_UPSERT);
     put_key(b, k);
     b.push(ia_to_u8(l.ia));

@@ -134,14 +134,14 @@ impl StateRead for FsRead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadRetry {
     pub attempts: u32,
-    pub first_delay: std::time::Duration,
+    pub first_delay: crate::time::Duration,
 }
 
 impl Default for ReadRetry {
     fn default() -> Self {
         ReadRetry {
             attempts: 4,
-            first_delay: std::time::Duration::from_millis(250),
+            first_delay: crate::time::Duration::from_millis(250),
         }
     }
 }

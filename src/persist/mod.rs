@@ -66,16 +66,16 @@
 //! never see the files; the cache task hands records to the writer and gets loaded leases at
 //! start.
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod load;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use codec::{Damage, FORMAT_VERSION, MAX_RECORD, Record, decode_record, encode_record};
 pub use load::{FsRead, Loaded, ReadRetry, StateRead, load, load_refused, load_with};
-pub use writer::{DirLock, JournalHandle, PersistStats, StateWriter, write_refused};
+pub use writer::{DirLock, JournalHandle, PersistStats, StateEvent, StateWriter, write_refused};
 
 pub const SNAPSHOT_FILE: &str = "bindings.snap";
 pub const JOURNAL_FILE: &str = "bindings.journal";

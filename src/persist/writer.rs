@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use super::codec::{
     HEADER_LEN, KIND_JOURNAL, KIND_SNAPSHOT, Record, encode_end, encode_record, encode_upsert,
@@ -20,6 +19,7 @@ use super::{
     JOURNAL_FILE, LOCK_FILE, PersistConfig, PersistError, REFUSED_FILE, SNAPSHOT_FILE, io_err,
 };
 use crate::cache::binding::{Lease, LeaseKey};
+use crate::time::{Duration, Instant};
 
 /// Counters of the state writer (exported as `lqagent_state_events_total` and
 /// `lqagent_state_degraded`).
@@ -45,20 +45,36 @@ pub struct PersistStats {
     pub records_since_snapshot: AtomicU64,
 }
 
+crate::label::labels! {
+    /// An event of the state writer: the `event` label of `lqagent_state_events_total`.
+    pub enum StateEvent {
+        RecordWritten => "record_written",
+        RecordDropped => "record_dropped",
+        SnapshotWritten => "snapshot_written",
+        SnapshotCoalesced => "snapshot_coalesced",
+        Sync => "sync",
+        WriteError => "write_error",
+        /// Entered the degraded mode.
+        Degraded => "degraded",
+        /// Left the degraded mode.
+        Recovered => "recovered",
+    }
+}
+
 impl PersistStats {
-    /// `(label, count)` pairs for `lqagent_state_events_total{event=...}`.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("record_written", g(&self.records_written)),
-            ("record_dropped", g(&self.records_dropped)),
-            ("snapshot_written", g(&self.snapshots_written)),
-            ("snapshot_coalesced", g(&self.snapshots_coalesced)),
-            ("sync", g(&self.syncs)),
-            ("write_error", g(&self.write_errors)),
-            ("degraded", g(&self.degraded_entered)),
-            ("recovered", g(&self.degraded_left)),
-        ]
+    /// How many `event`s happened (`lqagent_state_events_total{event}`).
+    pub fn get(&self, event: StateEvent) -> u64 {
+        let counter = match event {
+            StateEvent::RecordWritten => &self.records_written,
+            StateEvent::RecordDropped => &self.records_dropped,
+            StateEvent::SnapshotWritten => &self.snapshots_written,
+            StateEvent::SnapshotCoalesced => &self.snapshots_coalesced,
+            StateEvent::Sync => &self.syncs,
+            StateEvent::WriteError => &self.write_errors,
+            StateEvent::Degraded => &self.degraded_entered,
+            StateEvent::Recovered => &self.degraded_left,
+        };
+        counter.load(Ordering::Relaxed)
     }
 
     pub fn is_degraded(&self) -> bool {

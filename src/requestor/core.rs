@@ -253,7 +253,7 @@ impl Requestor {
             }
         }
         if let Some(l) = &mut self.links {
-            if let Err(e) = l.try_take(query.link, now) {
+            if let Err(e) = l.try_take(now, query.link) {
                 if let Some(g) = &mut self.global {
                     g.refund();
                 }
@@ -304,7 +304,7 @@ impl Requestor {
         let link = followup_link.unwrap_or(p.query.link);
         let payload = msg::emit_leasequery(xid, &self.cfg.duid, &p.query, link);
         p.live += 1;
-        let retransmit = Retransmit::start(self.cfg.retransmit, now, &mut self.rng);
+        let retransmit = Retransmit::start(now, self.cfg.retransmit, &mut self.rng);
         self.timers.insert((retransmit.deadline(), xid));
         self.transmits.push_back(Transmit {
             dst,

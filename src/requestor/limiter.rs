@@ -94,7 +94,7 @@ impl LinkBuckets {
     }
 
     /// Take a token for `link`.
-    pub(crate) fn try_take(&mut self, link: Ipv6Addr, now: Instant) -> Result<(), LinkRefusal> {
+    pub(crate) fn try_take(&mut self, now: Instant, link: Ipv6Addr) -> Result<(), LinkRefusal> {
         if !self.buckets.contains_key(&link) && self.buckets.len() >= self.max_links {
             self.buckets.retain(|_, b| !b.is_full(now));
             if self.buckets.len() >= self.max_links {
@@ -311,13 +311,13 @@ mod tests {
         let a: Ipv6Addr = "2001:db8:a::".parse().unwrap();
         let b: Ipv6Addr = "2001:db8:b::".parse().unwrap();
         let c: Ipv6Addr = "2001:db8:c::".parse().unwrap();
-        assert_eq!(l.try_take(a, t0), Ok(()));
-        assert_eq!(l.try_take(a, t0), Err(LinkRefusal::Empty));
-        assert_eq!(l.try_take(b, t0), Ok(()), "another link has its own bucket");
-        assert_eq!(l.try_take(c, t0), Err(LinkRefusal::TableFull));
+        assert_eq!(l.try_take(t0, a), Ok(()));
+        assert_eq!(l.try_take(t0, a), Err(LinkRefusal::Empty));
+        assert_eq!(l.try_take(t0, b), Ok(()), "another link has its own bucket");
+        assert_eq!(l.try_take(t0, c), Err(LinkRefusal::TableFull));
         assert_eq!(l.len(), 2);
         // After a second both refilled: idle buckets are forgotten to make room.
-        assert_eq!(l.try_take(c, t0 + ms(1000)), Ok(()));
+        assert_eq!(l.try_take(t0 + ms(1000), c), Ok(()));
         assert!(l.len() <= 2);
     }
 

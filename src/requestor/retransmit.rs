@@ -87,8 +87,8 @@ impl Retransmit {
     /// The first transmission happens at `now`; returns the state, whose
     /// [`deadline`](Self::deadline) is when to act next.
     pub(crate) fn start<R: Rng + ?Sized>(
-        params: RetransmitParams,
         now: Instant,
+        params: RetransmitParams,
         rng: &mut R,
     ) -> Self {
         let rt = scale(params.irt, 1.0 + rand_factor(rng));
@@ -173,7 +173,7 @@ mod tests {
         for seed in 0..500 {
             let mut rng = StdRng::seed_from_u64(seed);
             let t0 = Instant::now();
-            let mut r = Retransmit::start(RetransmitParams::LEASEQUERY, t0, &mut rng);
+            let mut r = Retransmit::start(t0, RetransmitParams::LEASEQUERY, &mut rng);
             let mut waits = vec![r.deadline() - t0];
             let mut now = r.deadline();
             while let Step::Retransmit { deadline } = r.on_timeout(now, &mut rng) {
@@ -206,7 +206,7 @@ mod tests {
         let firsts: std::collections::HashSet<Duration> = (0..50)
             .map(|s| {
                 let mut rng = StdRng::seed_from_u64(s);
-                Retransmit::start(RetransmitParams::LEASEQUERY, t0, &mut rng).deadline() - t0
+                Retransmit::start(t0, RetransmitParams::LEASEQUERY, &mut rng).deadline() - t0
             })
             .collect();
         assert!(firsts.len() > 10, "RAND must spread the first timeout");
@@ -220,7 +220,7 @@ mod tests {
         };
         let mut rng = StdRng::seed_from_u64(1);
         let t0 = Instant::now();
-        let mut r = Retransmit::start(p, t0, &mut rng);
+        let mut r = Retransmit::start(t0, p, &mut rng);
         let now = r.deadline();
         assert!(matches!(
             r.on_timeout(now, &mut rng),
@@ -241,7 +241,7 @@ mod tests {
         for seed in 0..100 {
             let mut rng = StdRng::seed_from_u64(seed);
             let t0 = Instant::now();
-            let mut r = Retransmit::start(p, t0, &mut rng);
+            let mut r = Retransmit::start(t0, p, &mut rng);
             let mut now = r.deadline();
             let mut n = 1;
             while let Step::Retransmit { deadline } = r.on_timeout(now, &mut rng) {
@@ -263,7 +263,7 @@ mod tests {
         };
         let mut rng = StdRng::seed_from_u64(7);
         let t0 = Instant::now();
-        let mut r = Retransmit::start(p, t0, &mut rng);
+        let mut r = Retransmit::start(t0, p, &mut rng);
         assert_eq!(r.deadline(), t0 + Duration::from_millis(300));
         assert_eq!(r.on_timeout(r.deadline(), &mut rng), Step::GiveUp);
     }

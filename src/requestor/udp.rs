@@ -27,7 +27,7 @@ use super::QueryId;
 use super::core::{Requestor, Submit};
 use super::{DropReason, Query, QueryOutcome, Rate, RefuseReason, RequestorConfig, RequestorStats};
 use super::{filter, pktinfo};
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
 use crate::wire::{CLIENT_PORT, Duid};
 
 /// The shell's own settings.
@@ -156,21 +156,23 @@ pub async fn spawn(
 ) -> io::Result<(RequestorHandle, JoinHandle<()>)> {
     let (handle, runner) = start(cfg, udp)?;
     let faults = sup.clone();
-    let task = tokio::spawn(sup.restart("requestor", Lifetime::UntilDone, move |run| {
-        let r = runner.clone();
-        // The test hook may fail the first run only.
-        let fault = (run == 0).then(|| faults.fault("requestor"));
-        async move {
-            match fault {
-                Some(fault) => tokio::select! {
-                    () = r.run() => {}
-                    () = fault => panic!("test hook: requestor task fails"),
-                },
-                None => r.run().await,
+    let task = tokio::spawn(
+        sup.restart(Task::Requestor, Lifetime::UntilDone, move |run| {
+            let r = runner.clone();
+            // The test hook may fail the first run only.
+            let fault = (run == 0).then(|| faults.fault(Task::Requestor));
+            async move {
+                match fault {
+                    Some(fault) => tokio::select! {
+                        () = r.run() => {}
+                        () = fault => panic!("test hook: requestor task fails"),
+                    },
+                    None => r.run().await,
+                }
+                Ok::<(), std::convert::Infallible>(())
             }
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
+        }),
+    );
     Ok((handle, task))
 }
 
@@ -317,7 +319,7 @@ impl RefusedInterfaces {
         }
     }
 
-    fn contains(&mut self, ifindex: Option<u32>, now: Instant) -> bool {
+    fn contains(&mut self, now: Instant, ifindex: Option<u32>) -> bool {
         let Some(i) = ifindex else { return false };
         if self.names.is_empty() {
             return false;
@@ -363,7 +365,7 @@ fn drain(
             core.stats().kernel_total(total);
         }
         let now = Instant::now();
-        if refused.contains(ifindex, now) {
+        if refused.contains(now, ifindex) {
             core.drop_datagram(DropReason::WrongInterface);
             continue;
         }
@@ -453,7 +455,7 @@ fn take_queued(
 
 async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        tokio::time::sleep_until(crate::time::TokioInstant::from_std(at)).await;
     }
 }
 

@@ -37,13 +37,13 @@
 //! (`reopened`), so an interface that is deleted and made again is snooped again.
 
 use crate::label::labels;
+use crate::time::Instant;
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -129,10 +129,11 @@ impl CaptureStats {
         self.counts[c as usize].load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+    /// Every counter and its count (for a test's or a log's look at all of them at once).
+    pub fn snapshot(&self) -> Vec<(CaptureCounter, u64)> {
         CaptureCounter::ALL
             .iter()
-            .map(|c| (c.label(), self.get(*c)))
+            .map(|c| (*c, self.get(*c)))
             .collect()
     }
 
@@ -458,8 +459,8 @@ async fn reopen(
     loop {
         let delay = crate::time::backoff(
             attempt,
-            std::time::Duration::from_millis(100),
-            std::time::Duration::from_secs(10),
+            crate::time::Duration::from_millis(100),
+            crate::time::Duration::from_secs(10),
         );
         tokio::time::sleep(delay).await;
         match CaptureSocket::open(interface, receive_buffer) {

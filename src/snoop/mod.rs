@@ -8,7 +8,7 @@
 //!
 //! Traffic from sources the cache does not know is noticed by [`crate::trigger`] (nftables +
 //! NFLOG), a module of its own.
-pub mod bpf;
+pub(crate) mod bpf;
 pub mod capture;
 pub mod classify;
 pub mod datagram;

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
 use crate::cache_task::{CacheHandle, CacheInput};
-use crate::supervise::{Inbox, Lifetime, Supervisor};
+use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
 use crate::time::AgentClock;
 use crate::wire::CheckedMessage;
 
@@ -54,24 +54,61 @@ impl MessageCounts {
         self.0[usize::from(t.value())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// `(type name, count)` for every type seen; unnamed types are summed as `unknown`.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let mut out: Vec<(&'static str, u64)> = Vec::new();
+    /// The count of every type seen, by its label; the types without a name are summed
+    /// under [`MessageKind::Unknown`].
+    pub fn seen(&self) -> Vec<(MessageKind, u64)> {
+        let mut out = Vec::new();
         let mut unknown = 0;
         for (code, c) in self.0.iter().enumerate() {
             let n = c.load(std::sync::atomic::Ordering::Relaxed);
             if n == 0 {
                 continue;
             }
-            match crate::wire::MessageType(code as u8).name() {
-                Some(name) => out.push((name, n)),
-                None => unknown += n,
+            match MessageKind::of(crate::wire::MessageType(code as u8)) {
+                MessageKind::Unknown => unknown += n,
+                named => out.push((named, n)),
             }
         }
         if unknown > 0 {
-            out.push(("unknown", unknown));
+            out.push((MessageKind::Unknown, unknown));
         }
         out
+    }
+}
+
+/// The `message_type` label of `lqagent_snooped_messages_total`: a type's RFC name, or
+/// `unknown` for every type that has none (one series for all of them, so a flood of odd
+/// codes cannot grow the exposition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A type with an RFC name (made by [`MessageKind::of`] only).
+    Named(crate::wire::MessageType),
+    Unknown,
+}
+
+impl MessageKind {
+    pub fn of(t: crate::wire::MessageType) -> Self {
+        match t.name() {
+            Some(_) => MessageKind::Named(t),
+            None => MessageKind::Unknown,
+        }
+    }
+
+    /// The label (see `crate::label`).
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageKind::Named(t) => t.name().unwrap_or("unknown"),
+            MessageKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for MessageKind {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&self.label(), encoder)
     }
 }
 
@@ -130,10 +167,10 @@ pub fn spawn(
         );
         let mut first = Some(first);
         let faults = sup.clone();
-        tasks.spawn(sup.restart("capture", Lifetime::Forever, move |run| {
+        tasks.spawn(sup.restart(Task::Capture, Lifetime::Forever, move |run| {
             let first = first.take().flatten();
             // The test hook may fail the first run only.
-            let fault = (run == 0).then(|| faults.fault("capture"));
+            let fault = (run == 0).then(|| faults.fault(Task::Capture));
             let run = capture_run(name.clone(), first, fault, rb, tx.clone(), st.clone());
             async move {
                 run.await;
@@ -152,7 +189,7 @@ pub fn spawn(
     let state: ClassifyState =
         Arc::new(tokio::sync::Mutex::new((classifier, LogBudget::default())));
     let st = stats.clone();
-    tasks.spawn(sup.restart("classifier", Lifetime::Forever, move |_| {
+    tasks.spawn(sup.restart(Task::Classifier, Lifetime::Forever, move |_| {
         let r = classify_run(
             queue.clone(),
             state.clone(),

@@ -174,10 +174,11 @@ impl TriggerStats {
         self.counts[c as usize].load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+    /// Every counter and its count (for a test's or a log's look at all of them at once).
+    pub fn snapshot(&self) -> Vec<(TriggerCounter, u64)> {
         TriggerCounter::ALL
             .iter()
-            .map(|c| (c.label(), self.get(*c)))
+            .map(|c| (*c, self.get(*c)))
             .collect()
     }
 

@@ -1,8 +1,8 @@
 //! Running `nft -f -`: one script, one atomic transaction, bounded in time. Equals
 //! `nft -f - <<EOF ... EOF` at a shell.
 
+use crate::time::Duration;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 

@@ -7,7 +7,6 @@
 
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket, protocols::NETLINK_NETFILTER};
 use tokio::sync::{Notify, mpsc};
@@ -20,7 +19,8 @@ use super::nft::{self, NftError};
 use super::ruleset::{self, RuleParams, RulesetError};
 use super::{TriggerConfig, TriggerCounter, TriggerEvent, TriggerLink, TriggerStats};
 use crate::cache::{Change, LeaseKey, RouteView};
-use crate::supervise::{Lifetime, Supervisor};
+use crate::supervise::{Lifetime, Supervisor, Task};
+use crate::time::{Duration, Instant};
 
 /// Why the trigger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ impl Trigger {
             }
             Some(sup) => {
                 let (mut first, sh, c) = (Some(sock), shared.clone(), cfg.clone());
-                tasks.spawn(sup.restart("nflog", Lifetime::Forever, move |_| {
+                tasks.spawn(sup.restart(Task::Nflog, Lifetime::Forever, move |_| {
                     let (sock, sh, links, tx, c) = (
                         first.take(),
                         sh.clone(),
@@ -211,21 +211,23 @@ impl Trigger {
             }
             Some(sup) => {
                 let (sh, c) = (shared.clone(), cfg.clone());
-                tasks.spawn(sup.restart("trigger_sync", Lifetime::Forever, move |run| {
-                    let (sh, c, sock) = (sh.clone(), c.clone(), sets_sock.clone());
-                    async move {
-                        if run > 0 {
-                            // The failed run may have taken a batch it never applied: what the
-                            // kernel's sets hold is no longer known, so the next batch resyncs.
-                            sh.sets().failed();
-                            sh.applying
-                                .store(false, std::sync::atomic::Ordering::Release);
-                            sh.wake.notify_one();
+                tasks.spawn(
+                    sup.restart(Task::TriggerSync, Lifetime::Forever, move |run| {
+                        let (sh, c, sock) = (sh.clone(), c.clone(), sets_sock.clone());
+                        async move {
+                            if run > 0 {
+                                // The failed run may have taken a batch it never applied: what the
+                                // kernel's sets hold is no longer known, so the next batch resyncs.
+                                sh.sets().failed();
+                                sh.applying
+                                    .store(false, std::sync::atomic::Ordering::Release);
+                                sh.wake.notify_one();
+                            }
+                            sync(sh, c, sock).await;
+                            Ok::<(), std::convert::Infallible>(())
                         }
-                        sync(sh, c, sock).await;
-                        Ok::<(), std::convert::Infallible>(())
-                    }
-                }));
+                    }),
+                );
             }
         }
         let trigger = Trigger {
@@ -320,7 +322,7 @@ impl Dedupe {
         }
     }
 
-    fn fresh(&mut self, link: usize, src: Ipv6Addr, now: Instant) -> bool {
+    fn fresh(&mut self, now: Instant, link: usize, src: Ipv6Addr) -> bool {
         let x = u128::from(src) ^ (link as u128).rotate_left(64);
         let h = ((x as u64) ^ ((x >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let i = (h >> 32) as usize % self.slots.len();
@@ -394,7 +396,7 @@ async fn listen(
                 stats.add(TriggerCounter::Known, 1);
                 continue;
             }
-            if !dedupe.fresh(l, source, now) {
+            if !dedupe.fresh(now, l, source) {
                 stats.add(TriggerCounter::Deduped, 1);
                 continue;
             }
@@ -557,13 +559,13 @@ mod tests {
         let mut d = Dedupe::new(64, Duration::from_secs(1));
         let t0 = Instant::now();
         let a: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
-        assert!(d.fresh(0, a, t0));
-        assert!(!d.fresh(0, a, t0 + Duration::from_millis(500)));
-        assert!(d.fresh(1, a, t0 + Duration::from_millis(500)), "other link");
-        assert!(d.fresh(0, a, t0 + Duration::from_millis(1600)));
+        assert!(d.fresh(t0, 0, a));
+        assert!(!d.fresh(t0 + Duration::from_millis(500), 0, a));
+        assert!(d.fresh(t0 + Duration::from_millis(500), 1, a), "other link");
+        assert!(d.fresh(t0 + Duration::from_millis(1600), 0, a));
         for n in 0..10_000u32 {
             let s = Ipv6Addr::from(u128::from(a) + u128::from(n));
-            d.fresh(0, s, t0);
+            d.fresh(t0, 0, s);
         }
         assert_eq!(d.slots.len(), 64);
     }

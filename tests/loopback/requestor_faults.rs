@@ -772,7 +772,7 @@ async fn a_new_run_serves_the_same_handle_after_the_old_one_died() {
     wait_for_async(
         "the failed run restarted and counted",
         Duration::from_secs(10),
-        async || sup.restarts().get("requestor") == 1,
+        async || sup.restarts().get(lqagent::supervise::Task::Requestor) == 1,
     )
     .await;
     let pending = tokio::spawn({

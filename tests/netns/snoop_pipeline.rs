@@ -389,14 +389,7 @@ fn a_burst_the_socket_buffer_cannot_hold_is_counted_as_kernel_drops() {
     assert!(stats.capture.get(CaptureCounter::Received) < 256);
     // What was received was classified and bound in full: the only loss is the counted one.
     let binds = || stats.classify.get(ClassifyCounter::ReplyBind);
-    let parsed = || {
-        stats
-            .messages
-            .snapshot()
-            .iter()
-            .map(|(_, n)| n)
-            .sum::<u64>()
-    };
+    let parsed = || stats.messages.seen().iter().map(|(_, n)| n).sum::<u64>();
     let end = Instant::now() + Duration::from_secs(30);
     let received = stats.capture.get(CaptureCounter::Received);
     while parsed() < received || u64::from(bound_clients(&store, N)) != binds() {

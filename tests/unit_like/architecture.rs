@@ -15,8 +15,12 @@
 //!    `crate::config` or `crate::daemon`, and only `daemon::export` feeds `metrics`.
 //! 5. **One relay walk.** Above the codec nothing reads RELAY_MSG itself; relay chains are read
 //!    through `wire::relay`.
+//! 6. **One source of time types.** Only `time` names `std::time` or `tokio::time::Instant`;
+//!    every other file takes `Duration`, `Instant`, `SystemTime` and `TokioInstant` from
+//!    `crate::time`, so which clock a module reads is decided in one place.
 //!
-//! Test code (`tests` modules, and what follows a file's first `#[cfg(test)]`) is not checked.
+//! Test code (`tests` modules, and what follows a file's first `#[cfg(test)]`) is not checked,
+//! except by rule 6, which reads every file under `src/` whole (the binary's and tests too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -553,4 +557,67 @@ fn relay_chains_are_walked_only_by_wire_relay() {
         ["src/snoop/classify.rs:7: let inner = r.options.relay_msg()?;"]
     );
     assert!(own_relay_walks(&m("wire::relay", planted)).is_empty());
+}
+
+/// What only `src/time.rs` may name: the standard library's time types and tokio's instant
+/// (tokio's timers, `tokio::time::sleep` and the like, are a runtime API, not a time type).
+const FOREIGN_TIME: &[&str] = &["std::time", "tokio::time::Instant"];
+
+/// The lines of one source file (`file` relative to the crate root, `text` its whole content)
+/// that name a time type from elsewhere than `crate::time`; none for `src/time.rs` itself.
+fn foreign_time_types(file: &str, text: &str) -> Vec<String> {
+    if file == "src/time.rs" {
+        return Vec::new();
+    }
+    text.lines()
+        .enumerate()
+        .filter_map(|(n, l)| {
+            let code = l.split("//").next().unwrap_or("");
+            let braced = code.contains("tokio::time::{") && code.contains("Instant");
+            (braced || FOREIGN_TIME.iter().any(|w| code.contains(w)))
+                .then(|| format!("{file}:{}: {}", n + 1, l.trim()))
+        })
+        .collect()
+}
+
+/// Rule 6: time types come only from `crate::time` (`lqagent::time` in the binary), in every
+/// file under `src/`, test code included.
+#[test]
+fn time_types_come_only_from_crate_time() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    let mut files = 0;
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let file = format!("src/{}", p.strip_prefix(&src).unwrap().display());
+                bad.extend(foreign_time_types(
+                    &file,
+                    &std::fs::read_to_string(&p).unwrap(),
+                ));
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 50, "src/ not found or nearly empty");
+    assert!(
+        bad.is_empty(),
+        "time types named outside src/time.rs (take them from crate::time):\n{}",
+        bad.join("\n")
+    );
+    // The check can fail: planted imports are found, a comment and time.rs itself are not.
+    let planted = "use std::io;\nuse std::time::Duration;\n// std::time in a comment\n";
+    assert_eq!(
+        foreign_time_types("src/kernel/book.rs", planted),
+        ["src/kernel/book.rs:2: use std::time::Duration;"]
+    );
+    assert_eq!(
+        foreign_time_types("src/bulk/tcp.rs", "use tokio::time::{sleep, Instant};").len(),
+        1
+    );
+    assert!(foreign_time_types("src/time.rs", planted).is_empty());
 }

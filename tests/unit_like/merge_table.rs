@@ -684,7 +684,7 @@ fn r10_interface_cap_holds_against_invented_duids() {
     assert_eq!(out.verdicts[0].1, MergeVerdict::Added);
     let refused: Vec<_> = s.stats().cap_refused();
     assert!(
-        refused.contains(&("bindings_per_interface", 1)),
+        refused.contains(&(lqagent::cache::Cap::BindingsPerInterface, 1)),
         "{refused:?}"
     );
 }
@@ -767,7 +767,7 @@ fn r13_clt_time_sanity() {
     let l = s.get(&LeaseKey::Address(addr(1))).unwrap();
     assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 120));
     assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 3600));
-    assert_eq!(s.stats().clt_anomalies()[0], ("unix_timestamp", 1));
+    assert_eq!(s.stats().clt_anomalies()[0], (CltCheck::UnixTimestamp, 1));
     // A Unix time in the future is not believed: recency = arrival.
     let mut o = obs(2, 2, 0, Some((T0 + 86_400) as u32), vec![na(2, 3600)]);
     o.complete = true;
@@ -779,7 +779,7 @@ fn r13_clt_time_sanity() {
     let l = s.get(&LeaseKey::Address(addr(3))).unwrap();
     assert_eq!(l.last_transaction, Timestamp::from_secs(T0 - 5000));
     assert_eq!(l.valid_until, Timestamp::from_secs(T0 + 600));
-    assert_eq!(s.stats().clt_anomalies()[1], ("exceeds_valid", 1));
+    assert_eq!(s.stats().clt_anomalies()[1], (CltCheck::ExceedsValid, 1));
     // The check itself, for the record.
     let (_, c) = lqagent::cache::merge::last_transaction(
         &obs(1, 1, 0, Some(30), vec![na(1, INFINITE_LIFETIME)]),
@@ -1384,7 +1384,10 @@ fn r17_every_move_is_counted_by_kind() {
     s.apply(&obs(2, 1, 4, None, vec![pd(1, 3600)]));
     assert_eq!(count(&s), [1, 1, 1], "another client");
     let rows = s.stats().moves();
-    assert!(rows.contains(&("snoop", "next_hop", 1)), "{rows:?}");
+    assert!(
+        rows.contains(&(Source::Snoop, lqagent::cache::MoveKind::NextHop, 1)),
+        "{rows:?}"
+    );
 }
 
 fn arb_answer() -> impl Strategy<Value = Observation> {

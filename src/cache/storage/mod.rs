@@ -18,7 +18,7 @@
 //! addressing index of hash tags to slots), `hugemem` (the arrays behind both: the only `unsafe`
 //! in the cache), [`hash`].
 
-pub mod hash;
+pub(crate) mod hash;
 mod hugemem;
 mod slab;
 mod table;

@@ -262,14 +262,14 @@ fn one_question_per_key_in_flight_and_a_short_memory_after() {
     let t0 = Instant::now();
     let mut q = Questions::new(Duration::from_secs(30), 100);
     let other = LeaseKey::Address(a("2001:db8:1::9"));
-    assert!(q.ask(pd(), t0));
-    assert!(!q.ask(pd(), t0), "in flight: not asked twice");
-    assert!(q.ask(other, t0), "another key is its own question");
-    q.settled(pd(), t0 + Duration::from_secs(1));
+    assert!(q.ask(t0, pd()));
+    assert!(!q.ask(t0, pd()), "in flight: not asked twice");
+    assert!(q.ask(t0, other), "another key is its own question");
+    q.settled(t0 + Duration::from_secs(1), pd());
     assert_eq!(q.in_flight(), 1);
-    assert!(!q.ask(pd(), t0 + Duration::from_secs(30)), "remembered");
+    assert!(!q.ask(t0 + Duration::from_secs(30), pd()), "remembered");
     assert!(
-        q.ask(pd(), t0 + Duration::from_secs(31)),
+        q.ask(t0 + Duration::from_secs(31), pd()),
         "forgotten after 30 s"
     );
 }
@@ -280,12 +280,12 @@ fn the_memory_is_bounded_and_forgets_the_oldest_first() {
     let mut q = Questions::new(Duration::from_secs(30), 2);
     let k = |n: u16| LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n));
     for n in 1..=3 {
-        assert!(q.ask(k(n), t0));
-        q.settled(k(n), t0 + Duration::from_millis(u64::from(n)));
+        assert!(q.ask(t0, k(n)));
+        q.settled(t0 + Duration::from_millis(u64::from(n)), k(n));
     }
-    assert!(q.ask(k(1), t0 + Duration::from_secs(1)), "the oldest went");
-    assert!(!q.ask(k(2), t0 + Duration::from_secs(1)));
-    assert!(!q.ask(k(3), t0 + Duration::from_secs(1)));
+    assert!(q.ask(t0 + Duration::from_secs(1), k(1)), "the oldest went");
+    assert!(!q.ask(t0 + Duration::from_secs(1), k(2)));
+    assert!(!q.ask(t0 + Duration::from_secs(1), k(3)));
 }
 
 #[test]
