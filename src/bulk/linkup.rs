@@ -116,7 +116,7 @@ impl LinkJobs {
     }
 
     /// `link` came up at `now`.
-    pub(crate) fn up(&mut self, link: Ipv6Addr, now: Instant) {
+    pub(crate) fn up(&mut self, now: Instant, link: Ipv6Addr) {
         let at = now + self.debounce;
         match self.jobs.get_mut(&link) {
             Some(Job::Running { again, .. }) => *again = true,
@@ -138,7 +138,7 @@ impl LinkJobs {
 
     /// Job `generation` of `link` ended (finished or failed) at `now`. A stale generation (a
     /// job cancelled and superseded meanwhile) changes nothing.
-    pub(crate) fn ended(&mut self, link: Ipv6Addr, generation: u64, now: Instant) {
+    pub(crate) fn ended(&mut self, now: Instant, link: Ipv6Addr, generation: u64) {
         match self.jobs.get(&link) {
             Some(&Job::Running {
                 generation: g,
@@ -248,7 +248,7 @@ where
                 match tracker.transition(&name, running) {
                     Some(Transition::Up(link)) => {
                         tracing::info!(interface = %name, %link, "subscriber link up: bulk leasequery for it once it stays up");
-                        jobs.up(link, Instant::now());
+                        jobs.up(Instant::now(), link);
                     }
                     Some(Transition::Down(link)) => {
                         if let Some(JobAction::Cancel { link, generation }) = jobs.down(link) {
@@ -278,7 +278,7 @@ where
                     if let Err(e) = &done {
                         tracing::error!(%link, error = %e, "link-up bulk recovery failed");
                     }
-                    jobs.ended(link, generation, Instant::now());
+                    jobs.ended(Instant::now(), link, generation);
                 }
             }
             _ = sleep_until(due) => {}
@@ -352,7 +352,7 @@ mod tests {
         let t0 = Instant::now();
         let d = Duration::from_secs(1);
         let mut j = LinkJobs::new(d);
-        j.up(l(1), t0);
+        j.up(t0, l(1));
         assert_eq!(j.next_due(), Some(t0 + d));
         assert!(j.due(t0).is_empty(), "not before the debounce");
         assert_eq!(starts(&j.due(t0 + d)), [l(1)]);
@@ -368,13 +368,13 @@ mod tests {
         let mut j = LinkJobs::new(d);
         let mut t = t0;
         for _ in 0..40 {
-            j.up(l(1), t);
+            j.up(t, l(1));
             t += d / 4;
             assert_eq!(j.down(l(1)), None, "nothing ran yet: nothing to cancel");
             t += d / 4;
             assert!(j.due(t).is_empty());
         }
-        j.up(l(1), t);
+        j.up(t, l(1));
         assert!(
             j.due(t + d / 2).is_empty(),
             "a bounce restarts the debounce"
@@ -388,16 +388,16 @@ mod tests {
         let t0 = Instant::now();
         let d = Duration::from_secs(1);
         let mut j = LinkJobs::new(d);
-        j.up(l(1), t0);
+        j.up(t0, l(1));
         let a = j.due(t0 + d);
         let JobAction::Start { generation: g1, .. } = a[0] else {
             panic!("{a:?}")
         };
-        j.up(l(1), t0 + 2 * d);
-        j.up(l(1), t0 + 3 * d);
+        j.up(t0 + 2 * d, l(1));
+        j.up(t0 + 3 * d, l(1));
         assert!(j.due(t0 + 9 * d).is_empty(), "never a second in parallel");
         assert_eq!(j.running(), 1);
-        j.ended(l(1), g1, t0 + 10 * d);
+        j.ended(t0 + 10 * d, l(1), g1);
         assert_eq!(j.running(), 0);
         assert!(j.due(t0 + 10 * d).is_empty(), "debounced again");
         let a = j.due(t0 + 11 * d);
@@ -406,7 +406,7 @@ mod tests {
             panic!("{a:?}")
         };
         assert_ne!(g1, g2);
-        j.ended(l(1), g2, t0 + 12 * d);
+        j.ended(t0 + 12 * d, l(1), g2);
         assert!(j.due(t0 + 20 * d).is_empty(), "no third run");
         assert_eq!(j.running(), 0);
     }
@@ -416,8 +416,8 @@ mod tests {
         let t0 = Instant::now();
         let d = Duration::from_secs(1);
         let mut j = LinkJobs::new(d);
-        j.up(l(1), t0);
-        j.up(l(2), t0);
+        j.up(t0, l(1));
+        j.up(t0, l(2));
         let a = j.due(t0 + d);
         assert_eq!(a.len(), 2, "links are independent");
         let g1 = a
@@ -436,10 +436,10 @@ mod tests {
         );
         assert_eq!(j.running(), 1, "link 2's job runs on");
         // Up again: a new job supersedes the cancelled one, whose late end is ignored.
-        j.up(l(1), t0 + 2 * d);
+        j.up(t0 + 2 * d, l(1));
         let a = j.due(t0 + 3 * d);
         assert_eq!(starts(&a), [l(1)]);
-        j.ended(l(1), g1, t0 + 3 * d);
+        j.ended(t0 + 3 * d, l(1), g1);
         assert_eq!(j.running(), 2, "the stale end did not end the new job");
         assert_eq!(j.down(l(3)), None, "an unknown link");
     }

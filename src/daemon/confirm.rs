@@ -177,10 +177,10 @@ impl Settled {
 /// later is newer than the answer), `now` when the outcome came back, and `arrival` the agent
 /// time of a reply's receipt.
 pub fn settle(
+    now: Timestamp,
     doubt: &Doubt,
     asked: Ipv6Addr,
     sent: Timestamp,
-    now: Timestamp,
     result: Result<&QueryOutcome, &QueryError>,
     arrival: impl Fn(Instant) -> Timestamp,
 ) -> Settled {
@@ -328,7 +328,7 @@ impl Confirmer {
             Err(e) => l.count_refusal(e),
         }
         let now = l.clock.now();
-        let settled = settle(doubt, asked, sent, now, result.as_ref(), |t| {
+        let settled = settle(now, doubt, asked, sent, result.as_ref(), |t| {
             l.clock.at_std(t)
         });
         for input in settled.inputs {

@@ -61,10 +61,10 @@ const PAGE: usize = 1024;
 /// How the operator sees the lease `k`/`l`; `links` names its link and gives the interface of a
 /// lease that has none of its own.
 fn view(
+    now: crate::cache::Timestamp,
     links: &[ControlLink],
     k: &LeaseKey,
     l: &Lease,
-    now: crate::cache::Timestamp,
     route: &str,
 ) -> BindingView {
     let link = links.iter().find(|c| c.address == l.client.link.address);
@@ -147,7 +147,7 @@ impl LiveResponder {
                 return;
             }
             if (filter.interface.is_none() && filter.client_duid.is_none())
-                || filter.matches(&view(&self.links, k, l, now, ""))
+                || filter.matches(&view(now, &self.links, k, l, ""))
             {
                 out.push(*k);
             }
@@ -200,7 +200,7 @@ impl LiveResponder {
                         Some(s) => s.label(),
                         None => "unknown",
                     };
-                    if tx.send(view(&links, k, l, now, route)).await.is_err() {
+                    if tx.send(view(now, &links, k, l, route)).await.is_err() {
                         return; // the connection went away
                     }
                 }

@@ -682,6 +682,24 @@ mod tests {
         }
     }
 
+    /// Every supervised task's label is named where `docs/metrics.md` describes
+    /// `lqagent_task_restarts_total` (a new task is documented when it is added).
+    #[test]
+    fn every_task_label_is_documented() {
+        let docs = include_str!("../../docs/metrics.md");
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with("| `lqagent_task_restarts_total`"))
+            .expect("lqagent_task_restarts_total in docs/metrics.md");
+        for t in Task::ALL {
+            assert!(
+                row.contains(&format!("`{}`", t.label())),
+                "task `{}` is missing from docs/metrics.md's lqagent_task_restarts_total",
+                t.label()
+            );
+        }
+    }
+
     #[test]
     fn registered_bulk_counters_show_in_the_exposition() {
         use crate::bulk::core::Discard;

@@ -184,7 +184,7 @@ impl Requestor {
 
     /// How many failures in a row the negative cache remembers for `query` (0: none).
     pub fn negative_strikes(&self, now: Instant, query: &Query) -> u32 {
-        self.negative.strikes(query, now)
+        self.negative.strikes(now, query)
     }
 
     /// The shell could not send a datagram (counted; retransmission covers it).
@@ -203,7 +203,7 @@ impl Requestor {
             self.stats.count(RequestorCounter::Deduplicated);
             return Submit::Joined(*id);
         }
-        if let Some(v) = self.negative.get(&query, now) {
+        if let Some(v) = self.negative.get(now, &query) {
             self.stats.count(RequestorCounter::NegativeHits);
             return Submit::Negative(v);
         }
@@ -525,7 +525,7 @@ impl Requestor {
         if verdict == AnswerVerdict::Bound {
             self.negative.remove(&p.query);
         } else {
-            self.negative.record(p.query.clone(), verdict, now);
+            self.negative.record(now, p.query.clone(), verdict);
             self.stats.set_negative_evicted(self.negative.evicted());
         }
         self.stats.verdict(verdict);

@@ -192,7 +192,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
 
     /// `key` failed again at `now` with `value`: remember it and return for how long it is
     /// answered locally (zero when the cache is disabled).
-    pub(crate) fn record(&mut self, key: K, value: V, now: Instant) -> Duration {
+    pub(crate) fn record(&mut self, now: Instant, key: K, value: V) -> Duration {
         if self.base.is_zero() || self.capacity == 0 {
             return Duration::ZERO;
         }
@@ -237,7 +237,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// The remembered failure for `key` when it is still answered locally at `now`.
-    pub(crate) fn get(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn get(&self, now: Instant, key: &K) -> Option<V> {
         self.entries
             .get(key)
             .filter(|e| e.until > now)
@@ -245,7 +245,7 @@ impl<K: Hash + Eq + Clone, V: Copy> NegativeCache<K, V> {
     }
 
     /// Failures in a row remembered for `key` (0 when none).
-    pub(crate) fn strikes(&self, key: &K, now: Instant) -> u32 {
+    pub(crate) fn strikes(&self, now: Instant, key: &K) -> u32 {
         self.entries
             .get(key)
             .filter(|e| e.forget > now)
@@ -358,10 +358,10 @@ mod tests {
         for (i, step) in script.iter().enumerate() {
             match *step {
                 Fail(t, k, want) => {
-                    assert_eq!(n.record(k, "x", t0 + ms(t)), ms(want), "step {i}");
+                    assert_eq!(n.record(t0 + ms(t), k, "x"), ms(want), "step {i}");
                 }
-                Hit(t, k) => assert_eq!(n.get(&k, t0 + ms(t)), Some("x"), "step {i}"),
-                Miss(t, k) => assert_eq!(n.get(&k, t0 + ms(t)), None, "step {i}"),
+                Hit(t, k) => assert_eq!(n.get(t0 + ms(t), &k), Some("x"), "step {i}"),
+                Miss(t, k) => assert_eq!(n.get(t0 + ms(t), &k), None, "step {i}"),
                 Found(k) => n.remove(&k),
             }
         }
@@ -371,20 +371,20 @@ mod tests {
     fn negative_cache_is_bounded_and_counts_evictions() {
         let t0 = Instant::now();
         let mut n = NegativeCache::new(ms(1000), 16, 2);
-        n.record(1u32, (), t0);
-        n.record(2, (), t0 + ms(10));
-        n.record(3, (), t0 + ms(20));
+        n.record(t0, 1u32, ());
+        n.record(t0 + ms(10), 2, ());
+        n.record(t0 + ms(20), 3, ());
         assert_eq!(n.len(), 2, "capacity 2: oldest evicted");
         assert_eq!(n.evicted(), 1);
-        assert_eq!(n.get(&1, t0 + ms(20)), None);
-        assert_eq!(n.get(&3, t0 + ms(20)), Some(()));
+        assert_eq!(n.get(t0 + ms(20), &1), None);
+        assert_eq!(n.get(t0 + ms(20), &3), Some(()));
         // Re-recording refreshes a key: its stale queue entry does not evict it, and the queue
         // stays bounded.
         for i in 0..100 {
-            n.record(2, (), t0 + ms(30 + i));
+            n.record(t0 + ms(30 + i), 2, ());
         }
-        assert_eq!(n.get(&2, t0 + ms(200)), Some(()));
-        assert_eq!(n.get(&3, t0 + ms(200)), Some(()));
+        assert_eq!(n.get(t0 + ms(200), &2), Some(()));
+        assert_eq!(n.get(t0 + ms(200), &3), Some(()));
         assert!(n.order.len() <= 4, "queue stays bounded: {}", n.order.len());
         assert_eq!(n.evicted(), 1);
         // Quiet keys are purged once their strikes are forgotten.
@@ -396,7 +396,7 @@ mod tests {
     fn zero_ttl_disables() {
         let t0 = Instant::now();
         let mut n = NegativeCache::new(Duration::ZERO, 16, 10);
-        assert_eq!(n.record(1u8, (), t0), Duration::ZERO);
-        assert_eq!(n.get(&1, t0), None);
+        assert_eq!(n.record(t0, 1u8, ()), Duration::ZERO);
+        assert_eq!(n.get(t0, &1), None);
     }
 }

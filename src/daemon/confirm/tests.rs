@@ -117,7 +117,7 @@ const NOW: Timestamp = Timestamp::from_secs(1_800_000_011);
 
 fn run(d: &Doubt, answers: Vec<ServerAnswer>) -> Settled {
     let o = outcome(answers);
-    settle(d, asked_address(&d.key), SENT, NOW, Ok(&o), |_| NOW)
+    settle(NOW, d, asked_address(&d.key), SENT, Ok(&o), |_| NOW)
 }
 
 fn observations(s: &Settled) -> Vec<&Observation> {
@@ -239,13 +239,13 @@ fn silence_is_no_answer_and_changes_nothing() {
 fn refused_or_answered_by_the_negative_cache_is_not_asked() {
     let d = doubt(DoubtReason::Unicast, Some(HOLDER));
     let refused = QueryError::Refused(crate::requestor::RefuseReason::LinkRate);
-    let s = settle(&d, asked_address(&d.key), SENT, NOW, Err(&refused), |_| NOW);
+    let s = settle(NOW, &d, asked_address(&d.key), SENT, Err(&refused), |_| NOW);
     assert_eq!((s.outcome, s.inputs.len()), (DoubtOutcome::NotAsked, 0));
     let s = settle(
+        NOW,
         &d,
         asked_address(&d.key),
         SENT,
-        NOW,
         Err(&QueryError::Busy),
         |_| NOW,
     );
@@ -253,7 +253,7 @@ fn refused_or_answered_by_the_negative_cache_is_not_asked() {
     // A negative-cache hit: a verdict without any server's answer.
     let mut o = outcome(Vec::new());
     o.verdict = AnswerVerdict::NoBinding;
-    let s = settle(&d, asked_address(&d.key), SENT, NOW, Ok(&o), |_| NOW);
+    let s = settle(NOW, &d, asked_address(&d.key), SENT, Ok(&o), |_| NOW);
     assert_eq!((s.outcome, s.inputs.len()), (DoubtOutcome::NotAsked, 0));
 }
 
