@@ -184,6 +184,7 @@ pub(super) fn state(
         &persist::FsRead,
         persist::ReadRetry::default(),
     )?;
+    let aside_none = aside.is_empty();
     if !aside.is_empty() {
         let held: std::collections::HashSet<_> = loaded.leases.iter().map(|(k, _)| *k).collect();
         loaded
@@ -230,11 +231,32 @@ pub(super) fn state(
         lost_records = loaded.lost_records,
         "state file loaded"
     );
-    let mut writer = StateWriter::start(
-        PersistConfig::new(&cfg.state_dir),
-        loaded.leases.clone(),
-        loaded.generation,
-    )?;
+    // The files already hold what was loaded (nothing refused, set aside, shifted, expired or
+    // damaged): the writer goes on appending to them. Otherwise (or when the journal cannot be
+    // resumed) the loaded leases are written as a fresh snapshot first.
+    let unchanged = loaded.is_on_disk() && aside_none && refused.is_empty() && behind_ms == 0;
+    let resumed = if unchanged {
+        StateWriter::resume(
+            PersistConfig::new(&cfg.state_dir),
+            loaded.generation,
+            loaded.leases.len() as u64,
+            loaded.journal_records,
+        )
+        .inspect_err(|e| {
+            warn!(target: LOG_TARGET, error = %e, "cannot append to the state journal; writing a fresh snapshot")
+        })
+        .ok()
+    } else {
+        None
+    };
+    let mut writer = match resumed {
+        Some(w) => w,
+        None => StateWriter::start(
+            PersistConfig::new(&cfg.state_dir),
+            loaded.leases.clone(),
+            loaded.generation,
+        )?,
+    };
     if let Some(lock) = lock {
         writer.keep_lock(lock);
     }
