@@ -695,3 +695,51 @@ pub(super) fn control(
             }
         }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::{Loaded, SNAPSHOT_FILE};
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "state_dir = \"{}\"\n\n[[servers]]\naddress = \"2001:db8::547\"\n",
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    fn start_and_stop(cfg: &Config) -> Loaded {
+        let clock = AgentClock::new();
+        let admission = settings::admission(cfg, Arc::new(OwnAddresses::default()));
+        let (loaded, writer) = state(cfg, clock, &admission).unwrap();
+        assert!(writer.handle().sync());
+        writer.shutdown();
+        loaded
+    }
+
+    /// A start on state files that hold exactly what it loads resumes them (the snapshot's
+    /// generation stays, nothing is rewritten); one whose files were damaged writes a fresh
+    /// snapshot.
+    #[test]
+    fn a_start_rewrites_the_snapshot_only_when_the_loaded_state_differs_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(start_and_stop(&cfg).generation, 0, "nothing to load");
+        let written = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        assert_eq!(start_and_stop(&cfg).generation, 1);
+        assert_eq!(start_and_stop(&cfg).generation, 1, "resumed, not rewritten");
+        assert_eq!(
+            std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap(),
+            written
+        );
+        // A journal with a damaged header is moved aside: what was loaded is no longer what
+        // the files hold, and the start writes a fresh snapshot.
+        let journal = dir.path().join(crate::persist::JOURNAL_FILE);
+        let mut bytes = std::fs::read(&journal).unwrap();
+        bytes[16] ^= 0xff; // the header's generation (and with it its checksum) spoiled
+        std::fs::write(&journal, bytes).unwrap();
+        let _ = start_and_stop(&cfg);
+        assert_eq!(start_and_stop(&cfg).generation, 2, "a fresh snapshot was written");
+    }
+}
