@@ -740,6 +740,10 @@ mod tests {
         bytes[16] ^= 0xff; // the header's generation (and with it its checksum) spoiled
         std::fs::write(&journal, bytes).unwrap();
         let _ = start_and_stop(&cfg);
-        assert_eq!(start_and_stop(&cfg).generation, 2, "a fresh snapshot was written");
+        assert_eq!(
+            start_and_stop(&cfg).generation,
+            2,
+            "a fresh snapshot was written"
+        );
     }
 }
