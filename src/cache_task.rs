@@ -40,6 +40,10 @@ use crate::time::{AgentClock, Duration};
 #[derive(Debug, Clone)]
 pub enum CacheInput {
     Observe(Observation),
+    /// Observations taken in order, as if each came on its own (bulk recovery's answers as
+    /// they arrived together): one queue message for them all, not a send and a wake-up of
+    /// this task each. Snooped inputs that arrive meanwhile still go first, between them.
+    ObserveBatch(Vec<Observation>),
     Withdraw(Withdrawal),
     /// The end of a bulk query (merge rule R16).
     Sweep(Sweep),
@@ -292,7 +296,7 @@ impl CacheTask {
         let mut snooped = self.snooped.lend().await;
         let mut snap = tokio::time::interval(self.snapshot_every);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        snap.tick().await; // the first tick is immediate; the writer just wrote one at start
+        snap.tick().await; // the first tick is immediate; the files hold the start's state already
         let mut beat = crate::notify::heartbeat_timer();
         loop {
             self.stats.heartbeat.beat();
@@ -303,53 +307,19 @@ impl CacheTask {
             tokio::select! {
                 input = next_input(&mut snooped, &mut inputs) => {
                     let Some(input) = input else { break };
-                    // Notices for keys the store does not hold (routes inherited without a
-                    // lease): after the input's own changes.
-                    let mut unheld = Vec::new();
-                    let applied = match input {
-                        CacheInput::Observe(o) => match self.admit(o) {
-                            Some(o) => {
-                                unheld = self.unheld_by_zero_lifetime(&o);
-                                self.store.apply(&o)
+                    match input {
+                        // Item by item, each after the snooped inputs waiting by then: a batch
+                        // never holds a snooped REPLY back behind more than one observation.
+                        CacheInput::ObserveBatch(batch) => {
+                            for o in batch {
+                                while let Ok(s) = snooped.try_recv() {
+                                    self.handle(s).await;
+                                }
+                                self.handle(CacheInput::Observe(o)).await;
+                                self.stats.heartbeat.beat();
                             }
-                            None => continue,
-                        },
-                        // A withdrawal only removes what the named client holds (merge R14) or
-                        // is the operator's own word: it claims nothing new.
-                        CacheInput::Withdraw(w) => {
-                            unheld = self.unheld_by_release(&w);
-                            self.store.withdraw(&w)
                         }
-                        // A sweep only removes the answering server's own leases (merge R16).
-                        CacheInput::Sweep(s) => self.store.sweep(&s),
-                        // A doubt raised outside the store: to the confirmer, with the holder
-                        // the cache knows (merge R17).
-                        CacheInput::Doubt(d) => {
-                            let d = self.with_holder(d);
-                            // A refused release about a key nobody holds here questions
-                            // nothing: no leasequery for it (a client cannot make us ask).
-                            if d.holder.is_some() || d.reason != DoubtReason::ReleaseNotDone {
-                                self.raise(d);
-                            }
-                            continue;
-                        }
-                        // The server says nobody holds the key: removed if still held and not
-                        // refreshed since the question (merge R17); for a key the store does not
-                        // hold, a notice (an inherited route goes).
-                        CacheInput::Confirm(c) => {
-                            unheld = self.unheld_by_answer(&c);
-                            self.store.confirm(&c)
-                        }
-                        #[cfg(debug_assertions)]
-                        CacheInput::Stall(d) => {
-                            tracing::warn!(stall = ?d, "test hook: cache task stalling");
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
-                    };
-                    self.emit(applied).await;
-                    for c in unheld {
-                        self.emit_change(c).await;
+                        other => self.handle(other).await,
                     }
                 }
                 _ = sleep_until_opt(wake) => {
@@ -368,6 +338,75 @@ impl CacheTask {
             // The sync waits for the disk: on a blocking thread, never on a runtime worker.
             let _ = tokio::task::spawn_blocking(move || j.sync()).await;
         }
+    }
+
+    /// One input: admitted, merged, its writes journaled and its changes sent.
+    async fn handle(&self, input: CacheInput) {
+        // Notices for keys the store does not hold (routes inherited without a lease): after
+        // the input's own changes.
+        let mut unheld = Vec::new();
+        let applied = match input {
+            CacheInput::Observe(o) => match self.observe(o) {
+                Some((applied, u)) => {
+                    unheld = u;
+                    applied
+                }
+                None => return,
+            },
+            CacheInput::ObserveBatch(batch) => {
+                for (applied, unheld) in batch.into_iter().filter_map(|o| self.observe(o)) {
+                    self.emit(applied).await;
+                    for c in unheld {
+                        self.emit_change(c).await;
+                    }
+                }
+                return;
+            }
+            // A withdrawal only removes what the named client holds (merge R14) or is the
+            // operator's own word: it claims nothing new.
+            CacheInput::Withdraw(w) => {
+                unheld = self.unheld_by_release(&w);
+                self.store.withdraw(&w)
+            }
+            // A sweep only removes the answering server's own leases (merge R16).
+            CacheInput::Sweep(s) => self.store.sweep(&s),
+            // A doubt raised outside the store: to the confirmer, with the holder the cache
+            // knows (merge R17).
+            CacheInput::Doubt(d) => {
+                let d = self.with_holder(d);
+                // A refused release about a key nobody holds here questions nothing: no
+                // leasequery for it (a client cannot make us ask).
+                if d.holder.is_some() || d.reason != DoubtReason::ReleaseNotDone {
+                    self.raise(d);
+                }
+                return;
+            }
+            // The server says nobody holds the key: removed if still held and not refreshed
+            // since the question (merge R17); for a key the store does not hold, a notice (an
+            // inherited route goes).
+            CacheInput::Confirm(c) => {
+                unheld = self.unheld_by_answer(&c);
+                self.store.confirm(&c)
+            }
+            #[cfg(debug_assertions)]
+            CacheInput::Stall(d) => {
+                tracing::warn!(stall = ?d, "test hook: cache task stalling");
+                tokio::time::sleep(d).await;
+                return;
+            }
+        };
+        self.emit(applied).await;
+        for c in unheld {
+            self.emit_change(c).await;
+        }
+    }
+
+    /// An observation through admission into the store: what it changed, and the notices for
+    /// keys it gives up that the store does not hold. `None`: admission refused it.
+    fn observe(&self, o: Observation) -> Option<(Applied, Vec<Change>)> {
+        let o = self.admit(o)?;
+        let unheld = self.unheld_by_zero_lifetime(&o);
+        Some((self.store.apply(&o), unheld))
     }
 
     /// Fill in a doubt's holder, link and interface from the store when the raiser did not know
@@ -756,6 +795,74 @@ mod tests {
         producer.await.unwrap();
         assert_eq!(store.len(), BULK);
         assert_eq!(h.stats().inputs_dropped_full.load(Ordering::Relaxed), 0);
+        drop(h);
+        join.await.unwrap();
+    }
+
+    /// A bulk batch is taken as its observations in order (admission per observation, each
+    /// change as if it came alone), and a snooped RELEASE arriving while
+    /// the batch is applied goes in before the rest of the batch, not after it.
+    #[tokio::test]
+    async fn a_batch_is_applied_in_order_with_snooped_inputs_served_between_its_items() {
+        const N: u16 = 64;
+        let clock = AgentClock::new();
+        let store = fresh_store();
+        let (h, mut changes, join) = spawn_test(store.clone(), clock, None, queues(8, 1));
+        let bound = obs(1, 3600, &clock);
+        let victim = bound.leases[0].key;
+        h.send_snooped(CacheInput::Observe(bound)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().key, victim);
+        let bulk = |n: u16| {
+            let mut o = obs(n, 3600, &clock);
+            o.source = crate::cache::Source::Bulk;
+            o
+        };
+        let mut batch: Vec<Observation> = (100..100 + N).map(bulk).collect();
+        // One the tests' admission refuses (a link it does not know): skipped, the rest go on.
+        batch[5].link.address = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 1);
+        h.send(CacheInput::ObserveBatch(batch)).await.unwrap();
+        // The change queue holds one: the task is inside the batch, waiting to send.
+        for n in 100..103 {
+            assert_eq!(
+                changes.recv().await.unwrap().key,
+                LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n))
+            );
+        }
+        h.send_snooped(CacheInput::Withdraw(Withdrawal {
+            keys: vec![victim],
+            client_duid: Some(vec![0, 1, 1].into()),
+            link: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
+            iaids: vec![1],
+            reason: crate::cache::WithdrawReason::Released,
+            arrival: clock.now(),
+        }))
+        .await
+        .unwrap();
+        let mut rest = Vec::new();
+        while rest.len() < usize::from(N) - 3 - 1 + 1 {
+            rest.push(changes.recv().await.unwrap());
+        }
+        let at = rest
+            .iter()
+            .position(|c| c.key == victim && c.kind == ChangeKind::Removed)
+            .expect("the release was applied");
+        // Only what the task held already (the change it was sending, the one after it)
+        // came before the release, not the rest of the batch.
+        assert!(
+            at <= 2,
+            "the release came after {at} of the batch's changes"
+        );
+        let added: Vec<LeaseKey> = rest
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Added)
+            .map(|c| c.key)
+            .collect();
+        let want: Vec<LeaseKey> = (103..100 + N)
+            .filter(|n| *n != 105)
+            .map(|n| LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)))
+            .collect();
+        assert_eq!(added, want, "in order, the refused one left out");
+        assert_eq!(store.len(), usize::from(N) - 1);
         drop(h);
         join.await.unwrap();
     }

@@ -101,6 +101,12 @@ pub struct Listing {
     pub finished: Instant,
 }
 
+/// Most bindings [`recover`] hands to its sink at once ([`BindingSink::deliver_batch`]): those
+/// already waiting when one arrives, so a batch costs no wait. Bounded so that the cache task,
+/// which takes a batch as one message, never holds more than this many decoded answers of one
+/// batch, and the sink's back-pressure still reaches the TCP reads.
+pub(crate) const DELIVER_BATCH: usize = 256;
+
 /// Most keys one query's [`Listing`] collects; a larger answer is not swept (counted in the
 /// log), which keeps the memory a listing takes bounded.
 pub(crate) const MAX_LISTED: usize = 4 << 20;
@@ -113,6 +119,20 @@ pub trait BindingSink: Send {
         server: SocketAddr,
         binding: BulkBinding,
     ) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+
+    /// Take bindings that arrived together, in order (each with its server). The default
+    /// delivers them one by one; the cache's sink hands them over as one message.
+    fn deliver_batch(
+        &mut self,
+        batch: Vec<(SocketAddr, BulkBinding)>,
+    ) -> impl Future<Output = Result<(), SinkClosed>> + Send {
+        async move {
+            for (server, binding) in batch {
+                self.deliver(server, binding).await?;
+            }
+            Ok(())
+        }
+    }
 
     /// A query by link-address or relay-id finished with LEASEQUERY-DONE: what it listed is all
     /// `server` holds in its scope. The default ignores it (no removal from silence).
@@ -217,6 +237,31 @@ impl BindingSink for CacheSink {
                 Ok(())
             }
         }
+    }
+
+    /// One cache message for the batch: the cache task takes it as that many observations, in
+    /// order (with snooped inputs still served between them), for one send and one wake-up.
+    async fn deliver_batch(
+        &mut self,
+        batch: Vec<(SocketAddr, BulkBinding)>,
+    ) -> Result<(), SinkClosed> {
+        let mut obs = Vec::with_capacity(batch.len());
+        for (server, binding) in &batch {
+            match observation(binding, self.clock.at_std(binding.stamped)) {
+                Ok(o) => obs.push(o),
+                Err(why) => {
+                    self.unusable.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%server, reason = why.label(), "bulk binding skipped");
+                }
+            }
+        }
+        if obs.is_empty() {
+            return Ok(());
+        }
+        self.cache
+            .send(CacheInput::ObserveBatch(obs))
+            .await
+            .map_err(|_| SinkClosed)
     }
 
     async fn listed(&mut self, server: SocketAddr, l: Listing) -> Result<(), SinkClosed> {
@@ -326,18 +371,37 @@ pub async fn recover(
     let mut bindings = 0u64;
     let mut finished = 0usize;
     let mut listed: HashMap<(SocketAddr, QueryId), Listed> = HashMap::new();
-    while let Some(ev) = rx.recv().await {
+    let mut next = rx.recv().await;
+    while let Some(ev) = next.take() {
         match ev {
             BulkEvent::Binding { server, binding } => {
-                listed
-                    .entry((server, binding.query))
-                    .or_default()
-                    .add(&binding);
-                if sink.deliver(server, *binding).await.is_err() {
+                // The bindings already waiting behind this one go with it, in order, up to
+                // DELIVER_BATCH: one hand-over to the sink for them all. Any other event ends
+                // the batch and is handled right after it.
+                let mut batch = Vec::with_capacity(DELIVER_BATCH.min(rx.len() + 1));
+                let mut one = Some((server, binding));
+                while let Some((server, binding)) = one.take() {
+                    listed
+                        .entry((server, binding.query))
+                        .or_default()
+                        .add(&binding);
+                    batch.push((server, *binding));
+                    if batch.len() >= DELIVER_BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(BulkEvent::Binding { server, binding }) => one = Some((server, binding)),
+                        Ok(other) => next = Some(other),
+                        Err(_) => {}
+                    }
+                }
+                let n = batch.len() as u64;
+                if sink.deliver_batch(batch).await.is_err() {
                     break;
                 }
-                bindings += 1;
-                if bindings % PROGRESS_EVERY == 0 {
+                let before = bindings;
+                bindings += n;
+                if bindings / PROGRESS_EVERY != before / PROGRESS_EVERY {
                     tracing::info!(
                         bindings,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -381,6 +445,9 @@ pub async fn recover(
                     "bulk recovery: server finished"
                 );
             }
+        }
+        if next.is_none() {
+            next = rx.recv().await;
         }
     }
     drop(rx);

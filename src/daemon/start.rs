@@ -184,6 +184,7 @@ pub(super) fn state(
         &persist::FsRead,
         persist::ReadRetry::default(),
     )?;
+    let aside_none = aside.is_empty();
     if !aside.is_empty() {
         let held: std::collections::HashSet<_> = loaded.leases.iter().map(|(k, _)| *k).collect();
         loaded
@@ -230,11 +231,32 @@ pub(super) fn state(
         lost_records = loaded.lost_records,
         "state file loaded"
     );
-    let mut writer = StateWriter::start(
-        PersistConfig::new(&cfg.state_dir),
-        loaded.leases.clone(),
-        loaded.generation,
-    )?;
+    // The files already hold what was loaded (nothing refused, set aside, shifted, expired or
+    // damaged): the writer goes on appending to them. Otherwise (or when the journal cannot be
+    // resumed) the loaded leases are written as a fresh snapshot first.
+    let unchanged = loaded.is_on_disk() && aside_none && refused.is_empty() && behind_ms == 0;
+    let resumed = if unchanged {
+        StateWriter::resume(
+            PersistConfig::new(&cfg.state_dir),
+            loaded.generation,
+            loaded.leases.len() as u64,
+            loaded.journal_records,
+        )
+        .inspect_err(|e| {
+            warn!(target: LOG_TARGET, error = %e, "cannot append to the state journal; writing a fresh snapshot")
+        })
+        .ok()
+    } else {
+        None
+    };
+    let mut writer = match resumed {
+        Some(w) => w,
+        None => StateWriter::start(
+            PersistConfig::new(&cfg.state_dir),
+            loaded.leases.clone(),
+            loaded.generation,
+        )?,
+    };
     if let Some(lock) = lock {
         writer.keep_lock(lock);
     }
@@ -679,4 +701,56 @@ pub(super) fn control(
                 }
             }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::{Loaded, SNAPSHOT_FILE};
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "state_dir = \"{}\"\n\n[[servers]]\naddress = \"2001:db8::547\"\n",
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    fn start_and_stop(cfg: &Config) -> Loaded {
+        let clock = AgentClock::new();
+        let admission = settings::admission(cfg, Arc::new(OwnAddresses::default()));
+        let (loaded, writer) = state(cfg, clock, &admission).unwrap();
+        assert!(writer.handle().sync());
+        writer.shutdown();
+        loaded
+    }
+
+    /// A start on state files that hold exactly what it loads resumes them (the snapshot's
+    /// generation stays, nothing is rewritten); one whose files were damaged writes a fresh
+    /// snapshot.
+    #[test]
+    fn a_start_rewrites_the_snapshot_only_when_the_loaded_state_differs_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(start_and_stop(&cfg).generation, 0, "nothing to load");
+        let written = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        assert_eq!(start_and_stop(&cfg).generation, 1);
+        assert_eq!(start_and_stop(&cfg).generation, 1, "resumed, not rewritten");
+        assert_eq!(
+            std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap(),
+            written
+        );
+        // A journal with a damaged header is moved aside: what was loaded is no longer what
+        // the files hold, and the start writes a fresh snapshot.
+        let journal = dir.path().join(crate::persist::JOURNAL_FILE);
+        let mut bytes = std::fs::read(&journal).unwrap();
+        bytes[16] ^= 0xff; // the header's generation (and with it its checksum) spoiled
+        std::fs::write(&journal, bytes).unwrap();
+        let _ = start_and_stop(&cfg);
+        assert_eq!(
+            start_and_stop(&cfg).generation,
+            2,
+            "a fresh snapshot was written"
+        );
+    }
 }

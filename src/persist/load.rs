@@ -45,6 +45,21 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Whether [`Loaded::leases`] is exactly the state the files hold: a snapshot with an
+    /// intact header read whole, nothing damaged, lost, moved aside or dropped as expired (a
+    /// torn journal tail was cut off the file already). Then the start need not write them
+    /// again as a fresh snapshot: the writer appends to the journal as it is
+    /// ([`StateWriter::resume`](super::StateWriter::resume)). Whoever changes the leases after
+    /// loading (admission refusing some, leases set aside earlier coming back, a clock shift)
+    /// makes that untrue and has to write them.
+    pub fn is_on_disk(&self) -> bool {
+        self.generation > 0
+            && self.damaged.is_empty()
+            && self.lost_records == 0
+            && self.moved_aside.is_empty()
+            && self.expired == 0
+    }
+
     /// A wall clock earlier than the state's write time (a reset RTC, a clock not yet synced)
     /// would make every lifetime look longer than it is. When `now` is more than `tolerance_ms`
     /// behind [`Loaded::written_at`], shift every lease's times back by the difference, so that

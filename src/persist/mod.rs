@@ -56,7 +56,8 @@
 //!
 //! Reading is not damage: an I/O error reading a file (EIO, EACCES, a directory in its place) is
 //! retried ([`ReadRetry`]) and then fatal ([`PersistError::Unreadable`]), never taken for an
-//! empty file — the fresh snapshot written at start would otherwise destroy it. Only a file that
+//! empty file — the fresh snapshot written at start would otherwise destroy it (a start whose
+//! loaded state is exactly the files' resumes them instead, see [`StateWriter::resume`]). Only a file that
 //! was read and found damaged is copied or moved aside. Leases admission refuses at start are
 //! written to [`REFUSED_FILE`] rather than dropped, and offered to admission again at the next
 //! start. One agent per state directory: [`DirLock`] (`flock` on [`LOCK_FILE`]).

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::codec::{
     HEADER_LEN, KIND_JOURNAL, KIND_SNAPSHOT, Record, encode_end, encode_record, encode_upsert,
-    frame, header,
+    frame, header, parse_header,
 };
 use super::{
     JOURNAL_FILE, LOCK_FILE, PersistConfig, PersistError, REFUSED_FILE, SNAPSHOT_FILE, io_err,
@@ -353,6 +353,84 @@ impl StateWriter {
                 stats,
                 snapshot_after: cfg.snapshot_after_records.max(1),
                 snapshot_len,
+                pending,
+                queued: Arc::new(AtomicU64::new(0)),
+            },
+            thread: Some(thread),
+            lock: None,
+        })
+    }
+
+    /// Run the writer thread on the files as they are: appends go on at the end of the
+    /// journal of `generation` (its header checked here), no snapshot is written first. For
+    /// a start whose loaded state is exactly what the files hold (see
+    /// [`Loaded::is_on_disk`](super::Loaded::is_on_disk)): rewriting that state as a fresh
+    /// snapshot would only cost the start a copy of every lease and the writer a full
+    /// encode, write and fsync beside the routes' install — for nothing, since crash safety
+    /// is the same (the files already hold the state, and each record appended extends it).
+    /// `leases` is the snapshot's lease count and `journal_records` the records its journal
+    /// holds already: the next snapshot is asked for as if this run had written them.
+    ///
+    /// An error (no journal, a journal of another generation or kind, one that cannot be
+    /// opened for appending) leaves the files untouched: the caller starts with [`start`]
+    /// instead.
+    ///
+    /// [`start`]: StateWriter::start
+    pub fn resume(
+        cfg: PersistConfig,
+        generation: u64,
+        leases: u64,
+        journal_records: u64,
+    ) -> Result<StateWriter, PersistError> {
+        let path = cfg.dir.join(JOURNAL_FILE);
+        let mut journal = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut head = [0u8; HEADER_LEN];
+        io::Read::read_exact(&mut journal, &mut head).map_err(io_err(&path))?;
+        if parse_header(&head, KIND_JOURNAL) != Some(generation) {
+            return Err(io_err(&path)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "journal header does not name the loaded snapshot's generation",
+            )));
+        }
+        let len = journal.metadata().map_err(io_err(&path))?.len();
+        let files = Files {
+            dir: cfg.dir.clone(),
+            generation,
+            journal: Some(journal),
+            journal_len: len,
+            buf: Vec::with_capacity(64 * 1024),
+            payload: Vec::with_capacity(256),
+            chunk: cfg.max_write_chunk.max(1),
+        };
+        let stats = Arc::new(PersistStats::default());
+        stats
+            .records_since_snapshot
+            .store(journal_records, Ordering::Relaxed);
+        let w = Writer {
+            stats: stats.clone(),
+            degraded: None,
+            held: None,
+            taken: 0,
+            queue: cfg.queue.max(1),
+        };
+        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
+        let interval = Duration::from_millis(cfg.sync_interval_ms);
+        let p = pending.clone();
+        let thread = std::thread::Builder::new()
+            .name("lqagent-state".into())
+            .spawn(move || w.run(files, rx, p, interval))
+            .map_err(io_err(&cfg.dir))?;
+        Ok(StateWriter {
+            handle: JournalHandle {
+                tx,
+                stats,
+                snapshot_after: cfg.snapshot_after_records.max(1),
+                snapshot_len: Arc::new(AtomicU64::new(leases)),
                 pending,
                 queued: Arc::new(AtomicU64::new(0)),
             },
@@ -1397,6 +1475,165 @@ mod tests {
         assert!(
             !d.path().join(REFUSED_FILE).exists(),
             "none refused: no file"
+        );
+    }
+
+    /// A start whose loaded state is what the files hold resumes them: the snapshot is left
+    /// as it is (no rewrite), records go on at the journal's end, and a load afterwards sees
+    /// the snapshot, the old journal records and the new ones. The next snapshot is asked
+    /// for counting the journal records already there.
+    #[test]
+    fn a_resumed_writer_appends_to_the_journal_it_found_and_rewrites_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = PersistConfig::new(dir.path());
+        cfg.snapshot_after_records = 1;
+        let initial: Leases = (0..10u32)
+            .map(|i| match op(i * 5) {
+                Record::Upsert(_, l) => (
+                    LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, i as u16)),
+                    l,
+                ),
+                Record::Remove(_) => unreachable!("op(5i) is an upsert"),
+            })
+            .collect();
+        let w = StateWriter::start(cfg.clone(), initial.clone(), 0).unwrap();
+        for i in 0..3 {
+            assert!(w.handle().record_blocking(op(i)));
+        }
+        assert!(w.handle().sync());
+        w.shutdown();
+        let first = load(dir.path(), Timestamp::from_millis(T0)).unwrap();
+        assert!(first.is_on_disk());
+        assert_eq!((first.generation, first.journal_records), (1, 3));
+        let snap = fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+
+        let w = StateWriter::resume(
+            cfg.clone(),
+            first.generation,
+            first.leases.len() as u64,
+            first.journal_records,
+        )
+        .unwrap();
+        let h = w.handle();
+        let wanted = || h.stats().snapshot_wanted.load(Ordering::Relaxed);
+        // 13 leases loaded, 3 records in the journal: 10 more before a snapshot is asked for.
+        let n = first.leases.len() as u32;
+        assert_eq!(n, 13);
+        for i in 3..n - 1 {
+            assert!(h.record(op(i)));
+            assert!(
+                !wanted(),
+                "record {i}: the journal is shorter than the snapshot"
+            );
+        }
+        assert!(h.record(op(n - 1)));
+        assert!(wanted(), "13 journal records: as many as the leases loaded");
+        assert!(h.sync());
+        w.shutdown();
+        assert_eq!(
+            fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap(),
+            snap,
+            "the snapshot is not rewritten"
+        );
+        assert_eq!(h.stats().snapshots_written.load(Ordering::Relaxed), 0);
+        let after = load(dir.path(), Timestamp::from_millis(T0)).unwrap();
+        assert_eq!((after.generation, after.journal_records), (1, 13));
+        // The same state as one writer taking every record.
+        let one = tempfile::tempdir().unwrap();
+        let w = StateWriter::start(PersistConfig::new(one.path()), initial, 0).unwrap();
+        for i in 0..n {
+            assert!(w.handle().record_blocking(op(i)));
+        }
+        assert!(w.handle().sync());
+        w.shutdown();
+        let want = load(one.path(), Timestamp::from_millis(T0)).unwrap();
+        assert_eq!(after.leases, want.leases);
+    }
+
+    /// Only the journal of the loaded snapshot's generation is resumed; anything else (none,
+    /// an older one) is refused with the files untouched, and the start writes a snapshot.
+    #[test]
+    fn resuming_refuses_a_missing_journal_or_one_of_another_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PersistConfig::new(dir.path());
+        assert!(
+            StateWriter::resume(cfg.clone(), 1, 0, 0).is_err(),
+            "no journal"
+        );
+        let w = StateWriter::start(cfg.clone(), Vec::new(), 0).unwrap();
+        assert!(w.handle().record_blocking(op(0)));
+        assert!(w.handle().sync());
+        w.shutdown();
+        let journal = fs::read(dir.path().join(JOURNAL_FILE)).unwrap();
+        assert!(
+            StateWriter::resume(cfg.clone(), 2, 0, 0).is_err(),
+            "generation 1 on disk"
+        );
+        assert_eq!(fs::read(dir.path().join(JOURNAL_FILE)).unwrap(), journal);
+        // A snapshot file standing where the journal should be is not a journal.
+        fs::copy(
+            dir.path().join(SNAPSHOT_FILE),
+            dir.path().join(JOURNAL_FILE),
+        )
+        .unwrap();
+        assert!(
+            StateWriter::resume(cfg, 1, 0, 0).is_err(),
+            "a snapshot's header"
+        );
+    }
+
+    /// What the loader found is the files' state only when nothing was dropped or damaged.
+    #[test]
+    fn loaded_state_is_on_disk_only_when_nothing_was_lost_or_expired() {
+        let whole = Loaded {
+            generation: 3,
+            ..Loaded::default()
+        };
+        assert!(whole.is_on_disk());
+        assert!(!Loaded::default().is_on_disk(), "no snapshot read");
+        assert!(
+            !Loaded {
+                expired: 1,
+                ..Loaded {
+                    generation: 3,
+                    ..Loaded::default()
+                }
+            }
+            .is_on_disk()
+        );
+        assert!(
+            !Loaded {
+                lost_records: 1,
+                ..Loaded {
+                    generation: 3,
+                    ..Loaded::default()
+                }
+            }
+            .is_on_disk()
+        );
+        assert!(
+            !Loaded {
+                damaged: vec![crate::persist::Damage {
+                    at: 0,
+                    until: 1,
+                    why: "x"
+                }],
+                ..Loaded {
+                    generation: 3,
+                    ..Loaded::default()
+                }
+            }
+            .is_on_disk()
+        );
+        assert!(
+            !Loaded {
+                moved_aside: vec![PathBuf::from("x")],
+                ..Loaded {
+                    generation: 3,
+                    ..Loaded::default()
+                }
+            }
+            .is_on_disk()
         );
     }
 }
