@@ -545,14 +545,14 @@ impl Book {
         ops
     }
 
-    /// Settle what the kernel answered to `ops` (one outcome each, in order) at `now`: belief,
+    /// At `now`, settle what the kernel answered to `ops` (one outcome each, in order): belief,
     /// counters, parking, retries. Returns the adds refused with EEXIST, for
     /// [`Book::replace_ours`] once a dump shows whose they are.
     pub(super) fn settle(
         &mut self,
+        now: Instant,
         ops: &[RouteOp],
         outcomes: &[Outcome],
-        now: Instant,
     ) -> Vec<KernelRoute> {
         let mut exists = Vec::new();
         let mut failed = 0usize;
@@ -692,9 +692,9 @@ impl Book {
     /// inherited one is kept while its kernel expiry is ahead, and every other is deleted.
     pub(super) fn reconcile(
         &mut self,
+        now: Instant,
         actual: &[KernelRoute],
         expiring: &HashMap<Ipv6Prefix, Instant>,
-        now: Instant,
     ) -> (ReconcileReport, Vec<RouteOp>) {
         let mut want = Map::with_capacity_and_hasher(self.desired.len(), KeyHashBuilder::default());
         let mut keep = Set::default();
@@ -921,7 +921,7 @@ impl Book {
 
     /// A reconcile against a dump in which no route has a kernel expiry.
     fn reconcile_plain(&mut self, actual: &[KernelRoute]) -> (ReconcileReport, Vec<RouteOp>) {
-        self.reconcile(actual, &HashMap::new(), Instant::now())
+        self.reconcile(Instant::now(), actual, &HashMap::new())
     }
 
     fn retry_of(&self, dst: &Ipv6Prefix) -> Option<(u32, Instant)> {
@@ -1000,7 +1000,7 @@ mod tests {
 
     /// Run `ops` with every op answered `outcome`; returns what settle returned.
     fn answer(b: &mut Book, ops: &[RouteOp], outcome: Outcome, now: Instant) -> Vec<KernelRoute> {
-        b.settle(ops, &vec![outcome; ops.len()], now)
+        b.settle(now, ops, &vec![outcome; ops.len()])
     }
 
     #[test]
@@ -1520,13 +1520,13 @@ mod tests {
         let second = pd("2001:db8:100::/56", "fe80::8", IF_UP);
         let other = kr("2001:db8:1::5/128", IF_UP);
         let mut b = inheriting(t0);
-        let (report, ops) = b.reconcile(&[other, first, second], &HashMap::new(), t0);
+        let (report, ops) = b.reconcile(t0, &[other, first, second], &HashMap::new());
         assert!(ops.is_empty());
         assert_eq!(report.inherited, 2);
         assert_eq!(b.inherited[&first.dst].route, first);
         assert_eq!(b.inherited[&other.dst].route, other);
         let mut b = inheriting(t0);
-        b.reconcile(&[second, first], &HashMap::new(), t0);
+        b.reconcile(t0, &[second, first], &HashMap::new());
         assert_eq!(b.inherited[&first.dst].route, second);
     }
 
@@ -1542,7 +1542,7 @@ mod tests {
         let forever = kr("2001:db8:1::5/128", IF_UP);
         let dump = [long, forever];
         let exp = expiring(&[(&long, t0 + Duration::from_secs(3600))]);
-        let (report, ops) = b.reconcile(&dump, &exp, t0);
+        let (report, ops) = b.reconcile(t0, &dump, &exp);
         assert!(ops.is_empty());
         assert_eq!(report.inherited, 2);
         assert_eq!(
@@ -1553,7 +1553,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(30);
         assert_eq!(b.end_inheritance(), Some(2));
         b.reconcile_started();
-        let (report, ops) = b.reconcile(&dump, &exp, t1);
+        let (report, ops) = b.reconcile(t1, &dump, &exp);
         assert_eq!(ops, vec![RouteOp::Delete(forever)]);
         assert_eq!(report.inherited, 1);
         assert_eq!(count(&b, RouteCounter::Unconfirmed), 1);
@@ -1562,7 +1562,7 @@ mod tests {
         // Later reconciles keep it too, and take the kernel's (moved) expiry.
         let t2 = t1 + Duration::from_secs(600);
         let exp = expiring(&[(&long, t0 + Duration::from_secs(3000))]);
-        let (report, ops) = b.reconcile(&[long], &exp, t2);
+        let (report, ops) = b.reconcile(t2, &[long], &exp);
         assert!(ops.is_empty(), "kept past the grace: {ops:?}");
         assert_eq!(report.inherited, 1);
         assert_eq!(
@@ -1581,7 +1581,7 @@ mod tests {
         // A route of ours that shows up after inheritance ended is no inherited one: deleted.
         let late = kr("2001:db8:1::6/128", IF_UP);
         let exp = expiring(&[(&late, t2 + Duration::from_secs(3600))]);
-        let (_, ops) = b.reconcile(&[late], &exp, t2);
+        let (_, ops) = b.reconcile(t2, &[late], &exp);
         assert_eq!(ops, vec![RouteOp::Delete(late)]);
     }
 
@@ -1597,7 +1597,7 @@ mod tests {
             (&soon, t0 + Duration::from_secs(5)),
             (&adopted, t0 + Duration::from_secs(6)),
         ]);
-        b.reconcile(&[soon, adopted], &exp, t0);
+        b.reconcile(t0, &[soon, adopted], &exp);
         // A snooped bind adopts one (the cache's Added makes it desired): replaced to carry
         // the lease's lifetime, no longer inherited.
         let spec = on("2001:db8:1::8/128", "sub0").valid_until(t0 + Duration::from_secs(900));
@@ -1726,7 +1726,7 @@ mod tests {
         let adopted = kr("2001:db8:1::8/128", IF_UP);
         let far = t0 + Duration::from_secs(3600);
         let exp = expiring(&[(&pfx, far), (&addr, far), (&bare, far), (&adopted, far)]);
-        b.reconcile(&[pfx, addr, bare, adopted], &exp, t0);
+        b.reconcile(t0, &[pfx, addr, bare, adopted], &exp);
         let ops = b.apply([RouteChange::Upsert(on("2001:db8:1::8/128", "sub0"))]);
         answer(&mut b, &ops, Outcome::Done, t0);
         assert!(b.doubts_mut().is_empty(), "nothing asked while inheriting");
@@ -1748,7 +1748,7 @@ mod tests {
             ]
         );
         // Asked once: reconciles keep them, and nothing is owed again.
-        let (report, ops) = b.reconcile(&[pfx, addr, bare, adopted], &exp, t0);
+        let (report, ops) = b.reconcile(t0, &[pfx, addr, bare, adopted], &exp);
         assert!(ops.is_empty(), "{ops:?}");
         assert_eq!(report.inherited, 3);
         assert_eq!(b.end_inheritance(), None);

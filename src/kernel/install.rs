@@ -246,7 +246,7 @@ impl Installer {
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, KernelError> {
         self.book.reconcile_started();
         let (actual, expiring) = self.dump_ours_expiring().await?;
-        let (report, ops) = self.book.reconcile(&actual, &expiring, Instant::now());
+        let (report, ops) = self.book.reconcile(Instant::now(), &actual, &expiring);
         if report.added + report.replaced + report.deleted > 0 {
             info!(?report, "reconcile: correcting the kernel");
         }
@@ -473,7 +473,7 @@ impl Installer {
         } else {
             self.execute(&plan.ops).await?
         };
-        Ok(self.book.settle(&plan.ops, &outcomes, Instant::now()))
+        Ok(self.book.settle(Instant::now(), &plan.ops, &outcomes))
     }
 
     /// EEXIST on add: replace the routes a dump shows to be ours; leave others' alone.
