@@ -25,6 +25,10 @@
 //! `LQAGENT_STORM_RATE=<exchanges/s>` sends the same storm paced instead (an opt-in diagnostic:
 //! up to which rate REPLY → route stays the agent's path); unset, it is sent flat out.
 //!
+//! `LQAGENT_STORM_SETTLE=1` waits after each window's REPLYs until their routes are in (an
+//! opt-in diagnostic: the REPLY burst's own cost, the agent's CPU per REPLY beside the
+//! sender's; see `settled`).
+//!
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny smoke run.
 
 use std::time::{Duration, Instant};
@@ -93,9 +97,10 @@ fn main() {
     let sender_path = format!("/proc/{me}/task/{me}/stat");
     let sender0 = cpu_seconds_at(&sender_path);
     let t0 = Instant::now();
-    let sent = match paced_rate() {
-        None => senders.storm(&exchanges, WINDOW),
-        Some(rate) => paced(&senders, &exchanges, rate, t0),
+    let sent = match (paced_rate(), settled()) {
+        (Some(rate), _) => paced(&senders, &exchanges, rate, t0),
+        (None, true) => settle(&senders, &exchanges, &monitor, agent.pid()),
+        (None, false) => senders.storm(&exchanges, WINDOW),
     };
     let sending = t0.elapsed();
     let sender_cpu = cpu_seconds_at(&sender_path) - sender0;
@@ -219,6 +224,73 @@ fn paced(
         sent.extend(senders.storm(w, PACED_WINDOW));
     }
     sent
+}
+
+/// `LQAGENT_STORM_SETTLE=1`: an opt-in diagnostic run that waits, after each window's REPLYs,
+/// until the agent has installed all their routes before the next window. Each window's REPLY
+/// burst then meets an agent with no backlog from earlier windows, so its REPLY → route is what
+/// the burst alone costs, and the agent's CPU from the burst's start to its last route is its
+/// cost per REPLY (classify, admit, merge, journal, install, the kernel's route add), printed
+/// beside the sender's own per REPLY: the burst's queue grows by their difference per REPLY.
+fn settled() -> bool {
+    std::env::var("LQAGENT_STORM_SETTLE").is_ok_and(|v| v == "1")
+}
+
+/// The settled run (see [`settled`]).
+fn settle(
+    senders: &storm::Senders,
+    exchanges: &[storm::Exchange],
+    monitor: &RouteMonitor,
+    agent: u32,
+) -> Vec<Instant> {
+    println!("settled run: each window of {WINDOW} waits for its routes before the next");
+    let me = std::process::id();
+    let (mut agent_ns, mut sender_ns, mut replies) = (0u64, 0u64, 0usize);
+    let (mut a0, mut s0) = (0u64, 0u64);
+    let sent = senders.storm_phased(exchanges, WINDOW, |phase| match phase {
+        storm::Phase::Replies => {
+            a0 = runtime_ns(agent, None);
+            s0 = runtime_ns(me, Some(me));
+        }
+        storm::Phase::RepliesSent(n) => {
+            sender_ns += runtime_ns(me, Some(me)) - s0;
+            let end = Instant::now() + Duration::from_secs(30);
+            while monitor.count() < n && Instant::now() < end {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            agent_ns += runtime_ns(agent, None) - a0;
+            replies = n;
+        }
+    });
+    let per = |ns: u64| ns as f64 / 1e3 / replies.max(1) as f64;
+    println!(
+        "settled: agent CPU {:.1} us per REPLY (burst start to its last route), sender {:.1} us per REPLY sent",
+        per(agent_ns),
+        per(sender_ns)
+    );
+    sent
+}
+
+/// Nanoseconds on a CPU (`/proc/PID/task/TID/schedstat`, first field) of thread `tid` of
+/// `pid`, or of all its threads.
+fn runtime_ns(pid: u32, tid: Option<u32>) -> u64 {
+    let read = |path: std::path::PathBuf| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let task = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+    match tid {
+        Some(t) => read(task.join(t.to_string()).join("schedstat")),
+        None => std::fs::read_dir(&task)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| read(e.path().join("schedstat")))
+                    .sum()
+            })
+            .unwrap_or(0),
+    }
 }
 
 /// Clients per window of a paced run: small, so a window's own burst adds little queue.

@@ -187,6 +187,17 @@ impl Senders {
     /// REPLYs of those clients): the server's answers lag its questions by a window, as a
     /// server busy with a storm answers. Returns when each REPLY was sent, by client.
     pub fn storm(&self, exchanges: &[Exchange], window: usize) -> Vec<Instant> {
+        self.storm_phased(exchanges, window, |_| {})
+    }
+
+    /// [`Senders::storm`], calling `at` as each window's REPLYs start and once they are all
+    /// sent (a diagnostic may wait there, or read the agent's CPU).
+    pub fn storm_phased(
+        &self,
+        exchanges: &[Exchange],
+        window: usize,
+        mut at: impl FnMut(Phase),
+    ) -> Vec<Instant> {
         let mut sent = Vec::with_capacity(exchanges.len());
         for w in exchanges.chunks(window.max(1)) {
             for e in w {
@@ -198,13 +209,24 @@ impl Senders {
             for e in w {
                 self.up(&e.request);
             }
+            at(Phase::Replies);
             for e in w {
                 sent.push(Instant::now());
                 self.down(&e.reply);
             }
+            at(Phase::RepliesSent(sent.len()));
         }
         sent
     }
+}
+
+/// Where [`Senders::storm_phased`] is in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The window's SOLICITs, ADVERTISEs and REQUESTs are sent; its REPLYs come next.
+    Replies,
+    /// The window's REPLYs are sent: this many clients' REPLYs so far.
+    RepliesSent(usize),
 }
 
 /// What a [`RouteMonitor`] saw: when each /128 of our protocol first appeared, and how often
