@@ -284,11 +284,7 @@ fn runtime_ns(pid: u32, tid: Option<u32>) -> u64 {
     match tid {
         Some(t) => read(task.join(t.to_string()).join("schedstat")),
         None => std::fs::read_dir(&task)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| read(e.path().join("schedstat")))
-                    .sum()
-            })
+            .map(|d| d.flatten().map(|e| read(e.path().join("schedstat"))).sum())
             .unwrap_or(0),
     }
 }
