@@ -1167,7 +1167,7 @@ fn tombstone(l: &Lease, at: Timestamp, last_transaction: Timestamp) -> Lease {
 }
 
 /// Expiry (RFC 8987 G-8): the leases in `current` whose valid deadline is at or before `now`.
-pub fn expire(current: &BTreeMap<LeaseKey, Lease>, now: Timestamp) -> MergeOutcome {
+pub fn expire(now: Timestamp, current: &BTreeMap<LeaseKey, Lease>) -> MergeOutcome {
     let gone: Vec<LeaseKey> = current
         .iter()
         .filter(|(_, l)| l.valid_until <= now)

@@ -765,7 +765,7 @@ impl BindingStore {
                 }
             }
         }
-        let out = merge::expire(&current, now);
+        let out = merge::expire(now, &current);
         let n = out.writes.iter().filter(|(_, v)| v.is_none()).count();
         self.stats.expired.fetch_add(n as u64, Ordering::Relaxed);
         self.commit(&mut w, &current, out)
