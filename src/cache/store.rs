@@ -59,7 +59,7 @@ use super::binding::{
 };
 use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
-use super::storage::{KeyHashBuilder, LeaseTable, SlotRef};
+use super::storage::{KeyHashBuilder, LeaseTable, Line, SlotRef};
 use crate::prefix::Ipv6Prefix;
 use crate::wire::Duid;
 
@@ -499,8 +499,9 @@ pub struct BindingStore {
     cfg: CacheConfig,
     leases: LeaseTable,
     prefix_lens: [AtomicU32; 129],
-    /// Bit `len` set ⇔ some prefix of that length is held.
-    len_mask: [AtomicU64; 3],
+    /// Bit `len` set ⇔ some prefix of that length is held. Every lookup reads it: on a line of
+    /// its own, since the counts above and the writer's state beside it change on every write.
+    len_mask: Line<[AtomicU64; 3]>,
     by_client: Map<Duid, ClientRefs>,
     by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
     by_interface: Map<Arc<str>, usize>,
@@ -522,7 +523,7 @@ impl BindingStore {
             cfg,
             leases: LeaseTable::default(),
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
-            len_mask: std::array::from_fn(|_| AtomicU64::new(0)),
+            len_mask: Line(std::array::from_fn(|_| AtomicU64::new(0))),
             by_client: DashMap::with_hasher(KeyHashBuilder::default()),
             by_link: DashMap::with_hasher(KeyHashBuilder::default()),
             by_interface: DashMap::with_hasher(KeyHashBuilder::default()),
@@ -1186,9 +1187,9 @@ impl BindingStore {
     fn set_len_bit(&self, len: u8, on: bool) {
         let (word, bit) = (usize::from(len / 64), 1u64 << (len % 64));
         if on {
-            self.len_mask[word].fetch_or(bit, Ordering::Relaxed);
+            self.len_mask.0[word].fetch_or(bit, Ordering::Relaxed);
         } else {
-            self.len_mask[word].fetch_and(!bit, Ordering::Relaxed);
+            self.len_mask.0[word].fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
@@ -1308,7 +1309,7 @@ impl BindingStore {
     /// The lengths of the delegated prefixes held, shortest first (`rev()`: longest first).
     fn prefix_lens(&self) -> PrefixLens {
         PrefixLens(std::array::from_fn(|w| {
-            self.len_mask[w].load(Ordering::Relaxed)
+            self.len_mask.0[w].load(Ordering::Relaxed)
         }))
     }
 
