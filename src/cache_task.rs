@@ -745,14 +745,7 @@ mod tests {
 
         // The RELEASE, by the holder, on its link: it finds room at once (polled once; a send
         // that would wait is dropped unsent, which is cancel-safe).
-        let release = h.send_snooped(CacheInput::Withdraw(Withdrawal {
-            keys: vec![victim],
-            client_duid: Some(vec![0, 1, 1].into()),
-            link: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
-            iaids: vec![1],
-            reason: crate::cache::WithdrawReason::Released,
-            arrival: clock.now(),
-        }));
+        let release = h.send_snooped(release_by_holder(victim, &clock));
         let taken = tokio::select! {
             biased;
             r = release => Some(r),
@@ -799,6 +792,18 @@ mod tests {
         join.await.unwrap();
     }
 
+    /// The RELEASE of `victim` by its holder (`obs`'s client), on its own link.
+    fn release_by_holder(victim: LeaseKey, clock: &AgentClock) -> CacheInput {
+        CacheInput::Withdraw(Withdrawal {
+            keys: vec![victim],
+            client_duid: Some(vec![0, 1, 1].into()),
+            link: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
+            iaids: vec![1],
+            reason: crate::cache::WithdrawReason::Released,
+            arrival: clock.now(),
+        })
+    }
+
     /// A bulk batch is taken as its observations in order (admission per observation, each
     /// change as if it came alone), and a snooped RELEASE arriving while
     /// the batch is applied goes in before the rest of the batch, not after it.
@@ -828,16 +833,9 @@ mod tests {
                 LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n))
             );
         }
-        h.send_snooped(CacheInput::Withdraw(Withdrawal {
-            keys: vec![victim],
-            client_duid: Some(vec![0, 1, 1].into()),
-            link: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
-            iaids: vec![1],
-            reason: crate::cache::WithdrawReason::Released,
-            arrival: clock.now(),
-        }))
-        .await
-        .unwrap();
+        h.send_snooped(release_by_holder(victim, &clock))
+            .await
+            .unwrap();
         let mut rest = Vec::new();
         while rest.len() < usize::from(N) - 3 - 1 + 1 {
             rest.push(changes.recv().await.unwrap());

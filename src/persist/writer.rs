@@ -964,6 +964,19 @@ mod tests {
 
     const T0: i64 = 1_795_000_000_000;
 
+    /// Ten leases on keys of their own (2001:db8:2::0-9), each the content of an upsert `op`.
+    fn ten_leases() -> Leases {
+        (0..10u32)
+            .map(|i| match op(i * 5) {
+                Record::Upsert(_, l) => (
+                    LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, i as u16)),
+                    l,
+                ),
+                Record::Remove(_) => unreachable!("op(5i) is an upsert"),
+            })
+            .collect()
+    }
+
     /// Record `i`: upserts of 4 keys whose content encodes `i`; every 5th a removal.
     fn op(i: u32) -> Record {
         let k = LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, (i % 4) as u16));
@@ -1084,15 +1097,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = PersistConfig::new(dir.path());
         cfg.snapshot_after_records = 3;
-        let initial: Leases = (0..10u32)
-            .map(|i| match op(i * 5) {
-                Record::Upsert(_, l) => (
-                    LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, i as u16)),
-                    l,
-                ),
-                Record::Remove(_) => unreachable!("op(5i) is an upsert"),
-            })
-            .collect();
+        let initial = ten_leases();
         let w = StateWriter::start(cfg, initial.clone(), 0).unwrap();
         let h = w.handle();
         let wanted = || h.stats().snapshot_wanted.load(Ordering::Relaxed);
@@ -1487,15 +1492,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = PersistConfig::new(dir.path());
         cfg.snapshot_after_records = 1;
-        let initial: Leases = (0..10u32)
-            .map(|i| match op(i * 5) {
-                Record::Upsert(_, l) => (
-                    LeaseKey::Address(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, i as u16)),
-                    l,
-                ),
-                Record::Remove(_) => unreachable!("op(5i) is an upsert"),
-            })
-            .collect();
+        let initial = ten_leases();
         let w = StateWriter::start(cfg.clone(), initial.clone(), 0).unwrap();
         for i in 0..3 {
             assert!(w.handle().record_blocking(op(i)));

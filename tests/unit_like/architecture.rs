@@ -23,7 +23,7 @@
 //! except by rule 6, which reads every file under `src/` whole (the binary's and tests too).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first.
 const LAYERS: &[&[&str]] = &[
@@ -105,46 +105,53 @@ impl Module {
     }
 }
 
-fn modules() -> Vec<Module> {
+/// Every `.rs` file under `src/`, with `src/` itself (both rules walk the same tree).
+fn source_files() -> (PathBuf, Vec<PathBuf>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = Vec::new();
+    let mut files = Vec::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-                continue;
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
             }
-            if p.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let rel = p.strip_prefix(&src).unwrap().with_extension("");
-            let mut path: Vec<String> = rel
-                .iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect();
-            if path.last().is_some_and(|l| l == "mod") {
-                path.pop();
-            }
-            if matches!(path.as_slice(), [f] if f == "lib" || f == "main")
-                || path.iter().any(|c| c == "tests" || c.ends_with("_tests"))
-            {
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            let code = text
-                .lines()
-                .enumerate()
-                .take_while(|(_, l)| !l.trim_start().starts_with("#[cfg(test)]"))
-                .map(|(n, l)| (n + 1, l.split("//").next().unwrap_or("").to_string()))
-                .collect();
-            out.push(Module {
-                path,
-                file: format!("src/{}", p.strip_prefix(&src).unwrap().display()),
-                code,
-            });
         }
+    }
+    (src, files)
+}
+
+fn modules() -> Vec<Module> {
+    let (src, files) = source_files();
+    let mut out = Vec::new();
+    for p in files {
+        let rel = p.strip_prefix(&src).unwrap().with_extension("");
+        let mut path: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        if path.last().is_some_and(|l| l == "mod") {
+            path.pop();
+        }
+        if matches!(path.as_slice(), [f] if f == "lib" || f == "main")
+            || path.iter().any(|c| c == "tests" || c.ends_with("_tests"))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let code = text
+            .lines()
+            .enumerate()
+            .take_while(|(_, l)| !l.trim_start().starts_with("#[cfg(test)]"))
+            .map(|(n, l)| (n + 1, l.split("//").next().unwrap_or("").to_string()))
+            .collect();
+        out.push(Module {
+            path,
+            file: format!("src/{}", p.strip_prefix(&src).unwrap().display()),
+            code,
+        });
     }
     assert!(out.len() > 50, "src/ not found or nearly empty");
     out
@@ -584,24 +591,15 @@ fn foreign_time_types(file: &str, text: &str) -> Vec<String> {
 /// file under `src/`, test code included.
 #[test]
 fn time_types_come_only_from_crate_time() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let (src, paths) = source_files();
     let mut bad = Vec::new();
-    let mut files = 0;
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                let file = format!("src/{}", p.strip_prefix(&src).unwrap().display());
-                bad.extend(foreign_time_types(
-                    &file,
-                    &std::fs::read_to_string(&p).unwrap(),
-                ));
-                files += 1;
-            }
-        }
+    let files = paths.len();
+    for p in paths {
+        let file = format!("src/{}", p.strip_prefix(&src).unwrap().display());
+        bad.extend(foreign_time_types(
+            &file,
+            &std::fs::read_to_string(&p).unwrap(),
+        ));
     }
     assert!(files > 50, "src/ not found or nearly empty");
     assert!(
