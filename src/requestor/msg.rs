@@ -11,7 +11,8 @@
 use std::net::Ipv6Addr;
 
 use crate::wire::{
-    ClientData, Duid, LeasequeryRef, LqRelayData, LqTarget, Message, MessageType, StatusCode,
+    CheckedMessage, ClientData, DhcpOption, Duid, LeasequeryRef, LqRelayData, LqTarget,
+    MessageType, MessageView, OptionCode, StatusCode,
 };
 
 use super::{Query, QueryKind};
@@ -37,7 +38,7 @@ pub(crate) fn emit_leasequery(xid: u32, our_duid: &[u8], query: &Query, link: Ip
 }
 
 /// What the core needs from one LEASEQUERY-REPLY.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct ReplyView {
     pub(crate) xid: u32,
     pub(crate) server_duid: Option<Duid>,
@@ -54,7 +55,7 @@ pub(crate) struct ReplyView {
 }
 
 /// A received datagram, classified.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Parsed {
     Reply(Box<ReplyView>),
     /// A LEASEQUERY: a requestor discards it (RFC 5007 §4.2).
@@ -64,35 +65,193 @@ pub(crate) enum Parsed {
 
 /// Read `bytes`; any codec error makes the datagram malformed. `srsn_option`: the option code
 /// of the server reply sequence number (`[leasequery] srsn_option`), if any.
+///
+/// Read in place from the checked view ([`CheckedMessage`]: the same bytes accepted, the same
+/// error, as the owned parse), copying only what the core keeps: the identifiers, status,
+/// and the CLIENT_DATA / LQ_RELAY_DATA an answer hands on to the cache. The owned message
+/// tree is never built, so a reply that changes nothing (NotConfigured, an unknown xid, a
+/// stray message) costs the check alone. Every value is the first of its option, as the owned
+/// finders read it (a test holds the two readings equal).
 pub(crate) fn parse(bytes: &[u8], srsn_option: Option<u16>) -> Result<Parsed, crate::wire::Error> {
-    let m = match Message::parse(bytes)? {
-        Message::Client(m) => m,
-        Message::Relay(_) => return Ok(Parsed::Other),
+    let m = match CheckedMessage::new(bytes)?.view() {
+        MessageView::Client(m) => m,
+        MessageView::Relay(_) => return Ok(Parsed::Other),
     };
-    if m.msg_type == MessageType::LEASEQUERY {
+    if m.msg_type() == MessageType::LEASEQUERY {
         return Ok(Parsed::Leasequery);
     }
-    if m.msg_type != MessageType::LEASEQUERY_REPLY {
+    if m.msg_type() != MessageType::LEASEQUERY_REPLY {
         return Ok(Parsed::Other);
     }
-    let o = &m.options;
+    let o = m.options();
+    // The first option with `code`, owned; a checked message cannot fail to copy.
+    let owned = |code: OptionCode| -> Result<Option<DhcpOption>, crate::wire::Error> {
+        o.find(code)?.map(|v| v.to_owned_option()).transpose()
+    };
+    let client_data = match owned(OptionCode::CLIENT_DATA)? {
+        Some(DhcpOption::ClientData(cd)) => Some(cd),
+        _ => None,
+    };
+    let relay_data = match owned(OptionCode::LQ_RELAY_DATA)? {
+        Some(DhcpOption::LqRelayData(rd)) => Some(*rd),
+        _ => None,
+    };
+    let status = o.checked_data(OptionCode::STATUS_CODE).and_then(|b| {
+        let (code, text) = b.split_first_chunk::<2>()?;
+        Some((
+            StatusCode(u16::from_be_bytes(*code)),
+            String::from_utf8_lossy(text).into_owned(),
+        ))
+    });
+    let fixed_u32 = |code: OptionCode| {
+        o.checked_data(code)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    };
+    let client_links = o.checked_data(OptionCode::LQ_CLIENT_LINK).map(|b| {
+        b.chunks_exact(16)
+            .filter_map(|a| <[u8; 16]>::try_from(a).ok())
+            .map(Ipv6Addr::from)
+            .collect()
+    });
     Ok(Parsed::Reply(Box::new(ReplyView {
-        xid: m.transaction_id,
-        server_duid: o.server_id().cloned(),
-        client_id: o.client_id().cloned(),
-        status: o.status().map(|s| (s.code, s.text().into_owned())),
-        client_data: o.client_data().cloned(),
-        relay_data: o.lq_relay_data().cloned(),
-        base_time: o.lq_base_time(),
-        srsn: srsn_option.and_then(|c| o.srsn(c)),
-        client_links: o.lq_client_link().map(<[Ipv6Addr]>::to_vec),
+        xid: m.transaction_id(),
+        server_duid: o.checked_data(OptionCode::SERVERID).map(Duid::from),
+        client_id: o.checked_data(OptionCode::CLIENTID).map(Duid::from),
+        status,
+        client_data,
+        relay_data,
+        base_time: fixed_u32(OptionCode::LQ_BASE_TIME),
+        srsn: srsn_option.and_then(|c| o.checked_srsn(c)),
+        client_links,
     })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{ClientMessage, DhcpOption, IaAddr, LqQuery, OptionCode, QueryType};
+    use crate::wire::{
+        ClientMessage, DhcpOption, IaAddr, LqQuery, Message, OptionCode, Options, QueryType,
+        RelayMessage, Status,
+    };
+
+    /// The reading before the checked view: the owned tree built, then read by its finders.
+    /// The oracle `parse` is held to.
+    fn parse_owned(bytes: &[u8], srsn_option: Option<u16>) -> Result<Parsed, crate::wire::Error> {
+        let m = match Message::parse(bytes)? {
+            Message::Client(m) => m,
+            Message::Relay(_) => return Ok(Parsed::Other),
+        };
+        if m.msg_type == MessageType::LEASEQUERY {
+            return Ok(Parsed::Leasequery);
+        }
+        if m.msg_type != MessageType::LEASEQUERY_REPLY {
+            return Ok(Parsed::Other);
+        }
+        let o = &m.options;
+        Ok(Parsed::Reply(Box::new(ReplyView {
+            xid: m.transaction_id,
+            server_duid: o.server_id().cloned(),
+            client_id: o.client_id().cloned(),
+            status: o.status().map(|s| (s.code, s.text().into_owned())),
+            client_data: o.client_data().cloned(),
+            relay_data: o.lq_relay_data().cloned(),
+            base_time: o.lq_base_time(),
+            srsn: srsn_option.and_then(|c| o.srsn(c)),
+            client_links: o.lq_client_link().map(<[Ipv6Addr]>::to_vec),
+        })))
+    }
+
+    const SRSN: u16 = 0x1234;
+
+    /// A LEASEQUERY-REPLY with every option `parse` reads, most of them twice (the first
+    /// counts), the SRSN first with a wrong length, and relay data inside and beside
+    /// CLIENT_DATA.
+    fn full_reply() -> Vec<u8> {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let mut relay =
+            RelayMessage::new(MessageType::RELAY_FORW, 0, a("2001:db8:1::1"), a("fe80::1"));
+        relay
+            .options
+            .push(DhcpOption::InterfaceId(b"ge-0/0/1.100".to_vec()));
+        let rd = LqRelayData {
+            peer_address: a("2001:db8:1::1"),
+            relay,
+        };
+        let cd = |n: u8| ClientData {
+            options: Options(vec![
+                DhcpOption::ClientId(Duid::ll_ethernet([2, 0, 0, 0, 0, n])),
+                DhcpOption::IaAddr(IaAddr::new(a("2001:db8:1::10"), 3600, 7200)),
+                DhcpOption::CltTime(42),
+                DhcpOption::LqRelayData(Box::new(rd.clone())),
+            ]),
+        };
+        let mut m = ClientMessage::new(MessageType::LEASEQUERY_REPLY, 0xabcdef);
+        for o in [
+            DhcpOption::Unknown {
+                code: OptionCode(SRSN),
+                data: vec![0, 0, 1],
+            },
+            DhcpOption::ServerId(Duid::ll_ethernet([2, 0, 0, 0, 0, 0xfe])),
+            DhcpOption::ClientId(Duid::ll_ethernet([2, 0, 0, 0, 0, 0xaa])),
+            DhcpOption::StatusCode(Status::new(StatusCode::SUCCESS, "fine\u{e9}")),
+            DhcpOption::ClientData(cd(1)),
+            DhcpOption::LqRelayData(Box::new(rd.clone())),
+            DhcpOption::LqBaseTime(1000),
+            DhcpOption::LqClientLink(vec![a("2001:db8:1::1"), a("2001:db8:2::1")]),
+            DhcpOption::Unknown {
+                code: OptionCode(SRSN),
+                data: vec![0, 0, 0, 7],
+            },
+            DhcpOption::ServerId(Duid::ll_ethernet([2, 0, 0, 0, 0, 0xff])),
+            DhcpOption::StatusCode(Status::new(StatusCode::NOT_CONFIGURED, "no")),
+            DhcpOption::ClientData(cd(2)),
+            DhcpOption::LqBaseTime(2000),
+            DhcpOption::LqClientLink(vec![a("2001:db8:3::1")]),
+        ] {
+            m.options.push(o);
+        }
+        Message::from(m).to_vec().unwrap()
+    }
+
+    #[test]
+    fn the_checked_reading_equals_the_owned_one() {
+        let reply = full_reply();
+        let Ok(Parsed::Reply(r)) = parse(&reply, Some(SRSN)) else {
+            panic!("the reply reads");
+        };
+        assert_eq!(r.srsn, Some(7), "the first 4-byte SRSN");
+        assert_eq!(r.base_time, Some(1000));
+        assert_eq!(r.status.as_ref().map(|s| s.0), Some(StatusCode::SUCCESS));
+        assert_eq!(r.status.as_ref().map(|s| s.1.as_str()), Some("fine\u{e9}"));
+        assert_eq!(r.server_duid.as_ref().and_then(|d| d.last()), Some(&0xfe));
+        assert_eq!(r.client_links.as_ref().map(Vec::len), Some(2));
+        assert!(r.client_data.is_some() && r.relay_data.is_some());
+        let mut leasequery = reply.clone();
+        leasequery[0] = MessageType::LEASEQUERY.0;
+        let samples = [reply.clone(), leasequery, {
+            let mut other = reply.clone();
+            other[0] = MessageType::REPLY.0;
+            other
+        }];
+        for msg in &samples {
+            for srsn in [None, Some(SRSN), Some(OptionCode::STATUS_CODE.0)] {
+                assert_eq!(parse(msg, srsn), parse_owned(msg, srsn));
+                for cut in 0..msg.len() {
+                    let m = &msg[..cut];
+                    assert_eq!(parse(m, srsn), parse_owned(m, srsn), "cut at {cut}");
+                }
+            }
+            for at in 0..msg.len() {
+                for v in [0u8, 1, 2, 9, 13, 45, 0xff, msg[at] ^ 1] {
+                    let mut m = msg.clone();
+                    m[at] = v;
+                    let srsn = Some(SRSN);
+                    assert_eq!(parse(&m, srsn), parse_owned(&m, srsn), "byte {at} = {v}");
+                }
+            }
+        }
+    }
 
     /// The LEASEQUERY as the owned tree would build it: what `emit_leasequery` must equal.
     fn owned(xid: u32, our_duid: &[u8], query: &Query, link: Ipv6Addr) -> Vec<u8> {

@@ -14,8 +14,8 @@ use super::owned::{
 };
 use super::status::Status;
 use super::view::{
-    ClientView, IaAddrView, IaPrefixView, IaView, LqQueryView, MessageView, OptionRef, OptionsIter,
-    RelayView,
+    ClientView, IaAddrView, IaPrefixView, IaView, LqQueryView, MessageView, OptionRef, OptionView,
+    OptionsIter, RelayView,
 };
 
 impl Message {
@@ -56,6 +56,14 @@ impl DhcpOption {
                 what: "more than one option where one was expected",
             }),
         }
+    }
+}
+
+impl OptionView<'_> {
+    /// This one option copied into the owned form (what a reader keeps of a message it
+    /// otherwise reads in place, e.g. a leasequery answer's CLIENT_DATA).
+    pub(crate) fn to_owned_option(self) -> Result<DhcpOption, Error> {
+        option(self.kind()?)
     }
 }
 
