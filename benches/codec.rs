@@ -244,8 +244,8 @@ fn classify(c: &mut Classifier, forw: &[u8], repl: &[u8], up: &Envelope, down: &
     let (Ok(f), Ok(r)) = (CheckedMessage::new(forw), CheckedMessage::new(repl)) else {
         return false;
     };
-    c.on_snooped(f, up, now);
-    matches!(c.on_snooped(r, down, now), Some(Learned::Bind(_)))
+    c.on_snooped(now, f, up);
+    matches!(c.on_snooped(now, r, down), Some(Learned::Bind(_)))
 }
 
 /// Criterion's median for `codec/<name>` in ns, if its estimates file is where we expect and

@@ -396,10 +396,10 @@ impl Admission {
     /// and logged; the withdrawal must then be dropped.
     pub fn admit_wrapped_withdrawal(
         &self,
+        at: Timestamp,
         link_address: Ipv6Addr,
         relay: &RelayData,
         client: &[u8],
-        at: Timestamp,
     ) -> bool {
         let Some(access) = relay.access.as_ref() else {
             return true;

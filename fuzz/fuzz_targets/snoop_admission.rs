@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             src_port: d.src_port,
             dst_port: d.dst_port,
         };
-        let learned = classifier.on_snooped(msg, &env, Timestamp::from_millis(now));
+        let learned = classifier.on_snooped(Timestamp::from_millis(now), msg, &env);
         assert!(classifier.memory_len() <= 2 * (CAP + 2 * CAP + 1));
         let Some(Learned::Bind(obs)) = learned else {
             continue;

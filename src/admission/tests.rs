@@ -612,12 +612,12 @@ fn a_wrapped_withdrawal_passes_only_on_an_ldra_link() {
             })
         }),
     };
-    assert!(ad.admit_wrapped_withdrawal(a(LINK1), &relay(b"sub10", Some(1)), &[1], at));
-    assert!(ad.admit_wrapped_withdrawal(a(LINK2), &relay(b"sub1", None), &[1], at));
-    assert!(!ad.admit_wrapped_withdrawal(a(LINK2), &relay(b"sub1", Some(1)), &[1], at));
-    assert!(!ad.admit_wrapped_withdrawal(a(LINK1), &relay(b"sub10", Some(2)), &[1], at));
+    assert!(ad.admit_wrapped_withdrawal(at, a(LINK1), &relay(b"sub10", Some(1)), &[1]));
+    assert!(ad.admit_wrapped_withdrawal(at, a(LINK2), &relay(b"sub1", None), &[1]));
+    assert!(!ad.admit_wrapped_withdrawal(at, a(LINK2), &relay(b"sub1", Some(1)), &[1]));
+    assert!(!ad.admit_wrapped_withdrawal(at, a(LINK1), &relay(b"sub10", Some(2)), &[1]));
     assert!(
-        !ad.admit_wrapped_withdrawal(a("2001:db8:9::1"), &relay(b"x", Some(1)), &[1], at),
+        !ad.admit_wrapped_withdrawal(at, a("2001:db8:9::1"), &relay(b"x", Some(1)), &[1]),
         "unknown link"
     );
     assert_eq!(ad.stats().get(Origin::Snoop, Rejection::NestedRelay), 3);

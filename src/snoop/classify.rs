@@ -355,9 +355,9 @@ impl Classifier {
     /// nothing — refused, ignored, unmatched — cost no allocation.
     pub fn on_snooped(
         &mut self,
+        now: Timestamp,
         msg: CheckedMessage<'_>,
         env: &Envelope,
-        now: Timestamp,
     ) -> Option<Learned> {
         self.refusal = None;
         self.pending.expire(now, self.cfg.pending_ttl_ms);
@@ -366,7 +366,7 @@ impl Classifier {
             MessageView::Relay(outer) => outer,
             MessageView::Client(reply) => {
                 if reply.msg_type() == MessageType::REPLY && self.unicast_reply(env) {
-                    return self.on_unicast_reply(reply, now);
+                    return self.on_unicast_reply(now, reply);
                 }
                 self.stats.bump(ClassifyCounter::NotRelayed);
                 return None;
@@ -383,7 +383,7 @@ impl Classifier {
                     self.refuse(c);
                     return None;
                 }
-                self.on_forw(&chain, client, now);
+                self.on_forw(now, &chain, client);
                 None
             }
             MessageType::RELAY_REPL if client.msg_type() == MessageType::REPLY => {
@@ -391,7 +391,7 @@ impl Classifier {
                     self.refuse(c);
                     return None;
                 }
-                self.on_reply(&chain, client, env.src, now)
+                self.on_reply(now, &chain, client, env.src)
             }
             MessageType::RELAY_REPL if client.msg_type() == MessageType::ADVERTISE => {
                 // The server chose to advertise: a rapid-commit SOLICIT gets no REPLY now, so
@@ -502,7 +502,7 @@ impl Classifier {
     /// A unicast REPLY is not through this box's relay level: nothing in it is bound. Each of
     /// its leases becomes a doubt (no holder known here: the cache task fills it), asked about
     /// on the link whose subscriber prefixes hold it.
-    fn on_unicast_reply(&mut self, reply: ClientView<'_>, now: Timestamp) -> Option<Learned> {
+    fn on_unicast_reply(&mut self, now: Timestamp, reply: ClientView<'_>) -> Option<Learned> {
         let Some(duid) = reply.options().checked_data(OptionCode::CLIENTID) else {
             self.stats.bump(ClassifyCounter::MissingId);
             return None;
@@ -527,7 +527,7 @@ impl Classifier {
         Some(Learned::Doubt(doubts))
     }
 
-    fn on_forw(&mut self, chain: &RelayChainView<'_>, client: ClientView<'_>, now: Timestamp) {
+    fn on_forw(&mut self, now: Timestamp, chain: &RelayChainView<'_>, client: ClientView<'_>) {
         let Some(duid) = client.options().checked_data(OptionCode::CLIENTID) else {
             self.stats.bump(ClassifyCounter::MissingId);
             return;
@@ -578,10 +578,10 @@ impl Classifier {
 
     fn on_reply(
         &mut self,
+        now: Timestamp,
         chain: &RelayChainView<'_>,
         reply: ClientView<'_>,
         sender: Ipv6Addr,
-        now: Timestamp,
     ) -> Option<Learned> {
         let opts = reply.options();
         let (Some(duid), Some(server)) = (
@@ -609,7 +609,7 @@ impl Classifier {
             forw.client_type,
             MessageType::RELEASE | MessageType::DECLINE
         ) {
-            return self.on_release_reply(chain, reply, forw, duid, now);
+            return self.on_release_reply(now, chain, reply, forw, duid);
         }
         let leases = self.reply_leases(reply)?;
         // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
@@ -646,11 +646,11 @@ impl Classifier {
     /// heard it. A wrapped one is refused unless its link has an LDRA in front (admission).
     fn on_release_reply(
         &mut self,
+        now: Timestamp,
         chain: &RelayChainView<'_>,
         reply: ClientView<'_>,
         forw: Pending,
         duid: Duid,
-        now: Timestamp,
     ) -> Option<Learned> {
         self.stats.bump(ClassifyCounter::ReplyRelease);
         if reply
@@ -666,7 +666,7 @@ impl Classifier {
             let allowed =
                 self.trust
                     .admission
-                    .admit_wrapped_withdrawal(link, &forw.relay, &duid, now);
+                    .admit_wrapped_withdrawal(now, link, &forw.relay, &duid);
             if !allowed {
                 self.stats.bump(ClassifyCounter::NestedRelay);
                 return None;

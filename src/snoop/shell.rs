@@ -263,7 +263,7 @@ async fn classify_run(
             src_port: m.src_port,
             dst_port: m.dst_port,
         };
-        let learned = classifier.on_snooped(msg, &env, clock.at(m.at.into()));
+        let learned = classifier.on_snooped(clock.at(m.at.into()), msg, &env);
         if let Some(why) = classifier.refusal() {
             if log_budget.allow(m.at) {
                 tracing::warn!(

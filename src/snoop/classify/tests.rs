@@ -17,7 +17,7 @@ impl Feed for Classifier {
     fn on_message(&mut self, m: &Message, env: &Envelope, now: Timestamp) -> Option<Learned> {
         let bytes = m.to_vec().expect("a test message encodes");
         let msg = CheckedMessage::new(&bytes).expect("a test message checks");
-        self.on_snooped(msg, env, now)
+        self.on_snooped(now, msg, env)
     }
 }
 
