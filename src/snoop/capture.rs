@@ -20,8 +20,9 @@
 //! for why, and why V2). A packet longer than a frame also waits whole in the socket's receive
 //! queue and is read from there.
 //!
-//! Nothing is dropped in user space: when the classifier's bounded queue is full the capture
-//! task *waits* for room (counted `queue_full`, not a loss), so back-pressure reaches the one
+//! Each packet is handed in place to a [`Sink`] (the daemon's classifies it on this task and
+//! queues what it learnt for the cache task). Nothing is dropped in user space: when the
+//! sink's bounded queue is full the capture task *waits* for room (counted `queue_full`, not a loss), so back-pressure reaches the one
 //! place a packet can be lost, the ring (and, for the rare packet longer than a frame, the
 //! socket's receive buffer). The kernel counts every packet it drops there (`PACKET_STATISTICS`
 //! tp_drops), and the task reads that count every 256 packets and on every idle heartbeat, so
@@ -57,9 +58,6 @@ use super::datagram;
 pub struct CaptureConfig {
     /// Interfaces to snoop (the relay's server-facing ones).
     pub interfaces: Vec<String>,
-    /// Captured messages queued for the classifier; when it is full the capture waits (and
-    /// the socket buffer fills).
-    pub queue: usize,
     /// Bytes of the receive ring per socket: what a burst may queue while the pipeline
     /// catches up, one 2 KiB frame a packet. An allocation, held by the kernel while the
     /// socket is open (a ring is memory, where a receive buffer was only a limit). The
@@ -76,7 +74,6 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             interfaces: Vec::new(),
-            queue: 4096,
             receive_buffer: 64 << 20,
         }
     }
@@ -97,6 +94,113 @@ pub struct Snooped {
     pub at: Instant,
 }
 
+/// One captured DHCPv6 datagram, read in place from the receive ring: what a [`Sink`] is
+/// handed. Borrowed, so a sink that classifies where the capture runs copies nothing per
+/// packet; [`Packet::to_owned`] makes the [`Snooped`] copy a queue needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub interface: &'a Arc<str>,
+    /// Sent by this box (`PACKET_OUTGOING`), e.g. the relay's RELAY-FORW.
+    pub outgoing: bool,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The UDP payload: one DHCPv6 message (valid until the capture releases its frame).
+    pub payload: &'a [u8],
+    pub at: Instant,
+}
+
+impl Packet<'_> {
+    /// The packet copied off the ring.
+    pub fn to_owned(&self) -> Snooped {
+        Snooped {
+            interface: self.interface.clone(),
+            outgoing: self.outgoing,
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            payload: self.payload.to_vec(),
+            at: self.at,
+        }
+    }
+}
+
+/// What [`Sink::offer`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Handed on.
+    Taken,
+    /// The next queue is full: the sink holds what it made of the packet until
+    /// [`Sink::room`] has handed it on; the capture waits for that (back-pressure to the ring).
+    Full,
+    /// The consumer is gone for good: the capture ends.
+    Closed,
+}
+
+/// Where the capture hands each packet. The daemon's sink classifies the packet in place,
+/// on the capture task (`snoop::shell`): one task and no copy per packet between the ring and
+/// the cache task's queue, where a queue of copies to a classifier task cost an allocation and
+/// a cross-task wake-up per packet. [`Queue`] is the plain copying queue (tests).
+pub trait Sink: Send {
+    /// Take `p` if there is room now, without waiting.
+    fn offer(&mut self, p: Packet<'_>) -> Offer;
+    /// After [`Offer::Full`]: wait until what the sink holds is handed on; `false`: the
+    /// consumer is gone. CANCEL-SAFETY: cancel-safe (nothing held is lost when it is dropped).
+    fn room(&mut self) -> impl Future<Output = bool> + Send + '_;
+    /// Whether the consumer is gone for good (a capture waiting for its interface gives up).
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Sink`] that queues a copy of each packet ([`Snooped`]) on a bounded channel.
+#[derive(Debug)]
+pub struct Queue {
+    tx: mpsc::Sender<Snooped>,
+    held: Option<Snooped>,
+}
+
+impl Queue {
+    pub fn new(tx: mpsc::Sender<Snooped>) -> Queue {
+        Queue { tx, held: None }
+    }
+}
+
+impl Sink for Queue {
+    fn offer(&mut self, p: Packet<'_>) -> Offer {
+        match self.tx.try_send(p.to_owned()) {
+            Ok(()) => Offer::Taken,
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                self.held = Some(m);
+                Offer::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    async fn room(&mut self) -> bool {
+        if self.held.is_none() {
+            return !self.tx.is_closed();
+        }
+        // The room first, then the packet out of `held`: a cancelled wait loses nothing.
+        match self.tx.reserve().await {
+            Ok(permit) => {
+                if let Some(m) = self.held.take() {
+                    permit.send(m);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 labels! {
     /// What the capture counts, by [`CaptureCounter::label`].
     pub enum CaptureCounter {
@@ -104,8 +208,9 @@ labels! {
         Received => "received",
         /// Dropped by the kernel: socket receive queue full (`PACKET_STATISTICS` tp_drops).
         KernelDrop => "kernel_drop",
-        /// The classifier's queue was full and the capture waited for room (not a loss:
-        /// back-pressure to the socket buffer, whose drops are `kernel_drop`).
+        /// The sink's queue (the daemon's: the cache task's snooped queue) was full and the
+        /// capture waited for room (not a loss: back-pressure to the ring, whose drops are
+        /// `kernel_drop`).
         QueueFull => "queue_full",
         /// Not a readable UDP-in-IPv6 datagram.
         Malformed => "malformed",
@@ -246,14 +351,14 @@ impl CaptureSocket {
     }
 }
 
-/// Reads packets from `sock` for ever, forwarding DHCPv6 payloads into `tx`. A full queue is
-/// waited for (counted `queue_full`): the packets behind it stay in the ring, where the kernel
-/// counts what it must drop (`kernel_drop`, read every 256 packets and when idle). Ends when
-/// `tx` is closed.
+/// Reads packets from `sock` for ever, handing each DHCPv6 datagram to `sink` in place. A full
+/// sink is waited for (counted `queue_full`): the packets behind it stay in the ring, where the
+/// kernel counts what it must drop (`kernel_drop`, read every 256 packets and when idle). Ends
+/// when the sink's consumer is gone.
 ///
 /// Readiness is cleared only when the ring is empty: while packets wait they are taken
 /// without a system call, [`BATCH`] at a time.
-pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<CaptureStats>) {
+pub async fn run<S: Sink>(mut sock: CaptureSocket, mut sink: S, stats: Arc<CaptureStats>) {
     let mut since_stats = 0u32;
     let mut beat = crate::notify::heartbeat_timer();
     // Where a packet longer than its frame is read whole (allocated on first use).
@@ -296,7 +401,16 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
                                 len = p.len, "a long packet's copy could not be read; its cut frame is used"),
                         }
                     }
-                    if !forward(&sock.interface, pkt, p.outgoing, &tx, &stats, &mut beat).await {
+                    if !forward(
+                        &sock.interface,
+                        pkt,
+                        p.outgoing,
+                        &mut sink,
+                        &stats,
+                        &mut beat,
+                    )
+                    .await
+                    {
                         return;
                     }
                     sock.ring.release();
@@ -339,10 +453,10 @@ pub async fn run(mut sock: CaptureSocket, tx: mpsc::Sender<Snooped>, stats: Arc<
         }
         tracing::error!(interface = %sock.interface, error = %e,
             "capture socket failed; opening it again");
-        if tx.is_closed() {
+        if sink.is_closed() {
             return;
         }
-        sock = reopen(&sock.interface, sock.receive_buffer, &tx).await;
+        sock = reopen(&sock.interface, sock.receive_buffer, &sink).await;
         stats.add(CaptureCounter::Reopened, 1);
         tracing::info!(interface = %sock.interface, "capture socket open again");
     }
@@ -361,64 +475,57 @@ fn recv_error(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-/// Parses one captured packet and queues its DHCPv6 payload for the classifier, waiting for
-/// room. `false`: the queue is closed (the capture ends).
-async fn forward(
+/// Parses one captured packet and hands its DHCPv6 payload to `sink`, waiting for room.
+/// `false`: the consumer is gone (the capture ends).
+async fn forward<S: Sink>(
     interface: &Arc<str>,
     pkt: &[u8],
     outgoing: bool,
-    tx: &mpsc::Sender<Snooped>,
+    sink: &mut S,
     stats: &CaptureStats,
     beat: &mut tokio::time::Interval,
 ) -> bool {
-    {
-        let d = match datagram::parse(pkt) {
-            Ok(d) => d,
-            Err(e) => {
-                stats.add(CaptureCounter::Malformed, 1);
-                tracing::debug!(interface = %interface, reason = e.label(), "unreadable packet");
-                return true;
-            }
-        };
-        let msg = Snooped {
-            interface: interface.clone(),
-            outgoing,
-            src: d.src,
-            dst: d.dst,
-            src_port: d.src_port,
-            dst_port: d.dst_port,
-            payload: d.payload.to_vec(),
-            at: Instant::now(),
-        };
-        let permit = match tx.try_reserve() {
-            Ok(p) => p,
-            Err(mpsc::error::TrySendError::Closed(())) => return false,
-            Err(mpsc::error::TrySendError::Full(())) => {
-                stats.add(CaptureCounter::QueueFull, 1);
-                match wait_for_room(tx, stats, beat).await {
-                    Some(p) => p,
-                    None => return false,
-                }
-            }
-        };
-        permit.send(msg);
-        true
+    let d = match datagram::parse(pkt) {
+        Ok(d) => d,
+        Err(e) => {
+            stats.add(CaptureCounter::Malformed, 1);
+            tracing::debug!(interface = %interface, reason = e.label(), "unreadable packet");
+            return true;
+        }
+    };
+    let p = Packet {
+        interface,
+        outgoing,
+        src: d.src,
+        dst: d.dst,
+        src_port: d.src_port,
+        dst_port: d.dst_port,
+        payload: d.payload,
+        at: Instant::now(),
+    };
+    match sink.offer(p) {
+        Offer::Taken => true,
+        Offer::Closed => false,
+        Offer::Full => {
+            stats.add(CaptureCounter::QueueFull, 1);
+            wait_for_room(sink, stats, beat).await
+        }
     }
 }
 
-/// Wait for room in the classifier's queue, beating the heartbeat meanwhile: a capture held
+/// Wait for the sink to hand on what it holds, beating the heartbeat meanwhile: a capture held
 /// back by a slow consumer is not stuck (the consumer's own heartbeat tells whether it is).
-/// `None`: the queue is closed.
-async fn wait_for_room<'a>(
-    tx: &'a mpsc::Sender<Snooped>,
+/// `false`: the consumer is gone.
+async fn wait_for_room<S: Sink>(
+    sink: &mut S,
     stats: &CaptureStats,
     beat: &mut tokio::time::Interval,
-) -> Option<mpsc::Permit<'a, Snooped>> {
-    let reserve = tx.reserve();
-    tokio::pin!(reserve);
+) -> bool {
+    let room = sink.room();
+    tokio::pin!(room);
     loop {
         tokio::select! {
-            p = &mut reserve => return p.ok(),
+            ok = &mut room => return ok,
             _ = beat.tick() => stats.heartbeat.beat(),
         }
     }
@@ -433,28 +540,24 @@ fn take_drops(sock: &CaptureSocket, stats: &CaptureStats) {
 
 /// [`run`] on `interface` once it exists: a snoop interface missing at start (a VLAN or bond
 /// created after lqagent) is waited for, not fatal.
-pub(crate) async fn run_when_present(
+pub(crate) async fn run_when_present<S: Sink>(
     interface: String,
     receive_buffer: usize,
-    tx: mpsc::Sender<Snooped>,
+    sink: S,
     stats: Arc<CaptureStats>,
 ) {
     tracing::warn!(
         interface,
         "snoop interface missing; capture starts when it appears"
     );
-    let sock = reopen(&interface, receive_buffer, &tx).await;
+    let sock = reopen(&interface, receive_buffer, &sink).await;
     tracing::info!(interface, "snoop interface appeared; capturing");
-    run(sock, tx, stats).await;
+    run(sock, sink, stats).await;
 }
 
 /// Open the capture socket on `interface` again, retrying with backoff (0.1 s doubling to 10 s)
 /// until it exists; gives up only with the pipeline (the receiver is gone).
-async fn reopen(
-    interface: &str,
-    receive_buffer: usize,
-    tx: &mpsc::Sender<Snooped>,
-) -> CaptureSocket {
+async fn reopen<S: Sink>(interface: &str, receive_buffer: usize, sink: &S) -> CaptureSocket {
     let mut attempt: u32 = 0;
     loop {
         let delay = crate::time::backoff(
@@ -467,7 +570,7 @@ async fn reopen(
             Ok(s) => return s,
             Err(e) => {
                 tracing::debug!(interface, error = %e, "capture socket cannot be opened yet");
-                if tx.is_closed() {
+                if sink.is_closed() {
                     // Nobody reads anymore: wait forever rather than spin (the task is aborted
                     // at shutdown).
                     std::future::pending::<()>().await;

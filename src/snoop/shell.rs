@@ -1,23 +1,28 @@
-//! The snooper's tokio shell: capture sockets on every configured interface feed one bounded
-//! queue; one task parses each DHCPv6 message, runs the pure [`Classifier`] and hands what it
-//! learnt to the cache task. Nothing here decides anything.
+//! The snooper's tokio shell: one capture task per configured interface reads its ring and,
+//! on that same task, parses each DHCPv6 message in place, runs the pure [`Classifier`]
+//! (one, shared by the interfaces' tasks under a lock) and hands what it learnt to the cache
+//! task. Nothing here decides anything.
 //!
-//! The hand-over waits ([`CacheHandle::send_snooped`]): snooped inputs have their own queue in
-//! the cache task, served before bulk and on-demand answers, so a full queue only slows the
-//! classifier; back-pressure then fills the capture queue, the capture waits for room, and the
-//! packets wait in the sockets' buffers, the one place one can be lost — the kernel counts it
+//! Why on the capture task: a queue of copied packets to a classifier task of its own cost,
+//! per packet, an allocation and a cross-task wake-up — in a reboot storm four packets per
+//! exchange, the largest part of the snooper's CPU. Classified in place, a packet costs no copy
+//! and the only hand-over is to the cache task.
+//!
+//! The hand-over waits: snooped inputs have their own queue in the cache task, served before
+//! bulk and on-demand answers, so a full queue only holds the capture back — it waits for room
+//! with the packet still in its ring, the one place one can be lost, and the kernel counts it
 //! (`lqagent_snoop_capture_total{event="kernel_drop"}`). A REPLY or RELEASE is never dropped
 //! because answers filled the cache's queue.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Snooped};
+use super::capture::{self, CaptureConfig, CaptureSocket, CaptureStats, Offer, Packet, Sink};
 use super::classify::{Classifier, ClassifyConfig, ClassifyStats, Envelope, Learned, SnoopTrust};
-use crate::cache_task::{CacheHandle, CacheInput};
-use crate::supervise::{Inbox, Lifetime, Supervisor, Task};
+use crate::cache_task::{CacheHandle, CacheInput, SnoopedSend};
+use crate::supervise::{Lifetime, Supervisor, Task};
 use crate::time::AgentClock;
 use crate::wire::CheckedMessage;
 
@@ -136,11 +141,11 @@ impl LogBudget {
     }
 }
 
-/// Opens a capture socket per interface and spawns the capture and classify tasks into `tasks`,
-/// each under `sup`: a capture task that fails is restarted on a freshly opened socket (task
-/// label `capture`), the classifier on the same queue (`classifier`); the queue between them
-/// survives either restart. An interface that does not exist yet is waited for; any other
-/// failure to open one (no CAP_NET_RAW) is returned.
+/// Opens a capture socket per interface and spawns a capture task per interface into `tasks`,
+/// each under `sup` (task label `capture`): a capture task that fails is restarted on a freshly
+/// opened socket; the classifier's memory of exchanges under way survives the restart. An
+/// interface that does not exist yet is waited for; any other failure to open one (no
+/// CAP_NET_RAW) is returned.
 pub fn spawn(
     cfg: &CaptureConfig,
     classify: ClassifyConfig,
@@ -150,58 +155,49 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
     sup: &Supervisor,
 ) -> std::io::Result<SnoopStats> {
-    let stats = SnoopStats::default();
-    let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    let classifier = Classifier::new(classify, trust);
+    // The snooper reads the classifier's own counters (shared atomics), never a copy.
+    let stats = SnoopStats {
+        classify: classifier.stats().clone(),
+        ..SnoopStats::default()
+    };
+    let state: ClassifyState = Arc::new(std::sync::Mutex::new((classifier, LogBudget::default())));
+    let mut opened = Vec::with_capacity(cfg.interfaces.len());
     for ifname in &cfg.interfaces {
-        let first = match CaptureSocket::open(ifname, cfg.receive_buffer) {
-            Ok(sock) => Some(sock),
+        match CaptureSocket::open(ifname, cfg.receive_buffer) {
+            Ok(sock) => opened.push((ifname.clone(), Some(sock))),
             // Not there yet: waited for (any other error, e.g. no CAP_NET_RAW, stays fatal).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                opened.push((ifname.clone(), None))
+            }
             Err(e) => return Err(e),
+        }
+    }
+    for (name, first) in opened {
+        let rb = cfg.receive_buffer;
+        let sink = Classify {
+            state: state.clone(),
+            st: stats.clone(),
+            clock,
+            cache: cache.clone(),
+            held: VecDeque::new(),
         };
-        let (name, rb, tx, st) = (
-            ifname.clone(),
-            cfg.receive_buffer,
-            tx.clone(),
-            stats.capture.clone(),
-        );
+        let st = stats.capture.clone();
         let mut first = Some(first);
         let faults = sup.clone();
         tasks.spawn(sup.restart(Task::Capture, Lifetime::Forever, move |run| {
             let first = first.take().flatten();
             // The test hook may fail the first run only.
             let fault = (run == 0).then(|| faults.fault(Task::Capture));
-            let run = capture_run(name.clone(), first, fault, rb, tx.clone(), st.clone());
+            // A new run starts with nothing held: what a failed run held is lost with it, as
+            // the packet it was classifying.
+            let run = capture_run(name.clone(), first, fault, rb, sink.fresh(), st.clone());
             async move {
                 run.await;
                 Ok::<(), std::convert::Infallible>(())
             }
         }));
     }
-    drop(tx);
-    let queue = Inbox::new(rx);
-    let classifier = Classifier::new(classify, trust);
-    // The snooper reads the classifier's own counters (shared atomics), never a copy.
-    let stats = SnoopStats {
-        classify: classifier.stats().clone(),
-        ..stats
-    };
-    let state: ClassifyState =
-        Arc::new(tokio::sync::Mutex::new((classifier, LogBudget::default())));
-    let st = stats.clone();
-    tasks.spawn(sup.restart(Task::Classifier, Lifetime::Forever, move |_| {
-        let r = classify_run(
-            queue.clone(),
-            state.clone(),
-            st.clone(),
-            clock,
-            cache.clone(),
-        );
-        async move {
-            r.await;
-            Ok::<(), std::convert::Infallible>(())
-        }
-    }));
     Ok(stats)
 }
 
@@ -212,104 +208,161 @@ async fn capture_run(
     first: Option<CaptureSocket>,
     fault: Option<impl Future<Output = ()>>,
     receive_buffer: usize,
-    tx: mpsc::Sender<Snooped>,
+    sink: Classify,
     stats: Arc<CaptureStats>,
 ) {
     let sock = match first {
         Some(s) => s,
         None => match CaptureSocket::open(&interface, receive_buffer) {
             Ok(s) => s,
-            Err(_) => return capture::run_when_present(interface, receive_buffer, tx, stats).await,
+            Err(_) => {
+                return capture::run_when_present(interface, receive_buffer, sink, stats).await;
+            }
         },
     };
     if let Some(fault) = fault {
         tokio::select! {
-            () = capture::run(sock, tx, stats) => {}
+            () = capture::run(sock, sink, stats) => {}
             () = fault => panic!("test hook: capture task on {interface} fails"),
         }
         return;
     }
-    capture::run(sock, tx, stats).await;
+    capture::run(sock, sink, stats).await;
 }
 
-/// What the classifier keeps across its restarts beside its queue: its memory of exchanges
-/// under way and its log budget, lent to one run at a time like the queue.
-type ClassifyState = Arc<tokio::sync::Mutex<(Classifier, LogBudget)>>;
+/// The classifier's memory of exchanges under way and its log budget, shared by the capture
+/// tasks (one per interface) and kept across their restarts. A plain lock, held only while one
+/// packet is classified (never across an `.await`); one poisoned by a panic is taken over as
+/// it is — the classifier's state is a cache of exchanges, each step of which is whole.
+type ClassifyState = Arc<std::sync::Mutex<(Classifier, LogBudget)>>;
 
-/// The classifier's run: parse, classify, hand to the cache, until the capture side is gone.
-async fn classify_run(
-    queue: Inbox<Snooped>,
+/// The daemon's capture [`Sink`]: parse in place, classify, queue what was learnt on the cache
+/// task's snooped queue.
+struct Classify {
     state: ClassifyState,
     st: SnoopStats,
     clock: AgentClock,
     cache: CacheHandle,
-) {
-    let mut rx = queue.lend().await;
-    let mut guard = state.lock_owned().await;
-    let (classifier, log_budget) = &mut *guard;
-    while let Some(m) = rx.recv().await {
+    /// Inputs learnt but not yet queued (the cache's queue was full), oldest first.
+    held: VecDeque<CacheInput>,
+}
+
+impl Classify {
+    /// The same sink with nothing held, for a new run of the capture task.
+    fn fresh(&self) -> Classify {
+        Classify {
+            state: self.state.clone(),
+            st: self.st.clone(),
+            clock: self.clock,
+            cache: self.cache.clone(),
+            held: VecDeque::new(),
+        }
+    }
+
+    /// What the packet teaches the cache, in the order the cache must see it.
+    fn classify(&mut self, p: &Packet<'_>) {
         // Checked in place: the classifier copies out only what it keeps.
-        let Ok(msg) = CheckedMessage::new(&m.payload) else {
-            st.unparsable
+        let Ok(msg) = CheckedMessage::new(p.payload) else {
+            self.st
+                .unparsable
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            continue;
+            return;
         };
         let inner = msg.innermost().map_or(msg.msg_type(), |c| c.msg_type());
-        st.messages.count(inner);
+        self.st.messages.count(inner);
         let env = Envelope {
-            outgoing: m.outgoing,
-            src: m.src,
-            dst: m.dst,
-            src_port: m.src_port,
-            dst_port: m.dst_port,
+            outgoing: p.outgoing,
+            src: p.src,
+            dst: p.dst,
+            src_port: p.src_port,
+            dst_port: p.dst_port,
         };
-        let learned = classifier.on_snooped(clock.at(m.at.into()), msg, &env);
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (classifier, log_budget) = &mut *guard;
+        let learned = classifier.on_snooped(self.clock.at(p.at.into()), msg, &env);
         if let Some(why) = classifier.refusal() {
-            if log_budget.allow(m.at) {
+            if log_budget.allow(p.at) {
                 tracing::warn!(
                     reason = why.label(),
-                    interface = %m.interface,
-                    direction = if m.outgoing { "out" } else { "in" },
-                    src = %m.src,
-                    dst = %m.dst,
-                    src_port = m.src_port,
-                    dst_port = m.dst_port,
+                    interface = %p.interface,
+                    direction = if p.outgoing { "out" } else { "in" },
+                    src = %p.src,
+                    dst = %p.dst,
+                    src_port = p.src_port,
+                    dst_port = p.dst_port,
                     message = ?inner,
                     "snooped message refused: not from where a relay or server speaks"
                 );
             }
         }
-        let input = match learned {
-            Some(Learned::Bind(o)) => CacheInput::Observe(o),
-            Some(Learned::Withdraw(w, doubts)) if doubts.is_empty() => CacheInput::Withdraw(w),
+        drop(guard);
+        match learned {
+            Some(Learned::Bind(o)) => self.held.push_back(CacheInput::Observe(o)),
             Some(Learned::Withdraw(w, doubts)) => {
                 // What was released goes first; then the IAs the server refused, as doubts.
-                let inputs = std::iter::once(CacheInput::Withdraw(w))
-                    .chain(doubts.into_iter().map(CacheInput::Doubt));
-                for input in inputs {
-                    if cache.send_snooped(input).await.is_err() {
-                        st.cache_closed
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                continue;
+                self.held.push_back(CacheInput::Withdraw(w));
+                self.held.extend(doubts.into_iter().map(CacheInput::Doubt));
             }
+            // Snooped like the rest: through the snooper's own queue, waiting for room.
             Some(Learned::Doubt(doubts)) => {
-                // Snooped like the rest: through the snooper's own queue, waiting for room.
-                for d in doubts {
-                    if cache.send_snooped(CacheInput::Doubt(d)).await.is_err() {
-                        st.cache_closed
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.held.extend(doubts.into_iter().map(CacheInput::Doubt))
+            }
+            None => {}
+        }
+    }
+
+    /// Queue what is held without waiting: `false` when the cache's queue is full.
+    fn push_held(&mut self) -> bool {
+        while let Some(input) = self.held.pop_front() {
+            match self.cache.try_send_snooped(input) {
+                SnoopedSend::Queued => {}
+                SnoopedSend::Full(input) => {
+                    self.held.push_front(input);
+                    return false;
+                }
+                // Only a cache task stopped for good loses it (never a full queue).
+                SnoopedSend::Closed => {
+                    self.st
+                        .cache_closed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Sink for Classify {
+    fn offer(&mut self, p: Packet<'_>) -> Offer {
+        self.classify(&p);
+        if self.push_held() {
+            Offer::Taken
+        } else {
+            Offer::Full
+        }
+    }
+
+    async fn room(&mut self) -> bool {
+        while !self.held.is_empty() {
+            // The room first, then the input out of `held`: a cancelled wait loses nothing.
+            match self.cache.snooped_room().await {
+                Some(permit) => {
+                    if let Some(input) = self.held.pop_front() {
+                        permit.send(input);
                     }
                 }
-                continue;
+                None => {
+                    let lost = self.held.len() as u64;
+                    self.held.clear();
+                    self.st
+                        .cache_closed
+                        .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-            None => continue,
-        };
-        // Waits for room (never drops for a full queue); only a stopped cache task loses it.
-        if cache.send_snooped(input).await.is_err() {
-            st.cache_closed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        true
     }
 }

@@ -48,7 +48,11 @@ fn kernel_filter_passes_dhcpv6_both_ways_and_nothing_else() {
         rt.block_on(async move {
             let sock = CaptureSocket::open("up0", 1 << 20).unwrap();
             open_tx.send(()).unwrap();
-            let _ = tokio::time::timeout(Duration::from_secs(3), capture::run(sock, tx, st)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(3),
+                capture::run(sock, capture::Queue::new(tx), st),
+            )
+            .await;
         });
     });
     open_rx

@@ -268,7 +268,6 @@ fn start_gated_snooper(
             let mut tasks = tokio::task::JoinSet::new();
             let cfg = CaptureConfig {
                 interfaces: vec!["up0".into()],
-                queue: 8,
                 receive_buffer,
             };
             let trust = SnoopTrust {
