@@ -127,6 +127,12 @@ fn main() {
             last = last.max(*r);
         }
     }
+    let window = if paced_rate().is_some() {
+        PACED_WINDOW
+    } else {
+        WINDOW
+    };
+    by_position(&sent, &seen, window);
     lat.sort();
     let pct = |p: f64| -> f64 {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -194,6 +200,35 @@ fn main() {
     // included (no timing is asserted).
     assert_eq!(lat.len(), n as usize, "every client's route installed");
     assert_eq!(dropped, 0, "no snooped message dropped");
+}
+
+/// Where in its window a REPLY waits: the median REPLY → route of the REPLYs at each eighth of
+/// the windows' REPLY bursts (first to last sent). Flat: the wait is the same for every REPLY
+/// (behind earlier phases' backlog, or a wake-up); rising: the burst's own queue, growing by
+/// the agent's cost per REPLY minus the sender's — the slope, per REPLY, printed beside it.
+fn by_position(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
+    const BINS: usize = 8;
+    let mut bins: Vec<Vec<f64>> = vec![Vec::new(); BINS];
+    for (i, at) in sent.iter().enumerate() {
+        if let Some(r) = seen.first.get(&storm::client_address(i as u32)) {
+            let k = (i % window) * BINS / window;
+            bins[k].push(r.saturating_duration_since(*at).as_secs_f64() * 1e3);
+        }
+    }
+    let med: Vec<f64> = bins
+        .iter_mut()
+        .map(|b| {
+            b.sort_by(f64::total_cmp);
+            b.get(b.len() / 2).copied().unwrap_or(f64::NAN)
+        })
+        .collect();
+    let slope_us = (med[BINS - 1] - med[0]) * 1e3 / ((window - window / BINS) as f64);
+    let cells: Vec<String> = med.iter().map(|m| format!("{m:.2}")).collect();
+    println!(
+        "REPLY -> route p50 by position in the window's REPLY burst (eighths, ms): {}; \
+         slope {slope_us:.1} us per REPLY",
+        cells.join(" ")
+    );
 }
 
 /// `LQAGENT_STORM_RATE=<exchanges/s>`: an opt-in paced run, for finding the rate up to which
