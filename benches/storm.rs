@@ -92,6 +92,10 @@ fn main() {
     let senders = lab.senders();
     let monitor = RouteMonitor::start(&lab.relay, proto);
     let cpu0 = cpu_seconds(agent.pid());
+    let (agent_sched0, monitor_sched0) = (
+        sched_by_name(agent.pid()),
+        schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+    );
     // The sending thread is this process's main thread (its thread id is the process id).
     let me = std::process::id();
     let sender_path = format!("/proc/{me}/task/{me}/stat");
@@ -109,6 +113,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cpu = cpu_seconds(agent.pid()) - cpu0;
+    waits(
+        &agent_sched0,
+        &sched_by_name(agent.pid()),
+        monitor_sched0,
+        schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        n,
+    );
     // Let the capture read the kernel's drop count (it does when idle) before asking.
     std::thread::sleep(Duration::from_millis(500));
     let seen = monitor.finish();
@@ -322,6 +333,81 @@ fn runtime_ns(pid: u32, tid: Option<u32>) -> u64 {
             .map(|d| d.flatten().map(|e| read(e.path().join("schedstat"))).sum())
             .unwrap_or(0),
     }
+}
+
+/// `/proc/.../schedstat` of one thread: nanoseconds on a CPU, nanoseconds runnable but waiting
+/// for a CPU, time slices run.
+fn schedstat(path: &str) -> [u64; 3] {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    [
+        f.next().unwrap_or(0),
+        f.next().unwrap_or(0),
+        f.next().unwrap_or(0),
+    ]
+}
+
+/// [`schedstat`] of every thread of `pid`, summed by thread name (the agent's runtime workers
+/// share theirs; the journal writer and the snapshot thread have their own).
+fn sched_by_name(pid: u32) -> std::collections::BTreeMap<String, [u64; 3]> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let s = schedstat(&t.path().join("schedstat").to_string_lossy());
+        let e: &mut [u64; 3] = out.entry(name.trim().to_string()).or_default();
+        for (a, b) in e.iter_mut().zip(s) {
+            *a += b;
+        }
+    }
+    out
+}
+
+/// How long the agent's threads, and the bench's route monitor, were runnable but waited for a
+/// CPU during the storm (`schedstat`): with two cores and a sender that takes one flat out, a
+/// REPLY can wait for the agent to get a CPU, and a route for the monitor to read it — neither
+/// is the agent's work. Printed per thread name, per exchange and per time slice.
+fn waits(
+    before: &std::collections::BTreeMap<String, [u64; 3]>,
+    after: &std::collections::BTreeMap<String, [u64; 3]>,
+    monitor0: [u64; 3],
+    monitor1: [u64; 3],
+    n: u32,
+) {
+    let mut parts = Vec::new();
+    for (name, a) in after {
+        let b = before.get(name).copied().unwrap_or_default();
+        let (run, wait, slices) = (
+            a[0] - b[0].min(a[0]),
+            a[1] - b[1].min(a[1]),
+            a[2] - b[2].min(a[2]),
+        );
+        if slices == 0 {
+            continue;
+        }
+        parts.push(format!(
+            "{name} ran {:.1} us, waited {:.1} us per exchange ({} slices, {:.0} us wait each)",
+            run as f64 / 1e3 / f64::from(n),
+            wait as f64 / 1e3 / f64::from(n),
+            slices,
+            wait as f64 / 1e3 / slices as f64
+        ));
+    }
+    println!("agent threads: {}", parts.join("; "));
+    let (wait, slices) = (
+        monitor1[1].saturating_sub(monitor0[1]),
+        monitor1[2].saturating_sub(monitor0[2]),
+    );
+    println!(
+        "route monitor waited for a CPU {:.1} ms in all ({} slices, {:.0} us each)",
+        wait as f64 / 1e6,
+        slices,
+        wait as f64 / 1e3 / slices.max(1) as f64
+    );
 }
 
 /// Clients per window of a paced run: small, so a window's own burst adds little queue.

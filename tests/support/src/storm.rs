@@ -247,6 +247,7 @@ pub struct RouteMonitor {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: std::thread::JoinHandle<RoutesSeen>,
+    tid: u32,
 }
 
 impl RouteMonitor {
@@ -258,15 +259,22 @@ impl RouteMonitor {
         let (st, ct) = (stop.clone(), count.clone());
         let thread = ns.spawn_in(move || {
             let fd = netlink::subscribe_ipv6_routes().expect("netlink route monitor");
-            ready_tx.send(()).unwrap();
+            ready_tx.send(netlink::tid()).unwrap();
             netlink::watch(&fd, protocol, &st, &ct)
         });
-        ready_rx.recv().expect("monitor thread started");
+        let tid = ready_rx.recv().expect("monitor thread started");
         RouteMonitor {
             stop,
             count,
             thread,
+            tid,
         }
+    }
+
+    /// The monitor thread's id (its `/proc/self/task/<tid>/schedstat` tells how long it waited
+    /// for a CPU: time the routes it stamps waited for it, not for the agent).
+    pub fn tid(&self) -> u32 {
+        self.tid
     }
 
     /// How many distinct routes it has seen so far.
@@ -294,6 +302,12 @@ mod netlink {
     const RTMGRP_IPV6_ROUTE: u32 = 0x400;
     const RTM_NEWROUTE: u16 = 24;
     const RTA_DST: u16 = 1;
+
+    /// The calling thread's id.
+    pub(super) fn tid() -> u32 {
+        // SAFETY: gettid(2) takes nothing and cannot fail.
+        unsafe { libc::gettid() as u32 }
+    }
 
     pub(super) fn subscribe_ipv6_routes() -> std::io::Result<OwnedFd> {
         // SAFETY: plain socket(2); the result is checked and owned at once.
