@@ -195,8 +195,8 @@ impl CacheHandle {
     }
 
     /// Queue a snooped input on the snooper's own queue, which the task serves before the
-    /// others, waiting for room (back-pressure to the capture queue, then the socket buffer,
-    /// whose drops the capture counts): never dropped for answers queued by bulk or on-demand.
+    /// others, waiting for room (back-pressure to the capture, whose packets wait in its ring,
+    /// whose drops it counts): never dropped for answers queued by bulk or on-demand.
     /// CANCEL-SAFETY: cancel-safe; a cancelled send queued nothing.
     pub async fn send_snooped(&self, input: CacheInput) -> Result<(), SendError> {
         self.snooped

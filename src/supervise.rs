@@ -115,9 +115,9 @@ labels! {
         /// Bulk leasequery recovery (at start-up and per link coming up).
         Bulk => "bulk",
         Cache => "cache",
-        /// A snooper's capture socket (one task per interface).
+        /// A snooper's capture socket and the classification of its packets (one task per
+        /// interface).
         Capture => "capture",
-        Classifier => "classifier",
         Confirm => "confirm",
         Control => "control",
         MetricsHttp => "metrics_http",

@@ -317,7 +317,8 @@ const KERNEL_DROPPED: (&str, (&str, &str)) = (
     ("reason", "kernel_dropped"),
 );
 
-/// The snooper's drops: the classifier's queue full, or the capture socket's kernel queue.
+/// The snooper's drops: the cache task's snooped queue full, or the capture socket's kernel
+/// queue.
 fn snoop_drops(m: &Exposition) -> f64 {
     ["queue_full", "kernel_drop"]
         .iter()

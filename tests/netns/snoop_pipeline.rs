@@ -221,8 +221,8 @@ fn a_snoop_interface_missing_at_start_is_waited_for() {
 }
 
 /// The snooper with tiny internal queues on a thread inside `relay`, the cache's change stream
-/// not read until `gate` fires: the whole pipeline (capture queue, classifier, the cache task's
-/// snoop queue, the change stream) stands still, so a burst can only wait in the socket buffer
+/// not read until `gate` fires: the whole pipeline (the capture with its classifier, the cache
+/// task's snoop queue, the change stream) stands still, so a burst can only wait in the socket buffer
 /// of `receive_buffer` bytes (its receive ring).
 fn start_gated_snooper(
     relay: &NetNs,
