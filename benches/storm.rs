@@ -22,6 +22,12 @@
 //! path. Last line:
 //! `storm: <n> clients, <x> exchanges/s, dropped <d>, REPLY -> route p99 <y> ms`.
 //!
+//! Where a REPLY waits, printed before the last line: REPLY → route by position in the
+//! window's REPLY burst (a flat profile: a wait every REPLY shares; a rising one: the burst's
+//! own queue, its slope the agent's cost per REPLY minus the sender's), and how long the
+//! agent's threads and the bench's route monitor were runnable but waited for a CPU
+//! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
+//!
 //! `LQAGENT_STORM_RATE=<exchanges/s>` sends the same storm paced instead (an opt-in diagnostic:
 //! up to which rate REPLY → route stays the agent's path); unset, it is sent flat out.
 //!
@@ -219,6 +225,8 @@ fn main() {
 /// the agent's cost per REPLY minus the sender's — the slope, per REPLY, printed beside it.
 fn by_position(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
     const BINS: usize = 8;
+    // A storm smaller than a window (the smoke run) is one window of its size.
+    let window = window.min(sent.len()).max(BINS);
     let mut bins: Vec<Vec<f64>> = vec![Vec::new(); BINS];
     for (i, at) in sent.iter().enumerate() {
         if let Some(r) = seen.first.get(&storm::client_address(i as u32)) {
