@@ -520,7 +520,7 @@ impl<'a> OptionView<'a> {
     /// options may carry one.
     #[inline]
     fn relay_msg(&self) -> Result<MessageView<'a>, Error> {
-        if !self.ctx.in_relay {
+        if !self.ctx.in_relay() {
             return Err(Error::WrongKind {
                 at: self.at,
                 what: "RELAY_MSG outside a relay message",
@@ -658,9 +658,9 @@ impl OptionsIter<'_> {
     fn layout_ok(&self) -> bool {
         list_ok(
             self.rest,
-            usize::from(self.ctx.nesting),
-            usize::from(self.ctx.relay_depth),
-            self.ctx.in_relay,
+            self.ctx.nesting(),
+            self.ctx.relay_depth(),
+            self.ctx.in_relay(),
         )
     }
 }
@@ -672,9 +672,9 @@ impl OptionView<'_> {
         option_ok(
             self.code,
             self.data,
-            usize::from(self.ctx.nesting),
-            usize::from(self.ctx.relay_depth),
-            self.ctx.in_relay,
+            self.ctx.nesting(),
+            self.ctx.relay_depth(),
+            self.ctx.in_relay(),
         )
     }
 }
@@ -1169,7 +1169,11 @@ impl<'a> OptionsIter<'a> {
     /// iterator does (which stops for good after its first error).
     #[inline]
     fn checked_views(self) -> impl Iterator<Item = OptionView<'a>> {
-        let OptionsIter { mut rest, mut at, ctx } = self;
+        let OptionsIter {
+            mut rest,
+            mut at,
+            ctx,
+        } = self;
         std::iter::from_fn(move || {
             let [c0, c1, l0, l1, ref tail @ ..] = *rest else {
                 return None;
