@@ -6,8 +6,9 @@
 //!   option at every depth, noting the relay chain on its way down),
 //!   its innermost type read (the shell's count), its relay chain read
 //!   ([`RelayChainView::of`]) and every value the classifier reads from a REPLY (client and
-//!   server DUIDs, status, this box's link-address and Interface-Id, each lease) — without the
-//!   copies the classifier makes only for what it keeps.
+//!   server DUIDs, status, this box's link-address and Interface-Id, each lease, through the
+//!   same IA and lease scans, [`OptionsIter::checked_ias`] and its lease readers) — without
+//!   the copies the classifier makes only for what it keeps.
 //! - **encode**: the requestor's LEASEQUERY by address (CLIENTID + LQ_QUERY{IAADDR, ORO}) as it
 //!   writes it ([`LeasequeryRef::to_vec`]: the datagram's allocation included, since the
 //!   requestor keeps each query's bytes for retransmission). The query's addresses are
@@ -164,25 +165,20 @@ fn decode_snoop(bytes: &[u8]) -> Option<Snooped> {
         .options()
         .checked_data(OptionCode::INTERFACE_ID)
         .map_or(0, <[u8]>::len);
-    for o in opts.filter_map(Result::ok) {
-        let (pd, ia) = match o.kind() {
-            Ok(OptionRef::IaNa(ia)) => (false, ia),
-            Ok(OptionRef::IaPd(ia)) => (true, ia),
-            _ => continue,
-        };
+    // The classifier's lease loop (`leases_of`): its IAs, then an IA_PD's prefixes or the
+    // other IAs' addresses.
+    for ia in opts.checked_ias() {
         s.valid_sum += u64::from(ia.iaid);
-        for l in ia.options.filter_map(Result::ok) {
-            match l.kind() {
-                Ok(OptionRef::IaAddr(a)) if !pd => {
-                    s.addrs += 1;
-                    s.valid_sum += u64::from(a.valid) + u64::from(a.addr.octets()[15]);
-                }
-                Ok(OptionRef::IaPrefix(p)) if pd => {
-                    let net = p.prefix().ok()?;
-                    s.prefixes += 1;
-                    s.valid_sum += u64::from(p.valid) + u64::from(net.len());
-                }
-                _ => {}
+        if ia.code == OptionCode::IA_PD {
+            for p in ia.options.checked_ia_prefixes() {
+                let net = p.prefix().ok()?;
+                s.prefixes += 1;
+                s.valid_sum += u64::from(p.valid) + u64::from(net.len());
+            }
+        } else {
+            for a in ia.options.checked_ia_addrs() {
+                s.addrs += 1;
+                s.valid_sum += u64::from(a.valid) + u64::from(a.addr.octets()[15]);
             }
         }
     }

@@ -74,7 +74,7 @@ use crate::cache::{
 };
 use crate::wire::{
     ALL_DHCP_SERVERS, CLIENT_PORT, CheckedMessage, ClientView, Duid, MessageType, MessageView,
-    OptionCode, OptionRef, OptionsIter, RelayChainView, SERVER_PORT, StatusCode,
+    OptionCode, OptionsIter, RelayChainView, SERVER_PORT, StatusCode,
 };
 
 /// Settings of the RELAY-FORW memory.
@@ -714,14 +714,18 @@ impl Classifier {
 }
 
 /// The IA_NA, IA_TA and IA_PD options of a checked list: (type, IAID, the IA's options).
+/// Read with the view's IA scan, which compares codes before reading anything (no typed form
+/// built for the options an IA list is not).
 fn ias(opts: OptionsIter<'_>) -> impl Iterator<Item = (IaType, u32, OptionsIter<'_>)> {
-    opts.filter_map(Result::ok)
-        .filter_map(|o| match o.kind().ok()? {
-            OptionRef::IaNa(ia) => Some((IaType::Na, ia.iaid, ia.options)),
-            OptionRef::IaPd(ia) => Some((IaType::Pd, ia.iaid, ia.options)),
-            OptionRef::IaTa { iaid, options } => Some((IaType::Ta, iaid, options)),
-            _ => None,
-        })
+    opts.checked_ias().filter_map(|ia| {
+        let t = match ia.code {
+            OptionCode::IA_NA => IaType::Na,
+            OptionCode::IA_PD => IaType::Pd,
+            OptionCode::IA_TA => IaType::Ta,
+            _ => return None,
+        };
+        Some((t, ia.iaid, ia.options))
+    })
 }
 
 /// The IAs (type, IAID) a REPLY gives a status other than Success: the server did not release
@@ -740,16 +744,10 @@ fn ias_not_done(opts: OptionsIter<'_>) -> Vec<(IaType, u32)> {
 fn leases_of(opts: OptionsIter<'_>, stats: &mut ClassifyStats) -> Vec<ObservedLease> {
     let mut out = Vec::new();
     for (ia, iaid, inner) in ias(opts) {
-        for l in inner.filter_map(Result::ok) {
-            match l.kind() {
-                Ok(OptionRef::IaAddr(a)) if ia != IaType::Pd => out.push(ObservedLease {
-                    key: LeaseKey::Address(a.addr),
-                    ia,
-                    iaid,
-                    preferred: a.preferred,
-                    valid: a.valid,
-                }),
-                Ok(OptionRef::IaPrefix(p)) if ia == IaType::Pd => match p.prefix() {
+        // An IA_PD delegates prefixes, the others assign addresses: only those are read.
+        if ia == IaType::Pd {
+            for p in inner.checked_ia_prefixes() {
+                match p.prefix() {
                     Ok(prefix) => out.push(ObservedLease {
                         key: LeaseKey::Prefix(prefix),
                         ia,
@@ -758,9 +756,16 @@ fn leases_of(opts: OptionsIter<'_>, stats: &mut ClassifyStats) -> Vec<ObservedLe
                         valid: p.valid,
                     }),
                     Err(_) => stats.bump(ClassifyCounter::BadPrefix),
-                },
-                _ => {}
+                }
             }
+        } else {
+            out.extend(inner.checked_ia_addrs().map(|a| ObservedLease {
+                key: LeaseKey::Address(a.addr),
+                ia,
+                iaid,
+                preferred: a.preferred,
+                valid: a.valid,
+            }));
         }
     }
     out

@@ -57,7 +57,9 @@ pub use owned::{
 };
 pub use relay::{Inner, RelayChain, RelayChainView, RelayLevel};
 pub use status::Status;
-pub use view::{CheckedMessage, ClientView, MessageView, OptionRef, OptionsIter, RelayView};
+pub use view::{
+    CheckedIa, CheckedMessage, ClientView, MessageView, OptionRef, OptionsIter, RelayView,
+};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
 pub(crate) const CLIENT_PORT: u16 = 546;
