@@ -295,8 +295,8 @@ const EARLY_POLL: Duration = Duration::from_millis(1);
 /// waiting on every send: each record then costs the cache task a futex wake-up and the writer
 /// a sleep and a wake — more than encoding and writing the record. Records reach the file at
 /// most this much later (the sync interval is a second); a queue a quarter full or more is
-/// drained again at once, so the pause never makes a sender find it full (at the default 8192,
-/// a quarter filling within the pause would take a million records a second).
+/// drained again at once, so the pause never makes a sender find it full (at the default 65 536,
+/// a quarter filling within the pause would take eight million records a second).
 const COALESCE: Duration = Duration::from_millis(2);
 
 /// First retry after a failed write; doubles up to [`RETRY_MAX`].
