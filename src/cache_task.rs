@@ -559,6 +559,10 @@ impl CacheTask {
             self.raise(d);
         }
         if let Some(j) = &self.journal {
+            // Before the records: the journal may grow as long as the cache is large.
+            if !applied.writes.is_empty() {
+                j.note_live(self.store.len() as u64);
+            }
             for (k, v) in applied.writes {
                 j.record(match v {
                     Some(l) => Record::Upsert(k, l),

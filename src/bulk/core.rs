@@ -28,8 +28,8 @@ use crate::cache::from_wire::ClientAnswer;
 use crate::requestor::QueryId;
 use crate::wire::bulk::{FrameConfig, FrameDecoder, frame_to_vec};
 use crate::wire::{
-    ClientData, ClientMessage, DhcpOption, Duid, LeasequeryType, LqQuery, MAX_TRANSACTION_ID,
-    Message, MessageType, OptionCode, StatusCode,
+    CheckedMessage, ClientData, ClientMessage, DhcpOption, Duid, LeasequeryType, LqQuery,
+    MAX_TRANSACTION_ID, MessageType, MessageView, OptionCode, StatusCode,
 };
 
 /// What to ask a server for (RFC 5460 §5.3 query types).
@@ -209,6 +209,109 @@ labels! {
         /// `cache::from_wire::observed_leases`').
         BadPrefix => "bad_prefix",
     }
+}
+
+/// What the connection reads from one received message, by its type: only what the type's
+/// handling looks at. Read in place from the checked view ([`read_message`]); the owned message
+/// tree is never built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Received {
+    /// LEASEQUERY-REPLY.
+    Reply {
+        xid: u32,
+        /// The first CLIENTID is the requestor's DUID (RFC 5007 §4.3.3).
+        ours: bool,
+        /// The first SERVERID.
+        server: Option<Duid>,
+        /// The first STATUS_CODE: code and message.
+        status: Option<(StatusCode, String)>,
+        data: Option<ReceivedData>,
+    },
+    /// LEASEQUERY-DATA.
+    Data {
+        xid: u32,
+        data: Option<ReceivedData>,
+    },
+    /// LEASEQUERY-DONE with its first STATUS_CODE.
+    Done {
+        xid: u32,
+        status: Option<(StatusCode, String)>,
+    },
+    /// Any other type, or a relay message: no business on a bulk connection.
+    WrongType,
+}
+
+/// A REPLY's or DATA's first CLIENT_DATA, owned (it goes on to the cache: the one copy made of
+/// a binding), with what the message around it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReceivedData {
+    data: ClientData,
+    /// The first top-level LQ_BASE_TIME (the one inside CLIENT_DATA, if any, comes first).
+    base_time: Option<u32>,
+    /// The server reply sequence number, when its option code is configured.
+    srsn: Option<u32>,
+}
+
+/// Reads one received message (a frame's body) in place from the checked view: the same bytes
+/// accepted and refused as the owned parse (`Message::parse`), and every value the first of its
+/// option as the owned finders read it (a test holds the two readings equal over every cut and
+/// one-byte change of a stream's messages). Only the first CLIENT_DATA is copied, into what the
+/// binding hands on, so a bulk answer costs the check and that one copy (the owned tree, then a
+/// clone of its CLIENT_DATA, cost a second copy of every option of it).
+fn read_message(
+    bytes: &[u8],
+    requestor: &Duid,
+    srsn_option: Option<u16>,
+) -> Result<Received, crate::wire::Error> {
+    let checked = CheckedMessage::new(bytes)?;
+    let m = match checked.view() {
+        MessageView::Client(m) => m,
+        MessageView::Relay(_) => return Ok(Received::WrongType),
+    };
+    let xid = m.transaction_id();
+    let o = m.options();
+    let status = || {
+        o.checked_data(OptionCode::STATUS_CODE).and_then(|b| {
+            let (code, text) = b.split_first_chunk::<2>()?;
+            Some((
+                StatusCode(u16::from_be_bytes(*code)),
+                String::from_utf8_lossy(text).into_owned(),
+            ))
+        })
+    };
+    let data = || -> Result<Option<ReceivedData>, crate::wire::Error> {
+        // A checked message cannot fail to copy; were it to, the message reads as unparsable.
+        let Some(DhcpOption::ClientData(data)) = o
+            .find(OptionCode::CLIENT_DATA)?
+            .map(|v| v.to_owned_option())
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ReceivedData {
+            data,
+            base_time: o
+                .checked_data(OptionCode::LQ_BASE_TIME)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes),
+            srsn: srsn_option.and_then(|c| o.checked_srsn(c)),
+        }))
+    };
+    Ok(match m.msg_type() {
+        MessageType::LEASEQUERY_REPLY => Received::Reply {
+            xid,
+            ours: o.checked_data(OptionCode::CLIENTID) == Some(&requestor[..]),
+            server: o.checked_data(OptionCode::SERVERID).map(Duid::from),
+            status: status(),
+            data: data()?,
+        },
+        MessageType::LEASEQUERY_DATA => Received::Data { xid, data: data()? },
+        MessageType::LEASEQUERY_DONE => Received::Done {
+            xid,
+            status: status(),
+        },
+        _ => Received::WrongType,
+    })
 }
 
 /// Why the connection is being closed by us.
@@ -399,17 +502,14 @@ impl BulkConnection {
         loop {
             let msg = match self.frames.next_frame() {
                 Ok(None) => break,
-                Ok(Some(f)) => Message::parse(f),
+                Ok(Some(f)) => read_message(f, &self.cfg.requestor_duid, self.cfg.srsn_option),
                 Err(_) => {
                     self.close(CloseReason::Protocol("bad frame length"), false);
                     return;
                 }
             };
             match msg {
-                Ok(Message::Client(m)) => self.handle_message(now, m),
-                Ok(Message::Relay(_)) => self
-                    .events
-                    .push_back(ConnEvent::Discarded(Discard::WrongType)),
+                Ok(m) => self.handle_message(now, m),
                 Err(_) => {
                     self.close(CloseReason::Protocol("message does not parse"), false);
                     return;
@@ -452,22 +552,19 @@ impl BulkConnection {
         });
     }
 
-    fn srsn(&self, m: &ClientMessage) -> Option<u32> {
-        m.options.srsn(self.cfg.srsn_option?)
-    }
-
-    fn emit_binding(&mut self, now: Instant, idx: usize, m: &ClientMessage, data: &ClientData) {
-        let srsn = self.srsn(m);
+    fn emit_binding(&mut self, now: Instant, idx: usize, received: ReceivedData) {
+        let ReceivedData {
+            data,
+            base_time,
+            srsn,
+        } = received;
         if data.clt_time().is_none() {
             self.events
                 .push_back(ConnEvent::Discarded(Discard::NoCltTime));
             return;
         }
-        let base = data
-            .options
-            .lq_base_time()
-            .or_else(|| m.options.lq_base_time());
-        let observed = crate::cache::from_wire::observed_leases(data);
+        let base = data.options.lq_base_time().or(base_time);
+        let observed = crate::cache::from_wire::observed_leases(&data);
         for _ in 0..observed.bad_prefixes {
             self.events
                 .push_back(ConnEvent::Discarded(Discard::BadPrefix));
@@ -486,7 +583,7 @@ impl BulkConnection {
             .push_back(ConnEvent::Binding(Box::new(BulkBinding {
                 query: q.id,
                 answer: ClientAnswer {
-                    data: data.clone(),
+                    data,
                     observed,
                     top_relay_data: None,
                     top_base_time: None,
@@ -500,17 +597,21 @@ impl BulkConnection {
             })));
     }
 
-    fn handle_message(&mut self, now: Instant, m: ClientMessage) {
-        let xid = m.transaction_id;
-        match m.msg_type {
-            MessageType::LEASEQUERY_REPLY => {
+    fn handle_message(&mut self, now: Instant, m: Received) {
+        match m {
+            Received::Reply {
+                xid,
+                ours,
+                server,
+                status,
+                data,
+            } => {
                 let Some(idx) = self.position(xid).filter(|&i| !self.inflight[i].replied) else {
                     self.events
                         .push_back(ConnEvent::Discarded(Discard::UnknownXid));
                     return;
                 };
-                let ours = m.options.client_id() == Some(&self.cfg.requestor_duid);
-                let Some(server) = m.options.server_id().filter(|_| ours) else {
+                let Some(server) = server.filter(|_| ours) else {
                     self.events
                         .push_back(ConnEvent::Discarded(Discard::BadIdentifiers));
                     return;
@@ -518,9 +619,8 @@ impl BulkConnection {
                 self.progress(now);
                 let q = &mut self.inflight[idx];
                 q.replied = true;
-                q.server_duid = Some(server.clone());
-                if let Some(st) = m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
-                    let (code, message) = (st.code, st.text().into_owned());
+                q.server_duid = Some(server);
+                if let Some((code, message)) = status.filter(|s| s.0 != StatusCode::SUCCESS) {
                     if code == StatusCode::NO_BINDING {
                         self.finish(now, idx, |b| Outcome::Complete { bindings: b });
                     } else {
@@ -528,27 +628,27 @@ impl BulkConnection {
                     }
                     return;
                 }
-                match m.options.client_data() {
-                    Some(cd) => self.emit_binding(now, idx, &m, cd),
+                match data {
+                    Some(d) => self.emit_binding(now, idx, d),
                     // §6.2: a REPLY without client data completes the query.
                     None => self.finish(now, idx, |b| Outcome::Complete { bindings: b }),
                 }
             }
-            MessageType::LEASEQUERY_DATA => {
+            Received::Data { xid, data } => {
                 let Some(idx) = self.position(xid).filter(|&i| self.inflight[i].replied) else {
                     self.events
                         .push_back(ConnEvent::Discarded(Discard::UnknownXid));
                     return;
                 };
                 self.progress(now);
-                match m.options.client_data() {
-                    Some(cd) => self.emit_binding(now, idx, &m, cd),
+                match data {
+                    Some(d) => self.emit_binding(now, idx, d),
                     None => self
                         .events
                         .push_back(ConnEvent::Discarded(Discard::NoClientData)),
                 }
             }
-            MessageType::LEASEQUERY_DONE => {
+            Received::Done { xid, status } => {
                 let Some(idx) = self.position(xid) else {
                     // §6.2: a DONE for an unknown query: close the connection.
                     self.close(
@@ -558,12 +658,12 @@ impl BulkConnection {
                     return;
                 };
                 self.progress(now);
-                match m.options.status().filter(|s| s.code != StatusCode::SUCCESS) {
-                    Some(st) => self.finish_status(now, idx, st.code, st.text().into_owned()),
+                match status.filter(|s| s.0 != StatusCode::SUCCESS) {
+                    Some((code, message)) => self.finish_status(now, idx, code, message),
                     None => self.finish(now, idx, |b| Outcome::Complete { bindings: b }),
                 }
             }
-            _ => self
+            Received::WrongType => self
                 .events
                 .push_back(ConnEvent::Discarded(Discard::WrongType)),
         }

@@ -161,6 +161,59 @@ pub(super) struct Book {
     refused: Refused,
     resync_needed: bool,
     stats: Arc<InstallerStats>,
+    /// The desired routes' deadlines in the order a plan runs them, for the one plan a large
+    /// reconcile returns ([`Book::expires`]); empty otherwise.
+    deadlines: Deadlines,
+}
+
+/// Desired routes' deadlines, sorted as a [`plan::RoutePlan`] orders its ops within a kind
+/// (longer prefixes first, then by destination), read with a cursor.
+///
+/// Why: the installer asks [`Book::expires`] for each op it sends, and a restart's reconcile
+/// sends a million of them in plan order — a lookup each in the million-entry desired map, a
+/// cache miss or two apiece, was the largest cost of a state-file restart beyond the routes
+/// themselves (about a tenth of its CPU time), and one that grows with whatever else the
+/// machine's memory is doing. Taken in plan order, the sorted list is read sequentially.
+#[derive(Debug, Default)]
+struct Deadlines {
+    list: Vec<(Ipv6Prefix, Option<Instant>)>,
+    /// Where the next op's destination is expected.
+    cursor: usize,
+}
+
+/// Fewest ops a reconcile's plan must hold before the deadlines are sorted for it: below it
+/// the lookups cost less than the sort.
+const DEADLINES_FROM: usize = 4096;
+
+fn plan_order(dst: &Ipv6Prefix) -> (std::cmp::Reverse<u8>, Ipv6Prefix) {
+    (std::cmp::Reverse(dst.len()), *dst)
+}
+
+impl Deadlines {
+    /// `dst`'s deadline, when the list holds it: at the cursor (the plan's next op), else
+    /// found by a search that moves the cursor there (the next kind of op starts over).
+    fn take(&mut self, dst: &Ipv6Prefix) -> Option<Option<Instant>> {
+        if self.list.is_empty() {
+            return None;
+        }
+        if let Some((d, until)) = self.list.get(self.cursor) {
+            if d == dst {
+                self.cursor += 1;
+                return Some(*until);
+            }
+        }
+        let i = self
+            .list
+            .binary_search_by_key(&plan_order(dst), |(d, _)| plan_order(d))
+            .ok()?;
+        self.cursor = i + 1;
+        Some(self.list[i].1)
+    }
+
+    fn clear(&mut self) {
+        self.list = Vec::new();
+        self.cursor = 0;
+    }
 }
 
 /// Most refused upserts remembered for re-admission: bounded so a flood past `max_routes`
@@ -241,6 +294,7 @@ impl Book {
             refused: Refused::default(),
             resync_needed: false,
             stats,
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -308,18 +362,25 @@ impl Book {
         );
     }
 
-    /// RTA_EXPIRES for a route at `now`, when expiry is on and the spec has a deadline.
-    pub(super) fn expires(&self, now: Instant, dst: &Ipv6Prefix) -> Option<u32> {
+    /// RTA_EXPIRES for a route at `now`, when expiry is on and the spec has a deadline. Read
+    /// from the sorted deadlines of a large reconcile's plan while they last (asked in plan
+    /// order, each is the next one), else from the desired map.
+    pub(super) fn expires(&mut self, now: Instant, dst: &Ipv6Prefix) -> Option<u32> {
         if !self.rules.expiry {
             return None;
         }
-        let until = self.desired.get(dst)?.valid_until?;
+        let until = match self.deadlines.take(dst) {
+            Some(until) => until?,
+            None => self.desired.get(dst)?.valid_until?,
+        };
         let secs = until.saturating_duration_since(now).as_secs();
         Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
     }
 
     /// Changes from the cache (the last change per destination wins) → the ops they need.
     pub(super) fn apply(&mut self, changes: impl IntoIterator<Item = RouteChange>) -> Vec<RouteOp> {
+        // The desired set changes: a reconcile's deadlines no longer hold.
+        self.deadlines.clear();
         let changes = changes.into_iter();
         let hint = changes.size_hint().0;
         let mut touched = Vec::with_capacity(hint);
@@ -554,6 +615,8 @@ impl Book {
         ops: &[RouteOp],
         outcomes: &[Outcome],
     ) -> Vec<KernelRoute> {
+        // The plan the deadlines were sorted for has run.
+        self.deadlines.clear();
         let mut exists = Vec::new();
         let mut failed = 0usize;
         for (op, outcome) in ops.iter().zip(outcomes) {
@@ -656,6 +719,7 @@ impl Book {
 
     /// Replace the whole desired set (e.g. after loading the cache); follow with a reconcile.
     pub(super) fn set_desired(&mut self, specs: impl IntoIterator<Item = RouteSpec>) {
+        self.deadlines.clear();
         self.desired.clear();
         self.refused.clear();
         let specs = specs.into_iter();
@@ -806,6 +870,18 @@ impl Book {
             parked: self.parked.len(),
             inherited: self.inherited.len(),
         };
+        self.deadlines.clear();
+        if self.rules.expiry && report.added + report.replaced >= DEADLINES_FROM {
+            // One sequential pass over the desired map and a sort, instead of a lookup at
+            // random per op sent.
+            let mut list: Vec<_> = self
+                .desired
+                .values()
+                .map(|s| (s.dst, s.valid_until))
+                .collect();
+            list.sort_unstable_by_key(|(d, _)| plan_order(d));
+            self.deadlines.list = list;
+        }
         (report, rec.plan.ops)
     }
 
@@ -933,6 +1009,7 @@ impl Book {
 mod tests {
     use super::*;
     use crate::kernel::LinkRef;
+    use crate::kernel::plan::RoutePlan;
 
     const METRIC: u32 = 1024;
     const IF_UP: u32 = 2;
@@ -1419,6 +1496,85 @@ mod tests {
         assert!(b.resync_needed());
         b.reconcile_started();
         assert!(!b.resync_needed());
+    }
+
+    /// A large reconcile's deadlines are read in plan order from a sorted list: every op, in
+    /// plan order or any other, gets its own spec's deadline, as the desired map gives it; a
+    /// change to the desired set before the plan ran is seen.
+    #[test]
+    fn a_large_reconciles_deadlines_are_each_ops_own() {
+        let now = Instant::now();
+        let mut b = book_with(
+            InstallerConfig {
+                expiry: true,
+                ..cfg()
+            },
+            now,
+        );
+        let n = DEADLINES_FROM as u32 + 100;
+        let hop: Ipv6Addr = "fe80::1".parse().unwrap();
+        let specs: Vec<RouteSpec> = (0..n)
+            .map(|i| {
+                // Destinations and deadlines in no order the plan's (7919 is prime: every j once),
+                // /128s and /56s mixed.
+                let j = i * 7919 % n;
+                let until = now + Duration::from_secs(10 + u64::from(j));
+                if i % 3 == 0 {
+                    let pfx = Ipv6Prefix::new(
+                        Ipv6Addr::new(
+                            0x2001,
+                            0xdb8,
+                            0x8000 | (j >> 8) as u16,
+                            (j as u16) << 8,
+                            0,
+                            0,
+                            0,
+                            0,
+                        ),
+                        56,
+                    )
+                    .unwrap();
+                    RouteSpec::delegated(pfx, hop, LinkRef::Interface("sub0".into()))
+                        .valid_until(until)
+                } else {
+                    on(&format!("2001:db8::{j:x}/128"), "sub0").valid_until(until)
+                }
+            })
+            .collect();
+        let want: HashMap<Ipv6Prefix, u32> = specs
+            .iter()
+            .map(|s| (s.dst, (s.valid_until.unwrap() - now).as_secs() as u32))
+            .collect();
+        b.set_desired(specs.clone());
+        // Some routes in the kernel on another interface: a run of replaces before the adds.
+        let actual: Vec<KernelRoute> = specs
+            .iter()
+            .step_by(7)
+            .map(|s| KernelRoute {
+                dst: s.dst,
+                gateway: s.via,
+                oif: IF_OTHER,
+                metric: METRIC,
+            })
+            .collect();
+        let (report, ops) = b.reconcile(now, &actual, &HashMap::new());
+        assert!(report.replaced > 0 && report.added > 0, "{report:?}");
+        assert!(
+            !b.deadlines.list.is_empty(),
+            "a large plan sorts its deadlines"
+        );
+        let plan = RoutePlan::new(ops);
+        for op in &plan.ops {
+            assert_eq!(b.expires(now, &op.dst()), Some(want[&op.dst()]), "{op:?}");
+        }
+        for op in plan.ops.iter().rev().step_by(13) {
+            assert_eq!(b.expires(now, &op.dst()), Some(want[&op.dst()]), "{op:?}");
+        }
+        // A lifetime changed before the plan ran: the new one is sent.
+        let moved = specs[5].clone().valid_until(now + Duration::from_secs(7));
+        b.apply([RouteChange::Upsert(moved.clone())]);
+        assert_eq!(b.expires(now, &moved.dst), Some(7));
+        assert!(b.deadlines.list.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Scripts in virtual time: bytes in, bytes and events out.
 
 use super::*;
-use crate::wire::{IaAddr, LqRelayData, Options, QueryType, RelayMessage, Status};
+use crate::wire::{IaAddr, LqRelayData, Message, Options, QueryType, RelayMessage, Status};
 
 fn a(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -564,4 +564,174 @@ fn a_bad_prefix_is_counted_and_the_binding_still_goes_out() {
         ]
     );
     assert!(matches!(&ev[2], ConnEvent::Binding(b) if b.answer.data == cd));
+}
+
+/// The reading before the checked view: the owned tree built, then read by its finders as
+/// `handle_message` read it. The oracle `read_message` is held to.
+fn read_owned(
+    bytes: &[u8],
+    requestor: &Duid,
+    srsn_option: Option<u16>,
+) -> Result<Received, crate::wire::Error> {
+    let m = match Message::parse(bytes)? {
+        Message::Client(m) => m,
+        Message::Relay(_) => return Ok(Received::WrongType),
+    };
+    let o = &m.options;
+    let status = || o.status().map(|s| (s.code, s.text().into_owned()));
+    let data = || {
+        o.client_data().map(|cd| ReceivedData {
+            data: cd.clone(),
+            base_time: o.lq_base_time(),
+            srsn: srsn_option.and_then(|c| o.srsn(c)),
+        })
+    };
+    let xid = m.transaction_id;
+    Ok(match m.msg_type {
+        MessageType::LEASEQUERY_REPLY => Received::Reply {
+            xid,
+            ours: o.client_id() == Some(requestor),
+            server: o.server_id().cloned(),
+            status: status(),
+            data: data(),
+        },
+        MessageType::LEASEQUERY_DATA => Received::Data { xid, data: data() },
+        MessageType::LEASEQUERY_DONE => Received::Done {
+            xid,
+            status: status(),
+        },
+        _ => Received::WrongType,
+    })
+}
+
+/// A bulk stream's messages with every option `read_message` reads, most of them twice (the
+/// first counts): CLIENT_DATA with relay data (an LDRA level inside), an SRSN first with a
+/// wrong length, two base times, statuses with non-ASCII text; and a relay message and a
+/// LEASEQUERY, which read as the wrong type.
+fn bulk_samples() -> Vec<Vec<u8>> {
+    const SRSN: u16 = 65001;
+    let with_ldra = |n: u8| {
+        let mut cd = client_data(n, true);
+        let mut ldra = RelayMessage::new(MessageType::RELAY_FORW, 0, a("::"), a("fe80::9"));
+        ldra.options
+            .push(DhcpOption::InterfaceId(b"port-3".to_vec()));
+        let mut relay =
+            RelayMessage::new(MessageType::RELAY_FORW, 1, a("2001:db8:1::1"), a("fe80::7"));
+        relay
+            .options
+            .push(DhcpOption::RelayMsg(Box::new(ldra.into())));
+        cd.options
+            .push(DhcpOption::LqRelayData(Box::new(LqRelayData {
+                peer_address: a("2001:db8:1::1"),
+                relay,
+            })));
+        cd.options.push(DhcpOption::LqBaseTime(77));
+        cd
+    };
+    let common = |first_cd: u8| {
+        vec![
+            DhcpOption::Unknown {
+                code: OptionCode(SRSN),
+                data: vec![0, 0, 1],
+            },
+            DhcpOption::ServerId(server()),
+            DhcpOption::ClientId(us()),
+            DhcpOption::StatusCode(Status::new(StatusCode::SUCCESS, "fine\u{e9}")),
+            DhcpOption::ClientData(with_ldra(first_cd)),
+            DhcpOption::LqBaseTime(1000),
+            DhcpOption::Unknown {
+                code: OptionCode(SRSN),
+                data: vec![0, 0, 0, 7],
+            },
+            DhcpOption::ServerId(Duid::ll_ethernet([2, 0, 0, 0, 0, 0xff])),
+            DhcpOption::ClientId(Duid::ll_ethernet([2, 0, 0, 0, 0, 0xaa])),
+            DhcpOption::StatusCode(Status::new(StatusCode::NOT_CONFIGURED, "no")),
+            DhcpOption::ClientData(client_data(first_cd + 1, false)),
+            DhcpOption::LqBaseTime(2000),
+        ]
+    };
+    let body = |t: MessageType, opts: Vec<DhcpOption>| {
+        let mut m = ClientMessage::new(t, 0xabcdef);
+        m.options = Options(opts);
+        Message::from(m).to_vec().unwrap()
+    };
+    let mut relay = RelayMessage::new(MessageType::RELAY_REPL, 0, a("2001:db8:1::1"), a("fe80::1"));
+    relay
+        .options
+        .push(DhcpOption::InterfaceId(b"ge-0/0/1".to_vec()));
+    vec![
+        body(MessageType::LEASEQUERY_REPLY, common(1)),
+        body(MessageType::LEASEQUERY_DATA, common(3)),
+        body(
+            MessageType::LEASEQUERY_DONE,
+            vec![
+                DhcpOption::StatusCode(Status::new(StatusCode::QUERY_TERMINATED, "later\u{e9}")),
+                DhcpOption::StatusCode(Status::new(StatusCode::SUCCESS, "")),
+            ],
+        ),
+        body(MessageType::LEASEQUERY, common(5)),
+        Message::from(relay).to_vec().unwrap(),
+    ]
+}
+
+#[test]
+fn the_in_place_reading_equals_the_owned_one() {
+    let ours = us();
+    let samples = bulk_samples();
+    // The samples read as meant, so the comparisons below are over real values.
+    let Ok(Received::Reply {
+        ours: true,
+        server: Some(s),
+        status: Some((StatusCode::SUCCESS, text)),
+        data: Some(d),
+        ..
+    }) = read_message(&samples[0], &ours, Some(65001))
+    else {
+        panic!("the REPLY reads");
+    };
+    assert_eq!((s, text.as_str()), (server(), "fine\u{e9}"));
+    assert_eq!((d.base_time, d.srsn), (Some(1000), Some(7)));
+    assert!(d.data.relay_data().is_some() && d.data.clt_time() == Some(5));
+    assert!(matches!(
+        read_message(&samples[2], &ours, None),
+        Ok(Received::Done {
+            status: Some((StatusCode::QUERY_TERMINATED, _)),
+            ..
+        })
+    ));
+    assert_eq!(
+        read_message(&samples[4], &ours, None),
+        Ok(Received::WrongType)
+    );
+    for msg in &samples {
+        for srsn in [None, Some(65001), Some(OptionCode::STATUS_CODE.0)] {
+            for who in [&ours, &server()] {
+                assert_eq!(
+                    read_message(msg, who, srsn),
+                    read_owned(msg, who, srsn),
+                    "whole"
+                );
+            }
+            for cut in 0..msg.len() {
+                let m = &msg[..cut];
+                assert_eq!(
+                    read_message(m, &ours, srsn),
+                    read_owned(m, &ours, srsn),
+                    "cut at {cut}"
+                );
+            }
+        }
+        for at in 0..msg.len() {
+            for v in [0u8, 1, 2, 9, 13, 45, 0xff, msg[at] ^ 1] {
+                let mut m = msg.clone();
+                m[at] = v;
+                let srsn = Some(65001);
+                assert_eq!(
+                    read_message(&m, &ours, srsn),
+                    read_owned(&m, &ours, srsn),
+                    "byte {at} = {v}"
+                );
+            }
+        }
+    }
 }
