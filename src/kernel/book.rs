@@ -45,6 +45,13 @@ pub(super) enum Outcome {
     Unanswered,
 }
 
+/// The counters of succeeded adds, replaces and deletes, in [`Book::succeeded`]'s order.
+const SUCCEEDED: [RouteCounter; 3] = [
+    RouteCounter::Installed,
+    RouteCounter::Replaced,
+    RouteCounter::Withdrawn,
+];
+
 /// What [`Book::apply`]'s first pass notes for a destination: the route its last change wants.
 #[derive(Debug, Clone, Copy)]
 enum Wanted {
@@ -352,20 +359,22 @@ impl Book {
     pub(super) fn apply(&mut self, changes: impl IntoIterator<Item = RouteChange>) -> Vec<RouteOp> {
         let changes = changes.into_iter();
         let hint = changes.size_hint().0;
-        let mut touched: Vec<(Ipv6Prefix, Wanted)> = Vec::with_capacity(hint);
+        type Note = (Ipv6Prefix, Wanted);
+        let mut touched: Vec<Note> = Vec::with_capacity(hint);
         // Destination → its place in `touched`, so a later change for it replaces its note.
-        let mut seen: Map<Ipv6Prefix, usize> =
+        let mut seen: Map<Ipv6Prefix, u32> =
             Map::with_capacity_and_hasher(hint, KeyHashBuilder::default());
-        let mut note =
-            |touched: &mut Vec<(Ipv6Prefix, Wanted)>, dst: Ipv6Prefix, w: Wanted| match seen
-                .entry(dst)
-            {
-                std::collections::hash_map::Entry::Occupied(e) => touched[*e.get()].1 = w,
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(touched.len());
-                    touched.push((dst, w));
+        let mut note = |touched: &mut Vec<Note>, dst: Ipv6Prefix, w: Wanted| match seen.entry(dst) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let Some(t) = touched.get_mut(*e.get() as usize) {
+                    t.1 = w;
                 }
-            };
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(touched.len() as u32);
+                touched.push((dst, w));
+            }
+        };
         let mut freed = false;
         // Routes whose only change is the lifetime: with expiry mirrored into the kernel they
         // are replaced so RTA_EXPIRES moves with the lease (otherwise the old deadline fires).
@@ -618,10 +627,12 @@ impl Book {
         // installed routes several times over.
         let adds = ops.iter().filter(|o| o.kind() == OpKind::Add).count();
         self.installed.reserve(adds);
+        // Successes per kind (see `succeeded`), counted once per batch, not once per route.
+        let mut done = [0u64; 3];
         for (op, outcome) in ops.iter().zip(outcomes) {
             let errno = match *outcome {
                 Outcome::Done => {
-                    self.succeeded(op);
+                    done[self.succeeded(op)] += 1;
                     continue;
                 }
                 Outcome::Refused(e) => e,
@@ -633,7 +644,7 @@ impl Book {
                 plan::classify(op.kind(), errno)
             };
             match action {
-                ErrorAction::AlreadyDone => self.succeeded(op),
+                ErrorAction::AlreadyDone => done[self.succeeded(op)] += 1,
                 ErrorAction::ReplaceIfOurs => exists.push(*op.route()),
                 ErrorAction::Park => {
                     self.installed.remove(&op.dst());
@@ -647,6 +658,11 @@ impl Book {
                     debug!(dst = %op.dst(), op = op.kind().label(), errno, "route op failed; retrying later");
                     self.schedule_retry(now, op.dst());
                 }
+            }
+        }
+        for (n, c) in done.into_iter().zip(SUCCEEDED) {
+            if n > 0 {
+                self.stats.add(c, n);
             }
         }
         if failed > 0 {
@@ -681,30 +697,33 @@ impl Book {
         replace
     }
 
-    fn succeeded(&mut self, op: &RouteOp) {
+    /// Believe what a succeeded op did; returns its counter's place in [`SUCCEEDED`], for the
+    /// caller to count.
+    fn succeeded(&mut self, op: &RouteOp) -> usize {
         let r = *op.route();
-        match op.kind() {
+        let counter = match op.kind() {
             OpKind::Add => {
-                self.stats.add(RouteCounter::Installed, 1);
                 self.installed.insert(r.dst, r);
+                0
             }
             OpKind::Replace => {
-                self.stats.add(RouteCounter::Replaced, 1);
                 self.installed.insert(r.dst, r);
+                1
             }
             OpKind::Delete => {
-                self.stats.add(RouteCounter::Withdrawn, 1);
                 if !self.inherited.is_empty() {
                     self.inherited.remove(&r.dst);
                 }
                 if self.installed.get(&r.dst) == Some(&r) {
                     self.installed.remove(&r.dst);
                 }
+                2
             }
-        }
+        };
         if !self.retry.is_empty() {
             self.retry.remove(&r.dst);
         }
+        counter
     }
 
     fn schedule_retry(&mut self, now: Instant, dst: Ipv6Prefix) {
