@@ -49,7 +49,8 @@
 //! `snoop::capture` (AF_PACKET socket, BPF filter, bind), `kernel::netlink` (socket options on the
 //! rtnetlink socket) and `requestor::pktinfo` (IPV6_RECVPKTINFO and `recvmsg` for the arrival
 //! interface); `persist::writer` (`flock` on the state directory's lock file); and `cache::storage::hugemem`, whose lease-table arrays are its own allocation (layout,
-//! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages.
+//! `madvise(MADV_HUGEPAGE)`, initialisation and drop) so that they sit in huge pages, and whose
+//! `prefetch` asks the CPU for a lookup's index lines ahead of its probes.
 
 pub mod admission;
 pub(crate) mod bpf;

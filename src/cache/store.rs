@@ -59,7 +59,7 @@ use super::binding::{
 };
 use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
-use super::storage::{KeyHashBuilder, LeaseTable, Line, SlotRef};
+use super::storage::{KeyHashBuilder, LeaseTable, Line, Probe, SlotRef};
 use crate::prefix::Ipv6Prefix;
 use crate::wire::Duid;
 
@@ -227,6 +227,11 @@ impl CacheStats {
     }
 }
 
+/// How many covering-prefix probes a lookup prefetches ahead (see
+/// [`BindingStore::lookup_with`]): the longest lengths present, the ones probed first. Typically
+/// one to three lengths are held at all; a cap, because the lengths come from the servers.
+const EARLY_PROBES: usize = 3;
+
 /// A client holding more leases than this gets the [`BigClient`] index (and loses it below half).
 pub(crate) const BIG_CLIENT: usize = 16;
 
@@ -376,6 +381,7 @@ const INNER_PROBES: u64 = 1024;
 
 /// The prefix lengths a store holds (bit `len` of a 192-bit mask; lengths stop at 128), in
 /// order either way, read from one snapshot of the mask.
+#[derive(Clone, Copy)]
 struct PrefixLens([u64; 3]);
 
 impl Iterator for PrefixLens {
@@ -1249,15 +1255,53 @@ impl BindingStore {
     }
 
     /// [`lookup_address`](Self::lookup_address) without copying: `f` sees the key and lease.
+    ///
+    /// Every key it may probe (the address, then the covering prefixes of the
+    /// [`EARLY_PROBES`] longest lengths present) is hashed first and its index line prefetched,
+    /// so that an address inside a delegated prefix costs one index miss's latency, not one per
+    /// key: each probe's line no longer waits for the previous probe to have missed. An address
+    /// lease found first wastes those prefetches (memory bandwidth, not latency).
     pub fn lookup_with<R>(
         &self,
         addr: Ipv6Addr,
         f: impl FnOnce(&LeaseKey, &Lease) -> R,
     ) -> Option<R> {
-        match self.leases.try_with(&LeaseKey::Address(addr), f) {
-            Ok(r) => Some(r),
-            Err(f) => self.covering_with(addr, f),
+        let exact = LeaseKey::Address(addr);
+        let first = self.leases.probe(&exact);
+        // One read of the lengths for the prefetches and the probes alike, so each early probe
+        // is used for the length it was made for.
+        let lens = self.prefix_lens();
+        let mut early: [Option<(LeaseKey, Probe)>; EARLY_PROBES] = [None; EARLY_PROBES];
+        for (e, len) in early.iter_mut().zip(lens.rev()) {
+            if let Ok(p) = Ipv6Prefix::new_truncating(addr, len) {
+                let k = LeaseKey::Prefix(p);
+                *e = Some((k, self.leases.probe(&k)));
+            }
         }
+        let mut f = match self.leases.try_with_probe(&exact, first, f) {
+            Ok(r) => return Some(r),
+            Err(f) => f,
+        };
+        for (i, len) in lens.rev().enumerate() {
+            let (k, p) = match early.get(i) {
+                Some(e) => match e {
+                    Some(kp) => *kp,
+                    None => continue,
+                },
+                None => {
+                    let Ok(p) = Ipv6Prefix::new_truncating(addr, len) else {
+                        continue;
+                    };
+                    let k = LeaseKey::Prefix(p);
+                    (k, self.leases.probe(&k))
+                }
+            };
+            match self.leases.try_with_probe(&k, p, f) {
+                Ok(r) => return Some(r),
+                Err(back) => f = back,
+            }
+        }
+        None
     }
 
     /// Whether any lease is known for `addr` (address or covering prefix), without cloning.
@@ -1412,6 +1456,162 @@ mod tests {
         let c = s.by_client.iter().map(|e| e.value().to_vec().len()).sum();
         let l = s.by_link.iter().map(|e| e.value().len()).sum();
         (c, l)
+    }
+
+    /// A delegated-prefix lease of `len` at `net` for client `client`.
+    fn pd(client: u8, net: Ipv6Addr, len: u8) -> Observation {
+        let mut o = obs(
+            client,
+            1,
+            &[LeaseKey::Prefix(Ipv6Prefix::new(net, len).unwrap())],
+            1000,
+        );
+        o.leases[0].ia = IaType::Pd;
+        o
+    }
+
+    /// The lookup prefetches the probes of the three longest prefix lengths held and makes the
+    /// rest as it goes: with four lengths held, an address whose only cover is of the shortest
+    /// must still be found (through the late probe), each early probe must be used for its own
+    /// length (a probe of one length used for another key misses), and the longest cover wins.
+    #[test]
+    fn lookups_find_covers_of_every_length_held_early_probed_or_not() {
+        let s = BindingStore::default();
+        let a = |w2: u16, w7: u16| Ipv6Addr::new(0x2001, 0xdb8, w2, 0, 0, 0, 0, w7);
+        s.apply(&pd(1, a(0x10, 0), 48));
+        s.apply(&pd(2, a(0x20, 0), 56));
+        s.apply(&pd(3, a(0x30, 0), 60));
+        s.apply(&pd(4, a(0x40, 0), 64));
+        s.apply(&obs(5, 1, &[LeaseKey::Address(a(0x60, 7))], 1000));
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.prefix_lens().rev().collect::<Vec<_>>(), [64, 60, 56, 48]);
+        let found = |q: Ipv6Addr| s.lookup_address(q).map(|(k, _)| k);
+        let net = |q: Ipv6Addr, len| {
+            Some(LeaseKey::Prefix(
+                Ipv6Prefix::new_truncating(q, len).unwrap(),
+            ))
+        };
+        for (q, len) in [
+            (a(0x10, 5), 48),
+            (a(0x20, 5), 56),
+            (a(0x30, 5), 60),
+            (a(0x40, 5), 64),
+        ] {
+            assert_eq!(found(q), net(q, len), "{q}");
+            assert!(s.knows(q));
+            assert_eq!(s.covering_prefix(q).map(|(p, _)| p.len()), Some(len));
+        }
+        assert_eq!(found(a(0x60, 7)), Some(LeaseKey::Address(a(0x60, 7))));
+        for q in [
+            a(0x11, 5),
+            Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0x100, 0, 0, 0, 1),
+            a(0x50, 1),
+            Ipv6Addr::UNSPECIFIED,
+        ] {
+            assert_eq!(found(q), None, "{q}");
+            assert!(!s.knows(q));
+        }
+    }
+
+    /// Readers on two threads ask `knows`/`lookup_address` while a writer adds and removes
+    /// hundreds of leases (every shard's index grows and shrinks through several resizes, so
+    /// the prefetch hints change under the readers): a lease held throughout is always found,
+    /// with its own key, an address never held is never found, and a churned one, when found,
+    /// is found under its own key. The writer checks that its churn really happened.
+    #[test]
+    fn lookups_under_a_concurrent_writer_are_never_wrong() {
+        use std::sync::atomic::AtomicBool;
+        let s = BindingStore::default();
+        let held = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n);
+        let churned = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, n);
+        let inside = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, 0x100 + n, 0x42, 0, 0, 0, 9);
+        for c in 0..40u8 {
+            s.apply(&obs(c, 1, &[LeaseKey::Address(held(u16::from(c)))], 1000));
+            let mut o = obs(c, 1, &[pfx(u16::from(c))], 1000);
+            o.leases[0].ia = IaType::Pd;
+            s.apply(&o);
+        }
+        let stable = s.len();
+        assert_eq!(stable, 80);
+        // Each add and each removal newer than the last (R8 removes by the holder's own newer
+        // REPLY; an equal time would lose to the tombstone of the previous removal).
+        let churn = |n: u16, valid: u32, at: i64| {
+            let mut o = snooped(
+                vec![0, 3, 0, 2, (n >> 8) as u8, n as u8],
+                Ipv6Addr::new(0x2001, 0xdb8, 0xfffe, 0, 0, 0, 0, 2),
+                vec![ObservedLease {
+                    key: LeaseKey::Address(churned(n)),
+                    ia: IaType::Na,
+                    iaid: 1,
+                    preferred: valid,
+                    valid,
+                }],
+                Timestamp::from_secs(at),
+            );
+            o.complete = false;
+            o
+        };
+        let done = AtomicBool::new(false);
+        let reads = std::thread::scope(|t| {
+            let readers: Vec<_> = (0..2u16)
+                .map(|r| {
+                    let (s, done) = (&s, &done);
+                    t.spawn(move || {
+                        let mut reads = 0u64;
+                        let mut n = r;
+                        while !done.load(Ordering::Relaxed) || reads < 1000 {
+                            // Room for the writer on a busy machine (std's lock prefers it, but
+                            // it must get the CPU to take it).
+                            std::thread::yield_now();
+                            n = n.wrapping_add(1);
+                            let h = held(n % 40);
+                            assert_eq!(
+                                s.lookup_address(h).map(|(k, _)| k),
+                                Some(LeaseKey::Address(h))
+                            );
+                            assert_eq!(
+                                s.lookup_address(inside(n % 40)).map(|(k, _)| k),
+                                Some(pfx(n % 40))
+                            );
+                            assert!(!s.knows(held(100 + n % 4000)), "never held");
+                            let c = churned(n % 600);
+                            if let Some((k, _)) = s.lookup_address(c) {
+                                assert_eq!(k, LeaseKey::Address(c));
+                            }
+                            reads += 1;
+                        }
+                        reads
+                    })
+                })
+                .collect();
+            // The readers stop when the writer is done, also when its checks fail.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let guard = Done(&done);
+            let mut sizes = Vec::new();
+            for round in 0..3i64 {
+                for n in 0..600 {
+                    s.apply(&churn(n, 200, 1001 + 2 * round));
+                }
+                sizes.push(s.len());
+                for n in 0..600 {
+                    s.apply(&churn(n, 0, 1002 + 2 * round));
+                }
+                sizes.push(s.len());
+            }
+            drop(guard);
+            assert_eq!(
+                sizes,
+                [stable + 600, stable].repeat(3),
+                "the churn came and went"
+            );
+            readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+        });
+        assert!(reads >= 2000);
     }
 
     #[test]

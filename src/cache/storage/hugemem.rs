@@ -16,7 +16,7 @@
 //! empty). If the kernel has THP off, `madvise` fails and the array simply uses small pages.
 //!
 //! Its `unsafe` code is an allocation with our own layout, its initialisation, and the matching
-//! drop; everything else sees a safe `&[T]` / `&mut [T]`. (The other modules with `unsafe` are
+//! drop, and [`prefetch`] (a cache hint for the lookups' independent index lines); everything else sees a safe `&[T]` / `&mut [T]`. (The other modules with `unsafe` are
 //! listed in the crate docs.)
 #![allow(unsafe_code)]
 
@@ -73,6 +73,26 @@ impl<T> HugeArray<T> {
         }
         HugeArray { ptr, len, layout }
     }
+}
+
+/// Ask the CPU to start loading the cache line at `p` into its caches, without waiting for it.
+///
+/// Why: a lookup probes several index lines that do not depend on each other (the exact
+/// address, then its covering prefixes); fetched one after the other each is a full memory
+/// latency, asked for together their misses overlap. `p` need not point into anything live: the
+/// lease table computes it from a hint that a concurrent resize may have made stale, and a
+/// prefetch of such an address is simply wasted.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint with no effect on the program's behaviour: it reads nothing
+    // into a register and never faults, whatever the address (an unmapped or freed one is
+    // dropped by the CPU). SSE, which provides it, is part of the x86-64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(target_os = "linux")]

@@ -25,4 +25,4 @@ mod table;
 mod tagindex;
 
 pub(crate) use hash::KeyHashBuilder;
-pub(crate) use table::{LeaseTable, Line, SlotRef};
+pub(crate) use table::{LeaseTable, Line, Probe, SlotRef};

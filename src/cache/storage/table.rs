@@ -8,17 +8,21 @@
 //! a `Box` each (allocator overhead, plus a third random memory access and TLB miss per probe).
 //! Here each of 4 shards is a [`Slab`] of entries in huge-page chunks plus a [`TagIndex`] of
 //! 8-byte words: a probe reads one index word and one entry, both usually in huge pages, under
-//! the shard's read lock. Entries never move, so a [`SlotRef`] (shard + slot number) names a
+//! the shard's read lock. A lookup that may probe several keys (an address, then the prefixes
+//! that could cover it) hashes them all first and prefetches their index lines
+//! ([`LeaseTable::probe`]), so those misses overlap: what stays serial is one index line, then
+//! the one entry its word names. Entries never move, so a [`SlotRef`] (shard + slot number) names a
 //! lease cheaply: the expiry heap and the by-client and by-link indexes hold those instead of
 //! 18-byte keys.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::hash::KeyHashBuilder;
+use super::hugemem::prefetch;
 use super::slab::Slab;
-use super::tagindex::TagIndex;
+use super::tagindex::{TagIndex, bucket};
 use crate::cache::binding::{Lease, LeaseKey};
 
 /// Four shards: readers never block each other (read locks), the single writer blocks one
@@ -80,6 +84,48 @@ impl Shard {
 #[repr(align(128))]
 struct Padded(RwLock<Shard>);
 
+/// Where one shard's index words are, copied out by the writer whenever the index moves: a
+/// lookup reads it without the lock to prefetch the index lines of all the keys it will probe
+/// (see [`LeaseTable::probe`]) before it probes the first. Only ever a prefetch address, never
+/// dereferenced, so a stale pair (a resize under way, the two loads from either side of it)
+/// costs one wasted prefetch and nothing else. The four shards' hints share one line of their
+/// own, written only on a resize: not the lock's line, which readers and the writer modify on
+/// every probe, so the prefetch address never waits for a line another core holds.
+#[derive(Debug)]
+struct IndexHint {
+    words: AtomicPtr<u64>,
+    mask: AtomicUsize,
+}
+
+impl IndexHint {
+    fn of(shard: &Shard) -> Self {
+        let (words, mask) = shard.index.place_hint();
+        IndexHint {
+            words: AtomicPtr::new(words.cast_mut()),
+            mask: AtomicUsize::new(mask),
+        }
+    }
+
+    /// Copy the index's place out after a write that may have resized it (called with the
+    /// shard's write lock held, so the copy is of the index as it now is). Stores only on a
+    /// change, so the line stays shared in every reader's cache.
+    fn publish(&self, shard: &Shard) {
+        let (words, mask) = shard.index.place_hint();
+        if self.words.load(Ordering::Relaxed).cast_const() != words {
+            self.words.store(words.cast_mut(), Ordering::Relaxed);
+            self.mask.store(mask, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A key's hash and shard, computed once by [`LeaseTable::probe`] (which also asked the CPU for
+/// the index line the probe will start at) and used by [`LeaseTable::try_with_probe`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    hash: u64,
+    shard: usize,
+}
+
 /// `repr(align(128))`, `len` on a line of its own: what every lookup reads (`shards`, `hasher`)
 /// never shares a line with the count the writer bumps on each insert and remove, nor with a
 /// neighbouring field of the store.
@@ -87,6 +133,7 @@ struct Padded(RwLock<Shard>);
 #[repr(align(128))]
 pub(crate) struct LeaseTable {
     shards: Box<[Padded]>,
+    hints: Line<[IndexHint; SHARDS]>,
     hasher: KeyHashBuilder,
     len: Line<AtomicUsize>,
 }
@@ -98,8 +145,13 @@ pub(crate) struct Line<T>(pub(crate) T);
 
 impl Default for LeaseTable {
     fn default() -> Self {
+        let shards: Box<[Padded]> = (0..SHARDS).map(|_| Padded::default()).collect();
+        let hints = Line(std::array::from_fn(|s| {
+            IndexHint::of(&shards[s].0.read().unwrap_or_else(|e| e.into_inner()))
+        }));
         LeaseTable {
-            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            shards,
+            hints,
             hasher: KeyHashBuilder::default(),
             len: Line(AtomicUsize::new(0)),
         }
@@ -133,6 +185,22 @@ impl LeaseTable {
         self.len.0.load(Ordering::Relaxed)
     }
 
+    /// Hash `key` and ask the CPU for the index line its probe will start at, without waiting
+    /// for it and without the shard lock. A lookup that will probe several keys (an address, then
+    /// its covering prefixes) calls this for each of them first, so their index misses overlap
+    /// instead of following one another; then [`try_with_probe`](Self::try_with_probe) each.
+    #[inline]
+    pub(crate) fn probe(&self, key: &LeaseKey) -> Probe {
+        let (hash, shard) = self.locate(key);
+        let p = &self.hints.0[shard];
+        let words = p.words.load(Ordering::Relaxed);
+        let at = bucket(hash, p.mask.load(Ordering::Relaxed));
+        // `wrapping_add`: with a stale hint the address may lie outside any array; it is only
+        // prefetched, never read.
+        prefetch(words.wrapping_add(at).cast_const().cast());
+        Probe { hash, shard }
+    }
+
     /// Look at the lease at `key` (its shard read-locked during `f`); `f` comes back unused when
     /// the key is absent, so a caller can try the next key with it.
     #[inline]
@@ -140,7 +208,19 @@ impl LeaseTable {
     where
         F: FnOnce(&LeaseKey, &Lease) -> R,
     {
-        let (h, s) = self.locate(key);
+        let (hash, shard) = self.locate(key);
+        self.try_with_probe(key, Probe { hash, shard }, f)
+    }
+
+    /// [`try_with`](Self::try_with) for a key already hashed by [`probe`](Self::probe) (`p` must
+    /// be `key`'s).
+    #[inline]
+    pub(crate) fn try_with_probe<R, F>(&self, key: &LeaseKey, p: Probe, f: F) -> Result<R, F>
+    where
+        F: FnOnce(&LeaseKey, &Lease) -> R,
+    {
+        let (h, s) = (p.hash, p.shard);
+        debug_assert_eq!((h, s), self.locate(key));
         let shard = self.read(s);
         match shard.find(h, key).and_then(|slot| shard.slab.get(slot)) {
             Some(e) => Ok(f(&e.key, &e.lease)),
@@ -165,7 +245,9 @@ impl LeaseTable {
     pub(crate) fn reserve(&self, additional: usize) {
         let per_shard = additional / SHARDS + additional / (SHARDS * 16) + 16;
         for s in 0..SHARDS {
-            self.write(s).index.reserve(per_shard);
+            let mut shard = self.write(s);
+            shard.index.reserve(per_shard);
+            self.hints.0[s].publish(&shard);
         }
     }
 
@@ -183,6 +265,7 @@ impl LeaseTable {
         }
         let slot = shard.slab.insert(Entry { key, lease });
         shard.index.insert(h, slot);
+        self.hints.0[s].publish(&shard);
         self.len.0.fetch_add(1, Ordering::Relaxed);
         (None, SlotRef::new(s, slot))
     }
@@ -194,6 +277,7 @@ impl LeaseTable {
         let slot = shard.find(h, key)?;
         let e = shard.slab.remove(slot)?;
         shard.index.remove(h, slot);
+        self.hints.0[s].publish(&shard);
         self.len.0.fetch_sub(1, Ordering::Relaxed);
         Some((e.lease, SlotRef::new(s, slot)))
     }
@@ -311,6 +395,42 @@ mod tests {
             line(offset_of!(LeaseTable, hasher))
         );
         assert_eq!(std::mem::align_of::<LeaseTable>(), 128);
+    }
+
+    /// The prefetch hint of every shard names the index as it is after each write, through
+    /// growth from the smallest index and shrinking back: a stale hint would prefetch memory a
+    /// lookup never reads (or memory already freed) on every probe.
+    #[test]
+    fn prefetch_hints_follow_each_index_through_its_resizes() {
+        let t = LeaseTable::default();
+        let same = |t: &LeaseTable| {
+            (0..SHARDS).all(|s| {
+                let (words, mask) = t.read(s).index.place_hint();
+                let h = &t.hints.0[s];
+                h.words.load(Ordering::Relaxed).cast_const() == words
+                    && h.mask.load(Ordering::Relaxed) == mask
+            })
+        };
+        assert!(same(&t));
+        let first = t.hints.0[0].mask.load(Ordering::Relaxed);
+        for i in 0..5000 {
+            t.upsert(key(i), lease(1));
+            assert!(same(&t), "after inserting {i}");
+        }
+        assert!(
+            t.hints.0[0].mask.load(Ordering::Relaxed) > first * 64,
+            "it grew"
+        );
+        for i in 0..4990 {
+            t.remove(&key(i));
+            assert!(same(&t), "after removing {i}");
+        }
+        t.reserve(100_000);
+        assert!(same(&t), "after a reserve");
+        for i in 4990..5000 {
+            let p = t.probe(&key(i));
+            assert_eq!(t.try_with_probe(&key(i), p, |k, _| *k).ok(), Some(key(i)));
+        }
     }
 
     fn t_at_key(refs: &[SlotRef], r: SlotRef) -> Option<LeaseKey> {

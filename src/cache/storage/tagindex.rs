@@ -33,6 +33,12 @@ fn tag(hash: u64) -> u64 {
     hash >> 32
 }
 
+/// The word a probe for `hash` starts at, in an index of `mask + 1` words.
+#[inline]
+pub(crate) fn bucket(hash: u64, mask: usize) -> usize {
+    tag(hash) as usize & mask
+}
+
 impl TagIndex {
     fn with_capacity(cap: usize) -> Self {
         debug_assert!(cap.is_power_of_two());
@@ -52,12 +58,18 @@ impl TagIndex {
         self.words.len() - 1
     }
 
+    /// Where the words live and the bucket mask: what a reader outside the shard lock needs to
+    /// compute a probe's first line ([`bucket`]) for a prefetch. Changes only on a resize.
+    pub(crate) fn place_hint(&self) -> (*const u64, usize) {
+        (self.words.as_ptr(), self.mask())
+    }
+
     /// The slot whose hash is `hash` and for which `is_it(slot)` holds.
     #[inline]
     pub(crate) fn find(&self, hash: u64, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(hash);
         let mask = self.mask();
-        let mut i = t as usize & mask;
+        let mut i = bucket(hash, mask);
         loop {
             // The load bound keeps at least one empty word, so every probe run ends.
             let w = *self.words.get(i)?;
