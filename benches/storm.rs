@@ -24,7 +24,10 @@
 //!
 //! Where a REPLY waits, printed before the last line: REPLY → route by position in the
 //! window's REPLY burst (a flat profile: a wait every REPLY shares; a rising one: the burst's
-//! own queue, its slope the agent's cost per REPLY minus the sender's), and how long the
+//! own queue, its slope the agent's cost per REPLY minus the sender's), the slowest REPLY of
+//! each window in the order sent (one window far above the rest: a stall that happens once,
+//! such as a table growing — the windows after 3 584, 7 168, 14 336 and 28 672 clients, where
+//! a hash table of a power-of-two size fills to seven eighths), and how long the
 //! agent's threads and the bench's route monitor were runnable but waited for a CPU
 //! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
 //!
@@ -150,6 +153,7 @@ fn main() {
         WINDOW
     };
     by_position(&sent, &seen, window);
+    by_window(&sent, &seen, window);
     lat.sort();
     let pct = |p: f64| -> f64 {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -247,6 +251,34 @@ fn by_position(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
         "REPLY -> route p50 by position in the window's REPLY burst (eighths, ms): {}; \
          slope {slope_us:.1} us per REPLY",
         cells.join(" ")
+    );
+}
+
+/// When in the storm REPLYs wait longest: the slowest REPLY → route of each window, in the
+/// order sent. Even maxima: the burst's own queue; a few windows far above the rest: a stall
+/// that happens once (a table growing, a snapshot), which is what sets the p99.
+fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
+    let window = window.min(sent.len()).max(1);
+    let maxima: Vec<String> = sent
+        .chunks(window)
+        .enumerate()
+        .map(|(w, chunk)| {
+            let worst = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(j, at)| {
+                    let r = seen
+                        .first
+                        .get(&storm::client_address((w * window + j) as u32))?;
+                    Some(r.saturating_duration_since(*at).as_secs_f64() * 1e3)
+                })
+                .fold(0.0_f64, f64::max);
+            format!("{worst:.1}")
+        })
+        .collect();
+    println!(
+        "REPLY -> route max by window (ms, in the order sent): {}",
+        maxima.join(" ")
     );
 }
 
