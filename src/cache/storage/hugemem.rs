@@ -16,7 +16,8 @@
 //! empty). If the kernel has THP off, `madvise` fails and the array simply uses small pages.
 //!
 //! Its `unsafe` code is an allocation with our own layout, its initialisation, and the matching
-//! drop, and [`prefetch`] (a cache hint for the lookups' independent index lines); everything else sees a safe `&[T]` / `&mut [T]`. (The other modules with `unsafe` are
+//! drop, and [`prefetch`] (a cache hint for the lookups' independent index lines); everything
+//! else sees a safe `&[T]` / `&mut [T]`. (The other modules with `unsafe` are
 //! listed in the crate docs.)
 #![allow(unsafe_code)]
 

@@ -146,17 +146,7 @@ fn relayed_reply(levels: usize) -> Vec<u8> {
         StatusCode::SUCCESS,
         "ok",
     )));
-    let mut m = Message::from(reply);
-    for i in 0..levels {
-        let link = Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 1);
-        let mut r = RelayMessage::new(MessageType::RELAY_REPL, 0, link, a("fe80::1"));
-        r.options
-            .push(DhcpOption::InterfaceId(b"ge-0/0/1.100".to_vec()));
-        r.options.push(DhcpOption::RelayMsg(Box::new(m)));
-        r.options.push(DhcpOption::ElapsedTime(5));
-        m = Message::from(r);
-    }
-    m.to_vec().unwrap()
+    super::relay_repl_levels(Message::from(reply), levels, &[DhcpOption::ElapsedTime(5)])
 }
 
 fn leasequery_reply() -> Vec<u8> {

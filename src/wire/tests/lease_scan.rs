@@ -136,16 +136,7 @@ fn reply(more: bool) -> ClientMessage {
 
 /// `inner` relayed through `levels` RELAY-REPLs, each with an Interface-Id before RELAY_MSG.
 fn relayed(inner: ClientMessage, levels: usize) -> Vec<u8> {
-    let mut m = Message::from(inner);
-    for i in 0..levels {
-        let link = Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 1);
-        let mut r = RelayMessage::new(MessageType::RELAY_REPL, 0, link, a("fe80::1"));
-        r.options
-            .push(DhcpOption::InterfaceId(b"ge-0/0/1.100".to_vec()));
-        r.options.push(DhcpOption::RelayMsg(Box::new(m)));
-        m = Message::from(r);
-    }
-    m.to_vec().unwrap()
+    super::relay_repl_levels(Message::from(inner), levels, &[])
 }
 
 #[test]
