@@ -956,6 +956,40 @@ mod tests {
         join.await.unwrap();
     }
 
+    /// A cache growing from empty (a bulk recovery after a lost state file) tells its journal
+    /// how many leases it holds, so the journal may grow as long as the cache before it asks
+    /// for a snapshot: after 60 new leases the journal's threshold is the cache's 60, not the
+    /// configured 5 or the last snapshot's size (without the cache task's count: a snapshot
+    /// of the whole store at each doubling, which a million-lease recovery paid five times).
+    #[tokio::test]
+    async fn a_growing_cache_raises_its_journals_snapshot_threshold_to_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pc = crate::persist::PersistConfig::new(dir.path());
+        pc.queue = 1024;
+        pc.snapshot_after_records = 5;
+        let writer = crate::persist::StateWriter::start(pc, Vec::new(), 0).unwrap();
+        let journal = writer.handle();
+        let st = journal.stats().clone();
+        let clock = AgentClock::new();
+        let (h, mut changes, join) =
+            spawn_test(fresh_store(), clock, Some(journal.clone()), queues(8, 8));
+        for n in 1..=60u16 {
+            h.observe(obs(n, 3600, &clock)).await.unwrap();
+            assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        }
+        // Each change is sent after its records: all 60 have been counted by now.
+        assert_eq!(journal.snapshot_threshold(), 60, "the cache's size");
+        drop(h);
+        join.await.unwrap();
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap();
+        assert_eq!(st.records_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(st.records_written.load(Ordering::Relaxed), 60);
+        let loaded = crate::persist::load(dir.path(), clock.now()).unwrap();
+        assert_eq!(loaded.leases.len(), 60);
+    }
+
     /// A hung disk must not freeze route programming: with the writer thread stuck, every
     /// observation still becomes a change; what the writer's queue cannot take is dropped and
     /// counted, and a snapshot covers them.

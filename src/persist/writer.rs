@@ -182,7 +182,7 @@ impl JournalHandle {
     /// Journal records after which a snapshot is asked for: the configured count, or the
     /// last snapshot's size or the cache's lease count when larger (see the fields
     /// `snapshot_len` and `live`).
-    fn snapshot_threshold(&self) -> u64 {
+    pub(crate) fn snapshot_threshold(&self) -> u64 {
         self.snapshot_after
             .max(self.snapshot_len.load(Ordering::Relaxed))
             .max(self.live.load(Ordering::Relaxed))
