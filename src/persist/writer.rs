@@ -1628,29 +1628,24 @@ mod tests {
     /// What the loader found is the files' state only when nothing was dropped or damaged.
     #[test]
     fn loaded_state_is_on_disk_only_when_nothing_was_lost_or_expired() {
-        let whole = Loaded {
+        // A snapshot of generation 3 read, nothing else found.
+        let whole = || Loaded {
             generation: 3,
             ..Loaded::default()
         };
-        assert!(whole.is_on_disk());
+        assert!(whole().is_on_disk());
         assert!(!Loaded::default().is_on_disk(), "no snapshot read");
         assert!(
             !Loaded {
                 expired: 1,
-                ..Loaded {
-                    generation: 3,
-                    ..Loaded::default()
-                }
+                ..whole()
             }
             .is_on_disk()
         );
         assert!(
             !Loaded {
                 lost_records: 1,
-                ..Loaded {
-                    generation: 3,
-                    ..Loaded::default()
-                }
+                ..whole()
             }
             .is_on_disk()
         );
@@ -1661,20 +1656,14 @@ mod tests {
                     until: 1,
                     why: "x"
                 }],
-                ..Loaded {
-                    generation: 3,
-                    ..Loaded::default()
-                }
+                ..whole()
             }
             .is_on_disk()
         );
         assert!(
             !Loaded {
                 moved_aside: vec![PathBuf::from("x")],
-                ..Loaded {
-                    generation: 3,
-                    ..Loaded::default()
-                }
+                ..whole()
             }
             .is_on_disk()
         );
