@@ -155,6 +155,27 @@ fn lock(m: &std::sync::Mutex<PendingSnapshot>) -> std::sync::MutexGuard<'_, Pend
 }
 
 impl JournalHandle {
+    /// The handle of a writer just started: nothing queued yet, the journal's bound from the
+    /// configuration, the last snapshot's size and the cache's (see [`Self::snapshot_threshold`]).
+    fn new(
+        cfg: &PersistConfig,
+        tx: SyncSender<Msg>,
+        stats: Arc<PersistStats>,
+        pending: Arc<std::sync::Mutex<PendingSnapshot>>,
+        snapshot_len: Arc<AtomicU64>,
+        live: u64,
+    ) -> JournalHandle {
+        JournalHandle {
+            tx,
+            stats,
+            snapshot_after: cfg.snapshot_after_records.max(1),
+            snapshot_len,
+            live: Arc::new(AtomicU64::new(live)),
+            pending,
+            queued: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     /// Queue a record without blocking; on a full queue it is dropped, counted, and a snapshot
     /// is requested. Returns whether it was queued.
     pub fn record(&self, rec: Record) -> bool {
@@ -313,23 +334,9 @@ impl StateWriter {
         initial: Leases,
         generation: u64,
     ) -> Result<StateWriter, PersistError> {
-        let mut files = Files {
-            dir: cfg.dir.clone(),
-            generation,
-            journal: None,
-            journal_len: 0,
-            buf: Vec::with_capacity(64 * 1024),
-            payload: Vec::with_capacity(256),
-            chunk: cfg.max_write_chunk.max(1),
-        };
+        let mut files = Files::new(&cfg, generation, None, 0);
         let stats = Arc::new(PersistStats::default());
-        let mut w = Writer {
-            stats: stats.clone(),
-            degraded: None,
-            held: None,
-            taken: 0,
-            queue: cfg.queue.max(1),
-        };
+        let mut w = Writer::new(stats.clone(), &cfg);
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         // The thread's first work is writing the initial snapshot.
         let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot {
@@ -364,15 +371,7 @@ impl StateWriter {
             })
             .map_err(io_err(&cfg.dir))?;
         Ok(StateWriter {
-            handle: JournalHandle {
-                tx,
-                stats,
-                snapshot_after: cfg.snapshot_after_records.max(1),
-                snapshot_len,
-                live: Arc::new(AtomicU64::new(0)),
-                pending,
-                queued: Arc::new(AtomicU64::new(0)),
-            },
+            handle: JournalHandle::new(&cfg, tx, stats, pending, snapshot_len, 0),
             thread: Some(thread),
             lock: None,
         })
@@ -414,26 +413,12 @@ impl StateWriter {
             )));
         }
         let len = journal.metadata().map_err(io_err(&path))?.len();
-        let files = Files {
-            dir: cfg.dir.clone(),
-            generation,
-            journal: Some(journal),
-            journal_len: len,
-            buf: Vec::with_capacity(64 * 1024),
-            payload: Vec::with_capacity(256),
-            chunk: cfg.max_write_chunk.max(1),
-        };
+        let files = Files::new(&cfg, generation, Some(journal), len);
         let stats = Arc::new(PersistStats::default());
         stats
             .records_since_snapshot
             .store(journal_records, Ordering::Relaxed);
-        let w = Writer {
-            stats: stats.clone(),
-            degraded: None,
-            held: None,
-            taken: 0,
-            queue: cfg.queue.max(1),
-        };
+        let w = Writer::new(stats.clone(), &cfg);
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let pending = Arc::new(std::sync::Mutex::new(PendingSnapshot::default()));
         let interval = Duration::from_millis(cfg.sync_interval_ms);
@@ -442,16 +427,9 @@ impl StateWriter {
             .name("lqagent-state".into())
             .spawn(move || w.run(files, rx, p, interval))
             .map_err(io_err(&cfg.dir))?;
+        let snapshot_len = Arc::new(AtomicU64::new(leases));
         Ok(StateWriter {
-            handle: JournalHandle {
-                tx,
-                stats,
-                snapshot_after: cfg.snapshot_after_records.max(1),
-                snapshot_len: Arc::new(AtomicU64::new(leases)),
-                live: Arc::new(AtomicU64::new(leases)),
-                pending,
-                queued: Arc::new(AtomicU64::new(0)),
-            },
+            handle: JournalHandle::new(&cfg, tx, stats, pending, snapshot_len, leases),
             thread: Some(thread),
             lock: None,
         })
@@ -585,6 +563,20 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Files {
+    /// The files of `generation` in the configured directory, appending to `journal` (whose
+    /// first `journal_len` bytes are whole records) when one is open.
+    fn new(cfg: &PersistConfig, generation: u64, journal: Option<File>, journal_len: u64) -> Files {
+        Files {
+            dir: cfg.dir.clone(),
+            generation,
+            journal,
+            journal_len,
+            buf: Vec::with_capacity(64 * 1024),
+            payload: Vec::with_capacity(256),
+            chunk: cfg.max_write_chunk.max(1),
+        }
+    }
+
     /// Replace `name` atomically with `bytes` (tmp file, fsync, rename, fsync directory). A
     /// failure removes the temporary file (it would hold space on a full disk).
     fn replace(&self, name: &str, bytes: &[u8]) -> Result<File, PersistError> {
@@ -705,6 +697,17 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Writer {
+    /// A writer in good health that has taken nothing yet.
+    fn new(stats: Arc<PersistStats>, cfg: &PersistConfig) -> Writer {
+        Writer {
+            stats,
+            degraded: None,
+            held: None,
+            taken: 0,
+            queue: cfg.queue.max(1),
+        }
+    }
+
     /// A write failed: enter (or stay in) the degraded mode; one log line per transition.
     fn failed(&mut self, e: &PersistError) {
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
