@@ -714,34 +714,66 @@ pub struct ChildRun {
     pub bulk_bindings: u64,
 }
 
-/// The three runs of one size, in one lab.
-#[derive(Debug, Clone, Copy)]
+/// The runs of one size, in one lab: the floor sampled before, between and after the two daemon
+/// runs (the kernel's cost of a million routes moves from run to run — slab caches, the FIB's
+/// growth, other work on the machine — and one sample would put all that noise into the ratio).
+#[derive(Debug, Clone)]
 pub struct Measured {
     pub routes: u32,
-    pub floor: ChildRun,
+    /// Every floor sample, in the order run: before bulk, between bulk and the state file,
+    /// after the state file.
+    pub floors: Vec<ChildRun>,
     pub state_file: ChildRun,
     pub bulk: ChildRun,
 }
 
 impl Measured {
+    /// The floor the ratios are taken against: the median of the samples' wall times.
+    pub fn floor(&self) -> Duration {
+        median(self.floors.iter().map(|f| f.elapsed))
+    }
+
+    /// The median of the floor samples' CPU times.
+    pub fn floor_cpu(&self) -> Duration {
+        median(self.floors.iter().map(|f| f.cpu))
+    }
+
+    /// `r`'s wall time over the floor's median (the goal's ratio).
     pub fn ratio(&self, r: &ChildRun) -> f64 {
-        r.elapsed.as_secs_f64() / self.floor.elapsed.as_secs_f64()
+        r.elapsed.as_secs_f64() / self.floor().as_secs_f64()
+    }
+}
+
+/// The median (the mean of the middle two for an even count; zero for none).
+pub fn median(v: impl IntoIterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = v.into_iter().collect();
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
     }
 }
 
 /// The bench for `routes` routes (IA_NA addresses + delegated prefixes), in one lab of two
-/// namespaces (the reference server over TCP in one, the agent's links in the other):
-/// 1. the floor: the same routes pushed straight through the installer;
+/// namespaces (the reference server over TCP in one, the agent's links in the other), in this
+/// order:
+/// 1. the floor: the same routes, with the same attributes (the lease's valid lifetime as the
+///    kernel expiry when `routes.mirror_expiry` is on, as it is by default), pushed straight
+///    through the installer;
 /// 2. bulk: `daemon::start_recovery` with an empty state directory and the server configured
 ///    (bulk leasequery → admission → cache task → journal → route feed → installer);
-/// 3. state file: `daemon::start_recovery` on the state directory run 2 left at its stop (a
+/// 3. the floor again;
+/// 4. state file: `daemon::start_recovery` on the state directory run 2 left at its stop (a
 ///    snapshot, as SIGTERM leaves it), bulk off (state file → admission → cache task → journal
-///    → installer).
+///    → installer);
+/// 5. the floor a third time.
 ///
 /// Each run is a child process (the bench binary again, [`child`]) inside the agent namespace
 /// with the kernel's table of our protocol empty, so its peak RSS is its own. After each run the
 /// kernel's routes are checked against the lease table (the whole set up to 100 000 routes, the
-/// count above).
+/// count above). `LQAGENT_BENCH_RECOVERY_MIRROR_EXPIRY=false` turns the kernel expiry off for
+/// every run, the floor's included (its cost, measured apart).
 pub fn measure(routes: u32) -> Measured {
     let clients = clients_for_routes(routes);
     let t = table(0..clients, BENCH_LINKS);
@@ -754,27 +786,41 @@ pub fn measure(routes: u32) -> Measured {
     let lab = Lab::new("rbench", BENCH_LINKS, vec![t], Vec::new());
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
+    let mirror =
+        std::env::var("LQAGENT_BENCH_RECOVERY_MIRROR_EXPIRY").map_or(true, |v| v != "false");
     let check = |what: &str| {
         if routes <= 100_000 {
             assert!(
                 kernel_routes(&lab.agent) == want,
                 "{what}: kernel routes differ from the table"
             );
-        } else {
-            assert_eq!(
-                kernel_route_count(&lab.agent),
-                want.len(),
-                "{what}: kernel route count"
-            );
         }
+        let (count, expiring) = kernel_route_counts(&lab.agent);
+        assert_eq!(count, want.len(), "{what}: kernel route count");
+        // The floor and the daemon send the same attributes: each route expires in the
+        // kernel exactly when the lifetime is mirrored.
+        assert_eq!(
+            expiring,
+            if mirror { count } else { 0 },
+            "{what}: routes with a kernel expiry (mirror_expiry {mirror})"
+        );
         flush_routes(&lab.agent);
     };
-    flush_routes(&lab.agent);
-    let floor = run_child(&lab, &["floor", &clients.to_string()]);
-    check("floor");
     let server = lab.servers[0].ip().to_string();
     let bulk_cfg = dir.path().join("bulk.toml");
-    std::fs::write(&bulk_cfg, bench_config(&state, Some(&server))).unwrap();
+    std::fs::write(&bulk_cfg, bench_config(&state, Some(&server), mirror)).unwrap();
+    let state_cfg = dir.path().join("state.toml");
+    std::fs::write(&state_cfg, bench_config(&state, None, mirror)).unwrap();
+    let floor = || {
+        let r = run_child(
+            &lab,
+            &["floor", &state_cfg.to_string_lossy(), &clients.to_string()],
+        );
+        check("floor");
+        r
+    };
+    flush_routes(&lab.agent);
+    let mut floors = vec![floor()];
     let bulk = run_child(
         &lab,
         &["daemon", &bulk_cfg.to_string_lossy(), &routes.to_string()],
@@ -785,16 +831,16 @@ pub fn measure(routes: u32) -> Measured {
         u64::from(clients),
         "bulk: bindings streamed"
     );
-    let state_cfg = dir.path().join("state.toml");
-    std::fs::write(&state_cfg, bench_config(&state, None)).unwrap();
+    floors.push(floor());
     let state_file = run_child(
         &lab,
         &["daemon", &state_cfg.to_string_lossy(), &routes.to_string()],
     );
     check("state file");
+    floors.push(floor());
     Measured {
         routes,
-        floor,
+        floors,
         state_file,
         bulk,
     }
@@ -802,11 +848,12 @@ pub fn measure(routes: u32) -> Measured {
 
 /// The agent's configuration for a bench run: our links, the state directory, and the server
 /// (bulk by link-address) or none (bulk off: the state file alone).
-fn bench_config(state: &std::path::Path, server: Option<&str>) -> String {
+fn bench_config(state: &std::path::Path, server: Option<&str>, mirror_expiry: bool) -> String {
     let mut cfg = format!(
         "state_dir = \"{}\"\n\n[identity]\nclient_duid = \"00030001020000000001\"\n\n\
          [bulk]\nenabled = {}\nqueries = [\"link-address\"]\n\n[trigger]\nenabled = false\n\n\
-         [snoop]\nspoof_guard = false\n\n[[servers]]\nname = \"ref\"\naddress = \"{}\"\n",
+         [snoop]\nspoof_guard = false\n\n[routes]\nmirror_expiry = {mirror_expiry}\n\n\
+         [[servers]]\nname = \"ref\"\naddress = \"{}\"\n",
         state.display(),
         server.is_some(),
         server.unwrap_or("2001:db8:ff::2"),
@@ -879,12 +926,23 @@ fn flush_routes(ns: &NetNs) {
 /// Unicast routes of our protocol in `ns`, counted (`ip -j` of a million routes is too slow to
 /// parse); the RFC 8987 R-5 unreachable aggregates the daemon adds (one per link) are not.
 pub fn kernel_route_count(ns: &NetNs) -> usize {
+    kernel_route_counts(ns).0
+}
+
+/// As [`kernel_route_count`], and of those the routes with a kernel expiry (`expires <n>sec`).
+pub fn kernel_route_counts(ns: &NetNs) -> (usize, usize) {
     let proto = lqagent::kernel::DEFAULT_PROTOCOL.to_string();
     let out = ns.exec(&["ip", "-6", "route", "show", "proto", &proto]);
-    out.stdout
+    let unicast = out
+        .stdout
         .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty() && !l.starts_with(b"unreachable"))
-        .count()
+        .filter(|l| !l.is_empty() && !l.starts_with(b"unreachable"));
+    unicast.fold((0, 0), |(n, e), l| {
+        (
+            n + 1,
+            e + usize::from(l.windows(8).any(|w| w == b"expires ")),
+        )
+    })
 }
 
 /// CPU time of this process so far (every thread, user and system), from `/proc/self/stat`
@@ -919,8 +977,9 @@ fn peak_rss_kib() -> u64 {
 const CHILD_BOUND: Duration = Duration::from_secs(1800);
 
 /// The child's side (argv after [`CHILD_ARG`]), already inside the agent namespace:
-/// - `floor <clients>`: the routes of the bench table, pushed straight through the installer
-///   (`Installer::apply`, batches of 4096, as the route task gathers them);
+/// - `floor <config> <clients>`: the routes of the bench table, pushed straight through the
+///   installer (`Installer::apply`, batches of 4096, as the route task gathers them), with the
+///   kernel expiry the daemon would give them under `config`;
 /// - `daemon <config> <routes>`: `lqagent::daemon::start_recovery`, until the kernel holds
 ///   every route, the cache every lease and bulk recovery (when on) is over; then stopped as on
 ///   SIGTERM (the state file written).
@@ -935,8 +994,10 @@ pub fn child(args: &[String]) {
         .unwrap();
     let r = match args.first().map(String::as_str) {
         Some("floor") => {
-            let clients: u32 = args[1].parse().expect("clients");
-            rt.block_on(floor(clients))
+            let text = std::fs::read_to_string(&args[1]).expect("bench config");
+            let cfg = lqagent::config::Config::parse(&text).expect("bench config parses");
+            let clients: u32 = args[2].parse().expect("clients");
+            rt.block_on(floor(&cfg, clients))
         }
         Some("daemon") => {
             let text = std::fs::read_to_string(&args[1]).expect("bench config");
@@ -958,8 +1019,15 @@ pub fn child(args: &[String]) {
     );
 }
 
-/// The floor: every route of the table through the installer, nothing else.
-async fn floor(clients: u32) -> ChildRun {
+/// The floor: every route of the table through the installer, nothing else — but the same
+/// routes the daemon installs under `cfg`, attributes included: with `routes.mirror_expiry`
+/// (the default) each carries its lease's valid lifetime as the kernel expiry (RTA_EXPIRES),
+/// which the kernel also files on its list of expiring routes; a floor without it would time
+/// cheaper kernel work than the daemon's.
+async fn floor(cfg: &lqagent::config::Config, clients: u32) -> ChildRun {
+    let expiry = cfg.routes.mirror_expiry;
+    let now = Instant::now();
+    let until = |valid: u32| now + Duration::from_secs(u64::from(valid));
     let specs: Vec<RouteChange> = table(0..clients, BENCH_LINKS)
         .entries()
         .iter()
@@ -968,21 +1036,28 @@ async fn floor(clients: u32) -> ChildRun {
             let hop = e.peer_address.expect("a peer address");
             e.addrs
                 .iter()
-                .map(|a| RouteSpec::address(a.addr, dev.clone()))
+                .map(|a| (RouteSpec::address(a.addr, dev.clone()), a.valid))
                 .chain(
                     e.prefixes
                         .iter()
-                        .map(|p| RouteSpec::delegated(p.prefix, hop, dev.clone())),
+                        .map(|p| (RouteSpec::delegated(p.prefix, hop, dev.clone()), p.valid)),
                 )
+                .map(|(spec, valid)| match expiry {
+                    true => spec.valid_until(until(valid)),
+                    false => spec,
+                })
                 .map(RouteChange::Upsert)
                 .collect::<Vec<_>>()
         })
         .collect();
     let n = specs.len() as u64;
     let (started, cpu0) = (Instant::now(), cpu_time());
-    let mut inst = lqagent::kernel::Installer::new(InstallerConfig::default())
-        .await
-        .expect("installer");
+    let mut inst = lqagent::kernel::Installer::new(InstallerConfig {
+        expiry,
+        ..InstallerConfig::default()
+    })
+    .await
+    .expect("installer");
     let mut specs = specs.into_iter();
     loop {
         let batch: Vec<RouteChange> = specs.by_ref().take(4096).collect();
