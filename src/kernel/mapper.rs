@@ -58,7 +58,7 @@ impl RouteMapper {
             .as_ref()
             .or_else(|| self.links.get(&v.link_address))
         {
-            Some(i) => LinkRef::Interface(i.to_string()),
+            Some(i) => LinkRef::Interface(i.clone()),
             None => LinkRef::LinkAddress(v.link_address),
         }
     }

@@ -39,6 +39,7 @@ pub mod unreachable;
 pub(crate) mod watch;
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use crate::prefix::Ipv6Prefix;
 use crate::time::{Duration, Instant};
@@ -61,8 +62,11 @@ pub enum LinkRef {
     /// [`InstallerConfig::links`] first, else to the interface holding an address whose prefix
     /// contains it (longest prefix wins; a tie between interfaces is unresolvable).
     LinkAddress(Ipv6Addr),
-    /// An interface by name.
-    Interface(String),
+    /// An interface by name, shared: the cache holds each interface name once
+    /// (`RouteView::interface`) and every route on that interface points at it, so a route
+    /// spec made per lease allocates nothing for its link (a `String` per spec was an
+    /// allocation and a free per route, and a copy in the installer's desired set).
+    Interface(Arc<str>),
 }
 
 impl std::fmt::Display for LinkRef {

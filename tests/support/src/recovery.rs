@@ -1032,7 +1032,7 @@ async fn floor(cfg: &lqagent::config::Config, clients: u32) -> ChildRun {
         .entries()
         .iter()
         .flat_map(|e| {
-            let dev = LinkRef::Interface(ifname(e.link.segments()[2]));
+            let dev = LinkRef::Interface(ifname(e.link.segments()[2]).into());
             let hop = e.peer_address.expect("a peer address");
             e.addrs
                 .iter()
