@@ -199,11 +199,17 @@ pub(super) struct Book {
 /// cache miss or two apiece, was the largest cost of a state-file restart beyond the routes
 /// themselves (about a tenth of its CPU time), and one that grows with whatever else the
 /// machine's memory is doing. Taken in plan order, the sorted list is read sequentially.
+///
+/// [`Book::apply`] leaves one too, for a large batch of changes (a bulk recovery's): its ops
+/// run in the order the changes came, so its list is in that order, read at the cursor only
+/// (not sorted: no search, a miss goes to the desired map).
 #[derive(Debug, Default)]
 struct Deadlines {
     list: Vec<(Ipv6Prefix, Option<Instant>)>,
     /// Where the next op's destination is expected.
     cursor: usize,
+    /// `list` is in plan order, so a destination not at the cursor can be searched for.
+    sorted: bool,
 }
 
 /// Fewest ops a reconcile's plan must hold before the deadlines are sorted for it: below it
@@ -227,6 +233,9 @@ impl Deadlines {
                 return Some(*until);
             }
         }
+        if !self.sorted {
+            return None;
+        }
         let i = self
             .list
             .binary_search_by_key(&plan_order(dst), |(d, _)| plan_order(d))
@@ -238,8 +247,13 @@ impl Deadlines {
     fn clear(&mut self) {
         self.list = Vec::new();
         self.cursor = 0;
+        self.sorted = false;
     }
 }
+
+/// Fewest ops an [`Book::apply`] must return before it lists their deadlines: a single
+/// snooped change needs no list.
+const APPLY_DEADLINES_FROM: usize = 64;
 
 /// Most refused upserts remembered for re-admission: bounded so a flood past `max_routes`
 /// costs a fixed amount of memory (a RouteSpec is under 100 bytes: about 6 MB).
@@ -415,25 +429,36 @@ impl Book {
     /// route: with 100 000 routes in one call that set is far larger than the CPU's caches, and
     /// that lookup was a cache miss per route, a sizeable part of the installer's own CPU (issue
     /// 22's routes bench).
+    ///
+    /// The notes carry each route's deadline too: a large batch's ops leave their deadlines in
+    /// op order ([`Deadlines`]), so [`Book::expires`] reads them in turn as the installer
+    /// sends the ops instead of looking each up in the desired map — at a bulk recovery's
+    /// million routes a cache miss per route sent.
     pub(super) fn apply(&mut self, changes: impl IntoIterator<Item = RouteChange>) -> Vec<RouteOp> {
         // The desired set changes: a reconcile's deadlines no longer hold.
         self.deadlines.clear();
         let changes = changes.into_iter();
         let hint = changes.size_hint().0;
-        type Note = (Ipv6Prefix, Wanted);
+        type Note = (Ipv6Prefix, Wanted, Option<Instant>);
         let mut touched: Vec<Note> = Vec::with_capacity(hint);
         // Destination → its place in `touched`, so a later change for it replaces its note.
         let mut seen: Map<Ipv6Prefix, u32> =
             Map::with_capacity_and_hasher(hint, KeyHashBuilder::default());
-        let mut note = |touched: &mut Vec<Note>, dst: Ipv6Prefix, w: Wanted| match seen.entry(dst) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                if let Some(t) = touched.get_mut(*e.get() as usize) {
-                    t.1 = w;
+        let mut note = |touched: &mut Vec<Note>,
+                        dst: Ipv6Prefix,
+                        w: Wanted,
+                        until: Option<Instant>| {
+            match seen.entry(dst) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    if let Some(t) = touched.get_mut(*e.get() as usize) {
+                        t.1 = w;
+                        t.2 = until;
+                    }
                 }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(touched.len() as u32);
-                touched.push((dst, w));
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(touched.len() as u32);
+                    touched.push((dst, w, until));
+                }
             }
         };
         let mut freed = false;
@@ -465,8 +490,9 @@ impl Book {
                         refresh.insert(dst);
                     }
                     let w = Wanted::of(self.resolve(&spec));
+                    let until = spec.valid_until;
                     self.desired.insert(dst, spec);
-                    note(&mut touched, dst, w);
+                    note(&mut touched, dst, w, until);
                 }
                 RouteChange::Withdraw(dst) => {
                     // A source that knew the binding says it is gone: an inherited route goes
@@ -474,14 +500,14 @@ impl Book {
                     self.refused.remove(&dst);
                     freed = self.desired.remove(&dst).is_some();
                     refresh.remove(&dst);
-                    note(&mut touched, dst, Wanted::Gone);
+                    note(&mut touched, dst, Wanted::Gone, None);
                 }
                 RouteChange::WithdrawInherited { dst, link, via } => {
                     // Only a destination nothing desires is released (so `Gone` is its state).
                     if !self.release_inherited(dst, link.as_ref(), via) {
                         continue;
                     }
-                    note(&mut touched, dst, Wanted::Gone);
+                    note(&mut touched, dst, Wanted::Gone, None);
                 }
             }
             // Room freed by a withdrawal: the oldest refused route takes it (planned after the
@@ -493,15 +519,18 @@ impl Book {
                         refresh.insert(back);
                     }
                     let w = Wanted::of(self.resolve(&spec));
+                    let until = spec.valid_until;
                     self.desired.insert(back, spec);
                     self.stats.add(RouteCounter::Readmitted, 1);
-                    note(&mut touched, back, w);
+                    note(&mut touched, back, w, until);
                 }
             }
         }
         drop(seen);
         let mut ops = Vec::with_capacity(touched.len());
-        for (dst, w) in touched {
+        let list = self.rules.expiry && touched.len() >= APPLY_DEADLINES_FROM;
+        let mut deadlines = Vec::with_capacity(if list { touched.len() } else { 0 });
+        for (dst, w, until) in touched {
             if !self.retry.is_empty() {
                 self.retry.remove(&dst);
             }
@@ -511,15 +540,21 @@ impl Book {
                 // Parks it, with its link in the log line.
                 Wanted::Unresolved => self.op_for(dst),
             };
-            match op {
-                Some(op) => ops.push(op),
-                None if refresh.contains(&dst) => {
-                    if let Some(r) = self.installed.get(&dst) {
-                        ops.push(RouteOp::Replace(*r));
-                    }
-                }
-                None => {}
+            let op = match op {
+                Some(op) => op,
+                None if refresh.contains(&dst) => match self.installed.get(&dst) {
+                    Some(r) => RouteOp::Replace(*r),
+                    None => continue,
+                },
+                None => continue,
+            };
+            if list && !matches!(op, RouteOp::Delete(_)) {
+                deadlines.push((op.dst(), until));
             }
+            ops.push(op);
+        }
+        if list {
+            self.deadlines.list = deadlines;
         }
         ops
     }
@@ -962,6 +997,7 @@ impl Book {
                 .collect();
             list.sort_unstable_by_key(|(d, _)| plan_order(d));
             self.deadlines.list = list;
+            self.deadlines.sorted = true;
         }
         (report, rec.plan.ops)
     }
@@ -1691,6 +1727,60 @@ mod tests {
         b.apply([RouteChange::Upsert(moved.clone())]);
         assert_eq!(b.expires(now, &moved.dst), Some(7));
         assert!(b.deadlines.list.is_empty());
+    }
+
+    /// A large batch of changes leaves its ops' deadlines in op order: each op sent gets its
+    /// own route's deadline — the last one given for a destination changed twice in the
+    /// batch, a refreshed lifetime's new one — read in turn or, out of turn, from the desired
+    /// set; and the next change of the desired set drops the list.
+    #[test]
+    fn a_large_applys_deadlines_are_each_ops_own() {
+        let now = Instant::now();
+        let mut b = book_with(
+            InstallerConfig {
+                expiry: true,
+                ..cfg()
+            },
+            now,
+        );
+        let at = |secs: u64| now + Duration::from_secs(secs);
+        let spec =
+            |j: u32, secs: u64| on(&format!("2001:db8::{j:x}/128"), "sub0").valid_until(at(secs));
+        // Installed already with 50 s: the batch below only moves its lifetime (a replace).
+        let refreshed = spec(0, 50);
+        let ops = b.apply([RouteChange::Upsert(refreshed.clone())]);
+        answer(&mut b, &ops, Outcome::Done, now);
+        let mut changes: Vec<RouteChange> = (1..200u32)
+            .map(|j| RouteChange::Upsert(spec(j, 1000 + u64::from(j))))
+            .collect();
+        // Destination 7 again, later in the batch, with another deadline: that one counts.
+        changes.push(RouteChange::Upsert(spec(7, 3)));
+        changes.push(RouteChange::Upsert(refreshed.clone().valid_until(at(60))));
+        let want = |dst: &Ipv6Prefix| match dst.addr().segments()[7] {
+            0 => 60,
+            7 => 3,
+            j => 1000 + u32::from(j),
+        };
+        let ops = b.apply(changes);
+        assert_eq!(ops.len(), 200, "{ops:?}");
+        assert!(
+            ops.contains(&RouteOp::Replace(kr("2001:db8::/128", IF_UP))),
+            "{ops:?}"
+        );
+        assert_eq!(
+            b.deadlines.list.len(),
+            200,
+            "a large batch lists its deadlines"
+        );
+        for op in &ops {
+            assert_eq!(b.expires(now, &op.dst()), Some(want(&op.dst())), "{op:?}");
+        }
+        for op in ops.iter().rev().step_by(7) {
+            assert_eq!(b.expires(now, &op.dst()), Some(want(&op.dst())), "{op:?}");
+        }
+        b.apply([RouteChange::Upsert(spec(7, 9))]);
+        assert!(b.deadlines.list.is_empty());
+        assert_eq!(b.expires(now, &spec(7, 9).dst), Some(9));
     }
 
     #[test]
