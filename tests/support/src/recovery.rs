@@ -725,6 +725,10 @@ pub struct Measured {
     pub floors: Vec<ChildRun>,
     pub state_file: ChildRun,
     pub bulk: ChildRun,
+    /// CPU time this process (the bench's parent: the reference server's threads, nothing
+    /// else runs in it meanwhile) spent during the bulk run: the server's work, which shares
+    /// the machine's cores with the agent here, unlike a real server on its own machine.
+    pub bulk_server_cpu: Duration,
 }
 
 impl Measured {
@@ -821,10 +825,12 @@ pub fn measure(routes: u32) -> Measured {
     };
     flush_routes(&lab.agent);
     let mut floors = vec![floor()];
+    let server_cpu0 = cpu_time();
     let bulk = run_child(
         &lab,
         &["daemon", &bulk_cfg.to_string_lossy(), &routes.to_string()],
     );
+    let bulk_server_cpu = cpu_time().saturating_sub(server_cpu0);
     check("bulk");
     assert_eq!(
         bulk.bulk_bindings,
@@ -843,6 +849,7 @@ pub fn measure(routes: u32) -> Measured {
         floors,
         state_file,
         bulk,
+        bulk_server_cpu,
     }
 }
 
