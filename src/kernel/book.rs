@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use super::link::{LinkMapping, LinkTable};
-use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, Stale};
+use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, RoutePlan, Stale};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
 use crate::cache::storage::hash::KeyHashBuilder;
@@ -876,11 +876,21 @@ impl Book {
         actual: &[KernelRoute],
         expiring: &HashMap<Ipv6Prefix, Instant>,
     ) -> (ReconcileReport, Vec<RouteOp>) {
-        let mut want = Map::with_capacity_and_hasher(self.desired.len(), KeyHashBuilder::default());
+        // Nothing of ours in the kernel (a start after a reboot): every desired route that
+        // resolves is an add, and there is nothing to diff it against — the map of resolved
+        // routes the diff reads (a million entries at a restart's size, built to be walked once)
+        // is not built, the adds are planned as they are resolved.
+        let fresh = actual.is_empty();
+        let mut want = Map::with_capacity_and_hasher(
+            if fresh { 0 } else { self.desired.len() },
+            KeyHashBuilder::default(),
+        );
+        let mut adds = Vec::with_capacity(if fresh { self.desired.len() } else { 0 });
         let mut keep = Set::default();
         let mut unresolved = Vec::new();
         for (dst, spec) in &self.desired {
             match self.resolve(spec) {
+                Some(r) if fresh => adds.push(RouteOp::Add(r)),
                 Some(r) => {
                     want.insert(*dst, r);
                 }
@@ -893,10 +903,18 @@ impl Book {
         for (dst, link) in unresolved {
             self.park(dst, &link, "no interface for it (yet)");
         }
+        // Desired and resolving now (what `want` holds, when it is built).
+        let resolves = |d: &Ipv6Prefix| match fresh {
+            true => self
+                .desired
+                .get(d)
+                .is_some_and(|s| self.resolve(s).is_some()),
+            false => want.contains_key(d),
+        };
         let unparked: Vec<_> = self
             .parked
             .iter()
-            .filter(|d| want.contains_key(*d))
+            .filter(|d| resolves(d))
             .copied()
             .collect();
         for d in unparked {
@@ -916,7 +934,13 @@ impl Book {
             );
             Stale::Delete
         };
-        let rec = plan::plan_reconcile(&want, actual, &keep, stale);
+        let rec = match fresh {
+            true => plan::Reconciliation {
+                plan: RoutePlan::new(adds),
+                ..Default::default()
+            },
+            false => plan::plan_reconcile(&want, actual, &keep, stale),
+        };
         // The inherited routes from now on, each as the kernel shows it (its first route).
         let candidates: Vec<Ipv6Prefix> = match stale {
             Stale::Inherit => rec.inherited.iter().map(|r| r.dst).collect(),
@@ -1126,7 +1150,6 @@ impl Book {
 mod tests {
     use super::*;
     use crate::kernel::LinkRef;
-    use crate::kernel::plan::RoutePlan;
 
     const METRIC: u32 = 1024;
     const IF_UP: u32 = 2;
@@ -1417,6 +1440,65 @@ mod tests {
         assert!(b.apply([RouteChange::Withdraw(dst)]).is_empty());
         assert!(!b.is_parked(&dst));
         assert_eq!(b.route_state(&dst), RouteState::None);
+    }
+
+    /// A reconcile against a kernel holding none of our routes (a start after a reboot) plans
+    /// its adds without the map of resolved routes the diff reads; it must do what the diff
+    /// does — the same adds in plan order, the unresolvable parked, a parked route whose
+    /// interface came meanwhile unparked — as a reconcile whose dump holds one stranger of
+    /// ours shows (that one takes the diff, and differs only by the stranger's delete).
+    #[test]
+    fn an_empty_kernels_reconcile_plans_what_the_diff_does() {
+        let now = Instant::now();
+        let stranger = kr("2001:db8:ff::1/128", IF_UP);
+        let run = |actual: &[KernelRoute]| {
+            let mut b = book(now);
+            let late = p("2001:db8:2::7/128");
+            assert!(
+                b.apply([RouteChange::Upsert(on("2001:db8:2::7/128", "late0"))])
+                    .is_empty()
+            );
+            assert!(b.is_parked(&late));
+            // Its interface appears; no link notification has been handled yet.
+            b.links_mut().set_link(9, "late0", true);
+            let specs: Vec<RouteSpec> = (1..40u32)
+                .map(|j| {
+                    let link = if j % 5 == 0 { "gone0" } else { "sub0" };
+                    on(&format!("2001:db8:1::{j:x}/128"), link)
+                })
+                .chain([on("2001:db8:2::7/128", "late0")])
+                .collect();
+            b.set_desired(specs);
+            let (report, ops) = b.reconcile(now, actual, &HashMap::new());
+            let mut parked: Vec<Ipv6Prefix> = b.parked.iter().copied().collect();
+            parked.sort();
+            let counts = (
+                count(&b, RouteCounter::Parked),
+                count(&b, RouteCounter::Unparked),
+            );
+            (report, ops, parked, counts)
+        };
+        let (fresh, ops, parked, counts) = run(&[]);
+        let (diffed, diff_ops, diff_parked, diff_counts) = run(&[stranger]);
+        assert_eq!(ops.len(), 33, "32 on sub0 and the unparked one: {ops:?}");
+        assert!(ops.contains(&RouteOp::Add(kr("2001:db8:2::7/128", 9))));
+        assert_eq!(RoutePlan::new(ops.clone()).ops, ops, "in plan order");
+        assert_eq!(parked.len(), 7, "the gone0 ones");
+        assert_eq!(counts.1, 1, "the late0 one unparked");
+        let without_stranger: Vec<RouteOp> = diff_ops
+            .into_iter()
+            .filter(|o| *o != RouteOp::Delete(stranger))
+            .collect();
+        assert_eq!(ops, without_stranger);
+        assert_eq!((parked, counts), (diff_parked, diff_counts));
+        assert_eq!(
+            ReconcileReport {
+                found: 1,
+                deleted: 1,
+                ..fresh
+            },
+            diffed
+        );
     }
 
     /// Failures retry with doubling backoff from the time of the answer; a due retry is
