@@ -1134,7 +1134,7 @@ fn replies_from_one_server_share_its_identity_and_another_server_gets_its_own() 
         src: a(src),
         ..down()
     };
-    let mut exchange = |c: &mut Classifier, xid: u32, server: [u8; 6], src: &str| {
+    let exchange = |c: &mut Classifier, xid: u32, server: [u8; 6], src: &str| {
         let req = client_msg(MessageType::REQUEST, xid, vec![]);
         assert_eq!(c.on_message(&forw(req), &up(), ts(0)), None);
         let mut reply = ClientMessage::new(MessageType::REPLY, xid);
