@@ -315,6 +315,9 @@ pub struct Classifier {
     stats: ClassifyStats,
     /// Why the last message was refused for its origin, if it was (for the shell's log line).
     refusal: Option<ClassifyCounter>,
+    /// The server of the last REPLY bound, handed to the next one from the same server
+    /// (see [`Classifier::server_id`]).
+    last_server: Option<Arc<ServerId>>,
 }
 
 impl Classifier {
@@ -326,7 +329,27 @@ impl Classifier {
             releases: PendingTable::new(cfg.release_capacity),
             stats: ClassifyStats::default(),
             refusal: None,
+            last_server: None,
         }
+    }
+
+    /// The server that sent a REPLY, shared with the last REPLY's when it is the same server
+    /// (DUID and address). Why: in a storm nearly every REPLY comes from one of a few servers,
+    /// and a fresh `ServerId` per REPLY cost two allocations on the snooped path and one more
+    /// copy of the server's DUID in every lease the cache keeps; a shared one is also told
+    /// equal by pointer where the merge compares servers.
+    fn server_id(&mut self, duid: &[u8], address: Ipv6Addr) -> Arc<ServerId> {
+        if let Some(s) = &self.last_server {
+            if s.address == address && s.duid.as_bytes() == duid {
+                return Arc::clone(s);
+            }
+        }
+        let s = Arc::new(ServerId {
+            duid: Duid::from(duid),
+            address,
+        });
+        self.last_server = Some(Arc::clone(&s));
+        s
     }
 
     /// The counters; clone it to read them from elsewhere while the classifier runs.
@@ -627,10 +650,7 @@ impl Classifier {
                 interface: None,
             },
             relay: Some(relay),
-            server: Arc::new(ServerId {
-                duid: Duid::from(server),
-                address: sender,
-            }),
+            server: self.server_id(server, sender),
             source: Source::Snoop,
             clt_time: None,
             base_time: None,

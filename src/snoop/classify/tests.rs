@@ -1114,3 +1114,49 @@ fn a_rapid_commit_solicit_is_remembered_until_a_trusted_advertise() {
     assert_eq!(c.on_message(&forw(sol()), &up(), ts(3)), None);
     bind(c.on_message(&reply_na(0x55, "2001:db8:1::101"), &down(), ts(4)));
 }
+
+/// REPLYs from one server share one `ServerId` (no allocation per REPLY, one copy in the
+/// cache); a REPLY from another server — another DUID, or the same DUID from another address —
+/// gets its own, never the last one's.
+#[test]
+fn replies_from_one_server_share_its_identity_and_another_server_gets_its_own() {
+    const SRV2: &str = "2001:db8:ffff::3";
+    let own = Arc::new(OwnAddresses::new([a(RELAY_UP), a("2001:db8:1::1")]));
+    let mut c = Classifier::new(
+        ClassifyConfig::default(),
+        SnoopTrust {
+            servers: [a(SRV), a(SRV2)].into_iter().collect(),
+            own: own.clone(),
+            admission: Arc::new(Admission::new(Vec::new(), [a(SRV), a(SRV2)], own)),
+        },
+    );
+    let from = |src: &str| Envelope {
+        src: a(src),
+        ..down()
+    };
+    let exchange = |c: &mut Classifier, xid: u32, server: [u8; 6], src: &str| {
+        let req = client_msg(MessageType::REQUEST, xid, vec![]);
+        assert_eq!(c.on_message(&forw(req), &up(), ts(0)), None);
+        let mut reply = ClientMessage::new(MessageType::REPLY, xid);
+        reply
+            .options
+            .push(DhcpOption::ClientId(Duid::ll_ethernet(CLIENT)));
+        reply
+            .options
+            .push(DhcpOption::ServerId(Duid::ll_ethernet(server)));
+        reply.options.push(ia_na(1, "2001:db8:1::100", 600));
+        bind(c.on_message(&repl(reply), &from(src), ts(10))).server
+    };
+    const OTHER: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
+    let first = exchange(&mut c, 1, SERVER, SRV);
+    let second = exchange(&mut c, 2, SERVER, SRV);
+    assert!(Arc::ptr_eq(&first, &second), "one server, one identity");
+    let other_duid = exchange(&mut c, 3, OTHER, SRV);
+    assert_eq!(&*other_duid.duid, &Duid::ll_ethernet(OTHER).to_vec()[..]);
+    assert_eq!(other_duid.address, a(SRV));
+    let other_address = exchange(&mut c, 4, OTHER, SRV2);
+    assert_eq!(&*other_address.duid, &Duid::ll_ethernet(OTHER).to_vec()[..]);
+    assert_eq!(other_address.address, a(SRV2));
+    let back = exchange(&mut c, 5, SERVER, SRV);
+    assert_eq!(*back, *first, "the first server again, as it is");
+}
