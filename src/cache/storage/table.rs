@@ -14,6 +14,18 @@
 //! the one entry its word names. Entries never move, so a [`SlotRef`] (shard + slot number) names a
 //! lease cheaply: the expiry heap and the by-client and by-link indexes hold those instead of
 //! 18-byte keys.
+//!
+//! What a lookup still costs, and why it is not less: a miss is answered from the index alone
+//! (the 32-bit tag in the word; a false match, one in 2^32 per word looked at, costs one entry
+//! read, never a wrong answer), so the serial chain is one index line then one entry line, two
+//! memory latencies. Consecutive lookups could overlap those, but a lookup's read lock pair (a
+//! locked RMW to take it, another to drop it, one pair per probed shard) acts as a full fence
+//! on x86: the next lookup's loads wait for this one's entry. A loop of independent
+//! index-then-entry steps over arrays of this table's sizes (on the 2-core bench VM, loaded)
+//! ran ~40 ns a step with no lock, ~55 with an uncontended lock pair per step, ~90-110 on two
+//! threads sharing their lock words and ~70-75 with a word each (hence the [`ShardedLock`]).
+//! Going below that needs reads without a lock (atomic index words, entry keys readable under
+//! a sequence check, arrays freed only once no reader can hold them): a different table.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -87,8 +99,9 @@ impl Shard {
 /// looking up in the same shard (perf on the cache bench: the lock's load, CAS and release were
 /// about a quarter of a lookup's cycles, two readers and one writer on two cores). A
 /// `ShardedLock` gives each thread its own reader lock on its own line, so a lookup writes only a
-/// line its core already holds; the writer pays instead, locking all of them (8) for each write,
-/// a few hundred nanoseconds on a write that costs microseconds.
+/// line its core already holds; the writer pays instead, locking all of them (8) for each write:
+/// ~53 ns per write lock and unlock uncontended instead of ~8 (more when readers hold those
+/// lines), on an `apply` of a few microseconds that takes one per lease it changes.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Padded(ShardedLock<Shard>);
