@@ -16,6 +16,9 @@
 //! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
 //!   probes one hash per length present (typically 1–3), longest first — O(number of prefix
 //!   lengths), never a scan.
+//! - address leases per /64, a count per hashed /64 ([`AddressNets`]): a lookup whose /64
+//!   holds no address lease skips the exact-address probe (a source inside a delegated prefix:
+//!   one probe instead of two).
 //! - `by_client` (dashmap): DUID → the slots of its leases (two inline, as most clients hold an
 //!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
 //!   slot may be reused after its lease is gone, so readers check what they find there against
