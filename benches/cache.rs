@@ -12,6 +12,11 @@
 //! lifetime, so a real change, not a no-op merge) and, one observation in four, adds or removes
 //! one of a separate set of clients (structural changes to the indexes; the readers never ask
 //! for those, so every lookup still hits). Its rate is printed beside the lookups'.
+//! Lookups per wall second are lookups per CPU-second times the CPU the two readers got, so the
+//! line prints both, with where the rest went: the writer's CPU, how often a reader slept on a
+//! lock the writer held, the machine's idle and stolen (hypervisor) time, the load average. On
+//! two cores the three threads share the CPUs, so a run's number moves with the readers' share
+//! even when each lookup costs the same.
 //! Without `--bench` in argv (as under `cargo test --all-targets`) it does a tiny
 //! smoke run.
 //! The last line is `cache: <bytes> B/binding, <n> lookups/s`.
@@ -57,6 +62,35 @@ fn thread_cpu_secs() -> f64 {
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 and 15 of stat; `after` starts at field 3.
     (tick(11) + tick(12)) / 100.0
+}
+
+/// How often the calling thread has given up the CPU of its own accord so far (from
+/// /proc/thread-self/status): for a lookup thread, each is a wait for a shard lock the writer
+/// held (a futex sleep), wall time the lookups lose whatever they cost on the CPU.
+fn voluntary_switches() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The whole machine's idle and steal time so far, in seconds (the "cpu" line of /proc/stat, in
+/// USER_HZ): idle CPU during the lookups means nobody could use it (readers asleep on a lock),
+/// steal means the hypervisor gave our virtual CPUs' time to someone else.
+fn machine_idle_steal_secs() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let tick = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    (tick(3), tick(7))
 }
 
 /// CPU time of the calling thread in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`, exact at each
@@ -248,6 +282,7 @@ fn main() {
         std::thread::spawn(move || {
             let mut writes = 0u64;
             let mut round = 0u32;
+            let cpu0 = thread_cpu_secs();
             while !stop.load(Ordering::Relaxed) {
                 round += 1;
                 for k in 0..1024u32 {
@@ -278,9 +313,10 @@ fn main() {
                     writes += 1;
                 }
             }
-            writes
+            (writes, thread_cpu_secs() - cpu0)
         })
     };
+    let (idle0, steal0) = machine_idle_steal_secs();
     let t = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|n| {
@@ -290,6 +326,7 @@ fn main() {
                 let mut done = 0u64;
                 let mut hits = 0u64;
                 let cpu0 = thread_cpu_secs();
+                let slept0 = voluntary_switches();
                 let start = Instant::now();
                 let mut j = n * 4096;
                 while start.elapsed() < lookup_time {
@@ -305,31 +342,44 @@ fn main() {
                     }
                     done += 4096;
                 }
-                (done, hits, thread_cpu_secs() - cpu0)
+                (
+                    done,
+                    hits,
+                    thread_cpu_secs() - cpu0,
+                    voluntary_switches() - slept0,
+                )
             })
         })
         .collect();
-    let (mut total, mut hits, mut cpu) = (0u64, 0u64, 0f64);
+    let (mut total, mut hits, mut cpu, mut slept) = (0u64, 0u64, 0f64, 0u64);
     for h in handles {
-        let (d, k, c) = h.join().unwrap();
+        let (d, k, c, v) = h.join().unwrap();
         total += d;
         hits += k;
         cpu += c;
+        slept += v;
     }
     let elapsed = t.elapsed();
+    let (idle1, steal1) = machine_idle_steal_secs();
     stop.store(true, Ordering::Relaxed);
-    let writes = writer.join().unwrap();
+    let (writes, writer_cpu) = writer.join().unwrap();
     assert!(writes > 0, "the writer ran during the lookups");
     assert_eq!(hits, total, "every query address is covered by a binding");
     let per_sec = (total as f64 / elapsed.as_secs_f64()) as u64;
+    // Lookups per second of wall time are lookups per CPU-second times the CPU the readers got:
+    // the two are printed apart, with what took the rest (the writer's CPU, and how often a
+    // reader slept on a lock the writer held), so a slow run says which of them it was.
     println!(
         "knows (exact /128, else covering /56) on {threads} threads with a writer \
-         ({writes} observations applied, {:.0}/s): {total} in {:.2} s wall, \
-         {:.2} s CPU ({:.0} lookups per CPU-second; the machine's load average was {})",
+         ({writes} observations applied, {:.0}/s, {writer_cpu:.2} s CPU): {total} in {:.2} s \
+         wall, {:.2} s CPU ({:.0} lookups per CPU-second; readers slept {slept} times; the \
+         machine idle {:.2} s, stolen {:.2} s, load average {})",
         writes as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         cpu,
         total as f64 / cpu.max(0.01),
+        idle1 - idle0,
+        steal1 - steal0,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()

@@ -16,6 +16,9 @@
 //! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
 //!   probes one hash per length present (typically 1–3), longest first — O(number of prefix
 //!   lengths), never a scan.
+//! - address leases per /64, a count per hashed /64 ([`AddressNets`]): a lookup whose /64
+//!   holds no address lease skips the exact-address probe (a source inside a delegated prefix:
+//!   one probe instead of two).
 //! - `by_client` (dashmap): DUID → the slots of its leases (two inline, as most clients hold an
 //!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
 //!   slot may be reused after its lease is gone, so readers check what they find there against
@@ -48,7 +51,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv6Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -404,6 +407,68 @@ impl DoubleEndedIterator for PrefixLens {
     }
 }
 
+/// Which /64s may hold an address lease: a count of the address leases held per /64, the /64s
+/// hashed into [`ADDRESS_NETS`] buckets. A lookup whose /64 counts none skips the exact-address
+/// probe (its shard lock pair, a fence, and its index line) and goes straight to the covering
+/// prefixes: the common case for a source inside a delegated prefix, since servers hand out
+/// IA_NA addresses from per-link /64s and delegated prefixes from other pools. Two /64s in one
+/// bucket only make it answer "maybe" (probe as before), never "no" for a held address.
+///
+/// The counts follow the lease table's own membership (a key inserted or removed, in `put`),
+/// not the secondary indexes: a lease that moves between clients is unindexed and indexed
+/// again, and a count that dipped to zero on the way would hide a held address from a
+/// concurrent lookup. Only the single writer (under the writer lock) changes them, so a plain
+/// load and store suffice; a bucket at `u16::MAX` stays there (it counts more leases than it
+/// can remember, so it must never reach zero again).
+struct AddressNets(Box<[AtomicU16]>);
+
+/// Buckets of [`AddressNets`]: 128 KiB, read-mostly (written only when an address lease comes
+/// or goes), few enough to stay in a core's L2 beside the table's traffic, many enough that a
+/// box with thousands of links leaves most buckets empty.
+const ADDRESS_NETS: usize = 1 << 16;
+
+impl AddressNets {
+    fn new() -> Self {
+        AddressNets((0..ADDRESS_NETS).map(|_| AtomicU16::new(0)).collect())
+    }
+
+    /// The bucket of `addr`'s /64 (Fibonacci hashing of its upper 64 bits; a network may choose
+    /// its addresses, but a collision only costs the probe this skips).
+    fn bucket(&self, addr: Ipv6Addr) -> &AtomicU16 {
+        let net = (u128::from(addr) >> 64) as u64;
+        let i = (net.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDRESS_NETS.trailing_zeros()))
+            as usize;
+        &self.0[i & (ADDRESS_NETS - 1)]
+    }
+
+    /// Whether an address lease may be held in `addr`'s /64.
+    #[inline]
+    fn may_hold(&self, addr: Ipv6Addr) -> bool {
+        self.bucket(addr).load(Ordering::Relaxed) != 0
+    }
+
+    /// An address lease came into (`true`) or left the table (writer only).
+    fn count(&self, addr: Ipv6Addr, came: bool) {
+        let b = self.bucket(addr);
+        let n = b.load(Ordering::Relaxed);
+        if n != u16::MAX {
+            b.store(
+                if came { n + 1 } else { n.saturating_sub(1) },
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for AddressNets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self.0.iter().filter(|b| b.load(Ordering::Relaxed) != 0);
+        f.debug_struct("AddressNets")
+            .field("buckets_used", &used.count())
+            .finish()
+    }
+}
+
 /// A tombstone's place: the key and the client (DUID) it belonged to.
 type TombKey = (LeaseKey, Duid);
 
@@ -508,6 +573,8 @@ pub struct BindingStore {
     /// Bit `len` set ⇔ some prefix of that length is held. Every lookup reads it: on a line of
     /// its own, since the counts above and the writer's state beside it change on every write.
     len_mask: Line<[AtomicU64; 3]>,
+    /// Every lookup reads it: its pointer on a line of its own, as `len_mask`.
+    address_nets: Line<AddressNets>,
     by_client: Map<Duid, ClientRefs>,
     by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
     by_interface: Map<Arc<str>, usize>,
@@ -530,6 +597,7 @@ impl BindingStore {
             leases: LeaseTable::default(),
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
             len_mask: Line(std::array::from_fn(|_| AtomicU64::new(0))),
+            address_nets: Line(AddressNets::new()),
             by_client: DashMap::with_hasher(KeyHashBuilder::default()),
             by_link: DashMap::with_hasher(KeyHashBuilder::default()),
             by_interface: DashMap::with_hasher(KeyHashBuilder::default()),
@@ -1144,6 +1212,12 @@ impl BindingStore {
                 None => return,
             },
         };
+        if let LeaseKey::Address(a) = key {
+            // Into or out of the table (a replacement is neither): see `AddressNets`.
+            if old.is_some() != new_client.is_some() {
+                self.address_nets.0.count(a, new_client.is_some());
+            }
+        }
         if let Some(o) = &old {
             if let Some(b) = w.big.get_mut(&o.client.duid) {
                 b.file(key, o, false);
@@ -1256,7 +1330,8 @@ impl BindingStore {
 
     /// [`lookup_address`](Self::lookup_address) without copying: `f` sees the key and lease.
     ///
-    /// Every key it may probe (the address, then the covering prefixes of the
+    /// The address itself is probed only when its /64 may hold an address lease
+    /// ([`AddressNets`]). Every key it may probe (the address, then the covering prefixes of the
     /// [`EARLY_PROBES`] longest lengths present) is hashed first and its index line prefetched,
     /// so that an address inside a delegated prefix costs one index miss's latency, not one per
     /// key: each probe's line no longer waits for the previous probe to have missed. An address
@@ -1267,7 +1342,12 @@ impl BindingStore {
         f: impl FnOnce(&LeaseKey, &Lease) -> R,
     ) -> Option<R> {
         let exact = LeaseKey::Address(addr);
-        let first = self.leases.probe(&exact);
+        // No address lease in `addr`'s /64: straight to the covering prefixes.
+        let first = self
+            .address_nets
+            .0
+            .may_hold(addr)
+            .then(|| self.leases.probe(&exact));
         // One read of the lengths for the prefetches and the probes alike, so each early probe
         // is used for the length it was made for.
         let lens = self.prefix_lens();
@@ -1278,9 +1358,12 @@ impl BindingStore {
                 *e = Some((k, self.leases.probe(&k)));
             }
         }
-        let mut f = match self.leases.try_with_probe(&exact, first, f) {
-            Ok(r) => return Some(r),
-            Err(f) => f,
+        let mut f = match first {
+            Some(first) => match self.leases.try_with_probe(&exact, first, f) {
+                Ok(r) => return Some(r),
+                Err(f) => f,
+            },
+            None => f,
         };
         for (i, len) in lens.rev().enumerate() {
             let (k, p) = match early.get(i) {
@@ -1513,6 +1596,83 @@ mod tests {
         }
     }
 
+    /// The per-/64 address counts follow the lease table: two address leases come, are renewed,
+    /// move to another link (unindexed and indexed again), one is withdrawn and the other
+    /// expires, and the /64 counts 2, 2, 2, 1, 0. A source inside a delegated prefix whose /64
+    /// holds no address skips the exact probe and finds the prefix; one whose /64 holds an
+    /// address lease finds that address first, and the prefix once the address is gone.
+    #[test]
+    fn address_counts_per_64_follow_the_table_and_lookups_skip_empty_64s() {
+        let s = BindingStore::default();
+        let count = |k: LeaseKey| match k {
+            LeaseKey::Address(a) => s.address_nets.0.bucket(a).load(Ordering::Relaxed),
+            LeaseKey::Prefix(_) => unreachable!(),
+        };
+        assert!(
+            !s.address_nets
+                .0
+                .may_hold(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1))
+        );
+        s.apply(&obs(1, 1, &[addr(1), addr(2)], 1000));
+        assert_eq!(count(addr(1)), 2, "both in 2001:db8:1::/64");
+        s.apply(&obs(1, 1, &[addr(1), addr(2)], 1001));
+        assert_eq!(count(addr(1)), 2, "a renewal is no new member");
+        let moved = s.stats().moves_of(MoveKind::Link);
+        s.apply(&obs(1, 2, &[addr(1), addr(2)], 1002));
+        assert_eq!(s.stats().moves_of(MoveKind::Link), moved + 2, "they moved");
+        assert_eq!(count(addr(1)), 2, "a move is no new member");
+        s.withdraw(&Withdrawal {
+            link: None,
+            iaids: Vec::new(),
+            keys: vec![addr(1)],
+            client_duid: None,
+            reason: WithdrawReason::Operator,
+            arrival: Timestamp::from_secs(1003),
+        });
+        assert_eq!(count(addr(1)), 1);
+        s.expire_due(Timestamp::from_secs(5000));
+        assert!(s.is_empty());
+        assert_eq!(count(addr(1)), 0);
+        assert!(
+            !s.address_nets
+                .0
+                .may_hold(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2))
+        );
+
+        // A /56 delegated to a client, and an address of the same client in the /56's first
+        // /64 (merge R17 refuses another client's address inside it).
+        let net = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0);
+        let na = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 5);
+        let mut d = obs(2, 1, &[pfx(0), LeaseKey::Address(na)], 6000);
+        d.leases[0].ia = IaType::Pd;
+        s.apply(&d);
+        assert_eq!(s.len(), 2);
+        let found = |q: Ipv6Addr| s.lookup_address(q).map(|(k, _)| k);
+        let elsewhere = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0x42, 0, 0, 0, 5);
+        assert!(
+            !s.address_nets.0.may_hold(elsewhere),
+            "no address in its /64"
+        );
+        assert_eq!(found(elsewhere), Some(pfx(0)));
+        assert!(s.knows(elsewhere));
+        assert_eq!(found(na), Some(LeaseKey::Address(na)));
+        assert_eq!(found(Ipv6Addr::from(u128::from(net) | 6)), Some(pfx(0)));
+        s.withdraw(&Withdrawal {
+            link: None,
+            iaids: Vec::new(),
+            keys: vec![LeaseKey::Address(na)],
+            client_duid: None,
+            reason: WithdrawReason::Operator,
+            arrival: Timestamp::from_secs(6001),
+        });
+        assert_eq!(
+            found(na),
+            Some(pfx(0)),
+            "the prefix, once the address is gone"
+        );
+        assert!(!s.knows(Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 5)));
+    }
+
     /// Readers on two threads ask `knows`/`lookup_address` while a writer adds and removes
     /// hundreds of leases (every shard's index grows and shrinks through several resizes, so
     /// the prefetch hints change under the readers): a lease held throughout is always found,
@@ -1551,6 +1711,20 @@ mod tests {
             o.complete = false;
             o
         };
+        // Alone in its /64, held throughout, moved from link to link by the writer: a lookup
+        // must find it between the move's unindex and index too (the /64's count follows the
+        // table, see `AddressNets`).
+        let mover = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+        let move_to = |k: i64| {
+            obs(
+                200,
+                1 + (k % 2) as u16,
+                &[LeaseKey::Address(mover)],
+                2000 + k,
+            )
+        };
+        s.apply(&move_to(0));
+        let stable = stable + 1;
         let done = AtomicBool::new(false);
         let reads = std::thread::scope(|t| {
             let readers: Vec<_> = (0..2u16)
@@ -1574,6 +1748,7 @@ mod tests {
                                 Some(pfx(n % 40))
                             );
                             assert!(!s.knows(held(100 + n % 4000)), "never held");
+                            assert!(s.knows(mover), "held while it moves");
                             let c = churned(n % 600);
                             if let Some((k, _)) = s.lookup_address(c) {
                                 assert_eq!(k, LeaseKey::Address(c));
@@ -1596,6 +1771,7 @@ mod tests {
             for round in 0..3i64 {
                 for n in 0..600 {
                     s.apply(&churn(n, 200, 1001 + 2 * round));
+                    s.apply(&move_to(1 + round * 600 + i64::from(n)));
                 }
                 sizes.push(s.len());
                 for n in 0..600 {
@@ -1608,6 +1784,10 @@ mod tests {
                 sizes,
                 [stable + 600, stable].repeat(3),
                 "the churn came and went"
+            );
+            assert!(
+                s.stats().moves_of(MoveKind::Link) >= 1800,
+                "the mover moved"
             );
             readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
         });

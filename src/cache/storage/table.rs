@@ -14,10 +14,23 @@
 //! the one entry its word names. Entries never move, so a [`SlotRef`] (shard + slot number) names a
 //! lease cheaply: the expiry heap and the by-client and by-link indexes hold those instead of
 //! 18-byte keys.
+//!
+//! What a lookup still costs, and why it is not less: a miss is answered from the index alone
+//! (the 32-bit tag in the word; a false match, one in 2^32 per word looked at, costs one entry
+//! read, never a wrong answer), so the serial chain is one index line then one entry line, two
+//! memory latencies. Consecutive lookups could overlap those, but a lookup's read lock pair (a
+//! locked RMW to take it, another to drop it, one pair per probed shard) acts as a full fence
+//! on x86: the next lookup's loads wait for this one's entry. A loop of independent
+//! index-then-entry steps over arrays of this table's sizes (on the 2-core bench VM, loaded)
+//! ran ~40 ns a step with no lock, ~55 with an uncontended lock pair per step, ~90-110 on two
+//! threads sharing their lock words and ~70-75 with a word each (hence the [`ShardedLock`]).
+//! Going below that needs reads without a lock (atomic index words, entry keys readable under
+//! a sequence check, arrays freed only once no reader can hold them): a different table.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use super::hash::KeyHashBuilder;
 use super::hugemem::prefetch;
@@ -78,19 +91,28 @@ impl Shard {
     }
 }
 
-/// One shard's lock on its own cache lines: two cores taking read locks on neighbouring shards
-/// must not bounce a shared line.
+/// One shard and its lock, on cache lines of their own so that neighbouring shards never share
+/// one.
+///
+/// Why a [`ShardedLock`] rather than a `RwLock`: taking a read lock writes the lock word, and
+/// with one word per shard every lookup on one core pulled that line away from the other cores
+/// looking up in the same shard (perf on the cache bench: the lock's load, CAS and release were
+/// about a quarter of a lookup's cycles, two readers and one writer on two cores). A
+/// `ShardedLock` gives each thread its own reader lock on its own line, so a lookup writes only a
+/// line its core already holds; the writer pays instead, locking all of them (8) for each write:
+/// ~53 ns per write lock and unlock uncontended instead of ~8 (more when readers hold those
+/// lines), on an `apply` of a few microseconds that takes one per lease it changes.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Padded(RwLock<Shard>);
+struct Padded(ShardedLock<Shard>);
 
 /// Where one shard's index words are, copied out by the writer whenever the index moves: a
 /// lookup reads it without the lock to prefetch the index lines of all the keys it will probe
 /// (see [`LeaseTable::probe`]) before it probes the first. Only ever a prefetch address, never
 /// dereferenced, so a stale pair (a resize under way, the two loads from either side of it)
 /// costs one wasted prefetch and nothing else. The four shards' hints share one line of their
-/// own, written only on a resize: not the lock's line, which readers and the writer modify on
-/// every probe, so the prefetch address never waits for a line another core holds.
+/// own, written only on a resize: not the shard's line, which the writer modifies on every insert
+/// and remove, so the prefetch address never waits for a line another core holds.
 #[derive(Debug)]
 struct IndexHint {
     words: AtomicPtr<u64>,
@@ -167,14 +189,14 @@ impl LeaseTable {
 
     // A panic under a shard lock cannot leave a shard half-written (index and slab are updated
     // after every fallible step), so a poisoned lock is used as is.
-    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
+    fn read(&self, shard: usize) -> ShardedLockReadGuard<'_, Shard> {
         self.shards[shard]
             .0
             .read()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, Shard> {
+    fn write(&self, shard: usize) -> ShardedLockWriteGuard<'_, Shard> {
         self.shards[shard]
             .0
             .write()
