@@ -99,7 +99,7 @@ fn main() {
 
     let exchanges: Vec<_> = (0..n).map(|i| storm::exchange(i, 3600)).collect();
     let senders = lab.senders();
-    let monitor = RouteMonitor::start(&lab.relay, proto);
+    let monitor = RouteMonitor::start(&lab.relay, proto, n as usize);
     let cpu0 = cpu_seconds(agent.pid());
     let (agent_sched0, monitor_sched0) = (
         sched_by_name(agent.pid()),
@@ -152,6 +152,16 @@ fn main() {
     } else {
         WINDOW
     };
+    let slow: Vec<String> = seen
+        .slow_turns
+        .iter()
+        .map(|(n, d)| format!("{:.2} ms at {n}", d.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "route monitor turns over {} us: {}",
+        storm::SLOW_TURN.as_micros(),
+        if slow.is_empty() { "none".to_string() } else { slow.join(", ") }
+    );
     by_position(&sent, &seen, window);
     by_window(&sent, &seen, window);
     lat.sort();
