@@ -1,0 +1,469 @@
+//! A hash map that grows without stopping its writer: the old table is moved into the new one a
+//! few buckets per write instead of all at once.
+//!
+//! Why: a `HashMap` that fills doubles in one call, re-hashing and moving every entry it holds.
+//! On the snooped REPLY path that call lands on one unlucky REPLY: in a 50 000-client reboot storm
+//! (`cargo bench --bench storm`) the installer's desired and installed maps and the store's
+//! by-client index all reached seven eighths of 32 768 buckets at the same client, 28 673, and
+//! the growth — a fresh allocation faulted in page by page, every key hashed again (a DUID's
+//! bytes behind a pointer: a cache miss each), the old table unmapped — stalled the REPLYs
+//! behind it for milliseconds, more than the storm's whole p99 goal. Sizing the maps up front
+//! needs a bound the agent does not know when it starts empty, and the configured cap
+//! (millions) would cost hundreds of megabytes.
+//!
+//! How: two [`hashbrown::HashTable`]s. Writes go to `new`; when it is full, it becomes `old` and
+//! an empty `new` of twice the entries is allocated (only its control bytes are written, one
+//! per bucket; the rest is faulted in as it is used). Every insert and remove then moves the
+//! entries of the next [`STEP`] buckets of `old` by bucket index, so `old` is empty long before
+//! `new` fills again (`new` has room for as many new keys as the map held when it grew, and
+//! `old` has at most 8/7 as many buckets as that). Lookups try `new`, then `old` while it holds
+//! anything. A write therefore does a bounded amount of work whatever the map's size: a probe
+//! or two and at most `STEP` bucket visits. Memory: while a migration is under way both tables
+//! are held (as they are, briefly, in a plain resize); otherwise it is one hashbrown table.
+//!
+//! If a table is needed while `old` still holds entries (it cannot happen through
+//! insert/remove, whose steps always finish first; a large [`IncMap::reserve`] can ask for it),
+//! the rest of `old` is moved at once and counted in [`IncMap::forced_moves`], which the tests
+//! hold at zero.
+
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+
+use super::hash::KeyHashBuilder;
+
+/// Buckets of the old table visited per write. A growth starts when `new` holds as many
+/// entries as its capacity (7/8 of its buckets), so `new` has room for that many fresh keys
+/// before it fills; `old`, of those buckets, needs 8/7 visits per fresh key. Eight leaves a
+/// wide margin (removals and a table left full of tombstones included) for at most eight
+/// entries moved per write.
+const STEP: usize = 8;
+
+/// The smallest table a growth allocates.
+const MIN_CAPACITY: usize = 16;
+
+/// A hash map whose growth is spread over the writes that follow it (see the module doc).
+#[derive(Clone)]
+pub(crate) struct IncMap<K, V, S = KeyHashBuilder> {
+    new: HashTable<(K, V)>,
+    old: HashTable<(K, V)>,
+    /// The next bucket of `old` to move.
+    cursor: usize,
+    hasher: S,
+    /// Entries moved outside the bounded steps (see the module doc).
+    forced: usize,
+    /// The most entries one step has moved (the tests' bound).
+    #[cfg(test)]
+    most_moved: usize,
+}
+
+impl<K, V, S: Default> Default for IncMap<K, V, S> {
+    fn default() -> Self {
+        IncMap::with_hasher(S::default())
+    }
+}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug, S> std::fmt::Debug for IncMap<K, V, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter_inner().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+impl<K, V, S> IncMap<K, V, S> {
+    pub(crate) fn with_hasher(hasher: S) -> Self {
+        IncMap {
+            new: HashTable::new(),
+            old: HashTable::new(),
+            cursor: 0,
+            hasher,
+            forced: 0,
+            #[cfg(test)]
+            most_moved: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.new.len() + self.old.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries moved at once because a table was needed before the steps had emptied `old`.
+    #[cfg(test)]
+    pub(crate) fn forced_moves(&self) -> usize {
+        self.forced
+    }
+
+    /// The most entries one write has moved from the old table to the new.
+    #[cfg(test)]
+    pub(crate) fn most_moved(&self) -> usize {
+        self.most_moved
+    }
+
+    /// Whether a migration is under way (`old` still holds entries).
+    #[cfg(test)]
+    pub(crate) fn migrating(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    fn iter_inner(&self) -> Iter<'_, K, V> {
+        fn pair<K, V>(e: &(K, V)) -> (&K, &V) {
+            (&e.0, &e.1)
+        }
+        self.new.iter().chain(self.old.iter()).map(pair)
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> Iter<'_, K, V> {
+        self.iter_inner()
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.iter_inner().map(|(k, _)| k)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.iter_inner().map(|(_, v)| v)
+    }
+
+    /// Drop every entry (the tables keep their memory, as `HashMap::clear` does).
+    pub(crate) fn clear(&mut self) {
+        self.new.clear();
+        self.old = HashTable::new();
+        self.cursor = 0;
+    }
+
+    /// Keep the entries for which `f` holds.
+    pub(crate) fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        self.new.retain(|(k, v)| f(k, v));
+        self.old.retain(|(k, v)| f(k, v));
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
+    /// An empty map with room for `n` entries before its first growth.
+    pub(crate) fn with_capacity_and_hasher(n: usize, hasher: S) -> Self {
+        IncMap {
+            new: HashTable::with_capacity(n),
+            ..IncMap::with_hasher(hasher)
+        }
+    }
+
+    #[inline]
+    fn hash<Q: Hash + ?Sized>(&self, k: &Q) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let h = self.hash(k);
+        let eq = |e: &(K, V)| e.0.borrow() == k;
+        match self.new.find(h, eq) {
+            Some((_, v)) => Some(v),
+            None if !self.old.is_empty() => self.old.find(h, eq).map(|(_, v)| v),
+            None => None,
+        }
+    }
+
+    pub(crate) fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let h = self.hash(k);
+        let eq = |e: &(K, V)| e.0.borrow() == k;
+        if self.new.find(h, eq).is_some() {
+            return self.new.find_mut(h, eq).map(|(_, v)| v);
+        }
+        self.old.find_mut(h, eq).map(|(_, v)| v)
+    }
+
+    pub(crate) fn contains_key<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(k).is_some()
+    }
+
+    /// Insert or replace; returns the value replaced.
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        let h = self.hash(&k);
+        if let Some(e) = self.new.find_mut(h, |e| e.0 == k) {
+            return Some(std::mem::replace(&mut e.1, v));
+        }
+        if !self.old.is_empty()
+            && let Some(e) = self.old.find_mut(h, |e| e.0 == k)
+        {
+            return Some(std::mem::replace(&mut e.1, v));
+        }
+        self.insert_new(h, k, v);
+        None
+    }
+
+    /// The value at `k`, inserting `make()` first when there is none.
+    pub(crate) fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        let h = self.hash(&k);
+        if self.new.find(h, |e| e.0 == k).is_some() {
+            return &mut self
+                .new
+                .find_mut(h, |e| e.0 == k)
+                .expect("found just above")
+                .1;
+        }
+        if !self.old.is_empty() && self.old.find(h, |e| e.0 == k).is_some() {
+            return &mut self
+                .old
+                .find_mut(h, |e| e.0 == k)
+                .expect("found just above")
+                .1;
+        }
+        &mut self.insert_new(h, k, make()).1
+    }
+
+    /// Add a key known to be absent from both tables.
+    fn insert_new(&mut self, h: u64, k: K, v: V) -> &mut (K, V) {
+        self.step();
+        if self.new.len() >= self.new.capacity() {
+            self.grow(self.len() + 1);
+        }
+        let hasher = &self.hasher;
+        self.new
+            .insert_unique(h, (k, v), |e| hasher.hash_one(&e.0))
+            .into_mut()
+    }
+
+    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let h = self.hash(k);
+        let eq = |e: &(K, V)| e.0.borrow() == k;
+        let v = match self.new.find_entry(h, eq) {
+            Ok(e) => Some(e.remove().0.1),
+            Err(_) if !self.old.is_empty() => match self.old.find_entry(h, eq) {
+                Ok(e) => Some(e.remove().0.1),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        if v.is_some() {
+            self.step();
+        }
+        v
+    }
+
+    /// Room for `additional` more entries. When `new` lacks it and nothing is being moved, a
+    /// migration to a table with that room starts (the steps of the writes that follow carry
+    /// it out); an empty map just allocates.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let want = self.len().saturating_add(additional);
+        if want <= self.new.capacity() || !self.old.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.new = HashTable::with_capacity(want);
+            return;
+        }
+        self.grow(want);
+    }
+
+    /// `new` becomes `old` and an empty `new` with room for `want` entries (at least twice
+    /// what the map holds) takes its place. Only called with `new` full or too small.
+    fn grow(&mut self, want: usize) {
+        if !self.old.is_empty() {
+            // Not reachable through insert/remove (see STEP); a reserve can ask for it.
+            self.forced += self.old.len();
+            self.finish();
+        }
+        let cap = want.max(self.len() * 2).max(MIN_CAPACITY);
+        self.old = std::mem::replace(&mut self.new, HashTable::with_capacity(cap));
+        self.cursor = 0;
+    }
+
+    /// Move the entries of the next [`STEP`] buckets of `old` into `new`.
+    fn step(&mut self) {
+        if self.old.is_empty() {
+            return;
+        }
+        let end = (self.cursor + STEP).min(self.old.num_buckets());
+        #[cfg(test)]
+        let mut moved = 0;
+        for i in self.cursor..end {
+            if let Ok(e) = self.old.get_bucket_entry(i) {
+                #[cfg(test)]
+                {
+                    moved += 1;
+                }
+                let (kv, _) = e.remove();
+                let hasher = &self.hasher;
+                let h = hasher.hash_one(&kv.0);
+                self.new.insert_unique(h, kv, |e| hasher.hash_one(&e.0));
+            }
+        }
+        self.cursor = end;
+        #[cfg(test)]
+        {
+            self.most_moved = self.most_moved.max(moved);
+        }
+        if self.old.is_empty() || self.cursor >= self.old.num_buckets() {
+            debug_assert!(self.old.is_empty(), "every bucket visited");
+            self.old = HashTable::new();
+            self.cursor = 0;
+        }
+    }
+
+    /// Move whatever is left in `old`.
+    fn finish(&mut self) {
+        while !self.old.is_empty() {
+            self.step();
+        }
+    }
+}
+
+/// An [`IncMap`]'s entries: the new table's, then the old one's.
+pub(crate) type Iter<'a, K, V> = std::iter::Map<
+    std::iter::Chain<hashbrown::hash_table::Iter<'a, (K, V)>, hashbrown::hash_table::Iter<'a, (K, V)>>,
+    fn(&'a (K, V)) -> (&'a K, &'a V),
+>;
+
+impl<'a, K, V, S> IntoIterator for &'a IncMap<K, V, S> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = Iter<'a, K, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u16, u32),
+        Remove(u16),
+        Get(u16),
+        Upsert(u16, u32),
+        Reserve(u16),
+        Retain(u16),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Keys from a range a few hundred wide, so sequences grow through several doublings,
+        // shrink by removals (tombstones), and hit present and absent keys alike.
+        prop_oneof![
+            6 => (0u16..2000, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => (0u16..2000).prop_map(Op::Remove),
+            3 => (0u16..2000).prop_map(Op::Get),
+            2 => (0u16..2000, any::<u32>()).prop_map(|(k, v)| Op::Upsert(k, v)),
+            1 => (0u16..300).prop_map(Op::Reserve),
+            1 => (1u16..8).prop_map(Op::Retain),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Every answer equals a plain HashMap's over random insert/remove/grow sequences.
+        #[test]
+        fn answers_like_a_hashmap(ops in prop::collection::vec(op(), 1..3000)) {
+            let mut m: IncMap<u16, u32> = IncMap::default();
+            let mut model: HashMap<u16, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(m.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
+                    Op::Get(k) => {
+                        prop_assert_eq!(m.get(&k), model.get(&k));
+                        prop_assert_eq!(m.contains_key(&k), model.contains_key(&k));
+                        if let Some(v) = m.get_mut(&k) {
+                            *v = v.wrapping_add(1);
+                        }
+                        if let Some(v) = model.get_mut(&k) {
+                            *v = v.wrapping_add(1);
+                        }
+                    }
+                    Op::Upsert(k, v) => {
+                        let a = m.get_or_insert_with(k, || v);
+                        *a = a.wrapping_mul(3);
+                        let b = model.entry(k).or_insert(v);
+                        *b = b.wrapping_mul(3);
+                    }
+                    Op::Reserve(n) => m.reserve(usize::from(n)),
+                    Op::Retain(d) => {
+                        m.retain(|k, _| k % d != 0);
+                        model.retain(|k, _| k % d != 0);
+                    }
+                    Op::Clear => {
+                        m.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(m.len(), model.len());
+                prop_assert!(m.most_moved() <= STEP);
+            }
+            let mut got: Vec<(u16, u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+            let mut want: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(m.keys().count(), model.len());
+            prop_assert_eq!(m.values().count(), model.len());
+        }
+
+        /// Inserts and removes alone (no reserve) never need the old table moved at once: the
+        /// growth is all done a few buckets per write.
+        #[test]
+        fn growth_is_only_ever_stepped(ops in prop::collection::vec((any::<bool>(), 0u32..20_000), 1..20_000)) {
+            let mut m: IncMap<u32, u32> = IncMap::default();
+            for (add, k) in ops {
+                if add {
+                    m.insert(k, k);
+                } else {
+                    m.remove(&k);
+                }
+            }
+            prop_assert_eq!(m.forced_moves(), 0);
+            prop_assert!(m.most_moved() <= STEP);
+        }
+    }
+
+    /// Filling a map from empty to 100 000 keys: every growth is spread over the writes after
+    /// it (a migration is seen under way, and none is ever forced), no write moves more than
+    /// `STEP` entries, and every key is found throughout, in whichever table it sits.
+    #[test]
+    fn filling_moves_a_bounded_number_per_insert() {
+        let mut m: IncMap<u64, u64> = IncMap::default();
+        let mut saw_migration = 0;
+        for k in 0..100_000u64 {
+            assert_eq!(m.insert(k, k * 2), None);
+            if m.migrating() {
+                saw_migration += 1;
+                // Keys in both tables answer.
+                assert_eq!(m.get(&(k / 2)), Some(&(k / 2 * 2)));
+                assert_eq!(m.get(&k), Some(&(k * 2)));
+            }
+        }
+        assert!(saw_migration > 1000, "growth was spread: {saw_migration}");
+        assert_eq!(m.forced_moves(), 0);
+        assert!(m.most_moved() <= STEP, "{}", m.most_moved());
+        assert!(m.most_moved() > 0);
+        for k in 0..100_000u64 {
+            assert_eq!(m.get(&k), Some(&(k * 2)));
+        }
+        assert_eq!(m.len(), 100_000);
+    }
+}
