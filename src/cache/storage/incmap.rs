@@ -136,12 +136,6 @@ impl<K, V, S> IncMap<K, V, S> {
         self.old = HashTable::new();
         self.cursor = 0;
     }
-
-    /// Keep the entries for which `f` holds.
-    pub(crate) fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
-        self.new.retain(|(k, v)| f(k, v));
-        self.old.retain(|(k, v)| f(k, v));
-    }
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
@@ -344,6 +338,118 @@ impl<'a, K, V, S> IntoIterator for &'a IncMap<K, V, S> {
     }
 }
 
+/// Shards of [`ShardedMap`]: what the by-client DashMap it replaces had on a 2-core box, so
+/// readers on other cores contend no more than before.
+const SHARDS: usize = 8;
+
+/// [`IncMap`]s behind read-write locks, a key's shard chosen by its hash: the concurrent
+/// by-client index of the store (readers on every core, one writer), growing a few buckets per
+/// write like `IncMap` instead of a DashMap shard's doubling. A DashMap's shards all fill
+/// together (keys spread evenly), so all of them doubled within the same few writes: eight
+/// rehashes of every DUID's bytes, behind a pointer each, in one storm window.
+pub(crate) struct ShardedMap<K, V> {
+    shards: Box<[super::table::Line<std::sync::RwLock<IncMap<K, V>>>]>,
+    hasher: KeyHashBuilder,
+}
+
+impl<K, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..SHARDS)
+                .map(|_| super::table::Line(std::sync::RwLock::new(IncMap::default())))
+                .collect(),
+            hasher: KeyHashBuilder::default(),
+        }
+    }
+}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for ShardedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedMap")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> ShardedMap<K, V> {
+    // A panic under a shard lock leaves the IncMap whole (each of its writes completes or
+    // leaves it unchanged before anything can panic), so a poisoned lock is used as is.
+    fn read_shard(&self, s: usize) -> std::sync::RwLockReadGuard<'_, IncMap<K, V>> {
+        self.shards[s].0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_shard(&self, s: usize) -> std::sync::RwLockWriteGuard<'_, IncMap<K, V>> {
+        self.shards[s].0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        (0..self.shards.len()).map(|s| self.read_shard(s).len()).sum()
+    }
+
+    /// Visit every entry, one shard read-locked at a time.
+    #[cfg(test)]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        for s in 0..self.shards.len() {
+            for (k, v) in self.read_shard(s).iter() {
+                f(k, v);
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> ShardedMap<K, V> {
+    /// Room for `n` entries before any shard grows (keys spread evenly, each shard gets its
+    /// share and a little more).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let per = n / SHARDS + n / (SHARDS * 16) + 16;
+        ShardedMap {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    super::table::Line(std::sync::RwLock::new(IncMap::with_capacity_and_hasher(
+                        per,
+                        KeyHashBuilder::default(),
+                    )))
+                })
+                .collect(),
+            hasher: KeyHashBuilder::default(),
+        }
+    }
+
+    #[inline]
+    fn shard<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
+        // Bits the shard's own table does not use for its buckets (the low ones) or its tags
+        // (the top seven), so a shard's keys still spread over all its buckets.
+        (self.hasher.hash_one(k) >> 40) as usize & (SHARDS - 1)
+    }
+
+    /// `f` of the value at `k` (its shard read-locked meanwhile).
+    pub(crate) fn read<Q, R>(&self, k: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.read_shard(self.shard(k)).get(k).map(f)
+    }
+
+    /// `f` of the value at `k`, made by `make` first if there is none.
+    pub(crate) fn update(&self, k: K, make: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
+        let mut shard = self.write_shard(self.shard(&k));
+        f(shard.get_or_insert_with(k, make));
+    }
+
+    /// `f` of the value at `k`; the entry is removed when `f` says so.
+    pub(crate) fn remove_if_mut<Q>(&self, k: &Q, f: impl FnOnce(&mut V) -> bool)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut shard = self.write_shard(self.shard(k));
+        if shard.get_mut(k).is_some_and(f) {
+            shard.remove(k);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +463,6 @@ mod tests {
         Get(u16),
         Upsert(u16, u32),
         Reserve(u16),
-        Retain(u16),
         Clear,
     }
 
@@ -370,7 +475,6 @@ mod tests {
             3 => (0u16..2000).prop_map(Op::Get),
             2 => (0u16..2000, any::<u32>()).prop_map(|(k, v)| Op::Upsert(k, v)),
             1 => (0u16..300).prop_map(Op::Reserve),
-            1 => (1u16..8).prop_map(Op::Retain),
             1 => Just(Op::Clear),
         ]
     }
@@ -403,10 +507,6 @@ mod tests {
                         *b = b.wrapping_mul(3);
                     }
                     Op::Reserve(n) => m.reserve(usize::from(n)),
-                    Op::Retain(d) => {
-                        m.retain(|k, _| k % d != 0);
-                        model.retain(|k, _| k % d != 0);
-                    }
                     Op::Clear => {
                         m.clear();
                         model.clear();
@@ -438,6 +538,41 @@ mod tests {
             }
             prop_assert_eq!(m.forced_moves(), 0);
             prop_assert!(m.most_moved() <= STEP);
+        }
+    }
+
+    proptest! {
+        /// The sharded map answers like a HashMap: `update` counts up, `remove_if_mut` counts
+        /// down and removes at zero, across shards, through growth and back.
+        #[test]
+        fn sharded_answers_like_a_hashmap(ops in prop::collection::vec((any::<bool>(), 0u32..3000), 1..6000)) {
+            let m: ShardedMap<u32, u32> = ShardedMap::default();
+            let mut model: HashMap<u32, u32> = HashMap::new();
+            for (up, k) in ops {
+                if up {
+                    m.update(k, || 0, |v| *v += 1);
+                    *model.entry(k).or_insert(0) += 1;
+                } else {
+                    m.remove_if_mut(&k, |v| {
+                        *v -= 1;
+                        *v == 0
+                    });
+                    if let Some(v) = model.get_mut(&k) {
+                        *v -= 1;
+                        if *v == 0 {
+                            model.remove(&k);
+                        }
+                    }
+                }
+                prop_assert_eq!(m.read(&k, |v| *v), model.get(&k).copied());
+            }
+            prop_assert_eq!(m.len(), model.len());
+            let mut n = 0;
+            m.for_each(|k, v| {
+                n += 1;
+                assert_eq!(model.get(k), Some(v));
+            });
+            prop_assert_eq!(n, model.len());
         }
     }
 
