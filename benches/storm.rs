@@ -266,14 +266,16 @@ fn by_position(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
 
 /// When in the storm REPLYs wait longest: the slowest REPLY → route of each window, in the
 /// order sent. Even maxima: the burst's own queue; a few windows far above the rest: a stall
-/// that happens once (a table growing, a snapshot), which is what sets the p99.
+/// that happens once (a table growing, a snapshot), which is what sets the p99. The three
+/// slowest are named with when their first REPLY was sent on the `CLOCK_MONOTONIC` clock, to
+/// find them in a `perf record -a -k CLOCK_MONOTONIC` of the same run (what ran then).
 fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
     let window = window.min(sent.len()).max(1);
-    let maxima: Vec<String> = sent
+    let maxima: Vec<f64> = sent
         .chunks(window)
         .enumerate()
         .map(|(w, chunk)| {
-            let worst = chunk
+            chunk
                 .iter()
                 .enumerate()
                 .filter_map(|(j, at)| {
@@ -282,14 +284,29 @@ fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
                         .get(&storm::client_address((w * window + j) as u32))?;
                     Some(r.saturating_duration_since(*at).as_secs_f64() * 1e3)
                 })
-                .fold(0.0_f64, f64::max);
-            format!("{worst:.1}")
+                .fold(0.0_f64, f64::max)
         })
         .collect();
+    let cells: Vec<String> = maxima.iter().map(|m| format!("{m:.1}")).collect();
     println!(
         "REPLY -> route max by window (ms, in the order sent): {}",
-        maxima.join(" ")
+        cells.join(" ")
     );
+    let mut worst: Vec<usize> = (0..maxima.len()).collect();
+    worst.sort_by(|a, b| maxima[*b].total_cmp(&maxima[*a]));
+    let named: Vec<String> = worst
+        .iter()
+        .take(3)
+        .filter_map(|&w| {
+            let at = sent.get(w * window)?;
+            Some(format!(
+                "#{w} {:.1} ms (first REPLY at monotonic {:.6} s)",
+                maxima[w],
+                storm::monotonic_secs(*at)
+            ))
+        })
+        .collect();
+    println!("slowest windows: {}", named.join(", "));
 }
 
 /// `LQAGENT_STORM_RATE=<exchanges/s>`: an opt-in paced run, for finding the rate up to which

@@ -229,6 +229,13 @@ pub enum Phase {
     RepliesSent(usize),
 }
 
+/// `at` on the `CLOCK_MONOTONIC` clock, in seconds: where a moment of the storm falls in a
+/// `perf record -k CLOCK_MONOTONIC` of the agent (what it was doing when a window stalled).
+pub fn monotonic_secs(at: Instant) -> f64 {
+    let now = Instant::now();
+    netlink::monotonic_secs() - now.saturating_duration_since(at).as_secs_f64()
+}
+
 /// What a [`RouteMonitor`] saw: when each /128 of our protocol first appeared, and how often
 /// its own socket overflowed (each overflow loses notifications: their routes are then never
 /// timed, and the caller says so).
@@ -314,6 +321,18 @@ mod netlink {
     const RTMGRP_IPV6_ROUTE: u32 = 0x400;
     const RTM_NEWROUTE: u16 = 24;
     const RTA_DST: u16 = 1;
+
+    /// `CLOCK_MONOTONIC` now, in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps
+    /// its samples with (and `Instant`'s on Linux).
+    pub(super) fn monotonic_secs() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a live timespec; CLOCK_MONOTONIC always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
 
     /// The calling thread's id.
     pub(super) fn tid() -> u32 {
