@@ -31,6 +31,10 @@
 //! agent's threads and the bench's route monitor were runnable but waited for a CPU
 //! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
 //!
+//! `LQAGENT_STORM_TRACE=1` also prints when each window's first REPLY was sent, on the
+//! `CLOCK_MONOTONIC` clock that `perf record -k CLOCK_MONOTONIC` stamps samples with (the three
+//! slowest windows are always named with theirs): what the agent ran in a given window.
+//!
 //! `LQAGENT_STORM_RATE=<exchanges/s>` sends the same storm paced instead (an opt-in diagnostic:
 //! up to which rate REPLY → route stays the agent's path); unset, it is sent flat out.
 //!
@@ -307,6 +311,16 @@ fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
         })
         .collect();
     println!("slowest windows: {}", named.join(", "));
+    // `LQAGENT_STORM_TRACE=1`: every window's first REPLY on the same clock, to compare what
+    // ran in any window (the ones where tables grow) with what ran in its neighbours.
+    if std::env::var("LQAGENT_STORM_TRACE").is_ok_and(|v| v == "1") {
+        let starts: Vec<String> = sent
+            .iter()
+            .step_by(window)
+            .map(|at| format!("{:.6}", storm::monotonic_secs(*at)))
+            .collect();
+        println!("window starts (monotonic s): {}", starts.join(" "));
+    }
 }
 
 /// `LQAGENT_STORM_RATE=<exchanges/s>`: an opt-in paced run, for finding the rate up to which
