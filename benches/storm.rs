@@ -164,7 +164,11 @@ fn main() {
     println!(
         "route monitor turns over {} us: {}",
         storm::SLOW_TURN.as_micros(),
-        if slow.is_empty() { "none".to_string() } else { slow.join(", ") }
+        if slow.is_empty() {
+            "none".to_string()
+        } else {
+            slow.join(", ")
+        }
     );
     by_position(&sent, &seen, window);
     by_window(&sent, &seen, window);

@@ -16,10 +16,12 @@
 //! - prefix lengths present, a count per length and a 129-bit mask: a covering-prefix lookup
 //!   probes one hash per length present (typically 1–3), longest first — O(number of prefix
 //!   lengths), never a scan.
-//! - `by_client` (dashmap): DUID → the slots of its leases (two inline, as most clients hold an
-//!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
-//!   slot may be reused after its lease is gone, so readers check what they find there against
-//!   the DUID/link they asked for.
+//! - `by_client` (a [`ShardedMap`]: read-locked shards of incrementally growing maps): DUID →
+//!   the slots of its leases (two inline, as most clients hold an address and a prefix);
+//!   `by_link` (dashmap, one entry per link): link-address → the set of slots of the leases on
+//!   it (an [`IncMap`]). Both grow a few buckets per write, never all at once on one REPLY
+//!   (see `super::storage::incmap`). A slot may be reused after its lease is gone, so readers
+//!   check what they find there against the DUID/link they asked for.
 //! - `by_interface` (dashmap): local interface name → how many leases were learned through it,
 //!   for the per-interface cap (merge R10). A count, not slots: the cap needs only the number,
 //!   one entry per interface that holds a lease (so bounded by the host's interfaces), O(1) per
@@ -1209,7 +1211,10 @@ impl BindingStore {
         }
         self.by_client
             .update(c.duid.clone(), ClientRefs::new, |v| v.push(r));
-        self.by_link.entry(c.link.address).or_default().insert(r, ());
+        self.by_link
+            .entry(c.link.address)
+            .or_default()
+            .insert(r, ());
         if let Some(i) = &c.link.interface {
             *self.by_interface.entry(i.clone()).or_default() += 1;
         }

@@ -67,8 +67,8 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::admission::{Admission, OwnAddresses};
-use crate::cache::storage::IncMap;
 use crate::cache::from_wire::relay_data_of;
+use crate::cache::storage::IncMap;
 use crate::cache::{
     Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
     Source, Timestamp, WithdrawReason, Withdrawal,

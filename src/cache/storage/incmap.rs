@@ -68,9 +68,7 @@ impl<K, V, S: Default> Default for IncMap<K, V, S> {
 
 impl<K: std::fmt::Debug, V: std::fmt::Debug, S> std::fmt::Debug for IncMap<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.iter_inner().map(|(k, v)| (k, v)))
-            .finish()
+        f.debug_map().entries(self.iter_inner()).finish()
     }
 }
 
@@ -334,7 +332,10 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
 
 /// An [`IncMap`]'s entries: the new table's, then the old one's.
 pub(crate) type Iter<'a, K, V> = std::iter::Map<
-    std::iter::Chain<hashbrown::hash_table::Iter<'a, (K, V)>, hashbrown::hash_table::Iter<'a, (K, V)>>,
+    std::iter::Chain<
+        hashbrown::hash_table::Iter<'a, (K, V)>,
+        hashbrown::hash_table::Iter<'a, (K, V)>,
+    >,
     fn(&'a (K, V)) -> (&'a K, &'a V),
 >;
 
@@ -351,13 +352,16 @@ impl<'a, K, V, S> IntoIterator for &'a IncMap<K, V, S> {
 /// readers on other cores contend no more than before.
 const SHARDS: usize = 8;
 
+/// One shard of a [`ShardedMap`], on cache lines of its own.
+type Shard<K, V> = super::table::Line<std::sync::RwLock<IncMap<K, V>>>;
+
 /// [`IncMap`]s behind read-write locks, a key's shard chosen by its hash: the concurrent
 /// by-client index of the store (readers on every core, one writer), growing a few buckets per
 /// write like `IncMap` instead of a DashMap shard's doubling. A DashMap's shards all fill
 /// together (keys spread evenly), so all of them doubled within the same few writes: eight
 /// rehashes of every DUID's bytes, behind a pointer each, in one storm window.
 pub(crate) struct ShardedMap<K, V> {
-    shards: Box<[super::table::Line<std::sync::RwLock<IncMap<K, V>>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: KeyHashBuilder,
 }
 
@@ -392,7 +396,9 @@ impl<K, V> ShardedMap<K, V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        (0..self.shards.len()).map(|s| self.read_shard(s).len()).sum()
+        (0..self.shards.len())
+            .map(|s| self.read_shard(s).len())
+            .sum()
     }
 
     /// Visit every entry, one shard read-locked at a time.
