@@ -25,7 +25,7 @@ use super::link::{LinkMapping, LinkTable};
 use super::plan::{self, ErrorAction, KernelRoute, OpKind, RouteOp, Stale};
 use super::stats::{InstallerStats, RouteCounter};
 use super::{InstallerConfig, LinkRef, RouteChange, RouteSpec};
-use crate::cache::storage::IncMap;
+use crate::cache::storage::StaggeredMap;
 use crate::cache::storage::hash::KeyHashBuilder;
 use crate::prefix::Ipv6Prefix;
 
@@ -162,10 +162,10 @@ pub(super) struct Book {
     rules: Rules,
     links: LinkTable,
     /// The two maps every snooped route goes through, so they grow a few buckets per write
-    /// (`IncMap`): a plain map's doubling, all at once, stalled a reboot storm's REPLYs for
-    /// milliseconds at 28 673 routes (`cargo bench --bench storm`).
-    desired: IncMap<Ipv6Prefix, RouteSpec>,
-    installed: IncMap<Ipv6Prefix, KernelRoute>,
+    /// and one shard at a time (`StaggeredMap`): a plain map's doubling, all at once, stalled a
+    /// reboot storm's REPLYs for milliseconds at 28 673 routes (`cargo bench --bench storm`).
+    desired: StaggeredMap<Ipv6Prefix, RouteSpec>,
+    installed: StaggeredMap<Ipv6Prefix, KernelRoute>,
     parked: Set<Ipv6Prefix>,
     /// Routes of ours found at start that nothing desires: kept until a source explains or
     /// withdraws them, or until their kernel expiry (without one, until inheritance ends).
@@ -316,8 +316,8 @@ impl Book {
                 links: cfg.links.clone(),
             },
             links: LinkTable::new(),
-            desired: IncMap::default(),
-            installed: IncMap::default(),
+            desired: StaggeredMap::default(),
+            installed: StaggeredMap::default(),
             parked: Set::default(),
             inherited: Map::default(),
             inherit_until: (!cfg.inherit_grace.is_zero()).then(|| now + cfg.inherit_grace),

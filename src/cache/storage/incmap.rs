@@ -133,10 +133,6 @@ impl<K, V, S> IncMap<K, V, S> {
         self.iter_inner().map(|(k, _)| k)
     }
 
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> + '_ {
-        self.iter_inner().map(|(_, v)| v)
-    }
-
     /// Drop every entry (the tables keep their memory, as `HashMap::clear` does).
     pub(crate) fn clear(&mut self) {
         self.new.clear();
@@ -184,14 +180,6 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
             return self.new.find_mut(h, eq).map(|(_, v)| v);
         }
         self.old.find_mut(h, eq).map(|(_, v)| v)
-    }
-
-    pub(crate) fn contains_key<Q>(&self, k: &Q) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get(k).is_some()
     }
 
     /// Insert or replace; returns the value replaced.
@@ -353,18 +341,156 @@ impl<'a, K, V, S> IntoIterator for &'a IncMap<K, V, S> {
     }
 }
 
-/// Shards of [`ShardedMap`]: what the by-client DashMap it replaces had on a 2-core box, so
-/// readers on other cores contend no more than before.
+/// Shards of [`ShardedMap`] and [`StaggeredMap`]: what the by-client DashMap the first
+/// replaces had on a 2-core box, so readers on other cores contend no more than before.
 const SHARDS: usize = 8;
+
+/// Where shard `i`'s keys end on a 16-bit scale: shard `i` takes the share
+/// `2^(i/8) · (2^(1/8) − 1)` of the keys (9.1 % for the first, 16.6 % for the last), the bound
+/// after it `65536 · (2^((i+1)/8) − 1)`.
+///
+/// Why unequal: shards that share the keys evenly fill together, so all of them reach a
+/// doubling at the same total and migrate at once — eight old tables held together and eight
+/// migrations' moves in the same writes. With shares a factor 2^(1/8) apart, shard `i+1`
+/// reaches each size when the map holds 9 % more than when shard `i` did: the doublings are
+/// spread evenly over the map's own doubling, and a migration (over once its shard has grown
+/// by 1/14, see [`MIN_STEP`]) is mostly alone.
+const BOUNDS: [u32; SHARDS - 1] = [5931, 12399, 19453, 27145, 35534, 44681, 54657];
+
+/// The shard of a key hashed to `h` (bits a shard's own table uses neither for its buckets,
+/// the low ones, nor for its tags, the top seven).
+#[inline]
+fn staggered(h: u64) -> usize {
+    let u = ((h >> 40) & 0xffff) as u32;
+    BOUNDS.iter().take_while(|b| u >= **b).count()
+}
+
+/// Shard `i`'s share of `n` keys, with a little room over.
+fn share(n: usize, i: usize) -> usize {
+    let lo = if i == 0 { 0 } else { BOUNDS[i - 1] };
+    let hi = BOUNDS.get(i).copied().unwrap_or(1 << 16);
+    let part = (n as u128 * u128::from(hi - lo) >> 16) as usize;
+    part + part / 16 + 16
+}
+
+/// [`IncMap`]s a key's hash chooses among with the staggered shares of [`BOUNDS`]: a map
+/// whose growth is spread like an `IncMap`'s and, across its shards, over time: at any size at
+/// most about one shard is migrating, so the map holds an old table of about a tenth of its
+/// size at most, and a write steps only in its own shard. For one writer with no concurrent
+/// readers (the route book); [`ShardedMap`] is the same behind locks.
+#[derive(Debug)]
+pub(crate) struct StaggeredMap<K, V> {
+    shards: [IncMap<K, V>; SHARDS],
+    hasher: KeyHashBuilder,
+}
+
+impl<K, V> Default for StaggeredMap<K, V> {
+    fn default() -> Self {
+        StaggeredMap {
+            shards: std::array::from_fn(|_| IncMap::default()),
+            hasher: KeyHashBuilder::default(),
+        }
+    }
+}
+
+impl<K, V> StaggeredMap<K, V> {
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(IncMap::len).sum()
+    }
+
+    /// Every entry, shard by shard.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.shards.iter().flat_map(IncMap::iter)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.iter().map(|(_, v)| v)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.shards.iter_mut().for_each(IncMap::clear);
+    }
+
+    /// How many shards are migrating now (the tests' measure of the staggering).
+    #[cfg(test)]
+    fn migrating(&self) -> usize {
+        self.shards.iter().filter(|s| s.migrating()).count()
+    }
+}
+
+impl<K: Hash + Eq, V> StaggeredMap<K, V> {
+    #[inline]
+    fn shard<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
+        staggered(self.hasher.hash_one(k))
+    }
+
+    pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shards[self.shard(k)].get(k)
+    }
+
+    pub(crate) fn contains_key<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(k).is_some()
+    }
+
+    /// Insert or replace; returns the value replaced.
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        let s = self.shard(&k);
+        self.shards[s].insert(k, v)
+    }
+
+    /// The value at `k`, inserting `make()` first when there is none.
+    pub(crate) fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        let s = self.shard(&k);
+        self.shards[s].get_or_insert_with(k, make)
+    }
+
+    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let s = self.shard(k);
+        self.shards[s].remove(k)
+    }
+
+    /// Room for `additional` more entries, each shard its share (see [`IncMap::reserve`]).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        for (i, s) in self.shards.iter_mut().enumerate() {
+            s.reserve(share(additional, i));
+        }
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a StaggeredMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = std::iter::FlatMap<
+        std::slice::Iter<'a, IncMap<K, V>>,
+        Iter<'a, K, V>,
+        fn(&'a IncMap<K, V>) -> Iter<'a, K, V>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.shards.iter().flat_map(IncMap::iter)
+    }
+}
 
 /// One shard of a [`ShardedMap`], on cache lines of its own.
 type Shard<K, V> = super::table::Line<std::sync::RwLock<IncMap<K, V>>>;
 
-/// [`IncMap`]s behind read-write locks, a key's shard chosen by its hash: the concurrent
-/// by-client index of the store (readers on every core, one writer), growing a few buckets per
-/// write like `IncMap` instead of a DashMap shard's doubling. A DashMap's shards all fill
-/// together (keys spread evenly), so all of them doubled within the same few writes: eight
-/// rehashes of every DUID's bytes, behind a pointer each, in one storm window.
+/// [`IncMap`]s behind read-write locks, a key's shard chosen by its hash with the staggered
+/// shares of [`BOUNDS`]: the concurrent by-client index of the store (readers on every core,
+/// one writer), growing a few buckets per write like `IncMap` instead of a DashMap shard's
+/// doubling, one shard at a time. A DashMap's shards all fill together (keys spread evenly),
+/// so all of them doubled within the same few writes: eight rehashes of every DUID's bytes,
+/// behind a pointer each, in one storm window.
 pub(crate) struct ShardedMap<K, V> {
     shards: Box<[Shard<K, V>]>,
     hasher: KeyHashBuilder,
@@ -418,15 +544,13 @@ impl<K, V> ShardedMap<K, V> {
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
-    /// Room for `n` entries before any shard grows (keys spread evenly, each shard gets its
-    /// share and a little more).
+    /// Room for `n` entries before any shard grows (each shard its share and a little more).
     pub(crate) fn with_capacity(n: usize) -> Self {
-        let per = n / SHARDS + n / (SHARDS * 16) + 16;
         ShardedMap {
             shards: (0..SHARDS)
-                .map(|_| {
+                .map(|i| {
                     super::table::Line(std::sync::RwLock::new(IncMap::with_capacity_and_hasher(
-                        per,
+                        share(n, i),
                         KeyHashBuilder::default(),
                     )))
                 })
@@ -437,9 +561,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 
     #[inline]
     fn shard<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
-        // Bits the shard's own table does not use for its buckets (the low ones) or its tags
-        // (the top seven), so a shard's keys still spread over all its buckets.
-        (self.hasher.hash_one(k) >> 40) as usize & (SHARDS - 1)
+        staggered(self.hasher.hash_one(k))
     }
 
     /// `f` of the value at `k` (its shard read-locked meanwhile).
@@ -512,7 +634,6 @@ mod tests {
                     Op::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
                     Op::Get(k) => {
                         prop_assert_eq!(m.get(&k), model.get(&k));
-                        prop_assert_eq!(m.contains_key(&k), model.contains_key(&k));
                         if let Some(v) = m.get_mut(&k) {
                             *v = v.wrapping_add(1);
                         }
@@ -540,7 +661,6 @@ mod tests {
             want.sort_unstable();
             prop_assert_eq!(got, want);
             prop_assert_eq!(m.keys().count(), model.len());
-            prop_assert_eq!(m.values().count(), model.len());
         }
 
         /// Inserts and removes alone (no reserve) never need the old table moved at once: the
@@ -592,6 +712,87 @@ mod tests {
             });
             prop_assert_eq!(n, model.len());
         }
+    }
+
+    proptest! {
+        /// The staggered map answers like a HashMap over random insert/remove/grow sequences.
+        #[test]
+        fn staggered_answers_like_a_hashmap(ops in prop::collection::vec(op(), 1..3000)) {
+            let mut m: StaggeredMap<u16, u32> = StaggeredMap::default();
+            let mut model: HashMap<u16, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(m.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
+                    Op::Get(k) => {
+                        prop_assert_eq!(m.get(&k), model.get(&k));
+                        prop_assert_eq!(m.contains_key(&k), model.contains_key(&k));
+                    }
+                    Op::Upsert(k, v) => {
+                        let a = m.get_or_insert_with(k, || v);
+                        *a = a.wrapping_mul(3);
+                        let b = model.entry(k).or_insert(v);
+                        *b = b.wrapping_mul(3);
+                    }
+                    Op::Reserve(n) => m.reserve(usize::from(n)),
+                    Op::Clear => {
+                        m.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(m.len(), model.len());
+            }
+            let mut got: Vec<(u16, u32)> = (&m).into_iter().map(|(k, v)| (*k, *v)).collect();
+            let mut want: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(m.values().count(), model.len());
+        }
+    }
+
+    /// The shards' shares are a factor 2^(1/8) apart, so they reach each size one after the
+    /// other: filling a map to 300 000 keys, every shard migrates at every doubling, yet never
+    /// more than three at once (evenly shared, all eight would), and no growth is forced.
+    #[test]
+    fn staggered_shards_migrate_one_after_another() {
+        let mut m: StaggeredMap<u64, u64> = StaggeredMap::default();
+        let (mut most, mut started) = (0, 0);
+        let mut was = [false; SHARDS];
+        for k in 0..300_000u64 {
+            m.insert(k, k);
+            most = most.max(m.migrating());
+            for (w, s) in was.iter_mut().zip(&m.shards) {
+                started += usize::from(s.migrating() && !*w);
+                *w = s.migrating();
+            }
+        }
+        assert!(started >= SHARDS * 10, "{started} migrations");
+        assert!(most <= 3, "{most} shards migrating at once");
+        assert!(m.shards.iter().all(|s| s.forced_moves() == 0));
+        for k in (0..300_000u64).step_by(7) {
+            assert_eq!(m.get(&k), Some(&k));
+        }
+    }
+
+    /// Each shard's share of the keys is what `BOUNDS` says (within sampling noise).
+    #[test]
+    fn shares_follow_the_bounds() {
+        let h = KeyHashBuilder::default();
+        let mut n = [0usize; SHARDS];
+        for k in 0..200_000u64 {
+            n[staggered(h.hash_one(k))] += 1;
+        }
+        for i in 0..SHARDS {
+            let want = share(200_000, i) - 16;
+            let want = want - want / 17;
+            assert!(
+                n[i].abs_diff(want) < want / 20,
+                "shard {i}: {} vs {want}",
+                n[i]
+            );
+        }
+        assert!(n[SHARDS - 1] > n[0] * 17 / 10, "{n:?}");
     }
 
     /// Filling a map from empty to 100 000 keys: every growth is spread over the writes after

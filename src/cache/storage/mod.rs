@@ -27,5 +27,5 @@ mod table;
 mod tagindex;
 
 pub(crate) use hash::KeyHashBuilder;
-pub(crate) use incmap::{IncMap, ShardedMap};
+pub(crate) use incmap::{IncMap, ShardedMap, StaggeredMap};
 pub(crate) use table::{LeaseTable, Line, Probe, SlotRef};
