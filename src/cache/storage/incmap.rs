@@ -369,7 +369,7 @@ fn staggered(h: u64) -> usize {
 fn share(n: usize, i: usize) -> usize {
     let lo = if i == 0 { 0 } else { BOUNDS[i - 1] };
     let hi = BOUNDS.get(i).copied().unwrap_or(1 << 16);
-    let part = (n as u128 * u128::from(hi - lo) >> 16) as usize;
+    let part = ((n as u128 * u128::from(hi - lo)) >> 16) as usize;
     part + part / 16 + 16
 }
 
@@ -783,14 +783,10 @@ mod tests {
         for k in 0..200_000u64 {
             n[staggered(h.hash_one(k))] += 1;
         }
-        for i in 0..SHARDS {
+        for (i, got) in n.iter().enumerate() {
             let want = share(200_000, i) - 16;
             let want = want - want / 17;
-            assert!(
-                n[i].abs_diff(want) < want / 20,
-                "shard {i}: {} vs {want}",
-                n[i]
-            );
+            assert!(got.abs_diff(want) < want / 20, "shard {i}: {got} vs {want}");
         }
         assert!(n[SHARDS - 1] > n[0] * 17 / 10, "{n:?}");
     }
