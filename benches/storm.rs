@@ -31,6 +31,10 @@
 //! agent's threads and the bench's route monitor were runnable but waited for a CPU
 //! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
 //!
+//! `LQAGENT_STORM_TRACE=1` also prints when each window's first REPLY was sent, on the
+//! `CLOCK_MONOTONIC` clock that `perf record -k CLOCK_MONOTONIC` stamps samples with (the three
+//! slowest windows are always named with theirs): what the agent ran in a given window.
+//!
 //! `LQAGENT_STORM_RATE=<exchanges/s>` sends the same storm paced instead (an opt-in diagnostic:
 //! up to which rate REPLY → route stays the agent's path); unset, it is sent flat out.
 //!
@@ -99,7 +103,7 @@ fn main() {
 
     let exchanges: Vec<_> = (0..n).map(|i| storm::exchange(i, 3600)).collect();
     let senders = lab.senders();
-    let monitor = RouteMonitor::start(&lab.relay, proto);
+    let monitor = RouteMonitor::start(&lab.relay, proto, n as usize);
     let cpu0 = cpu_seconds(agent.pid());
     let (agent_sched0, monitor_sched0) = (
         sched_by_name(agent.pid()),
@@ -152,6 +156,20 @@ fn main() {
     } else {
         WINDOW
     };
+    let slow: Vec<String> = seen
+        .slow_turns
+        .iter()
+        .map(|(n, d)| format!("{:.2} ms at {n}", d.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "route monitor turns over {} us: {}",
+        storm::SLOW_TURN.as_micros(),
+        if slow.is_empty() {
+            "none".to_string()
+        } else {
+            slow.join(", ")
+        }
+    );
     by_position(&sent, &seen, window);
     by_window(&sent, &seen, window);
     lat.sort();
@@ -256,14 +274,16 @@ fn by_position(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
 
 /// When in the storm REPLYs wait longest: the slowest REPLY → route of each window, in the
 /// order sent. Even maxima: the burst's own queue; a few windows far above the rest: a stall
-/// that happens once (a table growing, a snapshot), which is what sets the p99.
+/// that happens once (a table growing, a snapshot), which is what sets the p99. The three
+/// slowest are named with when their first REPLY was sent on the `CLOCK_MONOTONIC` clock, to
+/// find them in a `perf record -a -k CLOCK_MONOTONIC` of the same run (what ran then).
 fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
     let window = window.min(sent.len()).max(1);
-    let maxima: Vec<String> = sent
+    let maxima: Vec<f64> = sent
         .chunks(window)
         .enumerate()
         .map(|(w, chunk)| {
-            let worst = chunk
+            chunk
                 .iter()
                 .enumerate()
                 .filter_map(|(j, at)| {
@@ -272,14 +292,39 @@ fn by_window(sent: &[Instant], seen: &storm::RoutesSeen, window: usize) {
                         .get(&storm::client_address((w * window + j) as u32))?;
                     Some(r.saturating_duration_since(*at).as_secs_f64() * 1e3)
                 })
-                .fold(0.0_f64, f64::max);
-            format!("{worst:.1}")
+                .fold(0.0_f64, f64::max)
         })
         .collect();
+    let cells: Vec<String> = maxima.iter().map(|m| format!("{m:.1}")).collect();
     println!(
         "REPLY -> route max by window (ms, in the order sent): {}",
-        maxima.join(" ")
+        cells.join(" ")
     );
+    let mut worst: Vec<usize> = (0..maxima.len()).collect();
+    worst.sort_by(|a, b| maxima[*b].total_cmp(&maxima[*a]));
+    let named: Vec<String> = worst
+        .iter()
+        .take(3)
+        .filter_map(|&w| {
+            let at = sent.get(w * window)?;
+            Some(format!(
+                "#{w} {:.1} ms (first REPLY at monotonic {:.6} s)",
+                maxima[w],
+                storm::monotonic_secs(*at)
+            ))
+        })
+        .collect();
+    println!("slowest windows: {}", named.join(", "));
+    // `LQAGENT_STORM_TRACE=1`: every window's first REPLY on the same clock, to compare what
+    // ran in any window (the ones where tables grow) with what ran in its neighbours.
+    if std::env::var("LQAGENT_STORM_TRACE").is_ok_and(|v| v == "1") {
+        let starts: Vec<String> = sent
+            .iter()
+            .step_by(window)
+            .map(|at| format!("{:.6}", storm::monotonic_secs(*at)))
+            .collect();
+        println!("window starts (monotonic s): {}", starts.join(" "));
+    }
 }
 
 /// `LQAGENT_STORM_RATE=<exchanges/s>`: an opt-in paced run, for finding the rate up to which

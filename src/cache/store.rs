@@ -19,10 +19,12 @@
 //! - address leases per /64, a count per hashed /64 ([`AddressNets`]): a lookup whose /64
 //!   holds no address lease skips the exact-address probe (a source inside a delegated prefix:
 //!   one probe instead of two).
-//! - `by_client` (dashmap): DUID → the slots of its leases (two inline, as most clients hold an
-//!   address and a prefix); `by_link` (dashmap): link-address → the slots of the leases on it. A
-//!   slot may be reused after its lease is gone, so readers check what they find there against
-//!   the DUID/link they asked for.
+//! - `by_client` (a [`ShardedMap`]: read-locked shards of incrementally growing maps): DUID →
+//!   the slots of its leases (two inline, as most clients hold an address and a prefix);
+//!   `by_link` (dashmap, one entry per link): link-address → the set of slots of the leases on
+//!   it (an [`IncMap`]). Both grow a few buckets per write, never all at once on one REPLY
+//!   (see `super::storage::incmap`). A slot may be reused after its lease is gone, so readers
+//!   check what they find there against the DUID/link they asked for.
 //! - `by_interface` (dashmap): local interface name → how many leases were learned through it,
 //!   for the per-interface cap (merge R10). A count, not slots: the cap needs only the number,
 //!   one entry per interface that holds a lease (so bounded by the host's interfaces), O(1) per
@@ -62,7 +64,7 @@ use super::binding::{
 };
 use super::expiry::ExpiryQueue;
 use super::merge::{self, CltCheck, MergeConfig, MergeOutcome, MergeVerdict};
-use super::storage::{KeyHashBuilder, LeaseTable, Line, Probe, SlotRef};
+use super::storage::{IncMap, KeyHashBuilder, LeaseTable, Line, Probe, ShardedMap, SlotRef};
 use crate::prefix::Ipv6Prefix;
 use crate::wire::Duid;
 
@@ -575,8 +577,11 @@ pub struct BindingStore {
     len_mask: Line<[AtomicU64; 3]>,
     /// Every lookup reads it: its pointer on a line of its own, as `len_mask`.
     address_nets: Line<AddressNets>,
-    by_client: Map<Duid, ClientRefs>,
-    by_link: Map<Ipv6Addr, HashSet<SlotRef, KeyHashBuilder>>,
+    /// Both grow a few buckets per write (`IncMap`): as plain maps they doubled all at once,
+    /// at the same client (every client has a DUID and a link entry), and stalled a reboot
+    /// storm's REPLYs at 28 673 clients (`cargo bench --bench storm`).
+    by_client: ShardedMap<Duid, ClientRefs>,
+    by_link: Map<Ipv6Addr, IncMap<SlotRef, ()>>,
     by_interface: Map<Arc<str>, usize>,
     writer: Mutex<WriterState>,
     stats: CacheStats,
@@ -598,7 +603,7 @@ impl BindingStore {
             prefix_lens: std::array::from_fn(|_| AtomicU32::new(0)),
             len_mask: Line(std::array::from_fn(|_| AtomicU64::new(0))),
             address_nets: Line(AddressNets::new()),
-            by_client: DashMap::with_hasher(KeyHashBuilder::default()),
+            by_client: ShardedMap::default(),
             by_link: DashMap::with_hasher(KeyHashBuilder::default()),
             by_interface: DashMap::with_hasher(KeyHashBuilder::default()),
             writer: Mutex::new(WriterState::default()),
@@ -612,7 +617,7 @@ impl BindingStore {
     /// million leases each doubling re-placed every entry filed so far.
     pub fn with_capacity(cfg: CacheConfig, leases: usize, clients: usize) -> Self {
         let store = BindingStore {
-            by_client: DashMap::with_capacity_and_hasher(clients, KeyHashBuilder::default()),
+            by_client: ShardedMap::with_capacity(clients),
             ..BindingStore::new(cfg)
         };
         store.leases.reserve(leases);
@@ -796,7 +801,7 @@ impl BindingStore {
                 let refs: Vec<SlotRef> = self
                     .by_link
                     .get(&link)
-                    .map(|v| v.iter().copied().collect())
+                    .map(|v| v.keys().copied().collect())
                     .unwrap_or_default();
                 for r in refs {
                     // A slot may hold another link's lease by now.
@@ -951,8 +956,7 @@ impl BindingStore {
     fn client_leases(&self, duid: &[u8]) -> Vec<(LeaseKey, Lease)> {
         let refs = self
             .by_client
-            .get(duid)
-            .map(|v| v.to_vec())
+            .read(duid, ClientRefs::to_vec)
             .unwrap_or_default();
         self.leases_at(refs, |l| *l.client.duid == *duid)
     }
@@ -1250,7 +1254,7 @@ impl BindingStore {
 
     /// Start the big-client index of `duid` past `big_client` leases, drop it below half that.
     fn resize_big(&self, w: &mut WriterState, duid: &Duid) {
-        let n = self.by_client.get(duid).map_or(0, |v| v.len());
+        let n = self.by_client.read(&duid[..], ClientRefs::len).unwrap_or(0);
         if w.big.contains_key(duid) {
             if n < self.big_client / 2 || n == 0 {
                 w.big.remove(duid);
@@ -1280,10 +1284,11 @@ impl BindingStore {
             }
         }
         self.by_client
-            .entry(c.duid.clone())
-            .or_insert_with(ClientRefs::new)
-            .push(r);
-        self.by_link.entry(c.link.address).or_default().insert(r);
+            .update(c.duid.clone(), ClientRefs::new, |v| v.push(r));
+        self.by_link
+            .entry(c.link.address)
+            .or_default()
+            .insert(r, ());
         if let Some(i) = &c.link.interface {
             *self.by_interface.entry(i.clone()).or_default() += 1;
         }
@@ -1295,7 +1300,7 @@ impl BindingStore {
                 self.set_len_bit(p.len(), false);
             }
         }
-        self.by_client.remove_if_mut(&c.duid, |_, v| {
+        self.by_client.remove_if_mut(&c.duid[..], |v| {
             v.remove(r);
             v.is_empty()
         });
@@ -1480,7 +1485,7 @@ impl BindingStore {
         let refs: Vec<SlotRef> = self
             .by_link
             .get(&link)
-            .map(|v| v.iter().copied().collect())
+            .map(|v| v.keys().copied().collect())
             .unwrap_or_default();
         let mut out = self.leases_at(refs, |l| l.client.link.address == link);
         out.sort_by_key(|e| e.0);
@@ -1536,7 +1541,8 @@ mod tests {
     /// Entries in by_client and by_link (slots filed), which `by_client()`/`by_link()` cannot
     /// show: they skip stale slots, so a leak would only show as memory.
     fn filed(s: &BindingStore) -> (usize, usize) {
-        let c = s.by_client.iter().map(|e| e.value().to_vec().len()).sum();
+        let mut c = 0;
+        s.by_client.for_each(|_, v| c += v.len());
         let l = s.by_link.iter().map(|e| e.value().len()).sum();
         (c, l)
     }

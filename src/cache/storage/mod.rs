@@ -16,13 +16,16 @@
 //!
 //! Inside: `table` (the sharded map), `slab` (stable-numbered entries), `tagindex` (the open
 //! addressing index of hash tags to slots), `hugemem` (the arrays behind both: the only `unsafe`
-//! in the cache), [`hash`].
+//! in the cache), [`hash`], and `incmap` (a hash map that grows a few buckets per write, for the
+//! store's and the route book's indexes on the snooped path).
 
 pub(crate) mod hash;
 mod hugemem;
+mod incmap;
 mod slab;
 mod table;
 mod tagindex;
 
 pub(crate) use hash::KeyHashBuilder;
+pub(crate) use incmap::{IncMap, ShardedMap, StaggeredMap};
 pub(crate) use table::{LeaseTable, Line, Probe, SlotRef};

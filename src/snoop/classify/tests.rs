@@ -1160,3 +1160,69 @@ fn replies_from_one_server_share_its_identity_and_another_server_gets_its_own() 
     let back = exchange(&mut c, 5, SERVER, SRV);
     assert_eq!(*back, *first, "the first server again, as it is");
 }
+
+mod pending_table {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pending(at: i64) -> Pending {
+        Pending {
+            client_type: MessageType::REQUEST,
+            relay: crate::cache::binding::RelayData::default(),
+            named: Vec::new(),
+            at: ts(at),
+        }
+    }
+
+    fn key(k: u8) -> PendingKey {
+        (
+            u32::from(k),
+            Duid::ll_ethernet([2, 0, 0, 0, 0, k]),
+            Ipv6Addr::LOCALHOST,
+        )
+    }
+
+    proptest! {
+        /// Against a model (a list in arrival order; a refreshed entry moves to the end): the
+        /// same entries, evictions and expiries, and the order holds exactly the live entries
+        /// after every operation (no stale places waiting for a sweep).
+        #[test]
+        fn pending_table_is_its_live_entries_in_arrival_order(
+            ops in prop::collection::vec((0u8..4, 0u8..40), 1..800),
+            cap in 1usize..24,
+        ) {
+            let mut t = PendingTable::new(cap);
+            let mut model: Vec<(u8, i64)> = Vec::new();
+            let mut now = 0i64;
+            for (op, k) in ops {
+                now += 1;
+                match op {
+                    0 | 1 => {
+                        let evicted = t.insert(key(k), pending(now));
+                        model.retain(|(m, _)| *m != k);
+                        model.push((k, now));
+                        let over = model.len().saturating_sub(cap);
+                        model.drain(..over);
+                        prop_assert_eq!(evicted, over as u64);
+                    }
+                    2 => {
+                        let got = t.remove(&key(k)).map(|p| p.at);
+                        let i = model.iter().position(|(m, _)| *m == k);
+                        let want = i.map(|i| ts(model.remove(i).1));
+                        prop_assert_eq!(got, want);
+                    }
+                    _ => {
+                        let ttl = i64::from(k);
+                        t.expire(ts(now), ttl);
+                        model.retain(|(_, at)| now - at < ttl);
+                    }
+                }
+                prop_assert_eq!(t.len(), model.len());
+                prop_assert_eq!(t.order.len(), t.entries.len());
+                let order: Vec<u8> = t.order.values().map(|(x, _, _)| *x as u8).collect();
+                let want: Vec<u8> = model.iter().map(|(m, _)| *m).collect();
+                prop_assert_eq!(order, want);
+            }
+        }
+    }
+}

@@ -229,6 +229,13 @@ pub enum Phase {
     RepliesSent(usize),
 }
 
+/// `at` on the `CLOCK_MONOTONIC` clock, in seconds: where a moment of the storm falls in a
+/// `perf record -k CLOCK_MONOTONIC` of the agent (what it was doing when a window stalled).
+pub fn monotonic_secs(at: Instant) -> f64 {
+    let now = Instant::now();
+    netlink::monotonic_secs() - now.saturating_duration_since(at).as_secs_f64()
+}
+
 /// What a [`RouteMonitor`] saw: when each /128 of our protocol first appeared, and how often
 /// its own socket overflowed (each overflow loses notifications: their routes are then never
 /// timed, and the caller says so).
@@ -236,7 +243,14 @@ pub enum Phase {
 pub struct RoutesSeen {
     pub first: std::collections::HashMap<Ipv6Addr, Instant>,
     pub overflows: u64,
+    /// The monitor's own slow turns: reading one datagram's routes took longer than
+    /// [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is stamped
+    /// late by that much: a stall of the measuring thread, not of the agent.
+    pub slow_turns: Vec<(usize, std::time::Duration)>,
 }
+
+/// A monitor turn longer than this is kept in [`RoutesSeen::slow_turns`].
+pub const SLOW_TURN: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// Watches the kernel's IPv6 route notifications (`RTNLGRP_IPV6_ROUTE`) in a namespace on a
 /// thread of its own, stamping each new /128 of `protocol` as it is read — so the time of a
@@ -252,7 +266,12 @@ pub struct RouteMonitor {
 
 impl RouteMonitor {
     /// Start watching in `ns`; returns once the socket is subscribed (no route is missed after).
-    pub fn start(ns: &NetNs, protocol: u8) -> RouteMonitor {
+    /// `expected`: how many routes the caller will wait for. The map of routes seen is made
+    /// that big before the first is read, so it never grows while routes are being stamped:
+    /// growing it (a rehash of every route seen so far on the monitor's thread, 5–7 ms at
+    /// 28 672 routes on the bench machine) delayed every route announced meanwhile, and the
+    /// storm bench took the monitor's stall for the agent's.
+    pub fn start(ns: &NetNs, protocol: u8, expected: usize) -> RouteMonitor {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -260,7 +279,7 @@ impl RouteMonitor {
         let thread = ns.spawn_in(move || {
             let fd = netlink::subscribe_ipv6_routes().expect("netlink route monitor");
             ready_tx.send(netlink::tid()).unwrap();
-            netlink::watch(&fd, protocol, &st, &ct)
+            netlink::watch(&fd, protocol, expected, &st, &ct)
         });
         let tid = ready_rx.recv().expect("monitor thread started");
         RouteMonitor {
@@ -302,6 +321,18 @@ mod netlink {
     const RTMGRP_IPV6_ROUTE: u32 = 0x400;
     const RTM_NEWROUTE: u16 = 24;
     const RTA_DST: u16 = 1;
+
+    /// `CLOCK_MONOTONIC` now, in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps
+    /// its samples with (and `Instant`'s on Linux).
+    pub(super) fn monotonic_secs() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a live timespec; CLOCK_MONOTONIC always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
 
     /// The calling thread's id.
     pub(super) fn tid() -> u32 {
@@ -371,10 +402,12 @@ mod netlink {
     pub(super) fn watch(
         fd: &OwnedFd,
         protocol: u8,
+        expected: usize,
         stop: &AtomicBool,
         count: &AtomicUsize,
     ) -> RoutesSeen {
         let mut seen = RoutesSeen::default();
+        seen.first.reserve(expected);
         let mut buf = vec![0u8; 1 << 20];
         while !stop.load(Ordering::Relaxed) {
             // SAFETY: `buf` is valid for writes of its length.
@@ -426,6 +459,10 @@ mod netlink {
                 }
             }
             count.store(seen.first.len(), Ordering::Relaxed);
+            let took = at.elapsed();
+            if took > super::SLOW_TURN {
+                seen.slow_turns.push((seen.first.len(), took));
+            }
         }
         seen
     }
