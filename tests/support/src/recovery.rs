@@ -968,6 +968,50 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Each thread of this process still alive: its name, CPU time and time spent runnable but
+/// waiting for a core (`/proc/self/task/*/schedstat`: run ns, run-queue wait ns), largest CPU
+/// first, those under 10 ms left out. Printed after a run to show which stage held a core and
+/// which waited for one (on 2 cores shared with the reference server and other work).
+pub fn thread_times() -> Vec<(String, Duration, Duration)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let p = e.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+        let mut f = sched
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        let (run, wait) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        if run >= 10_000_000 {
+            out.push((
+                name.trim().to_string(),
+                Duration::from_nanos(run),
+                Duration::from_nanos(wait),
+            ));
+        }
+    }
+    out.sort_by_key(|t| std::cmp::Reverse(t.1));
+    out
+}
+
+/// [`thread_times`] on stderr, one line, for the bench's detail.
+fn print_thread_times() {
+    let t: Vec<String> = thread_times()
+        .iter()
+        .map(|(n, run, wait)| {
+            format!(
+                "{n} {:.2} s (waited {:.2} s)",
+                run.as_secs_f64(),
+                wait.as_secs_f64()
+            )
+        })
+        .collect();
+    eprintln!("    (threads: {})", t.join(", "));
+}
+
 /// VmHWM of this process, in KiB.
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -992,7 +1036,7 @@ const CHILD_BOUND: Duration = Duration::from_secs(1800);
 ///   SIGTERM (the state file written).
 ///
 /// Prints `child: <ns> <VmHWM KiB> <records written> <records dropped> <snapshots> <bulk
-/// bindings>`.
+/// bindings> <cpu ns>`, and on stderr its threads' CPU and run-queue wait ([`thread_times`]).
 pub fn child(args: &[String]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1079,6 +1123,7 @@ async fn floor(cfg: &lqagent::config::Config, clients: u32) -> ChildRun {
         n,
         "floor: every route installed"
     );
+    print_thread_times();
     ChildRun {
         elapsed,
         peak_rss_kib: peak_rss_kib(),
@@ -1128,6 +1173,7 @@ async fn daemon_recovery(cfg: &lqagent::config::Config, routes: u64) -> ChildRun
          the cache {all_leases:?})",
         steps.join(", ")
     );
+    print_thread_times();
     let peak = peak_rss_kib();
     let j = r.journal_stats().clone();
     let bulk_bindings = r.bulk_stats().get(Counter::Bindings);
