@@ -1216,10 +1216,14 @@ impl BindingStore {
                 None => return,
             },
         };
-        if let LeaseKey::Address(a) = key {
-            // Into or out of the table (a replacement is neither): see `AddressNets`.
-            if old.is_some() != new_client.is_some() {
-                self.address_nets.0.count(a, new_client.is_some());
+        // Into or out of the table (a replacement is neither): the per-/64 address counts (see
+        // `AddressNets`) and the per-length prefix counts follow the table, not the secondary
+        // indexes, so a lease moving to another client or link never reads as absent to a
+        // concurrent lookup between its unindex and index.
+        if old.is_some() != new_client.is_some() {
+            match key {
+                LeaseKey::Address(a) => self.address_nets.0.count(a, new_client.is_some()),
+                LeaseKey::Prefix(p) => self.count_len(p.len(), new_client.is_some()),
             }
         }
         if let Some(o) = &old {
@@ -1243,11 +1247,11 @@ impl BindingStore {
             return;
         }
         if let Some(o) = &old {
-            self.unindex(key, r, &o.client);
+            self.unindex(r, &o.client);
             self.resize_big(w, &o.client.duid);
         }
         if let Some(n) = &new_client {
-            self.index(key, r, n);
+            self.index(r, n);
             self.resize_big(w, &n.duid);
         }
     }
@@ -1277,12 +1281,20 @@ impl BindingStore {
         }
     }
 
-    fn index(&self, key: LeaseKey, r: SlotRef, c: &ClientInfo) {
-        if let LeaseKey::Prefix(p) = key {
-            if self.prefix_lens[usize::from(p.len())].fetch_add(1, Ordering::Relaxed) == 0 {
-                self.set_len_bit(p.len(), true);
+    /// One prefix of length `len` more (`held`) or fewer in the table; the mask's bit follows
+    /// whether any is held.
+    fn count_len(&self, len: u8, held: bool) {
+        let count = &self.prefix_lens[usize::from(len)];
+        if held {
+            if count.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.set_len_bit(len, true);
             }
+        } else if count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.set_len_bit(len, false);
         }
+    }
+
+    fn index(&self, r: SlotRef, c: &ClientInfo) {
         self.by_client
             .update(c.duid.clone(), ClientRefs::new, |v| v.push(r));
         self.by_link
@@ -1294,12 +1306,7 @@ impl BindingStore {
         }
     }
 
-    fn unindex(&self, key: LeaseKey, r: SlotRef, c: &ClientInfo) {
-        if let LeaseKey::Prefix(p) = key {
-            if self.prefix_lens[usize::from(p.len())].fetch_sub(1, Ordering::Relaxed) == 1 {
-                self.set_len_bit(p.len(), false);
-            }
-        }
+    fn unindex(&self, r: SlotRef, c: &ClientInfo) {
         self.by_client.remove_if_mut(&c.duid[..], |v| {
             v.remove(r);
             v.is_empty()
@@ -1721,16 +1728,22 @@ mod tests {
         // must find it between the move's unindex and index too (the /64's count follows the
         // table, see `AddressNets`).
         let mover = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+        // The same for the only /60 held: the prefix lengths' counts follow the table too.
+        let moving_prefix =
+            Ipv6Prefix::new(Ipv6Addr::new(0x2001, 0xdb8, 4, 0x10, 0, 0, 0, 0), 60).expect("a /60");
+        let in_moving_prefix = Ipv6Addr::new(0x2001, 0xdb8, 4, 0x1f, 0, 0, 0, 7);
         let move_to = |k: i64| {
-            obs(
+            let mut o = obs(
                 200,
                 1 + (k % 2) as u16,
-                &[LeaseKey::Address(mover)],
+                &[LeaseKey::Address(mover), LeaseKey::Prefix(moving_prefix)],
                 2000 + k,
-            )
+            );
+            o.leases[1].ia = IaType::Pd;
+            o
         };
         s.apply(&move_to(0));
-        let stable = stable + 1;
+        let stable = stable + 2;
         let done = AtomicBool::new(false);
         let reads = std::thread::scope(|t| {
             let readers: Vec<_> = (0..2u16)
@@ -1755,6 +1768,11 @@ mod tests {
                             );
                             assert!(!s.knows(held(100 + n % 4000)), "never held");
                             assert!(s.knows(mover), "held while it moves");
+                            assert_eq!(
+                                s.lookup_address(in_moving_prefix).map(|(k, _)| k),
+                                Some(LeaseKey::Prefix(moving_prefix)),
+                                "a prefix held while it moves"
+                            );
                             let c = churned(n % 600);
                             if let Some((k, _)) = s.lookup_address(c) {
                                 assert_eq!(k, LeaseKey::Address(c));
