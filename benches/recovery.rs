@@ -21,6 +21,11 @@
 
 use support::recovery::{self as recovery_support, ChildRun, Measured};
 
+/// The agent's allocator (src/main.rs): the daemon path runs in this bench's own child, so
+/// the runs and the floor are timed with what `lqagent run` allocates with.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == recovery_support::CHILD_ARG) {

@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// jemalloc instead of glibc's malloc: measured on the daemon's timed paths (`cargo bench
+/// --bench recovery`, `--bench storm`), bulk recovery takes about an eighth less CPU with a
+/// lower peak RSS, and the snooped storm is no worse; mimalloc, tried too, used more CPU in the
+/// storm and a third more memory in both.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// DHCPv6 leasequery requestor and binding-cache agent for access concentrators.
 #[derive(Debug, Parser)]
 #[command(name = "lqagent", version, about)]

@@ -20,7 +20,8 @@ else
 fi
 
 log "system packages"
-PKGS=(iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus frr systemd systemd-container debootstrap)
+# make: builds jemalloc, the agent's allocator (tikv-jemallocator in Cargo.toml).
+PKGS=(make iproute2 nftables isc-dhcp-server isc-dhcp-relay isc-dhcp-client tshark tcpdump jq procps iputils-ping util-linux prometheus frr systemd systemd-container debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

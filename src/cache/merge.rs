@@ -146,6 +146,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::binding::{
     Change, ChangeKind, ClientInfo, Confirmation, Doubt, DoubtReason, IaType, Lease, LeaseKey,
     Observation, ObservedLease, RouteView, ServerId, Source, Sweep, Timestamp, WithdrawReason,
@@ -732,12 +734,11 @@ pub(crate) fn merge_held(
     let mut assigned = Vec::new();
     let mut doubts = Vec::new();
 
-    // Removals first (R8, R7) so that prefixes given up free room under the cap (R10).
-    let mut incoming: Vec<_> = obs.leases.iter().collect();
+    // Removals first (R8, R7) so that prefixes given up free room under the cap (R10). Inline
+    // storage: an exchange names a lease or two, and this runs for every snooped REPLY.
+    let mut incoming: SmallVec<[&ObservedLease; 4]> = obs.leases.iter().collect();
     incoming.sort_by_key(|l| (l.valid != 0, l.key));
-    let mut mentioned = std::collections::BTreeSet::new();
     for ol in incoming {
-        mentioned.insert(ol.key);
         let valid_until = reference.after_lifetime(ol.valid);
         let candidate = Lease {
             client: client.clone(),
@@ -858,6 +859,10 @@ pub(crate) fn merge_held(
             srsn: obs.srsn,
             next_hop: None,
         };
+        // Only a complete answer asks what it did not mention (a snooped REPLY never is): the
+        // set is built here, not for every observation.
+        let mentioned: std::collections::BTreeSet<LeaseKey> =
+            obs.leases.iter().map(|l| l.key).collect();
         for (key, l) in current {
             let omitted = !mentioned.contains(key)
                 && *l.client.duid == *obs.client_duid
@@ -935,7 +940,8 @@ fn assign_next_hops(
 ) {
     let on_link =
         |l: &Lease| l.client.duid == client.duid && l.client.link.address == client.link.address;
-    let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
+    // Inline storage: a client holds a few leases, and this runs for every merge that wins.
+    let keys: SmallVec<[LeaseKey; 8]> = current.keys().chain(next.keys()).copied().collect();
     let mut na: Option<Ipv6Addr> = None;
     for k in &keys {
         if let (LeaseKey::Address(a), Some(l)) = (k, state_of(next, current, k)) {
@@ -984,7 +990,8 @@ fn reassign_next_hops(
     c: &Arc<ClientInfo>,
     assigned: &mut Vec<(Arc<ClientInfo>, Option<Ipv6Addr>)>,
 ) {
-    let keys: Vec<LeaseKey> = current.keys().chain(next.keys()).copied().collect();
+    // Inline storage: a client holds a few leases, and this runs for every merge that wins.
+    let keys: SmallVec<[LeaseKey; 8]> = current.keys().chain(next.keys()).copied().collect();
     let newest = keys
         .iter()
         .filter_map(|k| state_of(next, current, k))

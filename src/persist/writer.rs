@@ -639,7 +639,6 @@ impl Files {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let path = self.dir.join(JOURNAL_FILE);
         let r = match self.journal.as_mut() {
             Some(f) => write_chunked(f, &self.buf, self.chunk),
             None => Ok(()),
@@ -656,7 +655,8 @@ impl Files {
                     // Best effort; the next snapshot replaces the journal anyway.
                     let _ = f.set_len(self.journal_len);
                 }
-                Err(io_err(&path)(e))
+                // The path only for the error: a flush runs per batch of a storm's records.
+                Err(io_err(&self.dir.join(JOURNAL_FILE))(e))
             }
         }
     }
@@ -874,6 +874,10 @@ impl Writer {
         // Messages taken off the queue while a snapshot was written, not yet handled: they
         // come before whatever is still in the queue.
         let mut early: VecDeque<Msg> = VecDeque::new();
+        // One batch buffer for the thread's life (it keeps the largest batch's room): in a
+        // storm the writer wakes for a few records at a time, and a fresh Vec was an allocation
+        // and a free per wake-up.
+        let mut batch: Vec<Msg> = Vec::new();
         loop {
             let wait = match self.degraded {
                 Some(d) => d
@@ -882,7 +886,7 @@ impl Writer {
                     .min(interval),
                 None => interval,
             };
-            let mut batch: Vec<Msg> = early.drain(..early.len().min(BATCH)).collect();
+            batch.extend(early.drain(..early.len().min(BATCH)));
             if batch.is_empty() {
                 let first = match rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
@@ -903,7 +907,7 @@ impl Writer {
                 batch.len(),
                 batch.iter().filter(|m| matches!(m, Msg::Record(_))).count(),
             );
-            for m in batch {
+            for m in batch.drain(..) {
                 // The pending snapshot goes in at its place in the record stream (its marker
                 // may sit later in the queue, or have found no room); records before it are in
                 // it (it drops the buffer), records after it go to its fresh journal.
