@@ -1187,6 +1187,17 @@ mod tests {
         book_with(cfg(), now)
     }
 
+    /// A book that mirrors lifetimes into the kernel (`routes.mirror_expiry`); as [`book_with`].
+    fn expiring_book(now: Instant) -> Book {
+        book_with(
+            InstallerConfig {
+                expiry: true,
+                ..cfg()
+            },
+            now,
+        )
+    }
+
     /// A book that refuses new destinations past `max_routes`; interfaces as [`book_with`].
     fn capped(max_routes: usize, now: Instant) -> Book {
         book_with(
@@ -1742,13 +1753,7 @@ mod tests {
     #[test]
     fn a_large_reconciles_deadlines_are_each_ops_own() {
         let now = Instant::now();
-        let mut b = book_with(
-            InstallerConfig {
-                expiry: true,
-                ..cfg()
-            },
-            now,
-        );
+        let mut b = expiring_book(now);
         let n = DEADLINES_FROM as u32 + 100;
         let hop: Ipv6Addr = "fe80::1".parse().unwrap();
         let specs: Vec<RouteSpec> = (0..n)
@@ -1822,13 +1827,7 @@ mod tests {
     #[test]
     fn a_large_applys_deadlines_are_each_ops_own() {
         let now = Instant::now();
-        let mut b = book_with(
-            InstallerConfig {
-                expiry: true,
-                ..cfg()
-            },
-            now,
-        );
+        let mut b = expiring_book(now);
         let at = |secs: u64| now + Duration::from_secs(secs);
         let spec =
             |j: u32, secs: u64| on(&format!("2001:db8::{j:x}/128"), "sub0").valid_until(at(secs));
@@ -1881,13 +1880,7 @@ mod tests {
         let mut off = book(now);
         spec(&mut off);
         assert_eq!(off.expires(now, &p("2001:db8::a/128")), None);
-        let mut on_ = book_with(
-            InstallerConfig {
-                expiry: true,
-                ..cfg()
-            },
-            now,
-        );
+        let mut on_ = expiring_book(now);
         let ops = spec(&mut on_);
         answer(&mut on_, &ops, Outcome::Done, now);
         assert_eq!(on_.expires(now, &p("2001:db8::a/128")), Some(1));

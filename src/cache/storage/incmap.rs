@@ -621,46 +621,128 @@ mod tests {
         ]
     }
 
+    /// A map the proptests drive with [`Op`]s beside a `HashMap` model (see [`drive`]).
+    trait Driven: Default {
+        fn put(&mut self, k: u16, v: u32) -> Option<u32>;
+        fn take(&mut self, k: u16) -> Option<u32>;
+        /// A read of `k` through what the map offers, checked against the model's.
+        fn read(&mut self, k: u16, model: &mut HashMap<u16, u32>) -> Result<(), TestCaseError>;
+        fn upsert(&mut self, k: u16, v: u32) -> &mut u32;
+        fn make_room(&mut self, n: usize);
+        fn empty(&mut self);
+        fn size(&self) -> usize;
+        /// Every entry, through the map's iterator, and how many its other iterator yields.
+        fn pairs(&self) -> (Vec<(u16, u32)>, usize);
+    }
+
+    impl Driven for IncMap<u16, u32> {
+        fn put(&mut self, k: u16, v: u32) -> Option<u32> {
+            self.insert(k, v)
+        }
+        fn take(&mut self, k: u16) -> Option<u32> {
+            self.remove(&k)
+        }
+        fn read(&mut self, k: u16, model: &mut HashMap<u16, u32>) -> Result<(), TestCaseError> {
+            prop_assert_eq!(self.get(&k), model.get(&k));
+            if let Some(v) = self.get_mut(&k) {
+                *v = v.wrapping_add(1);
+            }
+            if let Some(v) = model.get_mut(&k) {
+                *v = v.wrapping_add(1);
+            }
+            Ok(())
+        }
+        fn upsert(&mut self, k: u16, v: u32) -> &mut u32 {
+            self.get_or_insert_with(k, || v)
+        }
+        fn make_room(&mut self, n: usize) {
+            self.reserve(n);
+        }
+        fn empty(&mut self) {
+            self.clear();
+        }
+        fn size(&self) -> usize {
+            self.len()
+        }
+        fn pairs(&self) -> (Vec<(u16, u32)>, usize) {
+            (
+                self.iter().map(|(k, v)| (*k, *v)).collect(),
+                self.keys().count(),
+            )
+        }
+    }
+
+    impl Driven for StaggeredMap<u16, u32> {
+        fn put(&mut self, k: u16, v: u32) -> Option<u32> {
+            self.insert(k, v)
+        }
+        fn take(&mut self, k: u16) -> Option<u32> {
+            self.remove(&k)
+        }
+        fn read(&mut self, k: u16, model: &mut HashMap<u16, u32>) -> Result<(), TestCaseError> {
+            prop_assert_eq!(self.get(&k), model.get(&k));
+            prop_assert_eq!(self.contains_key(&k), model.contains_key(&k));
+            Ok(())
+        }
+        fn upsert(&mut self, k: u16, v: u32) -> &mut u32 {
+            self.get_or_insert_with(k, || v)
+        }
+        fn make_room(&mut self, n: usize) {
+            self.reserve(n);
+        }
+        fn empty(&mut self) {
+            self.clear();
+        }
+        fn size(&self) -> usize {
+            self.len()
+        }
+        fn pairs(&self) -> (Vec<(u16, u32)>, usize) {
+            (
+                self.into_iter().map(|(k, v)| (*k, *v)).collect(),
+                self.values().count(),
+            )
+        }
+    }
+
+    /// Applies `ops` to a fresh `M` and to a `HashMap`, holding every answer, the length after
+    /// each op and the final contents equal.
+    fn drive<M: Driven>(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mut m = M::default();
+        let mut model: HashMap<u16, u32> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Insert(k, v) => prop_assert_eq!(m.put(k, v), model.insert(k, v)),
+                Op::Remove(k) => prop_assert_eq!(m.take(k), model.remove(&k)),
+                Op::Get(k) => m.read(k, &mut model)?,
+                Op::Upsert(k, v) => {
+                    let a = m.upsert(k, v);
+                    *a = a.wrapping_mul(3);
+                    let b = model.entry(k).or_insert(v);
+                    *b = b.wrapping_mul(3);
+                }
+                Op::Reserve(n) => m.make_room(usize::from(n)),
+                Op::Clear => {
+                    m.empty();
+                    model.clear();
+                }
+            }
+            prop_assert_eq!(m.size(), model.len());
+        }
+        let (mut got, counted) = m.pairs();
+        let mut want: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(counted, model.len());
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// Every answer equals a plain HashMap's over random insert/remove/grow sequences.
         #[test]
         fn answers_like_a_hashmap(ops in prop::collection::vec(op(), 1..3000)) {
-            let mut m: IncMap<u16, u32> = IncMap::default();
-            let mut model: HashMap<u16, u32> = HashMap::new();
-            for op in ops {
-                match op {
-                    Op::Insert(k, v) => prop_assert_eq!(m.insert(k, v), model.insert(k, v)),
-                    Op::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
-                    Op::Get(k) => {
-                        prop_assert_eq!(m.get(&k), model.get(&k));
-                        if let Some(v) = m.get_mut(&k) {
-                            *v = v.wrapping_add(1);
-                        }
-                        if let Some(v) = model.get_mut(&k) {
-                            *v = v.wrapping_add(1);
-                        }
-                    }
-                    Op::Upsert(k, v) => {
-                        let a = m.get_or_insert_with(k, || v);
-                        *a = a.wrapping_mul(3);
-                        let b = model.entry(k).or_insert(v);
-                        *b = b.wrapping_mul(3);
-                    }
-                    Op::Reserve(n) => m.reserve(usize::from(n)),
-                    Op::Clear => {
-                        m.clear();
-                        model.clear();
-                    }
-                }
-                prop_assert_eq!(m.len(), model.len());
-            }
-            let mut got: Vec<(u16, u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
-            let mut want: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
-            got.sort_unstable();
-            want.sort_unstable();
-            prop_assert_eq!(got, want);
-            prop_assert_eq!(m.keys().count(), model.len());
+            drive::<IncMap<u16, u32>>(ops)?;
         }
 
         /// Inserts and removes alone (no reserve) never need the old table moved at once: the
@@ -718,36 +800,7 @@ mod tests {
         /// The staggered map answers like a HashMap over random insert/remove/grow sequences.
         #[test]
         fn staggered_answers_like_a_hashmap(ops in prop::collection::vec(op(), 1..3000)) {
-            let mut m: StaggeredMap<u16, u32> = StaggeredMap::default();
-            let mut model: HashMap<u16, u32> = HashMap::new();
-            for op in ops {
-                match op {
-                    Op::Insert(k, v) => prop_assert_eq!(m.insert(k, v), model.insert(k, v)),
-                    Op::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
-                    Op::Get(k) => {
-                        prop_assert_eq!(m.get(&k), model.get(&k));
-                        prop_assert_eq!(m.contains_key(&k), model.contains_key(&k));
-                    }
-                    Op::Upsert(k, v) => {
-                        let a = m.get_or_insert_with(k, || v);
-                        *a = a.wrapping_mul(3);
-                        let b = model.entry(k).or_insert(v);
-                        *b = b.wrapping_mul(3);
-                    }
-                    Op::Reserve(n) => m.reserve(usize::from(n)),
-                    Op::Clear => {
-                        m.clear();
-                        model.clear();
-                    }
-                }
-                prop_assert_eq!(m.len(), model.len());
-            }
-            let mut got: Vec<(u16, u32)> = (&m).into_iter().map(|(k, v)| (*k, *v)).collect();
-            let mut want: Vec<(u16, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
-            got.sort_unstable();
-            want.sort_unstable();
-            prop_assert_eq!(got, want);
-            prop_assert_eq!(m.values().count(), model.len());
+            drive::<StaggeredMap<u16, u32>>(ops)?;
         }
     }
 
