@@ -635,13 +635,32 @@ mod tests {
         fn pairs(&self) -> (Vec<(u16, u32)>, usize);
     }
 
+    /// The [`Driven`] methods both maps answer with their own methods of the same names.
+    macro_rules! forward_to_the_map {
+        () => {
+            fn put(&mut self, k: u16, v: u32) -> Option<u32> {
+                self.insert(k, v)
+            }
+            fn take(&mut self, k: u16) -> Option<u32> {
+                self.remove(&k)
+            }
+            fn upsert(&mut self, k: u16, v: u32) -> &mut u32 {
+                self.get_or_insert_with(k, || v)
+            }
+            fn make_room(&mut self, n: usize) {
+                self.reserve(n);
+            }
+            fn empty(&mut self) {
+                self.clear();
+            }
+            fn size(&self) -> usize {
+                self.len()
+            }
+        };
+    }
+
     impl Driven for IncMap<u16, u32> {
-        fn put(&mut self, k: u16, v: u32) -> Option<u32> {
-            self.insert(k, v)
-        }
-        fn take(&mut self, k: u16) -> Option<u32> {
-            self.remove(&k)
-        }
+        forward_to_the_map!();
         fn read(&mut self, k: u16, model: &mut HashMap<u16, u32>) -> Result<(), TestCaseError> {
             prop_assert_eq!(self.get(&k), model.get(&k));
             if let Some(v) = self.get_mut(&k) {
@@ -652,18 +671,6 @@ mod tests {
             }
             Ok(())
         }
-        fn upsert(&mut self, k: u16, v: u32) -> &mut u32 {
-            self.get_or_insert_with(k, || v)
-        }
-        fn make_room(&mut self, n: usize) {
-            self.reserve(n);
-        }
-        fn empty(&mut self) {
-            self.clear();
-        }
-        fn size(&self) -> usize {
-            self.len()
-        }
         fn pairs(&self) -> (Vec<(u16, u32)>, usize) {
             (
                 self.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -673,28 +680,11 @@ mod tests {
     }
 
     impl Driven for StaggeredMap<u16, u32> {
-        fn put(&mut self, k: u16, v: u32) -> Option<u32> {
-            self.insert(k, v)
-        }
-        fn take(&mut self, k: u16) -> Option<u32> {
-            self.remove(&k)
-        }
+        forward_to_the_map!();
         fn read(&mut self, k: u16, model: &mut HashMap<u16, u32>) -> Result<(), TestCaseError> {
             prop_assert_eq!(self.get(&k), model.get(&k));
             prop_assert_eq!(self.contains_key(&k), model.contains_key(&k));
             Ok(())
-        }
-        fn upsert(&mut self, k: u16, v: u32) -> &mut u32 {
-            self.get_or_insert_with(k, || v)
-        }
-        fn make_room(&mut self, n: usize) {
-            self.reserve(n);
-        }
-        fn empty(&mut self) {
-            self.clear();
-        }
-        fn size(&self) -> usize {
-            self.len()
         }
         fn pairs(&self) -> (Vec<(u16, u32)>, usize) {
             (
