@@ -336,8 +336,8 @@ impl Classifier {
     /// The server that sent a REPLY, shared with the last REPLY's when it is the same server
     /// (DUID and address). Why: in a storm nearly every REPLY comes from one of a few servers,
     /// and a fresh `ServerId` per REPLY cost two allocations on the snooped path and one more
-    /// copy of the server's DUID in every lease the cache keeps; a shared one is also told
-    /// equal by pointer where the merge compares servers.
+    /// copy of the server's DUID in every lease the cache keeps. (The merge still compares
+    /// servers by DUID, never by pointer, so sharing changes no answer.)
     fn server_id(&mut self, duid: &[u8], address: Ipv6Addr) -> Arc<ServerId> {
         if let Some(s) = &self.last_server {
             if s.address == address && s.duid.as_bytes() == duid {
