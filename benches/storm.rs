@@ -105,9 +105,10 @@ fn main() {
     let senders = lab.senders();
     let monitor = RouteMonitor::start(&lab.relay, proto, n as usize);
     let cpu0 = cpu_seconds(agent.pid());
-    let (agent_sched0, monitor_sched0) = (
+    let (agent_sched0, monitor_sched0, monitor_switches0) = (
         sched_by_name(agent.pid()),
         schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        switches(monitor.tid()),
     );
     // The sending thread is this process's main thread (its thread id is the process id).
     let me = std::process::id();
@@ -129,8 +130,11 @@ fn main() {
     waits(
         &agent_sched0,
         &sched_by_name(agent.pid()),
-        monitor_sched0,
-        schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        [
+            monitor_sched0,
+            schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        ],
+        [monitor_switches0, switches(monitor.tid())],
         n,
     );
     // Let the capture read the kernel's drop count (it does when idle) before asking.
@@ -456,11 +460,16 @@ fn sched_by_name(pid: u32) -> std::collections::BTreeMap<String, [u64; 3]> {
 /// CPU during the storm (`schedstat`): with two cores and a sender that takes one flat out, a
 /// REPLY can wait for the agent to get a CPU, and a route for the monitor to read it — neither
 /// is the agent's work. Printed per thread name, per exchange and per time slice.
+///
+/// The monitor's own cost is printed beside its wait: its CPU per route (what it takes from the
+/// two cores the agent and the sender share) and how often it went to sleep on its socket
+/// (voluntary switches: each one a wake-up the kernel does later from inside the agent's route
+/// add, when the next notification arrives) or was preempted (involuntary).
 fn waits(
     before: &std::collections::BTreeMap<String, [u64; 3]>,
     after: &std::collections::BTreeMap<String, [u64; 3]>,
-    monitor0: [u64; 3],
-    monitor1: [u64; 3],
+    [monitor0, monitor1]: [[u64; 3]; 2],
+    [switches0, switches1]: [[u64; 2]; 2],
     n: u32,
 ) {
     let mut parts = Vec::new();
@@ -493,6 +502,32 @@ fn waits(
         slices,
         wait as f64 / 1e3 / slices.max(1) as f64
     );
+    let run = monitor1[0].saturating_sub(monitor0[0]);
+    println!(
+        "route monitor ran {:.1} ms: {:.2} us per route; {} sleeps on its socket (wake-ups), \
+         {} preemptions",
+        run as f64 / 1e6,
+        run as f64 / 1e3 / f64::from(n),
+        switches1[0].saturating_sub(switches0[0]),
+        switches1[1].saturating_sub(switches0[1]),
+    );
+}
+
+/// Voluntary and involuntary context switches of this process's thread `tid`
+/// (`/proc/self/task/TID/status`): a thread that blocks on a socket switches voluntarily, and
+/// each such sleep ends in a wake-up.
+fn switches(tid: u32) -> [u64; 2] {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    ]
 }
 
 /// Clients per window of a paced run: small, so a window's own burst adds little queue.
