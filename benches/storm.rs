@@ -191,7 +191,8 @@ fn main() {
     );
     println!(
         "routes {} of {n}; capture received {} kernel_drop {} queue_full (waits) {}; \
-         classifier reply_bind {} pending_evicted {} reply_unmatched {}; monitor overflows {}",
+         classifier reply_bind {} pending_evicted {} reply_unmatched {}; monitor overflows {} \
+         truncated {}, {:.1} routes per read",
         lat.len(),
         capture("received"),
         kernel_drop,
@@ -200,6 +201,8 @@ fn main() {
         classified("pending_evicted"),
         classified("reply_unmatched"),
         seen.overflows,
+        seen.truncated,
+        seen.first.len() as f64 / seen.reads.max(1) as f64,
     );
     // The agent's own CPU for the storm: what it costs whatever else the machine runs (on a
     // loaded machine the latencies below are mostly waiting for a CPU).
