@@ -78,22 +78,23 @@ fn route_monitor_stamps_every_route_of_a_burst() {
     const N: u32 = 3000;
     const PROTO: u8 = 200;
     let ns = NetNs::new("mon");
-    ns.exec(&["ip", "link", "add", "d0", "type", "dummy"]);
+    // A veth with its peer inside (the test kernels have no dummy links).
+    ns.exec(&[
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+    ]);
+    ns.exec(&["ip", "link", "set", "d0p", "up"]);
     ns.exec(&["ip", "link", "set", "d0", "up"]);
     let addr = |k: u32| -> std::net::Ipv6Addr {
         std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, (k >> 16) as u16, k as u16)
     };
     let mut batch = String::new();
     for k in 0..N {
-        batch.push_str(&format!(
-            "-6 route add {}/128 dev d0 proto {PROTO}\n",
-            addr(k)
-        ));
+        batch.push_str(&format!("route add {}/128 dev d0 proto {PROTO}\n", addr(k)));
     }
     // Not watched: another protocol's /128, and a shorter prefix of the watched protocol.
-    batch.push_str("-6 route add 2001:db8:21::1/128 dev d0 proto 201\n");
+    batch.push_str("route add 2001:db8:21::1/128 dev d0 proto 201\n");
     batch.push_str(&format!(
-        "-6 route add 2001:db8:22::/64 dev d0 proto {PROTO}\n"
+        "route add 2001:db8:22::/64 dev d0 proto {PROTO}\n"
     ));
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("routes.batch");
@@ -104,7 +105,7 @@ fn route_monitor_stamps_every_route_of_a_burst() {
     // would fall before `before`.
     std::thread::sleep(Duration::from_millis(100));
     let before = Instant::now();
-    ns.exec(&["ip", "-batch", &file.to_string_lossy()]);
+    ns.exec(&["ip", "-6", "-batch", &file.to_string_lossy()]);
     let end = Instant::now() + Duration::from_secs(30);
     while monitor.count() < N as usize && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
