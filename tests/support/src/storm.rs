@@ -241,7 +241,7 @@ pub fn monotonic_secs(at: Instant) -> f64 {
 /// timed, and the caller says so).
 #[derive(Debug, Default)]
 pub struct RoutesSeen {
-    pub first: std::collections::HashMap<Ipv6Addr, Instant>,
+    pub first: RouteStamps,
     pub overflows: u64,
     /// The monitor's own slow turns: taking one read's routes (after the read returned) took
     /// longer than [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is stamped
@@ -253,6 +253,38 @@ pub struct RoutesSeen {
     /// Reads that returned datagrams: each one took every notification waiting then (up to a
     /// bound), so routes per read says how many each wake-up of the monitor took.
     pub reads: u64,
+}
+
+/// When each route was first seen, by destination.
+pub type RouteStamps =
+    std::collections::HashMap<Ipv6Addr, Instant, std::hash::BuildHasherDefault<AddrHasher>>;
+
+/// The monitor map's hasher: a multiply-rotate over the address's words, then a 64-bit
+/// finalizer (MurmurHash3's fmix64) so that addresses differing only in their last bytes still
+/// spread over the table's low bits. SipHash cost the monitor's thread about 0.1 us a route; its
+/// resistance to chosen keys buys nothing here, the keys being the routes the kernel announces
+/// in the bench's own namespace.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
 /// A monitor turn longer than this is kept in [`RoutesSeen::slow_turns`].
@@ -409,9 +441,10 @@ mod netlink {
     /// `recvmmsg(2)` (one wake-up, one system call) instead of a `recv(2)` each. Small enough
     /// that the read's own length, by which its first routes are stamped late, stays short.
     const SLOTS: usize = 64;
-    /// Room for one datagram. One route's notification is a few hundred bytes; a longer one
-    /// (truncated) is counted in [`RoutesSeen::truncated`], never silently cut.
-    const SLOT: usize = 8192;
+    /// Room for one datagram. One /128's notification is under 200 bytes; a longer one
+    /// (truncated) is counted in [`RoutesSeen::truncated`], never silently cut. Small, so the
+    /// kernel's copies into a read's slots land on a few pages and cache lines.
+    const SLOT: usize = 1024;
 
     pub(super) fn watch(
         fd: &OwnedFd,
@@ -496,7 +529,7 @@ mod netlink {
     /// leaves the table's pages unmapped until the first route lands in each, and those page
     /// faults would fall on the monitor's thread during the storm. Filled and cleared, the table
     /// keeps its (now resident) memory and its capacity.
-    fn prefault(map: &mut std::collections::HashMap<Ipv6Addr, Instant>, expected: usize) {
+    fn prefault(map: &mut super::RouteStamps, expected: usize) {
         map.reserve(expected);
         let now = Instant::now();
         for k in 0..expected {
