@@ -29,7 +29,9 @@
 //! such as a table growing — the windows after 3 584, 7 168, 14 336 and 28 672 clients, where
 //! a hash table of a power-of-two size fills to seven eighths), and how long the
 //! agent's threads and the bench's route monitor were runnable but waited for a CPU
-//! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
+//! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work), and the
+//! monitor's own cost on those cores: its CPU per route, its sleeps on its socket (each ended
+//! by a wake-up the kernel does inside the agent's route add) and routes per read.
 //!
 //! `LQAGENT_STORM_TRACE=1` also prints when each window's first REPLY was sent, on the
 //! `CLOCK_MONOTONIC` clock that `perf record -k CLOCK_MONOTONIC` stamps samples with (the three
