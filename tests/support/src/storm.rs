@@ -244,8 +244,8 @@ pub struct RoutesSeen {
     pub first: RouteStamps,
     pub overflows: u64,
     /// The monitor's own slow turns: taking one read's routes (after the read returned) took
-    /// longer than [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is stamped
-    /// late by that much: a stall of the measuring thread, not of the agent.
+    /// longer than [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is
+    /// stamped late by that much: a stall of the measuring thread, not of the agent.
     pub slow_turns: Vec<(usize, std::time::Duration)>,
     /// Notifications longer than the monitor's room for one: cut, so a route in one may be
     /// missing from [`RoutesSeen::first`] (the caller says so, as for an overflow).
@@ -437,9 +437,10 @@ mod netlink {
         Ok(fd)
     }
 
-    /// Datagrams one read takes at most: a burst's notifications waiting together come in one
-    /// `recvmmsg(2)` (one wake-up, one system call) instead of a `recv(2)` each. Small enough
-    /// that the read's own length, by which its first routes are stamped late, stays short.
+    /// Datagrams one read takes at most: the notifications waiting together come in one
+    /// `recvmmsg(2)` instead of a `recv(2)` each (the wake-ups are as many as before: the monitor
+    /// still sleeps as soon as nothing waits). Small enough that the read's own length, by which
+    /// its first routes are stamped late, stays short (tens of microseconds).
     const SLOTS: usize = 64;
     /// Room for one datagram. One /128's notification is under 200 bytes; a longer one
     /// (truncated) is counted in [`RoutesSeen::truncated`], never silently cut. Small, so the
@@ -456,7 +457,8 @@ mod netlink {
     ) -> RoutesSeen {
         let mut seen = RoutesSeen::default();
         prefault(&mut seen.first, expected);
-        // Written (not calloc'd zero pages), so no page is first touched during the storm.
+        // Written (not calloc'd zero pages), so no page is first touched during the storm. Only
+        // reached through `base` from here on; it lives, unmoved, to the end of this function.
         let mut buf = vec![0x55u8; SLOTS * SLOT];
         let base = buf.as_mut_ptr();
         // SAFETY (both): iovec and mmsghdr are plain old data; every iovec points at its own
@@ -508,9 +510,9 @@ mod netlink {
                     seen.truncated += 1;
                 }
                 let len = (h.msg_len as usize).min(SLOT);
-                let Some(datagram) = buf.get(k * SLOT..k * SLOT + len) else {
-                    continue;
-                };
+                // SAFETY: slot `k` of `buf` (k < SLOTS), its first `len` <= SLOT bytes written
+                // by the read; read through `base`, the pointer the kernel wrote through.
+                let datagram = unsafe { std::slice::from_raw_parts(base.add(k * SLOT), len) };
                 super::routes_in(datagram, protocol, |a| {
                     seen.first.entry(a).or_insert(at);
                 });
