@@ -247,6 +247,13 @@ fn main() {
     // After the last line: a storm that lost anything fails, the smoke run under `cargo test`
     // included (no timing is asserted).
     assert_eq!(lat.len(), n as usize, "every client's route installed");
+    // A notification the monitor lost (its socket overflowed) or cut would leave a route
+    // untimed, or timed by a later notification of it: either way the run does not count.
+    assert_eq!(
+        (seen.overflows, seen.truncated),
+        (0, 0),
+        "the route monitor lost no notification"
+    );
     assert_eq!(dropped, 0, "no snooped message dropped");
 }
 
