@@ -29,7 +29,9 @@
 //! such as a table growing — the windows after 3 584, 7 168, 14 336 and 28 672 clients, where
 //! a hash table of a power-of-two size fills to seven eighths), and how long the
 //! agent's threads and the bench's route monitor were runnable but waited for a CPU
-//! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work).
+//! (`schedstat`: on two cores beside a flat-out sender, time that is neither's work), and the
+//! monitor's own cost on those cores: its CPU per route, its sleeps on its socket (each ended
+//! by a wake-up the kernel does inside the agent's route add) and routes per read.
 //!
 //! `LQAGENT_STORM_TRACE=1` also prints when each window's first REPLY was sent, on the
 //! `CLOCK_MONOTONIC` clock that `perf record -k CLOCK_MONOTONIC` stamps samples with (the three
@@ -105,9 +107,10 @@ fn main() {
     let senders = lab.senders();
     let monitor = RouteMonitor::start(&lab.relay, proto, n as usize);
     let cpu0 = cpu_seconds(agent.pid());
-    let (agent_sched0, monitor_sched0) = (
+    let (agent_sched0, monitor_sched0, monitor_switches0) = (
         sched_by_name(agent.pid()),
         schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        switches(monitor.tid()),
     );
     // The sending thread is this process's main thread (its thread id is the process id).
     let me = std::process::id();
@@ -129,8 +132,11 @@ fn main() {
     waits(
         &agent_sched0,
         &sched_by_name(agent.pid()),
-        monitor_sched0,
-        schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        [
+            monitor_sched0,
+            schedstat(&format!("/proc/self/task/{}/schedstat", monitor.tid())),
+        ],
+        [monitor_switches0, switches(monitor.tid())],
         n,
     );
     // Let the capture read the kernel's drop count (it does when idle) before asking.
@@ -187,7 +193,8 @@ fn main() {
     );
     println!(
         "routes {} of {n}; capture received {} kernel_drop {} queue_full (waits) {}; \
-         classifier reply_bind {} pending_evicted {} reply_unmatched {}; monitor overflows {}",
+         classifier reply_bind {} pending_evicted {} reply_unmatched {}; monitor overflows {} \
+         truncated {}, {:.1} routes per read",
         lat.len(),
         capture("received"),
         kernel_drop,
@@ -196,6 +203,8 @@ fn main() {
         classified("pending_evicted"),
         classified("reply_unmatched"),
         seen.overflows,
+        seen.truncated,
+        seen.first.len() as f64 / seen.reads.max(1) as f64,
     );
     // The agent's own CPU for the storm: what it costs whatever else the machine runs (on a
     // loaded machine the latencies below are mostly waiting for a CPU).
@@ -238,6 +247,13 @@ fn main() {
     // After the last line: a storm that lost anything fails, the smoke run under `cargo test`
     // included (no timing is asserted).
     assert_eq!(lat.len(), n as usize, "every client's route installed");
+    // A notification the monitor lost (its socket overflowed) or cut would leave a route
+    // untimed, or timed by a later notification of it: either way the run does not count.
+    assert_eq!(
+        (seen.overflows, seen.truncated),
+        (0, 0),
+        "the route monitor lost no notification"
+    );
     assert_eq!(dropped, 0, "no snooped message dropped");
 }
 
@@ -456,11 +472,16 @@ fn sched_by_name(pid: u32) -> std::collections::BTreeMap<String, [u64; 3]> {
 /// CPU during the storm (`schedstat`): with two cores and a sender that takes one flat out, a
 /// REPLY can wait for the agent to get a CPU, and a route for the monitor to read it — neither
 /// is the agent's work. Printed per thread name, per exchange and per time slice.
+///
+/// The monitor's own cost is printed beside its wait: its CPU per route (what it takes from the
+/// two cores the agent and the sender share) and how often it went to sleep on its socket
+/// (voluntary switches: each one a wake-up the kernel does later from inside the agent's route
+/// add, when the next notification arrives) or was preempted (involuntary).
 fn waits(
     before: &std::collections::BTreeMap<String, [u64; 3]>,
     after: &std::collections::BTreeMap<String, [u64; 3]>,
-    monitor0: [u64; 3],
-    monitor1: [u64; 3],
+    [monitor0, monitor1]: [[u64; 3]; 2],
+    [switches0, switches1]: [[u64; 2]; 2],
     n: u32,
 ) {
     let mut parts = Vec::new();
@@ -493,6 +514,32 @@ fn waits(
         slices,
         wait as f64 / 1e3 / slices.max(1) as f64
     );
+    let run = monitor1[0].saturating_sub(monitor0[0]);
+    println!(
+        "route monitor ran {:.1} ms: {:.2} us per route; {} sleeps on its socket (wake-ups), \
+         {} preemptions",
+        run as f64 / 1e6,
+        run as f64 / 1e3 / f64::from(n),
+        switches1[0].saturating_sub(switches0[0]),
+        switches1[1].saturating_sub(switches0[1]),
+    );
+}
+
+/// Voluntary and involuntary context switches of this process's thread `tid`
+/// (`/proc/self/task/TID/status`): a thread that blocks on a socket switches voluntarily, and
+/// each such sleep ends in a wake-up.
+fn switches(tid: u32) -> [u64; 2] {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    ]
 }
 
 /// Clients per window of a paced run: small, so a window's own burst adds little queue.

@@ -241,12 +241,50 @@ pub fn monotonic_secs(at: Instant) -> f64 {
 /// timed, and the caller says so).
 #[derive(Debug, Default)]
 pub struct RoutesSeen {
-    pub first: std::collections::HashMap<Ipv6Addr, Instant>,
+    pub first: RouteStamps,
     pub overflows: u64,
-    /// The monitor's own slow turns: reading one datagram's routes took longer than
-    /// [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is stamped
-    /// late by that much: a stall of the measuring thread, not of the agent.
+    /// The monitor's own slow turns: taking one read's routes (after the read returned) took
+    /// longer than [`SLOW_TURN`] (routes seen so far, how long). A route announced meanwhile is
+    /// stamped late by that much: a stall of the measuring thread, not of the agent.
     pub slow_turns: Vec<(usize, std::time::Duration)>,
+    /// Notifications longer than the monitor's room for one: cut, so a route in one may be
+    /// missing from [`RoutesSeen::first`] (the caller says so, as for an overflow).
+    pub truncated: u64,
+    /// Reads that returned datagrams: each one took every notification waiting then (up to a
+    /// bound), so routes per read says how many each wake-up of the monitor took.
+    pub reads: u64,
+}
+
+/// When each route was first seen, by destination.
+pub type RouteStamps =
+    std::collections::HashMap<Ipv6Addr, Instant, std::hash::BuildHasherDefault<AddrHasher>>;
+
+/// The monitor map's hasher: a multiply-rotate over the address's words, then a 64-bit
+/// finalizer (MurmurHash3's fmix64) so that addresses differing only in their last bytes still
+/// spread over the table's low bits. SipHash cost the monitor's thread about 0.1 us a route; its
+/// resistance to chosen keys buys nothing here, the keys being the routes the kernel announces
+/// in the bench's own namespace.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
 /// A monitor turn longer than this is kept in [`RoutesSeen::slow_turns`].
@@ -267,7 +305,8 @@ pub struct RouteMonitor {
 impl RouteMonitor {
     /// Start watching in `ns`; returns once the socket is subscribed (no route is missed after).
     /// `expected`: how many routes the caller will wait for. The map of routes seen is made
-    /// that big before the first is read, so it never grows while routes are being stamped:
+    /// that big (and its memory touched) before the first is read, so it never grows nor faults
+    /// in pages while routes are being stamped:
     /// growing it (a rehash of every route seen so far on the monitor's thread, 5–7 ms at
     /// 28 672 routes on the bench machine) delayed every route announced meanwhile, and the
     /// storm bench took the monitor's stall for the agent's.
@@ -278,8 +317,9 @@ impl RouteMonitor {
         let (st, ct) = (stop.clone(), count.clone());
         let thread = ns.spawn_in(move || {
             let fd = netlink::subscribe_ipv6_routes().expect("netlink route monitor");
-            ready_tx.send(netlink::tid()).unwrap();
-            netlink::watch(&fd, protocol, expected, &st, &ct)
+            netlink::watch(&fd, protocol, expected, &st, &ct, || {
+                ready_tx.send(netlink::tid()).unwrap();
+            })
         });
         let tid = ready_rx.recv().expect("monitor thread started");
         RouteMonitor {
@@ -319,8 +359,6 @@ mod netlink {
     use super::RoutesSeen;
 
     const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-    const RTM_NEWROUTE: u16 = 24;
-    const RTA_DST: u16 = 1;
 
     /// `CLOCK_MONOTONIC` now, in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps
     /// its samples with (and `Instant`'s on Linux).
@@ -399,71 +437,154 @@ mod netlink {
         Ok(fd)
     }
 
+    /// Datagrams one read takes at most: the notifications waiting together come in one
+    /// `recvmmsg(2)` instead of a `recv(2)` each (the wake-ups are as many as before: the monitor
+    /// still sleeps as soon as nothing waits). Small enough that the read's own length, by which
+    /// its first routes are stamped late, stays short (tens of microseconds).
+    const SLOTS: usize = 64;
+    /// Room for one datagram. One /128's notification is under 200 bytes; a longer one
+    /// (truncated) is counted in [`RoutesSeen::truncated`], never silently cut. Small, so the
+    /// kernel's copies into a read's slots land on a few pages and cache lines.
+    const SLOT: usize = 1024;
+
     pub(super) fn watch(
         fd: &OwnedFd,
         protocol: u8,
         expected: usize,
         stop: &AtomicBool,
         count: &AtomicUsize,
+        ready: impl FnOnce(),
     ) -> RoutesSeen {
         let mut seen = RoutesSeen::default();
-        seen.first.reserve(expected);
-        let mut buf = vec![0u8; 1 << 20];
+        prefault(&mut seen.first, expected);
+        // Written (not calloc'd zero pages), so no page is first touched during the storm. Only
+        // reached through `base` from here on; it lives, unmoved, to the end of this function.
+        let mut buf = vec![0x55u8; SLOTS * SLOT];
+        let base = buf.as_mut_ptr();
+        // SAFETY (both): iovec and mmsghdr are plain old data; every iovec points at its own
+        // SLOT-sized part of `buf`, which lives, unmoved, until this function returns.
+        let mut iov: Vec<libc::iovec> = (0..SLOTS)
+            .map(|k| libc::iovec {
+                iov_base: unsafe { base.add(k * SLOT) }.cast(),
+                iov_len: SLOT,
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        // Set up before the caller is told to start: the map's and the buffer's first touch
+        // is no part of the storm's time, nor of the monitor's CPU the bench reports.
+        ready();
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // Blocks (up to the socket's read timeout) for the first datagram, then takes the
+            // ones already queued behind it without waiting (MSG_WAITFORONE).
+            // SAFETY: `hdrs` holds SLOTS valid mmsghdrs whose buffers are live; no timeout.
+            let got = unsafe {
+                libc::recvmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    SLOTS as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            // Every datagram of this read was queued before the read returned: stamping them
+            // all now is never earlier than the kernel announced any of them.
             let at = Instant::now();
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::ENOBUFS) {
+            if got < 0 {
+                // An overflow (ENOBUFS) lost notifications. One met after some datagrams were
+                // taken is kept by the kernel for the next read, so it is counted here too.
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
                     seen.overflows += 1;
                 }
                 continue;
             }
-            let Some(mut msgs) = buf.get(..n as usize) else {
-                continue;
-            };
-            // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32; then rtmsg (12 bytes):
-            // family, dst_len, src_len, tos, table, protocol, scope, type, flags u32; then
-            // attributes (len u16, type u16, value), each padded to 4.
-            while msgs.len() >= 16 {
-                let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(msgs[4..6].try_into().unwrap());
-                let Some(msg) = msgs.get(..len.max(16)) else {
-                    break;
-                };
-                if ty == RTM_NEWROUTE
-                    && let Some(rt) = msg.get(16..28)
-                    && rt[1] == 128
-                    && rt[5] == protocol
-                {
-                    let mut attrs = msg.get(28..).unwrap_or_default();
-                    while attrs.len() >= 4 {
-                        let alen = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-                        let aty = u16::from_ne_bytes([attrs[2], attrs[3]]);
-                        if alen < 4 {
-                            break;
-                        }
-                        if aty == RTA_DST
-                            && let Some(v) = attrs.get(4..20)
-                        {
-                            let a = Ipv6Addr::from(<[u8; 16]>::try_from(v).unwrap());
-                            seen.first.entry(a).or_insert(at);
-                        }
-                        attrs = attrs.get(alen.div_ceil(4) * 4..).unwrap_or_default();
-                    }
+            for (k, h) in hdrs.iter().take(got as usize).enumerate() {
+                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    seen.truncated += 1;
                 }
-                msgs = msgs.get(len.div_ceil(4) * 4..).unwrap_or_default();
-                if len == 0 {
-                    break;
-                }
+                let len = (h.msg_len as usize).min(SLOT);
+                // SAFETY: slot `k` of `buf` (k < SLOTS), its first `len` <= SLOT bytes written
+                // by the read; read through `base`, the pointer the kernel wrote through.
+                let datagram = unsafe { std::slice::from_raw_parts(base.add(k * SLOT), len) };
+                super::routes_in(datagram, protocol, |a| {
+                    seen.first.entry(a).or_insert(at);
+                });
             }
             count.store(seen.first.len(), Ordering::Relaxed);
             let took = at.elapsed();
             if took > super::SLOW_TURN {
                 seen.slow_turns.push((seen.first.len(), took));
             }
+            seen.reads += 1;
         }
         seen
+    }
+
+    /// Make `map` hold `expected` routes and touch all of its memory now: reserving alone
+    /// leaves the table's pages unmapped until the first route lands in each, and those page
+    /// faults would fall on the monitor's thread during the storm. Filled and cleared, the table
+    /// keeps its (now resident) memory and its capacity.
+    fn prefault(map: &mut super::RouteStamps, expected: usize) {
+        map.reserve(expected);
+        let now = Instant::now();
+        for k in 0..expected {
+            map.insert(Ipv6Addr::from(k as u128), now);
+        }
+        map.clear();
+    }
+}
+
+/// Calls `f` with the destination of every new /128 of `protocol` in one netlink datagram.
+/// Only what says which route it is, is read: the message type, the `rtmsg`'s prefix length
+/// and protocol, and the `RTA_DST` attribute. Every length is checked against the datagram:
+/// a short or bogus one ends the walk.
+pub fn routes_in(datagram: &[u8], protocol: u8, mut f: impl FnMut(Ipv6Addr)) {
+    const RTM_NEWROUTE: u16 = 24;
+    const RTA_DST: u16 = 1;
+    let mut msgs = datagram;
+    // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32; then rtmsg (12 bytes):
+    // family, dst_len, src_len, tos, table, protocol, scope, type, flags u32; then
+    // attributes (len u16, type u16, value), each padded to 4.
+    while let Some(head) = msgs.get(..16) {
+        let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let ty = u16::from_ne_bytes([head[4], head[5]]);
+        if len < 16 {
+            break;
+        }
+        let Some(msg) = msgs.get(..len) else {
+            break;
+        };
+        if ty == RTM_NEWROUTE
+            && let Some(rt) = msg.get(16..28)
+            && rt[1] == 128
+            && rt[5] == protocol
+        {
+            let mut attrs = msg.get(28..).unwrap_or_default();
+            while let Some(ah) = attrs.get(..4) {
+                let alen = u16::from_ne_bytes([ah[0], ah[1]]) as usize;
+                let aty = u16::from_ne_bytes([ah[2], ah[3]]);
+                if alen < 4 {
+                    break;
+                }
+                if aty == RTA_DST
+                    && let Some(v) = attrs.get(4..20)
+                    && alen >= 20
+                {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(v);
+                    f(Ipv6Addr::from(a));
+                    break;
+                }
+                attrs = attrs.get(alen.div_ceil(4) * 4..).unwrap_or_default();
+            }
+        }
+        msgs = msgs.get(len.div_ceil(4) * 4..).unwrap_or_default();
     }
 }
