@@ -8,10 +8,6 @@
 //! exchange, the largest part of the snooper's CPU. Classified in place, a packet costs no copy
 //! and the only hand-over is to the cache task.
 //!
-//! The capture tasks run on a thread of their own, not on the daemon's runtime (see
-//! [`CaptureThread`] for why): packets wake that thread; the cache and route work runs on the
-//! daemon's runtime, woken once per batch of what the capture learnt.
-//!
 //! The hand-over waits: snooped inputs have their own queue in the cache task, served before
 //! bulk and on-demand answers, so a full queue only holds the capture back — it waits for room
 //! with the packet still in its ring, the one place one can be lost, and the kernel counts it
@@ -166,26 +162,17 @@ pub fn spawn(
         ..SnoopStats::default()
     };
     let state: ClassifyState = Arc::new(std::sync::Mutex::new((classifier, LogBudget::default())));
-    // The capture's own runtime, on its own thread (see [`CaptureThread`]): its sockets are
-    // registered with it, so a packet wakes that thread, not a worker of the daemon's runtime.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut opened = Vec::with_capacity(cfg.interfaces.len());
-    {
-        let _in_capture_runtime = rt.enter();
-        for ifname in &cfg.interfaces {
-            match CaptureSocket::open(ifname, cfg.receive_buffer) {
-                Ok(sock) => opened.push((ifname.clone(), Some(sock))),
-                // Not there yet: waited for (any other error, e.g. no CAP_NET_RAW, stays fatal).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    opened.push((ifname.clone(), None))
-                }
-                Err(e) => return Err(e),
+    for ifname in &cfg.interfaces {
+        match CaptureSocket::open(ifname, cfg.receive_buffer) {
+            Ok(sock) => opened.push((ifname.clone(), Some(sock))),
+            // Not there yet: waited for (any other error, e.g. no CAP_NET_RAW, stays fatal).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                opened.push((ifname.clone(), None))
             }
+            Err(e) => return Err(e),
         }
     }
-    let mut runs = Vec::with_capacity(opened.len());
     for (name, first) in opened {
         let rb = cfg.receive_buffer;
         let sink = Classify {
@@ -198,7 +185,7 @@ pub fn spawn(
         let st = stats.capture.clone();
         let mut first = Some(first);
         let faults = sup.clone();
-        runs.push(sup.restart(Task::Capture, Lifetime::Forever, move |run| {
+        tasks.spawn(sup.restart(Task::Capture, Lifetime::Forever, move |run| {
             let first = first.take().flatten();
             // The test hook may fail the first run only.
             let fault = (run == 0).then(|| faults.fault(Task::Capture));
@@ -211,60 +198,7 @@ pub fn spawn(
             }
         }));
     }
-    tasks.spawn(CaptureThread::start(rt, runs)?);
     Ok(stats)
-}
-
-/// The capture tasks' thread: a current-thread runtime of their own, driven by one thread
-/// named `lqagent-capture`, instead of tasks on the daemon's runtime.
-///
-/// Why a thread of its own: the kernel wakes whoever waits on the capture socket from the
-/// context of the process that sent the packet, and (a synchronous wake-up, on a busy machine)
-/// tends to run the woken thread on the sender's CPU — behind the sender, for up to its time
-/// slice, while the other CPU may idle. When that thread was a runtime worker, the cache task
-/// and the route task it woke ran there too (a task woken by a worker runs on that worker),
-/// so a whole REPLY waited behind the sender. Now only the capture and classification run on
-/// the thread the packet wakes; what it learnt crosses to the daemon's runtime through the
-/// cache task's queue, a wake-up the kernel places on an idle CPU when there is one, so the
-/// cache and route work runs beside the sender instead of behind it. A queue that already holds
-/// inputs wakes nobody: one wake-up per batch, not per REPLY; packets that teach the cache
-/// nothing (SOLICIT, ADVERTISE, REQUEST) wake only this thread.
-struct CaptureThread;
-
-impl CaptureThread {
-    /// Run `runs` (the supervised capture tasks, one per interface) on `rt` on a new thread;
-    /// the future returned ends when they do, and stops them when it is dropped (the daemon
-    /// aborts its intake tasks at shutdown; a test drops its runtime).
-    fn start(
-        rt: tokio::runtime::Runtime,
-        runs: Vec<impl Future<Output = ()> + Send + 'static>,
-    ) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (done, ended) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("lqagent-capture".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let mut set = JoinSet::new();
-                    for r in runs {
-                        set.spawn(r);
-                    }
-                    tokio::select! {
-                        () = async { while set.join_next().await.is_some() {} } => {}
-                        // The owner is gone (its sender dropped): stop capturing.
-                        _ = stopped => {}
-                    }
-                });
-                // The runtime, its tasks and their sockets go with this thread.
-                drop(rt);
-                let _ = done.send(());
-            })?;
-        Ok(async move {
-            // Held until this future ends or is dropped: dropping it stops the thread.
-            let _stop = stop;
-            let _ = ended.await;
-        })
-    }
 }
 
 /// One capture task's run: `first` is the socket opened at start (or none: not there yet).

@@ -183,49 +183,6 @@ fn start_snooper(
     (stats, stop_tx, agent)
 }
 
-/// Packet sockets open in `ns` (`/proc/thread-self/net/packet` read from a thread inside it).
-fn packet_sockets(ns: &NetNs) -> usize {
-    ns.run_in(|| {
-        let text = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
-        text.lines().skip(1).count()
-    })
-}
-
-/// The capture runs on a thread of its own (`snoop::shell`), beside the runtime that started
-/// it: it still hands what it classified to the cache task (an exchange binds), and stopping
-/// the snooper (its intake task dropped with the runtime, as at shutdown) ends that thread
-/// and closes its capture socket, never leaves it capturing.
-#[test]
-fn stopping_the_snooper_closes_its_capture_socket() {
-    if !require_root("stopping_the_snooper_closes_its_capture_socket") {
-        return;
-    }
-    let relay = NetNs::new("pips");
-    let server = NetNs::new("pipt");
-    uplink(&relay, &server);
-    let before = packet_sockets(&relay);
-    let store = Arc::new(BindingStore::default());
-    let (stats, stop_tx, agent) = start_snooper(&relay, store.clone());
-    assert_eq!(
-        packet_sockets(&relay),
-        before + 1,
-        "the capture socket is open"
-    );
-    let up = relayed(MessageType::RELAY_FORW, MessageType::REQUEST, 0x30, vec![]);
-    send(&relay, "2001:db8:f::1", "2001:db8:f::2", up);
-    let down = relayed(MessageType::RELAY_REPL, MessageType::REPLY, 0x30, ias(3600));
-    send(&server, "2001:db8:f::2", "2001:db8:f::1", down);
-    wait("the binding", || {
-        store.get(&LeaseKey::Address(a("2001:db8:1::77"))).is_some()
-    });
-    assert_eq!(stats.classify.get(ClassifyCounter::ReplyBind), 1);
-    stop_tx.send(()).unwrap();
-    agent.join().unwrap();
-    wait("the capture socket to close", || {
-        packet_sockets(&relay) == before
-    });
-}
-
 /// A snoop interface that does not exist when snooping starts (a VLAN created later) is waited
 /// for: once it appears, a relayed exchange on it binds.
 #[test]
