@@ -325,12 +325,25 @@ impl CacheTask {
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.tick().await; // the first tick is immediate; the files hold the start's state already
         let mut beat = crate::notify::heartbeat_timer();
+        // The expiry timer, kept across turns and moved only when the earliest deadline does:
+        // a fresh sleep every turn registered a timer and removed it again each time, and in
+        // a burst of REPLYs taken one by one that was a turn per REPLY. `armed`: the deadline
+        // it is set to (`None`: not set, or it fired).
+        let expiry = tokio::time::sleep_until(crate::time::TokioInstant::now());
+        tokio::pin!(expiry);
+        let mut armed = None;
         loop {
             self.stats.heartbeat.beat();
             let wake = self
                 .store
                 .next_deadline()
                 .and_then(|t| self.clock.instant_of(t));
+            if wake != armed {
+                if let Some(at) = wake {
+                    expiry.as_mut().reset(at);
+                }
+                armed = wake;
+            }
             tokio::select! {
                 input = next_input(&mut snooped, &mut inputs) => {
                     let Some(input) = input else { break };
@@ -351,7 +364,8 @@ impl CacheTask {
                         self.dispatch(next, &mut snooped).await;
                     }
                 }
-                _ = sleep_until_opt(wake) => {
+                () = &mut expiry, if armed.is_some() => {
+                    armed = None;
                     let applied = self.store.expire_due(self.clock.now());
                     self.emit(applied).await;
                 }
@@ -618,13 +632,6 @@ fn notice_view(
         next_hop: from,
         client_duid: duid.clone(),
         valid_until: at,
-    }
-}
-
-async fn sleep_until_opt(t: Option<crate::time::TokioInstant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -1138,6 +1145,42 @@ mod tests {
         );
         assert!(h.store().is_empty());
         assert_eq!(h.store().stats().expired(), 1);
+    }
+
+    /// The expiry timer follows the earliest deadline: armed for a long lease, it is moved
+    /// earlier when a shorter one arrives (that one lapses at its own time, not the long
+    /// one's), and armed again after it fired for the deadline after it.
+    #[tokio::test]
+    async fn expiry_follows_the_earliest_deadline_as_leases_come_and_go() {
+        let clock = AgentClock::new();
+        let store = fresh_store();
+        let (h, mut changes, _join) = spawn_test(store, clock, None, CacheTaskConfig::default());
+        h.observe(obs(1, 3600, &clock)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        h.observe(obs(2, 1, &clock)).await.unwrap();
+        h.observe(obs(3, 2, &clock)).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        assert_eq!(changes.recv().await.unwrap().kind, ChangeKind::Added);
+        // Bounded: a timer left at the hour-long lease's deadline would never get here.
+        let gone = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut gone = Vec::new();
+            while gone.len() < 2 {
+                let c = changes.recv().await.unwrap();
+                assert_eq!(c.kind, ChangeKind::Removed);
+                gone.push(c.key);
+            }
+            gone
+        })
+        .await
+        .expect("the short leases lapse at their own deadlines");
+        assert_eq!(
+            gone,
+            vec![
+                obs(2, 1, &clock).leases[0].key,
+                obs(3, 1, &clock).leases[0].key
+            ]
+        );
+        assert_eq!(h.store().len(), 1, "the hour-long lease stays");
     }
 
     /// Admission is not optional: an observation whose link no configured link names never

@@ -122,10 +122,12 @@ pub(crate) async fn run_on(
         let inherited_expiry = installer
             .next_inherited_expiry()
             .map(crate::time::TokioInstant::from_std);
+        // No retry due: no timer at all (a fallback deadline a period away was a timer
+        // registered and dropped again every turn, a turn per batch of routes; the periodic
+        // reconcile is `tick`'s).
         let retry_at = installer
             .next_retry()
-            .map(crate::time::TokioInstant::from_std)
-            .unwrap_or_else(|| crate::time::TokioInstant::now() + period);
+            .map(crate::time::TokioInstant::from_std);
         let result = tokio::select! {
             cmd = commands.recv() => match cmd {
                 None => return Ok(()),
@@ -170,7 +172,7 @@ pub(crate) async fn run_on(
                 .await
                 .map(|_| ()),
             _ = sleep_until_opt(inherited_expiry) => installer.inherited_due(Instant::now()).await,
-            _ = tokio::time::sleep_until(retry_at) => installer.retry_due(Instant::now()).await,
+            _ = sleep_until_opt(retry_at) => installer.retry_due(Instant::now()).await,
         };
         if let Err(e) = result {
             warn!(error = %e, "route programming step failed; the next reconcile repairs it");
