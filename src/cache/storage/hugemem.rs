@@ -1,4 +1,5 @@
-//! Fixed-length arrays for the lease table, backed by transparent huge pages when they are big.
+//! Fixed-length arrays and fixed-capacity vectors for the lease table, backed by transparent huge
+//! pages when they are big.
 //!
 //! Why: a lookup in a cache of a million leases touches two random places in ~250 MB. With
 //! 4 KiB pages each of them is also a TLB miss and a page walk (two-dimensional, and so dearer,
