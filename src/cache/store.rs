@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use super::binding::{
     Change, ChangeKind, ClientInfo, Confirmation, Doubt, IaType, Lease, LeaseKey, Observation,
@@ -682,14 +683,18 @@ impl BindingStore {
         }
         // R7 looks at every lease of the answering server: copy the clients whole.
         let whole = obs.complete && self.cfg.merge.believes_complete(&obs.server);
-        let keys: BTreeSet<LeaseKey> = obs.leases.iter().map(|l| l.key).collect();
+        // The keys as a set only for a big client's partial copy (rare: no allocation for the
+        // rest, which is every snooped REPLY of an ordinary subscriber).
+        let mut keys: Option<BTreeSet<LeaseKey>> = None;
         let mut partial = false;
-        let mut gathered: Vec<&[u8]> = Vec::new();
+        // Inline: the observation's client and the keys' holders, one or two.
+        let mut gathered: SmallVec<[&[u8]; 4]> = SmallVec::new();
         let groups = std::iter::once((&obs.client_duid[..], obs.link.address))
             .chain(holders.iter().map(|(d, l)| (&d[..], *l)));
         for (duid, link) in groups {
             if !whole && w.big.contains_key(duid) {
-                self.gather_touchable(&w, duid, link, &keys, &mut current);
+                let keys = keys.get_or_insert_with(|| obs.leases.iter().map(|l| l.key).collect());
+                self.gather_touchable(&w, duid, link, keys, &mut current);
                 partial = true;
             } else if !gathered.contains(&duid) {
                 self.gather_client(duid, &mut current);
@@ -1247,18 +1252,18 @@ impl BindingStore {
             return;
         }
         if let Some(o) = &old {
-            self.unindex(r, &o.client);
-            self.resize_big(w, &o.client.duid);
+            let n = self.unindex(r, &o.client);
+            self.resize_big(w, &o.client.duid, n);
         }
-        if let Some(n) = &new_client {
-            self.index(r, n);
-            self.resize_big(w, &n.duid);
+        if let Some(c) = &new_client {
+            let n = self.index(r, c);
+            self.resize_big(w, &c.duid, n);
         }
     }
 
-    /// Start the big-client index of `duid` past `big_client` leases, drop it below half that.
-    fn resize_big(&self, w: &mut WriterState, duid: &Duid) {
-        let n = self.by_client.read(&duid[..], ClientRefs::len).unwrap_or(0);
+    /// Start the big-client index of `duid` past `big_client` leases, drop it below half that;
+    /// `n`: the leases the by-client index files for it now (what `index`/`unindex` left).
+    fn resize_big(&self, w: &mut WriterState, duid: &Duid, n: usize) {
         if w.big.contains_key(duid) {
             if n < self.big_client / 2 || n == 0 {
                 w.big.remove(duid);
@@ -1294,9 +1299,13 @@ impl BindingStore {
         }
     }
 
-    fn index(&self, r: SlotRef, c: &ClientInfo) {
-        self.by_client
-            .update(c.duid.clone(), ClientRefs::new, |v| v.push(r));
+    /// File slot `r` under its client, link and interface; returns how many slots the client
+    /// has filed now (read under the same shard lock: no second lookup for [`Self::resize_big`]).
+    fn index(&self, r: SlotRef, c: &ClientInfo) -> usize {
+        let n = self.by_client.update(c.duid.clone(), ClientRefs::new, |v| {
+            v.push(r);
+            v.len()
+        });
         self.by_link
             .entry(c.link.address)
             .or_default()
@@ -1304,13 +1313,18 @@ impl BindingStore {
         if let Some(i) = &c.link.interface {
             *self.by_interface.entry(i.clone()).or_default() += 1;
         }
+        n
     }
 
-    fn unindex(&self, r: SlotRef, c: &ClientInfo) {
-        self.by_client.remove_if_mut(&c.duid[..], |v| {
-            v.remove(r);
-            v.is_empty()
-        });
+    /// Unfile slot `r` (as [`Self::index`] filed it); returns how many slots the client keeps.
+    fn unindex(&self, r: SlotRef, c: &ClientInfo) -> usize {
+        let n = self
+            .by_client
+            .remove_if_mut(&c.duid[..], |v| {
+                v.remove(r);
+                (v.is_empty(), v.len())
+            })
+            .unwrap_or(0);
         self.by_link.remove_if_mut(&c.link.address, |_, v| {
             v.remove(&r);
             v.is_empty()
@@ -1321,6 +1335,7 @@ impl BindingStore {
                 *n == 0
             });
         }
+        n
     }
 
     /// The lease at `key`.

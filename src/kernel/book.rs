@@ -474,28 +474,35 @@ impl Book {
             match change {
                 RouteChange::Upsert(spec) => {
                     let dst = spec.dst;
-                    let old = self.desired.get(&dst);
-                    if old.is_none() && self.desired.len() >= self.rules.max_routes {
-                        self.stats.add(RouteCounter::Dropped, 1);
-                        warn!(
-                            %dst,
-                            max = self.rules.max_routes,
-                            "route refused: desired set full (retried when a route is withdrawn)"
-                        );
-                        self.refused.push(spec);
-                        continue;
-                    }
+                    let w = Wanted::of(self.resolve(&spec));
+                    let until = spec.valid_until;
+                    // One probe of the desired set per route: the insert hands back what was
+                    // desired before; a new destination past the cap is taken out again (rare).
+                    let old_until = match self.desired.insert(dst, spec) {
+                        Some(old) => Some(old.valid_until),
+                        None if self.desired.len() > self.rules.max_routes => {
+                            let Some(spec) = self.desired.remove(&dst) else {
+                                continue;
+                            };
+                            self.stats.add(RouteCounter::Dropped, 1);
+                            warn!(
+                                %dst,
+                                max = self.rules.max_routes,
+                                "route refused: desired set full (retried when a route is withdrawn)"
+                            );
+                            self.refused.push(spec);
+                            continue;
+                        }
+                        None => None,
+                    };
                     self.refused.remove(&dst);
                     // An inherited route carries the previous run's expiry: give it this lease's.
                     if self.rules.expiry
-                        && (old.is_some_and(|o| o.valid_until != spec.valid_until)
-                            || (old.is_none() && self.inherited.contains_key(&dst)))
+                        && (old_until.is_some_and(|o| o != until)
+                            || (old_until.is_none() && self.inherited.contains_key(&dst)))
                     {
                         refresh.insert(dst);
                     }
-                    let w = Wanted::of(self.resolve(&spec));
-                    let until = spec.valid_until;
-                    self.desired.insert(dst, spec);
                     note(&mut touched, dst, w, until);
                 }
                 RouteChange::Withdraw(dst) => {

@@ -1,4 +1,5 @@
-//! Fixed-length arrays for the lease table, backed by transparent huge pages when they are big.
+//! Fixed-length arrays and fixed-capacity vectors for the lease table, backed by transparent huge
+//! pages when they are big.
 //!
 //! Why: a lookup in a cache of a million leases touches two random places in ~250 MB. With
 //! 4 KiB pages each of them is also a TLB miss and a page walk (two-dimensional, and so dearer,
@@ -45,27 +46,7 @@ impl<T> HugeArray<T> {
     /// capacity bug in the caller, never a network input) and aborts on allocation failure like
     /// every std collection.
     pub(crate) fn new(len: usize, mut fill: impl FnMut() -> T) -> Self {
-        let elem = std::mem::size_of::<T>().max(1);
-        let bytes = elem
-            .checked_mul(len.max(1))
-            .expect("HugeArray size overflow");
-        // A slab chunk is a few bytes short of 2 MiB (a whole number of entries): anything within
-        // 1/8 of a huge page still gets one, the rest of the page left unused.
-        let huge = bytes >= HUGE_PAGE - HUGE_PAGE / 8;
-        let layout = if huge {
-            Layout::from_size_align(bytes.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
-        } else {
-            Layout::from_size_align(bytes, std::mem::align_of::<T>())
-        }
-        .expect("HugeArray layout");
-        // SAFETY: layout has a non-zero size (bytes ≥ 1).
-        let raw = unsafe { alloc(layout) }.cast::<T>();
-        let Some(ptr) = NonNull::new(raw) else {
-            handle_alloc_error(layout)
-        };
-        if huge {
-            advise_huge(ptr.as_ptr().cast(), layout.size());
-        }
+        let (ptr, layout) = allocate::<T>(len);
         for i in 0..len {
             // SAFETY: i < len and the allocation holds len elements (size ≥ len·size_of::<T>(),
             // alignment ≥ align_of::<T>()); each slot is written exactly once. If `fill` panics,
@@ -73,6 +54,124 @@ impl<T> HugeArray<T> {
             unsafe { ptr.as_ptr().add(i).write(fill()) };
         }
         HugeArray { ptr, len, layout }
+    }
+}
+
+/// Memory for `len` `T`s, huge-page aligned and advised when large (see the module doc), not
+/// yet written. Panics only if the size overflows `isize` (a capacity bug in the caller, never
+/// a network input) and aborts on allocation failure like every std collection.
+fn allocate<T>(len: usize) -> (NonNull<T>, Layout) {
+    let elem = std::mem::size_of::<T>().max(1);
+    let bytes = elem
+        .checked_mul(len.max(1))
+        .expect("HugeArray size overflow");
+    // A slab chunk is a few bytes short of 2 MiB (a whole number of entries): anything within
+    // 1/8 of a huge page still gets one, the rest of the page left unused.
+    let huge = bytes >= HUGE_PAGE - HUGE_PAGE / 8;
+    let layout = if huge {
+        Layout::from_size_align(bytes.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
+    } else {
+        Layout::from_size_align(bytes, std::mem::align_of::<T>())
+    }
+    .expect("HugeArray layout");
+    // SAFETY: layout has a non-zero size (bytes ≥ 1).
+    let raw = unsafe { alloc(layout) }.cast::<T>();
+    let Some(ptr) = NonNull::new(raw) else {
+        handle_alloc_error(layout)
+    };
+    if huge {
+        advise_huge(ptr.as_ptr().cast(), layout.size());
+    }
+    (ptr, layout)
+}
+
+/// A vector of fixed capacity in the memory a [`HugeArray`] of that length would have, its
+/// elements written one by one as they are pushed.
+///
+/// Why: a lease slab's chunk is a 2 MiB [`HugeArray`] of `None`s: every entry was written when
+/// the chunk was allocated, 2 MiB faulted in and filled at once inside the one `apply` that
+/// needed the chunk (in a reboot storm, the four shards' second chunks all come at the same
+/// client, ~4 100, on one window's REPLYs). Pushed one at a time, each part of a chunk is first
+/// touched by the lease that uses it.
+pub(crate) struct HugeVec<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    cap: usize,
+    layout: Layout,
+}
+
+// SAFETY: HugeVec owns its elements exactly like a Vec<T> does.
+unsafe impl<T: Send> Send for HugeVec<T> {}
+// SAFETY: shared access only hands out &T, like Vec<T>.
+unsafe impl<T: Sync> Sync for HugeVec<T> {}
+
+impl<T> HugeVec<T> {
+    /// Room for `cap` elements, none written.
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        let (ptr, layout) = allocate::<T>(cap);
+        HugeVec {
+            ptr,
+            len: 0,
+            cap,
+            layout,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Append `v`; `Err(v)` when the vector is full (it never reallocates: elements never move).
+    pub(crate) fn push(&mut self, v: T) -> Result<(), T> {
+        if self.len == self.cap {
+            return Err(v);
+        }
+        // SAFETY: len < cap, so the slot lies inside the allocation (which holds cap elements,
+        // see `allocate`) and holds no element yet.
+        unsafe { self.ptr.as_ptr().add(self.len).write(v) };
+        self.len += 1;
+        Ok(())
+    }
+}
+
+impl<T> Deref for HugeVec<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: the first len elements are initialised and owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for HugeVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in deref, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for HugeVec<T> {
+    fn drop(&mut self) {
+        // SAFETY: the first len elements are initialised and dropped once here; the memory was
+        // allocated with exactly self.layout.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ));
+            dealloc(self.ptr.as_ptr().cast(), self.layout);
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for HugeVec<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HugeVec")
+            .field("len", &self.len)
+            .field("capacity", &self.cap)
+            .field("bytes", &self.layout.size())
+            .finish()
     }
 }
 
@@ -169,5 +268,41 @@ mod tests {
         assert_eq!(Arc::strong_count(&probe), 1, "every element was dropped");
         let empty: HugeArray<u64> = HugeArray::new(0, || 0);
         assert!(empty.is_empty());
+    }
+
+    /// A vector holds what was pushed and nothing more, refuses a push past its capacity
+    /// (its elements never move), and drops exactly the elements pushed.
+    #[test]
+    fn huge_vectors_hold_what_was_pushed_up_to_their_capacity() {
+        let probe = Arc::new(());
+        {
+            let cap = HUGE_PAGE / std::mem::size_of::<Option<Arc<()>>>();
+            let mut v: HugeVec<Option<Arc<()>>> = HugeVec::with_capacity(cap);
+            assert!(v.is_empty());
+            assert_eq!(v.capacity(), cap);
+            assert_eq!(
+                v.as_ptr() as usize % HUGE_PAGE,
+                0,
+                "huge vectors are aligned"
+            );
+            let first = v.as_ptr();
+            for _ in 0..cap {
+                assert!(v.push(Some(probe.clone())).is_ok());
+            }
+            assert_eq!(v.len(), cap);
+            assert!(v.push(None).is_err(), "full");
+            assert_eq!(v.as_ptr(), first, "never moved");
+            v[5] = None;
+            assert_eq!(Arc::strong_count(&probe), cap);
+            let mut small: HugeVec<Option<Arc<()>>> = HugeVec::with_capacity(3);
+            assert!(small.push(Some(probe.clone())).is_ok());
+            assert_eq!(small.len(), 1);
+            assert_eq!(small.iter().flatten().count(), 1);
+        }
+        assert_eq!(
+            Arc::strong_count(&probe),
+            1,
+            "every element pushed was dropped"
+        );
     }
 }

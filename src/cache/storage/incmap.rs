@@ -160,7 +160,18 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let h = self.hash(k);
+        self.get_hashed(self.hash(k), k)
+    }
+
+    /// [`get`](Self::get) of a key whose hash under this map's hasher is `h` (the sharded maps
+    /// hash a key once, for the shard and its table: a DUID's bytes sit behind a pointer).
+    #[inline]
+    fn get_hashed<Q>(&self, h: u64, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        debug_assert_eq!(h, self.hash(k));
         let eq = |e: &(K, V)| e.0.borrow() == k;
         match self.new.find(h, eq) {
             Some((_, v)) => Some(v),
@@ -169,12 +180,24 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
         }
     }
 
+    /// (The sharded maps call the hashed form; the tests drive this one.)
+    #[cfg(test)]
     pub(crate) fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let h = self.hash(k);
+        self.get_mut_hashed(self.hash(k), k)
+    }
+
+    /// [`get_mut`](Self::get_mut) of a key hashed to `h` (see [`get_hashed`](Self::get_hashed)).
+    #[inline]
+    fn get_mut_hashed<Q>(&mut self, h: u64, k: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        debug_assert_eq!(h, self.hash(k));
         let eq = |e: &(K, V)| e.0.borrow() == k;
         if self.new.find(h, eq).is_some() {
             return self.new.find_mut(h, eq).map(|(_, v)| v);
@@ -184,7 +207,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
 
     /// Insert or replace; returns the value replaced.
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let h = self.hash(&k);
+        self.insert_hashed(self.hash(&k), k, v)
+    }
+
+    /// [`insert`](Self::insert) of a key hashed to `h` (see [`get_hashed`](Self::get_hashed)).
+    #[inline]
+    fn insert_hashed(&mut self, h: u64, k: K, v: V) -> Option<V> {
+        debug_assert_eq!(h, self.hash(&k));
         if let Some(e) = self.new.find_mut(h, |e| e.0 == k) {
             return Some(std::mem::replace(&mut e.1, v));
         }
@@ -197,9 +226,18 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
         None
     }
 
-    /// The value at `k`, inserting `make()` first when there is none.
+    /// The value at `k`, inserting `make()` first when there is none. (The sharded maps call
+    /// the hashed form; the tests drive this one.)
+    #[cfg(test)]
     pub(crate) fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
-        let h = self.hash(&k);
+        self.get_or_insert_with_hashed(self.hash(&k), k, make)
+    }
+
+    /// [`get_or_insert_with`](Self::get_or_insert_with) of a key hashed to `h` (see
+    /// [`get_hashed`](Self::get_hashed)).
+    #[inline]
+    fn get_or_insert_with_hashed(&mut self, h: u64, k: K, make: impl FnOnce() -> V) -> &mut V {
+        debug_assert_eq!(h, self.hash(&k));
         if self.new.find(h, |e| e.0 == k).is_some() {
             return &mut self
                 .new
@@ -234,7 +272,17 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let h = self.hash(k);
+        self.remove_hashed(self.hash(k), k)
+    }
+
+    /// [`remove`](Self::remove) of a key hashed to `h` (see [`get_hashed`](Self::get_hashed)).
+    #[inline]
+    fn remove_hashed<Q>(&mut self, h: u64, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        debug_assert_eq!(h, self.hash(k));
         let eq = |e: &(K, V)| e.0.borrow() == k;
         let v = match self.new.find_entry(h, eq) {
             Ok(e) => Some(e.remove().0.1),
@@ -386,9 +434,12 @@ pub(crate) struct StaggeredMap<K, V> {
 
 impl<K, V> Default for StaggeredMap<K, V> {
     fn default() -> Self {
+        // Every shard hashes with the map's own hasher: a key is hashed once, for its shard and
+        // for the shard's table (see `staggered`).
+        let hasher = KeyHashBuilder::default();
         StaggeredMap {
-            shards: std::array::from_fn(|_| IncMap::default()),
-            hasher: KeyHashBuilder::default(),
+            shards: std::array::from_fn(|_| IncMap::with_hasher(hasher)),
+            hasher,
         }
     }
 }
@@ -419,9 +470,11 @@ impl<K, V> StaggeredMap<K, V> {
 }
 
 impl<K: Hash + Eq, V> StaggeredMap<K, V> {
+    /// The key's hash and its shard: one hash for both (the shards share the map's hasher).
     #[inline]
-    fn shard<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
-        staggered(self.hasher.hash_one(k))
+    fn locate<Q: Hash + ?Sized>(&self, k: &Q) -> (u64, usize) {
+        let h = self.hasher.hash_one(k);
+        (h, staggered(h))
     }
 
     pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
@@ -429,7 +482,8 @@ impl<K: Hash + Eq, V> StaggeredMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards[self.shard(k)].get(k)
+        let (h, s) = self.locate(k);
+        self.shards[s].get_hashed(h, k)
     }
 
     pub(crate) fn contains_key<Q>(&self, k: &Q) -> bool
@@ -442,14 +496,14 @@ impl<K: Hash + Eq, V> StaggeredMap<K, V> {
 
     /// Insert or replace; returns the value replaced.
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let s = self.shard(&k);
-        self.shards[s].insert(k, v)
+        let (h, s) = self.locate(&k);
+        self.shards[s].insert_hashed(h, k, v)
     }
 
     /// The value at `k`, inserting `make()` first when there is none.
     pub(crate) fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
-        let s = self.shard(&k);
-        self.shards[s].get_or_insert_with(k, make)
+        let (h, s) = self.locate(&k);
+        self.shards[s].get_or_insert_with_hashed(h, k, make)
     }
 
     pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
@@ -457,8 +511,8 @@ impl<K: Hash + Eq, V> StaggeredMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let s = self.shard(k);
-        self.shards[s].remove(k)
+        let (h, s) = self.locate(k);
+        self.shards[s].remove_hashed(h, k)
     }
 
     /// Room for `additional` more entries, each shard its share (see [`IncMap::reserve`]).
@@ -498,11 +552,13 @@ pub(crate) struct ShardedMap<K, V> {
 
 impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
+        // One hasher for the shard choice and every shard's table, as `StaggeredMap`'s.
+        let hasher = KeyHashBuilder::default();
         ShardedMap {
             shards: (0..SHARDS)
-                .map(|_| super::table::Line(std::sync::RwLock::new(IncMap::default())))
+                .map(|_| super::table::Line(std::sync::RwLock::new(IncMap::with_hasher(hasher))))
                 .collect(),
-            hasher: KeyHashBuilder::default(),
+            hasher,
         }
     }
 }
@@ -546,22 +602,25 @@ impl<K, V> ShardedMap<K, V> {
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// Room for `n` entries before any shard grows (each shard its share and a little more).
     pub(crate) fn with_capacity(n: usize) -> Self {
+        let hasher = KeyHashBuilder::default();
         ShardedMap {
             shards: (0..SHARDS)
                 .map(|i| {
                     super::table::Line(std::sync::RwLock::new(IncMap::with_capacity_and_hasher(
                         share(n, i),
-                        KeyHashBuilder::default(),
+                        hasher,
                     )))
                 })
                 .collect(),
-            hasher: KeyHashBuilder::default(),
+            hasher,
         }
     }
 
+    /// The key's hash and its shard: one hash for both (the shards share the map's hasher).
     #[inline]
-    fn shard<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
-        staggered(self.hasher.hash_one(k))
+    fn locate<Q: Hash + ?Sized>(&self, k: &Q) -> (u64, usize) {
+        let h = self.hasher.hash_one(k);
+        (h, staggered(h))
     }
 
     /// `f` of the value at `k` (its shard read-locked meanwhile).
@@ -570,25 +629,40 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.read_shard(self.shard(k)).get(k).map(f)
+        let (h, s) = self.locate(k);
+        self.read_shard(s).get_hashed(h, k).map(f)
     }
 
-    /// `f` of the value at `k`, made by `make` first if there is none.
-    pub(crate) fn update(&self, k: K, make: impl FnOnce() -> V, f: impl FnOnce(&mut V)) {
-        let mut shard = self.write_shard(self.shard(&k));
-        f(shard.get_or_insert_with(k, make));
+    /// `f` of the value at `k`, made by `make` first if there is none; returns what `f` does.
+    pub(crate) fn update<R>(
+        &self,
+        k: K,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let (h, s) = self.locate(&k);
+        let mut shard = self.write_shard(s);
+        f(shard.get_or_insert_with_hashed(h, k, make))
     }
 
-    /// `f` of the value at `k`; the entry is removed when `f` says so.
-    pub(crate) fn remove_if_mut<Q>(&self, k: &Q, f: impl FnOnce(&mut V) -> bool)
+    /// `f` of the value at `k`; the entry is removed when `f` says so (`f`'s first answer).
+    /// Returns `f`'s answer, `None` when there was no entry.
+    pub(crate) fn remove_if_mut<Q, R>(
+        &self,
+        k: &Q,
+        f: impl FnOnce(&mut V) -> (bool, R),
+    ) -> Option<R>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut shard = self.write_shard(self.shard(k));
-        if shard.get_mut(k).is_some_and(f) {
-            shard.remove(k);
+        let (h, s) = self.locate(k);
+        let mut shard = self.write_shard(s);
+        let (gone, r) = f(shard.get_mut_hashed(h, k)?);
+        if gone {
+            shard.remove_hashed(h, k);
         }
+        Some(r)
     }
 }
 
@@ -765,7 +839,7 @@ mod tests {
                 } else {
                     m.remove_if_mut(&k, |v| {
                         *v -= 1;
-                        *v == 0
+                        (*v == 0, ())
                     });
                     if let Some(v) = model.get_mut(&k) {
                         *v -= 1;

@@ -4,9 +4,11 @@
 //! allocation, and scatters leases over small pages. Here entries sit back to back in chunks of
 //! 2 MiB (one huge page, see [`hugemem`](super::hugemem)); a freed entry's number is reused by the
 //! next insert. Numbers are `chunk << 16 | offset` and never move, so an index can hold them.
-//! The first chunk is small, so an almost empty cache (tests, a small box) stays small.
+//! The first chunk is small, so an almost empty cache (tests, a small box) stays small. A chunk
+//! is filled as leases come ([`HugeVec`]): a new chunk writes nothing when it is allocated, so
+//! the insert that needs it does not fault in and fill 2 MiB.
 
-use super::hugemem::{HUGE_PAGE, HugeArray};
+use super::hugemem::{HUGE_PAGE, HugeVec};
 
 /// Entries in the first chunk.
 const FIRST_CHUNK: usize = 1024;
@@ -15,11 +17,10 @@ pub(crate) const MAX_CHUNKS: usize = 1 << 13;
 
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    chunks: Vec<HugeArray<Option<T>>>,
+    /// Entries handed out so far: each chunk's length (all but the last are full).
+    chunks: Vec<HugeVec<Option<T>>>,
     /// Numbers of vacated entries, reused first.
     free: Vec<u32>,
-    /// Entries handed out of the last chunk so far.
-    used_in_last: usize,
     len: usize,
 }
 
@@ -28,7 +29,6 @@ impl<T> Default for Slab<T> {
         Slab {
             chunks: Vec::new(),
             free: Vec::new(),
-            used_in_last: 0,
             len: 0,
         }
     }
@@ -59,18 +59,19 @@ impl<T> Slab<T> {
                 return n;
             }
         }
-        let k = self.chunks.len();
-        if k == 0 || self.used_in_last == Self::chunk_len(k - 1) {
+        let mut v = Some(v);
+        loop {
+            if let Some(last) = self.chunks.last_mut() {
+                let off = last.len();
+                match last.push(v) {
+                    Ok(()) => return (((self.chunks.len() - 1) as u32) << 16) | off as u32,
+                    Err(back) => v = back,
+                }
+            }
+            let k = self.chunks.len();
             assert!(k < MAX_CHUNKS, "lease slab full");
-            self.chunks
-                .push(HugeArray::new(Self::chunk_len(k), || None));
-            self.used_in_last = 0;
+            self.chunks.push(HugeVec::with_capacity(Self::chunk_len(k)));
         }
-        let k = self.chunks.len() - 1;
-        let off = self.used_in_last;
-        self.used_in_last += 1;
-        self.chunks[k][off] = Some(v);
-        ((k as u32) << 16) | off as u32
     }
 
     fn entry_mut(&mut self, n: u32) -> Option<&mut Option<T>> {
