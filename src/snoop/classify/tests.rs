@@ -1175,11 +1175,11 @@ mod pending_table {
     }
 
     fn key(k: u8) -> PendingKey {
-        (
-            u32::from(k),
-            Duid::ll_ethernet([2, 0, 0, 0, 0, k]),
-            Ipv6Addr::LOCALHOST,
-        )
+        PendingKey {
+            xid: u32::from(k),
+            duid: Duid::ll_ethernet([2, 0, 0, 0, 0, k]),
+            link: Ipv6Addr::LOCALHOST,
+        }
     }
 
     proptest! {
@@ -1206,7 +1206,12 @@ mod pending_table {
                         prop_assert_eq!(evicted, over as u64);
                     }
                     2 => {
-                        let got = t.remove(&key(k)).map(|p| p.at);
+                        // Found by the borrowed form a packet gives, handing back the key
+                        // as it was remembered.
+                        let got = t.remove(&key(k).key_ref()).map(|(p, kept)| {
+                            assert_eq!(kept, Some(key(k)));
+                            p.at
+                        });
                         let i = model.iter().position(|(m, _)| *m == k);
                         let want = i.map(|i| ts(model.remove(i).1));
                         prop_assert_eq!(got, want);
@@ -1219,7 +1224,7 @@ mod pending_table {
                 }
                 prop_assert_eq!(t.len(), model.len());
                 prop_assert_eq!(t.order.len(), t.entries.len());
-                let order: Vec<u8> = t.order.values().map(|(x, _, _)| *x as u8).collect();
+                let order: Vec<u8> = t.order.values().map(|(_, key)| key.xid as u8).collect();
                 let want: Vec<u8> = model.iter().map(|(m, _)| *m).collect();
                 prop_assert_eq!(order, want);
             }
