@@ -49,6 +49,7 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::cache::storage::KeyHashBuilder;
 use crate::cache::{Lease, LeaseKey, Observation, RelayData, Source, Timestamp};
 use crate::prefix::Ipv6Prefix;
 
@@ -97,10 +98,14 @@ fn next_version() -> u64 {
     VERSIONS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A thread's copy of the set, on the cache's keyed hasher: SipHash cost more than the rest of
+/// a lookup of a 16-byte address (the copy is made only when the set changes).
+type OwnSet = HashSet<Ipv6Addr, KeyHashBuilder>;
+
 thread_local! {
     /// The set this thread last read, with its version.
-    static OWN_SEEN: std::cell::RefCell<(u64, Arc<HashSet<Ipv6Addr>>)> =
-        std::cell::RefCell::new((0, Arc::default()));
+    static OWN_SEEN: std::cell::RefCell<(u64, OwnSet)> =
+        std::cell::RefCell::new((0, OwnSet::default()));
 }
 
 impl Default for OwnAddresses {
@@ -122,19 +127,22 @@ impl OwnAddresses {
     }
 
     /// `f` over the current set, read without a lock while this thread's copy is current.
-    pub fn with<R>(&self, f: impl FnOnce(&HashSet<Ipv6Addr>) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&OwnSet) -> R) -> R {
         let current = self.version.load(Ordering::Acquire);
         OWN_SEEN.with(|seen| match seen.try_borrow_mut() {
             Ok(mut seen) => {
                 if seen.0 != current {
                     let guard = self.set.read().unwrap_or_else(|e| e.into_inner());
                     // Read under the lock, the version is the one of this set.
-                    *seen = (self.version.load(Ordering::Acquire), Arc::clone(&guard));
+                    *seen = (
+                        self.version.load(Ordering::Acquire),
+                        guard.iter().copied().collect(),
+                    );
                 }
                 f(&seen.1)
             }
-            // Only if `f` itself looks again: the locked read, as before.
-            Err(_) => f(&self.snapshot()),
+            // Only if `f` itself looks again: a copy read under the lock.
+            Err(_) => f(&self.snapshot().iter().copied().collect()),
         })
     }
 
