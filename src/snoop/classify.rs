@@ -339,6 +339,9 @@ struct PendingTable {
     /// age here, without a map lookup per snooped message.
     order: BTreeMap<u64, (Timestamp, PendingKey)>,
     next: u64,
+    /// Entries of rapid-commit SOLICITs, the only ones an ADVERTISE ends: while there are none
+    /// (every storm), an ADVERTISE looks nothing up.
+    solicits: usize,
 }
 
 impl PendingTable {
@@ -348,6 +351,14 @@ impl PendingTable {
             entries: IncMap::default(),
             order: BTreeMap::new(),
             next: 0,
+            solicits: 0,
+        }
+    }
+
+    /// `p` has left the memory: counted out of [`PendingTable::solicits`].
+    fn gone(&mut self, p: &Pending) {
+        if p.client_type == MessageType::SOLICIT {
+            self.solicits = self.solicits.saturating_sub(1);
         }
     }
 
@@ -356,7 +367,11 @@ impl PendingTable {
         let seq = self.next;
         self.next += 1;
         let at = entry.at;
-        if let Some((old, _)) = self.entries.insert(key.clone(), (seq, entry)) {
+        if entry.client_type == MessageType::SOLICIT {
+            self.solicits += 1;
+        }
+        if let Some((old, p)) = self.entries.insert(key.clone(), (seq, entry)) {
+            self.gone(&p);
             self.order.remove(&old);
         }
         self.order.insert(seq, (at, key));
@@ -365,7 +380,9 @@ impl PendingTable {
             let Some((_, (_, old))) = self.order.pop_first() else {
                 break;
             };
-            self.entries.remove(&old);
+            if let Some((_, p)) = self.entries.remove(&old) {
+                self.gone(&p);
+            }
             evicted += 1;
         }
         evicted
@@ -373,7 +390,13 @@ impl PendingTable {
 
     /// Take the entry of `key` out, with the key as it was remembered (its `Duid` shared).
     fn remove(&mut self, key: &dyn AsKeyRef) -> Option<(Pending, Option<PendingKey>)> {
+        // Every REQUEST and REPLY looks in both memories, and the RELEASE one is nearly always
+        // empty: no key hashed for it then.
+        if self.entries.is_empty() {
+            return None;
+        }
         let (seq, p) = self.entries.remove(key)?;
+        self.gone(&p);
         Some((p, self.order.remove(&seq).map(|(_, k)| k)))
     }
 
@@ -382,8 +405,10 @@ impl PendingTable {
             if now.millis().saturating_sub(at.millis()) < ttl_ms {
                 break;
             }
-            if let Some((_, (_, key))) = self.order.pop_first() {
-                self.entries.remove(&key);
+            if let Some((_, (_, key))) = self.order.pop_first()
+                && let Some((_, p)) = self.entries.remove(&key)
+            {
+                self.gone(&p);
             }
         }
     }
@@ -514,7 +539,8 @@ impl Classifier {
             MessageType::RELAY_REPL if client.msg_type() == MessageType::ADVERTISE => {
                 // The server chose to advertise: a rapid-commit SOLICIT gets no REPLY now, so
                 // its entry goes (only a server we trust may end it).
-                if self.repl_trusted(env).is_ok()
+                if self.pending.solicits > 0
+                    && self.repl_trusted(env).is_ok()
                     && let Some(duid) = client.options().checked_data(OptionCode::CLIENTID)
                 {
                     self.pending.remove(&KeyRef::of(&client, duid, &chain));

@@ -1165,9 +1165,14 @@ mod pending_table {
     use super::*;
     use proptest::prelude::*;
 
-    fn pending(at: i64) -> Pending {
+    /// Every third key is a rapid-commit SOLICIT's (what an ADVERTISE may end).
+    fn pending(k: u8, at: i64) -> Pending {
         Pending {
-            client_type: MessageType::REQUEST,
+            client_type: if k % 3 == 0 {
+                MessageType::SOLICIT
+            } else {
+                MessageType::REQUEST
+            },
             relay: crate::cache::binding::RelayData::default(),
             named: Vec::new(),
             at: ts(at),
@@ -1198,7 +1203,7 @@ mod pending_table {
                 now += 1;
                 match op {
                     0 | 1 => {
-                        let evicted = t.insert(key(k), pending(now));
+                        let evicted = t.insert(key(k), pending(k, now));
                         model.retain(|(m, _)| *m != k);
                         model.push((k, now));
                         let over = model.len().saturating_sub(cap);
@@ -1224,6 +1229,9 @@ mod pending_table {
                 }
                 prop_assert_eq!(t.len(), model.len());
                 prop_assert_eq!(t.order.len(), t.entries.len());
+                // The SOLICIT count follows every way an entry comes and goes.
+                let solicits = model.iter().filter(|(m, _)| m % 3 == 0).count();
+                prop_assert_eq!(t.solicits, solicits);
                 let order: Vec<u8> = t.order.values().map(|(_, key)| key.xid as u8).collect();
                 let want: Vec<u8> = model.iter().map(|(m, _)| *m).collect();
                 prop_assert_eq!(order, want);
