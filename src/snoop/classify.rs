@@ -435,7 +435,7 @@ pub struct Classifier {
     /// (see [`Classifier::server_id`]).
     last_server: Option<Arc<ServerId>>,
     /// `trust.servers` again, hashed with the cache's keyed hasher instead of SipHash: asked
-    /// for two of the four messages of every exchange.
+    /// for every trust check of a relayed message (its destination or its source).
     servers: HashSet<Ipv6Addr, KeyHashBuilder>,
 }
 
