@@ -49,6 +49,7 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::cache::storage::KeyHashBuilder;
 use crate::cache::{Lease, LeaseKey, Observation, RelayData, Source, Timestamp};
 use crate::prefix::Ipv6Prefix;
 
@@ -76,25 +77,84 @@ pub struct LinkRule {
 
 /// The box's own addresses, refreshed from the kernel while the agent runs (`kernel::addresses`).
 /// Shared by the snooper (is a datagram addressed to us?) and admission (A4/A5).
-#[derive(Debug, Default)]
-pub struct OwnAddresses(RwLock<Arc<HashSet<Ipv6Addr>>>);
+///
+/// A lookup takes no lock: each thread keeps the set it last read with its version and reads
+/// the set again only when [`replace`](Self::replace) has moved the version on. Why: the
+/// classifier asks for every snooped message and admission for every observation, on two
+/// threads; a read lock per lookup is two atomic writes to the lock's one cache line, which
+/// then bounced between the two cores through a reboot storm.
+#[derive(Debug)]
+pub struct OwnAddresses {
+    set: RwLock<Arc<HashSet<Ipv6Addr>>>,
+    /// The set's version, written with the set under its write lock: unique in the process (a
+    /// fresh one for every set made or replaced), so a thread's copy can never be taken for
+    /// another instance's set.
+    version: AtomicU64,
+}
+
+/// The next [`OwnAddresses`] version (0 is never one: a thread that has read nothing).
+fn next_version() -> u64 {
+    static VERSIONS: AtomicU64 = AtomicU64::new(1);
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A thread's copy of the set, on the cache's keyed hasher: SipHash cost more than the rest of
+/// a lookup of a 16-byte address (the copy is made only when the set changes).
+type OwnSet = HashSet<Ipv6Addr, KeyHashBuilder>;
+
+thread_local! {
+    /// The set this thread last read, with its version.
+    static OWN_SEEN: std::cell::RefCell<(u64, OwnSet)> =
+        std::cell::RefCell::new((0, OwnSet::default()));
+}
+
+impl Default for OwnAddresses {
+    fn default() -> Self {
+        OwnAddresses::new([])
+    }
+}
 
 impl OwnAddresses {
     pub fn new(addrs: impl IntoIterator<Item = Ipv6Addr>) -> Self {
-        OwnAddresses(RwLock::new(Arc::new(addrs.into_iter().collect())))
+        OwnAddresses {
+            set: RwLock::new(Arc::new(addrs.into_iter().collect())),
+            version: AtomicU64::new(next_version()),
+        }
     }
 
     pub fn contains(&self, a: &Ipv6Addr) -> bool {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(a)
+        self.with(|own| own.contains(a))
+    }
+
+    /// `f` over the current set, read without a lock while this thread's copy is current.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&OwnSet) -> R) -> R {
+        let current = self.version.load(Ordering::Acquire);
+        OWN_SEEN.with(|seen| match seen.try_borrow_mut() {
+            Ok(mut seen) => {
+                if seen.0 != current {
+                    let guard = self.set.read().unwrap_or_else(|e| e.into_inner());
+                    // Read under the lock, the version is the one of this set.
+                    *seen = (
+                        self.version.load(Ordering::Acquire),
+                        guard.iter().copied().collect(),
+                    );
+                }
+                f(&seen.1)
+            }
+            // Only if `f` itself looks again: a copy read under the lock.
+            Err(_) => f(&self.snapshot().iter().copied().collect()),
+        })
     }
 
     /// Replace the set (a refresh from the kernel).
     pub fn replace(&self, addrs: HashSet<Ipv6Addr>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(addrs);
+        let mut guard = self.set.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Arc::new(addrs);
+        self.version.store(next_version(), Ordering::Release);
     }
 
     pub fn snapshot(&self) -> Arc<HashSet<Ipv6Addr>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -440,12 +500,14 @@ impl Admission {
         if self.servers.iter().any(|s| net.contains(*s)) {
             return Err(Rejection::ServerAddress);
         }
-        let own = self.own.snapshot();
-        if net.len() == 128 {
-            if own.contains(&net.addr()) {
-                return Err(Rejection::OwnAddress);
+        let ours = self.own.with(|own| {
+            if net.len() == 128 {
+                own.contains(&net.addr())
+            } else {
+                own.iter().any(|a| net.contains(*a))
             }
-        } else if own.iter().any(|a| net.contains(*a)) {
+        });
+        if ours {
             return Err(Rejection::OwnAddress);
         }
         Ok(())

@@ -676,3 +676,31 @@ fn a_restored_wrapped_lease_needs_its_link_to_still_have_an_ldra() {
         Err(Rejection::NestedRelay)
     );
 }
+
+/// Lookups read the set a thread last saw while its version stands: a replace is seen at the
+/// next lookup on every thread, and two sets read in turn on one thread are never taken for
+/// each other.
+#[test]
+fn own_addresses_read_without_a_lock_see_every_replace_and_never_another_set() {
+    let x = a("2001:db8:1::5");
+    let one = Arc::new(OwnAddresses::new([x]));
+    let two = OwnAddresses::default();
+    for _ in 0..2 {
+        assert!(one.contains(&x));
+        assert!(!two.contains(&x));
+    }
+    two.replace([x].into_iter().collect());
+    one.replace(std::collections::HashSet::new());
+    assert!(!one.contains(&x));
+    assert!(two.contains(&x));
+    assert!(two.with(|own| one.with(|inner| own.contains(&x) && !inner.contains(&x))));
+    let there = one.clone();
+    std::thread::spawn(move || {
+        assert!(!there.contains(&x));
+        there.replace([x].into_iter().collect());
+        assert!(there.contains(&x));
+    })
+    .join()
+    .unwrap();
+    assert!(one.contains(&x), "replaced on another thread, seen here");
+}

@@ -131,19 +131,50 @@ pub(crate) fn relay_data_of<L: RelayLevel>(chain: &RelayChain<L>) -> RelayData {
     let Some(ours) = chain.ours() else {
         return RelayData::default();
     };
-    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
     RelayData {
         peer_address: chain.peer_address(),
         interface_id: ours.interface_id().map(Box::from),
         remote_id: remote_id_of(&ours),
-        access: chain.below_ours().map(|below| {
-            Box::new(AccessPort {
-                levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
-                peer_address: nonzero(below.peer_address()),
-                interface_id: below.interface_id().map(Box::from),
-                remote_id: remote_id_of(&below),
-            })
-        }),
+        access: access_of(chain),
+    }
+}
+
+/// The level directly below this box's, as the [`AccessPort`] (see [`relay_data_of`]).
+fn access_of<L: RelayLevel>(chain: &RelayChain<L>) -> Option<Box<AccessPort>> {
+    let nonzero = |a: Ipv6Addr| Some(a).filter(|a| !a.is_unspecified());
+    chain.below_ours().map(|below| {
+        Box::new(AccessPort {
+            levels: u8::try_from(chain.nested()).unwrap_or(u8::MAX),
+            peer_address: nonzero(below.peer_address()),
+            interface_id: below.interface_id().map(Box::from),
+            remote_id: remote_id_of(&below),
+        })
+    })
+}
+
+/// The [`RelayData`] of a snooped exchange: the RELAY-REPL's chain (`chain`) over what its
+/// RELAY-FORW gave (`forw`). This box's link/peer addresses and Interface-Id come from the
+/// REPL, falling back on the FORW's; the Remote-Id and the levels below ours from the FORW
+/// (only the forward direction is sure to carry them), falling back on the REPL's. The same
+/// answer as merging two [`relay_data_of`]s field by field, but what the FORW already holds is
+/// kept rather than copied out of the REPL again and dropped: a REPLY whose Interface-Id
+/// echoes the FORW's (every relay's) costs no allocation for it.
+pub(crate) fn relay_data_over<L: RelayLevel>(chain: &RelayChain<L>, forw: RelayData) -> RelayData {
+    let Some(ours) = chain.ours() else {
+        return forw;
+    };
+    let interface_id = match ours.interface_id() {
+        Some(id) => match forw.interface_id {
+            Some(kept) if *kept == *id => Some(kept),
+            _ => Some(Box::from(id)),
+        },
+        None => forw.interface_id,
+    };
+    RelayData {
+        peer_address: chain.peer_address().or(forw.peer_address),
+        interface_id,
+        remote_id: forw.remote_id.or_else(|| remote_id_of(&ours)),
+        access: forw.access.or_else(|| access_of(chain)),
     }
 }
 
@@ -559,5 +590,106 @@ mod tests {
         let e = from_reply(&client_data(false), None, None, &ctx()).unwrap_err();
         assert_eq!(e, FromWireError::NoCltTime);
         assert_eq!(e.label(), "no_clt_time");
+    }
+}
+
+#[cfg(test)]
+mod relay_over_tests {
+    use super::*;
+    use crate::wire::{CheckedMessage, RelayChainView};
+
+    fn opt(code: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = code.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn a(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    /// A relay message of `kind` (12 FORW, 13 REPL) around a client REPLY: this box's level
+    /// with or without Interface-Id and Remote-Id, and with or without an LDRA level below it.
+    fn relayed(kind: u8, iface: Option<&[u8]>, remote: Option<&[u8]>, ldra: bool) -> Vec<u8> {
+        let mut client = vec![7, 0, 0, 9];
+        client.extend(opt(1, &[0, 3, 0, 1, 2, 0, 0, 0, 0, 9]));
+        let inner = if ldra {
+            let mut l = vec![kind, 0];
+            l.extend_from_slice(&a("::"));
+            l.extend_from_slice(&a("fe80::7"));
+            l.extend(opt(18, b"port-3"));
+            let mut rid = 9u32.to_be_bytes().to_vec();
+            rid.extend_from_slice(b"olt");
+            l.extend(opt(37, &rid));
+            l.extend(opt(9, &client));
+            l
+        } else {
+            client
+        };
+        let mut m = vec![kind, u8::from(ldra)];
+        m.extend_from_slice(&a("2001:db8:1::1"));
+        m.extend_from_slice(&a("fe80::2"));
+        if let Some(i) = iface {
+            m.extend(opt(18, i));
+        }
+        if let Some(r) = remote {
+            let mut rid = 4491u32.to_be_bytes().to_vec();
+            rid.extend_from_slice(r);
+            m.extend(opt(37, &rid));
+        }
+        m.extend(opt(9, &inner));
+        m
+    }
+
+    fn relay_of(bytes: &[u8]) -> RelayData {
+        let msg = CheckedMessage::new(bytes).expect("a valid message");
+        relay_data_of(&RelayChainView::of(msg))
+    }
+
+    /// `relay_data_over` is the field-by-field merge the classifier did before (the REPL's
+    /// peer-address and Interface-Id over the FORW's, the FORW's Remote-Id and access port over
+    /// the REPL's), for every mix of what each direction carries; and an Interface-Id the REPL
+    /// echoes is the FORW's own, kept, not a fresh copy.
+    #[test]
+    fn the_reply_over_its_forward_is_the_old_field_by_field_merge() {
+        let ids: [Option<&[u8]>; 3] = [None, Some(b"sub0"), Some(b"sub1")];
+        let mut forws = vec![RelayData::default()];
+        let mut repls = Vec::new();
+        for iface in ids {
+            for remote in ids {
+                for ldra in [false, true] {
+                    forws.push(relay_of(&relayed(12, iface, remote, ldra)));
+                    repls.push(relayed(13, iface, remote, ldra));
+                }
+            }
+        }
+        let mut checked = 0;
+        for repl in &repls {
+            let chain = RelayChainView::of(CheckedMessage::new(repl).unwrap());
+            for forw in &forws {
+                let mut want = relay_data_of(&chain);
+                let f = forw.clone();
+                want.peer_address = want.peer_address.or(f.peer_address);
+                want.interface_id = want.interface_id.or(f.interface_id);
+                want.remote_id = f.remote_id.or(want.remote_id);
+                want.access = f.access.or(want.access);
+                let got = relay_data_over(&chain, forw.clone());
+                assert_eq!(got, want, "REPL {repl:?} over FORW {forw:?}");
+                checked += 1;
+                // The pointer of what was passed in: the same bytes, not a copy of them.
+                let f = forw.clone();
+                let passed = f.interface_id.as_deref().map(<[u8]>::as_ptr);
+                let got = relay_data_over(&chain, f);
+                if got.interface_id.is_some() && got.interface_id == forw.interface_id {
+                    assert_eq!(
+                        got.interface_id.as_deref().map(<[u8]>::as_ptr),
+                        passed,
+                        "the FORW's Interface-Id is kept, not copied again"
+                    );
+                }
+            }
+        }
+        assert_eq!(checked, 18 * 19);
     }
 }

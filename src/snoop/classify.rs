@@ -67,8 +67,8 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use crate::admission::{Admission, OwnAddresses};
-use crate::cache::from_wire::relay_data_of;
-use crate::cache::storage::IncMap;
+use crate::cache::from_wire::{relay_data_of, relay_data_over};
+use crate::cache::storage::{IncMap, KeyHashBuilder};
 use crate::cache::{
     Doubt, DoubtReason, IaType, LeaseKey, Link, Observation, ObservedLease, RelayData, ServerId,
     Source, Timestamp, WithdrawReason, Withdrawal,
@@ -232,7 +232,96 @@ struct Pending {
 }
 
 /// Transaction id, client DUID, link-address: what ties a REPLY to its RELAY-FORW.
-type PendingKey = (u32, Duid, Ipv6Addr);
+#[derive(Debug, Clone)]
+struct PendingKey {
+    xid: u32,
+    duid: Duid,
+    link: Ipv6Addr,
+}
+
+/// A [`PendingKey`] borrowed from a packet: the memory is searched with it, so a REPLY or an
+/// ADVERTISE builds no `Duid` (an allocation and a copy) just to look its exchange up — the
+/// REPLY takes the remembered entry's own `Duid` for its observation instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    xid: u32,
+    duid: &'a [u8],
+    link: Ipv6Addr,
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(client: &ClientView<'_>, duid: &'a [u8], chain: &RelayChainView<'_>) -> Self {
+        KeyRef {
+            xid: client.transaction_id(),
+            duid,
+            link: chain.link_or_unspecified(),
+        }
+    }
+
+    fn owned(self) -> PendingKey {
+        PendingKey {
+            xid: self.xid,
+            duid: Duid::from(self.duid),
+            link: self.link,
+        }
+    }
+}
+
+/// What both key forms show the map: hashing and equality are those of the [`KeyRef`], so a
+/// `PendingKey` borrows as a `dyn AsKeyRef` and is found by either.
+trait AsKeyRef {
+    fn key_ref(&self) -> KeyRef<'_>;
+}
+
+impl AsKeyRef for PendingKey {
+    fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            xid: self.xid,
+            duid: self.duid.as_bytes(),
+            link: self.link,
+        }
+    }
+}
+
+impl AsKeyRef for KeyRef<'_> {
+    fn key_ref(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn AsKeyRef + 'a> for PendingKey {
+    fn borrow(&self) -> &(dyn AsKeyRef + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn AsKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key_ref().hash(h)
+    }
+}
+
+impl PartialEq for dyn AsKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for dyn AsKeyRef + '_ {}
+
+impl std::hash::Hash for PendingKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key_ref().hash(h)
+    }
+}
+
+impl PartialEq for PendingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for PendingKey {}
 
 /// One bounded memory of RELAY-FORWs. Each entry carries the sequence number of its place in
 /// `order` (arrival order, oldest first: what eviction and expiry take), so a refreshed or
@@ -246,8 +335,13 @@ type PendingKey = (u32, Duid, Ipv6Addr);
 struct PendingTable {
     capacity: usize,
     entries: IncMap<PendingKey, (u64, Pending)>,
-    order: BTreeMap<u64, PendingKey>,
+    /// Arrival order, with each entry's arrival time beside its key: expiry reads the oldest's
+    /// age here, without a map lookup per snooped message.
+    order: BTreeMap<u64, (Timestamp, PendingKey)>,
     next: u64,
+    /// Entries of rapid-commit SOLICITs, the only ones an ADVERTISE ends: while there are none
+    /// (every storm), an ADVERTISE looks nothing up.
+    solicits: usize,
 }
 
 impl PendingTable {
@@ -257,6 +351,14 @@ impl PendingTable {
             entries: IncMap::default(),
             order: BTreeMap::new(),
             next: 0,
+            solicits: 0,
+        }
+    }
+
+    /// `p` has left the memory: counted out of [`PendingTable::solicits`].
+    fn gone(&mut self, p: &Pending) {
+        if p.client_type == MessageType::SOLICIT {
+            self.solicits = self.solicits.saturating_sub(1);
         }
     }
 
@@ -264,35 +366,49 @@ impl PendingTable {
     fn insert(&mut self, key: PendingKey, entry: Pending) -> u64 {
         let seq = self.next;
         self.next += 1;
-        if let Some((old, _)) = self.entries.insert(key.clone(), (seq, entry)) {
+        let at = entry.at;
+        if entry.client_type == MessageType::SOLICIT {
+            self.solicits += 1;
+        }
+        if let Some((old, p)) = self.entries.insert(key.clone(), (seq, entry)) {
+            self.gone(&p);
             self.order.remove(&old);
         }
-        self.order.insert(seq, key);
+        self.order.insert(seq, (at, key));
         let mut evicted = 0;
         while self.entries.len() > self.capacity {
-            let Some((_, old)) = self.order.pop_first() else {
+            let Some((_, (_, old))) = self.order.pop_first() else {
                 break;
             };
-            self.entries.remove(&old);
+            if let Some((_, p)) = self.entries.remove(&old) {
+                self.gone(&p);
+            }
             evicted += 1;
         }
         evicted
     }
 
-    fn remove(&mut self, key: &PendingKey) -> Option<Pending> {
+    /// Take the entry of `key` out, with the key as it was remembered (its `Duid` shared).
+    fn remove(&mut self, key: &dyn AsKeyRef) -> Option<(Pending, Option<PendingKey>)> {
+        // Every REQUEST and REPLY looks in both memories, and the RELEASE one is nearly always
+        // empty: no key hashed for it then.
+        if self.entries.is_empty() {
+            return None;
+        }
         let (seq, p) = self.entries.remove(key)?;
-        self.order.remove(&seq);
-        Some(p)
+        self.gone(&p);
+        Some((p, self.order.remove(&seq).map(|(_, k)| k)))
     }
 
     fn expire(&mut self, now: Timestamp, ttl_ms: i64) {
-        while let Some((_, key)) = self.order.first_key_value() {
-            let at = self.entries.get(key).map(|(_, p)| p.at);
-            if at.is_some_and(|at| now.millis().saturating_sub(at.millis()) < ttl_ms) {
+        while let Some((_, (at, _))) = self.order.first_key_value() {
+            if now.millis().saturating_sub(at.millis()) < ttl_ms {
                 break;
             }
-            if let Some((_, key)) = self.order.pop_first() {
-                self.entries.remove(&key);
+            if let Some((_, (_, key))) = self.order.pop_first()
+                && let Some((_, p)) = self.entries.remove(&key)
+            {
+                self.gone(&p);
             }
         }
     }
@@ -318,12 +434,16 @@ pub struct Classifier {
     /// The server of the last REPLY bound, handed to the next one from the same server
     /// (see [`Classifier::server_id`]).
     last_server: Option<Arc<ServerId>>,
+    /// `trust.servers` again, hashed with the cache's keyed hasher instead of SipHash: asked
+    /// for every trust check of a relayed message (its destination or its source).
+    servers: HashSet<Ipv6Addr, KeyHashBuilder>,
 }
 
 impl Classifier {
     pub fn new(cfg: ClassifyConfig, trust: SnoopTrust) -> Self {
         Classifier {
             cfg,
+            servers: trust.servers.iter().copied().collect(),
             trust,
             pending: PendingTable::new(cfg.pending_capacity),
             releases: PendingTable::new(cfg.release_capacity),
@@ -419,15 +539,11 @@ impl Classifier {
             MessageType::RELAY_REPL if client.msg_type() == MessageType::ADVERTISE => {
                 // The server chose to advertise: a rapid-commit SOLICIT gets no REPLY now, so
                 // its entry goes (only a server we trust may end it).
-                if self.repl_trusted(env).is_ok()
+                if self.pending.solicits > 0
+                    && self.repl_trusted(env).is_ok()
                     && let Some(duid) = client.options().checked_data(OptionCode::CLIENTID)
                 {
-                    let key: PendingKey = (
-                        client.transaction_id(),
-                        Duid::from(duid),
-                        chain.link_or_unspecified(),
-                    );
-                    self.pending.remove(&key);
+                    self.pending.remove(&KeyRef::of(&client, duid, &chain));
                 }
                 self.stats.bump(ClassifyCounter::Ignored);
                 None
@@ -465,7 +581,7 @@ impl Classifier {
         if !self.trust.own.contains(&env.src) {
             return Err(ClassifyCounter::UntrustedSource);
         }
-        if !(self.trust.servers.contains(&env.dst) || env.dst == ALL_DHCP_SERVERS) {
+        if !(self.servers.contains(&env.dst) || env.dst == ALL_DHCP_SERVERS) {
             return Err(ClassifyCounter::WrongDestination);
         }
         Ok(())
@@ -479,7 +595,7 @@ impl Classifier {
         if !Self::ports_ok(env) {
             return Err(ClassifyCounter::WrongPort);
         }
-        if !self.trust.servers.contains(&env.src) {
+        if !self.servers.contains(&env.src) {
             return Err(ClassifyCounter::UntrustedSource);
         }
         if !self.trust.own.contains(&env.dst) {
@@ -495,7 +611,7 @@ impl Classifier {
         !env.outgoing
             && env.src_port == SERVER_PORT
             && env.dst_port == CLIENT_PORT
-            && self.trust.servers.contains(&env.src)
+            && self.servers.contains(&env.src)
             && !self.trust.own.contains(&env.dst)
             && !env.dst.is_multicast()
             && !env.dst.is_unicast_link_local()
@@ -574,11 +690,7 @@ impl Classifier {
         } else {
             Vec::new()
         };
-        let key: PendingKey = (
-            client.transaction_id(),
-            Duid::from(duid),
-            chain.link_or_unspecified(),
-        );
+        let key = KeyRef::of(&client, duid, chain);
         let entry = Pending {
             client_type: client.msg_type(),
             relay: relay_data_of(chain),
@@ -594,7 +706,7 @@ impl Classifier {
             (&mut self.pending, &mut self.releases)
         };
         other.remove(&key);
-        for _ in 0..table.insert(key, entry) {
+        for _ in 0..table.insert(key.owned(), entry) {
             self.stats.bump(ClassifyCounter::PendingEvicted);
         }
     }
@@ -614,13 +726,8 @@ impl Classifier {
             self.stats.bump(ClassifyCounter::MissingId);
             return None;
         };
-        let duid = Duid::from(duid);
-        let key: PendingKey = (
-            reply.transaction_id(),
-            duid.clone(),
-            chain.link_or_unspecified(),
-        );
-        let Some(forw) = self
+        let key = KeyRef::of(&reply, duid, chain);
+        let Some((forw, remembered)) = self
             .releases
             .remove(&key)
             .or_else(|| self.pending.remove(&key))
@@ -628,6 +735,8 @@ impl Classifier {
             self.refuse(ClassifyCounter::ReplyUnmatched);
             return None;
         };
+        // The remembered key's DUID is these same bytes: shared, not copied again.
+        let duid = remembered.map_or_else(|| Duid::from(duid), |k| k.duid);
         if matches!(
             forw.client_type,
             MessageType::RELEASE | MessageType::DECLINE
@@ -637,11 +746,7 @@ impl Classifier {
         let leases = self.reply_leases(reply)?;
         // The REPL echoes this box's link/peer addresses and Interface-Id; the FORW adds the
         // Remote-Id, and the levels below ours as this box relayed them.
-        let mut relay = relay_data_of(chain);
-        relay.peer_address = relay.peer_address.or(forw.relay.peer_address);
-        relay.interface_id = relay.interface_id.or(forw.relay.interface_id);
-        relay.remote_id = forw.relay.remote_id.or(relay.remote_id);
-        relay.access = forw.relay.access.or(relay.access);
+        let relay = relay_data_over(chain, forw.relay);
         self.stats.bump(ClassifyCounter::ReplyBind);
         Some(Learned::Bind(Observation {
             client_duid: duid,

@@ -1165,9 +1165,14 @@ mod pending_table {
     use super::*;
     use proptest::prelude::*;
 
-    fn pending(at: i64) -> Pending {
+    /// Every third key is a rapid-commit SOLICIT's (what an ADVERTISE may end).
+    fn pending(k: u8, at: i64) -> Pending {
         Pending {
-            client_type: MessageType::REQUEST,
+            client_type: if k % 3 == 0 {
+                MessageType::SOLICIT
+            } else {
+                MessageType::REQUEST
+            },
             relay: crate::cache::binding::RelayData::default(),
             named: Vec::new(),
             at: ts(at),
@@ -1175,11 +1180,11 @@ mod pending_table {
     }
 
     fn key(k: u8) -> PendingKey {
-        (
-            u32::from(k),
-            Duid::ll_ethernet([2, 0, 0, 0, 0, k]),
-            Ipv6Addr::LOCALHOST,
-        )
+        PendingKey {
+            xid: u32::from(k),
+            duid: Duid::ll_ethernet([2, 0, 0, 0, 0, k]),
+            link: Ipv6Addr::LOCALHOST,
+        }
     }
 
     proptest! {
@@ -1198,7 +1203,7 @@ mod pending_table {
                 now += 1;
                 match op {
                     0 | 1 => {
-                        let evicted = t.insert(key(k), pending(now));
+                        let evicted = t.insert(key(k), pending(k, now));
                         model.retain(|(m, _)| *m != k);
                         model.push((k, now));
                         let over = model.len().saturating_sub(cap);
@@ -1206,7 +1211,12 @@ mod pending_table {
                         prop_assert_eq!(evicted, over as u64);
                     }
                     2 => {
-                        let got = t.remove(&key(k)).map(|p| p.at);
+                        // Found by the borrowed form a packet gives, handing back the key
+                        // as it was remembered.
+                        let got = t.remove(&key(k).key_ref()).map(|(p, kept)| {
+                            assert_eq!(kept, Some(key(k)));
+                            p.at
+                        });
                         let i = model.iter().position(|(m, _)| *m == k);
                         let want = i.map(|i| ts(model.remove(i).1));
                         prop_assert_eq!(got, want);
@@ -1219,7 +1229,10 @@ mod pending_table {
                 }
                 prop_assert_eq!(t.len(), model.len());
                 prop_assert_eq!(t.order.len(), t.entries.len());
-                let order: Vec<u8> = t.order.values().map(|(x, _, _)| *x as u8).collect();
+                // The SOLICIT count follows every way an entry comes and goes.
+                let solicits = model.iter().filter(|(m, _)| m % 3 == 0).count();
+                prop_assert_eq!(t.solicits, solicits);
+                let order: Vec<u8> = t.order.values().map(|(_, key)| key.xid as u8).collect();
                 let want: Vec<u8> = model.iter().map(|(m, _)| *m).collect();
                 prop_assert_eq!(order, want);
             }
