@@ -155,6 +155,9 @@ impl<K: Hash + Eq, V, S: BuildHasher> IncMap<K, V, S> {
         self.hasher.hash_one(k)
     }
 
+    /// Tests only: every product reader looks up by a hash it computed already (the sharded
+    /// maps) or by a borrowed key through its own path (the classifier's pending table).
+    #[cfg(test)]
     pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
     where
         K: std::borrow::Borrow<Q>,
