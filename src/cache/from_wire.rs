@@ -313,14 +313,14 @@ mod tests {
     use super::*;
     use crate::wire::DhcpOption;
 
-    fn opt(code: u16, body: &[u8]) -> Vec<u8> {
+    pub(super) fn opt(code: u16, body: &[u8]) -> Vec<u8> {
         let mut v = code.to_be_bytes().to_vec();
         v.extend_from_slice(&(body.len() as u16).to_be_bytes());
         v.extend_from_slice(body);
         v
     }
 
-    fn a(s: &str) -> [u8; 16] {
+    pub(super) fn a(s: &str) -> [u8; 16] {
         s.parse::<Ipv6Addr>().unwrap().octets()
     }
 
@@ -595,19 +595,9 @@ mod tests {
 
 #[cfg(test)]
 mod relay_over_tests {
+    use super::tests::{a, opt};
     use super::*;
     use crate::wire::{CheckedMessage, RelayChainView};
-
-    fn opt(code: u16, body: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
-
-    fn a(s: &str) -> [u8; 16] {
-        s.parse::<Ipv6Addr>().unwrap().octets()
-    }
 
     /// A relay message of `kind` (12 FORW, 13 REPL) around a client REPLY: this box's level
     /// with or without Interface-Id and Remote-Id, and with or without an LDRA level below it.

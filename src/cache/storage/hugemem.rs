@@ -29,31 +29,22 @@ use std::ptr::NonNull;
 /// The x86-64 / aarch64 (4 KiB granule) PMD huge page size.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
-/// A heap array of exactly `len` initialised `T`s whose memory is huge-page backed when large.
-pub(crate) struct HugeArray<T> {
-    ptr: NonNull<T>,
-    len: usize,
-    layout: Layout,
-}
-
-// SAFETY: HugeArray owns its elements exactly like a Box<[T]> does.
-unsafe impl<T: Send> Send for HugeArray<T> {}
-// SAFETY: shared access only hands out &T, like Box<[T]>.
-unsafe impl<T: Sync> Sync for HugeArray<T> {}
+/// A heap array of exactly `len` initialised `T`s whose memory is huge-page backed when large:
+/// a [`HugeVec`] filled to its capacity when made (one owner of the unsafe memory handling).
+pub(crate) struct HugeArray<T>(HugeVec<T>);
 
 impl<T> HugeArray<T> {
     /// `len` elements, each made by `fill`. Panics only if the size overflows `isize` (a
     /// capacity bug in the caller, never a network input) and aborts on allocation failure like
-    /// every std collection.
+    /// every std collection. If `fill` panics, the elements made so far are dropped.
     pub(crate) fn new(len: usize, mut fill: impl FnMut() -> T) -> Self {
-        let (ptr, layout) = allocate::<T>(len);
-        for i in 0..len {
-            // SAFETY: i < len and the allocation holds len elements (size ≥ len·size_of::<T>(),
-            // alignment ≥ align_of::<T>()); each slot is written exactly once. If `fill` panics,
-            // the elements written so far and the allocation leak, which is safe.
-            unsafe { ptr.as_ptr().add(i).write(fill()) };
+        let mut v = HugeVec::with_capacity(len);
+        for _ in 0..len {
+            // Never refused: the vector was made with room for exactly `len`.
+            let pushed = v.push(fill());
+            debug_assert!(pushed.is_ok());
         }
-        HugeArray { ptr, len, layout }
+        HugeArray(v)
     }
 }
 
@@ -64,7 +55,7 @@ fn allocate<T>(len: usize) -> (NonNull<T>, Layout) {
     let elem = std::mem::size_of::<T>().max(1);
     let bytes = elem
         .checked_mul(len.max(1))
-        .expect("HugeArray size overflow");
+        .expect("huge array size overflow");
     // A slab chunk is a few bytes short of 2 MiB (a whole number of entries): anything within
     // 1/8 of a huge page still gets one, the rest of the page left unused.
     let huge = bytes >= HUGE_PAGE - HUGE_PAGE / 8;
@@ -73,7 +64,7 @@ fn allocate<T>(len: usize) -> (NonNull<T>, Layout) {
     } else {
         Layout::from_size_align(bytes, std::mem::align_of::<T>())
     }
-    .expect("HugeArray layout");
+    .expect("huge array layout");
     // SAFETY: layout has a non-zero size (bytes ≥ 1).
     let raw = unsafe { alloc(layout) }.cast::<T>();
     let Some(ptr) = NonNull::new(raw) else {
@@ -209,37 +200,21 @@ impl<T> Deref for HugeArray<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        // SAFETY: ptr points to len initialised elements owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.0
     }
 }
 
 impl<T> DerefMut for HugeArray<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in deref, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        &mut self.0
     }
 }
 
-impl<T> Drop for HugeArray<T> {
-    fn drop(&mut self) {
-        // SAFETY: the len elements are initialised and dropped once here; the memory was
-        // allocated with exactly self.layout.
-        unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                self.ptr.as_ptr(),
-                self.len,
-            ));
-            dealloc(self.ptr.as_ptr().cast(), self.layout);
-        }
-    }
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for HugeArray<T> {
+impl<T> std::fmt::Debug for HugeArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HugeArray")
-            .field("len", &self.len)
-            .field("bytes", &self.layout.size())
+            .field("len", &self.0.len)
+            .field("bytes", &self.0.layout.size())
             .finish()
     }
 }
