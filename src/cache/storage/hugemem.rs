@@ -76,12 +76,12 @@ fn allocate<T>(len: usize) -> (NonNull<T>, Layout) {
     (ptr, layout)
 }
 
-/// A vector of fixed capacity in the memory a [`HugeArray`] of that length would have, its
-/// elements written one by one as they are pushed.
+/// A vector of fixed capacity whose memory is huge-page backed when large (see [`allocate`]),
+/// its elements written one by one as they are pushed and never moved.
 ///
-/// Why: a lease slab's chunk is a 2 MiB [`HugeArray`] of `None`s: every entry was written when
-/// the chunk was allocated, 2 MiB faulted in and filled at once inside the one `apply` that
-/// needed the chunk (in a reboot storm, the four shards' second chunks all come at the same
+/// Why: a lease slab's 2 MiB chunk made whole, as a [`HugeArray`] of `None`s, had every entry
+/// written when it was allocated: 2 MiB faulted in and filled at once inside the one `apply`
+/// that needed the chunk (in a reboot storm, the four shards' second chunks all come at the same
 /// client, ~4 100, on one window's REPLYs). Pushed one at a time, each part of a chunk is first
 /// touched by the lease that uses it.
 pub(crate) struct HugeVec<T> {
